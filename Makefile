@@ -1,0 +1,31 @@
+# Quick start: `make devnet` runs a local validator network, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VALIDATORS ?= 1
+DEVNET_DIR ?= devnet
+
+.PHONY: devnet test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+devnet: $(STAMP)
+	$(BIN)/liveledger devnet --dir $(DEVNET_DIR) --validators $(VALIDATORS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m benches.throughput --validators $(VALIDATORS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

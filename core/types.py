@@ -1,0 +1,189 @@
+"""The wire types every layer shares: transactions, headers, blocks, votes, commits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Annotated
+
+from core.codec import Len, MaxItems, MaxLen, Wire, pack_raw
+from core.errors import DecodeError, InvalidTransaction
+from core.hashing import Domain, hash_bytes
+from core.keys import PrivateKey, SignDomain, verify
+
+Hash32 = Annotated[bytes, Len(32)]
+PublicKey = Annotated[bytes, Len(32)]
+Signature = Annotated[bytes, Len(64)]
+Address = Annotated[bytes, Len(20)]
+
+MAX_TX_TYPE = 64
+MAX_PAYLOAD = 16 * 1024
+MAX_TX_BODY = MAX_PAYLOAD + 256
+MAX_BLOCK_TXS = 100_000
+MAX_VALIDATORS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class TxBody(Wire):
+    """What a sender signs. ``payload`` is the canonical encoding of the type's payload."""
+
+    nonce: int
+    fee: int
+    # Last height at which the transaction may be included.
+    expiry_height: int
+    type: Annotated[str, MaxLen(MAX_TX_TYPE)]
+    payload: Annotated[bytes, MaxLen(MAX_PAYLOAD)]
+
+    MAX_ENCODED = MAX_TX_BODY
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx(Wire):
+    """A transaction as carried: chain id, sender key, body bytes, and a signature over them.
+
+    The chain id travels in the envelope so that a transaction meant for another
+    chain is refused (``wrong_chain``) before any signature work; the signature
+    still covers it. The body is decoded only after the signature verifies
+    (see ``verify_tx``).
+    """
+
+    chain_id: Annotated[str, MaxLen(64)]
+    sender: PublicKey
+    body: Annotated[bytes, MaxLen(MAX_TX_BODY)]
+    signature: Signature
+
+    MAX_ENCODED = MAX_TX_BODY + 200
+
+    @property
+    def hash(self) -> bytes:
+        return tx_hash(self.encode())
+
+
+def tx_hash(encoded_signed_tx: bytes) -> bytes:
+    return hash_bytes(Domain.TX, encoded_signed_tx)
+
+
+def sign_tx(key: PrivateKey, chain_id: str, body: TxBody) -> SignedTx:
+    raw = body.encode()
+    return SignedTx(chain_id, key.public_key, raw, key.sign(SignDomain.TX, chain_id, raw))
+
+
+def verify_tx(tx: SignedTx, chain_id: str) -> TxBody:
+    """Check chain id and signature, then decode the body. Raises ``Invalid`` subclasses."""
+    if tx.chain_id != chain_id:
+        raise InvalidTransaction(
+            f"transaction is for chain {tx.chain_id!r}, this is {chain_id!r}", "wrong_chain"
+        )
+    verify(tx.sender, SignDomain.TX, chain_id, tx.body, tx.signature)
+    return TxBody.decode(tx.body)
+
+
+class VoteType(IntEnum):
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+def vote_signing_body(vote_type: int, height: int, round_: int, block_hash: bytes) -> bytes:
+    return pack_raw([int(vote_type), height, round_, block_hash])
+
+
+@dataclass(frozen=True, slots=True)
+class Vote(Wire):
+    """A signed prevote or precommit; an empty ``block_hash`` is a vote for nil."""
+
+    type: int
+    height: int
+    round: int
+    block_hash: Annotated[bytes, MaxLen(32)]
+    validator: PublicKey
+    signature: Signature
+
+    MAX_ENCODED = 256
+
+    def __post_init__(self) -> None:
+        if self.type not in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+            raise DecodeError(f"vote type must be 1 or 2, got {self.type}")
+        if len(self.block_hash) not in (0, 32):
+            raise DecodeError(f"vote block hash must be 0 or 32 bytes, got {len(self.block_hash)}")
+
+    @classmethod
+    def create(
+        cls,
+        key: PrivateKey,
+        chain_id: str,
+        vote_type: VoteType,
+        height: int,
+        round_: int,
+        block_hash: bytes,
+    ) -> Vote:
+        body = vote_signing_body(vote_type, height, round_, block_hash)
+        sig = key.sign(SignDomain.VOTE, chain_id, body)
+        return cls(int(vote_type), height, round_, block_hash, key.public_key, sig)
+
+    def verify(self, chain_id: str) -> None:
+        body = vote_signing_body(self.type, self.height, self.round, self.block_hash)
+        verify(self.validator, SignDomain.VOTE, chain_id, body, self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitSig(Wire):
+    validator: PublicKey
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class Commit(Wire):
+    """Precommits of more than 2/3 of the producers for one block (a commit certificate)."""
+
+    height: int
+    round: int
+    block_hash: Hash32
+    signatures: Annotated[tuple[CommitSig, ...], MaxItems(MAX_VALIDATORS)]
+
+    def votes(self) -> list[Vote]:
+        return [
+            Vote(
+                int(VoteType.PRECOMMIT),
+                self.height,
+                self.round,
+                self.block_hash,
+                s.validator,
+                s.signature,
+            )
+            for s in self.signatures
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader(Wire):
+    chain_id: Annotated[str, MaxLen(64)]
+    height: int
+    round: int
+    time_ms: int
+    prev_hash: Hash32
+    tx_root: Hash32
+    # Root of the state tree after executing this block.
+    state_root: Hash32
+    receipt_root: Hash32
+    producer: PublicKey
+    producer_set_hash: Hash32
+    # Certificate that finalized the previous block (None only at height 1).
+    last_commit: Commit | None
+
+    MAX_ENCODED = 64 * 1024
+
+    @property
+    def hash(self) -> bytes:
+        return hash_bytes(Domain.HEADER, self.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Block(Wire):
+    header: BlockHeader
+    txs: Annotated[tuple[SignedTx, ...], MaxItems(MAX_BLOCK_TXS)]
+
+    MAX_ENCODED = 64 * 1024 * 1024
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
