@@ -1,0 +1,182 @@
+"""The codec accepts exactly one encoding per object and round-trips every object."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core import (
+    Block,
+    BlockHeader,
+    Commit,
+    CommitSig,
+    DecodeError,
+    Len,
+    MaxItems,
+    MaxLen,
+    SignedTx,
+    TxBody,
+    Vote,
+    Wire,
+)
+
+u64 = st.integers(min_value=0, max_value=2**64 - 1)
+b32 = st.binary(min_size=32, max_size=32)
+b64 = st.binary(min_size=64, max_size=64)
+
+
+@dataclass(frozen=True, slots=True)
+class Inner(Wire):
+    flag: bool
+    tag: Annotated[bytes, Len(4)]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample(Wire):
+    n: int
+    name: Annotated[str, MaxLen(16)]
+    blob: Annotated[bytes, MaxLen(8)]
+    items: Annotated[tuple[Inner, ...], MaxItems(3)]
+    maybe: int | None
+
+
+inner = st.builds(Inner, st.booleans(), st.binary(min_size=4, max_size=4))
+samples = st.builds(
+    Sample,
+    u64,
+    st.text(max_size=4),
+    st.binary(max_size=8),
+    st.lists(inner, max_size=3).map(tuple),
+    st.none() | u64,
+)
+signed_txs = st.builds(SignedTx, st.text(max_size=10), b32, st.binary(max_size=300), b64)
+commits = st.builds(
+    Commit, u64, u64, b32, st.lists(st.builds(CommitSig, b32, b64), max_size=4).map(tuple)
+)
+headers = st.builds(
+    BlockHeader,
+    st.text(max_size=10),
+    u64,
+    u64,
+    u64,
+    b32,
+    b32,
+    b32,
+    b32,
+    b32,
+    b32,
+    st.none() | commits,
+)
+blocks = st.builds(Block, headers, st.lists(signed_txs, max_size=4).map(tuple))
+bodies = st.builds(TxBody, u64, u64, u64, st.text(max_size=12), st.binary(max_size=64))
+
+
+@given(st.one_of(samples, signed_txs, blocks, bodies))
+def test_round_trip(obj):
+    data = obj.encode()
+    assert type(obj).decode(data) == obj
+    assert type(obj).decode(data).encode() == data
+
+
+@settings(max_examples=300)
+@given(st.one_of(samples, signed_txs, blocks, bodies), st.data())
+def test_any_mutation_is_rejected_or_is_another_canonical_object(obj, data):
+    """Flip, drop or insert a byte: either decode fails, or the result re-encodes to the input."""
+    enc = bytearray(obj.encode())
+    pos = data.draw(st.integers(0, len(enc)))
+    kind = data.draw(st.sampled_from(["flip", "drop", "insert"]))
+    if kind == "flip" and pos < len(enc):
+        enc[pos] ^= data.draw(st.integers(1, 255))
+    elif kind == "drop" and pos < len(enc):
+        del enc[pos]
+    else:
+        enc.insert(pos, data.draw(st.integers(0, 255)))
+    mutated = bytes(enc)
+    try:
+        decoded = type(obj).decode(mutated)
+    except DecodeError:
+        return
+    assert decoded.encode() == mutated
+    assert decoded != obj
+
+
+@given(samples, st.binary(min_size=1, max_size=8))
+def test_trailing_bytes_rejected(obj, extra):
+    with pytest.raises(DecodeError, match="trailing"):
+        Sample.decode(obj.encode() + extra)
+
+
+def _raw(obj):
+    return msgpack.packb(obj.to_raw(), use_bin_type=True)
+
+
+def test_non_minimal_integer_rejected():
+    obj = Sample(5, "a", b"", (), None)
+    canonical = obj.encode()
+    # 5 as uint32 (0xce) instead of positive fixint
+    wide = canonical.replace(b"\x05", b"\xce\x00\x00\x00\x05", 1)
+    assert wide != canonical
+    with pytest.raises(DecodeError, match="non-canonical"):
+        Sample.decode(wide)
+
+
+def test_non_minimal_length_header_rejected():
+    obj = Sample(1, "ab", b"", (), None)
+    canonical = obj.encode()
+    # "ab" as str8 (0xd9 len) instead of fixstr
+    wide = canonical.replace(b"\xa2ab", b"\xd9\x02ab", 1)
+    with pytest.raises(DecodeError, match="non-canonical"):
+        Sample.decode(wide)
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ([1, "a", b"", []], "expected 5 fields"),
+        ([1, "a", b"", [], None, 7], "expected 5 fields"),
+        ([-1, "a", b"", [], None], "out of range"),
+        ([1.5, "a", b"", [], None], "expected int"),
+        ([True, "a", b"", [], None], "expected int"),
+        ([1, b"a", b"", [], None], "expected str"),
+        ([1, "a", "x", [], None], "expected bytes"),
+        ([1, "a", b"123456789", [], None], "at most 8 bytes"),
+        ([1, "a" * 17, b"", [], None], "at most 16 bytes"),
+        ([1, "a", b"", [[True, b"abc"]], None], "expected 4 bytes"),
+        ([1, "a", b"", [[True, b"abcd"]] * 4, None], "at most 3 items"),
+        ([1, "a", b"", [[1, b"abcd"]], None], "expected bool"),
+        ([1, "a", b"", [], "x"], "expected int"),
+        ({"n": 1}, "max_map_len"),
+    ],
+)
+def test_wrong_shapes_rejected(raw, reason):
+    data = msgpack.packb(raw, use_bin_type=True)
+    with pytest.raises(DecodeError, match=reason):
+        Sample.decode(data)
+
+
+def test_maps_floats_and_ext_rejected():
+    for raw in ([1, "a", b"", [], {"x": 1}], [1, "a", b"", [], msgpack.ExtType(1, b"x")]):
+        with pytest.raises(DecodeError):
+            Sample.decode(msgpack.packb(raw, use_bin_type=True))
+
+
+def test_oversized_encoding_rejected_before_parsing():
+    big = b"\x00" * (Vote.MAX_ENCODED + 1)
+    with pytest.raises(DecodeError, match="too large"):
+        Vote.decode(big)
+
+
+def test_garbage_rejected():
+    for junk in (b"", b"\xc1", b"\x93\x01", b"\xff" * 10, b"\x91\xc4\x05ab"):
+        with pytest.raises(DecodeError):
+            SignedTx.decode(junk)
+
+
+def test_vote_checks_type_and_hash_length():
+    with pytest.raises(DecodeError):
+        Vote.decode(msgpack.packb([3, 1, 0, b"", b"k" * 32, b"s" * 64], use_bin_type=True))
+    with pytest.raises(DecodeError):
+        Vote.decode(msgpack.packb([1, 1, 0, b"x" * 5, b"k" * 32, b"s" * 64], use_bin_type=True))
