@@ -1,0 +1,263 @@
+"""Generate a local validator network in one directory (devnets, tests, benches).
+
+Layout::
+
+    DIR/genesis.json                 written last: its presence means the network is complete
+    DIR/keyring/faucet.json          funded key, same format as the CLI keyring
+    DIR/node{i}/genesis.json         byte-identical copy
+    DIR/node{i}/node_key.json        validator key, encrypted with the same passphrase
+    DIR/node{i}/config.json          node-local settings (see ``write_node_config``)
+
+Chain parameters go into genesis; everything a node may choose for itself
+(ports, timing of its own loop, mempool sizes) goes into its ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import LiveLedgerError
+from core.keys import PrivateKey, format_address
+from core.keystore import atomic_write, save_key
+from genesis.document import (
+    Genesis,
+    GenesisAccount,
+    GenesisValidator,
+    genesis_json_bytes,
+)
+from vm.params import ChainParams
+
+FAUCET_NAME = "faucet"
+FAUCET_BALANCE = 10**15
+# Enough for a validator to pay fees for its own transactions (bonding, voting).
+VALIDATOR_BALANCE = 10**9
+VALIDATOR_POWER = 1
+LOCAL_HOST = "127.0.0.1"
+
+
+class LocalnetError(LiveLedgerError):
+    """The local network cannot be created where asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLayout:
+    """One validator's home directory and public identity (never its secret)."""
+
+    index: int
+    moniker: str
+    home: Path
+    public_key: bytes
+    address: str
+    http_port: int
+    p2p_port: int
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.json"
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / "node_key.json"
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.home / "genesis.json"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{LOCAL_HOST}:{self.http_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalnetLayout:
+    dir: Path
+    genesis: Genesis
+    genesis_path: Path
+    keyring_dir: Path
+    faucet_address: str
+    nodes: tuple[NodeLayout, ...]
+
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id
+
+    @property
+    def genesis_hash(self) -> bytes:
+        return self.genesis.hash
+
+    @property
+    def faucet_key_path(self) -> Path:
+        return self.keyring_dir / f"{FAUCET_NAME}.json"
+
+
+def create_localnet(
+    dir: Path | str,
+    validators: int,
+    passphrase: str,
+    chain_id: str | None = None,
+    *,
+    base_http_port: int | None = None,
+    base_p2p_port: int | None = None,
+    genesis_time_ms: int | None = None,
+    params: ChainParams | None = None,
+    faucet_balance: int = FAUCET_BALANCE,
+    validator_balance: int = VALIDATOR_BALANCE,
+    block_interval_ms: int = 1000,
+) -> LocalnetLayout:
+    """Create genesis, a funded faucet key and ``validators`` node homes under ``dir``.
+
+    Ports: with ``base_*_port`` set, node i gets base + i; otherwise each port is
+    one the kernel hands out free right now, so that several devnets and test runs
+    on one machine do not collide. (Another process may still take such a port
+    before the node starts; tests that need certainty should retry on bind errors.)
+    Without ``chain_id`` a random one is made, so that transactions signed for one
+    throwaway devnet are refused by another.
+    """
+    if not 1 <= validators <= 64:
+        raise LocalnetError(f"validators must be in 1..64, got {validators}")
+    root = Path(dir)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise LocalnetError(f"{root} exists and is not an empty directory")
+    if chain_id is None:
+        chain_id = f"liveledger-local-{secrets.token_hex(4)}"
+    if genesis_time_ms is None:
+        genesis_time_ms = time.time_ns() // 1_000_000
+    if base_http_port is None and base_p2p_port is None:
+        # One draw for both, so no port can be handed out twice.
+        ports = free_ports(2 * validators)
+        http_ports, p2p_ports = ports[:validators], ports[validators:]
+    else:
+        http_ports = _ports(base_http_port, validators)
+        p2p_ports = _ports(base_p2p_port, validators)
+    if set(http_ports) & set(p2p_ports):
+        raise LocalnetError("HTTP and p2p port ranges overlap")
+
+    faucet = PrivateKey.generate()
+    node_keys = [PrivateKey.generate() for _ in range(validators)]
+    monikers = [f"node{i}" for i in range(validators)]
+    accounts = [GenesisAccount(faucet.address, faucet_balance)]
+    accounts += [GenesisAccount(k.address, validator_balance) for k in node_keys]
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=genesis_time_ms,
+        params=params if params is not None else ChainParams.default(),
+        accounts=tuple(accounts),
+        validators=tuple(
+            GenesisValidator(m, k.public_key, VALIDATOR_POWER)
+            for m, k in zip(monikers, node_keys, strict=True)
+        ),
+    )
+
+    genesis_bytes = genesis_json_bytes(genesis)
+    keyring_dir = root / "keyring"
+    keyring_dir.mkdir(mode=0o700, parents=True)
+    save_key(keyring_dir / f"{FAUCET_NAME}.json", faucet, passphrase, FAUCET_NAME)
+
+    nodes = []
+    for i, (moniker, key) in enumerate(zip(monikers, node_keys, strict=True)):
+        home = root / moniker
+        home.mkdir(mode=0o700)
+        # The same bytes everywhere: every node must compute the same genesis hash.
+        atomic_write(home / "genesis.json", genesis_bytes)
+        save_key(home / "node_key.json", key, passphrase, moniker)
+        write_node_config(
+            home,
+            moniker=moniker,
+            http_port=http_ports[i],
+            p2p_port=p2p_ports[i],
+            block_interval_ms=block_interval_ms,
+        )
+        nodes.append(
+            NodeLayout(
+                index=i,
+                moniker=moniker,
+                home=home,
+                public_key=key.public_key,
+                address=format_address(key.address),
+                http_port=http_ports[i],
+                p2p_port=p2p_ports[i],
+            )
+        )
+    # Last, as the mark of a complete network: a run that failed half-way leaves
+    # no DIR/genesis.json, so tools do not take the debris for a devnet.
+    atomic_write(root / "genesis.json", genesis_bytes)
+    return LocalnetLayout(
+        dir=root,
+        genesis=genesis,
+        genesis_path=root / "genesis.json",
+        keyring_dir=keyring_dir,
+        faucet_address=format_address(faucet.address),
+        nodes=tuple(nodes),
+    )
+
+
+def write_node_config(
+    home: Path | str,
+    *,
+    moniker: str,
+    http_port: int,
+    p2p_port: int,
+    http_host: str = LOCAL_HOST,
+    p2p_host: str = LOCAL_HOST,
+    block_interval_ms: int = 1000,
+    data_dir: str = "data",
+    mempool_shards: int = 4,
+    mempool_per_account_cap: int = 64,
+    mempool_per_shard_cap: int = 50_000,
+    mempool_verify_threads: int = 2,
+) -> Path:
+    """Write ``home/config.json`` (node-local settings, read by ``node.config``).
+
+    ``data_dir`` is relative to ``home`` so that a node directory can be moved as
+    a whole. Settings not written here take ``node.config``'s defaults.
+    """
+    for name, port in (("http_port", http_port), ("p2p_port", p2p_port)):
+        if not 1 <= port <= 65535:
+            raise LocalnetError(f"{name} must be in 1..65535, got {port}")
+    config = {
+        "moniker": moniker,
+        "http_host": http_host,
+        "http_port": http_port,
+        "p2p_host": p2p_host,
+        "p2p_port": p2p_port,
+        "block_interval_ms": block_interval_ms,
+        "data_dir": data_dir,
+        "mempool": {
+            "shards": mempool_shards,
+            "per_account_cap": mempool_per_account_cap,
+            "per_shard_cap": mempool_per_shard_cap,
+            "verify_threads": mempool_verify_threads,
+        },
+    }
+    path = Path(home) / "config.json"
+    atomic_write(path, (json.dumps(config, indent=2) + "\n").encode(), mode=0o644)
+    return path
+
+
+def _ports(base: int | None, count: int) -> list[int]:
+    if base is not None:
+        if not 1 <= base or base + count - 1 > 65535:
+            raise LocalnetError(f"ports {base}..{base + count - 1} are not all in 1..65535")
+        return [base + i for i in range(count)]
+    return free_ports(count)
+
+
+def free_ports(count: int, host: str = LOCAL_HOST) -> list[int]:
+    """``count`` distinct TCP ports that are free on ``host`` right now.
+
+    All sockets stay bound until every port is picked, so the kernel cannot hand
+    out the same port twice.
+    """
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
