@@ -1,0 +1,48 @@
+"""The native transaction executor: state overlay, accounts, fees, receipts, handlers."""
+
+from vm.accounts import ZERO_ACCOUNT, Account, account_key, get_account, put_account
+from vm.context import BlockContext
+from vm.executor import BlockResult, Executor, VerifiedTx, verify_signed_tx
+from vm.params import ChainParams
+from vm.prefixes import KeyPrefix
+from vm.receipts import OK, Event, EventAttr, Receipt
+from vm.registry import (
+    BeginBlockHook,
+    Handler,
+    Registry,
+    TxFailed,
+    TxInfo,
+    default_registry,
+)
+from vm.state import Overlay, StateView
+from vm.transfer import TRANSFER, Transfer, apply_transfer
+
+__all__ = [
+    "OK",
+    "TRANSFER",
+    "ZERO_ACCOUNT",
+    "Account",
+    "BeginBlockHook",
+    "BlockContext",
+    "BlockResult",
+    "ChainParams",
+    "Event",
+    "EventAttr",
+    "Executor",
+    "Handler",
+    "KeyPrefix",
+    "Overlay",
+    "Receipt",
+    "Registry",
+    "StateView",
+    "Transfer",
+    "TxFailed",
+    "TxInfo",
+    "VerifiedTx",
+    "account_key",
+    "apply_transfer",
+    "default_registry",
+    "get_account",
+    "put_account",
+    "verify_signed_tx",
+]

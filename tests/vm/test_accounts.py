@@ -1,0 +1,98 @@
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from core.codec import Wire, pack_raw
+from core.errors import DecodeError, NodeFault
+from vm import ZERO_ACCOUNT, Account, KeyPrefix, Overlay, account_key, get_account, put_account
+
+ADDR = bytes(range(20))
+u64 = st.integers(0, 2**64 - 1)
+
+
+def generic_decode(data):
+    return Wire.decode.__func__(Account, data)
+
+
+def test_account_key_is_prefixed_address():
+    assert account_key(ADDR) == bytes([KeyPrefix.ACCOUNT]) + ADDR
+    with pytest.raises(ValueError, match="20 bytes, got 19"):
+        account_key(ADDR[:19])
+
+
+def test_absent_account_is_zero_on_dicts_and_overlays():
+    assert get_account({}, ADDR) == ZERO_ACCOUNT == Account(0, 0)
+    assert get_account(Overlay({}), ADDR) == ZERO_ACCOUNT
+
+
+def test_put_then_get_and_zero_account_is_stored_as_absence():
+    o = Overlay({account_key(ADDR): Account(5, 0).encode()})
+    put_account(o, ADDR, Account(9, 3))
+    assert get_account(o, ADDR) == Account(9, 3)
+    put_account(o, ADDR, Account(0, 0))
+    assert o.changes() == {account_key(ADDR): None}
+    with pytest.raises(ValueError):
+        put_account(o, ADDR + b"x", Account(1, 1))
+
+
+@given(u64, u64)
+def test_fast_encoding_is_the_generic_encoding(balance, nonce):
+    acct = Account(balance, nonce)
+    assert acct.encode() == Wire.encode(acct)
+    assert Account.decode(acct.encode()) == acct
+
+
+def test_encoding_an_out_of_range_account_is_a_node_fault():
+    with pytest.raises(NodeFault):
+        Account(-1, 0).encode()
+    with pytest.raises(NodeFault):
+        Account(0, 2**64).encode()
+
+
+non_canonical = [
+    b"\x92\xcc\x05\x00",  # 5 as uint8 instead of a fixint
+    b"\xdc\x00\x02\x01\x02",  # array16 header for 2 items
+    b"\x92\x01\x02\x00",  # trailing byte
+    b"\x92\xff\x01",  # negative fixint
+    b"\x93\x01\x02\x03",  # three fields
+    b"\x92\xc2\x01",  # bool
+    b"\x81\x01\x02",  # map
+    pack_raw([1, 2]) * 2,
+    b"",
+]
+
+
+@given(st.binary(max_size=24))
+@example(b"\x92\x01\x02")
+def test_fast_decoding_accepts_exactly_what_the_generic_codec_accepts(data):
+    for raw in [data, *non_canonical]:
+        try:
+            expected = generic_decode(raw)
+        except DecodeError:
+            with pytest.raises(DecodeError):
+                Account.decode(raw)
+        else:
+            assert Account.decode(raw) == expected
+
+
+@given(u64, u64, st.integers(0, 18), st.integers(0, 255), st.booleans())
+def test_fast_decoding_agrees_on_mutated_valid_encodings(balance, nonce, at, byte, cut):
+    raw = bytearray(Account(balance, nonce).encode())
+    if cut:
+        del raw[at % len(raw) :]
+    else:
+        raw[at % len(raw)] = byte
+    data = bytes(raw)
+    try:
+        expected = generic_decode(data)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            Account.decode(data)
+    else:
+        assert Account.decode(data) == expected
+
+
+def test_non_canonical_account_encodings_are_refused():
+    for raw in non_canonical:
+        with pytest.raises(DecodeError):
+            Account.decode(raw)

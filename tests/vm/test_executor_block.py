@@ -1,0 +1,342 @@
+"""Block execution: inclusion rules, strict vs building, fees, failures, determinism."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.errors import InvalidBlock, InvalidTransaction, NodeFault
+from tests.vm.helpers import (
+    KEYS,
+    PARAMS,
+    PRODUCER,
+    REGISTRY,
+    apply_changes,
+    balance,
+    context,
+    funded,
+    signed,
+    transfer,
+)
+from vm import (
+    Account,
+    ChainParams,
+    Event,
+    Executor,
+    KeyPrefix,
+    Registry,
+    Transfer,
+    TxFailed,
+    account_key,
+    get_account,
+    put_account,
+    verify_signed_tx,
+)
+from vm.transfer import apply_transfer
+
+EXECUTOR = Executor(REGISTRY)
+A, B, C = (k.address for k in KEYS[:3])
+
+
+def build(state, vtxs, ctx=None, executor=EXECUTOR):
+    return executor.execute_block(state, vtxs, ctx or context(), strict=False)
+
+
+def validate(state, vtxs, ctx=None, executor=EXECUTOR):
+    return executor.execute_block(state, vtxs, ctx or context(), strict=True)
+
+
+def test_empty_block_changes_nothing():
+    result = validate(funded(5), [])
+    assert (result.changes, result.receipts, result.included, result.rejected) == ({}, [], [], [])
+
+
+def test_base_state_is_never_written():
+    state = funded(1_000)
+    before = dict(state)
+    validate(state, [transfer(KEYS[0], 0, B, 5)])
+    assert state == before
+
+
+def test_a_failed_tx_pays_its_fee_bumps_its_nonce_and_gets_its_code():
+    vtxs = [transfer(KEYS[0], 0, B, 10**6, fee=25), transfer(KEYS[0], 1, B, 7, fee=10)]
+    result = validate(funded(1_000), vtxs)
+    codes = [r.code for r in result.receipts]
+    assert codes == ["insufficient_funds", "ok"]
+    assert result.receipts[0].fee == 25 and result.receipts[0].events == ()
+    # The fee is paid before the handler runs, so it sees 975 left.
+    assert result.receipts[0].message == "balance 975 is less than the amount 1000000"
+    assert result.changes[account_key(A)] == Account(1_000 - 25 - 10 - 7, 2).encode()
+    assert balance(result.changes, PRODUCER) == 35
+
+
+def test_replay_of_an_old_nonce_is_rejected():
+    vtx = transfer(KEYS[0], 0, B, 5)
+    state = apply_changes(funded(1_000), validate(funded(1_000), [vtx]).changes)
+    # In the next block, the same signed tx again:
+    with pytest.raises(InvalidBlock, match="nonce_too_low"):
+        validate(state, [vtx], context(2))
+    result = build(state, [vtx], context(2))
+    assert result.included == [] and result.rejected[0][1].code == "nonce_too_low"
+    with pytest.raises(InvalidTransaction) as exc:
+        EXECUTOR.check_admission(state, vtx, 1, PARAMS)
+    assert exc.value.code == "nonce_too_low"
+    # And twice within one block.
+    with pytest.raises(InvalidBlock, match="tx 1 .*nonce_too_low"):
+        validate(funded(1_000), [vtx, vtx])
+
+
+@pytest.mark.parametrize(
+    "make, code",
+    [
+        (lambda: transfer(KEYS[0], 1, B, 5), "nonce_gap"),
+        (lambda: transfer(KEYS[0], 0, B, 5, expiry=0), "expired"),
+        (lambda: transfer(KEYS[0], 0, B, 5, expiry=1 + PARAMS.max_expiry_blocks + 1), "expired"),
+        (lambda: transfer(KEYS[0], 0, B, 5, fee=9), "fee_too_low"),
+        (lambda: transfer(KEYS[2], 0, B, 5), "insufficient_fee"),
+        (lambda: transfer(KEYS[0], 0, B, 5, chain="other"), "wrong_chain"),
+    ],
+)
+def test_strict_raises_and_building_skips(make, code):
+    bad = make()
+    good = [transfer(KEYS[1], 0, C, 5), transfer(KEYS[1], 1, C, 5)]
+    txs = [good[0], bad, good[1]]
+    with pytest.raises(InvalidBlock) as exc:
+        validate(funded(1_000, 1_000), txs)
+    assert f"tx 1 ({bad.hash.hex()})" in exc.value.message and code in exc.value.message
+    assert exc.value.__cause__.code == code
+    result = build(funded(1_000, 1_000), txs)
+    assert result.included == good
+    assert [(v, e.code) for v, e in result.rejected] == [(bad, code)]
+    assert len(result.receipts) == 2
+
+
+def test_an_expiry_at_the_block_height_is_still_valid():
+    result = validate(funded(1_000), [transfer(KEYS[0], 0, B, 5, expiry=7)], context(7))
+    assert result.receipts[0].ok
+
+
+def test_unknown_type_in_a_block():
+    vtx = transfer(KEYS[0], 0, B, 5)
+    with pytest.raises(InvalidBlock, match="unknown_type"):
+        validate(funded(1_000), [vtx], executor=Executor(Registry()))
+    result = build(funded(1_000), [vtx], executor=Executor(Registry()))
+    assert result.rejected[0][1].code == "unknown_type"
+
+
+def test_a_later_nonce_of_a_rejected_sender_is_a_gap_not_too_low():
+    vtxs = [transfer(KEYS[0], 0, B, 5, fee=9), transfer(KEYS[0], 1, B, 5)]
+    result = build(funded(1_000), vtxs)
+    assert [e.code for _, e in result.rejected] == ["fee_too_low", "nonce_gap"]
+
+
+def test_block_tx_count_limit():
+    params = ChainParams(min_fee=10, max_block_txs=2, max_expiry_blocks=100)
+    vtxs = [transfer(KEYS[0], n, B, 5) for n in range(3)]
+    with pytest.raises(InvalidBlock, match="3 transactions, the limit is 2"):
+        validate(funded(1_000), vtxs, context(params=params))
+    result = build(funded(1_000), vtxs, context(params=params))
+    # Building stops: the third is neither included nor rejected (it stays in the mempool).
+    assert result.included == vtxs[:2] and result.rejected == []
+
+
+def test_block_byte_limit():
+    vtxs = [transfer(KEYS[0], n, B, 5) for n in range(3)]
+    size = vtxs[0].size
+    params = ChainParams(
+        min_fee=10, max_block_bytes=2 * size + 1, max_tx_bytes=size + 1, max_expiry_blocks=100
+    )
+    with pytest.raises(InvalidBlock, match="the limit is"):
+        validate(funded(1_000), vtxs, context(params=params))
+    result = build(funded(1_000), vtxs, context(params=params))
+    assert result.included == vtxs[:2] and result.rejected == []
+
+
+def test_rejected_txs_do_not_use_block_room():
+    params = ChainParams(min_fee=10, max_block_txs=1, max_expiry_blocks=100)
+    vtxs = [transfer(KEYS[0], 5, B, 5), transfer(KEYS[1], 0, B, 5)]
+    result = build(funded(1_000, 1_000), vtxs, context(params=params))
+    assert result.included == vtxs[1:] and len(result.rejected) == 1
+
+
+def test_tx_over_the_current_size_limit():
+    vtx = transfer(KEYS[0], 0, B, 5)
+    params = ChainParams(min_fee=10, max_tx_bytes=vtx.size - 1, max_expiry_blocks=100)
+    with pytest.raises(InvalidBlock, match="too_large"):
+        validate(funded(1_000), [vtx], context(params=params))
+
+
+def test_fees_go_to_the_producer_once_per_block():
+    vtxs = [transfer(KEYS[0], 0, B, 5, fee=10), transfer(KEYS[1], 0, A, 5, fee=30)]
+    result = validate(funded(1_000, 1_000), vtxs)
+    assert balance(result.changes, PRODUCER) == 40
+    assert get_account(apply_changes({}, result.changes), PRODUCER) == Account(40, 0)
+
+
+def test_a_producer_that_sends_gets_its_fees_after_the_block():
+    ctx = context(producer=A)
+    result = validate(funded(1_000), [transfer(KEYS[0], 0, B, 100, fee=10)], ctx)
+    assert result.changes[account_key(A)] == Account(900, 1).encode()
+    # Fees are credited after the last tx: a producer cannot spend this block's fees in it.
+    vtxs = [transfer(KEYS[0], 0, B, 5, fee=10), transfer(KEYS[0], 1, B, 5, fee=10)]
+    with pytest.raises(InvalidBlock, match="insufficient_fee"):
+        validate(funded(19), vtxs, ctx)
+
+
+def _failing_registry(exc):
+    registry = Registry()
+
+    def handler(state, tx, payload, ctx):
+        put_account(state, tx.sender_address, Account(0, 99))
+        state.emit(Event.of("never"))
+        raise exc
+
+    registry.register("transfer", Transfer, handler)
+    return registry
+
+
+def test_tx_failed_reverts_the_handler_but_not_the_fee():
+    registry = _failing_registry(TxFailed("sold out: expected stock >= 1, got 0", "out_of_stock"))
+    result = validate(funded(1_000), [transfer(KEYS[0], 0, B, 5)], executor=Executor(registry))
+    (receipt,) = result.receipts
+    assert (receipt.code, receipt.events, receipt.fee) == ("out_of_stock", (), 10)
+    assert result.changes[account_key(A)] == Account(990, 1).encode()
+
+
+def test_long_failure_messages_are_bounded():
+    registry = _failing_registry(TxFailed("x" * 10_000, "long"))
+    result = validate(funded(1_000), [transfer(KEYS[0], 0, B, 5)], executor=Executor(registry))
+    assert len(result.receipts[0].message) == 256
+
+
+@pytest.mark.parametrize("exc", [KeyError("bug"), ValueError("bug"), NodeFault("disk")])
+def test_any_other_handler_exception_halts(exc):
+    executor = Executor(_failing_registry(exc))
+    for strict in (True, False):
+        with pytest.raises(NodeFault, match="raised") as info:
+            executor.execute_block(
+                funded(1_000), [transfer(KEYS[0], 0, B, 5)], context(), strict=strict
+            )
+        assert info.value.__cause__ is exc
+
+
+def test_begin_block_hooks_run_first_in_order_and_their_events_are_kept():
+    registry = Registry()
+    registry.register("transfer", Transfer, apply_transfer)
+    seen = []
+
+    def grant(state, ctx):
+        seen.append(("grant", ctx.height))
+        put_account(state, A, Account(500, 0))
+        state.emit(Event.of("grant", height=ctx.height))
+
+    def second(state, ctx):
+        seen.append(("second", get_account(state, A).balance))
+
+    registry.add_begin_block(grant)
+    registry.add_begin_block(second)
+    # A holds nothing in the base state: only the hook's grant pays for this tx.
+    result = validate({}, [transfer(KEYS[0], 0, B, 5)], context(3), executor=Executor(registry))
+    assert seen == [("grant", 3), ("second", 500)]
+    assert result.begin_events == [Event.of("grant", height=3)]
+    assert result.receipts[0].events == (Event.of("transfer", sender=A, recipient=B, amount=5),)
+
+
+def test_a_failing_begin_block_hook_halts():
+    registry = Registry()
+    registry.add_begin_block(lambda state, ctx: 1 / 0)
+    with pytest.raises(NodeFault, match="begin-block hook"):
+        validate({}, [], executor=Executor(registry))
+
+
+def test_corrupt_account_state_is_a_node_fault():
+    state = funded(1_000)
+    state[account_key(A)] = b"\xc1"
+    vtx = transfer(KEYS[0], 0, B, 5)
+    with pytest.raises(NodeFault, match="undecodable"):
+        validate(state, [vtx])
+    with pytest.raises(NodeFault, match="undecodable"):
+        EXECUTOR.check_admission(state, vtx, 0, PARAMS)
+
+
+def test_same_inputs_give_the_same_changes_and_receipts():
+    vtxs = [
+        transfer(KEYS[0], 0, B, 5),
+        transfer(KEYS[1], 0, C, 10**9),
+        transfer(KEYS[0], 1, C, 7, fee=99),
+        transfer(KEYS[2], 0, A, 1),
+    ]
+    state = funded(1_000, 1_000, 50)
+    first = build(state, vtxs)
+    again = build(dict(state), list(vtxs))
+    assert list(first.changes.items()) == list(again.changes.items())
+    assert [r.encode() for r in first.receipts] == [r.encode() for r in again.receipts]
+    # Validating the built block reproduces it exactly.
+    checked = validate(state, first.included)
+    assert checked.changes == first.changes and checked.receipts == first.receipts
+
+
+# --- property: tokens are conserved, no balance goes negative ---
+
+SENDERS = KEYS[:4]
+ADDRESSES = [k.address for k in SENDERS] + [KEYS[4].address, PRODUCER]
+_SIGNED: dict = {}
+
+
+def _vtx(key_i, nonce, to_i, amount, fee, expiry):
+    # Signing is the slow part; the same tx recurs across examples.
+    k = (key_i, nonce, to_i, amount, fee, expiry)
+    if k not in _SIGNED:
+        raw = signed(
+            SENDERS[key_i], nonce, Transfer(ADDRESSES[to_i], amount), fee=fee, expiry=expiry
+        )
+        _SIGNED[k] = verify_signed_tx(raw, "vm-test", REGISTRY, PARAMS.max_tx_bytes)
+    return _SIGNED[k]
+
+
+tx_specs = st.tuples(
+    st.integers(0, 3),  # sender
+    st.integers(0, 4),  # nonce (often wrong)
+    st.integers(0, 5),  # recipient (includes the producer)
+    st.sampled_from([0, 1, 50, 400, 2**63]),  # amount
+    st.sampled_from([0, 10, 11, 300, 2**40]),  # fee
+    st.sampled_from([0, 1, 5, 500]),  # expiry
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    balances=st.lists(st.sampled_from([0, 5, 100, 1_000, 2**62]), min_size=4, max_size=4),
+    specs=st.lists(tx_specs, max_size=12),
+    producer_i=st.integers(0, 5),
+)
+def test_random_blocks_conserve_tokens(balances, specs, producer_i):
+    base = funded(*balances)
+    supply = sum(balances)
+    ctx = context(height=1, producer=ADDRESSES[producer_i])
+    vtxs = [_vtx(*s) for s in specs]
+    result = build(base, vtxs, ctx)
+    after = apply_changes(base, result.changes)
+    # Encoding would have failed on a negative balance; check the decoded values too.
+    accounts = [Account.decode(v) for v in after.values()]
+    assert all(a.balance >= 0 for a in accounts)
+    assert sum(a.balance for a in accounts) == supply
+    # Every balance moved exactly by the fees and the transfer events.
+    delta = dict.fromkeys(ADDRESSES, 0)
+    for vtx, receipt in zip(result.included, result.receipts, strict=True):
+        delta[vtx.sender_address] -= receipt.fee
+        delta[ctx.producer] += receipt.fee
+        for event in receipt.events:
+            amount = int(event.get("amount"))
+            delta[bytes.fromhex(event.get("sender"))] -= amount
+            delta[bytes.fromhex(event.get("recipient"))] += amount
+    for address in ADDRESSES:
+        assert balance(after, address) - balance(base, address) == delta[address]
+    assert len(result.included) + len(result.rejected) == len(vtxs)
+    for vtx in result.included:
+        assert get_account(after, vtx.sender_address).nonce > vtx.body.nonce
+    # Each included tx has one receipt; validating the built block agrees.
+    assert [r.tx_hash for r in result.receipts] == [v.hash for v in result.included]
+    checked = validate(base, result.included, ctx)
+    assert checked.changes == result.changes and checked.receipts == result.receipts
+    # Transfers and fees write account keys only.
+    assert all(k[:1] == bytes([KeyPrefix.ACCOUNT]) for k in result.changes)

@@ -1,0 +1,34 @@
+import pytest
+
+from core.errors import DecodeError
+from vm import ChainParams
+
+
+def test_defaults_round_trip():
+    p = ChainParams.default()
+    assert p == ChainParams()
+    assert ChainParams.decode(p.encode()) == p
+    assert p.min_fee > 0 and p.max_block_bytes >= p.max_tx_bytes
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"max_block_txs": 0}, "max_block_txs must be at least 1"),
+        ({"max_block_txs": 10**6}, "max_block_txs must be at most"),
+        ({"max_tx_bytes": 10**6}, "max_tx_bytes must be at most"),
+        ({"max_block_bytes": 100}, "max_block_bytes must be at least"),
+        ({"max_block_bytes": 2**40}, "max_block_bytes must be at most"),
+        ({"max_expiry_blocks": 0}, "max_expiry_blocks must be at least 1"),
+    ],
+)
+def test_bad_params_are_refused(changes, match):
+    with pytest.raises(DecodeError, match=match):
+        ChainParams.default().replace(**changes)
+
+
+def test_bad_params_are_refused_when_decoding():
+    raw = ChainParams(max_expiry_blocks=1).encode()
+    bad = raw[:-1] + b"\x00"
+    with pytest.raises(DecodeError, match="max_expiry_blocks"):
+        ChainParams.decode(bad)

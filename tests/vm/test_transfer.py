@@ -1,0 +1,60 @@
+"""The transfer handler, executed through blocks."""
+
+from tests.vm.helpers import KEYS, PRODUCER, balance, context, funded, transfer
+from vm import Account, Event, Executor, account_key, default_registry
+
+EXECUTOR = Executor(default_registry())
+A, B = KEYS[0].address, KEYS[1].address
+
+
+def run(state, *vtxs):
+    return EXECUTOR.execute_block(state, list(vtxs), context(), strict=True)
+
+
+def test_transfer_moves_tokens_and_emits_an_event():
+    result = run(funded(1_000, 50), transfer(KEYS[0], 0, B, 300, fee=10))
+    (receipt,) = result.receipts
+    assert receipt.ok and receipt.fee == 10 and receipt.message == ""
+    assert receipt.events == (Event.of("transfer", sender=A, recipient=B, amount=300),)
+    assert result.changes == {
+        account_key(A): Account(690, 1).encode(),
+        account_key(B): Account(350, 0).encode(),
+        account_key(PRODUCER): Account(10, 0).encode(),
+    }
+
+
+def test_transfer_to_a_new_account_creates_it():
+    new = KEYS[5].address
+    result = run(funded(1_000), transfer(KEYS[0], 0, new, 1))
+    assert result.changes[account_key(new)] == Account(1, 0).encode()
+
+
+def test_transfer_to_oneself_only_costs_the_fee():
+    result = run(funded(1_000), transfer(KEYS[0], 0, A, 400))
+    assert result.receipts[0].ok
+    assert result.changes[account_key(A)] == Account(990, 1).encode()
+
+
+def test_invalid_amount():
+    result = run(funded(1_000), transfer(KEYS[0], 0, B, 0))
+    (receipt,) = result.receipts
+    assert (receipt.code, receipt.message) == ("invalid_amount", "amount must be positive, got 0")
+    assert receipt.events == ()
+
+
+def test_insufficient_funds_after_the_fee():
+    # 100 covers the fee (10) but not the fee and the amount.
+    result = run(funded(100), transfer(KEYS[0], 0, B, 95))
+    (receipt,) = result.receipts
+    assert receipt.code == "insufficient_funds"
+    assert receipt.message == "balance 90 is less than the amount 95"
+    state = result.changes
+    assert state[account_key(A)] == Account(90, 1).encode()
+    assert account_key(B) not in state
+
+
+def test_spending_everything_leaves_the_nonce():
+    result = run(funded(100), transfer(KEYS[0], 0, B, 90))
+    assert result.receipts[0].ok
+    assert balance(result.changes, A) == 0
+    assert result.changes[account_key(A)] == Account(0, 1).encode()

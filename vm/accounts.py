@@ -1,0 +1,98 @@
+"""Accounts: a balance and the next expected nonce, keyed by address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+import msgpack
+
+from core.codec import UINT64_MAX, Wire
+from core.errors import NodeFault
+from core.keys import ADDRESS_SIZE
+from vm.prefixes import KeyPrefix
+from vm.state import Overlay, StateView
+
+_ACCOUNT_PREFIX = bytes([KeyPrefix.ACCOUNT])
+# 0x92 + two uint64 of at most 9 bytes each.
+_MAX_ACCOUNT_BYTES = 19
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+_generic_decode = Wire.decode.__func__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Account(Wire):
+    balance: int
+    # The nonce the account's next transaction must carry (starts at 0).
+    nonce: int
+
+    MAX_ENCODED = 64
+
+    # Every block encodes each account it touches and decodes it on first read,
+    # so Account bypasses the generic codec's per-field machinery. The bytes and
+    # the accepted inputs are the same (tests/vm/test_accounts.py checks it).
+
+    def encode(self) -> bytes:
+        balance = self.balance
+        nonce = self.nonce
+        # A negative or oversized value here is a bug in a handler, not an input.
+        if not (0 <= balance <= UINT64_MAX and 0 <= nonce <= UINT64_MAX):
+            raise NodeFault(f"account out of range: balance {balance}, nonce {nonce}")
+        return _packb([balance, nonce])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        if type(data) is bytes and len(data) <= _MAX_ACCOUNT_BYTES:
+            try:
+                raw = _unpackb(data)
+            except Exception:
+                raw = None
+            if type(raw) is list and len(raw) == 2:
+                balance, nonce = raw
+                if (
+                    type(balance) is int
+                    and type(nonce) is int
+                    and 0 <= balance <= UINT64_MAX
+                    and 0 <= nonce <= UINT64_MAX
+                    # Only the one canonical encoding is accepted.
+                    and _packb(raw) == data
+                ):
+                    return cls(balance, nonce)
+        # Anything unusual takes the generic path, which raises the precise error.
+        return _generic_decode(cls, data)
+
+
+ZERO_ACCOUNT = Account(0, 0)
+
+
+def account_key(address: bytes) -> bytes:
+    """``0x01 || address``."""
+    if len(address) != ADDRESS_SIZE:
+        raise ValueError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
+    return _ACCOUNT_PREFIX + address
+
+
+def get_account(state: StateView, address: bytes) -> Account:
+    """The account at ``address``; an absent account is the zero account."""
+    # account_key inlined: this runs several times per transaction.
+    if len(address) != ADDRESS_SIZE:
+        raise ValueError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
+    key = _ACCOUNT_PREFIX + address
+    if isinstance(state, Overlay):
+        account = state.get_obj(key, Account)
+    else:
+        raw = state.get(key)
+        account = None if raw is None else Account.decode(raw)
+    return ZERO_ACCOUNT if account is None else account
+
+
+def put_account(state: Overlay, address: bytes, account: Account) -> None:
+    """Store ``account``; the zero account is stored as absence, so state holds no empties."""
+    if len(address) != ADDRESS_SIZE:
+        raise ValueError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
+    key = _ACCOUNT_PREFIX + address
+    if account.balance or account.nonce:
+        state.set_obj(key, account)
+    else:
+        state.delete(key)

@@ -1,0 +1,25 @@
+"""What a block hands to every transaction: where and when it executes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.keys import ADDRESS_SIZE
+from vm.params import ChainParams
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    chain_id: str
+    height: int
+    # Block time from the header; the only clock execution may read.
+    time_ms: int
+    # Address that receives the block's fees.
+    producer: bytes
+    params: ChainParams
+
+    def __post_init__(self) -> None:
+        if len(self.producer) != ADDRESS_SIZE:
+            raise ValueError(
+                f"producer must be a {ADDRESS_SIZE}-byte address, got {len(self.producer)} bytes"
+            )

@@ -1,0 +1,274 @@
+"""Verify transactions, admit them to the mempool, and execute blocks.
+
+Three stages, cheapest first (as in indy-plenum):
+
+1. ``verify_signed_tx``: stateless (size, decoding, chain id, signature,
+   payload). Runs in a thread pool; keeps no shared mutable state.
+2. ``Executor.check_admission``: stateful checks against the latest state.
+3. ``Executor.execute_block``: inclusion checks against the state as the block
+   has changed it so far, then fee, nonce and the handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from core.codec import Wire
+from core.errors import DecodeError, InvalidBlock, InvalidTransaction, NodeFault
+from core.keys import address_of
+from core.types import SignedTx, TxBody, tx_hash, verify_tx
+from vm.accounts import Account, get_account, put_account
+from vm.context import BlockContext
+from vm.params import ChainParams
+from vm.receipts import MAX_EVENTS, OK, Event, Receipt, bound_message
+from vm.registry import Handler, Registry, TxFailed, TxInfo
+from vm.state import Overlay, StateView
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedTx:
+    """A transaction that passed every stateless check, with what they produced."""
+
+    tx: SignedTx
+    body: TxBody
+    payload: Wire
+    hash: bytes
+    # Length of the encoded SignedTx.
+    size: int
+    sender_address: bytes
+    # Built here, off the block's hot path (verification runs in a thread pool).
+    info: TxInfo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        info = TxInfo(
+            self.hash, self.tx.sender, self.sender_address, self.body.nonce, self.body.fee
+        )
+        object.__setattr__(self, "info", info)
+
+
+def verify_signed_tx(
+    encoded: bytes, chain_id: str, registry: Registry, max_tx_bytes: int
+) -> VerifiedTx:
+    """Every stateless check, cheapest first; raises ``Invalid`` with a stable code."""
+    # Refuse oversized input before spending any work on it.
+    if len(encoded) > max_tx_bytes:
+        raise InvalidTransaction(
+            f"transaction is {len(encoded)} bytes, the limit is {max_tx_bytes}", "too_large"
+        )
+    encoded = bytes(encoded)
+    tx = SignedTx.decode(encoded)  # malformed
+    body = verify_tx(tx, chain_id)  # wrong_chain, bad_signature, malformed body
+    payload = registry.decode_payload(body)  # unknown_type, malformed payload
+    return VerifiedTx(tx, body, payload, tx_hash(encoded), len(encoded), address_of(tx.sender))
+
+
+@dataclass(slots=True)
+class BlockResult:
+    # Net state writes, encoded; None deletes the key.
+    changes: dict[bytes, bytes | None]
+    # One per included transaction, in block order.
+    receipts: list[Receipt]
+    included: list[VerifiedTx]
+    # Only when building (strict=False): transactions left out, with the reason.
+    rejected: list[tuple[VerifiedTx, InvalidTransaction]]
+    # Events emitted by the begin-block hooks (deadlines and the like).
+    begin_events: list[Event] = field(default_factory=list)
+
+
+def _check_inclusion(
+    vtx: VerifiedTx, account: Account, height: int, params: ChainParams, nonce_floor: int
+) -> None:
+    """Checks shared by admission and inclusion; ``height`` is the inclusion height."""
+    body = vtx.body
+    # Limits may have tightened since the tx was verified.
+    if vtx.size > params.max_tx_bytes:
+        raise InvalidTransaction(
+            f"transaction is {vtx.size} bytes, the limit is {params.max_tx_bytes}", "too_large"
+        )
+    # expiry_height is the last height at which the tx may be included.
+    if body.expiry_height < height:
+        raise InvalidTransaction(
+            f"transaction expired at height {body.expiry_height}, inclusion height is {height}",
+            "expired",
+        )
+    # A signed tx may not be held back for long and submitted much later.
+    if body.expiry_height > height + params.max_expiry_blocks:
+        raise InvalidTransaction(
+            f"expiry height {body.expiry_height} is more than {params.max_expiry_blocks} "
+            f"blocks past inclusion height {height}",
+            "expired",
+        )
+    # Every transaction pays at least the chain's minimum fee.
+    if body.fee < params.min_fee:
+        raise InvalidTransaction(
+            f"fee {body.fee} is below the minimum fee {params.min_fee}", "fee_too_low"
+        )
+    # Nonces are strictly sequential: a used nonce is a replay.
+    if body.nonce < nonce_floor:
+        raise InvalidTransaction(
+            f"expected nonce {nonce_floor} or higher, got {body.nonce}", "nonce_too_low"
+        )
+    # The fee is charged before the handler runs, so the balance must cover it.
+    if account.balance < body.fee:
+        raise InvalidTransaction(
+            f"balance {account.balance} does not cover the fee {body.fee}", "insufficient_fee"
+        )
+
+
+class Executor:
+    """Runs transactions of the types in ``registry``. Holds no per-block state."""
+
+    __slots__ = ("_registry",)
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    def check_admission(
+        self,
+        state: StateView,
+        vtx: VerifiedTx,
+        height: int,
+        params: ChainParams,
+        expected_nonce: int | None = None,
+    ) -> None:
+        """Stateful mempool checks against the latest state (committed at ``height``).
+
+        ``expected_nonce`` replaces the account's nonce as the lowest nonce
+        accepted (for a caller that tracks it itself). Nonce gaps are allowed:
+        the mempool queues them.
+        """
+        # Reject types this node cannot execute (a registry other than the verifier's).
+        self._registry.lookup(vtx.body.type)
+        try:
+            account = get_account(state, vtx.sender_address)
+        except DecodeError as exc:
+            # Corrupt state is this node's fault, never the client's "malformed".
+            raise NodeFault(f"state holds an undecodable account: {exc}") from exc
+        floor = account.nonce if expected_nonce is None else expected_nonce
+        _check_inclusion(vtx, account, height + 1, params, floor)
+
+    def execute_block(
+        self, base: StateView, txs: Sequence[VerifiedTx], ctx: BlockContext, *, strict: bool
+    ) -> BlockResult:
+        """Execute ``txs`` on top of ``base``; ``base`` itself is never written.
+
+        strict=True validates a proposed block: any tx that may not be included,
+        or a block over the limits, raises ``InvalidBlock``. strict=False builds
+        a block: such txs go to ``rejected`` and adding stops at the limits.
+        """
+        params = ctx.params
+        if strict:
+            _check_block_limits(txs, params)
+        state = Overlay(base)
+        for hook in self._registry.begin_block_hooks:
+            try:
+                hook(state, ctx)
+            except Exception as exc:
+                raise NodeFault(f"begin-block hook {hook!r} failed at {ctx.height}") from exc
+        begin_events = state.take_events()
+
+        lookup = self._registry.lookup
+        receipts: list[Receipt] = []
+        included: list[VerifiedTx] = []
+        rejected: list[tuple[VerifiedTx, InvalidTransaction]] = []
+        max_txs = params.max_block_txs
+        room = params.max_block_bytes
+        fees = 0
+        for pos, vtx in enumerate(txs):
+            if not strict and (len(included) >= max_txs or vtx.size > room):
+                break
+            try:
+                _, handler = lookup(vtx.body.type)
+                sender = _check_tx(state, vtx, ctx)
+            except DecodeError as exc:
+                # Only reading state decodes here: an undecodable value is corruption.
+                raise NodeFault(f"state holds an undecodable account: {exc}") from exc
+            except InvalidTransaction as exc:
+                if strict:
+                    raise InvalidBlock(
+                        f"tx {pos} ({vtx.hash.hex()}) may not be included: "
+                        f"{exc.code}: {exc.message}"
+                    ) from exc
+                rejected.append((vtx, exc))
+                continue
+            receipts.append(_apply(state, vtx, sender, handler, ctx))
+            included.append(vtx)
+            room -= vtx.size
+            fees += vtx.body.fee
+        if fees:
+            _credit(state, ctx.producer, fees)
+        return BlockResult(state.changes(), receipts, included, rejected, begin_events)
+
+
+def _check_tx(state: Overlay, vtx: VerifiedTx, ctx: BlockContext) -> Account:
+    """Inclusion checks against the block's state so far; returns the sender's account."""
+    # The block's chain id is checked once per block, the tx's only at verification.
+    if vtx.tx.chain_id != ctx.chain_id:
+        raise InvalidTransaction(
+            f"transaction is for chain {vtx.tx.chain_id!r}, this is {ctx.chain_id!r}",
+            "wrong_chain",
+        )
+    account = get_account(state, vtx.sender_address)
+    _check_inclusion(vtx, account, ctx.height, ctx.params, account.nonce)
+    nonce = vtx.body.nonce
+    # In a block the nonce must be exactly the next one: no gaps.
+    if nonce > account.nonce:
+        raise InvalidTransaction(f"expected nonce {account.nonce}, got {nonce}", "nonce_gap")
+    return account
+
+
+def _check_block_limits(txs: Sequence[VerifiedTx], params: ChainParams) -> None:
+    # Bounds the work and the size of every block.
+    if len(txs) > params.max_block_txs:
+        raise InvalidBlock(
+            f"block has {len(txs)} transactions, the limit is {params.max_block_txs}"
+        )
+    total = sum(vtx.size for vtx in txs)
+    # Bounds the bandwidth and storage of every block.
+    if total > params.max_block_bytes:
+        raise InvalidBlock(
+            f"block transactions take {total} bytes, the limit is {params.max_block_bytes}"
+        )
+
+
+def _apply(
+    state: Overlay, vtx: VerifiedTx, sender: Account, handler: Handler, ctx: BlockContext
+) -> Receipt:
+    """Charge the fee, bump the nonce, run the handler; undo only the handler on failure."""
+    info = vtx.info
+    fee = info.fee
+    put_account(state, info.sender_address, Account(sender.balance - fee, sender.nonce + 1))
+    snapshot = state.snapshot()
+    try:
+        handler(state, info, vtx.payload, ctx)
+    except TxFailed as exc:
+        state.revert(snapshot)
+        return Receipt(info.hash, exc.code, bound_message(exc.message), fee, ())
+    except Exception as exc:
+        # Only TxFailed is a verdict on the tx; anything else is a bug in this node.
+        raise NodeFault(
+            f"handler for {vtx.body.type!r} raised {type(exc).__name__} on tx {info.hash.hex()}"
+        ) from exc
+    events = state.take_events()
+    # Receipt decoding bounds the event count; handlers must stay under it.
+    if len(events) > MAX_EVENTS:
+        raise NodeFault(f"handler for {vtx.body.type!r} emitted {len(events)} events")
+    return Receipt(info.hash, OK, "", fee, tuple(events))
+
+
+def _credit(state: Overlay, address: bytes, amount: int) -> None:
+    """Credit the block's fees to its producer, once, after the last transaction.
+
+    One write per block instead of one per transaction; the producer can spend
+    the fees from the next block on.
+    """
+    try:
+        account = get_account(state, address)
+    except DecodeError as exc:
+        raise NodeFault(f"state holds an undecodable account: {exc}") from exc
+    put_account(state, address, Account(account.balance + amount, account.nonce))

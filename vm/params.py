@@ -1,0 +1,67 @@
+"""Chain parameters: the consensus-critical limits every node must agree on.
+
+They live in genesis (and later in state, under governance). Every field has a
+default so that later issues can append fields without touching callers; the
+encoding is a fixed-order array, so new fields go at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Self
+
+from core.codec import Wire
+from core.errors import DecodeError
+from core.types import MAX_BLOCK_TXS, Block, SignedTx
+
+
+@dataclass(frozen=True, slots=True)
+class ChainParams(Wire):
+    # Smallest fee a transaction may offer, in base token units.
+    min_fee: int = 1_000
+    max_block_txs: int = 10_000
+    # Sum of the encoded sizes of a block's transactions.
+    max_block_bytes: int = 4 * 1024 * 1024
+    max_tx_bytes: int = 16 * 1024
+    # A tx's expiry_height may be at most (inclusion height + this): a signed tx
+    # cannot be held back and submitted arbitrarily late.
+    max_expiry_blocks: int = 3_600
+
+    MAX_ENCODED = 4096
+
+    def __post_init__(self) -> None:
+        # A block must be able to hold at least one transaction.
+        if self.max_block_txs < 1:
+            raise DecodeError(f"max_block_txs must be at least 1, got {self.max_block_txs}")
+        # Block decoding refuses more transactions than core allows.
+        if self.max_block_txs > MAX_BLOCK_TXS:
+            raise DecodeError(
+                f"max_block_txs must be at most {MAX_BLOCK_TXS}, got {self.max_block_txs}"
+            )
+        # A larger limit could never be reached: SignedTx decoding caps it first.
+        if self.max_tx_bytes > SignedTx.MAX_ENCODED:
+            raise DecodeError(
+                f"max_tx_bytes must be at most {SignedTx.MAX_ENCODED}, got {self.max_tx_bytes}"
+            )
+        # The largest allowed transaction must fit in a block.
+        if self.max_block_bytes < self.max_tx_bytes:
+            raise DecodeError(
+                f"max_block_bytes must be at least max_tx_bytes ({self.max_tx_bytes}), "
+                f"got {self.max_block_bytes}"
+            )
+        # Block decoding refuses larger blocks.
+        if self.max_block_bytes > Block.MAX_ENCODED:
+            raise DecodeError(
+                f"max_block_bytes must be at most {Block.MAX_ENCODED}, got {self.max_block_bytes}"
+            )
+        # Expiry 0 blocks ahead would make every tx expire before it is included.
+        if self.max_expiry_blocks < 1:
+            raise DecodeError(f"max_expiry_blocks must be at least 1, got {self.max_expiry_blocks}")
+
+    @classmethod
+    def default(cls) -> Self:
+        return cls()
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed (and checked again)."""
+        return replace(self, **changes)

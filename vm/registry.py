@@ -1,0 +1,106 @@
+"""Transaction types: payload classes, handlers and begin-block hooks.
+
+A handler is a plain function ``(state, tx, payload, ctx) -> None``. It either
+returns (success), raises ``TxFailed`` (a deterministic execution failure: the
+fee stays paid and the receipt carries the code), or raises anything else,
+which is a bug and halts the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from core.codec import Wire
+from core.errors import InvalidTransaction
+from core.types import TxBody
+from vm.context import BlockContext
+from vm.receipts import MAX_CODE, OK
+from vm.state import Overlay
+
+P = TypeVar("P", bound=Wire)
+
+Handler = Callable[[Overlay, "TxInfo", Any, BlockContext], None]
+BeginBlockHook = Callable[[Overlay, BlockContext], None]
+
+
+class TxFailed(InvalidTransaction):
+    """A deterministic execution failure; raise it from a handler with a stable code."""
+
+    code = "tx_failed"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        # The code goes into a receipt, whose decoding bounds it.
+        if code is not None and len(code.encode()) > MAX_CODE:
+            raise ValueError(f"error code {code[:64]!r} is over {MAX_CODE} bytes")
+        # "ok" would make the failure read as a success in its receipt.
+        if code == OK:
+            raise ValueError("a failure cannot carry the success code 'ok'")
+        super().__init__(message, code)
+
+
+@dataclass(frozen=True, slots=True)
+class TxInfo:
+    """The parts of a transaction a handler may look at besides its payload."""
+
+    hash: bytes
+    # Ed25519 public key of the signer.
+    sender: bytes
+    sender_address: bytes
+    nonce: int
+    fee: int
+
+
+class Registry:
+    """Maps transaction types to payload classes and handlers."""
+
+    __slots__ = ("_types", "_begin_block")
+
+    def __init__(self) -> None:
+        self._types: dict[str, tuple[type[Wire], Handler]] = {}
+        self._begin_block: list[BeginBlockHook] = []
+
+    def register(
+        self,
+        tx_type: str,
+        payload_cls: type[P],
+        handler: Callable[[Overlay, TxInfo, P, BlockContext], None],
+    ) -> None:
+        if tx_type in self._types:
+            raise ValueError(f"transaction type {tx_type!r} is already registered")
+        self._types[tx_type] = (payload_cls, handler)
+
+    def add_begin_block(self, fn: BeginBlockHook) -> None:
+        """Run ``fn`` at the start of every block, after the hooks added before it."""
+        self._begin_block.append(fn)
+
+    @property
+    def begin_block_hooks(self) -> tuple[BeginBlockHook, ...]:
+        return tuple(self._begin_block)
+
+    @property
+    def tx_types(self) -> tuple[str, ...]:
+        return tuple(self._types)
+
+    def lookup(self, tx_type: str) -> tuple[type[Wire], Handler]:
+        """Payload class and handler of ``tx_type``; ``unknown_type`` if there is none."""
+        entry = self._types.get(tx_type)
+        if entry is None:
+            raise InvalidTransaction(f"unknown transaction type {tx_type[:64]!r}", "unknown_type")
+        return entry
+
+    def decode_payload(self, body: TxBody) -> Wire:
+        """Decode the payload of ``body`` (``unknown_type``, or DecodeError ``malformed``)."""
+        payload_cls, _ = self.lookup(body.type)
+        return payload_cls.decode(body.payload)
+
+
+def default_registry() -> Registry:
+    """A registry with the native transaction types (today: ``transfer``)."""
+    # Imported here because the handlers import TxFailed and TxInfo from this module.
+    from vm.transfer import TRANSFER, Transfer, apply_transfer
+
+    registry = Registry()
+    registry.register(TRANSFER, Transfer, apply_transfer)
+    return registry

@@ -1,0 +1,147 @@
+"""State views and the journaled write overlay that block execution runs on.
+
+``Overlay`` keeps the block's writes in one dict and a journal of undo entries
+(py-evm style): ``snapshot`` is the journal length, ``revert`` pops entries back
+to it. Events ride in the same journal so a revert drops the events of the
+work it undoes.
+
+Decoded objects (accounts, above all) can be kept in the overlay as objects via
+``get_obj``/``set_obj``: a block that touches one account a thousand times
+decodes it once and encodes it once, in ``changes()``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from core.codec import Wire
+
+if TYPE_CHECKING:
+    from vm.receipts import Event
+
+W = TypeVar("W", bound=Wire)
+
+# Marks "no entry" in the write dict and the read cache (None means deleted).
+_MISSING: Any = object()
+# Journal entry for one emitted event.
+_EVENT: Any = object()
+
+
+class StateView(Protocol):
+    """Read access to state: the committed tree, a snapshot of it, or an overlay."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value under ``key``, or None when absent."""
+        ...
+
+
+class Overlay:
+    """Writes over a read-only base, with journaled snapshot and revert.
+
+    Values in the write dict are ``bytes``, a ``Wire`` object (encoded lazily)
+    or None for a deletion. A snapshot id stays valid until the overlay is
+    reverted to an earlier one.
+    """
+
+    __slots__ = ("_base", "_values", "_cache", "_journal", "_events")
+
+    def __init__(self, base: StateView) -> None:
+        self._base = base
+        self._values: dict[bytes, Any] = {}
+        # Decoded base values (or None when absent), so a key read as an object
+        # is decoded once per block. Base never changes, so no journaling.
+        self._cache: dict[bytes, Any] = {}
+        self._journal: list[Any] = []
+        self._events: list[Event] = []
+
+    # --- reads ---
+
+    def get(self, key: bytes) -> bytes | None:
+        v = self._values.get(key, _MISSING)
+        if v is _MISSING:
+            return self._base.get(key)
+        if v is None or type(v) is bytes:
+            return v
+        return v.encode()
+
+    def get_obj(self, key: bytes, cls: type[W]) -> W | None:
+        """The value under ``key`` decoded as ``cls`` (cached), or None when absent."""
+        v = self._values.get(key, _MISSING)
+        if v is _MISSING:
+            v = self._cache.get(key, _MISSING)
+            if v is _MISSING:
+                raw = self._base.get(key)
+                v = self._cache[key] = None if raw is None else cls.decode(raw)
+        if v is None or type(v) is cls:
+            return v
+        # Written as raw bytes or as another class: go through the encoding.
+        return cls.decode(v if type(v) is bytes else v.encode())
+
+    # --- writes ---
+
+    # The three writers repeat the journal step inline: they run several times
+    # per transaction and a shared helper would add a call to each.
+
+    def set(self, key: bytes, value: bytes) -> None:
+        if type(value) is not bytes:
+            raise TypeError(f"state values are bytes, got {type(value).__name__}")
+        values = self._values
+        self._journal.append((key, values.get(key, _MISSING)))
+        values[key] = value
+
+    def set_obj(self, key: bytes, obj: Wire) -> None:
+        """Store ``obj``; it is encoded only when read as bytes or in ``changes()``."""
+        values = self._values
+        self._journal.append((key, values.get(key, _MISSING)))
+        values[key] = obj
+
+    def delete(self, key: bytes) -> None:
+        values = self._values
+        self._journal.append((key, values.get(key, _MISSING)))
+        values[key] = None
+
+    # --- events ---
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+        self._journal.append(_EVENT)
+
+    def take_events(self) -> list[Event]:
+        """Hand over the events emitted so far; a later revert can no longer drop them."""
+        events = self._events
+        self._events = []
+        return events
+
+    # --- snapshots ---
+
+    def snapshot(self) -> int:
+        return len(self._journal)
+
+    def revert(self, snapshot: int) -> None:
+        """Undo every write and event since ``snapshot``."""
+        journal = self._journal
+        if not 0 <= snapshot <= len(journal):
+            raise ValueError(f"snapshot {snapshot} is outside the journal (0..{len(journal)})")
+        values = self._values
+        events = self._events
+        while len(journal) > snapshot:
+            entry = journal.pop()
+            if entry is _EVENT:
+                # Events are always the newest suffix of what was emitted; taken
+                # ones are gone already, so there may be nothing left to drop.
+                if events:
+                    events.pop()
+                continue
+            key, prev = entry
+            if prev is _MISSING:
+                del values[key]
+            else:
+                values[key] = prev
+
+    # --- results ---
+
+    def changes(self) -> dict[bytes, bytes | None]:
+        """Net writes against the base, encoded; None marks a deletion."""
+        return {
+            k: v if v is None or type(v) is bytes else v.encode() for k, v in self._values.items()
+        }
