@@ -1,0 +1,583 @@
+"""The sharded mempool: verified transactions waiting for a block.
+
+Admission runs in two phases (indy-plenum style). Stateless checks — size,
+decoding, chain id, signature, payload — run in a thread pool, one pool call
+per chunk of a batch, so PyNaCl (which releases the GIL) keeps every core busy
+without paying per-transaction task overhead. Stateful checks — duplicates,
+expiry, fee, nonce, the sender's balance, caps — then run on the event-loop
+thread against the latest state, so they never race with each other or with
+``on_block_committed``.
+
+Layout. ``shard = int.from_bytes(sender[:8]) % S``; each shard holds, per
+sender, a queue of transactions keyed by nonce. Nonces may arrive out of order
+(gossip reorders), so a queue may hold gaps inside a window of
+``max_nonce_ahead`` nonces past the sender's state nonce; only the contiguous
+run from the state nonce is ever offered to a block. Each admitted transaction
+is kept as its ``VerifiedTx`` so block building reuses the verdict: a
+transaction is verified once per node.
+
+Decisions (see also docs in the module's functions):
+
+- A second transaction for a queued (sender, nonce) replaces the first only if
+  its fee is at least ``replace_fee_bump_pct`` percent higher (the geth rule),
+  so a sender can unstick a low-fee transaction but cannot make the node
+  re-verify and re-gossip the same slot for free. Otherwise it is ``duplicate``.
+- Full shards refuse (``mempool_full``); nothing is evicted to make room. When
+  a sender's balance drops below the fees it has queued, its queue is trimmed
+  from the highest nonce down, which never opens a gap.
+- The mempool's view of a sender (state nonce and balance) is refreshed from
+  state whenever the sender submits and when a committed block touches it.
+  A block may touch senders whose transactions never reached this node: the
+  caller passes them in ``on_block_committed(..., senders=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import heapq
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from core.errors import Invalid
+from core.types import tx_hash
+from vm.accounts import get_account
+from vm.executor import Executor, VerifiedTx, verify_signed_tx
+from vm.params import ChainParams
+from vm.registry import Registry
+from vm.state import StateView
+
+log = logging.getLogger("node.mempool")
+
+ACCEPTED = "accepted"
+
+# Below this many transactions per chunk the pool hand-off costs more than
+# the parallel verification saves.
+_MIN_CHUNK = 16
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolConfig:
+    """Node-local mempool settings (not chain parameters)."""
+
+    shards: int = 4
+    # Pending transactions per sender. With the default nonce window it can
+    # only be reached by filling the window, which ``nonce_gap`` refuses first;
+    # ``account_queue_full`` matters when max_nonce_ahead is larger.
+    per_account_cap: int = 64
+    # Pending transactions per shard.
+    per_shard_cap: int = 50_000
+    # Threads for signature checks when the mempool owns its pool.
+    verify_threads: int = 2
+    # Encoded bytes per shard; with per_shard_cap this bounds memory.
+    per_shard_bytes: int = 32 * 1024 * 1024
+    # Highest accepted nonce is state nonce + max_nonce_ahead - 1; None means
+    # per_account_cap (a sender can fill its whole queue, gaps included).
+    max_nonce_ahead: int | None = None
+    # Minimum fee increase, in percent, for replacing a queued (sender, nonce);
+    # None refuses every replacement as ``duplicate``.
+    replace_fee_bump_pct: int | None = 10
+
+    def __post_init__(self) -> None:
+        for name in ("shards", "per_account_cap", "per_shard_cap", "verify_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"mempool {name} must be at least 1, got {getattr(self, name)}")
+        if self.per_shard_bytes < 1:
+            raise ValueError(
+                f"mempool per_shard_bytes must be positive, got {self.per_shard_bytes}"
+            )
+        if self.max_nonce_ahead is not None and self.max_nonce_ahead < 1:
+            raise ValueError(
+                f"mempool max_nonce_ahead must be at least 1, got {self.max_nonce_ahead}"
+            )
+        if self.replace_fee_bump_pct is not None and self.replace_fee_bump_pct < 0:
+            raise ValueError(
+                f"mempool replace_fee_bump_pct must be >= 0, got {self.replace_fee_bump_pct}"
+            )
+
+    @property
+    def nonce_window(self) -> int:
+        return self.per_account_cap if self.max_nonce_ahead is None else self.max_nonce_ahead
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """The verdict on one submitted transaction; ``code`` is ``accepted`` or an error code."""
+
+    hash: bytes | None
+    code: str
+    message: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.code == ACCEPTED
+
+
+class _Entry:
+    """One pending transaction with the fields the hot paths read, unpacked once."""
+
+    __slots__ = ("vtx", "hash", "sender", "shard", "nonce", "fee", "size", "expiry", "seq", "order")
+
+    def __init__(self, vtx: VerifiedTx, shard: int, seq: int, priority: int) -> None:
+        body = vtx.body
+        self.vtx = vtx
+        self.hash = vtx.hash
+        self.sender = vtx.sender_address
+        self.shard = shard
+        self.nonce = body.nonce
+        self.fee = body.fee
+        self.size = vtx.size
+        self.expiry = body.expiry_height
+        # Admission order: ties between equal fees go first-come first-served.
+        self.seq = seq
+        # One int that sorts by (priority class, fee), highest first, in a
+        # min-heap: fee < 2**64, so priority * 2**64 + fee is lexicographic.
+        self.order = -((priority << 64) + body.fee)
+
+
+class _Account:
+    """A sender's queue and the state it was last checked against."""
+
+    __slots__ = ("nonce", "txs", "fees")
+
+    def __init__(self, nonce: int) -> None:
+        # Next nonce the chain expects from this sender, as last read from state.
+        self.nonce = nonce
+        self.txs: dict[int, _Entry] = {}
+        # Sum of the fees of every queued transaction: all of them must be payable.
+        self.fees = 0
+
+
+class _Shard:
+    __slots__ = ("accounts", "count", "nbytes")
+
+    def __init__(self) -> None:
+        self.accounts: dict[bytes, _Account] = {}
+        self.count = 0
+        self.nbytes = 0
+
+
+def _verify_chunk(
+    raws: Sequence[bytes], chain_id: str, registry: Registry, max_tx_bytes: int
+) -> list[VerifiedTx | Invalid]:
+    """Stateless checks for one chunk; runs in a pool thread."""
+    out: list[VerifiedTx | Invalid] = []
+    for raw in raws:
+        try:
+            out.append(verify_signed_tx(raw, chain_id, registry, max_tx_bytes))
+        except Invalid as exc:
+            out.append(exc)
+    return out
+
+
+class Mempool:
+    """Pending transactions, sharded by sender; see the module docstring.
+
+    Not thread-safe: every method except the pool work inside ``submit`` runs
+    on the event-loop thread. ``state`` must always read the latest committed
+    state and ``height_fn`` return the latest committed height.
+    """
+
+    def __init__(
+        self,
+        chain_id: str,
+        registry: Registry,
+        executor: Executor,
+        params: ChainParams,
+        state: StateView,
+        height_fn: Callable[[], int],
+        config: MempoolConfig | None = None,
+        verify_pool: concurrent.futures.Executor | None = None,
+        priority: Callable[[VerifiedTx], int] | None = None,
+    ) -> None:
+        self._chain_id = chain_id
+        self._registry = registry
+        self._executor = executor
+        self._params = params
+        self._state = state
+        self._height_fn = height_fn
+        self._config = config = config or MempoolConfig()
+        self._own_pool = verify_pool is None
+        self._pool = verify_pool or concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.verify_threads, thread_name_prefix="mempool-verify"
+        )
+        # Priority class of a transaction (higher first, before fee); e.g. by type.
+        self._priority = priority
+        self._shards = [_Shard() for _ in range(config.shards)]
+        self._by_hash: dict[bytes, _Entry] = {}
+        # Hashes of transactions being verified right now, so concurrent
+        # submits of the same bytes (gossip echoes) verify them once.
+        self._inflight: set[bytes] = set()
+        # Expiry index: hashes per expiry height plus a heap of those heights,
+        # so expiring is proportional to what expires, and a removed
+        # transaction leaves no garbage behind but an empty set.
+        self._expiry: dict[int, set[bytes]] = {}
+        self._expiry_heights: list[int] = []
+        self._seq = itertools.count()
+        # Shard that select starts from; rotates so no shard always goes first.
+        self._rr = 0
+
+    # --- lifecycle ---
+
+    def close(self) -> None:
+        """Shut down the verification pool if the mempool created it."""
+        if self._own_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- reads ---
+
+    @property
+    def config(self) -> MempoolConfig:
+        return self._config
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def __contains__(self, tx_hash_: object) -> bool:
+        return tx_hash_ in self._by_hash
+
+    def contains(self, tx_hash_: bytes) -> bool:
+        return tx_hash_ in self._by_hash
+
+    def get(self, tx_hash_: bytes) -> VerifiedTx | None:
+        """The verified transaction under ``tx_hash_``, for block building to reuse."""
+        entry = self._by_hash.get(tx_hash_)
+        return None if entry is None else entry.vtx
+
+    def shard_of(self, sender: bytes) -> int:
+        # The address is already a hash of the public key, so its first bytes
+        # are uniform; no need to hash again.
+        return int.from_bytes(sender[:8], "big") % self._config.shards
+
+    def shard_sizes(self) -> list[int]:
+        return [s.count for s in self._shards]
+
+    def shard_bytes(self) -> list[int]:
+        return [s.nbytes for s in self._shards]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.nbytes for s in self._shards)
+
+    def pending_hashes(self) -> Iterator[bytes]:
+        return iter(list(self._by_hash))
+
+    def pending_for(self, sender: bytes) -> list[VerifiedTx]:
+        """The sender's queued transactions in nonce order (gaps included)."""
+        acct = self._shards[self.shard_of(sender)].accounts.get(sender)
+        if acct is None:
+            return []
+        return [acct.txs[n].vtx for n in sorted(acct.txs)]
+
+    def next_nonce(self, sender: bytes) -> int | None:
+        """The nonce after the sender's contiguous run, or None if nothing is queued.
+
+        This is the nonce a client should sign next; it ignores queued
+        transactions beyond a gap.
+        """
+        acct = self._shards[self.shard_of(sender)].accounts.get(sender)
+        if acct is None:
+            return None
+        n = acct.nonce
+        while n in acct.txs:
+            n += 1
+        return n
+
+    # --- admission ---
+
+    async def submit(self, raw_txs: Sequence[bytes]) -> list[SubmitResult]:
+        """Check and admit a batch; one result per input, in input order."""
+        results: list[SubmitResult | None] = [None] * len(raw_txs)
+        todo_idx: list[int] = []
+        todo_raw: list[bytes] = []
+        claimed: list[bytes] = []
+        max_tx_bytes = self._params.max_tx_bytes
+        by_hash = self._by_hash
+        inflight = self._inflight
+        # Known bytes are refused before any signature work. The hash of the
+        # raw bytes is the transaction hash: decoding accepts only the one
+        # canonical encoding, so equal transactions have equal bytes.
+        for i, raw in enumerate(raw_txs):
+            if type(raw) is not bytes:
+                raw = bytes(raw)
+            if len(raw) <= max_tx_bytes:
+                h = tx_hash(raw)
+                if h in by_hash or h in inflight:
+                    results[i] = SubmitResult(h, "duplicate", "transaction already known")
+                    continue
+                inflight.add(h)
+                claimed.append(h)
+            todo_idx.append(i)
+            todo_raw.append(raw)
+        try:
+            verdicts = await self._verify(todo_raw)
+        finally:
+            inflight.difference_update(claimed)
+        height = self._height_fn()
+        accepted = 0
+        for i, verdict in zip(todo_idx, verdicts, strict=True):
+            if isinstance(verdict, Invalid):
+                # No hash: bytes that fail stateless checks identify no transaction.
+                results[i] = SubmitResult(None, verdict.code, verdict.message)
+            else:
+                r = results[i] = self._admit(verdict, height)
+                accepted += r.code == ACCEPTED
+        log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
+        return results  # type: ignore[return-value]
+
+    async def _verify(self, raws: list[bytes]) -> list[VerifiedTx | Invalid]:
+        if not raws:
+            return []
+        n = len(raws)
+        chunks = max(1, min(self._config.verify_threads, n // _MIN_CHUNK))
+        step = -(-n // chunks)
+        loop = asyncio.get_running_loop()
+        futures = [
+            loop.run_in_executor(
+                self._pool,
+                _verify_chunk,
+                raws[k : k + step],
+                self._chain_id,
+                self._registry,
+                self._params.max_tx_bytes,
+            )
+            for k in range(0, n, step)
+        ]
+        out: list[VerifiedTx | Invalid] = []
+        for part in await asyncio.gather(*futures):
+            out.extend(part)
+        return out
+
+    def _admit(self, vtx: VerifiedTx, height: int) -> SubmitResult:
+        """Stateful checks against the latest state, then queue. Event-loop thread only."""
+        h = vtx.hash
+        if h in self._by_hash:
+            return SubmitResult(h, "duplicate", "transaction already known")
+        sender = vtx.sender_address
+        shard_i = self.shard_of(sender)
+        shard = self._shards[shard_i]
+        state_acct = get_account(self._state, sender)
+        acct = shard.accounts.get(sender)
+        if acct is not None:
+            self._refresh(shard, acct, state_acct.nonce, state_acct.balance)
+            # The refresh may have emptied, and so forgotten, the account.
+            acct = shard.accounts.get(sender)
+        # Expiry, minimum fee, nonce below the state nonce, fee above balance.
+        try:
+            self._executor.check_admission(self._state, vtx, height, self._params)
+        except Invalid as exc:
+            return SubmitResult(h, exc.code, exc.message)
+        cfg = self._config
+        nonce = vtx.body.nonce
+        fee = vtx.body.fee
+        base = state_acct.nonce
+        # check_admission refused this already; kept so the window below never
+        # sees a nonce under the base, whatever the executor's rules become.
+        if nonce < base:
+            return SubmitResult(h, "nonce_too_low", f"expected nonce >= {base}, got {nonce}")
+        if nonce >= base + cfg.nonce_window:
+            return SubmitResult(
+                h,
+                "nonce_gap",
+                f"expected nonce < {base + cfg.nonce_window} (state nonce {base} + "
+                f"{cfg.nonce_window}), got {nonce}",
+            )
+        old = acct.txs.get(nonce) if acct is not None else None
+        if old is not None:
+            bump = cfg.replace_fee_bump_pct
+            if bump is None:
+                return SubmitResult(h, "duplicate", f"nonce {nonce} is already queued")
+            need = max(old.fee + 1, -(-old.fee * (100 + bump) // 100))
+            if fee < need:
+                return SubmitResult(
+                    h,
+                    "duplicate",
+                    f"nonce {nonce} is already queued with fee {old.fee}; "
+                    f"a replacement needs fee >= {need}, got {fee}",
+                )
+        elif acct is not None and len(acct.txs) >= cfg.per_account_cap:
+            return SubmitResult(
+                h,
+                "account_queue_full",
+                f"sender has {len(acct.txs)} pending transactions, the cap is "
+                f"{cfg.per_account_cap}",
+            )
+        queued_fees = (acct.fees if acct is not None else 0) - (old.fee if old else 0)
+        if queued_fees + fee > state_acct.balance:
+            return SubmitResult(
+                h,
+                "insufficient_fee",
+                f"balance {state_acct.balance} cannot pay fee {fee} on top of "
+                f"{queued_fees} in fees already queued",
+            )
+        size = vtx.size
+        if old is None and shard.count >= cfg.per_shard_cap:
+            return SubmitResult(
+                h, "mempool_full", f"shard {shard_i} holds {shard.count} transactions (the cap)"
+            )
+        grow = size - (old.size if old else 0)
+        if shard.nbytes + grow > cfg.per_shard_bytes:
+            return SubmitResult(
+                h,
+                "mempool_full",
+                f"shard {shard_i} holds {shard.nbytes} bytes; {grow} more exceeds the cap "
+                f"{cfg.per_shard_bytes}",
+            )
+        message = "accepted"
+        if old is not None:
+            # May forget the account when old was its only entry: look it up after.
+            self._remove(old)
+            message = f"replaced {old.hash.hex()}"
+        acct = shard.accounts.get(sender)
+        if acct is None:
+            acct = shard.accounts[sender] = _Account(state_acct.nonce)
+        self._insert(shard, acct, vtx, shard_i)
+        return SubmitResult(h, ACCEPTED, message)
+
+    def _insert(self, shard: _Shard, acct: _Account, vtx: VerifiedTx, shard_i: int) -> None:
+        priority = self._priority(vtx) if self._priority is not None else 0
+        e = _Entry(vtx, shard_i, next(self._seq), priority)
+        acct.txs[e.nonce] = e
+        acct.fees += e.fee
+        shard.count += 1
+        shard.nbytes += e.size
+        self._by_hash[e.hash] = e
+        bucket = self._expiry.get(e.expiry)
+        if bucket is None:
+            bucket = self._expiry[e.expiry] = set()
+            heapq.heappush(self._expiry_heights, e.expiry)
+        bucket.add(e.hash)
+
+    def _remove(self, e: _Entry) -> None:
+        """Drop one entry everywhere; an emptied account is forgotten (memory bound)."""
+        shard = self._shards[e.shard]
+        acct = shard.accounts[e.sender]
+        del acct.txs[e.nonce]
+        acct.fees -= e.fee
+        shard.count -= 1
+        shard.nbytes -= e.size
+        del self._by_hash[e.hash]
+        bucket = self._expiry.get(e.expiry)
+        if bucket is not None:
+            bucket.discard(e.hash)
+        if not acct.txs:
+            del shard.accounts[e.sender]
+
+    def _refresh(self, shard: _Shard, acct: _Account, nonce: int, balance: int) -> None:
+        """Bring a sender's queue in line with its state: drop used nonces, trim unpayable fees."""
+        if nonce > acct.nonce:
+            for stale in [e for n, e in acct.txs.items() if n < nonce]:
+                self._remove(stale)
+        acct.nonce = nonce
+        if acct.fees > balance:
+            # Trim from the top so what is left stays a prefix: no gap opens.
+            for n in sorted(acct.txs, reverse=True):
+                if acct.fees <= balance:
+                    break
+                self._remove(acct.txs[n])
+
+    # --- block building ---
+
+    def select(self, max_txs: int, max_bytes: int) -> list[VerifiedTx]:
+        """Transactions for the next block, in an order that executes without nonce gaps.
+
+        Per sender only the contiguous run from its state nonce; one
+        transaction per shard per round (round-robin, rotating start); within a
+        shard the sender whose next transaction has the highest (priority,
+        fee) goes first, earliest admitted on ties. A transaction that does not
+        fit the remaining bytes, or that expires before the next height, ends
+        its sender's run for this block. Nothing is removed: the pool changes
+        only on commit, so a block that fails to commit loses nothing.
+        """
+        if max_txs <= 0 or max_bytes <= 0 or not self._by_hash:
+            return []
+        next_height = self._height_fn() + 1
+        heappop, heapreplace = heapq.heappop, heapq.heapreplace
+        heaps: list[list[tuple[int, int, _Entry, dict[int, _Entry]]]] = []
+        n_shards = len(self._shards)
+        start = self._rr
+        self._rr = (start + 1) % n_shards
+        for k in range(n_shards):
+            shard = self._shards[(start + k) % n_shards]
+            heap = []
+            for acct in shard.accounts.values():
+                e = acct.txs.get(acct.nonce)
+                if e is not None:
+                    heap.append((e.order, e.seq, e, acct.txs))
+            if heap:
+                heapq.heapify(heap)
+                heaps.append(heap)
+        out: list[VerifiedTx] = []
+        room = max_bytes
+        while heaps:
+            live = []
+            for heap in heaps:
+                while heap:
+                    top = heap[0]
+                    e = top[2]
+                    if e.size > room or e.expiry < next_height:
+                        heappop(heap)
+                        continue
+                    out.append(e.vtx)
+                    room -= e.size
+                    nxt = top[3].get(e.nonce + 1)
+                    if nxt is None:
+                        heappop(heap)
+                    else:
+                        heapreplace(heap, (nxt.order, nxt.seq, nxt, top[3]))
+                    break
+                if len(out) >= max_txs:
+                    return out
+                if heap:
+                    live.append(heap)
+            heaps = live
+        return out
+
+    def on_block_committed(
+        self,
+        included_hashes: Iterable[bytes],
+        rejected_hashes: Iterable[bytes] = (),
+        *,
+        senders: Iterable[bytes] = (),
+    ) -> None:
+        """Forget what a committed block included and re-check the senders it touched.
+
+        ``rejected_hashes`` are transactions the block builder left out as not
+        includable (expired, unpayable, ...); they are dropped too. ``senders``
+        names further accounts whose nonce or balance the block may have
+        changed (senders of transactions this node never saw, receivers);
+        their queues are re-read from state as well. The work is proportional
+        to the transactions and senders touched plus those expiring, never to
+        the whole pool. Call it once ``state`` and ``height_fn`` show the block.
+        """
+        touched: set[bytes] = set(senders)
+        by_hash = self._by_hash
+        for hashes in (included_hashes, rejected_hashes):
+            for h in hashes:
+                e = by_hash.get(h)
+                if e is not None:
+                    touched.add(e.sender)
+                    self._remove(e)
+        for sender in touched:
+            shard = self._shards[self.shard_of(sender)]
+            acct = shard.accounts.get(sender)
+            if acct is not None:
+                a = get_account(self._state, sender)
+                self._refresh(shard, acct, a.nonce, a.balance)
+        self._expire(self._height_fn() + 1)
+
+    def _expire(self, next_height: int) -> None:
+        """Drop transactions that can no longer be included at ``next_height`` or later.
+
+        A later nonce of the same sender stays: the sender may still fill the
+        slot with a fresh transaction.
+        """
+        heights = self._expiry_heights
+        while heights and heights[0] < next_height:
+            for h in self._expiry.pop(heapq.heappop(heights)):
+                self._remove(self._by_hash[h])
+
+    def __repr__(self) -> str:
+        return f"Mempool(txs={len(self)}, shards={self.shard_sizes()})"

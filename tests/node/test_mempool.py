@@ -1,0 +1,709 @@
+"""The sharded mempool: admission codes, nonce queues, selection, commit, verify-once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+import node.mempool as mempool_mod
+from core.keys import PrivateKey
+from core.types import SignedTx, TxBody, sign_tx, tx_hash
+from node.mempool import Mempool, MempoolConfig
+from vm.accounts import Account, account_key, get_account
+from vm.context import BlockContext
+from vm.executor import Executor
+from vm.params import ChainParams
+from vm.registry import default_registry
+from vm.transfer import Transfer
+
+CHAIN = "mempool-test"
+MIN_FEE = 10
+PARAMS = ChainParams(min_fee=MIN_FEE, max_expiry_blocks=100)
+RICH = 10**12
+
+
+def key(i: int) -> PrivateKey:
+    return PrivateKey(hashlib.sha256(b"mempool-key-%d" % i).digest())
+
+
+KEYS = [key(i) for i in range(64)]
+SINK = bytes(20)
+
+
+class DictState:
+    """A StateView over a plain dict, with helpers to set real encoded accounts."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, k: bytes) -> bytes | None:
+        return self.data.get(k)
+
+    def put(self, address: bytes, balance: int, nonce: int = 0) -> None:
+        self.data[account_key(address)] = Account(balance, nonce).encode()
+
+    def account(self, address: bytes) -> Account:
+        return get_account(self, address)
+
+
+def make_tx(
+    k: PrivateKey,
+    nonce: int,
+    fee: int = MIN_FEE,
+    expiry: int = 50,
+    amount: int = 1,
+    chain: str = CHAIN,
+    tx_type: str = "transfer",
+    payload: bytes | None = None,
+) -> bytes:
+    body = TxBody(
+        nonce,
+        fee,
+        expiry,
+        tx_type,
+        Transfer(SINK, amount).encode() if payload is None else payload,
+    )
+    return sign_tx(k, chain, body).encode()
+
+
+class Env:
+    def __init__(self, pool: ThreadPoolExecutor, priority=None, **config: int | None) -> None:
+        self.state = DictState()
+        self.height = 0
+        self.registry = default_registry()
+        self.executor = Executor(self.registry)
+        self.mempool = Mempool(
+            CHAIN,
+            self.registry,
+            self.executor,
+            PARAMS,
+            self.state,
+            lambda: self.height,
+            MempoolConfig(**config),  # type: ignore[arg-type]
+            pool,
+            priority,
+        )
+        for k in KEYS:
+            self.state.put(k.address, RICH)
+
+    async def submit(self, *raws: bytes) -> list[str]:
+        return [r.code for r in await self.mempool.submit(list(raws))]
+
+    def commit(self, txs: list) -> None:
+        """Apply a selection as a block would (nonce and fee only) and tell the mempool."""
+        for vtx in txs:
+            a = self.state.account(vtx.sender_address)
+            assert vtx.body.nonce == a.nonce
+            self.state.put(vtx.sender_address, a.balance - vtx.body.fee, a.nonce + 1)
+        self.height += 1
+        self.mempool.on_block_committed([v.hash for v in txs])
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ThreadPoolExecutor(2) as p:
+        yield p
+
+
+@pytest.fixture
+def env(pool):
+    return Env(pool)
+
+
+def keys_in_shard(shard: int, shards: int, n: int) -> list[PrivateKey]:
+    out = [k for k in KEYS if int.from_bytes(k.address[:8], "big") % shards == shard]
+    assert len(out) >= n
+    return out[:n]
+
+
+# --- accepting and reading back ---
+
+
+async def test_accepts_and_keeps_the_verified_tx(env):
+    raw = make_tx(KEYS[0], 0)
+    [r] = await env.mempool.submit([raw])
+    assert (r.code, r.hash) == ("accepted", tx_hash(raw))
+    assert r.accepted
+    vtx = env.mempool.get(r.hash)
+    assert vtx is not None and vtx.tx == SignedTx.decode(raw)
+    assert env.mempool.contains(r.hash) and r.hash in env.mempool
+    assert len(env.mempool) == 1 and sum(env.mempool.shard_sizes()) == 1
+    assert env.mempool.total_bytes == len(raw)
+    assert list(env.mempool.pending_hashes()) == [r.hash]
+    assert env.mempool.select(10, 10**6) == [vtx]
+
+
+async def test_results_in_input_order(env):
+    raws = [make_tx(KEYS[0], 0), b"junk", make_tx(KEYS[1], 0, fee=1), make_tx(KEYS[2], 0)]
+    assert await env.submit(*raws) == ["accepted", "malformed", "fee_too_low", "accepted"]
+
+
+# --- stateless refusals ---
+
+
+async def test_stateless_codes(env):
+    good = SignedTx.decode(make_tx(KEYS[0], 0))
+    bad_sig = SignedTx(good.chain_id, good.sender, good.body, bytes(64)).encode()
+    codes = await env.submit(
+        b"\x93\x01",
+        b"x" * (PARAMS.max_tx_bytes + 1),
+        make_tx(KEYS[0], 0, chain="other-chain"),
+        bad_sig,
+        make_tx(KEYS[0], 0, tx_type="nope"),
+        make_tx(KEYS[0], 0, payload=b"\xc0"),
+    )
+    assert codes == [
+        "malformed",
+        "too_large",
+        "wrong_chain",
+        "bad_signature",
+        "unknown_type",
+        "malformed",
+    ]
+    assert len(env.mempool) == 0
+
+
+async def test_stateless_refusal_has_no_hash(env):
+    [r] = await env.mempool.submit([b"junk"])
+    assert r.hash is None and r.message
+
+
+# --- stateful refusals ---
+
+
+async def test_expired_and_too_far_ahead(env):
+    env.height = 10
+    # expiry 10 < next height 11; 11 is the last height it may go in.
+    assert await env.submit(make_tx(KEYS[0], 0, expiry=10)) == ["expired"]
+    assert await env.submit(make_tx(KEYS[0], 0, expiry=11)) == ["accepted"]
+    assert await env.submit(make_tx(KEYS[1], 0, expiry=11 + PARAMS.max_expiry_blocks + 1)) == [
+        "expired"
+    ]
+
+
+async def test_fee_too_low(env):
+    [r] = await env.mempool.submit([make_tx(KEYS[0], 0, fee=MIN_FEE - 1)])
+    assert r.code == "fee_too_low" and str(MIN_FEE) in r.message
+
+
+async def test_nonce_too_low(env):
+    env.state.put(KEYS[0].address, RICH, nonce=5)
+    [r] = await env.mempool.submit([make_tx(KEYS[0], 4)])
+    assert r.code == "nonce_too_low" and "5" in r.message and "4" in r.message
+
+
+async def test_insufficient_fee_single_and_cumulative(env):
+    env.state.put(KEYS[0].address, 25)
+    assert await env.submit(make_tx(KEYS[1], 0, fee=RICH + 1)) == ["insufficient_fee"]
+    # 25 pays two fees of 10, not three: queued fees count against the balance.
+    codes = await env.submit(*(make_tx(KEYS[0], n) for n in range(3)))
+    assert codes == ["accepted", "accepted", "insufficient_fee"]
+    [r] = await env.mempool.submit([make_tx(KEYS[0], 2, fee=11)])
+    assert r.code == "insufficient_fee" and "20" in r.message
+
+
+async def test_duplicate_same_bytes(env):
+    raw = make_tx(KEYS[0], 0)
+    assert await env.submit(raw, raw) == ["accepted", "duplicate"]
+    assert await env.submit(raw) == ["duplicate"]
+    assert len(env.mempool) == 1
+
+
+async def test_duplicate_nonce_and_replacement(env):
+    first = make_tx(KEYS[0], 0, fee=100)
+    assert await env.submit(first) == ["accepted"]
+    # Same nonce, fee bumped by less than 10 %: refused.
+    [r] = await env.mempool.submit([make_tx(KEYS[0], 0, fee=109)])
+    assert r.code == "duplicate" and "110" in r.message
+    # Enough of a bump: the new one replaces the old one.
+    second = make_tx(KEYS[0], 0, fee=110)
+    [r] = await env.mempool.submit([second])
+    assert r.code == "accepted" and tx_hash(first).hex() in r.message
+    assert not env.mempool.contains(tx_hash(first))
+    assert env.mempool.contains(tx_hash(second))
+    assert len(env.mempool) == 1 and env.mempool.total_bytes == len(second)
+    assert [v.body.fee for v in env.mempool.select(10, 10**6)] == [110]
+
+
+async def test_replacement_disabled(pool):
+    env = Env(pool, replace_fee_bump_pct=None)
+    assert await env.submit(make_tx(KEYS[0], 0, fee=10)) == ["accepted"]
+    assert await env.submit(make_tx(KEYS[0], 0, fee=10_000)) == ["duplicate"]
+
+
+async def test_replacement_must_stay_payable(env):
+    env.state.put(KEYS[0].address, 100)
+    assert await env.submit(make_tx(KEYS[0], 0, fee=50)) == ["accepted"]
+    assert await env.submit(make_tx(KEYS[0], 0, fee=101)) == ["insufficient_fee"]
+    assert await env.submit(make_tx(KEYS[0], 0, fee=100)) == ["accepted"]
+
+
+async def test_nonce_gap_beyond_window(pool):
+    env = Env(pool, per_account_cap=4)
+    env.state.put(KEYS[0].address, RICH, nonce=3)
+    # Window is [3, 7).
+    codes = await env.submit(make_tx(KEYS[0], 6), make_tx(KEYS[0], 7))
+    assert codes == ["accepted", "nonce_gap"]
+
+
+async def test_account_queue_full(pool):
+    env = Env(pool, per_account_cap=3, max_nonce_ahead=10)
+    codes = await env.submit(*(make_tx(KEYS[0], n) for n in (0, 2, 4, 6)))
+    assert codes == ["accepted", "accepted", "accepted", "account_queue_full"]
+    # Other senders are unaffected.
+    assert await env.submit(make_tx(KEYS[1], 0)) == ["accepted"]
+
+
+async def test_mempool_full_by_count(pool):
+    env = Env(pool, shards=2, per_shard_cap=2)
+    a, b, c = keys_in_shard(0, 2, 3)
+    (d,) = keys_in_shard(1, 2, 1)
+    codes = await env.submit(make_tx(a, 0), make_tx(b, 0), make_tx(c, 0), make_tx(d, 0))
+    assert codes == ["accepted", "accepted", "mempool_full", "accepted"]
+    assert env.mempool.shard_sizes() == [2, 1]
+    # A replacement does not grow the shard, so it is still allowed.
+    assert await env.submit(make_tx(a, 0, fee=100)) == ["accepted"]
+    # Committing frees room.
+    env.commit(env.mempool.select(1, 10**6))
+    assert await env.submit(make_tx(c, 0)) == ["accepted"]
+
+
+async def test_mempool_full_by_bytes(pool):
+    size = len(make_tx(KEYS[0], 0))
+    env = Env(pool, shards=1, per_shard_bytes=2 * size)
+    codes = await env.submit(make_tx(KEYS[0], 0), make_tx(KEYS[1], 0), make_tx(KEYS[2], 0))
+    assert codes == ["accepted", "accepted", "mempool_full"]
+    assert env.mempool.shard_bytes() == [2 * size]
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="shards"):
+        MempoolConfig(shards=0)
+    with pytest.raises(ValueError, match="max_nonce_ahead"):
+        MempoolConfig(max_nonce_ahead=0)
+    assert MempoolConfig(per_account_cap=7).nonce_window == 7
+
+
+# --- nonce queues and selection ---
+
+
+async def test_out_of_order_nonces_queue_and_gaps_wait(env):
+    k = KEYS[0]
+    assert await env.submit(make_tx(k, 2), make_tx(k, 0)) == ["accepted", "accepted"]
+    # Nonce 1 is missing: only the run [0] may go in a block.
+    assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [0]
+    assert env.mempool.next_nonce(k.address) == 1
+    assert await env.submit(make_tx(k, 1)) == ["accepted"]
+    assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [0, 1, 2]
+    assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [0, 1, 2]
+    assert env.mempool.next_nonce(k.address) == 3
+    assert env.mempool.next_nonce(KEYS[1].address) is None
+
+
+async def test_select_never_starts_above_state_nonce(env):
+    env.state.put(KEYS[0].address, RICH, nonce=4)
+    assert await env.submit(make_tx(KEYS[0], 5), make_tx(KEYS[0], 6)) == ["accepted"] * 2
+    assert env.mempool.select(10, 10**6) == []
+
+
+async def test_select_by_fee_between_senders_nonce_order_within(pool):
+    env = Env(pool, shards=1)
+    a, b, c = KEYS[:3]
+    await env.submit(
+        make_tx(a, 0, fee=10),
+        make_tx(a, 1, fee=1000),
+        make_tx(b, 0, fee=50),
+        make_tx(c, 0, fee=30),
+        make_tx(c, 1, fee=20),
+    )
+    got = [(v.sender_address, v.body.nonce) for v in env.mempool.select(10, 10**6)]
+    # b (50) > c0 (30) > c1 (20) > a0 (10), and a1 (1000) must wait for a0.
+    assert got == [
+        (b.address, 0),
+        (c.address, 0),
+        (c.address, 1),
+        (a.address, 0),
+        (a.address, 1),
+    ]
+
+
+async def test_select_equal_fees_first_come_first_served(pool):
+    env = Env(pool, shards=1)
+    for k in (KEYS[3], KEYS[1], KEYS[2]):
+        await env.submit(make_tx(k, 0))
+    got = [v.sender_address for v in env.mempool.select(10, 10**6)]
+    assert got == [KEYS[3].address, KEYS[1].address, KEYS[2].address]
+
+
+async def test_select_round_robin_across_shards(pool):
+    env = Env(pool, shards=2)
+    rich = keys_in_shard(0, 2, 4)
+    poor = keys_in_shard(1, 2, 2)
+    await env.submit(*(make_tx(k, 0, fee=1000) for k in rich))
+    await env.submit(*(make_tx(k, 0, fee=MIN_FEE) for k in poor))
+    picked = env.mempool.select(4, 10**6)
+    shards = sorted(env.mempool.shard_of(v.sender_address) for v in picked)
+    # High fees in shard 0 do not starve shard 1.
+    assert shards == [0, 0, 1, 1]
+    # The start shard rotates between calls.
+    firsts = {env.mempool.shard_of(env.mempool.select(1, 10**6)[0].sender_address) for _ in "ab"}
+    assert firsts == {0, 1}
+
+
+async def test_select_limits(pool):
+    env = Env(pool, shards=1)
+    raws = [make_tx(KEYS[0], 0), make_tx(KEYS[0], 1), make_tx(KEYS[1], 0)]
+    await env.submit(*raws)
+    size = len(raws[0])
+    assert len(env.mempool.select(2, 10**6)) == 2
+    two = env.mempool.select(10, 3 * size - 1)
+    assert len(two) == 2 and sum(v.size for v in two) <= 3 * size - 1
+    assert env.mempool.select(0, 10**6) == [] and env.mempool.select(10, 0) == []
+
+
+async def test_tx_that_does_not_fit_ends_its_senders_run(pool):
+    env = Env(pool, shards=1)
+    a, b = KEYS[0], KEYS[1]
+    # A larger amount encodes longer: a0 is bigger than the others.
+    big = make_tx(a, 0, fee=1000, amount=2**60)
+    small = make_tx(b, 0, fee=10)
+    assert len(big) > len(small)
+    await env.submit(big, make_tx(a, 1, fee=1000), small)
+    picked = env.mempool.select(10, len(small))
+    # a0 does not fit; a1 may not go without it; b0 still does.
+    assert [(v.sender_address, v.body.nonce) for v in picked] == [(b.address, 0)]
+
+
+async def test_select_skips_expired_before_commit_catches_up(env):
+    k = KEYS[0]
+    await env.submit(make_tx(k, 0, expiry=5), make_tx(k, 1, expiry=50), make_tx(KEYS[1], 0))
+    env.height = 5  # the chain moved on; on_block_committed not yet called
+    picked = env.mempool.select(10, 10**6)
+    assert [v.sender_address for v in picked] == [KEYS[1].address]
+
+
+# --- commit ---
+
+
+async def test_commit_removes_included_and_stale(env):
+    k = KEYS[0]
+    await env.submit(*(make_tx(k, n) for n in range(4)))
+    env.commit(env.mempool.select(2, 10**6))
+    assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [2, 3]
+    assert len(env.mempool) == 2
+
+
+async def test_commit_drops_nonces_used_elsewhere(env):
+    k = KEYS[0]
+    await env.submit(*(make_tx(k, n) for n in range(3)))
+    # A block this node did not build used nonces 0 and 1 with other transactions.
+    env.state.put(k.address, RICH, nonce=2)
+    env.height += 1
+    env.mempool.on_block_committed([b"\x00" * 32], senders=[k.address])
+    assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [2]
+    assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [2]
+
+
+async def test_submit_refreshes_a_stale_sender(env):
+    k = KEYS[0]
+    await env.submit(*(make_tx(k, n) for n in range(3)))
+    env.state.put(k.address, RICH, nonce=2)
+    # Nobody told the mempool; the sender's next submit re-reads state.
+    assert await env.submit(make_tx(k, 3)) == ["accepted"]
+    assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [2, 3]
+
+
+async def test_submit_after_every_queued_nonce_was_used_elsewhere(env):
+    k = KEYS[0]
+    await env.submit(*(make_tx(k, n) for n in range(3)))
+    env.state.put(k.address, RICH, nonce=3)
+    assert await env.submit(make_tx(k, 3)) == ["accepted"]
+    assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [3]
+    assert len(env.mempool) == 1 and env.mempool.select(10, 10**6)[0].body.nonce == 3
+
+
+async def test_commit_trims_unpayable_tail_without_gap(env):
+    k = KEYS[0]
+    env.state.put(k.address, 1000)
+    await env.submit(*(make_tx(k, n, fee=100) for n in range(5)))
+    env.state.put(k.address, 250)
+    env.height += 1
+    env.mempool.on_block_committed([], senders=[k.address])
+    assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [0, 1]
+
+
+async def test_commit_drops_rejected(env):
+    raws = [make_tx(KEYS[0], 0), make_tx(KEYS[1], 0)]
+    await env.submit(*raws)
+    env.mempool.on_block_committed([tx_hash(raws[0])], [tx_hash(raws[1])])
+    assert len(env.mempool) == 0
+
+
+async def test_commit_expires_untouched_senders(env):
+    await env.submit(
+        make_tx(KEYS[0], 0, expiry=3),
+        make_tx(KEYS[0], 1, expiry=9),
+        make_tx(KEYS[1], 0, expiry=4),
+    )
+    env.height = 3  # next height 4: KEYS[0] nonce 0 is dead
+    env.mempool.on_block_committed([])
+    assert [v.body.nonce for v in env.mempool.pending_for(KEYS[0].address)] == [1]
+    assert len(env.mempool) == 2
+    env.height = 4
+    env.mempool.on_block_committed([])
+    assert len(env.mempool) == 1
+    # The sender can refill the expired slot.
+    assert await env.submit(make_tx(KEYS[0], 0, expiry=20)) == ["accepted"]
+    assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [0, 1]
+
+
+async def test_empty_accounts_are_forgotten(env):
+    await env.submit(make_tx(KEYS[0], 0))
+    env.commit(env.mempool.select(10, 10**6))
+    assert len(env.mempool) == 0
+    assert all(not s.accounts for s in env.mempool._shards)
+    assert env.mempool.total_bytes == 0
+
+
+# --- verified once ---
+
+
+async def test_each_transaction_is_verified_once(env, monkeypatch):
+    calls: list[bytes] = []
+    real = mempool_mod.verify_signed_tx
+
+    def counting(raw, *args):
+        calls.append(raw)
+        return real(raw, *args)
+
+    monkeypatch.setattr(mempool_mod, "verify_signed_tx", counting)
+    raws = [make_tx(KEYS[i], 0) for i in range(40)]
+    # Two concurrent submits of the same batch, plus an in-batch duplicate.
+    first, second = await asyncio.gather(
+        env.mempool.submit(raws + raws[:1]), env.mempool.submit(raws)
+    )
+    third = await env.mempool.submit(raws)
+    assert sorted(calls) == sorted(raws)
+    assert [r.code for r in first] == ["accepted"] * 40 + ["duplicate"]
+    assert {r.code for r in second} == {"duplicate"} and {r.code for r in third} == {"duplicate"}
+    # Block building gets the very objects admission produced.
+    picked = env.mempool.select(100, 10**6)
+    assert all(env.mempool.get(v.hash) is v for v in picked) and len(picked) == 40
+
+
+class CountingPool(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.calls = 0
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        self.calls += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_one_pool_call_per_chunk():
+    counting = CountingPool()
+    try:
+        env = Env(counting, verify_threads=2)  # type: ignore[arg-type]
+        raws = [make_tx(KEYS[i % 64], i // 64) for i in range(200)]
+        codes = await env.submit(*raws)
+        assert codes == ["accepted"] * 200
+        assert counting.calls == 2
+        # A tiny batch is not split.
+        await env.submit(make_tx(KEYS[0], 4))
+        assert counting.calls == 3
+    finally:
+        counting.shutdown()
+
+
+async def test_own_pool_is_created_and_closed():
+    env_state = DictState()
+    env_state.put(KEYS[0].address, RICH)
+    registry = default_registry()
+    m = Mempool(CHAIN, registry, Executor(registry), PARAMS, env_state, lambda: 0)
+    try:
+        assert [r.code for r in await m.submit([make_tx(KEYS[0], 0)])] == ["accepted"]
+        assert "txs=1" in repr(m)
+    finally:
+        m.close()
+
+
+async def test_cancelled_submit_releases_inflight(env):
+    raw = make_tx(KEYS[0], 0)
+    task = asyncio.ensure_future(env.mempool.submit([raw]))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not env.mempool._inflight
+    assert await env.submit(raw) == ["accepted"]
+
+
+async def test_priority_class_goes_before_fee(pool):
+    env = Env(pool, priority=lambda vtx: int(vtx.sender_address == KEYS[1].address), shards=1)
+    await env.submit(make_tx(KEYS[0], 0, fee=1000), make_tx(KEYS[1], 0, fee=10))
+    got = [v.sender_address for v in env.mempool.select(10, 10**6)]
+    assert got == [KEYS[1].address, KEYS[0].address]
+
+
+# --- invariants under random submit / select / commit sequences ---
+
+SIM_KEYS = KEYS[:6]
+PRODUCER = b"\x77" * 20
+
+
+class MempoolMachine(RuleBasedStateMachine):
+    """Random traffic against a small, tightly capped mempool.
+
+    Every selection is executed with the real executor in strict mode, which
+    refuses a block with a nonce gap, a used nonce, an expired or an unpayable
+    transaction; so "select only returns what can go in a block" is checked
+    by the chain's own rules. Amounts are zero (a failed transfer that still
+    pays its fee) so balances move only by fees, which the mempool accounts.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env = Env(
+            SIM_POOL,
+            shards=2,
+            per_account_cap=3,
+            max_nonce_ahead=5,
+            per_shard_cap=7,
+            per_shard_bytes=10**6,
+        )
+        for i, k in enumerate(SIM_KEYS):
+            # Some senders can pay only a few fees, so fee accounting matters.
+            self.env.state.put(k.address, [25, 45, 1000, 10**6, 10**6, 10**6][i])
+        self.cfg = self.env.mempool.config
+
+    @rule(
+        batch=st.lists(
+            st.tuples(
+                st.integers(0, len(SIM_KEYS) - 1),
+                # Mostly the next few nonces, sometimes used or far ahead ones.
+                st.sampled_from([-1, 0, 0, 0, 1, 1, 2, 3, 6]),
+                st.sampled_from([MIN_FEE, MIN_FEE + 1, 20, 50]),
+                st.integers(0, 20),
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        repeat=st.booleans(),
+    )
+    def submit(self, batch, repeat) -> None:
+        env = self.env
+        raws = []
+        for ki, offset, fee, ttl in batch:
+            k = SIM_KEYS[ki]
+            nonce = max(0, env.state.account(k.address).nonce + offset)
+            raws.append(make_tx(k, nonce, fee=fee, expiry=env.height + ttl, amount=0))
+        if repeat:
+            raws.append(raws[0])
+        results = asyncio.run(env.mempool.submit(raws))
+        assert len(results) == len(raws)
+        replaced = {bytes.fromhex(r.message.split()[1]) for r in results if "replaced" in r.message}
+        for raw, r in zip(raws, results, strict=True):
+            assert r.code in ADMISSION_CODES, r
+            if r.accepted and r.hash not in replaced:
+                assert env.mempool.contains(r.hash)
+            if r.code != "accepted" and r.code != "duplicate":
+                assert not env.mempool.contains(tx_hash(raw))
+
+    @rule(max_txs=st.integers(0, 8), max_bytes=st.sampled_from([0, 400, 10**6, 10**6]))
+    def block(self, max_txs, max_bytes) -> None:
+        env = self.env
+        picked = env.mempool.select(max_txs, max_bytes)
+        assert len(picked) <= max_txs
+        assert sum(v.size for v in picked) <= max_bytes
+        assert len({v.hash for v in picked}) == len(picked)
+        # Reference: every sender's unexpired contiguous run from its state nonce.
+        ready = set()
+        for k in SIM_KEYS:
+            n = env.state.account(k.address).nonce
+            queued = {v.body.nonce: v for v in env.mempool.pending_for(k.address)}
+            while n in queued and queued[n].body.expiry_height >= env.height + 1:
+                ready.add(queued[n].hash)
+                n += 1
+        assert {v.hash for v in picked} <= ready
+        if max_bytes >= 10**6:
+            # Only the count limit binds: select takes as much as it may.
+            assert len(picked) == min(max_txs, len(ready))
+        ctx = BlockContext(CHAIN, env.height + 1, env.height * 1000, PRODUCER, PARAMS)
+        # Strict: any transaction that may not be included raises InvalidBlock.
+        result = env.executor.execute_block(env.state, picked, ctx, strict=True)
+        for k, v in result.changes.items():
+            if v is None:
+                env.state.data.pop(k, None)
+            else:
+                env.state.data[k] = v
+        env.height += 1
+        env.mempool.on_block_committed([v.hash for v in result.included])
+        assert not any(env.mempool.contains(v.hash) for v in picked)
+
+    @rule(blocks=st.integers(1, 4))
+    def empty_blocks(self, blocks) -> None:
+        self.env.height += blocks
+        self.env.mempool.on_block_committed([])
+
+    @rule(ki=st.integers(0, len(SIM_KEYS) - 1), spend=st.integers(0, 60), used=st.integers(0, 2))
+    def foreign_block(self, ki, spend, used) -> None:
+        """A block from elsewhere spent some balance and nonces of a sender."""
+        env = self.env
+        address = SIM_KEYS[ki].address
+        a = env.state.account(address)
+        env.state.put(address, max(0, a.balance - spend), a.nonce + used)
+        env.height += 1
+        env.mempool.on_block_committed([], senders=[address])
+
+    @invariant()
+    def consistent(self) -> None:
+        env, cfg = self.env, self.cfg
+        m = env.mempool
+        total = 0
+        for i, shard in enumerate(m._shards):
+            assert shard.count <= cfg.per_shard_cap
+            assert shard.nbytes <= cfg.per_shard_bytes
+            count = nbytes = 0
+            for address, acct in shard.accounts.items():
+                assert acct.txs, "empty accounts are forgotten"
+                assert m.shard_of(address) == i
+                state = env.state.account(address)
+                assert acct.nonce == state.nonce
+                assert len(acct.txs) <= cfg.per_account_cap
+                assert acct.fees == sum(e.fee for e in acct.txs.values()) <= state.balance
+                for n, e in acct.txs.items():
+                    assert n == e.nonce and e.sender == address
+                    assert state.nonce <= n < state.nonce + cfg.nonce_window
+                    assert e.expiry >= env.height + 1, "expired entries are dropped"
+                    assert m.get(e.hash) is e.vtx
+                count += len(acct.txs)
+                nbytes += sum(e.size for e in acct.txs.values())
+            assert (count, nbytes) == (shard.count, shard.nbytes)
+            total += count
+        assert total == len(m) == sum(m.shard_sizes())
+        live = {h for hs in m._expiry.values() for h in hs}
+        assert live == set(m._by_hash)
+
+
+ADMISSION_CODES = {
+    "accepted",
+    "duplicate",
+    "nonce_too_low",
+    "nonce_gap",
+    "expired",
+    "fee_too_low",
+    "insufficient_fee",
+    "mempool_full",
+    "account_queue_full",
+}
+SIM_POOL = ThreadPoolExecutor(2, thread_name_prefix="mempool-sim")
+
+MempoolMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+TestMempoolMachine = MempoolMachine.TestCase
