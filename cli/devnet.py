@@ -1,0 +1,137 @@
+"""``liveledger devnet``: create (once) and run a local validator network on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from genesis import create_localnet
+
+DEVNET_FILE = "devnet.json"
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeProcess:
+    home: Path
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def _node_homes(root: Path) -> list[Path]:
+    return sorted(
+        (p for p in root.glob("node*") if (p / "config.json").is_file()),
+        key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0,
+    )
+
+
+def _url_of(home: Path) -> str:
+    config = json.loads((home / "config.json").read_text())
+    return f"http://{config['http_host']}:{config['http_port']}"
+
+
+def _serving(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/v1/status", timeout=1.0) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _spawn(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = open(home / "node.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "node", "start", "--home", str(home)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def _stop_all(nodes: list[NodeProcess], timeout: float = 15.0) -> None:
+    for n in nodes:
+        if n.process.poll() is None:
+            n.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for n in nodes:
+        try:
+            n.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            n.process.kill()
+            n.process.wait()
+
+
+def run_devnet(root: Path, validators: int, passphrase: str) -> None:
+    if not (root / "genesis.json").is_file():
+        if root.exists() and any(root.iterdir()):
+            raise click.ClickException(f"{root} exists, is not empty and holds no devnet")
+        create_localnet(root, validators, passphrase)
+        click.echo(f"created devnet in {root} with {validators} validator(s)")
+    homes = _node_homes(root)
+    if len(homes) != validators:
+        raise click.ClickException(
+            f"{root} holds a devnet of {len(homes)} validator(s), asked for {validators}; "
+            f"use another --dir or --validators {len(homes)}"
+        )
+    env = dict(os.environ, LIVELEDGER_PASSPHRASE=passphrase)
+    stop_requested = False
+
+    def _request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+    nodes = [NodeProcess(h, _url_of(h), _spawn(h, env)) for h in homes]
+    devnet_file = root / DEVNET_FILE
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        pending = list(nodes)
+        while pending and not stop_requested:
+            for n in list(pending):
+                if n.process.poll() is not None:
+                    raise click.ClickException(
+                        f"node in {n.home} exited with {n.process.returncode}; see {n.home / 'node.log'}"
+                    )
+                if _serving(n.url):
+                    pending.remove(n)
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"nodes not serving after {STARTUP_TIMEOUT:.0f} s: {[str(n.home) for n in pending]}"
+                )
+            time.sleep(0.2)
+        if stop_requested:
+            return
+        doc = {
+            "nodes": [
+                {"url": n.url, "home": str(n.home.resolve()), "pid": n.process.pid} for n in nodes
+            ]
+        }
+        tmp = devnet_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(devnet_file)
+        faucet = json.loads((root / "keyring" / "faucet.json").read_text())["address"]
+        click.echo("devnet is up:")
+        for n in nodes:
+            click.echo(f"  {n.url}  home={n.home}  pid={n.process.pid}")
+        click.echo(f"faucet key 'faucet' in {root / 'keyring'}: {faucet}")
+        click.echo("Ctrl-C stops every node.")
+        while not stop_requested:
+            dead = [n for n in nodes if n.process.poll() is not None]
+            if len(dead) == len(nodes):
+                raise click.ClickException("every node has exited; see the node.log files")
+            time.sleep(0.3)
+    finally:
+        click.echo("stopping devnet...")
+        _stop_all(nodes)
+        devnet_file.unlink(missing_ok=True)

@@ -1,0 +1,252 @@
+"""The HTTP API: versioned JSON routes under /v1/ and Prometheus metrics at /metrics.
+
+Every error is JSON ``{"code", "message"}`` with a stable code; one middleware
+turns the error tree into responses, so handlers just raise.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from core import Invalid, format_address, parse_address, unpack_raw
+from node.render import block_json, receipt_json
+from node.service import Node
+from vm import Account, Receipt, account_key
+
+log = logging.getLogger("node.api")
+
+NODE: web.AppKey[Node] = web.AppKey("node", Node)
+MAX_BATCH = 20_000
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/octet-stream")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.code, exc.message)
+    except Invalid as exc:
+        return _error(400, exc.code, exc.message)
+    except web.HTTPRequestEntityTooLarge as exc:
+        # The body is refused as bad input, like any other malformed request.
+        return _error(400, "too_large", f"request body too large: {exc.text}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return _error(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal", "internal error")
+
+
+def _node(request: web.Request) -> Node:
+    return request.app[NODE]
+
+
+def _ready(node: Node) -> tuple[Any, Any]:
+    if node.chain is None or node.mempool is None:
+        raise ApiError(503, "unavailable", "node is starting or stopping")
+    return node.chain, node.mempool
+
+
+def _parse_hash(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise ApiError(
+            400, "bad_hash", f"hash must be 64 hex characters, got {text[:80]!r}"
+        ) from None
+    if len(raw) != 32:
+        raise ApiError(400, "bad_hash", f"hash must be 32 bytes, got {len(raw)}")
+    return raw
+
+
+async def status(request: web.Request) -> web.Response:
+    node = _node(request)
+    chain, mempool = _ready(node)
+    head = chain.head
+    return web.json_response(
+        {
+            "chain_id": node.genesis.chain_id,
+            "genesis_hash": node.genesis.hash.hex(),
+            "moniker": node.config.moniker,
+            "validator": node.key.public_key.hex(),
+            "height": chain.height,
+            "finalized_height": chain.height,
+            "latest_block_hash": head.hash.hex() if head else None,
+            "latest_block_time_ms": head.time_ms if head else None,
+            "producers": [k.hex() for k in chain.validators.keys],
+            "peers": [],
+            "mempool_size": len(mempool),
+        }
+    )
+
+
+async def _read_raw_txs(request: web.Request) -> tuple[list[bytes], bool]:
+    """The transactions in a POST body and whether the body was a batch."""
+    body = await request.read()
+    if not body:
+        raise ApiError(400, "malformed", "empty request body")
+    ctype = request.content_type
+    if ctype in MSGPACK_TYPES:
+        # A msgpack body is always a batch: an array of encoded SignedTx (bin).
+        raw = unpack_raw(body)
+        if type(raw) is not list or not all(type(x) is bytes for x in raw):
+            raise ApiError(400, "malformed", "msgpack body must be an array of bin items")
+        return raw, True
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "malformed", f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or len(doc) != 1 or not ({"tx", "txs"} & doc.keys()):
+        raise ApiError(400, "malformed", 'body must be {"tx": "<hex>"} or {"txs": ["<hex>", ...]}')
+    batch = "txs" in doc
+    items = doc["txs"] if batch else [doc["tx"]]
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ApiError(400, "malformed", "transactions must be hex strings")
+    try:
+        return [binascii.unhexlify(x) for x in items], batch
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, "malformed", f"transaction is not valid hex: {exc}") from None
+
+
+async def submit_txs(request: web.Request) -> web.Response:
+    node = _node(request)
+    _, mempool = _ready(node)
+    raws, batch = await _read_raw_txs(request)
+    if not raws:
+        raise ApiError(400, "malformed", "no transactions in the batch")
+    if len(raws) > MAX_BATCH:
+        raise ApiError(
+            400, "too_large", f"at most {MAX_BATCH} transactions per batch, got {len(raws)}"
+        )
+    results = await mempool.submit(raws)
+    for r in results:
+        if r.code != "accepted":
+            node.metrics.txs_rejected.labels(code=r.code).inc()
+    if not batch:
+        r = results[0]
+        if r.code != "accepted":
+            raise ApiError(400, r.code, r.message)
+        return web.json_response({"hash": r.hash.hex()})
+    items = [
+        {"hash": r.hash.hex() if r.hash else None, "code": r.code, "message": r.message}
+        for r in results
+    ]
+    accepted = sum(1 for r in results if r.code == "accepted")
+    return web.json_response({"accepted": accepted, "results": items})
+
+
+async def get_tx(request: web.Request) -> web.Response:
+    node = _node(request)
+    chain, mempool = _ready(node)
+    tx_hash = _parse_hash(request.match_info["hash"])
+    location = chain.store.tx_location(tx_hash)
+    if location is not None:
+        height, index = location
+        raw_receipt = chain.store.get_receipt(tx_hash)
+        receipt = Receipt.decode(raw_receipt) if raw_receipt is not None else None
+        return web.json_response(
+            {
+                "hash": tx_hash.hex(),
+                "status": "committed",
+                "height": height,
+                "index": index,
+                "receipt": receipt_json(receipt) if receipt else None,
+            }
+        )
+    if mempool.contains(tx_hash):
+        return web.json_response({"hash": tx_hash.hex(), "status": "pending"})
+    raise ApiError(
+        404, "not_found", f"transaction {tx_hash.hex()} is neither pending nor committed"
+    )
+
+
+async def get_block(request: web.Request) -> web.Response:
+    node = _node(request)
+    chain, _ = _ready(node)
+    which = request.match_info["height"]
+    if which == "latest":
+        height = chain.height
+    else:
+        if not which.isdigit() or len(which) > 19:
+            raise ApiError(400, "bad_height", f"height must be a number or 'latest', got {which!r}")
+        height = int(which)
+    block = chain.store.get_block(height) if height > 0 else None
+    if block is None:
+        raise ApiError(404, "not_found", f"no block at height {height} (head is {chain.height})")
+    return web.json_response(block_json(block, chain.store.get_commit(height)))
+
+
+async def get_account(request: web.Request) -> web.Response:
+    node = _node(request)
+    chain, _ = _ready(node)
+    address = parse_address(request.match_info["address"])
+    key = account_key(address)
+    want_proof = request.query.get("proof", "").lower() in ("1", "true", "yes")
+    out: dict[str, Any] = {"address": format_address(address)}
+    if want_proof:
+        # Read the height once: a block may commit while the proof is built.
+        height = chain.height
+        value, proof, root = chain.store.prove(key, height)
+        out.update(
+            height=height,
+            state_root=root.hex(),
+            key=key.hex(),
+            value=value.hex() if value is not None else None,
+            proof=proof.encode().hex(),
+        )
+    else:
+        value = chain.store.state_get(key)
+        out["height"] = chain.height
+    account = Account.decode(value) if value is not None else Account(0, 0)
+    out.update(balance=account.balance, nonce=account.nonce)
+    return web.json_response(out)
+
+
+async def get_genesis(request: web.Request) -> web.Response:
+    node = _node(request)
+    return web.json_response({"hash": node.genesis.hash.hex(), "genesis": node.genesis.to_json()})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    node = _node(request)
+    body = generate_latest(node.metrics.registry)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+def create_app(node: Node) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=node.config.max_request_bytes
+    )
+    app[NODE] = node
+    app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/txs", submit_txs)
+    app.router.add_get("/v1/txs/{hash}", get_tx)
+    app.router.add_get("/v1/blocks/{height}", get_block)
+    app.router.add_get("/v1/accounts/{address}", get_account)
+    app.router.add_get("/v1/genesis", get_genesis)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,199 @@
+"""The chain as one node sees it: execute, build, validate and commit blocks.
+
+Single writer: every method that changes the store runs on one thread at a time
+(the producer's worker thread); readers use the store's own read paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from consensus import ValidatorSet, make_commit, validate_header, validate_tx_root, verify_commit
+from core import (
+    Block,
+    BlockHeader,
+    Commit,
+    InvalidBlock,
+    NodeFault,
+    PrivateKey,
+    address_of,
+    merkle_root,
+    tx_hash,
+)
+from genesis import Genesis, genesis_state
+from storage import ChainStore, TreeUpdate
+from vm import BlockContext, BlockResult, Executor, Registry, VerifiedTx, verify_signed_tx
+
+log = logging.getLogger("node.chain")
+
+
+class _StoreView:
+    """The latest committed state, as the executor's ``StateView``."""
+
+    __slots__ = ("get",)
+
+    def __init__(self, store: ChainStore) -> None:
+        self.get = store.state_get
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutedBlock:
+    """A block with everything needed to commit it in one batch."""
+
+    block: Block
+    result: BlockResult
+    receipts: list[bytes]
+    tree_update: TreeUpdate
+    execute_seconds: float
+
+
+class Chain:
+    def __init__(self, store: ChainStore, genesis: Genesis, registry: Registry) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.params = genesis.params
+        self.registry = registry
+        self.executor = Executor(registry)
+        self.validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+        self._view = _StoreView(store)
+        if store.genesis_hash is None:
+            store.initialize(genesis.hash, genesis_state(genesis))
+        elif store.genesis_hash != genesis.hash:
+            raise NodeFault(
+                f"store holds chain with genesis {store.genesis_hash.hex()}, "
+                f"this genesis is {genesis.hash.hex()}"
+            )
+        self._head: BlockHeader | None = None
+        if store.height > 0:
+            block = store.get_block(store.height)
+            if block is None:
+                raise NodeFault(f"head block {store.height} missing from the store")
+            self._head = block.header
+
+    @property
+    def height(self) -> int:
+        return self.store.height
+
+    @property
+    def head(self) -> BlockHeader | None:
+        return self._head
+
+    @property
+    def state(self) -> _StoreView:
+        return self._view
+
+    def context(self, height: int, time_ms: int, producer: bytes) -> BlockContext:
+        return BlockContext(
+            chain_id=self.chain_id,
+            height=height,
+            time_ms=time_ms,
+            producer=address_of(producer),
+            params=self.params,
+        )
+
+    def next_block_time(self, now_ms: int | None = None) -> int:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        prev = self._head.time_ms if self._head else self.genesis.genesis_time_ms
+        return max(now, prev + 1)
+
+    def _execute(
+        self, header_fields: dict, txs: Sequence[VerifiedTx], *, strict: bool
+    ) -> tuple[BlockResult, list[bytes], TreeUpdate, float]:
+        started = time.perf_counter()
+        ctx = self.context(
+            header_fields["height"], header_fields["time_ms"], header_fields["producer"]
+        )
+        result = self.executor.execute_block(self._view, txs, ctx, strict=strict)
+        receipts = [r.encode() for r in result.receipts]
+        tree_update = self.store.prepare_state(result.changes)
+        return result, receipts, tree_update, time.perf_counter() - started
+
+    def build(self, txs: Sequence[VerifiedTx], key: PrivateKey, time_ms: int) -> ExecutedBlock:
+        """Execute ``txs`` (skipping those that may not be included) into a new block."""
+        height = self.height + 1
+        fields = {"height": height, "time_ms": time_ms, "producer": key.public_key}
+        result, receipts, tree_update, seconds = self._execute(fields, txs, strict=False)
+        last_commit = None if self._head is None else self.store.get_commit(self._head.height)
+        if self._head is not None and last_commit is None:
+            raise NodeFault(f"commit of head block {self._head.height} missing")
+        header = BlockHeader(
+            chain_id=self.chain_id,
+            height=height,
+            round=0,
+            time_ms=time_ms,
+            prev_hash=self.genesis.hash if self._head is None else self._head.hash,
+            tx_root=merkle_root([v.tx.encode() for v in result.included]),
+            state_root=tree_update.root,
+            receipt_root=merkle_root(receipts),
+            producer=key.public_key,
+            producer_set_hash=self.validators.hash,
+            last_commit=last_commit,
+        )
+        block = Block(header, tuple(v.tx for v in result.included))
+        return ExecutedBlock(block, result, receipts, tree_update, seconds)
+
+    def sign_commit(self, block: Block, key: PrivateKey) -> Commit:
+        """The single-validator certificate: the producer's own precommit."""
+        return make_commit(
+            [key], self.chain_id, block.header.height, block.header.round, block.hash
+        )
+
+    def verify(
+        self, block: Block, known: Mapping[bytes, VerifiedTx] | None = None
+    ) -> ExecutedBlock:
+        """Fully validate a block from elsewhere against the head, executing it strictly.
+
+        Transactions already verified by this node (``known``, by hash) are not
+        verified again.
+        """
+        validate_header(
+            block.header,
+            chain_id=self.chain_id,
+            prev=self._head,
+            genesis_hash=self.genesis.hash,
+            genesis_time_ms=self.genesis.genesis_time_ms,
+            validators=self.validators,
+        )
+        encoded = [tx.encode() for tx in block.txs]
+        validate_tx_root(block, encoded)
+        verified = []
+        for raw in encoded:
+            vtx = known.get(tx_hash(raw)) if known else None
+            verified.append(
+                vtx or verify_signed_tx(raw, self.chain_id, self.registry, self.params.max_tx_bytes)
+            )
+        header = block.header
+        fields = {"height": header.height, "time_ms": header.time_ms, "producer": header.producer}
+        result, receipts, tree_update, seconds = self._execute(fields, verified, strict=True)
+        check_roots(header, tree_update.root, receipts)
+        return ExecutedBlock(block, result, receipts, tree_update, seconds)
+
+    def commit(self, executed: ExecutedBlock, commit: Commit) -> None:
+        """Persist a block and its certificate atomically (one synced write batch)."""
+        block = executed.block
+        verify_commit(commit, self.chain_id, block.header.height, block.hash, self.validators)
+        self.store.commit_block(
+            block, commit, executed.receipts, executed.result.changes, executed.tree_update
+        )
+        self._head = block.header
+
+
+def check_roots(header: BlockHeader, state_root: bytes, receipts: list[bytes]) -> None:
+    """Execution must reproduce the header's state and receipt roots."""
+    # Re-execution reaches the state the producer committed to.
+    if state_root != header.state_root:
+        raise InvalidBlock(
+            f"height {header.height}: state root {header.state_root.hex()}, "
+            f"re-execution gives {state_root.hex()}"
+        )
+    # Receipts (codes, fees, events) are part of consensus too.
+    receipt_root = merkle_root(receipts)
+    if receipt_root != header.receipt_root:
+        raise InvalidBlock(
+            f"height {header.height}: receipt root {header.receipt_root.hex()}, "
+            f"re-execution gives {receipt_root.hex()}"
+        )

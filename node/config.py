@@ -1,0 +1,87 @@
+"""Node-local settings (``<home>/config.json``); chain parameters live in genesis."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from core import LiveLedgerError
+
+CONFIG_FILE = "config.json"
+GENESIS_FILE = "genesis.json"
+NODE_KEY_FILE = "node_key.json"
+
+
+class ConfigError(LiveLedgerError):
+    """The node's home or its config file is missing or wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolSettings:
+    shards: int = 4
+    per_account_cap: int = 64
+    per_shard_cap: int = 50_000
+    verify_threads: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    moniker: str = "node"
+    http_host: str = "127.0.0.1"
+    http_port: int = 26657
+    p2p_host: str = "127.0.0.1"
+    p2p_port: int = 26656
+    block_interval_ms: int = 1000
+    data_dir: str = "data"
+    # Upper bound for one POST body (a batch of transactions).
+    max_request_bytes: int = 32 * 1024 * 1024
+    mempool: MempoolSettings = field(default_factory=MempoolSettings)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["mempool"] = {f.name: getattr(self.mempool, f.name) for f in fields(MempoolSettings)}
+        return out
+
+
+def _typed(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown settings {unknown}; known: {sorted(known)}")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        expected = known[name].type
+        if expected in ("int", int):
+            if type(value) is not int or value < 0:
+                raise ConfigError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+        elif expected in ("str", str) and not isinstance(value, str):
+            raise ConfigError(f"{where}: {name} must be a string, got {value!r}")
+        out[name] = value
+    return out
+
+
+def load_config(home: Path) -> NodeConfig:
+    path = home / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"no node config at {path}; is {home} a node home?")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    mempool_raw = raw.pop("mempool", {})
+    if not isinstance(mempool_raw, dict):
+        raise ConfigError(f"{path}: mempool must be an object")
+    values = _typed(NodeConfig, raw, str(path))
+    mempool = MempoolSettings(**_typed(MempoolSettings, mempool_raw, f"{path}: mempool"))
+    config = NodeConfig(**values, mempool=mempool)
+    if config.block_interval_ms < 10:
+        raise ConfigError(
+            f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"
+        )
+    if config.mempool.shards < 1:
+        raise ConfigError(f"{path}: mempool.shards must be at least 1")
+    return config

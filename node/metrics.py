@@ -1,0 +1,47 @@
+"""Prometheus metrics of one node, in a registry of its own (several nodes may share a process in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.height = Gauge("liveledger_height", "Height of the latest committed block", registry=r)
+        self.finalized_height = Gauge(
+            "liveledger_finalized_height", "Height of the latest final block", registry=r
+        )
+        self.round = Gauge("liveledger_round", "Consensus round of the latest block", registry=r)
+        self.block_txs = Histogram(
+            "liveledger_block_txs",
+            "Transactions per block",
+            buckets=(0, 1, 10, 100, 1000, 5000, 10000, 20000, 50000),
+            registry=r,
+        )
+        self.block_execution_seconds = Histogram(
+            "liveledger_block_execution_seconds",
+            "Time to execute a block and compute its state root",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+            registry=r,
+        )
+        self.block_commit_seconds = Histogram(
+            "liveledger_block_commit_seconds",
+            "Time to write a block batch to disk (fsync included)",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2),
+            registry=r,
+        )
+        self.txs_committed = Counter(
+            "liveledger_txs_committed", "Transactions committed in blocks", registry=r
+        )
+        self.txs_rejected = Counter(
+            "liveledger_txs_rejected", "Transactions refused at submission", ["code"], registry=r
+        )
+        self.mempool_size = Gauge(
+            "liveledger_mempool_size",
+            "Pending transactions per mempool shard",
+            ["shard"],
+            registry=r,
+        )
+        self.peers = Gauge("liveledger_peers", "Connected peers", registry=r)

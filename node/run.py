@@ -1,0 +1,66 @@
+"""Process entry point of a validator: the node's resources live in the app's cleanup context."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import uvloop
+from aiohttp import web
+
+from node.api import NODE, create_app
+from node.service import Node
+
+log = logging.getLogger("node.run")
+
+
+async def _node_context(app: web.Application) -> AsyncIterator[None]:
+    """Open the node before serving; stop it (finishing any block in flight) after."""
+    node = app[NODE]
+    node.open()
+    node.start_producing()
+    try:
+        yield
+    finally:
+        await node.stop()
+
+
+def build_app(node: Node) -> web.Application:
+    app = create_app(node)
+    app.cleanup_ctx.append(_node_context)
+    return app
+
+
+def run_node(home: Path, passphrase: str | None = None) -> None:
+    """Run one validator until SIGINT or SIGTERM."""
+    node = Node.from_home(home, passphrase)
+    app = build_app(node)
+    log.info(
+        "node %s serving http://%s:%d",
+        node.config.moniker,
+        node.config.http_host,
+        node.config.http_port,
+    )
+    web.run_app(
+        app,
+        host=node.config.http_host,
+        port=node.config.http_port,
+        access_log=None,
+        print=None,
+        reuse_address=True,
+        loop=uvloop.new_event_loop(),
+        shutdown_timeout=5.0,
+    )
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # asyncio's debug chatter is noise at INFO.
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+__all__ = ["build_app", "configure_logging", "run_node"]

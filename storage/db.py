@@ -1,0 +1,191 @@
+"""A thin wrapper over one LevelDB (plyvel) database, and its key spaces.
+
+Every key starts with a one-byte prefix naming its key space; this table is the
+only place prefixes are assigned (heights are 8-byte big-endian so keys sort by
+height, positions 4-byte big-endian):
+
+======  ==============  ======================================  ===========================
+prefix  name            key after the prefix                    value
+======  ==============  ======================================  ===========================
+``m``   META            ASCII name (``genesis``, ``head``)      genesis hash; head height
+``b``   BLOCK           height                                  ``Block`` encoding
+``h``   BLOCK_HEIGHT    block hash (32)                         height
+``c``   COMMIT          height                                  ``Commit`` finalizing it
+``r``   RECEIPT         height, position                        receipt bytes (opaque)
+``t``   TX_INDEX        tx hash (32)                            height, position
+``s``   STATE           state key                               latest value (flat copy)
+``n``   TREE_NODE       node hash (32)                          state tree node encoding
+``R``   STATE_ROOT      height                                  state root after the block
+======  ==============  ======================================  ===========================
+
+The flat ``STATE`` space duplicates the latest leaves of the tree so that reads
+of the current state are one LevelDB lookup instead of a walk of ~20 nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Final
+
+import plyvel
+
+from core.errors import StorageError
+
+META: Final = b"m"
+BLOCK: Final = b"b"
+BLOCK_HEIGHT: Final = b"h"
+COMMIT: Final = b"c"
+RECEIPT: Final = b"r"
+TX_INDEX: Final = b"t"
+STATE: Final = b"s"
+TREE_NODE: Final = b"n"
+STATE_ROOT: Final = b"R"
+
+HEIGHT_SIZE = 8
+POSITION_SIZE = 4
+
+
+def encode_height(height: int) -> bytes:
+    return height.to_bytes(HEIGHT_SIZE, "big")
+
+
+def decode_height(data: bytes) -> int:
+    if len(data) != HEIGHT_SIZE:
+        raise StorageError(f"stored height must be {HEIGHT_SIZE} bytes, got {len(data)}")
+    return int.from_bytes(data, "big")
+
+
+def encode_position(position: int) -> bytes:
+    return position.to_bytes(POSITION_SIZE, "big")
+
+
+def _reason(exc: BaseException) -> str:
+    # plyvel puts LevelDB's status message in args[0] as bytes.
+    raw = exc.args[0] if exc.args else exc
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
+class WriteBatch:
+    """Puts and deletes that reach the disk together, or not at all."""
+
+    __slots__ = ("_batch", "_size")
+
+    def __init__(self, batch: plyvel.WriteBatch) -> None:
+        self._batch = batch
+        self._size = 0
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._batch.put(key, value)
+        self._size += 1
+
+    def delete(self, key: bytes) -> None:
+        self._batch.delete(key)
+        self._size += 1
+
+    def __len__(self) -> int:
+        return self._size
+
+
+class Database:
+    """One LevelDB directory, opened exclusively by this process.
+
+    LevelDB holds an fcntl lock on ``LOCK`` while open, so a second node on the
+    same directory fails at open time with a clear message instead of sharing it.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create_if_missing: bool = True,
+        sync: bool = True,
+        block_cache_bytes: int = 64 * 1024 * 1024,
+        write_buffer_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._sync = sync
+        if create_if_missing:
+            os.makedirs(self.path, exist_ok=True)
+        elif not os.path.exists(os.path.join(self.path, "CURRENT")):
+            # Checked here: LevelDB would create the directory before failing.
+            raise StorageError(f"no database at {self.path}")
+        try:
+            self._db: plyvel.DB | None = plyvel.DB(
+                self.path,
+                create_if_missing=create_if_missing,
+                lru_cache_size=block_cache_bytes,
+                write_buffer_size=write_buffer_bytes,
+                # Most state reads are point lookups, many for keys that do not exist
+                # yet (new accounts): a bloom filter skips the table reads.
+                bloom_filter_bits=10,
+            )
+        except plyvel.IOError as exc:
+            reason = _reason(exc)
+            if "lock" in reason.lower():
+                where = "this process" if "already held by process" in reason else "another process"
+                raise StorageError(
+                    f"database at {self.path} is in use by {where} ({reason})"
+                ) from exc
+            raise StorageError(f"cannot open database at {self.path}: {reason}") from exc
+        except plyvel.CorruptionError as exc:
+            raise StorageError(
+                f"database at {self.path} is corrupt: {_reason(exc)}; "
+                "restore it from a backup or resync the node"
+            ) from exc
+        except plyvel.Error as exc:
+            raise StorageError(f"cannot open database at {self.path}: {_reason(exc)}") from exc
+
+    @property
+    def _handle(self) -> plyvel.DB:
+        if self._db is None:
+            raise StorageError(f"database at {self.path} is closed")
+        return self._db
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            return self._handle.get(key)
+        except plyvel.Error as exc:
+            raise StorageError(f"read from {self.path} failed: {_reason(exc)}") from exc
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key without the prefix, value) for every key under ``prefix``, in key order."""
+        cut = len(prefix)
+        try:
+            for key, value in self._handle.iterator(prefix=prefix):
+                yield key[cut:], value
+        except plyvel.Error as exc:
+            raise StorageError(f"scan of {self.path} failed: {_reason(exc)}") from exc
+
+    def new_batch(self) -> WriteBatch:
+        # Nothing reaches the database before ``write``: a batch abandoned half-filled
+        # (the caller raised) is simply dropped.
+        return WriteBatch(self._handle.write_batch(sync=self._sync))
+
+    def write(self, batch: WriteBatch) -> None:
+        """Commit ``batch`` atomically; fsync it before returning unless opened with sync=False."""
+        try:
+            batch._batch.write()
+        except plyvel.Error as exc:
+            raise StorageError(f"write to {self.path} failed: {_reason(exc)}") from exc
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

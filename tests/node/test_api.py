@@ -1,0 +1,168 @@
+"""The HTTP API against a real node: submission, status, blocks, accounts, proofs, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+
+from core import PrivateKey, TxBody, format_address, pack_raw, sign_tx
+from storage import StateProof, verify_proof
+from vm import Account, Transfer, account_key
+
+
+def transfer(key, chain_id, to, amount, nonce, *, fee=1000, expiry=1000):
+    body = TxBody(nonce, fee, expiry, "transfer", Transfer(to, amount).encode())
+    return sign_tx(key, chain_id, body)
+
+
+async def wait_committed(client, tx_hash, timeout=10.0):
+    for _ in range(int(timeout / 0.05)):
+        resp = await client.get(f"/v1/txs/{tx_hash}")
+        if resp.status == 200:
+            doc = await resp.json()
+            if doc["status"] == "committed":
+                return doc
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{tx_hash} not committed")
+
+
+async def post_tx(client, tx):
+    return await client.post("/v1/txs", json={"tx": tx.encode().hex()})
+
+
+async def test_status_reports_chain_and_heights(node_client):
+    client, node, _ = node_client
+    resp = await client.get("/v1/status")
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["chain_id"] == node.genesis.chain_id
+    assert doc["height"] >= 0
+    assert doc["finalized_height"] == doc["height"]
+
+
+async def test_transfer_commits_and_moves_balance_with_proof(node_client):
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    alice = PrivateKey.generate()
+    resp = await post_tx(client, transfer(faucet, chain_id, alice.address, 1234, 0))
+    assert resp.status == 200, await resp.text()
+    tx_hash = (await resp.json())["hash"]
+    doc = await wait_committed(client, tx_hash)
+    assert doc["receipt"]["code"] == "ok"
+    assert doc["height"] >= 1
+
+    resp = await client.get(f"/v1/accounts/{format_address(alice.address)}?proof=true")
+    acct = await resp.json()
+    assert acct["balance"] == 1234 and acct["nonce"] == 0
+    value = bytes.fromhex(acct["value"])
+    proof = StateProof.decode(bytes.fromhex(acct["proof"]))
+    verify_proof(bytes.fromhex(acct["state_root"]), account_key(alice.address), value, proof)
+    assert Account.decode(value).balance == 1234
+    block = await (await client.get(f"/v1/blocks/{acct['height']}")).json()
+    assert block["header"]["state_root"] == acct["state_root"]
+
+    faucet_doc = await (await client.get(f"/v1/accounts/{format_address(faucet.address)}")).json()
+    assert faucet_doc["nonce"] == 1
+
+
+async def test_absent_account_is_proven_absent(node_client):
+    client, node, faucet = node_client
+    resp = await post_tx(client, transfer(faucet, node.genesis.chain_id, b"\x01" * 20, 5, 0))
+    await wait_committed(client, (await resp.json())["hash"])
+    nobody = PrivateKey.generate().address
+    acct = await (await client.get(f"/v1/accounts/{format_address(nobody)}?proof=true")).json()
+    assert acct["balance"] == 0 and acct["value"] is None
+    proof = StateProof.decode(bytes.fromhex(acct["proof"]))
+    verify_proof(bytes.fromhex(acct["state_root"]), account_key(nobody), None, proof)
+
+
+async def test_batch_reports_each_transaction(node_client):
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    to = PrivateKey.generate().address
+    good = [transfer(faucet, chain_id, to, 1, n) for n in range(3)]
+    wrong_chain = transfer(faucet, "other-chain", to, 1, 3)
+    raws = [t.encode() for t in good] + [wrong_chain.encode(), b"garbage"]
+    resp = await client.post(
+        "/v1/txs", data=pack_raw(raws), headers={"Content-Type": "application/msgpack"}
+    )
+    assert resp.status == 200
+    doc = await resp.json()
+    codes = [r["code"] for r in doc["results"]]
+    assert codes == ["accepted"] * 3 + ["wrong_chain", "malformed"]
+    assert doc["accepted"] == 3
+    await wait_committed(client, doc["results"][2]["hash"])
+
+
+async def test_each_rejection_has_its_own_code(node_client):
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    to = PrivateKey.generate().address
+    first = await post_tx(client, transfer(faucet, chain_id, to, 1, 0))
+    await wait_committed(client, (await first.json())["hash"])
+
+    replay = transfer(faucet, chain_id, to, 2, 0)
+    other_chain = transfer(faucet, "elsewhere", to, 1, 1)
+    expired = transfer(faucet, chain_id, to, 1, 1, expiry=0)
+    good = transfer(faucet, chain_id, to, 1, 1)
+    bad_sig = type(good)(good.chain_id, good.sender, good.body, bytes(64))
+    cases = {
+        "nonce_too_low": replay,
+        "wrong_chain": other_chain,
+        "expired": expired,
+        "bad_signature": bad_sig,
+    }
+    for code, tx in cases.items():
+        resp = await post_tx(client, tx)
+        assert resp.status == 400, code
+        doc = await resp.json()
+        assert doc["code"] == code, (code, doc)
+        assert doc["message"]
+
+
+async def test_bad_bodies_get_json_400_and_node_keeps_serving(node_client):
+    client, _, _ = node_client
+    bodies = [
+        (b"\x00\xff garbage \x93", "application/octet-stream"),
+        (b"\x00\xff garbage \x93", "application/json"),
+        (b"{not json", "application/json"),
+        (b'{"tx": 12}', "application/json"),
+        (b'{"tx": "zz"}', "application/json"),
+        (b'{"tx": "00"}', "application/json"),
+        (b'{"txs": []}', "application/json"),
+        (b'{"foo": "bar"}', "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b"", "application/json"),
+        (msgpack.packb({"a": 1}), "application/msgpack"),
+        (msgpack.packb([1, 2]), "application/msgpack"),
+        (b"x" * (300 * 1024), "application/json"),
+        (b"x" * (300 * 1024), "application/octet-stream"),
+    ]
+    for body, ctype in bodies:
+        resp = await client.post("/v1/txs", data=body, headers={"Content-Type": ctype})
+        assert resp.status == 400, (body[:20], ctype, resp.status)
+        doc = await resp.json()
+        assert set(doc) == {"code", "message"}
+        assert isinstance(doc["code"], str) and doc["code"]
+    assert (await client.get("/v1/status")).status == 200
+
+
+async def test_lookups_and_errors(node_client):
+    client, _, _ = node_client
+    assert (await client.get("/v1/txs/nothex")).status == 400
+    resp = await client.get("/v1/txs/" + "ab" * 32)
+    assert resp.status == 404 and (await resp.json())["code"] == "not_found"
+    assert (await client.get("/v1/blocks/abc")).status == 400
+    assert (await client.get("/v1/blocks/999999")).status == 404
+    assert (await client.get("/v1/accounts/ll1notanaddress")).status == 400
+    resp = await client.get("/v1/nope")
+    assert resp.status == 404 and (await resp.json())["code"] == "not_found"
+    for _ in range(100):
+        if (await (await client.get("/v1/status")).json())["height"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    latest = await (await client.get("/v1/blocks/latest")).json()
+    assert latest["header"]["height"] >= 1
+    metrics = await (await client.get("/metrics")).text()
+    assert "liveledger_height" in metrics

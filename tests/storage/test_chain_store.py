@@ -1,0 +1,306 @@
+"""ChainStore on a real LevelDB: commit, reopen, checks, locking, and crash safety."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.errors import StorageError
+from core.hashing import ZERO_HASH
+from core.types import Commit
+from storage import ChainStore, state_root_of, verify_proof
+from storage.state_tree import TreeUpdate
+from tests.storage.storage_chain_fixtures import (
+    GENESIS_HASH,
+    apply_changes,
+    changes_for,
+    genesis_state,
+    make_block,
+)
+
+FIXTURES = Path(__file__).with_name("storage_chain_fixtures.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def commit_next(store: ChainStore, changes, n_txs: int = 5):
+    update = store.prepare_state(changes)
+    head = store.get_block(store.height)
+    prev = GENESIS_HASH if head is None else head.hash
+    block, commit, receipts = make_block(store.height + 1, prev, update.root, n_txs)
+    store.commit_block(block, commit, receipts, changes, update)
+    return block, commit, receipts
+
+
+def test_commit_reopen_and_read_everything_back(tmp_path):
+    path = tmp_path / "db"
+    model = genesis_state()
+    history = []
+    with ChainStore(path) as store:
+        assert not store.initialized
+        genesis_root = store.initialize(GENESIS_HASH, model)
+        assert genesis_root == state_root_of(model)
+        assert store.height == 0
+        assert store.height_of(GENESIS_HASH) == 0
+        assert store.get_block(0) is None
+        for height in range(1, 6):
+            changes = changes_for(height, count=50)
+            block, commit, receipts = commit_next(store, changes)
+            apply_changes(model, changes)
+            history.append((block, commit, receipts, dict(model)))
+            assert store.height == height
+            for key, value in changes.items():
+                assert store.state_get(key) == value
+
+    with ChainStore(path) as store:
+        assert store.genesis_hash == GENESIS_HASH
+        assert store.height == 5
+        assert store.initialize(GENESIS_HASH, genesis_state()) == genesis_root
+        assert store.state_root(0) == genesis_root
+        for height, (block, commit, receipts, state) in enumerate(history, start=1):
+            assert store.get_block(height) == block
+            assert store.get_block_bytes(height) == block.encode()
+            assert store.height_of(block.hash) == height
+            assert store.get_commit(height) == commit
+            assert store.get_receipts(height) == receipts
+            assert store.state_root(height) == block.header.state_root
+            for position, tx in enumerate(block.txs):
+                assert store.tx_location(tx.hash) == (height, position)
+                assert store.get_receipt(tx.hash) == receipts[position]
+            # Old heights stay provable against their header's state root.
+            for key in list(state)[:10] + [b"k/99999", b"never"]:
+                value, proof, root = store.prove(key, height)
+                assert root == block.header.state_root
+                assert value == state.get(key)
+                verify_proof(root, key, value, proof)
+        final = history[-1][3]
+        assert dict(store.iter_state()) == final
+        assert dict(store.iter_state(b"acct/")) == {
+            k: v for k, v in final.items() if k.startswith(b"acct/")
+        }
+        for key in list(final)[:20] + [b"k/99999"]:
+            assert store.state_get(key) == final.get(key)
+        value, proof, root = store.prove(b"acct/0001")
+        assert root == store.head_root == store.state_root(5)
+        verify_proof(root, b"acct/0001", value, proof)
+        assert store.get_block(6) is None
+        assert store.get_commit(6) is None
+        assert store.get_receipts(6) == []
+        assert store.tx_location(b"\x00" * 32) is None
+        assert store.get_receipt(b"\x00" * 32) is None
+        assert store.height_of(b"\x00" * 32) is None
+        with pytest.raises(StorageError, match="no state root for height 6"):
+            store.prove(b"acct/0001", 6)
+
+
+def test_state_cache_follows_commits(tmp_path):
+    with ChainStore(tmp_path / "db") as store:
+        store.initialize(GENESIS_HASH, {b"a": b"1"})
+        assert store.state_get(b"b") is None  # cached as absent
+        commit_next(store, {b"b": b"2", b"a": None})
+        assert store.state_get(b"b") == b"2"
+        assert store.state_get(b"a") is None
+        commit_next(store, {b"b": None, b"a": b"3"})
+        assert store.state_get(b"b") is None
+        assert store.state_get(b"a") == b"3"
+        assert store.head_root == state_root_of({b"a": b"3"})
+
+
+def test_reader_racing_a_commit_never_caches_a_stale_value(tmp_path, monkeypatch):
+    with ChainStore(tmp_path / "db") as store:
+        store.initialize(GENESIS_HASH, {b"k": b"old"})
+        real_get = store._db.get
+        raced = []
+
+        def racing_get(key):
+            value = real_get(key)
+            if key == b"sk" and not raced:
+                # A reader thread read the old value; a commit lands before it caches it.
+                raced.append(True)
+                commit_next(store, {b"k": b"new"})
+            return value
+
+        monkeypatch.setattr(store._db, "get", racing_get)
+        assert store.state_get(b"k") == b"old"
+        assert raced
+        assert store.state_get(b"k") == b"new"
+
+
+def test_initialize_refuses_another_genesis(tmp_path):
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, genesis_state())
+    with ChainStore(path) as store:
+        with pytest.raises(StorageError, match="belongs to the chain with genesis"):
+            store.initialize(b"\x01" * 32, genesis_state())
+
+
+def test_uninitialized_store_says_so(tmp_path):
+    with ChainStore(tmp_path / "db") as store:
+        assert store.genesis_hash is None
+        with pytest.raises(StorageError, match="not initialized"):
+            _ = store.height
+        with pytest.raises(StorageError, match="not initialized"):
+            store.prepare_state({b"a": b"1"})
+
+
+def test_each_block_is_one_write(tmp_path, monkeypatch):
+    # All of a block in one batch is what makes a crash leave all or nothing.
+    with ChainStore(tmp_path / "db") as store:
+        store.initialize(GENESIS_HASH, genesis_state())
+        writes = []
+        real_write = store._db.write
+
+        def spy(batch):
+            writes.append(len(batch))
+            real_write(batch)
+
+        monkeypatch.setattr(store._db, "write", spy)
+        block, _, _ = commit_next(store, changes_for(1, count=50), n_txs=4)
+        assert len(writes) == 1
+        # block, hash index, commit, 2 per tx, state changes, nodes, root, head
+        assert writes[0] > 3 + 2 * len(block.txs) + 50
+
+
+def test_open_options(tmp_path):
+    with pytest.raises(StorageError, match="no database at"):
+        ChainStore(tmp_path / "missing", create=False)
+    # sync=False (throwaway stores) commits the same way, only without fsync.
+    with ChainStore(tmp_path / "scratch", sync=False) as store:
+        store.initialize(GENESIS_HASH, {b"a": b"1"})
+        commit_next(store, {b"a": b"2"})
+    with ChainStore(tmp_path / "scratch", create=False) as store:
+        assert store.height == 1
+        assert store.state_get(b"a") == b"2"
+
+
+def test_commit_refuses_inconsistent_input_and_writes_nothing(tmp_path):
+    with ChainStore(tmp_path / "db") as store:
+        store.initialize(GENESIS_HASH, genesis_state())
+        changes = {b"x": b"1"}
+        update = store.prepare_state(changes)
+        block, commit, receipts = make_block(1, GENESIS_HASH, update.root, 3)
+        cases = [
+            (make_block(2, GENESIS_HASH, update.root, 3), "does not follow head"),
+            (make_block(1, GENESIS_HASH, ZERO_HASH, 3), "state root"),
+            ((block, Commit(1, 0, b"\x02" * 32, ()), receipts), "commit is for block"),
+            ((block, Commit(2, 0, block.hash, ()), receipts), "commit is for block"),
+            ((block, commit, receipts[:2]), "receipts"),
+        ]
+        for (b, c, r), reason in cases:
+            with pytest.raises(StorageError, match=reason):
+                store.commit_block(b, c, r, changes, update)
+        assert store.height == 0
+        assert store.get_block(1) is None
+        assert store.state_get(b"x") is None
+
+        store.commit_block(block, commit, receipts, changes, update)
+        # An update prepared on an older head is refused even if the root matches.
+        stale = TreeUpdate(update.root, {}, update.base)
+        block2, commit2, receipts2 = make_block(2, block.hash, stale.root, 0)
+        with pytest.raises(StorageError, match="prepared on root"):
+            store.commit_block(block2, commit2, receipts2, {}, stale)
+        assert store.height == 1
+
+
+def test_open_while_locked_by_another_process(tmp_path):
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, {})
+        probe = (
+            "import sys\n"
+            "from storage import ChainStore\n"
+            "from core.errors import StorageError\n"
+            "try:\n"
+            "    ChainStore(sys.argv[1])\n"
+            "except StorageError as exc:\n"
+            "    print(exc)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(path)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+        assert f"database at {path} is in use by another process" in out.stdout, out
+        with pytest.raises(StorageError, match="in use by this process"):
+            ChainStore(path)
+
+
+def test_corrupt_database_is_reported(tmp_path):
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, {b"a": b"1"})
+    (path / "CURRENT").write_text("MANIFEST-999999\n")
+    with pytest.raises(StorageError, match="corrupt"):
+        ChainStore(path)
+
+
+def _check_consistent(path: Path, at_least: int) -> int:
+    """Every block up to head is whole, and the state matches a replay of the changes."""
+    with ChainStore(path) as store:
+        head = store.height
+        assert head >= at_least, "a block reported as committed was lost"
+        model = genesis_state()
+        prev = GENESIS_HASH
+        for height in range(1, head + 1):
+            block = store.get_block(height)
+            assert block is not None, f"block {height} missing below head {head}"
+            assert block.header.height == height
+            assert block.header.prev_hash == prev
+            assert store.height_of(block.hash) == height
+            assert store.get_commit(height).block_hash == block.hash
+            assert store.state_root(height) == block.header.state_root
+            assert len(store.get_receipts(height)) == len(block.txs)
+            for position, tx in enumerate(block.txs):
+                assert store.tx_location(tx.hash) == (height, position)
+            apply_changes(model, changes_for(height))
+            prev = block.hash
+        assert store.get_block(head + 1) is None
+        flat = dict(store.iter_state())
+        assert flat == model
+        assert state_root_of(flat) == store.state_root(head)
+        for key in list(flat)[:50]:
+            value, proof, root = store.prove(key)
+            assert value == flat[key]
+            verify_proof(root, key, value, proof)
+        return head
+
+
+def test_sigkill_while_committing_leaves_a_consistent_store(tmp_path):
+    path = tmp_path / "db"
+    rng = random.Random(2024)
+    reported = 0
+    for _ in range(12):
+        proc = subprocess.Popen(
+            [sys.executable, str(FIXTURES), "write", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        try:
+            start = reported
+            while reported < start + 3:
+                line = proc.stdout.readline()
+                if not line:
+                    pytest.fail(f"writer died: {proc.stderr.read().decode()}")
+                reported = int(line)
+            # Kill at a random moment: most of the writer's time is inside commits.
+            time.sleep(rng.uniform(0.0, 0.05))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for line in proc.stdout.read().split():
+            reported = int(line)
+        proc.stdout.close()
+        proc.stderr.close()
+        head = _check_consistent(path, reported)
+        reported = head
+    assert reported >= 36

@@ -1,0 +1,87 @@
+"""The LevelDB wrapper and the node cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import StorageError
+from storage import db as spaces
+from storage.cache import GenerationalCache
+from storage.db import Database, decode_height, encode_height
+
+
+def test_key_spaces_are_distinct_single_bytes():
+    prefixes = [
+        spaces.META,
+        spaces.BLOCK,
+        spaces.BLOCK_HEIGHT,
+        spaces.COMMIT,
+        spaces.RECEIPT,
+        spaces.TX_INDEX,
+        spaces.STATE,
+        spaces.TREE_NODE,
+        spaces.STATE_ROOT,
+    ]
+    assert all(len(p) == 1 for p in prefixes)
+    assert len(set(prefixes)) == len(prefixes)
+
+
+def test_heights_sort_as_keys():
+    heights = [0, 1, 255, 256, 70_000, 2**40]
+    assert sorted(encode_height(h) for h in heights) == [encode_height(h) for h in heights]
+    assert [decode_height(encode_height(h)) for h in heights] == heights
+    with pytest.raises(StorageError):
+        decode_height(b"\x00")
+
+
+def test_batch_is_written_only_on_write(tmp_path):
+    with Database(tmp_path / "db") as db:
+        batch = db.new_batch()
+        batch.put(b"sa", b"1")
+        batch.put(b"sb", b"2")
+        batch.put(b"tx", b"3")
+        batch.delete(b"sb")
+        assert len(batch) == 4
+        assert db.get(b"sa") is None
+        db.write(batch)
+        assert db.get(b"sa") == b"1"
+        assert db.get(b"sb") is None
+        assert list(db.iterate(b"s")) == [(b"a", b"1")]
+        abandoned = db.new_batch()
+        abandoned.put(b"sz", b"9")
+    with Database(tmp_path / "db", create_if_missing=False) as db:
+        assert db.get(b"sz") is None
+        assert db.get(b"tx") == b"3"
+    assert db.closed
+    with pytest.raises(StorageError, match="closed"):
+        db.get(b"sa")
+
+
+def test_missing_database_without_create(tmp_path):
+    with pytest.raises(StorageError, match="no database at"):
+        Database(tmp_path / "nothing", create_if_missing=False)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_cache_is_bounded_and_keeps_what_is_used():
+    cache: GenerationalCache[int, bytes] = GenerationalCache(10)
+    for i in range(5):
+        cache.put(i, b"%d" % i)
+    for i in range(5, 100):
+        assert cache.get(0) == b"0"  # used all along: survives every rotation
+        cache.put(i, b"%d" % i)
+        assert len(cache) <= 11
+    assert cache.get(1) is None
+    assert cache.get(1, b"dflt") == b"dflt"
+    assert 99 in cache
+
+
+def test_cache_demotion_keeps_entries_until_the_next_rotation():
+    cache: GenerationalCache[int, bytes] = GenerationalCache(100)
+    cache.put_many({i: b"x" for i in range(10)})
+    cache.demote_many([1, 2, 77])
+    assert cache.get(1) == b"x"  # still there, and promoted again by the hit
+    cache.demote_many([2])
+    cache.put_many({i: b"y" for i in range(100, 150)})  # rotation: old generation goes
+    assert 2 not in cache
+    assert cache.get(3) == b"x"

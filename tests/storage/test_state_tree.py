@@ -1,0 +1,429 @@
+"""The state tree against a from-the-spec reference, a dict model, and tampered proofs."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from core.codec import pack_raw
+from core.errors import DecodeError, InvalidProof, StorageError
+from core.hashing import ZERO_HASH, Domain, hash_bytes
+from storage.state_tree import (
+    MAX_KEY_SIZE,
+    MAX_VALUE_SIZE,
+    InternalNode,
+    LeafNode,
+    MemoryNodeStore,
+    ProofLeaf,
+    StateProof,
+    StateTree,
+    internal_hash,
+    key_path,
+    leaf_hash,
+    state_root_of,
+    value_hash,
+    verify_proof,
+)
+
+# Small key alphabet so batches collide with earlier keys (updates, deletes).
+keys = st.binary(max_size=2)
+values = st.binary(max_size=6)
+batches = st.dictionaries(keys, st.none() | values, max_size=24)
+states = st.dictionaries(keys, values, max_size=40)
+
+
+# --- reference: the tree shape written straight from the spec, no compression tricks --
+
+
+def _bit(path: bytes, depth: int) -> int:
+    return (path[depth // 8] >> (7 - depth % 8)) & 1
+
+
+def ref_root(state: dict[bytes, bytes]) -> bytes:
+    entries = [
+        (
+            hash_bytes(Domain.STATE_KEY, k),
+            hash_bytes(Domain.STATE_VALUE, v),
+        )
+        for k, v in state.items()
+    ]
+
+    def subtree(es: list[tuple[bytes, bytes]], depth: int) -> bytes:
+        if not es:
+            return ZERO_HASH
+        if len(es) == 1:
+            return hash_bytes(Domain.STATE_LEAF, es[0][0] + es[0][1])
+        left = [e for e in es if _bit(e[0], depth) == 0]
+        right = [e for e in es if _bit(e[0], depth) == 1]
+        return hash_bytes(Domain.STATE_NODE, subtree(left, depth + 1) + subtree(right, depth + 1))
+
+    return subtree(entries, 0)
+
+
+def build(state: dict[bytes, bytes], cache_size: int = 1024) -> tuple[StateTree, bytes]:
+    store = MemoryNodeStore()
+    tree = StateTree(store, cache_size=cache_size)
+    update = tree.update(ZERO_HASH, state)
+    store.put_nodes(update.nodes)
+    return tree, update.root
+
+
+def apply_model(model: dict[bytes, bytes], batch: dict[bytes, bytes | None]) -> None:
+    for k, v in batch.items():
+        if v is None:
+            model.pop(k, None)
+        else:
+            model[k] = v
+
+
+# --- encodings and hashing agree with core -------------------------------------------
+
+
+def test_hash_helpers_match_core_hashing():
+    left, right = bytes(range(32)), bytes(range(32, 64))
+    assert key_path(b"k") == hash_bytes(Domain.STATE_KEY, b"k")
+    assert value_hash(b"v") == hash_bytes(Domain.STATE_VALUE, b"v")
+    assert leaf_hash(left, right) == hash_bytes(Domain.STATE_LEAF, left + right)
+    assert internal_hash(left, right) == hash_bytes(Domain.STATE_NODE, left + right)
+
+
+@settings(max_examples=30, deadline=None)
+@given(state=st.dictionaries(keys, values, min_size=2, max_size=12))
+def test_stored_nodes_are_canonical_wire_encodings(state):
+    update = StateTree(MemoryNodeStore()).update(ZERO_HASH, state)
+    kinds = defaultdict(int)
+    for node_hash, data in update.nodes.items():
+        if data[1] == 0:
+            node = InternalNode.decode(data)
+            assert node.encode() == data
+            assert internal_hash(node.left, node.right) == node_hash
+            kinds["internal"] += 1
+        else:
+            leaf = LeafNode.decode(data)
+            assert leaf.encode() == data
+            assert state[leaf.key] == leaf.value
+            assert leaf_hash(key_path(leaf.key), value_hash(leaf.value)) == node_hash
+            kinds["leaf"] += 1
+    assert kinds["leaf"] == len(state)
+    assert kinds["internal"] >= 1
+
+
+def test_empty_and_single_key_roots():
+    assert state_root_of({}) == ZERO_HASH
+    # One key: the root is its leaf (compressed all the way up).
+    assert state_root_of({b"a": b"1"}) == leaf_hash(key_path(b"a"), value_hash(b"1"))
+    tree, root = build({b"a": b"1"})
+    assert tree.update(root, {b"a": None}).root == ZERO_HASH
+
+
+# --- root depends on the set only ----------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(state=states, noise=st.dictionaries(keys, values, max_size=10), seed=st.integers(0, 2**32))
+def test_root_independent_of_order_and_history(state, noise, seed):
+    rng = random.Random(seed)
+    expected = ref_root(state)
+    assert state_root_of(state) == expected
+    # Same set via: noise first, then the set in random batches (overwriting), then
+    # deleting the noise keys that are not in the set.
+    store = MemoryNodeStore()
+    tree = StateTree(store, cache_size=8)
+    root = ZERO_HASH
+    items = list(state.items())
+    rng.shuffle(items)
+    steps: list[dict[bytes, bytes | None]] = [dict(noise)]
+    while items:
+        cut = rng.randint(1, len(items))
+        steps.append(dict(items[:cut]))
+        items = items[cut:]
+    steps.append({k: None for k in noise if k not in state})
+    for step in steps:
+        update = tree.update(root, step)
+        store.put_nodes(update.nodes)
+        root = update.root
+    assert root == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(state=states, seed=st.integers(0, 2**32))
+def test_one_key_at_a_time_equals_one_batch(state, seed):
+    rng = random.Random(seed)
+    tree, root = build({})
+    order = list(state.items())
+    rng.shuffle(order)
+    for k, v in order:
+        root = tree.update(root, {k: v}).root
+    assert root == build(state)[1]
+    # And deleting them one by one in another order collapses back to empty.
+    rng.shuffle(order)
+    for k, _ in order:
+        root = tree.update(root, {k: None}).root
+    assert root == ZERO_HASH
+
+
+# --- model-based: every version stays readable ---------------------------------------
+
+
+class TreeMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = MemoryNodeStore()
+        # A tiny cache, so reads go back to the store and prove every node was persisted.
+        self.tree = StateTree(self.store, cache_size=16)
+        self.root = ZERO_HASH
+        self.model: dict[bytes, bytes] = {}
+        self.versions: list[tuple[bytes, dict[bytes, bytes]]] = [(ZERO_HASH, {})]
+
+    @rule(batch=batches)
+    def update(self, batch):
+        result = self.tree.update(self.root, batch)
+        assert result.base == self.root
+        self.store.put_nodes(result.nodes)
+        apply_model(self.model, batch)
+        self.root = result.root
+        self.versions.append((self.root, dict(self.model)))
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def delete_existing(self, data):
+        doomed = data.draw(st.lists(st.sampled_from(sorted(self.model)), min_size=1, unique=True))
+        self.update({k: None for k in doomed})
+
+    @rule(data=st.data(), key=keys)
+    def read_any_version(self, data, key):
+        root, model = data.draw(st.sampled_from(self.versions))
+        reader = StateTree(self.store, cache_size=2)
+        assert reader.get(root, key) == model.get(key)
+        value, proof = reader.get_with_proof(root, key)
+        assert value == model.get(key)
+        verify_proof(root, key, value, proof)
+        for other in list(model)[:3]:
+            assert self.tree.get(root, other) == model[other]
+
+    @invariant()
+    def root_matches_spec(self):
+        assert self.root == ref_root(self.model)
+
+
+TestTreeMachine = TreeMachine.TestCase
+TestTreeMachine.settings = settings(max_examples=150, stateful_step_count=20, deadline=None)
+
+
+def test_large_random_batches_match_spec():
+    # Bigger trees than Hypothesis draws: depth ~12, batches mixing every case.
+    rng = random.Random(7)
+    store = MemoryNodeStore()
+    tree = StateTree(store, cache_size=512)
+    root, model = ZERO_HASH, {}
+    universe = [rng.randbytes(8) for _ in range(3000)]
+    for _ in range(6):
+        batch = {}
+        for k in rng.sample(universe, 600):
+            batch[k] = None if rng.random() < 0.3 else rng.randbytes(rng.randint(0, 20))
+        update = tree.update(root, batch)
+        store.put_nodes(update.nodes)
+        root = update.root
+        apply_model(model, batch)
+        assert root == ref_root(model)
+    for k in rng.sample(universe, 200):
+        value, proof = tree.get_with_proof(root, k)
+        assert value == model.get(k)
+        verify_proof(root, k, value, proof)
+
+
+# --- proofs --------------------------------------------------------------------------
+
+
+def _flip(data: bytes, i: int) -> bytes:
+    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+
+
+def _rejected(root, key, value, proof) -> bool:
+    try:
+        verify_proof(root, key, value, proof)
+    except InvalidProof:
+        return True
+    return False
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    state=st.dictionaries(keys, values, min_size=1, max_size=40), probes=st.lists(keys, max_size=3)
+)
+def test_proofs_verify_and_any_tampering_fails(state, probes):
+    tree, root = build(state)
+    for key in list(state)[:3] + probes:
+        value = state.get(key)
+        proof = tree.prove(root, key)
+        assert StateProof.decode(proof.encode()) == proof
+        verify_proof(root, key, value, proof)
+
+        # Another value, or the opposite claim (present <-> absent).
+        wrong_values = [b"x"] if value is None else [None, value + b"\x00", b"x" + value]
+        for wrong in wrong_values:
+            if wrong != value:
+                assert _rejected(root, key, wrong, proof)
+
+        # Another key: an inclusion proof never holds for it; an absence proof may,
+        # but only when that key really is absent (soundness).
+        other_keys = [_flip(key, i) for i in range(len(key))] + [key + b"\x00"]
+        for other in other_keys:
+            ok = not _rejected(root, other, value, proof)
+            if value is not None:
+                assert not ok
+            elif ok:
+                assert other not in state
+
+        # Every byte of every sibling.
+        for d, sibling in enumerate(proof.siblings):
+            for i in range(32):
+                siblings = list(proof.siblings)
+                siblings[d] = _flip(sibling, i)
+                assert _rejected(root, key, value, StateProof(tuple(siblings), proof.leaf))
+
+        # The terminal: each byte, or swapped for empty / for a leaf.
+        if proof.leaf is not None:
+            for i in range(32):
+                for leaf in (
+                    ProofLeaf(_flip(proof.leaf.key_path, i), proof.leaf.value_hash),
+                    ProofLeaf(proof.leaf.key_path, _flip(proof.leaf.value_hash, i)),
+                ):
+                    assert _rejected(root, key, value, StateProof(proof.siblings, leaf))
+            assert _rejected(root, key, value, StateProof(proof.siblings, None))
+        else:
+            some = next(iter(state))
+            fake = ProofLeaf(key_path(some), value_hash(state[some]))
+            assert _rejected(root, key, value, StateProof(proof.siblings, fake))
+
+        # Every byte of the root.
+        for i in range(32):
+            assert _rejected(_flip(root, i), key, value, proof)
+
+
+def _keys_sharing_prefix(bits: int, count: int) -> list[bytes]:
+    """Keys whose paths share their first ``bits`` bits (found by brute force)."""
+    buckets: dict[int, list[bytes]] = defaultdict(list)
+    i = 0
+    while True:
+        k = i.to_bytes(4, "big")
+        bucket = buckets[int.from_bytes(key_path(k), "big") >> (256 - bits)]
+        bucket.append(k)
+        if len(bucket) == count:
+            return bucket
+        i += 1
+
+
+def test_deep_shared_prefix_compresses_and_collapses():
+    a, b, c = _keys_sharing_prefix(14, 3)
+    state = {a: b"1", b: b"2", c: b"3", b"lonely": b"4"}
+    tree, root = build(state)
+    assert root == ref_root(state)
+    value, proof = tree.get_with_proof(root, a)
+    assert value == b"1"
+    assert len(proof.siblings) > 14
+    assert ZERO_HASH in proof.siblings  # the shared prefix is a chain of one-sided nodes
+    verify_proof(root, a, b"1", proof)
+    # Deleting down to one key of the cluster collapses the whole chain into its leaf.
+    for doomed, rest in (
+        ({a: None}, {b: b"2", c: b"3", b"lonely": b"4"}),
+        ({a: None, b: None}, {c: b"3", b"lonely": b"4"}),
+        ({a: None, b: None, b"lonely": None}, {c: b"3"}),
+    ):
+        update = tree.update(root, doomed)
+        assert update.root == ref_root(rest) == state_root_of(rest)
+    # A key absent but on the chain proves absent through the empty side branches.
+    for probe in range(200):
+        k = b"probe" + bytes([probe])
+        value, proof = tree.get_with_proof(root, k)
+        assert value is None
+        verify_proof(root, k, None, proof)
+
+
+def test_absence_proof_leaf_must_share_the_key_prefix():
+    state = {bytes([i]): b"v" for i in range(30)}
+    tree, root = build(state)
+    for probe in range(256):
+        key = b"absent" + bytes([probe])
+        proof = tree.prove(root, key)
+        if proof.leaf is not None and proof.siblings:
+            break
+    else:
+        pytest.fail("no absence proof ending at a leaf")
+    verify_proof(root, key, None, proof)
+    depth = len(proof.siblings)
+    own = int.from_bytes(key_path(key), "big")
+    # A leaf path that differs from the key's within the first ``depth`` bits.
+    off_path = (own ^ (1 << (256 - depth))).to_bytes(32, "big")
+    forged = StateProof(proof.siblings, ProofLeaf(off_path, proof.leaf.value_hash))
+    with pytest.raises(InvalidProof, match="prefix"):
+        verify_proof(root, key, None, forged)
+    own_leaf = StateProof(proof.siblings, ProofLeaf(key_path(key), proof.leaf.value_hash))
+    with pytest.raises(InvalidProof, match="present"):
+        verify_proof(root, key, None, own_leaf)
+
+
+def test_non_canonical_and_oversized_proofs_are_refused():
+    leaf = ProofLeaf(key_path(b"a"), value_hash(b"1"))
+    lone = leaf_hash(leaf.key_path, leaf.value_hash)
+    # A leaf next to an empty sibling is never produced: it would be compressed.
+    root = (
+        internal_hash(ZERO_HASH, lone) if _bit(leaf.key_path, 0) else internal_hash(lone, ZERO_HASH)
+    )
+    with pytest.raises(InvalidProof, match="non-canonical"):
+        verify_proof(root, b"a", b"1", StateProof((ZERO_HASH,), leaf))
+    with pytest.raises(InvalidProof, match="at most 256"):
+        verify_proof(lone, b"a", b"1", StateProof((lone,) * 257, leaf))
+    with pytest.raises(DecodeError):
+        StateProof.decode(pack_raw([[lone] * 257, None]))
+    with pytest.raises(InvalidProof, match="32 bytes"):
+        verify_proof(lone[:31], b"a", b"1", StateProof((), leaf))
+    with pytest.raises(InvalidProof, match="32 bytes"):
+        verify_proof(lone, b"a", b"1", StateProof((lone[:5],), leaf))
+    verify_proof(lone, b"a", b"1", StateProof((), leaf))
+    verify_proof(ZERO_HASH, b"a", None, StateProof((), None))
+
+
+# --- faults ----------------------------------------------------------------------------
+
+
+def test_missing_or_corrupt_nodes_are_storage_errors():
+    state = {bytes([i]): bytes([i]) for i in range(20)}
+    store = MemoryNodeStore()
+    update = StateTree(store).update(ZERO_HASH, state)
+    store.put_nodes(update.nodes)
+    with pytest.raises(StorageError, match="missing"):
+        StateTree(store).get(b"\x01" * 32, b"k")
+    root_node = store.nodes[update.root]
+    store.nodes[update.root] = root_node[:-1] + bytes([root_node[-1] ^ 1])
+    with pytest.raises(StorageError, match="does not match its hash"):
+        StateTree(store).get(update.root, b"k")
+    store.nodes[update.root] = b"\x93\x05garbage"
+    with pytest.raises(StorageError, match="corrupt"):
+        StateTree(store).get(update.root, b"k")
+
+
+def test_oversized_keys_and_values_are_refused():
+    tree, root = build({})
+    with pytest.raises(StorageError, match="state key"):
+        tree.update(root, {b"k" * (MAX_KEY_SIZE + 1): b"v"})
+    with pytest.raises(StorageError, match="state value"):
+        tree.update(root, {b"k": b"v" * (MAX_VALUE_SIZE + 1)})
+
+
+def test_new_nodes_are_cached_before_they_are_written():
+    store = MemoryNodeStore()
+    tree = StateTree(store)
+    first = tree.update(ZERO_HASH, {bytes([i]): b"a" for i in range(50)})
+    # Nothing persisted: the next block must still build on ``first.root``.
+    second = tree.update(first.root, {bytes([i]): b"b" for i in range(0, 50, 3)})
+    assert second.base == first.root
+    expected = {bytes([i]): (b"b" if i % 3 == 0 else b"a") for i in range(50)}
+    assert second.root == state_root_of(expected)
+    assert tree.get(second.root, bytes([3])) == b"b"
+    assert tree.update(second.root, {}).root == second.root
