@@ -11,6 +11,7 @@ against the replay.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -37,18 +38,47 @@ class AuditReport:
     copied: bool
 
 
+def _snapshot(data_dir: Path, dest: Path) -> None:
+    """A crash-consistent copy of a live LevelDB directory.
+
+    Table files (.ldb/.sst) are immutable once written, so they are hard-linked
+    (a link keeps a table alive even if a compaction deletes it meanwhile); the
+    files LevelDB appends to (log, MANIFEST, CURRENT) are copied. The copy then
+    recovers like a node after a crash: a consistent prefix of the chain.
+    """
+    dest.mkdir(parents=True)
+    for entry in sorted(data_dir.iterdir()):
+        if entry.name == "LOCK" or not entry.is_file():
+            continue
+        target = dest / entry.name
+        if entry.suffix in (".ldb", ".sst"):
+            try:
+                os.link(entry, target)
+                continue
+            except OSError:
+                pass  # another filesystem: fall back to a copy
+        shutil.copy2(entry, target)
+
+
 def _open_source(data_dir: Path, scratch: Path) -> tuple[ChainStore, bool]:
-    """Open the node's store; if the node is running (locked), audit a copy of it."""
+    """Open the node's store; if the node is running (locked), audit a snapshot of it."""
     try:
         return ChainStore(data_dir, create=False), False
     except StorageError as exc:
         if "in use" not in str(exc):
             raise
-    # LevelDB files are append-only or immutable, and a copy recovers like a crashed
-    # node: it holds a consistent prefix of the chain.
-    copy = scratch / "source"
-    shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("LOCK"))
-    return ChainStore(copy, create=False), True
+    last_error: Exception | None = None
+    # A compaction racing the snapshot can remove a table between listing and
+    # linking it; such a snapshot fails to open, and a new one is taken.
+    for attempt in range(5):
+        copy = scratch / f"source-{attempt}"
+        try:
+            _snapshot(data_dir, copy)
+            return ChainStore(copy, create=False), True
+        except (OSError, StorageError) as exc:
+            last_error = exc
+            log.info("snapshot attempt %d of a live store failed: %s", attempt + 1, exc)
+    raise StorageError(f"could not snapshot the running node's store at {data_dir}: {last_error}")
 
 
 def audit_home(home: Path, progress: Callable[[int], None] | None = None) -> AuditReport:
