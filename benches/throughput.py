@@ -74,8 +74,8 @@ async def wait_committed(
                 head = (await resp.json())["height"]
             while height < head:
                 height += 1
-                async with session.get(f"{url}/v1/blocks/{height}") as resp:
-                    committed += len((await resp.json())["txs"])
+                async with session.get(f"{url}/v1/blocks/{height}?txs=false") as resp:
+                    committed += (await resp.json())["num_txs"]
             await asyncio.sleep(0.05)
     return committed, height
 

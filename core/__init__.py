@@ -1,6 +1,6 @@
 """Canonical encoding, hashing, keys and signatures, wire types and the error tree."""
 
-from core.codec import Len, MaxItems, MaxLen, Wire, pack_raw, unpack_raw
+from core.codec import Len, MaxItems, MaxLen, Wire, array_header, pack_raw, unpack_raw
 from core.errors import (
     DecodeError,
     Invalid,
@@ -38,6 +38,7 @@ from core.types import (
     TxBody,
     Vote,
     VoteType,
+    encode_block,
     sign_tx,
     tx_hash,
     verify_tx,
@@ -77,7 +78,9 @@ __all__ = [
     "Vote",
     "VoteType",
     "Wire",
+    "array_header",
     "address_of",
+    "encode_block",
     "format_address",
     "hash_bytes",
     "is_valid_signature",

@@ -155,6 +155,19 @@ def pack_raw(raw: Any) -> bytes:
     return msgpack.packb(raw, use_bin_type=True)
 
 
+def array_header(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items (as ``packb`` writes it).
+
+    Lets a container of already-encoded objects be written by concatenation,
+    byte-identical to packing the whole structure again.
+    """
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
 _CODECS: dict[type, _Codec] = {}
 
 

@@ -7,6 +7,7 @@ signature can be replayed neither on another chain nor as another message.
 
 from __future__ import annotations
 
+import functools
 from enum import IntEnum
 
 import nacl.exceptions
@@ -144,7 +145,9 @@ def _convert_bits(data: bytes | list[int], frm: int, to: int, pad: bool) -> list
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def format_address(address: bytes) -> str:
+    """The bech32m text form (cached: addresses repeat and bech32 is slow in Python)."""
     if len(address) != ADDRESS_SIZE:
         raise InvalidAddress(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
     data = _convert_bits(address, 8, 5, True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from core.codec import Len, MaxItems, MaxLen, Wire, pack_raw
+from core.codec import Len, MaxItems, MaxLen, Wire, array_header, pack_raw
 from core.errors import DecodeError, InvalidTransaction
 from core.hashing import Domain, hash_bytes
 from core.keys import PrivateKey, SignDomain, verify
@@ -187,3 +188,10 @@ class Block(Wire):
     @property
     def hash(self) -> bytes:
         return self.header.hash
+
+
+def encode_block(header: BlockHeader, encoded_txs: Sequence[bytes]) -> bytes:
+    """``Block(header, txs).encode()`` from transactions already encoded (no re-encoding)."""
+    return b"".join(
+        (array_header(2), header.encode(), array_header(len(encoded_txs)), *encoded_txs)
+    )

@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from core import Invalid, format_address, parse_address, unpack_raw
-from node.render import block_json, receipt_json
+from core import Block, BlockHeader, Invalid, format_address, parse_address, unpack_raw
+from node.render import block_json, header_only_json, receipt_json
 from node.service import Node
 from vm import Account, Receipt, account_key
 
@@ -192,10 +192,18 @@ async def get_block(request: web.Request) -> web.Response:
         if not which.isdigit() or len(which) > 19:
             raise ApiError(400, "bad_height", f"height must be a number or 'latest', got {which!r}")
         height = int(which)
-    block = chain.store.get_block(height) if height > 0 else None
-    if block is None:
+    data = chain.store.get_block_bytes(height) if height > 0 else None
+    if data is None:
         raise ApiError(404, "not_found", f"no block at height {height} (head is {chain.height})")
-    return web.json_response(block_json(block, chain.store.get_commit(height)))
+    commit = chain.store.get_commit(height)
+    # ?txs=false leaves out the transaction list (followers that only count), and
+    # so skips decoding every transaction.
+    if request.query.get("txs", "true").lower() in ("0", "false", "no"):
+        header_raw, txs_raw = unpack_raw(data)
+        return web.json_response(
+            header_only_json(BlockHeader.from_raw(header_raw), len(txs_raw), commit)
+        )
+    return web.json_response(block_json(Block.decode(data), commit))
 
 
 async def get_account(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from core import (
     NodeFault,
     PrivateKey,
     address_of,
+    encode_block,
     merkle_root,
     tx_hash,
 )
@@ -48,6 +49,9 @@ class ExecutedBlock:
     receipts: list[bytes]
     tree_update: TreeUpdate
     execute_seconds: float
+    # The block's encoding and tx hashes, built from the encodings already held.
+    block_bytes: bytes
+    tx_hashes: list[bytes]
 
 
 class Chain:
@@ -117,6 +121,7 @@ class Chain:
         height = self.height + 1
         fields = {"height": height, "time_ms": time_ms, "producer": key.public_key}
         result, receipts, tree_update, seconds = self._execute(fields, txs, strict=False)
+        encoded = [v.encoded for v in result.included]
         last_commit = None if self._head is None else self.store.get_commit(self._head.height)
         if self._head is not None and last_commit is None:
             raise NodeFault(f"commit of head block {self._head.height} missing")
@@ -126,7 +131,7 @@ class Chain:
             round=0,
             time_ms=time_ms,
             prev_hash=self.genesis.hash if self._head is None else self._head.hash,
-            tx_root=merkle_root([v.tx.encode() for v in result.included]),
+            tx_root=merkle_root(encoded),
             state_root=tree_update.root,
             receipt_root=merkle_root(receipts),
             producer=key.public_key,
@@ -134,7 +139,15 @@ class Chain:
             last_commit=last_commit,
         )
         block = Block(header, tuple(v.tx for v in result.included))
-        return ExecutedBlock(block, result, receipts, tree_update, seconds)
+        return ExecutedBlock(
+            block,
+            result,
+            receipts,
+            tree_update,
+            seconds,
+            encode_block(header, encoded),
+            [v.hash for v in result.included],
+        )
 
     def sign_commit(self, block: Block, key: PrivateKey) -> Commit:
         """The single-validator certificate: the producer's own precommit."""
@@ -170,14 +183,28 @@ class Chain:
         fields = {"height": header.height, "time_ms": header.time_ms, "producer": header.producer}
         result, receipts, tree_update, seconds = self._execute(fields, verified, strict=True)
         check_roots(header, tree_update.root, receipts)
-        return ExecutedBlock(block, result, receipts, tree_update, seconds)
+        return ExecutedBlock(
+            block,
+            result,
+            receipts,
+            tree_update,
+            seconds,
+            encode_block(header, encoded),
+            [v.hash for v in verified],
+        )
 
     def commit(self, executed: ExecutedBlock, commit: Commit) -> None:
         """Persist a block and its certificate atomically (one synced write batch)."""
         block = executed.block
         verify_commit(commit, self.chain_id, block.header.height, block.hash, self.validators)
         self.store.commit_block(
-            block, commit, executed.receipts, executed.result.changes, executed.tree_update
+            block,
+            commit,
+            executed.receipts,
+            executed.result.changes,
+            executed.tree_update,
+            block_bytes=executed.block_bytes,
+            tx_hashes=executed.tx_hashes,
         )
         self._head = block.header
 

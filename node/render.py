@@ -56,12 +56,14 @@ def tx_summary(tx: SignedTx) -> dict[str, Any]:
     return out
 
 
+def header_only_json(header: BlockHeader, num_txs: int, commit: Commit | None) -> dict[str, Any]:
+    return {"header": header_json(header), "num_txs": num_txs, "commit": commit_json(commit)}
+
+
 def block_json(block: Block, commit: Commit | None) -> dict[str, Any]:
-    return {
-        "header": header_json(block.header),
-        "txs": [tx_summary(tx) for tx in block.txs],
-        "commit": commit_json(commit),
-    }
+    out = header_only_json(block.header, len(block.txs), commit)
+    out["txs"] = [tx_summary(tx) for tx in block.txs]
+    return out
 
 
 def receipt_json(receipt: Receipt) -> dict[str, Any]:

@@ -229,8 +229,15 @@ class ChainStore:
         receipts: Sequence[bytes],
         changes: Mapping[bytes, bytes | None],
         tree_update: TreeUpdate,
+        *,
+        block_bytes: bytes | None = None,
+        tx_hashes: Sequence[bytes] | None = None,
     ) -> None:
         """Persist a finalized block and everything it changed in one synced batch.
+
+        ``block_bytes`` and ``tx_hashes`` (the block's encoding and its
+        transactions' hashes) save re-encoding a block the caller already holds
+        encoded; they must be exactly what ``block.encode()`` and ``tx.hash`` give.
 
         ``changes`` must be the mapping ``tree_update`` was prepared from (via
         ``prepare_state`` on the current head). Any mismatch found here is a bug in
@@ -263,13 +270,17 @@ class ChainStore:
             )
         at = encode_height(height)
         batch = self._db.new_batch()
-        batch.put(spaces.BLOCK + at, block.encode())
+        if tx_hashes is None:
+            tx_hashes = [tx.hash for tx in block.txs]
+        if len(tx_hashes) != len(block.txs):
+            raise StorageError(f"block {height}: {len(block.txs)} txs, {len(tx_hashes)} hashes")
+        batch.put(spaces.BLOCK + at, block.encode() if block_bytes is None else block_bytes)
         batch.put(spaces.BLOCK_HEIGHT + block_hash, at)
         batch.put(spaces.COMMIT + at, commit.encode())
-        for position, (tx, receipt) in enumerate(zip(block.txs, receipts, strict=True)):
+        for position, (tx_hash, receipt) in enumerate(zip(tx_hashes, receipts, strict=True)):
             location = at + encode_position(position)
             batch.put(spaces.RECEIPT + location, receipt)
-            batch.put(spaces.TX_INDEX + tx.hash, location)
+            batch.put(spaces.TX_INDEX + tx_hash, location)
         for key, value in changes.items():
             if value is None:
                 batch.delete(spaces.STATE + key)

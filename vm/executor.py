@@ -37,6 +37,8 @@ class VerifiedTx:
     # Length of the encoded SignedTx.
     size: int
     sender_address: bytes
+    # The canonical encoding as received: blocks and tx roots reuse it as is.
+    encoded: bytes
     # Built here, off the block's hot path (verification runs in a thread pool).
     info: TxInfo = field(init=False, repr=False, compare=False)
 
@@ -60,7 +62,9 @@ def verify_signed_tx(
     tx = SignedTx.decode(encoded)  # malformed
     body = verify_tx(tx, chain_id)  # wrong_chain, bad_signature, malformed body
     payload = registry.decode_payload(body)  # unknown_type, malformed payload
-    return VerifiedTx(tx, body, payload, tx_hash(encoded), len(encoded), address_of(tx.sender))
+    return VerifiedTx(
+        tx, body, payload, tx_hash(encoded), len(encoded), address_of(tx.sender), encoded
+    )
 
 
 @dataclass(slots=True)

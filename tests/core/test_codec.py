@@ -180,3 +180,19 @@ def test_vote_checks_type_and_hash_length():
         Vote.decode(msgpack.packb([3, 1, 0, b"", b"k" * 32, b"s" * 64], use_bin_type=True))
     with pytest.raises(DecodeError):
         Vote.decode(msgpack.packb([1, 1, 0, b"x" * 5, b"k" * 32, b"s" * 64], use_bin_type=True))
+
+
+@given(blocks)
+def test_encode_block_from_encoded_txs_is_byte_identical(block):
+    from core import encode_block
+
+    assert encode_block(block.header, [t.encode() for t in block.txs]) == block.encode()
+
+
+def test_array_header_matches_msgpack_at_size_boundaries():
+    from core import array_header
+
+    for n in (0, 1, 15, 16, 65535, 65536):
+        packed = msgpack.packb([None] * n)
+        assert packed.startswith(array_header(n))
+        assert len(packed) == len(array_header(n)) + n
