@@ -1,0 +1,243 @@
+"""One authenticated connection to a peer: reader, writer and keepalive.
+
+The reader delivers messages to the node's handler one at a time, in order,
+so a peer's messages are handled in the order it sent them and a slow handler
+slows only that peer (TCP backpressure does the rest). The writer drains the
+peer's outbound queue. Rate limits delay reading; they never drop data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from core.codec import Wire
+from core.errors import Invalid
+from p2p.frames import HEADER_SIZE, ProtocolViolation, check_size, encode_frame, read_header
+from p2p.limits import OutboundQueue, QueueOverflow, TokenBucket
+from p2p.messages import PING_TYPE, PONG_TYPE, Ping, Pong
+
+if TYPE_CHECKING:
+    from p2p.node import P2PNode
+
+log = logging.getLogger("p2p")
+
+Handler = Callable[[bytes, Wire], Awaitable[None]]
+
+# Errors that mean the connection is gone, not that the peer misbehaved.
+CONNECTION_ERRORS = (
+    asyncio.IncompleteReadError,
+    ConnectionError,
+    ssl.SSLError,
+    OSError,
+)
+
+
+def short(public_key: bytes) -> str:
+    """A public key as it appears in logs."""
+    return public_key.hex()[:16]
+
+
+@dataclass(slots=True)
+class PeerStats:
+    """Counters of one connection, for metrics and status."""
+
+    outbound: bool
+    address: str
+    connected_at: float
+    msgs_in: int = 0
+    bytes_in: int = 0
+    msgs_out: int = 0
+    bytes_out: int = 0
+    # Outbound frames discarded because the peer's queue was full (droppable kinds only).
+    dropped: int = 0
+    # Seconds the reader waited because the peer exceeded its rate.
+    throttled: float = 0.0
+    queued_bytes: int = 0
+
+
+class Connection:
+    def __init__(
+        self,
+        node: P2PNode,
+        public_key: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        dialer: bytes,
+        address: str,
+    ) -> None:
+        cfg = node.config
+        self.node = node
+        self.public_key = public_key
+        self.reader = reader
+        self.writer = writer
+        # Who opened the TCP connection; decides which of two duplicates survives.
+        self.dialer = dialer
+        self.queue = OutboundQueue(cfg.outbound_queue_bytes)
+        loop = asyncio.get_running_loop()
+        self.stats = PeerStats(dialer == node.public_key, address, loop.time())
+        self.closed = asyncio.Event()
+        self._loop = loop
+        self._msg_bucket = TokenBucket(cfg.rate_messages, cfg.burst_messages)
+        self._byte_bucket = TokenBucket(cfg.rate_bytes, cfg.burst_bytes)
+        self._last_rx = loop.time()
+        self._closing = False
+        self._reason = ""
+        self._in_handler = False
+        self._task: asyncio.Task[None] | None = None
+        self._helpers: list[asyncio.Task[None]] = []
+
+    def __repr__(self) -> str:
+        return f"Connection(peer={short(self.public_key)}, address={self.stats.address})"
+
+    # --- sending ---
+
+    def put(self, frame: bytes, droppable: bool) -> bool:
+        """Queue a frame; False if it was dropped or the peer was dropped for being too slow."""
+        if self._closing:
+            return False
+        try:
+            queued = self.queue.put(frame, droppable)
+        except QueueOverflow as exc:
+            log.warning("dropping slow peer %s: %s", short(self.public_key), exc)
+            self.close(f"slow peer: {exc}")
+            return False
+        if not queued:
+            self.stats.dropped += 1
+        return queued
+
+    # --- lifecycle ---
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._run(), name=f"p2p-peer-{short(self.public_key)}")
+        return self._task
+
+    def close(self, reason: str) -> None:
+        """Close at once. A handler that is running is allowed to finish, never cancelled.
+
+        The transport is aborted, not closed: a TLS close waits for the peer's
+        close_notify (up to 30 s) and a dropped or stuck peer may never send it.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self._reason = reason
+        current = asyncio.current_task()
+        # A task closing its own connection returns by itself; cancelling it
+        # would only turn its normal end into a cancellation.
+        for task in self._helpers:
+            if task is not current:
+                task.cancel()
+        self.writer.transport.abort()
+        if self._task is not None and self._task is not current and not self._in_handler:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        node = self.node
+        try:
+            if self._closing:
+                return
+            self._helpers = [
+                asyncio.create_task(self._write_loop()),
+                asyncio.create_task(self._ping_loop()),
+            ]
+            await self._read_loop()
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        except CONNECTION_ERRORS as exc:
+            self._reason = self._reason or f"connection lost ({type(exc).__name__})"
+        except Invalid as exc:
+            node.misbehaved(self, f"{exc.code}: {exc.message}")
+        except Exception:
+            # Our bug, not the peer's: log it and drop only this connection.
+            log.exception("reader for peer %s failed", short(self.public_key))
+            self._reason = "internal error"
+        finally:
+            self.close(self._reason or "closed")
+            self.closed.set()
+            node.connection_closed(self, self._reason)
+
+    async def _read_loop(self) -> None:
+        node = self.node
+        reader = self.reader
+        registry = node.registry
+        handler = node.handler
+        max_frame = node.config.max_frame_size
+        stats = self.stats
+        while not self._closing:
+            type_id, size = await read_header(reader)
+            self._last_rx = self._loop.time()
+            if type_id == PING_TYPE or type_id == PONG_TYPE:
+                kind = None
+                check_size(type_id, size, Ping.MAX_ENCODED)
+            else:
+                kind = registry.by_id(type_id)
+                if kind is None:
+                    raise ProtocolViolation(f"unknown message type {type_id:#x}")
+                check_size(type_id, size, min(kind.max_size, max_frame))
+            # Throttle before reading the payload: a flooding peer is slowed by
+            # TCP backpressure and its frames never pile up in our memory.
+            delay = max(self._msg_bucket.take(1), self._byte_bucket.take(size + HEADER_SIZE))
+            if delay > 0:
+                stats.throttled += delay
+                await asyncio.sleep(delay)
+            payload = await reader.readexactly(size)
+            self._last_rx = self._loop.time()
+            stats.msgs_in += 1
+            stats.bytes_in += size + HEADER_SIZE
+            if kind is None:
+                if type_id == PING_TYPE:
+                    ping = Ping.decode(payload)
+                    self.put(encode_frame(PONG_TYPE, Pong(ping.nonce).encode()), False)
+                else:
+                    Pong.decode(payload)
+                continue
+            # DecodeError is Invalid: _run treats it as misbehaviour.
+            msg = kind.cls.decode(payload)
+            self._in_handler = True
+            try:
+                await handler(self.public_key, msg)
+            except Invalid:
+                raise
+            except Exception:
+                # A bug in our handler is not the peer's fault: log and go on.
+                log.exception(
+                    "handler failed on %s from peer %s", type(msg).__name__, short(self.public_key)
+                )
+            finally:
+                self._in_handler = False
+                self._last_rx = self._loop.time()
+
+    async def _write_loop(self) -> None:
+        writer = self.writer
+        stats = self.stats
+        batch_bytes = self.node.config.write_batch_bytes
+        try:
+            while True:
+                frames = await self.queue.get_batch(batch_bytes)
+                data = b"".join(frames)
+                writer.write(data)
+                stats.msgs_out += len(frames)
+                stats.bytes_out += len(data)
+                await writer.drain()
+        except Exception as exc:
+            # Usually the connection is gone; whatever it is, this peer cannot be written to.
+            self.close(f"write failed ({type(exc).__name__})")
+
+    async def _ping_loop(self) -> None:
+        cfg = self.node.config
+        nonce = 0
+        while True:
+            await asyncio.sleep(cfg.ping_interval)
+            # A peer is idle only if we are not the ones holding up its frames.
+            idle = self._loop.time() - self._last_rx
+            if not self._in_handler and idle > cfg.idle_timeout:
+                self.close(f"idle for {idle:.1f} s")
+                return
+            nonce += 1
+            self.put(encode_frame(PING_TYPE, Ping(nonce).encode()), False)

@@ -1,0 +1,100 @@
+"""Per-peer limits: token buckets for inbound rate, a byte-bounded outbound queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up.
+
+    ``take(n)`` always succeeds and returns how long the caller must wait
+    before acting: the bucket may go into debt, so a single request larger
+    than ``burst`` (a big sync frame) is delayed, never refused forever.
+    """
+
+    __slots__ = ("rate", "burst", "_tokens", "_stamp", "_clock")
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError(f"rate and burst must be positive, got {rate} and {burst}")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._clock = clock
+        self._stamp = clock()
+
+    def take(self, n: float) -> float:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= n
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class QueueOverflow(Exception):
+    """A message that must not be dropped does not fit: the peer is too slow."""
+
+
+class OutboundQueue:
+    """Frames waiting to be written to one peer, bounded by their total size.
+
+    Two FIFO lanes: essential frames (consensus, sync, keepalive) and droppable
+    ones (transaction gossip). The writer empties the essential lane first.
+    When a frame does not fit, the oldest droppable frames are discarded to
+    make room; if a droppable frame still does not fit it is discarded itself,
+    and if an essential one does not fit, ``QueueOverflow`` tells the caller to
+    drop the peer (it will reconnect and catch up by block sync).
+    """
+
+    __slots__ = ("limit", "size", "dropped", "_essential", "_droppable", "_ready")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.dropped = 0
+        self._essential: deque[bytes] = deque()
+        self._droppable: deque[bytes] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._essential) + len(self._droppable)
+
+    def put(self, frame: bytes, droppable: bool) -> bool:
+        """Queue a frame; False if it was dropped. Raises ``QueueOverflow`` (see class doc)."""
+        need = len(frame)
+        while self.size + need > self.limit and self._droppable:
+            self.size -= len(self._droppable.popleft())
+            self.dropped += 1
+        if self.size + need > self.limit:
+            if droppable:
+                self.dropped += 1
+                return False
+            raise QueueOverflow(
+                f"outbound queue full: {self.size} of {self.limit} bytes used, "
+                f"frame of {need} bytes"
+            )
+        (self._droppable if droppable else self._essential).append(frame)
+        self.size += need
+        self._ready.set()
+        return True
+
+    async def get_batch(self, max_bytes: int) -> list[bytes]:
+        """Wait for frames; take essential ones first, up to ``max_bytes`` (at least one)."""
+        while not (self._essential or self._droppable):
+            self._ready.clear()
+            await self._ready.wait()
+        out: list[bytes] = []
+        taken = 0
+        for lane in (self._essential, self._droppable):
+            while lane and (not out or taken + len(lane[0]) <= max_bytes):
+                frame = lane.popleft()
+                out.append(frame)
+                taken += len(frame)
+        self.size -= taken
+        return out

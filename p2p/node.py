@@ -1,0 +1,520 @@
+"""The p2p node: listens, dials configured peers, keeps one connection per peer.
+
+Connection set-up, both directions (see docs/p2p.md):
+
+1. TCP; the dialer sends ``CertOffer`` (its certificate) in clear.
+2. The acceptor refuses at once unless the offered key is a member's (and not
+   banned, not itself); otherwise it answers with its own ``CertOffer``. The
+   dialer checks that the key is the one it meant to dial.
+3. Mutual TLS 1.3, each side pinning the certificate the other offered.
+4. ``Hello`` both ways: protocol version, chain id and genesis hash must match.
+5. Duplicate resolution, then the connection carries application frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from core.codec import Wire
+from core.errors import Invalid
+from core.keys import PrivateKey
+from p2p.connection import CONNECTION_ERRORS, Connection, Handler, PeerStats, short
+from p2p.frames import encode_frame, read_frame
+from p2p.messages import (
+    CERT_OFFER_TYPE,
+    HELLO_TYPE,
+    PROTOCOL_VERSION,
+    CertOffer,
+    Hello,
+    MessageRegistry,
+)
+from p2p.tls import NodeIdentity, PeerRejected, certificate_public_key, peer_certificate
+
+log = logging.getLogger("p2p")
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """A peer to dial: its node public key (pinned) and where it listens."""
+
+    public_key: bytes
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class P2PConfig:
+    """Node-local transport settings (none of them are consensus-critical)."""
+
+    # Absolute cap on one frame's payload, whatever its kind; sync responses are the largest.
+    max_frame_size: int = 16 * MiB
+    # Per peer: bytes of frames waiting to be sent; must exceed max_frame_size.
+    outbound_queue_bytes: int = 48 * MiB
+    # Per peer inbound rate; a faster peer is slowed down (reads wait), not dropped.
+    rate_messages: float = 5_000.0
+    burst_messages: float = 10_000.0
+    rate_bytes: float = 32.0 * MiB
+    burst_bytes: float = 64.0 * MiB
+    # TCP connect, then certificate exchange + TLS + Hello, each bounded.
+    dial_timeout: float = 3.0
+    handshake_timeout: float = 5.0
+    # Redial backoff: doubles from min to max, with jitter; reset after a connection.
+    backoff_min: float = 0.2
+    backoff_max: float = 5.0
+    # The node with the higher key waits this long before dialing a peer, so the
+    # lower one (whose connection wins a tie) usually dials first.
+    higher_key_dial_delay: float = 1.0
+    ping_interval: float = 5.0
+    # A peer that sent nothing (not even a Pong) for this long is dropped.
+    idle_timeout: float = 20.0
+    # How long a misbehaving peer is refused after it is dropped.
+    ban_seconds: float = 30.0
+    # Inbound connections still in certificate exchange / TLS / Hello.
+    max_pending_handshakes: int = 32
+    # The writer hands the transport up to this many bytes of queued frames at once.
+    write_batch_bytes: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        if self.outbound_queue_bytes <= self.max_frame_size:
+            raise ValueError(
+                f"outbound_queue_bytes ({self.outbound_queue_bytes}) must exceed "
+                f"max_frame_size ({self.max_frame_size})"
+            )
+
+
+class _Duplicate(Exception):
+    """A second connection to a peer that loses the tie-break; closed quietly."""
+
+
+class P2PNode:
+    """Authenticated transport between member nodes.
+
+    ``is_member(public_key)`` decides who may connect; it is consulted at every
+    handshake and by ``check_members()``, so membership can follow chain
+    state. ``handler(peer_public_key, msg)`` receives every registered message
+    kind; if it raises ``Invalid``, the peer is dropped as misbehaving.
+    """
+
+    def __init__(
+        self,
+        key: PrivateKey,
+        host: str,
+        port: int,
+        peers: Iterable[PeerAddress | tuple[bytes, str, int]],
+        is_member: Callable[[bytes], bool],
+        handler: Handler,
+        *,
+        chain_id: str,
+        genesis_hash: bytes,
+        registry: MessageRegistry | None = None,
+        config: P2PConfig | None = None,
+        on_connect: Callable[[bytes], None] | None = None,
+        on_disconnect: Callable[[bytes], None] | None = None,
+    ) -> None:
+        if len(genesis_hash) != 32:
+            raise ValueError(f"genesis hash must be 32 bytes, got {len(genesis_hash)}")
+        self.public_key = key.public_key
+        self.host = host
+        self._port = port
+        self.is_member = is_member
+        self.handler = handler
+        self.chain_id = chain_id
+        self.genesis_hash = genesis_hash
+        self.registry = registry if registry is not None else MessageRegistry()
+        self.config = config or P2PConfig()
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self._key = key
+        self._identity: NodeIdentity | None = None
+        self._addresses: dict[bytes, PeerAddress] = {}
+        for peer in peers:
+            addr = peer if isinstance(peer, PeerAddress) else PeerAddress(*peer)
+            self._addresses[addr.public_key] = addr
+        self._conns: dict[bytes, Connection] = {}
+        self._banned: dict[bytes, float] = {}
+        self._dialers: dict[bytes, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._running = False
+
+    def __repr__(self) -> str:
+        return f"P2PNode(public={short(self.public_key)}, port={self._port})"
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        """Listen and start dialing the configured peers."""
+        self._identity = NodeIdentity(self._key)
+        try:
+            self._server = await asyncio.start_server(self._on_inbound, self.host, self._port)
+        except BaseException:
+            # E.g. the port is taken: do not leave the key file behind.
+            self._identity.close()
+            self._identity = None
+            raise
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._running = True
+        for addr in self._addresses.values():
+            self._start_dialer(addr)
+        log.info("p2p listening on %s:%d as %s", self.host, self._port, short(self.public_key))
+
+    async def stop(self) -> None:
+        """Close the listener and every connection; wait for their tasks."""
+        self._running = False
+        if self._server is not None:
+            self._server.close()
+        for task in self._dialers.values():
+            task.cancel()
+        for conn in list(self._conns.values()):
+            conn.close("node stopping")
+        for task in list(self._handshakes):
+            task.cancel()
+        tasks = set(self._tasks) | set(self._dialers.values()) | set(self._handshakes)
+        if tasks:
+            # Give running handlers a moment to finish, then cancel what is left.
+            _, pending = await asyncio.wait(tasks, timeout=2.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._dialers.clear()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        if self._identity is not None:
+            self._identity.close()
+            self._identity = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        """The listening port (the bound one when constructed with port 0)."""
+        return self._port
+
+    # --- sending ---
+
+    def peers(self) -> list[bytes]:
+        """Public keys of the peers connected now."""
+        return list(self._conns)
+
+    def send(self, peer: bytes, msg: Wire) -> bool:
+        """Queue ``msg`` for one peer; False if not connected or dropped (queue full)."""
+        conn = self._conns.get(peer)
+        if conn is None:
+            return False
+        frame, droppable = self._frame(msg)
+        return conn.put(frame, droppable)
+
+    def broadcast(self, msg: Wire, exclude: Iterable[bytes] = ()) -> int:
+        """Queue ``msg`` for every connected peer not in ``exclude``; returns how many took it."""
+        frame, droppable = self._frame(msg)
+        skip = set(exclude)
+        return sum(
+            conn.put(frame, droppable) for pk, conn in list(self._conns.items()) if pk not in skip
+        )
+
+    def max_payload(self, cls: type[Wire]) -> int:
+        """The largest encoding of ``cls`` a peer accepts from us (for sizing sync responses)."""
+        kind = self.registry.kind_of_class(cls)
+        return min(kind.max_size, self.config.max_frame_size)
+
+    def _frame(self, msg: Wire) -> tuple[bytes, bool]:
+        kind = self.registry.kind_of(msg)
+        payload = msg.encode()
+        limit = min(kind.max_size, self.config.max_frame_size)
+        if len(payload) > limit:
+            # The peer would drop us for it; this is our bug, not theirs.
+            raise ValueError(
+                f"{type(msg).__name__} of {len(payload)} bytes exceeds the frame cap of {limit}"
+            )
+        return encode_frame(kind.type_id, payload), kind.droppable
+
+    # --- peers ---
+
+    def add_peer(self, peer: PeerAddress) -> None:
+        """Dial ``peer`` from now on (replaces an earlier address for the same key)."""
+        old = self._dialers.pop(peer.public_key, None)
+        if old is not None:
+            old.cancel()
+        self._addresses[peer.public_key] = peer
+        if self._running:
+            self._start_dialer(peer)
+
+    def remove_peer(self, public_key: bytes) -> None:
+        """Stop dialing a peer and drop its connection (while a member, it may still dial us)."""
+        self._addresses.pop(public_key, None)
+        task = self._dialers.pop(public_key, None)
+        if task is not None:
+            task.cancel()
+        conn = self._conns.get(public_key)
+        if conn is not None:
+            conn.close("peer removed")
+
+    def check_members(self) -> None:
+        """Drop connected peers that are no longer members (call after membership changes)."""
+        for pk, conn in list(self._conns.items()):
+            if not self.is_member(pk):
+                log.warning("dropping peer %s: no longer a member", short(pk))
+                conn.close("no longer a member")
+
+    def drop_peer(self, peer: bytes, reason: str, *, ban: bool = True) -> None:
+        """Disconnect a peer the node found misbehaving (e.g. it served an invalid block)."""
+        conn = self._conns.get(peer)
+        if ban:
+            self._ban(peer, reason, conn.stats.address if conn is not None else "-")
+        if conn is not None:
+            conn.close(reason)
+
+    def peer_stats(self) -> dict[bytes, PeerStats]:
+        """Counters of each connected peer (live objects: read, do not keep)."""
+        for conn in self._conns.values():
+            conn.stats.queued_bytes = conn.queue.size
+        return {pk: conn.stats for pk, conn in self._conns.items()}
+
+    # --- called by connections ---
+
+    def misbehaved(self, conn: Connection, reason: str) -> None:
+        self._ban(conn.public_key, reason, conn.stats.address)
+        conn.close(f"misbehaviour: {reason}")
+
+    def connection_closed(self, conn: Connection, reason: str) -> None:
+        if self._conns.get(conn.public_key) is conn:
+            del self._conns[conn.public_key]
+            log.info("peer %s disconnected: %s", short(conn.public_key), reason)
+            self._notify(self.on_disconnect, conn.public_key)
+
+    def _ban(self, peer: bytes, reason: str, address: str = "-") -> None:
+        log.warning(
+            "misbehaviour peer=%s addr=%s: %s (banned for %.0f s)",
+            short(peer),
+            address,
+            reason,
+            self.config.ban_seconds,
+        )
+        self._banned[peer] = asyncio.get_running_loop().time() + self.config.ban_seconds
+
+    # --- handshakes ---
+
+    def _check_peer(self, public_key: bytes) -> None:
+        if public_key == self.public_key:
+            raise PeerRejected("connection to ourselves")
+        if not self.is_member(public_key):
+            raise PeerRejected(f"key {public_key.hex()} is not a member")
+        until = self._banned.get(public_key)
+        if until is not None:
+            if asyncio.get_running_loop().time() < until:
+                raise PeerRejected(f"peer {short(public_key)} is banned for misbehaviour")
+            del self._banned[public_key]
+
+    def _identity_now(self) -> NodeIdentity:
+        if self._identity is None:
+            raise PeerRejected("node is stopped")
+        return self._identity
+
+    def _offer(self) -> bytes:
+        offer = CertOffer(self._identity_now().cert_der)
+        return encode_frame(CERT_OFFER_TYPE, offer.encode())
+
+    async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        address = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if not self._running or len(self._handshakes) >= self.config.max_pending_handshakes:
+            log.warning("refused connection from %s: too many pending handshakes", address)
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._handshakes.add(task)
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout):
+                offer = CertOffer.decode(
+                    await read_frame(reader, CERT_OFFER_TYPE, CertOffer.MAX_ENCODED)
+                )
+                public_key = certificate_public_key(offer.cert)
+                self._check_peer(public_key)
+                writer.write(self._offer())
+                await writer.drain()
+                await writer.start_tls(self._identity_now().server_context(offer.cert))
+                conn = await self._finish(reader, writer, public_key, offer.cert, address, False)
+        except asyncio.CancelledError:
+            writer.transport.abort()
+            raise
+        except Exception as exc:
+            writer.transport.abort()
+            self._log_refusal(f"refused connection from {address}", exc)
+            return
+        finally:
+            self._handshakes.discard(task)
+        self._track(conn.start())
+
+    async def _dial(self, addr: PeerAddress) -> Connection:
+        cfg = self.config
+        address = f"{addr.host}:{addr.port}"
+        async with asyncio.timeout(cfg.dial_timeout):
+            reader, writer = await asyncio.open_connection(addr.host, addr.port)
+        try:
+            async with asyncio.timeout(cfg.handshake_timeout):
+                writer.write(self._offer())
+                offer = CertOffer.decode(
+                    await read_frame(reader, CERT_OFFER_TYPE, CertOffer.MAX_ENCODED)
+                )
+                public_key = certificate_public_key(offer.cert)
+                if public_key != addr.public_key:
+                    raise PeerRejected(
+                        f"dialed {short(addr.public_key)} at {address}, got {short(public_key)}"
+                    )
+                self._check_peer(public_key)
+                await writer.start_tls(self._identity_now().client_context(offer.cert))
+                return await self._finish(reader, writer, public_key, offer.cert, address, True)
+        except BaseException:
+            # Also on cancellation: never leave a half-open socket behind.
+            writer.transport.abort()
+            raise
+
+    async def _finish(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        public_key: bytes,
+        offered: bytes,
+        address: str,
+        outbound: bool,
+    ) -> Connection:
+        # OpenSSL already required exactly the offered certificate; check again
+        # so that pinning does not rest on one configuration detail alone.
+        if peer_certificate(writer.get_extra_info("ssl_object")) != offered:
+            raise PeerRejected("TLS certificate differs from the offered one")
+        hello = Hello(PROTOCOL_VERSION, self.chain_id, self.genesis_hash)
+        writer.write(encode_frame(HELLO_TYPE, hello.encode()))
+        theirs = Hello.decode(await read_frame(reader, HELLO_TYPE, Hello.MAX_ENCODED))
+        if theirs.protocol != PROTOCOL_VERSION:
+            raise PeerRejected(
+                f"protocol version: expected {PROTOCOL_VERSION}, got {theirs.protocol}"
+            )
+        if theirs.chain_id != self.chain_id:
+            raise PeerRejected(f"chain id: expected {self.chain_id!r}, got {theirs.chain_id!r}")
+        if theirs.genesis_hash != self.genesis_hash:
+            raise PeerRejected(
+                f"genesis hash: expected {self.genesis_hash.hex()}, got {theirs.genesis_hash.hex()}"
+            )
+        # Membership or a ban may have changed while we were shaking hands.
+        self._check_peer(public_key)
+        dialer = self.public_key if outbound else public_key
+        conn = Connection(self, public_key, reader, writer, dialer, address)
+        self._register(conn)
+        return conn
+
+    def _register(self, conn: Connection) -> None:
+        """Keep one connection per peer; both sides pick the same survivor.
+
+        The connection dialed by the lower key wins; between two dialed by the
+        same side, the newer wins (the older is likely stale, e.g. the peer
+        restarted). Both nodes apply the same rule, so they converge.
+        """
+        pk = conn.public_key
+        old = self._conns.get(pk)
+        if old is not None:
+            lower = min(self.public_key, pk)
+            if old.dialer == lower and conn.dialer != lower:
+                raise _Duplicate(f"already connected to {short(pk)}")
+            old.close("replaced by a newer connection")
+        self._conns[pk] = conn
+        log.info(
+            "peer %s connected (%s, %s)",
+            short(pk),
+            "outbound" if conn.stats.outbound else "inbound",
+            conn.stats.address,
+        )
+        if old is None:
+            self._notify(self.on_connect, pk)
+
+    def _notify(self, callback: Callable[[bytes], None] | None, peer: bytes) -> None:
+        if callback is None:
+            return
+        try:
+            callback(peer)
+        except Exception:
+            # The node's callback failing must not break our connection bookkeeping.
+            log.exception("peer callback %r failed", callback)
+
+    def _log_refusal(self, what: str, exc: Exception) -> None:
+        if isinstance(exc, _Duplicate):
+            log.debug("%s: %s", what, exc)
+        elif isinstance(exc, Invalid):
+            log.warning("%s: %s", what, exc)
+        elif isinstance(exc, TimeoutError):
+            log.warning("%s: handshake timed out", what)
+        elif isinstance(exc, asyncio.IncompleteReadError):
+            log.warning("%s: peer closed the connection during the handshake", what)
+        elif isinstance(exc, CONNECTION_ERRORS):
+            log.warning("%s: %s: %s", what, type(exc).__name__, exc)
+        else:
+            log.error("%s: unexpected error", what, exc_info=exc)
+
+    # --- dialing ---
+
+    def _start_dialer(self, addr: PeerAddress) -> None:
+        if addr.public_key == self.public_key:
+            return
+        task = asyncio.create_task(self._dial_loop(addr), name=f"p2p-dial-{short(addr.public_key)}")
+        self._dialers[addr.public_key] = task
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dial_loop(self, addr: PeerAddress) -> None:
+        cfg = self.config
+        backoff = cfg.backoff_min
+        pk = addr.public_key
+        where = f"{addr.host}:{addr.port}"
+        while self._running:
+            conn = self._conns.get(pk)
+            if conn is not None:
+                await conn.closed.wait()
+                backoff = cfg.backoff_min
+                await asyncio.sleep(cfg.backoff_min * random.uniform(0.5, 1.0))
+                continue
+            if self.public_key > pk:
+                await asyncio.sleep(cfg.higher_key_dial_delay)
+                if pk in self._conns:
+                    continue
+            try:
+                # Not a member (yet) or banned: wait quietly, membership may change.
+                self._check_peer(pk)
+            except PeerRejected:
+                await asyncio.sleep(cfg.backoff_max)
+                continue
+            try:
+                conn = await self._dial(addr)
+            except _Duplicate:
+                pass
+            except (TimeoutError, ConnectionRefusedError) as exc:
+                # The peer is down or not listening yet: routine while nodes boot.
+                log.debug("dial %s failed: %s", where, type(exc).__name__)
+            except Exception as exc:
+                self._log_refusal(f"dial to {short(pk)} at {where} failed", exc)
+            else:
+                self._track(conn.start())
+                continue
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, cfg.backoff_max)

@@ -1,0 +1,200 @@
+"""Node identity in TLS: a self-signed Ed25519 certificate over the node key, pinned by peers.
+
+The certificate's key *is* the node key (the key registered on chain that
+signs votes), so there is no second key whose binding would need proving.
+Reusing the key across protocols is safe because every signature it makes
+is domain-separated: TLS 1.3 CertificateVerify signs 64 spaces and a context
+string before the transcript hash, X.509 signs a DER ``TBSCertificate``
+(first byte 0x30), and LiveLedger signs ``SignDomain || chain id || body``
+(first byte 0x01..0x04). No signature of one kind parses as another.
+
+Why the certificate is offered in clear before TLS: Python's ``ssl`` offers no
+verify callback, and OpenSSL aborts the handshake on a self-signed client
+certificate unless that exact certificate is a trust anchor. So each side
+first sends its certificate (``CertOffer``); the receiver checks that the key
+is a member's and builds a per-connection ``SSLContext`` whose only trust
+anchor is that certificate, with ``CERT_REQUIRED``. OpenSSL then insists the
+peer presents exactly that certificate and proves, in CertificateVerify, that
+it holds its private key. The clear offer only selects the anchor; it is
+trusted for nothing, and after the handshake the peer certificate is checked
+again (same bytes, Ed25519, member).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+import ssl
+import tempfile
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from core.errors import Invalid
+from core.keys import PrivateKey
+
+# Pinning, not expiry, decides trust (a removed member is refused because it is
+# no longer a member), so the certificate is valid from 2000 to the end of
+# X.509 time: nodes with skewed clocks still accept each other.
+_NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+_NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+
+
+class PeerRejected(Invalid):
+    """A peer's identity is unacceptable: not Ed25519, not a member, or not who we dialed."""
+
+    code = "peer_rejected"
+
+
+def make_certificate(key: PrivateKey) -> bytes:
+    """A DER self-signed X.509 certificate for the node key (Ed25519 signatures are deterministic)."""
+    sk = Ed25519PrivateKey.from_private_bytes(key.seed)
+    # The CN is the public key in hex (64 characters, the X.509 CN limit), for logs and tools.
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, key.public_key.hex())])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(sk.public_key())
+        # Positive and below 2**159, as RFC 5280 asks; unique per key.
+        .serial_number(int.from_bytes(key.public_key[:19], "big") | 1)
+        .not_valid_before(_NOT_BEFORE)
+        .not_valid_after(_NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(sk, None)
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def certificate_public_key(der: bytes) -> bytes:
+    """The raw Ed25519 public key of a self-signed certificate; ``PeerRejected`` otherwise."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise PeerRejected(f"certificate does not parse: {exc}") from exc
+    try:
+        public = cert.public_key()
+    except (ValueError, TypeError) as exc:
+        raise PeerRejected(f"certificate key does not parse: {exc}") from exc
+    if not isinstance(public, Ed25519PublicKey):
+        raise PeerRejected(f"certificate key must be Ed25519, got {type(public).__name__}")
+    # Cheap sanity check before the key goes into a trust store; TLS proves possession.
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise PeerRejected("certificate is not validly self-signed") from exc
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class NodeIdentity:
+    """The node's certificate and the TLS contexts that present it and pin a peer.
+
+    ``ssl`` can only load a private key from a file path. The key is written
+    encrypted, under a random password that lives only in this object's
+    memory, to an anonymous in-memory file (``memfd``, reached through
+    ``/proc/self/fd``) where Linux offers one, else to a private ``0600``
+    temporary file. Either way the node key never touches disk in clear, and
+    with memfd nothing is left behind even if the process is killed.
+    """
+
+    __slots__ = ("public_key", "cert_der", "_path", "_fd", "_password")
+
+    def __init__(self, key: PrivateKey) -> None:
+        self.public_key = key.public_key
+        self.cert_der = make_certificate(key)
+        self._password = secrets.token_bytes(32)
+        sk = Ed25519PrivateKey.from_private_bytes(key.seed)
+        cert_pem = x509.load_der_x509_certificate(self.cert_der).public_bytes(
+            serialization.Encoding.PEM
+        )
+        key_pem = sk.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(self._password),
+        )
+        self._fd: int | None = None
+        self._path = ""
+        if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+            self._fd = os.memfd_create("liveledger-tls", os.MFD_CLOEXEC)
+            with open(self._fd, "wb", closefd=False) as f:
+                f.write(cert_pem + key_pem)
+            self._path = f"/proc/self/fd/{self._fd}"
+        else:
+            # mkstemp creates the file 0600 and opens it exclusively.
+            fd, self._path = tempfile.mkstemp(prefix="liveledger-tls-", suffix=".pem")
+            with open(fd, "wb") as f:
+                f.write(cert_pem + key_pem)
+
+    def close(self) -> None:
+        """Forget the key file; the identity can make no more contexts."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        elif self._path:
+            try:
+                os.unlink(self._path)
+            except FileNotFoundError:
+                pass
+        self._path = ""
+
+    def __repr__(self) -> str:
+        return f"NodeIdentity(public={self.public_key.hex()})"
+
+    def _context(self, server_side: bool, peer_cert_der: bytes) -> ssl.SSLContext:
+        if not self._path:
+            raise RuntimeError("identity is closed")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        # No host names: the peer is identified by its pinned key, not by DNS.
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        # Resumed sessions skip certificate authentication; always do the full handshake.
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.load_cert_chain(self._path, password=self._password)
+        # The peer's own certificate is the one and only trust anchor.
+        ctx.load_verify_locations(cadata=peer_cert_der)
+        return ctx
+
+    def server_context(self, peer_cert_der: bytes) -> ssl.SSLContext:
+        """Context for an accepted connection whose client offered ``peer_cert_der``."""
+        return self._context(True, peer_cert_der)
+
+    def client_context(self, peer_cert_der: bytes) -> ssl.SSLContext:
+        """Context for a dialed connection whose server offered ``peer_cert_der``."""
+        return self._context(False, peer_cert_der)
+
+
+def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes:
+    """The DER certificate the peer presented in the handshake."""
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise PeerRejected("peer presented no certificate")
+    return der

@@ -1,0 +1,184 @@
+"""Small p2p networks on 127.0.0.1 with ephemeral ports, and a hand-driven raw client."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from core.codec import MaxLen, Wire
+from core.keys import PrivateKey
+from p2p import MessageRegistry, P2PConfig, P2PNode, PeerAddress
+from p2p.frames import encode_frame, read_frame
+from p2p.messages import CERT_OFFER_TYPE, HELLO_TYPE, PROTOCOL_VERSION, CertOffer, Hello
+from p2p.tls import NodeIdentity
+
+CHAIN = "p2p-test"
+GENESIS = bytes(range(32))
+
+# Fast timers so reconnects and refusals show within the test budget.
+FAST = P2PConfig(
+    backoff_min=0.05,
+    backoff_max=0.3,
+    higher_key_dial_delay=0.1,
+    handshake_timeout=2.0,
+    dial_timeout=1.0,
+    ping_interval=0.5,
+    idle_timeout=5.0,
+    ban_seconds=2.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Chat(Wire):
+    """A test message kind, registered by the 'node' like consensus messages would be."""
+
+    n: int
+    data: Annotated[bytes, MaxLen(256 * 1024)]
+
+    MAX_ENCODED = 256 * 1024 + 32
+
+
+@dataclass(frozen=True, slots=True)
+class Small(Wire):
+    """A kind with a small frame cap, to test oversized frames."""
+
+    data: Annotated[bytes, MaxLen(4096)]
+
+    MAX_ENCODED = 4096 + 16
+
+
+CHAT_TYPE = 0x20
+SMALL_TYPE = 0x21
+
+
+def registry() -> MessageRegistry:
+    reg = MessageRegistry()
+    reg.register(CHAT_TYPE, Chat)
+    reg.register(SMALL_TYPE, Small, max_size=64)
+    return reg
+
+
+@dataclass
+class Member:
+    key: PrivateKey
+    node: P2PNode
+    inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+
+class Net:
+    """Members share one membership set; each node's handler fills its inbox."""
+
+    def __init__(self, n: int, config: P2PConfig = FAST) -> None:
+        self.keys = [PrivateKey.generate() for _ in range(n)]
+        self.members = {k.public_key for k in self.keys}
+        self.config = config
+        self.nodes: list[Member] = []
+        self.extra_handlers: dict[bytes, Callable] = {}
+
+    def is_member(self, pk: bytes) -> bool:
+        return pk in self.members
+
+    def make_node(
+        self,
+        key: PrivateKey,
+        peers: Iterable[PeerAddress] = (),
+        *,
+        port: int = 0,
+        chain_id: str = CHAIN,
+        config: P2PConfig | None = None,
+        is_member: Callable[[bytes], bool] | None = None,
+    ) -> Member:
+        inbox: asyncio.Queue = asyncio.Queue()
+
+        async def handler(peer: bytes, msg: Wire) -> None:
+            extra = self.extra_handlers.get(key.public_key)
+            if extra is not None:
+                await extra(peer, msg)
+            inbox.put_nowait((peer, msg))
+
+        node = P2PNode(
+            key,
+            "127.0.0.1",
+            port,
+            list(peers),
+            is_member or self.is_member,
+            handler,
+            chain_id=chain_id,
+            genesis_hash=GENESIS,
+            registry=registry(),
+            config=config or self.config,
+        )
+        return Member(key, node, inbox)
+
+    async def start(self) -> list[Member]:
+        """Start all nodes; node i dials every node j < i (the others dial it in turn)."""
+        for key in self.keys:
+            peers = [PeerAddress(m.key.public_key, "127.0.0.1", m.node.port) for m in self.nodes]
+            member = self.make_node(key, peers)
+            await member.node.start()
+            self.nodes.append(member)
+        return self.nodes
+
+    async def stop(self) -> None:
+        for m in self.nodes:
+            await m.node.stop()
+
+    async def wait_full_mesh(self, timeout: float = 5.0) -> None:
+        n = len(self.nodes)
+        await until(lambda: all(len(m.node.peers()) == n - 1 for m in self.nodes), timeout)
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def recv(member: Member, timeout: float = 5.0) -> tuple[bytes, Wire]:
+    return await asyncio.wait_for(member.inbox.get(), timeout)
+
+
+async def raw_connect(
+    port: int,
+    key: PrivateKey,
+    *,
+    offer_cert: bytes | None = None,
+    context: Callable[[NodeIdentity, bytes], ssl.SSLContext] | None = None,
+    chain_id: str = CHAIN,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, NodeIdentity]:
+    """Do the handshake by hand, with knobs to lie at each step."""
+    ident = NodeIdentity(key)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        offer = CertOffer(offer_cert if offer_cert is not None else ident.cert_der)
+        writer.write(encode_frame(CERT_OFFER_TYPE, offer.encode()))
+        theirs = CertOffer.decode(await read_frame(reader, CERT_OFFER_TYPE, 4096))
+        ctx = context(ident, theirs.cert) if context else ident.client_context(theirs.cert)
+        await writer.start_tls(ctx)
+        hello = Hello(PROTOCOL_VERSION, chain_id, GENESIS)
+        writer.write(encode_frame(HELLO_TYPE, hello.encode()))
+        Hello.decode(await read_frame(reader, HELLO_TYPE, 256))
+    except BaseException:
+        writer.transport.abort()
+        ident.close()
+        raise
+    return reader, writer, ident
+
+
+async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 3.0) -> bool:
+    """True once the other side closes (EOF or reset), reading and discarding anything sent."""
+    try:
+        async with asyncio.timeout(timeout):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except (ConnectionError, ssl.SSLError, OSError):
+        pass
+    return True

@@ -1,0 +1,406 @@
+"""Real sockets on 127.0.0.1: mutual TLS, message exchange, refusals, misbehaviour, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import ssl
+import time
+
+import pytest
+
+from core.errors import Invalid
+from core.keys import PrivateKey
+from p2p import P2PNode, PeerAddress, SyncRequest, SyncResponse, build_sync_response
+from p2p.frames import HEADER, encode_frame
+from p2p.tls import make_certificate
+from tests.p2p.helpers import (
+    CHAT_TYPE,
+    FAST,
+    SMALL_TYPE,
+    Chat,
+    Net,
+    Small,
+    closed_by_peer,
+    raw_connect,
+    recv,
+    until,
+)
+
+
+@pytest.fixture
+async def net3():
+    net = Net(3)
+    await net.start()
+    await net.wait_full_mesh()
+    yield net
+    await net.stop()
+
+
+async def test_three_nodes_connect_and_exchange(net3):
+    a, b, c = net3.nodes
+    assert sorted(a.node.peers()) == sorted([b.key.public_key, c.key.public_key])
+    assert a.node.broadcast(Chat(1, b"hello")) == 2
+    for m in (b, c):
+        peer, msg = await recv(m)
+        assert (peer, msg) == (a.key.public_key, Chat(1, b"hello"))
+    assert c.node.send(b.key.public_key, Chat(2, b"direct"))
+    assert await recv(b) == (c.key.public_key, Chat(2, b"direct"))
+    assert a.inbox.empty()
+    # Order is kept per peer, and large messages pass.
+    for i in range(50):
+        b.node.send(a.key.public_key, Chat(i, bytes(200_000 if i % 10 == 0 else 10)))
+    got = [(await recv(a))[1].n for _ in range(50)]
+    assert got == list(range(50))
+
+
+async def test_connections_use_tls13_and_pin_each_other(net3):
+    a, b, _ = net3.nodes
+    conn = a.node._conns[b.key.public_key]
+    ssl_object = conn.writer.get_extra_info("ssl_object")
+    assert ssl_object.version() == "TLSv1.3"
+    assert conn.stats.msgs_in >= 0
+
+
+async def test_sync_messages_round_trip(net3):
+    a, b, _ = net3.nodes
+
+    async def serve(peer: bytes, msg) -> None:
+        if isinstance(msg, SyncRequest):
+            items = [(bytes([h]) * 100, bytes([h]) * 10) for h in range(msg.from_height, 20)]
+            limit = b.node.max_payload(SyncResponse)
+            b.node.send(
+                peer, build_sync_response(msg.from_height, 19, items[: msg.max_blocks], limit)
+            )
+
+    net3.extra_handlers[b.key.public_key] = serve
+    a.node.send(b.key.public_key, SyncRequest(5, 10))
+    peer, resp = await recv(a)
+    assert peer == b.key.public_key and isinstance(resp, SyncResponse)
+    assert (resp.from_height, resp.tip_height, len(resp.blocks)) == (5, 19, 10)
+    assert resp.blocks[0].block == bytes([5]) * 100
+
+
+def test_build_sync_response_respects_budget():
+    items = [(bytes(1000), bytes(100)) for _ in range(10)]
+    resp = build_sync_response(1, 10, items, 3500)
+    assert len(resp.blocks) == 3 and len(resp.encode()) <= 3500
+    # One block is always sent, even alone over budget.
+    assert len(build_sync_response(1, 10, items, 10).blocks) == 1
+
+
+async def test_non_member_node_is_refused_and_logged(net3, caplog):
+    caplog.set_level(logging.INFO, logger="p2p")
+    a = net3.nodes[0]
+    outsider = PrivateKey.generate()
+    # The outsider thinks everyone is a member; the members do not know it.
+    o = net3.make_node(
+        outsider,
+        [PeerAddress(a.key.public_key, "127.0.0.1", a.node.port)],
+        is_member=lambda pk: True,
+    )
+    async with o.node:
+        await asyncio.sleep(0.5)
+        assert o.node.peers() == []
+        assert outsider.public_key not in a.node.peers()
+    assert any("is not a member" in r.getMessage() for r in caplog.records)
+
+
+async def test_client_lying_about_its_certificate_fails_tls(net3):
+    a, b, _ = net3.nodes
+    # Offer member b's (public) certificate in clear, then present our own in TLS.
+    member_cert = make_certificate(b.key)
+    with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, OSError)):
+        reader, writer, _ = await raw_connect(
+            a.node.port, PrivateKey.generate(), offer_cert=member_cert
+        )
+    await asyncio.sleep(0.1)
+    assert sorted(a.node.peers()) == sorted(k.public_key for k in net3.keys[1:])
+
+
+async def test_client_without_certificate_fails_tls(net3, caplog):
+    caplog.set_level(logging.INFO, logger="p2p")
+    a, b, _ = net3.nodes
+
+    def no_cert(ident, server_cert):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        ctx.check_hostname = False
+        ctx.load_verify_locations(cadata=server_cert)
+        return ctx
+
+    with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, OSError)):
+        await raw_connect(
+            a.node.port, PrivateKey.generate(), offer_cert=make_certificate(b.key), context=no_cert
+        )
+    await until(lambda: any("refused connection" in r.getMessage() for r in caplog.records))
+
+
+async def test_plain_tcp_and_direct_tls_clients_are_refused(net3):
+    a = net3.nodes[0]
+    reader, writer = await asyncio.open_connection("127.0.0.1", a.node.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await closed_by_peer(reader)
+    writer.close()
+    # A TLS client that skips the certificate offer: its ClientHello is not a frame we accept.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with pytest.raises((ConnectionError, ssl.SSLError, OSError)):
+        await asyncio.open_connection("127.0.0.1", a.node.port, ssl=ctx)
+    assert len(a.node.peers()) == 2
+
+
+async def test_chain_id_mismatch_is_refused(caplog):
+    caplog.set_level(logging.INFO, logger="p2p")
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0)
+    async with m0.node:
+        m1 = net.make_node(
+            k1, [PeerAddress(k0.public_key, "127.0.0.1", m0.node.port)], chain_id="other-chain"
+        )
+        async with m1.node:
+            await until(lambda: any("chain id" in r.getMessage() for r in caplog.records))
+            assert m0.node.peers() == [] and m1.node.peers() == []
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "garbage",
+        "oversized_header",
+        "oversized_for_kind",
+        "undecodable",
+        "unknown_type",
+        "hello_again",
+    ],
+)
+async def test_misbehaving_peer_is_dropped_and_others_go_on(net3, caplog, attack):
+    caplog.set_level(logging.INFO, logger="p2p")
+    a, b, c = net3.nodes
+    # The evil member is c: the first connection is replaced by our raw one.
+    reader, writer, ident = await raw_connect(a.node.port, c.key)
+    await until(lambda: a.node._conns[c.key.public_key].writer is not None)
+    if attack == "garbage":
+        writer.write(b"\xff" * 64)
+    elif attack == "oversized_header":
+        writer.write(HEADER.pack(1 << 31, CHAT_TYPE))
+    elif attack == "oversized_for_kind":
+        writer.write(encode_frame(SMALL_TYPE, Small(bytes(100)).encode()))
+    elif attack == "undecodable":
+        writer.write(encode_frame(CHAT_TYPE, b"\x93\x01\x02\x03"))
+    elif attack == "unknown_type":
+        writer.write(encode_frame(0x7F, b"\x90"))
+    elif attack == "hello_again":
+        writer.write(encode_frame(0x01, b"\x90"))
+    assert await closed_by_peer(reader)
+    writer.close()
+    ident.close()
+    await until(lambda: any("misbehaviour" in r.getMessage() for r in caplog.records))
+    # The banned peer is refused for a while; a and b still talk.
+    a.node.send(b.key.public_key, Chat(7, b"still here"))
+    assert await recv(b) == (a.key.public_key, Chat(7, b"still here"))
+    with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, OSError)):
+        await raw_connect(a.node.port, c.key)
+
+
+async def test_handler_raising_invalid_drops_peer(net3, caplog):
+    caplog.set_level(logging.INFO, logger="p2p")
+    a, b, c = net3.nodes
+
+    async def strict(peer: bytes, msg) -> None:
+        if isinstance(msg, Chat) and msg.data == b"bad":
+            raise Invalid("bad chat", "bad_chat")
+
+    net3.extra_handlers[a.key.public_key] = strict
+    b.node.send(a.key.public_key, Chat(1, b"bad"))
+    await until(lambda: b.key.public_key not in a.node.peers())
+    assert any("bad_chat" in r.getMessage() for r in caplog.records)
+    c.node.send(a.key.public_key, Chat(2, b"fine"))
+    assert await recv(a) == (c.key.public_key, Chat(2, b"fine"))
+
+
+async def test_inbound_rate_limit_slows_a_flooding_peer():
+    net = Net(2)
+    k0, k1 = net.keys
+    slow = dataclasses.replace(FAST, rate_messages=40.0, burst_messages=5.0)
+    m0 = net.make_node(k0, config=slow)
+    async with m0.node:
+        m1 = net.make_node(k1, [PeerAddress(k0.public_key, "127.0.0.1", m0.node.port)])
+        async with m1.node:
+            await until(lambda: m0.node.peers() and m1.node.peers())
+            start = time.monotonic()
+            for i in range(45):
+                m1.node.send(k0.public_key, Chat(i, b"x"))
+            got = [(await recv(m0))[1].n for _ in range(45)]
+            elapsed = time.monotonic() - start
+            assert got == list(range(45))
+            # 5 in the burst, then 40 at 40 per second: about one second.
+            assert elapsed >= 0.8, elapsed
+            assert m0.node.peer_stats()[k1.public_key].throttled > 0.5
+
+
+async def test_reconnect_after_peer_restarts(net3):
+    a, b, c = net3.nodes
+    port = b.node.port
+    await b.node.stop()
+    await until(lambda: b.key.public_key not in a.node.peers())
+    peers = [
+        PeerAddress(a.key.public_key, "127.0.0.1", a.node.port),
+        PeerAddress(c.key.public_key, "127.0.0.1", c.node.port),
+    ]
+    b2 = net3.make_node(b.key, peers, port=port)
+    net3.nodes[1] = b2
+    await b2.node.start()
+    await net3.wait_full_mesh()
+    a.node.send(b.key.public_key, Chat(9, b"welcome back"))
+    assert await recv(b2) == (a.key.public_key, Chat(9, b"welcome back"))
+
+
+async def test_simultaneous_dials_converge_on_one_connection():
+    no_delay = dataclasses.replace(FAST, higher_key_dial_delay=0.0)
+    net = Net(2, no_delay)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0)
+    m1 = net.make_node(k1)
+    async with m0.node, m1.node:
+        # Each one dials the other at the same moment.
+        m0.node.add_peer(PeerAddress(k1.public_key, "127.0.0.1", m1.node.port))
+        m1.node.add_peer(PeerAddress(k0.public_key, "127.0.0.1", m0.node.port))
+        await until(lambda: m0.node.peers() and m1.node.peers())
+        await asyncio.sleep(0.5)
+        c0, c1 = m0.node._conns[k1.public_key], m1.node._conns[k0.public_key]
+        assert c0.dialer == c1.dialer == min(k0.public_key, k1.public_key)
+        m0.node.send(k1.public_key, Chat(1, b"one"))
+        assert await recv(m1) == (k0.public_key, Chat(1, b"one"))
+
+
+async def test_membership_change_drops_peer(net3):
+    a, b, c = net3.nodes
+    net3.members.discard(c.key.public_key)
+    for m in (a, b):
+        m.node.check_members()
+    await until(lambda: c.key.public_key not in a.node.peers() + b.node.peers())
+    await asyncio.sleep(0.3)
+    assert c.node.peers() == []
+
+
+async def test_keepalive_keeps_idle_connection():
+    cfg = dataclasses.replace(FAST, ping_interval=0.05, idle_timeout=0.6)
+    net = Net(2, cfg)
+    await net.start()
+    try:
+        await net.wait_full_mesh()
+        await asyncio.sleep(0.8)
+        a, b = net.nodes
+        assert a.node.peers() == [b.key.public_key]
+        assert a.node.peer_stats()[b.key.public_key].msgs_in >= 3
+    finally:
+        await net.stop()
+
+
+async def test_stop_is_clean():
+    net = Net(2)
+    await net.start()
+    await net.wait_full_mesh()
+    await net.stop()
+    assert all(m.node.peers() == [] for m in net.nodes)
+    assert all(m.node._identity is None for m in net.nodes)
+
+
+def test_node_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        P2PNode(
+            PrivateKey.generate(),
+            "127.0.0.1",
+            0,
+            [],
+            lambda pk: True,
+            None,
+            chain_id="x",
+            genesis_hash=b"short",
+        )
+
+
+async def test_slow_peer_is_dropped_when_its_queue_overflows(caplog):
+    caplog.set_level(logging.INFO, logger="p2p")
+    small = dataclasses.replace(FAST, max_frame_size=300_000, outbound_queue_bytes=1_000_000)
+    net = Net(2, small)
+    k0, k1 = net.keys
+    release = asyncio.Event()
+
+    async def stuck(peer, msg):
+        await release.wait()
+
+    net.extra_handlers[k1.public_key] = stuck
+    await net.start()
+    try:
+        await net.wait_full_mesh()
+        a = net.nodes[0]
+        # The stuck reader stops reading; TCP buffers fill, then our queue; then we drop it.
+        sent = 0
+        while k1.public_key in a.node.peers() and sent < 2000:
+            a.node.send(k1.public_key, Chat(sent, bytes(200_000)))
+            sent += 1
+            await asyncio.sleep(0)
+        await until(lambda: k1.public_key not in a.node.peers())
+        assert any("slow peer" in r.getMessage() for r in caplog.records)
+    finally:
+        release.set()
+        await net.stop()
+
+
+async def test_drop_peer_bans_for_a_while():
+    net = Net(2, dataclasses.replace(FAST, ban_seconds=0.8))
+    await net.start()
+    try:
+        await net.wait_full_mesh()
+        a, b = net.nodes
+        a.node.drop_peer(b.key.public_key, "served an invalid block")
+        await until(lambda: b.key.public_key not in a.node.peers())
+        await asyncio.sleep(0.4)
+        assert b.key.public_key not in a.node.peers()
+        # The ban expires and the peers reconnect.
+        await until(lambda: b.key.public_key in a.node.peers(), timeout=5.0)
+    finally:
+        await net.stop()
+
+
+async def test_silent_peer_is_dropped_as_idle(caplog):
+    caplog.set_level(logging.INFO, logger="p2p")
+    cfg = dataclasses.replace(FAST, ping_interval=0.05, idle_timeout=0.3)
+    net = Net(2, cfg)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0)
+    async with m0.node:
+        # A member that completes the handshake and then never answers a ping.
+        reader, writer, ident = await raw_connect(m0.node.port, k1)
+        await until(lambda: m0.node.peers() == [k1.public_key])
+        await until(lambda: m0.node.peers() == [], timeout=3.0)
+        assert any("idle for" in r.getMessage() for r in caplog.records)
+        writer.close()
+        ident.close()
+
+
+async def test_dialing_an_address_that_answers_with_another_key_fails(caplog):
+    caplog.set_level(logging.INFO, logger="p2p")
+    net = Net(3)
+    k0, k1, k2 = net.keys
+    m0 = net.make_node(k0)
+    async with m0.node:
+        m1 = net.make_node(k1, [PeerAddress(k2.public_key, "127.0.0.1", m0.node.port)])
+        async with m1.node:
+            await until(lambda: any("dialed" in r.getMessage() for r in caplog.records))
+            assert m1.node.peers() == [] and m0.node.peers() == []
+
+
+async def test_start_on_a_taken_port_fails_cleanly():
+    net = Net(2)
+    m0 = net.make_node(net.keys[0])
+    async with m0.node:
+        m1 = net.make_node(net.keys[1], port=m0.node.port)
+        with pytest.raises(OSError):
+            await m1.node.start()
+        assert m1.node._identity is None

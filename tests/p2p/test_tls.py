@@ -1,0 +1,97 @@
+"""Certificates over the node key, and the pinned TLS 1.3 contexts."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import ssl
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from core.keys import PrivateKey
+from p2p.tls import NodeIdentity, PeerRejected, certificate_public_key, make_certificate
+
+
+def test_certificate_carries_the_node_key_and_is_deterministic():
+    key = PrivateKey.generate()
+    der = make_certificate(key)
+    assert certificate_public_key(der) == key.public_key
+    assert make_certificate(key) == der  # Ed25519 signatures are deterministic
+    cert = x509.load_der_x509_certificate(der)
+    assert cert.subject == cert.issuer
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert cn == key.public_key.hex()
+
+
+def test_non_ed25519_certificate_is_rejected():
+    sk = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ecdsa")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(sk.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(sk, hashes.SHA256())
+    )
+    with pytest.raises(PeerRejected, match="Ed25519"):
+        certificate_public_key(cert.public_bytes(serialization.Encoding.DER))
+
+
+def test_garbage_and_forged_certificates_are_rejected():
+    with pytest.raises(PeerRejected):
+        certificate_public_key(b"\x30\x03\x02\x01\x00")
+    der = bytearray(make_certificate(PrivateKey.generate()))
+    der[-1] ^= 1  # last byte of the signature
+    with pytest.raises(PeerRejected, match="self-signed"):
+        certificate_public_key(bytes(der))
+
+
+def test_contexts_are_tls13_only_and_require_a_certificate():
+    a, b = PrivateKey.generate(), PrivateKey.generate()
+    ident = NodeIdentity(a)
+    try:
+        for ctx in (
+            ident.server_context(make_certificate(b)),
+            ident.client_context(make_certificate(b)),
+        ):
+            assert ctx.minimum_version == ctx.maximum_version == ssl.TLSVersion.TLSv1_3
+            assert ctx.verify_mode == ssl.CERT_REQUIRED
+            assert ctx.options & ssl.OP_NO_TICKET
+        assert repr(ident) == f"NodeIdentity(public={a.public_key.hex()})"
+    finally:
+        ident.close()
+
+
+def test_private_key_file_is_encrypted_and_released():
+    key = PrivateKey.generate()
+    ident = NodeIdentity(key)
+    path = ident._path
+    with open(path, "rb") as f:
+        data = f.read()
+    if hasattr(os, "memfd_create"):
+        assert path.startswith("/proc/self/fd/")  # anonymous memory, never on disk
+    assert b"ENCRYPTED PRIVATE KEY" in data
+    assert key.seed not in data and key.seed.hex().encode() not in data
+    ident.close()
+    assert ident._fd is None and ident._path == ""
+    with pytest.raises(RuntimeError):
+        ident.client_context(make_certificate(key))
+
+
+def test_temporary_file_fallback_without_memfd(monkeypatch):
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    key = PrivateKey.generate()
+    ident = NodeIdentity(key)
+    path = ident._path
+    assert ident._fd is None and os.stat(path).st_mode & 0o077 == 0
+    ident.server_context(make_certificate(PrivateKey.generate()))
+    ident.close()
+    assert not os.path.exists(path)
