@@ -1,6 +1,67 @@
 """Producer sets, schedules, block validation and finality (commit certificates)."""
 
+from consensus.bft import (
+    Application,
+    BFTConfig,
+    Clock,
+    ConsensusEngine,
+    LoopClock,
+    Step,
+    Transport,
+)
+from consensus.election import record_missed
+from consensus.governance import params_for_height
+from consensus.messages import (
+    ConsensusMessage,
+    DuplicateVoteEvidence,
+    FinalizedBlock,
+    Proposal,
+    SyncRequest,
+)
+from consensus.privval import DoubleSignRefused, PrivValidator
+from consensus.staking import register_staking
+from consensus.staking_genesis import GenesisStaking
+from consensus.staking_state import (
+    epoch_of,
+    is_member,
+    members,
+    producer_set,
+    producers_for_height,
+    staking_enabled,
+)
 from consensus.validation import validate_header, validate_tx_root
 from consensus.validators import ValidatorSet, make_commit, verify_commit
+from consensus.wal import WAL
 
-__all__ = ["ValidatorSet", "make_commit", "validate_header", "validate_tx_root", "verify_commit"]
+__all__ = [
+    "Application",
+    "BFTConfig",
+    "Clock",
+    "ConsensusEngine",
+    "ConsensusMessage",
+    "DoubleSignRefused",
+    "DuplicateVoteEvidence",
+    "FinalizedBlock",
+    "GenesisStaking",
+    "LoopClock",
+    "PrivValidator",
+    "Proposal",
+    "Step",
+    "SyncRequest",
+    "Transport",
+    "ValidatorSet",
+    "WAL",
+    "epoch_of",
+    "is_member",
+    "make_commit",
+    "members",
+    "params_for_height",
+    "producer_set",
+    "producers_for_height",
+    "record_missed",
+    "register_staking",
+    "staking_enabled",
+    "validate_header",
+    "validate_tx_root",
+    "verify_commit",
+]

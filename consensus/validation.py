@@ -18,8 +18,14 @@ def validate_header(
     genesis_hash: bytes,
     genesis_time_ms: int,
     validators: ValidatorSet,
+    prev_validators: ValidatorSet | None = None,
 ) -> None:
-    """Check ``header`` against its parent (``prev`` is None for height 1)."""
+    """Check ``header`` against its parent (``prev`` is None for height 1).
+
+    ``validators`` are the producers of ``header.height``; ``prev_validators``
+    those of the parent, who signed its certificate (the same set by default:
+    they differ across an epoch boundary).
+    """
     expected_height = 1 if prev is None else prev.height + 1
     prev_hash = genesis_hash if prev is None else prev.hash
     prev_time = genesis_time_ms if prev is None else prev.time_ms
@@ -59,7 +65,8 @@ def validate_header(
     else:
         if header.last_commit is None:
             raise InvalidBlock(f"height {header.height}: missing commit of height {prev.height}")
-        verify_commit(header.last_commit, chain_id, prev.height, prev.hash, validators)
+        signers = validators if prev_validators is None else prev_validators
+        verify_commit(header.last_commit, chain_id, prev.height, prev.hash, signers)
 
 
 def validate_tx_root(block: Block, encoded_txs: list[bytes]) -> None:

@@ -21,6 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+from apps.commerce import CommerceGenesis, InvalidCommerceGenesis, commerce_genesis_state
+from consensus.staking_genesis import (
+    GenesisStaking,
+    check_genesis_staking,
+    genesis_bonded,
+    staking_genesis_state,
+)
 from core.codec import UINT64_MAX, MaxItems, MaxLen, Wire
 from core.errors import DecodeError, Invalid, InvalidAddress
 from core.hashing import Domain, hash_bytes
@@ -92,6 +99,10 @@ class Genesis(Wire):
     params: ChainParams
     accounts: Annotated[tuple[GenesisAccount, ...], MaxItems(MAX_GENESIS_ACCOUNTS)]
     validators: Annotated[tuple[GenesisValidator, ...], MaxItems(MAX_VALIDATORS)]
+    # Staking, election and governance (docs/staking.md); None keeps the validators fixed.
+    staking: GenesisStaking | None = None
+    # Commerce roles, treasury and parameters (docs/commerce.md); None: commerce disabled.
+    commerce: CommerceGenesis | None = None
 
     MAX_ENCODED = 8 * 1024 * 1024
 
@@ -130,6 +141,14 @@ class Genesis(Wire):
         power = sum(v.power for v in self.validators)
         if power > UINT64_MAX:
             raise InvalidGenesis(f"total validator power {power} does not fit in uint64")
+        if self.staking is not None:
+            keys = [v.public_key for v in self.validators]
+            try:
+                check_genesis_staking(
+                    self.staking, self.params, keys, [a.address for a in self.accounts]
+                )
+            except DecodeError as exc:
+                raise InvalidGenesis(f"staking: {exc.message}") from None
 
     @property
     def hash(self) -> bytes:
@@ -137,11 +156,12 @@ class Genesis(Wire):
 
     @property
     def total_supply(self) -> int:
-        return sum(a.balance for a in self.accounts)
+        bonded = 0 if self.staking is None else genesis_bonded(self.staking, len(self.validators))
+        return sum(a.balance for a in self.accounts) + bonded
 
     def to_json(self) -> dict[str, Any]:
         """The human-readable form written to ``genesis.json``."""
-        return {
+        doc: dict[str, Any] = {
             "chain_id": self.chain_id,
             "genesis_time_ms": self.genesis_time_ms,
             "params": _params_to_json(self.params),
@@ -153,12 +173,20 @@ class Genesis(Wire):
                 for v in self.validators
             ],
         }
+        if self.staking is not None:
+            doc["staking"] = {"self_bond": self.staking.self_bond}
+        if self.commerce is not None:
+            doc["commerce"] = self.commerce.to_json()
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any) -> Genesis:
         """Parse the file form; raise ``InvalidGenesis`` naming the offending field."""
+        optional = tuple(k for k in ("staking", "commerce") if isinstance(doc, dict) and k in doc)
         obj = _object(
-            doc, "genesis", ("chain_id", "genesis_time_ms", "params", "accounts", "validators")
+            doc,
+            "genesis",
+            ("chain_id", "genesis_time_ms", "params", "accounts", "validators", *optional),
         )
         chain_id = _str(obj["chain_id"], "chain_id")
         time_ms = _uint(obj["genesis_time_ms"], "genesis_time_ms")
@@ -178,8 +206,26 @@ class Genesis(Wire):
             public_key = _hex(val["public_key"], f"{where}.public_key", 32)
             power = _uint(val["power"], f"{where}.power")
             validators.append(_build(GenesisValidator, where, name, public_key, power))
+        staking = None
+        if "staking" in obj:
+            st = _object(obj["staking"], "staking", ("self_bond",))
+            staking = _build(GenesisStaking, "staking", _uint(st["self_bond"], "staking.self_bond"))
+        commerce = None
+        if "commerce" in obj:
+            try:
+                commerce = CommerceGenesis.from_json(obj["commerce"])
+            except InvalidCommerceGenesis as exc:
+                raise InvalidGenesis(exc.message) from None
         genesis = _build(
-            cls, "genesis", chain_id, time_ms, params, tuple(accounts), tuple(validators)
+            cls,
+            "genesis",
+            chain_id,
+            time_ms,
+            params,
+            tuple(accounts),
+            tuple(validators),
+            staking,
+            commerce,
         )
         # Backstop: whatever from_json accepts must also survive the strict codec.
         try:
@@ -192,13 +238,20 @@ class Genesis(Wire):
 def genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
     """The state before block 1: key -> encoded value.
 
-    Only accounts for now; consensus adds its own entries (validators, stake)
-    when it defines them.
+    Accounts, and with a staking section the consensus entries (members,
+    candidates, bonds, the producer set of epoch 0, the chain parameters);
+    with a commerce section its configuration and the registrars' roles.
     """
-    return {
+    state = {
         account_key(a.address): Account(balance=a.balance, nonce=0).encode()
         for a in genesis.accounts
     }
+    if genesis.staking is not None:
+        validators = [(v.name, v.public_key) for v in genesis.validators]
+        state.update(staking_genesis_state(genesis.staking, genesis.params, validators))
+    if genesis.commerce is not None:
+        state.update(commerce_genesis_state(genesis.commerce))
+    return state
 
 
 def load_genesis(path: Path | str) -> Genesis:

@@ -22,6 +22,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from apps.commerce import CommerceGenesis
+from consensus import GenesisStaking
 from core.errors import LiveLedgerError
 from core.keys import PrivateKey, format_address
 from core.keystore import atomic_write, save_key
@@ -37,6 +39,7 @@ FAUCET_NAME = "faucet"
 FAUCET_BALANCE = 10**15
 # Enough for a validator to pay fees for its own transactions (bonding, voting).
 VALIDATOR_BALANCE = 10**9
+VALIDATOR_SELF_BOND = 10**6
 VALIDATOR_POWER = 1
 LOCAL_HOST = "127.0.0.1"
 
@@ -152,6 +155,11 @@ def create_localnet(
             GenesisValidator(m, k.public_key, VALIDATOR_POWER)
             for m, k in zip(monikers, node_keys, strict=True)
         ),
+        # Producers are elected by stake; each validator starts with a self-bond.
+        staking=GenesisStaking(self_bond=VALIDATOR_SELF_BOND),
+        # The faucet is the devnet's registrar (approves merchants and attestors)
+        # and receives the chain's commerce fee.
+        commerce=CommerceGenesis(registrars=(faucet.address,), treasury=faucet.address),
     )
 
     genesis_bytes = genesis_json_bytes(genesis)

@@ -11,7 +11,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from consensus import ValidatorSet, make_commit, validate_header, validate_tx_root, verify_commit
+from consensus import (
+    ValidatorSet,
+    make_commit,
+    params_for_height,
+    producers_for_height,
+    staking_enabled,
+    validate_header,
+    validate_tx_root,
+    verify_commit,
+)
 from core import (
     Block,
     BlockHeader,
@@ -26,7 +35,15 @@ from core import (
 )
 from genesis import Genesis, genesis_state
 from storage import ChainStore, TreeUpdate
-from vm import BlockContext, BlockResult, Executor, Registry, VerifiedTx, verify_signed_tx
+from vm import (
+    BlockContext,
+    BlockResult,
+    ChainParams,
+    Executor,
+    Registry,
+    VerifiedTx,
+    verify_signed_tx,
+)
 
 log = logging.getLogger("node.chain")
 
@@ -59,10 +76,9 @@ class Chain:
         self.store = store
         self.genesis = genesis
         self.chain_id = genesis.chain_id
-        self.params = genesis.params
         self.registry = registry
         self.executor = Executor(registry)
-        self.validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+        self.genesis_validators = ValidatorSet.of(v.public_key for v in genesis.validators)
         self._view = _StoreView(store)
         if store.genesis_hash is None:
             store.initialize(genesis.hash, genesis_state(genesis))
@@ -90,13 +106,40 @@ class Chain:
     def state(self) -> _StoreView:
         return self._view
 
-    def context(self, height: int, time_ms: int, producer: bytes) -> BlockContext:
+    @property
+    def params(self) -> ChainParams:
+        """Parameters of the next block (governance may have changed genesis's)."""
+        return self.params_for(self.height + 1)
+
+    def params_for(self, height: int) -> ChainParams:
+        return params_for_height(self._view, height, self.genesis.params)
+
+    def validators_for(self, height: int) -> ValidatorSet:
+        """Producers of block ``height``: elected by stake, or genesis's without staking.
+
+        Answerable for any height up to head + 1 from the latest state.
+        """
+        if staking_enabled(self._view):
+            return producers_for_height(self._view, height)
+        return self.genesis_validators
+
+    @property
+    def validators(self) -> ValidatorSet:
+        """Producers of the next block."""
+        return self.validators_for(self.height + 1)
+
+    def context(
+        self, height: int, time_ms: int, producer: bytes, last_commit: Commit | None
+    ) -> BlockContext:
         return BlockContext(
             chain_id=self.chain_id,
             height=height,
             time_ms=time_ms,
             producer=address_of(producer),
-            params=self.params,
+            params=self.params_for(height),
+            last_commit_signers=(
+                None if last_commit is None else tuple(s.validator for s in last_commit.signatures)
+            ),
         )
 
     def next_block_time(self, now_ms: int | None = None) -> int:
@@ -105,37 +148,36 @@ class Chain:
         return max(now, prev + 1)
 
     def _execute(
-        self, header_fields: dict, txs: Sequence[VerifiedTx], *, strict: bool
+        self, ctx: BlockContext, txs: Sequence[VerifiedTx], *, strict: bool
     ) -> tuple[BlockResult, list[bytes], TreeUpdate, float]:
         started = time.perf_counter()
-        ctx = self.context(
-            header_fields["height"], header_fields["time_ms"], header_fields["producer"]
-        )
         result = self.executor.execute_block(self._view, txs, ctx, strict=strict)
         receipts = [r.encode() for r in result.receipts]
         tree_update = self.store.prepare_state(result.changes)
         return result, receipts, tree_update, time.perf_counter() - started
 
-    def build(self, txs: Sequence[VerifiedTx], key: PrivateKey, time_ms: int) -> ExecutedBlock:
+    def build(
+        self, txs: Sequence[VerifiedTx], key: PrivateKey, time_ms: int, round_: int = 0
+    ) -> ExecutedBlock:
         """Execute ``txs`` (skipping those that may not be included) into a new block."""
         height = self.height + 1
-        fields = {"height": height, "time_ms": time_ms, "producer": key.public_key}
-        result, receipts, tree_update, seconds = self._execute(fields, txs, strict=False)
-        encoded = [v.encoded for v in result.included]
         last_commit = None if self._head is None else self.store.get_commit(self._head.height)
         if self._head is not None and last_commit is None:
             raise NodeFault(f"commit of head block {self._head.height} missing")
+        ctx = self.context(height, time_ms, key.public_key, last_commit)
+        result, receipts, tree_update, seconds = self._execute(ctx, txs, strict=False)
+        encoded = [v.encoded for v in result.included]
         header = BlockHeader(
             chain_id=self.chain_id,
             height=height,
-            round=0,
+            round=round_,
             time_ms=time_ms,
             prev_hash=self.genesis.hash if self._head is None else self._head.hash,
             tx_root=merkle_root(encoded),
             state_root=tree_update.root,
             receipt_root=merkle_root(receipts),
             producer=key.public_key,
-            producer_set_hash=self.validators.hash,
+            producer_set_hash=self.validators_for(height).hash,
             last_commit=last_commit,
         )
         block = Block(header, tuple(v.tx for v in result.included))
@@ -163,25 +205,28 @@ class Chain:
         Transactions already verified by this node (``known``, by hash) are not
         verified again.
         """
+        height = block.header.height
         validate_header(
             block.header,
             chain_id=self.chain_id,
             prev=self._head,
             genesis_hash=self.genesis.hash,
             genesis_time_ms=self.genesis.genesis_time_ms,
-            validators=self.validators,
+            validators=self.validators_for(height),
+            prev_validators=self.validators_for(height - 1) if height > 1 else None,
         )
         encoded = [tx.encode() for tx in block.txs]
         validate_tx_root(block, encoded)
+        params = self.params_for(height)
         verified = []
         for raw in encoded:
             vtx = known.get(tx_hash(raw)) if known else None
             verified.append(
-                vtx or verify_signed_tx(raw, self.chain_id, self.registry, self.params.max_tx_bytes)
+                vtx or verify_signed_tx(raw, self.chain_id, self.registry, params.max_tx_bytes)
             )
         header = block.header
-        fields = {"height": header.height, "time_ms": header.time_ms, "producer": header.producer}
-        result, receipts, tree_update, seconds = self._execute(fields, verified, strict=True)
+        ctx = self.context(height, header.time_ms, header.producer, header.last_commit)
+        result, receipts, tree_update, seconds = self._execute(ctx, verified, strict=True)
         check_roots(header, tree_update.root, receipts)
         return ExecutedBlock(
             block,
@@ -196,7 +241,8 @@ class Chain:
     def commit(self, executed: ExecutedBlock, commit: Commit) -> None:
         """Persist a block and its certificate atomically (one synced write batch)."""
         block = executed.block
-        verify_commit(commit, self.chain_id, block.header.height, block.hash, self.validators)
+        validators = self.validators_for(block.header.height)
+        verify_commit(commit, self.chain_id, block.header.height, block.hash, validators)
         self.store.commit_block(
             block,
             commit,

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from apps.commerce import register as register_commerce
+from consensus import register_staking
 from core import Commit, PrivateKey
 from core.keystore import load_key
 from genesis import Genesis, load_genesis
@@ -30,8 +32,11 @@ PASSPHRASE_ENV = "LIVELEDGER_PASSPHRASE"
 
 
 def build_registry() -> Registry:
-    """Every transaction type this node executes."""
-    return default_registry()
+    """Every transaction type this node executes, and the begin-block hooks."""
+    registry = default_registry()
+    register_staking(registry)
+    register_commerce(registry)
+    return registry
 
 
 class Node:
@@ -139,7 +144,7 @@ class Node:
     async def produce_block(self) -> ExecutedBlock:
         """Build, sign and commit one block from the mempool; then tell listeners."""
         assert self.chain is not None and self.mempool is not None and self._worker is not None
-        params = self.genesis.params
+        params = self.chain.params
         txs = self.mempool.select(params.max_block_txs, params.max_block_bytes)
         time_ms = self.chain.next_block_time()
         loop = asyncio.get_running_loop()

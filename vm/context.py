@@ -17,6 +17,9 @@ class BlockContext:
     # Address that receives the block's fees.
     producer: bytes
     params: ChainParams
+    # Producers whose precommits the header's last_commit carries (missed-slot
+    # accounting); None at height 1 and where no certificate is at hand.
+    last_commit_signers: tuple[bytes, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.producer) != ADDRESS_SIZE:

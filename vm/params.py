@@ -26,6 +26,29 @@ class ChainParams(Wire):
     # A tx's expiry_height may be at most (inclusion height + this): a signed tx
     # cannot be held back and submitted arbitrarily late.
     max_expiry_blocks: int = 3_600
+    # --- staking, election, jailing and governance (consensus; docs/staking.md) ---
+    # Blocks per epoch; the producer set is fixed within one. Not governable.
+    epoch_length: int = 100
+    # Producers elected per epoch (N), each with one equal vote.
+    max_producers: int = 21
+    # Candidates one staker may approve (K); its whole bond counts for each.
+    max_votes: int = 30
+    # Blocks an unbonded amount waits before it is paid back.
+    unbonding_blocks: int = 1_000
+    # Self-bond a candidate needs to be elected.
+    min_self_bond: int = 1
+    # Share of a double signer's bond slashed, in basis points (1/10000).
+    slash_bps: int = 500
+    # Missed commit signatures per epoch a producer may have without being jailed.
+    max_missed_slots: int = 50
+    # Blocks a jailed candidate must wait before it may unjail.
+    jail_blocks: int = 200
+    # Oldest evidence accepted, in blocks behind the including block.
+    max_evidence_age_blocks: int = 900
+    # Blocks a governance proposal stays open for votes.
+    proposal_voting_blocks: int = 1_000
+    # Blocks between a parameter change passing and taking effect.
+    param_change_delay_blocks: int = 10
 
     MAX_ENCODED = 4096
 

@@ -15,7 +15,7 @@ from genesis import (
     load_genesis,
     write_node_config,
 )
-from genesis.localnet import VALIDATOR_BALANCE
+from genesis.localnet import VALIDATOR_BALANCE, VALIDATOR_SELF_BOND
 from node.config import load_config
 from vm.accounts import Account, account_key
 
@@ -60,7 +60,8 @@ def test_validators_and_balances(net):
     for node in net.nodes:
         balance = Account.decode(state[account_key(parse_address(node.address))]).balance
         assert balance == VALIDATOR_BALANCE
-    assert g.total_supply == FAUCET_BALANCE + 3 * VALIDATOR_BALANCE
+    # Self-bonds are minted into the bonded pool at genesis.
+    assert g.total_supply == FAUCET_BALANCE + 3 * (VALIDATOR_BALANCE + VALIDATOR_SELF_BOND)
 
 
 def test_keys_decrypt(net):

@@ -1,5 +1,6 @@
 import pytest
 
+from core.codec import pack_raw
 from core.errors import DecodeError
 from vm import ChainParams
 
@@ -28,7 +29,7 @@ def test_bad_params_are_refused(changes, match):
 
 
 def test_bad_params_are_refused_when_decoding():
-    raw = ChainParams(max_expiry_blocks=1).encode()
-    bad = raw[:-1] + b"\x00"
+    raw = ChainParams().to_raw()
+    raw[4] = 0  # max_expiry_blocks
     with pytest.raises(DecodeError, match="max_expiry_blocks"):
-        ChainParams.decode(bad)
+        ChainParams.decode(pack_raw(raw))

@@ -1,0 +1,166 @@
+"""The commerce invariants, checked from state alone (tests, audits, replays).
+
+Ids are dense (1..counter-1), so every listing, deal, session and order can be
+enumerated with point reads. Accounts cannot (they are keyed by address), so
+the caller names the addresses whose balances make up the supply.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from apps.commerce import keys
+from apps.commerce.model import (
+    OPEN_STATES,
+    UNSHIPPED_STATES,
+    Count,
+    Deal,
+    DealStatus,
+    Listing,
+    Merchant,
+    Order,
+    OrderState,
+    Review,
+    Session,
+    SessionStatus,
+)
+from apps.commerce.store import escrow, load, peek_next_id
+from core.codec import Wire
+from vm.accounts import get_account
+from vm.state import StateView
+
+W = TypeVar("W", bound=Wire)
+
+
+def check_invariants(
+    state: StateView, accounts: Iterable[bytes] | None = None, supply: int | None = None
+) -> list[str]:
+    """Every broken invariant, as a sentence naming expected and actual values."""
+    problems: list[str] = []
+    bad = problems.append
+
+    orders = _all(state, keys.ORDER_IDS, keys.order_key, Order)
+    deals = _all(state, keys.DEAL_IDS, keys.deal_key, Deal)
+    listings = _all(state, keys.LISTING_IDS, keys.listing_key, Listing)
+    sessions = _all(state, keys.SESSION_IDS, keys.session_key, Session)
+
+    # Tokens are conserved: balances plus escrow equal the supply.
+    held = escrow(state)
+    if accounts is not None and supply is not None:
+        total = sum(get_account(state, a).balance for a in set(accounts)) + held.held
+        if total != supply:
+            bad(f"tokens not conserved: expected supply {supply}, balances + escrow = {total}")
+
+    # Escrow held equals the sum of open orders.
+    open_orders = [o for o in orders.values() if o.state in OPEN_STATES]
+    open_sum = sum(o.escrow for o in open_orders)
+    if held.held != open_sum:
+        bad(f"escrow holds {held.held}, open orders hold {open_sum}")
+    if held.open_orders != len(open_orders):
+        bad(f"escrow counts {held.open_orders} open orders, there are {len(open_orders)}")
+
+    reserved_by: dict[int, int] = defaultdict(int)
+    deal_sold: dict[int, int] = defaultdict(int)
+    deal_buyer: dict[tuple[int, bytes], int] = defaultdict(int)
+    for o in orders.values():
+        # Every order is in exactly one known state.
+        try:
+            OrderState(o.state)
+        except ValueError:
+            bad(f"order {o.id} has unknown state {o.state}")
+            continue
+        if o.state in OPEN_STATES:
+            # An open order holds a positive part of what it paid.
+            if not 1 <= o.escrow <= o.amount or o.escrow + o.refunded != o.amount:
+                bad(
+                    f"order {o.id} ({o.state}) holds {o.escrow} with {o.refunded} refunded, "
+                    f"amount {o.amount}"
+                )
+        elif o.escrow != 0:
+            # A terminal order holds nothing.
+            bad(f"terminal order {o.id} still holds {o.escrow}")
+        if o.refunded > o.amount:
+            bad(f"order {o.id} refunded {o.refunded}, more than its amount {o.amount}")
+        if o.amount != o.unit_price * o.quantity:
+            bad(f"order {o.id} amount {o.amount} != {o.unit_price} x {o.quantity}")
+        if o.state in UNSHIPPED_STATES:
+            reserved_by[o.listing_id] += o.quantity
+        if o.deal_id:
+            deal_sold[o.deal_id] += o.quantity
+            deal_buyer[(o.deal_id, o.buyer)] += o.quantity
+
+    open_deals_of: dict[int, int] = defaultdict(int)
+    for d in deals.values():
+        # A deal never sells beyond its allocation...
+        if d.sold > d.allocation:
+            bad(f"deal {d.id} sold {d.sold}, allocation {d.allocation}")
+        if deal_sold[d.id] != d.sold:
+            bad(f"deal {d.id} counts {d.sold} sold, its orders hold {deal_sold[d.id]}")
+        if d.status == DealStatus.OPEN:
+            reserved_by[d.listing_id] += d.allocation - d.sold
+            open_deals_of[d.listing_id] += 1
+            session = sessions.get(d.session_id)
+            if session is None or d.id not in session.open_deals:
+                bad(f"open deal {d.id} is missing from session {d.session_id}'s open deals")
+    for (deal_id, buyer), n in deal_buyer.items():
+        d = deals.get(deal_id)
+        # ...nor to one buyer beyond its cap.
+        if d is None or n > d.per_buyer_cap:
+            bad(f"buyer {buyer.hex()} holds {n} of deal {deal_id}, cap {d and d.per_buyer_cap}")
+        count = load(state, keys.deal_buyer_key(deal_id, buyer), Count)
+        if count is None or count.n != n:
+            bad(f"deal {deal_id} buyer {buyer.hex()} counted {count}, orders hold {n}")
+
+    for s in sessions.values():
+        for deal_id in s.open_deals:
+            d = deals.get(deal_id)
+            if d is None or d.status != DealStatus.OPEN or d.session_id != s.id:
+                bad(f"session {s.id} lists deal {deal_id}, which is not its open deal")
+        if s.status == SessionStatus.CLOSED and s.open_deals:
+            bad(f"closed session {s.id} still has open deals {s.open_deals}")
+
+    rating: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
+    listing_rating: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for o in orders.values():
+        review = load(state, keys.review_key(o.id), Review)
+        if review is not None:
+            rating[o.merchant][0] += review.rating
+            rating[o.merchant][1] += 1
+            listing_rating[o.listing_id][0] += review.rating
+            listing_rating[o.listing_id][1] += 1
+
+    for lst in listings.values():
+        # No stock goes missing: available + reserved + sold == total.
+        if lst.available + lst.reserved + lst.sold != lst.total:
+            bad(
+                f"listing {lst.id}: available {lst.available} + reserved {lst.reserved} + "
+                f"sold {lst.sold} != total {lst.total}"
+            )
+        if lst.reserved != reserved_by[lst.id]:
+            bad(
+                f"listing {lst.id} reserves {lst.reserved}, open deals and unshipped orders "
+                f"hold {reserved_by[lst.id]}"
+            )
+        if lst.open_deals != open_deals_of[lst.id]:
+            bad(
+                f"listing {lst.id} counts {lst.open_deals} open deals, found {open_deals_of[lst.id]}"
+            )
+        if [lst.rating_sum, lst.rating_count] != listing_rating[lst.id]:
+            bad(f"listing {lst.id} rating aggregate differs from its reviews")
+        merchant = load(state, keys.merchant_key(lst.merchant), Merchant)
+        if merchant is None:
+            bad(f"listing {lst.id} belongs to unregistered merchant {lst.merchant.hex()}")
+        elif [merchant.rating_sum, merchant.rating_count] != rating[lst.merchant]:
+            bad(f"merchant {lst.merchant.hex()} rating aggregate differs from its reviews")
+    return problems
+
+
+def _all(state: StateView, kind: int, key: Callable[[int], bytes], cls: type[W]) -> dict[int, W]:
+    out = {}
+    for i in range(1, peek_next_id(state, kind)):
+        obj = load(state, key(i), cls)
+        if obj is not None:
+            out[i] = obj
+    return out

@@ -1,0 +1,180 @@
+"""Listings: create, update (a new version), restock, withdraw stock, delist.
+
+Stock of a listing always satisfies ``available + reserved + sold == total``.
+"""
+
+from __future__ import annotations
+
+from apps.commerce import events as ev
+from apps.commerce import keys
+from apps.commerce.fastwire import fast_replace
+from apps.commerce.model import Listing, ListingStatus, ListingTerms
+from apps.commerce.params import CommerceParams
+from apps.commerce.payloads import CreateListing, ListingRef, StockChange, UpdateListing
+from apps.commerce.store import (
+    addr,
+    config,
+    next_id,
+    require_approved,
+    require_listing,
+    require_merchant,
+    require_text,
+)
+from core.codec import UINT64_MAX
+from vm.context import BlockContext
+from vm.registry import TxFailed, TxInfo
+from vm.state import Overlay
+
+
+def _check_terms(params: CommerceParams, title: str, description: str, price: int) -> None:
+    require_text(title, params.title_max_bytes, "title")
+    require_text(description, params.description_max_bytes, "description")
+    # A listing needs a title shoppers can see.
+    if not title.strip():
+        raise TxFailed("listing title must not be blank", "invalid_text")
+    # Escrow holds a positive amount for every open order.
+    if price < 1:
+        raise TxFailed(f"price must be at least 1, got {price}", "invalid_price")
+
+
+def _require_own(listing: Listing, signer: bytes) -> None:
+    # Only the listing's merchant may change it.
+    if listing.merchant != signer:
+        raise TxFailed(
+            f"listing {listing.id} belongs to merchant {addr(listing.merchant)}, "
+            f"signer is {addr(signer)}",
+            "not_authorized",
+        )
+
+
+def _require_active(listing: Listing) -> None:
+    # A delisted listing is closed for good.
+    if listing.status != ListingStatus.ACTIVE:
+        raise TxFailed(f"listing {listing.id} is delisted, expected active", "listing_inactive")
+
+
+def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: BlockContext) -> None:
+    params = config(state).params
+    signer = tx.sender_address
+    require_approved(state, signer)
+    _check_terms(params, p.title, p.description, p.price)
+    # Hashes are 32 bytes; anything shorter is not one.
+    if len(p.media_hash) not in (0, 32):
+        raise TxFailed(f"media hash must be 0 or 32 bytes, got {len(p.media_hash)}", "invalid_hash")
+    listing_id = next_id(state, keys.LISTING_IDS)
+    terms = ListingTerms(listing_id, 1, p.title, p.description, p.price, p.media_hash, ctx.time_ms)
+    listing = Listing(
+        listing_id,
+        signer,
+        1,
+        ListingStatus.ACTIVE,
+        p.price,
+        p.stock,
+        p.stock,
+        0,
+        0,
+        0,
+        ctx.time_ms,
+        0,
+        0,
+        0,
+    )
+    state.set_obj(keys.listing_key(listing_id), listing)
+    state.set_obj(keys.listing_version_key(listing_id, 1), terms)
+    state.emit(
+        ev.make(
+            ev.LISTING_CREATED, listing=listing_id, merchant=signer, price=p.price, stock=p.stock
+        )
+    )
+
+
+def process_update_listing(state: Overlay, tx: TxInfo, p: UpdateListing, ctx: BlockContext) -> None:
+    params = config(state).params
+    listing = require_listing(state, p.listing_id)
+    _require_own(listing, tx.sender_address)
+    _require_active(listing)
+    # Optimistic concurrency: the update names the version it replaces.
+    if p.version != listing.version:
+        raise TxFailed(
+            f"listing {listing.id} is at version {listing.version}, update names {p.version}",
+            "stale_version",
+        )
+    _check_terms(params, p.title, p.description, p.price)
+    # Hashes are 32 bytes; anything shorter is not one.
+    if len(p.media_hash) not in (0, 32):
+        raise TxFailed(f"media hash must be 0 or 32 bytes, got {len(p.media_hash)}", "invalid_hash")
+    version = listing.version + 1
+    terms = ListingTerms(
+        listing.id, version, p.title, p.description, p.price, p.media_hash, ctx.time_ms
+    )
+    state.set_obj(keys.listing_version_key(listing.id, version), terms)
+    state.set_obj(
+        keys.listing_key(listing.id), fast_replace(listing, version=version, price=p.price)
+    )
+    state.emit(ev.make(ev.LISTING_UPDATED, listing=listing.id, version=version, price=p.price))
+
+
+def process_restock(state: Overlay, tx: TxInfo, p: StockChange, ctx: BlockContext) -> None:
+    config(state)
+    listing = require_listing(state, p.listing_id)
+    _require_own(listing, tx.sender_address)
+    _require_active(listing)
+    # Restocking nothing is a mistake.
+    if p.quantity < 1:
+        raise TxFailed(f"quantity must be at least 1, got {p.quantity}", "invalid_quantity")
+    # Stock counts are uint64.
+    if listing.total + p.quantity > UINT64_MAX:
+        raise TxFailed(
+            f"total stock {listing.total} + {p.quantity} exceeds 2**64-1", "invalid_quantity"
+        )
+    updated = fast_replace(
+        listing, total=listing.total + p.quantity, available=listing.available + p.quantity
+    )
+    state.set_obj(keys.listing_key(listing.id), updated)
+    state.emit(
+        ev.make(
+            ev.LISTING_STOCK, listing=listing.id, total=updated.total, available=updated.available
+        )
+    )
+
+
+def process_withdraw_stock(state: Overlay, tx: TxInfo, p: StockChange, ctx: BlockContext) -> None:
+    config(state)
+    listing = require_listing(state, p.listing_id)
+    _require_own(listing, tx.sender_address)
+    # Withdrawing nothing is a mistake.
+    if p.quantity < 1:
+        raise TxFailed(f"quantity must be at least 1, got {p.quantity}", "invalid_quantity")
+    # Only unreserved stock can be withdrawn: reserved units belong to deals and orders.
+    if p.quantity > listing.available:
+        raise TxFailed(
+            f"listing {listing.id} has {listing.available} available, withdrawal asks {p.quantity}",
+            "insufficient_stock",
+        )
+    updated = fast_replace(
+        listing, total=listing.total - p.quantity, available=listing.available - p.quantity
+    )
+    state.set_obj(keys.listing_key(listing.id), updated)
+    state.emit(
+        ev.make(
+            ev.LISTING_STOCK, listing=listing.id, total=updated.total, available=updated.available
+        )
+    )
+
+
+def process_delist(state: Overlay, tx: TxInfo, p: ListingRef, ctx: BlockContext) -> None:
+    config(state)
+    listing = require_listing(state, p.listing_id)
+    require_merchant(state, tx.sender_address)
+    _require_own(listing, tx.sender_address)
+    _require_active(listing)
+    # An open deal holds stock of this listing and sells it; close it first.
+    if listing.open_deals:
+        raise TxFailed(
+            f"listing {listing.id} has {listing.open_deals} open deal(s), expected 0",
+            "listing_in_deal",
+        )
+    state.set_obj(
+        keys.listing_key(listing.id), fast_replace(listing, status=ListingStatus.DELISTED)
+    )
+    state.emit(ev.make(ev.LISTING_DELISTED, listing=listing.id))

@@ -1,0 +1,111 @@
+"""Roles and merchants: registrar grants, merchant registration, profile, approval."""
+
+from __future__ import annotations
+
+from apps.commerce import events as ev
+from apps.commerce import keys
+from apps.commerce.fastwire import fast_replace
+from apps.commerce.model import GRANTABLE, Merchant, MerchantStatus, Role, RoleRecord, role_names
+from apps.commerce.payloads import ApproveMerchant, RegisterMerchant, SetRoles, UpdateMerchant
+from apps.commerce.store import (
+    addr,
+    config,
+    get_merchant,
+    require_merchant,
+    require_role,
+    require_text,
+    roles_of,
+)
+from vm.context import BlockContext
+from vm.registry import TxFailed, TxInfo
+from vm.state import Overlay
+
+
+def process_set_roles(state: Overlay, tx: TxInfo, p: SetRoles, ctx: BlockContext) -> None:
+    config(state)
+    require_role(state, tx.sender_address, Role.REGISTRAR, "setting roles")
+    current = roles_of(state, p.address)
+    # Only known role bits, and never the registrar role (genesis alone grants it).
+    if p.roles & ~int(GRANTABLE):
+        raise TxFailed(
+            f"roles {p.roles:#x} include bits outside the grantable set {int(GRANTABLE):#x}",
+            "invalid_roles",
+        )
+    # An auditor's disclosures are sealed to its key, so it must have one (32 bytes).
+    if p.roles & Role.AUDITOR and len(p.enc_key) != 32:
+        raise TxFailed(
+            f"the auditor role needs a 32-byte encryption key, got {len(p.enc_key)} bytes",
+            "invalid_key",
+        )
+    # Any other key length is not an X25519 key.
+    if len(p.enc_key) not in (0, 32):
+        raise TxFailed(f"encryption key must be 0 or 32 bytes, got {len(p.enc_key)}", "invalid_key")
+    roles = (current.roles & Role.REGISTRAR) | p.roles
+    key = keys.role_key(p.address)
+    if roles == 0 and not p.enc_key:
+        state.delete(key)
+    else:
+        state.set_obj(key, RoleRecord(roles, p.enc_key))
+    state.emit(ev.make(ev.ROLES_SET, address=p.address, roles=role_names(roles)))
+
+
+def process_register_merchant(
+    state: Overlay, tx: TxInfo, p: RegisterMerchant, ctx: BlockContext
+) -> None:
+    params = config(state).params
+    signer = tx.sender_address
+    existing = get_merchant(state, signer)
+    # One merchant record per key.
+    if existing is not None:
+        raise TxFailed(f"{addr(signer)} is already a registered merchant", "merchant_exists")
+    require_text(p.name, params.name_max_bytes, "name")
+    require_text(p.profile, params.profile_max_bytes, "profile")
+    # A name is how shoppers recognise the merchant.
+    if not p.name.strip():
+        raise TxFailed("merchant name must not be blank", "invalid_text")
+    merchant = Merchant(
+        signer,
+        p.name,
+        p.profile,
+        p.enc_key,
+        MerchantStatus.PENDING,
+        ctx.time_ms,
+        ctx.time_ms,
+        0,
+        0,
+        0,
+    )
+    state.set_obj(keys.merchant_key(signer), merchant)
+    state.emit(ev.make(ev.MERCHANT_REGISTERED, merchant=signer, name=p.name[:64]))
+
+
+def process_update_merchant(
+    state: Overlay, tx: TxInfo, p: UpdateMerchant, ctx: BlockContext
+) -> None:
+    params = config(state).params
+    merchant = require_merchant(state, tx.sender_address)
+    require_text(p.name, params.name_max_bytes, "name")
+    require_text(p.profile, params.profile_max_bytes, "profile")
+    # A name is how shoppers recognise the merchant.
+    if not p.name.strip():
+        raise TxFailed("merchant name must not be blank", "invalid_text")
+    updated = fast_replace(
+        merchant, name=p.name, profile=p.profile, enc_key=p.enc_key, updated_ms=ctx.time_ms
+    )
+    state.set_obj(keys.merchant_key(merchant.address), updated)
+    state.emit(ev.make(ev.MERCHANT_UPDATED, merchant=merchant.address, enc_key=p.enc_key))
+
+
+def process_approve_merchant(
+    state: Overlay, tx: TxInfo, p: ApproveMerchant, ctx: BlockContext
+) -> None:
+    config(state)
+    require_role(state, tx.sender_address, Role.REGISTRAR, "approving merchants")
+    merchant = get_merchant(state, p.merchant)
+    # Only a registered merchant can be approved or suspended.
+    if merchant is None:
+        raise TxFailed(f"{addr(p.merchant)} is not a registered merchant", "unknown_merchant")
+    status = MerchantStatus.APPROVED if p.approved else MerchantStatus.SUSPENDED
+    updated = fast_replace(merchant, status=int(status), updated_ms=ctx.time_ms)
+    state.set_obj(keys.merchant_key(merchant.address), updated)
+    state.emit(ev.make(ev.MERCHANT_STATUS, merchant=p.merchant, status=status.name.lower()))

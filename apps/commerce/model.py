@@ -1,0 +1,514 @@
+"""State objects of the commerce app: frozen ``Wire`` dataclasses, one per key kind.
+
+Enumerations are stored as plain integers (their values are protocol); the
+``IntEnum``s below name them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+from typing import Annotated
+
+from apps.commerce.fastwire import fast_wire
+from apps.commerce.params import (
+    DESCRIPTION_CAP,
+    MAX_DEAL_BUCKETS,
+    MAX_DEALS_CAP,
+    MAX_ITEMS_CAP,
+    MAX_PINNED_CAP,
+    NAME_CAP,
+    PROFILE_CAP,
+    SEALED_CAP,
+    TEXT_CAP,
+    TITLE_CAP,
+)
+from core.codec import Len, MaxItems, MaxLen, Wire
+from core.types import Address, Hash32
+
+# An X25519 public key (libsodium ``crypto_box``), for sealed boxes.
+EncKey = Annotated[bytes, Len(32)]
+OptEncKey = Annotated[bytes, MaxLen(32)]
+OptHash = Annotated[bytes, MaxLen(32)]
+Text = Annotated[str, MaxLen(TEXT_CAP)]
+Field = Annotated[str, MaxLen(NAME_CAP)]
+
+
+class Role(IntFlag):
+    """Roles an address may hold; a registrar grants all but REGISTRAR (genesis only)."""
+
+    REGISTRAR = 1
+    ARBITER = 2
+    MAKER = 4
+    CARRIER = 8
+    INSPECTOR = 16
+    AUDITOR = 32
+
+
+ATTESTOR = Role.MAKER | Role.CARRIER | Role.INSPECTOR
+GRANTABLE = Role.ARBITER | ATTESTOR | Role.AUDITOR
+ALL_ROLES = Role.REGISTRAR | GRANTABLE
+
+
+def role_names(roles: int) -> str:
+    """``"arbiter,maker"``; ``"none"`` for 0."""
+    names = [r.name.lower() for r in Role if roles & r and r.name]
+    return ",".join(names) or "none"
+
+
+class MerchantStatus(IntEnum):
+    PENDING = 1
+    APPROVED = 2
+    SUSPENDED = 3
+
+
+class ListingStatus(IntEnum):
+    ACTIVE = 1
+    DELISTED = 2
+
+
+class SessionStatus(IntEnum):
+    OPEN = 1
+    CLOSED = 2
+
+
+class DealStatus(IntEnum):
+    OPEN = 1
+    CLOSED = 2
+
+
+class DealCloseReason(IntEnum):
+    CLOSED = 1  # by the merchant or the host
+    ENDED = 2  # its end time passed (begin-block)
+    SESSION_CLOSED = 3
+
+
+class OrderState(IntEnum):
+    # Open: escrow held.
+    PLACED = 1
+    ACCEPTED = 2
+    SHIPPED = 3
+    DISPUTED = 4
+    ESCALATED = 5
+    # Terminal: escrow paid out, never left.
+    CANCELLED = 6
+    DECLINED = 7
+    REFUNDED = 8
+    EXPIRED = 9
+    COMPLETED = 10
+    RESOLVED = 11
+
+
+OPEN_STATES = frozenset(
+    {
+        OrderState.PLACED,
+        OrderState.ACCEPTED,
+        OrderState.SHIPPED,
+        OrderState.DISPUTED,
+        OrderState.ESCALATED,
+    }
+)
+TERMINAL_STATES = frozenset(OrderState) - OPEN_STATES
+# Settled: paid out to the merchant side after shipping; the buyer may review and
+# receives custody of the shipped items.
+SETTLED_STATES = frozenset({OrderState.COMPLETED, OrderState.RESOLVED})
+# Stock of an order in these states is still reserved (not yet shipped).
+UNSHIPPED_STATES = frozenset({OrderState.PLACED, OrderState.ACCEPTED})
+
+# Every allowed transition; anything else is a bug (NodeFault), never a tx error.
+TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
+    OrderState.PLACED: frozenset(
+        {OrderState.ACCEPTED, OrderState.CANCELLED, OrderState.DECLINED}
+        | {OrderState.REFUNDED, OrderState.EXPIRED}
+    ),
+    OrderState.ACCEPTED: frozenset({OrderState.SHIPPED, OrderState.REFUNDED, OrderState.EXPIRED}),
+    OrderState.SHIPPED: frozenset({OrderState.COMPLETED, OrderState.DISPUTED, OrderState.REFUNDED}),
+    OrderState.DISPUTED: frozenset(
+        {OrderState.RESOLVED, OrderState.ESCALATED, OrderState.REFUNDED}
+    ),
+    OrderState.ESCALATED: frozenset({OrderState.RESOLVED, OrderState.REFUNDED}),
+}
+for _terminal in TERMINAL_STATES:
+    TRANSITIONS[_terminal] = frozenset()
+
+
+def state_name(state: int) -> str:
+    return OrderState(state).name.lower()
+
+
+# --- configuration, roles, counters, escrow ---
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class RoleRecord(Wire):
+    roles: int
+    # X25519 key for disclosures to an auditor (empty for other roles).
+    enc_key: OptEncKey
+
+    MAX_ENCODED = 64
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Counter(Wire):
+    """Next id to hand out (ids start at 1; 0 means "none" in payloads)."""
+
+    next: int
+
+    MAX_ENCODED = 16
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Escrow(Wire):
+    """Tokens held for open orders. Not an account: no transfer can reach it."""
+
+    held: int
+    open_orders: int
+
+    MAX_ENCODED = 32
+
+
+# --- merchants and listings ---
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Merchant(Wire):
+    address: Address
+    name: Field
+    profile: Annotated[str, MaxLen(PROFILE_CAP)]
+    # Buyers seal shipping addresses to this X25519 key.
+    enc_key: EncKey
+    status: int
+    registered_ms: int
+    updated_ms: int
+    rating_sum: int
+    rating_count: int
+    # Newest review of this merchant (reviews link back: Review.prev_of_merchant).
+    last_review: int
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Listing(Wire):
+    """A listing's current version and stock: available + reserved + sold == total.
+
+    ``reserved`` counts stock held by open deals (allocated, not yet ordered)
+    and by open orders that have not shipped.
+    """
+
+    id: int
+    merchant: Address
+    version: int
+    status: int
+    # Price of the current version (copied from its terms for the order path).
+    price: int
+    total: int
+    available: int
+    reserved: int
+    sold: int
+    open_deals: int
+    created_ms: int
+    rating_sum: int
+    rating_count: int
+    # Newest review of this listing (reviews link back: Review.prev_of_listing).
+    last_review: int
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class ListingTerms(Wire):
+    """One version of a listing's terms; orders pin (listing id, version)."""
+
+    listing_id: int
+    version: int
+    title: Annotated[str, MaxLen(TITLE_CAP)]
+    description: Annotated[str, MaxLen(DESCRIPTION_CAP)]
+    price: int
+    # Hash of off-chain media (images, video), or empty.
+    media_hash: OptHash
+    created_ms: int
+
+
+# --- live sessions and flash deals ---
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Session(Wire):
+    id: int
+    merchant: Address
+    host: Address
+    host_bps: int
+    title: Annotated[str, MaxLen(TITLE_CAP)]
+    status: int
+    opened_ms: int
+    closed_ms: int
+    pinned: Annotated[tuple[int, ...], MaxItems(MAX_PINNED_CAP)]
+    open_deals: Annotated[tuple[int, ...], MaxItems(MAX_DEALS_CAP)]
+    tips_total: int
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Deal(Wire):
+    id: int
+    session_id: int
+    listing_id: int
+    listing_version: int
+    merchant: Address
+    price: int
+    allocation: int
+    # Units ordered from the allocation (never more than it).
+    sold: int
+    per_buyer_cap: int
+    start_ms: int
+    end_ms: int
+    status: int
+    closed_ms: int
+    close_reason: int
+
+    @property
+    def left(self) -> int:
+        return self.allocation - self.sold
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Count(Wire):
+    n: int
+
+    MAX_ENCODED = 16
+
+
+# --- orders ---
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Order(Wire):
+    id: int
+    buyer: Address
+    merchant: Address
+    listing_id: int
+    listing_version: int
+    quantity: int
+    unit_price: int
+    # unit_price * quantity, moved into escrow at placement.
+    amount: int
+    # Still held for this order (amount minus partial refunds; 0 once terminal).
+    escrow: int
+    refunded: int
+    state: int
+    placed_ms: int
+    updated_ms: int
+    # Deadline of the current state (0: none); see docs/commerce.md.
+    deadline_ms: int
+    # Last moment a dispute may be opened (set on shipping).
+    dispute_by_ms: int
+    session_id: int
+    deal_id: int
+    host: Address | None
+    host_bps: int
+    tracking_hash: OptHash
+    items: Annotated[tuple[Hash32, ...], MaxItems(MAX_ITEMS_CAP)]
+    disclosures: int
+    # The shipping address, sealed (libsodium sealed box) to the merchant key
+    # ``sealed_to``; ``address_commitment`` binds the plaintext (see
+    # apps.commerce.sealing), so whoever opens a copy (merchant, auditor) can
+    # check it is the address the buyer committed to. Never in clear on chain.
+    sealed_to: EncKey
+    address_commitment: Hash32
+    sealed_address: Annotated[bytes, MaxLen(SEALED_CAP)]
+    # The same buyer's and merchant's previous orders (0: none): per-party lists
+    # whose heads are in ``Party``, so listing a party's orders needs no index keys.
+    prev_of_buyer: int
+    prev_of_merchant: int
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Party(Wire):
+    """Heads of an address's order lists, as buyer and as merchant (newest first)."""
+
+    orders_as_buyer: int
+    last_as_buyer: int
+    orders_as_merchant: int
+    last_as_merchant: int
+
+    MAX_ENCODED = 64
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Dispute(Wire):
+    order_id: int
+    opened_by: Address
+    opened_ms: int
+    reason: Text
+    # Set once ruled: the buyer's share of the escrow in basis points.
+    buyer_bps: int | None
+    ruled_by: Address | None
+    ruled_ms: int
+    escalated: bool
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Disclosure(Wire):
+    order_id: int
+    seq: int
+    by: Address
+    auditor: Address
+    auditor_key: EncKey
+    ciphertext: Annotated[bytes, MaxLen(SEALED_CAP)]
+    disclosed_ms: int
+
+
+# --- deadlines ---
+
+
+class DeadlineKind(IntEnum):
+    ACCEPT = 1  # PLACED past deadline -> EXPIRED (refund)
+    SHIP = 2  # ACCEPTED past deadline -> EXPIRED (refund)
+    CONFIRM = 3  # SHIPPED past deadline -> COMPLETED (release)
+    RULE = 4  # DISPUTED past deadline -> ESCALATED
+
+
+# The state an order must still be in for a deadline entry to fire.
+DEADLINE_STATE = {
+    DeadlineKind.ACCEPT: OrderState.PLACED,
+    DeadlineKind.SHIP: OrderState.ACCEPTED,
+    DeadlineKind.CONFIRM: OrderState.SHIPPED,
+    DeadlineKind.RULE: OrderState.DISPUTED,
+}
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class QueueMeta(Wire):
+    """A FIFO of deadline entries: ``head`` is the next to look at, ``tail`` the next free."""
+
+    head: int
+    tail: int
+
+    MAX_ENCODED = 32
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Deadline(Wire):
+    """Orders ``first_order .. first_order + count - 1`` are due at ``due_ms``.
+
+    Orders placed (or moved on) in one block share a due time and mostly have
+    consecutive ids, so one entry usually covers a whole block's orders.
+    """
+
+    due_ms: int
+    first_order: int
+    count: int
+
+    MAX_ENCODED = 32
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class DealClock(Wire):
+    """Sorted indexes of the deal-end buckets that hold entries."""
+
+    buckets: Annotated[tuple[int, ...], MaxItems(MAX_DEAL_BUCKETS + 2)]
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class DealBucket(Wire):
+    deal_ids: Annotated[tuple[int, ...], MaxItems(1_000_000)]
+
+    MAX_ENCODED = 16 * 1024 * 1024
+
+
+# --- provenance ---
+
+
+@dataclass(frozen=True, slots=True)
+class ItemId(Wire):
+    """A GS1-style serialized item: GTIN-14 plus serial (AI 01 + AI 21)."""
+
+    gtin: Annotated[str, MaxLen(14)]
+    serial: Annotated[str, MaxLen(20)]
+
+    MAX_ENCODED = 64
+
+
+class ItemStatus(IntEnum):
+    ACTIVE = 1
+    DECOMMISSIONED = 2
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Item(Wire):
+    ref: Hash32
+    gtin: Annotated[str, MaxLen(14)]
+    serial: Annotated[str, MaxLen(20)]
+    maker: Address
+    custodian: Address
+    # A proposed hand-off waiting for the receiver.
+    pending_to: Address | None
+    status: int
+    # The order it ships in (0: none); set from shipping to the end of the order.
+    order_id: int
+    event_count: int
+    registered_ms: int
+    description: Annotated[str, MaxLen(TITLE_CAP)]
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class ProvenanceEvent(Wire):
+    """An EPCIS-shaped ObjectEvent: what (the item), when, where, why."""
+
+    seq: int
+    # EPCIS action: ADD (commissioning), OBSERVE, DELETE (decommissioning).
+    action: Annotated[str, MaxLen(8)]
+    biz_step: Field
+    disposition: Field
+    read_point: Field
+    biz_location: Field
+    # When it happened (attestor's claim, at most the block time).
+    event_time_ms: int
+    # When the chain recorded it (block time and height) and who signed it.
+    recorded_ms: int
+    height: int
+    attestor: Address
+    # EPCIS source / destination (possessing party) for custody changes.
+    source: Address | None
+    destination: Address | None
+    data_hash: OptHash
+    # The transaction that recorded it (empty when a begin-block settlement did).
+    tx_hash: OptHash
+
+
+# --- reviews ---
+
+
+@fast_wire
+@dataclass(frozen=True, slots=True)
+class Review(Wire):
+    order_id: int
+    buyer: Address
+    merchant: Address
+    listing_id: int
+    rating: int
+    text: Text
+    created_ms: int
+    updated_ms: int
+    edits: int
+    # The merchant's one reply; once set the review can no longer be edited.
+    reply: Text | None
+    replied_ms: int
+    # The previous review of the same merchant / listing (0: none).
+    prev_of_merchant: int
+    prev_of_listing: int

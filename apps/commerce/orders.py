@@ -1,0 +1,661 @@
+"""Orders and escrow: place, cancel, decline, accept, ship, confirm, refund, dispute,
+rule, disclose; and the begin-block hook that enforces deadlines from block time.
+
+Placing an order debits the buyer and credits the escrow (one state key, not an
+account: no transfer can reach it) in the same handler, so both happen or
+neither does. Every way out of the escrow goes through ``_refund_all``,
+``_partial_refund`` or ``_release``, and every state change through
+``_transition``, which refuses (as a node fault) any move outside
+``model.TRANSITIONS``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from apps.commerce import events as ev
+from apps.commerce import keys
+from apps.commerce.deadlines import pop_due, schedule
+from apps.commerce.fastwire import fast_replace
+from apps.commerce.model import (
+    DEADLINE_STATE,
+    OPEN_STATES,
+    TRANSITIONS,
+    UNSHIPPED_STATES,
+    Count,
+    DeadlineKind,
+    DealStatus,
+    Disclosure,
+    Dispute,
+    Listing,
+    ListingStatus,
+    Order,
+    OrderState,
+    Party,
+    Role,
+    state_name,
+)
+from apps.commerce.params import BPS, CommerceGenesis
+from apps.commerce.payloads import (
+    Disclose,
+    OpenDispute,
+    OrderRef,
+    PlaceOrder,
+    Refund,
+    Rule,
+    ShipOrder,
+)
+from apps.commerce.provenance import hand_to_buyer, lock_for_order, unlock_items
+from apps.commerce.sessions import require_open_session
+from apps.commerce.store import (
+    addr,
+    checked_mul,
+    config,
+    credit,
+    debit,
+    escrow_in,
+    escrow_out,
+    load,
+    next_id,
+    require_approved,
+    require_deal,
+    require_listing,
+    require_order,
+    require_role,
+    require_session,
+    require_text,
+    roles_of,
+)
+from core.errors import NodeFault
+from vm.context import BlockContext
+from vm.registry import TxFailed, TxInfo
+from vm.state import Overlay
+
+# A libsodium sealed box adds a 32-byte ephemeral key and a 16-byte tag.
+SEALED_OVERHEAD = 48
+
+
+# --- shared checks ---
+
+
+def _require_buyer(order: Order, signer: bytes, what: str) -> None:
+    # Only the order's buyer may do this.
+    if signer != order.buyer:
+        raise TxFailed(
+            f"{what} order {order.id} needs its buyer {addr(order.buyer)}, signer is {addr(signer)}",
+            "not_authorized",
+        )
+
+
+def _require_merchant(order: Order, signer: bytes, what: str) -> None:
+    # Only the order's merchant may do this.
+    if signer != order.merchant:
+        raise TxFailed(
+            f"{what} order {order.id} needs its merchant {addr(order.merchant)}, "
+            f"signer is {addr(signer)}",
+            "not_authorized",
+        )
+
+
+def _require_state(order: Order, *allowed: OrderState) -> None:
+    # Each action applies in given states only (docs/commerce.md has the machine).
+    if order.state not in allowed:
+        expected = " or ".join(s.name.lower() for s in allowed)
+        raise TxFailed(
+            f"order {order.id} is {state_name(order.state)}, expected {expected}", "bad_state"
+        )
+
+
+def _require_before_deadline(order: Order, now_ms: int) -> None:
+    # A deadline that passed is enforced at the next block start; until then, too late.
+    if order.deadline_ms and now_ms >= order.deadline_ms:
+        raise TxFailed(
+            f"order {order.id} deadline {order.deadline_ms} has passed (block time {now_ms})",
+            "deadline_passed",
+        )
+
+
+def _require_sealed(ciphertext: bytes, limit: int, what: str) -> None:
+    # A sealed box is at least its overhead plus one byte of plaintext.
+    if len(ciphertext) <= SEALED_OVERHEAD:
+        raise TxFailed(
+            f"{what} is {len(ciphertext)} bytes, a sealed box is more than {SEALED_OVERHEAD}",
+            "invalid_sealed_address",
+        )
+    # Bounded by the chain's parameters.
+    if len(ciphertext) > limit:
+        raise TxFailed(f"{what} is {len(ciphertext)} bytes, the limit is {limit}", "text_too_long")
+
+
+# --- state changes and payouts ---
+
+
+def _transition(
+    state: Overlay, order: Order, new: OrderState, now_ms: int, **changes: object
+) -> Order:
+    if new not in TRANSITIONS[OrderState(order.state)]:
+        raise NodeFault(f"order {order.id}: no transition {state_name(order.state)} -> {new.name}")
+    updated = fast_replace(order, state=int(new), updated_ms=now_ms, **changes)
+    state.set_obj(keys.order_key(order.id), updated)
+    state.emit(
+        ev.make(
+            ev.ORDER_STATE,
+            order=order.id,
+            previous=state_name(order.state),
+            state=new.name.lower(),
+        )
+    )
+    return updated
+
+
+def _release_stock(state: Overlay, order: Order) -> None:
+    """An unshipped order's units go back to the listing's available stock."""
+    key = keys.listing_key(order.listing_id)
+    listing = load(state, key, Listing)
+    if listing is None or listing.reserved < order.quantity:
+        raise NodeFault(f"order {order.id}: listing {order.listing_id} lost its reservation")
+    state.set_obj(
+        key,
+        fast_replace(
+            listing,
+            available=listing.available + order.quantity,
+            reserved=listing.reserved - order.quantity,
+        ),
+    )
+
+
+def _refund_all(state: Overlay, order: Order, new: OrderState, now_ms: int) -> Order:
+    """End ``order`` returning all it holds to the buyer (cancel, decline, refund, expiry)."""
+    held = order.escrow
+    escrow_out(state, held, closes_order=True)
+    credit(state, order.buyer, held)
+    if order.state in UNSHIPPED_STATES:
+        _release_stock(state, order)
+    unlock_items(state, order)
+    if held:
+        state.emit(ev.make(ev.ORDER_REFUND, order=order.id, amount=held, full=1))
+    return _transition(
+        state, order, new, now_ms, escrow=0, refunded=order.refunded + held, deadline_ms=0
+    )
+
+
+def _release(
+    state: Overlay,
+    order: Order,
+    new: OrderState,
+    ctx: BlockContext,
+    buyer_bps: int,
+    tx_hash: bytes,
+) -> Order:
+    """Pay out an order: ``buyer_bps`` of the escrow back to the buyer, the rest to the
+    merchant side (chain fee to the treasury, host commission, the remainder to the
+    merchant). The shipped items pass to the buyer."""
+    cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
+    if cfg is None:
+        raise NodeFault("an order exists without a commerce configuration")
+    held = order.escrow
+    to_buyer = held * buyer_bps // BPS
+    seller = held - to_buyer
+    fee = seller * cfg.params.fee_bps // BPS
+    commission = seller * order.host_bps // BPS if order.host is not None else 0
+    to_merchant = seller - fee - commission
+    escrow_out(state, held, closes_order=True)
+    credit(state, order.buyer, to_buyer)
+    credit(state, cfg.treasury, fee)
+    if order.host is not None:
+        credit(state, order.host, commission)
+    credit(state, order.merchant, to_merchant)
+    hand_to_buyer(state, order, ctx, tx_hash)
+    state.emit(
+        ev.make(
+            ev.PAYOUT,
+            order=order.id,
+            merchant=to_merchant,
+            host=commission,
+            fee=fee,
+            buyer=to_buyer,
+        )
+    )
+    return _transition(
+        state, order, new, ctx.time_ms, escrow=0, refunded=order.refunded + to_buyer, deadline_ms=0
+    )
+
+
+def _link(state: Overlay, buyer: bytes, merchant: bytes, order_id: int) -> tuple[int, int]:
+    """Make ``order_id`` the newest order of its buyer and merchant; returns the
+    previous heads (the order links back to them)."""
+    bkey, mkey = keys.party_key(buyer), keys.party_key(merchant)
+    b = state.get_obj(bkey, Party) or _NO_PARTY
+    state.set_obj(
+        bkey, fast_replace(b, orders_as_buyer=b.orders_as_buyer + 1, last_as_buyer=order_id)
+    )
+    m = state.get_obj(mkey, Party) or _NO_PARTY
+    state.set_obj(
+        mkey,
+        fast_replace(m, orders_as_merchant=m.orders_as_merchant + 1, last_as_merchant=order_id),
+    )
+    return b.last_as_buyer, m.last_as_merchant
+
+
+_NO_PARTY = Party(0, 0, 0, 0)
+
+
+# --- handlers ---
+
+
+def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockContext) -> None:
+    params = config(state).params
+    buyer = tx.sender_address
+    now = ctx.time_ms
+    listing = require_listing(state, p.listing_id)
+    # A delisted listing sells nothing.
+    if listing.status != ListingStatus.ACTIVE:
+        raise TxFailed(f"listing {listing.id} is delisted, expected active", "listing_inactive")
+    # The order pins the version the buyer saw; terms may have changed since.
+    if p.listing_version != listing.version:
+        raise TxFailed(
+            f"listing {listing.id} is at version {listing.version}, order names "
+            f"{p.listing_version}",
+            "stale_version",
+        )
+    merchant = require_approved(state, listing.merchant)
+    # Buying from oneself would move nothing but could fake sales and reviews.
+    if buyer == listing.merchant:
+        raise TxFailed(f"merchant {addr(buyer)} cannot buy its own listing", "self_dealing")
+    # At least one unit, and no more than the chain's per-order maximum.
+    if not 1 <= p.quantity <= params.max_order_quantity:
+        raise TxFailed(
+            f"quantity must be in 1..{params.max_order_quantity}, got {p.quantity}",
+            "invalid_quantity",
+        )
+    # The address must be sealed to the merchant's current key, or it cannot be read.
+    if p.sealed_to != merchant.enc_key:
+        raise TxFailed(
+            f"address sealed to key {p.sealed_to.hex()}, merchant key is {merchant.enc_key.hex()}",
+            "stale_key",
+        )
+    _require_sealed(p.sealed_address, params.sealed_address_max_bytes, "sealed address")
+    session_id = 0
+    host = None
+    host_bps = 0
+    deal = None
+    if p.deal_id:
+        deal = require_deal(state, p.deal_id)
+        # A deal sells one listing only.
+        if deal.listing_id != listing.id:
+            raise TxFailed(
+                f"deal {deal.id} sells listing {deal.listing_id}, order names {listing.id}",
+                "deal_mismatch",
+            )
+        # The session, when named, must be the deal's.
+        if p.session_id not in (0, deal.session_id):
+            raise TxFailed(
+                f"deal {deal.id} runs in session {deal.session_id}, order names {p.session_id}",
+                "deal_mismatch",
+            )
+        # A closed deal sells nothing.
+        if deal.status != DealStatus.OPEN:
+            raise TxFailed(f"deal {deal.id} is closed, expected open", "deal_closed")
+        # Not before its start time...
+        if now < deal.start_ms:
+            raise TxFailed(
+                f"deal {deal.id} starts at {deal.start_ms}, block time is {now}",
+                "deal_not_started",
+            )
+        # ...and not at or after its end time.
+        if now >= deal.end_ms:
+            raise TxFailed(
+                f"deal {deal.id} ended at {deal.end_ms}, block time is {now}", "deal_ended"
+            )
+        # The buyer agrees to the deal's price.
+        if p.unit_price != deal.price:
+            raise TxFailed(
+                f"deal {deal.id} price is {deal.price}, order offers {p.unit_price}",
+                "price_mismatch",
+            )
+        # A deal never sells beyond its allocation.
+        if p.quantity > deal.allocation - deal.sold:
+            raise TxFailed(
+                f"deal {deal.id} has {deal.allocation - deal.sold} left, order asks {p.quantity}",
+                "sold_out",
+            )
+        bkey = keys.deal_buyer_key(deal.id, buyer)
+        bought = state.get_obj(bkey, Count)
+        already = 0 if bought is None else bought.n
+        # Nor to one buyer beyond the per-buyer cap.
+        if already + p.quantity > deal.per_buyer_cap:
+            raise TxFailed(
+                f"deal {deal.id} allows {deal.per_buyer_cap} per buyer, buyer has {already} "
+                f"and asks {p.quantity}",
+                "buyer_cap",
+            )
+        session = require_session(state, deal.session_id)
+        session_id, host, host_bps = session.id, session.host, session.host_bps
+    else:
+        # The buyer agrees to the listing's price.
+        if p.unit_price != listing.price:
+            raise TxFailed(
+                f"listing {listing.id} price is {listing.price}, order offers {p.unit_price}",
+                "price_mismatch",
+            )
+        # Only stock nobody holds can be reserved.
+        if p.quantity > listing.available:
+            raise TxFailed(
+                f"listing {listing.id} has {listing.available} available, order asks {p.quantity}",
+                "insufficient_stock",
+            )
+        if p.session_id:
+            session = require_session(state, p.session_id)
+            require_open_session(session)
+            # A session earns commission only on what it shows.
+            if listing.id not in session.pinned:
+                raise TxFailed(
+                    f"listing {listing.id} is not pinned in session {session.id}", "not_pinned"
+                )
+            session_id, host, host_bps = session.id, session.host, session.host_bps
+    amount = checked_mul(p.unit_price, p.quantity, "order amount")
+    debit(state, buyer, amount)
+    escrow_in(state, amount)
+    order_id = next_id(state, keys.ORDER_IDS)
+    if deal is not None:
+        # Deal units move from the deal's hold to the order's: both are "reserved".
+        state.set_obj(keys.deal_key(deal.id), fast_replace(deal, sold=deal.sold + p.quantity))
+        state.set_obj(bkey, Count(already + p.quantity))
+        order_state, kind, window = OrderState.ACCEPTED, DeadlineKind.SHIP, params.ship_window_ms
+        left = deal.allocation - deal.sold - p.quantity
+    else:
+        state.set_obj(
+            keys.listing_key(listing.id),
+            fast_replace(
+                listing,
+                available=listing.available - p.quantity,
+                reserved=listing.reserved + p.quantity,
+            ),
+        )
+        order_state, kind, window = OrderState.PLACED, DeadlineKind.ACCEPT, params.accept_window_ms
+        left = listing.available - p.quantity
+    due = now + window
+    prev_of_buyer, prev_of_merchant = _link(state, buyer, listing.merchant, order_id)
+    order = Order(
+        order_id,
+        buyer,
+        listing.merchant,
+        listing.id,
+        listing.version,
+        p.quantity,
+        p.unit_price,
+        amount,
+        amount,
+        0,
+        int(order_state),
+        now,
+        now,
+        due,
+        0,
+        session_id,
+        p.deal_id,
+        host,
+        host_bps,
+        b"",
+        (),
+        0,
+        p.sealed_to,
+        p.address_commitment,
+        p.sealed_address,
+        prev_of_buyer,
+        prev_of_merchant,
+    )
+    state.set_obj(keys.order_key(order_id), order)
+    schedule(state, kind, due, order_id)
+    # Feed events: no buyer identity.
+    state.emit(
+        ev.make(
+            ev.ORDER_PLACED,
+            session=session_id,
+            order=order_id,
+            listing=listing.id,
+            deal=p.deal_id,
+            quantity=p.quantity,
+            amount=amount,
+            state=order_state.name.lower(),
+        )
+    )
+    if session_id:
+        state.emit(
+            ev.make(
+                ev.STOCK_LEFT, session=session_id, listing=listing.id, deal=p.deal_id, left=left
+            )
+        )
+
+
+def process_cancel_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
+    config(state)
+    order = require_order(state, p.order_id)
+    _require_buyer(order, tx.sender_address, "cancelling")
+    _require_state(order, OrderState.PLACED)
+    _refund_all(state, order, OrderState.CANCELLED, ctx.time_ms)
+
+
+def process_decline_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
+    config(state)
+    order = require_order(state, p.order_id)
+    _require_merchant(order, tx.sender_address, "declining")
+    _require_state(order, OrderState.PLACED)
+    _refund_all(state, order, OrderState.DECLINED, ctx.time_ms)
+
+
+def process_accept_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
+    params = config(state).params
+    order = require_order(state, p.order_id)
+    _require_merchant(order, tx.sender_address, "accepting")
+    _require_state(order, OrderState.PLACED)
+    _require_before_deadline(order, ctx.time_ms)
+    due = ctx.time_ms + params.ship_window_ms
+    _transition(state, order, OrderState.ACCEPTED, ctx.time_ms, deadline_ms=due)
+    schedule(state, DeadlineKind.SHIP, due, order.id)
+
+
+def process_ship_order(state: Overlay, tx: TxInfo, p: ShipOrder, ctx: BlockContext) -> None:
+    params = config(state).params
+    order = require_order(state, p.order_id)
+    _require_merchant(order, tx.sender_address, "shipping")
+    _require_state(order, OrderState.ACCEPTED)
+    _require_before_deadline(order, ctx.time_ms)
+    limit = min(order.quantity, params.max_items_per_order)
+    # A parcel carries at most one serialized item per unit ordered.
+    if len(p.items) > limit:
+        raise TxFailed(
+            f"order {order.id} may ship at most {limit} serialized items, got {len(p.items)}",
+            "too_many_items",
+        )
+    refs = lock_for_order(state, order, p.items)
+    key = keys.listing_key(order.listing_id)
+    listing = load(state, key, Listing)
+    if listing is None or listing.reserved < order.quantity:
+        raise NodeFault(f"order {order.id}: listing {order.listing_id} lost its reservation")
+    # Shipped units leave the warehouse: reserved -> sold.
+    state.set_obj(
+        key,
+        fast_replace(
+            listing,
+            reserved=listing.reserved - order.quantity,
+            sold=listing.sold + order.quantity,
+        ),
+    )
+    due = ctx.time_ms + params.confirm_window_ms
+    _transition(
+        state,
+        order,
+        OrderState.SHIPPED,
+        ctx.time_ms,
+        deadline_ms=due,
+        dispute_by_ms=ctx.time_ms + params.dispute_window_ms,
+        tracking_hash=p.tracking_hash,
+        items=refs,
+    )
+    schedule(state, DeadlineKind.CONFIRM, due, order.id)
+
+
+def process_confirm_delivery(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
+    config(state)
+    order = require_order(state, p.order_id)
+    _require_buyer(order, tx.sender_address, "confirming delivery of")
+    _require_state(order, OrderState.SHIPPED)
+    _release(state, order, OrderState.COMPLETED, ctx, 0, tx.hash)
+
+
+def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> None:
+    config(state)
+    order = require_order(state, p.order_id)
+    _require_merchant(order, tx.sender_address, "refunding")
+    # Only an open order still holds anything to refund.
+    if order.state not in OPEN_STATES:
+        raise TxFailed(
+            f"order {order.id} is {state_name(order.state)}, expected an open state", "bad_state"
+        )
+    # A refund is between 1 and what the escrow still holds for the order.
+    if not 1 <= p.amount <= order.escrow:
+        raise TxFailed(
+            f"refund must be in 1..{order.escrow} (held for order {order.id}), got {p.amount}",
+            "invalid_amount",
+        )
+    if p.amount == order.escrow:
+        _refund_all(state, order, OrderState.REFUNDED, ctx.time_ms)
+        return
+    escrow_out(state, p.amount, closes_order=False)
+    credit(state, order.buyer, p.amount)
+    updated = fast_replace(
+        order,
+        escrow=order.escrow - p.amount,
+        refunded=order.refunded + p.amount,
+        updated_ms=ctx.time_ms,
+    )
+    state.set_obj(keys.order_key(order.id), updated)
+    state.emit(ev.make(ev.ORDER_REFUND, order=order.id, amount=p.amount, full=0))
+
+
+def process_open_dispute(state: Overlay, tx: TxInfo, p: OpenDispute, ctx: BlockContext) -> None:
+    params = config(state).params
+    signer = tx.sender_address
+    order = require_order(state, p.order_id)
+    # Only a party to the order can dispute it.
+    if signer != order.buyer and signer != order.merchant:
+        raise TxFailed(
+            f"disputing order {order.id} needs its buyer or merchant, signer is {addr(signer)}",
+            "not_authorized",
+        )
+    _require_state(order, OrderState.SHIPPED)
+    # Disputes are for a window after shipping only.
+    if ctx.time_ms >= order.dispute_by_ms:
+        raise TxFailed(
+            f"order {order.id} dispute window closed at {order.dispute_by_ms}, block time is "
+            f"{ctx.time_ms}",
+            "window_closed",
+        )
+    require_text(p.reason, params.reason_max_bytes, "dispute reason")
+    due = ctx.time_ms + params.ruling_window_ms
+    dispute = Dispute(order.id, signer, ctx.time_ms, p.reason, None, None, 0, False)
+    state.set_obj(keys.dispute_key(order.id), dispute)
+    _transition(state, order, OrderState.DISPUTED, ctx.time_ms, deadline_ms=due)
+    schedule(state, DeadlineKind.RULE, due, order.id)
+    state.emit(ev.make(ev.DISPUTE_OPENED, order=order.id, by=signer, rule_by_ms=due))
+
+
+def process_rule(state: Overlay, tx: TxInfo, p: Rule, ctx: BlockContext) -> None:
+    config(state)
+    signer = tx.sender_address
+    order = require_order(state, p.order_id)
+    _require_state(order, OrderState.DISPUTED, OrderState.ESCALATED)
+    if order.state == OrderState.DISPUTED:
+        require_role(state, signer, Role.ARBITER, "ruling a dispute")
+        _require_before_deadline(order, ctx.time_ms)
+    else:
+        require_role(state, signer, Role.REGISTRAR, "ruling an escalated dispute")
+    # An arbiter must not judge their own case.
+    if signer in (order.buyer, order.merchant, order.host):
+        raise TxFailed(
+            f"{addr(signer)} is a party to order {order.id} and cannot rule on it", "conflict"
+        )
+    # A split is a share of the escrow in basis points.
+    if p.buyer_bps > BPS:
+        raise TxFailed(f"buyer share must be in 0..{BPS} bps, got {p.buyer_bps}", "invalid_split")
+    dkey = keys.dispute_key(order.id)
+    dispute = load(state, dkey, Dispute)
+    if dispute is None:
+        raise NodeFault(f"order {order.id} is disputed without a dispute record")
+    state.set_obj(
+        dkey, fast_replace(dispute, buyer_bps=p.buyer_bps, ruled_by=signer, ruled_ms=ctx.time_ms)
+    )
+    _release(state, order, OrderState.RESOLVED, ctx, p.buyer_bps, tx.hash)
+
+
+def process_disclose(state: Overlay, tx: TxInfo, p: Disclose, ctx: BlockContext) -> None:
+    params = config(state).params
+    signer = tx.sender_address
+    order = require_order(state, p.order_id)
+    # Only a party that holds the address may disclose it.
+    if signer != order.buyer and signer != order.merchant:
+        raise TxFailed(
+            f"disclosing order {order.id}'s address needs its buyer or merchant, signer is "
+            f"{addr(signer)}",
+            "not_authorized",
+        )
+    record = roles_of(state, p.auditor)
+    # Addresses are disclosed to registered auditors only.
+    if not record.roles & Role.AUDITOR:
+        raise TxFailed(
+            f"{addr(p.auditor)} does not hold role auditor (role auditor missing)",
+            "missing_role",
+        )
+    _require_sealed(p.ciphertext, params.sealed_address_max_bytes, "disclosure")
+    seq = order.disclosures
+    disclosure = Disclosure(
+        order.id, seq, signer, p.auditor, record.enc_key, p.ciphertext, ctx.time_ms
+    )
+    state.set_obj(keys.disclosure_key(order.id, seq), disclosure)
+    state.set_obj(keys.order_key(order.id), fast_replace(order, disclosures=seq + 1))
+    state.emit(ev.make(ev.DISCLOSED, order=order.id, seq=seq, by=signer, auditor=p.auditor))
+
+
+# --- begin-block: deadlines ---
+
+
+def run_deadlines(state: Overlay, ctx: BlockContext) -> None:
+    """Enforce every order deadline due at the block time (up to the per-block budget).
+
+    Not accepted in time, or not shipped in time: refund (EXPIRED). Not
+    confirmed (nor disputed) in time: release to the merchant (COMPLETED). Not
+    ruled in time: escalate to the registrars (ESCALATED, no further deadline).
+    """
+    cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
+    if cfg is None:
+        return
+    budget = cfg.params.max_deadlines_per_block
+    for kind in DeadlineKind:
+        if budget <= 0:
+            break
+        fire = functools.partial(_fire_deadline, state, ctx, kind)
+        budget -= pop_due(state, kind, ctx.time_ms, budget, fire)
+
+
+def _fire_deadline(
+    state: Overlay, ctx: BlockContext, kind: DeadlineKind, due_ms: int, order_id: int
+) -> None:
+    order = load(state, keys.order_key(order_id), Order)
+    if order is None:
+        raise NodeFault(f"deadline for missing order {order_id}")
+    # Stale: the order moved on (or got a later deadline) before this one.
+    if order.state != DEADLINE_STATE[kind] or order.deadline_ms != due_ms:
+        return
+    now = ctx.time_ms
+    if kind in (DeadlineKind.ACCEPT, DeadlineKind.SHIP):
+        _refund_all(state, order, OrderState.EXPIRED, now)
+    elif kind == DeadlineKind.CONFIRM:
+        _release(state, order, OrderState.COMPLETED, ctx, 0, b"")
+    else:
+        dkey = keys.dispute_key(order.id)
+        dispute = load(state, dkey, Dispute)
+        if dispute is None:
+            raise NodeFault(f"order {order.id} is disputed without a dispute record")
+        state.set_obj(dkey, fast_replace(dispute, escalated=True))
+        _transition(state, order, OrderState.ESCALATED, now, deadline_ms=0)

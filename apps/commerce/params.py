@@ -1,0 +1,239 @@
+"""Commerce parameters and the commerce section of genesis.
+
+Deadlines, fees, commissions and text limits are chain parameters: every node
+must apply the same ones, so they come from genesis (``CommerceGenesis``) and
+are written to state at ``COMMERCE_CONFIG`` before block 1. Handlers read them
+from state, never from a module constant.
+
+The JSON form (``to_json`` / ``from_json``) mirrors ``genesis.json``'s style:
+addresses in bech32m, every parameter by name, nothing missing, nothing unknown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from core.codec import UINT64_MAX, MaxItems, Wire
+from core.errors import DecodeError, Invalid, InvalidAddress
+from core.keys import format_address, parse_address
+from core.types import Address
+
+BPS = 10_000
+MAX_REGISTRARS = 64
+
+# Hard ceilings of the payload codecs; a parameter may lower a limit, never raise
+# it past these (a longer text could not even be decoded).
+NAME_CAP = 128
+PROFILE_CAP = 1024
+TITLE_CAP = 256
+DESCRIPTION_CAP = 4096
+TEXT_CAP = 2048
+SEALED_CAP = 1024
+# Tip messages ride in feed events, whose attribute values are at most 256 bytes.
+TIP_CAP = 200
+# A tx emits at most 64 events: settling an order emits one per item plus two,
+# closing a session one per open deal plus one.
+MAX_ITEMS_CAP = 32
+MAX_PINNED_CAP = 64
+MAX_DEALS_CAP = 32
+# The deal clock keeps one sorted list of pending minute-buckets; bound it.
+MAX_DEAL_BUCKETS = 4096
+
+_HOUR = 3_600_000
+_DAY = 24 * _HOUR
+
+
+class InvalidCommerceGenesis(Invalid):
+    """A commerce section that no node may start from (genesis wraps it)."""
+
+    code = "invalid_genesis"
+
+
+@dataclass(frozen=True, slots=True)
+class CommerceParams(Wire):
+    # Merchant must accept a (non-deal) order within this long, or it is refunded.
+    accept_window_ms: int = _DAY
+    # An accepted order must be shipped within this long, or it is refunded.
+    ship_window_ms: int = 3 * _DAY
+    # A shipped order not confirmed (nor disputed) within this long is released.
+    confirm_window_ms: int = 7 * _DAY
+    # A dispute may be opened for this long after shipping (at most confirm_window_ms).
+    dispute_window_ms: int = 7 * _DAY
+    # An arbiter must rule within this long, or the dispute escalates to a registrar.
+    ruling_window_ms: int = 5 * _DAY
+    # The chain's share of every release, in basis points, paid to the treasury.
+    fee_bps: int = 100
+    # Highest host commission a session may promise, in basis points.
+    max_commission_bps: int = 3_000
+    # A flash deal must end within this long of being opened.
+    max_deal_ms: int = 24 * _HOUR
+    # Width of the deal clock's buckets (deal ends are found bucket by bucket).
+    deal_bucket_ms: int = 60_000
+    max_pinned: int = 16
+    max_open_deals: int = 8
+    max_order_quantity: int = 100
+    # Serialized items a shipment may carry (their custody passes to the buyer).
+    max_items_per_order: int = 16
+    # Deadline actions run per block at most; the rest carry over to the next block.
+    max_deadlines_per_block: int = 10_000
+    # Text limits, in UTF-8 bytes.
+    name_max_bytes: int = 64
+    profile_max_bytes: int = 512
+    title_max_bytes: int = 128
+    description_max_bytes: int = 2_048
+    review_max_bytes: int = 1_024
+    reply_max_bytes: int = 1_024
+    reason_max_bytes: int = 512
+    tip_message_max_bytes: int = 140
+    field_max_bytes: int = 64
+    sealed_address_max_bytes: int = 512
+
+    MAX_ENCODED = 1024
+
+    def __post_init__(self) -> None:
+        windows = ("accept_window_ms", "ship_window_ms", "confirm_window_ms", "ruling_window_ms")
+        for name in windows:
+            # A zero window would expire every order in the block that created it.
+            if getattr(self, name) < 1:
+                raise DecodeError(f"{name} must be at least 1, got {getattr(self, name)}")
+        # A dispute window past the auto-release would name a moment no order can reach.
+        if not 1 <= self.dispute_window_ms <= self.confirm_window_ms:
+            raise DecodeError(
+                f"dispute_window_ms must be in 1..confirm_window_ms ({self.confirm_window_ms}), "
+                f"got {self.dispute_window_ms}"
+            )
+        # Fee and the largest commission come out of one release: together at most 100%.
+        if self.fee_bps + self.max_commission_bps > BPS:
+            raise DecodeError(
+                f"fee_bps + max_commission_bps must be at most {BPS}, "
+                f"got {self.fee_bps + self.max_commission_bps}"
+            )
+        # A bucket of 0 ms would divide by zero.
+        if self.deal_bucket_ms < 1:
+            raise DecodeError(f"deal_bucket_ms must be at least 1, got {self.deal_bucket_ms}")
+        # Bounds the deal clock's list of pending buckets.
+        if not 1 <= self.max_deal_ms <= MAX_DEAL_BUCKETS * self.deal_bucket_ms:
+            raise DecodeError(
+                f"max_deal_ms must be in 1..{MAX_DEAL_BUCKETS} * deal_bucket_ms "
+                f"({MAX_DEAL_BUCKETS * self.deal_bucket_ms}), got {self.max_deal_ms}"
+            )
+        # A block must be able to run at least one deadline, or the queue never drains.
+        if self.max_deadlines_per_block < 1:
+            raise DecodeError(
+                f"max_deadlines_per_block must be at least 1, got {self.max_deadlines_per_block}"
+            )
+        caps = {
+            "max_pinned": MAX_PINNED_CAP,
+            "max_open_deals": MAX_DEALS_CAP,
+            "max_items_per_order": MAX_ITEMS_CAP,
+            "name_max_bytes": NAME_CAP,
+            "profile_max_bytes": PROFILE_CAP,
+            "title_max_bytes": TITLE_CAP,
+            "description_max_bytes": DESCRIPTION_CAP,
+            "review_max_bytes": TEXT_CAP,
+            "reply_max_bytes": TEXT_CAP,
+            "reason_max_bytes": TEXT_CAP,
+            "tip_message_max_bytes": TIP_CAP,
+            "field_max_bytes": NAME_CAP,
+            "sealed_address_max_bytes": SEALED_CAP,
+        }
+        for name, cap in caps.items():
+            # Payload codecs cannot carry more than their cap; 0 would forbid the feature.
+            if not 1 <= getattr(self, name) <= cap:
+                raise DecodeError(f"{name} must be in 1..{cap}, got {getattr(self, name)}")
+        # An order of 0 units is no order.
+        if not 1 <= self.max_order_quantity <= 1_000_000:
+            raise DecodeError(
+                f"max_order_quantity must be in 1..1000000, got {self.max_order_quantity}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class CommerceGenesis(Wire):
+    """The commerce section of genesis: who registers, where fees go, and the parameters."""
+
+    # Addresses holding the registrar role: they approve merchants, arbiters and
+    # attestors and rule escalated disputes (consortium governance's stand-in).
+    registrars: Annotated[tuple[Address, ...], MaxItems(MAX_REGISTRARS)]
+    # Receives the chain's fee (fee_bps) of every release.
+    treasury: Address
+    params: CommerceParams = CommerceParams()
+
+    MAX_ENCODED = 4096
+
+    def __post_init__(self) -> None:
+        # Without a registrar no merchant could ever be approved.
+        if not self.registrars:
+            raise DecodeError("commerce needs at least one registrar, got 0")
+        # Each registrar counts once; a duplicate is a typo.
+        if len(set(self.registrars)) != len(self.registrars):
+            raise DecodeError("commerce registrars must be distinct")
+        for addr in (*self.registrars, self.treasury):
+            # A constructor call in Python bypasses the codec's length check.
+            if len(addr) != 20:
+                raise DecodeError(f"commerce addresses must be 20 bytes, got {len(addr)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "registrars": [format_address(a) for a in self.registrars],
+            "treasury": format_address(self.treasury),
+            "params": {f.name: getattr(self.params, f.name) for f in _param_fields()},
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> CommerceGenesis:
+        """Parse the JSON form; raises ``InvalidCommerceGenesis`` naming the field."""
+        obj = _object(doc, "commerce", ("registrars", "treasury", "params"))
+        registrars = obj["registrars"]
+        if not isinstance(registrars, list) or len(registrars) > MAX_REGISTRARS:
+            raise InvalidCommerceGenesis(
+                f"commerce.registrars: expected a list of at most {MAX_REGISTRARS} addresses"
+            )
+        addrs = tuple(_address(a, f"commerce.registrars[{i}]") for i, a in enumerate(registrars))
+        treasury = _address(obj["treasury"], "commerce.treasury")
+        names = tuple(f.name for f in _param_fields())
+        pobj = _object(obj["params"], "commerce.params", names)
+        values = {}
+        for name in names:
+            value = pobj[name]
+            # bool is an int in Python, not in our files.
+            if type(value) is not int or not 0 <= value <= UINT64_MAX:
+                raise InvalidCommerceGenesis(
+                    f"commerce.params.{name}: expected an integer in 0..2**64-1, got {value!r}"
+                )
+            values[name] = value
+        try:
+            return cls(addrs, treasury, CommerceParams(**values))
+        except DecodeError as exc:
+            raise InvalidCommerceGenesis(f"commerce: {exc.message}") from None
+
+
+def _param_fields() -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(CommerceParams)
+
+
+def _object(value: Any, where: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidCommerceGenesis(f"{where}: expected an object")
+    missing = [f for f in fields if f not in value]
+    if missing:
+        raise InvalidCommerceGenesis(f"{where}: missing field(s): {', '.join(missing)}")
+    unknown = sorted(str(k) for k in value if k not in fields)
+    if unknown:
+        raise InvalidCommerceGenesis(f"{where}: unknown field(s): {', '.join(unknown)}")
+    return value
+
+
+def _address(value: Any, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidCommerceGenesis(f"{where}: expected an address string")
+    try:
+        raw = parse_address(value)
+    except InvalidAddress as exc:
+        raise InvalidCommerceGenesis(f"{where}: bad address {value!r}: {exc.message}") from None
+    # One spelling per address.
+    if format_address(raw) != value:
+        raise InvalidCommerceGenesis(f"{where}: address must be lower case, got {value!r}")
+    return raw

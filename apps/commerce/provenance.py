@@ -1,0 +1,408 @@
+"""Provenance: GS1-style serialized items, EPCIS-shaped events, custody hand-offs.
+
+An item is a GTIN-14 plus a serial (GS1 application identifiers 01 and 21),
+registered by its maker, who is its first custodian. Its history is an
+append-only list of ``ProvenanceEvent``s (``COMMERCE_ITEM_EVENT || ref || seq``):
+only the current custodian, holding an attestor role, may attest events; a
+custody hand-off is proposed by the custodian and takes effect only when the
+receiver accepts it (or is dropped when the receiver refuses). Shipping an
+order locks its items to the order; settling the order hands them to the buyer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from apps.commerce import events as ev
+from apps.commerce import keys
+from apps.commerce.fastwire import fast_replace
+from apps.commerce.model import (
+    ATTESTOR,
+    Item,
+    ItemId,
+    ItemStatus,
+    Order,
+    ProvenanceEvent,
+    Role,
+)
+from apps.commerce.payloads import Attest, ItemRef, ProposeCustody, RegisterItem
+from apps.commerce.store import addr, config, load, require_item, require_role, require_text
+from core.errors import NodeFault
+from vm.context import BlockContext
+from vm.registry import TxFailed, TxInfo
+from vm.state import Overlay
+
+# EPCIS / CBV business steps an attestor may record; commissioning is recorded by
+# registration, shipping/receiving by hand-offs and retail_selling by settlement.
+ATTEST_STEPS = frozenset(
+    {
+        "inspecting",
+        "packing",
+        "shipping",
+        "receiving",
+        "storing",
+        "repairing",
+        "decommissioning",
+    }
+)
+# GS1 AI (21) serials: up to 20 characters of GS1 character set 82.
+_SERIAL = re.compile(r"[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}")
+_FIELD = re.compile(r"[\x21-\x7e]*")
+
+
+def gtin_check_digit(first13: str) -> int:
+    """GS1 mod-10 check digit over the first 13 digits of a GTIN-14."""
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(first13)))
+    return (10 - total % 10) % 10
+
+
+def valid_gtin(gtin: str) -> bool:
+    return (
+        len(gtin) == 14
+        and gtin.isascii()
+        and gtin.isdigit()
+        and gtin_check_digit(gtin[:13]) == int(gtin[13])
+    )
+
+
+def item_label(item: ItemId) -> str:
+    """The GS1 element string form, ``(01)gtin(21)serial``."""
+    return f"(01){item.gtin}(21){item.serial}"
+
+
+def _require_valid_id(item: ItemId) -> None:
+    # GTIN-14: fourteen digits with a valid GS1 check digit.
+    if not valid_gtin(item.gtin):
+        raise TxFailed(
+            f"GTIN must be 14 digits with a valid check digit, got {item.gtin!r}", "invalid_gtin"
+        )
+    # Serial: 1..20 characters of GS1 character set 82.
+    if not _SERIAL.fullmatch(item.serial):
+        raise TxFailed(
+            f"serial must be 1..20 GS1 CSET-82 characters, got {item.serial!r}", "invalid_serial"
+        )
+
+
+def _require_custodian(item: Item, signer: bytes, label: str) -> None:
+    # Only the item's current custodian speaks for it.
+    if item.custodian != signer:
+        raise TxFailed(
+            f"item {label} is in the custody of {addr(item.custodian)}, signer is {addr(signer)}",
+            "not_custodian",
+        )
+
+
+def _require_active(item: Item, label: str) -> None:
+    # A decommissioned item has no future.
+    if item.status != ItemStatus.ACTIVE:
+        raise TxFailed(f"item {label} is decommissioned, expected active", "item_decommissioned")
+
+
+def _require_field(value: str, limit: int, what: str) -> None:
+    require_text(value, limit, what)
+    # EPCIS vocabulary values and identifiers are printable ASCII without spaces.
+    if not _FIELD.fullmatch(value):
+        raise TxFailed(
+            f"{what} must be printable ASCII without spaces, got {value!r}", "invalid_text"
+        )
+
+
+def _append(
+    state: Overlay,
+    item: Item,
+    event: ProvenanceEvent,
+    **changes: object,
+) -> Item:
+    """Append ``event`` to the item's history (append-only: seq = event_count)."""
+    if event.seq != item.event_count:
+        raise NodeFault(f"item event seq {event.seq}, expected {item.event_count}")
+    state.set_obj(keys.item_event_key(item.ref, event.seq), event)
+    updated = fast_replace(item, event_count=item.event_count + 1, **changes)
+    state.set_obj(keys.item_key(item.ref), updated)
+    state.emit(
+        ev.make(
+            ev.ITEM_EVENT,
+            item=item.ref,
+            seq=event.seq,
+            biz_step=event.biz_step,
+            disposition=event.disposition,
+        )
+    )
+    return updated
+
+
+def _event(
+    item: Item,
+    ctx: BlockContext,
+    attestor: bytes,
+    tx_hash: bytes,
+    *,
+    action: str = "OBSERVE",
+    biz_step: str,
+    disposition: str,
+    read_point: str = "",
+    biz_location: str = "",
+    event_time_ms: int | None = None,
+    source: bytes | None = None,
+    destination: bytes | None = None,
+    data_hash: bytes = b"",
+) -> ProvenanceEvent:
+    return ProvenanceEvent(
+        item.event_count,
+        action,
+        biz_step,
+        disposition,
+        read_point,
+        biz_location,
+        ctx.time_ms if event_time_ms is None else event_time_ms,
+        ctx.time_ms,
+        ctx.height,
+        attestor,
+        source,
+        destination,
+        data_hash,
+        tx_hash,
+    )
+
+
+# --- handlers ---
+
+
+def process_register_item(state: Overlay, tx: TxInfo, p: RegisterItem, ctx: BlockContext) -> None:
+    params = config(state).params
+    signer = tx.sender_address
+    require_role(state, signer, Role.MAKER, "registering an item")
+    _require_valid_id(p.item)
+    require_text(p.description, params.title_max_bytes, "item description")
+    _require_field(p.read_point, params.field_max_bytes, "read point")
+    # Events cannot be dated in the future of the block that records them.
+    if p.event_time_ms > ctx.time_ms:
+        raise TxFailed(
+            f"event time {p.event_time_ms} is after the block time {ctx.time_ms}", "invalid_time"
+        )
+    ref = keys.item_ref(p.item.gtin, p.item.serial)
+    label = item_label(p.item)
+    # A serialized item exists once.
+    if load(state, keys.item_key(ref), Item) is not None:
+        raise TxFailed(f"item {label} is already registered", "item_exists")
+    item = Item(
+        ref,
+        p.item.gtin,
+        p.item.serial,
+        signer,
+        signer,
+        None,
+        ItemStatus.ACTIVE,
+        0,
+        0,
+        ctx.time_ms,
+        p.description,
+    )
+    event = _event(
+        item,
+        ctx,
+        signer,
+        tx.hash,
+        action="ADD",
+        biz_step="commissioning",
+        disposition="active",
+        read_point=p.read_point,
+        event_time_ms=p.event_time_ms,
+        destination=signer,
+    )
+    state.emit(
+        ev.make(ev.ITEM_REGISTERED, item=ref, gtin=p.item.gtin, serial=p.item.serial, maker=signer)
+    )
+    _append(state, item, event)
+
+
+def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> None:
+    params = config(state).params
+    signer = tx.sender_address
+    require_role(state, signer, ATTESTOR, "attesting an item event")
+    ref = keys.item_ref(p.item.gtin, p.item.serial)
+    label = item_label(p.item)
+    item = require_item(state, ref, label)
+    _require_active(item, label)
+    _require_custodian(item, signer, label)
+    # Commissioning, hand-offs and sales are recorded by their own transactions.
+    if p.biz_step not in ATTEST_STEPS:
+        raise TxFailed(
+            f"business step must be one of {', '.join(sorted(ATTEST_STEPS))}, got {p.biz_step!r}",
+            "invalid_step",
+        )
+    _require_field(p.disposition, params.field_max_bytes, "disposition")
+    _require_field(p.read_point, params.field_max_bytes, "read point")
+    _require_field(p.biz_location, params.field_max_bytes, "business location")
+    # Events cannot be dated in the future of the block that records them.
+    if p.event_time_ms > ctx.time_ms:
+        raise TxFailed(
+            f"event time {p.event_time_ms} is after the block time {ctx.time_ms}", "invalid_time"
+        )
+    # Hashes are 32 bytes; anything shorter is not one.
+    if len(p.data_hash) not in (0, 32):
+        raise TxFailed(f"data hash must be 0 or 32 bytes, got {len(p.data_hash)}", "invalid_hash")
+    decommission = p.biz_step == "decommissioning"
+    # An item travelling in an order cannot leave existence before the order ends.
+    if decommission and item.order_id:
+        raise TxFailed(f"item {label} ships in order {item.order_id}", "item_locked")
+    event = _event(
+        item,
+        ctx,
+        signer,
+        tx.hash,
+        action="DELETE" if decommission else "OBSERVE",
+        biz_step=p.biz_step,
+        disposition=p.disposition,
+        read_point=p.read_point,
+        biz_location=p.biz_location,
+        event_time_ms=p.event_time_ms,
+        data_hash=p.data_hash,
+    )
+    if decommission:
+        _append(state, item, event, status=int(ItemStatus.DECOMMISSIONED), pending_to=None)
+    else:
+        _append(state, item, event)
+
+
+def process_propose_custody(
+    state: Overlay, tx: TxInfo, p: ProposeCustody, ctx: BlockContext
+) -> None:
+    config(state)
+    signer = tx.sender_address
+    ref = keys.item_ref(p.item.gtin, p.item.serial)
+    label = item_label(p.item)
+    item = require_item(state, ref, label)
+    _require_active(item, label)
+    _require_custodian(item, signer, label)
+    # Handing an item to its own custodian changes nothing.
+    if p.to == signer:
+        raise TxFailed(f"item {label} is already in the custody of {addr(signer)}", "self_dealing")
+    event = _event(
+        item,
+        ctx,
+        signer,
+        tx.hash,
+        biz_step="shipping",
+        disposition="in_transit",
+        source=signer,
+        destination=p.to,
+    )
+    _append(state, item, event, pending_to=p.to)
+    state.emit(ev.make(ev.CUSTODY_PROPOSED, item=ref, to=p.to))
+
+
+def _pending_for(state: Overlay, p: ItemRef, signer: bytes) -> tuple[Item, str]:
+    ref = keys.item_ref(p.item.gtin, p.item.serial)
+    label = item_label(p.item)
+    item = require_item(state, ref, label)
+    # Only the named receiver of a pending hand-off may answer it.
+    if item.pending_to != signer:
+        raise TxFailed(
+            f"item {label} has no hand-off pending to {addr(signer)} "
+            f"(pending to {addr(item.pending_to)})",
+            "no_pending_handoff",
+        )
+    return item, label
+
+
+def process_accept_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockContext) -> None:
+    config(state)
+    signer = tx.sender_address
+    item, _ = _pending_for(state, p, signer)
+    event = _event(
+        item,
+        ctx,
+        signer,
+        tx.hash,
+        biz_step="receiving",
+        disposition="in_progress",
+        source=item.custodian,
+        destination=signer,
+    )
+    _append(state, item, event, custodian=signer, pending_to=None)
+    state.emit(
+        ev.make(ev.CUSTODY_ACCEPTED, item=item.ref, previous=item.custodian, custodian=signer)
+    )
+
+
+def process_refuse_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockContext) -> None:
+    config(state)
+    signer = tx.sender_address
+    item, _ = _pending_for(state, p, signer)
+    event = _event(
+        item,
+        ctx,
+        signer,
+        tx.hash,
+        biz_step="receiving",
+        disposition="refused",
+        source=item.custodian,
+        destination=signer,
+    )
+    _append(state, item, event, pending_to=None)
+    state.emit(ev.make(ev.CUSTODY_REFUSED, item=item.ref, custodian=item.custodian, by=signer))
+
+
+# --- orders and items (called by apps.commerce.orders) ---
+
+
+def lock_for_order(state: Overlay, order: Order, items: Sequence[ItemId]) -> tuple[bytes, ...]:
+    """Check and lock the shipped items to ``order``; returns their refs."""
+    refs: list[bytes] = []
+    for item_id in items:
+        ref = keys.item_ref(item_id.gtin, item_id.serial)
+        label = item_label(item_id)
+        # Each item ships once per parcel.
+        if ref in refs:
+            raise TxFailed(f"item {label} is listed twice", "duplicate_item")
+        item = require_item(state, ref, label)
+        _require_active(item, label)
+        # The merchant ships only what it holds.
+        if item.custodian != order.merchant:
+            raise TxFailed(
+                f"item {label} is in the custody of {addr(item.custodian)}, expected the "
+                f"merchant {addr(order.merchant)}",
+                "not_custodian",
+            )
+        # An item travels in one order at a time.
+        if item.order_id:
+            raise TxFailed(f"item {label} already ships in order {item.order_id}", "item_locked")
+        # A pending hand-off would race the shipment.
+        if item.pending_to is not None:
+            raise TxFailed(
+                f"item {label} has a hand-off pending to {addr(item.pending_to)}", "item_locked"
+            )
+        state.set_obj(keys.item_key(ref), fast_replace(item, order_id=order.id))
+        refs.append(ref)
+    return tuple(refs)
+
+
+def unlock_items(state: Overlay, order: Order) -> None:
+    """The order ended without settling: its items stay with their custodian, unlocked."""
+    for ref in order.items:
+        item = load(state, keys.item_key(ref), Item)
+        if item is None:
+            raise NodeFault(f"order {order.id} refers to a missing item")
+        if item.order_id == order.id:
+            state.set_obj(keys.item_key(ref), fast_replace(item, order_id=0))
+
+
+def hand_to_buyer(state: Overlay, order: Order, ctx: BlockContext, tx_hash: bytes) -> None:
+    """The order settled: each of its items passes to the buyer (recorded in its history)."""
+    for ref in order.items:
+        item = load(state, keys.item_key(ref), Item)
+        if item is None:
+            raise NodeFault(f"order {order.id} refers to a missing item")
+        event = _event(
+            item,
+            ctx,
+            order.merchant,
+            tx_hash,
+            biz_step="retail_selling",
+            disposition="retail_sold",
+            source=item.custodian,
+            destination=order.buyer,
+        )
+        _append(state, item, event, custodian=order.buyer, pending_to=None, order_id=0)

@@ -1,0 +1,392 @@
+"""Live sessions, flash deals and tips.
+
+A session's terms (merchant, host, commission) are fixed when it opens; a
+deal's terms (price, allocation, per-buyer cap, window) are fixed when it
+opens: there is no transaction that changes either. A deal takes its
+allocation out of the listing's available stock into ``reserved`` and gives
+back what it did not sell when it closes: by the merchant or host, when the
+session closes, or at its end time (begin-block, through the deal clock).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from apps.commerce import events as ev
+from apps.commerce import keys
+from apps.commerce.fastwire import fast_replace
+from apps.commerce.model import (
+    Deal,
+    DealBucket,
+    DealClock,
+    DealCloseReason,
+    DealStatus,
+    Listing,
+    ListingStatus,
+    Session,
+    SessionStatus,
+)
+from apps.commerce.params import CommerceGenesis
+from apps.commerce.payloads import DealRef, OpenDeal, OpenSession, PinListing, SessionRef, Tip
+from apps.commerce.store import (
+    addr,
+    config,
+    credit,
+    debit,
+    load,
+    next_id,
+    require_approved,
+    require_deal,
+    require_listing,
+    require_session,
+    require_text,
+)
+from core.errors import NodeFault
+from vm.context import BlockContext
+from vm.registry import TxFailed, TxInfo
+from vm.state import Overlay
+
+
+def require_open_session(session: Session) -> None:
+    # A closed session takes no more pins, deals, orders or tips.
+    if session.status != SessionStatus.OPEN:
+        raise TxFailed(f"session {session.id} is closed, expected open", "session_closed")
+
+
+def _require_host_or_merchant(session: Session, signer: bytes, what: str) -> None:
+    # Only the session's merchant or host runs the show.
+    if signer != session.merchant and signer != session.host:
+        raise TxFailed(
+            f"{what} in session {session.id} needs its merchant {addr(session.merchant)} or "
+            f"host {addr(session.host)}, signer is {addr(signer)}",
+            "not_authorized",
+        )
+
+
+def process_open_session(state: Overlay, tx: TxInfo, p: OpenSession, ctx: BlockContext) -> None:
+    params = config(state).params
+    signer = tx.sender_address
+    require_approved(state, signer)
+    require_text(p.title, params.title_max_bytes, "title")
+    # The commission is promised out of every release, within the chain's cap.
+    if p.host_bps > params.max_commission_bps:
+        raise TxFailed(
+            f"host commission {p.host_bps} bps is over the maximum {params.max_commission_bps}",
+            "invalid_commission",
+        )
+    session_id = next_id(state, keys.SESSION_IDS)
+    session = Session(
+        session_id,
+        signer,
+        p.host,
+        p.host_bps,
+        p.title,
+        SessionStatus.OPEN,
+        ctx.time_ms,
+        0,
+        (),
+        (),
+        0,
+    )
+    state.set_obj(keys.session_key(session_id), session)
+    state.emit(
+        ev.make(
+            ev.SESSION_OPENED,
+            session=session_id,
+            merchant=signer,
+            host=p.host,
+            host_bps=p.host_bps,
+        )
+    )
+
+
+def _pinnable(state: Overlay, session: Session, listing_id: int) -> Listing:
+    listing = require_listing(state, listing_id)
+    # A session shows only its own merchant's listings.
+    if listing.merchant != session.merchant:
+        raise TxFailed(
+            f"listing {listing_id} belongs to {addr(listing.merchant)}, session {session.id} "
+            f"to {addr(session.merchant)}",
+            "not_authorized",
+        )
+    # A delisted listing cannot be sold, so it cannot be shown or dealt.
+    if listing.status != ListingStatus.ACTIVE:
+        raise TxFailed(f"listing {listing_id} is delisted, expected active", "listing_inactive")
+    return listing
+
+
+def process_pin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) -> None:
+    params = config(state).params
+    session = require_session(state, p.session_id)
+    _require_host_or_merchant(session, tx.sender_address, "pinning")
+    require_open_session(session)
+    _pinnable(state, session, p.listing_id)
+    # Pinning twice would show the listing twice.
+    if p.listing_id in session.pinned:
+        raise TxFailed(
+            f"listing {p.listing_id} is already pinned in session {session.id}", "already_pinned"
+        )
+    # Bounded so the session object and its view stay small.
+    if len(session.pinned) >= params.max_pinned:
+        raise TxFailed(
+            f"session {session.id} has {len(session.pinned)} pinned listings, the maximum is "
+            f"{params.max_pinned}",
+            "too_many_pins",
+        )
+    state.set_obj(
+        keys.session_key(session.id), fast_replace(session, pinned=(*session.pinned, p.listing_id))
+    )
+    state.emit(ev.make(ev.LISTING_PINNED, session=session.id, listing=p.listing_id))
+
+
+def process_unpin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) -> None:
+    config(state)
+    session = require_session(state, p.session_id)
+    _require_host_or_merchant(session, tx.sender_address, "unpinning")
+    require_open_session(session)
+    # Only a pinned listing can be unpinned.
+    if p.listing_id not in session.pinned:
+        raise TxFailed(
+            f"listing {p.listing_id} is not pinned in session {session.id}", "not_pinned"
+        )
+    pinned = tuple(i for i in session.pinned if i != p.listing_id)
+    state.set_obj(keys.session_key(session.id), fast_replace(session, pinned=pinned))
+    state.emit(ev.make(ev.LISTING_UNPINNED, session=session.id, listing=p.listing_id))
+
+
+def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext) -> None:
+    params = config(state).params
+    signer = tx.sender_address
+    session = require_session(state, p.session_id)
+    # Deals spend the merchant's stock at the merchant's price: the merchant opens them.
+    if signer != session.merchant:
+        raise TxFailed(
+            f"opening a deal in session {session.id} needs its merchant "
+            f"{addr(session.merchant)}, signer is {addr(signer)}",
+            "not_authorized",
+        )
+    require_approved(state, signer)
+    require_open_session(session)
+    listing = _pinnable(state, session, p.listing_id)
+    # Escrow holds a positive amount for every order.
+    if p.price < 1:
+        raise TxFailed(f"deal price must be at least 1, got {p.price}", "invalid_price")
+    # A deal sells at least one unit.
+    if p.allocation < 1:
+        raise TxFailed(f"allocation must be at least 1, got {p.allocation}", "invalid_quantity")
+    # The allocation comes out of stock nobody else holds.
+    if p.allocation > listing.available:
+        raise TxFailed(
+            f"listing {listing.id} has {listing.available} available, deal allocates "
+            f"{p.allocation}",
+            "insufficient_stock",
+        )
+    # Every buyer may take at least one unit and no more than the allocation.
+    if not 1 <= p.per_buyer_cap <= p.allocation:
+        raise TxFailed(
+            f"per-buyer cap must be in 1..{p.allocation}, got {p.per_buyer_cap}", "invalid_cap"
+        )
+    # A deal window is a non-empty interval.
+    if p.start_ms >= p.end_ms:
+        raise TxFailed(
+            f"deal start {p.start_ms} must be before its end {p.end_ms}", "invalid_window"
+        )
+    # A deal that already ended could sell nothing.
+    if p.end_ms <= ctx.time_ms:
+        raise TxFailed(
+            f"deal end {p.end_ms} is not after the block time {ctx.time_ms}", "invalid_window"
+        )
+    # Flash deals are short: bounded from now (this also bounds the deal clock).
+    if p.end_ms - ctx.time_ms > params.max_deal_ms:
+        raise TxFailed(
+            f"deal ends {p.end_ms - ctx.time_ms} ms from now, the maximum is {params.max_deal_ms}",
+            "invalid_window",
+        )
+    # Bounded so the session object and its view stay small.
+    if len(session.open_deals) >= params.max_open_deals:
+        raise TxFailed(
+            f"session {session.id} has {len(session.open_deals)} open deals, the maximum is "
+            f"{params.max_open_deals}",
+            "too_many_deals",
+        )
+    deal_id = next_id(state, keys.DEAL_IDS)
+    deal = Deal(
+        deal_id,
+        session.id,
+        listing.id,
+        listing.version,
+        signer,
+        p.price,
+        p.allocation,
+        0,
+        p.per_buyer_cap,
+        p.start_ms,
+        p.end_ms,
+        DealStatus.OPEN,
+        0,
+        0,
+    )
+    state.set_obj(keys.deal_key(deal_id), deal)
+    state.set_obj(
+        keys.listing_key(listing.id),
+        fast_replace(
+            listing,
+            available=listing.available - p.allocation,
+            reserved=listing.reserved + p.allocation,
+            open_deals=listing.open_deals + 1,
+        ),
+    )
+    state.set_obj(
+        keys.session_key(session.id),
+        fast_replace(session, open_deals=(*session.open_deals, deal_id)),
+    )
+    _schedule_deal_end(state, deal_id, p.end_ms, params.deal_bucket_ms)
+    state.emit(
+        ev.make(
+            ev.DEAL_OPENED,
+            session=session.id,
+            deal=deal_id,
+            listing=listing.id,
+            price=p.price,
+            allocation=p.allocation,
+            per_buyer_cap=p.per_buyer_cap,
+            start_ms=p.start_ms,
+            end_ms=p.end_ms,
+        )
+    )
+
+
+def close_deal(state: Overlay, deal: Deal, reason: DealCloseReason, now_ms: int) -> None:
+    """Close an open deal: unsold allocation goes back to the listing's available stock."""
+    if deal.status != DealStatus.OPEN:
+        raise NodeFault(f"closing deal {deal.id}, which is not open")
+    left = deal.left
+    listing = load(state, keys.listing_key(deal.listing_id), Listing)
+    session = load(state, keys.session_key(deal.session_id), Session)
+    if listing is None or session is None or listing.reserved < left:
+        raise NodeFault(f"deal {deal.id} refers to a missing listing/session or lost stock")
+    state.set_obj(
+        keys.listing_key(listing.id),
+        fast_replace(
+            listing,
+            available=listing.available + left,
+            reserved=listing.reserved - left,
+            open_deals=listing.open_deals - 1,
+        ),
+    )
+    open_deals = tuple(i for i in session.open_deals if i != deal.id)
+    state.set_obj(keys.session_key(session.id), fast_replace(session, open_deals=open_deals))
+    state.set_obj(
+        keys.deal_key(deal.id),
+        fast_replace(deal, status=DealStatus.CLOSED, closed_ms=now_ms, close_reason=int(reason)),
+    )
+    state.emit(
+        ev.make(
+            ev.DEAL_CLOSED,
+            session=deal.session_id,
+            deal=deal.id,
+            sold=deal.sold,
+            returned=left,
+            reason=reason.name.lower(),
+        )
+    )
+
+
+def process_close_deal(state: Overlay, tx: TxInfo, p: DealRef, ctx: BlockContext) -> None:
+    config(state)
+    deal = require_deal(state, p.deal_id)
+    session = require_session(state, deal.session_id)
+    _require_host_or_merchant(session, tx.sender_address, "closing a deal")
+    # A deal closes once.
+    if deal.status != DealStatus.OPEN:
+        raise TxFailed(f"deal {deal.id} is closed, expected open", "deal_closed")
+    close_deal(state, deal, DealCloseReason.CLOSED, ctx.time_ms)
+
+
+def process_close_session(state: Overlay, tx: TxInfo, p: SessionRef, ctx: BlockContext) -> None:
+    config(state)
+    session = require_session(state, p.session_id)
+    _require_host_or_merchant(session, tx.sender_address, "closing")
+    require_open_session(session)
+    for deal_id in session.open_deals:
+        deal = require_deal(state, deal_id)
+        close_deal(state, deal, DealCloseReason.SESSION_CLOSED, ctx.time_ms)
+    session = require_session(state, p.session_id)
+    closed = fast_replace(session, status=SessionStatus.CLOSED, closed_ms=ctx.time_ms)
+    state.set_obj(keys.session_key(session.id), closed)
+    state.emit(ev.make(ev.SESSION_CLOSED, session=session.id, tips_total=session.tips_total))
+
+
+def process_tip(state: Overlay, tx: TxInfo, p: Tip, ctx: BlockContext) -> None:
+    params = config(state).params
+    signer = tx.sender_address
+    session = require_session(state, p.session_id)
+    require_open_session(session)
+    require_text(p.message, params.tip_message_max_bytes, "tip message")
+    # A tip moves tokens; zero would only add noise.
+    if p.amount < 1:
+        raise TxFailed(f"tip must be at least 1, got {p.amount}", "invalid_amount")
+    # Tipping oneself moves nothing.
+    if signer == session.host:
+        raise TxFailed(f"the host {addr(signer)} cannot tip their own session", "self_dealing")
+    debit(state, signer, p.amount)
+    credit(state, session.host, p.amount)
+    tips = session.tips_total + p.amount
+    state.set_obj(keys.session_key(session.id), fast_replace(session, tips_total=tips))
+    state.emit(
+        ev.make(ev.TIP, session=session.id, amount=p.amount, host=session.host, message=p.message)
+    )
+
+
+# --- the deal clock: find deals whose end time passed, without a range scan ---
+
+
+def _schedule_deal_end(state: Overlay, deal_id: int, end_ms: int, bucket_ms: int) -> None:
+    bucket = end_ms // bucket_ms
+    clock = load(state, keys.DEAL_CLOCK_KEY, DealClock)
+    buckets = () if clock is None else clock.buckets
+    i = bisect.bisect_left(buckets, bucket)
+    if i == len(buckets) or buckets[i] != bucket:
+        state.set_obj(keys.DEAL_CLOCK_KEY, DealClock((*buckets[:i], bucket, *buckets[i:])))
+    key = keys.deal_bucket_key(bucket)
+    entry = load(state, key, DealBucket)
+    ids = () if entry is None else entry.deal_ids
+    state.set_obj(key, DealBucket((*ids, deal_id)))
+
+
+def end_deals(state: Overlay, ctx: BlockContext) -> None:
+    """Begin-block: close every open deal whose end time is at or before the block time."""
+    clock = load(state, keys.DEAL_CLOCK_KEY, DealClock)
+    if clock is None:
+        return
+    cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
+    if cfg is None:
+        return
+    now = ctx.time_ms
+    now_bucket = now // cfg.params.deal_bucket_ms
+    buckets = list(clock.buckets)
+    while buckets and buckets[0] <= now_bucket:
+        key = keys.deal_bucket_key(buckets[0])
+        entry = load(state, key, DealBucket)
+        ids = () if entry is None else entry.deal_ids
+        keep = []
+        for deal_id in ids:
+            deal = load(state, keys.deal_key(deal_id), Deal)
+            if deal is None or deal.status != DealStatus.OPEN:
+                continue  # closed by hand earlier: drop the entry
+            if deal.end_ms <= now:
+                close_deal(state, deal, DealCloseReason.ENDED, now)
+            else:
+                keep.append(deal_id)
+        if keep:
+            # Only the current bucket can hold deals that end later in it.
+            if tuple(keep) != ids:
+                state.set_obj(key, DealBucket(tuple(keep)))
+            break
+        state.delete(key)
+        buckets.pop(0)
+    if tuple(buckets) != clock.buckets:
+        if buckets:
+            state.set_obj(keys.DEAL_CLOCK_KEY, DealClock(tuple(buckets)))
+        else:
+            state.delete(keys.DEAL_CLOCK_KEY)

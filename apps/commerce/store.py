@@ -1,0 +1,232 @@
+"""Typed access to commerce state, token moves, and the checks every handler shares.
+
+Reads go through ``Overlay.get_obj`` when executing (a key touched many times
+in a block is decoded once) and through plain ``get`` + decode for read models
+over committed state. Helpers named ``require_*`` raise ``TxFailed`` with a
+stable code and a message naming expected and actual values.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from apps.commerce import keys
+from apps.commerce.model import (
+    Counter,
+    Deal,
+    Escrow,
+    Item,
+    Listing,
+    Merchant,
+    MerchantStatus,
+    Order,
+    RoleRecord,
+    Session,
+    role_names,
+)
+from apps.commerce.params import CommerceGenesis
+from core.codec import UINT64_MAX, Wire
+from core.errors import NodeFault
+from core.keys import format_address
+from vm.accounts import Account, get_account, put_account
+from vm.registry import TxFailed
+from vm.state import Overlay, StateView
+
+W = TypeVar("W", bound=Wire)
+
+_ZERO_ESCROW = Escrow(0, 0)
+_NO_ROLES = RoleRecord(0, b"")
+
+
+def load(state: StateView, key: bytes, cls: type[W]) -> W | None:
+    """The object under ``key`` (None when absent), decoded once per block in an overlay."""
+    if isinstance(state, Overlay):
+        return state.get_obj(key, cls)
+    raw = state.get(key)
+    return None if raw is None else cls.decode(raw)
+
+
+def addr(address: bytes | None) -> str:
+    """An address for messages (bech32m); only ever formatted on failure paths."""
+    return "none" if address is None else format_address(address)
+
+
+# --- configuration and roles ---
+
+
+def config(state: StateView) -> CommerceGenesis:
+    """The commerce configuration written at genesis; ``commerce_disabled`` without one."""
+    cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
+    # Commerce runs only on chains whose genesis configures it.
+    if cfg is None:
+        raise TxFailed("this chain's genesis has no commerce section", "commerce_disabled")
+    return cfg
+
+
+def roles_of(state: StateView, address: bytes) -> RoleRecord:
+    record = load(state, keys.role_key(address), RoleRecord)
+    return _NO_ROLES if record is None else record
+
+
+def require_role(state: StateView, address: bytes, role: int, what: str) -> RoleRecord:
+    """Raise ``missing_role`` unless ``address`` holds one of the bits of ``role``."""
+    record = roles_of(state, address)
+    # The signer must hold the role the action needs.
+    if not record.roles & role:
+        raise TxFailed(
+            f"{what} requires role {role_names(role)}; signer {addr(address)} has "
+            f"{role_names(record.roles)}",
+            "missing_role",
+        )
+    return record
+
+
+def require_text(text: str, limit: int, what: str) -> None:
+    size = len(text.encode()) if len(text) * 4 > limit else len(text)
+    # Texts are bounded by the chain's parameters (the codec's cap is only a ceiling).
+    if size > limit:
+        raise TxFailed(f"{what} is {size} bytes, the limit is {limit}", "text_too_long")
+
+
+# --- objects that must exist ---
+
+
+def get_merchant(state: StateView, address: bytes) -> Merchant | None:
+    return load(state, keys.merchant_key(address), Merchant)
+
+
+def require_merchant(state: StateView, address: bytes) -> Merchant:
+    merchant = get_merchant(state, address)
+    # Only a registered merchant can act as one.
+    if merchant is None:
+        raise TxFailed(
+            f"{addr(address)} is not a registered merchant (role merchant missing)",
+            "missing_role",
+        )
+    return merchant
+
+
+def require_approved(state: StateView, address: bytes) -> Merchant:
+    merchant = require_merchant(state, address)
+    # Selling needs a registrar's approval (and no suspension since).
+    if merchant.status != MerchantStatus.APPROVED:
+        raise TxFailed(
+            f"merchant {addr(address)} is {MerchantStatus(merchant.status).name.lower()}, "
+            "expected approved (role approved merchant missing)",
+            "merchant_not_approved",
+        )
+    return merchant
+
+
+def require_listing(state: StateView, listing_id: int) -> Listing:
+    listing = load(state, keys.listing_key(listing_id), Listing)
+    # The listing must exist.
+    if listing is None:
+        raise TxFailed(f"no listing {listing_id}", "unknown_listing")
+    return listing
+
+
+def require_session(state: StateView, session_id: int) -> Session:
+    session = load(state, keys.session_key(session_id), Session)
+    # The session must exist.
+    if session is None:
+        raise TxFailed(f"no session {session_id}", "unknown_session")
+    return session
+
+
+def require_deal(state: StateView, deal_id: int) -> Deal:
+    deal = load(state, keys.deal_key(deal_id), Deal)
+    # The deal must exist.
+    if deal is None:
+        raise TxFailed(f"no deal {deal_id}", "unknown_deal")
+    return deal
+
+
+def require_order(state: StateView, order_id: int) -> Order:
+    order = load(state, keys.order_key(order_id), Order)
+    # The order must exist.
+    if order is None:
+        raise TxFailed(f"no order {order_id}", "unknown_order")
+    return order
+
+
+def require_item(state: StateView, ref: bytes, label: str) -> Item:
+    item = load(state, keys.item_key(ref), Item)
+    # The item must have been registered.
+    if item is None:
+        raise TxFailed(f"no item {label}", "unknown_item")
+    return item
+
+
+# --- ids ---
+
+
+def next_id(state: Overlay, kind: int) -> int:
+    """Hand out the next id of ``kind`` (1, 2, ...)."""
+    key = keys.counter_key(kind)
+    counter = state.get_obj(key, Counter)
+    value = 1 if counter is None else counter.next
+    state.set_obj(key, Counter(value + 1))
+    return value
+
+
+def peek_next_id(state: StateView, kind: int) -> int:
+    counter = load(state, keys.counter_key(kind), Counter)
+    return 1 if counter is None else counter.next
+
+
+# --- tokens ---
+
+
+def debit(state: Overlay, address: bytes, amount: int) -> None:
+    """Take ``amount`` from ``address``; ``insufficient_funds`` if it does not have it."""
+    account = get_account(state, address)
+    # The fee is already paid, so the amount must come out of what is left.
+    if account.balance < amount:
+        raise TxFailed(
+            f"balance {account.balance} is less than the amount {amount}", "insufficient_funds"
+        )
+    put_account(state, address, Account(account.balance - amount, account.nonce))
+
+
+def credit(state: Overlay, address: bytes, amount: int) -> None:
+    if amount == 0:
+        return
+    account = get_account(state, address)
+    # Genesis caps total supply below 2**64, so only a broken invariant gets here.
+    if account.balance + amount > UINT64_MAX:
+        raise NodeFault(f"balance of {address.hex()} would exceed 2**64-1: supply invariant")
+    put_account(state, address, Account(account.balance + amount, account.nonce))
+
+
+def escrow(state: StateView) -> Escrow:
+    held = load(state, keys.ESCROW_KEY, Escrow)
+    return _ZERO_ESCROW if held is None else held
+
+
+def escrow_in(state: Overlay, amount: int) -> None:
+    """Add a new open order's ``amount`` to the escrow (already debited from the buyer)."""
+    held = escrow(state)
+    state.set_obj(keys.ESCROW_KEY, Escrow(held.held + amount, held.open_orders + 1))
+
+
+def escrow_out(state: Overlay, amount: int, closes_order: bool) -> None:
+    """Take ``amount`` out of the escrow (to be credited by the caller)."""
+    held = escrow(state)
+    # Escrow equals the sum of open orders, so it always covers one of them.
+    if held.held < amount or (closes_order and held.open_orders < 1):
+        raise NodeFault(f"escrow {held} cannot pay out {amount}: escrow invariant broken")
+    left = Escrow(held.held - amount, held.open_orders - int(closes_order))
+    # An empty escrow is stored as absence, like an empty account.
+    if left.held == 0 and left.open_orders == 0:
+        state.delete(keys.ESCROW_KEY)
+    else:
+        state.set_obj(keys.ESCROW_KEY, left)
+
+
+def checked_mul(a: int, b: int, what: str) -> int:
+    product = a * b
+    # Amounts are uint64 on chain.
+    if product > UINT64_MAX:
+        raise TxFailed(f"{what} {a} x {b} exceeds 2**64-1", "invalid_amount")
+    return product

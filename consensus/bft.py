@@ -1,0 +1,1159 @@
+"""BFT finality: the Tendermint state machine (propose, prevote, precommit, commit).
+
+The algorithm is Algorithm 1 of "The latest gossip on BFT consensus" (Buchman,
+Kwon, Milosevic); the code has cometbft's shape. One owner (``ConsensusEngine``)
+consumes one queue of inputs: peer messages, its own messages and timeouts. Each
+step is a method ``enter_<step>(height, round)`` that returns early on stale input;
+after every input ``_progress`` re-checks the paper's "upon" rules, so no rule
+depends on the order in which messages arrived.
+
+Clock, transport and application are injected through small Protocols, and the
+engine uses no wall clock and no randomness, so the same code runs in the node
+and in the deterministic simulation (tests/sim). Everything runs on the caller's
+thread: call ``deliver`` and the clock callbacks from one thread (or task) only.
+
+A broken invariant (an invalid block with +2/3 precommits, two certified blocks
+at one height, a certificate that does not verify) raises ``NodeFault`` and halts
+the engine: continuing could only make things worse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from consensus.messages import (
+    DuplicateVoteEvidence,
+    FinalizedBlock,
+    Message,
+    Proposal,
+    SyncRequest,
+)
+from consensus.privval import DoubleSignRefused, PrivValidator
+from consensus.validators import ValidatorSet, verify_commit
+from consensus.wal import WAL
+from core import (
+    Block,
+    Commit,
+    CommitSig,
+    Domain,
+    Invalid,
+    InvalidBlock,
+    InvalidSignature,
+    NodeFault,
+    Vote,
+    VoteType,
+    hash_bytes,
+)
+
+log = logging.getLogger("consensus.bft")
+
+NIL = b""
+"""The block hash of a vote for nil."""
+
+Peer = Hashable
+"""Whatever the transport uses to name a peer; opaque to the engine."""
+
+
+# --- injected seams ----------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """Time for the engine: the node's event loop, or the simulation's virtual clock."""
+
+    def now(self) -> int:
+        """Monotonic milliseconds."""
+        ...
+
+    def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
+        """Call ``event`` once, ``delay_ms`` from now, on the engine's thread."""
+        ...
+
+
+class LoopClock:
+    """``Clock`` on an asyncio event loop, for the node. Callbacks run on the loop's
+    thread, which must be the engine's one thread (block execution in ``validate``
+    blocks it, so give consensus its own loop or thread if that matters)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def now(self) -> int:
+        return int(self._loop.time() * 1000)
+
+    def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
+        self._loop.call_later(delay_ms / 1000, event)
+
+
+class Transport(Protocol):
+    """Sends consensus messages; wrap them in ``ConsensusMessage`` for the wire."""
+
+    def broadcast(self, msg: Message) -> None:
+        """Send to every connected validator peer (not back to this node)."""
+        ...
+
+    def send(self, peer: Peer, msg: Message) -> None:
+        """Send to one peer (answers to sync requests and to peers that are behind)."""
+        ...
+
+
+class Application(Protocol):
+    """The chain the engine finalizes: the node (or the simulation's toy app)."""
+
+    def height(self) -> int:
+        """Height of the last committed block (0 before the first block)."""
+        ...
+
+    def validators(self, height: int) -> ValidatorSet:
+        """The producers that vote on ``height``."""
+        ...
+
+    def propose(self, height: int, round_: int) -> Block:
+        """Build a block for ``height`` on top of the last committed one; its header
+        carries ``round_``, this node as producer and the last block's certificate."""
+        ...
+
+    def validate(self, block: Block) -> bool:
+        """Fully validate ``block`` on top of the last committed block, execution
+        included. The application caches the result so ``commit`` need not re-execute."""
+        ...
+
+    def commit(self, block: Block, commit: Commit) -> None:
+        """Make ``block`` final with its certificate (durably, before returning)."""
+        ...
+
+    def committed(self, height: int) -> tuple[Block, Commit] | None:
+        """A committed block and its certificate, to help a peer that is behind."""
+        ...
+
+
+# --- configuration and inputs ------------------------------------------------------
+
+
+class Step(IntEnum):
+    """Steps of one round, in order; a round never goes back to an earlier step."""
+
+    NEW_HEIGHT = 1
+    NEW_ROUND = 2
+    PROPOSE = 3
+    PREVOTE = 4
+    PREVOTE_WAIT = 5
+    PRECOMMIT = 6
+    PRECOMMIT_WAIT = 7
+    COMMIT = 8
+
+
+@dataclass(frozen=True, slots=True)
+class BFTConfig:
+    """Node-local consensus settings (milliseconds). Timeouts grow by delta per round so
+    that after the network stabilises some round is long enough for everyone."""
+
+    timeout_propose_ms: int = 3000
+    timeout_propose_delta_ms: int = 500
+    timeout_prevote_ms: int = 1000
+    timeout_prevote_delta_ms: int = 500
+    timeout_precommit_ms: int = 1000
+    timeout_precommit_delta_ms: int = 500
+    # Pause after a commit before round 0 of the next height: the block interval.
+    timeout_commit_ms: int = 1000
+    # Re-send own messages of the current round this often (0: never). Lost messages are
+    # otherwise never repeated, and the algorithm assumes eventual delivery.
+    rebroadcast_ms: int = 1000
+    # With no step change for this many rebroadcast periods, also relay every vote held
+    # for the previous and current round: a restarted peer may have lost votes that
+    # only we still have (cometbft's vote gossip does this continuously).
+    stall_relay_periods: int = 2
+    # At most one sync answer/request per peer and height in this interval.
+    sync_interval_ms: int = 1000
+    # Messages for later heights are kept (bounded) until this node gets there.
+    max_future_heights: int = 2
+    max_buffered_messages: int = 4096
+    max_buffered_proposals: int = 8
+    # Votes a validator may have in rounds above ours (cometbft's peer catch-up rounds).
+    max_future_rounds_per_validator: int = 2
+    # TEST HOOK: sign a conflicting vote next to every own vote (needs a privval with
+    # unsafe_allow_double_sign). Exists only so tests can check that evidence is caught.
+    unsafe_equivocate: bool = False
+
+    def timeout_ms(self, step: Step, round_: int) -> int:
+        """How long ``step`` may take in ``round_``: base + delta * round."""
+        if step == Step.PROPOSE:
+            return self.timeout_propose_ms + self.timeout_propose_delta_ms * round_
+        if step == Step.PREVOTE_WAIT:
+            return self.timeout_prevote_ms + self.timeout_prevote_delta_ms * round_
+        if step == Step.PRECOMMIT_WAIT:
+            return self.timeout_precommit_ms + self.timeout_precommit_delta_ms * round_
+        if step == Step.NEW_HEIGHT:
+            return self.timeout_commit_ms
+        raise ValueError(f"step {step.name} has no timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutEvent:
+    """A step's timer fired; handled only if (height, round) is still current."""
+
+    height: int
+    round: int
+    step: Step
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    msg: Message
+    peer: Peer | None
+    verified: bool
+    # Read back from our own WAL after a restart: handle, but do not log again.
+    replayed: bool = False
+
+
+class _Tick:
+    """The rebroadcast timer."""
+
+
+_Input = _Received | TimeoutEvent | _Tick
+
+
+def one_third_plus(n: int) -> int:
+    """Smallest number of votes that is more than 1/3 of ``n``: at least one is honest."""
+    return n // 3 + 1
+
+
+# --- vote sets ---------------------------------------------------------------------
+
+
+MAX_VOTES_PER_VALIDATOR = 3
+"""Distinct votes kept per validator in one vote set: its first, and a few conflicting
+ones. Only a faulty validator ever has more than one; the cap bounds its memory use."""
+
+
+class VoteSet:
+    """The votes of one (height, round, type), counted per block.
+
+    As in the paper, "+2/3 PREVOTE for id(v)" counts distinct validators that sent a
+    prevote for v. An equivocating validator's conflicting votes therefore each count
+    for their own value: otherwise nodes that saw its votes in different orders
+    would see different polkas and could stay split forever (a locked minority
+    waiting for a proof of lock the others never count). Safety is unaffected: with
+    at most f faulty validators no two values can both reach +2/3.
+
+    The first conflict of a validator is returned once as ``DuplicateVoteEvidence``.
+    Signatures are checked unless the caller says it already verified the vote; an
+    identical repeat is recognised without any signature work.
+    """
+
+    def __init__(
+        self,
+        chain_id: str,
+        height: int,
+        round_: int,
+        vote_type: VoteType,
+        validators: ValidatorSet,
+    ) -> None:
+        self.chain_id = chain_id
+        self.height = height
+        self.round = round_
+        self.type = VoteType(vote_type)
+        self.validators = validators
+        # First vote of each validator: what "+2/3 for anything" counts.
+        self._first: dict[bytes, Vote] = {}
+        self._by_block: dict[bytes, dict[bytes, Vote]] = {}
+        self._extra: dict[bytes, int] = {}
+        self._majority: bytes | None = None
+        self.conflicting_majority: bytes | None = None
+
+    def add(
+        self, vote: Vote, *, verified: bool = False
+    ) -> tuple[bool, DuplicateVoteEvidence | None]:
+        """Add ``vote``; return (counted, evidence). Raises ``Invalid`` for a vote that
+        does not belong here or does not verify."""
+        # The set is for one step of one round of one height.
+        if (vote.type, vote.height, vote.round) != (self.type, self.height, self.round):
+            raise Invalid(
+                f"vote {vote.type}/{vote.height}/{vote.round} added to set "
+                f"{int(self.type)}/{self.height}/{self.round}",
+                "wrong_vote_set",
+            )
+        # Only producers of this height vote.
+        if vote.validator not in self.validators:
+            raise Invalid(f"vote from non-producer {vote.validator.hex()}", "unknown_validator")
+        for_block = self._by_block.get(vote.block_hash)
+        if for_block is not None and vote.validator in for_block:
+            # A repeat (gossip, rebroadcast): nothing new, no signature work.
+            return False, None
+        first = self._first.get(vote.validator)
+        evidence = None
+        if first is not None:
+            extra = self._extra.get(vote.validator, 0)
+            if extra + 1 >= MAX_VOTES_PER_VALIDATOR:
+                return False, None
+            # Verify before accusing: a forged vote must never become evidence.
+            if not verified:
+                vote.verify(self.chain_id)
+            self._extra[vote.validator] = extra + 1
+            if extra == 0:
+                evidence = DuplicateVoteEvidence.of(first, vote)
+        else:
+            if not verified:
+                vote.verify(self.chain_id)
+            self._first[vote.validator] = vote
+        votes = self._by_block.setdefault(vote.block_hash, {})
+        votes[vote.validator] = vote
+        if len(votes) >= self.validators.quorum:
+            if self._majority is None:
+                self._majority = vote.block_hash
+            elif self._majority != vote.block_hash:
+                # Only possible with more than 1/3 faulty; the caller decides what to do.
+                self.conflicting_majority = vote.block_hash
+        return True, evidence
+
+    def majority(self) -> bytes | None:
+        """The block hash (``NIL`` for nil) with more than 2/3 of the votes, if any."""
+        return self._majority
+
+    def has_two_thirds_any(self) -> bool:
+        """More than 2/3 of the producers voted, for anything."""
+        return len(self._first) >= self.validators.quorum
+
+    def count(self, block_hash: bytes) -> int:
+        return len(self._by_block.get(block_hash, ()))
+
+    def get(self, validator: bytes) -> Vote | None:
+        """The first vote this validator sent here."""
+        return self._first.get(validator)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def votes_for(self, block_hash: bytes) -> list[Vote]:
+        """The votes for one block (or nil), e.g. the proof of lock of a proposal."""
+        return list(self._by_block.get(block_hash, {}).values())
+
+    def all_votes(self) -> list[Vote]:
+        """Every distinct vote held, conflicting ones included (for relaying)."""
+        return [v for votes in self._by_block.values() for v in votes.values()]
+
+    def make_commit(self) -> Commit:
+        """The certificate: every precommit for the majority block, sorted by validator."""
+        if self.type != VoteType.PRECOMMIT or not self._majority:
+            raise NodeFault(f"no +2/3 precommits for a block at {self.height}/{self.round}")
+        votes = self._by_block[self._majority]
+        sigs = tuple(CommitSig(k, votes[k].signature) for k in sorted(votes))
+        return Commit(self.height, self.round, self._majority, sigs)
+
+
+class HeightVoteSet:
+    """All prevotes and precommits of one height, by round."""
+
+    def __init__(self, chain_id: str, height: int, validators: ValidatorSet) -> None:
+        self.chain_id = chain_id
+        self.height = height
+        self.validators = validators
+        self._sets: dict[tuple[int, VoteType], VoteSet] = {}
+        self._voters: dict[int, set[bytes]] = {}
+        self._rounds_of: dict[bytes, set[int]] = {}
+        # First round seen with +2/3 precommits for one block: the block is decided.
+        self.commit_round: int | None = None
+
+    def get(self, round_: int, vote_type: VoteType) -> VoteSet | None:
+        return self._sets.get((round_, vote_type))
+
+    def majority(self, round_: int, vote_type: VoteType) -> bytes | None:
+        vs = self._sets.get((round_, vote_type))
+        return None if vs is None else vs.majority()
+
+    def two_thirds_any(self, round_: int, vote_type: VoteType) -> bool:
+        vs = self._sets.get((round_, vote_type))
+        return vs is not None and vs.has_two_thirds_any()
+
+    def add(
+        self, vote: Vote, *, verified: bool = False
+    ) -> tuple[bool, DuplicateVoteEvidence | None]:
+        key = (vote.round, VoteType(vote.type))
+        vs = self._sets.get(key)
+        if vs is None:
+            vs = VoteSet(self.chain_id, self.height, vote.round, key[1], self.validators)
+        added, evidence = vs.add(vote, verified=verified)
+        # Only keep a new set once a valid vote is in it, so junk cannot allocate rounds.
+        self._sets.setdefault(key, vs)
+        if added:
+            self._voters.setdefault(vote.round, set()).add(vote.validator)
+            self._rounds_of.setdefault(vote.validator, set()).add(vote.round)
+            if key[1] == VoteType.PRECOMMIT:
+                self._check_decided(vs)
+        return added, evidence
+
+    def _check_decided(self, vs: VoteSet) -> None:
+        decided = vs.majority()
+        if not decided:
+            return
+        if self.commit_round is None:
+            self.commit_round = vs.round
+            return
+        first = self.majority(self.commit_round, VoteType.PRECOMMIT)
+        # Two blocks with +2/3 precommits at one height: more than 1/3 are faulty.
+        if decided != first or vs.conflicting_majority:
+            raise NodeFault(
+                f"height {self.height}: +2/3 precommits for two blocks "
+                f"({first.hex() if first else '?'} and {decided.hex()}); refusing to go on"
+            )
+
+    def voters(self, round_: int) -> int:
+        """Distinct producers with any vote in ``round_``."""
+        return len(self._voters.get(round_, ()))
+
+    def rounds_of(self, validator: bytes) -> set[int]:
+        return self._rounds_of.get(validator, set())
+
+    def rounds(self) -> list[int]:
+        return sorted(self._voters)
+
+
+# --- the engine --------------------------------------------------------------------
+
+
+class ConsensusEngine:
+    """One validator's (or observer's, without ``privval``) view of BFT finality."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: str,
+        app: Application,
+        transport: Transport,
+        clock: Clock,
+        privval: PrivValidator | None = None,
+        wal: WAL | None = None,
+        config: BFTConfig | None = None,
+        on_evidence: Callable[[DuplicateVoteEvidence], None] | None = None,
+        on_missing_block: Callable[[int, bytes], None] | None = None,
+        on_bad_peer: Callable[[Peer, str], None] | None = None,
+    ) -> None:
+        self.chain_id = chain_id
+        self.app = app
+        self.transport = transport
+        self.clock = clock
+        self.privval = privval
+        self.wal = wal
+        self.config = config or BFTConfig()
+        self.on_evidence = on_evidence
+        self.on_missing_block = on_missing_block
+        self.on_bad_peer = on_bad_peer
+        self._queue: deque[_Input] = deque()
+        self._draining = False
+        self._halted: BaseException | None = None
+        self._started = False
+        self._future: dict[int, list[_Received]] = {}
+        self._buffered = 0
+        self._buffered_proposals = 0
+        self._served: dict[tuple[Peer, str, int, bytes], int] = {}
+        self._where: tuple[int, int, Step] = (0, 0, Step.NEW_HEIGHT)
+        self._where_since = clock.now()
+        # Height 0 is a placeholder until start() asks the application where it is.
+        self._reset_height(0, ValidatorSet((bytes(32),)))
+
+    # --- public surface --------------------------------------------------------------
+
+    @property
+    def halted(self) -> BaseException | None:
+        """The fault that stopped the engine, if any."""
+        return self._halted
+
+    @property
+    def is_validator(self) -> bool:
+        return self.privval is not None and self.privval.public_key in self.validators
+
+    def start(self) -> None:
+        """Begin at the height after the application's last committed block."""
+        if self._started:
+            raise NodeFault("consensus engine started twice")
+        self._started = True
+        self._run(lambda: self._enter_new_height(self.app.height() + 1, wait=False))
+        if self.config.rebroadcast_ms > 0:
+            self.clock.schedule(self.config.rebroadcast_ms, lambda: self._submit(_Tick()))
+
+    def deliver(self, msg: Message, peer: Peer | None = None, *, verified: bool = False) -> None:
+        """Hand in a message from ``peer``. ``verified`` says its signature was checked
+        already (e.g. on the transport's worker threads)."""
+        self._submit(_Received(msg, peer, verified))
+
+    # --- the queue -------------------------------------------------------------------
+
+    def _submit(self, item: _Input) -> None:
+        self._queue.append(item)
+        self._run(None)
+
+    def _run(self, first: Callable[[], None] | None) -> None:
+        if self._halted is not None:
+            raise NodeFault("consensus engine halted") from self._halted
+        if self._draining:
+            # Re-entrant call (an own message, a synchronous transport): the loop below
+            # will get to it; inputs are handled strictly one at a time, in order.
+            return
+        self._draining = True
+        try:
+            if first is not None:
+                first()
+                self._progress()
+                self._note_change()
+            while self._queue:
+                self._handle(self._queue.popleft())
+                self._progress()
+                self._note_change()
+        except BaseException as exc:
+            # A half-applied input leaves the state machine in an unknown state: stop here.
+            self._halted = exc
+            log.critical("consensus halted at %d/%d: %s", self.height, self.round, exc)
+            raise
+        finally:
+            self._draining = False
+
+    def _note_change(self) -> None:
+        where = (self.height, self.round, self.step)
+        if where != self._where:
+            self._where = where
+            self._where_since = self.clock.now()
+
+    def _handle(self, item: _Input) -> None:
+        if isinstance(item, TimeoutEvent):
+            self._on_timeout(item)
+        elif isinstance(item, _Tick):
+            self._on_tick()
+        else:
+            self._on_message(item)
+
+    # --- steps -----------------------------------------------------------------------
+
+    def _enter_new_height(self, height: int, *, wait: bool) -> None:
+        """Reset for ``height``. Expects the application to have committed ``height - 1``."""
+        if self.app.height() != height - 1:
+            raise NodeFault(f"entering height {height}, but the app is at {self.app.height()}")
+        self._reset_height(height, self.app.validators(height))
+        if self.wal is not None:
+            # After a restart: what we had accepted at this height, in the same order.
+            for msg in self.wal.start_height(height):
+                self._queue.append(_Received(msg, None, True, replayed=True))
+        start_round = 0
+        if self.privval is not None:
+            # After a restart: keep the lock we signed, do not re-enter rounds we left.
+            lock = self.privval.lock(height)
+            if lock is not None:
+                self.locked_round, self.locked_hash = lock.round, lock.block_hash
+            last_h, last_r, _ = self.privval.last_signed
+            if last_h == height:
+                start_round = last_r
+            last_vote = self.privval.last_vote()
+            if last_vote is not None and last_vote.height == height:
+                self._own[(last_vote.type, last_vote.round)] = last_vote
+                self._queue.append(_Received(last_vote, None, True))
+                self.transport.broadcast(last_vote)
+        # Messages that arrived early for this height are handled now, in arrival order.
+        for h in [h for h in self._future if h <= height]:
+            for item in self._future.pop(h):
+                self._buffered -= 1
+                self._buffered_proposals -= isinstance(item.msg, Proposal)
+                if h == height:
+                    self._queue.append(item)
+        if wait:
+            self._schedule(Step.NEW_HEIGHT, height, start_round)
+        else:
+            self.enter_new_round(height, start_round)
+
+    def _reset_height(self, height: int, validators: ValidatorSet) -> None:
+        self.height = height
+        self.round = 0
+        self.step = Step.NEW_HEIGHT
+        self.validators = validators
+        self.votes = HeightVoteSet(self.chain_id, height, validators)
+        self.proposals: dict[int, Proposal] = {}
+        self._blocks: dict[bytes, Block] = {}
+        self._valid: dict[bytes, bool] = {}
+        self.locked_round = -1
+        self.locked_hash: bytes | None = None
+        self.valid_round = -1
+        self.valid_block: Block | None = None
+        self.commit_round = -1
+        self._precommit_wait_round = -1
+        self._own: dict[tuple[int, int], Message] = {}
+        self._height_started = self.clock.now()
+        self._served.clear()
+
+    def enter_new_round(self, height: int, round_: int) -> None:
+        """Start ``round_`` (paper: StartRound). Expects a later round, or the first
+        round of a height from NEW_HEIGHT."""
+        if (
+            height != self.height
+            or round_ < self.round
+            or (round_ == self.round and self.step != Step.NEW_HEIGHT)
+        ):
+            return
+        log.debug("%d/%d: new round", height, round_)
+        self.round = round_
+        self.step = Step.NEW_ROUND
+        self.enter_propose(height, round_)
+
+    def enter_propose(self, height: int, round_: int) -> None:
+        """Propose if scheduled, and give the proposer ``timeout_propose(round)``."""
+        if (
+            height != self.height
+            or round_ < self.round
+            or (round_ == self.round and self.step >= Step.PROPOSE)
+        ):
+            return
+        self.round = round_
+        self.step = Step.PROPOSE
+        self._schedule(Step.PROPOSE, height, round_)
+        if self._is_proposer(height, round_):
+            self._decide_proposal(height, round_)
+
+    def _decide_proposal(self, height: int, round_: int) -> None:
+        assert self.privval is not None
+        if self.valid_block is not None:
+            # Re-propose the newest block with a polka, with its proof-of-lock round,
+            # so validators locked on it can prevote it (paper lines 15-16).
+            block, pol_round = self.valid_block, self.valid_round
+        else:
+            block, pol_round = self.app.propose(height, round_), -1
+            # The application must build on our height, or we would sign nonsense.
+            if block.header.height != height:
+                raise NodeFault(f"app proposed height {block.header.height}, expected {height}")
+        self._sync_wal()
+        try:
+            proposal = self.privval.sign_proposal(
+                height, round_, None if pol_round < 0 else pol_round, block
+            )
+        except DoubleSignRefused as exc:
+            log.info("%d/%d: not proposing: %s", height, round_, exc)
+            return
+        log.debug("%d/%d: proposing %s", height, round_, block.hash.hex()[:12])
+        self._send_own(proposal)
+
+    def enter_prevote(self, height: int, round_: int) -> None:
+        """Prevote in ``round_`` by the locking rules (paper lines 22-33 and 57-60)."""
+        if (
+            height != self.height
+            or round_ < self.round
+            or (round_ == self.round and self.step >= Step.PREVOTE)
+        ):
+            return
+        self.round = round_
+        self.step = Step.PREVOTE
+        self._sign_and_send(VoteType.PREVOTE, height, round_, self._prevote_choice(round_))
+
+    def _prevote_choice(self, round_: int) -> bytes:
+        proposal = self.proposals.get(round_)
+        # A silent proposer only costs this round.
+        if proposal is None:
+            return NIL
+        block_hash = proposal.block.hash
+        if not self._is_valid(proposal.block):
+            return NIL
+        # Prevoting the block we are locked on is always safe.
+        if self.locked_hash == block_hash:
+            return block_hash
+        if proposal.pol_round is None:
+            return block_hash if self.locked_round == -1 else NIL
+        # A proof of lock at least as new as our lock releases it (paper line 29).
+        polka = self.votes.majority(proposal.pol_round, VoteType.PREVOTE)
+        if polka == block_hash and self.locked_round <= proposal.pol_round:
+            return block_hash
+        return NIL
+
+    def enter_prevote_wait(self, height: int, round_: int) -> None:
+        """+2/3 prevoted but not for one value (yet): wait ``timeout_prevote(round)``."""
+        if (
+            height != self.height
+            or round_ < self.round
+            or (round_ == self.round and self.step >= Step.PREVOTE_WAIT)
+        ):
+            return
+        if not self.votes.two_thirds_any(round_, VoteType.PREVOTE):
+            raise NodeFault(f"{height}/{round_}: prevote wait without +2/3 prevotes")
+        self.round = round_
+        self.step = Step.PREVOTE_WAIT
+        self._schedule(Step.PREVOTE_WAIT, height, round_)
+
+    def enter_precommit(self, height: int, round_: int) -> None:
+        """Precommit the block with +2/3 prevotes in ``round_`` and lock on it when we
+        hold it and it is valid; otherwise precommit nil, keeping any lock (44-46)."""
+        if (
+            height != self.height
+            or round_ < self.round
+            or (round_ == self.round and self.step >= Step.PRECOMMIT)
+        ):
+            return
+        self.round = round_
+        self.step = Step.PRECOMMIT
+        choice = NIL
+        polka = self.votes.majority(round_, VoteType.PREVOTE)
+        if polka:
+            block = self._blocks.get(polka)
+            if block is None:
+                self._request_block(polka)
+            elif self._is_valid(block):
+                # Lock (paper lines 36-43); privval persists it with the precommit.
+                self.locked_round, self.locked_hash = round_, polka
+                self.valid_round, self.valid_block = round_, block
+                choice = polka
+        self._sign_and_send(VoteType.PRECOMMIT, height, round_, choice)
+
+    def enter_precommit_wait(self, height: int, round_: int) -> None:
+        """+2/3 precommitted in ``round_`` but not for one block: wait
+        ``timeout_precommit(round)``, then go to the next round (paper 47-48, 65-67)."""
+        if height != self.height or round_ < self.round or self._precommit_wait_round == round_:
+            return
+        if not self.votes.two_thirds_any(round_, VoteType.PRECOMMIT):
+            raise NodeFault(f"{height}/{round_}: precommit wait without +2/3 precommits")
+        self.round = round_
+        self.step = max(self.step, Step.PRECOMMIT_WAIT)
+        self._precommit_wait_round = round_
+        self._schedule(Step.PRECOMMIT_WAIT, height, round_)
+
+    def enter_commit(self, height: int, commit_round: int) -> None:
+        """+2/3 precommitted one block in ``commit_round`` (any round): it is decided;
+        finalize it as soon as we hold it (paper line 49)."""
+        if height != self.height or self.step == Step.COMMIT:
+            return
+        decided = self.votes.majority(commit_round, VoteType.PRECOMMIT)
+        if not decided:
+            raise NodeFault(f"{height}/{commit_round}: commit without +2/3 precommits")
+        log.debug("%d/%d: +2/3 precommits for %s", height, commit_round, decided.hex()[:12])
+        self.step = Step.COMMIT
+        self.commit_round = commit_round
+        if decided not in self._blocks:
+            self._request_block(decided)
+            return
+        self._try_finalize(height)
+
+    def _try_finalize(self, height: int) -> None:
+        if height != self.height or self.step != Step.COMMIT:
+            return
+        vs = self.votes.get(self.commit_round, VoteType.PRECOMMIT)
+        assert vs is not None
+        decided = vs.majority()
+        assert decided
+        block = self._blocks.get(decided)
+        if block is None:
+            return
+        # +2/3 precommitted it, so either we are broken or more than 1/3 are faulty.
+        if not self._is_valid(block):
+            raise NodeFault(
+                f"height {height}: +2/3 precommitted {decided.hex()}, which is invalid here"
+            )
+        self._finalize(block, vs.make_commit())
+
+    def _finalize(self, block: Block, commit: Commit) -> None:
+        height = self.height
+        try:
+            verify_commit(commit, self.chain_id, height, block.hash, self.validators)
+        except InvalidBlock as exc:
+            raise NodeFault(f"height {height}: own certificate does not verify: {exc}") from exc
+        self.app.commit(block, commit)
+        if self.app.height() != height:
+            raise NodeFault(f"committed height {height}, but the app is at {self.app.height()}")
+        log.info(
+            "finalized %d (round %d, %s, %d sigs)",
+            height,
+            commit.round,
+            block.hash.hex()[:12],
+            len(commit.signatures),
+        )
+        self._enter_new_height(height + 1, wait=True)
+
+    # --- the upon rules, re-checked after every input ---------------------------------
+
+    def _progress(self) -> None:
+        h = self.height
+        if self.step == Step.COMMIT:
+            self._try_finalize(h)
+            return
+        # Line 49: +2/3 precommits for one block in any round decide the height.
+        if self.votes.commit_round is not None:
+            self.enter_commit(h, self.votes.commit_round)
+            return
+        # Line 55: more than 1/3 are in a later round, so at least one honest one is.
+        later = [r for r in self.votes.rounds() if r > self.round]
+        weak = one_third_plus(len(self.validators))
+        for r in reversed(later):
+            if self.votes.voters(r) >= weak:
+                self.enter_new_round(h, r)
+                break
+        r = self.round
+        if self.step == Step.NEW_HEIGHT:
+            # Others already vote in this height's first round: stop waiting for ours.
+            if not (
+                self.votes.two_thirds_any(r, VoteType.PREVOTE)
+                or self.votes.two_thirds_any(r, VoteType.PRECOMMIT)
+            ):
+                return
+            self.enter_new_round(h, r)
+        # Lines 22 and 28: a complete proposal in the propose step.
+        if self.step == Step.PROPOSE and self._proposal_complete(r):
+            self.enter_prevote(h, r)
+        self._update_valid()
+        polka = self.votes.majority(r, VoteType.PREVOTE)
+        if self.step in (Step.PREVOTE, Step.PREVOTE_WAIT):
+            if polka == NIL:
+                self.enter_precommit(h, r)
+            elif polka is not None:
+                if polka in self._blocks:
+                    self.enter_precommit(h, r)
+                else:
+                    # Wait (bounded by timeout_prevote) for the block to lock on it.
+                    self._request_block(polka)
+                    self.enter_prevote_wait(h, r)
+            elif self.votes.two_thirds_any(r, VoteType.PREVOTE):
+                self.enter_prevote_wait(h, r)
+        # Line 47.
+        if self.votes.two_thirds_any(r, VoteType.PRECOMMIT):
+            self.enter_precommit_wait(h, r)
+
+    def _update_valid(self) -> None:
+        """Line 36, second half: remember the newest valid block with a polka, so our
+        next proposal re-proposes it. The paper looks at the current round only; any
+        round up to it is as safe (receivers check the proof of lock) and lets a
+        restarted node recover its valid block from the replayed WAL."""
+        for r in reversed(self.votes.rounds()):
+            if r <= self.valid_round:
+                return
+            if r > self.round:
+                continue
+            polka = self.votes.majority(r, VoteType.PREVOTE)
+            block = self._blocks.get(polka) if polka else None
+            if block is not None and self._is_valid(block):
+                self.valid_round, self.valid_block = r, block
+                return
+
+    def _proposal_complete(self, round_: int) -> bool:
+        proposal = self.proposals.get(round_)
+        if proposal is None:
+            return False
+        # With a proof-of-lock round, wait for those prevotes (or the timeout).
+        return proposal.pol_round is None or (
+            self.votes.majority(proposal.pol_round, VoteType.PREVOTE) is not None
+        )
+
+    # --- inputs ----------------------------------------------------------------------
+
+    def _on_timeout(self, ev: TimeoutEvent) -> None:
+        if ev.height != self.height or ev.round < self.round:
+            return
+        if ev.step == Step.NEW_HEIGHT:
+            self.enter_new_round(ev.height, ev.round)
+        elif ev.step == Step.PROPOSE:
+            self.enter_prevote(ev.height, ev.round)
+        elif ev.step == Step.PREVOTE_WAIT:
+            self.enter_precommit(ev.height, ev.round)
+        elif ev.step == Step.PRECOMMIT_WAIT:
+            self.enter_precommit(ev.height, ev.round)
+            self.enter_new_round(ev.height, ev.round + 1)
+
+    def _on_tick(self) -> None:
+        for (_, round_), msg in list(self._own.items()):
+            if round_ == self.round:
+                if isinstance(msg, Proposal):
+                    self._broadcast_proposal(msg)
+                else:
+                    self.transport.broadcast(msg)
+        stalled_ms = self.clock.now() - self._where_since
+        if stalled_ms >= self.config.rebroadcast_ms * self.config.stall_relay_periods:
+            self._relay_round_state()
+        if self.step == Step.COMMIT:
+            decided = self.votes.majority(self.commit_round, VoteType.PRECOMMIT)
+            if decided and decided not in self._blocks:
+                self._request_block(decided)
+        self.clock.schedule(self.config.rebroadcast_ms, lambda: self._submit(_Tick()))
+
+    def _relay_round_state(self) -> None:
+        """Re-send what we know of the last two rounds, so peers that lost messages
+        (a restart, a long partition) can reach the same thresholds we see."""
+        sent_own = set(map(id, self._own.values()))
+        proposal = self.proposals.get(self.round)
+        if proposal is not None and id(proposal) not in sent_own:
+            self._broadcast_proposal(proposal)
+        for r in (self.round - 1, self.round):
+            for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+                vs = self.votes.get(r, vote_type)
+                for vote in vs.all_votes() if vs is not None else ():
+                    if id(vote) not in sent_own:
+                        self.transport.broadcast(vote)
+
+    def _on_message(self, item: _Received) -> None:
+        msg, peer = item.msg, item.peer
+        if isinstance(msg, SyncRequest):
+            self._on_sync_request(msg, peer)
+            return
+        if isinstance(msg, FinalizedBlock):
+            self._on_finalized(msg, peer)
+            return
+        if msg.height < self.height:
+            # The sender is behind: it needs the block we finalized at its height.
+            self._serve_finalized(msg.height, peer)
+            return
+        if msg.height > self.height:
+            self._buffer(item)
+            return
+        if isinstance(msg, Proposal):
+            self._on_proposal(msg, peer, item.verified, item.replayed)
+        else:
+            self._on_vote(msg, peer, item.verified, item.replayed)
+
+    def _on_proposal(
+        self, p: Proposal, peer: Peer | None, verified: bool, replayed: bool = False
+    ) -> None:
+        # Proposals far ahead would only cost memory; the proposer re-sends them.
+        if p.round > self.round + 1:
+            return
+        expected = self.validators.proposer(self.height, p.round)
+        # Only the scheduled proposer of the round may propose.
+        if p.proposer != expected:
+            self._bad_peer(
+                peer,
+                f"proposal {p.height}/{p.round} from {p.proposer.hex()}, expected {expected.hex()}",
+            )
+            return
+        # The block must be for the height the proposal names.
+        if p.block.header.height != p.height:
+            self._bad_peer(
+                peer, f"proposal {p.height}/{p.round} carries block {p.block.header.height}"
+            )
+            return
+        # First proposal of a round wins; a second one is the proposer equivocating.
+        if p.round in self.proposals:
+            return
+        if not verified:
+            try:
+                p.verify(self.chain_id)
+            except InvalidSignature:
+                self._bad_peer(peer, f"proposal {p.height}/{p.round} has a bad signature")
+                return
+        self._log(p, replayed)
+        if replayed and self._is_me(p.proposer):
+            self._own[(0, p.round)] = p
+        self.proposals[p.round] = p
+        self._blocks.setdefault(p.block.hash, p.block)
+
+    def _on_vote(
+        self, vote: Vote, peer: Peer | None, verified: bool, replayed: bool = False
+    ) -> None:
+        if vote.validator not in self.validators:
+            log.debug("ignoring vote from non-producer %s", vote.validator.hex())
+            return
+        if vote.round > self.round:
+            # Bound the rounds one validator can make us keep (memory), as cometbft does.
+            ahead = {r for r in self.votes.rounds_of(vote.validator) if r > self.round}
+            if (
+                vote.round not in ahead
+                and len(ahead) >= self.config.max_future_rounds_per_validator
+            ):
+                return
+        try:
+            added, evidence = self.votes.add(vote, verified=verified)
+        except Invalid as exc:
+            self._bad_peer(peer, f"vote {vote.height}/{vote.round}: {exc}")
+            return
+        if added:
+            self._log(vote, replayed)
+            if replayed and self._is_me(vote.validator):
+                self._own[(vote.type, vote.round)] = vote
+        if evidence is not None:
+            log.warning(
+                "%d/%d: conflicting votes from %s", vote.height, vote.round, vote.validator.hex()
+            )
+            if self.on_evidence is not None:
+                self.on_evidence(evidence)
+
+    def _buffer(self, item: _Received) -> None:
+        msg = item.msg
+        assert isinstance(msg, Proposal | Vote)
+        cfg = self.config
+        fits = (
+            msg.height <= self.height + cfg.max_future_heights
+            and self._buffered < cfg.max_buffered_messages
+            and not (
+                isinstance(msg, Proposal) and self._buffered_proposals >= cfg.max_buffered_proposals
+            )
+        )
+        if fits:
+            self._future.setdefault(msg.height, []).append(item)
+            self._buffered += 1
+            self._buffered_proposals += isinstance(msg, Proposal)
+        # Still here a while after others moved on: ask the sender for our height.
+        waited = self.clock.now() - self._height_started >= cfg.sync_interval_ms
+        if (
+            waited
+            and item.peer is not None
+            and self._may_serve(item.peer, "request", self.height, NIL)
+        ):
+            self.transport.send(item.peer, SyncRequest(self.height, NIL))
+
+    def _on_sync_request(self, req: SyncRequest, peer: Peer | None) -> None:
+        if peer is None:
+            return
+        if req.height < self.height:
+            self._serve_finalized(req.height, peer)
+        elif req.height == self.height and req.block_hash:
+            for p in self.proposals.values():
+                if p.block.hash == req.block_hash and self._may_serve(
+                    peer, "proposal", p.height, req.block_hash
+                ):
+                    self.transport.send(peer, p)
+                    for vote in self._pol_votes(p):
+                        self.transport.send(peer, vote)
+                    return
+
+    def _serve_finalized(self, height: int, peer: Peer | None) -> None:
+        if peer is None or height < 1 or not self._may_serve(peer, "finalized", height, NIL):
+            return
+        found = self.app.committed(height)
+        if found is not None:
+            block, commit = found
+            self.transport.send(peer, FinalizedBlock(block, commit, self.height - 1))
+
+    def _on_finalized(self, fb: FinalizedBlock, peer: Peer | None) -> None:
+        height = self.height
+        # Only the next block is useful; older ones we have, later ones cannot be checked yet.
+        if fb.commit.height != height or fb.block.header.height != height:
+            return
+        block_hash = fb.block.hash
+        try:
+            verify_commit(fb.commit, self.chain_id, height, block_hash, self.validators)
+        except InvalidBlock as exc:
+            self._bad_peer(peer, f"finalized block {height}: {exc}")
+            return
+        decided = self.votes.commit_round
+        if decided is not None:
+            ours = self.votes.majority(decided, VoteType.PRECOMMIT)
+            # Two certified blocks at one height: more than 1/3 are faulty. Stop.
+            if ours != block_hash:
+                raise NodeFault(
+                    f"height {height}: certificates for {ours.hex() if ours else '?'} "
+                    f"and {block_hash.hex()}"
+                )
+        if not self._is_valid(fb.block):
+            raise NodeFault(f"height {height}: certified block {block_hash.hex()} is invalid here")
+        log.info("%d: catching up from a peer's certificate", height)
+        self._blocks.setdefault(block_hash, fb.block)
+        self._finalize(fb.block, fb.commit)
+        # The sender is further ahead: ask it for the next block right away.
+        if fb.latest > height and peer is not None:
+            self._may_serve(peer, "request", self.height, NIL)
+            self.transport.send(peer, SyncRequest(self.height, NIL))
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _sign_and_send(
+        self, vote_type: VoteType, height: int, round_: int, block_hash: bytes
+    ) -> None:
+        if not self.is_validator:
+            return
+        assert self.privval is not None
+        self._sync_wal()
+        try:
+            vote = self.privval.sign_vote(vote_type, height, round_, block_hash)
+        except DoubleSignRefused as exc:
+            # Expected after a restart: we already voted here, differently or later.
+            log.info("%d/%d: not voting: %s", height, round_, exc)
+            return
+        log.debug("%d/%d: %s %s", height, round_, vote_type.name, block_hash.hex()[:12] or "nil")
+        self._send_own(vote)
+        if self.config.unsafe_equivocate:
+            self._equivocate(vote)
+
+    def _equivocate(self, vote: Vote) -> None:
+        """TEST HOOK: sign and send a second vote for something else at the same step."""
+        assert self.privval is not None
+        other = NIL if vote.block_hash else hash_bytes(Domain.VOTE, b"equivocation" + vote.encode())
+        try:
+            twin = self.privval.sign_vote(VoteType(vote.type), vote.height, vote.round, other)
+        except DoubleSignRefused:
+            log.error("unsafe_equivocate is set but the privval refuses to double-sign")
+            return
+        self.transport.broadcast(twin)
+
+    def _send_own(self, msg: Proposal | Vote) -> None:
+        kind = 0 if isinstance(msg, Proposal) else msg.type
+        self._own[(kind, msg.round)] = msg
+        if isinstance(msg, Proposal):
+            self._broadcast_proposal(msg)
+        else:
+            self.transport.broadcast(msg)
+        # Own messages take the same path as peers' ones, after the current input.
+        self._queue.append(_Received(msg, None, True))
+
+    def _log(self, msg: Proposal | Vote, replayed: bool) -> None:
+        if self.wal is not None and not replayed:
+            self.wal.append(msg)
+
+    def _sync_wal(self) -> None:
+        # What we saw must be durable before we act on it in a signature: after a
+        # crash the replay then reproduces the proof of lock behind our lock.
+        if self.wal is not None:
+            self.wal.sync()
+
+    def _is_me(self, key: bytes) -> bool:
+        return self.privval is not None and self.privval.public_key == key
+
+    def _pol_votes(self, p: Proposal) -> list[Vote]:
+        """The prevotes that justify a re-proposal (its proof of lock)."""
+        if p.pol_round is None:
+            return []
+        vs = self.votes.get(p.pol_round, VoteType.PREVOTE)
+        return [] if vs is None else vs.votes_for(p.block.hash)
+
+    def _broadcast_proposal(self, p: Proposal) -> None:
+        # Peers that missed the proof-of-lock round cannot prevote the block without
+        # those prevotes, so they travel with it (cometbft gossips them the same way).
+        self.transport.broadcast(p)
+        for vote in self._pol_votes(p):
+            self.transport.broadcast(vote)
+
+    def _is_proposer(self, height: int, round_: int) -> bool:
+        return (
+            self.privval is not None
+            and self.validators.proposer(height, round_) == self.privval.public_key
+        )
+
+    def _is_valid(self, block: Block) -> bool:
+        block_hash = block.hash
+        valid = self._valid.get(block_hash)
+        if valid is None:
+            valid = (
+                block.header.height == self.height
+                and block.header.chain_id == self.chain_id
+                and bool(self.app.validate(block))
+            )
+            self._valid[block_hash] = valid
+        return valid
+
+    def _request_block(self, block_hash: bytes) -> None:
+        """We know +2/3 voted for a block we do not hold: ask for it (rate limited)."""
+        if not self._may_serve(None, "want", self.height, block_hash):
+            return
+        log.info("%d: missing block %s, asking peers", self.height, block_hash.hex()[:12])
+        if self.on_missing_block is not None:
+            self.on_missing_block(self.height, block_hash)
+        self.transport.broadcast(SyncRequest(self.height, block_hash))
+
+    def _may_serve(self, peer: Peer | None, what: str, height: int, block_hash: bytes) -> bool:
+        """At most once per ``sync_interval_ms`` per (peer, what, height, block)."""
+        key = (peer, what, height, block_hash)
+        now = self.clock.now()
+        last = self._served.get(key)
+        if last is not None and now - last < self.config.sync_interval_ms:
+            return False
+        self._served[key] = now
+        return True
+
+    def _schedule(self, step: Step, height: int, round_: int) -> None:
+        ev = TimeoutEvent(height, round_, step)
+        self.clock.schedule(self.config.timeout_ms(step, round_), lambda: self._submit(ev))
+
+    def _bad_peer(self, peer: Peer | None, reason: str) -> None:
+        log.info("bad consensus message from %r: %s", peer, reason)
+        if peer is not None and self.on_bad_peer is not None:
+            self.on_bad_peer(peer, reason)

@@ -1,0 +1,164 @@
+"""Producer election at epoch boundaries, and missed-slot jailing.
+
+The begin-block hook of the last block of epoch ``e`` (height ``(e+1) * E``)
+ranks the eligible candidates and stores the top ``max_producers`` as the
+producers of epoch ``e + 1``. The set is therefore in the state root of a
+block finalized by the outgoing producers, one block before it takes over,
+and every set ever elected stays in state (``producer_set(state, epoch)``), so
+an offline audit that re-executes the chain re-derives each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from consensus.staking_state import (
+    Candidate,
+    ProducerSet,
+    active_params,
+    candidate_key,
+    candidates,
+    epoch_of,
+    get_candidate,
+    is_election_height,
+    is_member,
+    producer_set,
+    producer_set_key,
+    producers_for_height,
+    self_bond,
+    staking_enabled,
+)
+from consensus.validators import ValidatorSet
+from core.errors import NodeFault
+from core.types import MAX_VALIDATORS
+from vm.context import BlockContext
+from vm.params import ChainParams
+from vm.receipts import Event
+from vm.state import Overlay, StateView
+
+
+def rank_candidates(state: StateView, params: ChainParams) -> list[tuple[bytes, int]]:
+    """Eligible candidates as (key, weight), best first; ties go to the lower key.
+
+    Eligible: still a member, not jailed, self-bond at least ``min_self_bond``
+    and some approval (weight above 0).
+    """
+    ranked = []
+    for key in candidates(state):
+        cand = get_candidate(state, key)
+        if cand is None:
+            raise NodeFault(f"candidate list names {key.hex()}, which has no record")
+        if cand.jailed or cand.weight == 0 or not is_member(state, key):
+            continue
+        if self_bond(state, key) < params.min_self_bond:
+            continue
+        ranked.append((key, cand.weight))
+    ranked.sort(key=lambda kw: (-kw[1], kw[0]))
+    return ranked
+
+
+def elect(state: StateView, params: ChainParams) -> list[tuple[bytes, int]]:
+    """The top ``max_producers`` eligible candidates (possibly none)."""
+    return rank_candidates(state, params)[: min(params.max_producers, MAX_VALIDATORS)]
+
+
+def elect_producers(state: Overlay, ctx: BlockContext) -> None:
+    """Begin-block hook: at the last block of an epoch, store the next epoch's producers.
+
+    With no eligible candidate the outgoing set carries over (a chain without
+    producers could never make another block), and an ``election_failed``
+    event says so.
+    """
+    if not staking_enabled(state):
+        return
+    epoch_length = active_params(state).epoch_length
+    if not is_election_height(ctx.height, epoch_length):
+        return
+    epoch = epoch_of(ctx.height, epoch_length) + 1
+    winners = sorted(elect(state, ctx.params))
+    if winners:
+        record = ProducerSet(
+            epoch, ctx.height, tuple(k for k, _ in winners), tuple(w for _, w in winners)
+        )
+    else:
+        previous = producer_set(state, epoch - 1)
+        if previous is None:
+            raise NodeFault(f"no producer set for epoch {epoch - 1} at height {ctx.height}")
+        record = ProducerSet(epoch, ctx.height, previous.keys, previous.weights)
+        state.emit(Event.of("election_failed", epoch=epoch))
+    state.set_obj(producer_set_key(epoch), record)
+    state.emit(
+        Event.of(
+            "producers_elected",
+            epoch=epoch,
+            producers=len(record.keys),
+            set_hash=ValidatorSet(record.keys).hash,
+        )
+    )
+
+
+def record_missed(
+    state: Overlay,
+    height: int,
+    expected: Iterable[bytes],
+    signers: Collection[bytes],
+    params: ChainParams,
+) -> list[bytes]:
+    """Count a missed slot for each of ``expected`` not in ``signers``; jail those over the limit.
+
+    ``height`` is the block being executed; ``signers`` are the validators whose
+    precommits its header's ``last_commit`` carries (the commit of ``height - 1``)
+    and ``expected`` the producers of ``height - 1``. Counts are per epoch of
+    the missed block and restart with the next epoch. A producer with more than
+    ``max_missed_slots`` misses in one epoch is jailed until
+    ``height + jail_blocks``. Returns the keys jailed now, sorted.
+    """
+    epoch = epoch_of(height - 1, active_params(state).epoch_length)
+    jailed = []
+    for key in sorted(set(expected)):
+        if key in signers:
+            continue
+        ckey = candidate_key(key)
+        cand = state.get_obj(ckey, Candidate)
+        # Producers are elected from candidates, and candidacies are never deleted.
+        if cand is None:
+            raise NodeFault(f"producer {key.hex()} has no candidate record")
+        missed = (cand.missed if cand.missed_epoch == epoch else 0) + 1
+        jail = not cand.jailed and missed > params.max_missed_slots
+        state.set_obj(
+            ckey,
+            Candidate(
+                cand.registered_height,
+                cand.weight,
+                cand.jailed or jail,
+                height + params.jail_blocks if jail else cand.jailed_until,
+                epoch,
+                missed,
+            ),
+        )
+        if jail:
+            jailed.append(key)
+            state.emit(
+                Event.of(
+                    "jailed",
+                    candidate=key,
+                    reason="missed_slots",
+                    missed=missed,
+                    jailed_until=height + params.jail_blocks,
+                )
+            )
+    return jailed
+
+
+def missed_slots_hook(state: Overlay, ctx: BlockContext) -> None:
+    """Begin-block hook: ``record_missed`` for the previous block's commit.
+
+    Needs the signers of the header's ``last_commit``, which ``BlockContext``
+    does not carry yet: it reads ``ctx.last_commit_signers`` when present (the
+    proposed addition) and does nothing otherwise.
+    """
+    signers = getattr(ctx, "last_commit_signers", None)
+    if signers is None or ctx.height <= 1 or not staking_enabled(state):
+        return
+    expected = producers_for_height(state, ctx.height - 1).keys
+    record_missed(state, ctx.height, expected, frozenset(signers), ctx.params)

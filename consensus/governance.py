@@ -1,0 +1,413 @@
+"""Consortium governance: proposals to admit or remove a member or change a parameter.
+
+Any member proposes; the active producers vote. A proposal passes in the vote
+that brings its approvals from producers active at that height to more than
+2/3 of the active set, and its action runs in that same transaction. Votes are
+taken up to and including ``deadline_height``; after it the proposal is dead.
+
+Parameter changes are not applied at once: a change passed at height ``h`` is
+scheduled for ``h + param_change_delay_blocks`` and the begin-block hook of that
+height writes it into the active parameters. ``params_for_height`` gives the
+parameters a block must be executed with, from the state before it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+from consensus.staking_state import (
+    ACTIVE_PARAMS_KEY,
+    GOVERNABLE_PARAMS,
+    MAX_CANDIDATES,
+    MAX_MEMBERS,
+    MAX_PENDING_PARAMS,
+    MEMBER_LIST_KEY,
+    PENDING_PARAMS_KEY,
+    PROPOSAL_COUNTER_KEY,
+    Counter,
+    KeyList,
+    Member,
+    PendingParam,
+    PendingParams,
+    active_params,
+    check_staking_params,
+    get_member,
+    member_key,
+    members,
+    producers_for_height,
+    proposal_key,
+    read,
+    require_staking,
+    staking_enabled,
+)
+from core.codec import MaxItems, MaxLen, Wire
+from core.errors import DecodeError
+from core.types import PublicKey
+from vm.context import BlockContext
+from vm.params import ChainParams
+from vm.receipts import Event
+from vm.registry import TxFailed, TxInfo
+from vm.state import Overlay, StateView
+
+PROPOSE_ADMIT_MEMBER = "propose_admit_member"
+PROPOSE_REMOVE_MEMBER = "propose_remove_member"
+PROPOSE_PARAM_CHANGE = "propose_param_change"
+VOTE_PROPOSAL = "vote_proposal"
+
+ADMIT_MEMBER = 1
+REMOVE_MEMBER = 2
+CHANGE_PARAM = 3
+ACTION_NAMES = {
+    ADMIT_MEMBER: "admit_member",
+    REMOVE_MEMBER: "remove_member",
+    CHANGE_PARAM: "change_param",
+}
+MEMBER_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeAdmitMember(Wire):
+    public_key: PublicKey
+    name: Annotated[str, MaxLen(64)]
+
+    MAX_ENCODED = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeRemoveMember(Wire):
+    public_key: PublicKey
+
+    MAX_ENCODED = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeParamChange(Wire):
+    name: Annotated[str, MaxLen(64)]
+    value: int
+
+    MAX_ENCODED = 128
+
+
+@dataclass(frozen=True, slots=True)
+class VoteProposal(Wire):
+    """Approve a proposal (there is no 'no': a proposal without enough approvals expires)."""
+
+    proposal_id: int
+
+    MAX_ENCODED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal(Wire):
+    id: int
+    proposer: PublicKey
+    # ADMIT_MEMBER (public_key, name), REMOVE_MEMBER (public_key) or CHANGE_PARAM (name, value).
+    kind: int
+    public_key: Annotated[bytes, MaxLen(32)]
+    name: Annotated[str, MaxLen(64)]
+    value: int
+    created_height: int
+    # Last height at which votes are taken.
+    deadline_height: int
+    # Producers that approved, sorted (only those active at a vote's height count).
+    voters: Annotated[tuple[PublicKey, ...], MaxItems(MAX_CANDIDATES)]
+    # Height it passed at; 0 while open.
+    passed_height: int
+
+    MAX_ENCODED = 40 * 1024
+
+
+def get_proposal(state: StateView, proposal_id: int) -> Proposal | None:
+    return read(state, proposal_key(proposal_id), Proposal)
+
+
+# --- proposing ---
+
+
+def _new_proposal(
+    state: Overlay,
+    tx: TxInfo,
+    ctx: BlockContext,
+    kind: int,
+    public_key: bytes = b"",
+    name: str = "",
+    value: int = 0,
+) -> Proposal:
+    counter = read(state, PROPOSAL_COUNTER_KEY, Counter)
+    proposal_id = 1 if counter is None else counter.value
+    deadline = ctx.height + ctx.params.proposal_voting_blocks
+    proposal = Proposal(
+        proposal_id, tx.sender, kind, public_key, name, value, ctx.height, deadline, (), 0
+    )
+    state.set_obj(PROPOSAL_COUNTER_KEY, Counter(proposal_id + 1))
+    state.set_obj(proposal_key(proposal_id), proposal)
+    state.emit(
+        Event.of(
+            "proposal_created",
+            proposal_id=proposal_id,
+            action=ACTION_NAMES[kind],
+            proposer=tx.sender,
+            deadline_height=deadline,
+        )
+    )
+    return proposal
+
+
+def _require_member(state: StateView, key: bytes) -> None:
+    # Only consortium members may propose.
+    if get_member(state, key) is None:
+        raise TxFailed(f"{key.hex()} is not a consortium member", "not_member")
+
+
+def _check_admit(state: StateView, key: bytes, name: str) -> None:
+    # Names appear in logs and tools; keep them plain.
+    if not MEMBER_NAME_PATTERN.fullmatch(name):
+        raise TxFailed(
+            f"member name must match [A-Za-z0-9_.-]{{1,64}}, got {name!r}", "invalid_name"
+        )
+    # A key is a member once.
+    if get_member(state, key) is not None:
+        raise TxFailed(f"{key.hex()} is already a member", "already_member")
+    count = len(members(state))
+    # The member list is one state value, so it is bounded.
+    if count >= MAX_MEMBERS:
+        raise TxFailed(f"at most {MAX_MEMBERS} members, got {count}", "too_many_members")
+
+
+def _check_remove(state: StateView, key: bytes) -> None:
+    # Only a member can be removed.
+    if get_member(state, key) is None:
+        raise TxFailed(f"{key.hex()} is not a member", "unknown_member")
+    count = len(members(state))
+    # A consortium without members could never govern itself again.
+    if count <= 1:
+        raise TxFailed(f"cannot remove the last member, members {count}", "last_member")
+
+
+def _check_param(state: StateView, name: str, value: int) -> ChainParams:
+    """The parameters once every scheduled change and this one apply; TxFailed if invalid."""
+    # Only whitelisted parameters are governed (epoch_length is fixed at genesis).
+    if name not in GOVERNABLE_PARAMS:
+        raise TxFailed(f"parameter {name!r} is not governable", "param_not_governable")
+    pending = read(state, PENDING_PARAMS_KEY, PendingParams)
+    count = 0 if pending is None else len(pending.changes)
+    # The schedule is one state value, so it is bounded.
+    if count >= MAX_PENDING_PARAMS:
+        raise TxFailed(
+            f"at most {MAX_PENDING_PARAMS} scheduled changes, got {count}", "too_many_pending"
+        )
+    future = _apply_all(state)
+    try:
+        changed = future.replace(**{name: value})
+        check_staking_params(changed)
+    except DecodeError as exc:
+        # The parameter set must stay valid once every scheduled change applies.
+        raise TxFailed(f"{name} = {value}: {exc.message}", "invalid_param") from None
+    return changed
+
+
+def apply_propose_admit_member(
+    state: Overlay, tx: TxInfo, payload: ProposeAdmitMember, ctx: BlockContext
+) -> None:
+    require_staking(state)
+    _require_member(state, tx.sender)
+    _check_admit(state, payload.public_key, payload.name)
+    _new_proposal(state, tx, ctx, ADMIT_MEMBER, public_key=payload.public_key, name=payload.name)
+
+
+def apply_propose_remove_member(
+    state: Overlay, tx: TxInfo, payload: ProposeRemoveMember, ctx: BlockContext
+) -> None:
+    require_staking(state)
+    _require_member(state, tx.sender)
+    _check_remove(state, payload.public_key)
+    _new_proposal(state, tx, ctx, REMOVE_MEMBER, public_key=payload.public_key)
+
+
+def apply_propose_param_change(
+    state: Overlay, tx: TxInfo, payload: ProposeParamChange, ctx: BlockContext
+) -> None:
+    require_staking(state)
+    _require_member(state, tx.sender)
+    _check_param(state, payload.name, payload.value)
+    _new_proposal(state, tx, ctx, CHANGE_PARAM, name=payload.name, value=payload.value)
+
+
+# --- voting ---
+
+
+def apply_vote_proposal(
+    state: Overlay, tx: TxInfo, payload: VoteProposal, ctx: BlockContext
+) -> None:
+    require_staking(state)
+    proposal = get_proposal(state, payload.proposal_id)
+    # Votes go to existing proposals.
+    if proposal is None:
+        raise TxFailed(f"no proposal {payload.proposal_id}", "unknown_proposal")
+    # A passed proposal takes no more votes.
+    if proposal.passed_height:
+        raise TxFailed(
+            f"proposal {proposal.id} passed at height {proposal.passed_height}", "proposal_closed"
+        )
+    # Votes close at the deadline.
+    if ctx.height > proposal.deadline_height:
+        raise TxFailed(
+            f"proposal {proposal.id} closed at height {proposal.deadline_height}, "
+            f"this is height {ctx.height}",
+            "proposal_expired",
+        )
+    active = producers_for_height(state, ctx.height)
+    # Only the producers active at this height decide.
+    if tx.sender not in active:
+        raise TxFailed(f"{tx.sender.hex()} is not an active producer", "not_producer")
+    # One vote per producer.
+    if tx.sender in proposal.voters:
+        raise TxFailed(f"{tx.sender.hex()} already voted on {proposal.id}", "already_voted")
+    voters = tuple(sorted((*proposal.voters, tx.sender)))
+    approvals = sum(1 for v in voters if v in active)
+    passed = approvals * 3 > len(active) * 2
+    if passed:
+        _execute(state, proposal, ctx)
+    state.set_obj(
+        proposal_key(proposal.id),
+        Proposal(
+            proposal.id,
+            proposal.proposer,
+            proposal.kind,
+            proposal.public_key,
+            proposal.name,
+            proposal.value,
+            proposal.created_height,
+            proposal.deadline_height,
+            voters,
+            ctx.height if passed else 0,
+        ),
+    )
+    state.emit(
+        Event.of(
+            VOTE_PROPOSAL,
+            proposal_id=proposal.id,
+            voter=tx.sender,
+            approvals=approvals,
+            producers=len(active),
+            passed=int(passed),
+        )
+    )
+
+
+def _execute(state: Overlay, proposal: Proposal, ctx: BlockContext) -> None:
+    """Carry out a passed proposal; its checks run again against the state of now."""
+    key = proposal.public_key
+    if proposal.kind == ADMIT_MEMBER:
+        _check_admit(state, key, proposal.name)
+        state.set_obj(member_key(key), Member(proposal.name, ctx.height))
+        state.set_obj(MEMBER_LIST_KEY, KeyList(tuple(sorted((*members(state), key)))))
+        state.emit(Event.of("member_admitted", member=key, name=proposal.name))
+    elif proposal.kind == REMOVE_MEMBER:
+        _check_remove(state, key)
+        state.delete(member_key(key))
+        state.set_obj(MEMBER_LIST_KEY, KeyList(tuple(k for k in members(state) if k != key)))
+        state.emit(Event.of("member_removed", member=key))
+    else:
+        _check_param(state, proposal.name, proposal.value)
+        effective = ctx.height + ctx.params.param_change_delay_blocks
+        change = PendingParam(effective, proposal.id, proposal.name, proposal.value)
+        pending = read(state, PENDING_PARAMS_KEY, PendingParams)
+        changes = () if pending is None else pending.changes
+        ordered = tuple(
+            sorted((*changes, change), key=lambda c: (c.effective_height, c.proposal_id))
+        )
+        state.set_obj(PENDING_PARAMS_KEY, PendingParams(ordered))
+        state.emit(
+            Event.of(
+                "param_change_scheduled",
+                name=proposal.name,
+                value=proposal.value,
+                effective_height=effective,
+            )
+        )
+
+
+# --- parameters in force ---
+
+
+def apply_pending(
+    params: ChainParams, changes: Sequence[PendingParam], height: int
+) -> tuple[ChainParams, list[PendingParam], list[PendingParam], tuple[PendingParam, ...]]:
+    """Apply the changes due at or before ``height``, in order.
+
+    Returns (parameters, applied, skipped, still pending). A change that would
+    make the set invalid (possible only when the delay itself was changed and
+    changes landed out of order) is skipped, deterministically.
+    """
+    applied: list[PendingParam] = []
+    skipped: list[PendingParam] = []
+    remaining = []
+    for change in changes:
+        if change.effective_height > height:
+            remaining.append(change)
+            continue
+        if change.name not in GOVERNABLE_PARAMS:
+            skipped.append(change)
+            continue
+        try:
+            candidate = params.replace(**{change.name: change.value})
+            check_staking_params(candidate)
+        except DecodeError:
+            skipped.append(change)
+            continue
+        params = candidate
+        applied.append(change)
+    return params, applied, skipped, tuple(remaining)
+
+
+def _apply_all(state: StateView) -> ChainParams:
+    """The active parameters with every scheduled change applied."""
+    pending = read(state, PENDING_PARAMS_KEY, PendingParams)
+    params = active_params(state)
+    if pending is None:
+        return params
+    return apply_pending(params, pending.changes, 2**64 - 1)[0]
+
+
+def params_for_height(
+    state: StateView, height: int, default: ChainParams | None = None
+) -> ChainParams:
+    """The parameters block ``height`` executes with, from the state before it.
+
+    The node passes these as ``BlockContext.params`` (and uses them for the
+    mempool's limits); the begin-block hook of ``height`` stores the same set
+    as the active one. On a chain without staking (no parameters in state)
+    ``default`` is returned, normally the genesis parameters.
+    """
+    if default is not None and not staking_enabled(state):
+        return default
+    pending = read(state, PENDING_PARAMS_KEY, PendingParams)
+    params = active_params(state)
+    if pending is None:
+        return params
+    return apply_pending(params, pending.changes, height)[0]
+
+
+def apply_param_changes(state: Overlay, ctx: BlockContext) -> None:
+    """Begin-block hook: write the changes due at this height into the active parameters."""
+    if not staking_enabled(state):
+        return
+    pending = read(state, PENDING_PARAMS_KEY, PendingParams)
+    if pending is None or pending.changes[0].effective_height > ctx.height:
+        return
+    params, applied, skipped, remaining = apply_pending(
+        active_params(state), pending.changes, ctx.height
+    )
+    state.set_obj(ACTIVE_PARAMS_KEY, params)
+    if remaining:
+        state.set_obj(PENDING_PARAMS_KEY, PendingParams(remaining))
+    else:
+        state.delete(PENDING_PARAMS_KEY)
+    for change in applied:
+        state.emit(Event.of("param_changed", name=change.name, value=change.value))
+    for change in skipped:
+        state.emit(Event.of("param_change_skipped", name=change.name, value=change.value))

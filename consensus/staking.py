@@ -1,0 +1,303 @@
+"""Staking transactions: register as a candidate, bond, unbond, vote, unjail.
+
+Handlers are plain functions of (state, tx, payload, block context), as the vm
+wants them; every check is one line with its reason. ``register_staking`` adds
+these, governance and evidence to a registry with the begin-block hooks that
+apply parameter changes, pay out unbonded stake, count missed slots and elect
+producers. Rules: docs/staking.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from consensus.election import elect_producers, missed_slots_hook
+from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence, apply_submit_evidence
+from consensus.governance import (
+    PROPOSE_ADMIT_MEMBER,
+    PROPOSE_PARAM_CHANGE,
+    PROPOSE_REMOVE_MEMBER,
+    VOTE_PROPOSAL,
+    ProposeAdmitMember,
+    ProposeParamChange,
+    ProposeRemoveMember,
+    VoteProposal,
+    apply_param_changes,
+    apply_propose_admit_member,
+    apply_propose_param_change,
+    apply_propose_remove_member,
+    apply_vote_proposal,
+)
+from consensus.staking_state import (
+    BONDED_POOL,
+    CANDIDATE_LIST_KEY,
+    MAX_CANDIDATES,
+    MAX_RELEASES_PER_HEIGHT,
+    MAX_UNBONDING_ENTRIES,
+    MAX_VOTES,
+    UNBONDING_POOL,
+    AddressList,
+    Candidate,
+    KeyList,
+    Staker,
+    Unbonding,
+    add_totals,
+    adjust_weights,
+    candidate_key,
+    candidates,
+    get_candidate,
+    get_member,
+    get_staker,
+    move_tokens,
+    put_staker,
+    queue_key,
+    read,
+    require_staking,
+    staking_enabled,
+)
+from core.codec import MaxItems, Wire
+from core.types import PublicKey
+from vm.accounts import get_account
+from vm.context import BlockContext
+from vm.receipts import Event
+from vm.registry import Registry, TxFailed, TxInfo
+from vm.state import Overlay
+
+REGISTER_CANDIDATE = "register_candidate"
+BOND = "bond"
+UNBOND = "unbond"
+VOTE_PRODUCERS = "vote_producers"
+UNJAIL = "unjail"
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterCandidate(Wire):
+    """Stand for election with the sender's node key (the sender must be a member)."""
+
+    MAX_ENCODED = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Bond(Wire):
+    amount: int
+
+    MAX_ENCODED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Unbond(Wire):
+    amount: int
+
+    MAX_ENCODED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class VoteProducers(Wire):
+    """The sender's whole approval ballot (replaces the previous one); keys ascending."""
+
+    candidates: Annotated[tuple[PublicKey, ...], MaxItems(MAX_VOTES)]
+
+    MAX_ENCODED = MAX_VOTES * 34 + 16
+
+
+@dataclass(frozen=True, slots=True)
+class Unjail(Wire):
+    """Leave jail after ``jailed_until`` (the sender's own candidacy)."""
+
+    MAX_ENCODED = 8
+
+
+def apply_register_candidate(
+    state: Overlay, tx: TxInfo, payload: RegisterCandidate, ctx: BlockContext
+) -> None:
+    key = tx.sender
+    require_staking(state)
+    # Only consortium members may stand for election.
+    if get_member(state, key) is None:
+        raise TxFailed(f"{key.hex()} is not a consortium member", "not_member")
+    # A key stands at most once (candidacies are never deleted).
+    if get_candidate(state, key) is not None:
+        raise TxFailed(f"{key.hex()} is already a candidate", "already_candidate")
+    keys = candidates(state)
+    # The candidate list is one state value, so it is bounded.
+    if len(keys) >= MAX_CANDIDATES:
+        raise TxFailed(
+            f"at most {MAX_CANDIDATES} candidates, got {len(keys)}", "too_many_candidates"
+        )
+    state.set_obj(candidate_key(key), Candidate(ctx.height, 0, False, 0, 0, 0))
+    state.set_obj(CANDIDATE_LIST_KEY, KeyList(tuple(sorted((*keys, key)))))
+    state.emit(Event.of(REGISTER_CANDIDATE, candidate=key))
+
+
+def apply_bond(state: Overlay, tx: TxInfo, payload: Bond, ctx: BlockContext) -> None:
+    amount = payload.amount
+    require_staking(state)
+    # Bonding nothing would only add noise.
+    if amount <= 0:
+        raise TxFailed(f"amount must be positive, got {amount}", "invalid_amount")
+    balance = get_account(state, tx.sender_address).balance
+    # The fee is already paid, so the amount must come out of what is left.
+    if balance < amount:
+        raise TxFailed(f"balance {balance} is less than the amount {amount}", "insufficient_funds")
+    staker = get_staker(state, tx.sender_address)
+    move_tokens(state, tx.sender_address, BONDED_POOL, amount)
+    put_staker(
+        state, tx.sender_address, Staker(staker.bonded + amount, staker.votes, staker.unbonding)
+    )
+    adjust_weights(state, staker.votes, amount)
+    add_totals(state, bonded=amount)
+    state.emit(
+        Event.of(BOND, staker=tx.sender_address, amount=amount, bonded=staker.bonded + amount)
+    )
+
+
+def apply_unbond(state: Overlay, tx: TxInfo, payload: Unbond, ctx: BlockContext) -> None:
+    amount = payload.amount
+    require_staking(state)
+    # Unbonding nothing would only add noise.
+    if amount <= 0:
+        raise TxFailed(f"amount must be positive, got {amount}", "invalid_amount")
+    staker = get_staker(state, tx.sender_address)
+    # Only bonded tokens can be unbonded.
+    if staker.bonded < amount:
+        raise TxFailed(
+            f"bonded {staker.bonded} is less than the amount {amount}", "insufficient_bond"
+        )
+    release = ctx.height + ctx.params.unbonding_blocks
+    entries = list(staker.unbonding)
+    merge = bool(entries) and entries[-1].release_height == release
+    # Pending unbondings of one staker are bounded (one state value).
+    if not merge and len(entries) >= MAX_UNBONDING_ENTRIES:
+        raise TxFailed(
+            f"at most {MAX_UNBONDING_ENTRIES} pending unbondings, got {len(entries)}",
+            "too_many_unbonding",
+        )
+    qkey = queue_key(release)
+    queue = read(state, qkey, AddressList)
+    due = () if queue is None else queue.addresses
+    queued = tx.sender_address in due
+    # The release queue of one height is one state value, so it is bounded.
+    if not queued and len(due) >= MAX_RELEASES_PER_HEIGHT:
+        raise TxFailed(
+            f"at most {MAX_RELEASES_PER_HEIGHT} releases at height {release}, got {len(due)}",
+            "release_queue_full",
+        )
+    if merge:
+        last = entries.pop()
+        entries.append(Unbonding(last.amount + amount, release))
+    else:
+        entries.append(Unbonding(amount, release))
+    if not queued:
+        state.set_obj(qkey, AddressList(tuple(sorted((*due, tx.sender_address)))))
+    move_tokens(state, BONDED_POOL, UNBONDING_POOL, amount)
+    put_staker(
+        state, tx.sender_address, Staker(staker.bonded - amount, staker.votes, tuple(entries))
+    )
+    adjust_weights(state, staker.votes, -amount)
+    add_totals(state, bonded=-amount, unbonding=amount)
+    state.emit(
+        Event.of(
+            UNBOND,
+            staker=tx.sender_address,
+            amount=amount,
+            bonded=staker.bonded - amount,
+            release_height=release,
+        )
+    )
+
+
+def apply_vote_producers(
+    state: Overlay, tx: TxInfo, payload: VoteProducers, ctx: BlockContext
+) -> None:
+    votes = payload.candidates
+    require_staking(state)
+    # One ballot has one encoding: keys strictly ascending, so no duplicates either.
+    if list(votes) != sorted(set(votes)):
+        raise TxFailed("candidates must be unique and in ascending order", "invalid_votes")
+    # K bounds how many candidates one bond counts for.
+    if len(votes) > ctx.params.max_votes:
+        raise TxFailed(
+            f"at most {ctx.params.max_votes} candidates per ballot, got {len(votes)}",
+            "too_many_votes",
+        )
+    for key in votes:
+        # Votes go only to registered candidates (their tallies must exist).
+        if get_candidate(state, key) is None:
+            raise TxFailed(f"{key.hex()} is not a candidate", "unknown_candidate")
+    staker = get_staker(state, tx.sender_address)
+    # A ballot without a bond would weigh nothing; clearing one is always allowed.
+    if votes and staker.bonded == 0:
+        raise TxFailed("bonded 0, expected a bond before voting", "no_stake")
+    adjust_weights(state, staker.votes, -staker.bonded)
+    adjust_weights(state, votes, staker.bonded)
+    put_staker(state, tx.sender_address, Staker(staker.bonded, votes, staker.unbonding))
+    state.emit(
+        Event.of(VOTE_PRODUCERS, staker=tx.sender_address, count=len(votes), weight=staker.bonded)
+    )
+
+
+def apply_unjail(state: Overlay, tx: TxInfo, payload: Unjail, ctx: BlockContext) -> None:
+    key = tx.sender
+    require_staking(state)
+    cand = get_candidate(state, key)
+    # Only a candidate can be jailed.
+    if cand is None:
+        raise TxFailed(f"{key.hex()} is not a candidate", "not_candidate")
+    # There is nothing to undo.
+    if not cand.jailed:
+        raise TxFailed(f"{key.hex()} is not jailed", "not_jailed")
+    # The jail period must be served first.
+    if ctx.height < cand.jailed_until:
+        raise TxFailed(
+            f"jailed until height {cand.jailed_until}, this is height {ctx.height}",
+            "still_jailed",
+        )
+    # The missed-slot count restarts, or the next miss would jail it again at once.
+    freed = Candidate(cand.registered_height, cand.weight, False, 0, cand.missed_epoch, 0)
+    state.set_obj(candidate_key(key), freed)
+    state.emit(Event.of(UNJAIL, candidate=key))
+
+
+def release_unbonded(state: Overlay, ctx: BlockContext) -> None:
+    """Begin-block hook: pay out the unbonding entries due at this height."""
+    if not staking_enabled(state):
+        return
+    qkey = queue_key(ctx.height)
+    queue = read(state, qkey, AddressList)
+    if queue is None:
+        return
+    for address in queue.addresses:
+        staker = get_staker(state, address)
+        due = sum(u.amount for u in staker.unbonding if u.release_height <= ctx.height)
+        rest = tuple(u for u in staker.unbonding if u.release_height > ctx.height)
+        put_staker(state, address, Staker(staker.bonded, staker.votes, rest))
+        if due:
+            move_tokens(state, UNBONDING_POOL, address, due)
+            add_totals(state, unbonding=-due)
+            state.emit(Event.of("unbonded", staker=address, amount=due))
+    state.delete(qkey)
+
+
+def register_staking(registry: Registry) -> None:
+    """Add the staking, governance and evidence transactions and their begin-block hooks.
+
+    Hook order matters and is part of the protocol: parameter changes first
+    (so later hooks and the block's transactions see one parameter set), then
+    unbonding releases, missed slots (so a producer jailed for them is left out
+    of an election in the same block), then the election.
+    """
+    registry.register(REGISTER_CANDIDATE, RegisterCandidate, apply_register_candidate)
+    registry.register(BOND, Bond, apply_bond)
+    registry.register(UNBOND, Unbond, apply_unbond)
+    registry.register(VOTE_PRODUCERS, VoteProducers, apply_vote_producers)
+    registry.register(UNJAIL, Unjail, apply_unjail)
+    registry.register(SUBMIT_EVIDENCE, SubmitEvidence, apply_submit_evidence)
+    registry.register(PROPOSE_ADMIT_MEMBER, ProposeAdmitMember, apply_propose_admit_member)
+    registry.register(PROPOSE_REMOVE_MEMBER, ProposeRemoveMember, apply_propose_remove_member)
+    registry.register(PROPOSE_PARAM_CHANGE, ProposeParamChange, apply_propose_param_change)
+    registry.register(VOTE_PROPOSAL, VoteProposal, apply_vote_proposal)
+    registry.add_begin_block(apply_param_changes)
+    registry.add_begin_block(release_unbonded)
+    registry.add_begin_block(missed_slots_hook)
+    registry.add_begin_block(elect_producers)

@@ -1,0 +1,504 @@
+"""Staking state: records, keys, module accounts, epochs and producer sets.
+
+Everything here is a pure read or write of state; the transaction handlers and
+begin-block hooks in ``staking``, ``election``, ``evidence`` and ``governance``
+build on it. Key layout and rules: docs/staking.md.
+
+Records are frozen ``Wire`` dataclasses. A record that would read the same as
+a missing one (a staker with nothing bonded, no votes and nothing unbonding)
+is stored as absence, as the vm does for empty accounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from consensus.validators import ValidatorSet
+from core.codec import UINT64_MAX, MaxItems, MaxLen, Wire
+from core.errors import DecodeError, Invalid, NodeFault
+from core.hashing import Domain, hash_bytes
+from core.keys import ADDRESS_SIZE, address_of
+from core.types import MAX_VALIDATORS, Address, PublicKey
+from vm.accounts import Account, get_account, put_account
+from vm.params import ChainParams
+from vm.prefixes import KeyPrefix
+from vm.registry import TxFailed
+from vm.state import Overlay, StateView
+
+W = TypeVar("W", bound=Wire)
+
+# Largest consortium; every member may be a candidate, and producers come from them.
+MAX_MEMBERS = MAX_VALIDATORS
+# Candidates are never deleted (their tallies must survive), so the bound is looser.
+MAX_CANDIDATES = 1024
+# Upper bound of ``max_votes`` (K): a staker's approval list is at most this long.
+MAX_VOTES = 64
+# Unbonding entries one staker may have pending at once.
+MAX_UNBONDING_ENTRIES = 16
+# Stakers that may start unbonding in one block (bounds the release queue of a height).
+MAX_RELEASES_PER_HEIGHT = 100_000
+BPS = 10_000
+# Passed parameter changes waiting for their height.
+MAX_PENDING_PARAMS = 256
+
+# The parameters a governance proposal may change (epoch_length may not:
+# every epoch number and stored producer set depends on it).
+GOVERNABLE_PARAMS: tuple[str, ...] = (
+    "min_fee",
+    "max_block_txs",
+    "max_block_bytes",
+    "max_tx_bytes",
+    "max_expiry_blocks",
+    "max_producers",
+    "max_votes",
+    "unbonding_blocks",
+    "min_self_bond",
+    "slash_bps",
+    "max_missed_slots",
+    "jail_blocks",
+    "max_evidence_age_blocks",
+    "proposal_voting_blocks",
+    "param_change_delay_blocks",
+)
+
+
+def module_address(label: str) -> bytes:
+    """Address of an account no key controls.
+
+    Hashed like a key address but from a label that is never 32 bytes long, so it
+    can collide with no public key's address.
+    """
+    raw = f"module:{label}".encode()
+    if len(raw) == 32:
+        raise ValueError("module labels must not be 32 bytes long")
+    return hash_bytes(Domain.ADDRESS, raw)[:ADDRESS_SIZE]
+
+
+# Holds every bonded token: its balance equals the sum of all stakers' bonds.
+BONDED_POOL = module_address("bonded_pool")
+# Holds tokens on their way back to their owners: the sum of all unbonding entries.
+UNBONDING_POOL = module_address("unbonding_pool")
+# Receives slashed tokens; nothing can spend from it, so slashing is a tracked burn.
+COMMUNITY_POOL = module_address("community_pool")
+MODULE_ACCOUNTS = (BONDED_POOL, UNBONDING_POOL, COMMUNITY_POOL)
+
+
+class StakingError(Invalid):
+    """A staking query that the given state cannot answer (e.g. a producer set not yet elected)."""
+
+    code = "no_producer_set"
+
+
+# --- records ---
+
+
+@dataclass(frozen=True, slots=True)
+class Member(Wire):
+    """A consortium member, identified by its node key."""
+
+    name: Annotated[str, MaxLen(64)]
+    admitted_height: int
+
+    MAX_ENCODED = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate(Wire):
+    """A member standing for election, with its vote tally and jail state."""
+
+    registered_height: int
+    # Sum of the bonds of every staker that approves this candidate.
+    weight: int
+    jailed: bool
+    # First height at which a jailed candidate may unjail.
+    jailed_until: int
+    # Missed commit signatures in epoch ``missed_epoch``.
+    missed_epoch: int
+    missed: int
+
+    MAX_ENCODED = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Unbonding(Wire):
+    amount: int
+    # Height whose begin-block hook pays the amount back.
+    release_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class Staker(Wire):
+    """One account's bond, its approved candidates (sorted) and its pending unbondings."""
+
+    bonded: int
+    votes: Annotated[tuple[PublicKey, ...], MaxItems(MAX_VOTES)]
+    unbonding: Annotated[tuple[Unbonding, ...], MaxItems(MAX_UNBONDING_ENTRIES)]
+
+    MAX_ENCODED = 4096
+
+    @property
+    def unbonding_total(self) -> int:
+        return sum(u.amount for u in self.unbonding)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.bonded == 0 and not self.votes and not self.unbonding
+
+
+EMPTY_STAKER = Staker(0, (), ())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyList(Wire):
+    """A sorted list of public keys (members, candidates)."""
+
+    keys: Annotated[tuple[PublicKey, ...], MaxItems(MAX_CANDIDATES)]
+
+    MAX_ENCODED = 40 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AddressList(Wire):
+    """A sorted list of addresses (stakers due for release at one height)."""
+
+    addresses: Annotated[tuple[Address, ...], MaxItems(MAX_RELEASES_PER_HEIGHT)]
+
+    MAX_ENCODED = MAX_RELEASES_PER_HEIGHT * 22 + 16
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerSet(Wire):
+    """The producers of one epoch, sorted by key, with the vote weight each was elected with."""
+
+    epoch: int
+    # Height whose begin-block hook elected this set (0 for genesis).
+    elected_height: int
+    keys: Annotated[tuple[PublicKey, ...], MaxItems(MAX_VALIDATORS)]
+    weights: Annotated[tuple[int, ...], MaxItems(MAX_VALIDATORS)]
+
+    MAX_ENCODED = 16 * 1024
+
+    def validator_set(self) -> ValidatorSet:
+        return ValidatorSet(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRecord(Wire):
+    """An offence already punished: included at ``height``, ``slashed`` tokens taken."""
+
+    height: int
+    slashed: int
+
+    MAX_ENCODED = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Totals(Wire):
+    """Running sums, so audits and tests can check the pools without a scan."""
+
+    bonded: int
+    unbonding: int
+    slashed: int
+
+    MAX_ENCODED = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Counter(Wire):
+    value: int
+
+    MAX_ENCODED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class PendingParam(Wire):
+    """A passed parameter change waiting for its height."""
+
+    effective_height: int
+    proposal_id: int
+    name: Annotated[str, MaxLen(64)]
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingParams(Wire):
+    # Sorted by (effective_height, proposal_id): the order they are applied in.
+    changes: Annotated[tuple[PendingParam, ...], MaxItems(MAX_PENDING_PARAMS)]
+
+    MAX_ENCODED = 32 * 1024
+
+
+# --- keys ---
+
+_MEMBER = bytes([KeyPrefix.MEMBER])
+_CANDIDATE = bytes([KeyPrefix.CANDIDATE])
+_STAKER = bytes([KeyPrefix.STAKER])
+_QUEUE = bytes([KeyPrefix.UNBONDING_QUEUE])
+_PRODUCERS = bytes([KeyPrefix.PRODUCER_SET])
+_EVIDENCE = bytes([KeyPrefix.EVIDENCE])
+_PROPOSAL = bytes([KeyPrefix.PROPOSAL])
+MEMBER_LIST_KEY = bytes([KeyPrefix.STAKING_INDEX, 0x01])
+CANDIDATE_LIST_KEY = bytes([KeyPrefix.STAKING_INDEX, 0x02])
+PROPOSAL_COUNTER_KEY = bytes([KeyPrefix.STAKING_INDEX, 0x03])
+TOTALS_KEY = bytes([KeyPrefix.STAKING_INDEX, 0x04])
+ACTIVE_PARAMS_KEY = bytes([KeyPrefix.CHAIN_PARAMS, 0x01])
+PENDING_PARAMS_KEY = bytes([KeyPrefix.CHAIN_PARAMS, 0x02])
+
+
+def _u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def member_key(public_key: bytes) -> bytes:
+    return _MEMBER + public_key
+
+
+def candidate_key(public_key: bytes) -> bytes:
+    return _CANDIDATE + public_key
+
+
+def staker_key(address: bytes) -> bytes:
+    return _STAKER + address
+
+
+def queue_key(height: int) -> bytes:
+    return _QUEUE + _u64(height)
+
+
+def producer_set_key(epoch: int) -> bytes:
+    return _PRODUCERS + _u64(epoch)
+
+
+def evidence_key(validator: bytes, height: int, round_: int, vote_type: int) -> bytes:
+    """One key per offence: any conflicting pair for one (validator, height, round, type)."""
+    return _EVIDENCE + validator + _u64(height) + _u64(round_) + bytes([vote_type])
+
+
+def proposal_key(proposal_id: int) -> bytes:
+    return _PROPOSAL + _u64(proposal_id)
+
+
+# --- generic access ---
+
+
+def read(state: StateView, key: bytes, cls: type[W]) -> W | None:
+    """The record under ``key`` (decoded once per block on an overlay), or None."""
+    if isinstance(state, Overlay):
+        return state.get_obj(key, cls)
+    raw = state.get(key)
+    return None if raw is None else cls.decode(raw)
+
+
+def write(state: Overlay, key: bytes, obj: Wire | None) -> None:
+    """Store ``obj``, or delete the key for None."""
+    if obj is None:
+        state.delete(key)
+    else:
+        state.set_obj(key, obj)
+
+
+# --- typed access ---
+
+
+def staking_enabled(state: StateView) -> bool:
+    """Whether genesis set up staking (it writes the active parameters)."""
+    return state.get(ACTIVE_PARAMS_KEY) is not None
+
+
+def get_member(state: StateView, public_key: bytes) -> Member | None:
+    return read(state, member_key(public_key), Member)
+
+
+def members(state: StateView) -> tuple[bytes, ...]:
+    """Node keys of every consortium member, sorted (p2p pins peers to these)."""
+    lst = read(state, MEMBER_LIST_KEY, KeyList)
+    return () if lst is None else lst.keys
+
+
+def is_member(state: StateView, public_key: bytes) -> bool:
+    return get_member(state, public_key) is not None
+
+
+def get_candidate(state: StateView, public_key: bytes) -> Candidate | None:
+    return read(state, candidate_key(public_key), Candidate)
+
+
+def candidates(state: StateView) -> tuple[bytes, ...]:
+    lst = read(state, CANDIDATE_LIST_KEY, KeyList)
+    return () if lst is None else lst.keys
+
+
+def get_staker(state: StateView, address: bytes) -> Staker:
+    staker = read(state, staker_key(address), Staker)
+    return EMPTY_STAKER if staker is None else staker
+
+
+def put_staker(state: Overlay, address: bytes, staker: Staker) -> None:
+    write(state, staker_key(address), None if staker.is_empty else staker)
+
+
+def get_totals(state: StateView) -> Totals:
+    totals = read(state, TOTALS_KEY, Totals)
+    return Totals(0, 0, 0) if totals is None else totals
+
+
+def self_bond(state: StateView, public_key: bytes) -> int:
+    """What a candidate's own account (the address of its node key) has bonded."""
+    return get_staker(state, address_of(public_key)).bonded
+
+
+def insert_key(keys: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:
+    return tuple(sorted({*keys, key}))
+
+
+def remove_key(keys: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:
+    return tuple(k for k in keys if k != key)
+
+
+# --- tokens ---
+
+
+def move_tokens(state: Overlay, source: bytes, dest: bytes, amount: int) -> None:
+    """Move ``amount`` between accounts; callers have checked the source can pay."""
+    if amount == 0 or source == dest:
+        return
+    src = get_account(state, source)
+    # Handlers check user balances first; a short module pool is a broken invariant.
+    if src.balance < amount:
+        raise NodeFault(f"account {source.hex()} holds {src.balance}, cannot pay {amount}")
+    put_account(state, source, Account(src.balance - amount, src.nonce))
+    dst = get_account(state, dest)
+    # Genesis caps the supply below 2**64.
+    if dst.balance + amount > UINT64_MAX:
+        raise NodeFault(f"balance of {dest.hex()} would exceed 2**64-1: supply invariant")
+    put_account(state, dest, Account(dst.balance + amount, dst.nonce))
+
+
+def adjust_weights(state: Overlay, keys: Iterable[bytes], delta: int) -> None:
+    """Add ``delta`` (may be negative) to the tally of each candidate in ``keys``."""
+    for key in keys:
+        ckey = candidate_key(key)
+        cand = state.get_obj(ckey, Candidate)
+        # Votes only ever name registered candidates, and candidates are never deleted.
+        if cand is None:
+            raise NodeFault(f"vote for {key.hex()}, which has no candidate record")
+        weight = cand.weight + delta
+        if weight < 0:
+            raise NodeFault(f"tally of {key.hex()} would go negative: {cand.weight} + {delta}")
+        state.set_obj(ckey, _replace_weight(cand, weight))
+
+
+def _replace_weight(cand: Candidate, weight: int) -> Candidate:
+    return Candidate(
+        cand.registered_height,
+        weight,
+        cand.jailed,
+        cand.jailed_until,
+        cand.missed_epoch,
+        cand.missed,
+    )
+
+
+def add_totals(state: Overlay, bonded: int = 0, unbonding: int = 0, slashed: int = 0) -> None:
+    t = get_totals(state)
+    new = Totals(t.bonded + bonded, t.unbonding + unbonding, t.slashed + slashed)
+    # Each total is the balance of a pool; a negative one is a bookkeeping bug.
+    if min(new.bonded, new.unbonding, new.slashed) < 0:
+        raise NodeFault(f"staking totals would go negative: {new}")
+    state.set_obj(TOTALS_KEY, new)
+
+
+# --- epochs and producer sets ---
+
+
+def epoch_of(height: int, epoch_length: int) -> int:
+    """Epoch of block ``height``: heights 1..E are epoch 0, E+1..2E epoch 1, and so on."""
+    if height < 1:
+        raise ValueError(f"block heights start at 1, got {height}")
+    if epoch_length < 1:
+        raise ValueError(f"epoch_length must be at least 1, got {epoch_length}")
+    return (height - 1) // epoch_length
+
+
+def is_election_height(height: int, epoch_length: int) -> bool:
+    """The last block of each epoch elects the next epoch's producers (in its begin-block)."""
+    return height % epoch_length == 0
+
+
+def active_params(state: StateView) -> ChainParams:
+    """The parameters in force after the last executed block (pending changes not applied)."""
+    params = read(state, ACTIVE_PARAMS_KEY, ChainParams)
+    if params is None:
+        raise NodeFault("staking is not set up in this state (genesis has no staking section)")
+    return params
+
+
+def producer_set(state: StateView, epoch: int) -> ProducerSet | None:
+    return read(state, producer_set_key(epoch), ProducerSet)
+
+
+def producers_for_height(state: StateView, height: int) -> ValidatorSet:
+    """The producers that must propose and sign block ``height``.
+
+    Answerable from the state after block ``height - 1`` (and any later state):
+    the set of an epoch is elected in the begin-block of the previous epoch's
+    last block, and every set is kept.
+    """
+    epoch = epoch_of(height, active_params(state).epoch_length)
+    record = producer_set(state, epoch)
+    # Sets are elected one block ahead at most; a later height is not decided yet.
+    if record is None:
+        raise StakingError(f"no producer set for height {height} (epoch {epoch}) in this state")
+    return record.validator_set()
+
+
+def check_staking_params(params: ChainParams) -> None:
+    """Raise ``DecodeError`` naming the first staking parameter out of range.
+
+    ``ChainParams`` checks the vm's own limits when it is built; these are the
+    consensus ones, checked for genesis and for every governance change.
+    """
+    p = params
+    # Heights map to epochs by division.
+    if p.epoch_length < 1:
+        raise DecodeError(f"epoch_length must be at least 1, got {p.epoch_length}")
+    # An election must pick somebody, and a commit holds at most MAX_VALIDATORS signatures.
+    if not 1 <= p.max_producers <= MAX_VALIDATORS:
+        raise DecodeError(f"max_producers must be in 1..{MAX_VALIDATORS}, got {p.max_producers}")
+    # A staker's approval list is bounded by its encoding.
+    if not 1 <= p.max_votes <= MAX_VOTES:
+        raise DecodeError(f"max_votes must be in 1..{MAX_VOTES}, got {p.max_votes}")
+    # Releases run in a later block's begin-block, never in the unbonding one.
+    if p.unbonding_blocks < 1:
+        raise DecodeError(f"unbonding_blocks must be at least 1, got {p.unbonding_blocks}")
+    # A candidate with no self-bond would have nothing to lose by misbehaving.
+    if p.min_self_bond < 1:
+        raise DecodeError(f"min_self_bond must be at least 1, got {p.min_self_bond}")
+    # Nobody can lose more than the whole bond.
+    if p.slash_bps > BPS:
+        raise DecodeError(f"slash_bps must be at most {BPS}, got {p.slash_bps}")
+    # Evidence must land while an offender's unbonding stake is still held.
+    if not 1 <= p.max_evidence_age_blocks < p.unbonding_blocks:
+        raise DecodeError(
+            f"max_evidence_age_blocks must be in 1..unbonding_blocks-1 "
+            f"({p.unbonding_blocks - 1}), got {p.max_evidence_age_blocks}"
+        )
+    # A proposal needs at least one block to collect votes in.
+    if p.proposal_voting_blocks < 1:
+        raise DecodeError(
+            f"proposal_voting_blocks must be at least 1, got {p.proposal_voting_blocks}"
+        )
+    # A change takes effect in a later block, never in the one where it passes.
+    if p.param_change_delay_blocks < 1:
+        raise DecodeError(
+            f"param_change_delay_blocks must be at least 1, got {p.param_change_delay_blocks}"
+        )
+
+
+def require_staking(state: StateView) -> None:
+    """Refuse a staking transaction on a chain whose genesis has no staking section."""
+    # Staking state exists only when genesis set it up.
+    if not staking_enabled(state):
+        raise TxFailed("staking is not set up on this chain", "staking_disabled")

@@ -1,0 +1,97 @@
+"""The commerce section of genesis: parameters, JSON form, validation, genesis state."""
+
+import copy
+import json
+from dataclasses import replace
+
+import pytest
+
+from apps.commerce import CommerceGenesis, CommerceParams, keys
+from apps.commerce.model import Role, RoleRecord
+from core import DecodeError, PrivateKey, format_address
+from genesis import Genesis, GenesisAccount, GenesisValidator, InvalidGenesis, genesis_state
+from vm.params import ChainParams
+
+KEYS = [PrivateKey(bytes([i + 1]) * 32) for i in range(4)]
+TREASURY = bytes([0x7E]) * 20
+
+
+def commerce(**params):
+    return CommerceGenesis((KEYS[0].address,), TREASURY, CommerceParams(**params))
+
+
+def sample(section=None):
+    return Genesis(
+        chain_id="liveledger-test",
+        genesis_time_ms=1_700_000_000_000,
+        params=ChainParams.default(),
+        accounts=(GenesisAccount(KEYS[1].address, 10**12),),
+        validators=(GenesisValidator("node0", KEYS[2].public_key, 1),),
+        commerce=section,
+    )
+
+
+def test_round_trips():
+    g = sample(commerce())
+    assert Genesis.decode(g.encode()) == g
+    assert Genesis.from_json(json.loads(json.dumps(g.to_json()))) == g
+    doc = g.to_json()["commerce"]
+    assert doc["registrars"] == [format_address(KEYS[0].address)]
+    assert doc["params"]["accept_window_ms"] == CommerceParams().accept_window_ms
+
+
+def test_section_is_optional_and_changes_the_hash():
+    plain = sample()
+    assert "commerce" not in plain.to_json()
+    assert Genesis.from_json(plain.to_json()) == plain
+    assert sample(commerce()).hash != plain.hash
+    assert sample(commerce(fee_bps=101)).hash != sample(commerce()).hash
+
+
+def test_genesis_state_holds_config_and_registrar_roles():
+    g = sample(commerce())
+    state = genesis_state(g)
+    assert CommerceGenesis.decode(state[keys.CONFIG_KEY]) == g.commerce
+    role = RoleRecord.decode(state[keys.role_key(KEYS[0].address)])
+    assert role.roles == int(Role.REGISTRAR)
+    assert keys.CONFIG_KEY not in genesis_state(sample())
+
+
+def _bad(mutate):
+    doc = copy.deepcopy(sample(commerce()).to_json())
+    mutate(doc["commerce"])
+    return doc
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.pop("treasury"), r"commerce: missing field\(s\): treasury"),
+        (lambda c: c.update(extra=1), r"commerce: unknown field\(s\): extra"),
+        (lambda c: c["params"].pop("fee_bps"), r"commerce.params: missing field\(s\): fee_bps"),
+        (
+            lambda c: c["params"].update(fee_bps=True),
+            "commerce.params.fee_bps: expected an integer",
+        ),
+        (lambda c: c["params"].update(fee_bps=9_000), "fee_bps \\+ max_commission_bps"),
+        (lambda c: c["params"].update(dispute_window_ms=10**12), "dispute_window_ms must be in"),
+        (lambda c: c["params"].update(accept_window_ms=0), "accept_window_ms must be at least 1"),
+        (lambda c: c["params"].update(review_max_bytes=10**6), "review_max_bytes must be in"),
+        (lambda c: c["params"].update(max_deal_ms=10**12), "max_deal_ms must be in"),
+        (lambda c: c.update(registrars=[]), "at least one registrar"),
+        (lambda c: c.update(registrars=c["registrars"] * 2), "must be distinct"),
+        (lambda c: c.update(treasury="ll1nope"), r"commerce.treasury: bad address"),
+        (lambda c: c.update(registrars="x"), "expected a list"),
+    ],
+)
+def test_validation_errors(mutate, message):
+    with pytest.raises(InvalidGenesis, match=message) as info:
+        Genesis.from_json(_bad(mutate))
+    assert info.value.code == "invalid_genesis"
+
+
+def test_params_checked_on_decode_too():
+    with pytest.raises(DecodeError):
+        CommerceParams(fee_bps=5_000, max_commission_bps=5_001)
+    g = sample(commerce())
+    assert replace(g.commerce.params, fee_bps=1).fee_bps == 1

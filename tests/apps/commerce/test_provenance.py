@@ -1,0 +1,183 @@
+"""Provenance: item registration, EPCIS-shaped attestations, custody hand-offs."""
+
+import pytest
+
+from apps.commerce import payloads as tx
+from apps.commerce.model import ItemId, Role
+from apps.commerce.provenance import gtin_check_digit, valid_gtin
+from apps.commerce.views import item_history, item_state_keys, item_view
+from tests.apps.commerce.helpers import item, new_chain, open_shop
+from vm import KeyPrefix
+
+A1 = item("A1")
+
+
+def chain_with_roles():
+    chain = new_chain()
+    grants = {"maker": Role.MAKER, "carrier": Role.CARRIER, "inspector": Role.INSPECTOR}
+    for name, role in grants.items():
+        chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr(name), int(role), b""))
+    chain.ok(
+        "maker",
+        tx.REGISTER_ITEM,
+        tx.RegisterItem(A1, "cast iron pot", "urn:plant:1", chain.time_ms),
+    )
+    return chain
+
+
+def view(chain, it=A1):
+    return item_view(chain.state, it.gtin, it.serial)
+
+
+def test_gtin_check_digit():
+    # GS1's own example: GTIN-13 4006381333931 -> as GTIN-14 04006381333931.
+    assert valid_gtin("04006381333931")
+    assert gtin_check_digit("0400638133393") == 1
+    assert not valid_gtin("04006381333932")
+    assert not valid_gtin("4006381333931")
+    assert not valid_gtin("0400638133393a")
+
+
+def test_register_item():
+    chain = chain_with_roles()
+    v = view(chain)
+    assert (v.maker, v.custodian, v.status) == (chain.addr("maker"),) * 2 + ("active",)
+    assert v.label == f"(01){A1.gtin}(21)A1"
+    (first,) = v.history
+    assert (first.action, first.biz_step, first.read_point) == (
+        "ADD",
+        "commissioning",
+        "urn:plant:1",
+    )
+    now = chain.time_ms
+    chain.fails("maker", tx.REGISTER_ITEM, tx.RegisterItem(A1, "", "", now), "item_exists")
+    chain.fails(
+        "carrier", tx.REGISTER_ITEM, tx.RegisterItem(item("B"), "", "", now), "missing_role"
+    )
+    bad_gtin = ItemId("09506000134351", "B")
+    chain.fails("maker", tx.REGISTER_ITEM, tx.RegisterItem(bad_gtin, "", "", now), "invalid_gtin")
+    chain.fails(
+        "maker", tx.REGISTER_ITEM, tx.RegisterItem(item("a b"), "", "", now), "invalid_serial"
+    )
+    chain.fails("maker", tx.REGISTER_ITEM, tx.RegisterItem(item(""), "", "", now), "invalid_serial")
+    future = tx.RegisterItem(item("B"), "", "", now + 10**6)
+    chain.fails("maker", tx.REGISTER_ITEM, future, "invalid_time")
+
+
+def test_custody_hand_off_refused_then_accepted():
+    chain = chain_with_roles()
+    chain.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(A1, chain.addr("carrier")))
+    assert view(chain).pending_to == chain.addr("carrier")
+    # Only the named receiver answers.
+    chain.fails("inspector", tx.ACCEPT_CUSTODY, tx.ItemRef(A1), "no_pending_handoff")
+    chain.ok("carrier", tx.REFUSE_CUSTODY, tx.ItemRef(A1))
+    v = view(chain)
+    assert (v.custodian, v.pending_to) == (chain.addr("maker"), None)
+    chain.fails("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(A1), "no_pending_handoff")
+
+    chain.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(A1, chain.addr("carrier")))
+    # Until accepted, the maker is still the custodian and the carrier cannot attest.
+    attest = tx.Attest(A1, "shipping", "in_transit", "urn:truck:7", "", chain.time_ms, b"")
+    chain.fails("carrier", tx.ATTEST, attest, "not_custodian")
+    chain.ok("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    v = view(chain)
+    assert (v.custodian, v.pending_to) == (chain.addr("carrier"), None)
+    chain.ok("carrier", tx.ATTEST, attest)
+    chain.fails("maker", tx.ATTEST, attest, "not_custodian")
+
+    steps = [(e.biz_step, e.disposition) for e in item_history(chain.state, A1.gtin, "A1")]
+    assert steps == [
+        ("commissioning", "active"),
+        ("shipping", "in_transit"),
+        ("receiving", "refused"),
+        ("shipping", "in_transit"),
+        ("receiving", "in_progress"),
+        ("shipping", "in_transit"),
+    ]
+    history = item_history(chain.state, A1.gtin, "A1")
+    assert [e.seq for e in history] == list(range(6))
+    assert history[4].source == chain.addr("maker") and history[4].destination == chain.addr(
+        "carrier"
+    )
+    # Proof material: the item record and each event's key.
+    assert len(item_state_keys(chain.state, A1.gtin, "A1")) == 7
+
+
+def test_history_is_append_only():
+    chain = chain_with_roles()
+    before = {k: v for k, v in chain.state.items() if k[0] == KeyPrefix.COMMERCE_ITEM_EVENT}
+    chain.ok(
+        "maker",
+        tx.ATTEST,
+        tx.Attest(A1, "inspecting", "conformant", "urn:qa", "", chain.time_ms, b"\x05" * 32),
+    )
+    after = {k: v for k, v in chain.state.items() if k[0] == KeyPrefix.COMMERCE_ITEM_EVENT}
+    assert all(after[k] == v for k, v in before.items())
+    assert len(after) == len(before) + 1
+
+
+def test_attestation_checks():
+    chain = chain_with_roles()
+    now = chain.time_ms
+
+    def attest(step="inspecting", disposition="ok", read_point="urn:x", time=now, data=b""):
+        return tx.Attest(A1, step, disposition, read_point, "", time, data)
+
+    chain.fails("stranger", tx.ATTEST, attest(), "missing_role")
+    chain.fails("maker", tx.ATTEST, attest(step="commissioning"), "invalid_step")
+    chain.fails("maker", tx.ATTEST, attest(disposition="has space"), "invalid_text")
+    chain.fails("maker", tx.ATTEST, attest(time=now + 10**6), "invalid_time")
+    chain.fails("maker", tx.ATTEST, attest(data=b"\x01"), "invalid_hash")
+    chain.fails(
+        "maker", tx.ATTEST, tx.Attest(item("Z"), "inspecting", "", "", "", now, b""), "unknown_item"
+    )
+    chain.ok("maker", tx.ATTEST, attest(step="decommissioning", disposition="destroyed"))
+    assert view(chain).status == "decommissioned"
+    chain.fails("maker", tx.ATTEST, attest(), "item_decommissioned")
+    chain.fails(
+        "maker",
+        tx.PROPOSE_CUSTODY,
+        tx.ProposeCustody(A1, chain.addr("carrier")),
+        "item_decommissioned",
+    )
+
+
+@pytest.mark.parametrize("settle", ["confirm", "refund"])
+def test_shipping_locks_items_and_settlement_hands_them_to_the_buyer(settle):
+    chain = chain_with_roles()
+    shop = open_shop(chain)
+    chain.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(A1, chain.addr("merchant")))
+    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice", 2))
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.fails(
+        "merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1, A1)), "duplicate_item"
+    )
+    chain.fails(
+        "merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1, item("Q"))), "unknown_item"
+    )
+    chain.fails(
+        "merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,) * 3), "too_many_items"
+    )
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,)))
+    assert view(chain).order_id == 1
+    # Still the merchant's item, but it cannot be decommissioned while it travels.
+    now = chain.time_ms
+    decommission = tx.Attest(A1, "decommissioning", "destroyed", "", "", now, b"")
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("merchant"), int(Role.CARRIER), b""))
+    chain.fails("merchant", tx.ATTEST, decommission, "item_locked")
+    if settle == "confirm":
+        chain.ok("alice", tx.CONFIRM_DELIVERY, tx.OrderRef(1))
+        assert view(chain).custodian == chain.addr("alice")
+    else:
+        chain.ok("merchant", tx.REFUND, tx.Refund(1, 2_000))
+        assert view(chain).custodian == chain.addr("merchant")
+    assert view(chain).order_id == 0
+
+
+def test_item_must_be_in_the_merchants_custody_to_ship():
+    chain = chain_with_roles()
+    shop = open_shop(chain)
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.fails("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,)), "not_custodian")

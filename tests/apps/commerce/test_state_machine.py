@@ -1,0 +1,321 @@
+"""Random sequences of every commerce transaction, valid and invalid, through real blocks.
+
+Each rule signs transactions into the pending block; ``end_block`` executes
+the block through ``Executor.execute_block`` (strict) after a random block-time
+advance (short, or long enough to pass deadlines and deal ends), then checks:
+tokens conserved, no negative balance or stock, deal allocations and
+per-buyer caps, escrow equal to the sum of open orders, every order in exactly
+one known state, terminal states final, and every failure code a documented one.
+
+Rules are few and broad (each picks one of several transaction kinds) so that
+every kind is drawn often; ``progress`` drives recent orders down their
+lifecycle with the right signer, the other rules mostly try anything.
+"""
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+
+from apps.commerce import check_invariants, keys
+from apps.commerce import payloads as tx
+from apps.commerce.codes import ERROR_CODES
+from apps.commerce.model import TERMINAL_STATES, OrderState, Role
+from apps.commerce.sealing import seal_address
+from apps.commerce.store import peek_next_id
+from apps.commerce.views import get_deal, get_item, get_listing, get_order
+from tests.apps.commerce.helpers import MIN, Chain, enc_keys, item
+
+MERCHANTS = ("m1", "m2")
+BUYERS = ("b1", "b2", "b3")
+ACTORS = (*MERCHANTS, *BUYERS, "host", "arb", "maker", "carrier", "reg")
+ENC = {m: enc_keys(m)[1] for m in MERCHANTS}
+SEALED = {m: seal_address(ENC[m], "1 Main St", salt=bytes(32))[:2] for m in MERCHANTS}
+SERIALS = ("S1", "S2", "S3")
+
+anyone = st.sampled_from(ACTORS)
+ids = st.integers(0, 9).map(lambda i: (1, 1, 1, 1, 1, 2, 2, 3, 0, 7)[i])
+DEAL_MISTAKES = {
+    "price": {"price": 0},
+    "allocation": {"allocation": 10_000},
+    "cap": {"per_buyer_cap": 0},
+    "window": {"end_ms": 0},
+    "session": {"session_id": 9},
+    "listing": {"listing_id": 2},
+    "signer": {},
+}
+advances = st.sampled_from([1_000, 1_000, 30_000, 5 * MIN, 11 * MIN, 21 * MIN, 40 * MIN])
+
+
+class CommerceMachine(RuleBasedStateMachine):
+    @initialize()
+    def setup(self):
+        self.chain = Chain({n: 10**12 for n in ACTORS}, registrars=("reg",), check=False)
+        self.pending = []
+        self.terminal = {}
+        c = self.chain
+        for m in MERCHANTS:
+            c.ok(m, tx.REGISTER_MERCHANT, tx.RegisterMerchant(m, "", ENC[m]))
+            c.ok("reg", tx.APPROVE_MERCHANT, tx.ApproveMerchant(c.addr(m), True))
+            c.ok(m, tx.CREATE_LISTING, tx.CreateListing(f"{m} goods", "", 700, 60, b""))
+        c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("arb"), int(Role.ARBITER), b""))
+        c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("maker"), int(Role.MAKER), b""))
+        c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("carrier"), int(Role.CARRIER), b""))
+        c.ok("m1", tx.OPEN_SESSION, tx.OpenSession(c.addr("host"), 1_500, "live"))
+        c.ok("host", tx.PIN, tx.PinListing(1, 1))
+
+    # --- helpers ---
+
+    @property
+    def state(self):
+        return self.chain.state
+
+    def add(self, who, tx_type, payload):
+        self.pending.append(self.chain.sign(who, tx_type, payload))
+        # Keep blocks small: close one when it is full.
+        if len(self.pending) >= 12:
+            self.end_block(1_000)
+
+    def name_of(self, address):
+        return next(n for n in ACTORS if self.chain.addr(n) == address)
+
+    def pick_order(self, data):
+        """Mostly a recent order, sometimes any id (unknown ones included)."""
+        top = peek_next_id(self.state, keys.ORDER_IDS)
+        if top > 1 and data.draw(st.integers(0, 4)):
+            return data.draw(st.integers(max(1, top - 5), top - 1))
+        return data.draw(st.integers(0, top))
+
+    def order_payload(self, listing_id, quantity, deal_id, session_id, wrong=None):
+        lst = get_listing(self.state, listing_id)
+        deal = get_deal(self.state, deal_id) if deal_id else None
+        price = deal.price if deal else (lst.price if lst else 700)
+        price += wrong == "price"
+        version = (lst.version if lst else 1) + (wrong == "version")
+        merchant = "m2" if lst and lst.merchant == self.chain.addr("m2") else "m1"
+        sealed, commitment = SEALED[merchant]
+        key = ENC["m2" if merchant == "m1" else "m1"] if wrong == "key" else ENC[merchant]
+        return tx.PlaceOrder(
+            listing_id, version, quantity, price, session_id, deal_id, key, commitment, sealed
+        )
+
+    # --- rules ---
+
+    @rule(data=st.data(), kind=st.integers(0, 6), who=st.sampled_from(("m1", "m1", "m2", "b1")))
+    def catalogue(self, data, kind, who):
+        """Listings and merchant approval."""
+        lid = data.draw(ids)
+        lst = get_listing(self.state, lid)
+        if kind == 0:
+            price, stock = data.draw(st.sampled_from([(900, 20), (0, 5), (50, 0)]))
+            self.add(who, tx.CREATE_LISTING, tx.CreateListing("thing", "", price, stock, b""))
+        elif kind == 1:
+            version = (lst.version if lst else 1) + data.draw(st.sampled_from([0, 0, 1]))
+            price = data.draw(st.sampled_from([800, 0]))
+            self.add(who, tx.UPDATE_LISTING, tx.UpdateListing(lid, version, "v", "", price, b""))
+        elif kind in (2, 3):
+            qty = data.draw(st.sampled_from([3, 0, 100]))
+            self.add(who, tx.RESTOCK if kind == 2 else tx.WITHDRAW_STOCK, tx.StockChange(lid, qty))
+        elif kind == 4:
+            self.add(who, tx.DELIST, tx.ListingRef(lid))
+        else:
+            merchant = self.chain.addr(data.draw(st.sampled_from(MERCHANTS)))
+            approved = data.draw(st.sampled_from([True, True, False]))
+            signer = data.draw(st.sampled_from(("reg", "reg", "b1")))
+            self.add(signer, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant, approved))
+
+    @rule(data=st.data(), kind=st.integers(0, 7))
+    def live(self, data, kind):
+        """Sessions, pins, deals, tips."""
+        sid = data.draw(ids)
+        who = data.draw(st.sampled_from(("m1", "m1", "host", "m2", "b2")))
+        now = self.chain.time_ms
+        if kind == 0:
+            bps = data.draw(st.sampled_from([1_000, 0, 2_500]))
+            self.add(who, tx.OPEN_SESSION, tx.OpenSession(self.chain.addr("host"), bps, "live"))
+        elif kind in (1, 2):
+            kind_name = tx.PIN if kind == 1 else tx.UNPIN
+            self.add(who, kind_name, tx.PinListing(sid, data.draw(ids)))
+        elif kind in (3, 4):
+            # A valid deal on session 1 / listing 1, or one with a single thing wrong.
+            wrong = data.draw(st.sampled_from([None] * 5 + list(DEAL_MISTAKES)))
+            allocation = data.draw(st.sampled_from([3, 5, 10]))
+            start = now + data.draw(st.sampled_from([0, 0, -MIN, 2 * MIN]))
+            end = start + data.draw(st.sampled_from([30 * MIN, 10 * MIN]))
+            deal = dict(
+                session_id=1,
+                listing_id=1,
+                price=600,
+                allocation=allocation,
+                per_buyer_cap=data.draw(st.sampled_from([1, 2])),
+                start_ms=start,
+                end_ms=end,
+            )
+            if wrong is not None:
+                deal.update(DEAL_MISTAKES[wrong])
+            signer = "m2" if wrong == "signer" else "m1"
+            self.add(signer, tx.OPEN_DEAL, tx.OpenDeal(**deal))
+        elif kind == 5:
+            self.add(who, tx.CLOSE_DEAL, tx.DealRef(data.draw(ids)))
+        elif kind == 6:
+            # Rarely the session everything runs in.
+            sid = data.draw(st.sampled_from([2, 3, 0, 1]))
+            self.add(who, tx.CLOSE_SESSION, tx.SessionRef(sid))
+        else:
+            amount = data.draw(st.sampled_from([100, 0, 10**13]))
+            self.add(data.draw(anyone), tx.TIP, tx.Tip(sid, amount, "gg"))
+
+    @rule(data=st.data(), n=st.integers(1, 4))
+    def shop(self, data, n):
+        """Buyers order: into the newest deal, by listing, or something wrong."""
+        newest = peek_next_id(self.state, keys.DEAL_IDS) - 1
+        for _ in range(n):
+            buyer = data.draw(st.sampled_from((*BUYERS, *BUYERS, "m1")))
+            qty = data.draw(st.sampled_from([1, 1, 2, 0, 500]))
+            wrong = data.draw(st.sampled_from([None] * 6 + ["price", "key", "version"]))
+            how = data.draw(st.integers(0, 3))
+            if how == 0 and newest:
+                deal = get_deal(self.state, newest)
+                payload = self.order_payload(deal.listing_id, qty, deal.id, 0, wrong)
+            elif how == 1:
+                payload = self.order_payload(1, qty, 0, 1, wrong)  # through the session
+            elif how == 2:
+                payload = self.order_payload(data.draw(ids), qty, 0, 0, wrong)
+            else:
+                deal_id = data.draw(st.integers(0, newest + 1))
+                payload = self.order_payload(data.draw(ids), qty, deal_id, data.draw(ids), wrong)
+            self.add(buyer, tx.PLACE_ORDER, payload)
+
+    @rule(data=st.data(), n=st.integers(1, 3))
+    def progress(self, data, n):
+        """The natural next step of recent orders, by the right party (mostly valid)."""
+        top = peek_next_id(self.state, keys.ORDER_IDS)
+        if top <= 1:
+            return
+        for oid in sorted({data.draw(st.integers(max(1, top - 8), top - 1)) for _ in range(n)}):
+            self.step_order(oid, data.draw(st.integers(0, 9)))
+
+    def step_order(self, oid, action):
+        order = get_order(self.state, oid)
+        buyer, merchant = self.name_of(order.buyer), self.name_of(order.merchant)
+        state = OrderState(order.state)
+        if state == OrderState.PLACED:
+            if action < 6:
+                self.add(merchant, tx.ACCEPT_ORDER, tx.OrderRef(oid))
+            elif action < 8:
+                self.add(buyer, tx.CANCEL_ORDER, tx.OrderRef(oid))
+            else:
+                self.add(merchant, tx.DECLINE_ORDER, tx.OrderRef(oid))
+        elif state == OrderState.ACCEPTED:
+            items = (item(SERIALS[action % 3]),) if action > 6 else ()
+            self.add(merchant, tx.SHIP_ORDER, tx.ShipOrder(oid, b"\x01" * 32, items))
+        elif state == OrderState.SHIPPED:
+            if action < 4:
+                self.add(buyer, tx.CONFIRM_DELIVERY, tx.OrderRef(oid))
+            elif action < 7:
+                self.add(
+                    buyer if action < 6 else merchant, tx.OPEN_DISPUTE, tx.OpenDispute(oid, "x")
+                )
+            else:
+                amount = order.escrow if action == 9 else max(1, order.escrow // 3)
+                self.add(merchant, tx.REFUND, tx.Refund(oid, amount))
+        elif state in (OrderState.DISPUTED, OrderState.ESCALATED):
+            judge = "arb" if state == OrderState.DISPUTED else "reg"
+            if action == 9:
+                self.add(merchant, tx.REFUND, tx.Refund(oid, order.escrow))
+            elif action < 5:
+                self.add(judge, tx.RULE, tx.Rule(oid, action * 2_500))
+            # Otherwise leave it to the ruling deadline.
+        elif state in (OrderState.COMPLETED, OrderState.RESOLVED):
+            if action < 6:
+                self.add(buyer, tx.REVIEW, tx.WriteReview(oid, 1 + action % 5, "fine"))
+            else:
+                self.add(merchant, tx.REPLY_REVIEW, tx.ReplyReview(oid, "thank you"))
+
+    @rule(data=st.data(), kind=st.integers(0, 10))
+    def meddle(self, data, kind):
+        """Any order action, by anyone, on any order, with any amount."""
+        oid = self.pick_order(data)
+        who = data.draw(anyone)
+        simple = (tx.CANCEL_ORDER, tx.DECLINE_ORDER, tx.ACCEPT_ORDER, tx.CONFIRM_DELIVERY)
+        if kind < 4:
+            self.add(who, simple[kind], tx.OrderRef(oid))
+        elif kind == 4:
+            items = (item(data.draw(st.sampled_from(SERIALS))),)
+            self.add(who, tx.SHIP_ORDER, tx.ShipOrder(oid, b"\x02" * 32, items))
+        elif kind == 5:
+            amount = data.draw(st.sampled_from([1, 0, 10**6]))
+            self.add(who, tx.REFUND, tx.Refund(oid, amount))
+        elif kind == 6:
+            self.add(who, tx.OPEN_DISPUTE, tx.OpenDispute(oid, "?"))
+        elif kind == 7:
+            self.add(who, tx.RULE, tx.Rule(oid, data.draw(st.sampled_from([5_000, 10_001]))))
+        elif kind == 8:
+            rating = data.draw(st.sampled_from([5, 0, 6]))
+            self.add(who, tx.REVIEW, tx.WriteReview(oid, rating, "meh"))
+        elif kind == 9:
+            self.add(who, tx.REPLY_REVIEW, tx.ReplyReview(oid, "hm"))
+        else:
+            self.add(who, tx.DISCLOSE, tx.Disclose(oid, self.chain.addr("arb"), b"\x00" * 64))
+
+    @rule(data=st.data(), kind=st.integers(0, 4))
+    def provenance(self, data, kind):
+        it = item(data.draw(st.sampled_from(SERIALS)))
+        now = self.chain.time_ms
+        if kind == 0:
+            who = data.draw(st.sampled_from(("maker", "maker", "carrier")))
+            self.add(who, tx.REGISTER_ITEM, tx.RegisterItem(it, "", "urn:x", now))
+        elif kind == 1:
+            frm = data.draw(st.sampled_from(("maker", "carrier", "m1")))
+            to = self.chain.addr(data.draw(st.sampled_from(("carrier", "m1", "m2"))))
+            self.add(frm, tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, to))
+        elif kind in (2, 3):
+            who = data.draw(st.sampled_from(("carrier", "m1", "m2")))
+            self.add(who, tx.ACCEPT_CUSTODY if kind == 2 else tx.REFUSE_CUSTODY, tx.ItemRef(it))
+        else:
+            who = data.draw(st.sampled_from(("carrier", "maker")))
+            payload = tx.Attest(it, "inspecting", "ok", "urn:y", "", now, b"")
+            self.add(who, tx.ATTEST, payload)
+
+    @rule(advance=advances)
+    def end_block(self, advance):
+        result = self.chain.block(*self.pending, advance_ms=advance)
+        self.pending = []
+        for receipt in result.receipts:
+            # Every failure carries a documented, stable code.
+            assert receipt.ok or receipt.code in ERROR_CODES, (receipt.code, receipt.message)
+        self.check()
+
+    # --- the checks after every block ---
+
+    def check(self):
+        c = self.chain
+        # Tokens conserved, escrow == open orders, stock identities, deal caps, ...
+        problems = check_invariants(c.state, c.accounts, c.supply)
+        assert problems == [], problems
+        for oid in range(1, peek_next_id(c.state, keys.ORDER_IDS)):
+            # Decoding checks the state is one known value.
+            state = OrderState(get_order(c.state, oid).state)
+            # Terminal states are final.
+            if oid in self.terminal:
+                assert state == self.terminal[oid], (oid, self.terminal[oid], state)
+            elif state in TERMINAL_STATES:
+                self.terminal[oid] = state
+        for lid in range(1, peek_next_id(c.state, keys.LISTING_IDS)):
+            # Decoding refuses negative integers; stock fields are all uint64.
+            get_listing(c.state, lid)
+        for serial in SERIALS:
+            it = get_item(c.state, item(serial).gtin, serial)
+            if it is not None and it.order_id:
+                # An item is locked only to an order that is still on its way.
+                order = get_order(c.state, it.order_id)
+                shipped = (OrderState.SHIPPED, OrderState.DISPUTED, OrderState.ESCALATED)
+                assert order.state in shipped
+
+
+CommerceMachine.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestCommerceMachine = CommerceMachine.TestCase

@@ -1,0 +1,180 @@
+"""A small in-memory chain for the staking tests: genesis state, signed txs, blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from consensus import GenesisStaking, params_for_height, register_staking
+from consensus.staking_state import (
+    BONDED_POOL,
+    COMMUNITY_POOL,
+    UNBONDING_POOL,
+    Candidate,
+    Staker,
+    candidate_key,
+    get_candidate,
+    get_staker,
+    get_totals,
+)
+from core import PrivateKey, TxBody, sign_tx
+from core.codec import Wire
+from genesis import Genesis, GenesisAccount, GenesisValidator, genesis_state
+from vm import (
+    Account,
+    BlockContext,
+    BlockResult,
+    ChainParams,
+    Executor,
+    Receipt,
+    VerifiedTx,
+    default_registry,
+    get_account,
+    verify_signed_tx,
+)
+from vm.prefixes import KeyPrefix
+
+CHAIN = "staking-test"
+KEYS = [PrivateKey(bytes([i + 1]) * 32) for i in range(10)]
+PUB = [k.public_key for k in KEYS]
+ADDR = [k.address for k in KEYS]
+FUNDS = 10**9
+SELF_BOND = 1_000
+PRODUCER = bytes([0xEE]) * 20
+T0 = 1_700_000_000_000
+PARAMS = ChainParams(
+    min_fee=10,
+    max_expiry_blocks=100,
+    epoch_length=4,
+    max_producers=3,
+    max_votes=3,
+    unbonding_blocks=5,
+    min_self_bond=100,
+    slash_bps=1_000,
+    max_missed_slots=2,
+    jail_blocks=3,
+    max_evidence_age_blocks=4,
+    proposal_voting_blocks=6,
+    param_change_delay_blocks=2,
+)
+REGISTRY = default_registry()
+register_staking(REGISTRY)
+EXECUTOR = Executor(REGISTRY)
+
+
+@dataclass(frozen=True, slots=True)
+class SignerContext(BlockContext):
+    """BlockContext with the proposed ``last_commit_signers`` field (see docs/staking.md)."""
+
+    last_commit_signers: tuple[bytes, ...] | None = None
+
+
+def make_genesis(
+    validators: int = 3, params: ChainParams = PARAMS, staking: bool = True, funded: int = 10
+) -> Genesis:
+    return Genesis(
+        chain_id=CHAIN,
+        genesis_time_ms=T0,
+        params=params,
+        accounts=tuple(GenesisAccount(ADDR[i], FUNDS) for i in range(funded)),
+        validators=tuple(GenesisValidator(f"v{i}", PUB[i], 1) for i in range(validators)),
+        staking=GenesisStaking(SELF_BOND) if staking else None,
+    )
+
+
+class Chain:
+    """Executes blocks on a dict state, one after another, strictly."""
+
+    def __init__(self, genesis: Genesis | None = None) -> None:
+        self.genesis = genesis or make_genesis()
+        self.state: dict[bytes, bytes] = genesis_state(self.genesis)
+        self.height = 0
+        self._nonces: dict[bytes, int] = {}
+        self.last: BlockResult | None = None
+
+    def tx(self, key: PrivateKey, tx_type: str, payload: Wire, fee: int = 10) -> VerifiedTx:
+        nonce = self._nonces.get(key.public_key, 0)
+        self._nonces[key.public_key] = nonce + 1
+        body = TxBody(nonce, fee, self.height + 50, tx_type, payload.encode())
+        raw = sign_tx(key, CHAIN, body).encode()
+        return verify_signed_tx(raw, CHAIN, REGISTRY, 16 * 1024)
+
+    def params(self, height: int | None = None) -> ChainParams:
+        h = self.height + 1 if height is None else height
+        return params_for_height(self.state, h, self.genesis.params)
+
+    def block(self, *txs: VerifiedTx, signers: tuple[bytes, ...] | None = None) -> BlockResult:
+        height = self.height + 1
+        ctx = SignerContext(CHAIN, height, T0 + height, PRODUCER, self.params(height), signers)
+        result = EXECUTOR.execute_block(self.state, list(txs), ctx, strict=True)
+        for k, v in result.changes.items():
+            if v is None:
+                self.state.pop(k, None)
+            else:
+                self.state[k] = v
+        self.height = height
+        self.last = result
+        return result
+
+    def run(self, key: PrivateKey, tx_type: str, payload: Wire) -> Receipt:
+        """One tx in its own block; returns its receipt."""
+        return self.block(self.tx(key, tx_type, payload)).receipts[0]
+
+    def advance_to(self, height: int) -> None:
+        """Empty blocks until ``height`` is the last executed one."""
+        while self.height < height:
+            self.block()
+
+    def balance(self, address: bytes) -> int:
+        return get_account(self.state, address).balance
+
+    def staker(self, address: bytes) -> Staker:
+        return get_staker(self.state, address)
+
+    def candidate(self, key: bytes) -> Candidate:
+        cand = get_candidate(self.state, key)
+        assert cand is not None
+        return cand
+
+
+def set_candidate(state: dict[bytes, bytes], key: bytes, **changes: object) -> None:
+    cand = Candidate.decode(state[candidate_key(key)])
+    state[candidate_key(key)] = replace(cand, **changes).encode()
+
+
+def check_invariants(state: dict[bytes, bytes], supply: int) -> None:
+    """Tokens conserved; each pool equals its total and the sum it stands for; tallies add up."""
+    balances = sum(Account.decode(v).balance for k, v in state.items() if k[0] == KeyPrefix.ACCOUNT)
+    assert balances == supply
+    stakers = [(k[1:], Staker.decode(v)) for k, v in state.items() if k[0] == KeyPrefix.STAKER]
+    totals = get_totals(state)
+    bonded = sum(s.bonded for _, s in stakers)
+    unbonding = sum(s.unbonding_total for _, s in stakers)
+    assert get_account(state, BONDED_POOL).balance == bonded == totals.bonded
+    assert get_account(state, UNBONDING_POOL).balance == unbonding == totals.unbonding
+    assert get_account(state, COMMUNITY_POOL).balance == totals.slashed
+    for k, v in state.items():
+        if k[0] == KeyPrefix.CANDIDATE:
+            expected = sum(s.bonded for _, s in stakers if k[1:] in s.votes)
+            assert Candidate.decode(v).weight == expected, k[1:].hex()
+    for _, s in stakers:
+        assert not s.is_empty
+        assert list(s.votes) == sorted(set(s.votes))
+
+
+KEY_OF = {k.public_key: k for k in KEYS}
+
+
+def pass_proposal(chain: Chain, tx_type: str, payload: Wire, proposer: PrivateKey = KEYS[0]) -> int:
+    """Propose and have the active producers approve until it passes; returns the id."""
+    from consensus import producers_for_height
+    from consensus.governance import VOTE_PROPOSAL, VoteProposal, get_proposal
+
+    receipt = chain.run(proposer, tx_type, payload)
+    assert receipt.ok, receipt
+    pid = int(receipt.events[0].get("proposal_id"))
+    while not get_proposal(chain.state, pid).passed_height:
+        voters = get_proposal(chain.state, pid).voters
+        active = producers_for_height(chain.state, chain.height + 1)
+        key = next(KEY_OF[k] for k in active.keys if k not in voters)
+        assert chain.run(key, VOTE_PROPOSAL, VoteProposal(pid)).ok
+    return pid

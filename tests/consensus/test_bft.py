@@ -1,0 +1,462 @@
+"""The state machine driven by hand: one engine ("me"), the tests play the other three."""
+
+from __future__ import annotations
+
+import pytest
+
+from consensus import make_commit, verify_commit
+from consensus.bft import NIL, BFTConfig, ConsensusEngine, Step
+from consensus.messages import DuplicateVoteEvidence, FinalizedBlock, SyncRequest
+from consensus.privval import PrivValidator
+from consensus.wal import WAL
+from core import NodeFault, PrivateKey, Vote, VoteType
+from tests.consensus.helpers import (
+    CHAIN,
+    CONFIG,
+    KEYS,
+    ME,
+    OTHERS,
+    VALIDATORS,
+    ManualClock,
+    RecordingTransport,
+    ToyApp,
+    make_block,
+    make_engine,
+    proposer,
+    sign_proposal,
+    vote,
+)
+
+PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
+
+
+def propose(h, round_, *, salt=0, pol_round=None, block=None):
+    """The scheduled proposer's signed proposal (and its block)."""
+    key = proposer(h.engine.height, round_)
+    block = block or make_block(h.app, h.engine.height, round_, key, salt)
+    h.deliver(sign_proposal(key, h.engine.height, round_, block, pol_round))
+    return block
+
+
+def to_next_round(h, round_):
+    """Round ``round_`` ends without a decision: nil from the others, then timeouts."""
+    h.votes_from(OTHERS, PV, round_, NIL)
+    h.votes_from(OTHERS, PC, round_, NIL)
+    h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, round_))
+    assert h.engine.round == round_ + 1
+
+
+def test_config_timeouts_grow_with_the_round():
+    cfg = BFTConfig(timeout_propose_ms=3000, timeout_propose_delta_ms=500)
+    assert [cfg.timeout_ms(Step.PROPOSE, r) for r in range(4)] == [3000, 3500, 4000, 4500]
+    assert (
+        cfg.timeout_ms(Step.PREVOTE_WAIT, 2)
+        == cfg.timeout_prevote_ms + 2 * cfg.timeout_prevote_delta_ms
+    )
+    assert cfg.timeout_ms(Step.PRECOMMIT_WAIT, 3) == (
+        cfg.timeout_precommit_ms + 3 * cfg.timeout_precommit_delta_ms
+    )
+    assert cfg.timeout_ms(Step.NEW_HEIGHT, 9) == cfg.timeout_commit_ms
+
+
+def test_engine_schedules_growing_propose_timeouts(tmp_path):
+    h = make_engine(tmp_path)
+    for r in range(3):
+        to_next_round(h, r)
+    propose_delays = [d for d in h.clock.delays if d >= CONFIG.timeout_propose_ms]
+    assert propose_delays == [
+        CONFIG.timeout_propose_ms + r * CONFIG.timeout_propose_delta_ms for r in range(4)
+    ]
+
+
+def test_happy_path_commits_with_a_verifying_certificate(tmp_path):
+    h = make_engine(tmp_path)
+    assert (h.engine.height, h.engine.round, h.step) == (1, 0, Step.PROPOSE)
+    block = propose(h, 0)
+    assert [v.block_hash for v in h.transport.votes(PV)] == [block.hash]
+    h.votes_from(OTHERS[:2], PV, 0, block.hash)
+    assert [v.block_hash for v in h.transport.votes(PC)] == [block.hash]
+    assert h.engine.locked_round == 0
+    h.votes_from(OTHERS[:2], PC, 0, block.hash)
+    assert h.app.height() == 1
+    commit = h.app.commits[0]
+    verify_commit(commit, CHAIN, 1, block.hash, VALIDATORS)
+    signers = [s.validator for s in commit.signatures]
+    assert signers == sorted(signers) and len(signers) == 3
+    # The next height starts after timeout_commit, with a clean lock.
+    assert (h.engine.height, h.step) == (2, Step.NEW_HEIGHT)
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    assert (h.engine.height, h.engine.round, h.step) == (2, 0, Step.PROPOSE)
+    assert h.engine.locked_round == -1 and h.engine.locked_hash is None
+
+
+def test_block_is_validated_once(tmp_path):
+    h = make_engine(tmp_path)
+    block = propose(h, 0)
+    h.votes_from(OTHERS, PV, 0, block.hash)
+    h.votes_from(OTHERS, PC, 0, block.hash)
+    assert h.app.validated.count(block.hash) == 1
+
+
+def test_silent_proposer_costs_one_round(tmp_path):
+    h = make_engine(tmp_path)
+    h.clock.advance(CONFIG.timeout_propose_ms)
+    assert [v.block_hash for v in h.transport.votes(PV, 0)] == [NIL]
+    to_next_round(h, 0)
+    block = propose(h, 1)
+    h.votes_from(OTHERS, PV, 1, block.hash)
+    h.votes_from(OTHERS, PC, 1, block.hash)
+    assert h.app.height() == 1 and h.app.commits[0].round == 1
+
+
+def test_invalid_proposal_gets_a_nil_prevote(tmp_path):
+    h = make_engine(tmp_path)
+    bad = make_block(h.app, 1, 0, proposer(1, 0))
+    h.app.invalid.add(bad.hash)
+    propose(h, 0, block=bad)
+    assert [v.block_hash for v in h.transport.votes(PV, 0)] == [NIL]
+
+
+def test_proposal_from_wrong_proposer_is_ignored_and_reported(tmp_path):
+    h = make_engine(tmp_path)
+    wrong = OTHERS[2] if proposer(1, 0) != OTHERS[2] else OTHERS[1]
+    block = make_block(h.app, 1, 0, wrong)
+    h.deliver(sign_proposal(wrong, 1, 0, block))
+    assert h.engine.proposals == {} and h.bad_peers
+    assert h.transport.votes(PV) == []
+
+
+def test_we_propose_in_our_round(tmp_path):
+    h = make_engine(tmp_path)
+    for r in range(3):
+        to_next_round(h, r)
+    assert proposer(1, 3) == ME
+    [p] = h.transport.proposals()
+    assert (p.height, p.round, p.pol_round, p.proposer) == (1, 3, None, ME.public_key)
+    p.verify(CHAIN)
+
+
+# --- locking -------------------------------------------------------------------------
+
+
+def lock_on_round0(h):
+    """Prevote and precommit block B0 in round 0, then let round 0 end undecided."""
+    b0 = propose(h, 0)
+    h.votes_from(OTHERS[:2], PV, 0, b0.hash)
+    assert h.engine.locked_round == 0 and h.engine.locked_hash == b0.hash
+    h.votes_from(OTHERS[:2], PC, 0, NIL)
+    h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 0))
+    assert h.engine.round == 1
+    return b0
+
+
+def test_locked_node_prevotes_nil_for_another_block_without_pol(tmp_path):
+    h = make_engine(tmp_path)
+    lock_on_round0(h)
+    b1 = propose(h, 1, salt=7)
+    assert b1.hash != h.engine.locked_hash
+    assert [v.block_hash for v in h.transport.votes(PV, 1)] == [NIL]
+
+
+def test_locked_node_prevotes_its_locked_block_again(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = lock_on_round0(h)
+    propose(h, 1, block=b0, pol_round=0)
+    assert [v.block_hash for v in h.transport.votes(PV, 1)] == [b0.hash]
+
+
+def test_newer_pol_unlocks(tmp_path):
+    h = make_engine(tmp_path)
+    lock_on_round0(h)
+    # Round 1: another block, we prevote nil; the others form a polka for it, but we
+    # only see it after the round is over (no relock in round 1).
+    b1 = propose(h, 1, salt=7)
+    h.votes_from(OTHERS, PC, 1, NIL)
+    h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 1))
+    assert h.engine.round == 2 and h.engine.locked_round == 0
+    h.votes_from(OTHERS, PV, 1, b1.hash)
+    # Round 2 re-proposes B1 with its proof of lock from round 1 > our lock round 0.
+    propose(h, 2, block=b1, pol_round=1)
+    assert [v.block_hash for v in h.transport.votes(PV, 2)] == [b1.hash]
+
+
+def test_pol_older_than_lock_does_not_unlock(tmp_path):
+    h = make_engine(tmp_path)
+    # Round 0: a polka for B0 that we see only after the round; we do not lock.
+    b0 = make_block(h.app, 1, 0, proposer(1, 0))
+    h.clock.advance(CONFIG.timeout_propose_ms)  # prevote nil
+    to_next_round(h, 0)
+    h.votes_from(OTHERS[:2], PV, 0, b0.hash)
+    # Round 1: lock on B1.
+    b1 = propose(h, 1, salt=3)
+    h.votes_from(OTHERS[:2], PV, 1, b1.hash)
+    assert (h.engine.locked_round, h.engine.locked_hash) == (1, b1.hash)
+    h.votes_from(OTHERS, PC, 1, NIL)
+    h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 1))
+    # Round 2: B0 with a real but older POL (round 0 < lock round 1): nil.
+    propose(h, 2, block=b0, pol_round=0)
+    assert [v.block_hash for v in h.transport.votes(PV, 2)] == [NIL]
+
+
+def test_pol_for_another_block_gets_nil(tmp_path):
+    h = make_engine(tmp_path)
+    lock_on_round0(h)
+    # Round 0's polka is for B0, so a B1 claiming round 0 as its POL is a lie.
+    b1 = make_block(h.app, 1, 1, proposer(1, 1), salt=5)
+    propose(h, 1, block=b1, pol_round=0)
+    assert [v.block_hash for v in h.transport.votes(PV, 1)] == [NIL]
+
+
+def test_missing_pol_waits_for_the_timeout_then_nil(tmp_path):
+    h = make_engine(tmp_path)
+    # Round 0 ends with no polka at all.
+    h.clock.advance(CONFIG.timeout_propose_ms)
+    h.votes_from(OTHERS, PC, 0, NIL)
+    h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 0))
+    b1 = make_block(h.app, 1, 1, proposer(1, 1), salt=5)
+    propose(h, 1, block=b1, pol_round=0)
+    # Incomplete proposal: wait for the POL prevotes...
+    assert h.transport.votes(PV, 1) == []
+    # ...which never come: nil on timeout.
+    h.clock.advance(CONFIG.timeout_ms(Step.PROPOSE, 1))
+    assert [v.block_hash for v in h.transport.votes(PV, 1)] == [NIL]
+
+
+def test_lock_survives_a_restart(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = lock_on_round0(h)
+    # A new process: same privval file, nothing else (no WAL).
+    clock, transport = ManualClock(), RecordingTransport()
+    engine = ConsensusEngine(
+        chain_id=CHAIN,
+        app=h.app,
+        transport=transport,
+        clock=clock,
+        privval=PrivValidator(ME, CHAIN, tmp_path / "privval"),
+        config=CONFIG,
+    )
+    engine.start()
+    assert (engine.locked_round, engine.locked_hash) == (0, b0.hash)
+    # It starts in the round it last signed in, not round 0.
+    assert engine.round == 0
+    for k in OTHERS:
+        engine.deliver(vote(k, PC, 1, 0, NIL), "peer")
+    clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 0))
+    b1 = make_block(h.app, 1, 1, proposer(1, 1), salt=9)
+    engine.deliver(sign_proposal(proposer(1, 1), 1, 1, b1), "peer")
+    mine = [m for _, m in transport.sent if getattr(m, "validator", None) == ME.public_key]
+    assert [(m.round, m.block_hash) for m in mine if m.type == PV and m.round == 1] == [(1, NIL)]
+
+
+def test_relock_on_polka_in_current_round(tmp_path):
+    h = make_engine(tmp_path)
+    lock_on_round0(h)
+    b1 = propose(h, 1, salt=7)
+    h.votes_from(OTHERS, PV, 1, b1.hash)
+    # Paper line 36: a polka in our round for a block we hold moves the lock.
+    assert (h.engine.locked_round, h.engine.locked_hash) == (1, b1.hash)
+    assert [v.block_hash for v in h.transport.votes(PC, 1)] == [b1.hash]
+
+
+def test_valid_block_is_reproposed_with_its_pol_round(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = lock_on_round0(h)
+    to_next_round(h, 1)
+    to_next_round(h, 2)
+    assert proposer(1, 3) == ME
+    [p] = h.transport.proposals()
+    assert (p.round, p.pol_round, p.block.hash) == (3, 0, b0.hash)
+    # The proof of lock travels with the proposal.
+    pol = [
+        m
+        for _, m in h.transport.sent
+        if getattr(m, "round", None) == 0 and getattr(m, "type", 0) == PV
+    ]
+    assert {v.validator for v in pol if v.block_hash == b0.hash} >= {
+        k.public_key for k in OTHERS[:2]
+    }
+
+
+# --- commit, catch-up and faults ----------------------------------------------------
+
+
+def test_commit_in_an_earlier_round_is_honoured(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = propose(h, 0)
+    # More than 1/3 are already in round 2: we follow them there.
+    h.votes_from(OTHERS[:2], PV, 2, NIL)
+    assert h.engine.round == 2
+    # Late precommits for round 0 still decide the height.
+    h.votes_from(OTHERS, PC, 0, b0.hash)
+    assert h.app.height() == 1 and h.app.commits[0].round == 0
+
+
+def test_missing_block_is_requested_then_committed(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = make_block(h.app, 1, 0, proposer(1, 0))
+    h.votes_from(OTHERS, PC, 0, b0.hash)
+    assert h.step == Step.COMMIT and h.app.height() == 0
+    assert h.missing == [(1, b0.hash)]
+    assert any(isinstance(m, SyncRequest) and m.block_hash == b0.hash for _, m in h.transport.sent)
+    h.deliver(sign_proposal(proposer(1, 0), 1, 0, b0))
+    assert h.app.height() == 1
+
+
+def test_future_height_messages_are_buffered_and_replayed(tmp_path):
+    h = make_engine(tmp_path)
+    b1 = make_block(h.app, 1, 0, proposer(1, 0))
+    helper = ToyApp()
+    helper.blocks.append(b1)
+    b2 = make_block(helper, 2, 0, proposer(2, 0))
+    # Height 2 votes arrive before height 1 is done.
+    h.votes_from(OTHERS, PV, 0, b2.hash, height=2)
+    assert h.engine.height == 1
+    propose(h, 0, block=b1)
+    h.votes_from(OTHERS, PV, 0, b1.hash)
+    h.votes_from(OTHERS, PC, 0, b1.hash)
+    assert h.engine.height == 2
+    assert h.engine.votes.get(0, PV).count(b2.hash) == 3
+
+
+def test_catch_up_from_a_finalized_block(tmp_path):
+    h = make_engine(tmp_path)
+    other = ToyApp()
+    b1 = make_block(other, 1, 0, proposer(1, 0))
+    commit = make_commit(OTHERS, CHAIN, 1, 0, b1.hash)
+    h.deliver(FinalizedBlock(b1, commit, latest=5), peer="p1")
+    assert h.app.height() == 1 and h.engine.height == 2
+    # The peer is further ahead: ask it for the next block.
+    assert ("p1", SyncRequest(2, b"")) in h.transport.sent
+
+
+def test_finalized_block_with_bad_certificate_is_refused(tmp_path):
+    h = make_engine(tmp_path)
+    b1 = make_block(ToyApp(), 1, 0, proposer(1, 0))
+    commit = make_commit(OTHERS[:1], CHAIN, 1, 0, b1.hash)  # 1 of 4: no quorum
+    h.deliver(FinalizedBlock(b1, commit, latest=1), peer="p1")
+    assert h.app.height() == 0 and h.bad_peers[0][0] == "p1"
+
+
+def test_peer_behind_gets_the_finalized_block(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = propose(h, 0)
+    h.votes_from(OTHERS, PV, 0, b0.hash)
+    h.votes_from(OTHERS, PC, 0, b0.hash)
+    h.deliver(vote(OTHERS[0], PV, 1, 3, NIL), peer="slow")
+    [fb] = [m for p, m in h.transport.sent if p == "slow" and isinstance(m, FinalizedBlock)]
+    assert fb.block.hash == b0.hash and fb.latest == 1
+
+
+def test_conflicting_votes_become_evidence_once(tmp_path):
+    h = make_engine(tmp_path)
+    block = propose(h, 0)
+    cheat = OTHERS[0]
+    h.deliver(vote(cheat, PV, 1, 0, block.hash))
+    h.deliver(vote(cheat, PV, 1, 0, NIL))
+    h.deliver(vote(cheat, PV, 1, 0, NIL))
+    [ev] = h.evidence
+    assert isinstance(ev, DuplicateVoteEvidence) and ev.validator == cheat.public_key
+    ev.verify(CHAIN, VALIDATORS)
+
+
+def test_non_validator_votes_are_ignored(tmp_path):
+    h = make_engine(tmp_path)
+    stranger = PrivateKey(bytes([99]) * 32)
+    block = propose(h, 0)
+    for _ in range(3):
+        h.deliver(vote(stranger, PV, 1, 0, block.hash))
+    assert h.engine.votes.get(0, PV).count(block.hash) == 1  # only ours
+
+
+def test_forged_vote_is_rejected_and_reported(tmp_path):
+    h = make_engine(tmp_path)
+    good = vote(OTHERS[0], PV, 1, 0, NIL)
+    forged = Vote(
+        good.type, good.height, good.round, good.block_hash, OTHERS[1].public_key, good.signature
+    )
+    h.deliver(forged, peer="liar")
+    assert h.bad_peers and h.bad_peers[0][0] == "liar"
+
+
+def test_invalid_block_with_quorum_precommits_halts(tmp_path):
+    h = make_engine(tmp_path)
+    bad = make_block(h.app, 1, 0, proposer(1, 0))
+    h.app.invalid.add(bad.hash)
+    h.votes_from(OTHERS, PC, 0, bad.hash)
+    with pytest.raises(NodeFault):
+        h.deliver(sign_proposal(proposer(1, 0), 1, 0, bad))
+    assert h.engine.halted is not None
+    with pytest.raises(NodeFault):
+        h.deliver(vote(OTHERS[0], PV, 1, 0, NIL))
+    assert h.app.height() == 0
+
+
+def test_two_certified_blocks_at_one_height_halt(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = make_block(h.app, 1, 0, proposer(1, 0))
+    b1 = make_block(h.app, 1, 1, proposer(1, 1), salt=1)
+    h.votes_from(OTHERS, PC, 0, b0.hash)  # decided, block still missing
+    with pytest.raises(NodeFault):
+        h.votes_from(OTHERS, PC, 1, b1.hash)
+
+
+def test_observer_follows_without_signing(tmp_path):
+    app = ToyApp()
+    clock, transport = ManualClock(), RecordingTransport()
+    engine = ConsensusEngine(
+        chain_id=CHAIN, app=app, transport=transport, clock=clock, config=CONFIG
+    )
+    engine.start()
+    block = make_block(app, 1, 0, proposer(1, 0))
+    engine.deliver(sign_proposal(proposer(1, 0), 1, 0, block), "p")
+    for k in KEYS[1:]:
+        engine.deliver(vote(k, PC, 1, 0, block.hash), "p")
+    assert app.height() == 1
+    assert not any(getattr(m, "validator", None) == ME.public_key for _, m in transport.sent)
+
+
+def test_f_plus_one_votes_in_a_later_round_skip_ahead(tmp_path):
+    h = make_engine(tmp_path)
+    h.deliver(vote(OTHERS[0], PV, 1, 5, NIL))
+    assert h.engine.round == 0
+    h.deliver(vote(OTHERS[1], PV, 1, 5, NIL))
+    assert h.engine.round == 5
+
+
+def test_votes_far_in_future_rounds_are_bounded(tmp_path):
+    h = make_engine(tmp_path)
+    for r in range(10, 20):
+        h.deliver(vote(OTHERS[0], PV, 1, r, NIL))
+    kept = {r for r in h.engine.votes.rounds_of(OTHERS[0].public_key)}
+    assert len(kept) == CONFIG.max_future_rounds_per_validator
+
+
+def test_restart_replays_wal_and_resends_same_vote(tmp_path):
+    h = make_engine(tmp_path, with_wal=True)
+    b0 = propose(h, 0)
+    h.votes_from(OTHERS[:1], PV, 0, b0.hash)
+    [my_prevote] = h.transport.votes(PV, 0)
+    h.engine.wal.close()
+    # Restart: the WAL gives back the proposal and the votes; privval the own vote.
+    clock, transport = ManualClock(), RecordingTransport()
+    engine = ConsensusEngine(
+        chain_id=CHAIN,
+        app=h.app,
+        transport=transport,
+        clock=clock,
+        privval=PrivValidator(ME, CHAIN, tmp_path / "privval"),
+        wal=WAL(tmp_path / "wal", CHAIN),
+        config=CONFIG,
+    )
+    engine.start()
+    assert engine.proposals[0].block.hash == b0.hash
+    assert engine.votes.get(0, PV).count(b0.hash) == 2
+    # The last own vote (from privval) is sent again, identical.
+    assert ("*", my_prevote) in transport.sent
+    # One more prevote completes the polka seen before the crash: we lock and precommit.
+    engine.deliver(vote(OTHERS[1], PV, 1, 0, b0.hash), "p")
+    assert engine.locked_hash == b0.hash
+    assert any(
+        getattr(m, "type", 0) == PC and getattr(m, "validator", b"") == ME.public_key
+        for _, m in transport.sent
+    )

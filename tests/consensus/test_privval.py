@@ -1,0 +1,159 @@
+"""The double-sign guard: durable before returning, refuses conflicts, also after reopening."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from consensus.privval import STATE_FILE, DoubleSignRefused, PrivValidator, SignStep
+from core import PrivateKey, StorageError, VoteType
+from tests.consensus.helpers import CHAIN, ME, ToyApp, make_block, proposer
+
+PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
+A = b"\xaa" * 32
+B = b"\xbb" * 32
+
+
+def open_pv(tmp_path, **kw) -> PrivValidator:
+    return PrivValidator(ME, CHAIN, tmp_path, **kw)
+
+
+def test_signed_votes_verify_and_are_persisted(tmp_path):
+    pv = open_pv(tmp_path)
+    v = pv.sign_vote(PV, 5, 2, A)
+    v.verify(CHAIN)
+    assert pv.last_signed == (5, 2, SignStep.PREVOTE)
+    assert open_pv(tmp_path).last_signed == (5, 2, SignStep.PREVOTE)
+    # Nothing half-written is left behind.
+    assert sorted(os.listdir(tmp_path)) == [STATE_FILE]
+
+
+def test_state_is_fsynced_before_the_signature_is_returned(tmp_path, monkeypatch):
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("rename"), real_replace(a, b))[1])
+    pv = open_pv(tmp_path)
+    calls.clear()
+    pv.sign_vote(PC, 1, 0, A)
+    # File data, then the atomic rename, then the directory entry.
+    assert calls == ["fsync", "rename", "fsync"]
+
+
+def test_conflicting_vote_at_same_step_is_refused(tmp_path):
+    pv = open_pv(tmp_path)
+    pv.sign_vote(PV, 3, 1, A)
+    with pytest.raises(DoubleSignRefused):
+        pv.sign_vote(PV, 3, 1, B)
+    with pytest.raises(DoubleSignRefused):
+        pv.sign_vote(PV, 3, 1, b"")
+
+
+def test_conflict_is_refused_across_a_reopen(tmp_path):
+    first = open_pv(tmp_path).sign_vote(PC, 9, 4, A)
+    reopened = open_pv(tmp_path)
+    with pytest.raises(DoubleSignRefused):
+        reopened.sign_vote(PC, 9, 4, B)
+    # The identical vote is fine and comes back with the same signature.
+    again = reopened.sign_vote(PC, 9, 4, A)
+    assert again == first
+
+
+def test_identical_resign_returns_same_signature(tmp_path):
+    pv = open_pv(tmp_path)
+    v1 = pv.sign_vote(PV, 2, 0, A)
+    assert pv.sign_vote(PV, 2, 0, A) == v1
+
+
+@pytest.mark.parametrize(
+    ("height", "round_", "vote_type"),
+    [(4, 2, PV), (4, 1, PC), (3, 9, PC)],
+    ids=["earlier-step", "earlier-round", "earlier-height"],
+)
+def test_going_back_is_refused(tmp_path, height, round_, vote_type):
+    pv = open_pv(tmp_path)
+    pv.sign_vote(PC, 4, 2, A)
+    with pytest.raises(DoubleSignRefused):
+        pv.sign_vote(vote_type, height, round_, A)
+
+
+def test_later_steps_rounds_and_heights_are_allowed(tmp_path):
+    pv = open_pv(tmp_path)
+    pv.sign_vote(PV, 1, 0, A)
+    pv.sign_vote(PC, 1, 0, A)
+    pv.sign_vote(PV, 1, 1, B)
+    pv.sign_vote(PV, 2, 0, b"")
+    assert pv.last_signed == (2, 0, SignStep.PREVOTE)
+
+
+def test_conflicting_proposal_is_refused(tmp_path):
+    app = ToyApp()
+    key = proposer(1, 3)
+    assert key == ME
+    pv = open_pv(tmp_path)
+    b1 = make_block(app, 1, 3, ME)
+    b2 = make_block(app, 1, 3, ME, salt=1)
+    p = pv.sign_proposal(1, 3, None, b1)
+    p.verify(CHAIN)
+    assert open_pv(tmp_path).sign_proposal(1, 3, None, b1) == p
+    with pytest.raises(DoubleSignRefused):
+        open_pv(tmp_path).sign_proposal(1, 3, None, b2)
+    # A different proof-of-lock round is a different proposal too.
+    with pytest.raises(DoubleSignRefused):
+        pv.sign_proposal(1, 3, 1, b1)
+    # Proposing then voting in the same round is the normal order.
+    pv.sign_vote(PV, 1, 3, b1.hash)
+
+
+def test_lock_is_persisted_with_the_precommit(tmp_path):
+    pv = open_pv(tmp_path)
+    assert pv.lock(7) is None
+    pv.sign_vote(PC, 7, 1, A)
+    pv.sign_vote(PV, 7, 2, b"")
+    pv.sign_vote(PC, 7, 2, b"")  # nil precommit keeps the lock
+    lock = open_pv(tmp_path).lock(7)
+    assert (lock.height, lock.round, lock.block_hash) == (7, 1, A)
+    pv.sign_vote(PC, 7, 3, B)  # relock
+    assert open_pv(tmp_path).lock(7).block_hash == B
+    assert open_pv(tmp_path).lock(8) is None
+
+
+def test_last_vote_is_rebuilt_from_disk(tmp_path):
+    v = open_pv(tmp_path).sign_vote(PC, 11, 2, A)
+    assert open_pv(tmp_path).last_vote() == v
+    pv = open_pv(tmp_path)
+    pv.sign_proposal(12, 0, None, make_block(ToyApp(), 1, 0, ME))
+    assert pv.last_vote() is None
+
+
+def test_corrupt_state_refuses_to_start(tmp_path):
+    open_pv(tmp_path).sign_vote(PV, 1, 0, A)
+    path = tmp_path / STATE_FILE
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(StorageError):
+        open_pv(tmp_path)
+
+
+def test_state_of_another_key_or_chain_refuses_to_start(tmp_path):
+    open_pv(tmp_path).sign_vote(PV, 1, 0, A)
+    with pytest.raises(StorageError):
+        PrivValidator(PrivateKey(b"\x09" * 32), CHAIN, tmp_path)
+    with pytest.raises(StorageError):
+        PrivValidator(ME, "other-chain", tmp_path)
+
+
+def test_double_sign_hook_is_off_by_default_and_explicit(tmp_path):
+    safe = open_pv(tmp_path / "safe")
+    safe.sign_vote(PV, 1, 0, A)
+    with pytest.raises(DoubleSignRefused):
+        safe.sign_vote(PV, 1, 0, B)
+    unsafe = open_pv(tmp_path / "unsafe", unsafe_allow_double_sign=True)
+    a = unsafe.sign_vote(PV, 1, 0, A)
+    b = unsafe.sign_vote(PV, 1, 0, B)
+    a.verify(CHAIN)
+    b.verify(CHAIN)
+    assert a.block_hash != b.block_hash
+    # Even then, the conflicting signature never moves the guard or the lock.
+    reopened = open_pv(tmp_path / "unsafe")
+    assert reopened.last_vote() == a

@@ -1,0 +1,198 @@
+"""Elections at epoch boundaries and missed-slot jailing."""
+
+from consensus import producer_set, producers_for_height, record_missed
+from consensus.election import rank_candidates
+from consensus.governance import (
+    PROPOSE_ADMIT_MEMBER,
+    PROPOSE_REMOVE_MEMBER,
+    ProposeAdmitMember,
+    ProposeRemoveMember,
+)
+from consensus.staking import (
+    BOND,
+    REGISTER_CANDIDATE,
+    UNBOND,
+    VOTE_PRODUCERS,
+    Bond,
+    RegisterCandidate,
+    Unbond,
+    VoteProducers,
+)
+from consensus.staking_state import Candidate, candidate_key
+from consensus.validators import ValidatorSet
+from tests.consensus.staking_helpers import (
+    KEYS,
+    PARAMS,
+    PUB,
+    SELF_BOND,
+    Chain,
+    check_invariants,
+    pass_proposal,
+    set_candidate,
+)
+from vm import Event, Overlay
+
+E = PARAMS.epoch_length
+
+
+def add_candidate(chain: Chain, index: int, self_bond: int = SELF_BOND) -> None:
+    """Admit KEYS[index], register it, bond ``self_bond`` and approve itself."""
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[index], f"m{index}"))
+    key = KEYS[index]
+    chain.block(
+        chain.tx(key, REGISTER_CANDIDATE, RegisterCandidate()),
+        chain.tx(key, BOND, Bond(self_bond)),
+        chain.tx(key, VOTE_PRODUCERS, VoteProducers((PUB[index],))),
+    )
+    assert all(r.ok for r in chain.last.receipts), chain.last.receipts
+
+
+def next_election(chain: Chain) -> int:
+    """Run blocks through the next election height; returns the epoch it elected."""
+    height = (chain.height // E + 1) * E
+    chain.advance_to(height)
+    return height // E
+
+
+def elected(chain: Chain, epoch: int) -> tuple[bytes, ...]:
+    record = producer_set(chain.state, epoch)
+    assert record is not None
+    return record.keys
+
+
+def test_unchanged_votes_reelect_the_genesis_producers():
+    chain = Chain()
+    epoch = next_election(chain)
+    assert epoch == 1
+    assert elected(chain, 1) == tuple(sorted(PUB[:3]))
+    event = Event.of(
+        "producers_elected", epoch=1, producers=3, set_hash=ValidatorSet.of(PUB[:3]).hash
+    )
+    assert event in chain.last.begin_events
+    record = producer_set(chain.state, 1)
+    assert record.elected_height == E and record.weights == (SELF_BOND,) * 3
+    # The first block of epoch 1 is answerable from the state after the last of epoch 0.
+    assert producers_for_height(chain.state, E + 1) == ValidatorSet.of(PUB[:3])
+
+
+def test_top_n_with_ties_broken_by_lower_key():
+    chain = Chain()
+    for i in (3, 4):
+        add_candidate(chain, i)
+    # Five candidates, all with weight SELF_BOND: the three lowest keys win.
+    epoch = next_election(chain)
+    assert elected(chain, epoch) == tuple(sorted(PUB[:5])[:3])
+    ranked = rank_candidates(chain.state, chain.params())
+    assert [k for k, _ in ranked] == sorted(PUB[:5])
+    check_invariants(chain.state, chain.genesis.total_supply)
+
+
+def test_votes_move_the_producer_set_at_the_next_epoch():
+    chain = Chain()
+    for i in (3, 4):
+        add_candidate(chain, i)
+    outsider = max(PUB[:5])
+    assert outsider not in elected(chain, next_election(chain))
+    assert chain.run(KEYS[6], BOND, Bond(5_000)).ok
+    assert chain.run(KEYS[6], VOTE_PRODUCERS, VoteProducers((outsider,))).ok
+    epoch = next_election(chain)
+    assert outsider in elected(chain, epoch)
+    assert producer_set(chain.state, epoch).weights[elected(chain, epoch).index(outsider)] == 6_000
+    # The set takes over with the epoch's first block, not before.
+    first = epoch * E + 1
+    assert outsider not in producers_for_height(chain.state, first - 1)
+    assert outsider in producers_for_height(chain.state, first)
+    # A ballot cast in the election block itself counts at the following election.
+    chain.advance_to((epoch + 1) * E - 1)
+    chain.block(chain.tx(KEYS[6], VOTE_PRODUCERS, VoteProducers(())))
+    assert outsider in elected(chain, epoch + 1)
+    assert outsider not in elected(chain, next_election(chain))
+
+
+def test_ineligible_candidates_are_skipped():
+    chain = Chain()
+    for i in (3, 4, 5):
+        add_candidate(chain, i, self_bond=2 * SELF_BOND)
+    # 3: jailed; 4: below the minimum self-bond; 5: no longer a member.
+    set_candidate(chain.state, PUB[3], jailed=True, jailed_until=10**6)
+    assert chain.run(KEYS[4], UNBOND, Unbond(2 * SELF_BOND - PARAMS.min_self_bond + 1)).ok
+    assert chain.run(KEYS[6], BOND, Bond(10 * SELF_BOND)).ok
+    assert chain.run(KEYS[6], VOTE_PRODUCERS, VoteProducers(tuple(sorted(PUB[3:6])))).ok
+    pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[5]))
+    epoch = next_election(chain)
+    assert elected(chain, epoch) == tuple(sorted(PUB[:3]))
+
+
+def test_candidates_without_approval_are_not_elected():
+    chain = Chain()
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[3], "m3"))
+    assert chain.run(KEYS[3], REGISTER_CANDIDATE, RegisterCandidate()).ok
+    assert chain.run(KEYS[3], BOND, Bond(SELF_BOND)).ok
+    # Only two genesis producers are left eligible; the weightless candidate stays out.
+    set_candidate(chain.state, PUB[0], jailed=True, jailed_until=10**6)
+    epoch = next_election(chain)
+    assert elected(chain, epoch) == tuple(sorted(PUB[1:3]))
+
+
+def test_no_eligible_candidate_carries_the_set_over():
+    chain = Chain()
+    for i in range(3):
+        set_candidate(chain.state, PUB[i], jailed=True, jailed_until=10**6)
+    epoch = next_election(chain)
+    assert elected(chain, epoch) == tuple(sorted(PUB[:3]))
+    assert Event.of("election_failed", epoch=epoch) in chain.last.begin_events
+
+
+# --- missed slots ---
+
+
+def test_record_missed_counts_and_jails_over_the_limit():
+    chain = Chain()
+    chain.advance_to(1)
+    state = Overlay(chain.state)
+    expected = PUB[:3]
+    for height in (2, 3):
+        assert record_missed(state, height, expected, {PUB[0], PUB[1]}, PARAMS) == []
+    assert record_missed(state, 4, expected, {PUB[0], PUB[1]}, PARAMS) == [PUB[2]]
+    events = state.take_events()
+    assert events[-1] == Event.of(
+        "jailed",
+        candidate=PUB[2],
+        reason="missed_slots",
+        missed=3,
+        jailed_until=4 + PARAMS.jail_blocks,
+    )
+    # Already jailed: counted, not jailed again; the others' first miss.
+    assert record_missed(state, 5, expected, set(), PARAMS) == []
+    cands = [state.get_obj(candidate_key(k), Candidate) for k in expected]
+    assert [(c.jailed, c.missed) for c in cands] == [(False, 1), (False, 1), (True, 4)]
+
+
+def test_missed_slot_hook_jails_before_the_election():
+    chain = Chain()
+    chain.block()
+    for _ in range(E - 1):
+        # Blocks 2..E carry commits without PUB[2]'s precommit.
+        chain.block(signers=(PUB[0], PUB[1]))
+    cand = chain.candidate(PUB[2])
+    assert (cand.jailed, cand.missed, cand.jailed_until) == (True, 3, E + PARAMS.jail_blocks)
+    assert chain.candidate(PUB[0]).missed == 0
+    # Jailed in the election block's begin-block, so left out of epoch 1.
+    assert elected(chain, 1) == tuple(sorted(PUB[:2]))
+
+
+def test_missed_slots_restart_each_epoch():
+    chain = Chain()
+    chain.block()
+    all3 = tuple(PUB[:3])
+    # Misses of heights 1, 2 (epoch 0), then 5, 6 (epoch 1): at most 2 per epoch.
+    for signers in [PUB[:2], PUB[:2], all3, all3, PUB[:2], PUB[:2]]:
+        chain.block(signers=tuple(signers))
+    cand = chain.candidate(PUB[2])
+    assert (cand.jailed, cand.missed_epoch, cand.missed) == (False, 1, 2)
+
+
+def test_missed_slot_hook_without_signers_does_nothing():
+    chain = Chain()
+    chain.advance_to(E)
+    assert all(chain.candidate(k).missed == 0 for k in PUB[:3])

@@ -1,0 +1,166 @@
+"""Double-sign evidence: anyone submits, the offender is slashed and jailed exactly once."""
+
+import pytest
+
+from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
+from consensus.staking import UNBOND, Unbond
+from consensus.staking_state import (
+    COMMUNITY_POOL,
+    EvidenceRecord,
+    Unbonding,
+    evidence_key,
+    get_totals,
+    read,
+)
+from core import Vote, VoteType
+from tests.consensus.staking_helpers import (
+    ADDR,
+    CHAIN,
+    KEYS,
+    PARAMS,
+    PUB,
+    SELF_BOND,
+    Chain,
+    check_invariants,
+)
+from vm import Event
+
+H1, H2, H3 = bytes([1]) * 32, bytes([2]) * 32, bytes([3]) * 32
+
+
+def pair(key=KEYS[1], height=2, round_=0, vote_type=VoteType.PREVOTE, a=H1, b=H2, chain_id=CHAIN):
+    return SubmitEvidence(
+        Vote.create(key, chain_id, vote_type, height, round_, a),
+        Vote.create(key, chain_id, vote_type, height, round_, b),
+    )
+
+
+def test_evidence_slashes_bond_and_unbonding_and_jails():
+    chain = Chain()
+    assert chain.run(KEYS[1], UNBOND, Unbond(200)).ok  # height 1: bond 800, unbonding 200
+    chain.advance_to(3)
+    receipt = chain.run(KEYS[7], SUBMIT_EVIDENCE, pair())  # height 4, by a non-member
+    assert receipt.ok, receipt
+    # 10% of 800 and of 200.
+    assert receipt.events == (
+        Event.of(
+            "double_sign",
+            validator=PUB[1],
+            height=2,
+            round=0,
+            vote_type=1,
+            slashed=100,
+            jailed_until=4 + PARAMS.jail_blocks,
+            reporter=ADDR[7],
+        ),
+    )
+    staker = chain.staker(ADDR[1])
+    assert staker.bonded == 720
+    assert staker.unbonding == (Unbonding(180, 1 + PARAMS.unbonding_blocks),)
+    assert chain.candidate(PUB[1]).weight == 720
+    cand = chain.candidate(PUB[1])
+    assert cand.jailed and cand.jailed_until == 4 + PARAMS.jail_blocks
+    assert chain.balance(COMMUNITY_POOL) == 100 == get_totals(chain.state).slashed
+    record = read(chain.state, evidence_key(PUB[1], 2, 0, VoteType.PREVOTE), EvidenceRecord)
+    assert record == EvidenceRecord(4, 100)
+    check_invariants(chain.state, chain.genesis.total_supply)
+    # The slashed unbonding entry pays out what is left.
+    chain.advance_to(1 + PARAMS.unbonding_blocks)
+    assert chain.staker(ADDR[1]).unbonding == ()
+    check_invariants(chain.state, chain.genesis.total_supply)
+
+
+def test_the_same_offence_is_punished_once():
+    chain = Chain()
+    chain.advance_to(3)
+    assert chain.run(KEYS[7], SUBMIT_EVIDENCE, pair()).ok
+    message = f"offence of {PUB[1].hex()} at height 2 round 0 was already punished"
+    # The same pair, the pair swapped, and another conflicting pair for the same step.
+    evidence = (pair(), pair(a=H2, b=H1), pair(a=H3, b=H1))
+    chain.block(*(chain.tx(KEYS[7], SUBMIT_EVIDENCE, e) for e in evidence))
+    for receipt in chain.last.receipts:
+        assert (receipt.code, receipt.message) == ("duplicate_evidence", message)
+    assert chain.staker(ADDR[1]).bonded == 900
+    # Another step is another offence.
+    assert chain.run(KEYS[7], SUBMIT_EVIDENCE, pair(round_=1)).ok
+    assert chain.staker(ADDR[1]).bonded == 810
+    check_invariants(chain.state, chain.genesis.total_supply)
+
+
+def test_nil_vote_against_a_block_vote_is_evidence():
+    chain = Chain()
+    chain.advance_to(3)
+    assert chain.run(KEYS[7], SUBMIT_EVIDENCE, pair(vote_type=VoteType.PRECOMMIT, a=b"")).ok
+    assert chain.candidate(PUB[1]).jailed
+
+
+def _refused(chain, evidence):
+    receipt = chain.run(KEYS[7], SUBMIT_EVIDENCE, evidence)
+    return receipt.code, receipt.message
+
+
+@pytest.mark.parametrize(
+    "evidence, code, message",
+    [
+        (
+            SubmitEvidence(
+                Vote.create(KEYS[1], CHAIN, VoteType.PREVOTE, 2, 0, H1),
+                Vote.create(KEYS[2], CHAIN, VoteType.PREVOTE, 2, 0, H2),
+            ),
+            "invalid_evidence",
+            f"votes are by {PUB[1].hex()} and {PUB[2].hex()}, expected one validator",
+        ),
+        (
+            SubmitEvidence(
+                Vote.create(KEYS[1], CHAIN, VoteType.PREVOTE, 2, 0, H1),
+                Vote.create(KEYS[1], CHAIN, VoteType.PRECOMMIT, 2, 0, H2),
+            ),
+            "invalid_evidence",
+            "votes are for (height, round, type) (2, 0, 1) and (2, 0, 2), expected the same",
+        ),
+        (
+            pair(b=H1),
+            "invalid_evidence",
+            f"both votes are for block {H1.hex()}, expected different blocks",
+        ),
+        (pair(height=0), "invalid_evidence", "vote height must be at least 1, got 0"),
+        (pair(height=4), "future_evidence", "vote height 4, expected below the including height 4"),
+        (pair(key=KEYS[5]), "not_a_producer", f"{PUB[5].hex()} was not a producer at height 2"),
+        (
+            pair(chain_id="other-chain"),
+            "bad_evidence_signature",
+            f"vote for block {H1.hex()} has a bad signature for chain 'staking-test'",
+        ),
+    ],
+)
+def test_evidence_refusals(evidence, code, message):
+    chain = Chain()
+    chain.advance_to(3)
+    assert _refused(chain, evidence) == (code, message)
+    assert not chain.candidate(PUB[1]).jailed
+    assert chain.staker(ADDR[1]).bonded == SELF_BOND
+
+
+def test_evidence_too_old():
+    chain = Chain()
+    chain.advance_to(2 + PARAMS.max_evidence_age_blocks)
+    age = PARAMS.max_evidence_age_blocks + 1
+    assert _refused(chain, pair()) == (
+        "evidence_too_old",
+        f"evidence is {age} blocks old, at most {PARAMS.max_evidence_age_blocks} accepted",
+    )
+    # One block younger is still accepted.
+    chain2 = Chain()
+    chain2.advance_to(1 + PARAMS.max_evidence_age_blocks)
+    assert chain2.run(KEYS[7], SUBMIT_EVIDENCE, pair()).ok
+
+
+def test_a_forged_second_vote_is_refused():
+    chain = Chain()
+    chain.advance_to(3)
+    good = pair()
+    forged = Vote(good.vote_b.type, 2, 0, H3, PUB[1], good.vote_b.signature)
+    assert _refused(chain, SubmitEvidence(good.vote_a, forged)) == (
+        "bad_evidence_signature",
+        f"vote for block {H3.hex()} has a bad signature for chain 'staking-test'",
+    )

@@ -1,0 +1,265 @@
+"""Consortium governance: admit, remove, change a parameter; more than 2/3 of producers decide."""
+
+import pytest
+
+from consensus import is_member, members, params_for_height
+from consensus.governance import (
+    PROPOSE_ADMIT_MEMBER,
+    PROPOSE_PARAM_CHANGE,
+    PROPOSE_REMOVE_MEMBER,
+    VOTE_PROPOSAL,
+    ProposeAdmitMember,
+    ProposeParamChange,
+    ProposeRemoveMember,
+    VoteProposal,
+    get_proposal,
+)
+from consensus.staking import REGISTER_CANDIDATE, RegisterCandidate
+from consensus.staking_state import active_params
+from tests.consensus.staking_helpers import (
+    KEYS,
+    PARAMS,
+    PUB,
+    Chain,
+    make_genesis,
+    pass_proposal,
+)
+from vm import Event
+
+
+def propose(chain, payload, tx_type=PROPOSE_ADMIT_MEMBER, key=KEYS[0]):
+    receipt = chain.run(key, tx_type, payload)
+    assert receipt.ok, receipt
+    return int(receipt.events[0].get("proposal_id"))
+
+
+def vote(chain, key, pid):
+    return chain.run(key, VOTE_PROPOSAL, VoteProposal(pid))
+
+
+def test_admit_needs_more_than_two_thirds_of_three():
+    chain = Chain()
+    pid = propose(chain, ProposeAdmitMember(PUB[4], "shop-4"))
+    proposal = get_proposal(chain.state, pid)
+    assert (
+        proposal.created_height == 1
+        and proposal.deadline_height == 1 + PARAMS.proposal_voting_blocks
+    )
+    assert vote(chain, KEYS[0], pid).ok
+    r2 = vote(chain, KEYS[1], pid)
+    # 2 of 3 is exactly 2/3: not enough.
+    assert r2.ok and r2.events[0].get("approvals") == "2" and r2.events[0].get("passed") == "0"
+    assert not is_member(chain.state, PUB[4])
+    r3 = vote(chain, KEYS[2], pid)
+    assert r3.ok
+    assert r3.events == (
+        Event.of("member_admitted", member=PUB[4], name="shop-4"),
+        Event.of(VOTE_PROPOSAL, proposal_id=pid, voter=PUB[2], approvals=3, producers=3, passed=1),
+    )
+    assert is_member(chain.state, PUB[4]) and PUB[4] in members(chain.state)
+    assert get_proposal(chain.state, pid).passed_height == chain.height
+    # The new member may now stand for election and propose.
+    assert chain.run(KEYS[4], REGISTER_CANDIDATE, RegisterCandidate()).ok
+    propose(chain, ProposeAdmitMember(PUB[5], "shop-5"), key=KEYS[4])
+
+
+def test_exactly_two_thirds_of_six_fails_and_five_passes():
+    chain = Chain(make_genesis(validators=6, params=PARAMS.replace(max_producers=6)))
+    pid = propose(chain, ProposeAdmitMember(PUB[7], "m7"))
+    for i in range(4):
+        receipt = vote(chain, KEYS[i], pid)
+        assert receipt.ok and receipt.events[-1].get("passed") == "0"
+    assert not is_member(chain.state, PUB[7])
+    receipt = vote(chain, KEYS[4], pid)
+    assert receipt.events[-1].get("approvals") == "5" and receipt.events[-1].get("passed") == "1"
+    assert is_member(chain.state, PUB[7])
+    receipt = vote(chain, KEYS[5], pid)
+    assert receipt.code == "proposal_closed"
+    assert receipt.message == f"proposal {pid} passed at height {chain.height - 1}"
+
+
+def test_remove_member():
+    chain = Chain()
+    pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[2]))
+    assert not is_member(chain.state, PUB[2])
+    assert members(chain.state) == tuple(sorted(PUB[:2]))
+    # A removed member may no longer propose.
+    receipt = chain.run(KEYS[2], PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[5], "x"))
+    assert (receipt.code, receipt.message) == (
+        "not_member",
+        f"{PUB[2].hex()} is not a consortium member",
+    )
+
+
+def test_the_last_member_cannot_be_removed():
+    chain = Chain(make_genesis(validators=1))
+    receipt = chain.run(KEYS[0], PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[0]))
+    assert (receipt.code, receipt.message) == (
+        "last_member",
+        "cannot remove the last member, members 1",
+    )
+
+
+@pytest.mark.parametrize(
+    "key, tx_type, payload, code, message",
+    [
+        (
+            KEYS[5],
+            PROPOSE_ADMIT_MEMBER,
+            ProposeAdmitMember(PUB[6], "m6"),
+            "not_member",
+            f"{PUB[5].hex()} is not a consortium member",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_ADMIT_MEMBER,
+            ProposeAdmitMember(PUB[6], "bad name"),
+            "invalid_name",
+            "member name must match [A-Za-z0-9_.-]{1,64}, got 'bad name'",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_ADMIT_MEMBER,
+            ProposeAdmitMember(PUB[1], "again"),
+            "already_member",
+            f"{PUB[1].hex()} is already a member",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_REMOVE_MEMBER,
+            ProposeRemoveMember(PUB[6]),
+            "unknown_member",
+            f"{PUB[6].hex()} is not a member",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("epoch_length", 10),
+            "param_not_governable",
+            "parameter 'epoch_length' is not governable",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("no_such_param", 10),
+            "param_not_governable",
+            "parameter 'no_such_param' is not governable",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("slash_bps", 10_001),
+            "invalid_param",
+            "slash_bps = 10001: slash_bps must be at most 10000, got 10001",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("max_evidence_age_blocks", PARAMS.unbonding_blocks),
+            "invalid_param",
+            "max_evidence_age_blocks = 5: max_evidence_age_blocks must be in "
+            "1..unbonding_blocks-1 (4), got 5",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("max_block_txs", 0),
+            "invalid_param",
+            "max_block_txs = 0: max_block_txs must be at least 1, got 0",
+        ),
+    ],
+)
+def test_proposal_refusals(key, tx_type, payload, code, message):
+    chain = Chain()
+    receipt = chain.run(key, tx_type, payload)
+    assert (receipt.code, receipt.message) == (code, message)
+
+
+def test_vote_refusals():
+    chain = Chain()
+    receipt = vote(chain, KEYS[0], 99)
+    assert (receipt.code, receipt.message) == ("unknown_proposal", "no proposal 99")
+    pid = propose(chain, ProposeAdmitMember(PUB[4], "m4"))
+    receipt = vote(chain, KEYS[5], pid)
+    assert (receipt.code, receipt.message) == (
+        "not_producer",
+        f"{PUB[5].hex()} is not an active producer",
+    )
+    assert vote(chain, KEYS[0], pid).ok
+    receipt = vote(chain, KEYS[0], pid)
+    assert (receipt.code, receipt.message) == (
+        "already_voted",
+        f"{PUB[0].hex()} already voted on {pid}",
+    )
+    deadline = get_proposal(chain.state, pid).deadline_height
+    chain.advance_to(deadline - 1)
+    assert vote(chain, KEYS[1], pid).ok  # at the deadline: still open
+    chain.advance_to(deadline)
+    receipt = vote(chain, KEYS[2], pid)
+    assert (receipt.code, receipt.message) == (
+        "proposal_expired",
+        f"proposal {pid} closed at height {deadline}, this is height {deadline + 1}",
+    )
+    assert not is_member(chain.state, PUB[4])
+
+
+def test_a_passing_vote_rechecks_the_action():
+    chain = Chain()
+    first = propose(chain, ProposeAdmitMember(PUB[4], "m4"))
+    second = propose(chain, ProposeAdmitMember(PUB[4], "m4-again"))
+    for k in KEYS[:3]:
+        assert vote(chain, k, first).ok
+    assert vote(chain, KEYS[0], second).ok and vote(chain, KEYS[1], second).ok
+    receipt = vote(chain, KEYS[2], second)
+    assert (receipt.code, receipt.message) == (
+        "already_member",
+        f"{PUB[4].hex()} is already a member",
+    )
+    # The failed vote is not recorded, and the proposal stays open.
+    assert get_proposal(chain.state, second).voters == tuple(sorted(PUB[:2]))
+
+
+def test_param_change_applies_from_its_effective_height():
+    chain = Chain()
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("min_fee", 20))
+    passed = chain.height
+    effective = passed + PARAMS.param_change_delay_blocks
+    assert (
+        Event.of("param_change_scheduled", name="min_fee", value=20, effective_height=effective)
+        in chain.last.receipts[0].events
+    )
+    assert params_for_height(chain.state, effective - 1).min_fee == 10
+    assert params_for_height(chain.state, effective).min_fee == 20
+    assert active_params(chain.state).min_fee == 10
+    chain.advance_to(effective - 1)
+    assert chain.params().min_fee == 20
+    chain.block()
+    assert Event.of("param_changed", name="min_fee", value=20) in chain.last.begin_events
+    assert active_params(chain.state) == PARAMS.replace(min_fee=20)
+    assert params_for_height(chain.state, effective + 1) == PARAMS.replace(min_fee=20)
+
+
+def test_param_change_of_a_staking_parameter_takes_effect():
+    chain = Chain()
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_producers", 2))
+    chain.advance_to(chain.height + PARAMS.param_change_delay_blocks)
+    height = (chain.height // PARAMS.epoch_length + 1) * PARAMS.epoch_length
+    chain.advance_to(height)
+    from consensus import producer_set
+
+    assert len(producer_set(chain.state, height // PARAMS.epoch_length).keys) == 2
+
+
+def test_a_change_is_checked_against_the_scheduled_parameters():
+    chain = Chain()
+    # unbonding_blocks 2 is invalid now (max_evidence_age_blocks is 4) ...
+    receipt = chain.run(KEYS[0], PROPOSE_PARAM_CHANGE, ProposeParamChange("unbonding_blocks", 2))
+    assert receipt.message == (
+        "unbonding_blocks = 2: max_evidence_age_blocks must be in 1..unbonding_blocks-1 (1), got 4"
+    )
+    # ... but valid once a passed change to max_evidence_age_blocks applies.
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_evidence_age_blocks", 1))
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("unbonding_blocks", 2))
+    chain.advance_to(chain.height + PARAMS.param_change_delay_blocks)
+    params = active_params(chain.state)
+    assert (params.max_evidence_age_blocks, params.unbonding_blocks) == (1, 2)

@@ -1,0 +1,67 @@
+"""Property: any sequence of staking operations conserves tokens and keeps every pool exact.
+
+After every block: the sum of all balances is the genesis supply; the bonded pool
+holds exactly the sum of bonds, the unbonding pool the sum of pending entries,
+the community pool what was slashed; every candidate's tally is the sum of the
+bonds that approve it.
+"""
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
+from consensus.staking import (
+    BOND,
+    UNBOND,
+    UNJAIL,
+    VOTE_PRODUCERS,
+    Bond,
+    Unbond,
+    Unjail,
+    VoteProducers,
+)
+from core import Vote, VoteType
+from tests.consensus.staking_helpers import CHAIN, KEYS, PUB, Chain, check_invariants
+
+STAKERS = 6
+amounts = st.integers(min_value=0, max_value=3_000)
+ops = st.one_of(
+    st.tuples(st.just("bond"), st.integers(0, STAKERS - 1), amounts),
+    st.tuples(st.just("unbond"), st.integers(0, STAKERS - 1), amounts),
+    st.tuples(st.just("vote"), st.integers(0, STAKERS - 1), st.sets(st.integers(0, 2), max_size=3)),
+    st.tuples(st.just("evidence"), st.integers(0, 2), st.integers(0, 3)),
+    st.tuples(st.just("unjail"), st.integers(0, 2), st.just(0)),
+)
+blocks = st.lists(
+    st.tuples(st.lists(ops, max_size=4), st.sets(st.integers(0, 2))), min_size=1, max_size=16
+)
+
+
+def build_tx(chain: Chain, op):
+    kind, who, arg = op
+    key = KEYS[who]
+    if kind == "bond":
+        return chain.tx(key, BOND, Bond(arg))
+    if kind == "unbond":
+        return chain.tx(key, UNBOND, Unbond(arg))
+    if kind == "vote":
+        return chain.tx(key, VOTE_PRODUCERS, VoteProducers(tuple(sorted(PUB[i] for i in arg))))
+    if kind == "unjail":
+        return chain.tx(key, UNJAIL, Unjail())
+    # Conflicting prevotes at the last executed height (refused at height 0).
+    height, round_ = chain.height, arg
+    votes = [
+        Vote.create(key, CHAIN, VoteType.PREVOTE, height, round_, bytes([b]) * 32) for b in (1, 2)
+    ]
+    return chain.tx(KEYS[7], SUBMIT_EVIDENCE, SubmitEvidence(*votes))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocks)
+def test_staking_conserves_tokens_and_pools(plan):
+    chain = Chain()
+    supply = chain.genesis.total_supply
+    for block_ops, signer_ids in plan:
+        txs = [build_tx(chain, op) for op in block_ops]
+        chain.block(*txs, signers=tuple(PUB[i] for i in sorted(signer_ids)))
+        check_invariants(chain.state, supply)

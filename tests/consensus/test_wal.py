@@ -1,0 +1,102 @@
+"""The consensus WAL: replay of one height, torn tails, switching heights atomically."""
+
+from __future__ import annotations
+
+from consensus.messages import SyncRequest
+from consensus.wal import WAL, WAL_FILE
+from core import VoteType
+from tests.consensus.helpers import CHAIN, KEYS, ToyApp, make_block, sign_proposal, vote
+
+
+def msgs():
+    b = make_block(ToyApp(), 3, 0, KEYS[0])
+    return [
+        sign_proposal(KEYS[0], 3, 0, b),
+        vote(KEYS[1], VoteType.PREVOTE, 3, 0, b.hash),
+        vote(KEYS[2], VoteType.PRECOMMIT, 3, 0, b""),
+    ]
+
+
+def test_new_log_is_empty_and_replays_what_was_appended(tmp_path):
+    wal = WAL(tmp_path, CHAIN)
+    assert wal.start_height(3) == []
+    for m in msgs():
+        wal.append(m)
+    wal.sync()
+    wal.close()
+    assert WAL(tmp_path, CHAIN).start_height(3) == msgs()
+
+
+def test_appends_after_a_replay_are_kept(tmp_path):
+    wal = WAL(tmp_path, CHAIN)
+    wal.start_height(3)
+    wal.append(msgs()[0])
+    wal.close()
+    wal = WAL(tmp_path, CHAIN)
+    assert len(wal.start_height(3)) == 1
+    wal.append(msgs()[1])
+    wal.close()
+    assert WAL(tmp_path, CHAIN).start_height(3) == msgs()[:2]
+
+
+def test_torn_tail_is_cut_off(tmp_path):
+    wal = WAL(tmp_path, CHAIN)
+    wal.start_height(3)
+    for m in msgs():
+        wal.append(m)
+    wal.close()
+    path = tmp_path / WAL_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[:-5])
+    wal = WAL(tmp_path, CHAIN)
+    assert wal.start_height(3) == msgs()[:2]
+    wal.append(msgs()[2])
+    wal.close()
+    assert WAL(tmp_path, CHAIN).start_height(3) == msgs()
+
+
+def test_corrupt_record_ends_replay(tmp_path):
+    wal = WAL(tmp_path, CHAIN)
+    wal.start_height(3)
+    for m in msgs():
+        wal.append(m)
+    wal.close()
+    path = tmp_path / WAL_FILE
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert WAL(tmp_path, CHAIN).start_height(3) == msgs()[:2]
+
+
+def test_other_height_or_chain_starts_fresh(tmp_path):
+    wal = WAL(tmp_path, CHAIN)
+    wal.start_height(3)
+    wal.append(msgs()[0])
+    wal.close()
+    assert WAL(tmp_path, "other").start_height(3) == []
+    wal = WAL(tmp_path, CHAIN)
+    assert wal.start_height(4) == []
+    wal.append(SyncRequest(1, b""))  # any message kind round-trips
+    wal.close()
+    assert WAL(tmp_path, CHAIN).start_height(4) == [SyncRequest(1, b"")]
+    # Moving to another height replaces the log.
+    assert WAL(tmp_path, CHAIN).start_height(5) == []
+    assert WAL(tmp_path, CHAIN).start_height(4) == []
+
+
+def test_synced_size_tracks_fsync(tmp_path):
+    wal = WAL(tmp_path, CHAIN)
+    wal.start_height(1)
+    base = wal.synced_size
+    wal.append(msgs()[1])
+    assert wal.synced_size == base
+    wal.sync()
+    assert (
+        wal.synced_size > base == len((tmp_path / WAL_FILE).read_bytes()) - (wal.synced_size - base)
+    )
+    wal.close()
+
+
+def test_garbage_file_starts_fresh(tmp_path):
+    (tmp_path / WAL_FILE).write_bytes(b"\x00\x00\x00\x05garbage")
+    assert WAL(tmp_path, CHAIN).start_height(1) == []
