@@ -129,6 +129,8 @@ def _replay(
                 raise InvalidBlock(f"height {height}: stored state root differs from the header")
             if source.get_receipts(height) != executed.receipts:
                 raise InvalidBlock(f"height {height}: stored receipts differ from re-execution")
+            if source.get_block_events(height) != executed.block_events:
+                raise InvalidBlock(f"height {height}: stored block events differ from re-execution")
             txs += len(block.txs)
             if progress is not None:
                 progress(height)

@@ -37,6 +37,7 @@ from genesis import Genesis, genesis_state
 from storage import ChainStore, TreeUpdate
 from vm import (
     BlockContext,
+    BlockEvents,
     BlockResult,
     ChainParams,
     Executor,
@@ -69,6 +70,10 @@ class ExecutedBlock:
     # The block's encoding and tx hashes, built from the encodings already held.
     block_bytes: bytes
     tx_hashes: list[bytes]
+
+    @property
+    def block_events(self) -> bytes:
+        return BlockEvents(tuple(self.result.begin_events)).encode()
 
 
 class Chain:
@@ -251,6 +256,7 @@ class Chain:
             executed.tree_update,
             block_bytes=executed.block_bytes,
             tx_hashes=executed.tx_hashes,
+            block_events=executed.block_events,
         )
         self._head = block.header
 

@@ -64,6 +64,8 @@ class Node:
         self._stopping = asyncio.Event()
         self._new_block = asyncio.Condition()
         self.block_listeners: list[Callable[[ExecutedBlock], None]] = []
+        # Called with the height of each newly final block (apps' feeds).
+        self.height_listeners: list[Callable[[int], None]] = []
 
     @classmethod
     def from_home(cls, home: Path, passphrase: str | None = None) -> Node:
@@ -192,3 +194,8 @@ class Node:
                 listener(executed)
             except Exception:
                 log.exception("block listener failed")
+        for height_listener in list(self.height_listeners):
+            try:
+                height_listener(header.height)
+            except Exception:
+                log.exception("height listener failed")

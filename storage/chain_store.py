@@ -232,6 +232,7 @@ class ChainStore:
         *,
         block_bytes: bytes | None = None,
         tx_hashes: Sequence[bytes] | None = None,
+        block_events: bytes | None = None,
     ) -> None:
         """Persist a finalized block and everything it changed in one synced batch.
 
@@ -289,6 +290,8 @@ class ChainStore:
         for node_hash, node in tree_update.nodes.items():
             batch.put(spaces.TREE_NODE + node_hash, node)
         batch.put(spaces.STATE_ROOT + at, tree_update.root)
+        if block_events is not None:
+            batch.put(spaces.BLOCK_EVENTS + at, block_events)
         batch.put(_HEAD, at)
         self._db.write(batch)
         with self._state_lock:
@@ -297,6 +300,10 @@ class ChainStore:
             for key, value in changes.items():
                 put(key, value)
         self._head = (height, tree_update.root)
+
+    def get_block_events(self, height: int) -> bytes | None:
+        """The begin-block events stored with block ``height`` (opaque bytes), if any."""
+        return self._db.get(spaces.BLOCK_EVENTS + encode_height(height))
 
     def get_block_bytes(self, height: int) -> bytes | None:
         return self._db.get(spaces.BLOCK + encode_height(height))

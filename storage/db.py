@@ -16,6 +16,7 @@ prefix  name            key after the prefix                    value
 ``s``   STATE           state key                               latest value (flat copy)
 ``n``   TREE_NODE       node hash (32)                          state tree node encoding
 ``R``   STATE_ROOT      height                                  state root after the block
+``e``   BLOCK_EVENTS    height                                  begin-block events (opaque)
 ======  ==============  ======================================  ===========================
 
 The flat ``STATE`` space duplicates the latest leaves of the tree so that reads
@@ -42,6 +43,7 @@ TX_INDEX: Final = b"t"
 STATE: Final = b"s"
 TREE_NODE: Final = b"n"
 STATE_ROOT: Final = b"R"
+BLOCK_EVENTS: Final = b"e"
 
 HEIGHT_SIZE = 8
 POSITION_SIZE = 4

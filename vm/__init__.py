@@ -5,7 +5,7 @@ from vm.context import BlockContext
 from vm.executor import BlockResult, Executor, VerifiedTx, verify_signed_tx
 from vm.params import ChainParams
 from vm.prefixes import KeyPrefix
-from vm.receipts import OK, Event, EventAttr, Receipt
+from vm.receipts import OK, BlockEvents, Event, EventAttr, Receipt
 from vm.registry import (
     BeginBlockHook,
     Handler,
@@ -18,6 +18,7 @@ from vm.state import Overlay, StateView
 from vm.transfer import TRANSFER, Transfer, apply_transfer
 
 __all__ = [
+    "BlockEvents",
     "OK",
     "TRANSFER",
     "ZERO_ACCOUNT",

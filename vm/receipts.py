@@ -105,3 +105,16 @@ def bound_message(message: str) -> str:
     if len(raw) <= MAX_MESSAGE:
         return message
     return raw[:MAX_MESSAGE].decode(errors="ignore")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEvents(Wire):
+    """Events of a block's begin-block hooks (deadlines and the like), in order.
+
+    Stored beside the block so feeds can replay them; deterministic, so an audit
+    re-derives and compares them like receipts.
+    """
+
+    events: Annotated[tuple[Event, ...], MaxItems(1 << 20)]
+
+    MAX_ENCODED = 64 * 1024 * 1024
