@@ -18,6 +18,7 @@ import json
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,12 @@ def create_localnet(
             http_port=http_ports[i],
             p2p_port=p2p_ports[i],
             block_interval_ms=block_interval_ms,
+            # Every other validator: a devnet is a full mesh of members.
+            peers=[
+                (other.public_key, LOCAL_HOST, p2p_ports[j])
+                for j, other in enumerate(node_keys)
+                if j != i
+            ],
         )
         nodes.append(
             NodeLayout(
@@ -219,6 +226,7 @@ def write_node_config(
     mempool_per_account_cap: int = 64,
     mempool_per_shard_cap: int = 50_000,
     mempool_verify_threads: int = 2,
+    peers: Sequence[tuple[bytes, str, int]] = (),
 ) -> Path:
     """Write ``home/config.json`` (node-local settings, read by ``node.config``).
 
@@ -242,6 +250,7 @@ def write_node_config(
             "per_shard_cap": mempool_per_shard_cap,
             "verify_threads": mempool_verify_threads,
         },
+        "peers": [{"public_key": pk.hex(), "host": host, "port": port} for pk, host, port in peers],
     }
     path = Path(home) / "config.json"
     atomic_write(path, (json.dumps(config, indent=2) + "\n").encode(), mode=0o644)

@@ -95,8 +95,9 @@ async def status(request: web.Request) -> web.Response:
             "finalized_height": chain.height,
             "latest_block_hash": head.hash.hex() if head else None,
             "latest_block_time_ms": head.time_ms if head else None,
+            "round": node.consensus.round if node.consensus else 0,
             "producers": [k.hex() for k in chain.validators.keys],
-            "peers": [],
+            "peers": node.peers(),
             "mempool_size": len(mempool),
         }
     )
@@ -132,7 +133,7 @@ async def _read_raw_txs(request: web.Request) -> tuple[list[bytes], bool]:
 
 async def submit_txs(request: web.Request) -> web.Response:
     node = _node(request)
-    _, mempool = _ready(node)
+    _ready(node)
     raws, batch = await _read_raw_txs(request)
     if not raws:
         raise ApiError(400, "malformed", "no transactions in the batch")
@@ -140,7 +141,7 @@ async def submit_txs(request: web.Request) -> web.Response:
         raise ApiError(
             400, "too_large", f"at most {MAX_BATCH} transactions per batch, got {len(raws)}"
         )
-    results = await mempool.submit(raws)
+    results = await node.submit(raws)
     for r in results:
         if r.code != "accepted":
             node.metrics.txs_rejected.labels(code=r.code).inc()

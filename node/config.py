@@ -27,6 +27,15 @@ class MempoolSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerSettings:
+    """A member's node to keep connected to: its node key (hex) and p2p address."""
+
+    public_key: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     moniker: str = "node"
     http_host: str = "127.0.0.1"
@@ -37,11 +46,19 @@ class NodeConfig:
     data_dir: str = "data"
     # Upper bound for one POST body (a batch of transactions).
     max_request_bytes: int = 32 * 1024 * 1024
+    # How long a round waits for the scheduled proposer before moving on.
+    timeout_propose_ms: int = 3000
+    # TEST HOOK: sign conflicting votes (to check that evidence jails and slashes).
+    unsafe_double_sign: bool = False
     mempool: MempoolSettings = field(default_factory=MempoolSettings)
+    peers: tuple[PeerSettings, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["mempool"] = {f.name: getattr(self.mempool, f.name) for f in fields(MempoolSettings)}
+        out["peers"] = [
+            {f.name: getattr(p, f.name) for f in fields(PeerSettings)} for p in self.peers
+        ]
         return out
 
 
@@ -58,6 +75,8 @@ def _typed(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
                 raise ConfigError(f"{where}: {name} must be a non-negative integer, got {value!r}")
         elif expected in ("str", str) and not isinstance(value, str):
             raise ConfigError(f"{where}: {name} must be a string, got {value!r}")
+        elif expected in ("bool", bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be true or false, got {value!r}")
         out[name] = value
     return out
 
@@ -75,9 +94,25 @@ def load_config(home: Path) -> NodeConfig:
     mempool_raw = raw.pop("mempool", {})
     if not isinstance(mempool_raw, dict):
         raise ConfigError(f"{path}: mempool must be an object")
+    peers_raw = raw.pop("peers", [])
+    if not isinstance(peers_raw, list) or not all(isinstance(p, dict) for p in peers_raw):
+        raise ConfigError(f"{path}: peers must be a list of objects")
     values = _typed(NodeConfig, raw, str(path))
     mempool = MempoolSettings(**_typed(MempoolSettings, mempool_raw, f"{path}: mempool"))
-    config = NodeConfig(**values, mempool=mempool)
+    peers = []
+    for i, peer_raw in enumerate(peers_raw):
+        where = f"{path}: peers[{i}]"
+        missing = {f.name for f in fields(PeerSettings)} - set(peer_raw)
+        if missing:
+            raise ConfigError(f"{where}: missing {sorted(missing)}")
+        peer = PeerSettings(**_typed(PeerSettings, peer_raw, where))
+        try:
+            if len(bytes.fromhex(peer.public_key)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"{where}: public_key must be 64 hex characters") from None
+        peers.append(peer)
+    config = NodeConfig(**values, mempool=mempool, peers=tuple(peers))
     if config.block_interval_ms < 10:
         raise ConfigError(
             f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"

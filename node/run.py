@@ -22,7 +22,7 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
     """Open the node before serving; stop it (finishing any block in flight) after."""
     node = app[NODE]
     node.open()
-    node.start_producing()
+    await node.start()
     try:
         yield
     finally:

@@ -1,7 +1,7 @@
-"""One validator node: store, chain, mempool, block production and the HTTP API.
+"""One validator node: store, chain, mempool, p2p, consensus and the HTTP API's backing.
 
-Resources start and stop in one place (``Node.run``), in order, and stop in
-reverse order; a block being committed when a stop arrives finishes first.
+Resources open in one place (``open`` then ``start``) and close in reverse order
+(``stop``); a block being committed when a stop arrives finishes first.
 """
 
 from __future__ import annotations
@@ -9,26 +9,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from apps.commerce import register as register_commerce
-from consensus import register_staking
-from core import Commit, PrivateKey
+from consensus import (
+    BFTConfig,
+    ConsensusMessage,
+    PrivValidator,
+    is_member,
+    register_staking,
+    staking_enabled,
+)
+from core import Commit, InvalidTransaction, PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
 from genesis import Genesis, load_genesis
 from node.chain import Chain, ExecutedBlock
 from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
-from node.mempool import Mempool, MempoolConfig
+from node.consensus import ConsensusService, run_on
+from node.mempool import Mempool, MempoolConfig, SubmitResult
 from node.metrics import NodeMetrics
+from p2p import MessageRegistry, P2PNode, PeerAddress, TxBatch, TxBatcher
 from storage import ChainStore
-from vm import Registry, default_registry
+from vm import Registry, default_registry, get_account
 
 log = logging.getLogger("node.service")
 
 PASSPHRASE_ENV = "LIVELEDGER_PASSPHRASE"
+CONSENSUS_MESSAGE_TYPE = 0x20
+# Verdicts on a gossiped transaction that only a faulty or malicious peer causes.
+PEER_FAULT_CODES = frozenset({"malformed", "bad_signature", "wrong_chain"})
 
 
 def build_registry() -> Registry:
@@ -36,6 +48,12 @@ def build_registry() -> Registry:
     registry = default_registry()
     register_staking(registry)
     register_commerce(registry)
+    return registry
+
+
+def message_registry() -> MessageRegistry:
+    registry = MessageRegistry()
+    registry.register(CONSENSUS_MESSAGE_TYPE, ConsensusMessage)
     return registry
 
 
@@ -57,12 +75,11 @@ class Node:
         self.store: ChainStore | None = None
         self.chain: Chain | None = None
         self.mempool: Mempool | None = None
+        self.p2p: P2PNode | None = None
+        self.consensus: ConsensusService | None = None
+        self._batcher: TxBatcher | None = None
         self._verify_pool: ThreadPoolExecutor | None = None
-        # One worker thread: block execution and commit are strictly sequential.
-        self._worker: ThreadPoolExecutor | None = None
-        self._producer: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._new_block = asyncio.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.block_listeners: list[Callable[[ExecutedBlock], None]] = []
         # Called with the height of each newly final block (apps' feeds).
         self.height_listeners: list[Callable[[int], None]] = []
@@ -86,12 +103,11 @@ class Node:
         self._verify_pool = ThreadPoolExecutor(
             max_workers=settings.verify_threads, thread_name_prefix="verify"
         )
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="block")
         self.mempool = Mempool(
             chain_id=self.genesis.chain_id,
             registry=self.registry,
             executor=self.chain.executor,
-            params=self.genesis.params,
+            params=self.chain.params,
             state=self.chain.state,
             height_fn=lambda: self.store.height if self.store else 0,
             config=MempoolConfig(
@@ -106,21 +122,48 @@ class Node:
         self.metrics.finalized_height.set(self.chain.height)
         log.info("opened chain %s at height %d", self.genesis.chain_id, self.chain.height)
 
-    def start_producing(self) -> None:
-        self._producer = asyncio.get_running_loop().create_task(
-            self._produce_loop(), name="producer"
+    async def start(self) -> None:
+        """Start p2p and consensus (after ``open``, on the serving event loop)."""
+        assert self.chain is not None
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        self.p2p = P2PNode(
+            self.key,
+            cfg.p2p_host,
+            cfg.p2p_port,
+            [PeerAddress(bytes.fromhex(p.public_key), p.host, p.port) for p in cfg.peers],
+            self.is_member,
+            self._on_peer_message,
+            chain_id=self.genesis.chain_id,
+            genesis_hash=self.genesis.hash,
+            registry=message_registry(),
+            on_connect=lambda _peer: self.metrics.peers.set(len(self._peers())),
+            on_disconnect=lambda _peer: self.metrics.peers.set(len(self._peers())),
         )
+        await self.p2p.start()
+        self._batcher = TxBatcher(self.p2p)
+        privval = PrivValidator(
+            self.key,
+            self.genesis.chain_id,
+            self.home / "consensus",
+            unsafe_allow_double_sign=cfg.unsafe_double_sign,
+        )
+        bft = BFTConfig(
+            timeout_commit_ms=cfg.block_interval_ms,
+            timeout_propose_ms=cfg.timeout_propose_ms,
+            unsafe_equivocate=cfg.unsafe_double_sign,
+        )
+        self.consensus = ConsensusService(self, self.chain, bft, privval)
+        self.consensus.start()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        if self._producer is not None:
-            try:
-                await self._producer
-            except Exception:
-                log.exception("producer stopped with an error")
-            self._producer = None
-        if self._worker is not None:
-            self._worker.shutdown(wait=True)
+        if self.consensus is not None:
+            # Joins the consensus thread: a commit in flight finishes first.
+            await asyncio.get_running_loop().run_in_executor(None, self.consensus.stop)
+            self.consensus = None
+        if self.p2p is not None:
+            await self.p2p.stop()
+            self.p2p = None
         if self._verify_pool is not None:
             self._verify_pool.shutdown(wait=True)
         if self.store is not None:
@@ -128,53 +171,105 @@ class Node:
             self.store = None
         log.info("node stopped")
 
-    # --- block production ------------------------------------------------------------
+    # --- threads ---------------------------------------------------------------------
 
-    async def _produce_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.config.block_interval_ms / 1000
-        next_at = loop.time() + interval
-        while not self._stopping.is_set():
-            try:
-                await asyncio.wait_for(self._stopping.wait(), max(0.0, next_at - loop.time()))
-                break
-            except TimeoutError:
-                pass
-            next_at = max(next_at + interval, loop.time())
-            await self.produce_block()
+    def call_main(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` soon on the main (serving) loop; callable from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(fn)
 
-    async def produce_block(self) -> ExecutedBlock:
-        """Build, sign and commit one block from the mempool; then tell listeners."""
-        assert self.chain is not None and self.mempool is not None and self._worker is not None
+    def on_main_loop(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the main loop from another thread and wait for its result."""
+        assert self._loop is not None
+        return run_on(self._loop, fn)
+
+    # --- membership and peers --------------------------------------------------------
+
+    def is_member(self, public_key: bytes) -> bool:
+        """Only consortium members' nodes may connect (chain state decides)."""
+        chain = self.chain
+        if chain is None:
+            return False
+        if staking_enabled(chain.state):
+            return is_member(chain.state, public_key)
+        return public_key in chain.genesis_validators
+
+    def _peers(self) -> list[bytes]:
+        return [] if self.p2p is None else list(self.p2p.peers())
+
+    def peers(self) -> list[str]:
+        return [p.hex() for p in self._peers()]
+
+    async def _on_peer_message(self, peer: bytes, msg: object) -> None:
+        if isinstance(msg, ConsensusMessage):
+            if self.consensus is not None:
+                self.consensus.deliver(msg.unwrap(), peer)
+            return
+        if isinstance(msg, TxBatch):
+            assert self.mempool is not None
+            results = await self.mempool.submit(list(msg.txs))
+            bad = next((r for r in results if r.code in PEER_FAULT_CODES), None)
+            if bad is not None:
+                raise InvalidTransaction(
+                    f"peer gossiped a bad transaction: {bad.message}", bad.code
+                )
+            return
+
+    # --- transactions ----------------------------------------------------------------
+
+    async def submit(self, raw_txs: Sequence[bytes]) -> list[SubmitResult]:
+        """Admit transactions from a client and gossip the accepted ones to the producers."""
+        assert self.mempool is not None
+        results = await self.mempool.submit(raw_txs)
+        batcher = self._batcher
+        if batcher is not None and self.p2p is not None and self.p2p.peers():
+            for raw, result in zip(raw_txs, results, strict=True):
+                if result.code == "accepted":
+                    batcher.submit(bytes(raw))
+        return results
+
+    def submit_own_tx(self, tx_type: str, payload: bytes) -> None:
+        """Sign a transaction with the node key (e.g. evidence) and submit it."""
+        assert self.chain is not None and self.mempool is not None
+        address = self.key.address
+        nonce = self.mempool.next_nonce(address)
+        if nonce is None:
+            nonce = get_account(self.chain.state, address).nonce
         params = self.chain.params
-        txs = self.mempool.select(params.max_block_txs, params.max_block_bytes)
-        time_ms = self.chain.next_block_time()
-        loop = asyncio.get_running_loop()
-        executed, commit, commit_seconds = await loop.run_in_executor(
-            self._worker, self._build_and_commit, txs, time_ms
+        body = TxBody(
+            nonce=nonce,
+            fee=params.min_fee,
+            expiry_height=self.chain.height + min(100, params.max_expiry_blocks),
+            type=tx_type,
+            payload=payload,
         )
-        self._after_commit(executed, commit, commit_seconds)
-        return executed
+        raw = sign_tx(self.key, self.genesis.chain_id, body).encode()
 
-    def _build_and_commit(self, txs: list, time_ms: int) -> tuple[ExecutedBlock, Commit, float]:
-        assert self.chain is not None
-        executed = self.chain.build(txs, self.key, time_ms)
-        commit = self.chain.sign_commit(executed.block, self.key)
-        started = time.perf_counter()
-        self.chain.commit(executed, commit)
-        return executed, commit, time.perf_counter() - started
+        async def go() -> None:
+            (result,) = await self.submit([raw])
+            log.info("own %s transaction: %s %s", tx_type, result.code, result.message)
 
-    def _after_commit(self, executed: ExecutedBlock, commit: Commit, commit_seconds: float) -> None:
+        asyncio.get_running_loop().create_task(go())
+
+    # --- after a block is final (main loop) ------------------------------------------
+
+    def after_commit(self, executed: ExecutedBlock, commit: Commit, commit_seconds: float) -> None:
         assert self.mempool is not None
         header = executed.block.header
         result = executed.result
         self.mempool.on_block_committed(
-            [v.hash for v in result.included], [v.hash for v, _ in result.rejected]
+            [v.hash for v in result.included],
+            (),
+            senders={v.sender_address for v in result.included},
         )
+        if self.p2p is not None:
+            # Membership may have changed (governance): drop peers that left.
+            self.p2p.check_members()
         m = self.metrics
         m.height.set(header.height)
         m.finalized_height.set(header.height)
-        m.round.set(header.round)
+        m.round.set(commit.round)
         m.block_txs.observe(len(result.included))
         m.block_execution_seconds.observe(executed.execute_seconds)
         m.block_commit_seconds.observe(commit_seconds)
@@ -183,8 +278,9 @@ class Node:
             m.mempool_size.labels(shard=str(shard)).set(size)
         if result.included:
             log.info(
-                "committed block %d with %d txs (exec %.1f ms, commit %.1f ms)",
+                "finalized block %d round %d with %d txs (exec %.1f ms, commit %.1f ms)",
                 header.height,
+                commit.round,
                 len(result.included),
                 executed.execute_seconds * 1000,
                 commit_seconds * 1000,

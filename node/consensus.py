@@ -1,0 +1,257 @@
+"""The node's BFT consensus: the engine on its own thread, wired to chain, mempool and p2p.
+
+The engine is one owner consuming one queue (``consensus.bft``). It runs on a
+dedicated thread with its own event loop, so block execution inside
+``propose``/``validate``/``commit`` never stalls the HTTP API or p2p, which live
+on the main loop. The two loops talk only through ``call_soon_threadsafe``:
+
+- p2p (main loop) delivers proposals and votes into the consensus loop;
+- the engine's broadcasts go out through the main loop's p2p;
+- a proposal's transactions are drawn from the mempool on the main loop (it is not
+  thread-safe), and the mempool hears about each commit on the main loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+from consensus import (
+    BFTConfig,
+    ConsensusEngine,
+    ConsensusMessage,
+    DuplicateVoteEvidence,
+    LoopClock,
+    PrivValidator,
+    ValidatorSet,
+)
+from consensus.evidence import SubmitEvidence
+from core import Block, Commit, Invalid
+from node.chain import Chain, ExecutedBlock
+
+if TYPE_CHECKING:
+    from node.service import Node
+
+log = logging.getLogger("node.consensus")
+
+EVIDENCE_TX = "submit_evidence"
+
+
+class ChainApplication:
+    """The engine's ``Application``: the node's chain. Runs on the consensus thread."""
+
+    def __init__(self, node: Node, chain: Chain) -> None:
+        self.node = node
+        self.chain = chain
+        # Blocks executed at this height (own proposals and validated ones), by hash,
+        # so that commit does not execute again.
+        self._executed: dict[bytes, ExecutedBlock] = {}
+        self._executed_height = 0
+
+    def _cache(self, executed: ExecutedBlock) -> None:
+        height = executed.block.header.height
+        if height != self._executed_height:
+            self._executed.clear()
+            self._executed_height = height
+        self._executed[executed.block.hash] = executed
+
+    def height(self) -> int:
+        return self.chain.height
+
+    def validators(self, height: int) -> ValidatorSet:
+        return self.chain.validators_for(height)
+
+    def propose(self, height: int, round_: int) -> Block:
+        params = self.chain.params
+        txs = self.node.on_main_loop(
+            lambda: self.node.mempool.select(params.max_block_txs, params.max_block_bytes)
+        )
+        executed = self.chain.build(txs, self.node.key, self.chain.next_block_time(), round_)
+        self._cache(executed)
+        if executed.result.rejected:
+            rejected = [v.hash for v, _ in executed.result.rejected]
+            self.node.call_main(lambda: self.node.mempool.on_block_committed((), rejected))
+        return executed.block
+
+    def validate(self, block: Block) -> bool:
+        if block.hash in self._executed:
+            return True
+        mempool = self.node.mempool
+        # Transactions this node already verified are not verified again.
+        known = {}
+        for tx in block.txs:
+            vtx = mempool.get(tx.hash)
+            if vtx is not None:
+                known[vtx.hash] = vtx
+        try:
+            executed = self.chain.verify(block, known)
+        except Invalid as exc:
+            log.warning("invalid proposal %d %s: %s", block.header.height, block.hash.hex(), exc)
+            return False
+        self._cache(executed)
+        return True
+
+    def commit(self, block: Block, commit: Commit) -> None:
+        executed = self._executed.get(block.hash)
+        if executed is None:
+            # A block finalized by others that this node never validated (catch-up).
+            executed = self.chain.verify(block)
+        started = time.perf_counter()
+        self.chain.commit(executed, commit)
+        seconds = time.perf_counter() - started
+        self._executed.clear()
+        self.node.call_main(lambda: self.node.after_commit(executed, commit, seconds))
+
+    def committed(self, height: int) -> tuple[Block, Commit] | None:
+        if height < 1 or height > self.chain.height:
+            return None
+        block = self.chain.store.get_block(height)
+        commit = self.chain.store.get_commit(height)
+        if block is None or commit is None:
+            return None
+        return block, commit
+
+
+class _P2PTransport:
+    """The engine's ``Transport``: hands messages to p2p on the main loop."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def broadcast(self, msg: object) -> None:
+        wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]
+        self.node.call_main(lambda: self.node.p2p and self.node.p2p.broadcast(wrapped))
+
+    def send(self, peer: object, msg: object) -> None:
+        wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]
+        self.node.call_main(lambda: self.node.p2p and self.node.p2p.send(peer, wrapped))
+
+
+class ConsensusService:
+    """Owns the consensus thread, its loop and the engine."""
+
+    def __init__(self, node: Node, chain: Chain, config: BFTConfig, privval: PrivValidator) -> None:
+        self.node = node
+        self.chain = chain
+        self.config = config
+        self.privval = privval
+        self.app = ChainApplication(node, chain)
+        self.engine: ConsensusEngine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._evidence_seen: set[bytes] = set()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="consensus", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _main(self) -> None:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        engine = ConsensusEngine(
+            chain_id=self.chain.chain_id,
+            app=self.app,
+            transport=_P2PTransport(self.node),
+            clock=LoopClock(loop),
+            privval=self.privval,
+            wal=None,
+            config=self.config,
+            on_evidence=self._on_evidence,
+            on_bad_peer=self._on_bad_peer,
+        )
+        self.engine = engine
+        loop.call_soon(self._start_engine)
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def _start_engine(self) -> None:
+        assert self.engine is not None
+        try:
+            self.engine.start()
+        except Exception:
+            log.exception("consensus engine failed to start")
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # --- inputs ----------------------------------------------------------------------
+
+    def deliver(self, msg: object, peer: bytes) -> None:
+        """From the main loop: a consensus message from ``peer``."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._deliver, msg, peer)
+
+    def _deliver(self, msg: object, peer: bytes) -> None:
+        engine = self.engine
+        if engine is None or engine.halted is not None:
+            return
+        try:
+            engine.deliver(msg, peer)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("consensus halted while handling a message from %s", peer.hex()[:16])
+
+    def _on_bad_peer(self, peer: object, reason: str) -> None:
+        log.warning(
+            "bad consensus message from %s: %s", getattr(peer, "hex", lambda: peer)(), reason
+        )
+        if isinstance(peer, bytes):
+            self.node.call_main(lambda: self.node.p2p and self.node.p2p.drop_peer(peer, reason))
+
+    def _on_evidence(self, evidence: DuplicateVoteEvidence) -> None:
+        """Turn two conflicting votes into a transaction anyone may submit: this node does."""
+        key = evidence.encode()
+        if key in self._evidence_seen:
+            return
+        self._evidence_seen.add(key)
+        log.warning(
+            "double sign by %s at height %d: submitting evidence",
+            evidence.vote_a.validator.hex()[:16],
+            evidence.vote_a.height,
+        )
+        self.node.call_main(
+            lambda: self.node.submit_own_tx(
+                EVIDENCE_TX, SubmitEvidence(evidence.vote_a, evidence.vote_b).encode()
+            )
+        )
+
+    # --- views -----------------------------------------------------------------------
+
+    @property
+    def round(self) -> int:
+        engine = self.engine
+        return 0 if engine is None else engine.round
+
+
+def run_on(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> object:
+    """Run ``fn`` on ``loop`` from another thread and wait for its result."""
+    future: Future[object] = Future()
+
+    def call() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    loop.call_soon_threadsafe(call)
+    return future.result()
