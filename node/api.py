@@ -14,7 +14,16 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from core import Block, BlockHeader, Invalid, format_address, parse_address, unpack_raw
+from core import (
+    Block,
+    BlockHeader,
+    Invalid,
+    format_address,
+    pack_raw,
+    parse_address,
+    tx_hash,
+    unpack_raw,
+)
 from node.render import block_json, header_only_json, receipt_json
 from node.service import Node
 from vm import Account, Receipt, account_key
@@ -199,11 +208,14 @@ async def get_block(request: web.Request) -> web.Response:
     commit = chain.store.get_commit(height)
     # ?txs=false leaves out the transaction list (followers that only count), and
     # so skips decoding every transaction.
-    if request.query.get("txs", "true").lower() in ("0", "false", "no"):
+    mode = request.query.get("txs", "true").lower()
+    if mode in ("0", "false", "no", "hashes"):
         header_raw, txs_raw = unpack_raw(data)
-        return web.json_response(
-            header_only_json(BlockHeader.from_raw(header_raw), len(txs_raw), commit)
-        )
+        out = header_only_json(BlockHeader.from_raw(header_raw), len(txs_raw), commit)
+        if mode == "hashes":
+            # Stored transactions are canonical: re-packing gives their exact bytes.
+            out["tx_hashes"] = [tx_hash(pack_raw(raw)).hex() for raw in txs_raw]
+        return web.json_response(out)
     return web.json_response(block_json(Block.decode(data), commit))
 
 
