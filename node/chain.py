@@ -162,11 +162,21 @@ class Chain:
         return result, receipts, tree_update, time.perf_counter() - started
 
     def build(
-        self, txs: Sequence[VerifiedTx], key: PrivateKey, time_ms: int, round_: int = 0
+        self,
+        txs: Sequence[VerifiedTx],
+        key: PrivateKey,
+        time_ms: int,
+        round_: int = 0,
+        last_commit: Commit | None = None,
     ) -> ExecutedBlock:
-        """Execute ``txs`` (skipping those that may not be included) into a new block."""
+        """Execute ``txs`` (skipping those that may not be included) into a new block.
+
+        ``last_commit`` is the head's certificate to carry (default: the stored one);
+        a proposer passes one with every precommit it has seen.
+        """
         height = self.height + 1
-        last_commit = None if self._head is None else self.store.get_commit(self._head.height)
+        if last_commit is None and self._head is not None:
+            last_commit = self.store.get_commit(self._head.height)
         if self._head is not None and last_commit is None:
             raise NodeFault(f"commit of head block {self._head.height} missing")
         ctx = self.context(height, time_ms, key.public_key, last_commit)

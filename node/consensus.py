@@ -31,7 +31,7 @@ from consensus import (
     ValidatorSet,
 )
 from consensus.evidence import SubmitEvidence
-from core import Block, Commit, Invalid
+from core import Block, Commit, CommitSig, Invalid, Vote, VoteType
 from node.chain import Chain, ExecutedBlock
 
 if TYPE_CHECKING:
@@ -52,6 +52,11 @@ class ChainApplication:
         # so that commit does not execute again.
         self._executed: dict[bytes, ExecutedBlock] = {}
         self._executed_height = 0
+        # Precommits for the last committed block that arrived after the engine had
+        # its quorum. The next proposal carries them all in its last_commit, so a
+        # producer that was merely slower than the quorum is not counted as missing.
+        self._late_height = 0
+        self._late: dict[bytes, tuple[int, CommitSig]] = {}
 
     def _cache(self, executed: ExecutedBlock) -> None:
         height = executed.block.header.height
@@ -63,6 +68,41 @@ class ChainApplication:
     def height(self) -> int:
         return self.chain.height
 
+    def note_precommit(self, vote: Vote) -> None:
+        """Keep a valid precommit for the last committed block (consensus thread)."""
+        head = self.chain.head
+        if head is None or vote.height != head.height or vote.block_hash != head.hash:
+            return
+        if self._late_height != head.height:
+            self._late.clear()
+            self._late_height = head.height
+        if vote.validator in self._late or vote.validator not in self.chain.validators_for(
+            head.height
+        ):
+            return
+        try:
+            vote.verify(self.chain.chain_id)
+        except Invalid:
+            return
+        self._late[vote.validator] = (vote.round, CommitSig(vote.validator, vote.signature))
+
+    def _last_commit(self) -> Commit | None:
+        """The stored certificate of the head, with any precommits that came late."""
+        head = self.chain.head
+        if head is None:
+            return None
+        stored = self.chain.store.get_commit(head.height)
+        if stored is None or self._late_height != head.height or not self._late:
+            return stored
+        # Late precommits may be from another round than the stored ones; a
+        # certificate holds one round, so only the stored round's are merged.
+        sigs = {s.validator: s for s in stored.signatures}
+        for validator, (round_, sig) in self._late.items():
+            if validator not in sigs and round_ == stored.round:
+                sigs[validator] = sig
+        ordered = tuple(sorted(sigs.values(), key=lambda s: s.validator))
+        return Commit(stored.height, stored.round, stored.block_hash, ordered)
+
     def validators(self, height: int) -> ValidatorSet:
         return self.chain.validators_for(height)
 
@@ -71,7 +111,9 @@ class ChainApplication:
         txs = self.node.on_main_loop(
             lambda: self.node.mempool.select(params.max_block_txs, params.max_block_bytes)
         )
-        executed = self.chain.build(txs, self.node.key, self.chain.next_block_time(), round_)
+        executed = self.chain.build(
+            txs, self.node.key, self.chain.next_block_time(), round_, self._last_commit()
+        )
         self._cache(executed)
         if executed.result.rejected:
             rejected = [v.hash for v, _ in executed.result.rejected]
@@ -206,6 +248,8 @@ class ConsensusService:
         engine = self.engine
         if engine is None or engine.halted is not None:
             return
+        if isinstance(msg, Vote) and msg.type == VoteType.PRECOMMIT:
+            self.app.note_precommit(msg)
         try:
             engine.deliver(msg, peer)  # type: ignore[arg-type]
         except Exception:
