@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from consensus import (
+    WAL,
     BFTConfig,
     ConsensusEngine,
     ConsensusMessage,
@@ -208,7 +209,8 @@ class ConsensusService:
             transport=_P2PTransport(self.node),
             clock=LoopClock(loop),
             privval=self.privval,
-            wal=None,
+            # Replayed on restart: restores locks, proofs of lock and peers' votes.
+            wal=WAL(self.node.home / "consensus", self.chain.chain_id),
             config=self.config,
             on_evidence=self._on_evidence,
             on_bad_peer=self._on_bad_peer,
