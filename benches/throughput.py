@@ -51,6 +51,8 @@ class Follower:
         self.height = start_height
         self.final_at: dict[str, float] = {}
         self.count = 0
+        # Hashes only while latency is measured: listing them costs the node work.
+        self.want_hashes = False
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -60,11 +62,12 @@ class Follower:
                     head = (await resp.json())["height"]
                 while self.height < head:
                     self.height += 1
-                    url = f"{self.url}/v1/blocks/{self.height}?txs=hashes"
+                    mode = "hashes" if self.want_hashes else "false"
+                    url = f"{self.url}/v1/blocks/{self.height}?txs={mode}"
                     async with session.get(url) as resp:
                         doc = await resp.json()
                     now = time.perf_counter()
-                    for h in doc["tx_hashes"]:
+                    for h in doc.get("tx_hashes", ()):
                         self.final_at[h] = now
                     self.count += doc["num_txs"]
                 await asyncio.sleep(0.02)
@@ -183,6 +186,7 @@ async def run(args: argparse.Namespace) -> None:
             nonces = range(args.per_account, args.per_account + rounds)
             second = presign(keys, nonces, chain_id, fee, expiry)[:count]
             base = follower.count
+            follower.want_hashes = True
             accepted2, submit_times = await paced(urls, second, rate, args.paced_batch)
             await wait_for(follower, base + accepted2, 120)
             follower.stop()
