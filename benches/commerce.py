@@ -1,33 +1,60 @@
 """Live-session commerce throughput beside plain transfers, measured in the same run.
 
-    .venv/bin/python -m benches.commerce [--buyers 2000] [--repeat 5]
+    .venv/bin/python -m benches.commerce [--buyers 4000] [--block-ms 200]
+    .venv/bin/python -m benches.commerce --executor [--buyers 2000] [--repeat 5]
 
-Executor level for now: blocks are executed with ``Executor.execute_block``
-(strict) over a dict state, on transactions verified once beforehand. The
-commerce mix is a live session's traffic: every buyer orders one unit from a
+Node level (default): a single-validator devnet runs as a subprocess (as
+``benches.throughput`` does); pre-signed transactions go over HTTP in msgpack
+batches, and a phase's time runs from its first submission until the block
+holding its last transaction is final. The commerce mix is a live session's
+traffic, phase by phase as it must happen: every buyer orders one unit from a
 flash deal and tips the host; the merchant ships every order; every buyer
-confirms delivery and writes a review. The transfer run sends the same number
-of transactions from the same accounts. Last line:
+confirms delivery and writes a review. Before each commerce phase a phase of
+as many plain transfers from the same buyers runs (same sizes, so both sides
+pay the same phase barriers; interleaved, so both see the same node, state size
+and machine load). The end checks, through the commerce reads, that every order
+sold, shipped, settled and was reviewed. Order ids follow the block order the
+mempool chose, so the settle phase is signed once the orders are final, with
+each buyer's id read from its receipt.
+Blocks come every 200 ms by default so that a phase spans several blocks: the
+figure is then the node's throughput rather than the wait for the next block
+tick (with 1 s blocks, a phase of a few thousand transactions is one block of
+either kind and the ratio drifts toward 1).
+
+``--executor`` keeps the earlier measurement: blocks executed with
+``Executor.execute_block`` (strict) over a dict state, on transactions verified
+once beforehand, with no node around them.
+
+Last line:
 
     RESULT commerce_tps=<n> transfer_tps=<n> ratio=<commerce/transfer>
 
 The workload is built by ``live_session_workload``, which returns pre-signed
-``SignedTx`` lists per phase for funded keys, so a node-level bench can submit
-the same transactions over HTTP.
+``SignedTx`` lists per phase for funded keys.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
 
 from apps.commerce import CommerceGenesis, commerce_genesis_state, register
 from apps.commerce import payloads as tx
+from apps.commerce.events import ORDER_PLACED
 from apps.commerce.sealing import encryption_keypair, seal_address
-from core.keys import PrivateKey
-from core.types import SignedTx, TxBody, sign_tx
+from core.codec import pack_raw
+from core.keys import PrivateKey, format_address
+from core.keystore import load_key
+from core.types import SignedTx, TxBody, sign_tx, tx_hash
 from vm import (
     Account,
     BlockContext,
@@ -94,21 +121,20 @@ def live_session_workload(
     nonces: dict[bytes, int] | None = None,
     expiry_height: int = 1_000,
     fee: int = FEE,
+    settle: bool = True,
 ) -> Workload:
     """Signed transactions of one live session on a chain with fresh commerce state.
 
     Ids are those a fresh chain hands out (listing 1, session 1, deal 1, orders
     1..N in buyer order). ``start_ms`` is a block time at or before the setup's
     last block: the deal runs from then for 50 minutes. ``nonces`` gives each
-    account's next nonce (default 0); it is updated.
+    account's next nonce (default 0); it is updated. ``settle=False`` leaves the
+    settle phase out (and its nonces unused): a node orders a block's orders as
+    its mempool draws them, so ids are known only once they are final
+    (``settle_workload``).
     """
     nonces = {} if nonces is None else nonces
-
-    def sign(key: PrivateKey, tx_type: str, payload: object) -> SignedTx:
-        nonce = nonces.get(key.address, 0)
-        nonces[key.address] = nonce + 1
-        body = TxBody(nonce, fee, expiry_height, tx_type, payload.encode())  # type: ignore[attr-defined]
-        return sign_tx(key, chain_id, body)
+    sign = _signer(chain_id, nonces, expiry_height, fee)
 
     m, n = actors.merchant, len(actors.buyers)
     setup = [
@@ -125,7 +151,7 @@ def live_session_workload(
     ]
     ciphertext, commitment, _ = seal_address(actors.enc_public, "1 Bench Road", salt=bytes(32))
     order = tx.PlaceOrder(1, 1, 1, DEAL_PRICE, 1, 1, actors.enc_public, commitment, ciphertext)
-    orders, ships, settle = [], [], []
+    orders, ships = [], []
     for b in actors.buyers:
         orders.append(sign(b, tx.PLACE_ORDER, order))
         orders.append(sign(b, tx.TIP, tx.Tip(1, 100, "")))
@@ -133,23 +159,63 @@ def live_session_workload(
         ships.append(
             sign(m, tx.SHIP_ORDER, tx.ShipOrder(order_id, order_id.to_bytes(32, "big"), ()))
         )
-    for order_id, b in enumerate(actors.buyers, start=1):
-        settle.append(sign(b, tx.CONFIRM_DELIVERY, tx.OrderRef(order_id)))
-        settle.append(sign(b, tx.REVIEW, tx.WriteReview(order_id, 5, "great stream deal")))
-    return Workload(setup, orders, ships, settle)
+    settle_txs = []
+    if settle:
+        ids = range(1, n + 1)
+        settle_txs = settle_workload(
+            actors, chain_id, ids, nonces=nonces, expiry_height=expiry_height, fee=fee
+        )
+    return Workload(setup, orders, ships, settle_txs)
+
+
+def settle_workload(
+    actors: Actors,
+    chain_id: str,
+    order_ids: Sequence[int],
+    *,
+    nonces: dict[bytes, int],
+    expiry_height: int = 1_000,
+    fee: int = FEE,
+) -> list[SignedTx]:
+    """Every buyer confirms delivery of its order (``order_ids[i]`` for buyer i) and reviews it."""
+    sign = _signer(chain_id, nonces, expiry_height, fee)
+    out = []
+    for order_id, b in zip(order_ids, actors.buyers, strict=True):
+        out.append(sign(b, tx.CONFIRM_DELIVERY, tx.OrderRef(order_id)))
+        out.append(sign(b, tx.REVIEW, tx.WriteReview(order_id, 5, "great stream deal")))
+    return out
+
+
+def _signer(
+    chain_id: str, nonces: dict[bytes, int], expiry_height: int, fee: int
+) -> Callable[[PrivateKey, str, object], SignedTx]:
+    def sign(key: PrivateKey, tx_type: str, payload: object) -> SignedTx:
+        nonce = nonces.get(key.address, 0)
+        nonces[key.address] = nonce + 1
+        body = TxBody(nonce, fee, expiry_height, tx_type, payload.encode())  # type: ignore[attr-defined]
+        return sign_tx(key, chain_id, body)
+
+    return sign
 
 
 def transfer_workload(
-    actors: Actors, chain_id: str, count: int, *, nonces: dict[bytes, int] | None = None
+    actors: Actors,
+    chain_id: str,
+    count: int,
+    *,
+    nonces: dict[bytes, int] | None = None,
+    expiry_height: int = 1_000,
+    fee: int = FEE,
 ) -> list[SignedTx]:
     """``count`` transfers from the buyers (round robin) to the host."""
     nonces = {} if nonces is None else nonces
     out = []
+    payload = Transfer(actors.host.address, 100).encode()
     for i in range(count):
         b = actors.buyers[i % len(actors.buyers)]
         nonce = nonces.get(b.address, 0)
         nonces[b.address] = nonce + 1
-        body = TxBody(nonce, FEE, 1_000, "transfer", Transfer(actors.host.address, 100).encode())
+        body = TxBody(nonce, fee, expiry_height, "transfer", payload)
         out.append(sign_tx(b, chain_id, body))
     return out
 
@@ -178,12 +244,7 @@ def _verify(txs: list[SignedTx], registry: object, params: ChainParams) -> list[
     return [verify_signed_tx(t.encode(), CHAIN, registry, params.max_tx_bytes) for t in txs]  # type: ignore[arg-type]
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--buyers", type=int, default=2_000)
-    ap.add_argument("--repeat", type=int, default=5)
-    args = ap.parse_args(argv)
-
+def run_executor(args: argparse.Namespace) -> None:
     registry = default_registry()
     register(registry)
     executor = Executor(registry)
@@ -272,6 +333,226 @@ def main(argv: list[str] | None = None) -> None:
         f"RESULT commerce_tps={commerce_tps:.0f} transfer_tps={transfer_tps:.0f} "
         f"ratio={commerce_tps / transfer_tps:.2f}"
     )
+
+
+# --- the node-level run ---
+
+
+async def _submit(url: str, txs: list[SignedTx], batch: int, concurrency: int) -> int:
+    """Send ``txs`` in msgpack batches, in order per worker; return how many were accepted."""
+    chunks = [txs[i : i + batch] for i in range(0, len(txs), batch)]
+    accepted = 0
+    refused: list[dict] = []
+
+    async def worker(session: aiohttp.ClientSession, mine: list[list[SignedTx]]) -> None:
+        nonlocal accepted
+        for chunk in mine:
+            body = pack_raw([t.encode() for t in chunk])
+            async with session.post(
+                url + "/v1/txs", data=body, headers={"Content-Type": "application/msgpack"}
+            ) as resp:
+                doc = await resp.json()
+                if resp.status != 200:
+                    raise RuntimeError(f"submit failed: {doc}")
+                accepted += doc["accepted"]
+                refused.extend(r for r in doc["results"] if r["code"] != "accepted")
+
+    # Each lane sends its chunks in order; a nonce that arrives before an earlier one
+    # of its account waits in the mempool's nonce window.
+    lanes = [chunks[i::concurrency] for i in range(concurrency)]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        await asyncio.gather(*(worker(session, lane) for lane in lanes))
+    if refused:
+        raise RuntimeError(f"{len(refused)} transactions refused, first: {refused[0]}")
+    return accepted
+
+
+async def _head(session: aiohttp.ClientSession, url: str) -> int:
+    async with session.get(url + "/v1/status") as resp:
+        return int((await resp.json())["height"])
+
+
+async def _run_phase(
+    url: str, txs: list[SignedTx], args: argparse.Namespace, start_height: int
+) -> tuple[float, int]:
+    """Submit a phase and follow blocks until all its txs are in; (seconds, last height)."""
+    started = time.perf_counter()
+    submitter = asyncio.create_task(_submit(url, txs, args.batch, args.concurrency))
+    committed, height = 0, start_height
+    async with aiohttp.ClientSession() as session:
+        while committed < len(txs):
+            head = await _head(session, url)
+            while height < head:
+                height += 1
+                async with session.get(f"{url}/v1/blocks/{height}?txs=false") as resp:
+                    committed += (await resp.json())["num_txs"]
+            if submitter.done():
+                submitter.result()  # raise a refusal at once
+            await asyncio.sleep(0.01)
+    await submitter
+    return time.perf_counter() - started, height
+
+
+async def _get(url: str, path: str) -> dict:
+    async with aiohttp.ClientSession() as session, session.get(url + path) as resp:
+        return await resp.json()
+
+
+async def _wait_height(url: str, height: int) -> None:
+    while (await _get(url, "/v1/status"))["height"] < height:
+        await asyncio.sleep(0.02)
+
+
+async def _order_ids(url: str, orders: list[SignedTx]) -> list[int]:
+    """Each buyer's order id, from its order's receipt (orders alternate with tips)."""
+    sem = asyncio.Semaphore(32)
+
+    async def order_id(session: aiohttp.ClientSession, signed: SignedTx) -> int:
+        async with sem, session.get(f"{url}/v1/txs/{tx_hash(signed.encode()).hex()}") as resp:
+            events = (await resp.json())["receipt"]["events"]
+        return next(int(e["attrs"]["order"]) for e in events if e["kind"] == ORDER_PLACED)
+
+    async with aiohttp.ClientSession() as session:
+        return list(await asyncio.gather(*(order_id(session, t) for t in orders[::2])))
+
+
+async def _failures(url: str, first: int, last: int) -> dict[str, int]:
+    """Failed receipts of blocks ``first..last`` by tx type and code (diagnostics)."""
+    counts: dict[str, int] = {}
+    for height in range(first, last + 1):
+        block = await _get(url, f"/v1/blocks/{height}")
+        for t in block["txs"]:
+            receipt = (await _get(url, f"/v1/txs/{t['hash']}"))["receipt"]
+            if receipt["code"] != "ok":
+                key = f"{t['type']}:{receipt['code']}"
+                counts[key] = counts.get(key, 0) + 1
+                if counts[key] == 1:
+                    print(f"{key}: {receipt['message']}", flush=True)
+    return counts
+
+
+async def run_node(args: argparse.Namespace) -> None:
+    from benches.common import Devnet, fund_accounts
+    from genesis import create_localnet
+
+    with tempfile.TemporaryDirectory(prefix="ll-bench-commerce-") as tmp:
+        root = Path(tmp) / "devnet"
+        layout = create_localnet(root, 1, "", block_interval_ms=args.block_ms)
+        faucet = load_key(layout.faucet_key_path, "")
+        base = make_actors(args.buyers)
+        # The devnet's registrar is its faucet (genesis commerce section).
+        actors = Actors(faucet, base.merchant, base.host, base.buyers, base.enc_public)
+        fund_accounts(root, [actors.merchant, actors.host, *actors.buyers], 10**12)
+        # The merchant ships every order of the flash deal: its queue must hold them
+        # all (node-local mempool setting; the default 64 would meter shipping).
+        config_path = root / "node0" / "config.json"
+        config = json.loads(config_path.read_text())
+        config["mempool"]["per_account_cap"] = max(64, args.buyers + 16)
+        config_path.write_text(json.dumps(config))
+        net = Devnet(root, 1)
+        net.start()
+        try:
+            url = net.nodes[0]["url"]
+            genesis = (await _get(url, "/v1/genesis"))["genesis"]
+            status = await _get(url, "/v1/status")
+            chain_id, params = genesis["chain_id"], genesis["params"]
+            expiry = status["height"] + params["max_expiry_blocks"] // 2
+            nonces: dict[bytes, int] = {}
+            n, fee = args.buyers, params["min_fee"]
+
+            def transfers(count: int) -> list[SignedTx]:
+                return transfer_workload(
+                    actors, chain_id, count, nonces=nonces, expiry_height=expiry, fee=fee
+                )
+
+            # Signed in the order they run, as nonces must be: the live session's
+            # setup (unmeasured), then each commerce phase after a transfer phase of
+            # its size, interleaved so that both sides see the same node and load.
+            start_ms = status["latest_block_time_ms"]
+            first_transfers = transfers(2 * n)
+            workload = live_session_workload(
+                actors,
+                chain_id,
+                start_ms,
+                nonces=nonces,
+                expiry_height=expiry,
+                fee=fee,
+                settle=False,
+            )
+            height = status["height"]
+            for block in workload.setup:
+                _, height = await _run_phase(url, block, args, height)
+            commerce_start = height + 1
+            transfer_phases, commerce_phases = [], []
+            for name in ("orders + tips", "ships", "confirms + reviews"):
+                if name == "orders + tips":
+                    plain, chunk = first_transfers, workload.orders
+                elif name == "ships":
+                    plain, chunk = transfers(n), workload.ships
+                else:
+                    plain = transfers(2 * n)
+                    # Each buyer settles the order it really got (ids follow block order).
+                    ids = await _order_ids(url, workload.orders)
+                    chunk = settle_workload(
+                        actors, chain_id, ids, nonces=nonces, expiry_height=expiry, fee=fee
+                    )
+                await _wait_height(url, height + 1)
+                secs, height = await _run_phase(url, plain, args, height)
+                transfer_phases.append((f"transfers ({len(plain) // n}N)", len(plain), secs))
+                await _wait_height(url, height + 1)
+                secs, height = await _run_phase(url, chunk, args, height)
+                commerce_phases.append((name, len(chunk), secs))
+
+            # Every commerce transaction did what it should (failures would count as txs).
+            deal = (await _get(url, "/v1/deals/1"))["deal"]
+            merchant = (
+                await _get(url, f"/v1/merchants/{format_address(actors.merchant.address)}")
+            )["merchant"]
+            escrow = (await _get(url, "/v1/commerce"))["escrow"]
+            if (deal["sold"], merchant["rating_count"], escrow["open_orders"]) != (n, n, 0):
+                codes = await _failures(url, commerce_start, height)
+                raise RuntimeError(
+                    f"commerce run incomplete: sold {deal['sold']}, reviews "
+                    f"{merchant['rating_count']}, open orders {escrow['open_orders']}; "
+                    f"failed receipts by type and code: {codes}"
+                )
+        finally:
+            net.stop()
+
+    def tps(phases: list[tuple[str, int, float]]) -> float:
+        return sum(c for _, c, _ in phases) / sum(s for _, _, s in phases)
+
+    print(f"{'phase':<22} {'txs':>7} {'seconds':>8} {'tx/s':>9}")
+    pairs = zip(transfer_phases, commerce_phases, strict=True)
+    for name, count, secs in [p for pair in pairs for p in pair]:
+        print(f"{name:<22} {count:>7} {secs:>8.2f} {count / secs:>9.0f}")
+    commerce_tps, transfer_tps = tps(commerce_phases), tps(transfer_phases)
+    print(f"{'commerce mix':<22} {5 * n:>7} {'':>8} {commerce_tps:>9.0f}")
+    print(f"{'transfers':<22} {5 * n:>7} {'':>8} {transfer_tps:>9.0f}")
+    print(
+        f"{n} buyers, 1 validator, block interval {args.block_ms} ms, "
+        f"batches of {args.batch} x {args.concurrency} concurrent"
+    )
+    print("command: " + " ".join([".venv/bin/python -m benches.commerce", *sys.argv[1:]]))
+    print(
+        f"RESULT commerce_tps={commerce_tps:.0f} transfer_tps={transfer_tps:.0f} "
+        f"ratio={commerce_tps / transfer_tps:.2f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--buyers", type=int, default=4_000)
+    ap.add_argument("--executor", action="store_true", help="Executor level, no node.")
+    ap.add_argument("--repeat", type=int, default=5, help="Executor level: best of this many.")
+    ap.add_argument("--block-ms", type=int, default=200, help="Node level: block interval.")
+    ap.add_argument("--batch", type=int, default=2_000, help="Node level: txs per HTTP request.")
+    ap.add_argument("--concurrency", type=int, default=2, help="Node level: requests in flight.")
+    args = ap.parse_args(argv)
+    if args.executor:
+        run_executor(args)
+    else:
+        asyncio.run(run_node(args))
 
 
 if __name__ == "__main__":

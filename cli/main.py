@@ -299,3 +299,6 @@ def audit_verify(home: Path) -> None:
         f"verified height {report.height}: {report.txs} transactions, "
         f"state root {report.state_root.hex()}, genesis {report.genesis_hash.hex()}{note}"
     )
+
+
+from cli import commerce as _commerce  # noqa: E402, F401 -- adds the commerce groups to main

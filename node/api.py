@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from apps.commerce.http import add_routes as add_commerce_routes
 from core import (
     Block,
     BlockHeader,
@@ -24,8 +25,10 @@ from core import (
     tx_hash,
     unpack_raw,
 )
+from node.reader import NodeChainReader
 from node.render import block_json, header_only_json, receipt_json
 from node.service import Node
+from node.staking_api import add_staking_routes
 from vm import Account, Receipt, account_key
 
 log = logging.getLogger("node.api")
@@ -270,4 +273,6 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/v1/accounts/{address}", get_account)
     app.router.add_get("/v1/genesis", get_genesis)
     app.router.add_get("/metrics", metrics)
+    add_commerce_routes(app, NodeChainReader(node))
+    add_staking_routes(app, node)
     return app

@@ -10,8 +10,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from core import PrivateKey, TxBody, format_address, sign_tx
+from core.keystore import load_key
+from vm import Transfer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,14 +62,22 @@ class NodeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        log = open(self.home / "test-node.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "node", "start", "--home", str(self.home)],
-            env=cli_env(),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.launch()
+        self.wait_serving(timeout)
+
+    def launch(self) -> None:
+        """Spawn the node process without waiting for it (start several at once)."""
+        with open(self.home / "test-node.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli", "node", "start", "--home", str(self.home)],
+                env=cli_env(),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -97,3 +110,182 @@ class NodeProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def height(self) -> int:
+        return int(self.status()["height"])
+
+    def log_tail(self, chars: int = 4000) -> str:
+        path = self.home / "test-node.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+# --- multi-node networks (consensus end-to-end tests) ---------------------------------
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout.
+
+    Connection errors count as "not yet" (a node may be starting or catching up).
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except OSError as exc:
+            last_error = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}") from (
+                last_error
+            )
+        time.sleep(interval)
+
+
+class Cluster:
+    """The validator processes of a localnet; every process is stopped on exit.
+
+    On an exception the tail of every node's log is printed (pytest shows it
+    with the failure), so a failing end-to-end test explains itself.
+    """
+
+    def __init__(self, homes: Sequence[Path], **config: Any) -> None:
+        for home in homes:
+            if config:
+                set_config(home, **config)
+        self.nodes = [NodeProcess(home) for home in homes]
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        for node in self.nodes:
+            if node.alive:
+                node.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        for node in self.nodes:
+            if node.proc is not None:
+                try:
+                    node.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    node.proc.kill()
+                    node.proc.wait()
+        if exc_type is not None:
+            for node in self.nodes:
+                print(f"===== {node.home.name} =====\n{node.log_tail()}")
+
+    def __getitem__(self, index: int) -> NodeProcess:
+        return self.nodes[index]
+
+    def start(self, indexes: Iterable[int] | None = None, timeout: float = 60.0) -> None:
+        """Start the given nodes (all by default) at once and wait until each serves HTTP."""
+        chosen = [self.nodes[i] for i in (range(len(self.nodes)) if indexes is None else indexes)]
+        for node in chosen:
+            node.launch()
+        for node in chosen:
+            node.wait_serving(timeout)
+
+    def live(self) -> list[NodeProcess]:
+        return [n for n in self.nodes if n.alive]
+
+    def heights(self, nodes: Sequence[NodeProcess] | None = None) -> list[int]:
+        return [n.height() for n in (self.live() if nodes is None else nodes)]
+
+    def wait_height(
+        self, height: int, nodes: Sequence[NodeProcess] | None = None, timeout: float = 60.0
+    ) -> list[int]:
+        """Wait until every given node (the live ones by default) reached ``height``."""
+        chosen = self.live() if nodes is None else list(nodes)
+        return wait_until(
+            lambda: (hs := self.heights(chosen)) and min(hs) >= height and hs,
+            timeout,
+            f"height {height} on {[n.home.name for n in chosen]}",
+        )
+
+
+def header(url: str, height: int) -> dict[str, Any]:
+    """The header of block ``height`` as a node serves it (KeyError if it has none)."""
+    doc = http_json(f"{url}/v1/blocks/{height}?txs=false")
+    if "header" not in doc:
+        raise KeyError(f"{url} has no block {height}: {doc}")
+    return doc["header"]
+
+
+def block_hashes(url: str, upto: int) -> list[str]:
+    """Hashes of blocks 1..upto on one node."""
+    return [header(url, h)["hash"] for h in range(1, upto + 1)]
+
+
+def assert_one_chain(nodes: Sequence[NodeProcess]) -> dict[str, int]:
+    """Every node's blocks agree with every other's at every height both hold (no fork).
+
+    Returns each node's height. Heights are read first, so blocks committed
+    while comparing are not looked at.
+    """
+    heights = {n.url: n.height() for n in nodes}
+    chains = {url: block_hashes(url, h) for url, h in heights.items()}
+    longest = max(chains.values(), key=len)
+    for url, hashes in chains.items():
+        for h, block_hash in enumerate(hashes, start=1):
+            assert block_hash == longest[h - 1], (
+                f"fork at height {h}: {url} has {block_hash}, another node {longest[h - 1]}"
+            )
+    return heights
+
+
+def faucet_key(net_dir: Path) -> PrivateKey:
+    return load_key(net_dir / "keyring" / "faucet.json", "")
+
+
+class Signer:
+    """Signs transactions of one key with sequential nonces (the caller keeps them in order)."""
+
+    def __init__(self, key: PrivateKey, chain_id: str, nonce: int = 0, fee: int = 1000) -> None:
+        self.key = key
+        self.chain_id = chain_id
+        self.nonce = nonce
+        self.fee = fee
+
+    @property
+    def address(self) -> str:
+        return format_address(self.key.address)
+
+    def sync_nonce(self, url: str) -> None:
+        self.nonce = http_json(f"{url}/v1/accounts/{self.address}")["nonce"]
+
+    def sign(self, tx_type: str, payload: bytes, expiry_height: int = 3000) -> bytes:
+        body = TxBody(self.nonce, self.fee, expiry_height, tx_type, payload)
+        self.nonce += 1
+        return sign_tx(self.key, self.chain_id, body).encode()
+
+    def transfer(self, to: bytes, amount: int) -> bytes:
+        return self.sign("transfer", Transfer(to, amount).encode())
+
+
+def submit(url: str, raw: bytes) -> str:
+    """POST one transaction; its hash, or AssertionError with the node's refusal."""
+    doc = http_json(f"{url}/v1/txs", json.dumps({"tx": raw.hex()}).encode())
+    assert "hash" in doc, f"{url} refused the transaction: {doc}"
+    return doc["hash"]
+
+
+def tx_status(url: str, tx_hash: str) -> dict[str, Any] | None:
+    doc = http_json(f"{url}/v1/txs/{tx_hash}")
+    return doc if doc.get("status") == "committed" else None
+
+
+def wait_tx(url: str, tx_hash: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Wait until ``url`` reports the transaction committed; its document (height, receipt)."""
+    return wait_until(lambda: tx_status(url, tx_hash), timeout, f"tx {tx_hash} on {url}")
+
+
+def http_text(url: str) -> tuple[str, str]:
+    """GET ``url``: (content type, body as text)."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.headers["Content-Type"], resp.read().decode()

@@ -1,0 +1,442 @@
+"""WebSocket feeds: a live session's events, and the finalized blocks, in block order.
+
+``/v1/sessions/{id}/events`` sends the session's feed events (``events.FEED_KINDS``)
+once the block that carries them is final; ``/v1/blocks/ws`` sends one message
+per finalized block. Protocol (docs/commerce.md, Interfaces):
+
+- Every event has a position ``(height, index)``: ``index`` counts all events of
+  the block, begin-block events first, then each receipt's events in transaction
+  order. Positions only grow along a feed.
+- ``?from=<height>:<index>`` resumes after that position; ``?from=<height>``
+  after the whole block (what a client that read a snapshot at that height
+  wants). Events already stored are replayed first, then a ``ready`` message
+  gives the height up to which the replay went, then live events follow. Without
+  ``from`` the feed starts at the next block.
+- A client whose queue of unsent messages grows past ``max_queue_bytes`` is
+  closed with code 4008 (it reconnects with its last position); the session feed
+  closes with 1000 after ``session_closed``; a stopping server closes with 1001.
+
+One ``FeedHub`` per app reads each finalized block once (off the event loop)
+and fans its events out; new clients register with the hub before replaying,
+and the hub's delivered height splits replay from live, so nothing is missed
+or sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from apps.commerce import events as ev
+
+if TYPE_CHECKING:
+    from apps.commerce.http import ChainReader
+
+log = logging.getLogger("apps.commerce.feed")
+
+# Unsent bytes a client may have queued before it is dropped (a flash deal of
+# thousands of orders in one block is a few MB of events).
+MAX_QUEUE_BYTES = 8 * 1024 * 1024
+# How far back a reconnecting client may resume; older clients re-read a snapshot.
+MAX_REPLAY_BLOCKS = 10_000
+# Parsed blocks kept for clients replaying the same recent blocks, bounded in count
+# and in bytes (one flash-deal block can carry megabytes of events).
+CACHE_BLOCKS = 64
+CACHE_BYTES = 32 * 1024 * 1024
+HEARTBEAT_S = 20.0
+# Application close code (4000-4999): the client read too slowly and was dropped.
+CLOSE_SLOW_CONSUMER = 4008
+# Sorts after every index of a block: "after the whole block".
+WHOLE_BLOCK = 2**63
+
+Position = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    position: Position
+    kind: str
+    # The message as sent (JSON text), serialized once for every client.
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFeed:
+    """One finalized block as the feeds send it."""
+
+    height: int
+    block: FeedItem
+    sessions: dict[int, list[FeedItem]] = field(default_factory=dict)
+    # Bytes of message text it holds (for the cache bound).
+    size: int = 0
+
+
+def read_block_feed(reader: ChainReader, height: int) -> BlockFeed | None:
+    """The feed messages of block ``height`` (None if it is not stored)."""
+    header = reader.header(height)
+    if header is None:
+        return None
+    receipts = reader.receipts(height)
+    in_order: Iterable[ev.Event] = chain(
+        reader.block_events(height), (e for r in receipts for e in r.events)
+    )
+    sessions: dict[int, list[FeedItem]] = {}
+    for index, event in enumerate(in_order):
+        session_id = ev.session_of(event)
+        if session_id is None:
+            continue
+        text = json.dumps(
+            {
+                "type": "event",
+                "height": height,
+                "index": index,
+                "time_ms": header.time_ms,
+                "session": session_id,
+                "kind": event.kind,
+                "attrs": {a.key: a.value for a in event.attrs},
+            }
+        )
+        sessions.setdefault(session_id, []).append(FeedItem((height, index), event.kind, text))
+    block = json.dumps(
+        {
+            "type": "block",
+            "height": height,
+            "hash": header.hash.hex(),
+            "time_ms": header.time_ms,
+            "num_txs": len(receipts),
+        }
+    )
+    size = len(block) + sum(len(i.text) for items in sessions.values() for i in items)
+    return BlockFeed(height, FeedItem((height, 0), "block", block), sessions, size)
+
+
+class Subscriber:
+    """One client's queue of live messages, bounded in bytes."""
+
+    __slots__ = ("after", "max_bytes", "overflow", "wake", "_queue", "_bytes")
+
+    def __init__(self, after: Position, max_bytes: int) -> None:
+        # Messages at or before this position were seen or replayed: never queued.
+        self.after = after
+        self.max_bytes = max_bytes
+        self.overflow = False
+        self.wake = asyncio.Event()
+        self._queue: deque[FeedItem] = deque()
+        self._bytes = 0
+
+    def push(self, item: FeedItem) -> None:
+        if self.overflow or item.position <= self.after:
+            return
+        if self._bytes + len(item.text) > self.max_bytes:
+            # Buffering on would hold memory without limit for a client that may
+            # never catch up; it is dropped and resumes from its last position.
+            self.overflow = True
+            self._queue.clear()
+            self._bytes = 0
+        else:
+            self._queue.append(item)
+            self._bytes += len(item.text)
+        self.wake.set()
+
+    def take(self) -> list[FeedItem]:
+        items = list(self._queue)
+        self._queue.clear()
+        self._bytes = 0
+        return items
+
+
+class FeedHub:
+    """Reads each finalized block once and hands its messages to the subscribers."""
+
+    def __init__(
+        self,
+        reader: ChainReader,
+        *,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
+        max_replay_blocks: int = MAX_REPLAY_BLOCKS,
+    ) -> None:
+        self.reader = reader
+        self.max_queue_bytes = max_queue_bytes
+        self.max_replay_blocks = max_replay_blocks
+        # Last height whose messages went to the subscribers (None: not started).
+        self._delivered: int | None = None
+        self._sessions: dict[int, set[Subscriber]] = {}
+        self._blocks: set[Subscriber] = set()
+        self._cache: OrderedDict[int, BlockFeed] = OrderedDict()
+        self._cache_bytes = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.websockets: set[web.WebSocketResponse] = set()
+
+    # --- lifecycle ---
+
+    def on_block(self, height: int) -> None:
+        """Block listener: a block became final (called on the event loop)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._pump(), name="commerce-feed")
+        self.reader.add_block_listener(self.on_block)
+
+    async def stop(self) -> None:
+        self.reader.remove_block_listener(self.on_block)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def close_all(self) -> None:
+        """Close every feed socket (server shutdown): clients reconnect elsewhere or later."""
+        for ws in list(self.websockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    # --- subscriptions ---
+
+    def delivered(self) -> int:
+        """The height up to which live subscribers were served; replay up to here."""
+        if self._delivered is None:
+            # First use (the node is open by now): nothing was delivered before.
+            self._delivered = self.reader.height
+        return self._delivered
+
+    def subscribe(self, session_id: int | None, sub: Subscriber) -> int:
+        """Register ``sub`` for live messages after the returned height (replay up to it).
+
+        Synchronous on purpose: no block can be published between reading the
+        delivered height and registering, so replay and live meet exactly.
+        """
+        delivered = self.delivered()
+        if session_id is None:
+            self._blocks.add(sub)
+        else:
+            self._sessions.setdefault(session_id, set()).add(sub)
+        return delivered
+
+    def unsubscribe(self, session_id: int | None, sub: Subscriber) -> None:
+        if session_id is None:
+            self._blocks.discard(sub)
+            return
+        subs = self._sessions.get(session_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._sessions[session_id]
+
+    async def block_feed(self, height: int) -> BlockFeed | None:
+        cached = self._cache.get(height)
+        if cached is not None:
+            return cached
+        loop = asyncio.get_running_loop()
+        # Decoding a block's receipts is CPU work: keep it off the event loop.
+        feed = await loop.run_in_executor(None, read_block_feed, self.reader, height)
+        if feed is not None and height not in self._cache:
+            self._cache[height] = feed
+            self._cache_bytes += feed.size
+            while len(self._cache) > CACHE_BLOCKS or self._cache_bytes > CACHE_BYTES:
+                self._cache_bytes -= self._cache.popitem(last=False)[1].size
+        return feed
+
+    # --- the pump ---
+
+    async def _pump(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Nothing is marked delivered that was not sent: the next block retries.
+                log.exception("commerce feed failed to publish a block")
+
+    async def _catch_up(self) -> None:
+        while True:
+            try:
+                target = self.reader.height
+            except RuntimeError:
+                return  # the node is stopping
+            delivered = self.delivered()
+            if delivered >= target:
+                return
+            if not self._sessions and not self._blocks:
+                # Nobody listens: skip the reading, not the bookkeeping.
+                self._delivered = target
+                return
+            height = delivered + 1
+            feed = await self.block_feed(height)
+            if feed is None:
+                return
+            # Publish and mark delivered with no await in between (see subscribe).
+            for sub in self._blocks:
+                sub.push(feed.block)
+            for session_id, items in feed.sessions.items():
+                for sub in self._sessions.get(session_id, ()):
+                    for item in items:
+                        sub.push(item)
+            self._delivered = height
+
+
+HUB: web.AppKey[FeedHub] = web.AppKey("commerce_feed", FeedHub)
+
+
+def parse_from(text: str | None) -> Position | None:
+    """``"12:3"`` -> (12, 3); ``"12"`` -> after the whole block 12; None -> None.
+
+    Raises ``ValueError`` for anything else.
+    """
+    if text is None:
+        return None
+    height_text, sep, index_text = text.partition(":")
+    if not height_text.isdigit() or len(height_text) > 19:
+        raise ValueError(f"bad height in {text[:40]!r}")
+    if not sep:
+        return int(height_text), WHOLE_BLOCK
+    if not index_text.isdigit() or len(index_text) > 19:
+        raise ValueError(f"bad index in {text[:40]!r}")
+    return int(height_text), int(index_text)
+
+
+async def serve_feed(
+    request: web.Request,
+    hub: FeedHub,
+    session_id: int | None,
+    start: Position | None,
+    *,
+    ended_at: Callable[[int], bool] | None = None,
+) -> web.WebSocketResponse:
+    """Replay stored messages after ``start``, then live ones, on one WebSocket.
+
+    ``session_id`` None serves the blocks feed. ``ended_at(height)`` tells whether
+    the session was closed in the state at that height: then nothing live is to
+    come, and the feed closes after the replay.
+    """
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4096)
+    await ws.prepare(request)
+    hub.websockets.add(ws)
+    sub = Subscriber((0, 0), hub.max_queue_bytes)
+    delivered = hub.subscribe(session_id, sub)
+    # Judged at exactly the subscription's height (a point read, no await since).
+    ended = ended_at is not None and ended_at(delivered)
+    after = (delivered, WHOLE_BLOCK) if start is None else start
+    sub.after = after
+    try:
+        # Replay what is stored: the blocks after the start, up to the delivered height.
+        first = after[0] if after[1] < WHOLE_BLOCK else after[0] + 1
+        for height in range(max(first, 1), delivered + 1):
+            feed = await hub.block_feed(height)
+            if feed is None:
+                continue
+            items = [feed.block] if session_id is None else feed.sessions.get(session_id, [])
+            for item in items:
+                if item.position > after:
+                    await ws.send_str(item.text)
+                    ended = ended or item.kind == ev.SESSION_CLOSED
+        await ws.send_str(json.dumps({"type": "ready", "height": delivered}))
+        if ended:
+            await ws.close(code=WSCloseCode.OK, message=b"session closed")
+            return ws
+        await _live(ws, sub)
+    except ConnectionError:
+        pass
+    finally:
+        hub.unsubscribe(session_id, sub)
+        hub.websockets.discard(ws)
+    return ws
+
+
+async def _live(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+    """Send live messages as they come while reading the client (pings, close).
+
+    Client messages are not part of the protocol and are ignored. The pending
+    read is cancelled before the server closes: aiohttp's close from beside a
+    pending read drops the connection without the closing handshake.
+    """
+    loop = asyncio.get_running_loop()
+    reading: asyncio.Task[Any] = loop.create_task(ws.receive())
+    waking: asyncio.Task[Any] | None = None
+    close: tuple[int, bytes] | None = None
+    try:
+        while close is None:
+            waking = loop.create_task(sub.wake.wait())
+            done, _ = await asyncio.wait({reading, waking}, return_when=asyncio.FIRST_COMPLETED)
+            if reading in done:
+                waking.cancel()
+                if reading.result().type in _ENDED:
+                    return
+                reading = loop.create_task(ws.receive())
+                continue
+            sub.wake.clear()
+            if sub.overflow:
+                close = (CLOSE_SLOW_CONSUMER, b"slow consumer")
+                break
+            for item in sub.take():
+                await ws.send_str(item.text)
+                if item.kind == ev.SESSION_CLOSED:
+                    close = (WSCloseCode.OK, b"session closed")
+                    break
+    finally:
+        # Neither helper task may outlive the connection (a handler cancelled by a
+        # dropped connection would leave them pending).
+        if waking is not None and not waking.done():
+            waking.cancel()
+        if not reading.done():
+            reading.cancel()
+            try:
+                await reading
+            except asyncio.CancelledError:
+                pass
+    await ws.close(code=close[0], message=close[1])
+
+
+_ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+
+
+def install_hub(app: web.Application, reader: ChainReader) -> FeedHub:
+    """One hub per app, started and stopped with it; sockets closed at shutdown."""
+    hub = FeedHub(reader)
+    app[HUB] = hub
+
+    async def hub_context(_app: web.Application) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    async def on_shutdown(_app: web.Application) -> None:
+        await hub.close_all()
+
+    app.cleanup_ctx.append(hub_context)
+    app.on_shutdown.append(on_shutdown)
+    return hub
+
+
+__all__ = [
+    "CLOSE_SLOW_CONSUMER",
+    "HUB",
+    "MAX_QUEUE_BYTES",
+    "MAX_REPLAY_BLOCKS",
+    "BlockFeed",
+    "FeedHub",
+    "FeedItem",
+    "Subscriber",
+    "install_hub",
+    "parse_from",
+    "read_block_feed",
+    "serve_feed",
+]

@@ -1,0 +1,306 @@
+"""Commerce HTTP reads on a real node: listings, merchants, sessions, signed order reads,
+reviews with paging, and an item's history with a state proof checked client-side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from apps.commerce import payloads as tx
+from apps.commerce.http import READ_WINDOW_MS, sign_read_request, verify_item_proof
+from apps.commerce.model import ItemId, Role
+from apps.commerce.provenance import gtin_check_digit
+from apps.commerce.sealing import encryption_keypair, open_address, seal_address
+from consensus import ValidatorSet, verify_commit
+from core import BlockHeader, Commit, PrivateKey, TxBody, format_address, sign_tx
+from core.keystore import load_key
+from node.run import build_app
+from node.service import Node
+from tests.node.conftest import make_home
+from vm import Transfer
+
+FEE = 1_000
+PRICE = 7_000
+DEAL_PRICE = 5_000
+GTIN = "0950600013435" + str(gtin_check_digit("0950600013435"))
+
+
+class Actor:
+    """A test party: a signing key and, for merchants, an X25519 key pair."""
+
+    def __init__(self, name: str) -> None:
+        self.key = PrivateKey(hashlib.blake2b(name.encode(), digest_size=32).digest())
+        self.enc_private, self.enc_public = encryption_keypair(
+            hashlib.blake2b(b"enc" + name.encode(), digest_size=32).digest()
+        )
+
+    @property
+    def address(self) -> bytes:
+        return self.key.address
+
+    @property
+    def text(self) -> str:
+        return format_address(self.key.address)
+
+
+class Driver:
+    """Signs, submits and waits for transactions on the node under test."""
+
+    def __init__(self, client: TestClient, node: Node, faucet: PrivateKey) -> None:
+        self.client = client
+        self.node = node
+        self.faucet = faucet
+        self.chain_id = node.genesis.chain_id
+        self.nonces: dict[bytes, int] = {}
+
+    async def submit(self, key: PrivateKey, tx_type: str, payload: object) -> str:
+        nonce = self.nonces.get(key.address, 0)
+        self.nonces[key.address] = nonce + 1
+        expiry = self.node.chain.height + 500
+        body = TxBody(nonce, FEE, expiry, tx_type, payload.encode())  # type: ignore[attr-defined]
+        resp = await self.client.post(
+            "/v1/txs", json={"tx": sign_tx(key, self.chain_id, body).encode().hex()}
+        )
+        doc = await resp.json()
+        assert resp.status == 200, doc
+        return doc["hash"]
+
+    async def wait(self, tx_hash: str, expect: str = "ok") -> dict:
+        for _ in range(400):
+            resp = await self.client.get(f"/v1/txs/{tx_hash}")
+            if resp.status == 200:
+                doc = await resp.json()
+                if doc["status"] == "committed":
+                    receipt = doc["receipt"]
+                    assert receipt["code"] == expect, receipt
+                    return doc
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{tx_hash} not committed")
+
+    async def run(self, key: PrivateKey, tx_type: str, payload: object, expect: str = "ok") -> dict:
+        return await self.wait(await self.submit(key, tx_type, payload), expect)
+
+    async def all(self, *steps: tuple[PrivateKey, str, object]) -> list[dict]:
+        """Independent transactions in one go (same block when they fit)."""
+        hashes = [await self.submit(k, t, p) for k, t, p in steps]
+        return [await self.wait(h) for h in hashes]
+
+    async def fund(self, *actors: Actor) -> None:
+        await self.all(*((self.faucet, "transfer", Transfer(a.address, 10**10)) for a in actors))
+
+    @property
+    def block_time(self) -> int:
+        head = self.node.chain.head
+        assert head is not None
+        return head.time_ms
+
+    async def get(self, path: str, signer: PrivateKey | None = None, **sign_kw: int) -> tuple:
+        headers = (
+            {}
+            if signer is None
+            else sign_read_request(signer, self.chain_id, "GET", path, **sign_kw)
+        )
+        resp = await self.client.get(path, headers=headers)
+        return resp.status, await resp.json()
+
+
+@contextlib.asynccontextmanager
+async def running_driver(tmp_path):
+    """A single-validator node (real LevelDB) serving its API on a real socket."""
+    layout, home = make_home(tmp_path)
+    node = Node.from_home(home, "")
+    client = TestClient(TestServer(build_app(node), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield Driver(client, node, load_key(layout.faucet_key_path, ""))
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def driver(tmp_path):
+    async with running_driver(tmp_path) as d:
+        yield d
+
+
+async def open_shop(d: Driver, merchant: Actor, host: Actor, *, stock: int = 20) -> None:
+    """Approved merchant (also a maker), listing 1, session 1 with it pinned, deal 1."""
+    registrar = d.faucet
+    await d.run(
+        merchant.key,
+        tx.REGISTER_MERCHANT,
+        tx.RegisterMerchant("Acme", "acme.example", merchant.enc_public),
+    )
+    await d.all(
+        (registrar, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant.address, True)),
+        (registrar, tx.SET_ROLES, tx.SetRoles(merchant.address, int(Role.MAKER), b"")),
+    )
+    await d.run(
+        merchant.key,
+        tx.CREATE_LISTING,
+        tx.CreateListing("Tea pot", "Cast iron", PRICE, stock, b""),
+    )
+    await d.run(merchant.key, tx.OPEN_SESSION, tx.OpenSession(host.address, 1_000, "Tea live"))
+    await d.run(host.key, tx.PIN, tx.PinListing(1, 1))
+    start = d.block_time
+    await d.run(
+        merchant.key,
+        tx.OPEN_DEAL,
+        tx.OpenDeal(1, 1, DEAL_PRICE, 5, 2, start, start + 600_000),
+    )
+
+
+def place(merchant: Actor, address: str, *, deal: int = 1) -> tx.PlaceOrder:
+    ciphertext, commitment, _ = seal_address(merchant.enc_public, address)
+    price = DEAL_PRICE if deal else PRICE
+    return tx.PlaceOrder(1, 1, 1, price, 1, deal, merchant.enc_public, commitment, ciphertext)
+
+
+async def test_listings_merchants_sessions_orders_reviews_and_item_proof(driver):
+    d = driver
+    merchant, host, alice, bob, stranger = (
+        Actor(n) for n in ("merchant", "host", "alice", "bob", "stranger")
+    )
+    await d.fund(merchant, host, alice, bob, stranger)
+    await open_shop(d, merchant, host)
+    item = ItemId(GTIN, "SN-1")
+    await d.run(
+        merchant.key,
+        tx.REGISTER_ITEM,
+        tx.RegisterItem(item, "Tea pot #1", "urn:acme:plant", d.block_time),
+    )
+
+    # Listings: a page and one listing.
+    status, doc = await d.get("/v1/listings")
+    assert status == 200 and doc["next_start"] is None
+    assert [x["title"] for x in doc["listings"]] == ["Tea pot"]
+    status, doc = await d.get("/v1/listings/1")
+    listing = doc["listing"]
+    assert status == 200 and doc["height"] >= 1
+    assert (listing["price"], listing["total"], listing["reserved"]) == (PRICE, 20, 5)
+    assert listing["merchant"] == merchant.text
+
+    # The live session: pinned listing, open deal with what it has left.
+    status, doc = await d.get("/v1/sessions/1")
+    session = doc["session"]
+    assert status == 200 and session["status"] == "open"
+    assert [p["id"] for p in session["pinned"]] == [1]
+    assert [(x["id"], x["left"], x["live"]) for x in session["deals"]] == [(1, 5, True)]
+
+    # Two buyers order from the deal, sealed addresses; one ships with the item.
+    # One block each: order ids follow block order, not submission order.
+    await d.run(alice.key, tx.PLACE_ORDER, place(merchant, "1 Alice Lane"))
+    await d.run(bob.key, tx.PLACE_ORDER, place(merchant, "2 Bob Road"))
+    status, doc = await d.get("/v1/deals/1")
+    assert status == 200 and doc["deal"]["left"] == 3 and doc["deal"]["sold"] == 2
+    tracking = hashlib.blake2b(b"TRACK-1", digest_size=32).digest()
+    await d.all(
+        (merchant.key, tx.SHIP_ORDER, tx.ShipOrder(1, tracking, (item,))),
+        (merchant.key, tx.SHIP_ORDER, tx.ShipOrder(2, tracking, ())),
+    )
+    await d.all(
+        (alice.key, tx.CONFIRM_DELIVERY, tx.OrderRef(1)),
+        (bob.key, tx.CONFIRM_DELIVERY, tx.OrderRef(2)),
+    )
+    # Reviews in order too: the newest is listed first.
+    await d.run(alice.key, tx.REVIEW, tx.WriteReview(1, 5, "lovely"))
+    await d.run(bob.key, tx.REVIEW, tx.WriteReview(2, 4, "good"))
+    await d.run(merchant.key, tx.REPLY_REVIEW, tx.ReplyReview(1, "thanks"))
+
+    # Orders: the parties see their own; nobody else; never an address in clear.
+    path = "/v1/orders/1"
+    status, doc = await d.get(path)
+    assert (status, doc["code"]) == (401, "unauthenticated")
+    status, doc = await d.get(path, stranger.key)
+    assert (status, doc["code"]) == (403, "forbidden")
+    status, doc = await d.get(path, bob.key)
+    assert (status, doc["code"]) == (403, "forbidden")
+    for viewer in (alice, merchant):
+        status, doc = await d.get(path, viewer.key)
+        assert status == 200, doc
+        order = doc["order"]
+        assert order["state"] == "completed" and order["buyer"] == alice.text
+        assert "Alice" not in str(doc)
+        sealed = bytes.fromhex(order["sealed_address"])
+        commitment = bytes.fromhex(order["address_commitment"])
+        assert open_address(merchant.enc_private, sealed, commitment) == "1 Alice Lane"
+    # The host and a registrar see the order, not the sealed box.
+    for viewer_key in (host.key, d.faucet):
+        status, doc = await d.get(path, viewer_key)
+        assert status == 200 and doc["order"]["sealed_address"] is None
+
+    # Signed reads: stale, tampered or re-aimed signatures are refused.
+    old = d.block_time - 2 * READ_WINDOW_MS
+    status, doc = await d.get(path, alice.key, time_ms=old)
+    assert (status, doc["code"]) == (401, "stale_request")
+    headers = sign_read_request(alice.key, d.chain_id, "GET", "/v1/orders/2")
+    resp = await d.client.get(path, headers=headers)
+    assert (resp.status, (await resp.json())["code"]) == (401, "bad_signature")
+    headers = sign_read_request(alice.key, "another-chain", "GET", path)
+    resp = await d.client.get(path, headers=headers)
+    assert resp.status == 401
+
+    # A party's own order list, as buyer and as merchant.
+    status, doc = await d.get("/v1/orders?role=buyer", bob.key)
+    assert status == 200 and [o["id"] for o in doc["orders"]] == [2] and doc["total"] == 1
+    status, doc = await d.get("/v1/orders?role=merchant&limit=1", merchant.key)
+    assert [o["id"] for o in doc["orders"]] == [2] and doc["next_before"] == 2
+    status, doc = await d.get("/v1/orders?role=merchant&limit=1&before=2", merchant.key)
+    assert [o["id"] for o in doc["orders"]] == [1]
+    status, doc = await d.get("/v1/orders?role=merchant", stranger.key)
+    assert status == 200 and doc["orders"] == [] and doc["total"] == 0
+
+    # Merchant rating and reviews, by merchant and by listing, a page at a time.
+    status, doc = await d.get(f"/v1/merchants/{merchant.text}")
+    assert status == 200
+    assert (doc["merchant"]["rating_count"], doc["merchant"]["rating_avg_x100"]) == (2, 450)
+    status, doc = await d.get(f"/v1/merchants/{merchant.text}/reviews?limit=1")
+    assert [r["order_id"] for r in doc["reviews"]] == [2] and doc["next_before"] == 2
+    status, doc = await d.get(f"/v1/merchants/{merchant.text}/reviews?limit=1&before=2")
+    assert [(r["order_id"], r["reply"]) for r in doc["reviews"]] == [(1, "thanks")]
+    status, doc = await d.get("/v1/listings/1/reviews")
+    assert [r["rating"] for r in doc["reviews"]] == [4, 5] and doc["next_before"] is None
+    status, doc = await d.get(f"/v1/roles/{merchant.text}")
+    assert doc["roles"] == ["maker"]
+
+    # The item: full history and a proof checked against a finalized header.
+    status, doc = await d.get(f"/v1/items/01/{GTIN}/21/SN-1")
+    assert status == 200, doc
+    steps = [e["biz_step"] for e in doc["item"]["history"]]
+    assert steps[0] == "commissioning" and steps[-1] == "retail_selling"
+    assert doc["item"]["custodian"] == alice.text
+    proof = doc["proof"]
+    header = BlockHeader.decode(bytes.fromhex(proof["header"]))
+    commit = Commit.decode(bytes.fromhex(proof["commit"]))
+    genesis = d.node.genesis
+    validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+    verify_commit(commit, genesis.chain_id, proof["height"], header.hash, validators)
+    proven_item, events = verify_item_proof(GTIN, "SN-1", proof, header.state_root)
+    assert format_address(proven_item.custodian) == alice.text
+    assert [e.biz_step for e in events] == steps
+    # A bundle for another item cannot pass as this one.
+    with pytest.raises(Exception, match="expected"):
+        verify_item_proof(GTIN, "SN-2", proof, header.state_root)
+
+
+async def test_bad_input_and_missing_objects(driver):
+    d = driver
+    for path, status, code in [
+        ("/v1/listings/999", 404, "not_found"),
+        ("/v1/listings/abc", 400, "bad_param"),
+        ("/v1/listings?limit=0", 400, "bad_param"),
+        ("/v1/sessions/5", 404, "not_found"),
+        ("/v1/merchants/notanaddress", 400, "bad_address"),
+        (f"/v1/items/01/{GTIN[:-1]}{(int(GTIN[-1]) + 1) % 10}/21/X", 400, "invalid_gtin"),
+        (f"/v1/items/01/{GTIN}/21/UNKNOWN", 404, "not_found"),
+        ("/v1/sessions/1/events", 404, "not_found"),
+    ]:
+        got, doc = await d.get(path)
+        assert (got, doc.get("code")) == (status, code), (path, doc)
+    got, doc = await d.get("/v1/commerce")
+    assert got == 200 and doc["config"]["registrars"] == [format_address(d.faucet.address)]
+    assert doc["escrow"] == {"held": 0, "open_orders": 0}

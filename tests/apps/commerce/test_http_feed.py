@@ -1,0 +1,213 @@
+"""The WebSocket feeds on a real node and server: a scripted live session's events in
+order, resumed after a disconnect and replayed from a position with nothing missed or
+duplicated; slow clients dropped with a close code; the finalized blocks feed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from itertools import chain
+
+import aiohttp
+import pytest
+
+from apps.commerce import feed_events
+from apps.commerce import payloads as tx
+from apps.commerce.feed import CLOSE_SLOW_CONSUMER, HUB
+from tests.apps.commerce.test_http import PRICE, Actor, Driver, place, running_driver
+
+WAIT = 10.0
+
+
+@pytest.fixture
+async def driver(tmp_path):
+    async with running_driver(tmp_path) as d:
+        yield d
+
+
+async def read_until(ws, count=None, *, kind=None):
+    """Messages until ``count`` events, an event of ``kind``, or the socket closes."""
+    events = []
+    while True:
+        msg = await ws.receive(timeout=WAIT)
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            return events
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        doc = json.loads(msg.data)
+        if doc["type"] != "event":
+            continue
+        events.append(doc)
+        if (count is not None and len(events) == count) or doc["kind"] == kind:
+            return events
+
+
+async def connect(d: Driver, path: str):
+    """A feed socket, once the server says it is live (its ``ready`` message)."""
+    ws = await d.client.ws_connect(path)
+    backlog = []
+    while True:
+        msg = await ws.receive(timeout=WAIT)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        doc = json.loads(msg.data)
+        if doc["type"] == "ready":
+            return ws, backlog, doc["height"]
+        backlog.append(doc)
+
+
+def stored_feed(d: Driver, session_id: int, first: int, last: int) -> list[tuple]:
+    """The session's feed recomputed from the node's store, as (height, index, kind)."""
+    store = d.node.chain.store
+    from vm import BlockEvents, Receipt
+
+    out = []
+    for height in range(first, last + 1):
+        raw = store.get_block_events(height)
+        begin = [] if raw is None else list(BlockEvents.decode(raw).events)
+        receipts = [Receipt.decode(r) for r in store.get_receipts(height)]
+        events = list(chain(begin, (e for r in receipts for e in r.events)))
+        chosen = {id(e) for e in feed_events(events, session_id)}
+        out += [(height, i, e.kind) for i, e in enumerate(events) if id(e) in chosen]
+    return out
+
+
+def positions(events):
+    return [(e["height"], e["index"]) for e in events]
+
+
+async def test_session_feed_in_order_with_resume_and_replay(driver):
+    d = driver
+    merchant, host, alice, bob, carol = (
+        Actor(n) for n in ("merchant", "host", "alice", "bob", "carol")
+    )
+    await d.fund(merchant, host, alice, bob, carol)
+    await d.run(
+        merchant.key, tx.REGISTER_MERCHANT, tx.RegisterMerchant("Acme", "", merchant.enc_public)
+    )
+    await d.run(d.faucet, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant.address, True))
+    await d.run(merchant.key, tx.CREATE_LISTING, tx.CreateListing("Tea pot", "", PRICE, 20, b""))
+    await d.run(merchant.key, tx.CREATE_LISTING, tx.CreateListing("Cups", "", PRICE, 20, b""))
+    await d.run(merchant.key, tx.OPEN_SESSION, tx.OpenSession(host.address, 1_000, "Tea live"))
+
+    path = "/v1/sessions/1/events"
+    ws_a, backlog, start_height = await connect(d, path)
+    ws_b, _, _ = await connect(d, path)
+    assert backlog == []
+
+    await d.run(host.key, tx.PIN, tx.PinListing(1, 1))
+    await d.run(merchant.key, tx.PIN, tx.PinListing(1, 2))
+    now = d.block_time
+    await d.run(merchant.key, tx.OPEN_DEAL, tx.OpenDeal(1, 1, 5_000, 3, 1, now, now + 600_000))
+    await d.run(alice.key, tx.PLACE_ORDER, place(merchant, "1 Alice Lane", deal=1))
+
+    # Client B drops after the order (before the stock event of the same transaction)
+    # and resumes from its last position later.
+    first_b = await read_until(ws_b, 4)
+    await ws_b.close()
+    assert [e["kind"] for e in first_b] == [
+        "commerce.listing_pinned",
+        "commerce.listing_pinned",
+        "commerce.deal_opened",
+        "commerce.order_placed",
+    ]
+    last_b = first_b[-1]
+
+    await d.run(bob.key, tx.PLACE_ORDER, place(merchant, "2 Bob Road", deal=1))
+    await d.run(carol.key, tx.TIP, tx.Tip(1, 250, "hello from carol"))
+    now = d.block_time
+    # Deal 2 ends by block time: its close is a begin-block event.
+    await d.run(merchant.key, tx.OPEN_DEAL, tx.OpenDeal(1, 2, 5_000, 2, 1, now, now + 1_000))
+    ended = await read_until(ws_a, kind="commerce.deal_closed")
+    assert ended[-1]["attrs"]["reason"] == "ended" and ended[-1]["attrs"]["deal"] == "2"
+
+    ws_b, replayed_b, _ = await connect(d, f"{path}?from={last_b['height']}:{last_b['index']}")
+    await d.run(host.key, tx.UNPIN, tx.PinListing(1, 2))
+    await d.run(host.key, tx.CLOSE_DEAL, tx.DealRef(1))
+    await d.run(carol.key, tx.PLACE_ORDER, place(merchant, "3 Carol Court", deal=0))
+    await d.run(host.key, tx.CLOSE_SESSION, tx.SessionRef(1))
+
+    all_a = ended + await read_until(ws_a)
+    assert ws_a.close_code == 1000
+    rest_b = await read_until(ws_b)
+    assert ws_b.close_code == 1000
+
+    kinds = [e["kind"].removeprefix("commerce.") for e in all_a]
+    assert kinds == [
+        "listing_pinned",
+        "listing_pinned",
+        "deal_opened",
+        "order_placed",
+        "stock_left",
+        "order_placed",
+        "stock_left",
+        "tip",
+        "deal_opened",
+        "deal_closed",
+        "listing_unpinned",
+        "deal_closed",
+        "order_placed",
+        "stock_left",
+        "session_closed",
+    ]
+    # Strictly increasing positions, exactly the store's feed, no buyer anywhere.
+    assert positions(all_a) == sorted(set(positions(all_a)))
+    last = all_a[-1]["height"]
+    assert [(*p, e["kind"]) for p, e in zip(positions(all_a), all_a, strict=True)] == stored_feed(
+        d, 1, start_height + 1, last
+    )
+    text = json.dumps(all_a)
+    for buyer in (alice, bob, carol):
+        assert buyer.address.hex() not in text and buyer.text not in text
+    # Deal units left, then the listing's: 20 - 3 allocated + 1 returned - 1 ordered.
+    lefts = [e["attrs"]["left"] for e in all_a if e["kind"] == "commerce.stock_left"]
+    assert lefts == ["2", "1", "17"]
+
+    # B: what it saw, then the replay and live events: the same list, no gap, no repeat.
+    assert first_b + replayed_b + rest_b == all_a
+
+    # A late client replays from a position (after the first event) to the end and is closed.
+    first = all_a[0]
+    ws_c, replayed_c, _ = await connect(d, f"{path}?from={first['height']}:{first['index']}")
+    assert replayed_c == all_a[1:]
+    assert await read_until(ws_c) == [] and ws_c.close_code == 1000
+    # ``from=<height>`` means after that whole block.
+    ws_d, replayed_d, _ = await connect(d, f"{path}?from={all_a[3]['height']}")
+    assert all_a[4]["height"] == all_a[3]["height"] and replayed_d == all_a[5:]
+    await ws_d.close()
+
+
+async def test_slow_client_is_dropped_with_a_close_code(driver):
+    d = driver
+    merchant, host, alice = (Actor(n) for n in ("merchant", "host", "alice"))
+    await d.fund(merchant, host, alice)
+    await d.run(
+        merchant.key, tx.REGISTER_MERCHANT, tx.RegisterMerchant("Acme", "", merchant.enc_public)
+    )
+    await d.run(d.faucet, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant.address, True))
+    await d.run(merchant.key, tx.CREATE_LISTING, tx.CreateListing("Tea pot", "", PRICE, 20, b""))
+    await d.run(merchant.key, tx.OPEN_SESSION, tx.OpenSession(host.address, 1_000, "Tea live"))
+    await d.run(host.key, tx.PIN, tx.PinListing(1, 1))
+    # Room for one message: an order's two events in one block overflow the queue.
+    d.client.server.app[HUB].max_queue_bytes = 400
+    ws, _, _ = await connect(d, "/v1/sessions/1/events")
+    await d.run(alice.key, tx.PLACE_ORDER, place(merchant, "1 Alice Lane", deal=0))
+    assert await read_until(ws) == []
+    assert ws.close_code == CLOSE_SLOW_CONSUMER
+
+
+async def test_blocks_feed_live_and_resumed(driver):
+    d = driver
+    ws, _, start = await connect(d, "/v1/blocks/ws")
+    blocks = []
+    while len(blocks) < 3:
+        msg = await ws.receive(timeout=WAIT)
+        blocks.append(json.loads(msg.data))
+    await ws.close()
+    assert [b["height"] for b in blocks] == [start + 1, start + 2, start + 3]
+    assert all(b["type"] == "block" and len(b["hash"]) == 64 for b in blocks)
+    ws, replayed, _ = await connect(d, f"/v1/blocks/ws?from={start + 1}")
+    await ws.close()
+    # Replayed block messages come before ``ready``; connect() collects them too.
+    assert [b["height"] for b in replayed][:2] == [start + 2, start + 3]
+    resp = await d.client.get("/v1/blocks/ws?from=x")
+    assert (resp.status, (await resp.json())["code"]) == (400, "bad_param")
+    await asyncio.sleep(0)
