@@ -217,6 +217,7 @@ class ConsensusService:
         )
         self.engine = engine
         loop.call_soon(self._start_engine)
+        loop.call_soon(self._report_round)
         self._ready.set()
         try:
             loop.run_forever()
@@ -229,6 +230,13 @@ class ConsensusService:
             self.engine.start()
         except Exception:
             log.exception("consensus engine failed to start")
+
+    def _report_round(self) -> None:
+        """Publish the round in progress twice a second (the engine owns it)."""
+        engine = self.engine
+        if engine is not None and self._loop is not None:
+            self.node.metrics.round.set(engine.round)
+            self._loop.call_later(0.5, self._report_round)
 
     def stop(self) -> None:
         loop = self._loop
@@ -250,8 +258,11 @@ class ConsensusService:
         engine = self.engine
         if engine is None or engine.halted is not None:
             return
-        if isinstance(msg, Vote) and msg.type == VoteType.PRECOMMIT:
-            self.app.note_precommit(msg)
+        if isinstance(msg, Vote):
+            kind = "precommit" if msg.type == VoteType.PRECOMMIT else "prevote"
+            self.node.metrics.votes.labels(type=kind).inc()
+            if msg.type == VoteType.PRECOMMIT:
+                self.app.note_precommit(msg)
         try:
             engine.deliver(msg, peer)  # type: ignore[arg-type]
         except Exception:

@@ -13,7 +13,21 @@ class NodeMetrics:
         self.finalized_height = Gauge(
             "liveledger_finalized_height", "Height of the latest final block", registry=r
         )
-        self.round = Gauge("liveledger_round", "Consensus round of the latest block", registry=r)
+        self.round = Gauge(
+            "liveledger_round", "Consensus round in progress at the current height", registry=r
+        )
+        self.commit_round = Gauge(
+            "liveledger_commit_round", "Round in which the latest block was finalized", registry=r
+        )
+        self.votes = Counter(
+            "liveledger_votes_received", "Consensus votes received from peers", ["type"], registry=r
+        )
+        self.missed_slots = Counter(
+            "liveledger_missed_slots",
+            "Producers absent from a block's certificate of its parent",
+            ["validator"],
+            registry=r,
+        )
         self.block_txs = Histogram(
             "liveledger_block_txs",
             "Transactions per block",

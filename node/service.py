@@ -269,7 +269,12 @@ class Node:
         m = self.metrics
         m.height.set(header.height)
         m.finalized_height.set(header.height)
-        m.round.set(commit.round)
+        m.commit_round.set(commit.round)
+        if header.last_commit is not None and header.height > 1:
+            signed = {s.validator for s in header.last_commit.signatures}
+            for producer in self.chain.validators_for(header.height - 1).keys:
+                if producer not in signed:
+                    m.missed_slots.labels(validator=producer.hex()[:16]).inc()
         m.block_txs.observe(len(result.included))
         m.block_execution_seconds.observe(executed.execute_seconds)
         m.block_commit_seconds.observe(commit_seconds)
