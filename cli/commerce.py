@@ -46,8 +46,9 @@ from apps.commerce.sealing import (
 )
 from cli.client import NodeClient, NodeError
 from cli.keyring import Keyring, check_name, passphrase_from_env_or_prompt
+from cli.light import producers_at
 from cli.main import clear_errors, main, node_option, submit_tx
-from consensus import ValidatorSet, verify_commit
+from consensus import verify_commit
 from core import BlockHeader, Commit, format_address, parse_address
 from core.keystore import KeystoreError, atomic_write, decrypt_seed, encrypt_seed
 from genesis import Genesis, load_genesis
@@ -965,8 +966,8 @@ def item_history(
             raise NodeError("no_commit", f"node has no certificate for height {proof['height']}")
         header = BlockHeader.decode(bytes.fromhex(proof["header"]))
         commit = Commit.decode(bytes.fromhex(proof["commit"]))
-        validators = ValidatorSet.of(v.public_key for v in genesis.validators)
-        # The header is final: more than 2/3 of the producers signed it ...
+        validators = producers_at(client, genesis, proof["height"])
+        # The header is final: more than 2/3 of that height's producers signed it ...
         verify_commit(commit, genesis.chain_id, proof["height"], header.hash, validators)
         # ... and every entry is this item's, proven against its state root.
         proven, events = verify_item_proof(gtin, serial, proof, header.state_root)

@@ -16,10 +16,8 @@ from cli.client import NodeClient, NodeError
 from cli.devnet import run_devnet
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 from cli.keys import keys
-from consensus import ValidatorSet, verify_commit
+from cli.light import fetch_certified_header, producers_at
 from core import (
-    BlockHeader,
-    Commit,
     LiveLedgerError,
     TxBody,
     parse_address,
@@ -197,25 +195,10 @@ def verify_account_proof(client: NodeClient, doc: dict[str, Any], genesis: Genes
     key = account_key(address)
     value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
     proof = StateProof.decode(bytes.fromhex(doc["proof"]))
-    block_doc = client.block(height)
-    header = BlockHeader.decode(bytes.fromhex(block_doc["header"]["encoded"]))
-    commit_doc = block_doc["commit"]
-    if commit_doc is None:
-        raise NodeError("no_commit", f"node has no commit for height {height}")
-    commit = Commit.from_raw(
-        [
-            commit_doc["height"],
-            commit_doc["round"],
-            bytes.fromhex(commit_doc["block_hash"]),
-            [
-                [bytes.fromhex(s["validator"]), bytes.fromhex(s["signature"])]
-                for s in commit_doc["signatures"]
-            ],
-        ]
-    )
-    validators = ValidatorSet.of(v.public_key for v in genesis.validators)
-    # The header is final: more than 2/3 of the producers signed it.
-    verify_commit(commit, genesis.chain_id, height, header.hash, validators)
+    # The header is final: more than 2/3 of that height's producers signed it; the
+    # producers themselves are derived from genesis through proofs.
+    validators = producers_at(client, genesis, height)
+    header = fetch_certified_header(client, genesis, height, validators)
     # The proof is against that header's state root.
     if header.state_root.hex() != doc["state_root"]:
         raise NodeError("proof_mismatch", "proof root differs from the header's state root")

@@ -25,6 +25,7 @@ from core import (
     tx_hash,
     unpack_raw,
 )
+from node.openapi import add_openapi_route
 from node.reader import NodeChainReader
 from node.render import block_json, header_only_json, receipt_json
 from node.service import Node
@@ -100,7 +101,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "chain_id": node.genesis.chain_id,
-            "genesis_hash": node.genesis.hash.hex(),
+            "genesis_hash": chain.genesis_hash.hex(),
             "moniker": node.config.moniker,
             "validator": node.key.public_key.hex(),
             "height": chain.height,
@@ -248,6 +249,36 @@ async def get_account(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+async def get_state(request: web.Request) -> web.Response:
+    """Any state key's value (or absence) with its proof, at a retained height."""
+    node = _node(request)
+    chain, _ = _ready(node)
+    try:
+        key = bytes.fromhex(request.match_info["key"])
+    except ValueError:
+        raise ApiError(400, "bad_key", "state key must be hex") from None
+    if not key or len(key) > 1024:
+        raise ApiError(400, "bad_key", f"state key must be 1..1024 bytes, got {len(key)}")
+    which = request.query.get("height", "")
+    height = chain.height
+    if which:
+        if not which.isdigit() or len(which) > 19:
+            raise ApiError(400, "bad_height", f"height must be a number, got {which!r}")
+        height = int(which)
+        if height > chain.height:
+            raise ApiError(404, "not_found", f"height {height} is above the head {chain.height}")
+    value, proof, root = chain.store.prove(key, height)
+    return web.json_response(
+        {
+            "key": key.hex(),
+            "height": height,
+            "state_root": root.hex(),
+            "value": value.hex() if value is not None else None,
+            "proof": proof.encode().hex(),
+        }
+    )
+
+
 async def get_genesis(request: web.Request) -> web.Response:
     node = _node(request)
     return web.json_response({"hash": node.genesis.hash.hex(), "genesis": node.genesis.to_json()})
@@ -271,8 +302,10 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/v1/txs/{hash}", get_tx)
     app.router.add_get("/v1/blocks/{height}", get_block)
     app.router.add_get("/v1/accounts/{address}", get_account)
+    app.router.add_get("/v1/state/{key}", get_state)
     app.router.add_get("/v1/genesis", get_genesis)
     app.router.add_get("/metrics", metrics)
     add_commerce_routes(app, NodeChainReader(node))
     add_staking_routes(app, node)
+    add_openapi_route(app)
     return app

@@ -80,17 +80,19 @@ class Chain:
     def __init__(self, store: ChainStore, genesis: Genesis, registry: Registry) -> None:
         self.store = store
         self.genesis = genesis
+        # Hashing genesis encodes the whole document (every account): once, not per use.
+        self.genesis_hash = genesis.hash
         self.chain_id = genesis.chain_id
         self.registry = registry
         self.executor = Executor(registry)
         self.genesis_validators = ValidatorSet.of(v.public_key for v in genesis.validators)
         self._view = _StoreView(store)
         if store.genesis_hash is None:
-            store.initialize(genesis.hash, genesis_state(genesis))
-        elif store.genesis_hash != genesis.hash:
+            store.initialize(self.genesis_hash, genesis_state(genesis))
+        elif store.genesis_hash != self.genesis_hash:
             raise NodeFault(
                 f"store holds chain with genesis {store.genesis_hash.hex()}, "
-                f"this genesis is {genesis.hash.hex()}"
+                f"this genesis is {self.genesis_hash.hex()}"
             )
         self._head: BlockHeader | None = None
         if store.height > 0:
@@ -187,7 +189,7 @@ class Chain:
             height=height,
             round=round_,
             time_ms=time_ms,
-            prev_hash=self.genesis.hash if self._head is None else self._head.hash,
+            prev_hash=self.genesis_hash if self._head is None else self._head.hash,
             tx_root=merkle_root(encoded),
             state_root=tree_update.root,
             receipt_root=merkle_root(receipts),
@@ -225,7 +227,7 @@ class Chain:
             block.header,
             chain_id=self.chain_id,
             prev=self._head,
-            genesis_hash=self.genesis.hash,
+            genesis_hash=self.genesis_hash,
             genesis_time_ms=self.genesis.genesis_time_ms,
             validators=self.validators_for(height),
             prev_validators=self.validators_for(height - 1) if height > 1 else None,

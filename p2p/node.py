@@ -226,11 +226,13 @@ class P2PNode:
 
     def broadcast(self, msg: Wire, exclude: Iterable[bytes] = ()) -> int:
         """Queue ``msg`` for every connected peer not in ``exclude``; returns how many took it."""
-        frame, droppable = self._frame(msg)
         skip = set(exclude)
-        return sum(
-            conn.put(frame, droppable) for pk, conn in list(self._conns.items()) if pk not in skip
-        )
+        targets = [conn for pk, conn in self._conns.items() if pk not in skip]
+        if not targets:
+            # Nobody to send to (a lone validator): do not encode a whole block for nothing.
+            return 0
+        frame, droppable = self._frame(msg)
+        return sum(conn.put(frame, droppable) for conn in targets)
 
     def max_payload(self, cls: type[Wire]) -> int:
         """The largest encoding of ``cls`` a peer accepts from us (for sizing sync responses)."""

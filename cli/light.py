@@ -1,0 +1,72 @@
+"""Light-client checks: trust only the genesis document, verify everything else.
+
+A header is final when more than 2/3 of *its* epoch's producers signed it. Epoch
+0's producers are in genesis; every later set is in the state, elected in the
+begin-block of the previous epoch's last block. So the producers of any height
+are reached by walking the epochs: verify the last header of epoch e-1 with
+set e-1, prove set e against that header's state root, and go on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cli.client import NodeClient, NodeError
+from consensus import ValidatorSet, epoch_of, verify_commit
+from consensus.staking_state import ProducerSet, producer_set_key
+from core import BlockHeader, Commit
+from genesis import Genesis
+from storage import StateProof, verify_proof
+
+
+def fetch_certified_header(
+    client: NodeClient, genesis: Genesis, height: int, validators: ValidatorSet
+) -> BlockHeader:
+    """The header at ``height`` with its certificate checked against ``validators``."""
+    doc = client.block(f"{height}?txs=false")
+    header = BlockHeader.decode(bytes.fromhex(doc["header"]["encoded"]))
+    if doc["commit"] is None:
+        raise NodeError("no_commit", f"node has no certificate for height {height}")
+    commit = commit_from_json(doc["commit"])
+    # More than 2/3 of that height's producers signed this very header.
+    verify_commit(commit, genesis.chain_id, height, header.hash, validators)
+    return header
+
+
+def commit_from_json(doc: dict[str, Any]) -> Commit:
+    return Commit.from_raw(
+        [
+            doc["height"],
+            doc["round"],
+            bytes.fromhex(doc["block_hash"]),
+            [
+                [bytes.fromhex(s["validator"]), bytes.fromhex(s["signature"])]
+                for s in doc["signatures"]
+            ],
+        ]
+    )
+
+
+def proven_value(client: NodeClient, key: bytes, height: int, state_root: bytes) -> bytes | None:
+    """A state value at ``height``, checked against ``state_root`` (a certified header's)."""
+    doc = client.get(f"/v1/state/{key.hex()}?height={height}")
+    value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
+    verify_proof(state_root, key, value, StateProof.decode(bytes.fromhex(doc["proof"])))
+    return value
+
+
+def producers_at(client: NodeClient, genesis: Genesis, height: int) -> ValidatorSet:
+    """The producers of block ``height``, derived from genesis through proofs only."""
+    validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+    if genesis.staking is None:
+        return validators
+    # epoch_length is not governable, so genesis's value holds for the whole chain.
+    length = genesis.params.epoch_length
+    for epoch in range(1, epoch_of(height, length) + 1):
+        boundary = epoch * length
+        header = fetch_certified_header(client, genesis, boundary, validators)
+        value = proven_value(client, producer_set_key(epoch), boundary, header.state_root)
+        if value is None:
+            raise NodeError("no_producer_set", f"no producer set for epoch {epoch} is proven")
+        validators = ProducerSet.decode(value).validator_set()
+    return validators

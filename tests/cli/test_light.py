@@ -1,0 +1,58 @@
+"""The light client derives each epoch's producers from genesis through proofs only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from cli.client import NodeClient
+from cli.light import fetch_certified_header, producers_at
+from consensus import ValidatorSet
+from core import InvalidBlock, InvalidProof, PrivateKey
+from genesis import create_localnet
+from node.run import build_app
+from node.service import Node
+from storage import StateProof
+from vm import ChainParams
+
+
+async def test_producers_walk_epochs_and_refuse_a_wrong_set(tmp_path):
+    params = ChainParams.default().replace(epoch_length=3)
+    layout = create_localnet(tmp_path / "net", 1, "", params=params)
+    home = layout.nodes[0].home
+    config = json.loads((home / "config.json").read_text())
+    config["block_interval_ms"] = 30
+    (home / "config.json").write_text(json.dumps(config))
+    node = Node.from_home(home, "")
+    server = TestServer(build_app(node), host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = NodeClient(str(server.make_url("")))
+        while node.chain.height < 10:
+            await asyncio.sleep(0.05)
+        genesis = layout.genesis
+        producers = await asyncio.to_thread(producers_at, client, genesis, 10)
+        assert producers.keys == (layout.nodes[0].public_key,)
+        header = await asyncio.to_thread(fetch_certified_header, client, genesis, 10, producers)
+        assert header.height == 10
+        stranger = ValidatorSet.of([PrivateKey.generate().public_key])
+        with pytest.raises(InvalidBlock):
+            await asyncio.to_thread(fetch_certified_header, client, genesis, 10, stranger)
+    finally:
+        await server.close()
+
+
+def test_a_value_the_proof_does_not_support_is_refused():
+    from cli import light
+
+    class LyingNode:
+        """Claims a value, with a proof that the key is absent from an empty tree."""
+
+        def get(self, path):
+            return {"value": "00", "proof": StateProof((), None).encode().hex()}
+
+    with pytest.raises(InvalidProof):
+        light.proven_value(LyingNode(), b"\x14key", 1, bytes(32))
