@@ -65,7 +65,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 503: "unavailable"}.get(
+            exc.status, "http_error"
+        )
         return _error(exc.status, code, exc.reason)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)

@@ -1386,8 +1386,8 @@ def _staking_paths(s: _Schemas) -> dict[str, Any]:
         ),
     )
     disabled = (404, _error("No staking section in genesis.", "staking_disabled"))
-    # These routes raise aiohttp's 503, which the node renders with the generic code.
-    unavailable = (503, _error("The node is starting or stopping.", "http_error"))
+    # These routes raise aiohttp's 503, which the middleware answers as "unavailable".
+    unavailable = (503, _error("The node is starting or stopping.", "unavailable"))
     return {
         "/v1/staking/candidates": {
             "get": _op(
