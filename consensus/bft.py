@@ -528,7 +528,7 @@ class ConsensusEngine:
 
     # --- steps -----------------------------------------------------------------------
 
-    def _enter_new_height(self, height: int, *, wait: bool) -> None:
+    def _enter_new_height(self, height: int, *, wait: bool, wait_ms: int | None = None) -> None:
         """Reset for ``height``. Expects the application to have committed ``height - 1``."""
         if self.app.height() != height - 1:
             raise NodeFault(f"entering height {height}, but the app is at {self.app.height()}")
@@ -559,7 +559,7 @@ class ConsensusEngine:
                 if h == height:
                     self._queue.append(item)
         if wait:
-            self._schedule(Step.NEW_HEIGHT, height, start_round)
+            self._schedule(Step.NEW_HEIGHT, height, start_round, wait_ms)
         else:
             self.enter_new_round(height, start_round)
 
@@ -580,6 +580,8 @@ class ConsensusEngine:
         self._precommit_wait_round = -1
         self._own: dict[tuple[int, int], Message] = {}
         self._height_started = self.clock.now()
+        # When round 0 of this height began (None: not yet, or only later rounds).
+        self._round0_started: int | None = None
         self._served.clear()
 
     def enter_new_round(self, height: int, round_: int) -> None:
@@ -592,6 +594,8 @@ class ConsensusEngine:
         ):
             return
         log.debug("%d/%d: new round", height, round_)
+        if round_ == 0:
+            self._round0_started = self.clock.now()
         self.round = round_
         self.step = Step.NEW_ROUND
         self.enter_propose(height, round_)
@@ -762,7 +766,25 @@ class ConsensusEngine:
             block.hash.hex()[:12],
             len(commit.signatures),
         )
-        self._enter_new_height(height + 1, wait=True)
+        self._enter_new_height(height + 1, wait=True, wait_ms=self._commit_wait_ms(commit))
+
+    def _commit_wait_ms(self, commit: Commit) -> int:
+        """How long NEW_HEIGHT waits after this commit before round 0 of the next height.
+
+        ``timeout_commit`` is the block interval. Its wait after a commit lets late
+        precommits arrive, so the next proposal's certificate names every producer
+        that signed (producers missing from certificates are jailed). A certificate
+        that already holds every producer's precommit has nobody left to wait for:
+        the interval then runs from the start of this height's round 0, so a
+        height whose block took long to build and execute is not followed by a
+        full interval more (a lone validator under load). Never less than zero,
+        and a height is never started sooner than one interval after the last.
+        """
+        cfg = self.config
+        if self._round0_started is None or len(commit.signatures) < len(self.validators):
+            return cfg.timeout_commit_ms
+        elapsed = self.clock.now() - self._round0_started
+        return max(0, cfg.timeout_commit_ms - elapsed)
 
     # --- the upon rules, re-checked after every input ---------------------------------
 
@@ -1149,9 +1171,11 @@ class ConsensusEngine:
         self._served[key] = now
         return True
 
-    def _schedule(self, step: Step, height: int, round_: int) -> None:
+    def _schedule(self, step: Step, height: int, round_: int, delay_ms: int | None = None) -> None:
         ev = TimeoutEvent(height, round_, step)
-        self.clock.schedule(self.config.timeout_ms(step, round_), lambda: self._submit(ev))
+        if delay_ms is None:
+            delay_ms = self.config.timeout_ms(step, round_)
+        self.clock.schedule(delay_ms, lambda: self._submit(ev))
 
     def _bad_peer(self, peer: Peer | None, reason: str) -> None:
         log.info("bad consensus message from %r: %s", peer, reason)

@@ -71,12 +71,17 @@ def sign_tx(key: PrivateKey, chain_id: str, body: TxBody) -> SignedTx:
 
 def verify_tx(tx: SignedTx, chain_id: str) -> TxBody:
     """Check chain id and signature, then decode the body. Raises ``Invalid`` subclasses."""
+    check_signed(tx, chain_id)
+    return TxBody.decode(tx.body)
+
+
+def check_signed(tx: SignedTx, chain_id: str) -> None:
+    """Check chain id and signature (``wrong_chain``, ``bad_signature``)."""
     if tx.chain_id != chain_id:
         raise InvalidTransaction(
             f"transaction is for chain {tx.chain_id!r}, this is {chain_id!r}", "wrong_chain"
         )
     verify(tx.sender, SignDomain.TX, chain_id, tx.body, tx.signature)
-    return TxBody.decode(tx.body)
 
 
 class VoteType(IntEnum):

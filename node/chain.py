@@ -26,14 +26,17 @@ from core import (
     BlockHeader,
     Commit,
     InvalidBlock,
+    InvalidTransaction,
     NodeFault,
     PrivateKey,
+    SignedTx,
     address_of,
     encode_block,
     merkle_root,
     tx_hash,
 )
 from genesis import Genesis, genesis_state
+from node.verifier import ProcessVerifier
 from storage import ChainStore, TreeUpdate
 from vm import (
     BlockContext,
@@ -45,6 +48,7 @@ from vm import (
     VerifiedTx,
     verify_signed_tx,
 )
+from vm.executor import complete_verified_tx
 
 log = logging.getLogger("node.chain")
 
@@ -77,8 +81,17 @@ class ExecutedBlock:
 
 
 class Chain:
-    def __init__(self, store: ChainStore, genesis: Genesis, registry: Registry) -> None:
+    def __init__(
+        self,
+        store: ChainStore,
+        genesis: Genesis,
+        registry: Registry,
+        verifier: ProcessVerifier | None = None,
+    ) -> None:
         self.store = store
+        # Worker processes for the signatures of transactions a block brings that
+        # this node has not verified yet (without them: here, one by one).
+        self.verifier = verifier
         self.genesis = genesis
         # Hashing genesis encodes the whole document (every account): once, not per use.
         self.genesis_hash = genesis.hash
@@ -235,12 +248,7 @@ class Chain:
         encoded = [tx.encode() for tx in block.txs]
         validate_tx_root(block, encoded)
         params = self.params_for(height)
-        verified = []
-        for raw in encoded:
-            vtx = known.get(tx_hash(raw)) if known else None
-            verified.append(
-                vtx or verify_signed_tx(raw, self.chain_id, self.registry, params.max_tx_bytes)
-            )
+        verified = self._verify_txs(encoded, known or {}, params.max_tx_bytes)
         header = block.header
         ctx = self.context(height, header.time_ms, header.producer, header.last_commit)
         result, receipts, tree_update, seconds = self._execute(ctx, verified, strict=True)
@@ -254,6 +262,31 @@ class Chain:
             encode_block(header, encoded),
             [v.hash for v in verified],
         )
+
+    def _verify_txs(
+        self, encoded: list[bytes], known: Mapping[bytes, VerifiedTx], max_tx_bytes: int
+    ) -> list[VerifiedTx]:
+        """The block's transactions verified: reused from ``known``, else checked now.
+
+        Raises the first failure in block order, with the code ``verify_signed_tx``
+        gives it.
+        """
+        hashes = [tx_hash(raw) for raw in encoded]
+        out: list[VerifiedTx | None] = [known.get(h) for h in hashes]
+        todo = [i for i, vtx in enumerate(out) if vtx is None]
+        if self.verifier is not None and len(todo) > 1:
+            # Envelopes and signatures in the workers; body and payload here.
+            raws = [encoded[i] for i in todo]
+            verdicts = self.verifier.check_sync(raws, self.chain_id, max_tx_bytes)
+            for i, verdict in zip(todo, verdicts, strict=True):
+                if verdict is not None:
+                    raise InvalidTransaction(verdict[1], verdict[0])
+                raw = encoded[i]
+                out[i] = complete_verified_tx(raw, SignedTx.decode(raw), self.registry, hashes[i])
+        else:
+            for i in todo:
+                out[i] = verify_signed_tx(encoded[i], self.chain_id, self.registry, max_tx_bytes)
+        return out  # type: ignore[return-value]
 
     def commit(self, executed: ExecutedBlock, commit: Commit) -> None:
         """Persist a block and its certificate atomically (one synced write batch)."""

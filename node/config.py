@@ -23,7 +23,10 @@ class MempoolSettings:
     shards: int = 4
     per_account_cap: int = 64
     per_shard_cap: int = 50_000
+    # Workers for the signature checks of incoming transactions.
     verify_threads: int = 2
+    # Run those workers as processes (each with its own GIL) rather than threads.
+    verify_processes: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,10 +41,17 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from core.errors import Invalid
-from core.types import tx_hash
+from core.errors import Invalid, InvalidTransaction
+from core.types import SignedTx, tx_hash
+from node.verifier import ProcessVerifier
 from vm.accounts import get_account
-from vm.executor import Executor, VerifiedTx, verify_signed_tx
+from vm.executor import (
+    Executor,
+    VerifiedTx,
+    complete_verified_tx,
+    read_account,
+    verify_signed_tx,
+)
 from vm.params import ChainParams
 from vm.registry import Registry
 from vm.state import StateView
@@ -191,6 +198,7 @@ class Mempool:
         config: MempoolConfig | None = None,
         verify_pool: concurrent.futures.Executor | None = None,
         priority: Callable[[VerifiedTx], int] | None = None,
+        verifier: ProcessVerifier | None = None,
     ) -> None:
         self._chain_id = chain_id
         self._registry = registry
@@ -199,6 +207,8 @@ class Mempool:
         self._state = state
         self._height_fn = height_fn
         self._config = config = config or MempoolConfig()
+        # Worker processes for envelopes and signatures; without them, threads.
+        self._verifier = verifier
         self._own_pool = verify_pool is None
         self._pool = verify_pool or concurrent.futures.ThreadPoolExecutor(
             max_workers=config.verify_threads, thread_name_prefix="mempool-verify"
@@ -292,6 +302,7 @@ class Mempool:
         results: list[SubmitResult | None] = [None] * len(raw_txs)
         todo_idx: list[int] = []
         todo_raw: list[bytes] = []
+        todo_hash: list[bytes | None] = []
         claimed: list[bytes] = []
         max_tx_bytes = self._params.max_tx_bytes
         by_hash = self._by_hash
@@ -302,6 +313,7 @@ class Mempool:
         for i, raw in enumerate(raw_txs):
             if type(raw) is not bytes:
                 raw = bytes(raw)
+            h = None
             if len(raw) <= max_tx_bytes:
                 h = tx_hash(raw)
                 if h in by_hash or h in inflight:
@@ -311,8 +323,9 @@ class Mempool:
                 claimed.append(h)
             todo_idx.append(i)
             todo_raw.append(raw)
+            todo_hash.append(h)
         try:
-            verdicts = await self._verify(todo_raw)
+            verdicts = await self._verify(todo_raw, todo_hash)
         finally:
             inflight.difference_update(claimed)
         height = self._height_fn()
@@ -327,13 +340,17 @@ class Mempool:
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
         return results  # type: ignore[return-value]
 
-    async def _verify(self, raws: list[bytes]) -> list[VerifiedTx | Invalid]:
+    async def _verify(
+        self, raws: list[bytes], hashes: list[bytes | None]
+    ) -> list[VerifiedTx | Invalid]:
         if not raws:
             return []
         n = len(raws)
         chunks = max(1, min(self._config.verify_threads, n // _MIN_CHUNK))
         step = -(-n // chunks)
         loop = asyncio.get_running_loop()
+        if self._verifier is not None:
+            return await self._verify_in_processes(raws, hashes, step)
         futures = [
             loop.run_in_executor(
                 self._pool,
@@ -350,6 +367,42 @@ class Mempool:
             out.extend(part)
         return out
 
+    async def _verify_in_processes(
+        self, raws: list[bytes], hashes: list[bytes | None], step: int
+    ) -> list[VerifiedTx | Invalid]:
+        """Envelope and signature in worker processes, then body and payload here.
+
+        The workers' checks come first in ``verify_signed_tx``; what is left
+        (decoding body and payload) runs here on the transactions that passed,
+        so every transaction gets the verdict ``verify_signed_tx`` would give.
+        """
+        assert self._verifier is not None
+        chain_id = self._chain_id
+        max_tx_bytes = self._params.max_tx_bytes
+        parts = await asyncio.gather(
+            *(
+                self._verifier.check(raws[k : k + step], chain_id, max_tx_bytes)
+                for k in range(0, len(raws), step)
+            )
+        )
+        registry = self._registry
+        out: list[VerifiedTx | Invalid] = []
+        append = out.append
+        i = 0
+        for part in parts:
+            for verdict in part:
+                raw = raws[i]
+                i += 1
+                if verdict is not None:
+                    append(InvalidTransaction(verdict[1], verdict[0]))
+                    continue
+                try:
+                    # The envelope decoded in the worker: it decodes the same here.
+                    append(complete_verified_tx(raw, SignedTx.decode(raw), registry, hashes[i - 1]))
+                except Invalid as exc:
+                    append(exc)
+        return out
+
     def _admit(self, vtx: VerifiedTx, height: int) -> SubmitResult:
         """Stateful checks against the latest state, then queue. Event-loop thread only."""
         h = vtx.hash
@@ -358,7 +411,7 @@ class Mempool:
         sender = vtx.sender_address
         shard_i = self.shard_of(sender)
         shard = self._shards[shard_i]
-        state_acct = get_account(self._state, sender)
+        state_acct = read_account(self._state, sender)
         acct = shard.accounts.get(sender)
         if acct is not None:
             self._refresh(shard, acct, state_acct.nonce, state_acct.balance)
@@ -366,7 +419,9 @@ class Mempool:
             acct = shard.accounts.get(sender)
         # Expiry, minimum fee, nonce below the state nonce, fee above balance.
         try:
-            self._executor.check_admission(self._state, vtx, height, self._params)
+            self._executor.check_admission(
+                self._state, vtx, height, self._params, account=state_acct
+            )
         except Invalid as exc:
             return SubmitResult(h, exc.code, exc.message)
         cfg = self._config

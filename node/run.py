@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +17,27 @@ from node.service import Node
 log = logging.getLogger("node.run")
 
 SWITCH_INTERVAL_S = 0.0005
+# Young-generation threshold of the cyclic GC (CPython's default is 700).
+GC_GEN0_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Make the cyclic GC cheap for a node that holds many long-lived objects.
+
+    Every admitted transaction is several GC-tracked objects that live until its
+    block commits, and a block allocates tens of thousands more. With the
+    default thresholds the collector runs every 700 allocations and its older
+    generations keep re-scanning the mempool: measured, a 10k-transfer block
+    built in 35-45 us per transaction instead of 24. Startup objects (modules,
+    genesis, caches) are moved out of the collector's sight with ``gc.freeze``
+    and young collections run every 10,000 allocations; the older generations
+    keep their default ratios, so memory held by garbage cycles stays bounded.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    log.info("cyclic GC: startup objects frozen, young generation every %d", GC_GEN0_THRESHOLD)
 
 
 async def _node_context(app: web.Application) -> AsyncIterator[None]:
@@ -27,6 +49,11 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await node.stop()
+
+
+async def _gc_context(app: web.Application) -> AsyncIterator[None]:
+    tune_gc()
+    yield
 
 
 def build_app(node: Node) -> web.Application:
@@ -43,6 +70,8 @@ def run_node(home: Path, passphrase: str | None = None) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     node = Node.from_home(home, passphrase)
     app = build_app(node)
+    # After the node opened (cleanup contexts start in order): this process only.
+    app.cleanup_ctx.append(_gc_context)
     log.info(
         "node %s serving http://%s:%d",
         node.config.moniker,

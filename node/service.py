@@ -31,6 +31,7 @@ from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
 from node.consensus import ConsensusService, run_on
 from node.mempool import Mempool, MempoolConfig, SubmitResult
 from node.metrics import NodeMetrics
+from node.verifier import ProcessVerifier
 from p2p import MessageRegistry, P2PNode, PeerAddress, TxBatch, TxBatcher
 from storage import ChainStore
 from vm import Registry, default_registry, get_account
@@ -79,6 +80,7 @@ class Node:
         self.consensus: ConsensusService | None = None
         self._batcher: TxBatcher | None = None
         self._verify_pool: ThreadPoolExecutor | None = None
+        self._verifier: ProcessVerifier | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.block_listeners: list[Callable[[ExecutedBlock], None]] = []
         # Called with the height of each newly final block (apps' feeds).
@@ -97,9 +99,12 @@ class Node:
 
     def open(self) -> None:
         """Open the store and build the in-memory parts (synchronous, before serving)."""
-        self.store = ChainStore(self.home / self.config.data_dir)
-        self.chain = Chain(self.store, self.genesis, self.registry)
         settings = self.config.mempool
+        if settings.verify_processes:
+            # No process starts before ``start_workers`` below, when all else opened.
+            self._verifier = ProcessVerifier(settings.verify_threads)
+        self.store = ChainStore(self.home / self.config.data_dir)
+        self.chain = Chain(self.store, self.genesis, self.registry, self._verifier)
         self._verify_pool = ThreadPoolExecutor(
             max_workers=settings.verify_threads, thread_name_prefix="verify"
         )
@@ -117,9 +122,12 @@ class Node:
                 verify_threads=settings.verify_threads,
             ),
             verify_pool=self._verify_pool,
+            verifier=self._verifier,
         )
         self.metrics.height.set(self.chain.height)
         self.metrics.finalized_height.set(self.chain.height)
+        if self._verifier is not None:
+            self._verifier.start_workers()
         log.info("opened chain %s at height %d", self.genesis.chain_id, self.chain.height)
 
     async def start(self) -> None:
@@ -166,6 +174,8 @@ class Node:
             self.p2p = None
         if self._verify_pool is not None:
             self._verify_pool.shutdown(wait=True)
+        if self._verifier is not None:
+            self._verifier.close()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -7,7 +7,7 @@ from typing import Self
 
 import msgpack
 
-from core.codec import UINT64_MAX, Wire
+from core.codec import UINT64_MAX, Wire, pack_raw
 from core.errors import NodeFault
 from core.keys import ADDRESS_SIZE
 from vm.prefixes import KeyPrefix
@@ -16,7 +16,8 @@ from vm.state import Overlay, StateView
 _ACCOUNT_PREFIX = bytes([KeyPrefix.ACCOUNT])
 # 0x92 + two uint64 of at most 9 bytes each.
 _MAX_ACCOUNT_BYTES = 19
-_packb = msgpack.packb
+# A reused Packer per thread: cheaper than msgpack.packb, same bytes.
+_packb = pack_raw
 _unpackb = msgpack.unpackb
 _generic_decode = Wire.decode.__func__  # type: ignore[attr-defined]
 

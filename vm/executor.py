@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.codec import Wire
-from core.errors import DecodeError, InvalidBlock, InvalidTransaction, NodeFault
+from core.errors import DecodeError, Invalid, InvalidBlock, InvalidTransaction, NodeFault
 from core.keys import address_of
-from core.types import SignedTx, TxBody, tx_hash, verify_tx
+from core.types import SignedTx, TxBody, check_signed, tx_hash
 from vm.accounts import Account, get_account, put_account
 from vm.context import BlockContext
 from vm.params import ChainParams
@@ -53,18 +53,56 @@ def verify_signed_tx(
     encoded: bytes, chain_id: str, registry: Registry, max_tx_bytes: int
 ) -> VerifiedTx:
     """Every stateless check, cheapest first; raises ``Invalid`` with a stable code."""
+    _check_size(encoded, max_tx_bytes)
+    encoded = bytes(encoded)
+    tx = check_envelope(encoded, chain_id, max_tx_bytes)
+    return complete_verified_tx(encoded, tx, registry)
+
+
+def _check_size(encoded: bytes, max_tx_bytes: int) -> None:
     # Refuse oversized input before spending any work on it.
     if len(encoded) > max_tx_bytes:
         raise InvalidTransaction(
             f"transaction is {len(encoded)} bytes, the limit is {max_tx_bytes}", "too_large"
         )
-    encoded = bytes(encoded)
+
+
+def check_envelope(encoded: bytes, chain_id: str, max_tx_bytes: int) -> SignedTx:
+    """The first stage of ``verify_signed_tx``: size, envelope, chain id and signature."""
+    _check_size(encoded, max_tx_bytes)
     tx = SignedTx.decode(encoded)  # malformed
-    body = verify_tx(tx, chain_id)  # wrong_chain, bad_signature, malformed body
+    check_signed(tx, chain_id)  # wrong_chain, bad_signature
+    return tx
+
+
+def complete_verified_tx(
+    encoded: bytes, tx: SignedTx, registry: Registry, hash_: bytes | None = None
+) -> VerifiedTx:
+    """The second stage of ``verify_signed_tx``, for an envelope ``check_envelope`` passed:
+    body, type and payload. ``hash_`` is ``tx_hash(encoded)`` if the caller has it."""
+    body = TxBody.decode(tx.body)  # malformed body
     payload = registry.decode_payload(body)  # unknown_type, malformed payload
-    return VerifiedTx(
-        tx, body, payload, tx_hash(encoded), len(encoded), address_of(tx.sender), encoded
-    )
+    if hash_ is None:
+        hash_ = tx_hash(encoded)
+    return VerifiedTx(tx, body, payload, hash_, len(encoded), address_of(tx.sender), encoded)
+
+
+def check_envelopes(
+    encoded: Sequence[bytes], chain_id: str, max_tx_bytes: int
+) -> list[tuple[str, str] | None]:
+    """``check_envelope`` over many transactions: None where it passed, else (code, message).
+
+    Plain data in and out, so it can run in another process.
+    """
+    out: list[tuple[str, str] | None] = []
+    for raw in encoded:
+        try:
+            check_envelope(raw, chain_id, max_tx_bytes)
+        except Invalid as exc:
+            out.append((exc.code, exc.message))
+        else:
+            out.append(None)
+    return out
 
 
 @dataclass(slots=True)
@@ -120,6 +158,15 @@ def _check_inclusion(
         )
 
 
+def read_account(state: StateView, address: bytes) -> Account:
+    """``get_account`` for a node reading its own committed state: an undecodable
+    value there is corruption (``NodeFault``), never the client's ``malformed``."""
+    try:
+        return get_account(state, address)
+    except DecodeError as exc:
+        raise NodeFault(f"state holds an undecodable account: {exc}") from exc
+
+
 class Executor:
     """Runs transactions of the types in ``registry``. Holds no per-block state."""
 
@@ -139,20 +186,19 @@ class Executor:
         height: int,
         params: ChainParams,
         expected_nonce: int | None = None,
+        account: Account | None = None,
     ) -> None:
         """Stateful mempool checks against the latest state (committed at ``height``).
 
         ``expected_nonce`` replaces the account's nonce as the lowest nonce
         accepted (for a caller that tracks it itself). Nonce gaps are allowed:
-        the mempool queues them.
+        the mempool queues them. ``account`` is the sender's account in
+        ``state``, for a caller that has just read it.
         """
         # Reject types this node cannot execute (a registry other than the verifier's).
         self._registry.lookup(vtx.body.type)
-        try:
-            account = get_account(state, vtx.sender_address)
-        except DecodeError as exc:
-            # Corrupt state is this node's fault, never the client's "malformed".
-            raise NodeFault(f"state holds an undecodable account: {exc}") from exc
+        if account is None:
+            account = read_account(state, vtx.sender_address)
         floor = account.nonce if expected_nonce is None else expected_nonce
         _check_inclusion(vtx, account, height + 1, params, floor)
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Self
 
-import msgpack
-
-from core.codec import Len, MaxItems, MaxLen, Wire
+from core.codec import Len, MaxItems, MaxLen, Wire, pack_raw
 
 MAX_EVENT_KIND = 64
 MAX_ATTR_KEY = 64
@@ -24,7 +22,8 @@ MAX_MESSAGE = 256
 
 OK = "ok"
 
-_packb = msgpack.packb
+# A reused Packer per thread: cheaper than msgpack.packb, same bytes.
+_packb = pack_raw
 
 
 @dataclass(frozen=True, slots=True)

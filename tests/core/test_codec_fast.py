@@ -1,0 +1,231 @@
+"""The codec's generated fast path accepts and builds exactly what the generic path does.
+
+For every ``Wire`` class in the project: raw values drawn from the field types (valid
+ones, boundary sizes, wrong types, wrong shapes) go through the fast check and the
+generic check, and the outcomes must be equal (the same object, or the same error);
+encodings and mutations of them go through both decoders; every built object dumps to
+the same list both ways.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import apps.commerce
+import consensus
+import core
+import genesis
+import node.chain
+import p2p
+import storage
+import vm
+from core.codec import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_MAX_STR,
+    UINT64_MAX,
+    Len,
+    MaxItems,
+    MaxLen,
+    Wire,
+    _codec_for,
+)
+
+# Imported for their Wire classes.
+assert apps.commerce and consensus and core and genesis and node.chain and p2p and storage and vm
+
+
+def _wire_classes() -> list[type[Wire]]:
+    seen: list[type[Wire]] = []
+    todo = list(Wire.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if dataclasses.is_dataclass(cls) and cls not in seen:
+            seen.append(cls)
+    return sorted(seen, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+CLASSES = _wire_classes()
+# Some sizes are drawn at their limits; keep huge limits from making huge examples.
+BIG = 300
+
+junk = st.one_of(
+    st.none(),
+    st.floats(allow_nan=False),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    st.tuples(st.integers()),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.binary(max_size=3),
+    st.text(max_size=3),
+)
+
+
+def _split(hint: Any) -> tuple[Any, tuple[Any, ...]]:
+    if typing.get_origin(hint) is typing.Annotated:
+        hint, *meta = typing.get_args(hint)
+        return hint, tuple(meta)
+    return hint, ()
+
+
+def _sizes(limit: int, exact: int | None = None) -> st.SearchStrategy[int]:
+    if exact is not None:
+        return st.sampled_from(sorted({exact, max(0, exact - 1), exact + 1}))
+    small = st.integers(min_value=0, max_value=min(limit, 8))
+    if limit > BIG:
+        return small
+    return st.one_of(small, st.sampled_from([limit, limit + 1]))
+
+
+def _text_of_utf8_size(size: int) -> st.SearchStrategy[str]:
+    # ASCII, two-byte and four-byte characters adding up to about ``size`` UTF-8 bytes.
+    return st.sampled_from(["a", "é", "😀"]).map(lambda c: c * max(0, size // len(c.encode())))
+
+
+_cache: dict[Any, st.SearchStrategy[Any]] = {}
+
+
+def raw_for(hint: Any) -> st.SearchStrategy[Any]:
+    """Raw (unpacked) values for a field of type ``hint``: mostly plausible, some not."""
+    key = repr(hint)
+    if key not in _cache:
+        _cache[key] = st.deferred(lambda: st.one_of(_plausible(hint), junk))
+    return _cache[key]
+
+
+def _plausible(hint: Any) -> st.SearchStrategy[Any]:
+    hint, meta = _split(hint)
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return st.none() | raw_for(typing.Annotated[inner, *meta] if meta else inner)
+    if hint is bool:
+        return st.booleans()
+    if hint is int:
+        return st.one_of(
+            st.integers(min_value=0, max_value=UINT64_MAX),
+            st.sampled_from([0, 1, 2, UINT64_MAX, UINT64_MAX + 1, -1]),
+        )
+    if hint is bytes:
+        exact = next((m.n for m in meta if isinstance(m, Len)), None)
+        limit = next((m.n for m in meta if isinstance(m, MaxLen)), DEFAULT_MAX_BYTES)
+        return _sizes(limit, exact).flatmap(lambda n: st.binary(min_size=n, max_size=n))
+    if hint is str:
+        limit = next((m.n for m in meta if isinstance(m, MaxLen)), DEFAULT_MAX_STR)
+        edges = [] if limit > BIG else [_text_of_utf8_size(limit), _text_of_utf8_size(limit + 1)]
+        return st.one_of(st.text(max_size=8), *edges)
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        limit = next((m.n for m in meta if isinstance(m, MaxItems)), DEFAULT_MAX_ITEMS)
+        sizes = st.integers(min_value=0, max_value=min(limit, 3))
+        if limit <= 8:
+            sizes = st.one_of(sizes, st.just(limit + 1))
+        return sizes.flatmap(lambda n: st.lists(raw_for(item), min_size=n, max_size=n))
+    if isinstance(hint, type) and issubclass(hint, Wire):
+        return raw_object(hint)
+    raise AssertionError(f"no strategy for {hint!r}")
+
+
+def raw_object(cls: type[Wire]) -> st.SearchStrategy[list[Any]]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = [raw_for(hints[f.name]) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    exact = st.tuples(*fields).map(list)
+    # Also a field too many or too few.
+    return st.one_of(exact, exact.map(lambda r: r[:-1]), exact.map(lambda r: [*r, 0]))
+
+
+def outcome(fn: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn(*args)
+    except Exception as exc:  # the error itself is part of the outcome
+        return type(exc).__name__, str(exc)
+
+
+def _check_raw(cls: type[Wire], raw: Any) -> None:
+    codec = _codec_for(cls)
+    generic = outcome(codec.check_generic, raw, cls.__name__)
+    fast = outcome(codec.check, raw, cls.__name__)
+    assert fast == generic
+    if generic[0] == "ok":
+        obj = generic[1]
+        # Valid input never falls off the fast path (else it would only be slow).
+        assert codec.fast_check(raw) == obj
+        assert codec.dump(obj) == codec.dump_generic(obj)
+        data = codec.encode(obj)
+        assert data == msgpack.packb(codec.dump_generic(obj), use_bin_type=True)
+        assert outcome(codec.decode, data) == outcome(codec.decode_generic, data)
+    data = msgpack.packb(raw, use_bin_type=True) if _packable(raw) else None
+    if data is not None:
+        assert outcome(codec.decode, data) == outcome(codec.decode_generic, data)
+
+
+def _packable(raw: Any) -> bool:
+    try:
+        msgpack.packb(raw, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fast_check_matches_generic(cls, data):
+    _check_raw(cls, data.draw(st.one_of(raw_object(cls), junk)))
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fast_decode_matches_generic_on_mutated_bytes(cls, data):
+    codec = _codec_for(cls)
+    raw = data.draw(raw_object(cls))
+    if not _packable(raw):
+        return
+    encoded = bytearray(msgpack.packb(raw, use_bin_type=True))
+    mutation = data.draw(st.sampled_from(["flip", "cut", "append", "insert"]))
+    at = data.draw(st.integers(min_value=0, max_value=max(0, len(encoded) - 1)))
+    byte = data.draw(st.integers(min_value=0, max_value=255))
+    if mutation == "flip" and encoded:
+        encoded[at] ^= byte or 1
+    elif mutation == "cut":
+        del encoded[at:]
+    elif mutation == "append":
+        encoded.append(byte)
+    else:
+        encoded.insert(at, byte)
+    blob = bytes(encoded)
+    assert outcome(codec.decode, blob) == outcome(codec.decode_generic, blob)
+
+
+def test_every_wire_class_is_covered():
+    names = {c.__name__ for c in CLASSES}
+    assert {"SignedTx", "TxBody", "Block", "BlockHeader", "Vote", "Commit", "Transfer"} <= names
+    assert len(CLASSES) > 40
+
+
+def test_non_bytes_input_takes_the_generic_path():
+    codec = _codec_for(core.SignedTx)
+    tx = core.SignedTx("c", bytes(32), b"body", bytes(64))
+    data = tx.encode()
+    assert codec.decode(bytearray(data)) == tx
+    assert codec.decode(memoryview(data)) == tx
+    assert outcome(codec.decode, "text") == outcome(codec.decode_generic, "text")
+
+
+def test_non_canonical_integer_falls_back_and_is_refused():
+    # 5 written as uint16: the fast path unpacks it fine, the re-encoding check refuses it.
+    data = b"\x95" + b"\xcd\x00\x05" + b"\x01\x02\xa8transfer\xc4\x00"
+    assert outcome(core.TxBody.decode, data) == outcome(
+        _codec_for(core.TxBody).decode_generic, data
+    )
+    with pytest.raises(core.DecodeError, match="non-canonical"):
+        core.TxBody.decode(data)

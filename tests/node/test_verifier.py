@@ -1,0 +1,204 @@
+"""Signature checks in worker processes give every transaction the verdict the threads give."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from core import PrivateKey, SignedTx, TxBody, pack_raw, sign_tx
+from core.keys import SignDomain
+from node.mempool import Mempool, MempoolConfig
+from node.verifier import ProcessVerifier
+from vm import Account, ChainParams, Executor, Transfer, verify_signed_tx
+from vm.accounts import account_key
+from vm.executor import check_envelopes
+from vm.registry import default_registry
+
+CHAIN = "verifier-test"
+PARAMS = ChainParams(min_fee=10, max_expiry_blocks=100, max_tx_bytes=1024)
+KEYS = [PrivateKey(hashlib.sha256(b"verifier-%d" % i).digest()) for i in range(8)]
+
+
+def _tx(k: PrivateKey, nonce: int = 0, **kw: object) -> bytes:
+    body = TxBody(nonce, 10, 50, "transfer", Transfer(bytes(20), 1).encode())
+    return sign_tx(k, str(kw.get("chain", CHAIN)), body).encode()
+
+
+def _signed(k: PrivateKey, body: bytes, chain: str = CHAIN) -> bytes:
+    """An envelope with a valid signature over arbitrary body bytes."""
+    return SignedTx(chain, k.public_key, body, k.sign(SignDomain.TX, chain, body)).encode()
+
+
+def corpus() -> list[bytes]:
+    """One transaction for each verdict of ``verify_signed_tx``, valid ones between."""
+    k = KEYS[0]
+    good = _tx(k)
+    bad_sig = bytearray(good)
+    bad_sig[-1] ^= 1
+    return [
+        good,
+        b"\x00" * 2000,  # too_large
+        b"\xc1garbage",  # malformed envelope
+        good + b"\x00",  # trailing bytes
+        _tx(k, chain="other-chain"),  # wrong_chain
+        bytes(bad_sig),  # bad_signature
+        _signed(k, b"not a body"),  # malformed body
+        _signed(k, TxBody(0, 10, 50, "no_such_type", b"").encode()),  # unknown_type
+        _signed(k, TxBody(0, 10, 50, "transfer", b"\x92\x01").encode()),  # malformed payload
+        _tx(KEYS[1], 3),
+    ]
+
+
+def _threads_verdict(raw: bytes) -> tuple[str, str] | None:
+    try:
+        verify_signed_tx(raw, CHAIN, default_registry(), PARAMS.max_tx_bytes)
+    except Exception as exc:  # the verdict under test
+        return (exc.code, exc.message)  # type: ignore[attr-defined]
+    return None
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    v = ProcessVerifier(2)
+    v.start_workers()
+    yield v
+    v.close()
+
+
+def test_corpus_covers_every_stateless_code():
+    codes = {v[0] for v in map(_threads_verdict, corpus()) if v is not None}
+    assert codes == {
+        "too_large",
+        "malformed",
+        "wrong_chain",
+        "bad_signature",
+        "unknown_type",
+    }
+
+
+def test_envelope_checks_in_a_worker_match_the_first_stage(verifier):
+    raws = corpus()
+    got = asyncio.run(verifier.check(raws, CHAIN, PARAMS.max_tx_bytes))
+    assert got == check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    assert verifier.check_sync(raws * 5, CHAIN, PARAMS.max_tx_bytes) == got * 5
+
+
+class _Env:
+    def __init__(self, verifier: ProcessVerifier | None, pool: ThreadPoolExecutor) -> None:
+        state = {account_key(k.address): Account(10**9, 0).encode() for k in KEYS}
+        registry = default_registry()
+        self.mempool = Mempool(
+            CHAIN,
+            registry,
+            Executor(registry),
+            PARAMS,
+            type("S", (), {"get": staticmethod(state.get)})(),
+            lambda: 1,
+            MempoolConfig(),
+            pool,
+            verifier=verifier,
+        )
+
+
+def test_mempool_gives_the_same_results_with_workers_and_threads(verifier):
+    raws = corpus()
+    with ThreadPoolExecutor(2) as pool:
+        with_workers = asyncio.run(_Env(verifier, pool).mempool.submit(raws))
+        with_threads = asyncio.run(_Env(None, pool).mempool.submit(raws))
+    assert with_workers == with_threads
+    assert [r.code for r in with_workers][:1] == ["accepted"]
+    # The stateless failures carry no hash; the stateful ones do.
+    assert [r.hash is None for r in with_workers] == [
+        v is not None for v in map(_threads_verdict, raws)
+    ]
+
+
+def test_a_dead_worker_costs_no_verdicts():
+    v = ProcessVerifier(2)
+    try:
+        raws = corpus()
+        expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        pool = v._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        # The chunk in flight is checked here instead; the pool is replaced.
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
+        assert v._pool is not pool
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+    finally:
+        v.close()
+
+
+def test_closed_verifier_refuses_work():
+    v = ProcessVerifier(1)
+    v.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        v.check_sync([pack_raw([])], CHAIN, 100)
+
+
+def _chain(tmp_path, name: str, genesis, verifier=None):
+    from node.chain import Chain
+    from node.service import build_registry
+    from storage import ChainStore
+
+    return Chain(ChainStore(tmp_path / name), genesis, build_registry(), verifier)
+
+
+def test_chain_verifies_unknown_transactions_in_the_workers(tmp_path, verifier):
+    from dataclasses import replace
+
+    from core.keystore import load_key
+    from genesis import GenesisAccount, create_localnet, load_genesis
+
+    layout = create_localnet(tmp_path / "net", 1, "")
+    g = load_genesis(layout.genesis_path)
+    g = replace(g, accounts=g.accounts + tuple(GenesisAccount(k.address, 10**9) for k in KEYS))
+    producer = load_key(layout.nodes[0].key_path, "")
+    source = _chain(tmp_path, "a", g)
+    fee = g.params.min_fee
+    raws = [
+        sign_tx(k, g.chain_id, TxBody(0, fee, 50, "transfer", Transfer(bytes(20), 1).encode()))
+        for k in KEYS
+    ]
+    vtxs = [verify_signed_tx(t.encode(), g.chain_id, source.registry, 10**5) for t in raws]
+    executed = source.build(vtxs, producer, source.next_block_time())
+    block = executed.block
+    with_workers = _chain(tmp_path, "b", g, verifier).verify(block)
+    inline = _chain(tmp_path, "c", g).verify(block)
+    assert with_workers.tree_update.root == inline.tree_update.root == block.header.state_root
+    assert with_workers.receipts == inline.receipts == executed.receipts
+    assert with_workers.result.included == inline.result.included
+
+
+def test_chain_reports_the_first_bad_transaction_in_block_order(tmp_path, verifier):
+    from genesis import create_localnet, load_genesis
+
+    layout = create_localnet(tmp_path / "net", 1, "")
+    g = load_genesis(layout.genesis_path)
+    k = KEYS[0]
+    good = sign_tx(
+        k, g.chain_id, TxBody(0, 10, 50, "transfer", Transfer(bytes(20), 1).encode())
+    ).encode()
+    bad_sig = bytearray(good)
+    bad_sig[-1] ^= 1
+    bad_body = _signed(k, TxBody(0, 10, 50, "no_such_type", b"").encode(), g.chain_id)
+    for order in ([good, bad_body, bytes(bad_sig), good], [good, bytes(bad_sig), bad_body]):
+        outcomes = []
+        for v in (verifier, None):
+            with pytest.raises(Exception) as info:
+                _chain(tmp_path, f"x{len(outcomes)}{len(order)}", g, v)._verify_txs(
+                    order, {}, 10**5
+                )
+            outcomes.append((info.value.code, info.value.message))  # type: ignore[attr-defined]
+        assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == "bad_signature"
