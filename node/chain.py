@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consensus import (
@@ -228,12 +228,12 @@ class Chain:
         )
 
     def verify(
-        self, block: Block, known: Mapping[bytes, VerifiedTx] | None = None
+        self, block: Block, known: Callable[[bytes], VerifiedTx | None] | None = None
     ) -> ExecutedBlock:
         """Fully validate a block from elsewhere against the head, executing it strictly.
 
-        Transactions already verified by this node (``known``, by hash) are not
-        verified again.
+        Transactions already verified by this node (``known(tx_hash)`` finds them,
+        e.g. the mempool's ``get``) are not verified again.
         """
         height = block.header.height
         validate_header(
@@ -248,7 +248,7 @@ class Chain:
         encoded = [tx.encode() for tx in block.txs]
         validate_tx_root(block, encoded)
         params = self.params_for(height)
-        verified = self._verify_txs(encoded, known or {}, params.max_tx_bytes)
+        verified = self._verify_txs(encoded, known or _nothing_known, params.max_tx_bytes)
         header = block.header
         ctx = self.context(height, header.time_ms, header.producer, header.last_commit)
         result, receipts, tree_update, seconds = self._execute(ctx, verified, strict=True)
@@ -264,7 +264,10 @@ class Chain:
         )
 
     def _verify_txs(
-        self, encoded: list[bytes], known: Mapping[bytes, VerifiedTx], max_tx_bytes: int
+        self,
+        encoded: list[bytes],
+        known: Callable[[bytes], VerifiedTx | None],
+        max_tx_bytes: int,
     ) -> list[VerifiedTx]:
         """The block's transactions verified: reused from ``known``, else checked now.
 
@@ -272,7 +275,7 @@ class Chain:
         gives it.
         """
         hashes = [tx_hash(raw) for raw in encoded]
-        out: list[VerifiedTx | None] = [known.get(h) for h in hashes]
+        out: list[VerifiedTx | None] = [known(h) for h in hashes]
         todo = [i for i, vtx in enumerate(out) if vtx is None]
         if self.verifier is not None and len(todo) > 1:
             # Envelopes and signatures in the workers; body and payload here.
@@ -304,6 +307,10 @@ class Chain:
             block_events=executed.block_events,
         )
         self._head = block.header
+
+
+def _nothing_known(_tx_hash: bytes) -> VerifiedTx | None:
+    return None
 
 
 def check_roots(header: BlockHeader, state_root: bytes, receipts: list[bytes]) -> None:

@@ -124,15 +124,10 @@ class ChainApplication:
     def validate(self, block: Block) -> bool:
         if block.hash in self._executed:
             return True
-        mempool = self.node.mempool
-        # Transactions this node already verified are not verified again.
-        known = {}
-        for tx in block.txs:
-            vtx = mempool.get(tx.hash)
-            if vtx is not None:
-                known[vtx.hash] = vtx
         try:
-            executed = self.chain.verify(block, known)
+            # Transactions this node already verified are not verified again; the
+            # chain hashes each transaction once and asks the mempool by hash.
+            executed = self.chain.verify(block, self.node.mempool.get)
         except Invalid as exc:
             log.warning("invalid proposal %d %s: %s", block.header.height, block.hash.hex(), exc)
             return False

@@ -197,7 +197,7 @@ def test_chain_reports_the_first_bad_transaction_in_block_order(tmp_path, verifi
         for v in (verifier, None):
             with pytest.raises(Exception) as info:
                 _chain(tmp_path, f"x{len(outcomes)}{len(order)}", g, v)._verify_txs(
-                    order, {}, 10**5
+                    order, {}.get, 10**5
                 )
             outcomes.append((info.value.code, info.value.message))  # type: ignore[attr-defined]
         assert outcomes[0] == outcomes[1]
