@@ -9,8 +9,6 @@ set e-1, prove set e against that header's state root, and go on.
 
 from __future__ import annotations
 
-from typing import Any
-
 from cli.client import NodeClient, NodeError
 from consensus import ValidatorSet, epoch_of, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
@@ -27,24 +25,10 @@ def fetch_certified_header(
     header = BlockHeader.decode(bytes.fromhex(doc["header"]["encoded"]))
     if doc["commit"] is None:
         raise NodeError("no_commit", f"node has no certificate for height {height}")
-    commit = commit_from_json(doc["commit"])
+    commit = Commit.decode(bytes.fromhex(doc["commit"]["encoded"]))
     # More than 2/3 of that height's producers signed this very header.
     verify_commit(commit, genesis.chain_id, height, header.hash, validators)
     return header
-
-
-def commit_from_json(doc: dict[str, Any]) -> Commit:
-    return Commit.from_raw(
-        [
-            doc["height"],
-            doc["round"],
-            bytes.fromhex(doc["block_hash"]),
-            [
-                [bytes.fromhex(s["validator"]), bytes.fromhex(s["signature"])]
-                for s in doc["signatures"]
-            ],
-        ]
-    )
 
 
 def proven_value(client: NodeClient, key: bytes, height: int, state_root: bytes) -> bytes | None:

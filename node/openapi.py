@@ -496,6 +496,7 @@ def _common_schemas(s: _Schemas) -> None:
                 "signatures": _array(
                     _object({"validator": PUBLIC_KEY, "signature": _with(_hex(64), "Ed25519")})
                 ),
+                "encoded": _with(_ref("Hex"), "the canonical encoding, for verifying clients"),
             },
             description="commit certificate: more than 2/3 of the producers' precommits",
         ),

@@ -19,6 +19,7 @@ def commit_json(commit: Commit | None) -> dict[str, Any] | None:
             {"validator": s.validator.hex(), "signature": s.signature.hex()}
             for s in commit.signatures
         ],
+        "encoded": commit.encode().hex(),
     }
 
 
