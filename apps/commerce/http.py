@@ -393,31 +393,28 @@ async def get_listing_reviews(request: web.Request) -> web.Response:
 # --- live sessions and deals ---
 
 
-@json_errors
-async def get_session(request: web.Request) -> web.Response:
+async def _timed_view(request: web.Request, what: str, view_fn: Any) -> web.Response:
+    """A session or deal as of the latest final height and that block's time."""
     reader = _reader(request)
-    session_id = _id(request, "id")
+    object_id = _id(request, "id")
     state = StateAt(reader, _final_height(reader))
     header = reader.header(state.height)
     # A deal is live while start <= block time < end: judged at this height's time.
     now_ms = None if header is None else header.time_ms
-    view = await _in_thread(views.session_view, state, session_id, now_ms)
+    view = await _in_thread(view_fn, state, object_id, now_ms)
     if view is None:
-        raise _not_found(f"session {session_id}", state.height)
-    return _doc(state, time_ms=now_ms, session=views.jsonable(view))
+        raise _not_found(f"{what} {object_id}", state.height)
+    return _doc(state, time_ms=now_ms, **{what: views.jsonable(view)})
+
+
+@json_errors
+async def get_session(request: web.Request) -> web.Response:
+    return await _timed_view(request, "session", views.session_view)
 
 
 @json_errors
 async def get_deal(request: web.Request) -> web.Response:
-    reader = _reader(request)
-    deal_id = _id(request, "id")
-    state = StateAt(reader, _final_height(reader))
-    header = reader.header(state.height)
-    now_ms = None if header is None else header.time_ms
-    view = await _in_thread(views.deal_view, state, deal_id, now_ms)
-    if view is None:
-        raise _not_found(f"deal {deal_id}", state.height)
-    return _doc(state, time_ms=now_ms, deal=views.jsonable(view))
+    return await _timed_view(request, "deal", views.deal_view)
 
 
 # --- orders (signed reads) ---
