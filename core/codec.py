@@ -26,7 +26,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import msgpack
 
@@ -61,6 +61,7 @@ class MaxItems:
     n: int
 
 
+T = TypeVar("T")
 _Raw = Any
 _Check = Callable[[_Raw, str], Any]
 _Dump = Callable[[Any], _Raw]
@@ -195,6 +196,33 @@ def _split_meta(hint: Any) -> tuple[Any, tuple[Any, ...]]:
     return hint, ()
 
 
+def constructor(cls: type[T]) -> Callable[..., T]:
+    """A function building ``cls`` from all its fields, positionally, like ``cls(...)``.
+
+    A frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``; for a slotted one without ``__post_init__`` this
+    sets the slots directly, about twice as fast, with the same result (equal,
+    same hash, still frozen). Anything else gets ``cls`` itself. For hot paths
+    that build many small objects (decoding, execution).
+    """
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        return cls
+    fields = dataclasses.fields(cls)
+    setters = [getattr(cls, f.name, None) for f in fields]
+    if any(not f.init for f in fields) or any(
+        type(s) is not types.MemberDescriptorType for s in setters
+    ):
+        return cls
+    ns: dict[str, Any] = {"NEW": object.__new__, "CLS": cls}
+    args = ", ".join(f"v{i}" for i in range(len(fields)))
+    body = "".join(f"    S{i}(o, v{i})\n" for i in range(len(fields)))
+    for i, s in enumerate(setters):
+        ns[f"S{i}"] = s.__set__  # type: ignore[union-attr]
+    exec(f"def make({args}):\n    o = NEW(CLS)\n{body}    return o\n", ns)  # from field names only
+    make: Callable[..., T] = ns["make"]
+    return make
+
+
 class _Generated:
     """Straight-line ``check`` and ``dump`` for one class, made with ``exec``.
 
@@ -208,7 +236,7 @@ class _Generated:
     """
 
     def __init__(self, cls: type[Wire], names: tuple[str, ...], hints: list[Any]) -> None:
-        self._ns: dict[str, Any] = {"FAIL": _FAIL, "CLS": cls}
+        self._ns: dict[str, Any] = {"FAIL": _FAIL, "MAKE": constructor(cls)}
         self._count = 0
         conds: list[str] = []
         convs: list[str] = []
@@ -235,7 +263,7 @@ class _Generated:
         if conds:
             lines.append(f"    if not ({' and '.join(conds)}):\n        return FAIL\n")
         lines.extend(convs)
-        lines.append(f"    return CLS({args})\n")
+        lines.append(f"    return MAKE({args})\n")
         lines.append(f"def dump(obj):\n    return [{', '.join(dumps)}]\n")
         exec("".join(lines), self._ns)  # generated from type hints only
         self.check: Callable[[Any], Any] = self._ns["check"]

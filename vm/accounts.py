@@ -7,7 +7,7 @@ from typing import Self
 
 import msgpack
 
-from core.codec import UINT64_MAX, Wire, pack_raw
+from core.codec import UINT64_MAX, Wire, constructor, pack_raw
 from core.errors import NodeFault
 from core.keys import ADDRESS_SIZE
 from vm.prefixes import KeyPrefix
@@ -59,11 +59,14 @@ class Account(Wire):
                     # Only the one canonical encoding is accepted.
                     and _packb(raw) == data
                 ):
-                    return cls(balance, nonce)
+                    return _new_account(balance, nonce) if cls is Account else cls(balance, nonce)
         # Anything unusual takes the generic path, which raises the precise error.
         return _generic_decode(cls, data)
 
 
+# Execution builds several accounts per transaction: set the slots directly.
+new_account = constructor(Account)
+_new_account = new_account
 ZERO_ACCOUNT = Account(0, 0)
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core.codec import Wire
+from core.codec import Wire, constructor
 from core.errors import DecodeError, Invalid, InvalidBlock, InvalidTransaction, NodeFault
 from core.keys import address_of
 from core.types import SignedTx, TxBody, check_signed, tx_hash
-from vm.accounts import Account, get_account, put_account
+from vm.accounts import Account, get_account, new_account, put_account
 from vm.context import BlockContext
 from vm.params import ChainParams
 from vm.receipts import MAX_EVENTS, OK, Event, Receipt, bound_message
@@ -39,14 +39,29 @@ class VerifiedTx:
     sender_address: bytes
     # The canonical encoding as received: blocks and tx roots reuse it as is.
     encoded: bytes
-    # Built here, off the block's hot path (verification runs in a thread pool).
-    info: TxInfo = field(init=False, repr=False, compare=False)
+    # What handlers see; built with the rest, off the block's hot path.
+    info: TxInfo = field(repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        info = TxInfo(
-            self.hash, self.tx.sender, self.sender_address, self.body.nonce, self.body.fee
-        )
-        object.__setattr__(self, "info", info)
+    @classmethod
+    def of(
+        cls,
+        tx: SignedTx,
+        body: TxBody,
+        payload: Wire,
+        hash_: bytes,
+        size: int,
+        sender_address: bytes,
+        encoded: bytes,
+    ) -> VerifiedTx:
+        """The verified transaction with its ``info`` derived from the other fields."""
+        info = _new_info(hash_, tx.sender, sender_address, body.nonce, body.fee)
+        return _new_verified(tx, body, payload, hash_, size, sender_address, encoded, info)
+
+
+# Admission builds one of each per transaction: set the slots directly.
+_new_info = constructor(TxInfo)
+_new_verified = constructor(VerifiedTx)
+_new_receipt = constructor(Receipt)
 
 
 def verify_signed_tx(
@@ -84,7 +99,7 @@ def complete_verified_tx(
     payload = registry.decode_payload(body)  # unknown_type, malformed payload
     if hash_ is None:
         hash_ = tx_hash(encoded)
-    return VerifiedTx(tx, body, payload, hash_, len(encoded), address_of(tx.sender), encoded)
+    return VerifiedTx.of(tx, body, payload, hash_, len(encoded), address_of(tx.sender), encoded)
 
 
 def check_envelopes(
@@ -292,13 +307,13 @@ def _apply(
     """Charge the fee, bump the nonce, run the handler; undo only the handler on failure."""
     info = vtx.info
     fee = info.fee
-    put_account(state, info.sender_address, Account(sender.balance - fee, sender.nonce + 1))
+    put_account(state, info.sender_address, new_account(sender.balance - fee, sender.nonce + 1))
     snapshot = state.snapshot()
     try:
         handler(state, info, vtx.payload, ctx)
     except TxFailed as exc:
         state.revert(snapshot)
-        return Receipt(info.hash, exc.code, bound_message(exc.message), fee, ())
+        return _new_receipt(info.hash, exc.code, bound_message(exc.message), fee, ())
     except Exception as exc:
         # Only TxFailed is a verdict on the tx; anything else is a bug in this node.
         raise NodeFault(
@@ -308,7 +323,7 @@ def _apply(
     # Receipt decoding bounds the event count; handlers must stay under it.
     if len(events) > MAX_EVENTS:
         raise NodeFault(f"handler for {vtx.body.type!r} emitted {len(events)} events")
-    return Receipt(info.hash, OK, "", fee, tuple(events))
+    return _new_receipt(info.hash, OK, "", fee, tuple(events))
 
 
 def _credit(state: Overlay, address: bytes, amount: int) -> None:

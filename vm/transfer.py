@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.codec import UINT64_MAX, Wire
+from core.codec import UINT64_MAX, Wire, constructor
 from core.errors import NodeFault
 from core.types import Address
-from vm.accounts import Account, get_account, put_account
+from vm.accounts import get_account, new_account, put_account
 from vm.context import BlockContext
 from vm.receipts import Event, EventAttr
 from vm.registry import TxFailed, TxInfo
 from vm.state import Overlay
 
 TRANSFER = "transfer"
+# Every transfer builds an event of three attributes: set the slots directly.
+_attr = constructor(EventAttr)
+_event = constructor(Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +38,18 @@ def apply_transfer(state: Overlay, tx: TxInfo, payload: Transfer, ctx: BlockCont
         raise TxFailed(
             f"balance {sender.balance} is less than the amount {amount}", "insufficient_funds"
         )
-    put_account(state, tx.sender_address, Account(sender.balance - amount, sender.nonce))
+    put_account(state, tx.sender_address, new_account(sender.balance - amount, sender.nonce))
     # Read after the debit so a transfer to oneself nets to zero.
     recipient = get_account(state, payload.to)
     # Genesis caps total supply below 2**64, so only a broken invariant gets here.
     if recipient.balance + amount > UINT64_MAX:
         raise NodeFault(f"balance of {payload.to.hex()} would exceed 2**64-1: supply invariant")
-    put_account(state, payload.to, Account(recipient.balance + amount, recipient.nonce))
+    put_account(state, payload.to, new_account(recipient.balance + amount, recipient.nonce))
     # Built directly rather than with Event.of (the hot path): hex addresses and a
     # uint64 in decimal are always within the attribute bounds.
     attrs = (
-        EventAttr("sender", tx.sender_address.hex()),
-        EventAttr("recipient", payload.to.hex()),
-        EventAttr("amount", str(amount)),
+        _attr("sender", tx.sender_address.hex()),
+        _attr("recipient", payload.to.hex()),
+        _attr("amount", str(amount)),
     )
-    state.emit(Event(TRANSFER, attrs))
+    state.emit(_event(TRANSFER, attrs))

@@ -37,6 +37,7 @@ from core.codec import (
     MaxLen,
     Wire,
     _codec_for,
+    constructor,
 )
 
 # Imported for their Wire classes.
@@ -229,3 +230,30 @@ def test_non_canonical_integer_falls_back_and_is_refused():
     )
     with pytest.raises(core.DecodeError, match="non-canonical"):
         core.TxBody.decode(data)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_constructor_builds_what_the_class_builds(cls, data):
+    codec = _codec_for(cls)
+    raw = data.draw(raw_object(cls))
+    try:
+        obj = codec.check_generic(raw, cls.__name__)
+    except core.DecodeError:
+        return
+    values = [getattr(obj, n) for n in codec.names]
+    made = constructor(cls)(*values)
+    assert type(made) is cls
+    assert made == obj and hash(made) == hash(obj) and repr(made) == repr(obj)
+    for name, value in zip(codec.names, values, strict=True):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(made, name, value)
+
+
+def test_constructor_keeps_post_init_checks():
+    # InternalNode validates its tag in __post_init__: the class itself is returned.
+    assert constructor(storage.state_tree.InternalNode) is storage.state_tree.InternalNode
+    with pytest.raises(core.DecodeError):
+        constructor(storage.state_tree.InternalNode)(7, bytes(32), bytes(32))
+    assert constructor(int) is int
