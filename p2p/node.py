@@ -81,6 +81,8 @@ class P2PConfig:
     max_pending_handshakes: int = 32
     # The writer hands the transport up to this many bytes of queued frames at once.
     write_batch_bytes: int = 256 * 1024
+    # Per peer: bytes of received gossip waiting for the handler; more is discarded.
+    inbound_gossip_bytes: int = 16 * MiB
 
     def __post_init__(self) -> None:
         if self.outbound_queue_bytes <= self.max_frame_size:

@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import Invalid
 from core.keys import PrivateKey
-from p2p import P2PNode, PeerAddress, SyncRequest, SyncResponse, build_sync_response
+from p2p import P2PNode, PeerAddress, SyncRequest, SyncResponse, TxBatch, build_sync_response
 from p2p.frames import HEADER, encode_frame
 from p2p.tls import make_certificate
 from tests.p2p.helpers import (
@@ -220,6 +220,61 @@ async def test_handler_raising_invalid_drops_peer(net3, caplog):
     assert any("bad_chat" in r.getMessage() for r in caplog.records)
     c.node.send(a.key.public_key, Chat(2, b"fine"))
     assert await recv(a) == (c.key.public_key, Chat(2, b"fine"))
+
+
+async def test_slow_gossip_does_not_hold_up_essential_messages(net3):
+    a, b, _ = net3.nodes
+    release = asyncio.Event()
+    gossip_started = asyncio.Event()
+
+    async def slow_gossip(peer: bytes, msg) -> None:
+        if isinstance(msg, TxBatch):
+            gossip_started.set()
+            await release.wait()
+
+    net3.extra_handlers[a.key.public_key] = slow_gossip
+    b.node.send(a.key.public_key, TxBatch((b"tx-1",)))
+    await asyncio.wait_for(gossip_started.wait(), 5)
+    # The batch's handler is still busy; a consensus-like message sent after it arrives.
+    b.node.send(a.key.public_key, Chat(7, b"vote"))
+    assert await recv(a) == (b.key.public_key, Chat(7, b"vote"))
+    release.set()
+    assert await recv(a) == (b.key.public_key, TxBatch((b"tx-1",)))
+
+
+async def test_gossip_beyond_the_inbound_lane_is_discarded_not_the_peer():
+    net = Net(2)
+    k0, k1 = net.keys
+    small = dataclasses.replace(FAST, inbound_gossip_bytes=3_000)
+    m0 = net.make_node(k0, config=small)
+    release = asyncio.Event()
+
+    async def blocked(peer: bytes, msg) -> None:
+        if isinstance(msg, TxBatch):
+            await release.wait()
+
+    net.extra_handlers[k0.public_key] = blocked
+    async with m0.node:
+        m1 = net.make_node(k1, [PeerAddress(k0.public_key, "127.0.0.1", m0.node.port)])
+        async with m1.node:
+            await until(lambda: m0.node.peers() and m1.node.peers())
+            for i in range(10):
+                m1.node.send(k0.public_key, TxBatch((bytes([i]) * 1000,)))
+            await until(lambda: m0.node.peer_stats()[k1.public_key].dropped_in > 0)
+            # Essential messages still pass and the peer stays connected.
+            m1.node.send(k0.public_key, Chat(1, b"still here"))
+            assert await recv(m0) == (k1.public_key, Chat(1, b"still here"))
+            release.set()
+            handled = []
+            while True:
+                try:
+                    handled.append(await recv(m0, timeout=0.5))
+                except TimeoutError:
+                    break
+            dropped = m0.node.peer_stats()[k1.public_key].dropped_in
+            assert len(handled) + dropped == 10
+            assert 1 <= len(handled) < 10
+            assert k1.public_key in m0.node.peers()
 
 
 async def test_inbound_rate_limit_slows_a_flooding_peer():
