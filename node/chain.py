@@ -29,7 +29,6 @@ from core import (
     InvalidTransaction,
     NodeFault,
     PrivateKey,
-    SignedTx,
     address_of,
     encode_block,
     merkle_root,
@@ -48,7 +47,7 @@ from vm import (
     VerifiedTx,
     verify_signed_tx,
 )
-from vm.executor import complete_verified_tx
+from vm.executor import complete_checked_envelope
 
 log = logging.getLogger("node.chain")
 
@@ -284,8 +283,7 @@ class Chain:
             for i, verdict in zip(todo, verdicts, strict=True):
                 if verdict is not None:
                     raise InvalidTransaction(verdict[1], verdict[0])
-                raw = encoded[i]
-                out[i] = complete_verified_tx(raw, SignedTx.decode(raw), self.registry, hashes[i])
+                out[i] = complete_checked_envelope(encoded[i], self.registry, hashes[i])
         else:
             for i in todo:
                 out[i] = verify_signed_tx(encoded[i], self.chain_id, self.registry, max_tx_bytes)

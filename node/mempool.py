@@ -42,13 +42,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from core.errors import Invalid, InvalidTransaction
-from core.types import SignedTx, tx_hash
+from core.types import tx_hash
 from node.verifier import ProcessVerifier
 from vm.accounts import get_account
 from vm.executor import (
     Executor,
     VerifiedTx,
-    complete_verified_tx,
+    complete_checked_envelope,
     read_account,
     verify_signed_tx,
 )
@@ -397,8 +397,7 @@ class Mempool:
                     append(InvalidTransaction(verdict[1], verdict[0]))
                     continue
                 try:
-                    # The envelope decoded in the worker: it decodes the same here.
-                    append(complete_verified_tx(raw, SignedTx.decode(raw), registry, hashes[i - 1]))
+                    append(complete_checked_envelope(raw, registry, hashes[i - 1]))
                 except Invalid as exc:
                     append(exc)
         return out

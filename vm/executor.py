@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import msgpack
+
 from core.codec import Wire, constructor
 from core.errors import DecodeError, Invalid, InvalidBlock, InvalidTransaction, NodeFault
 from core.keys import address_of
@@ -62,6 +64,8 @@ class VerifiedTx:
 _new_info = constructor(TxInfo)
 _new_verified = constructor(VerifiedTx)
 _new_receipt = constructor(Receipt)
+_new_signed_tx = constructor(SignedTx)
+_unpackb = msgpack.unpackb
 
 
 def verify_signed_tx(
@@ -100,6 +104,18 @@ def complete_verified_tx(
     if hash_ is None:
         hash_ = tx_hash(encoded)
     return VerifiedTx.of(tx, body, payload, hash_, len(encoded), address_of(tx.sender), encoded)
+
+
+def complete_checked_envelope(
+    encoded: bytes, registry: Registry, hash_: bytes | None = None
+) -> VerifiedTx:
+    """``complete_verified_tx`` for bytes that ``check_envelope`` accepted elsewhere (a
+    verification worker): the envelope is rebuilt from its fields without checking
+    them again (its one canonical encoding was checked with the signature)."""
+    chain_id, sender, body, signature = _unpackb(encoded)
+    return complete_verified_tx(
+        encoded, _new_signed_tx(chain_id, sender, body, signature), registry, hash_
+    )
 
 
 def check_envelopes(
