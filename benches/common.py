@@ -48,8 +48,9 @@ def fund_accounts(root: Path, keys: list[PrivateKey], balance: int) -> None:
 class Devnet:
     """``liveledger devnet`` as a subprocess; ``nodes`` are read from devnet.json."""
 
-    def __init__(self, root: Path, validators: int) -> None:
+    def __init__(self, root: Path, validators: int, log_level: str = "INFO") -> None:
         self.root = root
+        self.log_level = log_level
         self.validators = validators
         self.process: subprocess.Popen[bytes] | None = None
         self.nodes: list[dict] = []
@@ -61,6 +62,8 @@ class Devnet:
                 sys.executable,
                 "-m",
                 "cli",
+                "--log-level",
+                self.log_level,
                 "devnet",
                 "--dir",
                 str(self.root),

@@ -47,10 +47,20 @@ def _serving(url: str) -> bool:
         return False
 
 
-def _spawn(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(home: Path, env: dict[str, str], log_level: str) -> subprocess.Popen[bytes]:
     log = open(home / "node.log", "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", "node", "start", "--home", str(home)],
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "--log-level",
+            log_level,
+            "node",
+            "start",
+            "--home",
+            str(home),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -71,7 +81,7 @@ def _stop_all(nodes: list[NodeProcess], timeout: float = 15.0) -> None:
             n.process.wait()
 
 
-def run_devnet(root: Path, validators: int, passphrase: str) -> None:
+def run_devnet(root: Path, validators: int, passphrase: str, log_level: str = "INFO") -> None:
     if not (root / "genesis.json").is_file():
         if root.exists() and any(root.iterdir()):
             raise click.ClickException(f"{root} exists, is not empty and holds no devnet")
@@ -92,7 +102,7 @@ def run_devnet(root: Path, validators: int, passphrase: str) -> None:
 
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
-    nodes = [NodeProcess(h, _url_of(h), _spawn(h, env)) for h in homes]
+    nodes = [NodeProcess(h, _url_of(h), _spawn(h, env, log_level)) for h in homes]
     devnet_file = root / DEVNET_FILE
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -74,13 +74,14 @@ main.add_command(keys)
 @main.command()
 @click.option("--dir", "root", default="devnet", show_default=True, type=click.Path(path_type=Path))
 @click.option("--validators", default=1, show_default=True, type=click.IntRange(1, 64))
-def devnet(root: Path, validators: int) -> None:
+@click.pass_context
+def devnet(ctx: click.Context, root: Path, validators: int) -> None:
     """Create (on first run) and run a local validator network until Ctrl-C.
 
     Keys are encrypted with LIVELEDGER_PASSPHRASE; a devnet allows it empty (the default).
     """
     passphrase = os.environ.get("LIVELEDGER_PASSPHRASE", "")
-    run_devnet(root, validators, passphrase)
+    run_devnet(root, validators, passphrase, ctx.obj["log_level"])
 
 
 @main.group()
