@@ -579,6 +579,8 @@ class ConsensusEngine:
         self.commit_round = -1
         self._precommit_wait_round = -1
         self._own: dict[tuple[int, int], Message] = {}
+        # Per proposal round: (when it may be sent again, the wait after that).
+        self._proposal_resend: dict[int, tuple[int, int]] = {}
         self._height_started = self.clock.now()
         # When round 0 of this height began (None: not yet, or only later rounds).
         self._round0_started: int | None = None
@@ -878,7 +880,7 @@ class ConsensusEngine:
         for (_, round_), msg in list(self._own.items()):
             if round_ == self.round:
                 if isinstance(msg, Proposal):
-                    self._broadcast_proposal(msg)
+                    self._resend_proposal(msg, sent=True)
                 else:
                     self.transport.broadcast(msg)
         stalled_ms = self.clock.now() - self._where_since
@@ -896,7 +898,7 @@ class ConsensusEngine:
         sent_own = set(map(id, self._own.values()))
         proposal = self.proposals.get(self.round)
         if proposal is not None and id(proposal) not in sent_own:
-            self._broadcast_proposal(proposal)
+            self._resend_proposal(proposal, sent=False)
         for r in (self.round - 1, self.round):
             for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
                 vs = self.votes.get(r, vote_type)
@@ -1126,6 +1128,29 @@ class ConsensusEngine:
             return []
         vs = self.votes.get(p.pol_round, VoteType.PREVOTE)
         return [] if vs is None else vs.votes_for(p.block.hash)
+
+    def _resend_proposal(self, p: Proposal, *, sent: bool) -> None:
+        """Send a proposal again, at most after 2, 4, 8... rebroadcast periods.
+
+        Votes are small and re-sent every tick; a proposal carries its whole block
+        (megabytes under load) and every copy costs each peer a decode. Sent every
+        tick, the copies of a slow height cost a loaded node's main loop more than
+        admitting the transactions did. A peer that missed it still gets it within
+        a few periods, or asks for it (``SyncRequest``). ``sent``: this node sent it
+        just now (its own proposal), so the first copy waits.
+        """
+        now = self.clock.now()
+        period = self.config.rebroadcast_ms
+        due = self._proposal_resend.get(p.round)
+        if due is None:
+            self._proposal_resend[p.round] = (now + 2 * period, 4 * period)
+            if not sent:
+                self._broadcast_proposal(p)
+            return
+        at, wait = due
+        if now >= at:
+            self._proposal_resend[p.round] = (now + wait, 2 * wait)
+            self._broadcast_proposal(p)
 
     def _broadcast_proposal(self, p: Proposal) -> None:
         # Peers that missed the proof-of-lock round cannot prevote the block without

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from consensus import make_commit, verify_commit
@@ -460,3 +462,42 @@ def test_restart_replays_wal_and_resends_same_vote(tmp_path):
         getattr(m, "type", 0) == PC and getattr(m, "validator", b"") == ME.public_key
         for _, m in transport.sent
     )
+
+
+# --- re-sending ----------------------------------------------------------------------
+
+
+def _stalled_in_prevote(tmp_path):
+    """Round 0 with the proposal in hand, our prevote sent, and no quorum of prevotes."""
+    cfg = dataclasses.replace(CONFIG, rebroadcast_ms=100, stall_relay_periods=2)
+    h = make_engine(tmp_path, config=cfg)
+    block = propose(h, 0)
+    h.votes_from(OTHERS[:1], PV, 0, block.hash)
+    assert h.step == Step.PREVOTE
+    h.transport.sent.clear()
+    return h, block
+
+
+def test_votes_are_resent_every_tick_a_proposal_with_backoff(tmp_path):
+    h, block = _stalled_in_prevote(tmp_path)
+    h.clock.advance(3000)
+    assert h.step == Step.PREVOTE
+    # Our prevote goes out on every tick (small, and peers may have lost it).
+    assert len(h.transport.votes(PV, 0)) >= 25
+    # The proposal is relayed too (peers may lack it), but its copies back off:
+    # a whole block sent every tick cost loaded nodes more than admission.
+    copies = [p for p in h.transport.proposals() if p.block.hash == block.hash]
+    assert 2 <= len(copies) <= 5, len(copies)
+
+
+def test_own_proposal_resends_back_off(tmp_path):
+    cfg = dataclasses.replace(CONFIG, rebroadcast_ms=100)
+    h = make_engine(tmp_path, config=cfg)
+    for r in range(3):
+        to_next_round(h, r)
+    [own] = h.transport.proposals()
+    h.transport.sent.clear()
+    h.clock.advance(2000)
+    assert h.engine.round == 3
+    copies = [p for p in h.transport.proposals() if p == own]
+    assert 1 <= len(copies) <= 4, len(copies)
