@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from consensus import (
@@ -167,7 +167,7 @@ class Chain:
         return max(now, prev + 1)
 
     def _execute(
-        self, ctx: BlockContext, txs: Sequence[VerifiedTx], *, strict: bool
+        self, ctx: BlockContext, txs: Iterable[VerifiedTx], *, strict: bool
     ) -> tuple[BlockResult, list[bytes], TreeUpdate, float]:
         started = time.perf_counter()
         result = self.executor.execute_block(self._view, txs, ctx, strict=strict)
@@ -182,11 +182,15 @@ class Chain:
         time_ms: int,
         round_: int = 0,
         last_commit: Commit | None = None,
+        budget_s: float | None = None,
     ) -> ExecutedBlock:
         """Execute ``txs`` (skipping those that may not be included) into a new block.
 
         ``last_commit`` is the head's certificate to carry (default: the stored one);
-        a proposer passes one with every precommit it has seen.
+        a proposer passes one with every precommit it has seen. With ``budget_s``,
+        transactions stop being added once that many seconds of execution passed
+        (the rest wait for a later block): which transactions a proposer includes
+        is its choice, and execution itself never sees the clock.
         """
         height = self.height + 1
         if last_commit is None and self._head is not None:
@@ -194,7 +198,8 @@ class Chain:
         if self._head is not None and last_commit is None:
             raise NodeFault(f"commit of head block {self._head.height} missing")
         ctx = self.context(height, time_ms, key.public_key, last_commit)
-        result, receipts, tree_update, seconds = self._execute(ctx, txs, strict=False)
+        chosen = txs if budget_s is None else _until(txs, time.perf_counter() + budget_s)
+        result, receipts, tree_update, seconds = self._execute(ctx, chosen, strict=False)
         encoded = [v.encoded for v in result.included]
         header = BlockHeader(
             chain_id=self.chain_id,
@@ -305,6 +310,19 @@ class Chain:
             block_events=executed.block_events,
         )
         self._head = block.header
+
+
+def _until(txs: Sequence[VerifiedTx], deadline: float) -> Iterator[VerifiedTx]:
+    """``txs`` in order until ``deadline`` (a ``perf_counter`` time) passes."""
+    clock = time.perf_counter
+    for start in range(0, len(txs), _BUDGET_STEP):
+        if start and clock() > deadline:
+            return
+        yield from txs[start : start + _BUDGET_STEP]
+
+
+# Transactions executed between two looks at the clock while building.
+_BUDGET_STEP = 256
 
 
 def _nothing_known(_tx_hash: bytes) -> VerifiedTx | None:

@@ -51,6 +51,10 @@ class NodeConfig:
     max_request_bytes: int = 32 * 1024 * 1024
     # How long a round waits for the scheduled proposer before moving on.
     timeout_propose_ms: int = 3000
+    # A proposer stops adding transactions to its block after this long, so the
+    # proposal reaches the others well inside timeout_propose even when the node
+    # is loaded (0: no limit but the block's size limits).
+    build_budget_ms: int = 1000
     # TEST HOOK: sign conflicting votes (to check that evidence jails and slashes).
     unsafe_double_sign: bool = False
     mempool: MempoolSettings = field(default_factory=MempoolSettings)

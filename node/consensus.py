@@ -112,8 +112,14 @@ class ChainApplication:
         txs = self.node.on_main_loop(
             lambda: self.node.mempool.select(params.max_block_txs, params.max_block_bytes)
         )
+        budget_ms = self.node.config.build_budget_ms
         executed = self.chain.build(
-            txs, self.node.key, self.chain.next_block_time(), round_, self._last_commit()
+            txs,
+            self.node.key,
+            self.chain.next_block_time(),
+            round_,
+            self._last_commit(),
+            budget_s=budget_ms / 1000 if budget_ms else None,
         )
         self._cache(executed)
         if executed.result.rejected:

@@ -242,6 +242,19 @@ class Mempool:
     def config(self) -> MempoolConfig:
         return self._config
 
+    @property
+    def params(self) -> ChainParams:
+        """The chain parameters admission checks against (those of the next block)."""
+        return self._params
+
+    def set_params(self, params: ChainParams) -> None:
+        """Check admissions against ``params`` from now on (governance changed them).
+
+        Queued transactions stay: a block's inclusion checks use that block's own
+        parameters, and the builder drops what they refuse.
+        """
+        self._params = params
+
     def __len__(self) -> int:
         return len(self._by_hash)
 

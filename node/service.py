@@ -268,6 +268,8 @@ class Node:
         assert self.mempool is not None
         header = executed.block.header
         result = executed.result
+        # Governance may have changed fees or limits for the next block.
+        self.mempool.set_params(self.chain.params)
         self.mempool.on_block_committed(
             [v.hash for v in result.included],
             (),

@@ -11,7 +11,7 @@ Three stages, cheapest first (as in indy-plenum):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgpack
@@ -234,16 +234,18 @@ class Executor:
         _check_inclusion(vtx, account, height + 1, params, floor)
 
     def execute_block(
-        self, base: StateView, txs: Sequence[VerifiedTx], ctx: BlockContext, *, strict: bool
+        self, base: StateView, txs: Iterable[VerifiedTx], ctx: BlockContext, *, strict: bool
     ) -> BlockResult:
         """Execute ``txs`` on top of ``base``; ``base`` itself is never written.
 
         strict=True validates a proposed block: any tx that may not be included,
         or a block over the limits, raises ``InvalidBlock``. strict=False builds
-        a block: such txs go to ``rejected`` and adding stops at the limits.
+        a block: such txs go to ``rejected`` and adding stops at the limits, or
+        when ``txs`` (which may be a lazy iterable) ends.
         """
         params = ctx.params
         if strict:
+            txs = txs if isinstance(txs, Sequence) else list(txs)
             _check_block_limits(txs, params)
         state = Overlay(base)
         for hook in self._registry.begin_block_hooks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -190,6 +191,16 @@ async def test_expired_and_too_far_ahead(env):
 async def test_fee_too_low(env):
     [r] = await env.mempool.submit([make_tx(KEYS[0], 0, fee=MIN_FEE - 1)])
     assert r.code == "fee_too_low" and str(MIN_FEE) in r.message
+
+
+async def test_new_params_apply_to_later_admissions(env):
+    # Governance raised the minimum fee: the node hands the mempool the new params.
+    assert await env.submit(make_tx(KEYS[0], 0, fee=MIN_FEE)) == ["accepted"]
+    env.mempool.set_params(dataclasses.replace(PARAMS, min_fee=MIN_FEE * 2))
+    assert env.mempool.params.min_fee == MIN_FEE * 2
+    [r] = await env.mempool.submit([make_tx(KEYS[1], 0, fee=MIN_FEE)])
+    assert r.code == "fee_too_low" and str(MIN_FEE * 2) in r.message
+    assert await env.submit(make_tx(KEYS[1], 0, fee=MIN_FEE * 2)) == ["accepted"]
 
 
 async def test_nonce_too_low(env):
