@@ -36,6 +36,7 @@ from consensus.staking_state import (
     MAX_RELEASES_PER_HEIGHT,
     MAX_UNBONDING_ENTRIES,
     MAX_VOTES,
+    MODULE_ACCOUNT_NAMES,
     UNBONDING_POOL,
     AddressList,
     Candidate,
@@ -285,7 +286,8 @@ def register_staking(registry: Registry) -> None:
     Hook order matters and is part of the protocol: parameter changes first
     (so later hooks and the block's transactions see one parameter set), then
     unbonding releases, missed slots (so a producer jailed for them is left out
-    of an election in the same block), then the election.
+    of an election in the same block), then the election. The three staking
+    pools are registered as module accounts, so no transfer can pay into them.
     """
     registry.register(REGISTER_CANDIDATE, RegisterCandidate, apply_register_candidate)
     registry.register(BOND, Bond, apply_bond)
@@ -301,3 +303,5 @@ def register_staking(registry: Registry) -> None:
     registry.add_begin_block(release_unbonded)
     registry.add_begin_block(missed_slots_hook)
     registry.add_begin_block(elect_producers)
+    for address, name in MODULE_ACCOUNT_NAMES.items():
+        registry.add_module_account(address, name)

@@ -82,7 +82,14 @@ BONDED_POOL = module_address("bonded_pool")
 UNBONDING_POOL = module_address("unbonding_pool")
 # Receives slashed tokens; nothing can spend from it, so slashing is a tracked burn.
 COMMUNITY_POOL = module_address("community_pool")
-MODULE_ACCOUNTS = (BONDED_POOL, UNBONDING_POOL, COMMUNITY_POOL)
+# Their names, as ``register_staking`` registers them with the vm (which refuses
+# transfers to them: a deposit from outside would break the invariants above).
+MODULE_ACCOUNT_NAMES: dict[bytes, str] = {
+    BONDED_POOL: "bonded_pool",
+    UNBONDING_POOL: "unbonding_pool",
+    COMMUNITY_POOL: "community_pool",
+}
+MODULE_ACCOUNTS = tuple(MODULE_ACCOUNT_NAMES)
 
 
 class StakingError(Invalid):

@@ -109,6 +109,7 @@ VM_CODES: dict[str, str] = {
     "ok": "executed",
     "insufficient_funds": "balance after the fee below the amount",
     "invalid_amount": "an amount of 0 (or over what is held)",
+    "module_account": "a payment to a module account (a staking pool)",
     "tx_failed": "a handler's failure without a code of its own",
 }
 

@@ -1,19 +1,29 @@
-"""Transaction types: payload classes, handlers and begin-block hooks.
+"""Transaction types: payload classes, handlers and begin-block hooks, and module accounts.
 
 A handler is a plain function ``(state, tx, payload, ctx) -> None``. It either
 returns (success), raises ``TxFailed`` (a deterministic execution failure: the
 fee stays paid and the receipt carries the code), or raises anything else,
 which is a bug and halts the node.
+
+A module account is an address that holds tokens for an on-chain module's own
+books (the staking pools, say): no key controls it and only its module moves
+tokens in or out. Higher layers register theirs with ``add_module_account``;
+handlers that pay a user-chosen recipient (``transfer``) are bound to the live
+``module_accounts`` view when registered and refuse those addresses with
+``module_account``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from core.codec import Wire
 from core.errors import InvalidTransaction
+from core.keys import ADDRESS_SIZE
 from core.types import TxBody
 from vm.context import BlockContext
 from vm.receipts import MAX_CODE, OK
@@ -23,6 +33,9 @@ P = TypeVar("P", bound=Wire)
 
 Handler = Callable[[Overlay, "TxInfo", Any, BlockContext], None]
 BeginBlockHook = Callable[[Overlay, BlockContext], None]
+
+# What a handler checks when no module accounts are bound to it.
+NO_MODULE_ACCOUNTS: Mapping[bytes, str] = MappingProxyType({})
 
 
 class TxFailed(InvalidTransaction):
@@ -53,13 +66,15 @@ class TxInfo:
 
 
 class Registry:
-    """Maps transaction types to payload classes and handlers."""
+    """Maps transaction types to payload classes and handlers; knows the module accounts."""
 
-    __slots__ = ("_types", "_begin_block")
+    __slots__ = ("_types", "_begin_block", "_module_accounts", "_module_view")
 
     def __init__(self) -> None:
         self._types: dict[str, tuple[type[Wire], Handler]] = {}
         self._begin_block: list[BeginBlockHook] = []
+        self._module_accounts: dict[bytes, str] = {}
+        self._module_view: Mapping[bytes, str] = MappingProxyType(self._module_accounts)
 
     def register(
         self,
@@ -78,6 +93,22 @@ class Registry:
     @property
     def begin_block_hooks(self) -> tuple[BeginBlockHook, ...]:
         return tuple(self._begin_block)
+
+    def add_module_account(self, address: bytes, name: str) -> None:
+        """Mark ``address`` as module ``name``'s account: no user-chosen payment may reach it."""
+        if len(address) != ADDRESS_SIZE:
+            raise ValueError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
+        if address in self._module_accounts:
+            raise ValueError(
+                f"{address.hex()} is already the module account {self._module_accounts[address]!r}"
+            )
+        self._module_accounts[address] = name
+
+    @property
+    def module_accounts(self) -> Mapping[bytes, str]:
+        """Module account address -> name: a live read-only view, so a handler bound to it
+        at registration also sees the accounts registered after it."""
+        return self._module_view
 
     @property
     def tx_types(self) -> tuple[str, ...]:
@@ -102,5 +133,8 @@ def default_registry() -> Registry:
     from vm.transfer import TRANSFER, Transfer, apply_transfer
 
     registry = Registry()
-    registry.register(TRANSFER, Transfer, apply_transfer)
+    # Bound to the live view: the module accounts are registered by higher layers later.
+    registry.register(
+        TRANSFER, Transfer, partial(apply_transfer, module_accounts=registry.module_accounts)
+    )
     return registry

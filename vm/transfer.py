@@ -1,16 +1,22 @@
-"""The native ``transfer``: move tokens from the sender to another address."""
+"""The native ``transfer``: move tokens from the sender to another address.
+
+The recipient may be any address but a module account (``Registry.module_accounts``):
+those hold tokens for a module's own books, which a deposit from outside would break.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.codec import UINT64_MAX, Wire, constructor
 from core.errors import NodeFault
+from core.keys import format_address
 from core.types import Address
 from vm.accounts import get_account, new_account, put_account
 from vm.context import BlockContext
 from vm.receipts import Event, EventAttr
-from vm.registry import TxFailed, TxInfo
+from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo
 from vm.state import Overlay
 
 TRANSFER = "transfer"
@@ -27,11 +33,26 @@ class Transfer(Wire):
     MAX_ENCODED = 64
 
 
-def apply_transfer(state: Overlay, tx: TxInfo, payload: Transfer, ctx: BlockContext) -> None:
+def apply_transfer(
+    state: Overlay,
+    tx: TxInfo,
+    payload: Transfer,
+    ctx: BlockContext,
+    *,
+    module_accounts: Mapping[bytes, str] = NO_MODULE_ACCOUNTS,
+) -> None:
+    """Move ``payload.amount`` to ``payload.to``; ``default_registry`` binds ``module_accounts``."""
     amount = payload.amount
     # A zero transfer would only add noise to the chain.
     if amount <= 0:
         raise TxFailed(f"amount must be positive, got {amount}", "invalid_amount")
+    # Only its module may move a module account's tokens, or its books stop adding up.
+    if payload.to in module_accounts:
+        raise TxFailed(
+            f"recipient must not be a module account, got {format_address(payload.to)} "
+            f"(the {module_accounts[payload.to]} module account)",
+            "module_account",
+        )
     sender = get_account(state, tx.sender_address)
     # The fee is already paid, so the amount must come out of what is left.
     if sender.balance < amount:

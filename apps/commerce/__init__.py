@@ -11,6 +11,7 @@ State machines, invariants, key layout and error codes: docs/commerce.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from apps.commerce import keys, views
@@ -118,8 +119,16 @@ def register(registry: Registry) -> None:
     Hooks run in this order at the start of every block: deals whose end time
     passed are closed (unsold stock returns to the listing), then order
     deadlines due at the block time are enforced.
+
+    ``open_session`` is bound to the registry's live module accounts: a session
+    host receives tips and commission, so it may not be one.
     """
-    for tx_type, (payload_cls, handler) in HANDLERS.items():
+    handlers = dict(HANDLERS)
+    handlers[tx.OPEN_SESSION] = (
+        tx.OpenSession,
+        partial(process_open_session, module_accounts=registry.module_accounts),
+    )
+    for tx_type, (payload_cls, handler) in handlers.items():
         registry.register(tx_type, payload_cls, handler)
     registry.add_begin_block(end_deals)
     registry.add_begin_block(run_deadlines)

@@ -28,6 +28,7 @@ ERROR_CODES: dict[str, str] = {
     "unknown_session": "no such session",
     "session_closed": "the session is closed",
     "invalid_commission": "host commission over max_commission_bps",
+    "module_account": "a session host that is a module account (e.g. a staking pool)",
     "already_pinned": "the listing is already pinned in the session",
     "not_pinned": "the listing is not pinned in the session",
     "too_many_pins": "the session has max_pinned listings pinned",

@@ -11,6 +11,7 @@ session closes, or at its end time (begin-block, through the deal clock).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 
 from apps.commerce import events as ev
 from apps.commerce import keys
@@ -43,7 +44,7 @@ from apps.commerce.store import (
 )
 from core.errors import NodeFault
 from vm.context import BlockContext
-from vm.registry import TxFailed, TxInfo
+from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo
 from vm.state import Overlay
 
 
@@ -63,11 +64,26 @@ def _require_host_or_merchant(session: Session, signer: bytes, what: str) -> Non
         )
 
 
-def process_open_session(state: Overlay, tx: TxInfo, p: OpenSession, ctx: BlockContext) -> None:
+def process_open_session(
+    state: Overlay,
+    tx: TxInfo,
+    p: OpenSession,
+    ctx: BlockContext,
+    *,
+    module_accounts: Mapping[bytes, str] = NO_MODULE_ACCOUNTS,
+) -> None:
+    """Open a live session; ``register`` binds ``module_accounts`` (the registry's)."""
     params = config(state).params
     signer = tx.sender_address
     require_approved(state, signer)
     require_text(p.title, params.title_max_bytes, "title")
+    # The host is paid tips and commission, which would break a module account's books.
+    if p.host in module_accounts:
+        raise TxFailed(
+            f"host must not be a module account, got {addr(p.host)} "
+            f"(the {module_accounts[p.host]} module account)",
+            "module_account",
+        )
     # The commission is promised out of every release, within the chain's cap.
     if p.host_bps > params.max_commission_bps:
         raise TxFailed(

@@ -21,6 +21,7 @@ from consensus.staking import (
 )
 from consensus.staking_state import (
     BONDED_POOL,
+    COMMUNITY_POOL,
     MAX_UNBONDING_ENTRIES,
     UNBONDING_POOL,
     StakingError,
@@ -29,12 +30,15 @@ from consensus.staking_state import (
     producer_set,
 )
 from consensus.validators import ValidatorSet
+from core.keys import format_address
 from tests.consensus.staking_helpers import (
     ADDR,
     FUNDS,
     KEYS,
     PARAMS,
+    PRODUCER,
     PUB,
+    REGISTRY,
     SELF_BOND,
     Chain,
     check_invariants,
@@ -42,7 +46,7 @@ from tests.consensus.staking_helpers import (
     pass_proposal,
     set_candidate,
 )
-from vm import Event
+from vm import TRANSFER, Event, Transfer, account_key
 
 
 def admit(chain: Chain, index: int) -> None:
@@ -142,6 +146,56 @@ def test_bond_refusals():
     assert receipt.code == "insufficient_funds"
     assert receipt.message == f"balance {FUNDS - 20} is less than the amount {FUNDS}"
     assert chain.staker(ADDR[5]).bonded == 0
+
+
+# --- the pools are module accounts ---
+
+
+def test_register_staking_registers_the_pools_as_module_accounts():
+    assert dict(REGISTRY.module_accounts) == {
+        BONDED_POOL: "bonded_pool",
+        UNBONDING_POOL: "unbonding_pool",
+        COMMUNITY_POOL: "community_pool",
+    }
+
+
+@pytest.mark.parametrize(
+    ("pool", "name"),
+    [
+        (BONDED_POOL, "bonded_pool"),
+        (UNBONDING_POOL, "unbonding_pool"),
+        (COMMUNITY_POOL, "community_pool"),
+    ],
+    ids=["bonded_pool", "unbonding_pool", "community_pool"],
+)
+def test_a_transfer_into_a_pool_is_refused_and_only_pays_its_fee(pool, name):
+    chain = Chain()
+    # Something in every pool, so "unchanged" is not just "still zero".
+    assert chain.run(KEYS[1], UNBOND, Unbond(300)).ok
+    before = dict(chain.state)
+    receipt = chain.run(KEYS[5], TRANSFER, Transfer(pool, 500))
+    assert (receipt.code, receipt.fee, receipt.events) == ("module_account", 10, ())
+    assert receipt.message == (
+        f"recipient must not be a module account, got {format_address(pool)} "
+        f"(the {name} module account)"
+    )
+    assert chain.balance(ADDR[5]) == FUNDS - 10
+    assert chain.balance(BONDED_POOL) == 3 * SELF_BOND - 300
+    assert chain.balance(UNBONDING_POOL) == 300
+    assert chain.balance(COMMUNITY_POOL) == 0
+    # Nothing else changed: the sender's account (fee, nonce) and the producer's fees.
+    changed = {k for k in before.keys() | chain.state.keys() if before.get(k) != chain.state.get(k)}
+    assert changed == {account_key(ADDR[5]), account_key(PRODUCER)}
+    check_invariants(chain.state, chain.genesis.total_supply)
+
+
+def test_a_transfer_between_stakers_still_works():
+    chain = Chain()
+    receipt = chain.run(KEYS[5], TRANSFER, Transfer(ADDR[6], 500))
+    assert receipt.ok
+    assert chain.balance(ADDR[5]) == FUNDS - 10 - 500
+    assert chain.balance(ADDR[6]) == FUNDS + 500
+    check_invariants(chain.state, chain.genesis.total_supply)
 
 
 # --- unbond and release ---

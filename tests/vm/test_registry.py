@@ -46,3 +46,23 @@ def test_tx_failed_carries_its_code_and_bounds_it():
         TxFailed("x", "c" * 33)
     with pytest.raises(ValueError, match="success code"):
         TxFailed("x", "ok")
+
+
+def test_module_accounts_are_a_live_read_only_view():
+    r = Registry()
+    view = r.module_accounts
+    assert dict(view) == {}
+    r.add_module_account(bytes([1]) * 20, "pool")
+    # A handler bound to the view at registration sees accounts added afterwards.
+    assert dict(view) == {bytes([1]) * 20: "pool"}
+    with pytest.raises(TypeError):
+        view[bytes([2]) * 20] = "other"  # type: ignore[index]
+
+
+def test_a_module_account_registers_once_and_is_an_address():
+    r = Registry()
+    r.add_module_account(bytes([1]) * 20, "pool")
+    with pytest.raises(ValueError, match="already the module account 'pool'"):
+        r.add_module_account(bytes([1]) * 20, "other")
+    with pytest.raises(ValueError, match="must be 20 bytes, got 19"):
+        r.add_module_account(bytes(19), "short")

@@ -1,7 +1,17 @@
 """The transfer handler, executed through blocks."""
 
+from core.keys import format_address
 from tests.vm.helpers import KEYS, PRODUCER, balance, context, funded, transfer
-from vm import Account, Event, Executor, account_key, default_registry
+from vm import (
+    Account,
+    Event,
+    Executor,
+    Registry,
+    Transfer,
+    account_key,
+    apply_transfer,
+    default_registry,
+)
 
 EXECUTOR = Executor(default_registry())
 A, B = KEYS[0].address, KEYS[1].address
@@ -58,3 +68,53 @@ def test_spending_everything_leaves_the_nonce():
     assert result.receipts[0].ok
     assert balance(result.changes, A) == 0
     assert result.changes[account_key(A)] == Account(0, 1).encode()
+
+
+# --- module accounts ---
+
+POOL = bytes([0xAB]) * 20
+
+
+def module_executor() -> Executor:
+    """The default registry with POOL registered after it, as a higher layer would."""
+    registry = default_registry()
+    registry.add_module_account(POOL, "test_pool")
+    return Executor(registry)
+
+
+def test_transfer_to_a_module_account_is_refused_and_pays_the_fee():
+    state = funded(1_000)
+    state[account_key(POOL)] = Account(70, 0).encode()
+    result = module_executor().execute_block(
+        state, [transfer(KEYS[0], 0, POOL, 300, fee=10)], context(), strict=True
+    )
+    (receipt,) = result.receipts
+    assert (receipt.code, receipt.fee, receipt.events) == ("module_account", 10, ())
+    assert receipt.message == (
+        f"recipient must not be a module account, got {format_address(POOL)} "
+        "(the test_pool module account)"
+    )
+    # Only the fee moved: the sender paid it (and its nonce), the producer got it.
+    assert result.changes == {
+        account_key(A): Account(990, 1).encode(),
+        account_key(PRODUCER): Account(10, 0).encode(),
+    }
+
+
+def test_transfer_next_to_a_module_account_still_works():
+    result = module_executor().execute_block(
+        funded(1_000, 50), [transfer(KEYS[0], 0, B, 300, fee=10)], context(), strict=True
+    )
+    assert result.receipts[0].ok
+    assert balance(result.changes, A) == 690 and balance(result.changes, B) == 350
+
+
+def test_apply_transfer_alone_knows_no_module_accounts():
+    # Registered without the registry's binding, the handler has nothing to refuse.
+    registry = Registry()
+    registry.register("transfer", Transfer, apply_transfer)
+    registry.add_module_account(POOL, "test_pool")
+    result = Executor(registry).execute_block(
+        funded(1_000), [transfer(KEYS[0], 0, POOL, 300)], context(), strict=True
+    )
+    assert result.receipts[0].ok and balance(result.changes, POOL) == 300

@@ -36,6 +36,7 @@ from vm import (
     Event,
     Executor,
     Receipt,
+    Registry,
     VerifiedTx,
     account_key,
     default_registry,
@@ -128,6 +129,9 @@ class Chain:
     registrars: tuple[str, ...] = ("registrar",)
     commerce: bool = True
     check: bool = True
+    # Signs and executes with this registry (default: vm + commerce, as REGISTRY).
+    registry: Registry = REGISTRY
+    executor: Executor = field(init=False)
     state: dict[bytes, bytes] = field(init=False)
     height: int = field(init=False, default=0)
     time_ms: int = field(init=False, default=T0)
@@ -136,6 +140,7 @@ class Chain:
     supply: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self.executor = EXECUTOR if self.registry is REGISTRY else Executor(self.registry)
         self.state = {
             account_key(key(n).address): Account(b, 0).encode() for n, b in self.balances.items()
         }
@@ -168,7 +173,7 @@ class Chain:
         raw = payload if isinstance(payload, bytes) else payload.encode()
         body = TxBody(nonce, fee, self.height + 500, tx_type, raw)
         encoded = sign_tx(k, CHAIN, body).encode()
-        return verify_signed_tx(encoded, CHAIN, REGISTRY, CHAIN_PARAMS.max_tx_bytes)
+        return verify_signed_tx(encoded, CHAIN, self.registry, CHAIN_PARAMS.max_tx_bytes)
 
     def block(self, *txs: VerifiedTx, advance_ms: int = 1_000, name: str = "") -> BlockResult:
         """Execute one block ``advance_ms`` after the last one and commit it."""
@@ -176,7 +181,7 @@ class Chain:
         self.time_ms += advance_ms
         ctx = BlockContext(CHAIN, self.height, self.time_ms, PRODUCER, CHAIN_PARAMS)
         pre = self.state
-        result = EXECUTOR.execute_block(pre, list(txs), ctx, strict=True)
+        result = self.executor.execute_block(pre, list(txs), ctx, strict=True)
         post = dict(pre)
         for k, v in result.changes.items():
             if v is None:

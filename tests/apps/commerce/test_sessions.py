@@ -2,11 +2,17 @@
 
 from collections import Counter
 
-from apps.commerce import feed_events, session_of
+import pytest
+
+from apps.commerce import feed_events, register, session_of
 from apps.commerce import payloads as tx
 from apps.commerce.model import OrderState
 from apps.commerce.views import deal_view, get_deal, get_listing, get_order, session_view
+from consensus import register_staking
+from consensus.staking_state import MODULE_ACCOUNT_NAMES
+from core.keys import format_address
 from tests.apps.commerce.helpers import (
+    FEE,
     MIN,
     PRICE,
     Chain,
@@ -15,6 +21,7 @@ from tests.apps.commerce.helpers import (
     new_chain,
     open_shop,
 )
+from vm import Registry, default_registry
 
 DEAL_PRICE = 600
 
@@ -205,6 +212,35 @@ def test_session_checks():
         tx.OpenSession(chain.addr("host"), 0, "x" * 129),
         "text_too_long",
     )
+
+
+def with_staking() -> Registry:
+    """The node's transaction set, commerce registered before the staking module accounts."""
+    registry = default_registry()
+    register(registry)
+    register_staking(registry)
+    return registry
+
+
+@pytest.mark.parametrize(
+    ("pool", "name"), MODULE_ACCOUNT_NAMES.items(), ids=MODULE_ACCOUNT_NAMES.values()
+)
+def test_a_module_account_cannot_host_a_session(pool, name):
+    # Tips and commission are paid to the host: into a staking pool they would break its books.
+    chain = new_chain(registry=with_staking())
+    shop = open_shop(chain)
+    merchant0 = chain.balance("merchant")
+    r = chain.fails("merchant", tx.OPEN_SESSION, tx.OpenSession(pool, 0, "x"), "module_account")
+    assert r.message == (
+        f"host must not be a module account, got {format_address(pool)} (the {name} module account)"
+    )
+    assert chain.balance("merchant") == merchant0 - FEE
+    assert session_view(chain.state, 2) is None
+    # A host that is a plain account is still fine, and is tipped as before.
+    chain.ok("merchant", tx.OPEN_SESSION, tx.OpenSession(chain.addr("bob"), 0, "x"))
+    host0 = chain.balance("host")
+    chain.ok("alice", tx.TIP, tx.Tip(shop.session, 250, "great show"))
+    assert chain.balance("host") == host0 + 250
 
 
 def test_tips_go_to_the_host():
