@@ -1,0 +1,148 @@
+"""The building blocks of the commerce commands, shared by all of them.
+
+Parameter types, the ``--keyring``/``--from`` options, ``TxOpts`` with the
+``tx_command``/``read_command`` decorators, and small value and output helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.client import NodeClient
+from cli.commerce.client import CommerceClient
+from cli.keyring import Keyring
+from cli.main import clear_errors, node_option, submit_tx
+from core import parse_address
+
+U64 = click.IntRange(0, 2**64 - 1)
+ID = click.IntRange(1, 2**64 - 1)
+AMOUNT = click.IntRange(1, 2**64 - 1)
+BPS = click.IntRange(0, 10_000)
+
+keyring_option = click.option(
+    "--keyring",
+    required=True,
+    envvar="LIVELEDGER_KEYRING",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keyring directory (or set LIVELEDGER_KEYRING).",
+)
+from_option = click.option(
+    "--from", "sender", required=True, help="Name of the signing key in the keyring."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TxOpts:
+    """The options every transaction command shares."""
+
+    keyring: Path
+    sender: str
+    fee: int | None
+    nonce: int | None
+    wait: bool
+    node_url: str
+
+    @property
+    def client(self) -> CommerceClient:
+        return CommerceClient(self.node_url)
+
+    def send(self, tx_type: str, payload: Any, client: CommerceClient | None = None) -> None:
+        """Sign, send and (with --wait) report the transaction and its events."""
+        client = client or self.client
+        submit_tx(
+            client,
+            self.keyring,
+            self.sender,
+            tx_type,
+            payload.encode(),
+            self.fee,
+            self.nonce,
+            self.wait,
+        )
+        if client.last_committed is not None:
+            for event in client.last_committed["receipt"]["events"]:
+                attrs = " ".join(f"{k}={v}" for k, v in event["attrs"].items())
+                click.echo(f"{event['kind']} {attrs}")
+
+    def address(self) -> bytes:
+        return parse_address(Keyring(self.keyring).address(self.sender))
+
+
+def tx_command(group: click.Group, name: str) -> Callable[[Callable[..., None]], click.Command]:
+    """A transaction command of ``group``: the shared options arrive as one ``TxOpts``."""
+
+    def decorate(fn: Callable[..., None]) -> click.Command:
+        @wraps(fn)
+        def run(
+            keyring: Path,
+            sender: str,
+            fee: int | None,
+            nonce: int | None,
+            wait: bool,
+            node_url: str,
+            **kwargs: Any,
+        ) -> None:
+            fn(TxOpts(keyring, sender, fee, nonce, wait, node_url), **kwargs)
+
+        cmd: Any = clear_errors(run)
+        for option in (
+            node_option,
+            click.option(
+                "--wait",
+                is_flag=True,
+                help="Return once committed; fail with the error code if it failed.",
+            ),
+            click.option("--nonce", type=U64, default=None, help="Default: the account's next."),
+            click.option("--fee", type=U64, default=None, help="Default: the chain's minimum."),
+            from_option,
+            keyring_option,
+        ):
+            cmd = option(cmd)
+        return group.command(name)(cmd)
+
+    return decorate
+
+
+def read_command(group: click.Group, name: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """A read command of ``group``: ``--node``, clear errors, the result printed as JSON."""
+
+    def decorate(fn: Callable[..., Any]) -> click.Command:
+        @wraps(fn)
+        def run(**kwargs: Any) -> None:
+            click.echo(json.dumps(fn(**kwargs), indent=2))
+
+        return group.command(name)(node_option(clear_errors(run)))
+
+    return decorate
+
+
+def _echo_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2))
+
+
+def _hash_option(name: str, help_text: str) -> Callable[[Any], Any]:
+    return click.option(name, default="", help=help_text + " (32 bytes, hex; default none).")
+
+
+def _hex32(text: str, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise click.BadParameter(f"{what} must be hex") from None
+    if len(raw) not in (0, 32):
+        raise click.BadParameter(f"{what} must be 32 bytes, got {len(raw)}")
+    return raw
+
+
+def _now_ms(client: NodeClient) -> int:
+    # Event times and deal starts may not be after the block time that includes
+    # them; the latest block's time is safe.
+    return client.status()["latest_block_time_ms"] or int(time.time() * 1000)

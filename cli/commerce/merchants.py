@@ -1,0 +1,199 @@
+"""``liveledger merchant`` and ``liveledger listing``: merchants and what they sell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from apps.commerce import payloads as tx
+from cli.client import NodeClient
+from cli.commerce.commands import (
+    AMOUNT,
+    ID,
+    U64,
+    TxOpts,
+    _hash_option,
+    _hex32,
+    read_command,
+    tx_command,
+)
+from cli.commerce.enc_keys import enc_key_new, enc_keys_of
+from cli.keyring import Keyring, passphrase_from_env_or_prompt
+from cli.main import main
+from core import parse_address
+
+
+@main.group()
+def merchant() -> None:
+    """Register and manage merchants."""
+
+
+@tx_command(merchant, "register")
+@click.option("--name", required=True)
+@click.option("--profile", default="")
+def merchant_register(t: TxOpts, name: str, profile: str) -> None:
+    """Register the signer as a merchant (a registrar approves it).
+
+    Uses the signer's newest X25519 key in the keyring, creating one if there is none.
+    """
+    existing = enc_keys_of(t.keyring, t.sender)
+    if existing:
+        public = existing[0][0]
+    else:
+        public = enc_key_new(t.keyring, t.sender, passphrase_from_env_or_prompt(confirm=False))
+        click.echo(f"created X25519 key {public.hex()}", err=True)
+    t.send(tx.REGISTER_MERCHANT, tx.RegisterMerchant(name, profile, public))
+
+
+@tx_command(merchant, "update")
+@click.option("--name", default=None)
+@click.option("--profile", default=None)
+@click.option("--new-enc-key", is_flag=True, help="Seal new orders' addresses to a new key.")
+def merchant_update(t: TxOpts, name: str | None, profile: str | None, new_enc_key: bool) -> None:
+    """Update the signer's merchant profile (unchanged fields stay)."""
+    client = t.client
+    address = Keyring(t.keyring).address(t.sender)
+    current = client.get(f"/v1/merchants/{address}")["merchant"]
+    if new_enc_key:
+        public = enc_key_new(t.keyring, t.sender, passphrase_from_env_or_prompt(confirm=False))
+        click.echo(f"created X25519 key {public.hex()}", err=True)
+    else:
+        public = bytes.fromhex(current["enc_key"])
+    payload = tx.UpdateMerchant(
+        current["name"] if name is None else name,
+        current["profile"] if profile is None else profile,
+        public,
+    )
+    t.send(tx.UPDATE_MERCHANT, payload, client)
+
+
+@tx_command(merchant, "approve")
+@click.argument("address")
+@click.option("--suspend", is_flag=True, help="Suspend instead of approving.")
+def merchant_approve(t: TxOpts, address: str, suspend: bool) -> None:
+    """Approve (or suspend) the merchant at ADDRESS (registrar)."""
+    t.send(tx.APPROVE_MERCHANT, tx.ApproveMerchant(parse_address(address), not suspend))
+
+
+@read_command(merchant, "show")
+@click.argument("address")
+def merchant_show(address: str, node_url: str) -> Any:
+    """A merchant with its rating."""
+    return NodeClient(node_url).get(f"/v1/merchants/{address}")
+
+
+@read_command(merchant, "reviews")
+@click.argument("address")
+@click.option("--before", type=U64, default=0, help="Page on: the last order id seen.")
+@click.option("--limit", type=click.IntRange(1, 200), default=50)
+def merchant_reviews(address: str, before: int, limit: int, node_url: str) -> Any:
+    """Reviews of a merchant, newest first."""
+    return NodeClient(node_url).get(
+        f"/v1/merchants/{address}/reviews?before={before}&limit={limit}"
+    )
+
+
+# --- listings ---------------------------------------------------------------------------
+
+
+@main.group()
+def listing() -> None:
+    """Create and manage listings."""
+
+
+@tx_command(listing, "create")
+@click.option("--title", required=True)
+@click.option("--description", default="")
+@click.option("--price", type=AMOUNT, required=True)
+@click.option("--stock", type=U64, required=True)
+@_hash_option("--media-hash", "Hash of off-chain media")
+def listing_create(
+    t: TxOpts, title: str, description: str, price: int, stock: int, media_hash: str
+) -> None:
+    """Create a listing (approved merchant)."""
+    t.send(
+        tx.CREATE_LISTING,
+        tx.CreateListing(title, description, price, stock, _hex32(media_hash, "--media-hash")),
+    )
+
+
+@tx_command(listing, "update")
+@click.argument("listing_id", type=ID)
+@click.option("--title", default=None)
+@click.option("--description", default=None)
+@click.option("--price", type=AMOUNT, default=None)
+@click.option("--media-hash", default=None, help="32 bytes, hex ('' for none).")
+@click.option(
+    "--version", type=U64, default=None, help="Version being replaced (default: current)."
+)
+def listing_update(
+    t: TxOpts,
+    listing_id: int,
+    title: str | None,
+    description: str | None,
+    price: int | None,
+    media_hash: str | None,
+    version: int | None,
+) -> None:
+    """Publish a new version of a listing (unchanged fields stay)."""
+    client = t.client
+    cur = client.get(f"/v1/listings/{listing_id}")["listing"]
+    payload = tx.UpdateListing(
+        listing_id,
+        cur["version"] if version is None else version,
+        cur["title"] if title is None else title,
+        cur["description"] if description is None else description,
+        cur["price"] if price is None else price,
+        _hex32(cur["media_hash"] if media_hash is None else media_hash, "--media-hash"),
+    )
+    t.send(tx.UPDATE_LISTING, payload, client)
+
+
+@tx_command(listing, "restock")
+@click.argument("listing_id", type=ID)
+@click.argument("quantity", type=AMOUNT)
+def listing_restock(t: TxOpts, listing_id: int, quantity: int) -> None:
+    """Add QUANTITY units to a listing's stock."""
+    t.send(tx.RESTOCK, tx.StockChange(listing_id, quantity))
+
+
+@tx_command(listing, "withdraw")
+@click.argument("listing_id", type=ID)
+@click.argument("quantity", type=AMOUNT)
+def listing_withdraw(t: TxOpts, listing_id: int, quantity: int) -> None:
+    """Remove QUANTITY available units from a listing's stock."""
+    t.send(tx.WITHDRAW_STOCK, tx.StockChange(listing_id, quantity))
+
+
+@tx_command(listing, "delist")
+@click.argument("listing_id", type=ID)
+def listing_delist(t: TxOpts, listing_id: int) -> None:
+    """Delist a listing for good (no open deals)."""
+    t.send(tx.DELIST, tx.ListingRef(listing_id))
+
+
+@read_command(listing, "show")
+@click.argument("listing_id", type=ID)
+def listing_show(listing_id: int, node_url: str) -> Any:
+    """A listing's current terms and stock."""
+    return NodeClient(node_url).get(f"/v1/listings/{listing_id}")
+
+
+@read_command(listing, "list")
+@click.option("--start", type=ID, default=1)
+@click.option("--limit", type=click.IntRange(1, 200), default=50)
+def listing_list(start: int, limit: int, node_url: str) -> Any:
+    """Listings by id."""
+    return NodeClient(node_url).get(f"/v1/listings?start={start}&limit={limit}")
+
+
+@read_command(listing, "reviews")
+@click.argument("listing_id", type=ID)
+@click.option("--before", type=U64, default=0, help="Page on: the last order id seen.")
+@click.option("--limit", type=click.IntRange(1, 200), default=50)
+def listing_reviews(listing_id: int, before: int, limit: int, node_url: str) -> Any:
+    """Reviews of a listing, newest first."""
+    return NodeClient(node_url).get(
+        f"/v1/listings/{listing_id}/reviews?before={before}&limit={limit}"
+    )

@@ -1,0 +1,216 @@
+"""``liveledger order``: placing orders, escrow, shipping, disputes, sealed addresses."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import click
+
+from apps.commerce import payloads as tx
+from apps.commerce.model import ItemId
+from apps.commerce.sealing import open_address, open_plaintext, reseal, seal_address
+from cli.client import NodeError
+from cli.commerce.client import CommerceClient
+from cli.commerce.commands import (
+    AMOUNT,
+    BPS,
+    ID,
+    U64,
+    TxOpts,
+    _echo_json,
+    from_option,
+    keyring_option,
+    tx_command,
+)
+from cli.commerce.enc_keys import enc_keys_of, enc_private
+from cli.main import clear_errors, main, node_option
+from core import parse_address
+
+
+@main.group()
+def order() -> None:
+    """Place and settle orders."""
+
+
+@tx_command(order, "place")
+@click.argument("listing_id", type=ID)
+@click.option("--quantity", type=AMOUNT, default=1, show_default=True)
+@click.option(
+    "--address", "ship_to", required=True, help="Shipping address (sealed to the merchant)."
+)
+@click.option("--session", "session_id", type=U64, default=0, help="Live session it is bought in.")
+@click.option("--deal", "deal_id", type=U64, default=0, help="Flash deal (implies its session).")
+def order_place(
+    t: TxOpts, listing_id: int, quantity: int, ship_to: str, session_id: int, deal_id: int
+) -> None:
+    """Order from a listing, at its price or a deal's; the address is sealed client-side."""
+    client = t.client
+    cur = client.get(f"/v1/listings/{listing_id}")["listing"]
+    price = cur["price"]
+    if deal_id:
+        deal = client.get(f"/v1/deals/{deal_id}")["deal"]
+        price, session_id = deal["price"], deal["session_id"]
+    seller = client.get(f"/v1/merchants/{cur['merchant']}")["merchant"]
+    enc_key = bytes.fromhex(seller["enc_key"])
+    ciphertext, commitment, _ = seal_address(enc_key, ship_to)
+    payload = tx.PlaceOrder(
+        listing_id,
+        cur["version"],
+        quantity,
+        price,
+        session_id,
+        deal_id,
+        enc_key,
+        commitment,
+        ciphertext,
+    )
+    t.send(tx.PLACE_ORDER, payload, client)
+
+
+def _order_ref_command(name: str, tx_type: str, doc: str) -> None:
+    def command(t: TxOpts, order_id: int) -> None:
+        t.send(tx_type, tx.OrderRef(order_id))
+
+    command.__doc__ = doc
+    command.__name__ = f"order_{name}"
+    tx_command(order, name)(click.argument("order_id", type=ID)(command))
+
+
+_order_ref_command("cancel", tx.CANCEL_ORDER, "Cancel an order not yet accepted (buyer).")
+_order_ref_command("accept", tx.ACCEPT_ORDER, "Accept an order (merchant).")
+_order_ref_command("decline", tx.DECLINE_ORDER, "Decline an order, refunding it (merchant).")
+_order_ref_command(
+    "confirm", tx.CONFIRM_DELIVERY, "Confirm delivery, releasing the escrow (buyer)."
+)
+
+
+def tracking_hash(reference: str) -> bytes:
+    """What the chain stores of a carrier's tracking reference (it stays off chain)."""
+    return hashlib.blake2b(reference.encode(), digest_size=32, person=b"ll-tracking-ref").digest()
+
+
+def _item_id(text: str) -> ItemId:
+    gtin, sep, serial = text.partition(":")
+    if not sep:
+        raise click.BadParameter(f"items are GTIN:SERIAL, got {text!r}")
+    return ItemId(gtin, serial)
+
+
+@tx_command(order, "ship")
+@click.argument("order_id", type=ID)
+@click.option("--tracking", required=True, help="Carrier's tracking reference (stored hashed).")
+@click.option("--item", "items", multiple=True, help="Serialized item in the parcel, GTIN:SERIAL.")
+def order_ship(t: TxOpts, order_id: int, tracking: str, items: tuple[str, ...]) -> None:
+    """Ship an accepted order (merchant)."""
+    t.send(
+        tx.SHIP_ORDER, tx.ShipOrder(order_id, tracking_hash(tracking), tuple(map(_item_id, items)))
+    )
+
+
+@tx_command(order, "refund")
+@click.argument("order_id", type=ID)
+@click.option("--amount", type=AMOUNT, default=None, help="Partial refund (default: all of it).")
+def order_refund(t: TxOpts, order_id: int, amount: int | None) -> None:
+    """Refund an order, in part or in full (merchant)."""
+    client = t.client
+    if amount is None:
+        amount = client.get_signed(f"/v1/orders/{order_id}", t.keyring, t.sender)["order"]["escrow"]
+    t.send(tx.REFUND, tx.Refund(order_id, amount), client)
+
+
+@tx_command(order, "dispute")
+@click.argument("order_id", type=ID)
+@click.option("--reason", required=True)
+def order_dispute(t: TxOpts, order_id: int, reason: str) -> None:
+    """Dispute a shipped order within the window (buyer or merchant)."""
+    t.send(tx.OPEN_DISPUTE, tx.OpenDispute(order_id, reason))
+
+
+@tx_command(order, "rule")
+@click.argument("order_id", type=ID)
+@click.option("--buyer-bps", type=BPS, required=True, help="Buyer's share of the escrow.")
+def order_rule(t: TxOpts, order_id: int, buyer_bps: int) -> None:
+    """Rule a disputed (arbiter) or escalated (registrar) order."""
+    t.send(tx.RULE, tx.Rule(order_id, buyer_bps))
+
+
+@tx_command(order, "disclose")
+@click.argument("order_id", type=ID)
+@click.option("--auditor", required=True, help="Auditor's address (its X25519 key is on chain).")
+def order_disclose(t: TxOpts, order_id: int, auditor: str) -> None:
+    """Re-seal an order's address to an auditor (merchant, with its X25519 key)."""
+    client = t.client
+    view = client.get_signed(f"/v1/orders/{order_id}", t.keyring, t.sender)["order"]
+    if view["sealed_address"] is None:
+        raise NodeError("forbidden", "only the order's buyer and merchant hold the sealed address")
+    private = enc_private(t.keyring, t.sender, bytes.fromhex(view["sealed_to"]))
+    plaintext = open_plaintext(private, bytes.fromhex(view["sealed_address"]))
+    auditor_key = bytes.fromhex(client.get(f"/v1/roles/{auditor}")["enc_key"])
+    if len(auditor_key) != 32:
+        raise NodeError("invalid_key", f"{auditor} has no registered auditor key")
+    t.send(
+        tx.DISCLOSE,
+        tx.Disclose(order_id, parse_address(auditor), reseal(auditor_key, plaintext)),
+        client,
+    )
+
+
+@order.command("show")
+@click.argument("order_id", type=ID)
+@keyring_option
+@from_option
+@node_option
+@clear_errors
+def order_show(order_id: int, keyring: Path, sender: str, node_url: str) -> None:
+    """An order, read with a request signed by the viewer (parties, host, arbiters...)."""
+    _echo_json(CommerceClient(node_url).get_signed(f"/v1/orders/{order_id}", keyring, sender))
+
+
+@order.command("list")
+@keyring_option
+@from_option
+@click.option(
+    "--role", type=click.Choice(["buyer", "merchant"]), default="buyer", show_default=True
+)
+@click.option("--before", type=U64, default=0, help="Page on: the last order id seen.")
+@click.option("--limit", type=click.IntRange(1, 200), default=50)
+@node_option
+@clear_errors
+def order_list(
+    keyring: Path, sender: str, role: str, before: int, limit: int, node_url: str
+) -> None:
+    """The signer's own orders, newest first."""
+    path = f"/v1/orders?role={role}&before={before}&limit={limit}"
+    _echo_json(CommerceClient(node_url).get_signed(path, keyring, sender))
+
+
+@order.command("address")
+@click.argument("order_id", type=ID)
+@keyring_option
+@from_option
+@node_option
+@clear_errors
+def order_address(order_id: int, keyring: Path, sender: str, node_url: str) -> None:
+    """Open an order's sealed shipping address with the signer's X25519 key.
+
+    The merchant opens the order's copy; an auditor opens the copy disclosed to it.
+    The address is checked against the commitment the buyer put on chain.
+    """
+    view = CommerceClient(node_url).get_signed(f"/v1/orders/{order_id}", keyring, sender)["order"]
+    commitment = bytes.fromhex(view["address_commitment"])
+    mine = {public for public, _ in enc_keys_of(keyring, sender)}
+    copies = []
+    if view["sealed_address"] is not None:
+        copies.append((bytes.fromhex(view["sealed_to"]), bytes.fromhex(view["sealed_address"])))
+    copies += [
+        (bytes.fromhex(d["auditor_key"]), bytes.fromhex(d["ciphertext"]))
+        for d in view["disclosures"]
+    ]
+    for public, ciphertext in copies:
+        if public in mine:
+            click.echo(open_address(enc_private(keyring, sender, public), ciphertext, commitment))
+            return
+    raise NodeError(
+        "no_key", f"no copy of order {order_id}'s address is sealed to an X25519 key of {sender!r}"
+    )
