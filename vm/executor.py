@@ -280,6 +280,7 @@ class Executor:
                 rejected.append((vtx, exc))
                 continue
             receipts.append(_apply(state, vtx, sender, handler, ctx))
+            state.forget_undo()
             included.append(vtx)
             room -= vtx.size
             fees += vtx.body.fee

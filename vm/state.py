@@ -117,6 +117,13 @@ class Overlay:
     def snapshot(self) -> int:
         return len(self._journal)
 
+    def forget_undo(self) -> None:
+        """Drop the undo journal: the writes so far stay, no snapshot taken before can
+        be reverted to. The executor calls it between transactions (a transaction
+        reverts only to its own snapshot), so a block's undo entries do not pile up
+        for the cyclic GC to scan."""
+        self._journal.clear()
+
     def revert(self, snapshot: int) -> None:
         """Undo every write and event since ``snapshot``."""
         journal = self._journal

@@ -69,6 +69,24 @@ def test_revert_to_an_unknown_snapshot_is_refused():
         o.revert(-1)
 
 
+def test_forget_undo_keeps_writes_and_starts_a_new_history():
+    o = Overlay(dict(BASE))
+    old = o.snapshot()
+    o.set(b"a", b"1")
+    o.set(b"a", b"2")
+    o.forget_undo()
+    assert o.get(b"a") == b"2"
+    # Writes before the cut can no longer be undone; later ones can.
+    s = o.snapshot()
+    assert s == old
+    o.set(b"c", b"3")
+    o.revert(s)
+    assert o.changes() == {b"a": b"2"}
+    o.set(b"d", b"4")
+    with pytest.raises(ValueError, match="outside the journal"):
+        o.revert(old + 2)
+
+
 def test_set_refuses_non_bytes():
     with pytest.raises(TypeError, match="bytes"):
         Overlay({}).set(b"a", "text")  # type: ignore[arg-type]
