@@ -15,32 +15,40 @@ thread: call ``deliver`` and the clock callbacks from one thread (or task) only.
 A broken invariant (an invalid block with +2/3 precommits, two certified blocks
 at one height, a certificate that does not verify) raises ``NodeFault`` and halts
 the engine: continuing could only make things worse.
+
+Around the engine: ``engine_config`` (settings), ``engine_io`` (the Protocols and the
+queued inputs), ``vote_sets``, ``engine_catchup`` (peers at other heights) and
+``engine_gossip`` (re-sending). Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import Protocol
+from collections.abc import Callable
 
-from consensus.messages import (
-    DuplicateVoteEvidence,
-    FinalizedBlock,
-    Message,
-    Proposal,
-    SyncRequest,
+from consensus.engine_catchup import CatchUp
+from consensus.engine_config import BFTConfig, Step
+from consensus.engine_gossip import Gossip
+from consensus.engine_io import (
+    Application,
+    Clock,
+    LoopClock,
+    Peer,
+    TimeoutEvent,
+    Transport,
+    _Input,
+    _Received,
+    _Tick,
 )
+from consensus.messages import DuplicateVoteEvidence, FinalizedBlock, Message, Proposal, SyncRequest
 from consensus.privval import DoubleSignRefused, PrivValidator
 from consensus.validators import ValidatorSet, verify_commit
+from consensus.vote_sets import MAX_VOTES_PER_VALIDATOR, NIL, HeightVoteSet, VoteSet, one_third_plus
 from consensus.wal import WAL
 from core import (
     Block,
     Commit,
-    CommitSig,
     Domain,
     Invalid,
     InvalidBlock,
@@ -51,366 +59,26 @@ from core import (
     hash_bytes,
 )
 
+__all__ = [
+    # Defined here.
+    "ConsensusEngine",
+    # Moved out of this module, still importable from here.
+    "MAX_VOTES_PER_VALIDATOR",
+    "NIL",
+    "Application",
+    "BFTConfig",
+    "Clock",
+    "HeightVoteSet",
+    "LoopClock",
+    "Peer",
+    "Step",
+    "TimeoutEvent",
+    "Transport",
+    "VoteSet",
+    "one_third_plus",
+]
+
 log = logging.getLogger("consensus.bft")
-
-NIL = b""
-"""The block hash of a vote for nil."""
-
-Peer = Hashable
-"""Whatever the transport uses to name a peer; opaque to the engine."""
-
-
-# --- injected seams ----------------------------------------------------------------
-
-
-class Clock(Protocol):
-    """Time for the engine: the node's event loop, or the simulation's virtual clock."""
-
-    def now(self) -> int:
-        """Monotonic milliseconds."""
-        ...
-
-    def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
-        """Call ``event`` once, ``delay_ms`` from now, on the engine's thread."""
-        ...
-
-
-class LoopClock:
-    """``Clock`` on an asyncio event loop, for the node. Callbacks run on the loop's
-    thread, which must be the engine's one thread (block execution in ``validate``
-    blocks it, so give consensus its own loop or thread if that matters)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def now(self) -> int:
-        return int(self._loop.time() * 1000)
-
-    def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
-        self._loop.call_later(delay_ms / 1000, event)
-
-
-class Transport(Protocol):
-    """Sends consensus messages; wrap them in ``ConsensusMessage`` for the wire."""
-
-    def broadcast(self, msg: Message) -> None:
-        """Send to every connected validator peer (not back to this node)."""
-        ...
-
-    def send(self, peer: Peer, msg: Message) -> None:
-        """Send to one peer (answers to sync requests and to peers that are behind)."""
-        ...
-
-
-class Application(Protocol):
-    """The chain the engine finalizes: the node (or the simulation's toy app)."""
-
-    def height(self) -> int:
-        """Height of the last committed block (0 before the first block)."""
-        ...
-
-    def validators(self, height: int) -> ValidatorSet:
-        """The producers that vote on ``height``."""
-        ...
-
-    def propose(self, height: int, round_: int) -> Block:
-        """Build a block for ``height`` on top of the last committed one; its header
-        carries ``round_``, this node as producer and the last block's certificate."""
-        ...
-
-    def validate(self, block: Block) -> bool:
-        """Fully validate ``block`` on top of the last committed block, execution
-        included. The application caches the result so ``commit`` need not re-execute."""
-        ...
-
-    def commit(self, block: Block, commit: Commit) -> None:
-        """Make ``block`` final with its certificate (durably, before returning)."""
-        ...
-
-    def committed(self, height: int) -> tuple[Block, Commit] | None:
-        """A committed block and its certificate, to help a peer that is behind."""
-        ...
-
-
-# --- configuration and inputs ------------------------------------------------------
-
-
-class Step(IntEnum):
-    """Steps of one round, in order; a round never goes back to an earlier step."""
-
-    NEW_HEIGHT = 1
-    NEW_ROUND = 2
-    PROPOSE = 3
-    PREVOTE = 4
-    PREVOTE_WAIT = 5
-    PRECOMMIT = 6
-    PRECOMMIT_WAIT = 7
-    COMMIT = 8
-
-
-@dataclass(frozen=True, slots=True)
-class BFTConfig:
-    """Node-local consensus settings (milliseconds). Timeouts grow by delta per round so
-    that after the network stabilises some round is long enough for everyone."""
-
-    timeout_propose_ms: int = 3000
-    timeout_propose_delta_ms: int = 500
-    timeout_prevote_ms: int = 1000
-    timeout_prevote_delta_ms: int = 500
-    timeout_precommit_ms: int = 1000
-    timeout_precommit_delta_ms: int = 500
-    # Pause after a commit before round 0 of the next height: the block interval.
-    timeout_commit_ms: int = 1000
-    # Re-send own messages of the current round this often (0: never). Lost messages are
-    # otherwise never repeated, and the algorithm assumes eventual delivery.
-    rebroadcast_ms: int = 1000
-    # With no step change for this many rebroadcast periods, also relay every vote held
-    # for the previous and current round: a restarted peer may have lost votes that
-    # only we still have (cometbft's vote gossip does this continuously).
-    stall_relay_periods: int = 2
-    # At most one sync answer/request per peer and height in this interval.
-    sync_interval_ms: int = 1000
-    # Messages for later heights are kept (bounded) until this node gets there.
-    max_future_heights: int = 2
-    max_buffered_messages: int = 4096
-    max_buffered_proposals: int = 8
-    # Votes a validator may have in rounds above ours (cometbft's peer catch-up rounds).
-    max_future_rounds_per_validator: int = 2
-    # TEST HOOK: sign a conflicting vote next to every own vote (needs a privval with
-    # unsafe_allow_double_sign). Exists only so tests can check that evidence is caught.
-    unsafe_equivocate: bool = False
-
-    def timeout_ms(self, step: Step, round_: int) -> int:
-        """How long ``step`` may take in ``round_``: base + delta * round."""
-        if step == Step.PROPOSE:
-            return self.timeout_propose_ms + self.timeout_propose_delta_ms * round_
-        if step == Step.PREVOTE_WAIT:
-            return self.timeout_prevote_ms + self.timeout_prevote_delta_ms * round_
-        if step == Step.PRECOMMIT_WAIT:
-            return self.timeout_precommit_ms + self.timeout_precommit_delta_ms * round_
-        if step == Step.NEW_HEIGHT:
-            return self.timeout_commit_ms
-        raise ValueError(f"step {step.name} has no timeout")
-
-
-@dataclass(frozen=True, slots=True)
-class TimeoutEvent:
-    """A step's timer fired; handled only if (height, round) is still current."""
-
-    height: int
-    round: int
-    step: Step
-
-
-@dataclass(frozen=True, slots=True)
-class _Received:
-    msg: Message
-    peer: Peer | None
-    verified: bool
-    # Read back from our own WAL after a restart: handle, but do not log again.
-    replayed: bool = False
-
-
-class _Tick:
-    """The rebroadcast timer."""
-
-
-_Input = _Received | TimeoutEvent | _Tick
-
-
-def one_third_plus(n: int) -> int:
-    """Smallest number of votes that is more than 1/3 of ``n``: at least one is honest."""
-    return n // 3 + 1
-
-
-# --- vote sets ---------------------------------------------------------------------
-
-
-MAX_VOTES_PER_VALIDATOR = 3
-"""Distinct votes kept per validator in one vote set: its first, and a few conflicting
-ones. Only a faulty validator ever has more than one; the cap bounds its memory use."""
-
-
-class VoteSet:
-    """The votes of one (height, round, type), counted per block.
-
-    As in the paper, "+2/3 PREVOTE for id(v)" counts distinct validators that sent a
-    prevote for v. An equivocating validator's conflicting votes therefore each count
-    for their own value: otherwise nodes that saw its votes in different orders
-    would see different polkas and could stay split forever (a locked minority
-    waiting for a proof of lock the others never count). Safety is unaffected: with
-    at most f faulty validators no two values can both reach +2/3.
-
-    The first conflict of a validator is returned once as ``DuplicateVoteEvidence``.
-    Signatures are checked unless the caller says it already verified the vote; an
-    identical repeat is recognised without any signature work.
-    """
-
-    def __init__(
-        self,
-        chain_id: str,
-        height: int,
-        round_: int,
-        vote_type: VoteType,
-        validators: ValidatorSet,
-    ) -> None:
-        self.chain_id = chain_id
-        self.height = height
-        self.round = round_
-        self.type = VoteType(vote_type)
-        self.validators = validators
-        # First vote of each validator: what "+2/3 for anything" counts.
-        self._first: dict[bytes, Vote] = {}
-        self._by_block: dict[bytes, dict[bytes, Vote]] = {}
-        self._extra: dict[bytes, int] = {}
-        self._majority: bytes | None = None
-        self.conflicting_majority: bytes | None = None
-
-    def add(
-        self, vote: Vote, *, verified: bool = False
-    ) -> tuple[bool, DuplicateVoteEvidence | None]:
-        """Add ``vote``; return (counted, evidence). Raises ``Invalid`` for a vote that
-        does not belong here or does not verify."""
-        # The set is for one step of one round of one height.
-        if (vote.type, vote.height, vote.round) != (self.type, self.height, self.round):
-            raise Invalid(
-                f"vote {vote.type}/{vote.height}/{vote.round} added to set "
-                f"{int(self.type)}/{self.height}/{self.round}",
-                "wrong_vote_set",
-            )
-        # Only producers of this height vote.
-        if vote.validator not in self.validators:
-            raise Invalid(f"vote from non-producer {vote.validator.hex()}", "unknown_validator")
-        for_block = self._by_block.get(vote.block_hash)
-        if for_block is not None and vote.validator in for_block:
-            # A repeat (gossip, rebroadcast): nothing new, no signature work.
-            return False, None
-        first = self._first.get(vote.validator)
-        evidence = None
-        if first is not None:
-            extra = self._extra.get(vote.validator, 0)
-            if extra + 1 >= MAX_VOTES_PER_VALIDATOR:
-                return False, None
-            # Verify before accusing: a forged vote must never become evidence.
-            if not verified:
-                vote.verify(self.chain_id)
-            self._extra[vote.validator] = extra + 1
-            if extra == 0:
-                evidence = DuplicateVoteEvidence.of(first, vote)
-        else:
-            if not verified:
-                vote.verify(self.chain_id)
-            self._first[vote.validator] = vote
-        votes = self._by_block.setdefault(vote.block_hash, {})
-        votes[vote.validator] = vote
-        if len(votes) >= self.validators.quorum:
-            if self._majority is None:
-                self._majority = vote.block_hash
-            elif self._majority != vote.block_hash:
-                # Only possible with more than 1/3 faulty; the caller decides what to do.
-                self.conflicting_majority = vote.block_hash
-        return True, evidence
-
-    def majority(self) -> bytes | None:
-        """The block hash (``NIL`` for nil) with more than 2/3 of the votes, if any."""
-        return self._majority
-
-    def has_two_thirds_any(self) -> bool:
-        """More than 2/3 of the producers voted, for anything."""
-        return len(self._first) >= self.validators.quorum
-
-    def count(self, block_hash: bytes) -> int:
-        return len(self._by_block.get(block_hash, ()))
-
-    def get(self, validator: bytes) -> Vote | None:
-        """The first vote this validator sent here."""
-        return self._first.get(validator)
-
-    def __len__(self) -> int:
-        return len(self._first)
-
-    def votes_for(self, block_hash: bytes) -> list[Vote]:
-        """The votes for one block (or nil), e.g. the proof of lock of a proposal."""
-        return list(self._by_block.get(block_hash, {}).values())
-
-    def all_votes(self) -> list[Vote]:
-        """Every distinct vote held, conflicting ones included (for relaying)."""
-        return [v for votes in self._by_block.values() for v in votes.values()]
-
-    def make_commit(self) -> Commit:
-        """The certificate: every precommit for the majority block, sorted by validator."""
-        if self.type != VoteType.PRECOMMIT or not self._majority:
-            raise NodeFault(f"no +2/3 precommits for a block at {self.height}/{self.round}")
-        votes = self._by_block[self._majority]
-        sigs = tuple(CommitSig(k, votes[k].signature) for k in sorted(votes))
-        return Commit(self.height, self.round, self._majority, sigs)
-
-
-class HeightVoteSet:
-    """All prevotes and precommits of one height, by round."""
-
-    def __init__(self, chain_id: str, height: int, validators: ValidatorSet) -> None:
-        self.chain_id = chain_id
-        self.height = height
-        self.validators = validators
-        self._sets: dict[tuple[int, VoteType], VoteSet] = {}
-        self._voters: dict[int, set[bytes]] = {}
-        self._rounds_of: dict[bytes, set[int]] = {}
-        # First round seen with +2/3 precommits for one block: the block is decided.
-        self.commit_round: int | None = None
-
-    def get(self, round_: int, vote_type: VoteType) -> VoteSet | None:
-        return self._sets.get((round_, vote_type))
-
-    def majority(self, round_: int, vote_type: VoteType) -> bytes | None:
-        vs = self._sets.get((round_, vote_type))
-        return None if vs is None else vs.majority()
-
-    def two_thirds_any(self, round_: int, vote_type: VoteType) -> bool:
-        vs = self._sets.get((round_, vote_type))
-        return vs is not None and vs.has_two_thirds_any()
-
-    def add(
-        self, vote: Vote, *, verified: bool = False
-    ) -> tuple[bool, DuplicateVoteEvidence | None]:
-        key = (vote.round, VoteType(vote.type))
-        vs = self._sets.get(key)
-        if vs is None:
-            vs = VoteSet(self.chain_id, self.height, vote.round, key[1], self.validators)
-        added, evidence = vs.add(vote, verified=verified)
-        # Only keep a new set once a valid vote is in it, so junk cannot allocate rounds.
-        self._sets.setdefault(key, vs)
-        if added:
-            self._voters.setdefault(vote.round, set()).add(vote.validator)
-            self._rounds_of.setdefault(vote.validator, set()).add(vote.round)
-            if key[1] == VoteType.PRECOMMIT:
-                self._check_decided(vs)
-        return added, evidence
-
-    def _check_decided(self, vs: VoteSet) -> None:
-        decided = vs.majority()
-        if not decided:
-            return
-        if self.commit_round is None:
-            self.commit_round = vs.round
-            return
-        first = self.majority(self.commit_round, VoteType.PRECOMMIT)
-        # Two blocks with +2/3 precommits at one height: more than 1/3 are faulty.
-        if decided != first or vs.conflicting_majority:
-            raise NodeFault(
-                f"height {self.height}: +2/3 precommits for two blocks "
-                f"({first.hex() if first else '?'} and {decided.hex()}); refusing to go on"
-            )
-
-    def voters(self, round_: int) -> int:
-        """Distinct producers with any vote in ``round_``."""
-        return len(self._voters.get(round_, ()))
-
-    def rounds_of(self, validator: bytes) -> set[int]:
-        return self._rounds_of.get(validator, set())
-
-    def rounds(self) -> list[int]:
-        return sorted(self._voters)
 
 
 # --- the engine --------------------------------------------------------------------
@@ -447,10 +115,8 @@ class ConsensusEngine:
         self._draining = False
         self._halted: BaseException | None = None
         self._started = False
-        self._future: dict[int, list[_Received]] = {}
-        self._buffered = 0
-        self._buffered_proposals = 0
-        self._served: dict[tuple[Peer, str, int, bytes], int] = {}
+        self._catchup = CatchUp(app=app, transport=transport, clock=clock, config=self.config)
+        self._gossip = Gossip(transport=transport, clock=clock, config=self.config)
         self._where: tuple[int, int, Step] = (0, 0, Step.NEW_HEIGHT)
         self._where_since = clock.now()
         # Height 0 is a placeholder until start() asks the application where it is.
@@ -552,12 +218,7 @@ class ConsensusEngine:
                 self._queue.append(_Received(last_vote, None, True))
                 self.transport.broadcast(last_vote)
         # Messages that arrived early for this height are handled now, in arrival order.
-        for h in [h for h in self._future if h <= height]:
-            for item in self._future.pop(h):
-                self._buffered -= 1
-                self._buffered_proposals -= isinstance(item.msg, Proposal)
-                if h == height:
-                    self._queue.append(item)
+        self._queue.extend(self._catchup.take_buffered(height))
         if wait:
             self._schedule(Step.NEW_HEIGHT, height, start_round, wait_ms)
         else:
@@ -579,12 +240,11 @@ class ConsensusEngine:
         self.commit_round = -1
         self._precommit_wait_round = -1
         self._own: dict[tuple[int, int], Message] = {}
-        # Per proposal round: (when it may be sent again, the wait after that).
-        self._proposal_resend: dict[int, tuple[int, int]] = {}
+        self._gossip.new_height()
         self._height_started = self.clock.now()
         # When round 0 of this height began (None: not yet, or only later rounds).
         self._round0_started: int | None = None
-        self._served.clear()
+        self._catchup.new_height()
 
     def enter_new_round(self, height: int, round_: int) -> None:
         """Start ``round_`` (paper: StartRound). Expects a later round, or the first
@@ -877,49 +537,32 @@ class ConsensusEngine:
             self.enter_new_round(ev.height, ev.round + 1)
 
     def _on_tick(self) -> None:
-        for (_, round_), msg in list(self._own.items()):
-            if round_ == self.round:
-                if isinstance(msg, Proposal):
-                    self._resend_proposal(msg, sent=True)
-                else:
-                    self.transport.broadcast(msg)
+        self._gossip.rebroadcast_own(self._own, self.round, self.votes)
         stalled_ms = self.clock.now() - self._where_since
         if stalled_ms >= self.config.rebroadcast_ms * self.config.stall_relay_periods:
-            self._relay_round_state()
+            self._gossip.relay_round_state(self._own, self.round, self.proposals, self.votes)
         if self.step == Step.COMMIT:
             decided = self.votes.majority(self.commit_round, VoteType.PRECOMMIT)
             if decided and decided not in self._blocks:
                 self._request_block(decided)
         self.clock.schedule(self.config.rebroadcast_ms, lambda: self._submit(_Tick()))
 
-    def _relay_round_state(self) -> None:
-        """Re-send what we know of the last two rounds, so peers that lost messages
-        (a restart, a long partition) can reach the same thresholds we see."""
-        sent_own = set(map(id, self._own.values()))
-        proposal = self.proposals.get(self.round)
-        if proposal is not None and id(proposal) not in sent_own:
-            self._resend_proposal(proposal, sent=False)
-        for r in (self.round - 1, self.round):
-            for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
-                vs = self.votes.get(r, vote_type)
-                for vote in vs.all_votes() if vs is not None else ():
-                    if id(vote) not in sent_own:
-                        self.transport.broadcast(vote)
-
     def _on_message(self, item: _Received) -> None:
         msg, peer = item.msg, item.peer
         if isinstance(msg, SyncRequest):
-            self._on_sync_request(msg, peer)
+            self._catchup.on_sync_request(
+                msg, peer, self.height, self.proposals.values(), self.votes
+            )
             return
         if isinstance(msg, FinalizedBlock):
             self._on_finalized(msg, peer)
             return
         if msg.height < self.height:
             # The sender is behind: it needs the block we finalized at its height.
-            self._serve_finalized(msg.height, peer)
+            self._catchup.serve_finalized(msg.height, peer, self.height)
             return
         if msg.height > self.height:
-            self._buffer(item)
+            self._catchup.buffer(item, self.height, self._height_started)
             return
         if isinstance(msg, Proposal):
             self._on_proposal(msg, peer, item.verified, item.replayed)
@@ -991,53 +634,6 @@ class ConsensusEngine:
             if self.on_evidence is not None:
                 self.on_evidence(evidence)
 
-    def _buffer(self, item: _Received) -> None:
-        msg = item.msg
-        assert isinstance(msg, Proposal | Vote)
-        cfg = self.config
-        fits = (
-            msg.height <= self.height + cfg.max_future_heights
-            and self._buffered < cfg.max_buffered_messages
-            and not (
-                isinstance(msg, Proposal) and self._buffered_proposals >= cfg.max_buffered_proposals
-            )
-        )
-        if fits:
-            self._future.setdefault(msg.height, []).append(item)
-            self._buffered += 1
-            self._buffered_proposals += isinstance(msg, Proposal)
-        # Still here a while after others moved on: ask the sender for our height.
-        waited = self.clock.now() - self._height_started >= cfg.sync_interval_ms
-        if (
-            waited
-            and item.peer is not None
-            and self._may_serve(item.peer, "request", self.height, NIL)
-        ):
-            self.transport.send(item.peer, SyncRequest(self.height, NIL))
-
-    def _on_sync_request(self, req: SyncRequest, peer: Peer | None) -> None:
-        if peer is None:
-            return
-        if req.height < self.height:
-            self._serve_finalized(req.height, peer)
-        elif req.height == self.height and req.block_hash:
-            for p in self.proposals.values():
-                if p.block.hash == req.block_hash and self._may_serve(
-                    peer, "proposal", p.height, req.block_hash
-                ):
-                    self.transport.send(peer, p)
-                    for vote in self._pol_votes(p):
-                        self.transport.send(peer, vote)
-                    return
-
-    def _serve_finalized(self, height: int, peer: Peer | None) -> None:
-        if peer is None or height < 1 or not self._may_serve(peer, "finalized", height, NIL):
-            return
-        found = self.app.committed(height)
-        if found is not None:
-            block, commit = found
-            self.transport.send(peer, FinalizedBlock(block, commit, self.height - 1))
-
     def _on_finalized(self, fb: FinalizedBlock, peer: Peer | None) -> None:
         height = self.height
         # Only the next block is useful; older ones we have, later ones cannot be checked yet.
@@ -1065,7 +661,7 @@ class ConsensusEngine:
         self._finalize(fb.block, fb.commit)
         # The sender is further ahead: ask it for the next block right away.
         if fb.latest > height and peer is not None:
-            self._may_serve(peer, "request", self.height, NIL)
+            self._catchup.may_serve(peer, "request", self.height, NIL)
             self.transport.send(peer, SyncRequest(self.height, NIL))
 
     # --- helpers ---------------------------------------------------------------------
@@ -1103,7 +699,7 @@ class ConsensusEngine:
         kind = 0 if isinstance(msg, Proposal) else msg.type
         self._own[(kind, msg.round)] = msg
         if isinstance(msg, Proposal):
-            self._broadcast_proposal(msg)
+            self._gossip.broadcast_proposal(msg, self.votes)
         else:
             self.transport.broadcast(msg)
         # Own messages take the same path as peers' ones, after the current input.
@@ -1121,43 +717,6 @@ class ConsensusEngine:
 
     def _is_me(self, key: bytes) -> bool:
         return self.privval is not None and self.privval.public_key == key
-
-    def _pol_votes(self, p: Proposal) -> list[Vote]:
-        """The prevotes that justify a re-proposal (its proof of lock)."""
-        if p.pol_round is None:
-            return []
-        vs = self.votes.get(p.pol_round, VoteType.PREVOTE)
-        return [] if vs is None else vs.votes_for(p.block.hash)
-
-    def _resend_proposal(self, p: Proposal, *, sent: bool) -> None:
-        """Send a proposal again, at most after 2, 4, 8... rebroadcast periods.
-
-        Votes are small and re-sent every tick; a proposal carries its whole block
-        (megabytes under load) and every copy costs each peer a decode. Sent every
-        tick, the copies of a slow height cost a loaded node's main loop more than
-        admitting the transactions did. A peer that missed it still gets it within
-        a few periods, or asks for it (``SyncRequest``). ``sent``: this node sent it
-        just now (its own proposal), so the first copy waits.
-        """
-        now = self.clock.now()
-        period = self.config.rebroadcast_ms
-        due = self._proposal_resend.get(p.round)
-        if due is None:
-            self._proposal_resend[p.round] = (now + 2 * period, 4 * period)
-            if not sent:
-                self._broadcast_proposal(p)
-            return
-        at, wait = due
-        if now >= at:
-            self._proposal_resend[p.round] = (now + wait, 2 * wait)
-            self._broadcast_proposal(p)
-
-    def _broadcast_proposal(self, p: Proposal) -> None:
-        # Peers that missed the proof-of-lock round cannot prevote the block without
-        # those prevotes, so they travel with it (cometbft gossips them the same way).
-        self.transport.broadcast(p)
-        for vote in self._pol_votes(p):
-            self.transport.broadcast(vote)
 
     def _is_proposer(self, height: int, round_: int) -> bool:
         return (
@@ -1178,23 +737,7 @@ class ConsensusEngine:
         return valid
 
     def _request_block(self, block_hash: bytes) -> None:
-        """We know +2/3 voted for a block we do not hold: ask for it (rate limited)."""
-        if not self._may_serve(None, "want", self.height, block_hash):
-            return
-        log.info("%d: missing block %s, asking peers", self.height, block_hash.hex()[:12])
-        if self.on_missing_block is not None:
-            self.on_missing_block(self.height, block_hash)
-        self.transport.broadcast(SyncRequest(self.height, block_hash))
-
-    def _may_serve(self, peer: Peer | None, what: str, height: int, block_hash: bytes) -> bool:
-        """At most once per ``sync_interval_ms`` per (peer, what, height, block)."""
-        key = (peer, what, height, block_hash)
-        now = self.clock.now()
-        last = self._served.get(key)
-        if last is not None and now - last < self.config.sync_interval_ms:
-            return False
-        self._served[key] = now
-        return True
+        self._catchup.request_block(self.height, block_hash, self.on_missing_block)
 
     def _schedule(self, step: Step, height: int, round_: int, delay_ms: int | None = None) -> None:
         ev = TimeoutEvent(height, round_, step)

@@ -1,0 +1,64 @@
+"""Settings of the consensus engine: the steps of a round and their timeouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Step(IntEnum):
+    """Steps of one round, in order; a round never goes back to an earlier step."""
+
+    NEW_HEIGHT = 1
+    NEW_ROUND = 2
+    PROPOSE = 3
+    PREVOTE = 4
+    PREVOTE_WAIT = 5
+    PRECOMMIT = 6
+    PRECOMMIT_WAIT = 7
+    COMMIT = 8
+
+
+@dataclass(frozen=True, slots=True)
+class BFTConfig:
+    """Node-local consensus settings (milliseconds). Timeouts grow by delta per round so
+    that after the network stabilises some round is long enough for everyone."""
+
+    timeout_propose_ms: int = 3000
+    timeout_propose_delta_ms: int = 500
+    timeout_prevote_ms: int = 1000
+    timeout_prevote_delta_ms: int = 500
+    timeout_precommit_ms: int = 1000
+    timeout_precommit_delta_ms: int = 500
+    # Pause after a commit before round 0 of the next height: the block interval.
+    timeout_commit_ms: int = 1000
+    # Re-send own messages of the current round this often (0: never). Lost messages are
+    # otherwise never repeated, and the algorithm assumes eventual delivery.
+    rebroadcast_ms: int = 1000
+    # With no step change for this many rebroadcast periods, also relay every vote held
+    # for the previous and current round: a restarted peer may have lost votes that
+    # only we still have (cometbft's vote gossip does this continuously).
+    stall_relay_periods: int = 2
+    # At most one sync answer/request per peer and height in this interval.
+    sync_interval_ms: int = 1000
+    # Messages for later heights are kept (bounded) until this node gets there.
+    max_future_heights: int = 2
+    max_buffered_messages: int = 4096
+    max_buffered_proposals: int = 8
+    # Votes a validator may have in rounds above ours (cometbft's peer catch-up rounds).
+    max_future_rounds_per_validator: int = 2
+    # TEST HOOK: sign a conflicting vote next to every own vote (needs a privval with
+    # unsafe_allow_double_sign). Exists only so tests can check that evidence is caught.
+    unsafe_equivocate: bool = False
+
+    def timeout_ms(self, step: Step, round_: int) -> int:
+        """How long ``step`` may take in ``round_``: base + delta * round."""
+        if step == Step.PROPOSE:
+            return self.timeout_propose_ms + self.timeout_propose_delta_ms * round_
+        if step == Step.PREVOTE_WAIT:
+            return self.timeout_prevote_ms + self.timeout_prevote_delta_ms * round_
+        if step == Step.PRECOMMIT_WAIT:
+            return self.timeout_precommit_ms + self.timeout_precommit_delta_ms * round_
+        if step == Step.NEW_HEIGHT:
+            return self.timeout_commit_ms
+        raise ValueError(f"step {step.name} has no timeout")

@@ -1,0 +1,122 @@
+"""What the consensus engine talks to, and the inputs it queues.
+
+Clock, transport and application are injected through small Protocols, so the same
+engine runs in the node and in the deterministic simulation (tests/sim). The inputs
+(peer and own messages, step timeouts, the rebroadcast tick) go through the engine's
+one queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Protocol
+
+from consensus.engine_config import Step
+from consensus.messages import Message
+from consensus.validators import ValidatorSet
+from core import Block, Commit
+
+Peer = Hashable
+"""Whatever the transport uses to name a peer; opaque to the engine."""
+
+
+# --- injected seams ----------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """Time for the engine: the node's event loop, or the simulation's virtual clock."""
+
+    def now(self) -> int:
+        """Monotonic milliseconds."""
+        ...
+
+    def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
+        """Call ``event`` once, ``delay_ms`` from now, on the engine's thread."""
+        ...
+
+
+class LoopClock:
+    """``Clock`` on an asyncio event loop, for the node. Callbacks run on the loop's
+    thread, which must be the engine's one thread (block execution in ``validate``
+    blocks it, so give consensus its own loop or thread if that matters)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def now(self) -> int:
+        return int(self._loop.time() * 1000)
+
+    def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
+        self._loop.call_later(delay_ms / 1000, event)
+
+
+class Transport(Protocol):
+    """Sends consensus messages; wrap them in ``ConsensusMessage`` for the wire."""
+
+    def broadcast(self, msg: Message) -> None:
+        """Send to every connected validator peer (not back to this node)."""
+        ...
+
+    def send(self, peer: Peer, msg: Message) -> None:
+        """Send to one peer (answers to sync requests and to peers that are behind)."""
+        ...
+
+
+class Application(Protocol):
+    """The chain the engine finalizes: the node (or the simulation's toy app)."""
+
+    def height(self) -> int:
+        """Height of the last committed block (0 before the first block)."""
+        ...
+
+    def validators(self, height: int) -> ValidatorSet:
+        """The producers that vote on ``height``."""
+        ...
+
+    def propose(self, height: int, round_: int) -> Block:
+        """Build a block for ``height`` on top of the last committed one; its header
+        carries ``round_``, this node as producer and the last block's certificate."""
+        ...
+
+    def validate(self, block: Block) -> bool:
+        """Fully validate ``block`` on top of the last committed block, execution
+        included. The application caches the result so ``commit`` need not re-execute."""
+        ...
+
+    def commit(self, block: Block, commit: Commit) -> None:
+        """Make ``block`` final with its certificate (durably, before returning)."""
+        ...
+
+    def committed(self, height: int) -> tuple[Block, Commit] | None:
+        """A committed block and its certificate, to help a peer that is behind."""
+        ...
+
+
+# --- inputs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutEvent:
+    """A step's timer fired; handled only if (height, round) is still current."""
+
+    height: int
+    round: int
+    step: Step
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    msg: Message
+    peer: Peer | None
+    verified: bool
+    # Read back from our own WAL after a restart: handle, but do not log again.
+    replayed: bool = False
+
+
+class _Tick:
+    """The rebroadcast timer."""
+
+
+_Input = _Received | TimeoutEvent | _Tick
