@@ -28,6 +28,7 @@ from consensus.staking_genesis import (
     genesis_bonded,
     staking_genesis_state,
 )
+from consensus.staking_state import MODULE_ACCOUNT_NAMES
 from core.codec import UINT64_MAX, MaxItems, MaxLen, Wire
 from core.errors import DecodeError, Invalid, InvalidAddress
 from core.hashing import Domain, hash_bytes
@@ -149,6 +150,13 @@ class Genesis(Wire):
                 )
             except DecodeError as exc:
                 raise InvalidGenesis(f"staking: {exc.message}") from None
+        # The treasury is credited chain fees; a module account's balance is its module's.
+        if self.commerce is not None and self.commerce.treasury in MODULE_ACCOUNT_NAMES:
+            raise InvalidGenesis(
+                f"commerce.treasury must not be a module account, got "
+                f"{format_address(self.commerce.treasury)} "
+                f"(the {MODULE_ACCOUNT_NAMES[self.commerce.treasury]} module account)"
+            )
 
     @property
     def hash(self) -> bytes:

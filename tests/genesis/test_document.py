@@ -261,3 +261,13 @@ def test_constructor_checks():
         GenesisAccount(b"short", 1)
     with pytest.raises(InvalidGenesis, match="32 bytes"):
         GenesisValidator("v", b"short", 1)
+
+
+def test_commerce_treasury_may_not_be_a_module_account():
+    from apps.commerce import CommerceGenesis
+    from consensus.staking_state import BONDED_POOL
+
+    ok = sample(commerce=CommerceGenesis((KEYS[0].address,), KEYS[1].address))
+    assert Genesis.from_json(ok.to_json()) == ok
+    with pytest.raises(InvalidGenesis, match="treasury must not be a module account.*bonded_pool"):
+        sample(commerce=CommerceGenesis((KEYS[0].address,), BONDED_POOL))
