@@ -26,8 +26,17 @@ class NodeClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, body: bytes | None = None, ctype: str = "") -> Any:
-        req = urllib.request.Request(self.url + path, data=body, method=method)
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        ctype: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        req = urllib.request.Request(
+            self.url + path, data=body, headers=headers or {}, method=method
+        )
         if ctype:
             req.add_header("Content-Type", ctype)
         try:

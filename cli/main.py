@@ -37,6 +37,13 @@ node_option = click.option(
     show_default=True,
     help="URL of a node's HTTP API (or set LIVELEDGER_NODE).",
 )
+# The genesis a light client trusts when it checks a proof.
+genesis_option = click.option(
+    "--genesis",
+    "genesis_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Trusted genesis.json (default: fetched from the node; its hash is printed).",
+)
 
 
 def clear_errors(fn: _F) -> _F:
@@ -213,12 +220,7 @@ def verify_account_proof(client: NodeClient, doc: dict[str, Any], genesis: Genes
 @query.command("account")
 @click.argument("address")
 @click.option("--prove", is_flag=True, help="Verify a state proof against a finalized header.")
-@click.option(
-    "--genesis",
-    "genesis_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Trusted genesis.json (default: fetched from the node; its hash is printed).",
-)
+@genesis_option
 @node_option
 @clear_errors
 def query_account(address: str, prove: bool, genesis_file: Path | None, node_url: str) -> None:

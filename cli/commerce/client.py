@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from apps.commerce.http import sign_read_request
-from cli.client import NodeClient, NodeError
+from cli.client import NodeClient
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 
 
@@ -27,18 +24,4 @@ class CommerceClient(NodeClient):
         """GET ``path`` signed by key ``name`` (orders are private to their parties)."""
         key = Keyring(keyring).load(name, passphrase_from_env_or_prompt(confirm=False))
         chain_id = self.status()["chain_id"]
-        headers = sign_read_request(key, chain_id, "GET", path)
-        req = urllib.request.Request(self.url + path, headers=headers, method="GET")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                doc = json.loads(raw)
-                code, message = doc["code"], doc["message"]
-            except (ValueError, KeyError, TypeError):
-                code, message = "http_error", f"HTTP {exc.code}: {raw[:200]!r}"
-            raise NodeError(code, message, exc.code) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise NodeError("unreachable", f"cannot reach node at {self.url}: {exc}") from None
+        return self._request("GET", path, headers=sign_read_request(key, chain_id, "GET", path))

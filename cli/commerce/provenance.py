@@ -14,7 +14,7 @@ from apps.commerce.model import ItemId
 from cli.client import NodeClient, NodeError
 from cli.commerce.commands import U64, TxOpts, _echo_json, _hash_option, _hex32, _now_ms, tx_command
 from cli.light import producers_at
-from cli.main import clear_errors, main, node_option
+from cli.main import clear_errors, genesis_option, main, node_option
 from consensus import verify_commit
 from core import BlockHeader, Commit, format_address, parse_address
 from genesis import Genesis, load_genesis
@@ -113,12 +113,7 @@ def item_refuse(t: TxOpts, gtin: str, serial: str) -> None:
 @item.command("history")
 @_with_item
 @click.option("--prove", is_flag=True, help="Verify the history against a finalized header.")
-@click.option(
-    "--genesis",
-    "genesis_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Trusted genesis.json (default: fetched from the node; its hash is printed).",
-)
+@genesis_option
 @node_option
 @clear_errors
 def item_history(
