@@ -16,12 +16,12 @@ flight, as many clients would) and measures finalized tx/s two ways:
 
 Phase 2 submits at half the sustained rate and measures submit-to-final latency
 per transaction (p50, p99). The ceiling is the 2-thread PyNaCl verification rate,
-sampled twice before the devnet starts and once after it stopped, on an otherwise
-quiet machine (the median is used: the machine is shared and one sample can land
-on a noisy moment); every validator verifies
-every transaction, so the ratio is ``tps * validators / ceiling``. The last line
-is ``RESULT tps=... ceiling=... ratio=...`` (plus ``p50_ms=... p99_ms=...`` with
-more than one validator).
+sampled twice before the devnet starts and once after it stopped; the best sample
+is used (the machine is shared: noise only ever slows a sample down, so the fastest
+is the closest to what the machine can do, and the ratio errs low); every validator
+verifies every transaction, so the ratio is ``tps * validators / ceiling``. The last
+line is ``RESULT tps=... ceiling=... ratio=...`` (plus ``p50_ms=... p99_ms=...``
+with more than one validator).
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             net.stop()
     ceilings.append(verify_ceiling())
-    ceiling = statistics.median(ceilings)
+    ceiling = max(ceilings)
     print("verify ceiling samples: " + ", ".join(f"{c:,.0f}" for c in ceilings) + " sig/s")
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
