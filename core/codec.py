@@ -357,7 +357,7 @@ class _Generated:
         if typing.get_origin(hint) is tuple:
             item = self._dumper(typing.get_args(hint)[0])
             if item is None:
-                return _list_of
+                return list
             item_dump = item
 
             def dump_tuple(v: Any) -> Any:
@@ -372,10 +372,6 @@ class _Generated:
 
             return dump_wire
         return None
-
-
-def _list_of(v: Any) -> list[Any]:
-    return [x for x in v]
 
 
 def _optional_inner(hint: Any, meta: tuple[Any, ...]) -> Any:
@@ -436,20 +432,11 @@ def _identity(v: Any) -> Any:
 
 def _compile(hint: Any) -> tuple[_Dump, _Check]:
     """Build (dump, check) functions for one annotated field type."""
-    meta: tuple[Any, ...] = ()
-    if typing.get_origin(hint) is typing.Annotated:
-        hint, *rest = typing.get_args(hint)
-        meta = tuple(rest)
+    hint, meta = _split_meta(hint)
     origin = typing.get_origin(hint)
 
     if origin in (types.UnionType, typing.Union):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) != 1:
-            raise TypeError(f"only X | None unions are supported, got {hint}")
-        inner = args[0]
-        if meta:
-            inner = typing.Annotated[inner, *meta]
-        dump_inner, check_inner = _compile(inner)
+        dump_inner, check_inner = _compile(_optional_inner(hint, meta))
 
         def dump_opt(v: Any) -> Any:
             return None if v is None else dump_inner(v)

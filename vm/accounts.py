@@ -59,14 +59,13 @@ class Account(Wire):
                     # Only the one canonical encoding is accepted.
                     and _packb(raw) == data
                 ):
-                    return _new_account(balance, nonce) if cls is Account else cls(balance, nonce)
+                    return new_account(balance, nonce) if cls is Account else cls(balance, nonce)
         # Anything unusual takes the generic path, which raises the precise error.
         return _generic_decode(cls, data)
 
 
 # Execution builds several accounts per transaction: set the slots directly.
 new_account = constructor(Account)
-_new_account = new_account
 ZERO_ACCOUNT = Account(0, 0)
 
 
