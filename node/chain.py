@@ -25,8 +25,8 @@ from core import (
     Block,
     BlockHeader,
     Commit,
+    Invalid,
     InvalidBlock,
-    InvalidTransaction,
     NodeFault,
     PrivateKey,
     address_of,
@@ -47,7 +47,7 @@ from vm import (
     VerifiedTx,
     verify_signed_tx,
 )
-from vm.executor import complete_checked_envelope
+from vm.executor import complete_checked
 
 log = logging.getLogger("node.chain")
 
@@ -285,10 +285,11 @@ class Chain:
             # Envelopes and signatures in the workers; body and payload here.
             raws = [encoded[i] for i in todo]
             verdicts = self.verifier.check_sync(raws, self.chain_id, max_tx_bytes)
-            for i, verdict in zip(todo, verdicts, strict=True):
-                if verdict is not None:
-                    raise InvalidTransaction(verdict[1], verdict[0])
-                out[i] = complete_checked_envelope(encoded[i], self.registry, hashes[i])
+            checked = complete_checked(raws, verdicts, self.registry, [hashes[i] for i in todo])
+            for i, vtx in zip(todo, checked, strict=True):
+                if isinstance(vtx, Invalid):
+                    raise vtx
+                out[i] = vtx
         else:
             for i in todo:
                 out[i] = verify_signed_tx(encoded[i], self.chain_id, self.registry, max_tx_bytes)

@@ -41,14 +41,14 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from core.errors import Invalid, InvalidTransaction
+from core.errors import Invalid
 from core.types import tx_hash
 from node.verifier import ProcessVerifier
 from vm.accounts import get_account
 from vm.executor import (
     Executor,
     VerifiedTx,
-    complete_checked_envelope,
+    complete_checked,
     read_account,
     verify_signed_tx,
 )
@@ -398,22 +398,8 @@ class Mempool:
                 for k in range(0, len(raws), step)
             )
         )
-        registry = self._registry
-        out: list[VerifiedTx | Invalid] = []
-        append = out.append
-        i = 0
-        for part in parts:
-            for verdict in part:
-                raw = raws[i]
-                i += 1
-                if verdict is not None:
-                    append(InvalidTransaction(verdict[1], verdict[0]))
-                    continue
-                try:
-                    append(complete_checked_envelope(raw, registry, hashes[i - 1]))
-                except Invalid as exc:
-                    append(exc)
-        return out
+        verdicts = [verdict for part in parts for verdict in part]
+        return complete_checked(raws, verdicts, self._registry, hashes)
 
     def _admit(self, vtx: VerifiedTx, height: int) -> SubmitResult:
         """Stateful checks against the latest state, then queue. Event-loop thread only."""

@@ -106,16 +106,30 @@ def complete_verified_tx(
     return VerifiedTx.of(tx, body, payload, hash_, len(encoded), address_of(tx.sender), encoded)
 
 
-def complete_checked_envelope(
-    encoded: bytes, registry: Registry, hash_: bytes | None = None
-) -> VerifiedTx:
-    """``complete_verified_tx`` for bytes that ``check_envelope`` accepted elsewhere (a
-    verification worker): the envelope is rebuilt from its fields without checking
-    them again (its one canonical encoding was checked with the signature)."""
-    chain_id, sender, body, signature = _unpackb(encoded)
-    return complete_verified_tx(
-        encoded, _new_signed_tx(chain_id, sender, body, signature), registry, hash_
-    )
+def complete_checked(
+    encoded: Sequence[bytes],
+    verdicts: Sequence[tuple[str, str] | None],
+    registry: Registry,
+    hashes: Sequence[bytes | None],
+) -> list[VerifiedTx | Invalid]:
+    """The rest of ``verify_signed_tx`` after ``check_envelopes`` ran elsewhere (a
+    verification worker): the worker's verdict where it refused, else body and payload
+    checked here. The envelope is rebuilt from its fields without checking them again
+    (its one canonical encoding was checked with the signature). ``hashes[i]`` is
+    ``tx_hash(encoded[i])`` or None."""
+    out: list[VerifiedTx | Invalid] = []
+    for raw, verdict, hash_ in zip(encoded, verdicts, hashes, strict=True):
+        if verdict is not None:
+            code, message = verdict
+            out.append(InvalidTransaction(message, code))
+            continue
+        chain_id, sender, body, signature = _unpackb(raw)
+        try:
+            tx = _new_signed_tx(chain_id, sender, body, signature)
+            out.append(complete_verified_tx(raw, tx, registry, hash_))
+        except Invalid as exc:
+            out.append(exc)
+    return out
 
 
 def check_envelopes(
