@@ -9,26 +9,53 @@ set e-1, prove set e against that header's state root, and go on.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cli.client import NodeClient, NodeError
 from consensus import ValidatorSet, epoch_of, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
 from core import BlockHeader, Commit
-from genesis import Genesis
+from genesis import Genesis, load_genesis
 from storage import StateProof, verify_proof
+
+
+def trusted_genesis(client: NodeClient, genesis_file: Path | None) -> Genesis:
+    """The genesis to trust: the given file, else the node's (its hash is shown to the user)."""
+    if genesis_file is not None:
+        return load_genesis(genesis_file)
+    return Genesis.from_json(client.genesis()["genesis"])
+
+
+def certified_header(
+    genesis: Genesis,
+    height: int,
+    header_hex: str | None,
+    commit_hex: str | None,
+    validators: ValidatorSet,
+) -> BlockHeader:
+    """The encoded header of ``height``, once its encoded certificate checks out."""
+    if header_hex is None or commit_hex is None:
+        raise NodeError("no_commit", f"node has no certificate for height {height}")
+    header = BlockHeader.decode(bytes.fromhex(header_hex))
+    commit = Commit.decode(bytes.fromhex(commit_hex))
+    # More than 2/3 of that height's producers signed this very header.
+    verify_commit(commit, genesis.chain_id, height, header.hash, validators)
+    return header
 
 
 def fetch_certified_header(
     client: NodeClient, genesis: Genesis, height: int, validators: ValidatorSet
 ) -> BlockHeader:
-    """The header at ``height`` with its certificate checked against ``validators``."""
+    """The header at ``height`` from the node, with its certificate checked."""
     doc = client.block(f"{height}?txs=false")
-    header = BlockHeader.decode(bytes.fromhex(doc["header"]["encoded"]))
-    if doc["commit"] is None:
-        raise NodeError("no_commit", f"node has no certificate for height {height}")
-    commit = Commit.decode(bytes.fromhex(doc["commit"]["encoded"]))
-    # More than 2/3 of that height's producers signed this very header.
-    verify_commit(commit, genesis.chain_id, height, header.hash, validators)
-    return header
+    commit = doc["commit"]
+    return certified_header(
+        genesis,
+        height,
+        doc["header"]["encoded"],
+        None if commit is None else commit["encoded"],
+        validators,
+    )
 
 
 def proven_value(client: NodeClient, key: bytes, height: int, state_root: bytes) -> bytes | None:

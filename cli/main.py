@@ -16,14 +16,14 @@ from cli.client import NodeClient, NodeError
 from cli.devnet import run_devnet
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 from cli.keys import keys
-from cli.light import fetch_certified_header, producers_at
+from cli.light import fetch_certified_header, producers_at, trusted_genesis
 from core import (
     LiveLedgerError,
     TxBody,
     parse_address,
     sign_tx,
 )
-from genesis import Genesis, load_genesis
+from genesis import Genesis
 from storage import StateProof, verify_proof
 from vm import Account, Transfer, account_key
 
@@ -235,10 +235,7 @@ def query_account(address: str, prove: bool, genesis_file: Path | None, node_url
         "height": doc["height"],
     }
     if prove:
-        if genesis_file is not None:
-            genesis = load_genesis(genesis_file)
-        else:
-            genesis = Genesis.from_json(client.genesis()["genesis"])
+        genesis = trusted_genesis(client, genesis_file)
         if doc["height"] == 0:
             raise NodeError("no_blocks", "no block is final yet; nothing to prove against")
         verify_account_proof(client, doc, genesis)

@@ -13,11 +13,9 @@ from apps.commerce.http import verify_item_proof
 from apps.commerce.model import ItemId
 from cli.client import NodeClient, NodeError
 from cli.commerce.commands import U64, TxOpts, _echo_json, _hash_option, _hex32, _now_ms, tx_command
-from cli.light import producers_at
+from cli.light import certified_header, producers_at, trusted_genesis
 from cli.main import clear_errors, genesis_option, main, node_option
-from consensus import verify_commit
-from core import BlockHeader, Commit, format_address, parse_address
-from genesis import Genesis, load_genesis
+from core import format_address, parse_address
 
 
 @main.group()
@@ -124,19 +122,12 @@ def item_history(
     doc = client.get(f"/v1/items/01/{gtin}/21/{serial}")
     out: dict[str, Any] = {"height": doc["height"], "item": doc["item"]}
     if prove:
-        genesis = (
-            load_genesis(genesis_file)
-            if genesis_file
-            else Genesis.from_json(client.genesis()["genesis"])
-        )
+        genesis = trusted_genesis(client, genesis_file)
         proof = doc["proof"]
-        if proof["header"] is None or proof["commit"] is None:
-            raise NodeError("no_commit", f"node has no certificate for height {proof['height']}")
-        header = BlockHeader.decode(bytes.fromhex(proof["header"]))
-        commit = Commit.decode(bytes.fromhex(proof["commit"]))
-        validators = producers_at(client, genesis, proof["height"])
+        height = proof["height"]
         # The header is final: more than 2/3 of that height's producers signed it ...
-        verify_commit(commit, genesis.chain_id, proof["height"], header.hash, validators)
+        validators = producers_at(client, genesis, height)
+        header = certified_header(genesis, height, proof["header"], proof["commit"], validators)
         # ... and every entry is this item's, proven against its state root.
         proven, events = verify_item_proof(gtin, serial, proof, header.state_root)
         if len(events) != len(doc["item"]["history"]):
