@@ -31,6 +31,7 @@ from node.reader import NodeChainReader
 from node.render import block_json, header_only_json, receipt_json
 from node.service import Node
 from node.staking_api import add_staking_routes
+from storage import MAX_KEY_SIZE
 from vm import Account, Receipt, account_key
 
 log = logging.getLogger("node.api")
@@ -279,8 +280,8 @@ async def get_state(request: web.Request) -> web.Response:
         key = bytes.fromhex(request.match_info["key"])
     except ValueError:
         raise ApiError(400, "bad_key", "state key must be hex") from None
-    if not key or len(key) > 1024:
-        raise ApiError(400, "bad_key", f"state key must be 1..1024 bytes, got {len(key)}")
+    if not key or len(key) > MAX_KEY_SIZE:
+        raise ApiError(400, "bad_key", f"state key must be 1..{MAX_KEY_SIZE} bytes, got {len(key)}")
     which = request.query.get("height", "")
     height = chain.height
     if which:

@@ -52,6 +52,7 @@ from apps.commerce.model import (
 from apps.commerce.params import CommerceGenesis
 from core.codec import Len, MaxItems, MaxLen
 from node.config import NodeConfig
+from storage import MAX_KEY_SIZE
 from vm import ChainParams
 
 OPENAPI_PATH = "/v1/openapi.json"
@@ -67,7 +68,7 @@ HTTP_CODES: dict[str, str] = {
     "bad_hash": "400: a hash that is not 64 hex characters",
     "bad_height": "400: a height that is neither a number nor `latest`",
     "bad_address": "400: not a bech32m `ll1…` address",
-    "bad_key": "400: a state key that is not 1..1024 bytes of hex",
+    "bad_key": f"400: a state key that is not 1..{MAX_KEY_SIZE} bytes of hex",
     "bad_param": "400: a query or path parameter out of its range",
     "invalid_gtin": "400: not 14 digits with a valid GS1 check digit",
     "invalid_serial": "400: a serial that is not 1..20 characters",
@@ -819,7 +820,10 @@ def _node_paths(s: _Schemas, max_batch: int, msgpack_types: tuple[str, ...]) -> 
                 [
                     _path(
                         "key",
-                        {"type": "string", "pattern": f"^({_HEX_CHARS}{{2}}){{1,1024}}$"},
+                        {
+                            "type": "string",
+                            "pattern": f"^({_HEX_CHARS}{{2}}){{1,{MAX_KEY_SIZE}}}$",
+                        },
                         "state key, hex (a `KeyPrefix` byte, then the key)",
                     ),
                     _query(
