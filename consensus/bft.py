@@ -558,8 +558,7 @@ class ConsensusEngine:
             self._on_finalized(msg, peer)
             return
         if msg.height < self.height:
-            # The sender is behind: it needs the block we finalized at its height.
-            self._catchup.serve_finalized(msg.height, peer, self.height)
+            self._catchup.on_behind(item, self.height, self._height_started)
             return
         if msg.height > self.height:
             self._catchup.buffer(item, self.height, self._height_started)

@@ -104,6 +104,20 @@ class CatchUp:
                         self.transport.send(peer, vote)
                     return
 
+    def on_behind(self, item: _Received, height: int, height_started: int) -> None:
+        """A message from a peer at a height below ours (``height``, entered at
+        ``height_started``): it needs the block we finalized at its height."""
+        behind = item.msg.height
+        # A peer one height behind is most often still committing the block it voted
+        # for (its re-sent votes cross our next height): a whole block sent to it
+        # now would be dropped. Serve it once it had time to commit on its own.
+        if (
+            behind == height - 1
+            and self.clock.now() - height_started < self.config.sync_interval_ms
+        ):
+            return
+        self.serve_finalized(behind, item.peer, height)
+
     def serve_finalized(self, height: int, peer: Peer | None, our_height: int) -> None:
         """Send ``peer`` the block we finalized at ``height``; we are at ``our_height``."""
         if peer is None or height < 1 or not self.may_serve(peer, "finalized", height, NIL):

@@ -339,14 +339,45 @@ def test_finalized_block_with_bad_certificate_is_refused(tmp_path):
     assert h.app.height() == 0 and h.bad_peers[0][0] == "p1"
 
 
+def finalize(h, round_=0):
+    """The others vote the round's proposal (ours, if we are its proposer) to a commit."""
+    if proposer(h.engine.height, round_) == ME:
+        block = h.engine.proposals[round_].block
+    else:
+        block = propose(h, round_)
+    height = h.engine.height
+    h.votes_from(OTHERS, PV, round_, block.hash, height=height)
+    h.votes_from(OTHERS, PC, round_, block.hash, height=height)
+    return block
+
+
+def served(h, peer):
+    return [m for p, m in h.transport.sent if p == peer and isinstance(m, FinalizedBlock)]
+
+
 def test_peer_behind_gets_the_finalized_block(tmp_path):
     h = make_engine(tmp_path)
-    b0 = propose(h, 0)
-    h.votes_from(OTHERS, PV, 0, b0.hash)
-    h.votes_from(OTHERS, PC, 0, b0.hash)
+    b1 = finalize(h)
+    # One height behind right after we moved on: the peer is most likely still
+    # committing the block it voted for, so the block is not sent yet.
     h.deliver(vote(OTHERS[0], PV, 1, 3, NIL), peer="slow")
-    [fb] = [m for p, m in h.transport.sent if p == "slow" and isinstance(m, FinalizedBlock)]
-    assert fb.block.hash == b0.hash and fb.latest == 1
+    assert served(h, "slow") == []
+    # Still behind a while later: it needs the block.
+    h.clock.advance(CONFIG.sync_interval_ms)
+    h.deliver(vote(OTHERS[0], PV, 1, 3, NIL), peer="slow")
+    [fb] = served(h, "slow")
+    assert fb.block.hash == b1.hash and fb.latest == 1
+
+
+def test_peer_two_heights_behind_gets_the_block_at_once(tmp_path):
+    h = make_engine(tmp_path)
+    b1 = finalize(h)
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    finalize(h)
+    assert h.engine.height == 3
+    h.deliver(vote(OTHERS[0], PV, 1, 0, NIL), peer="far")
+    [fb] = served(h, "far")
+    assert fb.block.hash == b1.hash and fb.latest == 2
 
 
 def test_conflicting_votes_become_evidence_once(tmp_path):
