@@ -69,9 +69,9 @@ def validate_header(
         verify_commit(header.last_commit, chain_id, prev.height, prev.hash, signers)
 
 
-def validate_tx_root(block: Block, encoded_txs: list[bytes]) -> None:
+def validate_tx_root(block: Block) -> None:
     """The header's tx root must commit to exactly the carried transactions."""
-    root = merkle_root(encoded_txs)
+    root = merkle_root(block.txs)
     if block.header.tx_root != root:
         raise InvalidBlock(
             f"height {block.header.height}: tx root {block.header.tx_root.hex()}, "

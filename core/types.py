@@ -183,10 +183,21 @@ class BlockHeader(Wire):
         return hash_bytes(Domain.HEADER, self.encode())
 
 
+EncodedTx = Annotated[bytes, MaxLen(SignedTx.MAX_ENCODED)]
+
+
 @dataclass(frozen=True, slots=True)
 class Block(Wire):
+    """A header and its transactions, each carried as its canonical ``SignedTx`` encoding.
+
+    The tx root and the tx hashes are computed over exactly these bytes, so a node
+    that already holds a transaction (its mempool) finds it by hash and never
+    decodes it again; one it lacks is decoded and verified from the bytes. That a
+    block's bytes are valid transactions is checked by block validation, not here.
+    """
+
     header: BlockHeader
-    txs: Annotated[tuple[SignedTx, ...], MaxItems(MAX_BLOCK_TXS)]
+    txs: Annotated[tuple[EncodedTx, ...], MaxItems(MAX_BLOCK_TXS)]
 
     MAX_ENCODED = 64 * 1024 * 1024
 
@@ -196,7 +207,5 @@ class Block(Wire):
 
 
 def encode_block(header: BlockHeader, encoded_txs: Sequence[bytes]) -> bytes:
-    """``Block(header, txs).encode()`` from transactions already encoded (no re-encoding)."""
-    return b"".join(
-        (array_header(2), header.encode(), array_header(len(encoded_txs)), *encoded_txs)
-    )
+    """``Block(header, tuple(encoded_txs)).encode()`` without building the Block."""
+    return b"".join((array_header(2), header.encode(), pack_raw(list(encoded_txs))))

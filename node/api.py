@@ -20,7 +20,6 @@ from core import (
     BlockHeader,
     Invalid,
     format_address,
-    pack_raw,
     parse_address,
     tx_hash,
     unpack_raw,
@@ -240,8 +239,7 @@ async def get_block(request: web.Request) -> web.Response:
         header_raw, txs_raw = unpack_raw(data)
         out = header_only_json(BlockHeader.from_raw(header_raw), len(txs_raw), commit)
         if mode == "hashes":
-            # Stored transactions are canonical: re-packing gives their exact bytes.
-            out["tx_hashes"] = [tx_hash(pack_raw(raw)).hex() for raw in txs_raw]
+            out["tx_hashes"] = [tx_hash(raw).hex() for raw in txs_raw]
         return web.json_response(out)
     return web.json_response(block_json(Block.decode(data), commit))
 

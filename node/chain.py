@@ -214,7 +214,7 @@ class Chain:
             producer_set_hash=self.validators_for(height).hash,
             last_commit=last_commit,
         )
-        block = Block(header, tuple(v.tx for v in result.included))
+        block = Block(header, tuple(encoded))
         return ExecutedBlock(
             block,
             result,
@@ -249,8 +249,8 @@ class Chain:
             validators=self.validators_for(height),
             prev_validators=self.validators_for(height - 1) if height > 1 else None,
         )
-        encoded = [tx.encode() for tx in block.txs]
-        validate_tx_root(block, encoded)
+        validate_tx_root(block)
+        encoded = list(block.txs)
         params = self.params_for(height)
         verified = self._verify_txs(encoded, known or _nothing_known, params.max_tx_bytes)
         header = block.header

@@ -41,15 +41,13 @@ def header_json(header: BlockHeader) -> dict[str, Any]:
     }
 
 
-def tx_summary(tx: SignedTx) -> dict[str, Any]:
-    encoded = tx.encode()
-    out: dict[str, Any] = {
-        "hash": tx_hash(encoded).hex(),
-        "sender": format_address(address_of(tx.sender)),
-        "size": len(encoded),
-    }
-    # Bodies in committed blocks were verified and decode; be defensive anyway.
+def tx_summary(encoded: bytes) -> dict[str, Any]:
+    """Hash, sender, size and body fields of one of a block's encoded transactions."""
+    out: dict[str, Any] = {"hash": tx_hash(encoded).hex(), "size": len(encoded)}
+    # Transactions in committed blocks were verified and decode; be defensive anyway.
     try:
+        tx = SignedTx.decode(encoded)
+        out["sender"] = format_address(address_of(tx.sender))
         body = TxBody.decode(tx.body)
     except Exception:
         return out

@@ -22,7 +22,7 @@ from typing import TypeVar
 from core.codec import Wire
 from core.errors import DecodeError, StorageError
 from core.hashing import HASH_SIZE, ZERO_HASH
-from core.types import Block, Commit
+from core.types import Block, Commit, tx_hash
 from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height, encode_position
@@ -237,8 +237,8 @@ class ChainStore:
         """Persist a finalized block and everything it changed in one synced batch.
 
         ``block_bytes`` and ``tx_hashes`` (the block's encoding and its
-        transactions' hashes) save re-encoding a block the caller already holds
-        encoded; they must be exactly what ``block.encode()`` and ``tx.hash`` give.
+        transactions' hashes) save work the caller already did; they must be
+        exactly what ``block.encode()`` and ``tx_hash`` of each of ``block.txs`` give.
 
         ``changes`` must be the mapping ``tree_update`` was prepared from (via
         ``prepare_state`` on the current head). Any mismatch found here is a bug in
@@ -272,16 +272,16 @@ class ChainStore:
         at = encode_height(height)
         batch = self._db.new_batch()
         if tx_hashes is None:
-            tx_hashes = [tx.hash for tx in block.txs]
+            tx_hashes = [tx_hash(raw) for raw in block.txs]
         if len(tx_hashes) != len(block.txs):
             raise StorageError(f"block {height}: {len(block.txs)} txs, {len(tx_hashes)} hashes")
         batch.put(spaces.BLOCK + at, block.encode() if block_bytes is None else block_bytes)
         batch.put(spaces.BLOCK_HEIGHT + block_hash, at)
         batch.put(spaces.COMMIT + at, commit.encode())
-        for position, (tx_hash, receipt) in enumerate(zip(tx_hashes, receipts, strict=True)):
+        for position, (hash_, receipt) in enumerate(zip(tx_hashes, receipts, strict=True)):
             location = at + encode_position(position)
             batch.put(spaces.RECEIPT + location, receipt)
-            batch.put(spaces.TX_INDEX + tx_hash, location)
+            batch.put(spaces.TX_INDEX + hash_, location)
         for key, value in changes.items():
             if value is None:
                 batch.delete(spaces.STATE + key)

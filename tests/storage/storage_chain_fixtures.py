@@ -46,7 +46,7 @@ def make_block(
 ) -> tuple[Block, Commit, list[bytes]]:
     """A block with fake (unsigned) transactions, its commit, and one receipt per tx."""
     txs = tuple(
-        SignedTx(CHAIN_ID, bytes([height % 256]) * 32, pack_raw([height, i]), bytes(64))
+        SignedTx(CHAIN_ID, bytes([height % 256]) * 32, pack_raw([height, i]), bytes(64)).encode()
         for i in range(n_txs)
     )
     header = BlockHeader(
@@ -55,7 +55,7 @@ def make_block(
         round=0,
         time_ms=height * 1000,
         prev_hash=prev_hash,
-        tx_root=merkle_root([tx.encode() for tx in txs]),
+        tx_root=merkle_root(txs),
         state_root=state_root,
         receipt_root=ZERO_HASH,
         producer=PRODUCER,

@@ -14,7 +14,7 @@ import pytest
 
 from core.errors import StorageError
 from core.hashing import ZERO_HASH
-from core.types import Commit
+from core.types import Commit, tx_hash
 from storage import ChainStore, state_root_of, verify_proof
 from storage.state_tree import TreeUpdate
 from tests.storage.storage_chain_fixtures import (
@@ -71,8 +71,8 @@ def test_commit_reopen_and_read_everything_back(tmp_path):
             assert store.get_receipts(height) == receipts
             assert store.state_root(height) == block.header.state_root
             for position, tx in enumerate(block.txs):
-                assert store.tx_location(tx.hash) == (height, position)
-                assert store.get_receipt(tx.hash) == receipts[position]
+                assert store.tx_location(tx_hash(tx)) == (height, position)
+                assert store.get_receipt(tx_hash(tx)) == receipts[position]
             # Old heights stay provable against their header's state root.
             for key in list(state)[:10] + [b"k/99999", b"never"]:
                 value, proof, root = store.prove(key, height)
@@ -260,7 +260,7 @@ def _check_consistent(path: Path, at_least: int) -> int:
             assert store.state_root(height) == block.header.state_root
             assert len(store.get_receipts(height)) == len(block.txs)
             for position, tx in enumerate(block.txs):
-                assert store.tx_location(tx.hash) == (height, position)
+                assert store.tx_location(tx_hash(tx)) == (height, position)
             apply_changes(model, changes_for(height))
             prev = block.hash
         assert store.get_block(head + 1) is None
