@@ -119,6 +119,11 @@ class ConsensusEngine:
         self._gossip = Gossip(transport=transport, clock=clock, config=self.config)
         self._where: tuple[int, int, Step] = (0, 0, Step.NEW_HEIGHT)
         self._where_since = clock.now()
+        # The block finalized last (height, hash, producers, round 0 start) and who
+        # precommitted it so far; the round the current height starts in.
+        self._last_block: tuple[int, bytes, ValidatorSet | None, int | None] = (0, NIL, None, None)
+        self._last_signers: set[bytes] = set()
+        self._start_round = 0
         # Height 0 is a placeholder until start() asks the application where it is.
         self._reset_height(0, ValidatorSet((bytes(32),)))
 
@@ -219,6 +224,7 @@ class ConsensusEngine:
                 self.transport.broadcast(last_vote)
         # Messages that arrived early for this height are handled now, in arrival order.
         self._queue.extend(self._catchup.take_buffered(height))
+        self._start_round = start_round
         if wait:
             self._schedule(Step.NEW_HEIGHT, height, start_round, wait_ms)
         else:
@@ -428,7 +434,42 @@ class ConsensusEngine:
             block.hash.hex()[:12],
             len(commit.signatures),
         )
+        # Precommits for this block that arrive during the wait are counted (see _late_precommit).
+        self._last_signers = {s.validator for s in commit.signatures}
+        self._last_block = (height, block.hash, self.validators, self._round0_started)
         self._enter_new_height(height + 1, wait=True, wait_ms=self._commit_wait_ms(commit))
+
+    def _late_precommit(self, vote: Vote, verified: bool) -> None:
+        """A precommit for the block we just finalized, during the wait before the next height.
+
+        Once every producer's precommit is in, nobody is left to wait for: the next
+        height starts as ``_commit_wait_ms`` would have let it with a full certificate
+        (CometBFT's skip_timeout_commit, for precommits that arrive after the commit).
+        """
+        height, block_hash, validators, round0_started = self._last_block
+        if (
+            validators is None
+            or self.step != Step.NEW_HEIGHT
+            or vote.height != height
+            or vote.type != VoteType.PRECOMMIT
+            or vote.block_hash != block_hash
+            or vote.validator in self._last_signers
+            or vote.validator not in validators
+        ):
+            return
+        if not verified:
+            try:
+                vote.verify(self.chain_id)
+            except InvalidSignature:
+                return
+        self._last_signers.add(vote.validator)
+        if len(self._last_signers) < len(validators):
+            return
+        wait_ms = self.config.timeout_commit_ms
+        if round0_started is not None:
+            wait_ms = max(0, wait_ms - (self.clock.now() - round0_started))
+        log.debug("%d: every precommit is in, next height in %d ms", height, wait_ms)
+        self._schedule(Step.NEW_HEIGHT, self.height, self._start_round, wait_ms)
 
     def _commit_wait_ms(self, commit: Commit) -> int:
         """How long NEW_HEIGHT waits after this commit before round 0 of the next height.
@@ -558,6 +599,8 @@ class ConsensusEngine:
             self._on_finalized(msg, peer)
             return
         if msg.height < self.height:
+            if isinstance(msg, Vote):
+                self._late_precommit(msg, item.verified)
             self._catchup.on_behind(item, self.height, self._height_started)
             return
         if msg.height > self.height:

@@ -92,6 +92,38 @@ def test_happy_path_commits_with_a_verifying_certificate(tmp_path):
     assert h.engine.locked_round == -1 and h.engine.locked_hash is None
 
 
+def test_the_last_precommit_arriving_after_the_commit_ends_the_wait(tmp_path):
+    h = make_engine(tmp_path)
+    block = propose(h, 0)
+    h.votes_from(OTHERS, PV, 0, block.hash)
+    # The height took longer than one block interval.
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    h.votes_from(OTHERS[:2], PC, 0, block.hash)
+    assert (h.engine.height, h.step) == (2, Step.NEW_HEIGHT)
+    # A forged precommit does not count as the missing one.
+    good = vote(OTHERS[2], PC, 1, 0, block.hash)
+    forged = Vote(good.type, 1, 0, block.hash, good.validator, bytes(64))
+    h.deliver(forged)
+    h.clock.advance(0)
+    assert h.step == Step.NEW_HEIGHT
+    # Every producer has precommitted: nobody is left to wait for.
+    h.deliver(good)
+    h.clock.advance(0)
+    assert (h.engine.height, h.engine.round) == (2, 0) and h.step != Step.NEW_HEIGHT
+
+
+def test_a_missing_precommit_keeps_the_full_block_interval(tmp_path):
+    h = make_engine(tmp_path)
+    block = propose(h, 0)
+    h.votes_from(OTHERS, PV, 0, block.hash)
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    h.votes_from(OTHERS[:2], PC, 0, block.hash)
+    h.clock.advance(CONFIG.timeout_commit_ms - 1)
+    assert h.step == Step.NEW_HEIGHT
+    h.clock.advance(1)
+    assert h.step != Step.NEW_HEIGHT
+
+
 def test_block_is_validated_once(tmp_path):
     h = make_engine(tmp_path)
     block = propose(h, 0)
