@@ -93,19 +93,38 @@ class Follower:
 
 
 REJECTED: Counter[str] = Counter()
+# A node refuses what does not fit in its mempool's window (``mempool_full``) before
+# verifying it: the client submits those transactions again after a pause that
+# doubles from RETRY_S up to RETRY_MAX_S while the node keeps refusing.
+RETRY_S = 0.1
+RETRY_MAX_S = 1.0
+RETRIED: Counter[str] = Counter()
 
 
 async def post_batch(session: aiohttp.ClientSession, url: str, batch: list[bytes]) -> int:
-    async with session.post(
-        url + "/v1/txs", data=pack_raw(batch), headers={"Content-Type": "application/msgpack"}
-    ) as resp:
-        doc = await resp.json()
-        if resp.status != 200:
-            raise RuntimeError(f"submit failed: {doc}")
-        for result in doc["results"]:
-            if result["code"] != "accepted":
+    """Submit ``batch`` to the node at ``url``, again for what it refused as full."""
+    accepted = 0
+    pause = RETRY_S
+    while batch:
+        async with session.post(
+            url + "/v1/txs", data=pack_raw(batch), headers={"Content-Type": "application/msgpack"}
+        ) as resp:
+            doc = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"submit failed: {doc}")
+        accepted += doc["accepted"]
+        full = []
+        for raw, result in zip(batch, doc["results"], strict=True):
+            if result["code"] == "mempool_full":
+                full.append(raw)
+            elif result["code"] != "accepted":
                 REJECTED[result["code"]] += 1
-        return doc["accepted"]
+        RETRIED["mempool_full"] += len(full)
+        batch = full
+        if batch:
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, RETRY_MAX_S)
+    return accepted
 
 
 async def flood(urls: list[str], txs: list[bytes], batch: int, concurrency: int) -> int:
@@ -254,6 +273,8 @@ async def run(args: argparse.Namespace) -> None:
     )
     if REJECTED:
         print(f"refused at submission: {dict(REJECTED)}")
+    if RETRIED:
+        print(f"submitted again after the node refused them as full: {dict(RETRIED)}")
     ratio = tps * args.validators / ceiling
     print(
         f"end to end: {end_to_end:,.0f} tx/s, "

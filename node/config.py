@@ -27,6 +27,8 @@ class MempoolSettings:
     verify_threads: int = 2
     # Run those workers as processes (each with its own GIL) rather than threads.
     verify_processes: bool = True
+    # Refuse new transactions (before verifying them) beyond this many blocks' worth.
+    max_pending_blocks: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,9 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(
             f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"
         )
-    if config.mempool.shards < 1:
-        raise ConfigError(f"{path}: mempool.shards must be at least 1")
+    for name in ("shards", "max_pending_blocks"):
+        if getattr(config.mempool, name) < 1:
+            raise ConfigError(
+                f"{path}: mempool.{name} must be at least 1, got {getattr(config.mempool, name)}"
+            )
     return config

@@ -22,6 +22,14 @@ Decisions (see also docs in the module's functions):
   its fee is at least ``replace_fee_bump_pct`` percent higher (the geth rule),
   so a sender can unstick a low-fee transaction but cannot make the node
   re-verify and re-gossip the same slot for free. Otherwise it is ``duplicate``.
+- A client's batch is refused (``mempool_full``, retry later) before any signature
+  work for what does not fit in ``max_pending_blocks`` blocks' worth of pending
+  transactions (the chain's ``max_block_txs`` and ``max_block_bytes``, counting
+  those still in verification): what the chain cannot include in the next blocks
+  only waits, and admitting it would take the cores that finalize blocks. Under a
+  flood of four loaded validators on two cores, admission ran three blocks ahead
+  of finality and blocks came at a fraction of the rate the machine sustains.
+  Gossip from peers is not refused by this window (see ``submit``).
 - Full shards refuse (``mempool_full``); nothing is evicted to make room. When
   a sender's balance drops below the fees it has queued, its queue is trimmed
   from the highest nonce down, which never opens a gap.
@@ -86,9 +94,18 @@ class MempoolConfig:
     # Minimum fee increase, in percent, for replacing a queued (sender, nonce);
     # None refuses every replacement as ``duplicate``.
     replace_fee_bump_pct: int | None = 10
+    # Pending transactions (and bytes) beyond this many full blocks are refused
+    # before verification: see the module docstring.
+    max_pending_blocks: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("shards", "per_account_cap", "per_shard_cap", "verify_threads"):
+        for name in (
+            "shards",
+            "per_account_cap",
+            "per_shard_cap",
+            "verify_threads",
+            "max_pending_blocks",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"mempool {name} must be at least 1, got {getattr(self, name)}")
         if self.per_shard_bytes < 1:
@@ -220,6 +237,8 @@ class Mempool:
         # Hashes of transactions being verified right now, so concurrent
         # submits of the same bytes (gossip echoes) verify them once.
         self._inflight: set[bytes] = set()
+        # Encoded size of the transactions in ``_inflight``.
+        self._inflight_bytes = 0
         # Expiry index: hashes per expiry height plus a heap of those heights,
         # so expiring is proportional to what expires, and a removed
         # transaction leaves no garbage behind but an empty set.
@@ -310,8 +329,15 @@ class Mempool:
 
     # --- admission ---
 
-    async def submit(self, raw_txs: Sequence[bytes]) -> list[SubmitResult]:
-        """Check and admit a batch; one result per input, in input order."""
+    async def submit(self, raw_txs: Sequence[bytes], *, client: bool = False) -> list[SubmitResult]:
+        """Check and admit a batch; one result per input, in input order.
+
+        ``client``: a client's submission, which the window of ``max_pending_blocks``
+        may refuse. Transactions from peers are not refused by it: another member
+        accepted them and will propose them, and a node that dropped them would
+        verify them inside a proposal instead, or hold a sender's later nonces
+        without the earlier ones. Every other cap applies to all.
+        """
         results: list[SubmitResult | None] = [None] * len(raw_txs)
         todo_idx: list[int] = []
         todo_raw: list[bytes] = []
@@ -320,9 +346,11 @@ class Mempool:
         max_tx_bytes = self._params.max_tx_bytes
         by_hash = self._by_hash
         inflight = self._inflight
-        # Known bytes are refused before any signature work. The hash of the
-        # raw bytes is the transaction hash: decoding accepts only the one
-        # canonical encoding, so equal transactions have equal bytes.
+        room, room_bytes = self._room()
+        claimed_bytes = 0
+        # Known bytes are refused before any signature work, and so is what does not
+        # fit. The hash of the raw bytes is the transaction hash: decoding accepts only
+        # the one canonical encoding, so equal transactions have equal bytes.
         for i, raw in enumerate(raw_txs):
             if type(raw) is not bytes:
                 raw = bytes(raw)
@@ -332,15 +360,23 @@ class Mempool:
                 if h in by_hash or h in inflight:
                     results[i] = SubmitResult(h, "duplicate", "transaction already known")
                     continue
+                if client and (room < 1 or room_bytes < len(raw)):
+                    results[i] = self._full(h)
+                    continue
+                room -= 1
+                room_bytes -= len(raw)
+                claimed_bytes += len(raw)
                 inflight.add(h)
                 claimed.append(h)
             todo_idx.append(i)
             todo_raw.append(raw)
             todo_hash.append(h)
+        self._inflight_bytes += claimed_bytes
         try:
             verdicts = await self._verify(todo_raw, todo_hash)
         finally:
             inflight.difference_update(claimed)
+            self._inflight_bytes -= claimed_bytes
         height = self._height_fn()
         accepted = 0
         for i, verdict in zip(todo_idx, verdicts, strict=True):
@@ -352,6 +388,25 @@ class Mempool:
                 accepted += r.code == ACCEPTED
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
         return results  # type: ignore[return-value]
+
+    def _room(self) -> tuple[int, int]:
+        """How many more transactions, and bytes, may enter verification now."""
+        blocks = self._config.max_pending_blocks
+        params = self._params
+        count = blocks * params.max_block_txs - len(self._by_hash) - len(self._inflight)
+        nbytes = blocks * params.max_block_bytes - self.total_bytes - self._inflight_bytes
+        return count, nbytes
+
+    def _full(self, h: bytes) -> SubmitResult:
+        blocks = self._config.max_pending_blocks
+        return SubmitResult(
+            h,
+            "mempool_full",
+            f"the mempool holds {len(self._by_hash)} transactions and verifies "
+            f"{len(self._inflight)}, {blocks} blocks' worth (at most "
+            f"{blocks * self._params.max_block_txs} transactions and "
+            f"{blocks * self._params.max_block_bytes} bytes): retry later",
+        )
 
     async def _verify(
         self, raws: list[bytes], hashes: list[bytes | None]

@@ -120,6 +120,7 @@ class Node:
                 per_account_cap=settings.per_account_cap,
                 per_shard_cap=settings.per_shard_cap,
                 verify_threads=settings.verify_threads,
+                max_pending_blocks=settings.max_pending_blocks,
             ),
             verify_pool=self._verify_pool,
             verifier=self._verifier,
@@ -228,10 +229,11 @@ class Node:
 
     # --- transactions ----------------------------------------------------------------
 
-    async def submit(self, raw_txs: Sequence[bytes]) -> list[SubmitResult]:
-        """Admit transactions from a client and gossip the accepted ones to the producers."""
+    async def submit(self, raw_txs: Sequence[bytes], *, own: bool = False) -> list[SubmitResult]:
+        """Admit transactions from a client (or this node: ``own``) and gossip the accepted
+        ones to the producers."""
         assert self.mempool is not None
-        results = await self.mempool.submit(raw_txs)
+        results = await self.mempool.submit(raw_txs, client=not own)
         batcher = self._batcher
         if batcher is not None and self.p2p is not None and self.p2p.peers():
             for raw, result in zip(raw_txs, results, strict=True):
@@ -257,7 +259,7 @@ class Node:
         raw = sign_tx(self.key, self.genesis.chain_id, body).encode()
 
         async def go() -> None:
-            (result,) = await self.submit([raw])
+            (result,) = await self.submit([raw], own=True)
             log.info("own %s transaction: %s %s", tx_type, result.code, result.message)
 
         asyncio.get_running_loop().create_task(go())

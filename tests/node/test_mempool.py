@@ -74,7 +74,13 @@ def make_tx(
 
 
 class Env:
-    def __init__(self, pool: ThreadPoolExecutor, priority=None, **config: int | None) -> None:
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        priority=None,
+        params: ChainParams = PARAMS,
+        **config: int | None,
+    ) -> None:
         self.state = DictState()
         self.height = 0
         self.registry = default_registry()
@@ -83,7 +89,7 @@ class Env:
             CHAIN,
             self.registry,
             self.executor,
-            PARAMS,
+            params,
             self.state,
             lambda: self.height,
             MempoolConfig(**config),  # type: ignore[arg-type]
@@ -93,8 +99,8 @@ class Env:
         for k in KEYS:
             self.state.put(k.address, RICH)
 
-    async def submit(self, *raws: bytes) -> list[str]:
-        return [r.code for r in await self.mempool.submit(list(raws))]
+    async def submit(self, *raws: bytes, client: bool = False) -> list[str]:
+        return [r.code for r in await self.mempool.submit(list(raws), client=client)]
 
     def commit(self, txs: list) -> None:
         """Apply a selection as a block would (nonce and fee only) and tell the mempool."""
@@ -293,11 +299,61 @@ async def test_mempool_full_by_bytes(pool):
     assert env.mempool.shard_bytes() == [2 * size]
 
 
+async def test_beyond_its_blocks_window_a_batch_is_refused_before_verification(pool, monkeypatch):
+    verified: list[bytes] = []
+    real = mempool_mod.verify_signed_tx
+
+    def counting(raw, *args):
+        verified.append(raw)
+        return real(raw, *args)
+
+    monkeypatch.setattr(mempool_mod, "verify_signed_tx", counting)
+    params = dataclasses.replace(PARAMS, max_block_txs=2)
+    env = Env(pool, params=params, max_pending_blocks=2)
+    raws = [make_tx(KEYS[i], 0) for i in range(6)]
+    results = await env.mempool.submit(raws, client=True)
+    assert [r.code for r in results] == ["accepted"] * 4 + ["mempool_full"] * 2
+    assert "retry later" in results[4].message and results[4].hash == tx_hash(raws[4])
+    assert verified == raws[:4]
+    # A known transaction is still told it is a duplicate, not that the pool is full.
+    assert await env.submit(raws[0], client=True) == ["duplicate"]
+    # A committed block makes room for one block's worth again.
+    env.commit(env.mempool.select(2, 10**6))
+    assert await env.submit(*raws[4:], client=True) == ["accepted", "accepted"]
+
+
+async def test_the_window_counts_bytes_and_batches_still_in_verification(pool):
+    size = len(make_tx(KEYS[0], 0))
+    params = dataclasses.replace(PARAMS, max_tx_bytes=size, max_block_bytes=3 * size)
+    env = Env(pool, params=params, max_pending_blocks=1)
+    # Two batches in verification at once share the window of three transactions.
+    first, second = await asyncio.gather(
+        env.submit(make_tx(KEYS[0], 0), make_tx(KEYS[1], 0), client=True),
+        env.submit(make_tx(KEYS[2], 0), make_tx(KEYS[3], 0), client=True),
+    )
+    assert sorted(first + second) == ["accepted"] * 3 + ["mempool_full"]
+    assert env.mempool.total_bytes == 3 * size
+
+
+async def test_the_window_refuses_clients_but_not_peers(pool):
+    params = dataclasses.replace(PARAMS, max_block_txs=1)
+    env = Env(pool, params=params, max_pending_blocks=1)
+    assert await env.submit(make_tx(KEYS[0], 0), make_tx(KEYS[1], 0), client=True) == [
+        "accepted",
+        "mempool_full",
+    ]
+    # Gossip: another member accepted it and will propose it.
+    assert await env.submit(make_tx(KEYS[1], 0)) == ["accepted"]
+    assert len(env.mempool) == 2
+
+
 def test_config_is_checked():
     with pytest.raises(ValueError, match="shards"):
         MempoolConfig(shards=0)
     with pytest.raises(ValueError, match="max_nonce_ahead"):
         MempoolConfig(max_nonce_ahead=0)
+    with pytest.raises(ValueError, match="max_pending_blocks"):
+        MempoolConfig(max_pending_blocks=0)
     assert MempoolConfig(per_account_cap=7).nonce_window == 7
 
 
