@@ -119,9 +119,10 @@ class ConsensusEngine:
         self._gossip = Gossip(transport=transport, clock=clock, config=self.config)
         self._where: tuple[int, int, Step] = (0, 0, Step.NEW_HEIGHT)
         self._where_since = clock.now()
-        # The block finalized last (height, hash, producers, round 0 start) and who
-        # precommitted it so far; the round the current height starts in.
-        self._last_block: tuple[int, bytes, ValidatorSet | None, int | None] = (0, NIL, None, None)
+        # The certificate of the block finalized last, its producers and when its
+        # round 0 began; who has precommitted that block in that round so far (the
+        # certificate and late precommits); the round the current height starts in.
+        self._last: tuple[Commit, ValidatorSet, int | None] | None = None
         self._last_signers: set[bytes] = set()
         self._start_round = 0
         # Height 0 is a placeholder until start() asks the application where it is.
@@ -434,25 +435,28 @@ class ConsensusEngine:
             block.hash.hex()[:12],
             len(commit.signatures),
         )
-        # Precommits for this block that arrive during the wait are counted (see _late_precommit).
+        # Precommits for this block that arrive later are counted (see _late_precommit).
         self._last_signers = {s.validator for s in commit.signatures}
-        self._last_block = (height, block.hash, self.validators, self._round0_started)
+        self._last = (commit, self.validators, self._round0_started)
         self._enter_new_height(height + 1, wait=True, wait_ms=self._commit_wait_ms(commit))
 
     def _late_precommit(self, vote: Vote, verified: bool) -> None:
-        """A precommit for the block we just finalized, during the wait before the next height.
+        """A precommit for the block we finalized last, from a producer its certificate lacks.
 
-        Once every producer's precommit is in, nobody is left to wait for: the next
-        height starts as ``_commit_wait_ms`` would have let it with a full certificate
+        The application gets it (the next proposal's certificate can name the producer,
+        which then does not count as missing). Once every producer's precommit is in
+        during the wait before the next height, nobody is left to wait for: the height
+        starts as ``_commit_wait_ms`` would have let it with a full certificate
         (CometBFT's skip_timeout_commit, for precommits that arrive after the commit).
         """
-        height, block_hash, validators, round0_started = self._last_block
+        if self._last is None:
+            return
+        commit, validators, round0_started = self._last
+        # A certificate holds one round's precommits: other rounds' do not count.
         if (
-            validators is None
-            or self.step != Step.NEW_HEIGHT
-            or vote.height != height
-            or vote.type != VoteType.PRECOMMIT
-            or vote.block_hash != block_hash
+            vote.type != VoteType.PRECOMMIT
+            or (vote.height, vote.round, vote.block_hash)
+            != (commit.height, commit.round, commit.block_hash)
             or vote.validator in self._last_signers
             or vote.validator not in validators
         ):
@@ -463,12 +467,13 @@ class ConsensusEngine:
             except InvalidSignature:
                 return
         self._last_signers.add(vote.validator)
-        if len(self._last_signers) < len(validators):
+        self.app.note_late_precommit(vote)
+        if self.step != Step.NEW_HEIGHT or len(self._last_signers) < len(validators):
             return
         wait_ms = self.config.timeout_commit_ms
         if round0_started is not None:
             wait_ms = max(0, wait_ms - (self.clock.now() - round0_started))
-        log.debug("%d: every precommit is in, next height in %d ms", height, wait_ms)
+        log.debug("%d: every precommit is in, next height in %d ms", commit.height, wait_ms)
         self._schedule(Step.NEW_HEIGHT, self.height, self._start_round, wait_ms)
 
     def _commit_wait_ms(self, commit: Commit) -> int:

@@ -16,7 +16,7 @@ from typing import Protocol
 from consensus.engine_config import Step
 from consensus.messages import Message
 from consensus.validators import ValidatorSet
-from core import Block, Commit
+from core import Block, Commit, Vote
 
 Peer = Hashable
 """Whatever the transport uses to name a peer; opaque to the engine."""
@@ -91,6 +91,12 @@ class Application(Protocol):
 
     def committed(self, height: int) -> tuple[Block, Commit] | None:
         """A committed block and its certificate, to help a peer that is behind."""
+        ...
+
+    def note_late_precommit(self, vote: Vote) -> None:
+        """A verified precommit for the last committed block, in its certificate's round,
+        from a producer the certificate lacks (it came after the quorum): the next
+        proposal's certificate may carry it."""
         ...
 
 

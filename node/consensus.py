@@ -54,10 +54,11 @@ class ChainApplication:
         self._executed: dict[bytes, ExecutedBlock] = {}
         self._executed_height = 0
         # Precommits for the last committed block that arrived after the engine had
-        # its quorum. The next proposal carries them all in its last_commit, so a
-        # producer that was merely slower than the quorum is not counted as missing.
+        # its quorum (the engine checks them). The next proposal carries them all in
+        # its last_commit, so a producer that was merely slower than the quorum is not
+        # counted as missing.
         self._late_height = 0
-        self._late: dict[bytes, tuple[int, CommitSig]] = {}
+        self._late: dict[bytes, CommitSig] = {}
 
     def _cache(self, executed: ExecutedBlock) -> None:
         height = executed.block.header.height
@@ -69,23 +70,14 @@ class ChainApplication:
     def height(self) -> int:
         return self.chain.height
 
-    def note_precommit(self, vote: Vote) -> None:
-        """Keep a valid precommit for the last committed block (consensus thread)."""
+    def note_late_precommit(self, vote: Vote) -> None:
         head = self.chain.head
-        if head is None or vote.height != head.height or vote.block_hash != head.hash:
+        if head is None or vote.height != head.height:
             return
         if self._late_height != head.height:
             self._late.clear()
             self._late_height = head.height
-        if vote.validator in self._late or vote.validator not in self.chain.validators_for(
-            head.height
-        ):
-            return
-        try:
-            vote.verify(self.chain.chain_id)
-        except Invalid:
-            return
-        self._late[vote.validator] = (vote.round, CommitSig(vote.validator, vote.signature))
+        self._late[vote.validator] = CommitSig(vote.validator, vote.signature)
 
     def _last_commit(self) -> Commit | None:
         """The stored certificate of the head, with any precommits that came late."""
@@ -95,12 +87,7 @@ class ChainApplication:
         stored = self.chain.store.get_commit(head.height)
         if stored is None or self._late_height != head.height or not self._late:
             return stored
-        # Late precommits may be from another round than the stored ones; a
-        # certificate holds one round, so only the stored round's are merged.
-        sigs = {s.validator: s for s in stored.signatures}
-        for validator, (round_, sig) in self._late.items():
-            if validator not in sigs and round_ == stored.round:
-                sigs[validator] = sig
+        sigs = {s.validator: s for s in stored.signatures} | self._late
         ordered = tuple(sorted(sigs.values(), key=lambda s: s.validator))
         return Commit(stored.height, stored.round, stored.block_hash, ordered)
 
@@ -262,8 +249,6 @@ class ConsensusService:
         if isinstance(msg, Vote):
             kind = "precommit" if msg.type == VoteType.PRECOMMIT else "prevote"
             self.node.metrics.votes.labels(type=kind).inc()
-            if msg.type == VoteType.PRECOMMIT:
-                self.app.note_precommit(msg)
         try:
             engine.deliver(msg, peer)  # type: ignore[arg-type]
         except Exception:

@@ -123,6 +123,7 @@ class ToyApp:
         self.commits: list[Commit] = []
         self.invalid: set[bytes] = set()
         self.validated: list[bytes] = []
+        self.late: list[Vote] = []
 
     def height(self) -> int:
         return len(self.blocks)
@@ -159,6 +160,9 @@ class ToyApp:
         if 1 <= height <= len(self.blocks):
             return self.blocks[height - 1], self.commits[height - 1]
         return None
+
+    def note_late_precommit(self, vote: Vote) -> None:
+        self.late.append(vote)
 
 
 def make_block(app: ToyApp, height: int, round_: int, producer: PrivateKey, salt: int = 0) -> Block:

@@ -110,6 +110,9 @@ def test_the_last_precommit_arriving_after_the_commit_ends_the_wait(tmp_path):
     h.deliver(good)
     h.clock.advance(0)
     assert (h.engine.height, h.engine.round) == (2, 0) and h.step != Step.NEW_HEIGHT
+    # The application heard of the late precommit once, for the next certificate.
+    h.deliver(good)
+    assert h.app.late == [good]
 
 
 def test_a_missing_precommit_keeps_the_full_block_interval(tmp_path):

@@ -31,6 +31,7 @@ from core import (
     Domain,
     InvalidBlock,
     PrivateKey,
+    Vote,
     hash_bytes,
     merkle_root,
 )
@@ -168,6 +169,9 @@ class SimApp:
         if 1 <= height <= len(self.blocks):
             return self.blocks[height - 1], self.commits[height - 1]
         return None
+
+    def note_late_precommit(self, vote: Vote) -> None:
+        """Certificates here hold what the engine gathered by the commit."""
 
 
 def counter_root(height: int) -> bytes:
