@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from core.codec import Wire
 from core.errors import InvalidTransaction
-from core.keys import ADDRESS_SIZE
+from core.keys import ADDRESS_SIZE, format_address
 from core.types import TxBody
 from vm.context import BlockContext
 from vm.receipts import MAX_CODE, OK
@@ -51,6 +51,18 @@ class TxFailed(InvalidTransaction):
         if code == OK:
             raise ValueError("a failure cannot carry the success code 'ok'")
         super().__init__(message, code)
+
+
+def refuse_module_account(module_accounts: Mapping[bytes, str], address: bytes, role: str) -> None:
+    """``TxFailed`` (``module_account``) if a handler would pay ``address``, its ``role``,
+    while it is a module account: only its module moves its tokens, or its books stop
+    adding up."""
+    if address in module_accounts:
+        raise TxFailed(
+            f"{role} must not be a module account, got {format_address(address)} "
+            f"(the {module_accounts[address]} module account)",
+            "module_account",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 from core.codec import UINT64_MAX, Wire, constructor
 from core.errors import NodeFault
-from core.keys import format_address
 from core.types import Address
 from vm.accounts import get_account, new_account, put_account
 from vm.context import BlockContext
 from vm.receipts import Event, EventAttr
-from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo
+from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo, refuse_module_account
 from vm.state import Overlay
 
 TRANSFER = "transfer"
@@ -47,12 +46,7 @@ def apply_transfer(
     if amount <= 0:
         raise TxFailed(f"amount must be positive, got {amount}", "invalid_amount")
     # Only its module may move a module account's tokens, or its books stop adding up.
-    if payload.to in module_accounts:
-        raise TxFailed(
-            f"recipient must not be a module account, got {format_address(payload.to)} "
-            f"(the {module_accounts[payload.to]} module account)",
-            "module_account",
-        )
+    refuse_module_account(module_accounts, payload.to, "recipient")
     sender = get_account(state, tx.sender_address)
     # The fee is already paid, so the amount must come out of what is left.
     if sender.balance < amount:

@@ -44,7 +44,7 @@ from apps.commerce.store import (
 )
 from core.errors import NodeFault
 from vm.context import BlockContext
-from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo
+from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo, refuse_module_account
 from vm.state import Overlay
 
 
@@ -78,12 +78,7 @@ def process_open_session(
     require_approved(state, signer)
     require_text(p.title, params.title_max_bytes, "title")
     # The host is paid tips and commission, which would break a module account's books.
-    if p.host in module_accounts:
-        raise TxFailed(
-            f"host must not be a module account, got {addr(p.host)} "
-            f"(the {module_accounts[p.host]} module account)",
-            "module_account",
-        )
+    refuse_module_account(module_accounts, p.host, "host")
     # The commission is promised out of every release, within the chain's cap.
     if p.host_bps > params.max_commission_bps:
         raise TxFailed(
