@@ -194,7 +194,6 @@ class Connection:
         node = self.node
         reader = self.reader
         registry = node.registry
-        handler = node.handler
         max_frame = node.config.max_frame_size
         stats = self.stats
         while not self._closing:
@@ -232,17 +231,22 @@ class Connection:
                 continue
             self._in_handler = True
             try:
-                await handler(self.public_key, msg)
-            except Invalid:
-                raise
-            except Exception:
-                # A bug in our handler is not the peer's fault: log and go on.
-                log.exception(
-                    "handler failed on %s from peer %s", type(msg).__name__, short(self.public_key)
-                )
+                await self._handle(msg)
             finally:
                 self._in_handler = False
                 self._last_rx = self._loop.time()
+
+    async def _handle(self, msg: Wire) -> None:
+        """Hand ``msg`` to the node. ``Invalid`` (the peer's fault) propagates; any other
+        failure is a bug in our handler, not the peer's: logged, and the peer stays."""
+        try:
+            await self.node.handler(self.public_key, msg)
+        except Invalid:
+            raise
+        except Exception:
+            log.exception(
+                "handler failed on %s from peer %s", type(msg).__name__, short(self.public_key)
+            )
 
     def _queue_gossip(self, msg: Wire, size: int) -> None:
         if self._gossip_bytes + size > self.node.config.inbound_gossip_bytes:
@@ -254,7 +258,6 @@ class Connection:
 
     async def _gossip_loop(self) -> None:
         """Hand the gossip lane's messages to the handler, one at a time, in order."""
-        handler = self.node.handler
         lane = self._gossip
         while not self._closing:
             if not lane:
@@ -264,14 +267,10 @@ class Connection:
             msg, size = lane.popleft()
             self._in_gossip_handler = True
             try:
-                await handler(self.public_key, msg)
+                await self._handle(msg)
             except Invalid as exc:
                 self.node.misbehaved(self, f"{exc.code}: {exc.message}")
                 return
-            except Exception:
-                log.exception(
-                    "handler failed on %s from peer %s", type(msg).__name__, short(self.public_key)
-                )
             finally:
                 self._in_gossip_handler = False
                 self._gossip_bytes -= size
