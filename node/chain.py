@@ -250,7 +250,7 @@ class Chain:
             prev_validators=self.validators_for(height - 1) if height > 1 else None,
         )
         validate_tx_root(block)
-        encoded = list(block.txs)
+        encoded = block.txs
         params = self.params_for(height)
         verified = self._verify_txs(encoded, known or _nothing_known, params.max_tx_bytes)
         header = block.header
@@ -269,7 +269,7 @@ class Chain:
 
     def _verify_txs(
         self,
-        encoded: list[bytes],
+        encoded: Sequence[bytes],
         known: Callable[[bytes], VerifiedTx | None],
         max_tx_bytes: int,
     ) -> list[VerifiedTx]:
@@ -292,7 +292,9 @@ class Chain:
                 out[i] = vtx
         else:
             for i in todo:
-                out[i] = verify_signed_tx(encoded[i], self.chain_id, self.registry, max_tx_bytes)
+                out[i] = verify_signed_tx(
+                    encoded[i], self.chain_id, self.registry, max_tx_bytes, hashes[i]
+                )
         return out  # type: ignore[return-value]
 
     def commit(self, executed: ExecutedBlock, commit: Commit) -> None:

@@ -184,13 +184,18 @@ class _Shard:
 
 
 def _verify_chunk(
-    raws: Sequence[bytes], chain_id: str, registry: Registry, max_tx_bytes: int
+    raws: Sequence[bytes],
+    hashes: Sequence[bytes | None],
+    chain_id: str,
+    registry: Registry,
+    max_tx_bytes: int,
 ) -> list[VerifiedTx | Invalid]:
-    """Stateless checks for one chunk; runs in a pool thread."""
+    """Stateless checks for one chunk; runs in a pool thread. ``hashes[i]`` is
+    ``tx_hash(raws[i])``, or None where admission did not hash it."""
     out: list[VerifiedTx | Invalid] = []
-    for raw in raws:
+    for raw, hash_ in zip(raws, hashes, strict=True):
         try:
-            out.append(verify_signed_tx(raw, chain_id, registry, max_tx_bytes))
+            out.append(verify_signed_tx(raw, chain_id, registry, max_tx_bytes, hash_))
         except Invalid as exc:
             out.append(exc)
     return out
@@ -424,6 +429,7 @@ class Mempool:
                 self._pool,
                 _verify_chunk,
                 raws[k : k + step],
+                hashes[k : k + step],
                 self._chain_id,
                 self._registry,
                 self._params.max_tx_bytes,

@@ -69,13 +69,18 @@ _unpackb = msgpack.unpackb
 
 
 def verify_signed_tx(
-    encoded: bytes, chain_id: str, registry: Registry, max_tx_bytes: int
+    encoded: bytes,
+    chain_id: str,
+    registry: Registry,
+    max_tx_bytes: int,
+    hash_: bytes | None = None,
 ) -> VerifiedTx:
-    """Every stateless check, cheapest first; raises ``Invalid`` with a stable code."""
+    """Every stateless check, cheapest first; raises ``Invalid`` with a stable code.
+    ``hash_`` is ``tx_hash(encoded)`` if the caller has it."""
     _check_size(encoded, max_tx_bytes)
     encoded = bytes(encoded)
     tx = check_envelope(encoded, chain_id, max_tx_bytes)
-    return complete_verified_tx(encoded, tx, registry)
+    return complete_verified_tx(encoded, tx, registry, hash_)
 
 
 def _check_size(encoded: bytes, max_tx_bytes: int) -> None:
