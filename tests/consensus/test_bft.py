@@ -92,13 +92,18 @@ def test_happy_path_commits_with_a_verifying_certificate(tmp_path):
     assert h.engine.locked_round == -1 and h.engine.locked_hash is None
 
 
-def test_the_last_precommit_arriving_after_the_commit_ends_the_wait(tmp_path):
-    h = make_engine(tmp_path)
+def commit_with_a_precommit_missing(h):
+    """Height 1, longer than one block interval, decided by 3 of the 4 precommits."""
     block = propose(h, 0)
     h.votes_from(OTHERS, PV, 0, block.hash)
-    # The height took longer than one block interval.
     h.clock.advance(CONFIG.timeout_commit_ms)
     h.votes_from(OTHERS[:2], PC, 0, block.hash)
+    return block
+
+
+def test_the_last_precommit_arriving_after_the_commit_ends_the_wait(tmp_path):
+    h = make_engine(tmp_path)
+    block = commit_with_a_precommit_missing(h)
     assert (h.engine.height, h.step) == (2, Step.NEW_HEIGHT)
     # A forged precommit does not count as the missing one.
     good = vote(OTHERS[2], PC, 1, 0, block.hash)
@@ -117,10 +122,7 @@ def test_the_last_precommit_arriving_after_the_commit_ends_the_wait(tmp_path):
 
 def test_a_missing_precommit_keeps_the_full_block_interval(tmp_path):
     h = make_engine(tmp_path)
-    block = propose(h, 0)
-    h.votes_from(OTHERS, PV, 0, block.hash)
-    h.clock.advance(CONFIG.timeout_commit_ms)
-    h.votes_from(OTHERS[:2], PC, 0, block.hash)
+    commit_with_a_precommit_missing(h)
     h.clock.advance(CONFIG.timeout_commit_ms - 1)
     assert h.step == Step.NEW_HEIGHT
     h.clock.advance(1)

@@ -299,15 +299,21 @@ async def test_mempool_full_by_bytes(pool):
     assert env.mempool.shard_bytes() == [2 * size]
 
 
-async def test_beyond_its_blocks_window_a_batch_is_refused_before_verification(pool, monkeypatch):
-    verified: list[bytes] = []
+@pytest.fixture
+def verified(monkeypatch) -> list[bytes]:
+    """The transactions the mempool verifies, in the order it verifies them."""
+    calls: list[bytes] = []
     real = mempool_mod.verify_signed_tx
 
     def counting(raw, *args):
-        verified.append(raw)
+        calls.append(raw)
         return real(raw, *args)
 
     monkeypatch.setattr(mempool_mod, "verify_signed_tx", counting)
+    return calls
+
+
+async def test_beyond_its_blocks_window_a_batch_is_refused_before_verification(pool, verified):
     params = dataclasses.replace(PARAMS, max_block_txs=2)
     env = Env(pool, params=params, max_pending_blocks=2)
     raws = [make_tx(KEYS[i], 0) for i in range(6)]
@@ -541,22 +547,14 @@ async def test_empty_accounts_are_forgotten(env):
 # --- verified once ---
 
 
-async def test_each_transaction_is_verified_once(env, monkeypatch):
-    calls: list[bytes] = []
-    real = mempool_mod.verify_signed_tx
-
-    def counting(raw, *args):
-        calls.append(raw)
-        return real(raw, *args)
-
-    monkeypatch.setattr(mempool_mod, "verify_signed_tx", counting)
+async def test_each_transaction_is_verified_once(env, verified):
     raws = [make_tx(KEYS[i], 0) for i in range(40)]
     # Two concurrent submits of the same batch, plus an in-batch duplicate.
     first, second = await asyncio.gather(
         env.mempool.submit(raws + raws[:1]), env.mempool.submit(raws)
     )
     third = await env.mempool.submit(raws)
-    assert sorted(calls) == sorted(raws)
+    assert sorted(verified) == sorted(raws)
     assert [r.code for r in first] == ["accepted"] * 40 + ["duplicate"]
     assert {r.code for r in second} == {"duplicate"} and {r.code for r in third} == {"duplicate"}
     # Block building gets the very objects admission produced.
