@@ -45,9 +45,9 @@ from vm import (
     Executor,
     Registry,
     VerifiedTx,
+    complete_checked,
     verify_signed_tx,
 )
-from vm.executor import complete_checked
 
 log = logging.getLogger("node.chain")
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 
-from vm.executor import check_envelopes
+from vm import check_envelopes
 
 log = logging.getLogger("node.verifier")
 

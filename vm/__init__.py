@@ -2,7 +2,15 @@
 
 from vm.accounts import ZERO_ACCOUNT, Account, account_key, get_account, put_account
 from vm.context import BlockContext
-from vm.executor import BlockResult, Executor, VerifiedTx, verify_signed_tx
+from vm.executor import (
+    BlockResult,
+    Executor,
+    VerifiedTx,
+    check_envelopes,
+    complete_checked,
+    read_account,
+    verify_signed_tx,
+)
 from vm.params import ChainParams
 from vm.prefixes import KeyPrefix
 from vm.receipts import OK, BlockEvents, Event, EventAttr, Receipt
@@ -42,8 +50,11 @@ __all__ = [
     "VerifiedTx",
     "account_key",
     "apply_transfer",
+    "check_envelopes",
+    "complete_checked",
     "default_registry",
     "get_account",
     "put_account",
+    "read_account",
     "verify_signed_tx",
 ]
