@@ -13,17 +13,25 @@ SOURCE = Path(apps.commerce.__file__).parent
 DOC = Path(apps.commerce.__file__).parents[2] / "docs" / "commerce.md"
 
 
+# Helpers of the vm that raise one code of their own for the handler that calls them.
+VM_REFUSALS = {"refuse_module_account": "module_account"}
+
+
 def codes_in_source():
     found = set()
     for path in SOURCE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None)
             if (
-                isinstance(node, ast.Call)
-                and getattr(node.func, "id", None) == "TxFailed"
+                name == "TxFailed"
                 and len(node.args) == 2
                 and isinstance(node.args[1], ast.Constant)
             ):
                 found.add(node.args[1].value)
+            elif name in VM_REFUSALS:
+                found.add(VM_REFUSALS[name])
     return found
 
 
