@@ -7,6 +7,7 @@ from consensus.bft import (
     ConsensusEngine,
     LoopClock,
     Step,
+    Synchrony,
     Transport,
 )
 from consensus.election import record_missed
@@ -47,6 +48,7 @@ __all__ = [
     "PrivValidator",
     "Proposal",
     "Step",
+    "Synchrony",
     "SyncRequest",
     "Transport",
     "ValidatorSet",

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 
 from consensus.engine_catchup import CatchUp
-from consensus.engine_config import BFTConfig, Step
+from consensus.engine_config import BFTConfig, Step, Synchrony
 from consensus.engine_gossip import Gossip
 from consensus.engine_io import (
     Application,
@@ -43,6 +43,7 @@ from consensus.engine_io import (
 )
 from consensus.messages import DuplicateVoteEvidence, FinalizedBlock, Message, Proposal, SyncRequest
 from consensus.privval import DoubleSignRefused, PrivValidator
+from consensus.validation import validate_tx_root
 from consensus.validators import ValidatorSet, verify_commit
 from consensus.vote_sets import MAX_VOTES_PER_VALIDATOR, NIL, HeightVoteSet, VoteSet, one_third_plus
 from consensus.wal import WAL
@@ -72,6 +73,7 @@ __all__ = [
     "LoopClock",
     "Peer",
     "Step",
+    "Synchrony",
     "TimeoutEvent",
     "Transport",
     "VoteSet",
@@ -125,6 +127,8 @@ class ConsensusEngine:
         self._last: tuple[Commit, ValidatorSet, int | None] | None = None
         self._last_signers: set[bytes] = set()
         self._start_round = 0
+        # Replaced at every height by the application's (chain parameters).
+        self.synchrony = Synchrony(precision_ms=0, message_delay_ms=0)
         # Height 0 is a placeholder until start() asks the application where it is.
         self._reset_height(0, ValidatorSet((bytes(32),)))
 
@@ -150,8 +154,10 @@ class ConsensusEngine:
 
     def deliver(self, msg: Message, peer: Peer | None = None, *, verified: bool = False) -> None:
         """Hand in a message from ``peer``. ``verified`` says its signature was checked
-        already (e.g. on the transport's worker threads)."""
-        self._submit(_Received(msg, peer, verified))
+        already (e.g. on the transport's worker threads). Its arrival time is read
+        from the clock here: a proposal is judged by when it arrived, not by when the
+        engine got to it."""
+        self._submit(_Received(msg, peer, verified, received_ms=self.clock.time_ms()))
 
     # --- the queue -------------------------------------------------------------------
 
@@ -205,6 +211,7 @@ class ConsensusEngine:
         if self.app.height() != height - 1:
             raise NodeFault(f"entering height {height}, but the app is at {self.app.height()}")
         self._reset_height(height, self.app.validators(height))
+        self.synchrony = self.app.synchrony(height)
         if self.wal is not None:
             # After a restart: what we had accepted at this height, in the same order.
             for msg in self.wal.start_height(height):
@@ -238,6 +245,9 @@ class ConsensusEngine:
         self.validators = validators
         self.votes = HeightVoteSet(self.chain_id, height, validators)
         self.proposals: dict[int, Proposal] = {}
+        # Per round: whether its proposal arrived in time (``Synchrony.timely``).
+        self._timely: dict[int, bool] = {}
+        # Blocks by hash; each body was matched to its signed header when it came in.
         self._blocks: dict[bytes, Block] = {}
         self._valid: dict[bytes, bool] = {}
         self.locked_round = -1
@@ -290,7 +300,7 @@ class ConsensusEngine:
             # so validators locked on it can prevote it (paper lines 15-16).
             block, pol_round = self.valid_block, self.valid_round
         else:
-            block, pol_round = self.app.propose(height, round_), -1
+            block, pol_round = self.app.propose(height, round_, self.clock.time_ms()), -1
             # The application must build on our height, or we would sign nonsense.
             if block.header.height != height:
                 raise NodeFault(f"app proposed height {block.header.height}, expected {height}")
@@ -325,11 +335,16 @@ class ConsensusEngine:
         block_hash = proposal.block.hash
         if not self._is_valid(proposal.block):
             return NIL
+        if proposal.pol_round is None:
+            # A new block must be dated close to our clock (proposer-based timestamps):
+            # no producer moves the chain clock, which commerce deadlines follow.
+            if not self._timely.get(round_, False):
+                log.info("%d/%d: proposal is not timely", self.height, round_)
+                return NIL
+            return block_hash if self.locked_round == -1 or self.locked_hash == block_hash else NIL
         # Prevoting the block we are locked on is always safe.
         if self.locked_hash == block_hash:
             return block_hash
-        if proposal.pol_round is None:
-            return block_hash if self.locked_round == -1 else NIL
         # A proof of lock at least as new as our lock releases it (paper line 29).
         polka = self.votes.majority(proposal.pol_round, VoteType.PREVOTE)
         if polka == block_hash and self.locked_round <= proposal.pol_round:
@@ -612,12 +627,17 @@ class ConsensusEngine:
             self._catchup.buffer(item, self.height, self._height_started)
             return
         if isinstance(msg, Proposal):
-            self._on_proposal(msg, peer, item.verified, item.replayed)
+            self._on_proposal(msg, peer, item.verified, item.replayed, item.received_ms)
         else:
             self._on_vote(msg, peer, item.verified, item.replayed)
 
     def _on_proposal(
-        self, p: Proposal, peer: Peer | None, verified: bool, replayed: bool = False
+        self,
+        p: Proposal,
+        peer: Peer | None,
+        verified: bool,
+        replayed: bool = False,
+        received_ms: int | None = None,
     ) -> None:
         # Proposals far ahead would only cost memory; the proposer re-sends them.
         if p.round > self.round + 1:
@@ -645,10 +665,19 @@ class ConsensusEngine:
             except InvalidSignature:
                 self._bad_peer(peer, f"proposal {p.height}/{p.round} has a bad signature")
                 return
+        # The signature covers the header only: the body must be the one it commits
+        # to, or anyone relaying the proposal could swap it (and have us judge, keep
+        # and vote on a block no one proposed).
+        if not self._body_matches(p.block, peer, f"proposal {p.height}/{p.round}"):
+            return
         self._log(p, replayed)
         if replayed and self._is_me(p.proposer):
             self._own[(0, p.round)] = p
         self.proposals[p.round] = p
+        if p.pol_round is None:
+            self._timely[p.round] = self.synchrony.timely(
+                p.block.header.time_ms, received_ms, p.round
+            )
         self._blocks.setdefault(p.block.hash, p.block)
 
     def _on_vote(
@@ -691,6 +720,9 @@ class ConsensusEngine:
             verify_commit(fb.commit, self.chain_id, height, block_hash, self.validators)
         except InvalidBlock as exc:
             self._bad_peer(peer, f"finalized block {height}: {exc}")
+            return
+        # The certificate signs the header; the body must be the one it commits to.
+        if not self._body_matches(fb.block, peer, f"finalized block {height}"):
             return
         decided = self.votes.commit_round
         if decided is not None:
@@ -750,7 +782,7 @@ class ConsensusEngine:
         else:
             self.transport.broadcast(msg)
         # Own messages take the same path as peers' ones, after the current input.
-        self._queue.append(_Received(msg, None, True))
+        self._queue.append(_Received(msg, None, True, received_ms=self.clock.time_ms()))
 
     def _log(self, msg: Proposal | Vote, replayed: bool) -> None:
         if self.wal is not None and not replayed:
@@ -770,6 +802,16 @@ class ConsensusEngine:
             self.privval is not None
             and self.validators.proposer(height, round_) == self.privval.public_key
         )
+
+    def _body_matches(self, block: Block, peer: Peer | None, what: str) -> bool:
+        """Whether ``block``'s transactions are the ones its header's tx root commits
+        to; a peer that sends another body is reported."""
+        try:
+            validate_tx_root(block)
+        except InvalidBlock as exc:
+            self._bad_peer(peer, f"{what}: body does not match its header: {exc}")
+            return False
+        return True
 
     def _is_valid(self, block: Block) -> bool:
         block_hash = block.hash

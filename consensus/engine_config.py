@@ -62,3 +62,34 @@ class BFTConfig:
         if step == Step.NEW_HEIGHT:
             return self.timeout_commit_ms
         raise ValueError(f"step {step.name} has no timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class Synchrony:
+    """How far a new proposal's block time may lie from the receiver's clock.
+
+    Proposer-based timestamps (CometBFT's PBTS): a proposal of a new block (no
+    proof-of-lock round) is *timely* at a receiver whose clock read ``received_ms``
+    when it arrived if
+
+        time_ms - precision_ms <= received_ms <= time_ms + message_delay(round) + precision_ms
+
+    and honest producers prevote nil on an untimely one. ``precision_ms`` bounds the
+    difference between honest clocks; ``message_delay_ms`` bounds how long a proposal
+    takes to build and reach the others, and grows by a tenth per round so that a
+    slow network cannot stall the chain for good.
+    """
+
+    precision_ms: int
+    message_delay_ms: int
+
+    def message_delay(self, round_: int) -> int:
+        return self.message_delay_ms + self.message_delay_ms * round_ // 10
+
+    def timely(self, time_ms: int, received_ms: int | None, round_: int) -> bool:
+        """Whether a new block dated ``time_ms``, proposed in ``round_``, arrived in time."""
+        if received_ms is None:
+            return False
+        earliest = time_ms - self.precision_ms
+        latest = time_ms + self.message_delay(round_) + self.precision_ms
+        return earliest <= received_ms <= latest

@@ -9,11 +9,12 @@ one queue.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from consensus.engine_config import Step
+from consensus.engine_config import Step, Synchrony
 from consensus.messages import Message
 from consensus.validators import ValidatorSet
 from core import Block, Commit, Vote
@@ -32,6 +33,11 @@ class Clock(Protocol):
         """Monotonic milliseconds."""
         ...
 
+    def time_ms(self) -> int:
+        """This node's wall clock in Unix milliseconds: what it dates its proposals
+        with and judges others' by (docs/consensus.md, "Block time")."""
+        ...
+
     def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
         """Call ``event`` once, ``delay_ms`` from now, on the engine's thread."""
         ...
@@ -47,6 +53,9 @@ class LoopClock:
 
     def now(self) -> int:
         return int(self._loop.time() * 1000)
+
+    def time_ms(self) -> int:
+        return int(time.time() * 1000)
 
     def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
         self._loop.call_later(delay_ms / 1000, event)
@@ -75,9 +84,16 @@ class Application(Protocol):
         """The producers that vote on ``height``."""
         ...
 
-    def propose(self, height: int, round_: int) -> Block:
+    def propose(self, height: int, round_: int, time_ms: int) -> Block:
         """Build a block for ``height`` on top of the last committed one; its header
-        carries ``round_``, this node as producer and the last block's certificate."""
+        carries ``round_``, this node as producer, the last block's certificate and
+        ``time_ms`` (this node's clock) as block time, or the parent's time + 1 if
+        that is later."""
+        ...
+
+    def synchrony(self, height: int) -> Synchrony:
+        """The clock bounds that proposals for ``height`` are judged by (chain
+        parameters: every producer must use the same)."""
         ...
 
     def validate(self, block: Block) -> bool:
@@ -119,6 +135,9 @@ class _Received:
     verified: bool
     # Read back from our own WAL after a restart: handle, but do not log again.
     replayed: bool = False
+    # This node's wall clock when the message arrived (``Clock.time_ms``); None when
+    # unknown (replayed from the WAL), which makes a new proposal untimely.
+    received_ms: int | None = None
 
 
 class _Tick:

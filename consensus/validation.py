@@ -7,7 +7,7 @@ is one line with its reason and names expected and actual values.
 from __future__ import annotations
 
 from consensus.validators import ValidatorSet, verify_commit
-from core import Block, BlockHeader, InvalidBlock, merkle_root
+from core import MAX_TIME_MS, Block, BlockHeader, InvalidBlock, merkle_root
 
 
 def validate_header(
@@ -44,6 +44,12 @@ def validate_header(
     if header.time_ms <= prev_time:
         raise InvalidBlock(
             f"height {header.height}: time {header.time_ms} ms, expected after {prev_time} ms"
+        )
+    # Deadlines are block time plus a window: both bounded, so they never overflow u64.
+    # (How far ahead of real time a block may be is the engine's timeliness rule.)
+    if header.time_ms > MAX_TIME_MS:
+        raise InvalidBlock(
+            f"height {header.height}: time {header.time_ms} ms, expected at most {MAX_TIME_MS} ms"
         )
     # The header names the producer set it was made under.
     if header.producer_set_hash != validators.hash:

@@ -26,6 +26,7 @@ from core.keys import (
     verify,
 )
 from core.types import (
+    MAX_TIME_MS,
     Address,
     Block,
     BlockHeader,
@@ -48,6 +49,7 @@ from core.types import (
 __all__ = [
     "ADDRESS_SIZE",
     "HASH_SIZE",
+    "MAX_TIME_MS",
     "ZERO_HASH",
     "Address",
     "Block",

@@ -22,6 +22,10 @@ MAX_PAYLOAD = 16 * 1024
 MAX_TX_BODY = MAX_PAYLOAD + 256
 MAX_BLOCK_TXS = 100_000
 MAX_VALIDATORS = 256
+# Latest block time, in ms since the Unix epoch (about the year 287,000). Every
+# window that execution adds to block time is at most this long too, so a deadline
+# (time + window) stays far inside u64; both are safe integers in JavaScript.
+MAX_TIME_MS = 2**53 - 1
 
 
 @dataclass(frozen=True, slots=True)

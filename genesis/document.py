@@ -34,7 +34,7 @@ from core.errors import DecodeError, Invalid, InvalidAddress
 from core.hashing import Domain, hash_bytes
 from core.keys import format_address, parse_address
 from core.keystore import atomic_write
-from core.types import MAX_VALIDATORS, Address, PublicKey
+from core.types import MAX_TIME_MS, MAX_VALIDATORS, Address, PublicKey
 from vm.accounts import Account, account_key
 from vm.params import ChainParams
 
@@ -113,10 +113,10 @@ class Genesis(Wire):
             raise InvalidGenesis(
                 f"chain_id must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}, got {self.chain_id!r}"
             )
-        # Block times are uint64 milliseconds; genesis time is the first lower bound.
-        if not 0 <= self.genesis_time_ms <= UINT64_MAX:
+        # Block times come after genesis time and stay at most MAX_TIME_MS.
+        if not 0 <= self.genesis_time_ms < MAX_TIME_MS:
             raise InvalidGenesis(
-                f"genesis_time_ms must be in 0..2**64-1, got {self.genesis_time_ms}"
+                f"genesis_time_ms must be in 0..{MAX_TIME_MS - 1}, got {self.genesis_time_ms}"
             )
         # Without a validator no block can ever be produced or finalized.
         if not self.validators:

@@ -29,6 +29,7 @@ from consensus import (
     DuplicateVoteEvidence,
     LoopClock,
     PrivValidator,
+    Synchrony,
     ValidatorSet,
 )
 from consensus.evidence import SubmitEvidence
@@ -94,7 +95,11 @@ class ChainApplication:
     def validators(self, height: int) -> ValidatorSet:
         return self.chain.validators_for(height)
 
-    def propose(self, height: int, round_: int) -> Block:
+    def synchrony(self, height: int) -> Synchrony:
+        params = self.chain.params_for(height)
+        return Synchrony(params.time_precision_ms, params.time_message_delay_ms)
+
+    def propose(self, height: int, round_: int, time_ms: int) -> Block:
         params = self.chain.params
         txs = self.node.on_main_loop(
             lambda: self.node.mempool.select(params.max_block_txs, params.max_block_bytes)
@@ -103,7 +108,7 @@ class ChainApplication:
         executed = self.chain.build(
             txs,
             self.node.key,
-            self.chain.next_block_time(),
+            self.chain.next_block_time(time_ms),
             round_,
             self._last_commit(),
             budget_s=budget_ms / 1000 if budget_ms else None,

@@ -14,6 +14,11 @@ from core.codec import Wire
 from core.errors import DecodeError
 from core.types import MAX_BLOCK_TXS, Block, SignedTx
 
+# Bounds for the block-time rule's parameters: clocks closer than a minute, and a
+# proposal that may take up to ten minutes to arrive, leave every setting usable.
+MAX_TIME_PRECISION_MS = 60_000
+MAX_MESSAGE_DELAY_MS = 600_000
+
 
 @dataclass(frozen=True, slots=True)
 class ChainParams(Wire):
@@ -51,6 +56,13 @@ class ChainParams(Wire):
     proposal_voting_blocks: int = 1_000
     # Blocks between a parameter change passing and taking effect.
     param_change_delay_blocks: int = 10
+    # --- block time (proposer-based timestamps; docs/consensus.md, "Block time") ---
+    # Honest producers' clocks differ by less than this; a block time is never more
+    # than this ahead of the clock of an honest producer that prevoted it.
+    time_precision_ms: int = 500
+    # How long a new proposal may take from its block time to a producer (building
+    # included); grows by a tenth per round. Only bounds how far back a block is dated.
+    time_message_delay_ms: int = 10_000
 
     MAX_ENCODED = 4096
 
@@ -78,6 +90,18 @@ class ChainParams(Wire):
         if self.max_block_bytes > Block.MAX_ENCODED:
             raise DecodeError(
                 f"max_block_bytes must be at most {Block.MAX_ENCODED}, got {self.max_block_bytes}"
+            )
+        # Honest clocks are never exactly equal; a minute apart is not a clock.
+        if not 1 <= self.time_precision_ms <= MAX_TIME_PRECISION_MS:
+            raise DecodeError(
+                f"time_precision_ms must be in 1..{MAX_TIME_PRECISION_MS}, "
+                f"got {self.time_precision_ms}"
+            )
+        # A proposal needs some time to travel; without a bound, any date in the past passes.
+        if not 1 <= self.time_message_delay_ms <= MAX_MESSAGE_DELAY_MS:
+            raise DecodeError(
+                f"time_message_delay_ms must be in 1..{MAX_MESSAGE_DELAY_MS}, "
+                f"got {self.time_message_delay_ms}"
             )
         # Expiry 0 blocks ahead would make every tx expire before it is included.
         if self.max_expiry_blocks < 1:

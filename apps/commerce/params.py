@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from core.codec import UINT64_MAX, MaxItems, Wire
 from core.errors import DecodeError, Invalid, InvalidAddress
 from core.keys import format_address, parse_address
-from core.types import Address
+from core.types import MAX_TIME_MS, Address
 
 BPS = 10_000
 MAX_REGISTRARS = 64
@@ -95,9 +95,10 @@ class CommerceParams(Wire):
     def __post_init__(self) -> None:
         windows = ("accept_window_ms", "ship_window_ms", "confirm_window_ms", "ruling_window_ms")
         for name in windows:
-            # A zero window would expire every order in the block that created it.
-            if getattr(self, name) < 1:
-                raise DecodeError(f"{name} must be at least 1, got {getattr(self, name)}")
+            # A zero window would expire every order in the block that created it; a
+            # window beyond MAX_TIME_MS could overflow a deadline (block time + window).
+            if not 1 <= getattr(self, name) <= MAX_TIME_MS:
+                raise DecodeError(f"{name} must be in 1..{MAX_TIME_MS}, got {getattr(self, name)}")
         # A dispute window past the auto-release would name a moment no order can reach.
         if not 1 <= self.dispute_window_ms <= self.confirm_window_ms:
             raise DecodeError(

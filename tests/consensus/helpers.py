@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consensus import ValidatorSet, validate_header, verify_commit
-from consensus.bft import BFTConfig, ConsensusEngine, Step
+from consensus import ValidatorSet, validate_header, validate_tx_root, verify_commit
+from consensus.bft import BFTConfig, ConsensusEngine, Step, Synchrony
 from consensus.messages import Message, Proposal, proposal_signing_body
 from consensus.privval import PrivValidator
 from consensus.wal import WAL
@@ -64,12 +64,18 @@ class ManualClock:
     """Time moves only when a test says so; records every scheduled delay."""
 
     now_ms: int = 0
+    # How far this node's wall clock is off (a skewed clock; ``time_ms``).
+    wall_offset_ms: int = 0
     pending: list[tuple[int, int, Callable[[], None]]] = field(default_factory=list)
     delays: list[int] = field(default_factory=list)
     _seq: int = 0
 
     def now(self) -> int:
         return self.now_ms
+
+    def time_ms(self) -> int:
+        # The wall clock starts at genesis time, as a chain's first blocks do.
+        return GENESIS_TIME + self.now_ms + self.wall_offset_ms
 
     def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
         self._seq += 1
@@ -114,11 +120,18 @@ class RecordingTransport:
         return [m for _, m in self.sent if isinstance(m, Proposal)]
 
 
+# The chain's clock bounds in these tests (ChainParams' defaults).
+SYNCHRONY = Synchrony(precision_ms=500, message_delay_ms=10_000)
+
+
 class ToyApp:
     """Blocks carry a counter (their height); ``invalid`` lists hashes to reject."""
 
     def __init__(self, key: PrivateKey = ME) -> None:
         self.key = key
+        self.timing = SYNCHRONY
+        # Block times of own proposals (the engine's clock reading).
+        self.proposed_times: list[int] = []
         self.blocks: list[Block] = []
         self.commits: list[Commit] = []
         self.invalid: set[bytes] = set()
@@ -131,8 +144,12 @@ class ToyApp:
     def validators(self, height: int) -> ValidatorSet:
         return VALIDATORS
 
-    def propose(self, height: int, round_: int) -> Block:
-        return make_block(self, height, round_, self.key)
+    def synchrony(self, height: int) -> Synchrony:
+        return self.timing
+
+    def propose(self, height: int, round_: int, time_ms: int) -> Block:
+        self.proposed_times.append(time_ms)
+        return make_block(self, height, round_, self.key, time_ms=time_ms)
 
     def validate(self, block: Block) -> bool:
         self.validated.append(block.hash)
@@ -147,6 +164,8 @@ class ToyApp:
                 genesis_time_ms=GENESIS_TIME,
                 validators=VALIDATORS,
             )
+            # As a node's chain does: the body must be the one the header commits to.
+            validate_tx_root(block)
         except InvalidBlock:
             return False
         return True
@@ -165,22 +184,31 @@ class ToyApp:
         self.late.append(vote)
 
 
-def make_block(app: ToyApp, height: int, round_: int, producer: PrivateKey, salt: int = 0) -> Block:
+def make_block(
+    app: ToyApp,
+    height: int,
+    round_: int,
+    producer: PrivateKey,
+    salt: int = 0,
+    time_ms: int = 0,
+    txs: tuple[bytes, ...] = (),
+) -> Block:
+    """A block on ``app``'s head, dated ``time_ms`` or just after its parent if later."""
     prev = app.blocks[-1].header if app.blocks else None
     header = BlockHeader(
         chain_id=CHAIN,
         height=height,
         round=round_,
-        time_ms=(prev.time_ms if prev else GENESIS_TIME) + 1 + salt,
+        time_ms=max(time_ms, (prev.time_ms if prev else GENESIS_TIME) + 1) + salt,
         prev_hash=prev.hash if prev else GENESIS_HASH,
-        tx_root=merkle_root([]),
+        tx_root=merkle_root(txs),
         state_root=hash_bytes(Domain.STATE_VALUE, height.to_bytes(8, "big")),
         receipt_root=ZERO_HASH,
         producer=producer.public_key,
         producer_set_hash=VALIDATORS.hash,
         last_commit=app.commits[-1] if app.commits else None,
     )
-    return Block(header, ())
+    return Block(header, txs)
 
 
 def sign_proposal(

@@ -32,11 +32,11 @@ class SoloApp(ToyApp):
     def validators(self, height: int) -> ValidatorSet:
         return SOLO
 
-    def propose(self, height: int, round_: int) -> Block:
+    def propose(self, height: int, round_: int, time_ms: int) -> Block:
         if self.clock is not None:
             # Building the block takes time (the engine waits on it).
             self.clock.now_ms += self.build_ms
-        return make_block(self, height, round_, self.key)
+        return make_block(self, height, round_, self.key, time_ms=time_ms)
 
     def validate(self, block: Block) -> bool:
         self.validated.append(block.hash)

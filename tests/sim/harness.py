@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from consensus import ValidatorSet, validate_header, verify_commit
-from consensus.bft import BFTConfig, ConsensusEngine
+from consensus.bft import BFTConfig, ConsensusEngine, Synchrony
 from consensus.messages import ConsensusMessage, DuplicateVoteEvidence, Message, Proposal
 from consensus.privval import PrivValidator
 from consensus.wal import WAL
@@ -51,6 +51,10 @@ SIM_CONFIG = BFTConfig(
     rebroadcast_ms=200,
     sync_interval_ms=200,
 )
+
+
+# The chain's clock bounds (ChainParams' defaults).
+SIM_SYNCHRONY = Synchrony(precision_ms=500, message_delay_ms=10_000)
 
 
 class SafetyViolation(AssertionError):
@@ -124,14 +128,17 @@ class SimApp:
     def _head(self) -> BlockHeader | None:
         return self.blocks[-1].header if self.blocks else None
 
-    def propose(self, height: int, round_: int, *, salt: int = 0) -> Block:
+    def synchrony(self, height: int) -> Synchrony:
+        return SIM_SYNCHRONY
+
+    def propose(self, height: int, round_: int, time_ms: int, *, salt: int = 0) -> Block:
         head = self._head()
         prev_time = head.time_ms if head else GENESIS_TIME_MS
         header = BlockHeader(
             chain_id=CHAIN_ID,
             height=height,
             round=round_,
-            time_ms=max(GENESIS_TIME_MS + self.sched.now, prev_time + 1) + salt,
+            time_ms=max(time_ms, prev_time + 1) + salt,
             prev_hash=head.hash if head else GENESIS_HASH,
             tx_root=merkle_root([]),
             state_root=counter_root(height),
@@ -243,7 +250,9 @@ class EquivocatingTransport(SimTransport):
             return
         node = self.node
         assert node.privval is not None
-        alt_block = node.app.propose(msg.height, msg.round, salt=1 + msg.round)
+        alt_block = node.app.propose(
+            msg.height, msg.round, msg.block.header.time_ms, salt=1 + msg.round
+        )
         alt = node.privval.sign_proposal(msg.height, msg.round, None, alt_block)
         others = [n.index for n in node.net.nodes if n.index != node.index]
         for i, peer in enumerate(others):
@@ -259,6 +268,9 @@ class NodeClock:
 
     def now(self) -> int:
         return self.node.sched.now
+
+    def time_ms(self) -> int:
+        return GENESIS_TIME_MS + self.node.sched.now
 
     def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
         node, inc = self.node, self.incarnation

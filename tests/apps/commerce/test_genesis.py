@@ -75,7 +75,11 @@ def _bad(mutate):
         ),
         (lambda c: c["params"].update(fee_bps=9_000), "fee_bps \\+ max_commission_bps"),
         (lambda c: c["params"].update(dispute_window_ms=10**12), "dispute_window_ms must be in"),
-        (lambda c: c["params"].update(accept_window_ms=0), "accept_window_ms must be at least 1"),
+        (lambda c: c["params"].update(accept_window_ms=0), "accept_window_ms must be in 1.."),
+        (
+            lambda c: c["params"].update(ship_window_ms=2**60),
+            "ship_window_ms must be in 1..9007199254740991",
+        ),
         (lambda c: c["params"].update(review_max_bytes=10**6), "review_max_bytes must be in"),
         (lambda c: c["params"].update(max_deal_ms=10**12), "max_deal_ms must be in"),
         (lambda c: c.update(registrars=[]), "at least one registrar"),

@@ -1,0 +1,201 @@
+"""What a hostile member or producer sends the engine: swapped bodies and chosen block times.
+
+A proposal's signature and a certificate cover the block header only; the body must
+be matched to it where it enters, or any relaying member could make us judge, keep
+and vote on a block nobody proposed. A proposer chooses its block time; honest
+producers prevote only a new block dated close to their own clock (proposer-based
+timestamps), so no producer moves the chain clock that commerce deadlines follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from consensus import Synchrony, make_commit, validate_header
+from consensus.bft import NIL, Step
+from consensus.messages import FinalizedBlock
+from core import MAX_TIME_MS, Block, InvalidBlock, VoteType
+from tests.consensus.helpers import (
+    CHAIN,
+    CONFIG,
+    GENESIS_HASH,
+    GENESIS_TIME,
+    ME,
+    OTHERS,
+    SYNCHRONY,
+    VALIDATORS,
+    ToyApp,
+    make_block,
+    make_engine,
+    proposer,
+    sign_proposal,
+)
+
+PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
+TXS = (b"order-1", b"order-2", b"tip-3")
+
+
+def genuine_and_tampered(h, txs=TXS, time_ms=0):
+    """Height 1 round 0's signed proposal, and a relay's copy with one transaction removed."""
+    key = proposer(1, 0)
+    block = make_block(h.app, 1, 0, key, txs=txs, time_ms=time_ms)
+    genuine = sign_proposal(key, 1, 0, block)
+    tampered = dataclasses.replace(genuine, block=Block(block.header, block.txs[1:]))
+    return genuine, tampered
+
+
+# --- bodies ----------------------------------------------------------------------------
+
+
+def test_tampered_proposal_is_refused_and_the_genuine_one_prevoted(tmp_path):
+    h = make_engine(tmp_path)
+    genuine, tampered = genuine_and_tampered(h)
+    # The signature verifies (it covers the header), the body does not match it.
+    tampered.verify(CHAIN)
+    h.deliver(tampered, peer="relay")
+    assert [peer for peer, _ in h.bad_peers] == ["relay"]
+    assert "body does not match its header" in h.bad_peers[0][1]
+    assert h.transport.votes(PV) == [] and h.step == Step.PROPOSE
+    # The genuine copy is not shadowed by the tampered one.
+    h.deliver(genuine, peer="proposer")
+    assert [v.block_hash for v in h.transport.votes(PV)] == [genuine.block.hash]
+
+
+def test_quorum_for_a_block_seen_only_tampered_fetches_the_body_instead_of_halting(tmp_path):
+    h = make_engine(tmp_path)
+    genuine, tampered = genuine_and_tampered(h)
+    h.deliver(tampered, peer="relay")
+    block_hash = genuine.block.hash
+    h.votes_from(OTHERS, PV, 0, block_hash)
+    h.votes_from(OTHERS, PC, 0, block_hash)
+    assert h.engine.halted is None and h.app.height() == 0
+    # The decided block is asked for, and committed once the right body arrives.
+    assert (1, block_hash) in h.missing
+    h.deliver(genuine, peer="honest")
+    assert h.app.height() == 1 and h.app.blocks[0].txs == TXS
+
+
+def test_tampered_finalized_block_is_refused_and_the_genuine_one_committed(tmp_path):
+    h = make_engine(tmp_path)
+    block = make_block(ToyApp(), 1, 0, proposer(1, 0), txs=TXS)
+    commit = make_commit(OTHERS, CHAIN, 1, 0, block.hash)
+    tampered = Block(block.header, block.txs[:-1])
+    h.deliver(FinalizedBlock(tampered, commit, latest=1), peer="relay")
+    assert h.engine.halted is None and h.app.height() == 0
+    assert [peer for peer, _ in h.bad_peers] == ["relay"]
+    h.deliver(FinalizedBlock(block, commit, latest=1), peer="honest")
+    assert h.app.height() == 1 and h.app.blocks[0].txs == TXS
+
+
+def test_tampered_proposal_in_the_wal_is_not_replayed(tmp_path):
+    h = make_engine(tmp_path, with_wal=True)
+    genuine, tampered = genuine_and_tampered(h)
+    h.deliver(tampered, peer="relay")
+    h.engine.wal.sync()
+    # After a restart nothing of the tampered copy comes back: the genuine one is
+    # still taken.
+    restarted = make_engine(tmp_path, app=h.app, with_wal=True)
+    restarted.deliver(genuine, peer="proposer")
+    assert restarted.engine.proposals[0].block.txs == TXS
+
+
+# --- block time ------------------------------------------------------------------------
+
+
+def test_synchrony_window_bounds_and_growth():
+    s = Synchrony(precision_ms=500, message_delay_ms=10_000)
+    assert s.timely(10_000, 9_500, 0) and not s.timely(10_000, 9_499, 0)
+    assert s.timely(10_000, 20_500, 0) and not s.timely(10_000, 20_501, 0)
+    # The message delay grows by a tenth per round, so a slow network recovers.
+    assert s.message_delay(3) == 13_000 and s.timely(10_000, 23_500, 3)
+    # Unknown arrival time (replayed from the WAL): never timely.
+    assert not s.timely(10_000, None, 0)
+
+
+@pytest.mark.parametrize(
+    "ahead_ms, prevoted",
+    [
+        (0, True),
+        (SYNCHRONY.precision_ms, True),
+        (SYNCHRONY.precision_ms + 1, False),
+        (24 * 3_600_000, False),
+        (MAX_TIME_MS - GENESIS_TIME, False),
+    ],
+)
+def test_a_new_block_dated_ahead_of_our_clock_is_prevoted_only_within_precision(
+    tmp_path, ahead_ms, prevoted
+):
+    h = make_engine(tmp_path)
+    genuine, _ = genuine_and_tampered(h, time_ms=h.clock.time_ms() + ahead_ms)
+    h.deliver(genuine)
+    expected = genuine.block.hash if prevoted else NIL
+    assert [v.block_hash for v in h.transport.votes(PV)] == [expected]
+
+
+def test_a_new_block_dated_far_behind_our_clock_gets_nil(tmp_path):
+    h = make_engine(tmp_path)
+    late = SYNCHRONY.message_delay(0) + SYNCHRONY.precision_ms
+    # The block is dated just after genesis; our clock reads 1 ms past the window.
+    h.clock.wall_offset_ms = late + 2
+    genuine, _ = genuine_and_tampered(h)
+    assert h.clock.time_ms() - genuine.block.header.time_ms == late + 1
+    h.deliver(genuine)
+    assert [v.block_hash for v in h.transport.votes(PV)] == [NIL]
+
+
+def test_an_honest_clock_skewed_within_precision_still_prevotes(tmp_path):
+    h = make_engine(tmp_path)
+    # The proposer's clock runs precision/2 fast, ours precision/2 slow.
+    half = SYNCHRONY.precision_ms // 2
+    h.clock.wall_offset_ms = -half
+    genuine, _ = genuine_and_tampered(h, time_ms=GENESIS_TIME + half)
+    h.deliver(genuine)
+    assert [v.block_hash for v in h.transport.votes(PV)] == [genuine.block.hash]
+
+
+def test_a_proof_of_lock_reproposal_is_not_judged_by_its_old_time(tmp_path):
+    h = make_engine(tmp_path)
+    genuine, _ = genuine_and_tampered(h)
+    block = genuine.block
+    h.deliver(genuine)
+    h.votes_from(OTHERS, PV, 0, block.hash)
+    assert h.engine.locked_hash == block.hash
+    h.votes_from(OTHERS, PC, 0, NIL)
+    h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 0))
+    assert h.engine.round == 1
+    # Much later, round 1's proposer re-proposes it with its proof of lock (round 0).
+    h.clock.wall_offset_ms = 10 * SYNCHRONY.message_delay_ms
+    h.deliver(sign_proposal(proposer(1, 1), 1, 1, block, pol_round=0))
+    assert [v.block_hash for v in h.transport.votes(PV, 1)] == [block.hash]
+
+
+def test_own_proposal_is_dated_by_the_engine_clock(tmp_path):
+    h = make_engine(tmp_path)
+    h.clock.wall_offset_ms = 7_000
+    # ME proposes round 3 of height 1.
+    for r in range(3):
+        h.votes_from(OTHERS, PV, r, NIL)
+        h.votes_from(OTHERS, PC, r, NIL)
+        h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, r))
+    assert proposer(1, 3) == ME and h.engine.round == 3
+    (proposal,) = h.transport.proposals()
+    assert proposal.block.header.time_ms == h.app.proposed_times[0] == h.clock.time_ms()
+    assert [v.block_hash for v in h.transport.votes(PV, 3)] == [proposal.block.hash]
+
+
+def test_block_time_beyond_max_time_is_invalid():
+    app = ToyApp()
+    at_max = make_block(app, 1, 0, proposer(1, 0), time_ms=MAX_TIME_MS).header
+    beyond = dataclasses.replace(at_max, time_ms=MAX_TIME_MS + 1)
+    check = {
+        "chain_id": CHAIN,
+        "prev": None,
+        "genesis_hash": GENESIS_HASH,
+        "genesis_time_ms": GENESIS_TIME,
+        "validators": VALIDATORS,
+    }
+    validate_header(at_max, **check)
+    with pytest.raises(InvalidBlock, match="expected at most"):
+        validate_header(beyond, **check)
