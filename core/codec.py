@@ -73,6 +73,9 @@ class Wire:
     __slots__ = ()
     # Upper bound on the encoded size accepted by ``decode``.
     MAX_ENCODED: ClassVar[int] = 1024 * 1024
+    # True for a state record whose one writer checks everything decoding would (see
+    # vm's ``Overlay.check_writes``); it is then not encoded again to check it.
+    WRITE_CHECKED: ClassVar[bool] = False
 
     def encode(self) -> bytes:
         return _codec_for(type(self)).encode(self)
@@ -80,6 +83,18 @@ class Wire:
     @classmethod
     def decode(cls, data: bytes) -> Self:
         return _codec_for(cls).decode(data)
+
+    def checked_encoding(self) -> bytes:
+        """The encoding, checked as ``decode`` checks it: integers in u64, sizes and item
+        counts within their bounds, ``MAX_ENCODED``. ``encode`` alone checks none of it
+        (it trusts its caller); code that stores what a transaction built calls this, so
+        a value that could not be read back fails there, not on the next read."""
+        try:
+            raw = self.encode()
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise DecodeError(f"{type(self).__name__} cannot be encoded: {exc}") from exc
+        type(self).decode(raw)
+        return raw
 
     def to_raw(self) -> list[Any]:
         """The msgpack-ready list form (used to embed objects in other encodings)."""

@@ -11,6 +11,7 @@ from core.codec import UINT64_MAX, Wire, constructor, pack_raw
 from core.errors import NodeFault
 from core.keys import ADDRESS_SIZE
 from vm.prefixes import KeyPrefix
+from vm.registry import STATE_LIMIT, TxFailed
 from vm.state import Overlay, StateView
 
 _ACCOUNT_PREFIX = bytes([KeyPrefix.ACCOUNT])
@@ -29,6 +30,9 @@ class Account(Wire):
     nonce: int
 
     MAX_ENCODED = 64
+    # ``put_account``, the one way accounts are written, checks the range of both
+    # integers: all that decoding would check. ``Overlay.check_writes`` skips them.
+    WRITE_CHECKED = True
 
     # Every block encodes each account it touches and decodes it on first read,
     # so Account bypasses the generic codec's per-field machinery. The bytes and
@@ -95,7 +99,16 @@ def put_account(state: Overlay, address: bytes, account: Account) -> None:
     if len(address) != ADDRESS_SIZE:
         raise ValueError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
     key = _ACCOUNT_PREFIX + address
-    if account.balance or account.nonce:
+    balance = account.balance
+    nonce = account.nonce
+    # Unchecked arithmetic in a handler fails its transaction, never the block's encoding.
+    if not (0 <= balance <= UINT64_MAX and 0 <= nonce <= UINT64_MAX):
+        raise TxFailed(
+            f"account {address.hex()} would hold balance {balance}, nonce {nonce}: "
+            f"both must be in 0..{UINT64_MAX}",
+            STATE_LIMIT,
+        )
+    if balance or nonce:
         state.set_obj(key, account)
     else:
         state.delete(key)

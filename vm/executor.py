@@ -24,7 +24,7 @@ from vm.accounts import Account, get_account, new_account, put_account
 from vm.context import BlockContext
 from vm.params import ChainParams
 from vm.receipts import MAX_EVENTS, OK, Event, Receipt, bound_message
-from vm.registry import Handler, Registry, TxFailed, TxInfo
+from vm.registry import STATE_LIMIT, Handler, Registry, TxFailed, TxInfo
 from vm.state import Overlay, StateView
 
 
@@ -357,6 +357,14 @@ def _apply(
         raise NodeFault(
             f"handler for {vtx.body.type!r} raised {type(exc).__name__} on tx {info.hash.hex()}"
         ) from exc
+    try:
+        # What the handler wrote must be storable and readable (u64 integers, bounded
+        # sizes): checked here, in the transaction's failure boundary, so no transaction
+        # can make building or validating its block raise.
+        state.check_writes(snapshot)
+    except DecodeError as exc:
+        state.revert(snapshot)
+        return _new_receipt(info.hash, STATE_LIMIT, bound_message(exc.message), fee, ())
     events = state.take_events()
     # Receipt decoding bounds the event count; handlers must stay under it.
     if len(events) > MAX_EVENTS:

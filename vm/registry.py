@@ -38,6 +38,11 @@ BeginBlockHook = Callable[[Overlay, BlockContext], None]
 NO_MODULE_ACCOUNTS: Mapping[bytes, str] = MappingProxyType({})
 
 
+# Receipt code of a transaction whose writes no node could store or read back
+# (an amount beyond u64, a record over its bounds): see ``Overlay.check_writes``.
+STATE_LIMIT = "state_limit"
+
+
 class TxFailed(InvalidTransaction):
     """A deterministic execution failure; raise it from a handler with a stable code."""
 

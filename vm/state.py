@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from core.codec import Wire
+from core.errors import DecodeError
+from storage.state_tree import MAX_KEY_SIZE, MAX_VALUE_SIZE
 
 if TYPE_CHECKING:
     from vm.receipts import Event
@@ -43,7 +45,7 @@ class Overlay:
     reverted to an earlier one.
     """
 
-    __slots__ = ("_base", "_values", "_cache", "_journal", "_events")
+    __slots__ = ("_base", "_values", "_cache", "_journal", "_events", "_encoded")
 
     def __init__(self, base: StateView) -> None:
         self._base = base
@@ -53,6 +55,9 @@ class Overlay:
         self._cache: dict[bytes, Any] = {}
         self._journal: list[Any] = []
         self._events: list[Event] = []
+        # Encodings made by ``check_writes``, by key, with the object they encode:
+        # ``changes()`` reuses one while the key still holds that very object.
+        self._encoded: dict[bytes, tuple[Any, bytes]] = {}
 
     # --- reads ---
 
@@ -145,10 +150,58 @@ class Overlay:
             else:
                 values[key] = prev
 
+    # --- checks ---
+
+    def check_writes(self, snapshot: int) -> None:
+        """Check every write since ``snapshot`` as the state tree will store it: key and
+        encoded value within the tree's limits, and an encoding that decodes back.
+
+        Raises ``DecodeError`` naming the key. The executor calls it at the end of each
+        transaction, inside its failure boundary, so a record no node could store or read
+        fails that transaction instead of the block that carries it.
+        """
+        journal = self._journal
+        if snapshot >= len(journal):
+            return
+        values = self._values
+        encoded = self._encoded
+        for entry in journal[snapshot:]:
+            if entry is _EVENT:
+                continue
+            key = entry[0]
+            if len(key) > MAX_KEY_SIZE:
+                raise DecodeError(f"state key is {len(key)} bytes, at most {MAX_KEY_SIZE}")
+            v = values[key]
+            if v is None:
+                continue
+            if type(v) is bytes:
+                raw = v
+            elif v.WRITE_CHECKED:
+                continue
+            else:
+                done = encoded.get(key)
+                if done is not None and done[0] is v:
+                    continue
+                try:
+                    raw = v.checked_encoding()
+                except DecodeError as exc:
+                    raise DecodeError(f"state value at {key.hex()}: {exc}") from exc
+                encoded[key] = (v, raw)
+            if len(raw) > MAX_VALUE_SIZE:
+                raise DecodeError(
+                    f"state value at {key.hex()} is {len(raw)} bytes, at most {MAX_VALUE_SIZE}"
+                )
+
     # --- results ---
 
     def changes(self) -> dict[bytes, bytes | None]:
         """Net writes against the base, encoded; None marks a deletion."""
-        return {
-            k: v if v is None or type(v) is bytes else v.encode() for k, v in self._values.items()
-        }
+        encoded = self._encoded
+        out: dict[bytes, bytes | None] = {}
+        for k, v in self._values.items():
+            if v is None or type(v) is bytes:
+                out[k] = v
+            else:
+                done = encoded.get(k)
+                out[k] = done[1] if done is not None and done[0] is v else v.encode()
+        return out

@@ -1,10 +1,15 @@
 """Block execution: inclusion rules, strict vs building, fees, failures, determinism."""
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.codec import MaxItems, Wire
 from core.errors import InvalidBlock, InvalidTransaction, NodeFault
+from storage import MAX_KEY_SIZE, MAX_VALUE_SIZE
 from tests.vm.helpers import (
     KEYS,
     PARAMS,
@@ -217,6 +222,57 @@ def test_any_other_handler_exception_halts(exc):
                 funded(1_000), [transfer(KEYS[0], 0, B, 5)], context(), strict=strict
             )
         assert info.value.__cause__ is exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket(Wire):
+    """A growing state record, as a deal bucket or a release queue is."""
+
+    items: Annotated[tuple[bytes, ...], MaxItems(4)]
+
+
+_BIG = bytes(MAX_VALUE_SIZE + 1)
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        # Over the state tree's value cap (a record grown by many transactions).
+        (lambda s: s.set(b"\x7f" + b"big", _BIG), "at most"),
+        (lambda s: s.set_obj(b"\x7fbucket", _Bucket((_BIG,))), "at most"),
+        # More items than the record's own bound: it could not be read back.
+        (lambda s: s.set_obj(b"\x7fbucket", _Bucket((b"x",) * 5)), "at most 4 items"),
+        # An amount past u64, and one below zero (unchecked arithmetic in a handler).
+        (lambda s: put_account(s, C, Account(2**64, 0)), "must be in 0.."),
+        (lambda s: put_account(s, C, Account(-1, 0)), "must be in 0.."),
+        # A key longer than the state tree takes.
+        (lambda s: s.set(bytes(MAX_KEY_SIZE + 1), b"v"), "state key is"),
+    ],
+)
+def test_a_write_no_node_could_store_fails_its_tx_not_the_block(write, message):
+    registry = Registry()
+
+    def handler(state, tx, payload, ctx):
+        if payload.amount == 1:
+            write(state)
+            state.emit(Event.of("never"))
+        else:
+            apply_transfer(state, tx, payload, ctx)
+
+    registry.register("transfer", Transfer, handler)
+    executor = Executor(registry)
+    vtxs = [transfer(KEYS[0], 0, B, 1), transfer(KEYS[0], 1, B, 5)]
+    built = build(funded(1_000), vtxs, executor=executor)
+    bad, good = built.receipts
+    assert (bad.code, bad.fee, bad.events) == ("state_limit", 10, ())
+    assert message in bad.message
+    assert good.code == "ok" and balance(built.changes, B) == 5
+    # Nothing of the failed write reaches the block's changes, which all decode.
+    assert all(len(k) <= MAX_KEY_SIZE for k in built.changes)
+    assert all(v is None or len(v) <= MAX_VALUE_SIZE for v in built.changes.values())
+    # Validating the block gives the same receipts and changes.
+    checked = validate(funded(1_000), built.included, executor=executor)
+    assert checked.receipts == built.receipts and checked.changes == built.changes
 
 
 def test_begin_block_hooks_run_first_in_order_and_their_events_are_kept():
