@@ -134,19 +134,30 @@ def apply_submit_evidence(
     )
 
 
+def slash_amount(amount: int, bps: int) -> int:
+    """``bps``/10000 of ``amount``, rounded up: anything held loses at least 1 (bps >= 1).
+
+    Rounding down let a small bond (the default ``min_self_bond`` is 1) lose
+    nothing; rounding up never takes more than ``amount`` because bps <= 10000.
+    """
+    return -(-amount * bps // BPS)
+
+
 def slash(state: Overlay, validator: bytes, bps: int) -> int:
-    """Take ``bps``/10000 (rounded down) of the validator's bond and of each pending unbonding.
+    """Take ``bps``/10000 (rounded up) of the validator's bond and of each pending unbonding.
 
     Only the validator's own account is slashed, not the stakers who voted for
-    it. Returns the total taken, which goes to the community pool.
+    it. Returns the total taken, which goes to the community pool; it is
+    positive whenever the validator holds any bond or unbonding stake, since
+    ``check_staking_params`` keeps ``slash_bps`` at 1 or more.
     """
     address = address_of(validator)
     staker = get_staker(state, address)
-    bond_cut = staker.bonded * bps // BPS
+    bond_cut = slash_amount(staker.bonded, bps)
     entries = []
     unbonding_cut = 0
     for u in staker.unbonding:
-        cut = u.amount * bps // BPS
+        cut = slash_amount(u.amount, bps)
         unbonding_cut += cut
         if u.amount - cut:
             entries.append(Unbonding(u.amount - cut, u.release_height))

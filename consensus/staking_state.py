@@ -483,9 +483,9 @@ def check_staking_params(params: ChainParams) -> None:
     # A candidate with no self-bond would have nothing to lose by misbehaving.
     if p.min_self_bond < 1:
         raise DecodeError(f"min_self_bond must be at least 1, got {p.min_self_bond}")
-    # Nobody can lose more than the whole bond.
-    if p.slash_bps > BPS:
-        raise DecodeError(f"slash_bps must be at most {BPS}, got {p.slash_bps}")
+    # Nobody can lose more than the whole bond, and every offender loses something.
+    if not 1 <= p.slash_bps <= BPS:
+        raise DecodeError(f"slash_bps must be in 1..{BPS}, got {p.slash_bps}")
     # Evidence must land while an offender's unbonding stake is still held.
     if not 1 <= p.max_evidence_age_blocks < p.unbonding_blocks:
         raise DecodeError(

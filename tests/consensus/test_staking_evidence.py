@@ -1,7 +1,12 @@
 """Double-sign evidence: anyone submits, the offender is slashed and jailed exactly once."""
 
-import pytest
+from dataclasses import replace
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consensus import GenesisStaking
 from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.staking import UNBOND, Unbond
 from consensus.staking_state import (
@@ -22,6 +27,7 @@ from tests.consensus.staking_helpers import (
     SELF_BOND,
     Chain,
     check_invariants,
+    make_genesis,
 )
 from vm import Event
 
@@ -164,3 +170,56 @@ def test_a_forged_second_vote_is_refused():
         "bad_evidence_signature",
         f"vote for block {H3.hex()} has a bad signature for chain 'staking-test'",
     )
+
+
+def _minimal_bond_chain(bps: int = 500, self_bond: int = 1) -> Chain:
+    """Default-like accountability: min_self_bond 1, genesis self-bond ``self_bond``."""
+    params = PARAMS.replace(min_self_bond=1, slash_bps=bps)
+    return Chain(replace(make_genesis(params=params), staking=GenesisStaking(self_bond)))
+
+
+def test_slashing_rounds_up_so_a_minimal_bond_loses_something():
+    # 5% of a bond of 1 rounded down was 0: double signing cost nothing.
+    chain = _minimal_bond_chain()
+    chain.advance_to(3)
+    receipt = chain.run(KEYS[7], SUBMIT_EVIDENCE, pair())
+    assert receipt.ok, receipt
+    assert receipt.events[0].get("slashed") == "1"
+    assert chain.staker(ADDR[1]).bonded == 0
+    assert get_totals(chain.state).slashed == 1 == chain.balance(COMMUNITY_POOL)
+    check_invariants(chain.state, chain.genesis.total_supply)
+
+
+def test_slashing_takes_at_least_one_from_each_unbonding_entry():
+    chain = _minimal_bond_chain(self_bond=20)
+    assert chain.run(KEYS[1], UNBOND, Unbond(19)).ok  # bond 1, one entry of 19
+    chain.advance_to(3)
+    receipt = chain.run(KEYS[7], SUBMIT_EVIDENCE, pair())
+    # ceil(5% of 1) + ceil(5% of 19) = 1 + 1.
+    assert receipt.events[0].get("slashed") == "2"
+    assert chain.staker(ADDR[1]).bonded == 0
+    assert chain.staker(ADDR[1]).unbonding == (Unbonding(18, 1 + PARAMS.unbonding_blocks),)
+    check_invariants(chain.state, chain.genesis.total_supply)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bps=st.integers(1, 10_000),
+    self_bond=st.integers(1, 5_000),
+    unbond=st.integers(0, 5_000),
+)
+def test_slashing_always_takes_a_positive_amount_no_more_than_held(bps, self_bond, unbond):
+    chain = _minimal_bond_chain(bps=bps, self_bond=self_bond)
+    unbond = min(unbond, self_bond)
+    if unbond:
+        assert chain.run(KEYS[1], UNBOND, Unbond(unbond)).ok
+    chain.advance_to(3)
+    before = chain.staker(ADDR[1])
+    receipt = chain.run(KEYS[7], SUBMIT_EVIDENCE, pair())
+    assert receipt.ok, receipt
+    slashed = int(receipt.events[0].get("slashed"))
+    held = before.bonded + before.unbonding_total
+    assert 1 <= slashed <= held
+    after = chain.staker(ADDR[1])
+    assert after.bonded + after.unbonding_total == held - slashed
+    check_invariants(chain.state, chain.genesis.total_supply)

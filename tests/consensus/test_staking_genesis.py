@@ -62,7 +62,7 @@ def test_staking_json_is_strict():
         ),
         (
             {"params": PARAMS.replace(slash_bps=10_001)},
-            "staking: slash_bps must be at most 10000, got 10001",
+            "staking: slash_bps must be in 1..10000, got 10001",
         ),
         (
             {"params": PARAMS.replace(max_evidence_age_blocks=PARAMS.unbonding_blocks)},

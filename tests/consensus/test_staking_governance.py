@@ -150,7 +150,14 @@ def test_the_last_member_cannot_be_removed():
             PROPOSE_PARAM_CHANGE,
             ProposeParamChange("slash_bps", 10_001),
             "invalid_param",
-            "slash_bps = 10001: slash_bps must be at most 10000, got 10001",
+            "slash_bps = 10001: slash_bps must be in 1..10000, got 10001",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("slash_bps", 0),
+            "invalid_param",
+            "slash_bps = 0: slash_bps must be in 1..10000, got 0",
         ),
         (
             KEYS[0],
