@@ -25,6 +25,7 @@ from consensus.staking_genesis import GenesisStaking
 from consensus.staking_state import (
     epoch_of,
     is_member,
+    may_connect,
     members,
     producer_set,
     producers_for_height,
@@ -56,6 +57,7 @@ __all__ = [
     "epoch_of",
     "is_member",
     "make_commit",
+    "may_connect",
     "members",
     "params_for_height",
     "producer_set",

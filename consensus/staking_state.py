@@ -461,6 +461,30 @@ def producers_for_height(state: StateView, height: int) -> ValidatorSet:
     return record.validator_set()
 
 
+def may_connect(state: StateView, public_key: bytes, height: int) -> bool:
+    """Whether the node of ``public_key`` belongs on the network that builds block ``height``.
+
+    ``state`` is the state after block ``height - 1`` (p2p asks with the latest
+    committed state and its height + 1). Members may connect, and so may the
+    producers of block ``height - 1`` (their precommits go into the certificate
+    block ``height`` carries), of the epoch of ``height``, and of the next epoch
+    once it is elected, even when governance removed them: a producer set is
+    fixed for its epoch, so a producer cut off could no longer vote, and removing
+    enough of them would stop the chain. A removed member therefore stays
+    connected until the last epoch it was elected for ends; elections after its
+    removal leave it out (``rank_candidates``).
+    """
+    if is_member(state, public_key):
+        return True
+    epoch_length = active_params(state).epoch_length
+    first = epoch_of(max(height - 1, 1), epoch_length)
+    for epoch in range(first, epoch_of(height, epoch_length) + 2):
+        record = producer_set(state, epoch)
+        if record is not None and public_key in record.keys:
+            return True
+    return False
+
+
 def check_staking_params(params: ChainParams) -> None:
     """Raise ``DecodeError`` naming the first staking parameter out of range.
 

@@ -19,7 +19,7 @@ from consensus import (
     BFTConfig,
     ConsensusMessage,
     PrivValidator,
-    is_member,
+    may_connect,
     register_staking,
     staking_enabled,
 )
@@ -198,12 +198,12 @@ class Node:
     # --- membership and peers --------------------------------------------------------
 
     def is_member(self, public_key: bytes) -> bool:
-        """Only consortium members' nodes may connect (chain state decides)."""
+        """Only members' nodes and the running producers may connect (``may_connect``)."""
         chain = self.chain
         if chain is None:
             return False
         if staking_enabled(chain.state):
-            return is_member(chain.state, public_key)
+            return may_connect(chain.state, public_key, chain.height + 1)
         return public_key in chain.genesis_validators
 
     def _peers(self) -> list[bytes]:

@@ -2,7 +2,14 @@
 
 import pytest
 
-from consensus import is_member, members, params_for_height
+from consensus import (
+    is_member,
+    may_connect,
+    members,
+    params_for_height,
+    producer_set,
+    producers_for_height,
+)
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,
     PROPOSE_PARAM_CHANGE,
@@ -270,3 +277,49 @@ def test_a_change_is_checked_against_the_scheduled_parameters():
     chain.advance_to(chain.height + PARAMS.param_change_delay_blocks)
     params = active_params(chain.state)
     assert (params.max_evidence_age_blocks, params.unbonding_blocks) == (1, 2)
+
+
+def last_producing_height(chain, key):
+    """Last height of the last elected epoch whose producers include ``key``."""
+    epoch = 0
+    while (record := producer_set(chain.state, epoch + 1)) is not None and key in record.keys:
+        epoch += 1
+    return (epoch + 1) * PARAMS.epoch_length
+
+
+def test_a_removed_producer_stays_connected_until_its_last_epoch_ends():
+    chain = Chain()
+    pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[2]))
+    assert not is_member(chain.state, PUB[2])
+    # It still produces this epoch (and the next one, if elected before the removal).
+    assert PUB[2] in producers_for_height(chain.state, chain.height + 1)
+    end = last_producing_height(chain, PUB[2])
+    while chain.height < end:
+        assert may_connect(chain.state, PUB[2], chain.height + 1), chain.height
+        chain.block()
+    # Its precommit for the last block it produced goes into the next one's certificate.
+    assert PUB[2] not in producers_for_height(chain.state, end + 1)
+    assert may_connect(chain.state, PUB[2], end + 1)
+    chain.block()
+    assert not may_connect(chain.state, PUB[2], end + 2)
+    assert may_connect(chain.state, PUB[0], end + 2)
+
+
+def test_removing_every_producing_member_keeps_the_producers_connected():
+    chain = Chain()
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[3], "m3"))
+    for i in range(3):
+        pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[i]), KEYS[3])
+    assert members(chain.state) == (PUB[3],)
+    # No member is a candidate now: the election carries the set over, never empty.
+    election = (chain.height // PARAMS.epoch_length + 1) * PARAMS.epoch_length
+    chain.advance_to(election)
+    epoch = election // PARAMS.epoch_length
+    assert Event.of("election_failed", epoch=epoch) in chain.last.begin_events
+    chain.advance_to(election + PARAMS.epoch_length)
+    producers = producers_for_height(chain.state, chain.height + 1).keys
+    assert producers and set(producers) <= set(PUB[:3])
+    assert all(may_connect(chain.state, k, chain.height + 1) for k in producers)
+    # The removed producers still govern: they admit a member back.
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[0], "back"), KEYS[3])
+    assert is_member(chain.state, PUB[0])

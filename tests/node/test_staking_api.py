@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+from consensus import is_member
+from consensus.governance import (
+    PROPOSE_ADMIT_MEMBER,
+    PROPOSE_REMOVE_MEMBER,
+    VOTE_PROPOSAL,
+    ProposeAdmitMember,
+    ProposeRemoveMember,
+    VoteProposal,
+)
 from consensus.staking import Bond, VoteProducers
-from core import TxBody, sign_tx
+from core import PrivateKey, TxBody, sign_tx
 from genesis.localnet import VALIDATOR_SELF_BOND
 
 
@@ -52,3 +61,31 @@ async def test_candidates_and_producers_follow_bonds_and_ballots(node_client):
     assert cand["weight"] == VALIDATOR_SELF_BOND + 5000
     assert cand["self_bond"] == VALIDATOR_SELF_BOND
     assert doc["totals"]["bonded"] == VALIDATOR_SELF_BOND + 5000
+
+
+async def test_a_producer_removed_by_governance_may_still_connect(node_client):
+    """Removal must not cut off a producer of the running epoch (it could no longer vote)."""
+    client, node, _faucet = node_client
+    me = node.key.public_key
+    newcomer = PrivateKey.generate().public_key
+    chain_id = node.genesis.chain_id
+    steps = [
+        (PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(newcomer, "newcomer")),
+        (VOTE_PROPOSAL, VoteProposal(1)),
+        (PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(me)),
+        (VOTE_PROPOSAL, VoteProposal(2)),
+    ]
+    for nonce, (tx_type, payload) in enumerate(steps):
+        body = TxBody(nonce, 1000, 1000, tx_type, payload.encode())
+        resp = await client.post(
+            "/v1/txs", json={"tx": sign_tx(node.key, chain_id, body).encode().hex()}
+        )
+        done = await wait_committed(client, (await resp.json())["hash"])
+        assert done["receipt"]["code"] == "ok", done
+    assert not is_member(node.chain.state, me)
+    # Still the producer (the set is fixed for its epoch, and the next election finds
+    # no other eligible candidate), so its node must stay reachable.
+    assert me in node.chain.validators
+    assert node.is_member(me)
+    assert node.is_member(newcomer)
+    assert not node.is_member(PrivateKey.generate().public_key)
