@@ -42,6 +42,18 @@ MAX_RELEASES_PER_HEIGHT = 100_000
 BPS = 10_000
 # Passed parameter changes waiting for their height.
 MAX_PENDING_PARAMS = 256
+# Bounds that keep governance from halting the chain (docs/staking.md, "Parameter
+# bounds"). A fee above this could be more than any producer holds: no vote could
+# then be paid for, and the change could never be undone.
+MAX_MIN_FEE = 1_000_000
+# Every staking and governance transaction fits (the largest, a full 64-key ballot,
+# signs to ~2.4 KiB), so a smaller max_tx_bytes can always be raised again.
+MIN_TX_BYTES = 4096
+# Block-count periods are added to a height and stored as u64: far below 2**64.
+MAX_PERIOD_BLOCKS = 2**32
+# A passed change applies within this many blocks (a day of 1 s blocks); changing the
+# delay itself waits for the old delay, so a huge one would freeze every later change.
+MAX_PARAM_CHANGE_DELAY_BLOCKS = 100_000
 
 # The parameters a governance proposal may change (epoch_length may not:
 # every epoch number and stored producer set depends on it).
@@ -492,6 +504,12 @@ def check_staking_params(params: ChainParams) -> None:
     consensus ones, checked for genesis and for every governance change.
     """
     p = params
+    # A fee no producer can pay would stop every transaction, the fix included.
+    if p.min_fee > MAX_MIN_FEE:
+        raise DecodeError(f"min_fee must be at most {MAX_MIN_FEE}, got {p.min_fee}")
+    # Every staking and governance transaction must fit, so the limit can be raised again.
+    if p.max_tx_bytes < MIN_TX_BYTES:
+        raise DecodeError(f"max_tx_bytes must be at least {MIN_TX_BYTES}, got {p.max_tx_bytes}")
     # Heights map to epochs by division.
     if p.epoch_length < 1:
         raise DecodeError(f"epoch_length must be at least 1, got {p.epoch_length}")
@@ -501,9 +519,14 @@ def check_staking_params(params: ChainParams) -> None:
     # A staker's approval list is bounded by its encoding.
     if not 1 <= p.max_votes <= MAX_VOTES:
         raise DecodeError(f"max_votes must be in 1..{MAX_VOTES}, got {p.max_votes}")
-    # Releases run in a later block's begin-block, never in the unbonding one.
-    if p.unbonding_blocks < 1:
-        raise DecodeError(f"unbonding_blocks must be at least 1, got {p.unbonding_blocks}")
+    # Releases run in a later block's begin-block; the release height must fit in u64.
+    if not 1 <= p.unbonding_blocks <= MAX_PERIOD_BLOCKS:
+        raise DecodeError(
+            f"unbonding_blocks must be in 1..{MAX_PERIOD_BLOCKS}, got {p.unbonding_blocks}"
+        )
+    # height + jail_blocks is stored as u64: an overflow would fail the block that jails.
+    if p.jail_blocks > MAX_PERIOD_BLOCKS:
+        raise DecodeError(f"jail_blocks must be at most {MAX_PERIOD_BLOCKS}, got {p.jail_blocks}")
     # A candidate with no self-bond would have nothing to lose by misbehaving.
     if p.min_self_bond < 1:
         raise DecodeError(f"min_self_bond must be at least 1, got {p.min_self_bond}")
@@ -516,15 +539,17 @@ def check_staking_params(params: ChainParams) -> None:
             f"max_evidence_age_blocks must be in 1..unbonding_blocks-1 "
             f"({p.unbonding_blocks - 1}), got {p.max_evidence_age_blocks}"
         )
-    # A proposal needs at least one block to collect votes in.
-    if p.proposal_voting_blocks < 1:
+    # Every producer of some epoch gets a whole epoch to vote; the deadline fits in u64.
+    if not p.epoch_length <= p.proposal_voting_blocks <= MAX_PERIOD_BLOCKS:
         raise DecodeError(
-            f"proposal_voting_blocks must be at least 1, got {p.proposal_voting_blocks}"
+            f"proposal_voting_blocks must be in epoch_length ({p.epoch_length})"
+            f"..{MAX_PERIOD_BLOCKS}, got {p.proposal_voting_blocks}"
         )
-    # A change takes effect in a later block, never in the one where it passes.
-    if p.param_change_delay_blocks < 1:
+    # A change applies in a later block, and soon enough that a bad one can be undone.
+    if not 1 <= p.param_change_delay_blocks <= MAX_PARAM_CHANGE_DELAY_BLOCKS:
         raise DecodeError(
-            f"param_change_delay_blocks must be at least 1, got {p.param_change_delay_blocks}"
+            f"param_change_delay_blocks must be in 1..{MAX_PARAM_CHANGE_DELAY_BLOCKS}, "
+            f"got {p.param_change_delay_blocks}"
         )
 
 

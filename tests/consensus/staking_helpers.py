@@ -91,10 +91,16 @@ class Chain:
         self._nonces: dict[bytes, int] = {}
         self.last: BlockResult | None = None
 
-    def tx(self, key: PrivateKey, tx_type: str, payload: Wire, fee: int = 10) -> VerifiedTx:
+    def tx(
+        self, key: PrivateKey, tx_type: str, payload: Wire, fee: int | None = None
+    ) -> VerifiedTx:
+        """Signed for the next block: the minimum fee and an expiry the parameters allow."""
         nonce = self._nonces.get(key.public_key, 0)
         self._nonces[key.public_key] = nonce + 1
-        body = TxBody(nonce, fee, self.height + 50, tx_type, payload.encode())
+        params = self.params()
+        fee = params.min_fee if fee is None else fee
+        expiry = self.height + min(50, params.max_expiry_blocks)
+        body = TxBody(nonce, fee, expiry, tx_type, payload.encode())
         raw = sign_tx(key, CHAIN, body).encode()
         return verify_signed_tx(raw, CHAIN, REGISTRY, 16 * 1024)
 

@@ -1,6 +1,8 @@
 """Consortium governance: admit, remove, change a parameter; more than 2/3 of producers decide."""
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consensus import (
     is_member,
@@ -10,6 +12,7 @@ from consensus import (
     producer_set,
     producers_for_height,
 )
+from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,
     PROPOSE_PARAM_CHANGE,
@@ -21,9 +24,11 @@ from consensus.governance import (
     VoteProposal,
     get_proposal,
 )
-from consensus.staking import REGISTER_CANDIDATE, RegisterCandidate
-from consensus.staking_state import active_params
+from consensus.staking import REGISTER_CANDIDATE, UNBOND, RegisterCandidate, Unbond
+from consensus.staking_state import GOVERNABLE_PARAMS, active_params
+from core import Vote, VoteType
 from tests.consensus.staking_helpers import (
+    CHAIN,
     KEYS,
     PARAMS,
     PUB,
@@ -177,6 +182,55 @@ def test_the_last_member_cannot_be_removed():
         (
             KEYS[0],
             PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("min_fee", 2**63),
+            "invalid_param",
+            "min_fee = 9223372036854775808: min_fee must be at most 1000000, got 9223372036854775808",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("max_tx_bytes", 100),
+            "invalid_param",
+            "max_tx_bytes = 100: max_tx_bytes must be at least 4096, got 100",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("jail_blocks", 2**64 - 1),
+            "invalid_param",
+            "jail_blocks = 18446744073709551615: jail_blocks must be at most 4294967296, got 18446744073709551615",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("unbonding_blocks", 2**64 - 1),
+            "invalid_param",
+            "unbonding_blocks = 18446744073709551615: unbonding_blocks must be in 1..4294967296, got 18446744073709551615",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("proposal_voting_blocks", 2**64 - 1),
+            "invalid_param",
+            "proposal_voting_blocks = 18446744073709551615: proposal_voting_blocks must be in epoch_length (4)..4294967296, got 18446744073709551615",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("proposal_voting_blocks", 3),
+            "invalid_param",
+            "proposal_voting_blocks = 3: proposal_voting_blocks must be in epoch_length (4)..4294967296, got 3",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
+            ProposeParamChange("param_change_delay_blocks", 100_001),
+            "invalid_param",
+            "param_change_delay_blocks = 100001: param_change_delay_blocks must be in 1..100000, got 100001",
+        ),
+        (
+            KEYS[0],
+            PROPOSE_PARAM_CHANGE,
             ProposeParamChange("max_block_txs", 0),
             "invalid_param",
             "max_block_txs = 0: max_block_txs must be at least 1, got 0",
@@ -323,3 +377,40 @@ def test_removing_every_producing_member_keeps_the_producers_connected():
     # The removed producers still govern: they admit a member back.
     pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[0], "back"), KEYS[3])
     assert is_member(chain.state, PUB[0])
+
+
+ODD_VALUES = st.one_of(
+    st.integers(0, 8),
+    st.sampled_from([2**32, 2**32 + 1, 10**6 + 1, 2**63, 2**64 - 1]),
+    st.integers(0, 2**64 - 1),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(GOVERNABLE_PARAMS), value=ODD_VALUES)
+def test_no_parameter_change_governance_accepts_halts_the_chain(name, value):
+    """Whatever value passes, blocks keep executing and governance can still undo it."""
+    chain = Chain()
+    receipt = chain.run(KEYS[0], PROPOSE_PARAM_CHANGE, ProposeParamChange(name, value))
+    if not receipt.ok:
+        assert receipt.code == "invalid_param", receipt
+        return
+    pid = int(receipt.events[0].get("proposal_id"))
+    for key in KEYS[:3]:
+        assert chain.run(key, VOTE_PROPOSAL, VoteProposal(pid)).ok
+    chain.advance_to(chain.height + chain.params().param_change_delay_blocks)
+    assert getattr(active_params(chain.state), name) == value
+    # Every path that adds a parameter to a height, one transaction per block.
+    votes = [
+        Vote.create(KEYS[1], CHAIN, VoteType.PREVOTE, chain.height, 0, bytes([b]) * 32)
+        for b in (1, 2)
+    ]
+    assert chain.run(KEYS[7], SUBMIT_EVIDENCE, SubmitEvidence(*votes)).ok
+    assert chain.run(KEYS[2], UNBOND, Unbond(1)).ok
+    chain.block(signers=(PUB[0], PUB[1]))
+    # The change can be undone: proposal, votes and the scheduled change all go through.
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange(name, getattr(PARAMS, name)))
+    (scheduled,) = [e for e in chain.last.receipts[0].events if e.kind == "param_change_scheduled"]
+    effective = int(scheduled.get("effective_height"))
+    assert getattr(params_for_height(chain.state, effective), name) == getattr(PARAMS, name)
+    chain.advance_to((chain.height // PARAMS.epoch_length + 2) * PARAMS.epoch_length)
