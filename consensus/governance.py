@@ -23,6 +23,7 @@ from consensus.staking_state import (
     GOVERNABLE_PARAMS,
     MAX_CANDIDATES,
     MAX_MEMBERS,
+    MAX_OPEN_PROPOSALS,
     MAX_PENDING_PARAMS,
     MEMBER_LIST_KEY,
     PENDING_PARAMS_KEY,
@@ -44,7 +45,7 @@ from consensus.staking_state import (
     staking_enabled,
 )
 from core.codec import MaxItems, MaxLen, Wire
-from core.errors import DecodeError
+from core.errors import DecodeError, NodeFault
 from core.types import PublicKey
 from vm.context import BlockContext
 from vm.params import ChainParams
@@ -136,8 +137,23 @@ def _new_proposal(
     name: str = "",
     value: int = 0,
 ) -> Proposal:
+    member = get_member(state, tx.sender)
+    # Only members propose (checked first by every proposing handler).
+    if member is None:
+        raise NodeFault(f"proposer {tx.sender.hex()} is not a member")
+    still_open = _open_proposals(state, member, ctx.height)
+    # Open proposals are bounded per member, so none can pile up without limit.
+    if len(still_open) >= MAX_OPEN_PROPOSALS:
+        raise TxFailed(
+            f"at most {MAX_OPEN_PROPOSALS} open proposals per member, got {len(still_open)}",
+            "too_many_proposals",
+        )
     counter = read(state, PROPOSAL_COUNTER_KEY, Counter)
     proposal_id = 1 if counter is None else counter.value
+    state.set_obj(
+        member_key(tx.sender),
+        Member(member.name, member.admitted_height, (*still_open, proposal_id)),
+    )
     deadline = ctx.height + ctx.params.proposal_voting_blocks
     proposal = Proposal(
         proposal_id, tx.sender, kind, public_key, name, value, ctx.height, deadline, (), 0
@@ -154,6 +170,20 @@ def _new_proposal(
         )
     )
     return proposal
+
+
+def _open_proposals(state: StateView, member: Member, height: int) -> tuple[int, ...]:
+    """The member's proposals that can still pass at ``height`` (not passed, not expired)."""
+    still_open = []
+    for proposal_id in member.open_proposals:
+        proposal = get_proposal(state, proposal_id)
+        if (
+            proposal is not None
+            and not proposal.passed_height
+            and height <= proposal.deadline_height
+        ):
+            still_open.append(proposal_id)
+    return tuple(still_open)
 
 
 def _require_member(state: StateView, key: bytes) -> None:

@@ -42,6 +42,8 @@ MAX_RELEASES_PER_HEIGHT = 100_000
 BPS = 10_000
 # Passed parameter changes waiting for their height.
 MAX_PENDING_PARAMS = 256
+# Open (not passed, not expired) proposals one member may have at once.
+MAX_OPEN_PROPOSALS = 8
 # Bounds that keep governance from halting the chain (docs/staking.md, "Parameter
 # bounds"). A fee above this could be more than any producer holds: no vote could
 # then be paid for, and the change could never be undone.
@@ -119,8 +121,10 @@ class Member(Wire):
 
     name: Annotated[str, MaxLen(64)]
     admitted_height: int
+    # Ids of the proposals it made that were open when it last proposed, ascending.
+    open_proposals: Annotated[tuple[int, ...], MaxItems(MAX_OPEN_PROPOSALS)] = ()
 
-    MAX_ENCODED = 128
+    MAX_ENCODED = 256
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,7 @@ STAKING_CODES: dict[str, str] = {
     "param_not_governable": "the parameter may not be changed by governance",
     "invalid_param": "the new value is out of the parameter's range",
     "too_many_pending": "too many parameter changes are pending",
+    "too_many_proposals": "the member has the most open proposals",
     "unknown_proposal": "no such proposal",
     "proposal_closed": "the proposal already passed",
     "proposal_expired": "the proposal's voting period is over",

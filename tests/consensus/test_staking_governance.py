@@ -25,7 +25,7 @@ from consensus.governance import (
     get_proposal,
 )
 from consensus.staking import REGISTER_CANDIDATE, UNBOND, RegisterCandidate, Unbond
-from consensus.staking_state import GOVERNABLE_PARAMS, active_params
+from consensus.staking_state import GOVERNABLE_PARAMS, MAX_OPEN_PROPOSALS, active_params
 from core import Vote, VoteType
 from tests.consensus.staking_helpers import (
     CHAIN,
@@ -414,3 +414,24 @@ def test_no_parameter_change_governance_accepts_halts_the_chain(name, value):
     effective = int(scheduled.get("effective_height"))
     assert getattr(params_for_height(chain.state, effective), name) == getattr(PARAMS, name)
     chain.advance_to((chain.height // PARAMS.epoch_length + 2) * PARAMS.epoch_length)
+
+
+def test_open_proposals_are_bounded_per_member():
+    chain = Chain(make_genesis(params=PARAMS.replace(proposal_voting_blocks=100)))
+    ids = [propose(chain, ProposeAdmitMember(PUB[4], f"m{i}")) for i in range(MAX_OPEN_PROPOSALS)]
+    receipt = chain.run(KEYS[0], PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[4], "one-more"))
+    assert (receipt.code, receipt.message) == (
+        "too_many_proposals",
+        f"at most {MAX_OPEN_PROPOSALS} open proposals per member, got {MAX_OPEN_PROPOSALS}",
+    )
+    # Another member is not held back by this one's proposals.
+    propose(chain, ProposeAdmitMember(PUB[5], "m5"), key=KEYS[1])
+    # A passed proposal frees its slot ...
+    for key in KEYS[:3]:
+        assert vote(chain, key, ids[0]).ok
+    propose(chain, ProposeAdmitMember(PUB[6], "m6"))
+    receipt = chain.run(KEYS[0], PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[7], "m7"))
+    assert receipt.code == "too_many_proposals"
+    # ... and so does an expired one.
+    chain.advance_to(get_proposal(chain.state, ids[1]).deadline_height)
+    propose(chain, ProposeAdmitMember(PUB[7], "m7"))
