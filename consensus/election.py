@@ -10,7 +10,7 @@ an offline audit that re-executes the chain re-derives each one.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 from consensus.staking_state import (
     Candidate,
@@ -30,6 +30,7 @@ from consensus.staking_state import (
 )
 from consensus.validators import ValidatorSet
 from core.errors import NodeFault
+from core.keys import address_of
 from core.types import MAX_VALIDATORS
 from vm.context import BlockContext
 from vm.params import ChainParams
@@ -97,23 +98,45 @@ def elect_producers(state: Overlay, ctx: BlockContext) -> None:
     )
 
 
+def charged_misses(missed_by: Sequence[int], quorum: int) -> int:
+    """Misses that count towards jailing: those recorded by the ``quorum`` proposers that
+    recorded the fewest.
+
+    The ``len(missed_by) - quorum`` proposers that left the producer out most often
+    are ignored. That is the most faulty producers the set tolerates, so whatever a
+    coalition of them leaves out, the result is at most what the other proposers
+    recorded: a proposer that drops honest precommits from its certificates cannot
+    get anybody jailed on its own (docs/staking.md, "Missed slots").
+    """
+    return sum(sorted(missed_by)[:quorum])
+
+
 def record_missed(
     state: Overlay,
     height: int,
     expected: Iterable[bytes],
     signers: Collection[bytes],
+    proposer: bytes,
     params: ChainParams,
 ) -> list[bytes]:
     """Count a missed slot for each of ``expected`` not in ``signers``; jail those over the limit.
 
-    ``height`` is the block being executed; ``signers`` are the validators whose
-    precommits its header's ``last_commit`` carries (the commit of ``height - 1``)
-    and ``expected`` the producers of ``height - 1``. Counts are per epoch of
-    the missed block and restart with the next epoch. A producer with more than
-    ``max_missed_slots`` misses in one epoch is jailed until
-    ``height + jail_blocks``. Returns the keys jailed now, sorted.
+    ``height`` is the block being executed and ``proposer`` the node key of its
+    producer, who chose which precommits its ``last_commit`` carries: ``signers``
+    (the commit of ``height - 1``); ``expected`` are the producers of
+    ``height - 1``. A miss is counted against the proposer that left it out, per
+    epoch of ``height`` (counts restart with each epoch). A producer is jailed
+    until ``height + jail_blocks`` once its ``charged_misses`` exceed
+    ``max_missed_slots``. Every miss emits a ``missed_slot`` event naming the
+    proposer, so omissions are on record. Returns the keys jailed now, sorted.
     """
-    epoch = epoch_of(height - 1, active_params(state).epoch_length)
+    producers = producers_for_height(state, height)
+    # Header validation lets only the scheduled proposer, a producer of the height, produce.
+    if proposer not in producers:
+        raise NodeFault(f"proposer {proposer.hex()} of height {height} is not one of its producers")
+    row = producers.keys.index(proposer)
+    size = len(producers)
+    epoch = epoch_of(height, active_params(state).epoch_length)
     jailed = []
     for key in sorted(set(expected)):
         if key in signers:
@@ -123,8 +146,11 @@ def record_missed(
         # Producers are elected from candidates, and candidacies are never deleted.
         if cand is None:
             raise NodeFault(f"producer {key.hex()} has no candidate record")
-        missed = (cand.missed if cand.missed_epoch == epoch else 0) + 1
-        jail = not cand.jailed and missed > params.max_missed_slots
+        fresh = cand.missed_epoch != epoch or len(cand.missed_by) != size
+        counts = [0] * size if fresh else list(cand.missed_by)
+        counts[row] += 1
+        charged = charged_misses(counts, producers.quorum)
+        jail = not cand.jailed and charged > params.max_missed_slots
         state.set_obj(
             ckey,
             Candidate(
@@ -133,8 +159,13 @@ def record_missed(
                 cand.jailed or jail,
                 height + params.jail_blocks if jail else cand.jailed_until,
                 epoch,
-                missed,
+                tuple(counts),
             ),
+        )
+        state.emit(
+            Event.of(
+                "missed_slot", candidate=key, height=height - 1, proposer=proposer, charged=charged
+            )
         )
         if jail:
             jailed.append(key)
@@ -143,7 +174,8 @@ def record_missed(
                     "jailed",
                     candidate=key,
                     reason="missed_slots",
-                    missed=missed,
+                    missed=sum(counts),
+                    charged=charged,
                     jailed_until=height + params.jail_blocks,
                 )
             )
@@ -153,12 +185,20 @@ def record_missed(
 def missed_slots_hook(state: Overlay, ctx: BlockContext) -> None:
     """Begin-block hook: ``record_missed`` for the previous block's commit.
 
-    Needs the signers of the header's ``last_commit``, which ``BlockContext``
-    does not carry yet: it reads ``ctx.last_commit_signers`` when present (the
-    proposed addition) and does nothing otherwise.
+    The signers are those of the header's ``last_commit``
+    (``ctx.last_commit_signers``, None where no certificate is at hand); the
+    proposer is the producer of this height whose address ``ctx.producer`` is.
     """
-    signers = getattr(ctx, "last_commit_signers", None)
+    signers = ctx.last_commit_signers
     if signers is None or ctx.height <= 1 or not staking_enabled(state):
         return
     expected = producers_for_height(state, ctx.height - 1).keys
-    record_missed(state, ctx.height, expected, frozenset(signers), ctx.params)
+    signed = frozenset(signers)
+    if all(key in signed for key in expected):
+        return
+    producers = producers_for_height(state, ctx.height).keys
+    proposer = next((k for k in producers if address_of(k) == ctx.producer), None)
+    # Header validation lets only the scheduled proposer, a producer of the height, produce.
+    if proposer is None:
+        raise NodeFault(f"producer address {ctx.producer.hex()} of height {ctx.height} is unknown")
+    record_missed(state, ctx.height, expected, signed, proposer, ctx.params)

@@ -179,6 +179,8 @@ def jail(state: Overlay, validator: bytes, until: int) -> int:
     until = max(until, cand.jailed_until)
     state.set_obj(
         ckey,
-        Candidate(cand.registered_height, cand.weight, True, until, cand.missed_epoch, cand.missed),
+        Candidate(
+            cand.registered_height, cand.weight, True, until, cand.missed_epoch, cand.missed_by
+        ),
     )
     return until

@@ -126,7 +126,7 @@ def apply_register_candidate(
         raise TxFailed(
             f"at most {MAX_CANDIDATES} candidates, got {len(keys)}", "too_many_candidates"
         )
-    state.set_obj(candidate_key(key), Candidate(ctx.height, 0, False, 0, 0, 0))
+    state.set_obj(candidate_key(key), Candidate(ctx.height, 0, False, 0, 0, ()))
     state.set_obj(CANDIDATE_LIST_KEY, KeyList(tuple(sorted((*keys, key)))))
     state.emit(Event.of(REGISTER_CANDIDATE, candidate=key))
 
@@ -255,7 +255,7 @@ def apply_unjail(state: Overlay, tx: TxInfo, payload: Unjail, ctx: BlockContext)
             "still_jailed",
         )
     # The missed-slot count restarts, or the next miss would jail it again at once.
-    freed = Candidate(cand.registered_height, cand.weight, False, 0, cand.missed_epoch, 0)
+    freed = Candidate(cand.registered_height, cand.weight, False, 0, cand.missed_epoch, ())
     state.set_obj(candidate_key(key), freed)
     state.emit(Event.of(UNJAIL, candidate=key))
 

@@ -95,6 +95,6 @@ def staking_genesis_state(
         state[account_key(BONDED_POOL)] = Account(bond * len(keys), 0).encode()
     for name, key in validators:
         state[member_key(key)] = Member(name, 0).encode()
-        state[candidate_key(key)] = Candidate(0, bond, False, 0, 0, 0).encode()
+        state[candidate_key(key)] = Candidate(0, bond, False, 0, 0, ()).encode()
         state[staker_key(address_of(key))] = Staker(bond, (key,), ()).encode()
     return state

@@ -137,11 +137,19 @@ class Candidate(Wire):
     jailed: bool
     # First height at which a jailed candidate may unjail.
     jailed_until: int
-    # Missed commit signatures in epoch ``missed_epoch``.
+    # Epoch whose blocks' certificates ``missed_by`` counts (the epoch of the block
+    # carrying the certificate, so its proposer is in that epoch's set).
     missed_epoch: int
-    missed: int
+    # Certificates that left this producer's precommit out, per proposer that built
+    # them, aligned with the sorted producer set of ``missed_epoch``; () when none.
+    missed_by: Annotated[tuple[int, ...], MaxItems(MAX_VALIDATORS)]
 
-    MAX_ENCODED = 128
+    MAX_ENCODED = 4096
+
+    @property
+    def missed(self) -> int:
+        """Missed commit signatures in ``missed_epoch``, whoever left them out."""
+        return sum(self.missed_by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,7 +428,7 @@ def _replace_weight(cand: Candidate, weight: int) -> Candidate:
         cand.jailed,
         cand.jailed_until,
         cand.missed_epoch,
-        cand.missed,
+        cand.missed_by,
     )
 
 

@@ -46,8 +46,9 @@ class ChainParams(Wire):
     min_self_bond: int = 1
     # Share of a double signer's bond slashed, in basis points (1/10000).
     slash_bps: int = 500
-    # Missed commit signatures per epoch a producer may have without being jailed.
-    max_missed_slots: int = 50
+    # Charged missed commit signatures per epoch a producer may have without being
+    # jailed (omissions by the proposers that left it out most are not charged).
+    max_missed_slots: int = 25
     # Blocks a jailed candidate must wait before it may unjail.
     jail_blocks: int = 200
     # Oldest evidence accepted, in blocks behind the including block.

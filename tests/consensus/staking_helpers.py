@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from consensus import GenesisStaking, params_for_height, register_staking
+from consensus import GenesisStaking, params_for_height, producers_for_height, register_staking
 from consensus.staking_state import (
     BONDED_POOL,
     COMMUNITY_POOL,
@@ -16,7 +16,7 @@ from consensus.staking_state import (
     get_staker,
     get_totals,
 )
-from core import PrivateKey, TxBody, sign_tx
+from core import PrivateKey, TxBody, address_of, sign_tx
 from core.codec import Wire
 from genesis import Genesis, GenesisAccount, GenesisValidator, genesis_state
 from vm import (
@@ -108,9 +108,21 @@ class Chain:
         h = self.height + 1 if height is None else height
         return params_for_height(self.state, h, self.genesis.params)
 
-    def block(self, *txs: VerifiedTx, signers: tuple[bytes, ...] | None = None) -> BlockResult:
+    def block(
+        self,
+        *txs: VerifiedTx,
+        signers: tuple[bytes, ...] | None = None,
+        proposer: bytes | None = None,
+    ) -> BlockResult:
+        """Execute the next block; with ``signers`` (its last_commit), produced by
+        ``proposer`` (default: the scheduled proposer of round 0), else by PRODUCER."""
         height = self.height + 1
-        ctx = SignerContext(CHAIN, height, T0 + height, PRODUCER, self.params(height), signers)
+        producer = PRODUCER
+        if signers is not None or proposer is not None:
+            if proposer is None:
+                proposer = producers_for_height(self.state, height).proposer(height, 0)
+            producer = address_of(proposer)
+        ctx = SignerContext(CHAIN, height, T0 + height, producer, self.params(height), signers)
         result = EXECUTOR.execute_block(self.state, list(txs), ctx, strict=True)
         for k, v in result.changes.items():
             if v is None:

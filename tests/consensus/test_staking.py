@@ -336,7 +336,7 @@ def test_vote_refusals():
 
 def test_unjail():
     chain = Chain()
-    set_candidate(chain.state, PUB[1], jailed=True, jailed_until=3, missed=7)
+    set_candidate(chain.state, PUB[1], jailed=True, jailed_until=3, missed_by=(3, 4, 0))
     receipt = chain.run(KEYS[1], UNJAIL, Unjail())
     assert (receipt.code, receipt.message) == (
         "still_jailed",

@@ -1,5 +1,8 @@
 """Elections at epoch boundaries and missed-slot jailing."""
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from consensus import producer_set, producers_for_height, record_missed
 from consensus.election import rank_candidates
 from consensus.governance import (
@@ -27,6 +30,7 @@ from tests.consensus.staking_helpers import (
     SELF_BOND,
     Chain,
     check_invariants,
+    make_genesis,
     pass_proposal,
     set_candidate,
 )
@@ -148,24 +152,37 @@ def test_no_eligible_candidate_carries_the_set_over():
 
 def test_record_missed_counts_and_jails_over_the_limit():
     chain = Chain()
-    chain.advance_to(1)
+    chain.advance_to(E)  # the producers of epoch 1 are elected
     state = Overlay(chain.state)
     expected = PUB[:3]
-    for height in (2, 3):
-        assert record_missed(state, height, expected, {PUB[0], PUB[1]}, PARAMS) == []
-    assert record_missed(state, 4, expected, {PUB[0], PUB[1]}, PARAMS) == [PUB[2]]
+    # Three producers: a quorum is all of them, so every proposer's omissions count.
+    for height, proposer in ((2, PUB[0]), (3, PUB[1])):
+        assert record_missed(state, height, expected, {PUB[0], PUB[1]}, proposer, PARAMS) == []
+    assert record_missed(state, 4, expected, {PUB[0], PUB[1]}, PUB[0], PARAMS) == [PUB[2]]
     events = state.take_events()
-    assert events[-1] == Event.of(
-        "jailed",
-        candidate=PUB[2],
-        reason="missed_slots",
-        missed=3,
-        jailed_until=4 + PARAMS.jail_blocks,
-    )
-    # Already jailed: counted, not jailed again; the others' first miss.
-    assert record_missed(state, 5, expected, set(), PARAMS) == []
+    assert events[-2:] == [
+        Event.of("missed_slot", candidate=PUB[2], height=3, proposer=PUB[0], charged=3),
+        Event.of(
+            "jailed",
+            candidate=PUB[2],
+            reason="missed_slots",
+            missed=3,
+            charged=3,
+            jailed_until=4 + PARAMS.jail_blocks,
+        ),
+    ]
+    cand = state.get_obj(candidate_key(PUB[2]), Candidate)
+    # Counted per proposer, in the order of the sorted producer set.
+    rows = {k: i for i, k in enumerate(sorted(expected))}
+    assert cand.missed_by[rows[PUB[0]]] == 2 and cand.missed_by[rows[PUB[1]]] == 1
+    # A new epoch restarts the counts; a jailed producer is counted, not jailed again.
+    assert record_missed(state, E + 1, expected, set(), PUB[0], PARAMS) == []
     cands = [state.get_obj(candidate_key(k), Candidate) for k in expected]
-    assert [(c.jailed, c.missed) for c in cands] == [(False, 1), (False, 1), (True, 4)]
+    assert [(c.jailed, c.missed_epoch, c.missed) for c in cands] == [
+        (False, 1, 1),
+        (False, 1, 1),
+        (True, 1, 1),
+    ]
 
 
 def test_missed_slot_hook_jails_before_the_election():
@@ -196,3 +213,78 @@ def test_missed_slot_hook_without_signers_does_nothing():
     chain = Chain()
     chain.advance_to(E)
     assert all(chain.candidate(k).missed == 0 for k in PUB[:3])
+
+
+# --- missed slots: what a proposer can do with the certificate it carries ---
+
+FOUR = PARAMS.replace(
+    max_producers=4, epoch_length=12, proposal_voting_blocks=12, max_missed_slots=2
+)
+
+
+def test_a_proposer_omitting_an_honest_producer_cannot_get_it_jailed():
+    chain = Chain(make_genesis(validators=4, params=FOUR))
+    byzantine, victim = PUB[0], PUB[3]
+    everyone_else = tuple(sorted(set(PUB[:4]) - {victim}))
+    chain.block()
+    # It proposes every block (far more than its round-robin share) for three epochs
+    # and leaves the victim's precommit out of every certificate.
+    for _ in range(3 * FOUR.epoch_length):
+        chain.block(signers=everyone_else, proposer=byzantine)
+        assert not chain.candidate(victim).jailed
+        # Each omission is on record, and charged to nobody.
+        missed = Event.of(
+            "missed_slot", candidate=victim, height=chain.height - 1, proposer=byzantine, charged=0
+        )
+        assert missed in chain.last.begin_events
+    # Every miss is on record against the one proposer that left it out.
+    cand = chain.candidate(victim)
+    assert cand.missed >= 1
+    assert cand.missed_by == tuple(cand.missed if k == byzantine else 0 for k in sorted(PUB[:4]))
+    assert victim in elected(chain, chain.height // FOUR.epoch_length)
+
+
+def test_an_offline_producer_is_still_jailed():
+    chain = Chain(make_genesis(validators=4, params=FOUR))
+    offline = PUB[3]
+    online = tuple(sorted(set(PUB[:4]) - {offline}))
+    chain.block()
+    while not chain.candidate(offline).jailed:
+        height = chain.height + 1
+        assert height <= FOUR.epoch_length, "jailed within its epoch"
+        producers = producers_for_height(chain.state, height)
+        # Its own proposals never come: round 1's proposer builds those heights.
+        round_ = 1 if producers.proposer(height, 0) == offline else 0
+        chain.block(signers=online, proposer=producers.proposer(height, round_))
+    chain.advance_to(FOUR.epoch_length)
+    assert offline not in elected(chain, 1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_no_coalition_under_a_third_gets_an_honest_producer_jailed(data):
+    """Faulty proposers leave out any precommits they like, as often as they like
+    (even every block); faulty producers also withhold their own. Honest producers
+    always sign in time and honest proposers carry every precommit. No honest
+    producer is ever jailed, whatever the jailing threshold."""
+    n = data.draw(st.integers(4, 7), label="producers")
+    params = PARAMS.replace(max_producers=n, epoch_length=5, max_missed_slots=0)
+    chain = Chain(make_genesis(validators=n, params=params))
+    keys = sorted(PUB[:n])
+    faulty_bound = n - (2 * n // 3 + 1)
+    faulty = data.draw(st.sets(st.sampled_from(keys), max_size=faulty_bound), label="faulty")
+    honest = [k for k in keys if k not in faulty]
+    chain.block()
+    for _ in range(data.draw(st.integers(1, 3 * params.epoch_length), label="blocks")):
+        height = chain.height + 1
+        producers = producers_for_height(chain.state, height).keys
+        proposer = data.draw(st.sampled_from(producers), label="proposer")
+        withheld = data.draw(st.sets(st.sampled_from(sorted(faulty) or keys), max_size=len(faulty)))
+        signed = [k for k in keys if k not in (withheld & faulty)]
+        if proposer in faulty:
+            left_out = data.draw(st.sets(st.sampled_from(keys), max_size=faulty_bound))
+            room = len(signed) - (2 * n // 3 + 1)
+            signed = [k for k in signed if k not in sorted(left_out)[:room]]
+        chain.block(signers=tuple(signed), proposer=proposer)
+        for key in honest:
+            assert not chain.candidate(key).jailed, key.hex()

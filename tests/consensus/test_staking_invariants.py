@@ -9,6 +9,7 @@ bonds that approve it.
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consensus import producers_for_height
 from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.staking import (
     BOND,
@@ -33,7 +34,9 @@ ops = st.one_of(
     st.tuples(st.just("unjail"), st.integers(0, 2), st.just(0)),
 )
 blocks = st.lists(
-    st.tuples(st.lists(ops, max_size=4), st.sets(st.integers(0, 2))), min_size=1, max_size=16
+    st.tuples(st.lists(ops, max_size=4), st.sets(st.integers(0, 2)), st.integers(0, 2)),
+    min_size=1,
+    max_size=16,
 )
 
 
@@ -61,7 +64,12 @@ def build_tx(chain: Chain, op):
 def test_staking_conserves_tokens_and_pools(plan):
     chain = Chain()
     supply = chain.genesis.total_supply
-    for block_ops, signer_ids in plan:
+    for block_ops, signer_ids, proposer in plan:
         txs = [build_tx(chain, op) for op in block_ops]
-        chain.block(*txs, signers=tuple(PUB[i] for i in sorted(signer_ids)))
+        producers = producers_for_height(chain.state, chain.height + 1).keys
+        chain.block(
+            *txs,
+            signers=tuple(PUB[i] for i in sorted(signer_ids)),
+            proposer=producers[proposer % len(producers)],
+        )
         check_invariants(chain.state, supply)
