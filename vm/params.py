@@ -58,6 +58,8 @@ class ChainParams(Wire):
     # Blocks between a parameter change passing and taking effect.
     param_change_delay_blocks: int = 10
     # --- block time (proposer-based timestamps; docs/consensus.md, "Block time") ---
+    # Fixed in genesis, not governable: a precision below the real spread of honest
+    # clocks halts the chain, and then no change could be voted back.
     # Honest producers' clocks differ by less than this; a block time is never more
     # than this ahead of the clock of an honest producer that prevoted it.
     time_precision_ms: int = 500
