@@ -117,7 +117,14 @@ class ConsensusEngine:
         self._draining = False
         self._halted: BaseException | None = None
         self._started = False
-        self._catchup = CatchUp(app=app, transport=transport, clock=clock, config=self.config)
+        self._catchup = CatchUp(
+            chain_id=chain_id,
+            app=app,
+            transport=transport,
+            clock=clock,
+            config=self.config,
+            bad_peer=self._bad_peer,
+        )
         self._gossip = Gossip(transport=transport, clock=clock, config=self.config)
         self._where: tuple[int, int, Step] = (0, 0, Step.NEW_HEIGHT)
         self._where_since = clock.now()
@@ -621,10 +628,10 @@ class ConsensusEngine:
         if msg.height < self.height:
             if isinstance(msg, Vote):
                 self._late_precommit(msg, item.verified)
-            self._catchup.on_behind(item, self.height, self._height_started)
+            self._catchup.on_behind(item, self.height, self._height_started, self.validators)
             return
         if msg.height > self.height:
-            self._catchup.buffer(item, self.height, self._height_started)
+            self._catchup.buffer(item, self.height, self._height_started, self.validators)
             return
         if isinstance(msg, Proposal):
             self._on_proposal(msg, peer, item.verified, item.replayed, item.received_ms)

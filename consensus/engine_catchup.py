@@ -3,8 +3,14 @@
 A peer that is behind gets the block we finalized at its height (``FinalizedBlock``),
 or on a ``SyncRequest`` the proposal it lacks. When we are behind, messages for later
 heights are kept (bounded) until we get there, and the sender is asked for our height;
-a block that +2/3 voted for but we do not hold is asked for. Every answer and request
-is rate limited per peer and height.
+a block that +2/3 voted for but we do not hold is asked for.
+
+Nothing a peer sends here can make us read, send or keep unbounded data, whatever it
+sends and however often: every answer and request counts against the peer's budget of
+``max_sync_answers_per_peer`` per ``sync_interval_ms`` (regardless of height), the
+table of budgets is bounded, an old-height message is served only when a producer
+signed it, and each peer has its own share of the buffer of early messages, which
+holds only producers' signed messages. Time comes from the injected clock only.
 
 ``ConsensusEngine`` owns one ``CatchUp`` and calls it explicitly, on the engine's one
 thread. It never changes the engine's consensus state: what it hands back (buffered
@@ -14,55 +20,103 @@ certificate (``FinalizedBlock``) stays in the engine, since it finalizes a heigh
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from consensus.engine_config import BFTConfig
 from consensus.engine_io import Application, Clock, Peer, Transport, _Received
 from consensus.messages import FinalizedBlock, Proposal, SyncRequest
+from consensus.validators import ValidatorSet
 from consensus.vote_sets import NIL, HeightVoteSet, pol_votes
-from core import Vote
+from core import InvalidSignature, Vote
 
 # The engine's logger: these records are the engine's, and keep its name.
 log = logging.getLogger("consensus.bft")
+
+
+@dataclass
+class _Window:
+    """What one peer was sent (or asked) since ``start``: one sync interval's budget."""
+
+    start: int
+    keys: set[tuple[str, int, bytes]] = field(default_factory=set)
+
+
+@dataclass
+class _Share:
+    """How many early messages (and proposals among them) one peer has in the buffer."""
+
+    messages: int = 0
+    proposals: int = 0
 
 
 class CatchUp:
     """The engine's sync serving and requesting, and its buffer of early messages."""
 
     def __init__(
-        self, *, app: Application, transport: Transport, clock: Clock, config: BFTConfig
+        self,
+        *,
+        chain_id: str,
+        app: Application,
+        transport: Transport,
+        clock: Clock,
+        config: BFTConfig,
+        bad_peer: Callable[[Peer | None, str], None],
     ) -> None:
+        self.chain_id = chain_id
         self.app = app
         self.transport = transport
         self.clock = clock
         self.config = config
+        self.bad_peer = bad_peer
         self._future: dict[int, list[_Received]] = {}
         self._buffered = 0
         self._buffered_proposals = 0
-        self._served: dict[tuple[Peer, str, int, bytes], int] = {}
+        self._shares: dict[Peer, _Share] = {}
+        self._windows: dict[Peer | None, _Window] = {}
 
     def new_height(self) -> None:
-        """Forget what was served: the rate limits start over at each height."""
-        self._served.clear()
+        """Forget budgets whose interval is over (the table stays small)."""
+        self._drop_expired(self.clock.now())
 
-    def buffer(self, item: _Received, height: int, height_started: int) -> None:
+    # --- messages from peers ahead of us -----------------------------------------------
+
+    def buffer(
+        self, item: _Received, height: int, height_started: int, validators: ValidatorSet
+    ) -> None:
         """Keep a message for a later height than ours (``height``, entered at
-        ``height_started``) until we get there."""
+        ``height_started``, with ``validators``) until we get there."""
         msg = item.msg
         assert isinstance(msg, Proposal | Vote)
         cfg = self.config
+        is_proposal = isinstance(msg, Proposal)
+        share = self._shares.get(item.peer, _Share())
         fits = (
-            msg.height <= height + cfg.max_future_heights
+            item.peer is not None
+            and msg.height <= height + cfg.max_future_heights
             and self._buffered < cfg.max_buffered_messages
+            and share.messages < cfg.max_buffered_messages_per_peer
             and not (
-                isinstance(msg, Proposal) and self._buffered_proposals >= cfg.max_buffered_proposals
+                is_proposal
+                and (
+                    self._buffered_proposals >= cfg.max_buffered_proposals
+                    or share.proposals >= cfg.max_buffered_proposals_per_peer
+                )
             )
         )
-        if fits:
-            self._future.setdefault(msg.height, []).append(item)
+        # Only a producer's signed message may take a slot (producers rarely change
+        # between two heights; an incoming producer's early messages are re-sent).
+        if fits and self._signed_by_producer(item, validators):
+            self._future.setdefault(msg.height, []).append(
+                dataclasses.replace(item, verified=True)
+            )
             self._buffered += 1
-            self._buffered_proposals += isinstance(msg, Proposal)
+            self._buffered_proposals += is_proposal
+            share.messages += 1
+            share.proposals += is_proposal
+            self._shares[item.peer] = share
         # Still here a while after others moved on: ask the sender for our height.
         waited = self.clock.now() - height_started >= cfg.sync_interval_ms
         if waited and item.peer is not None and self.may_serve(item.peer, "request", height, NIL):
@@ -74,11 +128,19 @@ class CatchUp:
         ready: list[_Received] = []
         for h in [h for h in self._future if h <= height]:
             for item in self._future.pop(h):
+                is_proposal = isinstance(item.msg, Proposal)
                 self._buffered -= 1
-                self._buffered_proposals -= isinstance(item.msg, Proposal)
+                self._buffered_proposals -= is_proposal
+                share = self._shares[item.peer]
+                share.messages -= 1
+                share.proposals -= is_proposal
+                if share.messages == 0:
+                    del self._shares[item.peer]
                 if h == height:
                     ready.append(item)
         return ready
+
+    # --- peers behind us ---------------------------------------------------------------
 
     def on_sync_request(
         self,
@@ -89,7 +151,7 @@ class CatchUp:
         votes: HeightVoteSet,
     ) -> None:
         """Answer ``req`` from ``peer``; we are at ``height`` and hold ``proposals``
-        and ``votes``."""
+        and ``votes``. The request is unsigned: the peer's budget bounds the answers."""
         if peer is None:
             return
         if req.height < height:
@@ -104,9 +166,12 @@ class CatchUp:
                         self.transport.send(peer, vote)
                     return
 
-    def on_behind(self, item: _Received, height: int, height_started: int) -> None:
+    def on_behind(
+        self, item: _Received, height: int, height_started: int, validators: ValidatorSet
+    ) -> None:
         """A message from a peer at a height below ours (``height``, entered at
-        ``height_started``): it needs the block we finalized at its height."""
+        ``height_started``, with ``validators``): it needs the block we finalized at
+        its height."""
         behind = item.msg.height
         # A peer one height behind is most often still committing the block it voted
         # for (its re-sent votes cross our next height): a whole block sent to it
@@ -115,6 +180,11 @@ class CatchUp:
             behind == height - 1
             and self.clock.now() - height_started < self.config.sync_interval_ms
         ):
+            return
+        # A block read and sent on the word of a message nobody signed would let any
+        # peer make us read blocks for free: a producer must have signed it. (A
+        # producer that left the set catches up with SyncRequest, within its budget.)
+        if item.peer is None or not self._signed_by_producer(item, validators):
             return
         self.serve_finalized(behind, item.peer, height)
 
@@ -126,6 +196,8 @@ class CatchUp:
         if found is not None:
             block, commit = found
             self.transport.send(peer, FinalizedBlock(block, commit, our_height - 1))
+
+    # --- our requests ------------------------------------------------------------------
 
     def request_block(
         self,
@@ -141,12 +213,44 @@ class CatchUp:
             on_missing_block(height, block_hash)
         self.transport.broadcast(SyncRequest(height, block_hash))
 
+    # --- budgets -----------------------------------------------------------------------
+
     def may_serve(self, peer: Peer | None, what: str, height: int, block_hash: bytes) -> bool:
-        """At most once per ``sync_interval_ms`` per (peer, what, height, block)."""
-        key = (peer, what, height, block_hash)
+        """Record and allow one answer (or request) ``what`` for ``peer`` unless its
+        budget for this sync interval is spent: each (what, height, block) at most once,
+        at most ``max_sync_answers_per_peer`` in all, whatever the heights."""
+        cfg = self.config
         now = self.clock.now()
-        last = self._served.get(key)
-        if last is not None and now - last < self.config.sync_interval_ms:
+        window = self._windows.get(peer)
+        if window is None or now - window.start >= cfg.sync_interval_ms:
+            if window is None and len(self._windows) >= cfg.max_sync_peers:
+                self._drop_expired(now)
+                if len(self._windows) >= cfg.max_sync_peers:
+                    return False
+            window = _Window(now)
+            self._windows[peer] = window
+        key = (what, height, block_hash)
+        if key in window.keys or len(window.keys) >= cfg.max_sync_answers_per_peer:
             return False
-        self._served[key] = now
+        window.keys.add(key)
+        return True
+
+    def _drop_expired(self, now: int) -> None:
+        interval = self.config.sync_interval_ms
+        for peer in [p for p, w in self._windows.items() if now - w.start >= interval]:
+            del self._windows[peer]
+
+    def _signed_by_producer(self, item: _Received, validators: ValidatorSet) -> bool:
+        """``item`` is a proposal or vote signed by one of ``validators``; a bad
+        signature is the sender's fault for certain and is reported."""
+        msg = item.msg
+        signer = msg.proposer if isinstance(msg, Proposal) else msg.validator
+        if signer not in validators:
+            return False
+        if not item.verified:
+            try:
+                msg.verify(self.chain_id)
+            except InvalidSignature:
+                self.bad_peer(item.peer, f"message for height {msg.height} has a bad signature")
+                return False
         return True

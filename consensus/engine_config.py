@@ -39,12 +39,20 @@ class BFTConfig:
     # for the previous and current round: a restarted peer may have lost votes that
     # only we still have (cometbft's vote gossip does this continuously).
     stall_relay_periods: int = 2
-    # At most one sync answer/request per peer and height in this interval.
+    # The budget interval of sync answers and requests: per peer, each (kind, height,
+    # block) at most once and at most max_sync_answers_per_peer in all (any heights),
+    # so no peer can make us read and send more blocks than that per interval.
     sync_interval_ms: int = 1000
-    # Messages for later heights are kept (bounded) until this node gets there.
+    max_sync_answers_per_peer: int = 16
+    # Peers with a budget in use (an authenticated member set is far smaller).
+    max_sync_peers: int = 256
+    # Messages for later heights are kept (bounded) until this node gets there: in all,
+    # and per sending peer, so that one peer cannot crowd out the others' messages.
     max_future_heights: int = 2
     max_buffered_messages: int = 4096
     max_buffered_proposals: int = 8
+    max_buffered_messages_per_peer: int = 512
+    max_buffered_proposals_per_peer: int = 2
     # Votes a validator may have in rounds above ours (cometbft's peer catch-up rounds).
     max_future_rounds_per_validator: int = 2
     # TEST HOOK: sign a conflicting vote next to every own vote (needs a privval with

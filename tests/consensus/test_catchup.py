@@ -1,0 +1,154 @@
+"""Catch-up traffic is bounded per peer: what unsigned or replayed messages can make a
+node read, send and keep (``consensus/engine_catchup.py``)."""
+
+from __future__ import annotations
+
+from consensus import make_commit
+from consensus.bft import NIL
+from consensus.messages import FinalizedBlock, SyncRequest
+from core import PrivateKey, Vote, VoteType
+from tests.consensus.helpers import (
+    CHAIN,
+    CONFIG,
+    OTHERS,
+    ToyApp,
+    make_block,
+    make_engine,
+    proposer,
+    sign_proposal,
+    vote,
+)
+
+PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
+CHAIN_LENGTH = 40
+
+
+def chain_of(length: int) -> ToyApp:
+    """An application that already finalized ``length`` blocks."""
+    app = ToyApp()
+    for height in range(1, length + 1):
+        block = make_block(app, height, 0, proposer(height, 0))
+        app.blocks.append(block)
+        app.commits.append(make_commit(OTHERS, CHAIN, height, 0, block.hash))
+    return app
+
+
+def served(h, peer):
+    return [m for p, m in h.transport.sent if p == peer and isinstance(m, FinalizedBlock)]
+
+
+def forged(v: Vote) -> Vote:
+    """``v`` with a signature that does not verify."""
+    return Vote(v.type, v.height, v.round, v.block_hash, v.validator, bytes(64))
+
+
+def test_sync_requests_for_any_heights_are_served_within_a_per_peer_budget(tmp_path):
+    h = make_engine(tmp_path, app=chain_of(CHAIN_LENGTH))
+    assert h.engine.height == CHAIN_LENGTH + 1
+    # SyncRequest is unsigned and names any height: asking for every one of them
+    # must not make us read and send the whole chain in one interval.
+    for height in range(1, CHAIN_LENGTH + 1):
+        h.deliver(SyncRequest(height, NIL), peer="greedy")
+    first = served(h, "greedy")
+    assert 0 < len(first) < CHAIN_LENGTH
+    assert len(first) == CONFIG.max_sync_answers_per_peer
+    assert [fb.block.header.height for fb in first] == list(range(1, len(first) + 1))
+    # The budget is the peer's own: another peer is still served.
+    h.deliver(SyncRequest(CHAIN_LENGTH, NIL), peer="other")
+    assert [fb.block.header.height for fb in served(h, "other")] == [CHAIN_LENGTH]
+    # The same request again within the interval is not answered twice.
+    h.deliver(SyncRequest(CHAIN_LENGTH, NIL), peer="other")
+    assert len(served(h, "other")) == 1
+    # A new interval, a new budget.
+    h.clock.advance(CONFIG.sync_interval_ms)
+    for height in range(1, CHAIN_LENGTH + 1):
+        h.deliver(SyncRequest(height, NIL), peer="greedy")
+    assert len(served(h, "greedy")) == 2 * CONFIG.max_sync_answers_per_peer
+
+
+def test_old_height_votes_are_served_within_the_same_budget(tmp_path):
+    h = make_engine(tmp_path, app=chain_of(CHAIN_LENGTH))
+    for height in range(1, CHAIN_LENGTH + 1):
+        h.deliver(vote(OTHERS[0], PV, height, 0, NIL), peer="replayer")
+    replayed = served(h, "replayer")
+    assert 0 < len(replayed) < CHAIN_LENGTH
+    assert len(replayed) == CONFIG.max_sync_answers_per_peer
+
+
+def test_old_height_votes_nobody_signed_are_not_served(tmp_path):
+    h = make_engine(tmp_path, app=chain_of(3))
+    stranger = PrivateKey(b"\x42" * 32)
+    # Signed by a key that is not a producer: no block is read for it.
+    h.deliver(vote(stranger, PV, 1, 0, NIL), peer="stranger")
+    assert served(h, "stranger") == []
+    # A producer's vote with a signature that does not verify: the sender is at fault.
+    h.deliver(forged(vote(OTHERS[0], PV, 1, 0, NIL)), peer="forger")
+    assert served(h, "forger") == []
+    assert [peer for peer, _ in h.bad_peers] == ["forger"]
+    # The genuine vote is served.
+    h.deliver(vote(OTHERS[0], PV, 1, 0, NIL), peer="honest")
+    assert [fb.block.header.height for fb in served(h, "honest")] == [1]
+
+
+def height_two(h):
+    """The block and proposal of height 2 on top of the block ``h`` will finalize at 1."""
+    b1 = make_block(h.app, 1, 0, proposer(1, 0))
+    ahead = ToyApp()
+    ahead.blocks.append(b1)
+    ahead.commits.append(make_commit(OTHERS, CHAIN, 1, 0, b1.hash))
+    b2 = make_block(ahead, 2, 0, proposer(2, 0))
+    return b1, b2
+
+
+def finish_height_one(h, b1):
+    h.deliver(sign_proposal(proposer(1, 0), 1, 0, b1))
+    h.votes_from(OTHERS, PV, 0, b1.hash)
+    h.votes_from(OTHERS, PC, 0, b1.hash)
+    assert h.engine.height == 2
+
+
+def test_one_peer_cannot_crowd_honest_early_votes_out_of_the_buffer(tmp_path):
+    h = make_engine(tmp_path)
+    b1, b2 = height_two(h)
+    # A peer replays more early votes (all genuinely signed, for height 2) than the
+    # whole buffer holds.
+    flood = CONFIG.max_buffered_messages + 10
+    rounds = flood // len(OTHERS) + 1
+    for round_ in range(rounds):
+        for key in OTHERS:
+            h.deliver(vote(key, PV, 2, round_, NIL), peer="flooder")
+    # Then an honest peer's early prevotes arrive, before we finished height 1.
+    for key in OTHERS:
+        h.deliver(vote(key, PV, 2, 0, b2.hash), peer="honest")
+    finish_height_one(h, b1)
+    assert h.engine.votes.get(0, PV).count(b2.hash) == len(OTHERS)
+
+
+def test_one_peer_cannot_crowd_an_honest_early_proposal_out_of_the_buffer(tmp_path):
+    h = make_engine(tmp_path)
+    b1, b2 = height_two(h)
+    ahead = ToyApp()
+    ahead.blocks.append(b1)
+    # Signed proposals of later rounds of height 2 (any member can replay them).
+    for round_ in range(1, 2 + CONFIG.max_buffered_proposals):
+        other = make_block(ahead, 2, round_, proposer(2, round_))
+        h.deliver(sign_proposal(proposer(2, round_), 2, round_, other), peer="flooder")
+    h.deliver(sign_proposal(proposer(2, 0), 2, 0, b2), peer="honest")
+    finish_height_one(h, b1)
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    # We hold the honest proposal of round 0 and prevote it.
+    assert [v.block_hash for v in h.transport.votes(PV, 0) if v.height == 2] == [b2.hash]
+
+
+def test_early_messages_with_bad_signatures_take_no_slot_and_are_reported(tmp_path):
+    h = make_engine(tmp_path)
+    b1, b2 = height_two(h)
+    h.deliver(forged(vote(OTHERS[0], PV, 2, 0, b2.hash)), peer="forger")
+    # Reported while we are still at height 1, not once we get to height 2.
+    assert h.engine.height == 1
+    assert [peer for peer, _ in h.bad_peers] == ["forger"]
+    # A stranger's signed vote is not kept either (nor reported: it is well signed).
+    h.deliver(vote(PrivateKey(b"\x42" * 32), PV, 2, 0, b2.hash), peer="stranger")
+    finish_height_one(h, b1)
+    # Neither vote was kept for height 2.
+    assert h.engine.votes.get(0, PV) is None
