@@ -57,8 +57,6 @@ class NodeConfig:
     # proposal reaches the others well inside timeout_propose even when the node
     # is loaded (0: no limit but the block's size limits).
     build_budget_ms: int = 1000
-    # TEST HOOK: sign conflicting votes (to check that evidence jails and slashes).
-    unsafe_double_sign: bool = False
     mempool: MempoolSettings = field(default_factory=MempoolSettings)
     peers: tuple[PeerSettings, ...] = ()
 

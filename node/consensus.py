@@ -23,16 +23,20 @@ from typing import TYPE_CHECKING
 
 from consensus import (
     WAL,
+    Application,
     BFTConfig,
+    Clock,
     ConsensusEngine,
     ConsensusMessage,
     DuplicateVoteEvidence,
     LoopClock,
     PrivValidator,
     Synchrony,
+    Transport,
     ValidatorSet,
 )
 from consensus.evidence import SubmitEvidence
+from consensus.messages import Message
 from core import Block, Commit, CommitSig, Invalid, Vote, VoteType
 from node.chain import Chain, ExecutedBlock
 
@@ -42,6 +46,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("node.consensus")
 
 EVIDENCE_TX = "submit_evidence"
+
+
+Inbound = Callable[[Message, bytes], None]
+"""Hands a consensus message from a peer (its node key) to the engine."""
+
+
+class ConsensusSeams:
+    """Where the engine's surroundings can be wrapped: its transport, application and
+    clock, and the path of peers' messages into it.
+
+    Each method gets what the node built and returns what the engine uses; these
+    defaults change nothing, and a production node never gets anything else (no
+    setting can reach this). Tests subclass it to make a real node misbehave
+    (``tests/e2e/byzantine.py``), so the node's code holds no misbehaviour switch.
+    Everything returned runs on the consensus thread.
+    """
+
+    def transport(self, transport: Transport) -> Transport:
+        return transport
+
+    def application(self, app: Application) -> Application:
+        return app
+
+    def clock(self, clock: Clock) -> Clock:
+        return clock
+
+    def inbound(self, deliver: Inbound) -> Inbound:
+        return deliver
 
 
 class ChainApplication:
@@ -171,12 +203,21 @@ class _P2PTransport:
 class ConsensusService:
     """Owns the consensus thread, its loop and the engine."""
 
-    def __init__(self, node: Node, chain: Chain, config: BFTConfig, privval: PrivValidator) -> None:
+    def __init__(
+        self,
+        node: Node,
+        chain: Chain,
+        config: BFTConfig,
+        privval: PrivValidator,
+        seams: ConsensusSeams | None = None,
+    ) -> None:
         self.node = node
         self.chain = chain
         self.config = config
         self.privval = privval
+        self.seams = seams or ConsensusSeams()
         self.app = ChainApplication(node, chain)
+        self._inbound: Inbound = self.seams.inbound(self._to_engine)
         self.engine: ConsensusEngine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -198,9 +239,9 @@ class ConsensusService:
         asyncio.set_event_loop(loop)
         engine = ConsensusEngine(
             chain_id=self.chain.chain_id,
-            app=self.app,
-            transport=_P2PTransport(self.node),
-            clock=LoopClock(loop),
+            app=self.seams.application(self.app),
+            transport=self.seams.transport(_P2PTransport(self.node)),
+            clock=self.seams.clock(LoopClock(loop)),
             privval=self.privval,
             # Replayed on restart: restores locks, proofs of lock and peers' votes.
             wal=WAL(self.node.home / "consensus", self.chain.chain_id),
@@ -240,22 +281,28 @@ class ConsensusService:
 
     # --- inputs ----------------------------------------------------------------------
 
-    def deliver(self, msg: object, peer: bytes) -> None:
+    def deliver(self, msg: Message, peer: bytes) -> None:
         """From the main loop: a consensus message from ``peer``."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         loop.call_soon_threadsafe(self._deliver, msg, peer)
 
-    def _deliver(self, msg: object, peer: bytes) -> None:
+    def _deliver(self, msg: Message, peer: bytes) -> None:
         engine = self.engine
         if engine is None or engine.halted is not None:
             return
         if isinstance(msg, Vote):
             kind = "precommit" if msg.type == VoteType.PRECOMMIT else "prevote"
             self.node.metrics.votes.labels(type=kind).inc()
+        self._inbound(msg, peer)
+
+    def _to_engine(self, msg: Message, peer: bytes) -> None:
+        engine = self.engine
+        if engine is None or engine.halted is not None:
+            return
         try:
-            engine.deliver(msg, peer)  # type: ignore[arg-type]
+            engine.deliver(msg, peer)
         except Exception:
             log.exception("consensus halted while handling a message from %s", peer.hex()[:16])
 

@@ -12,6 +12,7 @@ import uvloop
 from aiohttp import web
 
 from node.api import NODE, create_app
+from node.consensus import ConsensusSeams
 from node.service import Node
 
 log = logging.getLogger("node.run")
@@ -69,13 +70,16 @@ def build_app(node: Node) -> web.Application:
     return app
 
 
-def run_node(home: Path, passphrase: str | None = None) -> None:
-    """Run one validator until SIGINT or SIGTERM."""
+def run_node(
+    home: Path, passphrase: str | None = None, *, seams: ConsensusSeams | None = None
+) -> None:
+    """Run one validator until SIGINT or SIGTERM. ``seams`` is for tests only (the
+    ``liveledger`` command never passes it): see ``ConsensusSeams``."""
     # Signature threads drop the GIL for every verification and must win it back;
     # with the default 5 ms switch interval a CPU-bound block build starves them
     # (a convoy). A shorter interval keeps verification flowing during a build.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    node = Node.from_home(home, passphrase)
+    node = Node.from_home(home, passphrase, seams=seams)
     app = build_app(node)
     # After the node opened (cleanup contexts start in order): this process only.
     app.cleanup_ctx.append(_gc_context)

@@ -28,7 +28,7 @@ from core.keystore import load_key
 from genesis import Genesis, load_genesis
 from node.chain import Chain, ExecutedBlock
 from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
-from node.consensus import ConsensusService, run_on
+from node.consensus import ConsensusSeams, ConsensusService, run_on
 from node.mempool import Mempool, MempoolConfig, SubmitResult
 from node.metrics import NodeMetrics
 from node.verifier import ProcessVerifier
@@ -66,12 +66,16 @@ class Node:
         genesis: Genesis,
         key: PrivateKey,
         registry: Registry | None = None,
+        seams: ConsensusSeams | None = None,
     ) -> None:
         self.home = home
         self.config = config
         self.genesis = genesis
         self.key = key
         self.registry = registry or build_registry()
+        # Wrappers around the consensus engine's surroundings: tests only (see
+        # ConsensusSeams); a node started from its home never has any.
+        self.seams = seams
         self.metrics = NodeMetrics()
         self.store: ChainStore | None = None
         self.chain: Chain | None = None
@@ -87,13 +91,15 @@ class Node:
         self.height_listeners: list[Callable[[int], None]] = []
 
     @classmethod
-    def from_home(cls, home: Path, passphrase: str | None = None) -> Node:
+    def from_home(
+        cls, home: Path, passphrase: str | None = None, *, seams: ConsensusSeams | None = None
+    ) -> Node:
         config = load_config(home)
         genesis = load_genesis(home / GENESIS_FILE)
         if passphrase is None:
             passphrase = os.environ.get(PASSPHRASE_ENV, "")
         key = load_key(home / NODE_KEY_FILE, passphrase)
-        return cls(home, config, genesis, key)
+        return cls(home, config, genesis, key, seams=seams)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -151,18 +157,12 @@ class Node:
         )
         await self.p2p.start()
         self._batcher = TxBatcher(self.p2p)
-        privval = PrivValidator(
-            self.key,
-            self.genesis.chain_id,
-            self.home / "consensus",
-            unsafe_allow_double_sign=cfg.unsafe_double_sign,
-        )
+        privval = PrivValidator(self.key, self.genesis.chain_id, self.home / "consensus")
         bft = BFTConfig(
             timeout_commit_ms=cfg.block_interval_ms,
             timeout_propose_ms=cfg.timeout_propose_ms,
-            unsafe_equivocate=cfg.unsafe_double_sign,
         )
-        self.consensus = ConsensusService(self, self.chain, bft, privval)
+        self.consensus = ConsensusService(self, self.chain, bft, privval, self.seams)
         self.consensus.start()
 
     async def stop(self) -> None:
