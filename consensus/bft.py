@@ -50,14 +50,12 @@ from consensus.wal import WAL
 from core import (
     Block,
     Commit,
-    Domain,
     Invalid,
     InvalidBlock,
     InvalidSignature,
     NodeFault,
     Vote,
     VoteType,
-    hash_bytes,
 )
 
 __all__ = [
@@ -767,19 +765,6 @@ class ConsensusEngine:
             return
         log.debug("%d/%d: %s %s", height, round_, vote_type.name, block_hash.hex()[:12] or "nil")
         self._send_own(vote)
-        if self.config.unsafe_equivocate:
-            self._equivocate(vote)
-
-    def _equivocate(self, vote: Vote) -> None:
-        """TEST HOOK: sign and send a second vote for something else at the same step."""
-        assert self.privval is not None
-        other = NIL if vote.block_hash else hash_bytes(Domain.VOTE, b"equivocation" + vote.encode())
-        try:
-            twin = self.privval.sign_vote(VoteType(vote.type), vote.height, vote.round, other)
-        except DoubleSignRefused:
-            log.error("unsafe_equivocate is set but the privval refuses to double-sign")
-            return
-        self.transport.broadcast(twin)
 
     def _send_own(self, msg: Proposal | Vote) -> None:
         kind = 0 if isinstance(msg, Proposal) else msg.type

@@ -109,9 +109,7 @@ class CatchUp:
         # Only a producer's signed message may take a slot (producers rarely change
         # between two heights; an incoming producer's early messages are re-sent).
         if fits and self._signed_by_producer(item, validators):
-            self._future.setdefault(msg.height, []).append(
-                dataclasses.replace(item, verified=True)
-            )
+            self._future.setdefault(msg.height, []).append(dataclasses.replace(item, verified=True))
             self._buffered += 1
             self._buffered_proposals += is_proposal
             share.messages += 1

@@ -55,9 +55,6 @@ class BFTConfig:
     max_buffered_proposals_per_peer: int = 2
     # Votes a validator may have in rounds above ours (cometbft's peer catch-up rounds).
     max_future_rounds_per_validator: int = 2
-    # TEST HOOK: sign a conflicting vote next to every own vote (needs a privval with
-    # unsafe_allow_double_sign). Exists only so tests can check that evidence is caught.
-    unsafe_equivocate: bool = False
 
     def timeout_ms(self, step: Step, round_: int) -> int:
         """How long ``step`` may take in ``round_``: base + delta * round."""

@@ -15,7 +15,6 @@ is what lets a restarted node keep it (cometbft restores it from its WAL).
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from enum import IntEnum
@@ -37,8 +36,6 @@ from core import (
     unpack_raw,
     vote_signing_body,
 )
-
-log = logging.getLogger("consensus.privval")
 
 STATE_FILE = "privval_state.bin"
 
@@ -90,26 +87,15 @@ class Lock:
 class PrivValidator:
     """Signs proposals and votes for one validator key, guarded by a state file.
 
-    ``unsafe_allow_double_sign`` exists only so tests can make a validator
-    equivocate (to check that evidence is produced and punished); it is off by
-    default and logs a warning every time it lets a conflicting signature out.
+    It has no switch to let a conflicting signature out: tests that need a
+    validator to equivocate sign with the key directly (``tests/consensus/byzantine.py``).
     """
 
-    def __init__(
-        self,
-        key: PrivateKey,
-        chain_id: str,
-        state_dir: Path,
-        *,
-        unsafe_allow_double_sign: bool = False,
-    ) -> None:
+    def __init__(self, key: PrivateKey, chain_id: str, state_dir: Path) -> None:
         self._key = key
         self.chain_id = chain_id
         self._dir = Path(state_dir)
         self._path = self._dir / STATE_FILE
-        self._unsafe = unsafe_allow_double_sign
-        if unsafe_allow_double_sign:
-            log.warning("privval %s: double-sign protection DISABLED (test hook)", key)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._state = self._load()
 
@@ -172,24 +158,18 @@ class PrivValidator:
         s = self._state
         new_hrs = (height, round_, int(step))
         last_hrs = (s.height, s.round, s.step)
-        conflict = False
         if s.step != SignStep.NONE and new_hrs == last_hrs:
             # The very same message again (e.g. re-sent after a restart): same signature.
             if body == s.body:
                 return s.signature
-            self._refuse_or_allow(f"conflicting {step.name} at height {height} round {round_}")
-            conflict = True
-        elif s.step != SignStep.NONE and new_hrs < last_hrs:
+            raise DoubleSignRefused(f"conflicting {step.name} at height {height} round {round_}")
+        if s.step != SignStep.NONE and new_hrs < last_hrs:
             # Going back would let us sign something that contradicts a later vote.
-            self._refuse_or_allow(
+            raise DoubleSignRefused(
                 f"{step.name} at {height}/{round_} is before last signed "
                 f"{SignStep(s.step).name} at {s.height}/{s.round}"
             )
-            conflict = True
         sig = self._key.sign(domain, self.chain_id, body)
-        if conflict:
-            # Test hook only: a conflicting signature never moves the guard or the lock.
-            return sig
         keep_lock = lock is None
         new = SignState(
             chain_id=self.chain_id,
@@ -207,11 +187,6 @@ class PrivValidator:
         self._persist(new)
         self._state = new
         return sig
-
-    def _refuse_or_allow(self, reason: str) -> None:
-        if not self._unsafe:
-            raise DoubleSignRefused(reason)
-        log.warning("privval %s: signing anyway (test hook): %s", self._key, reason)
 
     # --- storage ---------------------------------------------------------------------
 

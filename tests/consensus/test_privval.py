@@ -141,19 +141,3 @@ def test_state_of_another_key_or_chain_refuses_to_start(tmp_path):
         PrivValidator(PrivateKey(b"\x09" * 32), CHAIN, tmp_path)
     with pytest.raises(StorageError):
         PrivValidator(ME, "other-chain", tmp_path)
-
-
-def test_double_sign_hook_is_off_by_default_and_explicit(tmp_path):
-    safe = open_pv(tmp_path / "safe")
-    safe.sign_vote(PV, 1, 0, A)
-    with pytest.raises(DoubleSignRefused):
-        safe.sign_vote(PV, 1, 0, B)
-    unsafe = open_pv(tmp_path / "unsafe", unsafe_allow_double_sign=True)
-    a = unsafe.sign_vote(PV, 1, 0, A)
-    b = unsafe.sign_vote(PV, 1, 0, B)
-    a.verify(CHAIN)
-    b.verify(CHAIN)
-    assert a.block_hash != b.block_hash
-    # Even then, the conflicting signature never moves the guard or the lock.
-    reopened = open_pv(tmp_path / "unsafe")
-    assert reopened.last_vote() == a

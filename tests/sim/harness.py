@@ -15,11 +15,11 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from consensus import ValidatorSet, validate_header, verify_commit
-from consensus.bft import BFTConfig, ConsensusEngine, Synchrony
+from consensus.bft import BFTConfig, ConsensusEngine, Synchrony, Transport
 from consensus.messages import ConsensusMessage, DuplicateVoteEvidence, Message, Proposal
 from consensus.privval import PrivValidator
 from consensus.wal import WAL
@@ -35,6 +35,7 @@ from core import (
     hash_bytes,
     merkle_root,
 )
+from tests.consensus.byzantine import EquivocatingVotes, sign_proposal
 
 CHAIN_ID = "sim-chain"
 GENESIS_HASH = hash_bytes(Domain.GENESIS, b"sim genesis")
@@ -241,7 +242,7 @@ class SimTransport:
 class EquivocatingTransport(SimTransport):
     """A Byzantine proposer: a second, different proposal goes to half of the peers.
 
-    (Conflicting votes come from the engine's own ``unsafe_equivocate`` test hook.)
+    (Conflicting votes come from ``EquivocatingVotes`` wrapped around it.)
     """
 
     def broadcast(self, msg: Message) -> None:
@@ -253,7 +254,7 @@ class EquivocatingTransport(SimTransport):
         alt_block = node.app.propose(
             msg.height, msg.round, msg.block.header.time_ms, salt=1 + msg.round
         )
-        alt = node.privval.sign_proposal(msg.height, msg.round, None, alt_block)
+        alt = sign_proposal(node.key, CHAIN_ID, msg.height, msg.round, None, alt_block)
         others = [n.index for n in node.net.nodes if n.index != node.index]
         for i, peer in enumerate(others):
             node.net.send(node.index, peer, msg if i % 2 == 0 else alt)
@@ -306,11 +307,10 @@ class SimNode:
     def boot(self) -> None:
         self.incarnation += 1
         self.alive = True
-        self.privval = PrivValidator(
-            self.key, CHAIN_ID, self.home, unsafe_allow_double_sign=self.byzantine
-        )
-        config = replace(SIM_CONFIG, unsafe_equivocate=self.byzantine)
-        transport = EquivocatingTransport(self) if self.byzantine else SimTransport(self)
+        self.privval = PrivValidator(self.key, CHAIN_ID, self.home)
+        transport: Transport = SimTransport(self)
+        if self.byzantine:
+            transport = EquivocatingVotes(EquivocatingTransport(self), self.key, CHAIN_ID)
         self.engine = ConsensusEngine(
             chain_id=CHAIN_ID,
             app=self.app,
@@ -318,7 +318,7 @@ class SimNode:
             clock=NodeClock(self, self.incarnation),
             privval=self.privval,
             wal=WAL(self.home, CHAIN_ID),
-            config=config,
+            config=SIM_CONFIG,
             on_evidence=self.evidence.append,
         )
         self.engine.start()
