@@ -60,6 +60,13 @@ class NodeProcess:
         config = json.loads((home / "config.json").read_text())
         self.url = f"http://127.0.0.1:{config['http_port']}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.argv = ["-m", "cli", "node", "start", "--home", str(home)]
+
+    def byzantine(self, behaviour: str, *extra: str) -> None:
+        """From the next launch on, run through the test-only entry point
+        (``tests/e2e/byzantine.py``) with ``behaviour``."""
+        self.argv = ["-m", "tests.e2e.byzantine", "--home", str(self.home)]
+        self.argv += ["--behaviour", behaviour, *extra]
 
     def start(self, timeout: float = 30.0) -> None:
         self.launch()
@@ -69,7 +76,7 @@ class NodeProcess:
         """Spawn the node process without waiting for it (start several at once)."""
         with open(self.home / "test-node.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", "node", "start", "--home", str(self.home)],
+                [sys.executable, *self.argv],
                 env=cli_env(),
                 cwd=REPO,
                 stdout=log,

@@ -7,9 +7,9 @@ Four validators, short epochs. The story, each step checked on chain:
    the highest key, D, is a candidate left out.
 2. Stake votes: a funded account bonds and approves D; at the next epoch
    boundary D is in and the third-lowest key is out.
-3. D runs with the test-only ``unsafe_double_sign`` hook. As a producer it signs
-   conflicting votes; the other nodes turn them into ``submit_evidence``
-   transactions on their own; D is slashed and jailed, and the next election
+3. D runs through the test-only entry point (``tests/e2e/byzantine.py``,
+   ``double-sign``). As a producer it signs conflicting votes; the other nodes
+   turn them into ``submit_evidence`` transactions on their own; D is slashed and jailed, and the next election
    leaves it out.
 """
 
@@ -31,7 +31,6 @@ from tests.e2e.helpers import (
     faucet_key,
     header,
     http_json,
-    set_config,
     submit,
     tx_status,
     wait_tx,
@@ -129,8 +128,8 @@ def test_double_signer_jailed_and_slashed_stake_votes_move_producers(tmp_path):
         )
         assert header(url, h1 + 1)["producer_set_hash"] == old_hash
 
-        # D starts now, with the double-sign hook: as a non-producer it signs nothing.
-        set_config(d.home, unsafe_double_sign=True)
+        # D starts now, double-signing: as a non-producer it signs nothing.
+        nodes[d.index].byzantine("double-sign")
         net.start([d.index])
 
         # --- 2. stake votes: bond and approve D --------------------------------------
