@@ -38,6 +38,7 @@ from consensus.engine_io import (
     TimeoutEvent,
     Transport,
     _Input,
+    _ProposeDue,
     _Received,
     _Tick,
 )
@@ -134,6 +135,8 @@ class ConsensusEngine:
         self._start_round = 0
         # Replaced at every height by the application's (chain parameters).
         self.synchrony = Synchrony(precision_ms=0, message_delay_ms=0)
+        # Block time of the last committed block (None: not known, e.g. at genesis).
+        self._parent_time_ms: int | None = None
         # Height 0 is a placeholder until start() asks the application where it is.
         self._reset_height(0, ValidatorSet((bytes(32),)))
 
@@ -153,16 +156,29 @@ class ConsensusEngine:
         if self._started:
             raise NodeFault("consensus engine started twice")
         self._started = True
+        last = self.app.committed(self.app.height())
+        if last is not None:
+            self._parent_time_ms = last[0].header.time_ms
         self._run(lambda: self._enter_new_height(self.app.height() + 1, wait=False))
         if self.config.rebroadcast_ms > 0:
             self.clock.schedule(self.config.rebroadcast_ms, lambda: self._submit(_Tick()))
 
-    def deliver(self, msg: Message, peer: Peer | None = None, *, verified: bool = False) -> None:
+    def deliver(
+        self,
+        msg: Message,
+        peer: Peer | None = None,
+        *,
+        verified: bool = False,
+        received_ms: int | None = None,
+    ) -> None:
         """Hand in a message from ``peer``. ``verified`` says its signature was checked
-        already (e.g. on the transport's worker threads). Its arrival time is read
-        from the clock here: a proposal is judged by when it arrived, not by when the
-        engine got to it."""
-        self._submit(_Received(msg, peer, verified, received_ms=self.clock.time_ms()))
+        already (e.g. on the transport's worker threads). ``received_ms`` is the
+        ``clock.time_ms()`` reading when it arrived, taken by a caller that hands it
+        over later (from another thread); by default it is read here. A proposal is
+        judged by when it arrived, not by when the engine got to it."""
+        if received_ms is None:
+            received_ms = self.clock.time_ms()
+        self._submit(_Received(msg, peer, verified, received_ms=received_ms))
 
     # --- the queue -------------------------------------------------------------------
 
@@ -206,6 +222,9 @@ class ConsensusEngine:
             self._on_timeout(item)
         elif isinstance(item, _Tick):
             self._on_tick()
+        elif isinstance(item, _ProposeDue):
+            if (item.height, item.round, self.step) == (self.height, self.round, Step.PROPOSE):
+                self._decide_proposal(item.height, item.round)
         else:
             self._on_message(item)
 
@@ -250,7 +269,9 @@ class ConsensusEngine:
         self.validators = validators
         self.votes = HeightVoteSet(self.chain_id, height, validators)
         self.proposals: dict[int, Proposal] = {}
-        # Per round: whether its proposal arrived in time (``Synchrony.timely``).
+        # Per round: when its proposal arrived (None: replayed, unknown) and whether
+        # that was in time (``Synchrony.timely``).
+        self._arrival: dict[int, int | None] = {}
         self._timely: dict[int, bool] = {}
         # Blocks by hash; each body was matched to its signed header when it came in.
         self._blocks: dict[bytes, Block] = {}
@@ -305,7 +326,20 @@ class ConsensusEngine:
             # so validators locked on it can prevote it (paper lines 15-16).
             block, pol_round = self.valid_block, self.valid_round
         else:
-            block, pol_round = self.app.propose(height, round_, self.clock.time_ms()), -1
+            now = self.clock.time_ms()
+            parent = self._parent_time_ms
+            if parent is not None and now <= parent:
+                # Wait for our clock to pass the parent's time rather than date the block
+                # parent + 1: that could be up to 2P ahead of the slowest honest clock,
+                # which would prevote nil (CometBFT's proposer wait). The parent is final,
+                # so at most P ahead of an honest clock: the wait is short.
+                wait_ms = parent - now + 1
+                log.debug(
+                    "%d/%d: proposing in %d ms, after the parent's time", height, round_, wait_ms
+                )
+                self.clock.schedule(wait_ms, lambda: self._submit(_ProposeDue(height, round_)))
+                return
+            block, pol_round = self.app.propose(height, round_, now), -1
             # The application must build on our height, or we would sign nonsense.
             if block.header.height != height:
                 raise NodeFault(f"app proposed height {block.header.height}, expected {height}")
@@ -446,6 +480,7 @@ class ConsensusEngine:
         except InvalidBlock as exc:
             raise NodeFault(f"height {height}: own certificate does not verify: {exc}") from exc
         self.app.commit(block, commit)
+        self._parent_time_ms = block.header.time_ms
         if self.app.height() != height:
             raise NodeFault(f"committed height {height}, but the app is at {self.app.height()}")
         log.info(
@@ -662,7 +697,21 @@ class ConsensusEngine:
             )
             return
         # First proposal of a round wins; a second one is the proposer equivocating.
-        if p.round in self.proposals:
+        first = self.proposals.get(p.round)
+        if first is not None:
+            # After a restart the replayed copy has no arrival time; the same proposal
+            # sent again gives it one (a later stamp only makes "ahead" harder to pass).
+            if (
+                p.pol_round is None
+                and received_ms is not None
+                and self._arrival.get(p.round, 0) is None
+                and first.block.hash == p.block.hash
+                and first.pol_round is None
+            ):
+                self._arrival[p.round] = received_ms
+                self._timely[p.round] = self.synchrony.timely(
+                    p.block.header.time_ms, received_ms, p.round
+                )
             return
         if not verified:
             try:
@@ -678,8 +727,11 @@ class ConsensusEngine:
         self._log(p, replayed)
         if replayed and self._is_me(p.proposer):
             self._own[(0, p.round)] = p
+            # We dated it ourselves: judge it as if it arrived now (a stale one is late).
+            received_ms = self.clock.time_ms()
         self.proposals[p.round] = p
         if p.pol_round is None:
+            self._arrival[p.round] = received_ms
             self._timely[p.round] = self.synchrony.timely(
                 p.block.header.time_ms, received_ms, p.round
             )

@@ -144,4 +144,12 @@ class _Tick:
     """The rebroadcast timer."""
 
 
-_Input = _Received | TimeoutEvent | _Tick
+@dataclass(frozen=True, slots=True)
+class _ProposeDue:
+    """Our clock has passed the parent's block time: propose in (height, round) now."""
+
+    height: int
+    round: int
+
+
+_Input = _Received | TimeoutEvent | _Tick | _ProposeDue

@@ -84,15 +84,21 @@ class Wire:
     def decode(cls, data: bytes) -> Self:
         return _codec_for(cls).decode(data)
 
-    def checked_encoding(self) -> bytes:
+    def checked_encoding(self, max_size: int = ABSOLUTE_MAX_ENCODED) -> bytes:
         """The encoding, checked as ``decode`` checks it: integers in u64, sizes and item
-        counts within their bounds, ``MAX_ENCODED``. ``encode`` alone checks none of it
-        (it trusts its caller); code that stores what a transaction built calls this, so
-        a value that could not be read back fails there, not on the next read."""
+        counts within their bounds, ``MAX_ENCODED``, and at most ``max_size`` bytes
+        (checked first: a huge value is refused before the cost of decoding it).
+        ``encode`` alone checks none of it (it trusts its caller); code that stores what
+        a transaction built calls this, so a value that could not be read back fails
+        there, not on the next read. Messages are the project's own (they end up in
+        receipts, which are consensus data), never a library's."""
+        name = type(self).__name__
         try:
             raw = self.encode()
         except (OverflowError, ValueError, TypeError) as exc:
-            raise DecodeError(f"{type(self).__name__} cannot be encoded: {exc}") from exc
+            raise DecodeError(f"{name} holds a value outside its encoding's range") from exc
+        if len(raw) > max_size:
+            raise DecodeError(f"{name} is {len(raw)} bytes encoded, at most {max_size}")
         type(self).decode(raw)
         return raw
 

@@ -48,8 +48,9 @@ log = logging.getLogger("node.consensus")
 EVIDENCE_TX = "submit_evidence"
 
 
-Inbound = Callable[[Message, bytes], None]
-"""Hands a consensus message from a peer (its node key) to the engine."""
+Inbound = Callable[[Message, bytes, int], None]
+"""Hands a consensus message from a peer (its node key) to the engine, with the
+engine clock's ``time_ms`` when it arrived."""
 
 
 class ConsensusSeams:
@@ -284,25 +285,28 @@ class ConsensusService:
     def deliver(self, msg: Message, peer: bytes) -> None:
         """From the main loop: a consensus message from ``peer``."""
         loop = self._loop
-        if loop is None or loop.is_closed():
+        engine = self.engine
+        if loop is None or loop.is_closed() or engine is None:
             return
-        loop.call_soon_threadsafe(self._deliver, msg, peer)
+        # Stamped here, as it arrives: the consensus thread may be busy executing a
+        # block, and a proposal is judged by its arrival (docs/consensus.md, Block time).
+        loop.call_soon_threadsafe(self._deliver, msg, peer, engine.clock.time_ms())
 
-    def _deliver(self, msg: Message, peer: bytes) -> None:
+    def _deliver(self, msg: Message, peer: bytes, received_ms: int) -> None:
         engine = self.engine
         if engine is None or engine.halted is not None:
             return
         if isinstance(msg, Vote):
             kind = "precommit" if msg.type == VoteType.PRECOMMIT else "prevote"
             self.node.metrics.votes.labels(type=kind).inc()
-        self._inbound(msg, peer)
+        self._inbound(msg, peer, received_ms)
 
-    def _to_engine(self, msg: Message, peer: bytes) -> None:
+    def _to_engine(self, msg: Message, peer: bytes, received_ms: int) -> None:
         engine = self.engine
         if engine is None or engine.halted is not None:
             return
         try:
-            engine.deliver(msg, peer)
+            engine.deliver(msg, peer, received_ms=received_ms)
         except Exception:
             log.exception("consensus halted while handling a message from %s", peer.hex()[:16])
 

@@ -272,6 +272,12 @@ class Executor:
                 hook(state, ctx)
             except Exception as exc:
                 raise NodeFault(f"begin-block hook {hook!r} failed at {ctx.height}") from exc
+        try:
+            # Hooks are the chain's own logic: a write they make that no node could
+            # store is a bug here, caught by name rather than deep in the block's commit.
+            state.check_writes(0)
+        except DecodeError as exc:
+            raise NodeFault(f"begin-block hooks wrote bad state at {ctx.height}: {exc}") from exc
         begin_events = state.take_events()
 
         lookup = self._registry.lookup

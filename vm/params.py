@@ -14,9 +14,13 @@ from core.codec import Wire
 from core.errors import DecodeError
 from core.types import MAX_BLOCK_TXS, Block, SignedTx
 
-# Bounds for the block-time rule's parameters: clocks closer than a minute, and a
-# proposal that may take up to ten minutes to arrive, leave every setting usable.
+# Bounds for the block-time rule's parameters. Below 100 ms no two machines' clocks
+# agree reliably, and a proposal (built, sent, decoded) takes about a second under
+# load: smaller values halt the chain, and genesis cannot be changed afterwards.
+# Above a minute of clock spread or ten minutes of delay the bound means nothing.
+MIN_TIME_PRECISION_MS = 100
 MAX_TIME_PRECISION_MS = 60_000
+MIN_MESSAGE_DELAY_MS = 1_000
 MAX_MESSAGE_DELAY_MS = 600_000
 
 
@@ -95,15 +99,15 @@ class ChainParams(Wire):
                 f"max_block_bytes must be at most {Block.MAX_ENCODED}, got {self.max_block_bytes}"
             )
         # Honest clocks are never exactly equal; a minute apart is not a clock.
-        if not 1 <= self.time_precision_ms <= MAX_TIME_PRECISION_MS:
+        if not MIN_TIME_PRECISION_MS <= self.time_precision_ms <= MAX_TIME_PRECISION_MS:
             raise DecodeError(
-                f"time_precision_ms must be in 1..{MAX_TIME_PRECISION_MS}, "
+                f"time_precision_ms must be in {MIN_TIME_PRECISION_MS}..{MAX_TIME_PRECISION_MS}, "
                 f"got {self.time_precision_ms}"
             )
         # A proposal needs some time to travel; without a bound, any date in the past passes.
-        if not 1 <= self.time_message_delay_ms <= MAX_MESSAGE_DELAY_MS:
+        if not MIN_MESSAGE_DELAY_MS <= self.time_message_delay_ms <= MAX_MESSAGE_DELAY_MS:
             raise DecodeError(
-                f"time_message_delay_ms must be in 1..{MAX_MESSAGE_DELAY_MS}, "
+                f"time_message_delay_ms must be in {MIN_MESSAGE_DELAY_MS}..{MAX_MESSAGE_DELAY_MS}, "
                 f"got {self.time_message_delay_ms}"
             )
         # Expiry 0 blocks ahead would make every tx expire before it is included.

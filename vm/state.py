@@ -175,22 +175,19 @@ class Overlay:
             if v is None:
                 continue
             if type(v) is bytes:
-                raw = v
-            elif v.WRITE_CHECKED:
-                continue
-            else:
+                if len(v) > MAX_VALUE_SIZE:
+                    raise DecodeError(
+                        f"state value at {key.hex()} is {len(v)} bytes, at most {MAX_VALUE_SIZE}"
+                    )
+            elif not v.WRITE_CHECKED:
                 done = encoded.get(key)
                 if done is not None and done[0] is v:
                     continue
                 try:
-                    raw = v.checked_encoding()
+                    raw = v.checked_encoding(MAX_VALUE_SIZE)
                 except DecodeError as exc:
                     raise DecodeError(f"state value at {key.hex()}: {exc}") from exc
                 encoded[key] = (v, raw)
-            if len(raw) > MAX_VALUE_SIZE:
-                raise DecodeError(
-                    f"state value at {key.hex()} is {len(raw)} bytes, at most {MAX_VALUE_SIZE}"
-                )
 
     # --- results ---
 

@@ -199,3 +199,44 @@ def test_block_time_beyond_max_time_is_invalid():
     validate_header(at_max, **check)
     with pytest.raises(InvalidBlock, match="expected at most"):
         validate_header(beyond, **check)
+
+
+def test_a_proposer_behind_its_parent_time_waits_instead_of_dating_parent_plus_one(tmp_path):
+    h = make_engine(tmp_path)
+    # Heights 1-3 finalized by the others; the last is dated 300 ms ahead of our clock.
+    other = ToyApp()
+    ahead = 300
+    for height in (1, 2, 3):
+        block = make_block(other, height, 0, proposer(height, 0), time_ms=h.clock.time_ms() + ahead)
+        commit = make_commit(OTHERS, CHAIN, height, 0, block.hash)
+        other.commit(block, commit)
+        h.deliver(FinalizedBlock(block, commit, latest=3), peer="peer")
+    assert h.app.height() == 3 and proposer(4, 0) == ME
+    parent_time = h.app.blocks[-1].header.time_ms
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    assert (h.engine.height, h.engine.round, h.step) == (4, 0, Step.PROPOSE)
+    # Our clock is not past the parent's time yet: no proposal dated parent + 1.
+    assert h.clock.time_ms() <= parent_time and h.transport.proposals() == []
+    h.clock.advance(parent_time - h.clock.time_ms() + 1)
+    (proposal,) = h.transport.proposals()
+    assert proposal.block.header.time_ms == h.clock.time_ms() == parent_time + 1
+    assert [v.block_hash for v in h.transport.votes(PV, 0)] == [proposal.block.hash]
+
+
+def test_a_replayed_proposal_gets_its_arrival_from_a_resent_copy(tmp_path):
+    h = make_engine(tmp_path, with_wal=True)
+    # Round 1's proposal arrives early, in round 0: kept (and logged), not voted on yet.
+    key = proposer(1, 1)
+    block = make_block(h.app, 1, 1, key, txs=TXS)
+    proposal = sign_proposal(key, 1, 1, block)
+    h.deliver(proposal)
+    assert h.transport.votes(PV, 1) == []
+    h.engine.wal.sync()
+    # A restart replays it with no arrival time; the proposer re-sends it.
+    restarted = make_engine(tmp_path, app=h.app, with_wal=True)
+    restarted.deliver(proposal)
+    restarted.votes_from(OTHERS, PV, 0, NIL)
+    restarted.votes_from(OTHERS, PC, 0, NIL)
+    restarted.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 0))
+    assert restarted.engine.round == 1
+    assert [v.block_hash for v in restarted.transport.votes(PV, 1)] == [block.hash]

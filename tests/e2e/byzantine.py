@@ -98,10 +98,10 @@ class TamperRelay(ConsensusSeams):
         return _TamperedStore(app)  # type: ignore[return-value]
 
     def inbound(self, deliver: Inbound) -> Inbound:
-        def relay(msg: Message, peer: bytes) -> None:
+        def relay(msg: Message, peer: bytes, received_ms: int) -> None:
             # Tampered copies first: they must beat the honest peers' answers.
             self._misbehave(msg, peer)
-            deliver(msg, peer)
+            deliver(msg, peer, received_ms)
 
         return relay
 

@@ -21,10 +21,10 @@ def test_defaults_round_trip():
         ({"max_block_bytes": 100}, "max_block_bytes must be at least"),
         ({"max_block_bytes": 2**40}, "max_block_bytes must be at most"),
         ({"max_expiry_blocks": 0}, "max_expiry_blocks must be at least 1"),
-        ({"time_precision_ms": 0}, "time_precision_ms must be in 1..60000"),
-        ({"time_precision_ms": 60_001}, "time_precision_ms must be in 1..60000"),
-        ({"time_message_delay_ms": 0}, "time_message_delay_ms must be in 1..600000"),
-        ({"time_message_delay_ms": 2**64 - 1}, "time_message_delay_ms must be in 1..600000"),
+        ({"time_precision_ms": 99}, "time_precision_ms must be in 100..60000"),
+        ({"time_precision_ms": 60_001}, "time_precision_ms must be in 100..60000"),
+        ({"time_message_delay_ms": 999}, "time_message_delay_ms must be in 1000..600000"),
+        ({"time_message_delay_ms": 2**64 - 1}, "time_message_delay_ms must be in 1000..600000"),
     ],
 )
 def test_bad_params_are_refused(changes, match):
