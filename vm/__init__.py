@@ -1,6 +1,7 @@
 """The native transaction executor: state overlay, accounts, fees, receipts, handlers."""
 
 from vm.accounts import ZERO_ACCOUNT, Account, account_key, get_account, put_account
+from vm.amounts import U64_OVERFLOW, checked_add, checked_mul
 from vm.context import BlockContext
 from vm.executor import (
     BlockResult,
@@ -29,6 +30,7 @@ __all__ = [
     "BlockEvents",
     "OK",
     "TRANSFER",
+    "U64_OVERFLOW",
     "ZERO_ACCOUNT",
     "Account",
     "BeginBlockHook",
@@ -50,6 +52,8 @@ __all__ = [
     "VerifiedTx",
     "account_key",
     "apply_transfer",
+    "checked_add",
+    "checked_mul",
     "check_envelopes",
     "complete_checked",
     "default_registry",

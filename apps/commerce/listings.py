@@ -9,7 +9,7 @@ from apps.commerce import events as ev
 from apps.commerce import keys
 from apps.commerce.fastwire import fast_replace
 from apps.commerce.model import Listing, ListingStatus, ListingTerms
-from apps.commerce.params import CommerceParams
+from apps.commerce.params import MAX_SEQ, CommerceParams
 from apps.commerce.payloads import CreateListing, ListingRef, StockChange, UpdateListing
 from apps.commerce.store import (
     addr,
@@ -20,7 +20,7 @@ from apps.commerce.store import (
     require_merchant,
     require_text,
 )
-from core.codec import UINT64_MAX
+from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.registry import TxFailed, TxInfo
 from vm.state import Overlay
@@ -103,6 +103,12 @@ def process_update_listing(state: Overlay, tx: TxInfo, p: UpdateListing, ctx: Bl
     # Hashes are 32 bytes; anything shorter is not one.
     if len(p.media_hash) not in (0, 32):
         raise TxFailed(f"media hash must be 0 or 32 bytes, got {len(p.media_hash)}", "invalid_hash")
+    # Version keys carry a 4-byte number.
+    if listing.version >= MAX_SEQ:
+        raise TxFailed(
+            f"listing {listing.id} is at version {listing.version}, the maximum is {MAX_SEQ}",
+            "too_many_versions",
+        )
     version = listing.version + 1
     terms = ListingTerms(
         listing.id, version, p.title, p.description, p.price, p.media_hash, ctx.time_ms
@@ -122,14 +128,9 @@ def process_restock(state: Overlay, tx: TxInfo, p: StockChange, ctx: BlockContex
     # Restocking nothing is a mistake.
     if p.quantity < 1:
         raise TxFailed(f"quantity must be at least 1, got {p.quantity}", "invalid_quantity")
-    # Stock counts are uint64.
-    if listing.total + p.quantity > UINT64_MAX:
-        raise TxFailed(
-            f"total stock {listing.total} + {p.quantity} exceeds 2**64-1", "invalid_quantity"
-        )
-    updated = fast_replace(
-        listing, total=listing.total + p.quantity, available=listing.available + p.quantity
-    )
+    # Stock counts are u64 (available <= total, so it cannot overflow either).
+    total = checked_add(listing.total, p.quantity, "total stock", "invalid_quantity")
+    updated = fast_replace(listing, total=total, available=listing.available + p.quantity)
     state.set_obj(keys.listing_key(listing.id), updated)
     state.emit(
         ev.make(

@@ -13,7 +13,7 @@ from typing import Annotated
 from apps.commerce.fastwire import fast_wire
 from apps.commerce.params import (
     DESCRIPTION_CAP,
-    MAX_DEAL_BUCKETS,
+    MAX_BUCKET_CAP,
     MAX_DEALS_CAP,
     MAX_ITEMS_CAP,
     MAX_PINNED_CAP,
@@ -188,6 +188,8 @@ class Merchant(Wire):
     rating_count: int
     # Newest review of this merchant (reviews link back: Review.prev_of_merchant).
     last_review: int
+    # Open deals across all its sessions (at most max_open_deals_per_merchant).
+    open_deals: int = 0
 
 
 @fast_wire
@@ -416,17 +418,27 @@ class Deadline(Wire):
 @fast_wire
 @dataclass(frozen=True, slots=True)
 class DealClock(Wire):
-    """Sorted indexes of the deal-end buckets that hold entries."""
+    """Deal-end buckets still to look at: ``next`` .. ``last`` (absent when none).
 
-    buckets: Annotated[tuple[int, ...], MaxItems(MAX_DEAL_BUCKETS + 2)]
+    Two integers rather than a list of buckets, so scheduling a deal end writes a
+    record of constant size; the hook reads the buckets in between, most of them
+    absent, at most ``MAX_DEAL_BUCKETS + 1`` after a long pause.
+    """
+
+    next: int
+    last: int
+
+    MAX_ENCODED = 32
 
 
 @fast_wire
 @dataclass(frozen=True, slots=True)
 class DealBucket(Wire):
-    deal_ids: Annotated[tuple[int, ...], MaxItems(1_000_000)]
+    """Ids of the open deals whose end falls in one bucket (closed ones are removed)."""
 
-    MAX_ENCODED = 16 * 1024 * 1024
+    deal_ids: Annotated[tuple[int, ...], MaxItems(MAX_BUCKET_CAP)]
+
+    MAX_ENCODED = MAX_BUCKET_CAP * 9 + 8
 
 
 # --- provenance ---

@@ -35,7 +35,7 @@ from apps.commerce.model import (
     Role,
     state_name,
 )
-from apps.commerce.params import BPS, CommerceGenesis
+from apps.commerce.params import BPS, MAX_DISCLOSURES, CommerceGenesis
 from apps.commerce.payloads import (
     Disclose,
     OpenDispute,
@@ -67,6 +67,7 @@ from apps.commerce.store import (
     roles_of,
 )
 from core.errors import NodeFault
+from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.registry import TxFailed, TxInfo
 from vm.state import Overlay
@@ -226,14 +227,11 @@ def _link(state: Overlay, buyer: bytes, merchant: bytes, order_id: int) -> tuple
     previous heads (the order links back to them)."""
     bkey, mkey = keys.party_key(buyer), keys.party_key(merchant)
     b = state.get_obj(bkey, Party) or _NO_PARTY
-    state.set_obj(
-        bkey, fast_replace(b, orders_as_buyer=b.orders_as_buyer + 1, last_as_buyer=order_id)
-    )
+    count = checked_add(b.orders_as_buyer, 1, "orders as buyer")
+    state.set_obj(bkey, fast_replace(b, orders_as_buyer=count, last_as_buyer=order_id))
     m = state.get_obj(mkey, Party) or _NO_PARTY
-    state.set_obj(
-        mkey,
-        fast_replace(m, orders_as_merchant=m.orders_as_merchant + 1, last_as_merchant=order_id),
-    )
+    count = checked_add(m.orders_as_merchant, 1, "orders as merchant")
+    state.set_obj(mkey, fast_replace(m, orders_as_merchant=count, last_as_merchant=order_id))
     return b.last_as_buyer, m.last_as_merchant
 
 
@@ -609,6 +607,12 @@ def process_disclose(state: Overlay, tx: TxInfo, p: Disclose, ctx: BlockContext)
         )
     _require_sealed(p.ciphertext, params.sealed_address_max_bytes, "disclosure")
     seq = order.disclosures
+    # Each disclosure is a record keyed by the order; a few auditors need a few copies.
+    if seq >= MAX_DISCLOSURES:
+        raise TxFailed(
+            f"order {order.id} has {seq} disclosures, the maximum is {MAX_DISCLOSURES}",
+            "too_many_disclosures",
+        )
     disclosure = Disclosure(
         order.id, seq, signer, p.auditor, record.enc_key, p.ciphertext, ctx.time_ms
     )

@@ -38,8 +38,18 @@ TIP_CAP = 200
 MAX_ITEMS_CAP = 32
 MAX_PINNED_CAP = 64
 MAX_DEALS_CAP = 32
-# The deal clock keeps one sorted list of pending minute-buckets; bound it.
+# Deals end within max_deal_ms, at most this many deal-clock buckets ahead: the hook
+# that closes ended deals never has more buckets to look at after a pause.
 MAX_DEAL_BUCKETS = 4096
+# A deal-end bucket is one state value, rewritten by every deal that opens or closes
+# in it: at 4096 ids (~20 KiB) the write check costs ~0.5 ms, ~4x a whole order.
+MAX_BUCKET_CAP = 4096
+# Open deals of one merchant, whatever its number of sessions.
+MAX_MERCHANT_DEALS_CAP = 1024
+# Disclosures of one order's address (each is a record keyed by a 4-byte seq).
+MAX_DISCLOSURES = 64
+# Listing versions and provenance events are keyed by a 4-byte seq.
+MAX_SEQ = 2**32 - 1
 
 _HOUR = 3_600_000
 _DAY = 24 * _HOUR
@@ -89,6 +99,11 @@ class CommerceParams(Wire):
     tip_message_max_bytes: int = 140
     field_max_bytes: int = 64
     sealed_address_max_bytes: int = 512
+    # Open deals one merchant may hold across all its sessions, so that one merchant
+    # cannot fill a deal-end bucket that every other merchant's deals share.
+    max_open_deals_per_merchant: int = 64
+    # Open deals ending in one deal-clock bucket (bucket width deal_bucket_ms).
+    max_deals_per_bucket: int = 512
 
     MAX_ENCODED = 1024
 
@@ -139,6 +154,8 @@ class CommerceParams(Wire):
             "tip_message_max_bytes": TIP_CAP,
             "field_max_bytes": NAME_CAP,
             "sealed_address_max_bytes": SEALED_CAP,
+            "max_open_deals_per_merchant": MAX_MERCHANT_DEALS_CAP,
+            "max_deals_per_bucket": MAX_BUCKET_CAP,
         }
         for name, cap in caps.items():
             # Payload codecs cannot carry more than their cap; 0 would forbid the feature.

@@ -26,6 +26,7 @@ from apps.commerce.model import (
     ProvenanceEvent,
     Role,
 )
+from apps.commerce.params import MAX_SEQ
 from apps.commerce.payloads import Attest, ItemRef, ProposeCustody, RegisterItem
 from apps.commerce.store import addr, config, load, require_item, require_role, require_text
 from core.errors import NodeFault
@@ -115,6 +116,13 @@ def _append(
     **changes: object,
 ) -> Item:
     """Append ``event`` to the item's history (append-only: seq = event_count)."""
+    # Event keys carry a 4-byte seq. Shipping checks it too, so the settlement event
+    # that a begin-block hook appends never finds the history full.
+    if item.event_count >= MAX_SEQ:
+        raise TxFailed(
+            f"item {item.ref.hex()} has {item.event_count} events, the maximum is {MAX_SEQ}",
+            "too_many_events",
+        )
     if event.seq != item.event_count:
         raise NodeFault(f"item event seq {event.seq}, expected {item.event_count}")
     state.set_obj(keys.item_event_key(item.ref, event.seq), event)
@@ -365,6 +373,12 @@ def lock_for_order(state: Overlay, order: Order, items: Sequence[ItemId]) -> tup
                 f"item {label} is in the custody of {addr(item.custodian)}, expected the "
                 f"merchant {addr(order.merchant)}",
                 "not_custodian",
+            )
+        # Its settlement appends an event, which must fit in the history.
+        if item.event_count >= MAX_SEQ:
+            raise TxFailed(
+                f"item {label} has {item.event_count} events, the maximum is {MAX_SEQ}",
+                "too_many_events",
             )
         # An item travels in one order at a time.
         if item.order_id:

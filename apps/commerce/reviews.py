@@ -13,6 +13,7 @@ from apps.commerce.model import SETTLED_STATES, Listing, Merchant, Review, state
 from apps.commerce.payloads import ReplyReview, WriteReview
 from apps.commerce.store import addr, config, load, require_order, require_text
 from core.errors import NodeFault
+from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.registry import TxFailed, TxInfo
 from vm.state import Overlay
@@ -83,7 +84,7 @@ def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext
             rating=p.rating,
             text=p.text,
             updated_ms=ctx.time_ms,
-            edits=existing.edits + 1,
+            edits=checked_add(existing.edits, 1, "review edits"),
         )
         delta_sum, delta_count = p.rating - existing.rating, 0
         last_m, last_l = merchant.last_review, listing.last_review
@@ -92,8 +93,8 @@ def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext
         mkey,
         fast_replace(
             merchant,
-            rating_sum=merchant.rating_sum + delta_sum,
-            rating_count=merchant.rating_count + delta_count,
+            rating_sum=checked_add(merchant.rating_sum, delta_sum, "merchant rating sum"),
+            rating_count=checked_add(merchant.rating_count, delta_count, "merchant ratings"),
             last_review=last_m,
         ),
     )
@@ -101,8 +102,8 @@ def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext
         lkey,
         fast_replace(
             listing,
-            rating_sum=listing.rating_sum + delta_sum,
-            rating_count=listing.rating_count + delta_count,
+            rating_sum=checked_add(listing.rating_sum, delta_sum, "listing rating sum"),
+            rating_count=checked_add(listing.rating_count, delta_count, "listing ratings"),
             last_review=last_l,
         ),
     )

@@ -10,7 +10,6 @@ session closes, or at its end time (begin-block, through the deal clock).
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping
 
 from apps.commerce import events as ev
@@ -24,6 +23,7 @@ from apps.commerce.model import (
     DealStatus,
     Listing,
     ListingStatus,
+    Merchant,
     Session,
     SessionStatus,
 )
@@ -43,6 +43,7 @@ from apps.commerce.store import (
     require_text,
 )
 from core.errors import NodeFault
+from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo, refuse_module_account
 from vm.state import Overlay
@@ -176,7 +177,7 @@ def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext
             f"{addr(session.merchant)}, signer is {addr(signer)}",
             "not_authorized",
         )
-    require_approved(state, signer)
+    merchant = require_approved(state, signer)
     require_open_session(session)
     listing = _pinnable(state, session, p.listing_id)
     # Escrow holds a positive amount for every order.
@@ -220,6 +221,24 @@ def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext
             f"{params.max_open_deals}",
             "too_many_deals",
         )
+    # Per merchant, whatever its sessions: one merchant cannot fill a deal-end bucket.
+    if merchant.open_deals >= params.max_open_deals_per_merchant:
+        raise TxFailed(
+            f"merchant {addr(signer)} has {merchant.open_deals} open deals, the maximum is "
+            f"{params.max_open_deals_per_merchant}",
+            "merchant_deal_limit",
+        )
+    bucket = p.end_ms // params.deal_bucket_ms
+    bucket_key = keys.deal_bucket_key(bucket)
+    entry = load(state, bucket_key, DealBucket)
+    ids = () if entry is None else entry.deal_ids
+    # A bucket is one state value, rewritten by each deal opening or closing in it.
+    if len(ids) >= params.max_deals_per_bucket:
+        raise TxFailed(
+            f"{len(ids)} open deals end in the minute of {p.end_ms}, the maximum is "
+            f"{params.max_deals_per_bucket}; choose another end",
+            "deal_bucket_full",
+        )
     deal_id = next_id(state, keys.DEAL_IDS)
     deal = Deal(
         deal_id,
@@ -251,7 +270,11 @@ def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext
         keys.session_key(session.id),
         fast_replace(session, open_deals=(*session.open_deals, deal_id)),
     )
-    _schedule_deal_end(state, deal_id, p.end_ms, params.deal_bucket_ms)
+    state.set_obj(
+        keys.merchant_key(signer), fast_replace(merchant, open_deals=merchant.open_deals + 1)
+    )
+    state.set_obj(bucket_key, DealBucket((*ids, deal_id)))
+    _schedule_bucket(state, bucket)
     state.emit(
         ev.make(
             ev.DEAL_OPENED,
@@ -267,15 +290,27 @@ def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext
     )
 
 
-def close_deal(state: Overlay, deal: Deal, reason: DealCloseReason, now_ms: int) -> None:
-    """Close an open deal: unsold allocation goes back to the listing's available stock."""
+def close_deal(
+    state: Overlay, deal: Deal, reason: DealCloseReason, now_ms: int, bucket_ms: int
+) -> None:
+    """Close an open deal: unsold allocation goes back to the listing's available stock,
+    and the deal leaves its merchant's count and its deal-end bucket (``bucket_ms`` is
+    the bucket width; 0 when the caller, the end-of-deals hook, rewrites the bucket)."""
     if deal.status != DealStatus.OPEN:
         raise NodeFault(f"closing deal {deal.id}, which is not open")
     left = deal.left
     listing = load(state, keys.listing_key(deal.listing_id), Listing)
     session = load(state, keys.session_key(deal.session_id), Session)
+    merchant = load(state, keys.merchant_key(deal.merchant), Merchant)
     if listing is None or session is None or listing.reserved < left:
         raise NodeFault(f"deal {deal.id} refers to a missing listing/session or lost stock")
+    if merchant is None or merchant.open_deals < 1:
+        raise NodeFault(f"deal {deal.id} is open but its merchant counts no open deal")
+    state.set_obj(
+        keys.merchant_key(deal.merchant), fast_replace(merchant, open_deals=merchant.open_deals - 1)
+    )
+    if bucket_ms:
+        _unschedule_deal_end(state, deal, bucket_ms)
     state.set_obj(
         keys.listing_key(listing.id),
         fast_replace(
@@ -304,24 +339,24 @@ def close_deal(state: Overlay, deal: Deal, reason: DealCloseReason, now_ms: int)
 
 
 def process_close_deal(state: Overlay, tx: TxInfo, p: DealRef, ctx: BlockContext) -> None:
-    config(state)
+    cfg = config(state)
     deal = require_deal(state, p.deal_id)
     session = require_session(state, deal.session_id)
     _require_host_or_merchant(session, tx.sender_address, "closing a deal")
     # A deal closes once.
     if deal.status != DealStatus.OPEN:
         raise TxFailed(f"deal {deal.id} is closed, expected open", "deal_closed")
-    close_deal(state, deal, DealCloseReason.CLOSED, ctx.time_ms)
+    close_deal(state, deal, DealCloseReason.CLOSED, ctx.time_ms, cfg.params.deal_bucket_ms)
 
 
 def process_close_session(state: Overlay, tx: TxInfo, p: SessionRef, ctx: BlockContext) -> None:
-    config(state)
+    bucket_ms = config(state).params.deal_bucket_ms
     session = require_session(state, p.session_id)
     _require_host_or_merchant(session, tx.sender_address, "closing")
     require_open_session(session)
     for deal_id in session.open_deals:
         deal = require_deal(state, deal_id)
-        close_deal(state, deal, DealCloseReason.SESSION_CLOSED, ctx.time_ms)
+        close_deal(state, deal, DealCloseReason.SESSION_CLOSED, ctx.time_ms, bucket_ms)
     session = require_session(state, p.session_id)
     closed = fast_replace(session, status=SessionStatus.CLOSED, closed_ms=ctx.time_ms)
     state.set_obj(keys.session_key(session.id), closed)
@@ -342,7 +377,7 @@ def process_tip(state: Overlay, tx: TxInfo, p: Tip, ctx: BlockContext) -> None:
         raise TxFailed(f"the host {addr(signer)} cannot tip their own session", "self_dealing")
     debit(state, signer, p.amount)
     credit(state, session.host, p.amount)
-    tips = session.tips_total + p.amount
+    tips = checked_add(session.tips_total, p.amount, "session tips")
     state.set_obj(keys.session_key(session.id), fast_replace(session, tips_total=tips))
     state.emit(
         ev.make(ev.TIP, session=session.id, amount=p.amount, host=session.host, message=p.message)
@@ -352,17 +387,31 @@ def process_tip(state: Overlay, tx: TxInfo, p: Tip, ctx: BlockContext) -> None:
 # --- the deal clock: find deals whose end time passed, without a range scan ---
 
 
-def _schedule_deal_end(state: Overlay, deal_id: int, end_ms: int, bucket_ms: int) -> None:
-    bucket = end_ms // bucket_ms
+def _schedule_bucket(state: Overlay, bucket: int) -> None:
+    """Make sure the clock reaches ``bucket`` (its bucket key already holds the deal)."""
     clock = load(state, keys.DEAL_CLOCK_KEY, DealClock)
-    buckets = () if clock is None else clock.buckets
-    i = bisect.bisect_left(buckets, bucket)
-    if i == len(buckets) or buckets[i] != bucket:
-        state.set_obj(keys.DEAL_CLOCK_KEY, DealClock((*buckets[:i], bucket, *buckets[i:])))
-    key = keys.deal_bucket_key(bucket)
+    if clock is None:
+        state.set_obj(keys.DEAL_CLOCK_KEY, DealClock(bucket, bucket))
+    elif bucket < clock.next:
+        # The hook moved past an emptied current bucket; a deal may end in it again.
+        state.set_obj(keys.DEAL_CLOCK_KEY, DealClock(bucket, clock.last))
+    elif bucket > clock.last:
+        state.set_obj(keys.DEAL_CLOCK_KEY, DealClock(clock.next, bucket))
+
+
+def _unschedule_deal_end(state: Overlay, deal: Deal, bucket_ms: int) -> None:
+    """Take a deal closed before its end out of its bucket, so buckets hold open deals
+    only: a merchant opening and closing deals cannot grow one."""
+    key = keys.deal_bucket_key(deal.end_ms // bucket_ms)
     entry = load(state, key, DealBucket)
-    ids = () if entry is None else entry.deal_ids
-    state.set_obj(key, DealBucket((*ids, deal_id)))
+    if entry is None or deal.id not in entry.deal_ids:
+        raise NodeFault(f"open deal {deal.id} is missing from its deal-end bucket")
+    ids = tuple(i for i in entry.deal_ids if i != deal.id)
+    if ids:
+        state.set_obj(key, DealBucket(ids))
+    else:
+        # The clock may still name the bucket; the hook reads its absence cheaply.
+        state.delete(key)
 
 
 def end_deals(state: Overlay, ctx: BlockContext) -> None:
@@ -375,29 +424,32 @@ def end_deals(state: Overlay, ctx: BlockContext) -> None:
         return
     now = ctx.time_ms
     now_bucket = now // cfg.params.deal_bucket_ms
-    buckets = list(clock.buckets)
-    while buckets and buckets[0] <= now_bucket:
-        key = keys.deal_bucket_key(buckets[0])
+    # Buckets before next are done, none after last was scheduled. Deals end within
+    # max_deal_ms (at most MAX_DEAL_BUCKETS buckets) of opening, so even after a long
+    # pause the hook reads at most that many buckets, most of them absent.
+    bucket = clock.next
+    while bucket <= min(now_bucket, clock.last):
+        key = keys.deal_bucket_key(bucket)
         entry = load(state, key, DealBucket)
         ids = () if entry is None else entry.deal_ids
         keep = []
         for deal_id in ids:
             deal = load(state, keys.deal_key(deal_id), Deal)
             if deal is None or deal.status != DealStatus.OPEN:
-                continue  # closed by hand earlier: drop the entry
+                continue  # closing removes a deal from its bucket; drop a stray id all the same
             if deal.end_ms <= now:
-                close_deal(state, deal, DealCloseReason.ENDED, now)
+                close_deal(state, deal, DealCloseReason.ENDED, now, 0)
             else:
                 keep.append(deal_id)
         if keep:
             # Only the current bucket can hold deals that end later in it.
-            if tuple(keep) != ids:
+            if len(keep) != len(ids):
                 state.set_obj(key, DealBucket(tuple(keep)))
             break
-        state.delete(key)
-        buckets.pop(0)
-    if tuple(buckets) != clock.buckets:
-        if buckets:
-            state.set_obj(keys.DEAL_CLOCK_KEY, DealClock(tuple(buckets)))
-        else:
-            state.delete(keys.DEAL_CLOCK_KEY)
+        if entry is not None:
+            state.delete(key)
+        bucket += 1
+    if bucket > clock.last:
+        state.delete(keys.DEAL_CLOCK_KEY)
+    elif bucket != clock.next:
+        state.set_obj(keys.DEAL_CLOCK_KEY, DealClock(bucket, clock.last))

@@ -29,6 +29,8 @@ from core.codec import UINT64_MAX, Wire
 from core.errors import NodeFault
 from core.keys import format_address
 from vm.accounts import Account, get_account, put_account
+from vm.amounts import checked_add
+from vm.amounts import checked_mul as vm_checked_mul
 from vm.registry import TxFailed
 from vm.state import Overlay, StateView
 
@@ -166,7 +168,7 @@ def next_id(state: Overlay, kind: int) -> int:
     key = keys.counter_key(kind)
     counter = state.get_obj(key, Counter)
     value = 1 if counter is None else counter.next
-    state.set_obj(key, Counter(value + 1))
+    state.set_obj(key, Counter(checked_add(value, 1, "id counter")))
     return value
 
 
@@ -207,7 +209,8 @@ def escrow(state: StateView) -> Escrow:
 def escrow_in(state: Overlay, amount: int) -> None:
     """Add a new open order's ``amount`` to the escrow (already debited from the buyer)."""
     held = escrow(state)
-    state.set_obj(keys.ESCROW_KEY, Escrow(held.held + amount, held.open_orders + 1))
+    total = checked_add(held.held, amount, "escrow held")
+    state.set_obj(keys.ESCROW_KEY, Escrow(total, checked_add(held.open_orders, 1, "open orders")))
 
 
 def escrow_out(state: Overlay, amount: int, closes_order: bool) -> None:
@@ -225,8 +228,5 @@ def escrow_out(state: Overlay, amount: int, closes_order: bool) -> None:
 
 
 def checked_mul(a: int, b: int, what: str) -> int:
-    product = a * b
-    # Amounts are uint64 on chain.
-    if product > UINT64_MAX:
-        raise TxFailed(f"{what} {a} x {b} exceeds 2**64-1", "invalid_amount")
-    return product
+    """``a * b``, refused as ``invalid_amount`` past 2**64-1 (amounts are u64 on chain)."""
+    return vm_checked_mul(a, b, what, "invalid_amount")
