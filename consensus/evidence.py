@@ -159,8 +159,8 @@ def slash(state: Overlay, validator: bytes, bps: int) -> int:
     for u in staker.unbonding:
         cut = slash_amount(u.amount, bps)
         unbonding_cut += cut
-        if u.amount - cut:
-            entries.append(Unbonding(u.amount - cut, u.release_height))
+        # Kept when slashed to 0: the release queue of its height is linked through it.
+        entries.append(Unbonding(u.amount - cut, u.release_height, u.next))
     move_tokens(state, BONDED_POOL, COMMUNITY_POOL, bond_cut)
     move_tokens(state, UNBONDING_POOL, COMMUNITY_POOL, unbonding_cut)
     put_staker(state, address, Staker(staker.bonded - bond_cut, staker.votes, tuple(entries)))

@@ -38,9 +38,9 @@ from consensus.staking_state import (
     MAX_VOTES,
     MODULE_ACCOUNT_NAMES,
     UNBONDING_POOL,
-    AddressList,
     Candidate,
     KeyList,
+    ReleaseQueue,
     Staker,
     Unbonding,
     add_totals,
@@ -58,8 +58,10 @@ from consensus.staking_state import (
     staking_enabled,
 )
 from core.codec import MaxItems, Wire
+from core.errors import NodeFault
 from core.types import PublicKey
 from vm.accounts import get_account
+from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.receipts import Event
 from vm.registry import Registry, TxFailed, TxInfo
@@ -142,15 +144,12 @@ def apply_bond(state: Overlay, tx: TxInfo, payload: Bond, ctx: BlockContext) -> 
     if balance < amount:
         raise TxFailed(f"balance {balance} is less than the amount {amount}", "insufficient_funds")
     staker = get_staker(state, tx.sender_address)
+    bonded = checked_add(staker.bonded, amount, "bond")
     move_tokens(state, tx.sender_address, BONDED_POOL, amount)
-    put_staker(
-        state, tx.sender_address, Staker(staker.bonded + amount, staker.votes, staker.unbonding)
-    )
+    put_staker(state, tx.sender_address, Staker(bonded, staker.votes, staker.unbonding))
     adjust_weights(state, staker.votes, amount)
     add_totals(state, bonded=amount)
-    state.emit(
-        Event.of(BOND, staker=tx.sender_address, amount=amount, bonded=staker.bonded + amount)
-    )
+    state.emit(Event.of(BOND, staker=tx.sender_address, amount=amount, bonded=bonded))
 
 
 def apply_unbond(state: Overlay, tx: TxInfo, payload: Unbond, ctx: BlockContext) -> None:
@@ -167,30 +166,29 @@ def apply_unbond(state: Overlay, tx: TxInfo, payload: Unbond, ctx: BlockContext)
         )
     release = ctx.height + ctx.params.unbonding_blocks
     entries = list(staker.unbonding)
-    merge = bool(entries) and entries[-1].release_height == release
-    # Pending unbondings of one staker are bounded (one state value).
-    if not merge and len(entries) >= MAX_UNBONDING_ENTRIES:
-        raise TxFailed(
-            f"at most {MAX_UNBONDING_ENTRIES} pending unbondings, got {len(entries)}",
-            "too_many_unbonding",
-        )
-    qkey = queue_key(release)
-    queue = read(state, qkey, AddressList)
-    due = () if queue is None else queue.addresses
-    queued = tx.sender_address in due
-    # The release queue of one height is one state value, so it is bounded.
-    if not queued and len(due) >= MAX_RELEASES_PER_HEIGHT:
-        raise TxFailed(
-            f"at most {MAX_RELEASES_PER_HEIGHT} releases at height {release}, got {len(due)}",
-            "release_queue_full",
-        )
-    if merge:
-        last = entries.pop()
-        entries.append(Unbonding(last.amount + amount, release))
+    at = next((i for i, u in enumerate(entries) if u.release_height == release), None)
+    if at is not None:
+        # Already queued for that height: the entry grows, the queue does not.
+        u = entries[at]
+        entries[at] = Unbonding(checked_add(u.amount, amount, "unbonding"), release, u.next)
     else:
-        entries.append(Unbonding(amount, release))
-    if not queued:
-        state.set_obj(qkey, AddressList(tuple(sorted((*due, tx.sender_address)))))
+        # Pending unbondings of one staker are bounded (one state value).
+        if len(entries) >= MAX_UNBONDING_ENTRIES:
+            raise TxFailed(
+                f"at most {MAX_UNBONDING_ENTRIES} pending unbondings, got {len(entries)}",
+                "too_many_unbonding",
+            )
+        qkey = queue_key(release)
+        queue = read(state, qkey, ReleaseQueue)
+        count = 0 if queue is None else queue.count
+        # One height's releases run in one begin-block, so they are bounded.
+        if count >= MAX_RELEASES_PER_HEIGHT:
+            raise TxFailed(
+                f"at most {MAX_RELEASES_PER_HEIGHT} releases at height {release}, got {count}",
+                "release_queue_full",
+            )
+        entries.append(Unbonding(amount, release, None if queue is None else queue.first))
+        state.set_obj(qkey, ReleaseQueue(tx.sender_address, count + 1))
     move_tokens(state, BONDED_POOL, UNBONDING_POOL, amount)
     put_staker(
         state, tx.sender_address, Staker(staker.bonded - amount, staker.votes, tuple(entries))
@@ -265,18 +263,27 @@ def release_unbonded(state: Overlay, ctx: BlockContext) -> None:
     if not staking_enabled(state):
         return
     qkey = queue_key(ctx.height)
-    queue = read(state, qkey, AddressList)
+    queue = read(state, qkey, ReleaseQueue)
     if queue is None:
         return
-    for address in queue.addresses:
+    address: bytes | None = queue.first
+    for _ in range(queue.count):
+        if address is None:
+            raise NodeFault(f"release queue of height {ctx.height} ends before {queue.count}")
         staker = get_staker(state, address)
-        due = sum(u.amount for u in staker.unbonding if u.release_height <= ctx.height)
-        rest = tuple(u for u in staker.unbonding if u.release_height > ctx.height)
+        entry = next((u for u in staker.unbonding if u.release_height == ctx.height), None)
+        if entry is None:
+            raise NodeFault(f"{address.hex()} is queued at {ctx.height} without an entry")
+        rest = tuple(u for u in staker.unbonding if u.release_height != ctx.height)
         put_staker(state, address, Staker(staker.bonded, staker.votes, rest))
-        if due:
-            move_tokens(state, UNBONDING_POOL, address, due)
-            add_totals(state, unbonding=-due)
-            state.emit(Event.of("unbonded", staker=address, amount=due))
+        # Slashing may have taken all of it (the entry stays, to keep the list linked).
+        if entry.amount:
+            move_tokens(state, UNBONDING_POOL, address, entry.amount)
+            add_totals(state, unbonding=-entry.amount)
+            state.emit(Event.of("unbonded", staker=address, amount=entry.amount))
+        address = entry.next
+    if address is not None:
+        raise NodeFault(f"release queue of height {ctx.height} is longer than {queue.count}")
     state.delete(qkey)
 
 

@@ -37,7 +37,9 @@ MAX_CANDIDATES = 1024
 MAX_VOTES = 64
 # Unbonding entries one staker may have pending at once.
 MAX_UNBONDING_ENTRIES = 16
-# Stakers that may start unbonding in one block (bounds the release queue of a height).
+# Stakers released at one height: bounds the work of that height's begin-block hook
+# (a block adds at most max_block_txs; heights collide only when governance shortens
+# unbonding_blocks). The queue itself is a linked list of constant-size records.
 MAX_RELEASES_PER_HEIGHT = 100_000
 BPS = 10_000
 # Passed parameter changes waiting for their height.
@@ -155,8 +157,11 @@ class Candidate(Wire):
 @dataclass(frozen=True, slots=True)
 class Unbonding(Wire):
     amount: int
-    # Height whose begin-block hook pays the amount back.
+    # Height whose begin-block hook pays the amount back (one entry per height).
     release_height: int
+    # The next staker released at the same height (the queue is linked through the
+    # entries, so no record grows with the number of stakers); None ends the list.
+    next: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +196,20 @@ class KeyList(Wire):
 
 
 @dataclass(frozen=True, slots=True)
-class AddressList(Wire):
-    """A sorted list of addresses (stakers due for release at one height)."""
+class ReleaseQueue(Wire):
+    """The stakers released at one height: the newest, whose entry for that height
+    links to the next (``Unbonding.next``), and how many there are.
 
-    addresses: Annotated[tuple[Address, ...], MaxItems(MAX_RELEASES_PER_HEIGHT)]
+    It was a sorted list of every address, one state value: an unbonding queue
+    filled in one block grew past what the state tree stores (256 KiB, ~11,900
+    stakers) and each unbond re-encoded the whole list. Now an unbond writes this
+    record and its own ``Staker``, both of constant size.
+    """
 
-    MAX_ENCODED = MAX_RELEASES_PER_HEIGHT * 22 + 16
+    first: Address
+    count: int
+
+    MAX_ENCODED = 48
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,7 @@ VM_CODES: dict[str, str] = {
     "invalid_amount": "an amount of 0 (or over what is held)",
     "module_account": "a payment to a module account (a staking pool)",
     "state_limit": "a write no node could store: a record over its bounds, an amount beyond u64",
+    "u64_overflow": "a running total or amount would pass 2**64-1",
     "tx_failed": "a handler's failure without a code of its own",
 }
 
