@@ -10,7 +10,15 @@ one known state, terminal states final, and every failure code a documented one.
 Rules are few and broad (each picks one of several transaction kinds) so that
 every kind is drawn often; ``progress`` drives recent orders down their
 lifecycle with the right signer, the other rules mostly try anything.
+
+Bounds are small (3 open deals per merchant, 4 per deal-end bucket) and amounts
+reach u64 limits (a supply of nearly 2**64, tips and restocks up to 2**64-1, the host
+passing tips back so that session tip totals can pass 2**64-1), so every record's
+bound and every checked sum is hit; the checks include each bucket holding only
+open deals within its cap and each merchant's count of open deals.
 """
+
+from dataclasses import replace
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -19,11 +27,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 from apps.commerce import check_invariants, keys
 from apps.commerce import payloads as tx
 from apps.commerce.codes import ERROR_CODES
-from apps.commerce.model import TERMINAL_STATES, OrderState, Role
+from apps.commerce.model import TERMINAL_STATES, DealBucket, DealStatus, OrderState, Role
 from apps.commerce.sealing import seal_address
 from apps.commerce.store import peek_next_id
-from apps.commerce.views import get_deal, get_item, get_listing, get_order
-from tests.apps.commerce.helpers import MIN, Chain, enc_keys, item
+from apps.commerce.views import get_deal, get_item, get_listing, get_merchant, get_order
+from tests.apps.commerce.helpers import MIN, TEST_PARAMS, Chain, enc_keys, item
+from vm import TRANSFER, Transfer
 
 MERCHANTS = ("m1", "m2")
 BUYERS = ("b1", "b2", "b3")
@@ -43,13 +52,16 @@ DEAL_MISTAKES = {
     "listing": {"listing_id": 2},
     "signer": {},
 }
+PARAMS = replace(TEST_PARAMS, max_open_deals_per_merchant=3, max_deals_per_bucket=4)
+U64 = 2**64 - 1
 advances = st.sampled_from([1_000, 1_000, 30_000, 5 * MIN, 11 * MIN, 21 * MIN, 40 * MIN])
 
 
 class CommerceMachine(RuleBasedStateMachine):
     @initialize()
     def setup(self):
-        self.chain = Chain({n: 10**12 for n in ACTORS}, registrars=("reg",), check=False)
+        balances = {n: U64 // len(ACTORS) for n in ACTORS}
+        self.chain = Chain(balances, params=PARAMS, registrars=("reg",), check=False)
         self.pending = []
         self.terminal = {}
         c = self.chain
@@ -62,6 +74,8 @@ class CommerceMachine(RuleBasedStateMachine):
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("carrier"), int(Role.CARRIER), b""))
         c.ok("m1", tx.OPEN_SESSION, tx.OpenSession(c.addr("host"), 1_500, "live"))
         c.ok("host", tx.PIN, tx.PinListing(1, 1))
+        c.ok("m2", tx.OPEN_SESSION, tx.OpenSession(c.addr("host"), 0, "live"))
+        c.ok("host", tx.PIN, tx.PinListing(2, 2))
 
     # --- helpers ---
 
@@ -74,6 +88,10 @@ class CommerceMachine(RuleBasedStateMachine):
         # Keep blocks small: close one when it is full.
         if len(self.pending) >= 12:
             self.end_block(1_000)
+
+    def bucket(self, end_ms):
+        raw = self.state.get(keys.deal_bucket_key(end_ms // PARAMS.deal_bucket_ms))
+        return () if raw is None else DealBucket.decode(raw).deal_ids
 
     def name_of(self, address):
         return next(n for n in ACTORS if self.chain.addr(n) == address)
@@ -113,7 +131,7 @@ class CommerceMachine(RuleBasedStateMachine):
             price = data.draw(st.sampled_from([800, 0]))
             self.add(who, tx.UPDATE_LISTING, tx.UpdateListing(lid, version, "v", "", price, b""))
         elif kind in (2, 3):
-            qty = data.draw(st.sampled_from([3, 0, 100]))
+            qty = data.draw(st.sampled_from([3, 0, 100, U64]))
             self.add(who, tx.RESTOCK if kind == 2 else tx.WITHDRAW_STOCK, tx.StockChange(lid, qty))
         elif kind == 4:
             self.add(who, tx.DELIST, tx.ListingRef(lid))
@@ -141,9 +159,10 @@ class CommerceMachine(RuleBasedStateMachine):
             allocation = data.draw(st.sampled_from([3, 5, 10]))
             start = now + data.draw(st.sampled_from([0, 0, -MIN, 2 * MIN]))
             end = start + data.draw(st.sampled_from([30 * MIN, 10 * MIN]))
+            n = data.draw(st.sampled_from([1, 1, 2]))
             deal = dict(
-                session_id=1,
-                listing_id=1,
+                session_id=n,
+                listing_id=n,
                 price=600,
                 allocation=allocation,
                 per_buyer_cap=data.draw(st.sampled_from([1, 2])),
@@ -152,7 +171,7 @@ class CommerceMachine(RuleBasedStateMachine):
             )
             if wrong is not None:
                 deal.update(DEAL_MISTAKES[wrong])
-            signer = "m2" if wrong == "signer" else "m1"
+            signer = MERCHANTS[(n == 1) == (wrong == "signer")]
             self.add(signer, tx.OPEN_DEAL, tx.OpenDeal(**deal))
         elif kind == 5:
             self.add(who, tx.CLOSE_DEAL, tx.DealRef(data.draw(ids)))
@@ -160,9 +179,30 @@ class CommerceMachine(RuleBasedStateMachine):
             # Rarely the session everything runs in.
             sid = data.draw(st.sampled_from([2, 3, 0, 1]))
             self.add(who, tx.CLOSE_SESSION, tx.SessionRef(sid))
-        else:
-            amount = data.draw(st.sampled_from([100, 0, 10**13]))
+        elif data.draw(st.booleans()):
+            amount = data.draw(st.sampled_from([100, 0, 10**13, 9 * 10**17, U64]))
             self.add(data.draw(anyone), tx.TIP, tx.Tip(sid, amount, "gg"))
+        else:
+            # The host passes tips back, so the same tokens can be tipped again.
+            host = self.chain.balance("host")
+            to = self.chain.addr(data.draw(st.sampled_from(BUYERS)))
+            self.add("host", TRANSFER, Transfer(to, max(1, host - 10_000)))
+
+    @rule(data=st.data(), n=st.integers(1, 5))
+    def rush(self, data, n):
+        """Counts and amounts to their bounds: deals of one unit ending in one minute
+        (merchant and bucket limits), the largest tips (the session tip total)."""
+        now = self.chain.time_ms
+        end = (now // MIN + 12) * MIN + data.draw(st.sampled_from([0, 1_000]))
+        for _ in range(n):
+            if data.draw(st.booleans()):
+                m = data.draw(st.sampled_from((1, 2)))
+                deal = tx.OpenDeal(m, m, 600, 1, 1, now, end)
+                self.add(MERCHANTS[m - 1], tx.OPEN_DEAL, deal)
+            else:
+                who = data.draw(st.sampled_from(BUYERS))
+                amount = max(1, self.chain.balance(who) - 10_000)
+                self.add(who, tx.TIP, tx.Tip(data.draw(st.sampled_from((1, 2))), amount, ""))
 
     @rule(data=st.data(), n=st.integers(1, 4))
     def shop(self, data, n):
@@ -303,6 +343,20 @@ class CommerceMachine(RuleBasedStateMachine):
         for lid in range(1, peek_next_id(c.state, keys.LISTING_IDS)):
             # Decoding refuses negative integers; stock fields are all uint64.
             get_listing(c.state, lid)
+        open_by = {c.addr(m): 0 for m in MERCHANTS}
+        for did in range(1, peek_next_id(c.state, keys.DEAL_IDS)):
+            deal = get_deal(c.state, did)
+            if deal.status == DealStatus.OPEN:
+                open_by[deal.merchant] += 1
+                # Every open deal is in the bucket of its end, until it closes.
+                assert did in self.bucket(deal.end_ms)
+            else:
+                assert did not in self.bucket(deal.end_ms)
+            assert len(self.bucket(deal.end_ms)) <= PARAMS.max_deals_per_bucket
+        for address, n in open_by.items():
+            # Each merchant's count of open deals is exact and within its bound.
+            assert get_merchant(c.state, address).open_deals == n
+            assert n <= PARAMS.max_open_deals_per_merchant
         for serial in SERIALS:
             it = get_item(c.state, item(serial).gtin, serial)
             if it is not None and it.order_id:
