@@ -12,10 +12,11 @@ every kind is drawn often; ``progress`` drives recent orders down their
 lifecycle with the right signer, the other rules mostly try anything.
 
 Bounds are small (3 open deals per merchant, 4 per deal-end bucket) and amounts
-reach u64 limits (a supply of nearly 2**64, tips and restocks up to 2**64-1, the host
-passing tips back so that session tip totals can pass 2**64-1), so every record's
-bound and every checked sum is hit; the checks include each bucket holding only
-open deals within its cap and each merchant's count of open deals.
+reach u64 limits (a supply of nearly 2**64, restocks of 2**64-1, tips of whole
+balances that the host passes back), so the merchant and bucket limits and the
+checked stock sum are hit on every run (a session's tip total passing 2**64-1 is
+possible but rarely reached); the checks include each bucket holding exactly the
+open deals of its minute within its cap, and each merchant's count of open deals.
 """
 
 from dataclasses import replace
