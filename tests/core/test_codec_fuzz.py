@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benches.fuzz_codec import Tally as _Tally
 from benches.fuzz_codec import (
+    RARELY_VALID,
     check_decode,
     fuzz_encoding,
     fuzz_tx,
@@ -21,6 +21,7 @@ from benches.fuzz_codec import (
     tx_seeds,
     wire_classes,
 )
+from benches.fuzz_codec import Tally as _Tally
 from core.errors import DecodeError
 from core.keys import PrivateKey
 from genesis.document import GenesisValidator
@@ -37,7 +38,6 @@ BOUNDED = settings(
     suppress_health_check=list(HealthCheck),
 )
 SEEDS = st.integers(0, 2**32).map(random.Random)
-RARELY_VALID = {"CommerceGenesis", "CommerceParams", "DuplicateVoteEvidence", "Genesis"}
 
 
 def test_every_package_contributes_wire_types():
