@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VALIDATORS ?= 4
 DEVNET_DIR ?= devnet
 
-.PHONY: devnet test lint bench clean
+.PHONY: devnet test lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m benches.throughput --validators $(VALIDATORS)
+
+# The long fuzzing campaigns (issue 10): over a million inputs in all; each prints
+# inputs tried, time and crashes, and fails on a crash.
+fuzz: $(STAMP)
+	$(BIN)/python -m benches.fuzz_codec --inputs 1000000
+	$(BIN)/python -m benches.fuzz_p2p --inputs 100000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

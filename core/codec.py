@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import msgpack
 
-from core.errors import DecodeError
+from core.errors import DecodeError, Invalid
 
 UINT64_MAX = 2**64 - 1
 DEFAULT_MAX_BYTES = 64 * 1024
@@ -158,7 +158,15 @@ class _Codec:
         if len(raw) != len(self.names):
             raise DecodeError(f"{where}: expected {len(self.names)} fields, got {len(raw)}")
         values = [c(v, n) for c, v, n in zip(self.checks, raw, self.names, strict=True)]
-        return self.cls(*values)
+        try:
+            return self.cls(*values)
+        except DecodeError:
+            raise
+        except Invalid as exc:
+            # A class's own check (``__post_init__``) may raise its own kind of Invalid
+            # (a genesis validator's name, say); to a decoder it is malformed input, and
+            # callers of ``decode`` catch DecodeError (a peer's frame, a client's body).
+            raise DecodeError(f"{where}: {exc.message}") from exc
 
     def decode(self, data: bytes) -> Any:
         # Fast path: anything unusual (wrong type, bad msgpack, a failed check, a

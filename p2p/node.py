@@ -14,6 +14,7 @@ Connection set-up, both directions (see docs/p2p.md):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ from typing import Self
 from core.codec import Wire
 from core.errors import Invalid
 from core.keys import PrivateKey
+from p2p.admission import HandshakeGate, RefusalLog, source_of
 from p2p.connection import CONNECTION_ERRORS, Connection, Handler, PeerStats, short
 from p2p.frames import encode_frame, read_frame
 from p2p.messages import (
@@ -77,8 +79,20 @@ class P2PConfig:
     idle_timeout: float = 20.0
     # How long a misbehaving peer is refused after it is dropped.
     ban_seconds: float = 30.0
-    # Inbound connections still in certificate exchange / TLS / Hello.
-    max_pending_handshakes: int = 32
+    # Inbound connections still in certificate exchange / TLS / Hello, in all. When full,
+    # a newcomer closes the oldest (strangers that offered no member's certificate
+    # first): a member finishes in milliseconds, a stranger holding a slot does not.
+    max_pending_handshakes: int = 64
+    # ... from one source address (IPv4, or an IPv6 /64); more are refused, so strangers
+    # with many source ports but few addresses hold a few slots, never all of them.
+    max_pending_per_address: int = 8
+    # An inbound connection's certificate offer must arrive this soon (a member sends it
+    # at once): a silent stranger holds its slot this long, not handshake_timeout.
+    offer_timeout: float = 1.0
+    # TLS handshakes started per source address (each costs us ~2 ms of CPU, and anyone
+    # can get that far by replaying a member's public certificate).
+    tls_rate_per_address: float = 10.0
+    tls_burst_per_address: float = 20.0
     # The writer hands the transport up to this many bytes of queued frames at once.
     write_batch_bytes: int = 256 * 1024
     # Per peer: bytes of received gossip waiting for the handler; more is discarded.
@@ -89,6 +103,16 @@ class P2PConfig:
             raise ValueError(
                 f"outbound_queue_bytes ({self.outbound_queue_bytes}) must exceed "
                 f"max_frame_size ({self.max_frame_size})"
+            )
+        if not 1 <= self.max_pending_per_address <= self.max_pending_handshakes:
+            raise ValueError(
+                f"max_pending_per_address must be in 1..max_pending_handshakes "
+                f"({self.max_pending_handshakes}), got {self.max_pending_per_address}"
+            )
+        if not 0 < self.offer_timeout <= self.handshake_timeout:
+            raise ValueError(
+                f"offer_timeout must be in (0, handshake_timeout ({self.handshake_timeout})], "
+                f"got {self.offer_timeout}"
             )
 
 
@@ -145,6 +169,15 @@ class P2PNode:
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
+        cfg = self.config
+        self._gate = HandshakeGate(
+            cfg.max_pending_handshakes,
+            cfg.max_pending_per_address,
+            cfg.tls_rate_per_address,
+            cfg.tls_burst_per_address,
+        )
+        # Inbound refusals are a stranger's doing: a flood of them must not flood the log.
+        self._refusals = RefusalLog(log)
         self._server: asyncio.Server | None = None
         self._running = False
 
@@ -180,6 +213,7 @@ class P2PNode:
             conn.close("node stopping")
         for task in list(self._handshakes):
             task.cancel()
+        self._refusals.flush()
         tasks = set(self._tasks) | set(self._dialers.values()) | set(self._handshakes)
         if tasks:
             # Give running handlers a moment to finish, then cancel what is left.
@@ -339,34 +373,63 @@ class P2PNode:
         return encode_frame(CERT_OFFER_TYPE, offer.encode())
 
     async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cfg = self.config
         peername = writer.get_extra_info("peername")
-        address = f"{peername[0]}:{peername[1]}" if peername else "?"
-        if not self._running or len(self._handshakes) >= self.config.max_pending_handshakes:
-            log.warning("refused connection from %s: too many pending handshakes", address)
+        host = str(peername[0]) if peername else "?"
+        address = f"{host}:{peername[1]}" if peername else "?"
+        if not self._running:
             writer.transport.abort()
+            return
+        source = source_of(host)
+        pending = self._gate.admit(source, writer.transport.abort)
+        if pending is None:
+            writer.transport.abort()
+            self._refusals.log(
+                logging.WARNING,
+                "refused connection from %s: %d handshakes from %s pending already",
+                address,
+                self._gate.pending_from(source),
+                source,
+            )
             return
         task = asyncio.current_task()
         assert task is not None
         self._handshakes.add(task)
         try:
-            async with asyncio.timeout(self.config.handshake_timeout):
-                offer = CertOffer.decode(
-                    await read_frame(reader, CERT_OFFER_TYPE, CertOffer.MAX_ENCODED)
-                )
-                public_key = certificate_public_key(offer.cert)
-                self._check_peer(public_key)
+            async with asyncio.timeout(cfg.handshake_timeout):
+                # The short pre-authentication budget: the offer is the dialer's first frame.
+                async with asyncio.timeout(cfg.offer_timeout):
+                    payload = await read_frame(reader, CERT_OFFER_TYPE, CertOffer.MAX_ENCODED)
+                offer = CertOffer.decode(payload)
+                # Membership (a set lookup) before the certificate's signature check.
+                public_key = certificate_public_key(offer.cert, self._check_peer)
+                self._gate.identify(pending)
+                if not self._gate.allow_tls(source):
+                    raise PeerRejected(f"too many TLS handshakes from {source}")
                 writer.write(self._offer())
                 await writer.drain()
                 await writer.start_tls(self._identity_now().server_context(offer.cert))
                 conn = await self._finish(reader, writer, public_key, offer.cert, address, False)
         except asyncio.CancelledError:
+            # stop() cancels handshakes in progress. This task is the stream server's
+            # callback, which nobody awaits; ending it quietly spares the "exception in
+            # callback" error that Python 3.11 logs for each cancelled one.
             writer.transport.abort()
-            raise
+            return
         except Exception as exc:
             writer.transport.abort()
-            self._log_refusal(f"refused connection from {address}", exc)
+            if pending.evicted:
+                self._refusals.log(
+                    logging.WARNING,
+                    "refused connection from %s: closed to make room (%d handshakes pending)",
+                    address,
+                    len(self._gate),
+                )
+            else:
+                self._log_refusal(f"refused connection from {address}", exc, self._refusals)
             return
         finally:
+            self._gate.release(pending)
             self._handshakes.discard(task)
         self._track(conn.start())
 
@@ -460,18 +523,21 @@ class P2PNode:
             # The node's callback failing must not break our connection bookkeeping.
             log.exception("peer callback %r failed", callback)
 
-    def _log_refusal(self, what: str, exc: Exception) -> None:
+    def _log_refusal(self, what: str, exc: Exception, limit: RefusalLog | None = None) -> None:
+        """Log why a handshake failed; through ``limit`` for inbound ones (strangers')."""
+        warn = log.warning if limit is None else functools.partial(limit.log, logging.WARNING)
         if isinstance(exc, _Duplicate):
             log.debug("%s: %s", what, exc)
         elif isinstance(exc, Invalid):
-            log.warning("%s: %s", what, exc)
+            warn("%s: %s", what, exc)
         elif isinstance(exc, TimeoutError):
-            log.warning("%s: handshake timed out", what)
+            warn("%s: handshake timed out", what)
         elif isinstance(exc, asyncio.IncompleteReadError):
-            log.warning("%s: peer closed the connection during the handshake", what)
+            warn("%s: peer closed the connection during the handshake", what)
         elif isinstance(exc, CONNECTION_ERRORS):
-            log.warning("%s: %s: %s", what, type(exc).__name__, exc)
+            warn("%s: %s: %s", what, type(exc).__name__, exc)
         else:
+            # Our bug, not the peer's: always logged, with its traceback.
             log.error("%s: unexpected error", what, exc_info=exc)
 
     # --- dialing ---

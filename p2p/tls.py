@@ -27,6 +27,7 @@ import os
 import secrets
 import ssl
 import tempfile
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -93,8 +94,12 @@ def make_certificate(key: PrivateKey) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-def certificate_public_key(der: bytes) -> bytes:
-    """The raw Ed25519 public key of a self-signed certificate; ``PeerRejected`` otherwise."""
+def certificate_public_key(der: bytes, check: Callable[[bytes], None] | None = None) -> bytes:
+    """The raw Ed25519 public key of a self-signed certificate; ``PeerRejected`` otherwise.
+
+    ``check(public_key)``, if given, runs before the self-signature is verified and
+    may raise: a stranger's certificate then costs a parse, not a signature check.
+    """
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
@@ -105,12 +110,15 @@ def certificate_public_key(der: bytes) -> bytes:
         raise PeerRejected(f"certificate key does not parse: {exc}") from exc
     if not isinstance(public, Ed25519PublicKey):
         raise PeerRejected(f"certificate key must be Ed25519, got {type(public).__name__}")
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if check is not None:
+        check(raw)
     # Cheap sanity check before the key goes into a trust store; TLS proves possession.
     try:
         cert.verify_directly_issued_by(cert)
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise PeerRejected("certificate is not validly self-signed") from exc
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return raw
 
 
 class NodeIdentity:
