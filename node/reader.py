@@ -6,20 +6,48 @@ Protocol (see ``apps.commerce.http.ChainReader``) and the node hands them this.
 
 from __future__ import annotations
 
+import io
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
-from core import BlockHeader, Commit, unpack_raw
+import msgpack
+
+from core import BlockHeader, Commit, DecodeError
 from node.chain import Chain
 from node.service import Node
 from storage import StateProof
 from vm import BlockEvents, Event, Receipt, StateView
 
 BlockListener = Callable[[int], None]
+# Headers kept by height: final headers never change, and the routes that judge a
+# view at its block's time ask for the latest one on every request.
+HEADER_CACHE = 256
+
+
+def header_of_block(data: bytes) -> tuple[BlockHeader, int]:
+    """A stored block's header and transaction count, without unpacking its transactions.
+
+    The block is ``[header, [tx, ...]]``: the header is unpacked from a stream over
+    the bytes (msgpack reads a few KiB of them), the list's length from its array
+    header. Serving a header never costs decoding up to ``max_block_bytes``.
+    """
+    unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False, read_size=4096, max_map_len=0)
+    try:
+        if unpacker.read_array_header() != 2:
+            raise DecodeError("a block is a 2-item array")
+        header = BlockHeader.from_raw(unpacker.unpack())
+        return header, unpacker.read_array_header()
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"stored block does not decode: {exc}") from exc
 
 
 class NodeChainReader:
     def __init__(self, node: Node) -> None:
         self._node = node
+        # Read from the event loop and from the feed's worker threads.
+        self._headers: OrderedDict[int, BlockHeader] = OrderedDict()
+        self._headers_lock = threading.Lock()
 
     def _chain(self) -> Chain:
         chain = self._node.chain
@@ -41,8 +69,19 @@ class NodeChainReader:
         return self._chain().store.prove(key, height)
 
     def header(self, height: int) -> BlockHeader | None:
+        with self._headers_lock:
+            cached = self._headers.get(height)
+        if cached is not None:
+            return cached
         data = self._chain().store.get_block_bytes(height) if height > 0 else None
-        return None if data is None else BlockHeader.from_raw(unpack_raw(data)[0])
+        if data is None:
+            return None
+        header = header_of_block(data)[0]
+        with self._headers_lock:
+            self._headers[height] = header
+            while len(self._headers) > HEADER_CACHE:
+                self._headers.popitem(last=False)
+        return header
 
     def commit(self, height: int) -> Commit | None:
         return self._chain().store.get_commit(height)

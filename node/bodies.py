@@ -1,0 +1,116 @@
+"""Bounds before parsing: the transactions of a ``POST /v1/txs`` body, split without
+materialising anything a hostile body could inflate.
+
+A 32 MiB msgpack body of one-byte items unpacks into a list of 32 million objects
+(hundreds of MB, about a second of the event loop) before its length can be
+checked; a JSON body of nested brackets makes ``json.loads`` recurse until it
+fails. So the item count is read from the msgpack array header, and each item is
+sliced as a ``bin`` without unpacking anything else; a JSON body's list length and
+nesting are bounded by counting its structural bytes (C-speed ``bytes.count``)
+before ``json.loads`` runs. Every refusal is ``BodyError`` with a stable code.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+
+# msgpack array headers: fixarray 0x90-0x9f (count in the low nibble), array 16 and 32.
+_FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
+# msgpack bin headers (a SignedTx encoding is always a bin).
+_BIN8, _BIN16, _BIN32 = 0xC4, 0xC5, 0xC6
+
+
+class BodyError(Exception):
+    """A body refused before parsing: ``code`` is ``malformed`` or ``too_large``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _uint(body: bytes, pos: int, size: int) -> int:
+    if pos + size > len(body):
+        raise BodyError("malformed", f"msgpack body ends inside a header at byte {pos}")
+    return int.from_bytes(body[pos : pos + size], "big")
+
+
+def split_msgpack_batch(body: bytes, max_items: int) -> list[bytes]:
+    """The ``bin`` items of a msgpack array, its length checked from the header first.
+
+    Anything but an array of ``bin`` items with no trailing bytes is ``malformed``;
+    more than ``max_items`` items is ``too_large`` before a single item is read.
+    """
+    if not body:
+        raise BodyError("malformed", "empty request body")
+    tag = body[0]
+    if _FIXARRAY <= tag <= _FIXARRAY + 15:
+        count, pos = tag - _FIXARRAY, 1
+    elif tag == _ARRAY16:
+        count, pos = _uint(body, 1, 2), 3
+    elif tag == _ARRAY32:
+        count, pos = _uint(body, 1, 4), 5
+    else:
+        raise BodyError("malformed", "msgpack body must be an array of bin items")
+    if count > max_items:
+        raise BodyError("too_large", f"at most {max_items} transactions per batch, got {count}")
+    items = []
+    end = len(body)
+    for index in range(count):
+        if pos >= end:
+            raise BodyError("malformed", f"msgpack body ends before item {index} of {count}")
+        tag = body[pos]
+        if tag == _BIN8:
+            size, pos = _uint(body, pos + 1, 1), pos + 2
+        elif tag == _BIN16:
+            size, pos = _uint(body, pos + 1, 2), pos + 3
+        elif tag == _BIN32:
+            size, pos = _uint(body, pos + 1, 4), pos + 5
+        else:
+            raise BodyError("malformed", f"msgpack item {index} is not bin (type byte {tag:#04x})")
+        if pos + size > end:
+            raise BodyError("malformed", f"msgpack item {index} runs past the end of the body")
+        items.append(body[pos : pos + size])
+        pos += size
+    if pos != end:
+        raise BodyError("malformed", f"{end - pos} trailing bytes after the msgpack array")
+    return items
+
+
+def parse_json_txs(body: bytes, max_items: int) -> tuple[list[bytes], bool]:
+    """The transactions of ``{"tx": hex}`` or ``{"txs": [hex, ...]}`` and whether it was a batch.
+
+    Before ``json.loads``: a valid body has at most two brackets or braces (no
+    recursion to exhaust) and one comma per item after the first (a list of
+    millions of empty strings is refused from its comma count).
+    """
+    if not body:
+        raise BodyError("malformed", "empty request body")
+    # Hex strings hold no structural characters, so these counts bound a valid body.
+    if body.count(b",") >= max_items:
+        raise BodyError(
+            "too_large", f"at most {max_items} transactions per batch, got more separators"
+        )
+    if body.count(b"[") + body.count(b"{") > 2:
+        raise BodyError(
+            "malformed", 'body must be {"tx": "<hex>"} or {"txs": ["<hex>", ...]} (too nested)'
+        )
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        # ValueError also covers integers over Python's digit limit.
+        raise BodyError("malformed", f"body is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(doc, dict) or len(doc) != 1 or not ({"tx", "txs"} & doc.keys()):
+        raise BodyError("malformed", 'body must be {"tx": "<hex>"} or {"txs": ["<hex>", ...]}')
+    batch = "txs" in doc
+    items = doc["txs"] if batch else [doc["tx"]]
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise BodyError("malformed", "transactions must be hex strings")
+    try:
+        return [binascii.unhexlify(x) for x in items], batch
+    except (binascii.Error, ValueError) as exc:
+        raise BodyError("malformed", f"transaction is not valid hex: {exc}") from None
+
+
+__all__ = ["BodyError", "parse_json_txs", "split_msgpack_batch"]
