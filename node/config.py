@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from apps.commerce.feed import FeedLimits
 from core import LiveLedgerError
 
 CONFIG_FILE = "config.json"
@@ -58,11 +59,15 @@ class NodeConfig:
     # is loaded (0: no limit but the block's size limits).
     build_budget_ms: int = 1000
     mempool: MempoolSettings = field(default_factory=MempoolSettings)
+    # WebSocket feed bounds: connections per node and per address, replay length,
+    # client messages per second (apps.commerce.feed.FeedLimits).
+    feeds: FeedLimits = field(default_factory=FeedLimits)
     peers: tuple[PeerSettings, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["mempool"] = {f.name: getattr(self.mempool, f.name) for f in fields(MempoolSettings)}
+        out["feeds"] = {f.name: getattr(self.feeds, f.name) for f in fields(FeedLimits)}
         out["peers"] = [
             {f.name: getattr(p, f.name) for f in fields(PeerSettings)} for p in self.peers
         ]
@@ -101,11 +106,15 @@ def load_config(home: Path) -> NodeConfig:
     mempool_raw = raw.pop("mempool", {})
     if not isinstance(mempool_raw, dict):
         raise ConfigError(f"{path}: mempool must be an object")
+    feeds_raw = raw.pop("feeds", {})
+    if not isinstance(feeds_raw, dict):
+        raise ConfigError(f"{path}: feeds must be an object")
     peers_raw = raw.pop("peers", [])
     if not isinstance(peers_raw, list) or not all(isinstance(p, dict) for p in peers_raw):
         raise ConfigError(f"{path}: peers must be a list of objects")
     values = _typed(NodeConfig, raw, str(path))
     mempool = MempoolSettings(**_typed(MempoolSettings, mempool_raw, f"{path}: mempool"))
+    feeds = FeedLimits(**_typed(FeedLimits, feeds_raw, f"{path}: feeds"))
     peers = []
     for i, peer_raw in enumerate(peers_raw):
         where = f"{path}: peers[{i}]"
@@ -119,7 +128,7 @@ def load_config(home: Path) -> NodeConfig:
         except ValueError:
             raise ConfigError(f"{where}: public_key must be 64 hex characters") from None
         peers.append(peer)
-    config = NodeConfig(**values, mempool=mempool, peers=tuple(peers))
+    config = NodeConfig(**values, mempool=mempool, feeds=feeds, peers=tuple(peers))
     if config.block_interval_ms < 10:
         raise ConfigError(
             f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"
@@ -128,5 +137,10 @@ def load_config(home: Path) -> NodeConfig:
         if getattr(config.mempool, name) < 1:
             raise ConfigError(
                 f"{path}: mempool.{name} must be at least 1, got {getattr(config.mempool, name)}"
+            )
+    for name in ("max_connections", "max_per_address", "max_client_messages_per_s"):
+        if getattr(config.feeds, name) < 1:
+            raise ConfigError(
+                f"{path}: feeds.{name} must be at least 1, got {getattr(config.feeds, name)}"
             )
     return config

@@ -15,6 +15,11 @@ per finalized block. Protocol (docs/commerce.md, Interfaces):
 - A client whose queue of unsent messages grows past ``max_queue_bytes`` is
   closed with code 4008 (it reconnects with its last position); the session feed
   closes with 1000 after ``session_closed``; a stopping server closes with 1001.
+- Bounds (``FeedLimits``): connections per node and per client address (over
+  either, the socket is closed at once with 1013, try again later), replays at
+  once (others wait their turn), blocks a replay may go back, and messages a
+  client may send per second (client messages mean nothing; a flood is closed
+  with 1008, policy violation).
 
 One ``FeedHub`` per app reads each finalized block once (off the event loop)
 and fans its events out; new clients register with the hub before replaying,
@@ -46,7 +51,12 @@ log = logging.getLogger("apps.commerce.feed")
 # thousands of orders in one block is a few MB of events).
 MAX_QUEUE_BYTES = 8 * 1024 * 1024
 # How far back a reconnecting client may resume; older clients re-read a snapshot.
-MAX_REPLAY_BLOCKS = 10_000
+# About 17 minutes of one-second blocks: a dropped phone reconnects well inside it,
+# and one replay costs at most this many block reads.
+MAX_REPLAY_BLOCKS = 1_000
+# Replays served at once; each reads up to MAX_REPLAY_BLOCKS blocks in the shared
+# worker threads, so more would starve the HTTP views. Later ones wait their turn.
+REPLAY_SLOTS = 4
 # Parsed blocks kept for clients replaying the same recent blocks, bounded in count
 # and in bytes (one flash-deal block can carry megabytes of events).
 CACHE_BLOCKS = 64
@@ -54,10 +64,30 @@ CACHE_BYTES = 32 * 1024 * 1024
 HEARTBEAT_S = 20.0
 # Application close code (4000-4999): the client read too slowly and was dropped.
 CLOSE_SLOW_CONSUMER = 4008
+# Over the node's or the address's connection cap: reconnect later (RFC 6455 1013).
+CLOSE_TRY_AGAIN_LATER = int(WSCloseCode.TRY_AGAIN_LATER)
+# The client sent messages faster than allowed (RFC 6455 1008, policy violation).
+CLOSE_POLICY_VIOLATION = int(WSCloseCode.POLICY_VIOLATION)
 # Sorts after every index of a block: "after the whole block".
 WHOLE_BLOCK = 2**63
 
 Position = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedLimits:
+    """What one node's feeds serve at most (the node's ``feeds`` config section)."""
+
+    # Open feed sockets on the node, and from one client address: a WebSocket costs a
+    # socket, buffers and a task for as long as the client wants, so without a cap one
+    # client holds them all.
+    max_connections: int = 1024
+    # Phones behind one carrier NAT share an address: room for many, not for all.
+    max_per_address: int = 32
+    max_replay_blocks: int = MAX_REPLAY_BLOCKS
+    # Client messages are ignored by the protocol (aiohttp answers pings itself); a
+    # few are tolerated, a flood is closed. Burst: as many as one second's worth.
+    max_client_messages_per_s: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +191,16 @@ class FeedHub:
         reader: ChainReader,
         *,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
-        max_replay_blocks: int = MAX_REPLAY_BLOCKS,
+        limits: FeedLimits | None = None,
     ) -> None:
         self.reader = reader
         self.max_queue_bytes = max_queue_bytes
-        self.max_replay_blocks = max_replay_blocks
+        self.limits = limits or FeedLimits()
+        self.max_replay_blocks = self.limits.max_replay_blocks
+        # Open sockets by client address (their sum is the node's count).
+        self._per_address: dict[str, int] = {}
+        self._connections = 0
+        self.replay_slots = asyncio.Semaphore(REPLAY_SLOTS)
         # Last height whose messages went to the subscribers (None: not started).
         self._delivered: int | None = None
         self._sessions: dict[int, set[Subscriber]] = {}
@@ -202,6 +237,27 @@ class FeedHub:
         """Close every feed socket (server shutdown): clients reconnect elsewhere or later."""
         for ws in list(self.websockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    # --- connections ---
+
+    def admit(self, address: str) -> str | None:
+        """Count a new socket from ``address``; the reason it is refused, if it is."""
+        if self._connections >= self.limits.max_connections:
+            return f"the node serves at most {self.limits.max_connections} feed connections"
+        if self._per_address.get(address, 0) >= self.limits.max_per_address:
+            return f"at most {self.limits.max_per_address} feed connections per address"
+        self._connections += 1
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        return None
+
+    def release(self, address: str) -> None:
+        """Uncount a socket ``admit`` counted."""
+        self._connections -= 1
+        left = self._per_address[address] - 1
+        if left:
+            self._per_address[address] = left
+        else:
+            del self._per_address[address]
 
     # --- subscriptions ---
 
@@ -302,11 +358,11 @@ def parse_from(text: str | None) -> Position | None:
     if text is None:
         return None
     height_text, sep, index_text = text.partition(":")
-    if not height_text.isdigit() or len(height_text) > 19:
+    if not (height_text.isascii() and height_text.isdigit()) or len(height_text) > 19:
         raise ValueError(f"bad height in {text[:40]!r}")
     if not sep:
         return int(height_text), WHOLE_BLOCK
-    if not index_text.isdigit() or len(index_text) > 19:
+    if not (index_text.isascii() and index_text.isdigit()) or len(index_text) > 19:
         raise ValueError(f"bad index in {text[:40]!r}")
     return int(height_text), int(index_text)
 
@@ -327,7 +383,35 @@ async def serve_feed(
     """
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4096)
     await ws.prepare(request)
+    address = request.remote or "unknown"
+    refused = hub.admit(address)
+    if refused is not None:
+        # Closed with a code a browser can read (an HTTP refusal of the upgrade is not).
+        await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=refused.encode()[:120])
+        return ws
     hub.websockets.add(ws)
+    try:
+        if start is None:
+            await _serve(ws, hub, session_id, start, ended_at)
+        else:
+            # Hold a replay slot until the replay is sent; live messages wait queued.
+            async with hub.replay_slots:
+                await _serve(ws, hub, session_id, start, ended_at)
+    except ConnectionError:
+        pass
+    finally:
+        hub.websockets.discard(ws)
+        hub.release(address)
+    return ws
+
+
+async def _serve(
+    ws: web.WebSocketResponse,
+    hub: FeedHub,
+    session_id: int | None,
+    start: Position | None,
+    ended_at: Callable[[int], bool] | None,
+) -> None:
     sub = Subscriber((0, 0), hub.max_queue_bytes)
     delivered = hub.subscribe(session_id, sub)
     # Judged at exactly the subscription's height (a point read, no await since).
@@ -349,27 +433,26 @@ async def serve_feed(
         await ws.send_str(json.dumps({"type": "ready", "height": delivered}))
         if ended:
             await ws.close(code=WSCloseCode.OK, message=b"session closed")
-            return ws
-        await _live(ws, sub)
-    except ConnectionError:
-        pass
+            return
+        await _live(ws, sub, hub.limits.max_client_messages_per_s)
     finally:
         hub.unsubscribe(session_id, sub)
-        hub.websockets.discard(ws)
-    return ws
 
 
-async def _live(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+async def _live(ws: web.WebSocketResponse, sub: Subscriber, per_s: int) -> None:
     """Send live messages as they come while reading the client (pings, close).
 
-    Client messages are not part of the protocol and are ignored. The pending
-    read is cancelled before the server closes: aiohttp's close from beside a
-    pending read drops the connection without the closing handshake.
+    Client messages are not part of the protocol and are ignored, up to ``per_s``
+    a second (a token bucket of one second's worth); beyond, the client is closed
+    with 1008. The pending read is cancelled before the server closes: aiohttp's
+    close from beside a pending read drops the connection without the closing
+    handshake.
     """
     loop = asyncio.get_running_loop()
     reading: asyncio.Task[Any] = loop.create_task(ws.receive())
     waking: asyncio.Task[Any] | None = None
     close: tuple[int, bytes] | None = None
+    tokens, refilled = float(per_s), loop.time()
     try:
         while close is None:
             waking = loop.create_task(sub.wake.wait())
@@ -378,6 +461,12 @@ async def _live(ws: web.WebSocketResponse, sub: Subscriber) -> None:
                 waking.cancel()
                 if reading.result().type in _ENDED:
                     return
+                now = loop.time()
+                tokens = min(float(per_s), tokens + (now - refilled) * per_s) - 1
+                refilled = now
+                if tokens < 0:
+                    close = (CLOSE_POLICY_VIOLATION, b"too many client messages")
+                    break
                 reading = loop.create_task(ws.receive())
                 continue
             sub.wake.clear()
@@ -406,9 +495,11 @@ async def _live(ws: web.WebSocketResponse, sub: Subscriber) -> None:
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
-def install_hub(app: web.Application, reader: ChainReader) -> FeedHub:
+def install_hub(
+    app: web.Application, reader: ChainReader, limits: FeedLimits | None = None
+) -> FeedHub:
     """One hub per app, started and stopped with it; sockets closed at shutdown."""
-    hub = FeedHub(reader)
+    hub = FeedHub(reader, limits=limits)
     app[HUB] = hub
 
     async def hub_context(_app: web.Application) -> AsyncIterator[None]:
@@ -427,13 +518,17 @@ def install_hub(app: web.Application, reader: ChainReader) -> FeedHub:
 
 
 __all__ = [
+    "CLOSE_POLICY_VIOLATION",
     "CLOSE_SLOW_CONSUMER",
+    "CLOSE_TRY_AGAIN_LATER",
     "HUB",
     "MAX_QUEUE_BYTES",
     "MAX_REPLAY_BLOCKS",
+    "REPLAY_SLOTS",
     "BlockFeed",
     "FeedHub",
     "FeedItem",
+    "FeedLimits",
     "Subscriber",
     "install_hub",
     "parse_from",

@@ -40,7 +40,24 @@ from core.keys import (
 )
 from core.types import BlockHeader, Commit
 from storage import StateProof, verify_proof
-from vm import Event, Receipt, StateView
+from vm import Event, KeyPrefix, Receipt, StateView
+
+# --- privacy ---
+
+# State key prefixes whose records belong to an order's parties (docs/commerce.md,
+# Privacy): the order (buyer, amounts, sealed address), the party's index of its
+# orders, the buyer's count in a deal, the dispute (its reason) and the disclosures.
+# The generic state route refuses them; the signed order routes show them to whom
+# ``views.order_view`` allows.
+PRIVATE_STATE_PREFIXES = frozenset(
+    {
+        KeyPrefix.COMMERCE_DEAL_BUYER,
+        KeyPrefix.COMMERCE_ORDER,
+        KeyPrefix.COMMERCE_PARTY,
+        KeyPrefix.COMMERCE_DISPUTE,
+        KeyPrefix.COMMERCE_DISCLOSURE,
+    }
+)
 
 # --- signed reads ---
 
@@ -121,7 +138,7 @@ def verify_read_request(
             f"expected a {PUBLIC_KEY_SIZE}-byte key and a {SIGNATURE_SIZE}-byte signature, "
             f"got {len(public_key)} and {len(signature)}",
         )
-    if not time_text.isdigit() or len(time_text) > 16:
+    if not (time_text.isascii() and time_text.isdigit()) or len(time_text) > 16:
         raise HttpError(401, "bad_signature", f"{TIME_HEADER} must be unix milliseconds")
     signed_ms = int(time_text)
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
@@ -258,7 +275,8 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
     text = request.match_info.get(name, request.query.get(name))
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 20 or not low <= int(text) <= high:
+    # ASCII only: str.isdigit also takes digits int() refuses ("²").
+    if not (text.isascii() and text.isdigit()) or len(text) > 20 or not low <= int(text) <= high:
         raise HttpError(
             400, "bad_param", f"{name} must be an integer in {low}..{high}, got {text[:40]!r}"
         )
@@ -605,7 +623,9 @@ async def blocks_feed(request: web.Request) -> web.StreamResponse:
     return await feed.serve_feed(request, hub, None, _feed_start(request, hub))
 
 
-def add_routes(app: web.Application, reader: ChainReader) -> None:
+def add_routes(
+    app: web.Application, reader: ChainReader, feed_limits: feed.FeedLimits | None = None
+) -> None:
     """Mount the commerce reads and feeds on ``app`` (the node's API)."""
     app[READER] = reader
     r = app.router
@@ -621,13 +641,14 @@ def add_routes(app: web.Application, reader: ChainReader) -> None:
     r.add_get("/v1/orders", get_orders)
     r.add_get("/v1/orders/{id}", get_order)
     r.add_get("/v1/items/01/{gtin}/21/{serial}", get_item)
-    feed.install_hub(app, reader)
+    feed.install_hub(app, reader, feed_limits)
     r.add_get("/v1/sessions/{id}/events", session_events)
     r.add_get("/v1/blocks/ws", blocks_feed)
 
 
 __all__ = [
     "KEY_HEADER",
+    "PRIVATE_STATE_PREFIXES",
     "READER",
     "READ_WINDOW_MS",
     "SIGNATURE_HEADER",
