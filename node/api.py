@@ -6,14 +6,16 @@ turns the error tree into responses, so handlers just raise.
 
 from __future__ import annotations
 
-import binascii
+import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from apps.commerce.http import PRIVATE_STATE_PREFIXES
 from apps.commerce.http import add_routes as add_commerce_routes
 from core import (
     Block,
@@ -24,9 +26,10 @@ from core import (
     tx_hash,
     unpack_raw,
 )
+from node.bodies import BodyError, parse_json_txs, split_msgpack_batch
 from node.mempool import SubmitResult
 from node.openapi import add_openapi_route
-from node.reader import NodeChainReader
+from node.reader import NodeChainReader, header_of_block
 from node.render import block_json, header_only_json, receipt_json
 from node.service import Node
 from node.staking_api import add_staking_routes
@@ -38,18 +41,31 @@ log = logging.getLogger("node.api")
 NODE: web.AppKey[Node] = web.AppKey("node", Node)
 MAX_BATCH = 20_000
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/octet-stream")
+# Seconds a client told ``mempool_full`` (503) waits before submitting again: about a
+# block, by when the mempool has drained a block's worth.
+RETRY_AFTER_S = 1
+# Whole blocks decoded and rendered at once, in worker threads: a 4 MiB block of 20k
+# transactions is ~100 ms of CPU and ~10 MB of JSON, so a burst of block reads
+# queues here instead of taking every thread and the memory with it.
+BLOCK_READ_SLOTS = 2
+BLOCK_READS: web.AppKey[asyncio.Semaphore] = web.AppKey("block_reads", asyncio.Semaphore)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"code": code, "message": message}, status=status)
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"code": code, "message": message}, status=status, headers=headers)
 
 
 @web.middleware
@@ -57,7 +73,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     try:
         return await handler(request)
     except ApiError as exc:
-        return _error(exc.status, exc.code, exc.message)
+        return _error(exc.status, exc.code, exc.message, exc.headers)
     except Invalid as exc:
         return _error(400, exc.code, exc.message)
     except web.HTTPRequestEntityTooLarge as exc:
@@ -81,8 +97,20 @@ def _node(request: web.Request) -> Node:
 
 def _ready(node: Node) -> tuple[Any, Any]:
     if node.chain is None or node.mempool is None:
-        raise ApiError(503, "unavailable", "node is starting or stopping")
+        raise ApiError(
+            503,
+            "unavailable",
+            "node is starting or stopping",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
     return node.chain, node.mempool
+
+
+def _decimal(text: str, name: str, code: str) -> int:
+    """A height-like decimal: ASCII digits only (``str.isdigit`` also takes "²")."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise ApiError(400, code, f"{name} must be a decimal number, got {text[:40]!r}")
+    return int(text)
 
 
 def _parse_hash(text: str) -> bytes:
@@ -120,31 +148,19 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def _read_raw_txs(request: web.Request) -> tuple[list[bytes], bool]:
-    """The transactions in a POST body and whether the body was a batch."""
+    """The transactions in a POST body and whether the body was a batch.
+
+    The batch's length is known from the msgpack header or the JSON body's
+    separators before anything is unpacked (``node.bodies``).
+    """
     body = await request.read()
-    if not body:
-        raise ApiError(400, "malformed", "empty request body")
-    ctype = request.content_type
-    if ctype in MSGPACK_TYPES:
-        # A msgpack body is always a batch: an array of encoded SignedTx (bin).
-        raw = unpack_raw(body)
-        if type(raw) is not list or not all(type(x) is bytes for x in raw):
-            raise ApiError(400, "malformed", "msgpack body must be an array of bin items")
-        return raw, True
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "malformed", f"body is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or len(doc) != 1 or not ({"tx", "txs"} & doc.keys()):
-        raise ApiError(400, "malformed", 'body must be {"tx": "<hex>"} or {"txs": ["<hex>", ...]}')
-    batch = "txs" in doc
-    items = doc["txs"] if batch else [doc["tx"]]
-    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-        raise ApiError(400, "malformed", "transactions must be hex strings")
-    try:
-        return [binascii.unhexlify(x) for x in items], batch
-    except (binascii.Error, ValueError) as exc:
-        raise ApiError(400, "malformed", f"transaction is not valid hex: {exc}") from None
+        if request.content_type in MSGPACK_TYPES:
+            # A msgpack body is always a batch: an array of encoded SignedTx (bin).
+            return split_msgpack_batch(body, MAX_BATCH), True
+        return parse_json_txs(body, MAX_BATCH)
+    except BodyError as exc:
+        raise ApiError(400, exc.code, exc.message) from None
 
 
 async def submit_txs(request: web.Request) -> web.Response:
@@ -161,12 +177,22 @@ async def submit_txs(request: web.Request) -> web.Response:
     for r in results:
         if r.code != "accepted":
             node.metrics.txs_rejected.labels(code=r.code).inc()
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if not batch:
         r = results[0]
+        if r.code == "mempool_full":
+            # Not the transaction's fault: the node is busy, the same bytes may pass later.
+            raise ApiError(503, r.code, r.message, retry)
         if r.code != "accepted":
             raise ApiError(400, r.code, r.message)
         return web.json_response({"hash": r.hash.hex()})
-    return web.Response(text=_batch_json(results), content_type="application/json")
+    # A batch answers each transaction; Retry-After says when to resubmit the full ones.
+    full = any(r.code == "mempool_full" for r in results)
+    return web.Response(
+        text=_batch_json(results),
+        content_type="application/json",
+        headers=retry if full else None,
+    )
 
 
 def _batch_json(results: list[SubmitResult]) -> str:
@@ -222,26 +248,36 @@ async def get_block(request: web.Request) -> web.Response:
     node = _node(request)
     chain, _ = _ready(node)
     which = request.match_info["height"]
-    if which == "latest":
-        height = chain.height
-    else:
-        if not which.isdigit() or len(which) > 19:
-            raise ApiError(400, "bad_height", f"height must be a number or 'latest', got {which!r}")
-        height = int(which)
+    height = chain.height if which == "latest" else _decimal(which, "height", "bad_height")
+    mode = request.query.get("txs", "true").lower()
+    # Reading, decoding and rendering a block is CPU and memory in proportion to its
+    # size: never on the event loop (p2p and every client share it), and a few at once.
+    async with request.app[BLOCK_READS]:
+        text = await asyncio.get_running_loop().run_in_executor(
+            None, _render_block, chain, height, mode
+        )
+    if text is None:
+        raise ApiError(404, "not_found", f"no block at height {height} (head is {chain.height})")
+    return web.Response(text=text, content_type="application/json")
+
+
+def _render_block(chain: Any, height: int, mode: str) -> str | None:
+    """The JSON text of block ``height`` (None if absent), in a worker thread."""
     data = chain.store.get_block_bytes(height) if height > 0 else None
     if data is None:
-        raise ApiError(404, "not_found", f"no block at height {height} (head is {chain.height})")
+        return None
     commit = chain.store.get_commit(height)
     # ?txs=false leaves out the transaction list (followers that only count), and
-    # so skips decoding every transaction.
-    mode = request.query.get("txs", "true").lower()
-    if mode in ("0", "false", "no", "hashes"):
+    # reads the header alone; the transactions stay bytes.
+    if mode in ("0", "false", "no"):
+        header, num_txs = header_of_block(data)
+        return json.dumps(header_only_json(header, num_txs, commit))
+    if mode == "hashes":
         header_raw, txs_raw = unpack_raw(data)
         out = header_only_json(BlockHeader.from_raw(header_raw), len(txs_raw), commit)
-        if mode == "hashes":
-            out["tx_hashes"] = [tx_hash(raw).hex() for raw in txs_raw]
-        return web.json_response(out)
-    return web.json_response(block_json(Block.decode(data), commit))
+        out["tx_hashes"] = [tx_hash(raw).hex() for raw in txs_raw]
+        return json.dumps(out)
+    return json.dumps(block_json(Block.decode(data), commit))
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -280,12 +316,20 @@ async def get_state(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_key", "state key must be hex") from None
     if not key or len(key) > MAX_KEY_SIZE:
         raise ApiError(400, "bad_key", f"state key must be 1..{MAX_KEY_SIZE} bytes, got {len(key)}")
+    # Orders are their parties' (docs/commerce.md, Privacy): refused by prefix, whether
+    # the key exists or not, so a refusal says nothing and every answer this route
+    # does give (a value, or null with its proof) is the truth.
+    if key[0] in PRIVATE_STATE_PREFIXES:
+        raise ApiError(
+            403,
+            "private_state",
+            f"keys with prefix {key[0]:#04x} hold order data private to its parties; "
+            "read it with the signed order routes (GET /v1/orders/{id})",
+        )
     which = request.query.get("height", "")
     height = chain.height
     if which:
-        if not which.isdigit() or len(which) > 19:
-            raise ApiError(400, "bad_height", f"height must be a number, got {which!r}")
-        height = int(which)
+        height = _decimal(which, "height", "bad_height")
         if height > chain.height:
             raise ApiError(404, "not_found", f"height {height} is above the head {chain.height}")
     value, proof, root = chain.store.prove(key, height)
@@ -326,7 +370,8 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/v1/state/{key}", get_state)
     app.router.add_get("/v1/genesis", get_genesis)
     app.router.add_get("/metrics", metrics)
-    add_commerce_routes(app, NodeChainReader(node))
+    app[BLOCK_READS] = asyncio.Semaphore(BLOCK_READ_SLOTS)
+    add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
     add_staking_routes(app, node)
     add_openapi_route(app)
     return app

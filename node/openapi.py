@@ -79,12 +79,15 @@ HTTP_CODES: dict[str, str] = {
     "verify (400 for a transaction whose signature does not verify)",
     "stale_request": f"401: a signed read more than {READ_WINDOW_MS} ms from the server's clock",
     "forbidden": "403: the signer may not see this order",
+    "private_state": "403: a state key of order data private to its parties (prefixes 0x29, "
+    "0x2A-0x2D), refused by the generic state route whether it exists or not",
     "not_found": "404: no such route, object or transaction at the height read",
     "commerce_disabled": "404: the chain's genesis has no commerce section",
     "staking_disabled": "404: the chain's genesis has no staking section",
     "method_not_allowed": "405: the route exists for another method",
     "internal": "500: a bug in the node (logged)",
-    "unavailable": "503: the node is starting or stopping, or no block is final yet",
+    "unavailable": "503: the node is starting or stopping, or no block is final yet "
+    "(with `Retry-After`)",
     "http_error": "any other HTTP error, e.g. a plain GET on a WebSocket route",
 }
 
@@ -101,7 +104,8 @@ TX_REFUSAL_CODES: dict[str, str] = {
     "nonce_gap": "nonce too far above the account's next nonce (beyond the mempool's window)",
     "insufficient_fee": "balance below the fee, with the fees already queued",
     "duplicate": "already known, or its (sender, nonce) is queued without a large enough fee bump",
-    "mempool_full": "the sender's mempool shard is full",
+    "mempool_full": "the mempool is full: 503 with `Retry-After` (seconds) for a single "
+    "transaction; in a batch, that item's code, and the answer carries `Retry-After`",
     "account_queue_full": "the sender has the most pending transactions a node queues",
 }
 
@@ -663,6 +667,11 @@ def _node_paths(s: _Schemas, max_batch: int, msgpack_types: tuple[str, ...]) -> 
         ),
     )
     hash_param = _path("hash", _hex(32), "transaction hash, hex")
+    retry_after = {
+        "description": "seconds to wait before submitting again (on 503, and on a batch's "
+        "200 when some items were refused as `mempool_full`)",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
     bad_tx_codes = tuple(TX_REFUSAL_CODES)
     tx_schema = _with(_ref("Hex"), "an encoded SignedTx, hex")
     msgpack_body = {
@@ -693,12 +702,19 @@ def _node_paths(s: _Schemas, max_batch: int, msgpack_types: tuple[str, ...]) -> 
                 f"{', '.join(f'`{t}`' for t in msgpack_types[1:])}) is a batch of at most "
                 f"{max_batch:,}: it answers 200 with one result per transaction. An accepted "
                 "transaction is in the mempool and gossiped to the producers; read its fate "
-                "with `GET /v1/txs/{hash}`.",
+                "with `GET /v1/txs/{hash}`. A batch's length is checked from the msgpack "
+                "array header (or the JSON body's separators) before anything is unpacked. "
+                "A full mempool is not the transaction's fault: a single transaction is "
+                "answered 503 `mempool_full` with `Retry-After`; a batch keeps its 200 with "
+                "`mempool_full` on the items refused and `Retry-After` on the answer.",
                 _responses(
-                    _json(
-                        "One transaction accepted, or a batch's results.",
-                        {"oneOf": [submit_one, submit_batch]},
-                    ),
+                    {
+                        **_json(
+                            "One transaction accepted, or a batch's results.",
+                            {"oneOf": [submit_one, submit_batch]},
+                        ),
+                        "headers": {"Retry-After": retry_after},
+                    },
                     (
                         400,
                         _error(
@@ -706,8 +722,21 @@ def _node_paths(s: _Schemas, max_batch: int, msgpack_types: tuple[str, ...]) -> 
                             f"{NodeConfig().max_request_bytes // 2**20} MiB by default, is "
                             f"`too_large`), an empty batch, more than {max_batch:,} "
                             "transactions, or a single transaction refused.",
-                            *bad_tx_codes,
+                            *(c for c in bad_tx_codes if c != "mempool_full"),
                         ),
+                    ),
+                    (
+                        503,
+                        {
+                            **_error(
+                                "The mempool is full (a single transaction): submit the same "
+                                "bytes again after `Retry-After` seconds; or the node is "
+                                "starting or stopping.",
+                                "mempool_full",
+                                "unavailable",
+                            ),
+                            "headers": {"Retry-After": retry_after},
+                        },
                     ),
                 ),
                 requestBody={
@@ -812,12 +841,24 @@ def _node_paths(s: _Schemas, max_batch: int, msgpack_types: tuple[str, ...]) -> 
                 "getState",
                 "node",
                 "Any state key with its proof",
-                "The value of any state key (or its absence) at `height` (default: the head), "
-                "with a state proof against that height's state root: check the root against "
-                "the header (`GET /v1/blocks/{height}`) and its commit against the producers.",
+                "The value of any public state key (or its absence) at `height` (default: the "
+                "head), with a state proof against that height's state root: check the root "
+                "against the header (`GET /v1/blocks/{height}`) and its commit against the "
+                "producers. Order data is private to its parties and refused here (403 "
+                "`private_state`, by prefix), so a `null` value is always a true absence.",
                 _responses(
                     _json("The value and its proof.", state_value),
                     (400, _error("Not a key or not a height.", "bad_key", "bad_height")),
+                    (
+                        403,
+                        _error(
+                            "A key of order data private to its parties (prefixes 0x29 deal "
+                            "buyer counts, 0x2A orders, 0x2B party indexes, 0x2C disputes, "
+                            "0x2D disclosures), whether it exists or not; the parties read "
+                            "orders with the signed order routes.",
+                            "private_state",
+                        ),
+                    ),
                     (404, _error("A height above the head.", "not_found")),
                 ),
                 [
@@ -1042,20 +1083,30 @@ def _commerce_paths(s: _Schemas) -> dict[str, Any]:
         "`Sec-WebSocket-*` headers a client library sends)",
         "schema": {"const": "websocket"},
     }
+    defaults = feed.FeedLimits()
     feed_rules = (
-        f"Replay of the stored blocks after `from` (at most {feed.MAX_REPLAY_BLOCKS:,} blocks "
-        'back) ends with `{"type": "ready", "height": H}`; live messages follow as each '
-        "block becomes final. A client keeps the position of the last message it handled "
-        "and reconnects with it: nothing missed, nothing twice. Close codes: **1000** after "
-        "`commerce.session_closed` (session feed), **1001** when the server stops, "
-        f"**{feed.CLOSE_SLOW_CONSUMER}** when a client's unsent messages pass "
-        f"{feed.MAX_QUEUE_BYTES // 2**20} MiB (resume from the last position). The server "
+        f"Replay of the stored blocks after `from` (at most {defaults.max_replay_blocks:,} "
+        'blocks back by default) ends with `{"type": "ready", "height": H}`; live messages '
+        "follow as each block becomes final. A client keeps the position of the last message "
+        "it handled and reconnects with it: nothing missed, nothing twice. Close codes: "
+        "**1000** after `commerce.session_closed` (session feed), **1001** when the server "
+        f"stops, **{feed.CLOSE_SLOW_CONSUMER}** when a client's unsent messages pass "
+        f"{feed.MAX_QUEUE_BYTES // 2**20} MiB (resume from the last position), "
+        f"**{feed.CLOSE_TRY_AGAIN_LATER}** at once when the node already serves "
+        f"{defaults.max_connections:,} feed sockets or the client's address "
+        f"{defaults.max_per_address} (node config `feeds`; reconnect later), "
+        f"**{feed.CLOSE_POLICY_VIOLATION}** when a client sends more than "
+        f"{defaults.max_client_messages_per_s} messages a second. At most "
+        f"{feed.REPLAY_SLOTS} replays run at once; a later one waits its turn. The server "
         f"pings every {feed.HEARTBEAT_S:g} s; client messages are ignored."
     )
     close_codes = {
         "1000": "the session closed (session feed)",
         "1001": "the server is stopping",
         str(feed.CLOSE_SLOW_CONSUMER): "the client read too slowly; resume from its position",
+        str(feed.CLOSE_TRY_AGAIN_LATER): "too many feed connections on the node or from the "
+        "client's address; reconnect later",
+        str(feed.CLOSE_POLICY_VIOLATION): "the client sent messages too fast",
     }
     switching = {"description": "Switching Protocols: the feed's messages follow."}
     feed_refused = (

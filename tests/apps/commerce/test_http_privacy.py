@@ -1,0 +1,56 @@
+"""Order privacy on every route (docs/commerce.md, Privacy): the generic state route
+refuses order data by prefix, whether the key exists or not; public keys keep their
+proofs of value and of absence; the parties still read their order (signed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.commerce import keys
+from apps.commerce import payloads as tx
+from apps.commerce.http import PRIVATE_STATE_PREFIXES
+from storage import StateProof, verify_proof
+from tests.apps.commerce.test_http import Actor, open_shop, place, running_driver
+
+
+@pytest.fixture
+async def driver(tmp_path):
+    async with running_driver(tmp_path) as d:
+        yield d
+
+
+async def test_state_route_refuses_order_data_and_still_proves_absence(driver):
+    d = driver
+    merchant, host, alice = (Actor(n) for n in ("merchant", "host", "alice"))
+    await d.fund(merchant, host, alice)
+    await open_shop(d, merchant, host)
+    await d.run(alice.key, tx.PLACE_ORDER, place(merchant, "1 Alice Lane, Springfield"))
+
+    private = {
+        "order": keys.order_key(1),
+        "party": keys.party_key(alice.address),
+        "deal buyer": keys.deal_buyer_key(1, alice.address),
+        "dispute": keys.dispute_key(1),
+        "disclosure": keys.disclosure_key(1, 0),
+        "absent order": keys.order_key(999),
+    }
+    assert {key[0] for key in private.values()} == PRIVATE_STATE_PREFIXES
+    for what, key in private.items():
+        status, doc = await d.get(f"/v1/state/{key.hex()}")
+        # The same refusal whether the record exists or not: it says nothing.
+        assert (status, doc["code"]) == (403, "private_state"), what
+        status, doc = await d.get(f"/v1/state/{key.hex()}?height=1")
+        assert (status, doc["code"]) == (403, "private_state"), what
+
+    # Public keys: a value with its proof, and an absence with its proof.
+    for key, present in ((keys.listing_key(1), True), (keys.listing_key(999), False)):
+        status, doc = await d.get(f"/v1/state/{key.hex()}")
+        assert status == 200
+        value = None if doc["value"] is None else bytes.fromhex(doc["value"])
+        assert (value is not None) == present
+        proof = StateProof.decode(bytes.fromhex(doc["proof"]))
+        verify_proof(bytes.fromhex(doc["state_root"]), key, value, proof)
+
+    # The parties still see their order, through the signed route.
+    status, doc = await d.get("/v1/orders/1", alice.key)
+    assert status == 200 and doc["order"]["buyer"] == alice.text
