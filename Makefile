@@ -28,10 +28,14 @@ bench: $(STAMP)
 	$(BIN)/python -m benches.throughput --validators $(VALIDATORS)
 
 # The long fuzzing campaigns (issue 10): over a million inputs in all; each prints
-# inputs tried, time and crashes, and fails on a crash.
+# inputs tried, time and crashes, and fails on a crash. HTTP: every route's inputs
+# driven from the OpenAPI document against a live node (benches/fuzz_http.py).
+FUZZ_HTTP_EXAMPLES ?= 2000
+
 fuzz: $(STAMP)
 	$(BIN)/python -m benches.fuzz_codec --inputs 1000000
 	$(BIN)/python -m benches.fuzz_p2p --inputs 100000
+	$(BIN)/python -m benches.fuzz_http --examples $(FUZZ_HTTP_EXAMPLES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
