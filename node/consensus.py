@@ -228,6 +228,42 @@ class ChainApplication:
         return block, commit
 
 
+class EvidencePool:
+    """Double-sign evidence this node saw, handed to ``submit`` once it can be included.
+
+    The chain refuses evidence whose votes are not below the including block's height
+    (``future_evidence``). Evidence of the height being decided is caught while that
+    height is still open, and a later round of the same height may include it, where
+    it fails for good (a node submits each piece once). So it waits for its height to
+    commit; evidence of an older height goes out at once. Runs on the consensus thread.
+    """
+
+    def __init__(self, submit: Callable[[DuplicateVoteEvidence], None]) -> None:
+        self._submit = submit
+        self._seen: set[bytes] = set()
+        # Evidence of heights not yet committed, in the order it was caught.
+        self._waiting: list[DuplicateVoteEvidence] = []
+
+    def add(self, evidence: DuplicateVoteEvidence, committed_height: int) -> None:
+        """New evidence, with the height of the last committed block."""
+        key = evidence.encode()
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if evidence.vote_a.height > committed_height:
+            self._waiting.append(evidence)
+        else:
+            self._submit(evidence)
+
+    def committed(self, height: int) -> None:
+        """Block ``height`` is final: evidence up to it can go into the next block."""
+        ready = [ev for ev in self._waiting if ev.vote_a.height <= height]
+        if ready:
+            self._waiting = [ev for ev in self._waiting if ev.vote_a.height > height]
+            for ev in ready:
+                self._submit(ev)
+
+
 class MainLoopTxSource:
     """``TxSource`` over the node's mempool, which lives on the main loop: selecting
     waits for the main loop, dropping is queued to it. ``get`` reads the mempool's
@@ -287,14 +323,12 @@ class ConsensusService:
         self.config = config
         self.privval = privval
         self.seams = seams or ConsensusSeams()
+        self.evidence = EvidencePool(self._submit_evidence)
         self.app = ChainApplication(
             chain,
             node.key,
             MainLoopTxSource(node),
-            # The node's bookkeeping (mempool, metrics, feeds) runs on the main loop.
-            lambda executed, commit, seconds: node.call_main(
-                lambda: node.after_commit(executed, commit, seconds)
-            ),
+            self._committed,
             build_budget_ms=node.config.build_budget_ms,
         )
         self._inbound: Inbound = self.seams.inbound(self._to_engine)
@@ -302,7 +336,6 @@ class ConsensusService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._evidence_seen: set[bytes] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -396,12 +429,18 @@ class ConsensusService:
         if isinstance(peer, bytes):
             self.node.call_main(lambda: self.node.p2p and self.node.p2p.drop_peer(peer, reason))
 
+    def _committed(self, executed: ExecutedBlock, commit: Commit, seconds: float) -> None:
+        """A block is final (consensus thread): release the evidence it makes includable;
+        the node's bookkeeping (mempool, metrics, feeds) runs on the main loop."""
+        self.evidence.committed(executed.block.header.height)
+        node = self.node
+        node.call_main(lambda: node.after_commit(executed, commit, seconds))
+
     def _on_evidence(self, evidence: DuplicateVoteEvidence) -> None:
+        self.evidence.add(evidence, self.chain.height)
+
+    def _submit_evidence(self, evidence: DuplicateVoteEvidence) -> None:
         """Turn two conflicting votes into a transaction anyone may submit: this node does."""
-        key = evidence.encode()
-        if key in self._evidence_seen:
-            return
-        self._evidence_seen.add(key)
         log.warning(
             "double sign by %s at height %d: submitting evidence",
             evidence.vote_a.validator.hex()[:16],
