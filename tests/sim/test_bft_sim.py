@@ -173,6 +173,15 @@ REGRESSION_SEEDS: list[tuple[str, int]] = [
     # Two validators locked on a block whose proof of lock no one else held after
     # restarts: endless rounds (fix: WAL replay, POL prevotes sent with re-proposals).
     ("crash_beyond_f", 104),
+    # Found on the real application: evidence caught in one round of height h was
+    # submitted at once, included by a later round of h, refused there
+    # (future_evidence) and never submitted again: the twin was never jailed (fix:
+    # node.consensus.EvidencePool holds it until h commits; tests/node/
+    # test_evidence_pool.py). These seeds fail without the fix.
+    ("twins", 3),
+    ("twins", 5),
+    ("twins", 7),
+    ("twins", 10),
 ]
 
 CASES = [(name, seed) for name, seeds in SEEDS.items() for seed in seeds]
