@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -258,12 +258,6 @@ class ChainHost:
         """The commerce invariants and token conservation on this node's state."""
         chain = self._chain()
         return check_invariants(chain.state, self.world.accounts, self.world.supply)
-
-    def blocks(self) -> Iterator[tuple[Block, Commit]]:
-        for h in range(1, self.height() + 1):
-            found = self.committed(h)
-            assert found is not None, f"node {self.index}: block {h} missing from the store"
-            yield found
 
     def _chain(self) -> Chain:
         if self.chain is None:

@@ -5,12 +5,12 @@ delays, drops, duplicates (and so reordering), partitions, crashes and restarts,
 clock skews, Byzantine behaviours and the client workload. The same seed always
 gives the same run, so a failing seed is a reproducible test.
 
-Nodes run the real ``ConsensusEngine``, ``PrivValidator`` and ``WAL`` (on disk under
-``tmp_path``, so restarts exercise the double-sign guard) on an application chosen
-per scenario: the node's real ``ChainApplication`` over a real ``Chain`` and
-``Mempool`` (``chain_host.py``), or a toy chain (``SimApp`` below) where only the
-engine is under test. Messages travel as encoded ``ConsensusMessage`` and ``TxBatch``
-bytes, so the codec is exercised too. Byzantine behaviours are in ``byzantine.py``.
+Nodes run the real ``ConsensusEngine``, ``PrivValidator`` and ``WAL`` (on disk, so
+restarts exercise the double-sign guard) on the node's real application: an ``AppHost``
+(``chain_host.py``: ``ChainApplication`` over a real ``Chain`` and ``Mempool``).
+Messages travel as encoded ``ConsensusMessage`` and ``TxBatch`` bytes, so the codec is
+exercised too. Byzantine behaviours are in ``byzantine.py``; scenarios, runs and
+their checks in ``runner.py``; the client in ``workload.py``.
 """
 
 from __future__ import annotations
@@ -22,29 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from consensus import ValidatorSet, validate_header, verify_commit
+from consensus import ValidatorSet
 from consensus.bft import Application, BFTConfig, ConsensusEngine, Synchrony, Transport
 from consensus.messages import ConsensusMessage, DuplicateVoteEvidence, Message
 from consensus.privval import PrivValidator
 from consensus.wal import WAL
 from core import (
-    ZERO_HASH,
     Block,
-    BlockHeader,
     Commit,
-    Domain,
-    InvalidBlock,
     PrivateKey,
     Vote,
-    hash_bytes,
-    merkle_root,
 )
 from p2p import TxBatch
 from tests.consensus.byzantine import EquivocatingVotes
 from tests.sim import byzantine
 
 CHAIN_ID = "sim-chain"
-GENESIS_HASH = hash_bytes(Domain.GENESIS, b"sim genesis")
 # Wall-clock time at virtual time 0; genesis is a second earlier.
 EPOCH_MS = 1_700_000_000_000
 GENESIS_TIME_MS = EPOCH_MS - 1_000
@@ -154,117 +147,6 @@ class AppHost(Protocol):
     def receive_txs(self, node: SimNode, txs: list[bytes]) -> None:
         """Transactions gossiped by a peer."""
         ...
-
-
-# --- the toy application -------------------------------------------------------------
-
-
-class SimApp:
-    """A toy chain: block h carries counter h (as its state root) on top of block h-1.
-
-    Its blocks live in memory, standing for a disk: they survive the node's crashes.
-    """
-
-    def __init__(self, index: int, key: PrivateKey, validators: ValidatorSet, ledger: Ledger):
-        self.index = index
-        self.key = key
-        self.vs = validators
-        self.ledger = ledger
-        self.blocks: list[Block] = []
-        self.commits: list[Commit] = []
-
-    def height(self) -> int:
-        return len(self.blocks)
-
-    def validators(self, height: int) -> ValidatorSet:
-        return self.vs
-
-    def _head(self) -> BlockHeader | None:
-        return self.blocks[-1].header if self.blocks else None
-
-    def synchrony(self, height: int) -> Synchrony:
-        return SIM_SYNCHRONY
-
-    def propose(self, height: int, round_: int, time_ms: int) -> Block:
-        head = self._head()
-        prev_time = head.time_ms if head else GENESIS_TIME_MS
-        header = BlockHeader(
-            chain_id=CHAIN_ID,
-            height=height,
-            round=round_,
-            time_ms=max(time_ms, prev_time + 1),
-            prev_hash=head.hash if head else GENESIS_HASH,
-            tx_root=merkle_root([]),
-            state_root=counter_root(height),
-            receipt_root=ZERO_HASH,
-            producer=self.key.public_key,
-            producer_set_hash=self.vs.hash,
-            last_commit=self.commits[-1] if self.commits else None,
-        )
-        return Block(header, ())
-
-    def validate(self, block: Block) -> bool:
-        try:
-            validate_header(
-                block.header,
-                chain_id=CHAIN_ID,
-                prev=self._head(),
-                genesis_hash=GENESIS_HASH,
-                genesis_time_ms=GENESIS_TIME_MS,
-                validators=self.vs,
-            )
-        except InvalidBlock:
-            return False
-        # The "execution": the counter advances by one per block.
-        return block.header.state_root == counter_root(block.header.height) and not block.txs
-
-    def commit(self, block: Block, commit: Commit) -> None:
-        assert block.header.height == self.height() + 1, "commit out of order"
-        verify_commit(commit, CHAIN_ID, block.header.height, block.hash, self.vs)
-        self.blocks.append(block)
-        self.commits.append(commit)
-        self.ledger.record(self.index, block)
-
-    def committed(self, height: int) -> tuple[Block, Commit] | None:
-        if 1 <= height <= len(self.blocks):
-            return self.blocks[height - 1], self.commits[height - 1]
-        return None
-
-    def note_late_precommit(self, vote: Vote) -> None:
-        """Certificates here hold what the engine gathered by the commit."""
-
-
-class ToyHost:
-    """``AppHost`` of the toy chain."""
-
-    def __init__(self, app: SimApp) -> None:
-        self.app = app
-        self.evidence_seen = 0
-
-    def open(self, node: SimNode) -> Application:
-        return self.app
-
-    def close(self) -> None:
-        """Nothing of the toy chain lives only in memory."""
-
-    def height(self) -> int:
-        return self.app.height()
-
-    def committed(self, height: int) -> tuple[Block, Commit] | None:
-        return self.app.committed(height)
-
-    def validators(self, height: int) -> ValidatorSet:
-        return self.app.vs
-
-    def on_evidence(self, node: SimNode, evidence: DuplicateVoteEvidence) -> None:
-        """Recorded by the node; the toy chain has no transactions to carry it."""
-
-    def receive_txs(self, node: SimNode, txs: list[bytes]) -> None:
-        """The toy chain carries no transactions."""
-
-
-def counter_root(height: int) -> bytes:
-    return hash_bytes(Domain.STATE_VALUE, height.to_bytes(8, "big"))
 
 
 # --- the network ---------------------------------------------------------------------

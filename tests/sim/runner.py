@@ -6,7 +6,7 @@ Every run asserts, besides safety at each commit (``Ledger``):
   ``liveness_bound_ms`` of virtual time;
 - every honest node's chain links up, under the producers of each height, with
   certificates that verify;
-- with the real application: each honest node's stored state root at its height is its
+- each honest node's stored state root at its height is its
   head's, and its final state keeps the commerce invariants and conserves tokens;
 - ``on_bad_peer`` only ever names Byzantine nodes.
 """
@@ -21,21 +21,17 @@ from consensus import ValidatorSet, validate_header, verify_commit
 from consensus.messages import DuplicateVoteEvidence
 from consensus.staking_state import get_candidate
 from core import BlockHeader, Domain, PrivateKey, hash_bytes
-from tests.sim.chain_host import ChainHost, ChainWorld, make_world
+from tests.sim.chain_host import ChainHost, make_world
 from tests.sim.harness import (
     CHAIN_ID,
     EPOCH_MS,
-    GENESIS_HASH,
     GENESIS_TIME_MS,
     SIM_SYNCHRONY,
-    AppHost,
     Ledger,
     NetParams,
     Network,
     Scheduler,
-    SimApp,
     SimNode,
-    ToyHost,
 )
 from tests.sim.workload import Client, client_keys
 
@@ -56,8 +52,6 @@ class Scenario:
     byzantine: tuple[str, ...] = ()
     # One behaviour per extra connected member outside the producer set.
     members: tuple[str, ...] = ()
-    # "chain": the node's real application; "toy": the engine alone on a toy chain.
-    app: str = "chain"
     # Blocks every honest node must reach after healing, beyond the highest height then.
     extra_heights: int = 4
     min_height: int = 8
@@ -118,24 +112,19 @@ def run(seed: int, sc: Scenario, tmp_path: Path) -> SimResult:
     honest_skew = max(s for s, (_, b) in zip(skews, specs, strict=True) if b is None)
     ledger = Ledger(lambda: EPOCH_MS + sched.now + honest_skew, SIM_SYNCHRONY.precision_ms)
 
-    world: ChainWorld | None = None
-    hosts: list[AppHost] = []
-    if sc.app == "chain":
-        treasury = hash_bytes(Domain.ADDRESS, b"sim treasury")[:20]
-        world = make_world(
-            CHAIN_ID,
-            GENESIS_TIME_MS,
-            keys,
-            client_keys(seed),
-            (SIM_SYNCHRONY.precision_ms, SIM_SYNCHRONY.message_delay_ms),
-            treasury,
-        )
+    treasury = hash_bytes(Domain.ADDRESS, b"sim treasury")[:20]
+    world = make_world(
+        CHAIN_ID,
+        GENESIS_TIME_MS,
+        keys,
+        client_keys(seed),
+        (SIM_SYNCHRONY.precision_ms, SIM_SYNCHRONY.message_delay_ms),
+        treasury,
+    )
     root = tmp_path / f"seed{seed}"
-    for i, (key, _) in enumerate(specs):
-        if world is not None:
-            hosts.append(ChainHost(i, key, root / f"node{i}", world, ledger))
-        else:
-            hosts.append(ToyHost(SimApp(i, key, vs, ledger)))
+    hosts = [
+        ChainHost(i, key, root / f"node{i}", world, ledger) for i, (key, _) in enumerate(specs)
+    ]
     nodes = [
         SimNode(
             index=i,
@@ -167,17 +156,13 @@ def run(seed: int, sc: Scenario, tmp_path: Path) -> SimResult:
         if node.behaviour == "selective":
             others = [o.index for o in nodes if o.index != node.index]
             node.vote_peers = frozenset(rng.sample(others, len(others) // 2))
-    client: Client | None = None
-    if world is not None:
-        chain_hosts = [h for h in hosts if isinstance(h, ChainHost)]
-        client = Client(seed, rng, sched, nodes, chain_hosts, CHAIN_ID, GENESIS_TIME_MS)
+    client = Client(seed, rng, sched, nodes, hosts, CHAIN_ID, GENESIS_TIME_MS)
     try:
-        return _run(seed, sc, rng, sched, net, nodes, vs, ledger, client, world)
+        return _run(seed, sc, rng, sched, net, nodes, vs, ledger, client, hosts)
     finally:
         for node in nodes:
             node.crash()
-        if world is not None:
-            world.close()
+        world.close()
 
 
 def _run(
@@ -189,8 +174,8 @@ def _run(
     nodes: list[SimNode],
     vs: ValidatorSet,
     ledger: Ledger,
-    client: Client | None,
-    world: ChainWorld | None,
+    client: Client,
+    hosts: list[ChainHost],
 ) -> SimResult:
     max_round = [0]
 
@@ -204,8 +189,7 @@ def _run(
     for node in nodes:
         sched.call_at(rng.randint(0, 50), node.start)
     sched.call_at(0, watch_rounds)
-    if client is not None:
-        client.start()
+    client.start()
     _plan_faults(sc, rng, sched, net, nodes)
 
     sched.run(sc.heal_at_ms)
@@ -254,23 +238,21 @@ def _run(
         f"target {target} (healed at {sc.heal_at_ms} ms with height {heal_height})"
     )
     for node in honest:
-        _check_chain(node)
+        _check_chain(node, hosts[node.index])
     _check_reports(nodes, net.reports)
-    if client is not None:
-        result.submitted = client.submitted
-        result.session_done = client.session_done
-        for node in honest:
-            host = node.host
-            assert isinstance(host, ChainHost)
-            result.included = max(result.included, host.included)
-            _check_state(node, host)
-        ref = honest[0].host
-        assert isinstance(ref, ChainHost) and ref.chain is not None
-        result.jailed = {
-            key
-            for key in vs.keys
-            if (cand := get_candidate(ref.chain.state, key)) is not None and cand.jailed
-        }
+    result.submitted = client.submitted
+    result.session_done = client.session_done
+    for node in honest:
+        host = hosts[node.index]
+        result.included = max(result.included, host.included)
+        _check_state(node, host)
+    ref = hosts[honest[0].index]
+    assert ref.chain is not None
+    result.jailed = {
+        key
+        for key in vs.keys
+        if (cand := get_candidate(ref.chain.state, key)) is not None and cand.jailed
+    }
     return result
 
 
@@ -315,9 +297,9 @@ def _plan_faults(
                 t = min(window, t + down + rng.randint(100, 1000))
 
 
-def _check_chain(node: SimNode) -> None:
+def _check_chain(node: SimNode, host: ChainHost) -> None:
     """The node's chain links up and carries verifying certificates."""
-    host = node.host
+    assert host.chain is not None
     prev: BlockHeader | None = None
     for h in range(1, host.height() + 1):
         found = host.committed(h)
@@ -328,20 +310,13 @@ def _check_chain(node: SimNode) -> None:
             block.header,
             chain_id=CHAIN_ID,
             prev=prev,
-            genesis_hash=_genesis_hash(host),
+            genesis_hash=host.chain.genesis_hash,
             genesis_time_ms=GENESIS_TIME_MS,
             validators=validators,
             prev_validators=host.validators(h - 1) if h > 1 else None,
         )
         verify_commit(commit, CHAIN_ID, h, block.hash, validators)
         prev = block.header
-
-
-def _genesis_hash(host: AppHost) -> bytes:
-    if isinstance(host, ChainHost):
-        assert host.chain is not None
-        return host.chain.genesis_hash
-    return GENESIS_HASH
 
 
 def _check_state(node: SimNode, host: ChainHost) -> None:
