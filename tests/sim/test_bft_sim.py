@@ -127,16 +127,16 @@ SCENARIOS: dict[str, Callable[[int], Scenario]] = {
     "mix": _mix,
 }
 
-# Seeds per scenario run on every test run (besides the regression seeds): 575.
+# Seeds per scenario run on every test run (besides the regression seeds): 540.
 SEEDS: dict[str, range] = {
     "happy": range(20),
     "lossy": range(50),
     "partition": range(40),
     "crash": range(40),
-    "crash_beyond_f": range(25),
+    "crash_beyond_f": range(20),
     "chaos": range(30),
     "byz": range(40),
-    "byzchaos": range(30),
+    "byzchaos": range(20),
     "twins": range(50),
     "tamper": range(30),
     "tamper_member": range(30),
