@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from consensus import (
     WAL,
@@ -37,10 +37,12 @@ from consensus import (
 )
 from consensus.evidence import SubmitEvidence
 from consensus.messages import Message
-from core import Block, Commit, CommitSig, Invalid, Vote, VoteType
+from core import Block, Commit, CommitSig, Invalid, PrivateKey, Vote, VoteType
 from node.chain import Chain, ExecutedBlock
+from vm import VerifiedTx
 
 if TYPE_CHECKING:
+    from node.mempool import Mempool
     from node.service import Node
 
 log = logging.getLogger("node.consensus")
@@ -77,12 +79,55 @@ class ConsensusSeams:
         return deliver
 
 
-class ChainApplication:
-    """The engine's ``Application``: the node's chain. Runs on the consensus thread."""
+class TxSource(Protocol):
+    """Where a proposer's transactions come from, and what it tells them back.
 
-    def __init__(self, node: Node, chain: Chain) -> None:
-        self.node = node
+    Called from the consensus thread; the node's adapter (``MainLoopTxSource``) hops
+    to the main loop where the mempool lives. The simulation calls a mempool directly.
+    """
+
+    def select(self, max_txs: int, max_bytes: int) -> list[VerifiedTx]:
+        """Transactions for the next block, in an order that executes (mempool ``select``)."""
+        ...
+
+    def get(self, tx_hash: bytes) -> VerifiedTx | None:
+        """An already verified transaction by hash, so a proposal's copy is not verified
+        again; None when this node does not hold it."""
+        ...
+
+    def reject(self, tx_hashes: list[bytes]) -> None:
+        """Transactions the builder left out as no longer includable: drop them."""
+        ...
+
+
+BlockCommitted = Callable[[ExecutedBlock, Commit, float], None]
+"""Told of every block once it is final and stored: the block as executed, its
+certificate and the seconds the store's commit took."""
+
+
+class ChainApplication:
+    """The engine's ``Application``: the node's chain. Runs on the consensus thread.
+
+    It holds only what it needs: the chain, the key it signs blocks with, a
+    ``TxSource`` and a ``BlockCommitted`` callback (the node supplies adapters that
+    keep the mempool on the main loop), and the proposer's build budget.
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        key: PrivateKey,
+        txs: TxSource,
+        on_commit: BlockCommitted,
+        *,
+        build_budget_ms: int = 0,
+    ) -> None:
         self.chain = chain
+        self.key = key
+        self.txs = txs
+        self.on_commit = on_commit
+        # 0: no budget, every selected transaction is tried.
+        self.build_budget_ms = build_budget_ms
         # Blocks executed at this height (own proposals and validated ones), by hash,
         # so that commit does not execute again.
         self._executed: dict[bytes, ExecutedBlock] = {}
@@ -134,13 +179,11 @@ class ChainApplication:
 
     def propose(self, height: int, round_: int, time_ms: int) -> Block:
         params = self.chain.params
-        txs = self.node.on_main_loop(
-            lambda: self.node.mempool.select(params.max_block_txs, params.max_block_bytes)
-        )
-        budget_ms = self.node.config.build_budget_ms
+        txs = self.txs.select(params.max_block_txs, params.max_block_bytes)
+        budget_ms = self.build_budget_ms
         executed = self.chain.build(
             txs,
-            self.node.key,
+            self.key,
             self.chain.next_block_time(time_ms),
             round_,
             self._last_commit(),
@@ -148,8 +191,7 @@ class ChainApplication:
         )
         self._cache(executed)
         if executed.result.rejected:
-            rejected = [v.hash for v, _ in executed.result.rejected]
-            self.node.call_main(lambda: self.node.mempool.on_block_committed((), rejected))
+            self.txs.reject([v.hash for v, _ in executed.result.rejected])
         return executed.block
 
     def validate(self, block: Block) -> bool:
@@ -158,7 +200,7 @@ class ChainApplication:
         try:
             # Transactions this node already verified are not verified again; the
             # chain hashes each transaction once and asks the mempool by hash.
-            executed = self.chain.verify(block, self.node.mempool.get)
+            executed = self.chain.verify(block, self.txs.get)
         except Invalid as exc:
             log.warning("invalid proposal %d %s: %s", block.header.height, block.hash.hex(), exc)
             return False
@@ -174,7 +216,7 @@ class ChainApplication:
         self.chain.commit(executed, commit)
         seconds = time.perf_counter() - started
         self._executed.clear()
-        self.node.call_main(lambda: self.node.after_commit(executed, commit, seconds))
+        self.on_commit(executed, commit, seconds)
 
     def committed(self, height: int) -> tuple[Block, Commit] | None:
         if height < 1 or height > self.chain.height:
@@ -184,6 +226,70 @@ class ChainApplication:
         if block is None or commit is None:
             return None
         return block, commit
+
+
+class EvidencePool:
+    """Double-sign evidence this node saw, handed to ``submit`` once it can be included.
+
+    The chain refuses evidence whose votes are not below the including block's height
+    (``future_evidence``). Evidence of the height being decided is caught while that
+    height is still open, and a later round of the same height may include it, where
+    it fails for good (a node submits each piece once). So it waits for its height to
+    commit; evidence of an older height goes out at once. Runs on the consensus thread.
+    """
+
+    def __init__(self, submit: Callable[[DuplicateVoteEvidence], None]) -> None:
+        self._submit = submit
+        self._seen: set[bytes] = set()
+        # Evidence of heights not yet committed, in the order it was caught.
+        self._waiting: list[DuplicateVoteEvidence] = []
+
+    def add(self, evidence: DuplicateVoteEvidence, committed_height: int) -> None:
+        """New evidence, with the height of the last committed block."""
+        key = evidence.encode()
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if evidence.vote_a.height > committed_height:
+            self._waiting.append(evidence)
+        else:
+            self._submit(evidence)
+
+    def committed(self, height: int) -> None:
+        """Block ``height`` is final: evidence up to it can go into the next block."""
+        ready = [ev for ev in self._waiting if ev.vote_a.height <= height]
+        if ready:
+            self._waiting = [ev for ev in self._waiting if ev.vote_a.height > height]
+            for ev in ready:
+                self._submit(ev)
+
+
+class MainLoopTxSource:
+    """``TxSource`` over the node's mempool, which lives on the main loop: selecting
+    waits for the main loop, dropping is queued to it. ``get`` reads the mempool's
+    dict from the consensus thread, as validation always has (a lookup by hash)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def _mempool(self) -> Mempool:
+        mempool = self.node.mempool
+        assert mempool is not None, "the node's mempool opens before consensus starts"
+        return mempool
+
+    def select(self, max_txs: int, max_bytes: int) -> list[VerifiedTx]:
+        mempool = self._mempool()
+        selected: list[VerifiedTx] = self.node.on_main_loop(
+            lambda: mempool.select(max_txs, max_bytes)
+        )
+        return selected
+
+    def get(self, tx_hash: bytes) -> VerifiedTx | None:
+        return self._mempool().get(tx_hash)
+
+    def reject(self, tx_hashes: list[bytes]) -> None:
+        mempool = self._mempool()
+        self.node.call_main(lambda: mempool.on_block_committed((), tx_hashes))
 
 
 class _P2PTransport:
@@ -217,13 +323,19 @@ class ConsensusService:
         self.config = config
         self.privval = privval
         self.seams = seams or ConsensusSeams()
-        self.app = ChainApplication(node, chain)
+        self.evidence = EvidencePool(self._submit_evidence)
+        self.app = ChainApplication(
+            chain,
+            node.key,
+            MainLoopTxSource(node),
+            self._committed,
+            build_budget_ms=node.config.build_budget_ms,
+        )
         self._inbound: Inbound = self.seams.inbound(self._to_engine)
         self.engine: ConsensusEngine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._evidence_seen: set[bytes] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -317,12 +429,18 @@ class ConsensusService:
         if isinstance(peer, bytes):
             self.node.call_main(lambda: self.node.p2p and self.node.p2p.drop_peer(peer, reason))
 
+    def _committed(self, executed: ExecutedBlock, commit: Commit, seconds: float) -> None:
+        """A block is final (consensus thread): release the evidence it makes includable;
+        the node's bookkeeping (mempool, metrics, feeds) runs on the main loop."""
+        self.evidence.committed(executed.block.header.height)
+        node = self.node
+        node.call_main(lambda: node.after_commit(executed, commit, seconds))
+
     def _on_evidence(self, evidence: DuplicateVoteEvidence) -> None:
+        self.evidence.add(evidence, self.chain.height)
+
+    def _submit_evidence(self, evidence: DuplicateVoteEvidence) -> None:
         """Turn two conflicting votes into a transaction anyone may submit: this node does."""
-        key = evidence.encode()
-        if key in self._evidence_seen:
-            return
-        self._evidence_seen.add(key)
         log.warning(
             "double sign by %s at height %d: submitting evidence",
             evidence.vote_a.validator.hex()[:16],

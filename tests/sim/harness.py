@@ -1,13 +1,16 @@
 """Deterministic simulation of a validator network running the real consensus engine.
 
 Everything is driven by one virtual clock and one seeded ``random.Random``: message
-delays, drops, duplicates (and so reordering), partitions, crashes and restarts.
-The same seed always gives the same run, so a failing seed is a reproducible test.
+delays, drops, duplicates (and so reordering), partitions, crashes and restarts,
+clock skews, Byzantine behaviours and the client workload. The same seed always
+gives the same run, so a failing seed is a reproducible test.
 
-Nodes run the real ``ConsensusEngine`` and ``PrivValidator`` (state on disk under
-``tmp_path``, so restarts exercise the double-sign guard); the application is a toy
-chain whose blocks carry a counter and are checked with ``validate_header``.
-Messages travel as encoded ``ConsensusMessage`` bytes, so the codec is exercised too.
+Nodes run the real ``ConsensusEngine``, ``PrivValidator`` and ``WAL`` (on disk, so
+restarts exercise the double-sign guard) on the node's real application: an ``AppHost``
+(``chain_host.py``: ``ChainApplication`` over a real ``Chain`` and ``Mempool``).
+Messages travel as encoded ``ConsensusMessage`` and ``TxBatch`` bytes, so the codec is
+exercised too. Byzantine behaviours are in ``byzantine.py``; scenarios, runs and
+their checks in ``runner.py``; the client in ``workload.py``.
 """
 
 from __future__ import annotations
@@ -17,29 +20,27 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from consensus import ValidatorSet, validate_header, verify_commit
-from consensus.bft import BFTConfig, ConsensusEngine, Synchrony, Transport
-from consensus.messages import ConsensusMessage, DuplicateVoteEvidence, Message, Proposal
+from consensus import ValidatorSet
+from consensus.bft import Application, BFTConfig, ConsensusEngine, Synchrony, Transport
+from consensus.messages import ConsensusMessage, DuplicateVoteEvidence, Message
 from consensus.privval import PrivValidator
 from consensus.wal import WAL
 from core import (
-    ZERO_HASH,
     Block,
-    BlockHeader,
     Commit,
-    Domain,
-    InvalidBlock,
     PrivateKey,
     Vote,
-    hash_bytes,
-    merkle_root,
 )
-from tests.consensus.byzantine import EquivocatingVotes, sign_proposal
+from p2p import TxBatch
+from tests.consensus.byzantine import EquivocatingVotes
+from tests.sim import byzantine
 
 CHAIN_ID = "sim-chain"
-GENESIS_HASH = hash_bytes(Domain.GENESIS, b"sim genesis")
-GENESIS_TIME_MS = 1_000
+# Wall-clock time at virtual time 0; genesis is a second earlier.
+EPOCH_MS = 1_700_000_000_000
+GENESIS_TIME_MS = EPOCH_MS - 1_000
 
 SIM_CONFIG = BFTConfig(
     timeout_propose_ms=300,
@@ -53,9 +54,14 @@ SIM_CONFIG = BFTConfig(
     sync_interval_ms=200,
 )
 
+# The chain's clock bounds in the simulation. The precision is the default; the
+# message delay is scaled down with the virtual timeouts (the default 10 s would
+# exceed most runs, and a proposal dated "far behind" could not be told apart).
+SIM_SYNCHRONY = Synchrony(precision_ms=500, message_delay_ms=1_500)
 
-# The chain's clock bounds (ChainParams' defaults).
-SIM_SYNCHRONY = Synchrony(precision_ms=500, message_delay_ms=10_000)
+# How long a peer reported through on_bad_peer stays disconnected (p2p drops it;
+# a member reconnects later).
+BAN_MS = 1_000
 
 
 class SafetyViolation(AssertionError):
@@ -85,12 +91,20 @@ class Scheduler:
 
 
 class Ledger:
-    """What every node finalized; checks safety at every single commit."""
+    """What every node finalized; checks safety at every single commit.
 
-    def __init__(self) -> None:
+    Byzantine nodes run the real engine too, so their commits are recorded as well:
+    a different block there would need a second certificate, i.e. more than f faulty.
+    """
+
+    def __init__(self, honest_clock: Callable[[], int], precision_ms: int) -> None:
         self.by_height: dict[int, bytes] = {}
+        self.honest_clock = honest_clock
+        self.precision_ms = precision_ms
+        self.commits = 0
 
     def record(self, node: int, block: Block) -> None:
+        self.commits += 1
         h = block.header.height
         first = self.by_height.setdefault(h, block.hash)
         if first != block.hash:
@@ -98,92 +112,44 @@ class Ledger:
                 f"node {node} finalized {block.hash.hex()} at height {h}, "
                 f"another node finalized {first.hex()}"
             )
-
-
-class SimApp:
-    """A toy chain: block h carries counter h (as its state root) on top of block h-1."""
-
-    def __init__(
-        self,
-        index: int,
-        key: PrivateKey,
-        validators: ValidatorSet,
-        sched: Scheduler,
-        ledger: Ledger,
-    ) -> None:
-        self.index = index
-        self.key = key
-        self.vs = validators
-        self.sched = sched
-        self.ledger = ledger
-        self.blocks: list[Block] = []
-        self.commits: list[Commit] = []
-        self.validate_calls = 0
-
-    def height(self) -> int:
-        return len(self.blocks)
-
-    def validators(self, height: int) -> ValidatorSet:
-        return self.vs
-
-    def _head(self) -> BlockHeader | None:
-        return self.blocks[-1].header if self.blocks else None
-
-    def synchrony(self, height: int) -> Synchrony:
-        return SIM_SYNCHRONY
-
-    def propose(self, height: int, round_: int, time_ms: int, *, salt: int = 0) -> Block:
-        head = self._head()
-        prev_time = head.time_ms if head else GENESIS_TIME_MS
-        header = BlockHeader(
-            chain_id=CHAIN_ID,
-            height=height,
-            round=round_,
-            time_ms=max(time_ms, prev_time + 1) + salt,
-            prev_hash=head.hash if head else GENESIS_HASH,
-            tx_root=merkle_root([]),
-            state_root=counter_root(height),
-            receipt_root=ZERO_HASH,
-            producer=self.key.public_key,
-            producer_set_hash=self.vs.hash,
-            last_commit=self.commits[-1] if self.commits else None,
-        )
-        return Block(header, ())
-
-    def validate(self, block: Block) -> bool:
-        self.validate_calls += 1
-        try:
-            validate_header(
-                block.header,
-                chain_id=CHAIN_ID,
-                prev=self._head(),
-                genesis_hash=GENESIS_HASH,
-                genesis_time_ms=GENESIS_TIME_MS,
-                validators=self.vs,
+        # Block time is never more than P ahead of an honest clock (docs/consensus.md,
+        # "Block time"): a final block was timely to some honest producer, whose clock
+        # has only moved on since.
+        latest = self.honest_clock() + self.precision_ms
+        if block.header.time_ms > latest:
+            raise SafetyViolation(
+                f"node {node} finalized height {h} dated {block.header.time_ms}, more than "
+                f"{self.precision_ms} ms ahead of every honest clock (at most {latest})"
             )
-        except InvalidBlock:
-            return False
-        # The "execution": the counter advances by one per block.
-        return block.header.state_root == counter_root(block.header.height) and not block.txs
-
-    def commit(self, block: Block, commit: Commit) -> None:
-        assert block.header.height == self.height() + 1, "commit out of order"
-        verify_commit(commit, CHAIN_ID, block.header.height, block.hash, self.vs)
-        self.blocks.append(block)
-        self.commits.append(commit)
-        self.ledger.record(self.index, block)
-
-    def committed(self, height: int) -> tuple[Block, Commit] | None:
-        if 1 <= height <= len(self.blocks):
-            return self.blocks[height - 1], self.commits[height - 1]
-        return None
-
-    def note_late_precommit(self, vote: Vote) -> None:
-        """Certificates here hold what the engine gathered by the commit."""
 
 
-def counter_root(height: int) -> bytes:
-    return hash_bytes(Domain.STATE_VALUE, height.to_bytes(8, "big"))
+class AppHost(Protocol):
+    """One node's application and what survives its crashes (its "disk")."""
+
+    def open(self, node: SimNode) -> Application:
+        """A fresh application over what is on disk (first boot and every restart)."""
+        ...
+
+    def close(self) -> None:
+        """A crash: everything in memory is lost."""
+        ...
+
+    def height(self) -> int: ...
+
+    def committed(self, height: int) -> tuple[Block, Commit] | None: ...
+
+    def validators(self, height: int) -> ValidatorSet: ...
+
+    def on_evidence(self, node: SimNode, evidence: DuplicateVoteEvidence) -> None:
+        """What the node does with double-sign evidence (the real node submits it)."""
+        ...
+
+    def receive_txs(self, node: SimNode, txs: list[bytes]) -> None:
+        """Transactions gossiped by a peer."""
+        ...
+
+
+# --- the network ---------------------------------------------------------------------
 
 
 @dataclass
@@ -194,6 +160,13 @@ class NetParams:
     delay_max_ms: int = 40
 
 
+# Links of a Byzantine relay are fast, so its tampered copies usually arrive first.
+FAST_DELAY_MS = (1, 2)
+
+CONSENSUS = 0
+TXS = 1
+
+
 class Network:
     def __init__(self, sched: Scheduler, rng: random.Random, params: NetParams) -> None:
         self.sched = sched
@@ -202,6 +175,14 @@ class Network:
         self.nodes: list[SimNode] = []
         # Node index -> group; nodes in different groups cannot talk. None: fully connected.
         self.groups: dict[int, int] | None = None
+        # (reporter, peer) -> until when the reporter refuses the peer (on_bad_peer).
+        self.bans: dict[tuple[int, int], int] = {}
+        # Every on_bad_peer report: (reporter, peer, reason).
+        self.reports: list[tuple[int, int, str]] = []
+        # Nodes whose links are fast (Byzantine relays).
+        self.fast: set[int] = set()
+        # Nodes that may talk only to the given peers (twins, each with its own half).
+        self.only: dict[int, frozenset[int]] = {}
         self.sent = 0
 
     def partition(self, groups: list[set[int]]) -> None:
@@ -210,54 +191,66 @@ class Network:
     def heal(self) -> None:
         self.groups = None
 
-    def send(self, src: int, dst: int, msg: Message) -> None:
-        self.sent += 1
+    def report(self, reporter: int, peer: object, reason: str) -> None:
+        """``on_bad_peer``: the reporter drops the peer for a while, as p2p does."""
+        assert isinstance(peer, int), f"peer {peer!r} is not a node index"
+        self.reports.append((reporter, peer, reason))
+        self.bans[(reporter, peer)] = self.sched.now + BAN_MS
+
+    def connected(self, src: int, dst: int) -> bool:
         if self.groups is not None and self.groups.get(src) != self.groups.get(dst):
+            return False
+        for a, b in ((src, dst), (dst, src)):
+            peers = self.only.get(a)
+            if peers is not None and b not in peers:
+                return False
+        now = self.sched.now
+        for pair in ((src, dst), (dst, src)):
+            until = self.bans.get(pair)
+            if until is not None and until > now:
+                return False
+        return True
+
+    def send(self, src: int, dst: int, msg: Message) -> None:
+        self._send(src, dst, CONSENSUS, ConsensusMessage.wrap(msg).encode())
+
+    def send_txs(self, src: int, dst: int, txs: list[bytes]) -> None:
+        self._send(src, dst, TXS, TxBatch(tuple(txs)).encode())
+
+    def _send(self, src: int, dst: int, kind: int, data: bytes) -> None:
+        self.sent += 1
+        if not self.connected(src, dst):
             return
         p = self.params
         if self.rng.random() < p.drop:
             return
-        data = ConsensusMessage.wrap(msg).encode()
         copies = 2 if self.rng.random() < p.duplicate else 1
+        low, high = p.delay_min_ms, p.delay_max_ms
+        if src in self.fast or dst in self.fast:
+            low, high = FAST_DELAY_MS
         for _ in range(copies):
-            delay = self.rng.randint(p.delay_min_ms, p.delay_max_ms)
+            delay = self.rng.randint(low, high)
             self.sched.call_at(
-                self.sched.now + delay, lambda d=data: self.nodes[dst].receive(src, d)
+                self.sched.now + delay, lambda d=data: self.nodes[dst].receive(src, kind, d)
             )
 
 
 class SimTransport:
+    """The engine's ``Transport``; a Byzantine node's behaviour rewrites what leaves."""
+
     def __init__(self, node: SimNode) -> None:
         self.node = node
 
     def broadcast(self, msg: Message) -> None:
         for other in self.node.net.nodes:
             if other.index != self.node.index:
-                self.node.net.send(self.node.index, other.index, msg)
+                self.send(other.index, msg)
 
     def send(self, peer: int, msg: Message) -> None:
-        self.node.net.send(self.node.index, peer, msg)
-
-
-class EquivocatingTransport(SimTransport):
-    """A Byzantine proposer: a second, different proposal goes to half of the peers.
-
-    (Conflicting votes come from ``EquivocatingVotes`` wrapped around it.)
-    """
-
-    def broadcast(self, msg: Message) -> None:
-        if not isinstance(msg, Proposal) or msg.pol_round is not None:
-            super().broadcast(msg)
-            return
         node = self.node
-        assert node.privval is not None
-        alt_block = node.app.propose(
-            msg.height, msg.round, msg.block.header.time_ms, salt=1 + msg.round
-        )
-        alt = sign_proposal(node.key, CHAIN_ID, msg.height, msg.round, None, alt_block)
-        others = [n.index for n in node.net.nodes if n.index != node.index]
-        for i, peer in enumerate(others):
-            node.net.send(node.index, peer, msg if i % 2 == 0 else alt)
+        out = byzantine.outgoing(node, msg, peer)
+        if out is not None:
+            node.net.send(node.index, peer, out)
 
 
 class NodeClock:
@@ -271,7 +264,7 @@ class NodeClock:
         return self.node.sched.now
 
     def time_ms(self) -> int:
-        return GENESIS_TIME_MS + self.node.sched.now
+        return self.node.wall_clock()
 
     def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
         node, inc = self.node, self.incarnation
@@ -290,14 +283,32 @@ class SimNode:
     home: Path
     sched: Scheduler
     net: Network
-    app: SimApp
-    byzantine: bool = False
+    host: AppHost
+    # A Byzantine behaviour (byzantine.BEHAVIOURS), or None for an honest node.
+    behaviour: str | None = None
+    # This node's wall clock minus the true time (honest: within +-precision/2).
+    skew_ms: int = 0
+    # Peers that a "selective" node sends its votes to.
+    vote_peers: frozenset[int] = frozenset()
     alive: bool = False
     incarnation: int = 0
     engine: ConsensusEngine | None = None
     privval: PrivValidator | None = None
     evidence: list[DuplicateVoteEvidence] = field(default_factory=list)
     restarts: int = 0
+    # Per (height, round): the second proposal of an equivocating proposer.
+    alt_proposals: dict[tuple[int, int], Message] = field(default_factory=dict)
+    # Votes of Byzantine validators received at the vote's height:
+    # (validator, type, height, round) -> block hashes.
+    byzantine_votes: dict[tuple[bytes, int, int, int], set[bytes]] = field(default_factory=dict)
+    byzantine_keys: frozenset[bytes] = frozenset()
+
+    @property
+    def honest(self) -> bool:
+        return self.behaviour is None
+
+    def wall_clock(self) -> int:
+        return EPOCH_MS + self.sched.now + self.skew_ms
 
     def start(self) -> None:
         """First boot (at a slightly different time per node, as real processes)."""
@@ -307,26 +318,33 @@ class SimNode:
     def boot(self) -> None:
         self.incarnation += 1
         self.alive = True
-        self.privval = PrivValidator(self.key, CHAIN_ID, self.home)
+        self.privval = PrivValidator(self.key, CHAIN_ID, self.home / "consensus")
+        app = byzantine.wrap_app(self, self.host.open(self))
         transport: Transport = SimTransport(self)
-        if self.byzantine:
-            transport = EquivocatingVotes(EquivocatingTransport(self), self.key, CHAIN_ID)
+        if self.behaviour == "equivocate":
+            # A conflicting vote after each own vote, signed with the key directly.
+            transport = EquivocatingVotes(transport, self.key, CHAIN_ID)
         self.engine = ConsensusEngine(
             chain_id=CHAIN_ID,
-            app=self.app,
+            app=app,
             transport=transport,
             clock=NodeClock(self, self.incarnation),
             privval=self.privval,
-            wal=WAL(self.home, CHAIN_ID),
+            wal=WAL(self.home / "consensus", CHAIN_ID),
             config=SIM_CONFIG,
-            on_evidence=self.evidence.append,
+            on_evidence=self._on_evidence,
+            on_bad_peer=lambda peer, reason: self.net.report(self.index, peer, reason),
         )
         self.engine.start()
 
+    def _on_evidence(self, evidence: DuplicateVoteEvidence) -> None:
+        self.evidence.append(evidence)
+        self.host.on_evidence(self, evidence)
+
     def crash(self, power_loss: bool = False) -> None:
-        # Everything in memory is lost; the app's blocks (its "database"), the privval
-        # file and the synced part of the WAL survive, as they would on disk. A power
-        # loss also drops what was written to the WAL but not yet fsynced.
+        # Everything in memory is lost; the app's store, the privval file and the
+        # synced part of the WAL survive, as they would on disk. A power loss also
+        # drops what was written to the WAL but not yet fsynced.
         if not self.alive:
             return
         wal = self.engine.wal if self.engine is not None else None
@@ -335,6 +353,7 @@ class SimNode:
             if power_loss:
                 with open(wal.path, "r+b") as f:
                     f.truncate(wal.synced_size)
+        self.host.close()
         self.alive = False
         self.engine = None
         self.privval = None
@@ -346,160 +365,19 @@ class SimNode:
         self.restarts += 1
         self.boot()
 
-    def receive(self, src: int, data: bytes) -> None:
-        if not self.alive or self.engine is None:
+    def receive(self, src: int, kind: int, data: bytes) -> None:
+        if not self.alive or self.engine is None or not self.net.connected(src, self.index):
+            return
+        if kind == TXS:
+            self.host.receive_txs(self, list(TxBatch.decode(data).txs))
             return
         msg = ConsensusMessage.decode(data).unwrap()
+        if (
+            isinstance(msg, Vote)
+            and msg.validator in self.byzantine_keys
+            and msg.height == self.engine.height
+        ):
+            key = (msg.validator, msg.type, msg.height, msg.round)
+            self.byzantine_votes.setdefault(key, set()).add(msg.block_hash)
+        byzantine.on_receive(self, msg, src)
         self.engine.deliver(msg, src)
-
-
-@dataclass
-class Scenario:
-    """A seeded fault schedule. Faults happen in [0, heal_at); afterwards all is well."""
-
-    n: int
-    net: NetParams
-    heal_at_ms: int = 0
-    partitions: int = 0
-    crashes: int = 0
-    # Allow crashing more than f nodes at once (the chain must halt, not fork).
-    crash_beyond_f: bool = False
-    byzantine: int = 0
-    # Blocks every node must reach after healing, beyond the highest height at heal time.
-    extra_heights: int = 5
-    min_height: int = 5
-    liveness_bound_ms: int = 60_000
-
-
-@dataclass
-class SimResult:
-    seed: int
-    heights: list[int]
-    heal_height: int
-    target: int
-    finished_ms: int
-    heal_at_ms: int
-    messages: int
-    evidence: list[list[DuplicateVoteEvidence]]
-    restarts: int
-    max_round: int
-    validators: ValidatorSet
-
-
-def run(seed: int, sc: Scenario, tmp_path: Path) -> SimResult:
-    rng = random.Random(seed)
-    sched = Scheduler()
-    net = Network(sched, rng, sc.net)
-    ledger = Ledger()
-    keys = [PrivateKey(hash_bytes(Domain.ADDRESS, f"sim-{seed}-{i}".encode())) for i in range(sc.n)]
-    vs = ValidatorSet.of(k.public_key for k in keys)
-    byzantine = set(rng.sample(range(sc.n), sc.byzantine))
-    nodes = [
-        SimNode(
-            index=i,
-            key=k,
-            home=tmp_path / f"seed{seed}" / f"node{i}",
-            sched=sched,
-            net=net,
-            app=SimApp(i, k, vs, sched, ledger),
-            byzantine=i in byzantine,
-        )
-        for i, k in enumerate(keys)
-    ]
-    net.nodes = nodes
-    max_round = [0]
-
-    def watch_rounds() -> None:
-        for node in nodes:
-            if node.engine is not None:
-                max_round[0] = max(max_round[0], node.engine.round)
-        sched.call_at(sched.now + 100, watch_rounds)
-
-    # Start times differ a little, as real processes do.
-    for node in nodes:
-        sched.call_at(rng.randint(0, 50), node.start)
-    sched.call_at(0, watch_rounds)
-    _plan_faults(sc, rng, sched, net, nodes)
-
-    sched.run(sc.heal_at_ms)
-    # Everyone is back and connected from here on.
-    net.heal()
-    for node in nodes:
-        if not node.alive:
-            node.restart()
-    heal_height = max(node.app.height() for node in nodes)
-    target = max(heal_height + sc.extra_heights, sc.min_height)
-    deadline = sc.heal_at_ms + sc.liveness_bound_ms
-
-    def done() -> bool:
-        return all(node.app.height() >= target for node in nodes)
-
-    sched.run(deadline, done)
-    heights = [node.app.height() for node in nodes]
-    result = SimResult(
-        seed=seed,
-        heights=heights,
-        heal_height=heal_height,
-        target=target,
-        finished_ms=sched.now,
-        heal_at_ms=sc.heal_at_ms,
-        messages=net.sent,
-        evidence=[node.evidence for node in nodes],
-        restarts=sum(node.restarts for node in nodes),
-        max_round=max_round[0],
-        validators=vs,
-    )
-    # LIVENESS: after healing, every node reaches the target within the bound.
-    assert done(), (
-        f"seed {seed}: liveness: heights {heights} at {sched.now} ms, "
-        f"target {target} (healed at {sc.heal_at_ms} ms with height {heal_height})"
-    )
-    _check_chains(nodes, vs)
-    return result
-
-
-def _plan_faults(
-    sc: Scenario, rng: random.Random, sched: Scheduler, net: Network, nodes: list[SimNode]
-) -> None:
-    n = sc.n
-    f = (n - 1) // 3
-    window = sc.heal_at_ms
-    for _ in range(sc.partitions):
-        start = rng.randint(0, max(0, window - 1))
-        end = rng.randint(start, window)
-        members = list(range(n))
-        rng.shuffle(members)
-        cut = rng.randint(1, n - 1)
-        groups = [set(members[:cut]), set(members[cut:])]
-        sched.call_at(start, lambda g=groups: net.partition(g))
-        sched.call_at(end, net.heal)
-    if sc.crashes:
-        limit = n if sc.crash_beyond_f else f
-        victims = rng.sample(range(n), min(limit, sc.crashes))
-        for v in victims:
-            # Crash and restart once (or twice) inside the fault window.
-            t = rng.randint(100, max(100, window // 2))
-            for _ in range(rng.randint(1, 2)):
-                down = rng.randint(100, max(101, window // 4))
-                power_loss = rng.random() < 0.5
-                sched.call_at(t, lambda v=v, p=power_loss: nodes[v].crash(p))
-                if t + down < window:
-                    sched.call_at(t + down, nodes[v].restart)
-                t = min(window, t + down + rng.randint(100, 1000))
-
-
-def _check_chains(nodes: list[SimNode], vs: ValidatorSet) -> None:
-    """Every node's chain links up and carries verifying certificates."""
-    for node in nodes:
-        prev: BlockHeader | None = None
-        for block, commit in zip(node.app.blocks, node.app.commits, strict=True):
-            validate_header(
-                block.header,
-                chain_id=CHAIN_ID,
-                prev=prev,
-                genesis_hash=GENESIS_HASH,
-                genesis_time_ms=GENESIS_TIME_MS,
-                validators=vs,
-            )
-            verify_commit(commit, CHAIN_ID, block.header.height, block.hash, vs)
-            prev = block.header

@@ -1,0 +1,55 @@
+"""The node holds double-sign evidence of the height being decided until that height
+commits, because the chain refuses evidence that is not below the including block.
+
+Found by the simulation (tests/sim, "twins" seeds 2, 3, 9...): evidence caught in
+round 0 of height h was included in a later round of h itself, failed with
+``future_evidence``, and was never submitted again, so the double signer stayed free.
+(The refusal itself: tests/consensus/test_staking_evidence.py, ``future_evidence``.)
+"""
+
+from __future__ import annotations
+
+from consensus.messages import DuplicateVoteEvidence
+from core import PrivateKey, Vote, VoteType
+from node.consensus import EvidencePool
+
+CHAIN = "evidence-pool-test"
+
+SIGNER = PrivateKey(bytes([9]) * 32)
+
+
+def _evidence(height: int, round_: int = 0, key: PrivateKey = SIGNER) -> DuplicateVoteEvidence:
+    votes = [
+        Vote.create(key, CHAIN, VoteType.PREVOTE, height, round_, bytes([b]) * 32) for b in (1, 2)
+    ]
+    return DuplicateVoteEvidence.of(*votes)
+
+
+def test_evidence_of_the_open_height_waits_for_its_commit() -> None:
+    sent: list[DuplicateVoteEvidence] = []
+    pool = EvidencePool(sent.append)
+    ev = _evidence(height=8)
+    # Caught while deciding height 8 (7 is the last committed block).
+    pool.add(ev, committed_height=7)
+    assert sent == []
+    pool.committed(7)
+    assert sent == []
+    pool.committed(8)
+    assert sent == [ev]
+    pool.committed(9)
+    assert sent == [ev]
+
+
+def test_evidence_of_a_committed_height_goes_out_at_once_and_only_once() -> None:
+    sent: list[DuplicateVoteEvidence] = []
+    pool = EvidencePool(sent.append)
+    old = _evidence(height=5, round_=1)
+    pool.add(old, committed_height=7)
+    pool.add(old, committed_height=7)
+    assert sent == [old]
+    open_ = _evidence(height=8)
+    pool.add(open_, committed_height=7)
+    pool.add(open_, committed_height=7)
+    pool.committed(8)
+    pool.committed(8)
+    assert sent == [old, open_]
