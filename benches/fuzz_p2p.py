@@ -145,7 +145,7 @@ class FrameFuzzer:
             )
         if not task.done() or task.exception() is not None:
             raise FrameCrash(f"connection task failed on {stream.hex()}")
-        if "misbehaviour" in conn._reason:
+        if "misbehaviour" in conn.reason:
             tally.dropped_for_misbehaviour += 1
         if len(self.received) < valid_prefix:
             raise FrameCrash(

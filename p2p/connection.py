@@ -113,6 +113,11 @@ class Connection:
 
     # --- sending ---
 
+    @property
+    def reason(self) -> str:
+        """Why the connection closed (empty while it is open)."""
+        return self._reason
+
     def put(self, frame: bytes, droppable: bool) -> bool:
         """Queue a frame; False if it was dropped or the peer was dropped for being too slow."""
         if self._closing:

@@ -758,7 +758,7 @@ async def test_cancelled_submit_releases_inflight(env):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not env.mempool._inflight
+    # The cancelled batch no longer holds its slot: the same transaction is admitted.
     assert await env.submit(raw) == ["accepted"]
 
 
