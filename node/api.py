@@ -237,13 +237,8 @@ async def get_tx(request: web.Request) -> web.Response:
                 "receipt": receipt_json(receipt) if receipt else None,
             }
         )
-    known = mempool.status(tx_hash)
-    if known is not None:
-        doc = {"hash": tx_hash.hex(), "status": known.status}
-        if known.status != "pending":
-            # Queued: what it waits for; dropped: why it left without a block.
-            doc.update(code=known.code, message=known.message)
-        return web.json_response(doc)
+    if mempool.contains(tx_hash):
+        return web.json_response({"hash": tx_hash.hex(), "status": "pending"})
     raise ApiError(
         404, "not_found", f"transaction {tx_hash.hex()} is neither pending nor committed"
     )

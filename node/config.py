@@ -23,9 +23,6 @@ class ConfigError(LiveLedgerError):
 class MempoolSettings:
     shards: int = 4
     per_account_cap: int = 64
-    # Transactions above a missing nonce, per sender and per node (node/mempool.py).
-    per_account_queued: int = 16
-    max_queued: int = 4096
     per_shard_cap: int = 50_000
     # Workers for the signature checks of incoming transactions.
     verify_threads: int = 2
@@ -136,7 +133,7 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(
             f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"
         )
-    for name in ("shards", "max_pending_blocks", "per_account_queued", "max_queued"):
+    for name in ("shards", "max_pending_blocks"):
         if getattr(config.mempool, name) < 1:
             raise ConfigError(
                 f"{path}: mempool.{name} must be at least 1, got {getattr(config.mempool, name)}"

@@ -101,13 +101,11 @@ TX_REFUSAL_CODES: dict[str, str] = {
     "expired": "`expiry_height` below the next height or too far past it",
     "fee_too_low": "fee below `min_fee`",
     "nonce_too_low": "nonce already used (a replay)",
-    "nonce_gap": "nonce too far above the account's next nonce (beyond the mempool's window), "
-    "or no room left for transactions waiting for an earlier nonce: send that nonce first",
+    "nonce_gap": "nonce too far above the account's next nonce (beyond the mempool's window)",
     "insufficient_fee": "balance below the fee, with the fees already queued",
     "duplicate": "already known, or its (sender, nonce) is queued without a large enough fee bump",
-    "mempool_full": "the mempool holds its window of pending transactions, or the sender's "
-    "shard is full: 503 with `Retry-After` (seconds) for a single transaction; in a batch, "
-    "that item's code, and the answer carries `Retry-After`",
+    "mempool_full": "the mempool is full: 503 with `Retry-After` (seconds) for a single "
+    "transaction; in a batch, that item's code, and the answer carries `Retry-After`",
     "account_queue_full": "the sender has the most pending transactions a node queues",
 }
 
@@ -619,19 +617,6 @@ def _node_paths(s: _Schemas, max_batch: int, msgpack_types: tuple[str, ...]) -> 
                     }
                 ),
                 _object({"hash": HASH, "status": {"const": "pending"}}),
-                _object(
-                    {
-                        "hash": HASH,
-                        "status": {"enum": ["queued", "dropped"]},
-                        "code": _with(
-                            {"type": "string"},
-                            "queued: `nonce_gap`; dropped: `expired`, `replaced`, `evicted`, "
-                            "`nonce_gap`, `nonce_too_low`, `insufficient_fee` or "
-                            "`not_includable`",
-                        ),
-                        "message": {"type": "string"},
-                    }
-                ),
             ]
         },
     )
@@ -791,10 +776,8 @@ def _node_paths(s: _Schemas, max_batch: int, msgpack_types: tuple[str, ...]) -> 
                 "getTx",
                 "node",
                 "A transaction's status",
-                "`committed` with its height, index and receipt; `pending` while the next "
-                "blocks may include it; `queued` while it waits for an earlier nonce of its "
-                "sender; `dropped` with the reason if it left this node's mempool without a "
-                "block (the node remembers the last 100,000 of those).",
+                "`committed` with its height, index and receipt, or `pending` while it is in "
+                "this node's mempool.",
                 _responses(
                     _json("Committed or pending.", tx_status),
                     (400, _error("Not a hash.", "bad_hash")),

@@ -124,8 +124,6 @@ class Node:
             config=MempoolConfig(
                 shards=settings.shards,
                 per_account_cap=settings.per_account_cap,
-                per_account_queued=settings.per_account_queued,
-                max_queued=settings.max_queued,
                 per_shard_cap=settings.per_shard_cap,
                 verify_threads=settings.verify_threads,
                 max_pending_blocks=settings.max_pending_blocks,
@@ -232,21 +230,16 @@ class Node:
     # --- transactions ----------------------------------------------------------------
 
     async def submit(self, raw_txs: Sequence[bytes], *, own: bool = False) -> list[SubmitResult]:
-        """Admit transactions from a client (or this node: ``own``) and gossip those that
-        became pending to the producers (queued ones wait for their gap to fill)."""
+        """Admit transactions from a client (or this node: ``own``) and gossip the accepted
+        ones to the producers."""
         assert self.mempool is not None
-        results = await self.mempool.submit(raw_txs, client=not own, relay=True)
-        self._gossip()
-        return results
-
-    def _gossip(self) -> None:
-        """Send the producers this node's clients' transactions that became pending."""
-        assert self.mempool is not None
-        relay = self.mempool.take_relay()
+        results = await self.mempool.submit(raw_txs, client=not own)
         batcher = self._batcher
-        if relay and batcher is not None and self.p2p is not None and self.p2p.peers():
-            for raw in relay:
-                batcher.submit(raw)
+        if batcher is not None and self.p2p is not None and self.p2p.peers():
+            for raw, result in zip(raw_txs, results, strict=True):
+                if result.code == "accepted":
+                    batcher.submit(bytes(raw))
+        return results
 
     def submit_own_tx(self, tx_type: str, payload: bytes) -> None:
         """Sign a transaction with the node key (e.g. evidence) and submit it."""
@@ -284,8 +277,6 @@ class Node:
             (),
             senders={v.sender_address for v in result.included},
         )
-        # A block may have filled the gap of a client's queued transactions.
-        self._gossip()
         if self.p2p is not None:
             # Membership may have changed (governance): drop peers that left.
             self.p2p.check_members()
