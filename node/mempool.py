@@ -9,35 +9,12 @@ thread against the latest state, so they never race with each other or with
 ``on_block_committed``.
 
 Layout. ``shard = int.from_bytes(sender[:8]) % S``; each shard holds, per
-sender, a queue of transactions keyed by nonce. Each admitted transaction is
-kept as its ``VerifiedTx`` so block building reuses the verdict: a transaction
-is verified once per node.
-
-Pending and queued (Geth's txpool split). A sender's *pending* transactions
-are the contiguous run of nonces from its state nonce: the next blocks can
-include them, and only they are offered to a block. Its *queued* transactions
-sit above a missing nonce (gossip reordered them, or a client sent them early);
-no block can include them until the gap fills, and then they are promoted to
-pending. Queued transactions cost a sender nothing (they never pay unless they
-are promoted), so they live in their own small budget and never count against
-anyone's admission:
-
-- A queued nonce may be at most ``per_account_queued`` above the sender's run
-  (so a sender has at most that many queued) and below its state nonce plus
-  ``nonce_window``; anything further is ``nonce_gap``.
-- The node holds at most ``max_queued`` of them. When full, a new queued
-  transaction evicts the highest nonce of the sender with the most queued (the
-  one that has had that many longest), if that sender has more than the
-  newcomer's sender; else it is refused (``nonce_gap``: send the missing nonce
-  first). A flood of gaps from many accounts is thus evicted by any sender with
-  fewer gaps than the flooders, and evicting costs the flooder a signature
-  check per transaction, as any submission does.
-- When a pending transaction leaves without being included (expired, left out
-  by the block builder), the sender's later ones are demoted to queued and
-  held to the same budget: nothing promoted ever escapes it.
-- Queued transactions are not gossiped; a client's transaction is gossiped
-  once it is pending (at admission or on promotion), so a gap costs the peers
-  nothing and evicting one makes no peer re-verify anything.
+sender, a queue of transactions keyed by nonce. Nonces may arrive out of order
+(gossip reorders), so a queue may hold gaps inside a window of
+``max_nonce_ahead`` nonces past the sender's state nonce; only the contiguous
+run from the state nonce is ever offered to a block. Each admitted transaction
+is kept as its ``VerifiedTx`` so block building reuses the verdict: a
+transaction is verified once per node.
 
 Decisions (see also docs in the module's functions):
 
@@ -46,21 +23,16 @@ Decisions (see also docs in the module's functions):
   so a sender can unstick a low-fee transaction but cannot make the node
   re-verify and re-gossip the same slot for free. Otherwise it is ``duplicate``.
 - A client's batch is refused (``mempool_full``, retry later) before any signature
-  work for what does not fit in ``max_pending_blocks`` blocks' worth of *pending*
+  work for what does not fit in ``max_pending_blocks`` blocks' worth of pending
   transactions (the chain's ``max_block_txs`` and ``max_block_bytes``, counting
   those still in verification): what the chain cannot include in the next blocks
   only waits, and admitting it would take the cores that finalize blocks. Under a
   flood of four loaded validators on two cores, admission ran three blocks ahead
   of finality and blocks came at a fraction of the rate the machine sustains.
-  Queued transactions do not count: they cannot be included, so they would hold
-  the window without ever draining it. Peers' gossip obeys the same rules but is
-  refused only beyond twice that window (see ``submit``).
-- Full shards refuse (``mempool_full``); only queued transactions are evicted to
-  make room. When a sender's balance drops below the fees it has queued, its
-  queue is trimmed from the highest nonce down, which never opens a gap.
-- Every transaction that leaves without a block (expired, replaced, evicted,
-  trimmed, its nonce used by another) is remembered with its reason, for a
-  bounded while, so a client asking about it is told why (``status``).
+  Gossip from peers is not refused by this window (see ``submit``).
+- Full shards refuse (``mempool_full``); nothing is evicted to make room. When
+  a sender's balance drops below the fees it has queued, its queue is trimmed
+  from the highest nonce down, which never opens a gap.
 - The mempool's view of a sender (state nonce and balance) is refreshed from
   state whenever the sender submits and when a committed block touches it.
   A block may touch senders whose transactions never reached this node: the
@@ -100,30 +72,17 @@ ACCEPTED = "accepted"
 # the parallel verification saves.
 _MIN_CHUNK = 16
 
-# Transactions that left without a block, remembered with their reason (oldest
-# forgotten first): a client polling one learns why for this many more drops.
-_DROPPED_MEMORY = 100_000
-
 
 @dataclass(frozen=True, slots=True)
 class MempoolConfig:
     """Node-local mempool settings (not chain parameters)."""
 
     shards: int = 4
-    # Pending (executable) transactions per sender, checked at admission (a
-    # filled gap may promote up to per_account_queued more). With the default
-    # nonce window it can only be reached by filling the window, which
-    # ``nonce_gap`` refuses first; ``account_queue_full`` matters when
-    # max_nonce_ahead is larger.
+    # Pending transactions per sender. With the default nonce window it can
+    # only be reached by filling the window, which ``nonce_gap`` refuses first;
+    # ``account_queue_full`` matters when max_nonce_ahead is larger.
     per_account_cap: int = 64
-    # Queued transactions (above a missing nonce) per sender: a queued nonce is
-    # at most this far above the sender's pending run. Real clients need a few
-    # (one client's transactions reordered between nodes).
-    per_account_queued: int = 16
-    # Queued transactions per node; when full, queued ones are evicted (see the
-    # module docstring).
-    max_queued: int = 4096
-    # Transactions (pending and queued) per shard.
+    # Pending transactions per shard.
     per_shard_cap: int = 50_000
     # Threads for signature checks when the mempool owns its pool.
     verify_threads: int = 2
@@ -143,8 +102,6 @@ class MempoolConfig:
         for name in (
             "shards",
             "per_account_cap",
-            "per_account_queued",
-            "max_queued",
             "per_shard_cap",
             "verify_threads",
             "max_pending_blocks",
@@ -170,20 +127,6 @@ class MempoolConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class TxStatus:
-    """What this node knows of a transaction it does not hold in a block.
-
-    ``status`` is ``pending`` (the next blocks may include it), ``queued``
-    (waiting for an earlier nonce of its sender) or ``dropped`` (it left the
-    mempool without a block; ``code`` and ``message`` say why).
-    """
-
-    status: str
-    code: str = ""
-    message: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class SubmitResult:
     """The verdict on one submitted transaction; ``code`` is ``accepted`` or an error code."""
 
@@ -199,19 +142,7 @@ class SubmitResult:
 class _Entry:
     """One pending transaction with the fields the hot paths read, unpacked once."""
 
-    __slots__ = (
-        "vtx",
-        "hash",
-        "sender",
-        "shard",
-        "nonce",
-        "fee",
-        "size",
-        "expiry",
-        "seq",
-        "order",
-        "relay",
-    )
+    __slots__ = ("vtx", "hash", "sender", "shard", "nonce", "fee", "size", "expiry", "seq", "order")
 
     def __init__(self, vtx: VerifiedTx, shard: int, seq: int, priority: int) -> None:
         body = vtx.body
@@ -228,30 +159,19 @@ class _Entry:
         # One int that sorts by (priority class, fee), highest first, in a
         # min-heap: fee < 2**64, so priority * 2**64 + fee is lexicographic.
         self.order = -((priority << 64) + body.fee)
-        # A client's transaction admitted as queued: gossip it once it is promoted.
-        self.relay = False
 
 
 class _Account:
-    """A sender's queue and the state it was last checked against.
+    """A sender's queue and the state it was last checked against."""
 
-    The pending transactions are those with nonces in ``[nonce, end)``, every
-    one present; the queued ones are above ``end`` (``end`` itself is missing).
-    """
+    __slots__ = ("nonce", "txs", "fees")
 
-    __slots__ = ("sender", "nonce", "end", "txs", "fees", "queued")
-
-    def __init__(self, sender: bytes, nonce: int) -> None:
-        self.sender = sender
+    def __init__(self, nonce: int) -> None:
         # Next nonce the chain expects from this sender, as last read from state.
         self.nonce = nonce
-        # The nonce after the pending run: the one a client should sign next.
-        self.end = nonce
         self.txs: dict[int, _Entry] = {}
-        # Sum of the fees of every held transaction: all of them must be payable.
+        # Sum of the fees of every queued transaction: all of them must be payable.
         self.fees = 0
-        # How many of ``txs`` are queued (above ``end``).
-        self.queued = 0
 
 
 class _Shard:
@@ -319,18 +239,6 @@ class Mempool:
         self._priority = priority
         self._shards = [_Shard() for _ in range(config.shards)]
         self._by_hash: dict[bytes, _Entry] = {}
-        # Pending (executable) transactions and their encoded bytes: the window.
-        self._pending = 0
-        self._pending_bytes = 0
-        # Queued transactions, and the senders holding some by how many they hold
-        # (each dict in the order senders reached that count): eviction's index.
-        self._queued = 0
-        self._queued_by_count: dict[int, dict[bytes, None]] = {}
-        # Encodings of this node's clients' transactions that became pending since
-        # the last ``take_relay``: what to gossip.
-        self._relay: list[bytes] = []
-        # Hash -> (code, message) of transactions that left without a block.
-        self._dropped: dict[bytes, tuple[str, str]] = {}
         # Hashes of transactions being verified right now, so concurrent
         # submits of the same bytes (gossip echoes) verify them once.
         self._inflight: set[bytes] = set()
@@ -385,28 +293,6 @@ class Mempool:
         entry = self._by_hash.get(tx_hash_)
         return None if entry is None else entry.vtx
 
-    def status(self, tx_hash_: bytes) -> TxStatus | None:
-        """Whether the transaction is pending, queued or was dropped (and why);
-        None if this node does not know it (or forgot its drop)."""
-        e = self._by_hash.get(tx_hash_)
-        if e is not None:
-            acct = self._shards[e.shard].accounts[e.sender]
-            if e.nonce < acct.end:
-                return TxStatus("pending")
-            return TxStatus("queued", "nonce_gap", f"waits for nonce {acct.end} of its sender")
-        dropped = self._dropped.get(tx_hash_)
-        return None if dropped is None else TxStatus("dropped", *dropped)
-
-    @property
-    def pending_count(self) -> int:
-        """Transactions the next blocks may include (what the window counts)."""
-        return self._pending
-
-    @property
-    def queued_count(self) -> int:
-        """Transactions waiting for an earlier nonce of their sender."""
-        return self._queued
-
     def shard_of(self, sender: bytes) -> int:
         # The address is already a hash of the public key, so its first bytes
         # are uniform; no need to hash again.
@@ -426,7 +312,7 @@ class Mempool:
         return iter(list(self._by_hash))
 
     def pending_for(self, sender: bytes) -> list[VerifiedTx]:
-        """The sender's transactions in nonce order (queued ones after a gap included)."""
+        """The sender's queued transactions in nonce order (gaps included)."""
         acct = self._shards[self.shard_of(sender)].accounts.get(sender)
         if acct is None:
             return []
@@ -439,31 +325,23 @@ class Mempool:
         transactions beyond a gap.
         """
         acct = self._shards[self.shard_of(sender)].accounts.get(sender)
-        return None if acct is None else acct.end
-
-    def take_relay(self) -> list[bytes]:
-        """Encodings of the transactions submitted with ``relay`` that became pending
-        since the last call, in that order: what the node gossips."""
-        out, self._relay = self._relay, []
-        return out
+        if acct is None:
+            return None
+        n = acct.nonce
+        while n in acct.txs:
+            n += 1
+        return n
 
     # --- admission ---
 
-    async def submit(
-        self, raw_txs: Sequence[bytes], *, client: bool = False, relay: bool = False
-    ) -> list[SubmitResult]:
+    async def submit(self, raw_txs: Sequence[bytes], *, client: bool = False) -> list[SubmitResult]:
         """Check and admit a batch; one result per input, in input order.
 
-        ``client``: a client's submission, refused before verification beyond the
-        window of ``max_pending_blocks`` blocks' worth of pending transactions.
-        Otherwise a peer's gossip (or the node's own transaction, with ``relay``):
-        refused beyond twice that window. Another member accepted it and will
-        propose it, so a node that refused it early would verify it inside a
-        proposal instead; but a peer must not be able to grow our pool without
-        bound, nor crowd our clients out for longer than a window takes to drain.
-        ``relay``: gossip these once pending (``take_relay``); the node's own
-        transactions (evidence) are submitted with ``relay`` and no ``client``,
-        and no window refuses them.
+        ``client``: a client's submission, which the window of ``max_pending_blocks``
+        may refuse. Transactions from peers are not refused by it: another member
+        accepted them and will propose them, and a node that dropped them would
+        verify them inside a proposal instead, or hold a sender's later nonces
+        without the earlier ones. Every other cap applies to all.
         """
         results: list[SubmitResult | None] = [None] * len(raw_txs)
         todo_idx: list[int] = []
@@ -473,8 +351,7 @@ class Mempool:
         max_tx_bytes = self._params.max_tx_bytes
         by_hash = self._by_hash
         inflight = self._inflight
-        limited = client or not relay
-        room, room_bytes = self._room(1 if client else 2)
+        room, room_bytes = self._room()
         claimed_bytes = 0
         # Known bytes are refused before any signature work, and so is what does not
         # fit. The hash of the raw bytes is the transaction hash: decoding accepts only
@@ -488,7 +365,7 @@ class Mempool:
                 if h in by_hash or h in inflight:
                     results[i] = SubmitResult(h, "duplicate", "transaction already known")
                     continue
-                if limited and (room < 1 or room_bytes < len(raw)):
+                if client and (room < 1 or room_bytes < len(raw)):
                     results[i] = self._full(h)
                     continue
                 room -= 1
@@ -512,18 +389,17 @@ class Mempool:
                 # No hash: bytes that fail stateless checks identify no transaction.
                 results[i] = SubmitResult(None, verdict.code, verdict.message)
             else:
-                r = results[i] = self._admit(verdict, height, relay)
+                r = results[i] = self._admit(verdict, height)
                 accepted += r.code == ACCEPTED
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
         return results  # type: ignore[return-value]
 
-    def _room(self, windows: int) -> tuple[int, int]:
-        """How many more transactions, and bytes, may enter verification now
-        within ``windows`` times the window of ``max_pending_blocks`` blocks."""
-        blocks = windows * self._config.max_pending_blocks
+    def _room(self) -> tuple[int, int]:
+        """How many more transactions, and bytes, may enter verification now."""
+        blocks = self._config.max_pending_blocks
         params = self._params
-        count = blocks * params.max_block_txs - self._pending - len(self._inflight)
-        nbytes = blocks * params.max_block_bytes - self._pending_bytes - self._inflight_bytes
+        count = blocks * params.max_block_txs - len(self._by_hash) - len(self._inflight)
+        nbytes = blocks * params.max_block_bytes - self.total_bytes - self._inflight_bytes
         return count, nbytes
 
     def _full(self, h: bytes) -> SubmitResult:
@@ -531,7 +407,7 @@ class Mempool:
         return SubmitResult(
             h,
             "mempool_full",
-            f"the mempool holds {self._pending} pending transactions and verifies "
+            f"the mempool holds {len(self._by_hash)} transactions and verifies "
             f"{len(self._inflight)}, {blocks} blocks' worth (at most "
             f"{blocks * self._params.max_block_txs} transactions and "
             f"{blocks * self._params.max_block_bytes} bytes): retry later",
@@ -586,7 +462,7 @@ class Mempool:
         verdicts = [verdict for part in parts for verdict in part]
         return complete_checked(raws, verdicts, self._registry, hashes)
 
-    def _admit(self, vtx: VerifiedTx, height: int, relay: bool = False) -> SubmitResult:
+    def _admit(self, vtx: VerifiedTx, height: int) -> SubmitResult:
         """Stateful checks against the latest state, then queue. Event-loop thread only."""
         h = vtx.hash
         if h in self._by_hash:
@@ -597,7 +473,7 @@ class Mempool:
         state_acct = read_account(self._state, sender)
         acct = shard.accounts.get(sender)
         if acct is not None:
-            self._refresh(acct, state_acct.nonce, state_acct.balance)
+            self._refresh(shard, acct, state_acct.nonce, state_acct.balance)
             # The refresh may have emptied, and so forgotten, the account.
             acct = shard.accounts.get(sender)
         # Expiry, minimum fee, nonce below the state nonce, fee above balance.
@@ -622,14 +498,6 @@ class Mempool:
                 f"expected nonce < {base + cfg.nonce_window} (state nonce {base} + "
                 f"{cfg.nonce_window}), got {nonce}",
             )
-        end = base if acct is None else acct.end
-        if nonce > end + cfg.per_account_queued:
-            return SubmitResult(
-                h,
-                "nonce_gap",
-                f"expected nonce <= {end + cfg.per_account_queued} (next nonce {end} + "
-                f"{cfg.per_account_queued} waiting for it), got {nonce}",
-            )
         old = acct.txs.get(nonce) if acct is not None else None
         if old is not None:
             bump = cfg.replace_fee_bump_pct
@@ -643,11 +511,11 @@ class Mempool:
                     f"nonce {nonce} is already queued with fee {old.fee}; "
                     f"a replacement needs fee >= {need}, got {fee}",
                 )
-        elif nonce == end and acct is not None and end - acct.nonce >= cfg.per_account_cap:
+        elif acct is not None and len(acct.txs) >= cfg.per_account_cap:
             return SubmitResult(
                 h,
                 "account_queue_full",
-                f"sender has {end - acct.nonce} pending transactions, the cap is "
+                f"sender has {len(acct.txs)} pending transactions, the cap is "
                 f"{cfg.per_account_cap}",
             )
         queued_fees = (acct.fees if acct is not None else 0) - (old.fee if old else 0)
@@ -671,143 +539,36 @@ class Mempool:
                 f"shard {shard_i} holds {shard.nbytes} bytes; {grow} more exceeds the cap "
                 f"{cfg.per_shard_bytes}",
             )
-        gap = nonce > end
-        if gap and old is None and self._queued >= cfg.max_queued:
-            victim = self._eviction_victim(0 if acct is None else acct.queued)
-            if victim is None:
-                return SubmitResult(
-                    h,
-                    "nonce_gap",
-                    f"this node holds {self._queued} transactions waiting for earlier "
-                    f"nonces (the cap) and none from a sender with more than this one's: "
-                    f"submit nonce {end} first",
-                )
-            self._evict(victim)
-        message = f"queued: waits for nonce {end}" if gap else "accepted"
+        message = "accepted"
         if old is not None:
             # May forget the account when old was its only entry: look it up after.
-            self._drop(old, "replaced", f"replaced by {h.hex()} (higher fee)", demote=False)
+            self._remove(old)
             message = f"replaced {old.hash.hex()}"
         acct = shard.accounts.get(sender)
         if acct is None:
-            acct = shard.accounts[sender] = _Account(sender, state_acct.nonce)
-        self._insert(shard, acct, vtx, shard_i, relay)
+            acct = shard.accounts[sender] = _Account(state_acct.nonce)
+        self._insert(shard, acct, vtx, shard_i)
         return SubmitResult(h, ACCEPTED, message)
 
-    def _insert(
-        self, shard: _Shard, acct: _Account, vtx: VerifiedTx, shard_i: int, relay: bool
-    ) -> None:
+    def _insert(self, shard: _Shard, acct: _Account, vtx: VerifiedTx, shard_i: int) -> None:
         priority = self._priority(vtx) if self._priority is not None else 0
         e = _Entry(vtx, shard_i, next(self._seq), priority)
-        h = e.hash
-        n = e.nonce
-        acct.txs[n] = e
+        acct.txs[e.nonce] = e
         acct.fees += e.fee
         shard.count += 1
         shard.nbytes += e.size
-        self._by_hash[h] = e
-        if self._dropped:
-            self._dropped.pop(h, None)
+        self._by_hash[e.hash] = e
         bucket = self._expiry.get(e.expiry)
         if bucket is None:
             bucket = self._expiry[e.expiry] = set()
             heapq.heappush(self._expiry_heights, e.expiry)
-        bucket.add(h)
-        if n <= acct.end:
-            # Pending: the next in the run, or a replacement inside it.
-            self._pending += 1
-            self._pending_bytes += e.size
-            if relay:
-                self._relay.append(vtx.encoded)
-            if n == acct.end:
-                acct.end = n + 1
-                if acct.queued:
-                    self._promote(acct)
-        else:
-            e.relay = relay
-            self._set_queued(acct, acct.queued + 1)
+        bucket.add(e.hash)
 
-    def _promote(self, acct: _Account) -> None:
-        """Move the queued transactions that now continue the run to pending."""
-        txs = acct.txs
-        end = acct.end
-        moved = 0
-        while (e := txs.get(end)) is not None:
-            self._pending += 1
-            self._pending_bytes += e.size
-            if e.relay:
-                self._relay.append(e.vtx.encoded)
-                e.relay = False
-            end += 1
-            moved += 1
-        acct.end = end
-        if moved:
-            self._set_queued(acct, acct.queued - moved)
-
-    def _set_queued(self, acct: _Account, count: int) -> None:
-        """Set how many queued transactions ``acct`` holds, keeping the totals and
-        the eviction index."""
-        old = acct.queued
-        if old == count:
-            return
-        index = self._queued_by_count
-        if old:
-            senders = index[old]
-            del senders[acct.sender]
-            if not senders:
-                del index[old]
-        if count:
-            senders = index.get(count)
-            if senders is None:
-                senders = index[count] = {}
-            senders[acct.sender] = None
-        self._queued += count - old
-        acct.queued = count
-
-    def _eviction_victim(self, holds: int) -> _Account | None:
-        """The sender whose queued transaction goes to make room for one from a sender
-        that ``holds`` queued already: the one with the most (longest at that count)
-        if that is more than ``holds``."""
-        index = self._queued_by_count
-        if not index:
-            return None
-        top = max(index)
-        if top <= holds:
-            return None
-        sender = next(iter(index[top]))
-        return self._shards[self.shard_of(sender)].accounts[sender]
-
-    def _evict(self, acct: _Account) -> None:
-        """Drop the highest queued nonce of ``acct`` (which never opens a gap)."""
-        e = acct.txs[max(acct.txs)]
-        self._drop(
-            e,
-            "evicted",
-            f"evicted while waiting for nonce {acct.end}: this node's room for "
-            f"transactions above a missing nonce ({self._config.max_queued}) was full",
-        )
-
-    def _drop(self, e: _Entry, code: str, message: str, *, demote: bool = True) -> None:
-        """Remove ``e`` without a block, remembering why for ``status``."""
-        dropped = self._dropped
-        dropped[e.hash] = (code, message)
-        if len(dropped) > _DROPPED_MEMORY:
-            del dropped[next(iter(dropped))]
-        self._remove(e, demote=demote)
-
-    def _remove(self, e: _Entry, *, demote: bool = True) -> None:
-        """Drop one entry everywhere; an emptied account is forgotten (memory bound).
-
-        Removing a pending transaction below the top of its run demotes the
-        ones above it to queued (``demote``) and holds them to the queued
-        budget. Without ``demote`` the run is left as it is: the caller
-        replaces the entry, or is moving the state nonce past it.
-        """
+    def _remove(self, e: _Entry) -> None:
+        """Drop one entry everywhere; an emptied account is forgotten (memory bound)."""
         shard = self._shards[e.shard]
         acct = shard.accounts[e.sender]
-        n = e.nonce
-        txs = acct.txs
-        del txs[n]
+        del acct.txs[e.nonce]
         acct.fees -= e.fee
         shard.count -= 1
         shard.nbytes -= e.size
@@ -815,72 +576,21 @@ class Mempool:
         bucket = self._expiry.get(e.expiry)
         if bucket is not None:
             bucket.discard(e.hash)
-        end = acct.end
-        if n < end:
-            self._pending -= 1
-            self._pending_bytes -= e.size
-            if demote:
-                acct.end = n
-        else:
-            self._set_queued(acct, acct.queued - 1)
-        if not txs:
+        if not acct.txs:
             del shard.accounts[e.sender]
-        elif demote and n < end and (n + 1 < end or acct.queued):
-            self._demote(acct, n + 1, end)
 
-    def _demote(self, acct: _Account, first: int, end: int) -> None:
-        """The run of ``acct`` shrank: nonces ``first..end-1`` (maybe none) lost
-        their place in it. Queue them, and drop what now lies beyond the sender's
-        queued budget."""
-        txs = acct.txs
-        for k in range(first, end):
-            e = txs[k]
-            self._pending -= 1
-            self._pending_bytes -= e.size
-        self._set_queued(acct, acct.queued + max(0, end - first))
-        limit = acct.end + self._config.per_account_queued
-        for k in [k for k in txs if k > limit]:
-            self._drop(
-                txs[k],
-                "nonce_gap",
-                f"nonce {acct.end} of its sender left the mempool without a block, and "
-                f"nonce {k} is more than {self._config.per_account_queued} above it",
-            )
-
-    def _refresh(self, acct: _Account, nonce: int, balance: int) -> None:
+    def _refresh(self, shard: _Shard, acct: _Account, nonce: int, balance: int) -> None:
         """Bring a sender's queue in line with its state: drop used nonces, trim unpayable fees."""
         if nonce > acct.nonce:
             for stale in [e for n, e in acct.txs.items() if n < nonce]:
-                self._drop(
-                    stale,
-                    "nonce_too_low",
-                    f"nonce {stale.nonce} was used by another transaction",
-                    demote=False,
-                )
-            acct.nonce = nonce
-            if acct.end < nonce:
-                acct.end = nonce
-                if acct.queued:
-                    self._promote(acct)
+                self._remove(stale)
+        acct.nonce = nonce
         if acct.fees > balance:
             # Trim from the top so what is left stays a prefix: no gap opens.
             for n in sorted(acct.txs, reverse=True):
                 if acct.fees <= balance:
                     break
-                self._drop(
-                    acct.txs[n],
-                    "insufficient_fee",
-                    f"balance {balance} can no longer pay the fees of its sender's "
-                    f"transactions up to nonce {n}",
-                )
-
-    def _shrink_queued(self) -> None:
-        """Evict queued transactions until the node holds at most ``max_queued``."""
-        cap = self._config.max_queued
-        while self._queued > cap:
-            victim = self._eviction_victim(0)
-            assert victim is not None
-            self._evict(victim)
+                self._remove(acct.txs[n])
 
     # --- block building ---
 
@@ -895,7 +605,7 @@ class Mempool:
         its sender's run for this block. Nothing is removed: the pool changes
         only on commit, so a block that fails to commit loses nothing.
         """
-        if max_txs <= 0 or max_bytes <= 0 or not self._pending:
+        if max_txs <= 0 or max_bytes <= 0 or not self._by_hash:
             return []
         next_height = self._height_fn() + 1
         heappop, heapreplace = heapq.heappop, heapq.heapreplace
@@ -949,53 +659,39 @@ class Mempool:
         """Forget what a committed block included and re-check the senders it touched.
 
         ``rejected_hashes`` are transactions the block builder left out as not
-        includable (expired, unpayable, ...); they are dropped too, and their
-        senders' later transactions queued. ``senders`` names further accounts
-        whose nonce or balance the block may have changed (senders of
-        transactions this node never saw, receivers); their queues are re-read
-        from state as well. The work is proportional to the transactions and
-        senders touched plus those expiring, never to the whole pool. Call it
-        once ``state`` and ``height_fn`` show the block.
+        includable (expired, unpayable, ...); they are dropped too. ``senders``
+        names further accounts whose nonce or balance the block may have
+        changed (senders of transactions this node never saw, receivers);
+        their queues are re-read from state as well. The work is proportional
+        to the transactions and senders touched plus those expiring, never to
+        the whole pool. Call it once ``state`` and ``height_fn`` show the block.
         """
         touched: set[bytes] = set(senders)
         by_hash = self._by_hash
-        for h in included_hashes:
-            e = by_hash.get(h)
-            if e is not None:
-                touched.add(e.sender)
-                # The bottom of its run: the refresh below moves the run past it.
-                self._remove(e, demote=False)
-        for h in rejected_hashes:
-            e = by_hash.get(h)
-            if e is not None:
-                touched.add(e.sender)
-                self._drop(e, "not_includable", "the block builder could not include it")
+        for hashes in (included_hashes, rejected_hashes):
+            for h in hashes:
+                e = by_hash.get(h)
+                if e is not None:
+                    touched.add(e.sender)
+                    self._remove(e)
         for sender in touched:
-            acct = self._shards[self.shard_of(sender)].accounts.get(sender)
+            shard = self._shards[self.shard_of(sender)]
+            acct = shard.accounts.get(sender)
             if acct is not None:
                 a = get_account(self._state, sender)
-                self._refresh(acct, a.nonce, a.balance)
+                self._refresh(shard, acct, a.nonce, a.balance)
         self._expire(self._height_fn() + 1)
-        self._shrink_queued()
 
     def _expire(self, next_height: int) -> None:
         """Drop transactions that can no longer be included at ``next_height`` or later.
 
-        A later nonce of the same sender stays, queued: the sender may still
-        fill the slot with a fresh transaction.
+        A later nonce of the same sender stays: the sender may still fill the
+        slot with a fresh transaction.
         """
         heights = self._expiry_heights
-        by_hash = self._by_hash
         while heights and heights[0] < next_height:
-            height = heapq.heappop(heights)
-            for h in self._expiry.pop(height):
-                # Gone already if the demotion of an earlier one dropped it.
-                e = by_hash.get(h)
-                if e is not None:
-                    self._drop(e, "expired", f"not included by its expiry height {height}")
+            for h in self._expiry.pop(heapq.heappop(heights)):
+                self._remove(self._by_hash[h])
 
     def __repr__(self) -> str:
-        return (
-            f"Mempool(txs={len(self)}, pending={self._pending}, queued={self._queued}, "
-            f"shards={self.shard_sizes()})"
-        )
+        return f"Mempool(txs={len(self)}, shards={self.shard_sizes()})"

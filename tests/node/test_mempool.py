@@ -271,19 +271,10 @@ async def test_nonce_gap_beyond_window(pool):
 
 async def test_account_queue_full(pool):
     env = Env(pool, per_account_cap=3, max_nonce_ahead=10)
-    codes = await env.submit(*(make_tx(KEYS[0], n) for n in (0, 1, 2, 3)))
+    codes = await env.submit(*(make_tx(KEYS[0], n) for n in (0, 2, 4, 6)))
     assert codes == ["accepted", "accepted", "accepted", "account_queue_full"]
     # Other senders are unaffected.
     assert await env.submit(make_tx(KEYS[1], 0)) == ["accepted"]
-
-
-async def test_queued_nonces_stay_close_to_the_run(pool):
-    env = Env(pool, per_account_queued=2)
-    k = KEYS[0]
-    # The run is [0]; nonces 2 and 3 may wait for 1, nonce 4 may not.
-    codes = await env.submit(make_tx(k, 0), make_tx(k, 2), make_tx(k, 3), make_tx(k, 4))
-    assert codes == ["accepted", "accepted", "accepted", "nonce_gap"]
-    assert env.mempool.pending_count == 1 and env.mempool.queued_count == 2
 
 
 async def test_mempool_full_by_count(pool):
@@ -350,155 +341,16 @@ async def test_the_window_counts_bytes_and_batches_still_in_verification(pool):
     assert env.mempool.total_bytes == 3 * size
 
 
-async def test_peers_get_twice_the_window_of_clients(pool):
+async def test_the_window_refuses_clients_but_not_peers(pool):
     params = dataclasses.replace(PARAMS, max_block_txs=1)
     env = Env(pool, params=params, max_pending_blocks=1)
     assert await env.submit(make_tx(KEYS[0], 0), make_tx(KEYS[1], 0), client=True) == [
         "accepted",
         "mempool_full",
     ]
-    # Gossip: another member accepted it and will propose it; but a peer cannot
-    # grow the pending transactions beyond two windows.
-    assert await env.submit(make_tx(KEYS[1], 0), make_tx(KEYS[2], 0)) == [
-        "accepted",
-        "mempool_full",
-    ]
-    # The node's own transactions (evidence) are never refused by the window.
-    own = await env.mempool.submit([make_tx(KEYS[3], 0)], relay=True)
-    assert [r.code for r in own] == ["accepted"]
-    assert env.mempool.pending_count == len(env.mempool) == 3
-
-
-# --- the nonce-gap flood (issue 10): gaps never count against the window ---
-
-
-async def gap_flood(env: Env, attackers: list[PrivateKey], client: bool) -> list[str]:
-    """Every attacker sends nonces 1..63 (nonce 0 never comes), in batches of 9."""
-    codes: list[str] = []
-    for k in attackers:
-        for first in range(1, 64, 9):
-            batch = (make_tx(k, n) for n in range(first, first + 9))
-            codes += await env.submit(*batch, client=client)
-    return codes
-
-
-@pytest.mark.parametrize("client", [True, False], ids=["clients", "gossip"])
-async def test_a_nonce_gap_flood_leaves_the_window_to_honest_clients(pool, client):
-    params = dataclasses.replace(PARAMS, max_block_txs=20)
-    env = Env(pool, params=params, max_pending_blocks=2)
-    attackers, honest = KEYS[1:41], KEYS[0]
-    codes = await gap_flood(env, attackers, client)
-    # Each attacker gets its own small budget of queued transactions (nonces
-    # 1..16 wait for 0, the rest are refused); nothing is pending.
-    assert "mempool_full" not in codes
-    assert codes.count("accepted") == 40 * 16 and codes.count("nonce_gap") == 40 * (63 - 16)
-    assert env.mempool.pending_count == 0 and env.mempool.queued_count == 40 * 16
-    assert env.mempool.select(100, 10**6) == []
-    # An honest client is admitted and its transfer goes in the next block.
-    raw = make_tx(honest, 0)
-    (result,) = await env.mempool.submit([raw], client=True)
-    assert result.accepted, result
-    assert [v.hash for v in env.mempool.select(100, 10**6)] == [tx_hash(raw)]
-    # So are a whole window's worth of honest transactions.
-    codes = await env.submit(*(make_tx(honest, n) for n in range(1, 40)), client=True)
-    assert codes == ["accepted"] * 39
-
-
-async def test_a_full_queue_evicts_the_sender_with_most_gaps(pool):
-    env = Env(pool, max_queued=4)
-    flooder, honest = KEYS[1], KEYS[0]
-    flood = [make_tx(flooder, n) for n in (1, 2, 3, 4)]
-    assert await env.submit(*flood) == ["accepted"] * 4
-    # A sender without queued transactions takes the flooder's highest nonce.
-    waiting = make_tx(honest, 1)
-    (result,) = await env.mempool.submit([waiting])
-    assert result.accepted and "waits for nonce 0" in result.message
-    assert env.mempool.queued_count == 4
-    gone = env.mempool.status(tx_hash(flood[3]))
-    assert gone is not None and (gone.status, gone.code) == ("dropped", "evicted")
-    # The flooder, now holding the most, cannot take a slot back.
-    assert await env.submit(make_tx(flooder, 4)) == ["nonce_gap"]
-    # A second sender takes the flooder's slots until it holds the most itself;
-    # the honest sender, holding one, is never the one evicted.
-    codes = await env.submit(*(make_tx(KEYS[2], n) for n in (1, 2, 3)))
-    assert codes == ["accepted", "accepted", "nonce_gap"]
-    assert [len(env.mempool.pending_for(k.address)) for k in KEYS[:3]] == [1, 1, 2]
-    assert env.mempool.status(tx_hash(waiting)).status == "queued"
-
-
-async def test_a_filled_gap_promotes_and_relays_once(env):
-    k = KEYS[0]
-    later = [make_tx(k, n) for n in (1, 2)]
-    first = make_tx(k, 0)
-    results = await env.mempool.submit(later, client=True, relay=True)
-    assert all(r.accepted and "queued" in r.message for r in results)
-    # Queued transactions are not gossiped: a gap costs the peers nothing.
-    assert env.mempool.take_relay() == []
-    assert env.mempool.next_nonce(k.address) == 0
-    assert [env.mempool.status(tx_hash(r)).status for r in later] == ["queued", "queued"]
-    await env.mempool.submit([first], client=True, relay=True)
-    assert env.mempool.take_relay() == [first, *later]
-    assert env.mempool.take_relay() == []
-    assert env.mempool.pending_count == 3 and env.mempool.queued_count == 0
-    assert env.mempool.next_nonce(k.address) == 3
-    assert [env.mempool.status(tx_hash(r)).status for r in later] == ["pending", "pending"]
-    # Peers' transactions are never relayed by this node.
-    await env.submit(make_tx(KEYS[1], 0))
-    assert env.mempool.take_relay() == []
-
-
-async def test_expiry_demotes_the_rest_of_the_run_within_the_queued_budget(pool):
-    env = Env(pool, per_account_queued=2)
-    k = KEYS[0]
-    raws = [make_tx(k, n, expiry=3 if n == 1 else 50) for n in range(5)]
-    assert await env.submit(*raws, client=True) == ["accepted"] * 5
-    assert env.mempool.pending_count == 5
-    env.height = 3
-    env.mempool.on_block_committed([])
-    # Nonce 1 expired: 2 and 3 wait for it, 4 is beyond the sender's budget.
-    status = [env.mempool.status(tx_hash(r)) for r in raws]
-    assert [(s.status, s.code) for s in status] == [
-        ("pending", ""),
-        ("dropped", "expired"),
-        ("queued", "nonce_gap"),
-        ("queued", "nonce_gap"),
-        ("dropped", "nonce_gap"),
-    ]
-    assert env.mempool.pending_count == 1 and env.mempool.queued_count == 2
-    assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [0]
-    # The sender refills the slot and the run is whole again.
-    assert await env.submit(make_tx(k, 1, expiry=60), client=True) == ["accepted"]
-    assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [0, 1, 2, 3]
-
-
-async def test_demotion_keeps_the_node_queue_bounded(pool):
-    env = Env(pool, max_queued=3)
-    a, b = KEYS[0], KEYS[1]
-    await env.submit(*(make_tx(a, n, expiry=3 if n == 0 else 50) for n in range(4)))
-    await env.submit(make_tx(b, 2))
-    assert env.mempool.queued_count == 1
-    env.height = 3
-    env.mempool.on_block_committed([])
-    # a's nonces 1..3 are queued now: four queued, one over the cap; a holds the most.
-    assert env.mempool.queued_count == 3
-    assert [v.body.nonce for v in env.mempool.pending_for(a.address)] == [1, 2]
-    assert len(env.mempool.pending_for(b.address)) == 1
-
-
-async def test_replaced_and_stale_transactions_say_why(env):
-    k = KEYS[0]
-    low, high = make_tx(k, 0, fee=10), make_tx(k, 0, fee=100)
-    other = make_tx(k, 1)
-    await env.submit(low, other)
-    await env.submit(high)
-    s = env.mempool.status(tx_hash(low))
-    assert (s.status, s.code) == ("dropped", "replaced") and tx_hash(high).hex() in s.message
-    # Nonces 0 and 1 used by transactions from elsewhere.
-    env.state.put(k.address, RICH, nonce=2)
-    env.height += 1
-    env.mempool.on_block_committed([], senders=[k.address])
-    assert env.mempool.status(tx_hash(other)).code == "nonce_too_low"
-    assert env.mempool.status(b"\x01" * 32) is None
+    # Gossip: another member accepted it and will propose it.
+    assert await env.submit(make_tx(KEYS[1], 0)) == ["accepted"]
+    assert len(env.mempool) == 2
 
 
 def test_config_is_checked():
@@ -508,10 +360,6 @@ def test_config_is_checked():
         MempoolConfig(max_nonce_ahead=0)
     with pytest.raises(ValueError, match="max_pending_blocks"):
         MempoolConfig(max_pending_blocks=0)
-    with pytest.raises(ValueError, match="per_account_queued"):
-        MempoolConfig(per_account_queued=0)
-    with pytest.raises(ValueError, match="max_queued"):
-        MempoolConfig(max_queued=0)
     assert MempoolConfig(per_account_cap=7).nonce_window == 7
 
 
@@ -691,8 +539,8 @@ async def test_commit_expires_untouched_senders(env):
 async def test_empty_accounts_are_forgotten(env):
     await env.submit(make_tx(KEYS[0], 0))
     env.commit(env.mempool.select(10, 10**6))
-    assert len(env.mempool) == 0 and env.mempool.next_nonce(KEYS[0].address) is None
-    assert env.mempool.pending_count == env.mempool.queued_count == 0
+    assert len(env.mempool) == 0
+    assert all(not s.accounts for s in env.mempool._shards)
     assert env.mempool.total_bytes == 0
 
 
@@ -792,8 +640,6 @@ class MempoolMachine(RuleBasedStateMachine):
             shards=2,
             per_account_cap=3,
             max_nonce_ahead=5,
-            per_account_queued=2,
-            max_queued=4,
             per_shard_cap=7,
             per_shard_bytes=10**6,
         )
@@ -828,18 +674,12 @@ class MempoolMachine(RuleBasedStateMachine):
         results = asyncio.run(env.mempool.submit(raws))
         assert len(results) == len(raws)
         replaced = {bytes.fromhex(r.message.split()[1]) for r in results if "replaced" in r.message}
-        evicted = sum(r.accepted and "queued" in r.message for r in results)
         for raw, r in zip(raws, results, strict=True):
             assert r.code in ADMISSION_CODES, r
-            if r.accepted and r.hash not in replaced and not evicted:
+            if r.accepted and r.hash not in replaced:
                 assert env.mempool.contains(r.hash)
             if r.code != "accepted" and r.code != "duplicate":
                 assert not env.mempool.contains(tx_hash(raw))
-        # Whatever was accepted and is gone says why.
-        for r in results:
-            if r.accepted and not env.mempool.contains(r.hash):
-                s = env.mempool.status(r.hash)
-                assert s is not None and s.status == "dropped", (r, s)
 
     @rule(max_txs=st.integers(0, 8), max_bytes=st.sampled_from([0, 400, 10**6, 10**6]))
     def block(self, max_txs, max_bytes) -> None:
@@ -889,48 +729,32 @@ class MempoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def consistent(self) -> None:
-        """Checked through the public reads only: every sender's run and queue."""
         env, cfg = self.env, self.cfg
         m = env.mempool
-        counts = [0] * cfg.shards
-        nbytes = [0] * cfg.shards
-        pending = queued = 0
-        for k in SIM_KEYS:
-            address = k.address
-            state = env.state.account(address)
-            held = m.pending_for(address)
-            nonces = [v.body.nonce for v in held]
-            assert nonces == sorted(set(nonces))
-            end = state.nonce
-            while end in nonces:
-                end += 1
-            assert m.next_nonce(address) == (end if held else None)
-            run = [v for v in held if v.body.nonce < end]
-            waiting = [v for v in held if v.body.nonce > end]
-            assert len(run) + len(waiting) == len(held)
-            # Admission stops a run at the cap; a filled gap may promote past it.
-            assert len(run) <= min(cfg.nonce_window, cfg.per_account_cap + cfg.per_account_queued)
-            assert len(waiting) <= cfg.per_account_queued
-            assert sum(v.body.fee for v in held) <= state.balance
-            for v in held:
-                n = v.body.nonce
-                assert state.nonce <= n < state.nonce + cfg.nonce_window
-                assert n <= end + cfg.per_account_queued
-                assert v.body.expiry_height >= env.height + 1, "expired entries are dropped"
-                assert m.get(v.hash) is v
-                want = "pending" if n < end else "queued"
-                assert m.status(v.hash).status == want
-            pending += len(run)
-            queued += len(waiting)
-            shard = m.shard_of(address)
-            counts[shard] += len(held)
-            nbytes[shard] += sum(v.size for v in held)
-        assert m.shard_sizes() == counts and m.shard_bytes() == nbytes
-        assert all(c <= cfg.per_shard_cap for c in counts)
-        assert all(b <= cfg.per_shard_bytes for b in nbytes)
-        assert (m.pending_count, m.queued_count) == (pending, queued)
-        assert queued <= cfg.max_queued
-        assert len(m) == pending + queued
+        total = 0
+        for i, shard in enumerate(m._shards):
+            assert shard.count <= cfg.per_shard_cap
+            assert shard.nbytes <= cfg.per_shard_bytes
+            count = nbytes = 0
+            for address, acct in shard.accounts.items():
+                assert acct.txs, "empty accounts are forgotten"
+                assert m.shard_of(address) == i
+                state = env.state.account(address)
+                assert acct.nonce == state.nonce
+                assert len(acct.txs) <= cfg.per_account_cap
+                assert acct.fees == sum(e.fee for e in acct.txs.values()) <= state.balance
+                for n, e in acct.txs.items():
+                    assert n == e.nonce and e.sender == address
+                    assert state.nonce <= n < state.nonce + cfg.nonce_window
+                    assert e.expiry >= env.height + 1, "expired entries are dropped"
+                    assert m.get(e.hash) is e.vtx
+                count += len(acct.txs)
+                nbytes += sum(e.size for e in acct.txs.values())
+            assert (count, nbytes) == (shard.count, shard.nbytes)
+            total += count
+        assert total == len(m) == sum(m.shard_sizes())
+        live = {h for hs in m._expiry.values() for h in hs}
+        assert live == set(m._by_hash)
 
 
 ADMISSION_CODES = {
