@@ -98,7 +98,8 @@ class Application(Protocol):
 
     def validate(self, block: Block) -> bool:
         """Fully validate ``block`` on top of the last committed block, execution
-        included. The application caches the result so ``commit`` need not re-execute."""
+        included. The application caches the result so ``commit`` need not re-execute.
+        The engine calls it only with a body it matched to the header's tx root."""
         ...
 
     def commit(self, block: Block, commit: Commit) -> None:

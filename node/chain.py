@@ -232,12 +232,18 @@ class Chain:
         )
 
     def verify(
-        self, block: Block, known: Callable[[bytes], VerifiedTx | None] | None = None
+        self,
+        block: Block,
+        known: Callable[[bytes], VerifiedTx | None] | None = None,
+        *,
+        body_matched: bool = False,
     ) -> ExecutedBlock:
         """Fully validate a block from elsewhere against the head, executing it strictly.
 
         Transactions already verified by this node (``known(tx_hash)`` finds them,
-        e.g. the mempool's ``get``) are not verified again.
+        e.g. the mempool's ``get``) are not verified again. ``body_matched`` says the
+        caller already checked the transactions against the header's tx root (the
+        consensus engine does, where a block enters), so it is not computed twice.
         """
         height = block.header.height
         validate_header(
@@ -249,7 +255,8 @@ class Chain:
             validators=self.validators_for(height),
             prev_validators=self.validators_for(height - 1) if height > 1 else None,
         )
-        validate_tx_root(block)
+        if not body_matched:
+            validate_tx_root(block)
         encoded = block.txs
         params = self.params_for(height)
         verified = self._verify_txs(encoded, known or _nothing_known, params.max_tx_bytes)

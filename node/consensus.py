@@ -199,8 +199,9 @@ class ChainApplication:
             return True
         try:
             # Transactions this node already verified are not verified again; the
-            # chain hashes each transaction once and asks the mempool by hash.
-            executed = self.chain.verify(block, self.txs.get)
+            # chain hashes each transaction once and asks the mempool by hash. The
+            # engine hands over only bodies it matched to their header on entry.
+            executed = self.chain.verify(block, self.txs.get, body_matched=True)
         except Invalid as exc:
             log.warning("invalid proposal %d %s: %s", block.header.height, block.hash.hex(), exc)
             return False
