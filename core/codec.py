@@ -92,14 +92,27 @@ class Wire:
         a transaction built calls this, so a value that could not be read back fails
         there, not on the next read. Messages are the project's own (they end up in
         receipts, which are consensus data), never a library's."""
-        name = type(self).__name__
+        cls = type(self)
+        codec = _codec_for(cls)
         try:
-            raw = self.encode()
+            fields = codec.dump(self)
+            raw = _packb(fields)
         except (OverflowError, ValueError, TypeError) as exc:
-            raise DecodeError(f"{name} holds a value outside its encoding's range") from exc
+            raise DecodeError(f"{cls.__name__} holds a value outside its encoding's range") from exc
         if len(raw) > max_size:
-            raise DecodeError(f"{name} is {len(raw)} bytes encoded, at most {max_size}")
-        type(self).decode(raw)
+            raise DecodeError(f"{cls.__name__} is {len(raw)} bytes encoded, at most {max_size}")
+        # The dumped fields are what decoding checks once it has unpacked: checking them
+        # as they are spares an unpack and a re-encoding per write (block execution's
+        # hot path). Anything the fast check refuses takes the whole decode, which has
+        # the last word and the precise error.
+        if len(raw) <= codec.max_encoded:
+            try:
+                checked = codec.fast_check(fields)
+            except Exception:
+                checked = _FAIL
+            if checked is not _FAIL:
+                return raw
+        cls.decode(raw)
         return raw
 
     def to_raw(self) -> list[Any]:

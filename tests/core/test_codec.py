@@ -196,3 +196,22 @@ def test_array_header_matches_msgpack_at_size_boundaries():
         packed = msgpack.packb([None] * n)
         assert packed.startswith(array_header(n))
         assert len(packed) == len(array_header(n)) + n
+
+
+def test_checked_encoding_refuses_what_decode_would():
+    from dataclasses import dataclass
+    from typing import Annotated
+
+    from core.codec import MaxItems, Wire
+
+    @dataclass(frozen=True, slots=True)
+    class Tally(Wire):
+        total: int
+        items: Annotated[tuple[int, ...], MaxItems(2)]
+
+    assert Tally.decode(Tally(5, (1, 2)).checked_encoding()) == Tally(5, (1, 2))
+    for bad in (Tally(-1, ()), Tally(2**64, ()), Tally(1, (1, 2, 3))):
+        with pytest.raises(DecodeError):
+            bad.checked_encoding()
+    with pytest.raises(DecodeError, match="3 bytes encoded, at most 2"):
+        Tally(1, ()).checked_encoding(max_size=2)
