@@ -26,7 +26,7 @@ from core import (
     tx_hash,
     unpack_raw,
 )
-from node.bodies import BodyError, parse_json_txs, split_msgpack_batch
+from node.bodies import parse_json_txs, split_msgpack_batch
 from node.mempool import SubmitResult
 from node.openapi import add_openapi_route
 from node.reader import NodeChainReader, header_of_block
@@ -154,13 +154,11 @@ async def _read_raw_txs(request: web.Request) -> tuple[list[bytes], bool]:
     separators before anything is unpacked (``node.bodies``).
     """
     body = await request.read()
-    try:
-        if request.content_type in MSGPACK_TYPES:
-            # A msgpack body is always a batch: an array of encoded SignedTx (bin).
-            return split_msgpack_batch(body, MAX_BATCH), True
-        return parse_json_txs(body, MAX_BATCH)
-    except BodyError as exc:
-        raise ApiError(400, exc.code, exc.message) from None
+    # A refusal is a BodyError (an Invalid): the middleware answers 400 with its code.
+    if request.content_type in MSGPACK_TYPES:
+        # A msgpack body is always a batch: an array of encoded SignedTx (bin).
+        return split_msgpack_batch(body, MAX_BATCH), True
+    return parse_json_txs(body, MAX_BATCH)
 
 
 async def submit_txs(request: web.Request) -> web.Response:

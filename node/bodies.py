@@ -15,19 +15,20 @@ from __future__ import annotations
 import binascii
 import json
 
+from core import Invalid
+
 # msgpack array headers: fixarray 0x90-0x9f (count in the low nibble), array 16 and 32.
 _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
 # msgpack bin headers (a SignedTx encoding is always a bin).
 _BIN8, _BIN16, _BIN32 = 0xC4, 0xC5, 0xC6
 
 
-class BodyError(Exception):
-    """A body refused before parsing: ``code`` is ``malformed`` or ``too_large``."""
+class BodyError(Invalid):
+    """A body refused before parsing: ``code`` is ``malformed`` or ``too_large``. Part
+    of the one error tree, so the API's middleware renders it as any ``Invalid`` (400)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code)
 
 
 def _uint(body: bytes, pos: int, size: int) -> int:
