@@ -239,18 +239,24 @@ class EvidencePool:
     commit; evidence of an older height goes out at once. Runs on the consensus thread.
     """
 
+    # Evidence remembered (so it is submitted once) for this many heights below the
+    # last commit: more than any chain's max_evidence_age_blocks would accept, and a
+    # bound on what a producer that keeps double-signing makes this node hold.
+    REMEMBER_HEIGHTS = 10_000
+
     def __init__(self, submit: Callable[[DuplicateVoteEvidence], None]) -> None:
         self._submit = submit
-        self._seen: set[bytes] = set()
+        # Encoding of each piece seen -> the height of its votes.
+        self._seen: dict[bytes, int] = {}
         # Evidence of heights not yet committed, in the order it was caught.
         self._waiting: list[DuplicateVoteEvidence] = []
 
     def add(self, evidence: DuplicateVoteEvidence, committed_height: int) -> None:
         """New evidence, with the height of the last committed block."""
         key = evidence.encode()
-        if key in self._seen:
+        if key in self._seen or evidence.vote_a.height + self.REMEMBER_HEIGHTS < committed_height:
             return
-        self._seen.add(key)
+        self._seen[key] = evidence.vote_a.height
         if evidence.vote_a.height > committed_height:
             self._waiting.append(evidence)
         else:
@@ -258,6 +264,9 @@ class EvidencePool:
 
     def committed(self, height: int) -> None:
         """Block ``height`` is final: evidence up to it can go into the next block."""
+        floor = height - self.REMEMBER_HEIGHTS
+        if self._seen and min(self._seen.values()) < floor:
+            self._seen = {k: h for k, h in self._seen.items() if h >= floor}
         ready = [ev for ev in self._waiting if ev.vote_a.height <= height]
         if ready:
             self._waiting = [ev for ev in self._waiting if ev.vote_a.height > height]

@@ -53,3 +53,18 @@ def test_evidence_of_a_committed_height_goes_out_at_once_and_only_once() -> None
     pool.committed(8)
     pool.committed(8)
     assert sent == [old, open_]
+
+
+def test_evidence_too_old_for_any_chain_is_neither_sent_nor_kept() -> None:
+    sent: list[DuplicateVoteEvidence] = []
+    pool = EvidencePool(sent.append)
+    keep = EvidencePool.REMEMBER_HEIGHTS
+    ancient = _evidence(height=1)
+    pool.add(ancient, committed_height=keep + 2)
+    assert sent == []
+    # What is remembered ages out too: the same piece, once old enough, is not resent.
+    recent = _evidence(height=100)
+    pool.add(recent, committed_height=100)
+    pool.committed(100 + keep + 1)
+    pool.add(recent, committed_height=100 + keep + 1)
+    assert sent == [recent]
