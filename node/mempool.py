@@ -16,6 +16,24 @@ run from the state nonce is ever offered to a block. Each admitted transaction
 is kept as its ``VerifiedTx`` so block building reuses the verdict: a
 transaction is verified once per node.
 
+Pending and queued (Geth's txpool split). A sender's *pending* transactions are
+the contiguous run from its state nonce, which the next blocks can include; its
+*queued* ones sit above a missing nonce. Queued transactions never pay until the
+gap fills, so they must not hold the admission window: only pending ones count
+against ``max_pending_blocks``. Queued ones live in their own budget instead,
+``max_queued`` per node (per sender the nonce window bounds them). The budget is
+large because honest reordering fills it: a client behind a load balancer sends
+consecutive nonces to different nodes, so most of its transactions reach a node
+before their predecessor's gossip (``benches.throughput`` keeps up to four
+batches of 2,000 in flight). When the budget is full, a new queued transaction
+evicts the highest nonce of the sender holding the most queued ones, if that
+sender holds more than the newcomer's; otherwise it is refused as
+``mempool_full`` (retry later, by when the gap has usually filled), never as a
+final error that would leave a permanent hole. Eviction takes only queued
+transactions, so no pending run ever gets a gap. Queued transactions are
+gossiped like any other (the peer may hold the missing nonce), and gossip goes
+through the same admission as a client's, with a pending window twice as large.
+
 Decisions (see also docs in the module's functions):
 
 - A second transaction for a queued (sender, nonce) replaces the first only if
@@ -29,8 +47,10 @@ Decisions (see also docs in the module's functions):
   only waits, and admitting it would take the cores that finalize blocks. Under a
   flood of four loaded validators on two cores, admission ran three blocks ahead
   of finality and blocks came at a fraction of the rate the machine sustains.
-  Gossip from peers is not refused by this window (see ``submit``).
-- Full shards refuse (``mempool_full``); nothing is evicted to make room. When
+  Queued transactions do not count (see above); gossip from peers is refused
+  only beyond twice this window (see ``submit``).
+- Full shards refuse (``mempool_full``); only queued transactions are evicted,
+  and only for other queued ones (see above). When
   a sender's balance drops below the fees it has queued, its queue is trimmed
   from the highest nonce down, which never opens a gap.
 - The mempool's view of a sender (state nonce and balance) is refreshed from
@@ -97,6 +117,9 @@ class MempoolConfig:
     # Pending transactions (and bytes) beyond this many full blocks are refused
     # before verification: see the module docstring.
     max_pending_blocks: int = 2
+    # Queued transactions (above a sender's missing nonce) per node; when full the
+    # biggest holders lose their highest nonces: see the module docstring.
+    max_queued: int = 16_384
 
     def __post_init__(self) -> None:
         for name in (
@@ -105,6 +128,7 @@ class MempoolConfig:
             "per_shard_cap",
             "verify_threads",
             "max_pending_blocks",
+            "max_queued",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"mempool {name} must be at least 1, got {getattr(self, name)}")
@@ -162,13 +186,22 @@ class _Entry:
 
 
 class _Account:
-    """A sender's queue and the state it was last checked against."""
+    """A sender's queue and the state it was last checked against.
 
-    __slots__ = ("nonce", "txs", "fees")
+    Nonces in ``[nonce, end)`` are pending, every one present; those above
+    ``end`` (which is missing) are queued.
+    """
 
-    def __init__(self, nonce: int) -> None:
+    __slots__ = ("sender", "nonce", "end", "queued", "txs", "fees")
+
+    def __init__(self, sender: bytes, nonce: int) -> None:
+        self.sender = sender
         # Next nonce the chain expects from this sender, as last read from state.
         self.nonce = nonce
+        # The first missing nonce: the end of the pending run.
+        self.end = nonce
+        # How many of ``txs`` are queued (above ``end``).
+        self.queued = 0
         self.txs: dict[int, _Entry] = {}
         # Sum of the fees of every queued transaction: all of them must be payable.
         self.fees = 0
@@ -199,6 +232,10 @@ def _verify_chunk(
         except Invalid as exc:
             out.append(exc)
     return out
+
+
+def _nonce(e: _Entry) -> int:
+    return e.nonce
 
 
 class Mempool:
@@ -239,6 +276,13 @@ class Mempool:
         self._priority = priority
         self._shards = [_Shard() for _ in range(config.shards)]
         self._by_hash: dict[bytes, _Entry] = {}
+        # Pending transactions and their bytes: what the admission window counts.
+        self._pending = 0
+        self._pending_bytes = 0
+        # Queued transactions, and the senders holding any by how many they hold:
+        # eviction finds the biggest holder without scanning every account.
+        self._queued = 0
+        self._holders: dict[int, dict[bytes, _Account]] = {}
         # Hashes of transactions being verified right now, so concurrent
         # submits of the same bytes (gossip echoes) verify them once.
         self._inflight: set[bytes] = set()
@@ -325,23 +369,20 @@ class Mempool:
         transactions beyond a gap.
         """
         acct = self._shards[self.shard_of(sender)].accounts.get(sender)
-        if acct is None:
-            return None
-        n = acct.nonce
-        while n in acct.txs:
-            n += 1
-        return n
+        return None if acct is None else acct.end
 
     # --- admission ---
 
     async def submit(self, raw_txs: Sequence[bytes], *, client: bool = False) -> list[SubmitResult]:
         """Check and admit a batch; one result per input, in input order.
 
-        ``client``: a client's submission, which the window of ``max_pending_blocks``
-        may refuse. Transactions from peers are not refused by it: another member
-        accepted them and will propose them, and a node that dropped them would
-        verify them inside a proposal instead, or hold a sender's later nonces
-        without the earlier ones. Every other cap applies to all.
+        ``client``: a client's submission, refused before verification beyond the
+        window of ``max_pending_blocks`` blocks' worth of pending transactions.
+        Peers' gossip (and the node's own transactions) are refused only beyond
+        twice that window: another member accepted them and will propose them, and
+        a node that refused them early would verify them inside a proposal instead,
+        or hold a sender's later nonces without the earlier ones; but a peer must
+        not grow the pool without bound. Every other rule applies to all.
         """
         results: list[SubmitResult | None] = [None] * len(raw_txs)
         todo_idx: list[int] = []
@@ -351,7 +392,7 @@ class Mempool:
         max_tx_bytes = self._params.max_tx_bytes
         by_hash = self._by_hash
         inflight = self._inflight
-        room, room_bytes = self._room()
+        room, room_bytes = self._room(1 if client else 2)
         claimed_bytes = 0
         # Known bytes are refused before any signature work, and so is what does not
         # fit. The hash of the raw bytes is the transaction hash: decoding accepts only
@@ -365,7 +406,7 @@ class Mempool:
                 if h in by_hash or h in inflight:
                     results[i] = SubmitResult(h, "duplicate", "transaction already known")
                     continue
-                if client and (room < 1 or room_bytes < len(raw)):
+                if room < 1 or room_bytes < len(raw):
                     results[i] = self._full(h)
                     continue
                 room -= 1
@@ -394,12 +435,13 @@ class Mempool:
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
         return results  # type: ignore[return-value]
 
-    def _room(self) -> tuple[int, int]:
-        """How many more transactions, and bytes, may enter verification now."""
-        blocks = self._config.max_pending_blocks
+    def _room(self, windows: int) -> tuple[int, int]:
+        """How many more transactions, and bytes, may enter verification now within
+        ``windows`` times the window of ``max_pending_blocks`` blocks."""
+        blocks = windows * self._config.max_pending_blocks
         params = self._params
-        count = blocks * params.max_block_txs - len(self._by_hash) - len(self._inflight)
-        nbytes = blocks * params.max_block_bytes - self.total_bytes - self._inflight_bytes
+        count = blocks * params.max_block_txs - self._pending - len(self._inflight)
+        nbytes = blocks * params.max_block_bytes - self._pending_bytes - self._inflight_bytes
         return count, nbytes
 
     def _full(self, h: bytes) -> SubmitResult:
@@ -407,7 +449,7 @@ class Mempool:
         return SubmitResult(
             h,
             "mempool_full",
-            f"the mempool holds {len(self._by_hash)} transactions and verifies "
+            f"the mempool holds {self._pending} pending transactions and verifies "
             f"{len(self._inflight)}, {blocks} blocks' worth (at most "
             f"{blocks * self._params.max_block_txs} transactions and "
             f"{blocks * self._params.max_block_bytes} bytes): retry later",
@@ -539,6 +581,19 @@ class Mempool:
                 f"shard {shard_i} holds {shard.nbytes} bytes; {grow} more exceeds the cap "
                 f"{cfg.per_shard_bytes}",
             )
+        end = base if acct is None else acct.end
+        if old is None and nonce > end and self._queued >= cfg.max_queued:
+            # Queued budget full: make room from a bigger holder, or refuse for now.
+            mine = 0 if acct is None else acct.queued
+            victim = self._biggest_holder()
+            if victim is None or victim.queued <= mine:
+                return SubmitResult(
+                    h,
+                    "mempool_full",
+                    f"the mempool holds {self._queued} transactions waiting for an earlier "
+                    f"nonce (the cap); retry once nonce {end} is in",
+                )
+            self._remove(victim.txs[max(victim.txs)])
         message = "accepted"
         if old is not None:
             # May forget the account when old was its only entry: look it up after.
@@ -546,7 +601,7 @@ class Mempool:
             message = f"replaced {old.hash.hex()}"
         acct = shard.accounts.get(sender)
         if acct is None:
-            acct = shard.accounts[sender] = _Account(state_acct.nonce)
+            acct = shard.accounts[sender] = _Account(sender, state_acct.nonce)
         self._insert(shard, acct, vtx, shard_i)
         return SubmitResult(h, ACCEPTED, message)
 
@@ -557,6 +612,16 @@ class Mempool:
         acct.fees += e.fee
         shard.count += 1
         shard.nbytes += e.size
+        before = acct.queued
+        if e.nonce == acct.end:
+            self._pending += 1
+            self._pending_bytes += e.size
+            acct.end += 1
+            self._extend(acct)
+        else:
+            acct.queued += 1
+            self._queued += 1
+        self._reindex(acct, before)
         self._by_hash[e.hash] = e
         bucket = self._expiry.get(e.expiry)
         if bucket is None:
@@ -572,6 +637,23 @@ class Mempool:
         acct.fees -= e.fee
         shard.count -= 1
         shard.nbytes -= e.size
+        before = acct.queued
+        if e.nonce < acct.end:
+            # A pending one leaves: the rest of its run waits behind the new gap
+            # (or is promoted again at once when the state nonce passed it).
+            self._pending -= 1
+            self._pending_bytes -= e.size
+            for n in range(e.nonce + 1, acct.end):
+                moved = acct.txs[n]
+                self._pending -= 1
+                self._pending_bytes -= moved.size
+                acct.queued += 1
+                self._queued += 1
+            acct.end = e.nonce
+        else:
+            acct.queued -= 1
+            self._queued -= 1
+        self._reindex(acct, before)
         del self._by_hash[e.hash]
         bucket = self._expiry.get(e.expiry)
         if bucket is not None:
@@ -579,12 +661,57 @@ class Mempool:
         if not acct.txs:
             del shard.accounts[e.sender]
 
+    def _extend(self, acct: _Account) -> None:
+        """Promote queued transactions that continue the pending run at ``acct.end``."""
+        txs = acct.txs
+        if acct.end < acct.nonce:
+            acct.end = acct.nonce
+        while acct.end in txs:
+            e = txs[acct.end]
+            acct.queued -= 1
+            self._queued -= 1
+            self._pending += 1
+            self._pending_bytes += e.size
+            acct.end += 1
+
+    def _reindex(self, acct: _Account, before: int) -> None:
+        """Move the sender in the holders index after its queued count left ``before``."""
+        if acct.queued == before:
+            return
+        holders = self._holders
+        if before:
+            bucket = holders[before]
+            del bucket[acct.sender]
+            if not bucket:
+                del holders[before]
+        if acct.queued:
+            holders.setdefault(acct.queued, {})[acct.sender] = acct
+
+    def _biggest_holder(self) -> _Account | None:
+        """The sender holding the most queued transactions (the earliest to reach that count)."""
+        if not self._holders:
+            return None
+        return next(iter(self._holders[max(self._holders)].values()))
+
+    def _evict_excess(self) -> None:
+        """Evict queued transactions, biggest holders first, down to the budget (a
+        pending one that left without a block turns its successors into queued)."""
+        while self._queued > self._config.max_queued:
+            victim = self._biggest_holder()
+            assert victim is not None
+            self._remove(victim.txs[max(victim.txs)])
+
     def _refresh(self, shard: _Shard, acct: _Account, nonce: int, balance: int) -> None:
         """Bring a sender's queue in line with its state: drop used nonces, trim unpayable fees."""
         if nonce > acct.nonce:
-            for stale in [e for n, e in acct.txs.items() if n < nonce]:
+            for stale in sorted((e for n, e in acct.txs.items() if n < nonce), key=_nonce):
                 self._remove(stale)
         acct.nonce = nonce
+        if acct.end < nonce:
+            # The chain used nonces this node never held: what follows may now be pending.
+            before = acct.queued
+            self._extend(acct)
+            self._reindex(acct, before)
         if acct.fees > balance:
             # Trim from the top so what is left stays a prefix: no gap opens.
             for n in sorted(acct.txs, reverse=True):
@@ -681,6 +808,7 @@ class Mempool:
                 a = get_account(self._state, sender)
                 self._refresh(shard, acct, a.nonce, a.balance)
         self._expire(self._height_fn() + 1)
+        self._evict_excess()
 
     def _expire(self, next_height: int) -> None:
         """Drop transactions that can no longer be included at ``next_height`` or later.

@@ -341,16 +341,91 @@ async def test_the_window_counts_bytes_and_batches_still_in_verification(pool):
     assert env.mempool.total_bytes == 3 * size
 
 
-async def test_the_window_refuses_clients_but_not_peers(pool):
+async def test_the_window_refuses_peers_only_beyond_twice_its_size(pool):
     params = dataclasses.replace(PARAMS, max_block_txs=1)
     env = Env(pool, params=params, max_pending_blocks=1)
     assert await env.submit(make_tx(KEYS[0], 0), make_tx(KEYS[1], 0), client=True) == [
         "accepted",
         "mempool_full",
     ]
-    # Gossip: another member accepted it and will propose it.
-    assert await env.submit(make_tx(KEYS[1], 0)) == ["accepted"]
+    # Gossip: another member accepted it and will propose it, but a peer cannot
+    # grow the pool without bound either.
+    assert await env.submit(make_tx(KEYS[1], 0), make_tx(KEYS[2], 0)) == [
+        "accepted",
+        "mempool_full",
+    ]
     assert len(env.mempool) == 2
+
+
+async def test_nonce_gaps_do_not_count_against_the_window(pool):
+    params = dataclasses.replace(PARAMS, max_block_txs=1)
+    env = Env(pool, params=params, max_pending_blocks=1)
+    # Nonces above a missing one cannot be selected: they wait, holding no window.
+    # (One at a time: a batch claims the window while it is verified, before its
+    # senders are known.)
+    for i in range(1, 6):
+        assert await env.submit(make_tx(KEYS[i], 1), client=True) == ["accepted"]
+    assert env.mempool.select(10, 10**6) == []
+    assert await env.submit(make_tx(KEYS[0], 0), client=True) == ["accepted"]
+    # The window (one transaction) is taken now.
+    assert await env.submit(make_tx(KEYS[1], 0), client=True) == ["mempool_full"]
+    # Once the gap fills (e.g. by gossip), the run is selectable as a whole.
+    assert await env.submit(make_tx(KEYS[1], 0)) == ["accepted"]
+    assert env.mempool.next_nonce(KEYS[1].address) == 2
+    picked = [(v.sender_address, v.body.nonce) for v in env.mempool.select(10, 10**6)]
+    assert sorted(picked) == sorted(
+        [(KEYS[0].address, 0), (KEYS[1].address, 0), (KEYS[1].address, 1)]
+    )
+
+
+async def test_a_full_gap_budget_evicts_the_biggest_holder_first(pool):
+    env = Env(pool, max_queued=4)
+    a, b, c = KEYS[0], KEYS[1], KEYS[2]
+    # a holds a pending run (0, 1) and three queued nonces above its gap at 2.
+    assert await env.submit(*(make_tx(a, n) for n in (0, 1, 3, 4, 5))) == ["accepted"] * 5
+    assert await env.submit(make_tx(b, 2)) == ["accepted"]
+    # Full: c's first queued one evicts a's highest nonce, not b's and not a's run.
+    assert await env.submit(make_tx(c, 1)) == ["accepted"]
+    assert [v.body.nonce for v in env.mempool.pending_for(a.address)] == [0, 1, 3, 4]
+    assert await env.submit(make_tx(c, 2)) == ["accepted"]
+    assert [v.body.nonce for v in env.mempool.pending_for(a.address)] == [0, 1, 3]
+    # Now every holder has at most what c would have: c is told to retry later,
+    # not refused for good (the missing nonce is usually on its way).
+    r = (await env.mempool.submit([make_tx(c, 3)]))[0]
+    assert r.code == "mempool_full" and "retry once nonce 0 is in" in r.message
+    # A pending transaction needs no queued slot, and filling c's gap promotes its run.
+    assert await env.submit(make_tx(c, 0), make_tx(c, 3)) == ["accepted", "accepted"]
+    assert env.mempool.next_nonce(c.address) == 4
+    assert env.mempool.next_nonce(a.address) == 2
+
+
+async def test_a_nonce_gap_flood_from_clients_and_peers_leaves_room_for_honest_clients(pool):
+    """Hundreds of funded accounts each send nonces n+1..n+63 (never selectable,
+    never paying), half to this node and half through a peer's gossip. On main
+    they held the whole window and every client got ``mempool_full``."""
+    params = dataclasses.replace(PARAMS, max_block_txs=100)
+    env = Env(pool, params=params)
+    flooders = [key(1000 + i) for i in range(300)]
+    for k in flooders:
+        env.state.put(k.address, RICH)
+    for i, k in enumerate(flooders):
+        codes = await env.submit(*(make_tx(k, n) for n in range(1, 64)), client=i % 2 == 0)
+        assert set(codes) <= {"accepted", "mempool_full"}
+    assert env.mempool.select(1000, 10**7) == []
+    # An honest client, its two nonces reordered on the way (as behind a load balancer).
+    honest = KEYS[0]
+    assert await env.submit(make_tx(honest, 1), client=True) == ["accepted"]
+    assert await env.submit(make_tx(honest, 0), client=True) == ["accepted"]
+    # And another one whose transaction arrives by gossip.
+    assert await env.submit(make_tx(KEYS[1], 0)) == ["accepted"]
+    picked = [(v.sender_address, v.body.nonce) for v in env.mempool.select(1000, 10**7)]
+    assert picked.count((honest.address, 0)) == picked.count((honest.address, 1)) == 1
+    assert (KEYS[1].address, 0) in picked and len(picked) == 3
+    env.commit(env.mempool.select(1000, 10**7))
+    assert env.state.account(honest.address).nonce == 2
+    # The window is not held by the gaps: a full block's worth of clients still fits.
+    raws = [make_tx(KEYS[i], 0) for i in range(2, 64)]
+    assert await env.submit(*raws, client=True) == ["accepted"] * len(raws)
 
 
 def test_config_is_checked():
@@ -642,6 +717,7 @@ class MempoolMachine(RuleBasedStateMachine):
             max_nonce_ahead=5,
             per_shard_cap=7,
             per_shard_bytes=10**6,
+            max_queued=3,
         )
         for i, k in enumerate(SIM_KEYS):
             # Some senders can pay only a few fees, so fee accounting matters.
@@ -665,19 +741,24 @@ class MempoolMachine(RuleBasedStateMachine):
     def submit(self, batch, repeat) -> None:
         env = self.env
         raws = []
+        slots = []
         for ki, offset, fee, ttl in batch:
             k = SIM_KEYS[ki]
             nonce = max(0, env.state.account(k.address).nonce + offset)
             raws.append(make_tx(k, nonce, fee=fee, expiry=env.height + ttl, amount=0))
+            slots.append((k.address, nonce))
         if repeat:
             raws.append(raws[0])
+            slots.append(slots[0])
         results = asyncio.run(env.mempool.submit(raws))
         assert len(results) == len(raws)
         replaced = {bytes.fromhex(r.message.split()[1]) for r in results if "replaced" in r.message}
-        for raw, r in zip(raws, results, strict=True):
+        for raw, (address, nonce), r in zip(raws, slots, results, strict=True):
             assert r.code in ADMISSION_CODES, r
-            if r.accepted and r.hash not in replaced:
-                assert env.mempool.contains(r.hash)
+            if r.accepted and r.hash not in replaced and not env.mempool.contains(r.hash):
+                # Evicted for a later one of the batch: only queued ones ever are.
+                next_nonce = env.mempool.next_nonce(address)
+                assert next_nonce is None or nonce >= next_nonce
             if r.code != "accepted" and r.code != "duplicate":
                 assert not env.mempool.contains(tx_hash(raw))
 
@@ -731,7 +812,7 @@ class MempoolMachine(RuleBasedStateMachine):
     def consistent(self) -> None:
         env, cfg = self.env, self.cfg
         m = env.mempool
-        total = 0
+        total = pending = pending_bytes = queued = 0
         for i, shard in enumerate(m._shards):
             assert shard.count <= cfg.per_shard_cap
             assert shard.nbytes <= cfg.per_shard_bytes
@@ -748,11 +829,26 @@ class MempoolMachine(RuleBasedStateMachine):
                     assert state.nonce <= n < state.nonce + cfg.nonce_window
                     assert e.expiry >= env.height + 1, "expired entries are dropped"
                     assert m.get(e.hash) is e.vtx
+                # Pending: the contiguous run from the state nonce; queued: the rest.
+                end = state.nonce
+                while end in acct.txs:
+                    end += 1
+                assert acct.end == end == m.next_nonce(address)
+                assert acct.queued == sum(n > end for n in acct.txs)
+                assert acct in m._holders.get(acct.queued, {acct.sender: acct}).values()
+                pending += end - state.nonce
+                pending_bytes += sum(acct.txs[n].size for n in range(state.nonce, end))
+                queued += acct.queued
                 count += len(acct.txs)
                 nbytes += sum(e.size for e in acct.txs.values())
             assert (count, nbytes) == (shard.count, shard.nbytes)
             total += count
         assert total == len(m) == sum(m.shard_sizes())
+        assert (pending, pending_bytes, queued) == (m._pending, m._pending_bytes, m._queued)
+        assert queued <= cfg.max_queued
+        assert sum(len(b) for b in m._holders.values()) == sum(
+            a.queued > 0 for s in m._shards for a in s.accounts.values()
+        )
         live = {h for hs in m._expiry.values() for h in hs}
         assert live == set(m._by_hash)
 
