@@ -30,6 +30,8 @@ class MempoolSettings:
     verify_processes: bool = True
     # Refuse new transactions (before verifying them) beyond this many blocks' worth.
     max_pending_blocks: int = 2
+    # Transactions waiting for an earlier nonce of their sender (docs/node.md).
+    max_queued: int = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,7 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(
             f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"
         )
-    for name in ("shards", "max_pending_blocks"):
+    for name in ("shards", "max_pending_blocks", "max_queued"):
         if getattr(config.mempool, name) < 1:
             raise ConfigError(
                 f"{path}: mempool.{name} must be at least 1, got {getattr(config.mempool, name)}"

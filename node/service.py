@@ -127,6 +127,7 @@ class Node:
                 per_shard_cap=settings.per_shard_cap,
                 verify_threads=settings.verify_threads,
                 max_pending_blocks=settings.max_pending_blocks,
+                max_queued=settings.max_queued,
             ),
             verify_pool=self._verify_pool,
             verifier=self._verifier,
