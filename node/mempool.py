@@ -704,6 +704,8 @@ class Mempool:
     def _refresh(self, shard: _Shard, acct: _Account, nonce: int, balance: int) -> None:
         """Bring a sender's queue in line with its state: drop used nonces, trim unpayable fees."""
         if nonce > acct.nonce:
+            # Lowest first: the first removal demotes the run once, the rest leave as
+            # queued (any other order is correct too, but may demote it again and again).
             for stale in sorted((e for n, e in acct.txs.items() if n < nonce), key=_nonce):
                 self._remove(stale)
         acct.nonce = nonce
