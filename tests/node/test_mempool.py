@@ -422,8 +422,7 @@ async def test_a_nonce_gap_flood_from_clients_and_peers_leaves_room_for_honest_c
             # only until the next block: honest reordering heals by then).
             env.commit([])
     assert env.mempool.select(1000, 10**7) == []
-    # The node holds the most it lets gaps hold, and has evicted some.
-    assert len(env.mempool) == MempoolConfig().max_queued < 300 * 63
+    held = len(env.mempool)
     env.commit([])
     # An honest client, its two nonces reordered on the way (as behind a load balancer).
     honest = KEYS[0]
@@ -439,6 +438,8 @@ async def test_a_nonce_gap_flood_from_clients_and_peers_leaves_room_for_honest_c
     # The window is not held by the gaps: a full block's worth of clients still fits.
     raws = [make_tx(KEYS[i], 0, expiry=env.height + 50) for i in range(2, 64)]
     assert await env.submit(*raws, client=True) == ["accepted"] * len(raws)
+    # The gaps held no more than their budget: the rest were evicted or refused.
+    assert held == env.mempool.config.max_queued < 300 * 63
 
 
 def test_config_is_checked():
