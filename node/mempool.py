@@ -19,8 +19,9 @@ transaction is verified once per node.
 Pending and queued (Geth's txpool split). A sender's *pending* transactions are
 the contiguous run from its state nonce, which the next blocks can include; its
 *queued* ones sit above a missing nonce. Queued transactions never pay until the
-gap fills, so they must not hold the admission window: only pending ones count
-against ``max_pending_blocks``. Queued ones live in their own budget instead,
+gap fills, so they must not hold the admission window: against
+``max_pending_blocks`` count the pending ones and only the queued ones admitted
+since the last commit (see ``_room``). Queued ones live in their own budget instead,
 ``max_queued`` per node (per sender the nonce window bounds them). The budget is
 large because honest reordering fills it: a client behind a load balancer sends
 consecutive nonces to different nodes, so most of its transactions reach a node
