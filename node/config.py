@@ -20,18 +20,69 @@ class ConfigError(LiveLedgerError):
 
 
 @dataclass(frozen=True, slots=True)
-class MempoolSettings:
+class MempoolConfig:
+    """Node-local mempool settings (not chain parameters); see node/mempool.py."""
+
     shards: int = 4
+    # Pending transactions per sender. With the default nonce window it can
+    # only be reached by filling the window, which ``nonce_gap`` refuses first;
+    # ``account_queue_full`` matters when max_nonce_ahead is larger.
     per_account_cap: int = 64
+    # Pending transactions per shard.
     per_shard_cap: int = 50_000
     # Workers for the signature checks of incoming transactions.
     verify_threads: int = 2
     # Run those workers as processes (each with its own GIL) rather than threads.
     verify_processes: bool = True
-    # Refuse new transactions (before verifying them) beyond this many blocks' worth.
+    # Encoded bytes per shard; with per_shard_cap this bounds memory.
+    per_shard_bytes: int = 32 * 1024 * 1024
+    # Highest accepted nonce is state nonce + max_nonce_ahead - 1; None means
+    # per_account_cap (a sender can fill its whole queue, gaps included).
+    max_nonce_ahead: int | None = None
+    # Minimum fee increase, in percent, for replacing a queued (sender, nonce);
+    # None refuses every replacement as ``duplicate``.
+    replace_fee_bump_pct: int | None = 10
+    # Pending transactions (and bytes) beyond this many full blocks are refused
+    # before verification: see node/mempool.py.
     max_pending_blocks: int = 2
-    # Transactions waiting for an earlier nonce of their sender (docs/node.md).
+    # Queued transactions (above a sender's missing nonce) per node; when full the
+    # biggest holders lose their highest nonces: see node/mempool.py.
     max_queued: int = 16_384
+    # Queued transactions per sender: a client's reordering needs a few.
+    max_queued_per_sender: int = 16
+    # Queued transactions (and bytes) admitted since the last commit, in blocks'
+    # worth: bounds the signature work gaps take, apart from the pending window.
+    max_gap_blocks: int = 1
+
+    def __post_init__(self) -> None:
+        for name in (
+            "shards",
+            "per_account_cap",
+            "per_shard_cap",
+            "verify_threads",
+            "max_pending_blocks",
+            "max_queued",
+            "max_queued_per_sender",
+            "max_gap_blocks",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"mempool {name} must be at least 1, got {getattr(self, name)}")
+        if self.per_shard_bytes < 1:
+            raise ValueError(
+                f"mempool per_shard_bytes must be positive, got {self.per_shard_bytes}"
+            )
+        if self.max_nonce_ahead is not None and self.max_nonce_ahead < 1:
+            raise ValueError(
+                f"mempool max_nonce_ahead must be at least 1, got {self.max_nonce_ahead}"
+            )
+        if self.replace_fee_bump_pct is not None and self.replace_fee_bump_pct < 0:
+            raise ValueError(
+                f"mempool replace_fee_bump_pct must be >= 0, got {self.replace_fee_bump_pct}"
+            )
+
+    @property
+    def nonce_window(self) -> int:
+        return self.per_account_cap if self.max_nonce_ahead is None else self.max_nonce_ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +111,7 @@ class NodeConfig:
     # proposal reaches the others well inside timeout_propose even when the node
     # is loaded (0: no limit but the block's size limits).
     build_budget_ms: int = 1000
-    mempool: MempoolSettings = field(default_factory=MempoolSettings)
+    mempool: MempoolConfig = field(default_factory=MempoolConfig)
     # WebSocket feed bounds: connections per node and per address, replay length,
     # client messages per second (apps.commerce.feed.FeedLimits).
     feeds: FeedLimits = field(default_factory=FeedLimits)
@@ -68,7 +119,7 @@ class NodeConfig:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["mempool"] = {f.name: getattr(self.mempool, f.name) for f in fields(MempoolSettings)}
+        out["mempool"] = {f.name: getattr(self.mempool, f.name) for f in fields(MempoolConfig)}
         out["feeds"] = {f.name: getattr(self.feeds, f.name) for f in fields(FeedLimits)}
         out["peers"] = [
             {f.name: getattr(p, f.name) for f in fields(PeerSettings)} for p in self.peers
@@ -87,6 +138,11 @@ def _typed(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
         if expected in ("int", int):
             if type(value) is not int or value < 0:
                 raise ConfigError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+        elif expected == "int | None":
+            if value is not None and (type(value) is not int or value < 0):
+                raise ConfigError(
+                    f"{where}: {name} must be a non-negative integer or null, got {value!r}"
+                )
         elif expected in ("str", str) and not isinstance(value, str):
             raise ConfigError(f"{where}: {name} must be a string, got {value!r}")
         elif expected in ("bool", bool) and not isinstance(value, bool):
@@ -115,7 +171,10 @@ def load_config(home: Path) -> NodeConfig:
     if not isinstance(peers_raw, list) or not all(isinstance(p, dict) for p in peers_raw):
         raise ConfigError(f"{path}: peers must be a list of objects")
     values = _typed(NodeConfig, raw, str(path))
-    mempool = MempoolSettings(**_typed(MempoolSettings, mempool_raw, f"{path}: mempool"))
+    try:
+        mempool = MempoolConfig(**_typed(MempoolConfig, mempool_raw, f"{path}: mempool"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     feeds = FeedLimits(**_typed(FeedLimits, feeds_raw, f"{path}: feeds"))
     peers = []
     for i, peer_raw in enumerate(peers_raw):
@@ -135,11 +194,6 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(
             f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"
         )
-    for name in ("shards", "max_pending_blocks", "max_queued"):
-        if getattr(config.mempool, name) < 1:
-            raise ConfigError(
-                f"{path}: mempool.{name} must be at least 1, got {getattr(config.mempool, name)}"
-            )
     for name in ("max_connections", "max_per_address", "max_client_messages_per_s"):
         if getattr(config.feeds, name) < 1:
             raise ConfigError(

@@ -19,21 +19,28 @@ transaction is verified once per node.
 Pending and queued (Geth's txpool split). A sender's *pending* transactions are
 the contiguous run from its state nonce, which the next blocks can include; its
 *queued* ones sit above a missing nonce. Queued transactions never pay until the
-gap fills, so they must not hold the admission window: against
-``max_pending_blocks`` count the pending ones and only the queued ones admitted
-since the last commit (see ``_room``). Queued ones live in their own budget instead,
-``max_queued`` per node (per sender the nonce window bounds them). The budget is
-large because honest reordering fills it: a client behind a load balancer sends
-consecutive nonces to different nodes, so most of its transactions reach a node
-before their predecessor's gossip (``benches.throughput`` keeps up to four
-batches of 2,000 in flight). When the budget is full, a new queued transaction
-evicts the highest nonce of the sender holding the most queued ones, if that
-sender holds more than the newcomer's; otherwise it is refused as
-``mempool_full`` (retry later, by when the gap has usually filled), never as a
-final error that would leave a permanent hole. Eviction takes only queued
-transactions, so no pending run ever gets a gap. Queued transactions are
-gossiped like any other (the peer may hold the missing nonce), and gossip goes
-through the same admission as a client's, with a pending window twice as large.
+gap fills, so they never count against the admission window of
+``max_pending_blocks`` (see ``_room``), which only pending ones and those in
+verification hold. They have budgets of their own (``_queue_room``):
+
+- per sender, ``max_queued_per_sender`` (a client's reordering needs a few;
+  beyond it ``nonce_gap``: send the missing nonce first);
+- gaps opened since the last commit, ``max_gap_blocks`` blocks' worth: this
+  bounds the signature work gaps take per block, as the window does for pending
+  ones (without it, under honest reordering, admission ran ahead of finality);
+- per node, ``max_queued``. It is larger, because honest reordering fills it: a
+  client behind a load balancer sends consecutive nonces to different nodes, so
+  most of its transactions reach a node before their predecessor's gossip
+  (``benches.throughput`` keeps up to four batches of 2,000 in flight). When it
+  is full, a new queued transaction evicts the highest nonce of the sender
+  holding the most queued ones, if that sender holds more than the newcomer's.
+
+A queued transaction refused for a full budget gets ``mempool_full`` (retry
+later, by when the gap has usually filled), never a final error that would leave
+a permanent hole. Eviction takes only queued transactions, so no pending run ever
+gets a gap. Queued transactions are gossiped like any other (the peer may hold
+the missing nonce), and gossip goes through the same admission as a client's,
+with budgets twice as large.
 
 Decisions (see also docs in the module's functions):
 
@@ -72,6 +79,7 @@ from dataclasses import dataclass
 
 from core.errors import Invalid
 from core.types import tx_hash
+from node.config import MempoolConfig
 from node.verifier import ProcessVerifier
 from vm.accounts import get_account
 from vm.executor import (
@@ -95,63 +103,6 @@ _MIN_CHUNK = 16
 
 
 @dataclass(frozen=True, slots=True)
-class MempoolConfig:
-    """Node-local mempool settings (not chain parameters)."""
-
-    shards: int = 4
-    # Pending transactions per sender. With the default nonce window it can
-    # only be reached by filling the window, which ``nonce_gap`` refuses first;
-    # ``account_queue_full`` matters when max_nonce_ahead is larger.
-    per_account_cap: int = 64
-    # Pending transactions per shard.
-    per_shard_cap: int = 50_000
-    # Threads for signature checks when the mempool owns its pool.
-    verify_threads: int = 2
-    # Encoded bytes per shard; with per_shard_cap this bounds memory.
-    per_shard_bytes: int = 32 * 1024 * 1024
-    # Highest accepted nonce is state nonce + max_nonce_ahead - 1; None means
-    # per_account_cap (a sender can fill its whole queue, gaps included).
-    max_nonce_ahead: int | None = None
-    # Minimum fee increase, in percent, for replacing a queued (sender, nonce);
-    # None refuses every replacement as ``duplicate``.
-    replace_fee_bump_pct: int | None = 10
-    # Pending transactions (and bytes) beyond this many full blocks are refused
-    # before verification: see the module docstring.
-    max_pending_blocks: int = 2
-    # Queued transactions (above a sender's missing nonce) per node; when full the
-    # biggest holders lose their highest nonces: see the module docstring.
-    max_queued: int = 16_384
-
-    def __post_init__(self) -> None:
-        for name in (
-            "shards",
-            "per_account_cap",
-            "per_shard_cap",
-            "verify_threads",
-            "max_pending_blocks",
-            "max_queued",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"mempool {name} must be at least 1, got {getattr(self, name)}")
-        if self.per_shard_bytes < 1:
-            raise ValueError(
-                f"mempool per_shard_bytes must be positive, got {self.per_shard_bytes}"
-            )
-        if self.max_nonce_ahead is not None and self.max_nonce_ahead < 1:
-            raise ValueError(
-                f"mempool max_nonce_ahead must be at least 1, got {self.max_nonce_ahead}"
-            )
-        if self.replace_fee_bump_pct is not None and self.replace_fee_bump_pct < 0:
-            raise ValueError(
-                f"mempool replace_fee_bump_pct must be >= 0, got {self.replace_fee_bump_pct}"
-            )
-
-    @property
-    def nonce_window(self) -> int:
-        return self.per_account_cap if self.max_nonce_ahead is None else self.max_nonce_ahead
-
-
-@dataclass(frozen=True, slots=True)
 class SubmitResult:
     """The verdict on one submitted transaction; ``code`` is ``accepted`` or an error code."""
 
@@ -162,6 +113,26 @@ class SubmitResult:
     @property
     def accepted(self) -> bool:
         return self.code == ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolStats:
+    """What the mempool holds, by the budgets of the module docstring (for metrics)."""
+
+    # Every held transaction, and their encoded bytes.
+    transactions: int
+    bytes: int
+    # The contiguous runs from each sender's state nonce: what blocks can include.
+    pending: int
+    pending_bytes: int
+    # Held above a missing nonce, and of those the ones admitted since the last commit.
+    queued: int
+    queued_since_commit: int
+    queued_since_commit_bytes: int
+    # Batches' transactions in signature verification right now.
+    verifying: int
+    # Senders with any transaction held.
+    senders: int
 
 
 class _Entry:
@@ -285,7 +256,7 @@ class Mempool:
         self._queued = 0
         self._holders: dict[int, dict[bytes, _Account]] = {}
         # Queued transactions admitted since the last commit (seq >= _young_from), and
-        # their bytes: they do count against the window (see ``_room``).
+        # their bytes: they have a budget per block (see ``_queue_room``).
         self._young = 0
         self._young_bytes = 0
         self._young_from = 0
@@ -357,6 +328,19 @@ class Mempool:
     @property
     def total_bytes(self) -> int:
         return sum(s.nbytes for s in self._shards)
+
+    def stats(self) -> MempoolStats:
+        return MempoolStats(
+            transactions=len(self._by_hash),
+            bytes=self.total_bytes,
+            pending=self._pending,
+            pending_bytes=self._pending_bytes,
+            queued=self._queued,
+            queued_since_commit=self._young,
+            queued_since_commit_bytes=self._young_bytes,
+            verifying=len(self._inflight),
+            senders=sum(len(s.accounts) for s in self._shards),
+        )
 
     def pending_hashes(self) -> Iterator[bytes]:
         return iter(list(self._by_hash))
@@ -436,28 +420,23 @@ class Mempool:
                 # No hash: bytes that fail stateless checks identify no transaction.
                 results[i] = SubmitResult(None, verdict.code, verdict.message)
             else:
-                r = results[i] = self._admit(verdict, height)
+                r = results[i] = self._admit(verdict, height, 1 if client else 2)
                 accepted += r.code == ACCEPTED
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
         return results  # type: ignore[return-value]
 
     def _room(self, windows: int) -> tuple[int, int]:
         """How many more transactions, and bytes, may enter verification now within
-        ``windows`` times the window of ``max_pending_blocks`` blocks."""
+        ``windows`` times the window of ``max_pending_blocks`` blocks.
+
+        Only pending transactions and those in verification count: queued ones
+        have their own budget (``_admit``), so gaps never take the room of
+        transactions the next blocks can include.
+        """
         blocks = windows * self._config.max_pending_blocks
         params = self._params
-        # Queued transactions admitted since the last commit count too: honest
-        # reordering (a client's nonces spread over nodes) heals within a gossip
-        # round trip, and without them admission ran ahead of finality (ratio
-        # -9% in benches.throughput, every transaction briefly queued). A gap
-        # still open at the next commit no longer counts: it never pays.
-        count = blocks * params.max_block_txs - self._pending - self._young - len(self._inflight)
-        nbytes = (
-            blocks * params.max_block_bytes
-            - self._pending_bytes
-            - self._young_bytes
-            - self._inflight_bytes
-        )
+        count = blocks * params.max_block_txs - self._pending - len(self._inflight)
+        nbytes = blocks * params.max_block_bytes - self._pending_bytes - self._inflight_bytes
         return count, nbytes
 
     def _full(self, h: bytes) -> SubmitResult:
@@ -520,8 +499,11 @@ class Mempool:
         verdicts = [verdict for part in parts for verdict in part]
         return complete_checked(raws, verdicts, self._registry, hashes)
 
-    def _admit(self, vtx: VerifiedTx, height: int) -> SubmitResult:
-        """Stateful checks against the latest state, then queue. Event-loop thread only."""
+    def _admit(self, vtx: VerifiedTx, height: int, windows: int) -> SubmitResult:
+        """Stateful checks against the latest state, then queue. Event-loop thread only.
+
+        ``windows``: 1 for a client's transaction, 2 for a peer's (see ``submit``).
+        """
         h = vtx.hash
         if h in self._by_hash:
             return SubmitResult(h, "duplicate", "transaction already known")
@@ -598,18 +580,10 @@ class Mempool:
                 f"{cfg.per_shard_bytes}",
             )
         end = base if acct is None else acct.end
-        if old is None and nonce > end and self._queued >= cfg.max_queued:
-            # Queued budget full: make room from a bigger holder, or refuse for now.
-            mine = 0 if acct is None else acct.queued
-            victim = self._biggest_holder()
-            if victim is None or victim.queued <= mine:
-                return SubmitResult(
-                    h,
-                    "mempool_full",
-                    f"the mempool holds {self._queued} transactions waiting for an earlier "
-                    f"nonce (the cap); retry once nonce {end} is in",
-                )
-            self._remove(victim.txs[max(victim.txs)])
+        if old is None and nonce > end:
+            refused = self._queue_room(acct, end, size, windows)
+            if refused is not None:
+                return SubmitResult(h, refused[0], refused[1])
         message = "accepted"
         seq = None
         if old is not None:
@@ -624,6 +598,45 @@ class Mempool:
             acct = shard.accounts[sender] = _Account(sender, state_acct.nonce)
         self._insert(shard, acct, vtx, shard_i, seq)
         return SubmitResult(h, ACCEPTED, message)
+
+    def _queue_room(
+        self, acct: _Account | None, end: int, size: int, windows: int
+    ) -> tuple[str, str] | None:
+        """Room for one more queued transaction (above the missing nonce ``end``), or
+        the refusal (code, message). May evict a bigger holder's highest nonce."""
+        cfg = self._config
+        mine = 0 if acct is None else acct.queued
+        if mine >= cfg.max_queued_per_sender:
+            return (
+                "nonce_gap",
+                f"sender holds {mine} transactions waiting for nonce {end} (the cap is "
+                f"{cfg.max_queued_per_sender}): send nonce {end} first",
+            )
+        # Gaps opened since the last commit: honest reordering heals them within a
+        # gossip round trip, so this budget bounds only how much signature work gaps
+        # may take per block; it never holds the pending window.
+        blocks = windows * cfg.max_gap_blocks
+        params = self._params
+        if (
+            self._young >= blocks * params.max_block_txs
+            or self._young_bytes + size > blocks * params.max_block_bytes
+        ):
+            return (
+                "mempool_full",
+                f"the mempool admitted {self._young} transactions above a missing nonce "
+                f"since the last block (the cap); retry once nonce {end} is in",
+            )
+        if self._queued >= cfg.max_queued:
+            # Queued budget full: make room from a bigger holder, or refuse for now.
+            victim = self._biggest_holder()
+            if victim is None or victim.queued <= mine:
+                return (
+                    "mempool_full",
+                    f"the mempool holds {self._queued} transactions waiting for an earlier "
+                    f"nonce (the cap); retry once nonce {end} is in",
+                )
+            self._remove(victim.txs[max(victim.txs)])
+        return None
 
     def _insert(
         self, shard: _Shard, acct: _Account, vtx: VerifiedTx, shard_i: int, seq: int | None
@@ -843,7 +856,7 @@ class Mempool:
                 self._refresh(shard, acct, a.nonce, a.balance)
         self._expire(self._height_fn() + 1)
         self._evict_excess()
-        # Every gap still open is old now: it stops counting against the window.
+        # Every gap still open is old now: it leaves the per-block gap budget.
         self._young_from = next(self._seq)
         self._young = self._young_bytes = 0
 

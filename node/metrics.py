@@ -58,4 +58,14 @@ class NodeMetrics:
             ["shard"],
             registry=r,
         )
+        self.mempool_pending = Gauge(
+            "liveledger_mempool_pending",
+            "Transactions the next blocks can include (each sender's run from its nonce)",
+            registry=r,
+        )
+        self.mempool_queued = Gauge(
+            "liveledger_mempool_queued",
+            "Transactions held above a missing nonce of their sender",
+            registry=r,
+        )
         self.peers = Gauge("liveledger_peers", "Connected peers", registry=r)

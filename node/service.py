@@ -29,7 +29,7 @@ from genesis import Genesis, load_genesis
 from node.chain import Chain, ExecutedBlock
 from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
 from node.consensus import ConsensusSeams, ConsensusService, run_on
-from node.mempool import Mempool, MempoolConfig, SubmitResult
+from node.mempool import Mempool, SubmitResult
 from node.metrics import NodeMetrics
 from node.verifier import ProcessVerifier
 from p2p import MessageRegistry, P2PNode, PeerAddress, TxBatch, TxBatcher
@@ -121,14 +121,7 @@ class Node:
             params=self.chain.params,
             state=self.chain.state,
             height_fn=lambda: self.store.height if self.store else 0,
-            config=MempoolConfig(
-                shards=settings.shards,
-                per_account_cap=settings.per_account_cap,
-                per_shard_cap=settings.per_shard_cap,
-                verify_threads=settings.verify_threads,
-                max_pending_blocks=settings.max_pending_blocks,
-                max_queued=settings.max_queued,
-            ),
+            config=settings,
             verify_pool=self._verify_pool,
             verifier=self._verifier,
         )
@@ -296,6 +289,9 @@ class Node:
         m.txs_committed.inc(len(result.included))
         for shard, size in enumerate(self.mempool.shard_sizes()):
             m.mempool_size.labels(shard=str(shard)).set(size)
+        stats = self.mempool.stats()
+        m.mempool_pending.set(stats.pending)
+        m.mempool_queued.set(stats.queued)
         if result.included:
             log.info(
                 "finalized block %d round %d with %d txs (exec %.1f ms, commit %.1f ms)",

@@ -21,3 +21,28 @@ def test_no_setting_makes_a_node_misbehave(tmp_path, key):
     path.write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match=f"unknown settings \\['{key}'\\]"):
         load_config(tmp_path)
+
+
+def test_every_mempool_setting_is_loaded_and_checked(tmp_path):
+    # One settings type: what config.json holds is what the mempool runs with.
+    path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
+    doc = json.loads(path.read_text())
+    doc["mempool"].update(max_queued_per_sender=3, max_gap_blocks=2, max_nonce_ahead=None)
+    path.write_text(json.dumps(doc))
+    mempool = load_config(tmp_path).mempool
+    assert (mempool.max_queued_per_sender, mempool.max_gap_blocks) == (3, 2)
+    assert mempool.nonce_window == mempool.per_account_cap
+    for name, bad, why in [
+        ("max_queued_per_sender", 0, "at least 1"),
+        ("max_nonce_ahead", 0, "at least 1"),
+        ("max_nonce_ahead", "8", "integer or null"),
+        ("replace_fee_bump_pct", -1, "non-negative"),
+        ("verify_processes", 1, "true or false"),
+    ]:
+        doc = json.loads(path.read_text())
+        doc["mempool"][name] = bad
+        path.write_text(json.dumps(doc))
+        with pytest.raises(ConfigError, match=why):
+            load_config(tmp_path)
+        doc["mempool"][name] = 1 if name != "verify_processes" else True
+        path.write_text(json.dumps(doc))

@@ -360,19 +360,25 @@ async def test_the_window_refuses_peers_only_beyond_twice_its_size(pool):
 async def test_nonce_gaps_do_not_count_against_the_window(pool):
     params = dataclasses.replace(PARAMS, max_block_txs=1)
     env = Env(pool, params=params, max_pending_blocks=1)
-    # Nonces above a missing one cannot be selected: they wait, holding no window.
-    # Until the next commit a gap counts, as honest reordering heals by then.
+    # Nonces above a missing one cannot be selected: they wait in a budget of their
+    # own, one block's worth of new gaps per block (two for gossip).
     assert await env.submit(make_tx(KEYS[1], 1), client=True) == ["accepted"]
-    assert await env.submit(make_tx(KEYS[2], 1), client=True) == ["mempool_full"]
+    r = (await env.mempool.submit([make_tx(KEYS[2], 1)], client=True))[0]
+    assert r.code == "mempool_full" and "retry once nonce 0 is in" in r.message
+    assert await env.submit(make_tx(KEYS[2], 1)) == ["accepted"]
+    assert await env.submit(make_tx(KEYS[3], 1)) == ["mempool_full"]
+    assert env.mempool.stats().queued_since_commit == 2
     env.commit([])
-    # (One at a time: a batch claims the window while it is verified, before its
-    # senders are known.)
-    for i in range(2, 6):
+    # After a block they are old: the budget of new gaps is free again, while the
+    # old ones stay (in the per-node budget).
+    for i in range(3, 6):
         assert await env.submit(make_tx(KEYS[i], 1), client=True) == ["accepted"]
         env.commit([])
-    assert env.mempool.select(10, 10**6) == []
+    # The pending window is untouched by them: a client's selectable one still fits.
     assert await env.submit(make_tx(KEYS[0], 0), client=True) == ["accepted"]
-    # The window (one transaction) is taken now.
+    stats = env.mempool.stats()
+    assert (stats.pending, stats.queued, stats.queued_since_commit) == (1, 5, 0)
+    # The window (one transaction) is taken by KEYS[0]'s.
     assert await env.submit(make_tx(KEYS[1], 0), client=True) == ["mempool_full"]
     # Once the gap fills (e.g. by gossip), the run is selectable as a whole.
     assert await env.submit(make_tx(KEYS[1], 0)) == ["accepted"]
@@ -381,6 +387,18 @@ async def test_nonce_gaps_do_not_count_against_the_window(pool):
     assert sorted(picked) == sorted(
         [(KEYS[0].address, 0), (KEYS[1].address, 0), (KEYS[1].address, 1)]
     )
+
+
+async def test_a_sender_holds_few_queued_transactions(pool):
+    env = Env(pool, max_queued_per_sender=2)
+    assert await env.submit(make_tx(KEYS[0], 2), make_tx(KEYS[0], 3)) == ["accepted"] * 2
+    r = (await env.mempool.submit([make_tx(KEYS[0], 4)]))[0]
+    assert r.code == "nonce_gap" and "send nonce 0 first" in r.message
+    # Filling the gap makes them pending, and the sender may queue again.
+    assert await env.submit(make_tx(KEYS[0], 0), make_tx(KEYS[0], 1)) == ["accepted"] * 2
+    assert await env.submit(make_tx(KEYS[0], 5), make_tx(KEYS[0], 6)) == ["accepted"] * 2
+    assert env.mempool.next_nonce(KEYS[0].address) == 4
+    assert env.mempool.stats().queued == 2
 
 
 async def test_a_full_gap_budget_evicts_the_biggest_holder_first(pool):
@@ -405,41 +423,72 @@ async def test_a_full_gap_budget_evicts_the_biggest_holder_first(pool):
 
 
 async def test_a_nonce_gap_flood_from_clients_and_peers_leaves_room_for_honest_clients(pool):
-    """Hundreds of funded accounts each send nonces n+1..n+63 (never selectable,
-    never paying), half to this node and half through a peer's gossip. On main
-    they held the whole window and every client got ``mempool_full``."""
+    """Hundreds of funded accounts each send nonces above a missing one (never
+    selectable, never paying), half to this node and half through a peer's gossip,
+    and keep sending fresh ones. On main they held the whole window and every
+    client got ``mempool_full``."""
     params = dataclasses.replace(PARAMS, max_block_txs=100)
-    env = Env(pool, params=params)
-    flooders = [key(1000 + i) for i in range(300)]
+    env = Env(pool, params=params, max_queued=2000)
+    flooders = [key(1000 + i) for i in range(600)]
     for k in flooders:
         env.state.put(k.address, RICH)
-    for i, k in enumerate(flooders):
-        gaps = [make_tx(k, n, expiry=99) for n in range(1, 64)]
-        codes = await env.submit(*gaps, client=i % 2 == 0)
-        assert set(codes) <= {"accepted", "mempool_full"}
-        if i % 4 == 3:
-            # A sustained flood, over many blocks (a gap counts against the window
-            # only until the next block: honest reordering heals by then).
-            env.commit([])
+
+    async def flood(senders: list[PrivateKey], nonces: range, commit_every: int) -> None:
+        for i, k in enumerate(senders):
+            gaps = [make_tx(k, n, expiry=99) for n in nonces]
+            codes = await env.submit(*gaps, client=i % 2 == 0)
+            assert set(codes) <= {"accepted", "mempool_full", "nonce_gap"}
+            if i % commit_every == commit_every - 1:
+                env.commit([])
+
+    # A flood sustained over many blocks, and fresh gaps since the last one.
+    await flood(flooders[:300], range(1, 64), 4)
+    await flood(flooders[300:], range(1, 2), 1000)
+    stats = env.mempool.stats()
     assert env.mempool.select(1000, 10**7) == []
-    held = len(env.mempool)
-    env.commit([])
-    # An honest client, its two nonces reordered on the way (as behind a load balancer).
+    assert stats.pending == 0 and stats.queued == 2000
+    assert stats.queued_since_commit == 200  # twice a block's worth: half came by gossip
     honest = KEYS[0]
-    assert await env.submit(make_tx(honest, 1, expiry=env.height + 50), client=True) == ["accepted"]
-    assert await env.submit(make_tx(honest, 0, expiry=env.height + 50), client=True) == ["accepted"]
-    # And another one whose transaction arrives by gossip.
-    assert await env.submit(make_tx(KEYS[1], 0, expiry=env.height + 50)) == ["accepted"]
+    expiry = env.height + 50
+    # An honest client's next transaction is admitted at once: gaps hold no window.
+    assert await env.submit(make_tx(honest, 0, expiry=expiry), client=True) == ["accepted"]
+    # Behind a load balancer its nonces may arrive reordered; a gap opened while the
+    # budget of new gaps is full is told to retry, and goes in once in order.
+    later = make_tx(honest, 2, expiry=expiry)
+    assert await env.submit(later, client=True) == ["mempool_full"]
+    assert await env.submit(make_tx(honest, 1, expiry=expiry), client=True) == ["accepted"]
+    assert await env.submit(later, client=True) == ["accepted"]
+    # Another one whose transaction arrives by gossip.
+    assert await env.submit(make_tx(KEYS[1], 0, expiry=expiry)) == ["accepted"]
     picked = [(v.sender_address, v.body.nonce) for v in env.mempool.select(1000, 10**7)]
-    assert picked.count((honest.address, 0)) == picked.count((honest.address, 1)) == 1
-    assert (KEYS[1].address, 0) in picked and len(picked) == 3
+    assert sorted(picked) == sorted(
+        [(honest.address, 0), (honest.address, 1), (honest.address, 2), (KEYS[1].address, 0)]
+    )
     env.commit(env.mempool.select(1000, 10**7))
-    assert env.state.account(honest.address).nonce == 2
-    # The window is not held by the gaps: a full block's worth of clients still fits.
-    raws = [make_tx(KEYS[i], 0, expiry=env.height + 50) for i in range(2, 64)]
+    assert env.state.account(honest.address).nonce == 3
+    # The window is not held by the gaps: two blocks' worth of clients still fit.
+    clients = [key(5000 + i) for i in range(200)]
+    for k in clients:
+        env.state.put(k.address, RICH)
+    raws = [make_tx(k, 0, expiry=env.height + 50) for k in clients]
     assert await env.submit(*raws, client=True) == ["accepted"] * len(raws)
-    # The gaps held no more than their budget: the rest were evicted or refused.
-    assert held == env.mempool.config.max_queued < 300 * 63
+    # The gaps held no more than their budgets: the rest were evicted or refused.
+    assert env.mempool.stats().queued <= 2000
+
+
+async def test_new_gaps_over_their_budget_are_told_to_retry(pool):
+    params = dataclasses.replace(PARAMS, max_block_txs=2)
+    env = Env(pool, params=params)
+    gapped = [make_tx(KEYS[i], 1) for i in range(3)]
+    assert await env.submit(*gapped[:2], client=True) == ["accepted"] * 2
+    r = (await env.mempool.submit([gapped[2]], client=True))[0]
+    assert r.code == "mempool_full" and "since the last block" in r.message
+    # A gap healed frees its place at once; a block frees all of them.
+    assert await env.submit(make_tx(KEYS[0], 0), client=True) == ["accepted"]
+    assert await env.submit(gapped[2], client=True) == ["accepted"]
+    assert await env.submit(make_tx(KEYS[3], 1), client=True) == ["mempool_full"]
+    env.commit([])
+    assert await env.submit(make_tx(KEYS[3], 1), client=True) == ["accepted"]
 
 
 def test_config_is_checked():
@@ -629,7 +678,7 @@ async def test_empty_accounts_are_forgotten(env):
     await env.submit(make_tx(KEYS[0], 0))
     env.commit(env.mempool.select(10, 10**6))
     assert len(env.mempool) == 0
-    assert all(not s.accounts for s in env.mempool._shards)
+    assert env.mempool.stats().senders == 0
     assert env.mempool.total_bytes == 0
 
 
@@ -732,7 +781,11 @@ class MempoolMachine(RuleBasedStateMachine):
             per_shard_cap=7,
             per_shard_bytes=10**6,
             max_queued=3,
+            max_queued_per_sender=2,
         )
+        # Hashes admitted since the last commit (a replacement inherits its slot's
+        # age): the model of the budget of new gaps.
+        self.young: set[bytes] = set()
         for i, k in enumerate(SIM_KEYS):
             # Some senders can pay only a few fees, so fee accounting matters.
             self.env.state.put(k.address, [25, 45, 1000, 10**6, 10**6, 10**6][i])
@@ -769,6 +822,10 @@ class MempoolMachine(RuleBasedStateMachine):
         replaced = {bytes.fromhex(r.message.split()[1]) for r in results if "replaced" in r.message}
         for raw, (address, nonce), r in zip(raws, slots, results, strict=True):
             assert r.code in ADMISSION_CODES, r
+            if r.accepted:
+                old = bytes.fromhex(r.message.split()[1]) if "replaced" in r.message else None
+                if old is None or old in self.young:
+                    self.young.add(r.hash)
             if r.accepted and r.hash not in replaced and not env.mempool.contains(r.hash):
                 # Evicted for a later one of the batch: only queued ones ever are.
                 next_nonce = env.mempool.next_nonce(address)
@@ -805,12 +862,14 @@ class MempoolMachine(RuleBasedStateMachine):
                 env.state.data[k] = v
         env.height += 1
         env.mempool.on_block_committed([v.hash for v in result.included])
+        self.young.clear()
         assert not any(env.mempool.contains(v.hash) for v in picked)
 
     @rule(blocks=st.integers(1, 4))
     def empty_blocks(self, blocks) -> None:
         self.env.height += blocks
         self.env.mempool.on_block_committed([])
+        self.young.clear()
 
     @rule(ki=st.integers(0, len(SIM_KEYS) - 1), spend=st.integers(0, 60), used=st.integers(0, 2))
     def foreign_block(self, ki, spend, used) -> None:
@@ -821,58 +880,64 @@ class MempoolMachine(RuleBasedStateMachine):
         env.state.put(address, max(0, a.balance - spend), a.nonce + used)
         env.height += 1
         env.mempool.on_block_committed([], senders=[address])
+        self.young.clear()
 
     @invariant()
     def consistent(self) -> None:
         env, cfg = self.env, self.cfg
         m = env.mempool
-        total = pending = pending_bytes = queued = 0
-        for i, shard in enumerate(m._shards):
-            assert shard.count <= cfg.per_shard_cap
-            assert shard.nbytes <= cfg.per_shard_bytes
-            count = nbytes = 0
-            for address, acct in shard.accounts.items():
-                assert acct.txs, "empty accounts are forgotten"
-                assert m.shard_of(address) == i
-                state = env.state.account(address)
-                assert acct.nonce == state.nonce
-                assert len(acct.txs) <= cfg.per_account_cap
-                assert acct.fees == sum(e.fee for e in acct.txs.values()) <= state.balance
-                for n, e in acct.txs.items():
-                    assert n == e.nonce and e.sender == address
-                    assert state.nonce <= n < state.nonce + cfg.nonce_window
-                    assert e.expiry >= env.height + 1, "expired entries are dropped"
-                    assert m.get(e.hash) is e.vtx
-                # Pending: the contiguous run from the state nonce; queued: the rest.
-                end = state.nonce
-                while end in acct.txs:
-                    end += 1
-                assert acct.end == end == m.next_nonce(address)
-                assert acct.queued == sum(n > end for n in acct.txs)
-                assert acct in m._holders.get(acct.queued, {acct.sender: acct}).values()
-                pending += end - state.nonce
-                pending_bytes += sum(acct.txs[n].size for n in range(state.nonce, end))
-                queued += acct.queued
-                count += len(acct.txs)
-                nbytes += sum(e.size for e in acct.txs.values())
-            assert (count, nbytes) == (shard.count, shard.nbytes)
-            total += count
-        assert total == len(m) == sum(m.shard_sizes())
-        assert (pending, pending_bytes, queued) == (m._pending, m._pending_bytes, m._queued)
-        young = [
-            e
-            for s in m._shards
-            for a in s.accounts.values()
-            for e in a.txs.values()
-            if e.nonce > a.end and e.seq >= m._young_from
-        ]
-        assert (len(young), sum(e.size for e in young)) == (m._young, m._young_bytes)
-        assert queued <= cfg.max_queued
-        assert sum(len(b) for b in m._holders.values()) == sum(
-            a.queued > 0 for s in m._shards for a in s.accounts.values()
+        params = m.params
+        sizes, nbytes = [0] * cfg.shards, [0] * cfg.shards
+        total = pending = pending_bytes = queued = young = young_bytes = senders = 0
+        for k in SIM_KEYS:
+            address = k.address
+            held = m.pending_for(address)
+            if not held:
+                assert m.next_nonce(address) is None, "empty accounts are forgotten"
+                continue
+            senders += 1
+            state = env.state.account(address)
+            nonces = [v.body.nonce for v in held]
+            assert nonces == sorted(set(nonces))
+            assert len(held) <= cfg.per_account_cap
+            assert sum(v.body.fee for v in held) <= state.balance
+            for v in held:
+                assert v.sender_address == address
+                assert state.nonce <= v.body.nonce < state.nonce + cfg.nonce_window
+                assert v.body.expiry_height >= env.height + 1, "expired entries are dropped"
+                assert m.get(v.hash) is v and m.contains(v.hash)
+            # Pending: the contiguous run from the state nonce; queued: the rest.
+            end = state.nonce
+            while end in nonces:
+                end += 1
+            assert m.next_nonce(address) == end
+            mine = [v for v in held if v.body.nonce > end]
+            assert len(mine) <= cfg.max_queued_per_sender
+            pending += end - state.nonce
+            pending_bytes += sum(v.size for v in held if v.body.nonce < end)
+            queued += len(mine)
+            young += sum(v.hash in self.young for v in mine)
+            young_bytes += sum(v.size for v in mine if v.hash in self.young)
+            shard = m.shard_of(address)
+            sizes[shard] += len(held)
+            nbytes[shard] += sum(v.size for v in held)
+            total += len(held)
+        assert m.shard_sizes() == sizes and m.shard_bytes() == nbytes
+        assert all(n <= cfg.per_shard_cap for n in sizes)
+        assert all(b <= cfg.per_shard_bytes for b in nbytes)
+        assert total == len(m) == len(list(m.pending_hashes()))
+        stats = m.stats()
+        assert (stats.transactions, stats.bytes, stats.senders) == (total, sum(nbytes), senders)
+        assert (stats.pending, stats.pending_bytes, stats.queued) == (
+            pending,
+            pending_bytes,
+            queued,
         )
-        live = {h for hs in m._expiry.values() for h in hs}
-        assert live == set(m._by_hash)
+        assert (stats.queued_since_commit, stats.queued_since_commit_bytes) == (young, young_bytes)
+        assert queued <= cfg.max_queued
+        # Gossip's budget of new gaps: twice a block's worth.
+        assert young <= 2 * cfg.max_gap_blocks * params.max_block_txs
+        assert stats.verifying == 0
 
 
 ADMISSION_CODES = {
