@@ -64,7 +64,7 @@ from vm.accounts import get_account
 from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.receipts import Event
-from vm.registry import Registry, TxFailed, TxInfo
+from vm.registry import Registry, TxClass, TxFailed, TxInfo
 from vm.state import Overlay
 
 REGISTER_CANDIDATE = "register_candidate"
@@ -296,16 +296,20 @@ def register_staking(registry: Registry) -> None:
     of an election in the same block), then the election. The three staking
     pools are registered as module accounts, so no transfer can pay into them.
     """
-    registry.register(REGISTER_CANDIDATE, RegisterCandidate, apply_register_candidate)
-    registry.register(BOND, Bond, apply_bond)
-    registry.register(UNBOND, Unbond, apply_unbond)
-    registry.register(VOTE_PRODUCERS, VoteProducers, apply_vote_producers)
-    registry.register(UNJAIL, Unjail, apply_unjail)
-    registry.register(SUBMIT_EVIDENCE, SubmitEvidence, apply_submit_evidence)
-    registry.register(PROPOSE_ADMIT_MEMBER, ProposeAdmitMember, apply_propose_admit_member)
-    registry.register(PROPOSE_REMOVE_MEMBER, ProposeRemoveMember, apply_propose_remove_member)
-    registry.register(PROPOSE_PARAM_CHANGE, ProposeParamChange, apply_propose_param_change)
-    registry.register(VOTE_PROPOSAL, VoteProposal, apply_vote_proposal)
+    # The chain's own upkeep goes before commerce and transfers (with fair shares).
+    upkeep = TxClass.CONSENSUS
+    registry.register(REGISTER_CANDIDATE, RegisterCandidate, apply_register_candidate, upkeep)
+    registry.register(BOND, Bond, apply_bond, upkeep)
+    registry.register(UNBOND, Unbond, apply_unbond, upkeep)
+    registry.register(VOTE_PRODUCERS, VoteProducers, apply_vote_producers, upkeep)
+    registry.register(UNJAIL, Unjail, apply_unjail, upkeep)
+    registry.register(SUBMIT_EVIDENCE, SubmitEvidence, apply_submit_evidence, upkeep)
+    registry.register(PROPOSE_ADMIT_MEMBER, ProposeAdmitMember, apply_propose_admit_member, upkeep)
+    registry.register(
+        PROPOSE_REMOVE_MEMBER, ProposeRemoveMember, apply_propose_remove_member, upkeep
+    )
+    registry.register(PROPOSE_PARAM_CHANGE, ProposeParamChange, apply_propose_param_change, upkeep)
+    registry.register(VOTE_PROPOSAL, VoteProposal, apply_vote_proposal, upkeep)
     registry.add_begin_block(apply_param_changes)
     registry.add_begin_block(release_unbonded)
     registry.add_begin_block(missed_slots_hook)

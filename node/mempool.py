@@ -90,7 +90,7 @@ from vm.executor import (
     verify_signed_tx,
 )
 from vm.params import ChainParams
-from vm.registry import Registry
+from vm.registry import Registry, TxClass
 from vm.state import StateView
 
 log = logging.getLogger("node.mempool")
@@ -138,9 +138,21 @@ class MempoolStats:
 class _Entry:
     """One pending transaction with the fields the hot paths read, unpacked once."""
 
-    __slots__ = ("vtx", "hash", "sender", "shard", "nonce", "fee", "size", "expiry", "seq", "order")
+    __slots__ = (
+        "vtx",
+        "hash",
+        "sender",
+        "shard",
+        "nonce",
+        "fee",
+        "size",
+        "expiry",
+        "seq",
+        "order",
+        "tx_class",
+    )
 
-    def __init__(self, vtx: VerifiedTx, shard: int, seq: int, priority: int) -> None:
+    def __init__(self, vtx: VerifiedTx, shard: int, seq: int, tx_class: int) -> None:
         body = vtx.body
         self.vtx = vtx
         self.hash = vtx.hash
@@ -152,9 +164,9 @@ class _Entry:
         self.expiry = body.expiry_height
         # Admission order: ties between equal fees go first-come first-served.
         self.seq = seq
-        # One int that sorts by (priority class, fee), highest first, in a
-        # min-heap: fee < 2**64, so priority * 2**64 + fee is lexicographic.
-        self.order = -((priority << 64) + body.fee)
+        # Highest fee first in a min-heap; the class picks the heap (``select``).
+        self.order = -body.fee
+        self.tx_class = tx_class
 
 
 class _Account:
@@ -210,6 +222,65 @@ def _nonce(e: _Entry) -> int:
     return e.nonce
 
 
+class _Picker:
+    """One block's selection over per-class, per-shard heaps of senders (``select``)."""
+
+    __slots__ = ("heaps", "out", "room", "max_txs", "next_height")
+
+    def __init__(
+        self,
+        heaps: dict[int, list[list[tuple[int, int, _Entry, dict[int, _Entry]]]]],
+        max_txs: int,
+        max_bytes: int,
+        next_height: int,
+    ) -> None:
+        self.heaps = heaps
+        self.out: list[VerifiedTx] = []
+        self.room = max_bytes
+        self.max_txs = max_txs
+        self.next_height = next_height
+
+    def take(self, tx_class: int, limit: int) -> None:
+        """Up to ``limit`` more transactions of ``tx_class``, a shard per turn."""
+        out = self.out
+        stop = min(self.max_txs, len(out) + limit)
+        heappop, heappush, heapreplace = heapq.heappop, heapq.heappush, heapq.heapreplace
+        heaps = self.heaps
+        n_shards = len(heaps[tx_class])
+        live = [k for k, heap in enumerate(heaps[tx_class]) if heap]
+        while live and len(out) < stop:
+            still = []
+            for k in live:
+                heap = heaps[tx_class][k]
+                while heap:
+                    top = heap[0]
+                    e = top[2]
+                    if e.size > self.room or e.expiry < self.next_height:
+                        heappop(heap)
+                        continue
+                    out.append(e.vtx)
+                    self.room -= e.size
+                    txs = top[3]
+                    nxt = txs.get(e.nonce + 1)
+                    if nxt is None:
+                        heappop(heap)
+                    elif nxt.tx_class == tx_class:
+                        heapreplace(heap, (nxt.order, nxt.seq, nxt, txs))
+                    else:
+                        # The sender's run goes on in another class: it waits there.
+                        heappop(heap)
+                        other = heaps.get(nxt.tx_class)
+                        if other is None:
+                            other = heaps[nxt.tx_class] = [[] for _ in range(n_shards)]
+                        heappush(other[k], (nxt.order, nxt.seq, nxt, txs))
+                    break
+                if len(out) >= stop:
+                    return
+                if heap:
+                    still.append(k)
+            live = still
+
+
 class Mempool:
     """Pending transactions, sharded by sender; see the module docstring.
 
@@ -228,7 +299,6 @@ class Mempool:
         height_fn: Callable[[], int],
         config: MempoolConfig | None = None,
         verify_pool: concurrent.futures.Executor | None = None,
-        priority: Callable[[VerifiedTx], int] | None = None,
         verifier: ProcessVerifier | None = None,
     ) -> None:
         self._chain_id = chain_id
@@ -244,8 +314,6 @@ class Mempool:
         self._pool = verify_pool or concurrent.futures.ThreadPoolExecutor(
             max_workers=config.verify_threads, thread_name_prefix="mempool-verify"
         )
-        # Priority class of a transaction (higher first, before fee); e.g. by type.
-        self._priority = priority
         self._shards = [_Shard() for _ in range(config.shards)]
         self._by_hash: dict[bytes, _Entry] = {}
         # Pending transactions and their bytes: what the admission window counts.
@@ -641,8 +709,8 @@ class Mempool:
     def _insert(
         self, shard: _Shard, acct: _Account, vtx: VerifiedTx, shard_i: int, seq: int | None
     ) -> None:
-        priority = self._priority(vtx) if self._priority is not None else 0
-        e = _Entry(vtx, shard_i, next(self._seq) if seq is None else seq, priority)
+        tx_class = self._registry.tx_class(vtx.body.type)
+        e = _Entry(vtx, shard_i, next(self._seq) if seq is None else seq, tx_class)
         acct.txs[e.nonce] = e
         acct.fees += e.fee
         shard.count += 1
@@ -771,57 +839,52 @@ class Mempool:
     def select(self, max_txs: int, max_bytes: int) -> list[VerifiedTx]:
         """Transactions for the next block, in an order that executes without nonce gaps.
 
-        Per sender only the contiguous run from its state nonce; one
-        transaction per shard per round (round-robin, rotating start); within a
-        shard the sender whose next transaction has the highest (priority,
-        fee) goes first, earliest admitted on ties. A transaction that does not
-        fit the remaining bytes, or that expires before the next height, ends
-        its sender's run for this block. Nothing is removed: the pool changes
-        only on commit, so a block that fails to commit loses nothing.
+        Per sender only the contiguous run from its state nonce. Priority classes
+        (``vm.TxClass``, from each type's registration): first every class in turn,
+        highest first, takes up to its fair share, ``max_txs // (2 * classes)``; then
+        what room is left goes to the classes in priority order. So the chain's
+        upkeep goes first and no class starves, whatever the others send. Within a
+        class, one transaction per shard per round (round-robin, rotating start);
+        within a shard the sender whose next transaction pays the highest fee goes
+        first, earliest admitted on ties. A transaction that does not fit the
+        remaining bytes, or that expires before the next height, ends its sender's
+        run for this block. Nothing is removed: the pool changes only on commit, so
+        a block that fails to commit loses nothing.
         """
         if max_txs <= 0 or max_bytes <= 0 or not self._by_hash:
             return []
-        next_height = self._height_fn() + 1
-        heappop, heapreplace = heapq.heappop, heapq.heapreplace
-        heaps: list[list[tuple[int, int, _Entry, dict[int, _Entry]]]] = []
         n_shards = len(self._shards)
         start = self._rr
         self._rr = (start + 1) % n_shards
+        # heaps[class][k]: the senders of shard (start + k) whose next transaction is of
+        # that class, by (fee, admission).
+        heaps: dict[int, list[list[tuple[int, int, _Entry, dict[int, _Entry]]]]] = {}
         for k in range(n_shards):
             shard = self._shards[(start + k) % n_shards]
-            heap = []
             for acct in shard.accounts.values():
                 e = acct.txs.get(acct.nonce)
                 if e is not None:
-                    heap.append((e.order, e.seq, e, acct.txs))
-            if heap:
+                    by_shard = heaps.get(e.tx_class)
+                    if by_shard is None:
+                        by_shard = heaps[e.tx_class] = [[] for _ in range(n_shards)]
+                    by_shard[k].append((e.order, e.seq, e, acct.txs))
+        for by_shard in heaps.values():
+            for heap in by_shard:
                 heapq.heapify(heap)
-                heaps.append(heap)
-        out: list[VerifiedTx] = []
-        room = max_bytes
-        while heaps:
-            live = []
-            for heap in heaps:
-                while heap:
-                    top = heap[0]
-                    e = top[2]
-                    if e.size > room or e.expiry < next_height:
-                        heappop(heap)
-                        continue
-                    out.append(e.vtx)
-                    room -= e.size
-                    nxt = top[3].get(e.nonce + 1)
-                    if nxt is None:
-                        heappop(heap)
-                    else:
-                        heapreplace(heap, (nxt.order, nxt.seq, nxt, top[3]))
-                    break
-                if len(out) >= max_txs:
-                    return out
-                if heap:
-                    live.append(heap)
-            heaps = live
-        return out
+        picker = _Picker(heaps, max_txs, max_bytes, self._height_fn() + 1)
+        classes = sorted(heaps, reverse=True)
+        if len(classes) > 1:
+            share = max_txs // (2 * len(TxClass))
+            for c in classes:
+                picker.take(c, share)
+        # A sender's run may go on in a class already served: go round until nothing
+        # more fits (one more pass over empty heaps, usually).
+        while True:
+            before = len(picker.out)
+            for c in sorted(heaps, reverse=True):
+                picker.take(c, max_txs)
+            if len(picker.out) in (before, max_txs):
+                return picker.out
 
     def on_block_committed(
         self,

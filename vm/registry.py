@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import IntEnum
 from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -41,6 +42,19 @@ NO_MODULE_ACCOUNTS: Mapping[bytes, str] = MappingProxyType({})
 # Receipt code of a transaction whose writes no node could store or read back
 # (an amount beyond u64, a record over its bounds): see ``Overlay.check_writes``.
 STATE_LIMIT = "state_limit"
+
+
+class TxClass(IntEnum):
+    """A transaction type's priority class in block building (higher goes first).
+
+    The chain's own upkeep (evidence, staking, governance) goes before commerce,
+    commerce before plain transfers; each class also has a fair share of every
+    block, so none starves (``node/mempool.py``, ``Mempool.select``).
+    """
+
+    TRANSFER = 0
+    COMMERCE = 1
+    CONSENSUS = 2
 
 
 class TxFailed(InvalidTransaction):
@@ -85,10 +99,11 @@ class TxInfo:
 class Registry:
     """Maps transaction types to payload classes and handlers; knows the module accounts."""
 
-    __slots__ = ("_types", "_begin_block", "_module_accounts", "_module_view")
+    __slots__ = ("_types", "_classes", "_begin_block", "_module_accounts", "_module_view")
 
     def __init__(self) -> None:
         self._types: dict[str, tuple[type[Wire], Handler]] = {}
+        self._classes: dict[str, TxClass] = {}
         self._begin_block: list[BeginBlockHook] = []
         self._module_accounts: dict[bytes, str] = {}
         self._module_view: Mapping[bytes, str] = MappingProxyType(self._module_accounts)
@@ -98,10 +113,12 @@ class Registry:
         tx_type: str,
         payload_cls: type[P],
         handler: Callable[[Overlay, TxInfo, P, BlockContext], None],
+        tx_class: TxClass = TxClass.TRANSFER,
     ) -> None:
         if tx_type in self._types:
             raise ValueError(f"transaction type {tx_type!r} is already registered")
         self._types[tx_type] = (payload_cls, handler)
+        self._classes[tx_type] = tx_class
 
     def add_begin_block(self, fn: BeginBlockHook) -> None:
         """Run ``fn`` at the start of every block, after the hooks added before it."""
@@ -137,6 +154,10 @@ class Registry:
         if entry is None:
             raise InvalidTransaction(f"unknown transaction type {tx_type[:64]!r}", "unknown_type")
         return entry
+
+    def tx_class(self, tx_type: str) -> TxClass:
+        """The priority class of ``tx_type`` (``TRANSFER`` for an unknown type)."""
+        return self._classes.get(tx_type, TxClass.TRANSFER)
 
     def decode_payload(self, body: TxBody) -> Wire:
         """Decode the payload of ``body`` (``unknown_type``, or DecodeError ``malformed``)."""

@@ -73,7 +73,7 @@ from apps.commerce.sessions import (
     process_tip,
     process_unpin,
 )
-from vm.registry import Registry
+from vm.registry import Registry, TxClass
 
 # type name -> (payload class, handler)
 HANDLERS: dict[str, tuple[type[Any], Callable[..., None]]] = {
@@ -129,7 +129,7 @@ def register(registry: Registry) -> None:
         partial(process_open_session, module_accounts=registry.module_accounts),
     )
     for tx_type, (payload_cls, handler) in handlers.items():
-        registry.register(tx_type, payload_cls, handler)
+        registry.register(tx_type, payload_cls, handler, TxClass.COMMERCE)
     registry.add_begin_block(end_deals)
     registry.add_begin_block(run_deadlines)
 

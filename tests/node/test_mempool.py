@@ -20,8 +20,8 @@ from vm.accounts import Account, account_key, get_account
 from vm.context import BlockContext
 from vm.executor import Executor
 from vm.params import ChainParams
-from vm.registry import default_registry
-from vm.transfer import Transfer
+from vm.registry import TxClass, default_registry
+from vm.transfer import Transfer, apply_transfer
 
 CHAIN = "mempool-test"
 MIN_FEE = 10
@@ -77,7 +77,6 @@ class Env:
     def __init__(
         self,
         pool: ThreadPoolExecutor,
-        priority=None,
         params: ChainParams = PARAMS,
         **config: int | None,
     ) -> None:
@@ -94,7 +93,6 @@ class Env:
             lambda: self.height,
             MempoolConfig(**config),  # type: ignore[arg-type]
             pool,
-            priority,
         )
         for k in KEYS:
             self.state.put(k.address, RICH)
@@ -748,11 +746,54 @@ async def test_cancelled_submit_releases_inflight(env):
     assert await env.submit(raw) == ["accepted"]
 
 
+def upkeep_env(pool: ThreadPoolExecutor, **config: int) -> Env:
+    """An Env whose registry has a transfer-like type in each higher priority class."""
+    env = Env(pool, **config)
+    env.registry.register("test.upkeep", Transfer, apply_transfer, TxClass.CONSENSUS)
+    env.registry.register("test.commerce", Transfer, apply_transfer, TxClass.COMMERCE)
+    return env
+
+
+def typed_tx(k: PrivateKey, nonce: int, tx_type: str, fee: int = MIN_FEE) -> bytes:
+    return make_tx(k, nonce, fee=fee, tx_type=tx_type)
+
+
 async def test_priority_class_goes_before_fee(pool):
-    env = Env(pool, priority=lambda vtx: int(vtx.sender_address == KEYS[1].address), shards=1)
-    await env.submit(make_tx(KEYS[0], 0, fee=1000), make_tx(KEYS[1], 0, fee=10))
+    env = upkeep_env(pool, shards=1)
+    await env.submit(
+        typed_tx(KEYS[0], 0, "transfer", fee=1000),
+        typed_tx(KEYS[1], 0, "test.upkeep"),
+        typed_tx(KEYS[2], 0, "test.commerce", fee=500),
+    )
     got = [v.sender_address for v in env.mempool.select(10, 10**6)]
-    assert got == [KEYS[1].address, KEYS[0].address]
+    assert got == [KEYS[1].address, KEYS[2].address, KEYS[0].address]
+
+
+async def test_every_class_gets_a_fair_share_of_a_full_block(pool):
+    env = upkeep_env(pool)
+    commerce = [typed_tx(KEYS[i], 0, "test.commerce", fee=10_000) for i in range(30)]
+    transfers = [typed_tx(KEYS[30 + i], 0, "transfer") for i in range(30)]
+    await env.submit(*commerce, *transfers)
+    # 12 slots: 12 // (2 * 3 classes) = 2 guaranteed to transfers, the rest by class.
+    picked = env.mempool.select(12, 10**7)
+    types = [v.body.type for v in picked]
+    assert types == ["test.commerce"] * 2 + ["transfer"] * 2 + ["test.commerce"] * 8
+
+
+async def test_a_senders_run_keeps_nonce_order_across_classes(pool):
+    env = upkeep_env(pool)
+    a, b = KEYS[0], KEYS[1]
+    await env.submit(
+        typed_tx(a, 0, "transfer"),
+        typed_tx(a, 1, "test.upkeep"),
+        typed_tx(a, 2, "test.commerce"),
+        typed_tx(b, 0, "test.upkeep"),
+    )
+    picked = [(v.sender_address, v.body.nonce) for v in env.mempool.select(10, 10**6)]
+    assert picked[0] == (b.address, 0)
+    assert [n for s, n in picked if s == a.address] == [0, 1, 2]
+    env.commit(env.mempool.select(10, 10**6))
+    assert env.state.account(a.address).nonce == 3
 
 
 # --- invariants under random submit / select / commit sequences ---
@@ -773,7 +814,7 @@ class MempoolMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.env = Env(
+        self.env = upkeep_env(
             SIM_POOL,
             shards=2,
             per_account_cap=3,
@@ -799,6 +840,8 @@ class MempoolMachine(RuleBasedStateMachine):
                 st.sampled_from([-1, 0, 0, 0, 1, 1, 2, 3, 6]),
                 st.sampled_from([MIN_FEE, MIN_FEE + 1, 20, 50]),
                 st.integers(0, 20),
+                # Every priority class: select's fair shares and cross-class runs.
+                st.sampled_from(["transfer", "test.commerce", "test.upkeep"]),
             ),
             min_size=1,
             max_size=6,
@@ -809,10 +852,12 @@ class MempoolMachine(RuleBasedStateMachine):
         env = self.env
         raws = []
         slots = []
-        for ki, offset, fee, ttl in batch:
+        for ki, offset, fee, ttl, tx_type in batch:
             k = SIM_KEYS[ki]
             nonce = max(0, env.state.account(k.address).nonce + offset)
-            raws.append(make_tx(k, nonce, fee=fee, expiry=env.height + ttl, amount=0))
+            raws.append(
+                make_tx(k, nonce, fee=fee, expiry=env.height + ttl, amount=0, tx_type=tx_type)
+            )
             slots.append((k.address, nonce))
         if repeat:
             raws.append(raws[0])
