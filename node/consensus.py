@@ -277,7 +277,7 @@ class EvidencePool:
 class MainLoopTxSource:
     """``TxSource`` over the node's mempool, which lives on the main loop: selecting
     waits for the main loop, dropping is queued to it. ``get`` reads the mempool's
-    dict from the consensus thread, as validation always has (a lookup by hash)."""
+    dict from the consensus thread, the one read the mempool allows off its loop."""
 
     def __init__(self, node: Node) -> None:
         self.node = node

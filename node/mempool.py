@@ -284,9 +284,12 @@ class _Picker:
 class Mempool:
     """Pending transactions, sharded by sender; see the module docstring.
 
-    Not thread-safe: every method except the pool work inside ``submit`` runs
-    on the event-loop thread. ``state`` must always read the latest committed
-    state and ``height_fn`` return the latest committed height.
+    Not thread-safe: every method runs on the event-loop thread, except the pool
+    work inside ``submit`` and ``get``. ``get`` may be called from any thread (the
+    consensus thread validates proposals with it, without a hop per block to the
+    loop): it is one ``dict.get``, atomic under the GIL, and what it returns is
+    never mutated once admitted. Keep it that way. ``state`` must always read the
+    latest committed state and ``height_fn`` return the latest committed height.
     """
 
     def __init__(
@@ -378,7 +381,9 @@ class Mempool:
         return tx_hash_ in self._by_hash
 
     def get(self, tx_hash_: bytes) -> VerifiedTx | None:
-        """The verified transaction under ``tx_hash_``, for block building to reuse."""
+        """The verified transaction under ``tx_hash_``, for block building to reuse.
+
+        Safe from any thread (see the class docstring)."""
         entry = self._by_hash.get(tx_hash_)
         return None if entry is None else entry.vtx
 
