@@ -9,6 +9,10 @@ on the main loop. The two loops talk only through ``call_soon_threadsafe``:
 - the engine's broadcasts go out through the main loop's p2p;
 - a proposal's transactions are drawn from the mempool on the main loop (it is not
   thread-safe), and the mempool hears about each commit on the main loop.
+
+``ConsensusService`` knows the node only through small Protocols: ``MainLoop``
+(run on the serving loop), ``TxSource`` (pick transactions), ``PeerLink`` (p2p),
+and callbacks for a final block and for the node's own transactions.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from consensus import (
     WAL,
@@ -38,17 +43,20 @@ from consensus import (
 from consensus.evidence import SubmitEvidence
 from consensus.messages import Message
 from core import Block, Commit, CommitSig, Invalid, PrivateKey, Vote, VoteType
+from core.codec import Wire
 from node.chain import Chain, ExecutedBlock
+from node.metrics import NodeMetrics
 from vm import VerifiedTx
 
 if TYPE_CHECKING:
     from node.mempool import Mempool
-    from node.service import Node
 
 log = logging.getLogger("node.consensus")
 
 EVIDENCE_TX = "submit_evidence"
 
+
+T = TypeVar("T")
 
 Inbound = Callable[[Message, bytes, int], None]
 """Hands a consensus message from a peer (its node key) to the engine, with the
@@ -98,6 +106,43 @@ class TxSource(Protocol):
     def reject(self, tx_hashes: list[bytes]) -> None:
         """Transactions the builder left out as no longer includable: drop them."""
         ...
+
+
+class MainLoop(Protocol):
+    """The node's serving loop (p2p, HTTP, the mempool), reached from other threads."""
+
+    def call_soon(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` soon on the loop; never waits. A closed loop drops it."""
+        ...
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the loop and wait for its result (or its exception)."""
+        ...
+
+
+class LoopLink:
+    """``MainLoop`` over an asyncio loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def call_soon(self, fn: Callable[[], object]) -> None:
+        loop = self._loop
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(fn)
+
+    def run(self, fn: Callable[[], T]) -> T:
+        return run_on(self._loop, fn)
+
+
+class PeerLink(Protocol):
+    """p2p as consensus uses it; called on the main loop."""
+
+    def broadcast(self, msg: Wire) -> object: ...
+
+    def send(self, peer: bytes, msg: Wire) -> object: ...
+
+    def drop_peer(self, peer: bytes, reason: str) -> None: ...
 
 
 BlockCommitted = Callable[[ExecutedBlock, Commit, float], None]
@@ -279,42 +324,39 @@ class MainLoopTxSource:
     waits for the main loop, dropping is queued to it. ``get`` reads the mempool's
     dict from the consensus thread, the one read the mempool allows off its loop."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    def _mempool(self) -> Mempool:
-        mempool = self.node.mempool
-        assert mempool is not None, "the node's mempool opens before consensus starts"
-        return mempool
+    def __init__(self, main: MainLoop, mempool: Mempool) -> None:
+        self._main = main
+        self._mempool = mempool
 
     def select(self, max_txs: int, max_bytes: int) -> list[VerifiedTx]:
-        mempool = self._mempool()
-        selected: list[VerifiedTx] = self.node.on_main_loop(
-            lambda: mempool.select(max_txs, max_bytes)
-        )
-        return selected
+        mempool = self._mempool
+        return self._main.run(lambda: mempool.select(max_txs, max_bytes))
 
     def get(self, tx_hash: bytes) -> VerifiedTx | None:
-        return self._mempool().get(tx_hash)
+        return self._mempool.get(tx_hash)
 
     def reject(self, tx_hashes: list[bytes]) -> None:
-        mempool = self._mempool()
-        self.node.call_main(lambda: mempool.on_block_committed((), tx_hashes))
+        mempool = self._mempool
+        self._main.call_soon(lambda: mempool.on_block_committed((), tx_hashes))
 
 
 class _P2PTransport:
     """The engine's ``Transport``: hands messages to p2p on the main loop."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, main: MainLoop, peers: PeerLink) -> None:
+        self._main = main
+        self._peers = peers
 
     def broadcast(self, msg: object) -> None:
         wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]
-        self.node.call_main(lambda: self.node.p2p and self.node.p2p.broadcast(wrapped))
+        peers = self._peers
+        self._main.call_soon(lambda: peers.broadcast(wrapped))
 
     def send(self, peer: object, msg: object) -> None:
         wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]
-        self.node.call_main(lambda: self.node.p2p and self.node.p2p.send(peer, wrapped))
+        peers = self._peers
+        assert isinstance(peer, bytes)
+        self._main.call_soon(lambda: peers.send(peer, wrapped))
 
 
 class ConsensusService:
@@ -322,24 +364,41 @@ class ConsensusService:
 
     def __init__(
         self,
-        node: Node,
         chain: Chain,
         config: BFTConfig,
         privval: PrivValidator,
+        *,
+        key: PrivateKey,
+        wal_dir: Path,
+        build_budget_ms: int,
+        main: MainLoop,
+        txs: TxSource,
+        peers: PeerLink,
+        committed: BlockCommitted,
+        submit_tx: Callable[[str, bytes], None],
+        metrics: NodeMetrics,
         seams: ConsensusSeams | None = None,
     ) -> None:
-        self.node = node
+        """``committed`` (a block is final and stored) and ``submit_tx`` (sign and
+        submit a transaction of this type and payload with the node key) run on
+        the main loop; ``txs`` is called from the consensus thread."""
         self.chain = chain
         self.config = config
         self.privval = privval
         self.seams = seams or ConsensusSeams()
+        self._node_loop = main
+        self._peers = peers
+        self._node_committed = committed
+        self._submit_tx = submit_tx
+        self._metrics = metrics
+        self._wal_dir = wal_dir
         self.evidence = EvidencePool(self._submit_evidence)
         self.app = ChainApplication(
             chain,
-            node.key,
-            MainLoopTxSource(node),
+            key,
+            txs,
             self._committed,
-            build_budget_ms=node.config.build_budget_ms,
+            build_budget_ms=build_budget_ms,
         )
         self._inbound: Inbound = self.seams.inbound(self._to_engine)
         self.engine: ConsensusEngine | None = None
@@ -363,11 +422,11 @@ class ConsensusService:
         engine = ConsensusEngine(
             chain_id=self.chain.chain_id,
             app=self.seams.application(self.app),
-            transport=self.seams.transport(_P2PTransport(self.node)),
+            transport=self.seams.transport(_P2PTransport(self._node_loop, self._peers)),
             clock=self.seams.clock(LoopClock(loop)),
             privval=self.privval,
             # Replayed on restart: restores locks, proofs of lock and peers' votes.
-            wal=WAL(self.node.home / "consensus", self.chain.chain_id),
+            wal=WAL(self._wal_dir, self.chain.chain_id),
             config=self.config,
             on_evidence=self._on_evidence,
             on_bad_peer=self._on_bad_peer,
@@ -392,7 +451,7 @@ class ConsensusService:
         """Publish the round in progress twice a second (the engine owns it)."""
         engine = self.engine
         if engine is not None and self._loop is not None:
-            self.node.metrics.round.set(engine.round)
+            self._metrics.round.set(engine.round)
             self._loop.call_later(0.5, self._report_round)
 
     def stop(self) -> None:
@@ -420,7 +479,7 @@ class ConsensusService:
             return
         if isinstance(msg, Vote):
             kind = "precommit" if msg.type == VoteType.PRECOMMIT else "prevote"
-            self.node.metrics.votes.labels(type=kind).inc()
+            self._metrics.votes.labels(type=kind).inc()
         self._inbound(msg, peer, received_ms)
 
     def _to_engine(self, msg: Message, peer: bytes, received_ms: int) -> None:
@@ -437,14 +496,15 @@ class ConsensusService:
             "bad consensus message from %s: %s", getattr(peer, "hex", lambda: peer)(), reason
         )
         if isinstance(peer, bytes):
-            self.node.call_main(lambda: self.node.p2p and self.node.p2p.drop_peer(peer, reason))
+            peers = self._peers
+            self._node_loop.call_soon(lambda: peers.drop_peer(peer, reason))
 
     def _committed(self, executed: ExecutedBlock, commit: Commit, seconds: float) -> None:
         """A block is final (consensus thread): release the evidence it makes includable;
         the node's bookkeeping (mempool, metrics, feeds) runs on the main loop."""
         self.evidence.committed(executed.block.header.height)
-        node = self.node
-        node.call_main(lambda: node.after_commit(executed, commit, seconds))
+        committed = self._node_committed
+        self._node_loop.call_soon(lambda: committed(executed, commit, seconds))
 
     def _on_evidence(self, evidence: DuplicateVoteEvidence) -> None:
         self.evidence.add(evidence, self.chain.height)
@@ -456,11 +516,9 @@ class ConsensusService:
             evidence.vote_a.validator.hex()[:16],
             evidence.vote_a.height,
         )
-        self.node.call_main(
-            lambda: self.node.submit_own_tx(
-                EVIDENCE_TX, SubmitEvidence(evidence.vote_a, evidence.vote_b).encode()
-            )
-        )
+        payload = SubmitEvidence(evidence.vote_a, evidence.vote_b).encode()
+        submit = self._submit_tx
+        self._node_loop.call_soon(lambda: submit(EVIDENCE_TX, payload))
 
     # --- views -----------------------------------------------------------------------
 

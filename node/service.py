@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from apps.commerce import register as register_commerce
 from consensus import (
@@ -28,7 +27,7 @@ from core.keystore import load_key
 from genesis import Genesis, load_genesis
 from node.chain import Chain, ExecutedBlock
 from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
-from node.consensus import ConsensusSeams, ConsensusService, run_on
+from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopTxSource
 from node.mempool import Mempool, SubmitResult
 from node.metrics import NodeMetrics
 from node.verifier import ProcessVerifier
@@ -156,7 +155,23 @@ class Node:
             timeout_commit_ms=cfg.block_interval_ms,
             timeout_propose_ms=cfg.timeout_propose_ms,
         )
-        self.consensus = ConsensusService(self, self.chain, bft, privval, self.seams)
+        assert self.mempool is not None
+        main = LoopLink(self._loop)
+        self.consensus = ConsensusService(
+            self.chain,
+            bft,
+            privval,
+            key=self.key,
+            wal_dir=self.home / "consensus",
+            build_budget_ms=cfg.build_budget_ms,
+            main=main,
+            txs=MainLoopTxSource(main, self.mempool),
+            peers=self.p2p,
+            committed=self.after_commit,
+            submit_tx=self.submit_own_tx,
+            metrics=self.metrics,
+            seams=self.seams,
+        )
         self.consensus.start()
 
     async def stop(self) -> None:
@@ -175,19 +190,6 @@ class Node:
             self.store.close()
             self.store = None
         log.info("node stopped")
-
-    # --- threads ---------------------------------------------------------------------
-
-    def call_main(self, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` soon on the main (serving) loop; callable from any thread."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(fn)
-
-    def on_main_loop(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the main loop from another thread and wait for its result."""
-        assert self._loop is not None
-        return run_on(self._loop, fn)
 
     # --- membership and peers --------------------------------------------------------
 
