@@ -25,7 +25,6 @@ from consensus.staking_state import (
     candidate_key,
     evidence_key,
     get_staker,
-    move_tokens,
     producers_for_height,
     put_staker,
     read,
@@ -35,6 +34,7 @@ from core.codec import Wire
 from core.errors import NodeFault
 from core.keys import SignDomain, address_of, is_valid_signature
 from core.types import Vote, vote_signing_body
+from vm.accounts import move_tokens
 from vm.context import BlockContext
 from vm.receipts import Event
 from vm.registry import TxFailed, TxInfo
@@ -161,8 +161,8 @@ def slash(state: Overlay, validator: bytes, bps: int) -> int:
         unbonding_cut += cut
         # Kept when slashed to 0: the release queue of its height is linked through it.
         entries.append(Unbonding(u.amount - cut, u.release_height, u.next))
-    move_tokens(state, BONDED_POOL, COMMUNITY_POOL, bond_cut)
-    move_tokens(state, UNBONDING_POOL, COMMUNITY_POOL, unbonding_cut)
+    move_tokens(state, BONDED_POOL, COMMUNITY_POOL, bond_cut, checked=True)
+    move_tokens(state, UNBONDING_POOL, COMMUNITY_POOL, unbonding_cut, checked=True)
     put_staker(state, address, Staker(staker.bonded - bond_cut, staker.votes, tuple(entries)))
     adjust_weights(state, staker.votes, -bond_cut)
     add_totals(state, bonded=-bond_cut, unbonding=-unbonding_cut, slashed=bond_cut + unbonding_cut)

@@ -50,7 +50,6 @@ from consensus.staking_state import (
     get_candidate,
     get_member,
     get_staker,
-    move_tokens,
     put_staker,
     queue_key,
     read,
@@ -60,7 +59,7 @@ from consensus.staking_state import (
 from core.codec import MaxItems, Wire
 from core.errors import NodeFault
 from core.types import PublicKey
-from vm.accounts import get_account
+from vm.accounts import get_account, move_tokens
 from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.receipts import Event
@@ -145,7 +144,7 @@ def apply_bond(state: Overlay, tx: TxInfo, payload: Bond, ctx: BlockContext) -> 
         raise TxFailed(f"balance {balance} is less than the amount {amount}", "insufficient_funds")
     staker = get_staker(state, tx.sender_address)
     bonded = checked_add(staker.bonded, amount, "bond")
-    move_tokens(state, tx.sender_address, BONDED_POOL, amount)
+    move_tokens(state, tx.sender_address, BONDED_POOL, amount, checked=True)
     put_staker(state, tx.sender_address, Staker(bonded, staker.votes, staker.unbonding))
     adjust_weights(state, staker.votes, amount)
     add_totals(state, bonded=amount)
@@ -189,7 +188,7 @@ def apply_unbond(state: Overlay, tx: TxInfo, payload: Unbond, ctx: BlockContext)
             )
         entries.append(Unbonding(amount, release, None if queue is None else queue.first))
         state.set_obj(qkey, ReleaseQueue(tx.sender_address, count + 1))
-    move_tokens(state, BONDED_POOL, UNBONDING_POOL, amount)
+    move_tokens(state, BONDED_POOL, UNBONDING_POOL, amount, checked=True)
     put_staker(
         state, tx.sender_address, Staker(staker.bonded - amount, staker.votes, tuple(entries))
     )
@@ -278,7 +277,7 @@ def release_unbonded(state: Overlay, ctx: BlockContext) -> None:
         put_staker(state, address, Staker(staker.bonded, staker.votes, rest))
         # Slashing may have taken all of it (the entry stays, to keep the list linked).
         if entry.amount:
-            move_tokens(state, UNBONDING_POOL, address, entry.amount)
+            move_tokens(state, UNBONDING_POOL, address, entry.amount, checked=True)
             add_totals(state, unbonding=-entry.amount)
             state.emit(Event.of("unbonded", staker=address, amount=entry.amount))
         address = entry.next

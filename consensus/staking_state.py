@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from consensus.validators import ValidatorSet
-from core.codec import UINT64_MAX, MaxItems, MaxLen, Wire
+from core.codec import MaxItems, MaxLen, Wire
 from core.errors import DecodeError, Invalid, NodeFault
 from core.hashing import Domain, hash_bytes
 from core.keys import ADDRESS_SIZE, address_of
 from core.types import MAX_VALIDATORS, Address, PublicKey
-from vm.accounts import Account, get_account, put_account
 from vm.params import ChainParams
 from vm.prefixes import KeyPrefix
 from vm.registry import TxFailed
@@ -399,25 +398,6 @@ def insert_key(keys: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:
 
 def remove_key(keys: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:
     return tuple(k for k in keys if k != key)
-
-
-# --- tokens ---
-
-
-def move_tokens(state: Overlay, source: bytes, dest: bytes, amount: int) -> None:
-    """Move ``amount`` between accounts; callers have checked the source can pay."""
-    if amount == 0 or source == dest:
-        return
-    src = get_account(state, source)
-    # Handlers check user balances first; a short module pool is a broken invariant.
-    if src.balance < amount:
-        raise NodeFault(f"account {source.hex()} holds {src.balance}, cannot pay {amount}")
-    put_account(state, source, Account(src.balance - amount, src.nonce))
-    dst = get_account(state, dest)
-    # Genesis caps the supply below 2**64.
-    if dst.balance + amount > UINT64_MAX:
-        raise NodeFault(f"balance of {dest.hex()} would exceed 2**64-1: supply invariant")
-    put_account(state, dest, Account(dst.balance + amount, dst.nonce))
 
 
 def adjust_weights(state: Overlay, keys: Iterable[bytes], delta: int) -> None:

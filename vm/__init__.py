@@ -1,6 +1,19 @@
-"""The native transaction executor: state overlay, accounts, fees, receipts, handlers."""
+"""The native transaction executor: state overlay, accounts, fees, receipts, handlers.
 
-from vm.accounts import ZERO_ACCOUNT, Account, account_key, get_account, put_account
+Tokens move only through ``debit``, ``credit`` and ``move_tokens`` (vm/accounts.py);
+the executor charges fees.
+"""
+
+from vm.accounts import (
+    ZERO_ACCOUNT,
+    Account,
+    account_key,
+    credit,
+    debit,
+    get_account,
+    move_tokens,
+    put_account,
+)
 from vm.amounts import U64_OVERFLOW, checked_add, checked_mul
 from vm.context import BlockContext
 from vm.executor import (
@@ -58,8 +71,11 @@ __all__ = [
     "checked_mul",
     "check_envelopes",
     "complete_checked",
+    "credit",
+    "debit",
     "default_registry",
     "get_account",
+    "move_tokens",
     "put_account",
     "read_account",
     "verify_signed_tx",

@@ -112,3 +112,45 @@ def put_account(state: Overlay, address: bytes, account: Account) -> None:
         state.set_obj(key, account)
     else:
         state.delete(key)
+
+
+# --- moving tokens: every balance change but the fee goes through these ---
+
+
+def debit(state: Overlay, address: bytes, amount: int, *, checked: bool = False) -> None:
+    """Take ``amount`` from ``address``.
+
+    A shortfall fails the transaction (``insufficient_funds``), unless ``checked``:
+    the caller made sure the account holds it (a module pool, by its own books), so
+    a shortfall is a broken invariant and halts the node rather than hide in a receipt.
+    """
+    account = get_account(state, address)
+    if account.balance < amount:
+        if checked:
+            raise NodeFault(f"account {address.hex()} holds {account.balance}, cannot pay {amount}")
+        raise TxFailed(
+            f"balance {account.balance} is less than the amount {amount}", "insufficient_funds"
+        )
+    put_account(state, address, new_account(account.balance - amount, account.nonce))
+
+
+def credit(state: Overlay, address: bytes, amount: int) -> None:
+    """Add ``amount`` to ``address``. Genesis caps the supply below 2**64, so a balance
+    past it is a broken invariant (``NodeFault``), never a user's error."""
+    if amount == 0:
+        return
+    account = get_account(state, address)
+    if account.balance + amount > UINT64_MAX:
+        raise NodeFault(f"balance of {address.hex()} would exceed 2**64-1: supply invariant")
+    put_account(state, address, new_account(account.balance + amount, account.nonce))
+
+
+def move_tokens(
+    state: Overlay, source: bytes, dest: bytes, amount: int, *, checked: bool = False
+) -> None:
+    """Move ``amount`` from ``source`` to ``dest`` (``debit`` then ``credit``; the credit
+    reads after the debit, so a move to oneself nets to zero)."""
+    if amount == 0:
+        return
+    debit(state, source, amount, checked=checked)
+    credit(state, dest, amount)

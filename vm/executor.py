@@ -20,7 +20,7 @@ from core.codec import Wire, constructor
 from core.errors import DecodeError, Invalid, InvalidBlock, InvalidTransaction, NodeFault
 from core.keys import address_of
 from core.types import SignedTx, TxBody, check_signed, tx_hash
-from vm.accounts import Account, get_account, new_account, put_account
+from vm.accounts import Account, credit, get_account, new_account, put_account
 from vm.context import BlockContext
 from vm.params import ChainParams
 from vm.receipts import MAX_EVENTS, OK, Event, Receipt, bound_message
@@ -385,7 +385,6 @@ def _credit(state: Overlay, address: bytes, amount: int) -> None:
     the fees from the next block on.
     """
     try:
-        account = get_account(state, address)
+        credit(state, address, amount)
     except DecodeError as exc:
         raise NodeFault(f"state holds an undecodable account: {exc}") from exc
-    put_account(state, address, Account(account.balance + amount, account.nonce))

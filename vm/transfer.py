@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from core.codec import UINT64_MAX, Wire, constructor
-from core.errors import NodeFault
+from core.codec import Wire, constructor
 from core.types import Address
-from vm.accounts import get_account, new_account, put_account
+from vm.accounts import move_tokens
 from vm.context import BlockContext
 from vm.receipts import Event, EventAttr
 from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo, refuse_module_account
@@ -47,19 +46,8 @@ def apply_transfer(
         raise TxFailed(f"amount must be positive, got {amount}", "invalid_amount")
     # Only its module may move a module account's tokens, or its books stop adding up.
     refuse_module_account(module_accounts, payload.to, "recipient")
-    sender = get_account(state, tx.sender_address)
     # The fee is already paid, so the amount must come out of what is left.
-    if sender.balance < amount:
-        raise TxFailed(
-            f"balance {sender.balance} is less than the amount {amount}", "insufficient_funds"
-        )
-    put_account(state, tx.sender_address, new_account(sender.balance - amount, sender.nonce))
-    # Read after the debit so a transfer to oneself nets to zero.
-    recipient = get_account(state, payload.to)
-    # Genesis caps total supply below 2**64, so only a broken invariant gets here.
-    if recipient.balance + amount > UINT64_MAX:
-        raise NodeFault(f"balance of {payload.to.hex()} would exceed 2**64-1: supply invariant")
-    put_account(state, payload.to, new_account(recipient.balance + amount, recipient.nonce))
+    move_tokens(state, tx.sender_address, payload.to, amount)
     # Built directly rather than with Event.of (the hot path): hex addresses and a
     # uint64 in decimal are always within the attribute bounds.
     attrs = (

@@ -51,8 +51,6 @@ from apps.commerce.store import (
     addr,
     checked_mul,
     config,
-    credit,
-    debit,
     escrow_in,
     escrow_out,
     load,
@@ -67,6 +65,7 @@ from apps.commerce.store import (
     roles_of,
 )
 from core.errors import NodeFault
+from vm.accounts import credit, debit
 from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.registry import TxFailed, TxInfo

@@ -32,8 +32,6 @@ from apps.commerce.payloads import DealRef, OpenDeal, OpenSession, PinListing, S
 from apps.commerce.store import (
     addr,
     config,
-    credit,
-    debit,
     load,
     next_id,
     require_approved,
@@ -43,6 +41,7 @@ from apps.commerce.store import (
     require_text,
 )
 from core.errors import NodeFault
+from vm.accounts import credit, debit
 from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo, refuse_module_account

@@ -25,10 +25,9 @@ from apps.commerce.model import (
     role_names,
 )
 from apps.commerce.params import CommerceGenesis
-from core.codec import UINT64_MAX, Wire
+from core.codec import Wire
 from core.errors import NodeFault
 from core.keys import format_address
-from vm.accounts import Account, get_account, put_account
 from vm.amounts import checked_add
 from vm.amounts import checked_mul as vm_checked_mul
 from vm.registry import TxFailed
@@ -178,27 +177,6 @@ def peek_next_id(state: StateView, kind: int) -> int:
 
 
 # --- tokens ---
-
-
-def debit(state: Overlay, address: bytes, amount: int) -> None:
-    """Take ``amount`` from ``address``; ``insufficient_funds`` if it does not have it."""
-    account = get_account(state, address)
-    # The fee is already paid, so the amount must come out of what is left.
-    if account.balance < amount:
-        raise TxFailed(
-            f"balance {account.balance} is less than the amount {amount}", "insufficient_funds"
-        )
-    put_account(state, address, Account(account.balance - amount, account.nonce))
-
-
-def credit(state: Overlay, address: bytes, amount: int) -> None:
-    if amount == 0:
-        return
-    account = get_account(state, address)
-    # Genesis caps total supply below 2**64, so only a broken invariant gets here.
-    if account.balance + amount > UINT64_MAX:
-        raise NodeFault(f"balance of {address.hex()} would exceed 2**64-1: supply invariant")
-    put_account(state, address, Account(account.balance + amount, account.nonce))
 
 
 def escrow(state: StateView) -> Escrow:

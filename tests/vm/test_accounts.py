@@ -4,7 +4,19 @@ from hypothesis import strategies as st
 
 from core.codec import Wire, pack_raw
 from core.errors import DecodeError, NodeFault
-from vm import ZERO_ACCOUNT, Account, KeyPrefix, Overlay, account_key, get_account, put_account
+from vm import (
+    ZERO_ACCOUNT,
+    Account,
+    KeyPrefix,
+    Overlay,
+    TxFailed,
+    account_key,
+    credit,
+    debit,
+    get_account,
+    move_tokens,
+    put_account,
+)
 
 ADDR = bytes(range(20))
 u64 = st.integers(0, 2**64 - 1)
@@ -96,3 +108,45 @@ def test_non_canonical_account_encodings_are_refused():
     for raw in non_canonical:
         with pytest.raises(DecodeError):
             Account.decode(raw)
+
+
+# --- moving tokens (the one way balances change, fees aside) ---
+
+OTHER = bytes(range(20, 40))
+
+
+def test_debit_short_fails_the_transaction_or_halts_on_a_checked_pool():
+    o = Overlay({account_key(ADDR): Account(5, 2).encode()})
+    with pytest.raises(TxFailed, match="balance 5 is less than the amount 6") as err:
+        debit(o, ADDR, 6)
+    assert err.value.code == "insufficient_funds"
+    # A module pool the caller's books say holds the amount: a shortfall is a bug.
+    with pytest.raises(NodeFault, match="holds 5, cannot pay 6"):
+        debit(o, ADDR, 6, checked=True)
+    debit(o, ADDR, 5)
+    assert get_account(o, ADDR) == Account(0, 2)
+
+
+def test_credit_past_the_supply_cap_is_a_node_fault():
+    o = Overlay({account_key(ADDR): Account(2**64 - 2, 0).encode()})
+    credit(o, ADDR, 1)
+    assert get_account(o, ADDR).balance == 2**64 - 1
+    with pytest.raises(NodeFault, match="supply invariant"):
+        credit(o, ADDR, 1)
+
+
+@given(a=st.integers(0, 10**6), b=st.integers(0, 10**6), amount=st.integers(0, 2 * 10**6))
+def test_move_tokens_conserves_and_a_move_to_oneself_nets_zero(a, b, amount):
+    o = Overlay(
+        {account_key(ADDR): Account(a, 1).encode(), account_key(OTHER): Account(b, 0).encode()}
+    )
+    try:
+        move_tokens(o, ADDR, OTHER, amount)
+    except TxFailed as exc:
+        assert exc.code == "insufficient_funds" and amount > a
+        assert (get_account(o, ADDR).balance, get_account(o, OTHER).balance) == (a, b)
+    else:
+        assert get_account(o, ADDR) == Account(a - amount, 1)
+        assert get_account(o, OTHER).balance == b + amount
+    move_tokens(o, OTHER, OTHER, min(amount, get_account(o, OTHER).balance))
+    assert get_account(o, ADDR).balance + get_account(o, OTHER).balance == a + b

@@ -14,7 +14,11 @@ DOC = Path(apps.commerce.__file__).parents[2] / "docs" / "commerce.md"
 
 
 # Helpers of the vm that raise one code of their own for the handler that calls them.
-VM_REFUSALS = {"refuse_module_account": "module_account", "checked_add": "u64_overflow"}
+VM_REFUSALS = {
+    "refuse_module_account": "module_account",
+    "checked_add": "u64_overflow",
+    "debit": "insufficient_funds",
+}
 
 
 def codes_in_source():
