@@ -192,7 +192,7 @@ def _signer(
     def sign(key: PrivateKey, tx_type: str, payload: object) -> SignedTx:
         nonce = nonces.get(key.address, 0)
         nonces[key.address] = nonce + 1
-        body = TxBody(nonce, fee, expiry_height, tx_type, payload.encode())  # type: ignore[attr-defined]
+        body = TxBody(nonce, fee, expiry_height, tx_type, payload.encode())  # type: ignore[attr-defined]  # payloads are Wire
         return sign_tx(key, chain_id, body)
 
     return sign
@@ -241,7 +241,7 @@ def _apply(state: dict[bytes, bytes], changes: dict[bytes, bytes | None]) -> dic
 
 
 def _verify(txs: list[SignedTx], registry: object, params: ChainParams) -> list[VerifiedTx]:
-    return [verify_signed_tx(t.encode(), CHAIN, registry, params.max_tx_bytes) for t in txs]  # type: ignore[arg-type]
+    return [verify_signed_tx(t.encode(), CHAIN, registry, params.max_tx_bytes) for t in txs]  # type: ignore[arg-type]  # SignedTx list
 
 
 def run_executor(args: argparse.Namespace) -> None:
@@ -292,7 +292,7 @@ def run_executor(args: argparse.Namespace) -> None:
         times = []
         for _ in range(args.repeat):
             t = time.perf_counter()
-            fn()  # type: ignore[operator]
+            fn()  # type: ignore[operator]  # callables in a mixed tuple
             times.append(time.perf_counter() - t)
         return min(times)
 

@@ -148,7 +148,7 @@ def instances(cls: type[Wire]) -> st.SearchStrategy[Any]:
     if cached is not None:
         return cached
     hints = typing.get_type_hints(cls, include_extras=True)
-    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]  # every Wire is a dataclass
 
     def build(values: tuple[Any, ...]) -> Any:
         try:

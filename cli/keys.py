@@ -37,7 +37,7 @@ def _clear_errors(fn: _F) -> _F:
         except LiveLedgerError as exc:
             raise click.ClickException(str(exc)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
 @click.group("keys")

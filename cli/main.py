@@ -61,7 +61,7 @@ def clear_errors(fn: _F) -> _F:
             click.echo(f"error: {code}: {exc}", err=True)
             sys.exit(2)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
 @click.group()

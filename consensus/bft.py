@@ -137,6 +137,8 @@ class ConsensusEngine:
         self.synchrony = Synchrony(precision_ms=0, message_delay_ms=0)
         # Block time of the last committed block (None: not known, e.g. at genesis).
         self._parent_time_ms: int | None = None
+        # The block this node is locked on (set per height by ``_reset_height``).
+        self.locked_hash: bytes | None = None
         # Height 0 is a placeholder until start() asks the application where it is.
         self._reset_height(0, ValidatorSet((bytes(32),)))
 
@@ -277,7 +279,7 @@ class ConsensusEngine:
         self._blocks: dict[bytes, Block] = {}
         self._valid: dict[bytes, bool] = {}
         self.locked_round = -1
-        self.locked_hash: bytes | None = None
+        self.locked_hash = None
         self.valid_round = -1
         self.valid_block: Block | None = None
         self.commit_round = -1

@@ -170,6 +170,8 @@ class CatchUp:
         """A message from a peer at a height below ours (``height``, entered at
         ``height_started``, with ``validators``): it needs the block we finalized at
         its height."""
+        if not isinstance(item.msg, (Proposal, Vote)):
+            return
         behind = item.msg.height
         # A peer one height behind is most often still committing the block it voted
         # for (its re-sent votes cross our next height): a whole block sent to it
@@ -242,6 +244,8 @@ class CatchUp:
         """``item`` is a proposal or vote signed by one of ``validators``; a bad
         signature is the sender's fault for certain and is reported."""
         msg = item.msg
+        if not isinstance(msg, (Proposal, Vote)):
+            return False
         signer = msg.proposer if isinstance(msg, Proposal) else msg.validator
         if signer not in validators:
             return False

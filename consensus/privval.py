@@ -170,7 +170,11 @@ class PrivValidator:
                 f"{SignStep(s.step).name} at {s.height}/{s.round}"
             )
         sig = self._key.sign(domain, self.chain_id, body)
-        keep_lock = lock is None
+        if lock is None:
+            # Keep the lock already held.
+            lock_height, lock_round, lock_hash = s.lock_height, s.lock_round, s.lock_hash
+        else:
+            lock_height, lock_round, lock_hash = lock.height, lock.round, lock.block_hash
         new = SignState(
             chain_id=self.chain_id,
             public_key=self.public_key,
@@ -179,9 +183,9 @@ class PrivValidator:
             step=int(step),
             body=body,
             signature=sig,
-            lock_height=s.lock_height if keep_lock else lock.height,
-            lock_round=s.lock_round if keep_lock else lock.round,
-            lock_hash=s.lock_hash if keep_lock else lock.block_hash,
+            lock_height=lock_height,
+            lock_round=lock_round,
+            lock_hash=lock_hash,
         )
         # Durable before anyone else can see the signature.
         self._persist(new)

@@ -82,7 +82,8 @@ class Wire:
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        return _codec_for(cls).decode(data)
+        obj: Self = _codec_for(cls).decode(data)
+        return obj
 
     def checked_encoding(self, max_size: int = ABSOLUTE_MAX_ENCODED) -> bytes:
         """The encoding, checked as ``decode`` checks it: integers in u64, sizes and item
@@ -122,7 +123,8 @@ class Wire:
     @classmethod
     def from_raw(cls, raw: Any) -> Self:
         """Check and build from an already unpacked list form."""
-        return _codec_for(cls).check(raw, cls.__name__)
+        obj: Self = _codec_for(cls).check(raw, cls.__name__)
+        return obj
 
 
 class _Codec:
@@ -140,7 +142,7 @@ class _Codec:
     def __init__(self, cls: type[Wire]) -> None:
         self.cls = cls
         hints = typing.get_type_hints(cls, include_extras=True)
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]  # every Wire is a dataclass
         self.names = tuple(f.name for f in fields)
         pairs = [_compile(hints[f.name]) for f in fields]
         self.dumps = tuple(p[0] for p in pairs)
@@ -228,7 +230,8 @@ def _packb(raw: Any) -> bytes:
         pack = _packers.pack
     except AttributeError:
         pack = _packers.pack = msgpack.Packer(use_bin_type=True).pack
-    return pack(raw)
+    out: bytes = pack(raw)
+    return out
 
 
 def _split_meta(hint: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -259,7 +262,7 @@ def constructor(cls: type[T]) -> Callable[..., T]:
     args = ", ".join(f"v{i}" for i in range(len(fields)))
     body = "".join(f"    S{i}(o, v{i})\n" for i in range(len(fields)))
     for i, s in enumerate(setters):
-        ns[f"S{i}"] = s.__set__  # type: ignore[union-attr]
+        ns[f"S{i}"] = s.__set__  # type: ignore[union-attr]  # slot descriptors
     exec(f"def make({args}):\n    o = NEW(CLS)\n{body}    return o\n", ns)  # from field names only
     make: Callable[..., T] = ns["make"]
     return make
@@ -374,7 +377,8 @@ class _Generated:
                 )
             ns = dict(self._ns)
             exec(src, ns)  # generated from type hints only
-            return ns["conv_tuple"]
+            conv_tuple: Callable[[Any], Any] = ns["conv_tuple"]
+            return conv_tuple
         if isinstance(hint, type) and issubclass(hint, Wire):
             cls = hint
 

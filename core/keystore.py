@@ -317,7 +317,7 @@ def read_key_file(path: Path | str) -> dict[str, Any]:
     if len(data) > MAX_FILE_BYTES:
         raise KeystoreError(f"{path} is not a key file: larger than {MAX_FILE_BYTES} bytes")
     try:
-        doc = json.loads(data)
+        doc: dict[str, Any] = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise KeystoreError(f"{path} is not a key file: not valid JSON") from None
     try:

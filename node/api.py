@@ -207,7 +207,7 @@ def _batch_json(results: list[SubmitResult]) -> str:
         if r.code == "accepted":
             accepted += 1
             if r.message == "accepted":
-                parts.append(_ACCEPTED_ITEM % r.hash.hex())  # type: ignore[union-attr]
+                parts.append(_ACCEPTED_ITEM % r.hash.hex())  # type: ignore[union-attr]  # accepted: hashed
                 continue
         digest = f'"{r.hash.hex()}"' if r.hash else "null"
         parts.append(f'{{"hash":{digest},"code":{dumps(r.code)},"message":{dumps(r.message)}}}')

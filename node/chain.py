@@ -302,7 +302,7 @@ class Chain:
                 out[i] = verify_signed_tx(
                     encoded[i], self.chain_id, self.registry, max_tx_bytes, hashes[i]
                 )
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[return-value]  # every slot filled above
 
     def commit(self, executed: ExecutedBlock, commit: Commit) -> None:
         """Persist a block and its certificate atomically (one synced write batch)."""

@@ -348,12 +348,12 @@ class _P2PTransport:
         self._peers = peers
 
     def broadcast(self, msg: object) -> None:
-        wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]
+        wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]  # engine sends Messages
         peers = self._peers
         self._main.call_soon(lambda: peers.broadcast(wrapped))
 
     def send(self, peer: object, msg: object) -> None:
-        wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]
+        wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]  # engine sends Messages
         peers = self._peers
         assert isinstance(peer, bytes)
         self._main.call_soon(lambda: peers.send(peer, wrapped))

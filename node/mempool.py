@@ -496,7 +496,7 @@ class Mempool:
                 r = results[i] = self._admit(verdict, height, 1 if client else 2)
                 accepted += r.code == ACCEPTED
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # every slot filled above
 
     def _room(self, windows: int) -> tuple[int, int]:
         """How many more transactions, and bytes, may enter verification now within

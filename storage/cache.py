@@ -23,7 +23,8 @@ K = TypeVar("K")
 V = TypeVar("V")
 D = TypeVar("D")
 
-_MISSING = object()
+# Typed Any so values read past the sentinel check keep the cache's value type.
+_MISSING: Any = object()
 
 
 class GenerationalCache(Generic[K, V]):

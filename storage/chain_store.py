@@ -187,7 +187,7 @@ class ChainStore:
             cached = self._state_cache.get(key, _MISSING)
             epoch = self._state_epoch
         if cached is not _MISSING:
-            return cached  # type: ignore[return-value]
+            return cached  # type: ignore[return-value]  # past the sentinel: bytes | None
         value = self._db.get(spaces.STATE + key)
         with self._state_lock:
             if self._state_epoch == epoch:

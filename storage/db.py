@@ -147,9 +147,10 @@ class Database:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            return self._handle.get(key)
+            value: bytes | None = self._handle.get(key)
         except plyvel.Error as exc:
             raise StorageError(f"read from {self.path} failed: {_reason(exc)}") from exc
+        return value
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key without the prefix, value) for every key under ``prefix``, in key order."""

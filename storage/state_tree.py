@@ -272,6 +272,7 @@ class StateTree:
 
         def new_leaf(i: int) -> bytes:
             value = values[i]
+            assert value is not None, "a deletion makes no leaf"
             kp = paths[i].to_bytes(HASH_SIZE, "big")
             vh = blake(_VALUE + value, digest_size=HASH_SIZE).digest()
             h = blake(_LEAF + kp + vh, digest_size=HASH_SIZE).digest()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Self
+from typing import Self, cast
 
 import msgpack
 
@@ -20,7 +20,7 @@ _MAX_ACCOUNT_BYTES = 19
 # A reused Packer per thread: cheaper than msgpack.packb, same bytes.
 _packb = pack_raw
 _unpackb = msgpack.unpackb
-_generic_decode = Wire.decode.__func__  # type: ignore[attr-defined]
+_generic_decode = Wire.decode.__func__  # type: ignore[attr-defined]  # a classmethod's function
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +63,14 @@ class Account(Wire):
                     # Only the one canonical encoding is accepted.
                     and _packb(raw) == data
                 ):
-                    return new_account(balance, nonce) if cls is Account else cls(balance, nonce)
+                    return (
+                        cast(Self, new_account(balance, nonce))
+                        if cls is Account
+                        else cls(balance, nonce)
+                    )
         # Anything unusual takes the generic path, which raises the precise error.
-        return _generic_decode(cls, data)
+        account: Self = _generic_decode(cls, data)
+        return account
 
 
 # Execution builds several accounts per transaction: set the slots directly.

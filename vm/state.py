@@ -67,7 +67,8 @@ class Overlay:
             return self._base.get(key)
         if v is None or type(v) is bytes:
             return v
-        return v.encode()
+        encoded: bytes = v.encode()
+        return encoded
 
     def get_obj(self, key: bytes, cls: type[W]) -> W | None:
         """The value under ``key`` decoded as ``cls`` (cached), or None when absent."""

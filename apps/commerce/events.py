@@ -76,9 +76,9 @@ def make(kind: str, **attrs: str | int | bytes) -> Event:
         if t is int:
             text = str(value)
         elif t is bytes:
-            text = value.hex()  # type: ignore[union-attr]
-        elif t is str and len(value) * 4 <= MAX_ATTR_VALUE:  # type: ignore[arg-type]
-            text = value  # type: ignore[assignment]
+            text = value.hex()  # type: ignore[union-attr]  # t is bytes
+        elif t is str and len(value) * 4 <= MAX_ATTR_VALUE:  # type: ignore[arg-type]  # t is str
+            text = value  # type: ignore[assignment]  # t is str
         else:
             return Event.of(kind, **attrs)
         # Attributes are immutable, and most (session, deal, state...) repeat.

@@ -438,7 +438,7 @@ def orders_of(
     if before:
         start = get_order(state, before)
         mine = start is not None and (start.buyer if as_buyer else start.merchant) == address
-        next_id = 0 if not mine else start.prev_of_buyer if as_buyer else start.prev_of_merchant  # type: ignore[union-attr]
+        next_id = 0 if not mine else start.prev_of_buyer if as_buyer else start.prev_of_merchant  # type: ignore[union-attr]  # mine: start is set
     else:
         next_id = party.last_as_buyer if as_buyer else party.last_as_merchant
     ids = []
@@ -553,7 +553,7 @@ def reviews_for(
         mine = start is not None and (
             start.merchant == merchant if by_merchant else start.listing_id == listing
         )
-        head = 0 if not mine else start.prev_of_merchant if by_merchant else start.prev_of_listing  # type: ignore[union-attr]
+        head = 0 if not mine else start.prev_of_merchant if by_merchant else start.prev_of_listing  # type: ignore[union-attr]  # mine: start is set
     out = []
     while head and len(out) < _page(limit):
         review = get_review(state, head)

@@ -89,4 +89,4 @@ def test_envelope_carries_exactly_one_payload():
     with pytest.raises(DecodeError):
         ConsensusMessage.decode(pack_raw(raw))
     with pytest.raises(TypeError):
-        ConsensusMessage.wrap("not a message")  # type: ignore[arg-type]
+        ConsensusMessage.wrap("not a message")  # type: ignore[arg-type]  # deliberately the wrong type

@@ -137,7 +137,7 @@ def _plausible(hint: Any) -> st.SearchStrategy[Any]:
 
 def raw_object(cls: type[Wire]) -> st.SearchStrategy[list[Any]]:
     hints = typing.get_type_hints(cls, include_extras=True)
-    fields = [raw_for(hints[f.name]) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = [raw_for(hints[f.name]) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]  # every Wire is a dataclass
     exact = st.tuples(*fields).map(list)
     # Also a field too many or too few.
     return st.one_of(exact, exact.map(lambda r: r[:-1]), exact.map(lambda r: [*r, 0]))

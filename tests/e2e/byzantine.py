@@ -95,7 +95,7 @@ class TamperRelay(ConsensusSeams):
 
     def application(self, app: Application) -> Application:
         self._app = app
-        return _TamperedStore(app)  # type: ignore[return-value]
+        return _TamperedStore(app)  # type: ignore[return-value]  # a wrapper with the same surface
 
     def inbound(self, deliver: Inbound) -> Inbound:
         def relay(msg: Message, peer: bytes, received_ms: int) -> None:
@@ -155,7 +155,7 @@ class FutureTime(ConsensusSeams):
         self.ahead_ms = ahead_ms
 
     def application(self, app: Application) -> Application:
-        return _FutureApplication(app, self.ahead_ms)  # type: ignore[return-value]
+        return _FutureApplication(app, self.ahead_ms)  # type: ignore[return-value]  # a wrapper with the same surface
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -175,7 +175,7 @@ class Cluster:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         for node in self.nodes:
             if node.alive:
-                node.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                node.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]  # started above
         for node in self.nodes:
             if node.proc is not None:
                 try:

@@ -91,7 +91,7 @@ class Env:
             params,
             self.state,
             lambda: self.height,
-            MempoolConfig(**config),  # type: ignore[arg-type]
+            MempoolConfig(**config),  # type: ignore[arg-type]  # settings by name
             pool,
         )
         for k in KEYS:
@@ -711,7 +711,7 @@ class CountingPool(ThreadPoolExecutor):
 async def test_one_pool_call_per_chunk():
     counting = CountingPool()
     try:
-        env = Env(counting, verify_threads=2)  # type: ignore[arg-type]
+        env = Env(counting, verify_threads=2)  # type: ignore[arg-type]  # a counting pool stands in
         raws = [make_tx(KEYS[i % 64], i // 64) for i in range(200)]
         codes = await env.submit(*raws)
         assert codes == ["accepted"] * 200

@@ -59,7 +59,7 @@ def _threads_verdict(raw: bytes) -> tuple[str, str] | None:
     try:
         verify_signed_tx(raw, CHAIN, default_registry(), PARAMS.max_tx_bytes)
     except Exception as exc:  # the verdict under test
-        return (exc.code, exc.message)  # type: ignore[attr-defined]
+        return (exc.code, exc.message)  # type: ignore[attr-defined]  # errors carry code
     return None
 
 
@@ -127,7 +127,7 @@ def test_a_dead_worker_costs_no_verdicts():
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
         pool = v._pool
         assert pool is not None
-        for pid in list(pool._processes):  # type: ignore[attr-defined]
+        for pid in list(pool._processes):  # type: ignore[attr-defined]  # private pool, being replaced
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         # The chunk in flight is checked here instead; the pool is replaced.
@@ -199,6 +199,6 @@ def test_chain_reports_the_first_bad_transaction_in_block_order(tmp_path, verifi
                 _chain(tmp_path, f"x{len(outcomes)}{len(order)}", g, v)._verify_txs(
                     order, {}.get, 10**5
                 )
-            outcomes.append((info.value.code, info.value.message))  # type: ignore[attr-defined]
+            outcomes.append((info.value.code, info.value.message))  # type: ignore[attr-defined]  # errors carry code
         assert outcomes[0] == outcomes[1]
     assert outcomes[0][0] == "bad_signature"

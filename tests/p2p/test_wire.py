@@ -60,7 +60,7 @@ def test_registry():
     with pytest.raises(DecodeError, match="unknown message type"):
         reg.decode(0x99, b"")
     with pytest.raises(ValueError, match="not a registered"):
-        reg.kind_of(PrivateKey)  # type: ignore[arg-type]
+        reg.kind_of(PrivateKey)  # type: ignore[arg-type]  # deliberately the wrong type
 
 
 def test_tx_batch_holds_signed_txs():

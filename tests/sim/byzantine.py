@@ -122,5 +122,5 @@ class DatingApp:
 
 def wrap_app(node: SimNode, app: Application) -> Application:
     if node.behaviour in ("ahead", "max_time", "behind"):
-        return DatingApp(app, node.behaviour)  # type: ignore[return-value]
+        return DatingApp(app, node.behaviour)  # type: ignore[return-value]  # a wrapper with the same surface
     return app

@@ -27,7 +27,7 @@ def test_event_of_refuses_what_a_receipt_could_not_decode():
     with pytest.raises(ValueError, match="attributes"):
         Event.of("k", **{f"a{i}": 1 for i in range(MAX_ATTRS + 1)})
     with pytest.raises(TypeError, match="str, int or bytes"):
-        Event.of("k", v=1.5)  # type: ignore[arg-type]
+        Event.of("k", v=1.5)  # type: ignore[arg-type]  # deliberately the wrong type
 
 
 def test_receipt_round_trip():

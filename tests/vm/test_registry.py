@@ -56,7 +56,7 @@ def test_module_accounts_are_a_live_read_only_view():
     # A handler bound to the view at registration sees accounts added afterwards.
     assert dict(view) == {bytes([1]) * 20: "pool"}
     with pytest.raises(TypeError):
-        view[bytes([2]) * 20] = "other"  # type: ignore[index]
+        view[bytes([2]) * 20] = "other"  # type: ignore[index]  # deliberately writes a read-only view
 
 
 def test_a_module_account_registers_once_and_is_an_address():

@@ -89,7 +89,7 @@ def test_forget_undo_keeps_writes_and_starts_a_new_history():
 
 def test_set_refuses_non_bytes():
     with pytest.raises(TypeError, match="bytes"):
-        Overlay({}).set(b"a", "text")  # type: ignore[arg-type]
+        Overlay({}).set(b"a", "text")  # type: ignore[arg-type]  # deliberately the wrong type
 
 
 def test_objects_are_decoded_once_and_encoded_in_changes():

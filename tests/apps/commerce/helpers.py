@@ -315,4 +315,4 @@ def open_shop(chain: Chain, *, host_bps: int = 1_000, stock: int = STOCK, pin: b
 def new_chain(*extra: str, balance: int = 10**9, **kw: object) -> Chain:
     names = ("registrar", "merchant", "host", "alice", "bob", "carol", "arbiter", "maker")
     names += ("carrier", "inspector", "auditor", "stranger", *extra)
-    return Chain({n: balance for n in dict.fromkeys(names)}, **kw)  # type: ignore[arg-type]
+    return Chain({n: balance for n in dict.fromkeys(names)}, **kw)  # type: ignore[arg-type]  # names as addresses in the toy chain

@@ -61,7 +61,7 @@ class Driver:
         nonce = self.nonces.get(key.address, 0)
         self.nonces[key.address] = nonce + 1
         expiry = self.node.chain.height + 500
-        body = TxBody(nonce, FEE, expiry, tx_type, payload.encode())  # type: ignore[attr-defined]
+        body = TxBody(nonce, FEE, expiry, tx_type, payload.encode())  # type: ignore[attr-defined]  # payloads are Wire
         resp = await self.client.post(
             "/v1/txs", json={"tx": sign_tx(key, self.chain_id, body).encode().hex()}
         )
