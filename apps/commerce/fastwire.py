@@ -32,7 +32,7 @@ W = TypeVar("W", bound=Wire)
 
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
-_generic_decode = Wire.decode.__func__  # type: ignore[attr-defined]
+_generic_decode = Wire.decode.__func__  # type: ignore[attr-defined]  # a classmethod's function
 _UINT64_MAX = 2**64 - 1
 
 # Field kinds of the fast checker.
@@ -97,7 +97,7 @@ def _ok(spec: tuple[int, bool, int | None, int, Any], v: Any) -> bool:
 def fast_wire(cls: type[W]) -> type[W]:
     """Class decorator: fast ``encode`` and ``decode`` for a flat Wire dataclass."""
     hints = typing.get_type_hints(cls, include_extras=True)
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]  # every Wire is a dataclass
     names = tuple(f.name for f in fields)
     specs = [_field_spec(hints[n]) for n in names]
     if any(s is None for s in specs):
@@ -109,20 +109,20 @@ def fast_wire(cls: type[W]) -> type[W]:
     # The common case (no None in an optional field) is checked mostly in C: the
     # tuple of field types against ``sig``, then the bounds of each kind of field.
     base = {_INT: int, _BOOL: bool, _BYTES: bytes, _STR: str, _TUPLE: list}
-    sig = tuple(base[s[0]] for s in specs_t)  # type: ignore[index]
-    int_idx = tuple(i for i, s in enumerate(specs_t) if s[0] == _INT)  # type: ignore[index]
+    sig = tuple(base[s[0]] for s in specs_t)  # type: ignore[index]  # specs are tuples by construction
+    int_idx = tuple(i for i, s in enumerate(specs_t) if s[0] == _INT)  # type: ignore[index]  # specs are tuples by construction
     exact_idx = tuple(
         i
         for i, s in enumerate(specs_t)
-        if s[0] == _BYTES and s[2] is not None  # type: ignore[index]
+        if s[0] == _BYTES and s[2] is not None  # type: ignore[index]  # specs are tuples by construction
     )
-    exact_lens = tuple(specs_t[i][2] for i in exact_idx)  # type: ignore[index]
+    exact_lens = tuple(specs_t[i][2] for i in exact_idx)  # type: ignore[index]  # specs are tuples by construction
     bounded = tuple(
-        (i, s[3])  # type: ignore[index]
+        (i, s[3])  # type: ignore[index]  # specs are tuples by construction
         for i, s in enumerate(specs_t)
-        if (s[0] == _BYTES and s[2] is None) or s[0] == _STR  # type: ignore[index]
+        if (s[0] == _BYTES and s[2] is None) or s[0] == _STR  # type: ignore[index]  # specs are tuples by construction
     )
-    tuple_specs = tuple((i, s) for i, s in enumerate(specs_t) if s[0] == _TUPLE)  # type: ignore[index]
+    tuple_specs = tuple((i, s) for i, s in enumerate(specs_t) if s[0] == _TUPLE)  # type: ignore[index]  # specs are tuples by construction
     tuple_fields = tuple(i for i, _ in tuple_specs)
     pick_ints = _picker(int_idx)
     pick_exact = _picker(exact_idx)
@@ -134,7 +134,7 @@ def fast_wire(cls: type[W]) -> type[W]:
     def check(raw: list[Any]) -> bool:
         if tuple(map(type, raw)) != sig:
             # A None in an optional field, or a wrong type: field by field.
-            return all(_ok(spec, v) for spec, v in zip(specs_t, raw, strict=True))  # type: ignore[arg-type]
+            return all(_ok(spec, v) for spec, v in zip(specs_t, raw, strict=True))  # type: ignore[arg-type]  # specs are tuples by construction
         if int_idx and min(pick_ints(raw)) < 0:
             return False
         if exact_idx and tuple(map(len, pick_exact(raw))) != exact_lens:
@@ -145,7 +145,7 @@ def fast_wire(cls: type[W]) -> type[W]:
                 type(v) is str and len(v) * 4 > limit and len(v.encode()) > limit
             ):
                 return False
-        return all(_ok(spec, raw[i]) for i, spec in tuple_specs)  # type: ignore[arg-type]
+        return all(_ok(spec, raw[i]) for i, spec in tuple_specs)  # type: ignore[arg-type]  # specs are tuples by construction
 
     def decode(klass: type[W], data: bytes) -> W:
         if type(data) is bytes and len(data) <= max_encoded:
@@ -159,12 +159,12 @@ def fast_wire(cls: type[W]) -> type[W]:
                         raw[i] = tuple(raw[i])
                 return klass(*raw)
         # Anything unusual takes the generic path, which raises the precise error.
-        return _generic_decode(klass, data)  # type: ignore[no-any-return]
+        return _generic_decode(klass, data)  # type: ignore[no-any-return]  # generic decode returns the class
 
-    cls.encode = encode  # type: ignore[method-assign]
-    cls.decode = classmethod(decode)  # type: ignore[assignment, method-assign]
-    cls._fast_names = names  # type: ignore[attr-defined]
-    cls._fast_getter = getter  # type: ignore[attr-defined]
+    cls.encode = encode  # type: ignore[method-assign]  # fast paths installed on the class
+    cls.decode = classmethod(decode)  # type: ignore[assignment, method-assign]  # fast paths installed on the class
+    cls._fast_names = names  # type: ignore[attr-defined]  # fast paths installed on the class
+    cls._fast_getter = getter  # type: ignore[attr-defined]  # fast paths installed on the class
     return cls
 
 
@@ -174,14 +174,14 @@ def _picker(indexes: tuple[int, ...]) -> Callable[[list[Any]], tuple[Any, ...]]:
         return lambda raw: (raw[only],)
     if not indexes:
         return lambda raw: ()
-    return operator.itemgetter(*indexes)  # type: ignore[return-value]
+    return operator.itemgetter(*indexes)  # type: ignore[return-value]  # generic decode returns the class
 
 
 def fast_replace(obj: W, **changes: Any) -> W:
     """A copy of ``obj`` with ``changes`` (for ``fast_wire`` classes)."""
     cls = type(obj)
-    names = cls._fast_names  # type: ignore[attr-defined]
-    values = list(cls._fast_getter(obj)) if len(names) > 1 else [cls._fast_getter(obj)]  # type: ignore[attr-defined]
+    names = cls._fast_names  # type: ignore[attr-defined]  # fast paths installed on the class
+    values = list(cls._fast_getter(obj)) if len(names) > 1 else [cls._fast_getter(obj)]  # type: ignore[attr-defined]  # fast paths installed on the class
     index = _INDEX.get(cls)
     if index is None:
         index = _INDEX[cls] = {n: i for i, n in enumerate(names)}
