@@ -3,6 +3,7 @@
 from core.codec import Len, MaxItems, MaxLen, Wire, array_header, pack_raw, unpack_raw
 from core.errors import (
     DecodeError,
+    HttpError,
     Invalid,
     InvalidAddress,
     InvalidBlock,
@@ -59,6 +60,7 @@ __all__ = [
     "DecodeError",
     "Domain",
     "Hash32",
+    "HttpError",
     "Invalid",
     "InvalidAddress",
     "InvalidBlock",

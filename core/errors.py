@@ -3,10 +3,14 @@
 Two roots, as in Sawtooth: ``Invalid`` is a deterministic verdict on some input
 (every honest node reaches the same one), ``NodeFault`` is this node's own
 trouble (disk, corruption, a broken invariant) and must never be blamed on the
-input. Every ``Invalid`` carries a stable machine-readable ``code``.
+input. Every ``Invalid`` carries a stable machine-readable ``code`` and the HTTP
+``status`` the node's API answers with when it refuses a request for that reason
+(one middleware renders every refusal; ``HttpError`` is a refusal made at the API).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class LiveLedgerError(Exception):
@@ -17,6 +21,9 @@ class Invalid(LiveLedgerError):
     """Deterministic rejection of an input: a transaction, block, vote, proof or request."""
 
     code: str = "invalid"
+    # What the HTTP API answers when this refuses a request: a bad request, unless a
+    # subclass says otherwise (a view the viewer may not see is 403).
+    status: int = 400
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
@@ -54,6 +61,22 @@ class InvalidProof(Invalid):
 
 class InvalidAddress(Invalid):
     code = "bad_address"
+
+
+class HttpError(Invalid):
+    """A request refused by the HTTP API: its status, stable code and message.
+
+    Routes raise it (or any ``Invalid``, which carries its own status); the API's one
+    middleware renders each as ``{"code", "message"}`` with the status and
+    ``headers``. A 503 is refused for now, not for ever: ``Retry-After`` says when.
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message, code)
+        self.status = status
+        self.headers = dict(headers or {})
 
 
 class NodeFault(LiveLedgerError):

@@ -1,7 +1,10 @@
 """The HTTP API: versioned JSON routes under /v1/ and Prometheus metrics at /metrics.
 
-Every error is JSON ``{"code", "message"}`` with a stable code; one middleware
-turns the error tree into responses, so handlers just raise.
+Each route is declared with its documentation (``apps.routes``) beside its
+handler; ``node.openapi`` generates the OpenAPI document from the declarations.
+Every error is JSON ``{"code", "message"}`` with a stable code: handlers raise
+``HttpError`` (or any ``Invalid``, which carries its HTTP status) and one
+middleware renders it; anything unexpected is a logged 500 ``internal``.
 """
 
 from __future__ import annotations
@@ -9,17 +12,39 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from apps.commerce.http import PRIVATE_STATE_PREFIXES
+from apps.commerce.http import ROUTES as COMMERCE_ROUTES
 from apps.commerce.http import add_routes as add_commerce_routes
+from apps.commerce.params import CommerceGenesis
+from apps.routes import (
+    HASH,
+    HEIGHT,
+    HEX_CHARS,
+    PUBLIC_KEY,
+    STR,
+    UINT,
+    Answer,
+    Body,
+    Component,
+    Param,
+    Refusal,
+    RouteTable,
+    array,
+    described,
+    hex_bytes,
+    nullable,
+    obj,
+    ref,
+)
 from core import (
     Block,
     BlockHeader,
+    HttpError,
     Invalid,
     format_address,
     parse_address,
@@ -27,18 +52,19 @@ from core import (
     unpack_raw,
 )
 from node.bodies import parse_json_txs, split_msgpack_batch
+from node.config import NodeConfig
 from node.mempool import SubmitResult
-from node.openapi import add_openapi_route
+from node.openapi import ROUTES as OPENAPI_ROUTES
+from node.openapi import TX_REFUSAL_CODES, add_openapi_route
 from node.reader import NodeChainReader, header_of_block
-from node.render import block_json, header_only_json, receipt_json
-from node.service import Node
-from node.staking_api import add_staking_routes
+from node.render import BLOCK, RECEIPT, block_json, header_only_json, receipt_json
+from node.service import NODE, Node
+from node.staking_api import ROUTES as STAKING_ROUTES
 from storage import MAX_KEY_SIZE
-from vm import Account, Receipt, account_key
+from vm import Account, ChainParams, Receipt, account_key
 
 log = logging.getLogger("node.api")
 
-NODE: web.AppKey[Node] = web.AppKey("node", Node)
 MAX_BATCH = 20_000
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/octet-stream")
 # Seconds a client told ``mempool_full`` (503) waits before submitting again: about a
@@ -50,45 +76,39 @@ RETRY_AFTER_S = 1
 BLOCK_READ_SLOTS = 2
 BLOCK_READS: web.AppKey[asyncio.Semaphore] = web.AppKey("block_reads", asyncio.Semaphore)
 
-
-class ApiError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
+# The node's routes; the chain objects every answer shares are documented first.
+ROUTES = RouteTable("node", components=(RECEIPT, BLOCK))
+# Every route of ``create_app``, in the order the OpenAPI document lists them.
+ROUTE_TABLES = (ROUTES, OPENAPI_ROUTES, COMMERCE_ROUTES, STAKING_ROUTES)
 
 
-def _error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status, headers=headers)
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The one place refusals become answers: ``{"code", "message"}`` with their status."""
     try:
         return await handler(request)
-    except ApiError as exc:
-        return _error(exc.status, exc.code, exc.message, exc.headers)
     except Invalid as exc:
-        return _error(400, exc.code, exc.message)
+        # HttpError, BodyError, a bad address, a denied view...: each carries its status.
+        headers = exc.headers if isinstance(exc, HttpError) else None
+        return _error(exc.status, exc.code, exc.message, headers)
     except web.HTTPRequestEntityTooLarge as exc:
         # The body is refused as bad input, like any other malformed request.
-        return _error(400, "too_large", f"request body too large: {exc.text}")
+        return _error(400, "too_large", f"request body too large: {exc.text}", None)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed", 503: "unavailable"}.get(
             exc.status, "http_error"
         )
-        return _error(exc.status, code, exc.reason)
+        return _error(exc.status, code, exc.reason, None)
     except Exception:
+        # A bug: logged with its traceback here, never shown to the client.
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return _error(500, "internal", "internal error")
+        return _error(500, "internal", "internal error", None)
 
 
 def _node(request: web.Request) -> Node:
@@ -97,7 +117,7 @@ def _node(request: web.Request) -> Node:
 
 def _ready(node: Node) -> tuple[Any, Any]:
     if node.chain is None or node.mempool is None:
-        raise ApiError(
+        raise HttpError(
             503,
             "unavailable",
             "node is starting or stopping",
@@ -109,7 +129,7 @@ def _ready(node: Node) -> tuple[Any, Any]:
 def _decimal(text: str, name: str, code: str) -> int:
     """A height-like decimal: ASCII digits only (``str.isdigit`` also takes "²")."""
     if not (text.isascii() and text.isdigit()) or len(text) > 19:
-        raise ApiError(400, code, f"{name} must be a decimal number, got {text[:40]!r}")
+        raise HttpError(400, code, f"{name} must be a decimal number, got {text[:40]!r}")
     return int(text)
 
 
@@ -117,14 +137,42 @@ def _parse_hash(text: str) -> bytes:
     try:
         raw = bytes.fromhex(text)
     except ValueError:
-        raise ApiError(
+        raise HttpError(
             400, "bad_hash", f"hash must be 64 hex characters, got {text[:80]!r}"
         ) from None
     if len(raw) != 32:
-        raise ApiError(400, "bad_hash", f"hash must be 32 bytes, got {len(raw)}")
+        raise HttpError(400, "bad_hash", f"hash must be 32 bytes, got {len(raw)}")
     return raw
 
 
+STATUS = Component(
+    "Status",
+    obj(
+        {
+            "chain_id": STR,
+            "genesis_hash": HASH,
+            "moniker": STR,
+            "validator": described(PUBLIC_KEY, "this node's key"),
+            "height": described(UINT, "latest final height"),
+            "finalized_height": described(UINT, "equal to `height`: every block is final"),
+            "latest_block_hash": nullable(HASH),
+            "latest_block_time_ms": nullable(UINT),
+            "round": described(UINT, "consensus round at the next height"),
+            "producers": described(array(PUBLIC_KEY), "the active producer set"),
+            "peers": described(array(PUBLIC_KEY), "connected member nodes"),
+            "mempool_size": UINT,
+        }
+    ),
+)
+
+
+@ROUTES.get(
+    "/v1/status",
+    "getStatus",
+    "Node and chain status",
+    "Chain id, heights, the latest block, the producers, peers and mempool size.",
+    ok=Answer("Status.", STATUS),
+)
 async def status(request: web.Request) -> web.Response:
     node = _node(request)
     chain, mempool = _ready(node)
@@ -161,14 +209,110 @@ async def _read_raw_txs(request: web.Request) -> tuple[list[bytes], bool]:
     return parse_json_txs(body, MAX_BATCH)
 
 
+RETRY_AFTER = {
+    "description": "seconds to wait before submitting again (on 503, and on a batch's "
+    "200 when some items were refused as `mempool_full`)",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+SUBMIT_RESULT = Component("SubmitResult", obj({"hash": HASH}))
+SUBMIT_BATCH_RESULT = Component(
+    "SubmitBatchResult",
+    obj(
+        {
+            "accepted": described(UINT, "how many were accepted"),
+            "results": described(
+                array(
+                    obj(
+                        {
+                            "hash": described(nullable(HASH), "null if it did not decode"),
+                            "code": described(STR, "`accepted` or an admission code (`Error`)"),
+                            "message": STR,
+                        }
+                    )
+                ),
+                "one per transaction, in order",
+            ),
+        }
+    ),
+)
+_TX_HEX = described(ref("Hex"), "an encoded SignedTx, hex")
+_MSGPACK_BATCH = {
+    "type": "string",
+    "contentMediaType": "application/msgpack",
+    "description": "a msgpack array of bin items, each an encoded SignedTx; always a batch",
+}
+
+
+@ROUTES.post(
+    "/v1/txs",
+    "submitTxs",
+    "Submit transactions",
+    'JSON `{"tx": "<hex>"}` submits one transaction and answers `{"hash"}`, or 400 '
+    'with its admission code. JSON `{"txs": ["<hex>", ...]}` or a msgpack array '
+    f"of encoded transactions (`Content-Type: {MSGPACK_TYPES[0]}`; also "
+    f"{', '.join(f'`{t}`' for t in MSGPACK_TYPES[1:])}) is a batch of at most "
+    f"{MAX_BATCH:,}: it answers 200 with one result per transaction. An accepted "
+    "transaction is in the mempool and gossiped to the producers; read its fate "
+    "with `GET /v1/txs/{hash}`. A batch's length is checked from the msgpack "
+    "array header (or the JSON body's separators) before anything is unpacked. "
+    "A full mempool is not the transaction's fault: a single transaction is "
+    "answered 503 `mempool_full` with `Retry-After`; a batch keeps its 200 with "
+    "`mempool_full` on the items refused and `Retry-After` on the answer.",
+    ok=Answer(
+        "One transaction accepted, or a batch's results.",
+        {"oneOf": [SUBMIT_RESULT, SUBMIT_BATCH_RESULT]},
+        headers={"Retry-After": RETRY_AFTER},
+    ),
+    errors=(
+        Refusal(
+            400,
+            "Bad input (a body over the node's `max_request_bytes`, "
+            f"{NodeConfig().max_request_bytes // 2**20} MiB by default, is "
+            f"`too_large`), an empty batch, more than {MAX_BATCH:,} "
+            "transactions, or a single transaction refused.",
+            *(c for c in TX_REFUSAL_CODES if c != "mempool_full"),
+        ),
+        Refusal(
+            503,
+            "The mempool is full (a single transaction): submit the same bytes again after "
+            "`Retry-After` seconds; or the node is starting or stopping.",
+            "mempool_full",
+            "unavailable",
+            headers={"Retry-After": RETRY_AFTER},
+        ),
+    ),
+    body=Body(
+        {
+            "application/json": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "properties": {"tx": _TX_HEX},
+                        "required": ["tx"],
+                        "additionalProperties": False,
+                    },
+                    {
+                        "type": "object",
+                        "properties": {
+                            "txs": {**array(_TX_HEX), "minItems": 1, "maxItems": MAX_BATCH}
+                        },
+                        "required": ["txs"],
+                        "additionalProperties": False,
+                    },
+                ]
+            },
+            **{t: _MSGPACK_BATCH for t in MSGPACK_TYPES},
+        }
+    ),
+)
 async def submit_txs(request: web.Request) -> web.Response:
     node = _node(request)
     _ready(node)
     raws, batch = await _read_raw_txs(request)
     if not raws:
-        raise ApiError(400, "malformed", "no transactions in the batch")
+        raise HttpError(400, "malformed", "no transactions in the batch")
     if len(raws) > MAX_BATCH:
-        raise ApiError(
+        raise HttpError(
             400, "too_large", f"at most {MAX_BATCH} transactions per batch, got {len(raws)}"
         )
     results = await node.submit(raws)
@@ -180,9 +324,9 @@ async def submit_txs(request: web.Request) -> web.Response:
         r = results[0]
         if r.code == "mempool_full":
             # Not the transaction's fault: the node is busy, the same bytes may pass later.
-            raise ApiError(503, r.code, r.message, retry)
+            raise HttpError(503, r.code, r.message, retry)
         if r.code != "accepted":
-            raise ApiError(400, r.code, r.message)
+            raise HttpError(400, r.code, r.message)
         return web.json_response({"hash": r.hash.hex()})
     # A batch answers each transaction; Retry-After says when to resubmit the full ones.
     full = any(r.code == "mempool_full" for r in results)
@@ -217,6 +361,38 @@ def _batch_json(results: list[SubmitResult]) -> str:
 _ACCEPTED_ITEM = '{"hash":"%s","code":"accepted","message":"accepted"}'
 
 
+TX_STATUS = Component(
+    "TxStatus",
+    {
+        "oneOf": [
+            obj(
+                {
+                    "hash": HASH,
+                    "status": {"const": "committed"},
+                    "height": UINT,
+                    "index": described(UINT, "position in the block"),
+                    "receipt": nullable(RECEIPT),
+                }
+            ),
+            obj({"hash": HASH, "status": {"const": "pending"}}),
+        ]
+    },
+)
+
+
+@ROUTES.get(
+    "/v1/txs/{hash}",
+    "getTx",
+    "A transaction's status",
+    "`committed` with its height, index and receipt, or `pending` while it is in "
+    "this node's mempool.",
+    params=(Param("hash", "path", hex_bytes(32), "transaction hash, hex"),),
+    ok=Answer("Committed or pending.", TX_STATUS),
+    errors=(
+        Refusal(400, "Not a hash.", "bad_hash"),
+        Refusal(404, "Neither pending nor committed.", "not_found"),
+    ),
+)
 async def get_tx(request: web.Request) -> web.Response:
     node = _node(request)
     chain, mempool = _ready(node)
@@ -237,11 +413,38 @@ async def get_tx(request: web.Request) -> web.Response:
         )
     if mempool.contains(tx_hash):
         return web.json_response({"hash": tx_hash.hex(), "status": "pending"})
-    raise ApiError(
+    raise HttpError(
         404, "not_found", f"transaction {tx_hash.hex()} is neither pending nor committed"
     )
 
 
+@ROUTES.get(
+    "/v1/blocks/{height}",
+    "getBlock",
+    "A finalized block",
+    "Header, commit certificate and transactions of the block at `height` (or the "
+    "latest). `?txs=false` leaves the transactions out without decoding them; "
+    "`?txs=hashes` lists their hashes only.",
+    params=(
+        Param(
+            "height",
+            "path",
+            {"type": "string", "pattern": "^([0-9]{1,19}|latest)$"},
+            "a height, or `latest`",
+        ),
+        Param(
+            "txs",
+            "query",
+            {"type": "string", "enum": ["true", "false", "hashes"], "default": "true"},
+            "`true`: transaction summaries; `false` (also `0`, `no`): none; `hashes`: their hashes",
+        ),
+    ),
+    ok=Answer("The block.", BLOCK),
+    errors=(
+        Refusal(400, "Not a height.", "bad_height"),
+        Refusal(404, "No block at that height.", "not_found"),
+    ),
+)
 async def get_block(request: web.Request) -> web.Response:
     node = _node(request)
     chain, _ = _ready(node)
@@ -255,7 +458,7 @@ async def get_block(request: web.Request) -> web.Response:
             None, _render_block, chain, height, mode
         )
     if text is None:
-        raise ApiError(404, "not_found", f"no block at height {height} (head is {chain.height})")
+        raise HttpError(404, "not_found", f"no block at height {height} (head is {chain.height})")
     return web.Response(text=text, content_type="application/json")
 
 
@@ -278,6 +481,43 @@ def _render_block(chain: Any, height: int, mode: str) -> str | None:
     return json.dumps(block_json(Block.decode(data), commit))
 
 
+ACCOUNT = Component(
+    "Account",
+    obj(
+        {
+            "address": ref("Address"),
+            "height": HEIGHT,
+            "balance": UINT,
+            "nonce": described(UINT, "the next nonce the account must use"),
+            "state_root": described(HASH, "with `?proof=true`: the root at `height`"),
+            "key": described(ref("Hex"), "with `?proof=true`: the state key"),
+            "value": described(nullable(ref("Hex")), "with `?proof=true`: null if absent"),
+            "proof": described(ref("Hex"), "with `?proof=true`: the encoded StateProof"),
+        },
+        optional=("state_root", "key", "value", "proof"),
+    ),
+)
+
+
+@ROUTES.get(
+    "/v1/accounts/{address}",
+    "getAccount",
+    "An account's balance and nonce",
+    "With `?proof=true`, a state proof of the account at `height` against that "
+    "height's state root: check the root against the header (`GET "
+    "/v1/blocks/{height}`) and its commit against the genesis producers.",
+    params=(
+        Param("address", "path", ref("Address"), "account address"),
+        Param(
+            "proof",
+            "query",
+            {"type": "string", "enum": ["true", "false"], "default": "false"},
+            "`true` (also `1`, `yes`) adds the state proof",
+        ),
+    ),
+    ok=Answer("The account (zero balance and nonce if absent).", ACCOUNT),
+    errors=(Refusal(400, "Not an address.", "bad_address"),),
+)
 async def get_account(request: web.Request) -> web.Response:
     node = _node(request)
     chain, _ = _ready(node)
@@ -304,6 +544,56 @@ async def get_account(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+STATE_VALUE = Component(
+    "StateValue",
+    obj(
+        {
+            "key": ref("Hex"),
+            "height": UINT,
+            "state_root": described(HASH, "the state root after block `height`"),
+            "value": described(nullable(ref("Hex")), "null if the key is absent"),
+            "proof": described(ref("Hex"), "the encoded StateProof (of absence too)"),
+        }
+    ),
+)
+
+
+@ROUTES.get(
+    "/v1/state/{key}",
+    "getState",
+    "Any state key with its proof",
+    "The value of any public state key (or its absence) at `height` (default: the "
+    "head), with a state proof against that height's state root: check the root "
+    "against the header (`GET /v1/blocks/{height}`) and its commit against the "
+    "producers. Order data is private to its parties and refused here (403 "
+    "`private_state`, by prefix), so a `null` value is always a true absence.",
+    params=(
+        Param(
+            "key",
+            "path",
+            {"type": "string", "pattern": f"^({HEX_CHARS}{{2}}){{1,{MAX_KEY_SIZE}}}$"},
+            "state key, hex (a `KeyPrefix` byte, then the key)",
+        ),
+        Param(
+            "height",
+            "query",
+            {"type": "integer", "minimum": 0, "maximum": 10**19 - 1},
+            "height to read at (default: the head)",
+        ),
+    ),
+    ok=Answer("The value and its proof.", STATE_VALUE),
+    errors=(
+        Refusal(400, "Not a key or not a height.", "bad_key", "bad_height"),
+        Refusal(
+            403,
+            "A key of order data private to its parties (prefixes 0x29 deal buyer counts, "
+            "0x2A orders, 0x2B party indexes, 0x2C disputes, 0x2D disclosures), whether it "
+            "exists or not; the parties read orders with the signed order routes.",
+            "private_state",
+        ),
+        Refusal(404, "A height above the head.", "not_found"),
+    ),
+)
 async def get_state(request: web.Request) -> web.Response:
     """Any state key's value (or absence) with its proof, at a retained height."""
     node = _node(request)
@@ -311,14 +601,16 @@ async def get_state(request: web.Request) -> web.Response:
     try:
         key = bytes.fromhex(request.match_info["key"])
     except ValueError:
-        raise ApiError(400, "bad_key", "state key must be hex") from None
+        raise HttpError(400, "bad_key", "state key must be hex") from None
     if not key or len(key) > MAX_KEY_SIZE:
-        raise ApiError(400, "bad_key", f"state key must be 1..{MAX_KEY_SIZE} bytes, got {len(key)}")
+        raise HttpError(
+            400, "bad_key", f"state key must be 1..{MAX_KEY_SIZE} bytes, got {len(key)}"
+        )
     # Orders are their parties' (docs/commerce.md, Privacy): refused by prefix, whether
     # the key exists or not, so a refusal says nothing and every answer this route
     # does give (a value, or null with its proof) is the truth.
     if key[0] in PRIVATE_STATE_PREFIXES:
-        raise ApiError(
+        raise HttpError(
             403,
             "private_state",
             f"keys with prefix {key[0]:#04x} hold order data private to its parties; "
@@ -329,7 +621,7 @@ async def get_state(request: web.Request) -> web.Response:
     if which:
         height = _decimal(which, "height", "bad_height")
         if height > chain.height:
-            raise ApiError(404, "not_found", f"height {height} is above the head {chain.height}")
+            raise HttpError(404, "not_found", f"height {height} is above the head {chain.height}")
     value, proof, root = chain.store.prove(key, height)
     return web.json_response(
         {
@@ -342,11 +634,45 @@ async def get_state(request: web.Request) -> web.Response:
     )
 
 
+GENESIS_DOCUMENT = Component(
+    "GenesisDocument",
+    obj(
+        {
+            "chain_id": STR,
+            "genesis_time_ms": UINT,
+            "params": ChainParams,
+            "accounts": array(obj({"address": ref("Address"), "balance": UINT})),
+            "validators": array(obj({"name": STR, "public_key": PUBLIC_KEY, "power": UINT})),
+            "staking": obj({"self_bond": UINT}),
+            "commerce": CommerceGenesis,
+        },
+        optional=("staking", "commerce"),
+        description="`genesis.json` as the node holds it",
+    ),
+)
+
+
+@ROUTES.get(
+    "/v1/genesis",
+    "getGenesis",
+    "The genesis document and its hash",
+    "What a client needs to verify the chain offline.",
+    ok=Answer("The genesis document.", obj({"hash": HASH, "genesis": GENESIS_DOCUMENT})),
+    ready=False,
+)
 async def get_genesis(request: web.Request) -> web.Response:
     node = _node(request)
     return web.json_response({"hash": node.genesis.hash.hex(), "genesis": node.genesis.to_json()})
 
 
+@ROUTES.get(
+    "/metrics",
+    "getMetrics",
+    "Prometheus metrics",
+    "The node's metrics in the Prometheus text format.",
+    ok=Answer("Metrics.", STR, media="text/plain"),
+    ready=False,
+)
 async def metrics(request: web.Request) -> web.Response:
     node = _node(request)
     body = generate_latest(node.metrics.registry)
@@ -360,16 +686,9 @@ def create_app(node: Node) -> web.Application:
         middlewares=[errors_middleware], client_max_size=node.config.max_request_bytes
     )
     app[NODE] = node
-    app.router.add_get("/v1/status", status)
-    app.router.add_post("/v1/txs", submit_txs)
-    app.router.add_get("/v1/txs/{hash}", get_tx)
-    app.router.add_get("/v1/blocks/{height}", get_block)
-    app.router.add_get("/v1/accounts/{address}", get_account)
-    app.router.add_get("/v1/state/{key}", get_state)
-    app.router.add_get("/v1/genesis", get_genesis)
-    app.router.add_get("/metrics", metrics)
+    ROUTES.mount(app)
     app[BLOCK_READS] = asyncio.Semaphore(BLOCK_READ_SLOTS)
     add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
-    add_staking_routes(app, node)
+    STAKING_ROUTES.mount(app)
     add_openapi_route(app)
     return app

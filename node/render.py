@@ -1,11 +1,43 @@
-"""JSON views of chain objects for the HTTP API (hex for bytes, bech32m for addresses)."""
+"""JSON views of chain objects for the HTTP API (hex for bytes, bech32m for addresses).
+
+Each view's schema is declared beside it (a ``Component`` of the OpenAPI document).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from apps.routes import (
+    HASH,
+    PUBLIC_KEY,
+    STR,
+    UINT,
+    Component,
+    array,
+    described,
+    hex_bytes,
+    nullable,
+    obj,
+    ref,
+)
 from core import Block, BlockHeader, Commit, SignedTx, TxBody, address_of, format_address, tx_hash
 from vm import Receipt
+
+COMMIT = Component(
+    "Commit",
+    obj(
+        {
+            "height": UINT,
+            "round": UINT,
+            "block_hash": HASH,
+            "signatures": array(
+                obj({"validator": PUBLIC_KEY, "signature": described(hex_bytes(64), "Ed25519")})
+            ),
+            "encoded": described(ref("Hex"), "the canonical encoding, for verifying clients"),
+        },
+        description="commit certificate: more than 2/3 of the producers' precommits",
+    ),
+)
 
 
 def commit_json(commit: Commit | None) -> dict[str, Any] | None:
@@ -21,6 +53,28 @@ def commit_json(commit: Commit | None) -> dict[str, Any] | None:
         ],
         "encoded": commit.encode().hex(),
     }
+
+
+HEADER = Component(
+    "Header",
+    obj(
+        {
+            "hash": HASH,
+            "chain_id": STR,
+            "height": UINT,
+            "round": UINT,
+            "time_ms": described(UINT, "block time, unix ms"),
+            "prev_hash": HASH,
+            "tx_root": HASH,
+            "state_root": HASH,
+            "receipt_root": HASH,
+            "producer": PUBLIC_KEY,
+            "producer_set_hash": HASH,
+            "last_commit": nullable(COMMIT),
+            "encoded": described(ref("Hex"), "the canonical encoding (its hash is `hash`)"),
+        }
+    ),
+)
 
 
 def header_json(header: BlockHeader) -> dict[str, Any]:
@@ -41,6 +95,23 @@ def header_json(header: BlockHeader) -> dict[str, Any]:
     }
 
 
+TX_SUMMARY = Component(
+    "TxSummary",
+    obj(
+        {
+            "hash": HASH,
+            "sender": ref("Address"),
+            "size": described(UINT, "encoded bytes"),
+            "type": STR,
+            "nonce": UINT,
+            "fee": UINT,
+            "expiry_height": UINT,
+        },
+        optional=("type", "nonce", "fee", "expiry_height"),
+    ),
+)
+
+
 def tx_summary(encoded: bytes) -> dict[str, Any]:
     """Hash, sender, size and body fields of one of a block's encoded transactions."""
     out: dict[str, Any] = {"hash": tx_hash(encoded).hex(), "size": len(encoded)}
@@ -55,6 +126,21 @@ def tx_summary(encoded: bytes) -> dict[str, Any]:
     return out
 
 
+BLOCK = Component(
+    "Block",
+    obj(
+        {
+            "header": HEADER,
+            "num_txs": UINT,
+            "commit": described(nullable(COMMIT), "this block's certificate (null if not stored)"),
+            "txs": described(array(TX_SUMMARY), "without `?txs=false|hashes`"),
+            "tx_hashes": described(array(HASH), "with `?txs=hashes`"),
+        },
+        optional=("txs", "tx_hashes"),
+    ),
+)
+
+
 def header_only_json(header: BlockHeader, num_txs: int, commit: Commit | None) -> dict[str, Any]:
     return {"header": header_json(header), "num_txs": num_txs, "commit": commit_json(commit)}
 
@@ -63,6 +149,33 @@ def block_json(block: Block, commit: Commit | None) -> dict[str, Any]:
     out = header_only_json(block.header, len(block.txs), commit)
     out["txs"] = [tx_summary(tx) for tx in block.txs]
     return out
+
+
+EVENT = Component(
+    "Event",
+    obj(
+        {
+            "kind": described(STR, "e.g. `transfer`, `commerce.order_placed`"),
+            "attrs": {
+                "type": "object",
+                "additionalProperties": STR,
+                "description": "string attributes: integers in decimal, bytes in hex",
+            },
+        }
+    ),
+)
+RECEIPT = Component(
+    "Receipt",
+    obj(
+        {
+            "tx_hash": HASH,
+            "code": ref("ReceiptCode"),
+            "message": described(STR, "empty on success; else names expected and actual values"),
+            "fee": UINT,
+            "events": array(EVENT),
+        }
+    ),
+)
 
 
 def receipt_json(receipt: Receipt) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from aiohttp import web
+
 from apps.commerce import register as register_commerce
 from consensus import (
     BFTConfig,
@@ -313,3 +315,7 @@ class Node:
                 height_listener(header.height)
             except Exception:
                 log.exception("height listener failed")
+
+
+# The node in its HTTP app (``node.api.create_app``), where every route reads it.
+NODE: web.AppKey[Node] = web.AppKey("node", Node)

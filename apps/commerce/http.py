@@ -3,6 +3,10 @@
 ``add_routes(app, reader)`` mounts every route (JSON under ``/v1/``, and the
 WebSocket feeds of ``apps.commerce.feed``). Apps sit below ``node`` in the layer
 order, so the node hands in a ``ChainReader``: the few read hooks used here.
+Each route is declared in ``ROUTES`` with its documentation (``apps.routes``):
+parameters and their bounds, answer and error codes; the node's OpenAPI document
+is generated from them. A refusal is raised (``HttpError`` or any ``Invalid``)
+and rendered by the node's one error middleware.
 
 Every response reads one final height: values come from the state tree at that
 height (``reader.prove``), so a response never mixes two blocks, and its
@@ -18,17 +22,46 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from apps.commerce import feed, keys, views
-from apps.commerce.model import Counter, Item, ProvenanceEvent, SessionStatus
+from apps.commerce.events import FEED_KINDS
+from apps.commerce.model import (
+    Counter,
+    Disclosure,
+    Item,
+    ProvenanceEvent,
+    Review,
+    Role,
+    SessionStatus,
+)
+from apps.commerce.params import CommerceGenesis
 from apps.commerce.provenance import valid_gtin
 from apps.commerce.store import load
+from apps.routes import (
+    HASH,
+    HEIGHT,
+    STR,
+    UINT,
+    Answer,
+    Component,
+    IntParam,
+    Param,
+    Refusal,
+    RouteTable,
+    Schema,
+    array,
+    described,
+    hex_bytes,
+    nullable,
+    obj,
+    ref,
+)
 from core.codec import pack_raw
-from core.errors import Invalid, InvalidSignature
+from core.errors import HttpError, Invalid, InvalidSignature
 from core.keys import (
     PUBLIC_KEY_SIZE,
     SIGNATURE_SIZE,
@@ -95,16 +128,6 @@ def sign_read_request(
         TIME_HEADER: str(time_ms),
         SIGNATURE_HEADER: signature.hex(),
     }
-
-
-class HttpError(Exception):
-    """A refusal with its HTTP status and stable code (rendered as ``{"code", "message"}``)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def verify_read_request(
@@ -225,33 +248,6 @@ class StateAt:
 
 # --- plumbing ---
 
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"code": code, "message": message}, status=status)
-
-
-def json_errors(handler: _Handler) -> _Handler:
-    """Render refusals as ``{"code", "message"}`` with their status in the route itself.
-
-    The node's middleware maps every ``Invalid`` to 400; a denied view must be a
-    403, so these routes answer their errors themselves.
-    """
-
-    @functools.wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except HttpError as exc:
-            return _error(exc.status, exc.code, exc.message)
-        except views.ViewDenied as exc:
-            return _error(403, exc.code, exc.message)
-        except Invalid as exc:
-            return _error(400, exc.code, exc.message)
-
-    return wrapper
-
 
 def _reader(request: web.Request) -> ChainReader:
     return request.app[READER]
@@ -268,27 +264,6 @@ def _final_height(reader: ChainReader) -> int:
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a view off the event loop: it reads LevelDB and walks the tree per key."""
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    """A decimal query or path parameter in ``low..high``."""
-    text = request.match_info.get(name, request.query.get(name))
-    if text is None:
-        return default
-    # ASCII only: str.isdigit also takes digits int() refuses ("²").
-    if not (text.isascii() and text.isdigit()) or len(text) > 20 or not low <= int(text) <= high:
-        raise HttpError(
-            400, "bad_param", f"{name} must be an integer in {low}..{high}, got {text[:40]!r}"
-        )
-    return int(text)
-
-
-def _id(request: web.Request, name: str) -> int:
-    return _int(request, name, 0, 1, 2**64 - 1)
-
-
-def _limit(request: web.Request) -> int:
-    return _int(request, "limit", 50, 1, views.MAX_PAGE)
 
 
 def _not_found(what: str, height: int) -> HttpError:
@@ -314,13 +289,215 @@ def _viewer(request: web.Request) -> bytes:
     )
 
 
-# --- listings and merchants ---
+def _address(request: web.Request) -> bytes:
+    return parse_address(request.match_info["address"])
 
 
-@json_errors
+# --- what the routes document ---
+
+MAX_ID = 2**64 - 1
+LIMIT = IntParam("limit", "query", 1, views.MAX_PAGE, "page size", default=50)
+BEFORE = IntParam(
+    "before",
+    "query",
+    0,
+    MAX_ID,
+    "page on from the previous page's `next_before` (0: newest)",
+    default=0,
+)
+ADDRESS = Param("address", "path", ref("Address"), "account address")
+
+BAD_PARAM = Refusal(400, "A parameter out of range.", "bad_param")
+BAD_ADDRESS = Refusal(400, "A bad address.", "bad_address")
+SIGNED_READ_REFUSED = Refusal(
+    401,
+    "The signed read is refused: headers missing, signature malformed or not "
+    f"verifying, or a time more than {READ_WINDOW_MS // 1000} s off.",
+    "unauthenticated",
+    "bad_signature",
+    "stale_request",
+)
+NOT_FOUND = Refusal(404, "No such object at the height read.", "not_found")
+UNAVAILABLE = Refusal(
+    503, "The node is starting or stopping, or no block is final yet.", "unavailable"
+)
+
+_SIGNING = (
+    f"Order reads are signed by the viewer's Ed25519 account key: `{KEY_HEADER}`, "
+    f"`{TIME_HEADER}` and `{SIGNATURE_HEADER}` carry the public key, the time (unix ms) "
+    "and the signature over `0xF0 || len(chain_id) || chain_id || msgpack([method, "
+    "path_with_query, time_ms])` (`apps.commerce.http.sign_read_request`). A time more "
+    f"than {READ_WINDOW_MS // 1000} s from the server's clock is refused."
+)
+# The headers of a signed read (``verify_read_request``), documented once.
+SIGNED = (
+    Param(
+        KEY_HEADER,
+        "header",
+        hex_bytes(32),
+        f"The viewer's Ed25519 public key, hex. {_SIGNING}",
+        component="ReadKey",
+    ),
+    Param(
+        TIME_HEADER,
+        "header",
+        {"type": "string", "pattern": "^[0-9]{1,16}$"},
+        "The time of the request, unix ms (decimal).",
+        component="ReadTime",
+    ),
+    Param(
+        SIGNATURE_HEADER,
+        "header",
+        hex_bytes(64),
+        "The Ed25519 signature of the read, hex.",
+        component="ReadSignature",
+    ),
+)
+
+ESCROW = Component(
+    "Escrow", obj({"held": UINT, "open_orders": UINT}, description="tokens held for open orders")
+)
+ITEM_PROOF = Component(
+    "ItemProof",
+    obj(
+        {
+            "height": UINT,
+            "state_root": HASH,
+            "header": described(nullable(ref("Hex")), "the encoded BlockHeader at `height`"),
+            "commit": described(nullable(ref("Hex")), "its encoded commit certificate"),
+            "entries": array(
+                obj(
+                    {
+                        "key": ref("Hex"),
+                        "value": nullable(ref("Hex")),
+                        "proof": described(ref("Hex"), "encoded StateProof"),
+                    }
+                )
+            ),
+        },
+        description="The item record, then each provenance event, each with its state "
+        "proof at `height`; check with `apps.commerce.http.verify_item_proof`.",
+    ),
+)
+FEED_EVENT = Component(
+    "FeedEvent",
+    obj(
+        {
+            "type": {"const": "event"},
+            "height": UINT,
+            "index": described(UINT, "position of the event in its block (all events counted)"),
+            "time_ms": described(UINT, "block time"),
+            "session": UINT,
+            "kind": {"type": "string", "enum": sorted(FEED_KINDS)},
+            "attrs": {"type": "object", "additionalProperties": STR},
+        },
+        description="A session's feed event; `(height, index)` is its position.",
+    ),
+)
+FEED_BLOCK = Component(
+    "FeedBlock",
+    obj(
+        {
+            "type": {"const": "block"},
+            "height": UINT,
+            "hash": HASH,
+            "time_ms": UINT,
+            "num_txs": UINT,
+        },
+        description="One finalized block.",
+    ),
+)
+FEED_READY = Component(
+    "FeedReady",
+    obj(
+        {"type": {"const": "ready"}, "height": UINT},
+        description="End of the replay: events up to `height` came from storage, later "
+        "ones are live.",
+    ),
+)
+
+# The read models the routes serve are documented first, in this order.
+ROUTES = RouteTable(
+    "commerce",
+    components=(
+        views.ListingView,
+        views.MerchantView,
+        views.SessionView,
+        views.DealView,
+        views.OrderView,
+        views.ItemView,
+        Review,
+        ProvenanceEvent,
+        Disclosure,
+        CommerceGenesis,
+        ESCROW,
+        ITEM_PROOF,
+        FEED_EVENT,
+        FEED_BLOCK,
+        FEED_READY,
+    ),
+)
+
+
+def at_height(**fields: Any) -> Schema:
+    """An answer ``{"height", **fields}`` (``_doc``): every value read at that height."""
+    return obj({"height": HEIGHT, **fields})
+
+
+# --- configuration, listings and merchants ---
+
+
+@ROUTES.get(
+    "/v1/commerce",
+    "getCommerceConfig",
+    "Commerce configuration and escrow",
+    "The genesis commerce section (registrars, treasury, parameters), the escrow "
+    "held for open orders and the number of orders.",
+    ok=Answer(
+        "Configuration.",
+        at_height(
+            config=CommerceGenesis,
+            escrow=ESCROW,
+            orders=described(UINT, "orders placed so far"),
+        ),
+    ),
+    errors=(
+        Refusal(404, "No commerce section in genesis.", "commerce_disabled"),
+        UNAVAILABLE,
+    ),
+)
+async def get_config(request: web.Request) -> web.Response:
+    reader = _reader(request)
+    state = StateAt(reader, _final_height(reader))
+    config = await _in_thread(views.commerce_config, state)
+    if config is None:
+        raise HttpError(404, "commerce_disabled", "this chain's genesis has no commerce section")
+    escrow = await _in_thread(views.escrow_view, state)
+    orders = await _in_thread(views.order_count, state)
+    return _doc(state, config=views.jsonable(config), escrow=views.jsonable(escrow), orders=orders)
+
+
+LISTING_START = IntParam("start", "query", 1, MAX_ID, "first listing id", default=1)
+
+
+@ROUTES.get(
+    "/v1/listings",
+    "listListings",
+    "Listings by id",
+    "A page of listings from id `start` (ids are dense, 1..count).",
+    params=(LISTING_START, LIMIT),
+    ok=Answer(
+        "A page.",
+        at_height(
+            listings=array(views.ListingView),
+            next_start=described(nullable(UINT), "`start` of the next page"),
+        ),
+    ),
+    errors=(BAD_PARAM, UNAVAILABLE),
+)
 async def get_listings(request: web.Request) -> web.Response:
     reader = _reader(request)
-    start, limit = _int(request, "start", 1, 1, 2**64 - 1), _limit(request)
+    start, limit = LISTING_START.read(request), LIMIT.read(request)
     state = StateAt(reader, _final_height(reader))
     page = await _in_thread(views.listings, state, start, limit)
     # Ids are dense (1..count), so the next page starts right after this one's range.
@@ -333,10 +510,21 @@ def _next_listing_id(state: StateView) -> int:
     return 1 if counter is None else counter.next
 
 
-@json_errors
+LISTING_ID = IntParam("id", "path", 1, MAX_ID, "listing id")
+
+
+@ROUTES.get(
+    "/v1/listings/{id}",
+    "getListing",
+    "A listing",
+    "Terms of the current version, stock (`total`, `available`, `reserved`, `sold`) and rating.",
+    params=(LISTING_ID,),
+    ok=Answer("The listing.", at_height(listing=views.ListingView)),
+    errors=(BAD_PARAM, NOT_FOUND, UNAVAILABLE),
+)
 async def get_listing(request: web.Request) -> web.Response:
     reader = _reader(request)
-    listing_id = _id(request, "id")
+    listing_id = LISTING_ID.read(request)
     state = StateAt(reader, _final_height(reader))
     view = await _in_thread(views.listing_view, state, listing_id)
     if view is None:
@@ -344,11 +532,49 @@ async def get_listing(request: web.Request) -> web.Response:
     return _doc(state, listing=views.jsonable(view))
 
 
-def _address(request: web.Request) -> bytes:
-    return parse_address(request.match_info["address"])
+REVIEWS = Answer(
+    "Reviews, newest first.",
+    at_height(
+        reviews=array(Review),
+        next_before=described(nullable(UINT), "`before` of the next page; null at the end"),
+    ),
+)
 
 
-@json_errors
+async def _reviews(request: web.Request, **which: Any) -> web.Response:
+    reader = _reader(request)
+    before, limit = BEFORE.read(request), LIMIT.read(request)
+    state = StateAt(reader, _final_height(reader))
+    page = await _in_thread(
+        functools.partial(views.reviews_for, state, before=before, limit=limit, **which)
+    )
+    # A full page may have more behind it: page on from its last order id.
+    next_before = page[-1].order_id if len(page) == limit else None
+    return _doc(state, reviews=views.jsonable(page), next_before=next_before)
+
+
+@ROUTES.get(
+    "/v1/listings/{id}/reviews",
+    "listListingReviews",
+    "A listing's reviews",
+    "Newest first; page on with `before=next_before`.",
+    params=(LISTING_ID, BEFORE, LIMIT),
+    ok=REVIEWS,
+    errors=(BAD_PARAM, UNAVAILABLE),
+)
+async def get_listing_reviews(request: web.Request) -> web.Response:
+    return await _reviews(request, listing=LISTING_ID.read(request))
+
+
+@ROUTES.get(
+    "/v1/merchants/{address}",
+    "getMerchant",
+    "A merchant",
+    "Profile, status, encryption key (buyers seal addresses to it) and rating.",
+    params=(ADDRESS,),
+    ok=Answer("The merchant.", at_height(merchant=views.MerchantView)),
+    errors=(BAD_ADDRESS, NOT_FOUND, UNAVAILABLE),
+)
 async def get_merchant(request: web.Request) -> web.Response:
     reader = _reader(request)
     address = _address(request)
@@ -359,7 +585,39 @@ async def get_merchant(request: web.Request) -> web.Response:
     return _doc(state, merchant=views.jsonable(view))
 
 
-@json_errors
+@ROUTES.get(
+    "/v1/merchants/{address}/reviews",
+    "listMerchantReviews",
+    "A merchant's reviews",
+    "Newest first; page on with `before=next_before`.",
+    params=(ADDRESS, BEFORE, LIMIT),
+    ok=REVIEWS,
+    errors=(
+        Refusal(400, "A bad address or parameter.", "bad_address", "bad_param"),
+        UNAVAILABLE,
+    ),
+)
+async def get_merchant_reviews(request: web.Request) -> web.Response:
+    return await _reviews(request, merchant=_address(request))
+
+
+@ROUTES.get(
+    "/v1/roles/{address}",
+    "getRoles",
+    "An account's commerce roles",
+    "Role names, the role bit mask and the X25519 key of an auditor.",
+    params=(ADDRESS,),
+    ok=Answer(
+        "The roles (none: an empty list and mask 0).",
+        at_height(
+            address=described(STR, "as given"),
+            roles=array({"type": "string", "enum": [r.name.lower() for r in Role]}),
+            mask=UINT,
+            enc_key=ref("Hex"),
+        ),
+    ),
+    errors=(BAD_ADDRESS, UNAVAILABLE),
+)
 async def get_roles(request: web.Request) -> web.Response:
     reader = _reader(request)
     address = _address(request)
@@ -374,80 +632,61 @@ async def get_roles(request: web.Request) -> web.Response:
     )
 
 
-@json_errors
-async def get_config(request: web.Request) -> web.Response:
-    reader = _reader(request)
-    state = StateAt(reader, _final_height(reader))
-    config = await _in_thread(views.commerce_config, state)
-    if config is None:
-        raise HttpError(404, "commerce_disabled", "this chain's genesis has no commerce section")
-    escrow = await _in_thread(views.escrow_view, state)
-    orders = await _in_thread(views.order_count, state)
-    return _doc(state, config=views.jsonable(config), escrow=views.jsonable(escrow), orders=orders)
-
-
-async def _reviews(request: web.Request, **which: Any) -> web.Response:
-    reader = _reader(request)
-    before, limit = _int(request, "before", 0, 0, 2**64 - 1), _limit(request)
-    state = StateAt(reader, _final_height(reader))
-    page = await _in_thread(
-        functools.partial(views.reviews_for, state, before=before, limit=limit, **which)
-    )
-    # A full page may have more behind it: page on from its last order id.
-    next_before = page[-1].order_id if len(page) == limit else None
-    return _doc(state, reviews=views.jsonable(page), next_before=next_before)
-
-
-@json_errors
-async def get_merchant_reviews(request: web.Request) -> web.Response:
-    return await _reviews(request, merchant=_address(request))
-
-
-@json_errors
-async def get_listing_reviews(request: web.Request) -> web.Response:
-    return await _reviews(request, listing=_id(request, "id"))
-
-
 # --- live sessions and deals ---
 
 
-async def _timed_view(request: web.Request, what: str, view_fn: Any) -> web.Response:
+async def _timed_view(
+    request: web.Request, what: str, object_id: IntParam, view_fn: Any
+) -> web.Response:
     """A session or deal as of the latest final height and that block's time."""
     reader = _reader(request)
-    object_id = _id(request, "id")
+    oid = object_id.read(request)
     state = StateAt(reader, _final_height(reader))
     header = reader.header(state.height)
     # A deal is live while start <= block time < end: judged at this height's time.
     now_ms = None if header is None else header.time_ms
-    view = await _in_thread(view_fn, state, object_id, now_ms)
+    view = await _in_thread(view_fn, state, oid, now_ms)
     if view is None:
-        raise _not_found(f"{what} {object_id}", state.height)
+        raise _not_found(f"{what} {oid}", state.height)
     return _doc(state, time_ms=now_ms, **{what: views.jsonable(view)})
 
 
-@json_errors
+SESSION_ID = IntParam("id", "path", 1, MAX_ID, "session id")
+
+
+@ROUTES.get(
+    "/v1/sessions/{id}",
+    "getSession",
+    "A live session",
+    "Pinned active listings and open deals with the stock they have left and "
+    "whether they are live, judged at the block time `time_ms` of `height`.",
+    params=(SESSION_ID,),
+    ok=Answer("The session.", at_height(time_ms=nullable(UINT), session=views.SessionView)),
+    errors=(BAD_PARAM, NOT_FOUND, UNAVAILABLE),
+)
 async def get_session(request: web.Request) -> web.Response:
-    return await _timed_view(request, "session", views.session_view)
+    return await _timed_view(request, "session", SESSION_ID, views.session_view)
 
 
-@json_errors
+DEAL_ID = IntParam("id", "path", 1, MAX_ID, "deal id")
+
+
+@ROUTES.get(
+    "/v1/deals/{id}",
+    "getDeal",
+    "A flash deal",
+    "Price, allocation, sold, left, per-buyer cap and window, live at `time_ms`.",
+    params=(DEAL_ID,),
+    ok=Answer("The deal.", at_height(time_ms=nullable(UINT), deal=views.DealView)),
+    errors=(BAD_PARAM, NOT_FOUND, UNAVAILABLE),
+)
 async def get_deal(request: web.Request) -> web.Response:
-    return await _timed_view(request, "deal", views.deal_view)
+    return await _timed_view(request, "deal", DEAL_ID, views.deal_view)
 
 
 # --- orders (signed reads) ---
 
-
-@json_errors
-async def get_order(request: web.Request) -> web.Response:
-    reader = _reader(request)
-    order_id = _id(request, "id")
-    viewer = _viewer(request)
-    state = StateAt(reader, _final_height(reader))
-    view = await _in_thread(views.order_view, state, order_id, viewer)
-    if view is None:
-        raise _not_found(f"order {order_id}", state.height)
-    return _doc(state, order=views.jsonable(view))
+ORDER_ROLES = ("buyer", "merchant")
 
 
 def _orders_page(
@@ -462,19 +701,77 @@ def _orders_page(
     return out, total
 
 
-@json_errors
+@ROUTES.get(
+    "/v1/orders",
+    "listOrders",
+    "The signer's own orders (signed read)",
+    "The signer's orders as buyer (default) or merchant, newest first, as the signer may see them.",
+    params=(
+        Param(
+            "role",
+            "query",
+            {"type": "string", "enum": list(ORDER_ROLES), "default": "buyer"},
+            "the signer's side of the orders",
+        ),
+        BEFORE,
+        LIMIT,
+        *SIGNED,
+    ),
+    ok=Answer(
+        "A page.",
+        at_height(
+            role={"type": "string", "enum": list(ORDER_ROLES)},
+            total=described(UINT, "the signer's orders in that role"),
+            orders=array(views.OrderView),
+            next_before=described(nullable(UINT), "`before` of the next page"),
+        ),
+    ),
+    errors=(BAD_PARAM, SIGNED_READ_REFUSED, UNAVAILABLE),
+)
 async def get_orders(request: web.Request) -> web.Response:
     """The signer's own orders, as buyer (default) or as merchant, newest first."""
     reader = _reader(request)
     role = request.query.get("role", "buyer")
-    if role not in ("buyer", "merchant"):
+    if role not in ORDER_ROLES:
         raise HttpError(400, "bad_param", f"role must be buyer or merchant, got {role[:40]!r}")
-    before, limit = _int(request, "before", 0, 0, 2**64 - 1), _limit(request)
+    before, limit = BEFORE.read(request), LIMIT.read(request)
     viewer = _viewer(request)
     state = StateAt(reader, _final_height(reader))
     page, total = await _in_thread(_orders_page, state, viewer, role, before, limit)
     next_before = page[-1].id if len(page) == limit else None
     return _doc(state, role=role, total=total, orders=views.jsonable(page), next_before=next_before)
+
+
+ORDER_ID = IntParam("id", "path", 1, MAX_ID, "order id")
+
+
+@ROUTES.get(
+    "/v1/orders/{id}",
+    "getOrder",
+    "An order (signed read)",
+    "Buyer and merchant see everything, including the sealed address (ciphertext "
+    "only); host, registrars and (once disputed) arbiters see the order without "
+    "it; an auditor sees the disclosures sealed to it; anyone else gets 403.",
+    params=(ORDER_ID, *SIGNED),
+    ok=Answer("The order as the signer may see it.", at_height(order=views.OrderView)),
+    errors=(
+        BAD_PARAM,
+        SIGNED_READ_REFUSED,
+        # views.ViewDenied: an Invalid whose status is 403.
+        Refusal(403, "Not the signer's order to see.", "forbidden"),
+        NOT_FOUND,
+        UNAVAILABLE,
+    ),
+)
+async def get_order(request: web.Request) -> web.Response:
+    reader = _reader(request)
+    order_id = ORDER_ID.read(request)
+    viewer = _viewer(request)
+    state = StateAt(reader, _final_height(reader))
+    view = await _in_thread(views.order_view, state, order_id, viewer)
+    if view is None:
+        raise _not_found(f"order {order_id}", state.height)
+    return _doc(state, order=views.jsonable(view))
 
 
 # --- provenance ---
@@ -500,7 +797,27 @@ def _item_bundle(state: StateAt, gtin: str, serial: str) -> dict[str, Any] | Non
     return {"item": views.jsonable(view), "entries": entries}
 
 
-@json_errors
+@ROUTES.get(
+    "/v1/items/01/{gtin}/21/{serial}",
+    "getItem",
+    "An item's provenance with a state proof",
+    "The path is GS1 Digital Link's (`/01/<gtin>/21/<serial>`). The answer holds "
+    "the item with its full EPCIS-shaped history and a proof bundle: with the "
+    "genesis document a client verifies it offline (the commit finalizes the "
+    "header, whose state root proves every entry).",
+    params=(
+        Param("gtin", "path", {"type": "string", "pattern": "^[0-9]{14}$"}, "GTIN-14"),
+        Param(
+            "serial", "path", {"type": "string", "minLength": 1, "maxLength": 20}, "serial number"
+        ),
+    ),
+    ok=Answer("The item and its proof.", at_height(item=views.ItemView, proof=ITEM_PROOF)),
+    errors=(
+        Refusal(400, "A bad GTIN or serial.", "invalid_gtin", "invalid_serial"),
+        NOT_FOUND,
+        UNAVAILABLE,
+    ),
+)
 async def get_item(request: web.Request) -> web.Response:
     """An item's full history with a state proof: what a code on the package resolves to.
 
@@ -580,6 +897,54 @@ def verify_item_proof(
 
 # --- WebSocket feeds ---
 
+FROM = Param(
+    "from",
+    "query",
+    {"type": "string", "pattern": "^[0-9]{1,19}(:[0-9]{1,19})?$"},
+    "resume after `<height>:<index>` (a position), or after the whole block `<height>` "
+    "(a snapshot's height); without it the feed starts with the next final block",
+)
+UPGRADE = Param(
+    "Upgrade",
+    "header",
+    {"const": "websocket"},
+    "WebSocket handshake (with `Connection: Upgrade` and the "
+    "`Sec-WebSocket-*` headers a client library sends)",
+)
+SWITCHING = Answer("Switching Protocols: the feed's messages follow.", status=101)
+FEED_REFUSED = Refusal(
+    400,
+    "A bad `from` or id, a resume from too far back, or not a WebSocket handshake.",
+    "bad_param",
+    "replay_too_long",
+    "http_error",
+)
+_LIMITS = feed.FeedLimits()
+FEED_RULES = (
+    f"Replay of the stored blocks after `from` (at most {_LIMITS.max_replay_blocks:,} "
+    'blocks back by default) ends with `{"type": "ready", "height": H}`; live messages '
+    "follow as each block becomes final. A client keeps the position of the last message "
+    "it handled and reconnects with it: nothing missed, nothing twice. Close codes: "
+    "**1000** after `commerce.session_closed` (session feed), **1001** when the server "
+    f"stops, **{feed.CLOSE_SLOW_CONSUMER}** when a client's unsent messages pass "
+    f"{feed.MAX_QUEUE_BYTES // 2**20} MiB (resume from the last position), "
+    f"**{feed.CLOSE_TRY_AGAIN_LATER}** at once when the node already serves "
+    f"{_LIMITS.max_connections:,} feed sockets or the client's address "
+    f"{_LIMITS.max_per_address} (node config `feeds`; reconnect later), "
+    f"**{feed.CLOSE_POLICY_VIOLATION}** when a client sends more than "
+    f"{_LIMITS.max_client_messages_per_s} messages a second. At most "
+    f"{feed.REPLAY_SLOTS} replays run at once; a later one waits its turn. The server "
+    f"pings every {feed.HEARTBEAT_S:g} s; client messages are ignored."
+)
+CLOSE_CODES = {
+    "1000": "the session closed (session feed)",
+    "1001": "the server is stopping",
+    str(feed.CLOSE_SLOW_CONSUMER): "the client read too slowly; resume from its position",
+    str(feed.CLOSE_TRY_AGAIN_LATER): "too many feed connections on the node or from the "
+    "client's address; reconnect later",
+    str(feed.CLOSE_POLICY_VIOLATION): "the client sent messages too fast",
+}
+
 
 def _feed_start(request: web.Request, hub: feed.FeedHub) -> feed.Position | None:
     try:
@@ -598,11 +963,35 @@ def _feed_start(request: web.Request, hub: feed.FeedHub) -> feed.Position | None
     return start
 
 
-@json_errors
+@ROUTES.get(
+    "/v1/sessions/{id}/events",
+    "sessionEvents",
+    "A live session's feed (WebSocket)",
+    "WebSocket (`GET` with `Upgrade: websocket`, answered by 101). Sends the "
+    "session's feed events (pins, deals opened and closed, stock left after each "
+    "order, orders without buyer, tips, session closed), each once its block is "
+    "final, in block order, as JSON text messages:\n\n"
+    '`{"type": "event", "height": 812, "index": 3, "time_ms": 1767000000000, '
+    '"session": 1, "kind": "commerce.stock_left", "attrs": {"session": "1", '
+    '"listing": "1", "deal": "1", "left": "41"}}`\n\n'
+    "`(height, index)` is the event's position: `index` counts every event of the "
+    "block (begin-block events first, then each receipt's), so a feed's indexes "
+    f"have gaps; positions strictly increase. {FEED_RULES}",
+    tag="feeds",
+    params=(SESSION_ID, FROM, UPGRADE),
+    ok=SWITCHING,
+    errors=(FEED_REFUSED, Refusal(404, "No such session.", "not_found")),
+    extra={
+        "x-websocket": {
+            "messages": {"oneOf": [FEED_EVENT, FEED_READY]},
+            "close-codes": CLOSE_CODES,
+        }
+    },
+)
 async def session_events(request: web.Request) -> web.StreamResponse:
     """The live session's feed (WebSocket); protocol in apps.commerce.feed."""
     hub = request.app[feed.HUB]
-    session_id = _id(request, "id")
+    session_id = SESSION_ID.read(request)
     start = _feed_start(request, hub)
     latest = StateAt(hub.reader, _final_height(hub.reader))
     if await _in_thread(views.get_session, latest, session_id) is None:
@@ -616,7 +1005,24 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     return await feed.serve_feed(request, hub, session_id, start, ended_at=ended_at)
 
 
-@json_errors
+@ROUTES.get(
+    "/v1/blocks/ws",
+    "blocksFeed",
+    "Finalized blocks (WebSocket)",
+    "WebSocket (`GET` with `Upgrade: websocket`, answered by 101). One JSON text "
+    'message per finalized block: `{"type": "block", "height", "hash", "time_ms", '
+    f'"num_txs"}}`. `?from=<height>` resumes after that block. {FEED_RULES}',
+    tag="feeds",
+    params=(FROM, UPGRADE),
+    ok=SWITCHING,
+    errors=(FEED_REFUSED,),
+    extra={
+        "x-websocket": {
+            "messages": {"oneOf": [FEED_BLOCK, FEED_READY]},
+            "close-codes": {k: v for k, v in CLOSE_CODES.items() if k != "1000"},
+        }
+    },
+)
 async def blocks_feed(request: web.Request) -> web.StreamResponse:
     """One message per finalized block (WebSocket)."""
     hub = request.app[feed.HUB]
@@ -628,22 +1034,8 @@ def add_routes(
 ) -> None:
     """Mount the commerce reads and feeds on ``app`` (the node's API)."""
     app[READER] = reader
-    r = app.router
-    r.add_get("/v1/commerce", get_config)
-    r.add_get("/v1/listings", get_listings)
-    r.add_get("/v1/listings/{id}", get_listing)
-    r.add_get("/v1/listings/{id}/reviews", get_listing_reviews)
-    r.add_get("/v1/merchants/{address}", get_merchant)
-    r.add_get("/v1/merchants/{address}/reviews", get_merchant_reviews)
-    r.add_get("/v1/roles/{address}", get_roles)
-    r.add_get("/v1/sessions/{id}", get_session)
-    r.add_get("/v1/deals/{id}", get_deal)
-    r.add_get("/v1/orders", get_orders)
-    r.add_get("/v1/orders/{id}", get_order)
-    r.add_get("/v1/items/01/{gtin}/21/{serial}", get_item)
     feed.install_hub(app, reader, feed_limits)
-    r.add_get("/v1/sessions/{id}/events", session_events)
-    r.add_get("/v1/blocks/ws", blocks_feed)
+    ROUTES.mount(app)
 
 
 __all__ = [
@@ -651,10 +1043,10 @@ __all__ = [
     "PRIVATE_STATE_PREFIXES",
     "READER",
     "READ_WINDOW_MS",
+    "ROUTES",
     "SIGNATURE_HEADER",
     "TIME_HEADER",
     "ChainReader",
-    "HttpError",
     "StateAt",
     "add_routes",
     "verify_item_proof",

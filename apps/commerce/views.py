@@ -59,6 +59,7 @@ class ViewDenied(Invalid):
     """The viewer may not see this object (HTTP 403)."""
 
     code = "forbidden"
+    status = 403
 
 
 def _avg_x100(total: int, count: int) -> int:
