@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import msgpack
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
-from core import PrivateKey, TxBody, format_address, pack_raw, sign_tx
+from apps.commerce.views import ViewDenied
+from core import HttpError, PrivateKey, TxBody, format_address, pack_raw, parse_address, sign_tx
+from node.api import errors_middleware
 from storage import StateProof, verify_proof
 from vm import Account, Transfer, account_key
 
@@ -166,3 +170,49 @@ async def test_lookups_and_errors(node_client):
     assert latest["header"]["height"] >= 1
     metrics = await (await client.get("/metrics")).text()
     assert "liveledger_height" in metrics
+
+
+async def test_one_middleware_renders_every_refusal_and_hides_bugs(caplog):
+    """Whatever raises it (a route's HttpError, an Invalid with its own status, aiohttp,
+    a bug), a refusal is ``{"code", "message"}``; a bug is a logged 500 without its detail."""
+
+    async def unavailable(_request):
+        raise HttpError(503, "unavailable", "node is starting or stopping", {"Retry-After": "1"})
+
+    async def denied(_request):
+        raise ViewDenied("not your order")
+
+    async def bad_address(_request):
+        parse_address("ll1nope")
+
+    async def bug(_request):
+        raise RuntimeError("secret detail of a bug")
+
+    app = web.Application(middlewares=[errors_middleware])
+    app.router.add_get("/unavailable", unavailable)
+    app.router.add_get("/denied", denied)
+    app.router.add_get("/address", bad_address)
+    app.router.add_get("/bug", bug)
+    cases = {
+        "/unavailable": (503, "unavailable"),
+        "/denied": (403, "forbidden"),
+        "/address": (400, "bad_address"),
+        "/bug": (500, "internal"),
+        "/nowhere": (404, "not_found"),
+    }
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        answers = {}
+        for path, (status, code) in cases.items():
+            resp = await client.get(path)
+            doc = await resp.json()
+            assert resp.status == status and set(doc) == {"code", "message"}, (path, doc)
+            assert doc["code"] == code, (path, doc)
+            answers[path] = resp, doc
+        resp = await client.post("/bug")
+        assert resp.status == 405 and (await resp.json())["code"] == "method_not_allowed"
+    assert answers["/unavailable"][0].headers["Retry-After"] == "1"
+    assert answers["/denied"][1]["message"] == "not your order"
+    # The bug's detail is in the log, with its traceback, and not in the answer.
+    assert answers["/bug"][1] == {"code": "internal", "message": "internal error"}
+    (record,) = [r for r in caplog.records if r.name == "node.api"]
+    assert record.exc_info and "secret detail" in str(record.exc_info[1])

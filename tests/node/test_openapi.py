@@ -19,7 +19,8 @@ from apps.commerce.codes import ERROR_CODES
 from apps.commerce.http import sign_read_request
 from apps.commerce.model import ItemId
 from core import TxBody, pack_raw, sign_tx
-from node.openapi import OPENAPI_PATH, build_openapi
+from node.api import ROUTE_TABLES
+from node.openapi import OPENAPI_PATH, build_openapi, openapi_json
 from tests.apps.commerce.test_http import GTIN, Actor, Driver, open_shop, place
 from vm import Transfer
 
@@ -119,6 +120,25 @@ async def test_document_is_valid_openapi_and_covers_every_route(node_client):
                     continue
                 schema = resp["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/Error"} and resp["x-codes"]
+
+
+async def test_the_router_mounts_exactly_the_declared_routes(node_client):
+    """Every route of the app has a declaration (its documentation) and every declaration
+    is mounted, with the declared handler; the document is the same bytes on every build."""
+    client, _node, _faucet = node_client
+    mounted = {
+        (route.method, route.resource.canonical, route.handler)
+        for route in client.server.app.router.routes()
+        if route.method != "HEAD"
+    }
+    declared = [(r.method, r.path, r.handler) for table in ROUTE_TABLES for r in table]
+    assert len(declared) == len(set(declared)) >= 20
+    assert mounted - set(declared) == set(), "routes mounted without a declaration"
+    assert set(declared) - mounted == set(), "declared routes that are not mounted"
+    heads = {r.resource.canonical for r in client.server.app.router.routes() if r.method == "HEAD"}
+    assert heads == {path for method, path, _ in declared if method == "GET"}
+    assert documented(build_openapi()) == {(m.lower(), path) for m, path, _ in declared}
+    assert json.dumps(build_openapi(), separators=(",", ":")).encode() == openapi_json()
 
 
 def test_an_undocumented_route_is_caught():
