@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from apps.commerce import events as ev
+from apps.routes import HASH, STR, UINT, Component, described, obj
 
 if TYPE_CHECKING:
     from apps.commerce.http import ChainReader
@@ -146,6 +147,71 @@ def read_block_feed(reader: ChainReader, height: int) -> BlockFeed | None:
     )
     size = len(block) + sum(len(i.text) for items in sessions.values() for i in items)
     return BlockFeed(height, FeedItem((height, 0), "block", block), sessions, size)
+
+
+# The feed's messages (built above and in ``serve_feed``) and its rules, as the OpenAPI
+# document states them beside the feed routes (``apps.commerce.http``).
+FEED_EVENT = Component(
+    "FeedEvent",
+    obj(
+        {
+            "type": {"const": "event"},
+            "height": UINT,
+            "index": described(UINT, "position of the event in its block (all events counted)"),
+            "time_ms": described(UINT, "block time"),
+            "session": UINT,
+            "kind": {"type": "string", "enum": sorted(ev.FEED_KINDS)},
+            "attrs": {"type": "object", "additionalProperties": STR},
+        },
+        description="A session's feed event; `(height, index)` is its position.",
+    ),
+)
+FEED_BLOCK = Component(
+    "FeedBlock",
+    obj(
+        {
+            "type": {"const": "block"},
+            "height": UINT,
+            "hash": HASH,
+            "time_ms": UINT,
+            "num_txs": UINT,
+        },
+        description="One finalized block.",
+    ),
+)
+FEED_READY = Component(
+    "FeedReady",
+    obj(
+        {"type": {"const": "ready"}, "height": UINT},
+        description="End of the replay: events up to `height` came from storage, later "
+        "ones are live.",
+    ),
+)
+_LIMITS = FeedLimits()
+FEED_RULES = (
+    f"Replay of the stored blocks after `from` (at most {_LIMITS.max_replay_blocks:,} "
+    'blocks back by default) ends with `{"type": "ready", "height": H}`; live messages '
+    "follow as each block becomes final. A client keeps the position of the last message "
+    "it handled and reconnects with it: nothing missed, nothing twice. Close codes: "
+    "**1000** after `commerce.session_closed` (session feed), **1001** when the server "
+    f"stops, **{CLOSE_SLOW_CONSUMER}** when a client's unsent messages pass "
+    f"{MAX_QUEUE_BYTES // 2**20} MiB (resume from the last position), "
+    f"**{CLOSE_TRY_AGAIN_LATER}** at once when the node already serves "
+    f"{_LIMITS.max_connections:,} feed sockets or the client's address "
+    f"{_LIMITS.max_per_address} (node config `feeds`; reconnect later), "
+    f"**{CLOSE_POLICY_VIOLATION}** when a client sends more than "
+    f"{_LIMITS.max_client_messages_per_s} messages a second. At most "
+    f"{REPLAY_SLOTS} replays run at once; a later one waits its turn. The server "
+    f"pings every {HEARTBEAT_S:g} s; client messages are ignored."
+)
+CLOSE_CODES = {
+    "1000": "the session closed (session feed)",
+    "1001": "the server is stopping",
+    str(CLOSE_SLOW_CONSUMER): "the client read too slowly; resume from its position",
+    str(CLOSE_TRY_AGAIN_LATER): "too many feed connections on the node or from the "
+    "client's address; reconnect later",
+    str(CLOSE_POLICY_VIOLATION): "the client sent messages too fast",
+}
 
 
 class Subscriber:
@@ -518,9 +584,14 @@ def install_hub(
 
 
 __all__ = [
+    "CLOSE_CODES",
     "CLOSE_POLICY_VIOLATION",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TRY_AGAIN_LATER",
+    "FEED_BLOCK",
+    "FEED_EVENT",
+    "FEED_READY",
+    "FEED_RULES",
     "HUB",
     "MAX_QUEUE_BYTES",
     "MAX_REPLAY_BLOCKS",

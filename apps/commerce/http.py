@@ -14,21 +14,20 @@ height (``reader.prove``), so a response never mixes two blocks, and its
 exactly the events after what it shows.
 
 Orders are private to their parties: a read of an order is signed by the
-viewer's Ed25519 key (``sign_read_request``); see docs/commerce.md, Interfaces.
+viewer's Ed25519 key (``apps.commerce.signed_reads``, whose names this module
+re-exports); see docs/commerce.md, Interfaces.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from apps.commerce import feed, keys, views
-from apps.commerce.events import FEED_KINDS
 from apps.commerce.model import (
     Counter,
     Disclosure,
@@ -40,6 +39,17 @@ from apps.commerce.model import (
 )
 from apps.commerce.params import CommerceGenesis
 from apps.commerce.provenance import valid_gtin
+from apps.commerce.signed_reads import (
+    KEY_HEADER,
+    READ_WINDOW_MS,
+    SIGNATURE_HEADER,
+    SIGNED,
+    SIGNED_READ_REFUSED,
+    TIME_HEADER,
+    read_request_body,
+    sign_read_request,
+    verify_read_request,
+)
 from apps.commerce.store import load
 from apps.routes import (
     HASH,
@@ -55,22 +65,12 @@ from apps.routes import (
     Schema,
     array,
     described,
-    hex_bytes,
     nullable,
     obj,
     ref,
 )
-from core.codec import pack_raw
-from core.errors import HttpError, Invalid, InvalidSignature
-from core.keys import (
-    PUBLIC_KEY_SIZE,
-    SIGNATURE_SIZE,
-    PrivateKey,
-    SignDomain,
-    address_of,
-    parse_address,
-    verify,
-)
+from core.errors import HttpError, Invalid
+from core.keys import parse_address
 from core.types import BlockHeader, Commit
 from storage import StateProof, verify_proof
 from vm import Event, KeyPrefix, Receipt, StateView
@@ -91,95 +91,6 @@ PRIVATE_STATE_PREFIXES = frozenset(
         KeyPrefix.COMMERCE_DISCLOSURE,
     }
 )
-
-# --- signed reads ---
-
-# Headers of a signed read: the viewer's Ed25519 public key, the time of the
-# request (unix ms) and the signature, all in hex / decimal.
-KEY_HEADER = "X-LiveLedger-Key"
-TIME_HEADER = "X-LiveLedger-Time"
-SIGNATURE_HEADER = "X-LiveLedger-Signature"
-# How far a signed read's time may be from the server's clock, either way: a
-# captured request can be replayed only this long, and clients may be a little off.
-READ_WINDOW_MS = 60_000
-
-
-def read_request_body(method: str, path_qs: str, time_ms: int) -> bytes:
-    """What a signed read signs, under ``SignDomain.HTTP_READ`` and the chain id.
-
-    The domain keeps a signed read from ever passing as a transaction, vote or
-    proposal (and the reverse); the chain id from being replayed on another chain;
-    the path with its query string from being replayed as another read.
-    """
-    return pack_raw([method.upper(), path_qs, time_ms])
-
-
-def sign_read_request(
-    key: PrivateKey, chain_id: str, method: str, path_qs: str, time_ms: int | None = None
-) -> dict[str, str]:
-    """The headers that sign ``method path_qs`` (path with its query string) as ``key``."""
-    if time_ms is None:
-        time_ms = time.time_ns() // 1_000_000
-    signature = key.sign(
-        SignDomain.HTTP_READ, chain_id, read_request_body(method, path_qs, time_ms)
-    )
-    return {
-        KEY_HEADER: key.public_key.hex(),
-        TIME_HEADER: str(time_ms),
-        SIGNATURE_HEADER: signature.hex(),
-    }
-
-
-def verify_read_request(
-    chain_id: str,
-    method: str,
-    path_qs: str,
-    headers: Any,
-    now_ms: int | None = None,
-) -> bytes:
-    """The address of the viewer who signed this read; ``HttpError`` 401 if none did."""
-    key_hex, time_text, sig_hex = (
-        headers.get(KEY_HEADER),
-        headers.get(TIME_HEADER),
-        headers.get(SIGNATURE_HEADER),
-    )
-    if key_hex is None or time_text is None or sig_hex is None:
-        raise HttpError(
-            401,
-            "unauthenticated",
-            f"this read is for the order's parties: sign it with the headers {KEY_HEADER}, "
-            f"{TIME_HEADER} and {SIGNATURE_HEADER}",
-        )
-    try:
-        public_key, signature = bytes.fromhex(key_hex), bytes.fromhex(sig_hex)
-    except ValueError:
-        raise HttpError(401, "bad_signature", "key and signature must be hex") from None
-    if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
-        raise HttpError(
-            401,
-            "bad_signature",
-            f"expected a {PUBLIC_KEY_SIZE}-byte key and a {SIGNATURE_SIZE}-byte signature, "
-            f"got {len(public_key)} and {len(signature)}",
-        )
-    if not (time_text.isascii() and time_text.isdigit()) or len(time_text) > 16:
-        raise HttpError(401, "bad_signature", f"{TIME_HEADER} must be unix milliseconds")
-    signed_ms = int(time_text)
-    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    # A stale (or far future) request is refused: it bounds how long a captured one works.
-    if abs(now_ms - signed_ms) > READ_WINDOW_MS:
-        raise HttpError(
-            401,
-            "stale_request",
-            f"request signed at {signed_ms} ms, server time is {now_ms} ms; "
-            f"at most {READ_WINDOW_MS} ms apart",
-        )
-    body = read_request_body(method, path_qs, signed_ms)
-    try:
-        verify(public_key, SignDomain.HTTP_READ, chain_id, body, signature)
-    except InvalidSignature:
-        raise HttpError(401, "bad_signature", "signature does not verify") from None
-    return address_of(public_key)
-
 
 # --- what the node provides ---
 
@@ -309,49 +220,9 @@ ADDRESS = Param("address", "path", ref("Address"), "account address")
 
 BAD_PARAM = Refusal(400, "A parameter out of range.", "bad_param")
 BAD_ADDRESS = Refusal(400, "A bad address.", "bad_address")
-SIGNED_READ_REFUSED = Refusal(
-    401,
-    "The signed read is refused: headers missing, signature malformed or not "
-    f"verifying, or a time more than {READ_WINDOW_MS // 1000} s off.",
-    "unauthenticated",
-    "bad_signature",
-    "stale_request",
-)
 NOT_FOUND = Refusal(404, "No such object at the height read.", "not_found")
 UNAVAILABLE = Refusal(
     503, "The node is starting or stopping, or no block is final yet.", "unavailable"
-)
-
-_SIGNING = (
-    f"Order reads are signed by the viewer's Ed25519 account key: `{KEY_HEADER}`, "
-    f"`{TIME_HEADER}` and `{SIGNATURE_HEADER}` carry the public key, the time (unix ms) "
-    "and the signature over `0xF0 || len(chain_id) || chain_id || msgpack([method, "
-    "path_with_query, time_ms])` (`apps.commerce.http.sign_read_request`). A time more "
-    f"than {READ_WINDOW_MS // 1000} s from the server's clock is refused."
-)
-# The headers of a signed read (``verify_read_request``), documented once.
-SIGNED = (
-    Param(
-        KEY_HEADER,
-        "header",
-        hex_bytes(32),
-        f"The viewer's Ed25519 public key, hex. {_SIGNING}",
-        component="ReadKey",
-    ),
-    Param(
-        TIME_HEADER,
-        "header",
-        {"type": "string", "pattern": "^[0-9]{1,16}$"},
-        "The time of the request, unix ms (decimal).",
-        component="ReadTime",
-    ),
-    Param(
-        SIGNATURE_HEADER,
-        "header",
-        hex_bytes(64),
-        "The Ed25519 signature of the read, hex.",
-        component="ReadSignature",
-    ),
 )
 
 ESCROW = Component(
@@ -379,44 +250,8 @@ ITEM_PROOF = Component(
         "proof at `height`; check with `apps.commerce.http.verify_item_proof`.",
     ),
 )
-FEED_EVENT = Component(
-    "FeedEvent",
-    obj(
-        {
-            "type": {"const": "event"},
-            "height": UINT,
-            "index": described(UINT, "position of the event in its block (all events counted)"),
-            "time_ms": described(UINT, "block time"),
-            "session": UINT,
-            "kind": {"type": "string", "enum": sorted(FEED_KINDS)},
-            "attrs": {"type": "object", "additionalProperties": STR},
-        },
-        description="A session's feed event; `(height, index)` is its position.",
-    ),
-)
-FEED_BLOCK = Component(
-    "FeedBlock",
-    obj(
-        {
-            "type": {"const": "block"},
-            "height": UINT,
-            "hash": HASH,
-            "time_ms": UINT,
-            "num_txs": UINT,
-        },
-        description="One finalized block.",
-    ),
-)
-FEED_READY = Component(
-    "FeedReady",
-    obj(
-        {"type": {"const": "ready"}, "height": UINT},
-        description="End of the replay: events up to `height` came from storage, later "
-        "ones are live.",
-    ),
-)
-
-# The read models the routes serve are documented first, in this order.
+# The read models and feed messages these routes serve, documented first and in this
+# order (the order the document has always had: its bytes stay the same).
 ROUTES = RouteTable(
     "commerce",
     components=(
@@ -432,9 +267,9 @@ ROUTES = RouteTable(
         CommerceGenesis,
         ESCROW,
         ITEM_PROOF,
-        FEED_EVENT,
-        FEED_BLOCK,
-        FEED_READY,
+        feed.FEED_EVENT,
+        feed.FEED_BLOCK,
+        feed.FEED_READY,
     ),
 )
 
@@ -919,31 +754,6 @@ FEED_REFUSED = Refusal(
     "replay_too_long",
     "http_error",
 )
-_LIMITS = feed.FeedLimits()
-FEED_RULES = (
-    f"Replay of the stored blocks after `from` (at most {_LIMITS.max_replay_blocks:,} "
-    'blocks back by default) ends with `{"type": "ready", "height": H}`; live messages '
-    "follow as each block becomes final. A client keeps the position of the last message "
-    "it handled and reconnects with it: nothing missed, nothing twice. Close codes: "
-    "**1000** after `commerce.session_closed` (session feed), **1001** when the server "
-    f"stops, **{feed.CLOSE_SLOW_CONSUMER}** when a client's unsent messages pass "
-    f"{feed.MAX_QUEUE_BYTES // 2**20} MiB (resume from the last position), "
-    f"**{feed.CLOSE_TRY_AGAIN_LATER}** at once when the node already serves "
-    f"{_LIMITS.max_connections:,} feed sockets or the client's address "
-    f"{_LIMITS.max_per_address} (node config `feeds`; reconnect later), "
-    f"**{feed.CLOSE_POLICY_VIOLATION}** when a client sends more than "
-    f"{_LIMITS.max_client_messages_per_s} messages a second. At most "
-    f"{feed.REPLAY_SLOTS} replays run at once; a later one waits its turn. The server "
-    f"pings every {feed.HEARTBEAT_S:g} s; client messages are ignored."
-)
-CLOSE_CODES = {
-    "1000": "the session closed (session feed)",
-    "1001": "the server is stopping",
-    str(feed.CLOSE_SLOW_CONSUMER): "the client read too slowly; resume from its position",
-    str(feed.CLOSE_TRY_AGAIN_LATER): "too many feed connections on the node or from the "
-    "client's address; reconnect later",
-    str(feed.CLOSE_POLICY_VIOLATION): "the client sent messages too fast",
-}
 
 
 def _feed_start(request: web.Request, hub: feed.FeedHub) -> feed.Position | None:
@@ -976,15 +786,15 @@ def _feed_start(request: web.Request, hub: feed.FeedHub) -> feed.Position | None
     '"listing": "1", "deal": "1", "left": "41"}}`\n\n'
     "`(height, index)` is the event's position: `index` counts every event of the "
     "block (begin-block events first, then each receipt's), so a feed's indexes "
-    f"have gaps; positions strictly increase. {FEED_RULES}",
+    f"have gaps; positions strictly increase. {feed.FEED_RULES}",
     tag="feeds",
     params=(SESSION_ID, FROM, UPGRADE),
     ok=SWITCHING,
     errors=(FEED_REFUSED, Refusal(404, "No such session.", "not_found")),
     extra={
         "x-websocket": {
-            "messages": {"oneOf": [FEED_EVENT, FEED_READY]},
-            "close-codes": CLOSE_CODES,
+            "messages": {"oneOf": [feed.FEED_EVENT, feed.FEED_READY]},
+            "close-codes": feed.CLOSE_CODES,
         }
     },
 )
@@ -1011,15 +821,15 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     "Finalized blocks (WebSocket)",
     "WebSocket (`GET` with `Upgrade: websocket`, answered by 101). One JSON text "
     'message per finalized block: `{"type": "block", "height", "hash", "time_ms", '
-    f'"num_txs"}}`. `?from=<height>` resumes after that block. {FEED_RULES}',
+    f'"num_txs"}}`. `?from=<height>` resumes after that block. {feed.FEED_RULES}',
     tag="feeds",
     params=(FROM, UPGRADE),
     ok=SWITCHING,
     errors=(FEED_REFUSED,),
     extra={
         "x-websocket": {
-            "messages": {"oneOf": [FEED_BLOCK, FEED_READY]},
-            "close-codes": {k: v for k, v in CLOSE_CODES.items() if k != "1000"},
+            "messages": {"oneOf": [feed.FEED_BLOCK, feed.FEED_READY]},
+            "close-codes": {k: v for k, v in feed.CLOSE_CODES.items() if k != "1000"},
         }
     },
 )
