@@ -137,7 +137,13 @@ async def test_the_router_mounts_exactly_the_declared_routes(node_client):
     assert set(declared) - mounted == set(), "declared routes that are not mounted"
     heads = {r.resource.canonical for r in client.server.app.router.routes() if r.method == "HEAD"}
     assert heads == {path for method, path, _ in declared if method == "GET"}
-    assert documented(build_openapi()) == {(m.lower(), path) for m, path, _ in declared}
+    doc = build_openapi()
+    assert documented(doc) == {(m.lower(), path) for m, path, _ in declared}
+    # Every code a route declares is one the Error schema explains.
+    explained = set(doc["components"]["schemas"]["Error"]["x-codes"])
+    for route in (r for table in ROUTE_TABLES for r in table):
+        for refusal in route.errors:
+            assert set(refusal.codes) <= explained, (route.path, refusal.codes)
     assert json.dumps(build_openapi(), separators=(",", ":")).encode() == openapi_json()
 
 
