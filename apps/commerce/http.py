@@ -1,4 +1,4 @@
-"""HTTP reads of the commerce app, and the signed-read scheme that guards orders.
+"""HTTP reads and WebSocket feeds of the commerce app, each route with its documentation.
 
 ``add_routes(app, reader)`` mounts every route (JSON under ``/v1/``, and the
 WebSocket feeds of ``apps.commerce.feed``). Apps sit below ``node`` in the layer
