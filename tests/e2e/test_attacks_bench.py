@@ -1,0 +1,38 @@
+"""``benches.attacks`` in miniature: every attack of issue 10 against a real four-validator
+devnet, with honest transfers during each (``make attacks`` runs the full one and prints
+the latency figures; none is asserted here). Nothing the nodes accepted from the honest
+client may be lost, every honest transfer must be final, and every attack must get the
+nodes' clear refusals, never a server error."""
+
+from __future__ import annotations
+
+import asyncio
+
+from benches.attackers import ATTACKS
+from benches.attacks import parse_args, run
+
+
+def test_every_attack_leaves_honest_transfers_final_and_nothing_lost():
+    args = parse_args(["--seconds", "3", "--gap-accounts", "20", "--sources", "1", "--drain", "60"])
+    phases = asyncio.run(run(args))
+    assert [p.name for p in phases] == ["baseline", *ATTACKS]
+    for p in phases:
+        assert p.sent > 0, p.name
+        assert p.final == p.sent and p.lost == 0, p
+        assert not p.refused and not p.failed and not p.problems, p
+        if p.name == "baseline":
+            continue
+        attack = p.attack
+        assert attack is not None and attack.requests > 0, p.name
+        assert not [k for k in attack.outcomes if " 5" in k or "error" in k], attack
+    by_name = {p.name: p.attack.outcomes for p in phases if p.attack is not None}
+    assert {"bad_signature", "wrong_chain", "malformed"} <= set(by_name["junk"])
+    assert set(by_name["junk"]) <= {"bad_signature", "wrong_chain", "malformed", "duplicate"}
+    # Every bomb is refused from its header or size: 400 too_large / malformed.
+    assert all(": 400 " in k for k in by_name["parse_bombs"]), by_name["parse_bombs"]
+    # One feed over the per-address cap, on every node: closed with 1013, try again later.
+    assert by_name["websockets"].get("closed 1013", 0) > 0, by_name["websockets"]
+    assert by_name["handshakes"]["closed at once (refused)"] > 0, by_name["handshakes"]
+    # The gaps and the spender's run are admitted (within their budgets), never an error.
+    assert by_name["nonce_gap"].get("accepted", 0) > 0
+    assert by_name["spender"].get("accepted", 0) > 0
