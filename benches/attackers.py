@@ -285,7 +285,11 @@ async def ws_exhaustion(target: Target, seconds: float, tally: Tally, start: int
                         except TimeoutError:
                             break
                         if msg.type != aiohttp.WSMsgType.TEXT:
-                            tally.outcomes[f"closed {ws.close_code}"] += 1
+                            # The reason says which cap refused it (apps/commerce/feed.py).
+                            reason = str(msg.extra or "")
+                            which = " (node cap)" if "the node serves" in reason else ""
+                            which = " (per address)" if "per address" in reason else which
+                            tally.outcomes[f"closed {ws.close_code}{which}"] += 1
                             await asyncio.sleep(0.2 + rng.random() * 0.3)
                             break
                         messages += 1

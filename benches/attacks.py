@@ -20,7 +20,7 @@ its own:
   take it.
 
 During each one, once the attack has run for a second, an honest client submits
-a transfer every ``--interval`` (0.5) seconds to the nodes in turn, each from a
+a transfer about every ``--interval`` (0.5) seconds (jittered) to the nodes in turn, each from a
 key with nothing in flight (so no transfer waits for its own predecessor), as a
 wallet does: one JSON transaction, and on 503 the same bytes again after
 ``Retry-After``. Latency runs from the first submission until the node it was
@@ -44,6 +44,7 @@ import asyncio
 import json
 import math
 import multiprocessing
+import random
 import sys
 import tempfile
 import time
@@ -132,13 +133,18 @@ class HonestClient:
             self.idle.put_nowait(i)
         self.in_flight: dict[str, _InFlight] = {}
         self.phase = Phase("none")
+        self.rng = random.Random(1)
 
     async def run(self, seconds: float, interval: float) -> None:
         """One transfer every ``interval`` seconds for ``seconds``, to the nodes in turn."""
         tasks = []
         started = time.perf_counter()
         for n in range(max(1, int(seconds / interval))):
-            delay = started + n * interval - time.perf_counter()
+            # Jittered: on a fixed beat in step with the block interval, every transfer
+            # would arrive at the same point of a block's round and the percentiles
+            # would measure that phase rather than the chain.
+            at = started + (n + self.rng.uniform(-0.5, 0.5)) * interval
+            delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(self._transfer(self.urls[n % len(self.urls)])))
@@ -390,11 +396,11 @@ async def run(args: argparse.Namespace) -> list[Phase]:
                     poller.cancel()
         finally:
             net.stop()
-    print_summary(phases)
+    print_summary(phases, args.argv)
     return phases
 
 
-def print_summary(phases: list[Phase]) -> None:
+def print_summary(phases: list[Phase], argv: list[str]) -> None:
     print()
     print(
         f"{'phase':<12} {'sent':>5} {'final':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lost':>5}"
@@ -404,7 +410,7 @@ def print_summary(phases: list[Phase]) -> None:
             f"{p.name:<12} {p.sent:>5} {p.final:>5} {_ms(p.percentile(0.5)):>7} "
             f"{_ms(p.percentile(0.99)):>7} {_ms(p.percentile(1.0)):>7} {p.lost:>5}"
         )
-    print(f"command: {' '.join([sys.executable, '-m', 'benches.attacks', *sys.argv[1:]])}")
+    print(f"command: {' '.join([sys.executable, '-m', 'benches.attacks', *argv])}")
     baseline = phases[0].percentile(0.99)
     attacks = phases[1:] or phases
     # NaN (nothing final) is the worst there is.
@@ -432,7 +438,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sources", type=int, default=34, help="loopback addresses the floods use")
     p.add_argument("--dir", type=Path, help="run the devnet here and keep it (default: a temp dir)")
     p.add_argument("--log-level", default="INFO", help="log level of the node processes")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # For the command line printed at the end (a test passes its own arguments).
+    args.argv = sys.argv[1:] if argv is None else argv
+    return args
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ def test_every_attack_leaves_honest_transfers_final_and_nothing_lost():
     # Every bomb is refused from its header or size: 400 too_large / malformed.
     assert all(": 400 " in k for k in by_name["parse_bombs"]), by_name["parse_bombs"]
     # One feed over the per-address cap, on every node: closed with 1013, try again later.
-    assert by_name["websockets"].get("closed 1013", 0) > 0, by_name["websockets"]
+    assert by_name["websockets"].get("closed 1013 (per address)", 0) > 0, by_name["websockets"]
     assert by_name["handshakes"]["closed at once (refused)"] > 0, by_name["handshakes"]
     # The gaps and the spender's run are admitted (within their budgets), never an error.
     assert by_name["nonce_gap"].get("accepted", 0) > 0
