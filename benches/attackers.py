@@ -274,6 +274,7 @@ async def ws_exhaustion(target: Target, seconds: float, tally: Tally, start: int
                 async with session.ws_connect(f"{url}/v1/blocks/ws?from={start}") as ws:
                     messages = 0
                     hold_until = None
+                    closed = False
                     while True:
                         left = deadline - time.monotonic()
                         if hold_until is not None:
@@ -290,12 +291,16 @@ async def ws_exhaustion(target: Target, seconds: float, tally: Tally, start: int
                             which = " (node cap)" if "the node serves" in reason else ""
                             which = " (per address)" if "per address" in reason else which
                             tally.outcomes[f"closed {ws.close_code}{which}"] += 1
+                            closed = True
                             await asyncio.sleep(0.2 + rng.random() * 0.3)
                             break
                         messages += 1
                         if hold_until is None and msg.data.startswith(READY):
                             tally.outcomes["replayed to ready"] += 1
                             hold_until = time.monotonic() + 1 + 2 * rng.random()
+                    if hold_until is None and not closed:
+                        # Admitted; the replay had not reached ``ready`` when the attack ended.
+                        tally.outcomes["admitted, replay queued or unfinished at the end"] += 1
                     tally.extra["messages"] = tally.extra.get("messages", 0) + messages
             except aiohttp.WSServerHandshakeError as exc:
                 tally.outcomes[f"upgrade refused {exc.status}"] += 1
