@@ -171,9 +171,9 @@ def junk_pool(target: Target, count: int) -> list[bytes]:
         kind = i % 4
         if kind == 0:
             tx = sign_tx(key, target.chain_id, _body(key, i, target))
-            sig = bytearray(tx.signature)
-            sig[rng.randrange(len(sig))] ^= 0x01
-            out.append(SignedTx(tx.chain_id, tx.sender, tx.body, bytes(sig)).encode())
+            flipped = bytearray(tx.signature)
+            flipped[rng.randrange(len(flipped))] ^= 0x01
+            out.append(SignedTx(tx.chain_id, tx.sender, tx.body, bytes(flipped)).encode())
         elif kind == 1:
             out.append(sign_tx(key, "another-chain", _body(key, i, target)).encode())
         elif kind == 2:

@@ -229,7 +229,7 @@ async def _json(session: aiohttp.ClientSession, url: str) -> Any:
 
 async def _wait_height(session: aiohttp.ClientSession, url: str, height: int) -> int:
     while True:
-        head = (await _json(session, url + "/v1/status"))["height"]
+        head = int((await _json(session, url + "/v1/status"))["height"])
         if head >= height:
             return head
         await asyncio.sleep(0.2)
