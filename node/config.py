@@ -51,7 +51,7 @@ class MempoolConfig:
     # Queued transactions per sender: a client's reordering needs a few.
     max_queued_per_sender: int = 16
     # Queued transactions (and bytes) admitted since the last commit, in blocks'
-    # worth: bounds the signature work gaps take, apart from the pending window.
+    # worth: bounds the gaps admitted per block, apart from the pending window.
     max_gap_blocks: int = 1
 
     def __post_init__(self) -> None:

@@ -25,9 +25,12 @@ verification hold. They have budgets of their own (``_queue_room``):
 
 - per sender, ``max_queued_per_sender`` (a client's reordering needs a few;
   beyond it ``nonce_gap``: send the missing nonce first);
-- gaps opened since the last commit, ``max_gap_blocks`` blocks' worth: this
-  bounds the signature work gaps take per block, as the window does for pending
-  ones (without it, under honest reordering, admission ran ahead of finality);
+- gaps opened (or fee-bumped) since the last commit, ``max_gap_blocks`` blocks'
+  worth: this bounds how many gaps are admitted per block, as the window does for
+  pending ones (without it, under honest reordering, admission ran ahead of
+  finality). A gap refused by it has cost its signature check, like any refused
+  transaction: that work is bounded by the window, which counts every transaction
+  in verification, not by this budget;
 - per node, ``max_queued``. It is larger, because honest reordering fills it: a
   client behind a load balancer sends consecutive nonces to different nodes, so
   most of its transactions reach a node before their predecessor's gossip
@@ -653,16 +656,17 @@ class Mempool:
                 f"{cfg.per_shard_bytes}",
             )
         end = base if acct is None else acct.end
-        if old is None and nonce > end:
-            refused = self._queue_room(acct, end, size, windows)
+        if nonce > end:
+            refused = self._queue_room(acct, end, size, windows, replacing=old is not None)
             if refused is not None:
                 return SubmitResult(h, refused[0], refused[1])
         message = "accepted"
         seq = None
         if old is not None:
-            # A replacement keeps its slot's age, so a fee bump does not make an old
-            # gap count against the window again.
-            seq = old.seq
+            # A pending replacement keeps its slot's age; a queued one is a new gap
+            # (it cost a signature check like one), so a sender cannot fee-bump its
+            # old gaps block after block outside the budget of new ones.
+            seq = old.seq if nonce < end else None
             # May forget the account when old was its only entry: look it up after.
             self._remove(old)
             message = f"replaced {old.hash.hex()}"
@@ -673,13 +677,15 @@ class Mempool:
         return SubmitResult(h, ACCEPTED, message)
 
     def _queue_room(
-        self, acct: _Account | None, end: int, size: int, windows: int
+        self, acct: _Account | None, end: int, size: int, windows: int, *, replacing: bool
     ) -> tuple[str, str] | None:
         """Room for one more queued transaction (above the missing nonce ``end``), or
-        the refusal (code, message). May evict a bigger holder's highest nonce."""
+        the refusal (code, message). May evict a bigger holder's highest nonce.
+        ``replacing``: it takes the slot of a queued one, so only the budget of new
+        gaps applies."""
         cfg = self._config
         mine = 0 if acct is None else acct.queued
-        if mine >= cfg.max_queued_per_sender:
+        if not replacing and mine >= cfg.max_queued_per_sender:
             return (
                 "nonce_gap",
                 f"sender holds {mine} transactions waiting for nonce {end} (the cap is "
@@ -699,7 +705,7 @@ class Mempool:
                 f"the mempool admitted {self._young} transactions above a missing nonce "
                 f"since the last block (the cap); retry once nonce {end} is in",
             )
-        if self._queued >= cfg.max_queued:
+        if not replacing and self._queued >= cfg.max_queued:
             # Queued budget full: make room from a bigger holder, or refuse for now.
             victim = self._biggest_holder()
             if victim is None or victim.queued <= mine:

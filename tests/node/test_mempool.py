@@ -387,6 +387,21 @@ async def test_nonce_gaps_do_not_count_against_the_window(pool):
     )
 
 
+async def test_fee_bumping_an_old_gap_takes_the_budget_of_new_gaps(pool):
+    params = dataclasses.replace(PARAMS, max_block_txs=1)
+    env = Env(pool, params=params)
+    assert await env.submit(make_tx(KEYS[1], 1, fee=MIN_FEE), client=True) == ["accepted"]
+    env.commit([])
+    # Old now; its bump is a new gap (it cost a signature check), so it takes the
+    # budget: a second bump before the next block is told to retry.
+    assert await env.submit(make_tx(KEYS[1], 1, fee=2 * MIN_FEE), client=True) == ["accepted"]
+    assert env.mempool.stats().queued_since_commit == 1
+    assert await env.submit(make_tx(KEYS[1], 1, fee=4 * MIN_FEE), client=True) == ["mempool_full"]
+    env.commit([])
+    assert await env.submit(make_tx(KEYS[1], 1, fee=4 * MIN_FEE), client=True) == ["accepted"]
+    assert len(env.mempool) == 1
+
+
 async def test_a_sender_holds_few_queued_transactions(pool):
     env = Env(pool, max_queued_per_sender=2)
     assert await env.submit(make_tx(KEYS[0], 2), make_tx(KEYS[0], 3)) == ["accepted"] * 2
@@ -824,8 +839,8 @@ class MempoolMachine(RuleBasedStateMachine):
             max_queued=3,
             max_queued_per_sender=2,
         )
-        # Hashes admitted since the last commit (a replacement inherits its slot's
-        # age): the model of the budget of new gaps.
+        # Hashes admitted since the last commit (a pending replacement inherits its
+        # slot's age): the model of the budget of new gaps.
         self.young: set[bytes] = set()
         for i, k in enumerate(SIM_KEYS):
             # Some senders can pay only a few fees, so fee accounting matters.
@@ -869,7 +884,10 @@ class MempoolMachine(RuleBasedStateMachine):
             assert r.code in ADMISSION_CODES, r
             if r.accepted:
                 old = bytes.fromhex(r.message.split()[1]) if "replaced" in r.message else None
-                if old is None or old in self.young:
+                # A replacement of a gap is a new gap; a pending one keeps its age.
+                next_nonce = env.mempool.next_nonce(address)
+                queued = next_nonce is not None and nonce > next_nonce
+                if old is None or old in self.young or queued:
                     self.young.add(r.hash)
             if r.accepted and r.hash not in replaced and not env.mempool.contains(r.hash):
                 # Evicted for a later one of the batch: only queued ones ever are.
