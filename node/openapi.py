@@ -101,6 +101,8 @@ HTTP_CODES: dict[str, str] = {
     "commerce_disabled": "404: the chain's genesis has no commerce section",
     "staking_disabled": "404: the chain's genesis has no staking section",
     "method_not_allowed": "405: the route exists for another method",
+    "request_timeout": "408: a request body that did not arrive within the node's time "
+    "limit (a slow upload); the connection is closed",
     "internal": "500: a bug in the node (logged)",
     "unavailable": "503: the node is starting or stopping, or no block is final yet "
     "(with `Retry-After`)",

@@ -346,3 +346,27 @@ async def test_unicode_digits_are_refused_not_crashing(tmp_path, text):
         signed["X-LiveLedger-Signature"] = "00" * 64
         resp = await client.get("/v1/orders/1", headers=signed)
         assert resp.status in (401, 503), resp.status
+
+
+async def test_a_slow_upload_ends_with_408_and_honest_clients_are_served(tmp_path):
+    """A client trickling a body cannot hold its connection and buffer forever."""
+    async with serving(tmp_path, body_timeout_ms=300) as (client, node, faucet):
+        server = client.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(
+            b"POST /v1/txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"tx": "'
+        )
+        await writer.drain()
+        honest = asyncio.create_task(honest_transfer(client, node, faucet, 0))
+        # A byte now and then, never the whole body.
+        for _ in range(5):
+            await asyncio.sleep(0.1)
+            writer.write(b"0")
+            await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), WAIT)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408")
+        assert json.loads(body)["code"] == "request_timeout"
+        print(f"\nhonest transfer final in {await honest * 1000:.0f} ms")
