@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -82,8 +83,12 @@ ROUTES = RouteTable("node", components=(RECEIPT, BLOCK))
 ROUTE_TABLES = (ROUTES, OPENAPI_ROUTES, COMMERCE_ROUTES, STAKING_ROUTES)
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None) -> web.Response:
-    return web.json_response({"code": code, "message": message}, status=status, headers=headers)
+def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None) -> web.Response:
+    resp = web.json_response({"code": code, "message": message}, status=status, headers=headers)
+    if headers is not None and headers.get("Connection") == "close":
+        # No keep-alive after it: the connection ends once aiohttp has lingered (10 s).
+        resp.force_close()
+    return resp
 
 
 @web.middleware

@@ -364,9 +364,11 @@ async def test_a_slow_upload_ends_with_408_and_honest_clients_are_served(tmp_pat
             await asyncio.sleep(0.1)
             writer.write(b"0")
             await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), WAIT)
-        writer.close()
-        head, _, body = answer.partition(b"\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
         assert head.startswith(b"HTTP/1.1 408")
+        assert b"Connection: close" in head
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        body = await asyncio.wait_for(reader.readexactly(length), WAIT)
         assert json.loads(body)["code"] == "request_timeout"
+        writer.close()
         print(f"\nhonest transfer final in {await honest * 1000:.0f} ms")
