@@ -392,14 +392,6 @@ def self_bond(state: StateView, public_key: bytes) -> int:
     return get_staker(state, address_of(public_key)).bonded
 
 
-def insert_key(keys: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:
-    return tuple(sorted({*keys, key}))
-
-
-def remove_key(keys: tuple[bytes, ...], key: bytes) -> tuple[bytes, ...]:
-    return tuple(k for k in keys if k != key)
-
-
 def adjust_weights(state: Overlay, keys: Iterable[bytes], delta: int) -> None:
     """Add ``delta`` (may be negative) to the tally of each candidate in ``keys``."""
     for key in keys:

@@ -73,10 +73,6 @@ class NodeLayout:
     def genesis_path(self) -> Path:
         return self.home / "genesis.json"
 
-    @property
-    def http_url(self) -> str:
-        return f"http://{LOCAL_HOST}:{self.http_port}"
-
 
 @dataclass(frozen=True, slots=True)
 class LocalnetLayout:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from consensus import (
     ValidatorSet,
-    make_commit,
     params_for_height,
     producers_for_height,
     staking_enabled,
@@ -223,12 +222,6 @@ class Chain:
             seconds,
             encode_block(header, encoded),
             [v.hash for v in result.included],
-        )
-
-    def sign_commit(self, block: Block, key: PrivateKey) -> Commit:
-        """The single-validator certificate: the producer's own precommit."""
-        return make_commit(
-            [key], self.chain_id, block.header.height, block.header.round, block.hash
         )
 
     def verify(

@@ -87,7 +87,6 @@ class Node:
         self._verify_pool: ThreadPoolExecutor | None = None
         self._verifier: ProcessVerifier | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.block_listeners: list[Callable[[ExecutedBlock], None]] = []
         # Called with the height of each newly final block (apps' feeds).
         self.height_listeners: list[Callable[[int], None]] = []
 
@@ -305,11 +304,6 @@ class Node:
                 executed.execute_seconds * 1000,
                 commit_seconds * 1000,
             )
-        for listener in self.block_listeners:
-            try:
-                listener(executed)
-            except Exception:
-                log.exception("block listener failed")
         for height_listener in list(self.height_listeners):
             try:
                 height_listener(header.height)

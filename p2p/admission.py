@@ -56,8 +56,6 @@ class Pending:
     source: str
     # Closes the connection at once (the transport's abort).
     abort: Callable[[], None]
-    # The peer offered a member's certificate: it is past the cheapest stage.
-    identified: bool = False
     # Closed to make room for a newer connection.
     evicted: bool = False
 
@@ -111,7 +109,6 @@ class HandshakeGate:
         """The connection offered a member's certificate: evict it only after strangers."""
         if pending in self._unidentified:
             del self._unidentified[pending]
-            pending.identified = True
             self._identified[pending] = None
 
     def release(self, pending: Pending) -> None:

@@ -57,8 +57,6 @@ class TxBatcher:
         self._pending: list[tuple[bytes, bytes | None]] = []
         self._pending_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
-        # Batches handed to peers' queues (one per peer per batch).
-        self.sent_batches = 0
 
     def submit(self, tx: bytes, origin: bytes | None = None) -> None:
         """Gossip one encoded SignedTx to every peer except ``origin`` (the peer it came from)."""
@@ -81,12 +79,12 @@ class TxBatcher:
         # Peers that sent none of these transactions all get the same batches:
         # encode them once and broadcast.
         for batch in self._chunks([tx for tx, _ in pending]):
-            self.sent_batches += self.transport.broadcast(batch, exclude=origins)
+            self.transport.broadcast(batch, exclude=origins)
         connected = set(self.transport.peers())
         for peer in origins & connected:
             txs = [tx for tx, origin in pending if origin != peer]
             for batch in self._chunks(txs):
-                self.sent_batches += self.transport.send(peer, batch)
+                self.transport.send(peer, batch)
 
     def close(self) -> None:
         """Drop what is pending and cancel the timer."""

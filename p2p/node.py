@@ -297,16 +297,6 @@ class P2PNode:
         if self._running:
             self._start_dialer(peer)
 
-    def remove_peer(self, public_key: bytes) -> None:
-        """Stop dialing a peer and drop its connection (while a member, it may still dial us)."""
-        self._addresses.pop(public_key, None)
-        task = self._dialers.pop(public_key, None)
-        if task is not None:
-            task.cancel()
-        conn = self._conns.get(public_key)
-        if conn is not None:
-            conn.close("peer removed")
-
     def check_members(self) -> None:
         """Drop connected peers that are no longer members (call after membership changes)."""
         for pk, conn in list(self._conns.items()):

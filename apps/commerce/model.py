@@ -47,7 +47,6 @@ class Role(IntFlag):
 
 ATTESTOR = Role.MAKER | Role.CARRIER | Role.INSPECTOR
 GRANTABLE = Role.ARBITER | ATTESTOR | Role.AUDITOR
-ALL_ROLES = Role.REGISTRAR | GRANTABLE
 
 
 def role_names(roles: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from consensus import GenesisStaking, params_for_height, producers_for_height, register_staking
 from consensus.staking_state import (
@@ -61,13 +61,6 @@ register_staking(REGISTRY)
 EXECUTOR = Executor(REGISTRY)
 
 
-@dataclass(frozen=True, slots=True)
-class SignerContext(BlockContext):
-    """BlockContext with the proposed ``last_commit_signers`` field (see docs/staking.md)."""
-
-    last_commit_signers: tuple[bytes, ...] | None = None
-
-
 def make_genesis(
     validators: int = 3, params: ChainParams = PARAMS, staking: bool = True, funded: int = 10
 ) -> Genesis:
@@ -122,7 +115,7 @@ class Chain:
             if proposer is None:
                 proposer = producers_for_height(self.state, height).proposer(height, 0)
             producer = address_of(proposer)
-        ctx = SignerContext(CHAIN, height, T0 + height, producer, self.params(height), signers)
+        ctx = BlockContext(CHAIN, height, T0 + height, producer, self.params(height), signers)
         result = EXECUTOR.execute_block(self.state, list(txs), ctx, strict=True)
         for k, v in result.changes.items():
             if v is None:
