@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
 import os
 import signal
 import time
@@ -119,24 +120,34 @@ def test_mempool_gives_the_same_results_with_workers_and_threads(verifier):
     ]
 
 
+def _worker_pids(others: set[int]) -> set[int]:
+    """Live child processes of this test process, leaving out ``others``."""
+    return {p.pid for p in multiprocessing.active_children()} - others
+
+
 def test_a_dead_worker_costs_no_verdicts():
+    # Children of this process before the verifier (e.g. the module's fixture's workers).
+    others = _worker_pids(set())
     v = ProcessVerifier(2)
     try:
         raws = corpus()
         expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
-        pool = v._pool
-        assert pool is not None
-        for pid in list(pool._processes):  # type: ignore[attr-defined]  # private pool, being replaced
+        workers = _worker_pids(others)
+        assert workers
+        for pid in workers:
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         # The chunk in flight is checked here instead; the pool is replaced.
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
         assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
-        assert v._pool is not pool
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        # Checks run in fresh workers again, not on a thread of this process for good.
+        replaced = _worker_pids(others)
+        assert replaced and replaced.isdisjoint(workers)
     finally:
         v.close()
+    assert not _worker_pids(others)
 
 
 def test_closed_verifier_refuses_work():
@@ -181,6 +192,10 @@ def test_chain_verifies_unknown_transactions_in_the_workers(tmp_path, verifier):
 
 
 def test_chain_reports_the_first_bad_transaction_in_block_order(tmp_path, verifier):
+    from dataclasses import replace
+
+    from core import Block, Invalid, merkle_root
+    from core.keystore import load_key
     from genesis import create_localnet, load_genesis
 
     layout = create_localnet(tmp_path / "net", 1, "")
@@ -192,13 +207,16 @@ def test_chain_reports_the_first_bad_transaction_in_block_order(tmp_path, verifi
     bad_sig = bytearray(good)
     bad_sig[-1] ^= 1
     bad_body = _signed(k, TxBody(0, 10, 50, "no_such_type", b"").encode(), g.chain_id)
+    producer = load_key(layout.nodes[0].key_path, "")
     for order in ([good, bad_body, bytes(bad_sig), good], [good, bytes(bad_sig), bad_body]):
         outcomes = []
         for v in (verifier, None):
-            with pytest.raises(Exception) as info:
-                _chain(tmp_path, f"x{len(outcomes)}{len(order)}", g, v)._verify_txs(
-                    order, {}.get, 10**5
-                )
-            outcomes.append((info.value.code, info.value.message))  # type: ignore[attr-defined]  # errors carry code
+            chain = _chain(tmp_path, f"x{len(outcomes)}{len(order)}", g, v)
+            # A block a producer could have proposed, carrying ``order`` as its body.
+            built = chain.build([], producer, chain.next_block_time()).block
+            header = replace(built.header, tx_root=merkle_root(order))
+            with pytest.raises(Invalid) as info:
+                chain.verify(Block(header, tuple(order)))
+            outcomes.append((info.value.code, info.value.message))
         assert outcomes[0] == outcomes[1]
     assert outcomes[0][0] == "bad_signature"

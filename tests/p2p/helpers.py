@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
 from collections.abc import Callable, Iterable
@@ -130,6 +131,23 @@ class Net:
     async def wait_full_mesh(self, timeout: float = 5.0) -> None:
         n = len(self.nodes)
         await until(lambda: all(len(m.node.peers()) == n - 1 for m in self.nodes), timeout)
+
+
+def tls_key_memfds() -> set[str]:
+    """The anonymous memory files (as ``/proc/self/fd/N``) in which this process's
+    ``NodeIdentity`` objects hold their encrypted TLS key now (empty without memfd)."""
+    found = set()
+    fds = "/proc/self/fd"
+    if not os.path.isdir(fds):
+        return found
+    for fd in os.listdir(fds):
+        try:
+            target = os.readlink(f"{fds}/{fd}")
+        except OSError:
+            continue  # closed since the listing (e.g. the listing's own descriptor)
+        if target.startswith("/memfd:liveledger-tls"):
+            found.add(f"{fds}/{fd}")
+    return found
 
 
 async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:

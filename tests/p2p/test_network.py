@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import ssl
 import time
 
@@ -25,6 +26,7 @@ from tests.p2p.helpers import (
     closed_by_peer,
     raw_connect,
     recv,
+    tls_key_memfds,
     until,
 )
 
@@ -55,12 +57,29 @@ async def test_three_nodes_connect_and_exchange(net3):
     assert got == list(range(50))
 
 
-async def test_connections_use_tls13_and_pin_each_other(net3):
-    a, b, _ = net3.nodes
-    conn = a.node._conns[b.key.public_key]
-    ssl_object = conn.writer.get_extra_info("ssl_object")
-    assert ssl_object.version() == "TLSv1.3"
-    assert conn.stats.msgs_in >= 0
+async def test_connections_use_tls13_only(net3):
+    a = net3.nodes[0]
+    newcomer, old_client = PrivateKey.generate(), PrivateKey.generate()
+    net3.members.update({newcomer.public_key, old_client.public_key})
+    # A member's connection, seen from its own end.
+    reader, writer, ident = await raw_connect(a.node.port, newcomer)
+    try:
+        assert writer.get_extra_info("ssl_object").version() == "TLSv1.3"
+        await until(lambda: newcomer.public_key in a.node.peers())
+    finally:
+        writer.close()
+        ident.close()
+
+    def tls12_only(identity, cert: bytes) -> ssl.SSLContext:
+        ctx = identity.client_context(cert)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+    # A member whose TLS stops at 1.2 gets no connection.
+    with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, OSError)):
+        await raw_connect(a.node.port, old_client, context=tls12_only)
+    assert old_client.public_key not in a.node.peers()
 
 
 async def test_sync_messages_round_trip(net3):
@@ -182,7 +201,13 @@ async def test_misbehaving_peer_is_dropped_and_others_go_on(net3, caplog, attack
     a, b, c = net3.nodes
     # The evil member is c: the first connection is replaced by our raw one.
     reader, writer, ident = await raw_connect(a.node.port, c.key)
-    await until(lambda: a.node._conns[c.key.public_key].writer is not None)
+    raw_address = f"127.0.0.1:{writer.get_extra_info('sockname')[1]}"
+
+    def replaced() -> bool:
+        stats = a.node.peer_stats().get(c.key.public_key)
+        return stats is not None and stats.address == raw_address
+
+    await until(replaced)
     if attack == "garbage":
         writer.write(b"\xff" * 64)
     elif attack == "oversized_header":
@@ -326,8 +351,10 @@ async def test_simultaneous_dials_converge_on_one_connection():
         m1.node.add_peer(PeerAddress(k0.public_key, "127.0.0.1", m0.node.port))
         await until(lambda: m0.node.peers() and m1.node.peers())
         await asyncio.sleep(0.5)
-        c0, c1 = m0.node._conns[k1.public_key], m1.node._conns[k0.public_key]
-        assert c0.dialer == c1.dialer == min(k0.public_key, k1.public_key)
+        # Both kept the connection that the lower key dialed.
+        lower = min(k0.public_key, k1.public_key)
+        assert m0.node.peer_stats()[k1.public_key].outbound == (k0.public_key == lower)
+        assert m1.node.peer_stats()[k0.public_key].outbound == (k1.public_key == lower)
         m0.node.send(k1.public_key, Chat(1, b"one"))
         assert await recv(m1) == (k0.public_key, Chat(1, b"one"))
 
@@ -357,12 +384,16 @@ async def test_keepalive_keeps_idle_connection():
 
 
 async def test_stop_is_clean():
+    before = tls_key_memfds()
     net = Net(2)
     await net.start()
     await net.wait_full_mesh()
+    if hasattr(os, "memfd_create"):
+        assert len(tls_key_memfds() - before) == 2
     await net.stop()
     assert all(m.node.peers() == [] for m in net.nodes)
-    assert all(m.node._identity is None for m in net.nodes)
+    # Both nodes let go of their TLS key files.
+    assert tls_key_memfds() == before
 
 
 def test_node_rejects_bad_settings():
@@ -456,6 +487,8 @@ async def test_start_on_a_taken_port_fails_cleanly():
     m0 = net.make_node(net.keys[0])
     async with m0.node:
         m1 = net.make_node(net.keys[1], port=m0.node.port)
+        before = tls_key_memfds()
         with pytest.raises(OSError):
             await m1.node.start()
-        assert m1.node._identity is None
+        # Its TLS key file is not left behind.
+        assert tls_key_memfds() == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
+import tempfile
 
 import pytest
 from cryptography import x509
@@ -14,6 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from core.keys import PrivateKey
 from p2p.tls import NodeIdentity, PeerRejected, certificate_public_key, make_certificate
+from tests.p2p.helpers import tls_key_memfds
 
 
 def test_certificate_carries_the_node_key_and_is_deterministic():
@@ -70,28 +72,35 @@ def test_contexts_are_tls13_only_and_require_a_certificate():
         ident.close()
 
 
-def test_private_key_file_is_encrypted_and_released():
+def test_private_key_file_is_encrypted_and_released(tmp_path, monkeypatch):
+    # Any temporary file would go here, where nothing else writes.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = tls_key_memfds()
     key = PrivateKey.generate()
     ident = NodeIdentity(key)
-    path = ident._path
+    memfds = tls_key_memfds() - before
+    [path] = memfds | {str(p) for p in tmp_path.glob("liveledger-tls-*.pem")}
+    if hasattr(os, "memfd_create"):
+        assert path in memfds  # anonymous memory, never on disk
     with open(path, "rb") as f:
         data = f.read()
-    if hasattr(os, "memfd_create"):
-        assert path.startswith("/proc/self/fd/")  # anonymous memory, never on disk
     assert b"ENCRYPTED PRIVATE KEY" in data
     assert key.seed not in data and key.seed.hex().encode() not in data
     ident.close()
-    assert ident._fd is None and ident._path == ""
+    assert tls_key_memfds() == before and not list(tmp_path.iterdir())
     with pytest.raises(RuntimeError):
         ident.client_context(make_certificate(key))
 
 
-def test_temporary_file_fallback_without_memfd(monkeypatch):
+def test_temporary_file_fallback_without_memfd(tmp_path, monkeypatch):
     monkeypatch.delattr(os, "memfd_create", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = tls_key_memfds()
     key = PrivateKey.generate()
     ident = NodeIdentity(key)
-    path = ident._path
-    assert ident._fd is None and os.stat(path).st_mode & 0o077 == 0
+    [path] = tmp_path.glob("liveledger-tls-*.pem")
+    assert tls_key_memfds() == before
+    assert os.stat(path).st_mode & 0o077 == 0
     ident.server_context(make_certificate(PrivateKey.generate()))
     ident.close()
     assert not os.path.exists(path)

@@ -16,6 +16,7 @@ from core.errors import StorageError
 from core.hashing import ZERO_HASH
 from core.types import Commit, tx_hash
 from storage import ChainStore, state_root_of, verify_proof
+from storage.db import STATE, Database
 from storage.state_tree import TreeUpdate
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
@@ -115,18 +116,18 @@ def test_state_cache_follows_commits(tmp_path):
 def test_reader_racing_a_commit_never_caches_a_stale_value(tmp_path, monkeypatch):
     with ChainStore(tmp_path / "db") as store:
         store.initialize(GENESIS_HASH, {b"k": b"old"})
-        real_get = store._db.get
+        real_get = Database.get
         raced = []
 
-        def racing_get(key):
-            value = real_get(key)
-            if key == b"sk" and not raced:
+        def racing_get(db, key):
+            value = real_get(db, key)
+            if key == STATE + b"k" and not raced:
                 # A reader thread read the old value; a commit lands before it caches it.
                 raced.append(True)
                 commit_next(store, {b"k": b"new"})
             return value
 
-        monkeypatch.setattr(store._db, "get", racing_get)
+        monkeypatch.setattr(Database, "get", racing_get)
         assert store.state_get(b"k") == b"old"
         assert raced
         assert store.state_get(b"k") == b"new"
@@ -155,13 +156,13 @@ def test_each_block_is_one_write(tmp_path, monkeypatch):
     with ChainStore(tmp_path / "db") as store:
         store.initialize(GENESIS_HASH, genesis_state())
         writes = []
-        real_write = store._db.write
+        real_write = Database.write
 
-        def spy(batch):
+        def spy(db, batch):
             writes.append(len(batch))
-            real_write(batch)
+            real_write(db, batch)
 
-        monkeypatch.setattr(store._db, "write", spy)
+        monkeypatch.setattr(Database, "write", spy)
         block, _, _ = commit_next(store, changes_for(1, count=50), n_txs=4)
         assert len(writes) == 1
         # block, hash index, commit, 2 per tx, state changes, nodes, root, head
