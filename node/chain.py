@@ -1,7 +1,8 @@
 """The chain as one node sees it: execute, build, validate and commit blocks.
 
 Single writer: every method that changes the store runs on one thread at a time
-(the producer's worker thread); readers use the store's own read paths.
+(the consensus thread: ``build``, ``verify`` and ``commit`` are called by the engine's
+application); readers use the store's own read paths.
 """
 
 from __future__ import annotations
