@@ -19,9 +19,6 @@ REPO = TESTS.parent
 
 # Files not checked yet, each with the reason.
 ALLOWED_FILES = {
-    # Being rewritten with the mempool's priority classes (issue 11); it reads the
-    # mempool's shards and indexes until then.
-    "node/test_mempool.py",
     # Tests apps.commerce.fastwire's internals (its field kinds and the names it sets
     # on a class); fastwire is one of the three fast codec paths that issue 11 folds
     # into one, and this test goes or changes with it.
