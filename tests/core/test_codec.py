@@ -109,10 +109,6 @@ def test_trailing_bytes_rejected(obj, extra):
         Sample.decode(obj.encode() + extra)
 
 
-def _raw(obj):
-    return msgpack.packb(obj.to_raw(), use_bin_type=True)
-
-
 def test_non_minimal_integer_rejected():
     obj = Sample(5, "a", b"", (), None)
     canonical = obj.encode()
