@@ -1,8 +1,9 @@
 """LevelDB key spaces, atomic block commit, block and tx stores, the state tree and proofs."""
 
 from storage.cache import GenerationalCache
-from storage.chain_store import ChainStore
+from storage.chain_store import ChainStore, Pruned, SyncTarget
 from storage.db import Database, WriteBatch
+from storage.snapshot import BadChunk, VerifiedChunk, serve_chunk, verify_chunk
 from storage.state_tree import (
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
@@ -21,6 +22,7 @@ from storage.state_tree import (
 __all__ = [
     "MAX_KEY_SIZE",
     "MAX_VALUE_SIZE",
+    "BadChunk",
     "ChainStore",
     "Database",
     "GenerationalCache",
@@ -29,10 +31,15 @@ __all__ = [
     "MemoryNodeStore",
     "NodeStore",
     "ProofLeaf",
+    "Pruned",
     "StateProof",
     "StateTree",
+    "SyncTarget",
     "TreeUpdate",
+    "VerifiedChunk",
     "WriteBatch",
+    "serve_chunk",
     "state_root_of",
+    "verify_chunk",
     "verify_proof",
 ]

@@ -5,6 +5,14 @@ so after a crash at any point the store holds either the whole block (with its
 state, tree nodes and the head pointer) or none of it. Key spaces are listed in
 ``storage.db``.
 
+Retention (docs/node.md, Pruning): ``prune_blocks`` and ``prune_states`` drop what
+lies below a height; the lowest kept heights (``block_base``, ``state_base``) are
+stored, so a read below them is told apart from a read of something that never
+existed (``Pruned``, HTTP 410). State sync (docs/state-sync.md): a store can start
+at a final height instead of genesis: ``begin_sync``, ``store_chunk`` for each
+verified chunk, ``finish_sync`` in one synced batch. Until that last batch the
+store has no head, so nothing half-synced is ever read as state.
+
 Threads: one writer (the thread that prepares and commits blocks) and any
 number of readers (API, mempool). The latest-state cache is guarded by a lock so
 that a reader can never put back a value that a commit has just replaced; tree
@@ -16,25 +24,53 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from core.codec import Wire
-from core.errors import DecodeError, StorageError
+from core.codec import Len, MaxLen, Wire
+from core.errors import DecodeError, Invalid, StorageError
 from core.hashing import HASH_SIZE, ZERO_HASH
 from core.types import Block, Commit, tx_hash
 from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height, encode_position
+from storage.snapshot import node_hash_of, walk_missing
 from storage.state_tree import DEFAULT_CACHE_SIZE, StateProof, StateTree, TreeUpdate
 
 _GENESIS = spaces.META + b"genesis"
 _HEAD = spaces.META + b"head"
+_BLOCK_BASE = spaces.META + b"block_base"
+_STATE_BASE = spaces.META + b"state_base"
+_SYNC = spaces.META + b"sync"
+# Deletes per write batch while pruning: bounded memory, and a commit is never held
+# up for long behind one batch.
+_PRUNE_BATCH = 10_000
 _LOCATION_SIZE = spaces.HEIGHT_SIZE + spaces.POSITION_SIZE
 DEFAULT_STATE_CACHE_SIZE = 1 << 17
 
 _MISSING = object()
 W = TypeVar("W", bound=Wire)
+
+
+class Pruned(Invalid):
+    """A block or state version below what this node keeps (its retention settings)."""
+
+    code = "pruned"
+    status = 410
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTarget(Wire):
+    """What a state sync in progress installs: the final block at ``height`` (whose
+    header's state root the chunks are verified against) and its certificate."""
+
+    height: int
+    state_root: Annotated[bytes, Len(HASH_SIZE)]
+    block: Annotated[bytes, MaxLen(Block.MAX_ENCODED)]
+    commit: Annotated[bytes, MaxLen(64 * 1024)]
+
+    MAX_ENCODED = Block.MAX_ENCODED + 64 * 1024 + 128
 
 
 class _DbNodes:
@@ -88,12 +124,22 @@ class ChainStore:
                 raise StorageError(
                     f"database at {self.path} has a genesis hash or a head, not both"
                 )
+            self._block_base = self._meta_height(_BLOCK_BASE)
+            self._state_base = self._meta_height(_STATE_BASE)
+            # Tree nodes written by commits while a sweep runs (None when none runs):
+            # the sweep never deletes them (see ``prune_states``).
+            self._written: set[bytes] | None = None
+            self._write_lock = threading.Lock()
             if head is not None:
                 height = decode_height(head)
                 self._head = (height, self.state_root(height))
         except BaseException:
             self._db.close()
             raise
+
+    def _meta_height(self, key: bytes) -> int:
+        raw = self._db.get(key)
+        return 0 if raw is None else decode_height(raw)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -202,6 +248,11 @@ class ChainStore:
     def state_root(self, height: int) -> bytes:
         root = self._db.get(spaces.STATE_ROOT + encode_height(height))
         if root is None:
+            if height < self._state_base:
+                raise Pruned(
+                    f"state at height {height} is pruned: this node keeps state from "
+                    f"height {self._state_base} (and snapshot heights)"
+                )
             raise StorageError(
                 f"no state root for height {height} in {self.path} "
                 f"(head is {None if self._head is None else self._head[0]})"
@@ -217,7 +268,13 @@ class ChainStore:
     ) -> tuple[bytes | None, StateProof, bytes]:
         """(value or None, proof, state root) of ``key`` after block ``height`` (default head)."""
         root = self.head_root if height is None else self.state_root(height)
-        value, proof = self._tree.get_with_proof(root, key)
+        try:
+            value, proof = self._tree.get_with_proof(root, key)
+        except StorageError:
+            # Pruned while we read (the height fell out of the window meanwhile).
+            if height is not None and height < self._state_base:
+                raise Pruned(f"state at height {height} was pruned while being read") from None
+            raise
         return value, proof, root
 
     # --- blocks ----------------------------------------------------------------------
@@ -293,6 +350,9 @@ class ChainStore:
         if block_events is not None:
             batch.put(spaces.BLOCK_EVENTS + at, block_events)
         batch.put(_HEAD, at)
+        with self._write_lock:
+            if self._written is not None:
+                self._written.update(tree_update.nodes)
         self._db.write(batch)
         with self._state_lock:
             self._state_epoch += 1
@@ -346,3 +406,248 @@ class ChainStore:
             return cls.decode(data)
         except DecodeError as exc:
             raise StorageError(f"stored {what} in {self.path} is corrupt: {exc}") from exc
+
+    # --- retention -------------------------------------------------------------------
+
+    @property
+    def block_base(self) -> int:
+        """Lowest height whose block this store keeps (0: every block since genesis)."""
+        return self._block_base
+
+    @property
+    def state_base(self) -> int:
+        """Lowest height whose state this store keeps, besides kept snapshot heights."""
+        return self._state_base
+
+    def retained_state_heights(self, below: int | None = None) -> list[int]:
+        """Heights (below ``below``, default all) whose state root is stored, ascending."""
+        out = []
+        for rest in self._db.iterate_keys(spaces.STATE_ROOT):
+            height = decode_height(rest)
+            if below is not None and height >= below:
+                break
+            out.append(height)
+        return out
+
+    def require_block(self, height: int) -> None:
+        """Raise ``Pruned`` if block ``height`` was (or, for a synced store, never was) kept."""
+        if 0 < height < self._block_base and self.get_block_bytes(height) is None:
+            raise Pruned(
+                f"block {height} is pruned: this node keeps blocks from height {self._block_base}"
+            )
+
+    def put_epoch_record(self, epoch: int, record: bytes) -> None:
+        """Keep one epoch's record (opaque to the store: the node defines it) for good."""
+        batch = self._db.new_batch()
+        batch.put(spaces.EPOCH + encode_height(epoch), record)
+        self._db.write(batch)
+
+    def get_epoch_record(self, epoch: int) -> bytes | None:
+        return self._db.get(spaces.EPOCH + encode_height(epoch))
+
+    def prune_blocks(self, below: int, stop: threading.Event | None = None) -> int:
+        """Delete blocks, certificates, receipts, tx index entries and begin-block events
+        of heights below ``below`` (never the head); return the new ``block_base``.
+
+        Each batch moves ``block_base`` with its deletes, so a crash leaves a store
+        whose base says exactly what is gone; a later call carries on from there.
+        """
+        below = min(below, self.height)
+        height = max(self._block_base, 1)
+        while height < below:
+            if stop is not None and stop.is_set():
+                break
+            batch = self._db.new_batch(sync=False)
+            end = height
+            while end < below and len(batch) < _PRUNE_BATCH:
+                self._delete_block(batch, end)
+                end += 1
+            batch.put(_BLOCK_BASE, encode_height(end))
+            self._db.write(batch)
+            self._block_base = end
+            height = end
+        return self._block_base
+
+    def _delete_block(self, batch: spaces.WriteBatch, height: int) -> None:
+        at = encode_height(height)
+        data = self.get_block_bytes(height)
+        if data is not None:
+            block = self._decode(Block, data, f"block {height}")
+            batch.delete(spaces.BLOCK_HEIGHT + block.hash)
+            for raw in block.txs:
+                batch.delete(spaces.TX_INDEX + tx_hash(raw))
+        batch.delete(spaces.BLOCK + at)
+        batch.delete(spaces.COMMIT + at)
+        batch.delete(spaces.BLOCK_EVENTS + at)
+        for rest in self._db.iterate_keys(spaces.RECEIPT + at):
+            batch.delete(spaces.RECEIPT + at + rest)
+
+    def prune_states(
+        self, below: int, keep: frozenset[int] = frozenset(), stop: threading.Event | None = None
+    ) -> int:
+        """Forget the state versions below ``below`` except the heights in ``keep``
+        (snapshots being served), then delete every tree node no kept version
+        reaches. Returns the number of nodes deleted.
+
+        Nodes are shared between versions and addressed by content, so a node a
+        block replaced may come back in a later block: nodes are not deleted by
+        history but by reachability (mark from every kept root, sweep the rest).
+        The sweep runs beside commits: it scans a snapshot of the node space taken
+        after the roots were read, and skips every node a commit wrote since the
+        mark began (a commit builds only on nodes of kept roots or nodes it writes).
+        Memory: one set of the hashes of the live nodes while it runs.
+        """
+        below = min(below, self.height)
+        batch = self._db.new_batch(sync=False)
+        for height in self.retained_state_heights(below):
+            if height not in keep:
+                batch.delete(spaces.STATE_ROOT + encode_height(height))
+        new_base = max(self._state_base, below)
+        batch.put(_STATE_BASE, encode_height(new_base))
+        # The base moves first: reads below it are refused from now on.
+        self._state_base = new_base
+        self._db.write(batch)
+        return self._sweep_nodes(stop)
+
+    def _sweep_nodes(self, stop: threading.Event | None) -> int:
+        with self._write_lock:
+            self._written = set()
+        try:
+            roots = [root for _, root in self._db.iterate(spaces.STATE_ROOT)]
+            marked: set[bytes] = set()
+            get = self._db.get
+            for root in roots:
+                stack = [root]
+                while stack:
+                    node_hash = stack.pop()
+                    if node_hash == ZERO_HASH or node_hash in marked:
+                        continue
+                    marked.add(node_hash)
+                    encoding = get(spaces.TREE_NODE + node_hash)
+                    if encoding is None:
+                        raise StorageError(
+                            f"state tree node {node_hash.hex()} of a kept version is missing"
+                        )
+                    _, children, _ = node_hash_of(encoding)
+                    if children is not None:
+                        stack.extend(children)
+                if stop is not None and stop.is_set():
+                    return 0
+            deleted = 0
+            doomed: list[bytes] = []
+            for node_hash in self._db.iterate_keys(spaces.TREE_NODE, snapshot=True):
+                if node_hash not in marked:
+                    doomed.append(node_hash)
+                    if len(doomed) >= _PRUNE_BATCH:
+                        deleted += self._delete_nodes(doomed)
+                        doomed = []
+                        if stop is not None and stop.is_set():
+                            return deleted
+            return deleted + self._delete_nodes(doomed)
+        finally:
+            with self._write_lock:
+                self._written = None
+
+    def _delete_nodes(self, doomed: list[bytes]) -> int:
+        # Under the lock, so that no commit can write one of them between the check
+        # and the delete (a commit records its nodes before it writes them).
+        with self._write_lock:
+            written = self._written or set()
+            batch = self._db.new_batch(sync=False)
+            for node_hash in doomed:
+                if node_hash not in written:
+                    batch.delete(spaces.TREE_NODE + node_hash)
+            self._db.write(batch)
+            return len(batch)
+
+    # --- state sync ------------------------------------------------------------------
+
+    def get_node_bytes(self, node_hash: bytes) -> bytes | None:
+        """A stored tree node's encoding, as stored (serving snapshot chunks)."""
+        return self._db.get(spaces.TREE_NODE + node_hash)
+
+    def sync_target(self) -> SyncTarget | None:
+        """The target of the state sync in progress, if any."""
+        raw = self._db.get(_SYNC)
+        return None if raw is None else self._decode(SyncTarget, raw, "sync target")
+
+    def begin_sync(self, target: SyncTarget) -> bool:
+        """Start (or resume) a state sync to ``target``; True when resuming the same one.
+
+        Anything left by a sync to another target is wiped first: nodes and flat
+        state of one version only, never a mix.
+        """
+        if self.initialized:
+            raise StorageError(f"database at {self.path} already holds a chain")
+        current = self.sync_target()
+        if current == target:
+            return True
+        for space in (spaces.STATE, spaces.TREE_NODE):
+            keys = list(self._db.iterate_keys(space))
+            for start in range(0, len(keys), _PRUNE_BATCH):
+                batch = self._db.new_batch(sync=False)
+                for rest in keys[start : start + _PRUNE_BATCH]:
+                    batch.delete(space + rest)
+                self._db.write(batch)
+        batch = self._db.new_batch()
+        batch.put(_SYNC, target.encode())
+        self._db.write(batch)
+        return False
+
+    def missing_nodes(self, root: bytes, limit: int) -> list[bytes]:
+        """Subtrees under ``root`` not stored yet, reached through stored nodes."""
+        return list(walk_missing(self.get_node_bytes, root, limit))
+
+    def store_chunk(
+        self, nodes: Mapping[bytes, bytes], leaves: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        """Write one verified chunk: its nodes and, for its leaves, the flat state.
+
+        Inert until ``finish_sync``: the store has no head, so nothing reads them
+        as state; after a crash they are walked again (``missing_nodes``).
+        """
+        if self.initialized or self._db.get(_SYNC) is None:
+            raise StorageError(f"no state sync in progress in {self.path}")
+        batch = self._db.new_batch(sync=False)
+        for node_hash, node in nodes.items():
+            batch.put(spaces.TREE_NODE + node_hash, node)
+        for key, value in leaves:
+            batch.put(spaces.STATE + key, value)
+        self._db.write(batch)
+
+    def finish_sync(self, genesis_hash: bytes) -> int:
+        """Install the synced state as the head, in one synced batch; return its height.
+
+        Walks the whole tree once more first: every node present and matching its
+        hash, or this raises and nothing is installed.
+        """
+        target = self.sync_target()
+        if target is None:
+            raise StorageError(f"no state sync in progress in {self.path}")
+        if len(genesis_hash) != HASH_SIZE:
+            raise StorageError(f"genesis hash must be {HASH_SIZE} bytes, got {len(genesis_hash)}")
+        block = self._decode(Block, target.block, "synced block")
+        if block.header.height != target.height or block.header.state_root != target.state_root:
+            raise StorageError("sync target's block does not match its height and state root")
+        missing = self.missing_nodes(target.state_root, 1)
+        if missing:
+            raise StorageError(f"state sync incomplete: node {missing[0].hex()} is missing")
+        at = encode_height(target.height)
+        batch = self._db.new_batch()
+        batch.put(spaces.BLOCK + at, target.block)
+        batch.put(spaces.BLOCK_HEIGHT + block.hash, at)
+        batch.put(spaces.COMMIT + at, target.commit)
+        batch.put(spaces.STATE_ROOT + at, target.state_root)
+        batch.put(_GENESIS, genesis_hash)
+        batch.put(_HEAD, at)
+        batch.put(_BLOCK_BASE, at)
+        batch.put(_STATE_BASE, at)
+        batch.delete(_SYNC)
+        self._db.write(batch)
+        self._genesis_hash = genesis_hash
+        self._block_base = self._state_base = target.height
+        self._head = (target.height, target.state_root)
+        with self._state_lock:
+            self._state_epoch += 1
+            self._state_cache.clear()
+        return target.height

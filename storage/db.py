@@ -7,7 +7,7 @@ height, positions 4-byte big-endian):
 ======  ==============  ======================================  ===========================
 prefix  name            key after the prefix                    value
 ======  ==============  ======================================  ===========================
-``m``   META            ASCII name (``genesis``, ``head``)      genesis hash; head height
+``m``   META            ASCII name (see below)                  genesis hash, heights, ...
 ``b``   BLOCK           height                                  ``Block`` encoding
 ``h``   BLOCK_HEIGHT    block hash (32)                         height
 ``c``   COMMIT          height                                  ``Commit`` finalizing it
@@ -17,7 +17,13 @@ prefix  name            key after the prefix                    value
 ``n``   TREE_NODE       node hash (32)                          state tree node encoding
 ``R``   STATE_ROOT      height                                  state root after the block
 ``e``   BLOCK_EVENTS    height                                  begin-block events (opaque)
+``E``   EPOCH           epoch                                   epoch record (opaque, node's)
 ======  ==============  ======================================  ===========================
+
+``META`` names: ``genesis`` (genesis hash), ``head`` (head height), ``block_base``
+and ``state_base`` (lowest height whose block, resp. state, is kept: absent means
+0, an archive), ``sync`` (the target of a state sync in progress: while it is
+there the store has no head and nothing in it is state).
 
 The flat ``STATE`` space duplicates the latest leaves of the tree so that reads
 of the current state are one LevelDB lookup instead of a walk of ~20 nodes.
@@ -44,6 +50,7 @@ STATE: Final = b"s"
 TREE_NODE: Final = b"n"
 STATE_ROOT: Final = b"R"
 BLOCK_EVENTS: Final = b"e"
+EPOCH: Final = b"E"
 
 HEIGHT_SIZE = 8
 POSITION_SIZE = 4
@@ -161,10 +168,28 @@ class Database:
         except plyvel.Error as exc:
             raise StorageError(f"scan of {self.path} failed: {_reason(exc)}") from exc
 
-    def new_batch(self) -> WriteBatch:
+    def iterate_keys(self, prefix: bytes, *, snapshot: bool = False) -> Iterator[bytes]:
+        """Keys (without the prefix) under ``prefix`` in key order. With ``snapshot``, as
+        the database was when the scan began: later writes are not seen."""
+        cut = len(prefix)
+        handle = self._handle
+        snap = handle.snapshot() if snapshot else None
+        try:
+            source = snap if snap is not None else handle
+            for key in source.iterator(prefix=prefix, include_value=False):
+                yield key[cut:]
+        except plyvel.Error as exc:
+            raise StorageError(f"scan of {self.path} failed: {_reason(exc)}") from exc
+        finally:
+            if snap is not None:
+                snap.close()
+
+    def new_batch(self, *, sync: bool | None = None) -> WriteBatch:
         # Nothing reaches the database before ``write``: a batch abandoned half-filled
         # (the caller raised) is simply dropped.
-        return WriteBatch(self._handle.write_batch(sync=self._sync))
+        # ``sync=False`` for writes whose loss in a crash is harmless (pruning's deletes,
+        # a state sync's chunks): they are redone, and a later synced write flushes them.
+        return WriteBatch(self._handle.write_batch(sync=self._sync and sync is not False))
 
     def write(self, batch: WriteBatch) -> None:
         """Commit ``batch`` atomically; fsync it before returning unless opened with sync=False."""

@@ -1,0 +1,190 @@
+"""State snapshots in verified chunks, resumable state sync, and pruning, on real LevelDB."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import StorageError
+from core.hashing import ZERO_HASH
+from storage import (
+    BadChunk,
+    ChainStore,
+    Pruned,
+    SyncTarget,
+    serve_chunk,
+    state_root_of,
+    verify_chunk,
+    verify_proof,
+)
+from tests.storage.storage_chain_fixtures import (
+    GENESIS_HASH,
+    apply_changes,
+    changes_for,
+    genesis_state,
+    make_block,
+)
+
+
+def build_chain(store: ChainStore, blocks: int) -> dict[int, dict[bytes, bytes]]:
+    """Commit ``blocks`` blocks; the state after each height."""
+    model = genesis_state()
+    store.initialize(GENESIS_HASH, model)
+    states = {0: dict(model)}
+    prev = GENESIS_HASH
+    for height in range(1, blocks + 1):
+        changes = changes_for(height, count=120)
+        update = store.prepare_state(changes)
+        block, commit, receipts = make_block(height, prev, update.root, 3)
+        store.commit_block(block, commit, receipts, changes, update)
+        apply_changes(model, changes)
+        states[height] = dict(model)
+        prev = block.hash
+    return states
+
+
+def target_of(store: ChainStore, height: int) -> SyncTarget:
+    block = store.get_block(height)
+    commit = store.get_commit(height)
+    assert block is not None and commit is not None
+    return SyncTarget(height, block.header.state_root, block.encode(), commit.encode())
+
+
+def sync_from(source: ChainStore, dest: ChainStore, target: SyncTarget, max_bytes: int) -> int:
+    """Drive a whole sync by chunks of ``max_bytes``; the number of chunks it took."""
+    dest.begin_sync(target)
+    wanted = dest.missing_nodes(target.state_root, 1 << 20)
+    chunks = 0
+    while wanted:
+        subtree = wanted.pop()
+        chunk = verify_chunk(subtree, serve_chunk(source.get_node_bytes, subtree, max_bytes))
+        dest.store_chunk(chunk.nodes, chunk.leaves)
+        wanted.extend(reversed(chunk.missing))
+        chunks += 1
+    return chunks
+
+
+def test_state_syncs_by_small_chunks_and_reads_like_the_source(tmp_path):
+    with ChainStore(tmp_path / "src") as source, ChainStore(tmp_path / "dst") as dest:
+        states = build_chain(source, 12)
+        target = target_of(source, 9)
+        chunks = sync_from(source, dest, target, max_bytes=4096)
+        assert chunks > 10  # really cut into pieces
+        assert not dest.initialized  # nothing is state before the last batch
+        assert dest.finish_sync(GENESIS_HASH) == 9
+        assert dest.height == 9 and dest.head_root == state_root_of(states[9])
+        assert dict(dest.iter_state()) == states[9]
+        key = next(iter(states[9]))
+        value, proof, root = dest.prove(key)
+        verify_proof(root, key, value, proof)
+        # History below the synced height was never here: a clear refusal, not a 404.
+        assert dest.block_base == dest.state_base == 9
+        with pytest.raises(Pruned):
+            dest.require_block(8)
+        with pytest.raises(Pruned):
+            dest.state_root(8)
+
+
+def test_every_kind_of_bad_chunk_is_refused_at_its_node(tmp_path):
+    with ChainStore(tmp_path / "src") as source:
+        build_chain(source, 3)
+        root = source.head_root
+        good = serve_chunk(source.get_node_bytes, root, 2048)
+        assert len(good) > 3
+        verify_chunk(root, good)
+        flipped = bytearray(good[2])
+        flipped[-1] ^= 1
+        bad_chunks = {
+            "a flipped byte": [*good[:2], bytes(flipped), *good[3:]],
+            "reordered": [good[0], good[2], good[1], *good[3:]],
+            "another tree": serve_chunk(source.get_node_bytes, source.state_root(1), 2048),
+            "empty": [],
+            "garbage": [b"\x93\x00"],
+        }
+        for what, chunk in bad_chunks.items():
+            with pytest.raises(BadChunk):
+                verify_chunk(root, chunk)
+            assert what  # each case named for the reader
+        # A chunk that goes on past the subtree's last node (a leaf has no children).
+        leaf_hash, leaf = next(
+            (h, node)
+            for h, node in verify_chunk(
+                root, serve_chunk(source.get_node_bytes, root)
+            ).nodes.items()
+            if node[1] == 1  # a leaf: [1, key, value]
+        )
+        assert verify_chunk(leaf_hash, [leaf]).missing == []
+        with pytest.raises(BadChunk):
+            verify_chunk(leaf_hash, [leaf, leaf])
+        assert serve_chunk(source.get_node_bytes, b"\x01" * 32) == []
+
+
+def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 10)
+        target = target_of(source, 10)
+        other = target_of(source, 5)
+        with ChainStore(tmp_path / "dst") as dest:
+            dest.begin_sync(other)
+            chunk = verify_chunk(
+                other.state_root, serve_chunk(source.get_node_bytes, other.state_root, 2048)
+            )
+            dest.store_chunk(chunk.nodes, chunk.leaves)
+            with pytest.raises(StorageError):
+                dest.finish_sync(GENESIS_HASH)  # incomplete: refused, nothing installed
+            assert not dest.initialized
+        # "Crash" and restart with the same target: resumed where it stopped.
+        with ChainStore(tmp_path / "dst") as dest:
+            assert dest.sync_target() == other
+            assert not dest.initialized
+            assert dest.begin_sync(other) is True
+            assert other.state_root not in dest.missing_nodes(other.state_root, 100)
+            # A newer target: what the old one left is wiped, never mixed in.
+            assert dest.begin_sync(target) is False
+            assert dest.missing_nodes(target.state_root, 100) == [target.state_root]
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, target, 8192)
+            dest.finish_sync(GENESIS_HASH)
+            assert dict(dest.iter_state()) == states[10]
+
+
+def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path):
+    with ChainStore(tmp_path / "db") as store:
+        states = build_chain(store, 30)
+        old_roots = {h: store.state_root(h) for h in range(31)}
+        old_block = store.get_block(5)
+        assert old_block is not None
+        assert store.prune_blocks(20) == 20
+        deleted = store.prune_states(25, keep=frozenset({10}))
+        assert deleted > 0
+        # Blocks: the window is served, below it a clear refusal.
+        assert store.block_base == 20
+        assert store.get_block(20) is not None and store.get_block(19) is None
+        with pytest.raises(Pruned):
+            store.require_block(19)
+        assert store.height_of(old_block.hash) is None
+        assert store.get_receipts(5) == []
+        # States: the window and the kept snapshot height prove; the rest is refused.
+        assert store.retained_state_heights() == [10, *range(25, 31)]
+        for height in (10, 25, 30):
+            key = next(iter(states[height]))
+            value, proof, root = store.prove(key, height)
+            assert value == states[height][key]
+            verify_proof(root, key, value, proof)
+            assert store.missing_nodes(root, 10) == []  # whole tree still there
+        with pytest.raises(Pruned):
+            store.prove(b"acct/0001", 24)
+        # Old versions' nodes are really gone: their roots can no longer be read.
+        kept = {old_roots[h] for h in (10, *range(25, 31))}
+        gone = [old_roots[h] for h in range(1, 25) if old_roots[h] not in kept]
+        assert gone and all(store.missing_nodes(r, 1) == [r] for r in gone)
+        # Pruning goes on from where it stopped, and commits continue after it.
+        prev = store.get_block(30)
+        assert prev is not None
+        changes = changes_for(31, count=50)
+        update = store.prepare_state(changes)
+        block, commit, receipts = make_block(31, prev.hash, update.root, 2)
+        store.commit_block(block, commit, receipts, changes, update)
+        store.prune_states(31)
+        assert store.retained_state_heights() == [31]
+        assert store.missing_nodes(store.head_root, 10) == []
+        assert store.missing_nodes(ZERO_HASH, 10) == []
