@@ -1,5 +1,5 @@
 """Authenticated transport between member nodes: mutual TLS 1.3 pinned to node keys,
-length-prefixed frames, per-peer limits, transaction gossip in batches, block sync messages.
+length-prefixed frames, per-peer limits, transaction gossip in batches, state sync messages.
 
 See docs/p2p.md.
 """
@@ -11,18 +11,18 @@ from p2p.limits import OutboundQueue, QueueOverflow, TokenBucket
 from p2p.messages import (
     FIRST_APP_TYPE,
     PROTOCOL_VERSION,
-    SYNC_MAX_BLOCKS,
     TX_BATCH_MAX_BYTES,
     TX_BATCH_MAX_ITEMS,
+    ChunkRequest,
+    ChunkResponse,
+    EpochsRequest,
+    EpochsResponse,
     Hello,
     MessageKind,
     MessageRegistry,
-    SyncBlock,
-    SyncRequest,
-    SyncResponse,
+    SnapshotOffer,
+    SnapshotRequest,
     TxBatch,
-    build_sync_response,
-    decode_sync_block,
 )
 from p2p.node import P2PConfig, P2PNode, PeerAddress
 from p2p.tls import NodeIdentity, PeerRejected, certificate_public_key, make_certificate
@@ -30,9 +30,12 @@ from p2p.tls import NodeIdentity, PeerRejected, certificate_public_key, make_cer
 __all__ = [
     "FIRST_APP_TYPE",
     "PROTOCOL_VERSION",
-    "SYNC_MAX_BLOCKS",
     "TX_BATCH_MAX_BYTES",
     "TX_BATCH_MAX_ITEMS",
+    "ChunkRequest",
+    "ChunkResponse",
+    "EpochsRequest",
+    "EpochsResponse",
     "Handler",
     "Hello",
     "MessageKind",
@@ -46,15 +49,12 @@ __all__ = [
     "PeerStats",
     "ProtocolViolation",
     "QueueOverflow",
-    "SyncBlock",
-    "SyncRequest",
-    "SyncResponse",
+    "SnapshotOffer",
+    "SnapshotRequest",
     "TokenBucket",
     "TxBatch",
     "TxBatcher",
-    "build_sync_response",
     "certificate_public_key",
-    "decode_sync_block",
     "encode_frame",
     "make_certificate",
 ]

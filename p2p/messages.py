@@ -3,20 +3,19 @@
 Every frame carries one type byte and the canonical encoding of one ``Wire``
 object. The p2p layer owns the type bytes below ``FIRST_APP_TYPE``: the
 handshake and keepalive messages it handles itself, and the transaction gossip
-and block sync messages it defines for the node. The node registers its own
+and state sync messages it defines for the node (docs/state-sync.md). The node registers its own
 kinds (proposals, votes, ...) from ``FIRST_APP_TYPE`` up, so p2p never imports
 consensus.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
 from core.codec import Len, MaxItems, MaxLen, Wire
 from core.errors import DecodeError
-from core.types import Block, Commit, SignedTx
+from core.types import Block, SignedTx
 
 PROTOCOL_VERSION = 1
 
@@ -27,8 +26,14 @@ HELLO_TYPE = 0x01
 PING_TYPE = 0x02
 PONG_TYPE = 0x03
 TX_BATCH_TYPE = 0x10
-SYNC_REQUEST_TYPE = 0x11
-SYNC_RESPONSE_TYPE = 0x12
+# State sync (0x11..0x16). 0x11/0x12 were a bulk block sync that nothing used (blocks
+# follow through consensus catch-up); those bytes now mean these.
+SNAPSHOT_REQUEST_TYPE = 0x11
+SNAPSHOT_OFFER_TYPE = 0x12
+EPOCHS_REQUEST_TYPE = 0x13
+EPOCHS_RESPONSE_TYPE = 0x14
+CHUNK_REQUEST_TYPE = 0x15
+CHUNK_RESPONSE_TYPE = 0x16
 # The node's own message kinds start here.
 FIRST_APP_TYPE = 0x20
 
@@ -38,10 +43,14 @@ MAX_CERT_BYTES = 2048
 # batcher keeps their total size under TX_BATCH_MAX_BYTES.
 TX_BATCH_MAX_ITEMS = 1024
 TX_BATCH_MAX_BYTES = 1024 * 1024
-# Block sync: blocks per response.
-SYNC_MAX_BLOCKS = 256
 # The largest commit certificate: MAX_VALIDATORS signatures of ~100 bytes.
 MAX_COMMIT_BYTES = 64 * 1024
+# State sync: epoch records per answer, nodes per chunk, bytes of nodes per chunk
+# (a leaf holds at most 256 KiB of value: a chunk of one leaf always fits).
+MAX_EPOCHS_PER_RESPONSE = 64
+MAX_EPOCH_RECORD_BYTES = 2 * MAX_COMMIT_BYTES + 64 * 1024
+MAX_CHUNK_NODES = 16384
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,67 +100,72 @@ class TxBatch(Wire):
 
 
 @dataclass(frozen=True, slots=True)
-class SyncRequest(Wire):
-    """Ask a peer for finalized blocks ``from_height`` onwards."""
+class SnapshotRequest(Wire):
+    """Ask a peer which snapshot it serves: at ``height``, or its latest when 0."""
 
-    from_height: int
-    max_blocks: int
+    height: int
+
+    MAX_ENCODED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotOffer(Wire):
+    """A snapshot the sender serves: the final block at ``height`` and its certificate,
+    both encoded; ``height`` 0 (and empty bytes) when it has none to offer."""
+
+    height: int
+    block: Annotated[bytes, MaxLen(Block.MAX_ENCODED)]
+    commit: Annotated[bytes, MaxLen(MAX_COMMIT_BYTES)]
+
+    MAX_ENCODED = Block.MAX_ENCODED + MAX_COMMIT_BYTES + 64
+
+
+@dataclass(frozen=True, slots=True)
+class EpochsRequest(Wire):
+    """Ask for the records of epochs ``first`` .. ``first + count - 1``."""
+
+    first: int
+    count: int
 
     MAX_ENCODED = 32
 
 
 @dataclass(frozen=True, slots=True)
-class SyncBlock(Wire):
-    """One finalized block and the commit certificate that finalized it, both encoded."""
+class EpochsResponse(Wire):
+    """Epoch records from ``first`` on (opaque here; the node encodes and checks them).
+    Fewer than asked (or none) when the sender holds no more."""
 
-    block: Annotated[bytes, MaxLen(Block.MAX_ENCODED)]
-    commit: Annotated[bytes, MaxLen(MAX_COMMIT_BYTES)]
+    first: int
+    records: Annotated[
+        tuple[Annotated[bytes, MaxLen(MAX_EPOCH_RECORD_BYTES)], ...],
+        MaxItems(MAX_EPOCHS_PER_RESPONSE),
+    ]
+
+    MAX_ENCODED = MAX_EPOCHS_PER_RESPONSE * (MAX_EPOCH_RECORD_BYTES + 8) + 64
 
 
 @dataclass(frozen=True, slots=True)
-class SyncResponse(Wire):
-    """Consecutive blocks from ``from_height``; ``tip_height`` is the sender's finalized tip.
+class ChunkRequest(Wire):
+    """Ask for the state tree nodes under ``subtree`` in the snapshot at ``height``."""
 
-    An empty ``blocks`` means the sender has nothing from ``from_height``. The
-    receiver decodes and verifies every block and commit before applying it;
-    p2p only checks the envelope.
-    """
+    height: int
+    subtree: Annotated[bytes, Len(32)]
 
-    from_height: int
-    tip_height: int
-    blocks: Annotated[tuple[SyncBlock, ...], MaxItems(SYNC_MAX_BLOCKS)]
-
-    # Bounded in practice by the frame cap (P2PConfig.max_frame_size).
-    MAX_ENCODED = Block.MAX_ENCODED
+    MAX_ENCODED = 64
 
 
-def build_sync_response(
-    from_height: int,
-    tip_height: int,
-    items: Iterable[tuple[bytes, bytes]],
-    max_bytes: int,
-) -> SyncResponse:
-    """Take (encoded block, encoded commit) pairs in height order while they fit ``max_bytes``.
+@dataclass(frozen=True, slots=True)
+class ChunkResponse(Wire):
+    """Nodes of ``subtree`` in pre-order, cut at the sender's budget (storage.snapshot);
+    none when it does not serve that snapshot. The receiver verifies every node."""
 
-    At least one block is always taken, so a block larger than ``max_bytes``
-    is sent alone (and the receiver's frame cap decides whether it passes).
-    """
-    blocks: list[SyncBlock] = []
-    # Array headers and the two integers; 32 bytes covers their msgpack form.
-    size = 32
-    for block, commit in items:
-        # Per item: a 1-byte array header and two bin headers of at most 5 bytes.
-        item_size = len(block) + len(commit) + 11
-        if blocks and (size + item_size > max_bytes or len(blocks) >= SYNC_MAX_BLOCKS):
-            break
-        blocks.append(SyncBlock(block, commit))
-        size += item_size
-    return SyncResponse(from_height, tip_height, tuple(blocks))
+    height: int
+    subtree: Annotated[bytes, Len(32)]
+    nodes: Annotated[
+        tuple[Annotated[bytes, MaxLen(MAX_CHUNK_BYTES)], ...], MaxItems(MAX_CHUNK_NODES)
+    ]
 
-
-def decode_sync_block(item: SyncBlock) -> tuple[Block, Commit]:
-    """Decode one synced block and its commit (raises ``DecodeError``); verification is the node's."""
-    return Block.decode(item.block), Commit.decode(item.commit)
+    MAX_ENCODED = MAX_CHUNK_BYTES + 5 * MAX_CHUNK_NODES + 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +183,21 @@ class MessageKind:
 
 
 class MessageRegistry:
-    """Type byte <-> Wire class. Starts with the p2p-defined gossip and sync messages."""
+    """Type byte <-> Wire class. Starts with the p2p-defined gossip and state sync messages."""
 
     def __init__(self) -> None:
         self._by_id: dict[int, MessageKind] = {}
         self._by_cls: dict[type[Wire], MessageKind] = {}
         self._add(MessageKind(TX_BATCH_TYPE, TxBatch, TxBatch.MAX_ENCODED, droppable=True))
-        self._add(MessageKind(SYNC_REQUEST_TYPE, SyncRequest, SyncRequest.MAX_ENCODED, False))
-        self._add(MessageKind(SYNC_RESPONSE_TYPE, SyncResponse, SyncResponse.MAX_ENCODED, False))
+        for type_id, cls in (
+            (SNAPSHOT_REQUEST_TYPE, SnapshotRequest),
+            (SNAPSHOT_OFFER_TYPE, SnapshotOffer),
+            (EPOCHS_REQUEST_TYPE, EpochsRequest),
+            (EPOCHS_RESPONSE_TYPE, EpochsResponse),
+            (CHUNK_REQUEST_TYPE, ChunkRequest),
+            (CHUNK_RESPONSE_TYPE, ChunkResponse),
+        ):
+            self._add(MessageKind(type_id, cls, cls.MAX_ENCODED, droppable=False))
 
     def register(
         self,

@@ -13,7 +13,7 @@ import pytest
 
 from core.errors import Invalid
 from core.keys import PrivateKey
-from p2p import P2PNode, PeerAddress, SyncRequest, SyncResponse, TxBatch, build_sync_response
+from p2p import ChunkRequest, ChunkResponse, P2PNode, PeerAddress, TxBatch
 from p2p.frames import HEADER, encode_frame
 from p2p.tls import make_certificate
 from tests.p2p.helpers import (
@@ -82,31 +82,19 @@ async def test_connections_use_tls13_only(net3):
     assert old_client.public_key not in a.node.peers()
 
 
-async def test_sync_messages_round_trip(net3):
+async def test_state_sync_messages_round_trip(net3):
     a, b, _ = net3.nodes
+    nodes = tuple(i.to_bytes(2, "big") * 35 for i in range(300))
 
     async def serve(peer: bytes, msg) -> None:
-        if isinstance(msg, SyncRequest):
-            items = [(bytes([h]) * 100, bytes([h]) * 10) for h in range(msg.from_height, 20)]
-            limit = b.node.max_payload(SyncResponse)
-            b.node.send(
-                peer, build_sync_response(msg.from_height, 19, items[: msg.max_blocks], limit)
-            )
+        if isinstance(msg, ChunkRequest):
+            b.node.send(peer, ChunkResponse(msg.height, msg.subtree, nodes))
 
     net3.extra_handlers[b.key.public_key] = serve
-    a.node.send(b.key.public_key, SyncRequest(5, 10))
+    a.node.send(b.key.public_key, ChunkRequest(5, bytes(32)))
     peer, resp = await recv(a)
-    assert peer == b.key.public_key and isinstance(resp, SyncResponse)
-    assert (resp.from_height, resp.tip_height, len(resp.blocks)) == (5, 19, 10)
-    assert resp.blocks[0].block == bytes([5]) * 100
-
-
-def test_build_sync_response_respects_budget():
-    items = [(bytes(1000), bytes(100)) for _ in range(10)]
-    resp = build_sync_response(1, 10, items, 3500)
-    assert len(resp.blocks) == 3 and len(resp.encode()) <= 3500
-    # One block is always sent, even alone over budget.
-    assert len(build_sync_response(1, 10, items, 10).blocks) == 1
+    assert peer == b.key.public_key and isinstance(resp, ChunkResponse)
+    assert (resp.height, resp.subtree, resp.nodes) == (5, bytes(32), nodes)
 
 
 async def test_non_member_node_is_refused_and_logged(net3, caplog):

@@ -14,7 +14,7 @@ from p2p import (
     MessageRegistry,
     OutboundQueue,
     QueueOverflow,
-    SyncRequest,
+    SnapshotRequest,
     TokenBucket,
     TxBatch,
 )
@@ -48,13 +48,13 @@ def test_registry():
     reg = MessageRegistry()
     kind = reg.register(FIRST_APP_TYPE, Chat)
     assert reg.by_id(FIRST_APP_TYPE) is kind and reg.kind_of(Chat(1, b"")) is kind
-    assert reg.kind_of(TxBatch(())).droppable and not reg.kind_of(SyncRequest(1, 2)).droppable
+    assert reg.kind_of(TxBatch(())).droppable and not reg.kind_of(SnapshotRequest(1)).droppable
     msg = Chat(5, b"x")
     assert reg.decode(FIRST_APP_TYPE, msg.encode()) == msg
     with pytest.raises(ValueError, match="below is p2p's"):
         reg.register(0x10, Chat)
     with pytest.raises(ValueError, match="already"):
-        reg.register(FIRST_APP_TYPE, SyncRequest)
+        reg.register(FIRST_APP_TYPE, SnapshotRequest)
     with pytest.raises(ValueError, match="already registered"):
         reg.register(FIRST_APP_TYPE + 1, Chat)
     with pytest.raises(DecodeError, match="unknown message type"):
