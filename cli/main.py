@@ -100,14 +100,24 @@ def node() -> None:
 @click.option(
     "--home", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path)
 )
+@click.option(
+    "--observer",
+    is_flag=True,
+    help="Follow and serve the chain without ever signing (as config's observer: true).",
+)
+@click.option(
+    "--state-sync",
+    is_flag=True,
+    help="An empty node joins from a peer's snapshot (as config's state_sync.enabled).",
+)
 @click.pass_context
 @clear_errors
-def node_start(ctx: click.Context, home: Path) -> None:
-    """Run the validator whose home is HOME until SIGINT or SIGTERM."""
+def node_start(ctx: click.Context, home: Path, observer: bool, state_sync: bool) -> None:
+    """Run the validator (or observer) whose home is HOME until SIGINT or SIGTERM."""
     from node.run import configure_logging, run_node
 
     configure_logging(ctx.obj["log_level"])
-    run_node(home)
+    run_node(home, observer=observer, state_sync=state_sync)
 
 
 # --- transactions ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from apps.commerce.http import ROUTES as COMMERCE_ROUTES
 from apps.commerce.http import add_routes as add_commerce_routes
 from apps.commerce.params import CommerceGenesis
 from apps.routes import (
+    BOOL,
     HASH,
     HEIGHT,
     HEX_CHARS,
@@ -166,6 +167,11 @@ STATUS = Component(
             "producers": described(array(PUBLIC_KEY), "the active producer set"),
             "peers": described(array(PUBLIC_KEY), "connected member nodes"),
             "mempool_size": UINT,
+            "observer": described(BOOL, "this node follows and serves, never signs"),
+            "retained": described(
+                obj({"blocks_from": UINT, "states_from": UINT}),
+                "lowest heights whose blocks and state this node keeps (pruning; 0: all)",
+            ),
         }
     ),
 )
@@ -196,6 +202,11 @@ async def status(request: web.Request) -> web.Response:
             "producers": [k.hex() for k in chain.validators.keys],
             "peers": node.peers(),
             "mempool_size": len(mempool),
+            "observer": node.config.observer,
+            "retained": {
+                "blocks_from": chain.store.block_base,
+                "states_from": chain.store.state_base,
+            },
         }
     )
 
@@ -466,6 +477,9 @@ async def get_tx(request: web.Request) -> web.Response:
     errors=(
         Refusal(400, "Not a height.", "bad_height"),
         Refusal(404, "No block at that height.", "not_found"),
+        Refusal(
+            410, "Below the heights this node keeps (pruned, or before its state sync).", "pruned"
+        ),
     ),
 )
 async def get_block(request: web.Request) -> web.Response:
@@ -481,6 +495,7 @@ async def get_block(request: web.Request) -> web.Response:
             None, _render_block, chain, height, mode
         )
     if text is None:
+        chain.store.require_block(height)  # 410 pruned, when it was there once
         raise HttpError(404, "not_found", f"no block at height {height} (head is {chain.height})")
     return web.Response(text=text, content_type="application/json")
 
@@ -615,6 +630,7 @@ STATE_VALUE = Component(
             "private_state",
         ),
         Refusal(404, "A height above the head.", "not_found"),
+        Refusal(410, "A height whose state this node no longer keeps (pruning).", "pruned"),
     ),
 )
 async def get_state(request: web.Request) -> web.Response:

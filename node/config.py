@@ -86,6 +86,42 @@ class MempoolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PruningConfig:
+    """What a node keeps (docs/node.md, Pruning). ``archive`` keeps everything."""
+
+    archive: bool = False
+    # Blocks (with certificates, receipts, tx index) of the last this many heights:
+    # about 28 hours at one block a second.
+    keep_blocks: int = 100_000
+    # State versions (proofs at past heights) of the last this many heights; the
+    # two latest snapshot heights are kept besides, while peers may sync from them.
+    keep_states: int = 1_000
+    # Prune every this many blocks (in a background thread).
+    interval: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("keep_blocks", "keep_states", "interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"pruning {name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, slots=True)
+class StateSyncConfig:
+    """Joining from a snapshot instead of replaying from genesis (docs/state-sync.md)."""
+
+    # Sync from peers' snapshot when the store is empty (a new node).
+    enabled: bool = False
+    # Trusted final height and block hash (hex) from a source outside the peers (an
+    # operator of another member, or ``liveledger query block`` through the light
+    # client): the snapshot must be at exactly this block. 0 / "": trust genesis
+    # and the certificates alone (producers are derived epoch by epoch).
+    trust_height: int = 0
+    trust_hash: str = ""
+    # Seconds without progress before a peer's request is given up and asked elsewhere.
+    request_timeout_s: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class PeerSettings:
     """A member's node to keep connected to: its node key (hex) and p2p address."""
 
@@ -119,11 +155,26 @@ class NodeConfig:
     # client messages per second (apps.commerce.feed.FeedLimits).
     feeds: FeedLimits = field(default_factory=FeedLimits)
     peers: tuple[PeerSettings, ...] = ()
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    state_sync: StateSyncConfig = field(default_factory=StateSyncConfig)
+    # Snapshots served to joining nodes are taken at multiples of this height.
+    snapshot_interval: int = 1000
+    # An observer follows and serves the chain but never signs a vote, a proposal
+    # or a transaction (docs/node.md, Observers).
+    observer: bool = False
+    # Node keys (hex) of observers this node lets connect besides the members:
+    # a member's own observers (docs/node.md, Observers).
+    observers: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["mempool"] = {f.name: getattr(self.mempool, f.name) for f in fields(MempoolConfig)}
         out["feeds"] = {f.name: getattr(self.feeds, f.name) for f in fields(FeedLimits)}
+        out["pruning"] = {f.name: getattr(self.pruning, f.name) for f in fields(PruningConfig)}
+        out["state_sync"] = {
+            f.name: getattr(self.state_sync, f.name) for f in fields(StateSyncConfig)
+        }
+        out["observers"] = list(self.observers)
         out["peers"] = [
             {f.name: getattr(p, f.name) for f in fields(PeerSettings)} for p in self.peers
         ]
@@ -154,6 +205,13 @@ def _typed(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+def _is_key_hex(value: object) -> bool:
+    try:
+        return isinstance(value, str) and len(bytes.fromhex(value)) == 32
+    except ValueError:
+        return False
+
+
 def load_config(home: Path) -> NodeConfig:
     path = home / CONFIG_FILE
     if not path.is_file():
@@ -170,6 +228,14 @@ def load_config(home: Path) -> NodeConfig:
     feeds_raw = raw.pop("feeds", {})
     if not isinstance(feeds_raw, dict):
         raise ConfigError(f"{path}: feeds must be an object")
+    pruning_raw = raw.pop("pruning", {})
+    sync_raw = raw.pop("state_sync", {})
+    for name, section in (("pruning", pruning_raw), ("state_sync", sync_raw)):
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: {name} must be an object")
+    observers_raw = raw.pop("observers", [])
+    if not isinstance(observers_raw, list) or not all(_is_key_hex(k) for k in observers_raw):
+        raise ConfigError(f"{path}: observers must be a list of node keys (64 hex characters)")
     peers_raw = raw.pop("peers", [])
     if not isinstance(peers_raw, list) or not all(isinstance(p, dict) for p in peers_raw):
         raise ConfigError(f"{path}: peers must be a list of objects")
@@ -179,6 +245,15 @@ def load_config(home: Path) -> NodeConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     feeds = FeedLimits(**_typed(FeedLimits, feeds_raw, f"{path}: feeds"))
+    try:
+        pruning = PruningConfig(**_typed(PruningConfig, pruning_raw, f"{path}: pruning"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    state_sync = StateSyncConfig(**_typed(StateSyncConfig, sync_raw, f"{path}: state_sync"))
+    if state_sync.trust_hash and not _is_key_hex(state_sync.trust_hash):
+        raise ConfigError(f"{path}: state_sync.trust_hash must be 64 hex characters")
+    if bool(state_sync.trust_hash) != bool(state_sync.trust_height):
+        raise ConfigError(f"{path}: state_sync.trust_height and trust_hash go together")
     peers = []
     for i, peer_raw in enumerate(peers_raw):
         where = f"{path}: peers[{i}]"
@@ -192,7 +267,17 @@ def load_config(home: Path) -> NodeConfig:
         except ValueError:
             raise ConfigError(f"{where}: public_key must be 64 hex characters") from None
         peers.append(peer)
-    config = NodeConfig(**values, mempool=mempool, feeds=feeds, peers=tuple(peers))
+    config = NodeConfig(
+        **values,
+        mempool=mempool,
+        feeds=feeds,
+        peers=tuple(peers),
+        pruning=pruning,
+        state_sync=state_sync,
+        observers=tuple(observers_raw),
+    )
+    if config.snapshot_interval < 1:
+        raise ConfigError(f"{path}: snapshot_interval must be at least 1")
     if config.block_interval_ms < 10:
         raise ConfigError(
             f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"

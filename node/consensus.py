@@ -86,6 +86,10 @@ class ConsensusSeams:
     def inbound(self, deliver: Inbound) -> Inbound:
         return deliver
 
+    def snapshot_chunk(self, nodes: list[bytes]) -> list[bytes]:
+        """The state tree nodes this node serves as one state sync chunk."""
+        return nodes
+
 
 class TxSource(Protocol):
     """Where a proposer's transactions come from, and what it tells them back.
@@ -366,7 +370,7 @@ class ConsensusService:
         self,
         chain: Chain,
         config: BFTConfig,
-        privval: PrivValidator,
+        privval: PrivValidator | None,
         *,
         key: PrivateKey,
         wal_dir: Path,

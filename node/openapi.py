@@ -103,6 +103,8 @@ HTTP_CODES: dict[str, str] = {
     "method_not_allowed": "405: the route exists for another method",
     "request_timeout": "408: a request body that did not arrive within the node's time "
     "limit (a slow upload); the connection is closed",
+    "pruned": "410: a block or state version below the heights this node keeps (its pruning "
+    "settings, or the height it state-synced from); an archive node has it",
     "internal": "500: a bug in the node (logged)",
     "unavailable": "503: the node is starting or stopping, or no block is final yet "
     "(with `Retry-After`)",

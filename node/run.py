@@ -71,15 +71,21 @@ def build_app(node: Node) -> web.Application:
 
 
 def run_node(
-    home: Path, passphrase: str | None = None, *, seams: ConsensusSeams | None = None
+    home: Path,
+    passphrase: str | None = None,
+    *,
+    seams: ConsensusSeams | None = None,
+    observer: bool = False,
+    state_sync: bool = False,
 ) -> None:
     """Run one validator until SIGINT or SIGTERM. ``seams`` is for tests only (the
-    ``liveledger`` command never passes it): see ``ConsensusSeams``."""
+    ``liveledger`` command never passes it): see ``ConsensusSeams``. ``observer`` and
+    ``state_sync`` turn those settings on over what the config says."""
     # Signature threads drop the GIL for every verification and must win it back;
     # with the default 5 ms switch interval a CPU-bound block build starves them
     # (a convoy). A shorter interval keeps verification flowing during a build.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    node = Node.from_home(home, passphrase, seams=seams)
+    node = Node.from_home(home, passphrase, seams=seams, observer=observer, state_sync=state_sync)
     app = build_app(node)
     # After the node opened (cleanup contexts start in order): this process only.
     app.cleanup_ctx.append(_gc_context)

@@ -7,8 +7,10 @@ Resources open in one place (``open`` then ``start``) and close in reverse order
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,8 +34,25 @@ from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
 from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopTxSource
 from node.mempool import Mempool, SubmitResult
 from node.metrics import NodeMetrics
+from node.statesync import (
+    SnapshotServer,
+    StateSyncer,
+    make_epoch_record,
+)
 from node.verifier import ProcessVerifier
-from p2p import MessageRegistry, P2PNode, PeerAddress, TxBatch, TxBatcher
+from p2p import (
+    ChunkRequest,
+    ChunkResponse,
+    EpochsRequest,
+    EpochsResponse,
+    MessageRegistry,
+    P2PNode,
+    PeerAddress,
+    SnapshotOffer,
+    SnapshotRequest,
+    TxBatch,
+    TxBatcher,
+)
 from storage import ChainStore
 from vm import Registry, default_registry, get_account
 
@@ -87,14 +106,38 @@ class Node:
         self._verify_pool: ThreadPoolExecutor | None = None
         self._verifier: ProcessVerifier | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # State sync: serving peers, and (a new node) syncing from them.
+        self.snapshots = SnapshotServer(
+            lambda: self.store,
+            genesis,
+            config.snapshot_interval,
+            None if seams is None else seams.snapshot_chunk,
+        )
+        self.syncer: StateSyncer | None = None
+        # Pruning runs in its own thread, one pass at a time; stop() ends it first.
+        self._prune_pool: ThreadPoolExecutor | None = None
+        self._prune_stop = threading.Event()
+        self._pruning = False
+        self._observer_keys = frozenset(bytes.fromhex(k) for k in config.observers)
         # Called with the height of each newly final block (apps' feeds).
         self.height_listeners: list[Callable[[int], None]] = []
 
     @classmethod
     def from_home(
-        cls, home: Path, passphrase: str | None = None, *, seams: ConsensusSeams | None = None
+        cls,
+        home: Path,
+        passphrase: str | None = None,
+        *,
+        seams: ConsensusSeams | None = None,
+        observer: bool = False,
+        state_sync: bool = False,
     ) -> Node:
         config = load_config(home)
+        if observer:
+            config = dataclasses.replace(config, observer=True)
+        if state_sync:
+            sync = dataclasses.replace(config.state_sync, enabled=True)
+            config = dataclasses.replace(config, state_sync=sync)
         genesis = load_genesis(home / GENESIS_FILE)
         if passphrase is None:
             passphrase = os.environ.get(PASSPHRASE_ENV, "")
@@ -110,10 +153,28 @@ class Node:
             # No process starts before ``start_workers`` below, when all else opened.
             self._verifier = ProcessVerifier(settings.verify_threads)
         self.store = ChainStore(self.home / self.config.data_dir)
-        self.chain = Chain(self.store, self.genesis, self.registry, self._verifier)
         self._verify_pool = ThreadPoolExecutor(
             max_workers=settings.verify_threads, thread_name_prefix="verify"
         )
+        if not self.needs_state_sync:
+            self._open_chain()
+        if self._verifier is not None:
+            self._verifier.start_workers()
+
+    @property
+    def needs_state_sync(self) -> bool:
+        """An empty store with state sync on, or a sync interrupted by a restart."""
+        store = self.store
+        assert store is not None
+        if store.initialized:
+            return False
+        return self.config.state_sync.enabled or store.sync_target() is not None
+
+    def _open_chain(self) -> None:
+        """The chain and mempool over the store (from genesis, or as state sync left it)."""
+        assert self.store is not None
+        settings = self.config.mempool
+        self.chain = Chain(self.store, self.genesis, self.registry, self._verifier)
         self.mempool = Mempool(
             chain_id=self.genesis.chain_id,
             registry=self.registry,
@@ -127,13 +188,11 @@ class Node:
         )
         self.metrics.height.set(self.chain.height)
         self.metrics.finalized_height.set(self.chain.height)
-        if self._verifier is not None:
-            self._verifier.start_workers()
         log.info("opened chain %s at height %d", self.genesis.chain_id, self.chain.height)
 
     async def start(self) -> None:
-        """Start p2p and consensus (after ``open``, on the serving event loop)."""
-        assert self.chain is not None
+        """Start p2p and consensus (after ``open``, on the serving event loop); a node
+        that joins by state sync syncs first (the HTTP API serves once it is done)."""
         self._loop = asyncio.get_running_loop()
         cfg = self.config
         self.p2p = P2PNode(
@@ -150,8 +209,29 @@ class Node:
             on_disconnect=lambda _peer: self.metrics.peers.set(len(self._peers())),
         )
         await self.p2p.start()
+        if self.chain is None:
+            assert self.store is not None
+            sync = cfg.state_sync
+            self.syncer = StateSyncer(
+                self.store,
+                self.genesis,
+                self.p2p,
+                trust_height=sync.trust_height,
+                trust_hash=bytes.fromhex(sync.trust_hash),
+                request_timeout_s=sync.request_timeout_s,
+            )
+            await self.syncer.run()
+            self._open_chain()
+        assert self.chain is not None
+        self._prune_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prune")
         self._batcher = TxBatcher(self.p2p)
-        privval = PrivValidator(self.key, self.genesis.chain_id, self.home / "consensus")
+        # An observer never signs: no private validator at all (the engine then
+        # only follows certificates), and no transaction of its own.
+        privval = (
+            None
+            if cfg.observer
+            else PrivValidator(self.key, self.genesis.chain_id, self.home / "consensus")
+        )
         bft = BFTConfig(
             timeout_commit_ms=cfg.block_interval_ms,
             timeout_propose_ms=cfg.timeout_propose_ms,
@@ -176,6 +256,11 @@ class Node:
         self.consensus.start()
 
     async def stop(self) -> None:
+        self._prune_stop.set()
+        if self._prune_pool is not None:
+            # A pass in progress stops at its next batch; the store closes after it.
+            await asyncio.get_running_loop().run_in_executor(None, self._prune_pool.shutdown)
+            self._prune_pool = None
         if self.consensus is not None:
             # Joins the consensus thread: a commit in flight finishes first.
             await asyncio.get_running_loop().run_in_executor(None, self.consensus.stop)
@@ -195,13 +280,22 @@ class Node:
     # --- membership and peers --------------------------------------------------------
 
     def is_member(self, public_key: bytes) -> bool:
-        """Only members' nodes and the running producers may connect (``may_connect``)."""
+        """Only members' nodes and the running producers may connect (``may_connect``),
+        and the observers this node's config lists. Before the chain is open (state
+        sync) the configured peers and genesis's validators: the state that says who
+        is a member is what is being fetched."""
+        if public_key in self._observer_keys:
+            return True
         chain = self.chain
         if chain is None:
-            return False
+            return public_key in self._bootstrap_keys()
         if staking_enabled(chain.state):
             return may_connect(chain.state, public_key, chain.height + 1)
         return public_key in chain.genesis_validators
+
+    def _bootstrap_keys(self) -> set[bytes]:
+        keys = {bytes.fromhex(p.public_key) for p in self.config.peers}
+        return keys | {v.public_key for v in self.genesis.validators}
 
     def _peers(self) -> list[bytes]:
         return [] if self.p2p is None else list(self.p2p.peers())
@@ -214,8 +308,18 @@ class Node:
             if self.consensus is not None:
                 self.consensus.deliver(msg.unwrap(), peer)
             return
+        if isinstance(msg, SnapshotRequest | EpochsRequest | ChunkRequest):
+            answer = await self.snapshots.answer(msg)
+            if answer is not None and self.p2p is not None:
+                self.p2p.send(peer, answer)
+            return
+        if isinstance(msg, SnapshotOffer | EpochsResponse | ChunkResponse):
+            if self.syncer is not None and self.chain is None:
+                self.syncer.deliver(peer, msg)
+            return
         if isinstance(msg, TxBatch):
-            assert self.mempool is not None
+            if self.mempool is None:
+                return  # still syncing
             results = await self.mempool.submit(list(msg.txs))
             bad = next((r for r in results if r.code in PEER_FAULT_CODES), None)
             if bad is not None:
@@ -241,6 +345,9 @@ class Node:
     def submit_own_tx(self, tx_type: str, payload: bytes) -> None:
         """Sign a transaction with the node key (e.g. evidence) and submit it."""
         assert self.chain is not None and self.mempool is not None
+        if self.config.observer:
+            log.info("observer: not signing a %s transaction", tx_type)
+            return
         address = self.key.address
         nonce = self.mempool.next_nonce(address)
         if nonce is None:
@@ -304,11 +411,54 @@ class Node:
                 executed.execute_seconds * 1000,
                 commit_seconds * 1000,
             )
+        self._after_commit_storage(header.height)
         for height_listener in list(self.height_listeners):
             try:
                 height_listener(header.height)
             except Exception:
                 log.exception("height listener failed")
+
+    def _after_commit_storage(self, height: int) -> None:
+        """Keep the epoch record at an epoch's last block; start a pruning pass when due."""
+        store = self.store
+        assert store is not None
+        length = self.genesis.params.epoch_length
+        if self.genesis.staking is not None and height % length == 0:
+            record = make_epoch_record(store, height // length, length)
+            if record is not None:
+                store.put_epoch_record(height // length, record.encode())
+        pruning = self.config.pruning
+        if pruning.archive or height % pruning.interval or self._pruning:
+            return
+        if self._prune_pool is None:
+            return
+        self._pruning = True
+        future = self._prune_pool.submit(self._prune, height)
+        future.add_done_callback(self._pruned)
+
+    def _prune(self, height: int) -> None:
+        """One pruning pass below the retention window of ``height`` (prune thread)."""
+        store = self.store
+        assert store is not None
+        cfg = self.config.pruning
+        stop = self._prune_stop
+        base = store.prune_blocks(height - cfg.keep_blocks + 1, stop)
+        keep = frozenset(self.snapshots.snapshot_heights(height))
+        deleted = store.prune_states(height - cfg.keep_states + 1, keep, stop)
+        log.info(
+            "pruned at %d: blocks kept from %d, states from %d (+ snapshots %s), %d nodes deleted",
+            height,
+            base,
+            store.state_base,
+            sorted(keep),
+            deleted,
+        )
+
+    def _pruned(self, future: object) -> None:
+        self._pruning = False
+        exc = future.exception()  # type: ignore[attr-defined]
+        if exc is not None:
+            log.error("pruning failed: %s", exc, exc_info=exc)
 
 
 # The node in its HTTP app (``node.api.create_app``), where every route reads it.

@@ -1,0 +1,454 @@
+"""State sync: a new node starts from a peer's snapshot instead of replaying from genesis.
+
+Protocol and trust model: docs/state-sync.md. In short:
+
+1. **Offer.** Every connected peer is asked which snapshot it serves
+   (``SnapshotRequest``); it answers with the final block at a snapshot height and
+   that block's certificate (``SnapshotOffer``).
+2. **Producers.** The producers of that height are derived as the light client
+   does (cli/light.py): from genesis's set, epoch by epoch, each epoch's last
+   header checked against its certificate under the set known so far and the next
+   set proven against that header's state root (``EpochsRequest`` / epoch records).
+3. **Anchor.** The offered block's certificate must verify under those producers
+   (and the block must be the operator's trusted one, when a trusted height and
+   hash are configured). Its header's state root is the root every chunk is
+   checked against.
+4. **Chunks.** Subtrees of the state tree are fetched from any peer serving that
+   snapshot and verified node by node (storage.snapshot); a peer whose chunk fails
+   is dropped and banned, and its request goes to another peer.
+5. **Install.** The last batch makes the block the store's head; then the node
+   follows blocks through the consensus catch-up like any node that was away.
+
+Everything a peer sends is checked before it is kept; the store holds nothing that
+counts as state until step 5, and a restart resumes at the missing subtrees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Protocol
+
+from consensus import ValidatorSet, epoch_of, validate_tx_root, verify_commit
+from consensus.staking_state import ProducerSet, producer_set_key
+from core import Block, BlockHeader, Commit, Invalid, LiveLedgerError, MaxLen, Wire
+from genesis import Genesis
+from p2p import (
+    ChunkRequest,
+    ChunkResponse,
+    EpochsRequest,
+    EpochsResponse,
+    SnapshotOffer,
+    SnapshotRequest,
+)
+from p2p.messages import MAX_COMMIT_BYTES, MAX_EPOCHS_PER_RESPONSE
+from storage import BadChunk, ChainStore, StateProof, SyncTarget, serve_chunk, verify_chunk
+from storage import verify_proof as verify_state_proof
+from storage.snapshot import DEFAULT_CHUNK_BYTES
+
+log = logging.getLogger("node.statesync")
+
+# Missing subtrees looked up at once when resuming; the walk repeats if there are more.
+_RESUME_BATCH = 1 << 16
+
+
+class _Stale(Exception):
+    """No peer serves the snapshot being synced any more: start over at a newer one."""
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRecord(Wire):
+    """What proves the producers of epoch ``e``: the last header of epoch ``e - 1``
+    (height ``e * epoch_length``), its certificate, and the producer set of epoch
+    ``e`` with its proof against that header's state root. Kept for good by every
+    node (a few KiB per epoch), so pruned and state-synced nodes serve them too."""
+
+    header: Annotated[bytes, MaxLen(64 * 1024)]
+    commit: Annotated[bytes, MaxLen(MAX_COMMIT_BYTES)]
+    producers: Annotated[bytes, MaxLen(16 * 1024)]
+    proof: Annotated[bytes, MaxLen(StateProof.MAX_ENCODED)]
+
+    MAX_ENCODED = 64 * 1024 + MAX_COMMIT_BYTES + 16 * 1024 + StateProof.MAX_ENCODED + 64
+
+
+def make_epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> EpochRecord | None:
+    """The record of ``epoch`` from the stored block and state at its boundary (None if
+    this store no longer or never held them)."""
+    boundary = epoch * epoch_length
+    block = store.get_block(boundary)
+    commit = store.get_commit(boundary)
+    if block is None or commit is None or boundary < store.state_base:
+        return None
+    value, proof, _ = store.prove(producer_set_key(epoch), boundary)
+    if value is None:
+        return None
+    return EpochRecord(block.header.encode(), commit.encode(), value, proof.encode())
+
+
+def epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> bytes | None:
+    """The encoded record of ``epoch``: kept, or made from the block and state."""
+    stored = store.get_epoch_record(epoch)
+    if stored is not None:
+        return stored
+    record = make_epoch_record(store, epoch, epoch_length)
+    return None if record is None else record.encode()
+
+
+def verify_epoch_record(
+    genesis: Genesis, epoch: int, raw: bytes, validators: ValidatorSet
+) -> ValidatorSet:
+    """Check the record of ``epoch`` under the producers of epoch ``epoch - 1``;
+    return the producers of ``epoch``. Raises ``Invalid`` (a bad record)."""
+    record = EpochRecord.decode(raw)
+    header = BlockHeader.decode(record.header)
+    commit = Commit.decode(record.commit)
+    boundary = epoch * genesis.params.epoch_length
+    # The last block of the previous epoch, of this chain.
+    if header.height != boundary or header.chain_id != genesis.chain_id:
+        raise Invalid(f"epoch {epoch} record holds header {header.height}, expected {boundary}")
+    # Final: more than 2/3 of the producers of that height signed this header.
+    verify_commit(commit, genesis.chain_id, boundary, header.hash, validators)
+    # The next set is what that header's state holds under its key.
+    verify_state_proof(
+        header.state_root,
+        producer_set_key(epoch),
+        record.producers,
+        StateProof.decode(record.proof),
+    )
+    return ProducerSet.decode(record.producers).validator_set()
+
+
+class SyncPeers(Protocol):
+    """What the syncer needs from p2p."""
+
+    def peers(self) -> list[bytes]: ...
+
+    def send(self, peer: bytes, msg: Wire) -> bool: ...
+
+    def drop_peer(self, peer: bytes, reason: str, *, ban: bool = True) -> None: ...
+
+
+# --- serving -----------------------------------------------------------------------
+
+
+class SnapshotServer:
+    """Answers peers' state sync requests from the store (reads run in a worker thread;
+    p2p hands one message of a peer at a time, so a peer costs one read at a time)."""
+
+    def __init__(
+        self,
+        store: Callable[[], ChainStore | None],
+        genesis: Genesis,
+        snapshot_interval: int,
+        chunk_filter: Callable[[list[bytes]], list[bytes]] | None = None,
+    ) -> None:
+        self._store = store
+        self._genesis = genesis
+        self._interval = snapshot_interval
+        # Tests only (a hostile server): see ConsensusSeams.snapshot_chunk.
+        self._chunk_filter = chunk_filter
+
+    def snapshot_heights(self, head: int) -> tuple[int, ...]:
+        """The snapshot heights a node at ``head`` serves (and pruning keeps): the two
+        latest multiples of the snapshot interval."""
+        latest = head // self._interval * self._interval
+        return tuple(h for h in (latest, latest - self._interval) if h > 0)
+
+    async def answer(self, msg: object) -> Wire | None:
+        store = self._store()
+        if store is None or not store.initialized:
+            return None
+        loop = asyncio.get_running_loop()
+        if isinstance(msg, SnapshotRequest):
+            return await loop.run_in_executor(None, self._offer, store, msg.height)
+        if isinstance(msg, EpochsRequest):
+            return await loop.run_in_executor(None, self._epochs, store, msg)
+        if isinstance(msg, ChunkRequest):
+            return await loop.run_in_executor(None, self._chunk, store, msg)
+        return None
+
+    def _offer(self, store: ChainStore, height: int) -> SnapshotOffer:
+        heights = self.snapshot_heights(store.height) if height == 0 else (height,)
+        for h in heights:
+            if 0 < h <= store.height and self._servable(store, h):
+                block = store.get_block_bytes(h)
+                commit = store.get_commit(h)
+                if block is not None and commit is not None:
+                    return SnapshotOffer(h, block, commit.encode())
+        return SnapshotOffer(0, b"", b"")
+
+    def _servable(self, store: ChainStore, height: int) -> bool:
+        try:
+            store.state_root(height)
+        except LiveLedgerError:
+            return False
+        return True
+
+    def _epochs(self, store: ChainStore, req: EpochsRequest) -> EpochsResponse:
+        length = self._genesis.params.epoch_length
+        records: list[bytes] = []
+        count = min(req.count, MAX_EPOCHS_PER_RESPONSE)
+        for epoch in range(max(req.first, 1), max(req.first, 1) + count):
+            if epoch * length > store.height:
+                break
+            raw = epoch_record(store, epoch, length)
+            if raw is None:
+                break
+            records.append(raw)
+        return EpochsResponse(req.first, tuple(records))
+
+    def _chunk(self, store: ChainStore, req: ChunkRequest) -> ChunkResponse:
+        if not self._servable(store, req.height):
+            return ChunkResponse(req.height, req.subtree, ())
+        nodes = serve_chunk(store.get_node_bytes, req.subtree, DEFAULT_CHUNK_BYTES)
+        if self._chunk_filter is not None:
+            nodes = self._chunk_filter(nodes)
+        return ChunkResponse(req.height, req.subtree, tuple(nodes))
+
+
+# --- syncing -----------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    subtree: bytes
+    sent: float
+
+
+class StateSyncer:
+    """Runs one state sync to completion on the node's loop (``run``); p2p hands it the
+    answers (``deliver``)."""
+
+    def __init__(
+        self,
+        store: ChainStore,
+        genesis: Genesis,
+        peers: SyncPeers,
+        *,
+        trust_height: int = 0,
+        trust_hash: bytes = b"",
+        request_timeout_s: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.peers = peers
+        self.trust_height = trust_height
+        self.trust_hash = trust_hash
+        self.timeout = request_timeout_s
+        self._answers: asyncio.Queue[tuple[bytes, Wire]] = asyncio.Queue()
+        # Peers caught sending something wrong: never asked again during this sync.
+        self.refused: set[bytes] = set()
+        self.chunks = 0
+        self.chunk_bytes = 0
+
+    def deliver(self, peer: bytes, msg: Wire) -> None:
+        self._answers.put_nowait((peer, msg))
+
+    def _refuse(self, peer: bytes, reason: str) -> None:
+        log.warning("state sync: peer %s refused: %s", peer.hex()[:12], reason)
+        self.refused.add(peer)
+        self.peers.drop_peer(peer, f"state sync: {reason}", ban=True)
+
+    def _usable(self) -> list[bytes]:
+        return [p for p in self.peers.peers() if p not in self.refused]
+
+    async def run(self) -> int:
+        """Sync, install, return the height synced to."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        target = self.store.sync_target()
+        if target is not None:
+            log.info("state sync: resuming the sync to height %d", target.height)
+        while True:
+            if target is None:
+                target = await self._choose_target()
+                await loop.run_in_executor(None, self.store.begin_sync, target)
+            try:
+                await self._fetch(target)
+                break
+            except _Stale:
+                log.warning("state sync: no peer serves height %d any more", target.height)
+                target = None
+        height = await loop.run_in_executor(None, self.store.finish_sync, self.genesis.hash)
+        log.info(
+            "state sync: installed height %d (%d chunks, %d bytes) in %.1f s",
+            height,
+            self.chunks,
+            self.chunk_bytes,
+            time.monotonic() - started,
+        )
+        return height
+
+    async def _wait_peers(self) -> list[bytes]:
+        while not (peers := self._usable()):
+            await asyncio.sleep(0.2)
+        return peers
+
+    async def _collect(
+        self, kind: type[Wire], asked: set[bytes], timeout: float
+    ) -> list[tuple[bytes, Wire]]:
+        """Answers of ``kind`` from the peers in ``asked`` until each answered or ``timeout``."""
+        got: list[tuple[bytes, Wire]] = []
+        deadline = time.monotonic() + timeout
+        while asked and (left := deadline - time.monotonic()) > 0:
+            try:
+                peer, msg = await asyncio.wait_for(self._answers.get(), left)
+            except TimeoutError:
+                break
+            if isinstance(msg, kind) and peer in asked:
+                asked.discard(peer)
+                got.append((peer, msg))
+        return got
+
+    async def _choose_target(self) -> SyncTarget:
+        while True:
+            peers = await self._wait_peers()
+            for peer in peers:
+                self.peers.send(peer, SnapshotRequest(self.trust_height))
+            offers = await self._collect(SnapshotOffer, set(peers), self.timeout)
+            usable = sorted(
+                ((p, o) for p, o in offers if isinstance(o, SnapshotOffer) and o.height > 0),
+                key=lambda po: -po[1].height,  # type: ignore[union-attr]
+            )
+            for peer, offer in usable:
+                assert isinstance(offer, SnapshotOffer)
+                try:
+                    return await self._check_offer(peer, offer)
+                except Invalid as exc:
+                    self._refuse(peer, f"snapshot offer at {offer.height}: {exc}")
+            log.info("state sync: no usable snapshot offered yet; asking again")
+            await asyncio.sleep(1.0)
+
+    async def _check_offer(self, peer: bytes, offer: SnapshotOffer) -> SyncTarget:
+        block = Block.decode(offer.block)
+        commit = Commit.decode(offer.commit)
+        header = block.header
+        if header.height != offer.height or header.chain_id != self.genesis.chain_id:
+            raise Invalid(f"offered block is {header.chain_id}/{header.height}")
+        if self.trust_height and (
+            offer.height != self.trust_height or block.hash != self.trust_hash
+        ):
+            raise Invalid(
+                f"offered block {offer.height}/{block.hash.hex()[:16]} is not the trusted "
+                f"{self.trust_height}/{self.trust_hash.hex()[:16]}"
+            )
+        validate_tx_root(block)
+        producers = await self._producers_at(offer.height, prefer=peer)
+        verify_commit(commit, self.genesis.chain_id, offer.height, block.hash, producers)
+        log.info(
+            "state sync: snapshot at height %d (block %s) certified; fetching its state",
+            offer.height,
+            block.hash.hex()[:16],
+        )
+        return SyncTarget(offer.height, header.state_root, offer.block, offer.commit)
+
+    async def _producers_at(self, height: int, prefer: bytes) -> ValidatorSet:
+        genesis = self.genesis
+        validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+        if genesis.staking is None:
+            return validators
+        # epoch_length is not governable: genesis's value holds for the whole chain.
+        last = epoch_of(height, genesis.params.epoch_length)
+        epoch = 1
+        while epoch <= last:
+            stored = self.store.get_epoch_record(epoch)
+            if stored is not None:
+                # Verified before it was kept (an earlier attempt of this sync).
+                validators = verify_epoch_record(genesis, epoch, stored, validators)
+                epoch += 1
+                continue
+            peers = await self._wait_peers()
+            peer = prefer if prefer in peers else peers[0]
+            count = min(MAX_EPOCHS_PER_RESPONSE, last - epoch + 1)
+            self.peers.send(peer, EpochsRequest(epoch, count))
+            answers = await self._collect(EpochsResponse, {peer}, self.timeout)
+            if not answers:
+                self._refuse(peer, f"no epoch records from {epoch}")
+                continue
+            response = answers[0][1]
+            assert isinstance(response, EpochsResponse)
+            if response.first != epoch or not response.records:
+                self._refuse(peer, f"epoch records from {response.first}, asked {epoch}")
+                continue
+            try:
+                for raw in response.records:
+                    validators = verify_epoch_record(genesis, epoch, raw, validators)
+                    self.store.put_epoch_record(epoch, raw)
+                    epoch += 1
+            except Invalid as exc:
+                self._refuse(peer, f"epoch {epoch} record: {exc}")
+        return validators
+
+    async def _fetch(self, target: SyncTarget) -> None:
+        loop = asyncio.get_running_loop()
+        wanted = await loop.run_in_executor(
+            None, self.store.missing_nodes, target.state_root, _RESUME_BATCH
+        )
+        # Peers that answered this snapshot with nothing (they do not serve it).
+        empty: set[bytes] = set()
+        pending: dict[bytes, _Pending] = {}
+        idle_since = time.monotonic()
+        while wanted or pending:
+            if not wanted and not pending:
+                break
+            for peer in self._usable():
+                if not wanted:
+                    break
+                if peer in pending or peer in empty:
+                    continue
+                subtree = wanted.pop()
+                if self.peers.send(peer, ChunkRequest(target.height, subtree)):
+                    pending[peer] = _Pending(subtree, time.monotonic())
+                else:
+                    wanted.append(subtree)
+            try:
+                peer, msg = await asyncio.wait_for(self._answers.get(), 0.5)
+            except TimeoutError:
+                peer, msg = b"", None  # type: ignore[assignment]
+            now = time.monotonic()
+            ask = pending.get(peer) if isinstance(msg, ChunkResponse) else None
+            if ask is not None and isinstance(msg, ChunkResponse):
+                if msg.height != target.height or msg.subtree != ask.subtree:
+                    continue  # a late answer to an earlier request
+                del pending[peer]
+                if not msg.nodes:
+                    empty.add(peer)
+                    wanted.append(ask.subtree)
+                else:
+                    try:
+                        chunk = await loop.run_in_executor(
+                            None, verify_chunk, ask.subtree, list(msg.nodes)
+                        )
+                    except BadChunk as exc:
+                        wanted.append(ask.subtree)
+                        self._refuse(peer, str(exc))
+                    else:
+                        await loop.run_in_executor(
+                            None, self.store.store_chunk, chunk.nodes, chunk.leaves
+                        )
+                        self.chunks += 1
+                        self.chunk_bytes += sum(len(n) for n in msg.nodes)
+                        wanted.extend(reversed(chunk.missing))
+                        idle_since = now
+                        if not wanted and not pending:
+                            # The walk may have been cut at _RESUME_BATCH: look again.
+                            wanted = await loop.run_in_executor(
+                                None, self.store.missing_nodes, target.state_root, _RESUME_BATCH
+                            )
+            # A peer that went away or stays silent: its request goes elsewhere.
+            connected = set(self.peers.peers())
+            for p, ask in list(pending.items()):
+                if p not in connected or now - ask.sent > self.timeout:
+                    del pending[p]
+                    wanted.append(ask.subtree)
+                    if p in connected:
+                        self._refuse(p, f"no chunk within {self.timeout:.0f} s")
+            if wanted and not pending and now - idle_since > self.timeout:
+                # Every peer answered "not served" (they pruned it) for a while.
+                if empty and empty >= set(self._usable()):
+                    raise _Stale
+                empty.clear()
+                idle_since = now
