@@ -9,6 +9,7 @@ from typing import Any
 
 from apps.commerce.feed import FeedLimits
 from core import LiveLedgerError
+from p2p.messages import MAX_CHUNK_BYTES
 
 CONFIG_FILE = "config.json"
 GENESIS_FILE = "genesis.json"
@@ -159,6 +160,8 @@ class NodeConfig:
     state_sync: StateSyncConfig = field(default_factory=StateSyncConfig)
     # Snapshots served to joining nodes are taken at multiples of this height.
     snapshot_interval: int = 1000
+    # Bytes of tree nodes per state sync chunk served (a larger leaf goes alone).
+    snapshot_chunk_bytes: int = 1024 * 1024
     # An observer follows and serves the chain but never signs a vote, a proposal
     # or a transaction (docs/node.md, Observers).
     observer: bool = False
@@ -278,6 +281,8 @@ def load_config(home: Path) -> NodeConfig:
     )
     if config.snapshot_interval < 1:
         raise ConfigError(f"{path}: snapshot_interval must be at least 1")
+    if not 1 <= config.snapshot_chunk_bytes <= MAX_CHUNK_BYTES:
+        raise ConfigError(f"{path}: snapshot_chunk_bytes must be in 1..{MAX_CHUNK_BYTES}")
     if config.block_interval_ms < 10:
         raise ConfigError(
             f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"

@@ -112,6 +112,7 @@ class Node:
             genesis,
             config.snapshot_interval,
             None if seams is None else seams.snapshot_chunk,
+            config.snapshot_chunk_bytes,
         )
         self.syncer: StateSyncer | None = None
         # Pruning runs in its own thread, one pass at a time; stop() ends it first.

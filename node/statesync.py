@@ -144,8 +144,10 @@ class SnapshotServer:
         genesis: Genesis,
         snapshot_interval: int,
         chunk_filter: Callable[[list[bytes]], list[bytes]] | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         self._store = store
+        self._chunk_bytes = chunk_bytes
         self._genesis = genesis
         self._interval = snapshot_interval
         # Tests only (a hostile server): see ConsensusSeams.snapshot_chunk.
@@ -203,7 +205,7 @@ class SnapshotServer:
     def _chunk(self, store: ChainStore, req: ChunkRequest) -> ChunkResponse:
         if not self._servable(store, req.height):
             return ChunkResponse(req.height, req.subtree, ())
-        nodes = serve_chunk(store.get_node_bytes, req.subtree, DEFAULT_CHUNK_BYTES)
+        nodes = serve_chunk(store.get_node_bytes, req.subtree, self._chunk_bytes)
         if self._chunk_filter is not None:
             nodes = self._chunk_filter(nodes)
         return ChunkResponse(req.height, req.subtree, tuple(nodes))

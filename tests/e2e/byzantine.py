@@ -19,6 +19,8 @@ Behaviours:
   ``byzantine: tampered ...`` line per message sent.
 - ``future-time``: as a producer, dates its own blocks ``--ahead-ms`` ahead of its
   clock (default one day; ``--ahead-ms max`` asks for 2**64 - 1, to try to overflow).
+- ``bad-chunks``: every state sync chunk it serves has one byte flipped in its last
+  node (a validator otherwise honest). Logs ``byzantine: corrupted chunk``.
 """
 
 from __future__ import annotations
@@ -158,11 +160,23 @@ class FutureTime(ConsensusSeams):
         return _FutureApplication(app, self.ahead_ms)  # type: ignore[return-value]  # a wrapper with the same surface
 
 
+class BadChunks(ConsensusSeams):
+    def snapshot_chunk(self, nodes: list[bytes]) -> list[bytes]:
+        if not nodes:
+            return nodes
+        last = bytearray(nodes[-1])
+        last[-1] ^= 0x01
+        log.warning("byzantine: corrupted chunk of %d nodes", len(nodes))
+        return [*nodes[:-1], bytes(last)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.byzantine")
     parser.add_argument("--home", required=True, type=Path)
     parser.add_argument(
-        "--behaviour", required=True, choices=["double-sign", "tamper-relay", "future-time"]
+        "--behaviour",
+        required=True,
+        choices=["double-sign", "tamper-relay", "future-time", "bad-chunks"],
     )
     parser.add_argument(
         "--ahead-ms", default=str(DAY_MS), help="future-time: ms ahead, or 'max' for 2**64-1"
@@ -175,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         seams = DoubleSign(args.home)
     elif args.behaviour == "tamper-relay":
         seams = TamperRelay()
+    elif args.behaviour == "bad-chunks":
+        seams = BadChunks()
     else:
         seams = FutureTime(None if args.ahead_ms == "max" else int(args.ahead_ms))
     log.warning("byzantine: %s node from %s", args.behaviour, args.home)
