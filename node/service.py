@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
@@ -455,9 +455,9 @@ class Node:
             deleted,
         )
 
-    def _pruned(self, future: object) -> None:
+    def _pruned(self, future: Future[object]) -> None:
         self._pruning = False
-        exc = future.exception()  # type: ignore[attr-defined]
+        exc = future.exception()
         if exc is not None:
             log.error("pruning failed: %s", exc, exc_info=exc)
 

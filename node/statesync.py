@@ -313,7 +313,7 @@ class StateSyncer:
             offers = await self._collect(SnapshotOffer, set(peers), self.timeout)
             usable = sorted(
                 ((p, o) for p, o in offers if isinstance(o, SnapshotOffer) and o.height > 0),
-                key=lambda po: -po[1].height,  # type: ignore[union-attr]
+                key=lambda po: -po[1].height,  # type: ignore[union-attr]  # filtered to offers above
             )
             for peer, offer in usable:
                 assert isinstance(offer, SnapshotOffer)
@@ -409,7 +409,7 @@ class StateSyncer:
             try:
                 peer, msg = await asyncio.wait_for(self._answers.get(), 0.5)
             except TimeoutError:
-                peer, msg = b"", None  # type: ignore[assignment]
+                peer, msg = b"", None  # type: ignore[assignment]  # no answer: None
             now = time.monotonic()
             ask = pending.get(peer) if isinstance(msg, ChunkResponse) else None
             if ask is not None and isinstance(msg, ChunkResponse):
