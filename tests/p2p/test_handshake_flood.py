@@ -60,7 +60,8 @@ async def test_member_connects_while_strangers_hold_handshakes(attack, caplog):
             start = time.monotonic()
             m1 = net.make_node(k1, [PeerAddress(k0.public_key, "127.0.0.1", m0.node.port)])
             async with m1.node:
-                await until(lambda: m0.node.peers() == [k1.public_key], timeout=4.0)
+                # Generous: on a loaded 2-core machine the flood slows everything.
+                await until(lambda: m0.node.peers() == [k1.public_key], timeout=15.0)
                 connected = time.monotonic() - start
                 m1.node.send(k0.public_key, Chat(1, b"through the flood"))
                 assert await recv(m0) == (k1.public_key, Chat(1, b"through the flood"))
