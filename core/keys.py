@@ -30,6 +30,8 @@ class SignDomain(IntEnum):
     VOTE = 0x02
     PROPOSAL = 0x03
     NODE_CERT = 0x04
+    # A member's contribution to a genesis ceremony (genesis/ceremony.py).
+    GENESIS_CONTRIBUTION = 0x05
     # A signed HTTP read (a party reading its own orders); never valid as a tx or vote.
     HTTP_READ = 0xF0
 

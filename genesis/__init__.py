@@ -1,5 +1,14 @@
-"""Chain parameters in genesis, the genesis document and its hash, local network generation."""
+"""Chain parameters in genesis, the genesis document and its hash, the genesis ceremony,
+node homes, local network generation."""
 
+from genesis.ceremony import (
+    InvalidContribution,
+    SignedContribution,
+    assemble,
+    load_contribution,
+    make_contribution,
+    save_contribution,
+)
 from genesis.document import (
     Genesis,
     GenesisAccount,
@@ -10,6 +19,7 @@ from genesis.document import (
     load_genesis,
     save_genesis,
 )
+from genesis.home import HomeError, HomeInfo, init_home, install_genesis, write_node_config
 from genesis.localnet import (
     FAUCET_BALANCE,
     FAUCET_NAME,
@@ -18,10 +28,19 @@ from genesis.localnet import (
     NodeLayout,
     create_localnet,
     free_ports,
-    write_node_config,
 )
 
 __all__ = [
+    "HomeError",
+    "HomeInfo",
+    "InvalidContribution",
+    "SignedContribution",
+    "assemble",
+    "init_home",
+    "install_genesis",
+    "load_contribution",
+    "make_contribution",
+    "save_contribution",
     "FAUCET_BALANCE",
     "FAUCET_NAME",
     "Genesis",

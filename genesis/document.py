@@ -14,6 +14,7 @@ never sorted behind the user's back.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import re
 import typing
@@ -43,6 +44,13 @@ MAX_GENESIS_ACCOUNTS = 100_000
 MAX_GENESIS_FILE_BYTES = 32 * 1024 * 1024
 CHAIN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 VALIDATOR_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# A node's network address, "host:port": a DNS name or IPv4 address, or an IPv6
+# address in brackets; the port in decimal without leading zeros (one spelling).
+MAX_NET_ADDRESS = 261
+_NET_ADDRESS = re.compile(
+    r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+    r":(?P<port>[1-9][0-9]{0,4})"
+)
 
 
 class InvalidGenesis(Invalid):
@@ -51,12 +59,51 @@ class InvalidGenesis(Invalid):
     code = "invalid_genesis"
 
 
+def parse_net_address(text: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[v6]:port"``) as (host, port); ``InvalidGenesis`` naming the fault."""
+    match = _NET_ADDRESS.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidGenesis(f"network address must be host:port, got {str(text)[:80]!r}")
+    host, port = match["host"], int(match["port"])
+    # A TCP port is 16 bits; 0 is not one a peer can dial.
+    if not 1 <= port <= 65535:
+        raise InvalidGenesis(f"port must be in 1..65535, got {port} in {text!r}")
+    if host.startswith("["):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise InvalidGenesis(f"not an IPv6 address in brackets: {text!r}") from None
+    return host, port
+
+
+def format_net_address(host: str, port: int) -> str:
+    """The one spelling of (host, port): IPv6 addresses in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_dialable(text: str) -> tuple[str, int]:
+    """A network address other nodes can dial: not the unspecified 0.0.0.0 or ::."""
+    host, port = parse_net_address(text)
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        unspecified = False  # a DNS name
+    # Listening on every interface is fine; telling peers to dial "any" is not.
+    if unspecified:
+        raise InvalidGenesis(f"{text!r} is a listen-on-all address, not one peers can dial")
+    return host, port
+
+
 @dataclass(frozen=True, slots=True)
 class GenesisValidator(Wire):
     name: Annotated[str, MaxLen(64)]
     public_key: PublicKey
     # Vote weight in the initial producer set.
     power: int
+    # Where its node listens for peers ("host:port"; "" if not published). Part of
+    # the hash, so members who compare it also agree on whom they dial.
+    address: Annotated[str, MaxLen(MAX_NET_ADDRESS)] = ""
 
     def __post_init__(self) -> None:
         # Names show up in logs and file names; keep them plain.
@@ -74,6 +121,11 @@ class GenesisValidator(Wire):
             raise InvalidGenesis(
                 f"validator {self.name!r}: power must be in 1..2**64-1, got {self.power}"
             )
+        if self.address:
+            try:
+                check_dialable(self.address)
+            except InvalidGenesis as exc:
+                raise InvalidGenesis(f"validator {self.name!r}: {exc.message}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +186,7 @@ class Genesis(Wire):
         _no_duplicates([format_address(a.address) for a in self.accounts], "account address")
         _no_duplicates([v.name for v in self.validators], "validator name")
         _no_duplicates([v.public_key.hex() for v in self.validators], "validator public key")
+        _no_duplicates([v.address for v in self.validators if v.address], "validator address")
         # Balances are uint64 everywhere; a supply beyond that could overflow a sum.
         supply = self.total_supply
         if supply > UINT64_MAX:
@@ -176,10 +229,7 @@ class Genesis(Wire):
             "accounts": [
                 {"address": format_address(a.address), "balance": a.balance} for a in self.accounts
             ],
-            "validators": [
-                {"name": v.name, "public_key": v.public_key.hex(), "power": v.power}
-                for v in self.validators
-            ],
+            "validators": [_validator_to_json(v) for v in self.validators],
         }
         if self.staking is not None:
             doc["staking"] = {"self_bond": self.staking.self_bond}
@@ -209,11 +259,17 @@ class Genesis(Wire):
         validators = []
         for i, item in enumerate(_list(obj["validators"], "validators", MAX_VALIDATORS)):
             where = f"validators[{i}]"
-            val = _object(item, where, ("name", "public_key", "power"))
+            has_address = isinstance(item, dict) and "address" in item
+            fields = ("name", "public_key", "power", *(("address",) if has_address else ()))
+            val = _object(item, where, fields)
             name = _str(val["name"], f"{where}.name")
             public_key = _hex(val["public_key"], f"{where}.public_key", 32)
             power = _uint(val["power"], f"{where}.power")
-            validators.append(_build(GenesisValidator, where, name, public_key, power))
+            # Absent means unpublished; written, it must be an address (one spelling of "").
+            address = _str(val["address"], f"{where}.address") if has_address else ""
+            if has_address and not address:
+                raise InvalidGenesis(f"{where}.address: leave it out rather than empty")
+            validators.append(_build(GenesisValidator, where, name, public_key, power, address))
         staking = None
         if "staking" in obj:
             st = _object(obj["staking"], "staking", ("self_bond",))
@@ -241,6 +297,13 @@ class Genesis(Wire):
         except DecodeError as exc:
             raise InvalidGenesis(f"genesis: {exc}") from None
         return genesis
+
+
+def _validator_to_json(v: GenesisValidator) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": v.name, "public_key": v.public_key.hex(), "power": v.power}
+    if v.address:
+        out["address"] = v.address
+    return out
 
 
 def genesis_state(genesis: Genesis) -> dict[bytes, bytes]:

@@ -6,47 +6,43 @@ Layout::
     DIR/keyring/faucet.json          funded key, same format as the CLI keyring
     DIR/node{i}/genesis.json         byte-identical copy
     DIR/node{i}/node_key.json        validator key, encrypted with the same passphrase
-    DIR/node{i}/config.json          node-local settings (see ``write_node_config``)
+    DIR/node{i}/config.json          node-local settings (see ``genesis.home``)
 
-Chain parameters go into genesis; everything a node may choose for itself
-(ports, timing of its own loop, mempool sizes) goes into its ``config.json``.
+A local network is a genesis ceremony played by one process, with the functions
+members use on their own machines: each node home is made by ``init_home``, each
+validator signs its contribution (``make_contribution``), the contributions are
+``assemble``d into genesis, and ``install_genesis`` puts it into every home and
+fills its peers. Chain parameters go into genesis; everything a node may choose
+for itself (ports, timing of its own loop, mempool sizes) goes into its
+``config.json``.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import socket
 import time
-from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from apps.commerce import CommerceGenesis
-from consensus import GenesisStaking
-from core.errors import LiveLedgerError
 from core.keys import PrivateKey, format_address
 from core.keystore import atomic_write, save_key
-from genesis.document import (
-    Genesis,
-    GenesisAccount,
-    GenesisValidator,
-    genesis_json_bytes,
-)
+from genesis.ceremony import DEFAULT_VALIDATOR_BALANCE, assemble, make_contribution
+from genesis.document import Genesis, genesis_json_bytes
+from genesis.home import LOCAL_HOST, HomeError, init_home, install_genesis
+from genesis.home import write_node_config as write_node_config
 from vm.params import ChainParams
 
 FAUCET_NAME = "faucet"
 FAUCET_BALANCE = 10**15
 # Enough for a validator to pay fees for its own transactions (bonding, voting).
-VALIDATOR_BALANCE = 10**9
+VALIDATOR_BALANCE = DEFAULT_VALIDATOR_BALANCE
 VALIDATOR_SELF_BOND = 10**6
-VALIDATOR_POWER = 1
-LOCAL_HOST = "127.0.0.1"
 
-
-class LocalnetError(LiveLedgerError):
-    """The local network cannot be created where asked."""
+# One error for homes and the networks built from them.
+LocalnetError = HomeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,58 +135,52 @@ def create_localnet(
         raise LocalnetError("HTTP and p2p port ranges overlap")
 
     faucet = PrivateKey.generate()
-    node_keys = [PrivateKey.generate() for _ in range(validators)]
-    monikers = [f"node{i}" for i in range(validators)]
-    accounts = [GenesisAccount(faucet.address, faucet_balance)]
-    accounts += [GenesisAccount(k.address, validator_balance) for k in node_keys]
-    genesis = Genesis(
-        chain_id=chain_id,
-        genesis_time_ms=genesis_time_ms,
-        params=params if params is not None else ChainParams.default(),
-        accounts=tuple(accounts),
-        validators=tuple(
-            GenesisValidator(m, k.public_key, VALIDATOR_POWER)
-            for m, k in zip(monikers, node_keys, strict=True)
-        ),
-        # Producers are elected by stake; each validator starts with a self-bond.
-        staking=GenesisStaking(self_bond=VALIDATOR_SELF_BOND),
-        # The faucet is the devnet's registrar (approves merchants and attestors)
-        # and receives the chain's commerce fee.
-        commerce=CommerceGenesis(registrars=(faucet.address,), treasury=faucet.address),
-    )
-
-    genesis_bytes = genesis_json_bytes(genesis)
     keyring_dir = root / "keyring"
     keyring_dir.mkdir(mode=0o700, parents=True)
     save_key(keyring_dir / f"{FAUCET_NAME}.json", faucet, passphrase, FAUCET_NAME)
 
-    nodes = []
-    for i, (moniker, key) in enumerate(zip(monikers, node_keys, strict=True)):
-        home = root / moniker
-        home.mkdir(mode=0o700)
-        # The same bytes everywhere: every node must compute the same genesis hash.
-        atomic_write(home / "genesis.json", genesis_bytes)
-        save_key(home / "node_key.json", key, passphrase, moniker)
-        write_node_config(
-            home,
-            moniker=moniker,
-            http_port=http_ports[i],
-            p2p_port=p2p_ports[i],
+    # Each member's part, as on its own machine: a home, then a signed contribution.
+    homes = []
+    contributions = []
+    for i in range(validators):
+        key = PrivateKey.generate()
+        info = init_home(
+            root / f"node{i}",
+            f"node{i}",
+            passphrase,
+            key=key,
+            http=(LOCAL_HOST, http_ports[i]),
+            p2p=(LOCAL_HOST, p2p_ports[i]),
             block_interval_ms=block_interval_ms,
-            # Every other validator: a devnet is a full mesh of members.
-            peers=[
-                (other.public_key, LOCAL_HOST, p2p_ports[j])
-                for j, other in enumerate(node_keys)
-                if j != i
-            ],
         )
+        homes.append(info)
+        contributions.append(
+            make_contribution(key, chain_id, info.moniker, info.p2p_address, VALIDATOR_SELF_BOND)
+        )
+    # The coordinator's part. Producers are elected by stake; each validator starts
+    # with a self-bond. The faucet is the devnet's registrar (approves merchants and
+    # attestors) and receives the chain's commerce fee.
+    genesis = assemble(
+        chain_id,
+        contributions,
+        accounts=[(faucet.address, faucet_balance)],
+        validator_balance=validator_balance,
+        params=params,
+        genesis_time_ms=genesis_time_ms,
+        commerce=CommerceGenesis(registrars=(faucet.address,), treasury=faucet.address),
+    )
+    genesis_bytes = genesis_json_bytes(genesis)
+    nodes = []
+    for i, info in enumerate(homes):
+        # Every member installs the same bytes; the peers (a full mesh) come from them.
+        install_genesis(info.home, genesis_bytes, genesis.hash)
         nodes.append(
             NodeLayout(
                 index=i,
-                moniker=moniker,
-                home=home,
-                public_key=key.public_key,
-                address=format_address(key.address),
+                moniker=info.moniker,
+                home=info.home,
+                public_key=info.public_key,
+                address=info.address,
                 http_port=http_ports[i],
                 p2p_port=p2p_ports[i],
             )
@@ -206,51 +196,6 @@ def create_localnet(
         faucet_address=format_address(faucet.address),
         nodes=tuple(nodes),
     )
-
-
-def write_node_config(
-    home: Path | str,
-    *,
-    moniker: str,
-    http_port: int,
-    p2p_port: int,
-    http_host: str = LOCAL_HOST,
-    p2p_host: str = LOCAL_HOST,
-    block_interval_ms: int = 1000,
-    data_dir: str = "data",
-    mempool_shards: int = 4,
-    mempool_per_account_cap: int = 64,
-    mempool_per_shard_cap: int = 50_000,
-    mempool_verify_threads: int = 2,
-    peers: Sequence[tuple[bytes, str, int]] = (),
-) -> Path:
-    """Write ``home/config.json`` (node-local settings, read by ``node.config``).
-
-    ``data_dir`` is relative to ``home`` so that a node directory can be moved as
-    a whole. Settings not written here take ``node.config``'s defaults.
-    """
-    for name, port in (("http_port", http_port), ("p2p_port", p2p_port)):
-        if not 1 <= port <= 65535:
-            raise LocalnetError(f"{name} must be in 1..65535, got {port}")
-    config = {
-        "moniker": moniker,
-        "http_host": http_host,
-        "http_port": http_port,
-        "p2p_host": p2p_host,
-        "p2p_port": p2p_port,
-        "block_interval_ms": block_interval_ms,
-        "data_dir": data_dir,
-        "mempool": {
-            "shards": mempool_shards,
-            "per_account_cap": mempool_per_account_cap,
-            "per_shard_cap": mempool_per_shard_cap,
-            "verify_threads": mempool_verify_threads,
-        },
-        "peers": [{"public_key": pk.hex(), "host": host, "port": port} for pk, host, port in peers],
-    }
-    path = Path(home) / "config.json"
-    atomic_write(path, (json.dumps(config, indent=2) + "\n").encode(), mode=0o644)
-    return path
 
 
 def _ports(base: int | None, count: int) -> list[int]:

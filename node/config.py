@@ -9,11 +9,12 @@ from typing import Any
 
 from apps.commerce.feed import FeedLimits
 from core import LiveLedgerError
-from p2p.messages import MAX_CHUNK_BYTES
 
-CONFIG_FILE = "config.json"
-GENESIS_FILE = "genesis.json"
-NODE_KEY_FILE = "node_key.json"
+# The home's layout is fixed where homes are made (``genesis.home``, ``liveledger init``).
+from genesis.home import CONFIG_FILE
+from genesis.home import GENESIS_FILE as GENESIS_FILE
+from genesis.home import NODE_KEY_FILE as NODE_KEY_FILE
+from p2p.messages import MAX_CHUNK_BYTES
 
 
 class ConfigError(LiveLedgerError):
@@ -138,6 +139,10 @@ class NodeConfig:
     http_port: int = 26657
     p2p_host: str = "127.0.0.1"
     p2p_port: int = 26656
+    # The address other members dial ("" / 0: the p2p listen address); what
+    # ``liveledger genesis contribute`` publishes.
+    external_host: str = ""
+    external_port: int = 0
     block_interval_ms: int = 1000
     data_dir: str = "data"
     # Upper bound for one POST body (a batch of transactions).
@@ -283,6 +288,10 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(f"{path}: snapshot_interval must be at least 1")
     if not 1 <= config.snapshot_chunk_bytes <= MAX_CHUNK_BYTES:
         raise ConfigError(f"{path}: snapshot_chunk_bytes must be in 1..{MAX_CHUNK_BYTES}")
+    if config.external_port > 65535:
+        raise ConfigError(
+            f"{path}: external_port must be at most 65535, got {config.external_port}"
+        )
     if config.block_interval_ms < 10:
         raise ConfigError(
             f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"

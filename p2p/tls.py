@@ -6,7 +6,7 @@ Reusing the key across protocols is safe because every signature it makes
 is domain-separated: TLS 1.3 CertificateVerify signs 64 spaces and a context
 string before the transcript hash, X.509 signs a DER ``TBSCertificate``
 (first byte 0x30), and LiveLedger signs ``SignDomain || chain id || body``
-(first byte 0x01..0x04). No signature of one kind parses as another.
+(first byte 0x01..0x05, or 0xF0). No signature of one kind parses as another.
 
 Why the certificate is offered in clear before TLS: Python's ``ssl`` offers no
 verify callback, and OpenSSL aborts the handshake on a self-signed client

@@ -1,0 +1,241 @@
+"""A member's node home: created by ``init``, completed by installing a genesis document.
+
+Layout (everything a node reads at start; nothing here is ever sent anywhere)::
+
+    HOME/node_key.json   the node key, encrypted as the keyring's keys are (mode 0600)
+    HOME/config.json     node-local settings, read by ``node.config`` (mode 0644)
+    HOME/genesis.json    written by ``install_genesis`` once the ceremony is over
+
+The node key is the member's identity everywhere: it signs votes and blocks, its
+account pays the member's fees and holds its self-bond, and the p2p layer derives
+the node's TLS certificate from it at every start (``p2p.tls.make_certificate``,
+deterministic), so there is no certificate file to create, copy or lose.
+
+``config.json`` stays JSON rather than the ``config.toml`` the issue names: the
+file is written by these functions, two mempool settings take ``null`` (which TOML
+cannot say), and nodes, tests and tools already read and edit it as JSON;
+docs/node.md says more.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import LiveLedgerError
+from core.keys import PrivateKey, format_address
+from core.keystore import atomic_write, read_key_info, save_key
+from genesis.document import (
+    Genesis,
+    InvalidGenesis,
+    format_net_address,
+    parse_json,
+    parse_net_address,
+)
+
+CONFIG_FILE = "config.json"
+GENESIS_FILE = "genesis.json"
+NODE_KEY_FILE = "node_key.json"
+LOCAL_HOST = "127.0.0.1"
+DEFAULT_HTTP = (LOCAL_HOST, 26657)
+DEFAULT_P2P = ("0.0.0.0", 26656)
+
+
+class HomeError(LiveLedgerError):
+    """A node home cannot be created, read or completed where asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class HomeInfo:
+    """What ``init_home`` made: public facts only (never the key's secret)."""
+
+    home: Path
+    moniker: str
+    public_key: bytes
+    address: str
+    # "host:port" peers dial, or "" when only a listen-on-all address is known.
+    p2p_address: str
+
+
+def init_home(
+    home: Path | str,
+    moniker: str,
+    passphrase: str,
+    *,
+    key: PrivateKey | None = None,
+    http: tuple[str, int] = DEFAULT_HTTP,
+    p2p: tuple[str, int] = DEFAULT_P2P,
+    external: tuple[str, int] | None = None,
+    block_interval_ms: int = 1000,
+    timeout_propose_ms: int = 3000,
+) -> HomeInfo:
+    """Create a node home: a new node key (or ``key``) encrypted under ``passphrase``,
+    and ``config.json`` with the listen and external addresses, no peers yet.
+
+    Refuses a ``home`` that exists and is not empty: a second ``init`` must never
+    replace a member's key. ``external`` is the address other members dial (default:
+    the p2p listen address).
+    """
+    root = Path(home)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise HomeError(f"{root} exists and is not an empty directory; refusing to overwrite it")
+    if key is None:
+        key = PrivateKey.generate()
+    try:
+        # 0700: the key file is encrypted, but the home is nobody else's business.
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HomeError(f"cannot create {root}: {exc.strerror or exc}") from None
+    save_key(root / NODE_KEY_FILE, key, passphrase, moniker)
+    ext_host, ext_port = external if external is not None else p2p
+    write_node_config(
+        root,
+        moniker=moniker,
+        http_host=http[0],
+        http_port=http[1],
+        p2p_host=p2p[0],
+        p2p_port=p2p[1],
+        external_host=ext_host if external is not None else "",
+        external_port=ext_port if external is not None else 0,
+        block_interval_ms=block_interval_ms,
+        timeout_propose_ms=timeout_propose_ms,
+    )
+    return HomeInfo(
+        home=root,
+        moniker=moniker,
+        public_key=key.public_key,
+        address=format_address(key.address),
+        p2p_address=external_address(read_config(root)),
+    )
+
+
+def write_node_config(
+    home: Path | str,
+    *,
+    moniker: str,
+    http_port: int,
+    p2p_port: int,
+    http_host: str = LOCAL_HOST,
+    p2p_host: str = LOCAL_HOST,
+    external_host: str = "",
+    external_port: int = 0,
+    block_interval_ms: int = 1000,
+    timeout_propose_ms: int = 3000,
+    data_dir: str = "data",
+    mempool_shards: int = 4,
+    mempool_per_account_cap: int = 64,
+    mempool_per_shard_cap: int = 50_000,
+    mempool_verify_threads: int = 2,
+    peers: Sequence[tuple[bytes, str, int]] = (),
+) -> Path:
+    """Write ``home/config.json`` (node-local settings, read by ``node.config``).
+
+    ``data_dir`` is relative to ``home`` so that a node directory can be moved as
+    a whole. Settings not written here take ``node.config``'s defaults. The
+    ``pruning`` section is empty: retention settings go there (docs/node.md).
+    """
+    for name, port in (("http_port", http_port), ("p2p_port", p2p_port)):
+        if not 1 <= port <= 65535:
+            raise HomeError(f"{name} must be in 1..65535, got {port}")
+    if external_port and not 1 <= external_port <= 65535:
+        raise HomeError(f"external_port must be in 1..65535, got {external_port}")
+    config: dict[str, Any] = {
+        "moniker": moniker,
+        "http_host": http_host,
+        "http_port": http_port,
+        "p2p_host": p2p_host,
+        "p2p_port": p2p_port,
+        "external_host": external_host,
+        "external_port": external_port,
+        "block_interval_ms": block_interval_ms,
+        "timeout_propose_ms": timeout_propose_ms,
+        "data_dir": data_dir,
+        "mempool": {
+            "shards": mempool_shards,
+            "per_account_cap": mempool_per_account_cap,
+            "per_shard_cap": mempool_per_shard_cap,
+            "verify_threads": mempool_verify_threads,
+        },
+        "pruning": {},
+        "peers": [{"public_key": pk.hex(), "host": host, "port": port} for pk, host, port in peers],
+    }
+    return _write_config(Path(home), config)
+
+
+def read_config(home: Path | str) -> dict[str, Any]:
+    """``home/config.json`` as written (``node.config.load_config`` checks every setting)."""
+    path = Path(home) / CONFIG_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HomeError(
+            f"no {CONFIG_FILE} in {home}; is it a node home (liveledger init)?"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise HomeError(f"cannot read {path}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise HomeError(f"{path} must hold a JSON object")
+    return doc
+
+
+def external_address(config: dict[str, Any]) -> str:
+    """The "host:port" other members dial, from a config's external or p2p settings."""
+    host = config.get("external_host") or config.get("p2p_host", "")
+    port = config.get("external_port") or config.get("p2p_port", 0)
+    if not isinstance(host, str) or not host or type(port) is not int:
+        return ""
+    return format_net_address(host, port)
+
+
+def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesis:
+    """Put the genesis document ``data`` (``genesis.json`` bytes) into a node home.
+
+    Refuses, writing nothing, a document that does not parse or whose hash is not
+    ``expect_hash`` (the hash members compared out of band), and a home that
+    already holds a different genesis. Then every other validator with a published
+    address becomes a peer in ``config.json`` (peers the operator added by hand
+    stay). Returns the document.
+    """
+    root = Path(home)
+    config = read_config(root)
+    genesis = Genesis.from_json(parse_json(data))
+    # The hash is what members agreed on; anything else is another chain.
+    if genesis.hash != expect_hash:
+        raise InvalidGenesis(
+            f"genesis hash is {genesis.hash.hex()}, expected {expect_hash.hex()}: "
+            "not the document the members agreed on; nothing installed"
+        )
+    target = root / GENESIS_FILE
+    if target.exists():
+        try:
+            held = Genesis.from_json(parse_json(target.read_bytes())).hash
+        except InvalidGenesis:
+            held = b""
+        # A home belongs to one chain: its data and consensus state are that chain's.
+        if held != genesis.hash:
+            raise HomeError(
+                f"{target} already holds another genesis ({held.hex() or 'unreadable'}); "
+                "a home belongs to one chain"
+            )
+    own = read_key_info(root / NODE_KEY_FILE).public_key
+    listed = [v for v in genesis.validators if v.address and v.public_key != own]
+    keys = {v.public_key.hex() for v in listed}
+    kept = [p for p in config.get("peers", []) if p.get("public_key") not in keys]
+    peers = []
+    for v in listed:
+        host, port = parse_net_address(v.address)
+        peers.append({"public_key": v.public_key.hex(), "host": host, "port": port})
+    config["peers"] = peers + kept
+    _write_config(root, config)
+    # The bytes as agreed (the hash is over the document, not its whitespace).
+    atomic_write(target, data)
+    return genesis
+
+
+def _write_config(home: Path, config: dict[str, Any]) -> Path:
+    path = home / CONFIG_FILE
+    atomic_write(path, (json.dumps(config, indent=2) + "\n").encode(), mode=0o644)
+    return path

@@ -1,0 +1,277 @@
+"""The genesis ceremony's functions: node homes, signed contributions, assembly, install."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import stat
+
+import pytest
+
+from core import PrivateKey, parse_address
+from core.keystore import load_key
+from genesis import (
+    HomeError,
+    InvalidContribution,
+    InvalidGenesis,
+    SignedContribution,
+    assemble,
+    genesis_json_bytes,
+    genesis_state,
+    init_home,
+    install_genesis,
+    load_contribution,
+    load_genesis,
+    make_contribution,
+    save_contribution,
+)
+from genesis.document import Genesis, GenesisValidator, parse_net_address
+from node.config import load_config
+from vm import ChainParams
+from vm.accounts import Account, account_key
+
+CHAIN = "consortium-1"
+PASS = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """Four homes made by init_home, each with a contribution signed by its node key."""
+    root = tmp_path_factory.mktemp("members")
+    out = []
+    for i, name in enumerate(("platform", "brand-a", "brand-b", "logistics")):
+        info = init_home(
+            root / name,
+            name,
+            PASS,
+            http=("127.0.0.1", 27000 + i),
+            p2p=("0.0.0.0", 27100 + i),
+            external=(f"10.0.0.{i + 1}", 26656),
+        )
+        key = load_key(info.home / "node_key.json", PASS)
+        out.append((info, make_contribution(key, CHAIN, name, info.p2p_address, 5_000)))
+    return out
+
+
+def test_init_makes_a_home_with_an_encrypted_key_and_config(members):
+    info, _ = members[1]
+    assert sorted(p.name for p in info.home.iterdir()) == ["config.json", "node_key.json"]
+    assert stat.S_IMODE(info.home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((info.home / "node_key.json").stat().st_mode) == 0o600
+    key = load_key(info.home / "node_key.json", PASS)
+    assert key.public_key == info.public_key
+    assert key.seed.hex() not in (info.home / "config.json").read_text()
+    config = load_config(info.home)
+    assert (config.moniker, config.p2p_host, config.p2p_port) == ("brand-a", "0.0.0.0", 27101)
+    assert (config.external_host, config.external_port) == ("10.0.0.2", 26656)
+    assert (config.http_host, config.http_port) == ("127.0.0.1", 27001)
+    assert config.peers == ()
+    assert info.p2p_address == "10.0.0.2:26656"
+
+
+def test_init_refuses_an_existing_home(members, tmp_path):
+    info, _ = members[0]
+    before = (info.home / "node_key.json").read_bytes()
+    with pytest.raises(HomeError, match="refusing to overwrite"):
+        init_home(info.home, "again", PASS)
+    assert (info.home / "node_key.json").read_bytes() == before
+    # An empty directory is a fine place for a home.
+    (tmp_path / "empty").mkdir()
+    assert init_home(tmp_path / "empty", "x", "").moniker == "x"
+
+
+def test_assembled_genesis_lists_every_contribution(members):
+    faucet = PrivateKey.generate()
+    genesis = assemble(
+        CHAIN,
+        [c for _, c in members],
+        accounts=[(faucet.address, 10**12)],
+        validator_balance=7_000,
+        genesis_time_ms=1_000,
+    )
+    assert [v.name for v in genesis.validators] == [i.moniker for i, _ in members]
+    assert [v.address for v in genesis.validators] == [f"10.0.0.{i}:26656" for i in range(1, 5)]
+    assert genesis.staking is not None and genesis.staking.self_bond == 5_000
+    state = genesis_state(genesis)
+    for info, _ in members:
+        account = Account.decode(state[account_key(parse_address(info.address))])
+        assert account.balance == 7_000
+    # The same inputs give the same document: anyone can re-assemble and compare.
+    again = assemble(
+        CHAIN,
+        [c for _, c in members],
+        accounts=[(faucet.address, 10**12)],
+        validator_balance=7_000,
+        genesis_time_ms=1_000,
+    )
+    assert again.hash == genesis.hash
+    # The addresses are part of the hash members compare.
+    moved = Genesis.from_json(
+        {
+            **genesis.to_json(),
+            "validators": [
+                {**v, "address": "10.9.9.9:1"} if i == 0 else v
+                for i, v in enumerate(genesis.to_json()["validators"])
+            ],
+        }
+    )
+    assert moved.hash != genesis.hash
+
+
+def test_a_contribution_round_trips_through_its_file(members, tmp_path):
+    _, signed = members[0]
+    save_contribution(tmp_path / "c.json", signed)
+    assert load_contribution(tmp_path / "c.json") == signed
+
+
+def _file(tmp_path, signed, **changes):
+    doc = {**signed.to_json(), **changes}
+    path = tmp_path / "contribution.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, why",
+    [
+        ({"stake": 5_001}, "signature does not verify"),
+        ({"address": "10.0.0.66:26656"}, "signature does not verify"),
+        ({"moniker": "impostor"}, "signature does not verify"),
+        ({"chain_id": "other-chain"}, "is for chain 'other-chain'"),
+    ],
+)
+def test_a_forged_contribution_is_refused(members, tmp_path, changes, why):
+    _, signed = members[0]
+    forged = load_contribution(_file(tmp_path, signed, **changes))
+    with pytest.raises(InvalidContribution, match=why):
+        assemble(CHAIN, [forged, *(c for _, c in members[1:])])
+
+
+def test_a_contribution_signed_by_another_key_is_refused(members):
+    # Someone submitting a member's public key with their own signature.
+    _, victim = members[0]
+    mallory = PrivateKey.generate()
+    theirs = make_contribution(mallory, CHAIN, "platform", "10.0.0.1:26656", 5_000)
+    doc = {**theirs.to_json(), "public_key": victim.contribution.public_key.hex()}
+    with pytest.raises(InvalidContribution, match="signature does not verify"):
+        assemble(CHAIN, [SignedContribution.from_json(doc)])
+
+
+@pytest.mark.parametrize("field", ["public key", "moniker", "address"])
+def test_duplicates_are_refused(members, field):
+    _, first = members[0]
+    other = PrivateKey.generate()
+    c = first.contribution
+    if field == "public key":
+        dup = first
+    elif field == "moniker":
+        dup = make_contribution(other, CHAIN, c.moniker, "10.0.0.77:26656", c.stake)
+    else:
+        dup = make_contribution(other, CHAIN, "someone", c.address, c.stake)
+    with pytest.raises(InvalidContribution, match=f"duplicate {field}"):
+        assemble(CHAIN, [first, dup])
+
+
+def test_stakes_are_checked(members):
+    key = PrivateKey.generate()
+    unlike = make_contribution(key, CHAIN, "late", "10.0.0.9:26656", 4_999)
+    with pytest.raises(InvalidContribution, match="stakes differ"):
+        assemble(CHAIN, [members[0][1], unlike])
+    low = make_contribution(key, CHAIN, "late", "10.0.0.9:26656", 10)
+    with pytest.raises(InvalidContribution, match="below min_self_bond 100"):
+        assemble(CHAIN, [low], params=ChainParams(min_self_bond=100))
+    with pytest.raises(InvalidContribution, match="no contributions"):
+        assemble(CHAIN, [])
+
+
+@pytest.mark.parametrize(
+    "address, why",
+    [
+        ("0.0.0.0:26656", "listen-on-all"),
+        ("[::]:26656", "listen-on-all"),
+        ("node.example.com", "host:port"),
+        ("node.example.com:0", "host:port"),
+        ("node.example.com:65536", "1..65535"),
+        ("node.example.com:026656", "host:port"),
+        ("[1::2::3]:1", "IPv6"),
+    ],
+)
+def test_addresses_must_be_dialable(address, why):
+    with pytest.raises(InvalidGenesis, match=why):
+        make_contribution(PrivateKey.generate(), CHAIN, "m", address, 1)
+
+
+def test_network_addresses_parse():
+    assert parse_net_address("node-1.example.com:26656") == ("node-1.example.com", 26656)
+    assert parse_net_address("[::1]:9") == ("::1", 9)
+    assert parse_net_address("192.0.2.7:1") == ("192.0.2.7", 1)
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"extra": 1}, "unknown \\['extra'\\]"),
+        ({"version": 2}, "version must be 1"),
+        ({"stake": "5000"}, "stake must be an integer"),
+        ({"signature": "AB" * 64}, "lower-case hex"),
+    ],
+)
+def test_contribution_files_are_read_strictly(members, tmp_path, change, why):
+    _, signed = members[0]
+    with pytest.raises(InvalidContribution, match=why):
+        load_contribution(_file(tmp_path, signed, **change))
+    path = tmp_path / "float.json"
+    path.write_text(json.dumps(signed.to_json()).replace('"stake": 5000', '"stake": 5000.0'))
+    with pytest.raises(InvalidContribution, match="integers"):
+        load_contribution(path)
+
+
+def test_install_checks_the_hash_and_fills_peers(members, tmp_path):
+    genesis = assemble(CHAIN, [c for _, c in members], genesis_time_ms=5)
+    data = genesis_json_bytes(genesis)
+    info, _ = members[2]
+    config_before = (info.home / "config.json").read_bytes()
+    wrong = bytes(32)
+    with pytest.raises(InvalidGenesis, match="nothing installed"):
+        install_genesis(info.home, data, wrong)
+    # Refused: nothing written.
+    assert not (info.home / "genesis.json").exists()
+    assert (info.home / "config.json").read_bytes() == config_before
+
+    install_genesis(info.home, data, genesis.hash)
+    assert load_genesis(info.home / "genesis.json").hash == genesis.hash
+    peers = load_config(info.home).peers
+    others = [m for m in members if m[0] is not info]
+    assert [p.public_key for p in peers] == [m[0].public_key.hex() for m in others]
+    assert [(p.host, p.port) for p in peers] == [
+        parse_net_address(m[0].p2p_address) for m in others
+    ]
+    # Installing again is harmless; another chain's genesis is refused.
+    install_genesis(info.home, data, genesis.hash)
+    assert len(load_config(info.home).peers) == 3
+    other = assemble(
+        "other-chain",
+        [make_contribution(PrivateKey.generate(), "other-chain", "x", "10.1.1.1:1", 1)],
+    )
+    with pytest.raises(HomeError, match="already holds another genesis"):
+        install_genesis(info.home, genesis_json_bytes(other), other.hash)
+
+
+def test_validator_addresses_in_the_file_form():
+    key = PrivateKey.generate()
+    with_address = GenesisValidator("v", key.public_key, 1, "10.0.0.1:26656")
+    plain = GenesisValidator("w", PrivateKey.generate().public_key, 1)
+    genesis = assemble(CHAIN, [make_contribution(key, CHAIN, "v", "10.0.0.1:26656", 1)])
+    doc = genesis.to_json()
+    assert doc["validators"][0]["address"] == with_address.address
+    # Without a published address the file form has no "address" field.
+    unlisted = dataclasses.replace(genesis, validators=(plain,), staking=None)
+    assert "address" not in unlisted.to_json()["validators"][0]
+    assert Genesis.from_json(unlisted.to_json()) == unlisted
+    assert Genesis.from_json(doc) == genesis
+    doc["validators"][0]["address"] = ""
+    with pytest.raises(InvalidGenesis, match="leave it out rather than empty"):
+        Genesis.from_json(doc)
+    doc["validators"][0]["address"] = "0.0.0.0:1"
+    with pytest.raises(InvalidGenesis, match="listen-on-all"):
+        Genesis.from_json(doc)
