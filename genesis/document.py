@@ -225,7 +225,7 @@ class Genesis(Wire):
         doc: dict[str, Any] = {
             "chain_id": self.chain_id,
             "genesis_time_ms": self.genesis_time_ms,
-            "params": _params_to_json(self.params),
+            "params": params_to_json(self.params),
             "accounts": [
                 {"address": format_address(a.address), "balance": a.balance} for a in self.accounts
             ],
@@ -500,7 +500,8 @@ def _param_types() -> dict[str, Any]:
     return out
 
 
-def _params_to_json(params: ChainParams) -> dict[str, Any]:
+def params_to_json(params: ChainParams) -> dict[str, Any]:
+    """The parameters by name, as ``genesis.json`` and ``GET /v1/params`` show them."""
     out: dict[str, Any] = {}
     for name, hint in _param_types().items():
         value = getattr(params, name)

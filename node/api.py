@@ -681,7 +681,17 @@ GENESIS_DOCUMENT = Component(
             "genesis_time_ms": UINT,
             "params": ChainParams,
             "accounts": array(obj({"address": ref("Address"), "balance": UINT})),
-            "validators": array(obj({"name": STR, "public_key": PUBLIC_KEY, "power": UINT})),
+            "validators": array(
+                obj(
+                    {
+                        "name": STR,
+                        "public_key": PUBLIC_KEY,
+                        "power": UINT,
+                        "address": described(STR, "host:port its node listens on for peers"),
+                    },
+                    optional=("address",),
+                )
+            ),
             "staking": obj({"self_bond": UINT}),
             "commerce": CommerceGenesis,
         },

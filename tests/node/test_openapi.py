@@ -18,6 +18,7 @@ from apps.commerce import payloads as tx
 from apps.commerce.codes import ERROR_CODES
 from apps.commerce.http import sign_read_request
 from apps.commerce.model import ItemId
+from consensus.governance import PROPOSE_PARAM_CHANGE, ProposeParamChange
 from core import TxBody, pack_raw, sign_tx
 from node.api import ROUTE_TABLES
 from node.openapi import OPENAPI_PATH, build_openapi, openapi_json
@@ -337,6 +338,16 @@ async def test_answers_match_the_documented_schemas(node_client):
     # Staking reads.
     await fetch(client, c, "/v1/staking/candidates")
     await fetch(client, c, "/v1/staking/producers")
+    await fetch(client, c, "/v1/staking/members")
+    await fetch(client, c, "/v1/params")
+    proposals = "/v1/governance/proposals"
+    await fetch(client, c, f"{proposals}/{{id}}", f"{proposals}/1", status=404)
+    await d.run(node.key, PROPOSE_PARAM_CHANGE, ProposeParamChange("min_fee", 1000))
+    body = await fetch(client, c, proposals, f"{proposals}?start=1&limit=5")
+    assert body["proposals"][0]["status"] == "open"
+    await fetch(client, c, f"{proposals}/{{id}}", f"{proposals}/1")
+    await fetch(client, c, proposals, f"{proposals}?limit=0", status=400)
+    await fetch(client, c, f"{proposals}/{{id}}", f"{proposals}/x", status=400)
 
     # WebSocket feeds: every message fits the schemas under x-websocket.
     ws_op = doc["paths"]["/v1/sessions/{id}/events"]["get"]

@@ -7,9 +7,11 @@ import asyncio
 from consensus import is_member
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,
+    PROPOSE_PARAM_CHANGE,
     PROPOSE_REMOVE_MEMBER,
     VOTE_PROPOSAL,
     ProposeAdmitMember,
+    ProposeParamChange,
     ProposeRemoveMember,
     VoteProposal,
 )
@@ -89,3 +91,72 @@ async def test_a_producer_removed_by_governance_may_still_connect(node_client):
     assert node.is_member(me)
     assert node.is_member(newcomer)
     assert not node.is_member(PrivateKey.generate().public_key)
+
+
+async def test_members_proposals_and_params_follow_governance(node_client):
+    client, node, _faucet = node_client
+    me = node.key.public_key
+    chain_id = node.genesis.chain_id
+    newcomer = PrivateKey.generate().public_key
+
+    doc = await (await client.get("/v1/staking/members")).json()
+    assert doc["members"] == [
+        {"public_key": me.hex(), "name": "node0", "admitted_height": 0, "candidate": True}
+    ]
+    doc = await (await client.get("/v1/params")).json()
+    assert doc["params"] == node.genesis.to_json()["params"] and doc["pending"] == []
+    doc = await (await client.get("/v1/governance/proposals")).json()
+    assert doc["proposals"] == [] and doc["next_id"] == 1
+
+    steps = [
+        (PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(newcomer, "newcomer")),
+        (PROPOSE_PARAM_CHANGE, ProposeParamChange("min_fee", 1500)),
+        (VOTE_PROPOSAL, VoteProposal(1)),
+        (VOTE_PROPOSAL, VoteProposal(2)),
+    ]
+    heights = []
+    for nonce, (tx_type, payload) in enumerate(steps):
+        body = TxBody(nonce, 1000, 1000, tx_type, payload.encode())
+        resp = await client.post(
+            "/v1/txs", json={"tx": sign_tx(node.key, chain_id, body).encode().hex()}
+        )
+        done = await wait_committed(client, (await resp.json())["hash"])
+        assert done["receipt"]["code"] == "ok", done
+        heights.append(done["height"])
+
+    doc = await (await client.get("/v1/staking/members")).json()
+    admitted = {m["name"]: m for m in doc["members"]}["newcomer"]
+    assert admitted == {
+        "public_key": newcomer.hex(),
+        "name": "newcomer",
+        "admitted_height": heights[2],
+        "candidate": False,
+    }
+    doc = await (await client.get("/v1/governance/proposals?start=1&limit=1")).json()
+    assert doc["next_id"] == 3 and [p["id"] for p in doc["proposals"]] == [1]
+    (first,) = doc["proposals"]
+    assert first["action"] == "admit_member" and first["status"] == "passed"
+    assert first["voters"] == [me.hex()] and first["passed_height"] == heights[2]
+    doc = await (await client.get("/v1/governance/proposals/2")).json()
+    change = doc["proposal"]
+    assert (change["action"], change["name"], change["value"]) == ("change_param", "min_fee", 1500)
+    assert change["public_key"] is None
+    resp = await client.get("/v1/governance/proposals/3")
+    assert resp.status == 404 and (await resp.json())["code"] == "not_found"
+    resp = await client.get("/v1/governance/proposals?limit=0")
+    assert resp.status == 400 and (await resp.json())["code"] == "bad_param"
+
+    # The change waits for its height, then is in force: clients read fees from here.
+    effective = heights[3] + node.genesis.params.param_change_delay_blocks
+    doc = await (await client.get("/v1/params")).json()
+    if doc["height"] + 1 < effective:
+        assert doc["pending"] == [
+            {"effective_height": effective, "proposal_id": 2, "name": "min_fee", "value": 1500}
+        ]
+        assert doc["params"]["min_fee"] == 1000
+    for _ in range(200):
+        doc = await (await client.get("/v1/params")).json()
+        if doc["height"] + 1 >= effective:
+            break
+        await asyncio.sleep(0.05)
+    assert doc["params"]["min_fee"] == 1500 and doc["pending"] == []
