@@ -64,6 +64,10 @@ class NodeClient:
     def genesis(self) -> dict[str, Any]:
         return self.get("/v1/genesis")
 
+    def params(self) -> dict[str, Any]:
+        """The chain parameters in force (``{"height", "params", "pending"}``)."""
+        return self.get("/v1/params")
+
     def account(self, address: str, proof: bool = False) -> dict[str, Any]:
         return self.get(f"/v1/accounts/{address}" + ("?proof=true" if proof else ""))
 

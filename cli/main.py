@@ -19,7 +19,9 @@ from cli.keys import keys
 from cli.light import fetch_certified_header, producers_at, trusted_genesis
 from core import (
     LiveLedgerError,
+    PrivateKey,
     TxBody,
+    format_address,
     parse_address,
     sign_tx,
 )
@@ -110,13 +112,25 @@ def node() -> None:
     is_flag=True,
     help="An empty node joins from a peer's snapshot (as config's state_sync.enabled).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, with height, round, peer, tx_hash... as fields.",
+)
 @click.pass_context
 @clear_errors
-def node_start(ctx: click.Context, home: Path, observer: bool, state_sync: bool) -> None:
-    """Run the validator (or observer) whose home is HOME until SIGINT or SIGTERM."""
+def node_start(
+    ctx: click.Context, home: Path, observer: bool, state_sync: bool, log_format: str
+) -> None:
+    """Run the validator (or observer) whose home is HOME until SIGINT or SIGTERM.
+
+    The node key's passphrase comes from LIVELEDGER_PASSPHRASE (empty if unset).
+    """
     from node.run import configure_logging, run_node
 
-    configure_logging(ctx.obj["log_level"])
+    configure_logging(ctx.obj["log_level"], log_format)
     run_node(home, observer=observer, state_sync=state_sync)
 
 
@@ -135,12 +149,30 @@ def submit_tx(
 ) -> None:
     """Sign a transaction of the key NAME, send it, print its hash; with ``wait``, its outcome."""
     ring = Keyring(keyring)
-    address = ring.address(name)
+    ring.address(name)  # a missing key fails before the passphrase is asked for
     key = ring.load(name, passphrase_from_env_or_prompt(confirm=False))
+    sign_and_send(client, key, tx_type, payload, fee, nonce, wait)
+
+
+def sign_and_send(
+    client: NodeClient,
+    key: PrivateKey,
+    tx_type: str,
+    payload: bytes,
+    fee: int | None,
+    nonce: int | None,
+    wait: bool,
+) -> dict[str, Any] | None:
+    """Sign with ``key``, send, print the hash; with ``wait``, the height (or exit 3 with
+    the receipt's code) and return the committed transaction's document.
+
+    The fee (by default the minimum) and the expiry bound are the parameters in force
+    (``GET /v1/params``): governance may have changed them since genesis.
+    """
     status = client.status()
-    params = client.genesis()["genesis"]["params"]
+    params = client.params()["params"]
     if nonce is None:
-        nonce = client.account(address)["nonce"]
+        nonce = client.account(format_address(key.address))["nonce"]
     body = TxBody(
         nonce=nonce,
         fee=params["min_fee"] if fee is None else fee,
@@ -151,15 +183,17 @@ def submit_tx(
     tx = sign_tx(key, status["chain_id"], body)
     tx_hash = client.submit(tx.encode())
     click.echo(tx_hash)
-    if wait:
-        doc = client.wait_committed(tx_hash)
-        receipt = doc["receipt"]
-        if receipt["code"] != "ok":
-            click.echo(
-                f"error: {receipt['code']}: {receipt['message']} (height {doc['height']})", err=True
-            )
-            sys.exit(3)
-        click.echo(f"committed at height {doc['height']}")
+    if not wait:
+        return None
+    doc = client.wait_committed(tx_hash)
+    receipt = doc["receipt"]
+    if receipt["code"] != "ok":
+        click.echo(
+            f"error: {receipt['code']}: {receipt['message']} (height {doc['height']})", err=True
+        )
+        sys.exit(3)
+    click.echo(f"committed at height {doc['height']}")
+    return doc
 
 
 @main.group()
@@ -294,4 +328,7 @@ def audit_verify(home: Path) -> None:
     )
 
 
-from cli import commerce as _commerce  # noqa: E402, F401 -- adds the commerce groups to main
+# Importing these adds their commands and groups to main.
+from cli import ceremony as _ceremony  # noqa: E402, F401
+from cli import commerce as _commerce  # noqa: E402, F401
+from cli import operator as _operator  # noqa: E402, F401

@@ -351,7 +351,9 @@ class ConsensusEngine:
                 height, round_, None if pol_round < 0 else pol_round, block
             )
         except DoubleSignRefused as exc:
-            log.info("%d/%d: not proposing: %s", height, round_, exc)
+            log.info(
+                "%d/%d: not proposing: %s", height, round_, exc, extra={"height": height, "round": round_}
+            )
             return
         log.debug("%d/%d: proposing %s", height, round_, block.hash.hex()[:12])
         self._send_own(proposal)
@@ -380,7 +382,12 @@ class ConsensusEngine:
             # A new block must be dated close to our clock (proposer-based timestamps):
             # no producer moves the chain clock, which commerce deadlines follow.
             if not self._timely.get(round_, False):
-                log.info("%d/%d: proposal is not timely", self.height, round_)
+                log.info(
+                    "%d/%d: proposal is not timely",
+                    self.height,
+                    round_,
+                    extra={"height": self.height, "round": round_},
+                )
                 return NIL
             return block_hash if self.locked_round == -1 or self.locked_hash == block_hash else NIL
         # Prevoting the block we are locked on is always safe.
@@ -491,6 +498,7 @@ class ConsensusEngine:
             commit.round,
             block.hash.hex()[:12],
             len(commit.signatures),
+            extra={"height": height, "round": commit.round, "block_hash": block.hash},
         )
         # Precommits for this block that arrive later are counted (see _late_precommit).
         self._last_signers = {s.validator for s in commit.signatures}
@@ -764,7 +772,11 @@ class ConsensusEngine:
                 self._own[(vote.type, vote.round)] = vote
         if evidence is not None:
             log.warning(
-                "%d/%d: conflicting votes from %s", vote.height, vote.round, vote.validator.hex()
+                "%d/%d: conflicting votes from %s",
+                vote.height,
+                vote.round,
+                vote.validator.hex(),
+                extra={"height": vote.height, "round": vote.round, "validator": vote.validator},
             )
             if self.on_evidence is not None:
                 self.on_evidence(evidence)
@@ -794,7 +806,7 @@ class ConsensusEngine:
                 )
         if not self._is_valid(fb.block):
             raise NodeFault(f"height {height}: certified block {block_hash.hex()} is invalid here")
-        log.info("%d: catching up from a peer's certificate", height)
+        log.info("%d: catching up from a peer's certificate", height, extra={"height": height})
         self._blocks.setdefault(block_hash, fb.block)
         self._finalize(fb.block, fb.commit)
         # The sender is further ahead: ask it for the next block right away.
@@ -815,7 +827,9 @@ class ConsensusEngine:
             vote = self.privval.sign_vote(vote_type, height, round_, block_hash)
         except DoubleSignRefused as exc:
             # Expected after a restart: we already voted here, differently or later.
-            log.info("%d/%d: not voting: %s", height, round_, exc)
+            log.info(
+                "%d/%d: not voting: %s", height, round_, exc, extra={"height": height, "round": round_}
+            )
             return
         log.debug("%d/%d: %s %s", height, round_, vote_type.name, block_hash.hex()[:12] or "nil")
         self._send_own(vote)

@@ -252,7 +252,13 @@ class ChainApplication:
             # engine hands over only bodies it matched to their header on entry.
             executed = self.chain.verify(block, self.txs.get, body_matched=True)
         except Invalid as exc:
-            log.warning("invalid proposal %d %s: %s", block.header.height, block.hash.hex(), exc)
+            log.warning(
+                "invalid proposal %d %s: %s",
+                block.header.height,
+                block.hash.hex(),
+                exc,
+                extra={"height": block.header.height, "block_hash": block.hash},
+            )
             return False
         self._cache(executed)
         return True
@@ -493,7 +499,11 @@ class ConsensusService:
         try:
             engine.deliver(msg, peer, received_ms=received_ms)
         except Exception:
-            log.exception("consensus halted while handling a message from %s", peer.hex()[:16])
+            log.exception(
+                "consensus halted while handling a message from %s",
+                peer.hex()[:16],
+                extra={"peer": peer},
+            )
 
     def _on_bad_peer(self, peer: object, reason: str) -> None:
         log.warning(
@@ -515,10 +525,19 @@ class ConsensusService:
 
     def _submit_evidence(self, evidence: DuplicateVoteEvidence) -> None:
         """Turn two conflicting votes into a transaction anyone may submit: this node does."""
+        a, b = evidence.vote_a, evidence.vote_b
+        # vote_a and vote_b are what `liveledger staking submit-evidence` reads from a file.
         log.warning(
             "double sign by %s at height %d: submitting evidence",
-            evidence.vote_a.validator.hex()[:16],
-            evidence.vote_a.height,
+            a.validator.hex()[:16],
+            a.height,
+            extra={
+                "height": a.height,
+                "round": a.round,
+                "validator": a.validator,
+                "vote_a": a.encode(),
+                "vote_b": b.encode(),
+            },
         )
         payload = SubmitEvidence(evidence.vote_a, evidence.vote_b).encode()
         submit = self._submit_tx

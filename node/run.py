@@ -13,6 +13,7 @@ from aiohttp import web
 
 from node.api import NODE, create_app
 from node.consensus import ConsensusSeams
+from node.logs import configure_logging
 from node.service import Node
 
 log = logging.getLogger("node.run")
@@ -94,6 +95,7 @@ def run_node(
         node.config.moniker,
         node.config.http_host,
         node.config.http_port,
+        extra={"moniker": node.config.moniker, "node_key": node.key.public_key},
     )
     web.run_app(
         app,
@@ -105,15 +107,6 @@ def run_node(
         loop=uvloop.new_event_loop(),
         shutdown_timeout=5.0,
     )
-
-
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # asyncio's debug chatter is noise at INFO.
-    logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
 __all__ = ["build_app", "configure_logging", "run_node"]

@@ -189,7 +189,12 @@ class Node:
         )
         self.metrics.height.set(self.chain.height)
         self.metrics.finalized_height.set(self.chain.height)
-        log.info("opened chain %s at height %d", self.genesis.chain_id, self.chain.height)
+        log.info(
+            "opened chain %s at height %d",
+            self.genesis.chain_id,
+            self.chain.height,
+            extra={"chain_id": self.genesis.chain_id, "height": self.chain.height},
+        )
 
     async def start(self) -> None:
         """Start p2p and consensus (after ``open``, on the serving event loop); a node
@@ -365,7 +370,13 @@ class Node:
 
         async def go() -> None:
             (result,) = await self.submit([raw], own=True)
-            log.info("own %s transaction: %s %s", tx_type, result.code, result.message)
+            log.info(
+                "own %s transaction: %s %s",
+                tx_type,
+                result.code,
+                result.message,
+                extra={"tx_hash": result.hash, "tx_type": tx_type, "code": result.code},
+            )
 
         asyncio.get_running_loop().create_task(go())
 
@@ -411,6 +422,12 @@ class Node:
                 len(result.included),
                 executed.execute_seconds * 1000,
                 commit_seconds * 1000,
+                extra={
+                    "height": header.height,
+                    "round": commit.round,
+                    "block_hash": executed.block.hash,
+                    "txs": len(result.included),
+                },
             )
         self._after_commit_storage(header.height)
         for height_listener in list(self.height_listeners):

@@ -301,7 +301,7 @@ class P2PNode:
         """Drop connected peers that are no longer members (call after membership changes)."""
         for pk, conn in list(self._conns.items()):
             if not self.is_member(pk):
-                log.warning("dropping peer %s: no longer a member", short(pk))
+                log.warning("dropping peer %s: no longer a member", short(pk), extra={"peer": pk})
                 conn.close("no longer a member")
 
     def drop_peer(self, peer: bytes, reason: str, *, ban: bool = True) -> None:
@@ -327,7 +327,12 @@ class P2PNode:
     def connection_closed(self, conn: Connection, reason: str) -> None:
         if self._conns.get(conn.public_key) is conn:
             del self._conns[conn.public_key]
-            log.info("peer %s disconnected: %s", short(conn.public_key), reason)
+            log.info(
+                "peer %s disconnected: %s",
+                short(conn.public_key),
+                reason,
+                extra={"peer": conn.public_key},
+            )
             self._notify(self.on_disconnect, conn.public_key)
 
     def _ban(self, peer: bytes, reason: str, address: str = "-") -> None:
@@ -337,6 +342,7 @@ class P2PNode:
             address,
             reason,
             self.config.ban_seconds,
+            extra={"peer": peer, "peer_address": address},
         )
         self._banned[peer] = asyncio.get_running_loop().time() + self.config.ban_seconds
 
@@ -500,6 +506,7 @@ class P2PNode:
             short(pk),
             "outbound" if conn.stats.outbound else "inbound",
             conn.stats.address,
+            extra={"peer": pk, "peer_address": conn.stats.address},
         )
         if old is None:
             self._notify(self.on_connect, pk)
