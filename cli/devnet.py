@@ -47,7 +47,9 @@ def _serving(url: str) -> bool:
         return False
 
 
-def _spawn(home: Path, env: dict[str, str], log_level: str) -> subprocess.Popen[bytes]:
+def _spawn(
+    home: Path, env: dict[str, str], log_level: str, log_format: str = "text"
+) -> subprocess.Popen[bytes]:
     log = open(home / "node.log", "ab")
     return subprocess.Popen(
         [
@@ -60,6 +62,8 @@ def _spawn(home: Path, env: dict[str, str], log_level: str) -> subprocess.Popen[
             "start",
             "--home",
             str(home),
+            "--log-format",
+            log_format,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -81,7 +85,9 @@ def _stop_all(nodes: list[NodeProcess], timeout: float = 15.0) -> None:
             n.process.wait()
 
 
-def run_devnet(root: Path, validators: int, passphrase: str, log_level: str = "INFO") -> None:
+def run_devnet(
+    root: Path, validators: int, passphrase: str, log_level: str = "INFO", log_format: str = "text"
+) -> None:
     if not (root / "genesis.json").is_file():
         if root.exists() and any(root.iterdir()):
             raise click.ClickException(f"{root} exists, is not empty and holds no devnet")
@@ -102,7 +108,7 @@ def run_devnet(root: Path, validators: int, passphrase: str, log_level: str = "I
 
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
-    nodes = [NodeProcess(h, _url_of(h), _spawn(h, env, log_level)) for h in homes]
+    nodes = [NodeProcess(h, _url_of(h), _spawn(h, env, log_level, log_format)) for h in homes]
     devnet_file = root / DEVNET_FILE
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -83,14 +83,23 @@ main.add_command(keys)
 @main.command()
 @click.option("--dir", "root", default="devnet", show_default=True, type=click.Path(path_type=Path))
 @click.option("--validators", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Format of the nodes' node.log files (see node start).",
+)
 @click.pass_context
-def devnet(ctx: click.Context, root: Path, validators: int) -> None:
+def devnet(ctx: click.Context, root: Path, validators: int, log_format: str) -> None:
     """Create (on first run) and run a local validator network until Ctrl-C.
 
-    Keys are encrypted with LIVELEDGER_PASSPHRASE; a devnet allows it empty (the default).
+    The network is made by the genesis ceremony's own functions (init, contribute,
+    assemble, install), run for every validator in one place. Keys are encrypted with
+    LIVELEDGER_PASSPHRASE; a devnet allows it empty (the default).
     """
     passphrase = os.environ.get("LIVELEDGER_PASSPHRASE", "")
-    run_devnet(root, validators, passphrase, ctx.obj["log_level"])
+    run_devnet(root, validators, passphrase, ctx.obj["log_level"], log_format)
 
 
 @main.group()

@@ -223,7 +223,10 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
     own = read_key_info(root / NODE_KEY_FILE).public_key
     listed = [v for v in genesis.validators if v.address and v.public_key != own]
     keys = {v.public_key.hex() for v in listed}
-    kept = [p for p in config.get("peers", []) if p.get("public_key") not in keys]
+    held_peers = config.get("peers", [])
+    if not isinstance(held_peers, list) or not all(isinstance(p, dict) for p in held_peers):
+        raise HomeError(f"{root / CONFIG_FILE}: peers must be a list of objects")
+    kept = [p for p in held_peers if p.get("public_key") not in keys]
     peers = []
     for v in listed:
         host, port = parse_net_address(v.address)

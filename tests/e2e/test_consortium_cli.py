@@ -23,6 +23,7 @@ from genesis import free_ports, load_genesis
 from tests.e2e.helpers import Cluster, assert_one_chain, http_json, run_cli, wait_until
 
 STAKE = 1_000_000
+JAIL_BLOCKS = 30
 MEMBERS = ("platform", "brand-a", "brand-b", "logistics")
 
 
@@ -82,6 +83,7 @@ def consortium(tmp_path_factory):
     assembled = ok(
         "genesis", "assemble", "--chain-id", chain_id, *files, "-o", str(genesis_file),
         "--account", f"{faucet}={10**15}", "--registrar", faucet,
+        "--param", f"jail_blocks={JAIL_BLOCKS}",
     )  # fmt: skip
     genesis_hash = assembled.strip()
     assert ok("genesis", "hash", str(genesis_file)).strip() == genesis_hash
@@ -188,7 +190,8 @@ def test_staking_commands_and_reads(consortium):
     assert sorted(m["name"] for m in members) == sorted(MEMBERS)
     producers = json.loads(ok("query", "producers", "--node", url))
     assert len(producers["current"]["producers"]) == 4
-    refused(2, "unreachable", "query", "members", "--node", "http://127.0.0.1:1")
+    for read in ("members", "candidates", "producers", "proposals", "params"):
+        refused(2, "unreachable", "query", read, "--node", "http://127.0.0.1:1")
 
 
 def test_a_fifth_member_is_admitted_and_a_parameter_changes(consortium, tmp_path):
@@ -278,7 +281,16 @@ def test_evidence_from_a_file_jails_a_double_signer(consortium, tmp_path):
     assert "double_sign" in events(out)
     refused(3, "duplicate_evidence", "staking", "submit-evidence", str(evidence), *faucet)
     candidates = json.loads(ok("query", "candidates", "--node", url))["candidates"]
-    assert {c["member"]: c for c in candidates}["logistics"]["jailed"] is True
+    jailed = {c["member"]: c for c in candidates}["logistics"]
+    assert jailed["jailed"] is True and jailed["self_bond"] < STAKE
+    # Once its jail period (a genesis parameter of this chain) is served, it leaves jail.
+    home = ("--home", str(consortium["homes"][3]), "--wait")
+    if cluster[0].height() + 10 < jailed["jailed_until"]:
+        refused(3, "still_jailed", "staking", "unjail", *home)
+    cluster.wait_height(jailed["jailed_until"], timeout=60)
+    ok("staking", "unjail", *home)
+    candidates = json.loads(ok("query", "candidates", "--node", url))["candidates"]
+    assert {c["member"]: c for c in candidates}["logistics"]["jailed"] is False
     # The chain goes on: the running epoch's set still has its quorum.
     top = cluster[0].height()
     cluster.wait_height(top + 3, timeout=60)

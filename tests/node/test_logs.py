@@ -1,0 +1,55 @@
+"""JSON log lines: the message, the level and every ``extra=`` field, one object per line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from node.logs import JsonFormatter, configure_logging
+
+
+def test_a_record_becomes_one_json_line_with_its_extra_fields():
+    record = logging.getLogger("node.service").makeRecord(
+        "node.service",
+        logging.INFO,
+        __file__,
+        1,
+        "finalized block %d round %d",
+        (7, 1),
+        None,
+        extra={"height": 7, "round": 1, "peer": b"\xab" * 4, "votes": (b"\x01", b"\x02")},
+    )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    doc = json.loads(line)
+    assert doc["message"] == "finalized block 7 round 1"
+    assert (doc["level"], doc["logger"]) == ("INFO", "node.service")
+    assert (doc["height"], doc["round"], doc["peer"]) == (7, 1, "abababab")
+    assert doc["votes"] == ["01", "02"]
+    assert doc["time"].endswith("Z")
+    # Only what the call passed: none of the LogRecord's own attributes.
+    assert set(doc) == {"time", "level", "logger", "message", "height", "round", "peer", "votes"}
+
+
+def test_an_exception_is_one_field():
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("tests.node.logs")
+    log.addHandler(handler)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed", extra={"tx_hash": b"\x00" * 2})
+    finally:
+        log.removeHandler(handler)
+    doc = json.loads(out.getvalue())
+    assert doc["tx_hash"] == "0000" and "ValueError: boom" in doc["exc"]
+
+
+def test_an_unknown_format_is_refused():
+    with pytest.raises(ValueError, match="log format"):
+        configure_logging("INFO", "xml")
