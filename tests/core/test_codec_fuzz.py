@@ -86,7 +86,7 @@ def test_transaction_checks_refuse_with_invalid_or_accept(tx_type):
 def test_invariant_of_a_class_is_a_decode_error():
     # Found by the fuzzer: GenesisValidator checks its name in __post_init__ and raised
     # InvalidGenesis out of decode, which callers that catch DecodeError let through.
-    # [name "00000\x06", public key, power 1]
-    data = bytes.fromhex("93a6303030303006c420") + bytes(32) + b"\x01"
+    # [name "00000\x06", public key, power 1, address ""]
+    data = bytes.fromhex("94a6303030303006c420") + bytes(32) + b"\x01\xa0"
     with pytest.raises(DecodeError, match="validator name"):
         GenesisValidator.decode(data)
