@@ -352,7 +352,11 @@ class ConsensusEngine:
             )
         except DoubleSignRefused as exc:
             log.info(
-                "%d/%d: not proposing: %s", height, round_, exc, extra={"height": height, "round": round_}
+                "%d/%d: not proposing: %s",
+                height,
+                round_,
+                exc,
+                extra={"height": height, "round": round_},
             )
             return
         log.debug("%d/%d: proposing %s", height, round_, block.hash.hex()[:12])
@@ -828,7 +832,11 @@ class ConsensusEngine:
         except DoubleSignRefused as exc:
             # Expected after a restart: we already voted here, differently or later.
             log.info(
-                "%d/%d: not voting: %s", height, round_, exc, extra={"height": height, "round": round_}
+                "%d/%d: not voting: %s",
+                height,
+                round_,
+                exc,
+                extra={"height": height, "round": round_},
             )
             return
         log.debug("%d/%d: %s %s", height, round_, vote_type.name, block_hash.hex()[:12] or "nil")
