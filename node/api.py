@@ -61,6 +61,8 @@ from node.openapi import TX_REFUSAL_CODES, add_openapi_route
 from node.reader import NodeChainReader, header_of_block
 from node.render import BLOCK, RECEIPT, block_json, header_only_json, receipt_json
 from node.service import NODE, Node
+from node.simulate import ROUTES as SIMULATE_ROUTES
+from node.simulate import install as install_simulate
 from node.staking_api import ROUTES as STAKING_ROUTES
 from storage import MAX_KEY_SIZE
 from vm import Account, ChainParams, Receipt, account_key
@@ -81,7 +83,7 @@ BLOCK_READS: web.AppKey[asyncio.Semaphore] = web.AppKey("block_reads", asyncio.S
 # The node's routes; the chain objects every answer shares are documented first.
 ROUTES = RouteTable("node", components=(RECEIPT, BLOCK))
 # Every route of ``create_app``, in the order the OpenAPI document lists them.
-ROUTE_TABLES = (ROUTES, OPENAPI_ROUTES, COMMERCE_ROUTES, STAKING_ROUTES)
+ROUTE_TABLES = (ROUTES, SIMULATE_ROUTES, OPENAPI_ROUTES, COMMERCE_ROUTES, STAKING_ROUTES)
 
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None) -> web.Response:
@@ -526,7 +528,12 @@ ACCOUNT = Component(
             "address": ref("Address"),
             "height": HEIGHT,
             "balance": UINT,
-            "nonce": described(UINT, "the next nonce the account must use"),
+            "nonce": described(UINT, "the next nonce the account must use in a block"),
+            "next_nonce": described(
+                UINT,
+                "the nonce to sign next: after the account's transactions this node "
+                "holds pending (equal to `nonce` when it holds none)",
+            ),
             "state_root": described(HASH, "with `?proof=true`: the root at `height`"),
             "key": described(ref("Hex"), "with `?proof=true`: the state key"),
             "value": described(nullable(ref("Hex")), "with `?proof=true`: null if absent"),
@@ -541,6 +548,8 @@ ACCOUNT = Component(
     "/v1/accounts/{address}",
     "getAccount",
     "An account's balance and nonce",
+    "`next_nonce` is the nonce a client signs next, after the transactions of the "
+    "account this node holds pending (send several in a row without waiting). "
     "With `?proof=true`, a state proof of the account at `height` against that "
     "height's state root: check the root against the header (`GET "
     "/v1/blocks/{height}`) and its commit against the genesis producers.",
@@ -558,7 +567,7 @@ ACCOUNT = Component(
 )
 async def get_account(request: web.Request) -> web.Response:
     node = _node(request)
-    chain, _ = _ready(node)
+    chain, mempool = _ready(node)
     address = parse_address(request.match_info["address"])
     key = account_key(address)
     want_proof = request.query.get("proof", "").lower() in ("1", "true", "yes")
@@ -578,7 +587,10 @@ async def get_account(request: web.Request) -> web.Response:
         value = chain.store.state_get(key)
         out["height"] = chain.height
     account = Account.decode(value) if value is not None else Account(0, 0)
-    out.update(balance=account.balance, nonce=account.nonce)
+    # The mempool catches up with a commit a moment after the store: never below state.
+    pending = mempool.next_nonce(address)
+    next_nonce = account.nonce if pending is None else max(pending, account.nonce)
+    out.update(balance=account.balance, nonce=account.nonce, next_nonce=next_nonce)
     return web.json_response(out)
 
 
@@ -736,6 +748,7 @@ def create_app(node: Node) -> web.Application:
     )
     app[NODE] = node
     ROUTES.mount(app)
+    install_simulate(app)
     app[BLOCK_READS] = asyncio.Semaphore(BLOCK_READ_SLOTS)
     add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
     STAKING_ROUTES.mount(app)

@@ -108,6 +108,7 @@ HTTP_CODES: dict[str, str] = {
     "internal": "500: a bug in the node (logged)",
     "unavailable": "503: the node is starting or stopping, or no block is final yet "
     "(with `Retry-After`)",
+    "busy": "503: the node runs as many simulations as it allows (with `Retry-After`)",
     "http_error": "any other HTTP error, e.g. a plain GET on a WebSocket route",
 }
 

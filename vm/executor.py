@@ -313,6 +313,47 @@ class Executor:
             _credit(state, ctx.producer, fees)
         return BlockResult(state.changes(), receipts, included, rejected, begin_events)
 
+    def simulate(
+        self,
+        base: StateView,
+        before: Sequence[VerifiedTx],
+        vtx: VerifiedTx,
+        ctx: BlockContext,
+    ) -> Receipt:
+        """The receipt ``vtx`` would get in a block at ``ctx`` on top of ``base``.
+
+        ``before`` are the sender's pending transactions in nonce order: those below
+        ``vtx``'s nonce run first, as a block would run them, so a client that sends
+        several in a row sees each one after the others. Writes go to an ``Overlay``
+        that is dropped: ``base`` is never written. Begin-block hooks (deadlines,
+        epochs) do not run. Raises ``InvalidTransaction`` with the code a block
+        builder would leave ``vtx`` out with (a nonce a block would not take next,
+        a fee the balance cannot pay, expiry).
+        """
+        state = Overlay(base)
+        try:
+            for prior in before:
+                nonce = prior.body.nonce
+                if nonce >= vtx.body.nonce:
+                    break
+                # Committed since the caller read its pending list: the state has it.
+                if nonce < get_account(state, prior.sender_address).nonce:
+                    continue
+                try:
+                    _, handler = self._registry.lookup(prior.body.type)
+                    sender = _check_tx(state, prior, ctx)
+                except InvalidTransaction:
+                    # A block would leave it out, and with it every later nonce.
+                    break
+                _apply(state, prior, sender, handler, ctx)
+                state.forget_undo()
+            _, handler = self._registry.lookup(vtx.body.type)
+            sender = _check_tx(state, vtx, ctx)
+        except DecodeError as exc:
+            # Only reading state decodes here: an undecodable value is corruption.
+            raise NodeFault(f"state holds an undecodable account: {exc}") from exc
+        return _apply(state, vtx, sender, handler, ctx)
+
 
 def _check_tx(state: Overlay, vtx: VerifiedTx, ctx: BlockContext) -> Account:
     """Inclusion checks against the block's state so far; returns the sender's account."""

@@ -294,6 +294,14 @@ async def test_answers_match_the_documented_schemas(node_client):
     resp = await client.post("/v1/txs", data=b"{", headers={"Content-Type": "application/json"})
     c.answer("/v1/txs", "post", 400, await resp.json())
 
+    # Simulations: a receipt, and refusals.
+    for payload, status in (({"tx": signed_transfer(5).hex()}, 200), ({"tx": "00"}, 400)):
+        c.request("/v1/txs/simulate", "post", "application/json", payload)
+        resp = await client.post("/v1/txs/simulate", json=payload)
+        assert resp.status == status
+        c.answer("/v1/txs/simulate", "post", status, await resp.json())
+    d.nonces[faucet.address] -= 1
+
     # Commerce reads.
     await fetch(client, c, "/v1/commerce")
     await fetch(client, c, "/v1/listings", "/v1/listings?start=1&limit=10")

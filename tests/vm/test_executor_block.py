@@ -396,3 +396,46 @@ def test_random_blocks_conserve_tokens(balances, specs, producer_i):
     assert checked.changes == result.changes and checked.receipts == result.receipts
     # Transfers and fees write account keys only.
     assert all(k[:1] == bytes([KeyPrefix.ACCOUNT]) for k in result.changes)
+
+
+# --- simulation: a receipt without a block ---
+
+
+def test_simulation_gives_the_receipt_a_block_would_and_writes_nothing():
+    state = funded(1_000)
+    before = dict(state)
+    vtx = transfer(KEYS[0], 0, B, 10**6, fee=25)
+    receipt = EXECUTOR.simulate(state, [], vtx, context())
+    assert receipt == validate(funded(1_000), [vtx]).receipts[0]
+    assert (receipt.code, receipt.fee) == ("insufficient_funds", 25)
+    assert EXECUTOR.simulate(state, [], transfer(KEYS[0], 0, B, 5), context()).code == "ok"
+    assert state == before
+
+
+def test_simulation_runs_the_senders_pending_transactions_first():
+    state = funded(1_000)
+    pending = [transfer(KEYS[0], 0, B, 900), transfer(KEYS[0], 1, B, 10)]
+    # Alone it would pass; after the pending 900 (and two fees) it cannot.
+    later = transfer(KEYS[0], 2, B, 100)
+    assert EXECUTOR.simulate(state, [], transfer(KEYS[0], 0, B, 100), context()).code == "ok"
+    assert EXECUTOR.simulate(state, pending, later, context()).code == "insufficient_funds"
+    # A replacement of a pending nonce runs after the lower ones only.
+    assert EXECUTOR.simulate(state, pending, transfer(KEYS[0], 1, B, 50), context()).code == "ok"
+    # Pending transactions the state already holds (committed since) are skipped.
+    committed = apply_changes(state, validate(state, pending[:1]).changes)
+    assert EXECUTOR.simulate(committed, pending, later, context()).code == "insufficient_funds"
+
+
+def test_simulation_refuses_what_no_block_would_include_next():
+    state = funded(1_000, nonces=(3,))
+    with pytest.raises(InvalidTransaction) as low:
+        EXECUTOR.simulate(state, [], transfer(KEYS[0], 2, B, 5), context())
+    with pytest.raises(InvalidTransaction) as gap:
+        EXECUTOR.simulate(state, [], transfer(KEYS[0], 4, B, 5), context())
+    with pytest.raises(InvalidTransaction) as fee:
+        EXECUTOR.simulate(funded(5), [], transfer(KEYS[0], 0, B, 1, fee=10), context())
+    assert (low.value.code, gap.value.code, fee.value.code) == (
+        "nonce_too_low",
+        "nonce_gap",
+        "insufficient_fee",
+    )

@@ -1,0 +1,215 @@
+"""``POST /v1/txs/simulate``: the receipt a signed transaction would get, without committing it.
+
+As Cosmos ``simulate`` or ``eth_call``: a client (the CLI, before it sends) learns
+whether a transaction would fail in a block, and with which code, without paying
+its fee. The transaction runs on a ``vm.Overlay`` over the latest final state,
+after the sender's pending transactions of lower nonce (so back-to-back sends see
+each other); the overlay is dropped, so nothing is ever written.
+
+Hostile clients: a simulation is free, so its cost is bounded per call and per
+node. One transaction per call, its body refused by its ``Content-Length``
+before it is read when it could not hold a transaction of ``max_tx_bytes``; the
+stateless checks of ``POST /v1/txs`` (signature included) first; at most the
+sender's pending run (``per_account_cap``) executed before it. Execution runs in
+a worker thread, never on the event loop, at most ``SIMULATION_SLOTS`` at once;
+beyond ``SIMULATION_QUEUE`` waiting, the node answers 503 ``busy`` with
+``Retry-After`` rather than queueing without bound. A simulation reads no
+private view: a receipt says what a block's receipt would say, which anyone may
+read once the transaction is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from apps.routes import (
+    HASH,
+    UINT,
+    Answer,
+    Body,
+    Component,
+    Refusal,
+    RouteTable,
+    described,
+    obj,
+    ref,
+)
+from core import HttpError
+from node.bodies import parse_json_txs
+from node.openapi import TX_REFUSAL_CODES
+from node.render import RECEIPT, receipt_json
+from node.service import NODE, Node
+from vm import Receipt, StateView, VerifiedTx, verify_signed_tx
+
+# Simulations executing at once (worker threads), and how many more may wait.
+SIMULATION_SLOTS = 2
+SIMULATION_QUEUE = 16
+RETRY_AFTER_S = 1
+# JSON around the hex of one transaction: {"tx": "..."} with room for whitespace.
+_JSON_OVERHEAD = 256
+
+ROUTES = RouteTable("node")
+
+
+class _Slots:
+    """A semaphore that refuses, rather than queues, past ``size + queue`` callers."""
+
+    def __init__(self, size: int, queue: int) -> None:
+        self.semaphore = asyncio.Semaphore(size)
+        self.limit = size + queue
+        self.inside = 0
+
+
+SLOTS: web.AppKey[_Slots] = web.AppKey("simulation_slots", _Slots)
+
+
+class _TreeView:
+    """The state after one final block, read through the tree at its root: a block
+    committing meanwhile cannot mix into what the simulation reads."""
+
+    __slots__ = ("_tree", "_root")
+
+    def __init__(self, tree: Any, root: bytes) -> None:
+        self._tree = tree
+        self._root = root
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._tree.get(self._root, key)
+        return value
+
+
+SIMULATION = Component(
+    "Simulation",
+    obj(
+        {
+            "hash": HASH,
+            "height": described(UINT, "the final height whose state it ran on"),
+            "receipt": RECEIPT,
+        },
+        description="The receipt the transaction would get in the next block; nothing "
+        "was committed and no fee was charged.",
+    ),
+)
+_REFUSED = tuple(
+    code
+    for code in TX_REFUSAL_CODES
+    if code not in ("duplicate", "mempool_full", "account_queue_full")
+)
+
+
+@ROUTES.post(
+    "/v1/txs/simulate",
+    "simulateTx",
+    "Simulate a transaction",
+    'JSON `{"tx": "<hex>"}`: one signed transaction, checked as `POST /v1/txs` checks '
+    "it, then executed on the latest final state after the sender's pending "
+    "transactions of lower nonce, as the next block would execute it (its deadline "
+    "and epoch hooks aside). Answers the receipt it would get (`receipt.code` is "
+    "`ok` or the execution error a block would record, with the fee it would "
+    "charge), or 400 with the code a block builder would leave it out with. Nothing "
+    "is committed, queued or gossiped, and no fee is charged. The body must have a "
+    "`Content-Length` no larger than one transaction of `max_tx_bytes` needs; "
+    f"at most {SIMULATION_SLOTS} simulations run at once and "
+    f"{SIMULATION_QUEUE} wait, beyond which the node answers 503 `busy`.",
+    ok=Answer("The receipt it would get.", SIMULATION),
+    errors=(
+        Refusal(
+            400,
+            "A body that is not one transaction (`malformed`, `too_large`), or a "
+            "transaction no block would include next.",
+            *_REFUSED,
+        ),
+        Refusal(
+            503,
+            "Too many simulations at once (retry after `Retry-After` seconds), or the "
+            "node is starting or stopping.",
+            "busy",
+            "unavailable",
+        ),
+    ),
+    body=Body(
+        {
+            "application/json": {
+                "type": "object",
+                "properties": {"tx": described(ref("Hex"), "an encoded SignedTx, hex")},
+                "required": ["tx"],
+                "additionalProperties": False,
+            }
+        }
+    ),
+)
+async def simulate_tx(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    chain, mempool = node.chain, node.mempool
+    if chain is None or mempool is None:
+        raise HttpError(
+            503, "unavailable", "node is starting or stopping", {"Retry-After": str(RETRY_AFTER_S)}
+        )
+    # Refused before reading: a body that cannot be one transaction costs nothing.
+    limit = 2 * chain.params.max_tx_bytes + _JSON_OVERHEAD
+    length = request.content_length
+    if length is None:
+        raise HttpError(400, "malformed", "a simulation body needs a Content-Length")
+    if length > limit:
+        raise HttpError(
+            400, "too_large", f"a simulation body is at most {limit} bytes, got {length}"
+        )
+    raws, batch = parse_json_txs(await request.read(), 1)
+    if batch:
+        raise HttpError(400, "malformed", 'a simulation takes one transaction: {"tx": "<hex>"}')
+    slots = request.app[SLOTS]
+    if slots.inside >= slots.limit:
+        raise HttpError(
+            503,
+            "busy",
+            f"the node runs {SIMULATION_SLOTS} simulations at once and queues "
+            f"{SIMULATION_QUEUE}; retry later",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+    slots.inside += 1
+    try:
+        async with slots.semaphore:
+            # Read on the loop, where the mempool lives: the head and the sender's run.
+            height, root = chain.store.height, chain.store.head_root
+            loop = asyncio.get_running_loop()
+            vtx = await loop.run_in_executor(None, _verify, node, raws[0])
+            before = mempool.pending_for(vtx.sender_address)
+            receipt = await loop.run_in_executor(
+                None, _execute, node, _TreeView(chain.store.tree, root), height, before, vtx
+            )
+    finally:
+        slots.inside -= 1
+    return web.json_response(
+        {"hash": vtx.hash.hex(), "height": height, "receipt": receipt_json(receipt)}
+    )
+
+
+def _verify(node: Node, raw: bytes) -> VerifiedTx:
+    # Refusals are Invalid, each with its code: the middleware answers 400.
+    assert node.chain is not None
+    return verify_signed_tx(
+        raw, node.genesis.chain_id, node.registry, node.chain.params.max_tx_bytes
+    )
+
+
+def _execute(
+    node: Node, state: StateView, height: int, before: list[VerifiedTx], vtx: VerifiedTx
+) -> Receipt:
+    chain = node.chain
+    assert chain is not None
+    # The next block: its height, a time no earlier than now, this node as producer
+    # (a producer's identity changes no transaction's outcome but its fees).
+    ctx = chain.context(height + 1, chain.next_block_time(), node.key.public_key, None)
+    return chain.executor.simulate(state, before, vtx, ctx)
+
+
+def install(app: web.Application) -> None:
+    """Mount the route and its slots."""
+    app[SLOTS] = _Slots(SIMULATION_SLOTS, SIMULATION_QUEUE)
+    ROUTES.mount(app)
+
+
+__all__ = ["ROUTES", "SIMULATION_QUEUE", "SIMULATION_SLOTS", "install"]

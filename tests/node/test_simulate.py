@@ -1,0 +1,104 @@
+"""POST /v1/txs/simulate on a real node: the receipt a block would give, nothing committed;
+and the account's next nonce after what the node holds pending."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from core import PrivateKey, TxBody, format_address, sign_tx
+from vm import Transfer
+
+
+def signed_transfer(key, chain_id, to, amount, nonce, *, fee=1000, expiry=1000) -> str:
+    body = TxBody(nonce, fee, expiry, "transfer", Transfer(to, amount).encode())
+    return sign_tx(key, chain_id, body).encode().hex()
+
+
+async def account(client, address: bytes) -> dict:
+    return await (await client.get(f"/v1/accounts/{format_address(address)}")).json()
+
+
+async def simulate(client, tx_hex: str, status: int = 200) -> dict:
+    resp = await client.post("/v1/txs/simulate", json={"tx": tx_hex})
+    doc = await resp.json()
+    assert resp.status == status, doc
+    return doc
+
+
+async def wait_height(client, height: int) -> None:
+    for _ in range(200):
+        if (await (await client.get("/v1/status")).json())["height"] >= height:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"height {height} not reached")
+
+
+async def test_simulation_answers_the_receipt_and_commits_nothing(node_client):
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    await wait_height(client, 1)
+    alice = PrivateKey.generate()
+    before = await account(client, faucet.address)
+    tx = signed_transfer(faucet, chain_id, alice.address, before["balance"], before["nonce"])
+    doc = await simulate(client, tx)
+    assert doc["receipt"]["code"] == "insufficient_funds" and doc["receipt"]["fee"] == 1000
+    assert doc["height"] >= 1
+    ok = await simulate(client, signed_transfer(faucet, chain_id, alice.address, 5, 0))
+    assert ok["receipt"]["code"] == "ok" and ok["receipt"]["events"]
+    # Nothing was queued, committed or charged.
+    await wait_height(client, doc["height"] + 2)
+    assert (await client.get(f"/v1/txs/{ok['hash']}")).status == 404
+    after = await account(client, faucet.address)
+    assert (after["balance"], after["nonce"]) == (before["balance"], before["nonce"])
+    assert (await account(client, alice.address))["balance"] == 0
+
+
+async def test_next_nonce_follows_the_pending_transactions(node_client):
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    to = PrivateKey.generate().address
+    txs = [signed_transfer(faucet, chain_id, to, 1, n) for n in range(3)]
+    resp = await client.post("/v1/txs", json={"txs": txs})
+    assert (await resp.json())["accepted"] == 3
+    # Pending or committed by now: either way the next one to sign is 3.
+    doc = await account(client, faucet.address)
+    assert doc["next_nonce"] == 3 and doc["nonce"] <= 3
+    # A simulation of nonce 3 runs after them; nonce 0 is spent (or about to be).
+    assert (await simulate(client, signed_transfer(faucet, chain_id, to, 1, 3)))["receipt"][
+        "code"
+    ] == "ok"
+    for _ in range(100):
+        if (await account(client, faucet.address))["nonce"] == 3:
+            break
+        await asyncio.sleep(0.05)
+    doc = await account(client, faucet.address)
+    assert doc["nonce"] == doc["next_nonce"] == 3
+    refused = await simulate(client, signed_transfer(faucet, chain_id, to, 1, 0), 400)
+    assert refused["code"] == "nonce_too_low"
+    gap = await simulate(client, signed_transfer(faucet, chain_id, to, 1, 9), 400)
+    assert gap["code"] == "nonce_gap"
+
+
+async def test_simulation_refuses_bad_bodies_before_work(node_client):
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    tx = signed_transfer(faucet, chain_id, b"\x01" * 20, 1, 0)
+    cases = [
+        (json.dumps({"txs": [tx]}), "malformed"),
+        (json.dumps({"tx": tx[:-2]}), "malformed"),
+        (
+            json.dumps({"tx": signed_transfer(faucet, "elsewhere", b"\x01" * 20, 1, 0)}),
+            "wrong_chain",
+        ),
+        ("{", "malformed"),
+        # Bigger than any one transaction could need: refused from its Content-Length.
+        (json.dumps({"tx": "00" * (node.chain.params.max_tx_bytes + 200)}), "too_large"),
+    ]
+    for body, code in cases:
+        resp = await client.post(
+            "/v1/txs/simulate", data=body, headers={"Content-Type": "application/json"}
+        )
+        doc = await resp.json()
+        assert (resp.status, doc["code"]) == (400, code), (body[:40], doc)
+    assert (await client.get("/v1/status")).status == 200
