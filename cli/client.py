@@ -21,9 +21,22 @@ class NodeError(LiveLedgerError):
         self.status = status
 
 
+def node_url(text: str) -> str:
+    """A node's base URL: ``http://`` when no scheme is given; only http and https."""
+    url = text.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+        raise NodeError(
+            "bad_url", f"node URL {text!r} is not http://HOST:PORT (e.g. http://127.0.0.1:26657)"
+        )
+    return url
+
+
 class NodeClient:
     def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
+        self.url = node_url(url)
         self.timeout = timeout
 
     def _request(
@@ -41,7 +54,7 @@ class NodeClient:
             req.add_header("Content-Type", ctype)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read())
+                raw = resp.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
@@ -49,8 +62,19 @@ class NodeClient:
                 raise NodeError(doc["code"], doc["message"], exc.code) from None
             except (ValueError, KeyError, TypeError):
                 raise NodeError("http_error", f"HTTP {exc.code}: {raw[:200]!r}", exc.code) from None
-        except (urllib.error.URLError, OSError) as exc:
+        except urllib.error.URLError as exc:
+            raise NodeError(
+                "unreachable", f"cannot reach node at {self.url}: {exc.reason}"
+            ) from None
+        except (OSError, ValueError) as exc:
+            # ValueError: a URL urllib cannot use (node_url lets few through).
             raise NodeError("unreachable", f"cannot reach node at {self.url}: {exc}") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise NodeError(
+                "bad_answer", f"{self.url} answered {path} with something that is not JSON"
+            ) from None
 
     def get(self, path: str) -> Any:
         return self._request("GET", path)
@@ -76,6 +100,10 @@ class NodeClient:
 
     def submit(self, encoded_tx: bytes) -> str:
         return self.post_json("/v1/txs", {"tx": encoded_tx.hex()})["hash"]
+
+    def simulate(self, encoded_tx: bytes) -> dict[str, Any]:
+        """The receipt the transaction would get in the next block (nothing is sent)."""
+        return self.post_json("/v1/txs/simulate", {"tx": encoded_tx.hex()})
 
     def tx(self, tx_hash: str) -> dict[str, Any]:
         return self.get(f"/v1/txs/{tx_hash}")

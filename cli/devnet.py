@@ -1,9 +1,19 @@
-"""``liveledger devnet``: create (once) and run a local validator network on loopback."""
+"""``liveledger devnet``: create (once) and run a local validator network on loopback.
+
+One devnet process per directory: it holds an exclusive ``flock`` on the directory
+itself for as long as it runs (the kernel drops it when the process dies, however it
+dies), so a second ``devnet`` on a directory in use is refused before it touches
+anything: it never starts nodes on the running devnet's data nor removes its
+``devnet.json``. The directory rather than a file in it is locked because a new devnet
+directory must be empty when its network is created; the lock covers the creation too.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -85,9 +95,65 @@ def _stop_all(nodes: list[NodeProcess], timeout: float = 15.0) -> None:
             n.process.wait()
 
 
+def _lock(root: Path) -> int:
+    """Create ``root`` if needed and lock it for this process; refuse if another holds it."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise click.ClickException(f"cannot use {root} for a devnet: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise click.ClickException(
+            f"the devnet in {root} is already running{_running_pid(root)}: stop it with "
+            f"Ctrl-C where it runs, or give another --dir. `liveledger devnet env --dir "
+            f"{root}` prints how to use the running one."
+        ) from None
+    return fd
+
+
+def _running_pid(root: Path) -> str:
+    try:
+        pid = json.loads((root / DEVNET_FILE).read_text())["pid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" (devnet process {pid})"
+
+
+def devnet_env(root: Path) -> str:
+    """Shell exports that point the CLI at the running devnet in ``root``."""
+    try:
+        doc = json.loads((root / DEVNET_FILE).read_text())
+        url = doc["nodes"][0]["url"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        raise click.ClickException(
+            f"no devnet is running in {root} (no {root / DEVNET_FILE}); start one with "
+            f"`liveledger devnet --dir {root}`"
+        ) from None
+    keyring = (root / "keyring").resolve()
+    lines = [
+        f"export LIVELEDGER_NODE={shlex.quote(url)}",
+        f"export LIVELEDGER_KEYRING={shlex.quote(str(keyring))}",
+    ]
+    if doc.get("empty_passphrase"):
+        # Its keys have an empty passphrase (the devnet default): no prompt for them.
+        lines.append("export LIVELEDGER_PASSPHRASE=")
+    return "\n".join(lines)
+
+
 def run_devnet(
     root: Path, validators: int, passphrase: str, log_level: str = "INFO", log_format: str = "text"
 ) -> None:
+    lock = _lock(root)
+    try:
+        _run(root, validators, passphrase, log_level, log_format)
+    finally:
+        os.close(lock)
+
+
+def _run(root: Path, validators: int, passphrase: str, log_level: str, log_format: str) -> None:
     if not (root / "genesis.json").is_file():
         if root.exists() and any(root.iterdir()):
             raise click.ClickException(f"{root} exists, is not empty and holds no devnet")
@@ -129,9 +195,12 @@ def run_devnet(
         if stop_requested:
             return
         doc = {
+            "pid": os.getpid(),
+            "empty_passphrase": passphrase == "",
+            "keyring": str((root / "keyring").resolve()),
             "nodes": [
                 {"url": n.url, "home": str(n.home.resolve()), "pid": n.process.pid} for n in nodes
-            ]
+            ],
         }
         tmp = devnet_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=2))
@@ -141,6 +210,7 @@ def run_devnet(
         for n in nodes:
             click.echo(f"  {n.url}  home={n.home}  pid={n.process.pid}")
         click.echo(f"faucet key 'faucet' in {root / 'keyring'}: {faucet}")
+        click.echo(f'point the CLI at it: eval "$(liveledger devnet env --dir {root})"')
         click.echo("Ctrl-C stops every node.")
         while not stop_requested:
             dead = [n for n in nodes if n.process.poll() is not None]

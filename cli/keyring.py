@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
 
 import click
 
-from core.keys import PrivateKey
+from core.errors import InvalidAddress
+from core.keys import PrivateKey, parse_address
 from core.keystore import (
     KeyExists,
     KeyInfo,
@@ -88,6 +90,18 @@ class Keyring:
         """The bech32m address of key ``name``, without the passphrase."""
         return self.info(name).address
 
+    def resolve(self, text: str) -> bytes:
+        """The address ``text`` names: an ``ll1…`` address, or a key's name in this keyring."""
+        try:
+            return parse_address(text)
+        except InvalidAddress as exc:
+            if _NAME.fullmatch(text) and self.file_of(text).is_file():
+                return parse_address(self.address(text))
+            raise InvalidAddress(
+                f"{text!r} is neither an ll1… address ({exc.message}) nor a key in keyring "
+                f"{self.path}"
+            ) from None
+
     def names(self) -> list[str]:
         """The key names in the keyring, sorted."""
         self._check_dir()
@@ -111,6 +125,13 @@ class Keyring:
             self._check_dir()
             raise KeyNotFound(f"no key named {name!r} in keyring {self.path}")
         return path
+
+
+def local_secret(key: PrivateKey, purpose: bytes) -> bytes:
+    """A 32-byte secret for this machine's own records of ``key`` (e.g. the shipping
+    addresses its buyer sealed), derived from its seed: whoever can sign as the key can
+    read them, and nobody else. ``purpose`` keeps each use's secret apart."""
+    return hashlib.blake2b(key.seed, digest_size=32, person=b"ll-local", salt=purpose).digest()
 
 
 def passphrase_from_env_or_prompt(confirm: bool) -> str:

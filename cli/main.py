@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -12,24 +11,27 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.client import NodeClient, NodeError
-from cli.devnet import run_devnet
-from cli.keyring import Keyring, passphrase_from_env_or_prompt
+from cli import human
+from cli.client import NodeClient, NodeError, node_url
+from cli.devnet import devnet_env, run_devnet
+from cli.keyring import Keyring
 from cli.keys import keys
 from cli.light import fetch_certified_header, producers_at, trusted_genesis
-from core import (
-    LiveLedgerError,
-    PrivateKey,
-    TxBody,
-    format_address,
-    parse_address,
-    sign_tx,
-)
+from cli.send import fail, hint_for, submit_tx
+from core import LiveLedgerError, parse_address
 from genesis import Genesis
 from storage import StateProof, verify_proof
 from vm import Account, Transfer, account_key
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _node_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return node_url(value)
+    except NodeError as exc:
+        raise click.BadParameter(exc.message) from None
+
 
 node_option = click.option(
     "--node",
@@ -37,7 +39,21 @@ node_option = click.option(
     default="http://127.0.0.1:26657",
     envvar="LIVELEDGER_NODE",
     show_default=True,
-    help="URL of a node's HTTP API (or set LIVELEDGER_NODE).",
+    callback=_node_url,
+    help="URL of a node's HTTP API, http:// if no scheme is given (or set LIVELEDGER_NODE).",
+)
+keyring_option = click.option(
+    "--keyring",
+    required=True,
+    envvar="LIVELEDGER_KEYRING",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keyring directory (or set LIVELEDGER_KEYRING).",
+)
+simulate_option = click.option(
+    "--no-simulate",
+    "no_simulate",
+    is_flag=True,
+    help="Send without asking the node first whether a block would fail it.",
 )
 # The genesis a light client trusts when it checks a proof.
 genesis_option = click.option(
@@ -49,19 +65,24 @@ genesis_option = click.option(
 
 
 def clear_errors(fn: _F) -> _F:
-    """One-line errors with their code and a non-zero exit, never a traceback."""
+    """One-line errors (a code where there is one, then a sentence) and a non-zero exit,
+    never a traceback nor an exception's class name."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except NodeError as exc:
-            click.echo(f"error: {exc.code}: {exc.message}", err=True)
-            sys.exit(2)
+            fail(exc.code, exc.message, hint=hint_for(exc))
         except LiveLedgerError as exc:
-            code = getattr(exc, "code", type(exc).__name__)
-            click.echo(f"error: {code}: {exc}", err=True)
-            sys.exit(2)
+            fail(getattr(exc, "code", None), str(exc))
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            # A bug: say so in a sentence; LIVELEDGER_DEBUG=1 shows the traceback.
+            if os.environ.get("LIVELEDGER_DEBUG"):
+                raise
+            fail(None, f"unexpected failure ({exc}); LIVELEDGER_DEBUG=1 shows where", 1)
 
     return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
@@ -80,8 +101,13 @@ main.add_command(keys)
 # --- devnet and node --------------------------------------------------------------------
 
 
-@main.command()
-@click.option("--dir", "root", default="devnet", show_default=True, type=click.Path(path_type=Path))
+dir_option = click.option(
+    "--dir", "root", default="devnet", show_default=True, type=click.Path(path_type=Path)
+)
+
+
+@main.group(invoke_without_command=True)
+@dir_option
 @click.option("--validators", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option(
     "--log-format",
@@ -91,15 +117,27 @@ main.add_command(keys)
     help="Format of the nodes' node.log files (see node start).",
 )
 @click.pass_context
+@clear_errors
 def devnet(ctx: click.Context, root: Path, validators: int, log_format: str) -> None:
     """Create (on first run) and run a local validator network until Ctrl-C.
 
     The network is made by the genesis ceremony's own functions (init, contribute,
     assemble, install), run for every validator in one place. Keys are encrypted with
     LIVELEDGER_PASSPHRASE; a devnet allows it empty (the default).
+    A directory whose devnet is running is refused. `liveledger devnet env` prints the
+    exports that point every command at a running devnet.
     """
-    passphrase = os.environ.get("LIVELEDGER_PASSPHRASE", "")
-    run_devnet(root, validators, passphrase, ctx.obj["log_level"], log_format)
+    if ctx.invoked_subcommand is None:
+        passphrase = os.environ.get("LIVELEDGER_PASSPHRASE", "")
+        run_devnet(root, validators, passphrase, ctx.obj["log_level"], log_format)
+
+
+@devnet.command("env")
+@dir_option
+@clear_errors
+def devnet_env_cmd(root: Path) -> None:
+    """Print shell exports for the running devnet in DIR: eval "$(liveledger devnet env)"."""
+    click.echo(devnet_env(root))
 
 
 @main.group()
@@ -146,74 +184,17 @@ def node_start(
 # --- transactions ------------------------------------------------------------------------
 
 
-def submit_tx(
-    client: NodeClient,
-    keyring: Path,
-    name: str,
-    tx_type: str,
-    payload: bytes,
-    fee: int | None,
-    nonce: int | None,
-    wait: bool,
-) -> None:
-    """Sign a transaction of the key NAME, send it, print its hash; with ``wait``, its outcome."""
-    ring = Keyring(keyring)
-    ring.address(name)  # a missing key fails before the passphrase is asked for
-    key = ring.load(name, passphrase_from_env_or_prompt(confirm=False))
-    sign_and_send(client, key, tx_type, payload, fee, nonce, wait)
-
-
-def sign_and_send(
-    client: NodeClient,
-    key: PrivateKey,
-    tx_type: str,
-    payload: bytes,
-    fee: int | None,
-    nonce: int | None,
-    wait: bool,
-) -> dict[str, Any] | None:
-    """Sign with ``key``, send, print the hash; with ``wait``, the height (or exit 3 with
-    the receipt's code) and return the committed transaction's document.
-
-    The fee (by default the minimum) and the expiry bound are the parameters in force
-    (``GET /v1/params``): governance may have changed them since genesis.
-    """
-    status = client.status()
-    params = client.params()["params"]
-    if nonce is None:
-        nonce = client.account(format_address(key.address))["nonce"]
-    body = TxBody(
-        nonce=nonce,
-        fee=params["min_fee"] if fee is None else fee,
-        expiry_height=status["height"] + min(100, params["max_expiry_blocks"]),
-        type=tx_type,
-        payload=payload,
-    )
-    tx = sign_tx(key, status["chain_id"], body)
-    tx_hash = client.submit(tx.encode())
-    click.echo(tx_hash)
-    if not wait:
-        return None
-    doc = client.wait_committed(tx_hash)
-    receipt = doc["receipt"]
-    if receipt["code"] != "ok":
-        click.echo(
-            f"error: {receipt['code']}: {receipt['message']} (height {doc['height']})", err=True
-        )
-        sys.exit(3)
-    click.echo(f"committed at height {doc['height']}")
-    return doc
-
-
 @main.group()
 def tx() -> None:
     """Sign and send transactions."""
 
 
 @tx.command("transfer")
-@click.option("--keyring", required=True, type=click.Path(file_okay=False, path_type=Path))
+@keyring_option
 @click.option("--from", "sender", required=True, help="Name of the sending key in the keyring.")
-@click.option("--to", "recipient", required=True, help="Recipient address (ll1...).")
+@click.option(
+    "--to", "recipient", required=True, help="Recipient: an ll1... address or a key's name."
+)
 @click.option("--amount", required=True, type=click.IntRange(1, 2**64 - 1))
 @click.option(
     "--fee", type=click.IntRange(0, 2**64 - 1), default=None, help="Default: the chain's minimum."
@@ -224,6 +205,7 @@ def tx() -> None:
 @click.option(
     "--wait", is_flag=True, help="Return once committed; fail with the error code if it failed."
 )
+@simulate_option
 @node_option
 @clear_errors
 def tx_transfer(
@@ -234,11 +216,22 @@ def tx_transfer(
     fee: int | None,
     nonce: int | None,
     wait: bool,
+    no_simulate: bool,
     node_url: str,
 ) -> None:
     """Transfer tokens."""
-    payload = Transfer(to=parse_address(recipient), amount=amount).encode()
-    submit_tx(NodeClient(node_url), keyring, sender, "transfer", payload, fee, nonce, wait)
+    payload = Transfer(to=Keyring(keyring).resolve(recipient), amount=amount).encode()
+    submit_tx(
+        NodeClient(node_url),
+        keyring,
+        sender,
+        "transfer",
+        payload,
+        fee,
+        nonce,
+        wait,
+        simulate=not no_simulate,
+    )
 
 
 # --- queries -----------------------------------------------------------------------------
@@ -287,6 +280,8 @@ def query_account(address: str, prove: bool, genesis_file: Path | None, node_url
         "nonce": doc["nonce"],
         "height": doc["height"],
     }
+    if "next_nonce" in doc:
+        out["next_nonce"] = doc["next_nonce"]
     if prove:
         genesis = trusted_genesis(client, genesis_file)
         if doc["height"] == 0:
@@ -309,7 +304,30 @@ def query_block(height: str, node_url: str) -> None:
     """Show a block (a height or 'latest')."""
     doc = NodeClient(node_url).block(height)
     doc["header"].pop("encoded", None)
+    click.echo(json.dumps(human.with_times(doc), indent=2))
+
+
+@query.command("tx")
+@click.argument("tx_hash", metavar="HASH")
+@node_option
+@clear_errors
+def query_tx(tx_hash: str, node_url: str) -> None:
+    """Show a transaction: pending, or committed with its receipt."""
+    text = tx_hash.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise NodeError("bad_hash", f"a transaction hash is 64 hex characters, got {tx_hash!r}")
+    doc = NodeClient(node_url).tx(text)
+    if doc.get("receipt"):
+        doc["receipt"] = human.receipt(doc["receipt"])
     click.echo(json.dumps(doc, indent=2))
+
+
+@query.command("status")
+@node_option
+@clear_errors
+def query_status(node_url: str) -> None:
+    """Show the node's chain, height, latest block time, producers and peers."""
+    click.echo(json.dumps(human.with_times(NodeClient(node_url).status()), indent=2))
 
 
 # --- audit -------------------------------------------------------------------------------

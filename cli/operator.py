@@ -21,7 +21,8 @@ import click
 
 from cli.client import NodeClient
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
-from cli.main import clear_errors, main, query, sign_and_send
+from cli.main import clear_errors, main, query
+from cli.send import sign_and_send
 from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,

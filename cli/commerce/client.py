@@ -11,14 +11,7 @@ from cli.keyring import Keyring, passphrase_from_env_or_prompt
 
 
 class CommerceClient(NodeClient):
-    """NodeClient plus signed reads, and the outcome of the last waited transaction."""
-
-    last_committed: dict[str, Any] | None = None
-
-    def wait_committed(self, tx_hash: str, timeout: float = 30.0) -> dict[str, Any]:
-        doc = super().wait_committed(tx_hash, timeout)
-        self.last_committed = doc
-        return doc
+    """NodeClient plus signed reads."""
 
     def get_signed(self, path: str, keyring: Path, name: str) -> Any:
         """GET ``path`` signed by key ``name`` (orders are private to their parties)."""

@@ -16,11 +16,12 @@ from typing import Any
 
 import click
 
+from cli import human
 from cli.client import NodeClient
 from cli.commerce.client import CommerceClient
-from cli.keyring import Keyring
-from cli.main import clear_errors, node_option, submit_tx
-from core import parse_address
+from cli.keyring import Keyring, passphrase_from_env_or_prompt
+from cli.main import clear_errors, node_option, simulate_option, submit_tx
+from core import PrivateKey, parse_address
 
 U64 = click.IntRange(0, 2**64 - 1)
 ID = click.IntRange(1, 2**64 - 1)
@@ -49,16 +50,23 @@ class TxOpts:
     nonce: int | None
     wait: bool
     node_url: str
+    simulate: bool = True
 
     @property
     def client(self) -> CommerceClient:
         return CommerceClient(self.node_url)
 
-    def send(self, tx_type: str, payload: Any, client: CommerceClient | None = None) -> None:
-        """Sign, send and (with --wait) report the transaction and its events."""
-        client = client or self.client
-        submit_tx(
-            client,
+    def send(
+        self,
+        tx_type: str,
+        payload: Any,
+        client: CommerceClient | None = None,
+        key: PrivateKey | None = None,
+    ) -> dict[str, Any] | None:
+        """Sign, simulate, send and (with --wait) report the transaction and its events;
+        the committed transaction with --wait. ``key``: the signer's, if already loaded."""
+        return submit_tx(
+            client or self.client,
             self.keyring,
             self.sender,
             tx_type,
@@ -66,14 +74,20 @@ class TxOpts:
             self.fee,
             self.nonce,
             self.wait,
+            simulate=self.simulate,
+            key=key,
         )
-        if client.last_committed is not None:
-            for event in client.last_committed["receipt"]["events"]:
-                attrs = " ".join(f"{k}={v}" for k, v in event["attrs"].items())
-                click.echo(f"{event['kind']} {attrs}")
+
+    def signing_key(self) -> PrivateKey:
+        """The signer's key (asks for the passphrase unless LIVELEDGER_PASSPHRASE is set)."""
+        return Keyring(self.keyring).load(self.sender, passphrase_from_env_or_prompt(False))
 
     def address(self) -> bytes:
         return parse_address(Keyring(self.keyring).address(self.sender))
+
+    def resolve(self, text: str) -> bytes:
+        """An ``ll1…`` address, or the address of a key of this keyring by its name."""
+        return Keyring(self.keyring).resolve(text)
 
 
 def tx_command(group: click.Group, name: str) -> Callable[[Callable[..., None]], click.Command]:
@@ -87,14 +101,16 @@ def tx_command(group: click.Group, name: str) -> Callable[[Callable[..., None]],
             fee: int | None,
             nonce: int | None,
             wait: bool,
+            no_simulate: bool,
             node_url: str,
             **kwargs: Any,
         ) -> None:
-            fn(TxOpts(keyring, sender, fee, nonce, wait, node_url), **kwargs)
+            fn(TxOpts(keyring, sender, fee, nonce, wait, node_url, not no_simulate), **kwargs)
 
         cmd: Any = clear_errors(run)
         for option in (
             node_option,
+            simulate_option,
             click.option(
                 "--wait",
                 is_flag=True,
@@ -117,7 +133,7 @@ def read_command(group: click.Group, name: str) -> Callable[[Callable[..., Any]]
     def decorate(fn: Callable[..., Any]) -> click.Command:
         @wraps(fn)
         def run(**kwargs: Any) -> None:
-            click.echo(json.dumps(fn(**kwargs), indent=2))
+            _echo_json(fn(**kwargs))
 
         return group.command(name)(node_option(clear_errors(run)))
 
@@ -125,7 +141,8 @@ def read_command(group: click.Group, name: str) -> Callable[[Callable[..., Any]]
 
 
 def _echo_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2))
+    """Print a read as JSON, with ``<name>_iso`` beside every ``<name>_ms`` time."""
+    click.echo(json.dumps(human.with_times(doc), indent=2))
 
 
 def _hash_option(name: str, help_text: str) -> Callable[[Any], Any]:
@@ -146,3 +163,14 @@ def _now_ms(client: NodeClient) -> int:
     # Event times and deal starts may not be after the block time that includes
     # them; the latest block's time is safe.
     return client.status()["latest_block_time_ms"] or int(time.time() * 1000)
+
+
+def _when(client: NodeClient, when: human.When | None, ms: int | None, what: str) -> int:
+    """A time given as WHEN (``--x``) or epoch ms (``--x-ms``), "now" = the latest block
+    time; the latest block time if neither is given."""
+    if when is not None and ms is not None:
+        raise click.UsageError(f"give --{what} or --{what}-ms, not both")
+    if ms is not None:
+        return ms
+    now = _now_ms(client)
+    return now if when is None else when.resolve(now)

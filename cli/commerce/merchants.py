@@ -21,7 +21,6 @@ from cli.commerce.commands import (
 from cli.commerce.enc_keys import enc_key_new, enc_keys_of
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 from cli.main import main
-from core import parse_address
 
 
 @main.group()
@@ -72,8 +71,8 @@ def merchant_update(t: TxOpts, name: str | None, profile: str | None, new_enc_ke
 @click.argument("address")
 @click.option("--suspend", is_flag=True, help="Suspend instead of approving.")
 def merchant_approve(t: TxOpts, address: str, suspend: bool) -> None:
-    """Approve (or suspend) the merchant at ADDRESS (registrar)."""
-    t.send(tx.APPROVE_MERCHANT, tx.ApproveMerchant(parse_address(address), not suspend))
+    """Approve (or suspend) the merchant at ADDRESS (an ll1... address or a key's name)."""
+    t.send(tx.APPROVE_MERCHANT, tx.ApproveMerchant(t.resolve(address), not suspend))
 
 
 @read_command(merchant, "show")

@@ -11,6 +11,7 @@ from apps.commerce import payloads as tx
 from apps.commerce.model import ItemId
 from apps.commerce.sealing import open_address, open_plaintext, reseal, seal_address
 from cli.client import NodeError
+from cli.commerce.addresses import checked_address, keep_address, kept_address
 from cli.commerce.client import CommerceClient
 from cli.commerce.commands import (
     AMOUNT,
@@ -24,8 +25,10 @@ from cli.commerce.commands import (
     tx_command,
 )
 from cli.commerce.enc_keys import enc_keys_of, enc_private
+from cli.human import gtin14
+from cli.keyring import Keyring
 from cli.main import clear_errors, main, node_option
-from core import parse_address
+from core import format_address
 
 
 @main.group()
@@ -44,8 +47,14 @@ def order() -> None:
 def order_place(
     t: TxOpts, listing_id: int, quantity: int, ship_to: str, session_id: int, deal_id: int
 ) -> None:
-    """Order from a listing, at its price or a deal's; the address is sealed client-side."""
+    """Order from a listing, at its price or a deal's; the address is sealed client-side.
+
+    The address is checked first (not empty, not over what the chain holds), and kept,
+    sealed to the signer's key, in the keyring: the buyer can disclose it later.
+    """
     client = t.client
+    limits = client.get("/v1/commerce")["config"]["params"]
+    ship_to = checked_address(ship_to, limits["sealed_address_max_bytes"])
     cur = client.get(f"/v1/listings/{listing_id}")["listing"]
     price = cur["price"]
     if deal_id:
@@ -53,7 +62,7 @@ def order_place(
         price, session_id = deal["price"], deal["session_id"]
     seller = client.get(f"/v1/merchants/{cur['merchant']}")["merchant"]
     enc_key = bytes.fromhex(seller["enc_key"])
-    ciphertext, commitment, _ = seal_address(enc_key, ship_to)
+    ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     payload = tx.PlaceOrder(
         listing_id,
         cur["version"],
@@ -65,7 +74,10 @@ def order_place(
         commitment,
         ciphertext,
     )
-    t.send(tx.PLACE_ORDER, payload, client)
+    key = t.signing_key()
+    t.send(tx.PLACE_ORDER, payload, client, key)
+    # Only once the node took it: a refused order leaves nothing behind.
+    keep_address(t.keyring, t.sender, key, plaintext)
 
 
 def _order_ref_command(name: str, tx_type: str, doc: str) -> None:
@@ -93,8 +105,8 @@ def tracking_hash(reference: str) -> bytes:
 def _item_id(text: str) -> ItemId:
     gtin, sep, serial = text.partition(":")
     if not sep:
-        raise click.BadParameter(f"items are GTIN:SERIAL, got {text!r}")
-    return ItemId(gtin, serial)
+        raise click.BadParameter(f"items are GTIN:SERIAL, got {text!r}", param_hint="--item")
+    return ItemId(gtin14(gtin), serial)
 
 
 @tx_command(order, "ship")
@@ -137,22 +149,44 @@ def order_rule(t: TxOpts, order_id: int, buyer_bps: int) -> None:
 
 @tx_command(order, "disclose")
 @click.argument("order_id", type=ID)
-@click.option("--auditor", required=True, help="Auditor's address (its X25519 key is on chain).")
+@click.option("--auditor", required=True, help="The auditor: an ll1... address or a key's name.")
 def order_disclose(t: TxOpts, order_id: int, auditor: str) -> None:
-    """Re-seal an order's address to an auditor (merchant, with its X25519 key)."""
+    """Re-seal an order's address to an auditor (its buyer or merchant).
+
+    The merchant opens its sealed copy with its X25519 key; the buyer uses the copy its
+    CLI kept at `order place` (in the keyring it placed the order from).
+    """
     client = t.client
     view = client.get_signed(f"/v1/orders/{order_id}", t.keyring, t.sender)["order"]
     if view["sealed_address"] is None:
         raise NodeError("forbidden", "only the order's buyer and merchant hold the sealed address")
-    private = enc_private(t.keyring, t.sender, bytes.fromhex(view["sealed_to"]))
-    plaintext = open_plaintext(private, bytes.fromhex(view["sealed_address"]))
-    auditor_key = bytes.fromhex(client.get(f"/v1/roles/{auditor}")["enc_key"])
+    auditor_address = t.resolve(auditor)
+    auditor_key = bytes.fromhex(
+        client.get(f"/v1/roles/{format_address(auditor_address)}")["enc_key"]
+    )
     if len(auditor_key) != 32:
         raise NodeError("invalid_key", f"{auditor} has no registered auditor key")
+    key = t.signing_key()
+    signer = format_address(key.address)
+    if signer == view["merchant"]:
+        private = enc_private(t.keyring, t.sender, bytes.fromhex(view["sealed_to"]))
+        plaintext = open_plaintext(private, bytes.fromhex(view["sealed_address"]))
+    else:
+        commitment = bytes.fromhex(view["address_commitment"])
+        kept = kept_address(t.keyring, t.sender, key, commitment)
+        if kept is None:
+            raise NodeError(
+                "no_copy",
+                f"keyring {t.keyring} keeps no copy of order {order_id}'s address: the CLI "
+                "keeps it where the order was placed (its addresses/ directory); disclose "
+                "from that keyring, or ask the merchant to",
+            )
+        plaintext = kept
     t.send(
         tx.DISCLOSE,
-        tx.Disclose(order_id, parse_address(auditor), reseal(auditor_key, plaintext)),
+        tx.Disclose(order_id, auditor_address, reseal(auditor_key, plaintext)),
         client,
+        key,
     )
 
 
@@ -171,18 +205,39 @@ def order_show(order_id: int, keyring: Path, sender: str, node_url: str) -> None
 @keyring_option
 @from_option
 @click.option(
-    "--role", type=click.Choice(["buyer", "merchant"]), default="buyer", show_default=True
+    "--role",
+    type=click.Choice(["buyer", "merchant"]),
+    default=None,
+    help="Orders the signer placed (buyer) or sells (merchant). Default: merchant for a "
+    "registered merchant, else buyer.",
 )
 @click.option("--before", type=U64, default=0, help="Page on: the last order id seen.")
 @click.option("--limit", type=click.IntRange(1, 200), default=50)
 @node_option
 @clear_errors
 def order_list(
-    keyring: Path, sender: str, role: str, before: int, limit: int, node_url: str
+    keyring: Path, sender: str, role: str | None, before: int, limit: int, node_url: str
 ) -> None:
     """The signer's own orders, newest first."""
+    client = CommerceClient(node_url)
+    if role is None:
+        role = "merchant" if _is_merchant(client, Keyring(keyring).address(sender)) else "buyer"
+        other = "buyer" if role == "merchant" else "merchant"
+        click.echo(
+            f"orders where {sender!r} is the {role} (--role {other} for the others)", err=True
+        )
     path = f"/v1/orders?role={role}&before={before}&limit={limit}"
-    _echo_json(CommerceClient(node_url).get_signed(path, keyring, sender))
+    _echo_json(client.get_signed(path, keyring, sender))
+
+
+def _is_merchant(client: CommerceClient, address: str) -> bool:
+    try:
+        client.get(f"/v1/merchants/{address}")
+    except NodeError as exc:
+        if exc.code == "not_found":
+            return False
+        raise
+    return True
 
 
 @order.command("address")

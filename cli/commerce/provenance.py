@@ -12,10 +12,11 @@ from apps.commerce import payloads as tx
 from apps.commerce.http import verify_item_proof
 from apps.commerce.model import ItemId
 from cli.client import NodeClient, NodeError
-from cli.commerce.commands import U64, TxOpts, _echo_json, _hash_option, _hex32, _now_ms, tx_command
+from cli.commerce.commands import U64, TxOpts, _echo_json, _hash_option, _hex32, _when, tx_command
+from cli.human import GTIN, WHEN, When
 from cli.light import certified_header, producers_at, trusted_genesis
 from cli.main import clear_errors, genesis_option, main, node_option
-from core import format_address, parse_address
+from core import format_address
 
 
 @main.group()
@@ -23,7 +24,8 @@ def item() -> None:
     """Serialized items: registration, EPCIS attestations, custody hand-offs."""
 
 
-item_args = [click.argument("gtin"), click.argument("serial")]
+# GTIN-8, -12, -13 or -14: padded to the 14 digits the chain stores.
+item_args = [click.argument("gtin", type=GTIN), click.argument("serial")]
 
 
 def _with_item(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -32,17 +34,37 @@ def _with_item(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def event_time_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--event-time WHEN`` or ``--event-time-ms MS`` (default: the latest block time)."""
+    fn = click.option(
+        "--event-time-ms", type=U64, default=None, help="The same as epoch milliseconds."
+    )(fn)
+    return click.option(
+        "--event-time",
+        type=WHEN,
+        default=None,
+        help="When it happened: 'now', '5m ago', ISO (2026-12-03T20:00Z). Default: the "
+        "latest block time (an event may not be after its block).",
+    )(fn)
+
+
 @tx_command(item, "register")
 @_with_item
 @click.option("--description", required=True)
 @click.option("--read-point", required=True, help="Where it was commissioned (EPCIS readPoint).")
-@click.option("--event-time-ms", type=U64, default=None, help="Default: the latest block time.")
+@event_time_options
 def item_register(
-    t: TxOpts, gtin: str, serial: str, description: str, read_point: str, event_time_ms: int | None
+    t: TxOpts,
+    gtin: str,
+    serial: str,
+    description: str,
+    read_point: str,
+    event_time: When | None,
+    event_time_ms: int | None,
 ) -> None:
-    """Register a serialized item (maker): GTIN-14 and serial."""
+    """Register a serialized item (maker): GTIN (8, 12, 13 or 14 digits) and serial."""
     client = t.client
-    when = _now_ms(client) if event_time_ms is None else event_time_ms
+    when = _when(client, event_time, event_time_ms, "event-time")
     t.send(
         tx.REGISTER_ITEM,
         tx.RegisterItem(ItemId(gtin, serial), description, read_point, when),
@@ -58,7 +80,7 @@ def item_register(
 @click.option("--disposition", default="", help="EPCIS disposition, e.g. in_progress.")
 @click.option("--read-point", default="")
 @click.option("--location", "biz_location", default="", help="EPCIS bizLocation.")
-@click.option("--event-time-ms", type=U64, default=None, help="Default: the latest block time.")
+@event_time_options
 @_hash_option("--data-hash", "Hash of an off-chain document (report, photo)")
 def item_attest(
     t: TxOpts,
@@ -68,12 +90,13 @@ def item_attest(
     disposition: str,
     read_point: str,
     biz_location: str,
+    event_time: When | None,
     event_time_ms: int | None,
     data_hash: str,
 ) -> None:
     """Attest an event of an item in the signer's custody (maker, carrier, inspector)."""
     client = t.client
-    when = _now_ms(client) if event_time_ms is None else event_time_ms
+    when = _when(client, event_time, event_time_ms, "event-time")
     payload = tx.Attest(
         ItemId(gtin, serial),
         biz_step,
@@ -88,10 +111,12 @@ def item_attest(
 
 @tx_command(item, "handoff")
 @_with_item
-@click.option("--to", "to", required=True, help="Address of the next custodian.")
+@click.option(
+    "--to", "to", required=True, help="The next custodian: an ll1... address or a key's name."
+)
 def item_handoff(t: TxOpts, gtin: str, serial: str, to: str) -> None:
     """Propose a custody hand-off; it takes effect when the receiver accepts."""
-    t.send(tx.PROPOSE_CUSTODY, tx.ProposeCustody(ItemId(gtin, serial), parse_address(to)))
+    t.send(tx.PROPOSE_CUSTODY, tx.ProposeCustody(ItemId(gtin, serial), t.resolve(to)))
 
 
 @tx_command(item, "accept")

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
 
 from apps.commerce import payloads as tx
-from cli.client import NodeClient, NodeError
-from cli.commerce.commands import AMOUNT, BPS, ID, U64, TxOpts, _now_ms, read_command, tx_command
+from cli.client import NodeClient
+from cli.commerce.commands import (
+    AMOUNT,
+    BPS,
+    ID,
+    U64,
+    TxOpts,
+    _now_ms,
+    _when,
+    read_command,
+    tx_command,
+)
+from cli.commerce.watch import watch_session
+from cli.human import WHEN, When, iso, parse_duration
 from cli.main import clear_errors, main, node_option
-from core import parse_address
 
 
 @main.group()
@@ -20,12 +30,12 @@ def live() -> None:
 
 
 @tx_command(live, "open")
-@click.option("--host", required=True, help="Address of the host.")
+@click.option("--host", required=True, help="The host: an ll1... address or a key's name.")
 @click.option("--host-bps", type=BPS, default=0, show_default=True, help="Host commission.")
 @click.option("--title", required=True)
 def live_open(t: TxOpts, host: str, host_bps: int, title: str) -> None:
     """Open a live session (approved merchant)."""
-    t.send(tx.OPEN_SESSION, tx.OpenSession(parse_address(host), host_bps, title))
+    t.send(tx.OPEN_SESSION, tx.OpenSession(t.resolve(host), host_bps, title))
 
 
 @tx_command(live, "pin")
@@ -50,8 +60,25 @@ def live_unpin(t: TxOpts, session_id: int, listing_id: int) -> None:
 @click.option("--price", type=AMOUNT, required=True)
 @click.option("--allocation", type=AMOUNT, required=True, help="Units set aside for the deal.")
 @click.option("--per-buyer-cap", type=AMOUNT, default=1, show_default=True)
-@click.option("--start-ms", type=U64, default=None, help="Block time it opens (default: now).")
-@click.option("--minutes", type=click.IntRange(1, 24 * 60), default=10, show_default=True)
+@click.option(
+    "--start",
+    type=WHEN,
+    default=None,
+    help="When it opens: 'now' (the default: the latest block time), 'in 5m', or ISO "
+    "(2026-12-03T20:00Z, UTC unless an offset is given).",
+)
+@click.option("--start-ms", type=U64, default=None, help="The same as epoch milliseconds.")
+@click.option(
+    "--end",
+    default=None,
+    help="When it ends: a duration after the start ('30m', '1h30m'), 'in 2h', or ISO.",
+)
+@click.option(
+    "--minutes",
+    type=click.IntRange(1, 24 * 60),
+    default=None,
+    help="Minutes it runs (without --end: 10).",
+)
 def live_deal(
     t: TxOpts,
     session_id: int,
@@ -59,23 +86,29 @@ def live_deal(
     price: int,
     allocation: int,
     per_buyer_cap: int,
+    start: When | None,
     start_ms: int | None,
-    minutes: int,
+    end: str | None,
+    minutes: int | None,
 ) -> None:
     """Open a flash deal in a session (merchant)."""
     client = t.client
-    if start_ms is None:
-        # The latest block time: the deal is live from the block that includes it.
-        start_ms = _now_ms(client)
-    payload = tx.OpenDeal(
-        session_id,
-        listing_id,
-        price,
-        allocation,
-        per_buyer_cap,
-        start_ms,
-        start_ms + minutes * 60_000,
-    )
+    # "now" is the latest block time: the deal is live from the block that includes it.
+    opens = _when(client, start, start_ms, "start")
+    if end is not None and minutes is not None:
+        raise click.UsageError("give --end or --minutes, not both")
+    if end is None:
+        closes = opens + (10 if minutes is None else minutes) * 60_000
+    elif (length := parse_duration(end)) is not None:
+        closes = opens + length
+    else:
+        closes = WHEN.convert(end, None, None).resolve(_now_ms(client))
+    if closes <= opens:
+        raise click.BadParameter(
+            f"the deal would end at {iso(closes)}, not after its start {iso(opens)}",
+            param_hint="--end",
+        )
+    payload = tx.OpenDeal(session_id, listing_id, price, allocation, per_buyer_cap, opens, closes)
     t.send(tx.OPEN_DEAL, payload, client)
 
 
@@ -96,37 +129,45 @@ def live_close(t: TxOpts, session_id: int) -> None:
 @read_command(live, "show")
 @click.argument("session_id", type=ID)
 def live_show(session_id: int, node_url: str) -> Any:
-    """A session with its pinned listings and open deals (units left)."""
-    return NodeClient(node_url).get(f"/v1/sessions/{session_id}")
+    """A session with its pinned listings and open deals (units left; sold out or not)."""
+    doc = NodeClient(node_url).get(f"/v1/sessions/{session_id}")
+    for deal in doc["session"]["deals"]:
+        deal["sold_out"] = deal["left"] == 0
+    return doc
 
 
 @live.command("watch")
 @click.argument("session_id", type=ID)
-@click.option("--from", "start", default=None, help="Resume after <height>:<index> or <height>.")
+@click.option(
+    "--from",
+    "start",
+    default=None,
+    metavar="POS",
+    help="Resume after POS: <height>:<index> (an event's) or <height> (after that block). "
+    "Default: from the next block.",
+)
+@click.option(
+    "--retry-for",
+    type=click.FloatRange(0, 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds to keep reconnecting after the node goes away.",
+)
 @node_option
 @clear_errors
-def live_watch(session_id: int, start: str | None, node_url: str) -> None:
-    """Print a session's events as JSON lines until it closes (Ctrl-C stops)."""
-    import aiohttp
+def live_watch(session_id: int, start: str | None, retry_for: float, node_url: str) -> None:
+    """Print a session's events as JSON lines until it closes (Ctrl-C stops).
 
-    url = node_url.rstrip("/") + f"/v1/sessions/{session_id}/events"
-    if start:
-        url += f"?from={start}"
-
-    async def follow() -> None:
-        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    click.echo(msg.data)
-            if ws.close_code not in (None, 1000):
-                raise NodeError("feed_closed", f"feed closed with code {ws.close_code}")
-
-    try:
-        asyncio.run(follow())
-    except aiohttp.WSServerHandshakeError as exc:
-        raise NodeError("http_error", f"feed refused: HTTP {exc.status}") from None
-    except aiohttp.ClientError as exc:
-        raise NodeError("unreachable", f"cannot reach node at {node_url}: {exc}") from None
+    Reconnects after a node restart and resumes after the last event printed: no event
+    is missed or printed twice.
+    """
+    if start is not None:
+        height, sep, index = start.partition(":")
+        if not height.isdigit() or (sep and not index.isdigit()):
+            raise click.BadParameter(
+                f"{start!r} is not a position: <height>:<index> or <height>", param_hint="--from"
+            )
+    watch_session(node_url, session_id, start, retry_for)
 
 
 @tx_command(main, "tip")

@@ -65,33 +65,46 @@ def test_devnet_transfer_query_prove_and_audit(tmp_path):
         assert doc["balance"] == 777000
         assert doc["proof"]["verified"] is True
 
-        # Overspending fails in execution: non-zero exit with the error code.
-        broke = run_cli(
-            "tx",
-            "transfer",
-            "--keyring",
-            keyring,
-            "--from",
-            "alice",
-            "--to",
-            alice,
-            "--amount",
-            "1000000",
-            "--node",
-            url,
-            "--wait",
-        )
-        assert broke.returncode != 0
+        # Overspending would fail in execution: the simulation refuses it, nothing is sent ...
+        overspend = ["tx", "transfer", "--keyring", keyring, "--from", "alice", "--to", alice]
+        overspend += ["--amount", "1000000", "--node", url, "--wait"]
+        refused = run_cli(*overspend)
+        assert refused.returncode == 3 and "insufficient_funds" in refused.stderr
+        assert "nothing was sent" in refused.stderr and refused.stdout == ""
+        # ... unless asked to: then it fails in its block, with the same code.
+        broke = run_cli(*overspend, "--no-simulate")
+        assert broke.returncode == 3
         assert "insufficient_funds" in broke.stderr
+
+        # A second devnet on the directory in use is refused up front and harms nothing.
+        second = run_cli("devnet", "--dir", str(root), "--validators", "1")
+        assert second.returncode != 0 and "already running" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        assert (root / "devnet.json").exists() and proc.poll() is None
+        assert json.loads(run_cli("query", "status", "--node", url).stdout)["height"] >= 1
+        # The exports point every command at the running devnet.
+        env = run_cli("devnet", "env", "--dir", str(root))
+        assert env.returncode == 0, env.stderr
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in env.stdout.splitlines()
+        )
+        assert exports["LIVELEDGER_NODE"] == url
+        assert exports["LIVELEDGER_KEYRING"] == str((root / "keyring").resolve())
+        assert exports["LIVELEDGER_PASSPHRASE"] == ""
 
         # Audit of a running node works on a copy.
         audited = run_cli("audit", "verify", "--home", home)
         assert audited.returncode == 0, audited.stderr
         assert "verified height" in audited.stdout
+        bad = run_cli("audit", "verify", "--home", str(root / "keyring"))
+        assert bad.returncode != 0 and bad.stderr.startswith("error: ")
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
     assert proc.returncode == 0
+    # Stopped: nothing to point at.
+    gone = run_cli("devnet", "env", "--dir", str(root))
+    assert gone.returncode != 0 and "no devnet is running" in gone.stderr
     audited = run_cli("audit", "verify", "--home", str(root / "node0"))
     assert audited.returncode == 0, audited.stderr
 

@@ -1,0 +1,104 @@
+"""Shipping addresses: checked before they reach the chain, and kept for the buyer.
+
+Checks (``checked_address``): the chain only ever sees the address sealed, so it can
+refuse neither an empty one nor one that is too long in characters; the CLI does, with
+the limit in characters a buyer can act on (the sealed box must fit the chain's
+``sealed_address_max_bytes`` and the text ``MAX_ADDRESS_TEXT`` UTF-8 bytes).
+
+Keeping (``keep_address``/``kept_address``): the buyer seals the address to the
+merchant's X25519 key and cannot open that copy, yet buyer or merchant may disclose it
+to an auditor (docs/commerce.md). So ``order place`` keeps the committed plaintext in
+``<keyring>/addresses/<NAME>.<commitment hex>.json``, sealed with a SecretBox under a
+secret derived from the buyer's signing key (``cli.keyring.local_secret``): whoever can
+sign as the buyer can read it, nobody else. The order view's ``address_commitment``
+finds the file, and the plaintext is checked against it before use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import nacl.exceptions
+import nacl.secret
+
+from apps.commerce.sealing import MAX_ADDRESS_TEXT, ShippingAddress, commitment
+from cli.keyring import check_name, local_secret
+from core import PrivateKey
+from core.keystore import KeystoreError, atomic_write
+
+KEEP_DIR = "addresses"
+KEEP_VERSION = 1
+_PURPOSE = b"ship-address"
+# What a libsodium sealed box adds to its plaintext: an ephemeral key and a tag.
+SEALED_OVERHEAD = 48
+
+
+def max_address_chars(sealed_max_bytes: int) -> int:
+    """The most UTF-8 bytes of address text whose sealed box fits ``sealed_max_bytes``."""
+    for size in range(MAX_ADDRESS_TEXT, -1, -1):
+        plain = ShippingAddress(bytes(32), "a" * size).encode()
+        if len(plain) + SEALED_OVERHEAD <= sealed_max_bytes:
+            return size
+    return 0
+
+
+def checked_address(text: str, sealed_max_bytes: int) -> str:
+    """``text`` stripped, if it is a shipping address the chain can hold; else a
+    ``click.BadParameter`` that says how many characters fit."""
+    address = text.strip()
+    if not address:
+        raise click.BadParameter("the shipping address is empty", param_hint="--address")
+    room = max_address_chars(sealed_max_bytes)
+    size = len(address.encode())
+    if size > room:
+        wide = "" if address.isascii() else " (letters outside ASCII count 2 to 4 each)"
+        raise click.BadParameter(
+            f"the shipping address is {len(address)} characters, at most {room} fit{wide}",
+            param_hint="--address",
+        )
+    return address
+
+
+def _path(keyring: Path, name: str, address_commitment: bytes) -> Path:
+    return keyring / KEEP_DIR / f"{check_name(name)}.{address_commitment.hex()}.json"
+
+
+def keep_address(keyring: Path, name: str, key: PrivateKey, plaintext: bytes) -> Path:
+    """Keep the committed plaintext of an order's address for the buyer ``name``."""
+    digest = commitment(plaintext)
+    box = nacl.secret.SecretBox(local_secret(key, _PURPOSE))
+    doc = {
+        "version": KEEP_VERSION,
+        "kind": "shipping-address",
+        "name": name,
+        "commitment": digest.hex(),
+        "sealed": bytes(box.encrypt(plaintext)).hex(),
+    }
+    path = _path(keyring, name, digest)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o600)
+    return path
+
+
+def kept_address(
+    keyring: Path, name: str, key: PrivateKey, address_commitment: bytes
+) -> bytes | None:
+    """The kept plaintext with this commitment, checked against it; None if none is kept."""
+    path = _path(keyring, name, address_commitment)
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_bytes()[: 64 * 1024])
+        sealed = bytes.fromhex(doc["sealed"])
+        plaintext = nacl.secret.SecretBox(local_secret(key, _PURPOSE)).decrypt(sealed)
+    except (OSError, ValueError, KeyError, TypeError, nacl.exceptions.CryptoError):
+        raise KeystoreError(
+            f"kept address {path} does not open with the key of {name!r}: damaged, or another key's"
+        ) from None
+    # The copy is the one the order committed to, or it is of no use.
+    if commitment(plaintext) != address_commitment:
+        raise KeystoreError(f"kept address {path} does not match the order's commitment")
+    return bytes(plaintext)
