@@ -18,7 +18,7 @@ from cli.keyring import Keyring
 from cli.keys import keys
 from cli.light import fetch_certified_header, producers_at, trusted_genesis
 from cli.send import fail, hint_for, submit_tx
-from core import LiveLedgerError, parse_address
+from core import LiveLedgerError, format_address, parse_address
 from genesis import Genesis
 from storage import StateProof, verify_proof
 from vm import Account, Transfer, account_key
@@ -267,13 +267,21 @@ def verify_account_proof(client: NodeClient, doc: dict[str, Any], genesis: Genes
 @click.argument("address")
 @click.option("--prove", is_flag=True, help="Verify a state proof against a finalized header.")
 @genesis_option
+@click.option(
+    "--keyring",
+    envvar="LIVELEDGER_KEYRING",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where ADDRESS may name a key instead (or set LIVELEDGER_KEYRING).",
+)
 @node_option
 @clear_errors
-def query_account(address: str, prove: bool, genesis_file: Path | None, node_url: str) -> None:
-    """Show an account's balance and nonce."""
+def query_account(
+    address: str, prove: bool, genesis_file: Path | None, keyring: Path | None, node_url: str
+) -> None:
+    """Show an account's balance and nonce (ADDRESS: ll1... or a key's name)."""
     client = NodeClient(node_url)
-    parse_address(address)
-    doc = client.account(address, proof=prove)
+    raw = parse_address(address) if keyring is None else Keyring(keyring).resolve(address)
+    doc = client.account(format_address(raw), proof=prove)
     out: dict[str, Any] = {
         "address": doc["address"],
         "balance": doc["balance"],

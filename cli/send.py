@@ -60,6 +60,8 @@ def hint_for(exc: NodeError, nonce: int | None = None, explicit_nonce: bool = Fa
             f"time from elsewhere?). To send this one as well, {again}; to replace the "
             f"pending one, give --nonce {nonce}{replace}"
         )
+    if exc.code == "duplicate":
+        return "the node already has this very transaction: it was sent before"
     if exc.code == "nonce_too_low" and explicit_nonce:
         return "that nonce is used; leave out --nonce to take the next free one"
     if exc.code == "unreachable":

@@ -172,11 +172,13 @@ async def simulate_tx(request: web.Request) -> web.Response:
     slots.inside += 1
     try:
         async with slots.semaphore:
-            # Read on the loop, where the mempool lives: the head and the sender's run.
-            height, root = chain.store.height, chain.store.head_root
             loop = asyncio.get_running_loop()
             vtx = await loop.run_in_executor(None, _verify, node, raws[0])
+            # The sender's pending run, then the head, with no await between: the store
+            # commits before the mempool forgets what a block included, so the head read
+            # second is never older than the run (what it already holds is skipped).
             before = mempool.pending_for(vtx.sender_address)
+            height, root = chain.store.height, chain.store.head_root
             receipt = await loop.run_in_executor(
                 None, _execute, node, _TreeView(chain.store.tree, root), height, before, vtx
             )
