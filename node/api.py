@@ -53,7 +53,7 @@ from core import (
     tx_hash,
     unpack_raw,
 )
-from node.bodies import parse_json_txs, split_msgpack_batch
+from node.bodies import parse_json_txs, read_body, split_msgpack_batch
 from node.config import NodeConfig
 from node.mempool import SubmitResult
 from node.openapi import ROUTES as OPENAPI_ROUTES
@@ -213,30 +213,13 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The request's body, or ``request_timeout`` (408) if it is not all in within the
-    node's ``body_timeout_ms``: a client that trickles a body holds a connection and a
-    buffer, so a slow upload ends instead of lasting forever. Its size is bounded by
-    ``max_request_bytes``."""
-    timeout_ms = _node(request).config.body_timeout_ms
-    try:
-        return await asyncio.wait_for(request.read(), timeout_ms / 1000)
-    except TimeoutError:
-        raise HttpError(
-            408,
-            "request_timeout",
-            f"the body did not arrive within {timeout_ms} ms",
-            {"Connection": "close"},
-        ) from None
-
-
 async def _read_raw_txs(request: web.Request) -> tuple[list[bytes], bool]:
     """The transactions in a POST body and whether the body was a batch.
 
     The batch's length is known from the msgpack header or the JSON body's
     separators before anything is unpacked (``node.bodies``).
     """
-    body = await read_body(request)
+    body = await read_body(request, _node(request).config.body_timeout_ms)
     # A refusal is a BodyError (an Invalid): the middleware answers 400 with its code.
     if request.content_type in MSGPACK_TYPES:
         # A msgpack body is always a batch: an array of encoded SignedTx (bin).

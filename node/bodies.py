@@ -12,10 +12,13 @@ before ``json.loads`` runs. Every refusal is ``BodyError`` with a stable code.
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import json
 
-from core import Invalid
+from aiohttp import web
+
+from core import HttpError, Invalid
 
 # msgpack array headers: fixarray 0x90-0x9f (count in the low nibble), array 16 and 32.
 _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
@@ -29,6 +32,22 @@ class BodyError(Invalid):
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message, code)
+
+
+async def read_body(request: web.Request, timeout_ms: int) -> bytes:
+    """The request's body, or ``request_timeout`` (408) if it is not all in within
+    ``timeout_ms`` (the node's ``body_timeout_ms``): a client that trickles a body holds a
+    connection and a buffer, so a slow upload ends instead of lasting forever. Its size is
+    bounded by ``max_request_bytes``."""
+    try:
+        return await asyncio.wait_for(request.read(), timeout_ms / 1000)
+    except TimeoutError:
+        raise HttpError(
+            408,
+            "request_timeout",
+            f"the body did not arrive within {timeout_ms} ms",
+            {"Connection": "close"},
+        ) from None
 
 
 def _uint(body: bytes, pos: int, size: int) -> int:
@@ -114,4 +133,4 @@ def parse_json_txs(body: bytes, max_items: int) -> tuple[list[bytes], bool]:
         raise BodyError("malformed", f"transaction is not valid hex: {exc}") from None
 
 
-__all__ = ["BodyError", "parse_json_txs", "split_msgpack_batch"]
+__all__ = ["BodyError", "parse_json_txs", "read_body", "split_msgpack_batch"]

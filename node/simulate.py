@@ -38,7 +38,7 @@ from apps.routes import (
     ref,
 )
 from core import HttpError
-from node.bodies import parse_json_txs
+from node.bodies import parse_json_txs, read_body
 from node.openapi import TX_REFUSAL_CODES
 from node.render import RECEIPT, receipt_json
 from node.service import NODE, Node
@@ -122,6 +122,7 @@ _REFUSED = tuple(
             "transaction no block would include next.",
             *_REFUSED,
         ),
+        Refusal(408, "The body did not arrive in time (a slow upload).", "request_timeout"),
         Refusal(
             503,
             "Too many simulations at once (retry after `Retry-After` seconds), or the "
@@ -157,7 +158,7 @@ async def simulate_tx(request: web.Request) -> web.Response:
         raise HttpError(
             400, "too_large", f"a simulation body is at most {limit} bytes, got {length}"
         )
-    raws, batch = parse_json_txs(await request.read(), 1)
+    raws, batch = parse_json_txs(await read_body(request, node.config.body_timeout_ms), 1)
     if batch:
         raise HttpError(400, "malformed", 'a simulation takes one transaction: {"tx": "<hex>"}')
     slots = request.app[SLOTS]
