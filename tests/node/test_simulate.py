@@ -102,3 +102,22 @@ async def test_simulation_refuses_bad_bodies_before_work(node_client):
         doc = await resp.json()
         assert (resp.status, doc["code"]) == (400, code), (body[:40], doc)
     assert (await client.get("/v1/status")).status == 200
+
+
+async def test_simulations_beyond_the_slots_and_queue_are_busy(node_client):
+    """A burst of simulations: those beyond the running and waiting ones are refused
+    with 503 busy and Retry-After at once, the rest answered; the node keeps serving."""
+    client, node, faucet = node_client
+    tx = signed_transfer(faucet, node.genesis.chain_id, b"\x01" * 20, 1, 0)
+
+    async def one():
+        resp = await client.post("/v1/txs/simulate", json={"tx": tx})
+        return resp.status, resp.headers.get("Retry-After"), (await resp.json())
+
+    answers = await asyncio.gather(*(one() for _ in range(100)))
+    busy = [a for a in answers if a[0] == 503]
+    done = [a for a in answers if a[0] == 200]
+    assert busy and len(busy) + len(done) == 100
+    assert {(retry, doc["code"]) for _, retry, doc in busy} == {("1", "busy")}
+    assert {d["receipt"]["code"] for _, _, d in done} == {"ok"}
+    assert (await client.get("/v1/status")).status == 200
