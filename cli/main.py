@@ -133,11 +133,16 @@ def devnet(ctx: click.Context, root: Path, validators: int, log_format: str) -> 
 
 
 @devnet.command("env")
-@dir_option
+@click.option(
+    "--dir", "root", default=None, type=click.Path(path_type=Path), help="[default: devnet]"
+)
+@click.pass_context
 @clear_errors
-def devnet_env_cmd(root: Path) -> None:
+def devnet_env_cmd(ctx: click.Context, root: Path | None) -> None:
     """Print shell exports for the running devnet in DIR: eval "$(liveledger devnet env)"."""
-    click.echo(devnet_env(root))
+    # `devnet --dir D env` names the directory too.
+    parent = ctx.parent.params["root"] if ctx.parent is not None else Path("devnet")
+    click.echo(devnet_env(parent if root is None else root))
 
 
 @main.group()

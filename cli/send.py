@@ -47,7 +47,7 @@ def fail(code: str | None, message: str, status: int = EXIT_REFUSED, hint: str =
 
 def hint_for(exc: NodeError, nonce: int | None = None, explicit_nonce: bool = False) -> str:
     """What a person can do about a refusal, where the message alone does not say it."""
-    if exc.code == "duplicate" and "nonce" in exc.message:
+    if exc.code == "duplicate" and "nonce" in exc.message and nonce is not None:
         need = re.search(r"fee >= (\d+)", exc.message)
         replace = f" --fee {need.group(1)}" if need else " and a higher --fee"
         again = (

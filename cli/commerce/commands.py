@@ -20,7 +20,7 @@ from cli import human
 from cli.client import NodeClient
 from cli.commerce.client import CommerceClient
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
-from cli.main import clear_errors, node_option, simulate_option, submit_tx
+from cli.main import clear_errors, keyring_option, node_option, simulate_option, submit_tx
 from core import PrivateKey, parse_address
 
 U64 = click.IntRange(0, 2**64 - 1)
@@ -28,13 +28,6 @@ ID = click.IntRange(1, 2**64 - 1)
 AMOUNT = click.IntRange(1, 2**64 - 1)
 BPS = click.IntRange(0, 10_000)
 
-keyring_option = click.option(
-    "--keyring",
-    required=True,
-    envvar="LIVELEDGER_KEYRING",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keyring directory (or set LIVELEDGER_KEYRING).",
-)
 from_option = click.option(
     "--from", "sender", required=True, help="Name of the signing key in the keyring."
 )
