@@ -21,7 +21,6 @@ read once the transaction is sent.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
@@ -42,6 +41,7 @@ from node.bodies import parse_json_txs, read_body
 from node.openapi import TX_REFUSAL_CODES
 from node.render import RECEIPT, receipt_json
 from node.service import NODE, Node
+from storage import StateTree
 from vm import Receipt, StateView, VerifiedTx, verify_signed_tx
 
 # Simulations executing at once (worker threads), and how many more may wait.
@@ -72,13 +72,12 @@ class _TreeView:
 
     __slots__ = ("_tree", "_root")
 
-    def __init__(self, tree: Any, root: bytes) -> None:
+    def __init__(self, tree: StateTree, root: bytes) -> None:
         self._tree = tree
         self._root = root
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._tree.get(self._root, key)
-        return value
+        return self._tree.get(self._root, key)
 
 
 SIMULATION = Component(
@@ -179,7 +178,9 @@ async def simulate_tx(request: web.Request) -> web.Response:
             # commits before the mempool forgets what a block included, so the head read
             # second is never older than the run (what it already holds is skipped).
             before = mempool.pending_for(vtx.sender_address)
-            height, root = chain.store.height, chain.store.head_root
+            height = chain.store.height
+            # The root stored for that height: one consistent (height, root) pair.
+            root = chain.store.state_root(height)
             receipt = await loop.run_in_executor(
                 None, _execute, node, _TreeView(chain.store.tree, root), height, before, vtx
             )
