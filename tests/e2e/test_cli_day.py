@@ -45,6 +45,33 @@ ELSEWHERE = {
     "devnet env": {"ok", "error"},
     # The node of this module is `python -m cli node start` (its error path runs here).
     "node start": {"ok"},
+    # tests/e2e/test_consortium_cli.py: the member's node, the genesis ceremony and the
+    # operator's commands, each run against live nodes and on its main refusal.
+    **{
+        path: {"ok", "error"}
+        for path in (
+            "init",
+            "genesis assemble",
+            "genesis contribute",
+            "genesis hash",
+            "genesis install",
+            "gov propose-admit",
+            "gov propose-param",
+            "gov propose-remove",
+            "gov vote",
+            "query candidates",
+            "query members",
+            "query params",
+            "query producers",
+            "query proposals",
+            "staking bond",
+            "staking register-candidate",
+            "staking submit-evidence",
+            "staking unbond",
+            "staking unjail",
+            "staking vote-producers",
+        )
+    },
 }
 
 
