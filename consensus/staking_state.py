@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
+from consensus.prefixes import ConsensusPrefix
 from consensus.validators import ValidatorSet
 from core.codec import MaxItems, MaxLen, Wire
 from core.errors import DecodeError, Invalid, NodeFault
@@ -22,7 +23,6 @@ from core.hashing import Domain, hash_bytes
 from core.keys import ADDRESS_SIZE, address_of
 from core.types import MAX_VALIDATORS, Address, PublicKey
 from vm.params import ChainParams
-from vm.prefixes import KeyPrefix
 from vm.registry import TxFailed
 from vm.state import Overlay, StateView
 
@@ -275,19 +275,19 @@ class PendingParams(Wire):
 
 # --- keys ---
 
-_MEMBER = bytes([KeyPrefix.MEMBER])
-_CANDIDATE = bytes([KeyPrefix.CANDIDATE])
-_STAKER = bytes([KeyPrefix.STAKER])
-_QUEUE = bytes([KeyPrefix.UNBONDING_QUEUE])
-_PRODUCERS = bytes([KeyPrefix.PRODUCER_SET])
-_EVIDENCE = bytes([KeyPrefix.EVIDENCE])
-_PROPOSAL = bytes([KeyPrefix.PROPOSAL])
-MEMBER_LIST_KEY = bytes([KeyPrefix.STAKING_INDEX, 0x01])
-CANDIDATE_LIST_KEY = bytes([KeyPrefix.STAKING_INDEX, 0x02])
-PROPOSAL_COUNTER_KEY = bytes([KeyPrefix.STAKING_INDEX, 0x03])
-TOTALS_KEY = bytes([KeyPrefix.STAKING_INDEX, 0x04])
-ACTIVE_PARAMS_KEY = bytes([KeyPrefix.CHAIN_PARAMS, 0x01])
-PENDING_PARAMS_KEY = bytes([KeyPrefix.CHAIN_PARAMS, 0x02])
+_MEMBER = bytes([ConsensusPrefix.MEMBER])
+_CANDIDATE = bytes([ConsensusPrefix.CANDIDATE])
+_STAKER = bytes([ConsensusPrefix.STAKER])
+_QUEUE = bytes([ConsensusPrefix.UNBONDING_QUEUE])
+_PRODUCERS = bytes([ConsensusPrefix.PRODUCER_SET])
+_EVIDENCE = bytes([ConsensusPrefix.EVIDENCE])
+_PROPOSAL = bytes([ConsensusPrefix.PROPOSAL])
+MEMBER_LIST_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x01])
+CANDIDATE_LIST_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x02])
+PROPOSAL_COUNTER_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x03])
+TOTALS_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x04])
+ACTIVE_PARAMS_KEY = bytes([ConsensusPrefix.CHAIN_PARAMS, 0x01])
+PENDING_PARAMS_KEY = bytes([ConsensusPrefix.CHAIN_PARAMS, 0x02])
 
 
 def _u64(n: int) -> bytes:

@@ -26,7 +26,7 @@ from vm.executor import (
     verify_signed_tx,
 )
 from vm.params import ChainParams
-from vm.prefixes import KeyPrefix
+from vm.prefixes import PREFIX_RANGES, KeyPrefix, PrefixRange, prefix_owner
 from vm.receipts import OK, BlockEvents, Event, EventAttr, Receipt
 from vm.registry import (
     BeginBlockHook,
@@ -43,6 +43,7 @@ from vm.transfer import TRANSFER, Transfer, apply_transfer
 __all__ = [
     "BlockEvents",
     "OK",
+    "PREFIX_RANGES",
     "TRANSFER",
     "U64_OVERFLOW",
     "ZERO_ACCOUNT",
@@ -57,6 +58,7 @@ __all__ = [
     "Handler",
     "KeyPrefix",
     "Overlay",
+    "PrefixRange",
     "Receipt",
     "Registry",
     "StateView",
@@ -76,6 +78,7 @@ __all__ = [
     "default_registry",
     "get_account",
     "move_tokens",
+    "prefix_owner",
     "put_account",
     "read_account",
     "verify_signed_tx",

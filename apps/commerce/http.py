@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from apps.commerce import feed, keys, views
+from apps.commerce.keys import CommercePrefix
 from apps.commerce.model import (
     Counter,
     Disclosure,
@@ -73,7 +74,7 @@ from core.errors import HttpError, Invalid
 from core.keys import parse_address
 from core.types import BlockHeader, Commit
 from storage import StateProof, verify_proof
-from vm import Event, KeyPrefix, Receipt, StateView
+from vm import Event, Receipt, StateView
 
 # --- privacy ---
 
@@ -84,11 +85,11 @@ from vm import Event, KeyPrefix, Receipt, StateView
 # ``views.order_view`` allows.
 PRIVATE_STATE_PREFIXES = frozenset(
     {
-        KeyPrefix.COMMERCE_DEAL_BUYER,
-        KeyPrefix.COMMERCE_ORDER,
-        KeyPrefix.COMMERCE_PARTY,
-        KeyPrefix.COMMERCE_DISPUTE,
-        KeyPrefix.COMMERCE_DISCLOSURE,
+        CommercePrefix.DEAL_BUYER,
+        CommercePrefix.ORDER,
+        CommercePrefix.PARTY,
+        CommercePrefix.DISPUTE,
+        CommercePrefix.DISCLOSURE,
     }
 )
 

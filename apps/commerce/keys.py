@@ -7,20 +7,49 @@ Every key is ``prefix byte || fixed-width parts``: ids are 8-byte big-endian
 from __future__ import annotations
 
 import hashlib
+from enum import IntEnum
 
-from vm.prefixes import KeyPrefix
 
-# Counter kinds (the byte after COMMERCE_COUNTER).
+class CommercePrefix(IntEnum):
+    """State key prefixes of the commerce app (range 0x20-0x4F, ``vm.prefixes.PREFIX_RANGES``).
+
+    Values are part of the protocol: never renumber; a new kind takes the next free value.
+    """
+
+    CONFIG = 0x20
+    ROLE = 0x21
+    COUNTER = 0x22
+    ESCROW = 0x23
+    MERCHANT = 0x24
+    LISTING = 0x25
+    LISTING_VERSION = 0x26
+    SESSION = 0x27
+    DEAL = 0x28
+    DEAL_BUYER = 0x29
+    ORDER = 0x2A
+    PARTY = 0x2B
+    DISPUTE = 0x2C
+    DISCLOSURE = 0x2D
+    DEADLINE_QUEUE = 0x2E
+    DEADLINE_ENTRY = 0x2F
+    DEAL_CLOCK = 0x30
+    DEAL_BUCKET = 0x31
+    ITEM = 0x32
+    ITEM_EVENT = 0x33
+    REVIEW = 0x34
+
+
+# Counter kinds (the byte after CommercePrefix.COUNTER).
 LISTING_IDS = 1
 SESSION_IDS = 2
 DEAL_IDS = 3
 ORDER_IDS = 4
 
-_P = {p: bytes([p]) for p in KeyPrefix}
+_P = {p: bytes([p]) for p in CommercePrefix}
 
-CONFIG_KEY = _P[KeyPrefix.COMMERCE_CONFIG]
-ESCROW_KEY = _P[KeyPrefix.COMMERCE_ESCROW]
-DEAL_CLOCK_KEY = _P[KeyPrefix.COMMERCE_DEAL_CLOCK]
+CONFIG_KEY = _P[CommercePrefix.CONFIG]
+ESCROW_KEY = _P[CommercePrefix.ESCROW]
+DEAL_CLOCK_KEY = _P[CommercePrefix.DEAL_CLOCK]
 
 
 def _u64(n: int) -> bytes:
@@ -28,75 +57,75 @@ def _u64(n: int) -> bytes:
 
 
 def role_key(address: bytes) -> bytes:
-    return _P[KeyPrefix.COMMERCE_ROLE] + address
+    return _P[CommercePrefix.ROLE] + address
 
 
 def counter_key(kind: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_COUNTER] + bytes([kind])
+    return _P[CommercePrefix.COUNTER] + bytes([kind])
 
 
 def merchant_key(address: bytes) -> bytes:
-    return _P[KeyPrefix.COMMERCE_MERCHANT] + address
+    return _P[CommercePrefix.MERCHANT] + address
 
 
 def listing_key(listing_id: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_LISTING] + _u64(listing_id)
+    return _P[CommercePrefix.LISTING] + _u64(listing_id)
 
 
 def listing_version_key(listing_id: int, version: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_LISTING_VERSION] + _u64(listing_id) + version.to_bytes(4, "big")
+    return _P[CommercePrefix.LISTING_VERSION] + _u64(listing_id) + version.to_bytes(4, "big")
 
 
 def session_key(session_id: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_SESSION] + _u64(session_id)
+    return _P[CommercePrefix.SESSION] + _u64(session_id)
 
 
 def deal_key(deal_id: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_DEAL] + _u64(deal_id)
+    return _P[CommercePrefix.DEAL] + _u64(deal_id)
 
 
 def deal_buyer_key(deal_id: int, buyer: bytes) -> bytes:
-    return _P[KeyPrefix.COMMERCE_DEAL_BUYER] + _u64(deal_id) + buyer
+    return _P[CommercePrefix.DEAL_BUYER] + _u64(deal_id) + buyer
 
 
 def order_key(order_id: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_ORDER] + _u64(order_id)
+    return _P[CommercePrefix.ORDER] + _u64(order_id)
 
 
 def dispute_key(order_id: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_DISPUTE] + _u64(order_id)
+    return _P[CommercePrefix.DISPUTE] + _u64(order_id)
 
 
 def disclosure_key(order_id: int, seq: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_DISCLOSURE] + _u64(order_id) + seq.to_bytes(4, "big")
+    return _P[CommercePrefix.DISCLOSURE] + _u64(order_id) + seq.to_bytes(4, "big")
 
 
 def party_key(address: bytes) -> bytes:
-    return _P[KeyPrefix.COMMERCE_PARTY] + address
+    return _P[CommercePrefix.PARTY] + address
 
 
 def deadline_queue_key(kind: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_DEADLINE_QUEUE] + bytes([kind])
+    return _P[CommercePrefix.DEADLINE_QUEUE] + bytes([kind])
 
 
 def deadline_entry_key(kind: int, seq: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_DEADLINE_ENTRY] + bytes([kind]) + _u64(seq)
+    return _P[CommercePrefix.DEADLINE_ENTRY] + bytes([kind]) + _u64(seq)
 
 
 def deal_bucket_key(bucket: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_DEAL_BUCKET] + _u64(bucket)
+    return _P[CommercePrefix.DEAL_BUCKET] + _u64(bucket)
 
 
 def item_key(ref: bytes) -> bytes:
-    return _P[KeyPrefix.COMMERCE_ITEM] + ref
+    return _P[CommercePrefix.ITEM] + ref
 
 
 def item_event_key(ref: bytes, seq: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_ITEM_EVENT] + ref + seq.to_bytes(4, "big")
+    return _P[CommercePrefix.ITEM_EVENT] + ref + seq.to_bytes(4, "big")
 
 
 def review_key(order_id: int) -> bytes:
-    return _P[KeyPrefix.COMMERCE_REVIEW] + _u64(order_id)
+    return _P[CommercePrefix.REVIEW] + _u64(order_id)
 
 
 def item_ref(gtin: str, serial: str) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from consensus import GenesisStaking, params_for_height, producers_for_height, register_staking
+from consensus.prefixes import ConsensusPrefix
 from consensus.staking_state import (
     BONDED_POOL,
     COMMUNITY_POOL,
@@ -156,7 +157,9 @@ def check_invariants(state: dict[bytes, bytes], supply: int) -> None:
     """Tokens conserved; each pool equals its total and the sum it stands for; tallies add up."""
     balances = sum(Account.decode(v).balance for k, v in state.items() if k[0] == KeyPrefix.ACCOUNT)
     assert balances == supply
-    stakers = [(k[1:], Staker.decode(v)) for k, v in state.items() if k[0] == KeyPrefix.STAKER]
+    stakers = [
+        (k[1:], Staker.decode(v)) for k, v in state.items() if k[0] == ConsensusPrefix.STAKER
+    ]
     totals = get_totals(state)
     bonded = sum(s.bonded for _, s in stakers)
     unbonding = sum(s.unbonding_total for _, s in stakers)
@@ -164,7 +167,7 @@ def check_invariants(state: dict[bytes, bytes], supply: int) -> None:
     assert get_account(state, UNBONDING_POOL).balance == unbonding == totals.unbonding
     assert get_account(state, COMMUNITY_POOL).balance == totals.slashed
     for k, v in state.items():
-        if k[0] == KeyPrefix.CANDIDATE:
+        if k[0] == ConsensusPrefix.CANDIDATE:
             expected = sum(s.bonded for _, s in stakers if k[1:] in s.votes)
             assert Candidate.decode(v).weight == expected, k[1:].hex()
     for _, s in stakers:

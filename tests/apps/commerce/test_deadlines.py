@@ -4,8 +4,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apps.commerce.deadlines import pending, pop_due, schedule
+from apps.commerce.keys import CommercePrefix
 from apps.commerce.model import DeadlineKind
-from vm import KeyPrefix, Overlay
+from vm import Overlay
 
 SHIP = DeadlineKind.SHIP
 
@@ -16,7 +17,7 @@ def test_consecutive_orders_due_together_share_one_entry():
         schedule(state, SHIP, 100, order_id)
     schedule(state, SHIP, 100, 5)  # a gap: new entry
     schedule(state, SHIP, 200, 6)  # another due time: new entry
-    entries = [k for k in state.changes() if k[0] == KeyPrefix.COMMERCE_DEADLINE_ENTRY]
+    entries = [k for k in state.changes() if k[0] == CommercePrefix.DEADLINE_ENTRY]
     assert len(entries) == 3
     assert pending(state, SHIP) == [(100, 1), (100, 2), (100, 3), (100, 5), (200, 6)]
 

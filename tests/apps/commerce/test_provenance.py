@@ -3,11 +3,11 @@
 import pytest
 
 from apps.commerce import payloads as tx
+from apps.commerce.keys import CommercePrefix
 from apps.commerce.model import ItemId, Role
 from apps.commerce.provenance import gtin_check_digit, valid_gtin
 from apps.commerce.views import item_history, item_state_keys, item_view
 from tests.apps.commerce.helpers import item, new_chain, open_shop
-from vm import KeyPrefix
 
 A1 = item("A1")
 
@@ -105,13 +105,13 @@ def test_custody_hand_off_refused_then_accepted():
 
 def test_history_is_append_only():
     chain = chain_with_roles()
-    before = {k: v for k, v in chain.state.items() if k[0] == KeyPrefix.COMMERCE_ITEM_EVENT}
+    before = {k: v for k, v in chain.state.items() if k[0] == CommercePrefix.ITEM_EVENT}
     chain.ok(
         "maker",
         tx.ATTEST,
         tx.Attest(A1, "inspecting", "conformant", "urn:qa", "", chain.time_ms, b"\x05" * 32),
     )
-    after = {k: v for k, v in chain.state.items() if k[0] == KeyPrefix.COMMERCE_ITEM_EVENT}
+    after = {k: v for k, v in chain.state.items() if k[0] == CommercePrefix.ITEM_EVENT}
     assert all(after[k] == v for k, v in before.items())
     assert len(after) == len(before) + 1
 

@@ -1,0 +1,22 @@
+"""State key prefixes of consensus (range 0x10-0x1F, ``vm.prefixes.PREFIX_RANGES``).
+
+Values are part of the protocol: never renumber. Key layout: docs/staking.md.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ConsensusPrefix(IntEnum):
+    MEMBER = 0x10
+    CANDIDATE = 0x11
+    STAKER = 0x12
+    UNBONDING_QUEUE = 0x13
+    PRODUCER_SET = 0x14
+    EVIDENCE = 0x15
+    PROPOSAL = 0x16
+    # Singletons: member and candidate lists, proposal counter, staking totals.
+    STAKING_INDEX = 0x17
+    # Governed chain parameters: the active set and the scheduled changes.
+    CHAIN_PARAMS = 0x18
