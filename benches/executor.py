@@ -25,6 +25,7 @@ from vm import (
     Executor,
     Registry,
     Transfer,
+    TxType,
     account_key,
     default_registry,
     verify_signed_tx,
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     # The same block with a handler that does nothing: the executor's own share
     # (checks, fee, nonce, snapshot, receipt, the sender's decode and encode).
     noop = Registry()
-    noop.register("transfer", Transfer, lambda state, tx, payload, ctx: None)
+    noop.register(TxType("transfer", Transfer, lambda state, tx, payload, ctx: None))
     ctx = BlockContext(CHAIN, 10, 0, bytes(20), params)
     result = executor.execute_block(state, vtxs, ctx, strict=True)
     assert len(result.receipts) == args.txs and all(r.ok for r in result.receipts)

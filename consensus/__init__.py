@@ -20,7 +20,7 @@ from consensus.messages import (
     SyncRequest,
 )
 from consensus.privval import DoubleSignRefused, PrivValidator
-from consensus.staking import register_staking
+from consensus.staking import CONSENSUS_TX_TYPES, register_staking
 from consensus.staking_genesis import GenesisStaking
 from consensus.staking_state import (
     epoch_of,
@@ -34,6 +34,11 @@ from consensus.staking_state import (
 from consensus.validation import validate_header, validate_tx_root
 from consensus.validators import ValidatorSet, make_commit, verify_commit
 from consensus.wal import WAL
+from vm.registry import error_codes
+
+# Every consensus transaction type, and the codes their receipts may carry.
+TX_TYPES = CONSENSUS_TX_TYPES
+ERROR_CODES = error_codes(TX_TYPES)
 
 __all__ = [
     "Application",
@@ -42,6 +47,7 @@ __all__ = [
     "ConsensusEngine",
     "ConsensusMessage",
     "DoubleSignRefused",
+    "ERROR_CODES",
     "DuplicateVoteEvidence",
     "FinalizedBlock",
     "GenesisStaking",
@@ -51,6 +57,7 @@ __all__ = [
     "Step",
     "Synchrony",
     "SyncRequest",
+    "TX_TYPES",
     "Transport",
     "ValidatorSet",
     "WAL",

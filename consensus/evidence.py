@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from consensus.codes import shared
+from consensus.prefixes import ConsensusPrefix as P
 from consensus.staking_state import (
     BONDED_POOL,
     BPS,
@@ -36,11 +38,13 @@ from core.keys import SignDomain, address_of, is_valid_signature
 from core.types import Vote, vote_signing_body
 from vm.accounts import move_tokens
 from vm.context import BlockContext
+from vm.prefixes import KeyPrefix
 from vm.receipts import Event
-from vm.registry import TxFailed, TxInfo
+from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay
 
 SUBMIT_EVIDENCE = "submit_evidence"
+TX_TYPES = TxTable(TxClass.CONSENSUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,24 @@ def _signature_ok(vote: Vote, chain_id: str) -> bool:
     return is_valid_signature(vote.validator, SignDomain.VOTE, chain_id, body, vote.signature)
 
 
+@TX_TYPES.declare(
+    SUBMIT_EVIDENCE,
+    SubmitEvidence,
+    "two conflicting votes of one producer: it is slashed and jailed",
+    codes={
+        **shared("staking_disabled"),
+        "invalid_evidence": "two votes that are not a double signature",
+        "future_evidence": "evidence for a height not below the including block",
+        "evidence_too_old": "evidence older than `max_evidence_age_blocks`",
+        "duplicate_evidence": "the offence was already punished",
+        "not_a_producer": "the signer was not a producer at that height",
+        "bad_evidence_signature": "a vote's signature does not verify for this chain",
+    },
+    events={"double_sign"},
+    reads={P.PRODUCER_SET, P.CHAIN_PARAMS},
+    writes={KeyPrefix.ACCOUNT, P.CANDIDATE, P.STAKER, P.EVIDENCE, P.STAKING_INDEX},
+    view="Candidate",
+)
 def apply_submit_evidence(
     state: Overlay, tx: TxInfo, payload: SubmitEvidence, ctx: BlockContext
 ) -> None:

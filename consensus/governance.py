@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
+from consensus.codes import shared
+from consensus.prefixes import ConsensusPrefix as P
 from consensus.staking_state import (
     ACTIVE_PARAMS_KEY,
     GOVERNABLE_PARAMS,
@@ -50,13 +52,17 @@ from core.types import PublicKey
 from vm.context import BlockContext
 from vm.params import ChainParams
 from vm.receipts import Event
-from vm.registry import TxFailed, TxInfo
+from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay, StateView
 
 PROPOSE_ADMIT_MEMBER = "propose_admit_member"
 PROPOSE_REMOVE_MEMBER = "propose_remove_member"
 PROPOSE_PARAM_CHANGE = "propose_param_change"
 VOTE_PROPOSAL = "vote_proposal"
+TX_TYPES = TxTable(TxClass.CONSENSUS)
+# What opening a proposal reads and writes (the member's open list, the counter).
+_PROPOSE_READS = {P.CHAIN_PARAMS}
+_PROPOSE_WRITES = {P.MEMBER, P.PROPOSAL, P.STAKING_INDEX}
 
 ADMIT_MEMBER = 1
 REMOVE_MEMBER = 2
@@ -239,6 +245,22 @@ def _check_param(state: StateView, name: str, value: int) -> ChainParams:
     return changed
 
 
+@TX_TYPES.declare(
+    PROPOSE_ADMIT_MEMBER,
+    ProposeAdmitMember,
+    "a member proposes to admit a node key as a member",
+    codes=shared(
+        "staking_disabled",
+        "not_member",
+        "invalid_name",
+        "already_member",
+        "too_many_members",
+        "too_many_proposals",
+    ),
+    events={"proposal_created"},
+    reads=_PROPOSE_READS,
+    writes=_PROPOSE_WRITES,
+)
 def apply_propose_admit_member(
     state: Overlay, tx: TxInfo, payload: ProposeAdmitMember, ctx: BlockContext
 ) -> None:
@@ -248,6 +270,17 @@ def apply_propose_admit_member(
     _new_proposal(state, tx, ctx, ADMIT_MEMBER, public_key=payload.public_key, name=payload.name)
 
 
+@TX_TYPES.declare(
+    PROPOSE_REMOVE_MEMBER,
+    ProposeRemoveMember,
+    "a member proposes to remove a member",
+    codes=shared(
+        "staking_disabled", "not_member", "unknown_member", "last_member", "too_many_proposals"
+    ),
+    events={"proposal_created"},
+    reads=_PROPOSE_READS,
+    writes=_PROPOSE_WRITES,
+)
 def apply_propose_remove_member(
     state: Overlay, tx: TxInfo, payload: ProposeRemoveMember, ctx: BlockContext
 ) -> None:
@@ -257,6 +290,22 @@ def apply_propose_remove_member(
     _new_proposal(state, tx, ctx, REMOVE_MEMBER, public_key=payload.public_key)
 
 
+@TX_TYPES.declare(
+    PROPOSE_PARAM_CHANGE,
+    ProposeParamChange,
+    "a member proposes a new value for a governable chain parameter",
+    codes=shared(
+        "staking_disabled",
+        "not_member",
+        "param_not_governable",
+        "invalid_param",
+        "too_many_pending",
+        "too_many_proposals",
+    ),
+    events={"proposal_created"},
+    reads=_PROPOSE_READS,
+    writes=_PROPOSE_WRITES,
+)
 def apply_propose_param_change(
     state: Overlay, tx: TxInfo, payload: ProposeParamChange, ctx: BlockContext
 ) -> None:
@@ -269,6 +318,32 @@ def apply_propose_param_change(
 # --- voting ---
 
 
+@TX_TYPES.declare(
+    VOTE_PROPOSAL,
+    VoteProposal,
+    "an active producer approves a proposal; more than 2/3 pass and execute it",
+    codes={
+        **shared(
+            "staking_disabled",
+            "invalid_name",
+            "already_member",
+            "too_many_members",
+            "unknown_member",
+            "last_member",
+            "param_not_governable",
+            "invalid_param",
+            "too_many_pending",
+        ),
+        "unknown_proposal": "no such proposal",
+        "proposal_closed": "the proposal already passed",
+        "proposal_expired": "the proposal's voting period is over",
+        "not_producer": "the voter is not an active producer",
+        "already_voted": "the producer already approved the proposal",
+    },
+    events={VOTE_PROPOSAL, "member_admitted", "member_removed", "param_change_scheduled"},
+    reads={P.PRODUCER_SET},
+    writes={P.MEMBER, P.PROPOSAL, P.STAKING_INDEX, P.CHAIN_PARAMS},
+)
 def apply_vote_proposal(
     state: Overlay, tx: TxInfo, payload: VoteProposal, ctx: BlockContext
 ) -> None:

@@ -12,23 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from consensus import evidence, governance
+from consensus.codes import shared
 from consensus.election import elect_producers, missed_slots_hook
-from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence, apply_submit_evidence
-from consensus.governance import (
-    PROPOSE_ADMIT_MEMBER,
-    PROPOSE_PARAM_CHANGE,
-    PROPOSE_REMOVE_MEMBER,
-    VOTE_PROPOSAL,
-    ProposeAdmitMember,
-    ProposeParamChange,
-    ProposeRemoveMember,
-    VoteProposal,
-    apply_param_changes,
-    apply_propose_admit_member,
-    apply_propose_param_change,
-    apply_propose_remove_member,
-    apply_vote_proposal,
-)
+from consensus.governance import apply_param_changes
+from consensus.prefixes import ConsensusPrefix as P
 from consensus.staking_state import (
     BONDED_POOL,
     CANDIDATE_LIST_KEY,
@@ -62,8 +50,9 @@ from core.types import PublicKey
 from vm.accounts import get_account, move_tokens
 from vm.amounts import checked_add
 from vm.context import BlockContext
+from vm.prefixes import KeyPrefix
 from vm.receipts import Event
-from vm.registry import Registry, TxClass, TxFailed, TxInfo
+from vm.registry import Registry, TxClass, TxFailed, TxInfo, TxTable, TxType
 from vm.state import Overlay
 
 REGISTER_CANDIDATE = "register_candidate"
@@ -71,6 +60,9 @@ BOND = "bond"
 UNBOND = "unbond"
 VOTE_PRODUCERS = "vote_producers"
 UNJAIL = "unjail"
+
+# The chain's own upkeep goes before commerce and transfers (with fair shares).
+TX_TYPES = TxTable(TxClass.CONSENSUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +102,20 @@ class Unjail(Wire):
     MAX_ENCODED = 8
 
 
+@TX_TYPES.declare(
+    REGISTER_CANDIDATE,
+    RegisterCandidate,
+    "the sender's node key stands for election (weight 0)",
+    codes={
+        **shared("staking_disabled", "not_member"),
+        "already_candidate": "the node key is already a candidate",
+        "too_many_candidates": "the candidate list is full",
+    },
+    events={REGISTER_CANDIDATE},
+    reads={P.MEMBER, P.CHAIN_PARAMS},
+    writes={P.CANDIDATE, P.STAKING_INDEX},
+    view="Candidate",
+)
 def apply_register_candidate(
     state: Overlay, tx: TxInfo, payload: RegisterCandidate, ctx: BlockContext
 ) -> None:
@@ -132,6 +138,19 @@ def apply_register_candidate(
     state.emit(Event.of(REGISTER_CANDIDATE, candidate=key))
 
 
+@TX_TYPES.declare(
+    BOND,
+    Bond,
+    "balance to the bonded pool; the bond and the tallies of its ballot grow",
+    codes={
+        **shared("staking_disabled", "invalid_amount", "u64_overflow"),
+        "insufficient_funds": "balance after the fee below the amount",
+    },
+    events={BOND},
+    reads={P.CHAIN_PARAMS},
+    writes={KeyPrefix.ACCOUNT, P.CANDIDATE, P.STAKER, P.STAKING_INDEX},
+    view="Candidate",
+)
 def apply_bond(state: Overlay, tx: TxInfo, payload: Bond, ctx: BlockContext) -> None:
     amount = payload.amount
     require_staking(state)
@@ -151,6 +170,21 @@ def apply_bond(state: Overlay, tx: TxInfo, payload: Bond, ctx: BlockContext) -> 
     state.emit(Event.of(BOND, staker=tx.sender_address, amount=amount, bonded=bonded))
 
 
+@TX_TYPES.declare(
+    UNBOND,
+    Unbond,
+    "bonded to unbonding pool, paid back after `unbonding_blocks`; tallies shrink at once",
+    codes={
+        **shared("staking_disabled", "invalid_amount", "u64_overflow"),
+        "insufficient_bond": "unbonding more than is bonded",
+        "too_many_unbonding": "the staker has the most pending unbonding entries",
+        "release_queue_full": "too many releases due at that height",
+    },
+    events={UNBOND},
+    reads={P.CHAIN_PARAMS},
+    writes={KeyPrefix.ACCOUNT, P.CANDIDATE, P.STAKER, P.UNBONDING_QUEUE, P.STAKING_INDEX},
+    view="Candidate",
+)
 def apply_unbond(state: Overlay, tx: TxInfo, payload: Unbond, ctx: BlockContext) -> None:
     amount = payload.amount
     require_staking(state)
@@ -205,6 +239,22 @@ def apply_unbond(state: Overlay, tx: TxInfo, payload: Unbond, ctx: BlockContext)
     )
 
 
+@TX_TYPES.declare(
+    VOTE_PRODUCERS,
+    VoteProducers,
+    "replace the sender's ballot; the whole bond counts for each candidate on it",
+    codes={
+        **shared("staking_disabled"),
+        "invalid_votes": "a ballot not in strictly ascending order",
+        "too_many_votes": "a ballot over `max_votes`",
+        "unknown_candidate": "a ballot names a key that is not a candidate",
+        "no_stake": "a non-empty ballot without a bond",
+    },
+    events={VOTE_PRODUCERS},
+    reads={P.CHAIN_PARAMS},
+    writes={P.CANDIDATE, P.STAKER},
+    view="Candidate",
+)
 def apply_vote_producers(
     state: Overlay, tx: TxInfo, payload: VoteProducers, ctx: BlockContext
 ) -> None:
@@ -235,6 +285,21 @@ def apply_vote_producers(
     )
 
 
+@TX_TYPES.declare(
+    UNJAIL,
+    Unjail,
+    "a jailed candidate that served its time leaves jail; its missed counts restart",
+    codes={
+        **shared("staking_disabled"),
+        "not_candidate": "unjail from a key that is not a candidate",
+        "not_jailed": "unjail of a candidate that is not jailed",
+        "still_jailed": "unjail before `jailed_until`",
+    },
+    events={UNJAIL},
+    reads={P.CHAIN_PARAMS},
+    writes={P.CANDIDATE},
+    view="Candidate",
+)
 def apply_unjail(state: Overlay, tx: TxInfo, payload: Unjail, ctx: BlockContext) -> None:
     key = tx.sender
     require_staking(state)
@@ -286,8 +351,12 @@ def release_unbonded(state: Overlay, ctx: BlockContext) -> None:
     state.delete(qkey)
 
 
+# Every consensus transaction type: staking, evidence, governance (in registration order).
+CONSENSUS_TX_TYPES: tuple[TxType, ...] = (*TX_TYPES, *evidence.TX_TYPES, *governance.TX_TYPES)
+
+
 def register_staking(registry: Registry) -> None:
-    """Add the staking, governance and evidence transactions and their begin-block hooks.
+    """Add the staking, evidence and governance transactions and their begin-block hooks.
 
     Hook order matters and is part of the protocol: parameter changes first
     (so later hooks and the block's transactions see one parameter set), then
@@ -295,20 +364,8 @@ def register_staking(registry: Registry) -> None:
     of an election in the same block), then the election. The three staking
     pools are registered as module accounts, so no transfer can pay into them.
     """
-    # The chain's own upkeep goes before commerce and transfers (with fair shares).
-    upkeep = TxClass.CONSENSUS
-    registry.register(REGISTER_CANDIDATE, RegisterCandidate, apply_register_candidate, upkeep)
-    registry.register(BOND, Bond, apply_bond, upkeep)
-    registry.register(UNBOND, Unbond, apply_unbond, upkeep)
-    registry.register(VOTE_PRODUCERS, VoteProducers, apply_vote_producers, upkeep)
-    registry.register(UNJAIL, Unjail, apply_unjail, upkeep)
-    registry.register(SUBMIT_EVIDENCE, SubmitEvidence, apply_submit_evidence, upkeep)
-    registry.register(PROPOSE_ADMIT_MEMBER, ProposeAdmitMember, apply_propose_admit_member, upkeep)
-    registry.register(
-        PROPOSE_REMOVE_MEMBER, ProposeRemoveMember, apply_propose_remove_member, upkeep
-    )
-    registry.register(PROPOSE_PARAM_CHANGE, ProposeParamChange, apply_propose_param_change, upkeep)
-    registry.register(VOTE_PROPOSAL, VoteProposal, apply_vote_proposal, upkeep)
+    for decl in CONSENSUS_TX_TYPES:
+        registry.register(decl)
     registry.add_begin_block(apply_param_changes)
     registry.add_begin_block(release_unbonded)
     registry.add_begin_block(missed_slots_hook)

@@ -37,8 +37,10 @@ from typing import Annotated, Any
 
 from aiohttp import web
 
+import apps.commerce
+import consensus
+import vm
 from apps.commerce import views
-from apps.commerce.codes import ERROR_CODES as COMMERCE_CODES
 from apps.commerce.http import READ_WINDOW_MS
 from apps.commerce.model import (
     DealCloseReason,
@@ -70,6 +72,7 @@ from apps.routes import (
 )
 from core.codec import Len, MaxItems, MaxLen
 from storage import MAX_KEY_SIZE
+from vm import TxType
 
 OPENAPI_PATH = "/v1/openapi.json"
 
@@ -130,54 +133,14 @@ TX_REFUSAL_CODES: dict[str, str] = {
     "account_queue_full": "the sender has the most pending transactions a node queues",
 }
 
-# Execution results in receipts, besides the commerce codes (apps.commerce.codes).
-VM_CODES: dict[str, str] = {
-    "ok": "executed",
-    "insufficient_funds": "balance after the fee below the amount",
-    "invalid_amount": "an amount of 0 (or over what is held)",
-    "module_account": "a payment to a module account (a staking pool)",
-    "state_limit": "a write no node could store: a record over its bounds, an amount beyond u64",
-    "u64_overflow": "a running total or amount would pass 2**64-1",
-    "tx_failed": "a handler's failure without a code of its own",
-}
-
-# Execution failures of the staking and governance transactions (docs/staking.md).
-STAKING_CODES: dict[str, str] = {
-    "staking_disabled": "genesis has no staking section",
-    "not_member": "the sender's node key is not a consortium member",
-    "already_candidate": "the node key is already a candidate",
-    "too_many_candidates": "the candidate list is full",
-    "insufficient_bond": "unbonding more than is bonded",
-    "too_many_unbonding": "the staker has the most pending unbonding entries",
-    "release_queue_full": "too many releases due at that height",
-    "invalid_votes": "a ballot not in strictly ascending order",
-    "too_many_votes": "a ballot over `max_votes`",
-    "unknown_candidate": "a ballot names a key that is not a candidate",
-    "no_stake": "a non-empty ballot without a bond",
-    "not_candidate": "unjail from a key that is not a candidate",
-    "not_jailed": "unjail of a candidate that is not jailed",
-    "still_jailed": "unjail before `jailed_until`",
-    "invalid_evidence": "two votes that are not a double signature",
-    "future_evidence": "evidence for a height not below the including block",
-    "evidence_too_old": "evidence older than `max_evidence_age_blocks`",
-    "duplicate_evidence": "the offence was already punished",
-    "not_a_producer": "the signer was not a producer at that height",
-    "bad_evidence_signature": "a vote's signature does not verify for this chain",
-    "invalid_name": "a member name that is blank or too long",
-    "already_member": "the key is already a member",
-    "too_many_members": "the member list is full",
-    "unknown_member": "the key is not a member",
-    "last_member": "the last member cannot be removed",
-    "param_not_governable": "the parameter may not be changed by governance",
-    "invalid_param": "the new value is out of the parameter's range",
-    "too_many_pending": "too many parameter changes are pending",
-    "too_many_proposals": "the member has the most open proposals",
-    "unknown_proposal": "no such proposal",
-    "proposal_closed": "the proposal already passed",
-    "proposal_expired": "the proposal's voting period is over",
-    "not_producer": "the voter is not an active producer",
-    "already_voted": "the producer already approved the proposal",
-}
+# Every transaction type a node executes, by the package that declares it (on its handler,
+# ``vm.TxTable.declare``), with the package's error-code table, derived from the same
+# declarations. The core codes also hold what the executor gives any type.
+TX_PACKAGES: tuple[tuple[str, str, tuple[TxType, ...], dict[str, str]], ...] = (
+    ("Core", "vm", vm.TX_TYPES, {**vm.EXECUTION_CODES, **vm.ERROR_CODES}),
+    ("Commerce", "apps.commerce", apps.commerce.TX_TYPES, apps.commerce.ERROR_CODES),
+    ("Staking and governance", "consensus", consensus.TX_TYPES, consensus.ERROR_CODES),
+)
 
 
 def _code_table(codes: dict[str, str]) -> str:
@@ -467,13 +430,58 @@ def _common_schemas(s: _Schemas) -> None:
         {
             "type": "string",
             "description": "`ok` or the stable code of an execution failure (the transaction "
-            "is in its block and paid its fee; nothing else changed). Core:\n\n"
-            + _code_table(VM_CODES)
-            + "\n\nCommerce (`apps.commerce.codes.ERROR_CODES`):\n\n"
-            + _code_table(COMMERCE_CODES)
-            + "\n\nStaking and governance:\n\n"
-            + _code_table(STAKING_CODES),
-            "x-codes": sorted(VM_CODES.keys() | COMMERCE_CODES.keys() | STAKING_CODES.keys()),
+            "is in its block and paid its fee; nothing else changed). Each package's table is "
+            "derived from its transaction types' declarations (`TxType` lists the codes of "
+            "each type)."
+            + "".join(
+                f"\n\n{title} (from `{package}`):\n\n{_code_table(codes)}"
+                for title, package, _types, codes in TX_PACKAGES
+            ),
+            "x-codes": sorted(set().union(*(codes for *_, codes in TX_PACKAGES))),
+        },
+    )
+
+
+def _hex_prefixes(prefixes: Iterable[int]) -> list[str]:
+    return [f"0x{p:02x}" for p in sorted(prefixes)]
+
+
+def _tx_types(s: _Schemas) -> None:
+    """The ``TxType`` schema: every type a node executes, each with its declaration."""
+    declared: dict[str, Any] = {}
+    rows = []
+    for _title, package, declarations, _codes in TX_PACKAGES:
+        for t in declarations:
+            if t.view and t.view not in s.schemas:
+                raise ValueError(f"{t.name}: read model {t.view} is no schema of the document")
+            rows.append(f"| `{t.name}` | {package} | {t.summary} |")
+            declared[t.name] = {
+                "summary": t.summary,
+                "class": t.tx_class.name.lower(),
+                "payload": {
+                    "class": t.payload.__name__,
+                    "fields": [f.name for f in dataclasses.fields(t.payload)],
+                },
+                "codes": list(t.codes),
+                "events": sorted(t.events),
+                "feed": sorted(t.feed),
+                "reads": _hex_prefixes(t.reads),
+                "writes": _hex_prefixes(t.writes),
+                "view": t.view or None,
+            }
+    s.add(
+        "TxType",
+        {
+            "type": "string",
+            "enum": list(declared),
+            "description": "A transaction type (`TxBody.type`); its payload is the msgpack "
+            "array of its payload class's fields, in order. `x-tx-types` holds each type's "
+            "declaration: priority class, payload, the codes its receipts may carry besides "
+            "the core ones (`ReceiptCode`), the event kinds it may emit and those a live "
+            "session's feed sends, the state key prefixes it only reads and those it may "
+            "write, and the schema of its read model.\n\n| type | package | summary |\n"
+            "|---|---|---|\n" + "\n".join(rows),
+            "x-tx-types": declared,
         },
     )
 
@@ -486,6 +494,8 @@ def build_openapi() -> dict[str, Any]:
     s = _Schemas()
     _common_schemas(s)
     paths, parameters = _paths(ROUTE_TABLES, s)
+    # After the routes: a type's read model is one of the schemas they name.
+    _tx_types(s)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -560,9 +570,8 @@ __all__ = [
     "HTTP_CODES",
     "OPENAPI_PATH",
     "ROUTES",
-    "STAKING_CODES",
+    "TX_PACKAGES",
     "TX_REFUSAL_CODES",
-    "VM_CODES",
     "add_openapi_route",
     "build_openapi",
     "get_openapi",

@@ -29,22 +29,36 @@ from vm.params import ChainParams
 from vm.prefixes import PREFIX_RANGES, KeyPrefix, PrefixRange, prefix_owner
 from vm.receipts import OK, BlockEvents, Event, EventAttr, Receipt
 from vm.registry import (
+    EXECUTION_CODES,
     BeginBlockHook,
     Handler,
     Registry,
     TxClass,
     TxFailed,
     TxInfo,
+    TxTable,
+    TxType,
     default_registry,
+    error_codes,
+    feed_kinds,
+    shared_codes,
 )
 from vm.state import Overlay, StateView
 from vm.transfer import TRANSFER, Transfer, apply_transfer
+from vm.transfer import TX_TYPES as _TRANSFER_TYPES
+
+# The vm's own transaction types, and the codes their receipts may carry.
+TX_TYPES: tuple[TxType, ...] = tuple(_TRANSFER_TYPES)
+ERROR_CODES: dict[str, str] = error_codes(TX_TYPES)
 
 __all__ = [
     "BlockEvents",
+    "ERROR_CODES",
+    "EXECUTION_CODES",
     "OK",
     "PREFIX_RANGES",
     "TRANSFER",
+    "TX_TYPES",
     "U64_OVERFLOW",
     "ZERO_ACCOUNT",
     "Account",
@@ -66,6 +80,8 @@ __all__ = [
     "TxClass",
     "TxFailed",
     "TxInfo",
+    "TxTable",
+    "TxType",
     "VerifiedTx",
     "account_key",
     "apply_transfer",
@@ -75,11 +91,14 @@ __all__ = [
     "complete_checked",
     "credit",
     "debit",
+    "error_codes",
+    "feed_kinds",
     "default_registry",
     "get_account",
     "move_tokens",
     "prefix_owner",
     "put_account",
     "read_account",
+    "shared_codes",
     "verify_signed_tx",
 ]

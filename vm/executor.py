@@ -24,8 +24,8 @@ from vm.accounts import Account, credit, get_account, new_account, put_account
 from vm.context import BlockContext
 from vm.params import ChainParams
 from vm.receipts import MAX_EVENTS, OK, Event, Receipt, bound_message
-from vm.registry import STATE_LIMIT, Handler, Registry, TxFailed, TxInfo
-from vm.state import Overlay, StateView
+from vm.registry import EXECUTION_CODES, STATE_LIMIT, Handler, Registry, TxFailed, TxInfo, TxType
+from vm.state import Overlay, StateView, TracedOverlay
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,12 +218,19 @@ def read_account(state: StateView, address: bytes) -> Account:
 
 
 class Executor:
-    """Runs transactions of the types in ``registry``. Holds no per-block state."""
+    """Runs transactions of the types in ``registry``. Holds no per-block state.
 
-    __slots__ = ("_registry",)
+    With ``check_declarations``, every transaction is held to its type's declaration
+    (``TxType``): its receipt's code and events, and the key prefixes its handler read
+    and wrote; a transaction that strays is a ``NodeFault`` naming what it did. Tests
+    run with it; it slows execution, so nodes do not.
+    """
 
-    def __init__(self, registry: Registry) -> None:
+    __slots__ = ("_registry", "_check")
+
+    def __init__(self, registry: Registry, *, check_declarations: bool = False) -> None:
         self._registry = registry
+        self._check = check_declarations
 
     @property
     def registry(self) -> Registry:
@@ -266,7 +273,8 @@ class Executor:
         if strict:
             txs = txs if isinstance(txs, Sequence) else list(txs)
             _check_block_limits(txs, params)
-        state = Overlay(base)
+        check = self._check
+        state = TracedOverlay(base) if check else Overlay(base)
         for hook in self._registry.begin_block_hooks:
             try:
                 hook(state, ctx)
@@ -304,7 +312,10 @@ class Executor:
                     ) from exc
                 rejected.append((vtx, exc))
                 continue
-            receipts.append(_apply(state, vtx, sender, handler, ctx))
+            if check:
+                receipts.append(self._apply_checked(state, vtx, sender, handler, ctx))
+            else:
+                receipts.append(_apply(state, vtx, sender, handler, ctx))
             state.forget_undo()
             included.append(vtx)
             room -= vtx.size
@@ -353,6 +364,42 @@ class Executor:
             # Only reading state decodes here: an undecodable value is corruption.
             raise NodeFault(f"state holds an undecodable account: {exc}") from exc
         return _apply(state, vtx, sender, handler, ctx)
+
+    def _apply_checked(
+        self, state: Overlay, vtx: VerifiedTx, sender: Account, handler: Handler, ctx: BlockContext
+    ) -> Receipt:
+        """``_apply``, then hold what the handler did to its type's declaration."""
+        if not isinstance(state, TracedOverlay):
+            raise TypeError("checking declarations needs a TracedOverlay")
+        decl = self._registry.declaration(vtx.body.type)
+
+        def traced(s: Overlay, info: TxInfo, payload: Wire, c: BlockContext) -> None:
+            # From here on, what the handler touches (the fee and nonce are the executor's).
+            state.reads.clear()
+            state.writes.clear()
+            handler(s, info, payload, c)
+
+        receipt = _apply(state, vtx, sender, traced, ctx)
+        strays = _strays(decl, receipt, state.reads, state.writes)
+        if strays:
+            raise NodeFault(f"tx {vtx.hash.hex()} strays from its declaration: {strays}")
+        return receipt
+
+
+def _strays(
+    decl: TxType, receipt: Receipt, reads: Sequence[bytes], writes: Sequence[bytes]
+) -> list[str]:
+    """What a transaction did that ``decl`` does not declare (an empty list if nothing)."""
+    out = []
+    if receipt.code not in decl.codes and receipt.code not in EXECUTION_CODES:
+        out.append(f"{decl.name} gave code {receipt.code!r}")
+    out += [f"{decl.name} emitted {e.kind!r}" for e in receipt.events if e.kind not in decl.events]
+    touched = decl.reads | decl.writes
+    out += sorted({f"{decl.name} read prefix {k[0]:#04x}" for k in reads if k[0] not in touched})
+    out += sorted(
+        {f"{decl.name} wrote prefix {k[0]:#04x}" for k in writes if k[0] not in decl.writes}
+    )
+    return out
 
 
 def _check_tx(state: Overlay, vtx: VerifiedTx, ctx: BlockContext) -> Account:

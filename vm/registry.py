@@ -1,4 +1,12 @@
-"""Transaction types: payload classes, handlers and begin-block hooks, and module accounts.
+"""Transaction types: their declarations, the registry, begin-block hooks, module accounts.
+
+A transaction type is declared once, on its handler, in the package that owns
+its state (``TxTable.declare``): name, payload class, priority class, the codes
+its receipts may carry, the events it may emit (and which of them feed a live
+session), the key prefixes it reads and writes, and its read model. The
+registry, the error-code tables, the feed selection and the OpenAPI document are
+derived from those declarations; ``Executor(check_declarations=True)`` holds
+every executed transaction to its declaration (tests run with it).
 
 A handler is a plain function ``(state, tx, payload, ctx) -> None``. It either
 returns (success), raises ``TxFailed`` (a deterministic execution failure: the
@@ -15,8 +23,9 @@ handlers that pay a user-chosen recipient (``transfer``) are bound to the live
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from functools import partial
 from types import MappingProxyType
@@ -30,9 +39,8 @@ from vm.context import BlockContext
 from vm.receipts import MAX_CODE, OK
 from vm.state import Overlay
 
-P = TypeVar("P", bound=Wire)
-
 Handler = Callable[[Overlay, "TxInfo", Any, BlockContext], None]
+H = TypeVar("H", bound=Callable[..., None])
 BeginBlockHook = Callable[[Overlay, BlockContext], None]
 
 # What a handler checks when no module accounts are bound to it.
@@ -42,6 +50,15 @@ NO_MODULE_ACCOUNTS: Mapping[bytes, str] = MappingProxyType({})
 # Receipt code of a transaction whose writes no node could store or read back
 # (an amount beyond u64, a record over its bounds): see ``Overlay.check_writes``.
 STATE_LIMIT = "state_limit"
+
+# Receipt codes the executor gives a transaction of any type: no declaration lists them.
+EXECUTION_CODES: Mapping[str, str] = MappingProxyType(
+    {
+        OK: "executed",
+        STATE_LIMIT: "a write no node could store: a record over its bounds, an amount beyond u64",
+        "tx_failed": "a handler's failure without a code of its own",
+    }
+)
 
 
 class TxClass(IntEnum):
@@ -96,29 +113,147 @@ class TxInfo:
     fee: int
 
 
+@dataclass(frozen=True, slots=True)
+class TxType:
+    """One transaction type, declared beside its handler (``TxTable.declare``).
+
+    ``codes``: every failure code its receipts may carry, with what it means (the
+    executor's ``EXECUTION_CODES`` aside). ``events``: the kinds it may emit; ``feed``:
+    those of them a live-stream client sees (they carry ``session``, never a buyer).
+    ``reads``: the key prefixes it only reads; ``writes``: those it may write (and
+    read). The key sets are per prefix, in the Sawtooth and Sealevel habit, so
+    execution can go parallel later. ``view``: the OpenAPI schema of the read model
+    that shows its effect, or "" if none.
+    """
+
+    name: str
+    payload: type[Wire]
+    handler: Handler
+    tx_class: TxClass = TxClass.TRANSFER
+    summary: str = ""
+    codes: Mapping[str, str] = field(default_factory=dict)
+    events: AbstractSet[str] = frozenset()
+    feed: AbstractSet[str] = frozenset()
+    reads: AbstractSet[int] = frozenset()
+    writes: AbstractSet[int] = frozenset()
+    view: str = ""
+
+    def __post_init__(self) -> None:
+        # Frozen copies: a declaration is shared by every node part that reads it.
+        object.__setattr__(self, "codes", MappingProxyType(dict(self.codes)))
+        for name in ("events", "feed", "reads", "writes"):
+            object.__setattr__(self, name, frozenset(getattr(self, name)))
+        # A receipt holds at most MAX_CODE bytes of code, and never "ok" for a failure.
+        bad = [c for c in self.codes if c in EXECUTION_CODES or not 0 < len(c) <= MAX_CODE]
+        if bad:
+            raise ValueError(f"{self.name}: codes {bad} are the executor's or not 1..{MAX_CODE}")
+        if not self.feed <= self.events:
+            raise ValueError(f"{self.name}: feed events {set(self.feed - self.events)} not emitted")
+        # A prefix is read-only or written, never both: the scheduler reads one answer.
+        if self.reads & self.writes or not all(0 < p < 256 for p in self.reads | self.writes):
+            raise ValueError(f"{self.name}: key prefixes must be bytes, read-only or written")
+
+    def bind(self, **kwargs: Any) -> TxType:
+        """This declaration with keyword arguments bound to its handler (at registration)."""
+        return replace(self, handler=partial(self.handler, **kwargs))
+
+
+class TxTable:
+    """A module's transaction types, declared on their handlers, in declaration order."""
+
+    def __init__(self, tx_class: TxClass) -> None:
+        self.tx_class = tx_class
+        self.types: list[TxType] = []
+
+    def __iter__(self) -> Iterator[TxType]:
+        return iter(self.types)
+
+    def declare(
+        self,
+        name: str,
+        payload: type[Wire],
+        summary: str,
+        *,
+        codes: Mapping[str, str],
+        events: AbstractSet[str],
+        feed: AbstractSet[str] = frozenset(),
+        reads: AbstractSet[int] = frozenset(),
+        writes: AbstractSet[int] = frozenset(),
+        view: str = "",
+    ) -> Callable[[H], H]:
+        """Declare the decorated handler as transaction type ``name`` (see ``TxType``)."""
+        if any(t.name == name for t in self.types):
+            raise ValueError(f"transaction type {name!r} declared twice")
+
+        def declare(handler: H) -> H:
+            self.types.append(
+                TxType(
+                    name,
+                    payload,
+                    handler,
+                    self.tx_class,
+                    summary,
+                    codes,
+                    events,
+                    feed,
+                    reads,
+                    writes,
+                    view,
+                )
+            )
+            return handler
+
+        return declare
+
+
+def error_codes(types: Iterable[TxType]) -> dict[str, str]:
+    """Every code ``types`` declare, with its meaning, in declaration order: a package's
+    error-code table. One code means one thing: a second meaning is a ``ValueError``."""
+    table: dict[str, str] = {}
+    for t in types:
+        for code, meaning in t.codes.items():
+            if table.setdefault(code, meaning) != meaning:
+                raise ValueError(f"code {code!r} means {table[code]!r} and {meaning!r} ({t.name})")
+    return table
+
+
+def feed_kinds(types: Iterable[TxType]) -> frozenset[str]:
+    """Every event kind ``types`` declare as ``feed``. A kind feeds a live session or it
+    does not: one type emitting it as feed and another as not is a ``ValueError``."""
+    types = tuple(types)
+    feed = frozenset().union(*(t.feed for t in types))
+    for t in types:
+        stray = (t.events - t.feed) & feed
+        if stray:
+            raise ValueError(f"{t.name} emits feed kinds {sorted(stray)} as not feed")
+    return feed
+
+
+def shared_codes(table: Mapping[str, str], *codes: str) -> dict[str, str]:
+    """``codes`` with their meanings in ``table``: the codes that several of a package's
+    types share, picked for one declaration (a code missing from ``table`` is a KeyError)."""
+    return {code: table[code] for code in codes}
+
+
 class Registry:
     """Maps transaction types to payload classes and handlers; knows the module accounts."""
 
-    __slots__ = ("_types", "_classes", "_begin_block", "_module_accounts", "_module_view")
+    __slots__ = ("_types", "_declared", "_begin_block", "_module_accounts", "_module_view")
 
     def __init__(self) -> None:
+        # (payload class, handler) by type: what the executor looks up per transaction.
         self._types: dict[str, tuple[type[Wire], Handler]] = {}
-        self._classes: dict[str, TxClass] = {}
+        self._declared: dict[str, TxType] = {}
         self._begin_block: list[BeginBlockHook] = []
         self._module_accounts: dict[bytes, str] = {}
         self._module_view: Mapping[bytes, str] = MappingProxyType(self._module_accounts)
 
-    def register(
-        self,
-        tx_type: str,
-        payload_cls: type[P],
-        handler: Callable[[Overlay, TxInfo, P, BlockContext], None],
-        tx_class: TxClass = TxClass.TRANSFER,
-    ) -> None:
-        if tx_type in self._types:
-            raise ValueError(f"transaction type {tx_type!r} is already registered")
-        self._types[tx_type] = (payload_cls, handler)
-        self._classes[tx_type] = tx_class
+    def register(self, decl: TxType) -> None:
+        """Execute transactions of type ``decl.name`` as ``decl`` declares."""
+        if decl.name in self._types:
+            raise ValueError(f"transaction type {decl.name!r} is already registered")
+        self._types[decl.name] = (decl.payload, decl.handler)
+        self._declared[decl.name] = decl
 
     def add_begin_block(self, fn: BeginBlockHook) -> None:
         """Run ``fn`` at the start of every block, after the hooks added before it."""
@@ -148,6 +283,18 @@ class Registry:
     def tx_types(self) -> tuple[str, ...]:
         return tuple(self._types)
 
+    @property
+    def declarations(self) -> tuple[TxType, ...]:
+        """Every registered type's declaration, in registration order."""
+        return tuple(self._declared.values())
+
+    def declaration(self, tx_type: str) -> TxType:
+        """The declaration of ``tx_type``; ``unknown_type`` if there is none."""
+        decl = self._declared.get(tx_type)
+        if decl is None:
+            raise InvalidTransaction(f"unknown transaction type {tx_type[:64]!r}", "unknown_type")
+        return decl
+
     def lookup(self, tx_type: str) -> tuple[type[Wire], Handler]:
         """Payload class and handler of ``tx_type``; ``unknown_type`` if there is none."""
         entry = self._types.get(tx_type)
@@ -157,7 +304,8 @@ class Registry:
 
     def tx_class(self, tx_type: str) -> TxClass:
         """The priority class of ``tx_type`` (``TRANSFER`` for an unknown type)."""
-        return self._classes.get(tx_type, TxClass.TRANSFER)
+        decl = self._declared.get(tx_type)
+        return TxClass.TRANSFER if decl is None else decl.tx_class
 
     def decode_payload(self, body: TxBody) -> Wire:
         """Decode the payload of ``body`` (``unknown_type``, or DecodeError ``malformed``)."""
@@ -168,11 +316,10 @@ class Registry:
 def default_registry() -> Registry:
     """A registry with the native transaction types (today: ``transfer``)."""
     # Imported here because the handlers import TxFailed and TxInfo from this module.
-    from vm.transfer import TRANSFER, Transfer, apply_transfer
+    from vm.transfer import TX_TYPES
 
     registry = Registry()
-    # Bound to the live view: the module accounts are registered by higher layers later.
-    registry.register(
-        TRANSFER, Transfer, partial(apply_transfer, module_accounts=registry.module_accounts)
-    )
+    for decl in TX_TYPES:
+        # Bound to the live view: the module accounts are registered by higher layers later.
+        registry.register(decl.bind(module_accounts=registry.module_accounts))
     return registry

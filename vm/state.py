@@ -203,3 +203,38 @@ class Overlay:
                 done = encoded.get(k)
                 out[k] = done[1] if done is not None and done[0] is v else v.encode()
         return out
+
+
+class TracedOverlay(Overlay):
+    """An ``Overlay`` that records the key of every read and write, for checking what a
+    transaction touched against its type's declaration (``Executor(check_declarations=True)``).
+
+    Slower than ``Overlay`` by a call per access: tests and debugging only.
+    """
+
+    __slots__ = ("reads", "writes")
+
+    def __init__(self, base: StateView) -> None:
+        super().__init__(base)
+        self.reads: list[bytes] = []
+        self.writes: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads.append(key)
+        return super().get(key)
+
+    def get_obj(self, key: bytes, cls: type[W]) -> W | None:
+        self.reads.append(key)
+        return super().get_obj(key, cls)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.writes.append(key)
+        super().set(key, value)
+
+    def set_obj(self, key: bytes, obj: Wire) -> None:
+        self.writes.append(key)
+        super().set_obj(key, obj)
+
+    def delete(self, key: bytes) -> None:
+        self.writes.append(key)
+        super().delete(key)

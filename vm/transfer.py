@@ -13,11 +13,21 @@ from core.codec import Wire, constructor
 from core.types import Address
 from vm.accounts import move_tokens
 from vm.context import BlockContext
+from vm.prefixes import KeyPrefix
 from vm.receipts import Event, EventAttr
-from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo, refuse_module_account
+from vm.registry import (
+    NO_MODULE_ACCOUNTS,
+    TxClass,
+    TxFailed,
+    TxInfo,
+    TxTable,
+    refuse_module_account,
+)
 from vm.state import Overlay
 
 TRANSFER = "transfer"
+# The vm's own transaction types (``default_registry`` registers them).
+TX_TYPES = TxTable(TxClass.TRANSFER)
 # Every transfer builds an event of three attributes: set the slots directly.
 _attr = constructor(EventAttr)
 _event = constructor(Event)
@@ -31,6 +41,19 @@ class Transfer(Wire):
     MAX_ENCODED = 64
 
 
+@TX_TYPES.declare(
+    TRANSFER,
+    Transfer,
+    "move tokens from the sender to another address",
+    codes={
+        "invalid_amount": "an amount of 0",
+        "insufficient_funds": "balance after the fee below the amount",
+        "module_account": "a payment to a module account (a staking pool)",
+    },
+    events={TRANSFER},
+    writes={KeyPrefix.ACCOUNT},
+    view="Account",
+)
 def apply_transfer(
     state: Overlay,
     tx: TxInfo,

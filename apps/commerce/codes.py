@@ -1,19 +1,20 @@
-"""Stable execution error codes of the commerce transactions (receipt ``code``).
+"""Receipt codes that several commerce transaction types share, with their meanings.
 
-Clients may branch on these; they never change meaning. The message beside the
-code names expected and actual values and is for people.
+A type's declaration picks the shared codes it may give with ``shared`` and adds
+its own beside its handler; ``apps.commerce.ERROR_CODES``, the table of every
+commerce code, is derived from the declarations. Clients may branch on codes; they
+never change meaning. The message beside a code names expected and actual values
+and is for people.
 """
 
 from __future__ import annotations
 
-ERROR_CODES: dict[str, str] = {
+from vm.registry import shared_codes
+
+SHARED: dict[str, str] = {
     "commerce_disabled": "the chain's genesis has no commerce section",
     "missing_role": "the signer lacks the role the action needs (the message names it)",
     "not_authorized": "the signer is not the party the action needs (buyer, merchant, host)",
-    "invalid_roles": "a role mask with bits outside the grantable roles",
-    "invalid_key": "an encryption key that is not 32 bytes (or missing for an auditor)",
-    "merchant_exists": "the signer is already a registered merchant",
-    "unknown_merchant": "no merchant registered at that address",
     "merchant_not_approved": "the merchant is pending or suspended",
     "invalid_text": "a blank name, title or reply, or a field with spaces or non-ASCII",
     "text_too_long": "a text or blob over its genesis limit",
@@ -21,33 +22,15 @@ ERROR_CODES: dict[str, str] = {
     "unknown_listing": "no such listing",
     "listing_inactive": "the listing is delisted",
     "stale_version": "the listing changed since the version the tx names",
-    "too_many_versions": "the listing is at its last version (2**32-1)",
     "invalid_price": "a price of 0",
     "invalid_quantity": "a quantity of 0 or over the maximum",
     "insufficient_stock": "not enough available (unreserved) stock",
-    "listing_in_deal": "the listing has open deals",
     "unknown_session": "no such session",
     "session_closed": "the session is closed",
-    "invalid_commission": "host commission over max_commission_bps",
-    "module_account": "a session host that is a module account (e.g. a staking pool)",
-    "already_pinned": "the listing is already pinned in the session",
     "not_pinned": "the listing is not pinned in the session",
-    "too_many_pins": "the session has max_pinned listings pinned",
-    "too_many_deals": "the session has max_open_deals open deals",
-    "merchant_deal_limit": "the merchant has max_open_deals_per_merchant open deals",
-    "deal_bucket_full": "max_deals_per_bucket open deals already end in that deal-clock bucket",
     "unknown_deal": "no such deal",
     "deal_closed": "the deal is closed",
-    "deal_not_started": "block time is before the deal's start",
-    "deal_ended": "block time is at or after the deal's end",
-    "deal_mismatch": "the deal is for another listing or session",
-    "invalid_cap": "per-buyer cap outside 1..allocation",
-    "invalid_window": "a deal window that is empty, over, or too long",
-    "price_mismatch": "the unit price offered is not the listing's or deal's price",
-    "sold_out": "the deal has fewer units left than asked",
-    "buyer_cap": "the order would take the buyer over the deal's per-buyer cap",
     "self_dealing": "buying one's own listing, tipping oneself, handing an item to oneself",
-    "stale_key": "the address is sealed to a key that is not the merchant's current one",
     "invalid_sealed_address": "a sealed box too short to hold anything",
     "insufficient_funds": "balance (after the fee) below the amount",
     "invalid_amount": "an amount of 0, over what is held, or overflowing uint64",
@@ -55,26 +38,16 @@ ERROR_CODES: dict[str, str] = {
     "unknown_order": "no such order",
     "bad_state": "the order is not in a state that allows the action",
     "deadline_passed": "the order's deadline passed (the next block start enforces it)",
-    "window_closed": "the dispute window after shipping has closed",
-    "invalid_split": "a ruling share over 10000 basis points",
-    "conflict": "the arbiter is a party to the order",
-    "too_many_disclosures": "the order's address was disclosed 64 times already",
-    "too_many_items": "more serialized items than units (or max_items_per_order)",
-    "duplicate_item": "an item listed twice in one shipment",
     "unknown_item": "no such item",
-    "item_exists": "the item (GTIN + serial) is already registered",
-    "invalid_gtin": "not 14 digits with a valid GS1 check digit",
-    "invalid_serial": "not 1..20 GS1 CSET-82 characters",
-    "invalid_step": "a business step that attestations may not record",
     "invalid_time": "an event time after the block time",
     "not_custodian": "the signer (or merchant) is not the item's custodian",
     "item_decommissioned": "the item was decommissioned",
     "item_locked": "the item ships in an order or has a pending hand-off",
     "too_many_events": "the item's history holds 2**32-1 events",
     "no_pending_handoff": "no hand-off of the item is pending to the signer",
-    "not_settled": "the order is not completed or resolved",
-    "invalid_rating": "a rating outside 1..5",
-    "review_locked": "the merchant replied; the review is final",
-    "unknown_review": "the order has no review",
-    "already_replied": "the merchant already replied",
 }
+
+
+def shared(*codes: str) -> dict[str, str]:
+    """The shared ``codes`` with their meanings, for a declaration."""
+    return shared_codes(SHARED, *codes)

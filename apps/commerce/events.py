@@ -1,18 +1,16 @@
-"""Event kinds of the commerce app, and which of them feed a live session.
+"""Event kinds of the commerce app, and ``make``, the handlers' event builder.
 
+A type's declaration lists the kinds its handler emits, and which of them feed a
+live session (``feed``; ``txtypes.FEED_KINDS`` is derived from the declarations).
 Every event a live-stream client may see carries a ``session`` attribute (the
-session id in decimal); ``feed_events`` picks those out of a block's events in
-block order, for the WebSocket feed ``/v1/sessions/{id}/events``. Feed events
-never name a buyer.
+session id in decimal) and never names a buyer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 from vm.receipts import MAX_ATTR_VALUE, Event, EventAttr
 
-# Live-session feed.
+# Live-session feed (declared ``feed`` by the types that emit them).
 SESSION_OPENED = "commerce.session_opened"
 LISTING_PINNED = "commerce.listing_pinned"
 LISTING_UNPINNED = "commerce.listing_unpinned"
@@ -44,20 +42,6 @@ CUSTODY_ACCEPTED = "commerce.custody_accepted"
 CUSTODY_REFUSED = "commerce.custody_refused"
 REVIEW_WRITTEN = "commerce.review"
 REVIEW_REPLIED = "commerce.review_reply"
-
-FEED_KINDS = frozenset(
-    {
-        SESSION_OPENED,
-        LISTING_PINNED,
-        LISTING_UNPINNED,
-        DEAL_OPENED,
-        STOCK_LEFT,
-        ORDER_PLACED,
-        DEAL_CLOSED,
-        TIP,
-        SESSION_CLOSED,
-    }
-)
 
 
 def make(kind: str, **attrs: str | int | bytes) -> Event:
@@ -93,25 +77,3 @@ def make(kind: str, **attrs: str | int | bytes) -> Event:
 
 _ATTR_CACHE_SIZE = 8192
 _ATTRS: dict[tuple[str, str], EventAttr] = {}
-
-
-def session_of(event: Event) -> int | None:
-    """The live session a feed event belongs to, or None for any other event."""
-    if event.kind not in FEED_KINDS:
-        return None
-    value = event.get("session")
-    # Session ids start at 1; an order outside any session carries session 0.
-    if value is None or not value.isdigit() or int(value) == 0:
-        return None
-    return int(value)
-
-
-def feed_events(events: Iterable[Event], session_id: int | None = None) -> Iterator[Event]:
-    """Feed events in the order given (a block's begin events, then its receipts' events).
-
-    With ``session_id``, only that session's.
-    """
-    for event in events:
-        sid = session_of(event)
-        if sid is not None and (session_id is None or sid == session_id):
-            yield event

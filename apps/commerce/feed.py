@@ -1,6 +1,6 @@
 """WebSocket feeds: a live session's events, and the finalized blocks, in block order.
 
-``/v1/sessions/{id}/events`` sends the session's feed events (``events.FEED_KINDS``)
+``/v1/sessions/{id}/events`` sends the session's feed events (``txtypes.FEED_KINDS``)
 once the block that carries them is final; ``/v1/blocks/ws`` sends one message
 per finalized block. Protocol (docs/commerce.md, Interfaces):
 
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from apps.commerce import events as ev
+from apps.commerce.txtypes import FEED_KINDS, session_of
 from apps.routes import HASH, STR, UINT, Component, described, obj
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def read_block_feed(reader: ChainReader, height: int) -> BlockFeed | None:
     )
     sessions: dict[int, list[FeedItem]] = {}
     for index, event in enumerate(in_order):
-        session_id = ev.session_of(event)
+        session_id = session_of(event)
         if session_id is None:
             continue
         text = json.dumps(
@@ -160,7 +161,7 @@ FEED_EVENT = Component(
             "index": described(UINT, "position of the event in its block (all events counted)"),
             "time_ms": described(UINT, "block time"),
             "session": UINT,
-            "kind": {"type": "string", "enum": sorted(ev.FEED_KINDS)},
+            "kind": {"type": "string", "enum": sorted(FEED_KINDS)},
             "attrs": {"type": "object", "additionalProperties": STR},
         },
         description="A session's feed event; `(height, index)` is its position.",

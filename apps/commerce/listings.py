@@ -7,10 +7,22 @@ from __future__ import annotations
 
 from apps.commerce import events as ev
 from apps.commerce import keys
+from apps.commerce.codes import shared
 from apps.commerce.fastwire import fast_replace
+from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import Listing, ListingStatus, ListingTerms
 from apps.commerce.params import MAX_SEQ, CommerceParams
-from apps.commerce.payloads import CreateListing, ListingRef, StockChange, UpdateListing
+from apps.commerce.payloads import (
+    CREATE_LISTING,
+    DELIST,
+    RESTOCK,
+    UPDATE_LISTING,
+    WITHDRAW_STOCK,
+    CreateListing,
+    ListingRef,
+    StockChange,
+    UpdateListing,
+)
 from apps.commerce.store import (
     addr,
     config,
@@ -22,8 +34,11 @@ from apps.commerce.store import (
 )
 from vm.amounts import checked_add
 from vm.context import BlockContext
-from vm.registry import TxFailed, TxInfo
+from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay
+
+# Declared on their handlers below; ``apps.commerce`` registers them.
+TX_TYPES = TxTable(TxClass.COMMERCE)
 
 
 def _check_terms(params: CommerceParams, title: str, description: str, price: int) -> None:
@@ -53,6 +68,25 @@ def _require_active(listing: Listing) -> None:
         raise TxFailed(f"listing {listing.id} is delisted, expected active", "listing_inactive")
 
 
+@TX_TYPES.declare(
+    CREATE_LISTING,
+    CreateListing,
+    "approved merchant: listing at version 1, `total = available = stock`",
+    codes=shared(
+        "commerce_disabled",
+        "missing_role",
+        "merchant_not_approved",
+        "invalid_text",
+        "text_too_long",
+        "invalid_hash",
+        "invalid_price",
+        "u64_overflow",
+    ),
+    events={ev.LISTING_CREATED},
+    reads={P.CONFIG, P.MERCHANT},
+    writes={P.COUNTER, P.LISTING, P.LISTING_VERSION},
+    view="ListingView",
+)
 def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: BlockContext) -> None:
     params = config(state).params
     signer = tx.sender_address
@@ -88,6 +122,29 @@ def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: Bl
     )
 
 
+@TX_TYPES.declare(
+    UPDATE_LISTING,
+    UpdateListing,
+    "its merchant: new version (refused if `version` is not the current one)",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "not_authorized",
+            "invalid_text",
+            "text_too_long",
+            "invalid_hash",
+            "unknown_listing",
+            "listing_inactive",
+            "stale_version",
+            "invalid_price",
+        ),
+        "too_many_versions": "the listing is at its last version (2**32-1)",
+    },
+    events={ev.LISTING_UPDATED},
+    reads={P.CONFIG},
+    writes={P.LISTING, P.LISTING_VERSION},
+    view="ListingView",
+)
 def process_update_listing(state: Overlay, tx: TxInfo, p: UpdateListing, ctx: BlockContext) -> None:
     params = config(state).params
     listing = require_listing(state, p.listing_id)
@@ -120,6 +177,22 @@ def process_update_listing(state: Overlay, tx: TxInfo, p: UpdateListing, ctx: Bl
     state.emit(ev.make(ev.LISTING_UPDATED, listing=listing.id, version=version, price=p.price))
 
 
+@TX_TYPES.declare(
+    RESTOCK,
+    StockChange,
+    "its merchant: `total` and `available` up / down",
+    codes=shared(
+        "commerce_disabled",
+        "not_authorized",
+        "unknown_listing",
+        "listing_inactive",
+        "invalid_quantity",
+    ),
+    events={ev.LISTING_STOCK},
+    reads={P.CONFIG},
+    writes={P.LISTING},
+    view="ListingView",
+)
 def process_restock(state: Overlay, tx: TxInfo, p: StockChange, ctx: BlockContext) -> None:
     config(state)
     listing = require_listing(state, p.listing_id)
@@ -139,6 +212,22 @@ def process_restock(state: Overlay, tx: TxInfo, p: StockChange, ctx: BlockContex
     )
 
 
+@TX_TYPES.declare(
+    WITHDRAW_STOCK,
+    StockChange,
+    "its merchant: `total` and `available` up / down",
+    codes=shared(
+        "commerce_disabled",
+        "not_authorized",
+        "unknown_listing",
+        "invalid_quantity",
+        "insufficient_stock",
+    ),
+    events={ev.LISTING_STOCK},
+    reads={P.CONFIG},
+    writes={P.LISTING},
+    view="ListingView",
+)
 def process_withdraw_stock(state: Overlay, tx: TxInfo, p: StockChange, ctx: BlockContext) -> None:
     config(state)
     listing = require_listing(state, p.listing_id)
@@ -163,6 +252,25 @@ def process_withdraw_stock(state: Overlay, tx: TxInfo, p: StockChange, ctx: Bloc
     )
 
 
+@TX_TYPES.declare(
+    DELIST,
+    ListingRef,
+    "its merchant: delisted for good (refused while deals are open)",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "missing_role",
+            "not_authorized",
+            "unknown_listing",
+            "listing_inactive",
+        ),
+        "listing_in_deal": "the listing has open deals",
+    },
+    events={ev.LISTING_DELISTED},
+    reads={P.CONFIG, P.MERCHANT},
+    writes={P.LISTING},
+    view="ListingView",
+)
 def process_delist(state: Overlay, tx: TxInfo, p: ListingRef, ctx: BlockContext) -> None:
     config(state)
     listing = require_listing(state, p.listing_id)

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from apps.commerce import events as ev
 from apps.commerce import keys
+from apps.commerce.codes import shared
 from apps.commerce.fastwire import fast_replace
+from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import GRANTABLE, Merchant, MerchantStatus, Role, RoleRecord, role_names
-from apps.commerce.payloads import ApproveMerchant, RegisterMerchant, SetRoles, UpdateMerchant
+from apps.commerce.payloads import (
+    APPROVE_MERCHANT,
+    REGISTER_MERCHANT,
+    SET_ROLES,
+    UPDATE_MERCHANT,
+    ApproveMerchant,
+    RegisterMerchant,
+    SetRoles,
+    UpdateMerchant,
+)
 from apps.commerce.store import (
     addr,
     config,
@@ -17,10 +28,26 @@ from apps.commerce.store import (
     roles_of,
 )
 from vm.context import BlockContext
-from vm.registry import TxFailed, TxInfo
+from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay
 
+# Declared on their handlers below; ``apps.commerce`` registers them.
+TX_TYPES = TxTable(TxClass.COMMERCE)
 
+
+@TX_TYPES.declare(
+    SET_ROLES,
+    SetRoles,
+    "registrar: set role mask (auditor needs a 32-byte key)",
+    codes={
+        **shared("commerce_disabled", "missing_role"),
+        "invalid_roles": "a role mask with bits outside the grantable roles",
+        "invalid_key": "an encryption key that is not 32 bytes (or missing for an auditor)",
+    },
+    events={ev.ROLES_SET},
+    reads={P.CONFIG},
+    writes={P.ROLE},
+)
 def process_set_roles(state: Overlay, tx: TxInfo, p: SetRoles, ctx: BlockContext) -> None:
     config(state)
     require_role(state, tx.sender_address, Role.REGISTRAR, "setting roles")
@@ -49,6 +76,19 @@ def process_set_roles(state: Overlay, tx: TxInfo, p: SetRoles, ctx: BlockContext
     state.emit(ev.make(ev.ROLES_SET, address=p.address, roles=role_names(roles)))
 
 
+@TX_TYPES.declare(
+    REGISTER_MERCHANT,
+    RegisterMerchant,
+    "anyone: merchant record, status pending",
+    codes={
+        **shared("commerce_disabled", "invalid_text", "text_too_long"),
+        "merchant_exists": "the signer is already a registered merchant",
+    },
+    events={ev.MERCHANT_REGISTERED},
+    reads={P.CONFIG},
+    writes={P.MERCHANT},
+    view="MerchantView",
+)
 def process_register_merchant(
     state: Overlay, tx: TxInfo, p: RegisterMerchant, ctx: BlockContext
 ) -> None:
@@ -79,6 +119,16 @@ def process_register_merchant(
     state.emit(ev.make(ev.MERCHANT_REGISTERED, merchant=signer, name=p.name[:64]))
 
 
+@TX_TYPES.declare(
+    UPDATE_MERCHANT,
+    UpdateMerchant,
+    "merchant: new profile / encryption key",
+    codes=shared("commerce_disabled", "missing_role", "invalid_text", "text_too_long"),
+    events={ev.MERCHANT_UPDATED},
+    reads={P.CONFIG},
+    writes={P.MERCHANT},
+    view="MerchantView",
+)
 def process_update_merchant(
     state: Overlay, tx: TxInfo, p: UpdateMerchant, ctx: BlockContext
 ) -> None:
@@ -96,6 +146,19 @@ def process_update_merchant(
     state.emit(ev.make(ev.MERCHANT_UPDATED, merchant=merchant.address, enc_key=p.enc_key))
 
 
+@TX_TYPES.declare(
+    APPROVE_MERCHANT,
+    ApproveMerchant,
+    "registrar: approved, or suspended (no new listings, sessions, deals, orders; open orders continue)",
+    codes={
+        **shared("commerce_disabled", "missing_role"),
+        "unknown_merchant": "no merchant registered at that address",
+    },
+    events={ev.MERCHANT_STATUS},
+    reads={P.CONFIG, P.ROLE},
+    writes={P.MERCHANT},
+    view="MerchantView",
+)
 def process_approve_merchant(
     state: Overlay, tx: TxInfo, p: ApproveMerchant, ctx: BlockContext
 ) -> None:

@@ -15,8 +15,10 @@ import functools
 
 from apps.commerce import events as ev
 from apps.commerce import keys
+from apps.commerce.codes import shared
 from apps.commerce.deadlines import pop_due, schedule
 from apps.commerce.fastwire import fast_replace
+from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import (
     DEADLINE_STATE,
     OPEN_STATES,
@@ -37,6 +39,16 @@ from apps.commerce.model import (
 )
 from apps.commerce.params import BPS, MAX_DISCLOSURES, CommerceGenesis
 from apps.commerce.payloads import (
+    ACCEPT_ORDER,
+    CANCEL_ORDER,
+    CONFIRM_DELIVERY,
+    DECLINE_ORDER,
+    DISCLOSE,
+    OPEN_DISPUTE,
+    PLACE_ORDER,
+    REFUND,
+    RULE,
+    SHIP_ORDER,
     Disclose,
     OpenDispute,
     OrderRef,
@@ -68,8 +80,12 @@ from core.errors import NodeFault
 from vm.accounts import credit, debit
 from vm.amounts import checked_add
 from vm.context import BlockContext
-from vm.registry import TxFailed, TxInfo
+from vm.prefixes import KeyPrefix
+from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay
+
+# Declared on their handlers below; ``apps.commerce`` registers them.
+TX_TYPES = TxTable(TxClass.COMMERCE)
 
 # A libsodium sealed box adds a 32-byte ephemeral key and a 16-byte tag.
 SEALED_OVERHEAD = 48
@@ -240,6 +256,57 @@ _NO_PARTY = Party(0, 0, 0, 0)
 # --- handlers ---
 
 
+@TX_TYPES.declare(
+    PLACE_ORDER,
+    PlaceOrder,
+    "buyer: reserves stock and moves `unit_price * quantity` into escrow",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "missing_role",
+            "merchant_not_approved",
+            "text_too_long",
+            "unknown_listing",
+            "listing_inactive",
+            "stale_version",
+            "invalid_quantity",
+            "insufficient_stock",
+            "unknown_session",
+            "session_closed",
+            "not_pinned",
+            "unknown_deal",
+            "deal_closed",
+            "self_dealing",
+            "invalid_sealed_address",
+            "insufficient_funds",
+            "invalid_amount",
+            "u64_overflow",
+        ),
+        "deal_not_started": "block time is before the deal's start",
+        "deal_ended": "block time is at or after the deal's end",
+        "deal_mismatch": "the deal is for another listing or session",
+        "price_mismatch": "the unit price offered is not the listing's or deal's price",
+        "sold_out": "the deal has fewer units left than asked",
+        "buyer_cap": "the order would take the buyer over the deal's per-buyer cap",
+        "stale_key": "the address is sealed to a key that is not the merchant's current one",
+    },
+    events={ev.ORDER_PLACED, ev.STOCK_LEFT},
+    feed={ev.ORDER_PLACED, ev.STOCK_LEFT},
+    reads={P.CONFIG, P.MERCHANT, P.SESSION},
+    writes={
+        KeyPrefix.ACCOUNT,
+        P.COUNTER,
+        P.ESCROW,
+        P.LISTING,
+        P.DEAL,
+        P.DEAL_BUYER,
+        P.ORDER,
+        P.PARTY,
+        P.DEADLINE_QUEUE,
+        P.DEADLINE_ENTRY,
+    },
+    view="OrderView",
+)
 def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockContext) -> None:
     params = config(state).params
     buyer = tx.sender_address
@@ -425,6 +492,16 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
         )
 
 
+@TX_TYPES.declare(
+    CANCEL_ORDER,
+    OrderRef,
+    "buyer: placed → cancelled, full refund",
+    codes=shared("commerce_disabled", "not_authorized", "unknown_order", "bad_state"),
+    events={ev.ORDER_REFUND, ev.ORDER_STATE},
+    reads={P.CONFIG},
+    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
+    view="OrderView",
+)
 def process_cancel_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
     config(state)
     order = require_order(state, p.order_id)
@@ -433,6 +510,16 @@ def process_cancel_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockCont
     _refund_all(state, order, OrderState.CANCELLED, ctx.time_ms)
 
 
+@TX_TYPES.declare(
+    DECLINE_ORDER,
+    OrderRef,
+    "merchant: placed → declined, full refund",
+    codes=shared("commerce_disabled", "not_authorized", "unknown_order", "bad_state"),
+    events={ev.ORDER_REFUND, ev.ORDER_STATE},
+    reads={P.CONFIG},
+    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
+    view="OrderView",
+)
 def process_decline_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
     config(state)
     order = require_order(state, p.order_id)
@@ -441,6 +528,18 @@ def process_decline_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockCon
     _refund_all(state, order, OrderState.DECLINED, ctx.time_ms)
 
 
+@TX_TYPES.declare(
+    ACCEPT_ORDER,
+    OrderRef,
+    "merchant: placed → accepted",
+    codes=shared(
+        "commerce_disabled", "not_authorized", "unknown_order", "bad_state", "deadline_passed"
+    ),
+    events={ev.ORDER_STATE},
+    reads={P.CONFIG},
+    writes={P.ORDER, P.DEADLINE_QUEUE, P.DEADLINE_ENTRY},
+    view="OrderView",
+)
 def process_accept_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
     params = config(state).params
     order = require_order(state, p.order_id)
@@ -452,6 +551,31 @@ def process_accept_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockCont
     schedule(state, DeadlineKind.SHIP, due, order.id)
 
 
+@TX_TYPES.declare(
+    SHIP_ORDER,
+    ShipOrder,
+    "merchant: accepted → shipped; stock reserved → sold; items locked to the order",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "not_authorized",
+            "unknown_order",
+            "bad_state",
+            "deadline_passed",
+            "unknown_item",
+            "not_custodian",
+            "item_decommissioned",
+            "item_locked",
+            "too_many_events",
+        ),
+        "too_many_items": "more serialized items than units (or max_items_per_order)",
+        "duplicate_item": "an item listed twice in one shipment",
+    },
+    events={ev.ORDER_STATE},
+    reads={P.CONFIG},
+    writes={P.LISTING, P.ORDER, P.DEADLINE_QUEUE, P.DEADLINE_ENTRY, P.ITEM},
+    view="OrderView",
+)
 def process_ship_order(state: Overlay, tx: TxInfo, p: ShipOrder, ctx: BlockContext) -> None:
     params = config(state).params
     order = require_order(state, p.order_id)
@@ -493,6 +617,18 @@ def process_ship_order(state: Overlay, tx: TxInfo, p: ShipOrder, ctx: BlockConte
     schedule(state, DeadlineKind.CONFIRM, due, order.id)
 
 
+@TX_TYPES.declare(
+    CONFIRM_DELIVERY,
+    OrderRef,
+    "buyer: shipped → completed, release",
+    codes=shared(
+        "commerce_disabled", "not_authorized", "unknown_order", "bad_state", "too_many_events"
+    ),
+    events={ev.ITEM_EVENT, ev.ORDER_STATE, ev.PAYOUT},
+    reads={P.CONFIG},
+    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.ORDER, P.ITEM, P.ITEM_EVENT},
+    view="OrderView",
+)
 def process_confirm_delivery(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
     config(state)
     order = require_order(state, p.order_id)
@@ -501,6 +637,18 @@ def process_confirm_delivery(state: Overlay, tx: TxInfo, p: OrderRef, ctx: Block
     _release(state, order, OrderState.COMPLETED, ctx, 0, tx.hash)
 
 
+@TX_TYPES.declare(
+    REFUND,
+    Refund,
+    "merchant: partial (state kept) or full (→ refunded)",
+    codes=shared(
+        "commerce_disabled", "not_authorized", "invalid_amount", "unknown_order", "bad_state"
+    ),
+    events={ev.ORDER_REFUND, ev.ORDER_STATE},
+    reads={P.CONFIG},
+    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
+    view="OrderView",
+)
 def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> None:
     config(state)
     order = require_order(state, p.order_id)
@@ -531,6 +679,21 @@ def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> 
     state.emit(ev.make(ev.ORDER_REFUND, order=order.id, amount=p.amount, full=0))
 
 
+@TX_TYPES.declare(
+    OPEN_DISPUTE,
+    OpenDispute,
+    "buyer or merchant: shipped → disputed, within the dispute window",
+    codes={
+        **shared(
+            "commerce_disabled", "not_authorized", "text_too_long", "unknown_order", "bad_state"
+        ),
+        "window_closed": "the dispute window after shipping has closed",
+    },
+    events={ev.DISPUTE_OPENED, ev.ORDER_STATE},
+    reads={P.CONFIG},
+    writes={P.ORDER, P.DISPUTE, P.DEADLINE_QUEUE, P.DEADLINE_ENTRY},
+    view="OrderView",
+)
 def process_open_dispute(state: Overlay, tx: TxInfo, p: OpenDispute, ctx: BlockContext) -> None:
     params = config(state).params
     signer = tx.sender_address
@@ -558,6 +721,27 @@ def process_open_dispute(state: Overlay, tx: TxInfo, p: OpenDispute, ctx: BlockC
     state.emit(ev.make(ev.DISPUTE_OPENED, order=order.id, by=signer, rule_by_ms=due))
 
 
+@TX_TYPES.declare(
+    RULE,
+    Rule,
+    "arbiter (disputed) / registrar (escalated), not a party: → resolved: split of the escrow",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "missing_role",
+            "unknown_order",
+            "bad_state",
+            "deadline_passed",
+            "too_many_events",
+        ),
+        "invalid_split": "a ruling share over 10000 basis points",
+        "conflict": "the arbiter is a party to the order",
+    },
+    events={ev.ITEM_EVENT, ev.ORDER_STATE, ev.PAYOUT},
+    reads={P.CONFIG, P.ROLE},
+    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.ORDER, P.DISPUTE, P.ITEM, P.ITEM_EVENT},
+    view="OrderView",
+)
 def process_rule(state: Overlay, tx: TxInfo, p: Rule, ctx: BlockContext) -> None:
     config(state)
     signer = tx.sender_address
@@ -586,6 +770,26 @@ def process_rule(state: Overlay, tx: TxInfo, p: Rule, ctx: BlockContext) -> None
     _release(state, order, OrderState.RESOLVED, ctx, p.buyer_bps, tx.hash)
 
 
+@TX_TYPES.declare(
+    DISCLOSE,
+    Disclose,
+    "buyer or merchant: records the address re-sealed to an auditor",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "missing_role",
+            "not_authorized",
+            "text_too_long",
+            "invalid_sealed_address",
+            "unknown_order",
+        ),
+        "too_many_disclosures": "the order's address was disclosed 64 times already",
+    },
+    events={ev.DISCLOSED},
+    reads={P.CONFIG, P.ROLE},
+    writes={P.ORDER, P.DISCLOSURE},
+    view="OrderView",
+)
 def process_disclose(state: Overlay, tx: TxInfo, p: Disclose, ctx: BlockContext) -> None:
     params = config(state).params
     signer = tx.sender_address

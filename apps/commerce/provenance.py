@@ -16,7 +16,9 @@ from collections.abc import Sequence
 
 from apps.commerce import events as ev
 from apps.commerce import keys
+from apps.commerce.codes import shared
 from apps.commerce.fastwire import fast_replace
+from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import (
     ATTESTOR,
     Item,
@@ -27,11 +29,21 @@ from apps.commerce.model import (
     Role,
 )
 from apps.commerce.params import MAX_SEQ
-from apps.commerce.payloads import Attest, ItemRef, ProposeCustody, RegisterItem
+from apps.commerce.payloads import (
+    ACCEPT_CUSTODY,
+    ATTEST,
+    PROPOSE_CUSTODY,
+    REFUSE_CUSTODY,
+    REGISTER_ITEM,
+    Attest,
+    ItemRef,
+    ProposeCustody,
+    RegisterItem,
+)
 from apps.commerce.store import addr, config, load, require_item, require_role, require_text
 from core.errors import NodeFault
 from vm.context import BlockContext
-from vm.registry import TxFailed, TxInfo
+from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay
 
 # EPCIS / CBV business steps an attestor may record; commissioning is recorded by
@@ -47,6 +59,9 @@ ATTEST_STEPS = frozenset(
         "decommissioning",
     }
 )
+
+# Declared on their handlers below; ``apps.commerce`` registers them.
+TX_TYPES = TxTable(TxClass.COMMERCE)
 # GS1 AI (21) serials: up to 20 characters of GS1 character set 82.
 _SERIAL = re.compile(r"[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}")
 _FIELD = re.compile(r"[\x21-\x7e]*")
@@ -177,6 +192,28 @@ def _event(
 # --- handlers ---
 
 
+@TX_TYPES.declare(
+    REGISTER_ITEM,
+    RegisterItem,
+    "maker: item, custodian = maker, commissioning event",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "missing_role",
+            "invalid_text",
+            "text_too_long",
+            "invalid_time",
+            "too_many_events",
+        ),
+        "item_exists": "the item (GTIN + serial) is already registered",
+        "invalid_gtin": "not 14 digits with a valid GS1 check digit",
+        "invalid_serial": "not 1..20 GS1 CSET-82 characters",
+    },
+    events={ev.ITEM_EVENT, ev.ITEM_REGISTERED},
+    reads={P.CONFIG, P.ROLE},
+    writes={P.ITEM, P.ITEM_EVENT},
+    view="ItemView",
+)
 def process_register_item(state: Overlay, tx: TxInfo, p: RegisterItem, ctx: BlockContext) -> None:
     params = config(state).params
     signer = tx.sender_address
@@ -225,6 +262,31 @@ def process_register_item(state: Overlay, tx: TxInfo, p: RegisterItem, ctx: Bloc
     _append(state, item, event)
 
 
+@TX_TYPES.declare(
+    ATTEST,
+    Attest,
+    "attestor who is the custodian: EPCIS ObjectEvent appended",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "missing_role",
+            "invalid_text",
+            "text_too_long",
+            "invalid_hash",
+            "unknown_item",
+            "invalid_time",
+            "not_custodian",
+            "item_decommissioned",
+            "item_locked",
+            "too_many_events",
+        ),
+        "invalid_step": "a business step that attestations may not record",
+    },
+    events={ev.ITEM_EVENT},
+    reads={P.CONFIG, P.ROLE},
+    writes={P.ITEM, P.ITEM_EVENT},
+    view="ItemView",
+)
 def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> None:
     params = config(state).params
     signer = tx.sender_address
@@ -274,6 +336,23 @@ def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> 
         _append(state, item, event)
 
 
+@TX_TYPES.declare(
+    PROPOSE_CUSTODY,
+    ProposeCustody,
+    "custodian: hand-off pending (shipping event)",
+    codes=shared(
+        "commerce_disabled",
+        "self_dealing",
+        "unknown_item",
+        "not_custodian",
+        "item_decommissioned",
+        "too_many_events",
+    ),
+    events={ev.CUSTODY_PROPOSED, ev.ITEM_EVENT},
+    reads={P.CONFIG},
+    writes={P.ITEM, P.ITEM_EVENT},
+    view="ItemView",
+)
 def process_propose_custody(
     state: Overlay, tx: TxInfo, p: ProposeCustody, ctx: BlockContext
 ) -> None:
@@ -315,6 +394,16 @@ def _pending_for(state: Overlay, p: ItemRef, signer: bytes) -> tuple[Item, str]:
     return item, label
 
 
+@TX_TYPES.declare(
+    ACCEPT_CUSTODY,
+    ItemRef,
+    "the pending receiver: custodian changes / proposal dropped (receiving event)",
+    codes=shared("commerce_disabled", "unknown_item", "too_many_events", "no_pending_handoff"),
+    events={ev.CUSTODY_ACCEPTED, ev.ITEM_EVENT},
+    reads={P.CONFIG},
+    writes={P.ITEM, P.ITEM_EVENT},
+    view="ItemView",
+)
 def process_accept_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockContext) -> None:
     config(state)
     signer = tx.sender_address
@@ -335,6 +424,16 @@ def process_accept_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockCon
     )
 
 
+@TX_TYPES.declare(
+    REFUSE_CUSTODY,
+    ItemRef,
+    "the pending receiver: custodian changes / proposal dropped (receiving event)",
+    codes=shared("commerce_disabled", "unknown_item", "too_many_events", "no_pending_handoff"),
+    events={ev.CUSTODY_REFUSED, ev.ITEM_EVENT},
+    reads={P.CONFIG},
+    writes={P.ITEM, P.ITEM_EVENT},
+    view="ItemView",
+)
 def process_refuse_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockContext) -> None:
     config(state)
     signer = tx.sender_address

@@ -8,20 +8,47 @@ from __future__ import annotations
 
 from apps.commerce import events as ev
 from apps.commerce import keys
+from apps.commerce.codes import shared
 from apps.commerce.fastwire import fast_replace
+from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import SETTLED_STATES, Listing, Merchant, Review, state_name
-from apps.commerce.payloads import ReplyReview, WriteReview
+from apps.commerce.payloads import (
+    REPLY_REVIEW,
+    REVIEW,
+    ReplyReview,
+    WriteReview,
+)
 from apps.commerce.store import addr, config, load, require_order, require_text
 from core.errors import NodeFault
 from vm.amounts import checked_add
 from vm.context import BlockContext
-from vm.registry import TxFailed, TxInfo
+from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay
+
+# Declared on their handlers below; ``apps.commerce`` registers them.
+TX_TYPES = TxTable(TxClass.COMMERCE)
 
 MIN_RATING = 1
 MAX_RATING = 5
 
 
+@TX_TYPES.declare(
+    REVIEW,
+    WriteReview,
+    "buyer of a settled order: creates, or edits until replied",
+    codes={
+        **shared(
+            "commerce_disabled", "not_authorized", "text_too_long", "u64_overflow", "unknown_order"
+        ),
+        "not_settled": "the order is not completed or resolved",
+        "invalid_rating": "a rating outside 1..5",
+        "review_locked": "the merchant replied; the review is final",
+    },
+    events={ev.REVIEW_WRITTEN},
+    reads={P.CONFIG, P.ORDER},
+    writes={P.MERCHANT, P.LISTING, P.REVIEW},
+    view="Review",
+)
 def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext) -> None:
     params = config(state).params
     signer = tx.sender_address
@@ -119,6 +146,22 @@ def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext
     )
 
 
+@TX_TYPES.declare(
+    REPLY_REVIEW,
+    ReplyReview,
+    "the order's merchant: one reply; the review is final",
+    codes={
+        **shared(
+            "commerce_disabled", "not_authorized", "invalid_text", "text_too_long", "unknown_order"
+        ),
+        "unknown_review": "the order has no review",
+        "already_replied": "the merchant already replied",
+    },
+    events={ev.REVIEW_REPLIED},
+    reads={P.CONFIG, P.ORDER},
+    writes={P.REVIEW},
+    view="Review",
+)
 def process_reply_review(state: Overlay, tx: TxInfo, p: ReplyReview, ctx: BlockContext) -> None:
     params = config(state).params
     signer = tx.sender_address

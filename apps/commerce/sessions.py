@@ -14,7 +14,9 @@ from collections.abc import Mapping
 
 from apps.commerce import events as ev
 from apps.commerce import keys
+from apps.commerce.codes import shared
 from apps.commerce.fastwire import fast_replace
+from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import (
     Deal,
     DealBucket,
@@ -28,7 +30,21 @@ from apps.commerce.model import (
     SessionStatus,
 )
 from apps.commerce.params import CommerceGenesis
-from apps.commerce.payloads import DealRef, OpenDeal, OpenSession, PinListing, SessionRef, Tip
+from apps.commerce.payloads import (
+    CLOSE_DEAL,
+    CLOSE_SESSION,
+    OPEN_DEAL,
+    OPEN_SESSION,
+    PIN,
+    TIP,
+    UNPIN,
+    DealRef,
+    OpenDeal,
+    OpenSession,
+    PinListing,
+    SessionRef,
+    Tip,
+)
 from apps.commerce.store import (
     addr,
     config,
@@ -44,8 +60,19 @@ from core.errors import NodeFault
 from vm.accounts import credit, debit
 from vm.amounts import checked_add
 from vm.context import BlockContext
-from vm.registry import NO_MODULE_ACCOUNTS, TxFailed, TxInfo, refuse_module_account
+from vm.prefixes import KeyPrefix
+from vm.registry import (
+    NO_MODULE_ACCOUNTS,
+    TxClass,
+    TxFailed,
+    TxInfo,
+    TxTable,
+    refuse_module_account,
+)
 from vm.state import Overlay
+
+# Declared on their handlers below; ``apps.commerce`` registers them.
+TX_TYPES = TxTable(TxClass.COMMERCE)
 
 
 def require_open_session(session: Session) -> None:
@@ -64,6 +91,27 @@ def _require_host_or_merchant(session: Session, signer: bytes, what: str) -> Non
         )
 
 
+@TX_TYPES.declare(
+    OPEN_SESSION,
+    OpenSession,
+    "approved merchant: live session (terms fixed); a host that is a module account (a staking pool) is refused with `module_account`, since tips and commission would break its books",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "missing_role",
+            "merchant_not_approved",
+            "text_too_long",
+            "u64_overflow",
+        ),
+        "invalid_commission": "host commission over max_commission_bps",
+        "module_account": "a session host that is a module account (e.g. a staking pool)",
+    },
+    events={ev.SESSION_OPENED},
+    feed={ev.SESSION_OPENED},
+    reads={P.CONFIG, P.MERCHANT},
+    writes={P.COUNTER, P.SESSION},
+    view="SessionView",
+)
 def process_open_session(
     state: Overlay,
     tx: TxInfo,
@@ -126,6 +174,28 @@ def _pinnable(state: Overlay, session: Session, listing_id: int) -> Listing:
     return listing
 
 
+@TX_TYPES.declare(
+    PIN,
+    PinListing,
+    "merchant or host: show / hide an own active listing",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "not_authorized",
+            "unknown_listing",
+            "listing_inactive",
+            "unknown_session",
+            "session_closed",
+        ),
+        "already_pinned": "the listing is already pinned in the session",
+        "too_many_pins": "the session has max_pinned listings pinned",
+    },
+    events={ev.LISTING_PINNED},
+    feed={ev.LISTING_PINNED},
+    reads={P.CONFIG, P.LISTING},
+    writes={P.SESSION},
+    view="SessionView",
+)
 def process_pin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) -> None:
     params = config(state).params
     session = require_session(state, p.session_id)
@@ -150,6 +220,19 @@ def process_pin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) ->
     state.emit(ev.make(ev.LISTING_PINNED, session=session.id, listing=p.listing_id))
 
 
+@TX_TYPES.declare(
+    UNPIN,
+    PinListing,
+    "merchant or host: show / hide an own active listing",
+    codes=shared(
+        "commerce_disabled", "not_authorized", "unknown_session", "session_closed", "not_pinned"
+    ),
+    events={ev.LISTING_UNPINNED},
+    feed={ev.LISTING_UNPINNED},
+    reads={P.CONFIG},
+    writes={P.SESSION},
+    view="SessionView",
+)
 def process_unpin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) -> None:
     config(state)
     session = require_session(state, p.session_id)
@@ -165,6 +248,37 @@ def process_unpin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) 
     state.emit(ev.make(ev.LISTING_UNPINNED, session=session.id, listing=p.listing_id))
 
 
+@TX_TYPES.declare(
+    OPEN_DEAL,
+    OpenDeal,
+    "session's merchant: flash deal; allocation moves from available to reserved",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "missing_role",
+            "not_authorized",
+            "merchant_not_approved",
+            "unknown_listing",
+            "listing_inactive",
+            "invalid_price",
+            "invalid_quantity",
+            "insufficient_stock",
+            "unknown_session",
+            "session_closed",
+            "u64_overflow",
+        ),
+        "too_many_deals": "the session has max_open_deals open deals",
+        "merchant_deal_limit": "the merchant has max_open_deals_per_merchant open deals",
+        "deal_bucket_full": "max_deals_per_bucket open deals already end in that deal-clock bucket",
+        "invalid_cap": "per-buyer cap outside 1..allocation",
+        "invalid_window": "a deal window that is empty, over, or too long",
+    },
+    events={ev.DEAL_OPENED},
+    feed={ev.DEAL_OPENED},
+    reads={P.CONFIG},
+    writes={P.COUNTER, P.MERCHANT, P.LISTING, P.SESSION, P.DEAL, P.DEAL_CLOCK, P.DEAL_BUCKET},
+    view="DealView",
+)
 def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext) -> None:
     params = config(state).params
     signer = tx.sender_address
@@ -337,6 +451,19 @@ def close_deal(
     )
 
 
+@TX_TYPES.declare(
+    CLOSE_DEAL,
+    DealRef,
+    "merchant or host: unsold allocation returns to available",
+    codes=shared(
+        "commerce_disabled", "not_authorized", "unknown_session", "unknown_deal", "deal_closed"
+    ),
+    events={ev.DEAL_CLOSED},
+    feed={ev.DEAL_CLOSED},
+    reads={P.CONFIG},
+    writes={P.MERCHANT, P.LISTING, P.SESSION, P.DEAL, P.DEAL_BUCKET},
+    view="DealView",
+)
 def process_close_deal(state: Overlay, tx: TxInfo, p: DealRef, ctx: BlockContext) -> None:
     cfg = config(state)
     deal = require_deal(state, p.deal_id)
@@ -348,6 +475,19 @@ def process_close_deal(state: Overlay, tx: TxInfo, p: DealRef, ctx: BlockContext
     close_deal(state, deal, DealCloseReason.CLOSED, ctx.time_ms, cfg.params.deal_bucket_ms)
 
 
+@TX_TYPES.declare(
+    CLOSE_SESSION,
+    SessionRef,
+    "merchant or host: closes its open deals, then the session",
+    codes=shared(
+        "commerce_disabled", "not_authorized", "unknown_session", "session_closed", "unknown_deal"
+    ),
+    events={ev.DEAL_CLOSED, ev.SESSION_CLOSED},
+    feed={ev.DEAL_CLOSED, ev.SESSION_CLOSED},
+    reads={P.CONFIG},
+    writes={P.MERCHANT, P.LISTING, P.SESSION, P.DEAL, P.DEAL_BUCKET},
+    view="SessionView",
+)
 def process_close_session(state: Overlay, tx: TxInfo, p: SessionRef, ctx: BlockContext) -> None:
     bucket_ms = config(state).params.deal_bucket_ms
     session = require_session(state, p.session_id)
@@ -362,6 +502,26 @@ def process_close_session(state: Overlay, tx: TxInfo, p: SessionRef, ctx: BlockC
     state.emit(ev.make(ev.SESSION_CLOSED, session=session.id, tips_total=session.tips_total))
 
 
+@TX_TYPES.declare(
+    TIP,
+    Tip,
+    "anyone but the host: tokens to the host of an open session",
+    codes=shared(
+        "commerce_disabled",
+        "text_too_long",
+        "unknown_session",
+        "session_closed",
+        "self_dealing",
+        "insufficient_funds",
+        "invalid_amount",
+        "u64_overflow",
+    ),
+    events={ev.TIP},
+    feed={ev.TIP},
+    reads={P.CONFIG},
+    writes={KeyPrefix.ACCOUNT, P.SESSION},
+    view="SessionView",
+)
 def process_tip(state: Overlay, tx: TxInfo, p: Tip, ctx: BlockContext) -> None:
     params = config(state).params
     signer = tx.sender_address

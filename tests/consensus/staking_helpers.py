@@ -59,7 +59,8 @@ PARAMS = ChainParams(
 )
 REGISTRY = default_registry()
 register_staking(REGISTRY)
-EXECUTOR = Executor(REGISTRY)
+# Every transaction is held to its type's declaration (codes, events, key prefixes).
+EXECUTOR = Executor(REGISTRY, check_declarations=True)
 
 
 def make_genesis(

@@ -20,7 +20,7 @@ from vm.accounts import Account, account_key, get_account
 from vm.context import BlockContext
 from vm.executor import Executor
 from vm.params import ChainParams
-from vm.registry import TxClass, default_registry
+from vm.registry import TxClass, TxType, default_registry
 from vm.transfer import Transfer, apply_transfer
 
 CHAIN = "mempool-test"
@@ -764,8 +764,8 @@ async def test_cancelled_submit_releases_inflight(env):
 def upkeep_env(pool: ThreadPoolExecutor, **config: int) -> Env:
     """An Env whose registry has a transfer-like type in each higher priority class."""
     env = Env(pool, **config)
-    env.registry.register("test.upkeep", Transfer, apply_transfer, TxClass.CONSENSUS)
-    env.registry.register("test.commerce", Transfer, apply_transfer, TxClass.COMMERCE)
+    env.registry.register(TxType("test.upkeep", Transfer, apply_transfer, TxClass.CONSENSUS))
+    env.registry.register(TxType("test.commerce", Transfer, apply_transfer, TxClass.COMMERCE))
     return env
 
 

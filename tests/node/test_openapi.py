@@ -14,8 +14,8 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+from apps.commerce import ERROR_CODES
 from apps.commerce import payloads as tx
-from apps.commerce.codes import ERROR_CODES
 from apps.commerce.http import sign_read_request
 from apps.commerce.model import ItemId
 from consensus.governance import PROPOSE_PARAM_CHANGE, ProposeParamChange

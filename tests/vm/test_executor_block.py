@@ -31,6 +31,7 @@ from vm import (
     Registry,
     Transfer,
     TxFailed,
+    TxType,
     account_key,
     get_account,
     put_account,
@@ -195,7 +196,7 @@ def _failing_registry(exc):
         state.emit(Event.of("never"))
         raise exc
 
-    registry.register("transfer", Transfer, handler)
+    registry.register(TxType("transfer", Transfer, handler))
     return registry
 
 
@@ -259,7 +260,7 @@ def test_a_write_no_node_could_store_fails_its_tx_not_the_block(write, message):
         else:
             apply_transfer(state, tx, payload, ctx)
 
-    registry.register("transfer", Transfer, handler)
+    registry.register(TxType("transfer", Transfer, handler))
     executor = Executor(registry)
     vtxs = [transfer(KEYS[0], 0, B, 1), transfer(KEYS[0], 1, B, 5)]
     built = build(funded(1_000), vtxs, executor=executor)
@@ -277,7 +278,7 @@ def test_a_write_no_node_could_store_fails_its_tx_not_the_block(write, message):
 
 def test_begin_block_hooks_run_first_in_order_and_their_events_are_kept():
     registry = Registry()
-    registry.register("transfer", Transfer, apply_transfer)
+    registry.register(TxType("transfer", Transfer, apply_transfer))
     seen = []
 
     def grant(state, ctx):

@@ -2,7 +2,7 @@ import pytest
 
 from core.errors import DecodeError, InvalidTransaction
 from core.types import TxBody
-from vm import Registry, Transfer, TxFailed, default_registry
+from vm import Registry, Transfer, TxFailed, TxType, default_registry
 
 
 def test_default_registry_has_transfer():
@@ -24,9 +24,9 @@ def test_unknown_type_and_malformed_payload():
 
 def test_a_type_registers_once():
     r = Registry()
-    r.register("t", Transfer, lambda *a: None)
+    r.register(TxType("t", Transfer, lambda *a: None))
     with pytest.raises(ValueError, match="already registered"):
-        r.register("t", Transfer, lambda *a: None)
+        r.register(TxType("t", Transfer, lambda *a: None))
 
 
 def test_begin_block_hooks_keep_registration_order():

@@ -8,6 +8,7 @@ from vm import (
     Executor,
     Registry,
     Transfer,
+    TxType,
     account_key,
     apply_transfer,
     default_registry,
@@ -112,7 +113,7 @@ def test_transfer_next_to_a_module_account_still_works():
 def test_apply_transfer_alone_knows_no_module_accounts():
     # Registered without the registry's binding, the handler has nothing to refuse.
     registry = Registry()
-    registry.register("transfer", Transfer, apply_transfer)
+    registry.register(TxType("transfer", Transfer, apply_transfer))
     registry.add_module_account(POOL, "test_pool")
     result = Executor(registry).execute_block(
         funded(1_000), [transfer(KEYS[0], 0, POOL, 300)], context(), strict=True

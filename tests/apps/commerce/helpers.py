@@ -72,7 +72,8 @@ def make_registry():
 
 
 REGISTRY = make_registry()
-EXECUTOR = Executor(REGISTRY)
+# Every transaction is held to its type's declaration (codes, events, key prefixes).
+EXECUTOR = Executor(REGISTRY, check_declarations=True)
 
 
 def key(name: str) -> PrivateKey:
@@ -140,7 +141,11 @@ class Chain:
     supply: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.executor = EXECUTOR if self.registry is REGISTRY else Executor(self.registry)
+        self.executor = (
+            EXECUTOR
+            if self.registry is REGISTRY
+            else Executor(self.registry, check_declarations=True)
+        )
         self.state = {
             account_key(key(n).address): Account(b, 0).encode() for n, b in self.balances.items()
         }

@@ -4,8 +4,7 @@ import ast
 from pathlib import Path
 
 import apps.commerce
-from apps.commerce import FEED_KINDS, feed_events, session_of
-from apps.commerce.codes import ERROR_CODES
+from apps.commerce import ERROR_CODES, FEED_KINDS, feed_events, session_of
 from apps.commerce.events import make
 from vm import Event
 

@@ -25,9 +25,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from apps.commerce import check_invariants, keys
+from apps.commerce import ERROR_CODES, check_invariants, keys
 from apps.commerce import payloads as tx
-from apps.commerce.codes import ERROR_CODES
 from apps.commerce.model import TERMINAL_STATES, DealBucket, DealStatus, OrderState, Role
 from apps.commerce.sealing import seal_address
 from apps.commerce.store import peek_next_id
