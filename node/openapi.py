@@ -11,8 +11,11 @@ machine-readable, in ``x-codes``.
 
 Named schemas are derived from dataclasses (the commerce views and state
 objects, ``apps.commerce.views`` and ``apps.commerce.model``), so a field added
-there appears here, or declared as ``Component``s beside the code that renders
-them. The output is deterministic: the same declarations give the same bytes.
+there appears here: a field of 20 bytes (``Address``) is an address, a ``str``
+annotated with an enum holds a member's name, lowercased. Others are declared as
+``Component``s beside the code that renders them. The ``TxType`` schema lists
+every transaction type with its declaration (``vm.TxType``), and the receipt codes
+are the packages' tables derived from the same declarations. The output is deterministic: the same declarations give the same bytes.
 ``tests/node/test_openapi.py`` checks the document against the OpenAPI 3.1
 schema, that the router mounts exactly the declared routes, and real answers of
 a node against the schemas.
@@ -40,17 +43,7 @@ from aiohttp import web
 import apps.commerce
 import consensus
 import vm
-from apps.commerce import views
 from apps.commerce.http import READ_WINDOW_MS
-from apps.commerce.model import (
-    DealCloseReason,
-    DealStatus,
-    ItemStatus,
-    ListingStatus,
-    MerchantStatus,
-    OrderState,
-    SessionStatus,
-)
 from apps.routes import (
     BOOL,
     HEX_CHARS,
@@ -152,39 +145,6 @@ def _code_table(codes: dict[str, str]) -> str:
 
 _BECH32_CHARS = "[qpzry9x8gf2tvdw0s3jn54khce6mua7l]"
 
-# Plain ``bytes`` fields of the views that always hold an address: ``jsonable``
-# writes 20-byte values as ``ll1…`` addresses and every other byte string as hex.
-_VIEW_ADDRESS_FIELDS = frozenset(
-    {
-        "address",
-        "merchant",
-        "buyer",
-        "host",
-        "maker",
-        "custodian",
-        "pending_to",
-        "opened_by",
-        "ruled_by",
-    }
-)
-
-
-def _names(enum: type[Enum]) -> list[str]:
-    return [member.name.lower() for member in enum]
-
-
-# String fields of the views that hold an enum's name, lowercased.
-_VIEW_ENUMS: dict[tuple[type, str], list[str]] = {
-    (views.MerchantView, "status"): _names(MerchantStatus),
-    (views.ListingView, "status"): _names(ListingStatus),
-    (views.SessionView, "status"): _names(SessionStatus),
-    (views.DealView, "status"): _names(DealStatus),
-    # Empty while the deal is open.
-    (views.DealView, "close_reason"): ["", *_names(DealCloseReason)],
-    (views.OrderView, "state"): _names(OrderState),
-    (views.ItemView, "status"): _names(ItemStatus),
-}
-
 
 class _Schemas:
     """``components.schemas``: dataclasses derived and ``Component``s added as they are referenced."""
@@ -237,14 +197,7 @@ class _Schemas:
     def _dataclass(self, cls: type) -> dict[str, Any]:
         hints = typing.get_type_hints(cls, include_extras=True)
         fields = dataclasses.fields(cls)
-        properties = {
-            f.name: (
-                {"type": "string", "enum": _VIEW_ENUMS[cls, f.name]}
-                if (cls, f.name) in _VIEW_ENUMS
-                else self._field(hints[f.name], f.name)
-            )
-            for f in fields
-        }
+        properties = {f.name: self._field(hints[f.name], f.name) for f in fields}
         out = obj(properties)
         doc = (cls.__doc__ or "").strip()
         # A dataclass without a docstring gets its signature as one: not a description.
@@ -271,6 +224,13 @@ class _Schemas:
             return dict(BOOL)
         if hint is int:
             return dict(UINT)
+        if hint is str and any(isinstance(m, type) and issubclass(m, Enum) for m in metadata):
+            # A member's name, lowercased, or one of the strings annotated beside the enum.
+            names = [m for m in metadata if isinstance(m, str)]
+            for m in metadata:
+                if isinstance(m, type) and issubclass(m, Enum):
+                    names += [member.name.lower() for member in m]
+            return {"type": "string", "enum": names}
         if hint is str:
             # MaxLen counts UTF-8 bytes: a bound on characters too.
             out = dict(STR)
@@ -279,7 +239,7 @@ class _Schemas:
         if hint is bytes:
             exact = next((m.n for m in metadata if isinstance(m, Len)), None)
             most = next((m.n for m in metadata if isinstance(m, MaxLen)), None)
-            if exact == 20 or (not metadata and name in _VIEW_ADDRESS_FIELDS):
+            if exact == 20:
                 return ref("Address")
             if exact is not None:
                 return hex_bytes(exact)

@@ -3,7 +3,10 @@
 Every function reads committed state only (or an overlay) and never writes.
 Views are frozen dataclasses; ``jsonable`` turns any of them (or a state
 object) into JSON-ready values: 20-byte values as bech32m addresses, other
-bytes as lowercase hex, tuples as lists. Amounts stay integers.
+bytes as lowercase hex, tuples as lists. Amounts stay integers. The OpenAPI
+document derives their schemas from the annotations: ``Address`` fields are
+addresses, and a ``str`` annotated with an enum holds a member's name, lowercased
+(or one of the strings beside it).
 
 ``order_view`` applies the visibility rules (docs/commerce.md): the parties see
 their order; the sealed address ciphertext is shown only to buyer and merchant
@@ -16,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 from apps.commerce import keys
 from apps.commerce.model import (
@@ -36,6 +39,7 @@ from apps.commerce.model import (
     Merchant,
     MerchantStatus,
     Order,
+    OrderState,
     Party,
     ProvenanceEvent,
     Review,
@@ -50,6 +54,7 @@ from apps.commerce.params import CommerceGenesis
 from apps.commerce.store import escrow, load, roles_of
 from core.errors import Invalid
 from core.keys import ADDRESS_SIZE, format_address
+from core.types import Address
 from vm.state import StateView
 
 MAX_PAGE = 200
@@ -87,11 +92,11 @@ def escrow_view(state: StateView) -> Escrow:
 
 @dataclass(frozen=True, slots=True)
 class MerchantView:
-    address: bytes
+    address: Address
     name: str
     profile: str
     enc_key: bytes
-    status: str
+    status: Annotated[str, MerchantStatus]
     registered_ms: int
     updated_ms: int
     rating_count: int
@@ -127,9 +132,9 @@ def merchant_view(state: StateView, address: bytes) -> MerchantView | None:
 @dataclass(frozen=True, slots=True)
 class ListingView:
     id: int
-    merchant: bytes
+    merchant: Address
     version: int
-    status: str
+    status: Annotated[str, ListingStatus]
     title: str
     description: str
     price: int
@@ -211,20 +216,21 @@ class DealView:
     per_buyer_cap: int
     start_ms: int
     end_ms: int
-    status: str
+    status: Annotated[str, DealStatus]
     # Open and, when the caller passed a time, within its window.
     live: bool
-    close_reason: str
+    # Empty while the deal is open.
+    close_reason: Annotated[str, DealCloseReason, ""]
 
 
 @dataclass(frozen=True, slots=True)
 class SessionView:
     id: int
-    merchant: bytes
-    host: bytes
+    merchant: Address
+    host: Address
     host_bps: int
     title: str
-    status: str
+    status: Annotated[str, SessionStatus]
     opened_ms: int
     closed_ms: int
     tips_total: int
@@ -303,20 +309,20 @@ def session_view(
 
 @dataclass(frozen=True, slots=True)
 class DisputeView:
-    opened_by: bytes
+    opened_by: Address
     opened_ms: int
     reason: str
     escalated: bool
     buyer_bps: int | None
-    ruled_by: bytes | None
+    ruled_by: Address | None
     ruled_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class OrderView:
     id: int
-    buyer: bytes
-    merchant: bytes
+    buyer: Address
+    merchant: Address
     listing_id: int
     listing_version: int
     quantity: int
@@ -324,7 +330,7 @@ class OrderView:
     amount: int
     escrow: int
     refunded: int
-    state: str
+    state: Annotated[str, OrderState]
     open: bool
     placed_ms: int
     updated_ms: int
@@ -332,7 +338,7 @@ class OrderView:
     dispute_by_ms: int
     session_id: int
     deal_id: int
-    host: bytes | None
+    host: Address | None
     host_bps: int
     tracking_hash: bytes
     items: tuple[bytes, ...]
@@ -467,10 +473,10 @@ class ItemView:
     # GS1 element string, e.g. "(01)09506000134352(21)A1".
     label: str
     description: str
-    maker: bytes
-    custodian: bytes
-    pending_to: bytes | None
-    status: str
+    maker: Address
+    custodian: Address
+    pending_to: Address | None
+    status: Annotated[str, ItemStatus]
     order_id: int
     registered_ms: int
     history: tuple[ProvenanceEvent, ...]

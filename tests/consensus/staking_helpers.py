@@ -119,6 +119,10 @@ class Chain:
             producer = address_of(proposer)
         ctx = BlockContext(CHAIN, height, T0 + height, producer, self.params(height), signers)
         result = EXECUTOR.execute_block(self.state, list(txs), ctx, strict=True)
+        for vtx, receipt in zip(result.included, result.receipts, strict=True):
+            # Every failure carries a code its type declares (so clients may rely on the list).
+            declared = REGISTRY.declaration(vtx.body.type).codes
+            assert receipt.ok or receipt.code in declared, (vtx.body.type, receipt.code)
         for k, v in result.changes.items():
             if v is None:
                 self.state.pop(k, None)

@@ -22,6 +22,7 @@ from consensus.governance import PROPOSE_PARAM_CHANGE, ProposeParamChange
 from core import TxBody, pack_raw, sign_tx
 from node.api import ROUTE_TABLES
 from node.openapi import OPENAPI_PATH, build_openapi, openapi_json
+from node.service import build_registry
 from tests.apps.commerce.test_http import GTIN, Actor, Driver, open_shop, place
 from vm import Transfer
 
@@ -190,6 +191,26 @@ def test_stable_codes_of_the_docs_are_listed():
     vm_codes = column_codes(section("vm.md", "## Error codes"), 0)
     assert len(tx_codes) > 10 and len(vm_codes) > 10
     assert tx_codes | vm_codes <= http | receipt, (tx_codes | vm_codes) - (http | receipt)
+
+
+def test_every_transaction_type_is_documented_from_its_declaration():
+    doc = build_openapi()
+    schemas = doc["components"]["schemas"]
+    documented = schemas["TxType"]["x-tx-types"]
+    registry = build_registry()
+    # Exactly what a node executes (by package: core, commerce, staking).
+    assert set(documented) == set(registry.tx_types) == set(schemas["TxType"]["enum"])
+    receipt_codes = set(schemas["ReceiptCode"]["x-codes"])
+    for decl in registry.declarations:
+        entry = documented[decl.name]
+        assert entry["codes"] == list(decl.codes) and set(decl.codes) <= receipt_codes
+        assert entry["events"] == sorted(decl.events) and entry["feed"] == sorted(decl.feed)
+        assert entry["payload"]["class"] == decl.payload.__name__
+        assert entry["writes"] == [f"0x{p:02x}" for p in sorted(decl.writes)]
+        # A read model is a schema of the document.
+        assert entry["view"] is None or entry["view"] in schemas
+    assert documented["commerce.place_order"]["view"] == "OrderView"
+    assert documented["bond"]["class"] == "consensus"
 
 
 async def read_feed(client, path: str, checker, schema) -> list[dict]:
