@@ -71,7 +71,7 @@ def _require_active(listing: Listing) -> None:
 @TX_TYPES.declare(
     CREATE_LISTING,
     CreateListing,
-    "approved merchant: listing at version 1, `total = available = stock`",
+    "approved merchant: a listing at version 1, `total = available = stock`",
     codes=shared(
         "commerce_disabled",
         "missing_role",
@@ -125,7 +125,7 @@ def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: Bl
 @TX_TYPES.declare(
     UPDATE_LISTING,
     UpdateListing,
-    "its merchant: new version (refused if `version` is not the current one)",
+    "its merchant: a new version of the listing's terms (if `version` is the current one)",
     codes={
         **shared(
             "commerce_disabled",
@@ -180,7 +180,7 @@ def process_update_listing(state: Overlay, tx: TxInfo, p: UpdateListing, ctx: Bl
 @TX_TYPES.declare(
     RESTOCK,
     StockChange,
-    "its merchant: `total` and `available` up / down",
+    "its merchant: restock (`total` and `available` up)",
     codes=shared(
         "commerce_disabled",
         "not_authorized",
@@ -215,7 +215,7 @@ def process_restock(state: Overlay, tx: TxInfo, p: StockChange, ctx: BlockContex
 @TX_TYPES.declare(
     WITHDRAW_STOCK,
     StockChange,
-    "its merchant: `total` and `available` up / down",
+    "its merchant: withdraw stock (`total` and `available` down)",
     codes=shared(
         "commerce_disabled",
         "not_authorized",

@@ -38,7 +38,7 @@ TX_TYPES = TxTable(TxClass.COMMERCE)
 @TX_TYPES.declare(
     SET_ROLES,
     SetRoles,
-    "registrar: set role mask (auditor needs a 32-byte key)",
+    "registrar: set the role mask of an address (an auditor needs a 32-byte key)",
     codes={
         **shared("commerce_disabled", "missing_role"),
         "invalid_roles": "a role mask with bits outside the grantable roles",
@@ -79,7 +79,7 @@ def process_set_roles(state: Overlay, tx: TxInfo, p: SetRoles, ctx: BlockContext
 @TX_TYPES.declare(
     REGISTER_MERCHANT,
     RegisterMerchant,
-    "anyone: merchant record, status pending",
+    "anyone: register as a merchant, pending approval",
     codes={
         **shared("commerce_disabled", "invalid_text", "text_too_long"),
         "merchant_exists": "the signer is already a registered merchant",
@@ -122,7 +122,7 @@ def process_register_merchant(
 @TX_TYPES.declare(
     UPDATE_MERCHANT,
     UpdateMerchant,
-    "merchant: new profile / encryption key",
+    "merchant: new name, profile and encryption key",
     codes=shared("commerce_disabled", "missing_role", "invalid_text", "text_too_long"),
     events={ev.MERCHANT_UPDATED},
     reads={P.CONFIG},
@@ -149,7 +149,7 @@ def process_update_merchant(
 @TX_TYPES.declare(
     APPROVE_MERCHANT,
     ApproveMerchant,
-    "registrar: approved, or suspended (no new listings, sessions, deals, orders; open orders continue)",
+    "registrar: approve a merchant, or suspend it (open orders continue)",
     codes={
         **shared("commerce_disabled", "missing_role"),
         "unknown_merchant": "no merchant registered at that address",

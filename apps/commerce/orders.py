@@ -259,7 +259,7 @@ _NO_PARTY = Party(0, 0, 0, 0)
 @TX_TYPES.declare(
     PLACE_ORDER,
     PlaceOrder,
-    "buyer: reserves stock and moves `unit_price * quantity` into escrow",
+    "buyer: an order; reserves stock and moves `unit_price * quantity` into escrow",
     codes={
         **shared(
             "commerce_disabled",
@@ -620,7 +620,7 @@ def process_ship_order(state: Overlay, tx: TxInfo, p: ShipOrder, ctx: BlockConte
 @TX_TYPES.declare(
     CONFIRM_DELIVERY,
     OrderRef,
-    "buyer: shipped → completed, release",
+    "buyer: shipped → completed, escrow released",
     codes=shared(
         "commerce_disabled", "not_authorized", "unknown_order", "bad_state", "too_many_events"
     ),
@@ -640,7 +640,7 @@ def process_confirm_delivery(state: Overlay, tx: TxInfo, p: OrderRef, ctx: Block
 @TX_TYPES.declare(
     REFUND,
     Refund,
-    "merchant: partial (state kept) or full (→ refunded)",
+    "merchant: a partial refund (state kept) or a full one (→ refunded)",
     codes=shared(
         "commerce_disabled", "not_authorized", "invalid_amount", "unknown_order", "bad_state"
     ),
@@ -724,7 +724,7 @@ def process_open_dispute(state: Overlay, tx: TxInfo, p: OpenDispute, ctx: BlockC
 @TX_TYPES.declare(
     RULE,
     Rule,
-    "arbiter (disputed) / registrar (escalated), not a party: → resolved: split of the escrow",
+    "arbiter (disputed) or registrar (escalated), not a party: → resolved, the escrow split",
     codes={
         **shared(
             "commerce_disabled",
@@ -773,7 +773,7 @@ def process_rule(state: Overlay, tx: TxInfo, p: Rule, ctx: BlockContext) -> None
 @TX_TYPES.declare(
     DISCLOSE,
     Disclose,
-    "buyer or merchant: records the address re-sealed to an auditor",
+    "buyer or merchant: record the address re-sealed to an auditor",
     codes={
         **shared(
             "commerce_disabled",

@@ -195,7 +195,7 @@ def _event(
 @TX_TYPES.declare(
     REGISTER_ITEM,
     RegisterItem,
-    "maker: item, custodian = maker, commissioning event",
+    "maker: register an item (custodian = maker, commissioning event)",
     codes={
         **shared(
             "commerce_disabled",
@@ -265,7 +265,7 @@ def process_register_item(state: Overlay, tx: TxInfo, p: RegisterItem, ctx: Bloc
 @TX_TYPES.declare(
     ATTEST,
     Attest,
-    "attestor who is the custodian: EPCIS ObjectEvent appended",
+    "attestor who is the custodian: append an EPCIS ObjectEvent",
     codes={
         **shared(
             "commerce_disabled",
@@ -339,7 +339,7 @@ def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> 
 @TX_TYPES.declare(
     PROPOSE_CUSTODY,
     ProposeCustody,
-    "custodian: hand-off pending (shipping event)",
+    "custodian: propose a hand-off (shipping event)",
     codes=shared(
         "commerce_disabled",
         "self_dealing",
@@ -397,7 +397,7 @@ def _pending_for(state: Overlay, p: ItemRef, signer: bytes) -> tuple[Item, str]:
 @TX_TYPES.declare(
     ACCEPT_CUSTODY,
     ItemRef,
-    "the pending receiver: custodian changes / proposal dropped (receiving event)",
+    "the pending receiver: accept a hand-off; custodian changes (receiving event)",
     codes=shared("commerce_disabled", "unknown_item", "too_many_events", "no_pending_handoff"),
     events={ev.CUSTODY_ACCEPTED, ev.ITEM_EVENT},
     reads={P.CONFIG},
@@ -427,7 +427,7 @@ def process_accept_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockCon
 @TX_TYPES.declare(
     REFUSE_CUSTODY,
     ItemRef,
-    "the pending receiver: custodian changes / proposal dropped (receiving event)",
+    "the pending receiver: refuse a hand-off; the proposal is dropped",
     codes=shared("commerce_disabled", "unknown_item", "too_many_events", "no_pending_handoff"),
     events={ev.CUSTODY_REFUSED, ev.ITEM_EVENT},
     reads={P.CONFIG},

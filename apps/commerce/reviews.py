@@ -35,7 +35,7 @@ MAX_RATING = 5
 @TX_TYPES.declare(
     REVIEW,
     WriteReview,
-    "buyer of a settled order: creates, or edits until replied",
+    "buyer of a settled order: write a review, or edit it until replied",
     codes={
         **shared(
             "commerce_disabled", "not_authorized", "text_too_long", "u64_overflow", "unknown_order"
@@ -149,7 +149,7 @@ def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext
 @TX_TYPES.declare(
     REPLY_REVIEW,
     ReplyReview,
-    "the order's merchant: one reply; the review is final",
+    "the order's merchant: reply once; the review is final",
     codes={
         **shared(
             "commerce_disabled", "not_authorized", "invalid_text", "text_too_long", "unknown_order"

@@ -94,7 +94,7 @@ def _require_host_or_merchant(session: Session, signer: bytes, what: str) -> Non
 @TX_TYPES.declare(
     OPEN_SESSION,
     OpenSession,
-    "approved merchant: live session (terms fixed); a host that is a module account (a staking pool) is refused with `module_account`, since tips and commission would break its books",
+    "approved merchant: open a live session with its host and the host's commission",
     codes={
         **shared(
             "commerce_disabled",
@@ -177,7 +177,7 @@ def _pinnable(state: Overlay, session: Session, listing_id: int) -> Listing:
 @TX_TYPES.declare(
     PIN,
     PinListing,
-    "merchant or host: show / hide an own active listing",
+    "merchant or host: show one of the merchant's active listings in the session",
     codes={
         **shared(
             "commerce_disabled",
@@ -223,7 +223,7 @@ def process_pin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) ->
 @TX_TYPES.declare(
     UNPIN,
     PinListing,
-    "merchant or host: show / hide an own active listing",
+    "merchant or host: stop showing a listing in the session",
     codes=shared(
         "commerce_disabled", "not_authorized", "unknown_session", "session_closed", "not_pinned"
     ),
@@ -251,7 +251,7 @@ def process_unpin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) 
 @TX_TYPES.declare(
     OPEN_DEAL,
     OpenDeal,
-    "session's merchant: flash deal; allocation moves from available to reserved",
+    "session's merchant: a flash deal; its allocation moves from available to reserved",
     codes={
         **shared(
             "commerce_disabled",
@@ -454,7 +454,7 @@ def close_deal(
 @TX_TYPES.declare(
     CLOSE_DEAL,
     DealRef,
-    "merchant or host: unsold allocation returns to available",
+    "merchant or host: close a deal; unsold allocation returns to available",
     codes=shared(
         "commerce_disabled", "not_authorized", "unknown_session", "unknown_deal", "deal_closed"
     ),
@@ -478,7 +478,7 @@ def process_close_deal(state: Overlay, tx: TxInfo, p: DealRef, ctx: BlockContext
 @TX_TYPES.declare(
     CLOSE_SESSION,
     SessionRef,
-    "merchant or host: closes its open deals, then the session",
+    "merchant or host: close the session and its open deals",
     codes=shared(
         "commerce_disabled", "not_authorized", "unknown_session", "session_closed", "unknown_deal"
     ),
@@ -505,7 +505,7 @@ def process_close_session(state: Overlay, tx: TxInfo, p: SessionRef, ctx: BlockC
 @TX_TYPES.declare(
     TIP,
     Tip,
-    "anyone but the host: tokens to the host of an open session",
+    "anyone but the host: tip the host of an open session",
     codes=shared(
         "commerce_disabled",
         "text_too_long",
