@@ -605,7 +605,7 @@ STATE_VALUE = Component(
             "key",
             "path",
             {"type": "string", "pattern": f"^({HEX_CHARS}{{2}}){{1,{MAX_KEY_SIZE}}}$"},
-            "state key, hex (a `KeyPrefix` byte, then the key)",
+            "state key, hex (a key prefix byte, docs/vm.md, then the key)",
         ),
         Param(
             "height",
