@@ -119,7 +119,7 @@ class TxType:
 
     ``codes``: every failure code its receipts may carry, with what it means (the
     executor's ``EXECUTION_CODES`` aside). ``events``: the kinds it may emit; ``feed``:
-    those of them a live-stream client sees (they carry ``session``, never a buyer).
+    those of them its package's live feed sends (commerce: a live session's feed).
     ``reads``: the key prefixes it only reads; ``writes``: those it may write (and
     read). The key sets are per prefix, in the Sawtooth and Sealevel habit, so
     execution can go parallel later. ``view``: the OpenAPI schema of the read model
