@@ -21,6 +21,9 @@ nested ``Wire`` classes, ``tuple[X, ...]`` (bounded by ``MaxItems``) and
 from __future__ import annotations
 
 import dataclasses
+import struct
+import sys
+import textwrap
 import threading
 import types
 import typing
@@ -74,8 +77,17 @@ class Wire:
     # Upper bound on the encoded size accepted by ``decode``.
     MAX_ENCODED: ClassVar[int] = 1024 * 1024
     # True for a state record whose one writer checks everything decoding would (see
-    # vm's ``Overlay.check_writes``); it is then not encoded again to check it.
+    # vm's ``Overlay.check_writes``); it is then not checked again.
     WRITE_CHECKED: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Building a class's codec puts its generated methods on the class itself (no
+        # dispatch per call). Until then each is this base's, set on the class so that a
+        # subclass never inherits its parent's generated ones.
+        for name in _GENERATED_METHODS:
+            if name not in cls.__dict__:
+                setattr(cls, name, Wire.__dict__[name])
 
     def encode(self) -> bytes:
         return _codec_for(type(self)).encode(self)
@@ -116,6 +128,19 @@ class Wire:
         cls.decode(raw)
         return raw
 
+    def fits(self, max_size: int = ABSOLUTE_MAX_ENCODED, since: Wire | None = None) -> bool:
+        """True when ``checked_encoding(max_size)`` is sure to succeed, found without
+        encoding: every field holds a value of its declared type within its bounds, and
+        the largest encoding the field bounds allow (``max_encoded_size``) is within
+        ``MAX_ENCODED`` and ``max_size``. False means "not shown", never "invalid": the
+        caller then runs ``checked_encoding``, which decides and names the error.
+
+        ``since``, if of this very class, is an object that ``checked_encoding(max_size)``
+        accepted (one this one was made from): fields that still hold the very object
+        ``since`` holds there are taken as accepted, not looked at again (a record that
+        every transaction rewrites mostly changes a field or two)."""
+        return _codec_for(type(self)).fits(self, max_size, since)
+
     def to_raw(self) -> list[Any]:
         """The msgpack-ready list form (used to embed objects in other encodings)."""
         return _codec_for(type(self)).dump(self)
@@ -137,6 +162,9 @@ class _Codec:
         "limits",
         "dump",
         "fast_check",
+        "valid",
+        "fits",
+        "bound",
     )
 
     def __init__(self, cls: type[Wire]) -> None:
@@ -148,11 +176,18 @@ class _Codec:
         self.dumps = tuple(p[0] for p in pairs)
         self.checks = tuple(p[1] for p in pairs)
         self.max_encoded = min(cls.MAX_ENCODED, ABSOLUTE_MAX_ENCODED)
+        # The largest encoding the field bounds allow. Over MAX_ENCODED the bound shows
+        # nothing (decode may refuse a valid-looking object), so ``fits`` is never True.
+        self.bound = _max_size(hints, self.names)
+        fits_limit = self.bound if self.bound <= self.max_encoded else sys.maxsize
         # Straight-line code for this class (see ``_Generated``): same results as the
         # generic field-by-field path, several times faster.
-        gen = _Generated(cls, self.names, [hints[n] for n in self.names])
+        gen = _Generated(cls, self.names, [hints[n] for n in self.names], fits_limit)
         self.dump: Callable[[Wire], list[Any]] = gen.dump
         self.fast_check: Callable[[Any], Any] = gen.check
+        self.valid: Callable[[Any], bool] = gen.valid
+        self.fits: Callable[[Any, int, Any], bool] = gen.fits
+        _install(cls, "fits", gen.fits)
 
     def dump_generic(self, obj: Wire) -> list[Any]:
         return [d(getattr(obj, n)) for n, d in zip(self.names, self.dumps, strict=True)]
@@ -280,8 +315,16 @@ class _Generated:
     generic path for every ``Wire`` class.
     """
 
-    def __init__(self, cls: type[Wire], names: tuple[str, ...], hints: list[Any]) -> None:
-        self._ns: dict[str, Any] = {"FAIL": _FAIL, "MAKE": constructor(cls)}
+    def __init__(
+        self, cls: type[Wire], names: tuple[str, ...], hints: list[Any], fits_limit: int
+    ) -> None:
+        self._ns: dict[str, Any] = {
+            "FAIL": _FAIL,
+            "MAKE": constructor(cls),
+            "CLS": cls,
+            "LIMIT": fits_limit,
+            "ABSOLUTE": ABSOLUTE_MAX_ENCODED,
+        }
         self._count = 0
         conds: list[str] = []
         convs: list[str] = []
@@ -310,9 +353,112 @@ class _Generated:
         lines.extend(convs)
         lines.append(f"    return MAKE({args})\n")
         lines.append(f"def dump(obj):\n    return [{', '.join(dumps)}]\n")
+        lines.append(self._valid_source(cls, names, hints))
         exec("".join(lines), self._ns)  # generated from type hints only
         self.check: Callable[[Any], Any] = self._ns["check"]
         self.dump: Callable[[Any], list[Any]] = self._ns["dump"]
+        self.valid: Callable[[Any], bool] = self._ns["valid"]
+        self.fits: Callable[[Any, int, Any], bool] = self._ns["fits"]
+
+    def _valid_source(self, cls: type[Wire], names: tuple[str, ...], hints: list[Any]) -> str:
+        """``valid(obj)``: True only if ``check(dump(obj))`` accepts and returns an object
+        equal to ``obj``, found on the fields as they are (nothing dumped or built). It
+        may say False for something check accepts (a list in a tuple field); callers
+        then take the slow path. ``fits``: ``Wire.fits`` for this class, the same check
+        with the size bound and ``since``."""
+        if hasattr(cls, "__post_init__"):
+            # Decoding runs the class's own check, which only building can show.
+            return (
+                "def valid(obj):\n    return False\n"
+                "def fits(obj, max_size=ABSOLUTE, since=None):\n    return False\n"
+            )
+        conds = [self._valid(hint, f"v{i}") for i, hint in enumerate(hints)]
+        # Each field read once into a local (slot reads are the cheapest way in).
+        body = "".join(f"v{i} = obj.{name}\n" for i, name in enumerate(names))
+        ints = [i for i, hint in enumerate(hints) if hint is int]
+        if len(ints) >= 3:
+            # Several integer fields are checked together in C: packing them as uint64
+            # refuses anything outside 0..2**64-1 or not an integer, and the tuple of
+            # their types refuses a bool or an int subclass.
+            self._ns["PACK_INTS"] = struct.Struct(f"<{len(ints)}Q").pack
+            self._ns["INTS"] = (int,) * len(ints)
+            body += f"PACK_INTS({', '.join(f'v{i}' for i in ints)})\n"
+            body += f"if ({', '.join(f'type(v{i})' for i in ints)},) != INTS:\n"
+            body += "    return False\n"
+            conds = [c for i, c in enumerate(conds) if i not in ints]
+        body += f"return {' and '.join(conds) or 'True'}\n"
+        # Fields that hold the very object ``since`` holds cost two reads each.
+        since = "".join(
+            f"if obj.{name} is not since.{name}:\n"
+            f"    v{i} = obj.{name}\n"
+            f"    if not {self._valid(hint, f'v{i}')}:\n        return False\n"
+            for i, (name, hint) in enumerate(zip(names, hints, strict=True))
+        )
+        return (
+            "def valid(obj):\n"
+            f"    try:\n{textwrap.indent(body, '        ')}"
+            "    except Exception:\n        return False\n"
+            "def fits(obj, max_size=ABSOLUTE, since=None):\n"
+            "    if max_size < LIMIT:\n        return False\n"
+            "    try:\n"
+            "        if type(since) is CLS:\n"
+            f"{textwrap.indent(since, '            ')}"
+            "            return True\n"
+            f"{textwrap.indent(body, '        ')}"
+            # Out of range for PACK_INTS, or a str that cannot be encoded (a lone
+            # surrogate): checked_encoding names it.
+            "    except Exception:\n        return False\n"
+        )
+
+    def _valid(self, hint: Any, v: str) -> str:
+        """An expression true only if field value ``v`` (as held by an object) dumps to
+        something ``check`` accepts as that same value."""
+        bare, meta = _split_meta(hint)
+        if typing.get_origin(bare) in (types.UnionType, typing.Union):
+            return f"({v} is None or {self._valid(_optional_inner(bare, meta), v)})"
+        cond = self._cond(hint, v)
+        if cond is not None:
+            return cond
+        if typing.get_origin(bare) is tuple:
+            return f"{self._bind(self._valid_tuple(bare, meta))}({v})"
+        if isinstance(bare, type) and issubclass(bare, Wire):
+            cls = bare
+
+            def valid_wire(o: Any) -> bool:
+                return type(o) is cls and _codec_for(cls).valid(o)
+
+            return f"{self._bind(valid_wire)}({v})"
+        raise TypeError(f"unsupported field type {hint!r}")
+
+    def _valid_tuple(self, hint: Any, meta: tuple[Any, ...]) -> Callable[[Any], bool]:
+        item = typing.get_args(hint)[0]
+        limit = next((m.n for m in meta if isinstance(m, MaxItems)), DEFAULT_MAX_ITEMS)
+        bare, item_meta = _split_meta(item)
+        exact = next((m.n for m in item_meta if isinstance(m, Len)), None)
+        item_limit = next((m.n for m in item_meta if isinstance(m, MaxLen)), DEFAULT_MAX_BYTES)
+        head = f"def valid_tuple(v):\n    if type(v) is not tuple or len(v) > {limit}:\n"
+        head += "        return False\n"
+        # The two common item kinds are checked in C, whatever the length.
+        if bare is int:
+            body = (
+                "    return not v or (set(map(type, v)) == INT "
+                f"and min(v) >= 0 and max(v) <= {UINT64_MAX})\n"
+            )
+        elif bare is bytes and exact is not None and exact <= item_limit:
+            body = (
+                "    return not v or (set(map(type, v)) == BYTES "
+                f"and set(map(len, v)) == {{{exact}}})\n"
+            )
+        else:
+            cond = self._valid(item, "x")
+            body = f"    for x in v:\n        if not {cond}:\n            return False\n"
+            body += "    return True\n"
+        ns = dict(self._ns)
+        ns["INT"] = frozenset({int})
+        ns["BYTES"] = frozenset({bytes})
+        exec(head + body, ns)  # generated from type hints only
+        valid_tuple: Callable[[Any], bool] = ns["valid_tuple"]
+        return valid_tuple
 
     def _bind(self, value: Any) -> str:
         name = f"_h{self._count}"
@@ -335,6 +481,8 @@ class _Generated:
         if hint is bytes:
             exact = next((m.n for m in meta if isinstance(m, Len)), None)
             limit = next((m.n for m in meta if isinstance(m, MaxLen)), DEFAULT_MAX_BYTES)
+            if exact is not None and exact <= limit:
+                return f"(type({v}) is bytes and len({v}) == {exact})"
             size = f" and len({v}) == {exact}" if exact is not None else ""
             return f"(type({v}) is bytes{size} and len({v}) <= {limit})"
         if hint is str:
@@ -420,6 +568,46 @@ class _Generated:
         return None
 
 
+def max_encoded_size(cls: type[Wire]) -> int:
+    """The largest encoding of ``cls`` that its field bounds allow (every integer at
+    2**64-1, every string, bytes and tuple at its bound), computed from the type hints."""
+    return _codec_for(cls).bound
+
+
+def _max_size(hints: dict[str, Any], names: tuple[str, ...]) -> int:
+    return _array_header_size(len(names)) + sum(_field_max_size(hints[n]) for n in names)
+
+
+def _array_header_size(n: int) -> int:
+    return 1 if n < 16 else 3 if n < 1 << 16 else 5
+
+
+def _field_max_size(hint: Any) -> int:
+    """Most bytes one field of type ``hint`` encodes to (msgpack's header sizes)."""
+    hint, meta = _split_meta(hint)
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return max(1, _field_max_size(_optional_inner(hint, meta)))
+    if hint is bool:
+        return 1
+    if hint is int:
+        return 9  # 0xcf and 8 bytes
+    if hint is bytes:
+        n = next((m.n for m in meta if isinstance(m, MaxLen)), DEFAULT_MAX_BYTES)
+        exact = next((m.n for m in meta if isinstance(m, Len)), None)
+        if exact is not None:
+            n = min(n, exact)
+        return (2 if n < 1 << 8 else 3 if n < 1 << 16 else 5) + n
+    if hint is str:
+        n = next((m.n for m in meta if isinstance(m, MaxLen)), DEFAULT_MAX_STR)
+        return (1 if n < 32 else 2 if n < 1 << 8 else 3 if n < 1 << 16 else 5) + n
+    if typing.get_origin(hint) is tuple:
+        n = next((m.n for m in meta if isinstance(m, MaxItems)), DEFAULT_MAX_ITEMS)
+        return _array_header_size(n) + n * _field_max_size(typing.get_args(hint)[0])
+    if isinstance(hint, type) and issubclass(hint, Wire):
+        return _codec_for(hint).bound
+    raise TypeError(f"unsupported field type {hint!r}")
+
+
 def _optional_inner(hint: Any, meta: tuple[Any, ...]) -> Any:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if len(args) != 1:
@@ -463,6 +651,14 @@ def array_header(n: int) -> bytes:
 
 
 _CODECS: dict[type, _Codec] = {}
+# Methods a class's codec replaces with generated ones (see ``Wire.__init_subclass__``).
+_GENERATED_METHODS = ("fits",)
+
+
+def _install(cls: type[Wire], name: str, fn: Any) -> None:
+    """Put a generated method on ``cls``, unless the class defines its own."""
+    if cls.__dict__.get(name) is Wire.__dict__[name]:
+        setattr(cls, name, fn)
 
 
 def _codec_for(cls: type[Wire]) -> _Codec:

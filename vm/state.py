@@ -160,16 +160,21 @@ class Overlay:
         Raises ``DecodeError`` naming the key. The executor calls it at the end of each
         transaction, inside its failure boundary, so a record no node could store or read
         fails that transaction instead of the block that carries it.
+
+        Every write before ``snapshot`` must have been checked by an earlier call (or be
+        of a ``WRITE_CHECKED`` class): a record is checked only in the fields that differ
+        from what its key held at ``snapshot`` (or in base, decoded), which passed then.
+        The executor checks the begin-block hooks' writes and then each transaction's.
         """
         journal = self._journal
         if snapshot >= len(journal):
             return
         values = self._values
-        encoded = self._encoded
+        cache = self._cache
         for entry in journal[snapshot:]:
             if entry is _EVENT:
                 continue
-            key = entry[0]
+            key, old = entry
             if len(key) > MAX_KEY_SIZE:
                 raise DecodeError(f"state key is {len(key)} bytes, at most {MAX_KEY_SIZE}")
             v = values[key]
@@ -181,14 +186,22 @@ class Overlay:
                         f"state value at {key.hex()} is {len(v)} bytes, at most {MAX_VALUE_SIZE}"
                     )
             elif not v.WRITE_CHECKED:
-                done = encoded.get(key)
-                if done is not None and done[0] is v:
+                # For the key's first write since ``snapshot``, ``old`` is what it held
+                # then (checked), or absent: then what base holds, if it was read. A later
+                # write's ``old`` is unchecked, but the first one has looked at ``v``.
+                if old is _MISSING:
+                    old = cache.get(key)
+                if old is v:
                     continue
-                try:
-                    raw = v.checked_encoding(MAX_VALUE_SIZE)
-                except DecodeError as exc:
-                    raise DecodeError(f"state value at {key.hex()}: {exc}") from exc
-                encoded[key] = (v, raw)
+                # Most records are shown storable by their fields (types and ranges, and
+                # a largest encoding within the cap): nothing is encoded per write, only
+                # once per block in ``changes()``. The rest are encoded and checked.
+                if not v.fits(MAX_VALUE_SIZE, old):
+                    try:
+                        raw = v.checked_encoding(MAX_VALUE_SIZE)
+                    except DecodeError as exc:
+                        raise DecodeError(f"state value at {key.hex()}: {exc}") from exc
+                    self._encoded[key] = (v, raw)
 
     # --- results ---
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.codec import MaxItems, Wire
+from core.codec import MaxItems, MaxLen, Wire
 from core.errors import InvalidBlock, InvalidTransaction, NodeFault
 from storage import MAX_KEY_SIZE, MAX_VALUE_SIZE
 from tests.vm.helpers import (
@@ -235,6 +235,23 @@ class _Bucket(Wire):
 _BIG = bytes(MAX_VALUE_SIZE + 1)
 
 
+@dataclass(frozen=True, slots=True)
+class _Tally(Wire):
+    """A record whose largest encoding is far under the cap: only its fields are checked."""
+
+    total: int
+    seen: Annotated[tuple[int, ...], MaxItems(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Tight(Wire):
+    """A record whose own MAX_ENCODED is under what its fields allow."""
+
+    blob: Annotated[bytes, MaxLen(100)]
+
+    MAX_ENCODED = 40
+
+
 @pytest.mark.parametrize(
     "write, message",
     [
@@ -243,6 +260,13 @@ _BIG = bytes(MAX_VALUE_SIZE + 1)
         (lambda s: s.set_obj(b"\x7fbucket", _Bucket((_BIG,))), "at most"),
         # More items than the record's own bound: it could not be read back.
         (lambda s: s.set_obj(b"\x7fbucket", _Bucket((b"x",) * 5)), "at most 4 items"),
+        # Over a record's own MAX_ENCODED, though within its fields' bounds.
+        (lambda s: s.set_obj(b"\x7ftight", _Tight(b"x" * 60)), "encoding too large"),
+        # Out of range or of the wrong type in a record that is otherwise small.
+        (lambda s: s.set_obj(b"\x7ftally", _Tally(2**64, ())), "outside its encoding's range"),
+        (lambda s: s.set_obj(b"\x7ftally", _Tally(-1, ())), "out of range"),
+        (lambda s: s.set_obj(b"\x7ftally", _Tally(True, ())), "expected int, got bool"),
+        (lambda s: s.set_obj(b"\x7ftally", _Tally(1, (1, 2, 3))), "at most 2 items"),
         # An amount past u64, and one below zero (unchecked arithmetic in a handler).
         (lambda s: put_account(s, C, Account(2**64, 0)), "must be in 0.."),
         (lambda s: put_account(s, C, Account(-1, 0)), "must be in 0.."),
@@ -273,6 +297,42 @@ def test_a_write_no_node_could_store_fails_its_tx_not_the_block(write, message):
     assert all(v is None or len(v) <= MAX_VALUE_SIZE for v in built.changes.values())
     # Validating the block gives the same receipts and changes.
     checked = validate(funded(1_000), built.included, executor=executor)
+    assert checked.receipts == built.receipts and checked.changes == built.changes
+
+
+def test_a_record_rewritten_by_each_transaction_is_checked_in_what_each_changes():
+    """Later writes of a record are checked against the last one found storable: each
+    transaction's change is looked at, whatever the one before it did."""
+    key = b"\x7ftally"
+    registry = Registry()
+
+    def handler(state, tx, payload, ctx):
+        old = state.get_obj(key, _Tally) or _Tally(0, ())
+        amount = payload.amount
+        if amount == 1:
+            # Past u64: the transaction fails, the record keeps its last good value.
+            state.set_obj(key, _Tally(old.total + 2**64, old.seen))
+        elif amount == 2:
+            # Two writes in one transaction, the first bad; the second keeps its bad field.
+            bad = _Tally(2**64, old.seen)
+            state.set_obj(key, bad)
+            state.set_obj(key, _Tally(bad.total, (7,)))
+        elif amount == 3:
+            state.set_obj(key, _Tally(old.total, (*old.seen, 9)))  # a third item: over
+        else:
+            state.set_obj(key, _Tally(old.total + amount, old.seen))
+
+    registry.register(TxType("transfer", Transfer, handler))
+    executor = Executor(registry)
+    amounts = [5, 1, 6, 2, 3, 4]
+    vtxs = [transfer(KEYS[0], n, B, a) for n, a in enumerate(amounts)]
+    base = funded(1_000)
+    base[key] = _Tally(100, (1, 2)).encode()
+    built = build(base, vtxs, executor=executor)
+    codes = ["ok", "state_limit", "ok", "state_limit", "state_limit", "ok"]
+    assert [r.code for r in built.receipts] == codes
+    assert _Tally.decode(built.changes[key]) == _Tally(115, (1, 2))
+    checked = validate(base, built.included, executor=executor)
     assert checked.receipts == built.receipts and checked.changes == built.changes
 
 
