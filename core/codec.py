@@ -21,6 +21,7 @@ nested ``Wire`` classes, ``tuple[X, ...]`` (bounded by ``MaxItems``) and
 from __future__ import annotations
 
 import dataclasses
+import operator
 import struct
 import sys
 import textwrap
@@ -65,6 +66,7 @@ class MaxItems:
 
 
 T = TypeVar("T")
+W = TypeVar("W", bound="Wire")
 _Raw = Any
 _Check = Callable[[_Raw, str], Any]
 _Dump = Callable[[Any], _Raw]
@@ -160,7 +162,13 @@ class _Codec:
         "checks",
         "max_encoded",
         "limits",
+        "hints",
+        "index",
+        "get",
+        "make",
         "dump",
+        "encode",
+        "decode",
         "fast_check",
         "valid",
         "fits",
@@ -182,18 +190,28 @@ class _Codec:
         fits_limit = self.bound if self.bound <= self.max_encoded else sys.maxsize
         # Straight-line code for this class (see ``_Generated``): same results as the
         # generic field-by-field path, several times faster.
-        gen = _Generated(cls, self.names, [hints[n] for n in self.names], fits_limit)
+        self.hints = tuple(hints[n] for n in self.names)
+        # For ``replace``: every field at once (a tuple, also for one field), by name.
+        self.index = {n: i for i, n in enumerate(self.names)}
+        getter = operator.attrgetter(*self.names) if self.names else (lambda obj: ())
+        self.get: Callable[[Any], tuple[Any, ...]] = (
+            (lambda obj: (getter(obj),)) if len(self.names) == 1 else getter
+        )
+        self.make: Callable[..., Any] = constructor(cls)
+        gen = _Generated(cls, self.names, list(self.hints), fits_limit, self.decode_generic)
         self.dump: Callable[[Wire], list[Any]] = gen.dump
+        self.encode: Callable[[Wire], bytes] = gen.encode
+        self.decode: Callable[[Any], Any] = gen.decode
         self.fast_check: Callable[[Any], Any] = gen.check
         self.valid: Callable[[Any], bool] = gen.valid
         self.fits: Callable[[Any, int, Any], bool] = gen.fits
+        # The class's own methods from now on: a call goes straight to generated code.
+        _install(cls, "encode", gen.encode)
+        _install(cls, "decode", staticmethod(gen.decode))
         _install(cls, "fits", gen.fits)
 
     def dump_generic(self, obj: Wire) -> list[Any]:
         return [d(getattr(obj, n)) for n, d in zip(self.names, self.dumps, strict=True)]
-
-    def encode(self, obj: Wire) -> bytes:
-        return _packb(self.dump(obj))
 
     def check(self, raw: Any, where: str) -> Any:
         try:
@@ -217,20 +235,6 @@ class _Codec:
             # (a genesis validator's name, say); to a decoder it is malformed input, and
             # callers of ``decode`` catch DecodeError (a peer's frame, a client's body).
             raise DecodeError(f"{where}: {exc.message}") from exc
-
-    def decode(self, data: bytes) -> Any:
-        # Fast path: anything unusual (wrong type, bad msgpack, a failed check, a
-        # non-canonical encoding) falls through to the generic path, which decides
-        # and raises the precise error.
-        if type(data) is bytes and len(data) <= self.max_encoded:
-            try:
-                raw = _unpackb(data)
-                obj = self.fast_check(raw)
-            except Exception:
-                obj = _FAIL
-            if obj is not _FAIL and _packb(raw) == data:
-                return obj
-        return self.decode_generic(data)
 
     def decode_generic(self, data: bytes) -> Any:
         if type(data) is not bytes:
@@ -264,9 +268,15 @@ def _packb(raw: Any) -> bytes:
     try:
         pack = _packers.pack
     except AttributeError:
-        pack = _packers.pack = msgpack.Packer(use_bin_type=True).pack
+        pack = _new_packer()
     out: bytes = pack(raw)
     return out
+
+
+def _new_packer() -> Callable[[Any], bytes]:
+    pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
+    _packers.pack = pack
+    return pack
 
 
 def _split_meta(hint: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -303,20 +313,46 @@ def constructor(cls: type[T]) -> Callable[..., T]:
     return make
 
 
+def replace(obj: W, **changes: Any) -> W:
+    """``dataclasses.replace`` for a ``Wire`` object: a copy with ``changes``, built
+    like ``constructor`` builds (so a class's ``__post_init__`` still runs), without
+    ``dataclasses.replace``'s per-call field introspection. For hot paths that rebuild
+    state records."""
+    codec = _codec_for(type(obj))
+    values = list(codec.get(obj))
+    index = codec.index
+    for name, value in changes.items():
+        i = index.get(name)
+        if i is None:
+            raise TypeError(f"{type(obj).__name__} has no field {name!r}")
+        values[i] = value
+    made: W = codec.make(*values)
+    return made
+
+
 class _Generated:
-    """Straight-line ``check`` and ``dump`` for one class, made with ``exec``.
+    """Straight-line ``check``, ``dump``, ``encode``, ``decode`` and ``fits`` for one
+    class, made with ``exec``.
 
     ``check(raw)`` returns the object when the generic check would accept ``raw``
     (building the same object from the same values), else ``_FAIL``: it never
     accepts anything the generic check refuses, so it only ever saves time. The
     conditions on primitive fields are inlined; nested objects and tuples go
     through small helper functions. ``dump(obj)`` builds exactly the list the
-    generic dump builds. tests/core/test_codec_fast.py checks both against the
-    generic path for every ``Wire`` class.
+    generic dump builds, nested objects written out inline; ``encode`` packs it and
+    ``decode`` is unpack, ``check`` and the re-encoding check, with the generic
+    decode for anything else. ``fits`` is ``Wire.fits``.
+    tests/core/test_codec_fast.py checks them against the generic path for every
+    ``Wire`` class, tests/core/test_codec_fits.py ``fits`` against ``checked_encoding``.
     """
 
     def __init__(
-        self, cls: type[Wire], names: tuple[str, ...], hints: list[Any], fits_limit: int
+        self,
+        cls: type[Wire],
+        names: tuple[str, ...],
+        hints: list[Any],
+        fits_limit: int,
+        decode_generic: Callable[[Any], Any],
     ) -> None:
         self._ns: dict[str, Any] = {
             "FAIL": _FAIL,
@@ -324,6 +360,11 @@ class _Generated:
             "CLS": cls,
             "LIMIT": fits_limit,
             "ABSOLUTE": ABSOLUTE_MAX_ENCODED,
+            "MAX_ENCODED": min(cls.MAX_ENCODED, ABSOLUTE_MAX_ENCODED),
+            "UNPACK": _unpackb,
+            "PACKERS": _packers,
+            "NEW_PACKER": _new_packer,
+            "DECODE_GENERIC": decode_generic,
         }
         self._count = 0
         conds: list[str] = []
@@ -339,9 +380,7 @@ class _Generated:
                 convs.append(
                     f"    {var} = {conv}({var})\n    if {var} is FAIL:\n        return FAIL\n"
                 )
-            attr = f"obj.{names[i]}"
-            dumper = self._dumper(hint)
-            dumps.append(attr if dumper is None else f"{self._bind(dumper)}({attr})")
+            dumps.append(self._dump_expr(hint, f"obj.{names[i]}", 0))
         n = len(names)
         args = ", ".join(f"v{i}" for i in range(n))
         lines = ["def check(raw):\n"]
@@ -352,11 +391,37 @@ class _Generated:
             lines.append(f"    if not ({' and '.join(conds)}):\n        return FAIL\n")
         lines.extend(convs)
         lines.append(f"    return MAKE({args})\n")
-        lines.append(f"def dump(obj):\n    return [{', '.join(dumps)}]\n")
+        dump = f"[{', '.join(dumps)}]"
+        lines.append(f"def dump(obj):\n    return {dump}\n")
+        # The per-thread packer (see ``_packb``), looked up inline: encoding and
+        # decoding are the hottest calls of block execution.
+        packer = (
+            "    try:\n        pack = PACKERS.pack\n"
+            "    except AttributeError:\n        pack = NEW_PACKER()\n"
+        )
+        lines.append(f"def encode(obj):\n{packer}    return pack({dump})\n")
+        # Anything unusual (not bytes, bad msgpack, a failed check, a non-canonical
+        # encoding) takes the generic decode, which decides and names the error.
+        lines.append(
+            "def decode(data):\n"
+            "    if type(data) is bytes and len(data) <= MAX_ENCODED:\n"
+            "        try:\n"
+            "            raw = UNPACK(data)\n"
+            "            obj = check(raw)\n"
+            "        except Exception:\n"
+            "            obj = FAIL\n"
+            "        if obj is not FAIL:\n"
+            f"{textwrap.indent(packer, '        ')}"
+            "            if pack(raw) == data:\n"
+            "                return obj\n"
+            "    return DECODE_GENERIC(data)\n"
+        )
         lines.append(self._valid_source(cls, names, hints))
         exec("".join(lines), self._ns)  # generated from type hints only
         self.check: Callable[[Any], Any] = self._ns["check"]
         self.dump: Callable[[Any], list[Any]] = self._ns["dump"]
+        self.encode: Callable[[Any], bytes] = self._ns["encode"]
+        self.decode: Callable[[Any], Any] = self._ns["decode"]
         self.valid: Callable[[Any], bool] = self._ns["valid"]
         self.fits: Callable[[Any, int, Any], bool] = self._ns["fits"]
 
@@ -536,36 +601,28 @@ class _Generated:
             return conv_wire
         raise TypeError(f"unsupported field type {hint!r}")
 
-    def _dumper(self, hint: Any) -> Callable[[Any], Any] | None:
-        """The dump of a field, or None when it is the value itself."""
+    def _dump_expr(self, hint: Any, expr: str, depth: int) -> str:
+        """An expression for the dump of the field value ``expr`` (which it may read more
+        than once): nested objects and tuples of them are written out inline."""
         hint, meta = _split_meta(hint)
         if typing.get_origin(hint) in (types.UnionType, typing.Union):
-            inner = self._dumper(_optional_inner(hint, meta))
-            if inner is None:
-                return None
-
-            def dump_opt(v: Any) -> Any:
-                return None if v is None else inner(v)
-
-            return dump_opt
+            inner = self._dump_expr(_optional_inner(hint, meta), expr, depth)
+            return expr if inner == expr else f"(None if {expr} is None else {inner})"
         if typing.get_origin(hint) is tuple:
-            item = self._dumper(typing.get_args(hint)[0])
-            if item is None:
-                return list
-            item_dump = item
-
-            def dump_tuple(v: Any) -> Any:
-                return [item_dump(x) for x in v]
-
-            return dump_tuple
+            x = f"x{depth}"
+            item = self._dump_expr(typing.get_args(hint)[0], x, depth + 1)
+            return f"list({expr})" if item == x else f"[{item} for {x} in {expr}]"
         if isinstance(hint, type) and issubclass(hint, Wire):
-            cls = hint
+            codec = _codec_for(hint)
+            fields = zip(codec.names, codec.hints, strict=True)
+            return f"[{', '.join(self._dump_expr(h, f'{expr}.{n}', depth + 1) for n, h in fields)}]"
+        return expr
 
-            def dump_wire(v: Any) -> Any:
-                return _codec_for(cls).dump(v)
 
-            return dump_wire
-        return None
+def encoder(cls: type[W]) -> Callable[[W], bytes]:
+    """The generated ``encode`` of ``cls``, for a class whose own ``encode`` checks
+    something first and then encodes as every class does."""
+    return _codec_for(cls).encode
 
 
 def max_encoded_size(cls: type[Wire]) -> int:
@@ -652,7 +709,7 @@ def array_header(n: int) -> bytes:
 
 _CODECS: dict[type, _Codec] = {}
 # Methods a class's codec replaces with generated ones (see ``Wire.__init_subclass__``).
-_GENERATED_METHODS = ("fits",)
+_GENERATED_METHODS = ("encode", "decode", "fits")
 
 
 def _install(cls: type[Wire], name: str, fn: Any) -> None:

@@ -18,12 +18,7 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 
 # Files not checked yet, each with the reason.
-ALLOWED_FILES = {
-    # Tests apps.commerce.fastwire's internals (its field kinds and the names it sets
-    # on a class); fastwire is one of the three fast codec paths that issue 11 folds
-    # into one, and this test goes or changes with it.
-    "apps/commerce/test_fastwire.py",
-}
+ALLOWED_FILES: set[str] = set()
 
 # Private names of the standard library or a dependency that a test truly needs
 # (none today).

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Self, cast
 
-import msgpack
-
-from core.codec import UINT64_MAX, Wire, constructor, pack_raw
+from core.codec import UINT64_MAX, Wire, constructor, encoder
 from core.errors import NodeFault
 from core.keys import ADDRESS_SIZE
 from vm.prefixes import KeyPrefix
@@ -15,12 +12,6 @@ from vm.registry import STATE_LIMIT, TxFailed
 from vm.state import Overlay, StateView
 
 _ACCOUNT_PREFIX = bytes([KeyPrefix.ACCOUNT])
-# 0x92 + two uint64 of at most 9 bytes each.
-_MAX_ACCOUNT_BYTES = 19
-# A reused Packer per thread: cheaper than msgpack.packb, same bytes.
-_packb = pack_raw
-_unpackb = msgpack.unpackb
-_generic_decode = Wire.decode.__func__  # type: ignore[attr-defined]  # a classmethod's function
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,45 +25,16 @@ class Account(Wire):
     # integers: all that decoding would check. ``Overlay.check_writes`` skips them.
     WRITE_CHECKED = True
 
-    # Every block encodes each account it touches and decodes it on first read,
-    # so Account bypasses the generic codec's per-field machinery. The bytes and
-    # the accepted inputs are the same (tests/vm/test_accounts.py checks it).
-
     def encode(self) -> bytes:
         balance = self.balance
         nonce = self.nonce
         # A negative or oversized value here is a bug in a handler, not an input.
         if not (0 <= balance <= UINT64_MAX and 0 <= nonce <= UINT64_MAX):
             raise NodeFault(f"account out of range: balance {balance}, nonce {nonce}")
-        return _packb([balance, nonce])
-
-    @classmethod
-    def decode(cls, data: bytes) -> Self:
-        if type(data) is bytes and len(data) <= _MAX_ACCOUNT_BYTES:
-            try:
-                raw = _unpackb(data)
-            except Exception:
-                raw = None
-            if type(raw) is list and len(raw) == 2:
-                balance, nonce = raw
-                if (
-                    type(balance) is int
-                    and type(nonce) is int
-                    and 0 <= balance <= UINT64_MAX
-                    and 0 <= nonce <= UINT64_MAX
-                    # Only the one canonical encoding is accepted.
-                    and _packb(raw) == data
-                ):
-                    return (
-                        cast(Self, new_account(balance, nonce))
-                        if cls is Account
-                        else cls(balance, nonce)
-                    )
-        # Anything unusual takes the generic path, which raises the precise error.
-        account: Self = _generic_decode(cls, data)
-        return account
+        return _encode(self)
 
 
+_encode = encoder(Account)
 # Execution builds several accounts per transaction: set the slots directly.
 new_account = constructor(Account)
 ZERO_ACCOUNT = Account(0, 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Self
 
-from core.codec import Len, MaxItems, MaxLen, Wire, pack_raw
+from core.codec import Len, MaxItems, MaxLen, Wire
 
 MAX_EVENT_KIND = 64
 MAX_ATTR_KEY = 64
@@ -21,9 +21,6 @@ MAX_CODE = 32
 MAX_MESSAGE = 256
 
 OK = "ok"
-
-# A reused Packer per thread: cheaper than msgpack.packb, same bytes.
-_packb = pack_raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +84,6 @@ class Receipt(Wire):
     @property
     def ok(self) -> bool:
         return self.code == OK
-
-    def encode(self) -> bytes:
-        # The node encodes every receipt of every block for the receipt root; the
-        # generic codec walks nested events field by field and costs several times
-        # more. Same bytes (tests/vm/test_receipts.py checks it).
-        events = [[e.kind, [[a.key, a.value] for a in e.attrs]] for e in self.events]
-        return _packb([self.tx_hash, self.code, self.message, self.fee, events])
 
 
 def bound_message(message: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from apps.commerce import events as ev
 from apps.commerce import keys
 from apps.commerce.codes import shared
-from apps.commerce.fastwire import fast_replace
 from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import Listing, ListingStatus, ListingTerms
 from apps.commerce.params import MAX_SEQ, CommerceParams
@@ -32,6 +31,7 @@ from apps.commerce.store import (
     require_merchant,
     require_text,
 )
+from core.codec import replace
 from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.registry import TxClass, TxFailed, TxInfo, TxTable
@@ -171,9 +171,7 @@ def process_update_listing(state: Overlay, tx: TxInfo, p: UpdateListing, ctx: Bl
         listing.id, version, p.title, p.description, p.price, p.media_hash, ctx.time_ms
     )
     state.set_obj(keys.listing_version_key(listing.id, version), terms)
-    state.set_obj(
-        keys.listing_key(listing.id), fast_replace(listing, version=version, price=p.price)
-    )
+    state.set_obj(keys.listing_key(listing.id), replace(listing, version=version, price=p.price))
     state.emit(ev.make(ev.LISTING_UPDATED, listing=listing.id, version=version, price=p.price))
 
 
@@ -203,7 +201,7 @@ def process_restock(state: Overlay, tx: TxInfo, p: StockChange, ctx: BlockContex
         raise TxFailed(f"quantity must be at least 1, got {p.quantity}", "invalid_quantity")
     # Stock counts are u64 (available <= total, so it cannot overflow either).
     total = checked_add(listing.total, p.quantity, "total stock", "invalid_quantity")
-    updated = fast_replace(listing, total=total, available=listing.available + p.quantity)
+    updated = replace(listing, total=total, available=listing.available + p.quantity)
     state.set_obj(keys.listing_key(listing.id), updated)
     state.emit(
         ev.make(
@@ -241,7 +239,7 @@ def process_withdraw_stock(state: Overlay, tx: TxInfo, p: StockChange, ctx: Bloc
             f"listing {listing.id} has {listing.available} available, withdrawal asks {p.quantity}",
             "insufficient_stock",
         )
-    updated = fast_replace(
+    updated = replace(
         listing, total=listing.total - p.quantity, available=listing.available - p.quantity
     )
     state.set_obj(keys.listing_key(listing.id), updated)
@@ -283,7 +281,5 @@ def process_delist(state: Overlay, tx: TxInfo, p: ListingRef, ctx: BlockContext)
             f"listing {listing.id} has {listing.open_deals} open deal(s), expected 0",
             "listing_in_deal",
         )
-    state.set_obj(
-        keys.listing_key(listing.id), fast_replace(listing, status=ListingStatus.DELISTED)
-    )
+    state.set_obj(keys.listing_key(listing.id), replace(listing, status=ListingStatus.DELISTED))
     state.emit(ev.make(ev.LISTING_DELISTED, listing=listing.id))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from apps.commerce import events as ev
 from apps.commerce import keys
 from apps.commerce.codes import shared
-from apps.commerce.fastwire import fast_replace
 from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import GRANTABLE, Merchant, MerchantStatus, Role, RoleRecord, role_names
 from apps.commerce.payloads import (
@@ -27,6 +26,7 @@ from apps.commerce.store import (
     require_text,
     roles_of,
 )
+from core.codec import replace
 from vm.context import BlockContext
 from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay
@@ -139,7 +139,7 @@ def process_update_merchant(
     # A name is how shoppers recognise the merchant.
     if not p.name.strip():
         raise TxFailed("merchant name must not be blank", "invalid_text")
-    updated = fast_replace(
+    updated = replace(
         merchant, name=p.name, profile=p.profile, enc_key=p.enc_key, updated_ms=ctx.time_ms
     )
     state.set_obj(keys.merchant_key(merchant.address), updated)
@@ -169,6 +169,6 @@ def process_approve_merchant(
     if merchant is None:
         raise TxFailed(f"{addr(p.merchant)} is not a registered merchant", "unknown_merchant")
     status = MerchantStatus.APPROVED if p.approved else MerchantStatus.SUSPENDED
-    updated = fast_replace(merchant, status=int(status), updated_ms=ctx.time_ms)
+    updated = replace(merchant, status=int(status), updated_ms=ctx.time_ms)
     state.set_obj(keys.merchant_key(merchant.address), updated)
     state.emit(ev.make(ev.MERCHANT_STATUS, merchant=p.merchant, status=status.name.lower()))

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Annotated
 
-from apps.commerce.fastwire import fast_wire
 from apps.commerce.params import (
     DESCRIPTION_CAP,
     MAX_BUCKET_CAP,
@@ -138,7 +137,6 @@ def state_name(state: int) -> str:
 # --- configuration, roles, counters, escrow ---
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class RoleRecord(Wire):
     roles: int
@@ -148,7 +146,6 @@ class RoleRecord(Wire):
     MAX_ENCODED = 64
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Counter(Wire):
     """Next id to hand out (ids start at 1; 0 means "none" in payloads)."""
@@ -158,7 +155,6 @@ class Counter(Wire):
     MAX_ENCODED = 16
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Escrow(Wire):
     """Tokens held for open orders. Not an account: no transfer can reach it."""
@@ -172,7 +168,6 @@ class Escrow(Wire):
 # --- merchants and listings ---
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Merchant(Wire):
     address: Address
@@ -191,7 +186,6 @@ class Merchant(Wire):
     open_deals: int = 0
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Listing(Wire):
     """A listing's current version and stock: available + reserved + sold == total.
@@ -218,7 +212,6 @@ class Listing(Wire):
     last_review: int
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class ListingTerms(Wire):
     """One version of a listing's terms; orders pin (listing id, version)."""
@@ -236,7 +229,6 @@ class ListingTerms(Wire):
 # --- live sessions and flash deals ---
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Session(Wire):
     id: int
@@ -252,7 +244,6 @@ class Session(Wire):
     tips_total: int
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Deal(Wire):
     id: int
@@ -276,7 +267,6 @@ class Deal(Wire):
         return self.allocation - self.sold
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Count(Wire):
     n: int
@@ -287,7 +277,6 @@ class Count(Wire):
 # --- orders ---
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Order(Wire):
     id: int
@@ -329,7 +318,6 @@ class Order(Wire):
     prev_of_merchant: int
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Party(Wire):
     """Heads of an address's order lists, as buyer and as merchant (newest first)."""
@@ -342,7 +330,6 @@ class Party(Wire):
     MAX_ENCODED = 64
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Dispute(Wire):
     order_id: int
@@ -356,7 +343,6 @@ class Dispute(Wire):
     escalated: bool
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Disclosure(Wire):
     order_id: int
@@ -387,7 +373,6 @@ DEADLINE_STATE = {
 }
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class QueueMeta(Wire):
     """A FIFO of deadline entries: ``head`` is the next to look at, ``tail`` the next free."""
@@ -398,7 +383,6 @@ class QueueMeta(Wire):
     MAX_ENCODED = 32
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Deadline(Wire):
     """Orders ``first_order .. first_order + count - 1`` are due at ``due_ms``.
@@ -414,7 +398,6 @@ class Deadline(Wire):
     MAX_ENCODED = 32
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class DealClock(Wire):
     """Deal-end buckets still to look at: ``next`` .. ``last`` (absent when none).
@@ -430,7 +413,6 @@ class DealClock(Wire):
     MAX_ENCODED = 32
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class DealBucket(Wire):
     """Ids of the open deals whose end falls in one bucket (closed ones are removed)."""
@@ -458,7 +440,6 @@ class ItemStatus(IntEnum):
     DECOMMISSIONED = 2
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Item(Wire):
     ref: Hash32
@@ -476,7 +457,6 @@ class Item(Wire):
     description: Annotated[str, MaxLen(TITLE_CAP)]
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class ProvenanceEvent(Wire):
     """An EPCIS-shaped ObjectEvent: what (the item), when, where, why."""
@@ -505,7 +485,6 @@ class ProvenanceEvent(Wire):
 # --- reviews ---
 
 
-@fast_wire
 @dataclass(frozen=True, slots=True)
 class Review(Wire):
     order_id: int

@@ -17,7 +17,6 @@ from apps.commerce import events as ev
 from apps.commerce import keys
 from apps.commerce.codes import shared
 from apps.commerce.deadlines import pop_due, schedule
-from apps.commerce.fastwire import fast_replace
 from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import (
     DEADLINE_STATE,
@@ -76,6 +75,7 @@ from apps.commerce.store import (
     require_text,
     roles_of,
 )
+from core.codec import replace
 from core.errors import NodeFault
 from vm.accounts import credit, debit
 from vm.amounts import checked_add
@@ -151,7 +151,7 @@ def _transition(
 ) -> Order:
     if new not in TRANSITIONS[OrderState(order.state)]:
         raise NodeFault(f"order {order.id}: no transition {state_name(order.state)} -> {new.name}")
-    updated = fast_replace(order, state=int(new), updated_ms=now_ms, **changes)
+    updated = replace(order, state=int(new), updated_ms=now_ms, **changes)
     state.set_obj(keys.order_key(order.id), updated)
     state.emit(
         ev.make(
@@ -172,7 +172,7 @@ def _release_stock(state: Overlay, order: Order) -> None:
         raise NodeFault(f"order {order.id}: listing {order.listing_id} lost its reservation")
     state.set_obj(
         key,
-        fast_replace(
+        replace(
             listing,
             available=listing.available + order.quantity,
             reserved=listing.reserved - order.quantity,
@@ -243,10 +243,10 @@ def _link(state: Overlay, buyer: bytes, merchant: bytes, order_id: int) -> tuple
     bkey, mkey = keys.party_key(buyer), keys.party_key(merchant)
     b = state.get_obj(bkey, Party) or _NO_PARTY
     count = checked_add(b.orders_as_buyer, 1, "orders as buyer")
-    state.set_obj(bkey, fast_replace(b, orders_as_buyer=count, last_as_buyer=order_id))
+    state.set_obj(bkey, replace(b, orders_as_buyer=count, last_as_buyer=order_id))
     m = state.get_obj(mkey, Party) or _NO_PARTY
     count = checked_add(m.orders_as_merchant, 1, "orders as merchant")
-    state.set_obj(mkey, fast_replace(m, orders_as_merchant=count, last_as_merchant=order_id))
+    state.set_obj(mkey, replace(m, orders_as_merchant=count, last_as_merchant=order_id))
     return b.last_as_buyer, m.last_as_merchant
 
 
@@ -423,14 +423,14 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
     order_id = next_id(state, keys.ORDER_IDS)
     if deal is not None:
         # Deal units move from the deal's hold to the order's: both are "reserved".
-        state.set_obj(keys.deal_key(deal.id), fast_replace(deal, sold=deal.sold + p.quantity))
+        state.set_obj(keys.deal_key(deal.id), replace(deal, sold=deal.sold + p.quantity))
         state.set_obj(bkey, Count(already + p.quantity))
         order_state, kind, window = OrderState.ACCEPTED, DeadlineKind.SHIP, params.ship_window_ms
         left = deal.allocation - deal.sold - p.quantity
     else:
         state.set_obj(
             keys.listing_key(listing.id),
-            fast_replace(
+            replace(
                 listing,
                 available=listing.available - p.quantity,
                 reserved=listing.reserved + p.quantity,
@@ -597,7 +597,7 @@ def process_ship_order(state: Overlay, tx: TxInfo, p: ShipOrder, ctx: BlockConte
     # Shipped units leave the warehouse: reserved -> sold.
     state.set_obj(
         key,
-        fast_replace(
+        replace(
             listing,
             reserved=listing.reserved - order.quantity,
             sold=listing.sold + order.quantity,
@@ -669,7 +669,7 @@ def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> 
         return
     escrow_out(state, p.amount, closes_order=False)
     credit(state, order.buyer, p.amount)
-    updated = fast_replace(
+    updated = replace(
         order,
         escrow=order.escrow - p.amount,
         refunded=order.refunded + p.amount,
@@ -765,7 +765,7 @@ def process_rule(state: Overlay, tx: TxInfo, p: Rule, ctx: BlockContext) -> None
     if dispute is None:
         raise NodeFault(f"order {order.id} is disputed without a dispute record")
     state.set_obj(
-        dkey, fast_replace(dispute, buyer_bps=p.buyer_bps, ruled_by=signer, ruled_ms=ctx.time_ms)
+        dkey, replace(dispute, buyer_bps=p.buyer_bps, ruled_by=signer, ruled_ms=ctx.time_ms)
     )
     _release(state, order, OrderState.RESOLVED, ctx, p.buyer_bps, tx.hash)
 
@@ -820,7 +820,7 @@ def process_disclose(state: Overlay, tx: TxInfo, p: Disclose, ctx: BlockContext)
         order.id, seq, signer, p.auditor, record.enc_key, p.ciphertext, ctx.time_ms
     )
     state.set_obj(keys.disclosure_key(order.id, seq), disclosure)
-    state.set_obj(keys.order_key(order.id), fast_replace(order, disclosures=seq + 1))
+    state.set_obj(keys.order_key(order.id), replace(order, disclosures=seq + 1))
     state.emit(ev.make(ev.DISCLOSED, order=order.id, seq=seq, by=signer, auditor=p.auditor))
 
 
@@ -864,5 +864,5 @@ def _fire_deadline(
         dispute = load(state, dkey, Dispute)
         if dispute is None:
             raise NodeFault(f"order {order.id} is disputed without a dispute record")
-        state.set_obj(dkey, fast_replace(dispute, escalated=True))
+        state.set_obj(dkey, replace(dispute, escalated=True))
         _transition(state, order, OrderState.ESCALATED, now, deadline_ms=0)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from apps.commerce import events as ev
 from apps.commerce import keys
 from apps.commerce.codes import shared
-from apps.commerce.fastwire import fast_replace
 from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import (
     ATTESTOR,
@@ -41,6 +40,7 @@ from apps.commerce.payloads import (
     RegisterItem,
 )
 from apps.commerce.store import addr, config, load, require_item, require_role, require_text
+from core.codec import replace
 from core.errors import NodeFault
 from vm.context import BlockContext
 from vm.registry import TxClass, TxFailed, TxInfo, TxTable
@@ -141,7 +141,7 @@ def _append(
     if event.seq != item.event_count:
         raise NodeFault(f"item event seq {event.seq}, expected {item.event_count}")
     state.set_obj(keys.item_event_key(item.ref, event.seq), event)
-    updated = fast_replace(item, event_count=item.event_count + 1, **changes)
+    updated = replace(item, event_count=item.event_count + 1, **changes)
     state.set_obj(keys.item_key(item.ref), updated)
     state.emit(
         ev.make(
@@ -487,7 +487,7 @@ def lock_for_order(state: Overlay, order: Order, items: Sequence[ItemId]) -> tup
             raise TxFailed(
                 f"item {label} has a hand-off pending to {addr(item.pending_to)}", "item_locked"
             )
-        state.set_obj(keys.item_key(ref), fast_replace(item, order_id=order.id))
+        state.set_obj(keys.item_key(ref), replace(item, order_id=order.id))
         refs.append(ref)
     return tuple(refs)
 
@@ -499,7 +499,7 @@ def unlock_items(state: Overlay, order: Order) -> None:
         if item is None:
             raise NodeFault(f"order {order.id} refers to a missing item")
         if item.order_id == order.id:
-            state.set_obj(keys.item_key(ref), fast_replace(item, order_id=0))
+            state.set_obj(keys.item_key(ref), replace(item, order_id=0))
 
 
 def hand_to_buyer(state: Overlay, order: Order, ctx: BlockContext, tx_hash: bytes) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from apps.commerce import events as ev
 from apps.commerce import keys
 from apps.commerce.codes import shared
-from apps.commerce.fastwire import fast_replace
 from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import SETTLED_STATES, Listing, Merchant, Review, state_name
 from apps.commerce.payloads import (
@@ -19,6 +18,7 @@ from apps.commerce.payloads import (
     WriteReview,
 )
 from apps.commerce.store import addr, config, load, require_order, require_text
+from core.codec import replace
 from core.errors import NodeFault
 from vm.amounts import checked_add
 from vm.context import BlockContext
@@ -106,7 +106,7 @@ def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext
         # The new review becomes the newest of its merchant and listing.
         last_m = last_l = order.id
     else:
-        review = fast_replace(
+        review = replace(
             existing,
             rating=p.rating,
             text=p.text,
@@ -118,7 +118,7 @@ def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext
     state.set_obj(rkey, review)
     state.set_obj(
         mkey,
-        fast_replace(
+        replace(
             merchant,
             rating_sum=checked_add(merchant.rating_sum, delta_sum, "merchant rating sum"),
             rating_count=checked_add(merchant.rating_count, delta_count, "merchant ratings"),
@@ -127,7 +127,7 @@ def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext
     )
     state.set_obj(
         lkey,
-        fast_replace(
+        replace(
             listing,
             rating_sum=checked_add(listing.rating_sum, delta_sum, "listing rating sum"),
             rating_count=checked_add(listing.rating_count, delta_count, "listing ratings"),
@@ -185,5 +185,5 @@ def process_reply_review(state: Overlay, tx: TxInfo, p: ReplyReview, ctx: BlockC
     # An empty reply would lock the review while saying nothing.
     if not p.text.strip():
         raise TxFailed("reply must not be blank", "invalid_text")
-    state.set_obj(rkey, fast_replace(review, reply=p.text, replied_ms=ctx.time_ms))
+    state.set_obj(rkey, replace(review, reply=p.text, replied_ms=ctx.time_ms))
     state.emit(ev.make(ev.REVIEW_REPLIED, order=order.id, merchant=signer))

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from apps.commerce import events as ev
 from apps.commerce import keys
 from apps.commerce.codes import shared
-from apps.commerce.fastwire import fast_replace
 from apps.commerce.keys import CommercePrefix as P
 from apps.commerce.model import (
     Deal,
@@ -56,6 +55,7 @@ from apps.commerce.store import (
     require_session,
     require_text,
 )
+from core.codec import replace
 from core.errors import NodeFault
 from vm.accounts import credit, debit
 from vm.amounts import checked_add
@@ -215,7 +215,7 @@ def process_pin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) ->
             "too_many_pins",
         )
     state.set_obj(
-        keys.session_key(session.id), fast_replace(session, pinned=(*session.pinned, p.listing_id))
+        keys.session_key(session.id), replace(session, pinned=(*session.pinned, p.listing_id))
     )
     state.emit(ev.make(ev.LISTING_PINNED, session=session.id, listing=p.listing_id))
 
@@ -244,7 +244,7 @@ def process_unpin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) 
             f"listing {p.listing_id} is not pinned in session {session.id}", "not_pinned"
         )
     pinned = tuple(i for i in session.pinned if i != p.listing_id)
-    state.set_obj(keys.session_key(session.id), fast_replace(session, pinned=pinned))
+    state.set_obj(keys.session_key(session.id), replace(session, pinned=pinned))
     state.emit(ev.make(ev.LISTING_UNPINNED, session=session.id, listing=p.listing_id))
 
 
@@ -372,7 +372,7 @@ def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext
     state.set_obj(keys.deal_key(deal_id), deal)
     state.set_obj(
         keys.listing_key(listing.id),
-        fast_replace(
+        replace(
             listing,
             available=listing.available - p.allocation,
             reserved=listing.reserved + p.allocation,
@@ -381,11 +381,9 @@ def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext
     )
     state.set_obj(
         keys.session_key(session.id),
-        fast_replace(session, open_deals=(*session.open_deals, deal_id)),
+        replace(session, open_deals=(*session.open_deals, deal_id)),
     )
-    state.set_obj(
-        keys.merchant_key(signer), fast_replace(merchant, open_deals=merchant.open_deals + 1)
-    )
+    state.set_obj(keys.merchant_key(signer), replace(merchant, open_deals=merchant.open_deals + 1))
     state.set_obj(bucket_key, DealBucket((*ids, deal_id)))
     _schedule_bucket(state, bucket)
     state.emit(
@@ -420,13 +418,13 @@ def close_deal(
     if merchant is None or merchant.open_deals < 1:
         raise NodeFault(f"deal {deal.id} is open but its merchant counts no open deal")
     state.set_obj(
-        keys.merchant_key(deal.merchant), fast_replace(merchant, open_deals=merchant.open_deals - 1)
+        keys.merchant_key(deal.merchant), replace(merchant, open_deals=merchant.open_deals - 1)
     )
     if bucket_ms:
         _unschedule_deal_end(state, deal, bucket_ms)
     state.set_obj(
         keys.listing_key(listing.id),
-        fast_replace(
+        replace(
             listing,
             available=listing.available + left,
             reserved=listing.reserved - left,
@@ -434,10 +432,10 @@ def close_deal(
         ),
     )
     open_deals = tuple(i for i in session.open_deals if i != deal.id)
-    state.set_obj(keys.session_key(session.id), fast_replace(session, open_deals=open_deals))
+    state.set_obj(keys.session_key(session.id), replace(session, open_deals=open_deals))
     state.set_obj(
         keys.deal_key(deal.id),
-        fast_replace(deal, status=DealStatus.CLOSED, closed_ms=now_ms, close_reason=int(reason)),
+        replace(deal, status=DealStatus.CLOSED, closed_ms=now_ms, close_reason=int(reason)),
     )
     state.emit(
         ev.make(
@@ -497,7 +495,7 @@ def process_close_session(state: Overlay, tx: TxInfo, p: SessionRef, ctx: BlockC
         deal = require_deal(state, deal_id)
         close_deal(state, deal, DealCloseReason.SESSION_CLOSED, ctx.time_ms, bucket_ms)
     session = require_session(state, p.session_id)
-    closed = fast_replace(session, status=SessionStatus.CLOSED, closed_ms=ctx.time_ms)
+    closed = replace(session, status=SessionStatus.CLOSED, closed_ms=ctx.time_ms)
     state.set_obj(keys.session_key(session.id), closed)
     state.emit(ev.make(ev.SESSION_CLOSED, session=session.id, tips_total=session.tips_total))
 
@@ -537,7 +535,7 @@ def process_tip(state: Overlay, tx: TxInfo, p: Tip, ctx: BlockContext) -> None:
     debit(state, signer, p.amount)
     credit(state, session.host, p.amount)
     tips = checked_add(session.tips_total, p.amount, "session tips")
-    state.set_obj(keys.session_key(session.id), fast_replace(session, tips_total=tips))
+    state.set_obj(keys.session_key(session.id), replace(session, tips_total=tips))
     state.emit(
         ev.make(ev.TIP, session=session.id, amount=p.amount, host=session.host, message=p.message)
     )

@@ -211,3 +211,57 @@ def test_checked_encoding_refuses_what_decode_would():
             bad.checked_encoding()
     with pytest.raises(DecodeError, match="3 bytes encoded, at most 2"):
         Tally(1, ()).checked_encoding(max_size=2)
+
+
+def test_replace_is_dataclasses_replace():
+    import dataclasses
+
+    from core.codec import replace
+
+    @dataclass(frozen=True, slots=True)
+    class Order(Wire):
+        id: int
+        state: int
+        host: bytes | None
+        items: Annotated[tuple[int, ...], MaxItems(4)]
+
+    order = Order(1, 1, None, (1, 2))
+    changed = replace(order, state=3, host=b"h" * 20)
+    assert changed == dataclasses.replace(order, state=3, host=b"h" * 20)
+    assert type(changed) is Order and order == Order(1, 1, None, (1, 2))
+    assert replace(order) == order
+    with pytest.raises(TypeError, match="no field 'status'"):
+        replace(order, status=3)
+
+
+def test_replace_runs_a_class_own_check():
+    from core.codec import replace
+
+    @dataclass(frozen=True, slots=True)
+    class Tagged(Wire):
+        tag: int
+
+        def __post_init__(self) -> None:
+            if self.tag != 1:
+                raise DecodeError(f"tag must be 1, got {self.tag}")
+
+    assert replace(Tagged(1), tag=1) == Tagged(1)
+    with pytest.raises(DecodeError, match="got 7"):
+        replace(Tagged(1), tag=7)
+
+
+def test_a_subclass_encodes_and_decodes_its_own_fields():
+    @dataclass(frozen=True, slots=True)
+    class Base(Wire):
+        n: int
+
+    @dataclass(frozen=True, slots=True)
+    class Wider(Base):
+        blob: Annotated[bytes, MaxLen(4)]
+
+    # The parent's generated methods are in place before the subclass is used.
+    assert Base.decode(Base(1).encode()) == Base(1)
+    assert Wider(1, b"x").encode() == msgpack.packb([1, b"x"], use_bin_type=True)
+    assert Wider.decode(Wider(1, b"x").encode()) == Wider(1, b"x")
+    with pytest.raises(DecodeError):
+        Base.decode(Wider(1, b"x").encode())

@@ -162,10 +162,14 @@ def _check_raw(cls: type[Wire], raw: Any) -> None:
         assert codec.dump(obj) == codec.dump_generic(obj)
         data = codec.encode(obj)
         assert data == msgpack.packb(codec.dump_generic(obj), use_bin_type=True)
+        # The class's own methods are the generated ones (or its own, same bytes).
+        assert obj.encode() == data
         assert outcome(codec.decode, data) == outcome(codec.decode_generic, data)
+        assert outcome(cls.decode, data) == outcome(codec.decode_generic, data)
     data = msgpack.packb(raw, use_bin_type=True) if _packable(raw) else None
     if data is not None:
         assert outcome(codec.decode, data) == outcome(codec.decode_generic, data)
+        assert outcome(cls.decode, data) == outcome(codec.decode_generic, data)
 
 
 def _packable(raw: Any) -> bool:
@@ -205,6 +209,7 @@ def test_fast_decode_matches_generic_on_mutated_bytes(cls, data):
         encoded.insert(at, byte)
     blob = bytes(encoded)
     assert outcome(codec.decode, blob) == outcome(codec.decode_generic, blob)
+    assert outcome(cls.decode, blob) == outcome(codec.decode_generic, blob)
 
 
 def test_every_wire_class_is_covered():
