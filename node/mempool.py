@@ -225,10 +225,18 @@ def _nonce(e: _Entry) -> int:
     return e.nonce
 
 
-class _Picker:
-    """One block's selection over per-class, per-shard heaps of senders (``select``)."""
+# The key of the heaps once classes are merged (``select``'s second phase).
+_ANY_CLASS = -1
 
-    __slots__ = ("heaps", "out", "room", "max_txs", "next_height")
+
+class _Picker:
+    """One block's selection over per-class, per-shard heaps of senders (``select``).
+
+    While ``merged`` is false a sender's next transaction waits in its class's heap;
+    once true every heap is keyed ``_ANY_CLASS`` and fee alone orders them.
+    """
+
+    __slots__ = ("heaps", "out", "room", "max_txs", "next_height", "merged")
 
     def __init__(
         self,
@@ -242,6 +250,19 @@ class _Picker:
         self.room = max_bytes
         self.max_txs = max_txs
         self.next_height = next_height
+        self.merged = False
+
+    def merge(self) -> None:
+        """One heap per shard over every class: from now on fee decides, not class."""
+        n_shards = len(next(iter(self.heaps.values())))
+        merged = [
+            [item for by_shard in self.heaps.values() for item in by_shard[k]]
+            for k in range(n_shards)
+        ]
+        for heap in merged:
+            heapq.heapify(heap)
+        self.heaps = {_ANY_CLASS: merged}
+        self.merged = True
 
     def take(self, tx_class: int, limit: int) -> None:
         """Up to ``limit`` more transactions of ``tx_class``, a shard per turn."""
@@ -267,7 +288,7 @@ class _Picker:
                     nxt = txs.get(e.nonce + 1)
                     if nxt is None:
                         heappop(heap)
-                    elif nxt.tx_class == tx_class:
+                    elif self.merged or nxt.tx_class == tx_class:
                         heapreplace(heap, (nxt.order, nxt.seq, nxt, txs))
                     else:
                         # The sender's run goes on in another class: it waits there.
@@ -506,7 +527,7 @@ class Mempool:
         ``windows`` times the window of ``max_pending_blocks`` blocks.
 
         Only pending transactions and those in verification count: queued ones
-        have their own budget (``_admit``), so gaps never take the room of
+        have their own budgets (``_queue_room``), so gaps never take the room of
         transactions the next blocks can include.
         """
         blocks = windows * self._config.max_pending_blocks
@@ -691,9 +712,9 @@ class Mempool:
                 f"sender holds {mine} transactions waiting for nonce {end} (the cap is "
                 f"{cfg.max_queued_per_sender}): send nonce {end} first",
             )
-        # Gaps opened since the last commit: honest reordering heals them within a
-        # gossip round trip, so this budget bounds only how much signature work gaps
-        # may take per block; it never holds the pending window.
+        # Gaps opened (or fee-bumped) since the last commit: honest reordering heals
+        # them within a gossip round trip; this bounds how many are admitted per
+        # block, apart from the pending window (see the module docstring).
         blocks = windows * cfg.max_gap_blocks
         params = self._params
         if (
@@ -853,11 +874,11 @@ class Mempool:
         Per sender only the contiguous run from its state nonce. Priority classes
         (``vm.TxClass``, from each type's registration): first every class in turn,
         highest first, takes up to its fair share, ``max_txs // (2 * classes)``; then
-        what room is left goes to the classes in priority order. So the chain's
-        upkeep goes first and no class starves, whatever the others send. Within a
-        class, one transaction per shard per round (round-robin, rotating start);
-        within a shard the sender whose next transaction pays the highest fee goes
-        first, earliest admitted on ties. A transaction that does not fit the
+        what room is left goes by fee, whatever the class. So the chain's upkeep goes
+        first, no class starves whatever the others send, and no class buys more
+        than its share of precedence at the minimum fee. One transaction per shard
+        per round (round-robin, rotating start); within a shard the sender whose
+        next transaction pays the highest fee goes first, earliest admitted on ties. A transaction that does not fit the
         remaining bytes, or that expires before the next height, ends its sender's
         run for this block. Nothing is removed: the pool changes only on commit, so
         a block that fails to commit loses nothing.
@@ -879,23 +900,23 @@ class Mempool:
                     if by_shard is None:
                         by_shard = heaps[e.tx_class] = [[] for _ in range(n_shards)]
                     by_shard[k].append((e.order, e.seq, e, acct.txs))
-        for by_shard in heaps.values():
-            for heap in by_shard:
-                heapq.heapify(heap)
+        if not heaps:
+            return []
         picker = _Picker(heaps, max_txs, max_bytes, self._height_fn() + 1)
-        classes = sorted(heaps, reverse=True)
-        if len(classes) > 1:
+        if len(heaps) > 1:
+            # (With one class, as in a plain transfer flood, merge does the heapify.)
+            for by_shard in heaps.values():
+                for heap in by_shard:
+                    heapq.heapify(heap)
             share = max_txs // (2 * len(TxClass))
-            for c in classes:
-                picker.take(c, share)
-        # A sender's run may go on in a class already served: go round until nothing
-        # more fits (one more pass over empty heaps, usually).
-        while True:
-            before = len(picker.out)
             for c in sorted(heaps, reverse=True):
-                picker.take(c, max_txs)
-            if len(picker.out) in (before, max_txs):
-                return picker.out
+                picker.take(c, share)
+        # Beyond the shares, fee alone: a class's precedence is not for sale at the
+        # minimum fee (a flood of failing staking transactions would otherwise push
+        # every commerce order out but its share).
+        picker.merge()
+        picker.take(_ANY_CLASS, max_txs)
+        return picker.out
 
     def on_block_committed(
         self,

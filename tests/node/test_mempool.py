@@ -795,6 +795,18 @@ async def test_every_class_gets_a_fair_share_of_a_full_block(pool):
     assert types == ["test.commerce"] * 2 + ["transfer"] * 2 + ["test.commerce"] * 8
 
 
+async def test_a_flood_of_one_class_buys_no_precedence_beyond_its_share(pool):
+    env = upkeep_env(pool)
+    # Staking transactions at the minimum fee (they may well fail, and still pay it)
+    # against commerce orders paying ten times more.
+    upkeep = [typed_tx(KEYS[i], 0, "test.upkeep") for i in range(30)]
+    commerce = [typed_tx(KEYS[30 + i], 0, "test.commerce", fee=10 * MIN_FEE) for i in range(30)]
+    await env.submit(*upkeep, *commerce)
+    # 12 slots: upkeep's share (2) goes first, then commerce's (2); the rest by fee.
+    types = [v.body.type for v in env.mempool.select(12, 10**7)]
+    assert types == ["test.upkeep"] * 2 + ["test.commerce"] * 10
+
+
 async def test_a_senders_run_keeps_nonce_order_across_classes(pool):
     env = upkeep_env(pool)
     a, b = KEYS[0], KEYS[1]
