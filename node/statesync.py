@@ -354,6 +354,9 @@ class StateSyncer:
             return validators
         # epoch_length is not governable: genesis's value holds for the whole chain.
         last = epoch_of(height, genesis.params.epoch_length)
+        # Peers that hold no more records: behind the offer, or a record short. No fault
+        # of theirs unless they made the offer (its height is theirs to back).
+        lacking: set[bytes] = set()
         epoch = 1
         while epoch <= last:
             stored = self.store.get_epoch_record(epoch)
@@ -362,7 +365,9 @@ class StateSyncer:
                 validators = verify_epoch_record(genesis, epoch, stored, validators)
                 epoch += 1
                 continue
-            peers = await self._wait_peers()
+            peers = [p for p in await self._wait_peers() if p not in lacking]
+            if not peers:
+                raise Invalid(f"no peer holds the epoch records from {epoch} to {last}")
             peer = prefer if prefer in peers else peers[0]
             count = min(MAX_EPOCHS_PER_RESPONSE, last - epoch + 1)
             self.peers.send(peer, EpochsRequest(epoch, count))
@@ -372,8 +377,13 @@ class StateSyncer:
                 continue
             response = answers[0][1]
             assert isinstance(response, EpochsResponse)
-            if response.first != epoch or not response.records:
+            if response.first != epoch:
                 self._refuse(peer, f"epoch records from {response.first}, asked {epoch}")
+                continue
+            if not response.records:
+                if peer == prefer:
+                    raise Invalid(f"offered height {height} without the epoch record {epoch}")
+                lacking.add(peer)
                 continue
             try:
                 for raw in response.records:
