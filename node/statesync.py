@@ -241,13 +241,34 @@ class StateSyncer:
         self.trust_hash = trust_hash
         self.timeout = request_timeout_s
         self._answers: asyncio.Queue[tuple[bytes, Wire]] = asyncio.Queue()
+        # Answers owed, per (peer, answer type): one per request sent. Only those are
+        # queued, so what a peer can make us hold is bounded by what we asked it.
+        self._owed: dict[tuple[bytes, type[Wire]], int] = {}
         # Peers caught sending something wrong: never asked again during this sync.
         self.refused: set[bytes] = set()
         self.chunks = 0
         self.chunk_bytes = 0
 
-    def deliver(self, peer: bytes, msg: Wire) -> None:
+    def deliver(self, peer: bytes, msg: Wire) -> bool:
+        """Queue an answer of ``peer`` for the sync; False (dropped) if none was owed."""
+        key = (peer, type(msg))
+        owed = self._owed.get(key, 0)
+        if owed == 0:
+            return False
+        if owed == 1:
+            del self._owed[key]
+        else:
+            self._owed[key] = owed - 1
         self._answers.put_nowait((peer, msg))
+        return True
+
+    def _ask(self, peer: bytes, msg: Wire, answer: type[Wire]) -> bool:
+        """Send a request; its answer (of type ``answer``) is owed from then on."""
+        if not self.peers.send(peer, msg):
+            return False
+        key = (peer, answer)
+        self._owed[key] = self._owed.get(key, 0) + 1
+        return True
 
     def _refuse(self, peer: bytes, reason: str) -> None:
         log.warning("state sync: peer %s refused: %s", peer.hex()[:12], reason)
@@ -309,7 +330,7 @@ class StateSyncer:
         while True:
             peers = await self._wait_peers()
             for peer in peers:
-                self.peers.send(peer, SnapshotRequest(self.trust_height))
+                self._ask(peer, SnapshotRequest(self.trust_height), SnapshotOffer)
             offers = await self._collect(SnapshotOffer, set(peers), self.timeout)
             usable = sorted(
                 ((p, o) for p, o in offers if isinstance(o, SnapshotOffer) and o.height > 0),
@@ -370,7 +391,7 @@ class StateSyncer:
                 raise Invalid(f"no peer holds the epoch records from {epoch} to {last}")
             peer = prefer if prefer in peers else peers[0]
             count = min(MAX_EPOCHS_PER_RESPONSE, last - epoch + 1)
-            self.peers.send(peer, EpochsRequest(epoch, count))
+            self._ask(peer, EpochsRequest(epoch, count), EpochsResponse)
             answers = await self._collect(EpochsResponse, {peer}, self.timeout)
             if not answers:
                 self._refuse(peer, f"no epoch records from {epoch}")
@@ -412,7 +433,7 @@ class StateSyncer:
                 if peer in pending or peer in empty:
                     continue
                 subtree = wanted.pop()
-                if self.peers.send(peer, ChunkRequest(target.height, subtree)):
+                if self._ask(peer, ChunkRequest(target.height, subtree), ChunkResponse):
                     pending[peer] = _Pending(subtree, time.monotonic())
                 else:
                     wanted.append(subtree)
@@ -422,9 +443,13 @@ class StateSyncer:
                 peer, msg = b"", None  # type: ignore[assignment]  # no answer: None
             now = time.monotonic()
             ask = pending.get(peer) if isinstance(msg, ChunkResponse) else None
-            if ask is not None and isinstance(msg, ChunkResponse):
-                if msg.height != target.height or msg.subtree != ask.subtree:
-                    continue  # a late answer to an earlier request
+            # Anything else is a late answer to an earlier request: ignored, and the
+            # timeouts below still run.
+            if (
+                ask is not None
+                and isinstance(msg, ChunkResponse)
+                and (msg.height, msg.subtree) == (target.height, ask.subtree)
+            ):
                 del pending[peer]
                 if not msg.nodes:
                     empty.add(peer)

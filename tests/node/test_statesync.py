@@ -14,6 +14,8 @@ from node.chain import Chain
 from node.service import build_registry
 from node.statesync import SnapshotServer, StateSyncer
 from p2p import (
+    ChunkRequest,
+    ChunkResponse,
     EpochsRequest,
     EpochsResponse,
     SnapshotOffer,
@@ -125,3 +127,39 @@ async def test_an_offer_above_every_peer_is_refused_and_honest_peers_are_not(tmp
     assert await net.sync(ChainStore(tmp_path / "b")) == 40
     assert HONEST not in net.dropped
     assert HOSTILE in net.dropped
+
+
+async def test_a_peer_flooding_answers_nobody_asked_for_cannot_stall_the_sync(tmp_path):
+    # Once asked for a chunk, the hostile peer never answers it but sends answers to
+    # other requests without pause: the sync gives its request to the honest peer.
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+    flooding: list[asyncio.Task[None]] = []
+
+    async def flood(net: Net, height: int) -> None:
+        while True:
+            assert net.syncer is not None
+            net.syncer.deliver(HOSTILE, ChunkResponse(height, b"\x07" * 32, ()))
+            await asyncio.sleep(0.002)
+
+    async def hostile(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(0, b"", b"")
+        if isinstance(msg, ChunkRequest) and not flooding:
+            flooding.append(asyncio.get_running_loop().create_task(flood(net, msg.height)))
+        return None
+
+    net = Net({HONEST: honest.answer, HOSTILE: hostile})
+    try:
+        assert await net.sync(ChainStore(tmp_path / "b"), timeout=20) == 40
+    finally:
+        for task in flooding:
+            task.cancel()
+    assert flooding and HONEST not in net.dropped
+
+
+async def test_answers_nobody_asked_for_are_not_kept(tmp_path):
+    source = make_chain(tmp_path / "a", 8)
+    syncer = StateSyncer(ChainStore(tmp_path / "b"), GENESIS, Net({}))
+    unasked = ChunkResponse(8, source.store.head_root, ())
+    assert all(syncer.deliver(HOSTILE, unasked) is False for _ in range(100))
