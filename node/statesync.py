@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Protocol
 
 from consensus import ValidatorSet, epoch_of, validate_tx_root, verify_commit
@@ -160,17 +161,29 @@ class SnapshotServer:
         return tuple(h for h in (latest, latest - self._interval) if h > 0)
 
     async def answer(self, msg: object) -> Wire | None:
+        """The answer to a state sync request (None for any other message).
+
+        Never raises: what this store cannot serve (it is syncing itself, or the height
+        was pruned while being read) is answered "none", which is no fault of the asker
+        (an ``Invalid`` would get it dropped) nor silence (it would give up on us).
+        """
+        read: Callable[[ChainStore], Wire]
+        if isinstance(msg, SnapshotRequest):
+            read, none = partial(self._offer, height=msg.height), SnapshotOffer(0, b"", b"")
+        elif isinstance(msg, EpochsRequest):
+            read, none = partial(self._epochs, req=msg), EpochsResponse(msg.first, ())
+        elif isinstance(msg, ChunkRequest):
+            read, none = partial(self._chunk, req=msg), ChunkResponse(msg.height, msg.subtree, ())
+        else:
+            return None
         store = self._store()
         if store is None or not store.initialized:
-            return None
-        loop = asyncio.get_running_loop()
-        if isinstance(msg, SnapshotRequest):
-            return await loop.run_in_executor(None, self._offer, store, msg.height)
-        if isinstance(msg, EpochsRequest):
-            return await loop.run_in_executor(None, self._epochs, store, msg)
-        if isinstance(msg, ChunkRequest):
-            return await loop.run_in_executor(None, self._chunk, store, msg)
-        return None
+            return none
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, read, store)
+        except LiveLedgerError as exc:
+            log.warning("state sync: not serving %s: %s", type(msg).__name__, exc)
+            return none
 
     def _offer(self, store: ChainStore, height: int) -> SnapshotOffer:
         heights = self.snapshot_heights(store.height) if height == 0 else (height,)

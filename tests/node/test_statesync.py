@@ -21,7 +21,7 @@ from p2p import (
     SnapshotOffer,
     SnapshotRequest,
 )
-from storage import ChainStore
+from storage import ChainStore, Pruned
 from tests.consensus.staking_helpers import KEYS, PARAMS, make_genesis
 
 EPOCH = 4
@@ -163,3 +163,41 @@ async def test_answers_nobody_asked_for_are_not_kept(tmp_path):
     syncer = StateSyncer(ChainStore(tmp_path / "b"), GENESIS, Net({}))
     unasked = ChunkResponse(8, source.store.head_root, ())
     assert all(syncer.deliver(HOSTILE, unasked) is False for _ in range(100))
+
+
+class PrunedBelow(ChainStore):
+    """A store pruned while it is read: nodes below the root of any version, and proofs
+    at or above ``height``, are gone by the time they are looked up."""
+
+    def __init__(self, path: Path, height: int) -> None:
+        super().__init__(path)
+        self.height_pruned = height
+        self.roots = {self.state_root(h) for h in range(self.height + 1)}
+
+    def get_node_bytes(self, node_hash: bytes) -> bytes | None:
+        return super().get_node_bytes(node_hash) if node_hash in self.roots else None
+
+    def prove(self, key: bytes, height: int | None = None):
+        if height is not None and height >= self.height_pruned:
+            raise Pruned(f"state at height {height} was pruned while being read")
+        return super().prove(key, height)
+
+
+async def test_what_is_pruned_while_being_served_is_answered_as_not_served(tmp_path):
+    # Not as a fault of the asker (p2p would drop it), nor by silence (it would give up
+    # on this peer after its timeout).
+    make_chain(tmp_path / "a", 24).store.close()
+    store = PrunedBelow(tmp_path / "a", height=20)
+    serving = server(store)
+    chunk = await serving.answer(ChunkRequest(24, store.head_root))
+    assert chunk == ChunkResponse(24, store.head_root, ())
+    epochs = await serving.answer(EpochsRequest(1, 64))
+    assert isinstance(epochs, EpochsResponse) and epochs.first == 1
+
+
+async def test_a_node_without_a_chain_answers_that_it_serves_nothing(tmp_path):
+    serving = server(ChainStore(tmp_path / "empty"))
+    root = b"\x05" * 32
+    assert await serving.answer(SnapshotRequest(0)) == SnapshotOffer(0, b"", b"")
+    assert await serving.answer(EpochsRequest(3, 10)) == EpochsResponse(3, ())
+    assert await serving.answer(ChunkRequest(8, root)) == ChunkResponse(8, root, ())
