@@ -137,7 +137,13 @@ class SyncPeers(Protocol):
 
 class SnapshotServer:
     """Answers peers' state sync requests from the store (reads run in a worker thread;
-    p2p hands one message of a peer at a time, so a peer costs one read at a time)."""
+    p2p hands one message of a peer at a time, so a peer costs one read at a time, and
+    at most ``READERS`` reads run at once, whichever peers ask)."""
+
+    # Reads at once: they share the loop's default executor with the HTTP routes and
+    # the feeds, which many peers asking together must not crowd out. A peer waiting
+    # for a reader is not read from meanwhile (TCP backpressure).
+    READERS = 2
 
     def __init__(
         self,
@@ -153,6 +159,7 @@ class SnapshotServer:
         self._interval = snapshot_interval
         # Tests only (a hostile server): see ConsensusSeams.snapshot_chunk.
         self._chunk_filter = chunk_filter
+        self._readers = asyncio.Semaphore(self.READERS)
 
     def snapshot_heights(self, head: int) -> tuple[int, ...]:
         """The snapshot heights a node at ``head`` serves (and pruning keeps): the two
@@ -180,7 +187,8 @@ class SnapshotServer:
         if store is None or not store.initialized:
             return none
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, read, store)
+            async with self._readers:
+                return await asyncio.get_running_loop().run_in_executor(None, read, store)
         except LiveLedgerError as exc:
             log.warning("state sync: not serving %s: %s", type(msg).__name__, exc)
             return none

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -201,3 +202,39 @@ async def test_a_node_without_a_chain_answers_that_it_serves_nothing(tmp_path):
     assert await serving.answer(SnapshotRequest(0)) == SnapshotOffer(0, b"", b"")
     assert await serving.answer(EpochsRequest(3, 10)) == EpochsResponse(3, ())
     assert await serving.answer(ChunkRequest(8, root)) == ChunkResponse(8, root, ())
+
+
+class SlowNodes(ChainStore):
+    """A store whose node reads wait for ``gate``, counting the reads under way."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most = 0
+
+    def get_node_bytes(self, node_hash: bytes) -> bytes | None:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        self.gate.wait(30)
+        with self.lock:
+            self.inside -= 1
+        return super().get_node_bytes(node_hash)
+
+
+async def test_many_peers_asking_at_once_are_read_for_a_few_at_a_time(tmp_path):
+    make_chain(tmp_path / "a", 8).store.close()
+    store = SlowNodes(tmp_path / "a")
+    serving = server(store)
+    asks = [serving.answer(ChunkRequest(8, store.head_root)) for _ in range(6)]
+    tasks = [asyncio.get_running_loop().create_task(ask) for ask in asks]
+    while store.inside < SnapshotServer.READERS:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # room for more readers to start, if they could
+    most = store.most
+    store.gate.set()
+    answers = await asyncio.gather(*tasks)
+    assert most == SnapshotServer.READERS < len(asks)
+    assert all(isinstance(a, ChunkResponse) and a.nodes for a in answers)
