@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from consensus import ValidatorSet, epoch_of, validate_tx_root, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
 from core import Block, BlockHeader, Commit, Invalid, LiveLedgerError, MaxLen, Wire
 from genesis import Genesis
+from node.config import PruningConfig
 from p2p import (
     ChunkRequest,
     ChunkResponse,
@@ -96,6 +98,42 @@ def epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> bytes | No
         return stored
     record = make_epoch_record(store, epoch, epoch_length)
     return None if record is None else record.encode()
+
+
+def keep_epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> None:
+    """Store the record of ``epoch`` for good, unless it is stored or cannot be made."""
+    if store.get_epoch_record(epoch) is None:
+        record = make_epoch_record(store, epoch, epoch_length)
+        if record is not None:
+            store.put_epoch_record(epoch, record.encode())
+
+
+def prune(
+    store: ChainStore,
+    genesis: Genesis,
+    pruning: PruningConfig,
+    height: int,
+    keep: frozenset[int],
+    stop: threading.Event | None = None,
+) -> int:
+    """One pruning pass at ``height`` (docs/node.md, Pruning): blocks and states below
+    their windows, but the states of the heights in ``keep``; returns the tree nodes
+    deleted.
+
+    First the record of every epoch whose last block goes is kept: usually it was when
+    that block committed, but not if the node stopped in between, nor for the block a
+    state sync installed, and once its block or state is gone it can never be made.
+    """
+    blocks_below = height - pruning.keep_blocks + 1
+    states_below = height - pruning.keep_states + 1
+    if genesis.staking is not None:
+        length = genesis.params.epoch_length
+        # Epochs whose last block lies from the lowest kept height to the cut.
+        first = max(store.block_base, store.state_base, 1)
+        for epoch in range(-(-first // length), -(-max(blocks_below, states_below) // length)):
+            keep_epoch_record(store, epoch, length)
+    store.prune_blocks(blocks_below, stop)
+    return store.prune_states(states_below, keep, stop)
 
 
 def verify_epoch_record(

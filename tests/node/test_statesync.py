@@ -9,11 +9,18 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from consensus import make_commit
+from consensus import ValidatorSet, make_commit
 from core import Block, Wire
 from node.chain import Chain
+from node.config import PruningConfig
 from node.service import build_registry
-from node.statesync import SnapshotServer, StateSyncer
+from node.statesync import (
+    SnapshotServer,
+    StateSyncer,
+    keep_epoch_record,
+    prune,
+    verify_epoch_record,
+)
 from p2p import (
     ChunkRequest,
     ChunkResponse,
@@ -238,3 +245,36 @@ async def test_many_peers_asking_at_once_are_read_for_a_few_at_a_time(tmp_path):
     answers = await asyncio.gather(*tasks)
     assert most == SnapshotServer.READERS < len(asks)
     assert all(isinstance(a, ChunkResponse) and a.nodes for a in answers)
+
+
+def follow(chain: Chain, source: Chain, height: int) -> None:
+    """Verify and commit the source's blocks up to ``height``, keeping each epoch's record
+    as its last block commits (as the node does)."""
+    for h in range(chain.height + 1, height + 1):
+        block, commit = source.store.get_block(h), source.store.get_commit(h)
+        assert block is not None and commit is not None
+        chain.commit(chain.verify(block), commit)
+        if h % EPOCH == 0:
+            keep_epoch_record(chain.store, h // EPOCH, EPOCH)
+
+
+async def test_a_synced_node_serves_every_epoch_record_after_pruning(tmp_path):
+    # Synced at an epoch's last block, the node never committed that block: its record
+    # is made from what the sync installed, before pruning takes it.
+    source = make_chain(tmp_path / "a", 40)
+    dest = ChainStore(tmp_path / "b")
+    assert await Net({HONEST: server(source.store).answer}).sync(dest) == 40
+    grow(source, 60)
+    synced = Chain(dest, GENESIS, build_registry())
+    follow(synced, source, 60)
+    serving = server(dest)
+    window = PruningConfig(keep_blocks=4, keep_states=4)
+    prune(dest, GENESIS, window, 60, frozenset(serving.snapshot_heights(60)))
+    assert dest.block_base == dest.state_base == 57
+
+    answer = await serving.answer(EpochsRequest(1, 64))
+    assert isinstance(answer, EpochsResponse)
+    assert len(answer.records) == 60 // EPOCH
+    producers = ValidatorSet.of(v.public_key for v in GENESIS.validators)
+    for epoch, raw in enumerate(answer.records, start=1):
+        producers = verify_epoch_record(GENESIS, epoch, raw, producers)
