@@ -442,8 +442,8 @@ class Node:
         pruning = self.config.pruning
         if pruning.archive or height % pruning.interval or self._pruning:
             return
-        if self._prune_pool is None:
-            return
+        if self._prune_pool is None or self._prune_stop.is_set():
+            return  # stopping: the pool may be shutting down, and refuses new passes
         self._pruning = True
         future = self._prune_pool.submit(self._prune, height)
         future.add_done_callback(self._pruned)
