@@ -585,12 +585,15 @@ class ChainStore:
         if current == target:
             return True
         for space in (spaces.STATE, spaces.TREE_NODE):
-            keys = list(self._db.iterate_keys(space))
-            for start in range(0, len(keys), _PRUNE_BATCH):
-                batch = self._db.new_batch(sync=False)
-                for rest in keys[start : start + _PRUNE_BATCH]:
-                    batch.delete(space + rest)
-                self._db.write(batch)
+            # Deleted as the scan goes (it reads a snapshot), a batch at a time: the
+            # old target's keys may be the whole state, never all held at once.
+            batch = self._db.new_batch(sync=False)
+            for rest in self._db.iterate_keys(space, snapshot=True):
+                batch.delete(space + rest)
+                if len(batch) >= _PRUNE_BATCH:
+                    self._db.write(batch)
+                    batch = self._db.new_batch(sync=False)
+            self._db.write(batch)
         batch = self._db.new_batch()
         batch.put(_SYNC, target.encode())
         self._db.write(batch)
