@@ -485,7 +485,9 @@ def build_openapi() -> dict[str, Any]:
             "schemas": s.schemas,
             "parameters": parameters,
             "responses": {
-                _UNAVAILABLE: _error("The node is starting or stopping.", "unavailable"),
+                _UNAVAILABLE: _error_answer(
+                    Refusal(503, "The node is starting or stopping.", "unavailable")
+                ),
                 _DEFAULT_ERROR: _error(
                     "Any other refusal: an unknown route, a method the route does not take, "
                     "a bug in the node.",

@@ -69,6 +69,7 @@ from apps.routes import (
     nullable,
     obj,
     ref,
+    unavailable,
 )
 from core.errors import HttpError, Invalid
 from core.keys import parse_address
@@ -170,7 +171,7 @@ def _final_height(reader: ChainReader) -> int:
         return reader.height
     except RuntimeError:
         # The node is starting or stopping: its store is closed.
-        raise HttpError(503, "unavailable", "node is starting or stopping") from None
+        raise unavailable() from None
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -191,7 +192,7 @@ def _chain_id(reader: ChainReader) -> str:
     # to read either.
     header = reader.header(1)
     if header is None:
-        raise HttpError(503, "unavailable", "no block is final yet")
+        raise unavailable("no block is final yet")
     return header.chain_id
 
 
