@@ -102,8 +102,7 @@ HTTP_CODES: dict[str, str] = {
     "pruned": "410: a block or state version below the heights this node keeps (its pruning "
     "settings, or the height it state-synced from); an archive node has it",
     "internal": "500: a bug in the node (logged)",
-    "unavailable": "503: the node is starting or stopping, or no block is final yet "
-    "(with `Retry-After`)",
+    "unavailable": "503: the node is starting or stopping (with `Retry-After`)",
     "busy": "503: the node runs as many simulations as it allows (with `Retry-After`)",
     "http_error": "any other HTTP error, e.g. a plain GET on a WebSocket route",
 }

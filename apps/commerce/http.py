@@ -101,6 +101,11 @@ class ChainReader(Protocol):
     """Read access to the node's finalized chain (``node.reader.NodeChainReader``)."""
 
     @property
+    def chain_id(self) -> str:
+        """The chain's id (from genesis): what a signed read is signed under."""
+        ...
+
+    @property
     def height(self) -> int:
         """Latest final height."""
         ...
@@ -187,18 +192,9 @@ def _doc(state: StateAt, **fields: Any) -> web.Response:
     return web.json_response({"height": state.height, **fields})
 
 
-def _chain_id(reader: ChainReader) -> str:
-    # The node's chain id is in every header; with no block yet there is no order
-    # to read either.
-    header = reader.header(1)
-    if header is None:
-        raise unavailable("no block is final yet")
-    return header.chain_id
-
-
 def _viewer(request: web.Request) -> bytes:
     return verify_read_request(
-        _chain_id(_reader(request)), request.method, request.raw_path, request.headers
+        _reader(request).chain_id, request.method, request.raw_path, request.headers
     )
 
 
@@ -223,9 +219,7 @@ ADDRESS = Param("address", "path", ref("Address"), "account address")
 BAD_PARAM = Refusal(400, "A parameter out of range.", "bad_param")
 BAD_ADDRESS = Refusal(400, "A bad address.", "bad_address")
 NOT_FOUND = Refusal(404, "No such object at the height read.", "not_found")
-UNAVAILABLE = Refusal(
-    503, "The node is starting or stopping, or no block is final yet.", "unavailable"
-)
+UNAVAILABLE = Refusal(503, "The node is starting or stopping.", "unavailable")
 
 ESCROW = Component(
     "Escrow", obj({"held": UINT, "open_orders": UINT}, description="tokens held for open orders")

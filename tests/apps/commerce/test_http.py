@@ -109,9 +109,9 @@ class Driver:
 
 
 @contextlib.asynccontextmanager
-async def running_driver(tmp_path):
+async def running_driver(tmp_path, **config: object):
     """A single-validator node (real LevelDB) serving its API on a real socket."""
-    layout, home = make_home(tmp_path)
+    layout, home = make_home(tmp_path, **config)
     node = Node.from_home(home, "")
     client = TestClient(TestServer(build_app(node), host="127.0.0.1"))
     await client.start_server()
