@@ -74,7 +74,7 @@ OPENAPI_PATH = "/v1/openapi.json"
 # Codes of refused requests (the HTTP status is in the text).
 HTTP_CODES: dict[str, str] = {
     "malformed": "400: the body is not JSON, has the wrong shape, is not hex or msgpack, "
-    "or a transaction is not a canonical encoding",
+    "does not decode as its `Content-Encoding`, or a transaction is not a canonical encoding",
     "too_large": "400: the body is over the node's `max_request_bytes`, a batch over its "
     "cap, or a transaction over `max_tx_bytes`",
     "bad_hash": "400: a hash that is not 64 hex characters",
