@@ -353,7 +353,8 @@ def genesis_json_bytes(genesis: Genesis) -> bytes:
 
 
 def parse_json(data: bytes | str) -> Any:
-    """``json.loads`` without its lenient corners: duplicate keys, floats, NaN."""
+    """``json.loads`` without its lenient corners: duplicate keys, floats, NaN; and
+    ``InvalidGenesis`` for any malformed text, however deeply nested."""
     try:
         return json.loads(
             data,
@@ -365,6 +366,10 @@ def parse_json(data: bytes | str) -> Any:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidGenesis(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        # A few kilobytes of "[[[[..." exhaust the decoder's recursion limit; our
+        # documents nest a handful of levels.
+        raise InvalidGenesis("not valid JSON: nested too deeply") from None
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -226,6 +226,17 @@ def test_contribution_files_are_read_strictly(members, tmp_path, change, why):
         load_contribution(path)
 
 
+def test_a_hostile_contribution_file_is_refused_not_a_crash(tmp_path):
+    # Within the size cap, a nesting bomb is still just not a contribution.
+    path = tmp_path / "bomb.json"
+    path.write_text('{"moniker": ' + "[" * 8_000 + "]" * 8_000 + "}")
+    with pytest.raises(InvalidContribution, match="nested too deeply"):
+        load_contribution(path)
+    path.write_text(" " * (16 * 1024 + 1))
+    with pytest.raises(InvalidContribution, match="larger than"):
+        load_contribution(path)
+
+
 def test_install_checks_the_hash_and_fills_peers(members, tmp_path):
     genesis = assemble(CHAIN, [c for _, c in members], genesis_time_ms=5)
     data = genesis_json_bytes(genesis)
