@@ -29,7 +29,7 @@ from genesis import (
     make_contribution,
 )
 from genesis.ceremony import DEFAULT_VALIDATOR_BALANCE
-from genesis.document import InvalidGenesis, parse_net_address
+from genesis.document import InvalidGenesis, parse_net_address, read_genesis_file
 from genesis.home import DEFAULT_HTTP, DEFAULT_P2P, NODE_KEY_FILE, external_address, read_config
 
 home_option = click.option(
@@ -275,7 +275,7 @@ def install(home: Path, genesis_file: Path, expect_hash: str) -> None:
         raise click.BadParameter("must be 64 hex characters", param_hint="--expect-hash") from None
     if len(expected) != 32:
         raise click.BadParameter("must be 32 bytes of hex", param_hint="--expect-hash")
-    installed = install_genesis(home, genesis_file.read_bytes(), expected)
+    installed = install_genesis(home, read_genesis_file(genesis_file), expected)
     own = read_key_info(Path(home) / NODE_KEY_FILE).public_key.hex()
     mine = [v for v in installed.validators if v.public_key.hex() == own]
     peers = [v for v in installed.validators if v.address and v.public_key.hex() != own]

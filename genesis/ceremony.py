@@ -50,6 +50,7 @@ from genesis.document import (
     InvalidGenesis,
     check_dialable,
     parse_json,
+    read_file,
 )
 from vm.params import ChainParams
 
@@ -166,14 +167,7 @@ def save_contribution(path: Path | str, signed: SignedContribution) -> None:
 
 def load_contribution(path: Path | str) -> SignedContribution:
     """Read and parse a contribution file (``assemble`` verifies it)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_CONTRIBUTION_BYTES + 1)
-    except OSError as exc:
-        raise InvalidContribution(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_CONTRIBUTION_BYTES:
-        raise InvalidContribution(f"{path}: larger than {MAX_CONTRIBUTION_BYTES} bytes")
+    data = read_file(path, MAX_CONTRIBUTION_BYTES, "contribution", InvalidContribution)
     try:
         return SignedContribution.from_json(parse_json(data))
     except InvalidGenesis as exc:

@@ -325,16 +325,30 @@ def genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
     return state
 
 
-def load_genesis(path: Path | str) -> Genesis:
-    """Read and validate a ``genesis.json``."""
+def read_file(
+    path: Path | str, limit: int, what: str, error: type[InvalidGenesis] = InvalidGenesis
+) -> bytes:
+    """The bytes of the ``what`` file ``path``; ``error`` naming it if it cannot be read or
+    holds more than ``limit`` bytes (never more than that is read)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_GENESIS_FILE_BYTES + 1)
+            data = fh.read(limit + 1)
     except OSError as exc:
-        raise InvalidGenesis(f"cannot read genesis file {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_GENESIS_FILE_BYTES:
-        raise InvalidGenesis(f"{path}: larger than {MAX_GENESIS_FILE_BYTES} bytes")
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{path}: larger than {limit} bytes")
+    return data
+
+
+def read_genesis_file(path: Path | str) -> bytes:
+    """The bytes of a ``genesis.json`` of at most ``MAX_GENESIS_FILE_BYTES``."""
+    return read_file(path, MAX_GENESIS_FILE_BYTES, "genesis file")
+
+
+def load_genesis(path: Path | str) -> Genesis:
+    """Read and validate a ``genesis.json``."""
+    data = read_genesis_file(path)
     try:
         return Genesis.from_json(parse_json(data))
     except InvalidGenesis as exc:

@@ -29,9 +29,11 @@ from core.errors import LiveLedgerError
 from core.keys import PrivateKey, format_address
 from core.keystore import atomic_write, read_key_info, save_key
 from genesis.document import (
+    MAX_GENESIS_FILE_BYTES,
     Genesis,
     InvalidGenesis,
     format_net_address,
+    load_genesis,
     parse_json,
     parse_net_address,
 )
@@ -201,6 +203,11 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
     """
     root = Path(home)
     config = read_config(root)
+    # What is installed must be what a node can start from (load_genesis).
+    if len(data) > MAX_GENESIS_FILE_BYTES:
+        raise InvalidGenesis(
+            f"genesis is {len(data)} bytes, more than {MAX_GENESIS_FILE_BYTES}; nothing installed"
+        )
     genesis = Genesis.from_json(parse_json(data))
     # The hash is what members agreed on; anything else is another chain.
     if genesis.hash != expect_hash:
@@ -211,7 +218,7 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
     target = root / GENESIS_FILE
     if target.exists():
         try:
-            held = Genesis.from_json(parse_json(target.read_bytes())).hash
+            held = load_genesis(target).hash
         except InvalidGenesis:
             held = b""
         # A home belongs to one chain: its data and consensus state are that chain's.

@@ -25,7 +25,12 @@ from genesis import (
     make_contribution,
     save_contribution,
 )
-from genesis.document import Genesis, GenesisValidator, parse_net_address
+from genesis.document import (
+    MAX_GENESIS_FILE_BYTES,
+    Genesis,
+    GenesisValidator,
+    parse_net_address,
+)
 from node.config import load_config
 from vm import ChainParams
 from vm.accounts import Account, account_key
@@ -266,6 +271,19 @@ def test_install_checks_the_hash_and_fills_peers(members, tmp_path):
     )
     with pytest.raises(HomeError, match="already holds another genesis"):
         install_genesis(info.home, genesis_json_bytes(other), other.hash)
+
+
+def test_install_refuses_what_a_node_could_not_load(members, tmp_path):
+    # Whitespace leaves the hash alone; past the file cap no node would start from it.
+    genesis = assemble(CHAIN, [c for _, c in members], genesis_time_ms=5)
+    padded = genesis_json_bytes(genesis) + b" " * MAX_GENESIS_FILE_BYTES
+    assert Genesis.from_json(json.loads(padded)).hash == genesis.hash
+    info = init_home(tmp_path / "late", "late", PASS)
+    config_before = (info.home / "config.json").read_bytes()
+    with pytest.raises(InvalidGenesis, match="nothing installed"):
+        install_genesis(info.home, padded, genesis.hash)
+    assert not (info.home / "genesis.json").exists()
+    assert (info.home / "config.json").read_bytes() == config_before
 
 
 def test_validator_addresses_in_the_file_form():
