@@ -30,7 +30,14 @@ from genesis import (
 )
 from genesis.ceremony import DEFAULT_VALIDATOR_BALANCE
 from genesis.document import InvalidGenesis, parse_net_address, read_genesis_file
-from genesis.home import DEFAULT_HTTP, DEFAULT_P2P, NODE_KEY_FILE, external_address, read_config
+from genesis.home import (
+    DEFAULT_HTTP,
+    DEFAULT_P2P,
+    NODE_KEY_FILE,
+    check_new_home,
+    external_address,
+    read_config,
+)
 
 home_option = click.option(
     "--home", required=True, type=click.Path(file_okay=False, path_type=Path), help="Node home."
@@ -79,10 +86,8 @@ def init(home: Path, moniker: str, p2p_listen: str, external: str | None, http_l
     http = _net_address(http_listen, "--http-listen")
     ext = _net_address(external, "--external")
     assert p2p is not None and http is not None
-    root = Path(home)
     # Before the passphrase is typed for nothing.
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise HomeError(f"{root} exists and is not an empty directory; refusing to overwrite it")
+    root = check_new_home(home, moniker)
     info = init_home(
         root,
         moniker,

@@ -43,12 +43,12 @@ from core.types import PublicKey
 from genesis.document import (
     CHAIN_ID_PATTERN,
     MAX_NET_ADDRESS,
-    VALIDATOR_NAME_PATTERN,
     Genesis,
     GenesisAccount,
     GenesisValidator,
     InvalidGenesis,
     check_dialable,
+    check_validator_name,
     parse_json,
     read_file,
 )
@@ -270,16 +270,15 @@ def _check_fields(chain_id: str, c: Contribution) -> None:
         raise InvalidContribution(
             f"chain id must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}, got {chain_id!r}"
         )
-    # Monikers become validator names: plain, as genesis wants them.
-    if not VALIDATOR_NAME_PATTERN.fullmatch(c.moniker):
-        raise InvalidContribution(f"moniker must match [A-Za-z0-9_.-]{{1,64}}, got {c.moniker!r}")
-    # A stake of zero could never elect anyone.
-    if c.stake < 1:
-        raise InvalidContribution(f"contribution {c.moniker!r}: stake must be at least 1")
     try:
+        # Monikers become validator names: plain, as genesis wants them.
+        check_validator_name(c.moniker, "moniker")
         check_dialable(c.address)
     except InvalidGenesis as exc:
         raise InvalidContribution(f"contribution {c.moniker!r}: {exc.message}") from None
+    # A stake of zero could never elect anyone.
+    if c.stake < 1:
+        raise InvalidContribution(f"contribution {c.moniker!r}: stake must be at least 1")
 
 
 def _hex(value: str, field: str, size: int) -> bytes:

@@ -59,6 +59,13 @@ class InvalidGenesis(Invalid):
     code = "invalid_genesis"
 
 
+def check_validator_name(name: str, what: str = "validator name") -> None:
+    """``InvalidGenesis`` unless ``name`` can name a validator (``what`` says what it is)."""
+    # Names show up in logs and file names; keep them plain.
+    if not VALIDATOR_NAME_PATTERN.fullmatch(name):
+        raise InvalidGenesis(f"{what} must match [A-Za-z0-9_.-]{{1,64}}, got {name!r}")
+
+
 def parse_net_address(text: str) -> tuple[str, int]:
     """``"host:port"`` (``"[v6]:port"``) as (host, port); ``InvalidGenesis`` naming the fault."""
     match = _NET_ADDRESS.fullmatch(text) if isinstance(text, str) else None
@@ -106,11 +113,7 @@ class GenesisValidator(Wire):
     address: Annotated[str, MaxLen(MAX_NET_ADDRESS)] = ""
 
     def __post_init__(self) -> None:
-        # Names show up in logs and file names; keep them plain.
-        if not VALIDATOR_NAME_PATTERN.fullmatch(self.name):
-            raise InvalidGenesis(
-                f"validator name must match [A-Za-z0-9_.-]{{1,64}}, got {self.name!r}"
-            )
+        check_validator_name(self.name)
         # A raw-bytes field must hold exactly one Ed25519 key.
         if len(self.public_key) != 32:
             raise InvalidGenesis(

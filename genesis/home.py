@@ -32,6 +32,7 @@ from genesis.document import (
     MAX_GENESIS_FILE_BYTES,
     Genesis,
     InvalidGenesis,
+    check_validator_name,
     format_net_address,
     load_genesis,
     parse_json,
@@ -77,13 +78,10 @@ def init_home(
     """Create a node home: a new node key (or ``key``) encrypted under ``passphrase``,
     and ``config.json`` with the listen and external addresses, no peers yet.
 
-    Refuses a ``home`` that exists and is not empty: a second ``init`` must never
-    replace a member's key. ``external`` is the address other members dial (default:
-    the p2p listen address).
+    Refuses what ``check_new_home`` refuses. ``external`` is the address other members
+    dial (default: the p2p listen address).
     """
-    root = Path(home)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise HomeError(f"{root} exists and is not an empty directory; refusing to overwrite it")
+    root = check_new_home(home, moniker)
     if key is None:
         key = PrivateKey.generate()
     try:
@@ -112,6 +110,21 @@ def init_home(
         address=format_address(key.address),
         p2p_address=external_address(read_config(root)),
     )
+
+
+def check_new_home(home: Path | str, moniker: str) -> Path:
+    """``home`` as a path, if a node home may be made there under ``moniker``: refused
+    (before anything is written) when it exists and is not empty, since a second ``init``
+    must never replace a member's key, and when the moniker could not name a validator."""
+    root = Path(home)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise HomeError(f"{root} exists and is not an empty directory; refusing to overwrite it")
+    try:
+        # It becomes the validator's name in the member's contribution.
+        check_validator_name(moniker, "moniker")
+    except InvalidGenesis as exc:
+        raise HomeError(exc.message) from None
+    return root
 
 
 def write_node_config(

@@ -85,6 +85,14 @@ def test_init_refuses_an_existing_home(members, tmp_path):
     assert init_home(tmp_path / "empty", "x", "").moniker == "x"
 
 
+@pytest.mark.parametrize("moniker", ["", "brand a", "red\x1b[31m", "x" * 65])
+def test_init_refuses_a_moniker_no_contribution_could_carry(tmp_path, moniker):
+    # Refused at init, not at contribute time, and before anything is written.
+    with pytest.raises(HomeError, match="moniker must match"):
+        init_home(tmp_path / "home", moniker, PASS)
+    assert not (tmp_path / "home").exists()
+
+
 def test_assembled_genesis_lists_every_contribution(members):
     faucet = PrivateKey.generate()
     genesis = assemble(
