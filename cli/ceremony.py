@@ -17,6 +17,7 @@ import click
 from cli.keyring import passphrase_from_env_or_prompt
 from cli.main import clear_errors, main
 from core import parse_address
+from core.errors import InvalidAddress
 from core.keystore import atomic_write, load_key, read_key_info
 from genesis import (
     HomeError,
@@ -149,19 +150,24 @@ def contribute(home: Path, chain_id: str, stake: int, output: Path | None) -> No
 
 def _account(text: str) -> tuple[bytes, int]:
     address, sep, amount = text.partition("=")
-    if not sep or not amount.isdigit():
+    if not sep or not _decimal(amount):
         raise click.BadParameter(f"expected ADDRESS=BALANCE, got {text!r}", param_hint="--account")
     try:
         return parse_address(address), int(amount)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--account") from None
+    except InvalidAddress as exc:
+        raise click.BadParameter(exc.message, param_hint="--account") from None
 
 
 def _param(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
-    if not sep or not value.isdigit():
+    if not sep or not _decimal(value):
         raise click.BadParameter(f"expected NAME=VALUE, got {text!r}", param_hint="--param")
     return name, int(value)
+
+
+def _decimal(text: str) -> bool:
+    # str.isdigit also takes digits int() refuses ("²").
+    return text.isascii() and text.isdigit()
 
 
 @genesis.command("assemble")
