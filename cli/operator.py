@@ -253,7 +253,7 @@ def read_evidence(path: Path) -> SubmitEvidence:
         raise OperatorError(f"{path}: larger than {MAX_EVIDENCE_FILE_BYTES} bytes")
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise OperatorError(f"{path}: not JSON: {exc}") from None
     if not isinstance(doc, dict) or set(doc) != {"vote_a", "vote_b"}:
         raise OperatorError(f'{path}: expected {{"vote_a": hex, "vote_b": hex}}')
