@@ -134,8 +134,9 @@ class SignedContribution:
                 f"contribution version must be {CONTRIBUTION_VERSION}, got {doc['version']!r}"
             )
         for name in ("chain_id", "moniker", "public_key", "address", "signature"):
-            if not isinstance(doc[name], str):
-                raise InvalidContribution(f"contribution {name} must be a string")
+            # Each is plain ASCII when valid; a lone surrogate ("\ud800") would not even encode.
+            if not isinstance(doc[name], str) or not doc[name].isascii():
+                raise InvalidContribution(f"contribution {name} must be an ASCII string")
         if type(doc["stake"]) is not int or not 0 <= doc["stake"] <= UINT64_MAX:
             raise InvalidContribution(
                 f"contribution stake must be an integer in 0..2**64-1, got {doc['stake']!r}"

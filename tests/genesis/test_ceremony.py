@@ -227,6 +227,9 @@ def test_network_addresses_parse():
         ({"version": 2}, "version must be 1"),
         ({"stake": "5000"}, "stake must be an integer"),
         ({"signature": "AB" * 64}, "lower-case hex"),
+        # Lone surrogates are JSON but no text: refused, not a crash in the codec.
+        ({"moniker": "\ud800"}, "moniker must be an ASCII string"),
+        ({"address": "\udfff:1"}, "address must be an ASCII string"),
     ],
 )
 def test_contribution_files_are_read_strictly(members, tmp_path, change, why):
