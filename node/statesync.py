@@ -56,6 +56,9 @@ log = logging.getLogger("node.statesync")
 
 # Missing subtrees looked up at once when resuming; the walk repeats if there are more.
 _RESUME_BATCH = 1 << 16
+# Before the first request for offers, the time given to the peers whose handshakes are
+# still under way once one is up: a node starting asks all it can reach, not the first.
+OFFER_SETTLE_S = 1.5
 
 
 class _Stale(Exception):
@@ -364,10 +367,15 @@ class StateSyncer:
         )
         return height
 
-    async def _wait_peers(self) -> list[bytes]:
-        while not (peers := self._usable()):
+    async def _wait_peers(self, settle_s: float = 0.0) -> list[bytes]:
+        """The usable peers, once there is one; ``settle_s`` more for the handshakes
+        still under way (asked for offers, every peer counts: the best height, and one
+        hostile peer's answer is not the only one)."""
+        while not self._usable():
             await asyncio.sleep(0.2)
-        return peers
+        if settle_s:
+            await asyncio.sleep(settle_s)
+        return self._usable()
 
     async def _collect(
         self, kind: type[Wire], asked: set[bytes], timeout: float
@@ -386,8 +394,10 @@ class StateSyncer:
         return got
 
     async def _choose_target(self) -> SyncTarget:
+        settle_s = OFFER_SETTLE_S
         while True:
-            peers = await self._wait_peers()
+            peers = await self._wait_peers(settle_s)
+            settle_s = 0.0
             for peer in peers:
                 self._ask(peer, SnapshotRequest(self.trust_height), SnapshotOffer)
             offers = await self._collect(SnapshotOffer, set(peers), self.timeout)
