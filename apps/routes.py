@@ -172,6 +172,27 @@ class IntParam:
         return int(text)
 
 
+# --- refusals ---
+
+# Seconds a client refused with a 503 waits before asking again: about a block, by
+# when the node has opened, or drained a block's worth of what it was busy with.
+RETRY_AFTER_S = 1
+RETRY_AFTER: Schema = {
+    "description": "seconds to wait before asking again",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+
+
+def retry_later(code: str, message: str) -> HttpError:
+    """A 503: refused for now, not for ever, with ``Retry-After``. Every 503 is one."""
+    return HttpError(503, code, message, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def unavailable(message: str = "node is starting or stopping") -> HttpError:
+    """The node is not open (or has no final block yet): 503 ``unavailable``."""
+    return retry_later("unavailable", message)
+
+
 # --- answers ---
 
 
@@ -192,7 +213,8 @@ class Answer:
 class Refusal:
     """An error answer of one status: its description and the stable codes it carries.
 
-    Its body is always the shared ``Error`` schema ``{"code", "message"}``.
+    Its body is always the shared ``Error`` schema ``{"code", "message"}``. A 503
+    carries ``Retry-After`` (``retry_later``) unless ``headers`` say otherwise.
     """
 
     __slots__ = ("status", "description", "codes", "headers")
@@ -209,6 +231,8 @@ class Refusal:
         self.status = status
         self.description = description
         self.codes = codes
+        if headers is None and status == 503:
+            headers = {"Retry-After": RETRY_AFTER}
         self.headers = headers
 
 
@@ -326,6 +350,8 @@ __all__ = [
     "HEIGHT",
     "HEX_CHARS",
     "PUBLIC_KEY",
+    "RETRY_AFTER",
+    "RETRY_AFTER_S",
     "STR",
     "UINT",
     "Answer",
@@ -343,4 +369,6 @@ __all__ = [
     "nullable",
     "obj",
     "ref",
+    "retry_later",
+    "unavailable",
 ]

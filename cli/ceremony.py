@@ -17,6 +17,7 @@ import click
 from cli.keyring import passphrase_from_env_or_prompt
 from cli.main import clear_errors, main
 from core import parse_address
+from core.errors import InvalidAddress
 from core.keystore import atomic_write, load_key, read_key_info
 from genesis import (
     HomeError,
@@ -29,8 +30,15 @@ from genesis import (
     make_contribution,
 )
 from genesis.ceremony import DEFAULT_VALIDATOR_BALANCE
-from genesis.document import InvalidGenesis, parse_net_address
-from genesis.home import DEFAULT_HTTP, DEFAULT_P2P, NODE_KEY_FILE, external_address, read_config
+from genesis.document import InvalidGenesis, parse_net_address, read_genesis_file
+from genesis.home import (
+    DEFAULT_HTTP,
+    DEFAULT_P2P,
+    NODE_KEY_FILE,
+    check_new_home,
+    external_address,
+    read_config,
+)
 
 home_option = click.option(
     "--home", required=True, type=click.Path(file_okay=False, path_type=Path), help="Node home."
@@ -79,10 +87,8 @@ def init(home: Path, moniker: str, p2p_listen: str, external: str | None, http_l
     http = _net_address(http_listen, "--http-listen")
     ext = _net_address(external, "--external")
     assert p2p is not None and http is not None
-    root = Path(home)
     # Before the passphrase is typed for nothing.
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise HomeError(f"{root} exists and is not an empty directory; refusing to overwrite it")
+    root = check_new_home(home, moniker)
     info = init_home(
         root,
         moniker,
@@ -144,19 +150,24 @@ def contribute(home: Path, chain_id: str, stake: int, output: Path | None) -> No
 
 def _account(text: str) -> tuple[bytes, int]:
     address, sep, amount = text.partition("=")
-    if not sep or not amount.isdigit():
+    if not sep or not _decimal(amount):
         raise click.BadParameter(f"expected ADDRESS=BALANCE, got {text!r}", param_hint="--account")
     try:
         return parse_address(address), int(amount)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--account") from None
+    except InvalidAddress as exc:
+        raise click.BadParameter(exc.message, param_hint="--account") from None
 
 
 def _param(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
-    if not sep or not value.isdigit():
+    if not sep or not _decimal(value):
         raise click.BadParameter(f"expected NAME=VALUE, got {text!r}", param_hint="--param")
     return name, int(value)
+
+
+def _decimal(text: str) -> bool:
+    # str.isdigit also takes digits int() refuses ("²").
+    return text.isascii() and text.isdigit()
 
 
 @genesis.command("assemble")
@@ -275,7 +286,7 @@ def install(home: Path, genesis_file: Path, expect_hash: str) -> None:
         raise click.BadParameter("must be 64 hex characters", param_hint="--expect-hash") from None
     if len(expected) != 32:
         raise click.BadParameter("must be 32 bytes of hex", param_hint="--expect-hash")
-    installed = install_genesis(home, genesis_file.read_bytes(), expected)
+    installed = install_genesis(home, read_genesis_file(genesis_file), expected)
     own = read_key_info(Path(home) / NODE_KEY_FILE).public_key.hex()
     mine = [v for v in installed.validators if v.public_key.hex() == own]
     peers = [v for v in installed.validators if v.address and v.public_key.hex() != own]

@@ -60,7 +60,7 @@ class NodeClient:
             try:
                 doc = json.loads(raw)
                 raise NodeError(doc["code"], doc["message"], exc.code) from None
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise NodeError("http_error", f"HTTP {exc.code}: {raw[:200]!r}", exc.code) from None
         except urllib.error.URLError as exc:
             raise NodeError(
@@ -71,7 +71,8 @@ class NodeClient:
             raise NodeError("unreachable", f"cannot reach node at {self.url}: {exc}") from None
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: "[[[[..." nested past the decoder's limit.
             raise NodeError(
                 "bad_answer", f"{self.url} answered {path} with something that is not JSON"
             ) from None

@@ -101,14 +101,11 @@ class Signer:
         return ring.load(self.sender, passphrase)
 
     def send(self, tx_type: str, payload: Wire) -> None:
-        """Sign and send; with ``--wait`` print the events (ids of what it made)."""
-        doc = sign_and_send(
+        """Sign and send; with ``--wait`` ``sign_and_send`` prints the events (ids of what
+        it made)."""
+        sign_and_send(
             self.client, self.key(), tx_type, payload.encode(), self.fee, self.nonce, self.wait
         )
-        if doc is not None:
-            for event in doc["receipt"]["events"]:
-                attrs = " ".join(f"{k}={v}" for k, v in event["attrs"].items())
-                click.echo(f"{event['kind']} {attrs}")
 
 
 def _home_url(home: Path | None) -> str | None:
@@ -256,7 +253,7 @@ def read_evidence(path: Path) -> SubmitEvidence:
         raise OperatorError(f"{path}: larger than {MAX_EVIDENCE_FILE_BYTES} bytes")
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise OperatorError(f"{path}: not JSON: {exc}") from None
     if not isinstance(doc, dict) or set(doc) != {"vote_a", "vote_b"}:
         raise OperatorError(f'{path}: expected {{"vote_a": hex, "vote_b": hex}}')

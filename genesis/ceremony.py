@@ -43,13 +43,14 @@ from core.types import PublicKey
 from genesis.document import (
     CHAIN_ID_PATTERN,
     MAX_NET_ADDRESS,
-    VALIDATOR_NAME_PATTERN,
     Genesis,
     GenesisAccount,
     GenesisValidator,
     InvalidGenesis,
     check_dialable,
+    check_validator_name,
     parse_json,
+    read_file,
 )
 from vm.params import ChainParams
 
@@ -133,8 +134,9 @@ class SignedContribution:
                 f"contribution version must be {CONTRIBUTION_VERSION}, got {doc['version']!r}"
             )
         for name in ("chain_id", "moniker", "public_key", "address", "signature"):
-            if not isinstance(doc[name], str):
-                raise InvalidContribution(f"contribution {name} must be a string")
+            # Each is plain ASCII when valid; a lone surrogate ("\ud800") would not even encode.
+            if not isinstance(doc[name], str) or not doc[name].isascii():
+                raise InvalidContribution(f"contribution {name} must be an ASCII string")
         if type(doc["stake"]) is not int or not 0 <= doc["stake"] <= UINT64_MAX:
             raise InvalidContribution(
                 f"contribution stake must be an integer in 0..2**64-1, got {doc['stake']!r}"
@@ -166,14 +168,7 @@ def save_contribution(path: Path | str, signed: SignedContribution) -> None:
 
 def load_contribution(path: Path | str) -> SignedContribution:
     """Read and parse a contribution file (``assemble`` verifies it)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_CONTRIBUTION_BYTES + 1)
-    except OSError as exc:
-        raise InvalidContribution(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_CONTRIBUTION_BYTES:
-        raise InvalidContribution(f"{path}: larger than {MAX_CONTRIBUTION_BYTES} bytes")
+    data = read_file(path, MAX_CONTRIBUTION_BYTES, "contribution", InvalidContribution)
     try:
         return SignedContribution.from_json(parse_json(data))
     except InvalidGenesis as exc:
@@ -276,16 +271,15 @@ def _check_fields(chain_id: str, c: Contribution) -> None:
         raise InvalidContribution(
             f"chain id must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}, got {chain_id!r}"
         )
-    # Monikers become validator names: plain, as genesis wants them.
-    if not VALIDATOR_NAME_PATTERN.fullmatch(c.moniker):
-        raise InvalidContribution(f"moniker must match [A-Za-z0-9_.-]{{1,64}}, got {c.moniker!r}")
-    # A stake of zero could never elect anyone.
-    if c.stake < 1:
-        raise InvalidContribution(f"contribution {c.moniker!r}: stake must be at least 1")
     try:
+        # Monikers become validator names: plain, as genesis wants them.
+        check_validator_name(c.moniker, "moniker")
         check_dialable(c.address)
     except InvalidGenesis as exc:
         raise InvalidContribution(f"contribution {c.moniker!r}: {exc.message}") from None
+    # A stake of zero could never elect anyone.
+    if c.stake < 1:
+        raise InvalidContribution(f"contribution {c.moniker!r}: stake must be at least 1")
 
 
 def _hex(value: str, field: str, size: int) -> bytes:

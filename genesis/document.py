@@ -59,6 +59,13 @@ class InvalidGenesis(Invalid):
     code = "invalid_genesis"
 
 
+def check_validator_name(name: str, what: str = "validator name") -> None:
+    """``InvalidGenesis`` unless ``name`` can name a validator (``what`` says what it is)."""
+    # Names show up in logs and file names; keep them plain.
+    if not VALIDATOR_NAME_PATTERN.fullmatch(name):
+        raise InvalidGenesis(f"{what} must match [A-Za-z0-9_.-]{{1,64}}, got {name!r}")
+
+
 def parse_net_address(text: str) -> tuple[str, int]:
     """``"host:port"`` (``"[v6]:port"``) as (host, port); ``InvalidGenesis`` naming the fault."""
     match = _NET_ADDRESS.fullmatch(text) if isinstance(text, str) else None
@@ -106,11 +113,7 @@ class GenesisValidator(Wire):
     address: Annotated[str, MaxLen(MAX_NET_ADDRESS)] = ""
 
     def __post_init__(self) -> None:
-        # Names show up in logs and file names; keep them plain.
-        if not VALIDATOR_NAME_PATTERN.fullmatch(self.name):
-            raise InvalidGenesis(
-                f"validator name must match [A-Za-z0-9_.-]{{1,64}}, got {self.name!r}"
-            )
+        check_validator_name(self.name)
         # A raw-bytes field must hold exactly one Ed25519 key.
         if len(self.public_key) != 32:
             raise InvalidGenesis(
@@ -325,16 +328,30 @@ def genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
     return state
 
 
-def load_genesis(path: Path | str) -> Genesis:
-    """Read and validate a ``genesis.json``."""
+def read_file(
+    path: Path | str, limit: int, what: str, error: type[InvalidGenesis] = InvalidGenesis
+) -> bytes:
+    """The bytes of the ``what`` file ``path``; ``error`` naming it if it cannot be read or
+    holds more than ``limit`` bytes (never more than that is read)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_GENESIS_FILE_BYTES + 1)
+            data = fh.read(limit + 1)
     except OSError as exc:
-        raise InvalidGenesis(f"cannot read genesis file {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_GENESIS_FILE_BYTES:
-        raise InvalidGenesis(f"{path}: larger than {MAX_GENESIS_FILE_BYTES} bytes")
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{path}: larger than {limit} bytes")
+    return data
+
+
+def read_genesis_file(path: Path | str) -> bytes:
+    """The bytes of a ``genesis.json`` of at most ``MAX_GENESIS_FILE_BYTES``."""
+    return read_file(path, MAX_GENESIS_FILE_BYTES, "genesis file")
+
+
+def load_genesis(path: Path | str) -> Genesis:
+    """Read and validate a ``genesis.json``."""
+    data = read_genesis_file(path)
     try:
         return Genesis.from_json(parse_json(data))
     except InvalidGenesis as exc:
@@ -353,7 +370,8 @@ def genesis_json_bytes(genesis: Genesis) -> bytes:
 
 
 def parse_json(data: bytes | str) -> Any:
-    """``json.loads`` without its lenient corners: duplicate keys, floats, NaN."""
+    """``json.loads`` without its lenient corners: duplicate keys, floats, NaN; and
+    ``InvalidGenesis`` for any malformed text, however deeply nested."""
     try:
         return json.loads(
             data,
@@ -365,6 +383,10 @@ def parse_json(data: bytes | str) -> Any:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidGenesis(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        # A few kilobytes of "[[[[..." exhaust the decoder's recursion limit; our
+        # documents nest a handful of levels.
+        raise InvalidGenesis("not valid JSON: nested too deeply") from None
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

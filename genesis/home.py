@@ -29,9 +29,12 @@ from core.errors import LiveLedgerError
 from core.keys import PrivateKey, format_address
 from core.keystore import atomic_write, read_key_info, save_key
 from genesis.document import (
+    MAX_GENESIS_FILE_BYTES,
     Genesis,
     InvalidGenesis,
+    check_validator_name,
     format_net_address,
+    load_genesis,
     parse_json,
     parse_net_address,
 )
@@ -75,13 +78,10 @@ def init_home(
     """Create a node home: a new node key (or ``key``) encrypted under ``passphrase``,
     and ``config.json`` with the listen and external addresses, no peers yet.
 
-    Refuses a ``home`` that exists and is not empty: a second ``init`` must never
-    replace a member's key. ``external`` is the address other members dial (default:
-    the p2p listen address).
+    Refuses what ``check_new_home`` refuses. ``external`` is the address other members
+    dial (default: the p2p listen address).
     """
-    root = Path(home)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise HomeError(f"{root} exists and is not an empty directory; refusing to overwrite it")
+    root = check_new_home(home, moniker)
     if key is None:
         key = PrivateKey.generate()
     try:
@@ -110,6 +110,21 @@ def init_home(
         address=format_address(key.address),
         p2p_address=external_address(read_config(root)),
     )
+
+
+def check_new_home(home: Path | str, moniker: str) -> Path:
+    """``home`` as a path, if a node home may be made there under ``moniker``: refused
+    (before anything is written) when it exists and is not empty, since a second ``init``
+    must never replace a member's key, and when the moniker could not name a validator."""
+    root = Path(home)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise HomeError(f"{root} exists and is not an empty directory; refusing to overwrite it")
+    try:
+        # It becomes the validator's name in the member's contribution.
+        check_validator_name(moniker, "moniker")
+    except InvalidGenesis as exc:
+        raise HomeError(exc.message) from None
+    return root
 
 
 def write_node_config(
@@ -201,6 +216,11 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
     """
     root = Path(home)
     config = read_config(root)
+    # What is installed must be what a node can start from (load_genesis).
+    if len(data) > MAX_GENESIS_FILE_BYTES:
+        raise InvalidGenesis(
+            f"genesis is {len(data)} bytes, more than {MAX_GENESIS_FILE_BYTES}; nothing installed"
+        )
     genesis = Genesis.from_json(parse_json(data))
     # The hash is what members agreed on; anything else is another chain.
     if genesis.hash != expect_hash:
@@ -211,7 +231,7 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
     target = root / GENESIS_FILE
     if target.exists():
         try:
-            held = Genesis.from_json(parse_json(target.read_bytes())).hash
+            held = load_genesis(target).hash
         except InvalidGenesis:
             held = b""
         # A home belongs to one chain: its data and consensus state are that chain's.

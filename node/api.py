@@ -28,6 +28,8 @@ from apps.routes import (
     HEIGHT,
     HEX_CHARS,
     PUBLIC_KEY,
+    RETRY_AFTER,
+    RETRY_AFTER_S,
     STR,
     UINT,
     Answer,
@@ -42,6 +44,8 @@ from apps.routes import (
     nullable,
     obj,
     ref,
+    retry_later,
+    unavailable,
 )
 from core import (
     Block,
@@ -71,9 +75,6 @@ log = logging.getLogger("node.api")
 
 MAX_BATCH = 20_000
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/octet-stream")
-# Seconds a client told ``mempool_full`` (503) waits before submitting again: about a
-# block, by when the mempool has drained a block's worth.
-RETRY_AFTER_S = 1
 # Whole blocks decoded and rendered at once, in worker threads: a 4 MiB block of 20k
 # transactions is ~100 ms of CPU and ~10 MB of JSON, so a burst of block reads
 # queues here instead of taking every thread and the memory with it.
@@ -125,12 +126,7 @@ def _node(request: web.Request) -> Node:
 
 def _ready(node: Node) -> tuple[Any, Any]:
     if node.chain is None or node.mempool is None:
-        raise HttpError(
-            503,
-            "unavailable",
-            "node is starting or stopping",
-            {"Retry-After": str(RETRY_AFTER_S)},
-        )
+        raise unavailable()
     return node.chain, node.mempool
 
 
@@ -227,11 +223,11 @@ async def _read_raw_txs(request: web.Request) -> tuple[list[bytes], bool]:
     return parse_json_txs(body, MAX_BATCH)
 
 
-RETRY_AFTER = {
-    "description": "seconds to wait before submitting again (on 503, and on a batch's "
-    "200 when some items were refused as `mempool_full`)",
-    "schema": {"type": "string", "pattern": "^[0-9]+$"},
-}
+_RESUBMIT_AFTER = described(
+    RETRY_AFTER,
+    "seconds to wait before submitting again (on 503, and on a batch's 200 when some "
+    "items were refused as `mempool_full`)",
+)
 SUBMIT_RESULT = Component("SubmitResult", obj({"hash": HASH}))
 SUBMIT_BATCH_RESULT = Component(
     "SubmitBatchResult",
@@ -279,7 +275,7 @@ _MSGPACK_BATCH = {
     ok=Answer(
         "One transaction accepted, or a batch's results.",
         {"oneOf": [SUBMIT_RESULT, SUBMIT_BATCH_RESULT]},
-        headers={"Retry-After": RETRY_AFTER},
+        headers={"Retry-After": _RESUBMIT_AFTER},
     ),
     errors=(
         Refusal(
@@ -297,7 +293,7 @@ _MSGPACK_BATCH = {
             "`Retry-After` seconds; or the node is starting or stopping.",
             "mempool_full",
             "unavailable",
-            headers={"Retry-After": RETRY_AFTER},
+            headers={"Retry-After": _RESUBMIT_AFTER},
         ),
     ),
     body=Body(
@@ -338,12 +334,11 @@ async def submit_txs(request: web.Request) -> web.Response:
     for r in results:
         if r.code != "accepted":
             node.metrics.txs_rejected.labels(code=r.code).inc()
-    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if not batch:
         r = results[0]
         if r.code == "mempool_full":
             # Not the transaction's fault: the node is busy, the same bytes may pass later.
-            raise HttpError(503, r.code, r.message, retry)
+            raise retry_later(r.code, r.message)
         if r.code != "accepted":
             raise HttpError(400, r.code, r.message)
         return web.json_response({"hash": r.hash.hex()})
@@ -352,7 +347,7 @@ async def submit_txs(request: web.Request) -> web.Response:
     return web.Response(
         text=_batch_json(results),
         content_type="application/json",
-        headers=retry if full else None,
+        headers={"Retry-After": str(RETRY_AFTER_S)} if full else None,
     )
 
 

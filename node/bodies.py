@@ -38,7 +38,9 @@ async def read_body(request: web.Request, timeout_ms: int) -> bytes:
     """The request's body, or ``request_timeout`` (408) if it is not all in within
     ``timeout_ms`` (the node's ``body_timeout_ms``): a client that trickles a body holds a
     connection and a buffer, so a slow upload ends instead of lasting forever. Its size is
-    bounded by ``max_request_bytes``."""
+    bounded by ``max_request_bytes``. A body that does not decode as its
+    ``Content-Encoding`` says, or ends with its connection, is ``malformed`` (400): the
+    client's fault, not a 500 logged as the node's bug."""
     try:
         return await asyncio.wait_for(request.read(), timeout_ms / 1000)
     except TimeoutError:
@@ -46,6 +48,15 @@ async def read_body(request: web.Request, timeout_ms: int) -> bytes:
             408,
             "request_timeout",
             f"the body did not arrive within {timeout_ms} ms",
+            {"Connection": "close"},
+        ) from None
+    except (web.RequestPayloadError, ConnectionResetError):
+        # The client's fault, and its connection cannot carry another request: closed
+        # after the answer (if anyone is left to read it).
+        raise HttpError(
+            400,
+            "malformed",
+            "the body does not decode as its Content-Encoding, or ended with its connection",
             {"Connection": "close"},
         ) from None
 

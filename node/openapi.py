@@ -74,7 +74,7 @@ OPENAPI_PATH = "/v1/openapi.json"
 # Codes of refused requests (the HTTP status is in the text).
 HTTP_CODES: dict[str, str] = {
     "malformed": "400: the body is not JSON, has the wrong shape, is not hex or msgpack, "
-    "or a transaction is not a canonical encoding",
+    "does not decode as its `Content-Encoding`, or a transaction is not a canonical encoding",
     "too_large": "400: the body is over the node's `max_request_bytes`, a batch over its "
     "cap, or a transaction over `max_tx_bytes`",
     "bad_hash": "400: a hash that is not 64 hex characters",
@@ -102,8 +102,7 @@ HTTP_CODES: dict[str, str] = {
     "pruned": "410: a block or state version below the heights this node keeps (its pruning "
     "settings, or the height it state-synced from); an archive node has it",
     "internal": "500: a bug in the node (logged)",
-    "unavailable": "503: the node is starting or stopping, or no block is final yet "
-    "(with `Retry-After`)",
+    "unavailable": "503: the node is starting or stopping (with `Retry-After`)",
     "busy": "503: the node runs as many simulations as it allows (with `Retry-After`)",
     "http_error": "any other HTTP error, e.g. a plain GET on a WebSocket route",
 }
@@ -485,7 +484,9 @@ def build_openapi() -> dict[str, Any]:
             "schemas": s.schemas,
             "parameters": parameters,
             "responses": {
-                _UNAVAILABLE: _error("The node is starting or stopping.", "unavailable"),
+                _UNAVAILABLE: _error_answer(
+                    Refusal(503, "The node is starting or stopping.", "unavailable")
+                ),
                 _DEFAULT_ERROR: _error(
                     "Any other refusal: an unknown route, a method the route does not take, "
                     "a bug in the node.",

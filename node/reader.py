@@ -56,6 +56,10 @@ class NodeChainReader:
         return chain
 
     @property
+    def chain_id(self) -> str:
+        return self._node.genesis.chain_id
+
+    @property
     def height(self) -> int:
         """Latest final height."""
         return self._chain().height

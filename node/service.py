@@ -34,11 +34,7 @@ from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
 from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopTxSource
 from node.mempool import Mempool, SubmitResult
 from node.metrics import NodeMetrics
-from node.statesync import (
-    SnapshotServer,
-    StateSyncer,
-    make_epoch_record,
-)
+from node.statesync import SnapshotServer, StateSyncer, keep_epoch_record, prune
 from node.verifier import ProcessVerifier
 from p2p import (
     ChunkRequest,
@@ -442,14 +438,12 @@ class Node:
         assert store is not None
         length = self.genesis.params.epoch_length
         if self.genesis.staking is not None and height % length == 0:
-            record = make_epoch_record(store, height // length, length)
-            if record is not None:
-                store.put_epoch_record(height // length, record.encode())
+            keep_epoch_record(store, height // length, length)
         pruning = self.config.pruning
         if pruning.archive or height % pruning.interval or self._pruning:
             return
-        if self._prune_pool is None:
-            return
+        if self._prune_pool is None or self._prune_stop.is_set():
+            return  # stopping: the pool may be shutting down, and refuses new passes
         self._pruning = True
         future = self._prune_pool.submit(self._prune, height)
         future.add_done_callback(self._pruned)
@@ -458,15 +452,12 @@ class Node:
         """One pruning pass below the retention window of ``height`` (prune thread)."""
         store = self.store
         assert store is not None
-        cfg = self.config.pruning
-        stop = self._prune_stop
-        base = store.prune_blocks(height - cfg.keep_blocks + 1, stop)
         keep = frozenset(self.snapshots.snapshot_heights(height))
-        deleted = store.prune_states(height - cfg.keep_states + 1, keep, stop)
+        deleted = prune(store, self.genesis, self.config.pruning, height, keep, self._prune_stop)
         log.info(
             "pruned at %d: blocks kept from %d, states from %d (+ snapshots %s), %d nodes deleted",
             height,
-            base,
+            store.block_base,
             store.state_base,
             sorted(keep),
             deleted,

@@ -35,6 +35,8 @@ from apps.routes import (
     described,
     obj,
     ref,
+    retry_later,
+    unavailable,
 )
 from core import HttpError
 from node.bodies import parse_json_txs, read_body
@@ -47,7 +49,6 @@ from vm import Receipt, StateView, VerifiedTx, verify_signed_tx
 # Simulations executing at once (worker threads), and how many more may wait.
 SIMULATION_SLOTS = 2
 SIMULATION_QUEUE = 16
-RETRY_AFTER_S = 1
 # JSON around the hex of one transaction: {"tx": "..."} with room for whitespace.
 _JSON_OVERHEAD = 256
 
@@ -145,9 +146,7 @@ async def simulate_tx(request: web.Request) -> web.Response:
     node = request.app[NODE]
     chain, mempool = node.chain, node.mempool
     if chain is None or mempool is None:
-        raise HttpError(
-            503, "unavailable", "node is starting or stopping", {"Retry-After": str(RETRY_AFTER_S)}
-        )
+        raise unavailable()
     # Refused before reading: a body that cannot be one transaction costs nothing.
     limit = 2 * chain.params.max_tx_bytes + _JSON_OVERHEAD
     length = request.content_length
@@ -162,12 +161,10 @@ async def simulate_tx(request: web.Request) -> web.Response:
         raise HttpError(400, "malformed", 'a simulation takes one transaction: {"tx": "<hex>"}')
     slots = request.app[SLOTS]
     if slots.inside >= slots.limit:
-        raise HttpError(
-            503,
+        raise retry_later(
             "busy",
             f"the node runs {SIMULATION_SLOTS} simulations at once and queues "
             f"{SIMULATION_QUEUE}; retry later",
-            {"Retry-After": str(RETRY_AFTER_S)},
         )
     slots.inside += 1
     try:

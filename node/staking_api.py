@@ -27,6 +27,7 @@ from apps.routes import (
     described,
     nullable,
     obj,
+    unavailable,
 )
 from consensus import epoch_of, producer_set, staking_enabled
 from consensus.governance import ACTION_NAMES, Proposal, get_proposal
@@ -47,6 +48,7 @@ from consensus.staking_state import (
 from core import HttpError
 from core.codec import UINT64_MAX
 from genesis.document import params_to_json
+from node.chain import Chain
 from node.service import NODE
 from vm import ChainParams
 
@@ -86,11 +88,16 @@ _ERRORS = (
 )
 
 
-def _state(request: web.Request) -> tuple[Any, int]:
-    """The latest state and height, if staking is on (``staking_disabled`` if not)."""
+def _chain(request: web.Request) -> Chain:
     chain = request.app[NODE].chain
     if chain is None:
-        raise HttpError(503, "unavailable", "node is starting or stopping")
+        raise unavailable()
+    return chain
+
+
+def _state(request: web.Request) -> tuple[Any, int]:
+    """The latest state and height, if staking is on (``staking_disabled`` if not)."""
+    chain = _chain(request)
     state, height = chain.state, chain.height
     if not staking_enabled(state):
         raise HttpError(404, "staking_disabled", "genesis has no staking section")
@@ -392,9 +399,7 @@ PENDING_CHANGE = Component(
     tag="node",
 )
 async def get_params(request: web.Request) -> web.Response:
-    chain = request.app[NODE].chain
-    if chain is None:
-        raise HttpError(503, "unavailable", "node is starting or stopping")
+    chain = _chain(request)
     state, height = chain.state, chain.height
     params = chain.params_for(height + 1)
     pending = read(state, PENDING_PARAMS_KEY, PendingParams) if staking_enabled(state) else None

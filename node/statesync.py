@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Protocol
 
 from consensus import ValidatorSet, epoch_of, validate_tx_root, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
 from core import Block, BlockHeader, Commit, Invalid, LiveLedgerError, MaxLen, Wire
 from genesis import Genesis
+from node.config import PruningConfig
 from p2p import (
     ChunkRequest,
     ChunkResponse,
@@ -53,6 +56,9 @@ log = logging.getLogger("node.statesync")
 
 # Missing subtrees looked up at once when resuming; the walk repeats if there are more.
 _RESUME_BATCH = 1 << 16
+# Before the first request for offers, the time given to the peers whose handshakes are
+# still under way once one is up: a node starting asks all it can reach, not the first.
+OFFER_SETTLE_S = 1.5
 
 
 class _Stale(Exception):
@@ -97,6 +103,42 @@ def epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> bytes | No
     return None if record is None else record.encode()
 
 
+def keep_epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> None:
+    """Store the record of ``epoch`` for good, unless it is stored or cannot be made."""
+    if store.get_epoch_record(epoch) is None:
+        record = make_epoch_record(store, epoch, epoch_length)
+        if record is not None:
+            store.put_epoch_record(epoch, record.encode())
+
+
+def prune(
+    store: ChainStore,
+    genesis: Genesis,
+    pruning: PruningConfig,
+    height: int,
+    keep: frozenset[int],
+    stop: threading.Event | None = None,
+) -> int:
+    """One pruning pass at ``height`` (docs/node.md, Pruning): blocks and states below
+    their windows, but the states of the heights in ``keep``; returns the tree nodes
+    deleted.
+
+    First the record of every epoch whose last block goes is kept: usually it was when
+    that block committed, but not if the node stopped in between, nor for the block a
+    state sync installed, and once its block or state is gone it can never be made.
+    """
+    blocks_below = height - pruning.keep_blocks + 1
+    states_below = height - pruning.keep_states + 1
+    if genesis.staking is not None:
+        length = genesis.params.epoch_length
+        # Epochs whose last block lies from the lowest kept height to the cut.
+        first = max(store.block_base, store.state_base, 1)
+        for epoch in range(-(-first // length), -(-max(blocks_below, states_below) // length)):
+            keep_epoch_record(store, epoch, length)
+    store.prune_blocks(blocks_below, stop)
+    return store.prune_states(states_below, keep, stop)
+
+
 def verify_epoch_record(
     genesis: Genesis, epoch: int, raw: bytes, validators: ValidatorSet
 ) -> ValidatorSet:
@@ -136,7 +178,13 @@ class SyncPeers(Protocol):
 
 class SnapshotServer:
     """Answers peers' state sync requests from the store (reads run in a worker thread;
-    p2p hands one message of a peer at a time, so a peer costs one read at a time)."""
+    p2p hands one message of a peer at a time, so a peer costs one read at a time, and
+    at most ``READERS`` reads run at once, whichever peers ask)."""
+
+    # Reads at once: they share the loop's default executor with the HTTP routes and
+    # the feeds, which many peers asking together must not crowd out. A peer waiting
+    # for a reader is not read from meanwhile (TCP backpressure).
+    READERS = 2
 
     def __init__(
         self,
@@ -152,6 +200,7 @@ class SnapshotServer:
         self._interval = snapshot_interval
         # Tests only (a hostile server): see ConsensusSeams.snapshot_chunk.
         self._chunk_filter = chunk_filter
+        self._readers = asyncio.Semaphore(self.READERS)
 
     def snapshot_heights(self, head: int) -> tuple[int, ...]:
         """The snapshot heights a node at ``head`` serves (and pruning keeps): the two
@@ -160,17 +209,30 @@ class SnapshotServer:
         return tuple(h for h in (latest, latest - self._interval) if h > 0)
 
     async def answer(self, msg: object) -> Wire | None:
+        """The answer to a state sync request (None for any other message).
+
+        Never raises: what this store cannot serve (it is syncing itself, or the height
+        was pruned while being read) is answered "none", which is no fault of the asker
+        (an ``Invalid`` would get it dropped) nor silence (it would give up on us).
+        """
+        read: Callable[[ChainStore], Wire]
+        if isinstance(msg, SnapshotRequest):
+            read, none = partial(self._offer, height=msg.height), SnapshotOffer(0, b"", b"")
+        elif isinstance(msg, EpochsRequest):
+            read, none = partial(self._epochs, req=msg), EpochsResponse(msg.first, ())
+        elif isinstance(msg, ChunkRequest):
+            read, none = partial(self._chunk, req=msg), ChunkResponse(msg.height, msg.subtree, ())
+        else:
+            return None
         store = self._store()
         if store is None or not store.initialized:
-            return None
-        loop = asyncio.get_running_loop()
-        if isinstance(msg, SnapshotRequest):
-            return await loop.run_in_executor(None, self._offer, store, msg.height)
-        if isinstance(msg, EpochsRequest):
-            return await loop.run_in_executor(None, self._epochs, store, msg)
-        if isinstance(msg, ChunkRequest):
-            return await loop.run_in_executor(None, self._chunk, store, msg)
-        return None
+            return none
+        try:
+            async with self._readers:
+                return await asyncio.get_running_loop().run_in_executor(None, read, store)
+        except LiveLedgerError as exc:
+            log.warning("state sync: not serving %s: %s", type(msg).__name__, exc)
+            return none
 
     def _offer(self, store: ChainStore, height: int) -> SnapshotOffer:
         heights = self.snapshot_heights(store.height) if height == 0 else (height,)
@@ -241,13 +303,34 @@ class StateSyncer:
         self.trust_hash = trust_hash
         self.timeout = request_timeout_s
         self._answers: asyncio.Queue[tuple[bytes, Wire]] = asyncio.Queue()
+        # Answers owed, per (peer, answer type): one per request sent. Only those are
+        # queued, so what a peer can make us hold is bounded by what we asked it.
+        self._owed: dict[tuple[bytes, type[Wire]], int] = {}
         # Peers caught sending something wrong: never asked again during this sync.
         self.refused: set[bytes] = set()
         self.chunks = 0
         self.chunk_bytes = 0
 
-    def deliver(self, peer: bytes, msg: Wire) -> None:
+    def deliver(self, peer: bytes, msg: Wire) -> bool:
+        """Queue an answer of ``peer`` for the sync; False (dropped) if none was owed."""
+        key = (peer, type(msg))
+        owed = self._owed.get(key, 0)
+        if owed == 0:
+            return False
+        if owed == 1:
+            del self._owed[key]
+        else:
+            self._owed[key] = owed - 1
         self._answers.put_nowait((peer, msg))
+        return True
+
+    def _ask(self, peer: bytes, msg: Wire, answer: type[Wire]) -> bool:
+        """Send a request; its answer (of type ``answer``) is owed from then on."""
+        if not self.peers.send(peer, msg):
+            return False
+        key = (peer, answer)
+        self._owed[key] = self._owed.get(key, 0) + 1
+        return True
 
     def _refuse(self, peer: bytes, reason: str) -> None:
         log.warning("state sync: peer %s refused: %s", peer.hex()[:12], reason)
@@ -284,10 +367,15 @@ class StateSyncer:
         )
         return height
 
-    async def _wait_peers(self) -> list[bytes]:
-        while not (peers := self._usable()):
+    async def _wait_peers(self, settle_s: float = 0.0) -> list[bytes]:
+        """The usable peers, once there is one; ``settle_s`` more for the handshakes
+        still under way (asked for offers, every peer counts: the best height, and one
+        hostile peer's answer is not the only one)."""
+        while not self._usable():
             await asyncio.sleep(0.2)
-        return peers
+        if settle_s:
+            await asyncio.sleep(settle_s)
+        return self._usable()
 
     async def _collect(
         self, kind: type[Wire], asked: set[bytes], timeout: float
@@ -306,10 +394,12 @@ class StateSyncer:
         return got
 
     async def _choose_target(self) -> SyncTarget:
+        settle_s = OFFER_SETTLE_S
         while True:
-            peers = await self._wait_peers()
+            peers = await self._wait_peers(settle_s)
+            settle_s = 0.0
             for peer in peers:
-                self.peers.send(peer, SnapshotRequest(self.trust_height))
+                self._ask(peer, SnapshotRequest(self.trust_height), SnapshotOffer)
             offers = await self._collect(SnapshotOffer, set(peers), self.timeout)
             usable = sorted(
                 ((p, o) for p, o in offers if isinstance(o, SnapshotOffer) and o.height > 0),
@@ -354,6 +444,9 @@ class StateSyncer:
             return validators
         # epoch_length is not governable: genesis's value holds for the whole chain.
         last = epoch_of(height, genesis.params.epoch_length)
+        # Peers that hold no more records: behind the offer, or a record short. No fault
+        # of theirs unless they made the offer (its height is theirs to back).
+        lacking: set[bytes] = set()
         epoch = 1
         while epoch <= last:
             stored = self.store.get_epoch_record(epoch)
@@ -362,18 +455,25 @@ class StateSyncer:
                 validators = verify_epoch_record(genesis, epoch, stored, validators)
                 epoch += 1
                 continue
-            peers = await self._wait_peers()
+            peers = [p for p in await self._wait_peers() if p not in lacking]
+            if not peers:
+                raise Invalid(f"no peer holds the epoch records from {epoch} to {last}")
             peer = prefer if prefer in peers else peers[0]
             count = min(MAX_EPOCHS_PER_RESPONSE, last - epoch + 1)
-            self.peers.send(peer, EpochsRequest(epoch, count))
+            self._ask(peer, EpochsRequest(epoch, count), EpochsResponse)
             answers = await self._collect(EpochsResponse, {peer}, self.timeout)
             if not answers:
                 self._refuse(peer, f"no epoch records from {epoch}")
                 continue
             response = answers[0][1]
             assert isinstance(response, EpochsResponse)
-            if response.first != epoch or not response.records:
+            if response.first != epoch:
                 self._refuse(peer, f"epoch records from {response.first}, asked {epoch}")
+                continue
+            if not response.records:
+                if peer == prefer:
+                    raise Invalid(f"offered height {height} without the epoch record {epoch}")
+                lacking.add(peer)
                 continue
             try:
                 for raw in response.records:
@@ -402,7 +502,7 @@ class StateSyncer:
                 if peer in pending or peer in empty:
                     continue
                 subtree = wanted.pop()
-                if self.peers.send(peer, ChunkRequest(target.height, subtree)):
+                if self._ask(peer, ChunkRequest(target.height, subtree), ChunkResponse):
                     pending[peer] = _Pending(subtree, time.monotonic())
                 else:
                     wanted.append(subtree)
@@ -412,9 +512,13 @@ class StateSyncer:
                 peer, msg = b"", None  # type: ignore[assignment]  # no answer: None
             now = time.monotonic()
             ask = pending.get(peer) if isinstance(msg, ChunkResponse) else None
-            if ask is not None and isinstance(msg, ChunkResponse):
-                if msg.height != target.height or msg.subtree != ask.subtree:
-                    continue  # a late answer to an earlier request
+            # Anything else is a late answer to an earlier request: ignored, and the
+            # timeouts below still run.
+            if (
+                ask is not None
+                and isinstance(msg, ChunkResponse)
+                and (msg.height, msg.subtree) == (target.height, ask.subtree)
+            ):
                 del pending[peer]
                 if not msg.nodes:
                     empty.add(peer)

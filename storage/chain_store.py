@@ -35,7 +35,7 @@ from core.types import Block, Commit, tx_hash
 from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height, encode_position
-from storage.snapshot import node_hash_of, walk_missing
+from storage.snapshot import node_children, walk_missing
 from storage.state_tree import DEFAULT_CACHE_SIZE, StateProof, StateTree, TreeUpdate
 
 _GENESIS = spaces.META + b"genesis"
@@ -519,6 +519,9 @@ class ChainStore:
             for root in roots:
                 stack = [root]
                 while stack:
+                    # One version's walk is the whole tree: stop() must not wait for it.
+                    if len(marked) % _PRUNE_BATCH == 0 and stop is not None and stop.is_set():
+                        return 0
                     node_hash = stack.pop()
                     if node_hash == ZERO_HASH or node_hash in marked:
                         continue
@@ -528,11 +531,10 @@ class ChainStore:
                         raise StorageError(
                             f"state tree node {node_hash.hex()} of a kept version is missing"
                         )
-                    _, children, _ = node_hash_of(encoding)
+                    # Stored nodes were checked when written: only the links are needed.
+                    children = node_children(encoding)
                     if children is not None:
                         stack.extend(children)
-                if stop is not None and stop.is_set():
-                    return 0
             deleted = 0
             doomed: list[bytes] = []
             for node_hash in self._db.iterate_keys(spaces.TREE_NODE, snapshot=True):
@@ -583,12 +585,15 @@ class ChainStore:
         if current == target:
             return True
         for space in (spaces.STATE, spaces.TREE_NODE):
-            keys = list(self._db.iterate_keys(space))
-            for start in range(0, len(keys), _PRUNE_BATCH):
-                batch = self._db.new_batch(sync=False)
-                for rest in keys[start : start + _PRUNE_BATCH]:
-                    batch.delete(space + rest)
-                self._db.write(batch)
+            # Deleted as the scan goes (it reads a snapshot), a batch at a time: the
+            # old target's keys may be the whole state, never all held at once.
+            batch = self._db.new_batch(sync=False)
+            for rest in self._db.iterate_keys(space, snapshot=True):
+                batch.delete(space + rest)
+                if len(batch) >= _PRUNE_BATCH:
+                    self._db.write(batch)
+                    batch = self._db.new_batch(sync=False)
+            self._db.write(batch)
         batch = self._db.new_batch()
         batch.put(_SYNC, target.encode())
         self._db.write(batch)

@@ -53,8 +53,9 @@ class BadChunk(Invalid):
     code = "bad_chunk"
 
 
-def _children(encoding: bytes) -> tuple[bytes, bytes] | None:
-    """(left, right) of an internal node's encoding; None for a leaf (or anything else)."""
+def node_children(encoding: bytes) -> tuple[bytes, bytes] | None:
+    """(left, right) of an internal node's encoding; None for a leaf (or anything else).
+    Read off the bytes: no decoding, no hashing."""
     if (
         len(encoding) == _INTERNAL_SIZE
         and encoding[:4] == _INTERNAL_HEAD
@@ -90,7 +91,7 @@ def serve_chunk(
             break
         out.append(encoding)
         size += len(encoding)
-        children = _children(encoding)
+        children = node_children(encoding)
         if children is not None:
             left, right = children
             if right != ZERO_HASH:
@@ -113,7 +114,7 @@ class VerifiedChunk:
 def node_hash_of(encoding: bytes) -> tuple[bytes, tuple[bytes, bytes] | None, LeafNode | None]:
     """(hash, children or None, leaf or None) of one node encoding; ``DecodeError`` if
     it is neither an internal node nor a canonical leaf."""
-    children = _children(encoding)
+    children = node_children(encoding)
     if children is not None:
         return internal_hash(*children), children, None
     leaf = LeafNode.decode(encoding)

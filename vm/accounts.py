@@ -21,8 +21,8 @@ class Account(Wire):
     nonce: int
 
     MAX_ENCODED = 64
-    # ``put_account``, the one way accounts are written, checks the range of both
-    # integers: all that decoding would check. ``Overlay.check_writes`` skips them.
+    # ``put_account``, the one way accounts are written, checks that both fields are
+    # integers in range: all that decoding would check. ``Overlay.check_writes`` skips them.
     WRITE_CHECKED = True
 
     def encode(self) -> bytes:
@@ -69,10 +69,17 @@ def put_account(state: Overlay, address: bytes, account: Account) -> None:
     balance = account.balance
     nonce = account.nonce
     # Unchecked arithmetic in a handler fails its transaction, never the block's encoding.
-    if not (0 <= balance <= UINT64_MAX and 0 <= nonce <= UINT64_MAX):
+    # The exact type too: a float (true division) or a bool would pass the range and be
+    # committed as an account no node could read again.
+    if not (
+        type(balance) is int
+        and type(nonce) is int
+        and 0 <= balance <= UINT64_MAX
+        and 0 <= nonce <= UINT64_MAX
+    ):
         raise TxFailed(
             f"account {address.hex()} would hold balance {balance}, nonce {nonce}: "
-            f"both must be in 0..{UINT64_MAX}",
+            f"both must be in 0..{UINT64_MAX}, as integers",
             STATE_LIMIT,
         )
     if balance or nonce:

@@ -30,6 +30,7 @@ or sent twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import OrderedDict, deque
@@ -458,12 +459,7 @@ async def serve_feed(
         return ws
     hub.websockets.add(ws)
     try:
-        if start is None:
-            await _serve(ws, hub, session_id, start, ended_at)
-        else:
-            # Hold a replay slot until the replay is sent; live messages wait queued.
-            async with hub.replay_slots:
-                await _serve(ws, hub, session_id, start, ended_at)
+        await _serve(ws, hub, session_id, start, ended_at)
     except ConnectionError:
         pass
     finally:
@@ -480,23 +476,27 @@ async def _serve(
     ended_at: Callable[[int], bool] | None,
 ) -> None:
     sub = Subscriber((0, 0), hub.max_queue_bytes)
-    delivered = hub.subscribe(session_id, sub)
-    # Judged at exactly the subscription's height (a point read, no await since).
-    ended = ended_at is not None and ended_at(delivered)
-    after = (delivered, WHOLE_BLOCK) if start is None else start
-    sub.after = after
+    # A resume holds a replay slot from its subscription until its replay is sent, never
+    # longer: a client that stays live must not keep later ones from resuming.
+    slot = hub.replay_slots if start is not None else contextlib.nullcontext()
     try:
-        # Replay what is stored: the blocks after the start, up to the delivered height.
-        first = after[0] if after[1] < WHOLE_BLOCK else after[0] + 1
-        for height in range(max(first, 1), delivered + 1):
-            feed = await hub.block_feed(height)
-            if feed is None:
-                continue
-            items = [feed.block] if session_id is None else feed.sessions.get(session_id, [])
-            for item in items:
-                if item.position > after:
-                    await ws.send_str(item.text)
-                    ended = ended or item.kind == ev.SESSION_CLOSED
+        async with slot:
+            delivered = hub.subscribe(session_id, sub)
+            # Judged at exactly the subscription's height (a point read, no await since).
+            ended = ended_at is not None and ended_at(delivered)
+            after = (delivered, WHOLE_BLOCK) if start is None else start
+            sub.after = after
+            # Replay what is stored: the blocks after the start, up to the delivered height.
+            first = after[0] if after[1] < WHOLE_BLOCK else after[0] + 1
+            for height in range(max(first, 1), delivered + 1):
+                feed = await hub.block_feed(height)
+                if feed is None:
+                    continue
+                items = [feed.block] if session_id is None else feed.sessions.get(session_id, [])
+                for item in items:
+                    if item.position > after:
+                        await ws.send_str(item.text)
+                        ended = ended or item.kind == ev.SESSION_CLOSED
         await ws.send_str(json.dumps({"type": "ready", "height": delivered}))
         if ended:
             await ws.close(code=WSCloseCode.OK, message=b"session closed")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from apps.commerce.http import sign_read_request
 from cli.client import NodeClient
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 
@@ -15,6 +14,9 @@ class CommerceClient(NodeClient):
 
     def get_signed(self, path: str, keyring: Path, name: str) -> Any:
         """GET ``path`` signed by key ``name`` (orders are private to their parties)."""
+        # Not at the top: through apps.routes it imports aiohttp, which --help never needs.
+        from apps.commerce.signed_reads import sign_read_request
+
         key = Keyring(keyring).load(name, passphrase_from_env_or_prompt(confirm=False))
         chain_id = self.status()["chain_id"]
         return self._request("GET", path, headers=sign_read_request(key, chain_id, "GET", path))

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from apps.commerce import payloads as tx
-from apps.commerce.http import verify_item_proof
 from apps.commerce.model import ItemId
 from cli.client import NodeClient, NodeError
 from cli.commerce.commands import U64, TxOpts, _echo_json, _hash_option, _hex32, _when, tx_command
@@ -147,6 +146,10 @@ def item_history(
     doc = client.get(f"/v1/items/01/{gtin}/21/{serial}")
     out: dict[str, Any] = {"height": doc["height"], "item": doc["item"]}
     if prove:
+        # Here, not at the top: the http module brings aiohttp, a tenth of a second of
+        # every command's start-up.
+        from apps.commerce.http import verify_item_proof
+
         genesis = trusted_genesis(client, genesis_file)
         proof = doc["proof"]
         height = proof["height"]

@@ -169,6 +169,8 @@ def test_staking_commands_and_reads(consortium):
     assert params["params"]["min_fee"] == 1000 and params["pending"] == []
     out = ok("staking", "bond", "--amount", "50000", *faucet)
     assert events(out)["bond"]["amount"] == "50000"
+    # Each event once, as every waited command prints them.
+    assert [line.split()[0] for line in out.splitlines()].count("bond") == 1, out
     refused(3, "insufficient_funds", "staking", "bond", "--amount", str(10**17), *faucet)
     ok("staking", "vote-producers", "platform", "brand-a", *faucet)
     refused(2, "neither a node key", "staking", "vote-producers", "nobody", *faucet)

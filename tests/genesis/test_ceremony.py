@@ -25,7 +25,12 @@ from genesis import (
     make_contribution,
     save_contribution,
 )
-from genesis.document import Genesis, GenesisValidator, parse_net_address
+from genesis.document import (
+    MAX_GENESIS_FILE_BYTES,
+    Genesis,
+    GenesisValidator,
+    parse_net_address,
+)
 from node.config import load_config
 from vm import ChainParams
 from vm.accounts import Account, account_key
@@ -78,6 +83,14 @@ def test_init_refuses_an_existing_home(members, tmp_path):
     # An empty directory is a fine place for a home.
     (tmp_path / "empty").mkdir()
     assert init_home(tmp_path / "empty", "x", "").moniker == "x"
+
+
+@pytest.mark.parametrize("moniker", ["", "brand a", "red\x1b[31m", "x" * 65])
+def test_init_refuses_a_moniker_no_contribution_could_carry(tmp_path, moniker):
+    # Refused at init, not at contribute time, and before anything is written.
+    with pytest.raises(HomeError, match="moniker must match"):
+        init_home(tmp_path / "home", moniker, PASS)
+    assert not (tmp_path / "home").exists()
 
 
 def test_assembled_genesis_lists_every_contribution(members):
@@ -214,6 +227,9 @@ def test_network_addresses_parse():
         ({"version": 2}, "version must be 1"),
         ({"stake": "5000"}, "stake must be an integer"),
         ({"signature": "AB" * 64}, "lower-case hex"),
+        # Lone surrogates are JSON but no text: refused, not a crash in the codec.
+        ({"moniker": "\ud800"}, "moniker must be an ASCII string"),
+        ({"address": "\udfff:1"}, "address must be an ASCII string"),
     ],
 )
 def test_contribution_files_are_read_strictly(members, tmp_path, change, why):
@@ -223,6 +239,17 @@ def test_contribution_files_are_read_strictly(members, tmp_path, change, why):
     path = tmp_path / "float.json"
     path.write_text(json.dumps(signed.to_json()).replace('"stake": 5000', '"stake": 5000.0'))
     with pytest.raises(InvalidContribution, match="integers"):
+        load_contribution(path)
+
+
+def test_a_hostile_contribution_file_is_refused_not_a_crash(tmp_path):
+    # Within the size cap, a nesting bomb is still just not a contribution.
+    path = tmp_path / "bomb.json"
+    path.write_text('{"moniker": ' + "[" * 8_000 + "]" * 8_000 + "}")
+    with pytest.raises(InvalidContribution, match="nested too deeply"):
+        load_contribution(path)
+    path.write_text(" " * (16 * 1024 + 1))
+    with pytest.raises(InvalidContribution, match="larger than"):
         load_contribution(path)
 
 
@@ -255,6 +282,19 @@ def test_install_checks_the_hash_and_fills_peers(members, tmp_path):
     )
     with pytest.raises(HomeError, match="already holds another genesis"):
         install_genesis(info.home, genesis_json_bytes(other), other.hash)
+
+
+def test_install_refuses_what_a_node_could_not_load(members, tmp_path):
+    # Whitespace leaves the hash alone; past the file cap no node would start from it.
+    genesis = assemble(CHAIN, [c for _, c in members], genesis_time_ms=5)
+    padded = genesis_json_bytes(genesis) + b" " * MAX_GENESIS_FILE_BYTES
+    assert Genesis.from_json(json.loads(padded)).hash == genesis.hash
+    info = init_home(tmp_path / "late", "late", PASS)
+    config_before = (info.home / "config.json").read_bytes()
+    with pytest.raises(InvalidGenesis, match="nothing installed"):
+        install_genesis(info.home, padded, genesis.hash)
+    assert not (info.home / "genesis.json").exists()
+    assert (info.home / "config.json").read_bytes() == config_before
 
 
 def test_validator_addresses_in_the_file_form():

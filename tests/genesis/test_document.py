@@ -221,6 +221,9 @@ def test_total_validator_power_must_fit():
         ('{"genesis_time_ms": NaN}', "must be integers"),
         ("{", "not valid JSON"),
         (b"\xff\xfe", "not valid JSON"),
+        # A nesting bomb is malformed input, not a crash of the reader.
+        ("[" * 100_000, "nested too deeply"),
+        ('{"chain_id": ' + "[" * 5_000 + "]" * 5_000 + "}", "nested too deeply"),
     ],
 )
 def test_load_rejects_lenient_json(tmp_path, text, message):

@@ -216,3 +216,27 @@ async def test_one_middleware_renders_every_refusal_and_hides_bugs(caplog):
     assert answers["/bug"][1] == {"code": "internal", "message": "internal error"}
     (record,) = [r for r in caplog.records if r.name == "node.api"]
     assert record.exc_info and "secret detail" in str(record.exc_info[1])
+
+
+async def test_every_route_answers_503_with_retry_after_until_the_node_is_open(tmp_path):
+    """Before the node opens its store (and after it closes), each family of routes
+    refuses with 503 ``unavailable`` and ``Retry-After``, as the document says."""
+    from node.api import create_app
+    from node.service import Node
+    from tests.node.conftest import make_home
+
+    _, home = make_home(tmp_path)
+    node = Node.from_home(home, "")  # not opened: no chain, no mempool
+    routes = [
+        ("GET", "/v1/status"),
+        ("GET", "/v1/staking/members"),
+        ("GET", "/v1/params"),
+        ("GET", "/v1/listings/1"),
+        ("POST", "/v1/txs/simulate"),
+    ]
+    async with TestClient(TestServer(create_app(node), host="127.0.0.1")) as client:
+        for method, path in routes:
+            resp = await client.request(method, path, json={"tx": "00"})
+            doc = await resp.json()
+            assert (resp.status, doc["code"]) == (503, "unavailable"), (path, doc)
+            assert resp.headers.get("Retry-After") == "1", path

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 import tracemalloc
 from pathlib import Path
@@ -372,3 +373,29 @@ async def test_a_slow_upload_ends_with_408_and_honest_clients_are_served(tmp_pat
         assert json.loads(body)["code"] == "request_timeout"
         writer.close()
         print(f"\nhonest transfer final in {await honest * 1000:.0f} ms")
+
+
+async def test_bodies_that_do_not_decode_or_end_early_are_the_clients_fault(tmp_path, caplog):
+    """A body that fails its ``Content-Encoding``, or a client that drops mid-body, is a
+    400 ``malformed`` (when anyone is left to read it), never a 500 logged as the node's
+    bug. (aiohttp itself still logs the broken payload when it lingers on the socket.)"""
+    async with serving(tmp_path) as (client, node, faucet):
+        for path in ("/v1/txs", "/v1/txs/simulate"):
+            resp = await client.post(
+                path,
+                data=b"0123456789",
+                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            )
+            assert resp.status == 400 and (await resp.json())["code"] == "malformed", path
+        server = client.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(
+            b"POST /v1/txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"tx": "'
+        )
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.close()
+        await honest_transfer(client, node, faucet, 0)
+    bugs = [r for r in caplog.records if r.name == "node.api" and r.levelno >= logging.ERROR]
+    assert not bugs, caplog.text

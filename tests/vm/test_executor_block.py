@@ -270,6 +270,11 @@ class _Tight(Wire):
         # An amount past u64, and one below zero (unchecked arithmetic in a handler).
         (lambda s: put_account(s, C, Account(2**64, 0)), "must be in 0.."),
         (lambda s: put_account(s, C, Account(-1, 0)), "must be in 0.."),
+        # In range but not an integer (true division, a comparison): no node could read
+        # the account back, and accounts are not checked again after ``put_account``.
+        (lambda s: put_account(s, C, Account(1.5, 0)), "as integers"),
+        (lambda s: put_account(s, C, Account(True, 0)), "as integers"),
+        (lambda s: put_account(s, C, Account(1, False)), "as integers"),
         # A key longer than the state tree takes.
         (lambda s: s.set(bytes(MAX_KEY_SIZE + 1), b"v"), "state key is"),
     ],

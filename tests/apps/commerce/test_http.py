@@ -16,7 +16,7 @@ from apps.commerce.model import ItemId, Role
 from apps.commerce.provenance import gtin_check_digit
 from apps.commerce.sealing import encryption_keypair, open_address, seal_address
 from consensus import ValidatorSet, verify_commit
-from core import BlockHeader, Commit, PrivateKey, TxBody, format_address, sign_tx
+from core import BlockHeader, Commit, Invalid, PrivateKey, TxBody, format_address, sign_tx
 from core.keystore import load_key
 from node.run import build_app
 from node.service import Node
@@ -109,9 +109,9 @@ class Driver:
 
 
 @contextlib.asynccontextmanager
-async def running_driver(tmp_path):
+async def running_driver(tmp_path, **config: object):
     """A single-validator node (real LevelDB) serving its API on a real socket."""
-    layout, home = make_home(tmp_path)
+    layout, home = make_home(tmp_path, **config)
     node = Node.from_home(home, "")
     client = TestClient(TestServer(build_app(node), host="127.0.0.1"))
     await client.start_server()
@@ -304,3 +304,20 @@ async def test_bad_input_and_missing_objects(driver):
     got, doc = await d.get("/v1/commerce")
     assert got == 200 and doc["config"]["registrars"] == [format_address(d.faucet.address)]
     assert doc["escrow"] == {"held": 0, "open_orders": 0}
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        {"entries": [{}]},
+        {"entries": [1], "state_root": "00" * 32},
+        {"entries": [{"key": "zz"}], "state_root": "00" * 32},
+        {"entries": [{"key": "00"}], "state_root": None},
+        {"entries": [{}], "state_root": "00" * 32},
+    ],
+)
+def test_a_malformed_item_proof_bundle_is_bad_proof(bundle):
+    """The bundle comes from an untrusted node: whatever its shape, ``bad_proof``."""
+    with pytest.raises(Invalid) as refused:
+        verify_item_proof(GTIN, "SN-1", bundle, bytes(32))
+    assert refused.value.code == "bad_proof"

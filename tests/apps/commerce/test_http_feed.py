@@ -13,7 +13,7 @@ import pytest
 
 from apps.commerce import feed_events
 from apps.commerce import payloads as tx
-from apps.commerce.feed import CLOSE_SLOW_CONSUMER, HUB
+from apps.commerce.feed import CLOSE_SLOW_CONSUMER, HUB, REPLAY_SLOTS
 from tests.apps.commerce.test_http import PRICE, Actor, Driver, place, running_driver
 
 WAIT = 10.0
@@ -211,3 +211,20 @@ async def test_blocks_feed_live_and_resumed(driver):
     resp = await d.client.get("/v1/blocks/ws?from=x")
     assert (resp.status, (await resp.json())["code"]) == (400, "bad_param")
     await asyncio.sleep(0)
+
+
+async def test_resumed_feeds_hold_a_replay_slot_only_while_replaying(driver):
+    """A slot bounds replays at once, not resumed clients: live ones hold none, so more
+    clients than slots resume (each gets its ``ready``) while the others stay open."""
+    d = driver
+    ws, _, start = await connect(d, "/v1/blocks/ws")
+    await ws.close()
+    resumed = []
+    for _ in range(REPLAY_SLOTS + 2):
+        ws, _, _ = await connect(d, f"/v1/blocks/ws?from={start}")
+        resumed.append(ws)
+    # Every one of them is live: the next block reaches them all.
+    heights = [json.loads((await ws.receive(timeout=WAIT)).data)["height"] for ws in resumed]
+    assert all(h > start for h in heights)
+    for ws in resumed:
+        await ws.close()

@@ -4,6 +4,9 @@ proofs of value and of absence; the parties still read their order (signed)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from apps.commerce import keys
@@ -54,3 +57,19 @@ async def test_state_route_refuses_order_data_and_still_proves_absence(driver):
     # The parties still see their order, through the signed route.
     status, doc = await d.get("/v1/orders/1", alice.key)
     assert status == 200 and doc["order"]["buyer"] == alice.text
+
+
+async def test_signed_reads_outlive_the_pruning_of_block_1(tmp_path):
+    """The chain id a signed read is checked under is the node's, not block 1's: a node
+    that pruned block 1 (every default node after a day, every state-synced one) still
+    serves the parties their orders."""
+    pruning = {"keep_blocks": 2, "keep_states": 2, "interval": 1}
+    async with running_driver(tmp_path, pruning=pruning) as d:
+        deadline = time.monotonic() + 10
+        while d.node.chain.store.block_base <= 1:
+            assert time.monotonic() < deadline, "block 1 was never pruned"
+            await asyncio.sleep(0.05)
+        alice = Actor("alice")
+        status, doc = await d.get("/v1/orders", alice.key)
+        assert status == 200, doc
+        assert doc["orders"] == []

@@ -1,0 +1,44 @@
+"""``liveledger genesis assemble`` refuses malformed options as usage errors, not failures."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from core import PrivateKey, format_address
+from genesis import make_contribution, save_contribution
+
+CHAIN = "cli-ceremony-1"
+
+
+@pytest.fixture
+def contribution(tmp_path):
+    path = tmp_path / "c.json"
+    save_contribution(
+        path, make_contribution(PrivateKey.generate(), CHAIN, "m", "10.0.0.1:26656", 1_000)
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        ("--param", "min_fee=\u00b2", "NAME=VALUE"),
+        ("--param", "min_fee", "NAME=VALUE"),
+        ("--account", f"{format_address(bytes(20))}=\u00b2", "ADDRESS=BALANCE"),
+        ("--account", "ll1nothing=5", "--account"),
+    ],
+)
+def test_assemble_refuses_malformed_options(contribution, tmp_path, option, value, says):
+    out = tmp_path / "genesis.json"
+    args = ["genesis", "assemble", str(contribution), "--chain-id", CHAIN, "-o", str(out)]
+    result = CliRunner().invoke(main, [*args, option, value])
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+    assert "unexpected" not in result.output
+    assert not out.exists()
+    # The same command with good values writes the document.
+    ok = CliRunner().invoke(main, [*args, "--param", "min_fee=7"])
+    assert ok.exit_code == 0, ok.output
+    assert out.exists()

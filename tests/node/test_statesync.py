@@ -1,0 +1,280 @@
+"""State sync between stores in this process: real chains on real LevelDB, real certificates,
+peers played by ``SnapshotServer``s (honest) or by hand (hostile)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from consensus import ValidatorSet, make_commit
+from core import Block, Wire
+from node.chain import Chain
+from node.config import PruningConfig
+from node.service import build_registry
+from node.statesync import (
+    SnapshotServer,
+    StateSyncer,
+    keep_epoch_record,
+    prune,
+    verify_epoch_record,
+)
+from p2p import (
+    ChunkRequest,
+    ChunkResponse,
+    EpochsRequest,
+    EpochsResponse,
+    SnapshotOffer,
+    SnapshotRequest,
+)
+from storage import ChainStore, Pruned
+from tests.consensus.staking_helpers import KEYS, PARAMS, make_genesis
+
+EPOCH = 4
+INTERVAL = 8
+GENESIS = make_genesis(validators=3, params=dataclasses.replace(PARAMS, epoch_length=EPOCH))
+BY_PUB = {k.public_key: k for k in KEYS}
+
+Answer = Callable[[Wire], Awaitable[Wire | None]]
+
+
+def grow(chain: Chain, height: int) -> None:
+    """Commit empty blocks, each certified by all its producers, up to ``height``."""
+    g = chain.genesis
+    for h in range(chain.height + 1, height + 1):
+        producers = chain.validators_for(h)
+        proposer = BY_PUB[producers.proposer(h, 0)]
+        executed = chain.build([], proposer, g.genesis_time_ms + h * 1000)
+        keys = [BY_PUB[k] for k in producers.keys]
+        chain.commit(executed, make_commit(keys, g.chain_id, h, 0, executed.block.hash))
+
+
+def make_chain(path: Path, height: int) -> Chain:
+    chain = Chain(ChainStore(path), GENESIS, build_registry())
+    grow(chain, height)
+    return chain
+
+
+def server(store: ChainStore, chunk_bytes: int = 512) -> SnapshotServer:
+    # Small chunks: the state takes many of them.
+    return SnapshotServer(lambda: store, GENESIS, INTERVAL, chunk_bytes=chunk_bytes)
+
+
+class Net:
+    """``SyncPeers`` over answerers in this process: each request is answered on the loop,
+    as p2p hands a peer's message to the node; a dropped peer is gone."""
+
+    def __init__(self, answerers: dict[bytes, Answer]) -> None:
+        self.answerers = answerers
+        self.dropped: dict[bytes, str] = {}
+        self.syncer: StateSyncer | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def peers(self) -> list[bytes]:
+        return [p for p in self.answerers if p not in self.dropped]
+
+    def send(self, peer: bytes, msg: Wire) -> bool:
+        if peer in self.dropped:
+            return False
+        task = asyncio.get_running_loop().create_task(self._answer(peer, msg))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
+    async def _answer(self, peer: bytes, msg: Wire) -> None:
+        answer = await self.answerers[peer](msg)
+        if answer is not None and self.syncer is not None and peer not in self.dropped:
+            self.syncer.deliver(peer, answer)
+
+    def drop_peer(self, peer: bytes, reason: str, *, ban: bool = True) -> None:
+        self.dropped[peer] = reason
+
+    async def sync(self, store: ChainStore, timeout: float = 30.0) -> int:
+        self.syncer = StateSyncer(store, GENESIS, self, request_timeout_s=1.0)
+        try:
+            return await asyncio.wait_for(self.syncer.run(), timeout)
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+
+
+HONEST = b"\x01" * 32
+HOSTILE = b"\x02" * 32
+
+
+async def test_a_store_syncs_from_a_peer_and_holds_its_state(tmp_path):
+    source = make_chain(tmp_path / "a", 40)
+    net = Net({HONEST: server(source.store).answer})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest) == 40
+    assert dest.head_root == source.store.head_root
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+    assert net.dropped == {}
+
+
+async def test_an_offer_above_every_peer_is_refused_and_honest_peers_are_not(tmp_path):
+    # A hostile peer offers a block far above the chain (its certificate cannot be
+    # checked: no peer holds the epoch records up to there). The honest peer, asked
+    # for those records, holds none past its head: that is no fault of its own.
+    source = make_chain(tmp_path / "a", 40)
+    real = source.store.get_block(40)
+    commit = source.store.get_commit(40)
+    assert real is not None and commit is not None
+    fake = Block(dataclasses.replace(real.header, height=10_000), ())
+
+    async def hostile(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(10_000, fake.encode(), commit.encode())
+        if isinstance(msg, EpochsRequest):
+            return EpochsResponse(msg.first, ())
+        return None
+
+    net = Net({HOSTILE: hostile, HONEST: server(source.store).answer})
+    assert await net.sync(ChainStore(tmp_path / "b")) == 40
+    assert HONEST not in net.dropped
+    assert HOSTILE in net.dropped
+
+
+async def test_a_peer_flooding_answers_nobody_asked_for_cannot_stall_the_sync(tmp_path):
+    # Once asked for a chunk, the hostile peer never answers it but sends answers to
+    # other requests without pause: the sync gives its request to the honest peer.
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+    flooding: list[asyncio.Task[None]] = []
+
+    async def flood(net: Net, height: int) -> None:
+        while True:
+            assert net.syncer is not None
+            net.syncer.deliver(HOSTILE, ChunkResponse(height, b"\x07" * 32, ()))
+            await asyncio.sleep(0.002)
+
+    async def hostile(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(0, b"", b"")
+        if isinstance(msg, ChunkRequest) and not flooding:
+            flooding.append(asyncio.get_running_loop().create_task(flood(net, msg.height)))
+        return None
+
+    net = Net({HONEST: honest.answer, HOSTILE: hostile})
+    try:
+        assert await net.sync(ChainStore(tmp_path / "b"), timeout=20) == 40
+    finally:
+        for task in flooding:
+            task.cancel()
+    assert flooding and HONEST not in net.dropped
+
+
+async def test_answers_nobody_asked_for_are_not_kept(tmp_path):
+    source = make_chain(tmp_path / "a", 8)
+    syncer = StateSyncer(ChainStore(tmp_path / "b"), GENESIS, Net({}))
+    unasked = ChunkResponse(8, source.store.head_root, ())
+    assert all(syncer.deliver(HOSTILE, unasked) is False for _ in range(100))
+
+
+class PrunedBelow(ChainStore):
+    """A store pruned while it is read: nodes below the root of any version, and proofs
+    at or above ``height``, are gone by the time they are looked up."""
+
+    def __init__(self, path: Path, height: int) -> None:
+        super().__init__(path)
+        self.height_pruned = height
+        self.roots = {self.state_root(h) for h in range(self.height + 1)}
+
+    def get_node_bytes(self, node_hash: bytes) -> bytes | None:
+        return super().get_node_bytes(node_hash) if node_hash in self.roots else None
+
+    def prove(self, key: bytes, height: int | None = None):
+        if height is not None and height >= self.height_pruned:
+            raise Pruned(f"state at height {height} was pruned while being read")
+        return super().prove(key, height)
+
+
+async def test_what_is_pruned_while_being_served_is_answered_as_not_served(tmp_path):
+    # Not as a fault of the asker (p2p would drop it), nor by silence (it would give up
+    # on this peer after its timeout).
+    make_chain(tmp_path / "a", 24).store.close()
+    store = PrunedBelow(tmp_path / "a", height=20)
+    serving = server(store)
+    chunk = await serving.answer(ChunkRequest(24, store.head_root))
+    assert chunk == ChunkResponse(24, store.head_root, ())
+    epochs = await serving.answer(EpochsRequest(1, 64))
+    assert isinstance(epochs, EpochsResponse) and epochs.first == 1
+
+
+async def test_a_node_without_a_chain_answers_that_it_serves_nothing(tmp_path):
+    serving = server(ChainStore(tmp_path / "empty"))
+    root = b"\x05" * 32
+    assert await serving.answer(SnapshotRequest(0)) == SnapshotOffer(0, b"", b"")
+    assert await serving.answer(EpochsRequest(3, 10)) == EpochsResponse(3, ())
+    assert await serving.answer(ChunkRequest(8, root)) == ChunkResponse(8, root, ())
+
+
+class SlowNodes(ChainStore):
+    """A store whose node reads wait for ``gate``, counting the reads under way."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most = 0
+
+    def get_node_bytes(self, node_hash: bytes) -> bytes | None:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        self.gate.wait(30)
+        with self.lock:
+            self.inside -= 1
+        return super().get_node_bytes(node_hash)
+
+
+async def test_many_peers_asking_at_once_are_read_for_a_few_at_a_time(tmp_path):
+    make_chain(tmp_path / "a", 8).store.close()
+    store = SlowNodes(tmp_path / "a")
+    serving = server(store)
+    asks = [serving.answer(ChunkRequest(8, store.head_root)) for _ in range(6)]
+    tasks = [asyncio.get_running_loop().create_task(ask) for ask in asks]
+    while store.inside < SnapshotServer.READERS:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # room for more readers to start, if they could
+    most = store.most
+    store.gate.set()
+    answers = await asyncio.gather(*tasks)
+    assert most == SnapshotServer.READERS < len(asks)
+    assert all(isinstance(a, ChunkResponse) and a.nodes for a in answers)
+
+
+def follow(chain: Chain, source: Chain, height: int) -> None:
+    """Verify and commit the source's blocks up to ``height``, keeping each epoch's record
+    as its last block commits (as the node does)."""
+    for h in range(chain.height + 1, height + 1):
+        block, commit = source.store.get_block(h), source.store.get_commit(h)
+        assert block is not None and commit is not None
+        chain.commit(chain.verify(block), commit)
+        if h % EPOCH == 0:
+            keep_epoch_record(chain.store, h // EPOCH, EPOCH)
+
+
+async def test_a_synced_node_serves_every_epoch_record_after_pruning(tmp_path):
+    # Synced at an epoch's last block, the node never committed that block: its record
+    # is made from what the sync installed, before pruning takes it.
+    source = make_chain(tmp_path / "a", 40)
+    dest = ChainStore(tmp_path / "b")
+    assert await Net({HONEST: server(source.store).answer}).sync(dest) == 40
+    grow(source, 60)
+    synced = Chain(dest, GENESIS, build_registry())
+    follow(synced, source, 60)
+    serving = server(dest)
+    window = PruningConfig(keep_blocks=4, keep_states=4)
+    prune(dest, GENESIS, window, 60, frozenset(serving.snapshot_heights(60)))
+    assert dest.block_base == dest.state_base == 57
+
+    answer = await serving.answer(EpochsRequest(1, 64))
+    assert isinstance(answer, EpochsResponse)
+    assert len(answer.records) == 60 // EPOCH
+    producers = ValidatorSet.of(v.public_key for v in GENESIS.validators)
+    for epoch, raw in enumerate(answer.records, start=1):
+        producers = verify_epoch_record(GENESIS, epoch, raw, producers)
