@@ -16,11 +16,14 @@ Needs root and ``ip`` (iproute2); ``unavailable()`` says why not, so tests skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,17 +73,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _delete_namespace(name: str) -> None:
+    """Kill what still runs on the host (a node or proxy orphaned by a killed run),
+    then delete it."""
+    for pid in _ip("netns", "pids", name, check=False).stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    _ip("netns", "del", name, check=False)
+
+
 def sweep_stale() -> None:
-    """Delete namespaces and bridges left by runs whose process is gone."""
+    """Delete namespaces (and what runs in them) and bridges left by runs whose
+    process is gone (killed with SIGKILL: nothing of theirs could clean up)."""
     for line in _ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         if (m := _NAME.match(name)) and not _alive(int(m.group(1))):
-            _ip("netns", "del", name, check=False)
+            _delete_namespace(name)
     for line in _ip("-o", "link", "show", "type", "bridge", check=False).stdout.splitlines():
         parts = line.split(":")
         name = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
         if (m := _BRIDGE.match(name)) and not _alive(int(m.group(1))):
             _ip("link", "del", name, check=False)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 class Hosts:
@@ -97,6 +114,7 @@ class Hosts:
         self.subnet = f"10.{100 + (pid >> 8) % 150}.{pid & 0xFF}"
         self.addresses = [f"{self.subnet}.{i + 1}" for i in range(count)]
         self.root_address = f"{self.subnet}.254"
+        self._previous_sigterm: Any = None
 
     def prefix(self, i: int) -> list[str]:
         """The command prefix that runs a program on host ``i``."""
@@ -104,6 +122,11 @@ class Hosts:
 
     def __enter__(self) -> Hosts:
         sweep_stale()
+        # SIGTERM (a CI runner's stop, ``kill``) ends the run through the exception
+        # path, so everything below is torn down as on Ctrl-C; SIGKILL leaves debris
+        # for the next run's sweep.
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
         try:
             self._create()
         except BaseException:
@@ -129,8 +152,11 @@ class Hosts:
     def close(self) -> None:
         # Deleting a namespace deletes the veth end inside it, and so the pair.
         for name in self.names:
-            _ip("netns", "del", name, check=False)
+            _delete_namespace(name)
         _ip("link", "del", self.bridge, check=False)
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
 
     def __exit__(self, *exc: object) -> None:
         self.close()
