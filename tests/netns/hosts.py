@@ -211,9 +211,9 @@ class NetnsNetwork:
         )
         homes = [n.home for n in self.layout.nodes]
         for i, home in enumerate(homes):
-            set_config(
-                home, http_host=hosts.addresses[i], **self.config, **self.per_node.get(i, {})
-            )
+            # A node's own settings win over the network's.
+            settings = {**self.config, **self.per_node.get(i, {})}
+            set_config(home, http_host=hosts.addresses[i], **settings)
         self.cluster = Cluster(homes)
         for i, node in enumerate(self.cluster.nodes):
             node.prefix = hosts.prefix(i)
