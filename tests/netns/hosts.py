@@ -150,7 +150,11 @@ class Hosts:
             _ip("-n", name, "link", "set", "lo", "up")
 
     def close(self) -> None:
-        # Deleting a namespace deletes the veth end inside it, and so the pair.
+        # The veth pairs first: deleting one end deletes the pair at once, whereas a
+        # deleted namespace takes its end with it only when the kernel gets round to
+        # it, and the next network of this process reuses the names.
+        for i in range(self.count):
+            _ip("link", "del", f"llv{os.getpid()}h{i}", check=False)
         for name in self.names:
             _delete_namespace(name)
         _ip("link", "del", self.bridge, check=False)
