@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VALIDATORS ?= 4
 DEVNET_DIR ?= devnet
 
-.PHONY: devnet test lint bench attacks fuzz clean
+.PHONY: devnet test lint bench attacks fuzz clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,28 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: system-deps lint
 	$(BIN)/python -m pytest
+
+# System packages some tests need, as command:package (Debian/Ubuntu). A missing
+# command's package is installed when we are root (CI runs .ci/run as root on a clean
+# machine); otherwise nothing is installed and the tests that need it skip, saying
+# why. ip (iproute2): the network namespace tests (tests/netns).
+SYSTEM_DEPS ?= ip:iproute2
+
+system-deps:
+	@missing=""; \
+	for dep in $(SYSTEM_DEPS); do \
+		command -v "$${dep%%:*}" >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "system-deps: installing$$missing"; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "system-deps: missing$$missing (not root or no apt-get); the tests needing them skip"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m benches.throughput --validators $(VALIDATORS)

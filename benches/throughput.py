@@ -66,6 +66,8 @@ class Follower:
         self.count = 0
         # (height, header time in ms, transactions) of every block followed.
         self.blocks: list[tuple[int, int, int]] = []
+        # When each of them was read (perf_counter), in the same order.
+        self.seen_at: list[float] = []
         # Hashes only while latency is measured: listing them costs the node work.
         self.want_hashes = False
         self._stop = asyncio.Event()
@@ -86,6 +88,7 @@ class Follower:
                         self.final_at[h] = now
                     self.count += doc["num_txs"]
                     self.blocks.append((self.height, doc["header"]["time_ms"], doc["num_txs"]))
+                    self.seen_at.append(now)
                 await asyncio.sleep(0.02)
 
     def stop(self) -> None:

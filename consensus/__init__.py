@@ -9,6 +9,7 @@ from consensus.bft import (
     Step,
     Synchrony,
     Transport,
+    WallClock,
 )
 from consensus.election import record_missed
 from consensus.governance import params_for_height
@@ -52,6 +53,7 @@ __all__ = [
     "FinalizedBlock",
     "GenesisStaking",
     "LoopClock",
+    "WallClock",
     "PrivValidator",
     "Proposal",
     "Step",

@@ -43,19 +43,38 @@ class Clock(Protocol):
         ...
 
 
+class WallClock:
+    """A node's wall clock in Unix milliseconds: the one source of its block times
+    (what it dates proposals with and judges others' arrival by).
+
+    ``offset_ms`` is for tests only (the ``test_clock_offset_ms`` node setting): it
+    shifts this node's reading, as if its clock were skewed, so the network tests can
+    show the chain tolerating a clock within the BFT time precision. Timeouts do not
+    read this clock: they are durations on the monotonic clock (``Clock.now``), which
+    a skewed wall clock does not change.
+    """
+
+    def __init__(self, offset_ms: int = 0) -> None:
+        self.offset_ms = offset_ms
+
+    def time_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self.offset_ms
+
+
 class LoopClock:
     """``Clock`` on an asyncio event loop, for the node. Callbacks run on the loop's
     thread, which must be the engine's one thread (block execution in ``validate``
     blocks it, so give consensus its own loop or thread if that matters)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, wall: WallClock | None = None) -> None:
         self._loop = loop
+        self._wall = wall if wall is not None else WallClock()
 
     def now(self) -> int:
         return int(self._loop.time() * 1000)
 
     def time_ms(self) -> int:
-        return int(time.time() * 1000)
+        return self._wall.time_ms()
 
     def schedule(self, delay_ms: int, event: Callable[[], None]) -> None:
         self._loop.call_later(delay_ms / 1000, event)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,7 @@ def create_localnet(
     faucet_balance: int = FAUCET_BALANCE,
     validator_balance: int = VALIDATOR_BALANCE,
     block_interval_ms: int = 1000,
+    external_hosts: Sequence[str] | None = None,
 ) -> LocalnetLayout:
     """Create genesis, a funded faucet key and ``validators`` node homes under ``dir``.
 
@@ -113,8 +115,13 @@ def create_localnet(
     on one machine do not collide. (Another process may still take such a port
     before the node starts; tests that need certainty should retry on bind errors.)
     Without ``chain_id`` a random one is made, so that transactions signed for one
-    throwaway devnet are refused by another.
+    throwaway devnet are refused by another. With ``external_hosts``, node i still
+    listens on the local host but publishes ``external_hosts[i]`` (with its p2p port)
+    as the address peers dial, as a member behind a NAT or proxy does (the network
+    namespace tests, tests/netns).
     """
+    if external_hosts is not None and len(external_hosts) != validators:
+        raise LocalnetError(f"{len(external_hosts)} external hosts for {validators} validators")
     if not 1 <= validators <= 64:
         raise LocalnetError(f"validators must be in 1..64, got {validators}")
     root = Path(dir)
@@ -151,6 +158,7 @@ def create_localnet(
             key=key,
             http=(LOCAL_HOST, http_ports[i]),
             p2p=(LOCAL_HOST, p2p_ports[i]),
+            external=None if external_hosts is None else (external_hosts[i], p2p_ports[i]),
             block_interval_ms=block_interval_ms,
         )
         homes.append(info)

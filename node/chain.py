@@ -161,8 +161,10 @@ class Chain:
             ),
         )
 
-    def next_block_time(self, now_ms: int | None = None) -> int:
-        now = int(time.time() * 1000) if now_ms is None else now_ms
+    def next_block_time(self, now_ms: int) -> int:
+        """The time of a block built now: ``now_ms`` (the node's wall clock,
+        ``WallClock``), or the parent's time + 1 if that is later."""
+        now = now_ms
         prev = self._head.time_ms if self._head else self.genesis.genesis_time_ms
         return max(now, prev + 1)
 

@@ -16,6 +16,9 @@ from genesis.home import GENESIS_FILE as GENESIS_FILE
 from genesis.home import NODE_KEY_FILE as NODE_KEY_FILE
 from p2p.messages import MAX_CHUNK_BYTES
 
+# A test skews a clock by a fraction of the time precision; a day is no test.
+MAX_TEST_CLOCK_OFFSET_MS = 86_400_000
+
 
 class ConfigError(LiveLedgerError):
     """The node's home or its config file is missing or wrong."""
@@ -173,6 +176,11 @@ class NodeConfig:
     # Node keys (hex) of observers this node lets connect besides the members:
     # a member's own observers (docs/node.md, Observers).
     observers: tuple[str, ...] = ()
+    # TEST ONLY: milliseconds added to this node's wall clock (block times and the
+    # arrival times proposals are judged by), to test a skewed clock (docs/node.md,
+    # Test-only settings). May be negative; a node started with it non-zero logs a
+    # warning. Never set it in production.
+    test_clock_offset_ms: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -244,6 +252,13 @@ def load_config(home: Path) -> NodeConfig:
     observers_raw = raw.pop("observers", [])
     if not isinstance(observers_raw, list) or not all(_is_key_hex(k) for k in observers_raw):
         raise ConfigError(f"{path}: observers must be a list of node keys (64 hex characters)")
+    # The one signed integer setting (_typed takes non-negative ones).
+    offset = raw.pop("test_clock_offset_ms", 0)
+    if type(offset) is not int or abs(offset) > MAX_TEST_CLOCK_OFFSET_MS:
+        raise ConfigError(
+            f"{path}: test_clock_offset_ms must be an integer within "
+            f"±{MAX_TEST_CLOCK_OFFSET_MS}, got {offset!r}"
+        )
     peers_raw = raw.pop("peers", [])
     if not isinstance(peers_raw, list) or not all(isinstance(p, dict) for p in peers_raw):
         raise ConfigError(f"{path}: peers must be a list of objects")
@@ -283,6 +298,7 @@ def load_config(home: Path) -> NodeConfig:
         pruning=pruning,
         state_sync=state_sync,
         observers=tuple(observers_raw),
+        test_clock_offset_ms=offset,
     )
     if config.snapshot_interval < 1:
         raise ConfigError(f"{path}: snapshot_interval must be at least 1")

@@ -39,6 +39,7 @@ from consensus import (
     Synchrony,
     Transport,
     ValidatorSet,
+    WallClock,
 )
 from consensus.evidence import SubmitEvidence
 from consensus.messages import Message
@@ -388,10 +389,12 @@ class ConsensusService:
         submit_tx: Callable[[str, bytes], None],
         metrics: NodeMetrics,
         seams: ConsensusSeams | None = None,
+        wall: WallClock | None = None,
     ) -> None:
         """``committed`` (a block is final and stored) and ``submit_tx`` (sign and
         submit a transaction of this type and payload with the node key) run on
-        the main loop; ``txs`` is called from the consensus thread."""
+        the main loop; ``txs`` is called from the consensus thread. ``wall`` is the
+        node's wall clock (default: the system's)."""
         self.chain = chain
         self.config = config
         self.privval = privval
@@ -402,6 +405,7 @@ class ConsensusService:
         self._submit_tx = submit_tx
         self._metrics = metrics
         self._wal_dir = wal_dir
+        self._wall = wall if wall is not None else WallClock()
         self.evidence = EvidencePool(self._submit_evidence)
         self.app = ChainApplication(
             chain,
@@ -433,7 +437,7 @@ class ConsensusService:
             chain_id=self.chain.chain_id,
             app=self.seams.application(self.app),
             transport=self.seams.transport(_P2PTransport(self._node_loop, self._peers)),
-            clock=self.seams.clock(LoopClock(loop)),
+            clock=self.seams.clock(LoopClock(loop, self._wall)),
             privval=self.privval,
             # Replayed on restart: restores locks, proofs of lock and peers' votes.
             wal=WAL(self._wal_dir, self.chain.chain_id),

@@ -22,6 +22,7 @@ from consensus import (
     BFTConfig,
     ConsensusMessage,
     PrivValidator,
+    WallClock,
     may_connect,
     register_staking,
     staking_enabled,
@@ -92,6 +93,14 @@ class Node:
         # Wrappers around the consensus engine's surroundings: tests only (see
         # ConsensusSeams); a node started from its home never has any.
         self.seams = seams
+        # The one wall clock of this node: block times (consensus) and simulations.
+        self.wall = WallClock(config.test_clock_offset_ms)
+        if config.test_clock_offset_ms:
+            log.warning(
+                "TEST ONLY: this node's clock is offset by %+d ms (test_clock_offset_ms "
+                "in config.json); remove the setting outside tests",
+                config.test_clock_offset_ms,
+            )
         self.metrics = NodeMetrics()
         self.store: ChainStore | None = None
         self.chain: Chain | None = None
@@ -254,6 +263,7 @@ class Node:
             submit_tx=self.submit_own_tx,
             metrics=self.metrics,
             seams=self.seams,
+            wall=self.wall,
         )
         self.consensus.start()
 

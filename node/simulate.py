@@ -203,7 +203,9 @@ def _execute(
     assert chain is not None
     # The next block: its height, a time no earlier than now, this node as producer
     # (a producer's identity changes no transaction's outcome but its fees).
-    ctx = chain.context(height + 1, chain.next_block_time(), node.key.public_key, None)
+    ctx = chain.context(
+        height + 1, chain.next_block_time(node.wall.time_ms()), node.key.public_key, None
+    )
     return chain.executor.simulate(state, before, vtx, ctx)
 
 

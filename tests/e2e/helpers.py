@@ -58,9 +58,14 @@ class NodeProcess:
     def __init__(self, home: Path) -> None:
         self.home = home
         config = json.loads((home / "config.json").read_text())
-        self.url = f"http://127.0.0.1:{config['http_port']}"
+        host = config.get("http_host", "127.0.0.1")
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        self.url = f"http://{host}:{config['http_port']}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.argv = ["-m", "cli", "node", "start", "--home", str(home)]
+        # Put before the command line: ["ip", "netns", "exec", NAME] runs the node on
+        # its own network host (tests/netns).
+        self.prefix: list[str] = []
 
     def byzantine(self, behaviour: str, *extra: str) -> None:
         """From the next launch on, run through the test-only entry point
@@ -76,7 +81,7 @@ class NodeProcess:
         """Spawn the node process without waiting for it (start several at once)."""
         with open(self.home / "test-node.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, *self.argv],
+                [*self.prefix, sys.executable, *self.argv],
                 env=cli_env(),
                 cwd=REPO,
                 stdout=log,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from core import PrivateKey, TxBody, sign_tx
@@ -40,7 +41,9 @@ def test_a_spent_budget_ends_the_block_early_and_the_block_is_valid(tmp_path):
     g, producer = _setup(tmp_path)
     chain = _chain(tmp_path, "a", g)
     vtxs = _transfers(chain, g)
-    executed = chain.build(vtxs, producer, chain.next_block_time(), budget_s=0.0)
+    executed = chain.build(
+        vtxs, producer, chain.next_block_time(int(time.time() * 1000)), budget_s=0.0
+    )
     included = executed.result.included
     # The clock is read between chunks: the first chunk always goes in, no more.
     assert 0 < len(included) < len(vtxs)
@@ -55,9 +58,9 @@ def test_without_a_budget_every_transaction_fits(tmp_path):
     g, producer = _setup(tmp_path)
     chain = _chain(tmp_path, "a", g)
     vtxs = _transfers(chain, g)
-    executed = chain.build(vtxs, producer, chain.next_block_time())
+    executed = chain.build(vtxs, producer, chain.next_block_time(int(time.time() * 1000)))
     assert executed.result.included == vtxs
     generous = _chain(tmp_path, "b", g).build(
-        vtxs, producer, chain.next_block_time(), budget_s=60.0
+        vtxs, producer, chain.next_block_time(int(time.time() * 1000)), budget_s=60.0
     )
     assert generous.block.header.state_root == executed.block.header.state_root

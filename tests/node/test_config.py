@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import pytest
 
+from consensus import LoopClock, WallClock
 from genesis.localnet import write_node_config
 from node.config import ConfigError, load_config
 
@@ -46,3 +49,34 @@ def test_every_mempool_setting_is_loaded_and_checked(tmp_path):
             load_config(tmp_path)
         doc["mempool"][name] = 1 if name != "verify_processes" else True
         path.write_text(json.dumps(doc))
+
+
+def test_test_clock_offset_is_a_signed_integer_and_defaults_to_none(tmp_path):
+    # The test-only clock skew (docs/node.md): off unless set, negative allowed,
+    # anything but a bounded integer refused.
+    path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
+    assert load_config(tmp_path).test_clock_offset_ms == 0
+    doc = json.loads(path.read_text())
+    for good in (-400, 400):
+        doc["test_clock_offset_ms"] = good
+        path.write_text(json.dumps(doc))
+        assert load_config(tmp_path).test_clock_offset_ms == good
+    for bad in (1.5, "400", True, 10**12):
+        doc["test_clock_offset_ms"] = bad
+        path.write_text(json.dumps(doc))
+        with pytest.raises(ConfigError, match="test_clock_offset_ms"):
+            load_config(tmp_path)
+
+
+def test_wall_clock_offset_shifts_the_consensus_clock():
+    loop = asyncio.new_event_loop()
+    try:
+        skewed = LoopClock(loop, WallClock(-5_000))
+        before = time.time_ns() // 1_000_000
+        reading = skewed.time_ms()
+        after = time.time_ns() // 1_000_000
+        assert before - 5_000 <= reading <= after - 5_000
+        # Timeouts run on the monotonic clock, which the offset leaves alone.
+        assert abs(skewed.now() - LoopClock(loop).now()) < 1_000
+    finally:
+        loop.close()

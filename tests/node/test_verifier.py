@@ -182,7 +182,7 @@ def test_chain_verifies_unknown_transactions_in_the_workers(tmp_path, verifier):
         for k in KEYS
     ]
     vtxs = [verify_signed_tx(t.encode(), g.chain_id, source.registry, 10**5) for t in raws]
-    executed = source.build(vtxs, producer, source.next_block_time())
+    executed = source.build(vtxs, producer, source.next_block_time(int(time.time() * 1000)))
     block = executed.block
     with_workers = _chain(tmp_path, "b", g, verifier).verify(block)
     inline = _chain(tmp_path, "c", g).verify(block)
@@ -213,7 +213,7 @@ def test_chain_reports_the_first_bad_transaction_in_block_order(tmp_path, verifi
         for v in (verifier, None):
             chain = _chain(tmp_path, f"x{len(outcomes)}{len(order)}", g, v)
             # A block a producer could have proposed, carrying ``order`` as its body.
-            built = chain.build([], producer, chain.next_block_time()).block
+            built = chain.build([], producer, chain.next_block_time(int(time.time() * 1000))).block
             header = replace(built.header, tx_root=merkle_root(order))
             with pytest.raises(Invalid) as info:
                 chain.verify(Block(header, tuple(order)))
