@@ -730,6 +730,23 @@ def verify_item_proof(
     return item, events
 
 
+def verify_item_doc(
+    item_doc: dict[str, Any], gtin: str, serial: str, proof_doc: dict[str, Any], state_root: bytes
+) -> tuple[Item, list[ProvenanceEvent]]:
+    """``verify_item_proof``, and ``item_doc`` (the answer's ``item``) equal to the view
+    the proven entries make, field by field: a client that prints the answer prints
+    only what is proven. Raises ``Invalid`` (``proof_mismatch``) on any difference."""
+    item, events = verify_item_proof(gtin, serial, proof_doc, state_root)
+    proven = views.jsonable(views.item_view_of(item, events))
+    # Comparing the number of events alone let a node rewrite any event's contents.
+    if proven != item_doc:
+        fields = sorted(
+            k for k in proven.keys() | item_doc.keys() if proven.get(k) != item_doc.get(k)
+        )
+        raise Invalid(f"the node's item differs from the proven one in {fields}", "proof_mismatch")
+    return item, events
+
+
 # --- WebSocket feeds ---
 
 FROM = Param(

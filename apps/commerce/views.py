@@ -502,6 +502,11 @@ def item_view(state: StateView, gtin: str, serial: str) -> ItemView | None:
     item = get_item(state, gtin, serial)
     if item is None:
         return None
+    return item_view_of(item, item_history(state, gtin, serial))
+
+
+def item_view_of(item: Item, history: list[ProvenanceEvent]) -> ItemView:
+    """The view of ``item`` with ``history``: what a client rebuilds from a proof bundle."""
     return ItemView(
         item.ref,
         item.gtin,
@@ -514,7 +519,7 @@ def item_view(state: StateView, gtin: str, serial: str) -> ItemView | None:
         ItemStatus(item.status).name.lower(),
         item.order_id,
         item.registered_ms,
-        tuple(item_history(state, gtin, serial)),
+        tuple(history),
     )
 
 
