@@ -28,7 +28,8 @@ from apps.commerce.model import (
 )
 from apps.commerce.store import escrow, load, peek_next_id
 from core.codec import Wire
-from vm.accounts import get_account
+from vm.accounts import NATIVE, get_account
+from vm.currency import check_supply, currency_symbols
 from vm.state import StateView
 
 W = TypeVar("W", bound=Wire)
@@ -46,20 +47,35 @@ def check_invariants(
     listings = _all(state, keys.LISTING_IDS, keys.listing_key, Listing)
     sessions = _all(state, keys.SESSION_IDS, keys.session_key, Session)
 
-    # Tokens are conserved: balances plus escrow equal the supply.
-    held = escrow(state)
+    # Every invariant about money holds per currency: the native token and each issued one.
+    currencies = (NATIVE, *currency_symbols(state))
+    held = {c: escrow(state, c) for c in currencies}
+    # Tokens are conserved: balances plus escrow equal the supply (native: genesis's;
+    # issued: minted minus burned).
     if accounts is not None and supply is not None:
-        total = sum(get_account(state, a).balance for a in set(accounts)) + held.held
+        accounts = set(accounts)
+        total = sum(get_account(state, a).balance for a in accounts) + held[NATIVE].held
         if total != supply:
             bad(f"tokens not conserved: expected supply {supply}, balances + escrow = {total}")
+        problems += check_supply(state, accounts, {c: e.held for c, e in held.items()})
 
-    # Escrow held equals the sum of open orders.
+    # Each currency's escrow holds the sum of its open orders.
     open_orders = [o for o in orders.values() if o.state in OPEN_STATES]
-    open_sum = sum(o.escrow for o in open_orders)
-    if held.held != open_sum:
-        bad(f"escrow holds {held.held}, open orders hold {open_sum}")
-    if held.open_orders != len(open_orders):
-        bad(f"escrow counts {held.open_orders} open orders, there are {len(open_orders)}")
+    for o in orders.values():
+        if o.currency not in held:
+            bad(f"order {o.id} is in {o.currency!r}, which is no currency")
+        # An order pays in its listing's currency, which never changes.
+        lst = listings.get(o.listing_id)
+        if lst is not None and lst.currency != o.currency:
+            bad(f"order {o.id} is in {o.currency!r}, its listing in {lst.currency!r}")
+    for currency, h in held.items():
+        mine = [o for o in open_orders if o.currency == currency]
+        open_sum = sum(o.escrow for o in mine)
+        name = currency or "native"
+        if h.held != open_sum:
+            bad(f"{name} escrow holds {h.held}, open orders hold {open_sum}")
+        if h.open_orders != len(mine):
+            bad(f"{name} escrow counts {h.open_orders} open orders, there are {len(mine)}")
 
     reserved_by: dict[int, int] = defaultdict(int)
     deal_sold: dict[int, int] = defaultdict(int)

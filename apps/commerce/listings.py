@@ -34,6 +34,8 @@ from apps.commerce.store import (
 from core.codec import replace
 from vm.amounts import checked_add
 from vm.context import BlockContext
+from vm.currency import require_priceable
+from vm.prefixes import KeyPrefix
 from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay
 
@@ -81,9 +83,11 @@ def _require_active(listing: Listing) -> None:
         "invalid_hash",
         "invalid_price",
         "u64_overflow",
+        "unknown_currency",
+        "currency_revoked",
     ),
     events={ev.LISTING_CREATED},
-    reads={P.CONFIG, P.MERCHANT},
+    reads={P.CONFIG, P.MERCHANT, KeyPrefix.CURRENCY},
     writes={P.COUNTER, P.LISTING, P.LISTING_VERSION},
     view="ListingView",
 )
@@ -95,6 +99,8 @@ def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: Bl
     # Hashes are 32 bytes; anything shorter is not one.
     if len(p.media_hash) not in (0, 32):
         raise TxFailed(f"media hash must be 0 or 32 bytes, got {len(p.media_hash)}", "invalid_hash")
+    # Priced in the native token or an issued currency that takes new business.
+    require_priceable(state, p.currency)
     listing_id = next_id(state, keys.LISTING_IDS)
     terms = ListingTerms(listing_id, 1, p.title, p.description, p.price, p.media_hash, ctx.time_ms)
     listing = Listing(
@@ -112,12 +118,18 @@ def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: Bl
         0,
         0,
         0,
+        p.currency,
     )
     state.set_obj(keys.listing_key(listing_id), listing)
     state.set_obj(keys.listing_version_key(listing_id, 1), terms)
     state.emit(
         ev.make(
-            ev.LISTING_CREATED, listing=listing_id, merchant=signer, price=p.price, stock=p.stock
+            ev.LISTING_CREATED,
+            listing=listing_id,
+            merchant=signer,
+            price=p.price,
+            stock=p.stock,
+            **ev.in_currency(p.currency),
         )
     )
 

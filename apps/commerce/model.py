@@ -24,6 +24,8 @@ from apps.commerce.params import (
 )
 from core.codec import Len, MaxItems, MaxLen, Wire
 from core.types import Address, Hash32
+from vm.accounts import NATIVE
+from vm.currency import Symbol
 
 # An X25519 public key (libsodium ``crypto_box``), for sealed boxes.
 EncKey = Annotated[bytes, Len(32)]
@@ -210,6 +212,9 @@ class Listing(Wire):
     rating_count: int
     # Newest review of this listing (reviews link back: Review.prev_of_listing).
     last_review: int
+    # What ``price`` (and every deal's) is in: "" the native token, else an issued
+    # currency's symbol (vm/currency.py). Fixed when the listing is created.
+    currency: Symbol = NATIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +321,8 @@ class Order(Wire):
     # whose heads are in ``Party``, so listing a party's orders needs no index keys.
     prev_of_buyer: int
     prev_of_merchant: int
+    # The listing's currency: what the escrow holds and every payout moves.
+    currency: Symbol = NATIVE
 
 
 @dataclass(frozen=True, slots=True)

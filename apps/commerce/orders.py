@@ -183,8 +183,8 @@ def _release_stock(state: Overlay, order: Order) -> None:
 def _refund_all(state: Overlay, order: Order, new: OrderState, now_ms: int) -> Order:
     """End ``order`` returning all it holds to the buyer (cancel, decline, refund, expiry)."""
     held = order.escrow
-    escrow_out(state, held, closes_order=True)
-    credit(state, order.buyer, held)
+    escrow_out(state, held, closes_order=True, currency=order.currency)
+    credit(state, order.buyer, held, currency=order.currency)
     if order.state in UNSHIPPED_STATES:
         _release_stock(state, order)
     unlock_items(state, order)
@@ -215,12 +215,14 @@ def _release(
     fee = seller * cfg.params.fee_bps // BPS
     commission = seller * order.host_bps // BPS if order.host is not None else 0
     to_merchant = seller - fee - commission
-    escrow_out(state, held, closes_order=True)
-    credit(state, order.buyer, to_buyer)
-    credit(state, cfg.treasury, fee)
+    # Every share is in the order's currency; only transaction fees are native.
+    currency = order.currency
+    escrow_out(state, held, closes_order=True, currency=currency)
+    credit(state, order.buyer, to_buyer, currency=currency)
+    credit(state, cfg.treasury, fee, currency=currency)
     if order.host is not None:
-        credit(state, order.host, commission)
-    credit(state, order.merchant, to_merchant)
+        credit(state, order.host, commission, currency=currency)
+    credit(state, order.merchant, to_merchant, currency=currency)
     hand_to_buyer(state, order, ctx, tx_hash)
     state.emit(
         ev.make(
@@ -289,12 +291,14 @@ _NO_PARTY = Party(0, 0, 0, 0)
         "sold_out": "the deal has fewer units left than asked",
         "buyer_cap": "the order would take the buyer over the deal's per-buyer cap",
         "stale_key": "the address is sealed to a key that is not the merchant's current one",
+        "currency_mismatch": "the order pays in another currency than the listing's",
     },
     events={ev.ORDER_PLACED, ev.STOCK_LEFT},
     feed={ev.ORDER_PLACED, ev.STOCK_LEFT},
     reads={P.CONFIG, P.MERCHANT, P.SESSION},
     writes={
         KeyPrefix.ACCOUNT,
+        KeyPrefix.BALANCE,
         P.COUNTER,
         P.ESCROW,
         P.LISTING,
@@ -321,6 +325,13 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
             f"listing {listing.id} is at version {listing.version}, order names "
             f"{p.listing_version}",
             "stale_version",
+        )
+    # The buyer pays in the listing's currency, and says so (as it says the price).
+    if p.currency != listing.currency:
+        raise TxFailed(
+            f"listing {listing.id} is priced in {listing.currency or 'the native token'}, "
+            f"order pays in {p.currency[:8] or 'the native token'}",
+            "currency_mismatch",
         )
     merchant = require_approved(state, listing.merchant)
     # Buying from oneself would move nothing but could fake sales and reviews.
@@ -418,8 +429,8 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
                 )
             session_id, host, host_bps = session.id, session.host, session.host_bps
     amount = checked_mul(p.unit_price, p.quantity, "order amount")
-    debit(state, buyer, amount)
-    escrow_in(state, amount)
+    debit(state, buyer, amount, currency=listing.currency)
+    escrow_in(state, amount, currency=listing.currency)
     order_id = next_id(state, keys.ORDER_IDS)
     if deal is not None:
         # Deal units move from the deal's hold to the order's: both are "reserved".
@@ -468,6 +479,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
         p.sealed_address,
         prev_of_buyer,
         prev_of_merchant,
+        listing.currency,
     )
     state.set_obj(keys.order_key(order_id), order)
     schedule(state, kind, due, order_id)
@@ -499,7 +511,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
     codes=shared("commerce_disabled", "not_authorized", "unknown_order", "bad_state"),
     events={ev.ORDER_REFUND, ev.ORDER_STATE},
     reads={P.CONFIG},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
     view="OrderView",
 )
 def process_cancel_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
@@ -517,7 +529,7 @@ def process_cancel_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockCont
     codes=shared("commerce_disabled", "not_authorized", "unknown_order", "bad_state"),
     events={ev.ORDER_REFUND, ev.ORDER_STATE},
     reads={P.CONFIG},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
     view="OrderView",
 )
 def process_decline_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
@@ -626,7 +638,7 @@ def process_ship_order(state: Overlay, tx: TxInfo, p: ShipOrder, ctx: BlockConte
     ),
     events={ev.ITEM_EVENT, ev.ORDER_STATE, ev.PAYOUT},
     reads={P.CONFIG},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.ORDER, P.ITEM, P.ITEM_EVENT},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.ORDER, P.ITEM, P.ITEM_EVENT},
     view="OrderView",
 )
 def process_confirm_delivery(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
@@ -646,7 +658,7 @@ def process_confirm_delivery(state: Overlay, tx: TxInfo, p: OrderRef, ctx: Block
     ),
     events={ev.ORDER_REFUND, ev.ORDER_STATE},
     reads={P.CONFIG},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
     view="OrderView",
 )
 def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> None:
@@ -667,8 +679,8 @@ def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> 
     if p.amount == order.escrow:
         _refund_all(state, order, OrderState.REFUNDED, ctx.time_ms)
         return
-    escrow_out(state, p.amount, closes_order=False)
-    credit(state, order.buyer, p.amount)
+    escrow_out(state, p.amount, closes_order=False, currency=order.currency)
+    credit(state, order.buyer, p.amount, currency=order.currency)
     updated = replace(
         order,
         escrow=order.escrow - p.amount,
@@ -739,7 +751,15 @@ def process_open_dispute(state: Overlay, tx: TxInfo, p: OpenDispute, ctx: BlockC
     },
     events={ev.ITEM_EVENT, ev.ORDER_STATE, ev.PAYOUT},
     reads={P.CONFIG, P.ROLE},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.ORDER, P.DISPUTE, P.ITEM, P.ITEM_EVENT},
+    writes={
+        KeyPrefix.ACCOUNT,
+        KeyPrefix.BALANCE,
+        P.ESCROW,
+        P.ORDER,
+        P.DISPUTE,
+        P.ITEM,
+        P.ITEM_EVENT,
+    },
     view="OrderView",
 )
 def process_rule(state: Overlay, tx: TxInfo, p: Rule, ctx: BlockContext) -> None:
