@@ -19,6 +19,12 @@ balances that the host passes back), so the merchant and bucket limits and the
 checked stock sum are hit on every run (a session's tip total passing 2**64-1 is
 possible but rarely reached); the checks include each bucket holding exactly the
 open deals of its minute within its cap, and each merchant's count of open deals.
+
+Money comes in two currencies: the native token, and USD issued by ``iss`` (m1's
+listings are priced in USD, m2's in the native token; new listings, orders and
+tips name either, a wrong one, or one that does not exist). The issuer mints up to
+the u64 limit, holders transfer and redeem, and conservation, the escrows and every
+other invariant are checked per currency.
 """
 
 from dataclasses import replace
@@ -35,10 +41,15 @@ from apps.commerce.store import peek_next_id
 from apps.commerce.views import get_deal, get_item, get_listing, get_merchant, get_order
 from tests.apps.commerce.helpers import MIN, TEST_PARAMS, Chain, enc_keys, item
 from vm import TRANSFER, Transfer
+from vm.currency import BURN, CURRENCY_TRANSFER, MINT, Burn, CurrencyTransfer, Mint
 
 MERCHANTS = ("m1", "m2")
 BUYERS = ("b1", "b2", "b3")
-ACTORS = (*MERCHANTS, *BUYERS, "host", "arb", "maker", "carrier", "reg")
+ACTORS = (*MERCHANTS, *BUYERS, "host", "arb", "maker", "carrier", "reg", "iss")
+USD = "USD"
+# What a listing, order or tip may name: the two currencies, and none (exactly).
+currencies = st.sampled_from(["", "", USD, USD, "EUR", "usd"])
+CURRENCY_OF = {"m1": USD, "m2": ""}
 ENC = {m: enc_keys(m)[1] for m in MERCHANTS}
 SEALED = {m: seal_address(ENC[m], "1 Main St", salt=bytes(32))[:2] for m in MERCHANTS}
 SERIALS = ("S1", "S2", "S3")
@@ -67,10 +78,14 @@ class CommerceMachine(RuleBasedStateMachine):
         self.pending = []
         self.terminal = {}
         c = self.chain
+        c.add_currency(USD, "iss")
+        for b in BUYERS:
+            c.ok("iss", MINT, Mint(USD, c.addr(b), U64 // 8))
         for m in MERCHANTS:
             c.ok(m, tx.REGISTER_MERCHANT, tx.RegisterMerchant(m, "", ENC[m]))
             c.ok("reg", tx.APPROVE_MERCHANT, tx.ApproveMerchant(c.addr(m), True))
-            c.ok(m, tx.CREATE_LISTING, tx.CreateListing(f"{m} goods", "", 700, 60, b""))
+            listing = tx.CreateListing(f"{m} goods", "", 700, 60, b"", CURRENCY_OF[m])
+            c.ok(m, tx.CREATE_LISTING, listing)
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("arb"), int(Role.ARBITER), b""))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("maker"), int(Role.MAKER), b""))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("carrier"), int(Role.CARRIER), b""))
@@ -114,8 +129,20 @@ class CommerceMachine(RuleBasedStateMachine):
         merchant = "m2" if lst and lst.merchant == self.chain.addr("m2") else "m1"
         sealed, commitment = SEALED[merchant]
         key = ENC["m2" if merchant == "m1" else "m1"] if wrong == "key" else ENC[merchant]
+        currency = lst.currency if lst else ""
+        if wrong == "currency":
+            currency = "" if currency else USD
         return tx.PlaceOrder(
-            listing_id, version, quantity, price, session_id, deal_id, key, commitment, sealed
+            listing_id,
+            version,
+            quantity,
+            price,
+            session_id,
+            deal_id,
+            key,
+            commitment,
+            sealed,
+            currency,
         )
 
     # --- rules ---
@@ -127,7 +154,9 @@ class CommerceMachine(RuleBasedStateMachine):
         lst = get_listing(self.state, lid)
         if kind == 0:
             price, stock = data.draw(st.sampled_from([(900, 20), (0, 5), (50, 0)]))
-            self.add(who, tx.CREATE_LISTING, tx.CreateListing("thing", "", price, stock, b""))
+            currency = data.draw(currencies)
+            listing = tx.CreateListing("thing", "", price, stock, b"", currency)
+            self.add(who, tx.CREATE_LISTING, listing)
         elif kind == 1:
             version = (lst.version if lst else 1) + data.draw(st.sampled_from([0, 0, 1]))
             price = data.draw(st.sampled_from([800, 0]))
@@ -183,7 +212,7 @@ class CommerceMachine(RuleBasedStateMachine):
             self.add(who, tx.CLOSE_SESSION, tx.SessionRef(sid))
         elif data.draw(st.booleans()):
             amount = data.draw(st.sampled_from([100, 0, 10**13, 9 * 10**17, U64]))
-            self.add(data.draw(anyone), tx.TIP, tx.Tip(sid, amount, "gg"))
+            self.add(data.draw(anyone), tx.TIP, tx.Tip(sid, amount, "gg", data.draw(currencies)))
         else:
             # The host passes tips back, so the same tokens can be tipped again.
             host = self.chain.balance("host")
@@ -206,6 +235,27 @@ class CommerceMachine(RuleBasedStateMachine):
                 amount = max(1, self.chain.balance(who) - 10_000)
                 self.add(who, tx.TIP, tx.Tip(data.draw(st.sampled_from((1, 2))), amount, ""))
 
+    @rule(data=st.data(), kind=st.integers(0, 3))
+    def money(self, data, kind):
+        """USD: the issuer (or an impostor) mints, to the u64 limit; holders pass USD
+        around, redeem it, and the host and merchants hand it back to buyers."""
+        amount = data.draw(st.sampled_from([1_000, 0, 10**15, U64]))
+        symbol = data.draw(st.sampled_from([USD, USD, USD, "usd", "EUR"]))
+        if kind == 0:
+            who = data.draw(st.sampled_from(("iss", "iss", "b1")))
+            to = self.chain.addr(data.draw(st.sampled_from(BUYERS)))
+            self.add(who, MINT, Mint(symbol, to, amount))
+        elif kind == 1:
+            who = data.draw(st.sampled_from(("host", "m1", "reg", "b1")))
+            held = self.chain.balance(who, USD)
+            amount = data.draw(st.sampled_from([max(1, held), amount]))
+            to = self.chain.addr(data.draw(st.sampled_from(BUYERS)))
+            self.add(who, CURRENCY_TRANSFER, CurrencyTransfer(symbol, to, amount))
+        else:
+            who = data.draw(st.sampled_from((*BUYERS, "m1", "host")))
+            amount = data.draw(st.sampled_from([max(1, self.chain.balance(who, USD) // 2), amount]))
+            self.add(who, BURN, Burn(symbol, amount, b""))
+
     @rule(data=st.data(), n=st.integers(1, 4))
     def shop(self, data, n):
         """Buyers order: into the newest deal, by listing, or something wrong."""
@@ -213,7 +263,7 @@ class CommerceMachine(RuleBasedStateMachine):
         for _ in range(n):
             buyer = data.draw(st.sampled_from((*BUYERS, *BUYERS, "m1")))
             qty = data.draw(st.sampled_from([1, 1, 2, 0, 500]))
-            wrong = data.draw(st.sampled_from([None] * 6 + ["price", "key", "version"]))
+            wrong = data.draw(st.sampled_from([None] * 6 + ["price", "key", "version", "currency"]))
             how = data.draw(st.integers(0, 3))
             if how == 0 and newest:
                 deal = get_deal(self.state, newest)
