@@ -149,6 +149,8 @@ class ListingView:
     rating_count: int
     rating_sum: int
     rating_avg_x100: int
+    # What the price is in: "" the native token, else an issued currency's symbol.
+    currency: str
 
 
 def get_listing(state: StateView, listing_id: int) -> Listing | None:
@@ -186,6 +188,7 @@ def listing_view(state: StateView, listing_id: int) -> ListingView | None:
         listing.rating_count,
         listing.rating_sum,
         _avg_x100(listing.rating_sum, listing.rating_count),
+        listing.currency,
     )
 
 
@@ -351,6 +354,8 @@ class OrderView:
     # Buyer and merchant see all disclosures; an auditor sees those sealed to it.
     disclosures: tuple[Disclosure, ...]
     reviewed: bool
+    # What every amount of the order is in: "" the native token, else a currency symbol.
+    currency: str
 
 
 def get_order(state: StateView, order_id: int) -> Order | None:
@@ -427,6 +432,7 @@ def order_view(state: StateView, order_id: int, viewer: bytes) -> OrderView | No
         dview,
         shown,
         load(state, keys.review_key(o.id), Review) is not None,
+        o.currency,
     )
 
 

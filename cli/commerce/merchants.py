@@ -107,13 +107,25 @@ def listing() -> None:
 @click.option("--price", type=AMOUNT, required=True)
 @click.option("--stock", type=U64, required=True)
 @_hash_option("--media-hash", "Hash of off-chain media")
+@click.option(
+    "--currency",
+    default="",
+    help="Price in this issued currency (its exact symbol, e.g. USD); default: the native token.",
+)
 def listing_create(
-    t: TxOpts, title: str, description: str, price: int, stock: int, media_hash: str
+    t: TxOpts,
+    title: str,
+    description: str,
+    price: int,
+    stock: int,
+    media_hash: str,
+    currency: str,
 ) -> None:
-    """Create a listing (approved merchant)."""
+    """Create a listing (approved merchant), priced in the native token or a currency."""
+    media = _hex32(media_hash, "--media-hash")
     t.send(
         tx.CREATE_LISTING,
-        tx.CreateListing(title, description, price, stock, _hex32(media_hash, "--media-hash")),
+        tx.CreateListing(title, description, price, stock, media, currency),
     )
 
 

@@ -174,6 +174,7 @@ def live_watch(session_id: int, start: str | None, retry_for: float, node_url: s
 @click.argument("session_id", type=ID)
 @click.argument("amount", type=AMOUNT)
 @click.option("--message", default="")
-def tip(t: TxOpts, session_id: int, amount: int, message: str) -> None:
+@click.option("--currency", default="", help="Tip in this issued currency (default: native).")
+def tip(t: TxOpts, session_id: int, amount: int, message: str, currency: str) -> None:
     """Tip the host of an open session."""
-    t.send(tx.TIP, tx.Tip(session_id, amount, message))
+    t.send(tx.TIP, tx.Tip(session_id, amount, message, currency))
