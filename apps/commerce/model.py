@@ -215,6 +215,8 @@ class Listing(Wire):
     # What ``price`` (and every deal's) is in: "" the native token, else an issued
     # currency's symbol (vm/currency.py). Fixed when the listing is created.
     currency: Symbol = NATIVE
+    # A resale listing: the ref of the one item it sells (b"": an ordinary listing).
+    item_ref: OptHash = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,6 +464,10 @@ class Item(Wire):
     event_count: int
     registered_ms: int
     description: Annotated[str, MaxLen(TITLE_CAP)]
+    # Who owns it: None until an order settles it on chain, then that order's buyer
+    # (a resale order's buyer in turn). Custody is apart: an owner may hand the item
+    # to a carrier or an inspector and still own it; only an owner sells it.
+    owner: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -579,9 +579,11 @@ def process_accept_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockCont
             "item_decommissioned",
             "item_locked",
             "too_many_events",
+            "not_owner",
         ),
         "too_many_items": "more serialized items than units (or max_items_per_order)",
         "duplicate_item": "an item listed twice in one shipment",
+        "wrong_item": "a resale shipped without exactly the item its listing sells",
     },
     events={ev.ORDER_STATE},
     reads={P.CONFIG},
@@ -601,11 +603,18 @@ def process_ship_order(state: Overlay, tx: TxInfo, p: ShipOrder, ctx: BlockConte
             f"order {order.id} may ship at most {limit} serialized items, got {len(p.items)}",
             "too_many_items",
         )
-    refs = lock_for_order(state, order, p.items)
     key = keys.listing_key(order.listing_id)
     listing = load(state, key, Listing)
     if listing is None or listing.reserved < order.quantity:
         raise NodeFault(f"order {order.id}: listing {order.listing_id} lost its reservation")
+    # A resale ships the item it sold, and only that: ownership moves with it.
+    wanted = listing.item_ref
+    if wanted and [keys.item_ref(i.gtin, i.serial) for i in p.items] != [wanted]:
+        raise TxFailed(
+            f"listing {listing.id} resells item {wanted.hex()}: ship exactly that item",
+            "wrong_item",
+        )
+    refs = lock_for_order(state, order, p.items)
     # Shipped units leave the warehouse: reserved -> sold.
     state.set_obj(
         key,

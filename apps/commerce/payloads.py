@@ -107,6 +107,8 @@ class CreateListing(Wire):
     media_hash: OptHash
     # "" the native token, else an active issued currency (fixed for the listing's life).
     currency: Symbol = NATIVE
+    # Resale: the one item the listing sells, owned and held by the signer (stock 1).
+    item: ItemId | None = None
 
 
 @dataclass(frozen=True, slots=True)

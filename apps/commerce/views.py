@@ -151,6 +151,9 @@ class ListingView:
     rating_avg_x100: int
     # What the price is in: "" the native token, else an issued currency's symbol.
     currency: str
+    # A resale listing: the ref of the item it sells, whose history is at
+    # /v1/items/01/{gtin}/21/{serial} (empty for an ordinary listing).
+    item_ref: bytes
 
 
 def get_listing(state: StateView, listing_id: int) -> Listing | None:
@@ -189,6 +192,7 @@ def listing_view(state: StateView, listing_id: int) -> ListingView | None:
         listing.rating_sum,
         _avg_x100(listing.rating_sum, listing.rating_count),
         listing.currency,
+        listing.item_ref,
     )
 
 
@@ -480,7 +484,10 @@ class ItemView:
     label: str
     description: str
     maker: Address
+    # Who holds it (attests, hands it on) and who owns it (sells it): apart when an
+    # owner leaves it with a carrier or an inspector. None: never sold on chain.
     custodian: Address
+    owner: Address | None
     pending_to: Address | None
     status: Annotated[str, ItemStatus]
     order_id: int
@@ -521,6 +528,7 @@ def item_view_of(item: Item, history: list[ProvenanceEvent]) -> ItemView:
         item.description,
         item.maker,
         item.custodian,
+        item.owner,
         item.pending_to,
         ItemStatus(item.status).name.lower(),
         item.order_id,

@@ -278,7 +278,8 @@ async def test_listings_merchants_sessions_orders_reviews_and_item_proof(driver)
     assert status == 200, doc
     steps = [e["biz_step"] for e in doc["item"]["history"]]
     assert steps[0] == "commissioning" and steps[-1] == "retail_selling"
-    assert doc["item"]["custodian"] == alice.text
+    # Settled: alice owns it and holds it (the page shows both, apart).
+    assert doc["item"]["custodian"] == doc["item"]["owner"] == alice.text
     proof = doc["proof"]
     header = BlockHeader.decode(bytes.fromhex(proof["header"]))
     commit = Commit.decode(bytes.fromhex(proof["commit"]))
@@ -295,6 +296,7 @@ async def test_listings_merchants_sessions_orders_reviews_and_item_proof(driver)
         lambda item: item["history"][1].update(biz_step="receiving"),
         lambda item: item["history"][0].update(read_point="urn:elsewhere"),
         lambda item: item.update(custodian=merchant.text),
+        lambda item: item.update(owner=merchant.text),
         lambda item: item["history"].pop(),
     ):
         forged = copy.deepcopy(doc["item"])
