@@ -283,12 +283,16 @@ def at_height(**fields: Any) -> Schema:
     "getCommerceConfig",
     "Commerce configuration and escrow",
     "The genesis commerce section (registrars, treasury, parameters), the escrow "
-    "held for open orders and the number of orders.",
+    "held for open orders (native, and per issued currency) and the number of orders.",
     ok=Answer(
         "Configuration.",
         at_height(
             config=CommerceGenesis,
             escrow=ESCROW,
+            escrows=described(
+                array(obj({"currency": STR, "held": UINT, "open_orders": UINT})),
+                "in each issued currency, in symbol order",
+            ),
             orders=described(UINT, "orders placed so far"),
         ),
     ),
@@ -304,8 +308,15 @@ async def get_config(request: web.Request) -> web.Response:
     if config is None:
         raise HttpError(404, "commerce_disabled", "this chain's genesis has no commerce section")
     escrow = await _in_thread(views.escrow_view, state)
+    escrows = await _in_thread(views.currency_escrows, state)
     orders = await _in_thread(views.order_count, state)
-    return _doc(state, config=views.jsonable(config), escrow=views.jsonable(escrow), orders=orders)
+    return _doc(
+        state,
+        config=views.jsonable(config),
+        escrow=views.jsonable(escrow),
+        escrows=[{"currency": c, **views.jsonable(e)} for c, e in escrows],
+        orders=orders,
+    )
 
 
 LISTING_START = IntParam("start", "query", 1, MAX_ID, "first listing id", default=1)

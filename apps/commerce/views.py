@@ -55,6 +55,7 @@ from apps.commerce.store import escrow, load, roles_of
 from core.errors import Invalid
 from core.keys import ADDRESS_SIZE, format_address
 from core.types import Address
+from vm.currency import currency_symbols
 from vm.state import StateView
 
 MAX_PAGE = 200
@@ -85,6 +86,11 @@ def roles_view(state: StateView, address: bytes) -> RoleRecord:
 
 def escrow_view(state: StateView) -> Escrow:
     return escrow(state)
+
+
+def currency_escrows(state: StateView) -> list[tuple[str, Escrow]]:
+    """The escrow of each issued currency (docs/commerce.md, Currencies)."""
+    return [(c, escrow(state, c)) for c in currency_symbols(state)]
 
 
 # --- merchants ---

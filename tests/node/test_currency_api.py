@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 
 import pytest
+from click.testing import CliRunner
 
 from cli.client import NodeClient, NodeError
+from cli.main import main as cli_main
 from cli.main import verify_account_proof
 from consensus.governance import (
     PROPOSE_GRANT_ISSUER,
@@ -51,6 +54,11 @@ async def test_balances_per_currency_are_listed_and_proven(node_client):
     assert [(c["symbol"], c["supply"]) for c in doc["currencies"]] == [("EUR", 0), ("USD", 5_000)]
     usd = await (await client.get("/v1/currencies/USD")).json()
     assert usd["issuer"] == format_address(member.address) and usd["revoked"] is False
+    escrows = (await (await client.get("/v1/commerce")).json())["escrows"]
+    assert escrows == [
+        {"currency": "EUR", "held": 0, "open_orders": 0},
+        {"currency": "USD", "held": 0, "open_orders": 0},
+    ]
     resp = await client.get("/v1/currencies/usd")
     assert resp.status == 404 and (await resp.json())["code"] == "not_found"
 
@@ -77,6 +85,17 @@ async def test_balances_per_currency_are_listed_and_proven(node_client):
         lambda d: d["balances"][0].update(key=d["balances"][1]["key"]),
         lambda d: d.pop("currencies"),
     ]
+    # The CLI prints only what it proved: every balance, and how many currencies.
+    args = ["query", "account", faucet_text, "--prove", "--node", url]
+    run = await asyncio.to_thread(CliRunner().invoke, cli_main, args)
+    assert run.exit_code == 0, run.output
+    shown = json.loads(run.output)
+    assert shown["balances"] == {"EUR": 0, "USD": 3_800}
+    assert shown["proof"]["verified"] is True and shown["proof"]["currencies"] == 2
+    run = await asyncio.to_thread(
+        CliRunner().invoke, cli_main, ["currency", "list", "USD", "--node", url]
+    )
+    assert run.exit_code == 0 and json.loads(run.output)["supply"] == 5_000
     for lie in lies:
         forged = copy.deepcopy(doc)
         lie(forged)
