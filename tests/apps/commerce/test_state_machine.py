@@ -25,6 +25,12 @@ listings are priced in USD, m2's in the native token; new listings, orders and
 tips name either, a wrong one, or one that does not exist). The issuer mints up to
 the u64 limit, holders transfer and redeem, and conservation, the escrows and every
 other invariant are checked per currency.
+
+Items are owned: a settled order makes its buyer the owner, and the owner (b1 is a
+buyer that is also an approved merchant), a holder or anyone else tries to resell
+items (resale listings name the item, and shipping one must carry exactly it); the
+checks include each owner being the buyer of a settled order that carried the item.
+A settled resale is rare in these runs: tests/apps/commerce/test_resale.py drives it.
 """
 
 from dataclasses import replace
@@ -35,6 +41,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from apps.commerce import check_invariants, keys
 from apps.commerce import payloads as tx
+from apps.commerce.keys import item_ref
 from apps.commerce.model import TERMINAL_STATES, DealBucket, DealStatus, OrderState, Role
 from apps.commerce.sealing import seal_address
 from apps.commerce.store import peek_next_id
@@ -50,8 +57,10 @@ USD = "USD"
 # What a listing, order or tip may name: the two currencies, and none (exactly).
 currencies = st.sampled_from(["", "", USD, USD, "EUR", "usd"])
 CURRENCY_OF = {"m1": USD, "m2": ""}
-ENC = {m: enc_keys(m)[1] for m in MERCHANTS}
-SEALED = {m: seal_address(ENC[m], "1 Main St", salt=bytes(32))[:2] for m in MERCHANTS}
+# b1 buys, and also sells: it resells the items it comes to own.
+SELLERS = (*MERCHANTS, "b1")
+ENC = {m: enc_keys(m)[1] for m in SELLERS}
+SEALED = {m: seal_address(ENC[m], "1 Main St", salt=bytes(32))[:2] for m in SELLERS}
 SERIALS = ("S1", "S2", "S3")
 
 anyone = st.sampled_from(ACTORS)
@@ -86,6 +95,8 @@ class CommerceMachine(RuleBasedStateMachine):
             c.ok("reg", tx.APPROVE_MERCHANT, tx.ApproveMerchant(c.addr(m), True))
             listing = tx.CreateListing(f"{m} goods", "", 700, 60, b"", CURRENCY_OF[m])
             c.ok(m, tx.CREATE_LISTING, listing)
+        c.ok("b1", tx.REGISTER_MERCHANT, tx.RegisterMerchant("b1", "", ENC["b1"]))
+        c.ok("reg", tx.APPROVE_MERCHANT, tx.ApproveMerchant(c.addr("b1"), True))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("arb"), int(Role.ARBITER), b""))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("maker"), int(Role.MAKER), b""))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("carrier"), int(Role.CARRIER), b""))
@@ -93,6 +104,12 @@ class CommerceMachine(RuleBasedStateMachine):
         c.ok("host", tx.PIN, tx.PinListing(1, 1))
         c.ok("m2", tx.OPEN_SESSION, tx.OpenSession(c.addr("host"), 0, "live"))
         c.ok("host", tx.PIN, tx.PinListing(2, 2))
+        # Two items start in the merchants' hands, ready to ship (and to be resold).
+        for serial, m in (("S1", "m1"), ("S2", "m2")):
+            it = item(serial)
+            c.ok("maker", tx.REGISTER_ITEM, tx.RegisterItem(it, "", "urn:x", c.time_ms))
+            c.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, c.addr(m)))
+            c.ok(m, tx.ACCEPT_CUSTODY, tx.ItemRef(it))
 
     # --- helpers ---
 
@@ -126,7 +143,8 @@ class CommerceMachine(RuleBasedStateMachine):
         price = deal.price if deal else (lst.price if lst else 700)
         price += wrong == "price"
         version = (lst.version if lst else 1) + (wrong == "version")
-        merchant = "m2" if lst and lst.merchant == self.chain.addr("m2") else "m1"
+        merchant = self.name_of(lst.merchant) if lst else "m1"
+        merchant = merchant if merchant in ENC else "m1"
         sealed, commitment = SEALED[merchant]
         key = ENC["m2" if merchant == "m1" else "m1"] if wrong == "key" else ENC[merchant]
         currency = lst.currency if lst else ""
@@ -258,14 +276,19 @@ class CommerceMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), n=st.integers(1, 4))
     def shop(self, data, n):
-        """Buyers order: into the newest deal, by listing, or something wrong."""
+        """Buyers order: into the newest deal, by listing, the newest listing, or something
+        wrong."""
         newest = peek_next_id(self.state, keys.DEAL_IDS) - 1
         for _ in range(n):
             buyer = data.draw(st.sampled_from((*BUYERS, *BUYERS, "m1")))
             qty = data.draw(st.sampled_from([1, 1, 2, 0, 500]))
             wrong = data.draw(st.sampled_from([None] * 6 + ["price", "key", "version", "currency"]))
-            how = data.draw(st.integers(0, 3))
-            if how == 0 and newest:
+            how = data.draw(st.integers(0, 4))
+            if how == 4:
+                # The newest listing (often a resale).
+                newest_listing = peek_next_id(self.state, keys.LISTING_IDS) - 1
+                payload = self.order_payload(newest_listing, qty, 0, 0, wrong)
+            elif how == 0 and newest:
                 deal = get_deal(self.state, newest)
                 payload = self.order_payload(deal.listing_id, qty, deal.id, 0, wrong)
             elif how == 1:
@@ -299,6 +322,10 @@ class CommerceMachine(RuleBasedStateMachine):
                 self.add(merchant, tx.DECLINE_ORDER, tx.OrderRef(oid))
         elif state == OrderState.ACCEPTED:
             items = (item(SERIALS[action % 3]),) if action > 6 else ()
+            resold = get_listing(self.state, order.listing_id).item_ref
+            if resold and action > 2:
+                # A resale ships the item it sold (mostly).
+                items = tuple(item(s) for s in SERIALS if item_ref(item(s).gtin, s) == resold)
             self.add(merchant, tx.SHIP_ORDER, tx.ShipOrder(oid, b"\x01" * 32, items))
         elif state == OrderState.SHIPPED:
             if action < 4:
@@ -349,7 +376,7 @@ class CommerceMachine(RuleBasedStateMachine):
         else:
             self.add(who, tx.DISCLOSE, tx.Disclose(oid, self.chain.addr("arb"), b"\x00" * 64))
 
-    @rule(data=st.data(), kind=st.integers(0, 4))
+    @rule(data=st.data(), kind=st.integers(0, 5))
     def provenance(self, data, kind):
         it = item(data.draw(st.sampled_from(SERIALS)))
         now = self.chain.time_ms
@@ -363,10 +390,19 @@ class CommerceMachine(RuleBasedStateMachine):
         elif kind in (2, 3):
             who = data.draw(st.sampled_from(("carrier", "m1", "m2")))
             self.add(who, tx.ACCEPT_CUSTODY if kind == 2 else tx.REFUSE_CUSTODY, tx.ItemRef(it))
-        else:
+        elif kind == 4:
             who = data.draw(st.sampled_from(("carrier", "maker")))
             payload = tx.Attest(it, "inspecting", "ok", "urn:y", "", now, b"")
             self.add(who, tx.ATTEST, payload)
+        else:
+            # Resale: mostly by its owner, else by whoever holds or once sold it.
+            found = get_item(self.state, it.gtin, it.serial)
+            owner = self.name_of(found.owner) if found and found.owner else None
+            who = data.draw(st.sampled_from((owner or "b1", owner or "m1", "m1", "b2")))
+            stock = data.draw(st.sampled_from([1, 1, 1, 2]))
+            price = data.draw(st.sampled_from([700, 1]))
+            listing = tx.CreateListing("again", "", price, stock, b"", data.draw(currencies), it)
+            self.add(who, tx.CREATE_LISTING, listing)
 
     @rule(advance=advances)
     def end_block(self, advance):
@@ -411,8 +447,14 @@ class CommerceMachine(RuleBasedStateMachine):
             # Each merchant's count of open deals is exact and within its bound.
             assert get_merchant(c.state, address).open_deals == n
             assert n <= PARAMS.max_open_deals_per_merchant
+        orders = [get_order(c.state, i) for i in range(1, peek_next_id(c.state, keys.ORDER_IDS))]
+        settled = (OrderState.COMPLETED, OrderState.RESOLVED)
         for serial in SERIALS:
             it = get_item(c.state, item(serial).gtin, serial)
+            if it is not None:
+                # Its owner is the buyer of a settled order that carried it; none before.
+                buyers = {o.buyer for o in orders if it.ref in o.items and o.state in settled}
+                assert (it.owner in buyers) if buyers else it.owner is None, (serial, it.owner)
             if it is not None and it.order_id:
                 # An item is locked only to an order that is still on its way.
                 order = get_order(c.state, it.order_id)
