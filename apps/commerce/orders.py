@@ -189,7 +189,10 @@ def _refund_all(state: Overlay, order: Order, new: OrderState, now_ms: int) -> O
         _release_stock(state, order)
     unlock_items(state, order)
     if held:
-        state.emit(ev.make(ev.ORDER_REFUND, order=order.id, amount=held, full=1))
+        refund = ev.make(
+            ev.ORDER_REFUND, order=order.id, amount=held, full=1, **ev.in_currency(order.currency)
+        )
+        state.emit(refund)
     return _transition(
         state, order, new, now_ms, escrow=0, refunded=order.refunded + held, deadline_ms=0
     )
@@ -232,6 +235,7 @@ def _release(
             host=commission,
             fee=fee,
             buyer=to_buyer,
+            **ev.in_currency(currency),
         )
     )
     return _transition(
@@ -494,6 +498,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
             quantity=p.quantity,
             amount=amount,
             state=order_state.name.lower(),
+            **ev.in_currency(listing.currency),
         )
     )
     if session_id:
@@ -697,7 +702,15 @@ def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> 
         updated_ms=ctx.time_ms,
     )
     state.set_obj(keys.order_key(order.id), updated)
-    state.emit(ev.make(ev.ORDER_REFUND, order=order.id, amount=p.amount, full=0))
+    state.emit(
+        ev.make(
+            ev.ORDER_REFUND,
+            order=order.id,
+            amount=p.amount,
+            full=0,
+            **ev.in_currency(order.currency),
+        )
+    )
 
 
 @TX_TYPES.declare(

@@ -44,6 +44,7 @@ def test_pay_in_usd_and_settle_fees_stay_native():
     assert get_listing(chain.state, 1).currency == USD
     native = {n: chain.balance(n) for n in ("alice", "merchant", "host")}
     receipt = chain.ok("alice", tx.PLACE_ORDER, shop.order("alice", 3))
+    assert receipt.events[0].get("currency") == USD
     amount = 3 * PRICE
     assert usd(chain, "alice") == FUNDS - amount
     assert escrow(chain.state, USD).held == amount and escrow(chain.state).held == 0
@@ -51,7 +52,8 @@ def test_pay_in_usd_and_settle_fees_stay_native():
     assert receipt.fee == FEE and chain.balance("alice") == native["alice"] - FEE
     chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
     chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, ()))
-    chain.ok("alice", tx.CONFIRM_DELIVERY, tx.OrderRef(1))
+    payout = chain.ok("alice", tx.CONFIRM_DELIVERY, tx.OrderRef(1)).events
+    assert [e.get("currency") for e in payout if e.kind == "commerce.payout"] == [USD]
     fee, commission = amount * 200 // 10_000, amount * 1_000 // 10_000
     assert usd(chain, "merchant") == amount - fee - commission
     assert usd(chain, "host") == commission and usd(chain, TREASURY) == fee
