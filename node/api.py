@@ -68,6 +68,7 @@ from node.service import NODE, Node
 from node.simulate import ROUTES as SIMULATE_ROUTES
 from node.simulate import install as install_simulate
 from node.staking_api import ROUTES as STAKING_ROUTES
+from node.web import add_web_routes
 from storage import MAX_KEY_SIZE
 from vm import Account, ChainParams, Receipt, account_key
 
@@ -731,4 +732,6 @@ def create_app(node: Node) -> web.Application:
     add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
     STAKING_ROUTES.mount(app)
     add_openapi_route(app)
+    # The web app's files (node/web.py): served, not an API.
+    add_web_routes(app)
     return app
