@@ -296,8 +296,11 @@ def browser(world, tmp_path_factory):
     assert errors == [], errors
 
 
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+def shot(page, name: str, at: str | None = None) -> None:
+    """The phone's screen as it is (scrolled to ``at`` if given), saved for people to see."""
+    if at is not None:
+        page.locator(at).scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def ticker_orders(page) -> list[str]:
@@ -326,7 +329,7 @@ def test_live_page_follows_orders_and_resumes_after_a_dropped_feed(world, browse
     expect(page.locator("#ticker")).to_contain_text(f"Order #{second}:")
     expect(page.locator(f"[data-deal='{world.ids['deal']}'] .left")).to_have_text("8 of 10 left")
     orders = ticker_orders(page)
-    assert [o.split(":")[0] for o in orders] == [f"🛒 Order #{second}", f"🛒 Order #{first}"]
+    assert [o.split(":")[0] for o in orders] == [f"Order #{second}", f"Order #{first}"]
     positions = page.locator("#ticker li").evaluate_all("els => els.map(e => e.dataset.pos)")
     assert len(positions) == len(set(positions))
     shot(page, "live-session")
@@ -395,11 +398,18 @@ def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browse
     expect(verdict).to_contain_text("✓ verified")
     expect(page.locator("#timeline li")).to_have_count(4)
     expect(page.locator("#timeline")).to_contain_text("Made and registered")
-    expect(page.locator("#timeline")).to_contain_text("Handed from Acme Kettles to")
+    expect(page.locator("#timeline")).to_contain_text("Sent by Acme Kettles to")
+    expect(page.locator("#timeline")).to_contain_text("Received by")
     shot(page, "item-verified")
+    shot(page, "item-history", at="#timeline li:last-child")
     page.click("#label summary")
     expect(page.locator("#label svg")).to_be_visible()
-    shot(page, "item-label")
+    shot(page, "item-label", at="#label")
+    # What the merchant's printer gets: the code and its label, nothing else.
+    page.emulate_media(media="print")
+    expect(page.locator("#verdict")).to_be_hidden()
+    shot(page, "item-label-print")
+    page.emulate_media(media="screen")
 
     world.proxy.tamper = True
     try:
@@ -429,6 +439,7 @@ def test_the_explorer_shows_the_block_that_holds_the_order(world, browser):
     shot(page, "explorer-block")
     page.click(f"#block-txs li[data-tx='{tx_hash}'] a")
     expect(page.locator("#tx-outcome")).to_have_text("ok")
+    expect(page.locator("main")).to_contain_text("commerce.order_placed")
     shot(page, "explorer-tx")
 
 

@@ -143,14 +143,39 @@ export function verifyProof(root, key, value, proof) {
 
 const PRODUCER_SET_PREFIX = 0x14; // consensus.prefixes.ConsensusPrefix.PRODUCER_SET
 
+const GENESIS_PINS = "liveledger.genesis.v1";
+
 export class LightClient {
-  // `api` reads the node's public routes; `genesis` is GET /v1/genesis's document.
-  constructor(api, genesis) {
+  // `api` reads the node's public routes; `answer` is GET /v1/genesis. What is trusted
+  // is read from the document's canonical encoding, hashed here: its chain id, its
+  // validators (epoch 0's producers), whether staking elects later sets, epoch_length.
+  constructor(api, answer) {
     this.api = api;
-    this.genesis = genesis;
-    this.chainId = genesis.chain_id;
-    this.epochLength = genesis.params.epoch_length;
-    this.sets = [validatorSet(genesis.validators.map((v) => unhex(v.public_key)))];
+    const encoded = unhex(answer.encoded ?? "");
+    this.genesisHash = hexOf(hashBytes(Domain.GENESIS, encoded));
+    const g = fields(
+      unpack(encoded),
+      [
+        ["chain_id", "str"],
+        ["genesis_time_ms", "int"],
+        ["params", "list"],
+        ["accounts", "list"],
+        ["validators", "list"],
+        ["staking", "raw"],
+        ["commerce", "raw"],
+      ],
+      "Genesis",
+    );
+    this.chainId = g.chain_id;
+    // ChainParams field 5 (vm/params.py); not governable, so genesis's holds for good.
+    this.epochLength = g.params[5];
+    this.staking = g.staking !== null;
+    if (!Number.isInteger(this.epochLength) || this.epochLength < 1) {
+      throw new NotVerified("genesis has no valid epoch length");
+    }
+    const keys = g.validators.map((v) => fields(v, [["name", "str"], ["public_key", "bytes32"], ["power", "int"], ["address", "str"]], "GenesisValidator").public_key);
+    this.sets = [validatorSet(keys)];
+    pin(this.chainId, this.genesisHash);
   }
 
   epochOf(height) {
@@ -159,7 +184,7 @@ export class LightClient {
 
   // The producers of block `height`, derived from genesis through proofs only.
   async producersAt(height) {
-    if (!this.genesis.staking) return this.sets[0];
+    if (!this.staking) return this.sets[0];
     const epoch = this.epochOf(height);
     while (this.sets.length <= epoch) {
       const e = this.sets.length;
@@ -204,6 +229,24 @@ export class LightClient {
     const value = doc.value === null ? null : unhex(doc.value);
     verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
     return { value, header };
+  }
+}
+
+// The first genesis this browser saw for a chain id is the one it trusts from then on:
+// a node that later serves another document under that chain id is not believed.
+function pin(chainId, hash) {
+  let pins = {};
+  try {
+    pins = JSON.parse(localStorage.getItem(GENESIS_PINS) ?? "{}") ?? {};
+  } catch {
+    pins = {};
+  }
+  if (pins[chainId] && pins[chainId] !== hash) {
+    throw new NotVerified(`this node's genesis (${hash.slice(0, 12)}…) is not the one this browser trusts for ${chainId} (${pins[chainId].slice(0, 12)}…)`);
+  }
+  if (!pins[chainId]) {
+    pins[chainId] = hash;
+    localStorage.setItem(GENESIS_PINS, JSON.stringify(pins));
   }
 }
 

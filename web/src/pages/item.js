@@ -28,10 +28,10 @@ export async function itemPage(main, gtinText, serial) {
   }
   let proven = null;
   let reason = "";
-  let g = null;
+  let light = null;
   try {
-    g = await genesis();
-    proven = await verifyItem(new LightClient(api, g.genesis), gtin, serial, answer);
+    light = new LightClient(api, await genesis());
+    proven = await verifyItem(light, gtin, serial, answer);
   } catch (err) {
     if (!(isVerificationFailure(err) || err instanceof ApiError || err instanceof TypeError)) throw err;
     reason = err.message;
@@ -52,7 +52,7 @@ export async function itemPage(main, gtinText, serial) {
     h("p", { class: "muted" }, `(01)${gtin}(21)${serial}`),
     h("h1", {}, item.description || "Item"),
     proven
-      ? verdict(true, `Proven at block ${proven.header.height}: its certificate is signed by more than 2/3 of the producers derived from the genesis document (${g.hash.slice(0, 12)}…).`)
+      ? verdict(true, `Proven at block ${proven.header.height}: its certificate is signed by more than 2/3 of the producers derived from the genesis document (${light.genesisHash.slice(0, 12)}…).`)
       : verdict(false, reason ? `This history could not be proven (${reason}). Do not rely on it.` : "This history could not be proven."),
     h(
       "dl",
@@ -90,11 +90,19 @@ function eventFromProof(e) {
 }
 
 function timelineEntry(e, who) {
+  // The EPCIS business steps the chain records (apps/commerce/provenance.py).
+  const words = (text) => text.replace(/^.*[:/]/, "").replaceAll("_", " ");
   let what;
   if (e.action === "ADD") what = ["Made and registered", e.read_point ? ` at ${e.read_point}` : ""];
   else if (e.action === "DELETE") what = ["Taken out of circulation"];
-  else if (e.source && e.destination) what = ["Handed from ", who(e.source), " to ", who(e.destination)];
-  else what = [e.biz_step ? e.biz_step.replace(/^.*[:/]/, "").replaceAll("_", " ") : "Observed", e.disposition ? ` (${e.disposition.replace(/^.*[:/]/, "")})` : ""];
+  else if (e.biz_step === "shipping") what = ["Sent by ", who(e.source), " to ", who(e.destination)];
+  else if (e.biz_step === "receiving" && e.disposition === "refused") what = ["Refused by ", who(e.destination), "; stays with ", who(e.source)];
+  else if (e.biz_step === "receiving") what = ["Received by ", who(e.destination), " from ", who(e.source)];
+  else if (e.biz_step === "retail_selling") what = ["Sold to its buyer ", who(e.destination)];
+  else {
+    const step = words(e.biz_step || "observed");
+    what = [step.charAt(0).toUpperCase() + step.slice(1), e.disposition ? ` (${words(e.disposition)})` : ""];
+  }
   return h(
     "li",
     { "data-seq": e.seq },

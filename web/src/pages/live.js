@@ -114,7 +114,7 @@ export async function livePage(main, idText) {
     const a = msg.attrs;
     switch (msg.kind) {
       case "commerce.order_placed":
-        tick(msg, `🛒 Order #${a.order}: ${a.quantity} × ${listingTitle(a.listing)} for ${fmt(Number(a.amount))}`, "order");
+        tick(msg, [h("b", {}, "Order"), ` #${a.order}: ${a.quantity} × ${listingTitle(a.listing)} for ${fmt(Number(a.amount))}`], "order");
         break;
       case "commerce.stock_left": {
         const deal = deals.get(Number(a.deal));
@@ -125,14 +125,14 @@ export async function livePage(main, idText) {
       case "commerce.tip":
         tipsTotal += Number(a.amount);
         tipsEl.textContent = fmt(tipsTotal);
-        tick(msg, `💝 Tip ${fmt(Number(a.amount))}${a.message ? `: “${a.message}”` : ""}`, "tip");
+        tick(msg, [h("b", {}, "Tip"), ` ${fmt(Number(a.amount))}${a.message ? `: “${a.message}”` : ""}`], "tip");
         break;
       case "commerce.deal_opened": {
         const deal = (await api(`/v1/deals/${a.deal}`)).deal;
         // The deal as of the latest height may already have sold some: keep the feed's
         // order of things by starting from what the event says.
         deals.set(deal.id, { ...deal, left: Number(a.allocation), sold: 0, status: "open" });
-        tick(msg, `⚡ Deal on ${listingTitle(a.listing)} at ${fmt(Number(a.price))}`, "deal");
+        tick(msg, [h("b", {}, "Deal"), ` on ${listingTitle(a.listing)} at ${fmt(Number(a.price))}`], "deal");
         break;
       }
       case "commerce.deal_closed":
@@ -143,7 +143,7 @@ export async function livePage(main, idText) {
         const l = (await api(`/v1/listings/${a.listing}`)).listing;
         pinned.set(l.id, l);
         listings.set(l.id, l);
-        tick(msg, `📌 ${l.title} pinned`);
+        tick(msg, [h("b", {}, "Pinned"), ` ${l.title}`]);
         break;
       }
       case "commerce.listing_unpinned":

@@ -54,13 +54,13 @@ async function showBalance(el, address) {
   try {
     const doc = await api(`/v1/accounts/${address}?proof=true`);
     const g = await genesis();
-    const light = new LightClient(api, g.genesis);
     // The key is the account's own (0x01 || address), never the one the node names.
     const key = concat(Uint8Array.of(0x01), parseAddress(address));
     let balance = 0;
     let verified = false;
     let reason = "";
     try {
+      const light = new LightClient(api, g);
       const { value } = await light.provenValue(key, doc);
       if (value !== null) balance = fields(unpack(value), [["balance", "int"], ["nonce", "int"]], "Account").balance;
       verified = balance === doc.balance;
@@ -76,7 +76,7 @@ async function showBalance(el, address) {
       verified
         ? h("p", { class: "ok", id: "balance-proof" }, `✓ verified: proven at block ${doc.height} under a certified header`)
         : h("p", { class: "error", id: "balance-proof" }, `not verified (${reason})`),
-      h("p", { class: "muted small" }, `genesis ${g.hash.slice(0, 16)}…`),
+      h("p", { class: "muted small" }, `trusting genesis ${g.hash.slice(0, 16)}…`),
     );
   } catch (err) {
     replace(el, errorBox(`Could not read the balance: ${err.message}`));
