@@ -2,15 +2,20 @@
 // it keeps the position (height, index) of the last event it handled and reconnects
 // with ?from=<height>:<index>, so the node replays exactly what came after it.
 const WHOLE_BLOCK = Number.MAX_SAFE_INTEGER;
+// How far back a node replays by default (feeds.max_replay_blocks); a page away for
+// longer (a phone asleep) starts again from a new snapshot.
+const MAX_REPLAY_BLOCKS = 1000;
 
 export class SessionFeed {
   // `fromHeight`: the height of the snapshot the page was built from (the feed starts
   // after that whole block). `onEvent(msg)` gets each event once, in order.
-  constructor(sessionId, fromHeight, { onEvent, onState = () => {} }) {
+  // `onStale()`: the last position is beyond what the node replays (read a new snapshot).
+  constructor(sessionId, fromHeight, { onEvent, onState = () => {}, onStale = () => {} }) {
     this.sessionId = sessionId;
     this.last = [fromHeight, WHOLE_BLOCK];
     this.onEvent = onEvent;
     this.onState = onState;
+    this.onStale = onStale;
     this.ws = null;
     this.stopped = false;
     this.failures = 0;
@@ -46,8 +51,27 @@ export class SessionFeed {
       this.failures += 1;
       this.onState("reconnecting");
       const delay = Math.min(5000, 250 * 2 ** Math.min(this.failures, 5));
-      setTimeout(() => this.stopped || this.connect(), delay);
+      setTimeout(() => this.retry(), delay);
     };
+  }
+
+  // Reconnect; after a few failed tries, first make sure the node can still replay from
+  // the last position (it refuses a resume from too far back).
+  async retry() {
+    if (this.stopped) return;
+    if (this.failures >= 3) {
+      try {
+        const status = await (await fetch("/v1/status")).json();
+        if (status.height - this.last[0] > MAX_REPLAY_BLOCKS) {
+          this.stopped = true;
+          this.onStale();
+          return;
+        }
+      } catch {
+        // The node is unreachable: keep trying.
+      }
+    }
+    this.connect();
   }
 
   handle(text) {

@@ -214,6 +214,8 @@ export async function livePage(main, idText) {
     onEvent: (msg) => {
       queue = queue.then(() => onEvent(msg)).catch(() => {});
     },
+    // Away for longer than the node replays: start again from a new snapshot.
+    onStale: () => window.dispatchEvent(new PopStateEvent("popstate")),
     onState: (s) => {
       stateBadge.textContent = s;
       stateBadge.dataset.state = s;
