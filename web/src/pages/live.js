@@ -21,6 +21,15 @@ export async function livePage(main, idText) {
   const listings = new Map(session.pinned.map((l) => [l.id, l]));
   let status = session.status;
   let tipsTotal = session.tips_total;
+  // A deal may be on a listing that is not pinned: its title is read once.
+  await Promise.all(session.deals.filter((d) => !listings.has(d.listing_id)).map((d) => loadListing(d.listing_id)));
+
+  async function loadListing(listingId) {
+    if (listings.has(listingId)) return listings.get(listingId);
+    const l = (await api(`/v1/listings/${listingId}`)).listing;
+    listings.set(l.id, l);
+    return l;
+  }
 
   const stateBadge = h("span", { class: "badge", id: "feed-state" }, "connecting");
   const tipsEl = h("span", { id: "tips-total" }, fmt(tipsTotal));
@@ -34,7 +43,7 @@ export async function livePage(main, idText) {
     h(
       "header",
       { class: "live-head" },
-      h("div", {}, h("span", { class: "live-dot" }, "LIVE"), " ", stateBadge),
+      h("div", {}, h("span", { class: "live-dot" }, session.status === "open" ? "LIVE" : "ENDED"), " ", stateBadge),
       h("h1", {}, session.title),
       h("p", { class: "muted" }, merchant.name, " · tips ", tipsEl),
     ),
@@ -129,6 +138,7 @@ export async function livePage(main, idText) {
         break;
       case "commerce.deal_opened": {
         const deal = (await api(`/v1/deals/${a.deal}`)).deal;
+        await loadListing(deal.listing_id);
         // The deal as of the latest height may already have sold some: keep the feed's
         // order of things by starting from what the event says.
         deals.set(deal.id, { ...deal, left: Number(a.allocation), sold: 0, status: "open" });
@@ -142,7 +152,7 @@ export async function livePage(main, idText) {
       case "commerce.listing_pinned": {
         const l = (await api(`/v1/listings/${a.listing}`)).listing;
         pinned.set(l.id, l);
-        listings.set(l.id, l);
+        listings.set(l.id, l); // the latest terms
         tick(msg, [h("b", {}, "Pinned"), ` ${l.title}`]);
         break;
       }
