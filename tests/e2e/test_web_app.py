@@ -354,10 +354,11 @@ def test_a_shopper_makes_a_key_is_funded_and_orders_with_one_tap(world, browser)
     # Nothing in the browser's storage holds the key or the address in the clear.
     stored = page.evaluate("() => JSON.stringify(localStorage)")
     assert "ll1" in stored and "Harbour" not in stored
-    # Enough for one kettle at the deal's price and its fee (1,999 + 1,000), and a little.
-    world.cli("tx", "transfer", "--from", "faucet", "--to", address, "--amount", "4000", "--wait")
+    # Enough for one kettle at the deal's price and its fee (1,999 + 1,000), a tip of
+    # 100 and its fee, and a little.
+    world.cli("tx", "transfer", "--from", "faucet", "--to", address, "--amount", "5200", "--wait")
     page.click("nav a[href='/wallet']")
-    expect(page.locator("#balance-amount")).to_have_text("4,000")
+    expect(page.locator("#balance-amount")).to_have_text("5,200")
     expect(page.locator("#balance-proof")).to_contain_text("✓ verified")
     page.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
     # A full load forgets the unlocked key: the passphrase opens it again.
@@ -383,7 +384,15 @@ def test_a_shopper_makes_a_key_is_funded_and_orders_with_one_tap(world, browser)
     # the commitment on chain).
     assert world.cli("order", "address", order_id, "--from", "merchant").strip() == SHIP_TO
 
-    # A refusal reads as a sentence: 1,001 left cannot pay a tip of 1,000 and its fee.
+    # A tip, signed here, lands in the ticker and the session's total.
+    page.fill("#tip-message", "great show")
+    page.click("footer.tipbar button:has-text('Tip 100')")
+    expect(page.locator("#outcome p.ok")).to_contain_text("Tip of 100 sent")
+    expect(page.locator("#ticker li[data-kind='commerce.tip']")).to_have_text(
+        "Tip 100: “great show”"
+    )
+    expect(page.locator("#tips-total")).to_have_text("100")
+    # A refusal reads as a sentence: 1,101 left cannot pay a tip of 1,000 and its fee.
     page.click("footer.tipbar button:has-text('Tip 1,000')")
     expect(page.locator("#outcome p.error")).to_contain_text("balance is too low")
     shot(page, "live-refused")
