@@ -1,6 +1,7 @@
 """Joining by state sync vs by replay, and disk with and without pruning (storage level).
 
     python -m benches.sync --blocks 10000 [--keys-per-block 40] [--chunk-bytes 1048576]
+    nice python -m benches.sync --blocks 100000      # most of an hour; progress on stderr
 
 Builds a chain of ``--blocks`` blocks on a real LevelDB (deterministic state changes:
 updates, inserts and deletes over a growing key set, as the storage tests use), then:
@@ -45,6 +46,12 @@ def changes_for(height: int, per_block: int) -> dict[bytes, bytes | None]:
     return out
 
 
+def progress(what: str, done: int, total: int) -> None:
+    """A line on stderr every tenth of a long phase (a 100k-block run takes most of an hour)."""
+    if total >= 10_000 and done % (total // 10) == 0:
+        print(f"  {what}: {done}/{total} at {time.strftime('%H:%M:%S')}", file=sys.stderr)
+
+
 def build(path: Path, blocks: int, per_block: int, txs: int) -> list[tuple]:
     history = []
     with ChainStore(path) as store:
@@ -57,6 +64,7 @@ def build(path: Path, blocks: int, per_block: int, txs: int) -> list[tuple]:
             store.commit_block(block, commit, receipts, changes, update)
             history.append((block, commit, receipts))
             prev = block.hash
+            progress("built", height, blocks)
     return history
 
 
@@ -68,6 +76,7 @@ def replay(path: Path, history: list[tuple], per_block: int) -> float:
             changes = changes_for(block.header.height, per_block)
             update = store.prepare_state(changes)
             store.commit_block(block, commit, receipts, changes, update)
+            progress("replayed", block.header.height, len(history))
     return time.perf_counter() - started
 
 
@@ -114,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-bytes", type=int, default=1024 * 1024)
     parser.add_argument("--keep-states", type=int, default=1_000)
     parser.add_argument("--keep-blocks", type=int, default=100_000)
+    # The default block window holds a whole 100k-block chain: a shorter one shows what
+    # the blocks themselves weigh.
+    parser.add_argument("--short-keep-blocks", type=int, default=10_000)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     try:
@@ -134,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
             prune_s = time.perf_counter() - t1
         compact(root / "src")
         pruned = disk(root / "src")
+        with ChainStore(root / "src") as source:
+            source.prune_blocks(source.height - args.short_keep_blocks + 1)
+        compact(root / "src")
+        short = disk(root / "src")
         compact(root / "synced")
         synced = disk(root / "synced")
     finally:
@@ -154,6 +170,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{pruned / mib:.1f}",
         ),
         ("  pruning pass, s / nodes deleted", f"{prune_s:.2f} / {deleted}"),
+        (
+            f"disk, pruned (keep {args.keep_states} states, {args.short_keep_blocks} blocks), MiB",
+            f"{short / mib:.1f}",
+        ),
         ("disk, state-synced node, MiB", f"{synced / mib:.1f}"),
     ]
     for name, value in rows:
