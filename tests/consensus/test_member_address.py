@@ -6,7 +6,7 @@ import pytest
 from consensus.governance import PROPOSE_REMOVE_MEMBER, ProposeRemoveMember
 from consensus.staking import SET_MEMBER_ADDRESS, SetMemberAddress
 from consensus.staking_state import member_address, member_address_key
-from core import PrivateKey
+from core import DecodeError, PrivateKey, pack_raw
 from core.netaddr import MAX_NET_ADDRESS
 from tests.consensus.staking_helpers import KEYS, PARAMS, PUB, Chain, make_genesis, pass_proposal
 from vm import Event
@@ -78,3 +78,12 @@ def test_removing_a_member_removes_its_address():
     assert member_address_key(PUB[3]) not in chain.state
     # And it can no longer publish one.
     assert set_address(chain, KEYS[3], "logistics.example:26656").code == "not_member"
+
+
+def test_an_address_over_the_bound_never_decodes():
+    # The payload's bound holds before any handler runs: the transaction is malformed.
+    longest = SetMemberAddress("a" * MAX_NET_ADDRESS)
+    assert pack_raw([longest.address]) == longest.encode()
+    assert SetMemberAddress.decode(longest.encode()) == longest
+    with pytest.raises(DecodeError, match="at most 261 bytes"):
+        SetMemberAddress.decode(pack_raw(["a" * (MAX_NET_ADDRESS + 1)]))
