@@ -28,6 +28,8 @@ from consensus import (
     register_staking,
     staking_enabled,
 )
+from consensus.governance import VOTE_PROPOSAL
+from consensus.staking import SET_MEMBER_ADDRESS
 from consensus.staking_state import member_address
 from core import Commit, InvalidTransaction, PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
@@ -60,8 +62,9 @@ log = logging.getLogger("node.service")
 
 PASSPHRASE_ENV = "LIVELEDGER_PASSPHRASE"
 CONSENSUS_MESSAGE_TYPE = 0x20
-# Events after which the members' on-chain addresses are read again (``dial_members``).
-ADDRESS_EVENTS = frozenset({"set_member_address", "member_removed"})
+# Transactions after which the members' on-chain addresses are read again
+# (``dial_members``): an address set, or a vote that may remove a member.
+ADDRESS_TX_TYPES = frozenset({SET_MEMBER_ADDRESS, VOTE_PROPOSAL})
 # Verdicts on a gossiped transaction that only a faulty or malicious peer causes.
 PEER_FAULT_CODES = frozenset({"malformed", "bad_signature", "wrong_chain"})
 
@@ -457,8 +460,7 @@ class Node:
         if self.p2p is not None:
             # Membership may have changed (governance): drop peers that left.
             self.p2p.check_members()
-            kinds = {e.kind for r in result.receipts for e in r.events}
-            if kinds & ADDRESS_EVENTS:
+            if any(v.body.type in ADDRESS_TX_TYPES for v in result.included):
                 self.dial_members()
         m = self.metrics
         m.height.set(header.height)
