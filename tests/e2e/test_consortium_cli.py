@@ -281,13 +281,20 @@ def start_by_state_sync(
 
 
 def test_a_fifth_member_joins_by_state_sync_and_becomes_a_producer(consortium):
-    url, keyring = consortium["url"], consortium["keyring"]
-    homes, cluster = consortium["homes"], consortium["cluster"]
-    faucet = ("--keyring", keyring, "--from", "faucet", "--node", url, "--wait")
     p2p_port, http_port = free_ports(2)
     newcomer = make_home(
         consortium["root"], "regulator", f"127.0.0.1:{p2p_port}", f"127.0.0.1:{http_port}"
     )
+    join_as_producer(consortium, newcomer)
+
+
+def join_as_producer(consortium: dict, newcomer: Member) -> NodeProcess:
+    """The whole join path of ``newcomer`` (a home made by ``make_home``), with the CLI:
+    admitted, its address on chain, its node state-synced from a trusted final block and
+    reached by every member, elected, and signing. Its node joins ``cluster.nodes``."""
+    url, keyring = consortium["url"], consortium["keyring"]
+    homes, cluster = consortium["homes"], consortium["cluster"]
+    faucet = ("--keyring", keyring, "--from", "faucet", "--node", url, "--wait")
     key = newcomer.public_key
 
     # Admitted by governance with its node key.
@@ -369,6 +376,7 @@ def test_a_fifth_member_joins_by_state_sync_and_becomes_a_producer(consortium):
     signed = wait_until(signed_by_it, 30, "a final block with the newcomer's precommit")
     cluster.wait_height(signed + 1)
     assert_one_chain(cluster.nodes)
+    return node
 
 
 def test_a_parameter_changes_by_governance(consortium):
