@@ -295,10 +295,10 @@ def join_as_producer(consortium: dict, newcomer: Member) -> NodeProcess:
     url, keyring = consortium["url"], consortium["keyring"]
     homes, cluster = consortium["homes"], consortium["cluster"]
     faucet = ("--keyring", keyring, "--from", "faucet", "--node", url, "--wait")
-    key = newcomer.public_key
+    key, name = newcomer.public_key, newcomer.home.name
 
     # Admitted by governance with its node key.
-    out = ok("gov", "propose-admit", "--public-key", key, "--name", "regulator",
+    out = ok("gov", "propose-admit", "--public-key", key, "--name", name,
              "--home", str(homes[0]), "--wait")  # fmt: skip
     proposal = events(out)["proposal_created"]["proposal_id"]
     refused(3, "not_member", "gov", "propose-admit", "--public-key", key,
@@ -323,7 +323,7 @@ def join_as_producer(consortium: dict, newcomer: Member) -> NodeProcess:
     assert events(out)["set_member_address"]["address"] == newcomer.p2p
     members = json.loads(ok("query", "members", "--node", url))["members"]
     addresses = {m["name"]: m["address"] for m in members}
-    assert addresses == {**dict.fromkeys(MEMBERS), "regulator": newcomer.p2p}
+    assert addresses == {**dict.fromkeys(MEMBERS), name: newcomer.p2p}
 
     # Its node starts from the genesis document and a final block it trusts, with one
     # member as its peer; no member adds it to its config: they dial its address on chain.
@@ -347,11 +347,11 @@ def join_as_producer(consortium: dict, newcomer: Member) -> NodeProcess:
     own = ("--home", str(newcomer.home), "--wait")
     ok("staking", "register-candidate", *own)
     ok("staking", "bond", "--amount", str(STAKE), *own)
-    ok("staking", "vote-producers", "regulator", *own)
+    ok("staking", "vote-producers", name, *own)
     candidates = json.loads(ok("query", "candidates", "--node", url))["candidates"]
-    regulator = {c["member"]: c for c in candidates}["regulator"]
-    assert regulator["self_bond"] == regulator["weight"] == STAKE
-    assert regulator["jailed"] is False
+    standing = {c["member"]: c for c in candidates}[name]
+    assert standing["self_bond"] == standing["weight"] == STAKE
+    assert standing["jailed"] is False
 
     def producing() -> bool:
         return key in json.loads(ok("query", "producers", "--node", url))["current"]["producers"]
