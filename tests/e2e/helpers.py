@@ -241,7 +241,7 @@ def assert_one_chain(nodes: Sequence[NodeProcess]) -> dict[str, int]:
     while comparing are not looked at. A node that state-synced or pruned holds
     blocks from its ``retained.blocks_from`` on.
     """
-    statuses = {n.url: n.status() for n in nodes}
+    statuses = {n.url: http_json(f"{n.url}/v1/status") for n in nodes}
     heights = {url: int(s["height"]) for url, s in statuses.items()}
     chains = {}
     for url, s in statuses.items():
