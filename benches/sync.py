@@ -1,7 +1,7 @@
 """Joining by state sync vs by replay, and disk with and without pruning (storage level).
 
     python -m benches.sync --blocks 10000 [--keys-per-block 40] [--chunk-bytes 1048576]
-    nice python -m benches.sync --blocks 100000 --replay-during-build  # ~45 min alone
+    nice python -m benches.sync --blocks 100000 --replay-during-build  # an hour or more
 
 Builds a chain of ``--blocks`` blocks on a real LevelDB (deterministic state changes:
 updates, inserts and deletes over a growing key set, as the storage tests use), then:
