@@ -38,6 +38,7 @@ from consensus.staking_state import (
     active_params,
     check_staking_params,
     get_member,
+    member_address_key,
     member_key,
     members,
     producers_for_height,
@@ -342,7 +343,7 @@ def apply_propose_param_change(
     },
     events={VOTE_PROPOSAL, "member_admitted", "member_removed", "param_change_scheduled"},
     reads={P.PRODUCER_SET},
-    writes={P.MEMBER, P.PROPOSAL, P.STAKING_INDEX, P.CHAIN_PARAMS},
+    writes={P.MEMBER, P.MEMBER_ADDRESS, P.PROPOSAL, P.STAKING_INDEX, P.CHAIN_PARAMS},
 )
 def apply_vote_proposal(
     state: Overlay, tx: TxInfo, payload: VoteProposal, ctx: BlockContext
@@ -414,6 +415,8 @@ def _execute(state: Overlay, proposal: Proposal, ctx: BlockContext) -> None:
     elif proposal.kind == REMOVE_MEMBER:
         _check_remove(state, key)
         state.delete(member_key(key))
+        # Its nodes are no longer dialed: a removed member's address goes with it.
+        state.delete(member_address_key(key))
         state.set_obj(MEMBER_LIST_KEY, KeyList(tuple(k for k in members(state) if k != key)))
         state.emit(Event.of("member_removed", member=key))
     else:

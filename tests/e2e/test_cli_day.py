@@ -66,6 +66,7 @@ ELSEWHERE = {
             "query proposals",
             "staking bond",
             "staking register-candidate",
+            "staking set-address",
             "staking submit-evidence",
             "staking unbond",
             "staking unjail",
