@@ -385,7 +385,10 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
                 _hold_bid(state, a.leader, price - a.held)
                 new = replace(a, price=price, held=price)
     new = replace(new, bids=checked_add(a.bids, 1, "auction bids"))
-    extended = _anti_snipe(params, new, now)
+    # Only a bid that others see (a new price or leader) resets the clock: the leader
+    # raising its own maximum in silence does not.
+    seen = new.price != a.price or new.leader != a.leader
+    extended = _anti_snipe(params, new, now) if seen else new.end_ms
     state.set_obj(keys.auction_key(a.id), replace(new, end_ms=extended))
     leader = new.leader if new.leader is not None else bidder
     state.emit(

@@ -126,8 +126,13 @@ def test_timed_auction_anti_snipe_then_won_and_settled():
     assert chain.balance("alice") == alice0 - FEE
     assert chain.balance("bob") == bob0 - 2 * FEE - 11  # a failed bid pays its fee too
 
+    # The leader raising its own maximum moves no price, so it does not reset the clock.
+    end_ms = auction(chain).end_ms
+    r = chain.ok("bob", tx.BID, bid(shop, 1, 500), advance_ms=2 * S)
+    assert [e.kind for e in r.events] == ["commerce.auction_bid"]
+    assert auction(chain).end_ms == end_ms
     # The original end passed: the auction runs on to its extended end.
-    chain.wait(5 * S)
+    chain.wait(3 * S)
     assert auction(chain).status == AuctionStatus.OPEN
     result = chain.wait(5 * S)
     (end,) = ended(result)
@@ -155,7 +160,7 @@ def test_timed_auction_anti_snipe_then_won_and_settled():
     assert OrderState(get_order(chain.state, 1).state) == OrderState.COMPLETED
     fee = 11 * 200 // 10_000
     commission = (11 - fee) * 1_000 // 10_000
-    assert chain.balance("bob") == bob0 - 3 * FEE - 11
+    assert chain.balance("bob") == bob0 - 4 * FEE - 11
     assert chain.balance("host") == host0 - FEE + commission
     assert chain.balance(TREASURY) == fee
     assert stock(chain) == (STOCK - 1, 0, 1)
