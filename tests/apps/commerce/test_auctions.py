@@ -458,3 +458,29 @@ def test_auction_ends_per_block_are_bounded_and_carry_over():
     assert len(ended(chain.wait(S))) == 2
     assert all(auction(chain, i).status == AuctionStatus.SOLD for i in ids)
     assert [get_order(chain.state, o).amount for o in range(1, 7)] == [10] * 6
+
+
+def test_bid_address_checks_and_a_full_end_bucket():
+    params = dataclasses.replace(TEST_PARAMS, max_auctions_per_bucket=1)
+    chain = new_chain(params=params)
+    shop = open_shop(chain)
+    p = tx.StartAuction(1, 1, 10, 0, 0, 30 * S, TIMED)
+    result = chain.block(
+        chain.sign("host", tx.START_AUCTION, p), chain.sign("merchant", tx.START_AUCTION, p)
+    )
+    assert [r.code for r in result.receipts] == ["ok", "auction_bucket_full"]
+    assert "choose another duration" in result.receipts[1].message
+    good = bid(shop, 1, 10)
+    chain.fails(
+        "alice",
+        tx.BID,
+        tx.Bid(1, 10, b"\x01" * 32, good.address_commitment, good.sealed_address),
+        "stale_key",
+    )
+    chain.fails(
+        "alice",
+        tx.BID,
+        tx.Bid(1, 10, shop.enc_public, good.address_commitment, b"\x00" * 8),
+        "invalid_sealed_address",
+    )
+    chain.fails("alice", tx.BID, bid(shop, 9, 10), "unknown_auction")
