@@ -389,8 +389,12 @@ class CommerceMachine(RuleBasedStateMachine):
 
     @rule(advance=advances)
     def end_block(self, advance):
-        result = self.chain.block(*self.pending, advance_ms=advance)
+        # Built as a producer builds it: a proxy bid may draw a leader's whole balance,
+        # and the leader's later transactions in the block then cannot pay their fee.
+        result = self.chain.block(*self.pending, advance_ms=advance, strict=False)
         self.pending = []
+        for vtx, exc in result.rejected:
+            assert "fee" in exc.message or "nonce" in exc.message, (vtx.body.type, exc.message)
         for vtx, receipt in zip(result.included, result.receipts, strict=True):
             # Every failure carries a documented, stable code that its type declares (the
             # executor checks the events and key prefixes too: check_declarations).
