@@ -10,7 +10,14 @@ from apps.commerce.auctions import bidder_tag, next_minimum
 from apps.commerce.model import Auction, AuctionMode, AuctionStatus, OrderState
 from apps.commerce.params import CommerceParams
 from apps.commerce.sealing import open_address, seal_address
-from apps.commerce.views import auction_view, escrow_view, get_auction, get_listing, get_order
+from apps.commerce.views import (
+    auction_view,
+    escrow_view,
+    get_auction,
+    get_listing,
+    get_order,
+    session_view,
+)
 from core.codec import UINT64_MAX
 from tests.apps.commerce.helpers import (
     FEE,
@@ -101,6 +108,8 @@ def test_timed_auction_anti_snipe_then_won_and_settled():
         a.end_ms + 120 * S,
     )
     assert stock(chain) == (STOCK - 1, 1, 0)
+    (shown,) = session_view(chain.state, 1, chain.time_ms).auctions
+    assert (shown.id, shown.live, shown.next_minimum, shown.leader) == (1, True, 10, "")
 
     r = place(chain, shop, "alice", 1, 10)
     (event,) = r.events
@@ -140,6 +149,7 @@ def test_timed_auction_anti_snipe_then_won_and_settled():
     assert end.get("leader") == bidder_tag(1, chain.addr("bob"))
     a = auction(chain)
     assert (a.status, a.held, a.order_id) == (AuctionStatus.SOLD, 0, 1)
+    assert session_view(chain.state, 1).auctions == ()
 
     # The winner's escrow is now an accepted order, like a deal order.
     order = get_order(chain.state, 1)
