@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: system-deps lint $(WEB_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # System packages some tests need, as command:package (Debian/Ubuntu). A missing
 # command's package is installed when we are root (CI runs .ci/run as root on a clean
