@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VALIDATORS ?= 4
 DEVNET_DIR ?= devnet
+WEB_STAMP := web/dist/.built
 
-.PHONY: devnet test lint bench attacks fuzz clean system-deps
+.PHONY: devnet test lint bench attacks fuzz clean system-deps web
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-devnet: $(STAMP)
+# The web app the node serves at / (web/): npm installs what web/package-lock.json pins,
+# esbuild bundles it into web/dist.
+$(WEB_STAMP): web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/* web/src/*/*)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+	touch $(WEB_STAMP)
+
+web: $(WEB_STAMP)
+
+devnet: $(STAMP) $(WEB_STAMP)
 	$(BIN)/liveledger devnet --dir $(DEVNET_DIR) --validators $(VALIDATORS)
 
 lint: $(STAMP)
@@ -22,14 +31,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: system-deps lint
-	$(BIN)/python -m pytest
+test: system-deps lint $(WEB_STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # System packages some tests need, as command:package (Debian/Ubuntu). A missing
 # command's package is installed when we are root (CI runs .ci/run as root on a clean
 # machine); otherwise nothing is installed and the tests that need it skip, saying
-# why. ip (iproute2): the network namespace tests (tests/netns).
-SYSTEM_DEPS ?= ip:iproute2
+# why. ip (iproute2): the network namespace tests (tests/netns); chromium: the web app's
+# browser tests (tests/e2e/test_web_app.py).
+SYSTEM_DEPS ?= ip:iproute2 chromium:chromium
 
 system-deps:
 	@missing=""; \
@@ -64,4 +74,4 @@ fuzz: $(STAMP)
 	$(BIN)/python -m benches.fuzz_http --examples $(FUZZ_HTTP_EXAMPLES)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis web/node_modules web/dist test-artifacts

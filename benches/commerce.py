@@ -9,7 +9,11 @@ batches, and a phase's time runs from its first submission until the block
 holding its last transaction is final. The commerce mix is a live session's
 traffic, phase by phase as it must happen: every buyer orders one unit from a
 flash deal and tips the host; the merchant ships every order; every buyer
-confirms delivery and writes a review. Before each commerce phase a phase of
+confirms delivery and writes a review. Then an auction phase: many bidders bid
+on one live auction (at node level the buyers of one mempool shard, whose bids a
+block takes in fee order: maxima rise as fees fall, so every bid outbids the
+last; at executor level every buyer, in one block); its rate is reported beside
+the transfers, apart from the commerce mix. Before each commerce phase a phase of
 as many plain transfers from the same buyers runs (same sizes, so both sides
 pay the same phase barriers; interleaved, so both see the same node, state size
 and machine load). The end checks, through the commerce reads, that every order
@@ -27,7 +31,7 @@ once beforehand, with no node around them.
 
 Last line:
 
-    RESULT commerce_tps=<n> transfer_tps=<n> ratio=<commerce/transfer>
+    RESULT commerce_tps=<n> transfer_tps=<n> ratio=<commerce/transfer> auction_tps=<n> auction_ratio=<bids/transfer>
 
 The workload is built by ``live_session_workload``, which returns pre-signed
 ``SignedTx`` lists per phase for funded keys.
@@ -49,7 +53,9 @@ import aiohttp
 
 from apps.commerce import CommerceGenesis, commerce_genesis_state, register
 from apps.commerce import payloads as tx
+from apps.commerce.auctions import bidder_tag
 from apps.commerce.events import ORDER_PLACED
+from apps.commerce.model import AuctionMode
 from apps.commerce.sealing import encryption_keypair, seal_address
 from core.codec import pack_raw
 from core.keys import PrivateKey, format_address
@@ -71,6 +77,10 @@ CHAIN = "bench-commerce"
 FEE = 1_000
 DEAL_PRICE = 5_000
 MIN = 60_000
+# The auction: start price, and the gap between consecutive bidders' maxima (at least
+# two of the largest increment, so each maximum beats the price the previous left).
+AUCTION_START = 1_000
+BID_STEP = 100
 
 
 @dataclass
@@ -87,7 +97,8 @@ class Actors:
 class Workload:
     """Pre-signed transactions, phase by phase (each phase may span several blocks)."""
 
-    # Register and approve the merchant, list, open the session, pin, open the deal.
+    # Register and approve the merchant, list, open the session, pin, open the deal,
+    # start the auction.
     setup: list[list[SignedTx]]
     # Every buyer: an order into the deal and a tip.
     orders: list[SignedTx]
@@ -141,11 +152,20 @@ def live_session_workload(
         [sign(m, tx.REGISTER_MERCHANT, tx.RegisterMerchant("Bench", "", actors.enc_public))],
         [sign(actors.registrar, tx.APPROVE_MERCHANT, tx.ApproveMerchant(m.address, True))],
         [
-            sign(m, tx.CREATE_LISTING, tx.CreateListing("Item", "", 9_000, n, b"")),
+            sign(m, tx.CREATE_LISTING, tx.CreateListing("Item", "", 9_000, n + 1, b"")),
             sign(m, tx.OPEN_SESSION, tx.OpenSession(actors.host.address, 1_000, "live")),
             sign(m, tx.PIN, tx.PinListing(1, 1)),
             sign(
                 m, tx.OPEN_DEAL, tx.OpenDeal(1, 1, DEAL_PRICE, n, 1, start_ms, start_ms + 50 * MIN)
+            ),
+        ],
+        # The one unit left goes to auction (for the longest the chain allows), once
+        # the session is open (the host's transaction could come first in a block).
+        [
+            sign(
+                actors.host,
+                tx.START_AUCTION,
+                tx.StartAuction(1, 1, AUCTION_START, 0, 0, 300_000, int(AuctionMode.TIMED)),
             ),
         ],
     ]
@@ -184,6 +204,37 @@ def settle_workload(
         out.append(sign(b, tx.CONFIRM_DELIVERY, tx.OrderRef(order_id)))
         out.append(sign(b, tx.REVIEW, tx.WriteReview(order_id, 5, "great stream deal")))
     return out
+
+
+def bid_workload(
+    bidders: Sequence[PrivateKey],
+    enc_public: bytes,
+    chain_id: str,
+    *,
+    nonces: dict[bytes, int],
+    expiry_height: int = 1_000,
+    fee: int = FEE,
+    fee_ladder: bool = False,
+) -> list[SignedTx]:
+    """One bid per bidder on auction 1, maxima rising in bidder order; with
+    ``fee_ladder`` each bid pays one unit more fee than the next, so a mempool that
+    orders by fee takes them in that order whenever they arrive."""
+    ciphertext, commitment, _ = seal_address(enc_public, "1 Bench Road", salt=bytes(32))
+    out = []
+    for i, b in enumerate(bidders):
+        top = AUCTION_START + BID_STEP * (i + 1)
+        pay = fee + (len(bidders) - i if fee_ladder else 0)
+        sign = _signer(chain_id, nonces, expiry_height, pay)
+        out.append(sign(b, tx.BID, tx.Bid(1, top, enc_public, commitment, ciphertext)))
+    return out
+
+
+def final_price(bidders: int) -> int:
+    """The price the last of ``bidders`` leads at: one increment over the previous maximum."""
+    from apps.commerce.params import CommerceParams
+
+    previous = AUCTION_START + BID_STEP * (bidders - 1)
+    return min(previous + BID_STEP, previous + CommerceParams().increment(previous))
 
 
 def _signer(
@@ -251,7 +302,8 @@ def run_executor(args: argparse.Namespace) -> None:
     params = ChainParams(max_block_txs=100_000, max_block_bytes=64 * 1024 * 1024)
     actors = make_actors(args.buyers)
     t0_ms = 1_700_000_000_000
-    workload = live_session_workload(actors, CHAIN, t0_ms + 3_000)
+    nonces: dict[bytes, int] = {}
+    workload = live_session_workload(actors, CHAIN, t0_ms + 3_000, nonces=nonces)
 
     # Setup blocks, once.
     state = _state(actors)
@@ -271,6 +323,9 @@ def run_executor(args: argparse.Namespace) -> None:
     ]
     verify_s = time.perf_counter() - started
     n_commerce = sum(len(v) for _, v in phases)
+    # Every buyer bids on the one auction, in one block (apart from the mix).
+    bids = bid_workload(actors.buyers, actors.enc_public, CHAIN, nonces=nonces)
+    phases.append(("bids, one auction", _verify(bids, registry, params)))
     transfers = _verify(transfer_workload(actors, CHAIN, n_commerce), registry, params)
 
     # One pass to get each phase's pre-state (and to check everything succeeds).
@@ -278,6 +333,8 @@ def run_executor(args: argparse.Namespace) -> None:
     s = state
     commerce_keys = 0
     for i, (name, vtxs) in enumerate(phases):
+        if i == len(phases) - 1:
+            commerce_keys_mix = commerce_keys
         ctx = BlockContext(CHAIN, height + 1 + i, t0_ms + 10_000 + i * 1_000, bytes(20), params)
         pre_states.append((s, vtxs, ctx))
         result = executor.execute_block(s, vtxs, ctx, strict=True)
@@ -303,8 +360,10 @@ def run_executor(args: argparse.Namespace) -> None:
         )
         phase_secs.append((name, len(vtxs), secs))
     transfer_s = best(lambda: executor.execute_block(state, transfers, transfer_ctx, strict=True))
-    commerce_s = sum(secs for _, _, secs in phase_secs)
+    _, n_bids, bids_s = phase_secs[-1]
+    commerce_s = sum(secs for _, _, secs in phase_secs[:-1])
     commerce_tps = n_commerce / commerce_s
+    auction_tps = n_bids / bids_s
     transfer_tps = len(transfers) / transfer_s
     # With one-thread verification added to each side (the node verifies each tx once).
     per_verify = verify_s / n_commerce
@@ -316,6 +375,7 @@ def run_executor(args: argparse.Namespace) -> None:
         print(f"{name:<22} {count:>7} {secs / count * 1e6:>8.1f} {count / secs:>9.0f}")
     print(f"{'commerce mix':<22} {n_commerce:>7} {1e6 / commerce_tps:>8.1f} {commerce_tps:>9.0f}")
     print(f"{'transfers':<22} {len(transfers):>7} {1e6 / transfer_tps:>8.1f} {transfer_tps:>9.0f}")
+    print(f"{'auction bids':<22} {n_bids:>7} {1e6 / auction_tps:>8.1f} {auction_tps:>9.0f}")
     print(
         f"{'verify_signed_tx':<22} {n_commerce:>7} {per_verify * 1e6:>8.1f} {1 / per_verify:>9.0f}"
     )
@@ -325,13 +385,14 @@ def run_executor(args: argparse.Namespace) -> None:
     )
     print(
         f"state keys written per tx (the state tree's cost at node level): commerce "
-        f"{commerce_keys / n_commerce:.2f}, transfers {transfer_keys / len(transfers):.2f}"
+        f"{commerce_keys_mix / n_commerce:.2f}, transfers {transfer_keys / len(transfers):.2f}"
     )
     print(f"{args.buyers} buyers, execute_block strict, best of {args.repeat}")
     print("command: " + " ".join([".venv/bin/python -m benches.commerce", *sys.argv[1:]]))
     print(
         f"RESULT commerce_tps={commerce_tps:.0f} transfer_tps={transfer_tps:.0f} "
-        f"ratio={commerce_tps / transfer_tps:.2f}"
+        f"ratio={commerce_tps / transfer_tps:.2f} auction_tps={auction_tps:.0f} "
+        f"auction_ratio={auction_tps / transfer_tps:.2f}"
     )
 
 
@@ -449,6 +510,10 @@ async def run_node(args: argparse.Namespace) -> None:
         config = json.loads(config_path.read_text())
         config["mempool"]["per_account_cap"] = max(64, args.buyers + 16)
         config_path.write_text(json.dumps(config))
+        # The auction's bidders: the buyers of one mempool shard, where a block takes
+        # transactions by fee (shards take turns), so the fee ladder orders their bids.
+        shards = config["mempool"]["shards"]
+        bidders = [b for b in actors.buyers if int.from_bytes(b.address[:8], "big") % shards == 0]
         net = Devnet(root, 1)
         net.start()
         try:
@@ -503,6 +568,40 @@ async def run_node(args: argparse.Namespace) -> None:
                 secs, height = await _run_phase(url, chunk, args, height)
                 commerce_phases.append((name, len(chunk), secs))
 
+            # The auction: as many transfers from the bidders, then their bids.
+            plain = transfer_workload(
+                Actors(actors.registrar, actors.merchant, actors.host, bidders, actors.enc_public),
+                chain_id,
+                len(bidders),
+                nonces=nonces,
+                expiry_height=expiry,
+                fee=fee,
+            )
+            bids = bid_workload(
+                bidders,
+                actors.enc_public,
+                chain_id,
+                nonces=nonces,
+                expiry_height=expiry,
+                fee=fee,
+                fee_ladder=True,
+            )
+            await _wait_height(url, height + 1)
+            secs, height = await _run_phase(url, plain, args, height)
+            auction_phases = [("transfers (bidders)", len(plain), secs)]
+            await _wait_height(url, height + 1)
+            secs, height = await _run_phase(url, bids, args, height)
+            auction_phases.append(("bids, one auction", len(bids), secs))
+            lot = (await _get(url, "/v1/auctions/1"))["auction"]
+            leader = bidder_tag(1, bidders[-1].address)
+            want = (len(bidders), leader, final_price(len(bidders)))
+            if (lot["bids"], lot["leader"], lot["price"]) != want:
+                codes = await _failures(url, height - 20, height)
+                raise RuntimeError(
+                    f"auction run incomplete: bids, leader, price {lot['bids']}, "
+                    f"{lot['leader']}, {lot['price']}, expected {want}; failed receipts: {codes}"
+                )
+
             # Every commerce transaction did what it should (failures would count as txs).
             deal = (await _get(url, "/v1/deals/1"))["deal"]
             merchant = (
@@ -526,17 +625,23 @@ async def run_node(args: argparse.Namespace) -> None:
     pairs = zip(transfer_phases, commerce_phases, strict=True)
     for name, count, secs in [p for pair in pairs for p in pair]:
         print(f"{name:<22} {count:>7} {secs:>8.2f} {count / secs:>9.0f}")
+    for name, count, secs in auction_phases:
+        print(f"{name:<22} {count:>7} {secs:>8.2f} {count / secs:>9.0f}")
     commerce_tps, transfer_tps = tps(commerce_phases), tps(transfer_phases)
+    auction_tps = tps(auction_phases[1:])
     print(f"{'commerce mix':<22} {5 * n:>7} {'':>8} {commerce_tps:>9.0f}")
     print(f"{'transfers':<22} {5 * n:>7} {'':>8} {transfer_tps:>9.0f}")
+    print(f"{'auction bids':<22} {len(bidders):>7} {'':>8} {auction_tps:>9.0f}")
     print(
-        f"{n} buyers, 1 validator, block interval {args.block_ms} ms, "
+        f"{n} buyers ({len(bidders)} bidders), 1 validator, block interval {args.block_ms} ms, "
         f"batches of {args.batch} x {args.concurrency} concurrent"
     )
     print("command: " + " ".join([".venv/bin/python -m benches.commerce", *sys.argv[1:]]))
+    bids_vs = auction_tps / tps(auction_phases[:1])
     print(
         f"RESULT commerce_tps={commerce_tps:.0f} transfer_tps={transfer_tps:.0f} "
-        f"ratio={commerce_tps / transfer_tps:.2f}"
+        f"ratio={commerce_tps / transfer_tps:.2f} auction_tps={auction_tps:.0f} "
+        f"auction_ratio={bids_vs:.2f}"
     )
 
 

@@ -1,6 +1,7 @@
 """Joining by state sync vs by replay, and disk with and without pruning (storage level).
 
     python -m benches.sync --blocks 10000 [--keys-per-block 40] [--chunk-bytes 1048576]
+    nice python -m benches.sync --blocks 100000 --replay-during-build  # an hour or more
 
 Builds a chain of ``--blocks`` blocks on a real LevelDB (deterministic state changes:
 updates, inserts and deletes over a growing key set, as the storage tests use), then:
@@ -45,19 +46,36 @@ def changes_for(height: int, per_block: int) -> dict[bytes, bytes | None]:
     return out
 
 
-def build(path: Path, blocks: int, per_block: int, txs: int) -> list[tuple]:
+def progress(what: str, done: int, total: int) -> None:
+    """A line on stderr every tenth of a long phase (a 100k-block run takes most of an hour)."""
+    if total >= 10_000 and done % (total // 10) == 0:
+        print(f"  {what}: {done}/{total} at {time.strftime('%H:%M:%S')}", file=sys.stderr)
+
+
+def build(
+    path: Path, blocks: int, per_block: int, txs: int, keep: bool
+) -> tuple[list[tuple], float]:
+    """The source chain; its blocks if ``keep``, and the seconds its store spent applying
+    them (tree update and synced commit per block: what ``replay`` times on a fresh store)."""
     history = []
+    applying = 0.0
     with ChainStore(path) as store:
         store.initialize(GENESIS_HASH, {b"genesis": b"1"})
         prev = GENESIS_HASH
         for height in range(1, blocks + 1):
             changes = changes_for(height, per_block)
+            started = time.perf_counter()
             update = store.prepare_state(changes)
+            applying += time.perf_counter() - started
             block, commit, receipts = make_block(height, prev, update.root, txs)
+            started = time.perf_counter()
             store.commit_block(block, commit, receipts, changes, update)
-            history.append((block, commit, receipts))
+            applying += time.perf_counter() - started
+            if keep:
+                history.append((block, commit, receipts))
             prev = block.hash
-    return history
+            progress("built", height, blocks)
+    return history, applying
 
 
 def replay(path: Path, history: list[tuple], per_block: int) -> float:
@@ -68,6 +86,7 @@ def replay(path: Path, history: list[tuple], per_block: int) -> float:
             changes = changes_for(block.header.height, per_block)
             update = store.prepare_state(changes)
             store.commit_block(block, commit, receipts, changes, update)
+            progress("replayed", block.header.height, len(history))
     return time.perf_counter() - started
 
 
@@ -114,13 +133,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-bytes", type=int, default=1024 * 1024)
     parser.add_argument("--keep-states", type=int, default=1_000)
     parser.add_argument("--keep-blocks", type=int, default=100_000)
+    # The default block window holds a whole 100k-block chain: a shorter one shows what
+    # the blocks themselves weigh.
+    parser.add_argument("--short-keep-blocks", type=int, default=10_000)
+    # Building the source chain applies every block to a fresh store, as replay does:
+    # time that instead of a second pass (halves a 100k-block run, and its memory).
+    parser.add_argument("--replay-during-build", action="store_true")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     try:
         t0 = time.perf_counter()
-        history = build(root / "src", args.blocks, args.keys_per_block, args.txs_per_block)
+        history, applying = build(
+            root / "src",
+            args.blocks,
+            args.keys_per_block,
+            args.txs_per_block,
+            keep=not args.replay_during_build,
+        )
         built = time.perf_counter() - t0
-        replay_s = replay(root / "replay", history, args.keys_per_block)
+        if args.replay_during_build:
+            replay_s = applying
+        else:
+            replay_s = replay(root / "replay", history, args.keys_per_block)
+        del history
         with ChainStore(root / "src") as source:
             keys = sum(1 for _ in source.iter_state())
             sync_s, chunks, sent = state_sync(source, root / "synced", args.chunk_bytes)
@@ -134,6 +169,10 @@ def main(argv: list[str] | None = None) -> None:
             prune_s = time.perf_counter() - t1
         compact(root / "src")
         pruned = disk(root / "src")
+        with ChainStore(root / "src") as source:
+            source.prune_blocks(source.height - args.short_keep_blocks + 1)
+        compact(root / "src")
+        short = disk(root / "src")
         compact(root / "synced")
         synced = disk(root / "synced")
     finally:
@@ -145,7 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"{'what':<44}{'value':>14}")
     rows = [
-        ("join by replay (tree + commit per block), s", f"{replay_s:.2f}"),
+        (
+            "join by replay (tree + commit per block), s"
+            + (" [timed in the build]" if args.replay_during_build else ""),
+            f"{replay_s:.2f}",
+        ),
         ("join by state sync (fetch + verify + install), s", f"{sync_s:.2f}"),
         ("  chunks / bytes of nodes", f"{chunks} / {sent / mib:.1f} MiB"),
         ("disk, archive, MiB", f"{archive / mib:.1f}"),
@@ -154,6 +197,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{pruned / mib:.1f}",
         ),
         ("  pruning pass, s / nodes deleted", f"{prune_s:.2f} / {deleted}"),
+        (
+            f"disk, pruned (keep {args.keep_states} states, {args.short_keep_blocks} blocks), MiB",
+            f"{short / mib:.1f}",
+        ),
         ("disk, state-synced node, MiB", f"{synced / mib:.1f}"),
     ]
     for name, value in rows:

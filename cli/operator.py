@@ -41,11 +41,13 @@ from consensus.governance import (
 from consensus.staking import (
     BOND,
     REGISTER_CANDIDATE,
+    SET_MEMBER_ADDRESS,
     UNBOND,
     UNJAIL,
     VOTE_PRODUCERS,
     Bond,
     RegisterCandidate,
+    SetMemberAddress,
     Unbond,
     Unjail,
     VoteProducers,
@@ -54,7 +56,8 @@ from core import LiveLedgerError, PrivateKey, Vote
 from core.codec import Wire
 from core.errors import DecodeError
 from core.keystore import load_key
-from genesis.home import NODE_KEY_FILE, read_config
+from core.netaddr import InvalidNetAddress, check_dialable
+from genesis.home import NODE_KEY_FILE, external_address, read_config
 
 U64 = click.IntRange(0, 2**64 - 1)
 AMOUNT = click.IntRange(1, 2**64 - 1)
@@ -240,6 +243,26 @@ def unjail(signer: Signer) -> None:
     signer.send(UNJAIL, Unjail())
 
 
+@operator_tx(staking, "set-address")
+@click.option(
+    "--address",
+    default=None,
+    help="host:port other members dial (default: the --home's external address).",
+)
+def set_address(signer: Signer, address: str | None) -> None:
+    """Publish where this member's node listens for peers (sign with the member's --home):
+    every member's node dials it, and it replaces the address set before."""
+    if address is None:
+        address = external_address(read_config(signer.home)) if signer.home else ""
+        if not address:
+            raise OperatorError("give --address host:port (the home has no external address)")
+    try:
+        check_dialable(address)
+    except InvalidNetAddress as exc:
+        raise OperatorError(f"--address: {exc.message}") from None
+    signer.send(SET_MEMBER_ADDRESS, SetMemberAddress(address))
+
+
 @operator_tx(staking, "submit-evidence")
 @click.argument("evidence_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def submit_evidence(signer: Signer, evidence_file: Path) -> None:
@@ -359,7 +382,7 @@ def _read(name: str) -> Callable[[Callable[..., Any]], click.Command]:
 
 @_read("members")
 def query_members(client: NodeClient) -> Any:
-    """Consortium members (node key, name, admission height)."""
+    """Consortium members (node key, name, admission height, network address)."""
     return client.get("/v1/staking/members")
 
 

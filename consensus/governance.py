@@ -39,6 +39,7 @@ from consensus.staking_state import (
     active_params,
     check_staking_params,
     get_member,
+    member_address_key,
     member_key,
     members,
     producers_for_height,
@@ -456,6 +457,7 @@ def apply_propose_revoke_issuer(
     reads={P.PRODUCER_SET},
     writes={
         P.MEMBER,
+        P.MEMBER_ADDRESS,
         P.PROPOSAL,
         P.STAKING_INDEX,
         P.CHAIN_PARAMS,
@@ -533,6 +535,8 @@ def _execute(state: Overlay, proposal: Proposal, ctx: BlockContext) -> None:
     elif proposal.kind == REMOVE_MEMBER:
         _check_remove(state, key)
         state.delete(member_key(key))
+        # Its nodes are no longer dialed: a removed member's address goes with it.
+        state.delete(member_address_key(key))
         state.set_obj(MEMBER_LIST_KEY, KeyList(tuple(k for k in members(state) if k != key)))
         state.emit(Event.of("member_removed", member=key))
         # The issuer role is a member's: a removed member issues nothing more.

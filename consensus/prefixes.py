@@ -20,3 +20,6 @@ class ConsensusPrefix(IntEnum):
     STAKING_INDEX = 0x17
     # Governed chain parameters: the active set and the scheduled changes.
     CHAIN_PARAMS = 0x18
+    # A member's network address (``set_member_address``): beside the member record,
+    # whose encoding is in every state root and cannot grow a field.
+    MEMBER_ADDRESS = 0x19

@@ -1,4 +1,5 @@
-"""Staking transactions: register as a candidate, bond, unbond, vote, unjail.
+"""Staking transactions: register as a candidate, bond, unbond, vote, unjail, and a
+member's network address.
 
 Handlers are plain functions of (state, tx, payload, block context), as the vm
 wants them; every check is one line with its reason. ``register_staking`` adds
@@ -28,6 +29,7 @@ from consensus.staking_state import (
     UNBONDING_POOL,
     Candidate,
     KeyList,
+    MemberAddress,
     ReleaseQueue,
     Staker,
     Unbonding,
@@ -38,14 +40,16 @@ from consensus.staking_state import (
     get_candidate,
     get_member,
     get_staker,
+    member_address_key,
     put_staker,
     queue_key,
     read,
     require_staking,
     staking_enabled,
 )
-from core.codec import MaxItems, Wire
+from core.codec import MaxItems, MaxLen, Wire
 from core.errors import NodeFault
+from core.netaddr import MAX_NET_ADDRESS, InvalidNetAddress, check_dialable
 from core.types import PublicKey
 from vm.accounts import get_account, move_tokens
 from vm.amounts import checked_add
@@ -60,6 +64,7 @@ BOND = "bond"
 UNBOND = "unbond"
 VOTE_PRODUCERS = "vote_producers"
 UNJAIL = "unjail"
+SET_MEMBER_ADDRESS = "set_member_address"
 
 # The chain's own upkeep goes before commerce and transfers (with fair shares).
 TX_TYPES = TxTable(TxClass.CONSENSUS)
@@ -100,6 +105,15 @@ class Unjail(Wire):
     """Leave jail after ``jailed_until`` (the sender's own candidacy)."""
 
     MAX_ENCODED = 8
+
+
+@dataclass(frozen=True, slots=True)
+class SetMemberAddress(Wire):
+    """Where the sender's node listens for peers, ``host:port``: replaces what it set before."""
+
+    address: Annotated[str, MaxLen(MAX_NET_ADDRESS)]
+
+    MAX_ENCODED = MAX_NET_ADDRESS + 8
 
 
 @TX_TYPES.declare(
@@ -320,6 +334,37 @@ def apply_unjail(state: Overlay, tx: TxInfo, payload: Unjail, ctx: BlockContext)
     freed = Candidate(cand.registered_height, cand.weight, False, 0, cand.missed_epoch, ())
     state.set_obj(candidate_key(key), freed)
     state.emit(Event.of(UNJAIL, candidate=key))
+
+
+@TX_TYPES.declare(
+    SET_MEMBER_ADDRESS,
+    SetMemberAddress,
+    "a member publishes where its node listens (host:port); other nodes dial it",
+    codes={
+        **shared("staking_disabled", "not_member"),
+        "invalid_address": "not host:port, or a listen-on-all host (0.0.0.0, ::)",
+    },
+    events={SET_MEMBER_ADDRESS},
+    reads={P.MEMBER, P.CHAIN_PARAMS},
+    writes={P.MEMBER_ADDRESS},
+    view="Member",
+)
+def apply_set_member_address(
+    state: Overlay, tx: TxInfo, payload: SetMemberAddress, ctx: BlockContext
+) -> None:
+    key = tx.sender
+    require_staking(state)
+    # Only members' nodes are dialed; the record goes when the member does.
+    if get_member(state, key) is None:
+        raise TxFailed(f"{key.hex()} is not a consortium member", "not_member")
+    try:
+        # Every node dials it: one strict spelling, and never "any interface".
+        check_dialable(payload.address)
+    except InvalidNetAddress as exc:
+        raise TxFailed(exc.message, "invalid_address") from None
+    # One address per member: the new one replaces the old.
+    state.set_obj(member_address_key(key), MemberAddress(payload.address))
+    state.emit(Event.of(SET_MEMBER_ADDRESS, member=key, address=payload.address))
 
 
 def release_unbonded(state: Overlay, ctx: BlockContext) -> None:

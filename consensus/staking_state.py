@@ -21,6 +21,7 @@ from core.codec import MaxItems, MaxLen, Wire
 from core.errors import DecodeError, Invalid, NodeFault
 from core.hashing import Domain, hash_bytes
 from core.keys import ADDRESS_SIZE, address_of
+from core.netaddr import MAX_NET_ADDRESS
 from core.types import MAX_VALIDATORS, Address, PublicKey
 from vm.params import ChainParams
 from vm.registry import TxFailed
@@ -127,6 +128,17 @@ class Member(Wire):
     open_proposals: Annotated[tuple[int, ...], MaxItems(MAX_OPEN_PROPOSALS)] = ()
 
     MAX_ENCODED = 256
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAddress(Wire):
+    """Where a member's node listens for peers, ``host:port`` (``core.netaddr``), as the
+    member signed it. Other nodes dial it; TLS pins the member's node key, so an address
+    that points elsewhere gets only failed handshakes."""
+
+    address: Annotated[str, MaxLen(MAX_NET_ADDRESS)]
+
+    MAX_ENCODED = MAX_NET_ADDRESS + 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +289,7 @@ class PendingParams(Wire):
 # --- keys ---
 
 _MEMBER = bytes([ConsensusPrefix.MEMBER])
+_MEMBER_ADDRESS = bytes([ConsensusPrefix.MEMBER_ADDRESS])
 _CANDIDATE = bytes([ConsensusPrefix.CANDIDATE])
 _STAKER = bytes([ConsensusPrefix.STAKER])
 _QUEUE = bytes([ConsensusPrefix.UNBONDING_QUEUE])
@@ -297,6 +310,10 @@ def _u64(n: int) -> bytes:
 
 def member_key(public_key: bytes) -> bytes:
     return _MEMBER + public_key
+
+
+def member_address_key(public_key: bytes) -> bytes:
+    return _MEMBER_ADDRESS + public_key
 
 
 def candidate_key(public_key: bytes) -> bytes:
@@ -359,6 +376,12 @@ def members(state: StateView) -> tuple[bytes, ...]:
     """Node keys of every consortium member, sorted (p2p pins peers to these)."""
     lst = read(state, MEMBER_LIST_KEY, KeyList)
     return () if lst is None else lst.keys
+
+
+def member_address(state: StateView, public_key: bytes) -> str | None:
+    """The ``host:port`` a member published for its node, or None."""
+    record = read(state, member_address_key(public_key), MemberAddress)
+    return None if record is None else record.address
 
 
 def is_member(state: StateView, public_key: bytes) -> bool:

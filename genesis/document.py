@@ -14,7 +14,6 @@ never sorted behind the user's back.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import re
 import typing
@@ -30,11 +29,13 @@ from consensus.staking_genesis import (
     staking_genesis_state,
 )
 from consensus.staking_state import MODULE_ACCOUNT_NAMES
+from core import netaddr
 from core.codec import UINT64_MAX, MaxItems, MaxLen, Wire
 from core.errors import DecodeError, Invalid, InvalidAddress
 from core.hashing import Domain, hash_bytes
 from core.keys import format_address, parse_address
 from core.keystore import atomic_write
+from core.netaddr import MAX_NET_ADDRESS, InvalidNetAddress
 from core.types import MAX_TIME_MS, MAX_VALIDATORS, Address, PublicKey
 from vm.accounts import Account, account_key
 from vm.params import ChainParams
@@ -44,13 +45,6 @@ MAX_GENESIS_ACCOUNTS = 100_000
 MAX_GENESIS_FILE_BYTES = 32 * 1024 * 1024
 CHAIN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 VALIDATOR_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-# A node's network address, "host:port": a DNS name or IPv4 address, or an IPv6
-# address in brackets; the port in decimal without leading zeros (one spelling).
-MAX_NET_ADDRESS = 261
-_NET_ADDRESS = re.compile(
-    r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
-    r":(?P<port>[1-9][0-9]{0,4})"
-)
 
 
 class InvalidGenesis(Invalid):
@@ -68,38 +62,18 @@ def check_validator_name(name: str, what: str = "validator name") -> None:
 
 def parse_net_address(text: str) -> tuple[str, int]:
     """``"host:port"`` (``"[v6]:port"``) as (host, port); ``InvalidGenesis`` naming the fault."""
-    match = _NET_ADDRESS.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise InvalidGenesis(f"network address must be host:port, got {str(text)[:80]!r}")
-    host, port = match["host"], int(match["port"])
-    # A TCP port is 16 bits; 0 is not one a peer can dial.
-    if not 1 <= port <= 65535:
-        raise InvalidGenesis(f"port must be in 1..65535, got {port} in {text!r}")
-    if host.startswith("["):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise InvalidGenesis(f"not an IPv6 address in brackets: {text!r}") from None
-    return host, port
-
-
-def format_net_address(host: str, port: int) -> str:
-    """The one spelling of (host, port): IPv6 addresses in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return netaddr.parse_net_address(text)
+    except InvalidNetAddress as exc:
+        raise InvalidGenesis(exc.message) from None
 
 
 def check_dialable(text: str) -> tuple[str, int]:
     """A network address other nodes can dial: not the unspecified 0.0.0.0 or ::."""
-    host, port = parse_net_address(text)
     try:
-        unspecified = ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        unspecified = False  # a DNS name
-    # Listening on every interface is fine; telling peers to dial "any" is not.
-    if unspecified:
-        raise InvalidGenesis(f"{text!r} is a listen-on-all address, not one peers can dial")
-    return host, port
+        return netaddr.check_dialable(text)
+    except InvalidNetAddress as exc:
+        raise InvalidGenesis(exc.message) from None
 
 
 @dataclass(frozen=True, slots=True)

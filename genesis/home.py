@@ -28,12 +28,12 @@ from typing import Any
 from core.errors import LiveLedgerError
 from core.keys import PrivateKey, format_address
 from core.keystore import atomic_write, read_key_info, save_key
+from core.netaddr import format_net_address
 from genesis.document import (
     MAX_GENESIS_FILE_BYTES,
     Genesis,
     InvalidGenesis,
     check_validator_name,
-    format_net_address,
     load_genesis,
     parse_json,
     parse_net_address,

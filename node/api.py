@@ -68,6 +68,7 @@ from node.service import NODE, Node
 from node.simulate import ROUTES as SIMULATE_ROUTES
 from node.simulate import install as install_simulate
 from node.staking_api import ROUTES as STAKING_ROUTES
+from node.web import add_web_routes
 from storage import MAX_KEY_SIZE
 from vm import (
     Account,
@@ -817,13 +818,31 @@ GENESIS_DOCUMENT = Component(
     "/v1/genesis",
     "getGenesis",
     "The genesis document and its hash",
-    "What a client needs to verify the chain offline.",
-    ok=Answer("The genesis document.", obj({"hash": HASH, "genesis": GENESIS_DOCUMENT})),
+    "What a client needs to verify the chain offline. `encoded` is the document's "
+    "canonical encoding, whose BLAKE2b-256 under domain 0x04 is `hash`: a client that "
+    "cannot rebuild the encoding from the JSON form (a browser) hashes and reads it.",
+    ok=Answer(
+        "The genesis document.",
+        obj(
+            {
+                "hash": HASH,
+                "genesis": GENESIS_DOCUMENT,
+                "encoded": described(ref("Hex"), "the canonical encoding (its hash is `hash`)"),
+            }
+        ),
+    ),
     ready=False,
 )
 async def get_genesis(request: web.Request) -> web.Response:
     node = _node(request)
-    return web.json_response({"hash": node.genesis.hash.hex(), "genesis": node.genesis.to_json()})
+    genesis = node.genesis
+    return web.json_response(
+        {
+            "hash": genesis.hash.hex(),
+            "genesis": genesis.to_json(),
+            "encoded": genesis.encode().hex(),
+        }
+    )
 
 
 @ROUTES.get(
@@ -853,4 +872,6 @@ def create_app(node: Node) -> web.Application:
     add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
     STAKING_ROUTES.mount(app)
     add_openapi_route(app)
+    # The web app's files (node/web.py): served, not an API.
+    add_web_routes(app)
     return app

@@ -24,11 +24,16 @@ from consensus import (
     PrivValidator,
     WallClock,
     may_connect,
+    members,
     register_staking,
     staking_enabled,
 )
+from consensus.governance import VOTE_PROPOSAL
+from consensus.staking import SET_MEMBER_ADDRESS
+from consensus.staking_state import member_address
 from core import Commit, InvalidTransaction, PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
+from core.netaddr import InvalidNetAddress, parse_net_address
 from genesis import Genesis, load_genesis
 from node.chain import Chain, ExecutedBlock
 from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
@@ -57,6 +62,9 @@ log = logging.getLogger("node.service")
 
 PASSPHRASE_ENV = "LIVELEDGER_PASSPHRASE"
 CONSENSUS_MESSAGE_TYPE = 0x20
+# Transactions after which the members' on-chain addresses are read again
+# (``dial_members``): an address set, or a vote that may remove a member.
+ADDRESS_TX_TYPES = frozenset({SET_MEMBER_ADDRESS, VOTE_PROPOSAL})
 # Verdicts on a gossiped transaction that only a faulty or malicious peer causes.
 PEER_FAULT_CODES = frozenset({"malformed", "bad_signature", "wrong_chain"})
 
@@ -125,6 +133,12 @@ class Node:
         self._prune_stop = threading.Event()
         self._pruning = False
         self._observer_keys = frozenset(bytes.fromhex(k) for k in config.observers)
+        # Peers dialed at the address their member set on chain, and the config's own.
+        self._chain_peers: dict[bytes, PeerAddress] = {}
+        self._config_peers = {
+            bytes.fromhex(p.public_key): PeerAddress(bytes.fromhex(p.public_key), p.host, p.port)
+            for p in config.peers
+        }
         # Called with the height of each newly final block (apps' feeds).
         self.height_listeners: list[Callable[[int], None]] = []
 
@@ -210,7 +224,7 @@ class Node:
             self.key,
             cfg.p2p_host,
             cfg.p2p_port,
-            [PeerAddress(bytes.fromhex(p.public_key), p.host, p.port) for p in cfg.peers],
+            list(self._config_peers.values()),
             self.is_member,
             self._on_peer_message,
             chain_id=self.genesis.chain_id,
@@ -234,6 +248,7 @@ class Node:
             await self.syncer.run()
             self._open_chain()
         assert self.chain is not None
+        self.dial_members()
         self._prune_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prune")
         self._batcher = TxBatcher(self.p2p)
         # An observer never signs: no private validator at all (the engine then
@@ -304,6 +319,49 @@ class Node:
         if staking_enabled(chain.state):
             return may_connect(chain.state, public_key, chain.height + 1)
         return public_key in chain.genesis_validators
+
+    def dial_members(self) -> None:
+        """Dial every other member at the address it set on chain (``set_member_address``).
+
+        The chain's address replaces the config's for that member (it is the member's
+        own, latest word); config peers stay the rest, and the first peers a new node
+        dials. One address per member, at most ``MAX_MEMBERS`` of them; TLS pins each
+        member's key, so an address pointing at another machine gets failed handshakes
+        and nothing else. An observer dials only its config's peers: members that do
+        not list it would refuse it.
+        """
+        p2p, chain = self.p2p, self.chain
+        if p2p is None or chain is None or self.config.observer:
+            return
+        state = chain.state
+        if not staking_enabled(state):
+            return
+        wanted: dict[bytes, PeerAddress] = {}
+        for key in members(state):
+            text = member_address(state, key)
+            if key == self.key.public_key or text is None:
+                continue
+            try:
+                host, port = parse_net_address(text)
+            except InvalidNetAddress:
+                # The chain checks it on entry; a state that holds another is not ours to fix.
+                log.warning("member %s has an unusable address %r", key.hex()[:12], text[:80])
+                continue
+            wanted[key] = PeerAddress(key, host, port)
+        for key, peer in wanted.items():
+            if self._chain_peers.get(key) != peer:
+                log.info(
+                    "dialing member %s at %s:%d (on chain)", key.hex()[:12], peer.host, peer.port
+                )
+                p2p.add_peer(peer)
+        for key in self._chain_peers.keys() - wanted.keys():
+            # Its member left: back to the config's address, if it has one.
+            configured = self._config_peers.get(key)
+            if configured is not None:
+                p2p.add_peer(configured)
+            else:
+                p2p.remove_peer(key)
+        self._chain_peers = wanted
 
     def _bootstrap_keys(self) -> set[bytes]:
         keys = {bytes.fromhex(p.public_key) for p in self.config.peers}
@@ -402,6 +460,8 @@ class Node:
         if self.p2p is not None:
             # Membership may have changed (governance): drop peers that left.
             self.p2p.check_members()
+            if any(v.body.type in ADDRESS_TX_TYPES for v in result.included):
+                self.dial_members()
         m = self.metrics
         m.height.set(header.height)
         m.finalized_height.set(header.height)

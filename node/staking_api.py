@@ -41,6 +41,7 @@ from consensus.staking_state import (
     get_candidate,
     get_member,
     get_totals,
+    member_address,
     members,
     read,
     self_bond,
@@ -214,6 +215,11 @@ MEMBER = Component(
             "name": STR,
             "admitted_height": described(UINT, "0 for genesis validators"),
             "candidate": described(BOOL, "registered as a candidate"),
+            "address": described(
+                nullable(STR),
+                "`host:port` its node listens on, as the member set it "
+                "(`set_member_address`); null if it has not",
+            ),
         }
     ),
 )
@@ -223,7 +229,8 @@ MEMBER = Component(
     "/v1/staking/members",
     "getStakingMembers",
     "Consortium members",
-    "Every member's node key, name and admission height, from the latest committed state.",
+    "Every member's node key, name, admission height and network address, from the latest "
+    "committed state.",
     ok=Answer(
         "Members, by node key.",
         obj({"height": described(UINT, "head height (read first)"), "members": array(MEMBER)}),
@@ -243,6 +250,7 @@ async def get_members(request: web.Request) -> web.Response:
                 "name": member.name,
                 "admitted_height": member.admitted_height,
                 "candidate": get_candidate(state, key) is not None,
+                "address": member_address(state, key),
             }
         )
     return web.json_response({"height": height, "members": out})

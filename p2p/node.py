@@ -290,12 +290,26 @@ class P2PNode:
 
     def add_peer(self, peer: PeerAddress) -> None:
         """Dial ``peer`` from now on (replaces an earlier address for the same key)."""
+        if self._addresses.get(peer.public_key) == peer and peer.public_key in self._dialers:
+            return  # already dialing it there
         old = self._dialers.pop(peer.public_key, None)
         if old is not None:
             old.cancel()
         self._addresses[peer.public_key] = peer
         if self._running:
             self._start_dialer(peer)
+
+    def remove_peer(self, public_key: bytes) -> None:
+        """Stop dialing ``public_key`` (a connection it has stays; ``check_members`` ends it
+        when the key may no longer connect)."""
+        self._addresses.pop(public_key, None)
+        task = self._dialers.pop(public_key, None)
+        if task is not None:
+            task.cancel()
+
+    def dial_addresses(self) -> dict[bytes, PeerAddress]:
+        """Where each peer is dialed (one address per key)."""
+        return dict(self._addresses)
 
     def check_members(self) -> None:
         """Drop connected peers that are no longer members (call after membership changes)."""

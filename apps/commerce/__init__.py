@@ -1,4 +1,4 @@
-"""Live commerce on chain: merchants, listings, live sessions and flash deals, escrowed
+"""Live commerce on chain: merchants, listings, live sessions, flash deals and auctions, escrowed
 orders with deadlines and disputes, provenance, reviews, tips, sealed addresses.
 
 Each transaction type is declared on its handler (payload, codes, events, key
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from apps.commerce import keys, views
 from apps.commerce import payloads as tx
+from apps.commerce.auctions import end_auctions
 from apps.commerce.invariants import check_invariants
 from apps.commerce.model import (
     OPEN_STATES,
@@ -35,8 +36,9 @@ def register(registry: Registry) -> None:
     """Add every commerce transaction type and the begin-block hooks to ``registry``.
 
     Hooks run in this order at the start of every block: deals whose end time
-    passed are closed (unsold stock returns to the listing), then order
-    deadlines due at the block time are enforced.
+    passed are closed (unsold stock returns to the listing), auctions whose end
+    time passed end (won: the winner's order; else the unit returns to stock),
+    then order deadlines due at the block time are enforced.
 
     ``open_session`` is bound to the registry's live module accounts: a session
     host receives tips and commission, so it may not be one.
@@ -46,6 +48,7 @@ def register(registry: Registry) -> None:
             decl = decl.bind(module_accounts=registry.module_accounts)
         registry.register(decl)
     registry.add_begin_block(end_deals)
+    registry.add_begin_block(end_auctions)
     registry.add_begin_block(run_deadlines)
 
 

@@ -33,6 +33,7 @@ SHARED: dict[str, str] = {
     "deal_closed": "the deal is closed",
     "self_dealing": "buying one's own listing, tipping oneself, handing an item to oneself",
     "invalid_sealed_address": "a sealed box too short to hold anything",
+    "stale_key": "the address is sealed to a key that is not the merchant's current one",
     "insufficient_funds": "balance (after the fee) below the amount",
     "invalid_amount": "an amount of 0, over what is held, or overflowing uint64",
     "u64_overflow": "a running total (tips, ratings, order counts, ids) would pass 2**64-1",

@@ -20,6 +20,11 @@ ORDER_PLACED = "commerce.order_placed"
 DEAL_CLOSED = "commerce.deal_closed"
 TIP = "commerce.tip"
 SESSION_CLOSED = "commerce.session_closed"
+AUCTION_STARTED = "commerce.auction_started"
+AUCTION_BID = "commerce.auction_bid"
+AUCTION_EXTENDED = "commerce.auction_extended"
+# Outcome won, unsold or cancelled (begin events at the end time; cancel's receipt).
+AUCTION_ENDED = "commerce.auction_ended"
 
 # Everything else (receipts, audits, the order parties' clients).
 ROLES_SET = "commerce.roles_set"

@@ -81,8 +81,10 @@ from vm import Event, Receipt, StateView
 
 # State key prefixes whose records belong to an order's parties (docs/commerce.md,
 # Privacy): the order (buyer, amounts, sealed address), the party's index of its
-# orders, the buyer's count in a deal, the dispute (its reason) and the disclosures.
-# The generic state route refuses them; the signed order routes show them to whom
+# orders, the buyer's count in a deal, the dispute (its reason) and the disclosures;
+# and the auction record, which holds the leader's maximum bid (a rival who read it
+# would bid exactly up to it) and its sealed address (``/v1/auctions/{id}`` shows the
+# rest). The generic state route refuses them; the signed order routes show them to whom
 # ``views.order_view`` allows.
 PRIVATE_STATE_PREFIXES = frozenset(
     {
@@ -91,6 +93,7 @@ PRIVATE_STATE_PREFIXES = frozenset(
         CommercePrefix.PARTY,
         CommercePrefix.DISPUTE,
         CommercePrefix.DISCLOSURE,
+        CommercePrefix.AUCTION,
     }
 )
 
@@ -524,6 +527,24 @@ DEAL_ID = IntParam("id", "path", 1, MAX_ID, "deal id")
 )
 async def get_deal(request: web.Request) -> web.Response:
     return await _timed_view(request, "deal", DEAL_ID, views.deal_view)
+
+
+AUCTION_ID = IntParam("id", "path", 1, MAX_ID, "auction id")
+
+
+@ROUTES.get(
+    "/v1/auctions/{id}",
+    "getAuction",
+    "A live auction",
+    "Mode, start price, reserve, price, the lowest bid accepted next, the leader's "
+    "anonymous tag, bids and end time (anti-snipe moves it), live at `time_ms`; never "
+    "the leader's maximum.",
+    params=(AUCTION_ID,),
+    ok=Answer("The auction.", at_height(time_ms=nullable(UINT), auction=views.AuctionView)),
+    errors=(BAD_PARAM, NOT_FOUND, UNAVAILABLE),
+)
+async def get_auction(request: web.Request) -> web.Response:
+    return await _timed_view(request, "auction", AUCTION_ID, views.auction_view)
 
 
 # --- orders (signed reads) ---

@@ -15,6 +15,8 @@ from apps.commerce import keys
 from apps.commerce.model import (
     OPEN_STATES,
     UNSHIPPED_STATES,
+    Auction,
+    AuctionStatus,
     Count,
     Deal,
     DealStatus,
@@ -46,6 +48,7 @@ def check_invariants(
     deals = _all(state, keys.DEAL_IDS, keys.deal_key, Deal)
     listings = _all(state, keys.LISTING_IDS, keys.listing_key, Listing)
     sessions = _all(state, keys.SESSION_IDS, keys.session_key, Session)
+    auctions = _all(state, keys.AUCTION_IDS, keys.auction_key, Auction)
 
     # Every invariant about money holds per currency: the native token and each issued one.
     currencies = (NATIVE, *currency_symbols(state))
@@ -59,7 +62,8 @@ def check_invariants(
             bad(f"tokens not conserved: expected supply {supply}, balances + escrow = {total}")
         problems += check_supply(state, accounts, {c: e.held for c, e in held.items()})
 
-    # Each currency's escrow holds the sum of its open orders.
+    # Each currency's escrow holds the sum of its open orders plus its live bids (one per
+    # auction, in its listing's currency: an auction has no currency of its own).
     open_orders = [o for o in orders.values() if o.state in OPEN_STATES]
     for o in orders.values():
         if o.currency not in held:
@@ -68,12 +72,26 @@ def check_invariants(
         lst = listings.get(o.listing_id)
         if lst is not None and lst.currency != o.currency:
             bad(f"order {o.id} is in {o.currency!r}, its listing in {lst.currency!r}")
+    live_bids: dict[str, int] = defaultdict(int)
+    for a in auctions.values():
+        if a.status != AuctionStatus.OPEN:
+            continue
+        lst = listings.get(a.listing_id)
+        if lst is None:
+            bad(f"auction {a.id} is for listing {a.listing_id}, which does not exist")
+            continue
+        live_bids[lst.currency] += a.held
+    for currency in live_bids.keys() - held.keys():
+        bad(f"live bids are held in {currency!r}, which is no currency")
     for currency, h in held.items():
         mine = [o for o in open_orders if o.currency == currency]
         open_sum = sum(o.escrow for o in mine)
+        bids_sum = live_bids.get(currency, 0)
         name = currency or "native"
-        if h.held != open_sum:
-            bad(f"{name} escrow holds {h.held}, open orders hold {open_sum}")
+        if h.held != open_sum + bids_sum:
+            bad(
+                f"{name} escrow holds {h.held}, open orders hold {open_sum} and live bids {bids_sum}"
+            )
         if h.open_orders != len(mine):
             bad(f"{name} escrow counts {h.open_orders} open orders, there are {len(mine)}")
 
@@ -129,6 +147,11 @@ def check_invariants(
         if count is None or count.n != n:
             bad(f"deal {deal_id} buyer {buyer.hex()} counted {count}, orders hold {n}")
 
+    for a in auctions.values():
+        _check_auction(a, orders, sessions, bad)
+        if a.status == AuctionStatus.OPEN:
+            reserved_by[a.listing_id] += 1
+
     for s in sessions.values():
         for deal_id in s.open_deals:
             d = deals.get(deal_id)
@@ -136,6 +159,12 @@ def check_invariants(
                 bad(f"session {s.id} lists deal {deal_id}, which is not its open deal")
         if s.status == SessionStatus.CLOSED and s.open_deals:
             bad(f"closed session {s.id} still has open deals {s.open_deals}")
+        for auction_id in s.open_auctions:
+            a = auctions.get(auction_id)
+            if a is None or a.status != AuctionStatus.OPEN or a.session_id != s.id:
+                bad(f"session {s.id} lists auction {auction_id}, which is not its open auction")
+        if s.status == SessionStatus.CLOSED and s.open_auctions:
+            bad(f"closed session {s.id} still has open auctions {s.open_auctions}")
 
     rating: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
     listing_rating: dict[int, list[int]] = defaultdict(lambda: [0, 0])
@@ -156,7 +185,8 @@ def check_invariants(
             )
         if lst.reserved != reserved_by[lst.id]:
             bad(
-                f"listing {lst.id} reserves {lst.reserved}, open deals and unshipped orders "
+                f"listing {lst.id} reserves {lst.reserved}, open deals, open auctions and "
+                "unshipped orders "
                 f"hold {reserved_by[lst.id]}"
             )
         if lst.open_deals != open_deals_of[lst.id]:
@@ -171,6 +201,43 @@ def check_invariants(
         elif [merchant.rating_sum, merchant.rating_count] != rating[lst.merchant]:
             bad(f"merchant {lst.merchant.hex()} rating aggregate differs from its reviews")
     return problems
+
+
+def _check_auction(
+    a: Auction,
+    orders: dict[int, Order],
+    sessions: dict[int, Session],
+    bad: Callable[[str], None],
+) -> None:
+    try:
+        status = AuctionStatus(a.status)
+    except ValueError:
+        bad(f"auction {a.id} has unknown status {a.status}")
+        return
+    session = sessions.get(a.session_id)
+    listed = session is not None and a.id in session.open_auctions
+    if status == AuctionStatus.OPEN:
+        # The leader's escrow is the current price; without a leader nothing is held.
+        expected = 0 if a.leader is None else a.price
+        if a.held != expected:
+            bad(f"auction {a.id} holds {a.held}, its price with a leader is {expected}")
+        if a.leader is not None and not a.start_price <= a.price <= a.leader_max:
+            bad(f"auction {a.id} price {a.price} outside {a.start_price}..{a.leader_max}")
+        if not a.end_ms <= a.max_end_ms or a.order_id or a.ended_ms:
+            bad(f"open auction {a.id} ends at {a.end_ms} (max {a.max_end_ms}) or has ended")
+        if not listed:
+            bad(f"open auction {a.id} is missing from session {a.session_id}'s open auctions")
+        return
+    # An ended auction holds nothing, has left its session, and ended once: a sale made
+    # exactly one order, of its winner at its price.
+    if a.held != 0 or listed or not a.ended_ms:
+        bad(f"ended auction {a.id} holds {a.held} or is still open in its session")
+    order = orders.get(a.order_id)
+    if status == AuctionStatus.SOLD:
+        if order is None or (order.buyer, order.amount) != (a.leader, a.price):
+            bad(f"sold auction {a.id} has no order {a.order_id} of its winner at {a.price}")
+    elif a.order_id:
+        bad(f"auction {a.id} ({status.name.lower()}) has order {a.order_id}")
 
 
 def _all(state: StateView, kind: int, key: Callable[[int], bytes], cls: type[W]) -> dict[int, W]:

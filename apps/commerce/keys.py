@@ -37,6 +37,9 @@ class CommercePrefix(IntEnum):
     ITEM = 0x32
     ITEM_EVENT = 0x33
     REVIEW = 0x34
+    AUCTION = 0x35
+    AUCTION_CLOCK = 0x36
+    AUCTION_BUCKET = 0x37
 
 
 # Counter kinds (the byte after CommercePrefix.COUNTER).
@@ -44,6 +47,7 @@ LISTING_IDS = 1
 SESSION_IDS = 2
 DEAL_IDS = 3
 ORDER_IDS = 4
+AUCTION_IDS = 5
 
 _P = {p: bytes([p]) for p in CommercePrefix}
 
@@ -58,6 +62,7 @@ def escrow_key(currency: str) -> bytes:
 
 
 DEAL_CLOCK_KEY = _P[CommercePrefix.DEAL_CLOCK]
+AUCTION_CLOCK_KEY = _P[CommercePrefix.AUCTION_CLOCK]
 
 
 def _u64(n: int) -> bytes:
@@ -122,6 +127,14 @@ def deadline_entry_key(kind: int, seq: int) -> bytes:
 
 def deal_bucket_key(bucket: int) -> bytes:
     return _P[CommercePrefix.DEAL_BUCKET] + _u64(bucket)
+
+
+def auction_key(auction_id: int) -> bytes:
+    return _P[CommercePrefix.AUCTION] + _u64(auction_id)
+
+
+def auction_bucket_key(bucket: int) -> bytes:
+    return _P[CommercePrefix.AUCTION_BUCKET] + _u64(bucket)
 
 
 def item_key(ref: bytes) -> bytes:

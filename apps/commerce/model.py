@@ -12,6 +12,8 @@ from typing import Annotated
 
 from apps.commerce.params import (
     DESCRIPTION_CAP,
+    MAX_AUCTION_BUCKET_CAP,
+    MAX_AUCTIONS_CAP,
     MAX_BUCKET_CAP,
     MAX_DEALS_CAP,
     MAX_ITEMS_CAP,
@@ -249,6 +251,8 @@ class Session(Wire):
     pinned: Annotated[tuple[int, ...], MaxItems(MAX_PINNED_CAP)]
     open_deals: Annotated[tuple[int, ...], MaxItems(MAX_DEALS_CAP)]
     tips_total: int
+    # Open auctions (at most max_open_auctions): the session closes only without any.
+    open_auctions: Annotated[tuple[int, ...], MaxItems(MAX_AUCTIONS_CAP)] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +433,74 @@ class DealBucket(Wire):
     deal_ids: Annotated[tuple[int, ...], MaxItems(MAX_BUCKET_CAP)]
 
     MAX_ENCODED = MAX_BUCKET_CAP * 9 + 8
+
+
+# --- live auctions ---
+
+
+class AuctionMode(IntEnum):
+    TIMED = 1  # anti-snipe: a late bid resets the clock to auction_counter_ms
+    SUDDEN_DEATH = 2  # no extension
+
+
+class AuctionStatus(IntEnum):
+    OPEN = 1
+    SOLD = 2  # ended with a bid at or above the reserve: the winner's order exists
+    UNSOLD = 3  # ended without a bid, or below the reserve: the unit went back to stock
+    CANCELLED = 4  # by the merchant or host, before any bid
+
+
+@dataclass(frozen=True, slots=True)
+class Auction(Wire):
+    """One listing unit sold by ascending bids; its size does not grow with the bidders.
+
+    Only the leader is kept: its maximum (``leader_max``, the proxy bids for it up to
+    that), the price it pays now (``price``) and what the escrow holds for it
+    (``held``, equal to ``price``), and its sealed address for the order it wins.
+    Every outbid bidder has been refunded already.
+    """
+
+    id: int
+    session_id: int
+    listing_id: int
+    listing_version: int
+    merchant: Address
+    host: Address
+    host_bps: int
+    mode: int
+    start_price: int
+    # 0: no reserve.
+    reserve: int
+    start_ms: int
+    # The current end; anti-snipe moves it, never past max_end_ms.
+    end_ms: int
+    max_end_ms: int
+    status: int
+    # 0 until the first bid.
+    price: int
+    held: int
+    leader: Address | None
+    leader_max: int
+    bids: int
+    # The auction-clock bucket that holds its id while open.
+    bucket: int
+    sealed_to: OptEncKey
+    address_commitment: OptHash
+    sealed_address: Annotated[bytes, MaxLen(SEALED_CAP)]
+    # The winner's order (0: none).
+    order_id: int
+    ended_ms: int
+
+    MAX_ENCODED = SEALED_CAP + 512
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionBucket(Wire):
+    """Ids of the open auctions filed in one auction-clock bucket."""
+
+    auction_ids: Annotated[tuple[int, ...], MaxItems(MAX_AUCTION_BUCKET_CAP)]
+
+    MAX_ENCODED = MAX_AUCTION_BUCKET_CAP * 9 + 8
 
 
 # --- provenance ---

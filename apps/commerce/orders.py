@@ -23,6 +23,7 @@ from apps.commerce.model import (
     OPEN_STATES,
     TRANSITIONS,
     UNSHIPPED_STATES,
+    Auction,
     Count,
     DeadlineKind,
     DealStatus,
@@ -63,6 +64,7 @@ from apps.commerce.store import (
     checked_mul,
     config,
     escrow_in,
+    escrow_open_order,
     escrow_out,
     load,
     next_id,
@@ -71,6 +73,7 @@ from apps.commerce.store import (
     require_listing,
     require_order,
     require_role,
+    require_sealed,
     require_session,
     require_text,
     roles_of,
@@ -86,10 +89,6 @@ from vm.state import Overlay
 
 # Declared on their handlers below; ``apps.commerce`` registers them.
 TX_TYPES = TxTable(TxClass.COMMERCE)
-
-# A libsodium sealed box adds a 32-byte ephemeral key and a 16-byte tag.
-SEALED_OVERHEAD = 48
-
 
 # --- shared checks ---
 
@@ -129,18 +128,6 @@ def _require_before_deadline(order: Order, now_ms: int) -> None:
             f"order {order.id} deadline {order.deadline_ms} has passed (block time {now_ms})",
             "deadline_passed",
         )
-
-
-def _require_sealed(ciphertext: bytes, limit: int, what: str) -> None:
-    # A sealed box is at least its overhead plus one byte of plaintext.
-    if len(ciphertext) <= SEALED_OVERHEAD:
-        raise TxFailed(
-            f"{what} is {len(ciphertext)} bytes, a sealed box is more than {SEALED_OVERHEAD}",
-            "invalid_sealed_address",
-        )
-    # Bounded by the chain's parameters.
-    if len(ciphertext) > limit:
-        raise TxFailed(f"{what} is {len(ciphertext)} bytes, the limit is {limit}", "text_too_long")
 
 
 # --- state changes and payouts ---
@@ -259,6 +246,67 @@ def _link(state: Overlay, buyer: bytes, merchant: bytes, order_id: int) -> tuple
 _NO_PARTY = Party(0, 0, 0, 0)
 
 
+def open_won_order(state: Overlay, auction: Auction, currency: str, ctx: BlockContext) -> int:
+    """The order of an auction's winner (begin-block, at its end): one unit at the final
+    price in the listing's ``currency``, whose escrow is the winning bid's (already held),
+    accepted at once like a deal order (the merchant committed by starting the auction).
+    Returns its id."""
+    cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
+    if cfg is None or auction.leader is None:
+        raise NodeFault(f"auction {auction.id} won without a configuration or a leader")
+    now = ctx.time_ms
+    order_id = next_id(state, keys.ORDER_IDS)
+    escrow_open_order(state, currency)
+    due = now + cfg.params.ship_window_ms
+    prev_of_buyer, prev_of_merchant = _link(state, auction.leader, auction.merchant, order_id)
+    order = Order(
+        order_id,
+        auction.leader,
+        auction.merchant,
+        auction.listing_id,
+        auction.listing_version,
+        1,
+        auction.price,
+        auction.price,
+        auction.price,
+        0,
+        int(OrderState.ACCEPTED),
+        now,
+        now,
+        due,
+        0,
+        auction.session_id,
+        0,
+        auction.host,
+        auction.host_bps,
+        b"",
+        (),
+        0,
+        auction.sealed_to,
+        auction.address_commitment,
+        auction.sealed_address,
+        prev_of_buyer,
+        prev_of_merchant,
+        currency,
+    )
+    state.set_obj(keys.order_key(order_id), order)
+    schedule(state, DeadlineKind.SHIP, due, order_id)
+    state.emit(
+        ev.make(
+            ev.ORDER_PLACED,
+            session=auction.session_id,
+            order=order_id,
+            listing=auction.listing_id,
+            deal=0,
+            quantity=1,
+            amount=auction.price,
+            state=OrderState.ACCEPTED.name.lower(),
+            **ev.in_currency(currency),
+        )
+    )
+    return order_id
+
+
 # --- handlers ---
 
 
@@ -284,6 +332,7 @@ _NO_PARTY = Party(0, 0, 0, 0)
             "deal_closed",
             "self_dealing",
             "invalid_sealed_address",
+            "stale_key",
             "insufficient_funds",
             "invalid_amount",
             "u64_overflow",
@@ -294,7 +343,6 @@ _NO_PARTY = Party(0, 0, 0, 0)
         "price_mismatch": "the unit price offered is not the listing's or deal's price",
         "sold_out": "the deal has fewer units left than asked",
         "buyer_cap": "the order would take the buyer over the deal's per-buyer cap",
-        "stale_key": "the address is sealed to a key that is not the merchant's current one",
         "currency_mismatch": "the order pays in another currency than the listing's",
     },
     events={ev.ORDER_PLACED, ev.STOCK_LEFT},
@@ -353,7 +401,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
             f"address sealed to key {p.sealed_to.hex()}, merchant key is {merchant.enc_key.hex()}",
             "stale_key",
         )
-    _require_sealed(p.sealed_address, params.sealed_address_max_bytes, "sealed address")
+    require_sealed(p.sealed_address, params.sealed_address_max_bytes, "sealed address")
     session_id = 0
     host = None
     host_bps = 0
@@ -850,7 +898,7 @@ def process_disclose(state: Overlay, tx: TxInfo, p: Disclose, ctx: BlockContext)
             f"{addr(p.auditor)} does not hold role auditor (role auditor missing)",
             "missing_role",
         )
-    _require_sealed(p.ciphertext, params.sealed_address_max_bytes, "disclosure")
+    require_sealed(p.ciphertext, params.sealed_address_max_bytes, "disclosure")
     seq = order.disclosures
     # Each disclosure is a record keyed by the order; a few auditors need a few copies.
     if seq >= MAX_DISCLOSURES:

@@ -46,6 +46,16 @@ MAX_DEAL_BUCKETS = 4096
 MAX_BUCKET_CAP = 4096
 # Open deals of one merchant, whatever its number of sessions.
 MAX_MERCHANT_DEALS_CAP = 1024
+# Open auctions of one session (closing a session waits for them; each is in its view).
+MAX_AUCTIONS_CAP = 32
+# Auctions end within auction_max_lead_ms + auction_max_ms + auction_max_extension_ms of
+# starting, at most this many auction-clock buckets ahead (as for deals).
+MAX_AUCTION_BUCKETS = 4096
+# An auction-end bucket may fill to max_auctions_per_bucket when auctions start; the
+# end hook moves an extended auction to the bucket of its new end up to this hard cap.
+MAX_AUCTION_BUCKET_CAP = 4096
+# Rows of the bid increment table.
+MAX_INCREMENT_ROWS = 16
 # Disclosures of one order's address (each is a record keyed by a 4-byte seq).
 MAX_DISCLOSURES = 64
 # Listing versions and provenance events are keyed by a 4-byte seq.
@@ -104,8 +114,51 @@ class CommerceParams(Wire):
     max_open_deals_per_merchant: int = 64
     # Open deals ending in one deal-clock bucket (bucket width deal_bucket_ms).
     max_deals_per_bucket: int = 512
+    # Live auctions: a duration in auction_min_ms..auction_max_ms; a start at most
+    # auction_max_lead_ms ahead (bids placed before it are pre-bids).
+    auction_min_ms: int = 5_000
+    auction_max_ms: int = 300_000
+    auction_max_lead_ms: int = _HOUR
+    # Anti-snipe (timed mode): a bid with less than this left resets the clock to it...
+    auction_counter_ms: int = 10_000
+    # ...but never past the scheduled end plus this (two accounts of one bidder could
+    # otherwise hold the unit, and the auction clock's horizon, without end).
+    auction_max_extension_ms: int = 120_000
+    # Width of the auction clock's buckets (auction ends are found bucket by bucket).
+    auction_bucket_ms: int = 1_000
+    # Open auctions ending in one bucket when they start, and per session.
+    max_auctions_per_bucket: int = 256
+    max_open_auctions: int = 4
+    # Auction records and buckets the end hook reads per block; the rest wait a block.
+    max_auction_ends_per_block: int = 1_000
+    # Bid increments: below bid_increment_bounds[i] a bid raises by bid_increment_steps[i],
+    # from the last bound on by the last step (one more step than bounds).
+    bid_increment_bounds: Annotated[tuple[int, ...], MaxItems(MAX_INCREMENT_ROWS)] = (
+        30,
+        50,
+        100,
+        300,
+        1_000,
+        2_000,
+    )
+    bid_increment_steps: Annotated[tuple[int, ...], MaxItems(MAX_INCREMENT_ROWS + 1)] = (
+        1,
+        2,
+        3,
+        5,
+        10,
+        20,
+        50,
+    )
 
-    MAX_ENCODED = 1024
+    MAX_ENCODED = 1536
+
+    def increment(self, price: int) -> int:
+        """The step a bid must add to ``price`` (the increment table)."""
+        for bound, step in zip(self.bid_increment_bounds, self.bid_increment_steps, strict=False):
+            if price < bound:
+                return step
+        return self.bid_increment_steps[-1]
 
     def __post_init__(self) -> None:
         windows = ("accept_window_ms", "ship_window_ms", "confirm_window_ms", "ruling_window_ms")
@@ -140,6 +193,7 @@ class CommerceParams(Wire):
             raise DecodeError(
                 f"max_deadlines_per_block must be at least 1, got {self.max_deadlines_per_block}"
             )
+        self._check_auctions()
         caps = {
             "max_pinned": MAX_PINNED_CAP,
             "max_open_deals": MAX_DEALS_CAP,
@@ -156,6 +210,9 @@ class CommerceParams(Wire):
             "sealed_address_max_bytes": SEALED_CAP,
             "max_open_deals_per_merchant": MAX_MERCHANT_DEALS_CAP,
             "max_deals_per_bucket": MAX_BUCKET_CAP,
+            "max_auctions_per_bucket": MAX_AUCTION_BUCKET_CAP // 2,
+            "max_open_auctions": MAX_AUCTIONS_CAP,
+            "max_auction_ends_per_block": 1_000_000,
         }
         for name, cap in caps.items():
             # Payload codecs cannot carry more than their cap; 0 would forbid the feature.
@@ -166,6 +223,43 @@ class CommerceParams(Wire):
             raise DecodeError(
                 f"max_order_quantity must be in 1..1000000, got {self.max_order_quantity}"
             )
+
+    def _check_auctions(self) -> None:
+        # Durations and the anti-snipe time are positive; a time past MAX_TIME_MS could
+        # overflow an end time (block time + lead + duration + extension).
+        for name in ("auction_min_ms", "auction_max_ms", "auction_counter_ms"):
+            if not 1 <= getattr(self, name) <= MAX_TIME_MS:
+                raise DecodeError(f"{name} must be in 1..{MAX_TIME_MS}, got {getattr(self, name)}")
+        if self.auction_min_ms > self.auction_max_ms:
+            raise DecodeError(
+                f"auction_min_ms ({self.auction_min_ms}) must be at most auction_max_ms "
+                f"({self.auction_max_ms})"
+            )
+        # A bucket of 0 ms would divide by zero.
+        if self.auction_bucket_ms < 1:
+            raise DecodeError(f"auction_bucket_ms must be at least 1, got {self.auction_bucket_ms}")
+        # Bounds the auction clock's horizon: every end is within it of the start tx.
+        horizon = self.auction_max_lead_ms + self.auction_max_ms + self.auction_max_extension_ms
+        if horizon > MAX_AUCTION_BUCKETS * self.auction_bucket_ms:
+            raise DecodeError(
+                f"auction_max_lead_ms + auction_max_ms + auction_max_extension_ms ({horizon}) "
+                f"must be at most {MAX_AUCTION_BUCKETS} * auction_bucket_ms "
+                f"({MAX_AUCTION_BUCKETS * self.auction_bucket_ms})"
+            )
+        bounds, steps = self.bid_increment_bounds, self.bid_increment_steps
+        # One step per row plus the step above the last bound.
+        if len(steps) != len(bounds) + 1:
+            raise DecodeError(
+                f"bid_increment_steps needs {len(bounds) + 1} steps for {len(bounds)} bounds, "
+                f"got {len(steps)}"
+            )
+        # Rows in increasing order; a step of 0 would let a bid not raise the price.
+        if any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)) or (
+            bounds and bounds[0] < 1
+        ):
+            raise DecodeError(f"bid_increment_bounds must increase from 1, got {list(bounds)}")
+        if any(not 1 <= s <= MAX_TIME_MS for s in steps):
+            raise DecodeError(f"bid_increment_steps must be in 1..{MAX_TIME_MS}, got {list(steps)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +291,7 @@ class CommerceGenesis(Wire):
         return {
             "registrars": [format_address(a) for a in self.registrars],
             "treasury": format_address(self.treasury),
-            "params": {f.name: getattr(self.params, f.name) for f in _param_fields()},
+            "params": {f.name: _json_value(getattr(self.params, f.name)) for f in _param_fields()},
         }
 
     @classmethod
@@ -216,16 +310,35 @@ class CommerceGenesis(Wire):
         values = {}
         for name in names:
             value = pobj[name]
-            # bool is an int in Python, not in our files.
-            if type(value) is not int or not 0 <= value <= UINT64_MAX:
-                raise InvalidCommerceGenesis(
-                    f"commerce.params.{name}: expected an integer in 0..2**64-1, got {value!r}"
-                )
-            values[name] = value
+            if name in TABLE_PARAMS:
+                # The increment table: a list of integers.
+                if not isinstance(value, list) or len(value) > MAX_INCREMENT_ROWS + 1:
+                    raise InvalidCommerceGenesis(
+                        f"commerce.params.{name}: expected a list of at most "
+                        f"{MAX_INCREMENT_ROWS + 1} integers"
+                    )
+                values[name] = tuple(_uint(v, f"commerce.params.{name}") for v in value)
+            else:
+                values[name] = _uint(value, f"commerce.params.{name}")
         try:
             return cls(addrs, treasury, CommerceParams(**values))
         except DecodeError as exc:
             raise InvalidCommerceGenesis(f"commerce: {exc.message}") from None
+
+
+# Parameters that are lists of integers in genesis.json, not integers.
+TABLE_PARAMS = frozenset({"bid_increment_bounds", "bid_increment_steps"})
+
+
+def _json_value(value: int | tuple[int, ...]) -> int | list[int]:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _uint(value: Any, where: str) -> int:
+    # bool is an int in Python, not in our files.
+    if type(value) is not int or not 0 <= value <= UINT64_MAX:
+        raise InvalidCommerceGenesis(f"{where}: expected an integer in 0..2**64-1, got {value!r}")
+    return value
 
 
 def _param_fields() -> tuple[dataclasses.Field[Any], ...]:

@@ -59,6 +59,9 @@ ACCEPT_CUSTODY = "commerce.accept_custody"
 REFUSE_CUSTODY = "commerce.refuse_custody"
 REVIEW = "commerce.review"
 REPLY_REVIEW = "commerce.reply_review"
+START_AUCTION = "commerce.start_auction"
+CANCEL_AUCTION = "commerce.cancel_auction"
+BID = "commerce.bid"
 
 
 # --- roles and merchants ---
@@ -179,6 +182,43 @@ class Tip(Wire):
     message: Annotated[str, MaxLen(TIP_CAP)]
     # "" the native token, else an issued currency's symbol.
     currency: Symbol = NATIVE
+
+
+# --- live auctions ---
+
+
+@dataclass(frozen=True, slots=True)
+class StartAuction(Wire):
+    session_id: int
+    listing_id: int
+    start_price: int
+    # 0: no reserve; otherwise at least the start price.
+    reserve: int
+    # 0: at the block time; a later start lets bidders place pre-bids.
+    start_ms: int
+    duration_ms: int
+    # model.AuctionMode: 1 timed (anti-snipe), 2 sudden death.
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionRef(Wire):
+    auction_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bid(Wire):
+    """A maximum bid: the chain bids for the bidder by increments up to ``max_amount``.
+
+    The address is that of ``PlaceOrder``, sealed to the merchant's current key: the
+    winner's order carries it.
+    """
+
+    auction_id: int
+    max_amount: int
+    sealed_to: EncKey
+    address_commitment: Hash32
+    sealed_address: Annotated[bytes, MaxLen(SEALED_CAP)]
 
 
 # --- orders ---

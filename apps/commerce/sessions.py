@@ -82,7 +82,7 @@ def require_open_session(session: Session) -> None:
         raise TxFailed(f"session {session.id} is closed, expected open", "session_closed")
 
 
-def _require_host_or_merchant(session: Session, signer: bytes, what: str) -> None:
+def require_host_or_merchant(session: Session, signer: bytes, what: str) -> None:
     # Only the session's merchant or host runs the show.
     if signer != session.merchant and signer != session.host:
         raise TxFailed(
@@ -160,7 +160,8 @@ def process_open_session(
     )
 
 
-def _pinnable(state: Overlay, session: Session, listing_id: int) -> Listing:
+def session_listing(state: Overlay, session: Session, listing_id: int) -> Listing:
+    """The listing, if the session may show or sell it (its merchant's, active)."""
     listing = require_listing(state, listing_id)
     # A session shows only its own merchant's listings.
     if listing.merchant != session.merchant:
@@ -200,9 +201,9 @@ def _pinnable(state: Overlay, session: Session, listing_id: int) -> Listing:
 def process_pin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) -> None:
     params = config(state).params
     session = require_session(state, p.session_id)
-    _require_host_or_merchant(session, tx.sender_address, "pinning")
+    require_host_or_merchant(session, tx.sender_address, "pinning")
     require_open_session(session)
-    _pinnable(state, session, p.listing_id)
+    session_listing(state, session, p.listing_id)
     # Pinning twice would show the listing twice.
     if p.listing_id in session.pinned:
         raise TxFailed(
@@ -237,7 +238,7 @@ def process_pin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) ->
 def process_unpin(state: Overlay, tx: TxInfo, p: PinListing, ctx: BlockContext) -> None:
     config(state)
     session = require_session(state, p.session_id)
-    _require_host_or_merchant(session, tx.sender_address, "unpinning")
+    require_host_or_merchant(session, tx.sender_address, "unpinning")
     require_open_session(session)
     # Only a pinned listing can be unpinned.
     if p.listing_id not in session.pinned:
@@ -293,7 +294,7 @@ def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext
         )
     merchant = require_approved(state, signer)
     require_open_session(session)
-    listing = _pinnable(state, session, p.listing_id)
+    listing = session_listing(state, session, p.listing_id)
     # Escrow holds a positive amount for every order.
     if p.price < 1:
         raise TxFailed(f"deal price must be at least 1, got {p.price}", "invalid_price")
@@ -467,7 +468,7 @@ def process_close_deal(state: Overlay, tx: TxInfo, p: DealRef, ctx: BlockContext
     cfg = config(state)
     deal = require_deal(state, p.deal_id)
     session = require_session(state, deal.session_id)
-    _require_host_or_merchant(session, tx.sender_address, "closing a deal")
+    require_host_or_merchant(session, tx.sender_address, "closing a deal")
     # A deal closes once.
     if deal.status != DealStatus.OPEN:
         raise TxFailed(f"deal {deal.id} is closed, expected open", "deal_closed")
@@ -477,10 +478,17 @@ def process_close_deal(state: Overlay, tx: TxInfo, p: DealRef, ctx: BlockContext
 @TX_TYPES.declare(
     CLOSE_SESSION,
     SessionRef,
-    "merchant or host: close the session and its open deals",
-    codes=shared(
-        "commerce_disabled", "not_authorized", "unknown_session", "session_closed", "unknown_deal"
-    ),
+    "merchant or host: close the session and its open deals (once its auctions have ended)",
+    codes={
+        **shared(
+            "commerce_disabled",
+            "not_authorized",
+            "unknown_session",
+            "session_closed",
+            "unknown_deal",
+        ),
+        "auctions_open": "the session has open auctions (they end by themselves, or cancel them)",
+    },
     events={ev.DEAL_CLOSED, ev.SESSION_CLOSED},
     feed={ev.DEAL_CLOSED, ev.SESSION_CLOSED},
     reads={P.CONFIG},
@@ -490,8 +498,15 @@ def process_close_deal(state: Overlay, tx: TxInfo, p: DealRef, ctx: BlockContext
 def process_close_session(state: Overlay, tx: TxInfo, p: SessionRef, ctx: BlockContext) -> None:
     bucket_ms = config(state).params.deal_bucket_ms
     session = require_session(state, p.session_id)
-    _require_host_or_merchant(session, tx.sender_address, "closing")
+    require_host_or_merchant(session, tx.sender_address, "closing")
     require_open_session(session)
+    # An auction with bids was promised to run to its end; one without may be cancelled.
+    if session.open_auctions:
+        raise TxFailed(
+            f"session {session.id} has open auctions {list(session.open_auctions)}; they end "
+            "by themselves (or cancel those without bids)",
+            "auctions_open",
+        )
     for deal_id in session.open_deals:
         deal = require_deal(state, deal_id)
         close_deal(state, deal, DealCloseReason.SESSION_CLOSED, ctx.time_ms, bucket_ms)

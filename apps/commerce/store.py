@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from apps.commerce import keys
 from apps.commerce.model import (
+    Auction,
     Counter,
     Deal,
     Escrow,
@@ -37,6 +38,8 @@ from vm.state import Overlay, StateView
 W = TypeVar("W", bound=Wire)
 
 _ZERO_ESCROW = Escrow(0, 0)
+# A libsodium sealed box adds a 32-byte ephemeral key and a 16-byte tag.
+SEALED_OVERHEAD = 48
 _NO_ROLES = RoleRecord(0, b"")
 
 
@@ -88,6 +91,18 @@ def require_text(text: str, limit: int, what: str) -> None:
     # Texts are bounded by the chain's parameters (the codec's cap is only a ceiling).
     if size > limit:
         raise TxFailed(f"{what} is {size} bytes, the limit is {limit}", "text_too_long")
+
+
+def require_sealed(ciphertext: bytes, limit: int, what: str) -> None:
+    # A sealed box is at least its overhead plus one byte of plaintext.
+    if len(ciphertext) <= SEALED_OVERHEAD:
+        raise TxFailed(
+            f"{what} is {len(ciphertext)} bytes, a sealed box is more than {SEALED_OVERHEAD}",
+            "invalid_sealed_address",
+        )
+    # Bounded by the chain's parameters.
+    if len(ciphertext) > limit:
+        raise TxFailed(f"{what} is {len(ciphertext)} bytes, the limit is {limit}", "text_too_long")
 
 
 # --- objects that must exist ---
@@ -152,6 +167,14 @@ def require_order(state: StateView, order_id: int) -> Order:
     return order
 
 
+def require_auction(state: StateView, auction_id: int) -> Auction:
+    auction = load(state, keys.auction_key(auction_id), Auction)
+    # The auction must exist.
+    if auction is None:
+        raise TxFailed(f"no auction {auction_id}", "unknown_auction")
+    return auction
+
+
 def require_item(state: StateView, ref: bytes, label: str) -> Item:
     item = load(state, keys.item_key(ref), Item)
     # The item must have been registered.
@@ -186,13 +209,22 @@ def escrow(state: StateView, currency: str = NATIVE) -> Escrow:
     return _ZERO_ESCROW if held is None else held
 
 
-def escrow_in(state: Overlay, amount: int, currency: str = NATIVE) -> None:
-    """Add a new open order's ``amount`` to the escrow of its ``currency`` (already
-    debited from the buyer in that currency)."""
+def escrow_in(
+    state: Overlay, amount: int, opens_order: bool = True, currency: str = NATIVE
+) -> None:
+    """Add ``amount`` (already debited from its payer in ``currency``) to the escrow of
+    that currency: a new open order's, or, without ``opens_order``, a live auction bid's
+    (``escrow_open_order`` makes it an order's when the auction is won)."""
     held = escrow(state, currency)
     total = checked_add(held.held, amount, "escrow held")
-    open_orders = checked_add(held.open_orders, 1, "open orders")
-    state.set_obj(keys.escrow_key(currency), Escrow(total, open_orders))
+    orders = checked_add(held.open_orders, 1, "open orders") if opens_order else held.open_orders
+    state.set_obj(keys.escrow_key(currency), Escrow(total, orders))
+
+
+def escrow_open_order(state: Overlay, currency: str = NATIVE) -> None:
+    """A won auction's bid, already held in ``currency``, becomes an open order's escrow."""
+    held = escrow(state, currency)
+    state.set_obj(keys.escrow_key(currency), Escrow(held.held, held.open_orders + 1))
 
 
 def escrow_out(state: Overlay, amount: int, closes_order: bool, currency: str = NATIVE) -> None:

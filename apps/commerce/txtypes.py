@@ -1,7 +1,7 @@
 """Every commerce transaction type, and what is derived from their declarations.
 
 Each type is declared on its handler (``TxTable.declare`` in merchants, listings,
-sessions, orders, provenance and reviews); a new handler module is added to
+sessions, orders, auctions, provenance and reviews); a new handler module is added to
 ``TX_TYPES`` here. From the declarations come ``ERROR_CODES`` (every code a
 commerce receipt may carry) and ``FEED_KINDS`` (the event kinds the live-session
 feed sends, picked out of a block's events by ``feed_events``).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from apps.commerce import listings, merchants, orders, provenance, reviews, sessions
+from apps.commerce import auctions, listings, merchants, orders, provenance, reviews, sessions
 from vm.receipts import Event
 from vm.registry import TxType, error_codes, feed_kinds
 
@@ -21,6 +21,7 @@ TX_TYPES: tuple[TxType, ...] = (
     *listings.TX_TYPES,
     *sessions.TX_TYPES,
     *orders.TX_TYPES,
+    *auctions.TX_TYPES,
     *provenance.TX_TYPES,
     *reviews.TX_TYPES,
 )

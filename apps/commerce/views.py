@@ -22,8 +22,12 @@ from enum import Enum
 from typing import Annotated, Any
 
 from apps.commerce import keys
+from apps.commerce.auctions import bidder_tag, next_minimum
 from apps.commerce.model import (
     OPEN_STATES,
+    Auction,
+    AuctionMode,
+    AuctionStatus,
     Counter,
     Deal,
     DealCloseReason,
@@ -237,6 +241,77 @@ class DealView:
 
 
 @dataclass(frozen=True, slots=True)
+class AuctionView:
+    id: int
+    session_id: int
+    listing_id: int
+    listing_version: int
+    merchant: Address
+    host: Address
+    mode: Annotated[str, AuctionMode]
+    start_price: int
+    # 0: none.
+    reserve: int
+    reserve_met: bool
+    start_ms: int
+    # The current end (anti-snipe moves it, never past max_end_ms).
+    end_ms: int
+    max_end_ms: int
+    status: Annotated[str, AuctionStatus]
+    # The price the leader pays now (0 before the first bid).
+    price: int
+    # The lowest bid accepted now from anyone but the leader.
+    next_minimum: int
+    # The leader's anonymous tag in this auction (as in the feed), "" before a bid.
+    leader: str
+    bids: int
+    # Open and, when the caller passed a time, started and not ended.
+    live: bool
+    # The winner's order, once sold (0: none).
+    order_id: int
+    ended_ms: int
+
+
+def get_auction(state: StateView, auction_id: int) -> Auction | None:
+    return load(state, keys.auction_key(auction_id), Auction)
+
+
+def auction_view(
+    state: StateView, auction_id: int, now_ms: int | None = None
+) -> AuctionView | None:
+    """An auction as bidders see it: never the leader's maximum nor its address."""
+    a = get_auction(state, auction_id)
+    cfg = commerce_config(state)
+    if a is None or cfg is None:
+        return None
+    is_open = a.status == AuctionStatus.OPEN
+    live = is_open and (now_ms is None or a.start_ms <= now_ms < a.end_ms)
+    return AuctionView(
+        a.id,
+        a.session_id,
+        a.listing_id,
+        a.listing_version,
+        a.merchant,
+        a.host,
+        AuctionMode(a.mode).name.lower(),
+        a.start_price,
+        a.reserve,
+        a.leader is not None and a.price >= a.reserve,
+        a.start_ms,
+        a.end_ms,
+        a.max_end_ms,
+        AuctionStatus(a.status).name.lower(),
+        a.price,
+        next_minimum(cfg.params, a),
+        "" if a.leader is None else bidder_tag(a.id, a.leader),
+        a.bids,
+        live,
+        a.order_id,
+        a.ended_ms,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class SessionView:
     id: int
     merchant: Address
@@ -250,6 +325,8 @@ class SessionView:
     pinned: tuple[ListingView, ...]
     # The session's open deals with the stock they have left.
     deals: tuple[DealView, ...]
+    # Its open auctions.
+    auctions: tuple[AuctionView, ...]
 
 
 def get_deal(state: StateView, deal_id: int) -> Deal | None:
@@ -314,6 +391,7 @@ def session_view(
         s.tips_total,
         tuple(pinned),
         tuple(deals),
+        tuple(v for i in s.open_auctions if (v := auction_view(state, i, now_ms)) is not None),
     )
 
 
@@ -623,6 +701,7 @@ def jsonable(obj: Any) -> Any:
 
 __all__ = [
     "MAX_PAGE",
+    "AuctionView",
     "DealView",
     "DisputeView",
     "ItemView",
@@ -631,9 +710,11 @@ __all__ = [
     "OrderView",
     "SessionView",
     "ViewDenied",
+    "auction_view",
     "commerce_config",
     "deal_view",
     "escrow_view",
+    "get_auction",
     "get_deal",
     "get_item",
     "get_listing",

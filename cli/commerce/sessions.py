@@ -1,4 +1,5 @@
-"""``liveledger live`` and ``liveledger tip``: live sessions, pinned listings, flash deals."""
+"""``liveledger live``, ``bid`` and ``tip``: live sessions, pinned listings, flash deals,
+auctions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 import click
 
 from apps.commerce import payloads as tx
+from apps.commerce.model import AuctionMode
+from apps.commerce.sealing import seal_address
 from cli.client import NodeClient
+from cli.commerce.addresses import checked_address, keep_address
 from cli.commerce.commands import (
     AMOUNT,
     BPS,
@@ -26,7 +30,7 @@ from cli.main import clear_errors, main, node_option
 
 @main.group()
 def live() -> None:
-    """Live sessions, pinned listings and flash deals."""
+    """Live sessions, pinned listings, flash deals and auctions."""
 
 
 @tx_command(live, "open")
@@ -122,7 +126,7 @@ def live_close_deal(t: TxOpts, deal_id: int) -> None:
 @tx_command(live, "close")
 @click.argument("session_id", type=ID)
 def live_close(t: TxOpts, session_id: int) -> None:
-    """Close a session and its open deals (merchant or host)."""
+    """Close a session and its open deals, once its auctions ended (merchant or host)."""
     t.send(tx.CLOSE_SESSION, tx.SessionRef(session_id))
 
 
@@ -168,6 +172,97 @@ def live_watch(session_id: int, start: str | None, retry_for: float, node_url: s
                 f"{start!r} is not a position: <height>:<index> or <height>", param_hint="--from"
             )
     watch_session(node_url, session_id, start, retry_for)
+
+
+@live.group()
+def auction() -> None:
+    """Live auctions: one unit of a listing, by ascending bids (``bid`` places one)."""
+
+
+@tx_command(auction, "start")
+@click.argument("session_id", type=ID)
+@click.argument("listing_id", type=ID)
+@click.option("--start-price", type=AMOUNT, required=True)
+@click.option(
+    "--duration",
+    default="30s",
+    show_default=True,
+    help="How long it runs from its start: '30s', '2m' (within the chain's bounds).",
+)
+@click.option("--reserve", type=U64, default=0, help="Lowest price it sells at (0: none).")
+@click.option(
+    "--sudden-death",
+    is_flag=True,
+    help="No extension: the clock never resets (default: a late bid resets it).",
+)
+@click.option(
+    "--start",
+    type=WHEN,
+    default=None,
+    help="When bidding closes its pre-bids and the clock starts: 'now' (the default), "
+    "'in 10m', or ISO. Bids before it are pre-bids.",
+)
+def auction_start(
+    t: TxOpts,
+    session_id: int,
+    listing_id: int,
+    start_price: int,
+    duration: str,
+    reserve: int,
+    sudden_death: bool,
+    start: When | None,
+) -> None:
+    """Auction one unit of a listing in an open session (merchant or host)."""
+    length = parse_duration(duration)
+    if length is None:
+        raise click.BadParameter(f"{duration!r} is not a duration", param_hint="--duration")
+    # 0 asks for the block time: the auction runs from the block that includes it.
+    opens = 0 if start is None else _when(t.client, start, None, "start")
+    mode = AuctionMode.SUDDEN_DEATH if sudden_death else AuctionMode.TIMED
+    payload = tx.StartAuction(
+        session_id, listing_id, start_price, reserve, opens, length, int(mode)
+    )
+    t.send(tx.START_AUCTION, payload)
+
+
+@tx_command(auction, "cancel")
+@click.argument("auction_id", type=ID)
+def auction_cancel(t: TxOpts, auction_id: int) -> None:
+    """Cancel an auction that has no bid; its unit returns to stock (merchant or host)."""
+    t.send(tx.CANCEL_AUCTION, tx.AuctionRef(auction_id))
+
+
+@read_command(auction, "show")
+@click.argument("auction_id", type=ID)
+def auction_show(auction_id: int, node_url: str) -> Any:
+    """An auction: price, the next bid it accepts, leader's tag, bids, end, status."""
+    return NodeClient(node_url).get(f"/v1/auctions/{auction_id}")
+
+
+@tx_command(main, "bid")
+@click.argument("auction_id", type=ID)
+@click.argument("maximum", type=AMOUNT)
+@click.option(
+    "--address", "ship_to", required=True, help="Shipping address (sealed to the merchant)."
+)
+def bid(t: TxOpts, auction_id: int, maximum: int, ship_to: str) -> None:
+    """Bid up to MAXIMUM on an auction: the chain bids for you by increments (proxy).
+
+    The price you pay is held from your balance; the proxy draws more as it raises,
+    up to MAXIMUM and as far as your balance goes. Outbid, you get it back at once. If
+    you win, your order carries this address, sealed client-side and kept as for
+    ``order place``.
+    """
+    client = t.client
+    limits = client.get("/v1/commerce")["config"]["params"]
+    ship_to = checked_address(ship_to, limits["sealed_address_max_bytes"])
+    lot = client.get(f"/v1/auctions/{auction_id}")["auction"]
+    seller = client.get(f"/v1/merchants/{lot['merchant']}")["merchant"]
+    enc_key = bytes.fromhex(seller["enc_key"])
+    ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
+    key = t.signing_key()
+    t.send(tx.BID, tx.Bid(auction_id, maximum, enc_key, commitment, ciphertext), client, key)
+    keep_address(t.keyring, t.sender, key, plaintext)
 
 
 @tx_command(main, "tip")

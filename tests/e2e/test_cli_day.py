@@ -66,6 +66,7 @@ ELSEWHERE = {
             "query proposals",
             "staking bond",
             "staking register-candidate",
+            "staking set-address",
             "staking submit-evidence",
             "staking unbond",
             "staking unjail",
@@ -640,6 +641,48 @@ def test_a_currency_issued_sent_redeemed_and_proven(day):
     day.ok("gov", "vote", pid, *home)
     day.fails("currency", "mint", "USD", "--to", shopper1, "--amount", "1", *home,
               says="currency_revoked")  # fmt: skip
+
+
+def test_live_auction_start_cancel_bid_and_won(day):
+    """Auctions from the CLI: start (and its refusals), cancel, show, bids by maximum (the
+    proxy answers a lower one; too low is refused naming the minimum), won into an order."""
+    lid = day.ids["listing"]
+    out = day.ok(
+        "live", "open", "--host", "host", "--title", "Auction live", "--from", "merchant", "--wait"
+    )
+    session = event(out, "commerce.session_opened")["session"]
+    start = ("live", "auction", "start", session, lid, "--start-price", "100")
+    day.fails(*start, "--from", "shopper1", code=3, says="not_authorized")
+    day.fails(*start, "--duration", "1h", "--from", "host", code=3, says="invalid_schedule")
+    day.fails(*start, "--duration", "soon", "--from", "host", code=2, says="not a duration")
+    out = day.ok(*start, "--duration", "60s", "--from", "merchant", "--wait")
+    spare = event(out, "commerce.auction_started")["auction"]
+    day.ok("live", "auction", "cancel", spare, "--from", "host", "--wait")
+    day.fails("live", "auction", "cancel", spare, "--from", "host", code=3, says="auction_closed")
+    # Sudden death, 6 s: the bids below land well within it.
+    out = day.ok(*start, "--duration", "6s", "--sudden-death", "--from", "host", "--wait")
+    auction = event(out, "commerce.auction_started")["auction"]
+    assert event(out, "commerce.auction_started")["mode"] == "sudden_death"
+    out = day.ok("bid", auction, "300", "--address", "1 Main St", "--from", "shopper1", "--wait")
+    assert event(out, "commerce.auction_bid")["amount"] == "100"
+    day.fails(
+        "bid", auction, "100", "--address", "2 Dock Rd", "--from", "shopper2", code=3,
+        says="bid 100 is below the minimum 105",
+    )  # fmt: skip
+    day.ok("bid", auction, "150", "--address", "2 Dock Rd", "--from", "shopper2", "--wait")
+    shown = day.json("live", "auction", "show", auction)["auction"]
+    assert (shown["price"], shown["bids"], shown["next_minimum"]) == (155, 2, 160)
+    day.fails("live", "auction", "show", "999", says="no auction 999")
+    sold = wait_until(
+        lambda: (
+            (a := day.json("live", "auction", "show", auction)["auction"])["status"] == "sold" and a
+        ),
+        30,
+        "auction sold",
+    )
+    order = day.json("order", "show", str(sold["order_id"]), "--from", "shopper1")["order"]
+    assert (order["amount"], order["state"]) == (155, "accepted")
+    day.ok("live", "close", session, "--from", "merchant", "--wait")
 
 
 def test_every_command_ran_with_its_error_path(day):

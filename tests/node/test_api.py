@@ -9,7 +9,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from apps.commerce.views import ViewDenied
-from core import HttpError, PrivateKey, TxBody, format_address, pack_raw, parse_address, sign_tx
+from core import (
+    Domain,
+    HttpError,
+    PrivateKey,
+    TxBody,
+    format_address,
+    hash_bytes,
+    pack_raw,
+    parse_address,
+    sign_tx,
+)
+from genesis import Genesis
 from node.api import errors_middleware
 from storage import StateProof, verify_proof
 from vm import Account, Transfer, account_key
@@ -43,6 +54,16 @@ async def test_status_reports_chain_and_heights(node_client):
     assert doc["chain_id"] == node.genesis.chain_id
     assert doc["height"] >= 0
     assert doc["finalized_height"] == doc["height"]
+
+
+async def test_genesis_carries_its_encoding_which_hashes_to_its_hash(node_client):
+    """A client that cannot rebuild the encoding from the JSON (the web app) hashes the
+    served bytes: they are the document's, and its hash."""
+    client, node, _ = node_client
+    doc = await (await client.get("/v1/genesis")).json()
+    encoded = bytes.fromhex(doc["encoded"])
+    assert Genesis.decode(encoded) == node.genesis == Genesis.from_json(doc["genesis"])
+    assert hash_bytes(Domain.GENESIS, encoded).hex() == doc["hash"] == node.genesis.hash.hex()
 
 
 async def test_transfer_commits_and_moves_balance_with_proof(node_client):

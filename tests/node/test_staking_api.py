@@ -15,9 +15,11 @@ from consensus.governance import (
     ProposeRemoveMember,
     VoteProposal,
 )
-from consensus.staking import Bond, VoteProducers
+from consensus.staking import SET_MEMBER_ADDRESS, Bond, SetMemberAddress, VoteProducers
 from core import PrivateKey, TxBody, sign_tx
 from genesis.localnet import VALIDATOR_SELF_BOND
+from p2p import PeerAddress
+from vm import Transfer
 
 
 async def wait_committed(client, tx_hash, timeout=10.0):
@@ -101,7 +103,13 @@ async def test_members_proposals_and_params_follow_governance(node_client):
 
     doc = await (await client.get("/v1/staking/members")).json()
     assert doc["members"] == [
-        {"public_key": me.hex(), "name": "node0", "admitted_height": 0, "candidate": True}
+        {
+            "public_key": me.hex(),
+            "name": "node0",
+            "admitted_height": 0,
+            "candidate": True,
+            "address": None,
+        }
     ]
     doc = await (await client.get("/v1/params")).json()
     assert doc["params"] == node.genesis.to_json()["params"] and doc["pending"] == []
@@ -113,6 +121,7 @@ async def test_members_proposals_and_params_follow_governance(node_client):
         (PROPOSE_PARAM_CHANGE, ProposeParamChange("min_fee", 1500)),
         (VOTE_PROPOSAL, VoteProposal(1)),
         (VOTE_PROPOSAL, VoteProposal(2)),
+        (SET_MEMBER_ADDRESS, SetMemberAddress("node0.example:26656")),
     ]
     heights = []
     for nonce, (tx_type, payload) in enumerate(steps):
@@ -131,7 +140,10 @@ async def test_members_proposals_and_params_follow_governance(node_client):
         "name": "newcomer",
         "admitted_height": heights[2],
         "candidate": False,
+        "address": None,
     }
+    # The address a member signed is what every node shows (and dials).
+    assert {m["name"]: m for m in doc["members"]}["node0"]["address"] == "node0.example:26656"
     doc = await (await client.get("/v1/governance/proposals?start=1&limit=1")).json()
     assert doc["next_id"] == 3 and [p["id"] for p in doc["proposals"]] == [1]
     (first,) = doc["proposals"]
@@ -160,3 +172,48 @@ async def test_members_proposals_and_params_follow_governance(node_client):
             break
         await asyncio.sleep(0.05)
     assert doc["params"]["min_fee"] == 1500 and doc["pending"] == []
+
+
+async def test_members_are_dialed_at_the_address_they_set_on_chain(node_client):
+    """A member's on-chain address becomes a p2p dial target on every node; one per member,
+    replaced when it sets another, gone when governance removes the member."""
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    newcomer = PrivateKey.generate()
+    key = newcomer.public_key
+    nonces = {}
+
+    async def run(signer, tx_type, payload):
+        nonce = nonces.get(signer.public_key, 0)
+        nonces[signer.public_key] = nonce + 1
+        body = TxBody(nonce, 1000, 1000, tx_type, payload.encode())
+        resp = await client.post(
+            "/v1/txs", json={"tx": sign_tx(signer, chain_id, body).encode().hex()}
+        )
+        done = await wait_committed(client, (await resp.json())["hash"])
+        assert done["receipt"]["code"] == "ok", done
+
+    async def dialed(predicate):
+        # The node reads the addresses after the commit, on its loop: let it run.
+        for _ in range(250):
+            if predicate(node.p2p.dial_addresses()):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    await run(node.key, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(key, "newcomer"))
+    await run(node.key, VOTE_PROPOSAL, VoteProposal(1))
+    await run(faucet, "transfer", Transfer(newcomer.address, 10**6))
+    assert key not in node.p2p.dial_addresses()
+    await run(newcomer, SET_MEMBER_ADDRESS, SetMemberAddress("127.0.0.1:1"))
+    assert await dialed(lambda d: d.get(key) == PeerAddress(key, "127.0.0.1", 1))
+    # One address per member: the next one replaces it.
+    await run(newcomer, SET_MEMBER_ADDRESS, SetMemberAddress("[::1]:2"))
+    assert await dialed(lambda d: d.get(key) == PeerAddress(key, "::1", 2))
+    # A node never dials itself, whatever its own member record says.
+    await run(node.key, SET_MEMBER_ADDRESS, SetMemberAddress("127.0.0.1:3"))
+    # Removed: no longer dialed.
+    await run(node.key, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(key))
+    await run(node.key, VOTE_PROPOSAL, VoteProposal(2))
+    assert await dialed(lambda d: key not in d)
+    assert node.key.public_key not in node.p2p.dial_addresses()

@@ -63,6 +63,9 @@ async def test_member_connects_while_strangers_hold_handshakes(attack, caplog):
                 # Generous: on a loaded 2-core machine the flood slows everything.
                 await until(lambda: m0.node.peers() == [k1.public_key], timeout=15.0)
                 connected = time.monotonic() - start
+                # Each side adds the other when its own half of the handshake ends: a send
+                # from m1 before it has, is dropped (send returns False).
+                await until(lambda: m1.node.peers() == [k0.public_key], timeout=15.0)
                 m1.node.send(k0.public_key, Chat(1, b"through the flood"))
                 assert await recv(m0) == (k1.public_key, Chat(1, b"through the flood"))
                 m0.node.send(k1.public_key, Chat(2, b"and back"))

@@ -45,6 +45,7 @@ from vm import (
     currency_key,
     currency_symbols,
     default_registry,
+    get_account,
     get_balance,
     get_currency,
     verify_signed_tx,
@@ -202,13 +203,20 @@ class Chain:
         encoded = sign_tx(k, CHAIN, body).encode()
         return verify_signed_tx(encoded, CHAIN, self.registry, CHAIN_PARAMS.max_tx_bytes)
 
-    def block(self, *txs: VerifiedTx, advance_ms: int = 1_000, name: str = "") -> BlockResult:
-        """Execute one block ``advance_ms`` after the last one and commit it."""
+    def block(
+        self, *txs: VerifiedTx, advance_ms: int = 1_000, name: str = "", strict: bool = True
+    ) -> BlockResult:
+        """Execute one block ``advance_ms`` after the last one and commit it.
+
+        ``strict=False`` builds the block as a producer does: a transaction that may
+        not be included (say its sender can no longer pay the fee) is left out, and
+        every signer's next nonce is read back from the state.
+        """
         self.height += 1
         self.time_ms += advance_ms
         ctx = BlockContext(CHAIN, self.height, self.time_ms, PRODUCER, CHAIN_PARAMS)
         pre = self.state
-        result = self.executor.execute_block(pre, list(txs), ctx, strict=True)
+        result = self.executor.execute_block(pre, list(txs), ctx, strict=strict)
         post = dict(pre)
         for k, v in result.changes.items():
             if v is None:
@@ -216,6 +224,8 @@ class Chain:
             else:
                 post[k] = v
         self.state = post
+        if not strict:
+            self.nonces = {a: get_account(post, a).nonce for a in self.nonces}
         self.vectors.append(
             Vector(
                 name or f"block{self.height}",

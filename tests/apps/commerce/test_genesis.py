@@ -82,6 +82,27 @@ def _bad(mutate):
         ),
         (lambda c: c["params"].update(review_max_bytes=10**6), "review_max_bytes must be in"),
         (lambda c: c["params"].update(max_deal_ms=10**12), "max_deal_ms must be in"),
+        (
+            lambda c: c["params"].update(bid_increment_steps=[1, 2]),
+            "bid_increment_steps needs 7 steps for 6 bounds, got 2",
+        ),
+        (
+            lambda c: c["params"].update(bid_increment_bounds=[50, 30, 100, 300, 1000, 2000]),
+            "bid_increment_bounds must increase",
+        ),
+        (
+            lambda c: c["params"].update(bid_increment_steps=[1, 2, 3, 5, 10, 20, 0]),
+            "bid_increment_steps must be in 1..",
+        ),
+        (
+            lambda c: c["params"].update(bid_increment_steps=5),
+            "commerce.params.bid_increment_steps: expected a list",
+        ),
+        (
+            lambda c: c["params"].update(auction_max_lead_ms=10**10),
+            "auction_max_lead_ms \\+ auction_max_ms",
+        ),
+        (lambda c: c["params"].update(auction_min_ms=10**6), "auction_min_ms .* at most"),
         (lambda c: c.update(registrars=[]), "at least one registrar"),
         (lambda c: c.update(registrars=c["registrars"] * 2), "must be distinct"),
         (lambda c: c.update(treasury="ll1nope"), r"commerce.treasury: bad address"),

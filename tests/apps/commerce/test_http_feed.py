@@ -14,6 +14,7 @@ import pytest
 from apps.commerce import feed_events
 from apps.commerce import payloads as tx
 from apps.commerce.feed import CLOSE_SLOW_CONSUMER, HUB, REPLAY_SLOTS
+from apps.commerce.sealing import seal_address
 from tests.apps.commerce.test_http import PRICE, Actor, Driver, place, running_driver
 
 WAIT = 10.0
@@ -70,6 +71,11 @@ def stored_feed(d: Driver, session_id: int, first: int, last: int) -> list[tuple
     return out
 
 
+def bid(merchant: Actor, auction_id: int, maximum: int) -> tx.Bid:
+    ciphertext, commitment, _ = seal_address(merchant.enc_public, "1 Bid Street")
+    return tx.Bid(auction_id, maximum, merchant.enc_public, commitment, ciphertext)
+
+
 def positions(events):
     return [(e["height"], e["index"]) for e in events]
 
@@ -119,13 +125,22 @@ async def test_session_feed_in_order_with_resume_and_replay(driver):
     ended = await read_until(ws_a, kind="commerce.deal_closed")
     assert ended[-1]["attrs"]["reason"] == "ended" and ended[-1]["attrs"]["deal"] == "2"
 
+    # An auction of one cup (timed, 5 s): every bid after its start comes with less than
+    # the counter-bid time (10 s) left, so each resets the clock; Bob's lower maximum is
+    # answered by Alice's proxy. It ends while the script goes on.
+    await d.run(host.key, tx.START_AUCTION, tx.StartAuction(1, 2, 5_000, 0, 0, 5_000, 1))
+    await d.run(alice.key, tx.BID, bid(merchant, 1, 7_000))
+    await d.run(bob.key, tx.BID, bid(merchant, 1, 6_000))
+
     ws_b, replayed_b, _ = await connect(d, f"{path}?from={last_b['height']}:{last_b['index']}")
     await d.run(host.key, tx.UNPIN, tx.PinListing(1, 2))
     await d.run(host.key, tx.CLOSE_DEAL, tx.DealRef(1))
     await d.run(carol.key, tx.PLACE_ORDER, place(merchant, "3 Carol Court", deal=0))
+    # A session closes once its auctions have ended.
+    until_won = await read_until(ws_a, kind="commerce.auction_ended")
     await d.run(host.key, tx.CLOSE_SESSION, tx.SessionRef(1))
 
-    all_a = ended + await read_until(ws_a)
+    all_a = ended + until_won + await read_until(ws_a)
     assert ws_a.close_code == 1000
     rest_b = await read_until(ws_b)
     assert ws_b.close_code == 1000
@@ -142,12 +157,27 @@ async def test_session_feed_in_order_with_resume_and_replay(driver):
         "tip",
         "deal_opened",
         "deal_closed",
+        "auction_started",
+        "auction_bid",
+        "auction_extended",
+        "auction_bid",
+        "auction_extended",
         "listing_unpinned",
         "deal_closed",
         "order_placed",
         "stock_left",
+        "order_placed",  # the winner's order, in the block that ends the auction
+        "auction_ended",
         "session_closed",
     ]
+    auction = [e["attrs"] for e in all_a if e["kind"].startswith("commerce.auction_")]
+    # Bids show the price after them, the leader as a tag, and the time left.
+    assert [(a["amount"], a["leader"]) for a in auction if "amount" in a] == [
+        ("5000", auction[1]["leader"]),
+        ("6050", auction[1]["leader"]),
+    ]
+    assert all(0 < int(a["left_ms"]) <= 10_000 for a in auction if "left_ms" in a)
+    assert (auction[-1]["outcome"], auction[-1]["price"]) == ("won", "6050")
     # Strictly increasing positions, exactly the store's feed, no buyer anywhere.
     assert positions(all_a) == sorted(set(positions(all_a)))
     last = all_a[-1]["height"]

@@ -35,6 +35,8 @@ async def test_state_route_refuses_order_data_and_still_proves_absence(driver):
         "deal buyer": keys.deal_buyer_key(1, alice.address),
         "dispute": keys.dispute_key(1),
         "disclosure": keys.disclosure_key(1, 0),
+        # The leader's maximum bid and its sealed address.
+        "auction": keys.auction_key(1),
         "absent order": keys.order_key(999),
     }
     assert {key[0] for key in private.values()} == PRIVATE_STATE_PREFIXES

@@ -1,0 +1,482 @@
+"""The web app the node serves, in headless Chromium against a real node (issue 15).
+
+One single-validator node process (real LevelDB, real sockets, 200 ms blocks) serves the
+module; the merchant's side runs through the CLI in this process (click's runner). The
+browser reaches the node through a test proxy on loopback, which can drop the session
+feed's WebSockets (and refuse new ones for a while) and flip one byte of an item's
+answer. Every page is saved as a phone-sized screenshot under
+``test-artifacts/web/`` (LIVELEDGER_ARTIFACTS overrides the folder).
+
+Debian's chromium (``make system-deps``) and the built app (``make web``) are needed;
+without either the module skips and says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, WSMsgType, web
+from click.testing import CliRunner
+
+from apps.commerce.provenance import gtin_check_digit
+from cli.keyring import Keyring
+from cli.main import main
+from genesis import create_localnet
+from node.web import WEB_DIST
+from tests.e2e.helpers import REPO, NodeProcess, http_json
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE = {"width": 390, "height": 844}
+ARTIFACTS = Path(os.environ.get("LIVELEDGER_ARTIFACTS", REPO / "test-artifacts")) / "web"
+# A 13-digit EAN as printed on the package; the chain (and the link) hold it as GTIN-14.
+EAN13 = "950600013435" + str(gtin_check_digit("0950600013435"))
+GTIN14 = "0" + EAN13
+SHIP_TO = "Ada Lovelace, 12 Harbour Street, 80-001 Gdansk"
+# Timeouts of page expectations (ms): a block is 200 ms, proofs are checked in the page.
+WAIT_MS = 20_000
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package is not installed (dev extras)"
+)
+sync_api.expect.set_options(timeout=WAIT_MS)
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is absent: `make system-deps` installs Debian's chromium as root",
+    ),
+    pytest.mark.skipif(
+        not (WEB_DIST / "index.html").exists(),
+        reason=f"the web app is not built in {WEB_DIST}: run `make web`",
+    ),
+]
+
+
+class Proxy:
+    """An HTTP and WebSocket proxy to the node, in a thread of its own, with two faults:
+    ``drop_feeds()`` cuts every WebSocket as a network would (and refuses new ones while
+    ``hold`` is set), and ``tamper`` flips one byte of every item answer."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.tamper = False
+        self.hold = False
+        # The open WebSockets' connections, by request.
+        self.feeds: dict[int, asyncio.BaseTransport] = {}
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        self.session = ClientSession(auto_decompress=False)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request)
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("host", "accept-encoding")
+        }
+        async with self.session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            headers=headers,
+            data=await request.read(),
+        ) as resp:
+            body = await resp.read()
+            if self.tamper and request.path.startswith("/v1/items/") and resp.status == 200:
+                body = flip_one_byte(body)
+            out = {
+                k: v
+                for k, v in resp.headers.items()
+                if k.lower() in ("content-type", "cache-control", "content-security-policy")
+            }
+            return web.Response(status=resp.status, body=body, headers=out)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if self.hold:
+            return web.Response(status=503, text="held")
+        ws_up = await self.session.ws_connect(self.upstream.replace("http", "ws") + request.path_qs)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        assert request.transport is not None
+        self.feeds[id(request)] = request.transport
+
+        async def down() -> None:
+            async for msg in ws_up:
+                if msg.type == WSMsgType.TEXT:
+                    await ws.send_str(msg.data)
+            await ws.close(code=ws_up.close_code or 1000)
+
+        task = asyncio.ensure_future(down())
+        try:
+            async for _msg in ws:
+                pass
+        finally:
+            self.feeds.pop(id(request), None)
+            task.cancel()
+            await ws_up.close()
+        return ws
+
+    def drop_feeds(self) -> None:
+        """Cut every open WebSocket without a closing handshake (the browser sees 1006)."""
+
+        def cut() -> None:
+            for transport in list(self.feeds.values()):
+                transport.abort()
+
+        self.loop.call_soon_threadsafe(cut)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            await self.session.close()
+            await self.runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def flip_one_byte(body: bytes) -> bytes:
+    """The answer with one byte changed: a hex digit inside the first proven value (the
+    item's own record), so the answer is still well-formed JSON."""
+    at = body.index(b'"value": "', body.index(b'"entries"')) + len(b'"value": "') + 40
+    new = b"0" if body[at : at + 1] != b"0" else b"1"
+    return body[:at] + new + body[at + 1 :]
+
+
+class World:
+    """The node, the proxy, the CLI's key ring and what the setup made."""
+
+    def __init__(self, root: Path) -> None:
+        layout = create_localnet(root / "net", 1, "", block_interval_ms=200)
+        self.node = NodeProcess(layout.nodes[0].home)
+        self.keyring = root / "net" / "keyring"
+        ring = Keyring(self.keyring)
+        for name in ("merchant", "host", "shopper1"):
+            ring.create(name, "")
+        self.env = {
+            "LIVELEDGER_PASSPHRASE": "",
+            "LIVELEDGER_KEYRING": str(self.keyring),
+            "LIVELEDGER_NODE": "",
+        }
+        self.ids: dict[str, str] = {}
+
+    def cli(self, *args: str) -> str:
+        result = CliRunner().invoke(main, list(args), env=self.env)
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    def address(self, name: str) -> str:
+        return Keyring(self.keyring).address(name)
+
+    def setup_shop(self) -> None:
+        for name in ("merchant", "host", "shopper1"):
+            self.cli("tx", "transfer", "--from", "faucet", "--to", name, "--amount", "10000000")
+        self.cli("tx", "transfer", "--from", "faucet", "--to", "host", "--amount", "1", "--wait")
+        self.cli("merchant", "register", "--from", "merchant", "--name", "Acme Kettles", "--wait")
+        self.cli("merchant", "approve", "merchant", "--from", "faucet", "--wait")
+        self.cli("roles", "set", "merchant", "--roles", "maker", "--from", "faucet", "--wait")
+        out = self.cli(
+            "listing", "create", "--title", "Copper kettle", "--description",
+            "1.7 l, hammered copper", "--price", "2500", "--stock", "50", "--from", "merchant",
+            "--wait",
+        )  # fmt: skip
+        self.ids["listing"] = event(out, "commerce.listing_created")["listing"]
+        out = self.cli(
+            "live", "open", "--host", "host", "--title", "Kettles live", "--from", "merchant",
+            "--wait",
+        )  # fmt: skip
+        self.ids["session"] = event(out, "commerce.session_opened")["session"]
+        self.cli(
+            "live", "pin", self.ids["session"], self.ids["listing"], "--from", "merchant", "--wait"
+        )
+        out = self.cli(
+            "live", "deal", self.ids["session"], self.ids["listing"], "--price", "1999",
+            "--allocation", "10", "--per-buyer-cap", "3", "--minutes", "30", "--from",
+            "merchant", "--wait",
+        )  # fmt: skip
+        self.ids["deal"] = event(out, "commerce.deal_opened")["deal"]
+        # A serialized item with a history: made, inspected, handed to the host and back.
+        self.cli(
+            "item", "register", EAN13, "SN-1", "--description", "Copper kettle",
+            "--read-point", "urn:acme:plant-1", "--event-time", "1m ago", "--from", "merchant",
+            "--wait",
+        )  # fmt: skip
+        self.cli(
+            "item", "attest", EAN13, "SN-1", "--step", "inspecting", "--event-time", "now",
+            "--from", "merchant", "--wait",
+        )  # fmt: skip
+        self.cli("item", "handoff", EAN13, "SN-1", "--to", "host", "--from", "merchant", "--wait")
+        self.cli("item", "accept", EAN13, "SN-1", "--from", "host", "--wait")
+
+    def order(self, buyer: str) -> str:
+        """A deal order placed from the CLI: its order id."""
+        out = self.cli(
+            "order", "place", self.ids["listing"], "--deal", self.ids["deal"], "--address",
+            "1 Main St", "--from", buyer, "--wait",
+        )  # fmt: skip
+        return event(out, "commerce.order_placed")["order"]
+
+
+def event(out: str, kind: str) -> dict[str, str]:
+    for line in out.splitlines():
+        if line.startswith(kind + " "):
+            return dict(p.split("=", 1) for p in line.split()[1:])
+    raise AssertionError(f"no {kind} in {out!r}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = World(tmp_path_factory.mktemp("web"))
+    w.node.start()
+    w.env["LIVELEDGER_NODE"] = w.node.url
+    proxy = Proxy(w.node.url)
+    w.proxy = proxy
+    try:
+        w.setup_shop()
+        yield w
+    finally:
+        proxy.stop()
+        w.node.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(world, tmp_path_factory):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_FLAGS,
+            headless=True,
+            viewport=PHONE,
+            device_scale_factor=1,
+            is_mobile=True,
+            has_touch=True,
+        )
+        context.set_default_timeout(WAIT_MS)
+        page = context.pages[0] if context.pages else context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            yield page
+        finally:
+            context.close()
+    # Nothing the page ran threw.
+    assert errors == [], errors
+
+
+def shot(page, name: str, at: str | None = None) -> None:
+    """The phone's screen as it is (scrolled to ``at`` if given), saved for people to see."""
+    if at is not None:
+        page.locator(at).scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def ticker_orders(page) -> list[str]:
+    return page.locator("#ticker li[data-kind='commerce.order_placed']").all_inner_texts()
+
+
+def test_live_page_follows_orders_and_resumes_after_a_dropped_feed(world, browser):
+    page = browser
+    session = world.ids["session"]
+    page.goto(f"{world.proxy.url}/live/{session}")
+    expect = sync_api.expect
+    expect(page.locator("#feed-state")).to_have_text("live")
+    expect(page.locator(f"[data-deal='{world.ids['deal']}'] .left")).to_have_text("10 of 10 left")
+    first = world.order("shopper1")
+    expect(page.locator("#ticker")).to_contain_text(f"Order #{first}:")
+    expect(page.locator(f"[data-deal='{world.ids['deal']}'] .left")).to_have_text("9 of 10 left")
+
+    # The connection drops and stays down while an order lands; the page comes back
+    # with its last position: the order shows once, the earlier one is not repeated.
+    world.proxy.hold = True
+    world.proxy.drop_feeds()
+    expect(page.locator("#feed-state")).to_have_text("reconnecting")
+    second = world.order("shopper1")
+    world.proxy.hold = False
+    expect(page.locator("#feed-state")).to_have_attribute("data-connections", "2")
+    expect(page.locator("#ticker")).to_contain_text(f"Order #{second}:")
+    expect(page.locator(f"[data-deal='{world.ids['deal']}'] .left")).to_have_text("8 of 10 left")
+    orders = ticker_orders(page)
+    assert [o.split(":")[0] for o in orders] == [f"Order #{second}", f"Order #{first}"]
+    positions = page.locator("#ticker li").evaluate_all("els => els.map(e => e.dataset.pos)")
+    assert len(positions) == len(set(positions))
+    shot(page, "live-session")
+
+
+def test_a_shopper_makes_a_key_is_funded_and_orders_with_one_tap(world, browser):
+    page = browser
+    expect = sync_api.expect
+    session = world.ids["session"]
+    page.goto(f"{world.proxy.url}/live/{session}")
+    buy = page.locator(f"[data-deal='{world.ids['deal']}'] button.buy")
+    expect(buy).to_be_enabled()
+    # No key yet: the tap leads to making one.
+    buy.click()
+    expect(page).to_have_url(re.compile(r"/wallet\?next="))
+    page.fill("#passphrase", "correct horse battery")
+    page.fill("#passphrase2", "correct horse battery")
+    page.click("#create-key")
+    address = page.locator("#my-address").inner_text(timeout=WAIT_MS)
+    assert address.startswith("ll1")
+    shot(page, "wallet-new-key")
+    # Nothing in the browser's storage holds the key or the address in the clear.
+    stored = page.evaluate("() => JSON.stringify(localStorage)")
+    assert "ll1" in stored and "Harbour" not in stored
+    # Enough for one kettle at the deal's price and its fee (1,999 + 1,000), a tip of
+    # 100 and its fee, and a little.
+    world.cli("tx", "transfer", "--from", "faucet", "--to", address, "--amount", "5200", "--wait")
+    page.click("nav a[href='/wallet']")
+    expect(page.locator("#balance-amount")).to_have_text("5,200")
+    expect(page.locator("#balance-proof")).to_contain_text("✓ verified")
+    page.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
+    # A full load forgets the unlocked key: the passphrase opens it again.
+    page.fill("#passphrase", "correct horse battery")
+    page.click("#unlock")
+    page.fill("#ship-to", SHIP_TO)
+    shot(page, "wallet-funded")
+    page.click("#save-ship")
+    expect(page).to_have_url(re.compile(rf"/live/{session}$"))
+
+    # One tap: signed here, the address sealed here, final in a block.
+    buy.click()
+    outcome = page.locator("#outcome p.ok")
+    expect(outcome).to_contain_text("is final")
+    order_id, height = re.search(
+        r"Order #(\d+) is final \(block (\d+)\)", outcome.inner_text()
+    ).groups()
+    expect(page.locator("#ticker")).to_contain_text(f"Order #{order_id}:")
+    shot(page, "live-ordered")
+    world.ids["web_order_height"] = height
+
+    # The merchant's CLI opens the address the browser sealed (and checks it against
+    # the commitment on chain).
+    assert world.cli("order", "address", order_id, "--from", "merchant").strip() == SHIP_TO
+
+    # A tip, signed here, lands in the ticker and the session's total.
+    page.fill("#tip-message", "great show")
+    page.click("footer.tipbar button:has-text('Tip 100')")
+    expect(page.locator("#outcome p.ok")).to_contain_text("Tip of 100 sent")
+    expect(page.locator("#ticker li[data-kind='commerce.tip']")).to_have_text(
+        "Tip 100: “great show”"
+    )
+    expect(page.locator("#tips-total")).to_have_text("100")
+    # A refusal reads as a sentence: 1,101 left cannot pay a tip of 1,000 and its fee.
+    page.click("footer.tipbar button:has-text('Tip 1,000')")
+    expect(page.locator("#outcome p.error")).to_contain_text("balance is too low")
+    shot(page, "live-refused")
+
+
+def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browser):
+    page = browser
+    expect = sync_api.expect
+    page.goto(f"{world.proxy.url}/01/{EAN13}/21/SN-1")
+    verdict = page.locator("#verdict")
+    expect(verdict).to_have_attribute("data-verified", "yes")
+    expect(verdict).to_contain_text("✓ verified")
+    expect(page.locator("#timeline li")).to_have_count(4)
+    expect(page.locator("#timeline")).to_contain_text("Made and registered")
+    expect(page.locator("#timeline")).to_contain_text("Sent by Acme Kettles to")
+    expect(page.locator("#timeline")).to_contain_text("Received by")
+    shot(page, "item-verified")
+    shot(page, "item-history", at="#timeline li:last-child")
+    page.click("#label summary")
+    expect(page.locator("#label svg")).to_be_visible()
+    shot(page, "item-label", at="#label")
+    # What the merchant's printer gets: the code and its label, nothing else.
+    page.emulate_media(media="print")
+    expect(page.locator("#verdict")).to_be_hidden()
+    shot(page, "item-label-print")
+    page.emulate_media(media="screen")
+
+    world.proxy.tamper = True
+    try:
+        page.reload()
+        expect(verdict).to_have_attribute("data-verified", "no")
+        expect(verdict).to_contain_text("✗ not verified")
+        shot(page, "item-tampered")
+    finally:
+        world.proxy.tamper = False
+
+
+def test_the_explorer_shows_the_block_that_holds_the_order(world, browser):
+    page = browser
+    expect = sync_api.expect
+    # The block the shopper's order is final in (as the live page said), and the order's
+    # transaction in it, as the node lists it.
+    height = int(world.ids["web_order_height"])
+    block = http_json(f"{world.node.url}/v1/blocks/{height}")
+    tx_hash = next(t["hash"] for t in block["txs"] if t["type"] == "commerce.place_order")
+    page.goto(f"{world.proxy.url}/explorer")
+    expect(page.locator("#blocks li")).to_have_count(10)
+    shot(page, "explorer")
+    page.fill("#search", str(height))
+    page.press("#search", "Enter")
+    expect(page.locator(f"#block-txs li[data-tx='{tx_hash}']")).to_be_visible()
+    expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+    shot(page, "explorer-block")
+    page.click(f"#block-txs li[data-tx='{tx_hash}'] a")
+    expect(page.locator("#tx-outcome")).to_have_text("ok")
+    expect(page.locator("main")).to_contain_text("commerce.order_placed")
+    shot(page, "explorer-tx")
+
+
+def test_files_are_served_with_cache_headers_and_no_way_out(world):
+    """The node serves the build: pages revalidated, hashed assets cached for good,
+    unknown or escaping names are a 404."""
+    import urllib.error
+    import urllib.request
+
+    def get(path: str):
+        try:
+            with urllib.request.urlopen(world.node.url + path, timeout=5) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    status, headers, body = get(f"/01/{GTIN14}/21/SN-1")
+    assert status == 200 and headers["Cache-Control"] == "no-cache" and b"<main>" in body
+    script = re.search(rb'src="(/assets/app-[A-Za-z0-9]+\.js)"', body).group(1).decode()
+    status, headers, _ = get(script)
+    assert status == 200 and "immutable" in headers["Cache-Control"]
+    assert headers["Content-Type"] == "text/javascript; charset=utf-8"
+    for path in (
+        "/assets/..%2findex.html",
+        "/assets/%2e%2e%2f%2e%2e%2fpyproject.toml",
+        "/assets/nope.js",
+        "/../pyproject.toml",
+    ):
+        status, _, body = get(path)
+        assert status == 404, path
+        assert b"[project]" not in body

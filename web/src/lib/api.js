@@ -1,0 +1,55 @@
+// The node's public HTTP API (GET /v1/openapi.json is the contract).
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export async function api(path, init = undefined) {
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, "unreachable", "the node cannot be reached");
+  }
+  let doc;
+  try {
+    doc = await resp.json();
+  } catch {
+    throw new ApiError(resp.status, "malformed", "the node's answer is not JSON");
+  }
+  if (!resp.ok) throw new ApiError(resp.status, doc.code ?? "http_error", doc.message ?? "");
+  return doc;
+}
+
+export const postJson = (path, body) =>
+  api(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+
+let genesisDoc = null;
+// The genesis document the light client trusts (as `liveledger query account --prove`
+// does without --genesis: the node's, with its hash shown).
+export async function genesis() {
+  genesisDoc ??= api("/v1/genesis");
+  return genesisDoc;
+}
+
+let receiptCodes = null;
+// The description of every receipt code, from the OpenAPI document (a fallback for
+// codes the page has no sentence of its own for).
+export async function codeDescriptions() {
+  receiptCodes ??= api("/v1/openapi.json").then((doc) => {
+    const text = doc.components?.schemas?.ReceiptCode?.description ?? "";
+    const out = {};
+    for (const m of text.matchAll(/\|\s*`([a-z0-9_]+)`\s*\|\s*([^|\n]+)\|/g)) {
+      out[m[1]] = m[2].trim();
+    }
+    return out;
+  });
+  return receiptCodes.catch(() => ({}));
+}

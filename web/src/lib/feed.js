@@ -1,0 +1,101 @@
+// A session's WebSocket feed that survives dropped connections (apps/commerce/feed.py):
+// it keeps the position (height, index) of the last event it handled and reconnects
+// with ?from=<height>:<index>, so the node replays exactly what came after it.
+const WHOLE_BLOCK = Number.MAX_SAFE_INTEGER;
+// How far back a node replays by default (feeds.max_replay_blocks); a page away for
+// longer (a phone asleep) starts again from a new snapshot.
+const MAX_REPLAY_BLOCKS = 1000;
+
+export class SessionFeed {
+  // `fromHeight`: the height of the snapshot the page was built from (the feed starts
+  // after that whole block). `onEvent(msg)` gets each event once, in order.
+  // `onStale()`: the last position is beyond what the node replays (read a new snapshot).
+  constructor(sessionId, fromHeight, { onEvent, onState = () => {}, onStale = () => {} }) {
+    this.sessionId = sessionId;
+    this.last = [fromHeight, WHOLE_BLOCK];
+    this.onEvent = onEvent;
+    this.onState = onState;
+    this.onStale = onStale;
+    this.ws = null;
+    this.stopped = false;
+    this.failures = 0;
+    this.connections = 0;
+    this.connect();
+  }
+
+  fromParam() {
+    const [height, index] = this.last;
+    return index === WHOLE_BLOCK ? `${height}` : `${height}:${index}`;
+  }
+
+  connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const url = `${scheme}://${location.host}/v1/sessions/${this.sessionId}/events?from=${this.fromParam()}`;
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    this.onState("connecting");
+    ws.onopen = () => {
+      this.failures = 0;
+      this.connections += 1;
+      this.onState("live");
+    };
+    ws.onmessage = (msg) => this.handle(msg.data);
+    ws.onclose = (e) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      // 1000: the session closed; the feed has nothing more to say.
+      if (this.stopped || e.code === 1000) {
+        this.onState(e.code === 1000 ? "ended" : "stopped");
+        return;
+      }
+      this.failures += 1;
+      this.onState("reconnecting");
+      const delay = Math.min(5000, 250 * 2 ** Math.min(this.failures, 5));
+      setTimeout(() => this.retry(), delay);
+    };
+  }
+
+  // Reconnect; after a few failed tries, first make sure the node can still replay from
+  // the last position (it refuses a resume from too far back).
+  async retry() {
+    if (this.stopped) return;
+    if (this.failures >= 3) {
+      try {
+        const status = await (await fetch("/v1/status")).json();
+        if (status.height - this.last[0] > MAX_REPLAY_BLOCKS) {
+          this.stopped = true;
+          this.onStale();
+          return;
+        }
+      } catch {
+        // The node is unreachable: keep trying.
+      }
+    }
+    this.connect();
+  }
+
+  handle(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (msg.type !== "event") return;
+    const [h, i] = this.last;
+    // Positions only grow along a feed; anything at or before the last one was handled.
+    if (msg.height < h || (msg.height === h && msg.index <= i)) return;
+    this.last = [msg.height, msg.index];
+    this.onEvent(msg);
+  }
+
+  // Drop the connection as a network would (the feed reconnects by itself).
+  drop() {
+    this.ws?.close(4000, "dropped");
+  }
+
+  stop() {
+    this.stopped = true;
+    this.ws?.close(1000);
+  }
+}

@@ -1,0 +1,260 @@
+// The light-client rule of cli/light.py, in the browser: trust the genesis document
+// only; a header is final when more than 2/3 of its epoch's producers signed it, and
+// each epoch's producers are proven, epoch by epoch, from genesis's.
+import {
+  compareBytes,
+  concat,
+  DecodeError,
+  equalBytes,
+  fields,
+  pack,
+  u64be,
+  unhex,
+  unpack,
+} from "./codec.js";
+import { Domain, hashBytes, SignDomain, verifySignature } from "./crypto.js";
+
+export class NotVerified extends Error {}
+
+const COMMIT = [
+  ["height", "int"],
+  ["round", "int"],
+  ["block_hash", "bytes32"],
+  ["signatures", "list"],
+];
+const HEADER = [
+  ["chain_id", "str"],
+  ["height", "int"],
+  ["round", "int"],
+  ["time_ms", "int"],
+  ["prev_hash", "bytes32"],
+  ["tx_root", "bytes32"],
+  ["state_root", "bytes32"],
+  ["receipt_root", "bytes32"],
+  ["producer", "bytes32"],
+  ["producer_set_hash", "bytes32"],
+  ["last_commit", "raw"],
+];
+
+export function decodeHeader(bytes) {
+  const header = fields(unpack(bytes), HEADER, "BlockHeader");
+  header.hash = hashBytes(Domain.HEADER, bytes);
+  return header;
+}
+
+export function decodeCommit(bytes) {
+  const commit = fields(unpack(bytes), COMMIT, "Commit");
+  commit.signatures = commit.signatures.map((s) =>
+    fields(s, [["validator", "bytes32"], ["signature", "bytes64"]], "CommitSig"),
+  );
+  return commit;
+}
+
+// A producer set: unique keys in byte order (consensus.validators.ValidatorSet).
+export function validatorSet(keys) {
+  const sorted = [...keys].sort(compareBytes);
+  for (let i = 1; i < sorted.length; i++) {
+    if (equalBytes(sorted[i - 1], sorted[i])) throw new NotVerified("duplicate producer key");
+  }
+  return sorted;
+}
+
+// consensus.validators.verify_commit: this block, signers sorted and unique, all
+// producers, more than 2/3 of them, every precommit signature valid.
+export function verifyCommit(commit, chainId, height, blockHash, producers) {
+  if (commit.height !== height) throw new NotVerified(`certificate is for height ${commit.height}`);
+  if (!equalBytes(commit.block_hash, blockHash)) {
+    throw new NotVerified("certificate is for another block");
+  }
+  const signers = commit.signatures.map((s) => s.validator);
+  for (let i = 1; i < signers.length; i++) {
+    if (compareBytes(signers[i - 1], signers[i]) >= 0) {
+      throw new NotVerified("certificate signers are not unique and sorted");
+    }
+  }
+  for (const key of signers) {
+    if (!producers.some((p) => equalBytes(p, key))) {
+      throw new NotVerified("certificate signed by a key that is not a producer");
+    }
+  }
+  const quorum = Math.floor((producers.length * 2) / 3) + 1;
+  if (signers.length < quorum) {
+    throw new NotVerified(`certificate has ${signers.length} precommits, ${quorum} needed`);
+  }
+  for (const s of commit.signatures) {
+    // core.types.vote_signing_body: [PRECOMMIT, height, round, block_hash].
+    const body = pack([2, commit.height, commit.round, commit.block_hash]);
+    if (!verifySignature(s.validator, SignDomain.VOTE, chainId, body, s.signature)) {
+      throw new NotVerified("a precommit signature does not verify");
+    }
+  }
+}
+
+// --- state proofs (storage/state_tree.py verify_proof) ---
+
+const MAX_DEPTH = 256;
+const ZERO = new Uint8Array(32);
+const bit = (path, d) => (path[d >> 3] >> (7 - (d & 7))) & 1;
+
+function sharesPrefix(a, b, bits) {
+  for (let d = 0; d < bits; d++) if (bit(a, d) !== bit(b, d)) return false;
+  return true;
+}
+
+export function decodeProof(bytes) {
+  const proof = fields(unpack(bytes), [["siblings", "list"], ["leaf", "raw"]], "StateProof");
+  proof.siblings.forEach((s) => fields([s], [["sibling", "bytes32"]], "StateProof"));
+  if (proof.leaf !== null) {
+    proof.leaf = fields(proof.leaf, [["key_path", "bytes32"], ["value_hash", "bytes32"]], "leaf");
+  }
+  return proof;
+}
+
+// Check that `key` holds `value` (or is absent, when null) under `root`.
+export function verifyProof(root, key, value, proof) {
+  const { siblings, leaf } = proof;
+  const depth = siblings.length;
+  if (depth > MAX_DEPTH) throw new NotVerified("proof is deeper than a path");
+  const path = hashBytes(Domain.STATE_KEY, key);
+  let node;
+  if (value === null) {
+    if (leaf === null) node = ZERO;
+    else if (equalBytes(leaf.key_path, path)) throw new NotVerified("the key is present");
+    else if (!sharesPrefix(leaf.key_path, path, depth)) throw new NotVerified("leaf off path");
+    else node = hashBytes(Domain.STATE_LEAF, concat(leaf.key_path, leaf.value_hash));
+  } else {
+    if (leaf === null) throw new NotVerified("proof shows the key absent");
+    if (!equalBytes(leaf.key_path, path)) throw new NotVerified("proof is for another key");
+    const digest = hashBytes(Domain.STATE_VALUE, value);
+    if (!equalBytes(leaf.value_hash, digest)) throw new NotVerified("value does not match");
+    node = hashBytes(Domain.STATE_LEAF, concat(path, digest));
+  }
+  if (depth && equalBytes(siblings[depth - 1], ZERO)) {
+    throw new NotVerified("non-canonical proof");
+  }
+  for (let d = depth - 1; d >= 0; d--) {
+    const pair = bit(path, d) ? concat(siblings[d], node) : concat(node, siblings[d]);
+    node = hashBytes(Domain.STATE_NODE, pair);
+  }
+  if (!equalBytes(node, root)) throw new NotVerified("proof does not lead to the state root");
+}
+
+// --- the trusted chain: genesis, then producers epoch by epoch ---
+
+const PRODUCER_SET_PREFIX = 0x14; // consensus.prefixes.ConsensusPrefix.PRODUCER_SET
+
+const GENESIS_PINS = "liveledger.genesis.v1";
+
+export class LightClient {
+  // `api` reads the node's public routes; `answer` is GET /v1/genesis. What is trusted
+  // is read from the document's canonical encoding, hashed here: its chain id, its
+  // validators (epoch 0's producers), whether staking elects later sets, epoch_length.
+  constructor(api, answer) {
+    this.api = api;
+    const encoded = unhex(answer.encoded ?? "");
+    this.genesisHash = hexOf(hashBytes(Domain.GENESIS, encoded));
+    const g = fields(
+      unpack(encoded),
+      [
+        ["chain_id", "str"],
+        ["genesis_time_ms", "int"],
+        ["params", "list"],
+        ["accounts", "list"],
+        ["validators", "list"],
+        ["staking", "raw"],
+        ["commerce", "raw"],
+      ],
+      "Genesis",
+    );
+    this.chainId = g.chain_id;
+    // ChainParams field 5 (vm/params.py); not governable, so genesis's holds for good.
+    this.epochLength = g.params[5];
+    this.staking = g.staking !== null;
+    if (!Number.isInteger(this.epochLength) || this.epochLength < 1) {
+      throw new NotVerified("genesis has no valid epoch length");
+    }
+    const keys = g.validators.map((v) => fields(v, [["name", "str"], ["public_key", "bytes32"], ["power", "int"], ["address", "str"]], "GenesisValidator").public_key);
+    this.sets = [validatorSet(keys)];
+    pin(this.chainId, this.genesisHash);
+  }
+
+  epochOf(height) {
+    return Math.floor((height - 1) / this.epochLength);
+  }
+
+  // The producers of block `height`, derived from genesis through proofs only.
+  async producersAt(height) {
+    if (!this.staking) return this.sets[0];
+    const epoch = this.epochOf(height);
+    while (this.sets.length <= epoch) {
+      const e = this.sets.length;
+      const boundary = e * this.epochLength;
+      const header = await this.certifiedHeader(boundary, this.sets[e - 1]);
+      const key = concat(Uint8Array.of(PRODUCER_SET_PREFIX), u64be(e));
+      const doc = await this.api(`/v1/state/${hexOf(key)}?height=${boundary}`);
+      if (doc.value === null) throw new NotVerified(`no producer set for epoch ${e}`);
+      const value = unhex(doc.value);
+      verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
+      const set = fields(
+        unpack(value),
+        [["epoch", "int"], ["elected_height", "int"], ["keys", "list"], ["weights", "list"]],
+        "ProducerSet",
+      );
+      this.sets.push(validatorSet(set.keys));
+    }
+    return this.sets[epoch];
+  }
+
+  async certifiedHeader(height, producers) {
+    const doc = await this.api(`/v1/blocks/${height}?txs=false`);
+    if (!doc.commit) throw new NotVerified(`no certificate for height ${height}`);
+    return this.checkHeader(height, doc.header.encoded, doc.commit.encoded, producers);
+  }
+
+  // Decode an encoded header and certificate; the header, once the certificate holds.
+  async checkHeader(height, headerHex, commitHex, producers = null) {
+    if (!headerHex || !commitHex) throw new NotVerified(`no certificate for height ${height}`);
+    const header = decodeHeader(unhex(headerHex));
+    if (header.height !== height) throw new NotVerified("header is for another height");
+    if (header.chain_id !== this.chainId) throw new NotVerified("header is for another chain");
+    const commit = decodeCommit(unhex(commitHex));
+    const set = producers ?? (await this.producersAt(height));
+    verifyCommit(commit, this.chainId, height, header.hash, set);
+    return header;
+  }
+
+  // A state value proven at `height` against that height's certified header.
+  async provenValue(key, doc) {
+    const header = await this.certifiedHeader(doc.height, await this.producersAt(doc.height));
+    const value = doc.value === null ? null : unhex(doc.value);
+    verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
+    return { value, header };
+  }
+}
+
+// The first genesis this browser saw for a chain id is the one it trusts from then on:
+// a node that later serves another document under that chain id is not believed.
+function pin(chainId, hash) {
+  let pins = {};
+  try {
+    pins = JSON.parse(localStorage.getItem(GENESIS_PINS) ?? "{}") ?? {};
+  } catch {
+    pins = {};
+  }
+  if (pins[chainId] && pins[chainId] !== hash) {
+    throw new NotVerified(`this node's genesis (${hash.slice(0, 12)}…) is not the one this browser trusts for ${chainId} (${pins[chainId].slice(0, 12)}…)`);
+  }
+  if (!pins[chainId]) {
+    pins[chainId] = hash;
+    localStorage.setItem(GENESIS_PINS, JSON.stringify(pins));
+  }
+}
+
+function hexOf(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Anything malformed from the node is "not verified", never a crash.
+export function isVerificationFailure(err) {
+  return err instanceof NotVerified || err instanceof DecodeError;
+}

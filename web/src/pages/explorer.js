@@ -1,0 +1,211 @@
+// The explorer for auditors and operators: chain status and finality lag, producers with
+// missed slots, peers, recent blocks live, and each block (with its certificate checked
+// here), transaction (with its receipt) and account.
+import { api, ApiError, genesis } from "../lib/api.js";
+import { plain } from "../lib/codes.js";
+import { formatAddress, addressOf } from "../lib/crypto.js";
+import { unhex } from "../lib/codec.js";
+import { isVerificationFailure, LightClient } from "../lib/light.js";
+import { ago, errorBox, fmt, go, h, link, replace, short, time } from "../lib/ui.js";
+
+const RECENT = 10;
+
+function search() {
+  const input = h("input", { placeholder: "Height, transaction hash or ll1 address", id: "search" });
+  return h(
+    "form",
+    {
+      class: "search",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const q = input.value.trim();
+        if (/^\d+$/.test(q)) go(`/explorer/blocks/${q}`);
+        else if (/^[0-9a-f]{64}$/i.test(q)) go(`/explorer/txs/${q.toLowerCase()}`);
+        else if (q.startsWith("ll1")) go(`/explorer/accounts/${q}`);
+      },
+    },
+    input,
+    h("button", { type: "submit" }, "Go"),
+  );
+}
+
+export async function explorerPage(main) {
+  const [status, candidates] = await Promise.all([api("/v1/status"), api("/v1/staking/candidates").catch(() => null)]);
+  const lagEl = h("span", { id: "finality-lag" }, `${ago(status.latest_block_time_ms)} (latest block)`);
+  const heightEl = h("span", { id: "height" }, fmt(status.height));
+  const blocksEl = h("ol", { class: "rows", id: "blocks" });
+  const producers = new Set(status.producers);
+  replace(
+    main,
+    h("h1", {}, "Explorer"),
+    search(),
+    h(
+      "dl",
+      { class: "card facts" },
+      h("dt", {}, "Chain"), h("dd", {}, status.chain_id),
+      h("dt", {}, "Final height"), h("dd", {}, heightEl),
+      h("dt", {}, "Finality lag"), h("dd", {}, lagEl),
+      h("dt", {}, "Mempool"), h("dd", {}, `${fmt(status.mempool_size)} txs`),
+      h("dt", {}, "Node"), h("dd", {}, `${status.moniker}${status.observer ? " (observer)" : ""}`),
+      h("dt", {}, "Genesis"), h("dd", { class: "mono" }, short(status.genesis_hash, 16)),
+    ),
+    h("h2", {}, "Recent blocks"),
+    blocksEl,
+    h("h2", {}, "Producers"),
+    h(
+      "table",
+      { class: "card", id: "producers" },
+      h("tr", {}, h("th", {}, "producer"), h("th", {}, "weight"), h("th", {}, "missed"), h("th", {}, "")),
+      (candidates?.candidates ?? status.producers.map((k) => ({ public_key: k }))).map((c) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, c.member ?? link(`/explorer/accounts/${formatAddress(addressOf(unhex(c.public_key)))}`, short(c.public_key, 8))),
+          h("td", {}, c.weight === undefined ? "" : fmt(c.weight)),
+          h("td", {}, c.missed === undefined ? "" : `${c.missed} (epoch ${c.missed_epoch})`),
+          h("td", {}, c.jailed ? "jailed" : producers.has(c.public_key) ? "producing" : "candidate"),
+        ),
+      ),
+    ),
+    h("h2", {}, "Peers"),
+    h("ul", { class: "card mono small", id: "peers" }, status.peers.length ? status.peers.map((p) => h("li", {}, short(p, 16))) : h("li", { class: "muted" }, "no peer connected (a single node)")),
+  );
+
+  const rows = [];
+  const addRow = (b, top = true) => {
+    const row = h("li", { "data-height": b.height }, link(`/explorer/blocks/${b.height}`, `#${fmt(b.height)}`), ` · ${b.num_txs} txs · `, h("span", { class: "muted" }, time(b.time_ms)));
+    if (top) blocksEl.prepend(row);
+    else blocksEl.append(row);
+    rows.push(row);
+    while (blocksEl.children.length > RECENT) blocksEl.lastChild.remove();
+  };
+  const first = Math.max(1, status.height - RECENT + 1);
+  const recent = await Promise.all(
+    Array.from({ length: status.height - first + 1 }, (_, i) => api(`/v1/blocks/${status.height - i}?txs=false`).catch(() => null)),
+  );
+  for (const b of recent) if (b) addRow({ height: b.header.height, num_txs: b.num_txs, time_ms: b.header.time_ms }, false);
+
+  // Live: one message per finalized block; the lag is how long after its time it was final.
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  let ws = null;
+  let stopped = false;
+  const connect = (from) => {
+    ws = new WebSocket(`${scheme}://${location.host}/v1/blocks/ws?from=${from}`);
+    let last = from;
+    ws.onmessage = (m) => {
+      const msg = JSON.parse(m.data);
+      if (msg.type !== "block" || msg.height <= last) return;
+      last = msg.height;
+      addRow(msg);
+      heightEl.textContent = fmt(msg.height);
+      lagEl.textContent = `${((Date.now() - msg.time_ms) / 1000).toFixed(1)} s (block ${msg.height} final after its time)`;
+    };
+    ws.onclose = () => stopped || setTimeout(() => connect(last), 1000);
+  };
+  connect(status.height);
+  return () => {
+    stopped = true;
+    ws?.close();
+  };
+}
+
+export async function blockPage(main, heightText) {
+  const height = Number(heightText);
+  const doc = await api(`/v1/blocks/${height}`);
+  const head = doc.header;
+  const certEl = h("p", { id: "certificate-check", class: "muted" }, "Checking the certificate…");
+  replace(
+    main,
+    h("p", {}, link("/explorer", "← Explorer")),
+    h("h1", {}, `Block ${fmt(head.height)}`),
+    h(
+      "dl",
+      { class: "card facts" },
+      h("dt", {}, "Time"), h("dd", {}, time(head.time_ms)),
+      h("dt", {}, "Hash"), h("dd", { class: "mono" }, short(head.hash, 16)),
+      h("dt", {}, "Producer"), h("dd", { class: "mono" }, short(head.producer, 12)),
+      h("dt", {}, "State root"), h("dd", { class: "mono" }, short(head.state_root, 16)),
+      h("dt", {}, "Round"), h("dd", {}, head.round),
+      h("dt", {}, "Transactions"), h("dd", {}, doc.num_txs),
+    ),
+    h("h2", {}, "Certificate"),
+    h(
+      "div",
+      { class: "card" },
+      doc.commit ? h("p", {}, `${doc.commit.signatures.length} precommits in round ${doc.commit.round}`) : h("p", {}, "No certificate stored."),
+      certEl,
+      doc.commit ? h("ul", { class: "mono small" }, doc.commit.signatures.map((s) => h("li", {}, short(s.validator, 16)))) : null,
+    ),
+    h("h2", {}, "Transactions"),
+    h(
+      "ol",
+      { class: "rows", id: "block-txs" },
+      doc.txs.length ? doc.txs.map((t) => h("li", { "data-tx": t.hash }, link(`/explorer/txs/${t.hash}`, short(t.hash, 12)), ` · ${t.type ?? "?"} · from `, t.sender ? link(`/explorer/accounts/${t.sender}`, short(t.sender, 10)) : "?")) : h("li", { class: "muted" }, "none"),
+    ),
+    h("p", {}, height > 1 ? link(`/explorer/blocks/${height - 1}`, "← previous") : null, " ", link(`/explorer/blocks/${height + 1}`, "next →")),
+  );
+  try {
+    const g = await genesis();
+    await new LightClient(api, g).checkHeader(height, head.encoded, doc.commit?.encoded);
+    replace(certEl, "✓ verified here: more than 2/3 of this height's producers (derived from genesis) signed this header");
+    certEl.className = "ok";
+  } catch (err) {
+    if (!isVerificationFailure(err) && !(err instanceof ApiError)) throw err;
+    replace(certEl, `✗ not verified: ${err.message}`);
+    certEl.className = "error";
+  }
+}
+
+export async function txPage(main, hash) {
+  let doc;
+  try {
+    doc = await api(`/v1/txs/${hash}`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      return replace(main, h("h1", {}, "Transaction"), errorBox("This node knows no such transaction (neither pending nor in a block it keeps)."));
+    }
+    throw err;
+  }
+  const r = doc.receipt;
+  replace(
+    main,
+    h("p", {}, link("/explorer", "← Explorer")),
+    h("h1", {}, "Transaction"),
+    h("p", { class: "mono small" }, hash),
+    doc.status === "pending"
+      ? h("p", { class: "muted" }, "Pending: not in a block yet.")
+      : h(
+          "dl",
+          { class: "card facts" },
+          h("dt", {}, "Block"), h("dd", {}, link(`/explorer/blocks/${doc.height}`, `#${fmt(doc.height)}`), ` (position ${doc.index})`),
+          h("dt", {}, "Outcome"), h("dd", { class: r?.code === "ok" ? "ok" : "error", id: "tx-outcome" }, r ? (r.code === "ok" ? "ok" : `${r.code}: ${await plain(r.code, r.message)}`) : "no receipt"),
+          h("dt", {}, "Fee"), h("dd", {}, r ? fmt(r.fee) : ""),
+        ),
+    r && r.events.length
+      ? [h("h2", {}, "Events"), h("ol", { class: "rows small" }, r.events.map((e) => h("li", {}, h("b", {}, e.kind), " ", Object.entries(e.attrs).map(([k, v]) => `${k}=${v.length > 24 ? short(v, 12) : v}`).join(" "))))]
+      : null,
+  );
+}
+
+export async function accountPage(main, address) {
+  const [acct, roles, merchant] = await Promise.all([
+    api(`/v1/accounts/${address}`),
+    api(`/v1/roles/${address}`).catch(() => null),
+    api(`/v1/merchants/${address}`).catch(() => null),
+  ]);
+  replace(
+    main,
+    h("p", {}, link("/explorer", "← Explorer")),
+    h("h1", {}, merchant ? merchant.merchant.name : "Account"),
+    h("p", { class: "mono small" }, address),
+    h(
+      "dl",
+      { class: "card facts" },
+      h("dt", {}, "Balance"), h("dd", {}, fmt(acct.balance)),
+      h("dt", {}, "Nonce"), h("dd", {}, acct.nonce),
+      h("dt", {}, "Roles"), h("dd", {}, roles?.roles.length ? roles.roles.join(", ") : "none"),
+      merchant ? [h("dt", {}, "Merchant"), h("dd", {}, `${merchant.merchant.status}, rated ${(merchant.merchant.rating_avg_x100 / 100).toFixed(2)} (${merchant.merchant.rating_count})`)] : null,
+    ),
+    h("p", { class: "muted small" }, `as of block ${acct.height}`),
+  );
+}
