@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from apps.commerce import payloads as tx
-from apps.commerce.model import OrderState
+from apps.commerce.model import AuctionMode, AuctionStatus, OrderState
+from apps.commerce.sealing import seal_address
 from apps.commerce.store import escrow
-from apps.commerce.views import get_listing, get_order
+from apps.commerce.views import get_auction, get_listing, get_order
 from tests.apps.commerce.helpers import (
     FEE,
     PRICE,
@@ -19,7 +20,7 @@ from tests.apps.commerce.helpers import (
     open_shop,
 )
 from vm import get_currency
-from vm.currency import BURN, MINT, Burn, Mint
+from vm.currency import BURN, CURRENCY_TRANSFER, MINT, Burn, CurrencyTransfer, Mint
 
 USD = "USD"
 FUNDS = 100 * PRICE
@@ -62,6 +63,53 @@ def test_pay_in_usd_and_settle_fees_stay_native():
     assert chain.balance("alice") == native["alice"] - 2 * FEE
     assert chain.balance("merchant") == native["merchant"] - 2 * FEE
     assert chain.balance("host") == native["host"]
+
+
+def test_an_auction_of_a_usd_listing_bids_refunds_and_settles_in_usd():
+    """Bids on a USD listing's auction hold USD, an outbid leader gets USD back, a leader's
+    maximum counts only as far as its USD, and the won order settles in USD; fees native."""
+    chain = usd_chain()
+    shop = open_shop(chain, currency=USD, host_bps=1_000)
+    native = {n: chain.balance(n) for n in ("alice", "bob", "merchant")}
+    start = tx.StartAuction(1, 1, 100, 0, 0, 30_000, int(AuctionMode.TIMED))
+    chain.ok("host", tx.START_AUCTION, start)
+    ciphertext, commitment, _ = seal_address(shop.enc_public, "1 Main St")
+
+    def bid(who: str, top: int) -> None:
+        chain.ok(who, tx.BID, tx.Bid(1, top, shop.enc_public, commitment, ciphertext))
+
+    bid("alice", 300)
+    assert usd(chain, "alice") == FUNDS - 100
+    assert escrow(chain.state, USD).held == 100 and escrow(chain.state, USD).open_orders == 0
+    assert escrow(chain.state).held == 0
+    # The proxy answers bob for alice, from her USD.
+    bid("bob", 150)
+    assert usd(chain, "alice") == FUNDS - 155 and usd(chain, "bob") == FUNDS
+    assert escrow(chain.state, USD).held == 155
+    # Her maximum counts only as far as her USD, however much native she holds: with her
+    # USD sent away, bob's 200 beats what it is worth (155), and she is refunded in USD.
+    chain.ok("alice", CURRENCY_TRANSFER, CurrencyTransfer(USD, chain.addr("carol"), FUNDS - 155))
+    bid("bob", 200)
+    assert usd(chain, "alice") == 155 and usd(chain, "bob") == FUNDS - 160
+    assert escrow(chain.state, USD).held == 160 and escrow(chain.state).held == 0
+
+    chain.wait(31_000)
+    a = get_auction(chain.state, 1)
+    assert (a.status, a.held, a.order_id) == (AuctionStatus.SOLD, 0, 1)
+    order = get_order(chain.state, 1)
+    assert (order.buyer, order.amount, order.currency) == (chain.addr("bob"), 160, USD)
+    assert escrow(chain.state, USD).held == 160 and escrow(chain.state, USD).open_orders == 1
+    assert escrow(chain.state).open_orders == 0
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, ()))
+    payout = chain.ok("bob", tx.CONFIRM_DELIVERY, tx.OrderRef(1)).events
+    assert [e.get("currency") for e in payout if e.kind == "commerce.payout"] == [USD]
+    assert usd(chain, TREASURY) == 160 * 200 // 10_000
+    assert usd(chain, "merchant") + usd(chain, "host") + usd(chain, TREASURY) == 160
+    assert escrow(chain.state, USD).held == 0 and usd(chain, "bob") == FUNDS - 160
+    # Native balances moved by transaction fees only.
+    assert chain.balance("alice") == native["alice"] - 2 * FEE
+    assert chain.balance("bob") == native["bob"] - 3 * FEE
+    assert chain.balance("merchant") == native["merchant"] - FEE
 
 
 def test_refunds_and_a_split_ruling_in_usd():

@@ -4,7 +4,7 @@ Each rule signs transactions into the pending block; ``end_block`` executes
 the block through ``Executor.execute_block`` (strict) after a random block-time
 advance (short, or long enough to pass deadlines and deal ends), then checks:
 tokens conserved, no negative balance or stock, deal allocations and
-per-buyer caps, escrow equal to the sum of open orders and live bids, each live
+per-buyer caps, each currency's escrow equal to its open orders and live bids, each live
 auction's leader holding exactly the price, every auction ending exactly once,
 every order in exactly one known state, terminal states final, and every failure code one its type
 declares (and the executor holds each transaction's events and key prefixes to
@@ -410,7 +410,8 @@ class CommerceMachine(RuleBasedStateMachine):
         now = self.chain.time_ms
         newest = peek_next_id(self.state, keys.AUCTION_IDS) - 1
         if kind < 2:
-            # A valid auction in session 1 or 2, or one with a single thing wrong.
+            # A valid auction in session 1 or 2, or one with a single thing wrong (session
+            # 1 auctions m1's listing, priced in USD: its bids move USD; session 2 native).
             m = data.draw(st.sampled_from((1, 1, 2)))
             wrong = data.draw(st.sampled_from([None] * 6 + list(AUCTION_MISTAKES)))
             auction = dict(
