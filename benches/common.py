@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 from core import PrivateKey, SignDomain, verify
 from genesis import Genesis, GenesisAccount, genesis_state, load_genesis, save_genesis
@@ -57,10 +58,13 @@ class Devnet:
         self.log_level = log_level
         self.validators = validators
         self.process: subprocess.Popen[bytes] | None = None
+        self._err: BinaryIO | None = None
         self.nodes: list[dict] = []
 
     def start(self, timeout: float = 90.0) -> None:
         env = dict(os.environ, LIVELEDGER_PASSPHRASE="")
+        # Kept beside the node logs: why a devnet did not come up.
+        self._err = open(self.root / "devnet.err", "wb")  # closed in stop
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -76,13 +80,14 @@ class Devnet:
             ],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=self._err,
         )
         deadline = time.monotonic() + timeout
         path = self.root / "devnet.json"
         while not path.exists():
             if self.process.poll() is not None:
-                raise RuntimeError(f"devnet exited with {self.process.returncode}")
+                err = (self.root / "devnet.err").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"devnet exited with {self.process.returncode}: {err}")
             if time.monotonic() > deadline:
                 raise RuntimeError("devnet did not come up")
             time.sleep(0.2)
@@ -95,6 +100,8 @@ class Devnet:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        if self._err is not None:
+            self._err.close()
 
 
 def prebuild_state(root: Path, validators: int, addresses: Iterable[bytes], balance: int) -> float:

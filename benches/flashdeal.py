@@ -170,6 +170,8 @@ async def run(args: argparse.Namespace) -> FlashResult:
         net.start()
         try:
             urls = [node["url"] for node in net.nodes]
+            opened = [peak_rss_mb(node["pid"]) or 0.0 for node in net.nodes]
+            print("peak RSS per validator once open: " + ", ".join(f"{r:,.0f} MB" for r in opened))
             genesis = (await get(urls[0], "/v1/genesis"))["genesis"]
             status = await get(urls[0], "/v1/status")
             params = genesis["params"]
