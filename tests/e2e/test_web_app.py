@@ -456,7 +456,8 @@ def test_auctions_run_live_on_the_page_and_the_shopper_bids_from_it(world, brows
     # (10 s); the page's clock takes the new end from the feed. It ends after this test.
     timed = start("--duration", "5s")
     other = page.locator(f"[data-auction='{timed['auction']}']")
-    expect(other.locator(".tag")).to_have_text(rival_bids(timed["auction"]))
+    rival = rival_bids(timed["auction"])
+    expect(other.locator(".tag")).to_have_text(rival)
     extended = http_json(f"{world.node.url}/v1/auctions/{timed['auction']}")["auction"]["end_ms"]
     assert extended > int(timed["end_ms"])
     expect(other.locator(".timer")).to_have_attribute("data-end-ms", str(extended))
@@ -470,6 +471,11 @@ def test_auctions_run_live_on_the_page_and_the_shopper_bids_from_it(world, brows
     # The winner's order carries the address the page sealed with the bid.
     order_id = re.search(r"order #(\d+)", result).group(1)
     assert world.cli("order", "address", order_id, "--from", "merchant").strip() == SHIP_TO
+    # A new load shows the open auction from the session's snapshot, as the feed left it.
+    page.reload()
+    expect(other.locator(".tag")).to_have_text(rival)
+    expect(other.locator(".auction-price")).to_have_text("100")
+    expect(other.locator(".timer")).to_have_attribute("data-end-ms", str(extended))
 
 
 def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browser):

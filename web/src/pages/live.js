@@ -125,10 +125,12 @@ export async function livePage(main, idText) {
     return w ? bidderTag(auctionId, parseAddress(w.address)) : null;
   }
 
-  // Auction cards are rebuilt when the feed changes one; the clock only updates timers
-  // (a card rebuilt every second would lose what the shopper is typing).
+  // Auction cards are rebuilt when the feed changes one (what the shopper is typing, and
+  // where, is kept across); the clock only updates timers.
   let auctionCards = [];
+  const typed = new Map();
   function renderAuctions() {
+    const focused = document.activeElement?.closest?.("[data-auction]")?.dataset.auction;
     auctionCards = [];
     auctionsEl.hidden = auctions.size === 0;
     if (!auctions.size) return replace(auctionsEl);
@@ -139,7 +141,9 @@ export async function livePage(main, idText) {
       [...auctions.values()].map((a) => {
         const timer = h("span", { class: "timer" });
         const open = a.status === "open";
-        const max = h("input", { class: "max", type: "number", inputmode: "numeric", min: nextMinimum(a), step: 1, placeholder: `Your max, ${fmt(nextMinimum(a))}+`, "aria-label": "Your maximum bid" });
+        const max = h("input", { class: "max", type: "number", inputmode: "numeric", min: nextMinimum(a), step: 1, placeholder: `Your max, ${fmt(nextMinimum(a))}+`, "aria-label": "Your maximum bid", oninput: (e) => typed.set(a.id, e.target.value) });
+        max.value = typed.get(a.id) ?? "";
+        if (open && focused === String(a.id)) queueMicrotask(() => max.focus());
         const button = h("button", { type: "submit", class: "bid" }, "Bid");
         const form = open
           ? h(
@@ -150,6 +154,7 @@ export async function livePage(main, idText) {
                 novalidate: true,
                 onsubmit: (e) => {
                   e.preventDefault();
+                  typed.delete(a.id);
                   bid(a, max.value);
                 },
               },
