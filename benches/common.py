@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
+
+import plyvel
 
 from core import PrivateKey, SignDomain, verify
-from genesis import Genesis, GenesisAccount, load_genesis, save_genesis
+from genesis import Genesis, GenesisAccount, genesis_state, load_genesis, save_genesis
+from storage import ChainStore
+from vm import Account, account_key
 
 
 def verify_ceiling(samples: int = 20_000, threads: int = 2) -> float:
@@ -53,10 +60,13 @@ class Devnet:
         self.log_level = log_level
         self.validators = validators
         self.process: subprocess.Popen[bytes] | None = None
+        self._err: BinaryIO | None = None
         self.nodes: list[dict] = []
 
     def start(self, timeout: float = 90.0) -> None:
         env = dict(os.environ, LIVELEDGER_PASSPHRASE="")
+        # Kept beside the node logs: why a devnet did not come up.
+        self._err = open(self.root / "devnet.err", "wb")  # closed in stop
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -72,13 +82,14 @@ class Devnet:
             ],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=self._err,
         )
         deadline = time.monotonic() + timeout
         path = self.root / "devnet.json"
         while not path.exists():
             if self.process.poll() is not None:
-                raise RuntimeError(f"devnet exited with {self.process.returncode}")
+                err = (self.root / "devnet.err").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"devnet exited with {self.process.returncode}: {err}")
             if time.monotonic() > deadline:
                 raise RuntimeError("devnet did not come up")
             time.sleep(0.2)
@@ -91,3 +102,60 @@ class Devnet:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        if self._err is not None:
+            self._err.close()
+
+
+def prebuild_state(root: Path, validators: int, addresses: Iterable[bytes], balance: int) -> float:
+    """Write a devnet's height-0 state with ``addresses`` funded besides genesis's accounts.
+
+    The genesis document holds at most ``MAX_GENESIS_ACCOUNTS``; a chain that already
+    holds a million accounts is made here instead, before the nodes first start: node0's
+    store is initialized with genesis's state plus these accounts (flat state, tree
+    nodes, root, as ``ChainStore.initialize`` writes them) and copied to the other
+    nodes, which then open it as an initialized chain of this genesis. The height-0 root
+    is not the one the genesis document alone gives (an audit from genesis would not
+    replay it); every node of the bench starts from the same state, so blocks agree.
+    Returns the seconds taken.
+    """
+    started = time.perf_counter()
+    genesis = load_genesis(root / "genesis.json")
+    state = genesis_state(genesis)
+    value = Account(balance, 0).encode()
+    for address in addresses:
+        state.setdefault(account_key(address), value)
+    first = root / "node0" / "data"
+    store = ChainStore(first)
+    try:
+        store.initialize(genesis.hash, state)
+    finally:
+        store.close()
+    del state
+    # One write batch leaves the whole state in LevelDB's log: every node would replay
+    # it into memory at its first open (a 1M-account state took them past the devnet's
+    # startup timeout, and ~700 MB of RSS each). Compacted once here, the nodes open
+    # leveled tables, as a node that grew its state block by block would.
+    db = plyvel.DB(str(first))
+    try:
+        db.compact_range()
+    finally:
+        db.close()
+    for i in range(1, validators):
+        shutil.copytree(first, root / f"node{i}" / "data")
+    return time.perf_counter() - started
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (a node's data directory)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident set of process ``pid`` (Linux ``VmHWM``), None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

@@ -22,12 +22,18 @@ is the closest to what the machine can do, and the ratio errs low); every valida
 verifies every transaction, so the ratio is ``tps * validators / ceiling``. The last
 line is ``RESULT tps=... ceiling=... ratio=...`` (plus ``p50_ms=... p99_ms=...``
 with more than one validator).
+
+``--state-accounts N`` puts N more funded accounts (random addresses, never sending)
+into the height-0 state before the devnet starts (``benches.common.prebuild_state``),
+so that the cost of state size shows: compare runs at 10,000 and 1,000,000.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -37,7 +43,14 @@ from pathlib import Path
 
 import aiohttp
 
-from benches.common import Devnet, fund_accounts, verify_ceiling
+from benches.common import (
+    Devnet,
+    dir_bytes,
+    fund_accounts,
+    peak_rss_mb,
+    prebuild_state,
+    verify_ceiling,
+)
 from core import PrivateKey, TxBody, pack_raw, sign_tx, tx_hash
 from genesis import create_localnet
 from vm import Transfer
@@ -204,6 +217,18 @@ async def run(args: argparse.Namespace) -> None:
         create_localnet(root, args.validators, "")
         keys = [PrivateKey.generate() for _ in range(args.accounts)]
         fund_accounts(root, keys, 10**12)
+        if args.state_accounts:
+            # Accounts in state that never send: what a big state costs the senders' blocks.
+            built_s = prebuild_state(
+                root, args.validators, (os.urandom(20) for _ in range(args.state_accounts)), 1
+            )
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(
+                f"state of {args.state_accounts:,} more accounts built in {built_s:.1f} s "
+                f"(bench process peak RSS {rss:,.0f} MB, node data "
+                f"{dir_bytes(root / 'node0' / 'data') / 1e6:,.0f} MB each)",
+                flush=True,
+            )
         net = Devnet(root, args.validators, args.log_level)
         net.start()
         try:
@@ -258,6 +283,7 @@ async def run(args: argparse.Namespace) -> None:
             await wait_for(follower, base + accepted2, 120)
             follower.stop()
             await follow_task
+            rss_mb = [peak_rss_mb(n["pid"]) or 0.0 for n in net.nodes]
             latencies = sorted(
                 (follower.final_at[h] - t) * 1000
                 for h, t in submit_times.items()
@@ -274,6 +300,7 @@ async def run(args: argparse.Namespace) -> None:
         f"latency at {rate:,.0f} tx/s (half the maximum): {len(latencies):,} txs, "
         f"p50 {p50:.0f} ms, p99 {p99:.0f} ms"
     )
+    print("peak RSS per validator: " + ", ".join(f"{r:,.0f} MB" for r in rss_mb))
     if REJECTED:
         print(f"refused at submission: {dict(REJECTED)}")
     if RETRIED:
@@ -297,6 +324,12 @@ def main() -> None:
     p.add_argument("--log-level", default="INFO", help="log level of the node processes")
     p.add_argument("--accounts", type=int, default=4000)
     p.add_argument("--per-account", type=int, default=25)
+    p.add_argument(
+        "--state-accounts",
+        type=int,
+        default=0,
+        help="funded accounts in state before the start that never send (a big state)",
+    )
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--latency-seconds", type=float, default=10.0)

@@ -21,6 +21,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,24 +84,37 @@ def events(stdout: str) -> dict[str, dict[str, str]]:
 
 @dataclass(frozen=True)
 class Member:
-    """A member's node home and the addresses it was made with."""
+    """A member's node home, the addresses it was made with (``p2p``: the one peers
+    dial), and the command prefix that runs its node on its own host (none: here)."""
 
     home: Path
     public_key: str
     account: str
     p2p: str
     http: str
+    prefix: tuple[str, ...] = ()
 
 
-def make_home(root: Path, name: str, p2p: str, http: str) -> Member:
-    """``liveledger init`` on the member's own machine; its key and account as printed."""
+def make_home(
+    root: Path,
+    name: str,
+    p2p: str,
+    http: str,
+    *,
+    external: str | None = None,
+    prefix: Sequence[str] = (),
+) -> Member:
+    """``liveledger init`` on the member's own machine; its key and account as printed.
+    With ``external``, the node listens on ``p2p`` and peers dial ``external`` (a member
+    behind a NAT or proxy); its node runs under ``prefix`` (tests/netns: its host)."""
     home = root / name
+    published = ["--external", external] if external else []
     out = ok("init", "--home", str(home), "--moniker", name, "--p2p-listen", p2p,
-             "--http-listen", http)  # fmt: skip
+             *published, "--http-listen", http)  # fmt: skip
     key = re.search(r"node key\s+([0-9a-f]{64})", out)
     account = re.search(r"account\s+(ll1\w+)", out)
     assert key and account, out
-    return Member(home, key[1], account[1], p2p, http)
+    return Member(home, key[1], account[1], external or p2p, http, tuple(prefix))
 
 
 def hold_ceremony(
@@ -262,19 +276,28 @@ def start_by_state_sync(
 ) -> NodeProcess:
     """The joining member's node: the genesis members agreed on, ``peers`` (node keys) of
     the validators as its only config peers, and the last snapshot below the head of the
-    member node at ``trusted`` as the final block it trusts; then it syncs and follows."""
+    member node at ``trusted`` (waiting for the first) as the final block it trusts; then
+    it syncs and follows."""
     ok("genesis", "install", "--home", str(member.home), str(genesis_file),
        "--expect-hash", genesis_hash)  # fmt: skip
     config = json.loads((member.home / "config.json").read_text())
     kept = [p for p in config["peers"] if p["public_key"] in peers]
     assert len(kept) == len(peers), config["peers"]
-    status = http_json(f"{trusted}/v1/status")
-    height = (status["height"] - 1) // SNAPSHOT_INTERVAL * SNAPSHOT_INTERVAL
-    assert height > 0, status
+
+    def last_snapshot() -> int:
+        return (
+            (http_json(f"{trusted}/v1/status")["height"] - 1)
+            // SNAPSHOT_INTERVAL
+            * SNAPSHOT_INTERVAL
+        )
+
+    # A young chain may not have its first snapshot below the head yet.
+    height = wait_until(last_snapshot, 60, "a snapshot height below the trusted node's head")
     block = json.loads(ok("query", "block", str(height), "--node", trusted))
     trust = {"enabled": True, "trust_height": height, "trust_hash": block["header"]["hash"]}
     set_config(member.home, **NODE_SETTINGS, peers=kept, state_sync=trust)
     node = NodeProcess(member.home)
+    node.prefix = list(member.prefix)
     node.argv += ["--state-sync"]
     node.start(timeout=90)
     return node
@@ -291,7 +314,8 @@ def test_a_fifth_member_joins_by_state_sync_and_becomes_a_producer(consortium):
 def join_as_producer(consortium: dict, newcomer: Member) -> NodeProcess:
     """The whole join path of ``newcomer`` (a home made by ``make_home``), with the CLI:
     admitted, its address on chain, its node state-synced from a trusted final block and
-    reached by every member, elected, and signing. Its node joins ``cluster.nodes``."""
+    reached by every member, elected, and signing. ``cluster.nodes`` begins with the
+    members' nodes, in ``homes`` order; the newcomer's node is appended to it."""
     url, keyring = consortium["url"], consortium["keyring"]
     homes, cluster = consortium["homes"], consortium["cluster"]
     faucet = ("--keyring", keyring, "--from", "faucet", "--node", url, "--wait")
@@ -323,7 +347,9 @@ def join_as_producer(consortium: dict, newcomer: Member) -> NodeProcess:
     assert events(out)["set_member_address"]["address"] == newcomer.p2p
     members = json.loads(ok("query", "members", "--node", url))["members"]
     addresses = {m["name"]: m["address"] for m in members}
-    assert addresses == {**dict.fromkeys(MEMBERS), name: newcomer.p2p}
+    # Its own, and only its own: the genesis members set none (genesis has theirs).
+    assert addresses == {**dict.fromkeys(addresses), name: newcomer.p2p}
+    assert len(addresses) == len(homes) + 1
 
     # Its node starts from the genesis document and a final block it trusts, with one
     # member as its peer; no member adds it to its config: they dial its address on chain.
@@ -337,7 +363,7 @@ def join_as_producer(consortium: dict, newcomer: Member) -> NodeProcess:
     trusted = json.loads((newcomer.home / "config.json").read_text())["state_sync"]
     assert synced_at == trusted["trust_height"]
     assert http_json(f"{node.url}/v1/blocks/1")["code"] == "pruned"
-    members_keys = {s["validator"] for s in (n.status() for n in cluster.nodes[:4])}
+    members_keys = {s["validator"] for s in (n.status() for n in cluster.nodes[: len(homes)])}
     wait_until(
         lambda: set(node.status()["peers"]) == members_keys, 30, "every member connected to it"
     )

@@ -23,9 +23,11 @@ import pytest
 from aiohttp import ClientSession, WSMsgType, web
 from click.testing import CliRunner
 
+from apps.commerce.auctions import bidder_tag
 from apps.commerce.provenance import gtin_check_digit
 from cli.keyring import Keyring
 from cli.main import main
+from core.keys import parse_address
 from genesis import create_localnet
 from node.web import WEB_DIST
 from tests.e2e.helpers import REPO, NodeProcess, http_json
@@ -350,6 +352,7 @@ def test_a_shopper_makes_a_key_is_funded_and_orders_with_one_tap(world, browser)
     page.click("#create-key")
     address = page.locator("#my-address").inner_text(timeout=WAIT_MS)
     assert address.startswith("ll1")
+    world.ids["web_address"] = address
     shot(page, "wallet-new-key")
     # Nothing in the browser's storage holds the key or the address in the clear.
     stored = page.evaluate("() => JSON.stringify(localStorage)")
@@ -396,6 +399,83 @@ def test_a_shopper_makes_a_key_is_funded_and_orders_with_one_tap(world, browser)
     page.click("footer.tipbar button:has-text('Tip 1,000')")
     expect(page.locator("#outcome p.error")).to_contain_text("balance is too low")
     shot(page, "live-refused")
+
+
+def test_auctions_run_live_on_the_page_and_the_shopper_bids_from_it(world, browser):
+    """Started by the merchant's CLI, outbid from the page (signed and sealed there), won:
+    price, leader tag, clock (an anti-snipe extension from the feed) and result follow
+    the feed; the winner's order carries the address the page sealed."""
+    page = browser
+    expect = sync_api.expect
+    session, listing = world.ids["session"], world.ids["listing"]
+    me = world.ids["web_address"]
+    # The shopper from the test above (1,101 left): enough for a bid and its fee.
+    world.cli("tx", "transfer", "--from", "faucet", "--to", me, "--amount", "3000", "--wait")
+    page.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
+    page.fill("#passphrase", "correct horse battery")
+    page.click("#unlock")
+    page.click("#save-ship")
+    expect(page.locator("#feed-state")).to_have_text("live")
+    expect(page.locator("#auctions")).to_be_hidden()
+
+    def start(*flags: str) -> dict[str, str]:
+        out = world.cli(
+            "live", "auction", "start", session, listing, "--start-price", "100", *flags,
+            "--from", "merchant", "--wait",
+        )  # fmt: skip
+        return event(out, "commerce.auction_started")
+
+    def rival_bids(auction: str) -> str:
+        world.cli("bid", auction, "100", "--address", "1 Main St", "--from", "shopper1", "--wait")
+        return bidder_tag(int(auction), parse_address(world.address("shopper1")))
+
+    # Sudden death (no extension), so that it ends on time: long enough for the bids
+    # below on a busy machine.
+    sold = start("--duration", "8s", "--sudden-death")
+    card = page.locator(f"[data-auction='{sold['auction']}']")
+    expect(card.locator(".auction-price")).to_have_text("100")
+    expect(card.locator(".leader")).to_have_text("No bid yet")
+    expect(card.locator(".timer")).to_contain_text("ends in")
+    expect(card.locator(".timer")).to_have_attribute("data-end-ms", sold["end_ms"])
+    expect(card.locator(".tag")).to_have_text(rival_bids(sold["auction"]))
+
+    # Below the next valid bid (100 + 5): refused before sending, in a sentence.
+    card.locator("input.max").fill("104")
+    card.locator("button.bid").click()
+    expect(page.locator("#outcome p.error")).to_have_text(
+        "Your maximum is too low: bid at least 105."
+    )
+    card.locator("input.max").fill("300")
+    card.locator("button.bid").click()
+    expect(page.locator("#outcome p.ok")).to_contain_text("You lead at 105")
+    mine = bidder_tag(int(sold["auction"]), parse_address(me))
+    expect(card.locator(".auction-price")).to_have_text("105")
+    expect(card.locator(".leader")).to_have_text(f"Leading: {mine} (you)")
+
+    # Meanwhile a timed one: with 5 s to run, a bid resets its clock to the counter time
+    # (10 s); the page's clock takes the new end from the feed. It ends after this test.
+    timed = start("--duration", "5s")
+    other = page.locator(f"[data-auction='{timed['auction']}']")
+    rival = rival_bids(timed["auction"])
+    expect(other.locator(".tag")).to_have_text(rival)
+    extended = http_json(f"{world.node.url}/v1/auctions/{timed['auction']}")["auction"]["end_ms"]
+    assert extended > int(timed["end_ms"])
+    expect(other.locator(".timer")).to_have_attribute("data-end-ms", str(extended))
+    shot(page, "live-auction", at="#auctions")
+
+    expect(card).to_have_attribute("data-status", "won")
+    result = card.locator(".result").inner_text()
+    assert re.fullmatch(r"Sold for 105 \(order #\d+\): you won!", result), result
+    expect(page.locator("#ticker")).to_contain_text(f"Sold for 105 to {mine}")
+    shot(page, "live-auction-won", at=f"[data-auction='{sold['auction']}']")
+    # The winner's order carries the address the page sealed with the bid.
+    order_id = re.search(r"order #(\d+)", result).group(1)
+    assert world.cli("order", "address", order_id, "--from", "merchant").strip() == SHIP_TO
+    # A new load shows the open auction from the session's snapshot, as the feed left it.
+    page.reload()
+    expect(other.locator(".tag")).to_have_text(rival)
+    expect(other.locator(".auction-price")).to_have_text("100")
+    expect(other.locator(".timer")).to_have_attribute("data-end-ms", str(extended))
 
 
 def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browser):

@@ -9,7 +9,9 @@ debris of runs killed outright (SIGKILL) is swept when the next run starts.
 ``NetnsNetwork`` runs a localnet on them: node i's genesis address is its host's
 address; its p2p listener is on the namespace's loopback behind a fault proxy
 (``tests/netns/netfault.py``) that listens on the public address, so faults between
-hosts are set at run time: latency, jitter, loss, cuts and partitions.
+hosts are set at run time: latency, jitter, loss, cuts and partitions. Extra hosts
+(``extra_hosts``) get their address and proxy too but no genesis validator: a test
+puts a member that joins later, an observer or a pruned node there (``add_node``).
 
 Needs root and ``ip`` (iproute2); ``unavailable()`` says why not, so tests skip.
 """
@@ -34,6 +36,7 @@ from genesis import create_localnet
 from genesis.localnet import LocalnetLayout
 from tests.e2e.helpers import REPO, Cluster, NodeProcess, cli_env, run_cli, set_config, wait_until
 from tests.netns.netfault import control
+from vm import ChainParams
 
 PREFIX = "llnet"
 HTTP_PORT = 8100
@@ -167,12 +170,15 @@ class Hosts:
 
 
 class NetnsNetwork:
-    """A localnet of ``count`` validators, one per host, each behind a fault proxy.
+    """A localnet of ``count`` validators, one per host, each behind a fault proxy,
+    and ``extra_hosts`` more hosts (indexes ``count`` on) with a proxy and no node yet.
 
-    Every node keeps every block (archive pruning), so ``audit`` can check them all.
-    ``config`` goes into every node's config.json; ``per_node`` (index -> settings)
-    into one node's. Use as a context manager: nodes, proxies and namespaces stop on
-    exit, and on failure the tail of every node's log is printed.
+    Every validator keeps every block (archive pruning), so ``audit`` can check them
+    all. ``params`` are genesis's chain parameters; ``config`` goes into every
+    validator's config.json (it may be changed before the network is entered, e.g. to
+    list observers made on the extra hosts); ``per_node`` (index -> settings) into
+    one node's. Use as a context manager: nodes, proxies and namespaces stop on exit,
+    and on failure the tail of every node's log is printed.
     """
 
     def __init__(
@@ -180,12 +186,16 @@ class NetnsNetwork:
         root: Path,
         count: int = 4,
         *,
+        extra_hosts: int = 0,
+        params: ChainParams | None = None,
         block_interval_ms: int = 250,
         per_node: dict[int, dict[str, Any]] | None = None,
         **config: Any,
     ) -> None:
         self.root = root
-        self.hosts = Hosts(count)
+        self.count = count
+        self.hosts = Hosts(count + extra_hosts)
+        self.params = params
         self.block_interval_ms = block_interval_ms
         self.config = {"timeout_propose_ms": 1000, "pruning": {"archive": True}, **config}
         self.per_node = per_node or {}
@@ -206,12 +216,13 @@ class NetnsNetwork:
         hosts = self.hosts
         self.layout = create_localnet(
             self.root / "net",
-            hosts.count,
+            self.count,
             "",
             base_http_port=HTTP_PORT,
             base_p2p_port=P2P_PORT,
+            params=self.params,
             block_interval_ms=self.block_interval_ms,
-            external_hosts=hosts.addresses,
+            external_hosts=hosts.addresses[: self.count],
         )
         homes = [n.home for n in self.layout.nodes]
         for i, home in enumerate(homes):
@@ -221,7 +232,8 @@ class NetnsNetwork:
         self.cluster = Cluster(homes)
         for i, node in enumerate(self.cluster.nodes):
             node.prefix = hosts.prefix(i)
-        for i, node in enumerate(self.layout.nodes):
+        for i in range(hosts.count):
+            port = self.p2p_port(i)
             with open(self.root / f"proxy{i}.log", "ab") as log:
                 self.proxies.append(
                     subprocess.Popen(
@@ -231,9 +243,9 @@ class NetnsNetwork:
                             "-m",
                             "tests.netns.netfault",
                             "--listen",
-                            f"{hosts.addresses[i]}:{node.p2p_port}",
+                            f"{hosts.addresses[i]}:{port}",
                             "--target",
-                            f"127.0.0.1:{node.p2p_port}",
+                            f"127.0.0.1:{port}",
                             "--control",
                             f"{hosts.addresses[i]}:{CONTROL_PORT}",
                         ],
@@ -284,6 +296,27 @@ class NetnsNetwork:
     def __getitem__(self, i: int) -> NodeProcess:
         return self.nodes[i]
 
+    def p2p_port(self, host: int) -> int:
+        """The p2p port of ``host``'s node: on the namespace's loopback, and on the
+        host's address where its proxy listens."""
+        return P2P_PORT + host
+
+    def http_port(self, host: int) -> int:
+        return HTTP_PORT + host
+
+    def add_node(self, home: Path, host: int, timeout: float = 90) -> NodeProcess:
+        """Start the node of ``home`` (made for an extra host: p2p on the loopback at
+        ``p2p_port(host)``, published and proxied at the host's address) on ``host``;
+        it joins ``nodes``, so it stops with the others and its log shows on failure."""
+        assert self.cluster is not None
+        if not self.count <= host < self.hosts.count:
+            raise ValueError(f"host {host} is not an extra host")
+        node = NodeProcess(home)
+        node.prefix = self.hosts.prefix(host)
+        self.cluster.nodes.append(node)
+        node.start(timeout=timeout)
+        return node
+
     def faults(self, hosts: Iterable[int] | None = None, **settings: Any) -> list[Any]:
         """Give the proxies of ``hosts`` (all by default) these settings (replacing any
         held): ``default`` (faults for every source), ``by_source``, ``blocked``
@@ -303,20 +336,21 @@ class NetnsNetwork:
         self.faults(**faults)
 
     def heights(self, indexes: Iterable[int] | None = None) -> list[int]:
-        chosen = range(self.hosts.count) if indexes is None else indexes
+        chosen = range(len(self.nodes)) if indexes is None else indexes
         return [self.nodes[i].height() for i in chosen]
 
     def wait_height(
         self, height: int, indexes: Iterable[int] | None = None, timeout: float = 60
     ) -> list[int]:
         assert self.cluster is not None
-        chosen = [self.nodes[i] for i in (range(self.hosts.count) if indexes is None else indexes)]
+        chosen = [self.nodes[i] for i in (range(len(self.nodes)) if indexes is None else indexes)]
         return self.cluster.wait_height(height, chosen, timeout)
 
-    def audit_all(self) -> None:
-        """``liveledger audit verify`` on every home (all archive), a few at a time."""
+    def audit_all(self, more: Iterable[Path] = ()) -> None:
+        """``liveledger audit verify`` on every validator's home (all archive) and on
+        the ``more`` archive homes, a few at a time."""
         assert self.layout is not None
-        homes = [n.home for n in self.layout.nodes]
+        homes = [n.home for n in self.layout.nodes] + list(more)
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(lambda h: run_cli("audit", "verify", "--home", str(h)), homes))
         for home, done in zip(homes, results, strict=True):

@@ -5,7 +5,7 @@ import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { blake2b } from "@noble/hashes/blake2.js";
 import { randomBytes } from "@noble/hashes/utils.js";
 import { bech32m } from "@scure/base";
-import { concat, pack, utf8 } from "./codec.js";
+import { concat, hex, pack, utf8 } from "./codec.js";
 
 // core/hashing.py Domain: one byte in front of every hashed object.
 export const Domain = {
@@ -72,6 +72,16 @@ export function verifySignature(publicKey, domain, chainId, body, signature) {
   } catch {
     return false;
   }
+}
+
+// A bidder's anonymous tag in one auction's feed (apps/commerce/auctions.py bidder_tag):
+// BLAKE2b-32 of the address keyed by the auction id (8 bytes, big-endian).
+export function bidderTag(auctionId, address) {
+  const key = new Uint8Array(8);
+  new DataView(key.buffer).setBigUint64(0, BigInt(auctionId));
+  const p = new Uint8Array(16);
+  p.set(utf8("ll-bid-tag"));
+  return hex(blake2b(address, { dkLen: 4, key, personalization: p }));
 }
 
 // --- transactions (core/types.py) ---

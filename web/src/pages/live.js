@@ -1,9 +1,10 @@
-// The live session: pinned products, flash deals with countdown and stock, a ticker of
-// orders and tips, one-tap buying and tipping, all live from the session's feed.
+// The live session: pinned products, flash deals with countdown and stock, auctions with
+// price, leader tag and clock, a ticker of orders and tips, one-tap buying, bidding and
+// tipping, all live from the session's feed.
 import { api } from "../lib/api.js";
 import { plain } from "../lib/codes.js";
 import { pack, unhex } from "../lib/codec.js";
-import { sealAddress } from "../lib/crypto.js";
+import { bidderTag, parseAddress, sealAddress } from "../lib/crypto.js";
 import { SessionFeed } from "../lib/feed.js";
 import { countdown, fmt, go, h, replace } from "../lib/ui.js";
 import { current, send } from "../lib/wallet.js";
@@ -16,6 +17,11 @@ export async function livePage(main, idText) {
   const session = doc.session;
   const merchantDoc = await api(`/v1/merchants/${session.merchant}`);
   const merchant = merchantDoc.merchant;
+  // The increment table, for the lowest bid an auction takes after each feed event.
+  const commerceParams = (await api("/v1/commerce")).config.params;
+  // Auctions as the feed leaves them: open ones from the snapshot, then started, bid on,
+  // extended and ended by events; an ended one stays on the page with its result.
+  const auctions = new Map(session.auctions.map((a) => [a.id, auctionState(a)]));
   const deals = new Map(session.deals.map((d) => [d.id, d]));
   const pinned = new Map(session.pinned.map((l) => [l.id, l]));
   const listings = new Map(session.pinned.map((l) => [l.id, l]));
@@ -23,6 +29,7 @@ export async function livePage(main, idText) {
   let tipsTotal = session.tips_total;
   // A deal may be on a listing that is not pinned: its title is read once.
   await Promise.all(session.deals.filter((d) => !listings.has(d.listing_id)).map((d) => loadListing(d.listing_id)));
+  await Promise.all(session.auctions.filter((a) => !listings.has(a.listing_id)).map((a) => loadListing(a.listing_id)));
 
   async function loadListing(listingId) {
     if (listings.has(listingId)) return listings.get(listingId);
@@ -37,6 +44,7 @@ export async function livePage(main, idText) {
   const pinnedEl = h("section", { id: "pinned" });
   const tickerEl = h("ol", { id: "ticker", class: "ticker", "aria-live": "polite" });
   const outcomeEl = h("div", { id: "outcome", class: "outcome", role: "status" });
+  const auctionsEl = h("section", { id: "auctions", hidden: true });
 
   replace(
     main,
@@ -50,9 +58,7 @@ export async function livePage(main, idText) {
     outcomeEl,
     h("h2", {}, "Flash deals"),
     dealsEl,
-    // Live auctions (issue 14) go here once the chain has them: current price, leader
-    // tag and timer, fed by the same session feed.
-    h("section", { id: "auctions", hidden: true }),
+    auctionsEl,
     h("h2", {}, "On this show"),
     pinnedEl,
     h("h2", {}, "Happening now"),
@@ -100,6 +106,101 @@ export async function livePage(main, idText) {
       const started = now >= d.start_ms;
       timer.textContent = started ? `ends in ${countdown(d.end_ms - now)}` : `starts in ${countdown(d.start_ms - now)}`;
       button.disabled = !started || d.left === 0 || status !== "open";
+    }
+  }
+
+  function increment(price) {
+    const { bid_increment_bounds: bounds, bid_increment_steps: steps } = commerceParams;
+    const i = bounds.findIndex((bound) => price < bound);
+    return steps[i === -1 ? steps.length - 1 : i];
+  }
+
+  // The lowest bid the auction takes now from anyone but its leader (as the chain's
+  // next_minimum): the start price before the first bid.
+  const nextMinimum = (a) => (a.leader ? a.price + increment(a.price) : a.start_price);
+
+  // The wallet's own tag in an auction (the feed shows tags, never addresses).
+  function myTag(auctionId) {
+    const w = current();
+    return w ? bidderTag(auctionId, parseAddress(w.address)) : null;
+  }
+
+  // Auction cards are rebuilt when the feed changes one (what the shopper is typing, and
+  // where, is kept across); the clock only updates timers.
+  let auctionCards = [];
+  const typed = new Map();
+  function renderAuctions() {
+    const focused = document.activeElement?.closest?.("[data-auction]")?.dataset.auction;
+    auctionCards = [];
+    auctionsEl.hidden = auctions.size === 0;
+    if (!auctions.size) return replace(auctionsEl);
+    const mine = (a) => a.leader && a.leader === myTag(a.id);
+    replace(
+      auctionsEl,
+      h("h2", {}, "Auctions"),
+      [...auctions.values()].map((a) => {
+        const timer = h("span", { class: "timer" });
+        const open = a.status === "open";
+        const max = h("input", { class: "max", type: "number", inputmode: "numeric", min: nextMinimum(a), step: 1, placeholder: `Your max, ${fmt(nextMinimum(a))}+`, "aria-label": "Your maximum bid", oninput: (e) => typed.set(a.id, e.target.value) });
+        max.value = typed.get(a.id) ?? "";
+        if (open && focused === String(a.id)) queueMicrotask(() => max.focus());
+        const button = h("button", { type: "submit", class: "bid" }, "Bid");
+        const form = open
+          ? h(
+              "form",
+              {
+                class: "bid-form",
+                // The chain's answer (bid_too_low names the minimum), not the browser's bubble.
+                novalidate: true,
+                onsubmit: (e) => {
+                  e.preventDefault();
+                  typed.delete(a.id);
+                  bid(a, max.value);
+                },
+              },
+              max,
+              button,
+            )
+          : null;
+        auctionCards.push({ a, timer, button });
+        const leader = a.leader
+          ? [h("span", {}, open ? "Leading: " : "Winner: "), h("code", { class: "tag" }, a.leader), mine(a) ? h("b", { class: "you" }, " (you)") : null]
+          : h("span", { class: "muted" }, open ? "No bid yet" : "No bid");
+        return h(
+          "article",
+          { class: `auction card ${open ? "" : "ended"}`, "data-auction": a.id, "data-status": a.status },
+          h("div", { class: "deal-top" }, h("h3", {}, listingTitle(a.listing_id)), timer),
+          h("p", { class: "price" }, h("span", { class: "auction-price" }, fmt(a.leader ? a.price : a.start_price)), " ", h("span", { class: "bids muted small" }, a.leader ? `${fmt(a.bids)} bid${a.bids === 1 ? "" : "s"}` : "start price")),
+          h("p", { class: "leader" }, leader),
+          open
+            ? h("p", { class: "muted small" }, `Next bid ${fmt(nextMinimum(a))} or more. ${a.mode === "timed" ? `A late bid resets the clock to ${commerceParams.auction_counter_ms / 1000} s.` : "Sudden death: the clock never resets."}${a.reserve ? " Reserve price." : ""}`)
+            : h("p", { class: `result ${a.status === "won" ? "ok" : "muted"}` }, auctionResult(a)),
+          form,
+        );
+      }),
+    );
+    updateAuctionTimers();
+  }
+
+  function auctionResult(a) {
+    if (a.status === "won") return `Sold for ${fmt(a.price)}${a.order ? ` (order #${a.order})` : ""}${a.leader === myTag(a.id) ? ": you won!" : "."}`;
+    if (a.status === "unsold") return a.leader ? "Unsold: the reserve was not met." : "Unsold: no bid.";
+    return "Cancelled.";
+  }
+
+  function updateAuctionTimers() {
+    const now = Date.now();
+    for (const { a, timer, button } of auctionCards) {
+      timer.dataset.endMs = String(a.end_ms);
+      if (a.status !== "open") {
+        timer.textContent = a.status === "won" ? "sold" : a.status;
+        continue;
+      }
+      const started = now >= a.start_ms;
+      // Past its end, the next block ends it: the result comes from the feed.
+      timer.textContent = !started ? `starts in ${countdown(a.start_ms - now)}` : now < a.end_ms ? `ends in ${countdown(a.end_ms - now)}` : "ending…";
+      // Bids before the start are pre-bids: the chain takes them.
+      button.disabled = now >= a.end_ms;
     }
   }
 
@@ -159,6 +260,30 @@ export async function livePage(main, idText) {
       case "commerce.listing_unpinned":
         pinned.delete(Number(a.listing));
         break;
+      case "commerce.auction_started": {
+        await loadListing(Number(a.listing));
+        auctions.set(Number(a.auction), auctionState({ id: Number(a.auction), listing_id: Number(a.listing), mode: a.mode, start_price: Number(a.start_price), reserve: Number(a.reserve), start_ms: Number(a.start_ms), end_ms: Number(a.end_ms), price: 0, leader: "", bids: 0, status: "open", order_id: 0 }));
+        tick(msg, [h("b", {}, "Auction"), ` of ${listingTitle(a.listing)} from ${fmt(Number(a.start_price))}`], "auction");
+        break;
+      }
+      case "commerce.auction_bid": {
+        const auction = auctions.get(Number(a.auction));
+        if (auction) Object.assign(auction, { price: Number(a.amount), leader: a.leader, bids: Number(a.bids) });
+        tick(msg, [h("b", {}, "Bid"), ` ${fmt(Number(a.amount))} by `, h("code", {}, a.leader)], "auction");
+        break;
+      }
+      case "commerce.auction_extended": {
+        const auction = auctions.get(Number(a.auction));
+        if (auction) auction.end_ms = Number(a.end_ms);
+        break;
+      }
+      case "commerce.auction_ended": {
+        const auction = auctions.get(Number(a.auction));
+        const status = a.outcome;
+        if (auction) Object.assign(auction, { status, price: Number(a.price), leader: a.leader, bids: Number(a.bids), order: Number(a.order) });
+        tick(msg, status === "won" ? [h("b", {}, "Sold"), ` for ${fmt(Number(a.price))} to `, h("code", {}, a.leader)] : `Auction ${status}.`, "auction");
+        break;
+      }
       case "commerce.session_closed":
         status = "closed";
         tick(msg, "The show has ended.");
@@ -167,6 +292,7 @@ export async function livePage(main, idText) {
         break;
     }
     renderDeals();
+    if (msg.kind.startsWith("commerce.auction_")) renderAuctions();
     renderPinned();
   }
 
@@ -188,6 +314,35 @@ export async function livePage(main, idText) {
       await outcome(result, (r) => {
         const placed = r.events.find((e) => e.kind === "commerce.order_placed");
         return `✓ Order #${placed?.attrs.order} is final (block ${result.height}).`;
+      });
+    } catch (err) {
+      show(await plain(err.code ?? "", err.message), "error");
+    }
+  }
+
+  // A maximum bid, signed here, the address sealed here as for an order (the winner's
+  // order carries it).
+  async function bid(a, text) {
+    const w = current();
+    if (!w) return go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
+    if (!w.shipTo) return go(`/wallet?next=${encodeURIComponent(location.pathname)}&ship=1`);
+    const maximum = Number(text);
+    if (!Number.isSafeInteger(maximum) || maximum <= 0) return show("Enter the most you will pay, in whole tokens.", "error");
+    try {
+      const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
+      const sealed = sealAddress(key, w.shipTo);
+      const payload = pack([a.id, maximum, key, sealed.commitment, sealed.ciphertext]);
+      const result = await send("commerce.bid", payload, (stage) => show(stage === "signing" ? "Signing your bid…" : "Bid sent, waiting for the block…", "muted"));
+      if (result.receipt.code === "bid_too_low") {
+        // The sentence names the lowest bid as the chain saw it.
+        const least = result.receipt.message.match(/minimum (\d+)/)?.[1];
+        return show(`Your maximum is too low: bid at least ${least ? fmt(Number(least)) : fmt(nextMinimum(a))}.`, "error");
+      }
+      if (result.receipt.code === "self_dealing") return show("You sell or host this auction: you cannot bid on it.", "error");
+      await outcome(result, (r) => {
+        const placed = r.events.find((e) => e.kind === "commerce.auction_bid");
+        const mineNow = placed && placed.attrs.leader === myTag(a.id);
+        return mineNow ? `✓ You lead at ${fmt(Number(placed.attrs.amount))} (your maximum ${fmt(maximum)}).` : `Outbid at once: another bidder's maximum is higher (price now ${fmt(Number(placed?.attrs.amount ?? 0))}).`;
       });
     } catch (err) {
       show(await plain(err.code ?? "", err.message), "error");
@@ -216,6 +371,7 @@ export async function livePage(main, idText) {
   }
 
   renderDeals();
+  renderAuctions();
   renderPinned();
   // Events are handled one after another, in feed order (some read the API first).
   let queue = Promise.resolve();
@@ -232,10 +388,20 @@ export async function livePage(main, idText) {
       stateBadge.dataset.connections = String(feed?.connections ?? 0);
     },
   });
-  const timer = setInterval(updateTimers, 1000);
+  const timer = setInterval(() => {
+    updateTimers();
+    updateAuctionTimers();
+  }, 1000);
   return () => {
     clearInterval(timer);
     feed.stop();
   };
 }
 
+
+// What the page keeps of an auction (GET /v1/auctions/{id} fields, "sold" read as "won"
+// as the feed's outcome says it).
+function auctionState(view) {
+  const status = view.status === "sold" ? "won" : view.status;
+  return { id: view.id, listing_id: view.listing_id, mode: view.mode, start_price: view.start_price, reserve: view.reserve, start_ms: view.start_ms, end_ms: view.end_ms, price: view.price, leader: view.leader, bids: view.bids, status, order: view.order_id };
+}
