@@ -21,7 +21,8 @@ from cli.send import fail, hint_for, submit_tx
 from core import LiveLedgerError, format_address, parse_address
 from genesis import Genesis
 from storage import StateProof, verify_proof
-from vm import Account, Transfer, account_key
+from vm import Account, Balance, CurrencyList, Transfer, account_key, balance_key
+from vm.currency import CURRENCY_LIST_KEY
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -266,6 +267,28 @@ def verify_account_proof(client: NodeClient, doc: dict[str, Any], genesis: Genes
     account = Account.decode(value) if value is not None else Account(0, 0)
     if (account.balance, account.nonce) != (doc["balance"], doc["nonce"]):
         raise NodeError("proof_mismatch", "node's balance/nonce differ from the proven value")
+    # Every issued currency is listed (the list itself is proven), each balance proven.
+    listed = _proven(header.state_root, CURRENCY_LIST_KEY, doc.get("currencies"))
+    symbols = CurrencyList.decode(listed).symbols if listed is not None else ()
+    balances = doc.get("balances", [])
+    if [b["currency"] for b in balances] != list(symbols):
+        raise NodeError("proof_mismatch", f"node lists currencies other than the proven {symbols}")
+    for entry in balances:
+        raw = _proven(header.state_root, balance_key(address, entry["currency"]), entry)
+        amount = Balance.decode(raw).amount if raw is not None else 0
+        if amount != entry["balance"]:
+            raise NodeError(
+                "proof_mismatch", f"node's {entry['currency']} balance differs from the proven one"
+            )
+
+
+def _proven(state_root: bytes, key: bytes, entry: Any) -> bytes | None:
+    """The value an answer's ``{key, value, proof}`` entry proves for ``key``."""
+    if not isinstance(entry, dict) or entry.get("key") != key.hex():
+        raise NodeError("proof_mismatch", f"the node gave no proof of key {key.hex()}")
+    value = bytes.fromhex(entry["value"]) if entry["value"] is not None else None
+    verify_proof(state_root, key, value, StateProof.decode(bytes.fromhex(entry["proof"])))
+    return value
 
 
 @query.command("account")
@@ -283,7 +306,8 @@ def verify_account_proof(client: NodeClient, doc: dict[str, Any], genesis: Genes
 def query_account(
     address: str, prove: bool, genesis_file: Path | None, keyring: Path | None, node_url: str
 ) -> None:
-    """Show an account's balance and nonce (ADDRESS: ll1... or a key's name)."""
+    """Show an account's balance and nonce, and its balance in every issued currency
+    (ADDRESS: ll1... or a key's name). With --prove, every figure shown is proven."""
     client = NodeClient(node_url)
     raw = parse_address(address) if keyring is None else Keyring(keyring).resolve(address)
     doc = client.account(format_address(raw), proof=prove)
@@ -295,6 +319,7 @@ def query_account(
     }
     if "next_nonce" in doc:
         out["next_nonce"] = doc["next_nonce"]
+    out["balances"] = {b["currency"]: b["balance"] for b in doc.get("balances", [])}
     if prove:
         genesis = trusted_genesis(client, genesis_file)
         if doc["height"] == 0:
@@ -304,6 +329,7 @@ def query_account(
             "verified": True,
             "height": doc["height"],
             "state_root": doc["state_root"],
+            "currencies": len(out["balances"]),
             "genesis_hash": genesis.hash.hex(),
         }
     click.echo(json.dumps(out, indent=2))
@@ -371,4 +397,5 @@ def audit_verify(home: Path) -> None:
 # Importing these adds their commands and groups to main.
 from cli import ceremony as _ceremony  # noqa: E402, F401
 from cli import commerce as _commerce  # noqa: E402, F401
+from cli import currency as _currency  # noqa: E402, F401
 from cli import operator as _operator  # noqa: E402, F401

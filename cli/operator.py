@@ -26,12 +26,16 @@ from cli.send import sign_and_send
 from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,
+    PROPOSE_GRANT_ISSUER,
     PROPOSE_PARAM_CHANGE,
     PROPOSE_REMOVE_MEMBER,
+    PROPOSE_REVOKE_ISSUER,
     VOTE_PROPOSAL,
     ProposeAdmitMember,
+    ProposeGrantIssuer,
     ProposeParamChange,
     ProposeRemoveMember,
+    ProposeRevokeIssuer,
     VoteProposal,
 )
 from consensus.staking import (
@@ -325,6 +329,24 @@ def propose_param(signer: Signer, name: str, value: int) -> None:
     """Propose setting chain parameter NAME to VALUE (applies param_change_delay_blocks
     after it passes)."""
     signer.send(PROPOSE_PARAM_CHANGE, ProposeParamChange(name, value))
+
+
+@operator_tx(gov, "propose-grant-issuer")
+@click.argument("member")
+@click.argument("symbol")
+@click.option("--decimals", type=click.IntRange(0, 18), required=True, help="For display.")
+def propose_grant_issuer(signer: Signer, member: str, symbol: str, decimals: int) -> None:
+    """Propose making MEMBER (node key in hex, or name) the issuer of currency SYMBOL
+    (2-8 of A-Z and 0-9): a new currency, or a revoked one re-granted (same decimals)."""
+    key = _public_key(signer.client, member)
+    signer.send(PROPOSE_GRANT_ISSUER, ProposeGrantIssuer(key, symbol, decimals))
+
+
+@operator_tx(gov, "propose-revoke-issuer")
+@click.argument("symbol")
+def propose_revoke_issuer(signer: Signer, symbol: str) -> None:
+    """Propose revoking the issuer of SYMBOL: no more mints; holders keep, send, redeem."""
+    signer.send(PROPOSE_REVOKE_ISSUER, ProposeRevokeIssuer(symbol))
 
 
 @operator_tx(gov, "vote")

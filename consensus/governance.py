@@ -1,4 +1,5 @@
-"""Consortium governance: proposals to admit or remove a member or change a parameter.
+"""Consortium governance: proposals to admit or remove a member, change a parameter,
+or grant or revoke a member's issuer role for a currency (vm/currency.py).
 
 Any member proposes; the active producers vote. A proposal passes in the vote
 that brings its approvals from producers active at that height to more than
@@ -49,9 +50,20 @@ from consensus.staking_state import (
 )
 from core.codec import MaxItems, MaxLen, Wire
 from core.errors import DecodeError, NodeFault
+from core.keys import address_of
 from core.types import PublicKey
 from vm.context import BlockContext
+from vm.currency import (
+    Symbol,
+    check_grant,
+    check_revoke,
+    currency_codes,
+    grant_issuer,
+    revoke_all_of,
+    revoke_issuer,
+)
 from vm.params import ChainParams
+from vm.prefixes import KeyPrefix
 from vm.receipts import Event
 from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay, StateView
@@ -59,6 +71,8 @@ from vm.state import Overlay, StateView
 PROPOSE_ADMIT_MEMBER = "propose_admit_member"
 PROPOSE_REMOVE_MEMBER = "propose_remove_member"
 PROPOSE_PARAM_CHANGE = "propose_param_change"
+PROPOSE_GRANT_ISSUER = "propose_grant_issuer"
+PROPOSE_REVOKE_ISSUER = "propose_revoke_issuer"
 VOTE_PROPOSAL = "vote_proposal"
 TX_TYPES = TxTable(TxClass.CONSENSUS)
 # What opening a proposal reads and writes (the member's open list, the counter).
@@ -68,10 +82,14 @@ _PROPOSE_WRITES = {P.MEMBER, P.PROPOSAL, P.STAKING_INDEX}
 ADMIT_MEMBER = 1
 REMOVE_MEMBER = 2
 CHANGE_PARAM = 3
+GRANT_ISSUER = 4
+REVOKE_ISSUER = 5
 ACTION_NAMES = {
     ADMIT_MEMBER: "admit_member",
     REMOVE_MEMBER: "remove_member",
     CHANGE_PARAM: "change_param",
+    GRANT_ISSUER: "grant_issuer",
+    REVOKE_ISSUER: "revoke_issuer",
 }
 MEMBER_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -100,6 +118,24 @@ class ProposeParamChange(Wire):
 
 
 @dataclass(frozen=True, slots=True)
+class ProposeGrantIssuer(Wire):
+    """Make member ``public_key`` the issuer of ``currency`` (new, or revoked before)."""
+
+    public_key: PublicKey
+    currency: Symbol
+    decimals: int
+
+    MAX_ENCODED = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeRevokeIssuer(Wire):
+    currency: Symbol
+
+    MAX_ENCODED = 32
+
+
+@dataclass(frozen=True, slots=True)
 class VoteProposal(Wire):
     """Approve a proposal (there is no 'no': a proposal without enough approvals expires)."""
 
@@ -112,7 +148,9 @@ class VoteProposal(Wire):
 class Proposal(Wire):
     id: int
     proposer: PublicKey
-    # ADMIT_MEMBER (public_key, name), REMOVE_MEMBER (public_key) or CHANGE_PARAM (name, value).
+    # ADMIT_MEMBER (public_key, name), REMOVE_MEMBER (public_key), CHANGE_PARAM (name,
+    # value), GRANT_ISSUER (public_key, name = symbol, value = decimals) or
+    # REVOKE_ISSUER (name = symbol).
     kind: int
     public_key: Annotated[bytes, MaxLen(32)]
     name: Annotated[str, MaxLen(64)]
@@ -316,6 +354,65 @@ def apply_propose_param_change(
     _new_proposal(state, tx, ctx, CHANGE_PARAM, name=payload.name, value=payload.value)
 
 
+def _check_grant(state: StateView, key: bytes, symbol: str, decimals: int) -> None:
+    # The issuer role is a member's: it signs with its node key.
+    if get_member(state, key) is None:
+        raise TxFailed(f"{key.hex()} is not a member", "unknown_member")
+    check_grant(state, symbol, decimals, _apply_all(state).max_currencies)
+
+
+@TX_TYPES.declare(
+    PROPOSE_GRANT_ISSUER,
+    ProposeGrantIssuer,
+    "a member proposes to make a member the issuer of a currency (new, or revoked before)",
+    codes={
+        **shared("staking_disabled", "not_member", "unknown_member", "too_many_proposals"),
+        **currency_codes(
+            "invalid_symbol", "invalid_decimals", "currency_exists", "too_many_currencies"
+        ),
+    },
+    events={"proposal_created"},
+    reads={*_PROPOSE_READS, KeyPrefix.CURRENCY, KeyPrefix.CURRENCY_LIST},
+    writes=_PROPOSE_WRITES,
+)
+def apply_propose_grant_issuer(
+    state: Overlay, tx: TxInfo, payload: ProposeGrantIssuer, ctx: BlockContext
+) -> None:
+    require_staking(state)
+    _require_member(state, tx.sender)
+    _check_grant(state, payload.public_key, payload.currency, payload.decimals)
+    _new_proposal(
+        state,
+        tx,
+        ctx,
+        GRANT_ISSUER,
+        public_key=payload.public_key,
+        name=payload.currency,
+        value=payload.decimals,
+    )
+
+
+@TX_TYPES.declare(
+    PROPOSE_REVOKE_ISSUER,
+    ProposeRevokeIssuer,
+    "a member proposes to revoke the issuer role of a currency (no more mints)",
+    codes={
+        **shared("staking_disabled", "not_member", "too_many_proposals"),
+        **currency_codes("unknown_currency", "currency_revoked"),
+    },
+    events={"proposal_created"},
+    reads={*_PROPOSE_READS, KeyPrefix.CURRENCY},
+    writes=_PROPOSE_WRITES,
+)
+def apply_propose_revoke_issuer(
+    state: Overlay, tx: TxInfo, payload: ProposeRevokeIssuer, ctx: BlockContext
+) -> None:
+    require_staking(state)
+    _require_member(state, tx.sender)
+    check_revoke(state, payload.currency)
+    _new_proposal(state, tx, ctx, REVOKE_ISSUER, name=payload.currency)
+
+
 # --- voting ---
 
 
@@ -340,10 +437,33 @@ def apply_propose_param_change(
         "proposal_expired": "the proposal's voting period is over",
         "not_producer": "the voter is not an active producer",
         "already_voted": "the producer already approved the proposal",
+        **currency_codes(
+            "invalid_symbol",
+            "invalid_decimals",
+            "currency_exists",
+            "too_many_currencies",
+            "unknown_currency",
+            "currency_revoked",
+        ),
     },
-    events={VOTE_PROPOSAL, "member_admitted", "member_removed", "param_change_scheduled"},
+    events={
+        VOTE_PROPOSAL,
+        "member_admitted",
+        "member_removed",
+        "param_change_scheduled",
+        "issuer_granted",
+        "issuer_revoked",
+    },
     reads={P.PRODUCER_SET},
-    writes={P.MEMBER, P.MEMBER_ADDRESS, P.PROPOSAL, P.STAKING_INDEX, P.CHAIN_PARAMS},
+    writes={
+        P.MEMBER,
+        P.MEMBER_ADDRESS,
+        P.PROPOSAL,
+        P.STAKING_INDEX,
+        P.CHAIN_PARAMS,
+        KeyPrefix.CURRENCY,
+        KeyPrefix.CURRENCY_LIST,
+    },
 )
 def apply_vote_proposal(
     state: Overlay, tx: TxInfo, payload: VoteProposal, ctx: BlockContext
@@ -419,6 +539,13 @@ def _execute(state: Overlay, proposal: Proposal, ctx: BlockContext) -> None:
         state.delete(member_address_key(key))
         state.set_obj(MEMBER_LIST_KEY, KeyList(tuple(k for k in members(state) if k != key)))
         state.emit(Event.of("member_removed", member=key))
+        # The issuer role is a member's: a removed member issues nothing more.
+        revoke_all_of(state, address_of(key))
+    elif proposal.kind == GRANT_ISSUER:
+        _check_grant(state, key, proposal.name, proposal.value)
+        grant_issuer(state, proposal.name, proposal.value, address_of(key), ctx)
+    elif proposal.kind == REVOKE_ISSUER:
+        revoke_issuer(state, proposal.name)
     else:
         _check_param(state, proposal.name, proposal.value)
         effective = ctx.height + ctx.params.param_change_delay_blocks

@@ -77,6 +77,7 @@ GOVERNABLE_PARAMS: tuple[str, ...] = (
     "max_evidence_age_blocks",
     "proposal_voting_blocks",
     "param_change_delay_blocks",
+    "max_currencies",
 )
 
 

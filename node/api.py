@@ -70,7 +70,18 @@ from node.simulate import install as install_simulate
 from node.staking_api import ROUTES as STAKING_ROUTES
 from node.web import add_web_routes
 from storage import MAX_KEY_SIZE
-from vm import Account, ChainParams, Receipt, account_key
+from vm import (
+    Account,
+    Balance,
+    ChainParams,
+    Currency,
+    CurrencyList,
+    Receipt,
+    account_key,
+    balance_key,
+    currency_key,
+)
+from vm.currency import CURRENCY_LIST_KEY
 
 log = logging.getLogger("node.api")
 
@@ -500,25 +511,43 @@ def _render_block(chain: Any, height: int, mode: str) -> str | None:
     return json.dumps(block_json(Block.decode(data), commit))
 
 
+PROVEN = {
+    "key": described(ref("Hex"), "with `?proof=true`: the state key"),
+    "value": described(nullable(ref("Hex")), "with `?proof=true`: null if absent"),
+    "proof": described(ref("Hex"), "with `?proof=true`: the encoded StateProof"),
+}
 ACCOUNT = Component(
     "Account",
     obj(
         {
             "address": ref("Address"),
             "height": HEIGHT,
-            "balance": UINT,
+            "balance": described(UINT, "in the native token"),
             "nonce": described(UINT, "the next nonce the account must use in a block"),
             "next_nonce": described(
                 UINT,
                 "the nonce to sign next: after the account's transactions this node "
                 "holds pending (equal to `nonce` when it holds none)",
             ),
+            "balances": described(
+                array(
+                    obj(
+                        {"currency": STR, "decimals": UINT, "balance": UINT, **PROVEN},
+                        optional=tuple(PROVEN),
+                    )
+                ),
+                "the balance in every issued currency (docs/vm.md, Currencies), zero "
+                "included, in symbol order; with `?proof=true` each with its proof",
+            ),
+            "currencies": described(
+                obj(PROVEN),
+                "with `?proof=true`: the proof of the currency list, so a client knows "
+                "`balances` leaves none out",
+            ),
             "state_root": described(HASH, "with `?proof=true`: the root at `height`"),
-            "key": described(ref("Hex"), "with `?proof=true`: the state key"),
-            "value": described(nullable(ref("Hex")), "with `?proof=true`: null if absent"),
-            "proof": described(ref("Hex"), "with `?proof=true`: the encoded StateProof"),
+            **PROVEN,
         },
-        optional=("state_root", "key", "value", "proof"),
+        optional=("state_root", "key", "value", "proof", "currencies"),
     ),
 )
 
@@ -551,26 +580,119 @@ async def get_account(request: web.Request) -> web.Response:
     key = account_key(address)
     want_proof = request.query.get("proof", "").lower() in ("1", "true", "yes")
     out: dict[str, Any] = {"address": format_address(address)}
+    # Read the height once: a block may commit while the proofs are built.
+    height = chain.height
+
+    def read(key: bytes) -> tuple[bytes | None, dict[str, Any]]:
+        """A value, with its proof at ``height`` when asked for."""
+        if not want_proof:
+            return chain.store.state_get(key), {}
+        value, proof, _ = chain.store.prove(key, height)
+        hexed = value.hex() if value is not None else None
+        return value, {"key": key.hex(), "value": hexed, "proof": proof.encode().hex()}
+
+    value, proven = read(key)
+    out.update(height=height, **proven)
     if want_proof:
-        # Read the height once: a block may commit while the proof is built.
-        height = chain.height
-        value, proof, root = chain.store.prove(key, height)
-        out.update(
-            height=height,
-            state_root=root.hex(),
-            key=key.hex(),
-            value=value.hex() if value is not None else None,
-            proof=proof.encode().hex(),
-        )
-    else:
-        value = chain.store.state_get(key)
-        out["height"] = chain.height
+        out["state_root"] = chain.store.state_root(height).hex()
     account = Account.decode(value) if value is not None else Account(0, 0)
     # The mempool catches up with a commit a moment after the store: never below state.
     pending = mempool.next_nonce(address)
     next_nonce = account.nonce if pending is None else max(pending, account.nonce)
     out.update(balance=account.balance, nonce=account.nonce, next_nonce=next_nonce)
+    # Every issued currency (at most max_currencies), each balance a key of its own.
+    raw_list, proven_list = read(CURRENCY_LIST_KEY)
+    if want_proof:
+        out["currencies"] = proven_list
+    balances = []
+    for symbol in CurrencyList.decode(raw_list).symbols if raw_list is not None else ():
+        raw_currency, _ = read(currency_key(symbol))
+        decimals = Currency.decode(raw_currency).decimals if raw_currency is not None else 0
+        raw, proven = read(balance_key(address, symbol))
+        amount = Balance.decode(raw).amount if raw is not None else 0
+        balances.append({"currency": symbol, "decimals": decimals, "balance": amount, **proven})
+    out["balances"] = balances
     return web.json_response(out)
+
+
+CURRENCY = Component(
+    "Currency",
+    obj(
+        {
+            "symbol": STR,
+            "decimals": described(UINT, "for display: amounts are integers of the smallest unit"),
+            "issuer": described(ref("Address"), "the member that mints and attests"),
+            "revoked": described(BOOL, "governance revoked the issuer: no mints, no new listings"),
+            "minted": UINT,
+            "burned": UINT,
+            "supply": described(UINT, "minted - burned: what balances and escrows hold"),
+            "reserves": described(UINT, "the issuer's latest attestation of its reserves"),
+            "report_hash": described(HASH, "hash of the attestation report (zeros before one)"),
+            "attested_height": described(UINT, "height of the latest attestation (0: none)"),
+            "granted_height": UINT,
+        }
+    ),
+)
+CURRENCY_LIST = Component(
+    "CurrencyList", obj({"height": HEIGHT, "currencies": array(ref("Currency"))})
+)
+
+
+def _currency_json(currency: Currency) -> dict[str, Any]:
+    return {
+        "symbol": currency.symbol,
+        "decimals": currency.decimals,
+        "issuer": format_address(currency.issuer),
+        "revoked": currency.revoked,
+        "minted": currency.minted,
+        "burned": currency.burned,
+        "supply": currency.supply,
+        "reserves": currency.reserves,
+        "report_hash": currency.report_hash.hex(),
+        "attested_height": currency.attested_height,
+        "granted_height": currency.granted_height,
+    }
+
+
+@ROUTES.get(
+    "/v1/currencies",
+    "listCurrencies",
+    "Every issued currency",
+    "The currencies governance granted an issuer for (revoked ones included), in symbol "
+    "order, with their supply and the issuer's latest attestation of reserves. The "
+    "native token (fees, staking) is not one of them.",
+    ok=Answer("The currencies.", CURRENCY_LIST),
+)
+async def list_currencies(request: web.Request) -> web.Response:
+    chain, _ = _ready(_node(request))
+    state = chain.store
+    height = chain.height
+    raw = state.state_get(CURRENCY_LIST_KEY)
+    symbols = CurrencyList.decode(raw).symbols if raw is not None else ()
+    currencies = []
+    for symbol in symbols:
+        value = state.state_get(currency_key(symbol))
+        if value is not None:
+            currencies.append(_currency_json(Currency.decode(value)))
+    return web.json_response({"height": height, "currencies": currencies})
+
+
+@ROUTES.get(
+    "/v1/currencies/{symbol}",
+    "getCurrency",
+    "One issued currency",
+    "Symbols are exact (upper case): `usd` is no currency.",
+    params=(Param("symbol", "path", {"type": "string", "maxLength": 8}, "currency symbol"),),
+    ok=Answer("The currency.", CURRENCY),
+    errors=(Refusal(404, "No currency has that symbol.", "not_found"),),
+)
+async def get_currency(request: web.Request) -> web.Response:
+    chain, _ = _ready(_node(request))
+    symbol = request.match_info["symbol"]
+    value = chain.store.state_get(currency_key(symbol)) if 0 < len(symbol) <= 8 else None
+    if value is None:
+        raise HttpError(404, "not_found", f"no currency {symbol[:8]!r}")
+    return web.json_response(_currency_json(Currency.decode(value)))
 
 
 STATE_VALUE = Component(

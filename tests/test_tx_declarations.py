@@ -10,7 +10,9 @@ declares: nothing missing (a client would meet an undocumented code; a parallel
 scheduler would miss a conflict), nothing stale.
 
 Name-based, so it over-approximates a little: a flag passed as a constant
-(``checked=True``) prunes the branch it decides, nothing else does. ``state_limit``
+(``checked=True``, or a string such as ``currency=NATIVE``, by its truth) prunes the
+branch it decides (``if flag:``), nothing else does; an argument passed but not
+known (``currency=order.currency``) decides nothing, whatever the default. ``state_limit``
 is the executor's, for any type. A ``TxFailed`` outside a module-level function
 would escape the walk, so there must be none.
 """
@@ -188,7 +190,7 @@ class Walker:
         for stmt in stmts:
             if isinstance(stmt, ast.If):
                 test = self._value(m, stmt.test, env) if isinstance(stmt.test, ast.Name) else None
-                if isinstance(test, bool):
+                if isinstance(test, bool | str):
                     # A flag passed as a constant decides its branch.
                     if self._block(m, stmt.body if test else stmt.orelse, env, out):
                         return True
@@ -257,9 +259,19 @@ class Walker:
             for kw in call.keywords:
                 if kw.arg:
                     bound[kw.arg] = self._value(m, kw.value, env)
-            out.add(
-                self.reach(str(r[1]), frozenset((k, v) for k, v in bound.items() if v is not None))
-            )
+            # A value passed but not known stands in for its default too: it decides nothing.
+            env_of = frozenset((k, UNKNOWN if v is None else v) for k, v in bound.items())
+            out.add(self.reach(str(r[1]), env_of))
+
+
+class _Unknown:
+    """An argument's value the walk cannot know (neither a flag nor a string)."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = _Unknown()
 
 
 def _defaults(fn: ast.FunctionDef) -> dict[str, ast.expr]:

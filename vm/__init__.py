@@ -5,17 +5,29 @@ the executor charges fees.
 """
 
 from vm.accounts import (
+    NATIVE,
     ZERO_ACCOUNT,
     Account,
+    Balance,
     account_key,
+    balance_key,
     credit,
     debit,
     get_account,
+    get_balance,
     move_tokens,
     put_account,
 )
 from vm.amounts import U64_OVERFLOW, checked_add, checked_mul
 from vm.context import BlockContext
+from vm.currency import TX_TYPES as _CURRENCY_TYPES
+from vm.currency import (
+    Currency,
+    CurrencyList,
+    currency_key,
+    currency_symbols,
+    get_currency,
+)
 from vm.executor import (
     BlockResult,
     Executor,
@@ -48,7 +60,7 @@ from vm.transfer import TRANSFER, Transfer, apply_transfer
 from vm.transfer import TX_TYPES as _TRANSFER_TYPES
 
 # The vm's own transaction types, and the codes their receipts may carry.
-TX_TYPES: tuple[TxType, ...] = tuple(_TRANSFER_TYPES)
+TX_TYPES: tuple[TxType, ...] = (*_TRANSFER_TYPES, *_CURRENCY_TYPES)
 ERROR_CODES: dict[str, str] = error_codes(TX_TYPES)
 
 __all__ = [
@@ -62,6 +74,10 @@ __all__ = [
     "U64_OVERFLOW",
     "ZERO_ACCOUNT",
     "Account",
+    "Balance",
+    "Currency",
+    "CurrencyList",
+    "NATIVE",
     "BeginBlockHook",
     "BlockContext",
     "BlockResult",
@@ -84,6 +100,11 @@ __all__ = [
     "TxType",
     "VerifiedTx",
     "account_key",
+    "balance_key",
+    "currency_key",
+    "currency_symbols",
+    "get_balance",
+    "get_currency",
     "apply_transfer",
     "checked_add",
     "checked_mul",

@@ -22,6 +22,8 @@ MIN_TIME_PRECISION_MS = 100
 MAX_TIME_PRECISION_MS = 60_000
 MIN_MESSAGE_DELAY_MS = 1_000
 MAX_MESSAGE_DELAY_MS = 600_000
+# Upper bound of ``max_currencies``: the list of currencies is one state value.
+MAX_CURRENCIES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,10 @@ class ChainParams(Wire):
     # How long a new proposal may take from its block time to a producer (building
     # included); grows by a tenth per round. Only bounds how far back a block is dated.
     time_message_delay_ms: int = 10_000
+    # --- issued currencies (vm/currency.py; docs/vm.md, Currencies) ---
+    # Currencies governance may create (revoked ones count): every account read lists
+    # each, so the number is bounded.
+    max_currencies: int = 16
 
     MAX_ENCODED = 4096
 
@@ -109,6 +115,11 @@ class ChainParams(Wire):
             raise DecodeError(
                 f"time_message_delay_ms must be in {MIN_MESSAGE_DELAY_MS}..{MAX_MESSAGE_DELAY_MS}, "
                 f"got {self.time_message_delay_ms}"
+            )
+        # The currency list is one state value of at most MAX_CURRENCIES symbols.
+        if not 0 <= self.max_currencies <= MAX_CURRENCIES:
+            raise DecodeError(
+                f"max_currencies must be in 0..{MAX_CURRENCIES}, got {self.max_currencies}"
             )
         # Expiry 0 blocks ahead would make every tx expire before it is included.
         if self.max_expiry_blocks < 1:

@@ -19,6 +19,12 @@ class KeyPrefix(IntEnum):
     is always a bug."""
 
     ACCOUNT = 0x01
+    # A balance in an issued currency: ``0x02 || address || symbol`` (docs/vm.md, Currencies).
+    BALANCE = 0x02
+    # An issued currency: ``0x03 || symbol``.
+    CURRENCY = 0x03
+    # The symbols of every issued currency, sorted: ``0x04``.
+    CURRENCY_LIST = 0x04
 
 
 @dataclass(frozen=True, slots=True)

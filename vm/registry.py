@@ -314,12 +314,18 @@ class Registry:
 
 
 def default_registry() -> Registry:
-    """A registry with the native transaction types (today: ``transfer``)."""
+    """A registry with the native transaction types: ``transfer`` and the currency types."""
     # Imported here because the handlers import TxFailed and TxInfo from this module.
+    from vm.currency import APPLY_MODULE_CHECK
+    from vm.currency import TX_TYPES as CURRENCY_TYPES
     from vm.transfer import TX_TYPES
 
     registry = Registry()
     for decl in TX_TYPES:
         # Bound to the live view: the module accounts are registered by higher layers later.
         registry.register(decl.bind(module_accounts=registry.module_accounts))
+    for decl in CURRENCY_TYPES:
+        if decl.name in APPLY_MODULE_CHECK:
+            decl = decl.bind(module_accounts=registry.module_accounts)
+        registry.register(decl)
     return registry

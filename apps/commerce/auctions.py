@@ -69,7 +69,7 @@ from apps.commerce.store import (
 )
 from core.codec import replace
 from core.errors import NodeFault
-from vm.accounts import credit, debit, get_account
+from vm.accounts import credit, debit, get_balance
 from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.prefixes import KeyPrefix
@@ -104,18 +104,29 @@ def next_minimum(params: CommerceParams, auction: Auction) -> int:
 # --- tokens: every movement of an auction's money ---
 
 
-def _hold_bid(state: Overlay, bidder: bytes, amount: int) -> None:
-    """Move ``amount`` from ``bidder`` into the escrow, held for a live bid."""
-    if amount:
-        debit(state, bidder, amount)
-        escrow_in(state, amount, opens_order=False)
+def _currency(state: Overlay, auction: Auction) -> str:
+    """The auction's currency: its listing's, fixed when the listing was created (so an
+    auction needs no field of its own for it)."""
+    listing = load(state, keys.listing_key(auction.listing_id), Listing)
+    if listing is None:
+        raise NodeFault(f"auction {auction.id}: listing {auction.listing_id} is missing")
+    return listing.currency
 
 
-def _return_bid(state: Overlay, bidder: bytes, amount: int) -> None:
-    """Give a bid's ``amount`` back to ``bidder`` (outbid, or below the reserve)."""
+def _hold_bid(state: Overlay, bidder: bytes, amount: int, currency: str) -> None:
+    """Move ``amount`` of ``currency`` from ``bidder`` into that currency's escrow, held
+    for a live bid."""
     if amount:
-        escrow_out(state, amount, closes_order=False)
-        credit(state, bidder, amount)
+        debit(state, bidder, amount, currency=currency)
+        escrow_in(state, amount, opens_order=False, currency=currency)
+
+
+def _return_bid(state: Overlay, bidder: bytes, amount: int, currency: str) -> None:
+    """Give a bid's ``amount`` of ``currency`` back to ``bidder`` (outbid, or below the
+    reserve)."""
+    if amount:
+        escrow_out(state, amount, closes_order=False, currency=currency)
+        credit(state, bidder, amount, currency=currency)
 
 
 # --- handlers ---
@@ -319,8 +330,8 @@ def process_cancel_auction(state: Overlay, tx: TxInfo, p: AuctionRef, ctx: Block
     },
     events={ev.AUCTION_BID, ev.AUCTION_EXTENDED},
     feed={ev.AUCTION_BID, ev.AUCTION_EXTENDED},
-    reads={P.CONFIG, P.MERCHANT},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.AUCTION},
+    reads={P.CONFIG, P.MERCHANT, P.LISTING},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.AUCTION},
     view="AuctionView",
 )
 def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
@@ -344,6 +355,8 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
             "stale_key",
         )
     require_sealed(p.sealed_address, params.sealed_address_max_bytes, "sealed address")
+    # Bids are in the listing's currency (fees stay native).
+    currency = _currency(state, a)
     top = p.max_amount
     address = {
         "sealed_to": p.sealed_to,
@@ -359,7 +372,7 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
                 "bid_too_low",
             )
         price = _meet_reserve(a, a.price, top)
-        _hold_bid(state, bidder, price - a.held)
+        _hold_bid(state, bidder, price - a.held, currency)
         new = replace(a, leader_max=top, price=price, held=price, **address)
     else:
         minimum = next_minimum(params, a)
@@ -368,21 +381,21 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
             raise TxFailed(f"bid {top} is below the minimum {minimum}", "bid_too_low")
         if a.leader is None:
             price = _meet_reserve(a, a.start_price, top)
-            _hold_bid(state, bidder, price)
+            _hold_bid(state, bidder, price, currency)
             new = replace(a, leader=bidder, leader_max=top, price=price, held=price, **address)
         else:
             # What the leader's maximum is worth now: no more than it can pay.
-            effective = min(a.leader_max, a.held + get_account(state, a.leader).balance)
+            effective = min(a.leader_max, a.held + get_balance(state, a.leader, currency))
             if top > effective:
                 # The challenger leads, one increment above the old leader's maximum.
                 price = _meet_reserve(a, min(top, effective + params.increment(effective)), top)
-                _return_bid(state, a.leader, a.held)
-                _hold_bid(state, bidder, price)
+                _return_bid(state, a.leader, a.held, currency)
+                _hold_bid(state, bidder, price, currency)
                 new = replace(a, leader=bidder, leader_max=top, price=price, held=price, **address)
             else:
                 # The proxy answers for the leader (ties go to the earlier maximum, its own).
                 price = _meet_reserve(a, min(effective, top + params.increment(top)), effective)
-                _hold_bid(state, a.leader, price - a.held)
+                _hold_bid(state, a.leader, price - a.held, currency)
                 new = replace(a, price=price, held=price)
     new = replace(new, bids=checked_add(a.bids, 1, "auction bids"))
     # Only a bid that others see (a new price or leader) resets the clock: the leader
@@ -494,11 +507,11 @@ def _finish(state: Overlay, auction: Auction, ctx: BlockContext) -> None:
     """The end of an auction whose end time passed: sold to the leader if the price
     meets the reserve, else unsold (the leader, if any, refunded)."""
     if auction.leader is not None and auction.price >= auction.reserve:
-        order_id = open_won_order(state, auction, ctx)
+        order_id = open_won_order(state, auction, _currency(state, auction), ctx)
         _close(state, auction, AuctionStatus.SOLD, ctx.time_ms, order_id)
         return
     if auction.leader is not None:
-        _return_bid(state, auction.leader, auction.held)
+        _return_bid(state, auction.leader, auction.held, _currency(state, auction))
     _close(state, auction, AuctionStatus.UNSOLD, ctx.time_ms, 0)
 
 

@@ -9,6 +9,7 @@ and is for people.
 
 from __future__ import annotations
 
+from vm.currency import CODES as CURRENCY_CODES
 from vm.registry import shared_codes
 
 SHARED: dict[str, str] = {
@@ -42,10 +43,14 @@ SHARED: dict[str, str] = {
     "unknown_item": "no such item",
     "invalid_time": "an event time after the block time",
     "not_custodian": "the signer (or merchant) is not the item's custodian",
+    "not_owner": "the signer (or merchant) is not the owner of an item sold on chain",
     "item_decommissioned": "the item was decommissioned",
     "item_locked": "the item ships in an order or has a pending hand-off",
     "too_many_events": "the item's history holds 2**32-1 events",
     "no_pending_handoff": "no hand-off of the item is pending to the signer",
+    # What vm/currency.py's checks give, meaning what they mean there.
+    "unknown_currency": CURRENCY_CODES["unknown_currency"],
+    "currency_revoked": CURRENCY_CODES["currency_revoked"],
 }
 
 

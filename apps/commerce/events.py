@@ -49,6 +49,12 @@ REVIEW_WRITTEN = "commerce.review"
 REVIEW_REPLIED = "commerce.review_reply"
 
 
+def in_currency(currency: str) -> dict[str, str]:
+    """The ``currency`` attribute of an event that moves or prices an issued currency;
+    none for the native token, so native events read as they always did."""
+    return {"currency": currency} if currency else {}
+
+
 def make(kind: str, **attrs: str | int | bytes) -> Event:
     """``Event.of`` for the handlers' own events, without its per-call generality.
 

@@ -286,12 +286,16 @@ def at_height(**fields: Any) -> Schema:
     "getCommerceConfig",
     "Commerce configuration and escrow",
     "The genesis commerce section (registrars, treasury, parameters), the escrow "
-    "held for open orders and the number of orders.",
+    "held for open orders (native, and per issued currency) and the number of orders.",
     ok=Answer(
         "Configuration.",
         at_height(
             config=CommerceGenesis,
             escrow=ESCROW,
+            escrows=described(
+                array(obj({"currency": STR, "held": UINT, "open_orders": UINT})),
+                "in each issued currency, in symbol order",
+            ),
             orders=described(UINT, "orders placed so far"),
         ),
     ),
@@ -307,8 +311,15 @@ async def get_config(request: web.Request) -> web.Response:
     if config is None:
         raise HttpError(404, "commerce_disabled", "this chain's genesis has no commerce section")
     escrow = await _in_thread(views.escrow_view, state)
+    escrows = await _in_thread(views.currency_escrows, state)
     orders = await _in_thread(views.order_count, state)
-    return _doc(state, config=views.jsonable(config), escrow=views.jsonable(escrow), orders=orders)
+    return _doc(
+        state,
+        config=views.jsonable(config),
+        escrow=views.jsonable(escrow),
+        escrows=[{"currency": c, **views.jsonable(e)} for c, e in escrows],
+        orders=orders,
+    )
 
 
 LISTING_START = IntParam("start", "query", 1, MAX_ID, "first listing id", default=1)
@@ -748,6 +759,23 @@ def verify_item_proof(
         raise Invalid(
             f"item has {item.event_count} events, the bundle proves {len(events)}", "bad_proof"
         )
+    return item, events
+
+
+def verify_item_doc(
+    item_doc: dict[str, Any], gtin: str, serial: str, proof_doc: dict[str, Any], state_root: bytes
+) -> tuple[Item, list[ProvenanceEvent]]:
+    """``verify_item_proof``, and ``item_doc`` (the answer's ``item``) equal to the view
+    the proven entries make, field by field: a client that prints the answer prints
+    only what is proven. Raises ``Invalid`` (``proof_mismatch``) on any difference."""
+    item, events = verify_item_proof(gtin, serial, proof_doc, state_root)
+    proven = views.jsonable(views.item_view_of(item, events))
+    # Comparing the number of events alone let a node rewrite any event's contents.
+    if proven != item_doc:
+        fields = sorted(
+            k for k in proven.keys() | item_doc.keys() if proven.get(k) != item_doc.get(k)
+        )
+        raise Invalid(f"the node's item differs from the proven one in {fields}", "proof_mismatch")
     return item, events
 
 

@@ -30,7 +30,8 @@ from apps.commerce.model import (
 )
 from apps.commerce.store import escrow, load, peek_next_id
 from core.codec import Wire
-from vm.accounts import get_account
+from vm.accounts import NATIVE, get_account
+from vm.currency import check_supply, currency_symbols
 from vm.state import StateView
 
 W = TypeVar("W", bound=Wire)
@@ -49,22 +50,50 @@ def check_invariants(
     sessions = _all(state, keys.SESSION_IDS, keys.session_key, Session)
     auctions = _all(state, keys.AUCTION_IDS, keys.auction_key, Auction)
 
-    # Tokens are conserved: balances plus escrow equal the supply.
-    held = escrow(state)
+    # Every invariant about money holds per currency: the native token and each issued one.
+    currencies = (NATIVE, *currency_symbols(state))
+    held = {c: escrow(state, c) for c in currencies}
+    # Tokens are conserved: balances plus escrow equal the supply (native: genesis's;
+    # issued: minted minus burned).
     if accounts is not None and supply is not None:
-        total = sum(get_account(state, a).balance for a in set(accounts)) + held.held
+        accounts = set(accounts)
+        total = sum(get_account(state, a).balance for a in accounts) + held[NATIVE].held
         if total != supply:
             bad(f"tokens not conserved: expected supply {supply}, balances + escrow = {total}")
+        problems += check_supply(state, accounts, {c: e.held for c, e in held.items()})
 
-    # Escrow held equals the sum of open orders plus the live bids (one per auction).
+    # Each currency's escrow holds the sum of its open orders plus its live bids (one per
+    # auction, in its listing's currency: an auction has no currency of its own).
     open_orders = [o for o in orders.values() if o.state in OPEN_STATES]
-    open_sum = sum(o.escrow for o in open_orders)
-    live_auctions = [a for a in auctions.values() if a.status == AuctionStatus.OPEN]
-    bids_sum = sum(a.held for a in live_auctions)
-    if held.held != open_sum + bids_sum:
-        bad(f"escrow holds {held.held}, open orders hold {open_sum} and live bids {bids_sum}")
-    if held.open_orders != len(open_orders):
-        bad(f"escrow counts {held.open_orders} open orders, there are {len(open_orders)}")
+    for o in orders.values():
+        if o.currency not in held:
+            bad(f"order {o.id} is in {o.currency!r}, which is no currency")
+        # An order pays in its listing's currency, which never changes.
+        lst = listings.get(o.listing_id)
+        if lst is not None and lst.currency != o.currency:
+            bad(f"order {o.id} is in {o.currency!r}, its listing in {lst.currency!r}")
+    live_bids: dict[str, int] = defaultdict(int)
+    for a in auctions.values():
+        if a.status != AuctionStatus.OPEN:
+            continue
+        lst = listings.get(a.listing_id)
+        if lst is None:
+            bad(f"auction {a.id} is for listing {a.listing_id}, which does not exist")
+            continue
+        live_bids[lst.currency] += a.held
+    for currency in live_bids.keys() - held.keys():
+        bad(f"live bids are held in {currency!r}, which is no currency")
+    for currency, h in held.items():
+        mine = [o for o in open_orders if o.currency == currency]
+        open_sum = sum(o.escrow for o in mine)
+        bids_sum = live_bids.get(currency, 0)
+        name = currency or "native"
+        if h.held != open_sum + bids_sum:
+            bad(
+                f"{name} escrow holds {h.held}, open orders hold {open_sum} and live bids {bids_sum}"
+            )
+        if h.open_orders != len(mine):
+            bad(f"{name} escrow counts {h.open_orders} open orders, there are {len(mine)}")
 
     reserved_by: dict[int, int] = defaultdict(int)
     deal_sold: dict[int, int] = defaultdict(int)

@@ -53,6 +53,14 @@ _P = {p: bytes([p]) for p in CommercePrefix}
 
 CONFIG_KEY = _P[CommercePrefix.CONFIG]
 ESCROW_KEY = _P[CommercePrefix.ESCROW]
+
+
+def escrow_key(currency: str) -> bytes:
+    """The escrow of ``currency``: ``ESCROW_KEY`` for the native token (as before
+    currencies), ``ESCROW_KEY || symbol`` for an issued one."""
+    return ESCROW_KEY + currency.encode()
+
+
 DEAL_CLOCK_KEY = _P[CommercePrefix.DEAL_CLOCK]
 AUCTION_CLOCK_KEY = _P[CommercePrefix.AUCTION_CLOCK]
 

@@ -22,6 +22,7 @@ from apps.commerce.payloads import (
     StockChange,
     UpdateListing,
 )
+from apps.commerce.provenance import require_resellable
 from apps.commerce.store import (
     addr,
     config,
@@ -34,6 +35,8 @@ from apps.commerce.store import (
 from core.codec import replace
 from vm.amounts import checked_add
 from vm.context import BlockContext
+from vm.currency import require_priceable
+from vm.prefixes import KeyPrefix
 from vm.registry import TxClass, TxFailed, TxInfo, TxTable
 from vm.state import Overlay
 
@@ -81,9 +84,17 @@ def _require_active(listing: Listing) -> None:
         "invalid_hash",
         "invalid_price",
         "u64_overflow",
-    ),
+        "unknown_currency",
+        "currency_revoked",
+        "unknown_item",
+        "item_decommissioned",
+        "not_custodian",
+        "not_owner",
+        "item_locked",
+    )
+    | {"invalid_resale": "a resale listing must have stock 1"},
     events={ev.LISTING_CREATED},
-    reads={P.CONFIG, P.MERCHANT},
+    reads={P.CONFIG, P.MERCHANT, KeyPrefix.CURRENCY, P.ITEM},
     writes={P.COUNTER, P.LISTING, P.LISTING_VERSION},
     view="ListingView",
 )
@@ -95,6 +106,17 @@ def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: Bl
     # Hashes are 32 bytes; anything shorter is not one.
     if len(p.media_hash) not in (0, 32):
         raise TxFailed(f"media hash must be 0 or 32 bytes, got {len(p.media_hash)}", "invalid_hash")
+    # Priced in the native token or an issued currency that takes new business.
+    require_priceable(state, p.currency)
+    item_ref = b""
+    if p.item is not None:
+        # A resale sells the one item it names, so one unit.
+        if p.stock != 1:
+            raise TxFailed(
+                f"a resale listing sells one item, stock must be 1, got {p.stock}",
+                "invalid_resale",
+            )
+        item_ref = require_resellable(state, p.item, signer)
     listing_id = next_id(state, keys.LISTING_IDS)
     terms = ListingTerms(listing_id, 1, p.title, p.description, p.price, p.media_hash, ctx.time_ms)
     listing = Listing(
@@ -112,12 +134,20 @@ def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: Bl
         0,
         0,
         0,
+        p.currency,
+        item_ref,
     )
     state.set_obj(keys.listing_key(listing_id), listing)
     state.set_obj(keys.listing_version_key(listing_id, 1), terms)
     state.emit(
         ev.make(
-            ev.LISTING_CREATED, listing=listing_id, merchant=signer, price=p.price, stock=p.stock
+            ev.LISTING_CREATED,
+            listing=listing_id,
+            merchant=signer,
+            price=p.price,
+            stock=p.stock,
+            **ev.in_currency(p.currency),
+            **({"item": item_ref} if item_ref else {}),
         )
     )
 

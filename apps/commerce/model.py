@@ -26,6 +26,8 @@ from apps.commerce.params import (
 )
 from core.codec import Len, MaxItems, MaxLen, Wire
 from core.types import Address, Hash32
+from vm.accounts import NATIVE
+from vm.currency import Symbol
 
 # An X25519 public key (libsodium ``crypto_box``), for sealed boxes.
 EncKey = Annotated[bytes, Len(32)]
@@ -212,6 +214,11 @@ class Listing(Wire):
     rating_count: int
     # Newest review of this listing (reviews link back: Review.prev_of_listing).
     last_review: int
+    # What ``price`` (and every deal's) is in: "" the native token, else an issued
+    # currency's symbol (vm/currency.py). Fixed when the listing is created.
+    currency: Symbol = NATIVE
+    # A resale listing: the ref of the one item it sells (b"": an ordinary listing).
+    item_ref: OptHash = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +327,8 @@ class Order(Wire):
     # whose heads are in ``Party``, so listing a party's orders needs no index keys.
     prev_of_buyer: int
     prev_of_merchant: int
+    # The listing's currency: what the escrow holds and every payout moves.
+    currency: Symbol = NATIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,6 +536,10 @@ class Item(Wire):
     event_count: int
     registered_ms: int
     description: Annotated[str, MaxLen(TITLE_CAP)]
+    # Who owns it: None until an order settles it on chain, then that order's buyer
+    # (a resale order's buyer in turn). Custody is apart: an owner may hand the item
+    # to a carrier or an inspector and still own it; only an owner sells it.
+    owner: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,13 +170,16 @@ def _release_stock(state: Overlay, order: Order) -> None:
 def _refund_all(state: Overlay, order: Order, new: OrderState, now_ms: int) -> Order:
     """End ``order`` returning all it holds to the buyer (cancel, decline, refund, expiry)."""
     held = order.escrow
-    escrow_out(state, held, closes_order=True)
-    credit(state, order.buyer, held)
+    escrow_out(state, held, closes_order=True, currency=order.currency)
+    credit(state, order.buyer, held, currency=order.currency)
     if order.state in UNSHIPPED_STATES:
         _release_stock(state, order)
     unlock_items(state, order)
     if held:
-        state.emit(ev.make(ev.ORDER_REFUND, order=order.id, amount=held, full=1))
+        refund = ev.make(
+            ev.ORDER_REFUND, order=order.id, amount=held, full=1, **ev.in_currency(order.currency)
+        )
+        state.emit(refund)
     return _transition(
         state, order, new, now_ms, escrow=0, refunded=order.refunded + held, deadline_ms=0
     )
@@ -202,12 +205,14 @@ def _release(
     fee = seller * cfg.params.fee_bps // BPS
     commission = seller * order.host_bps // BPS if order.host is not None else 0
     to_merchant = seller - fee - commission
-    escrow_out(state, held, closes_order=True)
-    credit(state, order.buyer, to_buyer)
-    credit(state, cfg.treasury, fee)
+    # Every share is in the order's currency; only transaction fees are native.
+    currency = order.currency
+    escrow_out(state, held, closes_order=True, currency=currency)
+    credit(state, order.buyer, to_buyer, currency=currency)
+    credit(state, cfg.treasury, fee, currency=currency)
     if order.host is not None:
-        credit(state, order.host, commission)
-    credit(state, order.merchant, to_merchant)
+        credit(state, order.host, commission, currency=currency)
+    credit(state, order.merchant, to_merchant, currency=currency)
     hand_to_buyer(state, order, ctx, tx_hash)
     state.emit(
         ev.make(
@@ -217,6 +222,7 @@ def _release(
             host=commission,
             fee=fee,
             buyer=to_buyer,
+            **ev.in_currency(currency),
         )
     )
     return _transition(
@@ -240,16 +246,17 @@ def _link(state: Overlay, buyer: bytes, merchant: bytes, order_id: int) -> tuple
 _NO_PARTY = Party(0, 0, 0, 0)
 
 
-def open_won_order(state: Overlay, auction: Auction, ctx: BlockContext) -> int:
+def open_won_order(state: Overlay, auction: Auction, currency: str, ctx: BlockContext) -> int:
     """The order of an auction's winner (begin-block, at its end): one unit at the final
-    price, whose escrow is the winning bid's (already held), accepted at once like a deal
-    order (the merchant committed by starting the auction). Returns its id."""
+    price in the listing's ``currency``, whose escrow is the winning bid's (already held),
+    accepted at once like a deal order (the merchant committed by starting the auction).
+    Returns its id."""
     cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
     if cfg is None or auction.leader is None:
         raise NodeFault(f"auction {auction.id} won without a configuration or a leader")
     now = ctx.time_ms
     order_id = next_id(state, keys.ORDER_IDS)
-    escrow_open_order(state)
+    escrow_open_order(state, currency)
     due = now + cfg.params.ship_window_ms
     prev_of_buyer, prev_of_merchant = _link(state, auction.leader, auction.merchant, order_id)
     order = Order(
@@ -280,6 +287,7 @@ def open_won_order(state: Overlay, auction: Auction, ctx: BlockContext) -> int:
         auction.sealed_address,
         prev_of_buyer,
         prev_of_merchant,
+        currency,
     )
     state.set_obj(keys.order_key(order_id), order)
     schedule(state, DeadlineKind.SHIP, due, order_id)
@@ -293,6 +301,7 @@ def open_won_order(state: Overlay, auction: Auction, ctx: BlockContext) -> int:
             quantity=1,
             amount=auction.price,
             state=OrderState.ACCEPTED.name.lower(),
+            **ev.in_currency(currency),
         )
     )
     return order_id
@@ -334,12 +343,14 @@ def open_won_order(state: Overlay, auction: Auction, ctx: BlockContext) -> int:
         "price_mismatch": "the unit price offered is not the listing's or deal's price",
         "sold_out": "the deal has fewer units left than asked",
         "buyer_cap": "the order would take the buyer over the deal's per-buyer cap",
+        "currency_mismatch": "the order pays in another currency than the listing's",
     },
     events={ev.ORDER_PLACED, ev.STOCK_LEFT},
     feed={ev.ORDER_PLACED, ev.STOCK_LEFT},
     reads={P.CONFIG, P.MERCHANT, P.SESSION},
     writes={
         KeyPrefix.ACCOUNT,
+        KeyPrefix.BALANCE,
         P.COUNTER,
         P.ESCROW,
         P.LISTING,
@@ -366,6 +377,13 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
             f"listing {listing.id} is at version {listing.version}, order names "
             f"{p.listing_version}",
             "stale_version",
+        )
+    # The buyer pays in the listing's currency, and says so (as it says the price).
+    if p.currency != listing.currency:
+        raise TxFailed(
+            f"listing {listing.id} is priced in {listing.currency or 'the native token'}, "
+            f"order pays in {p.currency[:8] or 'the native token'}",
+            "currency_mismatch",
         )
     merchant = require_approved(state, listing.merchant)
     # Buying from oneself would move nothing but could fake sales and reviews.
@@ -463,8 +481,8 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
                 )
             session_id, host, host_bps = session.id, session.host, session.host_bps
     amount = checked_mul(p.unit_price, p.quantity, "order amount")
-    debit(state, buyer, amount)
-    escrow_in(state, amount)
+    debit(state, buyer, amount, currency=listing.currency)
+    escrow_in(state, amount, currency=listing.currency)
     order_id = next_id(state, keys.ORDER_IDS)
     if deal is not None:
         # Deal units move from the deal's hold to the order's: both are "reserved".
@@ -513,6 +531,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
         p.sealed_address,
         prev_of_buyer,
         prev_of_merchant,
+        listing.currency,
     )
     state.set_obj(keys.order_key(order_id), order)
     schedule(state, kind, due, order_id)
@@ -527,6 +546,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
             quantity=p.quantity,
             amount=amount,
             state=order_state.name.lower(),
+            **ev.in_currency(listing.currency),
         )
     )
     if session_id:
@@ -544,7 +564,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
     codes=shared("commerce_disabled", "not_authorized", "unknown_order", "bad_state"),
     events={ev.ORDER_REFUND, ev.ORDER_STATE},
     reads={P.CONFIG},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
     view="OrderView",
 )
 def process_cancel_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
@@ -562,7 +582,7 @@ def process_cancel_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockCont
     codes=shared("commerce_disabled", "not_authorized", "unknown_order", "bad_state"),
     events={ev.ORDER_REFUND, ev.ORDER_STATE},
     reads={P.CONFIG},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
     view="OrderView",
 )
 def process_decline_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
@@ -612,9 +632,11 @@ def process_accept_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockCont
             "item_decommissioned",
             "item_locked",
             "too_many_events",
+            "not_owner",
         ),
         "too_many_items": "more serialized items than units (or max_items_per_order)",
         "duplicate_item": "an item listed twice in one shipment",
+        "wrong_item": "a resale shipped without exactly the item its listing sells",
     },
     events={ev.ORDER_STATE},
     reads={P.CONFIG},
@@ -634,11 +656,18 @@ def process_ship_order(state: Overlay, tx: TxInfo, p: ShipOrder, ctx: BlockConte
             f"order {order.id} may ship at most {limit} serialized items, got {len(p.items)}",
             "too_many_items",
         )
-    refs = lock_for_order(state, order, p.items)
     key = keys.listing_key(order.listing_id)
     listing = load(state, key, Listing)
     if listing is None or listing.reserved < order.quantity:
         raise NodeFault(f"order {order.id}: listing {order.listing_id} lost its reservation")
+    # A resale ships the item it sold, and only that: ownership moves with it.
+    wanted = listing.item_ref
+    if wanted and [keys.item_ref(i.gtin, i.serial) for i in p.items] != [wanted]:
+        raise TxFailed(
+            f"listing {listing.id} resells item {wanted.hex()}: ship exactly that item",
+            "wrong_item",
+        )
+    refs = lock_for_order(state, order, p.items)
     # Shipped units leave the warehouse: reserved -> sold.
     state.set_obj(
         key,
@@ -671,7 +700,7 @@ def process_ship_order(state: Overlay, tx: TxInfo, p: ShipOrder, ctx: BlockConte
     ),
     events={ev.ITEM_EVENT, ev.ORDER_STATE, ev.PAYOUT},
     reads={P.CONFIG},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.ORDER, P.ITEM, P.ITEM_EVENT},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.ORDER, P.ITEM, P.ITEM_EVENT},
     view="OrderView",
 )
 def process_confirm_delivery(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockContext) -> None:
@@ -691,7 +720,7 @@ def process_confirm_delivery(state: Overlay, tx: TxInfo, p: OrderRef, ctx: Block
     ),
     events={ev.ORDER_REFUND, ev.ORDER_STATE},
     reads={P.CONFIG},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.LISTING, P.ORDER, P.ITEM},
     view="OrderView",
 )
 def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> None:
@@ -712,8 +741,8 @@ def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> 
     if p.amount == order.escrow:
         _refund_all(state, order, OrderState.REFUNDED, ctx.time_ms)
         return
-    escrow_out(state, p.amount, closes_order=False)
-    credit(state, order.buyer, p.amount)
+    escrow_out(state, p.amount, closes_order=False, currency=order.currency)
+    credit(state, order.buyer, p.amount, currency=order.currency)
     updated = replace(
         order,
         escrow=order.escrow - p.amount,
@@ -721,7 +750,15 @@ def process_refund(state: Overlay, tx: TxInfo, p: Refund, ctx: BlockContext) -> 
         updated_ms=ctx.time_ms,
     )
     state.set_obj(keys.order_key(order.id), updated)
-    state.emit(ev.make(ev.ORDER_REFUND, order=order.id, amount=p.amount, full=0))
+    state.emit(
+        ev.make(
+            ev.ORDER_REFUND,
+            order=order.id,
+            amount=p.amount,
+            full=0,
+            **ev.in_currency(order.currency),
+        )
+    )
 
 
 @TX_TYPES.declare(
@@ -784,7 +821,15 @@ def process_open_dispute(state: Overlay, tx: TxInfo, p: OpenDispute, ctx: BlockC
     },
     events={ev.ITEM_EVENT, ev.ORDER_STATE, ev.PAYOUT},
     reads={P.CONFIG, P.ROLE},
-    writes={KeyPrefix.ACCOUNT, P.ESCROW, P.ORDER, P.DISPUTE, P.ITEM, P.ITEM_EVENT},
+    writes={
+        KeyPrefix.ACCOUNT,
+        KeyPrefix.BALANCE,
+        P.ESCROW,
+        P.ORDER,
+        P.DISPUTE,
+        P.ITEM,
+        P.ITEM_EVENT,
+    },
     view="OrderView",
 )
 def process_rule(state: Overlay, tx: TxInfo, p: Rule, ctx: BlockContext) -> None:

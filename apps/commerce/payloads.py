@@ -23,6 +23,8 @@ from apps.commerce.params import (
 )
 from core.codec import MaxItems, MaxLen, Wire
 from core.types import Address, Hash32
+from vm.accounts import NATIVE
+from vm.currency import Symbol
 
 SET_ROLES = "commerce.set_roles"
 REGISTER_MERCHANT = "commerce.register_merchant"
@@ -106,6 +108,10 @@ class CreateListing(Wire):
     price: int
     stock: int
     media_hash: OptHash
+    # "" the native token, else an active issued currency (fixed for the listing's life).
+    currency: Symbol = NATIVE
+    # Resale: the one item the listing sells, owned and held by the signer (stock 1).
+    item: ItemId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +180,8 @@ class Tip(Wire):
     session_id: int
     amount: int
     message: Annotated[str, MaxLen(TIP_CAP)]
+    # "" the native token, else an issued currency's symbol.
+    currency: Symbol = NATIVE
 
 
 # --- live auctions ---
@@ -231,6 +239,9 @@ class PlaceOrder(Wire):
     sealed_to: EncKey
     address_commitment: Hash32
     sealed_address: Annotated[bytes, MaxLen(SEALED_CAP)]
+    # The currency the buyer pays in: must be the listing's (the buyer agrees to it
+    # as to the price).
+    currency: Symbol = NATIVE
 
 
 @dataclass(frozen=True, slots=True)

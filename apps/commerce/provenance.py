@@ -109,6 +109,31 @@ def _require_custodian(item: Item, signer: bytes, label: str) -> None:
         )
 
 
+def _require_owner(item: Item, signer: bytes, label: str) -> None:
+    # An item sold on chain is its owner's to sell (None: never sold, its holder's).
+    if item.owner is not None and item.owner != signer:
+        raise TxFailed(
+            f"item {label} is owned by {addr(item.owner)}, signer is {addr(signer)}",
+            "not_owner",
+        )
+
+
+def require_resellable(state: Overlay, item_id: ItemId, signer: bytes) -> bytes:
+    """The ref of an item ``signer`` may list for resale: active, owned and held by the
+    signer, not travelling in an order nor in a hand-off."""
+    ref = keys.item_ref(item_id.gtin, item_id.serial)
+    label = item_label(item_id)
+    item = require_item(state, ref, label)
+    _require_active(item, label)
+    _require_owner(item, signer, label)
+    # A resale is shipped by the seller, who must hold the item.
+    _require_custodian(item, signer, label)
+    # An item travelling (in an order or a hand-off) cannot be offered.
+    if item.order_id or item.pending_to is not None:
+        raise TxFailed(f"item {label} ships in an order or a hand-off", "item_locked")
+    return ref
+
+
 def _require_active(item: Item, label: str) -> None:
     # A decommissioned item has no future.
     if item.status != ItemStatus.ACTIVE:
@@ -466,13 +491,16 @@ def lock_for_order(state: Overlay, order: Order, items: Sequence[ItemId]) -> tup
             raise TxFailed(f"item {label} is listed twice", "duplicate_item")
         item = require_item(state, ref, label)
         _require_active(item, label)
-        # The merchant ships only what it holds.
+        # The merchant ships only what it holds...
         if item.custodian != order.merchant:
             raise TxFailed(
                 f"item {label} is in the custody of {addr(item.custodian)}, expected the "
                 f"merchant {addr(order.merchant)}",
                 "not_custodian",
             )
+        # ...and, once an item has been sold on chain, only what it owns: a custodian
+        # (an inspector, a carrier) holds a collector's item, it cannot sell it.
+        _require_owner(item, order.merchant, label)
         # Its settlement appends an event, which must fit in the history.
         if item.event_count >= MAX_SEQ:
             raise TxFailed(
@@ -518,4 +546,13 @@ def hand_to_buyer(state: Overlay, order: Order, ctx: BlockContext, tx_hash: byte
             source=item.custodian,
             destination=order.buyer,
         )
-        _append(state, item, event, custodian=order.buyer, pending_to=None, order_id=0)
+        # The buyer is its owner now, and holds it: a resale starts from here.
+        _append(
+            state,
+            item,
+            event,
+            custodian=order.buyer,
+            owner=order.buyer,
+            pending_to=None,
+            order_id=0,
+        )

@@ -57,9 +57,10 @@ from apps.commerce.store import (
 )
 from core.codec import replace
 from core.errors import NodeFault
-from vm.accounts import credit, debit
+from vm.accounts import move_tokens
 from vm.amounts import checked_add
 from vm.context import BlockContext
+from vm.currency import require_currency
 from vm.prefixes import KeyPrefix
 from vm.registry import (
     NO_MODULE_ACCOUNTS,
@@ -528,11 +529,12 @@ def process_close_session(state: Overlay, tx: TxInfo, p: SessionRef, ctx: BlockC
         "insufficient_funds",
         "invalid_amount",
         "u64_overflow",
+        "unknown_currency",
     ),
     events={ev.TIP},
     feed={ev.TIP},
-    reads={P.CONFIG},
-    writes={KeyPrefix.ACCOUNT, P.SESSION},
+    reads={P.CONFIG, KeyPrefix.CURRENCY},
+    writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.SESSION},
     view="SessionView",
 )
 def process_tip(state: Overlay, tx: TxInfo, p: Tip, ctx: BlockContext) -> None:
@@ -547,12 +549,23 @@ def process_tip(state: Overlay, tx: TxInfo, p: Tip, ctx: BlockContext) -> None:
     # Tipping oneself moves nothing.
     if signer == session.host:
         raise TxFailed(f"the host {addr(signer)} cannot tip their own session", "self_dealing")
-    debit(state, signer, p.amount)
-    credit(state, session.host, p.amount)
-    tips = checked_add(session.tips_total, p.amount, "session tips")
-    state.set_obj(keys.session_key(session.id), replace(session, tips_total=tips))
+    if p.currency:
+        # Tips in an issued currency move it; ``tips_total`` counts the native token.
+        require_currency(state, p.currency)
+        move_tokens(state, signer, session.host, p.amount, currency=p.currency)
+    else:
+        move_tokens(state, signer, session.host, p.amount)
+        tips = checked_add(session.tips_total, p.amount, "session tips")
+        state.set_obj(keys.session_key(session.id), replace(session, tips_total=tips))
     state.emit(
-        ev.make(ev.TIP, session=session.id, amount=p.amount, host=session.host, message=p.message)
+        ev.make(
+            ev.TIP,
+            session=session.id,
+            amount=p.amount,
+            host=session.host,
+            message=p.message,
+            **ev.in_currency(p.currency),
+        )
     )
 
 

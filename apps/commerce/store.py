@@ -29,6 +29,7 @@ from apps.commerce.params import CommerceGenesis
 from core.codec import Wire
 from core.errors import NodeFault
 from core.keys import format_address
+from vm.accounts import NATIVE
 from vm.amounts import checked_add
 from vm.amounts import checked_mul as vm_checked_mul
 from vm.registry import TxFailed
@@ -202,39 +203,44 @@ def peek_next_id(state: StateView, kind: int) -> int:
 # --- tokens ---
 
 
-def escrow(state: StateView) -> Escrow:
-    held = load(state, keys.ESCROW_KEY, Escrow)
+def escrow(state: StateView, currency: str = NATIVE) -> Escrow:
+    """What the escrow of ``currency`` holds (one record per currency)."""
+    held = load(state, keys.escrow_key(currency), Escrow)
     return _ZERO_ESCROW if held is None else held
 
 
-def escrow_in(state: Overlay, amount: int, opens_order: bool = True) -> None:
-    """Add ``amount`` (already debited from its payer) to the escrow: a new open order's,
-    or, without ``opens_order``, a live auction bid's (``escrow_open_order`` makes it an
-    order's when the auction is won)."""
-    held = escrow(state)
+def escrow_in(
+    state: Overlay, amount: int, opens_order: bool = True, currency: str = NATIVE
+) -> None:
+    """Add ``amount`` (already debited from its payer in ``currency``) to the escrow of
+    that currency: a new open order's, or, without ``opens_order``, a live auction bid's
+    (``escrow_open_order`` makes it an order's when the auction is won)."""
+    held = escrow(state, currency)
     total = checked_add(held.held, amount, "escrow held")
     orders = checked_add(held.open_orders, 1, "open orders") if opens_order else held.open_orders
-    state.set_obj(keys.ESCROW_KEY, Escrow(total, orders))
+    state.set_obj(keys.escrow_key(currency), Escrow(total, orders))
 
 
-def escrow_open_order(state: Overlay) -> None:
-    """A won auction's bid, already held, becomes an open order's escrow."""
-    held = escrow(state)
-    state.set_obj(keys.ESCROW_KEY, Escrow(held.held, held.open_orders + 1))
+def escrow_open_order(state: Overlay, currency: str = NATIVE) -> None:
+    """A won auction's bid, already held in ``currency``, becomes an open order's escrow."""
+    held = escrow(state, currency)
+    state.set_obj(keys.escrow_key(currency), Escrow(held.held, held.open_orders + 1))
 
 
-def escrow_out(state: Overlay, amount: int, closes_order: bool) -> None:
-    """Take ``amount`` out of the escrow (to be credited by the caller)."""
-    held = escrow(state)
+def escrow_out(state: Overlay, amount: int, closes_order: bool, currency: str = NATIVE) -> None:
+    """Take ``amount`` out of the escrow of ``currency`` (to be credited by the caller)."""
+    held = escrow(state, currency)
     # Escrow equals the sum of open orders, so it always covers one of them.
     if held.held < amount or (closes_order and held.open_orders < 1):
-        raise NodeFault(f"escrow {held} cannot pay out {amount}: escrow invariant broken")
+        raise NodeFault(
+            f"escrow {held} {currency} cannot pay out {amount}: escrow invariant broken"
+        )
     left = Escrow(held.held - amount, held.open_orders - int(closes_order))
     # An empty escrow is stored as absence, like an empty account.
     if left.held == 0 and left.open_orders == 0:
-        state.delete(keys.ESCROW_KEY)
+        state.delete(keys.escrow_key(currency))
     else:
-        state.set_obj(keys.ESCROW_KEY, left)
+        state.set_obj(keys.escrow_key(currency), left)
 
 
 def checked_mul(a: int, b: int, what: str) -> int:

@@ -59,6 +59,7 @@ from apps.commerce.store import escrow, load, roles_of
 from core.errors import Invalid
 from core.keys import ADDRESS_SIZE, format_address
 from core.types import Address
+from vm.currency import currency_symbols
 from vm.state import StateView
 
 MAX_PAGE = 200
@@ -89,6 +90,11 @@ def roles_view(state: StateView, address: bytes) -> RoleRecord:
 
 def escrow_view(state: StateView) -> Escrow:
     return escrow(state)
+
+
+def currency_escrows(state: StateView) -> list[tuple[str, Escrow]]:
+    """The escrow of each issued currency (docs/commerce.md, Currencies)."""
+    return [(c, escrow(state, c)) for c in currency_symbols(state)]
 
 
 # --- merchants ---
@@ -153,6 +159,11 @@ class ListingView:
     rating_count: int
     rating_sum: int
     rating_avg_x100: int
+    # What the price is in: "" the native token, else an issued currency's symbol.
+    currency: str
+    # A resale listing: the ref of the item it sells, whose history is at
+    # /v1/items/01/{gtin}/21/{serial} (empty for an ordinary listing).
+    item_ref: bytes
 
 
 def get_listing(state: StateView, listing_id: int) -> Listing | None:
@@ -190,6 +201,8 @@ def listing_view(state: StateView, listing_id: int) -> ListingView | None:
         listing.rating_count,
         listing.rating_sum,
         _avg_x100(listing.rating_sum, listing.rating_count),
+        listing.currency,
+        listing.item_ref,
     )
 
 
@@ -429,6 +442,8 @@ class OrderView:
     # Buyer and merchant see all disclosures; an auditor sees those sealed to it.
     disclosures: tuple[Disclosure, ...]
     reviewed: bool
+    # What every amount of the order is in: "" the native token, else a currency symbol.
+    currency: str
 
 
 def get_order(state: StateView, order_id: int) -> Order | None:
@@ -505,6 +520,7 @@ def order_view(state: StateView, order_id: int, viewer: bytes) -> OrderView | No
         dview,
         shown,
         load(state, keys.review_key(o.id), Review) is not None,
+        o.currency,
     )
 
 
@@ -552,7 +568,10 @@ class ItemView:
     label: str
     description: str
     maker: Address
+    # Who holds it (attests, hands it on) and who owns it (sells it): apart when an
+    # owner leaves it with a carrier or an inspector. None: never sold on chain.
     custodian: Address
+    owner: Address | None
     pending_to: Address | None
     status: Annotated[str, ItemStatus]
     order_id: int
@@ -580,6 +599,11 @@ def item_view(state: StateView, gtin: str, serial: str) -> ItemView | None:
     item = get_item(state, gtin, serial)
     if item is None:
         return None
+    return item_view_of(item, item_history(state, gtin, serial))
+
+
+def item_view_of(item: Item, history: list[ProvenanceEvent]) -> ItemView:
+    """The view of ``item`` with ``history``: what a client rebuilds from a proof bundle."""
     return ItemView(
         item.ref,
         item.gtin,
@@ -588,11 +612,12 @@ def item_view(state: StateView, gtin: str, serial: str) -> ItemView | None:
         item.description,
         item.maker,
         item.custodian,
+        item.owner,
         item.pending_to,
         ItemStatus(item.status).name.lower(),
         item.order_id,
         item.registered_ms,
-        tuple(item_history(state, gtin, serial)),
+        tuple(history),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from apps.commerce import payloads as tx
+from apps.commerce.model import ItemId
 from cli.client import NodeClient
 from cli.commerce.commands import (
     AMOUNT,
@@ -19,6 +20,7 @@ from cli.commerce.commands import (
     tx_command,
 )
 from cli.commerce.enc_keys import enc_key_new, enc_keys_of
+from cli.human import GTIN
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 from cli.main import main
 
@@ -107,13 +109,36 @@ def listing() -> None:
 @click.option("--price", type=AMOUNT, required=True)
 @click.option("--stock", type=U64, required=True)
 @_hash_option("--media-hash", "Hash of off-chain media")
+@click.option(
+    "--currency",
+    default="",
+    help="Price in this issued currency (its exact symbol, e.g. USD); default: the native token.",
+)
+@click.option(
+    "--resell",
+    nargs=2,
+    type=(GTIN, str),
+    default=None,
+    metavar="GTIN SERIAL",
+    help="Resell this item, which you own and hold (--stock 1).",
+)
 def listing_create(
-    t: TxOpts, title: str, description: str, price: int, stock: int, media_hash: str
+    t: TxOpts,
+    title: str,
+    description: str,
+    price: int,
+    stock: int,
+    media_hash: str,
+    currency: str,
+    resell: tuple[str, str] | None,
 ) -> None:
-    """Create a listing (approved merchant)."""
+    """Create a listing (approved merchant), priced in the native token or a currency;
+    with --resell, the resale of one item you own (its history stays with it)."""
+    media = _hex32(media_hash, "--media-hash")
+    item = None if resell is None else ItemId(*resell)
     t.send(
         tx.CREATE_LISTING,
-        tx.CreateListing(title, description, price, stock, _hex32(media_hash, "--media-hash")),
+        tx.CreateListing(title, description, price, stock, media, currency, item),
     )
 
 

@@ -44,8 +44,19 @@ def order() -> None:
 )
 @click.option("--session", "session_id", type=U64, default=0, help="Live session it is bought in.")
 @click.option("--deal", "deal_id", type=U64, default=0, help="Flash deal (implies its session).")
+@click.option(
+    "--currency",
+    default=None,
+    help="The currency you agree to pay in (default: the listing's, as the node shows it).",
+)
 def order_place(
-    t: TxOpts, listing_id: int, quantity: int, ship_to: str, session_id: int, deal_id: int
+    t: TxOpts,
+    listing_id: int,
+    quantity: int,
+    ship_to: str,
+    session_id: int,
+    deal_id: int,
+    currency: str | None,
 ) -> None:
     """Order from a listing, at its price or a deal's; the address is sealed client-side.
 
@@ -73,6 +84,7 @@ def order_place(
         enc_key,
         commitment,
         ciphertext,
+        cur["currency"] if currency is None else currency,
     )
     key = t.signing_key()
     t.send(tx.PLACE_ORDER, payload, client, key)

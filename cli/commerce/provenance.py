@@ -148,7 +148,7 @@ def item_history(
     if prove:
         # Here, not at the top: the http module brings aiohttp, a tenth of a second of
         # every command's start-up.
-        from apps.commerce.http import verify_item_proof
+        from apps.commerce.http import verify_item_doc
 
         genesis = trusted_genesis(client, genesis_file)
         proof = doc["proof"]
@@ -156,10 +156,14 @@ def item_history(
         # The header is final: more than 2/3 of that height's producers signed it ...
         validators = producers_at(client, genesis, height)
         header = certified_header(genesis, height, proof["header"], proof["commit"], validators)
-        # ... and every entry is this item's, proven against its state root.
-        proven, events = verify_item_proof(gtin, serial, proof, header.state_root)
-        if len(events) != len(doc["item"]["history"]):
-            raise NodeError("proof_mismatch", "the node's history differs from the proven one")
+        # ... every entry is this item's, proven against its state root, and the
+        # item printed (record and every event, field by field) is the proven one.
+        proven, events = verify_item_doc(doc["item"], gtin, serial, proof, header.state_root)
+        # The height printed is the proven one.
+        if doc["height"] != height:
+            raise NodeError(
+                "proof_mismatch", f"answer at height {doc['height']}, proof at {height}"
+            )
         out["proof"] = {
             "verified": True,
             "height": proof["height"],

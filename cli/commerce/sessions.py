@@ -269,6 +269,7 @@ def bid(t: TxOpts, auction_id: int, maximum: int, ship_to: str) -> None:
 @click.argument("session_id", type=ID)
 @click.argument("amount", type=AMOUNT)
 @click.option("--message", default="")
-def tip(t: TxOpts, session_id: int, amount: int, message: str) -> None:
+@click.option("--currency", default="", help="Tip in this issued currency (default: native).")
+def tip(t: TxOpts, session_id: int, amount: int, message: str, currency: str) -> None:
     """Tip the host of an open session."""
-    t.send(tx.TIP, tx.Tip(session_id, amount, message))
+    t.send(tx.TIP, tx.Tip(session_id, amount, message, currency))

@@ -606,6 +606,43 @@ def test_orders_disclosure_reviews_and_disputes(day):
     day.fails("order", "list", "--from", "nobody", says="no key named")
 
 
+def test_a_currency_issued_sent_redeemed_and_proven(day):
+    """The node's member is granted USD by governance, mints and attests; shoppers send,
+    redeem, and read their proven balances; the issuer is revoked."""
+    home = ["--home", str(day.node.home), "--wait"]
+    shopper1, shopper2 = day.address("shopper1"), day.address("shopper2")
+    grant = ("gov", "propose-grant-issuer", "node0")
+    day.fails(*grant, "usd", "--decimals", "2", *home, says="invalid_symbol")
+    pid = event(day.ok(*grant, "USD", "--decimals", "2", *home), "proposal_created")["proposal_id"]
+    day.ok("gov", "vote", pid, *home)
+    day.fails("currency", "mint", "USD", "--to", "shopper1", "--amount", "5", "--from",
+              "shopper1", "--wait", says="not_issuer")  # fmt: skip
+    day.ok("currency", "mint", "USD", "--to", shopper1, "--amount", "5000", *home)
+    report = day.root / "reserves.txt"
+    report.write_text("bank statement: 5000.00 USD")
+    attest = ("currency", "attest", "--reserves", "5000", "--report", str(report))
+    day.fails(*attest[:2], "EUR", *attest[2:], *home, says="unknown_currency")
+    day.ok(*attest[:2], "USD", *attest[2:], *home)
+    send = ("currency", "send", "USD", "--to", "shopper2", "--from", "shopper1", "--wait")
+    day.ok(*send, "--amount", "1200")
+    day.fails(*send, "--amount", "999999", says="insufficient_funds")
+    burn = ("currency", "burn", "USD", "--amount", "200", "--from", "shopper2", "--wait")
+    day.fails(*burn, "--reference", "x" * 33, says="at most 32 bytes")
+    day.ok(*burn, "--reference", "iban-ref-1")
+    usd = day.json("currency", "list", "USD")
+    assert (usd["supply"], usd["reserves"], usd["burned"]) == (4_800, 5_000, 200)
+    day.fails("currency", "list", "usd", says="not_found")
+    doc = day.json("query", "account", shopper1, "--prove")
+    assert doc["balances"] == {"USD": 3_800} and doc["proof"]["currencies"] == 1
+    assert day.json("query", "account", shopper2)["balances"] == {"USD": 1_000}
+    revoke = ("gov", "propose-revoke-issuer")
+    day.fails(*revoke, "EUR", *home, says="unknown_currency")
+    pid = event(day.ok(*revoke, "USD", *home), "proposal_created")["proposal_id"]
+    day.ok("gov", "vote", pid, *home)
+    day.fails("currency", "mint", "USD", "--to", shopper1, "--amount", "1", *home,
+              says="currency_revoked")  # fmt: skip
+
+
 def test_live_auction_start_cancel_bid_and_won(day):
     """Auctions from the CLI: start (and its refusals), cancel, show, bids by maximum (the
     proxy answers a lower one; too low is refused naming the minimum), won into an order."""

@@ -69,13 +69,19 @@ def test_a_table_declares_on_the_handler_and_keeps_it_callable():
 
 def test_the_registry_serves_the_declarations():
     r = default_registry()
-    (decl,) = r.declarations
+    decl, *currency_types = r.declarations
     assert r.declaration("transfer") is decl and decl.name == "transfer"
+    assert [t.name for t in currency_types] == [
+        "currency.mint",
+        "currency.burn",
+        "currency.attest",
+        "currency.transfer",
+    ]
     # Registered bound to the registry's module accounts; the vm's own stays unbound.
     assert decl.handler is not apply_transfer and TX_TYPES[0].handler is apply_transfer
     assert r.tx_class("transfer") == TxClass.TRANSFER
     with pytest.raises(InvalidTransaction) as exc:
-        r.declaration("mint")
+        r.declaration("mint")  # the currency types are named currency.*
     assert exc.value.code == "unknown_type"
 
 

@@ -7,7 +7,13 @@ from vm import Registry, Transfer, TxFailed, TxType, default_registry
 
 def test_default_registry_has_transfer():
     r = default_registry()
-    assert r.tx_types == ("transfer",)
+    assert r.tx_types == (
+        "transfer",
+        "currency.mint",
+        "currency.burn",
+        "currency.attest",
+        "currency.transfer",
+    )
     body = TxBody(0, 1, 1, "transfer", Transfer(bytes(20), 5).encode())
     assert r.decode_payload(body) == Transfer(bytes(20), 5)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from apps.commerce import (
@@ -29,20 +29,28 @@ from core.codec import Wire
 from core.keys import PrivateKey
 from core.types import TxBody, sign_tx
 from vm import (
+    NATIVE,
     Account,
     BlockContext,
     BlockResult,
     ChainParams,
+    Currency,
+    CurrencyList,
     Event,
     Executor,
     Receipt,
     Registry,
     VerifiedTx,
     account_key,
+    currency_key,
+    currency_symbols,
     default_registry,
     get_account,
+    get_balance,
+    get_currency,
     verify_signed_tx,
 )
+from vm.currency import CURRENCY_LIST_KEY
 
 CHAIN = "commerce-test"
 T0 = 1_700_000_000_000
@@ -161,9 +169,24 @@ class Chain:
     def addr(self, name: str) -> bytes:
         return key(name).address
 
-    def balance(self, name_or_addr: str | bytes) -> int:
+    def balance(self, name_or_addr: str | bytes, currency: str = NATIVE) -> int:
         a = self.addr(name_or_addr) if isinstance(name_or_addr, str) else name_or_addr
-        return get_account(self.state, a).balance
+        return get_balance(self.state, a, currency)
+
+    def add_currency(self, symbol: str, issuer: str, *, decimals: int = 2) -> None:
+        """An issued currency as governance grants it (consensus is not in this chain:
+        tests/consensus/test_currency_governance.py drives the grant itself)."""
+        currency = Currency(symbol, decimals, self.addr(issuer), False, 0, 0, 0, bytes(32), 0, 0)
+        self.state[currency_key(symbol)] = currency.encode()
+        self.state[CURRENCY_LIST_KEY] = CurrencyList(
+            tuple(sorted((*currency_symbols(self.state), symbol)))
+        ).encode()
+
+    def revoke_currency(self, symbol: str) -> None:
+        """The issuer role revoked, as a passed governance proposal leaves it."""
+        currency = get_currency(self.state, symbol)
+        assert currency is not None
+        self.state[currency_key(symbol)] = replace(currency, revoked=True).encode()
 
     @property
     def accounts(self) -> list[bytes]:
@@ -272,6 +295,8 @@ class Shop:
     enc_public: bytes = b""
     listing: int = 0
     session: int = 0
+    # The listing's currency ("" native).
+    currency: str = NATIVE
 
     def order(
         self,
@@ -284,6 +309,7 @@ class Shop:
         version: int = 1,
         listing: int | None = None,
         address: str = "1 Main St, Springfield",
+        currency: str | None = None,
     ) -> tx.PlaceOrder:
         ciphertext, commitment, _ = seal_address(self.enc_public, address)
         return tx.PlaceOrder(
@@ -296,12 +322,21 @@ class Shop:
             self.enc_public,
             commitment,
             ciphertext,
+            self.currency if currency is None else currency,
         )
 
 
-def open_shop(chain: Chain, *, host_bps: int = 1_000, stock: int = STOCK, pin: bool = True) -> Shop:
-    """Registered and approved merchant, one listing, one open session (listing pinned)."""
-    shop = Shop(chain)
+def open_shop(
+    chain: Chain,
+    *,
+    host_bps: int = 1_000,
+    stock: int = STOCK,
+    pin: bool = True,
+    currency: str = NATIVE,
+) -> Shop:
+    """Registered and approved merchant, one listing (priced in ``currency``), one open
+    session (listing pinned)."""
+    shop = Shop(chain, currency=currency)
     shop.enc_private, shop.enc_public = enc_keys(shop.merchant)
     chain.ok(
         shop.merchant,
@@ -312,7 +347,7 @@ def open_shop(chain: Chain, *, host_bps: int = 1_000, stock: int = STOCK, pin: b
     chain.ok(
         shop.merchant,
         tx.CREATE_LISTING,
-        tx.CreateListing("Tea pot", "Cast iron, 1 l", PRICE, stock, b""),
+        tx.CreateListing("Tea pot", "Cast iron, 1 l", PRICE, stock, b"", currency),
     )
     shop.listing = 1
     chain.ok(

@@ -19,6 +19,8 @@ VM_REFUSALS = {
     "refuse_module_account": "module_account",
     "checked_add": "u64_overflow",
     "debit": "insufficient_funds",
+    "require_currency": "unknown_currency",
+    "require_priceable": "currency_revoked",
 }
 
 
@@ -37,6 +39,8 @@ def codes_in_source():
                 found.add(node.args[1].value)
             elif name in VM_REFUSALS:
                 found.add(VM_REFUSALS[name])
+                if name == "require_priceable":
+                    found.add("unknown_currency")
     return found
 
 

@@ -4,7 +4,7 @@ Each rule signs transactions into the pending block; ``end_block`` executes
 the block through ``Executor.execute_block`` (strict) after a random block-time
 advance (short, or long enough to pass deadlines and deal ends), then checks:
 tokens conserved, no negative balance or stock, deal allocations and
-per-buyer caps, escrow equal to the sum of open orders and live bids, each live
+per-buyer caps, each currency's escrow equal to its open orders and live bids, each live
 auction's leader holding exactly the price, every auction ending exactly once,
 every order in exactly one known state, terminal states final, and every failure code one its type
 declares (and the executor holds each transaction's events and key prefixes to
@@ -20,6 +20,18 @@ balances that the host passes back), so the merchant and bucket limits and the
 checked stock sum are hit on every run (a session's tip total passing 2**64-1 is
 possible but rarely reached); the checks include each bucket holding exactly the
 open deals of its minute within its cap, and each merchant's count of open deals.
+
+Money comes in two currencies: the native token, and USD issued by ``iss`` (m1's
+listings are priced in USD, m2's in the native token; new listings, orders and
+tips name either, a wrong one, or one that does not exist). The issuer mints up to
+the u64 limit, holders transfer and redeem, and conservation, the escrows and every
+other invariant are checked per currency.
+
+Items are owned: a settled order makes its buyer the owner, and the owner (b1 is a
+buyer that is also an approved merchant), a holder or anyone else tries to resell
+items (resale listings name the item, and shipping one must carry exactly it); the
+checks include each owner being the buyer of a settled order that carried the item.
+A settled resale is rare in these runs: tests/apps/commerce/test_resale.py drives it.
 """
 
 from dataclasses import replace
@@ -30,6 +42,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from apps.commerce import check_invariants, keys
 from apps.commerce import payloads as tx
+from apps.commerce.keys import item_ref
 from apps.commerce.model import (
     TERMINAL_STATES,
     AuctionStatus,
@@ -50,12 +63,19 @@ from apps.commerce.views import (
 )
 from tests.apps.commerce.helpers import MIN, TEST_PARAMS, Chain, enc_keys, item
 from vm import TRANSFER, Transfer
+from vm.currency import BURN, CURRENCY_TRANSFER, MINT, Burn, CurrencyTransfer, Mint
 
 MERCHANTS = ("m1", "m2")
 BUYERS = ("b1", "b2", "b3")
-ACTORS = (*MERCHANTS, *BUYERS, "host", "arb", "maker", "carrier", "reg")
-ENC = {m: enc_keys(m)[1] for m in MERCHANTS}
-SEALED = {m: seal_address(ENC[m], "1 Main St", salt=bytes(32))[:2] for m in MERCHANTS}
+ACTORS = (*MERCHANTS, *BUYERS, "host", "arb", "maker", "carrier", "reg", "iss")
+USD = "USD"
+# What a listing, order or tip may name: the two currencies, and none (exactly).
+currencies = st.sampled_from(["", "", USD, USD, "EUR", "usd"])
+CURRENCY_OF = {"m1": USD, "m2": ""}
+# b1 buys, and also sells: it resells the items it comes to own.
+SELLERS = (*MERCHANTS, "b1")
+ENC = {m: enc_keys(m)[1] for m in SELLERS}
+SEALED = {m: seal_address(ENC[m], "1 Main St", salt=bytes(32))[:2] for m in SELLERS}
 SERIALS = ("S1", "S2", "S3")
 
 anyone = st.sampled_from(ACTORS)
@@ -94,10 +114,16 @@ class CommerceMachine(RuleBasedStateMachine):
         self.terminal = {}
         self.auction_ends = {}
         c = self.chain
+        c.add_currency(USD, "iss")
+        for b in BUYERS:
+            c.ok("iss", MINT, Mint(USD, c.addr(b), U64 // 8))
         for m in MERCHANTS:
             c.ok(m, tx.REGISTER_MERCHANT, tx.RegisterMerchant(m, "", ENC[m]))
             c.ok("reg", tx.APPROVE_MERCHANT, tx.ApproveMerchant(c.addr(m), True))
-            c.ok(m, tx.CREATE_LISTING, tx.CreateListing(f"{m} goods", "", 700, 60, b""))
+            listing = tx.CreateListing(f"{m} goods", "", 700, 60, b"", CURRENCY_OF[m])
+            c.ok(m, tx.CREATE_LISTING, listing)
+        c.ok("b1", tx.REGISTER_MERCHANT, tx.RegisterMerchant("b1", "", ENC["b1"]))
+        c.ok("reg", tx.APPROVE_MERCHANT, tx.ApproveMerchant(c.addr("b1"), True))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("arb"), int(Role.ARBITER), b""))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("maker"), int(Role.MAKER), b""))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("carrier"), int(Role.CARRIER), b""))
@@ -105,6 +131,12 @@ class CommerceMachine(RuleBasedStateMachine):
         c.ok("host", tx.PIN, tx.PinListing(1, 1))
         c.ok("m2", tx.OPEN_SESSION, tx.OpenSession(c.addr("host"), 0, "live"))
         c.ok("host", tx.PIN, tx.PinListing(2, 2))
+        # Two items start in the merchants' hands, ready to ship (and to be resold).
+        for serial, m in (("S1", "m1"), ("S2", "m2")):
+            it = item(serial)
+            c.ok("maker", tx.REGISTER_ITEM, tx.RegisterItem(it, "", "urn:x", c.time_ms))
+            c.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, c.addr(m)))
+            c.ok(m, tx.ACCEPT_CUSTODY, tx.ItemRef(it))
 
     # --- helpers ---
 
@@ -138,11 +170,24 @@ class CommerceMachine(RuleBasedStateMachine):
         price = deal.price if deal else (lst.price if lst else 700)
         price += wrong == "price"
         version = (lst.version if lst else 1) + (wrong == "version")
-        merchant = "m2" if lst and lst.merchant == self.chain.addr("m2") else "m1"
+        merchant = self.name_of(lst.merchant) if lst else "m1"
+        merchant = merchant if merchant in ENC else "m1"
         sealed, commitment = SEALED[merchant]
         key = ENC["m2" if merchant == "m1" else "m1"] if wrong == "key" else ENC[merchant]
+        currency = lst.currency if lst else ""
+        if wrong == "currency":
+            currency = "" if currency else USD
         return tx.PlaceOrder(
-            listing_id, version, quantity, price, session_id, deal_id, key, commitment, sealed
+            listing_id,
+            version,
+            quantity,
+            price,
+            session_id,
+            deal_id,
+            key,
+            commitment,
+            sealed,
+            currency,
         )
 
     # --- rules ---
@@ -154,7 +199,9 @@ class CommerceMachine(RuleBasedStateMachine):
         lst = get_listing(self.state, lid)
         if kind == 0:
             price, stock = data.draw(st.sampled_from([(900, 20), (0, 5), (50, 0)]))
-            self.add(who, tx.CREATE_LISTING, tx.CreateListing("thing", "", price, stock, b""))
+            currency = data.draw(currencies)
+            listing = tx.CreateListing("thing", "", price, stock, b"", currency)
+            self.add(who, tx.CREATE_LISTING, listing)
         elif kind == 1:
             version = (lst.version if lst else 1) + data.draw(st.sampled_from([0, 0, 1]))
             price = data.draw(st.sampled_from([800, 0]))
@@ -210,7 +257,7 @@ class CommerceMachine(RuleBasedStateMachine):
             self.add(who, tx.CLOSE_SESSION, tx.SessionRef(sid))
         elif data.draw(st.booleans()):
             amount = data.draw(st.sampled_from([100, 0, 10**13, 9 * 10**17, U64]))
-            self.add(data.draw(anyone), tx.TIP, tx.Tip(sid, amount, "gg"))
+            self.add(data.draw(anyone), tx.TIP, tx.Tip(sid, amount, "gg", data.draw(currencies)))
         else:
             # The host passes tips back, so the same tokens can be tipped again.
             host = self.chain.balance("host")
@@ -233,16 +280,42 @@ class CommerceMachine(RuleBasedStateMachine):
                 amount = max(1, self.chain.balance(who) - 10_000)
                 self.add(who, tx.TIP, tx.Tip(data.draw(st.sampled_from((1, 2))), amount, ""))
 
+    @rule(data=st.data(), kind=st.integers(0, 3))
+    def money(self, data, kind):
+        """USD: the issuer (or an impostor) mints, to the u64 limit; holders pass USD
+        around, redeem it, and the host and merchants hand it back to buyers."""
+        amount = data.draw(st.sampled_from([1_000, 0, 10**15, U64]))
+        symbol = data.draw(st.sampled_from([USD, USD, USD, "usd", "EUR"]))
+        if kind == 0:
+            who = data.draw(st.sampled_from(("iss", "iss", "b1")))
+            to = self.chain.addr(data.draw(st.sampled_from(BUYERS)))
+            self.add(who, MINT, Mint(symbol, to, amount))
+        elif kind == 1:
+            who = data.draw(st.sampled_from(("host", "m1", "reg", "b1")))
+            held = self.chain.balance(who, USD)
+            amount = data.draw(st.sampled_from([max(1, held), amount]))
+            to = self.chain.addr(data.draw(st.sampled_from(BUYERS)))
+            self.add(who, CURRENCY_TRANSFER, CurrencyTransfer(symbol, to, amount))
+        else:
+            who = data.draw(st.sampled_from((*BUYERS, "m1", "host")))
+            amount = data.draw(st.sampled_from([max(1, self.chain.balance(who, USD) // 2), amount]))
+            self.add(who, BURN, Burn(symbol, amount, b""))
+
     @rule(data=st.data(), n=st.integers(1, 4))
     def shop(self, data, n):
-        """Buyers order: into the newest deal, by listing, or something wrong."""
+        """Buyers order: into the newest deal, by listing, the newest listing, or something
+        wrong."""
         newest = peek_next_id(self.state, keys.DEAL_IDS) - 1
         for _ in range(n):
             buyer = data.draw(st.sampled_from((*BUYERS, *BUYERS, "m1")))
             qty = data.draw(st.sampled_from([1, 1, 2, 0, 500]))
-            wrong = data.draw(st.sampled_from([None] * 6 + ["price", "key", "version"]))
-            how = data.draw(st.integers(0, 3))
-            if how == 0 and newest:
+            wrong = data.draw(st.sampled_from([None] * 6 + ["price", "key", "version", "currency"]))
+            how = data.draw(st.integers(0, 4))
+            if how == 4:
+                # The newest listing (often a resale).
+                newest_listing = peek_next_id(self.state, keys.LISTING_IDS) - 1
+                payload = self.order_payload(newest_listing, qty, 0, 0, wrong)
+            elif how == 0 and newest:
                 deal = get_deal(self.state, newest)
                 payload = self.order_payload(deal.listing_id, qty, deal.id, 0, wrong)
             elif how == 1:
@@ -276,6 +349,10 @@ class CommerceMachine(RuleBasedStateMachine):
                 self.add(merchant, tx.DECLINE_ORDER, tx.OrderRef(oid))
         elif state == OrderState.ACCEPTED:
             items = (item(SERIALS[action % 3]),) if action > 6 else ()
+            resold = get_listing(self.state, order.listing_id).item_ref
+            if resold and action > 2:
+                # A resale ships the item it sold (mostly).
+                items = tuple(item(s) for s in SERIALS if item_ref(item(s).gtin, s) == resold)
             self.add(merchant, tx.SHIP_ORDER, tx.ShipOrder(oid, b"\x01" * 32, items))
         elif state == OrderState.SHIPPED:
             if action < 4:
@@ -333,7 +410,8 @@ class CommerceMachine(RuleBasedStateMachine):
         now = self.chain.time_ms
         newest = peek_next_id(self.state, keys.AUCTION_IDS) - 1
         if kind < 2:
-            # A valid auction in session 1 or 2, or one with a single thing wrong.
+            # A valid auction in session 1 or 2, or one with a single thing wrong (session
+            # 1 auctions m1's listing, priced in USD: its bids move USD; session 2 native).
             m = data.draw(st.sampled_from((1, 1, 2)))
             wrong = data.draw(st.sampled_from([None] * 6 + list(AUCTION_MISTAKES)))
             auction = dict(
@@ -368,7 +446,7 @@ class CommerceMachine(RuleBasedStateMachine):
             who = data.draw(st.sampled_from(("host", "m1", "m2", "b3")))
             self.add(who, tx.CANCEL_AUCTION, tx.AuctionRef(data.draw(st.integers(0, newest + 1))))
 
-    @rule(data=st.data(), kind=st.integers(0, 4))
+    @rule(data=st.data(), kind=st.integers(0, 5))
     def provenance(self, data, kind):
         it = item(data.draw(st.sampled_from(SERIALS)))
         now = self.chain.time_ms
@@ -382,10 +460,19 @@ class CommerceMachine(RuleBasedStateMachine):
         elif kind in (2, 3):
             who = data.draw(st.sampled_from(("carrier", "m1", "m2")))
             self.add(who, tx.ACCEPT_CUSTODY if kind == 2 else tx.REFUSE_CUSTODY, tx.ItemRef(it))
-        else:
+        elif kind == 4:
             who = data.draw(st.sampled_from(("carrier", "maker")))
             payload = tx.Attest(it, "inspecting", "ok", "urn:y", "", now, b"")
             self.add(who, tx.ATTEST, payload)
+        else:
+            # Resale: mostly by its owner, else by whoever holds or once sold it.
+            found = get_item(self.state, it.gtin, it.serial)
+            owner = self.name_of(found.owner) if found and found.owner else None
+            who = data.draw(st.sampled_from((owner or "b1", owner or "m1", "m1", "b2")))
+            stock = data.draw(st.sampled_from([1, 1, 1, 2]))
+            price = data.draw(st.sampled_from([700, 1]))
+            listing = tx.CreateListing("again", "", price, stock, b"", data.draw(currencies), it)
+            self.add(who, tx.CREATE_LISTING, listing)
 
     @rule(advance=advances)
     def end_block(self, advance):
@@ -441,6 +528,8 @@ class CommerceMachine(RuleBasedStateMachine):
             # Each merchant's count of open deals is exact and within its bound.
             assert get_merchant(c.state, address).open_deals == n
             assert n <= PARAMS.max_open_deals_per_merchant
+        orders = [get_order(c.state, i) for i in range(1, peek_next_id(c.state, keys.ORDER_IDS))]
+        settled = (OrderState.COMPLETED, OrderState.RESOLVED)
         for aid in range(1, peek_next_id(c.state, keys.AUCTION_IDS)):
             a = get_auction(c.state, aid)
             # Ended (by one event) exactly when no longer open; the outcome is the status.
@@ -451,6 +540,10 @@ class CommerceMachine(RuleBasedStateMachine):
             assert outcome is None or expected.get(outcome, AuctionStatus.CANCELLED) == status
         for serial in SERIALS:
             it = get_item(c.state, item(serial).gtin, serial)
+            if it is not None:
+                # Its owner is the buyer of a settled order that carried it; none before.
+                buyers = {o.buyer for o in orders if it.ref in o.items and o.state in settled}
+                assert (it.owner in buyers) if buyers else it.owner is None, (serial, it.owner)
             if it is not None and it.order_id:
                 # An item is locked only to an order that is still on its way.
                 order = get_order(c.state, it.order_id)

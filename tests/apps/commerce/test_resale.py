@@ -1,0 +1,113 @@
+"""Items as owned things: a settled order makes the buyer the owner; the owner resells the
+item with its history intact; custody and ownership stay apart."""
+
+from __future__ import annotations
+
+from apps.commerce import payloads as tx
+from apps.commerce.keys import item_ref
+from apps.commerce.model import Role
+from apps.commerce.sealing import seal_address
+from apps.commerce.views import get_item, item_view, listing_view
+from tests.apps.commerce.helpers import PRICE, enc_keys, item, new_chain, open_shop
+from vm.currency import MINT, Mint
+
+TEAPOT = item("R1")
+URN = "urn:epc:id:sgln:0950600.00001.0"
+
+
+def sold_to_alice():
+    """The maker's teapot, handed to the merchant, sold to alice and settled."""
+    chain = new_chain("issuer")
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("maker"), int(Role.MAKER), b""))
+    chain.ok(
+        "registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("inspector"), int(Role.INSPECTOR), b"")
+    )
+    shop = open_shop(chain)
+    chain.ok("maker", tx.REGISTER_ITEM, tx.RegisterItem(TEAPOT, "teapot", URN, chain.time_ms))
+    assert get_item(chain.state, TEAPOT.gtin, TEAPOT.serial).owner is None
+    chain.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(TEAPOT, chain.addr("merchant")))
+    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, (TEAPOT,)))
+    chain.ok("alice", tx.CONFIRM_DELIVERY, tx.OrderRef(1))
+    return chain
+
+
+def become_merchant(chain, name):
+    enc_public = enc_keys(name)[1]
+    chain.ok(name, tx.REGISTER_MERCHANT, tx.RegisterMerchant(name, "", enc_public))
+    chain.ok("registrar", tx.APPROVE_MERCHANT, tx.ApproveMerchant(chain.addr(name), True))
+    return enc_public
+
+
+def resale(price=3 * PRICE, stock=1, what=TEAPOT, currency=""):
+    return tx.CreateListing("Teapot, once owned", "", price, stock, b"", currency, what)
+
+
+def order(listing_id, seller_key, price, currency=""):
+    sealed, commitment, _ = seal_address(seller_key, "2 Elm St")
+    return tx.PlaceOrder(listing_id, 1, 1, price, 0, 0, seller_key, commitment, sealed, currency)
+
+
+def test_a_settled_order_makes_the_buyer_the_owner_who_resells_it():
+    chain = sold_to_alice()
+    teapot = get_item(chain.state, TEAPOT.gtin, TEAPOT.serial)
+    assert teapot.owner == teapot.custodian == chain.addr("alice")
+    before = teapot.event_count
+
+    # Alice resells it, in USD, to bob; the listing names the item.
+    chain.add_currency("USD", "issuer")
+    chain.ok("issuer", MINT, Mint("USD", chain.addr("bob"), 10 * PRICE))
+    alice_key = become_merchant(chain, "alice")
+    chain.ok("alice", tx.CREATE_LISTING, resale(currency="USD"))
+    listing = listing_view(chain.state, 2)
+    assert listing.item_ref == item_ref(TEAPOT.gtin, TEAPOT.serial) and listing.currency == "USD"
+    chain.ok("bob", tx.PLACE_ORDER, order(2, alice_key, 3 * PRICE, "USD"))
+    chain.ok("alice", tx.ACCEPT_ORDER, tx.OrderRef(2))
+    # Only the item sold ships, and only it.
+    chain.fails("alice", tx.SHIP_ORDER, tx.ShipOrder(2, b"\x02" * 32, ()), "wrong_item")
+    chain.fails("alice", tx.SHIP_ORDER, tx.ShipOrder(2, b"\x02" * 32, (item("R2"),)), "wrong_item")
+    chain.ok("alice", tx.SHIP_ORDER, tx.ShipOrder(2, b"\x02" * 32, (TEAPOT,)))
+    chain.ok("bob", tx.CONFIRM_DELIVERY, tx.OrderRef(2))
+    assert chain.balance("alice", "USD") == 3 * PRICE - 3 * PRICE * 200 // 10_000
+
+    view = item_view(chain.state, TEAPOT.gtin, TEAPOT.serial)
+    assert view.owner == view.custodian == chain.addr("bob")
+    # The history carries on: every hand-off and both sales, in order, none lost.
+    assert len(view.history) == before + 1
+    steps = [e.biz_step for e in view.history]
+    assert steps == ["commissioning", "shipping", "receiving", "retail_selling", "retail_selling"]
+    assert (view.history[-1].source, view.history[-1].destination) == (
+        chain.addr("alice"),
+        chain.addr("bob"),
+    )
+
+
+def test_only_the_owner_holding_the_item_resells_it():
+    chain = sold_to_alice()
+    alice_key = become_merchant(chain, "alice")
+    # The merchant sold it: no longer its to sell, nor in its hands.
+    chain.fails("merchant", tx.CREATE_LISTING, resale(), "not_owner")
+    chain.fails("alice", tx.CREATE_LISTING, resale(stock=2), "invalid_resale")
+    chain.fails("alice", tx.CREATE_LISTING, resale(what=item("NOPE")), "unknown_item")
+    # Alice leaves it with an inspector: still its owner, no longer its custodian.
+    chain.ok("alice", tx.PROPOSE_CUSTODY, tx.ProposeCustody(TEAPOT, chain.addr("inspector")))
+    chain.fails("alice", tx.CREATE_LISTING, resale(), "item_locked")  # a hand-off pending
+    chain.ok("inspector", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
+    view = item_view(chain.state, TEAPOT.gtin, TEAPOT.serial)
+    assert (view.owner, view.custodian) == (chain.addr("alice"), chain.addr("inspector"))
+    chain.fails("alice", tx.CREATE_LISTING, resale(), "not_custodian")
+    # The inspector holds it (and is a merchant too), but does not own it.
+    inspector_key = become_merchant(chain, "inspector")
+    chain.fails("inspector", tx.CREATE_LISTING, resale(), "not_owner")
+    # Nor can it sell it through an ordinary listing: shipping it is refused.
+    chain.ok("inspector", tx.CREATE_LISTING, tx.CreateListing("Teapot", "", PRICE, 1, b""))
+    chain.ok("bob", tx.PLACE_ORDER, order(2, inspector_key, PRICE))
+    chain.ok("inspector", tx.ACCEPT_ORDER, tx.OrderRef(2))
+    chain.fails("inspector", tx.SHIP_ORDER, tx.ShipOrder(2, b"\x03" * 32, (TEAPOT,)), "not_owner")
+    # The inspector hands it back; the owner resells it.
+    chain.ok("inspector", tx.PROPOSE_CUSTODY, tx.ProposeCustody(TEAPOT, chain.addr("alice")))
+    chain.ok("alice", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
+    chain.ok("alice", tx.CREATE_LISTING, resale())
+    chain.ok("carol", tx.PLACE_ORDER, order(3, alice_key, 3 * PRICE))
