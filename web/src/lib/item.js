@@ -24,6 +24,7 @@ const ITEM = [
   ["event_count", "int"],
   ["registered_ms", "int"],
   ["description", "str"],
+  ["owner", "bytes20?"],
 ];
 const EVENT = [
   ["seq", "int"],

@@ -309,7 +309,7 @@ export async function livePage(main, idText) {
       const deal = (await api(`/v1/deals/${d.id}`)).deal;
       const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
       const sealed = sealAddress(key, w.shipTo);
-      const payload = pack([deal.listing_id, deal.listing_version, 1, deal.price, id, deal.id, key, sealed.commitment, sealed.ciphertext]);
+      const payload = pack([deal.listing_id, deal.listing_version, 1, deal.price, id, deal.id, key, sealed.commitment, sealed.ciphertext, deal.currency ?? ""]);
       const result = await send("commerce.place_order", payload, (stage) => show(stage === "signing" ? "Signing…" : "Sent, waiting for the block…", "muted"));
       await outcome(result, (r) => {
         const placed = r.events.find((e) => e.kind === "commerce.order_placed");
@@ -360,7 +360,7 @@ export async function livePage(main, idText) {
     const tip = async (amount) => {
       if (!current()) return go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
       try {
-        const result = await send("commerce.tip", pack([id, amount, message.value]), () => show("Sending your tip…", "muted"));
+        const result = await send("commerce.tip", pack([id, amount, message.value, ""]), () => show("Sending your tip…", "muted"));
         await outcome(result, () => `✓ Tip of ${fmt(amount)} sent (block ${result.height}).`);
         message.value = "";
       } catch (err) {
