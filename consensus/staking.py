@@ -55,7 +55,7 @@ from vm.accounts import get_account, move_tokens
 from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.prefixes import KeyPrefix
-from vm.receipts import Event
+from vm.receipts import MAX_ATTR_VALUE, Event
 from vm.registry import Registry, TxClass, TxFailed, TxInfo, TxTable, TxType
 from vm.state import Overlay
 
@@ -342,7 +342,7 @@ def apply_unjail(state: Overlay, tx: TxInfo, payload: Unjail, ctx: BlockContext)
     "a member publishes where its node listens (host:port); other nodes dial it",
     codes={
         **shared("staking_disabled", "not_member"),
-        "invalid_address": "not host:port, or a listen-on-all host (0.0.0.0, ::)",
+        "invalid_address": "not host:port, a listen-on-all host (0.0.0.0, ::), or too long",
     },
     events={SET_MEMBER_ADDRESS},
     reads={P.MEMBER, P.CHAIN_PARAMS},
@@ -362,6 +362,12 @@ def apply_set_member_address(
         check_dialable(payload.address)
     except InvalidNetAddress as exc:
         raise TxFailed(exc.message, "invalid_address") from None
+    # The event carries it, and an event value holds at most MAX_ATTR_VALUE bytes (ASCII here).
+    if len(payload.address) > MAX_ATTR_VALUE:
+        raise TxFailed(
+            f"network address must be at most {MAX_ATTR_VALUE} bytes, got {len(payload.address)}",
+            "invalid_address",
+        )
     # One address per member: the new one replaces the old.
     state.set_obj(member_address_key(key), MemberAddress(payload.address))
     state.emit(Event.of(SET_MEMBER_ADDRESS, member=key, address=payload.address))

@@ -87,3 +87,20 @@ def test_an_address_over_the_bound_never_decodes():
     assert SetMemberAddress.decode(longest.encode()) == longest
     with pytest.raises(DecodeError, match="at most 261 bytes"):
         SetMemberAddress.decode(pack_raw(["a" * (MAX_NET_ADDRESS + 1)]))
+
+
+def test_a_dialable_address_too_long_for_its_event_fails_only_its_transaction():
+    # A 253-character DNS name is dialable, but "name:port" is then over the 256 bytes an
+    # event value holds: the event could not be made, and the block would not execute.
+    host = ".".join(["a" * 63] * 3 + ["a" * 61])
+    chain = Chain()
+    receipt = set_address(chain, KEYS[1], f"{host}:26656")
+    assert (receipt.code, receipt.message) == (
+        "invalid_address",
+        "network address must be at most 256 bytes, got 259",
+    )
+    assert member_address(chain.state, PUB[1]) is None
+    # The longest that fits is taken as it is.
+    longest = f"{host[: 256 - len(':26656')]}:26656"
+    assert len(longest) == 256 and set_address(chain, KEYS[1], longest).ok
+    assert member_address(chain.state, PUB[1]) == longest
