@@ -358,7 +358,7 @@ def _check_grant(state: StateView, key: bytes, symbol: str, decimals: int) -> No
     # The issuer role is a member's: it signs with its node key.
     if get_member(state, key) is None:
         raise TxFailed(f"{key.hex()} is not a member", "unknown_member")
-    check_grant(state, symbol, decimals, _apply_all(state).max_currencies)
+    check_grant(state, symbol, decimals, address_of(key), _apply_all(state).max_currencies)
 
 
 @TX_TYPES.declare(

@@ -30,7 +30,7 @@ from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.params import MAX_CURRENCIES
 from vm.prefixes import KeyPrefix
-from vm.receipts import Event
+from vm.receipts import MAX_EVENTS, Event
 from vm.registry import (
     NO_MODULE_ACCOUNTS,
     TxClass,
@@ -52,6 +52,10 @@ APPLY_MODULE_CHECK = frozenset({MINT, CURRENCY_TRANSFER})
 
 SYMBOL_CAP = 8
 MAX_DECIMALS = 18
+# Removing a member revokes all it issues in the governance vote that passes the removal:
+# one event each, beside that vote's own two (vote_proposal, member_removed), in a receipt
+# of at most MAX_EVENTS.
+MAX_ISSUED_PER_MEMBER = MAX_EVENTS - 2
 # Canonical symbols only: 2-8 characters, ASCII upper case and digits, a letter first.
 # Nothing is normalized anywhere, so "usd", "USD " or a Cyrillic "USD" is simply no
 # currency (``unknown_currency``), never an alias of one.
@@ -67,7 +71,10 @@ CODES: dict[str, str] = {
     "invalid_symbol": "a symbol that is not 2-8 upper-case letters and digits, a letter first",
     "invalid_decimals": "decimals outside 0..18, or not the revoked currency's own",
     "currency_exists": "a currency with that symbol has an active issuer",
-    "too_many_currencies": "the chain already has max_currencies currencies",
+    "too_many_currencies": (
+        "the chain already has max_currencies currencies, "
+        f"or the member already issues {MAX_ISSUED_PER_MEMBER}"
+    ),
     "invalid_amount": "an amount of 0",
     "insufficient_funds": "balance after the fee below the amount",
     "module_account": "a payment to a module account (a staking pool)",
@@ -142,6 +149,17 @@ def currency_symbols(state: StateView) -> tuple[str, ...]:
     return found.symbols if isinstance(found, CurrencyList) else ()
 
 
+def _currencies(state: StateView) -> list[Currency]:
+    """Every listed currency's record."""
+    found = []
+    for symbol in currency_symbols(state):
+        currency = get_currency(state, symbol)
+        if currency is None:
+            raise NodeFault(f"currency {symbol} is listed but has no record")
+        found.append(currency)
+    return found
+
+
 def require_currency(state: StateView, symbol: str) -> Currency:
     """The currency ``symbol`` (exactly as stored); ``unknown_currency`` if none."""
     currency = get_currency(state, symbol)
@@ -180,9 +198,10 @@ def _require_issuer(state: StateView, tx: TxInfo, symbol: str) -> Currency:
 
 
 def check_grant(
-    state: StateView, symbol: str, decimals: int, max_currencies: int
+    state: StateView, symbol: str, decimals: int, issuer: bytes, max_currencies: int
 ) -> Currency | None:
-    """Raise unless ``symbol`` may be granted; returns the revoked currency it re-grants."""
+    """Raise unless ``symbol`` may be granted to ``issuer`` (an address); returns the
+    revoked currency it re-grants."""
     # Symbols are canonical so that no two can look alike (no case or Unicode tricks).
     if not SYMBOL_PATTERN.fullmatch(symbol):
         raise TxFailed(
@@ -203,22 +222,30 @@ def check_grant(
                 f"currency {symbol} has {existing.decimals} decimals, got {decimals}",
                 "invalid_decimals",
             )
-        return existing
-    count = len(currency_symbols(state))
-    # The list is one state value, and every account read lists each currency.
-    if count >= max_currencies:
+    else:
+        count = len(currency_symbols(state))
+        # The list is one state value, and every account read lists each currency.
+        if count >= max_currencies:
+            raise TxFailed(
+                f"at most {max_currencies} currencies (max_currencies), got {count}",
+                "too_many_currencies",
+            )
+    issued = sum(1 for c in _currencies(state) if c.issuer == issuer and not c.revoked)
+    # Its member's removal must revoke them all in one receipt (MAX_ISSUED_PER_MEMBER).
+    if issued >= MAX_ISSUED_PER_MEMBER:
         raise TxFailed(
-            f"at most {max_currencies} currencies (max_currencies), got {count}",
+            f"a member issues at most {MAX_ISSUED_PER_MEMBER} currencies, "
+            f"{issuer.hex()} issues {issued}",
             "too_many_currencies",
         )
-    return None
+    return existing
 
 
 def grant_issuer(
     state: Overlay, symbol: str, decimals: int, issuer: bytes, ctx: BlockContext
 ) -> None:
     """Make ``issuer`` the issuer of ``symbol``: a new currency, or a revoked one re-granted."""
-    existing = check_grant(state, symbol, decimals, ctx.params.max_currencies)
+    existing = check_grant(state, symbol, decimals, issuer, ctx.params.max_currencies)
     if existing is None:
         currency = Currency(symbol, decimals, issuer, False, 0, 0, 0, _NO_REPORT, 0, ctx.height)
         symbols = tuple(sorted((*currency_symbols(state), symbol)))
@@ -243,12 +270,9 @@ def revoke_issuer(state: Overlay, symbol: str) -> None:
 
 def revoke_all_of(state: Overlay, issuer: bytes) -> None:
     """Revoke every active currency ``issuer`` issues (its member was removed)."""
-    for symbol in currency_symbols(state):
-        currency = get_currency(state, symbol)
-        if currency is None:
-            raise NodeFault(f"currency {symbol} is listed but has no record")
+    for currency in _currencies(state):
         if currency.issuer == issuer and not currency.revoked:
-            revoke_issuer(state, symbol)
+            revoke_issuer(state, currency.symbol)
 
 
 # --- transactions ---

@@ -6,16 +6,20 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consensus import producers_for_height
 from consensus.governance import (
     PROPOSE_GRANT_ISSUER,
     PROPOSE_REMOVE_MEMBER,
     PROPOSE_REVOKE_ISSUER,
+    VOTE_PROPOSAL,
     ProposeGrantIssuer,
     ProposeRemoveMember,
     ProposeRevokeIssuer,
+    VoteProposal,
+    get_proposal,
 )
 from core.codec import UINT64_MAX
-from tests.consensus.staking_helpers import ADDR, KEYS, PARAMS, PUB, Chain, make_genesis
+from tests.consensus.staking_helpers import ADDR, KEY_OF, KEYS, PARAMS, PUB, Chain, make_genesis
 from tests.consensus.staking_helpers import pass_proposal as passed
 from vm import (
     Account,
@@ -31,6 +35,7 @@ from vm.currency import (
     ATTEST,
     BURN,
     CURRENCY_TRANSFER,
+    MAX_ISSUED_PER_MEMBER,
     MINT,
     Attest,
     Burn,
@@ -185,6 +190,51 @@ def test_revoked_issuer_mints_nothing_holders_keep_and_a_new_issuer_takes_over()
     passed(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[2]))
     assert get_currency(chain.state, "USD").revoked
     fails(chain, KEYS[2], MINT, Mint("USD", ADDR[5], 1), "currency_revoked")
+
+
+def test_a_member_issues_no_more_currencies_than_its_removal_can_revoke():
+    # The vote that removes a member revokes each currency it issues, one event each, in
+    # one receipt: 63 of them made that vote emit 65 events, over a receipt's 64, and the
+    # block carrying it could not execute. A member issues at most 62.
+    params = PARAMS.replace(max_producers=4, max_currencies=64)
+    chain = Chain(make_genesis(validators=4, params=params))
+    for i in range(MAX_ISSUED_PER_MEMBER - 1):
+        grant(chain, f"C{i:02d}", member=3)
+    # Two proposals open while it issues 61: both are in bounds when proposed.
+    opened = [
+        chain.run(KEYS[0], PROPOSE_GRANT_ISSUER, ProposeGrantIssuer(PUB[3], symbol, 2))
+        for symbol in ("LAST", "OVER")
+    ]
+    assert all(r.ok for r in opened), opened
+    last, over = (int(r.events[0].get("proposal_id")) for r in opened)
+    receipts = {}
+    for pid in (last, over):
+        for key in producers_for_height(chain.state, chain.height + 1).keys:
+            receipts[pid] = chain.run(KEY_OF[key], VOTE_PROPOSAL, VoteProposal(pid))
+            if not receipts[pid].ok or get_proposal(chain.state, pid).passed_height:
+                break
+    # The first passes; the second is checked again when it would pass, and refused.
+    assert get_currency(chain.state, "LAST").issuer == ADDR[3]
+    assert (receipts[over].code, receipts[over].message) == (
+        "too_many_currencies",
+        f"a member issues at most 62 currencies, {ADDR[3].hex()} issues 62",
+    )
+    assert get_currency(chain.state, "OVER") is None
+    fails(
+        chain,
+        KEYS[0],
+        PROPOSE_GRANT_ISSUER,
+        ProposeGrantIssuer(PUB[3], "MORE", 2),
+        "too_many_currencies",
+    )
+    # Another member still may (the chain's own cap is 64).
+    grant(chain, "OTHER", member=2)
+    # The removal revokes all 62 in one receipt of 64 events.
+    passed(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[3]))
+    events = chain.last.receipts[0].events
+    assert len(events) == 64
+    assert sum(e.kind == "issuer_revoked" for e in events) == MAX_ISSUED_PER_MEMBER
+    assert not get_currency(chain.state, "OTHER").revoked
 
 
 ACTIONS = st.lists(
