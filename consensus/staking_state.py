@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from consensus.prefixes import ConsensusPrefix
 from consensus.validators import ValidatorSet
@@ -25,9 +25,7 @@ from core.netaddr import MAX_NET_ADDRESS
 from core.types import MAX_VALIDATORS, Address, PublicKey
 from vm.params import ChainParams
 from vm.registry import TxFailed
-from vm.state import Overlay, StateView
-
-W = TypeVar("W", bound=Wire)
+from vm.state import Overlay, StateView, read_obj
 
 # Largest consortium; every member may be a candidate, and producers come from them.
 MAX_MEMBERS = MAX_VALIDATORS
@@ -344,12 +342,8 @@ def proposal_key(proposal_id: int) -> bytes:
 # --- generic access ---
 
 
-def read(state: StateView, key: bytes, cls: type[W]) -> W | None:
-    """The record under ``key`` (decoded once per block on an overlay), or None."""
-    if isinstance(state, Overlay):
-        return state.get_obj(key, cls)
-    raw = state.get(key)
-    return None if raw is None else cls.decode(raw)
+# The consensus modules' name for it.
+read = read_obj
 
 
 def write(state: Overlay, key: bytes, obj: Wire | None) -> None:

@@ -9,7 +9,7 @@ from core.errors import NodeFault
 from core.keys import ADDRESS_SIZE
 from vm.prefixes import KeyPrefix
 from vm.registry import STATE_LIMIT, TxFailed
-from vm.state import Overlay, StateView
+from vm.state import Overlay, StateView, read_obj
 
 _ACCOUNT_PREFIX = bytes([KeyPrefix.ACCOUNT])
 
@@ -118,12 +118,7 @@ def get_balance(state: StateView, address: bytes, currency: str = NATIVE) -> int
     # Tested as a plain name: tests/test_tx_declarations.py prunes the native calls'
     # branch, so a native payment declares the account prefix only.
     if currency:
-        key = balance_key(address, currency)
-        if isinstance(state, Overlay):
-            record = state.get_obj(key, Balance)
-        else:
-            raw = state.get(key)
-            record = None if raw is None else Balance.decode(raw)
+        record = read_obj(state, balance_key(address, currency), Balance)
         return 0 if record is None else record.amount
     return get_account(state, address).balance
 

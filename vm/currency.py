@@ -40,7 +40,7 @@ from vm.registry import (
     refuse_module_account,
     shared_codes,
 )
-from vm.state import Overlay, StateView
+from vm.state import Overlay, StateView, read_obj
 
 MINT = "currency.mint"
 BURN = "currency.burn"
@@ -131,22 +131,14 @@ def currency_key(symbol: str) -> bytes:
     return _CURRENCY_PREFIX + symbol.encode()
 
 
-def _load(state: StateView, key: bytes, cls: type[Currency] | type[CurrencyList]) -> Wire | None:
-    if isinstance(state, Overlay):
-        return state.get_obj(key, cls)
-    raw = state.get(key)
-    return None if raw is None else cls.decode(raw)
-
-
 def get_currency(state: StateView, symbol: str) -> Currency | None:
-    found = _load(state, currency_key(symbol), Currency) if symbol else None
-    return found if isinstance(found, Currency) else None
+    return read_obj(state, currency_key(symbol), Currency) if symbol else None
 
 
 def currency_symbols(state: StateView) -> tuple[str, ...]:
     """Every issued currency's symbol, sorted (revoked ones included)."""
-    found = _load(state, CURRENCY_LIST_KEY, CurrencyList)
-    return found.symbols if isinstance(found, CurrencyList) else ()
+    found = read_obj(state, CURRENCY_LIST_KEY, CurrencyList)
+    return () if found is None else found.symbols
 
 
 def _currencies(state: StateView) -> list[Currency]:

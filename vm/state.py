@@ -37,6 +37,14 @@ class StateView(Protocol):
         ...
 
 
+def read_obj(state: StateView, key: bytes, cls: type[W]) -> W | None:
+    """The record under ``key`` as ``cls`` (decoded once per block on an overlay), or None."""
+    if isinstance(state, Overlay):
+        return state.get_obj(key, cls)
+    raw = state.get(key)
+    return None if raw is None else cls.decode(raw)
+
+
 class Overlay:
     """Writes over a read-only base, with journaled snapshot and revert.
 
