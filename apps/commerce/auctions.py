@@ -393,6 +393,15 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
                 _hold_bid(state, bidder, price, currency)
                 new = replace(a, leader=bidder, leader_max=top, price=price, held=price, **address)
             else:
+                # The rival pays nothing when the proxy answers it, so its maximum must be
+                # one it could pay: else an account holding only fees would push the
+                # leader to its maximum (and probe it) at no risk.
+                have = get_balance(state, bidder, currency)
+                if have < top:
+                    unit = f" {currency}" if currency else ""
+                    raise TxFailed(
+                        f"bid {top}{unit} is over the balance {have}{unit}", "insufficient_funds"
+                    )
                 # The proxy answers for the leader (ties go to the earlier maximum, its own).
                 price = _meet_reserve(a, min(effective, top + params.increment(top)), effective)
                 _hold_bid(state, a.leader, price - a.held, currency)
