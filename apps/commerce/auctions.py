@@ -66,6 +66,7 @@ from apps.commerce.store import (
     require_auction,
     require_sealed,
     require_session,
+    schedule_bucket,
 )
 from core.codec import replace
 from core.errors import NodeFault
@@ -264,7 +265,7 @@ def process_start_auction(state: Overlay, tx: TxInfo, p: StartAuction, ctx: Bloc
         replace(session, open_auctions=(*session.open_auctions, auction_id)),
     )
     state.set_obj(bucket_key, AuctionBucket((*ids, auction_id)))
-    _schedule(state, bucket)
+    schedule_bucket(state, keys.AUCTION_CLOCK_KEY, bucket)
     state.emit(
         ev.make(
             ev.AUCTION_STARTED,
@@ -393,6 +394,15 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
                 _hold_bid(state, bidder, price, currency)
                 new = replace(a, leader=bidder, leader_max=top, price=price, held=price, **address)
             else:
+                # The rival pays nothing when the proxy answers it, so its maximum must be
+                # one it could pay: else an account holding only fees would push the
+                # leader to its maximum (and probe it) at no risk.
+                have = get_balance(state, bidder, currency)
+                if have < top:
+                    unit = f" {currency}" if currency else ""
+                    raise TxFailed(
+                        f"bid {top}{unit} is over the balance {have}{unit}", "insufficient_funds"
+                    )
                 # The proxy answers for the leader (ties go to the earlier maximum, its own).
                 price = _meet_reserve(a, min(effective, top + params.increment(top)), effective)
                 _hold_bid(state, a.leader, price - a.held, currency)
@@ -516,17 +526,6 @@ def _finish(state: Overlay, auction: Auction, ctx: BlockContext) -> None:
 
 
 # --- the auction clock: find ended auctions without a range scan ---
-
-
-def _schedule(state: Overlay, bucket: int) -> None:
-    """Make sure the clock reaches ``bucket`` (its bucket key already holds the auction)."""
-    clock = load(state, keys.AUCTION_CLOCK_KEY, DealClock)
-    if clock is None:
-        state.set_obj(keys.AUCTION_CLOCK_KEY, DealClock(bucket, bucket))
-    elif bucket < clock.next:
-        state.set_obj(keys.AUCTION_CLOCK_KEY, DealClock(bucket, clock.last))
-    elif bucket > clock.last:
-        state.set_obj(keys.AUCTION_CLOCK_KEY, DealClock(clock.next, bucket))
 
 
 def _unfile(state: Overlay, auction: Auction) -> None:

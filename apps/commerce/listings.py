@@ -43,6 +43,12 @@ from vm.state import Overlay
 # Declared on their handlers below; ``apps.commerce`` registers them.
 TX_TYPES = TxTable(TxClass.COMMERCE)
 
+# A resale listing sells its one item: creating and restocking it both keep it at one unit.
+_INVALID_RESALE = {
+    "invalid_resale": "a resale listing with more than one unit (created with stock other "
+    "than 1, or restocked past 1)"
+}
+
 
 def _check_terms(params: CommerceParams, title: str, description: str, price: int) -> None:
     require_text(title, params.title_max_bytes, "title")
@@ -92,7 +98,7 @@ def _require_active(listing: Listing) -> None:
         "not_owner",
         "item_locked",
     )
-    | {"invalid_resale": "a resale listing must have stock 1"},
+    | _INVALID_RESALE,
     events={ev.LISTING_CREATED},
     reads={P.CONFIG, P.MERCHANT, KeyPrefix.CURRENCY, P.ITEM},
     writes={P.COUNTER, P.LISTING, P.LISTING_VERSION},
@@ -215,7 +221,8 @@ def process_update_listing(state: Overlay, tx: TxInfo, p: UpdateListing, ctx: Bl
         "unknown_listing",
         "listing_inactive",
         "invalid_quantity",
-    ),
+    )
+    | _INVALID_RESALE,
     events={ev.LISTING_STOCK},
     reads={P.CONFIG},
     writes={P.LISTING},
@@ -231,6 +238,12 @@ def process_restock(state: Overlay, tx: TxInfo, p: StockChange, ctx: BlockContex
         raise TxFailed(f"quantity must be at least 1, got {p.quantity}", "invalid_quantity")
     # Stock counts are u64 (available <= total, so it cannot overflow either).
     total = checked_add(listing.total, p.quantity, "total stock", "invalid_quantity")
+    # A resale sells its one item once: more units would be sold and never shipped.
+    if listing.item_ref and total > 1:
+        raise TxFailed(
+            f"listing {listing.id} resells one item, its total stock would be {total}",
+            "invalid_resale",
+        )
     updated = replace(listing, total=total, available=listing.available + p.quantity)
     state.set_obj(keys.listing_key(listing.id), updated)
     state.emit(

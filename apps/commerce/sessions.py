@@ -54,6 +54,7 @@ from apps.commerce.store import (
     require_listing,
     require_session,
     require_text,
+    schedule_bucket,
 )
 from core.codec import replace
 from core.errors import NodeFault
@@ -387,7 +388,7 @@ def process_open_deal(state: Overlay, tx: TxInfo, p: OpenDeal, ctx: BlockContext
     )
     state.set_obj(keys.merchant_key(signer), replace(merchant, open_deals=merchant.open_deals + 1))
     state.set_obj(bucket_key, DealBucket((*ids, deal_id)))
-    _schedule_bucket(state, bucket)
+    schedule_bucket(state, keys.DEAL_CLOCK_KEY, bucket)
     state.emit(
         ev.make(
             ev.DEAL_OPENED,
@@ -570,18 +571,6 @@ def process_tip(state: Overlay, tx: TxInfo, p: Tip, ctx: BlockContext) -> None:
 
 
 # --- the deal clock: find deals whose end time passed, without a range scan ---
-
-
-def _schedule_bucket(state: Overlay, bucket: int) -> None:
-    """Make sure the clock reaches ``bucket`` (its bucket key already holds the deal)."""
-    clock = load(state, keys.DEAL_CLOCK_KEY, DealClock)
-    if clock is None:
-        state.set_obj(keys.DEAL_CLOCK_KEY, DealClock(bucket, bucket))
-    elif bucket < clock.next:
-        # The hook moved past an emptied current bucket; a deal may end in it again.
-        state.set_obj(keys.DEAL_CLOCK_KEY, DealClock(bucket, clock.last))
-    elif bucket > clock.last:
-        state.set_obj(keys.DEAL_CLOCK_KEY, DealClock(clock.next, bucket))
 
 
 def _unschedule_deal_end(state: Overlay, deal: Deal, bucket_ms: int) -> None:

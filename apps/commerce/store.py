@@ -15,6 +15,7 @@ from apps.commerce.model import (
     Auction,
     Counter,
     Deal,
+    DealClock,
     Escrow,
     Item,
     Listing,
@@ -198,6 +199,22 @@ def next_id(state: Overlay, kind: int) -> int:
 def peek_next_id(state: StateView, kind: int) -> int:
     counter = load(state, keys.counter_key(kind), Counter)
     return 1 if counter is None else counter.next
+
+
+# --- end clocks (deal ends, auction ends): buckets found without a range scan ---
+
+
+def schedule_bucket(state: Overlay, clock_key: bytes, bucket: int) -> None:
+    """Make sure the clock at ``clock_key`` reaches ``bucket`` (its bucket key already
+    holds the deal or auction that ends in it)."""
+    clock = load(state, clock_key, DealClock)
+    if clock is None:
+        state.set_obj(clock_key, DealClock(bucket, bucket))
+    elif bucket < clock.next:
+        # The hook moved past an emptied current bucket; an end may fall in it again.
+        state.set_obj(clock_key, DealClock(bucket, clock.last))
+    elif bucket > clock.last:
+        state.set_obj(clock_key, DealClock(clock.next, bucket))
 
 
 # --- tokens ---

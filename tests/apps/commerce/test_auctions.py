@@ -494,3 +494,25 @@ def test_bid_address_checks_and_a_full_end_bucket():
         "invalid_sealed_address",
     )
     chain.fails("alice", tx.BID, bid(shop, 9, 10), "unknown_auction")
+
+
+def test_a_bid_the_proxy_answers_must_be_one_the_bidder_could_pay():
+    """A rival's maximum below the leader's costs the rival nothing when the proxy answers
+    it, so it must be one the rival could pay: else an account holding only fees would
+    push the leader to its maximum (and probe it) at no risk."""
+    chain = Chain(
+        {"registrar": 10**9, "merchant": 10**9, "host": 10**9, "alice": 10**9, "mallory": 5 * FEE}
+    )
+    shop = open_shop(chain)
+    start(chain, 10, duration=60 * S)
+    place(chain, shop, "alice", 1, 1_000)
+    alice = chain.balance("alice")
+    r = chain.fails("mallory", tx.BID, bid(shop, 1, 999), "insufficient_funds")
+    assert "999" in r.message
+    a = auction(chain)
+    assert (a.leader, a.price, a.held) == (chain.addr("alice"), 10, 10)
+    assert chain.balance("alice") == alice
+    # What the rival holds is what it may push the leader to: 30 here, answered with 32.
+    chain.ok("registrar", TRANSFER, Transfer(chain.addr("mallory"), 30))
+    place(chain, shop, "mallory", 1, 30)
+    assert (auction(chain).leader, auction(chain).price) == (chain.addr("alice"), 32)

@@ -111,3 +111,21 @@ def test_only_the_owner_holding_the_item_resells_it():
     chain.ok("alice", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
     chain.ok("alice", tx.CREATE_LISTING, resale())
     chain.ok("carol", tx.PLACE_ORDER, order(3, alice_key, 3 * PRICE))
+
+
+def test_a_resale_listing_sells_its_one_item_once():
+    """Restocking a resale listing would sell one item several times over: an order of
+    three units shipped with the one item, other buyers' escrow held until it expired."""
+    chain = sold_to_alice()
+    alice_key = become_merchant(chain, "alice")
+    chain.ok("alice", tx.CREATE_LISTING, resale())
+    r = chain.fails("alice", tx.RESTOCK, tx.StockChange(2, 2), "invalid_resale")
+    assert "one item" in r.message
+    # Withdrawn, it may be put back, but never more than the one unit.
+    chain.ok("alice", tx.WITHDRAW_STOCK, tx.StockChange(2, 1))
+    chain.ok("alice", tx.RESTOCK, tx.StockChange(2, 1))
+    chain.fails("alice", tx.RESTOCK, tx.StockChange(2, 1), "invalid_resale")
+    assert (listing_view(chain.state, 2).total, listing_view(chain.state, 2).available) == (1, 1)
+    chain.ok("bob", tx.PLACE_ORDER, order(2, alice_key, 3 * PRICE))
+    # Sold, it stays sold: the item is no longer the seller's to offer again.
+    chain.fails("alice", tx.RESTOCK, tx.StockChange(2, 1), "invalid_resale")
