@@ -28,6 +28,7 @@ from core.keys import PrivateKey
 from p2p.admission import HandshakeGate, RefusalLog, source_of
 from p2p.connection import CONNECTION_ERRORS, Connection, Handler, PeerStats, short
 from p2p.frames import encode_frame, read_frame
+from p2p.lookup import PeerLookups
 from p2p.messages import (
     CERT_OFFER_TYPE,
     HELLO_TYPE,
@@ -169,6 +170,7 @@ class P2PNode:
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._lookups = PeerLookups()
         cfg = self.config
         self._gate = HandshakeGate(
             cfg.max_pending_handshakes,
@@ -447,7 +449,7 @@ class P2PNode:
         cfg = self.config
         address = f"{addr.host}:{addr.port}"
         async with asyncio.timeout(cfg.dial_timeout):
-            reader, writer = await asyncio.open_connection(addr.host, addr.port)
+            reader, writer = await self._connect(addr)
         try:
             async with asyncio.timeout(cfg.handshake_timeout):
                 writer.write(self._offer())
@@ -466,6 +468,20 @@ class P2PNode:
             # Also on cancellation: never leave a half-open socket behind.
             writer.transport.abort()
             raise
+
+    async def _connect(
+        self, addr: PeerAddress
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """TCP to the first of ``addr.host``'s IP addresses that answers (as
+        ``open_connection`` does with a name, but looked up by ``PeerLookups``)."""
+        ips = await self._lookups.resolve(addr.public_key, addr.host, addr.port)
+        error: OSError = ConnectionRefusedError(f"{addr.host} has no address")
+        for ip in ips:
+            try:
+                return await asyncio.open_connection(ip, addr.port)
+            except OSError as exc:
+                error = exc
+        raise error
 
     async def _finish(
         self,
