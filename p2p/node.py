@@ -171,6 +171,10 @@ class P2PNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
         self._lookups = PeerLookups()
+        # After a failed dial, the wait it was followed by (until the peer connects). Per
+        # key, not per address: a peer that changes its address (a member's on chain, as
+        # often as it likes) is redialed no sooner than if it had kept it.
+        self._backoff: dict[bytes, float] = {}
         cfg = self.config
         self._gate = HandshakeGate(
             cfg.max_pending_handshakes,
@@ -305,6 +309,7 @@ class P2PNode:
         """Stop dialing ``public_key`` (a connection it has stays; ``check_members`` ends it
         when the key may no longer connect)."""
         self._addresses.pop(public_key, None)
+        self._backoff.pop(public_key, None)
         task = self._dialers.pop(public_key, None)
         if task is not None:
             task.cancel()
@@ -581,14 +586,16 @@ class P2PNode:
 
     async def _dial_loop(self, addr: PeerAddress) -> None:
         cfg = self.config
-        backoff = cfg.backoff_min
         pk = addr.public_key
         where = f"{addr.host}:{addr.port}"
+        if pk in self._backoff:
+            # The last dial failed (maybe at an earlier address): wait as after it.
+            await asyncio.sleep(self._backoff[pk] * random.uniform(0.5, 1.0))
         while self._running:
             conn = self._conns.get(pk)
             if conn is not None:
                 await conn.closed.wait()
-                backoff = cfg.backoff_min
+                self._backoff.pop(pk, None)
                 await asyncio.sleep(cfg.backoff_min * random.uniform(0.5, 1.0))
                 continue
             if self.public_key > pk:
@@ -613,5 +620,7 @@ class P2PNode:
             else:
                 self._track(conn.start())
                 continue
+            last = self._backoff.get(pk)
+            backoff = cfg.backoff_min if last is None else min(last * 2, cfg.backoff_max)
+            self._backoff[pk] = backoff
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, cfg.backoff_max)

@@ -516,3 +516,32 @@ async def test_a_member_churning_a_name_that_never_resolves_holds_one_lookup(mon
     finally:
         release.set()
         await net.stop()
+
+
+async def test_a_member_churning_its_address_is_redialed_no_sooner_than_if_it_kept_it():
+    """A member changes its on-chain address every block, each time to another machine
+    (or to ours): the redial backoff follows the peer's key, not its address, so the
+    machines it points at get no more dials than one address would."""
+    dials = 0
+
+    async def victim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dials
+        dials += 1
+        writer.close()
+
+    servers = [await asyncio.start_server(victim, "127.0.0.1", 0) for _ in range(5)]
+    ports = [server.sockets[0].getsockname()[1] for server in servers]
+    slow = dataclasses.replace(FAST, backoff_min=1.0, backoff_max=5.0, higher_key_dial_delay=0.0)
+    net = Net(1, slow)
+    hostile = PrivateKey.generate()
+    net.members.add(hostile.public_key)
+    (m0,) = await net.start()
+    try:
+        for port in ports * 2:
+            m0.node.add_peer(PeerAddress(hostile.public_key, "127.0.0.1", port))
+            await asyncio.sleep(0.1)
+        assert dials == 1
+    finally:
+        await net.stop()
+        for server in servers:
+            server.close()
