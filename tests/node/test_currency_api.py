@@ -133,3 +133,14 @@ async def test_a_proven_account_read_proves_only_the_keys_it_answers_with(node_c
     assert [(b["currency"], b["decimals"]) for b in doc["balances"]] == [("EUR", 3), ("USD", 2)]
     answered = [doc["key"], doc["currencies"]["key"], *(b["key"] for b in doc["balances"])]
     assert [key.hex() for key in proven] == answered
+
+
+async def test_currency_list_sends_any_symbol_as_one_path_segment(node_client):
+    """A symbol with a space, a slash or a question mark is no currency: the node says
+    so (``not_found``), the CLI does not fail on the URL nor ask another route."""
+    client, _, _ = node_client
+    url = str(client.server.make_url(""))
+    for symbol in ("U S", "../accounts", "USD?x=1"):
+        args = ["currency", "list", symbol, "--node", url]
+        run = await asyncio.to_thread(CliRunner().invoke, cli_main, args)
+        assert run.exit_code != 0 and "not_found" in run.output, (symbol, run.output)
