@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
@@ -97,5 +98,6 @@ def currency_burn(signer: Signer, symbol: str, amount: int, reference: str) -> N
 def currency_list(symbol: str | None, node_url: str) -> None:
     """Every issued currency (or SYMBOL's): issuer, supply, attested reserves."""
     client = NodeClient(node_url)
-    path = "/v1/currencies" if symbol is None else f"/v1/currencies/{symbol}"
+    # Quoted whole: whatever was typed is one symbol the node looks up, never a URL.
+    path = "/v1/currencies" if symbol is None else f"/v1/currencies/{quote(symbol, safe='')}"
     click.echo(json.dumps(client.get(path), indent=2))

@@ -606,7 +606,9 @@ async def get_account(request: web.Request) -> web.Response:
         out["currencies"] = proven_list
     balances = []
     for symbol in CurrencyList.decode(raw_list).symbols if raw_list is not None else ():
-        raw_currency, _ = read(currency_key(symbol))
+        # Decimals only, and they never change (a re-grant keeps them, a currency is
+        # never removed): read at the head, not proven.
+        raw_currency = chain.store.state_get(currency_key(symbol))
         decimals = Currency.decode(raw_currency).decimals if raw_currency is not None else 0
         raw, proven = read(balance_key(address, symbol))
         amount = Balance.decode(raw).amount if raw is not None else 0

@@ -28,6 +28,7 @@ from core.keys import PrivateKey
 from p2p.admission import HandshakeGate, RefusalLog, source_of
 from p2p.connection import CONNECTION_ERRORS, Connection, Handler, PeerStats, short
 from p2p.frames import encode_frame, read_frame
+from p2p.lookup import PeerLookups
 from p2p.messages import (
     CERT_OFFER_TYPE,
     HELLO_TYPE,
@@ -169,6 +170,11 @@ class P2PNode:
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._lookups = PeerLookups()
+        # After a failed dial, the wait it was followed by (until the peer connects). Per
+        # key, not per address: a peer that changes its address (a member's on chain, as
+        # often as it likes) is redialed no sooner than if it had kept it.
+        self._backoff: dict[bytes, float] = {}
         cfg = self.config
         self._gate = HandshakeGate(
             cfg.max_pending_handshakes,
@@ -303,6 +309,7 @@ class P2PNode:
         """Stop dialing ``public_key`` (a connection it has stays; ``check_members`` ends it
         when the key may no longer connect)."""
         self._addresses.pop(public_key, None)
+        self._backoff.pop(public_key, None)
         task = self._dialers.pop(public_key, None)
         if task is not None:
             task.cancel()
@@ -447,7 +454,7 @@ class P2PNode:
         cfg = self.config
         address = f"{addr.host}:{addr.port}"
         async with asyncio.timeout(cfg.dial_timeout):
-            reader, writer = await asyncio.open_connection(addr.host, addr.port)
+            reader, writer = await self._connect(addr)
         try:
             async with asyncio.timeout(cfg.handshake_timeout):
                 writer.write(self._offer())
@@ -466,6 +473,20 @@ class P2PNode:
             # Also on cancellation: never leave a half-open socket behind.
             writer.transport.abort()
             raise
+
+    async def _connect(
+        self, addr: PeerAddress
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """TCP to the first of ``addr.host``'s IP addresses that answers (as
+        ``open_connection`` does with a name, but looked up by ``PeerLookups``)."""
+        ips = await self._lookups.resolve(addr.public_key, addr.host, addr.port)
+        error: OSError = ConnectionRefusedError(f"{addr.host} has no address")
+        for ip in ips:
+            try:
+                return await asyncio.open_connection(ip, addr.port)
+            except OSError as exc:
+                error = exc
+        raise error
 
     async def _finish(
         self,
@@ -565,14 +586,16 @@ class P2PNode:
 
     async def _dial_loop(self, addr: PeerAddress) -> None:
         cfg = self.config
-        backoff = cfg.backoff_min
         pk = addr.public_key
         where = f"{addr.host}:{addr.port}"
+        if pk in self._backoff:
+            # The last dial failed (maybe at an earlier address): wait as after it.
+            await asyncio.sleep(self._backoff[pk] * random.uniform(0.5, 1.0))
         while self._running:
             conn = self._conns.get(pk)
             if conn is not None:
                 await conn.closed.wait()
-                backoff = cfg.backoff_min
+                self._backoff.pop(pk, None)
                 await asyncio.sleep(cfg.backoff_min * random.uniform(0.5, 1.0))
                 continue
             if self.public_key > pk:
@@ -597,5 +620,7 @@ class P2PNode:
             else:
                 self._track(conn.start())
                 continue
+            last = self._backoff.get(pk)
+            backoff = cfg.backoff_min if last is None else min(last * 2, cfg.backoff_max)
+            self._backoff[pk] = backoff
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, cfg.backoff_max)

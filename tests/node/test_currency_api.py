@@ -102,3 +102,45 @@ async def test_balances_per_currency_are_listed_and_proven(node_client):
         with pytest.raises(NodeError) as refused:
             await asyncio.to_thread(verify, forged)
         assert refused.value.code == "proof_mismatch"
+
+
+async def test_a_proven_account_read_proves_only_the_keys_it_answers_with(node_client, monkeypatch):
+    """The account route runs on the loop every client shares: with ``?proof=true`` it
+    builds one proof per key it answers with (account, currency list, each balance),
+    none for the currency records it reads decimals from (up to ``max_currencies``)."""
+    client, node, faucet = node_client
+    member = node.key
+    steps = [
+        (PROPOSE_GRANT_ISSUER, ProposeGrantIssuer(member.public_key, "USD", 2)),
+        (VOTE_PROPOSAL, VoteProposal(1)),
+        (PROPOSE_GRANT_ISSUER, ProposeGrantIssuer(member.public_key, "EUR", 3)),
+        (VOTE_PROPOSAL, VoteProposal(2)),
+    ]
+    for nonce, (tx_type, payload) in enumerate(steps):
+        await send(client, node, member, nonce, tx_type, payload)
+    store = node.chain.store
+    proven: list[bytes] = []
+    prove = store.prove
+
+    def counting(key, height=None):
+        proven.append(key)
+        return prove(key, height)
+
+    monkeypatch.setattr(store, "prove", counting)
+    doc = await (
+        await client.get(f"/v1/accounts/{format_address(faucet.address)}?proof=true")
+    ).json()
+    assert [(b["currency"], b["decimals"]) for b in doc["balances"]] == [("EUR", 3), ("USD", 2)]
+    answered = [doc["key"], doc["currencies"]["key"], *(b["key"] for b in doc["balances"])]
+    assert [key.hex() for key in proven] == answered
+
+
+async def test_currency_list_sends_any_symbol_as_one_path_segment(node_client):
+    """A symbol with a space, a slash or a question mark is no currency: the node says
+    so (``not_found``), the CLI does not fail on the URL nor ask another route."""
+    client, _, _ = node_client
+    url = str(client.server.make_url(""))
+    for symbol in ("U S", "../accounts", "USD?x=1"):
+        args = ["currency", "list", symbol, "--node", url]
+        run = await asyncio.to_thread(CliRunner().invoke, cli_main, args)
+        assert run.exit_code != 0 and "not_found" in run.output, (symbol, run.output)

@@ -6,7 +6,9 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 import ssl
+import threading
 import time
 
 import pytest
@@ -480,3 +482,66 @@ async def test_start_on_a_taken_port_fails_cleanly():
             await m1.node.start()
         # Its TLS key file is not left behind.
         assert tls_key_memfds() == before
+
+
+async def test_a_member_churning_a_name_that_never_resolves_holds_one_lookup(monkeypatch):
+    """A member's on-chain address is its own choice: a DNS name whose server never
+    answers, changed every block. A lookup cannot be cancelled once it runs, so each
+    redial would hold a thread for good; the node keeps one per peer, and the loop's
+    executor (HTTP reads, state sync serving) stays free."""
+    release = threading.Event()
+    stalled: list[str] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".stall.test"):
+            stalled.append(host)
+            release.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "no answer")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    net = Net(1)
+    hostile = PrivateKey.generate()
+    net.members.add(hostile.public_key)
+    (m0,) = await net.start()
+    try:
+        for i in range(10):
+            m0.node.add_peer(PeerAddress(hostile.public_key, f"n{i}.stall.test", 26656))
+            # Longer than the higher key's dial delay: every address gets dialed.
+            await asyncio.sleep(FAST.higher_key_dial_delay * 2)
+        assert len(stalled) == 1
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.run_in_executor(None, int), 2.0) == 0
+    finally:
+        release.set()
+        await net.stop()
+
+
+async def test_a_member_churning_its_address_is_redialed_no_sooner_than_if_it_kept_it():
+    """A member changes its on-chain address every block, each time to another machine
+    (or to ours): the redial backoff follows the peer's key, not its address, so the
+    machines it points at get no more dials than one address would."""
+    dials = 0
+
+    async def victim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dials
+        dials += 1
+        writer.close()
+
+    servers = [await asyncio.start_server(victim, "127.0.0.1", 0) for _ in range(5)]
+    ports = [server.sockets[0].getsockname()[1] for server in servers]
+    slow = dataclasses.replace(FAST, backoff_min=1.0, backoff_max=5.0, higher_key_dial_delay=0.0)
+    net = Net(1, slow)
+    hostile = PrivateKey.generate()
+    net.members.add(hostile.public_key)
+    (m0,) = await net.start()
+    try:
+        for port in ports * 2:
+            m0.node.add_peer(PeerAddress(hostile.public_key, "127.0.0.1", port))
+            await asyncio.sleep(0.1)
+        assert dials == 1
+    finally:
+        await net.stop()
+        for server in servers:
+            server.close()
