@@ -86,6 +86,16 @@ class Devnet:
             stdout=subprocess.DEVNULL,
             stderr=self._err,
         )
+        try:
+            self._wait_up(timeout)
+        except BaseException:
+            # Callers stop the devnet once it is up: one that never came up (or a
+            # Ctrl-C meanwhile) must not leave its nodes running.
+            self.stop()
+            raise
+
+    def _wait_up(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         path = self.root / "devnet.json"
         while not path.exists():
@@ -104,6 +114,7 @@ class Devnet:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait()
         if self._err is not None:
             self._err.close()
 
