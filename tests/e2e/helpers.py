@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +339,18 @@ def assert_one_chain(nodes: Sequence[NodeProcess]) -> dict[str, int]:
                     f"fork at height {h}: {url} has {hashes[h]}, {other} has {theirs[h]}"
                 )
     return heights
+
+
+def audit_homes(homes: Sequence[Path], timeout: float = 180) -> None:
+    """``liveledger audit verify`` on each of ``homes`` (archives), two at a time: each
+    must verify its chain from genesis."""
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(lambda h: run_cli("audit", "verify", "--home", str(h), timeout=timeout), homes)
+        )
+    for home, done in zip(homes, results, strict=True):
+        assert done.returncode == 0, f"audit of {home}: {done.stdout}\n{done.stderr}"
+        assert "verified height" in done.stdout, f"audit of {home}: {done.stdout}"
 
 
 def faucet_key(net_dir: Path) -> PrivateKey:

@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from tests.e2e.helpers import (
     Cluster,
     FaultProxyProcess,
     NodeProcess,
-    run_cli,
+    audit_homes,
     set_config,
     wait_until,
 )
@@ -326,12 +325,7 @@ class NetnsNetwork:
         """``liveledger audit verify`` on every validator's home (all archive) and on
         the ``more`` archive homes, a few at a time."""
         assert self.layout is not None
-        homes = [n.home for n in self.layout.nodes] + list(more)
-        with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda h: run_cli("audit", "verify", "--home", str(h)), homes))
-        for home, done in zip(homes, results, strict=True):
-            assert done.returncode == 0, f"audit of {home}: {done.stdout}\n{done.stderr}"
-            assert "verified height" in done.stdout, done.stdout
+        audit_homes([n.home for n in self.layout.nodes] + list(more))
 
 
 def still(net: NetnsNetwork, indexes: Sequence[int], settle_s: float, watch_s: float) -> list[int]:
