@@ -76,8 +76,14 @@ class NodeProcess:
         self.argv += ["--behaviour", behaviour, *extra]
 
     def start(self, timeout: float = 30.0) -> None:
+        """Launch and wait until it serves HTTP; one that does not is stopped (no caller
+        holds it yet to stop it)."""
         self.launch()
-        self.wait_serving(timeout)
+        try:
+            self.wait_serving(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def launch(self) -> None:
         """Spawn the node process without waiting for it (start several at once)."""
