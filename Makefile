@@ -38,8 +38,10 @@ test: system-deps lint $(WEB_STAMP)
 # command's package is installed when we are root (CI runs .ci/run as root on a clean
 # machine); otherwise nothing is installed and the tests that need it skip, saying
 # why. ip (iproute2): the network namespace tests (tests/netns); chromium: the web app's
-# browser tests (tests/e2e/test_web_app.py).
-SYSTEM_DEPS ?= ip:iproute2 chromium:chromium
+# browser tests (tests/e2e/test_web_app.py); node and npm: building the web app
+# (make web, which make test needs) and tests/e2e/test_web_crypto.py (the @noble
+# packages ask for Node.js 20.19 or later: older distributions' nodejs is too old).
+SYSTEM_DEPS ?= ip:iproute2 chromium:chromium node:nodejs npm:npm
 
 system-deps:
 	@missing=""; \

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -84,6 +86,16 @@ class Devnet:
             stdout=subprocess.DEVNULL,
             stderr=self._err,
         )
+        try:
+            self._wait_up(timeout)
+        except BaseException:
+            # Callers stop the devnet once it is up: one that never came up (or a
+            # Ctrl-C meanwhile) must not leave its nodes running.
+            self.stop()
+            raise
+
+    def _wait_up(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         path = self.root / "devnet.json"
         while not path.exists():
@@ -102,11 +114,14 @@ class Devnet:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait()
         if self._err is not None:
             self._err.close()
 
 
-def prebuild_state(root: Path, validators: int, addresses: Iterable[bytes], balance: int) -> float:
+def prebuild_state(
+    root: Path, validators: int, addresses: Iterable[bytes], balance: int, what: str
+) -> None:
     """Write a devnet's height-0 state with ``addresses`` funded besides genesis's accounts.
 
     The genesis document holds at most ``MAX_GENESIS_ACCOUNTS``; a chain that already
@@ -116,14 +131,17 @@ def prebuild_state(root: Path, validators: int, addresses: Iterable[bytes], bala
     nodes, which then open it as an initialized chain of this genesis. The height-0 root
     is not the one the genesis document alone gives (an audit from genesis would not
     replay it); every node of the bench starts from the same state, so blocks agree.
-    Returns the seconds taken.
+    Prints how many accounts (``what`` they are), the time taken, the bench process's
+    peak RSS and the size of a node's data.
     """
     started = time.perf_counter()
     genesis = load_genesis(root / "genesis.json")
     state = genesis_state(genesis)
     value = Account(balance, 0).encode()
+    count = 0
     for address in addresses:
         state.setdefault(account_key(address), value)
+        count += 1
     first = root / "node0" / "data"
     store = ChainStore(first)
     try:
@@ -142,7 +160,12 @@ def prebuild_state(root: Path, validators: int, addresses: Iterable[bytes], bala
         db.close()
     for i in range(1, validators):
         shutil.copytree(first, root / f"node{i}" / "data")
-    return time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"state of {count:,} {what} built in {time.perf_counter() - started:.1f} s "
+        f"(bench process peak RSS {rss:,.0f} MB, node data {dir_bytes(first) / 1e6:,.0f} MB each)",
+        flush=True,
+    )
 
 
 def dir_bytes(path: Path) -> int:
@@ -159,3 +182,10 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def p50_p99(latencies: list[float]) -> tuple[float, float]:
+    """Median and 99th percentile (nearest rank) of sorted ``latencies``; nan when empty."""
+    if not latencies:
+        return float("nan"), float("nan")
+    return statistics.median(latencies), latencies[max(0, int(len(latencies) * 0.99) - 1)]

@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -53,7 +51,14 @@ import aiohttp
 
 from apps.commerce import payloads as tx
 from apps.commerce.sealing import encryption_keypair, seal_address
-from benches.common import Devnet, dir_bytes, fund_accounts, peak_rss_mb, prebuild_state
+from benches.common import (
+    Devnet,
+    dir_bytes,
+    fund_accounts,
+    p50_p99,
+    peak_rss_mb,
+    prebuild_state,
+)
 from benches.throughput import REJECTED, RETRIED, Follower, flood, paced, wait_for
 from core import PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
@@ -152,20 +157,8 @@ async def run(args: argparse.Namespace) -> FlashResult:
         print(f"{2 * n + latency_n:,} keys derived in {time.perf_counter() - started:.1f} s")
         fund_accounts(root, [merchant, host], BALANCE)
         named = [k.address for k in (*buyers, *senders, *late_buyers)]
-        others = max(0, args.state_accounts - len(named))
-        built_s = prebuild_state(
-            root,
-            args.validators,
-            (*named, *(os.urandom(20) for _ in range(others))),
-            BALANCE,
-        )
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            f"state of {len(named) + others:,} funded accounts built in {built_s:.1f} s "
-            f"(bench process peak RSS {rss:,.0f} MB; node data "
-            f"{dir_bytes(root / 'node0' / 'data') / 1e6:,.0f} MB each)",
-            flush=True,
-        )
+        others = (os.urandom(20) for _ in range(args.state_accounts - len(named)))
+        prebuild_state(root, args.validators, (*named, *others), BALANCE, "funded accounts")
         net = Devnet(root, args.validators, args.log_level)
         net.start()
         try:
@@ -256,11 +249,7 @@ async def run(args: argparse.Namespace) -> FlashResult:
             await wait_for(follower, base + accepted, 120)
             follower.stop()
             await follow_task
-            latencies = sorted(
-                (follower.final_at[h] - t) * 1000
-                for h, t in submit_times.items()
-                if h in follower.final_at
-            )
+            latencies = follower.latencies_ms(submit_times)
             final_txs = follower.count - count_before
             data_growth = dir_bytes(root / "node0" / "data") - data_before
             rss_mb = [peak_rss_mb(node["pid"]) or 0.0 for node in net.nodes]
@@ -273,8 +262,7 @@ async def run(args: argparse.Namespace) -> FlashResult:
         finally:
             net.stop()
 
-    p50 = statistics.median(latencies) if latencies else float("nan")
-    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] if latencies else float("nan")
+    p50, p99 = p50_p99(latencies)
     print(f"{'phase':<16} {'txs':>8} {'seconds':>8} {'tx/s':>8}")
     print(f"{'transfers':<16} {len(transfers):>8} {transfer_s:>8.2f} {transfer_tps:>8.0f}")
     print(f"{'orders + tips':<16} {len(orders):>8} {order_s:>8.2f} {order_tps:>8.0f}")

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -45,8 +43,8 @@ import aiohttp
 
 from benches.common import (
     Devnet,
-    dir_bytes,
     fund_accounts,
+    p50_p99,
     peak_rss_mb,
     prebuild_state,
     verify_ceiling,
@@ -106,6 +104,13 @@ class Follower:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def latencies_ms(self, submitted: dict[str, float]) -> list[float]:
+        """Submit-to-final (ms, sorted) of the transactions ``submitted`` (hash: when)
+        that became final while hashes were followed."""
+        return sorted(
+            (self.final_at[h] - t) * 1000 for h, t in submitted.items() if h in self.final_at
+        )
 
 
 REJECTED: Counter[str] = Counter()
@@ -219,16 +224,8 @@ async def run(args: argparse.Namespace) -> None:
         fund_accounts(root, keys, 10**12)
         if args.state_accounts:
             # Accounts in state that never send: what a big state costs the senders' blocks.
-            built_s = prebuild_state(
-                root, args.validators, (os.urandom(20) for _ in range(args.state_accounts)), 1
-            )
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(
-                f"state of {args.state_accounts:,} more accounts built in {built_s:.1f} s "
-                f"(bench process peak RSS {rss:,.0f} MB, node data "
-                f"{dir_bytes(root / 'node0' / 'data') / 1e6:,.0f} MB each)",
-                flush=True,
-            )
+            more = (os.urandom(20) for _ in range(args.state_accounts))
+            prebuild_state(root, args.validators, more, 1, "more accounts")
         net = Devnet(root, args.validators, args.log_level)
         net.start()
         try:
@@ -284,18 +281,13 @@ async def run(args: argparse.Namespace) -> None:
             follower.stop()
             await follow_task
             rss_mb = [peak_rss_mb(n["pid"]) or 0.0 for n in net.nodes]
-            latencies = sorted(
-                (follower.final_at[h] - t) * 1000
-                for h, t in submit_times.items()
-                if h in follower.final_at
-            )
+            latencies = follower.latencies_ms(submit_times)
         finally:
             net.stop()
     ceilings.append(verify_ceiling())
     ceiling = max(ceilings)
     print("verify ceiling samples: " + ", ".join(f"{c:,.0f}" for c in ceilings) + " sig/s")
-    p50 = statistics.median(latencies) if latencies else float("nan")
-    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+    p50, p99 = p50_p99(latencies)
     print(
         f"latency at {rate:,.0f} tx/s (half the maximum): {len(latencies):,} txs, "
         f"p50 {p50:.0f} ms, p99 {p99:.0f} ms"

@@ -11,11 +11,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from core import PrivateKey, TxBody, format_address, sign_tx
 from core.keystore import load_key
+from tests.netns.netfault import control
 from vm import Transfer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,8 +76,14 @@ class NodeProcess:
         self.argv += ["--behaviour", behaviour, *extra]
 
     def start(self, timeout: float = 30.0) -> None:
+        """Launch and wait until it serves HTTP; one that does not is stopped (no caller
+        holds it yet to stop it)."""
         self.launch()
-        self.wait_serving(timeout)
+        try:
+            self.wait_serving(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def launch(self) -> None:
         """Spawn the node process without waiting for it (start several at once)."""
@@ -133,6 +141,75 @@ class NodeProcess:
     def log_tail(self, chars: int = 4000) -> str:
         path = self.home / "test-node.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+class FaultProxyProcess:
+    """The fault proxy (``tests/netns/netfault.py``) in a process of its own: ``listen``
+    forwarded to ``target``, its faults set at run time through its ``control`` port.
+    ``prefix`` runs it on a network host (tests/netns). A context manager: it stops on
+    exit."""
+
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        target: tuple[str, int],
+        control: tuple[str, int],
+        log: Path,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        self.listen = listen
+        self.target = target
+        self.control_at = control
+        self.log = log
+        self.prefix = list(prefix)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> FaultProxyProcess:
+        self.launch()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def launch(self) -> None:
+        argv = [sys.executable, "-m", "tests.netns.netfault"]
+        for flag, (host, port) in (
+            ("--listen", self.listen),
+            ("--target", self.target),
+            ("--control", self.control_at),
+        ):
+            argv += [flag, f"{host}:{port}"]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*self.prefix, *argv], env=cli_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def up(self) -> bool:
+        """Whether it answers on its control port (RuntimeError once it exited)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"fault proxy exited: {self.log.read_text(errors='replace')}")
+        try:
+            self.set()
+        except OSError:
+            return False
+        return True
+
+    def set(self, **settings: Any) -> Any:
+        """Replace its settings (``default``, ``by_source``, ``blocked``: see netfault;
+        none: no faults); its stats."""
+        return control(self.control_at, settings)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 # --- multi-node networks (consensus end-to-end tests) ---------------------------------
@@ -268,6 +345,18 @@ def assert_one_chain(nodes: Sequence[NodeProcess]) -> dict[str, int]:
                     f"fork at height {h}: {url} has {hashes[h]}, {other} has {theirs[h]}"
                 )
     return heights
+
+
+def audit_homes(homes: Sequence[Path], timeout: float = 180) -> None:
+    """``liveledger audit verify`` on each of ``homes`` (archives), two at a time: each
+    must verify its chain from genesis."""
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(lambda h: run_cli("audit", "verify", "--home", str(h), timeout=timeout), homes)
+        )
+    for home, done in zip(homes, results, strict=True):
+        assert done.returncode == 0, f"audit of {home}: {done.stdout}\n{done.stderr}"
+        assert "verified height" in done.stdout, f"audit of {home}: {done.stdout}"
 
 
 def faucet_key(net_dir: Path) -> PrivateKey:

@@ -11,7 +11,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,8 +211,11 @@ def test_metrics_expose_heights_rounds_peers_mempool_shards_and_block_time(devne
         assert all(v >= 0 for v in by_shard.values())
         assert value("liveledger_block_execution_seconds_count") >= 3
         assert value("liveledger_block_execution_seconds_sum") > 0
-    # Heights keep moving in the metrics too.
-    first = _samples(http_text(urls[0] + "/metrics")[1])["liveledger_height"][0][1]
-    time.sleep(1.5)
-    again = _samples(http_text(urls[0] + "/metrics")[1])["liveledger_height"][0][1]
-    assert again > first
+
+    # Heights keep moving in the metrics too (waited for, not slept on: a loaded
+    # machine may take longer than a block interval).
+    def metric_height() -> float:
+        return _samples(http_text(urls[0] + "/metrics")[1])["liveledger_height"][0][1]
+
+    first = metric_height()
+    wait_until(lambda: metric_height() > first, 30, "the height metric to move")

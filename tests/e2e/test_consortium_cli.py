@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +30,10 @@ from core.keystore import load_key
 from core.types import VoteType
 from genesis import free_ports, load_genesis
 from tests.e2e.helpers import (
-    REPO,
     Cluster,
     NodeProcess,
     assert_one_chain,
-    cli_env,
+    audit_homes,
     header,
     http_json,
     run_cli,
@@ -484,17 +481,4 @@ def test_a_member_is_removed_and_every_archive_home_audits(consortium):
     members = json.loads(ok("query", "members", "--node", url))["members"]
     assert sorted(m["name"] for m in members) == sorted(MEMBERS)
     assert_one_chain(cluster.nodes)
-    audits = [
-        subprocess.Popen(
-            [sys.executable, "-m", "cli", "audit", "verify", "--home", str(home)],
-            env=cli_env(),
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for home in homes
-    ]
-    for home, audit in zip(homes, audits, strict=True):
-        stdout, stderr = audit.communicate(timeout=180)
-        assert audit.returncode == 0 and "verified height" in stdout, (home.name, stderr)
+    audit_homes(homes)

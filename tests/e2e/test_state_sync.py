@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 
 from core import PrivateKey
@@ -19,6 +20,7 @@ from genesis import create_localnet
 from genesis.localnet import LOCAL_HOST, free_ports, write_node_config
 from tests.e2e.helpers import (
     Cluster,
+    FaultProxyProcess,
     NodeProcess,
     Signer,
     faucet_key,
@@ -48,8 +50,11 @@ def make_net(tmp_path: Path, joiner: PrivateKey):
     return layout, homes, config
 
 
-def joiner_home(layout, root: Path, key: PrivateKey, **config) -> Path:
-    """A new node's home: the genesis document, its own key, the members as peers."""
+def joiner_home(
+    layout, root: Path, key: PrivateKey, peers: list[tuple[bytes, str, int]] | None = None, **config
+) -> Path:
+    """A new node's home: the genesis document, its own key, the members as peers
+    (``peers``: (key, host, port) of each, where it dials them)."""
     home = root / "joiner"
     home.mkdir(mode=0o700)
     shutil.copy(layout.nodes[0].home / "genesis.json", home / "genesis.json")
@@ -61,7 +66,7 @@ def joiner_home(layout, root: Path, key: PrivateKey, **config) -> Path:
         http_port=http_port,
         p2p_port=p2p_port,
         block_interval_ms=200,
-        peers=[(n.public_key, LOCAL_HOST, n.p2p_port) for n in layout.nodes],
+        peers=peers or [(n.public_key, LOCAL_HOST, n.p2p_port) for n in layout.nodes],
     )
     set_config(home, timeout_propose_ms=500, **config)
     return home
@@ -134,23 +139,58 @@ def test_new_node_state_syncs_from_the_devnet_then_follows_and_serves_as_observe
 def test_peer_serving_corrupted_chunks_is_refused_and_sync_completes_from_others(tmp_path):
     key = PrivateKey.generate()
     layout, homes, config = make_net(tmp_path, key)
-    with Cluster(homes, **config) as net:
+    # The joiner reaches the honest validators only through fault proxies that refuse it
+    # until it has asked the hostile one (node 0) for a chunk and refused it: a syncer
+    # asks only as many peers as it has subtrees wanted, so with every peer open it
+    # could finish from the others before ever asking node 0.
+    honest = layout.nodes[1:]
+    ports = free_ports(2 * len(honest))
+    gates = [
+        FaultProxyProcess(
+            (LOCAL_HOST, ports[2 * i]),
+            (LOCAL_HOST, node.p2p_port),
+            (LOCAL_HOST, ports[2 * i + 1]),
+            tmp_path / f"gate{i + 1}.log",
+        )
+        for i, node in enumerate(honest)
+    ]
+    with Cluster(homes, **config) as net, ExitStack() as stack:
+        for gate in gates:
+            stack.enter_context(gate)
         net[0].byzantine("bad-chunks")
         net.start()
+        for gate in gates:
+            wait_until(gate.up, 30, "a fault proxy")
+            gate.set(blocked=[LOCAL_HOST])
         load_chain(net, layout)
         net.wait_height(SNAPSHOT_INTERVAL + 5, timeout=120)
 
-        home = joiner_home(layout, tmp_path, key, observer=True, state_sync={"enabled": True})
+        hostile = layout.nodes[0]
+        peers = [(hostile.public_key, LOCAL_HOST, hostile.p2p_port)] + [
+            (node.public_key, LOCAL_HOST, gate.listen[1])
+            for node, gate in zip(honest, gates, strict=True)
+        ]
+        home = joiner_home(
+            layout, tmp_path, key, peers, observer=True, state_sync={"enabled": True}
+        )
         joiner = NodeProcess(home)
         net.nodes.append(joiner)
-        joiner.start(timeout=120)
+        joiner.launch()
+        refused = f"state sync: peer {hostile.public_key.hex()[:12]} refused: chunk node"
+        wait_until(
+            lambda: refused in joiner.log_tail(200_000),
+            120,
+            "the joiner to refuse the hostile peer's chunk",
+        )
+        for gate in gates:
+            gate.set()
+        joiner.wait_serving(120)
         synced_at = joiner.status()["retained"]["blocks_from"]
         assert_follows(joiner, net, synced_at)
         # The hostile validator did serve corrupted chunks, and was caught at them.
         assert "byzantine: corrupted chunk" in net[0].log_tail(200_000)
-        bad = layout.nodes[0].public_key.hex()[:12]
         log = joiner.log_tail(200_000)
-        assert f"state sync: peer {bad} refused: chunk node" in log, log[-3000:]
+        assert refused in log, log[-3000:]
 
 
 def test_pruned_node_serves_recent_reads_and_refuses_old_ones_with_a_stable_code(tmp_path):

@@ -260,14 +260,15 @@ def event(out: str, kind: str) -> dict[str, str]:
 def world(tmp_path_factory):
     w = World(tmp_path_factory.mktemp("web"))
     w.node.start()
-    w.env["LIVELEDGER_NODE"] = w.node.url
-    proxy = Proxy(w.node.url)
-    w.proxy = proxy
     try:
-        w.setup_shop()
-        yield w
+        w.env["LIVELEDGER_NODE"] = w.node.url
+        w.proxy = Proxy(w.node.url)
+        try:
+            w.setup_shop()
+            yield w
+        finally:
+            w.proxy.stop()
     finally:
-        proxy.stop()
         w.node.stop()
 
 

@@ -28,14 +28,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from genesis import create_localnet
 from genesis.localnet import LocalnetLayout
-from tests.e2e.helpers import REPO, Cluster, NodeProcess, cli_env, run_cli, set_config, wait_until
-from tests.netns.netfault import control
+from tests.e2e.helpers import (
+    Cluster,
+    FaultProxyProcess,
+    NodeProcess,
+    audit_homes,
+    set_config,
+    wait_until,
+)
 from vm import ChainParams
 
 PREFIX = "llnet"
@@ -201,7 +206,7 @@ class NetnsNetwork:
         self.per_node = per_node or {}
         self.layout: LocalnetLayout | None = None
         self.cluster: Cluster | None = None
-        self.proxies: list[subprocess.Popen[bytes]] = []
+        self.proxies: list[FaultProxyProcess] = []
 
     def __enter__(self) -> NetnsNetwork:
         self.hosts.__enter__()
@@ -234,41 +239,18 @@ class NetnsNetwork:
             node.prefix = hosts.prefix(i)
         for i in range(hosts.count):
             port = self.p2p_port(i)
-            with open(self.root / f"proxy{i}.log", "ab") as log:
-                self.proxies.append(
-                    subprocess.Popen(
-                        [
-                            *hosts.prefix(i),
-                            sys.executable,
-                            "-m",
-                            "tests.netns.netfault",
-                            "--listen",
-                            f"{hosts.addresses[i]}:{port}",
-                            "--target",
-                            f"127.0.0.1:{port}",
-                            "--control",
-                            f"{hosts.addresses[i]}:{CONTROL_PORT}",
-                        ],
-                        env=cli_env(),
-                        cwd=REPO,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        for i in range(hosts.count):
-            wait_until(lambda i=i: self._proxy_up(i), 30, f"fault proxy on host {i}")
-        self.cluster.start(timeout=60)
-
-    def _proxy_up(self, i: int) -> bool:
-        if self.proxies[i].poll() is not None:
-            raise RuntimeError(
-                f"fault proxy {i} exited: {(self.root / f'proxy{i}.log').read_text()}"
+            proxy = FaultProxyProcess(
+                (hosts.addresses[i], port),
+                ("127.0.0.1", port),
+                (hosts.addresses[i], CONTROL_PORT),
+                self.root / f"proxy{i}.log",
+                hosts.prefix(i),
             )
-        try:
-            self.faults([i])
-        except OSError:
-            return False
-        return True
+            self.proxies.append(proxy)
+            proxy.launch()
+        for i, proxy in enumerate(self.proxies):
+            wait_until(proxy.up, 30, f"fault proxy on host {i}")
+        self.cluster.start(timeout=60)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
@@ -276,14 +258,7 @@ class NetnsNetwork:
                 self.cluster.__exit__(exc_type, exc, tb)
         finally:
             for proxy in self.proxies:
-                if proxy.poll() is None:
-                    proxy.terminate()
-            for proxy in self.proxies:
-                try:
-                    proxy.wait(10)
-                except subprocess.TimeoutExpired:
-                    proxy.kill()
-                    proxy.wait()
+                proxy.stop()
             self.hosts.close()
 
     # --- the network ---------------------------------------------------------------
@@ -322,7 +297,7 @@ class NetnsNetwork:
         held): ``default`` (faults for every source), ``by_source``, ``blocked``
         (see ``netfault``). No settings: no faults. Returns each proxy's stats."""
         chosen = range(self.hosts.count) if hosts is None else hosts
-        return [control((self.hosts.addresses[i], CONTROL_PORT), settings) for i in chosen]
+        return [self.proxies[i].set(**settings) for i in chosen]
 
     def partition(self, *groups: Sequence[int], **faults: Any) -> None:
         """Cut the hosts into ``groups``: between groups nothing connects, and every
@@ -350,12 +325,7 @@ class NetnsNetwork:
         """``liveledger audit verify`` on every validator's home (all archive) and on
         the ``more`` archive homes, a few at a time."""
         assert self.layout is not None
-        homes = [n.home for n in self.layout.nodes] + list(more)
-        with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda h: run_cli("audit", "verify", "--home", str(h)), homes))
-        for home, done in zip(homes, results, strict=True):
-            assert done.returncode == 0, f"audit of {home}: {done.stdout}\n{done.stderr}"
-            assert "verified height" in done.stdout, done.stdout
+        audit_homes([n.home for n in self.layout.nodes] + list(more))
 
 
 def still(net: NetnsNetwork, indexes: Sequence[int], settle_s: float, watch_s: float) -> list[int]:

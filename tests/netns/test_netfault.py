@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,24 +20,36 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
-async def start_proxy() -> tuple[FaultProxy, tuple[str, int], tuple[str, int], asyncio.Task]:
+@contextlib.asynccontextmanager
+async def running_proxy() -> AsyncIterator[tuple[FaultProxy, tuple[str, int], tuple[str, int]]]:
+    """A proxy in front of an echo server, answering on its control port: (proxy,
+    listen address, control address). Both stop on exit."""
     target_port, listen_port, control_port = free_ports(3)
+    listen, ctl = ("127.0.0.1", listen_port), ("127.0.0.1", control_port)
     server = await asyncio.start_server(echo, "127.0.0.1", target_port)
-    proxy = FaultProxy(("127.0.0.1", listen_port), ("127.0.0.1", target_port), seed=1)
-    task = asyncio.create_task(proxy.serve(("127.0.0.1", control_port)))
-    task.add_done_callback(lambda _: server.close())
-    for _ in range(100):
-        try:
-            await asyncio.to_thread(control, ("127.0.0.1", control_port), {})
-            break
-        except OSError:
-            await asyncio.sleep(0.02)
-    return proxy, ("127.0.0.1", listen_port), ("127.0.0.1", control_port), task
+    proxy = FaultProxy(listen, ("127.0.0.1", target_port), seed=1)
+    task = asyncio.create_task(proxy.serve(ctl))
+    try:
+        for _ in range(100):
+            if task.done():
+                task.result()  # it could not listen: say why
+            try:
+                await asyncio.to_thread(control, ctl, {})
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the proxy did not answer on its control port")
+        yield proxy, listen, ctl
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        server.close()
 
 
 async def test_delays_every_chunk_each_way_and_keeps_their_order():
-    proxy, listen, ctl, task = await start_proxy()
-    try:
+    async with running_proxy() as (proxy, listen, ctl):
         await asyncio.to_thread(
             control, ctl, {"default": {"latency_ms": 30, "jitter_ms": 20, "loss": 0.3}}
         )
@@ -52,13 +66,10 @@ async def test_delays_every_chunk_each_way_and_keeps_their_order():
         assert got == sent
         assert proxy.stats.lost > 0 and proxy.stats.chunks >= 10
         writer.close()
-    finally:
-        task.cancel()
 
 
 async def test_a_partition_cuts_and_refuses_and_heals():
-    proxy, listen, ctl, task = await start_proxy()
-    try:
+    async with running_proxy() as (proxy, listen, ctl):
         reader, writer = await asyncio.open_connection(*listen)
         writer.write(b"ping")
         assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
@@ -78,21 +89,16 @@ async def test_a_partition_cuts_and_refuses_and_heals():
         writer.write(b"pong")
         assert await asyncio.wait_for(reader.readexactly(4), 5) == b"pong"
         writer.close()
-    finally:
-        task.cancel()
 
 
 async def test_a_cut_resets_the_connection():
-    proxy, listen, ctl, task = await start_proxy()
-    try:
+    async with running_proxy() as (proxy, listen, ctl):
         await asyncio.to_thread(control, ctl, {"by_source": {"127.0.0.1": {"cut": 1}}})
         reader, writer = await asyncio.open_connection(*listen)
         writer.write(b"ping")
         with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
             await asyncio.wait_for(reader.readexactly(4), 5)
         assert proxy.stats.cut == 1
-    finally:
-        task.cancel()
 
 
 @pytest.mark.parametrize(
