@@ -90,7 +90,6 @@ function checkField(v, kind, where) {
     if (!Array.isArray(v)) throw new DecodeError(`${where}: array`);
     return v;
   }
-  if (kind === "raw") return v;
   const m = /^bytes(\d*)$/.exec(kind);
   if (m) {
     if (!(v instanceof Uint8Array)) throw new DecodeError(`${where}: bytes`);

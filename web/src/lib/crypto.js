@@ -6,6 +6,7 @@ import { blake2b } from "@noble/hashes/blake2.js";
 import { randomBytes } from "@noble/hashes/utils.js";
 import { bech32m } from "@scure/base";
 import { concat, hex, pack, utf8 } from "./codec.js";
+import { record, SHIPPING_ADDRESS, SIGNED_TX, TX_BODY } from "./records.js";
 
 // core/hashing.py Domain: one byte in front of every hashed object.
 export const Domain = {
@@ -89,9 +90,10 @@ export function bidderTag(auctionId, address) {
 // TxBody(nonce, fee, expiry_height, type, payload) signed into SignedTx(chain_id,
 // sender, body, signature); the hash is over the SignedTx encoding.
 export function signTx(seed, chainId, { nonce, fee, expiryHeight, type, payload }) {
-  const body = pack([nonce, fee, expiryHeight, type, payload]);
+  const body = pack(record(TX_BODY, { nonce, fee, expiry_height: expiryHeight, type, payload }, "TxBody"));
   const signature = sign(seed, SignDomain.TX, chainId, body);
-  const encoded = pack([chainId, publicKeyOf(seed), body, signature]);
+  const sender = publicKeyOf(seed);
+  const encoded = pack(record(SIGNED_TX, { chain_id: chainId, sender, body, signature }, "SignedTx"));
   return { encoded, hash: hashBytes(Domain.TX, encoded) };
 }
 
@@ -133,7 +135,7 @@ export function sealTo(recipientPublic, plaintext) {
 // seal_address: ShippingAddress(salt, text) encoded, its commitment, and the box.
 export function sealAddress(recipientPublic, text) {
   if (utf8(text).length > MAX_ADDRESS_TEXT) throw new Error("the address is too long");
-  const plaintext = pack([randomBytes(32), text]);
+  const plaintext = pack(record(SHIPPING_ADDRESS, { salt: randomBytes(32), text }, "ShippingAddress"));
   return {
     ciphertext: sealTo(recipientPublic, plaintext),
     commitment: addressCommitment(plaintext),

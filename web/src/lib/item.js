@@ -4,6 +4,7 @@
 import { concat, DecodeError, equalBytes, fields, u32be, unhex, unpack, utf8 } from "./codec.js";
 import { personal } from "./crypto.js";
 import { decodeProof, NotVerified, verifyProof } from "./light.js";
+import { ITEM, PROVENANCE_EVENT } from "./records.js";
 
 const ITEM_PREFIX = 0x32; // apps.commerce.keys.CommercePrefix.ITEM
 const ITEM_EVENT_PREFIX = 0x33; // CommercePrefix.ITEM_EVENT
@@ -11,37 +12,6 @@ const ITEM_EVENT_PREFIX = 0x33; // CommercePrefix.ITEM_EVENT
 export const itemRef = (gtin, serial) => personal(utf8(gtin + serial), "ll-gs1-item-ref");
 const itemKey = (ref) => concat(Uint8Array.of(ITEM_PREFIX), ref);
 const eventKey = (ref, seq) => concat(Uint8Array.of(ITEM_EVENT_PREFIX), ref, u32be(seq));
-
-const ITEM = [
-  ["ref", "bytes32"],
-  ["gtin", "str"],
-  ["serial", "str"],
-  ["maker", "bytes20"],
-  ["custodian", "bytes20"],
-  ["pending_to", "bytes20?"],
-  ["status", "int"],
-  ["order_id", "int"],
-  ["event_count", "int"],
-  ["registered_ms", "int"],
-  ["description", "str"],
-  ["owner", "bytes20?"],
-];
-const EVENT = [
-  ["seq", "int"],
-  ["action", "str"],
-  ["biz_step", "str"],
-  ["disposition", "str"],
-  ["read_point", "str"],
-  ["biz_location", "str"],
-  ["event_time_ms", "int"],
-  ["recorded_ms", "int"],
-  ["height", "int"],
-  ["attestor", "bytes20"],
-  ["source", "bytes20?"],
-  ["destination", "bytes20?"],
-  ["data_hash", "bytes"],
-  ["tx_hash", "bytes"],
-];
 
 // `answer` is GET /v1/items/01/{gtin}/21/{serial}; `light` a LightClient. Returns the
 // proven item and events (never the node's unproven view), or throws NotVerified.
@@ -63,7 +33,7 @@ export async function verifyItem(light, gtin, serial, answer) {
     return value;
   });
   const item = fields(unpack(values[0]), ITEM, "Item");
-  const events = values.slice(1).map((v) => fields(unpack(v), EVENT, "ProvenanceEvent"));
+  const events = values.slice(1).map((v) => fields(unpack(v), PROVENANCE_EVENT, "ProvenanceEvent"));
   if (item.gtin !== gtin || item.serial !== serial) throw new NotVerified("another item");
   if (events.length !== item.event_count) {
     throw new NotVerified(`the item has ${item.event_count} events, ${events.length} proven`);

@@ -6,6 +6,7 @@ import { plain } from "../lib/codes.js";
 import { pack, unhex } from "../lib/codec.js";
 import { bidderTag, parseAddress, sealAddress } from "../lib/crypto.js";
 import { SessionFeed } from "../lib/feed.js";
+import { BID, PLACE_ORDER, record, TIP } from "../lib/records.js";
 import { countdown, fmt, go, h, replace } from "../lib/ui.js";
 import { current, send } from "../lib/wallet.js";
 
@@ -309,7 +310,7 @@ export async function livePage(main, idText) {
       const deal = (await api(`/v1/deals/${d.id}`)).deal;
       const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
       const sealed = sealAddress(key, w.shipTo);
-      const payload = pack([deal.listing_id, deal.listing_version, 1, deal.price, id, deal.id, key, sealed.commitment, sealed.ciphertext, deal.currency ?? ""]);
+      const payload = pack(record(PLACE_ORDER, { listing_id: deal.listing_id, listing_version: deal.listing_version, quantity: 1, unit_price: deal.price, session_id: id, deal_id: deal.id, sealed_to: key, address_commitment: sealed.commitment, sealed_address: sealed.ciphertext, currency: deal.currency ?? "" }, "PlaceOrder"));
       const result = await send("commerce.place_order", payload, (stage) => show(stage === "signing" ? "Signing…" : "Sent, waiting for the block…", "muted"));
       await outcome(result, (r) => {
         const placed = r.events.find((e) => e.kind === "commerce.order_placed");
@@ -331,7 +332,7 @@ export async function livePage(main, idText) {
     try {
       const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
       const sealed = sealAddress(key, w.shipTo);
-      const payload = pack([a.id, maximum, key, sealed.commitment, sealed.ciphertext]);
+      const payload = pack(record(BID, { auction_id: a.id, max_amount: maximum, sealed_to: key, address_commitment: sealed.commitment, sealed_address: sealed.ciphertext }, "Bid"));
       const result = await send("commerce.bid", payload, (stage) => show(stage === "signing" ? "Signing your bid…" : "Bid sent, waiting for the block…", "muted"));
       if (result.receipt.code === "bid_too_low") {
         // The sentence names the lowest bid as the chain saw it.
@@ -360,7 +361,7 @@ export async function livePage(main, idText) {
     const tip = async (amount) => {
       if (!current()) return go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
       try {
-        const result = await send("commerce.tip", pack([id, amount, message.value, ""]), () => show("Sending your tip…", "muted"));
+        const result = await send("commerce.tip", pack(record(TIP, { session_id: id, amount, message: message.value, currency: "" }, "Tip")), () => show("Sending your tip…", "muted"));
         await outcome(result, () => `✓ Tip of ${fmt(amount)} sent (block ${result.height}).`);
         message.value = "";
       } catch (err) {

@@ -5,6 +5,7 @@ import { api, genesis } from "../lib/api.js";
 import { concat, fields, unpack } from "../lib/codec.js";
 import { parseAddress } from "../lib/crypto.js";
 import { isVerificationFailure, LightClient } from "../lib/light.js";
+import { ACCOUNT } from "../lib/records.js";
 import { errorBox, fmt, go, h, replace } from "../lib/ui.js";
 import { createWallet, current, forget, lock, setShipTo, stored, unlock } from "../lib/wallet.js";
 
@@ -62,7 +63,7 @@ async function showBalance(el, address) {
     try {
       const light = new LightClient(api, g);
       const { value } = await light.provenValue(key, doc);
-      if (value !== null) balance = fields(unpack(value), [["balance", "int"], ["nonce", "int"]], "Account").balance;
+      if (value !== null) balance = fields(unpack(value), ACCOUNT, "Account").balance;
       verified = balance === doc.balance;
       if (!verified) reason = "the node's figure differs from the proven one";
     } catch (err) {
