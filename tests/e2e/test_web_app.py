@@ -478,6 +478,40 @@ def test_auctions_run_live_on_the_page_and_the_shopper_bids_from_it(world, brows
     expect(other.locator(".timer")).to_have_attribute("data-end-ms", str(extended))
 
 
+def test_a_deal_priced_in_an_issued_currency_is_bought_in_it_from_the_page(world, browser):
+    """The order the page signs names the listing's currency (the buyer agrees to it as
+    to the price): a deal on a listing priced in USD is bought in USD with one tap."""
+    page = browser
+    expect = sync_api.expect
+    session, me = world.ids["session"], world.ids["web_address"]
+    home = ("--home", str(world.node.home), "--wait")
+    grant = world.cli("gov", "propose-grant-issuer", "node0", "USD", "--decimals", "2", *home)
+    world.cli("gov", "vote", event(grant, "proposal_created")["proposal_id"], *home)
+    world.cli("currency", "mint", "USD", "--to", me, "--amount", "5000", *home)
+    # The fee is paid in the native token.
+    world.cli("tx", "transfer", "--from", "faucet", "--to", me, "--amount", "2000", "--wait")
+    out = world.cli(
+        "listing", "create", "--title", "Kettle in dollars", "--price", "1500", "--stock", "5",
+        "--currency", "USD", "--from", "merchant", "--wait",
+    )  # fmt: skip
+    listing = event(out, "commerce.listing_created")["listing"]
+    out = world.cli(
+        "live", "deal", session, listing, "--price", "1200", "--allocation", "3",
+        "--per-buyer-cap", "1", "--minutes", "30", "--from", "merchant", "--wait",
+    )  # fmt: skip
+    deal = event(out, "commerce.deal_opened")["deal"]
+    page.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
+    page.fill("#passphrase", "correct horse battery")
+    page.click("#unlock")
+    page.click("#save-ship")
+    buy = page.locator(f"[data-deal='{deal}'] button.buy")
+    expect(buy).to_have_text("Buy now · 1,200 USD")
+    buy.click()
+    expect(page.locator("#outcome p.ok")).to_contain_text("is final")
+    balances = http_json(f"{world.node.url}/v1/accounts/{me}")["balances"]
+    assert [(b["currency"], b["balance"]) for b in balances] == [("USD", 3800)]
+
+
 def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browser):
     page = browser
     expect = sync_api.expect

@@ -71,6 +71,12 @@ export async function livePage(main, idText) {
     return listings.get(Number(listingId))?.title ?? `product ${listingId}`;
   }
 
+  // An amount in its listing's currency, named unless it is the native token.
+  function priced(amount, listingId) {
+    const currency = listings.get(Number(listingId))?.currency;
+    return currency ? `${fmt(amount)} ${currency}` : fmt(amount);
+  }
+
   // Deal cards are rebuilt when the feed changes a deal; the clock only updates their
   // timers (a card rebuilt every second would swallow taps).
   let cards = [];
@@ -85,13 +91,13 @@ export async function livePage(main, idText) {
         const pct = d.allocation ? Math.round((100 * d.left) / d.allocation) : 0;
         const listing = listings.get(d.listing_id);
         const timer = h("span", { class: "timer" });
-        const button = h("button", { class: "buy", onclick: () => buy(d) }, d.left === 0 ? "Sold out" : `Buy now · ${fmt(d.price)}`);
+        const button = h("button", { class: "buy", onclick: () => buy(d) }, d.left === 0 ? "Sold out" : `Buy now · ${priced(d.price, d.listing_id)}`);
         cards.push({ d, timer, button });
         return h(
           "article",
           { class: "deal card", "data-deal": d.id },
           h("div", { class: "deal-top" }, h("h3", {}, listingTitle(d.listing_id)), timer),
-          h("p", { class: "price" }, fmt(d.price), " ", listing && listing.price > d.price ? h("s", {}, fmt(listing.price)) : null),
+          h("p", { class: "price" }, priced(d.price, d.listing_id), " ", listing && listing.price > d.price ? h("s", {}, fmt(listing.price)) : null),
           h("div", { class: "stock" }, h("div", { class: "bar" }, h("i", { style: `width:${pct}%` })), h("span", { class: "left" }, `${fmt(d.left)} of ${fmt(d.allocation)} left`)),
           button,
         );
@@ -210,7 +216,7 @@ export async function livePage(main, idText) {
     replace(
       pinnedEl,
       [...pinned.values()].map((l) =>
-        h("article", { class: "card product" }, h("h3", {}, l.title), h("p", { class: "muted" }, l.description), h("p", {}, h("b", {}, fmt(l.price)), ` · ${fmt(l.available)} in stock`)),
+        h("article", { class: "card product" }, h("h3", {}, l.title), h("p", { class: "muted" }, l.description), h("p", {}, h("b", {}, priced(l.price, l.id)), ` · ${fmt(l.available)} in stock`)),
       ),
     );
   }
@@ -306,11 +312,13 @@ export async function livePage(main, idText) {
     if (!w) return go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
     if (!w.shipTo) return go(`/wallet?next=${encodeURIComponent(location.pathname)}&ship=1`);
     try {
-      // The deal and the merchant's key as of now (the price and version must match).
+      // The deal and the merchant's key as of now (the price and version must match);
+      // the currency is the listing's (a deal has none of its own).
       const deal = (await api(`/v1/deals/${d.id}`)).deal;
+      const { currency } = await loadListing(deal.listing_id);
       const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
       const sealed = sealAddress(key, w.shipTo);
-      const payload = pack(record(PLACE_ORDER, { listing_id: deal.listing_id, listing_version: deal.listing_version, quantity: 1, unit_price: deal.price, session_id: id, deal_id: deal.id, sealed_to: key, address_commitment: sealed.commitment, sealed_address: sealed.ciphertext, currency: deal.currency ?? "" }, "PlaceOrder"));
+      const payload = pack(record(PLACE_ORDER, { listing_id: deal.listing_id, listing_version: deal.listing_version, quantity: 1, unit_price: deal.price, session_id: id, deal_id: deal.id, sealed_to: key, address_commitment: sealed.commitment, sealed_address: sealed.ciphertext, currency }, "PlaceOrder"));
       const result = await send("commerce.place_order", payload, (stage) => show(stage === "signing" ? "Signing…" : "Sent, waiting for the block…", "muted"));
       await outcome(result, (r) => {
         const placed = r.events.find((e) => e.kind === "commerce.order_placed");
