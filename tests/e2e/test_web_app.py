@@ -14,9 +14,11 @@ without either the module skips and says which.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,11 +73,13 @@ pytestmark = [
 class Proxy:
     """An HTTP and WebSocket proxy to the node, in a thread of its own, with two faults:
     ``drop_feeds()`` cuts every WebSocket as a network would (and refuses new ones while
-    ``hold`` is set), and ``tamper`` flips one byte of every item answer."""
+    ``hold`` is set), ``tamper`` flips one byte of every item answer, and ``rewrite``, if
+    set, rewrites every answer (path, body -> body) as a hostile node would."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.tamper = False
+        self.rewrite: Callable[[str, bytes], bytes] | None = None
         self.hold = False
         # The open WebSockets' connections, by request.
         self.feeds: dict[int, asyncio.BaseTransport] = {}
@@ -116,6 +120,8 @@ class Proxy:
             body = await resp.read()
             if self.tamper and request.path.startswith("/v1/items/") and resp.status == 200:
                 body = flip_one_byte(body)
+            if self.rewrite is not None and resp.status == 200:
+                body = self.rewrite(request.path, body)
             out = {
                 k: v
                 for k, v in resp.headers.items()
@@ -564,6 +570,39 @@ def test_the_explorer_shows_the_block_that_holds_the_order(world, browser):
     expect(page.locator("#tx-outcome")).to_have_text("ok")
     expect(page.locator("main")).to_contain_text("commerce.order_placed")
     shot(page, "explorer-tx")
+
+
+def test_the_block_page_shows_the_header_its_certificate_signs(world, browser):
+    """A node that verifies (its encoded header and certificate are sound) but describes
+    the header otherwise in its JSON: the page shows what the signed bytes say."""
+    page = browser
+    expect = sync_api.expect
+    height = int(world.ids["web_order_height"])
+    true = http_json(f"{world.node.url}/v1/blocks/{height}")
+    forged = "00" * 32
+
+    def lie(path: str, body: bytes) -> bytes:
+        if path != f"/v1/blocks/{height}":
+            return body
+        doc = json.loads(body)
+        doc["header"].update(state_root=forged, hash=forged, producer=forged, time_ms=0)
+        doc["commit"]["signatures"] = doc["commit"]["signatures"] * 2
+        return json.dumps(doc).encode()
+
+    world.proxy.rewrite = lie
+    try:
+        page.goto(f"{world.proxy.url}/explorer/blocks/{height}")
+        expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+        facts = page.locator("main dl.facts")
+        expect(facts).to_contain_text(true["header"]["state_root"][:16])
+        expect(facts).to_contain_text(true["header"]["hash"][:16])
+        expect(facts).to_contain_text(true["header"]["producer"][:12])
+        expect(facts).not_to_contain_text(forged[:16])
+        expect(facts).not_to_contain_text("1970")
+        signers = len(true["commit"]["signatures"])
+        expect(page.locator("main")).to_contain_text(f"{signers} precommits in round")
+    finally:
+        world.proxy.rewrite = None
 
 
 def test_files_are_served_with_cache_headers_and_no_way_out(world):
