@@ -550,6 +550,39 @@ def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browse
         world.proxy.tamper = False
 
 
+def test_the_item_page_names_only_merchants_it_proved(world, browser):
+    """Verified, the page names a party only from its merchant record proven under the
+    item's header: a name the node made up, in its merchant answer or in an unproven
+    state value, is not shown (the address is)."""
+    page = browser
+    expect = sync_api.expect
+    fake = "Nike Official"
+
+    def rename(path: str, body: bytes) -> bytes:
+        if path.startswith("/v1/merchants/"):
+            doc = json.loads(body)
+            doc["merchant"]["name"] = fake
+            return json.dumps(doc).encode()
+        if path.startswith("/v1/state/24"):
+            # Same length, so only the proof can tell.
+            return body.replace(b"Acme Kettles".hex().encode(), b"Nike Officia".hex().encode())
+        return body
+
+    world.proxy.rewrite = rename
+    try:
+        page.goto(f"{world.proxy.url}/01/{EAN13}/21/SN-1")
+        expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
+        expect(page.locator("#timeline li")).to_have_count(4)
+        facts = page.locator("main dl.facts")
+        expect(facts).to_contain_text(world.address("merchant")[:12])
+        expect(page.locator("main")).not_to_contain_text("Nike Offici")
+    finally:
+        world.proxy.rewrite = None
+    page.reload()
+    expect(page.locator("#timeline")).to_contain_text("Sent by Acme Kettles to")
+    expect(page.locator("main dl.facts")).to_contain_text("Acme Kettles")
+
+
 def test_the_explorer_shows_the_block_that_holds_the_order(world, browser):
     page = browser
     expect = sync_api.expect

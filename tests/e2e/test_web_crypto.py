@@ -22,7 +22,7 @@ import nacl.public
 import pytest
 
 from apps.commerce.keys import item_ref
-from apps.commerce.model import Item, ProvenanceEvent
+from apps.commerce.model import Item, Merchant, ProvenanceEvent
 from apps.commerce.payloads import Bid, PlaceOrder, Tip
 from apps.commerce.sealing import ShippingAddress, open_address
 from consensus import ValidatorSet, make_commit
@@ -260,6 +260,7 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
         ),
         ProducerSet(4, 150, tuple(pks), (3, 2, 2**64 - 1)),
         Account(2**60, 3),
+        Merchant(who[0], "Acme Kettles", "copper since 1901", sealed[0], 1, 5, 6, 9, 2, 4, 1),
         Item(
             ref,
             "09506000134352",

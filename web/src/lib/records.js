@@ -103,6 +103,19 @@ export const ACCOUNT = [
 ];
 
 // --- apps/commerce/model.py ---
+export const MERCHANT = [
+  ["address", "bytes20"],
+  ["name", "str"],
+  ["profile", "str"],
+  ["enc_key", "bytes32"],
+  ["status", "int"],
+  ["registered_ms", "int"],
+  ["updated_ms", "int"],
+  ["rating_sum", "int"],
+  ["rating_count", "int"],
+  ["last_review", "int"],
+  ["open_deals", "int"],
+];
 export const ITEM = [
   ["ref", "bytes32"],
   ["gtin", "str"],
@@ -179,6 +192,7 @@ export const RECORDS = {
   Genesis: GENESIS,
   ProducerSet: PRODUCER_SET,
   Account: ACCOUNT,
+  Merchant: MERCHANT,
   Item: ITEM,
   ProvenanceEvent: PROVENANCE_EVENT,
   PlaceOrder: PLACE_ORDER,
