@@ -518,6 +518,30 @@ def test_a_deal_priced_in_an_issued_currency_is_bought_in_it_from_the_page(world
     assert [(b["currency"], b["balance"]) for b in balances] == [("USD", 3800)]
 
 
+def test_the_wallet_names_the_genesis_it_hashed_not_the_one_the_node_names(world, browser):
+    page = browser
+    expect = sync_api.expect
+    true = http_json(f"{world.node.url}/v1/genesis")["hash"]
+
+    def lie(path: str, body: bytes) -> bytes:
+        if path != "/v1/genesis":
+            return body
+        doc = json.loads(body)
+        doc["hash"] = "ab" * 32
+        return json.dumps(doc).encode()
+
+    world.proxy.rewrite = lie
+    try:
+        page.goto(f"{world.proxy.url}/wallet")
+        page.fill("#passphrase", "correct horse battery")
+        page.click("#unlock")
+        expect(page.locator("#balance-proof")).to_contain_text("✓ verified")
+        expect(page.locator("#balance")).to_contain_text(f"trusting genesis {true[:16]}")
+        expect(page.locator("#balance")).not_to_contain_text("abababab")
+    finally:
+        world.proxy.rewrite = None
+
+
 def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browser):
     page = browser
     expect = sync_api.expect

@@ -60,8 +60,11 @@ async function showBalance(el, address) {
     let balance = 0;
     let verified = false;
     let reason = "";
+    // The genesis trusted is the one hashed here, not the hash the node names.
+    let trusted = null;
     try {
       const light = new LightClient(api, g);
+      trusted = light.genesisHash;
       const { value } = await light.provenValue(key, doc);
       if (value !== null) balance = fields(unpack(value), ACCOUNT, "Account").balance;
       verified = balance === doc.balance;
@@ -77,7 +80,7 @@ async function showBalance(el, address) {
       verified
         ? h("p", { class: "ok", id: "balance-proof" }, `✓ verified: proven at block ${doc.height} under a certified header`)
         : h("p", { class: "error", id: "balance-proof" }, `not verified (${reason})`),
-      h("p", { class: "muted small" }, `trusting genesis ${g.hash.slice(0, 16)}…`),
+      trusted ? h("p", { class: "muted small" }, `trusting genesis ${trusted.slice(0, 16)}…`) : null,
     );
   } catch (err) {
     replace(el, errorBox(`Could not read the balance: ${err.message}`));
