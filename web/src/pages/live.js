@@ -307,18 +307,32 @@ export async function livePage(main, idText) {
     replace(outcomeEl, h("p", { class: cls }, text));
   }
 
-  async function buy(d) {
+  // The unlocked wallet with a shipping address, or null once the page has gone to the
+  // wallet page for what is missing.
+  function shopper() {
     const w = current();
-    if (!w) return go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
-    if (!w.shipTo) return go(`/wallet?next=${encodeURIComponent(location.pathname)}&ship=1`);
+    if (!w) go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
+    else if (!w.shipTo) go(`/wallet?next=${encodeURIComponent(location.pathname)}&ship=1`);
+    return w?.shipTo ? w : null;
+  }
+
+  // The shopper's address sealed to the merchant's current key: the fields an order and
+  // a bid carry alike.
+  async function sealedAddress(w) {
+    const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
+    const sealed = sealAddress(key, w.shipTo);
+    return { sealed_to: key, address_commitment: sealed.commitment, sealed_address: sealed.ciphertext };
+  }
+
+  async function buy(d) {
+    const w = shopper();
+    if (!w) return;
     try {
       // The deal and the merchant's key as of now (the price and version must match);
       // the currency is the listing's (a deal has none of its own).
       const deal = (await api(`/v1/deals/${d.id}`)).deal;
       const { currency } = await loadListing(deal.listing_id);
-      const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
-      const sealed = sealAddress(key, w.shipTo);
-      const payload = pack(record(PLACE_ORDER, { listing_id: deal.listing_id, listing_version: deal.listing_version, quantity: 1, unit_price: deal.price, session_id: id, deal_id: deal.id, sealed_to: key, address_commitment: sealed.commitment, sealed_address: sealed.ciphertext, currency }, "PlaceOrder"));
+      const payload = pack(record(PLACE_ORDER, { listing_id: deal.listing_id, listing_version: deal.listing_version, quantity: 1, unit_price: deal.price, session_id: id, deal_id: deal.id, ...(await sealedAddress(w)), currency }, "PlaceOrder"));
       const result = await send("commerce.place_order", payload, (stage) => show(stage === "signing" ? "Signing…" : "Sent, waiting for the block…", "muted"));
       await outcome(result, (r) => {
         const placed = r.events.find((e) => e.kind === "commerce.order_placed");
@@ -332,15 +346,12 @@ export async function livePage(main, idText) {
   // A maximum bid, signed here, the address sealed here as for an order (the winner's
   // order carries it).
   async function bid(a, text) {
-    const w = current();
-    if (!w) return go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
-    if (!w.shipTo) return go(`/wallet?next=${encodeURIComponent(location.pathname)}&ship=1`);
+    const w = shopper();
+    if (!w) return;
     const maximum = Number(text);
     if (!Number.isSafeInteger(maximum) || maximum <= 0) return show("Enter the most you will pay, in whole tokens.", "error");
     try {
-      const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
-      const sealed = sealAddress(key, w.shipTo);
-      const payload = pack(record(BID, { auction_id: a.id, max_amount: maximum, sealed_to: key, address_commitment: sealed.commitment, sealed_address: sealed.ciphertext }, "Bid"));
+      const payload = pack(record(BID, { auction_id: a.id, max_amount: maximum, ...(await sealedAddress(w)) }, "Bid"));
       const result = await send("commerce.bid", payload, (stage) => show(stage === "signing" ? "Signing your bid…" : "Bid sent, waiting for the block…", "muted"));
       if (result.receipt.code === "bid_too_low") {
         // The sentence names the lowest bid as the chain saw it.
