@@ -26,6 +26,7 @@ from apps.commerce.model import Item, Merchant, ProvenanceEvent
 from apps.commerce.payloads import Bid, PlaceOrder, Tip
 from apps.commerce.sealing import ShippingAddress, open_address
 from consensus import ValidatorSet, make_commit
+from consensus.staking_genesis import GenesisStaking
 from consensus.staking_state import ProducerSet
 from core import BlockHeader, PrivateKey, TxBody, pack_raw, sign_tx
 from core.codec import Len, Wire
@@ -321,3 +322,69 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
         fields = [f.name for f in dataclasses.fields(type(r))]
         assert out["decoded"][name] == dict(zip(fields, tagged(r.to_raw()), strict=True)), name
         assert type(r).decode(bytes.fromhex(out["encoded"][name])) == r, name
+
+
+HOSTILE_SCRIPT = """
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const lib = (name) => import(pathToFileURL(`${process.argv[2]}/src/lib/${name}.js`).href);
+const { unhex, unpack } = await lib("codec");
+const light = await lib("light");
+const v = JSON.parse(readFileSync(0, "utf8"));
+// The page's storage (the genesis pin), in memory.
+const store = new Map();
+globalThis.localStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, x) => store.set(k, x) };
+// A node that answers every block with its header and certificate of height 0.
+const node = async (path) => path.startsWith("/v1/blocks/")
+  ? { header: { encoded: v.header }, commit: { encoded: v.commit } }
+  : { height: 0, value: null, proof: v.proof };
+const cases = {
+  deep: () => unpack(unhex(v.deep)),
+};
+const out = {};
+for (const [name, run] of Object.entries(cases)) {
+  try {
+    await run();
+    out[name] = "accepted";
+  } catch (err) {
+    out[name] = light.isVerificationFailure(err) ? "not verified" : `${err.constructor.name}: ${err.message}`;
+  }
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_hostile_answers_read_as_not_verified_never_as_another_error(tmp_path):
+    """What a node can put in an answer ends as "not verified" (which the pages show), never
+    as an error they do not expect: bytes nested deeper than the encoder goes, and a
+    header of height 0 (no epoch) under a staking genesis, certified by its validator."""
+    key = PrivateKey(bytes([7]) * 32)
+    genesis = Genesis(
+        "web-test-1",
+        1_700_000_000_000,
+        ChainParams(epoch_length=10),
+        (GenesisAccount(key.public_key[:20], 10**9),),
+        (GenesisValidator("node0", key.public_key, 1),),
+        GenesisStaking(1),
+    )
+    header = BlockHeader("web-test-1", 0, 0, 1, *(bytes(32),) * 4, key.public_key, bytes(32), None)
+    commit = make_commit([key], "web-test-1", 0, 0, header.hash)
+    tree = StateTree(MemoryNodeStore())
+    vectors = {
+        "deep": "91" * 1000 + "c0",
+        "genesis": genesis.encode().hex(),
+        "header": header.encode().hex(),
+        "commit": commit.encode().hex(),
+        "proof": tree.prove(ZERO_HASH, b"\x01").encode().hex(),
+    }
+    script = tmp_path / "hostile.mjs"
+    script.write_text(HOSTILE_SCRIPT)
+    done = subprocess.run(
+        ["node", str(script), str(WEB)],
+        input=json.dumps(vectors),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == dict.fromkeys(("deep",), "not verified")

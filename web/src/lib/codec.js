@@ -43,7 +43,14 @@ export function unpack(bytes) {
     throw new DecodeError(`not valid msgpack: ${err.message}`);
   }
   check(raw);
-  if (!equalBytes(pack(raw), bytes)) throw new DecodeError("non-canonical encoding");
+  let again;
+  try {
+    again = pack(raw);
+  } catch (err) {
+    // Nested deeper than the encoder goes: no record is.
+    throw new DecodeError(`cannot be encoded again: ${err.message}`);
+  }
+  if (!equalBytes(again, bytes)) throw new DecodeError("non-canonical encoding");
   return raw;
 }
 
