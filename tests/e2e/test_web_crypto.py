@@ -340,6 +340,8 @@ const node = async (path) => path.startsWith("/v1/blocks/")
   : { height: 0, value: null, proof: v.proof };
 const cases = {
   deep: () => unpack(unhex(v.deep)),
+  height0: () => new light.LightClient(node, { encoded: v.genesis }).checkHeader(0, v.header, v.commit),
+  value0: () => new light.LightClient(node, { encoded: v.genesis }).provenValue(unhex("01"), { height: 0, value: null, proof: v.proof }),
 };
 const out = {};
 for (const [name, run] of Object.entries(cases)) {
@@ -387,4 +389,4 @@ def test_hostile_answers_read_as_not_verified_never_as_another_error(tmp_path):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == dict.fromkeys(("deep",), "not verified")
+    assert json.loads(done.stdout) == dict.fromkeys(("deep", "height0", "value0"), "not verified")

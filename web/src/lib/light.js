@@ -160,6 +160,8 @@ export class LightClient {
 
   // The producers of block `height`, derived from genesis through proofs only.
   async producersAt(height) {
+    // No block is at a height below 1 (genesis is no block), so no epoch has producers there.
+    if (!Number.isSafeInteger(height) || height < 1) throw new NotVerified(`no block is at height ${height}`);
     if (!this.staking) return this.sets[0];
     const epoch = this.epochOf(height);
     while (this.sets.length <= epoch) {
