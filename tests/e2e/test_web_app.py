@@ -600,6 +600,13 @@ def test_the_item_page_names_only_merchants_it_proved(world, browser):
         facts = page.locator("main dl.facts")
         expect(facts).to_contain_text(world.address("merchant")[:12])
         expect(page.locator("main")).not_to_contain_text("Nike Offici")
+        # A state answer that is no document at all: no name, the page still stands.
+        world.proxy.rewrite = lambda path, body: (
+            b"null" if path.startswith("/v1/state/24") else body
+        )
+        page.reload()
+        expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
+        expect(page.locator("main dl.facts")).to_contain_text(world.address("merchant")[:12])
     finally:
         world.proxy.rewrite = None
     page.reload()

@@ -55,8 +55,9 @@ export async function merchantNames(light, header, addresses) {
       const key = concat(Uint8Array.of(MERCHANT_PREFIX), address);
       try {
         const doc = await light.api(`/v1/state/${hex(key)}?height=${header.height}`);
-        if (doc.value === null) return;
-        const value = unhex(doc.value);
+        // Anything but a hex value or null (absent) is refused by unhex.
+        if (doc?.value === null) return;
+        const value = unhex(doc?.value);
         verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
         names.set(formatAddress(address), fields(unpack(value), MERCHANT, "Merchant").name);
       } catch (err) {
