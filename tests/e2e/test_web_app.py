@@ -14,9 +14,11 @@ without either the module skips and says which.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,11 +73,13 @@ pytestmark = [
 class Proxy:
     """An HTTP and WebSocket proxy to the node, in a thread of its own, with two faults:
     ``drop_feeds()`` cuts every WebSocket as a network would (and refuses new ones while
-    ``hold`` is set), and ``tamper`` flips one byte of every item answer."""
+    ``hold`` is set), ``tamper`` flips one byte of every item answer, and ``rewrite``, if
+    set, rewrites every answer (path, body -> body) as a hostile node would."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.tamper = False
+        self.rewrite: Callable[[str, bytes], bytes] | None = None
         self.hold = False
         # The open WebSockets' connections, by request.
         self.feeds: dict[int, asyncio.BaseTransport] = {}
@@ -116,6 +120,8 @@ class Proxy:
             body = await resp.read()
             if self.tamper and request.path.startswith("/v1/items/") and resp.status == 200:
                 body = flip_one_byte(body)
+            if self.rewrite is not None and resp.status == 200:
+                body = self.rewrite(request.path, body)
             out = {
                 k: v
                 for k, v in resp.headers.items()
@@ -479,6 +485,64 @@ def test_auctions_run_live_on_the_page_and_the_shopper_bids_from_it(world, brows
     expect(other.locator(".timer")).to_have_attribute("data-end-ms", str(extended))
 
 
+def test_a_deal_priced_in_an_issued_currency_is_bought_in_it_from_the_page(world, browser):
+    """The order the page signs names the listing's currency (the buyer agrees to it as
+    to the price): a deal on a listing priced in USD is bought in USD with one tap."""
+    page = browser
+    expect = sync_api.expect
+    session, me = world.ids["session"], world.ids["web_address"]
+    home = ("--home", str(world.node.home), "--wait")
+    grant = world.cli("gov", "propose-grant-issuer", "node0", "USD", "--decimals", "2", *home)
+    world.cli("gov", "vote", event(grant, "proposal_created")["proposal_id"], *home)
+    world.cli("currency", "mint", "USD", "--to", me, "--amount", "5000", *home)
+    # The fee is paid in the native token.
+    world.cli("tx", "transfer", "--from", "faucet", "--to", me, "--amount", "2000", "--wait")
+    out = world.cli(
+        "listing", "create", "--title", "Kettle in dollars", "--price", "1500", "--stock", "5",
+        "--currency", "USD", "--from", "merchant", "--wait",
+    )  # fmt: skip
+    listing = event(out, "commerce.listing_created")["listing"]
+    out = world.cli(
+        "live", "deal", session, listing, "--price", "1200", "--allocation", "3",
+        "--per-buyer-cap", "1", "--minutes", "30", "--from", "merchant", "--wait",
+    )  # fmt: skip
+    deal = event(out, "commerce.deal_opened")["deal"]
+    page.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
+    page.fill("#passphrase", "correct horse battery")
+    page.click("#unlock")
+    page.click("#save-ship")
+    buy = page.locator(f"[data-deal='{deal}'] button.buy")
+    expect(buy).to_have_text("Buy now · 1,200 USD")
+    buy.click()
+    expect(page.locator("#outcome p.ok")).to_contain_text("is final")
+    balances = http_json(f"{world.node.url}/v1/accounts/{me}")["balances"]
+    assert [(b["currency"], b["balance"]) for b in balances] == [("USD", 3800)]
+
+
+def test_the_wallet_names_the_genesis_it_hashed_not_the_one_the_node_names(world, browser):
+    page = browser
+    expect = sync_api.expect
+    true = http_json(f"{world.node.url}/v1/genesis")["hash"]
+
+    def lie(path: str, body: bytes) -> bytes:
+        if path != "/v1/genesis":
+            return body
+        doc = json.loads(body)
+        doc["hash"] = "ab" * 32
+        return json.dumps(doc).encode()
+
+    world.proxy.rewrite = lie
+    try:
+        page.goto(f"{world.proxy.url}/wallet")
+        page.fill("#passphrase", "correct horse battery")
+        page.click("#unlock")
+        expect(page.locator("#balance-proof")).to_contain_text("✓ verified")
+        expect(page.locator("#balance")).to_contain_text(f"trusting genesis {true[:16]}")
+        expect(page.locator("#balance")).not_to_contain_text("abababab")
+    finally:
+        world.proxy.rewrite = None
+
+
 def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browser):
     page = browser
     expect = sync_api.expect
@@ -511,6 +575,46 @@ def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browse
         world.proxy.tamper = False
 
 
+def test_the_item_page_names_only_merchants_it_proved(world, browser):
+    """Verified, the page names a party only from its merchant record proven under the
+    item's header: a name the node made up, in its merchant answer or in an unproven
+    state value, is not shown (the address is)."""
+    page = browser
+    expect = sync_api.expect
+    fake = "Nike Official"
+
+    def rename(path: str, body: bytes) -> bytes:
+        if path.startswith("/v1/merchants/"):
+            doc = json.loads(body)
+            doc["merchant"]["name"] = fake
+            return json.dumps(doc).encode()
+        if path.startswith("/v1/state/24"):
+            # Same length, so only the proof can tell.
+            return body.replace(b"Acme Kettles".hex().encode(), b"Nike Officia".hex().encode())
+        return body
+
+    world.proxy.rewrite = rename
+    try:
+        page.goto(f"{world.proxy.url}/01/{EAN13}/21/SN-1")
+        expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
+        expect(page.locator("#timeline li")).to_have_count(4)
+        facts = page.locator("main dl.facts")
+        expect(facts).to_contain_text(world.address("merchant")[:12])
+        expect(page.locator("main")).not_to_contain_text("Nike Offici")
+        # A state answer that is no document at all: no name, the page still stands.
+        world.proxy.rewrite = lambda path, body: (
+            b"null" if path.startswith("/v1/state/24") else body
+        )
+        page.reload()
+        expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
+        expect(page.locator("main dl.facts")).to_contain_text(world.address("merchant")[:12])
+    finally:
+        world.proxy.rewrite = None
+    page.reload()
+    expect(page.locator("#timeline")).to_contain_text("Sent by Acme Kettles to")
+    expect(page.locator("main dl.facts")).to_contain_text("Acme Kettles")
+
+
 def test_the_explorer_shows_the_block_that_holds_the_order(world, browser):
     page = browser
     expect = sync_api.expect
@@ -531,6 +635,39 @@ def test_the_explorer_shows_the_block_that_holds_the_order(world, browser):
     expect(page.locator("#tx-outcome")).to_have_text("ok")
     expect(page.locator("main")).to_contain_text("commerce.order_placed")
     shot(page, "explorer-tx")
+
+
+def test_the_block_page_shows_the_header_its_certificate_signs(world, browser):
+    """A node that verifies (its encoded header and certificate are sound) but describes
+    the header otherwise in its JSON: the page shows what the signed bytes say."""
+    page = browser
+    expect = sync_api.expect
+    height = int(world.ids["web_order_height"])
+    true = http_json(f"{world.node.url}/v1/blocks/{height}")
+    forged = "00" * 32
+
+    def lie(path: str, body: bytes) -> bytes:
+        if path != f"/v1/blocks/{height}":
+            return body
+        doc = json.loads(body)
+        doc["header"].update(state_root=forged, hash=forged, producer=forged, time_ms=0)
+        doc["commit"]["signatures"] = doc["commit"]["signatures"] * 2
+        return json.dumps(doc).encode()
+
+    world.proxy.rewrite = lie
+    try:
+        page.goto(f"{world.proxy.url}/explorer/blocks/{height}")
+        expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+        facts = page.locator("main dl.facts")
+        expect(facts).to_contain_text(true["header"]["state_root"][:16])
+        expect(facts).to_contain_text(true["header"]["hash"][:16])
+        expect(facts).to_contain_text(true["header"]["producer"][:12])
+        expect(facts).not_to_contain_text(forged[:16])
+        expect(facts).not_to_contain_text("1970")
+        signers = len(true["commit"]["signatures"])
+        expect(page.locator("main")).to_contain_text(f"{signers} precommits in round")
+    finally:
+        world.proxy.rewrite = None
 
 
 def test_files_are_served_with_cache_headers_and_no_way_out(world):

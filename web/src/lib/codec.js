@@ -43,7 +43,14 @@ export function unpack(bytes) {
     throw new DecodeError(`not valid msgpack: ${err.message}`);
   }
   check(raw);
-  if (!equalBytes(pack(raw), bytes)) throw new DecodeError("non-canonical encoding");
+  let again;
+  try {
+    again = pack(raw);
+  } catch (err) {
+    // Nested deeper than the encoder goes: no record is.
+    throw new DecodeError(`cannot be encoded again: ${err.message}`);
+  }
+  if (!equalBytes(again, bytes)) throw new DecodeError("non-canonical encoding");
   return raw;
 }
 
@@ -90,7 +97,6 @@ function checkField(v, kind, where) {
     if (!Array.isArray(v)) throw new DecodeError(`${where}: array`);
     return v;
   }
-  if (kind === "raw") return v;
   const m = /^bytes(\d*)$/.exec(kind);
   if (m) {
     if (!(v instanceof Uint8Array)) throw new DecodeError(`${where}: bytes`);

@@ -5,7 +5,8 @@ import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { blake2b } from "@noble/hashes/blake2.js";
 import { randomBytes } from "@noble/hashes/utils.js";
 import { bech32m } from "@scure/base";
-import { concat, hex, pack, utf8 } from "./codec.js";
+import { concat, hex, pack, u64be, utf8 } from "./codec.js";
+import { record, SHIPPING_ADDRESS, SIGNED_TX, TX_BODY } from "./records.js";
 
 // core/hashing.py Domain: one byte in front of every hashed object.
 export const Domain = {
@@ -27,10 +28,10 @@ export function hashBytes(domain, data) {
 }
 
 // hashlib.blake2b(person=...) pads the personalisation with zeros to 16 bytes.
-export function personal(data, person) {
+export function personal(data, person, { dkLen = 32, key = undefined } = {}) {
   const p = new Uint8Array(16);
   p.set(utf8(person));
-  return blake2b(data, { dkLen: 32, personalization: p });
+  return blake2b(data, { dkLen, key, personalization: p });
 }
 
 export const randomSeed = () => randomBytes(32);
@@ -77,11 +78,7 @@ export function verifySignature(publicKey, domain, chainId, body, signature) {
 // A bidder's anonymous tag in one auction's feed (apps/commerce/auctions.py bidder_tag):
 // BLAKE2b-32 of the address keyed by the auction id (8 bytes, big-endian).
 export function bidderTag(auctionId, address) {
-  const key = new Uint8Array(8);
-  new DataView(key.buffer).setBigUint64(0, BigInt(auctionId));
-  const p = new Uint8Array(16);
-  p.set(utf8("ll-bid-tag"));
-  return hex(blake2b(address, { dkLen: 4, key, personalization: p }));
+  return hex(personal(address, "ll-bid-tag", { dkLen: 4, key: u64be(auctionId) }));
 }
 
 // --- transactions (core/types.py) ---
@@ -89,9 +86,10 @@ export function bidderTag(auctionId, address) {
 // TxBody(nonce, fee, expiry_height, type, payload) signed into SignedTx(chain_id,
 // sender, body, signature); the hash is over the SignedTx encoding.
 export function signTx(seed, chainId, { nonce, fee, expiryHeight, type, payload }) {
-  const body = pack([nonce, fee, expiryHeight, type, payload]);
+  const body = pack(record(TX_BODY, { nonce, fee, expiry_height: expiryHeight, type, payload }, "TxBody"));
   const signature = sign(seed, SignDomain.TX, chainId, body);
-  const encoded = pack([chainId, publicKeyOf(seed), body, signature]);
+  const sender = publicKeyOf(seed);
+  const encoded = pack(record(SIGNED_TX, { chain_id: chainId, sender, body, signature }, "SignedTx"));
   return { encoded, hash: hashBytes(Domain.TX, encoded) };
 }
 
@@ -133,7 +131,7 @@ export function sealTo(recipientPublic, plaintext) {
 // seal_address: ShippingAddress(salt, text) encoded, its commitment, and the box.
 export function sealAddress(recipientPublic, text) {
   if (utf8(text).length > MAX_ADDRESS_TEXT) throw new Error("the address is too long");
-  const plaintext = pack([randomBytes(32), text]);
+  const plaintext = pack(record(SHIPPING_ADDRESS, { salt: randomBytes(32), text }, "ShippingAddress"));
   return {
     ciphertext: sealTo(recipientPublic, plaintext),
     commitment: addressCommitment(plaintext),

@@ -7,34 +7,26 @@ import {
   DecodeError,
   equalBytes,
   fields,
+  hex,
   pack,
   u64be,
   unhex,
   unpack,
 } from "./codec.js";
 import { Domain, hashBytes, SignDomain, verifySignature } from "./crypto.js";
+import {
+  CHAIN_PARAMS,
+  COMMIT,
+  COMMIT_SIG,
+  GENESIS,
+  GENESIS_VALIDATOR,
+  HEADER,
+  PRODUCER_SET,
+  PROOF_LEAF,
+  STATE_PROOF,
+} from "./records.js";
 
 export class NotVerified extends Error {}
-
-const COMMIT = [
-  ["height", "int"],
-  ["round", "int"],
-  ["block_hash", "bytes32"],
-  ["signatures", "list"],
-];
-const HEADER = [
-  ["chain_id", "str"],
-  ["height", "int"],
-  ["round", "int"],
-  ["time_ms", "int"],
-  ["prev_hash", "bytes32"],
-  ["tx_root", "bytes32"],
-  ["state_root", "bytes32"],
-  ["receipt_root", "bytes32"],
-  ["producer", "bytes32"],
-  ["producer_set_hash", "bytes32"],
-  ["last_commit", "raw"],
-];
 
 export function decodeHeader(bytes) {
   const header = fields(unpack(bytes), HEADER, "BlockHeader");
@@ -44,9 +36,7 @@ export function decodeHeader(bytes) {
 
 export function decodeCommit(bytes) {
   const commit = fields(unpack(bytes), COMMIT, "Commit");
-  commit.signatures = commit.signatures.map((s) =>
-    fields(s, [["validator", "bytes32"], ["signature", "bytes64"]], "CommitSig"),
-  );
+  commit.signatures = commit.signatures.map((s) => fields(s, COMMIT_SIG, "CommitSig"));
   return commit;
 }
 
@@ -102,11 +92,9 @@ function sharesPrefix(a, b, bits) {
 }
 
 export function decodeProof(bytes) {
-  const proof = fields(unpack(bytes), [["siblings", "list"], ["leaf", "raw"]], "StateProof");
+  const proof = fields(unpack(bytes), STATE_PROOF, "StateProof");
   proof.siblings.forEach((s) => fields([s], [["sibling", "bytes32"]], "StateProof"));
-  if (proof.leaf !== null) {
-    proof.leaf = fields(proof.leaf, [["key_path", "bytes32"], ["value_hash", "bytes32"]], "leaf");
-  }
+  if (proof.leaf !== null) proof.leaf = fields(proof.leaf, PROOF_LEAF, "ProofLeaf");
   return proof;
 }
 
@@ -152,28 +140,16 @@ export class LightClient {
   constructor(api, answer) {
     this.api = api;
     const encoded = unhex(answer.encoded ?? "");
-    this.genesisHash = hexOf(hashBytes(Domain.GENESIS, encoded));
-    const g = fields(
-      unpack(encoded),
-      [
-        ["chain_id", "str"],
-        ["genesis_time_ms", "int"],
-        ["params", "list"],
-        ["accounts", "list"],
-        ["validators", "list"],
-        ["staking", "raw"],
-        ["commerce", "raw"],
-      ],
-      "Genesis",
-    );
+    this.genesisHash = hex(hashBytes(Domain.GENESIS, encoded));
+    const g = fields(unpack(encoded), GENESIS, "Genesis");
     this.chainId = g.chain_id;
-    // ChainParams field 5 (vm/params.py); not governable, so genesis's holds for good.
-    this.epochLength = g.params[5];
+    // Not governable, so genesis's holds for good.
+    this.epochLength = fields(g.params, CHAIN_PARAMS, "ChainParams").epoch_length;
     this.staking = g.staking !== null;
     if (!Number.isInteger(this.epochLength) || this.epochLength < 1) {
       throw new NotVerified("genesis has no valid epoch length");
     }
-    const keys = g.validators.map((v) => fields(v, [["name", "str"], ["public_key", "bytes32"], ["power", "int"], ["address", "str"]], "GenesisValidator").public_key);
+    const keys = g.validators.map((v) => fields(v, GENESIS_VALIDATOR, "GenesisValidator").public_key);
     this.sets = [validatorSet(keys)];
     pin(this.chainId, this.genesisHash);
   }
@@ -184,6 +160,8 @@ export class LightClient {
 
   // The producers of block `height`, derived from genesis through proofs only.
   async producersAt(height) {
+    // No block is at a height below 1 (genesis is no block), so no epoch has producers there.
+    if (!Number.isSafeInteger(height) || height < 1) throw new NotVerified(`no block is at height ${height}`);
     if (!this.staking) return this.sets[0];
     const epoch = this.epochOf(height);
     while (this.sets.length <= epoch) {
@@ -191,15 +169,12 @@ export class LightClient {
       const boundary = e * this.epochLength;
       const header = await this.certifiedHeader(boundary, this.sets[e - 1]);
       const key = concat(Uint8Array.of(PRODUCER_SET_PREFIX), u64be(e));
-      const doc = await this.api(`/v1/state/${hexOf(key)}?height=${boundary}`);
+      const doc = await this.api(`/v1/state/${hex(key)}?height=${boundary}`);
       if (doc.value === null) throw new NotVerified(`no producer set for epoch ${e}`);
       const value = unhex(doc.value);
       verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
-      const set = fields(
-        unpack(value),
-        [["epoch", "int"], ["elected_height", "int"], ["keys", "list"], ["weights", "list"]],
-        "ProducerSet",
-      );
+      const set = fields(unpack(value), PRODUCER_SET, "ProducerSet");
+      set.keys.forEach((k) => fields([k], [["key", "bytes32"]], "ProducerSet"));
       this.sets.push(validatorSet(set.keys));
     }
     return this.sets[epoch];
@@ -248,10 +223,6 @@ function pin(chainId, hash) {
     pins[chainId] = hash;
     localStorage.setItem(GENESIS_PINS, JSON.stringify(pins));
   }
-}
-
-function hexOf(bytes) {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 // Anything malformed from the node is "not verified", never a crash.

@@ -3,7 +3,7 @@
 // SecretBox); held in memory only while unlocked. Every transaction is signed here.
 import { xsalsa20poly1305 } from "@noble/ciphers/salsa.js";
 import { scryptAsync } from "@noble/hashes/scrypt.js";
-import { api, ApiError, postJson } from "./api.js";
+import { api, ApiError, genesis, postJson } from "./api.js";
 import { hex, unhex, utf8 } from "./codec.js";
 import { addressOf, formatAddress, publicKeyOf, randomBytes, randomSeed, signTx } from "./crypto.js";
 
@@ -95,7 +95,7 @@ export async function send(type, payload, progress = () => {}) {
     api("/v1/params"),
     api(`/v1/accounts/${unlocked.address}`),
     api("/v1/status"),
-    api("/v1/genesis"),
+    genesis(),
   ]);
   const tx = signTx(unlocked.seed, g.genesis.chain_id, {
     nonce: account.next_nonce,

@@ -4,8 +4,8 @@
 import { api, ApiError, genesis } from "../lib/api.js";
 import { plain } from "../lib/codes.js";
 import { formatAddress, addressOf } from "../lib/crypto.js";
-import { unhex } from "../lib/codec.js";
-import { isVerificationFailure, LightClient } from "../lib/light.js";
+import { hex, unhex } from "../lib/codec.js";
+import { decodeCommit, decodeHeader, isVerificationFailure, LightClient, NotVerified } from "../lib/light.js";
 import { ago, errorBox, fmt, go, h, link, replace, short, time } from "../lib/ui.js";
 
 const RECENT = 10;
@@ -112,29 +112,42 @@ export async function explorerPage(main) {
 export async function blockPage(main, heightText) {
   const height = Number(heightText);
   const doc = await api(`/v1/blocks/${height}`);
-  const head = doc.header;
+  // What the page shows of the header and its certificate is read from their encodings,
+  // the bytes the certificate check covers, never from the node's description of them.
+  let header = null;
+  let commit = null;
+  let unreadable = "";
+  try {
+    header = decodeHeader(unhex(doc.header?.encoded));
+    if (doc.commit) commit = decodeCommit(unhex(doc.commit.encoded));
+  } catch (err) {
+    if (!isVerificationFailure(err)) throw err;
+    unreadable = err.message;
+  }
   const certEl = h("p", { id: "certificate-check", class: "muted" }, "Checking the certificate…");
   replace(
     main,
     h("p", {}, link("/explorer", "← Explorer")),
-    h("h1", {}, `Block ${fmt(head.height)}`),
-    h(
-      "dl",
-      { class: "card facts" },
-      h("dt", {}, "Time"), h("dd", {}, time(head.time_ms)),
-      h("dt", {}, "Hash"), h("dd", { class: "mono" }, short(head.hash, 16)),
-      h("dt", {}, "Producer"), h("dd", { class: "mono" }, short(head.producer, 12)),
-      h("dt", {}, "State root"), h("dd", { class: "mono" }, short(head.state_root, 16)),
-      h("dt", {}, "Round"), h("dd", {}, head.round),
-      h("dt", {}, "Transactions"), h("dd", {}, doc.num_txs),
-    ),
+    h("h1", {}, `Block ${fmt(height)}`),
+    header
+      ? h(
+          "dl",
+          { class: "card facts" },
+          h("dt", {}, "Time"), h("dd", {}, time(header.time_ms)),
+          h("dt", {}, "Hash"), h("dd", { class: "mono" }, short(hex(header.hash), 16)),
+          h("dt", {}, "Producer"), h("dd", { class: "mono" }, short(hex(header.producer), 12)),
+          h("dt", {}, "State root"), h("dd", { class: "mono" }, short(hex(header.state_root), 16)),
+          h("dt", {}, "Round"), h("dd", {}, header.round),
+          h("dt", {}, "Transactions"), h("dd", {}, doc.num_txs),
+        )
+      : null,
     h("h2", {}, "Certificate"),
     h(
       "div",
       { class: "card" },
-      doc.commit ? h("p", {}, `${doc.commit.signatures.length} precommits in round ${doc.commit.round}`) : h("p", {}, "No certificate stored."),
+      commit ? h("p", {}, `${commit.signatures.length} precommits in round ${commit.round}`) : h("p", {}, "No certificate stored."),
       certEl,
-      doc.commit ? h("ul", { class: "mono small" }, doc.commit.signatures.map((s) => h("li", {}, short(s.validator, 16)))) : null,
+      commit ? h("ul", { class: "mono small" }, commit.signatures.map((s) => h("li", {}, short(hex(s.validator), 16)))) : null,
     ),
     h("h2", {}, "Transactions"),
     h(
@@ -145,8 +158,9 @@ export async function blockPage(main, heightText) {
     h("p", {}, height > 1 ? link(`/explorer/blocks/${height - 1}`, "← previous") : null, " ", link(`/explorer/blocks/${height + 1}`, "next →")),
   );
   try {
+    if (!header) throw new NotVerified(`the node's header cannot be read (${unreadable})`);
     const g = await genesis();
-    await new LightClient(api, g).checkHeader(height, head.encoded, doc.commit?.encoded);
+    await new LightClient(api, g).checkHeader(height, doc.header.encoded, doc.commit?.encoded);
     replace(certEl, "✓ verified here: more than 2/3 of this height's producers (derived from genesis) signed this header");
     certEl.className = "ok";
   } catch (err) {

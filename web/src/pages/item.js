@@ -5,7 +5,7 @@ import { renderSVG } from "uqr";
 import { api, ApiError, genesis } from "../lib/api.js";
 import { hex } from "../lib/codec.js";
 import { formatAddress } from "../lib/crypto.js";
-import { verifyItem } from "../lib/item.js";
+import { merchantNames, verifyItem } from "../lib/item.js";
 import { isVerificationFailure, LightClient } from "../lib/light.js";
 import { h, link, replace, short, time } from "../lib/ui.js";
 
@@ -43,7 +43,10 @@ export async function itemPage(main, gtinText, serial) {
     ? { ...proven.item, maker: formatAddress(proven.item.maker), custodian: formatAddress(proven.item.custodian), pending_to: proven.item.pending_to && formatAddress(proven.item.pending_to), status: proven.item.status === 1 ? "active" : "decommissioned" }
     : view;
   const events = proven ? proven.events.map(eventFromProof) : view.history;
-  const names = await partyNames([item.maker, ...events.map((e) => e.attestor)]);
+  // Names only when proven (the node's unproven view is shown by address).
+  const names = proven
+    ? await merchantNames(light, proven.header, [proven.item.maker, ...proven.events.map((e) => e.attestor)])
+    : new Map();
   const who = (addr) => (addr ? h("span", { title: addr }, names.get(addr) ?? short(addr, 12)) : "—");
   const url = `${location.origin}/01/${gtin}/21/${encodeURIComponent(serial)}`;
 
@@ -110,19 +113,4 @@ function timelineEntry(e, who) {
     h("p", { class: "muted small" }, time(e.event_time_ms), " · by ", who(e.attestor), e.biz_location ? ` · ${e.biz_location}` : ""),
     e.tx_hash ? h("p", { class: "small" }, link(`/explorer/txs/${e.tx_hash}`, `block ${e.height}`)) : null,
   );
-}
-
-// Merchant names for the addresses shown (a plain read; names are labels, not proofs).
-async function partyNames(addresses) {
-  const names = new Map();
-  await Promise.all(
-    [...new Set(addresses.filter(Boolean))].map(async (a) => {
-      try {
-        names.set(a, (await api(`/v1/merchants/${a}`)).merchant.name);
-      } catch {
-        // Not a merchant: shown by address.
-      }
-    }),
-  );
-  return names;
 }

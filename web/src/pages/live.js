@@ -6,6 +6,7 @@ import { plain } from "../lib/codes.js";
 import { pack, unhex } from "../lib/codec.js";
 import { bidderTag, parseAddress, sealAddress } from "../lib/crypto.js";
 import { SessionFeed } from "../lib/feed.js";
+import { BID, PLACE_ORDER, record, TIP } from "../lib/records.js";
 import { countdown, fmt, go, h, replace } from "../lib/ui.js";
 import { current, send } from "../lib/wallet.js";
 
@@ -70,6 +71,12 @@ export async function livePage(main, idText) {
     return listings.get(Number(listingId))?.title ?? `product ${listingId}`;
   }
 
+  // An amount in its listing's currency, named unless it is the native token.
+  function priced(amount, listingId) {
+    const currency = listings.get(Number(listingId))?.currency;
+    return currency ? `${fmt(amount)} ${currency}` : fmt(amount);
+  }
+
   // Deal cards are rebuilt when the feed changes a deal; the clock only updates their
   // timers (a card rebuilt every second would swallow taps).
   let cards = [];
@@ -84,13 +91,13 @@ export async function livePage(main, idText) {
         const pct = d.allocation ? Math.round((100 * d.left) / d.allocation) : 0;
         const listing = listings.get(d.listing_id);
         const timer = h("span", { class: "timer" });
-        const button = h("button", { class: "buy", onclick: () => buy(d) }, d.left === 0 ? "Sold out" : `Buy now · ${fmt(d.price)}`);
+        const button = h("button", { class: "buy", onclick: () => buy(d) }, d.left === 0 ? "Sold out" : `Buy now · ${priced(d.price, d.listing_id)}`);
         cards.push({ d, timer, button });
         return h(
           "article",
           { class: "deal card", "data-deal": d.id },
           h("div", { class: "deal-top" }, h("h3", {}, listingTitle(d.listing_id)), timer),
-          h("p", { class: "price" }, fmt(d.price), " ", listing && listing.price > d.price ? h("s", {}, fmt(listing.price)) : null),
+          h("p", { class: "price" }, priced(d.price, d.listing_id), " ", listing && listing.price > d.price ? h("s", {}, fmt(listing.price)) : null),
           h("div", { class: "stock" }, h("div", { class: "bar" }, h("i", { style: `width:${pct}%` })), h("span", { class: "left" }, `${fmt(d.left)} of ${fmt(d.allocation)} left`)),
           button,
         );
@@ -209,7 +216,7 @@ export async function livePage(main, idText) {
     replace(
       pinnedEl,
       [...pinned.values()].map((l) =>
-        h("article", { class: "card product" }, h("h3", {}, l.title), h("p", { class: "muted" }, l.description), h("p", {}, h("b", {}, fmt(l.price)), ` · ${fmt(l.available)} in stock`)),
+        h("article", { class: "card product" }, h("h3", {}, l.title), h("p", { class: "muted" }, l.description), h("p", {}, h("b", {}, priced(l.price, l.id)), ` · ${fmt(l.available)} in stock`)),
       ),
     );
   }
@@ -300,16 +307,32 @@ export async function livePage(main, idText) {
     replace(outcomeEl, h("p", { class: cls }, text));
   }
 
-  async function buy(d) {
+  // The unlocked wallet with a shipping address, or null once the page has gone to the
+  // wallet page for what is missing.
+  function shopper() {
     const w = current();
-    if (!w) return go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
-    if (!w.shipTo) return go(`/wallet?next=${encodeURIComponent(location.pathname)}&ship=1`);
+    if (!w) go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
+    else if (!w.shipTo) go(`/wallet?next=${encodeURIComponent(location.pathname)}&ship=1`);
+    return w?.shipTo ? w : null;
+  }
+
+  // The shopper's address sealed to the merchant's current key: the fields an order and
+  // a bid carry alike.
+  async function sealedAddress(w) {
+    const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
+    const sealed = sealAddress(key, w.shipTo);
+    return { sealed_to: key, address_commitment: sealed.commitment, sealed_address: sealed.ciphertext };
+  }
+
+  async function buy(d) {
+    const w = shopper();
+    if (!w) return;
     try {
-      // The deal and the merchant's key as of now (the price and version must match).
+      // The deal and the merchant's key as of now (the price and version must match);
+      // the currency is the listing's (a deal has none of its own).
       const deal = (await api(`/v1/deals/${d.id}`)).deal;
-      const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
-      const sealed = sealAddress(key, w.shipTo);
-      const payload = pack([deal.listing_id, deal.listing_version, 1, deal.price, id, deal.id, key, sealed.commitment, sealed.ciphertext, deal.currency ?? ""]);
+      const { currency } = await loadListing(deal.listing_id);
+      const payload = pack(record(PLACE_ORDER, { listing_id: deal.listing_id, listing_version: deal.listing_version, quantity: 1, unit_price: deal.price, session_id: id, deal_id: deal.id, ...(await sealedAddress(w)), currency }, "PlaceOrder"));
       const result = await send("commerce.place_order", payload, (stage) => show(stage === "signing" ? "Signing…" : "Sent, waiting for the block…", "muted"));
       await outcome(result, (r) => {
         const placed = r.events.find((e) => e.kind === "commerce.order_placed");
@@ -323,15 +346,12 @@ export async function livePage(main, idText) {
   // A maximum bid, signed here, the address sealed here as for an order (the winner's
   // order carries it).
   async function bid(a, text) {
-    const w = current();
-    if (!w) return go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
-    if (!w.shipTo) return go(`/wallet?next=${encodeURIComponent(location.pathname)}&ship=1`);
+    const w = shopper();
+    if (!w) return;
     const maximum = Number(text);
     if (!Number.isSafeInteger(maximum) || maximum <= 0) return show("Enter the most you will pay, in whole tokens.", "error");
     try {
-      const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
-      const sealed = sealAddress(key, w.shipTo);
-      const payload = pack([a.id, maximum, key, sealed.commitment, sealed.ciphertext]);
+      const payload = pack(record(BID, { auction_id: a.id, max_amount: maximum, ...(await sealedAddress(w)) }, "Bid"));
       const result = await send("commerce.bid", payload, (stage) => show(stage === "signing" ? "Signing your bid…" : "Bid sent, waiting for the block…", "muted"));
       if (result.receipt.code === "bid_too_low") {
         // The sentence names the lowest bid as the chain saw it.
@@ -360,7 +380,7 @@ export async function livePage(main, idText) {
     const tip = async (amount) => {
       if (!current()) return go(`/wallet?next=${encodeURIComponent(location.pathname)}`);
       try {
-        const result = await send("commerce.tip", pack([id, amount, message.value, ""]), () => show("Sending your tip…", "muted"));
+        const result = await send("commerce.tip", pack(record(TIP, { session_id: id, amount, message: message.value, currency: "" }, "Tip")), () => show("Sending your tip…", "muted"));
         await outcome(result, () => `✓ Tip of ${fmt(amount)} sent (block ${result.height}).`);
         message.value = "";
       } catch (err) {

@@ -5,6 +5,7 @@ import { api, genesis } from "../lib/api.js";
 import { concat, fields, unpack } from "../lib/codec.js";
 import { parseAddress } from "../lib/crypto.js";
 import { isVerificationFailure, LightClient } from "../lib/light.js";
+import { ACCOUNT } from "../lib/records.js";
 import { errorBox, fmt, go, h, replace } from "../lib/ui.js";
 import { createWallet, current, forget, lock, setShipTo, stored, unlock } from "../lib/wallet.js";
 
@@ -59,10 +60,13 @@ async function showBalance(el, address) {
     let balance = 0;
     let verified = false;
     let reason = "";
+    // The genesis trusted is the one hashed here, not the hash the node names.
+    let trusted = null;
     try {
       const light = new LightClient(api, g);
+      trusted = light.genesisHash;
       const { value } = await light.provenValue(key, doc);
-      if (value !== null) balance = fields(unpack(value), [["balance", "int"], ["nonce", "int"]], "Account").balance;
+      if (value !== null) balance = fields(unpack(value), ACCOUNT, "Account").balance;
       verified = balance === doc.balance;
       if (!verified) reason = "the node's figure differs from the proven one";
     } catch (err) {
@@ -76,7 +80,7 @@ async function showBalance(el, address) {
       verified
         ? h("p", { class: "ok", id: "balance-proof" }, `✓ verified: proven at block ${doc.height} under a certified header`)
         : h("p", { class: "error", id: "balance-proof" }, `not verified (${reason})`),
-      h("p", { class: "muted small" }, `trusting genesis ${g.hash.slice(0, 16)}…`),
+      trusted ? h("p", { class: "muted small" }, `trusting genesis ${trusted.slice(0, 16)}…`) : null,
     );
   } catch (err) {
     replace(el, errorBox(`Could not read the balance: ${err.message}`));
