@@ -112,6 +112,11 @@ def state_sync(source: ChainStore, path: Path, chunk_bytes: int) -> tuple[float,
     return time.perf_counter() - started, chunks, sent
 
 
+def early(name: str, value: str) -> None:
+    """A figure on stderr as soon as it is measured: a long run that dies later keeps it."""
+    print(f"  = {name}: {value} at {time.strftime('%H:%M:%S')}", file=sys.stderr, flush=True)
+
+
 def disk(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -156,11 +161,14 @@ def main(argv: list[str] | None = None) -> None:
         else:
             replay_s = replay(root / "replay", history, args.keys_per_block)
         del history
+        early("join by replay, s", f"{replay_s:.2f} (build {built:.1f} s)")
         with ChainStore(root / "src") as source:
             keys = sum(1 for _ in source.iter_state())
             sync_s, chunks, sent = state_sync(source, root / "synced", args.chunk_bytes)
+        early("join by state sync, s", f"{sync_s:.2f} ({keys} keys, {chunks} chunks)")
         compact(root / "src")
         archive = disk(root / "src")
+        early("disk, archive, bytes", str(archive))
         with ChainStore(root / "src") as source:
             t1 = time.perf_counter()
             head = source.height
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
             prune_s = time.perf_counter() - t1
         compact(root / "src")
         pruned = disk(root / "src")
+        early("disk, pruned, bytes", str(pruned))
         with ChainStore(root / "src") as source:
             source.prune_blocks(source.height - args.short_keep_blocks + 1)
         compact(root / "src")
