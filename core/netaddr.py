@@ -42,6 +42,17 @@ def parse_net_address(text: str) -> tuple[str, int]:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise InvalidNetAddress(f"not an IPv6 address in brackets: {text!r}") from None
+    elif not host.rsplit(".", 1)[-1][:1].isalpha():
+        # Not a name (a top-level label starts with a letter), so it must be an IPv4
+        # address in its one dotted-decimal spelling: the resolver also reads "0",
+        # "0177.0.0.1" or "0x7f000001" as addresses (inet_aton), which would let
+        # "0:1234" stand for 0.0.0.0 past the listen-on-all check.
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise InvalidNetAddress(
+                f"{host!r} is neither a DNS name nor an IPv4 address in dotted decimal"
+            ) from None
     return host, port
 
 

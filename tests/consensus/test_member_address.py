@@ -51,6 +51,12 @@ def test_a_member_sets_and_replaces_its_address():
         ("", "must be host:port"),
         ("a" * 300 + ":1", "must be host:port"),
         ("http://node.example:1", "must be host:port"),
+        # What the resolver would read as 0.0.0.0 or 127.0.0.1 (inet_aton spellings).
+        ("0:26656", "neither a DNS name nor an IPv4"),
+        ("0177.0.0.1:26656", "neither a DNS name nor an IPv4"),
+        ("0x7f000001:26656", "neither a DNS name nor an IPv4"),
+        ("127.1:26656", "neither a DNS name nor an IPv4"),
+        ("node.example.1:26656", "neither a DNS name nor an IPv4"),
     ],
 )
 def test_hostile_addresses_are_refused_with_a_code(address, message):
@@ -104,3 +110,12 @@ def test_a_dialable_address_too_long_for_its_event_fails_only_its_transaction():
     longest = f"{host[: 256 - len(':26656')]}:26656"
     assert len(longest) == 256 and set_address(chain, KEYS[1], longest).ok
     assert member_address(chain.state, PUB[1]) == longest
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.9:26656", "node0:26656", "localhost:1", "a-1.example.org:65535"]
+)
+def test_names_and_dotted_ipv4_addresses_are_taken(address):
+    chain = Chain()
+    assert set_address(chain, KEYS[0], address).ok
+    assert member_address(chain.state, PUB[0]) == address
