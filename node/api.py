@@ -577,8 +577,24 @@ async def get_account(request: web.Request) -> web.Response:
     node = _node(request)
     chain, mempool = _ready(node)
     address = parse_address(request.match_info["address"])
-    key = account_key(address)
     want_proof = request.query.get("proof", "").lower() in ("1", "true", "yes")
+    if want_proof:
+        # A proof per balance (up to max_currencies + 2) is tree walks and hashing:
+        # never on the event loop, and a few at once, as block reads.
+        async with request.app[BLOCK_READS]:
+            out = await asyncio.get_running_loop().run_in_executor(
+                None, _account_answer, chain, address, True
+            )
+    else:
+        out = _account_answer(chain, address, False)
+    # The mempool catches up with a commit a moment after the store: never below state.
+    pending = mempool.next_nonce(address)
+    out["next_nonce"] = out["nonce"] if pending is None else max(pending, out["nonce"])
+    return web.json_response(out)
+
+
+def _account_answer(chain: Any, address: bytes, want_proof: bool) -> dict[str, Any]:
+    """An account's balances (every currency), with their proofs if ``want_proof``."""
     out: dict[str, Any] = {"address": format_address(address)}
     # Read the height once: a block may commit while the proofs are built.
     height = chain.height
@@ -591,15 +607,12 @@ async def get_account(request: web.Request) -> web.Response:
         hexed = value.hex() if value is not None else None
         return value, {"key": key.hex(), "value": hexed, "proof": proof.encode().hex()}
 
-    value, proven = read(key)
+    value, proven = read(account_key(address))
     out.update(height=height, **proven)
     if want_proof:
         out["state_root"] = chain.store.state_root(height).hex()
     account = Account.decode(value) if value is not None else Account(0, 0)
-    # The mempool catches up with a commit a moment after the store: never below state.
-    pending = mempool.next_nonce(address)
-    next_nonce = account.nonce if pending is None else max(pending, account.nonce)
-    out.update(balance=account.balance, nonce=account.nonce, next_nonce=next_nonce)
+    out.update(balance=account.balance, nonce=account.nonce)
     # Every issued currency (at most max_currencies), each balance a key of its own.
     raw_list, proven_list = read(CURRENCY_LIST_KEY)
     if want_proof:
@@ -614,7 +627,7 @@ async def get_account(request: web.Request) -> web.Response:
         amount = Balance.decode(raw).amount if raw is not None else 0
         balances.append({"currency": symbol, "decimals": decimals, "balance": amount, **proven})
     out["balances"] = balances
-    return web.json_response(out)
+    return out
 
 
 CURRENCY = Component(
