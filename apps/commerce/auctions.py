@@ -156,13 +156,23 @@ def _return_bid(state: Overlay, bidder: bytes, amount: int, currency: str) -> No
         "invalid_schedule": "an auction start in the past or beyond auction_max_lead_ms, "
         "or a duration outside auction_min_ms..auction_max_ms",
         "too_many_auctions": "the session has max_open_auctions open auctions",
+        "merchant_auction_limit": "the session's merchant has max_open_auctions_per_merchant "
+        "open auctions",
         "auction_bucket_full": "max_auctions_per_bucket open auctions already end in that "
         "auction-clock bucket",
     },
     events={ev.AUCTION_STARTED},
     feed={ev.AUCTION_STARTED},
-    reads={P.CONFIG, P.MERCHANT},
-    writes={P.COUNTER, P.LISTING, P.SESSION, P.AUCTION, P.AUCTION_CLOCK, P.AUCTION_BUCKET},
+    reads={P.CONFIG},
+    writes={
+        P.COUNTER,
+        P.LISTING,
+        P.SESSION,
+        P.MERCHANT,
+        P.AUCTION,
+        P.AUCTION_CLOCK,
+        P.AUCTION_BUCKET,
+    },
     view="AuctionView",
 )
 def process_start_auction(state: Overlay, tx: TxInfo, p: StartAuction, ctx: BlockContext) -> None:
@@ -171,7 +181,7 @@ def process_start_auction(state: Overlay, tx: TxInfo, p: StartAuction, ctx: Bloc
     session = require_session(state, p.session_id)
     require_host_or_merchant(session, tx.sender_address, "starting an auction")
     require_open_session(session)
-    require_approved(state, session.merchant)
+    merchant = require_approved(state, session.merchant)
     listing = session_listing(state, session, p.listing_id)
     # An auction sells one unit nobody else holds.
     if listing.available < 1:
@@ -213,6 +223,13 @@ def process_start_auction(state: Overlay, tx: TxInfo, p: StartAuction, ctx: Bloc
             f"session {session.id} has {len(session.open_auctions)} open auctions, the maximum "
             f"is {params.max_open_auctions}",
             "too_many_auctions",
+        )
+    # Per merchant, whatever its sessions: one merchant cannot fill the auction buckets.
+    if merchant.open_auctions >= params.max_open_auctions_per_merchant:
+        raise TxFailed(
+            f"merchant {addr(session.merchant)} has {merchant.open_auctions} open auctions, "
+            f"the maximum is {params.max_open_auctions_per_merchant}",
+            "merchant_auction_limit",
         )
     end = start + p.duration_ms
     extension = params.auction_max_extension_ms if p.mode == AuctionMode.TIMED else 0
@@ -264,6 +281,10 @@ def process_start_auction(state: Overlay, tx: TxInfo, p: StartAuction, ctx: Bloc
         keys.session_key(session.id),
         replace(session, open_auctions=(*session.open_auctions, auction_id)),
     )
+    state.set_obj(
+        keys.merchant_key(session.merchant),
+        replace(merchant, open_auctions=merchant.open_auctions + 1),
+    )
     state.set_obj(bucket_key, AuctionBucket((*ids, auction_id)))
     schedule_bucket(state, keys.AUCTION_CLOCK_KEY, bucket)
     state.emit(
@@ -293,7 +314,7 @@ def process_start_auction(state: Overlay, tx: TxInfo, p: StartAuction, ctx: Bloc
     events={ev.AUCTION_ENDED},
     feed={ev.AUCTION_ENDED},
     reads={P.CONFIG},
-    writes={P.LISTING, P.SESSION, P.AUCTION, P.AUCTION_BUCKET},
+    writes={P.LISTING, P.SESSION, P.MERCHANT, P.AUCTION, P.AUCTION_BUCKET},
     view="AuctionView",
 )
 def process_cancel_auction(state: Overlay, tx: TxInfo, p: AuctionRef, ctx: BlockContext) -> None:
@@ -486,6 +507,13 @@ def _close(
         )
     open_auctions = tuple(i for i in session.open_auctions if i != auction.id)
     state.set_obj(keys.session_key(session.id), replace(session, open_auctions=open_auctions))
+    merchant = load(state, keys.merchant_key(auction.merchant), Merchant)
+    if merchant is None or merchant.open_auctions < 1:
+        raise NodeFault(f"auction {auction.id} is open but its merchant counts no open auction")
+    state.set_obj(
+        keys.merchant_key(auction.merchant),
+        replace(merchant, open_auctions=merchant.open_auctions - 1),
+    )
     # The winner's address went into its order; nothing is held any more.
     ended = replace(
         auction,

@@ -200,6 +200,20 @@ def check_invariants(
             bad(f"listing {lst.id} belongs to unregistered merchant {lst.merchant.hex()}")
         elif [merchant.rating_sum, merchant.rating_count] != rating[lst.merchant]:
             bad(f"merchant {lst.merchant.hex()} rating aggregate differs from its reviews")
+
+    # A merchant's counts of open deals and auctions (its per-merchant limits) are exact.
+    counted: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
+    for d in deals.values():
+        if d.status == DealStatus.OPEN:
+            counted[d.merchant][0] += 1
+    for a in auctions.values():
+        if a.status == AuctionStatus.OPEN:
+            counted[a.merchant][1] += 1
+    for who in counted.keys() | {lst.merchant for lst in listings.values()}:
+        merchant = load(state, keys.merchant_key(who), Merchant)
+        have = [0, 0] if merchant is None else [merchant.open_deals, merchant.open_auctions]
+        if have != counted[who]:
+            bad(f"merchant {who.hex()} counts {held} open deals and auctions, found {counted[who]}")
     return problems
 
 

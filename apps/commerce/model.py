@@ -188,6 +188,8 @@ class Merchant(Wire):
     last_review: int
     # Open deals across all its sessions (at most max_open_deals_per_merchant).
     open_deals: int = 0
+    # Open auctions across all its sessions (at most max_open_auctions_per_merchant).
+    open_auctions: int = 0
 
 
 @dataclass(frozen=True, slots=True)

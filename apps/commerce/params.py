@@ -48,6 +48,8 @@ MAX_BUCKET_CAP = 4096
 MAX_MERCHANT_DEALS_CAP = 1024
 # Open auctions of one session (closing a session waits for them; each is in its view).
 MAX_AUCTIONS_CAP = 32
+# Open auctions of one merchant, whatever its number of sessions.
+MAX_MERCHANT_AUCTIONS_CAP = 1024
 # Auctions end within auction_max_lead_ms + auction_max_ms + auction_max_extension_ms of
 # starting, at most this many auction-clock buckets ahead (as for deals).
 MAX_AUCTION_BUCKETS = 4096
@@ -129,6 +131,10 @@ class CommerceParams(Wire):
     # Open auctions ending in one bucket when they start, and per session.
     max_auctions_per_bucket: int = 256
     max_open_auctions: int = 4
+    # Open auctions one merchant may hold across all its sessions (sessions are not
+    # bounded), so that one merchant cannot fill the auction-end buckets every other
+    # merchant's auctions share (as max_open_deals_per_merchant for deals).
+    max_open_auctions_per_merchant: int = 64
     # Auction records and buckets the end hook reads per block; the rest wait a block.
     max_auction_ends_per_block: int = 1_000
     # Bid increments: below bid_increment_bounds[i] a bid raises by bid_increment_steps[i],
@@ -212,6 +218,7 @@ class CommerceParams(Wire):
             "max_deals_per_bucket": MAX_BUCKET_CAP,
             "max_auctions_per_bucket": MAX_AUCTION_BUCKET_CAP // 2,
             "max_open_auctions": MAX_AUCTIONS_CAP,
+            "max_open_auctions_per_merchant": MAX_MERCHANT_AUCTIONS_CAP,
             "max_auction_ends_per_block": 1_000_000,
         }
         for name, cap in caps.items():

@@ -470,6 +470,33 @@ def test_auction_ends_per_block_are_bounded_and_carry_over():
     assert [get_order(chain.state, o).amount for o in range(1, 7)] == [10] * 6
 
 
+def test_one_merchant_holds_at_most_its_open_auctions_across_sessions():
+    """Sessions are not bounded: without a per-merchant count, one merchant could open
+    sessions until the auction-end buckets every merchant shares were full."""
+    params = dataclasses.replace(TEST_PARAMS, max_open_auctions_per_merchant=2)
+    chain = new_chain(params=params)
+    shop = open_shop(chain, stock=20)
+    chain.ok("merchant", tx.OPEN_SESSION, tx.OpenSession(chain.addr("host"), 0, "second"))
+    first = start(chain, 10)
+    p = tx.StartAuction(2, 1, 10, 0, 0, 60 * S, TIMED)
+    second = int(chain.ok("merchant", tx.START_AUCTION, p).events[0].get("auction"))
+    r = chain.fails("merchant", tx.START_AUCTION, p, "merchant_auction_limit")
+    assert r.message.endswith("has 2 open auctions, the maximum is 2")
+    # The host's start counts against the session's merchant too.
+    chain.fails("host", tx.START_AUCTION, p, "merchant_auction_limit")
+    # A cancelled auction leaves the count...
+    chain.ok("merchant", tx.CANCEL_AUCTION, tx.AuctionRef(first))
+    third = int(chain.ok("merchant", tx.START_AUCTION, p).events[0].get("auction"))
+    chain.fails("merchant", tx.START_AUCTION, p, "merchant_auction_limit")
+    # ...and so does one that ends, sold or not.
+    place(chain, shop, "alice", second, 10)
+    assert [e.get("auction") for e in ended(chain.wait(60 * S))] == [str(second), str(third)]
+    assert auction(chain, second).status == AuctionStatus.SOLD
+    for _ in range(2):
+        chain.ok("merchant", tx.START_AUCTION, p)
+    chain.fails("merchant", tx.START_AUCTION, p, "merchant_auction_limit")
+
+
 def test_bid_address_checks_and_a_full_end_bucket():
     params = dataclasses.replace(TEST_PARAMS, max_auctions_per_bucket=1)
     chain = new_chain(params=params)

@@ -115,6 +115,7 @@ export const MERCHANT = [
   ["rating_count", "int"],
   ["last_review", "int"],
   ["open_deals", "int"],
+  ["open_auctions", "int"],
 ];
 export const ITEM = [
   ["ref", "bytes32"],
