@@ -34,7 +34,8 @@ from core.hashing import ZERO_HASH
 from genesis.document import Genesis, GenesisAccount, GenesisValidator
 from storage import MemoryNodeStore, StateTree
 from tests.e2e.helpers import REPO
-from vm.accounts import Account
+from vm.accounts import Account, Balance
+from vm.currency import Currency, CurrencyList
 from vm.params import ChainParams
 
 WEB = REPO / "web"
@@ -261,6 +262,9 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
         ),
         ProducerSet(4, 150, tuple(pks), (3, 2, 2**64 - 1)),
         Account(2**60, 3),
+        Balance(2**53 + 1),
+        Currency("USD", 2, who[1], False, 2**60, 5, 2**60, bytes([7]) * 32, 11, 3),
+        CurrencyList(("EUR", "USD")),
         Merchant(who[0], "Acme Kettles", "copper since 1901", sealed[0], 1, 5, 6, 9, 2, 4, 1),
         Item(
             ref,

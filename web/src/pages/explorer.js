@@ -1,11 +1,12 @@
 // The explorer for auditors and operators: chain status and finality lag, producers with
 // missed slots, peers, recent blocks live, and each block (with its certificate checked
 // here), transaction (with its receipt) and account.
-import { api, ApiError, genesis } from "../lib/api.js";
+import { api, ApiError } from "../lib/api.js";
 import { plain } from "../lib/codes.js";
 import { formatAddress, addressOf } from "../lib/crypto.js";
 import { hex, unhex } from "../lib/codec.js";
-import { decodeCommit, decodeHeader, isVerificationFailure, LightClient, NotVerified } from "../lib/light.js";
+import { decodeCommit, decodeHeader, isVerificationFailure, NotVerified } from "../lib/light.js";
+import { lightClient } from "../lib/trust.js";
 import { ago, errorBox, fmt, go, h, link, replace, short, time } from "../lib/ui.js";
 
 const RECENT = 10;
@@ -159,8 +160,7 @@ export async function blockPage(main, heightText) {
   );
   try {
     if (!header) throw new NotVerified(`the node's header cannot be read (${unreadable})`);
-    const g = await genesis();
-    await new LightClient(api, g).checkHeader(height, doc.header.encoded, doc.commit?.encoded);
+    await (await lightClient()).checkHeader(height, doc.header.encoded, doc.commit?.encoded);
     replace(certEl, "✓ verified here: more than 2/3 of this height's producers (derived from genesis) signed this header");
     certEl.className = "ok";
   } catch (err) {
