@@ -30,9 +30,11 @@ const decoded = (value, spec, name) => fields(unpack(value), spec, name);
 // reason }; amounts exact (BigInt above 2**53). Unverified ones carry the node's figures.
 export async function provenBalances(light, address, doc, failure = "") {
   const raw = parseAddress(address);
+  // Each value of the answer is proven at the answer's height.
   const proven = async (key, answer) => {
     if (!light) throw new NotVerified(failure);
-    return (await light.provenValue(key, answer)).value;
+    if (answer === null || typeof answer !== "object") throw new NotVerified("no proof in the answer");
+    return (await light.provenValue(key, { height: doc.height, value: answer.value, proof: answer.proof })).value;
   };
   const native = await outcome(async () => {
     const value = await proven(concat(Uint8Array.of(ACCOUNT_PREFIX), raw), doc);

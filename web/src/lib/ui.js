@@ -31,7 +31,12 @@ export const fmt = (n) => (typeof n === "number" || typeof n === "bigint" ? n.to
 // An integer amount of a currency's smallest unit, shown with its decimals (exact for
 // any size: BigInt arithmetic).
 export function units(amount, decimals = 0) {
-  const n = BigInt(amount);
+  let n;
+  try {
+    n = BigInt(amount);
+  } catch {
+    return String(amount); // a node's figure that is no integer, shown as it came
+  }
   const d = Number(decimals);
   if (!Number.isSafeInteger(d) || d <= 0) return n.toLocaleString("en-US");
   const base = 10n ** BigInt(d);

@@ -7,7 +7,7 @@ import { formatAddress, addressOf } from "../lib/crypto.js";
 import { hex, unhex } from "../lib/codec.js";
 import { decodeCommit, decodeHeader, isVerificationFailure, NotVerified } from "../lib/light.js";
 import { lightClient } from "../lib/trust.js";
-import { ago, errorBox, fmt, go, h, link, replace, short, time } from "../lib/ui.js";
+import { ago, errorBox, fmt, go, h, link, replace, short, time, units } from "../lib/ui.js";
 
 const RECENT = 10;
 
@@ -216,6 +216,7 @@ export async function accountPage(main, address) {
       "dl",
       { class: "card facts" },
       h("dt", {}, "Balance"), h("dd", {}, fmt(acct.balance)),
+      (acct.balances ?? []).filter((b) => Number(b.balance) > 0).map((b) => [h("dt", {}, b.currency), h("dd", {}, units(b.balance, b.decimals))]),
       h("dt", {}, "Nonce"), h("dd", {}, acct.nonce),
       h("dt", {}, "Roles"), h("dd", {}, roles?.roles.length ? roles.roles.join(", ") : "none"),
       merchant ? [h("dt", {}, "Merchant"), h("dd", {}, `${merchant.merchant.status}, rated ${(merchant.merchant.rating_avg_x100 / 100).toFixed(2)} (${merchant.merchant.rating_count})`)] : null,

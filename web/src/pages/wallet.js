@@ -63,7 +63,8 @@ async function showBalance(el, address) {
       if (!isVerificationFailure(err)) throw err;
       failure = err.message;
     }
-    const { native, list, currencies } = await provenBalances(light, address, doc, failure);
+    // Without a trusted genesis nothing is proven: said once, below, in full.
+    const { native, list, currencies } = await provenBalances(light, address, doc, "the genesis is not trusted");
     const proofLine = (b, id) =>
       b.verified
         ? h("p", { class: "ok small", id }, `✓ verified: proven at block ${doc.height} under a certified header`)
@@ -90,7 +91,9 @@ async function showBalance(el, address) {
       list.verified
         ? h("p", { class: "muted small", id: "currency-list" }, currencies.length ? "Every currency is listed (the list is proven too)." : "No other currency is issued on this chain (proven).")
         : h("p", { class: "error small", id: "currency-list" }, `not verified: the list of currencies (${list.reason})`),
-      h("p", { class: "muted small" }, light ? `trusting genesis ${light.genesisHash.slice(0, 16)}… ` : "no genesis trusted ", link("/trust", light?.entered ? "(the hash you entered)" : "· enter the hash you were given")),
+      light
+        ? h("p", { class: "muted small", id: "genesis-line" }, `trusting genesis ${light.genesisHash.slice(0, 16)}… `, link("/trust", light.entered ? "(the hash you entered)" : "· enter the hash you were given"))
+        : h("p", { class: "error small", id: "genesis-line" }, `✗ No genesis is trusted: ${failure}. `, link("/trust", "Check the genesis hash")),
     );
   } catch (err) {
     replace(el, errorBox(`Could not read the balance: ${err.message}`));
@@ -206,7 +209,8 @@ function importForm(main) {
         replace(msg, h("span", { class: "muted" }, "Opening the key…"));
         try {
           await importKey(text.value, pass.value);
-          walletPage(main);
+          await walletPage(main);
+          window.scrollTo(0, 0);
         } catch (err) {
           replace(msg, errorBox(err.message));
         }
