@@ -318,10 +318,15 @@ def browser(world, playwright, tmp_path_factory):
     assert errors == [], errors
 
 
-def shot(page, name: str, at: str | None = None) -> None:
-    """The phone's screen as it is (scrolled to ``at`` if given), saved for people to see."""
+def shot(page, name: str, at: str | None = None, top: str | None = None) -> None:
+    """The phone's screen as it is (scrolled to ``at`` if given, or with ``top`` just under
+    the sticky header), saved for people to see."""
     if at is not None:
         page.locator(at).scroll_into_view_if_needed()
+    if top is not None:
+        page.locator(top).evaluate(
+            "e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 56)"
+        )
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
@@ -684,7 +689,7 @@ def test_a_key_exported_from_one_browser_orders_from_another(world, browser, pla
     unlock(page, f"{world.proxy.url}/wallet")
     page.click("#export-key")
     text = page.locator("#exported-key").input_value()
-    shot(page, "wallet-export", at="#download-key")
+    shot(page, "wallet-export", top="section:has(#export-key)")
     with page.expect_download() as download:
         page.click("#download-key")
     saved = tmp_path / "key.json"
@@ -717,6 +722,7 @@ def test_a_key_exported_from_one_browser_orders_from_another(world, browser, pla
         fresh.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
         fresh.set_input_files("#import-file", saved)
         expect(fresh.locator("#import-text")).to_have_value(text)
+        shot(fresh, "wallet-import", top="#import-form")
         fresh.fill("#import-passphrase", "not the passphrase")
         fresh.click("#import-key")
         expect(fresh.locator("#import-form .error")).to_have_text(
@@ -741,9 +747,7 @@ def test_a_key_exported_from_one_browser_orders_from_another(world, browser, pla
             world.proxy.rewrite = None
         fresh.evaluate("window.scrollTo(0, 0)")
         shot(fresh, "live-imported-order")
-        # The auction card under the sticky header, clear of the tip bar.
-        card.evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + scrollY - 56)")
-        shot(fresh, "live-auction-usd")
+        shot(fresh, "live-auction-usd", top=f"[data-auction='{auction}']")
         assert errors == [], errors
     finally:
         other.close()
