@@ -42,7 +42,7 @@ export async function provenBalances(light, address, doc, failure = "") {
     if (amount !== doc.balance) throw new NotVerified("the node's figure differs from the proven one");
     return { amount };
   });
-  const listed = Array.isArray(doc.balances) ? doc.balances : [];
+  const listed = Array.isArray(doc.balances) ? doc.balances.filter((b) => b !== null && typeof b === "object") : [];
   const list = await outcome(async () => {
     const value = await proven(CURRENCY_LIST_KEY, doc.currencies ?? null);
     const symbols = value === null ? [] : decoded(value, CURRENCY_LIST, "CurrencyList").symbols;
