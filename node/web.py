@@ -39,6 +39,7 @@ SECURITY_HEADERS = {
 PAGE_PATHS = (
     "/",
     "/wallet",
+    "/trust",
     "/explorer",
     "/explorer/blocks/{height}",
     "/explorer/txs/{hash}",

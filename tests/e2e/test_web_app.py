@@ -14,6 +14,7 @@ without either the module skips and says which.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from cli.keyring import Keyring
 from cli.main import main
 from core.keys import parse_address
 from genesis import create_localnet
+from genesis.document import Genesis
 from node.web import WEB_DIST
 from tests.e2e.helpers import REPO, NodeProcess, http_json
 
@@ -279,36 +281,52 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(world, tmp_path_factory):
+def playwright():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            args=CHROMIUM_FLAGS,
-            headless=True,
-            viewport=PHONE,
-            device_scale_factor=1,
-            is_mobile=True,
-            has_touch=True,
-        )
-        context.set_default_timeout(WAIT_MS)
-        page = context.pages[0] if context.pages else context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        try:
-            yield page
-        finally:
-            context.close()
+        yield pw
+
+
+def phone(pw, profile: Path):
+    """A phone-sized Chromium with a profile (its own storage) of its own."""
+    context = pw.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=str(CHROMIUM),
+        args=CHROMIUM_FLAGS,
+        headless=True,
+        viewport=PHONE,
+        device_scale_factor=1,
+        is_mobile=True,
+        has_touch=True,
+        accept_downloads=True,
+    )
+    context.set_default_timeout(WAIT_MS)
+    return context
+
+
+@pytest.fixture(scope="module")
+def browser(world, playwright, tmp_path_factory):
+    context = phone(playwright, tmp_path_factory.mktemp("chromium-profile"))
+    page = context.pages[0] if context.pages else context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
     # Nothing the page ran threw.
     assert errors == [], errors
 
 
-def shot(page, name: str, at: str | None = None) -> None:
-    """The phone's screen as it is (scrolled to ``at`` if given), saved for people to see."""
+def shot(page, name: str, at: str | None = None, top: str | None = None) -> None:
+    """The phone's screen as it is (scrolled to ``at`` if given, or with ``top`` just under
+    the sticky header), saved for people to see."""
     if at is not None:
         page.locator(at).scroll_into_view_if_needed()
+    if top is not None:
+        page.locator(top).evaluate(
+            "e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 56)"
+        )
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
@@ -502,6 +520,7 @@ def test_a_deal_priced_in_an_issued_currency_is_bought_in_it_from_the_page(world
         "--currency", "USD", "--from", "merchant", "--wait",
     )  # fmt: skip
     listing = event(out, "commerce.listing_created")["listing"]
+    world.ids["usd_listing"] = listing
     out = world.cli(
         "live", "deal", session, listing, "--price", "1200", "--allocation", "3",
         "--per-buyer-cap", "1", "--minutes", "30", "--from", "merchant", "--wait",
@@ -541,6 +560,201 @@ def test_the_wallet_names_the_genesis_it_hashed_not_the_one_the_node_names(world
         expect(page.locator("#balance")).not_to_contain_text("abababab")
     finally:
         world.proxy.rewrite = None
+
+
+def unlock(page, url: str) -> None:
+    """A full load of ``url`` (a wallet page), the key opened with its passphrase."""
+    page.goto(url)
+    page.fill("#passphrase", "correct horse battery")
+    page.click("#unlock")
+
+
+def test_the_wallet_proves_each_currency_balance_exactly_and_names_any_it_cannot(world, browser):
+    """Every balance is checked here against its own proof and shown with the currency's
+    proven decimals, exactly past 2**53; a figure the node changed, or a balance it left
+    out of its list, reads "not verified" while the others still verify."""
+    page = browser
+    expect = sync_api.expect
+    me = world.ids["web_address"]
+    world.cli(
+        "currency", "mint", "USD", "--to", me, "--amount", str(2**53 + 1), "--home",
+        str(world.node.home), "--wait",
+    )  # fmt: skip
+    usd = http_json(f"{world.node.url}/v1/accounts/{me}")["balances"][0]["balance"]
+    assert usd > 2**53
+    unlock(page, f"{world.proxy.url}/wallet")
+    row = page.locator("#currency-balances li[data-currency='USD']")
+    expect(row.locator(".amount")).to_have_text(f"{usd // 100:,}.{usd % 100:02d} USD")
+    expect(row).to_have_attribute("data-verified", "yes")
+    expect(row).to_contain_text("✓ verified")
+    expect(page.locator("#currency-list")).to_contain_text("proven")
+    expect(page.locator("#balance-proof")).to_contain_text("✓ verified")
+    shot(page, "wallet-currencies")
+
+    def answer(change: Callable[[dict], None]) -> Callable[[str, bytes], bytes]:
+        def rewrite(path: str, body: bytes) -> bytes:
+            if path != f"/v1/accounts/{me}":
+                return body
+            doc = json.loads(body)
+            change(doc)
+            return json.dumps(doc).encode()
+
+        return rewrite
+
+    def inflate(doc: dict) -> None:
+        doc["balances"][0]["balance"] += 1
+
+    world.proxy.rewrite = answer(inflate)
+    try:
+        unlock(page, f"{world.proxy.url}/wallet")
+        expect(row).to_have_attribute("data-verified", "no")
+        expect(row).to_contain_text("not verified (the node's figure differs from the proven one)")
+        expect(page.locator("#balance-proof")).to_contain_text("✓ verified")
+        shot(page, "wallet-currency-not-verified")
+        world.proxy.rewrite = answer(lambda doc: doc["balances"].clear())
+        unlock(page, f"{world.proxy.url}/wallet")
+        expect(row).to_have_attribute("data-verified", "no")
+        expect(row).to_contain_text("not verified (the node left this balance out)")
+    finally:
+        world.proxy.rewrite = None
+
+
+def test_the_page_trusts_only_the_genesis_hash_entered_and_says_when_the_node_differs(
+    world, browser
+):
+    """The hash the consortium gave out of band, entered on /trust: a node serving another
+    genesis document (well formed, one field changed) reads "does not match", its
+    balances and items "not verified", and the wallet signs nothing on it."""
+    page = browser
+    expect = sync_api.expect
+    true = http_json(f"{world.node.url}/v1/genesis")
+    session = world.ids["session"]
+    page.goto(f"{world.proxy.url}/trust")
+    verdict = page.locator("#genesis-verdict")
+    # The devnet default: the first genesis seen is trusted, and the page says so.
+    expect(verdict).to_have_attribute("data-verified", "pinned")
+    # As people pass a hash on: a 0x in front, upper case.
+    page.fill("#genesis-hash", "0x" + true["hash"].upper())
+    page.click("#trust-genesis")
+    expect(verdict).to_have_attribute("data-verified", "yes")
+    expect(page.locator("#entered-genesis")).to_have_text(true["hash"])
+    expect(page.locator("#node-genesis")).to_have_text(true["hash"])
+    shot(page, "trust-matches")
+
+    genuine = Genesis.decode(bytes.fromhex(true["encoded"]))
+    other = dataclasses.replace(genuine, genesis_time_ms=genuine.genesis_time_ms + 1)
+
+    def swap(path: str, body: bytes) -> bytes:
+        if path != "/v1/genesis":
+            return body
+        doc = json.loads(body)
+        doc.update(encoded=other.encode().hex(), hash=true["hash"])
+        return json.dumps(doc).encode()
+
+    world.proxy.rewrite = swap
+    try:
+        page.reload()
+        expect(verdict).to_have_attribute("data-verified", "no")
+        expect(verdict).to_contain_text("does not match the hash you entered")
+        expect(page.locator("#node-genesis")).to_have_text(other.hash.hex())
+        shot(page, "trust-mismatch")
+        unlock(page, f"{world.proxy.url}/wallet?next=/live/{session}")
+        expect(page.locator("#balance-proof")).to_contain_text("not verified")
+        expect(page.locator("#genesis-line")).to_contain_text("does not match the hash you entered")
+        usd = page.locator("#currency-balances li[data-currency='USD']")
+        expect(usd).to_have_attribute("data-verified", "no")
+        shot(page, "wallet-genesis-mismatch")
+        page.click("#save-ship")
+        page.locator(f"[data-deal='{world.ids['deal']}'] button.buy").click()
+        expect(page.locator("#outcome p.error")).to_contain_text("Nothing was signed")
+        page.goto(f"{world.proxy.url}/01/{EAN13}/21/SN-1")
+        expect(page.locator("#verdict")).to_have_attribute("data-verified", "no")
+        expect(page.locator("#verdict")).to_contain_text("does not match the hash you entered")
+    finally:
+        world.proxy.rewrite = None
+    page.goto(f"{world.proxy.url}/trust")
+    expect(verdict).to_have_attribute("data-verified", "yes")
+    page.click("#forget-genesis")
+    expect(verdict).to_have_attribute("data-verified", "pinned")
+
+
+def test_a_key_exported_from_one_browser_orders_from_another(world, browser, playwright, tmp_path):
+    """Exported (still sealed under its passphrase) from one browser, imported in a fresh
+    one: the same address, its shipping address with it, and an order signed there. The
+    node lies about the fee and the chain id meanwhile: the page signs the proven minimum
+    fee for the trusted genesis's chain. An auction on a USD listing is priced in USD."""
+    page = browser
+    expect = sync_api.expect
+    me, session = world.ids["web_address"], world.ids["session"]
+    unlock(page, f"{world.proxy.url}/wallet")
+    page.click("#export-key")
+    text = page.locator("#exported-key").input_value()
+    shot(page, "wallet-export", top="section:has(#export-key)")
+    with page.expect_download() as download:
+        page.click("#download-key")
+    saved = tmp_path / "key.json"
+    download.value.save_as(saved)
+    assert saved.read_text() == text
+    assert json.loads(text)["address"] == me and "Harbour" not in text
+    world.cli("tx", "transfer", "--from", "faucet", "--to", me, "--amount", "4000", "--wait")
+    out = world.cli(
+        "live", "auction", "start", session, world.ids["usd_listing"], "--start-price", "100",
+        "--duration", "60s", "--from", "merchant", "--wait",
+    )  # fmt: skip
+    auction = event(out, "commerce.auction_started")["auction"]
+    min_fee = http_json(f"{world.node.url}/v1/params")["params"]["min_fee"]
+
+    def lie(path: str, body: bytes) -> bytes:
+        if path not in ("/v1/params", "/v1/genesis"):
+            return body
+        doc = json.loads(body)
+        if path == "/v1/params":
+            doc["params"]["min_fee"] = 10**12
+        else:
+            doc["genesis"]["chain_id"] = "another-chain"
+        return json.dumps(doc).encode()
+
+    other = phone(playwright, tmp_path / "other-profile")
+    try:
+        fresh = other.pages[0] if other.pages else other.new_page()
+        errors: list[str] = []
+        fresh.on("pageerror", lambda exc: errors.append(str(exc)))
+        fresh.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
+        fresh.set_input_files("#import-file", saved)
+        expect(fresh.locator("#import-text")).to_have_value(text)
+        shot(fresh, "wallet-import", top="#import-form")
+        fresh.fill("#import-passphrase", "not the passphrase")
+        fresh.click("#import-key")
+        expect(fresh.locator("#import-form .error")).to_have_text(
+            "that passphrase does not open the key"
+        )
+        fresh.fill("#import-passphrase", "correct horse battery")
+        fresh.click("#import-key")
+        expect(fresh.locator("#my-address")).to_have_text(me)
+        expect(fresh.locator("#ship-to")).to_have_value(SHIP_TO)
+        shot(fresh, "wallet-imported")
+        world.proxy.rewrite = lie
+        try:
+            fresh.click("#save-ship")
+            card = fresh.locator(f"[data-auction='{auction}']")
+            expect(card.locator(".auction-price")).to_have_text("100 USD")
+            expect(card).to_contain_text("Next bid 100 USD or more")
+            fresh.locator(f"[data-deal='{world.ids['deal']}'] button.buy").click()
+            outcome = fresh.locator("#outcome p.ok")
+            expect(outcome).to_contain_text("is final")
+            final = outcome.inner_text()
+        finally:
+            world.proxy.rewrite = None
+        fresh.evaluate("window.scrollTo(0, 0)")
+        shot(fresh, "live-imported-order")
+        shot(fresh, "live-auction-usd", top=f"[data-auction='{auction}']")
+        assert errors == [], errors
+    finally:
+        other.close()
+    height = re.search(r"is final \(block (\d+)\)", final).group(1)
+    txs = http_json(f"{world.node.url}/v1/blocks/{height}")["txs"]
+    (order,) = [t for t in txs if t["type"] == "commerce.place_order" and t["sender"] == me]
+    assert order["fee"] == min_fee
 
 
 def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browser):

@@ -34,7 +34,8 @@ from core.hashing import ZERO_HASH
 from genesis.document import Genesis, GenesisAccount, GenesisValidator
 from storage import MemoryNodeStore, StateTree
 from tests.e2e.helpers import REPO
-from vm.accounts import Account
+from vm.accounts import Account, Balance
+from vm.currency import Currency, CurrencyList
 from vm.params import ChainParams
 
 WEB = REPO / "web"
@@ -261,6 +262,9 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
         ),
         ProducerSet(4, 150, tuple(pks), (3, 2, 2**64 - 1)),
         Account(2**60, 3),
+        Balance(2**53 + 1),
+        Currency("USD", 2, who[1], False, 2**60, 5, 2**60, bytes([7]) * 32, 11, 3),
+        CurrencyList(("EUR", "USD")),
         Merchant(who[0], "Acme Kettles", "copper since 1901", sealed[0], 1, 5, 6, 9, 2, 4, 1),
         Item(
             ref,
@@ -390,3 +394,76 @@ def test_hostile_answers_read_as_not_verified_never_as_another_error(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == dict.fromkeys(("deep", "height0", "value0"), "not verified")
+
+
+TRUST_SCRIPT = """
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const light = await import(pathToFileURL(`${process.argv[2]}/src/lib/light.js`).href);
+const v = JSON.parse(readFileSync(0, "utf8"));
+const store = new Map();
+globalThis.localStorage = {
+  getItem: (k) => store.get(k) ?? null,
+  setItem: (k, x) => store.set(k, String(x)),
+  removeItem: (k) => store.delete(k),
+};
+const trusts = (encoded) => {
+  try {
+    return new light.LightClient(async () => ({}), { encoded }).genesisHash;
+  } catch (err) {
+    return light.isVerificationFailure(err) ? `not verified: ${err.message}` : `${err.constructor.name}`;
+  }
+};
+const out = {};
+out.first = trusts(v.a);
+out.other_pinned = trusts(v.b);
+out.entered = light.trustGenesis(` 0x${v.b_hash.toUpperCase()} `);
+out.other_entered = trusts(v.b);
+out.first_now = trusts(v.a);
+light.forgetTrustedGenesis();
+out.after_forget = trusts(v.b);
+store.set("liveledger.genesis.trusted.v1", "not a hash");
+out.garbage_entry = trusts(v.b);
+try { light.trustGenesis("abcd"); out.short = "accepted"; } catch (err) { out.short = err.message; }
+console.log(JSON.stringify(out));
+"""
+
+
+def test_the_light_client_trusts_the_genesis_hash_entered_over_its_pin(tmp_path):
+    """Without an entered hash the first genesis seen for a chain id is pinned; a hash the
+    user entered (as people pass it on: 0x, upper case, spaces) trusts only the document
+    hashing to it, replaces the pin, and refuses any other by name."""
+    key = PrivateKey(bytes([7]) * 32)
+    a = Genesis(
+        "web-test-1",
+        1_700_000_000_000,
+        ChainParams(),
+        (GenesisAccount(key.public_key[:20], 10**9),),
+        (GenesisValidator("node0", key.public_key, 1),),
+    )
+    b = dataclasses.replace(a, genesis_time_ms=a.genesis_time_ms + 1)
+    script = tmp_path / "trust.mjs"
+    script.write_text(TRUST_SCRIPT)
+    vectors = {"a": a.encode().hex(), "b": b.encode().hex(), "b_hash": b.hash.hex()}
+    done = subprocess.run(
+        ["node", str(script), str(WEB)],
+        input=json.dumps(vectors),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    ha, hb = a.hash.hex(), b.hash.hex()
+    assert out["first"] == ha
+    assert out["other_pinned"].startswith("not verified: this node's genesis")
+    assert out["entered"] == hb
+    assert out["other_entered"] == hb
+    assert out["first_now"] == (
+        f"not verified: this node's genesis ({ha[:12]}…) does not match the hash you "
+        f"entered ({hb[:12]}…)"
+    )
+    # The entered hash replaced the pin: b stays trusted once it is forgotten.
+    assert out["after_forget"] == hb
+    assert out["garbage_entry"] == hb
+    assert out["short"] == "a genesis hash is 64 hexadecimal digits"

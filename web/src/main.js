@@ -5,12 +5,14 @@ import { homePage } from "./pages/home.js";
 import { livePage } from "./pages/live.js";
 import { walletPage } from "./pages/wallet.js";
 import { itemPage } from "./pages/item.js";
+import { trustPage } from "./pages/trust.js";
 import { explorerPage, blockPage, txPage, accountPage } from "./pages/explorer.js";
 
 const ROUTES = [
   [/^\/$/, homePage],
   [/^\/live\/(\d{1,19})$/, livePage],
   [/^\/wallet$/, walletPage],
+  [/^\/trust$/, trustPage],
   // GS1 Digital Link: the path a code on the package points to.
   [/^\/01\/(\d{8,14})\/21\/([^/]{1,20})$/, itemPage],
   [/^\/explorer$/, explorerPage],

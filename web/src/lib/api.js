@@ -16,12 +16,23 @@ export async function api(path, init = undefined) {
   }
   let doc;
   try {
-    doc = await resp.json();
+    doc = parseJson(await resp.text());
   } catch {
     throw new ApiError(resp.status, "malformed", "the node's answer is not JSON");
   }
   if (!resp.ok) throw new ApiError(resp.status, doc.code ?? "http_error", doc.message ?? "");
   return doc;
+}
+
+// JSON whose integers beyond 2**53 stay exact: BigInt (from the number's own text), as
+// the codec decodes them; every smaller integer is a Number, so a figure compares equal
+// whether it came from JSON or from a proven value.
+export function parseJson(text) {
+  return JSON.parse(text, (_key, value, context) => {
+    if (typeof value !== "number" || Number.isSafeInteger(value)) return value;
+    const source = context?.source;
+    return typeof source === "string" && /^\d+$/.test(source) ? BigInt(source) : value;
+  });
 }
 
 export const postJson = (path, body) =>
@@ -36,6 +47,7 @@ let genesisDoc = null;
 // does without --genesis: the node's, with its hash shown).
 export async function genesis() {
   genesisDoc ??= api("/v1/genesis");
+  genesisDoc.catch(() => (genesisDoc = null));
   return genesisDoc;
 }
 

@@ -42,6 +42,8 @@ const PLAIN = {
 };
 
 export async function plain(code, message = "") {
+  // The page's own refusal to sign says why in its message.
+  if (code === "not_verified") return message;
   if (PLAIN[code]) return PLAIN[code];
   const meanings = await codeDescriptions();
   const meaning = meanings[code] ?? message ?? code;

@@ -132,26 +132,40 @@ export function verifyProof(root, key, value, proof) {
 const PRODUCER_SET_PREFIX = 0x14; // consensus.prefixes.ConsensusPrefix.PRODUCER_SET
 
 const GENESIS_PINS = "liveledger.genesis.v1";
+// The genesis hash the user entered, as the consortium gave it to them out of band.
+const GENESIS_TRUSTED = "liveledger.genesis.trusted.v1";
 
 export class LightClient {
   // `api` reads the node's public routes; `answer` is GET /v1/genesis. What is trusted
   // is read from the document's canonical encoding, hashed here: its chain id, its
   // validators (epoch 0's producers), whether staking elects later sets, epoch_length.
+  // With a hash the user entered, only a document hashing to it is trusted; without
+  // one, the first document this browser saw for the chain id.
   constructor(api, answer) {
     this.api = api;
     const encoded = unhex(answer.encoded ?? "");
     this.genesisHash = hex(hashBytes(Domain.GENESIS, encoded));
+    const entered = trustedGenesis();
+    // Before decoding: a document that is not the one entered is refused as such.
+    if (entered !== null && entered !== this.genesisHash) {
+      throw new NotVerified(`this node's genesis (${this.genesisHash.slice(0, 12)}…) does not match the hash you entered (${entered.slice(0, 12)}…)`);
+    }
+    this.entered = entered !== null;
     const g = fields(unpack(encoded), GENESIS, "Genesis");
     this.chainId = g.chain_id;
+    this.params = fields(g.params, CHAIN_PARAMS, "ChainParams");
     // Not governable, so genesis's holds for good.
-    this.epochLength = fields(g.params, CHAIN_PARAMS, "ChainParams").epoch_length;
+    this.epochLength = this.params.epoch_length;
     this.staking = g.staking !== null;
     if (!Number.isInteger(this.epochLength) || this.epochLength < 1) {
       throw new NotVerified("genesis has no valid epoch length");
     }
     const keys = g.validators.map((v) => fields(v, GENESIS_VALIDATOR, "GenesisValidator").public_key);
     this.sets = [validatorSet(keys)];
-    pin(this.chainId, this.genesisHash);
+    // Certified headers by height (a final block never changes): a page proving several
+    // values at one height checks its certificate once.
+    this.headers = new Map();
+    pin(this.chainId, this.genesisHash, this.entered);
   }
 
   epochOf(height) {
@@ -181,9 +195,13 @@ export class LightClient {
   }
 
   async certifiedHeader(height, producers) {
+    if (this.headers.has(height)) return this.headers.get(height);
     const doc = await this.api(`/v1/blocks/${height}?txs=false`);
     if (!doc.commit) throw new NotVerified(`no certificate for height ${height}`);
-    return this.checkHeader(height, doc.header.encoded, doc.commit.encoded, producers);
+    const header = await this.checkHeader(height, doc.header.encoded, doc.commit.encoded, producers);
+    if (this.headers.size >= 64) this.headers.clear();
+    this.headers.set(height, header);
+    return header;
   }
 
   // Decode an encoded header and certificate; the header, once the certificate holds.
@@ -198,28 +216,59 @@ export class LightClient {
     return header;
   }
 
-  // A state value proven at `height` against that height's certified header.
+  // A state value proven at `doc.height` against that height's certified header: `key`
+  // is the one the caller computed, never the node's; `doc` carries value and proof.
   async provenValue(key, doc) {
+    if (doc === null || typeof doc !== "object") throw new NotVerified("no proof in the answer");
     const header = await this.certifiedHeader(doc.height, await this.producersAt(doc.height));
     const value = doc.value === null ? null : unhex(doc.value);
     verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
     return { value, header };
   }
+
+  // Any state key, read with its proof (GET /v1/state) at `height` (default the head).
+  async provenState(key, height = null) {
+    const at = height === null ? "" : `?height=${height}`;
+    return this.provenValue(key, await this.api(`/v1/state/${hex(key)}${at}`));
+  }
+}
+
+export function trustedGenesis() {
+  const text = localStorage.getItem(GENESIS_TRUSTED);
+  return text && /^[0-9a-f]{64}$/.test(text) ? text : null;
+}
+
+// A genesis hash as people pass it on (any case, spaces or a 0x in front), or an error.
+export function parseGenesisHash(text) {
+  const clean = String(text).replace(/\s+/g, "").replace(/^0x/i, "").toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(clean)) throw new Error("a genesis hash is 64 hexadecimal digits");
+  return clean;
+}
+
+export function trustGenesis(text) {
+  const hash = parseGenesisHash(text);
+  localStorage.setItem(GENESIS_TRUSTED, hash);
+  return hash;
+}
+
+export function forgetTrustedGenesis() {
+  localStorage.removeItem(GENESIS_TRUSTED);
 }
 
 // The first genesis this browser saw for a chain id is the one it trusts from then on:
-// a node that later serves another document under that chain id is not believed.
-function pin(chainId, hash) {
+// a node that later serves another document under that chain id is not believed. A
+// hash the user entered overrides the pin (it is how a pin is set right).
+function pin(chainId, hash, entered) {
   let pins = {};
   try {
     pins = JSON.parse(localStorage.getItem(GENESIS_PINS) ?? "{}") ?? {};
   } catch {
     pins = {};
   }
-  if (pins[chainId] && pins[chainId] !== hash) {
+  if (pins[chainId] && pins[chainId] !== hash && !entered) {
     throw new NotVerified(`this node's genesis (${hash.slice(0, 12)}…) is not the one this browser trusts for ${chainId} (${pins[chainId].slice(0, 12)}…)`);
   }
-  if (!pins[chainId]) {
+  if (pins[chainId] !== hash) {
     pins[chainId] = hash;
     localStorage.setItem(GENESIS_PINS, JSON.stringify(pins));
   }

@@ -101,6 +101,21 @@ export const ACCOUNT = [
   ["balance", "int"],
   ["nonce", "int"],
 ];
+export const BALANCE = [["amount", "int"]];
+// --- vm/currency.py ---
+export const CURRENCY = [
+  ["symbol", "str"],
+  ["decimals", "int"],
+  ["issuer", "bytes20"],
+  ["revoked", "bool"],
+  ["minted", "int"],
+  ["burned", "int"],
+  ["reserves", "int"],
+  ["report_hash", "bytes32"],
+  ["attested_height", "int"],
+  ["granted_height", "int"],
+];
+export const CURRENCY_LIST = [["symbols", "list"]];
 
 // --- apps/commerce/model.py ---
 export const MERCHANT = [
@@ -193,6 +208,9 @@ export const RECORDS = {
   Genesis: GENESIS,
   ProducerSet: PRODUCER_SET,
   Account: ACCOUNT,
+  Balance: BALANCE,
+  Currency: CURRENCY,
+  CurrencyList: CURRENCY_LIST,
   Merchant: MERCHANT,
   Item: ITEM,
   ProvenanceEvent: PROVENANCE_EVENT,

@@ -28,6 +28,20 @@ export function replace(el, ...children) {
 }
 
 export const fmt = (n) => (typeof n === "number" || typeof n === "bigint" ? n.toLocaleString("en-US") : String(n));
+// An integer amount of a currency's smallest unit, shown with its decimals (exact for
+// any size: BigInt arithmetic).
+export function units(amount, decimals = 0) {
+  let n;
+  try {
+    n = BigInt(amount);
+  } catch {
+    return String(amount); // a node's figure that is no integer, shown as it came
+  }
+  const d = Number(decimals);
+  if (!Number.isSafeInteger(d) || d <= 0) return n.toLocaleString("en-US");
+  const base = 10n ** BigInt(d);
+  return `${(n / base).toLocaleString("en-US")}.${(n % base).toString().padStart(d, "0")}`;
+}
 export const short = (text, n = 10) => (text && text.length > n + 4 ? `${text.slice(0, n)}…${text.slice(-4)}` : text);
 export const time = (ms) => new Date(Number(ms)).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
 

@@ -3,13 +3,18 @@
 // SecretBox); held in memory only while unlocked. Every transaction is signed here.
 import { xsalsa20poly1305 } from "@noble/ciphers/salsa.js";
 import { scryptAsync } from "@noble/hashes/scrypt.js";
-import { api, ApiError, genesis, postJson } from "./api.js";
-import { hex, unhex, utf8 } from "./codec.js";
+import { api, ApiError, postJson } from "./api.js";
+import { fields, hex, unhex, unpack, utf8 } from "./codec.js";
 import { addressOf, formatAddress, publicKeyOf, randomBytes, randomSeed, signTx } from "./crypto.js";
+import { isVerificationFailure, NotVerified } from "./light.js";
+import { CHAIN_PARAMS } from "./records.js";
+import { lightClient } from "./trust.js";
 
 const STORE = "liveledger.wallet.v1";
 // ~0.5 s on a phone: a stolen copy of the storage costs that per passphrase guess.
 const KDF = { N: 2 ** 15, r: 8, p: 1, dkLen: 32 };
+// consensus.staking_state.ACTIVE_PARAMS_KEY: the parameters in force, under staking.
+const ACTIVE_PARAMS_KEY = Uint8Array.of(0x18, 0x01);
 
 let unlocked = null; // { seed, address, shipTo, key } while unlocked
 const listeners = new Set();
@@ -50,9 +55,8 @@ export async function createWallet(passphrase) {
   return address;
 }
 
-export async function unlock(passphrase) {
-  const record = stored();
-  if (!record) throw new Error("there is no key in this browser yet");
+// The seed and shipping address in `record`, opened with `passphrase`.
+async function open(record, passphrase) {
   const key = await deriveKey(passphrase, unhex(record.kdf.salt), record.kdf);
   let secret;
   try {
@@ -62,9 +66,72 @@ export async function unlock(passphrase) {
     throw new Error("that passphrase does not open the key");
   }
   const seed = unhex(secret.seed);
-  unlocked = { seed, address: formatAddress(addressOf(publicKeyOf(seed))), shipTo: secret.shipTo, key };
+  if (seed.length !== 32) throw new Error("the key is damaged");
+  const shipTo = typeof secret.shipTo === "string" ? secret.shipTo : "";
+  return { seed, address: formatAddress(addressOf(publicKeyOf(seed))), shipTo, key };
+}
+
+export async function unlock(passphrase) {
+  const record = stored();
+  if (!record) throw new Error("there is no key in this browser yet");
+  unlocked = await open(record, passphrase);
   changed();
   return unlocked.address;
+}
+
+// --- moving a key to another browser: the stored record as it is (still sealed under
+// its passphrase), as a text to save, and read back in the other browser ---
+
+const EXPORT_KIND = "liveledger-key";
+
+export function exportKey() {
+  const record = stored();
+  if (!record) throw new Error("there is no key in this browser");
+  const { address, kdf, nonce, box } = record;
+  return JSON.stringify({ kind: EXPORT_KIND, version: 1, address, kdf, nonce, box }, null, 2);
+}
+
+// Within these a passphrase check takes at most a few seconds: a crafted file cannot
+// hang the page (and what this page makes, 2**15/8/1, is inside).
+const KDF_LIMITS = { N: [2 ** 10, 2 ** 20], r: [1, 16], p: [1, 4] };
+
+function importedRecord(text) {
+  let doc;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    doc = null;
+  }
+  if (doc?.kind !== EXPORT_KIND || doc.version !== 1) throw new Error("this is not an exported LiveLedger key");
+  const { address, kdf, nonce, box } = doc;
+  const sized = (v, n) => typeof v === "string" && /^[0-9a-f]*$/.test(v) && (n === null ? v.length >= 32 && v.length <= 4096 : v.length === 2 * n);
+  const bounded = (v, [lo, hi]) => Number.isSafeInteger(v) && v >= lo && v <= hi;
+  const ok =
+    typeof address === "string" &&
+    kdf?.name === "scrypt" &&
+    bounded(kdf.N, KDF_LIMITS.N) &&
+    (kdf.N & (kdf.N - 1)) === 0 &&
+    bounded(kdf.r, KDF_LIMITS.r) &&
+    bounded(kdf.p, KDF_LIMITS.p) &&
+    sized(kdf.salt, 16) &&
+    sized(nonce, 24) &&
+    sized(box, null);
+  if (!ok) throw new Error("this key file is damaged or not one this page makes");
+  return { address, kdf: { name: "scrypt", N: kdf.N, r: kdf.r, p: kdf.p, dkLen: 32, salt: kdf.salt }, nonce, box };
+}
+
+// Keep an exported key here once its passphrase opens it and it is the key of the
+// address it names; unlocked.
+export async function importKey(text, passphrase) {
+  const record = importedRecord(text);
+  const held = stored();
+  if (held && held.address !== record.address) throw new Error("this browser holds another key: forget it first");
+  const opened = await open(record, passphrase);
+  if (opened.address !== record.address) throw new Error("the file's key is not the key of the address it names");
+  localStorage.setItem(STORE, JSON.stringify(record));
+  unlocked = opened;
+  changed();
+  return opened.address;
 }
 
 export function setShipTo(text) {
@@ -85,22 +152,41 @@ export function forget() {
   lock();
 }
 
+// What a transaction commits to, from proofs rather than the node's JSON (a hostile
+// node cannot make the shopper sign a huge fee or a transaction for another chain): the
+// chain id of the genesis this browser trusts; the fee, the minimum of the parameters
+// proven in force (genesis's, or with staking the active ones in state, which
+// governance changes); the expiry bound from the same parameters.
+async function provenTerms() {
+  const light = await lightClient();
+  if (!light.staking) {
+    const { height } = await api("/v1/status");
+    return { chainId: light.chainId, params: light.params, height };
+  }
+  const { value, header } = await light.provenState(ACTIVE_PARAMS_KEY);
+  if (value === null) throw new NotVerified("the chain's parameters are not in its state");
+  return { chainId: light.chainId, params: fields(unpack(value), CHAIN_PARAMS, "ChainParams"), height: header.height };
+}
+
 // Sign `type` with `payload` (its canonical encoding), ask the node whether the next
 // block would fail it (nothing is sent if so), send it, and wait for its receipt.
 // `progress(stage)` is told "signing", "sent", and the result is the receipt.
 export async function send(type, payload, progress = () => {}) {
   if (!unlocked) throw new Error("unlock your key first");
   progress("signing");
-  const [{ params }, account, status, g] = await Promise.all([
-    api("/v1/params"),
-    api(`/v1/accounts/${unlocked.address}`),
-    api("/v1/status"),
-    genesis(),
-  ]);
-  const tx = signTx(unlocked.seed, g.genesis.chain_id, {
+  let terms;
+  try {
+    terms = await provenTerms();
+  } catch (err) {
+    if (!isVerificationFailure(err)) throw err;
+    throw new ApiError(0, "not_verified", `Nothing was signed: the chain could not be verified (${err.message}).`);
+  }
+  const { chainId, params, height } = terms;
+  const account = await api(`/v1/accounts/${unlocked.address}`);
+  const tx = signTx(unlocked.seed, chainId, {
     nonce: account.next_nonce,
     fee: params.min_fee,
-    expiryHeight: status.height + Math.min(100, params.max_expiry_blocks),
+    expiryHeight: height + Math.min(100, Number(params.max_expiry_blocks)),
     type,
     payload,
   });

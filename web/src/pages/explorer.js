@@ -1,12 +1,13 @@
 // The explorer for auditors and operators: chain status and finality lag, producers with
 // missed slots, peers, recent blocks live, and each block (with its certificate checked
 // here), transaction (with its receipt) and account.
-import { api, ApiError, genesis } from "../lib/api.js";
+import { api, ApiError } from "../lib/api.js";
 import { plain } from "../lib/codes.js";
 import { formatAddress, addressOf } from "../lib/crypto.js";
 import { hex, unhex } from "../lib/codec.js";
-import { decodeCommit, decodeHeader, isVerificationFailure, LightClient, NotVerified } from "../lib/light.js";
-import { ago, errorBox, fmt, go, h, link, replace, short, time } from "../lib/ui.js";
+import { decodeCommit, decodeHeader, isVerificationFailure, NotVerified } from "../lib/light.js";
+import { lightClient } from "../lib/trust.js";
+import { ago, errorBox, fmt, go, h, link, replace, short, time, units } from "../lib/ui.js";
 
 const RECENT = 10;
 
@@ -159,8 +160,7 @@ export async function blockPage(main, heightText) {
   );
   try {
     if (!header) throw new NotVerified(`the node's header cannot be read (${unreadable})`);
-    const g = await genesis();
-    await new LightClient(api, g).checkHeader(height, doc.header.encoded, doc.commit?.encoded);
+    await (await lightClient()).checkHeader(height, doc.header.encoded, doc.commit?.encoded);
     replace(certEl, "✓ verified here: more than 2/3 of this height's producers (derived from genesis) signed this header");
     certEl.className = "ok";
   } catch (err) {
@@ -216,6 +216,7 @@ export async function accountPage(main, address) {
       "dl",
       { class: "card facts" },
       h("dt", {}, "Balance"), h("dd", {}, fmt(acct.balance)),
+      (acct.balances ?? []).filter((b) => Number(b.balance) > 0).map((b) => [h("dt", {}, b.currency), h("dd", {}, units(b.balance, b.decimals))]),
       h("dt", {}, "Nonce"), h("dd", {}, acct.nonce),
       h("dt", {}, "Roles"), h("dd", {}, roles?.roles.length ? roles.roles.join(", ") : "none"),
       merchant ? [h("dt", {}, "Merchant"), h("dd", {}, `${merchant.merchant.status}, rated ${(merchant.merchant.rating_avg_x100 / 100).toFixed(2)} (${merchant.merchant.rating_count})`)] : null,

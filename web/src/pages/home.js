@@ -30,6 +30,6 @@ export async function homePage(main) {
       serial,
       h("button", { type: "submit" }, "Check"),
     ),
-    h("p", {}, link("/wallet", "Your wallet"), " · ", link("/explorer", "Explorer")),
+    h("p", {}, link("/wallet", "Your wallet"), " · ", link("/explorer", "Explorer"), " · ", link("/trust", "The chain you trust")),
   );
 }

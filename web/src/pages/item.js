@@ -2,11 +2,12 @@
 // custody hand-offs and owner as a timeline, proven in this browser. "Verified" only when
 // the certificate, the producers and every state proof verify; "not verified" otherwise.
 import { renderSVG } from "uqr";
-import { api, ApiError, genesis } from "../lib/api.js";
+import { api, ApiError } from "../lib/api.js";
 import { hex } from "../lib/codec.js";
 import { formatAddress } from "../lib/crypto.js";
 import { merchantNames, verifyItem } from "../lib/item.js";
-import { isVerificationFailure, LightClient } from "../lib/light.js";
+import { isVerificationFailure } from "../lib/light.js";
+import { lightClient } from "../lib/trust.js";
 import { h, link, replace, short, time } from "../lib/ui.js";
 
 // GTIN-8/12/13 as printed are GTIN-14 with leading zeros.
@@ -30,7 +31,7 @@ export async function itemPage(main, gtinText, serial) {
   let reason = "";
   let light = null;
   try {
-    light = new LightClient(api, await genesis());
+    light = await lightClient();
     proven = await verifyItem(light, gtin, serial, answer);
   } catch (err) {
     if (!(isVerificationFailure(err) || err instanceof ApiError || err instanceof TypeError)) throw err;

@@ -71,11 +71,12 @@ export async function livePage(main, idText) {
     return listings.get(Number(listingId))?.title ?? `product ${listingId}`;
   }
 
-  // An amount in its listing's currency, named unless it is the native token.
+  // An amount in its listing's currency, named unless it is the native token (an
+  // auction's bids are in its listing's currency too).
   function priced(amount, listingId) {
-    const currency = listings.get(Number(listingId))?.currency;
-    return currency ? `${fmt(amount)} ${currency}` : fmt(amount);
+    return inCurrency(amount, listings.get(Number(listingId))?.currency);
   }
+  const auctionPriced = (amount, auctionId) => priced(amount, auctions.get(Number(auctionId))?.listing_id);
 
   // Deal cards are rebuilt when the feed changes a deal; the clock only updates their
   // timers (a card rebuilt every second would swallow taps).
@@ -148,7 +149,7 @@ export async function livePage(main, idText) {
       [...auctions.values()].map((a) => {
         const timer = h("span", { class: "timer" });
         const open = a.status === "open";
-        const max = h("input", { class: "max", type: "number", inputmode: "numeric", min: nextMinimum(a), step: 1, placeholder: `Your max, ${fmt(nextMinimum(a))}+`, "aria-label": "Your maximum bid", oninput: (e) => typed.set(a.id, e.target.value) });
+        const max = h("input", { class: "max", type: "number", inputmode: "numeric", min: nextMinimum(a), step: 1, placeholder: `Your max, ${priced(nextMinimum(a), a.listing_id)}+`, "aria-label": "Your maximum bid", oninput: (e) => typed.set(a.id, e.target.value) });
         max.value = typed.get(a.id) ?? "";
         if (open && focused === String(a.id)) queueMicrotask(() => max.focus());
         const button = h("button", { type: "submit", class: "bid" }, "Bid");
@@ -177,10 +178,10 @@ export async function livePage(main, idText) {
           "article",
           { class: `auction card ${open ? "" : "ended"}`, "data-auction": a.id, "data-status": a.status },
           h("div", { class: "deal-top" }, h("h3", {}, listingTitle(a.listing_id)), timer),
-          h("p", { class: "price" }, h("span", { class: "auction-price" }, fmt(a.leader ? a.price : a.start_price)), " ", h("span", { class: "bids muted small" }, a.leader ? `${fmt(a.bids)} bid${a.bids === 1 ? "" : "s"}` : "start price")),
+          h("p", { class: "price" }, h("span", { class: "auction-price" }, priced(a.leader ? a.price : a.start_price, a.listing_id)), " ", h("span", { class: "bids muted small" }, a.leader ? `${fmt(a.bids)} bid${a.bids === 1 ? "" : "s"}` : "start price")),
           h("p", { class: "leader" }, leader),
           open
-            ? h("p", { class: "muted small" }, `Next bid ${fmt(nextMinimum(a))} or more. ${a.mode === "timed" ? `A late bid resets the clock to ${commerceParams.auction_counter_ms / 1000} s.` : "Sudden death: the clock never resets."}${a.reserve ? " Reserve price." : ""}`)
+            ? h("p", { class: "muted small" }, `Next bid ${priced(nextMinimum(a), a.listing_id)} or more. ${a.mode === "timed" ? `A late bid resets the clock to ${commerceParams.auction_counter_ms / 1000} s.` : "Sudden death: the clock never resets."}${a.reserve ? " Reserve price." : ""}`)
             : h("p", { class: `result ${a.status === "won" ? "ok" : "muted"}` }, auctionResult(a)),
           form,
         );
@@ -190,7 +191,7 @@ export async function livePage(main, idText) {
   }
 
   function auctionResult(a) {
-    if (a.status === "won") return `Sold for ${fmt(a.price)}${a.order ? ` (order #${a.order})` : ""}${a.leader === myTag(a.id) ? ": you won!" : "."}`;
+    if (a.status === "won") return `Sold for ${priced(a.price, a.listing_id)}${a.order ? ` (order #${a.order})` : ""}${a.leader === myTag(a.id) ? ": you won!" : "."}`;
     if (a.status === "unsold") return a.leader ? "Unsold: the reserve was not met." : "Unsold: no bid.";
     return "Cancelled.";
   }
@@ -231,7 +232,7 @@ export async function livePage(main, idText) {
     const a = msg.attrs;
     switch (msg.kind) {
       case "commerce.order_placed":
-        tick(msg, [h("b", {}, "Order"), ` #${a.order}: ${a.quantity} × ${listingTitle(a.listing)} for ${fmt(Number(a.amount))}`], "order");
+        tick(msg, [h("b", {}, "Order"), ` #${a.order}: ${a.quantity} × ${listingTitle(a.listing)} for ${inCurrency(a.amount, a.currency)}`], "order");
         break;
       case "commerce.stock_left": {
         const deal = deals.get(Number(a.deal));
@@ -240,9 +241,10 @@ export async function livePage(main, idText) {
         break;
       }
       case "commerce.tip":
-        tipsTotal += Number(a.amount);
+        // The session's total counts the native token (as the chain's tips_total does).
+        if (!a.currency) tipsTotal += Number(a.amount);
         tipsEl.textContent = fmt(tipsTotal);
-        tick(msg, [h("b", {}, "Tip"), ` ${fmt(Number(a.amount))}${a.message ? `: “${a.message}”` : ""}`], "tip");
+        tick(msg, [h("b", {}, "Tip"), ` ${inCurrency(a.amount, a.currency)}${a.message ? `: “${a.message}”` : ""}`], "tip");
         break;
       case "commerce.deal_opened": {
         const deal = (await api(`/v1/deals/${a.deal}`)).deal;
@@ -250,7 +252,7 @@ export async function livePage(main, idText) {
         // The deal as of the latest height may already have sold some: keep the feed's
         // order of things by starting from what the event says.
         deals.set(deal.id, { ...deal, left: Number(a.allocation), sold: 0, status: "open" });
-        tick(msg, [h("b", {}, "Deal"), ` on ${listingTitle(a.listing)} at ${fmt(Number(a.price))}`], "deal");
+        tick(msg, [h("b", {}, "Deal"), ` on ${listingTitle(a.listing)} at ${priced(a.price, a.listing)}`], "deal");
         break;
       }
       case "commerce.deal_closed":
@@ -270,13 +272,13 @@ export async function livePage(main, idText) {
       case "commerce.auction_started": {
         await loadListing(Number(a.listing));
         auctions.set(Number(a.auction), auctionState({ id: Number(a.auction), listing_id: Number(a.listing), mode: a.mode, start_price: Number(a.start_price), reserve: Number(a.reserve), start_ms: Number(a.start_ms), end_ms: Number(a.end_ms), price: 0, leader: "", bids: 0, status: "open", order_id: 0 }));
-        tick(msg, [h("b", {}, "Auction"), ` of ${listingTitle(a.listing)} from ${fmt(Number(a.start_price))}`], "auction");
+        tick(msg, [h("b", {}, "Auction"), ` of ${listingTitle(a.listing)} from ${priced(a.start_price, a.listing)}`], "auction");
         break;
       }
       case "commerce.auction_bid": {
         const auction = auctions.get(Number(a.auction));
         if (auction) Object.assign(auction, { price: Number(a.amount), leader: a.leader, bids: Number(a.bids) });
-        tick(msg, [h("b", {}, "Bid"), ` ${fmt(Number(a.amount))} by `, h("code", {}, a.leader)], "auction");
+        tick(msg, [h("b", {}, "Bid"), ` ${auctionPriced(a.amount, a.auction)} by `, h("code", {}, a.leader)], "auction");
         break;
       }
       case "commerce.auction_extended": {
@@ -288,7 +290,7 @@ export async function livePage(main, idText) {
         const auction = auctions.get(Number(a.auction));
         const status = a.outcome;
         if (auction) Object.assign(auction, { status, price: Number(a.price), leader: a.leader, bids: Number(a.bids), order: Number(a.order) });
-        tick(msg, status === "won" ? [h("b", {}, "Sold"), ` for ${fmt(Number(a.price))} to `, h("code", {}, a.leader)] : `Auction ${status}.`, "auction");
+        tick(msg, status === "won" ? [h("b", {}, "Sold"), ` for ${auctionPriced(a.price, a.auction)} to `, h("code", {}, a.leader)] : `Auction ${status}.`, "auction");
         break;
       }
       case "commerce.session_closed":
@@ -356,13 +358,13 @@ export async function livePage(main, idText) {
       if (result.receipt.code === "bid_too_low") {
         // The sentence names the lowest bid as the chain saw it.
         const least = result.receipt.message.match(/minimum (\d+)/)?.[1];
-        return show(`Your maximum is too low: bid at least ${least ? fmt(Number(least)) : fmt(nextMinimum(a))}.`, "error");
+        return show(`Your maximum is too low: bid at least ${priced(least ? BigInt(least) : nextMinimum(a), a.listing_id)}.`, "error");
       }
       if (result.receipt.code === "self_dealing") return show("You sell or host this auction: you cannot bid on it.", "error");
       await outcome(result, (r) => {
         const placed = r.events.find((e) => e.kind === "commerce.auction_bid");
         const mineNow = placed && placed.attrs.leader === myTag(a.id);
-        return mineNow ? `✓ You lead at ${fmt(Number(placed.attrs.amount))} (your maximum ${fmt(maximum)}).` : `Outbid at once: another bidder's maximum is higher (price now ${fmt(Number(placed?.attrs.amount ?? 0))}).`;
+        return mineNow ? `✓ You lead at ${priced(placed.attrs.amount, a.listing_id)} (your maximum ${priced(maximum, a.listing_id)}).` : `Outbid at once: another bidder's maximum is higher (price now ${priced(placed?.attrs.amount ?? 0, a.listing_id)}).`;
       });
     } catch (err) {
       show(await plain(err.code ?? "", err.message), "error");
@@ -418,6 +420,13 @@ export async function livePage(main, idText) {
   };
 }
 
+
+// An amount (a number, or an event's decimal text, exact at any size) and its currency
+// unless native.
+function inCurrency(amount, currency) {
+  const text = fmt(typeof amount === "string" && /^\d+$/.test(amount) ? BigInt(amount) : amount);
+  return currency ? `${text} ${currency}` : text;
+}
 
 // What the page keeps of an auction (GET /v1/auctions/{id} fields, "sold" read as "won"
 // as the feed's outcome says it).

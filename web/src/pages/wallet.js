@@ -1,19 +1,18 @@
 // The shopper's wallet: a key made here, its balance proven against a certified header,
 // the shipping address one-tap orders seal to the merchant.
 import { renderSVG } from "uqr";
-import { api, genesis } from "../lib/api.js";
-import { concat, fields, unpack } from "../lib/codec.js";
-import { parseAddress } from "../lib/crypto.js";
-import { isVerificationFailure, LightClient } from "../lib/light.js";
-import { ACCOUNT } from "../lib/records.js";
-import { errorBox, fmt, go, h, replace } from "../lib/ui.js";
-import { createWallet, current, forget, lock, setShipTo, stored, unlock } from "../lib/wallet.js";
+import { api } from "../lib/api.js";
+import { provenBalances } from "../lib/balances.js";
+import { isVerificationFailure } from "../lib/light.js";
+import { lightClient } from "../lib/trust.js";
+import { errorBox, fmt, go, h, link, replace, units } from "../lib/ui.js";
+import { createWallet, current, exportKey, forget, importKey, lock, setShipTo, stored, unlock } from "../lib/wallet.js";
 
 export async function walletPage(main) {
   const params = new URLSearchParams(location.search);
   const next = params.get("next");
   const w = current();
-  if (!w) return replace(main, stored() ? unlockForm(main) : createForm(main));
+  if (!w) return replace(main, stored() ? unlockForm(main) : [createForm(main), importForm(main)]);
   const balanceEl = h("div", { id: "balance", class: "card" }, h("p", { class: "muted" }, "Reading your balance…"));
   const saved = h("p", { class: "muted" });
   const ship = h("textarea", { id: "ship-to", rows: 3, maxlength: 400, placeholder: "Name, street, city, postcode" }, w.shipTo);
@@ -46,6 +45,7 @@ export async function walletPage(main) {
       h("button", { type: "submit", id: "save-ship" }, next ? "Save and go back" : "Save"),
       saved,
     ),
+    exportCard(),
     h("p", {}, h("button", { class: "secondary", onclick: () => (lock(), walletPage(main)) }, "Lock"), " ", h("button", { class: "secondary danger", onclick: () => confirm("Forget this key? Funds on it are lost without it.") && (forget(), walletPage(main)) }, "Forget key")),
   );
   showBalance(balanceEl, w.address);
@@ -54,37 +54,80 @@ export async function walletPage(main) {
 async function showBalance(el, address) {
   try {
     const doc = await api(`/v1/accounts/${address}?proof=true`);
-    const g = await genesis();
-    // The key is the account's own (0x01 || address), never the one the node names.
-    const key = concat(Uint8Array.of(0x01), parseAddress(address));
-    let balance = 0;
-    let verified = false;
-    let reason = "";
     // The genesis trusted is the one hashed here, not the hash the node names.
-    let trusted = null;
+    let light = null;
+    let failure = "";
     try {
-      const light = new LightClient(api, g);
-      trusted = light.genesisHash;
-      const { value } = await light.provenValue(key, doc);
-      if (value !== null) balance = fields(unpack(value), ACCOUNT, "Account").balance;
-      verified = balance === doc.balance;
-      if (!verified) reason = "the node's figure differs from the proven one";
+      light = await lightClient();
     } catch (err) {
       if (!isVerificationFailure(err)) throw err;
-      reason = err.message;
+      failure = err.message;
     }
+    // Without a trusted genesis nothing is proven: said once, below, in full.
+    const { native, list, currencies } = await provenBalances(light, address, doc, "the genesis is not trusted");
+    const proofLine = (b, id) =>
+      b.verified
+        ? h("p", { class: "ok small", id }, `✓ verified: proven at block ${doc.height} under a certified header`)
+        : h("p", { class: "error small", id }, `not verified (${b.reason})`);
     replace(
       el,
       h("p", { class: "muted" }, "Balance"),
-      h("p", { class: "big", id: "balance-amount" }, fmt(verified ? balance : doc.balance)),
-      verified
-        ? h("p", { class: "ok", id: "balance-proof" }, `✓ verified: proven at block ${doc.height} under a certified header`)
-        : h("p", { class: "error", id: "balance-proof" }, `not verified (${reason})`),
-      trusted ? h("p", { class: "muted small" }, `trusting genesis ${trusted.slice(0, 16)}…`) : null,
+      h("p", { class: native.verified ? "big" : "big unproven", id: "balance-amount" }, fmt(native.verified ? native.amount : doc.balance)),
+      proofLine(native, "balance-proof"),
+      currencies.length
+        ? h(
+            "ul",
+            { class: "balances", id: "currency-balances" },
+            currencies.map((b) =>
+              h(
+                "li",
+                { "data-currency": b.currency, "data-verified": b.verified ? "yes" : "no" },
+                h("span", { class: b.verified ? "amount" : "amount unproven" }, `${units(b.amount, b.decimals)} ${b.currency}`),
+                b.verified ? h("span", { class: "ok small proof" }, "✓ verified") : h("span", { class: "error small proof" }, `not verified (${b.reason})`),
+              ),
+            ),
+          )
+        : null,
+      list.verified
+        ? h("p", { class: "muted small", id: "currency-list" }, currencies.length ? "Every currency is listed (the list is proven too)." : "No other currency is issued on this chain (proven).")
+        : h("p", { class: "error small", id: "currency-list" }, `not verified: the list of currencies (${list.reason})`),
+      light
+        ? h("p", { class: "muted small", id: "genesis-line" }, `trusting genesis ${light.genesisHash.slice(0, 16)}… `, link("/trust", light.entered ? "(the hash you entered)" : "· enter the hash you were given"))
+        : h("p", { class: "error small", id: "genesis-line" }, `✗ No genesis is trusted: ${failure}. `, link("/trust", "Check the genesis hash")),
     );
   } catch (err) {
     replace(el, errorBox(`Could not read the balance: ${err.message}`));
   }
+}
+
+// The key as a file to keep (still sealed under its passphrase), for another browser.
+function exportCard() {
+  const out = h("div", {});
+  return h(
+    "section",
+    { class: "card" },
+    h("h2", {}, "Move your key"),
+    h("p", { class: "muted small" }, "The file holds your key sealed under your passphrase: import it in another browser with the same passphrase. Keep it as you would the passphrase's paper."),
+    h(
+      "button",
+      {
+        class: "secondary",
+        id: "export-key",
+        onclick: () => {
+          const text = exportKey();
+          const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+          const name = `liveledger-key-${stored().address.slice(0, 12)}.json`;
+          replace(
+            out,
+            h("textarea", { id: "exported-key", class: "mono small", rows: 6, readonly: true }, text),
+            h("p", {}, h("a", { href: url, download: name, id: "download-key" }, `Save ${name}`)),
+          );
+        },
+      },
+      "Export key",
+    ),
+    out,
+  );
 }
 
 function createForm(main) {
@@ -138,6 +181,47 @@ function unlockForm(main) {
     h("p", { class: "mono small" }, stored().address),
     pass,
     h("button", { type: "submit", id: "unlock" }, "Unlock"),
+    msg,
+  );
+}
+
+// A key exported from another browser: the file (or its text) and its passphrase.
+function importForm(main) {
+  const text = h("textarea", { id: "import-text", class: "mono small", rows: 4, placeholder: "Paste the exported key here, or choose its file" });
+  const file = h("input", {
+    type: "file",
+    id: "import-file",
+    accept: ".json,application/json",
+    onchange: async () => {
+      const f = file.files?.[0];
+      if (f) text.value = await f.text();
+    },
+  });
+  const pass = h("input", { type: "password", id: "import-passphrase", autocomplete: "current-password", placeholder: "Its passphrase", required: true });
+  const msg = h("p", {});
+  return h(
+    "form",
+    {
+      class: "card",
+      id: "import-form",
+      onsubmit: async (e) => {
+        e.preventDefault();
+        replace(msg, h("span", { class: "muted" }, "Opening the key…"));
+        try {
+          await importKey(text.value, pass.value);
+          await walletPage(main);
+          window.scrollTo(0, 0);
+        } catch (err) {
+          replace(msg, errorBox(err.message));
+        }
+      },
+    },
+    h("h2", {}, "Already have a key?"),
+    h("p", { class: "muted small" }, "Import the key you exported from another browser."),
+    file,
+    text,
+    pass,
+    h("button", { type: "submit", id: "import-key" }, "Import my key"),
     msg,
   );
 }
