@@ -8,7 +8,7 @@ from dataclasses import replace
 from core import PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
 from genesis import GenesisAccount, create_localnet, load_genesis
-from node.chain import Chain
+from node.chain import BuildCost, Chain
 from node.service import build_registry
 from storage import ChainStore
 from vm import Transfer, verify_signed_tx
@@ -64,3 +64,48 @@ def test_without_a_budget_every_transaction_fits(tmp_path):
         vtxs, producer, chain.next_block_time(int(time.time() * 1000)), budget_s=60.0
     )
     assert generous.block.header.state_root == executed.block.header.state_root
+
+
+def test_the_predicted_work_after_execution_ends_the_block_early(tmp_path):
+    # Execution alone would fit a generous budget many times over; the tree update and
+    # encoding predicted for each transaction (2 s per 256) do not.
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    vtxs = _transfers(chain, g)
+    chain.build_cost = BuildCost(per_tx_s=2.0 / 256)
+    executed = chain.build(
+        vtxs, producer, chain.next_block_time(int(time.time() * 1000)), budget_s=3.0
+    )
+    # The first chunk always goes in; with the second, 512 txs would need 4 s after execution.
+    assert executed.result.included == vtxs[:256]
+    other = _chain(tmp_path, "b", g).verify(executed.block)
+    assert other.tree_update.root == executed.block.header.state_root
+
+
+class _SlowTreeStore(ChainStore):
+    """A store whose state tree update takes at least 2 ms per changed key."""
+
+    def prepare_state(self, changes):
+        time.sleep(0.002 * len(changes))
+        return super().prepare_state(changes)
+
+
+def test_a_slow_tree_is_learned_from_a_verified_block_and_bounds_the_next_build(tmp_path):
+    g, producer = _setup(tmp_path)
+    # Each transfer changes its sender's account: >= 2 ms per tx after execution.
+    slow = Chain(_SlowTreeStore(tmp_path / "slow"), g, build_registry())
+    assert slow.build_cost.per_tx_s == 0.0
+    vtxs = _transfers(slow, g)
+    first = _chain(tmp_path, "a", g).build(
+        vtxs[:300], producer, slow.next_block_time(int(time.time() * 1000))
+    )
+    executed = slow.verify(first.block)
+    assert executed.after_seconds >= 0.002 * 300
+    assert slow.build_cost.per_tx_s >= 0.002
+    # Another block at that height from the other senders: 512 txs would take >= 1 s
+    # after execution, so half a second takes the first chunk only.
+    rest = vtxs[300:]
+    built = slow.build(rest, producer, slow.next_block_time(int(time.time() * 1000)), budget_s=0.5)
+    assert built.result.included == rest[:256]
+    # The rest stays with the caller (the mempool) for a later block: nothing was refused.
+    assert built.result.rejected == []
