@@ -9,6 +9,7 @@ from core import PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
 from genesis import GenesisAccount, create_localnet, load_genesis
 from node.chain import BuildCost, Chain
+from node.consensus import ChainApplication
 from node.service import build_registry
 from storage import ChainStore
 from vm import Transfer, verify_signed_tx
@@ -90,22 +91,40 @@ class _SlowTreeStore(ChainStore):
         return super().prepare_state(changes)
 
 
-def test_a_slow_tree_is_learned_from_a_verified_block_and_bounds_the_next_build(tmp_path):
+class _Pool:
+    """A ``TxSource`` over a list, remembering what the proposer told it to drop."""
+
+    def __init__(self, txs: list) -> None:
+        self.txs = txs
+        self.rejected: list[bytes] = []
+
+    def select(self, max_txs: int, max_bytes: int) -> list:
+        return self.txs[:max_txs]
+
+    def get(self, tx_hash: bytes):
+        return None
+
+    def reject(self, tx_hashes: list[bytes]) -> None:
+        self.rejected += tx_hashes
+
+
+def test_a_slow_tree_learned_from_a_verified_block_bounds_the_next_proposal(tmp_path):
     g, producer = _setup(tmp_path)
-    # Each transfer changes its sender's account: >= 2 ms per tx after execution.
     slow = Chain(_SlowTreeStore(tmp_path / "slow"), g, build_registry())
-    assert slow.build_cost.per_tx_s == 0.0
     vtxs = _transfers(slow, g)
-    first = _chain(tmp_path, "a", g).build(
-        vtxs[:300], producer, slow.next_block_time(int(time.time() * 1000))
-    )
-    executed = slow.verify(first.block)
-    assert executed.after_seconds >= 0.002 * 300
+    pool = _Pool(vtxs[300:])
+    app = ChainApplication(slow, producer, pool, lambda *_: None, build_budget_ms=500)
+    assert slow.build_cost.per_tx_s == 0.0
+    # Another producer's block of 300 transfers: each changes its sender's account,
+    # so this node's tree update takes >= 2 ms per transaction.
+    other = _chain(tmp_path, "a", g)
+    theirs = other.build(vtxs[:300], producer, other.next_block_time(int(time.time() * 1000)))
+    assert app.validate(theirs.block)
     assert slow.build_cost.per_tx_s >= 0.002
-    # Another block at that height from the other senders: 512 txs would take >= 1 s
-    # after execution, so half a second takes the first chunk only.
-    rest = vtxs[300:]
-    built = slow.build(rest, producer, slow.next_block_time(int(time.time() * 1000)), budget_s=0.5)
-    assert built.result.included == rest[:256]
-    # The rest stays with the caller (the mempool) for a later block: nothing was refused.
-    assert built.result.rejected == []
+    # Its own block at that height: 512 transactions would take >= 1 s after
+    # execution, so within half a second only the first chunk goes in.
+    block = app.propose(1, 1, int(time.time() * 1000))
+    assert list(block.txs) == [v.encoded for v in pool.txs[:256]]
+    # The rest stays in the mempool for a later block: nothing was dropped.
+    assert pool.rejected == []
+    assert _chain(tmp_path, "b", g).verify(block).tree_update.root == block.header.state_root
