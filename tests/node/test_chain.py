@@ -128,3 +128,22 @@ def test_a_slow_tree_learned_from_a_verified_block_bounds_the_next_proposal(tmp_
     # The rest stays in the mempool for a later block: nothing was dropped.
     assert pool.rejected == []
     assert _chain(tmp_path, "b", g).verify(block).tree_update.root == block.header.state_root
+
+
+class _SlowPool(_Pool):
+    """A mempool that answers ``select`` late (its loop was busy admitting)."""
+
+    def select(self, max_txs: int, max_bytes: int) -> list:
+        time.sleep(0.3)
+        return super().select(max_txs, max_bytes)
+
+
+def test_waiting_for_the_mempool_spends_the_proposers_budget(tmp_path):
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    pool = _SlowPool(_transfers(chain, g))
+    app = ChainApplication(chain, producer, pool, lambda *_: None, build_budget_ms=200)
+    # The budget was spent before the build began: the first chunk only.
+    block = app.propose(1, 0, int(time.time() * 1000))
+    assert list(block.txs) == [v.encoded for v in pool.txs[:256]]
+    assert pool.rejected == []
