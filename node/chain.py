@@ -262,9 +262,9 @@ class Chain:
         )
         block = Block(header, tuple(encoded))
         block_bytes = encode_block(header, encoded)
-        return self._executed(block, result, receipts, tree_update, block_bytes, started, ran)
+        return self._finish(block, result, receipts, tree_update, block_bytes, started, ran)
 
-    def _executed(
+    def _finish(
         self,
         block: Block,
         result: BlockResult,
@@ -331,7 +331,7 @@ class Chain:
         result, receipts, tree_update, ran = self._execute(ctx, verified, strict=True)
         check_roots(header, tree_update.root, receipts)
         block_bytes = encode_block(header, encoded)
-        return self._executed(block, result, receipts, tree_update, block_bytes, started, ran)
+        return self._finish(block, result, receipts, tree_update, block_bytes, started, ran)
 
     def _verify_txs(
         self,
