@@ -155,10 +155,12 @@ class NodeConfig:
     body_timeout_ms: int = 20_000
     # How long a round waits for the scheduled proposer before moving on.
     timeout_propose_ms: int = 3000
-    # A proposer stops adding transactions to its block after this long, so the
-    # proposal reaches the others well inside timeout_propose even when the node
-    # is loaded (0: no limit but the block's size limits).
-    build_budget_ms: int = 1000
+    # A proposer stops adding transactions before its block would take longer than
+    # this to build (execution, state tree update, encoding), so the proposal
+    # reaches the others inside timeout_propose even when the node is loaded; the
+    # rest of timeout_propose covers sending it and the others having started the
+    # round before us (0: no limit but the block's size limits).
+    build_budget_ms: int = 2000
     mempool: MempoolConfig = field(default_factory=MempoolConfig)
     # WebSocket feed bounds: connections per node and per address, replay length,
     # client messages per second (apps.commerce.feed.FeedLimits).

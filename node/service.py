@@ -482,11 +482,13 @@ class Node:
         m.mempool_queued.set(stats.queued)
         if result.included:
             log.info(
-                "finalized block %d round %d with %d txs (exec %.1f ms, commit %.1f ms)",
+                "finalized block %d round %d with %d txs "
+                "(exec %.1f ms, of it tree and encoding %.1f ms, commit %.1f ms)",
                 header.height,
                 commit.round,
                 len(result.included),
                 executed.execute_seconds * 1000,
+                executed.after_seconds * 1000,
                 commit_seconds * 1000,
                 extra={
                     "height": header.height,

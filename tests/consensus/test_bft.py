@@ -569,3 +569,34 @@ def test_own_proposal_resends_back_off(tmp_path):
     assert h.engine.round == 3
     copies = [p for p in h.transport.proposals() if p == own]
     assert 1 <= len(copies) <= 4, len(copies)
+
+
+class _SlowValidation(ToyApp):
+    """Validating a block takes longer than ``timeout_propose``: time passes on the
+    engine's one thread, and the timers due meanwhile fire only after it returns."""
+
+    def __init__(self, clock_of) -> None:
+        super().__init__()
+        self.clock_of = clock_of
+
+    def validate(self, block):
+        self.clock_of().now_ms += 3 * CONFIG.timeout_propose_ms
+        return super().validate(block)
+
+
+def test_a_proposal_that_arrived_in_time_is_prevoted_however_long_it_takes_to_validate(
+    tmp_path,
+):
+    # timeout_propose waits for the proposal's arrival, not for its verification: a
+    # valid big block that outlasts it does not cost the round.
+    holder: list = []
+    h = make_engine(tmp_path, app=_SlowValidation(lambda: holder[0]), start=False)
+    holder.append(h.clock)
+    h.engine.start()
+    h.clock.advance(CONFIG.timeout_propose_ms - 1)
+    block = propose(h, 0)
+    h.clock.advance(0)
+    assert [v.block_hash for v in h.transport.votes(PV, 0)] == [block.hash]
+    h.votes_from(OTHERS, PV, 0, block.hash)
+    h.votes_from(OTHERS, PC, 0, block.hash)
+    assert h.app.height() == 1 and h.app.commits[0].round == 0

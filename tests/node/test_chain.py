@@ -8,7 +8,8 @@ from dataclasses import replace
 from core import PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
 from genesis import GenesisAccount, create_localnet, load_genesis
-from node.chain import Chain
+from node.chain import BuildCost, Chain
+from node.consensus import ChainApplication
 from node.service import build_registry
 from storage import ChainStore
 from vm import Transfer, verify_signed_tx
@@ -64,3 +65,85 @@ def test_without_a_budget_every_transaction_fits(tmp_path):
         vtxs, producer, chain.next_block_time(int(time.time() * 1000)), budget_s=60.0
     )
     assert generous.block.header.state_root == executed.block.header.state_root
+
+
+def test_the_predicted_work_after_execution_ends_the_block_early(tmp_path):
+    # Execution alone would fit a generous budget many times over; the tree update and
+    # encoding predicted for each transaction (2 s per 256) do not.
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    vtxs = _transfers(chain, g)
+    chain.build_cost = BuildCost(per_tx_s=2.0 / 256)
+    executed = chain.build(
+        vtxs, producer, chain.next_block_time(int(time.time() * 1000)), budget_s=3.0
+    )
+    # The first chunk always goes in; with the second, 512 txs would need 4 s after execution.
+    assert executed.result.included == vtxs[:256]
+    other = _chain(tmp_path, "b", g).verify(executed.block)
+    assert other.tree_update.root == executed.block.header.state_root
+
+
+class _SlowTreeStore(ChainStore):
+    """A store whose state tree update takes at least 2 ms per changed key."""
+
+    def prepare_state(self, changes):
+        time.sleep(0.002 * len(changes))
+        return super().prepare_state(changes)
+
+
+class _Pool:
+    """A ``TxSource`` over a list, remembering what the proposer told it to drop."""
+
+    def __init__(self, txs: list) -> None:
+        self.txs = txs
+        self.rejected: list[bytes] = []
+
+    def select(self, max_txs: int, max_bytes: int) -> list:
+        return self.txs[:max_txs]
+
+    def get(self, tx_hash: bytes):
+        return None
+
+    def reject(self, tx_hashes: list[bytes]) -> None:
+        self.rejected += tx_hashes
+
+
+def test_a_slow_tree_learned_from_a_verified_block_bounds_the_next_proposal(tmp_path):
+    g, producer = _setup(tmp_path)
+    slow = Chain(_SlowTreeStore(tmp_path / "slow"), g, build_registry())
+    vtxs = _transfers(slow, g)
+    pool = _Pool(vtxs[300:])
+    app = ChainApplication(slow, producer, pool, lambda *_: None, build_budget_ms=500)
+    assert slow.build_cost.per_tx_s == 0.0
+    # Another producer's block of 300 transfers: each changes its sender's account,
+    # so this node's tree update takes >= 2 ms per transaction.
+    other = _chain(tmp_path, "a", g)
+    theirs = other.build(vtxs[:300], producer, other.next_block_time(int(time.time() * 1000)))
+    assert app.validate(theirs.block)
+    assert slow.build_cost.per_tx_s >= 0.002
+    # Its own block at that height: 512 transactions would take >= 1 s after
+    # execution, so within half a second only the first chunk goes in.
+    block = app.propose(1, 1, int(time.time() * 1000))
+    assert list(block.txs) == [v.encoded for v in pool.txs[:256]]
+    # The rest stays in the mempool for a later block: nothing was dropped.
+    assert pool.rejected == []
+    assert _chain(tmp_path, "b", g).verify(block).tree_update.root == block.header.state_root
+
+
+class _SlowPool(_Pool):
+    """A mempool that answers ``select`` late (its loop was busy admitting)."""
+
+    def select(self, max_txs: int, max_bytes: int) -> list:
+        time.sleep(0.3)
+        return super().select(max_txs, max_bytes)
+
+
+def test_waiting_for_the_mempool_spends_the_proposers_budget(tmp_path):
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    pool = _SlowPool(_transfers(chain, g))
+    app = ChainApplication(chain, producer, pool, lambda *_: None, build_budget_ms=200)
+    # The budget was spent before the build began: the first chunk only.
+    block = app.propose(1, 0, int(time.time() * 1000))
+    assert list(block.txs) == [v.encoded for v in pool.txs[:256]]
+    assert pool.rejected == []
