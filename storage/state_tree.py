@@ -223,12 +223,15 @@ class StateTree:
     def __init__(self, store: NodeStore, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self._store = store
         self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(cache_size)
+        # Nodes read from the store (cache misses) since creation: for benches and metrics.
+        self.store_reads = 0
 
     def _load(self, node_hash: bytes) -> _Node:
         node = self._cache.get(node_hash)
         if node is not None:
             return node
         data = self._store.get_node(node_hash)
+        self.store_reads += 1
         if data is None:
             raise StorageError(f"state tree node {node_hash.hex()} is missing from the store")
         node = _decode_node(node_hash, data)
