@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--warmup", type=int, default=0, help="untimed blocks of the first size, to fill caches"
+    )
     ap.add_argument("--cache", type=int, default=DEFAULT_CACHE_SIZE, help="tree cache entries")
     ap.add_argument("--dir", default=None, help="where the temporary LevelDB goes")
     ap.add_argument(
@@ -170,9 +173,9 @@ def main(argv: list[str] | None = None) -> None:
         open_rss = _rss()
         prev = GENESIS
         rows = []
-        for n in sizes:
+        for n in [sizes[0]] * bool(args.warmup) + sizes:
             updates, commits, nodes, reads = [], [], [], []
-            for _ in range(args.blocks):
+            for _ in range(args.warmup if len(rows) == 0 and args.warmup else args.blocks):
                 changes = _changes(rng, live, n)
                 reads_before = store.tree.store_reads
                 t0 = time.perf_counter()
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
                 prev = block.hash
                 _apply(live, live_set, changes)
             rows.append((n, updates, commits, nodes, reads))
+        rows = rows[bool(args.warmup) :]
         blocks_rss = _rss()
 
         root = store.head_root
@@ -243,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     cache = "" if args.cache == DEFAULT_CACHE_SIZE else f" --cache {args.cache}"
     if args.prebuilt:
         cache += f" --prebuilt {args.prebuilt}"
+    if args.warmup:
+        cache += f" --warmup {args.warmup}"
     print(
         "reproduce: .venv/bin/python -m benches.state_tree "
         f"--keys {args.keys} --changes {args.changes} --blocks {args.blocks} "
