@@ -207,6 +207,11 @@ def _check_sizes(changes: Mapping[bytes, bytes | None]) -> None:
             )
 
 
+def _top_depth(cache_size: int) -> int:
+    """How many levels the cache pins: as many as fill half of it (2^d <= cache_size / 2)."""
+    return (cache_size // 2).bit_length() - 1 if cache_size >= 16 else 0
+
+
 class StateTree:
     """Reads, proves and batch-updates trees in a ``NodeStore``, with a cache of decoded nodes.
 
@@ -215,6 +220,20 @@ class StateTree:
     build on a root whose nodes are not written yet (the owner must still persist
     the nodes of every update it builds on: the cache is bounded).
 
+    The cache has two parts of about ``cache_size / 2`` entries each. The *top*
+    holds the internal nodes of the upper ``top_depth`` levels (2^top_depth <=
+    cache_size / 2): every path crosses them, a node at depth d is touched by about
+    changes / 2^d of a block's changes, so they are the nodes most worth keeping.
+    Nodes there are dropped only when an update replaces them (moved to the old
+    generation of the other part, in case the same base is updated again) or when
+    the top outgrows its bound (nodes of updates that were never committed, of
+    old roots read): then it keeps what the newest update's root reaches. The
+    rest (deeper nodes, leaves, replaced top nodes) is a ``GenerationalCache``:
+    a deep node is touched by one change in ~2^(depth - 20) blocks at 1M keys,
+    so little more than the last blocks' new nodes is worth holding there.
+    Before the split, each big block's ~150k new nodes rotated one LRU-like
+    cache and pushed out the upper levels of the live tree with them.
+
     Threads: one updating thread plus any number of readers (``get``, ``prove``).
     A cached node never changes for a given hash, so a race can only cost a cache
     hit, never return a wrong node.
@@ -222,12 +241,25 @@ class StateTree:
 
     def __init__(self, store: NodeStore, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self._store = store
-        self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(cache_size)
+        self._top_depth = _top_depth(cache_size)
+        # Room for a quarter more than the pinned levels hold: the nodes of an update
+        # never committed (a failed round's block) before the top is trimmed.
+        self._top_limit = (1 << self._top_depth) + (1 << self._top_depth) // 4
+        self._top: dict[bytes, _Node] = {}
+        self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(
+            max(2, cache_size - self._top_limit)
+        )
         # Nodes read from the store (cache misses) since creation: for benches and metrics.
         self.store_reads = 0
 
-    def _load(self, node_hash: bytes) -> _Node:
-        node = self._cache.get(node_hash)
+    @property
+    def cached_nodes(self) -> int:
+        """Entries in the node cache (an upper bound: a node may sit in both parts)."""
+        return len(self._top) + len(self._cache)
+
+    def _load(self, node_hash: bytes, depth: int) -> _Node:
+        """The node ``node_hash``, which sits at ``depth``: from the cache or the store."""
+        node = self._top.get(node_hash) or self._cache.get(node_hash)
         if node is not None:
             return node
         data = self._store.get_node(node_hash)
@@ -235,8 +267,30 @@ class StateTree:
         if data is None:
             raise StorageError(f"state tree node {node_hash.hex()} is missing from the store")
         node = _decode_node(node_hash, data)
-        self._cache.put(node_hash, node)
+        top = self._top
+        # Full (reads of old roots, say): below, until an update trims the top.
+        if depth < self._top_depth and node[0] == _INTERNAL_MARK and len(top) < self._top_limit:
+            top[node_hash] = node
+        else:
+            self._cache.put(node_hash, node)
         return node
+
+    def _repin(self, root: bytes) -> None:
+        """Shrink the top to the nodes ``root`` reaches (a walk of the cached top levels)."""
+        top = self._top
+        kept: dict[bytes, _Node] = {}
+        last = self._top_depth - 1
+        stack = [(root, 0)]
+        while stack:
+            node_hash, depth = stack.pop()
+            node = top.get(node_hash)
+            if node is None:
+                continue  # a leaf, empty, or not cached: loaded again when needed
+            kept[node_hash] = node
+            if depth < last:
+                stack.append((node[_LEFT], depth + 1))
+                stack.append((node[_RIGHT], depth + 1))
+        self._top = kept
 
     def update(self, root: bytes, changes: Mapping[bytes, bytes | None]) -> TreeUpdate:
         """Apply ``changes`` (None deletes) to the tree at ``root`` in one pass.
@@ -259,19 +313,27 @@ class StateTree:
         paths = sorted(by_path)
         keys = [by_path[p] for p in paths]
         values = [changes[k] for k in keys]
-        # New internal nodes, hash -> encoding (which is also their cached form).
+        # New internal nodes, hash -> encoding (which is also their cached form), in
+        # the top levels and below them.
+        top_depth = self._top_depth
+        top_internals: dict[bytes, bytes] = {}
         internals: dict[bytes, bytes] = {}
         # New leaves: hash -> cached form, and hash -> encoding.
         leaves: dict[bytes, bytes] = {}
         leaf_codes: dict[bytes, bytes] = {}
-        # Nodes of the old version that this update replaces.
+        # Nodes of the old version that this update replaces, in the top levels and below.
+        replaced_top: list[bytes] = []
         replaced: list[bytes] = []
+        top_get = self._top.get
         cache_get = self._cache.get
         slow_load = self._load
 
-        def load(node_hash: bytes) -> _Node:
-            node = cache_get(node_hash) or internals.get(node_hash) or leaves.get(node_hash)
-            return node if node is not None else slow_load(node_hash)
+        def load(node_hash: bytes, depth: int) -> _Node:
+            node = top_get(node_hash) or cache_get(node_hash)
+            if node is not None:
+                return node
+            node = internals.get(node_hash) or top_internals.get(node_hash) or leaves.get(node_hash)
+            return node if node is not None else slow_load(node_hash, depth)
 
         def new_leaf(i: int) -> bytes:
             value = values[i]
@@ -283,9 +345,12 @@ class StateTree:
             leaves[h] = _LEAF_MARK + kp + vh + value
             return h
 
-        def new_internal(left: bytes, right: bytes) -> bytes:
+        def new_internal(left: bytes, right: bytes, depth: int) -> bytes:
             h = blake(_NODE + left + right, digest_size=HASH_SIZE).digest()
-            internals[h] = _INTERNAL_HEAD + left + _BIN32 + right
+            if depth < top_depth:
+                top_internals[h] = _INTERNAL_HEAD + left + _BIN32 + right
+            else:
+                internals[h] = _INTERNAL_HEAD + left + _BIN32 + right
             return h
 
         def build(depth: int, entries: list[tuple[int, bytes]], lo: int, hi: int) -> bytes:
@@ -297,7 +362,7 @@ class StateTree:
             # Two or more leaves: an internal node even if one side is empty.
             left = build(depth + 1, entries, lo, mid) if mid > lo else ZERO_HASH
             right = build(depth + 1, entries, mid, hi) if hi > mid else ZERO_HASH
-            return new_internal(left, right)
+            return new_internal(left, right, depth)
 
         def fresh(depth: int, lo: int, hi: int, keep: tuple[int, bytes] | None) -> bytes:
             # Subtree of the inserts among changes lo..hi plus one existing leaf ``keep``.
@@ -316,7 +381,7 @@ class StateTree:
             depth = top
             node = b""
             while h != ZERO_HASH:
-                node = load(h)
+                node = load(h, depth)
                 if node[0] != _INTERNAL_MARK:
                     break
                 walked.append(h)
@@ -346,22 +411,26 @@ class StateTree:
                 # Another key's leaf sits here: both move one level down or deeper.
                 other = (int.from_bytes(node[_PATH], "big"), h)
                 new, is_leaf = fresh(depth, i, i + 1, other), False
-            # Every node walked is now replaced; re-hash back up, restoring the
-            # compressed form on the way.
-            replaced.extend(walked)
+            # Every node walked is now replaced (walked[j] sat at depth top + j);
+            # re-hash back up, restoring the compressed form on the way.
+            if top < top_depth:
+                replaced_top.extend(walked[: top_depth - top])
+                replaced.extend(walked[top_depth - top :])
+            else:
+                replaced.extend(walked)
             while depth > top:
                 depth -= 1
                 sibling = siblings[depth - top]
                 if sibling == ZERO_HASH:
                     if is_leaf or new == ZERO_HASH:
                         continue  # a lone leaf (or nothing) moves up a level
-                elif new == ZERO_HASH and load(sibling)[0] != _INTERNAL_MARK:
+                elif new == ZERO_HASH and load(sibling, depth + 1)[0] != _INTERNAL_MARK:
                     new, is_leaf = sibling, True
                     continue
                 if (path >> (255 - depth)) & 1:
-                    new = new_internal(sibling, new)
+                    new = new_internal(sibling, new, depth)
                 else:
-                    new = new_internal(new, sibling)
+                    new = new_internal(new, sibling, depth)
                 is_leaf = False
             return new
 
@@ -371,7 +440,7 @@ class StateTree:
                 return single(node_hash, depth, lo)
             if node_hash == ZERO_HASH:
                 return fresh(depth, lo, hi, None)
-            node = load(node_hash)
+            node = load(node_hash, depth)
             if node[0] != _INTERNAL_MARK:
                 lpath = int.from_bytes(node[_PATH], "big")
                 i = bisect_left(paths, lpath, lo, hi)
@@ -386,26 +455,55 @@ class StateTree:
             new_right = apply(right, depth + 1, mid, hi) if hi > mid else right
             if new_left == left and new_right == right:
                 return node_hash
-            replaced.append(node_hash)
+            (replaced_top if depth < top_depth else replaced).append(node_hash)
             # Collapse: a subtree left with a single leaf becomes that leaf.
             if new_left == ZERO_HASH:
                 if new_right == ZERO_HASH:
                     return ZERO_HASH
-                if load(new_right)[0] != _INTERNAL_MARK:
+                if load(new_right, depth + 1)[0] != _INTERNAL_MARK:
                     return new_right
-            elif new_right == ZERO_HASH and load(new_left)[0] != _INTERNAL_MARK:
+            elif new_right == ZERO_HASH and load(new_left, depth + 1)[0] != _INTERNAL_MARK:
                 return new_left
-            return new_internal(new_left, new_right)
+            return new_internal(new_left, new_right, depth)
 
         new_root = apply(root, 0, 0, len(paths))
-        cache = self._cache
-        # Replaced nodes serve only old roots (and a retry of this same update), so
-        # they are demoted: the live tree keeps the cache, garbage goes first.
-        cache.demote_many(replaced)
-        cache.put_many(internals)
-        cache.put_many(leaves)
+        self._cache_update(replaced_top, replaced, top_internals, internals, leaves, new_root)
+        internals.update(top_internals)
         internals.update(leaf_codes)
         return TreeUpdate(new_root, internals, root)
+
+    def _cache_update(
+        self,
+        replaced_top: list[bytes],
+        replaced: list[bytes],
+        top_internals: dict[bytes, bytes],
+        internals: dict[bytes, bytes],
+        leaves: dict[bytes, bytes],
+        root: bytes,
+    ) -> None:
+        """Cache an update's new nodes; demote the nodes it replaced.
+
+        Replaced nodes serve only old roots (and another update of the same base:
+        the same block prepared again after a failed round, or a rival proposal), so
+        they go to the old generation: kept for now, the first to go.
+        """
+        cache = self._cache
+        top = self._top
+        top_pop = top.pop
+        demoted: dict[bytes, bytes] = {}
+        for node_hash in replaced_top:
+            node = top_pop(node_hash, None)
+            if node is None:
+                replaced.append(node_hash)  # a leaf, or a node held below
+            else:
+                demoted[node_hash] = node
+        cache.demote_many(replaced)
+        cache.put_demoted(demoted)
+        top.update(top_internals)
+        cache.put_many(internals)
+        cache.put_many(leaves)
+        if len(top) > self._top_limit:
+            self._repin(root)
 
     def _walk(self, root: bytes, path: bytes, siblings: list[bytes] | None) -> _Node | None:
         """Follow ``path`` from ``root`` to a leaf (returned) or an empty subtree (None)."""
@@ -413,7 +511,7 @@ class StateTree:
         node_hash = root
         depth = 0
         while node_hash != ZERO_HASH:
-            node = self._load(node_hash)
+            node = self._load(node_hash, depth)
             if node[0] != _INTERNAL_MARK:
                 return node
             if depth >= MAX_DEPTH:
