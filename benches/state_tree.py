@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benches.state_tree [--keys 100000] [--changes 1000,10000]
         [--blocks 5] [--samples 2000] [--seed 1] [--dir DIR] [--prebuilt DIR]
+        [--warmup N] [--cache ENTRIES]
 
 Initializes a ``ChainStore`` (real LevelDB in a temporary directory) with a
 state of ``--keys`` keys (29-byte keys, 64-byte values), then for each N in
@@ -18,8 +19,12 @@ With ``--prebuilt DIR`` the genesis store is built once in DIR (by a child
 process, so its ~2 GB peak is not this process's) and each run measures a copy of
 it, opened with an empty cache as a restarted node would: the build is skipped
 after the first run, and the peak RSS printed is the blocks' own (tree and state
-caches, LevelDB's caches, the updates in flight). Per block size it also prints
-the tree nodes read from LevelDB per block (cache misses).
+caches, LevelDB's caches, the updates in flight). ``--warmup N`` commits N
+untimed blocks of the first size first, to fill the caches as a running node's
+are. Per block size it also prints the tree nodes read from LevelDB per block
+(cache misses: a deterministic figure, for a given hash seed) and each update's
+CPU time on its thread, which a loaded machine inflates much less than the wall
+clock (run with PYTHONHASHSEED=0 to draw the same changes every run).
 """
 
 from __future__ import annotations
@@ -34,12 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
-
-import plyvel
+from dataclasses import dataclass, field
 
 from core.hashing import ZERO_HASH
 from core.types import Block, BlockHeader, Commit
-from storage import ChainStore, verify_proof
+from storage import ChainStore, Database, verify_proof
 from storage.state_tree import DEFAULT_CACHE_SIZE
 
 GENESIS = b"\x42" * 32
@@ -84,6 +88,18 @@ def _apply(live: list[bytes], live_set: set[bytes], changes: dict[bytes, bytes |
     live[:] = list(live_set)
 
 
+@dataclass
+class _Row:
+    """Per-block figures for one block size."""
+
+    changes: int
+    updates: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    commits: list[float] = field(default_factory=list)
+    nodes: list[int] = field(default_factory=list)
+    reads: list[int] = field(default_factory=list)
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:8.1f} ms"
 
@@ -116,11 +132,8 @@ def _prebuild(path: str, keys: int, seed: int) -> None:
     store.close()
     # Compacted, as benches.common.prebuild_state does: otherwise every open replays
     # the one big write batch from LevelDB's log into memory (hundreds of MB of RSS).
-    db = plyvel.DB(path)
-    try:
-        db.compact_range()
-    finally:
-        db.close()
+    with Database(path) as db:
+        db.compact()
     print(f"prebuilt {keys:,} keys at {path} in {time.perf_counter() - started:.2f} s")
 
 
@@ -172,26 +185,32 @@ def main(argv: list[str] | None = None) -> None:
             genesis_s = time.perf_counter() - started
         open_rss = _rss()
         prev = GENESIS
-        rows = []
-        for n in [sizes[0]] * bool(args.warmup) + sizes:
-            updates, commits, nodes, reads = [], [], [], []
-            for _ in range(args.warmup if len(rows) == 0 and args.warmup else args.blocks):
+
+        def run_blocks(n: int, count: int) -> _Row:
+            nonlocal prev
+            row = _Row(n)
+            for _ in range(count):
                 changes = _changes(rng, live, n)
                 reads_before = store.tree.store_reads
+                c0 = time.thread_time()
                 t0 = time.perf_counter()
                 update = store.prepare_state(changes)
                 t1 = time.perf_counter()
-                reads.append(store.tree.store_reads - reads_before)
+                row.cpu.append(time.thread_time() - c0)
+                row.reads.append(store.tree.store_reads - reads_before)
                 block, commit = _block(store.height + 1, prev, update.root)
                 store.commit_block(block, commit, [], changes, update)
                 t2 = time.perf_counter()
-                updates.append(t1 - t0)
-                commits.append(t2 - t1)
-                nodes.append(len(update.nodes))
+                row.updates.append(t1 - t0)
+                row.commits.append(t2 - t1)
+                row.nodes.append(len(update.nodes))
                 prev = block.hash
                 _apply(live, live_set, changes)
-            rows.append((n, updates, commits, nodes, reads))
-        rows = rows[bool(args.warmup) :]
+            return row
+
+        if args.warmup:
+            run_blocks(sizes[0], args.warmup)
+        rows = [run_blocks(n, args.blocks) for n in sizes]
         blocks_rss = _rss()
 
         root = store.head_root
@@ -227,14 +246,16 @@ def main(argv: list[str] | None = None) -> None:
         f"{'changes/block':>13} | {'update median':>13} | {'update best':>11} | "
         f"{'commit median':>13} | {'new nodes':>9} | {'per change':>10} | {'node reads':>10}"
     )
-    for n, updates, commits, nodes, reads in rows:
-        med = statistics.median(updates)
+    for row in rows:
+        n = row.changes
+        med = statistics.median(row.updates)
         print(
-            f"{n:>13,} | {_ms(med):>13} | {_ms(min(updates)):>11} | "
-            f"{_ms(statistics.median(commits)):>13} | {int(statistics.mean(nodes)):>9,} | "
-            f"{med / n * 1e6:>7.1f} us | {int(statistics.median(reads)):>10,}"
+            f"{n:>13,} | {_ms(med):>13} | {_ms(min(row.updates)):>11} | "
+            f"{_ms(statistics.median(row.commits)):>13} | {int(statistics.mean(row.nodes)):>9,} | "
+            f"{med / n * 1e6:>7.1f} us | {int(statistics.median(row.reads)):>10,}"
         )
-        print(f"{'':>13}   updates (ms): " + " ".join(f"{u * 1e3:.0f}" for u in updates))
+        print(f"{'':>13}   updates (ms): " + " ".join(f"{u * 1e3:.0f}" for u in row.updates))
+        print(f"{'':>13}   update thread CPU (ms): " + " ".join(f"{u * 1e3:.0f}" for u in row.cpu))
     print(f"{'operation':>13} | {'per call':>13}")
     print(f"{'get':>13} | {get_s * 1e6:>10.1f} us")
     print(f"{'prove':>13} | {prove_s * 1e6:>10.1f} us")

@@ -113,7 +113,7 @@ _CACHE_OPS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(capacity=st.integers(2, 24), ops=_CACHE_OPS)
 def test_cache_is_bounded_and_returns_what_was_put_or_nothing(capacity, ops):
     cache: GenerationalCache[int, bytes] = GenerationalCache(capacity)
