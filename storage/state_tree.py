@@ -251,8 +251,9 @@ class StateTree:
         self._store = store
         self._slot_depth = _slot_depth(cache_size)
         # Anonymous memory: pages are zero and take no RAM until a slot in them is
-        # written (a small tree touches a few).
-        self._slots = mmap.mmap(-1, max(1, 1 << self._slot_depth) * _SLOT)
+        # written (a small tree touches a few). Private: a forked child gets a copy,
+        # never writes into this process's slots.
+        self._slots = mmap.mmap(-1, max(1, 1 << self._slot_depth) * _SLOT, flags=mmap.MAP_PRIVATE)
         self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(max(2, cache_size // 4))
         # Nodes read from the store (cache misses) since creation: for benches and metrics.
         self.store_reads = 0
