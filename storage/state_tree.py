@@ -310,7 +310,7 @@ class StateTree:
         slot_depth = self._slot_depth
         slots = self._slots
         upper: dict[bytes, bytes] = {}
-        upper_at: list[int] = []
+        upper_at: dict[bytes, int] = {}
         internals: dict[bytes, bytes] = {}
         # New leaves: hash -> cached form, and hash -> encoding.
         leaves: dict[bytes, bytes] = {}
@@ -347,7 +347,7 @@ class StateTree:
             h = blake(_NODE + left + right, digest_size=HASH_SIZE).digest()
             if depth < slot_depth:
                 upper[h] = _INTERNAL_HEAD + left + _BIN32 + right
-                upper_at.append(pos)
+                upper_at[h] = pos
             else:
                 internals[h] = _INTERNAL_HEAD + left + _BIN32 + right
             return h
@@ -482,7 +482,7 @@ class StateTree:
         self,
         replaced: list[bytes],
         upper: dict[bytes, bytes],
-        upper_at: list[int],
+        upper_at: dict[bytes, int],
         internals: dict[bytes, bytes],
         leaves: dict[bytes, bytes],
     ) -> None:
@@ -497,8 +497,8 @@ class StateTree:
         cache = self._cache
         slots = self._slots
         demoted: dict[bytes, bytes] = {}
-        for (node_hash, node), pos in zip(upper.items(), upper_at, strict=True):
-            offset = pos * _SLOT
+        for node_hash, node in upper.items():
+            offset = upper_at[node_hash] * _SLOT
             held = slots[offset : offset + HASH_SIZE]
             if held != node_hash:
                 if held != ZERO_HASH:
