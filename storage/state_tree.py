@@ -215,6 +215,8 @@ def _slot_depth(cache_size: int) -> int:
 
 # A slot of the positional cache: the node's hash, then its 70-byte encoding.
 _SLOT = HASH_SIZE + _INTERNAL_SIZE
+# Updates whose upper nodes wait for ``committed`` (older ones are forgotten).
+_PENDING = 4
 
 
 class StateTree:
@@ -228,18 +230,20 @@ class StateTree:
     The cache has two parts. The upper ``slot_depth`` levels (``2^slot_depth <=
     cache_size``) are held *by position*: one slot per place in the tree (heap
     order: the root is 1, the children of p are 2p and 2p+1), holding the hash
-    and encoding of the internal node last put there, by any version. A lookup
-    at a position hits only if the slot holds the very hash wanted, so a slot
-    holding another version's node costs a miss, never a wrong node. Every path
-    crosses these levels (a node at depth d is touched by changes / 2^d of a
-    block's changes): they stay cached whatever else a block does, at 102 bytes
-    a node in one flat buffer (a dict entry of bytes costs ~230). An update
-    replaces the nodes it changes in place; their old versions, and the new
-    nodes below the slots, go to a ``GenerationalCache`` of ``cache_size / 4``
-    entries (leaves, deeper nodes, replaced upper nodes, for another update of
-    the same base: a failed round's block prepared again, a rival proposal).
-    Below the slot levels a node at 1M keys is touched once in many blocks, so
-    that part holds little more than the last blocks' new nodes.
+    and encoding of an internal node that sits there in the committed version
+    (or sat there in an earlier one). A lookup at a position hits only if the
+    slot holds the very hash wanted, so a slot holding another version's node
+    costs a miss, never a wrong node. Every path crosses these levels (a node at
+    depth d is touched by changes / 2^d of a block's changes): they stay cached
+    whatever else a block does, at 102 bytes a node in one flat buffer (a dict
+    entry of bytes costs ~230). An update's new nodes go to a
+    ``GenerationalCache`` of ``cache_size / 4`` entries, with leaves and deeper
+    nodes; ``committed(root)`` then moves the new upper nodes of the update that
+    made ``root`` into their slots. Until then the slots keep the base version,
+    so another update of the same base (a failed round's block prepared again, a
+    rival proposal) finds it whole. Below the slot levels a node at 1M keys is
+    touched once in many blocks, so that part holds little more than the last
+    blocks' new nodes.
 
     Threads: one updating thread plus any number of readers (``get``, ``prove``).
     A cached node never changes for a given hash, so a race can only cost a cache
@@ -255,6 +259,9 @@ class StateTree:
         # never writes into this process's slots.
         self._slots = mmap.mmap(-1, max(1, 1 << self._slot_depth) * _SLOT, flags=mmap.MAP_PRIVATE)
         self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(max(2, cache_size // 4))
+        # New upper nodes (hash -> position) of the latest updates, by the root they
+        # made: at most _PENDING updates (rival blocks of one height) wait for a commit.
+        self._pending: dict[bytes, tuple[dict[bytes, bytes], dict[bytes, int]]] = {}
         # Nodes read from the store (cache misses) since creation: for benches and metrics.
         self.store_reads = 0
 
@@ -306,7 +313,7 @@ class StateTree:
         keys = [by_path[p] for p in paths]
         values = [changes[k] for k in keys]
         # New internal nodes, hash -> encoding (which is also their cached form), at
-        # the slot levels (and their positions) and below them.
+        # the slot levels (with their positions, for ``committed``) and below them.
         slot_depth = self._slot_depth
         slots = self._slots
         upper: dict[bytes, bytes] = {}
@@ -315,8 +322,7 @@ class StateTree:
         # New leaves: hash -> cached form, and hash -> encoding.
         leaves: dict[bytes, bytes] = {}
         leaf_codes: dict[bytes, bytes] = {}
-        # Nodes below the slot levels that this update replaces (the slots' own are
-        # overwritten by their new versions at the end).
+        # Nodes below the slot levels that this update replaces.
         replaced: list[bytes] = []
         cache_get = self._cache.get
         slow_load = self._load
@@ -473,41 +479,40 @@ class StateTree:
             return new_internal(new_left, new_right, depth, pos)
 
         new_root = apply(root, 0, 1, 0, len(paths))
-        self._cache_update(replaced, upper, upper_at, internals, leaves)
+        cache = self._cache
+        # Replaced nodes serve only old roots (and another update of the same base),
+        # so they are demoted: kept for now, the first to go. The slots' own stay
+        # until ``committed``.
+        cache.demote_many(replaced)
+        cache.put_many(upper)
+        cache.put_many(internals)
+        cache.put_many(leaves)
+        pending = self._pending
+        if upper_at:
+            pending.pop(new_root, None)
+            if len(pending) >= _PENDING:
+                del pending[next(iter(pending))]
+            pending[new_root] = (upper, upper_at)
         internals.update(upper)
         internals.update(leaf_codes)
         return TreeUpdate(new_root, internals, root)
 
-    def _cache_update(
-        self,
-        replaced: list[bytes],
-        upper: dict[bytes, bytes],
-        upper_at: dict[bytes, int],
-        internals: dict[bytes, bytes],
-        leaves: dict[bytes, bytes],
-    ) -> None:
-        """Cache an update's new nodes; demote the nodes it replaced.
+    def committed(self, root: bytes) -> None:
+        """The update that made ``root`` is persisted and is the new head: its new
+        upper nodes take their slots (replacing the nodes of the version before).
 
-        Replaced nodes serve only old roots (and another update of the same base:
-        the same block prepared again after a failed round, or a rival proposal), so
-        they go to the old generation: kept for now, the first to go. At the slot
-        levels, a new node takes its position's slot; what the slot held (the
-        node it replaces, or another version's) is demoted.
+        Updates of other roots still waiting are dropped: they built on a base that
+        is no longer the head. A root no update made (or made long ago) is ignored.
         """
-        cache = self._cache
+        made = self._pending.pop(root, None)
+        self._pending.clear()
+        if made is None:
+            return
+        upper, upper_at = made
         slots = self._slots
-        demoted: dict[bytes, bytes] = {}
         for node_hash, node in upper.items():
             offset = upper_at[node_hash] * _SLOT
-            held = slots[offset : offset + HASH_SIZE]
-            if held != node_hash:
-                if held != ZERO_HASH:
-                    demoted[held] = slots[offset + HASH_SIZE : offset + _SLOT]
-                slots[offset : offset + _SLOT] = node_hash + node
-        cache.demote_many(replaced)
-        cache.put_demoted(demoted)
-        cache.put_many(internals)
-        cache.put_many(leaves)
+            slots[offset : offset + _SLOT] = node_hash + node
 
     def _walk(self, root: bytes, path: bytes, siblings: list[bytes] | None) -> _Node | None:
         """Follow ``path`` from ``root`` to a leaf (returned) or an empty subtree (None)."""

@@ -494,6 +494,7 @@ def test_upper_levels_stay_cached_while_big_blocks_rotate_the_rest():
         batch.update({rng.randbytes(8): rng.randbytes(8) for _ in range(size // 5)})
         update = tree.update(root, batch)
         store.put_nodes(update.nodes)
+        tree.committed(update.root)
         made.update(update.nodes)
         apply_model(model, batch)
         root = update.root
@@ -504,6 +505,17 @@ def test_upper_levels_stay_cached_while_big_blocks_rotate_the_rest():
     assert not [h for h in upper_made if store.reads[h]]
     # Below the pinned levels, the blocks' own nodes were evicted and read back.
     assert [h for h in made if depth_of.get(h, 0) >= 11 and store.reads[h]]
+
+    # A failed round: a big block prepared and never committed, then a rival block of
+    # the same height. The rival finds the upper levels of the head whole.
+    batch = {k: b"first" for k in rng.sample(list(model), 500)}
+    tree.update(root, batch)
+    reads_before = dict(store.reads)
+    rival = tree.update(root, {k: b"rival" for k in batch})
+    upper_now = {h for h, d in _depths(store, root).items() if d < 9}
+    assert not [h for h in upper_now if store.reads[h] != reads_before.get(h, 0)]
+    apply_model(model, {k: b"rival" for k in batch})
+    assert rival.root == ref_root(model)
 
 
 @settings(max_examples=60, deadline=None)
@@ -544,6 +556,7 @@ def test_rival_and_discarded_updates_with_small_caches(cache_size, state, plan, 
             update = tree.update(root, rival_batch)
             batch = rival_batch
         store.put_nodes(update.nodes)
+        tree.committed(update.root)
         apply_model(model, batch)
         root = update.root
         assert root == ref_root(model)
