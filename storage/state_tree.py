@@ -259,8 +259,9 @@ class StateTree:
         # never writes into this process's slots.
         self._slots = mmap.mmap(-1, max(1, 1 << self._slot_depth) * _SLOT, flags=mmap.MAP_PRIVATE)
         self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(max(2, cache_size // 4))
-        # New upper nodes (hash -> position) of the latest updates, by the root they
-        # made: at most _PENDING updates (rival blocks of one height) wait for a commit.
+        # New upper nodes of the latest updates (hash -> encoding, hash -> position), by
+        # the root they made: at most _PENDING updates (rival blocks of one height)
+        # wait for ``committed``.
         self._pending: dict[bytes, tuple[dict[bytes, bytes], dict[bytes, int]]] = {}
         # Nodes read from the store (cache misses) since creation: for benches and metrics.
         self.store_reads = 0
