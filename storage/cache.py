@@ -17,7 +17,6 @@ survives. Not thread-safe: the owner (one tree, one store) is the only writer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from itertools import islice
 from typing import Any, Generic, TypeVar, overload
 
 K = TypeVar("K")
@@ -85,17 +84,11 @@ class GenerationalCache(Generic[K, V]):
             value = young_pop(key, _MISSING)
             if value is not _MISSING:
                 moved[key] = value
-        self.put_demoted(moved)
-
-    def put_demoted(self, items: Mapping[K, V]) -> None:
-        """Insert entries straight into the old generation (see ``demote_many``)."""
         old = self._old
-        if len(old) + len(items) + len(self._young) <= 2 * self._half:
-            old.update(items)
-        elif len(items) <= self._half:
-            self._old = dict(items)  # over capacity: older entries go, this batch stays
+        if len(old) + len(moved) + len(self._young) > 2 * self._half:
+            self._old = moved  # over capacity: older entries go, this batch stays
         else:
-            self._old = dict(islice(items.items(), self._half))
+            old.update(moved)
 
     def _rotate(self) -> None:
         self._old = self._young

@@ -89,24 +89,11 @@ def test_cache_demotion_keeps_entries_until_the_next_rotation():
     assert cache.get(3) == b"x"
 
 
-def test_demoted_entries_go_first_and_never_overfill():
-    cache: GenerationalCache[int, bytes] = GenerationalCache(20)
-    cache.put_many({i: b"y" for i in range(5)})
-    cache.put_demoted({i: b"x" for i in range(100, 150)})  # more than fits: capped
-    assert len(cache) <= 20
-    assert cache.get(0) == b"y"
-    assert cache.get(100) == b"x"  # a demoted entry is still served (and promoted)
-    cache.put_many({i: b"z" for i in range(200, 210)})  # rotation
-    assert 149 not in cache
-    assert cache.get(100) == b"x"  # the hit promoted it: it survived
-
-
 _CACHE_OPS = st.lists(
     st.one_of(
         st.tuples(st.just("put"), st.integers(0, 40), st.binary(max_size=3)),
         st.tuples(st.just("put_many"), st.dictionaries(st.integers(0, 40), st.binary(max_size=3))),
         st.tuples(st.just("demote"), st.lists(st.integers(0, 40))),
-        st.tuples(st.just("put_demoted"), st.lists(st.integers(0, 40))),
         st.tuples(st.just("get"), st.integers(0, 40)),
     ),
     max_size=60,
@@ -130,10 +117,6 @@ def test_cache_is_bounded_and_returns_what_was_put_or_nothing(capacity, ops):
             biggest_batch = max(biggest_batch, len(op[1]))
         elif op[0] == "demote":
             cache.demote_many(op[1])
-        elif op[0] == "put_demoted":
-            # Demoted entries are ones whose value does not change (tree nodes by hash).
-            items = {k: latest.setdefault(k, b"d%d" % k) for k in op[1]}
-            cache.put_demoted(items)
         else:
             assert cache.get(op[1]) in (latest.get(op[1]), None)
         # A batch stays whole (a tree's unwritten nodes), so it may overshoot once.
