@@ -473,10 +473,10 @@ def _depths(store: MemoryNodeStore, root: bytes) -> dict[bytes, int]:
 
 
 def test_upper_levels_stay_cached_while_big_blocks_rotate_the_rest():
-    # cache_size 512 holds the levels above depth 9 by position (2^9 <= 512). On 4,000 keys a
-    # block of 500 changes makes ~3,000 new nodes, several times the cache, and the
+    # cache_size 512 holds the 9 upper levels by position (2^9 <= 512). On 4,000 keys
+    # a block of 500 changes makes ~3,000 new nodes, several times the cache, and the
     # small blocks between touch a few paths each: the deeper nodes come and go, but
-    # an upper node this tree made (or read) once is never read from the store again.
+    # an upper node this tree made once is never read from the store.
     rng = random.Random(3)
     store = _CountingStore()
     model = {rng.randbytes(8): rng.randbytes(8) for _ in range(4000)}
