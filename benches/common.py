@@ -17,11 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
-import plyvel
-
 from core import PrivateKey, SignDomain, verify
 from genesis import Genesis, GenesisAccount, genesis_state, load_genesis, save_genesis
-from storage import ChainStore
+from storage import ChainStore, Database
 from vm import Account, account_key
 
 
@@ -152,12 +150,12 @@ def prebuild_state(
     # One write batch leaves the whole state in LevelDB's log: every node would replay
     # it into memory at its first open (a 1M-account state took them past the devnet's
     # startup timeout, and ~700 MB of RSS each). Compacted once here, the nodes open
-    # leveled tables, as a node that grew its state block by block would.
-    db = plyvel.DB(str(first))
-    try:
-        db.compact_range()
-    finally:
-        db.close()
+    # leveled tables, as a node that grew its state block by block would: opened as a
+    # node opens it, so the tables get the node's bloom filters (a plain plyvel open
+    # built the 1M-key table without, and every read of a fresh account's key read a
+    # block of it).
+    with Database(first) as db:
+        db.compact()
     for i in range(1, validators):
         shutil.copytree(first, root / f"node{i}" / "data")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

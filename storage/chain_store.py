@@ -188,6 +188,7 @@ class ChainStore:
         batch.put(_GENESIS, genesis_hash)
         batch.put(_HEAD, zero)
         self._db.write(batch)
+        self._tree.committed(update.root)
         self._genesis_hash = genesis_hash
         self._head = (0, update.root)
         with self._state_lock:
@@ -354,6 +355,7 @@ class ChainStore:
             if self._written is not None:
                 self._written.update(tree_update.nodes)
         self._db.write(batch)
+        self._tree.committed(tree_update.root)
         with self._state_lock:
             self._state_epoch += 1
             put = self._state_cache.put

@@ -23,6 +23,7 @@ space grows by the changed paths of every block.
 from __future__ import annotations
 
 import hashlib
+import mmap
 from bisect import bisect_left, insort
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -207,6 +208,17 @@ def _check_sizes(changes: Mapping[bytes, bytes | None]) -> None:
             )
 
 
+def _slot_depth(cache_size: int) -> int:
+    """Levels held by position: ``2^d <= cache_size`` slots (none for tiny caches)."""
+    return cache_size.bit_length() - 1 if cache_size >= 16 else 0
+
+
+# A slot of the positional cache: the node's hash, then its 70-byte encoding.
+_SLOT = HASH_SIZE + _INTERNAL_SIZE
+# Updates whose upper nodes wait for ``committed`` (older ones are forgotten).
+_PENDING = 4
+
+
 class StateTree:
     """Reads, proves and batch-updates trees in a ``NodeStore``, with a cache of decoded nodes.
 
@@ -215,24 +227,69 @@ class StateTree:
     build on a root whose nodes are not written yet (the owner must still persist
     the nodes of every update it builds on: the cache is bounded).
 
+    The cache has two parts. The upper ``slot_depth`` levels (``2^slot_depth <=
+    cache_size``) are held *by position*: one slot per place in the tree (heap
+    order: the root is 1, the children of p are 2p and 2p+1), holding the hash
+    and encoding of an internal node that sits there in the committed version
+    (or sat there in an earlier one). A lookup at a position hits only if the
+    slot holds the very hash wanted, so a slot holding another version's node
+    costs a miss, never a wrong node. Every path crosses these levels (a node at
+    depth d is touched by changes / 2^d of a block's changes): they stay cached
+    whatever else a block does, at 102 bytes a node in one flat buffer (a dict
+    entry of bytes costs ~230). An update's new nodes go to a
+    ``GenerationalCache`` of ``cache_size / 4`` entries, with leaves and deeper
+    nodes; ``committed(root)`` then moves the new upper nodes of the update that
+    made ``root`` into their slots. Until then the slots keep the base version,
+    so another update of the same base (a failed round's block prepared again, a
+    rival proposal) finds it whole. Below the slot levels a node at 1M keys is
+    touched once in many blocks, so that part holds little more than the last
+    blocks' new nodes.
+
     Threads: one updating thread plus any number of readers (``get``, ``prove``).
     A cached node never changes for a given hash, so a race can only cost a cache
-    hit, never return a wrong node.
+    hit, never return a wrong node. Only the updating thread writes slots;
+    readers read a slot in one slice (hash and encoding together).
     """
 
     def __init__(self, store: NodeStore, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self._store = store
-        self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(cache_size)
+        self._slot_depth = _slot_depth(cache_size)
+        # Anonymous memory: pages are zero and take no RAM until a slot in them is
+        # written (a small tree touches a few). Private: a forked child gets a copy,
+        # never writes into this process's slots.
+        self._slots = mmap.mmap(-1, max(1, 1 << self._slot_depth) * _SLOT, flags=mmap.MAP_PRIVATE)
+        self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(max(2, cache_size // 4))
+        # New upper nodes of the latest updates (hash -> encoding, hash -> position), by
+        # the root they made: at most _PENDING updates (rival blocks of one height)
+        # wait for ``committed``.
+        self._pending: dict[bytes, tuple[dict[bytes, bytes], dict[bytes, int]]] = {}
+        # Nodes read from the store (cache misses) since creation: for benches and metrics.
+        self.store_reads = 0
 
-    def _load(self, node_hash: bytes) -> _Node:
+    def _load(self, node_hash: bytes, depth: int, pos: int, fill: bool) -> _Node:
+        """The node ``node_hash`` at position ``pos`` (``depth``): from the cache or the store.
+
+        ``fill``: put an internal node read at a slot level into its slot (the
+        updating thread only); otherwise it goes to the generational part.
+        """
+        slotted = depth < self._slot_depth
+        if slotted:
+            offset = pos * _SLOT
+            slot = self._slots[offset : offset + _SLOT]
+            if slot[:HASH_SIZE] == node_hash:
+                return slot[HASH_SIZE:]
         node = self._cache.get(node_hash)
         if node is not None:
             return node
         data = self._store.get_node(node_hash)
+        self.store_reads += 1
         if data is None:
             raise StorageError(f"state tree node {node_hash.hex()} is missing from the store")
         node = _decode_node(node_hash, data)
-        self._cache.put(node_hash, node)
+        if slotted and fill and node[0] == _INTERNAL_MARK:
+            self._slots[offset : offset + _SLOT] = node_hash + node
+        else:
+            self._cache.put(node_hash, node)
         return node
 
     def update(self, root: bytes, changes: Mapping[bytes, bytes | None]) -> TreeUpdate:
@@ -256,19 +313,32 @@ class StateTree:
         paths = sorted(by_path)
         keys = [by_path[p] for p in paths]
         values = [changes[k] for k in keys]
-        # New internal nodes, hash -> encoding (which is also their cached form).
+        # New internal nodes, hash -> encoding (which is also their cached form), at
+        # the slot levels (with their positions, for ``committed``) and below them.
+        slot_depth = self._slot_depth
+        slots = self._slots
+        upper: dict[bytes, bytes] = {}
+        upper_at: dict[bytes, int] = {}
         internals: dict[bytes, bytes] = {}
         # New leaves: hash -> cached form, and hash -> encoding.
         leaves: dict[bytes, bytes] = {}
         leaf_codes: dict[bytes, bytes] = {}
-        # Nodes of the old version that this update replaces.
+        # Nodes below the slot levels that this update replaces.
         replaced: list[bytes] = []
         cache_get = self._cache.get
         slow_load = self._load
 
-        def load(node_hash: bytes) -> _Node:
-            node = cache_get(node_hash) or internals.get(node_hash) or leaves.get(node_hash)
-            return node if node is not None else slow_load(node_hash)
+        def load(node_hash: bytes, depth: int, pos: int) -> _Node:
+            # Slots are written by this thread only: the two slices see one node.
+            if depth < slot_depth:
+                offset = pos * _SLOT
+                if slots[offset : offset + HASH_SIZE] == node_hash:
+                    return slots[offset + HASH_SIZE : offset + _SLOT]
+            node = cache_get(node_hash)
+            if node is not None:
+                return node
+            node = internals.get(node_hash) or upper.get(node_hash) or leaves.get(node_hash)
+            return node if node is not None else slow_load(node_hash, depth, pos, True)
 
         def new_leaf(i: int) -> bytes:
             value = values[i]
@@ -280,30 +350,36 @@ class StateTree:
             leaves[h] = _LEAF_MARK + kp + vh + value
             return h
 
-        def new_internal(left: bytes, right: bytes) -> bytes:
+        def new_internal(left: bytes, right: bytes, depth: int, pos: int) -> bytes:
             h = blake(_NODE + left + right, digest_size=HASH_SIZE).digest()
-            internals[h] = _INTERNAL_HEAD + left + _BIN32 + right
+            if depth < slot_depth:
+                upper[h] = _INTERNAL_HEAD + left + _BIN32 + right
+                upper_at[h] = pos
+            else:
+                internals[h] = _INTERNAL_HEAD + left + _BIN32 + right
             return h
 
-        def build(depth: int, entries: list[tuple[int, bytes]], lo: int, hi: int) -> bytes:
+        def build(
+            depth: int, pos: int, entries: list[tuple[int, bytes]], lo: int, hi: int
+        ) -> bytes:
             # Canonical subtree over leaves that exist already (sorted by path).
             if hi - lo == 1:
                 return entries[lo][1]
             shift = 255 - depth
             mid = bisect_left(entries, (((entries[lo][0] >> shift) | 1) << shift,), lo, hi)
             # Two or more leaves: an internal node even if one side is empty.
-            left = build(depth + 1, entries, lo, mid) if mid > lo else ZERO_HASH
-            right = build(depth + 1, entries, mid, hi) if hi > mid else ZERO_HASH
-            return new_internal(left, right)
+            left = build(depth + 1, 2 * pos, entries, lo, mid) if mid > lo else ZERO_HASH
+            right = build(depth + 1, 2 * pos + 1, entries, mid, hi) if hi > mid else ZERO_HASH
+            return new_internal(left, right, depth, pos)
 
-        def fresh(depth: int, lo: int, hi: int, keep: tuple[int, bytes] | None) -> bytes:
+        def fresh(depth: int, pos: int, lo: int, hi: int, keep: tuple[int, bytes] | None) -> bytes:
             # Subtree of the inserts among changes lo..hi plus one existing leaf ``keep``.
             entries = [(paths[i], new_leaf(i)) for i in range(lo, hi) if values[i] is not None]
             if keep is not None:
                 insort(entries, keep)
-            return build(depth, entries, 0, len(entries)) if entries else ZERO_HASH
+            return build(depth, pos, entries, 0, len(entries)) if entries else ZERO_HASH
 
-        def single(node_hash: bytes, top: int, i: int) -> bytes:
+        def single(node_hash: bytes, top: int, pos: int, i: int) -> bytes:
             # One change below ``node_hash`` (the common case in the lower levels).
             path = paths[i]
             value = values[i]
@@ -313,16 +389,18 @@ class StateTree:
             depth = top
             node = b""
             while h != ZERO_HASH:
-                node = load(h)
+                node = load(h, depth, pos)
                 if node[0] != _INTERNAL_MARK:
                     break
                 walked.append(h)
                 if (path >> (255 - depth)) & 1:
                     siblings.append(node[_LEFT])
                     h = node[_RIGHT]
+                    pos = 2 * pos + 1
                 else:
                     siblings.append(node[_RIGHT])
                     h = node[_LEFT]
+                    pos = 2 * pos
                 depth += 1
             is_leaf = True
             if h == ZERO_HASH:
@@ -342,83 +420,119 @@ class StateTree:
                     return node_hash
                 # Another key's leaf sits here: both move one level down or deeper.
                 other = (int.from_bytes(node[_PATH], "big"), h)
-                new, is_leaf = fresh(depth, i, i + 1, other), False
-            # Every node walked is now replaced; re-hash back up, restoring the
-            # compressed form on the way.
-            replaced.extend(walked)
+                new, is_leaf = fresh(depth, pos, i, i + 1, other), False
+            # Every node walked is now replaced (walked[j] sat at depth top + j);
+            # re-hash back up, restoring the compressed form on the way.
+            replaced.extend(walked[slot_depth - top :] if top < slot_depth else walked)
             while depth > top:
                 depth -= 1
+                pos >>= 1
+                bit = (path >> (255 - depth)) & 1
                 sibling = siblings[depth - top]
                 if sibling == ZERO_HASH:
                     if is_leaf or new == ZERO_HASH:
                         continue  # a lone leaf (or nothing) moves up a level
-                elif new == ZERO_HASH and load(sibling)[0] != _INTERNAL_MARK:
+                elif (
+                    new == ZERO_HASH
+                    and load(sibling, depth + 1, 2 * pos + 1 - bit)[0] != _INTERNAL_MARK
+                ):
                     new, is_leaf = sibling, True
                     continue
-                if (path >> (255 - depth)) & 1:
-                    new = new_internal(sibling, new)
+                if bit:
+                    new = new_internal(sibling, new, depth, pos)
                 else:
-                    new = new_internal(new, sibling)
+                    new = new_internal(new, sibling, depth, pos)
                 is_leaf = False
             return new
 
-        def apply(node_hash: bytes, depth: int, lo: int, hi: int) -> bytes:
-            # Changes lo..hi share the first ``depth`` bits, the position of ``node_hash``.
+        def apply(node_hash: bytes, depth: int, pos: int, lo: int, hi: int) -> bytes:
+            # Changes lo..hi share the first ``depth`` bits, the position ``pos`` of
+            # ``node_hash``.
             if hi - lo == 1:
-                return single(node_hash, depth, lo)
+                return single(node_hash, depth, pos, lo)
             if node_hash == ZERO_HASH:
-                return fresh(depth, lo, hi, None)
-            node = load(node_hash)
+                return fresh(depth, pos, lo, hi, None)
+            node = load(node_hash, depth, pos)
             if node[0] != _INTERNAL_MARK:
                 lpath = int.from_bytes(node[_PATH], "big")
                 i = bisect_left(paths, lpath, lo, hi)
                 if i < hi and paths[i] == lpath:
                     replaced.append(node_hash)
-                    return fresh(depth, lo, hi, None)
-                return fresh(depth, lo, hi, (lpath, node_hash))
+                    return fresh(depth, pos, lo, hi, None)
+                return fresh(depth, pos, lo, hi, (lpath, node_hash))
             left, right = node[_LEFT], node[_RIGHT]
             shift = 255 - depth
             mid = bisect_left(paths, ((paths[lo] >> shift) | 1) << shift, lo, hi)
-            new_left = apply(left, depth + 1, lo, mid) if mid > lo else left
-            new_right = apply(right, depth + 1, mid, hi) if hi > mid else right
+            new_left = apply(left, depth + 1, 2 * pos, lo, mid) if mid > lo else left
+            new_right = apply(right, depth + 1, 2 * pos + 1, mid, hi) if hi > mid else right
             if new_left == left and new_right == right:
                 return node_hash
-            replaced.append(node_hash)
+            if depth >= slot_depth:
+                replaced.append(node_hash)
             # Collapse: a subtree left with a single leaf becomes that leaf.
             if new_left == ZERO_HASH:
                 if new_right == ZERO_HASH:
                     return ZERO_HASH
-                if load(new_right)[0] != _INTERNAL_MARK:
+                if load(new_right, depth + 1, 2 * pos + 1)[0] != _INTERNAL_MARK:
                     return new_right
-            elif new_right == ZERO_HASH and load(new_left)[0] != _INTERNAL_MARK:
+            elif new_right == ZERO_HASH and load(new_left, depth + 1, 2 * pos)[0] != _INTERNAL_MARK:
                 return new_left
-            return new_internal(new_left, new_right)
+            return new_internal(new_left, new_right, depth, pos)
 
-        new_root = apply(root, 0, 0, len(paths))
+        new_root = apply(root, 0, 1, 0, len(paths))
         cache = self._cache
-        # Replaced nodes serve only old roots (and a retry of this same update), so
-        # they are demoted: the live tree keeps the cache, garbage goes first.
+        # Replaced nodes serve only old roots (and another update of the same base),
+        # so they are demoted: kept for now, the first to go. The slots' own stay
+        # until ``committed``.
         cache.demote_many(replaced)
+        cache.put_many(upper)
         cache.put_many(internals)
         cache.put_many(leaves)
+        pending = self._pending
+        if upper_at:
+            pending.pop(new_root, None)
+            if len(pending) >= _PENDING:
+                del pending[next(iter(pending))]
+            pending[new_root] = (upper, upper_at)
+        internals.update(upper)
         internals.update(leaf_codes)
         return TreeUpdate(new_root, internals, root)
+
+    def committed(self, root: bytes) -> None:
+        """The update that made ``root`` is persisted and is the new head: its new
+        upper nodes take their slots (replacing the nodes of the version before).
+
+        Updates of other roots still waiting are dropped: they built on a base that
+        is no longer the head. A root no update made (or made long ago) is ignored.
+        """
+        made = self._pending.pop(root, None)
+        self._pending.clear()
+        if made is None:
+            return
+        upper, upper_at = made
+        slots = self._slots
+        for node_hash, node in upper.items():
+            offset = upper_at[node_hash] * _SLOT
+            slots[offset : offset + _SLOT] = node_hash + node
 
     def _walk(self, root: bytes, path: bytes, siblings: list[bytes] | None) -> _Node | None:
         """Follow ``path`` from ``root`` to a leaf (returned) or an empty subtree (None)."""
         bits = int.from_bytes(path, "big")
         node_hash = root
         depth = 0
+        pos = 1
         while node_hash != ZERO_HASH:
-            node = self._load(node_hash)
+            node = self._load(node_hash, depth, pos, False)
             if node[0] != _INTERNAL_MARK:
                 return node
             if depth >= MAX_DEPTH:
                 raise StorageError(f"state tree under root {root.hex()} is deeper than 256")
             if (bits >> (255 - depth)) & 1:
                 sibling, node_hash = node[_LEFT], node[_RIGHT]
+                pos = 2 * pos + 1
             else:
                 sibling, node_hash = node[_RIGHT], node[_LEFT]
+                pos = 2 * pos
             if siblings is not None:
                 siblings.append(sibling)
             depth += 1

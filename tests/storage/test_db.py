@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.errors import StorageError
 from storage import db as spaces
@@ -85,3 +87,40 @@ def test_cache_demotion_keeps_entries_until_the_next_rotation():
     cache.put_many({i: b"y" for i in range(100, 150)})  # rotation: old generation goes
     assert 2 not in cache
     assert cache.get(3) == b"x"
+
+
+_CACHE_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.integers(0, 40), st.binary(max_size=3)),
+        st.tuples(st.just("put_many"), st.dictionaries(st.integers(0, 40), st.binary(max_size=3))),
+        st.tuples(st.just("demote"), st.lists(st.integers(0, 40))),
+        st.tuples(st.just("get"), st.integers(0, 40)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(capacity=st.integers(2, 24), ops=_CACHE_OPS)
+def test_cache_is_bounded_and_returns_what_was_put_or_nothing(capacity, ops):
+    cache: GenerationalCache[int, bytes] = GenerationalCache(capacity)
+    latest: dict[int, bytes] = {}
+    biggest_batch = 0
+    for op in ops:
+        if op[0] == "put":
+            cache.put(op[1], op[2])
+            latest[op[1]] = op[2]
+            assert cache.get(op[1]) == op[2]  # just put: always there
+        elif op[0] == "put_many":
+            cache.put_many(op[1])
+            latest.update(op[1])
+            biggest_batch = max(biggest_batch, len(op[1]))
+        elif op[0] == "demote":
+            cache.demote_many(op[1])
+        else:
+            assert cache.get(op[1]) in (latest.get(op[1]), None)
+        # A batch stays whole (a tree's unwritten nodes), so it may overshoot once.
+        assert len(cache) <= capacity + biggest_batch
+    for key in range(41):
+        assert cache.get(key) in (latest.get(key), None)
+        assert cache.get(key, b"dflt") in (latest.get(key), b"dflt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import defaultdict
 
@@ -427,3 +428,143 @@ def test_new_nodes_are_cached_before_they_are_written():
     assert second.root == state_root_of(expected)
     assert tree.get(second.root, bytes([3])) == b"b"
     assert tree.update(second.root, {}).root == second.root
+
+
+# --- the node cache: upper levels pinned, bounded, never changes an answer --------------
+
+
+def test_roots_and_proofs_match_fixed_vectors():
+    # Computed before the node cache was split (pinned upper levels): hashes, shape
+    # and proof encodings must not move with any cache change.
+    state = {hashlib.sha256(b"k%d" % i).digest()[:20]: b"v%d" % (i * 7) for i in range(3000)}
+    root = state_root_of(state)
+    assert root.hex() == "a933ed000fa96154da23248824832c044b96dd2370c8a51e70b50fe55b0418fa"
+    tree, built = build(state, cache_size=64)
+    assert built == root
+    present = hashlib.sha256(tree.prove(root, list(state)[17]).encode()).hexdigest()
+    absent = hashlib.sha256(tree.prove(root, b"absent").encode()).hexdigest()
+    assert present == "09a0fc7259ee0e2d87457ffbb3ddcaf6d40bc44853ce3426e233f546256fd75f"
+    assert absent == "d16f8a71cf2171224e94ec7a5a5befecc74fcc21639100fb4e705c3c06f0a11d"
+
+
+class _CountingStore(MemoryNodeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[bytes, int] = defaultdict(int)
+
+    def get_node(self, node_hash: bytes) -> bytes | None:
+        self.reads[node_hash] += 1
+        return super().get_node(node_hash)
+
+
+def _depths(store: MemoryNodeStore, root: bytes) -> dict[bytes, int]:
+    """Depth of every internal node of the tree at ``root`` (read straight from the store)."""
+    depths: dict[bytes, int] = {}
+    stack = [(root, 0)]
+    while stack:
+        node_hash, depth = stack.pop()
+        data = store.nodes.get(node_hash)
+        if data is None or data[1] != 0:
+            continue  # empty or a leaf
+        node = InternalNode.decode(data)
+        depths[node_hash] = depth
+        stack.extend(((node.left, depth + 1), (node.right, depth + 1)))
+    return depths
+
+
+def test_upper_levels_stay_cached_while_big_blocks_rotate_the_rest():
+    # cache_size 512 holds the 9 upper levels by position (2^9 <= 512). On 4,000 keys
+    # a block of 500 changes makes ~3,000 new nodes, several times the cache, and the
+    # small blocks between touch a few paths each: the deeper nodes come and go, but
+    # an upper node this tree made once is never read from the store.
+    rng = random.Random(3)
+    store = _CountingStore()
+    model = {rng.randbytes(8): rng.randbytes(8) for _ in range(4000)}
+    update = StateTree(store).update(ZERO_HASH, model)
+    store.put_nodes(update.nodes)
+    tree = StateTree(store, cache_size=512)  # a restarted node: empty cache
+    root = update.root
+    depth_of = _depths(store, root)
+    made: set[bytes] = set()
+    for i in range(24):
+        size = 500 if i % 6 == 0 else 30
+        batch: dict[bytes, bytes | None] = {
+            k: rng.randbytes(8) for k in rng.sample(list(model), size)
+        }
+        batch.update({rng.randbytes(8): rng.randbytes(8) for _ in range(size // 5)})
+        update = tree.update(root, batch)
+        store.put_nodes(update.nodes)
+        tree.committed(update.root)
+        made.update(update.nodes)
+        apply_model(model, batch)
+        root = update.root
+        depth_of.update(_depths(store, root))
+    assert root == ref_root(model)
+    upper_made = [h for h in made if depth_of.get(h, 99) < 9]
+    assert upper_made
+    assert not [h for h in upper_made if store.reads[h]]
+    # Below the pinned levels, the blocks' own nodes were evicted and read back.
+    assert [h for h in made if depth_of.get(h, 0) >= 11 and store.reads[h]]
+
+    # A failed round: a big block prepared and never committed, then a rival block of
+    # the same height. The rival finds the upper levels of the head whole.
+    batch = {k: b"first" for k in rng.sample(list(model), 500)}
+    tree.update(root, batch)
+    reads_before = dict(store.reads)
+    rival = tree.update(root, {k: b"rival" for k in batch})
+    upper_now = {h for h, d in _depths(store, root).items() if d < 9}
+    assert not [h for h in upper_now if store.reads[h] != reads_before.get(h, 0)]
+    apply_model(model, {k: b"rival" for k in batch})
+    assert rival.root == ref_root(model)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cache_size=st.sampled_from([16, 24, 64, 160]),
+    state=st.dictionaries(st.binary(min_size=1, max_size=3), values, max_size=80),
+    plan=st.lists(
+        st.tuples(
+            st.dictionaries(st.binary(min_size=1, max_size=3), st.none() | values, max_size=30),
+            st.sampled_from(["commit", "discard", "rival"]),
+        ),
+        max_size=8,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_rival_and_discarded_updates_with_small_caches(cache_size, state, plan, seed):
+    # As on a validator whose rounds fail: updates of the same base that are never
+    # committed (their nodes cached, never written), rival blocks of the same height,
+    # reads of old versions, all through a cache a fraction of the tree's size.
+    rng = random.Random(seed)
+    store = MemoryNodeStore()
+    tree = StateTree(store, cache_size=cache_size)
+    first = tree.update(ZERO_HASH, state)
+    store.put_nodes(first.nodes)
+    root, model = first.root, dict(state)
+    versions = [(root, dict(model))]
+    for batch, fate in plan:
+        update = tree.update(root, batch)
+        assert update.base == root
+        expected = dict(model)
+        apply_model(expected, batch)
+        assert update.root == ref_root(expected)
+        if fate == "discard":
+            continue
+        if fate == "rival":
+            # Another block of the same height wins: built on the same base.
+            rival_batch = {k: None if v is None else v + b"r" for k, v in batch.items()}
+            update = tree.update(root, rival_batch)
+            batch = rival_batch
+        store.put_nodes(update.nodes)
+        tree.committed(update.root)
+        apply_model(model, batch)
+        root = update.root
+        assert root == ref_root(model)
+        versions.append((root, dict(model)))
+        old_root, old_model = rng.choice(versions)
+        for key in list(old_model)[:5] + [b"\xff\xff\xff\xff"]:
+            value, proof = tree.get_with_proof(old_root, key)
+            assert value == old_model.get(key)
+            verify_proof(old_root, key, value, proof)
+    for key in list(model)[:20]:
+        assert tree.get(root, key) == model[key]
