@@ -8,8 +8,6 @@ stable code and a message naming expected and actual values.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from apps.commerce import keys
 from apps.commerce.model import (
     Auction,
@@ -27,16 +25,13 @@ from apps.commerce.model import (
     role_names,
 )
 from apps.commerce.params import CommerceGenesis
-from core.codec import Wire
 from core.errors import NodeFault
 from core.keys import format_address
 from vm.accounts import NATIVE
 from vm.amounts import checked_add
 from vm.amounts import checked_mul as vm_checked_mul
 from vm.registry import TxFailed
-from vm.state import Overlay, StateView
-
-W = TypeVar("W", bound=Wire)
+from vm.state import Overlay, StateView, read_obj
 
 _ZERO_ESCROW = Escrow(0, 0)
 # A libsodium sealed box adds a 32-byte ephemeral key and a 16-byte tag.
@@ -44,12 +39,9 @@ SEALED_OVERHEAD = 48
 _NO_ROLES = RoleRecord(0, b"")
 
 
-def load(state: StateView, key: bytes, cls: type[W]) -> W | None:
-    """The object under ``key`` (None when absent), decoded once per block in an overlay."""
-    if isinstance(state, Overlay):
-        return state.get_obj(key, cls)
-    raw = state.get(key)
-    return None if raw is None else cls.decode(raw)
+# The commerce modules' name for it: the object under a key (None when absent),
+# decoded once per block in an overlay.
+load = read_obj
 
 
 def addr(address: bytes | None) -> str:
