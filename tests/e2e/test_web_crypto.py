@@ -81,6 +81,21 @@ console.log(JSON.stringify(out));
 """
 
 
+def run_script(path, source, vectors):
+    """Run ``source`` (an ES module) under node with the web app's directory and
+    ``vectors`` as JSON on stdin; the finished process, which must have succeeded."""
+    path.write_text(source)
+    done = subprocess.run(
+        ["node", str(path), str(WEB)],
+        input=json.dumps(vectors),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_the_browser_code_matches_the_chain_byte_for_byte(tmp_path):
     encodings = [
         pack_raw(x).hex()
@@ -144,16 +159,7 @@ def test_the_browser_code_matches_the_chain_byte_for_byte(tmp_path):
         "seal": {"public": bytes(merchant.public_key).hex(), "text": text},
     }
     assert ValidatorSet.of(k.public_key for k in keys).quorum == 3
-    script = tmp_path / "check.mjs"
-    script.write_text(SCRIPT)
-    done = subprocess.run(
-        ["node", str(script), str(WEB)],
-        input=json.dumps(vectors),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(tmp_path / "check.mjs", SCRIPT, vectors)
     out = json.loads(done.stdout)
     assert out["repacked"] == encodings
     assert out["refused"] == [True] * len(noncanonical)
@@ -304,16 +310,7 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
     vectors = {
         type(r).__name__: {"encoding": r.encode().hex(), "raw": tagged(r.to_raw())} for r in records
     }
-    script = tmp_path / "records.mjs"
-    script.write_text(RECORDS_SCRIPT)
-    done = subprocess.run(
-        ["node", str(script), str(WEB)],
-        input=json.dumps(vectors),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(tmp_path / "records.mjs", RECORDS_SCRIPT, vectors)
     out = json.loads(done.stdout)
     by_name = {type(r).__name__: type(r) for r in records}
     assert set(out["specs"]) == set(by_name)
@@ -383,16 +380,7 @@ def test_hostile_answers_read_as_not_verified_never_as_another_error(tmp_path):
         "commit": commit.encode().hex(),
         "proof": tree.prove(ZERO_HASH, b"\x01").encode().hex(),
     }
-    script = tmp_path / "hostile.mjs"
-    script.write_text(HOSTILE_SCRIPT)
-    done = subprocess.run(
-        ["node", str(script), str(WEB)],
-        input=json.dumps(vectors),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(tmp_path / "hostile.mjs", HOSTILE_SCRIPT, vectors)
     assert json.loads(done.stdout) == dict.fromkeys(("deep", "height0", "value0"), "not verified")
 
 
@@ -442,17 +430,8 @@ def test_the_light_client_trusts_the_genesis_hash_entered_over_its_pin(tmp_path)
         (GenesisValidator("node0", key.public_key, 1),),
     )
     b = dataclasses.replace(a, genesis_time_ms=a.genesis_time_ms + 1)
-    script = tmp_path / "trust.mjs"
-    script.write_text(TRUST_SCRIPT)
     vectors = {"a": a.encode().hex(), "b": b.encode().hex(), "b_hash": b.hash.hex()}
-    done = subprocess.run(
-        ["node", str(script), str(WEB)],
-        input=json.dumps(vectors),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(tmp_path / "trust.mjs", TRUST_SCRIPT, vectors)
     out = json.loads(done.stdout)
     ha, hb = a.hash.hex(), b.hash.hex()
     assert out["first"] == ha
