@@ -270,7 +270,9 @@ class Node:
             privval,
             key=self.key,
             wal_dir=self.home / "consensus",
-            build_budget_ms=cfg.build_budget_ms,
+            # A build that outlasts the others' timeout_propose loses the round whatever
+            # the setting says: at most two thirds of it (the rest carries the proposal).
+            build_budget_ms=min(cfg.build_budget_ms, cfg.timeout_propose_ms * 2 // 3),
             main=main,
             txs=MainLoopTxSource(main, self.mempool),
             peers=self.p2p,

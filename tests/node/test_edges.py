@@ -399,3 +399,15 @@ async def test_bodies_that_do_not_decode_or_end_early_are_the_clients_fault(tmp_
         await honest_transfer(client, node, faucet, 0)
     bugs = [r for r in caplog.records if r.name == "node.api" and r.levelno >= logging.ERROR]
     assert not bugs, caplog.text
+
+
+@pytest.mark.parametrize(
+    "config, budget",
+    [({}, 2000), ({"timeout_propose_ms": 600}, 400), ({"build_budget_ms": 300}, 300)],
+)
+async def test_the_build_budget_never_outlasts_timeout_propose(tmp_path, config, budget):
+    """A proposal built for longer than the others wait for it loses its round whatever
+    the setting says: the budget is at most two thirds of timeout_propose."""
+    async with serving(tmp_path, **config) as (_client, node, _faucet):
+        assert node.consensus is not None
+        assert node.consensus.app.build_budget_ms == budget
