@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import pytest
+
 from core import PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
 from genesis import GenesisAccount, create_localnet, load_genesis
@@ -147,3 +149,25 @@ def test_waiting_for_the_mempool_spends_the_proposers_budget(tmp_path):
     block = app.propose(1, 0, int(time.time() * 1000))
     assert list(block.txs) == [v.encoded for v in pool.txs[:256]]
     assert pool.rejected == []
+
+
+def test_build_cost_is_learned_free_of_contention_and_predicted_with_it():
+    # Three validators verifying one block on two cores: execution took 1.5x its CPU
+    # time on the wall clock, and so did the tree update after it.
+    assert BuildCost.contention(wall_s=0.3, cpu_s=0.2) == pytest.approx(1.5)
+    cost = BuildCost()
+    cost.observe(1_000, 1.5, contention=1.5)
+    # The proposer alone on the cores predicts the uncontended cost...
+    assert cost.predict(1_000) == pytest.approx(1.0)
+    # ...and a loaded one its own contention's worth.
+    assert cost.predict(1_000, contention=2.0) == pytest.approx(2.0)
+    # Too little CPU time to tell is no contention; a thread that ran faster on the
+    # wall clock than on its CPU clock (clock granularity) is none either; a starved
+    # one counts at most MAX_CONTENTION.
+    assert BuildCost.contention(wall_s=1.0, cpu_s=BuildCost.MIN_CPU_S / 2) == 1.0
+    assert BuildCost.contention(wall_s=0.1, cpu_s=0.2) == 1.0
+    assert BuildCost.contention(wall_s=100.0, cpu_s=0.1) == BuildCost.MAX_CONTENTION
+    # Small blocks teach nothing.
+    before = cost.per_tx_s
+    cost.observe(BuildCost.MIN_TXS - 1, 100.0)
+    assert cost.per_tx_s == before
