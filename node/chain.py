@@ -111,9 +111,17 @@ class BuildCost:
     # A thread that got an eighth of a core or less tells little about the next block.
     MAX_CONTENTION = 8.0
 
-    def __init__(self, per_tx_s: float = 0.0) -> None:
-        # 0: nothing learned yet, the budget bounds execution alone.
-        self.per_tx_s = per_tx_s
+    # Until a block teaches better: about the work after execution per transfer at 1M
+    # accounts with cold caches. On a big state the first block of a storm would
+    # otherwise take everything pending (its execution alone fits the budget) and
+    # then several times its budget, and its memory, in the tree update; on a small
+    # one it costs the first big block a part of what would have fitted.
+    PRIOR_S = 0.0001
+
+    def __init__(self, per_tx_s: float | None = None) -> None:
+        # None: nothing learned yet, the prior stands until the first block.
+        self.learned = per_tx_s is not None
+        self.per_tx_s = self.PRIOR_S if per_tx_s is None else per_tx_s
 
     @classmethod
     def contention(cls, wall_s: float, cpu_s: float) -> float:
@@ -128,8 +136,9 @@ class BuildCost:
         if txs < self.MIN_TXS:
             return
         rate = seconds / txs / contention
-        if self.per_tx_s == 0.0:
+        if not self.learned:
             self.per_tx_s = rate
+            self.learned = True
         else:
             self.per_tx_s += self.WEIGHT * (rate - self.per_tx_s)
 

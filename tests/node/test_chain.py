@@ -116,7 +116,7 @@ def test_a_slow_tree_learned_from_a_verified_block_bounds_the_next_proposal(tmp_
     vtxs = _transfers(slow, g)
     pool = _Pool(vtxs[300:])
     app = ChainApplication(slow, producer, pool, lambda *_: None, build_budget_ms=500)
-    assert slow.build_cost.per_tx_s == 0.0
+    assert not slow.build_cost.learned
     # Another producer's block of 300 transfers: each changes its sender's account,
     # so this node's tree update takes >= 2 ms per transaction.
     other = _chain(tmp_path, "a", g)
@@ -156,7 +156,9 @@ def test_build_cost_is_learned_free_of_contention_and_predicted_with_it():
     # time on the wall clock, and so did the tree update after it.
     assert BuildCost.contention(wall_s=0.3, cpu_s=0.2) == pytest.approx(1.5)
     cost = BuildCost()
+    # The first block replaces the prior, whatever it was.
     cost.observe(1_000, 1.5, contention=1.5)
+    assert cost.learned
     # The proposer alone on the cores predicts the uncontended cost...
     assert cost.predict(1_000) == pytest.approx(1.0)
     # ...and a loaded one its own contention's worth.
@@ -171,3 +173,19 @@ def test_build_cost_is_learned_free_of_contention_and_predicted_with_it():
     before = cost.per_tx_s
     cost.observe(BuildCost.MIN_TXS - 1, 100.0)
     assert cost.per_tx_s == before
+
+
+def test_before_anything_is_learned_the_prior_bounds_the_first_block(tmp_path):
+    # A storm's first block: everything pending executes well inside the budget, but
+    # the prior's work after execution for 512 transactions does not fit it.
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    vtxs = _transfers(chain, g)
+    assert not chain.build_cost.learned
+    budget_s = 300 * BuildCost.PRIOR_S
+    executed = chain.build(
+        vtxs, producer, chain.next_block_time(int(time.time() * 1000)), budget_s=budget_s
+    )
+    assert executed.result.included == vtxs[:256]
+    # That block taught this node its real cost, and the prior is gone.
+    assert chain.build_cost.learned
