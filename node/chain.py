@@ -43,6 +43,7 @@ from vm import (
     BlockResult,
     ChainParams,
     Executor,
+    Overlay,
     Registry,
     VerifiedTx,
     complete_checked,
@@ -84,13 +85,18 @@ class ExecutedBlock:
 
 class BuildCost:
     """What a block costs after its last transaction ran (receipts, the state tree
-    update, roots and the block's encoding), in seconds per transaction, learned from
-    recent blocks: an exponentially weighted average over every block this node
-    builds or verifies.
+    update, roots and the block's encoding), in seconds per state key the block
+    writes, learned from recent blocks: an exponentially weighted average over every
+    block this node builds or verifies.
 
     A proposer's budget covers its whole build, but execution is the only part it can
-    watch as it goes: the rest is predicted from this. On a big state the tree update
-    costs more than execution (about 21 levels per fresh account at 1M accounts).
+    watch as it goes: the rest is predicted from this and the keys written so far. On
+    a big state the tree update costs more than execution (about 21 levels per fresh
+    key at 1M accounts), and it goes by the keys a block writes, not by its
+    transactions: a flash-deal order writes four fresh keys (its buyer's account,
+    party record and deal count, the order), a transfer one. Learned per transaction,
+    the cost of a transfer storm made the first order block ten times its budget and
+    lost its rounds.
 
     The cost is learned as if the node had its cores to itself: each block's cost is
     divided by its *contention*, how much longer its execution took on the wall clock
@@ -102,7 +108,7 @@ class BuildCost:
     """
 
     # Blocks with fewer transactions teach nothing: their fixed costs (begin-block
-    # writes, the root path) would read as a high cost per transaction.
+    # writes, the root path) would read as a high cost per key.
     MIN_TXS = 256
     # Weight of the newest block: a few blocks follow a change of load or state size.
     WEIGHT = 0.25
@@ -110,18 +116,17 @@ class BuildCost:
     MIN_CPU_S = 0.005
     # A thread that got an eighth of a core or less tells little about the next block.
     MAX_CONTENTION = 8.0
-
-    # Until a block teaches better: about the work after execution per transfer at 1M
+    # Until a block teaches better: about the work after execution per key at 1M
     # accounts with cold caches. On a big state the first block of a storm would
     # otherwise take everything pending (its execution alone fits the budget) and
     # then several times its budget, and its memory, in the tree update; on a small
     # one it costs the first big block a part of what would have fitted.
     PRIOR_S = 0.0001
 
-    def __init__(self, per_tx_s: float | None = None) -> None:
+    def __init__(self, per_key_s: float | None = None) -> None:
         # None: nothing learned yet, the prior stands until the first block.
-        self.learned = per_tx_s is not None
-        self.per_tx_s = self.PRIOR_S if per_tx_s is None else per_tx_s
+        self.learned = per_key_s is not None
+        self.per_key_s = self.PRIOR_S if per_key_s is None else per_key_s
 
     @classmethod
     def contention(cls, wall_s: float, cpu_s: float) -> float:
@@ -130,21 +135,21 @@ class BuildCost:
             return 1.0
         return min(cls.MAX_CONTENTION, max(1.0, wall_s / cpu_s))
 
-    def observe(self, txs: int, seconds: float, contention: float = 1.0) -> None:
-        """A block of ``txs`` transactions took ``seconds`` after its execution, whose
-        contention was ``contention``."""
-        if txs < self.MIN_TXS:
+    def observe(self, txs: int, keys: int, seconds: float, contention: float = 1.0) -> None:
+        """A block of ``txs`` transactions writing ``keys`` state keys took ``seconds``
+        after its execution, whose contention was ``contention``."""
+        if txs < self.MIN_TXS or keys < 1:
             return
-        rate = seconds / txs / contention
+        rate = seconds / keys / contention
         if not self.learned:
-            self.per_tx_s = rate
+            self.per_key_s = rate
             self.learned = True
         else:
-            self.per_tx_s += self.WEIGHT * (rate - self.per_tx_s)
+            self.per_key_s += self.WEIGHT * (rate - self.per_key_s)
 
-    def predict(self, txs: int, contention: float = 1.0) -> float:
-        """Seconds after execution for a block of ``txs`` transactions under ``contention``."""
-        return self.per_tx_s * txs * contention
+    def predict(self, keys: int, contention: float = 1.0) -> float:
+        """Seconds after execution for a block writing ``keys`` keys under ``contention``."""
+        return self.per_key_s * keys * contention
 
 
 class Chain:
@@ -245,7 +250,8 @@ class Chain:
         time at which the last transaction had run and the contention of the execution
         (``BuildCost.contention``)."""
         started, cpu = time.perf_counter(), time.thread_time()
-        result = self.executor.execute_block(self._view, txs, ctx, strict=strict)
+        watch = txs.watch if isinstance(txs, _Within) else None
+        result = self.executor.execute_block(self._view, txs, ctx, strict=strict, watch=watch)
         ran = time.perf_counter()
         contention = BuildCost.contention(ran - started, time.thread_time() - cpu)
         receipts = [r.encode() for r in result.receipts]
@@ -278,7 +284,7 @@ class Chain:
             raise NodeFault(f"commit of head block {self._head.height} missing")
         ctx = self.context(height, time_ms, key.public_key, last_commit)
         started = time.perf_counter()
-        chosen = txs if budget_s is None else _within(txs, started, budget_s, self.build_cost)
+        chosen = txs if budget_s is None else _Within(txs, started, budget_s, self.build_cost)
         result, receipts, tree_update, ran, contention = self._execute(ctx, chosen, strict=False)
         encoded = [v.encoded for v in result.included]
         header = BlockHeader(
@@ -313,16 +319,16 @@ class Chain:
     ) -> ExecutedBlock:
         done = time.perf_counter()
         txs = len(result.included)
-        self.build_cost.observe(txs, done - ran, contention)
+        self.build_cost.observe(txs, len(result.changes), done - ran, contention)
         log.debug(
             "block %d: %d txs, executed in %.1f ms (contention %.2f), %.1f ms after "
-            "(%.3f ms per tx learned)",
+            "(%.1f us per key learned)",
             block.header.height,
             txs,
             (ran - started) * 1000,
             contention,
             (done - ran) * 1000,
-            self.build_cost.per_tx_s * 1000,
+            self.build_cost.per_key_s * 1e6,
         )
         return ExecutedBlock(
             block,
@@ -422,26 +428,44 @@ class Chain:
         self._head = block.header
 
 
-def _within(
-    txs: Sequence[VerifiedTx], started: float, budget_s: float, cost: BuildCost
-) -> Iterator[VerifiedTx]:
+class _Within:
     """``txs`` in order, chunk by chunk, while the block would still be built within
     ``budget_s`` of ``started`` (a ``perf_counter`` time) with the next chunk: its
-    execution at the pace so far, and ``cost``'s prediction for every transaction
-    offered (the tree update and encoding that follow execution) under the contention
-    seen so far. The first chunk always goes in.
+    execution at the pace so far, and what ``cost`` predicts after it for the keys
+    the block would write at the rate so far, under the contention seen so far. The
+    first chunk always goes in. ``watch`` is the executor's hook: it shows the
+    block's overlay, whose written keys are counted.
     """
-    clock, cpu_clock = time.perf_counter, time.thread_time
-    cpu_started = cpu_clock()
-    step = _BUDGET_STEP
-    for start in range(0, len(txs), step):
-        if start:
-            more = start + step
-            elapsed = clock() - started
-            contention = BuildCost.contention(elapsed, cpu_clock() - cpu_started)
-            if elapsed * more / start + cost.predict(more, contention) > budget_s:
-                return
-        yield from txs[start : start + step]
+
+    def __init__(
+        self, txs: Sequence[VerifiedTx], started: float, budget_s: float, cost: BuildCost
+    ) -> None:
+        self._txs = txs
+        self._started = started
+        self._budget_s = budget_s
+        self._cost = cost
+        self._state: Overlay | None = None
+
+    def watch(self, state: Overlay) -> None:
+        self._state = state
+
+    def __iter__(self) -> Iterator[VerifiedTx]:
+        txs, started, budget_s, cost = self._txs, self._started, self._budget_s, self._cost
+        clock, cpu_clock = time.perf_counter, time.thread_time
+        cpu_started = cpu_clock()
+        step = _BUDGET_STEP
+        for start in range(0, len(txs), step):
+            if start:
+                more = start + step
+                elapsed = clock() - started
+                contention = BuildCost.contention(elapsed, cpu_clock() - cpu_started)
+                # Without the overlay (an executor that did not call watch): one key
+                # per transaction.
+                written = start if self._state is None else self._state.written()
+                after = cost.predict(written * more // start, contention)
+                if elapsed * more / start + after > budget_s:
+                    return
+            yield from txs[start : start + step]
 
 
 # Transactions executed between two looks at the clock while building.

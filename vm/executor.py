@@ -11,7 +11,7 @@ Three stages, cheapest first (as in indy-plenum):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgpack
@@ -260,14 +260,22 @@ class Executor:
         _check_inclusion(vtx, account, height + 1, params, floor)
 
     def execute_block(
-        self, base: StateView, txs: Iterable[VerifiedTx], ctx: BlockContext, *, strict: bool
+        self,
+        base: StateView,
+        txs: Iterable[VerifiedTx],
+        ctx: BlockContext,
+        *,
+        strict: bool,
+        watch: Callable[[Overlay], None] | None = None,
     ) -> BlockResult:
         """Execute ``txs`` on top of ``base``; ``base`` itself is never written.
 
         strict=True validates a proposed block: any tx that may not be included,
         or a block over the limits, raises ``InvalidBlock``. strict=False builds
         a block: such txs go to ``rejected`` and adding stops at the limits, or
-        when ``txs`` (which may be a lazy iterable) ends.
+        when ``txs`` (which may be a lazy iterable) ends. ``watch`` gets the block's
+        overlay before the first transaction runs (a proposer whose lazy ``txs``
+        sizes the block by the state it writes; it must not write).
         """
         params = ctx.params
         if strict:
@@ -275,6 +283,8 @@ class Executor:
             _check_block_limits(txs, params)
         check = self._check
         state = TracedOverlay(base) if check else Overlay(base)
+        if watch is not None:
+            watch(state)
         for hook in self._registry.begin_block_hooks:
             try:
                 hook(state, ctx)

@@ -131,6 +131,10 @@ class Overlay:
     def snapshot(self) -> int:
         return len(self._journal)
 
+    def written(self) -> int:
+        """How many keys hold a write (a reverted first write counts until its revert)."""
+        return len(self._values)
+
     def forget_undo(self) -> None:
         """Drop the undo journal: the writes so far stay, no snapshot taken before can
         be reverted to. The executor calls it between transactions (a transaction

@@ -71,15 +71,16 @@ def test_without_a_budget_every_transaction_fits(tmp_path):
 
 def test_the_predicted_work_after_execution_ends_the_block_early(tmp_path):
     # Execution alone would fit a generous budget many times over; the tree update and
-    # encoding predicted for each transaction (2 s per 256) do not.
+    # encoding predicted for the keys they write (2 s per 256, a transfer writes its
+    # sender's and its receiver's) do not.
     g, producer = _setup(tmp_path)
     chain = _chain(tmp_path, "a", g)
     vtxs = _transfers(chain, g)
-    chain.build_cost = BuildCost(per_tx_s=2.0 / 256)
+    chain.build_cost = BuildCost(per_key_s=2.0 / 256)
     executed = chain.build(
         vtxs, producer, chain.next_block_time(int(time.time() * 1000)), budget_s=3.0
     )
-    # The first chunk always goes in; with the second, 512 txs would need 4 s after execution.
+    # The first chunk always goes in; with the second, 512 txs would need > 4 s after execution.
     assert executed.result.included == vtxs[:256]
     other = _chain(tmp_path, "b", g).verify(executed.block)
     assert other.tree_update.root == executed.block.header.state_root
@@ -122,7 +123,7 @@ def test_a_slow_tree_learned_from_a_verified_block_bounds_the_next_proposal(tmp_
     other = _chain(tmp_path, "a", g)
     theirs = other.build(vtxs[:300], producer, other.next_block_time(int(time.time() * 1000)))
     assert app.validate(theirs.block)
-    assert slow.build_cost.per_tx_s >= 0.002
+    assert slow.build_cost.per_key_s >= 0.002
     # Its own block at that height: 512 transactions would take >= 1 s after
     # execution, so within half a second only the first chunk goes in.
     block = app.propose(1, 1, int(time.time() * 1000))
@@ -151,18 +152,20 @@ def test_waiting_for_the_mempool_spends_the_proposers_budget(tmp_path):
     assert pool.rejected == []
 
 
-def test_build_cost_is_learned_free_of_contention_and_predicted_with_it():
+def test_build_cost_is_learned_per_key_free_of_contention_and_predicted_with_it():
     # Three validators verifying one block on two cores: execution took 1.5x its CPU
     # time on the wall clock, and so did the tree update after it.
     assert BuildCost.contention(wall_s=0.3, cpu_s=0.2) == pytest.approx(1.5)
     cost = BuildCost()
-    # The first block replaces the prior, whatever it was.
-    cost.observe(1_000, 1.5, contention=1.5)
+    # The first block replaces the prior, whatever it was: 1,000 transactions wrote
+    # 4,000 keys (flash-deal orders) in 1.5 s after their execution.
+    cost.observe(1_000, 4_000, 1.5, contention=1.5)
     assert cost.learned
-    # The proposer alone on the cores predicts the uncontended cost...
-    assert cost.predict(1_000) == pytest.approx(1.0)
+    # The proposer alone on the cores predicts the uncontended cost per key...
+    assert cost.predict(4_000) == pytest.approx(1.0)
+    assert cost.predict(1_000) == pytest.approx(0.25)
     # ...and a loaded one its own contention's worth.
-    assert cost.predict(1_000, contention=2.0) == pytest.approx(2.0)
+    assert cost.predict(4_000, contention=2.0) == pytest.approx(2.0)
     # Too little CPU time to tell is no contention; a thread that ran faster on the
     # wall clock than on its CPU clock (clock granularity) is none either; a starved
     # one counts at most MAX_CONTENTION.
@@ -170,9 +173,39 @@ def test_build_cost_is_learned_free_of_contention_and_predicted_with_it():
     assert BuildCost.contention(wall_s=0.1, cpu_s=0.2) == 1.0
     assert BuildCost.contention(wall_s=100.0, cpu_s=0.1) == BuildCost.MAX_CONTENTION
     # Small blocks teach nothing.
-    before = cost.per_tx_s
-    cost.observe(BuildCost.MIN_TXS - 1, 100.0)
-    assert cost.per_tx_s == before
+    before = cost.per_key_s
+    cost.observe(BuildCost.MIN_TXS - 1, 10_000, 100.0)
+    assert cost.per_key_s == before
+
+
+def test_a_block_writing_more_keys_per_transaction_is_predicted_by_its_keys(tmp_path):
+    # The regime change of a flash deal: blocks of transfers to one receiver (one new
+    # key per transaction) teach the cost, then transactions writing two keys each
+    # come (an order writes four). Learned per transaction, 512 of them would fit a
+    # 1.5 s budget; their 1,024 keys do not.
+    g, producer = _setup(tmp_path)
+    slow = Chain(_SlowTreeStore(tmp_path / "slow"), g, build_registry())
+    vtxs = _transfers(slow, g)
+    other = _chain(tmp_path, "a", g)
+    theirs = other.build(vtxs[:300], producer, other.next_block_time(int(time.time() * 1000)))
+    fee = g.params.min_fee
+    two_keys = [
+        verify_signed_tx(
+            sign_tx(
+                k, g.chain_id, TxBody(0, fee, 50, "transfer", Transfer(k.address[::-1], 1).encode())
+            ).encode(),
+            g.chain_id,
+            slow.registry,
+            10**5,
+        )
+        for k in SENDERS[300:]
+    ]
+    pool = _Pool(two_keys)
+    app = ChainApplication(slow, producer, pool, lambda *_: None, build_budget_ms=1500)
+    assert app.validate(theirs.block)
+    block = app.propose(1, 1, int(time.time() * 1000))
+    assert list(block.txs) == [v.encoded for v in two_keys[:256]]
+    assert pool.rejected == []
 
 
 def test_before_anything_is_learned_the_prior_bounds_the_first_block(tmp_path):
