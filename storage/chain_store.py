@@ -264,6 +264,11 @@ class ChainStore:
         """The tree update for ``changes`` on top of the head state. Writes nothing."""
         return self._tree.update(self.head_root, changes)
 
+    def warm_tree(self, start: int = 1, budget: int = 1 << 13) -> int:
+        """``StateTree.warm`` on the head state: from ``start``, at most ``budget`` slot
+        positions; returns where to go on from, 0 when done. The updating thread only."""
+        return self._tree.warm(self.head_root, start, budget)
+
     def prove(
         self, key: bytes, height: int | None = None
     ) -> tuple[bytes | None, StateProof, bytes]:

@@ -482,6 +482,41 @@ def _depths(store: MemoryNodeStore, root: bytes) -> dict[bytes, int]:
     return depths
 
 
+def test_warming_reads_each_upper_node_once_and_then_nothing_reads_them():
+    # A restarted node (empty caches, 9 slot levels) warms them in slices while a
+    # block commits between two slices. Each upper node of the head is read at most
+    # once, a second pass and a walk to every key read none of them again, and the
+    # tree's answers are unchanged.
+    rng = random.Random(5)
+    store = _CountingStore()
+    model = {rng.randbytes(8): rng.randbytes(8) for _ in range(4000)}
+    update = StateTree(store).update(ZERO_HASH, model)
+    store.put_nodes(update.nodes)
+    root = update.root
+    tree = StateTree(store, cache_size=512)
+    assert tree.warm(root, 1, budget=100) == 101
+    assert tree.store_reads == 100  # 4,000 keys fill the first levels
+    batch: dict[bytes, bytes | None] = {k: rng.randbytes(8) for k in rng.sample(list(model), 50)}
+    update = tree.update(root, batch)
+    store.put_nodes(update.nodes)
+    tree.committed(update.root)
+    apply_model(model, batch)
+    root = update.root
+    pos = 101
+    while pos:
+        pos = tree.warm(root, pos, budget=100)
+    upper = [h for h, d in _depths(store, root).items() if d < 9]
+    assert len(upper) > 400 and max(store.reads[h] for h in upper) == 1
+    reads = dict(store.reads)
+    assert tree.warm(root, 1, budget=1 << 9) == 0
+    assert all(tree.get(root, k) == v for k, v in model.items())
+    assert [h for h in upper if store.reads[h] != reads[h]] == []
+    assert root == ref_root(model)
+    # Nothing to do on an empty tree or past the slot levels.
+    assert tree.warm(ZERO_HASH) == 0
+    assert tree.warm(root, 1 << 9) == 0
+
+
 def test_upper_levels_stay_cached_while_big_blocks_rotate_the_rest():
     # cache_size 512 holds the 9 upper levels by position (2^9 <= 512). On 4,000 keys
     # a block of 500 changes makes ~3,000 new nodes, several times the cache, and the
