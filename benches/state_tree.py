@@ -21,7 +21,8 @@ it, opened with an empty cache as a restarted node would: the build is skipped
 after the first run, and the peak RSS printed is the blocks' own (tree and state
 caches, LevelDB's caches, the updates in flight). ``--warmup N`` commits N
 untimed blocks of the first size first, to fill the caches as a running node's
-are. Per block size it also prints the tree nodes read from LevelDB per block
+are; ``--warm-slots`` first loads the tree's slot levels as a node does after a
+start (``ChainStore.warm_tree``), printing how long that took. Per block size it also prints the tree nodes read from LevelDB per block
 (cache misses: a deterministic figure, for a given hash seed) and each update's
 CPU time on its thread, which a loaded machine inflates much less than the wall
 clock (run with PYTHONHASHSEED=0 to draw the same changes every run).
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--warmup", type=int, default=0, help="untimed blocks of the first size, to fill caches"
     )
+    ap.add_argument(
+        "--warm-slots", action="store_true", help="load the slot levels first, as a started node"
+    )
     ap.add_argument("--cache", type=int, default=DEFAULT_CACHE_SIZE, help="tree cache entries")
     ap.add_argument("--dir", default=None, help="where the temporary LevelDB goes")
     ap.add_argument(
@@ -185,6 +189,17 @@ def main(argv: list[str] | None = None) -> None:
             genesis_s = time.perf_counter() - started
         open_rss = _rss()
         prev = GENESIS
+        warmed = ""
+        if args.warm_slots:
+            reads_before = store.tree.store_reads
+            t0 = time.perf_counter()
+            pos = 1
+            while pos:
+                pos = store.warm_tree(pos)
+            warmed = (
+                f"; slot levels loaded in {time.perf_counter() - t0:.2f} s "
+                f"({store.tree.store_reads - reads_before:,} nodes read)"
+            )
 
         def run_blocks(n: int, count: int) -> _Row:
             nonlocal prev
@@ -240,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"state tree: {args.keys:,} keys; {built}; "
-        f"{args.blocks} blocks per size (70% update / 20% insert / 10% delete)"
+        f"{args.blocks} blocks per size (70% update / 20% insert / 10% delete){warmed}"
     )
     print(
         f"{'changes/block':>13} | {'update median':>13} | {'update best':>11} | "
@@ -270,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         cache += f" --prebuilt {args.prebuilt}"
     if args.warmup:
         cache += f" --warmup {args.warmup}"
+    if args.warm_slots:
+        cache += " --warm-slots"
     print(
         "reproduce: .venv/bin/python -m benches.state_tree "
         f"--keys {args.keys} --changes {args.changes} --blocks {args.blocks} "

@@ -283,8 +283,12 @@ class Chain:
         if self._head is not None and last_commit is None:
             raise NodeFault(f"commit of head block {self._head.height} missing")
         ctx = self.context(height, time_ms, key.public_key, last_commit)
-        started = time.perf_counter()
-        chosen = txs if budget_s is None else _Within(txs, started, budget_s, self.build_cost)
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        chosen = (
+            txs
+            if budget_s is None
+            else _Within(txs, started, cpu_started, budget_s, self.build_cost)
+        )
         result, receipts, tree_update, ran, contention = self._execute(ctx, chosen, strict=False)
         encoded = [v.encoded for v in result.included]
         header = BlockHeader(
@@ -438,10 +442,18 @@ class _Within:
     """
 
     def __init__(
-        self, txs: Sequence[VerifiedTx], started: float, budget_s: float, cost: BuildCost
+        self,
+        txs: Sequence[VerifiedTx],
+        started: float,
+        cpu_started: float,
+        budget_s: float,
+        cost: BuildCost,
     ) -> None:
         self._txs = txs
         self._started = started
+        # The thread's CPU clock (``time.thread_time``) at ``started``: execution runs
+        # on the thread that made this.
+        self._cpu_started = cpu_started
         self._budget_s = budget_s
         self._cost = cost
         self._state: Overlay | None = None
@@ -451,8 +463,7 @@ class _Within:
 
     def __iter__(self) -> Iterator[VerifiedTx]:
         txs, started, budget_s, cost = self._txs, self._started, self._budget_s, self._cost
-        clock, cpu_clock = time.perf_counter, time.thread_time
-        cpu_started = cpu_clock()
+        clock, cpu_clock, cpu_started = time.perf_counter, time.thread_time, self._cpu_started
         step = _BUDGET_STEP
         for start in range(0, len(txs), step):
             if start:
