@@ -123,8 +123,18 @@ def get_balance(state: StateView, address: bytes, currency: str = NATIVE) -> int
     return get_account(state, address).balance
 
 
-def _set_balance(state: Overlay, address: bytes, currency: str, amount: int) -> None:
-    """Write a balance ``debit`` or ``credit`` computed (a native one keeps its nonce)."""
+def _held(state: StateView, address: bytes, currency: str) -> tuple[int, int]:
+    """``address``'s balance in ``currency`` and, for the native token, its account's
+    nonce (else 0), for ``_set_balance``: a native change reads the account once."""
+    if currency:
+        return get_balance(state, address, currency), 0
+    account = get_account(state, address)
+    return account.balance, account.nonce
+
+
+def _set_balance(state: Overlay, address: bytes, currency: str, amount: int, nonce: int) -> None:
+    """Write a balance ``debit`` or ``credit`` computed; a native one is the account's,
+    written with ``nonce``, the one ``_held`` read with the balance."""
     if currency:
         key = balance_key(address, currency)
         # Like an empty account, an empty balance is stored as absence.
@@ -133,7 +143,7 @@ def _set_balance(state: Overlay, address: bytes, currency: str, amount: int) -> 
         else:
             state.delete(key)
         return
-    put_account(state, address, new_account(amount, get_account(state, address).nonce))
+    put_account(state, address, new_account(amount, nonce))
 
 
 # --- moving tokens: every balance change but the fee goes through these ---
@@ -153,7 +163,7 @@ def debit(
     the caller made sure the account holds it (a module pool, by its own books), so
     a shortfall is a broken invariant and halts the node rather than hide in a receipt.
     """
-    have = get_balance(state, address, currency)
+    have, nonce = _held(state, address, currency)
     if have < amount:
         if checked:
             raise NodeFault(f"account {address.hex()} holds {have}, cannot pay {amount}")
@@ -161,7 +171,7 @@ def debit(
         raise TxFailed(
             f"balance {have}{unit} is less than the amount {amount}{unit}", "insufficient_funds"
         )
-    _set_balance(state, address, currency, have - amount)
+    _set_balance(state, address, currency, have - amount, nonce)
 
 
 def credit(state: Overlay, address: bytes, amount: int, *, currency: str = NATIVE) -> None:
@@ -170,10 +180,10 @@ def credit(state: Overlay, address: bytes, amount: int, *, currency: str = NATIV
     broken invariant (``NodeFault``), never a user's error."""
     if amount == 0:
         return
-    have = get_balance(state, address, currency)
+    have, nonce = _held(state, address, currency)
     if have + amount > UINT64_MAX:
         raise NodeFault(f"balance of {address.hex()} would exceed 2**64-1: supply invariant")
-    _set_balance(state, address, currency, have + amount)
+    _set_balance(state, address, currency, have + amount, nonce)
 
 
 def move_tokens(
