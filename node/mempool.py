@@ -80,6 +80,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from core.codec import constructor
 from core.errors import Invalid
 from core.types import tx_hash
 from node.config import MempoolConfig
@@ -116,6 +117,10 @@ class SubmitResult:
     @property
     def accepted(self) -> bool:
         return self.code == ACCEPTED
+
+
+# Every accepted transaction gets one: set the slots directly.
+_new_result = constructor(SubmitResult)
 
 
 @dataclass(frozen=True, slots=True)
@@ -695,7 +700,7 @@ class Mempool:
         if acct is None:
             acct = shard.accounts[sender] = _Account(sender, state_acct.nonce)
         self._insert(shard, acct, vtx, shard_i, seq)
-        return SubmitResult(h, ACCEPTED, message)
+        return _new_result(h, ACCEPTED, message)
 
     def _queue_room(
         self, acct: _Account | None, end: int, size: int, windows: int, *, replacing: bool
