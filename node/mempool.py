@@ -226,10 +226,6 @@ def _verify_chunk(
     return out
 
 
-def _nonce(e: _Entry) -> int:
-    return e.nonce
-
-
 # The key of the heaps once classes are merged (``select``'s second phase).
 _ANY_CLASS = -1
 
@@ -770,8 +766,13 @@ class Mempool:
             heapq.heappush(self._expiry_heights, e.expiry)
         bucket.add(e.hash)
 
-    def _remove(self, e: _Entry) -> None:
-        """Drop one entry everywhere; an emptied account is forgotten (memory bound)."""
+    def _remove(self, e: _Entry, *, used: bool = False) -> None:
+        """Drop one entry everywhere; an emptied account is forgotten (memory bound).
+
+        ``used``: the chain has used its nonce (a committed block included it, or the
+        state nonce passed it). At the front of the sender's pending run it then
+        leaves from the front and the rest stays pending, the state nonce past it
+        (rather than turning queued until the sender's refresh promotes it again)."""
         shard = self._shards[e.shard]
         acct = shard.accounts[e.sender]
         del acct.txs[e.nonce]
@@ -779,7 +780,11 @@ class Mempool:
         shard.count -= 1
         shard.nbytes -= e.size
         before = acct.queued
-        if e.nonce < acct.end:
+        if used and e.nonce == acct.nonce < acct.end:
+            self._pending -= 1
+            self._pending_bytes -= e.size
+            acct.nonce += 1
+        elif e.nonce < acct.end:
             # A pending one leaves: the rest of its run waits behind the new gap
             # (or is promoted again at once when the state nonce passed it).
             self._pending -= 1
@@ -854,10 +859,13 @@ class Mempool:
     def _refresh(self, shard: _Shard, acct: _Account, nonce: int, balance: int) -> None:
         """Bring a sender's queue in line with its state: drop used nonces, trim unpayable fees."""
         if nonce > acct.nonce:
-            # Lowest first: the first removal demotes the run once, the rest leave as
-            # queued (any other order is correct too, but may demote it again and again).
-            for stale in sorted((e for n, e in acct.txs.items() if n < nonce), key=_nonce):
-                self._remove(stale)
+            # Lowest first: each leaves the front of the pending run, which stays
+            # pending (any other order is correct too, but demotes the run).
+            txs = acct.txs
+            for n in sorted(txs):
+                if n >= nonce:
+                    break
+                self._remove(txs[n], used=True)
         acct.nonce = nonce
         if acct.end < nonce:
             # The chain used nonces this node never held: what follows may now be pending.
@@ -942,12 +950,12 @@ class Mempool:
         """
         touched: set[bytes] = set(senders)
         by_hash = self._by_hash
-        for hashes in (included_hashes, rejected_hashes):
+        for used, hashes in ((True, included_hashes), (False, rejected_hashes)):
             for h in hashes:
                 e = by_hash.get(h)
                 if e is not None:
                     touched.add(e.sender)
-                    self._remove(e)
+                    self._remove(e, used=used)
         for sender in touched:
             shard = self._shards[self.shard_of(sender)]
             acct = shard.accounts.get(sender)

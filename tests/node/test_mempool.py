@@ -623,6 +623,22 @@ async def test_commit_removes_included_and_stale(env):
     assert len(env.mempool) == 2
 
 
+async def test_commit_of_a_runs_front_keeps_the_rest_pending_and_the_gap_queued(env):
+    k = KEYS[0]
+    await env.submit(*(make_tx(k, n) for n in (0, 1, 2, 3, 5)))
+    env.commit(env.mempool.select(2, 10**6))
+    stats = env.mempool.stats()
+    assert (stats.transactions, stats.pending, stats.queued) == (3, 2, 1)
+    assert stats.queued_since_commit == 0
+    assert env.mempool.next_nonce(k.address) == 4
+    assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [2, 3]
+    # The gap fills: the queued one joins the run.
+    assert await env.submit(make_tx(k, 4)) == ["accepted"]
+    stats = env.mempool.stats()
+    assert (stats.pending, stats.queued) == (4, 0)
+    assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [2, 3, 4, 5]
+
+
 async def test_commit_drops_nonces_used_elsewhere(env):
     k = KEYS[0]
     await env.submit(*(make_tx(k, n) for n in range(3)))
