@@ -65,7 +65,9 @@ Decisions (see also docs in the module's functions):
   a sender's balance drops below the fees it has queued, its queue is trimmed
   from the highest nonce down, which never opens a gap.
 - The mempool's view of a sender (state nonce and balance) is refreshed from
-  state whenever the sender submits and when a committed block touches it.
+  state whenever the sender submits and when a committed block touches it (a
+  submit at the height of the last commit reuses what the commit read: state
+  changes only with a block).
   A block may touch senders whose transactions never reached this node: the
   caller passes them in ``on_block_committed(..., senders=...)``.
 """
@@ -85,7 +87,7 @@ from core.errors import Invalid
 from core.types import tx_hash
 from node.config import MempoolConfig
 from node.verifier import ProcessVerifier
-from vm.accounts import get_account
+from vm.accounts import Account, get_account
 from vm.executor import (
     Executor,
     VerifiedTx,
@@ -369,6 +371,11 @@ class Mempool:
         self._seq = itertools.count()
         # Shard that select starts from; rotates so no shard always goes first.
         self._rr = 0
+        # The accounts ``on_block_committed`` read, and the height it read them at:
+        # a sender's account changes only with a block, so admission reuses them at
+        # that height instead of reading and decoding each sender's account again.
+        self._fresh: dict[bytes, Account] = {}
+        self._fresh_height = -1
 
     # --- lifecycle ---
 
@@ -608,7 +615,9 @@ class Mempool:
         sender = vtx.sender_address
         shard_i = self.shard_of(sender)
         shard = self._shards[shard_i]
-        state_acct = read_account(self._state, sender)
+        state_acct = self._fresh.get(sender) if height == self._fresh_height else None
+        if state_acct is None:
+            state_acct = read_account(self._state, sender)
         acct = shard.accounts.get(sender)
         if acct is not None:
             self._refresh(shard, acct, state_acct.nonce, state_acct.balance)
@@ -956,12 +965,17 @@ class Mempool:
                 if e is not None:
                     touched.add(e.sender)
                     self._remove(e, used=used)
+        # Read before the accounts: the state is at least as new as this height (a
+        # commit writes the state before it moves the height).
+        height = self._height_fn()
+        fresh: dict[bytes, Account] = {}
         for sender in touched:
             shard = self._shards[self.shard_of(sender)]
             acct = shard.accounts.get(sender)
             if acct is not None:
-                a = get_account(self._state, sender)
+                a = fresh[sender] = get_account(self._state, sender)
                 self._refresh(shard, acct, a.nonce, a.balance)
+        self._fresh, self._fresh_height = fresh, height
         self._expire(self._height_fn() + 1)
         self._evict_excess()
         # Every gap still open is old now: it leaves the per-block gap budget.

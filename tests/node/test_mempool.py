@@ -659,6 +659,17 @@ async def test_submit_refreshes_a_stale_sender(env):
     assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [2, 3]
 
 
+async def test_submit_after_a_later_block_reads_the_senders_state_again(env):
+    k = KEYS[0]
+    await env.submit(make_tx(k, 0), make_tx(k, 1))
+    env.commit(env.mempool.select(1, 10**6))
+    # The next block used nonce 1 elsewhere; the mempool has not heard of it yet.
+    env.state.put(k.address, RICH, nonce=2)
+    env.height += 1
+    assert await env.submit(make_tx(k, 2)) == ["accepted"]
+    assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [2]
+
+
 async def test_submit_after_every_queued_nonce_was_used_elsewhere(env):
     k = KEYS[0]
     await env.submit(*(make_tx(k, n) for n in range(3)))
