@@ -975,7 +975,10 @@ class Mempool:
             if acct is not None:
                 a = fresh[sender] = get_account(self._state, sender)
                 self._refresh(shard, acct, a.nonce, a.balance)
-        self._fresh, self._fresh_height = fresh, height
+        if height == self._fresh_height:
+            self._fresh.update(fresh)  # a call for rejected transactions only, say
+        else:
+            self._fresh, self._fresh_height = fresh, height
         self._expire(self._height_fn() + 1)
         self._evict_excess()
         # Every gap still open is old now: it leaves the per-block gap budget.
