@@ -546,7 +546,12 @@ class StateTree:
                 node_hash = parent[HASH_SIZE:][child]
                 if node_hash == ZERO_HASH:
                     continue
-            self._load(node_hash, pos.bit_length() - 1, pos, True)
+            node = self._load(node_hash, pos.bit_length() - 1, pos, True)
+            if node[0] == _INTERNAL_MARK:
+                # Also when it came from the generational part, where a reader's walk
+                # (which fills no slot) left it: its children are found through here.
+                offset = pos * _SLOT
+                slots[offset : offset + _SLOT] = node_hash + node
         return 0 if stop >= end else stop
 
     def _walk(self, root: bytes, path: bytes, siblings: list[bytes] | None) -> _Node | None:

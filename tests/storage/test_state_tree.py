@@ -517,6 +517,28 @@ def test_warming_reads_each_upper_node_once_and_then_nothing_reads_them():
     assert tree.warm(root, 1 << 9) == 0
 
 
+def test_warming_fills_the_slots_of_upper_nodes_a_reader_cached_first():
+    # A proof or read served before the warm-up reaches them leaves the upper nodes on
+    # its path in the generational part (readers do not fill slots): warming still
+    # puts them in their slots and goes on below them.
+    rng = random.Random(6)
+    store = _CountingStore()
+    model = {rng.randbytes(8): rng.randbytes(8) for _ in range(4000)}
+    update = StateTree(store).update(ZERO_HASH, model)
+    store.put_nodes(update.nodes)
+    root = update.root
+    tree = StateTree(store, cache_size=512)
+    some = next(iter(model))
+    assert tree.get(root, some) == model[some]
+    pos = 1
+    while pos:
+        pos = tree.warm(root, pos, budget=100)
+    upper = [h for h, d in _depths(store, root).items() if d < 9]
+    reads = dict(store.reads)
+    assert all(tree.get(root, k) == v for k, v in model.items())
+    assert [h for h in upper if store.reads[h] != reads.get(h, 0)] == []
+
+
 def test_upper_levels_stay_cached_while_big_blocks_rotate_the_rest():
     # cache_size 512 holds the 9 upper levels by position (2^9 <= 512). On 4,000 keys
     # a block of 500 changes makes ~3,000 new nodes, several times the cache, and the
