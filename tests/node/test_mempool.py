@@ -18,7 +18,7 @@ from core.types import SignedTx, TxBody, sign_tx, tx_hash
 from node.mempool import Mempool, MempoolConfig
 from vm.accounts import Account, account_key, get_account
 from vm.context import BlockContext
-from vm.executor import Executor
+from vm.executor import Executor, VerifiedTx
 from vm.params import ChainParams
 from vm.registry import TxClass, TxType, default_registry
 from vm.transfer import Transfer, apply_transfer
@@ -885,6 +885,8 @@ class MempoolMachine(RuleBasedStateMachine):
             # Some senders can pay only a few fees, so fee accounting matters.
             self.env.state.put(k.address, [25, 45, 1000, 10**6, 10**6, 10**6][i])
         self.cfg = self.env.mempool.config
+        # Blocks committed that the mempool has not heard of yet (what they included).
+        self.unheard: list[list[VerifiedTx]] = []
 
     @rule(
         batch=st.lists(
@@ -935,40 +937,65 @@ class MempoolMachine(RuleBasedStateMachine):
             if r.code != "accepted" and r.code != "duplicate":
                 assert not env.mempool.contains(tx_hash(raw))
 
-    @rule(max_txs=st.integers(0, 8), max_bytes=st.sampled_from([0, 400, 10**6, 10**6]))
-    def block(self, max_txs, max_bytes) -> None:
+    @rule(
+        max_txs=st.integers(0, 8),
+        max_bytes=st.sampled_from([0, 400, 10**6, 10**6]),
+        hear=st.sampled_from([True, True, False]),
+    )
+    def block(self, max_txs, max_bytes, hear) -> None:
+        """A block from this selection; the mempool may hear of it only later (the
+        node's loop is busy while the consensus thread commits the next one)."""
         env = self.env
         picked = env.mempool.select(max_txs, max_bytes)
         assert len(picked) <= max_txs
         assert sum(v.size for v in picked) <= max_bytes
         assert len({v.hash for v in picked}) == len(picked)
-        # Reference: every sender's unexpired contiguous run from its state nonce.
-        ready = set()
-        for k in SIM_KEYS:
-            n = env.state.account(k.address).nonce
-            queued = {v.body.nonce: v for v in env.mempool.pending_for(k.address)}
-            while n in queued and queued[n].body.expiry_height >= env.height + 1:
-                ready.add(queued[n].hash)
-                n += 1
-        assert {v.hash for v in picked} <= ready
-        if max_bytes >= 10**6:
-            # Only the count limit binds: select takes as much as it may.
-            assert len(picked) == min(max_txs, len(ready))
+        # While a block is unheard of, the pool offers nonces it used: the builder
+        # leaves them out and hands them back as rejected, at once.
+        strict = not self.unheard
+        if strict:
+            # Reference: every sender's unexpired contiguous run from its state nonce.
+            ready = set()
+            for k in SIM_KEYS:
+                n = env.state.account(k.address).nonce
+                queued = {v.body.nonce: v for v in env.mempool.pending_for(k.address)}
+                while n in queued and queued[n].body.expiry_height >= env.height + 1:
+                    ready.add(queued[n].hash)
+                    n += 1
+            assert {v.hash for v in picked} <= ready
+            if max_bytes >= 10**6:
+                # Only the count limit binds: select takes as much as it may.
+                assert len(picked) == min(max_txs, len(ready))
         ctx = BlockContext(CHAIN, env.height + 1, env.height * 1000, PRODUCER, PARAMS)
         # Strict: any transaction that may not be included raises InvalidBlock.
-        result = env.executor.execute_block(env.state, picked, ctx, strict=True)
+        result = env.executor.execute_block(env.state, picked, ctx, strict=strict)
+        if result.rejected:
+            env.mempool.on_block_committed((), [v.hash for v, _ in result.rejected])
+            self.young.clear()
         for k, v in result.changes.items():
             if v is None:
                 env.state.data.pop(k, None)
             else:
                 env.state.data[k] = v
         env.height += 1
-        env.mempool.on_block_committed([v.hash for v in result.included])
-        self.young.clear()
-        assert not any(env.mempool.contains(v.hash) for v in picked)
+        self.unheard.append(result.included)
+        if hear:
+            self.hear()
+            assert not any(env.mempool.contains(v.hash) for v in picked)
+
+    @rule()
+    def hear(self) -> None:
+        for included in self.unheard:
+            # As the node does (node/service.py, after_commit).
+            self.env.mempool.on_block_committed(
+                [v.hash for v in included], senders={v.sender_address for v in included}
+            )
+            self.young.clear()
+        self.unheard = []
 
     @rule(blocks=st.integers(1, 4))
     def empty_blocks(self, blocks) -> None:
+        self.hear()
         self.env.height += blocks
         self.env.mempool.on_block_committed([])
         self.young.clear()
@@ -976,6 +1003,7 @@ class MempoolMachine(RuleBasedStateMachine):
     @rule(ki=st.integers(0, len(SIM_KEYS) - 1), spend=st.integers(0, 60), used=st.integers(0, 2))
     def foreign_block(self, ki, spend, used) -> None:
         """A block from elsewhere spent some balance and nonces of a sender."""
+        self.hear()
         env = self.env
         address = SIM_KEYS[ki].address
         a = env.state.account(address)
@@ -986,6 +1014,8 @@ class MempoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def consistent(self) -> None:
+        if self.unheard:
+            return  # the pool holds what those blocks used until it hears of them
         env, cfg = self.env, self.cfg
         m = env.mempool
         params = m.params
