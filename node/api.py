@@ -87,8 +87,8 @@ log = logging.getLogger("node.api")
 
 MAX_BATCH = 20_000
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/octet-stream")
-# Whole blocks decoded and rendered at once, in worker threads: a 4 MiB block of 20k
-# transactions is ~100 ms of CPU and ~10 MB of JSON, so a burst of block reads
+# Whole blocks decoded and rendered at once, in worker threads: an 8 MiB block of 40k
+# transactions is ~200 ms of CPU and ~20 MB of JSON, so a burst of block reads
 # queues here instead of taking every thread and the memory with it.
 BLOCK_READ_SLOTS = 2
 BLOCK_READS: web.AppKey[asyncio.Semaphore] = web.AppKey("block_reads", asyncio.Semaphore)

@@ -464,17 +464,23 @@ class _Within:
     def __iter__(self) -> Iterator[VerifiedTx]:
         txs, started, budget_s, cost = self._txs, self._started, self._budget_s, self._cost
         clock, cpu_clock, cpu_started = time.perf_counter, time.thread_time, self._cpu_started
+        state = self._state
+        # The begin-block hooks ran before the first transaction: their time and
+        # writes are spent once, only the transactions' part grows with the block.
+        first = clock()
+        hooks_s = first - started
+        hook_keys = 0 if state is None else state.written()
         step = _BUDGET_STEP
         for start in range(0, len(txs), step):
             if start:
                 more = start + step
-                elapsed = clock() - started
-                contention = BuildCost.contention(elapsed, cpu_clock() - cpu_started)
+                now = clock()
+                contention = BuildCost.contention(now - started, cpu_clock() - cpu_started)
                 # Without the overlay (an executor that did not call watch): one key
                 # per transaction.
-                written = start if self._state is None else self._state.written()
-                after = cost.predict(written * more // start, contention)
-                if elapsed * more / start + after > budget_s:
+                tx_keys = start if state is None else state.written() - hook_keys
+                after = cost.predict(hook_keys + tx_keys * more // start, contention)
+                if hooks_s + (now - first) * more / start + after > budget_s:
                     return
             yield from txs[start : start + step]
 

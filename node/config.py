@@ -48,8 +48,9 @@ class MempoolConfig:
     # None refuses every replacement as ``duplicate``.
     replace_fee_bump_pct: int | None = 10
     # Pending transactions (and bytes) beyond this many full blocks are refused
-    # before verification: see node/mempool.py.
-    max_pending_blocks: int = 2
+    # before verification: see node/mempool.py. One block of max_block_txs (40k) is
+    # about two blocks the build budget lets a 2-core validator build (20-28k).
+    max_pending_blocks: int = 1
     # Queued transactions (above a sender's missing nonce) per node; when full the
     # biggest holders lose their highest nonces: see node/mempool.py.
     max_queued: int = 16_384

@@ -470,8 +470,8 @@ class ConsensusService:
     def _warm_tree(self, start: int, started: float) -> None:
         """Fill the state tree's upper levels after a start (``StateTree.warm``), a
         slice at a time (~60 ms at 1M keys) between the engine's work on this thread,
-        the tree's updating thread. Best effort: a node read that fails stops it, and
-        the block that needs the node reports it."""
+        the tree's updating thread. Best effort: a node it cannot read is skipped, and
+        the block that needs the node reports it; any other storage error stops it."""
         assert self._loop is not None
         try:
             resume = self.chain.store.warm_tree(start)

@@ -546,7 +546,16 @@ class StateTree:
                 node_hash = parent[HASH_SIZE:][child]
                 if node_hash == ZERO_HASH:
                     continue
-            node = self._load(node_hash, pos.bit_length() - 1, pos, True)
+            try:
+                node = self._load(node_hash, pos.bit_length() - 1, pos, True)
+            except StorageError:
+                # The parent's slot is an older version's node (a deletion turned its
+                # place into a leaf; ``committed`` leaves such slots), whose child may
+                # be pruned: nothing below here is the head's. A missing node of the
+                # head is reported by the block that needs it.
+                offset = pos * _SLOT
+                slots[offset : offset + _SLOT] = bytes(_SLOT)
+                continue
             if node[0] == _INTERNAL_MARK:
                 # Also when it came from the generational part, where a reader's walk
                 # (which fills no slot) left it: its children are found through here.

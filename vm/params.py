@@ -12,7 +12,7 @@ from typing import Any, Self
 
 from core.codec import Wire
 from core.errors import DecodeError
-from core.types import MAX_BLOCK_TXS, Block, SignedTx
+from core.types import MAX_BLOCK_TXS, SignedTx
 
 # Bounds for the block-time rule's parameters. Below 100 ms no two machines' clocks
 # agree reliably, and a proposal (built, sent, decoded) takes about a second under
@@ -24,6 +24,12 @@ MIN_MESSAGE_DELAY_MS = 1_000
 MAX_MESSAGE_DELAY_MS = 600_000
 # Upper bound of ``max_currencies``: the list of currencies is one state value.
 MAX_CURRENCIES = 256
+# Upper bound of ``max_block_bytes``. A proposal carries its whole block in one p2p
+# frame (16 MiB by default, node config): a block whose transactions filled more
+# could never be proposed, and a governance change that allowed it would halt the
+# chain with no vote left to undo it. The rest of the frame holds the header, the
+# last commit and per-transaction framing (~3 bytes each).
+MAX_BLOCK_BYTES = 12 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +107,10 @@ class ChainParams(Wire):
                 f"max_block_bytes must be at least max_tx_bytes ({self.max_tx_bytes}), "
                 f"got {self.max_block_bytes}"
             )
-        # Block decoding refuses larger blocks.
-        if self.max_block_bytes > Block.MAX_ENCODED:
+        # A proposal of a full block must fit one p2p frame (see MAX_BLOCK_BYTES).
+        if self.max_block_bytes > MAX_BLOCK_BYTES:
             raise DecodeError(
-                f"max_block_bytes must be at most {Block.MAX_ENCODED}, got {self.max_block_bytes}"
+                f"max_block_bytes must be at most {MAX_BLOCK_BYTES}, got {self.max_block_bytes}"
             )
         # Honest clocks are never exactly equal; a minute apart is not a clock.
         if not MIN_TIME_PRECISION_MS <= self.time_precision_ms <= MAX_TIME_PRECISION_MS:

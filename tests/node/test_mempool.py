@@ -441,7 +441,7 @@ async def test_a_nonce_gap_flood_from_clients_and_peers_leaves_room_for_honest_c
     and keep sending fresh ones. On main they held the whole window and every
     client got ``mempool_full``."""
     params = dataclasses.replace(PARAMS, max_block_txs=100)
-    env = Env(pool, params=params, max_queued=2000)
+    env = Env(pool, params=params, max_queued=2000, max_pending_blocks=2)
     flooders = [key(1000 + i) for i in range(600)]
     for k in flooders:
         env.state.put(k.address, RICH)
@@ -491,7 +491,8 @@ async def test_a_nonce_gap_flood_from_clients_and_peers_leaves_room_for_honest_c
 
 async def test_new_gaps_over_their_budget_are_told_to_retry(pool):
     params = dataclasses.replace(PARAMS, max_block_txs=2)
-    env = Env(pool, params=params)
+    # Two blocks' worth of pending room: only the budget of new gaps refuses here.
+    env = Env(pool, params=params, max_pending_blocks=2)
     gapped = [make_tx(KEYS[i], 1) for i in range(3)]
     assert await env.submit(*gapped[:2], client=True) == ["accepted"] * 2
     r = (await env.mempool.submit([gapped[2]], client=True))[0]

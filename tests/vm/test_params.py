@@ -20,6 +20,7 @@ def test_defaults_round_trip():
         ({"max_tx_bytes": 10**6}, "max_tx_bytes must be at most"),
         ({"max_block_bytes": 100}, "max_block_bytes must be at least"),
         ({"max_block_bytes": 2**40}, "max_block_bytes must be at most"),
+        ({"max_block_bytes": 12 * 2**20 + 1}, "max_block_bytes must be at most 12582912"),
         ({"max_expiry_blocks": 0}, "max_expiry_blocks must be at least 1"),
         ({"time_precision_ms": 99}, "time_precision_ms must be in 100..60000"),
         ({"time_precision_ms": 60_001}, "time_precision_ms must be in 100..60000"),
