@@ -482,17 +482,23 @@ def _depths(store: MemoryNodeStore, root: bytes) -> dict[bytes, int]:
     return depths
 
 
+def _stored(seed: int, keys: int) -> tuple[_CountingStore, dict[bytes, bytes], bytes]:
+    """A counting store holding a tree of ``keys`` random keys: (store, model, root)."""
+    rng = random.Random(seed)
+    store = _CountingStore()
+    model = {rng.randbytes(8): rng.randbytes(8) for _ in range(keys)}
+    update = StateTree(store).update(ZERO_HASH, model)
+    store.put_nodes(update.nodes)
+    return store, model, update.root
+
+
 def test_warming_reads_each_upper_node_once_and_then_nothing_reads_them():
     # A restarted node (empty caches, 9 slot levels) warms them in slices while a
     # block commits between two slices. Each upper node of the head is read at most
     # once, a second pass and a walk to every key read none of them again, and the
     # tree's answers are unchanged.
+    store, model, root = _stored(5, 4000)
     rng = random.Random(5)
-    store = _CountingStore()
-    model = {rng.randbytes(8): rng.randbytes(8) for _ in range(4000)}
-    update = StateTree(store).update(ZERO_HASH, model)
-    store.put_nodes(update.nodes)
-    root = update.root
     tree = StateTree(store, cache_size=512)
     assert tree.warm(root, 1, budget=100) == 101
     assert tree.store_reads == 100  # 4,000 keys fill the first levels
@@ -521,12 +527,7 @@ def test_warming_fills_the_slots_of_upper_nodes_a_reader_cached_first():
     # A proof or read served before the warm-up reaches them leaves the upper nodes on
     # its path in the generational part (readers do not fill slots): warming still
     # puts them in their slots and goes on below them.
-    rng = random.Random(6)
-    store = _CountingStore()
-    model = {rng.randbytes(8): rng.randbytes(8) for _ in range(4000)}
-    update = StateTree(store).update(ZERO_HASH, model)
-    store.put_nodes(update.nodes)
-    root = update.root
+    store, model, root = _stored(6, 4000)
     tree = StateTree(store, cache_size=512)
     some = next(iter(model))
     assert tree.get(root, some) == model[some]
@@ -540,25 +541,21 @@ def test_warming_fills_the_slots_of_upper_nodes_a_reader_cached_first():
 
 
 def test_warming_skips_a_node_it_cannot_read_and_the_read_that_needs_it_reports_it():
-    rng = random.Random(6)
-    store = _CountingStore()
-    model = {rng.randbytes(8): rng.randbytes(8) for _ in range(2000)}
-    update = StateTree(store).update(ZERO_HASH, model)
-    store.put_nodes(update.nodes)
-    lost = next(h for h, d in _depths(store, update.root).items() if d == 3)
+    store, model, root = _stored(7, 2000)
+    lost = next(h for h, d in _depths(store, root).items() if d == 3)
     del store.nodes[lost]
     tree = StateTree(store, cache_size=512)
     pos = 1
     while pos:
-        pos = tree.warm(update.root, pos, budget=64)
+        pos = tree.warm(root, pos, budget=64)
     # Everything else was warmed: a second pass reads nothing but the lost node's place.
     reads = tree.store_reads
-    assert tree.warm(update.root, 1, budget=1 << 9) == 0
+    assert tree.warm(root, 1, budget=1 << 9) == 0
     assert tree.store_reads == reads + 1
     answers = []
     for key, value in model.items():
         try:
-            answers.append(tree.get(update.root, key) == value)
+            answers.append(tree.get(root, key) == value)
         except StorageError:
             answers.append(None)
     # About an eighth of the keys sit under the lost node; the rest read as before.
