@@ -48,9 +48,11 @@ class MempoolConfig:
     # None refuses every replacement as ``duplicate``.
     replace_fee_bump_pct: int | None = 10
     # Pending transactions (and bytes) beyond this many full blocks are refused
-    # before verification: see node/mempool.py. One block of max_block_txs (40k) is
-    # about two blocks the build budget lets a 2-core validator build (20-28k).
-    max_pending_blocks: int = 1
+    # before verification: see node/mempool.py. With max_block_txs at 40k that is
+    # 80k transactions (~80 MB; 160k for gossip): one block's worth (what 2 x 20k
+    # was) starved a one-validator flood of refusals (0.46 of the verify ceiling
+    # against 0.58-0.62 with two).
+    max_pending_blocks: int = 2
     # Queued transactions (above a sender's missing nonce) per node; when full the
     # biggest holders lose their highest nonces: see node/mempool.py.
     max_queued: int = 16_384

@@ -173,7 +173,7 @@ def test_mempool_window_below_one_block_is_refused(tmp_path):
 
     path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
     doc = json.loads(path.read_text())
-    assert load_config(tmp_path).mempool.max_pending_blocks == 1
+    assert load_config(tmp_path).mempool.max_pending_blocks == 2
     doc["mempool"]["max_pending_blocks"] = 0
     path.write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="max_pending_blocks must be at least 1, got 0"):
