@@ -265,6 +265,8 @@ class StateTree:
         self._pending: dict[bytes, tuple[dict[bytes, bytes], dict[bytes, int]]] = {}
         # Nodes read from the store (cache misses) since creation: for benches and metrics.
         self.store_reads = 0
+        # ``warm``: whether the level it is in has an internal node so far.
+        self._warm_found = False
 
     def _load(self, node_hash: bytes, depth: int, pos: int, fill: bool) -> _Node:
         """The node ``node_hash`` at position ``pos`` (``depth``): from the cache or the store.
@@ -534,6 +536,12 @@ class StateTree:
         slots = self._slots
         stop = min(end, start + budget)
         for pos in range(start, stop):
+            if pos & (pos - 1) == 0:
+                # A new level: if the one above held no internal node, neither does
+                # any below (a small state stops after a few levels, not 2^19 places).
+                if pos > 1 and not self._warm_found:
+                    return 0
+                self._warm_found = False
             if pos == 1:
                 node_hash = root
             else:
@@ -557,6 +565,7 @@ class StateTree:
                 slots[offset : offset + _SLOT] = bytes(_SLOT)
                 continue
             if node[0] == _INTERNAL_MARK:
+                self._warm_found = True
                 # Also when it came from the generational part, where a reader's walk
                 # (which fills no slot) left it: its children are found through here.
                 offset = pos * _SLOT

@@ -521,6 +521,13 @@ def test_warming_reads_each_upper_node_once_and_then_nothing_reads_them():
     # Nothing to do on an empty tree or past the slot levels.
     assert tree.warm(ZERO_HASH) == 0
     assert tree.warm(root, 1 << 9) == 0
+    # A small tree's warm-up ends below its last internal level, not at the last slot.
+    small_store, small, small_root = _stored(16, 10)
+    small_tree = StateTree(small_store, cache_size=512)
+    past = 1 << (max(_depths(small_store, small_root).values()) + 2)
+    assert past < 1 << 9
+    assert small_tree.warm(small_root, 1, budget=past) == 0
+    assert all(small_tree.get(small_root, k) == v for k, v in small.items())
 
 
 def test_warming_fills_the_slots_of_upper_nodes_a_reader_cached_first():
