@@ -399,6 +399,12 @@ def run_executor(args: argparse.Namespace) -> None:
 # --- the node-level run ---
 
 
+# Refusals a client retries (after _RETRY_S, doubling, given up past _RETRY_MAX_S).
+_RETRY_CODES = ("mempool_full", "nonce_gap")
+_RETRY_S = 0.05
+_RETRY_MAX_S = 3.2
+
+
 async def _submit(url: str, txs: list[SignedTx], batch: int, concurrency: int) -> int:
     """Send ``txs`` in msgpack batches, in order per worker; return how many were accepted."""
     chunks = [txs[i : i + batch] for i in range(0, len(txs), batch)]
@@ -408,15 +414,28 @@ async def _submit(url: str, txs: list[SignedTx], batch: int, concurrency: int) -
     async def worker(session: aiohttp.ClientSession, mine: list[list[SignedTx]]) -> None:
         nonlocal accepted
         for chunk in mine:
-            body = pack_raw([t.encode() for t in chunk])
-            async with session.post(
-                url + "/v1/txs", data=body, headers={"Content-Type": "application/msgpack"}
-            ) as resp:
-                doc = await resp.json()
-                if resp.status != 200:
-                    raise RuntimeError(f"submit failed: {doc}")
+            pause = _RETRY_S
+            while chunk:
+                body = pack_raw([t.encode() for t in chunk])
+                async with session.post(
+                    url + "/v1/txs", data=body, headers={"Content-Type": "application/msgpack"}
+                ) as resp:
+                    doc = await resp.json()
+                    if resp.status != 200:
+                        raise RuntimeError(f"submit failed: {doc}")
                 accepted += doc["accepted"]
-                refused.extend(r for r in doc["results"] if r["code"] != "accepted")
+                # A full mempool, or a nonce ahead of a batch still in the other lane
+                # (one sender's run, the merchant's ships): sent again, as a client does.
+                again = []
+                for signed, r in zip(chunk, doc["results"], strict=True):
+                    if r["code"] in _RETRY_CODES and pause <= _RETRY_MAX_S:
+                        again.append(signed)
+                    elif r["code"] != "accepted":
+                        refused.append(r)
+                chunk = again
+                if chunk:
+                    await asyncio.sleep(pause)
+                    pause *= 2
 
     # Each lane sends its chunks in order; a nonce that arrives before an earlier one
     # of its account waits in the mempool's nonce window.
