@@ -256,6 +256,12 @@ class _Codec:
 
 # "Not accepted by the fast path": the generic check decides (and names the error).
 _FAIL: Any = object()
+
+
+class _Unusual(Exception):
+    """Raised inside a generated ``decode`` to hand the input to the generic decode."""
+
+
 # With the default options maps, floats and extension types come out as dicts, floats
 # and ExtType objects, which no fast check accepts: the generic path refuses them.
 _unpackb = msgpack.unpackb
@@ -365,34 +371,35 @@ class _Generated:
             "PACKERS": _packers,
             "NEW_PACKER": _new_packer,
             "DECODE_GENERIC": decode_generic,
+            "UNUSUAL": _Unusual,
         }
         self._count = 0
         conds: list[str] = []
-        convs: list[str] = []
+        convs: list[tuple[str, str]] = []
         dumps: list[str] = []
-        # (field, helper) of the fields checked by a helper, in field order.
-        helpers: list[tuple[str, str]] = []
         for i, hint in enumerate(hints):
             var = f"v{i}"
             cond = self._cond(hint, var)
             if cond is not None:
                 conds.append(cond)
             else:
-                conv = self._bind(self._conv(hint))
-                helpers.append((var, conv))
-                convs.append(
-                    f"    {var} = {conv}({var})\n    if {var} is FAIL:\n        return FAIL\n"
-                )
+                convs.append((var, self._bind(self._conv(hint))))
             dumps.append(self._dump_expr(hint, f"obj.{names[i]}", 0))
         n = len(names)
         args = ", ".join(f"v{i}" for i in range(n))
-        lines = ["def check(raw):\n"]
-        lines.append(f"    if type(raw) is not list or len(raw) != {n}:\n        return FAIL\n")
-        if n:
-            lines.append(f"    {args}, = raw\n")
-        if conds:
-            lines.append(f"    if not ({' and '.join(conds)}):\n        return FAIL\n")
-        lines.extend(convs)
+
+        def checks(fail: str) -> str:
+            """``check``'s steps, flat at one indent, each refusal being ``fail``."""
+            out = f"if type(raw) is not list or len(raw) != {n}:\n    {fail}\n"
+            if n:
+                out += f"{args}, = raw\n"
+            if conds:
+                out += f"if not ({' and '.join(conds)}):\n    {fail}\n"
+            for var, conv in convs:
+                out += f"{var} = {conv}({var})\nif {var} is FAIL:\n    {fail}\n"
+            return out
+
+        lines = ["def check(raw):\n", textwrap.indent(checks("return FAIL"), "    ")]
         lines.append(f"    return MAKE({args})\n")
         dump = f"[{', '.join(dumps)}]"
         lines.append(f"def dump(obj):\n    return {dump}\n")
@@ -405,16 +412,11 @@ class _Generated:
         lines.append(f"def encode(obj):\n{packer}    return pack({dump})\n")
         # Anything unusual (not bytes, bad msgpack, a failed check, a non-canonical
         # encoding) takes the generic decode, which decides and names the error.
-        # ``check`` is written out inline, each step nested in the one before: a call
-        # less per decode (the hottest call of admission and execution).
-        steps = [f"if type(raw) is list and len(raw) == {n}:\n"]
-        if n:
-            steps[0] += f"    {args}, = raw\n"
-        if conds:
-            steps.append(f"if {' and '.join(conds)}:\n")
-        steps += [f"{var} = {conv}({var})\nif {var} is not FAIL:\n" for var, conv in helpers]
-        steps.append(textwrap.dedent(packer) + f"if pack(raw) == data:\n    return MAKE({args})\n")
-        body = "".join(textwrap.indent(step, "    " * depth) for depth, step in enumerate(steps))
+        # ``check`` is written out inline (a call less per decode, the hottest call of
+        # admission and execution), flat: a refusal raises, so however many fields a
+        # class has, the code stays at one depth.
+        body = checks("raise UNUSUAL") + textwrap.dedent(packer)
+        body += f"if pack(raw) == data:\n    return MAKE({args})\n"
         lines.append(
             "def decode(data):\n"
             "    if type(data) is bytes and len(data) <= MAX_ENCODED:\n"

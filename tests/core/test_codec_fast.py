@@ -262,3 +262,15 @@ def test_constructor_keeps_post_init_checks():
     with pytest.raises(core.DecodeError):
         constructor(storage.state_tree.InternalNode)(7, bytes(32), bytes(32))
     assert constructor(int) is int
+
+
+def test_a_class_with_many_checked_fields_still_gets_a_decoder():
+    # Each field checked by a helper (a tuple) was one more nested block in the
+    # generated decode: 120 of them passed Python's indentation limit and the class
+    # could not be defined at all.
+    fields = [(f"f{i}", tuple[int, ...]) for i in range(120)]
+    big = dataclasses.make_dataclass("Big", fields, bases=(Wire,), frozen=True, slots=True)
+    obj = big(*[(i, i + 1) for i in range(120)])
+    assert big.decode(obj.encode()) == obj
+    with pytest.raises(core.DecodeError):
+        big.decode(obj.encode()[:-1])
