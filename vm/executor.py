@@ -105,16 +105,10 @@ def complete_verified_tx(
     """The second stage of ``verify_signed_tx``, for an envelope ``check_envelope`` passed:
     body, type and payload. ``hash_`` is ``tx_hash(encoded)`` if the caller has it."""
     body = TxBody.decode(tx.body)  # malformed body
-    # ``registry.decode_payload`` and ``VerifiedTx.of`` written out: admission runs
-    # this once per transaction, on the event loop.
-    payload_cls, _ = registry.lookup(body.type)  # unknown_type
-    payload = payload_cls.decode(body.payload)  # malformed payload
+    payload = registry.decode_payload(body)  # unknown_type, malformed payload
     if hash_ is None:
         hash_ = tx_hash(encoded)
-    sender = tx.sender
-    address = address_of(sender)
-    info = _new_info(hash_, sender, address, body.nonce, body.fee)
-    return _new_verified(tx, body, payload, hash_, len(encoded), address, encoded, info)
+    return VerifiedTx.of(tx, body, payload, hash_, len(encoded), address_of(tx.sender), encoded)
 
 
 def complete_checked(
