@@ -244,13 +244,17 @@ class Chain:
         return max(now, prev + 1)
 
     def _execute(
-        self, ctx: BlockContext, txs: Iterable[VerifiedTx], *, strict: bool
+        self,
+        ctx: BlockContext,
+        txs: Iterable[VerifiedTx],
+        *,
+        strict: bool,
+        watch: Callable[[Overlay], None] | None = None,
     ) -> tuple[BlockResult, list[bytes], TreeUpdate, float, float]:
-        """Execute and prepare the state tree update; also gives the ``perf_counter``
-        time at which the last transaction had run and the contention of the execution
-        (``BuildCost.contention``)."""
+        """Execute (``watch``: see ``Executor.execute_block``) and prepare the state
+        tree update; also gives the ``perf_counter`` time at which the last transaction
+        had run and the contention of the execution (``BuildCost.contention``)."""
         started, cpu = time.perf_counter(), time.thread_time()
-        watch = txs.watch if isinstance(txs, _Within) else None
         result = self.executor.execute_block(self._view, txs, ctx, strict=strict, watch=watch)
         ran = time.perf_counter()
         contention = BuildCost.contention(ran - started, time.thread_time() - cpu)
@@ -284,12 +288,13 @@ class Chain:
             raise NodeFault(f"commit of head block {self._head.height} missing")
         ctx = self.context(height, time_ms, key.public_key, last_commit)
         started, cpu_started = time.perf_counter(), time.thread_time()
-        chosen = (
-            txs
-            if budget_s is None
-            else _Within(txs, started, cpu_started, budget_s, self.build_cost)
-        )
-        result, receipts, tree_update, ran, contention = self._execute(ctx, chosen, strict=False)
+        if budget_s is None:
+            result, receipts, tree_update, ran, contention = self._execute(ctx, txs, strict=False)
+        else:
+            within = _Within(txs, started, cpu_started, budget_s, self.build_cost)
+            result, receipts, tree_update, ran, contention = self._execute(
+                ctx, within, strict=False, watch=within.watch
+            )
         encoded = [v.encoded for v in result.included]
         header = BlockHeader(
             chain_id=self.chain_id,
