@@ -57,7 +57,7 @@ from apps.commerce.auctions import bidder_tag
 from apps.commerce.events import ORDER_PLACED
 from apps.commerce.model import AuctionMode
 from apps.commerce.sealing import encryption_keypair, seal_address
-from core.codec import pack_raw
+from benches.throughput import REJECTED, post_batch
 from core.keys import PrivateKey, format_address
 from core.keystore import load_key
 from core.types import SignedTx, TxBody, sign_tx, tx_hash
@@ -399,51 +399,34 @@ def run_executor(args: argparse.Namespace) -> None:
 # --- the node-level run ---
 
 
-# Refusals a client retries (after _RETRY_S, doubling, given up past _RETRY_MAX_S).
-_RETRY_CODES = ("mempool_full", "nonce_gap")
-_RETRY_S = 0.05
-_RETRY_MAX_S = 3.2
-
-
 async def _submit(url: str, txs: list[SignedTx], batch: int, concurrency: int) -> int:
-    """Send ``txs`` in msgpack batches, in order per worker; return how many were accepted."""
+    """Send ``txs`` in msgpack batches, in order per worker; return how many were accepted.
+
+    A full mempool, or a nonce ahead of a batch still in the other lane (one sender's
+    run: the merchant's ships), is sent again, as a client does; any other refusal
+    fails the run.
+    """
     chunks = [txs[i : i + batch] for i in range(0, len(txs), batch)]
     accepted = 0
-    refused: list[dict] = []
+    refused_before = REJECTED.copy()
 
     async def worker(session: aiohttp.ClientSession, mine: list[list[SignedTx]]) -> None:
         nonlocal accepted
         for chunk in mine:
-            pause = _RETRY_S
-            while chunk:
-                body = pack_raw([t.encode() for t in chunk])
-                async with session.post(
-                    url + "/v1/txs", data=body, headers={"Content-Type": "application/msgpack"}
-                ) as resp:
-                    doc = await resp.json()
-                    if resp.status != 200:
-                        raise RuntimeError(f"submit failed: {doc}")
-                accepted += doc["accepted"]
-                # A full mempool, or a nonce ahead of a batch still in the other lane
-                # (one sender's run, the merchant's ships): sent again, as a client does.
-                again = []
-                for signed, r in zip(chunk, doc["results"], strict=True):
-                    if r["code"] in _RETRY_CODES and pause <= _RETRY_MAX_S:
-                        again.append(signed)
-                    elif r["code"] != "accepted":
-                        refused.append(r)
-                chunk = again
-                if chunk:
-                    await asyncio.sleep(pause)
-                    pause *= 2
+            raws = [t.encode() for t in chunk]
+            # Awaited first: "accepted += await ..." reads the total before the await
+            # and loses the other lane's additions.
+            done = await post_batch(session, url, raws, ("mempool_full", "nonce_gap"))
+            accepted += done
 
     # Each lane sends its chunks in order; a nonce that arrives before an earlier one
     # of its account waits in the mempool's nonce window.
     lanes = [chunks[i::concurrency] for i in range(concurrency)]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         await asyncio.gather(*(worker(session, lane) for lane in lanes))
+    refused = REJECTED - refused_before
     if refused:
-        raise RuntimeError(f"{len(refused)} transactions refused, first: {refused[0]}")
+        raise RuntimeError(f"transactions refused: {dict(refused)}")
     return accepted
 
 

@@ -277,7 +277,7 @@ async def run(args: argparse.Namespace) -> FlashResult:
         f"{data_growth / max(1, final_txs):,.0f} MB per million txs"
     )
     if RETRIED:
-        print(f"submitted again after a node refused them as full: {dict(RETRIED)}")
+        print(f"submitted again after a node refused them: {dict(RETRIED)}")
     print(
         f"{n:,} buyers over {deals} deals, {args.validators} validators, state "
         f"{args.state_accounts:,} accounts, block interval {args.block_ms} ms"

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 
 import aiohttp
@@ -122,8 +123,14 @@ RETRY_MAX_S = 1.0
 RETRIED: Counter[str] = Counter()
 
 
-async def post_batch(session: aiohttp.ClientSession, url: str, batch: list[bytes]) -> int:
-    """Submit ``batch`` to the node at ``url``, again for what it refused as full."""
+async def post_batch(
+    session: aiohttp.ClientSession,
+    url: str,
+    batch: list[bytes],
+    retry: Collection[str] = ("mempool_full",),
+) -> int:
+    """Submit ``batch`` to the node at ``url``, again for what it refused with a code
+    in ``retry``; other refusals are counted in REJECTED."""
     accepted = 0
     pause = RETRY_S
     while batch:
@@ -134,14 +141,15 @@ async def post_batch(session: aiohttp.ClientSession, url: str, batch: list[bytes
             if resp.status != 200:
                 raise RuntimeError(f"submit failed: {doc}")
         accepted += doc["accepted"]
-        full = []
+        again = []
         for raw, result in zip(batch, doc["results"], strict=True):
-            if result["code"] == "mempool_full":
-                full.append(raw)
-            elif result["code"] != "accepted":
-                REJECTED[result["code"]] += 1
-        RETRIED["mempool_full"] += len(full)
-        batch = full
+            code = result["code"]
+            if code in retry:
+                again.append(raw)
+                RETRIED[code] += 1
+            elif code != "accepted":
+                REJECTED[code] += 1
+        batch = again
         if batch:
             await asyncio.sleep(pause)
             pause = min(2 * pause, RETRY_MAX_S)
@@ -296,7 +304,7 @@ async def run(args: argparse.Namespace) -> None:
     if REJECTED:
         print(f"refused at submission: {dict(REJECTED)}")
     if RETRIED:
-        print(f"submitted again after the node refused them as full: {dict(RETRIED)}")
+        print(f"submitted again after the node refused them: {dict(RETRIED)}")
     ratio = tps * args.validators / ceiling
     print(
         f"end to end: {end_to_end:,.0f} tx/s, "
