@@ -2,8 +2,12 @@
 
 Shape (the binary form of Diem's sparse Merkle tree / the Jellyfish Merkle tree):
 
-- a key lives at ``key_path = H(STATE_KEY, key)``: 256 bits, most significant bit
-  of byte 0 first; bit ``d`` chooses the child at depth ``d`` (0 = left);
+- a key lives at its ``key_path``: 256 bits, most significant bit of byte 0 first;
+  bit ``d`` chooses the child at depth ``d`` (0 = left). The path is
+  ``H(STATE_KEY, key)`` with its first ``GROUP_BYTES`` bytes taken from
+  ``H(STATE_KEY, key_group(key))`` instead (``key_group``: the records of one
+  address, or 256 consecutive ids, share a group), so a group's keys sit in one
+  subtree and a block writing several of them re-hashes one path, not one each;
 - an empty subtree hashes to ``ZERO_HASH``;
 - a leaf hashes to ``H(STATE_LEAF, key_path || H(STATE_VALUE, value))``;
 - an internal node hashes to ``H(STATE_NODE, left || right)``;
@@ -163,8 +167,42 @@ _DIGEST = slice(33, 65)
 _VALUE_AT = 65
 
 
+# A key's group fixes the first GROUP_BYTES of its path (24 bits: below the ~20
+# levels a tree of a million keys has, so groups rarely meet; a group of two or
+# more keys in a smaller tree pays a short run of one-child nodes instead).
+GROUP_BYTES = 3
+# An owned record: prefix byte || the owner's 20-byte address || anything.
+_OWNED = 21
+# A numbered record: prefix byte || 8-byte big-endian id.
+_NUMBERED = 9
+
+
+def key_group(key: bytes) -> bytes:
+    """The locality group of ``key``, from its layout alone (docs/vm.md, State keys).
+
+    - an owned record (``prefix || address || ...``, 21 bytes or more): the address,
+      so an account, its balances and every record kept for it share a subtree;
+    - a numbered record (``prefix || u64 id``, 9 bytes): the prefix and the id's
+      upper 7 bytes, so 256 consecutive ids (the orders of one block) share one;
+    - any other key is its own group.
+
+    Only where keys sit depends on this, never what the tree holds or proves: the
+    rest of the path is the key's own hash, which keeps paths unique.
+    """
+    size = len(key)
+    if size >= _OWNED:
+        return key[1:_OWNED]
+    if size == _NUMBERED:
+        return key[: _NUMBERED - 1]
+    return key
+
+
 def key_path(key: bytes) -> bytes:
-    return _blake(_KEY + key, digest_size=HASH_SIZE).digest()
+    whole = _blake(_KEY + key, digest_size=HASH_SIZE).digest()
+    group = key_group(key)
+    if len(group) == len(key):
+        return whole
+    return _blake(_KEY + group, digest_size=HASH_SIZE).digest()[:GROUP_BYTES] + whole[GROUP_BYTES:]
 
 
 def value_hash(value: bytes) -> bytes:
@@ -311,7 +349,7 @@ class StateTree:
         # tuples would wake the cyclic GC during the update.
         by_path: dict[int, bytes] = {}
         for key in changes:
-            by_path[int.from_bytes(blake(_KEY + key, digest_size=HASH_SIZE).digest(), "big")] = key
+            by_path[int.from_bytes(key_path(key), "big")] = key
         paths = sorted(by_path)
         keys = [by_path[p] for p in paths]
         values = [changes[k] for k in keys]

@@ -1,7 +1,10 @@
 """State keys of the commerce app (layout documented in docs/commerce.md).
 
 Every key is ``prefix byte || fixed-width parts``: ids are 8-byte big-endian
-(so a prefix scan lists them in id order), addresses 20 bytes, item refs 32.
+(so a prefix scan lists them in id order), addresses 20 bytes, item refs 32. A
+record kept for an address puts the address first, right after the prefix: the
+state tree keeps such records beside the address's account, and a key of
+``prefix || id`` beside the 255 ids around it (``storage.state_tree.key_group``).
 """
 
 from __future__ import annotations
@@ -98,7 +101,9 @@ def deal_key(deal_id: int) -> bytes:
 
 
 def deal_buyer_key(deal_id: int, buyer: bytes) -> bytes:
-    return _P[CommercePrefix.DEAL_BUYER] + _u64(deal_id) + buyer
+    # The buyer first: a record kept for an address starts with it, so it sits beside
+    # the buyer's account in the state tree (``storage.state_tree.key_group``).
+    return _P[CommercePrefix.DEAL_BUYER] + buyer + _u64(deal_id)
 
 
 def order_key(order_id: int) -> bytes:

@@ -33,6 +33,7 @@ from core.codec import Len, Wire
 from core.hashing import ZERO_HASH
 from genesis.document import Genesis, GenesisAccount, GenesisValidator
 from storage import MemoryNodeStore, StateTree
+from storage.state_tree import key_path
 from tests.e2e.helpers import REPO
 from vm.accounts import Account, Balance
 from vm.currency import Currency, CurrencyList
@@ -67,6 +68,7 @@ const proofOk = (p, proof) => {
     return true;
   } catch (err) { if (!light.isVerificationFailure(err)) throw err; return false; }
 };
+out.paths = v.paths.map((k) => hex(light.keyPath(unhex(k))));
 out.proofs = v.proofs.map((p) => [proofOk(p, p.proof), proofOk(p, flip(p.proof, p.proof.length - 3)), proofOk({ ...p, value: p.value && flip(p.value, 1) }, p.proof)]);
 const commitOk = (c, blockHash) => {
   try {
@@ -115,9 +117,28 @@ def test_the_browser_code_matches_the_chain_byte_for_byte(tmp_path):
 
     tree = StateTree(MemoryNodeStore())
     state = {bytes([0x01]) + bytes([i]) * 20: pack_raw([i * 1000, i]) for i in range(1, 40)}
+    # Keys of every kind of group (storage.state_tree.key_group): records kept beside an
+    # account, numbered records sharing a group, and keys that are their own group.
+    state[bytes([0x02]) + bytes([5]) * 20 + b"USD"] = pack_raw([7])
+    state[bytes([0x2B]) + bytes([5]) * 20] = pack_raw([1, 2])
+    state |= {bytes([0x2A]) + i.to_bytes(8, "big"): pack_raw([i]) for i in range(250, 262)}
+    state[b"\x04"] = pack_raw(["USD"])
     root = tree.update(ZERO_HASH, state).root
+    # Every length around the group rule's edges (8, 9, 10; 20, 21, 22 bytes and more).
+    path_keys = [bytes(range(n)).hex() for n in range(0, 40)]
     proofs = []
-    for k in (bytes([0x01]) + bytes([5]) * 20, bytes([0x01]) + bytes([33]) * 20, b"\x01absent"):
+    for k in (
+        bytes([0x01]) + bytes([5]) * 20,
+        bytes([0x01]) + bytes([33]) * 20,
+        b"\x01absent",
+        bytes([0x02]) + bytes([5]) * 20 + b"USD",
+        bytes([0x2B]) + bytes([5]) * 20,
+        bytes([0x2B]) + bytes([6]) * 20,
+        bytes([0x2A]) + (255).to_bytes(8, "big"),
+        bytes([0x2A]) + (256).to_bytes(8, "big"),
+        bytes([0x2A]) + (300).to_bytes(8, "big"),
+        b"\x04",
+    ):
         value = state.get(k)
         proofs.append(
             {
@@ -148,6 +169,7 @@ def test_the_browser_code_matches_the_chain_byte_for_byte(tmp_path):
             "payload": body.payload.hex(),
         },
         "proofs": proofs,
+        "paths": path_keys,
         "commit": {
             "chain_id": "web-test-1",
             "height": 12,
@@ -165,7 +187,20 @@ def test_the_browser_code_matches_the_chain_byte_for_byte(tmp_path):
     assert out["refused"] == [True] * len(noncanonical)
     assert out["tx"] == tx.encode().hex()
     # Present, present and absent: each verifies; a changed proof or value does not.
-    assert out["proofs"] == [[True, False, False], [True, False, False], [True, False, True]]
+    assert out["proofs"] == [[True, False, p["value"] is None] for p in proofs]
+    assert [p["value"] is None for p in proofs] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert out["paths"] == [key_path(bytes.fromhex(k)).hex() for k in path_keys]
     # 3 of 4 producers: final; a changed signature or 2 of 4: not.
     assert out["commit"] == [True, False, False]
     sealed = out["sealed"]

@@ -24,6 +24,7 @@ from storage.state_tree import (
     StateProof,
     StateTree,
     internal_hash,
+    key_group,
     key_path,
     leaf_hash,
     state_root_of,
@@ -31,8 +32,21 @@ from storage.state_tree import (
     verify_proof,
 )
 
-# Small key alphabet so batches collide with earlier keys (updates, deletes).
-keys = st.binary(max_size=2)
+# Small key alphabet so batches collide with earlier keys (updates, deletes): short
+# keys (their own group), and records of a few owners and consecutive ids, whose
+# groups put them deep in one subtree (``key_group``).
+owned = st.builds(
+    lambda prefix, owner, rest: bytes([prefix]) + bytes([owner]) * 20 + rest,
+    st.integers(1, 3),
+    st.integers(0, 2),
+    st.binary(max_size=1),
+)
+numbered = st.builds(
+    lambda prefix, n: bytes([prefix]) + n.to_bytes(8, "big"),
+    st.integers(1, 2),
+    st.integers(250, 262),
+)
+keys = st.binary(max_size=2) | owned | numbered
 values = st.binary(max_size=6)
 batches = st.dictionaries(keys, st.none() | values, max_size=24)
 states = st.dictionaries(keys, values, max_size=40)
@@ -45,10 +59,22 @@ def _bit(path: bytes, depth: int) -> int:
     return (path[depth // 8] >> (7 - depth % 8)) & 1
 
 
+def ref_path(key: bytes) -> bytes:
+    """The spec's rule: the key's hash, its first 3 bytes from its group's hash."""
+    whole = hash_bytes(Domain.STATE_KEY, key)
+    if len(key) >= 21:
+        group = key[1:21]  # prefix || address || ...: the address
+    elif len(key) == 9:
+        group = key[:8]  # prefix || u64 id: the id's upper 7 bytes
+    else:
+        return whole
+    return hash_bytes(Domain.STATE_KEY, group)[:3] + whole[3:]
+
+
 def ref_root(state: dict[bytes, bytes]) -> bytes:
     entries = [
         (
-            hash_bytes(Domain.STATE_KEY, k),
+            ref_path(k),
             hash_bytes(Domain.STATE_VALUE, v),
         )
         for k, v in state.items()
@@ -91,6 +117,68 @@ def test_hash_helpers_match_core_hashing():
     assert value_hash(b"v") == hash_bytes(Domain.STATE_VALUE, b"v")
     assert leaf_hash(left, right) == hash_bytes(Domain.STATE_LEAF, left + right)
     assert internal_hash(left, right) == hash_bytes(Domain.STATE_NODE, left + right)
+
+
+@given(key=st.binary(max_size=48))
+def test_key_paths_follow_the_spec_group_rule(key):
+    assert key_path(key) == ref_path(key)
+
+
+def test_key_groups_are_owners_and_runs_of_ids():
+    owner = bytes(range(20))
+    account, party = b"\x01" + owner, b"\x2b" + owner
+    deal_count = b"\x29" + owner + (7).to_bytes(8, "big")
+    assert {key_group(k) for k in (account, party, deal_count)} == {owner}
+    order = [b"\x2a" + n.to_bytes(8, "big") for n in (0, 255, 256)]
+    assert key_group(order[0]) == key_group(order[1]) == b"\x2a" + bytes(7)
+    assert key_group(order[2]) == b"\x2a" + bytes(6) + b"\x01"
+    for own in (b"", b"\x04", bytes(8), bytes(10), bytes(20)):
+        assert key_group(own) == own
+    # One group shares the first 24 bits of its paths; the rest is each key's own.
+    paths = [key_path(k) for k in (account, party, deal_count)]
+    assert len({p[:3] for p in paths}) == 1 and len({p[3:] for p in paths}) == 3
+    assert key_path(order[0])[:3] == key_path(order[1])[:3] != key_path(order[2])[:3]
+
+
+def test_records_of_one_owner_cost_one_path():
+    # A tree of 4,000 accounts; one block writes three records for one owner, the
+    # other three records for three owners. The first re-hashes one path to the
+    # owner's subtree (plus a few nodes in it), the second three paths.
+    rng = random.Random(3)
+    owners = [rng.randbytes(20) for _ in range(4000)]
+    state = {b"\x01" + o: b"acct" for o in owners}
+    tree, root = build(state)
+
+    def new_nodes(batch: dict[bytes, bytes]) -> int:
+        return len(tree.update(root, batch).nodes)
+
+    one = new_nodes({p + owners[0]: b"new" for p in (b"\x01", b"\x2b", b"\x2c")})
+    three = new_nodes({b"\x01" + owners[i]: b"new" for i in (1, 2, 3)})
+    assert one < three
+    assert (
+        tree.get(tree.update(root, {b"\x2b" + owners[0]: b"p"}).root, b"\x2b" + owners[0]) == b"p"
+    )
+
+
+def test_grouped_roots_and_proofs_match_fixed_vectors():
+    # Pins the group rule: owners with several records and runs of ids, beside keys
+    # that are their own group.
+    rng = random.Random(11)
+    owners = [rng.randbytes(20) for _ in range(300)]
+    state = {b"\x01" + o: b"a%d" % i for i, o in enumerate(owners)}
+    state |= {b"\x2b" + o: b"p" for o in owners[:100]}
+    state |= {b"\x29" + o + bytes(8): b"\x01" for o in owners[:50]}
+    state |= {b"\x2a" + n.to_bytes(8, "big"): b"o%d" % n for n in range(1000)}
+    state |= {bytes([9, n]): b"s" for n in range(40)}
+    root = state_root_of(state)
+    assert root == ref_root(state)
+    assert root.hex() == "c692a563364dced396aaa0f1c5046b7e453d34678ce79ab04fdbcf74a4d848ae"
+    tree, built = build(state, cache_size=64)
+    assert built == root
+    present = hashlib.sha256(tree.prove(root, b"\x2b" + owners[3]).encode()).hexdigest()
+    absent = hashlib.sha256(tree.prove(root, b"\x2b" + owners[200]).encode()).hexdigest()
+    assert present == "c27474cff57fc33bb1b6e3a9c98a69c2009dc16e25f0d46fe72018678cf0841b"
+    assert absent == "84abad072bfd297974e2c8e02dd193ee8507dfcdc35814118af82e1b1ad62ac2"
 
 
 @settings(max_examples=30, deadline=None)

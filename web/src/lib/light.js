@@ -98,12 +98,26 @@ export function decodeProof(bytes) {
   return proof;
 }
 
+// Where `key` sits in the state tree (storage.state_tree.key_path): its hash, with
+// the first 3 bytes from the hash of its group. A key of 21 bytes or more is kept for
+// the address after its prefix byte; a 9-byte key (prefix and u64 id) shares a group
+// with the 255 ids around it; any other key is its own group.
+const GROUP_BYTES = 3;
+export function keyPath(key) {
+  const whole = hashBytes(Domain.STATE_KEY, key);
+  let group;
+  if (key.length >= 21) group = key.subarray(1, 21);
+  else if (key.length === 9) group = key.subarray(0, 8);
+  else return whole;
+  return concat(hashBytes(Domain.STATE_KEY, group).subarray(0, GROUP_BYTES), whole.subarray(GROUP_BYTES));
+}
+
 // Check that `key` holds `value` (or is absent, when null) under `root`.
 export function verifyProof(root, key, value, proof) {
   const { siblings, leaf } = proof;
   const depth = siblings.length;
   if (depth > MAX_DEPTH) throw new NotVerified("proof is deeper than a path");
-  const path = hashBytes(Domain.STATE_KEY, key);
+  const path = keyPath(key);
   let node;
   if (value === null) {
     if (leaf === null) node = ZERO;
