@@ -36,13 +36,21 @@ from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height, encode_position
 from storage.snapshot import node_children, walk_missing
-from storage.state_tree import DEFAULT_CACHE_SIZE, StateProof, StateTree, TreeUpdate
+from storage.state_tree import (
+    DEFAULT_CACHE_SIZE,
+    TREE_LAYOUT,
+    StateProof,
+    StateTree,
+    TreeUpdate,
+)
 
 _GENESIS = spaces.META + b"genesis"
 _HEAD = spaces.META + b"head"
 _BLOCK_BASE = spaces.META + b"block_base"
 _STATE_BASE = spaces.META + b"state_base"
 _SYNC = spaces.META + b"sync"
+_LAYOUT = spaces.META + b"tree_layout"
+_LAYOUT_VALUE = bytes([TREE_LAYOUT])
 # Deletes per write batch while pruning: bounded memory, and a commit is never held
 # up for long behind one batch.
 _PRUNE_BATCH = 10_000
@@ -124,6 +132,8 @@ class ChainStore:
                 raise StorageError(
                     f"database at {self.path} has a genesis hash or a head, not both"
                 )
+            if head is not None or self._db.get(_SYNC) is not None:
+                self._check_layout()
             self._block_base = self._meta_height(_BLOCK_BASE)
             self._state_base = self._meta_height(_STATE_BASE)
             # Tree nodes written by commits while a sweep runs (None when none runs):
@@ -136,6 +146,16 @@ class ChainStore:
         except BaseException:
             self._db.close()
             raise
+
+    def _check_layout(self) -> None:
+        raw = self._db.get(_LAYOUT)
+        if raw != _LAYOUT_VALUE:
+            found = "1 (plain hashed key paths)" if raw is None else raw.hex()
+            raise StorageError(
+                f"database at {self.path} holds a state tree of layout {found}; this node "
+                f"builds layout {TREE_LAYOUT} (grouped key paths, docs/vm.md): start it on an "
+                "empty data directory and let it sync"
+            )
 
     def _meta_height(self, key: bytes) -> int:
         raw = self._db.get(key)
@@ -186,6 +206,7 @@ class ChainStore:
         # The genesis hash indexes as height 0, so height 1's parent resolves too.
         batch.put(spaces.BLOCK_HEIGHT + genesis_hash, zero)
         batch.put(_GENESIS, genesis_hash)
+        batch.put(_LAYOUT, _LAYOUT_VALUE)
         batch.put(_HEAD, zero)
         self._db.write(batch)
         self._tree.committed(update.root)
@@ -603,6 +624,7 @@ class ChainStore:
             self._db.write(batch)
         batch = self._db.new_batch()
         batch.put(_SYNC, target.encode())
+        batch.put(_LAYOUT, _LAYOUT_VALUE)
         self._db.write(batch)
         return False
 
@@ -651,6 +673,7 @@ class ChainStore:
         batch.put(spaces.COMMIT + at, target.commit)
         batch.put(spaces.STATE_ROOT + at, target.state_root)
         batch.put(_GENESIS, genesis_hash)
+        batch.put(_LAYOUT, _LAYOUT_VALUE)
         batch.put(_HEAD, at)
         batch.put(_BLOCK_BASE, at)
         batch.put(_STATE_BASE, at)

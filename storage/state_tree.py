@@ -167,6 +167,11 @@ _DIGEST = slice(33, 65)
 _VALUE_AT = 65
 
 
+# Where keys sit, as a number a store records (``ChainStore``): 1 was the plain hashed
+# path, 2 the grouped one. A store of another layout holds leaves where this code
+# never looks, so it is refused rather than updated into a tree no one else has.
+TREE_LAYOUT = 2
+
 # A key's group fixes the first GROUP_BYTES of its path (24 bits: below the ~20
 # levels a tree of a million keys has, so groups rarely meet; a group of two or
 # more keys in a smaller tree pays a short run of one-child nodes instead).

@@ -16,7 +16,7 @@ from core.errors import StorageError
 from core.hashing import ZERO_HASH
 from core.types import Commit, tx_hash
 from storage import ChainStore, state_root_of, verify_proof
-from storage.db import STATE, Database
+from storage.db import META, STATE, Database
 from storage.state_tree import TreeUpdate
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
@@ -140,6 +140,23 @@ def test_initialize_refuses_another_genesis(tmp_path):
     with ChainStore(path) as store:
         with pytest.raises(StorageError, match="belongs to the chain with genesis"):
             store.initialize(b"\x01" * 32, genesis_state())
+
+
+def test_a_store_of_another_tree_layout_is_refused(tmp_path):
+    # A store written before key groups holds leaves at plain hashed paths, where
+    # this code never looks: updating it would build a tree no other node has.
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, genesis_state())
+        commit_next(store, changes_for(1))
+    with ChainStore(path) as store:
+        assert store.height == 1
+    with Database(path) as db:
+        batch = db.new_batch()
+        batch.delete(META + b"tree_layout")
+        db.write(batch)
+    with pytest.raises(StorageError, match="layout 1 .*this node builds layout 2"):
+        ChainStore(path)
 
 
 def test_uninitialized_store_says_so(tmp_path):
