@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from core.codec import pack_raw
 from core.errors import DecodeError, InvalidProof, StorageError
 from core.hashing import ZERO_HASH, Domain, hash_bytes
+from storage.snapshot import serve_chunk, verify_chunk
 from storage.state_tree import (
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
@@ -416,6 +417,125 @@ def _keys_sharing_prefix(bits: int, count: int) -> list[bytes]:
         if len(bucket) == count:
             return bucket
         i += 1
+
+
+def _shared_bits(a: bytes, b: bytes) -> int:
+    return 256 - (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_length()
+
+
+def _records_sharing(owner: bytes, bits: int) -> bytes:
+    """A balance-like record of ``owner`` whose path shares exactly ``bits`` bits with
+    the owner's account (found by brute force: 2^(bits - 24) tries)."""
+    account = key_path(b"\x01" + owner)
+    i = 0
+    while _shared_bits(key_path(b"\x02" + owner + i.to_bytes(4, "big")), account) != bits:
+        i += 1
+    return b"\x02" + owner + i.to_bytes(4, "big")
+
+
+# Owners whose groups share their 24-bit prefix, an owner whose prefix a key of its
+# own group (a short key) shares, records that leave their group's subtree at several
+# depths, and runs of ids on both sides of a group edge: one-child chains of every
+# length, collapsing and growing through each other.
+_OWNER_A = bytes.fromhex("6f776e0000000000000000000000000000000010")
+_OWNER_B = bytes.fromhex("6f776e00000000000000000000000000000000a6")
+_OWNER_C = bytes.fromhex("6f776e00000000000000000000000000000007b0")
+_SHORT = bytes.fromhex("7300032f")
+_DEEP_KEYS = [
+    b"\x01" + _OWNER_A,
+    b"\x2b" + _OWNER_A,
+    *(_records_sharing(_OWNER_A, bits) for bits in (24, 26, 30, 33)),
+    b"\x01" + _OWNER_B,
+    *(_records_sharing(_OWNER_B, bits) for bits in (25, 31)),
+    b"\x01" + _OWNER_C,
+    _SHORT,
+    _records_sharing(_OWNER_C, 28),
+    *(b"\x2a" + n.to_bytes(8, "big") for n in (0, 1, 255, 256, 257)),
+    b"x",
+    b"y",
+]
+
+
+def test_deep_key_alphabet_has_colliding_groups():
+    assert key_path(b"\x01" + _OWNER_A)[:3] == key_path(b"\x01" + _OWNER_B)[:3]
+    assert key_path(b"\x01" + _OWNER_C)[:3] == key_path(_SHORT)[:3]
+    assert (
+        max(
+            _shared_bits(key_path(a), key_path(b)) for a in _DEEP_KEYS for b in _DEEP_KEYS if a != b
+        )
+        >= 33
+    )
+
+
+def _synced_copy(store: MemoryNodeStore, root: bytes, budget: int) -> MemoryNodeStore:
+    """The tree under ``root`` fetched as state sync does, in chunks of ``budget`` bytes."""
+    nodes: dict[bytes, bytes] = {}
+    wanted = [root] if root != ZERO_HASH else []
+    while wanted:
+        subtree = wanted.pop()
+        chunk = verify_chunk(subtree, serve_chunk(store.get_node, subtree, max_bytes=budget))
+        nodes.update(chunk.nodes)
+        wanted.extend(reversed(chunk.missing))
+    return MemoryNodeStore(nodes)
+
+
+class DeepChainMachine(RuleBasedStateMachine):
+    """Inserts and deletes over ``_DEEP_KEYS``: every version against the spec, every
+    key proven at every version, and the tree synced in chunks and warmed elsewhere
+    updating to the spec's root."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = MemoryNodeStore()
+        self.tree = StateTree(self.store, cache_size=16)
+        self.root = ZERO_HASH
+        self.model: dict[bytes, bytes] = {}
+        self.versions: list[tuple[bytes, dict[bytes, bytes]]] = [(ZERO_HASH, {})]
+
+    @rule(batch=st.dictionaries(st.sampled_from(_DEEP_KEYS), st.none() | values, max_size=8))
+    def update(self, batch):
+        result = self.tree.update(self.root, batch)
+        self.store.put_nodes(result.nodes)
+        self.tree.committed(result.root)
+        apply_model(self.model, batch)
+        self.root = result.root
+        self.versions.append((self.root, dict(self.model)))
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def delete_existing(self, data):
+        doomed = data.draw(st.lists(st.sampled_from(sorted(self.model)), min_size=1, unique=True))
+        self.update({k: None for k in doomed})
+
+    @rule(data=st.data())
+    def prove_every_key(self, data):
+        root, model = data.draw(st.sampled_from(self.versions))
+        reader = StateTree(self.store, cache_size=2)
+        for key in _DEEP_KEYS:
+            value, proof = reader.get_with_proof(root, key)
+            assert value == model.get(key)
+            verify_proof(root, key, value, proof)
+
+    @rule(
+        budget=st.sampled_from([1, 200, 4096]),
+        batch=st.dictionaries(st.sampled_from(_DEEP_KEYS), st.none() | values, max_size=4),
+    )
+    def sync_warm_and_update(self, budget, batch):
+        tree = StateTree(_synced_copy(self.store, self.root, budget), cache_size=64)
+        pos = 1
+        while pos:
+            pos = tree.warm(self.root, pos, budget=5)
+        expected = dict(self.model)
+        apply_model(expected, batch)
+        assert tree.update(self.root, batch).root == ref_root(expected)
+
+    @invariant()
+    def root_matches_spec(self):
+        assert self.root == ref_root(self.model)
+
+
+TestDeepChainMachine = DeepChainMachine.TestCase
+TestDeepChainMachine.settings = settings(max_examples=150, stateful_step_count=20, deadline=None)
 
 
 def test_deep_shared_prefix_compresses_and_collapses():
