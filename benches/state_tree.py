@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from core.hashing import ZERO_HASH
 from core.types import Block, BlockHeader, Commit
 from storage import ChainStore, Database, verify_proof
-from storage.state_tree import DEFAULT_CACHE_SIZE
+from storage.state_tree import DEFAULT_CACHE_SIZE, TREE_LAYOUT
 
 GENESIS = b"\x42" * 32
 
@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> None:
 
     prebuilt = None
     if args.prebuilt:
-        prebuilt = os.path.join(args.prebuilt, f"keys{args.keys}-seed{args.seed}")
+        # The layout in the name: a store built by code of another layout is refused
+        # (``ChainStore``), and a run of that code beside this one keeps its own.
+        name = f"keys{args.keys}-seed{args.seed}-layout{TREE_LAYOUT}"
+        prebuilt = os.path.join(args.prebuilt, name)
         if not os.path.exists(prebuilt):
             child = [sys.executable, "-m", "benches.state_tree", "--build-only", prebuilt]
             subprocess.run([*child, "--keys", str(args.keys), "--seed", str(args.seed)], check=True)
