@@ -9,6 +9,7 @@ from core.hashing import ZERO_HASH
 from storage import (
     BadChunk,
     ChainStore,
+    Database,
     Pruned,
     SyncTarget,
     serve_chunk,
@@ -16,6 +17,7 @@ from storage import (
     verify_chunk,
     verify_proof,
 )
+from storage.db import META
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
     apply_changes,
@@ -145,6 +147,29 @@ def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
             sync_from(source, dest, target, 8192)
             dest.finish_sync(GENESIS_HASH)
             assert dict(dest.iter_state()) == states[10]
+
+
+def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reopens(tmp_path):
+    # A sync begun by code of the plain-hashed layout holds nodes of that layout's tree
+    # (META has no tree_layout): resuming it would mix layouts, so the store is refused.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 4)
+        target = target_of(source, 4)
+        with ChainStore(tmp_path / "old") as dest:
+            dest.begin_sync(target)
+        with Database(tmp_path / "old") as db:
+            batch = db.new_batch()
+            batch.delete(META + b"tree_layout")
+            db.write(batch)
+        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 2"):
+            ChainStore(tmp_path / "old")
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, target, 4096)
+            dest.finish_sync(GENESIS_HASH)
+    # A synced store reopens as a chain of this layout.
+    with ChainStore(tmp_path / "dst") as dest:
+        assert dest.height == 4
+        assert dict(dest.iter_state()) == states[4]
 
 
 def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path):
