@@ -17,7 +17,9 @@ from core.codec import Len, MaxItems, MaxLen, Wire
 from core.errors import DecodeError
 from core.types import Block, SignedTx
 
-PROTOCOL_VERSION = 1
+# 2: state roots place keys by group (``storage.state_tree.key_group``, tree layout 2):
+# a node of version 1 computes other roots for every block, so the two never connect.
+PROTOCOL_VERSION = 2
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.

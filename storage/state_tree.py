@@ -4,7 +4,7 @@ Shape (the binary form of Diem's sparse Merkle tree / the Jellyfish Merkle tree)
 
 - a key lives at its ``key_path``: 256 bits, most significant bit of byte 0 first;
   bit ``d`` chooses the child at depth ``d`` (0 = left). The path is
-  ``H(STATE_KEY, key)`` with its first ``GROUP_BYTES`` bytes taken from
+  ``H(STATE_KEY, key)`` with its first ``GROUP_BITS`` (20) bits taken from
   ``H(STATE_KEY, key_group(key))`` instead (``key_group``: the records of one
   address, or 256 consecutive ids, share a group), so a group's keys sit in one
   subtree and a block writing several of them re-hashes one path, not one each;
@@ -172,10 +172,16 @@ _VALUE_AT = 65
 # never looks, so it is refused rather than updated into a tree no one else has.
 TREE_LAYOUT = 2
 
-# A key's group fixes the first GROUP_BYTES of its path (24 bits: below the ~20
-# levels a tree of a million keys has, so groups rarely meet; a group of two or
-# more keys in a smaller tree pays a short run of one-child nodes instead).
-GROUP_BYTES = 3
+# A key's group fixes the first GROUP_BITS of its path. At 1M keys the tree is ~21
+# levels deep and a group's records share the upper 20 (at 1M accounts, half of
+# them with three records: a block of orders from 5,000 fresh buyers read 62% fewer
+# nodes from the store, a block of transfers from accounts holding several records
+# 24% more; 24 bits read 100% more there, 16 bits saved a quarter as much on orders).
+# In a bigger tree the groups share prefixes and the cost goes; in a smaller one an
+# address with several records pays a short run of one-child nodes.
+GROUP_BITS = 20
+_GROUP_MASK = ((1 << GROUP_BITS) - 1) << (256 - GROUP_BITS)
+_OWN_MASK = (1 << (256 - GROUP_BITS)) - 1
 # An owned record: prefix byte || the owner's 20-byte address || anything.
 _OWNED = 21
 # A numbered record: prefix byte || 8-byte big-endian id.
@@ -207,7 +213,9 @@ def key_path(key: bytes) -> bytes:
     group = key_group(key)
     if len(group) == len(key):
         return whole
-    return _blake(_KEY + group, digest_size=HASH_SIZE).digest()[:GROUP_BYTES] + whole[GROUP_BYTES:]
+    prefix = int.from_bytes(_blake(_KEY + group, digest_size=HASH_SIZE).digest(), "big")
+    own = int.from_bytes(whole, "big")
+    return ((prefix & _GROUP_MASK) | (own & _OWN_MASK)).to_bytes(HASH_SIZE, "big")
 
 
 def value_hash(value: bytes) -> bytes:

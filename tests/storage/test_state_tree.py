@@ -16,6 +16,7 @@ from core.errors import DecodeError, InvalidProof, StorageError
 from core.hashing import ZERO_HASH, Domain, hash_bytes
 from storage.snapshot import serve_chunk, verify_chunk
 from storage.state_tree import (
+    GROUP_BITS,
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
     InternalNode,
@@ -61,7 +62,7 @@ def _bit(path: bytes, depth: int) -> int:
 
 
 def ref_path(key: bytes) -> bytes:
-    """The spec's rule: the key's hash, its first 3 bytes from its group's hash."""
+    """The spec's rule: the key's hash, its first 20 bits from its group's hash."""
     whole = hash_bytes(Domain.STATE_KEY, key)
     if len(key) >= 21:
         group = key[1:21]  # prefix || address || ...: the address
@@ -69,7 +70,8 @@ def ref_path(key: bytes) -> bytes:
         group = key[:8]  # prefix || u64 id: the id's upper 7 bytes
     else:
         return whole
-    return hash_bytes(Domain.STATE_KEY, group)[:3] + whole[3:]
+    mixed = hash_bytes(Domain.STATE_KEY, group)[:3]
+    return mixed[:2] + bytes([mixed[2] & 0xF0 | whole[2] & 0x0F]) + whole[3:]
 
 
 def ref_root(state: dict[bytes, bytes]) -> bytes:
@@ -135,10 +137,11 @@ def test_key_groups_are_owners_and_runs_of_ids():
     assert key_group(order[2]) == b"\x2a" + bytes(6) + b"\x01"
     for own in (b"", b"\x04", bytes(8), bytes(10), bytes(20)):
         assert key_group(own) == own
-    # One group shares the first 24 bits of its paths; the rest is each key's own.
-    paths = [key_path(k) for k in (account, party, deal_count)]
-    assert len({p[:3] for p in paths}) == 1 and len({p[3:] for p in paths}) == 3
-    assert key_path(order[0])[:3] == key_path(order[1])[:3] != key_path(order[2])[:3]
+    # One group shares the first 20 bits of its paths; the rest is each key's own.
+    bits = [int.from_bytes(key_path(k), "big") for k in (account, party, deal_count)]
+    assert len({b >> 236 for b in bits}) == 1 and len({b & ((1 << 236) - 1) for b in bits}) == 3
+    ids = [int.from_bytes(key_path(k), "big") >> 236 for k in order]
+    assert ids[0] == ids[1] != ids[2]
 
 
 def test_records_of_one_owner_cost_one_path():
@@ -173,13 +176,13 @@ def test_grouped_roots_and_proofs_match_fixed_vectors():
     state |= {bytes([9, n]): b"s" for n in range(40)}
     root = state_root_of(state)
     assert root == ref_root(state)
-    assert root.hex() == "c692a563364dced396aaa0f1c5046b7e453d34678ce79ab04fdbcf74a4d848ae"
+    assert root.hex() == "7e833eeeb312d3cf9b1ede7b4fcf7e5bb237af6a94779ba18bc48ebe27c80dfe"
     tree, built = build(state, cache_size=64)
     assert built == root
     present = hashlib.sha256(tree.prove(root, b"\x2b" + owners[3]).encode()).hexdigest()
     absent = hashlib.sha256(tree.prove(root, b"\x2b" + owners[200]).encode()).hexdigest()
-    assert present == "c27474cff57fc33bb1b6e3a9c98a69c2009dc16e25f0d46fe72018678cf0841b"
-    assert absent == "84abad072bfd297974e2c8e02dd193ee8507dfcdc35814118af82e1b1ad62ac2"
+    assert present == "9b205fbd8f765627ef78fa18225324f37b035dace056fa7e7630aece218b49bd"
+    assert absent == "fb96d9bd596e223665e0446a2a24ca728bdc8c0c34d732ba95abd28d661a5d5b"
 
 
 @settings(max_examples=30, deadline=None)
@@ -425,7 +428,7 @@ def _shared_bits(a: bytes, b: bytes) -> int:
 
 def _records_sharing(owner: bytes, bits: int) -> bytes:
     """A balance-like record of ``owner`` whose path shares exactly ``bits`` bits with
-    the owner's account (found by brute force: 2^(bits - 24) tries)."""
+    the owner's account (found by brute force: 2^(bits - group bits) tries)."""
     account = key_path(b"\x01" + owner)
     i = 0
     while _shared_bits(key_path(b"\x02" + owner + i.to_bytes(4, "big")), account) != bits:
@@ -433,23 +436,24 @@ def _records_sharing(owner: bytes, bits: int) -> bytes:
     return b"\x02" + owner + i.to_bytes(4, "big")
 
 
-# Owners whose groups share their 24-bit prefix, an owner whose prefix a key of its
-# own group (a short key) shares, records that leave their group's subtree at several
+# Owners whose groups share their prefix, an owner whose prefix a key of its own
+# group (a short key) shares, records that leave their group's subtree at several
 # depths, and runs of ids on both sides of a group edge: one-child chains of every
 # length, collapsing and growing through each other.
-_OWNER_A = bytes.fromhex("6f776e0000000000000000000000000000000010")
-_OWNER_B = bytes.fromhex("6f776e00000000000000000000000000000000a6")
-_OWNER_C = bytes.fromhex("6f776e00000000000000000000000000000007b0")
-_SHORT = bytes.fromhex("7300032f")
+# (B and C were found by counting up from 2^20 and 2^40 until the group prefixes met.)
+_OWNER_A = bytes(19) + b"\x10"
+_OWNER_B = (0x27CACD).to_bytes(20, "big")
+_SHORT = b"short"
+_OWNER_C = (0x10000027032).to_bytes(20, "big")
 _DEEP_KEYS = [
     b"\x01" + _OWNER_A,
     b"\x2b" + _OWNER_A,
-    *(_records_sharing(_OWNER_A, bits) for bits in (24, 26, 30, 33)),
+    *(_records_sharing(_OWNER_A, GROUP_BITS + extra) for extra in (0, 2, 6, 9)),
     b"\x01" + _OWNER_B,
-    *(_records_sharing(_OWNER_B, bits) for bits in (25, 31)),
+    *(_records_sharing(_OWNER_B, GROUP_BITS + extra) for extra in (1, 7)),
     b"\x01" + _OWNER_C,
     _SHORT,
-    _records_sharing(_OWNER_C, 28),
+    _records_sharing(_OWNER_C, GROUP_BITS + 4),
     *(b"\x2a" + n.to_bytes(8, "big") for n in (0, 1, 255, 256, 257)),
     b"x",
     b"y",
@@ -457,13 +461,14 @@ _DEEP_KEYS = [
 
 
 def test_deep_key_alphabet_has_colliding_groups():
-    assert key_path(b"\x01" + _OWNER_A)[:3] == key_path(b"\x01" + _OWNER_B)[:3]
-    assert key_path(b"\x01" + _OWNER_C)[:3] == key_path(_SHORT)[:3]
+    assert _OWNER_A != _OWNER_B
+    assert _shared_bits(key_path(b"\x01" + _OWNER_A), key_path(b"\x01" + _OWNER_B)) >= GROUP_BITS
+    assert _shared_bits(key_path(b"\x01" + _OWNER_C), key_path(_SHORT)) >= GROUP_BITS
     assert (
         max(
             _shared_bits(key_path(a), key_path(b)) for a in _DEEP_KEYS for b in _DEEP_KEYS if a != b
         )
-        >= 33
+        >= GROUP_BITS + 9
     )
 
 

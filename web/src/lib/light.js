@@ -99,17 +99,21 @@ export function decodeProof(bytes) {
 }
 
 // Where `key` sits in the state tree (storage.state_tree.key_path): its hash, with
-// the first 3 bytes from the hash of its group. A key of 21 bytes or more is kept for
+// the first 20 bits from the hash of its group. A key of 21 bytes or more is kept for
 // the address after its prefix byte; a 9-byte key (prefix and u64 id) shares a group
 // with the 255 ids around it; any other key is its own group.
-const GROUP_BYTES = 3;
 export function keyPath(key) {
   const whole = hashBytes(Domain.STATE_KEY, key);
   let group;
   if (key.length >= 21) group = key.subarray(1, 21);
   else if (key.length === 9) group = key.subarray(0, 8);
   else return whole;
-  return concat(hashBytes(Domain.STATE_KEY, group).subarray(0, GROUP_BYTES), whole.subarray(GROUP_BYTES));
+  const path = whole.slice();
+  const prefix = hashBytes(Domain.STATE_KEY, group);
+  path[0] = prefix[0];
+  path[1] = prefix[1];
+  path[2] = (prefix[2] & 0xf0) | (whole[2] & 0x0f);
+  return path;
 }
 
 // Check that `key` holds `value` (or is absent, when null) under `root`.
