@@ -4,9 +4,9 @@ Shape (the binary form of Diem's sparse Merkle tree / the Jellyfish Merkle tree)
 
 - a key lives at its ``key_path``: 256 bits, most significant bit of byte 0 first;
   bit ``d`` chooses the child at depth ``d`` (0 = left). The path is
-  ``H(STATE_KEY, key)`` with its first ``GROUP_BITS`` (20) bits taken from
-  ``H(STATE_KEY, key_group(key))`` instead (``key_group``: the records of one
-  address, or 256 consecutive ids, share a group), so a group's keys sit in one
+  ``H(STATE_KEY, key)`` with its first ``GROUP_BITS`` (16) bits taken from
+  ``H(STATE_KEY, key_group(key))`` instead (``key_group``: the records kept for
+  one address, or 256 consecutive ids, share a group), so a group's keys sit in one
   subtree and a block writing several of them re-hashes one path, not one each;
 - an empty subtree hashes to ``ZERO_HASH``;
 - a leaf hashes to ``H(STATE_LEAF, key_path || H(STATE_VALUE, value))``;
@@ -172,18 +172,18 @@ _VALUE_AT = 65
 # never looks, so it is refused rather than updated into a tree no one else has.
 TREE_LAYOUT = 2
 
-# A key's group fixes the first GROUP_BITS of its path. At 1M keys the tree is ~21
-# levels deep and a group's records share the upper 20 (at 1M accounts, half of
-# them with three records: a block of orders from 5,000 fresh buyers read 62% fewer
-# nodes from the store, a block of transfers from accounts holding several records
-# 24% more; 24 bits read 100% more there, 16 bits saved a quarter as much on orders).
-# In a bigger tree the groups share prefixes and the cost goes; in a smaller one an
-# address with several records pays a short run of one-child nodes.
-GROUP_BITS = 20
+# A key's group fixes the first GROUP_BITS of its path. Measured in docs/vm.md (where
+# a key sits): a prefix deeper than the tree puts a group of two or more keys below a
+# run of one-child nodes that every write walks again, so the prefix is short (a tree
+# of 65k keys is 16 levels deep) and an account, which every transaction writes
+# (its nonce), is its own group.
+GROUP_BITS = 16
 _GROUP_MASK = ((1 << GROUP_BITS) - 1) << (256 - GROUP_BITS)
 _OWN_MASK = (1 << (256 - GROUP_BITS)) - 1
 # An owned record: prefix byte || the owner's 20-byte address || anything.
 _OWNED = 21
+# The account itself (``vm.prefixes.KeyPrefix.ACCOUNT``, checked by a test).
+ACCOUNT_PREFIX = 0x01
 # A numbered record: prefix byte || 8-byte big-endian id.
 _NUMBERED = 9
 
@@ -191,17 +191,18 @@ _NUMBERED = 9
 def key_group(key: bytes) -> bytes:
     """The locality group of ``key``, from its layout alone (docs/vm.md, State keys).
 
-    - an owned record (``prefix || address || ...``, 21 bytes or more): the address,
-      so an account, its balances and every record kept for it share a subtree;
+    - a record kept for an address (``prefix || address || ...``, 21 bytes or more)
+      other than its account (``0x01 || address``): the address, so its balances and
+      every record an app keeps for it share a subtree;
     - a numbered record (``prefix || u64 id``, 9 bytes): the prefix and the id's
       upper 7 bytes, so 256 consecutive ids (the orders of one block) share one;
-    - any other key is its own group.
+    - any other key, accounts included, is its own group.
 
     Only where keys sit depends on this, never what the tree holds or proves: the
     rest of the path is the key's own hash, which keeps paths unique.
     """
     size = len(key)
-    if size >= _OWNED:
+    if size >= _OWNED and key[0] != ACCOUNT_PREFIX:
         return key[1:_OWNED]
     if size == _NUMBERED:
         return key[: _NUMBERED - 1]

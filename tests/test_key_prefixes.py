@@ -2,7 +2,9 @@
 
 from apps.commerce.keys import CommercePrefix
 from consensus.prefixes import ConsensusPrefix
+from storage.state_tree import ACCOUNT_PREFIX, key_group
 from vm import PREFIX_RANGES, KeyPrefix, prefix_owner
+from vm.accounts import account_key
 
 # Every package that owns state, with its prefixes.
 OWNED = {"vm": KeyPrefix, "consensus": ConsensusPrefix, "apps.commerce": CommercePrefix}
@@ -35,3 +37,10 @@ def test_the_values_are_the_protocols():
         0x34,
     )
     assert prefix_owner(0x50) is None and prefix_owner(0x00) is None
+
+
+def test_the_state_tree_keeps_accounts_out_of_address_groups():
+    # storage.state_tree.key_group groups an address's records by the address that
+    # follows their prefix, but not its account, which every transaction writes.
+    assert ACCOUNT_PREFIX == KeyPrefix.ACCOUNT == account_key(bytes(20))[0]
+    assert key_group(account_key(bytes(20))) == account_key(bytes(20))

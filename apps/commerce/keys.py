@@ -3,8 +3,8 @@
 Every key is ``prefix byte || fixed-width parts``: ids are 8-byte big-endian
 (so a prefix scan lists them in id order), addresses 20 bytes, item refs 32. A
 record kept for an address puts the address first, right after the prefix: the
-state tree keeps such records beside the address's account, and a key of
-``prefix || id`` beside the 255 ids around it (``storage.state_tree.key_group``).
+state tree keeps an address's records together, and a key of ``prefix || id``
+beside the 255 ids around it (``storage.state_tree.key_group``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def deal_key(deal_id: int) -> bytes:
 
 def deal_buyer_key(deal_id: int, buyer: bytes) -> bytes:
     # The buyer first: a record kept for an address starts with it, so it sits beside
-    # the buyer's account in the state tree (``storage.state_tree.key_group``).
+    # the buyer's party record in the state tree (``storage.state_tree.key_group``).
     return _P[CommercePrefix.DEAL_BUYER] + buyer + _u64(deal_id)
 
 

@@ -124,8 +124,12 @@ def test_the_browser_code_matches_the_chain_byte_for_byte(tmp_path):
     state |= {bytes([0x2A]) + i.to_bytes(8, "big"): pack_raw([i]) for i in range(250, 262)}
     state[b"\x04"] = pack_raw(["USD"])
     root = tree.update(ZERO_HASH, state).root
-    # Every length around the group rule's edges (8, 9, 10; 20, 21, 22 bytes and more).
+    # Every length around the group rule's edges (8, 9, 10; 20, 21, 22 bytes and more),
+    # and accounts (0x01), which are their own group at any length.
     path_keys = [bytes(range(n)).hex() for n in range(0, 40)]
+    path_keys += [
+        (bytes([p]) + bytes(range(20, 20 + n))).hex() for p in (1, 2) for n in (19, 20, 21)
+    ]
     proofs = []
     for k in (
         bytes([0x01]) + bytes([5]) * 20,

@@ -62,16 +62,15 @@ def _bit(path: bytes, depth: int) -> int:
 
 
 def ref_path(key: bytes) -> bytes:
-    """The spec's rule: the key's hash, its first 20 bits from its group's hash."""
+    """The spec's rule: the key's hash, its first 16 bits from its group's hash."""
     whole = hash_bytes(Domain.STATE_KEY, key)
-    if len(key) >= 21:
-        group = key[1:21]  # prefix || address || ...: the address
+    if len(key) >= 21 and key[0] != 0x01:
+        group = key[1:21]  # prefix || address || ...: the address (not an account)
     elif len(key) == 9:
         group = key[:8]  # prefix || u64 id: the id's upper 7 bytes
     else:
         return whole
-    mixed = hash_bytes(Domain.STATE_KEY, group)[:3]
-    return mixed[:2] + bytes([mixed[2] & 0xF0 | whole[2] & 0x0F]) + whole[3:]
+    return hash_bytes(Domain.STATE_KEY, group)[:2] + whole[2:]
 
 
 def ref_root(state: dict[bytes, bytes]) -> bytes:
@@ -129,38 +128,40 @@ def test_key_paths_follow_the_spec_group_rule(key):
 
 def test_key_groups_are_owners_and_runs_of_ids():
     owner = bytes(range(20))
-    account, party = b"\x01" + owner, b"\x2b" + owner
+    account, party, balance = b"\x01" + owner, b"\x2b" + owner, b"\x02" + owner + b"USD"
     deal_count = b"\x29" + owner + (7).to_bytes(8, "big")
-    assert {key_group(k) for k in (account, party, deal_count)} == {owner}
+    assert {key_group(k) for k in (party, balance, deal_count)} == {owner}
+    # The account, which every transaction writes, is its own group.
+    assert key_group(account) == account
     order = [b"\x2a" + n.to_bytes(8, "big") for n in (0, 255, 256)]
     assert key_group(order[0]) == key_group(order[1]) == b"\x2a" + bytes(7)
     assert key_group(order[2]) == b"\x2a" + bytes(6) + b"\x01"
-    for own in (b"", b"\x04", bytes(8), bytes(10), bytes(20)):
+    for own in (b"", b"\x04", bytes(8), bytes(10), bytes(20), b"\x01" + bytes(30)):
         assert key_group(own) == own
-    # One group shares the first 20 bits of its paths; the rest is each key's own.
-    bits = [int.from_bytes(key_path(k), "big") for k in (account, party, deal_count)]
-    assert len({b >> 236 for b in bits}) == 1 and len({b & ((1 << 236) - 1) for b in bits}) == 3
-    ids = [int.from_bytes(key_path(k), "big") >> 236 for k in order]
-    assert ids[0] == ids[1] != ids[2]
+    # One group shares the first 16 bits of its paths; the rest is each key's own.
+    paths = [key_path(k) for k in (party, balance, deal_count)]
+    assert len({p[:2] for p in paths}) == 1 and len({p[2:] for p in paths}) == 3
+    assert key_path(account) == hash_bytes(Domain.STATE_KEY, account)
+    assert key_path(order[0])[:2] == key_path(order[1])[:2] != key_path(order[2])[:2]
 
 
 def test_records_of_one_owner_cost_one_path():
-    # A tree of 4,000 accounts; one block writes three records for one owner, the
-    # other three records for three owners. The first re-hashes one path to the
-    # owner's subtree (plus a few nodes in it), the second three paths.
+    # A tree of 4,000 owners' party records; one block writes three records for one
+    # owner, the other three records for three owners. The first re-hashes one path
+    # to the owner's subtree (plus a few nodes in it), the second three paths.
     rng = random.Random(3)
     owners = [rng.randbytes(20) for _ in range(4000)]
-    state = {b"\x01" + o: b"acct" for o in owners}
+    state = {b"\x2b" + o: b"party" for o in owners}
     tree, root = build(state)
 
     def new_nodes(batch: dict[bytes, bytes]) -> int:
         return len(tree.update(root, batch).nodes)
 
-    one = new_nodes({p + owners[0]: b"new" for p in (b"\x01", b"\x2b", b"\x2c")})
-    three = new_nodes({b"\x01" + owners[i]: b"new" for i in (1, 2, 3)})
+    one = new_nodes({p + owners[0]: b"new" for p in (b"\x2b", b"\x2c", b"\x2d")})
+    three = new_nodes({b"\x2b" + owners[i]: b"new" for i in (1, 2, 3)})
     assert one < three
     assert (
-        tree.get(tree.update(root, {b"\x2b" + owners[0]: b"p"}).root, b"\x2b" + owners[0]) == b"p"
+        tree.get(tree.update(root, {b"\x2c" + owners[0]: b"p"}).root, b"\x2c" + owners[0]) == b"p"
     )
 
 
@@ -176,13 +177,13 @@ def test_grouped_roots_and_proofs_match_fixed_vectors():
     state |= {bytes([9, n]): b"s" for n in range(40)}
     root = state_root_of(state)
     assert root == ref_root(state)
-    assert root.hex() == "7e833eeeb312d3cf9b1ede7b4fcf7e5bb237af6a94779ba18bc48ebe27c80dfe"
+    assert root.hex() == "d8abd62217df419899e09516f469cf476622039e187393b5cc94a900448ae6fe"
     tree, built = build(state, cache_size=64)
     assert built == root
     present = hashlib.sha256(tree.prove(root, b"\x2b" + owners[3]).encode()).hexdigest()
     absent = hashlib.sha256(tree.prove(root, b"\x2b" + owners[200]).encode()).hexdigest()
-    assert present == "9b205fbd8f765627ef78fa18225324f37b035dace056fa7e7630aece218b49bd"
-    assert absent == "fb96d9bd596e223665e0446a2a24ca728bdc8c0c34d732ba95abd28d661a5d5b"
+    assert present == "f1dd098a4698b113c53c0dc38572b5196390710e4cfb587f5f18df59b6a231b7"
+    assert absent == "8d140d833ecf24e136e8b47fff7184541e1b7d26ad618b462ed9d2cc9ff349e4"
 
 
 @settings(max_examples=30, deadline=None)
@@ -428,8 +429,8 @@ def _shared_bits(a: bytes, b: bytes) -> int:
 
 def _records_sharing(owner: bytes, bits: int) -> bytes:
     """A balance-like record of ``owner`` whose path shares exactly ``bits`` bits with
-    the owner's account (found by brute force: 2^(bits - group bits) tries)."""
-    account = key_path(b"\x01" + owner)
+    the owner's party record (found by brute force: 2^(bits - group bits) tries)."""
+    account = key_path(b"\x2b" + owner)
     i = 0
     while _shared_bits(key_path(b"\x02" + owner + i.to_bytes(4, "big")), account) != bits:
         i += 1
@@ -442,16 +443,16 @@ def _records_sharing(owner: bytes, bits: int) -> bytes:
 # length, collapsing and growing through each other.
 # (B and C were found by counting up from 2^20 and 2^40 until the group prefixes met.)
 _OWNER_A = bytes(19) + b"\x10"
-_OWNER_B = (0x27CACD).to_bytes(20, "big")
+_OWNER_B = (0x112319).to_bytes(20, "big")
 _SHORT = b"short"
-_OWNER_C = (0x10000027032).to_bytes(20, "big")
+_OWNER_C = (0x10000019AD0).to_bytes(20, "big")
 _DEEP_KEYS = [
     b"\x01" + _OWNER_A,
     b"\x2b" + _OWNER_A,
     *(_records_sharing(_OWNER_A, GROUP_BITS + extra) for extra in (0, 2, 6, 9)),
-    b"\x01" + _OWNER_B,
+    b"\x2b" + _OWNER_B,
     *(_records_sharing(_OWNER_B, GROUP_BITS + extra) for extra in (1, 7)),
-    b"\x01" + _OWNER_C,
+    b"\x2b" + _OWNER_C,
     _SHORT,
     _records_sharing(_OWNER_C, GROUP_BITS + 4),
     *(b"\x2a" + n.to_bytes(8, "big") for n in (0, 1, 255, 256, 257)),
@@ -462,8 +463,8 @@ _DEEP_KEYS = [
 
 def test_deep_key_alphabet_has_colliding_groups():
     assert _OWNER_A != _OWNER_B
-    assert _shared_bits(key_path(b"\x01" + _OWNER_A), key_path(b"\x01" + _OWNER_B)) >= GROUP_BITS
-    assert _shared_bits(key_path(b"\x01" + _OWNER_C), key_path(_SHORT)) >= GROUP_BITS
+    assert _shared_bits(key_path(b"\x2b" + _OWNER_A), key_path(b"\x2b" + _OWNER_B)) >= GROUP_BITS
+    assert _shared_bits(key_path(b"\x2b" + _OWNER_C), key_path(_SHORT)) >= GROUP_BITS
     assert (
         max(
             _shared_bits(key_path(a), key_path(b)) for a in _DEEP_KEYS for b in _DEEP_KEYS if a != b

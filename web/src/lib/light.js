@@ -99,21 +99,19 @@ export function decodeProof(bytes) {
 }
 
 // Where `key` sits in the state tree (storage.state_tree.key_path): its hash, with
-// the first 20 bits from the hash of its group. A key of 21 bytes or more is kept for
-// the address after its prefix byte; a 9-byte key (prefix and u64 id) shares a group
-// with the 255 ids around it; any other key is its own group.
+// the first 16 bits from the hash of its group. A key of 21 bytes or more, other than
+// an account (0x01), is kept for the address after its prefix byte; a 9-byte key
+// (prefix and u64 id) shares a group with the 255 ids around it; any other key is
+// its own group.
+const GROUP_BYTES = 2;
 export function keyPath(key) {
   const whole = hashBytes(Domain.STATE_KEY, key);
   let group;
-  if (key.length >= 21) group = key.subarray(1, 21);
+  if (key.length >= 21 && key[0] !== 0x01) group = key.subarray(1, 21);
   else if (key.length === 9) group = key.subarray(0, 8);
   else return whole;
-  const path = whole.slice();
   const prefix = hashBytes(Domain.STATE_KEY, group);
-  path[0] = prefix[0];
-  path[1] = prefix[1];
-  path[2] = (prefix[2] & 0xf0) | (whole[2] & 0x0f);
-  return path;
+  return concat(prefix.subarray(0, GROUP_BYTES), whole.subarray(GROUP_BYTES));
 }
 
 // Check that `key` holds `value` (or is absent, when null) under `root`.
