@@ -177,9 +177,8 @@ TREE_LAYOUT = 2
 # run of one-child nodes that every write walks again, so the prefix is short (a tree
 # of 65k keys is 16 levels deep) and an account, which every transaction writes
 # (its nonce), is its own group.
-GROUP_BITS = 16
-_GROUP_MASK = ((1 << GROUP_BITS) - 1) << (256 - GROUP_BITS)
-_OWN_MASK = (1 << (256 - GROUP_BITS)) - 1
+GROUP_BYTES = 2
+GROUP_BITS = 8 * GROUP_BYTES
 # An owned record: prefix byte || the owner's 20-byte address || anything.
 _OWNED = 21
 # The account itself (``vm.prefixes.KeyPrefix.ACCOUNT``, checked by a test).
@@ -214,9 +213,7 @@ def key_path(key: bytes) -> bytes:
     group = key_group(key)
     if len(group) == len(key):
         return whole
-    prefix = int.from_bytes(_blake(_KEY + group, digest_size=HASH_SIZE).digest(), "big")
-    own = int.from_bytes(whole, "big")
-    return ((prefix & _GROUP_MASK) | (own & _OWN_MASK)).to_bytes(HASH_SIZE, "big")
+    return _blake(_KEY + group, digest_size=HASH_SIZE).digest()[:GROUP_BYTES] + whole[GROUP_BYTES:]
 
 
 def value_hash(value: bytes) -> bytes:
