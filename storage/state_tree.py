@@ -4,7 +4,7 @@ Shape (the binary form of Diem's sparse Merkle tree / the Jellyfish Merkle tree)
 
 - a key lives at its ``key_path``: 256 bits, most significant bit of byte 0 first;
   bit ``d`` chooses the child at depth ``d`` (0 = left). The path is
-  ``H(STATE_KEY, key)`` with its first ``GROUP_BITS`` (16) bits taken from
+  ``H(STATE_KEY, key)`` with its first ``GROUP_BYTES`` (16 bits) taken from
   ``H(STATE_KEY, key_group(key))`` instead (``key_group``: the records kept for
   one address, or 256 consecutive ids, share a group), so a group's keys sit in one
   subtree and a block writing several of them re-hashes one path, not one each;
@@ -172,13 +172,12 @@ _VALUE_AT = 65
 # never looks, so it is refused rather than updated into a tree no one else has.
 TREE_LAYOUT = 2
 
-# A key's group fixes the first GROUP_BITS of its path. Measured in docs/vm.md (where
+# A key's group fixes the first GROUP_BYTES of its path. Measured in docs/vm.md (where
 # a key sits): a prefix deeper than the tree puts a group of two or more keys below a
 # run of one-child nodes that every write walks again, so the prefix is short (a tree
 # of 65k keys is 16 levels deep) and an account, which every transaction writes
 # (its nonce), is its own group.
 GROUP_BYTES = 2
-GROUP_BITS = 8 * GROUP_BYTES
 # An owned record: prefix byte || the owner's 20-byte address || anything.
 _OWNED = 21
 # The account itself (``vm.prefixes.KeyPrefix.ACCOUNT``, checked by a test).

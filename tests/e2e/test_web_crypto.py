@@ -117,8 +117,8 @@ def test_the_browser_code_matches_the_chain_byte_for_byte(tmp_path):
 
     tree = StateTree(MemoryNodeStore())
     state = {bytes([0x01]) + bytes([i]) * 20: pack_raw([i * 1000, i]) for i in range(1, 40)}
-    # Keys of every kind of group (storage.state_tree.key_group): records kept beside an
-    # account, numbered records sharing a group, and keys that are their own group.
+    # Keys of every kind of group (storage.state_tree.key_group): records kept for an
+    # address, numbered records sharing a group, and keys that are their own group.
     state[bytes([0x02]) + bytes([5]) * 20 + b"USD"] = pack_raw([7])
     state[bytes([0x2B]) + bytes([5]) * 20] = pack_raw([1, 2])
     state |= {bytes([0x2A]) + i.to_bytes(8, "big"): pack_raw([i]) for i in range(250, 262)}

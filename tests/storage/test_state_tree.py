@@ -16,7 +16,7 @@ from core.errors import DecodeError, InvalidProof, StorageError
 from core.hashing import ZERO_HASH, Domain, hash_bytes
 from storage.snapshot import serve_chunk, verify_chunk
 from storage.state_tree import (
-    GROUP_BITS,
+    GROUP_BYTES,
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
     InternalNode,
@@ -423,6 +423,9 @@ def _keys_sharing_prefix(bits: int, count: int) -> list[bytes]:
         i += 1
 
 
+GROUP_BITS = 8 * GROUP_BYTES
+
+
 def _shared_bits(a: bytes, b: bytes) -> int:
     return 256 - (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_length()
 
@@ -430,9 +433,9 @@ def _shared_bits(a: bytes, b: bytes) -> int:
 def _records_sharing(owner: bytes, bits: int) -> bytes:
     """A balance-like record of ``owner`` whose path shares exactly ``bits`` bits with
     the owner's party record (found by brute force: 2^(bits - group bits) tries)."""
-    account = key_path(b"\x2b" + owner)
+    anchor = key_path(b"\x2b" + owner)
     i = 0
-    while _shared_bits(key_path(b"\x02" + owner + i.to_bytes(4, "big")), account) != bits:
+    while _shared_bits(key_path(b"\x02" + owner + i.to_bytes(4, "big")), anchor) != bits:
         i += 1
     return b"\x02" + owner + i.to_bytes(4, "big")
 
