@@ -31,7 +31,7 @@ import mmap
 from bisect import bisect_left, insort
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol, cast
 
 import msgpack
 
@@ -529,7 +529,16 @@ class StateTree:
                 return new_left
             return new_internal(new_left, new_right, depth, pos)
 
-        new_root = apply(root, 0, 1, 0, len(paths))
+        try:
+            new_root = apply(root, 0, 1, 0, len(paths))
+        finally:
+            # ``apply`` and ``build`` call themselves, so each sits in a reference
+            # cycle with its closure cell, and the cycles hold this update's lists and
+            # node dicts (tens of MB for a big block) until the cyclic GC runs, which
+            # a node makes rare (``node.run.tune_gc``): several blocks' worth piled
+            # up. Rebinding the two names breaks both cycles, so reference counting
+            # frees the update's working set on return.
+            apply = build = cast(Any, None)
         cache = self._cache
         # Replaced nodes serve only old roots (and another update of the same base),
         # so they are demoted: kept for now, the first to go. The slots' own stay

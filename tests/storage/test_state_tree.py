@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 from collections import defaultdict
@@ -633,6 +634,28 @@ def test_new_nodes_are_cached_before_they_are_written():
     assert second.root == state_root_of(expected)
     assert tree.get(second.root, bytes([3])) == b"b"
     assert tree.update(second.root, {}).root == second.root
+
+
+def test_an_update_leaves_nothing_for_the_cyclic_collector():
+    # A node runs the cyclic GC rarely (node.run.tune_gc): an update whose working
+    # set sat in a reference cycle held a big block's node dicts for several blocks.
+    store = MemoryNodeStore()
+    tree = StateTree(store)
+    first = tree.update(ZERO_HASH, {bytes([i, j]): b"a" for i in range(40) for j in range(5)})
+    store.put_nodes(first.nodes)
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        changes: dict[bytes, bytes | None] = {bytes([i, 0]): b"b" for i in range(0, 40, 3)}
+        changes.update({bytes([i, 1]): None for i in range(0, 40, 4)})
+        changes.update({bytes([i, 9]): b"new" for i in range(0, 40, 5)})
+        second = tree.update(first.root, changes)
+        tree.update(second.root, {bytes([7, 7]): b"one"})
+        assert gc.collect() == 0
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 # --- the node cache: upper levels pinned, bounded, never changes an answer --------------
