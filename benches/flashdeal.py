@@ -62,7 +62,7 @@ from benches.common import (
 from benches.throughput import REJECTED, RETRIED, Follower, flood, paced, wait_for
 from core import PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
-from genesis import create_localnet
+from genesis import DEFAULT_BLOCK_INTERVAL_MS, create_localnet
 from vm import Transfer
 
 MIN_MS = 60_000
@@ -298,7 +298,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--state-accounts", type=int, default=1_000_000, help="funded accounts in all")
     p.add_argument("--deals", type=int, default=4, help="flash deals in the live session")
     p.add_argument("--latency-orders", type=int, default=10_000, help="txs of the latency phase")
-    p.add_argument("--block-ms", type=int, default=1000, help="block interval")
+    p.add_argument("--block-ms", type=int, default=DEFAULT_BLOCK_INTERVAL_MS, help="block interval")
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--paced-batch", type=int, default=200)

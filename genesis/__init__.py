@@ -19,7 +19,14 @@ from genesis.document import (
     load_genesis,
     save_genesis,
 )
-from genesis.home import HomeError, HomeInfo, init_home, install_genesis, write_node_config
+from genesis.home import (
+    DEFAULT_BLOCK_INTERVAL_MS,
+    HomeError,
+    HomeInfo,
+    init_home,
+    install_genesis,
+    write_node_config,
+)
 from genesis.localnet import (
     FAUCET_BALANCE,
     FAUCET_NAME,
@@ -31,6 +38,7 @@ from genesis.localnet import (
 )
 
 __all__ = [
+    "DEFAULT_BLOCK_INTERVAL_MS",
     "HomeError",
     "HomeInfo",
     "InvalidContribution",

@@ -32,7 +32,13 @@ from core.keys import PrivateKey, format_address
 from core.keystore import atomic_write, save_key
 from genesis.ceremony import DEFAULT_VALIDATOR_BALANCE, assemble, make_contribution
 from genesis.document import Genesis, genesis_json_bytes
-from genesis.home import LOCAL_HOST, HomeError, init_home, install_genesis
+from genesis.home import (
+    DEFAULT_BLOCK_INTERVAL_MS,
+    LOCAL_HOST,
+    HomeError,
+    init_home,
+    install_genesis,
+)
 from genesis.home import write_node_config as write_node_config
 from vm.params import ChainParams
 
@@ -105,7 +111,7 @@ def create_localnet(
     params: ChainParams | None = None,
     faucet_balance: int = FAUCET_BALANCE,
     validator_balance: int = VALIDATOR_BALANCE,
-    block_interval_ms: int = 1000,
+    block_interval_ms: int = DEFAULT_BLOCK_INTERVAL_MS,
     external_hosts: Sequence[str] | None = None,
 ) -> LocalnetLayout:
     """Create genesis, a funded faucet key and ``validators`` node homes under ``dir``.

@@ -11,7 +11,7 @@ from apps.commerce.feed import FeedLimits
 from core import LiveLedgerError
 
 # The home's layout is fixed where homes are made (``genesis.home``, ``liveledger init``).
-from genesis.home import CONFIG_FILE
+from genesis.home import CONFIG_FILE, DEFAULT_BLOCK_INTERVAL_MS
 from genesis.home import GENESIS_FILE as GENESIS_FILE
 from genesis.home import NODE_KEY_FILE as NODE_KEY_FILE
 from p2p.messages import MAX_CHUNK_BYTES
@@ -149,7 +149,7 @@ class NodeConfig:
     # ``liveledger genesis contribute`` publishes.
     external_host: str = ""
     external_port: int = 0
-    block_interval_ms: int = 1000
+    block_interval_ms: int = DEFAULT_BLOCK_INTERVAL_MS
     data_dir: str = "data"
     # Upper bound for one POST body (a batch of transactions).
     max_request_bytes: int = 32 * 1024 * 1024

@@ -7,6 +7,7 @@ import pytest
 from core import parse_address
 from core.keystore import WrongPassphrase, load_key, read_key_info
 from genesis import (
+    DEFAULT_BLOCK_INTERVAL_MS,
     FAUCET_BALANCE,
     LocalnetError,
     create_localnet,
@@ -90,7 +91,7 @@ def test_node_config_read_by_node(net):
         assert config.moniker == node.moniker
         assert config.http_port == node.http_port
         assert config.p2p_port == node.p2p_port
-        assert config.block_interval_ms == 1000
+        assert config.block_interval_ms == DEFAULT_BLOCK_INTERVAL_MS == 500
         assert config.data_dir == "data"
 
 
