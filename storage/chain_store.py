@@ -282,8 +282,17 @@ class ChainStore:
         return root
 
     def prepare_state(self, changes: Mapping[bytes, bytes | None]) -> TreeUpdate:
-        """The tree update for ``changes`` on top of the head state. Writes nothing."""
-        return self._tree.update(self.head_root, changes)
+        """The tree update for ``changes`` on top of the head state. Writes nothing.
+
+        The head values that the state cache holds (the block's execution has just
+        read most of them) let the tree skip reading the changed keys' old leaves.
+        """
+        return self._tree.update(self.head_root, changes, self._cached_value)
+
+    def _cached_value(self, key: bytes) -> bytes | None:
+        """The head value of ``key`` if the state cache holds it: never a read."""
+        with self._state_lock:
+            return self._state_cache.get(key)
 
     def warm_tree(self, start: int = 1, budget: int = 1 << 13) -> int:
         """``StateTree.warm`` on the head state: from ``start``, at most ``budget`` slot

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 from bisect import bisect_left, insort
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, cast
 
@@ -342,7 +342,12 @@ class StateTree:
             self._cache.put(node_hash, node)
         return node
 
-    def update(self, root: bytes, changes: Mapping[bytes, bytes | None]) -> TreeUpdate:
+    def update(
+        self,
+        root: bytes,
+        changes: Mapping[bytes, bytes | None],
+        known: Callable[[bytes], bytes | None] | None = None,
+    ) -> TreeUpdate:
         """Apply ``changes`` (None deletes) to the tree at ``root`` in one pass.
 
         The changes are sorted by key path and pushed down the tree together,
@@ -350,6 +355,15 @@ class StateTree:
         once however many changes pass through it; untouched subtrees keep their
         hash and are not visited. Below the point where a change is alone, its
         path is walked in a loop rather than by recursion.
+
+        ``known(key)``: the value ``key`` has at ``root`` if the caller has it at hand
+        (a flat copy of the state, never a read of its own), else None. A walk about
+        to read a node from the store first compares its hash with the key's leaf as
+        that value makes it, and on a match builds the leaf instead of reading it: a
+        changed key's old leaf, one of the few nodes below the cached levels that a
+        walk in a big tree reads and the dearest to check, then costs two hashes
+        rather than a read, a decode and three or four. A wrong value only misses the match (its leaf
+        hash is another), so the result never depends on it.
         """
         if not changes:
             return TreeUpdate(root, {}, root)
@@ -377,8 +391,14 @@ class StateTree:
         replaced: list[bytes] = []
         cache_get = self._cache.get
         slow_load = self._load
+        # The change whose path ``single`` walks (-1: none), and its current leaf as
+        # ``known`` makes it, (hash, cached form), once a read asked for it: (b"", b"")
+        # when ``known`` has no value for the key.
+        walking = -1
+        expected: tuple[bytes, bytes] | None = None
 
         def load(node_hash: bytes, depth: int, pos: int) -> _Node:
+            nonlocal expected
             # Slots are written by this thread only: the two slices see one node.
             if depth < slot_depth:
                 offset = pos * _SLOT
@@ -388,7 +408,24 @@ class StateTree:
             if node is not None:
                 return node
             node = internals.get(node_hash) or upper.get(node_hash) or leaves.get(node_hash)
-            return node if node is not None else slow_load(node_hash, depth, pos, True)
+            if node is not None:
+                return node
+            if walking >= 0 and known is not None:
+                if expected is None:
+                    expected = known_leaf(walking)
+                if expected[0] == node_hash:
+                    return expected[1]
+            return slow_load(node_hash, depth, pos, True)
+
+        def known_leaf(i: int) -> tuple[bytes, bytes]:
+            assert known is not None
+            old = known(keys[i])
+            if old is None:
+                return b"", b""
+            kp = paths[i].to_bytes(HASH_SIZE, "big")
+            vh = blake(_VALUE + old, digest_size=HASH_SIZE).digest()
+            h = blake(_LEAF + kp + vh, digest_size=HASH_SIZE).digest()
+            return h, _LEAF_MARK + kp + vh + old
 
         def new_leaf(i: int) -> bytes:
             value = values[i]
@@ -431,6 +468,7 @@ class StateTree:
 
         def single(node_hash: bytes, top: int, pos: int, i: int) -> bytes:
             # One change below ``node_hash`` (the common case in the lower levels).
+            nonlocal walking, expected
             path = paths[i]
             value = values[i]
             siblings: list[bytes] = []
@@ -438,6 +476,7 @@ class StateTree:
             h = node_hash
             depth = top
             node = b""
+            walking, expected = i, None
             while h != ZERO_HASH:
                 node = load(h, depth, pos)
                 if node[0] != _INTERNAL_MARK:
@@ -452,6 +491,7 @@ class StateTree:
                     h = node[_LEFT]
                     pos = 2 * pos
                 depth += 1
+            walking = -1
             is_leaf = True
             if h == ZERO_HASH:
                 if value is None:

@@ -26,6 +26,7 @@ from storage.state_tree import (
     ProofLeaf,
     StateProof,
     StateTree,
+    TreeUpdate,
     internal_hash,
     key_group,
     key_path,
@@ -289,6 +290,17 @@ class TreeMachine(RuleBasedStateMachine):
     def update(self, batch):
         result = self.tree.update(self.root, batch)
         assert result.base == self.root
+        self.store.put_nodes(result.nodes)
+        apply_model(self.model, batch)
+        self.root = result.root
+        self.versions.append((self.root, dict(self.model)))
+
+    @rule(batch=batches, data=st.data())
+    def update_knowing_old_values(self, batch, data):
+        # What the caller says a key holds (``known``) may be right, wrong or
+        # missing, also for keys the batch does not change: the result is the same.
+        said = {k: data.draw(st.sampled_from([v, v + b"x", None])) for k, v in self.model.items()}
+        result = self.tree.update(self.root, batch, said.get)
         self.store.put_nodes(result.nodes)
         apply_model(self.model, batch)
         self.root = result.root
@@ -708,6 +720,35 @@ def _stored(seed: int, keys: int) -> tuple[_CountingStore, dict[bytes, bytes], b
     update = StateTree(store).update(ZERO_HASH, model)
     store.put_nodes(update.nodes)
     return store, model, update.root
+
+
+def test_known_old_values_spare_the_reads_of_the_old_leaves():
+    # A block's changed keys mostly exist already, and the caller has their values
+    # (execution read them): the update does not read their old leaves from the
+    # store, only the internal nodes above them, and makes the same tree.
+    store, model, root = _stored(9, 4000)
+    rng = random.Random(9)
+    batch: dict[bytes, bytes | None] = {k: rng.randbytes(8) for k in rng.sample(list(model), 50)}
+    old_leaves = {leaf_hash(key_path(k), value_hash(model[k])) for k in batch}
+    assert old_leaves <= set(store.nodes)
+
+    def reads_of(known) -> tuple[int, int, TreeUpdate]:
+        before = dict(store.reads)
+        update = StateTree(store, cache_size=512).update(root, batch, known)
+        read = {h: n - before.get(h, 0) for h, n in store.reads.items() if n > before.get(h, 0)}
+        return sum(read.values()), sum(read.get(h, 0) for h in old_leaves), update
+
+    plain_reads, plain_leaf_reads, plain = reads_of(None)
+    knowing_reads, knowing_leaf_reads, knowing = reads_of(model.get)
+    assert plain_leaf_reads == len(batch) and knowing_leaf_reads == 0
+    assert knowing_reads == plain_reads - len(batch)
+    assert (knowing.root, knowing.nodes) == (plain.root, plain.nodes)
+    # Values that are not the keys' (stale, or another key's) spare nothing.
+    wrong_reads, wrong_leaf_reads, wrong = reads_of(lambda k: model[k][::-1])
+    assert (wrong_reads, wrong_leaf_reads) == (plain_reads, len(batch))
+    assert wrong.root == plain.root
+    apply_model(model, batch)
+    assert plain.root == ref_root(model)
 
 
 def test_warming_reads_each_upper_node_once_and_then_nothing_reads_them():
