@@ -99,7 +99,7 @@ class PruningConfig:
 
     archive: bool = False
     # Blocks (with certificates, receipts, tx index) of the last this many heights:
-    # about 28 hours at one block a second.
+    # about 14 hours of an idle chain's 500 ms blocks.
     keep_blocks: int = 100_000
     # State versions (proofs at past heights) of the last this many heights; the
     # two latest snapshot heights are kept besides, while peers may sync from them.

@@ -54,7 +54,7 @@ log = logging.getLogger("apps.commerce.feed")
 # thousands of orders in one block is a few MB of events).
 MAX_QUEUE_BYTES = 8 * 1024 * 1024
 # How far back a reconnecting client may resume; older clients re-read a snapshot.
-# About 17 minutes of one-second blocks: a dropped phone reconnects well inside it,
+# About 8 minutes of an idle chain's 500 ms blocks: a dropped phone reconnects well inside it,
 # and one replay costs at most this many block reads.
 MAX_REPLAY_BLOCKS = 1_000
 # Replays served at once; each reads up to MAX_REPLAY_BLOCKS blocks in the shared
