@@ -362,8 +362,8 @@ class StateTree:
         that value makes it, and on a match builds the leaf instead of reading it: a
         changed key's old leaf, one of the few nodes below the cached levels that a
         walk in a big tree reads and the dearest to check, then costs two hashes
-        rather than a read, a decode and three or four. A wrong value only misses the match (its leaf
-        hash is another), so the result never depends on it.
+        rather than a read, a decode and three or four. A wrong value only misses
+        the match (its leaf hash is another), so the result never depends on it.
         """
         if not changes:
             return TreeUpdate(root, {}, root)
@@ -422,10 +422,10 @@ class StateTree:
             old = known(keys[i])
             if old is None:
                 return b"", b""
+            # Off the hot path (a store read was coming): the module's helpers do.
             kp = paths[i].to_bytes(HASH_SIZE, "big")
-            vh = blake(_VALUE + old, digest_size=HASH_SIZE).digest()
-            h = blake(_LEAF + kp + vh, digest_size=HASH_SIZE).digest()
-            return h, _LEAF_MARK + kp + vh + old
+            vh = value_hash(old)
+            return leaf_hash(kp, vh), _LEAF_MARK + kp + vh + old
 
         def new_leaf(i: int) -> bytes:
             value = values[i]
