@@ -60,7 +60,7 @@ from apps.commerce.sealing import encryption_keypair, seal_address
 from benches.throughput import REJECTED, post_batch
 from core.keys import PrivateKey, format_address
 from core.keystore import load_key
-from core.types import SignedTx, TxBody, sign_tx, tx_hash
+from core.types import MAX_BLOCK_TXS, SignedTx, TxBody, sign_tx, tx_hash
 from vm import (
     Account,
     BlockContext,
@@ -72,6 +72,7 @@ from vm import (
     default_registry,
     verify_signed_tx,
 )
+from vm.params import MAX_BLOCK_BYTES
 
 CHAIN = "bench-commerce"
 FEE = 1_000
@@ -299,7 +300,7 @@ def run_executor(args: argparse.Namespace) -> None:
     registry = default_registry()
     register(registry)
     executor = Executor(registry)
-    params = ChainParams(max_block_txs=100_000, max_block_bytes=64 * 1024 * 1024)
+    params = ChainParams(max_block_txs=MAX_BLOCK_TXS, max_block_bytes=MAX_BLOCK_BYTES)
     actors = make_actors(args.buyers)
     t0_ms = 1_700_000_000_000
     nonces: dict[bytes, int] = {}
