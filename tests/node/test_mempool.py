@@ -339,6 +339,41 @@ async def test_the_window_counts_bytes_and_batches_still_in_verification(pool):
     assert env.mempool.total_bytes == 3 * size
 
 
+async def test_a_big_batch_is_admitted_in_chunks_with_the_loop_free_between_them(pool):
+    """The event loop also carries votes and proposals: a batch of thousands must not
+    hold it for its whole admission."""
+    n = 3 * mempool_mod.ADMIT_CHUNK + 5
+    env = Env(pool, per_account_cap=n + 1)
+    raws = [make_tx(KEYS[0], nonce) for nonce in range(n)]
+    task = asyncio.ensure_future(env.mempool.submit(raws, client=True))
+    seen: list[int] = []
+    while not task.done():
+        seen.append(len(env.mempool))
+        await asyncio.sleep(0)
+    assert all(r.accepted for r in task.result())
+    assert len(env.mempool) == n
+    # Other work ran while the batch was partly in the pool.
+    assert any(0 < size < n for size in seen)
+
+
+async def test_a_batch_in_admission_still_holds_its_window_against_the_next(pool):
+    """Between a batch's chunks the part not yet admitted stays claimed: a batch
+    arriving meanwhile finds the window full, as it would before the first chunk."""
+    n = 2 * mempool_mod.ADMIT_CHUNK
+    params = dataclasses.replace(PARAMS, max_block_txs=n)
+    env = Env(pool, params=params, max_pending_blocks=1, per_account_cap=n + 1)
+    first = asyncio.ensure_future(
+        env.mempool.submit([make_tx(KEYS[0], nonce) for nonce in range(n)], client=True)
+    )
+    while len(env.mempool) == 0:
+        await asyncio.sleep(0)
+    assert not first.done()
+    late = await env.submit(*(make_tx(KEYS[i], 0) for i in range(1, 4)), client=True)
+    assert late == ["mempool_full"] * 3
+    assert all(r.accepted for r in await first)
+    assert len(env.mempool) == n
+
+
 async def test_the_window_refuses_peers_only_beyond_twice_its_size(pool):
     params = dataclasses.replace(PARAMS, max_block_txs=1)
     env = Env(pool, params=params, max_pending_blocks=1)
