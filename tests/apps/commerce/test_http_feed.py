@@ -26,11 +26,12 @@ async def driver(tmp_path):
         yield d
 
 
-async def read_until(ws, count=None, *, kind=None):
-    """Messages until ``count`` events, an event of ``kind``, or the socket closes."""
+async def read_until(ws, count=None, *, kind=None, wait=WAIT):
+    """Messages until ``count`` events, an event of ``kind``, or the socket closes;
+    ``wait`` is the longest quiet gap between two messages."""
     events = []
     while True:
-        msg = await ws.receive(timeout=WAIT)
+        msg = await ws.receive(timeout=wait)
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
             return events
         assert msg.type == aiohttp.WSMsgType.TEXT, msg
@@ -136,8 +137,9 @@ async def test_session_feed_in_order_with_resume_and_replay(driver):
     await d.run(host.key, tx.UNPIN, tx.PinListing(1, 2))
     await d.run(host.key, tx.CLOSE_DEAL, tx.DealRef(1))
     await d.run(carol.key, tx.PLACE_ORDER, place(merchant, "3 Carol Court", deal=0))
-    # A session closes once its auctions have ended.
-    until_won = await read_until(ws_a, kind="commerce.auction_ended")
+    # A session closes once its auctions have ended. The feed is quiet from Carol's
+    # order until the auction's end, up to the 10 s counter-bid time after Bob's bid.
+    until_won = await read_until(ws_a, kind="commerce.auction_ended", wait=WAIT + 10)
     await d.run(host.key, tx.CLOSE_SESSION, tx.SessionRef(1))
 
     all_a = ended + until_won + await read_until(ws_a)
