@@ -109,8 +109,9 @@ _MIN_CHUNK = 16
 # Transactions decoded or admitted between two turns of the event loop. The loop also
 # carries p2p (proposals, votes) and the proposer's selection: a batch of 2,000 admitted
 # in one go held it 0.2-0.6 s on loaded validators (``benches.flashdeal``), every vote
-# and proposal meanwhile waiting. 128 transactions are a few ms of work.
-ADMIT_CHUNK = 128
+# and proposal meanwhile waiting. 64 are ~2 ms of work on an idle core (up to ~25 ms on
+# four loaded validators sharing two); 64 left fewer stalls over 100 ms than 128.
+ADMIT_CHUNK = 64
 
 
 @dataclass(frozen=True, slots=True)
