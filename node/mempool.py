@@ -145,7 +145,8 @@ class MempoolStats:
     queued: int
     queued_since_commit: int
     queued_since_commit_bytes: int
-    # Batches' transactions in signature verification right now.
+    # Batches' transactions in signature verification right now, or verified and
+    # waiting for their chunk's admission (``ADMIT_CHUNK``).
     verifying: int
     # Senders with any transaction held.
     senders: int
@@ -364,8 +365,9 @@ class Mempool:
         self._young = 0
         self._young_bytes = 0
         self._young_from = 0
-        # Hashes of transactions being verified right now, so concurrent
-        # submits of the same bytes (gossip echoes) verify them once.
+        # Hashes of transactions being verified right now (or waiting for their chunk's
+        # admission), so concurrent submits of the same bytes (gossip echoes) verify
+        # them once.
         self._inflight: set[bytes] = set()
         # Encoded size of the transactions in ``_inflight``.
         self._inflight_bytes = 0
