@@ -69,3 +69,9 @@ class NodeMetrics:
             registry=r,
         )
         self.peers = Gauge("liveledger_peers", "Connected peers", registry=r)
+        self.loop_stall_seconds = Histogram(
+            "liveledger_event_loop_stall_seconds",
+            "How late the main event loop (p2p, HTTP, admission) ran a timer due every 0.1 s",
+            buckets=(0.01, 0.05, 0.1, 0.3, 1, 3),
+            registry=r,
+        )

@@ -7,6 +7,7 @@ Resources open in one place (``open`` then ``start``) and close in reverse order
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -59,6 +60,8 @@ from storage import ChainStore
 from vm import Registry, default_registry, get_account
 
 log = logging.getLogger("node.service")
+# How often the main loop's lateness is sampled (``Node._watch_loop``).
+LOOP_WATCH_S = 0.1
 
 PASSPHRASE_ENV = "LIVELEDGER_PASSPHRASE"
 CONSENSUS_MESSAGE_TYPE = 0x20
@@ -119,6 +122,7 @@ class Node:
         self._verify_pool: ThreadPoolExecutor | None = None
         self._verifier: ProcessVerifier | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_watch: asyncio.Task[None] | None = None
         # State sync: serving peers, and (a new node) syncing from them.
         self.snapshots = SnapshotServer(
             lambda: self.store,
@@ -219,6 +223,7 @@ class Node:
         """Start p2p and consensus (after ``open``, on the serving event loop); a node
         that joins by state sync syncs first (the HTTP API serves once it is done)."""
         self._loop = asyncio.get_running_loop()
+        self._loop_watch = self._loop.create_task(self._watch_loop())
         cfg = self.config
         self.p2p = P2PNode(
             self.key,
@@ -284,7 +289,26 @@ class Node:
         )
         self.consensus.start()
 
+    async def _watch_loop(self) -> None:
+        """How late the main loop runs a timer, into ``liveledger_event_loop_stall_seconds``.
+
+        The loop carries p2p (proposals and votes in and out), HTTP and admission: a
+        long synchronous step there delays every vote behind it (docs/node.md, A batch
+        is admitted in chunks). Ten wake-ups a second cost nothing an idle node notices.
+        """
+        loop = asyncio.get_running_loop()
+        observe = self.metrics.loop_stall_seconds.observe
+        while True:
+            due = loop.time() + LOOP_WATCH_S
+            await asyncio.sleep(LOOP_WATCH_S)
+            observe(max(0.0, loop.time() - due))
+
     async def stop(self) -> None:
+        if self._loop_watch is not None:
+            self._loop_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_watch
+            self._loop_watch = None
         self._prune_stop.set()
         if self._prune_pool is not None:
             # A pass in progress stops at its next batch; the store closes after it.

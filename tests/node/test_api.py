@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 
 import msgpack
 from aiohttp import web
@@ -191,6 +193,27 @@ async def test_lookups_and_errors(node_client):
     assert latest["header"]["height"] >= 1
     metrics = await (await client.get("/metrics")).text()
     assert "liveledger_height" in metrics
+
+
+def _stalls_over_300ms(metrics: str) -> float:
+    """Observations of ``liveledger_event_loop_stall_seconds`` above 0.3 s."""
+    name = "liveledger_event_loop_stall_seconds"
+    total = re.search(rf"^{name}_count (\S+)$", metrics, re.MULTILINE)
+    within = re.search(rf'^{name}_bucket{{le="0.3"}} (\S+)$', metrics, re.MULTILINE)
+    assert total is not None and within is not None
+    return float(total[1]) - float(within[1])
+
+
+async def test_a_stalled_main_loop_shows_in_the_metrics(node_client):
+    """A synchronous step that holds the loop (p2p and HTTP wait behind it) is counted
+    in ``liveledger_event_loop_stall_seconds`` by how long it held it."""
+    client, _, _ = node_client
+    await asyncio.sleep(0.3)
+    before = _stalls_over_300ms(await (await client.get("/metrics")).text())
+    time.sleep(0.5)  # holds the loop: no timer, message or request runs meanwhile
+    await asyncio.sleep(0.3)
+    after = _stalls_over_300ms(await (await client.get("/metrics")).text())
+    assert after >= before + 1
 
 
 async def test_one_middleware_renders_every_refusal_and_hides_bugs(caplog):
