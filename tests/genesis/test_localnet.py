@@ -1,6 +1,8 @@
+import contextlib
 import json
 import socket
 import stat
+from contextlib import ExitStack
 
 import pytest
 
@@ -16,6 +18,7 @@ from genesis import (
     load_genesis,
     write_node_config,
 )
+from genesis.home import LOCAL_HOST
 from genesis.localnet import VALIDATOR_BALANCE, VALIDATOR_SELF_BOND
 from node.config import load_config
 from vm.accounts import Account, account_key
@@ -105,7 +108,15 @@ def test_no_secret_in_layout(net):
 
 
 def test_two_localnets_differ(tmp_path, net):
-    other = create_localnet(tmp_path / "other", 1, "")
+    # Ports are picked free at creation, so a second localnet avoids the first's while
+    # its nodes hold them (here sockets bound in their place). Released, the kernel may
+    # hand one out again: that collision failed a full run once.
+    with ExitStack() as held:
+        for port in {n.http_port for n in net.nodes} | {n.p2p_port for n in net.nodes}:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            with contextlib.suppress(OSError):  # in use already: not free to pick either
+                sock.bind((LOCAL_HOST, port))
+        other = create_localnet(tmp_path / "other", 1, "")
     assert other.chain_id != net.chain_id
     assert other.genesis_hash != net.genesis_hash
     assert {other.nodes[0].http_port, other.nodes[0].p2p_port}.isdisjoint(
