@@ -477,11 +477,14 @@ class ConsensusService:
             resume = self.chain.store.warm_tree(start)
         except StorageError as exc:
             log.warning("state tree warm-up stopped at slot %d: %s", start, exc)
+            # Over, if not whole: what is missing fills as blocks cross it.
+            self._metrics.state_tree_loaded.set(1)
             return
         if resume:
             self._loop.call_soon(self._warm_tree, resume, started)
         else:
             log.info("state tree upper levels loaded in %.1f s", time.perf_counter() - started)
+            self._metrics.state_tree_loaded.set(1)
 
     def _report_round(self) -> None:
         """Publish the round in progress twice a second (the engine owns it)."""

@@ -69,6 +69,12 @@ class NodeMetrics:
             registry=r,
         )
         self.peers = Gauge("liveledger_peers", "Connected peers", registry=r)
+        self.state_tree_loaded = Gauge(
+            "liveledger_state_tree_loaded",
+            "1 once the state tree's upper levels are in memory after the start (until "
+            "then each fresh key reads more tree nodes from disk), else 0",
+            registry=r,
+        )
         self.loop_stall_seconds = Histogram(
             "liveledger_event_loop_stall_seconds",
             "How late the main event loop (p2p, HTTP, admission) ran a timer due every 0.1 s",

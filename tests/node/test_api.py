@@ -216,6 +216,19 @@ async def test_a_stalled_main_loop_shows_in_the_metrics(node_client):
     assert after >= before + 1
 
 
+async def test_the_state_trees_load_after_a_start_shows_in_the_metrics(node_client):
+    """Until the tree's upper levels are loaded a node reads more from disk per fresh
+    key; ``liveledger_state_tree_loaded`` says when that is over (a bench waits for it
+    before it measures)."""
+    client, _, _ = node_client
+    for _ in range(200):
+        metrics = await (await client.get("/metrics")).text()
+        if re.search(r"^liveledger_state_tree_loaded 1\.0$", metrics, re.MULTILINE):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the state tree was never reported loaded")
+
+
 async def test_one_middleware_renders_every_refusal_and_hides_bugs(caplog):
     """Whatever raises it (a route's HttpError, an Invalid with its own status, aiohttp,
     a bug), a refusal is ``{"code", "message"}``; a bug is a logged 500 without its detail."""
