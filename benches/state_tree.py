@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from core.hashing import ZERO_HASH
 from core.types import Block, BlockHeader, Commit
 from storage import ChainStore, Database, verify_proof
-from storage.state_tree import DEFAULT_CACHE_SIZE, TREE_LAYOUT
+from storage.state_tree import DEFAULT_TREE_CACHE_SIZE, TREE_LAYOUT
 
 GENESIS = b"\x42" * 32
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--warm-slots", action="store_true", help="load the slot levels first, as a started node"
     )
-    ap.add_argument("--cache", type=int, default=DEFAULT_CACHE_SIZE, help="tree cache entries")
+    ap.add_argument("--cache", type=int, default=DEFAULT_TREE_CACHE_SIZE, help="tree cache entries")
     ap.add_argument("--dir", default=None, help="where the temporary LevelDB goes")
     ap.add_argument(
         "--prebuilt", default=None, help="genesis store kept here between runs (built if absent)"
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         f"RSS: {open_rss} once open, {blocks_rss} after the blocks, "
         f"peak {_peak_rss_mb():.0f} MB" + ("" if prebuilt else " (includes the genesis build)")
     )
-    cache = "" if args.cache == DEFAULT_CACHE_SIZE else f" --cache {args.cache}"
+    cache = "" if args.cache == DEFAULT_TREE_CACHE_SIZE else f" --cache {args.cache}"
     if args.prebuilt:
         cache += f" --prebuilt {args.prebuilt}"
     if args.warmup:

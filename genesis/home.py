@@ -157,7 +157,8 @@ def write_node_config(
 
     ``data_dir`` is relative to ``home`` so that a node directory can be moved as
     a whole. Settings not written here take ``node.config``'s defaults. The
-    ``pruning`` section is empty: retention settings go there (docs/node.md).
+    ``pruning`` and ``storage`` sections are empty: retention and cache sizes go
+    there (docs/node.md).
     """
     for name, port in (("http_port", http_port), ("p2p_port", p2p_port)):
         if not 1 <= port <= 65535:
@@ -182,6 +183,7 @@ def write_node_config(
             "verify_threads": mempool_verify_threads,
         },
         "pruning": {},
+        "storage": {},
         "peers": [{"public_key": pk.hex(), "host": host, "port": port} for pk, host, port in peers],
     }
     return _write_config(Path(home), config)

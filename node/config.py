@@ -15,6 +15,7 @@ from genesis.home import CONFIG_FILE, DEFAULT_BLOCK_INTERVAL_MS
 from genesis.home import GENESIS_FILE as GENESIS_FILE
 from genesis.home import NODE_KEY_FILE as NODE_KEY_FILE
 from p2p.messages import MAX_CHUNK_BYTES
+from storage import DEFAULT_STATE_CACHE_SIZE, DEFAULT_TREE_CACHE_SIZE
 
 # A test skews a clock by a fraction of the time precision; a day is no test.
 MAX_TEST_CLOCK_OFFSET_MS = 86_400_000
@@ -113,6 +114,33 @@ class PruningConfig:
                 raise ValueError(f"pruning {name} must be at least 1, got {getattr(self, name)}")
 
 
+# Bounds of the storage caches: below, a state tree cache would hold no level by
+# position (docs/node.md, Storage); above, its slots alone would map 1.7 GB.
+MIN_CACHE_ENTRIES = 1024
+MAX_CACHE_ENTRIES = 1 << 24
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Memory the store may hold for speed, sized to the machine and the state
+    (docs/node.md, Storage). Neither setting changes what the node computes."""
+
+    # State tree nodes: the upper log2(tree_cache) levels by position (~102 bytes per
+    # node once the state fills them), an eighth of it of recent nodes besides.
+    tree_cache: int = DEFAULT_TREE_CACHE_SIZE
+    # Latest state values (flat key -> value), read by execution and admission.
+    state_cache: int = DEFAULT_STATE_CACHE_SIZE
+
+    def __post_init__(self) -> None:
+        for name in ("tree_cache", "state_cache"):
+            value = getattr(self, name)
+            if not MIN_CACHE_ENTRIES <= value <= MAX_CACHE_ENTRIES:
+                raise ValueError(
+                    f"storage {name} must be in {MIN_CACHE_ENTRIES}..{MAX_CACHE_ENTRIES}, "
+                    f"got {value}"
+                )
+
+
 @dataclass(frozen=True, slots=True)
 class StateSyncConfig:
     """Joining from a snapshot instead of replaying from genesis (docs/state-sync.md)."""
@@ -170,6 +198,7 @@ class NodeConfig:
     feeds: FeedLimits = field(default_factory=FeedLimits)
     peers: tuple[PeerSettings, ...] = ()
     pruning: PruningConfig = field(default_factory=PruningConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     state_sync: StateSyncConfig = field(default_factory=StateSyncConfig)
     # Snapshots served to joining nodes are taken at multiples of this height.
     snapshot_interval: int = 1000
@@ -192,6 +221,7 @@ class NodeConfig:
         out["mempool"] = {f.name: getattr(self.mempool, f.name) for f in fields(MempoolConfig)}
         out["feeds"] = {f.name: getattr(self.feeds, f.name) for f in fields(FeedLimits)}
         out["pruning"] = {f.name: getattr(self.pruning, f.name) for f in fields(PruningConfig)}
+        out["storage"] = {f.name: getattr(self.storage, f.name) for f in fields(StorageConfig)}
         out["state_sync"] = {
             f.name: getattr(self.state_sync, f.name) for f in fields(StateSyncConfig)
         }
@@ -250,8 +280,13 @@ def load_config(home: Path) -> NodeConfig:
     if not isinstance(feeds_raw, dict):
         raise ConfigError(f"{path}: feeds must be an object")
     pruning_raw = raw.pop("pruning", {})
+    storage_raw = raw.pop("storage", {})
     sync_raw = raw.pop("state_sync", {})
-    for name, section in (("pruning", pruning_raw), ("state_sync", sync_raw)):
+    for name, section in (
+        ("pruning", pruning_raw),
+        ("storage", storage_raw),
+        ("state_sync", sync_raw),
+    ):
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {name} must be an object")
     observers_raw = raw.pop("observers", [])
@@ -275,6 +310,10 @@ def load_config(home: Path) -> NodeConfig:
     feeds = FeedLimits(**_typed(FeedLimits, feeds_raw, f"{path}: feeds"))
     try:
         pruning = PruningConfig(**_typed(PruningConfig, pruning_raw, f"{path}: pruning"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        storage = StorageConfig(**_typed(StorageConfig, storage_raw, f"{path}: storage"))
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     state_sync = StateSyncConfig(**_typed(StateSyncConfig, sync_raw, f"{path}: state_sync"))
@@ -301,6 +340,7 @@ def load_config(home: Path) -> NodeConfig:
         feeds=feeds,
         peers=tuple(peers),
         pruning=pruning,
+        storage=storage,
         state_sync=state_sync,
         observers=tuple(observers_raw),
         test_clock_offset_ms=offset,

@@ -1,10 +1,11 @@
 """LevelDB key spaces, atomic block commit, block and tx stores, the state tree and proofs."""
 
 from storage.cache import GenerationalCache
-from storage.chain_store import ChainStore, Pruned, SyncTarget
+from storage.chain_store import DEFAULT_STATE_CACHE_SIZE, ChainStore, Pruned, SyncTarget
 from storage.db import Database, WriteBatch
 from storage.snapshot import BadChunk, VerifiedChunk, serve_chunk, verify_chunk
 from storage.state_tree import (
+    DEFAULT_TREE_CACHE_SIZE,
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
     InternalNode,
@@ -20,6 +21,8 @@ from storage.state_tree import (
 )
 
 __all__ = [
+    "DEFAULT_STATE_CACHE_SIZE",
+    "DEFAULT_TREE_CACHE_SIZE",
     "MAX_KEY_SIZE",
     "MAX_VALUE_SIZE",
     "BadChunk",

@@ -37,7 +37,7 @@ from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height, encode_position
 from storage.snapshot import node_children, walk_missing
 from storage.state_tree import (
-    DEFAULT_CACHE_SIZE,
+    DEFAULT_TREE_CACHE_SIZE,
     TREE_LAYOUT,
     StateProof,
     StateTree,
@@ -102,7 +102,7 @@ class ChainStore:
         *,
         create: bool = True,
         sync: bool = True,
-        tree_cache_size: int = DEFAULT_CACHE_SIZE,
+        tree_cache_size: int = DEFAULT_TREE_CACHE_SIZE,
         state_cache_size: int = DEFAULT_STATE_CACHE_SIZE,
     ) -> None:
         """Open (by default creating) the store at ``path``.

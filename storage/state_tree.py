@@ -44,7 +44,7 @@ from storage.cache import GenerationalCache
 MAX_KEY_SIZE = 1024
 MAX_VALUE_SIZE = 256 * 1024
 MAX_DEPTH = 256
-DEFAULT_CACHE_SIZE = 1 << 19
+DEFAULT_TREE_CACHE_SIZE = 1 << 20
 
 NODE_INTERNAL = 0
 NODE_LEAF = 1
@@ -285,7 +285,7 @@ class StateTree:
     depth d is touched by changes / 2^d of a block's changes): they stay cached
     whatever else a block does, at 102 bytes a node in one flat buffer (a dict
     entry of bytes costs ~230). An update's new nodes go to a
-    ``GenerationalCache`` of ``cache_size / 4`` entries, with leaves and deeper
+    ``GenerationalCache`` of ``cache_size / 8`` entries, with leaves and deeper
     nodes; ``committed(root)`` then moves the new upper nodes of the update that
     made ``root`` into their slots. Until then the slots keep the base version,
     so another update of the same base (a failed round's block prepared again, a
@@ -299,14 +299,14 @@ class StateTree:
     readers read a slot in one slice (hash and encoding together).
     """
 
-    def __init__(self, store: NodeStore, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(self, store: NodeStore, cache_size: int = DEFAULT_TREE_CACHE_SIZE) -> None:
         self._store = store
         self._slot_depth = _slot_depth(cache_size)
         # Anonymous memory: pages are zero and take no RAM until a slot in them is
         # written (a small tree touches a few). Private: a forked child gets a copy,
         # never writes into this process's slots.
         self._slots = mmap.mmap(-1, max(1, 1 << self._slot_depth) * _SLOT, flags=mmap.MAP_PRIVATE)
-        self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(max(2, cache_size // 4))
+        self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(max(2, cache_size // 8))
         # New upper nodes of the latest updates (hash -> encoding, hash -> position), by
         # the root they made: at most _PENDING updates (rival blocks of one height)
         # wait for ``committed``.

@@ -80,3 +80,32 @@ def test_wall_clock_offset_shifts_the_consensus_clock():
         assert abs(skewed.now() - LoopClock(loop).now()) < 1_000
     finally:
         loop.close()
+
+
+def test_storage_caches_are_loaded_and_bounded(tmp_path):
+    # An operator sizes the caches to the machine and the state; a new home shows
+    # where (an empty section, the defaults in force).
+    path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
+    doc = json.loads(path.read_text())
+    assert doc["storage"] == {}
+    assert set(load_config(tmp_path).to_json()["storage"]) == {"tree_cache", "state_cache"}
+    doc["storage"] = {"tree_cache": 1 << 16, "state_cache": 4096}
+    path.write_text(json.dumps(doc))
+    storage = load_config(tmp_path).storage
+    assert (storage.tree_cache, storage.state_cache) == (1 << 16, 4096)
+    for name, bad, why in [
+        ("tree_cache", 16, "in 1024.."),
+        ("tree_cache", 1 << 30, "in 1024.."),
+        ("state_cache", 0, "in 1024.."),
+        ("state_cache", "4096", "non-negative integer"),
+        ("cache", 4096, "unknown settings"),
+    ]:
+        bad_doc = json.loads(path.read_text())
+        bad_doc["storage"][name] = bad
+        path.write_text(json.dumps(bad_doc))
+        with pytest.raises(ConfigError, match=why):
+            load_config(tmp_path)
+    doc["storage"] = []
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="storage must be an object"):
+        load_config(tmp_path)
