@@ -305,7 +305,15 @@ class StateTree:
         # Anonymous memory: pages are zero and take no RAM until a slot in them is
         # written (a small tree touches a few). Private: a forked child gets a copy,
         # never writes into this process's slots.
-        self._slots = mmap.mmap(-1, max(1, 1 << self._slot_depth) * _SLOT, flags=mmap.MAP_PRIVATE)
+        size = max(1, 1 << self._slot_depth) * _SLOT
+        try:
+            self._slots = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+        except OSError as exc:
+            # A host with strict overcommit refuses a big map at once (a node's
+            # ``storage.tree_cache`` may ask for up to 1.7 GB): say which setting.
+            raise StorageError(
+                f"cannot map {size:,} bytes for a state tree cache of {cache_size:,} entries: {exc}"
+            ) from exc
         self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(max(2, cache_size // 8))
         # New upper nodes of the latest updates (hash -> encoding, hash -> position), by
         # the root they made: at most _PENDING updates (rival blocks of one height)

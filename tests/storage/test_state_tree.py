@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import hashlib
 import random
+import subprocess
+import sys
 from collections import defaultdict
 
 import pytest
@@ -925,3 +927,23 @@ def test_rival_and_discarded_updates_with_small_caches(cache_size, state, plan, 
             verify_proof(old_root, key, value, proof)
     for key in list(model)[:20]:
         assert tree.get(root, key) == model[key]
+
+
+def test_a_cache_the_host_cannot_map_is_a_storage_error():
+    # Slots are one anonymous map, sized by the cache (a node's storage.tree_cache);
+    # a host that refuses it gets a StorageError naming the size, not a bare OSError.
+    script = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from core.errors import StorageError\n"
+        "from storage import MemoryNodeStore, StateTree\n"
+        "try:\n"
+        "    StateTree(MemoryNodeStore(), cache_size=1 << 24)\n"
+        "except StorageError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "refused: cannot map 1,711,276,032 bytes" in out.stdout
+    assert "16,777,216 entries" in out.stdout
