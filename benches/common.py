@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -113,13 +114,19 @@ class Devnet:
         four nodes on two cores), and until then each fresh key costs more: a
         measurement started earlier measures the start, not the chain."""
         started = time.monotonic()
+        deadline = started + timeout
+        loaded = re.compile(r"^liveledger_state_tree_loaded 1(\.0)?$", re.MULTILINE)
         for node in self.nodes:
             while True:
-                with urllib.request.urlopen(node["url"] + "/metrics", timeout=10) as resp:
-                    text = resp.read().decode()
-                if "\nliveledger_state_tree_loaded 1.0\n" in text:
-                    break
-                if time.monotonic() - started > timeout:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"devnet exited with {self.process.returncode}")
+                try:
+                    with urllib.request.urlopen(node["url"] + "/metrics", timeout=10) as resp:
+                        if loaded.search(resp.read().decode()):
+                            break
+                except OSError:
+                    pass  # a node too busy to answer yet: asked again below
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"{node['url']}: state tree not loaded in {timeout:.0f} s")
                 time.sleep(0.5)
         return time.monotonic() - started

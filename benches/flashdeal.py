@@ -167,7 +167,7 @@ async def run(args: argparse.Namespace) -> FlashResult:
             opened = [peak_rss_mb(node["pid"]) or 0.0 for node in net.nodes]
             print("peak RSS per validator once open: " + ", ".join(f"{r:,.0f} MB" for r in opened))
             waited = net.wait_tree_loaded()
-            print(f"state tree upper levels loaded on every validator {waited:.1f} s after start")
+            print(f"state tree upper levels loaded on every validator (waited {waited:.1f} s)")
             genesis = (await get(urls[0], "/v1/genesis"))["genesis"]
             status = await get(urls[0], "/v1/status")
             params = genesis["params"]
@@ -297,6 +297,13 @@ async def run(args: argparse.Namespace) -> FlashResult:
     return FlashResult(order_tps, transfer_tps, sold, latencies, len(late), rss_mb)
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive rate, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--validators", type=int, default=4)
@@ -306,7 +313,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-orders", type=int, default=10_000, help="txs of the latency phase")
     p.add_argument(
         "--latency-tps",
-        type=float,
+        type=_positive,
         default=0.0,
         help="rate of the latency phase (default: half the measured order rate)",
     )

@@ -238,7 +238,7 @@ async def run(args: argparse.Namespace) -> None:
         net.start()
         try:
             waited = net.wait_tree_loaded()
-            print(f"state tree upper levels loaded on every validator {waited:.1f} s after start")
+            print(f"state tree upper levels loaded on every validator (waited {waited:.1f} s)")
             urls = [n["url"] for n in net.nodes]
             async with aiohttp.ClientSession() as s:
                 async with s.get(urls[0] + "/v1/genesis") as r:

@@ -22,7 +22,7 @@ from consensus import verify_commit
 from core import InvalidBlock, StorageError
 from genesis import Genesis, load_genesis
 from node.chain import Chain
-from node.config import GENESIS_FILE, load_config
+from node.config import GENESIS_FILE, StorageConfig, load_config
 from node.service import build_registry
 from storage import ChainStore
 
@@ -60,10 +60,11 @@ def _snapshot(data_dir: Path, dest: Path) -> None:
         shutil.copy2(entry, target)
 
 
-def _open_source(data_dir: Path, scratch: Path) -> tuple[ChainStore, bool]:
+def _open_source(data_dir: Path, scratch: Path, caches: StorageConfig) -> tuple[ChainStore, bool]:
     """Open the node's store; if the node is running (locked), audit a snapshot of it."""
+    sizes = {"tree_cache_size": caches.tree_cache, "state_cache_size": caches.state_cache}
     try:
-        return ChainStore(data_dir, create=False), False
+        return ChainStore(data_dir, create=False, **sizes), False
     except StorageError as exc:
         if "in use" not in str(exc):
             raise
@@ -74,7 +75,7 @@ def _open_source(data_dir: Path, scratch: Path) -> tuple[ChainStore, bool]:
         copy = scratch / f"source-{attempt}"
         try:
             _snapshot(data_dir, copy)
-            return ChainStore(copy, create=False), True
+            return ChainStore(copy, create=False, **sizes), True
         except (OSError, StorageError) as exc:
             last_error = exc
             log.info("snapshot attempt %d of a live store failed: %s", attempt + 1, exc)
@@ -89,9 +90,10 @@ def audit_home(home: Path, progress: Callable[[int], None] | None = None) -> Aud
         raise StorageError(f"no chain data at {data_dir}")
     with tempfile.TemporaryDirectory(prefix="liveledger-audit-") as tmp:
         scratch = Path(tmp)
-        source, copied = _open_source(data_dir, scratch)
+        # Beside a running node, within the memory its operator gave it.
+        source, copied = _open_source(data_dir, scratch, config.storage)
         try:
-            return _replay(source, genesis, scratch, copied, progress)
+            return _replay(source, genesis, scratch, copied, config.storage, progress)
         finally:
             source.close()
 
@@ -101,6 +103,7 @@ def _replay(
     genesis: Genesis,
     scratch: Path,
     copied: bool,
+    caches: StorageConfig,
     progress: Callable[[int], None] | None,
 ) -> AuditReport:
     if source.genesis_hash != genesis.hash:
@@ -108,7 +111,12 @@ def _replay(
             f"store was made from genesis {source.genesis_hash.hex() if source.genesis_hash else None}, "
             f"genesis.json hashes to {genesis.hash.hex()}"
         )
-    replay_store = ChainStore(scratch / "replay", sync=False)
+    replay_store = ChainStore(
+        scratch / "replay",
+        sync=False,
+        tree_cache_size=caches.tree_cache,
+        state_cache_size=caches.state_cache,
+    )
     try:
         chain = Chain(replay_store, genesis, build_registry())
         # The genesis state itself must match.

@@ -114,8 +114,8 @@ class PruningConfig:
                 raise ValueError(f"pruning {name} must be at least 1, got {getattr(self, name)}")
 
 
-# Bounds of the storage caches: below, a state tree cache would hold no level by
-# position (docs/node.md, Storage); above, its slots alone would map 1.7 GB.
+# Bounds of the storage caches: below, a state tree cache would hold only a few
+# levels by position (docs/node.md, Storage); above, its slots alone would map 1.7 GB.
 MIN_CACHE_ENTRIES = 1024
 MAX_CACHE_ENTRIES = 1 << 24
 
@@ -125,8 +125,9 @@ class StorageConfig:
     """Memory the store may hold for speed, sized to the machine and the state
     (docs/node.md, Storage). Neither setting changes what the node computes."""
 
-    # State tree nodes: the upper log2(tree_cache) levels by position (~102 bytes per
-    # node once the state fills them), an eighth of it of recent nodes besides.
+    # State tree nodes: the upper floor(log2(tree_cache)) levels by position (102 bytes
+    # per place, taken a 4 kB page at a time as nodes fill them: levels deeper than the
+    # state cost a page per node), an eighth of it of recent nodes besides.
     tree_cache: int = DEFAULT_TREE_CACHE_SIZE
     # Latest state values (flat key -> value), read by execution and admission.
     state_cache: int = DEFAULT_STATE_CACHE_SIZE
@@ -134,7 +135,7 @@ class StorageConfig:
     def __post_init__(self) -> None:
         for name in ("tree_cache", "state_cache"):
             value = getattr(self, name)
-            if not MIN_CACHE_ENTRIES <= value <= MAX_CACHE_ENTRIES:
+            if type(value) is not int or not MIN_CACHE_ENTRIES <= value <= MAX_CACHE_ENTRIES:
                 raise ValueError(
                     f"storage {name} must be in {MIN_CACHE_ENTRIES}..{MAX_CACHE_ENTRIES}, "
                     f"got {value}"
