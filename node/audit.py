@@ -62,9 +62,8 @@ def _snapshot(data_dir: Path, dest: Path) -> None:
 
 def _open_source(data_dir: Path, scratch: Path, caches: StorageConfig) -> tuple[ChainStore, bool]:
     """Open the node's store; if the node is running (locked), audit a snapshot of it."""
-    sizes = {"tree_cache_size": caches.tree_cache, "state_cache_size": caches.state_cache}
     try:
-        return ChainStore(data_dir, create=False, **sizes), False
+        return caches.open_store(data_dir, create=False), False
     except StorageError as exc:
         if "in use" not in str(exc):
             raise
@@ -75,7 +74,7 @@ def _open_source(data_dir: Path, scratch: Path, caches: StorageConfig) -> tuple[
         copy = scratch / f"source-{attempt}"
         try:
             _snapshot(data_dir, copy)
-            return ChainStore(copy, create=False, **sizes), True
+            return caches.open_store(copy, create=False), True
         except (OSError, StorageError) as exc:
             last_error = exc
             log.info("snapshot attempt %d of a live store failed: %s", attempt + 1, exc)
@@ -111,12 +110,7 @@ def _replay(
             f"store was made from genesis {source.genesis_hash.hex() if source.genesis_hash else None}, "
             f"genesis.json hashes to {genesis.hash.hex()}"
         )
-    replay_store = ChainStore(
-        scratch / "replay",
-        sync=False,
-        tree_cache_size=caches.tree_cache,
-        state_cache_size=caches.state_cache,
-    )
+    replay_store = caches.open_store(scratch / "replay", sync=False)
     try:
         chain = Chain(replay_store, genesis, build_registry())
         # The genesis state itself must match.

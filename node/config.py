@@ -15,7 +15,7 @@ from genesis.home import CONFIG_FILE, DEFAULT_BLOCK_INTERVAL_MS
 from genesis.home import GENESIS_FILE as GENESIS_FILE
 from genesis.home import NODE_KEY_FILE as NODE_KEY_FILE
 from p2p.messages import MAX_CHUNK_BYTES
-from storage import DEFAULT_STATE_CACHE_SIZE, DEFAULT_TREE_CACHE_SIZE
+from storage import DEFAULT_STATE_CACHE_SIZE, DEFAULT_TREE_CACHE_SIZE, ChainStore
 
 # A test skews a clock by a fraction of the time precision; a day is no test.
 MAX_TEST_CLOCK_OFFSET_MS = 86_400_000
@@ -140,6 +140,17 @@ class StorageConfig:
                     f"storage {name} must be in {MIN_CACHE_ENTRIES}..{MAX_CACHE_ENTRIES}, "
                     f"got {value}"
                 )
+
+    def open_store(self, path: Path, *, create: bool = True, sync: bool = True) -> ChainStore:
+        """The ``ChainStore`` at ``path`` with these cache sizes (the node's, and an
+        audit's beside it)."""
+        return ChainStore(
+            path,
+            create=create,
+            sync=sync,
+            tree_cache_size=self.tree_cache,
+            state_cache_size=self.state_cache,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,11 +176,7 @@ class Node:
         if settings.verify_processes:
             # No process starts before ``start_workers`` below, when all else opened.
             self._verifier = ProcessVerifier(settings.verify_threads)
-        self.store = ChainStore(
-            self.home / self.config.data_dir,
-            tree_cache_size=self.config.storage.tree_cache,
-            state_cache_size=self.config.storage.state_cache,
-        )
+        self.store = self.config.storage.open_store(self.home / self.config.data_dir)
         self._verify_pool = ThreadPoolExecutor(
             max_workers=settings.verify_threads, thread_name_prefix="verify"
         )
