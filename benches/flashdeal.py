@@ -7,9 +7,9 @@ height-0 state holds ``--state-accounts`` funded accounts in all
 (``benches.common.prebuild_state``; the time it takes is printed): the buyers, as many
 plain-transfer senders, the latency phase's buyers and random addresses that never
 send. Once every validator has loaded its state tree's upper levels (as it does
-after each start; the wait is printed), every transaction is signed. Then the live session's setup
-(merchant registered and approved, ``--deals`` listings pinned in one session, a
-flash deal on each) is run, unmeasured.
+after each start; the wait is printed), every transaction is signed. Then the live
+session's setup (merchant registered and approved, ``--deals`` listings pinned in one
+session, a flash deal on each) is run, unmeasured.
 
 Measured, in one run, alternating so that both sides see the same nodes, state size
 and machine load:
@@ -26,8 +26,8 @@ final (block counts followed on node0), so fill and drain count on both sides.
 ``order_tps`` counts the order phase's transactions (orders and their tips; the
 orders alone are half of it). Then ``--latency-orders`` more buyers order (and tip)
 at half the measured order rate (or ``--latency-tps``, to compare two builds at one
-load), and submit-to-final p50/p99 is measured per transaction. The end checks through the commerce reads that the deals sold every
-order.
+load), and submit-to-final p50/p99 is measured per transaction. The end checks
+through the commerce reads that the deals sold every order.
 
 Also printed: peak RSS per validator (``VmHWM``) and node0's data directory growth
 per million finalized transactions over the measured phases. Last line:
@@ -272,9 +272,9 @@ async def run(args: argparse.Namespace) -> FlashResult:
     print(f"{'transfers':<16} {len(transfers):>8} {transfer_s:>8.2f} {transfer_tps:>8.0f}")
     print(f"{'orders + tips':<16} {len(orders):>8} {order_s:>8.2f} {order_tps:>8.0f}")
     print(f"finalized orders alone: {n / order_s:,.0f} orders/s; deals sold {sold}")
+    how = "as asked" if args.latency_tps else "half the order rate"
     print(
-        f"latency at {rate:,.0f} tx/s ({'as asked' if args.latency_tps else 'half the order rate'}): "
-        f"{len(latencies):,} of "
+        f"latency at {rate:,.0f} tx/s ({how}): {len(latencies):,} of "
         f"{len(late):,} txs, p50 {p50:.0f} ms, p99 {p99:.0f} ms"
     )
     print("peak RSS per validator: " + ", ".join(f"{r:,.0f} MB" for r in rss_mb))

@@ -26,6 +26,20 @@ def test_no_setting_makes_a_node_misbehave(tmp_path, key):
         load_config(tmp_path)
 
 
+def _assert_refused(path, section, name, bad, why):
+    """The config at ``path`` with ``section.name`` set to ``bad`` is refused for
+    ``why``; the file is left as it was."""
+    good = path.read_text()
+    doc = json.loads(good)
+    doc[section][name] = bad
+    path.write_text(json.dumps(doc))
+    try:
+        with pytest.raises(ConfigError, match=why):
+            load_config(path.parent)
+    finally:
+        path.write_text(good)
+
+
 def test_every_mempool_setting_is_loaded_and_checked(tmp_path):
     # One settings type: what config.json holds is what the mempool runs with.
     path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
@@ -42,13 +56,7 @@ def test_every_mempool_setting_is_loaded_and_checked(tmp_path):
         ("replace_fee_bump_pct", -1, "non-negative"),
         ("verify_processes", 1, "true or false"),
     ]:
-        doc = json.loads(path.read_text())
-        doc["mempool"][name] = bad
-        path.write_text(json.dumps(doc))
-        with pytest.raises(ConfigError, match=why):
-            load_config(tmp_path)
-        doc["mempool"][name] = 1 if name != "verify_processes" else True
-        path.write_text(json.dumps(doc))
+        _assert_refused(path, "mempool", name, bad, why)
 
 
 def test_test_clock_offset_is_a_signed_integer_and_defaults_to_none(tmp_path):
@@ -100,11 +108,7 @@ def test_storage_caches_are_loaded_and_bounded(tmp_path):
         ("state_cache", "4096", "non-negative integer"),
         ("cache", 4096, "unknown settings"),
     ]:
-        bad_doc = json.loads(path.read_text())
-        bad_doc["storage"][name] = bad
-        path.write_text(json.dumps(bad_doc))
-        with pytest.raises(ConfigError, match=why):
-            load_config(tmp_path)
+        _assert_refused(path, "storage", name, bad, why)
     doc["storage"] = []
     path.write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="storage must be an object"):
