@@ -114,6 +114,7 @@ class Database:
         sync: bool = True,
         block_cache_bytes: int = 64 * 1024 * 1024,
         write_buffer_bytes: int = 32 * 1024 * 1024,
+        compression: str | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self._sync = sync
@@ -131,6 +132,13 @@ class Database:
                 # Most state reads are point lookups, many for keys that do not exist
                 # yet (new accounts): a bloom filter skips the table reads.
                 bloom_filter_bits=10,
+                # None, not LevelDB's snappy: most of what a node writes is hashes
+                # (tree nodes, tx index, signatures), which do not compress, yet every
+                # table write tried, and at a big state on random keys the compactions
+                # took as much CPU as the blocks (docs/node.md, LevelDB compactions;
+                # ``benches.compaction`` opens a "snappy" store as its baseline).
+                # Tables written compressed before stay readable: each block says.
+                compression=compression,
             )
         except plyvel.IOError as exc:
             reason = _reason(exc)

@@ -59,6 +59,22 @@ def test_batch_is_written_only_on_write(tmp_path):
         db.get(b"sa")
 
 
+def test_tables_are_written_uncompressed(tmp_path):
+    # What a node writes is mostly hashes; compressing them cost more CPU in
+    # compactions than the blocks took (storage/db.py). Values that snappy would
+    # shrink to a few percent take their full size in the tables.
+    value = bytes(1000)
+    with Database(tmp_path / "db") as db:
+        batch = db.new_batch()
+        for i in range(2000):
+            batch.put(b"s" + encode_height(i), value)
+        db.write(batch)
+        db.compact()
+        assert db.get(b"s" + encode_height(1999)) == value
+    tables = sum(p.stat().st_size for p in (tmp_path / "db").glob("*.ldb"))
+    assert tables >= 2000 * len(value)
+
+
 def test_missing_database_without_create(tmp_path):
     with pytest.raises(StorageError, match="no database at"):
         Database(tmp_path / "nothing", create_if_missing=False)
