@@ -44,6 +44,53 @@ def verify_ceiling(samples: int = 20_000, threads: int = 2) -> float:
     return step * threads / elapsed
 
 
+# A node's CPU by part (``Devnet.cpu_seconds``): its event loop (p2p, HTTP, admission),
+# its consensus thread (blocks), its other threads (LevelDB's compactions) and its
+# signature workers.
+CPU_PARTS = ("event_loop", "consensus", "other", "workers")
+
+
+def children_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) of the live child processes of ``pid``, from
+    ``/proc``; None where there is no ``/proc``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def cpu_table(phases: list[tuple[str, int, list[dict[str, float]], list[dict[str, float]]]]) -> str:
+    """Per phase (name, transactions, ``cpu_seconds`` before, after): each node's CPU
+    seconds by part, and the mean over the nodes in microseconds per transaction."""
+    lines = [f"CPU per validator, seconds ({' / '.join(CPU_PARTS)}); mean us per tx:"]
+    for name, txs, before, after in phases:
+        cells = []
+        means = dict.fromkeys(CPU_PARTS, 0.0)
+        for b, a in zip(before, after, strict=True):
+            # Clamped: two reads of one counter a few ms apart may differ by a tick.
+            spent = {p: max(0.0, a[p] - b[p]) for p in CPU_PARTS if p in a and p in b}
+            cells.append("/".join(f"{spent[p]:.1f}" if p in spent else "-" for p in CPU_PARTS))
+            for p, v in spent.items():
+                means[p] += v / len(after) / max(1, txs) * 1e6
+        mean = " / ".join(f"{means[p]:.0f}" for p in CPU_PARTS)
+        lines.append(f"  {name:<16} {'  '.join(cells)}   ({mean} us/tx)")
+    return "\n".join(lines)
+
+
 def fund_accounts(root: Path, keys: list[PrivateKey], balance: int) -> None:
     """Add funded accounts to a freshly created devnet's genesis (before its first start)."""
     genesis = load_genesis(root / "genesis.json")
@@ -130,6 +177,28 @@ class Devnet:
                     raise RuntimeError(f"{node['url']}: state tree not loaded in {timeout:.0f} s")
                 time.sleep(0.5)
         return time.monotonic() - started
+
+    def cpu_seconds(self) -> list[dict[str, float]]:
+        """Each node's CPU seconds so far by part (``CPU_PARTS``): its threads from
+        ``liveledger_thread_cpu_seconds_total`` in its metrics, its signature workers
+        (its child processes) from ``/proc``. Differences of two calls show where a
+        phase's CPU went (Linux; a part that cannot be read is missing)."""
+        figure = re.compile(
+            r'^liveledger_thread_cpu_seconds_total\{thread="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE
+        )
+        out = []
+        for node in self.nodes:
+            parts: dict[str, float] = {}
+            try:
+                with urllib.request.urlopen(node["url"] + "/metrics", timeout=30) as resp:
+                    parts.update((k, float(v)) for k, v in figure.findall(resp.read().decode()))
+            except OSError:
+                pass
+            workers = children_cpu_seconds(node["pid"])
+            if workers is not None:
+                parts["workers"] = workers
+            out.append(parts)
+        return out
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

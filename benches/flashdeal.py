@@ -29,8 +29,11 @@ at half the measured order rate (or ``--latency-tps``, to compare two builds at 
 load), and submit-to-final p50/p99 is measured per transaction. The end checks
 through the commerce reads that the deals sold every order.
 
-Also printed: peak RSS per validator (``VmHWM``) and node0's data directory growth
-per million finalized transactions over the measured phases. Last line:
+Also printed: each validator's CPU seconds in each measured phase by part (its event
+loop, its consensus thread, its other threads, LevelDB's compactions foremost, and
+its signature workers: ``Devnet.cpu_seconds``), peak RSS per validator (``VmHWM``)
+and node0's data directory growth per million finalized transactions over the
+measured phases. Last line:
 
     RESULT order_tps=<n> transfer_tps=<n> ratio=<orders/transfers> p50_ms=<n> p99_ms=<n> rss_mb=<n>
 
@@ -54,6 +57,7 @@ from apps.commerce import payloads as tx
 from apps.commerce.sealing import encryption_keypair, seal_address
 from benches.common import (
     Devnet,
+    cpu_table,
     dir_bytes,
     fund_accounts,
     p50_p99,
@@ -238,10 +242,14 @@ async def run(args: argparse.Namespace) -> FlashResult:
             data_before = dir_bytes(root / "node0" / "data")
             count_before = follower.count
 
+            cpu = [net.cpu_seconds()]
             transfer_s = await phase(urls, follower, transfers, args)
+            cpu.append(net.cpu_seconds())
             print(f"transfers: {len(transfers):,} final in {transfer_s:.2f} s", flush=True)
             await wait_height(urls[0], follower.height + 1)
+            cpu.append(net.cpu_seconds())
             order_s = await phase(urls, follower, orders, args)
+            cpu.append(net.cpu_seconds())
             print(f"orders + tips: {len(orders):,} final in {order_s:.2f} s", flush=True)
             transfer_tps, order_tps = len(transfers) / transfer_s, len(orders) / order_s
 
@@ -272,6 +280,14 @@ async def run(args: argparse.Namespace) -> FlashResult:
     print(f"{'transfers':<16} {len(transfers):>8} {transfer_s:>8.2f} {transfer_tps:>8.0f}")
     print(f"{'orders + tips':<16} {len(orders):>8} {order_s:>8.2f} {order_tps:>8.0f}")
     print(f"finalized orders alone: {n / order_s:,.0f} orders/s; deals sold {sold}")
+    print(
+        cpu_table(
+            [
+                ("transfers", len(transfers), cpu[0], cpu[1]),
+                ("orders + tips", len(orders), cpu[2], cpu[3]),
+            ]
+        )
+    )
     how = "as asked" if args.latency_tps else "half the order rate"
     print(
         f"latency at {rate:,.0f} tx/s ({how}): {len(latencies):,} of "

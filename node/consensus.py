@@ -438,6 +438,7 @@ class ConsensusService:
         loop = uvloop.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
+        self._metrics.thread_cpu.track("consensus", threading.get_native_id())
         engine = ConsensusEngine(
             chain_id=self.chain.chain_id,
             app=self.seams.application(self.app),

@@ -2,7 +2,67 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+# Clock ticks per second of /proc's CPU times.
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def thread_cpu_seconds(native_id: int) -> float | None:
+    """CPU time (user + system) of this process's thread ``native_id``, from
+    ``/proc/self/task``; None where there is no such file (not Linux, thread gone)."""
+    try:
+        with open(f"/proc/self/task/{native_id}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces), from field 3 on.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class ThreadCpu(Collector):
+    """``liveledger_thread_cpu_seconds_total{thread}``: CPU time of the node's own threads
+    by role, and of the rest of its process.
+
+    Which part of a loaded node is busy: its event loop (p2p, HTTP, admission), its
+    consensus thread (blocks: execution, the state tree, commits) or the rest, which
+    is mostly LevelDB's compactions (docs/node.md, LevelDB compactions). The signature
+    workers are processes of their own and not counted. Read from ``/proc`` at each
+    scrape, so nothing is spent between scrapes; absent where ``/proc`` is.
+    """
+
+    def __init__(self) -> None:
+        self._threads: dict[str, int] = {}
+
+    def track(self, role: str, native_id: int) -> None:
+        """Count thread ``native_id`` (``threading.get_native_id()``) as ``role``."""
+        self._threads[role] = native_id
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "liveledger_thread_cpu_seconds",
+            "CPU seconds of the node's event loop and consensus threads, and of the "
+            "process's other threads (LevelDB's compactions among them)",
+            labels=["thread"],
+        )
+        known = 0.0
+        found = False
+        for role, native_id in self._threads.items():
+            cpu = thread_cpu_seconds(native_id)
+            if cpu is not None:
+                family.add_metric([role], cpu)
+                known += cpu
+                found = True
+        if found:
+            times = os.times()
+            family.add_metric(["other"], max(0.0, times.user + times.system - known))
+            yield family
 
 
 class NodeMetrics:
@@ -81,3 +141,5 @@ class NodeMetrics:
             buckets=(0.01, 0.05, 0.1, 0.3, 1, 3),
             registry=r,
         )
+        self.thread_cpu = ThreadCpu()
+        r.register(self.thread_cpu)

@@ -224,6 +224,7 @@ class Node:
         that joins by state sync syncs first (the HTTP API serves once it is done)."""
         self._loop = asyncio.get_running_loop()
         self._loop_watch = self._loop.create_task(self._watch_loop())
+        self.metrics.thread_cpu.track("event_loop", threading.get_native_id())
         cfg = self.config
         self.p2p = P2PNode(
             self.key,

@@ -5,11 +5,16 @@ and orders spread over every node, all final, every order sold once."""
 from __future__ import annotations
 
 import asyncio
+import re
+
+import pytest
 
 from benches.flashdeal import parse_args, run
 
 
-def test_a_tiny_flash_deal_storm_sells_every_order_and_finalizes_every_transaction():
+def test_a_tiny_flash_deal_storm_sells_every_order_and_finalizes_every_transaction(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     args = parse_args(
         ["--buyers", "120", "--state-accounts", "2000", "--deals", "3", "--latency-orders", "60"]
     )
@@ -20,3 +25,9 @@ def test_a_tiny_flash_deal_storm_sells_every_order_and_finalizes_every_transacti
     assert len(result.latencies_ms) == result.latency_txs == 60
     assert result.order_tps > 0 and result.transfer_tps > 0
     assert len(result.rss_mb) == 4 and all(r > 0 for r in result.rss_mb)
+    # Each phase's CPU, read for every part of every validator (threads, workers).
+    out = capsys.readouterr().out
+    for name in ("transfers", "orders + tips"):
+        row = re.search(rf"^  {re.escape(name)} +(\S+)  (\S+)  (\S+)  (\S+)   \(", out, re.M)
+        assert row is not None, out
+        assert all(re.fullmatch(r"(\d+\.\d/){3}\d+\.\d", cell) for cell in row.groups()), row[0]

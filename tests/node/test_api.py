@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 
 import msgpack
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -227,6 +229,25 @@ async def test_the_state_trees_load_after_a_start_shows_in_the_metrics(node_clie
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the state tree was never reported loaded")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_the_metrics_split_the_nodes_cpu_by_thread(node_client):
+    """Which part of a loaded node is busy (docs/node.md, LevelDB compactions): its
+    event loop, its consensus thread, or the rest of the process."""
+    client, _, _ = node_client
+    for _ in range(200):
+        metrics = await (await client.get("/metrics")).text()
+        found = re.findall(
+            r'^liveledger_thread_cpu_seconds_total\{thread="(\w+)"\} [0-9.e+-]+$',
+            metrics,
+            re.MULTILINE,
+        )
+        if "consensus" in found:
+            assert sorted(found) == ["consensus", "event_loop", "other"]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no CPU figure for the consensus thread")
 
 
 async def test_one_middleware_renders_every_refusal_and_hides_bugs(caplog):

@@ -1,0 +1,64 @@
+"""``liveledger_thread_cpu_seconds_total``: CPU time by thread role, read from /proc."""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+
+import pytest
+from prometheus_client import generate_latest
+
+from node.metrics import NodeMetrics
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _cpu(text: str, thread: str) -> float:
+    found = re.search(
+        rf'^liveledger_thread_cpu_seconds_total{{thread="{thread}"}} ([0-9.e+-]+)$',
+        text,
+        re.MULTILINE,
+    )
+    assert found is not None, text
+    return float(found[1])
+
+
+def test_a_tracked_threads_cpu_is_its_own_and_the_rest_is_other():
+    metrics = NodeMetrics()
+    # Nothing tracked yet: no family at all rather than a process total as "other".
+    assert "liveledger_thread_cpu_seconds" not in generate_latest(metrics.registry).decode()
+    started = threading.Event()
+    stop = threading.Event()
+
+    def spin() -> None:
+        metrics.thread_cpu.track("consensus", threading.get_native_id())
+        started.set()
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+        stop.wait()
+
+    metrics.thread_cpu.track("event_loop", threading.get_native_id())
+    before = generate_latest(metrics.registry).decode()
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        started.wait()
+        while True:
+            text = generate_latest(metrics.registry).decode()
+            if _cpu(text, "consensus") >= 0.25:
+                break
+            time.sleep(0.02)
+        # This thread mostly slept: the spinning is counted once, as the consensus
+        # thread's, not as this one's or the process's other threads'.
+        assert _cpu(text, "event_loop") - _cpu(before, "event_loop") < 0.2
+        assert _cpu(text, "other") - _cpu(before, "other") < 0.2
+    finally:
+        stop.set()
+        worker.join()
+    # The thread is gone: its label goes, and its CPU counts as the process's other.
+    text = generate_latest(metrics.registry).decode()
+    assert 'thread="consensus"' not in text
+    assert _cpu(text, "other") >= 0.25
