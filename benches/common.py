@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from core import PrivateKey, SignDomain, verify
 from genesis import Genesis, GenesisAccount, genesis_state, load_genesis, save_genesis
+from node.metrics import proc_stat
 from storage import ChainStore, Database
 from vm import Account, account_key
 
@@ -53,24 +54,23 @@ CPU_PARTS = ("event_loop", "consensus", "other", "workers")
 def children_cpu_seconds(pid: int) -> float | None:
     """CPU seconds (user + system) of the live child processes of ``pid``, from
     ``/proc``; None where there is no ``/proc``."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
     try:
         entries = os.listdir("/proc")
     except OSError:
         return None
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    stats = (proc_stat(f"/proc/{entry}/stat") for entry in entries if entry.isdigit())
+    # A process gone meanwhile has no stat: skipped.
+    return sum(cpu for parent, cpu in filter(None, stats) if parent == pid)
+
+
+def _metrics_text(url: str, timeout: float) -> str | None:
+    """The node's ``GET /metrics`` page, or None if it did not answer in ``timeout``."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=timeout) as resp:
+            text: str = resp.read().decode()
+            return text
+    except OSError:
+        return None
 
 
 def cpu_table(phases: list[tuple[str, int, list[dict[str, float]], list[dict[str, float]]]]) -> str:
@@ -167,12 +167,10 @@ class Devnet:
             while True:
                 if self.process is not None and self.process.poll() is not None:
                     raise RuntimeError(f"devnet exited with {self.process.returncode}")
-                try:
-                    with urllib.request.urlopen(node["url"] + "/metrics", timeout=10) as resp:
-                        if loaded.search(resp.read().decode()):
-                            break
-                except OSError:
-                    pass  # a node too busy to answer yet: asked again below
+                metrics = _metrics_text(node["url"], 10)
+                # None: a node too busy to answer yet, asked again below.
+                if metrics is not None and loaded.search(metrics):
+                    break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{node['url']}: state tree not loaded in {timeout:.0f} s")
                 time.sleep(0.5)
@@ -188,12 +186,8 @@ class Devnet:
         )
         out = []
         for node in self.nodes:
-            parts: dict[str, float] = {}
-            try:
-                with urllib.request.urlopen(node["url"] + "/metrics", timeout=30) as resp:
-                    parts.update((k, float(v)) for k, v in figure.findall(resp.read().decode()))
-            except OSError:
-                pass
+            metrics = _metrics_text(node["url"], 30) or ""
+            parts = {k: float(v) for k, v in figure.findall(metrics)}
             workers = children_cpu_seconds(node["pid"])
             if workers is not None:
                 parts["workers"] = workers

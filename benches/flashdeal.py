@@ -242,14 +242,16 @@ async def run(args: argparse.Namespace) -> FlashResult:
             data_before = dir_bytes(root / "node0" / "data")
             count_before = follower.count
 
-            cpu = [net.cpu_seconds()]
+            # Scraped in a thread: a busy node may take seconds to answer, and the
+            # follower runs on this loop meanwhile.
+            cpu = [await asyncio.to_thread(net.cpu_seconds)]
             transfer_s = await phase(urls, follower, transfers, args)
-            cpu.append(net.cpu_seconds())
+            cpu.append(await asyncio.to_thread(net.cpu_seconds))
             print(f"transfers: {len(transfers):,} final in {transfer_s:.2f} s", flush=True)
             await wait_height(urls[0], follower.height + 1)
-            cpu.append(net.cpu_seconds())
+            cpu.append(await asyncio.to_thread(net.cpu_seconds))
             order_s = await phase(urls, follower, orders, args)
-            cpu.append(net.cpu_seconds())
+            cpu.append(await asyncio.to_thread(net.cpu_seconds))
             print(f"orders + tips: {len(orders):,} final in {order_s:.2f} s", flush=True)
             transfer_tps, order_tps = len(transfers) / transfer_s, len(orders) / order_s
 

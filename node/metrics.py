@@ -13,17 +13,17 @@ from prometheus_client.registry import Collector
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def thread_cpu_seconds(native_id: int) -> float | None:
-    """CPU time (user + system) of this process's thread ``native_id``, from
-    ``/proc/self/task``; None where there is no such file (not Linux, thread gone)."""
+def proc_stat(path: str) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds user + system) from a ``/proc`` ``stat`` file (a
+    process's or a thread's); None where there is no such file (not Linux, gone)."""
     try:
-        with open(f"/proc/self/task/{native_id}/stat", "rb") as f:
+        with open(path, "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # Fields after the command name (which may hold spaces), from field 3 on.
     fields = stat[stat.rfind(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 class ThreadCpu(Collector):
@@ -34,7 +34,7 @@ class ThreadCpu(Collector):
     consensus thread (blocks: execution, the state tree, commits) or the rest, which
     is mostly LevelDB's compactions (docs/node.md, LevelDB compactions). The signature
     workers are processes of their own and not counted. Read from ``/proc`` at each
-    scrape, so nothing is spent between scrapes; absent where ``/proc`` is.
+    scrape, so nothing is spent between scrapes; absent where there is no ``/proc``.
     """
 
     def __init__(self) -> None:
@@ -52,14 +52,12 @@ class ThreadCpu(Collector):
             labels=["thread"],
         )
         known = 0.0
-        found = False
         for role, native_id in self._threads.items():
-            cpu = thread_cpu_seconds(native_id)
-            if cpu is not None:
-                family.add_metric([role], cpu)
-                known += cpu
-                found = True
-        if found:
+            stat = proc_stat(f"/proc/self/task/{native_id}/stat")
+            if stat is not None:
+                family.add_metric([role], stat[1])
+                known += stat[1]
+        if family.samples:
             times = os.times()
             # Rounded to the clock tick both sides count in (0.01 s), not to float noise.
             other = round(times.user + times.system - known, 2)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Final
+from typing import Final, Literal
 
 import plyvel
 
@@ -114,7 +114,7 @@ class Database:
         sync: bool = True,
         block_cache_bytes: int = 64 * 1024 * 1024,
         write_buffer_bytes: int = 32 * 1024 * 1024,
-        compression: str | None = None,
+        compression: Literal["snappy"] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self._sync = sync
