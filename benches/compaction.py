@@ -1,25 +1,27 @@
-"""LevelDB's background CPU for a big state's writes: the node's tables against snappy ones.
+"""LevelDB's background CPU for a big state's writes: tree nodes keyed by version, by hash, snappy.
 
     .venv/bin/python -m benches.compaction [--base 2500000] [--mb 200] [--per-block 50000]
 
-What a validator at 1M accounts writes most is state tree nodes: a 33-byte key
-(prefix and node hash, so random) and a 70-byte value of two child hashes, which
-do not compress. Each side, in a child process of its own: a store of ``--base``
+What a validator at 1M accounts writes most is state tree nodes: a 41-byte key
+(prefix, the version that made the node, its hash) and an 86-byte value of two
+child references, which do not compress. Each side, in a child process of its own:
+a store of ``--base``
 such entries is written and compacted (a big state, as ``prebuild_state`` leaves
 it), then ``--mb`` MB more go in write batches of ``--per-block`` entries (a
 block's new nodes each). LevelDB flushes and compacts on its own thread; the
 figure is the process's CPU beyond the writing thread's from the first batch
 until the compactions have settled (no CPU used for a second).
 
-- ``node``: ``storage.Database`` as the node opens it (tables without compression);
-- ``snappy``: the same with snappy, LevelDB's default (the node's before session 27);
-- ``height``: as ``node``, but each key carries its batch's number (8 bytes, big-endian)
-  before the hash, as a layout that stores nodes by the version that made them
-  (Jellyfish's) would: what such a layout would save, not what the node does.
+- ``node``: ``storage.Database`` as the node opens it (tables without compression),
+  each key leading with its batch's number (8 bytes, big-endian) as a node's version
+  does (tree layout 3);
+- ``hash``: as ``node``, but keyed by the hash alone (layout 2, the node's before
+  session 28): each batch spans the whole key space;
+- ``snappy``: as ``hash``, with snappy, LevelDB's default (the node's before session 27).
 
 Last line:
 
-    RESULT node_cpu_s=<n> snappy_cpu_s=<n> ratio=<node/snappy> height_cpu_s=<n>
+    RESULT node_cpu_s=<n> hash_cpu_s=<n> snappy_cpu_s=<n> ratio=<node/hash>
 """
 
 from __future__ import annotations
@@ -37,15 +39,17 @@ from pathlib import Path
 from benches.common import dir_bytes
 from storage.db import TREE_NODE, Database
 
-SIDES = ("node", "snappy", "height")
+SIDES = ("node", "hash", "snappy")
 
 
 def _entry(i: int, version: int | None = None) -> tuple[bytes, bytes]:
-    """A tree node's key and value; with ``version``, the key leads with it."""
+    """A tree node's key and value (children's references); with ``version``, the key
+    leads with it."""
     node_hash = hashlib.blake2b(i.to_bytes(8, "big"), digest_size=32).digest()
     children = hashlib.blake2b(node_hash, digest_size=64).digest()
     key = TREE_NODE + (b"" if version is None else version.to_bytes(8, "big")) + node_hash
-    return key, b"\x93\x00\xc4\x20" + children[:32] + b"\xc4\x20" + children[32:]
+    at = (version or 0).to_bytes(8, "big")
+    return key, b"\x93\x00\xc4\x28" + at + children[:32] + b"\xc4\x28" + at + children[32:]
 
 
 def _process_cpu_s() -> float:
@@ -57,7 +61,7 @@ def run_side(side: str, path: Path, base: int, mb: int, per_block: int) -> dict[
     """One side in this process: the figures ``main`` prints."""
     db = Database(path, compression="snappy" if side == "snappy" else None)
     try:
-        by_height = side == "height"
+        by_height = side == "node"
         batch = db.new_batch(sync=False)
         for i in range(base):
             batch.put(*_entry(i, 0 if by_height else None))
@@ -126,10 +130,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(f"{args.base:,} entries, then {args.mb} MB in batches of {args.per_block:,}")
     print("command: " + " ".join([".venv/bin/python -m benches.compaction", *sys.argv[1:]]))
-    node, snappy, height = (results[side]["background_s"] for side in SIDES)
+    node, by_hash, snappy = (results[side]["background_s"] for side in SIDES)
     print(
-        f"RESULT node_cpu_s={node:.2f} snappy_cpu_s={snappy:.2f} "
-        f"ratio={node / max(snappy, 1e-9):.2f} height_cpu_s={height:.2f}"
+        f"RESULT node_cpu_s={node:.2f} hash_cpu_s={by_hash:.2f} snappy_cpu_s={snappy:.2f} "
+        f"ratio={node / max(by_hash, 1e-9):.2f}"
     )
 
 

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = [run_blocks(n, args.blocks) for n in sizes]
         blocks_rss = _rss()
 
-        root = store.head_root
+        root = store.head_ref
         probe = rng.sample(live, min(args.samples, len(live)))
         tree = store.tree
         t0 = time.perf_counter()

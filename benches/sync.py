@@ -10,7 +10,7 @@ updates, inserts and deletes over a growing key set, as the storage tests use), 
   synced commit per block). This is a lower bound of a real replay, which also
   verifies signatures and executes transactions;
 - **state sync**: a fresh store fetches the head's state as verified subtree chunks
-  (``serve_chunk`` -> ``verify_chunk`` -> ``store_chunk``, as the node does over p2p,
+  (``snapshot_chunk`` -> ``verify_chunk`` -> ``store_chunk``, as the node does over p2p,
   without the network) and installs it (``finish_sync``, which walks the tree again);
 - **disk**: the source directory's size as an archive, then after pruning to the
   default window (1,000 state versions, the last 100,000 blocks) and compaction.
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from core.hashing import Domain, hash_bytes
-from storage import ChainStore, SyncTarget, serve_chunk, verify_chunk
+from storage import ChainStore, SyncTarget, sync_root, verify_chunk
 from tests.storage.storage_chain_fixtures import make_block
 
 GENESIS_HASH = hash_bytes(Domain.GENESIS, b"bench sync")
@@ -99,10 +99,10 @@ def state_sync(source: ChainStore, path: Path, chunk_bytes: int) -> tuple[float,
     chunks = sent = 0
     with ChainStore(path) as dest:
         dest.begin_sync(target)
-        wanted = [target.state_root]
+        wanted = [sync_root(target)]
         while wanted:
             subtree = wanted.pop()
-            nodes = serve_chunk(source.get_node_bytes, subtree, chunk_bytes)
+            nodes = source.snapshot_chunk(height, subtree, chunk_bytes)
             chunk = verify_chunk(subtree, nodes)
             dest.store_chunk(chunk.nodes, chunk.leaves)
             wanted.extend(reversed(chunk.missing))

@@ -115,7 +115,7 @@ class PruningConfig:
 
 
 # Bounds of the storage caches: below, a state tree cache would hold only a few
-# levels by position (docs/node.md, Storage); above, its slots alone would map 1.7 GB.
+# levels by position (docs/node.md, Storage); above, its slots alone would map 2.1 GB.
 MIN_CACHE_ENTRIES = 1024
 MAX_CACHE_ENTRIES = 1 << 24
 
@@ -125,7 +125,7 @@ class StorageConfig:
     """Memory the store may hold for speed, sized to the machine and the state
     (docs/node.md, Storage). Neither setting changes what the node computes."""
 
-    # State tree nodes: the upper floor(log2(tree_cache)) levels by position (102 bytes
+    # State tree nodes: the upper floor(log2(tree_cache)) levels by position (126 bytes
     # per place, taken a 4 kB page at a time as nodes fill them: levels deeper than the
     # state cost a page per node), an eighth of it of recent nodes besides.
     tree_cache: int = DEFAULT_TREE_CACHE_SIZE

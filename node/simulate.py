@@ -177,7 +177,7 @@ async def simulate_tx(request: web.Request) -> web.Response:
             before = mempool.pending_for(vtx.sender_address)
             height = chain.store.height
             # The root stored for that height: one consistent (height, root) pair.
-            root = chain.store.state_root(height)
+            root = chain.store.state_ref(height)
             receipt = await loop.run_in_executor(
                 None, _execute, node, _TreeView(chain.store.tree, root), height, before, vtx
             )

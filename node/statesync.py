@@ -48,7 +48,14 @@ from p2p import (
     SnapshotRequest,
 )
 from p2p.messages import MAX_COMMIT_BYTES, MAX_EPOCHS_PER_RESPONSE
-from storage import BadChunk, ChainStore, StateProof, SyncTarget, serve_chunk, verify_chunk
+from storage import (
+    BadChunk,
+    ChainStore,
+    StateProof,
+    SyncTarget,
+    sync_root,
+    verify_chunk,
+)
 from storage import verify_proof as verify_state_proof
 from storage.snapshot import DEFAULT_CHUNK_BYTES
 
@@ -267,7 +274,7 @@ class SnapshotServer:
     def _chunk(self, store: ChainStore, req: ChunkRequest) -> ChunkResponse:
         if not self._servable(store, req.height):
             return ChunkResponse(req.height, req.subtree, ())
-        nodes = serve_chunk(store.get_node_bytes, req.subtree, self._chunk_bytes)
+        nodes = store.snapshot_chunk(req.height, req.subtree, self._chunk_bytes)
         if self._chunk_filter is not None:
             nodes = self._chunk_filter(nodes)
         return ChunkResponse(req.height, req.subtree, tuple(nodes))
@@ -487,7 +494,7 @@ class StateSyncer:
     async def _fetch(self, target: SyncTarget) -> None:
         loop = asyncio.get_running_loop()
         wanted = await loop.run_in_executor(
-            None, self.store.missing_nodes, target.state_root, _RESUME_BATCH
+            None, self.store.missing_nodes, sync_root(target), _RESUME_BATCH
         )
         # Peers that answered this snapshot with nothing (they do not serve it).
         empty: set[bytes] = set()
@@ -542,7 +549,7 @@ class StateSyncer:
                         if not wanted and not pending:
                             # The walk may have been cut at _RESUME_BATCH: look again.
                             wanted = await loop.run_in_executor(
-                                None, self.store.missing_nodes, target.state_root, _RESUME_BATCH
+                                None, self.store.missing_nodes, sync_root(target), _RESUME_BATCH
                             )
             # A peer that went away or stays silent: its request goes elsewhere.
             connected = set(self.peers.peers())

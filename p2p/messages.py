@@ -19,7 +19,11 @@ from core.types import Block, SignedTx
 
 # 2: state roots place keys by group (``storage.state_tree.key_group``, tree layout 2):
 # a node of version 1 computes other roots for every block, so the two never connect.
-PROTOCOL_VERSION = 2
+# 3: state sync names tree nodes by reference, version || hash (tree layout 3), in
+# ``ChunkRequest`` and ``ChunkResponse``; roots are unchanged.
+PROTOCOL_VERSION = 3
+# A state tree node's reference (``storage.state_tree.REF_SIZE``: 8-byte version, hash).
+TREE_REF_SIZE = 40
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.
@@ -148,10 +152,11 @@ class EpochsResponse(Wire):
 
 @dataclass(frozen=True, slots=True)
 class ChunkRequest(Wire):
-    """Ask for the state tree nodes under ``subtree`` in the snapshot at ``height``."""
+    """Ask for the state tree nodes under the reference ``subtree`` in the snapshot at
+    ``height`` (its root by the snapshot's height and root hash)."""
 
     height: int
-    subtree: Annotated[bytes, Len(32)]
+    subtree: Annotated[bytes, Len(TREE_REF_SIZE)]
 
     MAX_ENCODED = 64
 
@@ -162,7 +167,7 @@ class ChunkResponse(Wire):
     none when it does not serve that snapshot. The receiver verifies every node."""
 
     height: int
-    subtree: Annotated[bytes, Len(32)]
+    subtree: Annotated[bytes, Len(TREE_REF_SIZE)]
     nodes: Annotated[
         tuple[Annotated[bytes, MaxLen(MAX_CHUNK_BYTES)], ...], MaxItems(MAX_CHUNK_NODES)
     ]

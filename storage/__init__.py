@@ -1,13 +1,21 @@
 """LevelDB key spaces, atomic block commit, block and tx stores, the state tree and proofs."""
 
 from storage.cache import GenerationalCache
-from storage.chain_store import DEFAULT_STATE_CACHE_SIZE, ChainStore, Pruned, SyncTarget
+from storage.chain_store import (
+    DEFAULT_STATE_CACHE_SIZE,
+    ChainStore,
+    Pruned,
+    SyncTarget,
+    sync_root,
+)
 from storage.db import Database, WriteBatch
 from storage.snapshot import BadChunk, VerifiedChunk, serve_chunk, verify_chunk
 from storage.state_tree import (
     DEFAULT_TREE_CACHE_SIZE,
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
+    REF_SIZE,
+    ZERO_REF,
     InternalNode,
     LeafNode,
     MemoryNodeStore,
@@ -16,6 +24,7 @@ from storage.state_tree import (
     StateProof,
     StateTree,
     TreeUpdate,
+    node_ref,
     state_root_of,
     verify_proof,
 )
@@ -25,6 +34,8 @@ __all__ = [
     "DEFAULT_TREE_CACHE_SIZE",
     "MAX_KEY_SIZE",
     "MAX_VALUE_SIZE",
+    "REF_SIZE",
+    "ZERO_REF",
     "BadChunk",
     "ChainStore",
     "Database",
@@ -41,8 +52,10 @@ __all__ = [
     "TreeUpdate",
     "VerifiedChunk",
     "WriteBatch",
+    "node_ref",
     "serve_chunk",
     "state_root_of",
+    "sync_root",
     "verify_chunk",
     "verify_proof",
 ]

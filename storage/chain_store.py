@@ -16,7 +16,7 @@ store has no head, so nothing half-synced is ever read as state.
 Threads: one writer (the thread that prepares and commits blocks) and any
 number of readers (API, mempool). The latest-state cache is guarded by a lock so
 that a reader can never put back a value that a commit has just replaced; tree
-nodes are immutable per hash, so the tree's cache needs no lock.
+nodes are immutable per reference, so the tree's cache needs no lock.
 """
 
 from __future__ import annotations
@@ -30,18 +30,22 @@ from typing import Annotated, TypeVar
 
 from core.codec import Len, MaxLen, Wire
 from core.errors import DecodeError, Invalid, StorageError
-from core.hashing import HASH_SIZE, ZERO_HASH
+from core.hashing import HASH_SIZE
 from core.types import Block, Commit, tx_hash
 from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height, encode_position
-from storage.snapshot import node_children, walk_missing
+from storage.snapshot import DEFAULT_CHUNK_BYTES, node_children, serve_chunk, walk_missing
 from storage.state_tree import (
     DEFAULT_TREE_CACHE_SIZE,
+    REF_SIZE,
     TREE_LAYOUT,
+    VERSION_SIZE,
+    ZERO_REF,
     StateProof,
     StateTree,
     TreeUpdate,
+    node_ref,
 )
 
 _GENESIS = spaces.META + b"genesis"
@@ -81,6 +85,13 @@ class SyncTarget(Wire):
     MAX_ENCODED = Block.MAX_ENCODED + 64 * 1024 + 128
 
 
+def sync_root(target: SyncTarget) -> bytes:
+    """The reference a state sync asks for its root by and keeps it under: the
+    target's height, whatever version the serving node made it at (a server finds
+    its own root by the hash, ``ChainStore.snapshot_chunk``)."""
+    return node_ref(target.height, target.state_root)
+
+
 class _DbNodes:
     """The tree's ``NodeStore`` over the ``TREE_NODE`` key space."""
 
@@ -89,8 +100,8 @@ class _DbNodes:
     def __init__(self, db: Database) -> None:
         self._get = db.get
 
-    def get_node(self, node_hash: bytes) -> bytes | None:
-        return self._get(spaces.TREE_NODE + node_hash)
+    def get_node(self, ref: bytes) -> bytes | None:
+        return self._get(spaces.TREE_NODE + ref)
 
 
 class ChainStore:
@@ -124,9 +135,9 @@ class ChainStore:
             # only if no commit happened meanwhile.
             self._state_epoch = 0
             self._genesis_hash = self._db.get(_GENESIS)
-            # (height, state root) of the head, swapped as one object so readers
-            # never see the height of one block with the root of another.
-            self._head: tuple[int, bytes] | None = None
+            # (height, state root, its reference) of the head, swapped as one object
+            # so readers never see the height of one block with the root of another.
+            self._head: tuple[int, bytes, bytes] | None = None
             head = self._db.get(_HEAD)
             if (head is None) != (self._genesis_hash is None):
                 raise StorageError(
@@ -142,7 +153,8 @@ class ChainStore:
             self._write_lock = threading.Lock()
             if head is not None:
                 height = decode_height(head)
-                self._head = (height, self.state_root(height))
+                ref = self.state_ref(height)
+                self._head = (height, ref[VERSION_SIZE:], ref)
         except BaseException:
             self._db.close()
             raise
@@ -150,11 +162,15 @@ class ChainStore:
     def _check_layout(self) -> None:
         raw = self._db.get(_LAYOUT)
         if raw != _LAYOUT_VALUE:
-            found = "1 (plain hashed key paths)" if raw is None else raw.hex()
+            found = {
+                None: "1 (plain hashed key paths)",
+                b"\x02": "2 (tree nodes keyed by hash)",
+            }.get(raw, "0x" + (raw or b"").hex())
             raise StorageError(
                 f"database at {self.path} holds a state tree of layout {found}; this node "
-                f"builds layout {TREE_LAYOUT} (grouped key paths, docs/vm.md): start it on an "
-                "empty data directory and let it sync"
+                f"builds layout {TREE_LAYOUT} (grouped key paths, docs/vm.md, and nodes "
+                "keyed by version, docs/node.md): start it on an empty data directory and "
+                "let it sync"
             )
 
     def _meta_height(self, key: bytes) -> int:
@@ -195,23 +211,23 @@ class ChainStore:
             return self.state_root(0)
         if any(value is None for value in state.values()):
             raise StorageError("genesis state values must be bytes, not None")
-        update = self._tree.update(ZERO_HASH, state)
+        update = self._tree.update(ZERO_REF, state, version=0)
         zero = encode_height(0)
         batch = self._db.new_batch()
         for key, value in state.items():
             batch.put(spaces.STATE + key, value)
-        for node_hash, node in update.nodes.items():
-            batch.put(spaces.TREE_NODE + node_hash, node)
-        batch.put(spaces.STATE_ROOT + zero, update.root)
+        for ref, node in update.nodes.items():
+            batch.put(spaces.TREE_NODE + ref, node)
+        batch.put(spaces.STATE_ROOT + zero, update.ref)
         # The genesis hash indexes as height 0, so height 1's parent resolves too.
         batch.put(spaces.BLOCK_HEIGHT + genesis_hash, zero)
         batch.put(_GENESIS, genesis_hash)
         batch.put(_LAYOUT, _LAYOUT_VALUE)
         batch.put(_HEAD, zero)
         self._db.write(batch)
-        self._tree.committed(update.root)
+        self._tree.committed(update.ref)
         self._genesis_hash = genesis_hash
-        self._head = (0, update.root)
+        self._head = (0, update.root, update.ref)
         with self._state_lock:
             self._state_epoch += 1
             self._state_cache.clear()
@@ -226,7 +242,7 @@ class ChainStore:
         """The genesis hash this store was initialized with, None before ``initialize``."""
         return self._genesis_hash
 
-    def _require_head(self) -> tuple[int, bytes]:
+    def _require_head(self) -> tuple[int, bytes, bytes]:
         head = self._head
         if head is None:
             raise StorageError(f"database at {self.path} is not initialized with a genesis")
@@ -241,6 +257,11 @@ class ChainStore:
     def head_root(self) -> bytes:
         """State root after the head block."""
         return self._require_head()[1]
+
+    @property
+    def head_ref(self) -> bytes:
+        """The tree's reference to the head state's root (what ``tree`` reads take)."""
+        return self._require_head()[2]
 
     @property
     def tree(self) -> StateTree:
@@ -268,6 +289,12 @@ class ChainStore:
             yield prefix + rest, value
 
     def state_root(self, height: int) -> bytes:
+        """The state root after block ``height`` (a header's ``state_root``)."""
+        return self.state_ref(height)[VERSION_SIZE:]
+
+    def state_ref(self, height: int) -> bytes:
+        """The tree's reference to the state root after block ``height`` (the version
+        that made the root, then its hash): what ``tree`` reads take."""
         root = self._db.get(spaces.STATE_ROOT + encode_height(height))
         if root is None:
             if height < self._state_base:
@@ -279,6 +306,8 @@ class ChainStore:
                 f"no state root for height {height} in {self.path} "
                 f"(head is {None if self._head is None else self._head[0]})"
             )
+        if len(root) != REF_SIZE:
+            raise StorageError(f"stored state root for height {height} in {self.path} is corrupt")
         return root
 
     def prepare_state(self, changes: Mapping[bytes, bytes | None]) -> TreeUpdate:
@@ -287,7 +316,9 @@ class ChainStore:
         The head values that the state cache holds (the block's execution has just
         read most of them) let the tree skip reading the changed keys' old leaves.
         """
-        return self._tree.update(self.head_root, changes, self._cached_value)
+        height, _, ref = self._require_head()
+        # New nodes are made at the height of the block they are for.
+        return self._tree.update(ref, changes, self._cached_value, version=height + 1)
 
     def _cached_value(self, key: bytes) -> bytes | None:
         """The head value of ``key`` if the state cache holds it: never a read."""
@@ -297,13 +328,13 @@ class ChainStore:
     def warm_tree(self, start: int = 1, budget: int = 1 << 13) -> int:
         """``StateTree.warm`` on the head state: from ``start``, at most ``budget`` slot
         positions; returns where to go on from, 0 when done. The updating thread only."""
-        return self._tree.warm(self.head_root, start, budget)
+        return self._tree.warm(self.head_ref, start, budget)
 
     def prove(
         self, key: bytes, height: int | None = None
     ) -> tuple[bytes | None, StateProof, bytes]:
         """(value or None, proof, state root) of ``key`` after block ``height`` (default head)."""
-        root = self.head_root if height is None else self.state_root(height)
+        root = self.head_ref if height is None else self.state_ref(height)
         try:
             value, proof = self._tree.get_with_proof(root, key)
         except StorageError:
@@ -311,7 +342,7 @@ class ChainStore:
             if height is not None and height < self._state_base:
                 raise Pruned(f"state at height {height} was pruned while being read") from None
             raise
-        return value, proof, root
+        return value, proof, root[VERSION_SIZE:]
 
     # --- blocks ----------------------------------------------------------------------
 
@@ -338,15 +369,15 @@ class ChainStore:
         the caller, so it raises ``StorageError`` and writes nothing.
         """
         header = block.header
-        head_height, head_root = self._require_head()
+        head_height, _, head_ref = self._require_head()
         height = head_height + 1
         block_hash = block.hash
         if header.height != height:
             raise StorageError(f"block height {header.height} does not follow head {head_height}")
-        if tree_update.base is not None and tree_update.base != head_root:
+        if tree_update.base is not None and tree_update.base != head_ref:
             raise StorageError(
                 f"state update was prepared on root {tree_update.base.hex()}, "
-                f"head root is {head_root.hex()}"
+                f"head root is {head_ref.hex()}"
             )
         if header.state_root != tree_update.root:
             raise StorageError(
@@ -380,9 +411,9 @@ class ChainStore:
                 batch.delete(spaces.STATE + key)
             else:
                 batch.put(spaces.STATE + key, value)
-        for node_hash, node in tree_update.nodes.items():
-            batch.put(spaces.TREE_NODE + node_hash, node)
-        batch.put(spaces.STATE_ROOT + at, tree_update.root)
+        for ref, node in tree_update.nodes.items():
+            batch.put(spaces.TREE_NODE + ref, node)
+        batch.put(spaces.STATE_ROOT + at, tree_update.ref)
         if block_events is not None:
             batch.put(spaces.BLOCK_EVENTS + at, block_events)
         batch.put(_HEAD, at)
@@ -390,13 +421,13 @@ class ChainStore:
             if self._written is not None:
                 self._written.update(tree_update.nodes)
         self._db.write(batch)
-        self._tree.committed(tree_update.root)
+        self._tree.committed(tree_update.ref)
         with self._state_lock:
             self._state_epoch += 1
             put = self._state_cache.put
             for key, value in changes.items():
                 put(key, value)
-        self._head = (height, tree_update.root)
+        self._head = (height, tree_update.root, tree_update.ref)
 
     def get_block_events(self, height: int) -> bytes | None:
         """The begin-block events stored with block ``height`` (opaque bytes), if any."""
@@ -526,13 +557,13 @@ class ChainStore:
         (snapshots being served), then delete every tree node no kept version
         reaches. Returns the number of nodes deleted.
 
-        Nodes are shared between versions and addressed by content, so a node a
-        block replaced may come back in a later block: nodes are not deleted by
-        history but by reachability (mark from every kept root, sweep the rest).
+        Nodes are shared between versions (a kept root reaches nodes made at any
+        version before it), so nodes are not deleted by history but by
+        reachability (mark from every kept root, sweep the rest).
         The sweep runs beside commits: it scans a snapshot of the node space taken
         after the roots were read, and skips every node a commit wrote since the
         mark began (a commit builds only on nodes of kept roots or nodes it writes).
-        Memory: one set of the hashes of the live nodes while it runs.
+        Memory: one set of the references of the live nodes while it runs.
         """
         below = min(below, self.height)
         batch = self._db.new_batch(sync=False)
@@ -559,14 +590,14 @@ class ChainStore:
                     # One version's walk is the whole tree: stop() must not wait for it.
                     if len(marked) % _PRUNE_BATCH == 0 and stop is not None and stop.is_set():
                         return 0
-                    node_hash = stack.pop()
-                    if node_hash == ZERO_HASH or node_hash in marked:
+                    ref = stack.pop()
+                    if ref == ZERO_REF or ref in marked:
                         continue
-                    marked.add(node_hash)
-                    encoding = get(spaces.TREE_NODE + node_hash)
+                    marked.add(ref)
+                    encoding = get(spaces.TREE_NODE + ref)
                     if encoding is None:
                         raise StorageError(
-                            f"state tree node {node_hash.hex()} of a kept version is missing"
+                            f"state tree node {ref.hex()} of a kept version is missing"
                         )
                     # Stored nodes were checked when written: only the links are needed.
                     children = node_children(encoding)
@@ -574,9 +605,9 @@ class ChainStore:
                         stack.extend(children)
             deleted = 0
             doomed: list[bytes] = []
-            for node_hash in self._db.iterate_keys(spaces.TREE_NODE, snapshot=True):
-                if node_hash not in marked:
-                    doomed.append(node_hash)
+            for ref in self._db.iterate_keys(spaces.TREE_NODE, snapshot=True):
+                if ref not in marked:
+                    doomed.append(ref)
                     if len(doomed) >= _PRUNE_BATCH:
                         deleted += self._delete_nodes(doomed)
                         doomed = []
@@ -593,17 +624,33 @@ class ChainStore:
         with self._write_lock:
             written = self._written or set()
             batch = self._db.new_batch(sync=False)
-            for node_hash in doomed:
-                if node_hash not in written:
-                    batch.delete(spaces.TREE_NODE + node_hash)
+            for ref in doomed:
+                if ref not in written:
+                    batch.delete(spaces.TREE_NODE + ref)
             self._db.write(batch)
             return len(batch)
 
     # --- state sync ------------------------------------------------------------------
 
-    def get_node_bytes(self, node_hash: bytes) -> bytes | None:
-        """A stored tree node's encoding, as stored (serving snapshot chunks)."""
-        return self._db.get(spaces.TREE_NODE + node_hash)
+    def get_node_bytes(self, ref: bytes) -> bytes | None:
+        """A stored tree node's encoding by its reference, as stored (serving snapshot
+        chunks)."""
+        return self._db.get(spaces.TREE_NODE + ref)
+
+    def snapshot_chunk(
+        self, height: int, subtree: bytes, max_bytes: int = DEFAULT_CHUNK_BYTES
+    ) -> list[bytes]:
+        """The chunk of the snapshot at ``height`` under the reference ``subtree``
+        (``storage.snapshot.serve_chunk``); ``Pruned`` or ``StorageError`` when this
+        store has no state at ``height``.
+
+        The asker names the root by the snapshot's height (``sync_root``): this store
+        keeps it under the version that made it, which may be older.
+        """
+        root = self.state_ref(height)
+        if subtree[VERSION_SIZE:] == root[VERSION_SIZE:]:
+            subtree = root
+        return serve_chunk(self.get_node_bytes, subtree, max_bytes)
 
     def sync_target(self) -> SyncTarget | None:
         """The target of the state sync in progress, if any."""
@@ -638,7 +685,8 @@ class ChainStore:
         return False
 
     def missing_nodes(self, root: bytes, limit: int) -> list[bytes]:
-        """Subtrees under ``root`` not stored yet, reached through stored nodes."""
+        """References of the subtrees under the root reference ``root`` not stored yet,
+        reached through stored nodes."""
         return list(walk_missing(self.get_node_bytes, root, limit))
 
     def store_chunk(
@@ -652,8 +700,8 @@ class ChainStore:
         if self.initialized or self._db.get(_SYNC) is None:
             raise StorageError(f"no state sync in progress in {self.path}")
         batch = self._db.new_batch(sync=False)
-        for node_hash, node in nodes.items():
-            batch.put(spaces.TREE_NODE + node_hash, node)
+        for ref, node in nodes.items():
+            batch.put(spaces.TREE_NODE + ref, node)
         for key, value in leaves:
             batch.put(spaces.STATE + key, value)
         self._db.write(batch)
@@ -672,7 +720,9 @@ class ChainStore:
         block = self._decode(Block, target.block, "synced block")
         if block.header.height != target.height or block.header.state_root != target.state_root:
             raise StorageError("sync target's block does not match its height and state root")
-        missing = self.missing_nodes(target.state_root, 1)
+        # The synced root is kept under the sync's height, as ``sync_root`` asked for it.
+        root = sync_root(target)
+        missing = self.missing_nodes(root, 1)
         if missing:
             raise StorageError(f"state sync incomplete: node {missing[0].hex()} is missing")
         at = encode_height(target.height)
@@ -680,7 +730,7 @@ class ChainStore:
         batch.put(spaces.BLOCK + at, target.block)
         batch.put(spaces.BLOCK_HEIGHT + block.hash, at)
         batch.put(spaces.COMMIT + at, target.commit)
-        batch.put(spaces.STATE_ROOT + at, target.state_root)
+        batch.put(spaces.STATE_ROOT + at, root)
         batch.put(_GENESIS, genesis_hash)
         batch.put(_LAYOUT, _LAYOUT_VALUE)
         batch.put(_HEAD, at)
@@ -690,7 +740,7 @@ class ChainStore:
         self._db.write(batch)
         self._genesis_hash = genesis_hash
         self._block_base = self._state_base = target.height
-        self._head = (target.height, target.state_root)
+        self._head = (target.height, target.state_root, root)
         with self._state_lock:
             self._state_epoch += 1
             self._state_cache.clear()

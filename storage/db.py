@@ -14,8 +14,8 @@ prefix  name            key after the prefix                    value
 ``r``   RECEIPT         height, position                        receipt bytes (opaque)
 ``t``   TX_INDEX        tx hash (32)                            height, position
 ``s``   STATE           state key                               latest value (flat copy)
-``n``   TREE_NODE       node hash (32)                          state tree node encoding
-``R``   STATE_ROOT      height                                  state root after the block
+``n``   TREE_NODE       version (8) || node hash (32)           state tree node encoding
+``R``   STATE_ROOT      height                                  the root's version || hash
 ``e``   BLOCK_EVENTS    height                                  begin-block events (opaque)
 ``E``   EPOCH           epoch                                   epoch record (opaque, node's)
 ======  ==============  ======================================  ===========================

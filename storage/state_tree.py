@@ -17,11 +17,17 @@ Shape (the binary form of Diem's sparse Merkle tree / the Jellyfish Merkle tree)
   this form after every change, so the root depends only on the set of
   (key, value) pairs, never on insertion order or history.
 
-Storage: nodes are content-addressed (``node hash -> encoding``) and never
-overwritten, so every old root stays readable: versioning comes for free. A leaf
-stores the full key and value, so ``get`` and ``prove`` at old roots need no
-separate value store. Pruning of unreachable old nodes is out of scope: the node
-space grows by the changed paths of every block.
+Storage: a node is stored under its *reference*, the version that made it (the
+height of its block, 8 bytes big-endian) followed by its hash, and an internal node
+stores its children's references. Hashes, roots and proofs never see a version: it
+says only where a node is kept. Nodes are never overwritten, so every old root
+stays readable. A leaf stores the full key and value, so ``get`` and ``prove`` at
+old roots need no separate value store. Why versions lead (the Jellyfish Merkle
+tree's layout): each block's new nodes then sort after everything stored before
+them, so LevelDB's compactions move their tables down instead of merging them into
+tables that span the whole key space, as keys of random hashes made them do
+(docs/node.md, Tree nodes stored by version). Pruning (``ChainStore``) deletes
+what no kept root reaches.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import Annotated, Any, Protocol, cast
 
 import msgpack
 
-from core.codec import MaxItems, MaxLen, Wire
+from core.codec import Len, MaxItems, MaxLen, Wire
 from core.errors import DecodeError, InvalidProof, StorageError
 from core.hashing import HASH_SIZE, ZERO_HASH, Domain
 from core.types import Hash32
@@ -58,22 +64,29 @@ _LEAF = bytes([Domain.STATE_LEAF])
 _NODE = bytes([Domain.STATE_NODE])
 _blake = hashlib.blake2b
 
-# msgpack bytes of ``InternalNode(0, left, right)``: fixarray(3), 0, bin8(32) left,
-# bin8(32) right. Built by concatenation on the hot path; tests check it against
-# the codec.
-_INTERNAL_HEAD = b"\x93\x00\xc4\x20"
-_BIN32 = b"\xc4\x20"
-_INTERNAL_SIZE = 70
+# A node's reference: the version that made it, then its hash. The empty subtree's
+# is all zero (version 0, ``ZERO_HASH``).
+VERSION_SIZE = 8
+REF_SIZE = VERSION_SIZE + HASH_SIZE
+ZERO_REF = bytes(REF_SIZE)
+
+# msgpack bytes of ``InternalNode(0, left, right)``: fixarray(3), 0, bin8(40) left,
+# bin8(40) right, each a child's reference. Built by concatenation on the hot path;
+# tests check it against the codec.
+_INTERNAL_HEAD = b"\x93\x00\xc4\x28"
+_BIN_REF = b"\xc4\x28"
+_INTERNAL_SIZE = 86
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
 @dataclass(frozen=True, slots=True)
 class InternalNode(Wire):
-    """Stored form of an internal node. ``tag`` comes first so the kinds are told apart."""
+    """Stored form of an internal node: its children's references (version || hash).
+    ``tag`` comes first so the kinds are told apart."""
 
     tag: int
-    left: Hash32
-    right: Hash32
+    left: Annotated[bytes, Len(REF_SIZE)]
+    right: Annotated[bytes, Len(REF_SIZE)]
 
     MAX_ENCODED = _INTERNAL_SIZE
 
@@ -122,21 +135,23 @@ class StateProof(Wire):
 
 @dataclass(frozen=True, slots=True)
 class TreeUpdate:
-    """The result of a batch update: the new root and the new nodes to persist.
+    """The result of a batch update: the new root, its reference and the new nodes to
+    persist (reference -> encoding).
 
-    ``base`` is the root the update was computed against, so a store can refuse to
-    apply it on top of anything else.
+    ``base`` is the reference of the root the update was computed against, so a store
+    can refuse to apply it on top of anything else.
     """
 
     root: bytes
+    ref: bytes
     nodes: dict[bytes, bytes]
     base: bytes | None = None
 
 
 class NodeStore(Protocol):
-    """Where encoded nodes live, addressed by node hash."""
+    """Where encoded nodes live, addressed by node reference (version || hash)."""
 
-    def get_node(self, node_hash: bytes) -> bytes | None: ...
+    def get_node(self, ref: bytes) -> bytes | None: ...
 
 
 class MemoryNodeStore:
@@ -145,8 +160,8 @@ class MemoryNodeStore:
     def __init__(self, nodes: Mapping[bytes, bytes] | None = None) -> None:
         self.nodes: dict[bytes, bytes] = dict(nodes or {})
 
-    def get_node(self, node_hash: bytes) -> bytes | None:
-        return self.nodes.get(node_hash)
+    def get_node(self, ref: bytes) -> bytes | None:
+        return self.nodes.get(ref)
 
     def put_nodes(self, nodes: Mapping[bytes, bytes]) -> None:
         self.nodes.update(nodes)
@@ -155,22 +170,27 @@ class MemoryNodeStore:
 # Cached node forms are flat bytes: the cache holds hundreds of thousands of
 # nodes, and bytes objects are smaller than tuples and invisible to the cyclic
 # GC (tuples made full collections cost ~60 ms per 10k-change block).
-# - internal: its 70-byte encoding, first byte 0x93, children at [4:36] and [38:70];
+# - internal: its 86-byte encoding, first byte 0x93, children's references at
+#   [4:44] and [46:86] (their hashes at [12:44] and [54:86]);
 # - leaf: 0x01 || key_path || value_hash || value.
 _Node = bytes
 _INTERNAL_MARK = _INTERNAL_HEAD[0]
 _LEAF_MARK = b"\x01"
-_LEFT = slice(4, 36)
-_RIGHT = slice(38, 70)
+_LEFT = slice(4, 44)
+_RIGHT = slice(46, 86)
+_LEFT_HASH = slice(12, 44)
+_RIGHT_HASH = slice(54, 86)
+_HASH = slice(VERSION_SIZE, REF_SIZE)
 _PATH = slice(1, 33)
 _DIGEST = slice(33, 65)
 _VALUE_AT = 65
 
 
-# Where keys sit, as a number a store records (``ChainStore``): 1 was the plain hashed
-# path, 2 the grouped one. A store of another layout holds leaves where this code
-# never looks, so it is refused rather than updated into a tree no one else has.
-TREE_LAYOUT = 2
+# How the tree is stored, as a number a store records (``ChainStore``): 1 was the plain
+# hashed path, 2 the grouped one with nodes keyed by hash, 3 the same tree with nodes
+# keyed by reference (version || hash). A store of another layout holds nodes where
+# this code never looks, so it is refused rather than read wrong.
+TREE_LAYOUT = 3
 
 # A key's group fixes the first GROUP_BYTES of its path. Measured in docs/vm.md (where
 # a key sits): a prefix deeper than the tree puts a group of two or more keys below a
@@ -227,21 +247,52 @@ def internal_hash(left: bytes, right: bytes) -> bytes:
     return _blake(_NODE + left + right, digest_size=HASH_SIZE).digest()
 
 
-def _decode_node(node_hash: bytes, data: bytes) -> _Node:
-    """Decode a stored node and check that it hashes to the address it was stored under."""
-    if len(data) == _INTERNAL_SIZE and data[:4] == _INTERNAL_HEAD and data[36:38] == _BIN32:
-        # Every canonical InternalNode encoding matches this pattern, and only those.
-        if internal_hash(data[_LEFT], data[_RIGHT]) != node_hash:
-            raise StorageError(f"state tree node {node_hash.hex()} does not match its hash")
+def node_ref(version: int, node_hash: bytes) -> bytes:
+    """The reference of the node ``node_hash`` made at ``version`` (the empty subtree's
+    is ``ZERO_REF`` whatever the version)."""
+    if node_hash == ZERO_HASH:
+        return ZERO_REF
+    return version.to_bytes(VERSION_SIZE, "big") + node_hash
+
+
+def ref_version(ref: bytes) -> int:
+    return int.from_bytes(ref[:VERSION_SIZE], "big")
+
+
+def is_internal(encoding: bytes) -> bool:
+    """Whether ``encoding`` has the shape of an internal node (every canonical
+    ``InternalNode`` encoding has it, and only those)."""
+    return (
+        len(encoding) == _INTERNAL_SIZE
+        and encoding[:4] == _INTERNAL_HEAD
+        and encoding[44:46] == _BIN_REF
+    )
+
+
+def internal_children(encoding: bytes) -> tuple[bytes, bytes]:
+    """The children's references of an internal node's encoding (``is_internal``)."""
+    return encoding[_LEFT], encoding[_RIGHT]
+
+
+def internal_node_hash(encoding: bytes) -> bytes:
+    """The hash of an internal node from its encoding (``is_internal``)."""
+    return internal_hash(encoding[_LEFT_HASH], encoding[_RIGHT_HASH])
+
+
+def _decode_node(ref: bytes, data: bytes) -> _Node:
+    """Decode a stored node and check that it hashes to the reference it was stored under."""
+    if is_internal(data):
+        if internal_node_hash(data) != ref[_HASH]:
+            raise StorageError(f"state tree node {ref.hex()} does not match its hash")
         return bytes(data)
     try:
         leaf = LeafNode.decode(data)
     except DecodeError as exc:
-        raise StorageError(f"state tree node {node_hash.hex()} is corrupt: {exc}") from exc
+        raise StorageError(f"state tree node {ref.hex()} is corrupt: {exc}") from exc
     path = key_path(leaf.key)
     digest = value_hash(leaf.value)
-    if leaf_hash(path, digest) != node_hash:
-        raise StorageError(f"state tree node {node_hash.hex()} does not match its hash")
+    if leaf_hash(path, digest) != ref[_HASH]:
+        raise StorageError(f"state tree node {ref.hex()} does not match its hash")
     return _LEAF_MARK + path + digest + leaf.value
 
 
@@ -261,8 +312,8 @@ def _slot_depth(cache_size: int) -> int:
     return cache_size.bit_length() - 1 if cache_size >= 16 else 0
 
 
-# A slot of the positional cache: the node's hash, then its 70-byte encoding.
-_SLOT = HASH_SIZE + _INTERNAL_SIZE
+# A slot of the positional cache: the node's reference, then its 86-byte encoding.
+_SLOT = REF_SIZE + _INTERNAL_SIZE
 # Updates whose upper nodes wait for ``committed`` (older ones are forgotten).
 _PENDING = 4
 
@@ -277,14 +328,14 @@ class StateTree:
 
     The cache has two parts. The upper ``slot_depth`` levels (``2^slot_depth <=
     cache_size``) are held *by position*: one slot per place in the tree (heap
-    order: the root is 1, the children of p are 2p and 2p+1), holding the hash
-    and encoding of an internal node that sits there in the committed version
-    (or sat there in an earlier one). A lookup at a position hits only if the
-    slot holds the very hash wanted, so a slot holding another version's node
-    costs a miss, never a wrong node. Every path crosses these levels (a node at
-    depth d is touched by changes / 2^d of a block's changes): they stay cached
-    whatever else a block does, at 102 bytes a node in one flat buffer (a dict
-    entry of bytes costs ~230). An update's new nodes go to a
+    order: the root is 1, the children of p are 2p and 2p+1), holding the
+    reference and encoding of an internal node that sits there in the committed
+    version (or sat there in an earlier one). A lookup at a position hits only if
+    the slot holds the very reference wanted, so a slot holding another version's
+    node costs a miss, never a wrong node. Every path crosses these levels (a node
+    at depth d is touched by changes / 2^d of a block's changes): they stay cached
+    whatever else a block does, at 126 bytes a node in one flat buffer (a dict
+    entry of bytes costs ~240). An update's new nodes go to a
     ``GenerationalCache`` of ``cache_size / 8`` entries, with leaves and deeper
     nodes; ``committed(root)`` then moves the new upper nodes of the update that
     made ``root`` into their slots. Until then the slots keep the base version,
@@ -293,9 +344,12 @@ class StateTree:
     touched once in many blocks, so that part holds little more than the last
     blocks' new nodes.
 
+    Roots are passed and returned as references (``TreeUpdate.ref``, ``node_ref``);
+    the root hash is what a header holds and a proof checks against.
+
     Threads: one updating thread plus any number of readers (``get``, ``prove``).
-    A cached node never changes for a given hash, so a race can only cost a cache
-    hit, never return a wrong node. Only the updating thread writes slots;
+    A cached node never changes for a given reference, so a race can only cost a
+    cache hit, never return a wrong node. Only the updating thread writes slots;
     readers read a slot in one slice (hash and encoding together).
     """
 
@@ -310,22 +364,22 @@ class StateTree:
             self._slots = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
         except OSError as exc:
             # A host with strict overcommit refuses a big map at once (a node's
-            # ``storage.tree_cache`` may ask for up to 1.7 GB): say which setting.
+            # ``storage.tree_cache`` may ask for up to 2.1 GB): say which setting.
             raise StorageError(
                 f"cannot map {size:,} bytes for a state tree cache of {cache_size:,} entries: {exc}"
             ) from exc
         self._cache: GenerationalCache[bytes, _Node] = GenerationalCache(max(2, cache_size // 8))
-        # New upper nodes of the latest updates (hash -> encoding, hash -> position), by
-        # the root they made: at most _PENDING updates (rival blocks of one height)
-        # wait for ``committed``.
+        # New upper nodes of the latest updates (ref -> encoding, ref -> position), by
+        # the root reference they made: at most _PENDING updates (rival blocks of one
+        # height) wait for ``committed``.
         self._pending: dict[bytes, tuple[dict[bytes, bytes], dict[bytes, int]]] = {}
         # Nodes read from the store (cache misses) since creation: for benches and metrics.
         self.store_reads = 0
         # ``warm``: whether the level it is in has an internal node so far.
         self._warm_found = False
 
-    def _load(self, node_hash: bytes, depth: int, pos: int, fill: bool) -> _Node:
-        """The node ``node_hash`` at position ``pos`` (``depth``): from the cache or the store.
+    def _load(self, ref: bytes, depth: int, pos: int, fill: bool) -> _Node:
+        """The node ``ref`` at position ``pos`` (``depth``): from the cache or the store.
 
         ``fill``: put an internal node read at a slot level into its slot (the
         updating thread only); otherwise it goes to the generational part.
@@ -334,20 +388,20 @@ class StateTree:
         if slotted:
             offset = pos * _SLOT
             slot = self._slots[offset : offset + _SLOT]
-            if slot[:HASH_SIZE] == node_hash:
-                return slot[HASH_SIZE:]
-        node = self._cache.get(node_hash)
+            if slot[:REF_SIZE] == ref:
+                return slot[REF_SIZE:]
+        node = self._cache.get(ref)
         if node is not None:
             return node
-        data = self._store.get_node(node_hash)
+        data = self._store.get_node(ref)
         self.store_reads += 1
         if data is None:
-            raise StorageError(f"state tree node {node_hash.hex()} is missing from the store")
-        node = _decode_node(node_hash, data)
+            raise StorageError(f"state tree node {ref.hex()} is missing from the store")
+        node = _decode_node(ref, data)
         if slotted and fill and node[0] == _INTERNAL_MARK:
-            self._slots[offset : offset + _SLOT] = node_hash + node
+            self._slots[offset : offset + _SLOT] = ref + node
         else:
-            self._cache.put(node_hash, node)
+            self._cache.put(ref, node)
         return node
 
     def update(
@@ -355,8 +409,12 @@ class StateTree:
         root: bytes,
         changes: Mapping[bytes, bytes | None],
         known: Callable[[bytes], bytes | None] | None = None,
+        *,
+        version: int = 0,
     ) -> TreeUpdate:
-        """Apply ``changes`` (None deletes) to the tree at ``root`` in one pass.
+        """Apply ``changes`` (None deletes) to the tree at reference ``root`` in one
+        pass; the new nodes are made at ``version`` (a store passes the height of the
+        block, so its new nodes sort after every older one).
 
         The changes are sorted by key path and pushed down the tree together,
         split by one bit per level, so every touched node is loaded and re-hashed
@@ -373,9 +431,14 @@ class StateTree:
         rather than a read, a decode and three or four. A wrong value only misses
         the match (its leaf hash is another), so the result never depends on it.
         """
+        if len(root) != REF_SIZE:
+            raise StorageError(f"a root reference is {REF_SIZE} bytes, got {len(root)}")
         if not changes:
-            return TreeUpdate(root, {}, root)
+            return TreeUpdate(root[_HASH], root, {}, root)
         _check_sizes(changes)
+        if not 0 <= version < 1 << (8 * VERSION_SIZE):
+            raise StorageError(f"tree version {version} does not fit {VERSION_SIZE} bytes")
+        made = version.to_bytes(VERSION_SIZE, "big")
         blake = _blake
         # Parallel lists sorted by path, not a list of tuples: thousands of live
         # tuples would wake the cyclic GC during the update.
@@ -385,14 +448,14 @@ class StateTree:
         paths = sorted(by_path)
         keys = [by_path[p] for p in paths]
         values = [changes[k] for k in keys]
-        # New internal nodes, hash -> encoding (which is also their cached form), at
+        # New internal nodes, ref -> encoding (which is also their cached form), at
         # the slot levels (with their positions, for ``committed``) and below them.
         slot_depth = self._slot_depth
         slots = self._slots
         upper: dict[bytes, bytes] = {}
         upper_at: dict[bytes, int] = {}
         internals: dict[bytes, bytes] = {}
-        # New leaves: hash -> cached form, and hash -> encoding.
+        # New leaves: ref -> cached form, and ref -> encoding.
         leaves: dict[bytes, bytes] = {}
         leaf_codes: dict[bytes, bytes] = {}
         # Nodes below the slot levels that this update replaces.
@@ -405,25 +468,25 @@ class StateTree:
         walking = -1
         expected: tuple[bytes, bytes] | None = None
 
-        def load(node_hash: bytes, depth: int, pos: int) -> _Node:
+        def load(ref: bytes, depth: int, pos: int) -> _Node:
             nonlocal expected
             # Slots are written by this thread only: the two slices see one node.
             if depth < slot_depth:
                 offset = pos * _SLOT
-                if slots[offset : offset + HASH_SIZE] == node_hash:
-                    return slots[offset + HASH_SIZE : offset + _SLOT]
-            node = cache_get(node_hash)
+                if slots[offset : offset + REF_SIZE] == ref:
+                    return slots[offset + REF_SIZE : offset + _SLOT]
+            node = cache_get(ref)
             if node is not None:
                 return node
-            node = internals.get(node_hash) or upper.get(node_hash) or leaves.get(node_hash)
+            node = internals.get(ref) or upper.get(ref) or leaves.get(ref)
             if node is not None:
                 return node
             if walking >= 0 and known is not None:
                 if expected is None:
                     expected = known_leaf(walking)
-                if expected[0] == node_hash:
+                if expected[0] == ref[VERSION_SIZE:]:
                     return expected[1]
-            return slow_load(node_hash, depth, pos, True)
+            return slow_load(ref, depth, pos, True)
 
         def known_leaf(i: int) -> tuple[bytes, bytes]:
             assert known is not None
@@ -440,19 +503,25 @@ class StateTree:
             assert value is not None, "a deletion makes no leaf"
             kp = paths[i].to_bytes(HASH_SIZE, "big")
             vh = blake(_VALUE + value, digest_size=HASH_SIZE).digest()
-            h = blake(_LEAF + kp + vh, digest_size=HASH_SIZE).digest()
-            leaf_codes[h] = _packb([NODE_LEAF, keys[i], value])
-            leaves[h] = _LEAF_MARK + kp + vh + value
-            return h
+            ref = made + blake(_LEAF + kp + vh, digest_size=HASH_SIZE).digest()
+            leaf_codes[ref] = _packb([NODE_LEAF, keys[i], value])
+            leaves[ref] = _LEAF_MARK + kp + vh + value
+            return ref
 
         def new_internal(left: bytes, right: bytes, depth: int, pos: int) -> bytes:
-            h = blake(_NODE + left + right, digest_size=HASH_SIZE).digest()
+            # ``left`` and ``right`` are references: the hash covers their hashes only.
+            ref = (
+                made
+                + blake(
+                    _NODE + left[VERSION_SIZE:] + right[VERSION_SIZE:], digest_size=HASH_SIZE
+                ).digest()
+            )
             if depth < slot_depth:
-                upper[h] = _INTERNAL_HEAD + left + _BIN32 + right
-                upper_at[h] = pos
+                upper[ref] = _INTERNAL_HEAD + left + _BIN_REF + right
+                upper_at[ref] = pos
             else:
-                internals[h] = _INTERNAL_HEAD + left + _BIN32 + right
-            return h
+                internals[ref] = _INTERNAL_HEAD + left + _BIN_REF + right
+            return ref
 
         def build(
             depth: int, pos: int, entries: list[tuple[int, bytes]], lo: int, hi: int
@@ -463,8 +532,8 @@ class StateTree:
             shift = 255 - depth
             mid = bisect_left(entries, (((entries[lo][0] >> shift) | 1) << shift,), lo, hi)
             # Two or more leaves: an internal node even if one side is empty.
-            left = build(depth + 1, 2 * pos, entries, lo, mid) if mid > lo else ZERO_HASH
-            right = build(depth + 1, 2 * pos + 1, entries, mid, hi) if hi > mid else ZERO_HASH
+            left = build(depth + 1, 2 * pos, entries, lo, mid) if mid > lo else ZERO_REF
+            right = build(depth + 1, 2 * pos + 1, entries, mid, hi) if hi > mid else ZERO_REF
             return new_internal(left, right, depth, pos)
 
         def fresh(depth: int, pos: int, lo: int, hi: int, keep: tuple[int, bytes] | None) -> bytes:
@@ -472,8 +541,9 @@ class StateTree:
             entries = [(paths[i], new_leaf(i)) for i in range(lo, hi) if values[i] is not None]
             if keep is not None:
                 insort(entries, keep)
-            return build(depth, pos, entries, 0, len(entries)) if entries else ZERO_HASH
+            return build(depth, pos, entries, 0, len(entries)) if entries else ZERO_REF
 
+        # From here on a node is named by its reference (``..._hash`` names included).
         def single(node_hash: bytes, top: int, pos: int, i: int) -> bytes:
             # One change below ``node_hash`` (the common case in the lower levels).
             nonlocal walking, expected
@@ -485,7 +555,7 @@ class StateTree:
             depth = top
             node = b""
             walking, expected = i, None
-            while h != ZERO_HASH:
+            while h != ZERO_REF:
                 node = load(h, depth, pos)
                 if node[0] != _INTERNAL_MARK:
                     break
@@ -501,13 +571,13 @@ class StateTree:
                 depth += 1
             walking = -1
             is_leaf = True
-            if h == ZERO_HASH:
+            if h == ZERO_REF:
                 if value is None:
                     return node_hash  # deleting a key that is not there
                 new = new_leaf(i)
             elif int.from_bytes(node[_PATH], "big") == path:
                 if value is None:
-                    new, is_leaf = ZERO_HASH, False
+                    new, is_leaf = ZERO_REF, False
                 elif node[_VALUE_AT:] == value:
                     return node_hash
                 else:
@@ -527,11 +597,11 @@ class StateTree:
                 pos >>= 1
                 bit = (path >> (255 - depth)) & 1
                 sibling = siblings[depth - top]
-                if sibling == ZERO_HASH:
-                    if is_leaf or new == ZERO_HASH:
+                if sibling == ZERO_REF:
+                    if is_leaf or new == ZERO_REF:
                         continue  # a lone leaf (or nothing) moves up a level
                 elif (
-                    new == ZERO_HASH
+                    new == ZERO_REF
                     and load(sibling, depth + 1, 2 * pos + 1 - bit)[0] != _INTERNAL_MARK
                 ):
                     new, is_leaf = sibling, True
@@ -548,7 +618,7 @@ class StateTree:
             # ``node_hash``.
             if hi - lo == 1:
                 return single(node_hash, depth, pos, lo)
-            if node_hash == ZERO_HASH:
+            if node_hash == ZERO_REF:
                 return fresh(depth, pos, lo, hi, None)
             node = load(node_hash, depth, pos)
             if node[0] != _INTERNAL_MARK:
@@ -568,12 +638,12 @@ class StateTree:
             if depth >= slot_depth:
                 replaced.append(node_hash)
             # Collapse: a subtree left with a single leaf becomes that leaf.
-            if new_left == ZERO_HASH:
-                if new_right == ZERO_HASH:
-                    return ZERO_HASH
+            if new_left == ZERO_REF:
+                if new_right == ZERO_REF:
+                    return ZERO_REF
                 if load(new_right, depth + 1, 2 * pos + 1)[0] != _INTERNAL_MARK:
                     return new_right
-            elif new_right == ZERO_HASH and load(new_left, depth + 1, 2 * pos)[0] != _INTERNAL_MARK:
+            elif new_right == ZERO_REF and load(new_left, depth + 1, 2 * pos)[0] != _INTERNAL_MARK:
                 return new_left
             return new_internal(new_left, new_right, depth, pos)
 
@@ -603,11 +673,11 @@ class StateTree:
             pending[new_root] = (upper, upper_at)
         internals.update(upper)
         internals.update(leaf_codes)
-        return TreeUpdate(new_root, internals, root)
+        return TreeUpdate(new_root[_HASH], new_root, internals, root)
 
     def committed(self, root: bytes) -> None:
-        """The update that made ``root`` is persisted and is the new head: its new
-        upper nodes take their slots (replacing the nodes of the version before).
+        """The update that made the root reference ``root`` is persisted and is the new
+        head: its new upper nodes take their slots (replacing the version before's).
 
         Updates of other roots still waiting are dropped: they built on a base that
         is no longer the head. A root no update made (or made long ago) is ignored.
@@ -618,9 +688,9 @@ class StateTree:
             return
         upper, upper_at = made
         slots = self._slots
-        for node_hash, node in upper.items():
-            offset = upper_at[node_hash] * _SLOT
-            slots[offset : offset + _SLOT] = node_hash + node
+        for ref, node in upper.items():
+            offset = upper_at[ref] * _SLOT
+            slots[offset : offset + _SLOT] = ref + node
 
     def warm(self, root: bytes, start: int = 1, budget: int = 1 << 13) -> int:
         """Load ``root``'s internal nodes at the slot levels into their slots, in level
@@ -636,7 +706,7 @@ class StateTree:
         same order, so each node is read once, at ~7 us.
         """
         end = 1 << self._slot_depth
-        if root == ZERO_HASH or not 1 <= start < end:
+        if root == ZERO_REF or not 1 <= start < end:
             return 0
         slots = self._slots
         stop = min(end, start + budget)
@@ -648,19 +718,19 @@ class StateTree:
                     return 0
                 self._warm_found = False
             if pos == 1:
-                node_hash = root
+                ref = root
             else:
                 offset = (pos >> 1) * _SLOT
                 parent = slots[offset : offset + _SLOT]
                 # An empty slot (all zero): the parent is a leaf, empty or not loaded.
-                if parent[HASH_SIZE] != _INTERNAL_MARK:
+                if parent[REF_SIZE] != _INTERNAL_MARK:
                     continue
                 child = _RIGHT if pos & 1 else _LEFT
-                node_hash = parent[HASH_SIZE:][child]
-                if node_hash == ZERO_HASH:
+                ref = parent[REF_SIZE:][child]
+                if ref == ZERO_REF:
                     continue
             try:
-                node = self._load(node_hash, pos.bit_length() - 1, pos, True)
+                node = self._load(ref, pos.bit_length() - 1, pos, True)
             except StorageError:
                 # The parent's slot is an older version's node (a deletion turned its
                 # place into a leaf; ``committed`` leaves such slots), whose child may
@@ -674,26 +744,27 @@ class StateTree:
                 # Also when it came from the generational part, where a reader's walk
                 # (which fills no slot) left it: its children are found through here.
                 offset = pos * _SLOT
-                slots[offset : offset + _SLOT] = node_hash + node
+                slots[offset : offset + _SLOT] = ref + node
         return 0 if stop >= end else stop
 
     def _walk(self, root: bytes, path: bytes, siblings: list[bytes] | None) -> _Node | None:
-        """Follow ``path`` from ``root`` to a leaf (returned) or an empty subtree (None)."""
+        """Follow ``path`` from the root reference ``root`` to a leaf (returned) or an
+        empty subtree (None); ``siblings`` gets the siblings' hashes."""
         bits = int.from_bytes(path, "big")
-        node_hash = root
+        ref = root
         depth = 0
         pos = 1
-        while node_hash != ZERO_HASH:
-            node = self._load(node_hash, depth, pos, False)
+        while ref != ZERO_REF:
+            node = self._load(ref, depth, pos, False)
             if node[0] != _INTERNAL_MARK:
                 return node
             if depth >= MAX_DEPTH:
                 raise StorageError(f"state tree under root {root.hex()} is deeper than 256")
             if (bits >> (255 - depth)) & 1:
-                sibling, node_hash = node[_LEFT], node[_RIGHT]
+                sibling, ref = node[_LEFT_HASH], node[_RIGHT]
                 pos = 2 * pos + 1
             else:
-                sibling, node_hash = node[_RIGHT], node[_LEFT]
+                sibling, ref = node[_RIGHT_HASH], node[_LEFT]
                 pos = 2 * pos
             if siblings is not None:
                 siblings.append(sibling)
@@ -701,13 +772,15 @@ class StateTree:
         return None
 
     def get(self, root: bytes, key: bytes) -> bytes | None:
-        """The value of ``key`` in the tree at ``root`` (any root ever built), or None."""
+        """The value of ``key`` in the tree at reference ``root`` (any root ever built),
+        or None."""
         path = key_path(key)
         leaf = self._walk(root, path, None)
         return leaf[_VALUE_AT:] if leaf is not None and leaf[_PATH] == path else None
 
     def get_with_proof(self, root: bytes, key: bytes) -> tuple[bytes | None, StateProof]:
-        """The value of ``key`` at ``root`` and the proof of it (or of its absence)."""
+        """The value of ``key`` at reference ``root`` and the proof of it (or of its
+        absence), against the root's hash."""
         path = key_path(key)
         siblings: list[bytes] = []
         leaf = self._walk(root, path, siblings)
@@ -721,7 +794,7 @@ class StateTree:
 
 def state_root_of(state: Mapping[bytes, bytes]) -> bytes:
     """The root of a tree holding exactly ``state``, computed from scratch in memory."""
-    return StateTree(MemoryNodeStore(), cache_size=2).update(ZERO_HASH, state).root
+    return StateTree(MemoryNodeStore(), cache_size=2).update(ZERO_REF, state).root
 
 
 def _shares_prefix(a: bytes, b: bytes, bits: int) -> bool:

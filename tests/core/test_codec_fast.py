@@ -260,7 +260,7 @@ def test_constructor_keeps_post_init_checks():
     # InternalNode validates its tag in __post_init__: the class itself is returned.
     assert constructor(storage.state_tree.InternalNode) is storage.state_tree.InternalNode
     with pytest.raises(core.DecodeError):
-        constructor(storage.state_tree.InternalNode)(7, bytes(32), bytes(32))
+        constructor(storage.state_tree.InternalNode)(7, bytes(40), bytes(40))
     assert constructor(int) is int
 
 

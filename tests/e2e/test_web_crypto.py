@@ -30,9 +30,8 @@ from consensus.staking_genesis import GenesisStaking
 from consensus.staking_state import ProducerSet
 from core import BlockHeader, PrivateKey, TxBody, pack_raw, sign_tx
 from core.codec import Len, Wire
-from core.hashing import ZERO_HASH
 from genesis.document import Genesis, GenesisAccount, GenesisValidator
-from storage import MemoryNodeStore, StateTree
+from storage import ZERO_REF, MemoryNodeStore, StateTree
 from storage.state_tree import key_path
 from tests.e2e.helpers import REPO
 from vm.accounts import Account, Balance
@@ -123,7 +122,8 @@ def test_the_browser_code_matches_the_chain_byte_for_byte(tmp_path):
     state[bytes([0x2B]) + bytes([5]) * 20] = pack_raw([1, 2])
     state |= {bytes([0x2A]) + i.to_bytes(8, "big"): pack_raw([i]) for i in range(250, 262)}
     state[b"\x04"] = pack_raw(["USD"])
-    root = tree.update(ZERO_HASH, state).root
+    update = tree.update(ZERO_REF, state)
+    root = update.root
     # Every length around the group rule's edges (8, 9, 10; 20, 21, 22 bytes and more),
     # and accounts (0x01), which are their own group at any length.
     path_keys = [bytes(range(n)).hex() for n in range(0, 40)]
@@ -149,7 +149,7 @@ def test_the_browser_code_matches_the_chain_byte_for_byte(tmp_path):
                 "root": root.hex(),
                 "key": k.hex(),
                 "value": None if value is None else value.hex(),
-                "proof": tree.prove(root, k).encode().hex(),
+                "proof": tree.prove(update.ref, k).encode().hex(),
             }
         )
 
@@ -274,8 +274,8 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
     body = TxBody(7, 1000, 2**32 + 5, "commerce.tip", Tip(3, 500, "great show", "USD").encode())
     tx = sign_tx(keys[0], "web-test-1", body)
     tree = StateTree(MemoryNodeStore())
-    root = tree.update(ZERO_HASH, {b"\x01" + bytes([i]) * 20: b"v%d" % i for i in range(9)}).root
-    proof = tree.prove(root, b"\x01" + bytes([4]) * 20)
+    update = tree.update(ZERO_REF, {b"\x01" + bytes([i]) * 20: b"v%d" % i for i in range(9)})
+    proof = tree.prove(update.ref, b"\x01" + bytes([4]) * 20)
     assert proof.leaf is not None
     ref = item_ref("09506000134352", "SN-1")
     sealed = (bytes([0x11]) * 32, bytes([0x22]) * 32, b"\x33" * 120)
@@ -417,7 +417,7 @@ def test_hostile_answers_read_as_not_verified_never_as_another_error(tmp_path):
         "genesis": genesis.encode().hex(),
         "header": header.encode().hex(),
         "commit": commit.encode().hex(),
-        "proof": tree.prove(ZERO_HASH, b"\x01").encode().hex(),
+        "proof": tree.prove(ZERO_REF, b"\x01").encode().hex(),
     }
     done = run_script(tmp_path / "hostile.mjs", HOSTILE_SCRIPT, vectors)
     assert json.loads(done.stdout) == dict.fromkeys(("deep", "height0", "value0"), "not verified")

@@ -147,7 +147,7 @@ async def test_a_peer_flooding_answers_nobody_asked_for_cannot_stall_the_sync(tm
     async def flood(net: Net, height: int) -> None:
         while True:
             assert net.syncer is not None
-            net.syncer.deliver(HOSTILE, ChunkResponse(height, b"\x07" * 32, ()))
+            net.syncer.deliver(HOSTILE, ChunkResponse(height, b"\x07" * 40, ()))
             await asyncio.sleep(0.002)
 
     async def hostile(msg: Wire) -> Wire | None:
@@ -169,7 +169,7 @@ async def test_a_peer_flooding_answers_nobody_asked_for_cannot_stall_the_sync(tm
 async def test_answers_nobody_asked_for_are_not_kept(tmp_path):
     source = make_chain(tmp_path / "a", 8)
     syncer = StateSyncer(ChainStore(tmp_path / "b"), GENESIS, Net({}))
-    unasked = ChunkResponse(8, source.store.head_root, ())
+    unasked = ChunkResponse(8, source.store.head_ref, ())
     assert all(syncer.deliver(HOSTILE, unasked) is False for _ in range(100))
 
 
@@ -180,10 +180,10 @@ class PrunedBelow(ChainStore):
     def __init__(self, path: Path, height: int) -> None:
         super().__init__(path)
         self.height_pruned = height
-        self.roots = {self.state_root(h) for h in range(self.height + 1)}
+        self.roots = {self.state_ref(h) for h in range(self.height + 1)}
 
-    def get_node_bytes(self, node_hash: bytes) -> bytes | None:
-        return super().get_node_bytes(node_hash) if node_hash in self.roots else None
+    def get_node_bytes(self, ref: bytes) -> bytes | None:
+        return super().get_node_bytes(ref) if ref in self.roots else None
 
     def prove(self, key: bytes, height: int | None = None):
         if height is not None and height >= self.height_pruned:
@@ -197,15 +197,15 @@ async def test_what_is_pruned_while_being_served_is_answered_as_not_served(tmp_p
     make_chain(tmp_path / "a", 24).store.close()
     store = PrunedBelow(tmp_path / "a", height=20)
     serving = server(store)
-    chunk = await serving.answer(ChunkRequest(24, store.head_root))
-    assert chunk == ChunkResponse(24, store.head_root, ())
+    chunk = await serving.answer(ChunkRequest(24, store.head_ref))
+    assert chunk == ChunkResponse(24, store.head_ref, ())
     epochs = await serving.answer(EpochsRequest(1, 64))
     assert isinstance(epochs, EpochsResponse) and epochs.first == 1
 
 
 async def test_a_node_without_a_chain_answers_that_it_serves_nothing(tmp_path):
     serving = server(ChainStore(tmp_path / "empty"))
-    root = b"\x05" * 32
+    root = b"\x05" * 40
     assert await serving.answer(SnapshotRequest(0)) == SnapshotOffer(0, b"", b"")
     assert await serving.answer(EpochsRequest(3, 10)) == EpochsResponse(3, ())
     assert await serving.answer(ChunkRequest(8, root)) == ChunkResponse(8, root, ())
@@ -221,21 +221,21 @@ class SlowNodes(ChainStore):
         self.inside = 0
         self.most = 0
 
-    def get_node_bytes(self, node_hash: bytes) -> bytes | None:
+    def get_node_bytes(self, ref: bytes) -> bytes | None:
         with self.lock:
             self.inside += 1
             self.most = max(self.most, self.inside)
         self.gate.wait(30)
         with self.lock:
             self.inside -= 1
-        return super().get_node_bytes(node_hash)
+        return super().get_node_bytes(ref)
 
 
 async def test_many_peers_asking_at_once_are_read_for_a_few_at_a_time(tmp_path):
     make_chain(tmp_path / "a", 8).store.close()
     store = SlowNodes(tmp_path / "a")
     serving = server(store)
-    asks = [serving.answer(ChunkRequest(8, store.head_root)) for _ in range(6)]
+    asks = [serving.answer(ChunkRequest(8, store.head_ref)) for _ in range(6)]
     tasks = [asyncio.get_running_loop().create_task(ask) for ask in asks]
     while store.inside < SnapshotServer.READERS:
         await asyncio.sleep(0.01)

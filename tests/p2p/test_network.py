@@ -93,10 +93,10 @@ async def test_state_sync_messages_round_trip(net3):
             b.node.send(peer, ChunkResponse(msg.height, msg.subtree, nodes))
 
     net3.extra_handlers[b.key.public_key] = serve
-    a.node.send(b.key.public_key, ChunkRequest(5, bytes(32)))
+    a.node.send(b.key.public_key, ChunkRequest(5, bytes(40)))
     peer, resp = await recv(a)
     assert peer == b.key.public_key and isinstance(resp, ChunkResponse)
-    assert (resp.height, resp.subtree, resp.nodes) == (5, bytes(32), nodes)
+    assert (resp.height, resp.subtree, resp.nodes) == (5, bytes(40), nodes)
 
 
 async def test_non_member_node_is_refused_and_logged(net3, caplog):

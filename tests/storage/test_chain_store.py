@@ -16,7 +16,7 @@ from core.errors import StorageError
 from core.hashing import ZERO_HASH
 from core.types import Commit, tx_hash
 from storage import ChainStore, state_root_of, verify_proof
-from storage.db import META, STATE, Database
+from storage.db import META, STATE, TREE_NODE, Database, encode_height
 from storage.state_tree import TreeUpdate
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
@@ -155,8 +155,38 @@ def test_a_store_of_another_tree_layout_is_refused(tmp_path):
         batch = db.new_batch()
         batch.delete(META + b"tree_layout")
         db.write(batch)
-    with pytest.raises(StorageError, match="layout 1 .*this node builds layout 2"):
+    with pytest.raises(StorageError, match="layout 1 .*this node builds layout 3"):
         ChainStore(path)
+    # Layout 2 was the same tree with its nodes keyed by hash alone: not where this
+    # code looks for them.
+    with Database(path) as db:
+        batch = db.new_batch()
+        batch.put(META + b"tree_layout", b"\x02")
+        db.write(batch)
+    with pytest.raises(StorageError, match="layout 2 .*keyed by hash.*builds layout 3"):
+        ChainStore(path)
+
+
+def test_each_blocks_tree_nodes_are_stored_after_every_older_versions(tmp_path):
+    # Nodes are keyed by the height that made them, so a block's writes sort after
+    # everything stored before it (what keeps LevelDB's compactions cheap), and the
+    # tree reads them back through its parents' references at every height.
+    path = tmp_path / "db"
+    model = genesis_state()
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, model)
+        for height in range(1, 6):
+            changes = changes_for(height)
+            commit_next(store, changes)
+            apply_changes(model, changes)
+            assert store.state_ref(height)[:8] == encode_height(height)
+    with Database(path) as db:
+        versions = [int.from_bytes(key[:8], "big") for key in db.iterate_keys(TREE_NODE)]
+    assert versions == sorted(versions)
+    assert set(versions) == set(range(6))
+    with ChainStore(path) as store:
+        assert state_root_of(model) == store.head_root
+        assert all(store.tree.get(store.head_ref, k) == v for k, v in model.items())
 
 
 def test_uninitialized_store_says_so(tmp_path):
@@ -220,7 +250,7 @@ def test_commit_refuses_inconsistent_input_and_writes_nothing(tmp_path):
 
         store.commit_block(block, commit, receipts, changes, update)
         # An update prepared on an older head is refused even if the root matches.
-        stale = TreeUpdate(update.root, {}, update.base)
+        stale = TreeUpdate(update.root, update.ref, {}, update.base)
         block2, commit2, receipts2 = make_block(2, block.hash, stale.root, 0)
         with pytest.raises(StorageError, match="prepared on root"):
             store.commit_block(block2, commit2, receipts2, {}, stale)

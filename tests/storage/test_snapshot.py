@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.errors import StorageError
-from core.hashing import ZERO_HASH
 from storage import (
+    ZERO_REF,
     BadChunk,
     ChainStore,
     Database,
@@ -14,6 +14,7 @@ from storage import (
     SyncTarget,
     serve_chunk,
     state_root_of,
+    sync_root,
     verify_chunk,
     verify_proof,
 )
@@ -54,11 +55,11 @@ def target_of(store: ChainStore, height: int) -> SyncTarget:
 def sync_from(source: ChainStore, dest: ChainStore, target: SyncTarget, max_bytes: int) -> int:
     """Drive a whole sync by chunks of ``max_bytes``; the number of chunks it took."""
     dest.begin_sync(target)
-    wanted = dest.missing_nodes(target.state_root, 1 << 20)
+    wanted = dest.missing_nodes(sync_root(target), 1 << 20)
     chunks = 0
     while wanted:
         subtree = wanted.pop()
-        chunk = verify_chunk(subtree, serve_chunk(source.get_node_bytes, subtree, max_bytes))
+        chunk = verify_chunk(subtree, source.snapshot_chunk(target.height, subtree, max_bytes))
         dest.store_chunk(chunk.nodes, chunk.leaves)
         wanted.extend(reversed(chunk.missing))
         chunks += 1
@@ -89,16 +90,21 @@ def test_state_syncs_by_small_chunks_and_reads_like_the_source(tmp_path):
 def test_every_kind_of_bad_chunk_is_refused_at_its_node(tmp_path):
     with ChainStore(tmp_path / "src") as source:
         build_chain(source, 3)
-        root = source.head_root
+        root = source.head_ref
         good = serve_chunk(source.get_node_bytes, root, 2048)
         assert len(good) > 3
         verify_chunk(root, good)
         flipped = bytearray(good[2])
         flipped[-1] ^= 1
+        # Versions are covered by no hash: a child named as made after its parent (the
+        # root's left child, version bytes at 4..12) is refused all the same.
+        later = bytearray(good[0])
+        later[4:12] = b"\xff" * 8
         bad_chunks = {
             "a flipped byte": [*good[:2], bytes(flipped), *good[3:]],
             "reordered": [good[0], good[2], good[1], *good[3:]],
-            "another tree": serve_chunk(source.get_node_bytes, source.state_root(1), 2048),
+            "another tree": serve_chunk(source.get_node_bytes, source.state_ref(1), 2048),
+            "a child made after its parent": [bytes(later), *good[1:]],
             "empty": [],
             "garbage": [b"\x93\x00"],
         }
@@ -107,17 +113,20 @@ def test_every_kind_of_bad_chunk_is_refused_at_its_node(tmp_path):
                 verify_chunk(root, chunk)
             assert what  # each case named for the reader
         # A chunk that goes on past the subtree's last node (a leaf has no children).
-        leaf_hash, leaf = next(
+        leaf_ref, leaf = next(
             (h, node)
             for h, node in verify_chunk(
                 root, serve_chunk(source.get_node_bytes, root)
             ).nodes.items()
             if node[1] == 1  # a leaf: [1, key, value]
         )
-        assert verify_chunk(leaf_hash, [leaf]).missing == []
+        assert verify_chunk(leaf_ref, [leaf]).missing == []
         with pytest.raises(BadChunk):
-            verify_chunk(leaf_hash, [leaf, leaf])
-        assert serve_chunk(source.get_node_bytes, b"\x01" * 32) == []
+            verify_chunk(leaf_ref, [leaf, leaf])
+        # A bare hash is no reference.
+        with pytest.raises(BadChunk):
+            verify_chunk(leaf_ref[8:], [leaf])
+        assert serve_chunk(source.get_node_bytes, b"\x01" * 40) == []
 
 
 def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
@@ -127,9 +136,7 @@ def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
         other = target_of(source, 5)
         with ChainStore(tmp_path / "dst") as dest:
             dest.begin_sync(other)
-            chunk = verify_chunk(
-                other.state_root, serve_chunk(source.get_node_bytes, other.state_root, 2048)
-            )
+            chunk = verify_chunk(sync_root(other), source.snapshot_chunk(5, sync_root(other), 2048))
             dest.store_chunk(chunk.nodes, chunk.leaves)
             with pytest.raises(StorageError):
                 dest.finish_sync(GENESIS_HASH)  # incomplete: refused, nothing installed
@@ -139,10 +146,10 @@ def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
             assert dest.sync_target() == other
             assert not dest.initialized
             assert dest.begin_sync(other) is True
-            assert other.state_root not in dest.missing_nodes(other.state_root, 100)
+            assert sync_root(other) not in dest.missing_nodes(sync_root(other), 100)
             # A newer target: what the old one left is wiped, never mixed in.
             assert dest.begin_sync(target) is False
-            assert dest.missing_nodes(target.state_root, 100) == [target.state_root]
+            assert dest.missing_nodes(sync_root(target), 100) == [sync_root(target)]
         with ChainStore(tmp_path / "dst") as dest:
             sync_from(source, dest, target, 8192)
             dest.finish_sync(GENESIS_HASH)
@@ -161,7 +168,7 @@ def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reope
             batch = db.new_batch()
             batch.delete(META + b"tree_layout")
             db.write(batch)
-        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 2"):
+        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 3"):
             ChainStore(tmp_path / "old")
         with ChainStore(tmp_path / "dst") as dest:
             sync_from(source, dest, target, 4096)
@@ -175,7 +182,7 @@ def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reope
 def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path):
     with ChainStore(tmp_path / "db") as store:
         states = build_chain(store, 30)
-        old_roots = {h: store.state_root(h) for h in range(31)}
+        old_roots = {h: store.state_ref(h) for h in range(31)}
         old_block = store.get_block(5)
         assert old_block is not None
         assert store.prune_blocks(20) == 20
@@ -195,7 +202,8 @@ def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path
             value, proof, root = store.prove(key, height)
             assert value == states[height][key]
             verify_proof(root, key, value, proof)
-            assert store.missing_nodes(root, 10) == []  # whole tree still there
+            # The whole tree is still there.
+            assert store.missing_nodes(store.state_ref(height), 10) == []
         with pytest.raises(Pruned):
             store.prove(b"acct/0001", 24)
         # Old versions' nodes are really gone: their roots can no longer be read.
@@ -211,5 +219,5 @@ def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path
         store.commit_block(block, commit, receipts, changes, update)
         store.prune_states(31)
         assert store.retained_state_heights() == [31]
-        assert store.missing_nodes(store.head_root, 10) == []
-        assert store.missing_nodes(ZERO_HASH, 10) == []
+        assert store.missing_nodes(store.head_ref, 10) == []
+        assert store.missing_nodes(ZERO_REF, 10) == []

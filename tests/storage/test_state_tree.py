@@ -22,6 +22,9 @@ from storage.state_tree import (
     GROUP_BYTES,
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
+    REF_SIZE,
+    VERSION_SIZE,
+    ZERO_REF,
     InternalNode,
     LeafNode,
     MemoryNodeStore,
@@ -29,10 +32,14 @@ from storage.state_tree import (
     StateProof,
     StateTree,
     TreeUpdate,
+    internal_children,
     internal_hash,
+    internal_node_hash,
+    is_internal,
     key_group,
     key_path,
     leaf_hash,
+    node_ref,
     state_root_of,
     value_hash,
     verify_proof,
@@ -98,12 +105,16 @@ def ref_root(state: dict[bytes, bytes]) -> bytes:
     return subtree(entries, 0)
 
 
-def build(state: dict[bytes, bytes], cache_size: int = 1024) -> tuple[StateTree, bytes]:
+def build(
+    state: dict[bytes, bytes], cache_size: int = 1024, version: int = 1
+) -> tuple[StateTree, TreeUpdate]:
+    """A tree holding ``state``, its nodes made at ``version`` and persisted: (tree,
+    the update that made it; ``.ref`` to read it, ``.root`` its hash)."""
     store = MemoryNodeStore()
     tree = StateTree(store, cache_size=cache_size)
-    update = tree.update(ZERO_HASH, state)
+    update = tree.update(ZERO_REF, state, version=version)
     store.put_nodes(update.nodes)
-    return tree, update.root
+    return tree, update
 
 
 def apply_model(model: dict[bytes, bytes], batch: dict[bytes, bytes | None]) -> None:
@@ -156,7 +167,8 @@ def test_records_of_one_owner_cost_one_path():
     rng = random.Random(3)
     owners = [rng.randbytes(20) for _ in range(4000)]
     state = {b"\x2b" + o: b"party" for o in owners}
-    tree, root = build(state)
+    tree, built = build(state)
+    root = built.ref
 
     def new_nodes(batch: dict[bytes, bytes]) -> int:
         return len(tree.update(root, batch).nodes)
@@ -164,9 +176,7 @@ def test_records_of_one_owner_cost_one_path():
     one = new_nodes({p + owners[0]: b"new" for p in (b"\x2b", b"\x2c", b"\x2d")})
     three = new_nodes({b"\x2b" + owners[i]: b"new" for i in (1, 2, 3)})
     assert one < three
-    assert (
-        tree.get(tree.update(root, {b"\x2c" + owners[0]: b"p"}).root, b"\x2c" + owners[0]) == b"p"
-    )
+    assert tree.get(tree.update(root, {b"\x2c" + owners[0]: b"p"}).ref, b"\x2c" + owners[0]) == b"p"
 
 
 def test_grouped_roots_and_proofs_match_fixed_vectors():
@@ -183,9 +193,9 @@ def test_grouped_roots_and_proofs_match_fixed_vectors():
     assert root == ref_root(state)
     assert root.hex() == "d8abd62217df419899e09516f469cf476622039e187393b5cc94a900448ae6fe"
     tree, built = build(state, cache_size=64)
-    assert built == root
-    present = hashlib.sha256(tree.prove(root, b"\x2b" + owners[3]).encode()).hexdigest()
-    absent = hashlib.sha256(tree.prove(root, b"\x2b" + owners[200]).encode()).hexdigest()
+    assert built.root == root
+    present = hashlib.sha256(tree.prove(built.ref, b"\x2b" + owners[3]).encode()).hexdigest()
+    absent = hashlib.sha256(tree.prove(built.ref, b"\x2b" + owners[200]).encode()).hexdigest()
     assert present == "f1dd098a4698b113c53c0dc38572b5196390710e4cfb587f5f18df59b6a231b7"
     assert absent == "8d140d833ecf24e136e8b47fff7184541e1b7d26ad618b462ed9d2cc9ff349e4"
 
@@ -193,17 +203,25 @@ def test_grouped_roots_and_proofs_match_fixed_vectors():
 @settings(max_examples=30, deadline=None)
 @given(state=st.dictionaries(keys, values, min_size=2, max_size=12))
 def test_stored_nodes_are_canonical_wire_encodings(state):
-    update = StateTree(MemoryNodeStore()).update(ZERO_HASH, state)
+    update = StateTree(MemoryNodeStore()).update(ZERO_REF, state, version=7)
     kinds = defaultdict(int)
-    for node_hash, data in update.nodes.items():
+    for ref, data in update.nodes.items():
+        assert len(ref) == REF_SIZE
+        node_hash = ref[VERSION_SIZE:]
         if data[1] == 0:
             node = InternalNode.decode(data)
             assert node.encode() == data
-            assert internal_hash(node.left, node.right) == node_hash
+            assert len(node.left) == len(node.right) == REF_SIZE
+            assert internal_hash(node.left[VERSION_SIZE:], node.right[VERSION_SIZE:]) == node_hash
+            # The byte-level readers agree with the codec.
+            assert is_internal(data)
+            assert internal_children(data) == (node.left, node.right)
+            assert internal_node_hash(data) == node_hash
             kinds["internal"] += 1
         else:
             leaf = LeafNode.decode(data)
             assert leaf.encode() == data
+            assert not is_internal(data)
             assert state[leaf.key] == leaf.value
             assert leaf_hash(key_path(leaf.key), value_hash(leaf.value)) == node_hash
             kinds["leaf"] += 1
@@ -215,8 +233,9 @@ def test_empty_and_single_key_roots():
     assert state_root_of({}) == ZERO_HASH
     # One key: the root is its leaf (compressed all the way up).
     assert state_root_of({b"a": b"1"}) == leaf_hash(key_path(b"a"), value_hash(b"1"))
-    tree, root = build({b"a": b"1"})
-    assert tree.update(root, {b"a": None}).root == ZERO_HASH
+    tree, built = build({b"a": b"1"})
+    emptied = tree.update(built.ref, {b"a": None}, version=2)
+    assert (emptied.root, emptied.ref) == (ZERO_HASH, ZERO_REF)
 
 
 # --- root depends on the set only ----------------------------------------------------
@@ -232,7 +251,7 @@ def test_root_independent_of_order_and_history(state, noise, seed):
     # deleting the noise keys that are not in the set.
     store = MemoryNodeStore()
     tree = StateTree(store, cache_size=8)
-    root = ZERO_HASH
+    root, root_hash = ZERO_REF, ZERO_HASH
     items = list(state.items())
     rng.shuffle(items)
     steps: list[dict[bytes, bytes | None]] = [dict(noise)]
@@ -241,11 +260,11 @@ def test_root_independent_of_order_and_history(state, noise, seed):
         steps.append(dict(items[:cut]))
         items = items[cut:]
     steps.append({k: None for k in noise if k not in state})
-    for step in steps:
-        update = tree.update(root, step)
+    for version, step in enumerate(steps, 1):
+        update = tree.update(root, step, version=version)
         store.put_nodes(update.nodes)
-        root = update.root
-    assert root == expected
+        root, root_hash = update.ref, update.root
+    assert root_hash == expected
 
 
 @settings(max_examples=40, deadline=None)
@@ -254,25 +273,25 @@ def test_one_key_at_a_time_equals_one_batch(state, seed):
     rng = random.Random(seed)
     store = MemoryNodeStore()
     tree = StateTree(store, cache_size=1024)
-    root = ZERO_HASH
+    update = TreeUpdate(ZERO_HASH, ZERO_REF, {})
 
-    def step(change: dict[bytes, bytes | None]) -> bytes:
+    def step(change: dict[bytes, bytes | None]) -> TreeUpdate:
         # Each update persisted before the next builds on it, as the chain store does:
         # the cache holds only a bounded part of what earlier updates made.
-        update = tree.update(root, change)
-        store.put_nodes(update.nodes)
-        return update.root
+        made = tree.update(update.ref, change)
+        store.put_nodes(made.nodes)
+        return made
 
     order = list(state.items())
     rng.shuffle(order)
     for k, v in order:
-        root = step({k: v})
-    assert root == build(state)[1]
+        update = step({k: v})
+    assert update.root == build(state)[1].root
     # And deleting them one by one in another order collapses back to empty.
     rng.shuffle(order)
     for k, _ in order:
-        root = step({k: None})
-    assert root == ZERO_HASH
+        update = step({k: None})
+    assert (update.root, update.ref) == (ZERO_HASH, ZERO_REF)
 
 
 # --- model-based: every version stays readable ---------------------------------------
@@ -284,29 +303,30 @@ class TreeMachine(RuleBasedStateMachine):
         self.store = MemoryNodeStore()
         # A tiny cache, so reads go back to the store and prove every node was persisted.
         self.tree = StateTree(self.store, cache_size=16)
-        self.root = ZERO_HASH
+        # The head's reference and hash; each update is made at the next version, as
+        # the chain store makes each block's nodes at its height.
+        self.root, self.root_hash = ZERO_REF, ZERO_HASH
         self.model: dict[bytes, bytes] = {}
-        self.versions: list[tuple[bytes, dict[bytes, bytes]]] = [(ZERO_HASH, {})]
+        self.versions: list[tuple[bytes, bytes, dict[bytes, bytes]]] = [(ZERO_REF, ZERO_HASH, {})]
 
-    @rule(batch=batches)
-    def update(self, batch):
-        result = self.tree.update(self.root, batch)
+    def _commit(self, result: TreeUpdate, batch) -> None:
         assert result.base == self.root
         self.store.put_nodes(result.nodes)
         apply_model(self.model, batch)
-        self.root = result.root
-        self.versions.append((self.root, dict(self.model)))
+        self.root, self.root_hash = result.ref, result.root
+        self.versions.append((self.root, self.root_hash, dict(self.model)))
+
+    @rule(batch=batches)
+    def update(self, batch):
+        self._commit(self.tree.update(self.root, batch, version=len(self.versions)), batch)
 
     @rule(batch=batches, data=st.data())
     def update_knowing_old_values(self, batch, data):
         # What the caller says a key holds (``known``) may be right, wrong or
         # missing, also for keys the batch does not change: the result is the same.
         said = {k: data.draw(st.sampled_from([v, v + b"x", None])) for k, v in self.model.items()}
-        result = self.tree.update(self.root, batch, said.get)
-        self.store.put_nodes(result.nodes)
-        apply_model(self.model, batch)
-        self.root = result.root
-        self.versions.append((self.root, dict(self.model)))
+        version = len(self.versions)
+        self._commit(self.tree.update(self.root, batch, said.get, version=version), batch)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -316,18 +336,18 @@ class TreeMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), key=keys)
     def read_any_version(self, data, key):
-        root, model = data.draw(st.sampled_from(self.versions))
+        root, root_hash, model = data.draw(st.sampled_from(self.versions))
         reader = StateTree(self.store, cache_size=2)
         assert reader.get(root, key) == model.get(key)
         value, proof = reader.get_with_proof(root, key)
         assert value == model.get(key)
-        verify_proof(root, key, value, proof)
+        verify_proof(root_hash, key, value, proof)
         for other in list(model)[:3]:
             assert self.tree.get(root, other) == model[other]
 
     @invariant()
     def root_matches_spec(self):
-        assert self.root == ref_root(self.model)
+        assert self.root_hash == ref_root(self.model)
 
 
 TestTreeMachine = TreeMachine.TestCase
@@ -339,21 +359,20 @@ def test_large_random_batches_match_spec():
     rng = random.Random(7)
     store = MemoryNodeStore()
     tree = StateTree(store, cache_size=512)
-    root, model = ZERO_HASH, {}
+    update, model = TreeUpdate(ZERO_HASH, ZERO_REF, {}), {}
     universe = [rng.randbytes(8) for _ in range(3000)]
-    for _ in range(6):
+    for version in range(1, 7):
         batch = {}
         for k in rng.sample(universe, 600):
             batch[k] = None if rng.random() < 0.3 else rng.randbytes(rng.randint(0, 20))
-        update = tree.update(root, batch)
+        update = tree.update(update.ref, batch, version=version)
         store.put_nodes(update.nodes)
-        root = update.root
         apply_model(model, batch)
-        assert root == ref_root(model)
+        assert update.root == ref_root(model)
     for k in rng.sample(universe, 200):
-        value, proof = tree.get_with_proof(root, k)
+        value, proof = tree.get_with_proof(update.ref, k)
         assert value == model.get(k)
-        verify_proof(root, k, value, proof)
+        verify_proof(update.root, k, value, proof)
 
 
 # --- proofs --------------------------------------------------------------------------
@@ -376,10 +395,11 @@ def _rejected(root, key, value, proof) -> bool:
     state=st.dictionaries(keys, values, min_size=1, max_size=40), probes=st.lists(keys, max_size=3)
 )
 def test_proofs_verify_and_any_tampering_fails(state, probes):
-    tree, root = build(state)
+    tree, built = build(state)
+    root = built.root
     for key in list(state)[:3] + probes:
         value = state.get(key)
-        proof = tree.prove(root, key)
+        proof = tree.prove(built.ref, key)
         assert StateProof.decode(proof.encode()) == proof
         verify_proof(root, key, value, proof)
 
@@ -494,7 +514,7 @@ def test_deep_key_alphabet_has_colliding_groups():
 def _synced_copy(store: MemoryNodeStore, root: bytes, budget: int) -> MemoryNodeStore:
     """The tree under ``root`` fetched as state sync does, in chunks of ``budget`` bytes."""
     nodes: dict[bytes, bytes] = {}
-    wanted = [root] if root != ZERO_HASH else []
+    wanted = [root] if root != ZERO_REF else []
     while wanted:
         subtree = wanted.pop()
         chunk = verify_chunk(subtree, serve_chunk(store.get_node, subtree, max_bytes=budget))
@@ -515,12 +535,12 @@ class DeepChainMachine(TreeMachine):
 
     @rule(data=st.data())
     def prove_every_key(self, data):
-        root, model = data.draw(st.sampled_from(self.versions))
+        root, root_hash, model = data.draw(st.sampled_from(self.versions))
         reader = StateTree(self.store, cache_size=2)
         for key in _DEEP_KEYS:
             value, proof = reader.get_with_proof(root, key)
             assert value == model.get(key)
-            verify_proof(root, key, value, proof)
+            verify_proof(root_hash, key, value, proof)
 
     @rule(
         budget=st.sampled_from([1, 200, 4096]),
@@ -533,7 +553,7 @@ class DeepChainMachine(TreeMachine):
             pos = tree.warm(self.root, pos, budget=5)
         expected = dict(self.model)
         apply_model(expected, batch)
-        assert tree.update(self.root, batch).root == ref_root(expected)
+        assert tree.update(self.root, batch, version=len(self.versions)).root == ref_root(expected)
 
 
 TestDeepChainMachine = DeepChainMachine.TestCase
@@ -543,9 +563,10 @@ TestDeepChainMachine.settings = settings(max_examples=150, stateful_step_count=2
 def test_deep_shared_prefix_compresses_and_collapses():
     a, b, c = _keys_sharing_prefix(14, 3)
     state = {a: b"1", b: b"2", c: b"3", b"lonely": b"4"}
-    tree, root = build(state)
+    tree, built = build(state)
+    root = built.root
     assert root == ref_root(state)
-    value, proof = tree.get_with_proof(root, a)
+    value, proof = tree.get_with_proof(built.ref, a)
     assert value == b"1"
     assert len(proof.siblings) > 14
     assert ZERO_HASH in proof.siblings  # the shared prefix is a chain of one-sided nodes
@@ -556,22 +577,23 @@ def test_deep_shared_prefix_compresses_and_collapses():
         ({a: None, b: None}, {c: b"3", b"lonely": b"4"}),
         ({a: None, b: None, b"lonely": None}, {c: b"3"}),
     ):
-        update = tree.update(root, doomed)
+        update = tree.update(built.ref, doomed)
         assert update.root == ref_root(rest) == state_root_of(rest)
     # A key absent but on the chain proves absent through the empty side branches.
     for probe in range(200):
         k = b"probe" + bytes([probe])
-        value, proof = tree.get_with_proof(root, k)
+        value, proof = tree.get_with_proof(built.ref, k)
         assert value is None
         verify_proof(root, k, None, proof)
 
 
 def test_absence_proof_leaf_must_share_the_key_prefix():
     state = {bytes([i]): b"v" for i in range(30)}
-    tree, root = build(state)
+    tree, built = build(state)
+    root = built.root
     for probe in range(256):
         key = b"absent" + bytes([probe])
-        proof = tree.prove(root, key)
+        proof = tree.prove(built.ref, key)
         if proof.leaf is not None and proof.siblings:
             break
     else:
@@ -616,21 +638,25 @@ def test_non_canonical_and_oversized_proofs_are_refused():
 def test_missing_or_corrupt_nodes_are_storage_errors():
     state = {bytes([i]): bytes([i]) for i in range(20)}
     store = MemoryNodeStore()
-    update = StateTree(store).update(ZERO_HASH, state)
+    update = StateTree(store).update(ZERO_REF, state, version=1)
     store.put_nodes(update.nodes)
     with pytest.raises(StorageError, match="missing"):
-        StateTree(store).get(b"\x01" * 32, b"k")
-    root_node = store.nodes[update.root]
-    store.nodes[update.root] = root_node[:-1] + bytes([root_node[-1] ^ 1])
+        StateTree(store).get(b"\x01" * REF_SIZE, b"k")
+    # The root's hash under another version is another reference: not stored.
+    with pytest.raises(StorageError, match="missing"):
+        StateTree(store).get(node_ref(2, update.root), b"k")
+    root_node = store.nodes[update.ref]
+    store.nodes[update.ref] = root_node[:-1] + bytes([root_node[-1] ^ 1])
     with pytest.raises(StorageError, match="does not match its hash"):
-        StateTree(store).get(update.root, b"k")
-    store.nodes[update.root] = b"\x93\x05garbage"
+        StateTree(store).get(update.ref, b"k")
+    store.nodes[update.ref] = b"\x93\x05garbage"
     with pytest.raises(StorageError, match="corrupt"):
-        StateTree(store).get(update.root, b"k")
+        StateTree(store).get(update.ref, b"k")
 
 
 def test_oversized_keys_and_values_are_refused():
-    tree, root = build({})
+    tree, built = build({})
+    root = built.ref
     with pytest.raises(StorageError, match="state key"):
         tree.update(root, {b"k" * (MAX_KEY_SIZE + 1): b"v"})
     with pytest.raises(StorageError, match="state value"):
@@ -640,14 +666,49 @@ def test_oversized_keys_and_values_are_refused():
 def test_new_nodes_are_cached_before_they_are_written():
     store = MemoryNodeStore()
     tree = StateTree(store)
-    first = tree.update(ZERO_HASH, {bytes([i]): b"a" for i in range(50)})
-    # Nothing persisted: the next block must still build on ``first.root``.
-    second = tree.update(first.root, {bytes([i]): b"b" for i in range(0, 50, 3)})
-    assert second.base == first.root
+    first = tree.update(ZERO_REF, {bytes([i]): b"a" for i in range(50)}, version=1)
+    # Nothing persisted: the next block must still build on ``first.ref``.
+    second = tree.update(first.ref, {bytes([i]): b"b" for i in range(0, 50, 3)}, version=2)
+    assert second.base == first.ref
     expected = {bytes([i]): (b"b" if i % 3 == 0 else b"a") for i in range(50)}
     assert second.root == state_root_of(expected)
-    assert tree.get(second.root, bytes([3])) == b"b"
-    assert tree.update(second.root, {}).root == second.root
+    assert tree.get(second.ref, bytes([3])) == b"b"
+    unchanged = tree.update(second.ref, {}, version=3)
+    assert (unchanged.root, unchanged.ref) == (second.root, second.ref)
+
+
+def test_new_nodes_are_stored_at_the_update_version_and_untouched_ones_keep_theirs():
+    # A tree made at version 1, then one key changed at version 258: the second
+    # update's nodes are all stored under 258 (big-endian, first 8 bytes), and its new
+    # internal nodes name the subtrees it did not touch by their version-1 references.
+    v1, v258 = (1).to_bytes(VERSION_SIZE, "big"), bytes(6) + b"\x01\x02"
+    state = {bytes([i]): b"a" for i in range(64)}
+    tree, first = build(state, version=1)
+    assert {ref[:VERSION_SIZE] for ref in first.nodes} == {v1}
+    second = tree.update(first.ref, {bytes([5]): b"b"}, version=258)
+    assert second.root == state_root_of(state | {bytes([5]): b"b"})
+    assert second.ref == node_ref(258, second.root) == v258 + second.root
+    assert second.nodes and {ref[:VERSION_SIZE] for ref in second.nodes} == {v258}
+    kept = [
+        child
+        for data in second.nodes.values()
+        if is_internal(data)
+        for child in internal_children(data)
+        if child not in second.nodes and child != ZERO_REF
+    ]
+    assert kept and all(child[:VERSION_SIZE] == v1 and child in first.nodes for child in kept)
+    # The root's untouched half is the first tree's own node, under its old reference.
+    old_halves = set(internal_children(first.nodes[first.ref]))
+    assert len(old_halves & set(internal_children(second.nodes[second.ref]))) == 1
+    assert tree.get(first.ref, bytes([5])) == b"a" and tree.get(second.ref, bytes([5])) == b"b"
+
+
+def test_update_refuses_a_root_hash_where_a_reference_is_due():
+    tree, built = build({b"a": b"1"})
+    for wrong in (built.root, ZERO_HASH, built.ref + b"\x00"):
+        for changes in ({b"a": b"2"}, {}):
+            with pytest.raises(StorageError, match=f"root reference is {REF_SIZE} bytes"):
+                tree.update(wrong, changes)
 
 
 def test_an_update_leaves_nothing_for_the_cyclic_collector():
@@ -655,7 +716,7 @@ def test_an_update_leaves_nothing_for_the_cyclic_collector():
     # set sat in a reference cycle held a big block's node dicts for several blocks.
     store = MemoryNodeStore()
     tree = StateTree(store)
-    first = tree.update(ZERO_HASH, {bytes([i, j]): b"a" for i in range(40) for j in range(5)})
+    first = tree.update(ZERO_REF, {bytes([i, j]): b"a" for i in range(40) for j in range(5)})
     store.put_nodes(first.nodes)
     gc.collect()
     was_enabled = gc.isenabled()
@@ -664,8 +725,8 @@ def test_an_update_leaves_nothing_for_the_cyclic_collector():
         changes: dict[bytes, bytes | None] = {bytes([i, 0]): b"b" for i in range(0, 40, 3)}
         changes.update({bytes([i, 1]): None for i in range(0, 40, 4)})
         changes.update({bytes([i, 9]): b"new" for i in range(0, 40, 5)})
-        second = tree.update(first.root, changes)
-        tree.update(second.root, {bytes([7, 7]): b"one"})
+        second = tree.update(first.ref, changes)
+        tree.update(second.ref, {bytes([7, 7]): b"one"})
         assert gc.collect() == 0
     finally:
         if was_enabled:
@@ -682,9 +743,9 @@ def test_roots_and_proofs_match_fixed_vectors():
     root = state_root_of(state)
     assert root.hex() == "a933ed000fa96154da23248824832c044b96dd2370c8a51e70b50fe55b0418fa"
     tree, built = build(state, cache_size=64)
-    assert built == root
-    present = hashlib.sha256(tree.prove(root, list(state)[17]).encode()).hexdigest()
-    absent = hashlib.sha256(tree.prove(root, b"absent").encode()).hexdigest()
+    assert built.root == root
+    present = hashlib.sha256(tree.prove(built.ref, list(state)[17]).encode()).hexdigest()
+    absent = hashlib.sha256(tree.prove(built.ref, b"absent").encode()).hexdigest()
     assert present == "09a0fc7259ee0e2d87457ffbb3ddcaf6d40bc44853ce3426e233f546256fd75f"
     assert absent == "d16f8a71cf2171224e94ec7a5a5befecc74fcc21639100fb4e705c3c06f0a11d"
 
@@ -694,34 +755,36 @@ class _CountingStore(MemoryNodeStore):
         super().__init__()
         self.reads: dict[bytes, int] = defaultdict(int)
 
-    def get_node(self, node_hash: bytes) -> bytes | None:
-        self.reads[node_hash] += 1
-        return super().get_node(node_hash)
+    def get_node(self, ref: bytes) -> bytes | None:
+        self.reads[ref] += 1
+        return super().get_node(ref)
 
 
 def _depths(store: MemoryNodeStore, root: bytes) -> dict[bytes, int]:
-    """Depth of every internal node of the tree at ``root`` (read straight from the store)."""
+    """Depth of every internal node of the tree at the reference ``root``, by reference
+    (read straight from the store)."""
     depths: dict[bytes, int] = {}
     stack = [(root, 0)]
     while stack:
-        node_hash, depth = stack.pop()
-        data = store.nodes.get(node_hash)
+        ref, depth = stack.pop()
+        data = store.nodes.get(ref)
         if data is None or data[1] != 0:
             continue  # empty or a leaf
         node = InternalNode.decode(data)
-        depths[node_hash] = depth
+        depths[ref] = depth
         stack.extend(((node.left, depth + 1), (node.right, depth + 1)))
     return depths
 
 
 def _stored(seed: int, keys: int) -> tuple[_CountingStore, dict[bytes, bytes], bytes]:
-    """A counting store holding a tree of ``keys`` random keys: (store, model, root)."""
+    """A counting store holding a tree of ``keys`` random keys made at version 1:
+    (store, model, root reference)."""
     rng = random.Random(seed)
     store = _CountingStore()
     model = {rng.randbytes(8): rng.randbytes(8) for _ in range(keys)}
-    update = StateTree(store).update(ZERO_HASH, model)
+    update = StateTree(store).update(ZERO_REF, model, version=1)
     store.put_nodes(update.nodes)
-    return store, model, update.root
+    return store, model, update.ref
 
 
 def test_known_old_values_spare_the_reads_of_the_old_leaves():
@@ -731,7 +794,7 @@ def test_known_old_values_spare_the_reads_of_the_old_leaves():
     store, model, root = _stored(9, 4000)
     rng = random.Random(9)
     batch: dict[bytes, bytes | None] = {k: rng.randbytes(8) for k in rng.sample(list(model), 50)}
-    old_leaves = {leaf_hash(key_path(k), value_hash(model[k])) for k in batch}
+    old_leaves = {node_ref(1, leaf_hash(key_path(k), value_hash(model[k]))) for k in batch}
     assert old_leaves <= set(store.nodes)
 
     def reads_of(known) -> tuple[int, int, TreeUpdate]:
@@ -744,11 +807,11 @@ def test_known_old_values_spare_the_reads_of_the_old_leaves():
     knowing_reads, knowing_leaf_reads, knowing = reads_of(model.get)
     assert plain_leaf_reads == len(batch) and knowing_leaf_reads == 0
     assert knowing_reads == plain_reads - len(batch)
-    assert (knowing.root, knowing.nodes) == (plain.root, plain.nodes)
+    assert (knowing.root, knowing.ref, knowing.nodes) == (plain.root, plain.ref, plain.nodes)
     # Values that are not the keys' (stale, or another key's) spare nothing.
     wrong_reads, wrong_leaf_reads, wrong = reads_of(lambda k: model[k][::-1])
     assert (wrong_reads, wrong_leaf_reads) == (plain_reads, len(batch))
-    assert wrong.root == plain.root
+    assert (wrong.root, wrong.ref) == (plain.root, plain.ref)
     apply_model(model, batch)
     assert plain.root == ref_root(model)
 
@@ -764,11 +827,11 @@ def test_warming_reads_each_upper_node_once_and_then_nothing_reads_them():
     assert tree.warm(root, 1, budget=100) == 101
     assert tree.store_reads == 100  # 4,000 keys fill the first levels
     batch: dict[bytes, bytes | None] = {k: rng.randbytes(8) for k in rng.sample(list(model), 50)}
-    update = tree.update(root, batch)
+    update = tree.update(root, batch, version=2)
     store.put_nodes(update.nodes)
-    tree.committed(update.root)
+    tree.committed(update.ref)
     apply_model(model, batch)
-    root = update.root
+    root = update.ref
     pos = 101
     while pos:
         pos = tree.warm(root, pos, budget=100)
@@ -778,9 +841,9 @@ def test_warming_reads_each_upper_node_once_and_then_nothing_reads_them():
     assert tree.warm(root, 1, budget=1 << 9) == 0
     assert all(tree.get(root, k) == v for k, v in model.items())
     assert [h for h in upper if store.reads[h] != reads[h]] == []
-    assert root == ref_root(model)
+    assert update.root == ref_root(model)
     # Nothing to do on an empty tree or past the slot levels.
-    assert tree.warm(ZERO_HASH) == 0
+    assert tree.warm(ZERO_REF) == 0
     assert tree.warm(root, 1 << 9) == 0
     # A small tree's warm-up ends below its last internal level, not at the last slot.
     small_store, small, small_root = _stored(16, 10)
@@ -839,10 +902,10 @@ def test_upper_levels_stay_cached_while_big_blocks_rotate_the_rest():
     rng = random.Random(3)
     store = _CountingStore()
     model = {rng.randbytes(8): rng.randbytes(8) for _ in range(4000)}
-    update = StateTree(store).update(ZERO_HASH, model)
+    update = StateTree(store).update(ZERO_REF, model, version=1)
     store.put_nodes(update.nodes)
     tree = StateTree(store, cache_size=512)  # a restarted node: empty cache
-    root = update.root
+    root = update.ref
     depth_of = _depths(store, root)
     made: set[bytes] = set()
     for i in range(24):
@@ -851,14 +914,14 @@ def test_upper_levels_stay_cached_while_big_blocks_rotate_the_rest():
             k: rng.randbytes(8) for k in rng.sample(list(model), size)
         }
         batch.update({rng.randbytes(8): rng.randbytes(8) for _ in range(size // 5)})
-        update = tree.update(root, batch)
+        update = tree.update(root, batch, version=i + 2)
         store.put_nodes(update.nodes)
-        tree.committed(update.root)
+        tree.committed(update.ref)
         made.update(update.nodes)
         apply_model(model, batch)
-        root = update.root
+        root = update.ref
         depth_of.update(_depths(store, root))
-    assert root == ref_root(model)
+    assert update.root == ref_root(model)
     upper_made = [h for h in made if depth_of.get(h, 99) < 9]
     assert upper_made
     assert not [h for h in upper_made if store.reads[h]]
@@ -868,9 +931,9 @@ def test_upper_levels_stay_cached_while_big_blocks_rotate_the_rest():
     # A failed round: a big block prepared and never committed, then a rival block of
     # the same height. The rival finds the upper levels of the head whole.
     batch = {k: b"first" for k in rng.sample(list(model), 500)}
-    tree.update(root, batch)
+    tree.update(root, batch, version=26)
     reads_before = dict(store.reads)
-    rival = tree.update(root, {k: b"rival" for k in batch})
+    rival = tree.update(root, {k: b"rival" for k in batch}, version=26)
     upper_now = {h for h, d in _depths(store, root).items() if d < 9}
     assert not [h for h in upper_now if store.reads[h] != reads_before.get(h, 0)]
     apply_model(model, {k: b"rival" for k in batch})
@@ -897,12 +960,12 @@ def test_rival_and_discarded_updates_with_small_caches(cache_size, state, plan, 
     rng = random.Random(seed)
     store = MemoryNodeStore()
     tree = StateTree(store, cache_size=cache_size)
-    first = tree.update(ZERO_HASH, state)
+    first = tree.update(ZERO_REF, state, version=1)
     store.put_nodes(first.nodes)
-    root, model = first.root, dict(state)
-    versions = [(root, dict(model))]
-    for batch, fate in plan:
-        update = tree.update(root, batch)
+    root, model = first.ref, dict(state)
+    versions = [(root, first.root, dict(model))]
+    for height, (batch, fate) in enumerate(plan, 2):
+        update = tree.update(root, batch, version=height)
         assert update.base == root
         expected = dict(model)
         apply_model(expected, batch)
@@ -912,19 +975,19 @@ def test_rival_and_discarded_updates_with_small_caches(cache_size, state, plan, 
         if fate == "rival":
             # Another block of the same height wins: built on the same base.
             rival_batch = {k: None if v is None else v + b"r" for k, v in batch.items()}
-            update = tree.update(root, rival_batch)
+            update = tree.update(root, rival_batch, version=height)
             batch = rival_batch
         store.put_nodes(update.nodes)
-        tree.committed(update.root)
+        tree.committed(update.ref)
         apply_model(model, batch)
-        root = update.root
-        assert root == ref_root(model)
-        versions.append((root, dict(model)))
-        old_root, old_model = rng.choice(versions)
+        root = update.ref
+        assert update.root == ref_root(model)
+        versions.append((root, update.root, dict(model)))
+        old_root, old_hash, old_model = rng.choice(versions)
         for key in list(old_model)[:5] + [b"\xff\xff\xff\xff"]:
             value, proof = tree.get_with_proof(old_root, key)
             assert value == old_model.get(key)
-            verify_proof(old_root, key, value, proof)
+            verify_proof(old_hash, key, value, proof)
     for key in list(model)[:20]:
         assert tree.get(root, key) == model[key]
 
@@ -945,5 +1008,6 @@ def test_a_cache_the_host_cannot_map_is_a_storage_error():
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
-    assert "refused: cannot map 1,711,276,032 bytes" in out.stdout
+    # 2^24 slots of 126 bytes: a 40-byte reference and an 86-byte internal node.
+    assert "refused: cannot map 2,113,929,216 bytes" in out.stdout
     assert "16,777,216 entries" in out.stdout
