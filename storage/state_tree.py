@@ -536,9 +536,16 @@ class StateTree:
             right = build(depth + 1, 2 * pos + 1, entries, mid, hi) if hi > mid else ZERO_REF
             return new_internal(left, right, depth, pos)
 
-        def fresh(depth: int, pos: int, lo: int, hi: int, keep: tuple[int, bytes] | None) -> bytes:
-            # Subtree of the inserts among changes lo..hi plus one existing leaf ``keep``.
-            entries = [(paths[i], new_leaf(i)) for i in range(lo, hi) if values[i] is not None]
+        def fresh(
+            depth: int, pos: int, lo: int, hi: int, keep: tuple[int, bytes] | None, skip: int = -1
+        ) -> bytes:
+            # Subtree of the inserts among changes lo..hi (but ``skip``) plus one existing
+            # leaf ``keep``.
+            entries = [
+                (paths[i], new_leaf(i))
+                for i in range(lo, hi)
+                if values[i] is not None and i != skip
+            ]
             if keep is not None:
                 insort(entries, keep)
             return build(depth, pos, entries, 0, len(entries)) if entries else ZERO_REF
@@ -625,14 +632,26 @@ class StateTree:
                 lpath = int.from_bytes(node[_PATH], "big")
                 i = bisect_left(paths, lpath, lo, hi)
                 if i < hi and paths[i] == lpath:
-                    replaced.append(node_hash)
-                    return fresh(depth, pos, lo, hi, None)
+                    if values[i] != node[_VALUE_AT:]:
+                        replaced.append(node_hash)
+                        return fresh(depth, pos, lo, hi, None)
+                    # Written with the value it has: the leaf stays as it is. Made again
+                    # at this version, it would be a second reference to one hash, and
+                    # two updates of one base (rival blocks of a height) could then make
+                    # one reference with two encodings (children of other versions).
+                    return fresh(depth, pos, lo, hi, (lpath, node_hash), i)
                 return fresh(depth, pos, lo, hi, (lpath, node_hash))
             left, right = node[_LEFT], node[_RIGHT]
             shift = 255 - depth
             mid = bisect_left(paths, ((paths[lo] >> shift) | 1) << shift, lo, hi)
             new_left = apply(left, depth + 1, 2 * pos, lo, mid) if mid > lo else left
             new_right = apply(right, depth + 1, 2 * pos + 1, mid, hi) if hi > mid else right
+            # A subtree whose changes were all no-ops keeps its reference (the one
+            # stored), whatever made its hash again.
+            if new_left != left and new_left[VERSION_SIZE:] == left[VERSION_SIZE:]:
+                new_left = left
+            if new_right != right and new_right[VERSION_SIZE:] == right[VERSION_SIZE:]:
+                new_right = right
             if new_left == left and new_right == right:
                 return node_hash
             if depth >= slot_depth:

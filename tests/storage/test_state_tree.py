@@ -1011,3 +1011,34 @@ def test_a_cache_the_host_cannot_map_is_a_storage_error():
     # 2^24 slots of 126 bytes: a 40-byte reference and an 86-byte internal node.
     assert "refused: cannot map 2,113,929,216 bytes" in out.stdout
     assert "16,777,216 entries" in out.stdout
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    state=st.dictionaries(keys, values, min_size=1, max_size=12),
+    first=st.dictionaries(keys, st.none() | values, min_size=1, max_size=5),
+    more=st.dictionaries(keys, st.none() | values, max_size=5),
+    rewrite=st.booleans(),
+)
+def test_rival_updates_of_one_height_never_give_a_reference_two_encodings(
+    state, first, more, rewrite
+):
+    # Two blocks of one height (a round's proposal, the next round's) are updates of
+    # one base at one version; either may be committed. A reference names one node:
+    # if the two made it with other children, the cache would keep whichever came last
+    # and the committed tree would name children never written. Writes of the value a
+    # key already has are the case that did (the leaf was made again).
+    tree, built = build(state)
+    if rewrite:
+        first = {**first, **{k: v for k, v in list(state.items())[:3]}}
+    u1 = tree.update(built.ref, first, version=2)
+    u2 = tree.update(built.ref, {**first, **more}, version=2)
+    assert [r for r in u1.nodes if r in u2.nodes and u1.nodes[r] != u2.nodes[r]] == []
+
+
+def test_writing_the_values_keys_already_have_changes_nothing():
+    state = {bytes([i]): b"v%d" % i for i in range(40)}
+    tree, built = build(state)
+    absent = [bytes([i, 1]) for i in range(40)]
+    same = tree.update(built.ref, {**state, **dict.fromkeys(absent)}, version=2)
+    assert (same.root, same.ref, same.nodes) == (built.root, built.ref, {})
