@@ -99,11 +99,11 @@ def state_sync(source: ChainStore, path: Path, chunk_bytes: int) -> tuple[float,
     chunks = sent = 0
     with ChainStore(path) as dest:
         dest.begin_sync(target)
-        wanted = [sync_root(target)]
+        wanted = dest.missing_nodes(sync_root(target), 1)
         while wanted:
             subtree = wanted.pop()
             nodes = source.snapshot_chunk(height, subtree, chunk_bytes)
-            chunk = verify_chunk(subtree, nodes)
+            chunk = verify_chunk(subtree, nodes, height)
             dest.store_chunk(chunk.nodes, chunk.leaves)
             wanted.extend(reversed(chunk.missing))
             chunks += 1

@@ -52,6 +52,7 @@ from storage import (
     BadChunk,
     ChainStore,
     StateProof,
+    Subtree,
     SyncTarget,
     sync_root,
     verify_chunk,
@@ -228,7 +229,7 @@ class SnapshotServer:
         elif isinstance(msg, EpochsRequest):
             read, none = partial(self._epochs, req=msg), EpochsResponse(msg.first, ())
         elif isinstance(msg, ChunkRequest):
-            read, none = partial(self._chunk, req=msg), ChunkResponse(msg.height, msg.subtree, ())
+            read, none = partial(self._chunk, req=msg), _answer(msg, ())
         else:
             return None
         store = self._store()
@@ -273,11 +274,20 @@ class SnapshotServer:
 
     def _chunk(self, store: ChainStore, req: ChunkRequest) -> ChunkResponse:
         if not self._servable(store, req.height):
-            return ChunkResponse(req.height, req.subtree, ())
-        nodes = store.snapshot_chunk(req.height, req.subtree, self._chunk_bytes)
+            return _answer(req, ())
+        # A place no tree has (DecodeError) is served nothing, like any subtree not there.
+        nodes = store.snapshot_chunk(req.height, _place(req), self._chunk_bytes)
         if self._chunk_filter is not None:
             nodes = self._chunk_filter(nodes)
-        return ChunkResponse(req.height, req.subtree, tuple(nodes))
+        return _answer(req, tuple(nodes))
+
+
+def _place(msg: ChunkRequest) -> Subtree:
+    return Subtree(msg.depth, msg.path, msg.subtree)
+
+
+def _answer(req: ChunkRequest, nodes: tuple[bytes, ...]) -> ChunkResponse:
+    return ChunkResponse(req.height, req.subtree, req.depth, req.path, nodes)
 
 
 # --- syncing -----------------------------------------------------------------------
@@ -285,7 +295,7 @@ class SnapshotServer:
 
 @dataclass
 class _Pending:
-    subtree: bytes
+    subtree: Subtree
     sent: float
 
 
@@ -509,7 +519,8 @@ class StateSyncer:
                 if peer in pending or peer in empty:
                     continue
                 subtree = wanted.pop()
-                if self._ask(peer, ChunkRequest(target.height, subtree), ChunkResponse):
+                ask_for = ChunkRequest(target.height, subtree.hash, subtree.depth, subtree.path)
+                if self._ask(peer, ask_for, ChunkResponse):
                     pending[peer] = _Pending(subtree, time.monotonic())
                 else:
                     wanted.append(subtree)
@@ -524,7 +535,9 @@ class StateSyncer:
             if (
                 ask is not None
                 and isinstance(msg, ChunkResponse)
-                and (msg.height, msg.subtree) == (target.height, ask.subtree)
+                and msg.height == target.height
+                and (msg.subtree, msg.depth, msg.path)
+                == (ask.subtree.hash, ask.subtree.depth, ask.subtree.path)
             ):
                 del pending[peer]
                 if not msg.nodes:
@@ -533,7 +546,7 @@ class StateSyncer:
                 else:
                     try:
                         chunk = await loop.run_in_executor(
-                            None, verify_chunk, ask.subtree, list(msg.nodes)
+                            None, verify_chunk, ask.subtree, list(msg.nodes), target.height
                         )
                     except BadChunk as exc:
                         wanted.append(ask.subtree)

@@ -19,11 +19,10 @@ from core.types import Block, SignedTx
 
 # 2: state roots place keys by group (``storage.state_tree.key_group``, tree layout 2):
 # a node of version 1 computes other roots for every block, so the two never connect.
-# 3: state sync names tree nodes by reference, version || hash (tree layout 3), in
-# ``ChunkRequest`` and ``ChunkResponse``; roots are unchanged.
+# 3: state sync names a subtree by its place as well as its hash (``ChunkRequest``,
+# ``ChunkResponse``): a server keeps tree nodes by version (tree layout 3) and finds
+# one by walking to it. Roots are unchanged.
 PROTOCOL_VERSION = 3
-# A state tree node's reference (``storage.state_tree.REF_SIZE``: 8-byte version, hash).
-TREE_REF_SIZE = 40
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.
@@ -152,13 +151,16 @@ class EpochsResponse(Wire):
 
 @dataclass(frozen=True, slots=True)
 class ChunkRequest(Wire):
-    """Ask for the state tree nodes under the reference ``subtree`` in the snapshot at
-    ``height`` (its root by the snapshot's height and root hash)."""
+    """Ask for the state tree nodes under ``subtree`` (its hash) in the snapshot at
+    ``height``: the node at ``depth`` reached by the first ``depth`` bits of ``path``
+    (``storage.Subtree``; the root is depth 0, path all zero)."""
 
     height: int
-    subtree: Annotated[bytes, Len(TREE_REF_SIZE)]
+    subtree: Annotated[bytes, Len(32)]
+    depth: int
+    path: Annotated[bytes, Len(32)]
 
-    MAX_ENCODED = 64
+    MAX_ENCODED = 96
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +169,9 @@ class ChunkResponse(Wire):
     none when it does not serve that snapshot. The receiver verifies every node."""
 
     height: int
-    subtree: Annotated[bytes, Len(TREE_REF_SIZE)]
+    subtree: Annotated[bytes, Len(32)]
+    depth: int
+    path: Annotated[bytes, Len(32)]
     nodes: Annotated[
         tuple[Annotated[bytes, MaxLen(MAX_CHUNK_BYTES)], ...], MaxItems(MAX_CHUNK_NODES)
     ]

@@ -9,7 +9,14 @@ from storage.chain_store import (
     sync_root,
 )
 from storage.db import Database, WriteBatch
-from storage.snapshot import BadChunk, VerifiedChunk, serve_chunk, verify_chunk
+from storage.snapshot import (
+    BadChunk,
+    Subtree,
+    VerifiedChunk,
+    root_subtree,
+    serve_chunk,
+    verify_chunk,
+)
 from storage.state_tree import (
     DEFAULT_TREE_CACHE_SIZE,
     MAX_KEY_SIZE,
@@ -48,11 +55,13 @@ __all__ = [
     "Pruned",
     "StateProof",
     "StateTree",
+    "Subtree",
     "SyncTarget",
     "TreeUpdate",
     "VerifiedChunk",
     "WriteBatch",
     "node_ref",
+    "root_subtree",
     "serve_chunk",
     "state_root_of",
     "sync_root",

@@ -35,7 +35,14 @@ from core.types import Block, Commit, tx_hash
 from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height, encode_position
-from storage.snapshot import DEFAULT_CHUNK_BYTES, node_children, serve_chunk, walk_missing
+from storage.snapshot import (
+    DEFAULT_CHUNK_BYTES,
+    Subtree,
+    find_subtree,
+    node_children,
+    serve_chunk,
+    walk_missing,
+)
 from storage.state_tree import (
     DEFAULT_TREE_CACHE_SIZE,
     REF_SIZE,
@@ -86,9 +93,9 @@ class SyncTarget(Wire):
 
 
 def sync_root(target: SyncTarget) -> bytes:
-    """The reference a state sync asks for its root by and keeps it under: the
-    target's height, whatever version the serving node made it at (a server finds
-    its own root by the hash, ``ChainStore.snapshot_chunk``)."""
+    """The reference a state sync keeps its root under: a synced store keeps every
+    node at the target's height, whatever versions the serving nodes made them at
+    (``storage.snapshot.verify_chunk``)."""
     return node_ref(target.height, target.state_root)
 
 
@@ -638,19 +645,14 @@ class ChainStore:
         return self._db.get(spaces.TREE_NODE + ref)
 
     def snapshot_chunk(
-        self, height: int, subtree: bytes, max_bytes: int = DEFAULT_CHUNK_BYTES
+        self, height: int, subtree: Subtree, max_bytes: int = DEFAULT_CHUNK_BYTES
     ) -> list[bytes]:
-        """The chunk of the snapshot at ``height`` under the reference ``subtree``
-        (``storage.snapshot.serve_chunk``); ``Pruned`` or ``StorageError`` when this
-        store has no state at ``height``.
-
-        The asker names the root by the snapshot's height (``sync_root``): this store
-        keeps it under the version that made it, which may be older.
-        """
-        root = self.state_ref(height)
-        if subtree[VERSION_SIZE:] == root[VERSION_SIZE:]:
-            subtree = root
-        return serve_chunk(self.get_node_bytes, subtree, max_bytes)
+        """The chunk of the snapshot at ``height`` under ``subtree``, found by its place
+        in this store's tree (``storage.snapshot.serve_chunk``); empty when the tree
+        has no such subtree there. ``Pruned`` or ``StorageError`` when this store has
+        no state at ``height``."""
+        ref = find_subtree(self.get_node_bytes, self.state_ref(height), subtree)
+        return [] if ref is None else serve_chunk(self.get_node_bytes, ref, max_bytes)
 
     def sync_target(self) -> SyncTarget | None:
         """The target of the state sync in progress, if any."""
@@ -684,9 +686,9 @@ class ChainStore:
         self._db.write(batch)
         return False
 
-    def missing_nodes(self, root: bytes, limit: int) -> list[bytes]:
-        """References of the subtrees under the root reference ``root`` not stored yet,
-        reached through stored nodes."""
+    def missing_nodes(self, root: bytes, limit: int) -> list[Subtree]:
+        """The subtrees under the root reference ``root`` not stored yet, reached
+        through stored nodes."""
         return list(walk_missing(self.get_node_bytes, root, limit))
 
     def store_chunk(
@@ -720,11 +722,10 @@ class ChainStore:
         block = self._decode(Block, target.block, "synced block")
         if block.header.height != target.height or block.header.state_root != target.state_root:
             raise StorageError("sync target's block does not match its height and state root")
-        # The synced root is kept under the sync's height, as ``sync_root`` asked for it.
         root = sync_root(target)
         missing = self.missing_nodes(root, 1)
         if missing:
-            raise StorageError(f"state sync incomplete: node {missing[0].hex()} is missing")
+            raise StorageError(f"state sync incomplete: node {missing[0].hash.hex()} is missing")
         at = encode_height(target.height)
         batch = self._db.new_batch()
         batch.put(spaces.BLOCK + at, target.block)

@@ -1,24 +1,29 @@
 """State-tree snapshots in chunks: served from any retained root, verified node by node.
 
 A snapshot of the state at a final height is the state tree under that height's
-root. It travels as *subtree chunks*: a request names one node reference (version
-|| hash: the root first, by the snapshot's height and root hash, later the
-subtrees still missing), and the answer is that subtree's nodes in pre-order
-(node, left subtree, right subtree), cut after a byte budget. An internal node
-holds its children's hashes, so a chunk is verified against the root alone,
-without any proof beside it:
+root. It travels as *subtree chunks*: a request names one subtree by where it sits
+and what it hashes to (``Subtree``: its depth, the path bits leading there, its
+hash; the root first, later the subtrees still missing), and the answer is that
+subtree's nodes in pre-order (node, left subtree, right subtree), cut after a
+byte budget. An internal node holds its children's hashes, so a chunk is
+verified against the root alone, without any proof beside it:
 
 - the first node must hash to the requested hash;
 - every following node must hash to the next hash the pre-order walk expects
   (the children of the nodes already verified, left before right, empty
   subtrees skipped);
-- a child's version, which no hash covers, must not be above its parent's (a node
-  is made no later than the nodes above it): the receiver keeps each node under
-  the reference its parent names, so versions only say where nodes are stored;
-- the references the walk still expects when the chunk ends are what is missing,
+- the subtrees the walk still expects when the chunk ends are what is missing,
   and are asked for next (from any peer).
 
-A chunk holding one wrong byte fails at that node, so a hostile peer is caught
+Where a server keeps a node (its reference: the version that made it, then its
+hash) is its own business: it finds a requested subtree by walking from its root
+along the path, and the children's versions in what it sends are covered by no
+hash, so the receiver ignores them and keeps every node under its own reference,
+the snapshot's height (``verify_chunk`` rewrites the encodings). Peers that made
+or synced their nodes at other heights thus serve one joiner alike, and a hostile
+server's versions cannot lead the joiner to ask for what no one else holds.
+
+A chunk holding one wrong byte (but in the versions) fails at that node, so a hostile peer is caught
 on the chunk it sent, never later. What a verifier keeps is the walk's stack:
 at most one pending right child per level of the requested subtree.
 
@@ -33,9 +38,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from core.errors import DecodeError, Invalid, StorageError
-from core.hashing import ZERO_HASH
+from core.hashing import HASH_SIZE, ZERO_HASH
 from storage.state_tree import (
-    REF_SIZE,
+    _BIN_REF,
+    _INTERNAL_HEAD,
+    MAX_DEPTH,
     VERSION_SIZE,
     ZERO_REF,
     LeafNode,
@@ -57,6 +64,56 @@ class BadChunk(Invalid):
     """A chunk that does not belong to the tree it was asked from."""
 
     code = "bad_chunk"
+
+
+@dataclass(frozen=True, slots=True)
+class Subtree:
+    """Where a subtree of a snapshot sits: the node at ``depth`` reached by the first
+    ``depth`` bits of ``path`` (the rest zero), whose hash is ``hash``. Built from a
+    peer's request, so it checks itself (``DecodeError``)."""
+
+    depth: int
+    path: bytes
+    hash: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.path) != HASH_SIZE or len(self.hash) != HASH_SIZE:
+            raise DecodeError(f"a subtree's path and hash are {HASH_SIZE} bytes each")
+        # A leaf sits at depth 255 at most (two keys differ in some bit), so does any
+        # subtree; the path's bits past ``depth`` are zero, so one place has one name.
+        if not 0 <= self.depth < MAX_DEPTH:
+            raise DecodeError(f"a subtree's depth is 0 to {MAX_DEPTH - 1}, got {self.depth}")
+        bits = int.from_bytes(self.path, "big")
+        if bits & ((1 << (MAX_DEPTH - self.depth)) - 1):
+            raise DecodeError(f"path bits past depth {self.depth} must be zero")
+
+    def child(self, right: bool, child_hash: bytes) -> Subtree:
+        bits = int.from_bytes(self.path, "big")
+        if right:
+            bits |= 1 << (MAX_DEPTH - 1 - self.depth)
+        return Subtree(self.depth + 1, bits.to_bytes(HASH_SIZE, "big"), child_hash)
+
+
+def root_subtree(root_hash: bytes) -> Subtree:
+    """The whole tree of a snapshot whose state root is ``root_hash``."""
+    return Subtree(0, ZERO_HASH, root_hash)
+
+
+def find_subtree(
+    get_node: Callable[[bytes], bytes | None], root: bytes, subtree: Subtree
+) -> bytes | None:
+    """The reference, in the store ``get_node`` reads, of ``subtree`` under the root
+    reference ``root``; None when the tree has no such node there. Reads at most
+    ``subtree.depth`` nodes: the walk down the path."""
+    ref = root
+    bits = int.from_bytes(subtree.path, "big")
+    for depth in range(subtree.depth):
+        encoding = get_node(ref) if ref != ZERO_REF else None
+        if encoding is None or not is_internal(encoding):
+            return None
+        left, right = internal_children(encoding)
+        ref = right if (bits >> (MAX_DEPTH - 1 - depth)) & 1 else left
+    return ref if ref[VERSION_SIZE:] == subtree.hash and ref != ZERO_REF else None
 
 
 def node_children(encoding: bytes) -> tuple[bytes, bytes] | None:
@@ -104,13 +161,13 @@ def serve_chunk(
 
 @dataclass(frozen=True, slots=True)
 class VerifiedChunk:
-    """What a chunk proved: its nodes (reference -> encoding), the leaves among them as
-    (key, value), and the references of the subtrees still missing below it, in walk
-    order."""
+    """What a chunk proved: its nodes, as the receiver keeps them (reference at the
+    snapshot's version -> encoding naming children at that version), the leaves among
+    them as (key, value), and the subtrees still missing below it, in walk order."""
 
     nodes: dict[bytes, bytes]
     leaves: list[tuple[bytes, bytes]]
-    missing: list[bytes]
+    missing: list[Subtree]
 
 
 def node_hash_of(encoding: bytes) -> tuple[bytes, tuple[bytes, bytes] | None, LeafNode | None]:
@@ -122,17 +179,22 @@ def node_hash_of(encoding: bytes) -> tuple[bytes, tuple[bytes, bytes] | None, Le
     return leaf_hash(key_path(leaf.key), value_hash(leaf.value)), None, leaf
 
 
-def verify_chunk(subtree: bytes, encodings: list[bytes]) -> VerifiedChunk:
-    """Check ``encodings`` as a pre-order prefix of the tree under the reference
-    ``subtree``.
+def _kept(version: bytes, child_hash: bytes) -> bytes:
+    return ZERO_REF if child_hash == ZERO_HASH else version + child_hash
+
+
+def verify_chunk(subtree: Subtree, encodings: list[bytes], version: int) -> VerifiedChunk:
+    """Check ``encodings`` as a pre-order prefix of the tree under ``subtree``, and give
+    its nodes as a receiver keeps them at ``version`` (the snapshot's height).
 
     Raises ``BadChunk`` naming the first node that does not fit. An empty chunk is
     refused too: whoever offered the snapshot must be able to serve it.
     """
-    if len(subtree) != REF_SIZE or subtree[VERSION_SIZE:] == ZERO_HASH:
-        raise BadChunk(f"no chunk can be asked for subtree {subtree.hex()}")
+    if subtree.hash == ZERO_HASH:
+        raise BadChunk("no chunk can be asked for an empty subtree")
     if not encodings:
-        raise BadChunk(f"empty chunk for subtree {subtree.hex()[:16]}")
+        raise BadChunk(f"empty chunk for subtree {subtree.hash.hex()[:16]}")
+    at = version.to_bytes(VERSION_SIZE, "big")
     stack = [subtree]
     nodes: dict[bytes, bytes] = {}
     leaves: list[tuple[bytes, bytes]] = []
@@ -144,51 +206,48 @@ def verify_chunk(subtree: bytes, encodings: list[bytes]) -> VerifiedChunk:
             got, children, leaf = node_hash_of(encoding)
         except DecodeError as exc:
             raise BadChunk(f"chunk node {i} is not a tree node: {exc}") from exc
-        if got != expected[VERSION_SIZE:]:
+        if got != expected.hash:
             raise BadChunk(
-                f"chunk node {i} hashes to {got.hex()[:16]}, "
-                f"expected {expected[VERSION_SIZE:].hex()[:16]}"
+                f"chunk node {i} hashes to {got.hex()[:16]}, expected {expected.hash.hex()[:16]}"
             )
-        nodes[expected] = bytes(encoding)
-        if children is not None:
-            left, right = children
-            if left == ZERO_REF and right == ZERO_REF:
-                raise BadChunk(f"chunk node {i} is an internal node with no children")
-            # Big-endian versions: the bytes compare as the numbers do.
-            version = expected[:VERSION_SIZE]
-            for child in (right, left):
-                if child[VERSION_SIZE:] == ZERO_HASH:
-                    if child != ZERO_REF:
-                        raise BadChunk(f"chunk node {i} names an empty child with a version")
-                    continue
-                if child[:VERSION_SIZE] > version:
-                    raise BadChunk(f"chunk node {i} names a child made after it")
-                stack.append(child)
-        else:
+        if children is None:
             assert leaf is not None
+            nodes[at + got] = bytes(encoding)
             leaves.append((leaf.key, leaf.value))
+            continue
+        left, right = children[0][VERSION_SIZE:], children[1][VERSION_SIZE:]
+        if left == ZERO_HASH and right == ZERO_HASH:
+            raise BadChunk(f"chunk node {i} is an internal node with no children")
+        if expected.depth >= MAX_DEPTH - 1:
+            raise BadChunk(f"chunk node {i} is an internal node at depth {expected.depth}")
+        # The sender's versions of the children are its own: ours are the snapshot's.
+        nodes[at + got] = _INTERNAL_HEAD + _kept(at, left) + _BIN_REF + _kept(at, right)
+        if right != ZERO_HASH:
+            stack.append(expected.child(True, right))
+        if left != ZERO_HASH:
+            stack.append(expected.child(False, left))
     stack.reverse()
     return VerifiedChunk(nodes, leaves, stack)
 
 
 def walk_missing(
     get_node: Callable[[bytes], bytes | None], root: bytes, limit: int
-) -> Iterator[bytes]:
-    """References under the root reference ``root`` that the store lacks, reached
+) -> Iterator[Subtree]:
+    """The subtrees under the root reference ``root`` that the store lacks, reached
     through nodes it holds.
 
     Resuming a sync: what was stored before a restart is walked locally (each node
     checked against its hash again), and only the subtrees below it that never
-    arrived are fetched. Stops after ``limit`` missing hashes (the caller fetches
+    arrived are fetched. Stops after ``limit`` missing subtrees (the caller fetches
     those, then walks again), so memory stays bounded.
     """
     found = 0
-    stack = [root] if root != ZERO_REF else []
+    stack = [(root, root_subtree(root[VERSION_SIZE:]))] if root != ZERO_REF else []
     while stack:
-        ref = stack.pop()
+        ref, where = stack.pop()
         encoding = get_node(ref)
         if encoding is None:
-            yield ref
+            yield where
             found += 1
             if found >= limit:
                 return
@@ -200,8 +259,10 @@ def walk_missing(
         if got != ref[VERSION_SIZE:]:
             raise StorageError(f"stored state tree node {ref.hex()} does not match its hash")
         if children is not None:
+            if where.depth >= MAX_DEPTH - 1:
+                raise StorageError(f"stored state tree node {ref.hex()} is too deep")
             left, right = children
             if right != ZERO_REF:
-                stack.append(right)
+                stack.append((right, where.child(True, right[VERSION_SIZE:])))
             if left != ZERO_REF:
-                stack.append(left)
+                stack.append((left, where.child(False, left[VERSION_SIZE:])))

@@ -147,7 +147,7 @@ async def test_a_peer_flooding_answers_nobody_asked_for_cannot_stall_the_sync(tm
     async def flood(net: Net, height: int) -> None:
         while True:
             assert net.syncer is not None
-            net.syncer.deliver(HOSTILE, ChunkResponse(height, b"\x07" * 40, ()))
+            net.syncer.deliver(HOSTILE, ChunkResponse(height, b"\x07" * 32, 0, bytes(32), ()))
             await asyncio.sleep(0.002)
 
     async def hostile(msg: Wire) -> Wire | None:
@@ -166,10 +166,38 @@ async def test_a_peer_flooding_answers_nobody_asked_for_cannot_stall_the_sync(tm
     assert flooding and HONEST not in net.dropped
 
 
+async def test_versions_a_server_makes_up_cannot_stall_the_sync(tmp_path):
+    # The versions in a node's encoding (where the server keeps its children) are
+    # covered by no hash. A hostile peer answers one request with its children's
+    # versions made up, then serves nothing: the joiner keeps nodes at its own version
+    # and asks the honest peer for the rest by place and hash, never by those versions.
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+    made_up: list[bytes] = []
+
+    async def hostile(msg: Wire) -> Wire | None:
+        answer = await honest.answer(msg)
+        if not isinstance(msg, ChunkRequest) or not isinstance(answer, ChunkResponse):
+            return answer
+        nodes: tuple[bytes, ...] = ()
+        if not made_up and answer.nodes and answer.nodes[0][1] == 0:  # an internal node
+            first = answer.nodes[0]
+            made_up.append(first[:4] + b"\x7f" * 8 + first[12:46] + bytes(8) + first[54:])
+            nodes = (made_up[0],)
+        return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, nodes)
+
+    net = Net({HOSTILE: hostile, HONEST: honest.answer})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, timeout=20) == 40
+    assert made_up
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+    assert HONEST not in net.dropped
+
+
 async def test_answers_nobody_asked_for_are_not_kept(tmp_path):
     source = make_chain(tmp_path / "a", 8)
     syncer = StateSyncer(ChainStore(tmp_path / "b"), GENESIS, Net({}))
-    unasked = ChunkResponse(8, source.store.head_ref, ())
+    unasked = ChunkResponse(8, source.store.head_root, 0, bytes(32), ())
     assert all(syncer.deliver(HOSTILE, unasked) is False for _ in range(100))
 
 
@@ -197,18 +225,19 @@ async def test_what_is_pruned_while_being_served_is_answered_as_not_served(tmp_p
     make_chain(tmp_path / "a", 24).store.close()
     store = PrunedBelow(tmp_path / "a", height=20)
     serving = server(store)
-    chunk = await serving.answer(ChunkRequest(24, store.head_ref))
-    assert chunk == ChunkResponse(24, store.head_ref, ())
+    chunk = await serving.answer(ChunkRequest(24, store.head_root, 0, bytes(32)))
+    assert chunk == ChunkResponse(24, store.head_root, 0, bytes(32), ())
     epochs = await serving.answer(EpochsRequest(1, 64))
     assert isinstance(epochs, EpochsResponse) and epochs.first == 1
 
 
 async def test_a_node_without_a_chain_answers_that_it_serves_nothing(tmp_path):
     serving = server(ChainStore(tmp_path / "empty"))
-    root = b"\x05" * 40
+    root = b"\x05" * 32
     assert await serving.answer(SnapshotRequest(0)) == SnapshotOffer(0, b"", b"")
     assert await serving.answer(EpochsRequest(3, 10)) == EpochsResponse(3, ())
-    assert await serving.answer(ChunkRequest(8, root)) == ChunkResponse(8, root, ())
+    asked = ChunkRequest(8, root, 0, bytes(32))
+    assert await serving.answer(asked) == ChunkResponse(8, root, 0, bytes(32), ())
 
 
 class SlowNodes(ChainStore):
@@ -235,7 +264,7 @@ async def test_many_peers_asking_at_once_are_read_for_a_few_at_a_time(tmp_path):
     make_chain(tmp_path / "a", 8).store.close()
     store = SlowNodes(tmp_path / "a")
     serving = server(store)
-    asks = [serving.answer(ChunkRequest(8, store.head_ref)) for _ in range(6)]
+    asks = [serving.answer(ChunkRequest(8, store.head_root, 0, bytes(32))) for _ in range(6)]
     tasks = [asyncio.get_running_loop().create_task(ask) for ask in asks]
     while store.inside < SnapshotServer.READERS:
         await asyncio.sleep(0.01)

@@ -90,13 +90,20 @@ async def test_state_sync_messages_round_trip(net3):
 
     async def serve(peer: bytes, msg) -> None:
         if isinstance(msg, ChunkRequest):
-            b.node.send(peer, ChunkResponse(msg.height, msg.subtree, nodes))
+            answer = ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, nodes)
+            b.node.send(peer, answer)
 
     net3.extra_handlers[b.key.public_key] = serve
-    a.node.send(b.key.public_key, ChunkRequest(5, bytes(40)))
+    a.node.send(b.key.public_key, ChunkRequest(5, bytes(32), 3, (7 << 253).to_bytes(32, "big")))
     peer, resp = await recv(a)
     assert peer == b.key.public_key and isinstance(resp, ChunkResponse)
-    assert (resp.height, resp.subtree, resp.nodes) == (5, bytes(40), nodes)
+    assert (resp.height, resp.subtree, resp.depth, resp.path, resp.nodes) == (
+        5,
+        bytes(32),
+        3,
+        (7 << 253).to_bytes(32, "big"),
+        nodes,
+    )
 
 
 async def test_non_member_node_is_refused_and_logged(net3, caplog):

@@ -11,7 +11,9 @@ from storage import (
     ChainStore,
     Database,
     Pruned,
+    Subtree,
     SyncTarget,
+    root_subtree,
     serve_chunk,
     state_root_of,
     sync_root,
@@ -52,14 +54,19 @@ def target_of(store: ChainStore, height: int) -> SyncTarget:
     return SyncTarget(height, block.header.state_root, block.encode(), commit.encode())
 
 
-def sync_from(source: ChainStore, dest: ChainStore, target: SyncTarget, max_bytes: int) -> int:
-    """Drive a whole sync by chunks of ``max_bytes``; the number of chunks it took."""
+def sync_from(
+    source: ChainStore | list[ChainStore], dest: ChainStore, target: SyncTarget, max_bytes: int
+) -> int:
+    """Drive a whole sync by chunks of ``max_bytes``, asking the sources in turn; the
+    number of chunks it took."""
+    sources = source if isinstance(source, list) else [source]
     dest.begin_sync(target)
     wanted = dest.missing_nodes(sync_root(target), 1 << 20)
     chunks = 0
     while wanted:
         subtree = wanted.pop()
-        chunk = verify_chunk(subtree, source.snapshot_chunk(target.height, subtree, max_bytes))
+        served = sources[chunks % len(sources)].snapshot_chunk(target.height, subtree, max_bytes)
+        chunk = verify_chunk(subtree, served, target.height)
         dest.store_chunk(chunk.nodes, chunk.leaves)
         wanted.extend(reversed(chunk.missing))
         chunks += 1
@@ -90,43 +97,65 @@ def test_state_syncs_by_small_chunks_and_reads_like_the_source(tmp_path):
 def test_every_kind_of_bad_chunk_is_refused_at_its_node(tmp_path):
     with ChainStore(tmp_path / "src") as source:
         build_chain(source, 3)
-        root = source.head_ref
-        good = serve_chunk(source.get_node_bytes, root, 2048)
+        root = root_subtree(source.head_root)
+        good = source.snapshot_chunk(3, root, 2048)
         assert len(good) > 3
-        verify_chunk(root, good)
+        verify_chunk(root, good, 3)
         flipped = bytearray(good[2])
         flipped[-1] ^= 1
-        # Versions are covered by no hash: a child named as made after its parent (the
-        # root's left child, version bytes at 4..12) is refused all the same.
-        later = bytearray(good[0])
-        later[4:12] = b"\xff" * 8
         bad_chunks = {
             "a flipped byte": [*good[:2], bytes(flipped), *good[3:]],
             "reordered": [good[0], good[2], good[1], *good[3:]],
-            "another tree": serve_chunk(source.get_node_bytes, source.state_ref(1), 2048),
-            "a child made after its parent": [bytes(later), *good[1:]],
+            "another tree": source.snapshot_chunk(1, root_subtree(source.state_root(1)), 2048),
             "empty": [],
             "garbage": [b"\x93\x00"],
         }
         for what, chunk in bad_chunks.items():
             with pytest.raises(BadChunk):
-                verify_chunk(root, chunk)
+                verify_chunk(root, chunk, 3)
             assert what  # each case named for the reader
-        # A chunk that goes on past the subtree's last node (a leaf has no children).
-        leaf_ref, leaf = next(
-            (h, node)
-            for h, node in verify_chunk(
-                root, serve_chunk(source.get_node_bytes, root)
-            ).nodes.items()
-            if node[1] == 1  # a leaf: [1, key, value]
-        )
-        assert verify_chunk(leaf_ref, [leaf]).missing == []
+        # Down to a leaf, a node at a time: a chunk that goes on past the subtree's last
+        # node (a leaf has no children) is refused.
+        where = root
+        while (step := verify_chunk(where, source.snapshot_chunk(3, where, 1), 3)).missing:
+            where = step.missing[0]
+        leaf = source.snapshot_chunk(3, where, 1)
         with pytest.raises(BadChunk):
-            verify_chunk(leaf_ref, [leaf, leaf])
-        # A bare hash is no reference.
-        with pytest.raises(BadChunk):
-            verify_chunk(leaf_ref[8:], [leaf])
+            verify_chunk(where, [*leaf, *leaf], 3)
+        # Asked for at a place where the tree has no such subtree: nothing is served.
+        elsewhere = Subtree(1, (1 << 255).to_bytes(32, "big"), where.hash)
+        assert where.depth > 1 and source.snapshot_chunk(3, elsewhere, 2048) == []
         assert serve_chunk(source.get_node_bytes, b"\x01" * 40) == []
+
+
+def test_a_joiner_keeps_nodes_at_its_own_version_whatever_servers_say(tmp_path):
+    # Where a server keeps a node (the versions its parents name) is covered by no
+    # hash. The joiner keeps every node at the snapshot's height, so servers that made
+    # or synced their nodes at other heights serve one sync alike, and versions a
+    # hostile server makes up change nothing it stores.
+    with ChainStore(tmp_path / "archive") as archive:
+        states = build_chain(archive, 12)
+        target = target_of(archive, 9)
+        with ChainStore(tmp_path / "synced") as synced:
+            sync_from(archive, synced, target, 4096)
+            synced.finish_sync(GENESIS_HASH)
+            root = root_subtree(target.state_root)
+            by_archive = archive.snapshot_chunk(9, root, 1 << 20)
+            by_synced = synced.snapshot_chunk(9, root, 1 << 20)
+            assert by_archive != by_synced  # other versions inside, same nodes
+            # A server making up its children's versions (internal nodes: tag 0).
+            made_up = [
+                n[:4] + b"\x7f" * 8 + n[12:46] + b"\x01" * 8 + n[54:] if n[1] == 0 else n
+                for n in by_archive
+            ]
+            assert made_up != by_archive
+            kept = verify_chunk(root, by_archive, 9)
+            assert kept == verify_chunk(root, by_synced, 9) == verify_chunk(root, made_up, 9)
+            assert {ref[:8] for ref in kept.nodes} == {(9).to_bytes(8, "big")}
+            with ChainStore(tmp_path / "joiner") as joiner:
+                sync_from([archive, synced], joiner, target, 2048)
+                assert joiner.finish_sync(GENESIS_HASH) == 9
+                assert dict(joiner.iter_state()) == states[9]
 
 
 def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
@@ -136,7 +165,8 @@ def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
         other = target_of(source, 5)
         with ChainStore(tmp_path / "dst") as dest:
             dest.begin_sync(other)
-            chunk = verify_chunk(sync_root(other), source.snapshot_chunk(5, sync_root(other), 2048))
+            first = dest.missing_nodes(sync_root(other), 1)[0]
+            chunk = verify_chunk(first, source.snapshot_chunk(5, first, 2048), 5)
             dest.store_chunk(chunk.nodes, chunk.leaves)
             with pytest.raises(StorageError):
                 dest.finish_sync(GENESIS_HASH)  # incomplete: refused, nothing installed
@@ -146,10 +176,10 @@ def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
             assert dest.sync_target() == other
             assert not dest.initialized
             assert dest.begin_sync(other) is True
-            assert sync_root(other) not in dest.missing_nodes(sync_root(other), 100)
+            assert first not in dest.missing_nodes(sync_root(other), 100)
             # A newer target: what the old one left is wiped, never mixed in.
             assert dest.begin_sync(target) is False
-            assert dest.missing_nodes(sync_root(target), 100) == [sync_root(target)]
+            assert dest.missing_nodes(sync_root(target), 100) == [root_subtree(target.state_root)]
         with ChainStore(tmp_path / "dst") as dest:
             sync_from(source, dest, target, 8192)
             dest.finish_sync(GENESIS_HASH)
@@ -209,7 +239,7 @@ def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path
         # Old versions' nodes are really gone: their roots can no longer be read.
         kept = {old_roots[h] for h in (10, *range(25, 31))}
         gone = [old_roots[h] for h in range(1, 25) if old_roots[h] not in kept]
-        assert gone and all(store.missing_nodes(r, 1) == [r] for r in gone)
+        assert gone and all(store.missing_nodes(r, 1) == [root_subtree(r[8:])] for r in gone)
         # Pruning goes on from where it stopped, and commits continue after it.
         prev = store.get_block(30)
         assert prev is not None

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from core.codec import pack_raw
 from core.errors import DecodeError, InvalidProof, StorageError
 from core.hashing import ZERO_HASH, Domain, hash_bytes
-from storage.snapshot import serve_chunk, verify_chunk
+from storage.snapshot import find_subtree, root_subtree, serve_chunk, verify_chunk
 from storage.state_tree import (
     GROUP_BYTES,
     MAX_KEY_SIZE,
@@ -511,16 +511,22 @@ def test_deep_key_alphabet_has_colliding_groups():
     )
 
 
-def _synced_copy(store: MemoryNodeStore, root: bytes, budget: int) -> MemoryNodeStore:
-    """The tree under ``root`` fetched as state sync does, in chunks of ``budget`` bytes."""
+def _synced_copy(
+    store: MemoryNodeStore, root: bytes, budget: int, version: int
+) -> tuple[MemoryNodeStore, bytes]:
+    """The tree under ``root`` fetched as state sync does, in chunks of ``budget`` bytes,
+    kept at ``version``: the copy and its root's reference there."""
     nodes: dict[bytes, bytes] = {}
-    wanted = [root] if root != ZERO_REF else []
+    wanted = [root_subtree(root[VERSION_SIZE:])] if root != ZERO_REF else []
     while wanted:
         subtree = wanted.pop()
-        chunk = verify_chunk(subtree, serve_chunk(store.get_node, subtree, max_bytes=budget))
+        at = find_subtree(store.get_node, root, subtree)
+        assert at is not None
+        served = serve_chunk(store.get_node, at, max_bytes=budget)
+        chunk = verify_chunk(subtree, served, version)
         nodes.update(chunk.nodes)
         wanted.extend(reversed(chunk.missing))
-    return MemoryNodeStore(nodes)
+    return MemoryNodeStore(nodes), node_ref(version, root[VERSION_SIZE:])
 
 
 class DeepChainMachine(TreeMachine):
@@ -547,13 +553,15 @@ class DeepChainMachine(TreeMachine):
         batch=st.dictionaries(st.sampled_from(_DEEP_KEYS), st.none() | values, max_size=4),
     )
     def sync_warm_and_update(self, budget, batch):
-        tree = StateTree(_synced_copy(self.store, self.root, budget), cache_size=64)
+        synced_at = len(self.versions)
+        copy, root = _synced_copy(self.store, self.root, budget, synced_at)
+        tree = StateTree(copy, cache_size=64)
         pos = 1
         while pos:
-            pos = tree.warm(self.root, pos, budget=5)
+            pos = tree.warm(root, pos, budget=5)
         expected = dict(self.model)
         apply_model(expected, batch)
-        assert tree.update(self.root, batch, version=len(self.versions)).root == ref_root(expected)
+        assert tree.update(root, batch, version=synced_at + 1).root == ref_root(expected)
 
 
 TestDeepChainMachine = DeepChainMachine.TestCase
