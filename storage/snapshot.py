@@ -23,9 +23,10 @@ the snapshot's height (``verify_chunk`` rewrites the encodings). Peers that made
 or synced their nodes at other heights thus serve one joiner alike, and a hostile
 server's versions cannot lead the joiner to ask for what no one else holds.
 
-A chunk holding one wrong byte (but in the versions) fails at that node, so a hostile peer is caught
-on the chunk it sent, never later. What a verifier keeps is the walk's stack:
-at most one pending right child per level of the requested subtree.
+A chunk holding one wrong byte (but in the versions) fails at that node, so a
+hostile peer is caught on the chunk it sent, never later. What a verifier keeps is
+the walk's stack: at most one pending right child per level of the requested
+subtree.
 
 Serving reads the stored encodings as they are (no decoding), walking the same
 pre-order, and stops at the budget: a request costs the server at most one
