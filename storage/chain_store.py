@@ -154,10 +154,6 @@ class ChainStore:
                 self._check_layout()
             self._block_base = self._meta_height(_BLOCK_BASE)
             self._state_base = self._meta_height(_STATE_BASE)
-            # Tree nodes written by commits while a sweep runs (None when none runs):
-            # the sweep never deletes them (see ``prune_states``).
-            self._written: set[bytes] | None = None
-            self._write_lock = threading.Lock()
             if head is not None:
                 height = decode_height(head)
                 ref = self.state_ref(height)
@@ -424,9 +420,6 @@ class ChainStore:
         if block_events is not None:
             batch.put(spaces.BLOCK_EVENTS + at, block_events)
         batch.put(_HEAD, at)
-        with self._write_lock:
-            if self._written is not None:
-                self._written.update(tree_update.nodes)
         self._db.write(batch)
         self._tree.committed(tree_update.ref)
         with self._state_lock:
@@ -567,10 +560,12 @@ class ChainStore:
         Nodes are shared between versions (a kept root reaches nodes made at any
         version before it), so nodes are not deleted by history but by
         reachability (mark from every kept root, sweep the rest).
-        The sweep runs beside commits: it scans a snapshot of the node space taken
-        after the roots were read, and skips every node a commit wrote since the
-        mark began (a commit builds only on nodes of kept roots or nodes it writes).
-        Memory: one set of the references of the live nodes while it runs.
+        The sweep runs beside commits, and deletes only nodes made at or below the
+        head it saw before it read the roots: a commit makes its nodes at a later
+        height, and builds on nothing else than nodes the head reaches (kept, so
+        marked) and nodes it makes. Nodes are keyed by version first, so the sweep
+        stops at the first node above that head. Memory: one set of the references
+        of the live nodes while it runs.
         """
         below = min(below, self.height)
         batch = self._db.new_batch(sync=False)
@@ -585,57 +580,44 @@ class ChainStore:
         return self._sweep_nodes(stop)
 
     def _sweep_nodes(self, stop: threading.Event | None) -> int:
-        with self._write_lock:
-            self._written = set()
-        try:
-            roots = [root for _, root in self._db.iterate(spaces.STATE_ROOT)]
-            marked: set[bytes] = set()
-            get = self._db.get
-            for root in roots:
-                stack = [root]
-                while stack:
-                    # One version's walk is the whole tree: stop() must not wait for it.
-                    if len(marked) % _PRUNE_BATCH == 0 and stop is not None and stop.is_set():
-                        return 0
-                    ref = stack.pop()
-                    if ref == ZERO_REF or ref in marked:
-                        continue
-                    marked.add(ref)
-                    encoding = get(spaces.TREE_NODE + ref)
-                    if encoding is None:
-                        raise StorageError(
-                            f"state tree node {ref.hex()} of a kept version is missing"
-                        )
-                    # Stored nodes were checked when written: only the links are needed.
-                    children = node_children(encoding)
-                    if children is not None:
-                        stack.extend(children)
-            deleted = 0
-            doomed: list[bytes] = []
-            for ref in self._db.iterate_keys(spaces.TREE_NODE, snapshot=True):
-                if ref not in marked:
-                    doomed.append(ref)
-                    if len(doomed) >= _PRUNE_BATCH:
-                        deleted += self._delete_nodes(doomed)
-                        doomed = []
-                        if stop is not None and stop.is_set():
-                            return deleted
-            return deleted + self._delete_nodes(doomed)
-        finally:
-            with self._write_lock:
-                self._written = None
-
-    def _delete_nodes(self, doomed: list[bytes]) -> int:
-        # Under the lock, so that no commit can write one of them between the check
-        # and the delete (a commit records its nodes before it writes them).
-        with self._write_lock:
-            written = self._written or set()
-            batch = self._db.new_batch(sync=False)
-            for ref in doomed:
-                if ref not in written:
-                    batch.delete(spaces.TREE_NODE + ref)
-            self._db.write(batch)
-            return len(batch)
+        # The head first: a commit stores its root before it moves the head, so every
+        # root at or below this height is among those read next.
+        last = encode_height(self._require_head()[0])
+        roots = [root for _, root in self._db.iterate(spaces.STATE_ROOT)]
+        marked: set[bytes] = set()
+        get = self._db.get
+        for root in roots:
+            stack = [root]
+            while stack:
+                # One version's walk is the whole tree: stop() must not wait for it.
+                if len(marked) % _PRUNE_BATCH == 0 and stop is not None and stop.is_set():
+                    return 0
+                ref = stack.pop()
+                if ref == ZERO_REF or ref in marked:
+                    continue
+                marked.add(ref)
+                encoding = get(spaces.TREE_NODE + ref)
+                if encoding is None:
+                    raise StorageError(f"state tree node {ref.hex()} of a kept version is missing")
+                # Stored nodes were checked when written: only the links are needed.
+                children = node_children(encoding)
+                if children is not None:
+                    stack.extend(children)
+        deleted = 0
+        batch = self._db.new_batch(sync=False)
+        for ref in self._db.iterate_keys(spaces.TREE_NODE, snapshot=True):
+            if ref[:VERSION_SIZE] > last:
+                break
+            if ref not in marked:
+                batch.delete(spaces.TREE_NODE + ref)
+                if len(batch) >= _PRUNE_BATCH:
+                    self._db.write(batch)
+                    deleted += len(batch)
+                    batch = self._db.new_batch(sync=False)
+                    if stop is not None and stop.is_set():
+                        return deleted
+        self._db.write(batch)
+        return deleted + len(batch)
 
     # --- state sync ------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from core.errors import StorageError
@@ -251,3 +253,37 @@ def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path
         assert store.retained_state_heights() == [31]
         assert store.missing_nodes(store.head_ref, 10) == []
         assert store.missing_nodes(ZERO_REF, 10) == []
+
+
+def test_pruning_beside_commits_never_takes_a_node_the_head_needs(tmp_path):
+    # The node prunes on a thread of its own while blocks commit. Whatever the order,
+    # every kept version's tree stays whole and the head reads as the model says.
+    with ChainStore(tmp_path / "db") as store:
+        states = build_chain(store, 20)
+        model = dict(states[20])
+        done = threading.Event()
+
+        def prune() -> None:
+            while not done.is_set():
+                store.prune_states(store.height - 1)
+
+        pruner = threading.Thread(target=prune)
+        pruner.start()
+        try:
+            prev = store.get_block(20)
+            assert prev is not None
+            for height in range(21, 61):
+                changes = changes_for(height, count=120)
+                update = store.prepare_state(changes)
+                block, commit, receipts = make_block(height, prev.hash, update.root, 2)
+                store.commit_block(block, commit, receipts, changes, update)
+                apply_changes(model, changes)
+                prev = block
+        finally:
+            done.set()
+            pruner.join()
+        store.prune_states(store.height)
+        for height in store.retained_state_heights():
+            assert store.missing_nodes(store.state_ref(height), 10) == []
+        assert state_root_of(model) == store.head_root
+        assert all(store.tree.get(store.head_ref, k) == v for k, v in model.items())
