@@ -36,7 +36,7 @@ from typing import Annotated, Protocol
 
 from consensus import ValidatorSet, epoch_of, validate_tx_root, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
-from core import Block, BlockHeader, Commit, Invalid, LiveLedgerError, MaxLen, Wire
+from core import Block, BlockHeader, Commit, DecodeError, Invalid, LiveLedgerError, MaxLen, Wire
 from genesis import Genesis
 from node.config import PruningConfig
 from p2p import (
@@ -229,7 +229,12 @@ class SnapshotServer:
         elif isinstance(msg, EpochsRequest):
             read, none = partial(self._epochs, req=msg), EpochsResponse(msg.first, ())
         elif isinstance(msg, ChunkRequest):
-            read, none = partial(self._chunk, req=msg), _answer(msg, ())
+            none = _answer(msg, ())
+            try:
+                place = _place(msg)
+            except DecodeError:
+                return none  # a place no tree has: nothing there, and nothing to log
+            read = partial(self._chunk, req=msg, place=place)
         else:
             return None
         store = self._store()
@@ -272,11 +277,10 @@ class SnapshotServer:
             records.append(raw)
         return EpochsResponse(req.first, tuple(records))
 
-    def _chunk(self, store: ChainStore, req: ChunkRequest) -> ChunkResponse:
+    def _chunk(self, store: ChainStore, req: ChunkRequest, place: Subtree) -> ChunkResponse:
         if not self._servable(store, req.height):
             return _answer(req, ())
-        # A place no tree has (DecodeError) is served nothing, like any subtree not there.
-        nodes = store.snapshot_chunk(req.height, _place(req), self._chunk_bytes)
+        nodes = store.snapshot_chunk(req.height, place, self._chunk_bytes)
         if self._chunk_filter is not None:
             nodes = self._chunk_filter(nodes)
         return _answer(req, tuple(nodes))

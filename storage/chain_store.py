@@ -652,6 +652,13 @@ class ChainStore:
         current = self.sync_target()
         if current == target:
             return True
+        if current is not None:
+            # The old target goes before its data: a crash while wiping must not leave
+            # a target to resume over what is half gone (its leaves' flat state wiped,
+            # their nodes still there, so never fetched again).
+            batch = self._db.new_batch()
+            batch.delete(_SYNC)
+            self._db.write(batch)
         for space in (spaces.STATE, spaces.TREE_NODE):
             # Deleted as the scan goes (it reads a snapshot), a batch at a time: the
             # old target's keys may be the whole state, never all held at once.

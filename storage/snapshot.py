@@ -80,8 +80,10 @@ class Subtree:
     def __post_init__(self) -> None:
         if len(self.path) != HASH_SIZE or len(self.hash) != HASH_SIZE:
             raise DecodeError(f"a subtree's path and hash are {HASH_SIZE} bytes each")
-        # A leaf sits at depth 255 at most (two keys differ in some bit), so does any
-        # subtree; the path's bits past ``depth`` are zero, so one place has one name.
+        # A leaf at depth 256 would take two keys whose paths share 255 bits: past the
+        # 16 bits a group fixes, a 239-bit collision of their hashes. Below that, every
+        # subtree sits at depth 255 at most. The path's bits past ``depth`` are zero,
+        # so one place has one name.
         if not 0 <= self.depth < MAX_DEPTH:
             raise DecodeError(f"a subtree's depth is 0 to {MAX_DEPTH - 1}, got {self.depth}")
         bits = int.from_bytes(self.path, "big")

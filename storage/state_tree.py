@@ -644,14 +644,13 @@ class StateTree:
             left, right = node[_LEFT], node[_RIGHT]
             shift = 255 - depth
             mid = bisect_left(paths, ((paths[lo] >> shift) | 1) << shift, lo, hi)
+            # A subtree whose changes are all no-ops comes back as the very reference
+            # it had (``single`` returns it, a kept leaf is kept, an unchanged node
+            # returns itself), and any real change makes another hash: so an update
+            # never makes a node again that its base holds (rival updates of one base
+            # at one version then agree on every node both make).
             new_left = apply(left, depth + 1, 2 * pos, lo, mid) if mid > lo else left
             new_right = apply(right, depth + 1, 2 * pos + 1, mid, hi) if hi > mid else right
-            # A subtree whose changes were all no-ops keeps its reference (the one
-            # stored), whatever made its hash again.
-            if new_left != left and new_left[VERSION_SIZE:] == left[VERSION_SIZE:]:
-                new_left = left
-            if new_right != right and new_right[VERSION_SIZE:] == right[VERSION_SIZE:]:
-                new_right = right
             if new_left == left and new_right == right:
                 return node_hash
             if depth >= slot_depth:

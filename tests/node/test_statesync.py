@@ -240,6 +240,22 @@ async def test_a_node_without_a_chain_answers_that_it_serves_nothing(tmp_path):
     assert await serving.answer(asked) == ChunkResponse(8, root, 0, bytes(32), ())
 
 
+async def test_a_chunk_asked_for_at_no_place_a_tree_has_is_answered_with_nothing(tmp_path):
+    source = make_chain(tmp_path / "a", 8)
+    serving = server(source.store)
+    root = source.store.head_root
+    whole = await serving.answer(ChunkRequest(8, root, 0, bytes(32)))
+    assert isinstance(whole, ChunkResponse) and whole.nodes
+    for depth, path in (
+        (256, bytes(32)),
+        (2**40, bytes(32)),
+        (1, b"\x01" * 32),
+        (0, b"\x80" + bytes(31)),
+    ):
+        asked = ChunkRequest(8, root, depth, path)
+        assert await serving.answer(asked) == ChunkResponse(8, root, depth, path, ())
+
+
 class SlowNodes(ChainStore):
     """A store whose node reads wait for ``gate``, counting the reads under way."""
 

@@ -188,6 +188,39 @@ def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
             assert dict(dest.iter_state()) == states[10]
 
 
+def test_a_crash_while_a_new_target_wipes_the_old_one_never_resumes_the_old_one(
+    tmp_path, monkeypatch
+):
+    # The old target's leaves keep their nodes until the wipe reaches them: resumed
+    # after a crash mid-wipe, the walk would find them present and never fetch them
+    # again, while their flat state is gone. The old target goes first, so nothing is
+    # resumed: the next begin_sync wipes again.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 10)
+        old, new = target_of(source, 5), target_of(source, 10)
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, old, 4096)  # every chunk stored, not finished
+            real_write = Database.write
+            writes: list[int] = []
+
+            def crash_on_second_write(db: Database, batch) -> None:
+                writes.append(len(batch))
+                if len(writes) == 2:
+                    raise OSError("killed")
+                real_write(db, batch)
+
+            monkeypatch.setattr(Database, "write", crash_on_second_write)
+            with pytest.raises(OSError, match="killed"):
+                dest.begin_sync(new)
+            monkeypatch.undo()
+        with ChainStore(tmp_path / "dst") as dest:
+            assert dest.sync_target() is None
+            assert dest.begin_sync(old) is False  # wiped, begun again
+            sync_from(source, dest, old, 4096)
+            assert dest.finish_sync(GENESIS_HASH) == 5
+            assert dict(dest.iter_state()) == states[5]
+
+
 def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reopens(tmp_path):
     # A sync begun by code of the plain-hashed layout holds nodes of that layout's tree
     # (META has no tree_layout): resuming it would mix layouts, so the store is refused.
