@@ -24,7 +24,9 @@ from pathlib import Path
 
 import click
 
+from core.errors import StorageError
 from genesis import create_localnet
+from storage import ChainStore, OtherLayout
 
 DEVNET_FILE = "devnet.json"
 STARTUP_TIMEOUT = 60.0
@@ -42,6 +44,24 @@ def _node_homes(root: Path) -> list[Path]:
         (p for p in root.glob("node*") if (p / "config.json").is_file()),
         key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0,
     )
+
+
+def _check_store(root: Path, home: Path) -> None:
+    """Refuse, before any node starts, a devnet whose stores an older version wrote in a
+    tree layout this one does not read: a devnet has no peer to sync from, so the way
+    out is a new one. Any other trouble is the node's to report when it starts."""
+    data = home / json.loads((home / "config.json").read_text()).get("data_dir", "data")
+    if not (data / "CURRENT").is_file():
+        return
+    try:
+        ChainStore(data, create=False).close()
+    except OtherLayout as exc:
+        raise click.ClickException(
+            f"{root} holds a devnet an older version made: {exc}. A devnet has no peer to "
+            f"sync from: remove {root} to start a new devnet"
+        ) from None
+    except StorageError:
+        return
 
 
 def _url_of(home: Path) -> str:
@@ -165,6 +185,8 @@ def _run(root: Path, validators: int, passphrase: str, log_level: str, log_forma
             f"{root} holds a devnet of {len(homes)} validator(s), asked for {validators}; "
             f"use another --dir or --validators {len(homes)}"
         )
+    for home in homes:
+        _check_store(root, home)
     env = dict(os.environ, LIVELEDGER_PASSPHRASE=passphrase)
     stop_requested = False
 

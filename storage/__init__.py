@@ -4,6 +4,7 @@ from storage.cache import GenerationalCache
 from storage.chain_store import (
     DEFAULT_STATE_CACHE_SIZE,
     ChainStore,
+    OtherLayout,
     Pruned,
     SyncTarget,
     sync_root,
@@ -51,6 +52,7 @@ __all__ = [
     "LeafNode",
     "MemoryNodeStore",
     "NodeStore",
+    "OtherLayout",
     "ProofLeaf",
     "Pruned",
     "StateProof",

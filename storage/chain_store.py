@@ -72,6 +72,11 @@ _MISSING = object()
 W = TypeVar("W", bound=Wire)
 
 
+class OtherLayout(StorageError):
+    """A store whose state tree another version of the node wrote, in a layout this
+    one does not read (``storage.state_tree.TREE_LAYOUT``)."""
+
+
 class Pruned(Invalid):
     """A block or state version below what this node keeps (its retention settings)."""
 
@@ -169,7 +174,7 @@ class ChainStore:
                 None: "1 (plain hashed key paths)",
                 b"\x02": "2 (tree nodes keyed by hash)",
             }.get(raw, "0x" + (raw or b"").hex())
-            raise StorageError(
+            raise OtherLayout(
                 f"database at {self.path} holds a state tree of layout {found}; this node "
                 f"builds layout {TREE_LAYOUT} (grouped key paths, docs/vm.md, and nodes "
                 "keyed by version, docs/node.md): start it on an empty data directory and "
