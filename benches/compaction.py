@@ -38,6 +38,7 @@ from pathlib import Path
 
 from benches.common import dir_bytes
 from storage.db import TREE_NODE, Database
+from storage.state_tree import internal_encoding
 
 SIDES = ("node", "hash", "snappy")
 
@@ -49,7 +50,7 @@ def _entry(i: int, version: int | None = None) -> tuple[bytes, bytes]:
     children = hashlib.blake2b(node_hash, digest_size=64).digest()
     key = TREE_NODE + (b"" if version is None else version.to_bytes(8, "big")) + node_hash
     at = (version or 0).to_bytes(8, "big")
-    return key, b"\x93\x00\xc4\x28" + at + children[:32] + b"\xc4\x28" + at + children[32:]
+    return key, internal_encoding(at + children[:32], at + children[32:])
 
 
 def _process_cpu_s() -> float:

@@ -41,17 +41,17 @@ from dataclasses import dataclass
 from core.errors import DecodeError, Invalid, StorageError
 from core.hashing import HASH_SIZE, ZERO_HASH
 from storage.state_tree import (
-    _BIN_REF,
-    _INTERNAL_HEAD,
     MAX_DEPTH,
     VERSION_SIZE,
     ZERO_REF,
     LeafNode,
     internal_children,
+    internal_encoding,
     internal_node_hash,
     is_internal,
     key_path,
     leaf_hash,
+    node_ref,
     value_hash,
 )
 
@@ -112,9 +112,10 @@ def find_subtree(
     bits = int.from_bytes(subtree.path, "big")
     for depth in range(subtree.depth):
         encoding = get_node(ref) if ref != ZERO_REF else None
-        if encoding is None or not is_internal(encoding):
+        children = None if encoding is None else node_children(encoding)
+        if children is None:
             return None
-        left, right = internal_children(encoding)
+        left, right = children
         ref = right if (bits >> (MAX_DEPTH - 1 - depth)) & 1 else left
     return ref if ref[VERSION_SIZE:] == subtree.hash and ref != ZERO_REF else None
 
@@ -182,10 +183,6 @@ def node_hash_of(encoding: bytes) -> tuple[bytes, tuple[bytes, bytes] | None, Le
     return leaf_hash(key_path(leaf.key), value_hash(leaf.value)), None, leaf
 
 
-def _kept(version: bytes, child_hash: bytes) -> bytes:
-    return ZERO_REF if child_hash == ZERO_HASH else version + child_hash
-
-
 def verify_chunk(subtree: Subtree, encodings: list[bytes], version: int) -> VerifiedChunk:
     """Check ``encodings`` as a pre-order prefix of the tree under ``subtree``, and give
     its nodes as a receiver keeps them at ``version`` (the snapshot's height).
@@ -197,7 +194,6 @@ def verify_chunk(subtree: Subtree, encodings: list[bytes], version: int) -> Veri
         raise BadChunk("no chunk can be asked for an empty subtree")
     if not encodings:
         raise BadChunk(f"empty chunk for subtree {subtree.hash.hex()[:16]}")
-    at = version.to_bytes(VERSION_SIZE, "big")
     stack = [subtree]
     nodes: dict[bytes, bytes] = {}
     leaves: list[tuple[bytes, bytes]] = []
@@ -215,7 +211,7 @@ def verify_chunk(subtree: Subtree, encodings: list[bytes], version: int) -> Veri
             )
         if children is None:
             assert leaf is not None
-            nodes[at + got] = bytes(encoding)
+            nodes[node_ref(version, got)] = bytes(encoding)
             leaves.append((leaf.key, leaf.value))
             continue
         left, right = children[0][VERSION_SIZE:], children[1][VERSION_SIZE:]
@@ -224,7 +220,9 @@ def verify_chunk(subtree: Subtree, encodings: list[bytes], version: int) -> Veri
         if expected.depth >= MAX_DEPTH - 1:
             raise BadChunk(f"chunk node {i} is an internal node at depth {expected.depth}")
         # The sender's versions of the children are its own: ours are the snapshot's.
-        nodes[at + got] = _INTERNAL_HEAD + _kept(at, left) + _BIN_REF + _kept(at, right)
+        nodes[node_ref(version, got)] = internal_encoding(
+            node_ref(version, left), node_ref(version, right)
+        )
         if right != ZERO_HASH:
             stack.append(expected.child(True, right))
         if left != ZERO_HASH:

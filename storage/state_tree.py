@@ -255,8 +255,10 @@ def node_ref(version: int, node_hash: bytes) -> bytes:
     return version.to_bytes(VERSION_SIZE, "big") + node_hash
 
 
-def ref_version(ref: bytes) -> int:
-    return int.from_bytes(ref[:VERSION_SIZE], "big")
+def internal_encoding(left: bytes, right: bytes) -> bytes:
+    """The encoding of the internal node whose children's references are ``left`` and
+    ``right`` (``update`` builds the same bytes inline: a call per new node costs)."""
+    return _INTERNAL_HEAD + left + _BIN_REF + right
 
 
 def is_internal(encoding: bytes) -> bool:
@@ -510,6 +512,7 @@ class StateTree:
 
         def new_internal(left: bytes, right: bytes, depth: int, pos: int) -> bytes:
             # ``left`` and ``right`` are references: the hash covers their hashes only.
+            # The encoding is ``internal_encoding``'s, inline.
             ref = (
                 made
                 + blake(
