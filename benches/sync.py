@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from core.hashing import Domain, hash_bytes
-from storage import ChainStore, SyncTarget, sync_root, verify_chunk
+from storage import ChainStore, Database, SyncTarget, sync_root, verify_chunk
 from tests.storage.storage_chain_fixtures import make_block
 
 GENESIS_HASH = hash_bytes(Domain.GENESIS, b"bench sync")
@@ -122,12 +122,10 @@ def disk(path: Path) -> int:
 
 
 def compact(path: Path) -> None:
-    import plyvel
-
-    db = plyvel.DB(str(path))
-    # Explicit bounds: plyvel's compact_range() without them leaves deletions on disk.
-    db.compact_range(start=b"\x00", stop=b"\xff" * 8)
-    db.close()
+    # With the node's options (tables without compression since session 27), as its
+    # own compactions would write them: a plain plyvel.DB would write snappy tables.
+    with Database(path, create_if_missing=False) as db:
+        db.compact()
 
 
 def main(argv: list[str] | None = None) -> None:
