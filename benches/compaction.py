@@ -14,7 +14,7 @@ until the compactions have settled (no CPU used for a second).
 
 - ``node``: ``storage.Database`` as the node opens it (tables without compression),
   each key leading with its batch's number (8 bytes, big-endian) as a node's version
-  does (tree layout 3);
+  does (since tree layout 3);
 - ``hash``: as ``node``, but keyed by the hash alone (layout 2, the node's before
   session 28): each batch spans the whole key space;
 - ``snappy``: as ``hash``, with snappy, LevelDB's default (the node's before session 27).

@@ -22,7 +22,10 @@ from core.types import Block, SignedTx
 # 3: state sync names a subtree by its place as well as its hash (``ChunkRequest``,
 # ``ChunkResponse``): a server keeps tree nodes by version (tree layout 3) and finds
 # one by walking to it. Roots are unchanged.
-PROTOCOL_VERSION = 3
+# 4: a buyer's units in its last deal are counted in its commerce party record, not a
+# record of their own (``apps.commerce.model.Party``): blocks with deal orders make
+# other state roots (tree layout 4).
+PROTOCOL_VERSION = 4
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.

@@ -173,12 +173,13 @@ class ChainStore:
             found = {
                 None: "1 (plain hashed key paths)",
                 b"\x02": "2 (tree nodes keyed by hash)",
+                b"\x03": "3 (party records without deal counts)",
             }.get(raw, "0x" + (raw or b"").hex())
             raise OtherLayout(
                 f"database at {self.path} holds a state tree of layout {found}; this node "
-                f"builds layout {TREE_LAYOUT} (grouped key paths, docs/vm.md, and nodes "
-                "keyed by version, docs/node.md): start it on an empty data directory and "
-                "let it sync"
+                f"builds layout {TREE_LAYOUT} (grouped key paths, docs/vm.md; nodes keyed by "
+                "version, docs/node.md; party records counting a buyer's last deal, "
+                "docs/commerce.md): start it on an empty data directory and let it sync"
             )
 
     def _meta_height(self, key: bytes) -> int:

@@ -24,8 +24,8 @@ prefix  name            key after the prefix                    value
 and ``state_base`` (lowest height whose block, resp. state, is kept: absent means
 0, an archive), ``sync`` (the target of a state sync in progress: while it is
 there the store has no head and nothing in it is state), ``tree_layout`` (one
-byte, ``storage.state_tree.TREE_LAYOUT``: where the tree's keys sit; a store of
-another layout is refused).
+byte, ``storage.state_tree.TREE_LAYOUT``: where the tree's keys sit and how the
+records it holds are encoded; a store of another layout is refused).
 
 The flat ``STATE`` space duplicates the latest leaves of the tree so that reads
 of the current state are one LevelDB lookup instead of a walk of ~20 nodes.

@@ -28,6 +28,7 @@ from apps.commerce.model import (
     Session,
     SessionStatus,
 )
+from apps.commerce.orders import units_bought
 from apps.commerce.store import escrow, load, peek_next_id
 from core.codec import Wire
 from vm.accounts import NATIVE, get_account
@@ -143,9 +144,12 @@ def check_invariants(
         # ...nor to one buyer beyond its cap.
         if d is None or n > d.per_buyer_cap:
             bad(f"buyer {buyer.hex()} holds {n} of deal {deal_id}, cap {d and d.per_buyer_cap}")
-        count = load(state, keys.deal_buyer_key(deal_id, buyer), Count)
-        if count is None or count.n != n:
-            bad(f"deal {deal_id} buyer {buyer.hex()} counted {count}, orders hold {n}")
+        counted, in_record = units_bought(state, deal_id, buyer)
+        if counted != n:
+            bad(f"deal {deal_id} buyer {buyer.hex()} counted {counted}, orders hold {n}")
+        # Each count sits in one place: the buyer's party record or a record of its own.
+        if not in_record and load(state, keys.deal_buyer_key(deal_id, buyer), Count):
+            bad(f"deal {deal_id} buyer {buyer.hex()} is counted twice")
 
     for a in auctions.values():
         _check_auction(a, orders, sessions, bad)

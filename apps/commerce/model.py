@@ -335,12 +335,22 @@ class Order(Wire):
 
 @dataclass(frozen=True, slots=True)
 class Party(Wire):
-    """Heads of an address's order lists, as buyer and as merchant (newest first)."""
+    """Heads of an address's order lists, as buyer and as merchant (newest first), and
+    the units it bought in the last deal it bought in.
+
+    ``deal_units`` counts the buyer's units in deal ``last_deal`` (0: none yet); its
+    units in any other deal are at ``keys.deal_buyer_key`` (``apps.commerce.orders.
+    units_bought``). An order writes the party record anyway, so a buyer ordering in
+    one deal at a time (a flash deal's storm) writes no count record of its own: at a
+    million accounts each new state key an order writes costs a path of the state tree
+    (docs/commerce.md, Live sessions and flash deals)."""
 
     orders_as_buyer: int
     last_as_buyer: int
     orders_as_merchant: int
     last_as_merchant: int
+    last_deal: int
+    deal_units: int
 
     MAX_ENCODED = 64
 

@@ -85,7 +85,7 @@ from vm.amounts import checked_add
 from vm.context import BlockContext
 from vm.prefixes import KeyPrefix
 from vm.registry import TxClass, TxFailed, TxInfo, TxTable
-from vm.state import Overlay
+from vm.state import Overlay, StateView
 
 # Declared on their handlers below; ``apps.commerce`` registers them.
 TX_TYPES = TxTable(TxClass.COMMERCE)
@@ -230,20 +230,52 @@ def _release(
     )
 
 
-def _link(state: Overlay, buyer: bytes, merchant: bytes, order_id: int) -> tuple[int, int]:
+def units_bought(state: StateView, deal_id: int, buyer: bytes) -> tuple[int, bool]:
+    """The units ``buyer`` bought in deal ``deal_id``, and whether they are counted in
+    a record of their own (``keys.deal_buyer_key``) rather than in the buyer's party
+    record, which counts its last deal's (``Party``)."""
+    party = load(state, keys.party_key(buyer), Party)
+    if party is not None and party.last_deal == deal_id:
+        return party.deal_units, False
+    count = load(state, keys.deal_buyer_key(deal_id, buyer), Count)
+    return (0, False) if count is None else (count.n, True)
+
+
+def _link(
+    state: Overlay,
+    buyer: bytes,
+    merchant: bytes,
+    order_id: int,
+    deal: tuple[int, int, bool] | None = None,
+) -> tuple[int, int]:
     """Make ``order_id`` the newest order of its buyer and merchant; returns the
-    previous heads (the order links back to them)."""
+    previous heads (the order links back to them).
+
+    ``deal``: (deal id, the buyer's units in it after this order, whether the units
+    before it were in their own record, ``units_bought``). The buyer's party record
+    then counts them; the count of the deal it counted before moves to its own record,
+    and the deal's own record, if any, goes (each count sits in one place)."""
     bkey, mkey = keys.party_key(buyer), keys.party_key(merchant)
     b = state.get_obj(bkey, Party) or _NO_PARTY
+    prev_of_buyer = b.last_as_buyer
     count = checked_add(b.orders_as_buyer, 1, "orders as buyer")
-    state.set_obj(bkey, replace(b, orders_as_buyer=count, last_as_buyer=order_id))
+    b = replace(b, orders_as_buyer=count, last_as_buyer=order_id)
+    if deal is not None:
+        deal_id, units, in_record = deal
+        if b.last_deal != deal_id:
+            if b.last_deal:
+                state.set_obj(keys.deal_buyer_key(b.last_deal, buyer), Count(b.deal_units))
+            if in_record:
+                state.delete(keys.deal_buyer_key(deal_id, buyer))
+        b = replace(b, last_deal=deal_id, deal_units=units)
+    state.set_obj(bkey, b)
     m = state.get_obj(mkey, Party) or _NO_PARTY
     count = checked_add(m.orders_as_merchant, 1, "orders as merchant")
     state.set_obj(mkey, replace(m, orders_as_merchant=count, last_as_merchant=order_id))
-    return b.last_as_buyer, m.last_as_merchant
+    return prev_of_buyer, m.last_as_merchant
 
 
-_NO_PARTY = Party(0, 0, 0, 0)
+_NO_PARTY = Party(0, 0, 0, 0, 0, 0)
 
 
 def open_won_order(state: Overlay, auction: Auction, currency: str, ctx: BlockContext) -> int:
@@ -406,6 +438,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
     host = None
     host_bps = 0
     deal = None
+    counted: tuple[int, int, bool] | None = None
     if p.deal_id:
         deal = require_deal(state, p.deal_id)
         # A deal sells one listing only.
@@ -446,9 +479,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
                 f"deal {deal.id} has {deal.allocation - deal.sold} left, order asks {p.quantity}",
                 "sold_out",
             )
-        bkey = keys.deal_buyer_key(deal.id, buyer)
-        bought = state.get_obj(bkey, Count)
-        already = 0 if bought is None else bought.n
+        already, in_record = units_bought(state, deal.id, buyer)
         # Nor to one buyer beyond the per-buyer cap.
         if already + p.quantity > deal.per_buyer_cap:
             raise TxFailed(
@@ -487,7 +518,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
     if deal is not None:
         # Deal units move from the deal's hold to the order's: both are "reserved".
         state.set_obj(keys.deal_key(deal.id), replace(deal, sold=deal.sold + p.quantity))
-        state.set_obj(bkey, Count(already + p.quantity))
+        counted = (deal.id, already + p.quantity, in_record)
         order_state, kind, window = OrderState.ACCEPTED, DeadlineKind.SHIP, params.ship_window_ms
         left = deal.allocation - deal.sold - p.quantity
     else:
@@ -502,7 +533,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
         order_state, kind, window = OrderState.PLACED, DeadlineKind.ACCEPT, params.accept_window_ms
         left = listing.available - p.quantity
     due = now + window
-    prev_of_buyer, prev_of_merchant = _link(state, buyer, listing.merchant, order_id)
+    prev_of_buyer, prev_of_merchant = _link(state, buyer, listing.merchant, order_id, counted)
     order = Order(
         order_id,
         buyer,

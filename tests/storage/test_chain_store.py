@@ -155,7 +155,7 @@ def test_a_store_of_another_tree_layout_is_refused(tmp_path):
         batch = db.new_batch()
         batch.delete(META + b"tree_layout")
         db.write(batch)
-    with pytest.raises(StorageError, match="layout 1 .*this node builds layout 3"):
+    with pytest.raises(StorageError, match="layout 1 .*this node builds layout 4"):
         ChainStore(path)
     # Layout 2 was the same tree with its nodes keyed by hash alone: not where this
     # code looks for them.
@@ -163,7 +163,14 @@ def test_a_store_of_another_tree_layout_is_refused(tmp_path):
         batch = db.new_batch()
         batch.put(META + b"tree_layout", b"\x02")
         db.write(batch)
-    with pytest.raises(StorageError, match="layout 2 .*keyed by hash.*builds layout 3"):
+    with pytest.raises(StorageError, match="layout 2 .*keyed by hash.*builds layout 4"):
+        ChainStore(path)
+    # Layout 3 held commerce party records of an older encoding.
+    with Database(path) as db:
+        batch = db.new_batch()
+        batch.put(META + b"tree_layout", b"\x03")
+        db.write(batch)
+    with pytest.raises(StorageError, match="layout 3 .*party records.*builds layout 4"):
         ChainStore(path)
 
 

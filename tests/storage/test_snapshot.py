@@ -233,7 +233,7 @@ def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reope
             batch = db.new_batch()
             batch.delete(META + b"tree_layout")
             db.write(batch)
-        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 3"):
+        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 4"):
             ChainStore(tmp_path / "old")
         with ChainStore(tmp_path / "dst") as dest:
             sync_from(source, dest, target, 4096)
