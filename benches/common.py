@@ -271,6 +271,24 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def rss_split_mb(pid: int) -> tuple[float, float] | None:
+    """The resident set of process ``pid`` now, split into anonymous memory (the heap,
+    caches, the tree's slots) and file-backed pages (LevelDB maps its table files, and
+    the pages a read touched stay in the resident set until the kernel reclaims them),
+    in MB; None once it is gone."""
+    fields: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("RssAnon", "RssFile", "RssShmem"):
+                fields[name] = int(rest.split()[0]) / 1024
+    except OSError:
+        return None
+    if "RssAnon" not in fields:
+        return None
+    return fields["RssAnon"] + fields.get("RssShmem", 0.0), fields.get("RssFile", 0.0)
+
+
 def p50_p99(latencies: list[float]) -> tuple[float, float]:
     """Median and 99th percentile (nearest rank) of sorted ``latencies``; nan when empty."""
     if not latencies:

@@ -31,9 +31,10 @@ through the commerce reads that the deals sold every order.
 
 Also printed: each validator's CPU seconds in each measured phase by part (its event
 loop, its consensus thread, its other threads, LevelDB's compactions foremost, and
-its signature workers: ``Devnet.cpu_seconds``), peak RSS per validator (``VmHWM``)
-and node0's data directory growth per million finalized transactions over the
-measured phases. Last line:
+its signature workers: ``Devnet.cpu_seconds``), peak RSS per validator (``VmHWM``),
+each one's resident set at the end split into anonymous and file-backed pages
+(``rss_split_mb``), and node0's data directory growth per million finalized
+transactions over the measured phases. Last line:
 
     RESULT order_tps=<n> transfer_tps=<n> ratio=<orders/transfers> p50_ms=<n> p99_ms=<n> rss_mb=<n>
 
@@ -63,6 +64,7 @@ from benches.common import (
     p50_p99,
     peak_rss_mb,
     prebuild_state,
+    rss_split_mb,
 )
 from benches.throughput import REJECTED, RETRIED, Follower, flood, paced, wait_for
 from core import PrivateKey, TxBody, sign_tx
@@ -268,6 +270,7 @@ async def run(args: argparse.Namespace) -> FlashResult:
             final_txs = follower.count - count_before
             data_growth = dir_bytes(root / "node0" / "data") - data_before
             rss_mb = [peak_rss_mb(node["pid"]) or 0.0 for node in net.nodes]
+            split = [rss_split_mb(node["pid"]) or (0.0, 0.0) for node in net.nodes]
 
             sold = [
                 (await get(urls[0], f"/v1/deals/{d}"))["deal"]["sold"] for d in range(1, deals + 1)
@@ -296,6 +299,10 @@ async def run(args: argparse.Namespace) -> FlashResult:
         f"{len(late):,} txs, p50 {p50:.0f} ms, p99 {p99:.0f} ms"
     )
     print("peak RSS per validator: " + ", ".join(f"{r:,.0f} MB" for r in rss_mb))
+    print(
+        "RSS at the end, anonymous / file-backed (LevelDB's table maps): "
+        + ", ".join(f"{a:,.0f} / {f:,.0f} MB" for a, f in split)
+    )
     print(
         f"disk growth (node0): {data_growth / 1e6:,.1f} MB for {final_txs:,} txs = "
         f"{data_growth / max(1, final_txs):,.0f} MB per million txs"

@@ -31,3 +31,8 @@ def test_a_tiny_flash_deal_storm_sells_every_order_and_finalizes_every_transacti
         row = re.search(rf"^  {re.escape(name)} +(\S+)  (\S+)  (\S+)  (\S+)   \(", out, re.M)
         assert row is not None, out
         assert all(re.fullmatch(r"(\d+\.\d/){3}\d+\.\d", cell) for cell in row.groups()), row[0]
+    # Each validator's resident set at the end, anonymous and file-backed.
+    split = re.search(r"^RSS at the end, anonymous / file-backed .*: (.*)$", out, re.M)
+    assert split is not None, out
+    pairs = re.findall(r"([\d,]+) / ([\d,]+) MB", split[1])
+    assert len(pairs) == 4 and all(int(a.replace(",", "")) > 0 for a, _ in pairs)
