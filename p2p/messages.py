@@ -23,8 +23,8 @@ from core.types import Block, SignedTx
 # ``ChunkResponse``): a server keeps tree nodes by version (tree layout 3) and finds
 # one by walking to it. Roots are unchanged.
 # 4: a buyer's units in its last deal are counted in its commerce party record, not a
-# record of their own (``apps.commerce.model.Party``): blocks with deal orders make
-# other state roots (tree layout 4).
+# record of their own (``apps.commerce.model.Party``, two fields more): every block with
+# an order makes other state roots (tree layout 4).
 PROTOCOL_VERSION = 4
 
 # --- type bytes owned by p2p ---

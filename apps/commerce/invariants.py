@@ -24,6 +24,7 @@ from apps.commerce.model import (
     Merchant,
     Order,
     OrderState,
+    Party,
     Review,
     Session,
     SessionStatus,
@@ -54,14 +55,15 @@ def check_invariants(
     # Every invariant about money holds per currency: the native token and each issued one.
     currencies = (NATIVE, *currency_symbols(state))
     held = {c: escrow(state, c) for c in currencies}
+    # The accounts named, once: the checks below go over them twice.
+    named: set[bytes] = set() if accounts is None else set(accounts)
     # Tokens are conserved: balances plus escrow equal the supply (native: genesis's;
     # issued: minted minus burned).
     if accounts is not None and supply is not None:
-        accounts = set(accounts)
-        total = sum(get_account(state, a).balance for a in accounts) + held[NATIVE].held
+        total = sum(get_account(state, a).balance for a in named) + held[NATIVE].held
         if total != supply:
             bad(f"tokens not conserved: expected supply {supply}, balances + escrow = {total}")
-        problems += check_supply(state, accounts, {c: e.held for c, e in held.items()})
+        problems += check_supply(state, named, {c: e.held for c, e in held.items()})
 
     # Each currency's escrow holds the sum of its open orders plus its live bids (one per
     # auction, in its listing's currency: an auction has no currency of its own).
@@ -144,12 +146,22 @@ def check_invariants(
         # ...nor to one buyer beyond its cap.
         if d is None or n > d.per_buyer_cap:
             bad(f"buyer {buyer.hex()} holds {n} of deal {deal_id}, cap {d and d.per_buyer_cap}")
-        counted, in_record = units_bought(state, deal_id, buyer)
-        if counted != n:
-            bad(f"deal {deal_id} buyer {buyer.hex()} counted {counted}, orders hold {n}")
-        # Each count sits in one place: the buyer's party record or a record of its own.
-        if not in_record and load(state, keys.deal_buyer_key(deal_id, buyer), Count):
-            bad(f"deal {deal_id} buyer {buyer.hex()} is counted twice")
+    # A buyer's count in a deal is what its orders there hold, none where it has none
+    # (a stray count would refuse its orders as over the cap), and sits in one place:
+    # its party record (its last deal) or a record of its own. Checked for every deal
+    # and every address that ordered or that the caller names.
+    parties = {o.buyer for o in orders.values()} | named
+    for buyer in parties:
+        party = load(state, keys.party_key(buyer), Party)
+        if party is not None and party.last_deal and party.last_deal not in deals:
+            bad(f"buyer {buyer.hex()} counts units in deal {party.last_deal}, which is no deal")
+        for deal_id in deals:
+            n = deal_buyer.get((deal_id, buyer), 0)
+            counted, in_record = units_bought(state, deal_id, buyer)
+            if counted != n:
+                bad(f"deal {deal_id} buyer {buyer.hex()} counted {counted}, orders hold {n}")
+            if not in_record and load(state, keys.deal_buyer_key(deal_id, buyer), Count):
+                bad(f"deal {deal_id} buyer {buyer.hex()} is counted twice")
 
     for a in auctions.values():
         _check_auction(a, orders, sessions, bad)

@@ -4,10 +4,10 @@ from collections import Counter
 
 import pytest
 
-from apps.commerce import feed_events, register, session_of
+from apps.commerce import check_invariants, feed_events, keys, register, session_of
 from apps.commerce import payloads as tx
 from apps.commerce.keys import CommercePrefix
-from apps.commerce.model import OrderState
+from apps.commerce.model import Count, OrderState
 from apps.commerce.views import deal_view, get_deal, get_listing, get_order, session_view
 from consensus import register_staking
 from consensus.staking_state import MODULE_ACCOUNT_NAMES
@@ -114,6 +114,24 @@ def test_per_buyer_cap_holds_for_a_buyer_moving_between_deals():
     r = order(1, 1, "buyer_cap")
     assert r.message == "deal 1 allows 2 per buyer, buyer has 2 and asks 1"
     assert (get_deal(chain.state, 1).sold, get_deal(chain.state, 2).sold) == (2, 3)
+
+
+def test_the_invariants_find_a_count_no_order_holds():
+    # A stray count would refuse a buyer's orders as over the cap: the invariants look
+    # at every deal for every buyer, not only where orders are.
+    chain = new_chain()
+    shop = open_shop(chain)
+    open_deal(chain, shop, allocation=10, cap=2)
+    open_deal(chain, shop, allocation=10, cap=2)
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice", 1, deal=1, price=DEAL_PRICE))
+    assert check_invariants(chain.state, chain.accounts, chain.supply) == []
+    bob, alice = chain.addr("bob"), chain.addr("alice")
+    chain.state[keys.deal_buyer_key(2, bob)] = Count(2).encode()
+    chain.state[keys.deal_buyer_key(1, alice)] = Count(1).encode()
+    assert sorted(check_invariants(chain.state, chain.accounts, chain.supply)) == [
+        f"deal 1 buyer {alice.hex()} is counted twice",
+        f"deal 2 buyer {bob.hex()} counted 2, orders hold 0",
+    ]
 
 
 def test_deal_checks():

@@ -241,7 +241,7 @@ class CommerceMachine(RuleBasedStateMachine):
                 listing_id=n,
                 price=600,
                 allocation=allocation,
-                per_buyer_cap=data.draw(st.sampled_from([1, 2])),
+                per_buyer_cap=data.draw(st.sampled_from([1, 2, 3])),
                 start_ms=start,
                 end_ms=end,
             )
@@ -303,8 +303,9 @@ class CommerceMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), n=st.integers(1, 4))
     def shop(self, data, n):
-        """Buyers order: into the newest deal, by listing, the newest listing, or something
-        wrong."""
+        """Buyers order: into one of the newest deals (so a buyer moves between deals and
+        its count between its party record and a record of its own), by listing, the
+        newest listing, or something wrong."""
         newest = peek_next_id(self.state, keys.DEAL_IDS) - 1
         for _ in range(n):
             buyer = data.draw(st.sampled_from((*BUYERS, *BUYERS, "m1")))
@@ -316,7 +317,7 @@ class CommerceMachine(RuleBasedStateMachine):
                 newest_listing = peek_next_id(self.state, keys.LISTING_IDS) - 1
                 payload = self.order_payload(newest_listing, qty, 0, 0, wrong)
             elif how == 0 and newest:
-                deal = get_deal(self.state, newest)
+                deal = get_deal(self.state, data.draw(st.integers(max(1, newest - 3), newest)))
                 payload = self.order_payload(deal.listing_id, qty, deal.id, 0, wrong)
             elif how == 1:
                 payload = self.order_payload(1, qty, 0, 1, wrong)  # through the session
@@ -326,6 +327,30 @@ class CommerceMachine(RuleBasedStateMachine):
                 deal_id = data.draw(st.integers(0, newest + 1))
                 payload = self.order_payload(data.draw(ids), qty, deal_id, data.draw(ids), wrong)
             self.add(buyer, tx.PLACE_ORDER, payload)
+
+    @rule(data=st.data(), n=st.integers(1, 4))
+    def rebuy(self, data, n):
+        """Buyers order again, a unit at a time, in deals open now: a buyer moves between
+        deals, its count with it (its party record holds its last deal's, a record of
+        their own the others'), and reaches a deal's cap (``buyer_cap``)."""
+        now = self.chain.time_ms
+        live = [
+            d
+            for i in range(1, peek_next_id(self.state, keys.DEAL_IDS))
+            if (d := get_deal(self.state, i)) is not None
+            and d.status == DealStatus.OPEN
+            and d.start_ms <= now < d.end_ms
+        ]
+        if sum(d.per_buyer_cap > 1 and d.sold < d.allocation for d in live) < 2:
+            # Deals a buyer can come back to (m1's session 1 and listing 1), for a later
+            # call: most deals the other rules open sell one unit or none.
+            self.add("m1", tx.OPEN_DEAL, tx.OpenDeal(1, 1, 600, 10, 3, now, now + 30 * MIN))
+        if not live:
+            return
+        for _ in range(n):
+            deal = data.draw(st.sampled_from(live))
+            buyer = data.draw(st.sampled_from(BUYERS))
+            self.add(buyer, tx.PLACE_ORDER, self.order_payload(deal.listing_id, 1, deal.id, 0))
 
     @rule(data=st.data(), n=st.integers(1, 3))
     def progress(self, data, n):
