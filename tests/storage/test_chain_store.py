@@ -151,27 +151,24 @@ def test_a_store_of_another_tree_layout_is_refused(tmp_path):
         commit_next(store, changes_for(1))
     with ChainStore(path) as store:
         assert store.height == 1
-    with Database(path) as db:
-        batch = db.new_batch()
-        batch.delete(META + b"tree_layout")
-        db.write(batch)
-    with pytest.raises(StorageError, match="layout 1 .*this node builds layout 4"):
-        ChainStore(path)
+
+    def refused(layout: bytes | None, message: str) -> None:
+        with Database(path) as db:
+            batch = db.new_batch()
+            if layout is None:
+                batch.delete(META + b"tree_layout")
+            else:
+                batch.put(META + b"tree_layout", layout)
+            db.write(batch)
+        with pytest.raises(StorageError, match=message):
+            ChainStore(path)
+
+    refused(None, "layout 1 .*this node builds layout 4")
     # Layout 2 was the same tree with its nodes keyed by hash alone: not where this
     # code looks for them.
-    with Database(path) as db:
-        batch = db.new_batch()
-        batch.put(META + b"tree_layout", b"\x02")
-        db.write(batch)
-    with pytest.raises(StorageError, match="layout 2 .*keyed by hash.*builds layout 4"):
-        ChainStore(path)
+    refused(b"\x02", "layout 2 .*keyed by hash.*builds layout 4")
     # Layout 3 held commerce party records of an older encoding.
-    with Database(path) as db:
-        batch = db.new_batch()
-        batch.put(META + b"tree_layout", b"\x03")
-        db.write(batch)
-    with pytest.raises(StorageError, match="layout 3 .*party records.*builds layout 4"):
-        ChainStore(path)
+    refused(b"\x03", "layout 3 .*party records.*builds layout 4")
 
 
 def test_each_blocks_tree_nodes_are_stored_after_every_older_versions(tmp_path):
