@@ -52,7 +52,9 @@ from storage.state_tree import DEFAULT_TREE_CACHE_SIZE, TREE_LAYOUT
 GENESIS = b"\x42" * 32
 
 
-def _block(height: int, prev: bytes, state_root: bytes) -> tuple[Block, Commit]:
+def empty_block(height: int, prev: bytes, state_root: bytes) -> tuple[Block, Commit]:
+    """A block at ``height`` with no transactions and its (unsigned) commit: what a
+    bench commits to store a state of its own making."""
     header = BlockHeader(
         "bench",
         height,
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
                 t1 = time.perf_counter()
                 row.cpu.append(time.thread_time() - c0)
                 row.reads.append(store.tree.store_reads - reads_before)
-                block, commit = _block(store.height + 1, prev, update.root)
+                block, commit = empty_block(store.height + 1, prev, update.root)
                 store.commit_block(block, commit, [], changes, update)
                 t2 = time.perf_counter()
                 row.updates.append(t1 - t0)
