@@ -258,25 +258,16 @@ def _link(
     bkey, mkey = keys.party_key(buyer), keys.party_key(merchant)
     b = state.get_obj(bkey, Party) or _NO_PARTY
     count = checked_add(b.orders_as_buyer, 1, "orders as buyer")
-    if deal is None:
-        state.set_obj(bkey, replace(b, orders_as_buyer=count, last_as_buyer=order_id))
-    else:
+    fields = {"orders_as_buyer": count, "last_as_buyer": order_id}
+    if deal is not None:
         deal_id, units, in_record = deal
         if b.last_deal != deal_id:
             if b.last_deal:
                 state.set_obj(keys.deal_buyer_key(b.last_deal, buyer), Count(b.deal_units))
             if in_record:
                 state.delete(keys.deal_buyer_key(deal_id, buyer))
-        state.set_obj(
-            bkey,
-            replace(
-                b,
-                orders_as_buyer=count,
-                last_as_buyer=order_id,
-                last_deal=deal_id,
-                deal_units=units,
-            ),
-        )
+        fields.update(last_deal=deal_id, deal_units=units)
+    state.set_obj(bkey, replace(b, **fields))
     m = state.get_obj(mkey, Party) or _NO_PARTY
     count = checked_add(m.orders_as_merchant, 1, "orders as merchant")
     state.set_obj(mkey, replace(m, orders_as_merchant=count, last_as_merchant=order_id))
