@@ -260,15 +260,22 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident set of process ``pid`` (Linux ``VmHWM``), None once it is gone."""
+def _status_mb(pid: int) -> dict[str, float] | None:
+    """The sizes in ``/proc/<pid>/status`` (its kB lines), in MB; None once it is gone."""
+    sizes: dict[str, float] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+            name, _, rest = line.partition(":")
+            if rest.endswith(" kB"):
+                sizes[name] = int(rest.split()[0]) / 1024
     except OSError:
         return None
-    return None
+    return sizes
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident set of process ``pid`` (Linux ``VmHWM``), None once it is gone."""
+    return (_status_mb(pid) or {}).get("VmHWM")
 
 
 def rss_split_mb(pid: int) -> tuple[float, float] | None:
@@ -276,17 +283,10 @@ def rss_split_mb(pid: int) -> tuple[float, float] | None:
     caches, the tree's slots) and file-backed pages (LevelDB maps its table files, and
     the pages a read touched stay in the resident set until the kernel reclaims them),
     in MB; None once it is gone."""
-    fields: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in ("RssAnon", "RssFile", "RssShmem"):
-                fields[name] = int(rest.split()[0]) / 1024
-    except OSError:
+    sizes = _status_mb(pid)
+    if sizes is None or "RssAnon" not in sizes:
         return None
-    if "RssAnon" not in fields:
-        return None
-    return fields["RssAnon"] + fields.get("RssShmem", 0.0), fields.get("RssFile", 0.0)
+    return sizes["RssAnon"] + sizes.get("RssShmem", 0.0), sizes.get("RssFile", 0.0)
 
 
 def p50_p99(latencies: list[float]) -> tuple[float, float]:
