@@ -70,7 +70,7 @@ def run(root: Path, accounts: int, buyers: int, blocks: int, parts: set[str]) ->
 
     def fresh() -> list[bytes]:
         nonlocal used
-        picked = [addresses[order[(used + i) % accounts]] for i in range(buyers)]
+        picked = [addresses[i] for i in order[used : used + buyers]]
         used += buyers
         return picked
 
@@ -138,8 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     parts = set(args.parts.split(","))
     if not parts <= set(PARTS):
         ap.error(f"--parts must name keys of {','.join(PARTS)}, got {args.parts}")
-    if args.accounts < 1 or args.buyers < 1 or args.blocks < 1:
-        ap.error("--accounts, --buyers and --blocks must be at least 1")
+    if args.buyers < 1 or args.blocks < 1:
+        ap.error("--buyers and --blocks must be at least 1")
+    # Every buyer and sender a fresh account, as the docstring says.
+    if args.accounts < 2 * args.buyers * (args.blocks + 2):
+        ap.error(f"--accounts must be at least {2 * args.buyers * (args.blocks + 2)}")
     root = Path(tempfile.mkdtemp(prefix="bench-order-keys-"))
     try:
         r = run(root, args.accounts, args.buyers, args.blocks, parts)

@@ -22,6 +22,11 @@ def test_the_order_keys_bench_times_orders_and_transfers(
     assert re.search(r"^RESULT order_us=[\d.]+ transfer_us=[\d.]+ ratio=[\d.]+$", out, re.M), out
 
 
-def test_the_order_keys_bench_refuses_unknown_parts() -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [["--parts", "account,nonce"], ["--accounts", "799", "--buyers", "100", "--blocks", "2"]],
+)
+def test_the_order_keys_bench_refuses_unknown_parts_and_too_few_accounts(argv: list[str]) -> None:
+    # Too few accounts: every buyer and sender would not be a fresh one.
     with pytest.raises(SystemExit):
-        main(["--parts", "account,nonce"])
+        main(argv)
