@@ -22,7 +22,7 @@ from typing import BinaryIO
 from core import PrivateKey, SignDomain, verify
 from genesis import Genesis, GenesisAccount, genesis_state, load_genesis, save_genesis
 from node.metrics import proc_stat
-from storage import ChainStore, Database
+from storage import ChainStore
 from vm import Account, account_key
 
 
@@ -230,21 +230,17 @@ def prebuild_state(
         state.setdefault(account_key(address), value)
         count += 1
     first = root / "node0" / "data"
-    store = ChainStore(first)
-    try:
+    with ChainStore(first) as store:
         store.initialize(genesis.hash, state)
-    finally:
-        store.close()
-    del state
-    # One write batch leaves the whole state in LevelDB's log: every node would replay
-    # it into memory at its first open (a 1M-account state took them past the devnet's
-    # startup timeout, and ~700 MB of RSS each). Compacted once here, the nodes open
-    # leveled tables, as a node that grew its state block by block would: opened as a
-    # node opens it, so the tables get the node's bloom filters (a plain plyvel open
-    # built the 1M-key table without, and every read of a fresh account's key read a
-    # block of it).
-    with Database(first) as db:
-        db.compact()
+        del state
+        # One write batch leaves the whole state in LevelDB's log: every node would
+        # replay it into memory at its first open (a 1M-account state took them past the
+        # devnet's startup timeout, and ~700 MB of RSS each). Compacted once here, the
+        # nodes open leveled tables, as a node that grew its state block by block would:
+        # opened as a node opens it, so the tables get the node's bloom filters (a plain
+        # plyvel open built the 1M-key table without, and every read of a fresh
+        # account's key read a block of it).
+        store.compact()
     for i in range(1, validators):
         shutil.copytree(first, root / f"node{i}" / "data")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from core.hashing import ZERO_HASH
 from core.types import Block, BlockHeader, Commit
-from storage import ChainStore, Database, verify_proof
+from storage import ChainStore, verify_proof
 from storage.state_tree import DEFAULT_TREE_CACHE_SIZE, TREE_LAYOUT
 
 GENESIS = b"\x42" * 32
@@ -131,14 +131,12 @@ def _genesis_state(rng: random.Random, keys: int) -> dict[bytes, bytes]:
 def _prebuild(path: str, keys: int, seed: int) -> None:
     """Build the genesis store at ``path`` (the ``--build-only`` child's work)."""
     state = _genesis_state(random.Random(seed), keys)
-    store = ChainStore(path)
     started = time.perf_counter()
-    store.initialize(GENESIS, state)
-    store.close()
-    # Compacted, as benches.common.prebuild_state does: otherwise every open replays
-    # the one big write batch from LevelDB's log into memory (hundreds of MB of RSS).
-    with Database(path) as db:
-        db.compact()
+    with ChainStore(path) as store:
+        store.initialize(GENESIS, state)
+        # Compacted, as benches.common.prebuild_state does: otherwise every open replays
+        # the one big write batch from LevelDB's log into memory (hundreds of MB of RSS).
+        store.compact()
     print(f"prebuilt {keys:,} keys at {path} in {time.perf_counter() - started:.2f} s")
 
 

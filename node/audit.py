@@ -24,7 +24,7 @@ from genesis import Genesis, load_genesis
 from node.chain import Chain
 from node.config import GENESIS_FILE, StorageConfig, load_config
 from node.service import build_registry
-from storage import ChainStore
+from storage import TREE_DIR, ChainStore
 
 log = logging.getLogger("node.audit")
 
@@ -39,15 +39,24 @@ class AuditReport:
 
 
 def _snapshot(data_dir: Path, dest: Path) -> None:
-    """A crash-consistent copy of a live LevelDB directory.
+    """A crash-consistent copy of a live store's two LevelDB directories.
 
     Table files (.ldb/.sst) are immutable once written, so they are hard-linked
     (a link keeps a table alive even if a compaction deletes it meanwhile); the
     files LevelDB appends to (log, MANIFEST, CURRENT) are copied. The copy then
-    recovers like a node after a crash: a consistent prefix of the chain.
+    recovers like a node after a crash: a consistent prefix of the chain. The
+    chain's database is copied before the tree's: a block's nodes are written
+    before the block, so the tree's copy holds every node the chain's copy needs
+    (an audit's source is an archive, which deletes no nodes).
     """
+    _copy_db(data_dir, dest)
+    if (data_dir / TREE_DIR).is_dir():
+        _copy_db(data_dir / TREE_DIR, dest / TREE_DIR)
+
+
+def _copy_db(source: Path, dest: Path) -> None:
     dest.mkdir(parents=True)
-    for entry in sorted(data_dir.iterdir()):
+    for entry in sorted(source.iterdir()):
         if entry.name == "LOCK" or not entry.is_file():
             continue
         target = dest / entry.name

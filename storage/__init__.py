@@ -3,6 +3,7 @@
 from storage.cache import GenerationalCache
 from storage.chain_store import (
     DEFAULT_STATE_CACHE_SIZE,
+    TREE_DIR,
     ChainStore,
     OtherLayout,
     Pruned,
@@ -43,6 +44,7 @@ __all__ = [
     "MAX_KEY_SIZE",
     "MAX_VALUE_SIZE",
     "REF_SIZE",
+    "TREE_DIR",
     "ZERO_REF",
     "BadChunk",
     "ChainStore",

@@ -1,9 +1,18 @@
 """The node's chain database: blocks, certificates, receipts, tx index and state.
 
-Everything a block changes is written in one LevelDB batch with ``sync=True``,
-so after a crash at any point the store holds either the whole block (with its
-state, tree nodes and the head pointer) or none of it. Key spaces are listed in
-``storage.db``.
+Two LevelDB databases: the state tree's nodes in their own (``TREE_DIR``, a
+subdirectory of the store's), everything else in the store's directory. Nodes are
+keyed by the version that made them, so each block's sort after everything stored
+before them and LevelDB's compactions of that database are moves of whole tables;
+in one database with the keys of random hashes (tx index, flat state) every table
+spanned the whole key space and each compaction rewrote the level below
+(docs/node.md, Tree nodes in a database of their own).
+
+A block's tree nodes are written first, then everything else it changes with the
+head pointer, each write with ``sync=True``: after a crash at any point the store
+holds either the whole block or none of it, at worst with nodes no stored root
+reaches (never a root whose nodes are missing; pruning's sweep removes them). Key
+spaces are listed in ``storage.db``.
 
 Retention (docs/node.md, Pruning): ``prune_blocks`` and ``prune_states`` drop what
 lies below a height; the lowest kept heights (``block_base``, ``state_base``) are
@@ -68,6 +77,13 @@ _PRUNE_BATCH = 10_000
 _LOCATION_SIZE = spaces.HEIGHT_SIZE + spaces.POSITION_SIZE
 DEFAULT_STATE_CACHE_SIZE = 1 << 17
 
+# The state tree's database, in the store's directory (LevelDB ignores a
+# subdirectory). Memory is split between the two: each gets half the block cache and
+# write buffer that one database had (storage.db.Database's defaults).
+TREE_DIR = "tree"
+DB_CACHE_BYTES = 32 * 1024 * 1024
+DB_WRITE_BUFFER_BYTES = 16 * 1024 * 1024
+
 _MISSING = object()
 W = TypeVar("W", bound=Wire)
 
@@ -105,7 +121,7 @@ def sync_root(target: SyncTarget) -> bytes:
 
 
 class _DbNodes:
-    """The tree's ``NodeStore`` over the ``TREE_NODE`` key space."""
+    """The tree's ``NodeStore`` over the ``TREE_NODE`` key space of its database."""
 
     __slots__ = ("_get",)
 
@@ -134,10 +150,37 @@ class ChainStore:
         existing node). ``sync=False`` skips the fsync of each commit: only for
         throwaway stores such as an audit's replay, never for a node's chain.
         """
-        self._db = Database(path, create_if_missing=create, sync=sync)
+        self._db = Database(
+            path,
+            create_if_missing=create,
+            sync=sync,
+            block_cache_bytes=DB_CACHE_BYTES,
+            write_buffer_bytes=DB_WRITE_BUFFER_BYTES,
+        )
         self.path = self._db.path
         try:
-            self._tree = StateTree(_DbNodes(self._db), tree_cache_size)
+            self._genesis_hash = self._db.get(_GENESIS)
+            head = self._db.get(_HEAD)
+            if (head is None) != (self._genesis_hash is None):
+                raise StorageError(
+                    f"database at {self.path} has a genesis hash or a head, not both"
+                )
+            if head is not None or self._db.get(_SYNC) is not None:
+                # Before the tree's database opens: a store of an older layout keeps
+                # its nodes elsewhere, and gets no empty database beside them.
+                self._check_layout()
+            self._nodes = Database(
+                os.path.join(self.path, TREE_DIR),
+                create_if_missing=create,
+                sync=sync,
+                block_cache_bytes=DB_CACHE_BYTES,
+                write_buffer_bytes=DB_WRITE_BUFFER_BYTES,
+            )
+        except BaseException:
+            self._db.close()
+            raise
+        try:
+            self._tree = StateTree(_DbNodes(self._nodes), tree_cache_size)
             # Latest value (or None for absent) per key; filled by reads and commits.
             self._state_cache: GenerationalCache[bytes, bytes | None] = GenerationalCache(
                 state_cache_size
@@ -146,17 +189,9 @@ class ChainStore:
             # Bumped by every commit: a reader caches what it read from the database
             # only if no commit happened meanwhile.
             self._state_epoch = 0
-            self._genesis_hash = self._db.get(_GENESIS)
             # (height, state root, its reference) of the head, swapped as one object
             # so readers never see the height of one block with the root of another.
             self._head: tuple[int, bytes, bytes] | None = None
-            head = self._db.get(_HEAD)
-            if (head is None) != (self._genesis_hash is None):
-                raise StorageError(
-                    f"database at {self.path} has a genesis hash or a head, not both"
-                )
-            if head is not None or self._db.get(_SYNC) is not None:
-                self._check_layout()
             self._block_base = self._meta_height(_BLOCK_BASE)
             self._state_base = self._meta_height(_STATE_BASE)
             if head is not None:
@@ -164,7 +199,7 @@ class ChainStore:
                 ref = self.state_ref(height)
                 self._head = (height, ref[VERSION_SIZE:], ref)
         except BaseException:
-            self._db.close()
+            self.close()
             raise
 
     def _check_layout(self) -> None:
@@ -174,12 +209,14 @@ class ChainStore:
                 None: "1 (plain hashed key paths)",
                 b"\x02": "2 (tree nodes keyed by hash)",
                 b"\x03": "3 (party records without deal counts)",
+                b"\x04": "4 (tree nodes in the chain's database)",
             }.get(raw, "0x" + (raw or b"").hex())
             raise OtherLayout(
                 f"database at {self.path} holds a state tree of layout {found}; this node "
                 f"builds layout {TREE_LAYOUT} (grouped key paths, docs/vm.md; nodes keyed by "
-                "version, docs/node.md; party records counting a buyer's last deal, "
-                "docs/commerce.md): start it on an empty data directory and let it sync"
+                "version in a database of their own, docs/node.md; party records counting a "
+                "buyer's last deal, docs/commerce.md): start it on an empty data directory "
+                "and let it sync"
             )
 
     def _meta_height(self, key: bytes) -> int:
@@ -190,6 +227,13 @@ class ChainStore:
 
     def close(self) -> None:
         self._db.close()
+        self._nodes.close()
+
+    def compact(self) -> None:
+        """Compact both databases (``Database.compact``): a store written in one huge
+        batch (a prebuilt big state) then opens from tables, not by replaying its log."""
+        self._db.compact()
+        self._nodes.compact()
 
     def __enter__(self) -> ChainStore:
         return self
@@ -222,11 +266,12 @@ class ChainStore:
             raise StorageError("genesis state values must be bytes, not None")
         update = self._tree.update(ZERO_REF, state, version=0)
         zero = encode_height(0)
+        # The nodes first (see the module's docstring): a crash before the second
+        # write leaves an uninitialized store, initialized again the same way.
+        self._write_nodes(update.nodes)
         batch = self._db.new_batch()
         for key, value in state.items():
             batch.put(spaces.STATE + key, value)
-        for ref, node in update.nodes.items():
-            batch.put(spaces.TREE_NODE + ref, node)
         batch.put(spaces.STATE_ROOT + zero, update.ref)
         # The genesis hash indexes as height 0, so height 1's parent resolves too.
         batch.put(spaces.BLOCK_HEIGHT + genesis_hash, zero)
@@ -420,12 +465,13 @@ class ChainStore:
                 batch.delete(spaces.STATE + key)
             else:
                 batch.put(spaces.STATE + key, value)
-        for ref, node in tree_update.nodes.items():
-            batch.put(spaces.TREE_NODE + ref, node)
         batch.put(spaces.STATE_ROOT + at, tree_update.ref)
         if block_events is not None:
             batch.put(spaces.BLOCK_EVENTS + at, block_events)
         batch.put(_HEAD, at)
+        # The nodes first, synced: the root the second write stores is then whole
+        # whenever that write survives a crash.
+        self._write_nodes(tree_update.nodes)
         self._db.write(batch)
         self._tree.committed(tree_update.ref)
         with self._state_lock:
@@ -434,6 +480,14 @@ class ChainStore:
             for key, value in changes.items():
                 put(key, value)
         self._head = (height, tree_update.root, tree_update.ref)
+
+    def _write_nodes(self, nodes: Mapping[bytes, bytes]) -> None:
+        """Write tree nodes (reference -> encoding) in one synced batch of the tree's
+        database."""
+        batch = self._nodes.new_batch()
+        for ref, node in nodes.items():
+            batch.put(spaces.TREE_NODE + ref, node)
+        self._nodes.write(batch)
 
     def get_block_events(self, height: int) -> bytes | None:
         """The begin-block events stored with block ``height`` (opaque bytes), if any."""
@@ -591,7 +645,8 @@ class ChainStore:
         last = encode_height(self._require_head()[0])
         roots = [root for _, root in self._db.iterate(spaces.STATE_ROOT)]
         marked: set[bytes] = set()
-        get = self._db.get
+        nodes = self._nodes
+        get = nodes.get
         for root in roots:
             stack = [root]
             while stack:
@@ -610,19 +665,19 @@ class ChainStore:
                 if children is not None:
                     stack.extend(children)
         deleted = 0
-        batch = self._db.new_batch(sync=False)
-        for ref in self._db.iterate_keys(spaces.TREE_NODE, snapshot=True):
+        batch = nodes.new_batch(sync=False)
+        for ref in nodes.iterate_keys(spaces.TREE_NODE, snapshot=True):
             if ref[:VERSION_SIZE] > last:
                 break
             if ref not in marked:
                 batch.delete(spaces.TREE_NODE + ref)
                 if len(batch) >= _PRUNE_BATCH:
-                    self._db.write(batch)
+                    nodes.write(batch)
                     deleted += len(batch)
-                    batch = self._db.new_batch(sync=False)
+                    batch = nodes.new_batch(sync=False)
                     if stop is not None and stop.is_set():
                         return deleted
-        self._db.write(batch)
+        nodes.write(batch)
         return deleted + len(batch)
 
     # --- state sync ------------------------------------------------------------------
@@ -630,7 +685,7 @@ class ChainStore:
     def get_node_bytes(self, ref: bytes) -> bytes | None:
         """A stored tree node's encoding by its reference, as stored (serving snapshot
         chunks)."""
-        return self._db.get(spaces.TREE_NODE + ref)
+        return self._nodes.get(spaces.TREE_NODE + ref)
 
     def snapshot_chunk(
         self, height: int, subtree: Subtree, max_bytes: int = DEFAULT_CHUNK_BYTES
@@ -665,16 +720,16 @@ class ChainStore:
             batch = self._db.new_batch()
             batch.delete(_SYNC)
             self._db.write(batch)
-        for space in (spaces.STATE, spaces.TREE_NODE):
+        for db, space in ((self._db, spaces.STATE), (self._nodes, spaces.TREE_NODE)):
             # Deleted as the scan goes (it reads a snapshot), a batch at a time: the
             # old target's keys may be the whole state, never all held at once.
-            batch = self._db.new_batch(sync=False)
-            for rest in self._db.iterate_keys(space, snapshot=True):
+            batch = db.new_batch(sync=False)
+            for rest in db.iterate_keys(space, snapshot=True):
                 batch.delete(space + rest)
                 if len(batch) >= _PRUNE_BATCH:
-                    self._db.write(batch)
-                    batch = self._db.new_batch(sync=False)
-            self._db.write(batch)
+                    db.write(batch)
+                    batch = db.new_batch(sync=False)
+            db.write(batch)
         batch = self._db.new_batch()
         batch.put(_SYNC, target.encode())
         batch.put(_LAYOUT, _LAYOUT_VALUE)
@@ -696,12 +751,17 @@ class ChainStore:
         """
         if self.initialized or self._db.get(_SYNC) is None:
             raise StorageError(f"no state sync in progress in {self.path}")
-        batch = self._db.new_batch(sync=False)
-        for ref, node in nodes.items():
-            batch.put(spaces.TREE_NODE + ref, node)
+        # The leaves' flat state first, synced, then the nodes: nodes lost in a crash
+        # are fetched again with their leaves, while nodes kept without their flat
+        # state would never be (the walk finds them present).
+        batch = self._db.new_batch()
         for key, value in leaves:
             batch.put(spaces.STATE + key, value)
         self._db.write(batch)
+        nodes_batch = self._nodes.new_batch(sync=False)
+        for ref, node in nodes.items():
+            nodes_batch.put(spaces.TREE_NODE + ref, node)
+        self._nodes.write(nodes_batch)
 
     def finish_sync(self, genesis_hash: bytes) -> int:
         """Install the synced state as the head, in one synced batch; return its height.
@@ -721,6 +781,9 @@ class ChainStore:
         missing = self.missing_nodes(root, 1)
         if missing:
             raise StorageError(f"state sync incomplete: node {missing[0].hash.hex()} is missing")
+        # The chunks' nodes were written without fsync: a synced (empty) write makes
+        # them durable before the head that needs them is.
+        self._write_nodes({})
         at = encode_height(target.height)
         batch = self._db.new_batch()
         batch.put(spaces.BLOCK + at, target.block)

@@ -2,7 +2,9 @@
 
 Every key starts with a one-byte prefix naming its key space; this table is the
 only place prefixes are assigned (heights are 8-byte big-endian so keys sort by
-height, positions 4-byte big-endian):
+height, positions 4-byte big-endian). A chain store (``storage.chain_store``) keeps
+``TREE_NODE`` in a database of its own (``TREE_DIR``) and every other space in its
+main one:
 
 ======  ==============  ======================================  ===========================
 prefix  name            key after the prefix                    value
@@ -24,8 +26,8 @@ prefix  name            key after the prefix                    value
 and ``state_base`` (lowest height whose block, resp. state, is kept: absent means
 0, an archive), ``sync`` (the target of a state sync in progress: while it is
 there the store has no head and nothing in it is state), ``tree_layout`` (one
-byte, ``storage.state_tree.TREE_LAYOUT``: where the tree's keys sit and how the
-records it holds are encoded; a store of another layout is refused).
+byte, ``storage.state_tree.TREE_LAYOUT``: where the tree's keys and nodes sit and
+how the records it holds are encoded; a store of another layout is refused).
 
 The flat ``STATE`` space duplicates the latest leaves of the tree so that reads
 of the current state are one LevelDB lookup instead of a walk of ~20 nodes.

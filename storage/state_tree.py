@@ -189,10 +189,11 @@ _VALUE_AT = 65
 # How the state is stored, as a number a store records (``ChainStore``): 1 was the plain
 # hashed path, 2 the grouped one with nodes keyed by hash, 3 the same tree with nodes
 # keyed by reference (version || hash), 4 the same tree holding commerce party records
-# that count the buyer's units in its last deal (``apps.commerce.model.Party``). A
-# store of another layout holds nodes where this code never looks, or records it
+# that count the buyer's units in its last deal (``apps.commerce.model.Party``), 5 the
+# same with the nodes in a database of their own (``storage.chain_store.TREE_DIR``).
+# A store of another layout holds nodes where this code never looks, or records it
 # cannot decode, so it is refused rather than read wrong.
-TREE_LAYOUT = 4
+TREE_LAYOUT = 5
 
 # A key's group fixes the first GROUP_BYTES of its path. Measured in docs/vm.md (where
 # a key sits): a prefix deeper than the tree puts a group of two or more keys below a

@@ -15,7 +15,7 @@ import pytest
 from core.errors import StorageError
 from core.hashing import ZERO_HASH
 from core.types import Commit, tx_hash
-from storage import ChainStore, state_root_of, verify_proof
+from storage import TREE_DIR, ChainStore, state_root_of, verify_proof
 from storage.db import META, STATE, TREE_NODE, Database, encode_height
 from storage.state_tree import TreeUpdate
 from tests.storage.storage_chain_fixtures import (
@@ -163,12 +163,19 @@ def test_a_store_of_another_tree_layout_is_refused(tmp_path):
         with pytest.raises(StorageError, match=message):
             ChainStore(path)
 
-    refused(None, "layout 1 .*this node builds layout 4")
+    refused(None, "layout 1 .*this node builds layout 5")
     # Layout 2 was the same tree with its nodes keyed by hash alone: not where this
     # code looks for them.
-    refused(b"\x02", "layout 2 .*keyed by hash.*builds layout 4")
+    refused(b"\x02", "layout 2 .*keyed by hash.*builds layout 5")
     # Layout 3 held commerce party records of an older encoding.
-    refused(b"\x03", "layout 3 .*party records.*builds layout 4")
+    refused(b"\x03", "layout 3 .*party records.*builds layout 5")
+    # Layout 4 kept the tree's nodes in the chain's own database, where this code
+    # no longer looks; refused before the tree's database is made beside it.
+    for entry in (path / TREE_DIR).iterdir():
+        entry.unlink()
+    (path / TREE_DIR).rmdir()
+    refused(b"\x04", "layout 4 .*chain's database.*builds layout 5")
+    assert not (path / TREE_DIR).exists()
 
 
 def test_each_blocks_tree_nodes_are_stored_after_every_older_versions(tmp_path):
@@ -184,10 +191,15 @@ def test_each_blocks_tree_nodes_are_stored_after_every_older_versions(tmp_path):
             commit_next(store, changes)
             apply_changes(model, changes)
             assert store.state_ref(height)[:8] == encode_height(height)
-    with Database(path) as db:
+    with Database(path / TREE_DIR) as db:
         versions = [int.from_bytes(key[:8], "big") for key in db.iterate_keys(TREE_NODE)]
     assert versions == sorted(versions)
     assert set(versions) == set(range(6))
+    # In a database of their own: none among the chain's random-keyed records (tx
+    # index, flat state), with which every table would span the whole key space.
+    with Database(path) as db:
+        assert list(db.iterate_keys(TREE_NODE)) == []
+        assert len(list(db.iterate_keys(STATE))) == len(model)
     with ChainStore(path) as store:
         assert state_root_of(model) == store.head_root
         assert all(store.tree.get(store.head_ref, k) == v for k, v in model.items())
@@ -202,22 +214,58 @@ def test_uninitialized_store_says_so(tmp_path):
             store.prepare_state({b"a": b"1"})
 
 
-def test_each_block_is_one_write(tmp_path, monkeypatch):
-    # All of a block in one batch is what makes a crash leave all or nothing.
+def test_a_block_is_its_nodes_then_one_write_of_the_rest(tmp_path, monkeypatch):
+    # Everything but the tree's nodes in one batch is what makes a crash leave all or
+    # nothing; the nodes go first, so no stored root ever lacks its nodes.
     with ChainStore(tmp_path / "db") as store:
         store.initialize(GENESIS_HASH, genesis_state())
         writes = []
         real_write = Database.write
 
         def spy(db, batch):
-            writes.append(len(batch))
+            writes.append((Path(db.path).name, len(batch)))
             real_write(db, batch)
 
         monkeypatch.setattr(Database, "write", spy)
-        block, _, _ = commit_next(store, changes_for(1, count=50), n_txs=4)
-        assert len(writes) == 1
-        # block, hash index, commit, 2 per tx, state changes, nodes, root, head
-        assert writes[0] > 3 + 2 * len(block.txs) + 50
+        changes = changes_for(1, count=50)
+        update = store.prepare_state(changes)
+        block, _, _ = commit_next(store, changes, n_txs=4)
+        assert [name for name, _ in writes] == [TREE_DIR, "db"]
+        assert writes[0][1] == len(update.nodes)
+        # block, hash index, commit, 2 per tx, state changes, root, head
+        assert writes[1][1] == 3 + 2 * len(block.txs) + len(changes) + 2
+
+
+def test_a_crash_between_the_nodes_and_the_block_leaves_the_head_whole(tmp_path, monkeypatch):
+    path = tmp_path / "db"
+    model = genesis_state()
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, model)
+        commit_next(store, changes_for(1))
+        apply_changes(model, changes_for(1))
+        real_write = Database.write
+
+        def crash_after_the_nodes(db, batch):
+            real_write(db, batch)
+            if Path(db.path).name == TREE_DIR:
+                raise OSError("killed")
+
+        monkeypatch.setattr(Database, "write", crash_after_the_nodes)
+        with pytest.raises(OSError, match="killed"):
+            commit_next(store, changes_for(2))
+        monkeypatch.undo()
+    with ChainStore(path) as store:
+        # Block 2's nodes are stored, nothing else of it: the head is block 1, whole.
+        assert store.height == 1
+        assert store.get_block(2) is None
+        assert dict(store.iter_state()) == model
+        assert store.head_root == state_root_of(model)
+        # The same block commits again over its stored nodes.
+        commit_next(store, changes_for(2))
+        apply_changes(model, changes_for(2))
+        assert store.height == 2
+        assert store.head_root == state_root_of(model)
+        assert all(store.tree.get(store.head_ref, k) == v for k, v in model.items())
 
 
 def test_open_options(tmp_path):
@@ -290,9 +338,17 @@ def test_corrupt_database_is_reported(tmp_path):
     path = tmp_path / "db"
     with ChainStore(path) as store:
         store.initialize(GENESIS_HASH, {b"a": b"1"})
+    current = (path / "CURRENT").read_text()
     (path / "CURRENT").write_text("MANIFEST-999999\n")
     with pytest.raises(StorageError, match="corrupt"):
         ChainStore(path)
+    # The tree's database too, and the chain's is let go again.
+    (path / "CURRENT").write_text(current)
+    (path / TREE_DIR / "CURRENT").write_text("MANIFEST-999999\n")
+    with pytest.raises(StorageError, match=f"{TREE_DIR} is corrupt"):
+        ChainStore(path)
+    with Database(path):
+        pass
 
 
 def _check_consistent(path: Path, at_least: int) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
 from core.errors import StorageError
 from storage import (
+    TREE_DIR,
     ZERO_REF,
     BadChunk,
     ChainStore,
@@ -188,6 +190,47 @@ def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
             assert dict(dest.iter_state()) == states[10]
 
 
+def test_a_crash_between_a_chunks_leaves_and_its_nodes_fetches_them_again(tmp_path, monkeypatch):
+    # A chunk's flat state is written before its nodes (two databases): a crash
+    # between them loses the nodes, so the resumed walk asks for them again and their
+    # leaves are written again. The other order would keep nodes whose flat state is
+    # gone, which no walk ever fetches again.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 8)
+        target = target_of(source, 8)
+        with ChainStore(tmp_path / "dst") as dest:
+            dest.begin_sync(target)
+            wanted = dest.missing_nodes(sync_root(target), 1 << 20)
+            for _ in range(3):  # a few chunks stored whole
+                subtree = wanted.pop()
+                chunk = verify_chunk(subtree, source.snapshot_chunk(8, subtree, 2048), 8)
+                dest.store_chunk(chunk.nodes, chunk.leaves)
+                wanted.extend(reversed(chunk.missing))
+            subtree = wanted.pop()
+            chunk = verify_chunk(subtree, source.snapshot_chunk(8, subtree, 2048), 8)
+            real_write = Database.write
+            written: list[str] = []
+
+            def crash_on_the_second_write(db: Database, batch) -> None:
+                written.append(Path(db.path).name)
+                if len(written) == 2:
+                    raise OSError("killed")
+                real_write(db, batch)
+
+            monkeypatch.setattr(Database, "write", crash_on_the_second_write)
+            with pytest.raises(OSError, match="killed"):
+                dest.store_chunk(chunk.nodes, chunk.leaves)
+            monkeypatch.undo()
+            assert written == ["dst", TREE_DIR]
+        with ChainStore(tmp_path / "dst") as dest:
+            assert dest.begin_sync(target) is True
+            assert subtree in dest.missing_nodes(sync_root(target), 1 << 20)
+            sync_from(source, dest, target, 2048)
+            assert dest.finish_sync(GENESIS_HASH) == 8
+            assert dict(dest.iter_state()) == states[8]
+            assert dest.head_root == state_root_of(states[8])
+
+
 def test_a_crash_while_a_new_target_wipes_the_old_one_never_resumes_the_old_one(
     tmp_path, monkeypatch
 ):
@@ -233,7 +276,7 @@ def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reope
             batch = db.new_batch()
             batch.delete(META + b"tree_layout")
             db.write(batch)
-        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 4"):
+        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 5"):
             ChainStore(tmp_path / "old")
         with ChainStore(tmp_path / "dst") as dest:
             sync_from(source, dest, target, 4096)
