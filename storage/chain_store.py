@@ -626,18 +626,26 @@ class ChainStore:
         marked) and nodes it makes. Nodes are keyed by version first, so the sweep
         stops at the first node above that head. Memory: one set of the references
         of the live nodes while it runs.
+
+        A pass that forgets no version sweeps nothing: only a forgotten root leaves
+        nodes no kept version reaches, and the walk reads every live node (at 1M
+        accounts some 2M reads, and the set of them: tens of seconds of CPU and
+        hundreds of MB, every ``interval`` blocks while the chain is younger than its
+        window). What a stopped sweep left goes with the next pass that forgets one.
         """
         below = min(below, self.height)
         batch = self._db.new_batch(sync=False)
+        forgotten = 0
         for height in self.retained_state_heights(below):
             if height not in keep:
                 batch.delete(spaces.STATE_ROOT + encode_height(height))
+                forgotten += 1
         new_base = max(self._state_base, below)
         batch.put(_STATE_BASE, encode_height(new_base))
         # The base moves first: reads below it are refused from now on.
         self._state_base = new_base
         self._db.write(batch)
-        return self._sweep_nodes(stop)
+        return self._sweep_nodes(stop) if forgotten else 0
 
     def _sweep_nodes(self, stop: threading.Event | None) -> int:
         # The head first: a commit stores its root before it moves the head, so every

@@ -331,6 +331,37 @@ def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path
         assert store.missing_nodes(ZERO_REF, 10) == []
 
 
+def test_a_pass_that_forgets_no_version_reads_no_node(tmp_path, monkeypatch):
+    # The node starts a pass every `interval` blocks, also while the chain is younger
+    # than its window; marking walks every live node (seconds of CPU and hundreds of
+    # MB at a big state), so a pass with nothing to forget must not walk.
+    with ChainStore(tmp_path / "db") as store:
+        build_chain(store, 12)
+        real_get = Database.get
+        reads: list[str] = []
+
+        def counting_get(db: Database, key: bytes) -> bytes | None:
+            reads.append(Path(db.path).name)
+            return real_get(db, key)
+
+        monkeypatch.setattr(Database, "get", counting_get)
+        assert store.prune_states(-88) == 0  # a window longer than the chain
+        assert store.prune_states(5, keep=frozenset(range(5))) == 0  # all kept
+        assert TREE_DIR not in reads
+        monkeypatch.undo()
+        # A pass stopped in its sweep leaves its garbage to the next one that forgets.
+        old = store.state_ref(2)
+        stopped = threading.Event()
+        stopped.set()
+        assert store.prune_states(5, stop=stopped) == 0
+        assert store.prune_states(5) == 0
+        assert store.missing_nodes(old, 1) == []  # still there
+        assert store.prune_states(8) > 0
+        assert store.missing_nodes(old, 1) == [root_subtree(old[8:])]
+        assert store.retained_state_heights() == list(range(8, 13))
+        assert all(store.missing_nodes(store.state_ref(h), 1) == [] for h in range(8, 13))
+
+
 def test_pruning_beside_commits_never_takes_a_node_the_head_needs(tmp_path):
     # The node prunes on a thread of its own while blocks commit. Whatever the order,
     # every kept version's tree stays whole and the head reads as the model says.
