@@ -27,7 +27,8 @@ either kind and the ratio drifts toward 1).
 
 ``--executor`` keeps the earlier measurement: blocks executed with
 ``Executor.execute_block`` (strict) over a dict state, on transactions verified
-once beforehand, with no node around them.
+once beforehand, with no node around them, and the cyclic GC tuned as the node
+tunes it (``benches.common.node_gc``).
 
 Last line:
 
@@ -57,6 +58,7 @@ from apps.commerce.auctions import bidder_tag
 from apps.commerce.events import ORDER_PLACED
 from apps.commerce.model import AuctionMode
 from apps.commerce.sealing import encryption_keypair, seal_address
+from benches.common import node_gc
 from benches.throughput import REJECTED, post_batch
 from core.keys import PrivateKey, format_address
 from core.keystore import load_key
@@ -658,7 +660,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=2, help="Node level: requests in flight.")
     args = ap.parse_args(argv)
     if args.executor:
-        run_executor(args)
+        with node_gc():
+            run_executor(args)
     else:
         asyncio.run(run_node(args))
 

@@ -4,6 +4,7 @@ transaction succeeding, within the chain's block limits."""
 
 from __future__ import annotations
 
+import gc
 import re
 
 import pytest
@@ -14,7 +15,10 @@ from benches.commerce import main
 def test_the_executor_level_commerce_bench_runs_every_phase_within_the_block_limits(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
     main(["--executor", "--buyers", "40", "--repeat", "1"])
+    # It ran with the node's GC tuning, and left this process's as it was.
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (thresholds, frozen)
     out = capsys.readouterr().out
     for phase in ("orders + tips", "ships", "confirms + reviews", "bids, one auction"):
         assert phase in out
