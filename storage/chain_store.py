@@ -11,8 +11,11 @@ spanned the whole key space and each compaction rewrote the level below
 A block's tree nodes are written first, then everything else it changes with the
 head pointer, each write with ``sync=True``: after a crash at any point the store
 holds either the whole block or none of it, at worst with nodes no stored root
-reaches (never a root whose nodes are missing; pruning's sweep removes them). Key
-spaces are listed in ``storage.db``.
+reaches (never a root whose nodes are missing; pruning's sweep removes them). A
+synced write makes earlier unsynced ones durable in its own database only, so
+wherever unsynced deletes in one database must not outlive what the other says
+(pruning's forgotten roots, a state sync's wipe), that database's write is synced
+first. Key spaces are listed in ``storage.db``.
 
 Retention (docs/node.md, Pruning): ``prune_blocks`` and ``prune_states`` drop what
 lies below a height; the lowest kept heights (``block_base``, ``state_base``) are
@@ -171,7 +174,9 @@ class ChainStore:
                 self._check_layout()
             self._nodes = Database(
                 os.path.join(self.path, TREE_DIR),
-                create_if_missing=create,
+                # A chain's nodes are there, or it is refused (a copy of the top
+                # directory alone would otherwise open with an empty tree).
+                create_if_missing=create and head is None,
                 sync=sync,
                 block_cache_bytes=DB_CACHE_BYTES,
                 write_buffer_bytes=DB_WRITE_BUFFER_BYTES,
@@ -634,7 +639,11 @@ class ChainStore:
         window). What a stopped sweep left goes with the next pass that forgets one.
         """
         below = min(below, self.height)
-        batch = self._db.new_batch(sync=False)
+        # Synced: the sweep's deletes in the tree's database become durable with its
+        # next synced write (a commit's nodes), which says nothing of this database;
+        # roots forgotten without fsync could come back after a power loss, over
+        # nodes that are gone.
+        batch = self._db.new_batch()
         forgotten = 0
         for height in self.retained_state_heights(below):
             if height not in keep:
@@ -738,6 +747,11 @@ class ChainStore:
                     db.write(batch)
                     batch = db.new_batch(sync=False)
             db.write(batch)
+        # The wipe of the nodes durable before the new target is: a synced write to
+        # this database flushes the flat state's wipe, never the tree's. Otherwise a
+        # power loss could keep the old nodes (the new target's, if only its
+        # certificate differs) over a wiped flat state, and the walk would not fetch them.
+        self._write_nodes({})
         batch = self._db.new_batch()
         batch.put(_SYNC, target.encode())
         batch.put(_LAYOUT, _LAYOUT_VALUE)

@@ -200,7 +200,8 @@ class Database:
         # Nothing reaches the database before ``write``: a batch abandoned half-filled
         # (the caller raised) is simply dropped.
         # ``sync=False`` for writes whose loss in a crash is harmless (pruning's deletes,
-        # a state sync's chunks): they are redone, and a later synced write flushes them.
+        # a state sync's chunks): they are redone, and a later synced write to this
+        # database (not another one) flushes them.
         return WriteBatch(self._handle.write_batch(sync=self._sync and sync is not False))
 
     def write(self, batch: WriteBatch) -> None:

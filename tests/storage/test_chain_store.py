@@ -205,6 +205,23 @@ def test_each_blocks_tree_nodes_are_stored_after_every_older_versions(tmp_path):
         assert all(store.tree.get(store.head_ref, k) == v for k, v in model.items())
 
 
+def test_a_chain_without_its_tree_database_is_refused(tmp_path):
+    # A copy of the store's top directory alone (an old backup script, a partial
+    # restore) would otherwise open with an empty tree and fail at the first block.
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, genesis_state())
+        commit_next(store, changes_for(1))
+    for entry in (path / TREE_DIR).iterdir():
+        entry.unlink()
+    (path / TREE_DIR).rmdir()
+    with pytest.raises(StorageError, match=f"no database at {path / TREE_DIR}"):
+        ChainStore(path)
+    assert not (path / TREE_DIR).exists()
+    with Database(path):
+        pass  # the chain's database was let go
+
+
 def test_uninitialized_store_says_so(tmp_path):
     with ChainStore(tmp_path / "db") as store:
         assert store.genesis_hash is None

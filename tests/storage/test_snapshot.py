@@ -264,6 +264,62 @@ def test_a_crash_while_a_new_target_wipes_the_old_one_never_resumes_the_old_one(
             assert dict(dest.iter_state()) == states[5]
 
 
+class _Writes:
+    """Each batch written: (database directory's name, synced, ops). A synced write
+    makes earlier unsynced ones durable in its own database only: what the power-loss
+    tests below check is the order of synced writes across the two."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.log: list[tuple[str, bool, int]] = []
+        synced: dict[int, bool] = {}
+        real_new, real_write = Database.new_batch, Database.write
+
+        def new_batch(db: Database, *, sync: bool | None = None):
+            batch = real_new(db, sync=sync)
+            synced[id(batch)] = sync is not False
+            return batch
+
+        def write(db: Database, batch) -> None:
+            self.log.append((Path(db.path).name, synced.pop(id(batch)), len(batch)))
+            real_write(db, batch)
+
+        monkeypatch.setattr(Database, "new_batch", new_batch)
+        monkeypatch.setattr(Database, "write", write)
+
+
+def test_a_new_targets_wipe_of_the_nodes_is_durable_before_the_target(tmp_path, monkeypatch):
+    # The wipe's deletes are unsynced; the new target is a synced write to the chain's
+    # database, which makes its flat-state wipe durable but not the tree's. A power
+    # loss could then keep the old nodes (the new target's own, when only its
+    # certificate differs) over a wiped flat state, and the walk would not fetch them.
+    with ChainStore(tmp_path / "src") as source:
+        build_chain(source, 6)
+        old, new = target_of(source, 4), target_of(source, 6)
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, old, 4096)
+            writes = _Writes(monkeypatch)
+            assert dest.begin_sync(new) is False
+            monkeypatch.undo()
+    log = writes.log
+    last_tree_wipe = max(i for i, (name, _, ops) in enumerate(log) if name == TREE_DIR and ops)
+    target = len(log) - 1
+    assert log[target][:2] == ("dst", True)
+    assert any(name == TREE_DIR and synced for name, synced, _ in log[last_tree_wipe:target]), log
+
+
+def test_a_pass_forgets_its_roots_durably_before_its_sweep_deletes_nodes(tmp_path, monkeypatch):
+    # The sweep's deletes become durable with the tree's next synced write (a commit's
+    # nodes); roots forgotten unsynced could come back after a power loss over nodes
+    # that are gone (a proof below the window would then fail, not say pruned).
+    with ChainStore(tmp_path / "db") as store:
+        build_chain(store, 12)
+        writes = _Writes(monkeypatch)
+        assert store.prune_states(8) > 0
+        monkeypatch.undo()
+    first_sweep = min(i for i, (name, _, _) in enumerate(writes.log) if name == TREE_DIR)
+    assert ("db", True) in [(name, synced) for name, synced, _ in writes.log[:first_sweep]]
+
+
 def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reopens(tmp_path):
     # A sync begun by code of the plain-hashed layout holds nodes of that layout's tree
     # (META has no tree_layout): resuming it would mix layouts, so the store is refused.
