@@ -3,10 +3,11 @@
 Two LevelDB databases: the state tree's nodes in their own (``TREE_DIR``, a
 subdirectory of the store's), everything else in the store's directory. Nodes are
 keyed by the version that made them, so each block's sort after everything stored
-before them and LevelDB's compactions of that database are moves of whole tables;
-in one database with the keys of random hashes (tx index, flat state) every table
-spanned the whole key space and each compaction rewrote the level below
-(docs/node.md, Tree nodes in a database of their own).
+before them and LevelDB's compactions of that database are moves of whole tables
+(but where pruning's sweep deletes old nodes); in one database with the keys of
+random hashes (tx index, flat state) every table spanned the whole key space and
+each compaction rewrote the level below (docs/node.md, Tree nodes in a database of
+their own).
 
 A block's tree nodes are written first, then everything else it changes with the
 head pointer, each write with ``sync=True``: after a crash at any point the store
