@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 from benches.common import dir_bytes
-from storage.chain_store import DB_CACHE_BYTES, DB_WRITE_BUFFER_BYTES, TREE_DIR
+from storage.chain_store import TREE_DIR, open_store_db
 from storage.db import RECEIPT, STATE, TREE_NODE, TX_INDEX, Database
 from storage.state_tree import internal_encoding
 
@@ -84,11 +84,11 @@ def run_side(
 ) -> dict[str, float]:
     """One side in this process: the figures ``main`` prints."""
     if side == "node":
-        sizes = {"block_cache_bytes": DB_CACHE_BYTES, "write_buffer_bytes": DB_WRITE_BUFFER_BYTES}
-        nodes_db = Database(path / TREE_DIR, **sizes)
-        records_db = Database(path, **sizes)
+        nodes_db, records_db = open_store_db(path / TREE_DIR), open_store_db(path)
+        dbs = (nodes_db, records_db)
     else:
         nodes_db = records_db = Database(path, compression="snappy" if side == "snappy" else None)
+        dbs = (nodes_db,)
     by_height = side in ("node", "one")
     try:
 
@@ -106,7 +106,7 @@ def run_side(
 
         for first in range(0, base, per_block):
             write(first, min(per_block, base - first), 0)
-        for db in {id(nodes_db): nodes_db, id(records_db): records_db}.values():
+        for db in dbs:
             db.compact()
         base_bytes = dir_bytes(path)
         entries = mb * 1_000_000 // sum(map(len, _entry(0)))
@@ -133,8 +133,8 @@ def run_side(
             "growth_mb": (dir_bytes(path) - base_bytes) / 1e6,
         }
     finally:
-        nodes_db.close()
-        records_db.close()
+        for db in dbs:
+            db.close()
 
 
 def main(argv: list[str] | None = None) -> None:

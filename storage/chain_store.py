@@ -85,8 +85,23 @@ DEFAULT_STATE_CACHE_SIZE = 1 << 17
 # subdirectory). Memory is split between the two: each gets half the block cache and
 # write buffer that one database had (storage.db.Database's defaults).
 TREE_DIR = "tree"
-DB_CACHE_BYTES = 32 * 1024 * 1024
-DB_WRITE_BUFFER_BYTES = 16 * 1024 * 1024
+_CACHE_BYTES = 32 * 1024 * 1024
+_WRITE_BUFFER_BYTES = 16 * 1024 * 1024
+
+
+def open_store_db(
+    path: str | os.PathLike[str], *, create: bool = True, sync: bool = True
+) -> Database:
+    """One of a ``ChainStore``'s two databases (the chain's or the tree's), opened with
+    its share of the memory (``benches.compaction`` opens its side's the same way)."""
+    return Database(
+        path,
+        create_if_missing=create,
+        sync=sync,
+        block_cache_bytes=_CACHE_BYTES,
+        write_buffer_bytes=_WRITE_BUFFER_BYTES,
+    )
+
 
 _MISSING = object()
 W = TypeVar("W", bound=Wire)
@@ -154,13 +169,7 @@ class ChainStore:
         existing node). ``sync=False`` skips the fsync of each commit: only for
         throwaway stores such as an audit's replay, never for a node's chain.
         """
-        self._db = Database(
-            path,
-            create_if_missing=create,
-            sync=sync,
-            block_cache_bytes=DB_CACHE_BYTES,
-            write_buffer_bytes=DB_WRITE_BUFFER_BYTES,
-        )
+        self._db = open_store_db(path, create=create, sync=sync)
         self.path = self._db.path
         try:
             self._genesis_hash = self._db.get(_GENESIS)
@@ -173,14 +182,12 @@ class ChainStore:
                 # Before the tree's database opens: a store of an older layout keeps
                 # its nodes elsewhere, and gets no empty database beside them.
                 self._check_layout()
-            self._nodes = Database(
+            self._nodes = open_store_db(
                 os.path.join(self.path, TREE_DIR),
                 # A chain's nodes are there, or it is refused (a copy of the top
                 # directory alone would otherwise open with an empty tree).
-                create_if_missing=create and head is None,
+                create=create and head is None,
                 sync=sync,
-                block_cache_bytes=DB_CACHE_BYTES,
-                write_buffer_bytes=DB_WRITE_BUFFER_BYTES,
             )
         except BaseException:
             self._db.close()
@@ -487,10 +494,10 @@ class ChainStore:
                 put(key, value)
         self._head = (height, tree_update.root, tree_update.ref)
 
-    def _write_nodes(self, nodes: Mapping[bytes, bytes]) -> None:
-        """Write tree nodes (reference -> encoding) in one synced batch of the tree's
-        database."""
-        batch = self._nodes.new_batch()
+    def _write_nodes(self, nodes: Mapping[bytes, bytes], *, sync: bool = True) -> None:
+        """Write tree nodes (reference -> encoding) in one batch of the tree's database,
+        synced unless ``sync`` is False."""
+        batch = self._nodes.new_batch(sync=sync)
         for ref, node in nodes.items():
             batch.put(spaces.TREE_NODE + ref, node)
         self._nodes.write(batch)
@@ -781,10 +788,7 @@ class ChainStore:
         for key, value in leaves:
             batch.put(spaces.STATE + key, value)
         self._db.write(batch)
-        nodes_batch = self._nodes.new_batch(sync=False)
-        for ref, node in nodes.items():
-            nodes_batch.put(spaces.TREE_NODE + ref, node)
-        self._nodes.write(nodes_batch)
+        self._write_nodes(nodes, sync=False)
 
     def finish_sync(self, genesis_hash: bytes) -> int:
         """Install the synced state as the head, in one synced batch; return its height.
