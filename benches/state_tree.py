@@ -72,7 +72,8 @@ def empty_block(height: int, prev: bytes, state_root: bytes) -> tuple[Block, Com
     return block, Commit(height, 0, block.hash, ())
 
 
-def _changes(rng: random.Random, live: list[bytes], n: int) -> dict[bytes, bytes | None]:
+def random_changes(rng: random.Random, live: list[bytes], n: int) -> dict[bytes, bytes | None]:
+    """``n`` changes: 70% updates of keys in ``live``, 10% deletes of them, 20% inserts."""
     changes: dict[bytes, bytes | None] = {}
     for key in rng.sample(live, int(n * 0.8)):
         changes[key] = rng.randbytes(64)
@@ -84,7 +85,8 @@ def _changes(rng: random.Random, live: list[bytes], n: int) -> dict[bytes, bytes
     return changes
 
 
-def _apply(live: list[bytes], live_set: set[bytes], changes: dict[bytes, bytes | None]) -> None:
+def apply_live(live: list[bytes], live_set: set[bytes], changes: dict[bytes, bytes | None]) -> None:
+    """The keys present after ``changes``, in ``live`` (a list, to sample) and ``live_set``."""
     for key, value in changes.items():
         if value is None:
             live_set.discard(key)
@@ -124,13 +126,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _genesis_state(rng: random.Random, keys: int) -> dict[bytes, bytes]:
+def genesis_state(rng: random.Random, keys: int) -> dict[bytes, bytes]:
     return {b"acct/" + rng.randbytes(24): rng.randbytes(64) for _ in range(keys)}
 
 
-def _prebuild(path: str, keys: int, seed: int) -> None:
+def prebuild(path: str, keys: int, seed: int) -> None:
     """Build the genesis store at ``path`` (the ``--build-only`` child's work)."""
-    state = _genesis_state(random.Random(seed), keys)
+    state = genesis_state(random.Random(seed), keys)
     started = time.perf_counter()
     with ChainStore(path) as store:
         store.initialize(GENESIS, state)
@@ -138,6 +140,19 @@ def _prebuild(path: str, keys: int, seed: int) -> None:
         # the one big write batch from LevelDB's log into memory (hundreds of MB of RSS).
         store.compact()
     print(f"prebuilt {keys:,} keys at {path} in {time.perf_counter() - started:.2f} s")
+
+
+def prebuilt_store(where: str, keys: int, seed: int) -> str:
+    """The path of a genesis store of ``keys`` keys (``genesis_state``) under
+    ``where``, built the first time by a child process (so that its ~2 GB peak is
+    not the caller's): a bench copies it and opens the copy."""
+    # The layout in the name: a store built by code of another layout is refused
+    # (``ChainStore``), and a run of that code beside this one keeps its own.
+    path = os.path.join(where, f"keys{keys}-seed{seed}-layout{TREE_LAYOUT}")
+    if not os.path.exists(path):
+        child = [sys.executable, "-m", "benches.state_tree", "--build-only", path]
+        subprocess.run([*child, "--keys", str(keys), "--seed", str(seed)], check=True)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,21 +176,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--build-only", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.build_only:
-        _prebuild(args.build_only, args.keys, args.seed)
+        prebuild(args.build_only, args.keys, args.seed)
         return
     sizes = [int(x) for x in args.changes.split(",")]
     rng = random.Random(args.seed)
 
-    prebuilt = None
-    if args.prebuilt:
-        # The layout in the name: a store built by code of another layout is refused
-        # (``ChainStore``), and a run of that code beside this one keeps its own.
-        name = f"keys{args.keys}-seed{args.seed}-layout{TREE_LAYOUT}"
-        prebuilt = os.path.join(args.prebuilt, name)
-        if not os.path.exists(prebuilt):
-            child = [sys.executable, "-m", "benches.state_tree", "--build-only", prebuilt]
-            subprocess.run([*child, "--keys", str(args.keys), "--seed", str(args.seed)], check=True)
-    state = _genesis_state(rng, args.keys)
+    prebuilt = None if not args.prebuilt else prebuilt_store(args.prebuilt, args.keys, args.seed)
+    state = genesis_state(rng, args.keys)
     live = list(state)
     live_set = set(live)
     if prebuilt is not None:
@@ -210,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             nonlocal prev
             row = _Row(n)
             for _ in range(count):
-                changes = _changes(rng, live, n)
+                changes = random_changes(rng, live, n)
                 # Execution reads what it writes before the update (untimed here):
                 # the values it leaves in the state cache spare the old leaves' reads.
                 for key in changes:
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
                 row.commits.append(t2 - t1)
                 row.nodes.append(len(update.nodes))
                 prev = block.hash
-                _apply(live, live_set, changes)
+                apply_live(live, live_set, changes)
             return row
 
         if args.warmup:

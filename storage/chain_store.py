@@ -4,15 +4,17 @@ Two LevelDB databases: the state tree's nodes in their own (``TREE_DIR``, a
 subdirectory of the store's), everything else in the store's directory. Nodes are
 keyed by the version that made them, so each block's sort after everything stored
 before them and LevelDB's compactions of that database are moves of whole tables
-(but where pruning's sweep deletes old nodes); in one database with the keys of
+(but where pruning deletes old nodes); in one database with the keys of
 random hashes (tx index, flat state) every table spanned the whole key space and
 each compaction rewrote the level below (docs/node.md, Tree nodes in a database of
 their own).
 
-A block's tree nodes are written first, then everything else it changes with the
-head pointer, each write with ``sync=True``: after a crash at any point the store
-holds either the whole block or none of it, at worst with nodes no stored root
-reaches (never a root whose nodes are missing; pruning's sweep removes them). A
+A block's tree nodes are written first (with the list of the older nodes its root
+no longer reaches, which pruning deletes by), then everything else it changes with
+the head pointer, each write with ``sync=True``: after a crash at any point the
+store holds either the whole block or none of it, at worst with nodes no stored
+root reaches, which the block's commit writes again (never a root whose nodes are
+missing). A
 synced write makes earlier unsynced ones durable in its own database only, so
 wherever unsynced deletes in one database must not outlive what the other says
 (pruning's forgotten roots, a state sync's wipe), that database's write is synced
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import os
 import threading
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -52,7 +55,6 @@ from storage.snapshot import (
     DEFAULT_CHUNK_BYTES,
     Subtree,
     find_subtree,
-    node_children,
     serve_chunk,
     walk_missing,
 )
@@ -74,6 +76,7 @@ _BLOCK_BASE = spaces.META + b"block_base"
 _STATE_BASE = spaces.META + b"state_base"
 _SYNC = spaces.META + b"sync"
 _LAYOUT = spaces.META + b"tree_layout"
+_STALE_FROM = spaces.META + b"stale_from"
 _LAYOUT_VALUE = bytes([TREE_LAYOUT])
 # Deletes per write batch while pruning: bounded memory, and a commit is never held
 # up for long behind one batch.
@@ -207,6 +210,12 @@ class ChainStore:
             self._head: tuple[int, bytes, bytes] | None = None
             self._block_base = self._meta_height(_BLOCK_BASE)
             self._state_base = self._meta_height(_STATE_BASE)
+            # Pruning (``prune_states``): the lowest version that may still have a list
+            # of replaced nodes (genesis, version 0, replaces nothing), and the versions
+            # whose lists a kept height holds (version -> that height), so that a pass
+            # does not read them again while it stays kept.
+            self._stale_from = max(1, self._meta_height(_STALE_FROM))
+            self._held: dict[int, int] = {}
             if head is not None:
                 height = decode_height(head)
                 ref = self.state_ref(height)
@@ -223,6 +232,7 @@ class ChainStore:
                 b"\x02": "2 (tree nodes keyed by hash)",
                 b"\x03": "3 (party records without deal counts)",
                 b"\x04": "4 (tree nodes in the chain's database)",
+                b"\x05": "5 (no lists of replaced nodes)",
             }.get(raw, "0x" + (raw or b"").hex())
             raise OtherLayout(
                 f"database at {self.path} holds a state tree of layout {found}; this node "
@@ -483,8 +493,9 @@ class ChainStore:
             batch.put(spaces.BLOCK_EVENTS + at, block_events)
         batch.put(_HEAD, at)
         # The nodes first, synced: the root the second write stores is then whole
-        # whenever that write survives a crash.
-        self._write_nodes(tree_update.nodes)
+        # whenever that write survives a crash. With them, atomically, the list of
+        # the nodes this block replaced, which pruning deletes by.
+        self._write_nodes(tree_update.nodes, stale=tree_update.stale, at=at)
         self._db.write(batch)
         self._tree.committed(tree_update.ref)
         with self._state_lock:
@@ -494,12 +505,27 @@ class ChainStore:
                 put(key, value)
         self._head = (height, tree_update.root, tree_update.ref)
 
-    def _write_nodes(self, nodes: Mapping[bytes, bytes], *, sync: bool = True) -> None:
+    def _write_nodes(
+        self,
+        nodes: Mapping[bytes, bytes],
+        *,
+        sync: bool = True,
+        stale: Sequence[bytes] = (),
+        at: bytes = b"",
+    ) -> None:
         """Write tree nodes (reference -> encoding) in one batch of the tree's database,
-        synced unless ``sync`` is False."""
+        synced unless ``sync`` is False; with them the list of the ``stale`` references
+        (those the version ``at`` replaced) under ``at``, if there are any."""
         batch = self._nodes.new_batch(sync=sync)
         for ref, node in nodes.items():
             batch.put(spaces.TREE_NODE + ref, node)
+        if stale:
+            listed = b"".join(stale)
+            if len(listed) != REF_SIZE * len(stale):
+                raise StorageError(f"a replaced node's reference is not {REF_SIZE} bytes")
+            # The version alone, before its nodes' keys: the list sorts with the
+            # version's nodes, so LevelDB still moves the tables of this database whole.
+            batch.put(spaces.TREE_NODE + at, listed)
         self._nodes.write(batch)
 
     def get_block_events(self, height: int) -> bytes | None:
@@ -627,83 +653,100 @@ class ChainStore:
         self, below: int, keep: frozenset[int] = frozenset(), stop: threading.Event | None = None
     ) -> int:
         """Forget the state versions below ``below`` except the heights in ``keep``
-        (snapshots being served), then delete every tree node no kept version
-        reaches. Returns the number of nodes deleted.
+        (snapshots being served), then delete the tree nodes no kept version needs.
+        Returns the number of nodes deleted.
 
         Nodes are shared between versions (a kept root reaches nodes made at any
-        version before it), so nodes are not deleted by history but by
-        reachability (mark from every kept root, sweep the rest).
-        The sweep runs beside commits, and deletes only nodes made at or below the
-        head it saw before it read the roots: a commit makes its nodes at a later
-        height, and builds on nothing else than nodes the head reaches (kept, so
-        marked) and nodes it makes. Nodes are keyed by version first, so the sweep
-        stops at the first node above that head. Memory: one set of the references
-        of the live nodes while it runs.
+        version before it), so they go by the version that replaced them, not the one
+        that made them: each commit lists, under its height, the nodes of the version
+        before that its root no longer reaches (``TreeUpdate.stale``). A node made at
+        ``w`` and listed at ``v`` is in the trees of versions ``w`` to ``v - 1`` and of
+        no other, since an update builds on its base's nodes and its own: a replaced
+        node never comes back. Once the window starts at ``below``, a node listed at
+        ``v <= below`` goes, unless a kept height ``k`` has ``w <= k < v``; its list
+        then stays, with such nodes only, until that height goes. A pass reads the
+        lists the window let go, never the live tree: its cost is what it deletes,
+        not the state's size (docs/node.md, Pruning).
 
-        A pass that forgets no version sweeps nothing: only a forgotten root leaves
-        nodes no kept version reaches, and the walk reads every live node (at 1M
-        accounts some 2M reads, and the set of them: tens of seconds of CPU and
-        hundreds of MB, every ``interval`` blocks while the chain is younger than its
-        window). What a stopped sweep left goes with the next pass that forgets one.
+        It runs beside commits without a lock: a commit lists nodes at a later height
+        than any this pass reads, and builds on none listed here (its base, the head,
+        is kept). What a stopped pass left goes with the next one.
         """
         below = min(below, self.height)
-        # Synced: the sweep's deletes in the tree's database become durable with its
-        # next synced write (a commit's nodes), which says nothing of this database;
-        # roots forgotten without fsync could come back after a power loss, over
-        # nodes that are gone.
+        # Synced: the deletes of nodes become durable with the tree database's next
+        # synced write (a commit's nodes), which says nothing of this database; roots
+        # forgotten without fsync could come back after a power loss, over nodes that
+        # are gone.
         batch = self._db.new_batch()
-        forgotten = 0
         for height in self.retained_state_heights(below):
             if height not in keep:
                 batch.delete(spaces.STATE_ROOT + encode_height(height))
-                forgotten += 1
         new_base = max(self._state_base, below)
         batch.put(_STATE_BASE, encode_height(new_base))
         # The base moves first: reads below it are refused from now on.
         self._state_base = new_base
         self._db.write(batch)
-        return self._sweep_nodes(stop) if forgotten else 0
+        # Below the base (which a shorter window than the last pass's does not move
+        # back), the roots left are those kept by this pass or an earlier one.
+        return self._delete_stale(new_base, self.retained_state_heights(new_base), stop)
 
-    def _sweep_nodes(self, stop: threading.Event | None) -> int:
-        # The head first: a commit stores its root before it moves the head, so every
-        # root at or below this height is among those read next.
-        last = encode_height(self._require_head()[0])
-        roots = [root for _, root in self._db.iterate(spaces.STATE_ROOT)]
-        marked: set[bytes] = set()
+    def _delete_stale(self, below: int, kept: list[int], stop: threading.Event | None) -> int:
+        # The lists of versions up to ``below``; ``kept``: the heights below it whose
+        # roots stay, ascending.
         nodes = self._nodes
-        get = nodes.get
-        for root in roots:
-            stack = [root]
-            while stack:
-                # One version's walk is the whole tree: stop() must not wait for it.
-                if len(marked) % _PRUNE_BATCH == 0 and stop is not None and stop.is_set():
-                    return 0
-                ref = stack.pop()
-                if ref == ZERO_REF or ref in marked:
-                    continue
-                marked.add(ref)
-                encoding = get(spaces.TREE_NODE + ref)
-                if encoding is None:
-                    raise StorageError(f"state tree node {ref.hex()} of a kept version is missing")
-                # Stored nodes were checked when written: only the links are needed.
-                children = node_children(encoding)
-                if children is not None:
-                    stack.extend(children)
+        held = self._held
         deleted = 0
         batch = nodes.new_batch(sync=False)
-        for ref in nodes.iterate_keys(spaces.TREE_NODE, snapshot=True):
-            if ref[:VERSION_SIZE] > last:
+        version = self._stale_from
+        while version <= below:
+            if stop is not None and stop.is_set():
                 break
-            if ref not in marked:
-                batch.delete(spaces.TREE_NODE + ref)
+            holder = held.get(version)
+            if holder is not None and holder in kept:
+                version += 1  # its nodes are still held as they were
+                continue
+            held.pop(version, None)
+            key = spaces.TREE_NODE + encode_height(version)
+            listed = nodes.get(key)
+            if listed is not None:
+                if len(listed) % REF_SIZE:
+                    raise StorageError(f"the list of nodes replaced at {version} is corrupt")
+                refs = [listed[i : i + REF_SIZE] for i in range(0, len(listed), REF_SIZE)]
+                # The highest kept height below ``version`` holds every listed node made
+                # at or below it (w <= k < v), and no other kept height holds any other.
+                at = bisect_left(kept, version)
+                goes, stays = refs, []
+                if at:
+                    cut = encode_height(kept[at - 1])
+                    stays = [ref for ref in refs if ref[:VERSION_SIZE] <= cut]
+                    goes = [ref for ref in refs if ref[:VERSION_SIZE] > cut]
+                for ref in goes:
+                    batch.delete(spaces.TREE_NODE + ref)
+                deleted += len(goes)
+                if not stays:
+                    batch.delete(key)
+                else:
+                    if len(stays) < len(refs):
+                        batch.put(key, b"".join(stays))
+                    held[version] = kept[at - 1]
                 if len(batch) >= _PRUNE_BATCH:
                     nodes.write(batch)
-                    deleted += len(batch)
                     batch = nodes.new_batch(sync=False)
-                    if stop is not None and stop.is_set():
-                        return deleted
-        nodes.write(batch)
-        return deleted + len(batch)
+            version += 1
+        if len(batch):
+            nodes.write(batch)
+        if deleted:
+            # Durable (a synced write flushes the unsynced ones before it) before the
+            # mark below says these lists are gone: a later synced write to the chain's
+            # database must never make the mark durable without them.
+            self._write_nodes({})
+        first = min(min(held, default=version), version)
+        if first != self._stale_from:
+            mark = self._db.new_batch(sync=False)
+            mark.put(_STALE_FROM, encode_height(first))
+            self._db.write(mark)
+            self._stale_from = first
+        return deleted
 
     # --- state sync ------------------------------------------------------------------
 
@@ -822,10 +865,13 @@ class ChainStore:
         batch.put(_HEAD, at)
         batch.put(_BLOCK_BASE, at)
         batch.put(_STATE_BASE, at)
+        # The synced nodes are listed nowhere: the first list is the next block's.
+        batch.put(_STALE_FROM, encode_height(target.height + 1))
         batch.delete(_SYNC)
         self._db.write(batch)
         self._genesis_hash = genesis_hash
         self._block_base = self._state_base = target.height
+        self._stale_from = target.height + 1
         self._head = (target.height, target.state_root, root)
         with self._state_lock:
             self._state_epoch += 1

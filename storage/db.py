@@ -17,6 +17,8 @@ prefix  name            key after the prefix                    value
 ``t``   TX_INDEX        tx hash (32)                            height, position
 ``s``   STATE           state key                               latest value (flat copy)
 ``n``   TREE_NODE       version (8) || node hash (32)           state tree node encoding
+``n``   TREE_NODE       version (8) alone                       references (40 bytes each)
+                                                                of the nodes it replaced
 ``R``   STATE_ROOT      height                                  the root's version || hash
 ``e``   BLOCK_EVENTS    height                                  begin-block events (opaque)
 ``E``   EPOCH           epoch                                   epoch record (opaque, node's)
@@ -27,7 +29,9 @@ and ``state_base`` (lowest height whose block, resp. state, is kept: absent mean
 0, an archive), ``sync`` (the target of a state sync in progress: while it is
 there the store has no head and nothing in it is state), ``tree_layout`` (one
 byte, ``storage.state_tree.TREE_LAYOUT``: where the tree's keys and nodes sit and
-how the records it holds are encoded; a store of another layout is refused).
+how the records it holds are encoded; a store of another layout is refused),
+``stale_from`` (the lowest version whose list of replaced nodes may still be stored:
+pruning starts there; absent means 1).
 
 The flat ``STATE`` space duplicates the latest leaves of the tree so that reads
 of the current state are one LevelDB lookup instead of a walk of ~20 nodes.

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 from bisect import bisect_left, insort
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, cast
 
@@ -139,13 +139,16 @@ class TreeUpdate:
     persist (reference -> encoding).
 
     ``base`` is the reference of the root the update was computed against, so a store
-    can refuse to apply it on top of anything else.
+    can refuse to apply it on top of anything else. ``stale``: the references of the
+    base's nodes that the new root no longer reaches (each once), so that a store can
+    delete them once no version it keeps needs them, without walking whole trees.
     """
 
     root: bytes
     ref: bytes
     nodes: dict[bytes, bytes]
     base: bytes | None = None
+    stale: Sequence[bytes] = ()
 
 
 class NodeStore(Protocol):
@@ -190,10 +193,12 @@ _VALUE_AT = 65
 # hashed path, 2 the grouped one with nodes keyed by hash, 3 the same tree with nodes
 # keyed by reference (version || hash), 4 the same tree holding commerce party records
 # that count the buyer's units in its last deal (``apps.commerce.model.Party``), 5 the
-# same with the nodes in a database of their own (``storage.chain_store.TREE_DIR``).
-# A store of another layout holds nodes where this code never looks, or records it
-# cannot decode, so it is refused rather than read wrong.
-TREE_LAYOUT = 5
+# same with the nodes in a database of their own (``storage.chain_store.TREE_DIR``), 6
+# the same with each block's replaced nodes listed beside its own (``TreeUpdate.stale``,
+# what pruning deletes by). A store of another layout holds nodes where this code never
+# looks, records it cannot decode, or nodes no list names (pruning would never delete
+# them), so it is refused rather than read wrong.
+TREE_LAYOUT = 6
 
 # A key's group fixes the first GROUP_BYTES of its path. Measured in docs/vm.md (where
 # a key sits): a prefix deeper than the tree puts a group of two or more keys below a
@@ -463,8 +468,10 @@ class StateTree:
         # New leaves: ref -> cached form, and ref -> encoding.
         leaves: dict[bytes, bytes] = {}
         leaf_codes: dict[bytes, bytes] = {}
-        # Nodes below the slot levels that this update replaces.
+        # Nodes below the slot levels that this update replaces (for the cache), and
+        # every node of the base that the new root does not reach (for the store).
         replaced: list[bytes] = []
+        stale: list[bytes] = []
         cache_get = self._cache.get
         slow_load = self._load
         # The change whose path ``single`` walks (-1: none), and its current leaf as
@@ -603,8 +610,10 @@ class StateTree:
                 other = (int.from_bytes(node[_PATH], "big"), h)
                 new, is_leaf = fresh(depth, pos, i, i + 1, other), False
             # Every node walked is now replaced (walked[j] sat at depth top + j);
-            # re-hash back up, restoring the compressed form on the way.
+            # re-hash back up, restoring the compressed form on the way. The nodes it
+            # keeps (a sibling, a leaf moved down or up) were not walked.
             replaced.extend(walked[slot_depth - top :] if top < slot_depth else walked)
+            stale.extend(walked)
             while depth > top:
                 depth -= 1
                 pos >>= 1
@@ -640,6 +649,7 @@ class StateTree:
                 if i < hi and paths[i] == lpath:
                     if values[i] != node[_VALUE_AT:]:
                         replaced.append(node_hash)
+                        stale.append(node_hash)
                         return fresh(depth, pos, lo, hi, None)
                     # Written with the value it has: the leaf stays as it is. Made again
                     # at this version, it would be a second reference to one hash, and
@@ -661,6 +671,7 @@ class StateTree:
                 return node_hash
             if depth >= slot_depth:
                 replaced.append(node_hash)
+            stale.append(node_hash)
             # Collapse: a subtree left with a single leaf becomes that leaf.
             if new_left == ZERO_REF:
                 if new_right == ZERO_REF:
@@ -697,7 +708,7 @@ class StateTree:
             pending[new_root] = (upper, upper_at)
         internals.update(upper)
         internals.update(leaf_codes)
-        return TreeUpdate(new_root[_HASH], new_root, internals, root)
+        return TreeUpdate(new_root[_HASH], new_root, internals, root, stale)
 
     def committed(self, root: bytes) -> None:
         """The update that made the root reference ``root`` is persisted and is the new

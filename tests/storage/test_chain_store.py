@@ -163,19 +163,21 @@ def test_a_store_of_another_tree_layout_is_refused(tmp_path):
         with pytest.raises(StorageError, match=message):
             ChainStore(path)
 
-    refused(None, "layout 1 .*this node builds layout 5")
+    refused(None, "layout 1 .*this node builds layout 6")
     # Layout 2 was the same tree with its nodes keyed by hash alone: not where this
     # code looks for them.
-    refused(b"\x02", "layout 2 .*keyed by hash.*builds layout 5")
+    refused(b"\x02", "layout 2 .*keyed by hash.*builds layout 6")
     # Layout 3 held commerce party records of an older encoding.
-    refused(b"\x03", "layout 3 .*party records.*builds layout 5")
+    refused(b"\x03", "layout 3 .*party records.*builds layout 6")
     # Layout 4 kept the tree's nodes in the chain's own database, where this code
     # no longer looks; refused before the tree's database is made beside it.
     for entry in (path / TREE_DIR).iterdir():
         entry.unlink()
     (path / TREE_DIR).rmdir()
-    refused(b"\x04", "layout 4 .*chain's database.*builds layout 5")
+    refused(b"\x04", "layout 4 .*chain's database.*builds layout 6")
     assert not (path / TREE_DIR).exists()
+    # Layout 5 listed no replaced nodes: pruning would never delete its old ones.
+    refused(b"\x05", "layout 5 .*no lists of replaced nodes.*builds layout 6")
 
 
 def test_each_blocks_tree_nodes_are_stored_after_every_older_versions(tmp_path):
@@ -248,7 +250,9 @@ def test_a_block_is_its_nodes_then_one_write_of_the_rest(tmp_path, monkeypatch):
         update = store.prepare_state(changes)
         block, _, _ = commit_next(store, changes, n_txs=4)
         assert [name for name, _ in writes] == [TREE_DIR, "db"]
-        assert writes[0][1] == len(update.nodes)
+        # The new nodes and, beside them, the list of the nodes they replace.
+        assert update.stale
+        assert writes[0][1] == len(update.nodes) + 1
         # block, hash index, commit, 2 per tx, state changes, root, head
         assert writes[1][1] == 3 + 2 * len(block.txs) + len(changes) + 2
 

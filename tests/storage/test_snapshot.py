@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from core.errors import StorageError
 from storage import (
@@ -14,6 +19,7 @@ from storage import (
     BadChunk,
     ChainStore,
     Database,
+    MemoryNodeStore,
     Pruned,
     Subtree,
     SyncTarget,
@@ -24,7 +30,8 @@ from storage import (
     verify_chunk,
     verify_proof,
 )
-from storage.db import META
+from storage.db import META, TREE_NODE, encode_height
+from storage.state_tree import internal_children, is_internal
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
     apply_changes,
@@ -332,7 +339,7 @@ def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reope
             batch = db.new_batch()
             batch.delete(META + b"tree_layout")
             db.write(batch)
-        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 5"):
+        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 6"):
             ChainStore(tmp_path / "old")
         with ChainStore(tmp_path / "dst") as dest:
             sync_from(source, dest, target, 4096)
@@ -387,33 +394,42 @@ def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path
         assert store.missing_nodes(ZERO_REF, 10) == []
 
 
-def test_a_pass_that_forgets_no_version_reads_no_node(tmp_path, monkeypatch):
-    # The node starts a pass every `interval` blocks, also while the chain is younger
-    # than its window; marking walks every live node (seconds of CPU and hundreds of
-    # MB at a big state), so a pass with nothing to forget must not walk.
+def test_a_pass_reads_the_lists_of_what_it_lets_go_and_never_the_tree(tmp_path, monkeypatch):
+    # A pass every `interval` blocks: walking the live tree to find what is garbage
+    # cost tens of seconds of CPU and hundreds of MB at a big state. A pass reads only
+    # the lists of replaced nodes of the versions the window lets go (a key of the
+    # version alone, 9 bytes), a list that a kept height holds only once while it
+    # holds it, and nothing at all when nothing goes.
     with ChainStore(tmp_path / "db") as store:
         build_chain(store, 12)
         real_get = Database.get
-        reads: list[str] = []
+        reads: list[bytes] = []
 
         def counting_get(db: Database, key: bytes) -> bytes | None:
-            reads.append(Path(db.path).name)
+            if Path(db.path).name == TREE_DIR:
+                reads.append(key)
             return real_get(db, key)
 
         monkeypatch.setattr(Database, "get", counting_get)
         assert store.prune_states(-88) == 0  # a window longer than the chain
+        assert reads == []
         assert store.prune_states(5, keep=frozenset(range(5))) == 0  # all kept
-        assert TREE_DIR not in reads
-        monkeypatch.undo()
-        # A pass stopped in its sweep leaves its garbage to the next one that forgets.
+        assert sorted(reads) == [TREE_NODE + encode_height(v) for v in range(1, 6)]
+        reads.clear()
+        assert store.prune_states(5, keep=frozenset(range(5))) == 0  # held as they were
+        assert reads == []
+        # A pass stopped before it deleted leaves the lists to the next one.
         old = store.state_ref(2)
         stopped = threading.Event()
         stopped.set()
         assert store.prune_states(5, stop=stopped) == 0
-        assert store.prune_states(5) == 0
         assert store.missing_nodes(old, 1) == []  # still there
-        assert store.prune_states(8) > 0
+        assert store.prune_states(5) > 0
         assert store.missing_nodes(old, 1) == [root_subtree(old[8:])]
+        reads.clear()
+        assert store.prune_states(8) > 0
+        assert sorted(reads) == [TREE_NODE + encode_height(v) for v in range(6, 9)]
+        monkeypatch.undo()
         assert store.retained_state_heights() == list(range(8, 13))
         assert all(store.missing_nodes(store.state_ref(h), 1) == [] for h in range(8, 13))
 
@@ -450,3 +466,96 @@ def test_pruning_beside_commits_never_takes_a_node_the_head_needs(tmp_path):
             assert store.missing_nodes(store.state_ref(height), 10) == []
         assert state_root_of(model) == store.head_root
         assert all(store.tree.get(store.head_ref, k) == v for k, v in model.items())
+
+
+# --- pruning by lists of replaced nodes, against the live trees themselves -----------
+
+_UNIVERSE = [b"k/%02d" % i for i in range(48)] + [b"acct/%04d" % i for i in range(0, 100, 7)]
+
+
+class PruningMachine(RuleBasedStateMachine):
+    """Blocks, passes with any window, kept heights and stops, and restarts: after
+    every pass every node a kept version reaches is stored, and after a pass that was
+    not stopped no other node is (what a walk of every kept tree would keep)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="prune-"))
+        self.store = ChainStore(self.dir / "db")
+        self.store.initialize(GENESIS_HASH, genesis_state())
+        # Every node ever committed (reference -> encoding), to walk any root.
+        self.nodes = MemoryNodeStore()
+        self.nodes.put_nodes(self._genesis_nodes())
+        self.prev = GENESIS_HASH
+
+    def _genesis_nodes(self) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = {}
+        stack = [self.store.head_ref]
+        while stack:
+            ref = stack.pop()
+            if ref == ZERO_REF or ref in found:
+                continue
+            data = self.store.get_node_bytes(ref)
+            assert data is not None
+            found[ref] = data
+            if is_internal(data):
+                stack.extend(internal_children(data))
+        return found
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _live(self) -> set[bytes]:
+        live: set[bytes] = set()
+        for height in self.store.retained_state_heights():
+            stack = [self.store.state_ref(height)]
+            while stack:
+                ref = stack.pop()
+                if ref == ZERO_REF or ref in live:
+                    continue
+                live.add(ref)
+                data = self.nodes.nodes[ref]
+                if is_internal(data):
+                    stack.extend(internal_children(data))
+        return live
+
+    def _stored(self) -> set[bytes]:
+        return {ref for ref in self.nodes.nodes if self.store.get_node_bytes(ref) is not None}
+
+    @rule(
+        changes=st.dictionaries(
+            st.sampled_from(_UNIVERSE), st.none() | st.binary(max_size=4), max_size=12
+        )
+    )
+    def commit(self, changes: dict[bytes, bytes | None]) -> None:
+        update = self.store.prepare_state(changes)
+        block, commit, receipts = make_block(self.store.height + 1, self.prev, update.root, 1)
+        self.store.commit_block(block, commit, receipts, changes, update)
+        self.nodes.put_nodes(update.nodes)
+        self.prev = block.hash
+
+    @rule(window=st.integers(0, 6), data=st.data(), stopped=st.booleans())
+    def prune(self, window: int, data: st.DataObject, stopped: bool) -> None:
+        below = self.store.height - window
+        retained = self.store.retained_state_heights(below)
+        keep = frozenset(
+            data.draw(st.lists(st.sampled_from(retained), unique=True)) if retained else ()
+        )
+        stop = threading.Event()
+        if stopped:
+            stop.set()
+        self.store.prune_states(below, keep, stop)
+        live, stored = self._live(), self._stored()
+        assert live <= stored
+        if not stopped:
+            assert stored == live
+
+    @rule()
+    def restart(self) -> None:
+        self.store.close()
+        self.store = ChainStore(self.dir / "db")
+
+
+TestPruningMachine = PruningMachine.TestCase
+TestPruningMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)

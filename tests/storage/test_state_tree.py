@@ -117,6 +117,29 @@ def build(
     return tree, update
 
 
+def reach(store: MemoryNodeStore, root: bytes) -> set[bytes]:
+    """The references of every node of the tree at ``root``, read from the store."""
+    found: set[bytes] = set()
+    stack = [root]
+    while stack:
+        ref = stack.pop()
+        if ref == ZERO_REF or ref in found:
+            continue
+        found.add(ref)
+        data = store.nodes[ref]
+        if is_internal(data):
+            stack.extend(internal_children(data))
+    return found
+
+
+def check_stale(store: MemoryNodeStore, update: TreeUpdate) -> None:
+    """``update.stale`` names each node of its base that its root no longer reaches,
+    once, and nothing else (what pruning deletes by)."""
+    assert update.base is not None
+    assert len(set(update.stale)) == len(update.stale)
+    assert set(update.stale) == reach(store, update.base) - reach(store, update.ref)
+
+
 def apply_model(model: dict[bytes, bytes], batch: dict[bytes, bytes | None]) -> None:
     for k, v in batch.items():
         if v is None:
@@ -312,6 +335,7 @@ class TreeMachine(RuleBasedStateMachine):
     def _commit(self, result: TreeUpdate, batch) -> None:
         assert result.base == self.root
         self.store.put_nodes(result.nodes)
+        check_stale(self.store, result)
         apply_model(self.model, batch)
         self.root, self.root_hash = result.ref, result.root
         self.versions.append((self.root, self.root_hash, dict(self.model)))
@@ -367,6 +391,7 @@ def test_large_random_batches_match_spec():
             batch[k] = None if rng.random() < 0.3 else rng.randbytes(rng.randint(0, 20))
         update = tree.update(update.ref, batch, version=version)
         store.put_nodes(update.nodes)
+        check_stale(store, update)  # slot levels included (the cache's upper 9)
         apply_model(model, batch)
         assert update.root == ref_root(model)
     for k in rng.sample(universe, 200):
