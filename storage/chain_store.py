@@ -688,7 +688,13 @@ class ChainStore:
         self._db.write(batch)
         # Below the base (which a shorter window than the last pass's does not move
         # back), the roots left are those kept by this pass or an earlier one.
-        return self._delete_stale(new_base, self.retained_state_heights(new_base), stop)
+        try:
+            return self._delete_stale(new_base, self.retained_state_heights(new_base), stop)
+        except BaseException:
+            # A held list whose rewrite was not written would be skipped while its
+            # holder stays kept: the next pass reads every list again.
+            self._held.clear()
+            raise
 
     def _delete_stale(self, below: int, kept: list[int], stop: threading.Event | None) -> int:
         # The lists of versions up to ``below``; ``kept``: the heights below it whose
@@ -735,12 +741,13 @@ class ChainStore:
             version += 1
         if len(batch):
             nodes.write(batch)
-        if deleted:
+        first = min(min(held, default=version), version)
+        if deleted or first != self._stale_from:
             # Durable (a synced write flushes the unsynced ones before it) before the
             # mark below says these lists are gone: a later synced write to the chain's
-            # database must never make the mark durable without them.
+            # database must never make the mark durable without them. Also when this
+            # pass deleted nothing: an earlier one that failed before its sync may have.
             self._write_nodes({})
-        first = min(min(held, default=version), version)
         if first != self._stale_from:
             mark = self._db.new_batch(sync=False)
             mark.put(_STALE_FROM, encode_height(first))

@@ -327,6 +327,35 @@ def test_a_pass_forgets_its_roots_durably_before_its_sweep_deletes_nodes(tmp_pat
     assert ("db", True) in [(name, synced) for name, synced, _ in writes.log[:first_sweep]]
 
 
+def test_the_pruning_mark_moves_only_after_the_tree_database_is_synced(tmp_path, monkeypatch):
+    # Lists deleted by a pass whose closing fsync failed look gone to the next pass,
+    # which then deletes nothing: were the mark to move without a sync, a power loss
+    # could bring those lists back below it, never read again (from a review).
+    with ChainStore(tmp_path / "db") as store:
+        build_chain(store, 8)
+        real_write = Database.write
+        failed: list[bool] = []
+
+        def failing_sync(db: Database, batch) -> None:
+            if Path(db.path).name == TREE_DIR and len(batch) == 0 and not failed:
+                failed.append(True)
+                raise StorageError(f"write to {db.path} failed: IO error")
+            real_write(db, batch)
+
+        monkeypatch.setattr(Database, "write", failing_sync)
+        with pytest.raises(StorageError, match="IO error"):
+            store.prune_states(6)
+        monkeypatch.undo()
+        writes = _Writes(monkeypatch)
+        assert store.prune_states(6) == 0
+        monkeypatch.undo()
+        assert all(store.missing_nodes(store.state_ref(h), 1) == [] for h in range(6, 9))
+    log = writes.log
+    mark = len(log) - 1
+    assert log[mark][:2] == ("db", False), log  # the mark, unsynced
+    assert any(name == TREE_DIR and synced for name, synced, _ in log[:mark]), log
+
+
 def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reopens(tmp_path):
     # A sync begun by code of the plain-hashed layout holds nodes of that layout's tree
     # (META has no tree_layout): resuming it would mix layouts, so the store is refused.
