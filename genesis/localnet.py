@@ -220,16 +220,42 @@ def _ports(base: int | None, count: int) -> list[int]:
     return free_ports(count)
 
 
+# Ports picked below the kernel's ephemeral range (``ip_local_port_range``), from here.
+_LOWEST_PICKED_PORT = 10_000
+_PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives to outbound connections and to bind(0)."""
+    try:
+        return int(_PORT_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_ports(count: int, host: str = LOCAL_HOST) -> list[int]:
     """``count`` distinct TCP ports that are free on ``host`` right now.
 
-    All sockets stay bound until every port is picked, so the kernel cannot hand
-    out the same port twice.
+    Drawn at random below the kernel's ephemeral range: a port from bind(0) is one
+    the kernel may give any outbound connection (a peer dialling, a client) between
+    this pick and the node's own bind, which then fails with "address already in
+    use". All sockets stay bound until every port is picked, so no port comes twice.
+    Where that range leaves too little room, bind(0) as before.
     """
+    low = _ephemeral_low()
+    draw = secrets.SystemRandom()
     with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
+        ports: list[int] = []
+        tries = 0
+        while len(ports) < count:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((host, 0))
+            if low - _LOWEST_PICKED_PORT < 1_000 or tries >= 50 * count:
+                sock.bind((host, 0))
+            else:
+                tries += 1
+                try:
+                    sock.bind((host, draw.randrange(_LOWEST_PICKED_PORT, low)))
+                except OSError:
+                    continue  # taken (or ours already): draw again
             ports.append(sock.getsockname()[1])
         return ports
