@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import shutil
 import statistics
 import tempfile
@@ -37,18 +36,15 @@ from benches.state_tree import (
     apply_live,
     empty_block,
     genesis_state,
+    peak_rss_mb,
     prebuilt_store,
     random_changes,
 )
-from storage import ChainStore
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from storage import TREE_DIR, ChainStore
 
 
 def _tree_mb(path: str) -> float:
-    tree = os.path.join(path, "tree")
+    tree = os.path.join(path, TREE_DIR)
     return sum(e.stat().st_size for e in os.scandir(tree) if e.is_file()) / 2**20
 
 
@@ -98,12 +94,12 @@ def main(argv: list[str] | None = None) -> None:
             height = store.height
             if height % args.interval == 0 and height > args.keep:
                 base = store.state_base
-                peak = _peak_mb()
+                peak = peak_rss_mb()
                 c0, t0 = time.thread_time(), time.perf_counter()
                 deleted = store.prune_states(height - args.keep + 1)
                 cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
                 let_go = store.state_base - base
-                passes.append((height, let_go, deleted, cpu, wall, _peak_mb() - peak))
+                passes.append((height, let_go, deleted, cpu, wall, peak_rss_mb() - peak))
         tree_mb = _tree_mb(path)
         store.close()
 

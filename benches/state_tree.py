@@ -122,7 +122,7 @@ def _rss() -> str:
     return f"{fields['RssAnon']:.0f} MB heap + {fields['RssFile']:.0f} MB files"
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"proofs: {depth:.1f} siblings on average, {size:.0f} bytes encoded")
     print(
         f"RSS: {open_rss} once open, {blocks_rss} after the blocks, "
-        f"peak {_peak_rss_mb():.0f} MB" + ("" if prebuilt else " (includes the genesis build)")
+        f"peak {peak_rss_mb():.0f} MB" + ("" if prebuilt else " (includes the genesis build)")
     )
     cache = "" if args.cache == DEFAULT_TREE_CACHE_SIZE else f" --cache {args.cache}"
     if args.prebuilt:
