@@ -100,6 +100,9 @@ class Connection:
         self._reason = ""
         self._in_handler = False
         self._task: asyncio.Task[None] | None = None
+        # Whether _run has begun: a task cancelled before its first step never runs
+        # its body, so its ``finally`` would never tell the node it closed.
+        self._started = False
         self._helpers: list[asyncio.Task[None]] = []
         # The gossip lane: decoded droppable messages with their sizes, waiting.
         self._gossip: deque[tuple[Wire, int]] = deque()
@@ -155,8 +158,10 @@ class Connection:
             if task is not current:
                 task.cancel()
         self.writer.transport.abort()
-        if self._task is not None and self._task is not current and not self._in_handler:
-            self._task.cancel()
+        task = self._task
+        if task is not None and task is not current and self._started and not self._in_handler:
+            # Not yet started: it starts, sees _closing and ends through its finally.
+            task.cancel()
         gossip = self._gossip_task
         if gossip is not None and gossip is not current and not self._in_gossip_handler:
             gossip.cancel()
@@ -165,6 +170,7 @@ class Connection:
 
     async def _run(self) -> None:
         node = self.node
+        self._started = True
         try:
             if self._closing:
                 return
@@ -187,13 +193,17 @@ class Connection:
             self._reason = "internal error"
         finally:
             self.close(self._reason or "closed")
-            gossip = self._gossip_task
-            if gossip is not None and not gossip.done():
-                # A gossip handler that was running finishes before the connection
-                # counts as closed (close() cancelled the lane if it was idle).
-                await asyncio.wait([gossip])
-            self.closed.set()
-            node.connection_closed(self, self._reason)
+            try:
+                gossip = self._gossip_task
+                if gossip is not None and not gossip.done():
+                    # A gossip handler that was running finishes before the connection
+                    # counts as closed (close() cancelled the lane if it was idle).
+                    await asyncio.wait([gossip])
+            finally:
+                # Even when cancelled in that wait (stop() cancels what outlives its
+                # grace): a connection left registered would never be dialed again.
+                self.closed.set()
+                node.connection_closed(self, self._reason)
 
     async def _read_loop(self) -> None:
         node = self.node

@@ -426,7 +426,7 @@ class P2PNode:
                 writer.write(self._offer())
                 await writer.drain()
                 await writer.start_tls(self._identity_now().server_context(offer.cert))
-                conn = await self._finish(reader, writer, public_key, offer.cert, address, False)
+                await self._finish(reader, writer, public_key, offer.cert, address, False)
         except asyncio.CancelledError:
             # stop() cancels handshakes in progress. This task is the stream server's
             # callback, which nobody awaits; ending it quietly spares the "exception in
@@ -448,7 +448,6 @@ class P2PNode:
         finally:
             self._gate.release(pending)
             self._handshakes.discard(task)
-        self._track(conn.start())
 
     async def _dial(self, addr: PeerAddress) -> Connection:
         cfg = self.config
@@ -536,6 +535,10 @@ class P2PNode:
                 raise _Duplicate(f"already connected to {short(pk)}")
             old.close("replaced by a newer connection")
         self._conns[pk] = conn
+        # Started in the same step it registers: a task that cancels this one's
+        # handshake or dialer next (stop(), a timeout) cannot leave it registered with
+        # no task to end it.
+        self._track(conn.start())
         log.info(
             "peer %s connected (%s, %s)",
             short(pk),
@@ -609,7 +612,7 @@ class P2PNode:
                 await asyncio.sleep(cfg.backoff_max)
                 continue
             try:
-                conn = await self._dial(addr)
+                await self._dial(addr)
             except _Duplicate:
                 pass
             except (TimeoutError, ConnectionRefusedError) as exc:
@@ -618,7 +621,6 @@ class P2PNode:
             except Exception as exc:
                 self._log_refusal(f"dial to {short(pk)} at {where} failed", exc)
             else:
-                self._track(conn.start())
                 continue
             last = self._backoff.get(pk)
             backoff = cfg.backoff_min if last is None else min(last * 2, cfg.backoff_max)
