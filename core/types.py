@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -93,6 +94,19 @@ class VoteType(IntEnum):
     PRECOMMIT = 2
 
 
+# Votes whose signature checked out, oldest first. A precommit is checked when it
+# arrives, then again in the certificate the engine builds from it, when its block is
+# stored, and in the next block's header; a signature cache (as Bitcoin Core keeps one
+# for scripts) makes those later checks a lookup. A check is a pure function of the
+# chain id and every field of the vote, signature included, and all of them are the
+# key: a hit proves what the check would. Only successes go in, so nothing a peer sends
+# can make a bad vote pass; the bound keeps it small (~2 MB) whatever arrives.
+# OrderedDict: its single operations are atomic, and votes are checked on more than
+# one thread.
+_VERIFIED_VOTES: OrderedDict[tuple[str, Vote], None] = OrderedDict()
+_VERIFIED_VOTES_MAX = 8192
+
+
 def vote_signing_body(vote_type: int, height: int, round_: int, block_hash: bytes) -> bytes:
     return pack_raw([int(vote_type), height, round_, block_hash])
 
@@ -131,8 +145,19 @@ class Vote(Wire):
         return cls(int(vote_type), height, round_, block_hash, key.public_key, sig)
 
     def verify(self, chain_id: str) -> None:
+        """Raise ``InvalidSignature`` unless ``validator`` signed this vote for
+        ``chain_id`` (a vote that passed before is not checked again)."""
+        key = (chain_id, self)
+        if key in _VERIFIED_VOTES:
+            return
         body = vote_signing_body(self.type, self.height, self.round, self.block_hash)
         verify(self.validator, SignDomain.VOTE, chain_id, body, self.signature)
+        _VERIFIED_VOTES[key] = None
+        if len(_VERIFIED_VOTES) > _VERIFIED_VOTES_MAX:
+            try:
+                _VERIFIED_VOTES.popitem(last=False)
+            except KeyError:
+                pass  # another thread emptied it meanwhile
 
 
 @dataclass(frozen=True, slots=True)

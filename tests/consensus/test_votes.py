@@ -178,3 +178,28 @@ def test_evidence_with_forged_vote_or_stranger_does_not_verify():
         ev.verify(CHAIN, VALIDATORS)
     with pytest.raises(InvalidEvidence):
         DuplicateVoteEvidence.of(a, vote(KEYS[1], PC, 4, 2, B)).verify("other", VALIDATORS)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"signature": bytes(64)},
+        {"round": 1},
+        {"height": 2},
+        {"type": int(PC)},
+        {"block_hash": B},
+        {"validator": KEYS[1].public_key},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_a_vote_that_verified_vouches_for_no_other(change):
+    # Votes that verified once are not checked again; every field and the chain id
+    # decide whether a vote is that same vote.
+    good = vote(KEYS[0], PV, 1, 0, A)
+    good.verify(CHAIN)
+    good.verify(CHAIN)
+    other = Vote(**{**{f: getattr(good, f) for f in Vote.__dataclass_fields__}, **change})
+    with pytest.raises(InvalidSignature):
+        other.verify(CHAIN)
+    with pytest.raises(InvalidSignature):
+        good.verify(CHAIN + "-other")
