@@ -298,6 +298,35 @@ class Cluster:
         )
 
 
+def halted_heights(
+    heights: Callable[[], list[int]], settle_s: float, watch_s: float, tries: int = 5
+) -> list[int]:
+    """The ``heights`` of nodes without a quorum, once settled (unchanged over
+    ``settle_s``), checked unchanged over ``watch_s``.
+
+    A block certified before the quorum went may still land after it, at most one
+    height past the highest node's then; on a busy machine that can take more than one
+    ``settle_s``, so settling gets ``tries`` spells before it counts as moving.
+    """
+    at_loss = heights()
+    before = at_loss
+    for _ in range(tries):
+        time.sleep(settle_s)
+        settled = heights()
+        if settled == before:
+            break
+        before = settled
+    else:
+        raise AssertionError(f"heights kept moving without a quorum: {at_loss} -> {before}")
+    assert max(before) <= max(at_loss) + 1, (
+        f"moved more than a block in flight without a quorum: {at_loss} -> {before}"
+    )
+    time.sleep(watch_s)
+    after = heights()
+    assert after == before, f"moved without a quorum: {before} -> {after}"
+    return after
+
+
 def header(url: str, height: int) -> dict[str, Any]:
     """The header of block ``height`` as a node serves it (KeyError if it has none)."""
     doc = http_json(f"{url}/v1/blocks/{height}?txs=false")

@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from tests.e2e.helpers import (
     FaultProxyProcess,
     NodeProcess,
     audit_homes,
+    halted_heights,
     set_config,
     wait_until,
 )
@@ -328,27 +328,7 @@ class NetnsNetwork:
         audit_homes([n.home for n in self.layout.nodes] + list(more))
 
 
-def still(
-    net: NetnsNetwork, indexes: Sequence[int], settle_s: float, watch_s: float, tries: int = 5
-) -> list[int]:
-    """Heights of ``indexes`` once settled (unchanged over ``settle_s``), checked unchanged
-    over ``watch_s``. A block certified before a cut may still land after it, at most one
-    height past the highest node's, and on a busy machine that can take more than one
-    ``settle_s``: settling is given ``tries`` spells."""
-    at_cut = net.heights(indexes)
-    before = at_cut
-    for _ in range(tries):
-        time.sleep(settle_s)
-        settled = net.heights(indexes)
-        if settled == before:
-            break
-        before = settled
-    else:
-        raise AssertionError(f"hosts {list(indexes)} kept moving without a quorum: {before}")
-    assert max(before) <= max(at_cut) + 1, (
-        f"hosts {list(indexes)} moved more than a block in flight: {at_cut} -> {before}"
-    )
-    time.sleep(watch_s)
-    after = net.heights(indexes)
-    assert after == before, f"hosts {list(indexes)} moved without a quorum: {before} -> {after}"
-    return after
+def still(net: NetnsNetwork, indexes: Sequence[int], settle_s: float, watch_s: float) -> list[int]:
+    """Heights of ``indexes`` once settled, checked unchanged over ``watch_s``
+    (``halted_heights``)."""
+    return halted_heights(lambda: net.heights(indexes), settle_s, watch_s)
