@@ -97,13 +97,13 @@ class VoteType(IntEnum):
 # Votes whose signature checked out, oldest first. A precommit is checked when it
 # arrives, then again in the certificate the engine builds from it, when its block is
 # stored, and in the next block's header; a signature cache (as Bitcoin Core keeps one
-# for scripts) makes those later checks a lookup. A check is a pure function of the
-# chain id and every field of the vote, signature included, and all of them are the
-# key: a hit proves what the check would. Only successes go in, so nothing a peer sends
-# can make a bad vote pass; the bound keeps it small (~2 MB) whatever arrives.
-# OrderedDict: its single operations are atomic, and votes are checked on more than
-# one thread.
-_VERIFIED_VOTES: OrderedDict[tuple[str, Vote], None] = OrderedDict()
+# for scripts) makes those later checks a lookup. The key is exactly what the check
+# reads (chain id, signed body, key, signature), never the vote's fields compared
+# with ``==`` (1.0 == 1 but packs otherwise): a hit proves what the check would. Only
+# successes go in, so nothing a peer sends can make a bad vote pass; the bound keeps
+# it to ~3 MB whatever arrives. Votes are checked on more than one thread: each
+# operation here is one C call on bytes keys, and a rare race costs a repeated check.
+_VERIFIED_VOTES: OrderedDict[tuple[str, bytes, bytes, bytes], None] = OrderedDict()
 _VERIFIED_VOTES_MAX = 8192
 
 
@@ -147,10 +147,10 @@ class Vote(Wire):
     def verify(self, chain_id: str) -> None:
         """Raise ``InvalidSignature`` unless ``validator`` signed this vote for
         ``chain_id`` (a vote that passed before is not checked again)."""
-        key = (chain_id, self)
+        body = vote_signing_body(self.type, self.height, self.round, self.block_hash)
+        key = (chain_id, body, bytes(self.validator), bytes(self.signature))
         if key in _VERIFIED_VOTES:
             return
-        body = vote_signing_body(self.type, self.height, self.round, self.block_hash)
         verify(self.validator, SignDomain.VOTE, chain_id, body, self.signature)
         _VERIFIED_VOTES[key] = None
         if len(_VERIFIED_VOTES) > _VERIFIED_VOTES_MAX:
