@@ -168,6 +168,12 @@ class Connection:
         self._gossip.clear()
         self._gossip_ready.set()
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Every task of this connection not done yet: its reader, its writer and pinger,
+        and its gossip lane (whose handler may outlive the reader)."""
+        tasks = [self._task, self._gossip_task, *self._helpers]
+        return [t for t in tasks if t is not None and not t.done()]
+
     async def _run(self) -> None:
         node = self.node
         self._started = True

@@ -215,12 +215,16 @@ class P2PNode:
             self._server.close()
         for task in self._dialers.values():
             task.cancel()
-        for conn in list(self._conns.values()):
+        conns = list(self._conns.values())
+        for conn in conns:
             conn.close("node stopping")
         for task in list(self._handshakes):
             task.cancel()
         self._refusals.flush()
         tasks = set(self._tasks) | set(self._dialers.values()) | set(self._handshakes)
+        # A gossip handler that was running when its connection closed is not the
+        # connection task's: without this it would go on after stop() returns.
+        tasks.update(t for conn in conns for t in conn.tasks())
         if tasks:
             # Give running handlers a moment to finish, then cancel what is left.
             _, pending = await asyncio.wait(tasks, timeout=2.0)

@@ -435,6 +435,34 @@ async def test_slow_peer_is_dropped_when_its_queue_overflows(caplog):
         await net.stop()
 
 
+async def test_no_handler_runs_after_stop_returns():
+    # A gossip handler still running when the node stops: stop() gives it the grace
+    # period, then cancels it; it must not go on after stop() returns.
+    net = Net(2)
+    await net.start()
+    a, b = net.nodes
+    started = asyncio.Event()
+    ended: list[str] = []
+
+    async def hang(peer: bytes, msg) -> None:
+        if isinstance(msg, TxBatch):
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                ended.append("handler")
+
+    try:
+        await net.wait_full_mesh()
+        net.extra_handlers[a.key.public_key] = hang
+        b.node.send(a.key.public_key, TxBatch((b"tx-1",)))
+        await asyncio.wait_for(started.wait(), 5)
+    finally:
+        await net.stop()
+    assert ended == ["handler"]
+    assert a.node.peers() == []
+
+
 async def test_stop_in_the_step_a_peer_connects_leaves_no_peer_behind():
     # A node stopped in the very step a connection registers: the connection's task
     # exists but has not run yet. It must still end and count as closed.
