@@ -91,6 +91,8 @@ class Connection:
         self.queue = OutboundQueue(cfg.outbound_queue_bytes)
         loop = asyncio.get_running_loop()
         self.stats = PeerStats(dialer == node.public_key, address, loop.time())
+        # Set the moment the connection closes. Its tasks may still be finishing a
+        # handler (see ``tasks()``), but it no longer counts as the peer's connection.
         self.closed = asyncio.Event()
         self._loop = loop
         self._msg_bucket = TokenBucket(cfg.rate_messages, cfg.burst_messages)
@@ -151,6 +153,10 @@ class Connection:
             return
         self._closing = True
         self._reason = reason
+        self.closed.set()
+        # Unregistered at once, not when a running handler ends: a handler that takes
+        # long (or hangs) must not keep the peer from connecting again meanwhile.
+        self.node.connection_closed(self, reason)
         current = asyncio.current_task()
         # A task closing its own connection returns by itself; cancelling it
         # would only turn its normal end into a cancellation.
@@ -203,13 +209,12 @@ class Connection:
                 gossip = self._gossip_task
                 if gossip is not None and not gossip.done():
                     # A gossip handler that was running finishes before the connection
-                    # counts as closed (close() cancelled the lane if it was idle).
+                    # counts as ended (close() cancelled the lane if it was idle).
                     await asyncio.wait([gossip])
             finally:
-                # Even when cancelled in that wait (stop() cancels what outlives its
-                # grace): a connection left registered would never be dialed again.
-                self.closed.set()
-                node.connection_closed(self, self._reason)
+                # Even when cancelled in that wait: stop() cancelled the lane too,
+                # with everything else that outlived its grace.
+                node.connection_ended(self)
 
     async def _read_loop(self) -> None:
         node = self.node

@@ -166,6 +166,8 @@ class P2PNode:
             addr = peer if isinstance(peer, PeerAddress) else PeerAddress(*peer)
             self._addresses[addr.public_key] = addr
         self._conns: dict[bytes, Connection] = {}
+        # Every registered connection whose tasks have not ended, closed ones included.
+        self._live: set[Connection] = set()
         self._banned: dict[bytes, float] = {}
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -215,7 +217,8 @@ class P2PNode:
             self._server.close()
         for task in self._dialers.values():
             task.cancel()
-        conns = list(self._conns.values())
+        # Also those closed already whose handlers still run.
+        conns = list(self._live)
         for conn in conns:
             conn.close("node stopping")
         for task in list(self._handshakes):
@@ -350,6 +353,7 @@ class P2PNode:
         conn.close(f"misbehaviour: {reason}")
 
     def connection_closed(self, conn: Connection, reason: str) -> None:
+        """``conn`` closed: it is no longer the peer's connection (its tasks may still run)."""
         if self._conns.get(conn.public_key) is conn:
             del self._conns[conn.public_key]
             log.info(
@@ -359,6 +363,10 @@ class P2PNode:
                 extra={"peer": conn.public_key},
             )
             self._notify(self.on_disconnect, conn.public_key)
+
+    def connection_ended(self, conn: Connection) -> None:
+        """``conn``'s reader ended and its running handlers with it."""
+        self._live.discard(conn)
 
     def _ban(self, peer: bytes, reason: str, address: str = "-") -> None:
         log.warning(
@@ -537,8 +545,12 @@ class P2PNode:
             lower = min(self.public_key, pk)
             if old.dialer == lower and conn.dialer != lower:
                 raise _Duplicate(f"already connected to {short(pk)}")
-            old.close("replaced by a newer connection")
+        # Registered before the old one closes, which then reports no disconnect: the
+        # peer stays connected throughout.
         self._conns[pk] = conn
+        self._live.add(conn)
+        if old is not None:
+            old.close("replaced by a newer connection")
         # Started in the same step it registers: a task that cancels this one's
         # handshake or dialer next (stop(), a timeout) cannot leave it registered with
         # no task to end it.

@@ -481,6 +481,54 @@ async def test_stop_in_the_step_a_peer_connects_leaves_no_peer_behind():
         await net.stop()
 
 
+async def test_a_peer_reconnects_while_a_handler_of_its_closed_connection_runs():
+    # A connection closes while the node is still handling a message from it. The
+    # peer must be able to connect again meanwhile, from either side, even where
+    # the tie-break would refuse a second connection next to an open one.
+    net = Net(2)
+    # Node 1 dials node 0; give it the lower key, whose dialed connection wins ties.
+    net.keys.sort(key=lambda k: k.public_key, reverse=True)
+    await net.start()
+    high, low = net.nodes
+    release = asyncio.Event()
+    started = asyncio.Event()
+    events: list[str] = []
+
+    async def hang(peer: bytes, msg) -> None:
+        if isinstance(msg, Chat) and msg.n == 0:
+            started.set()
+            await release.wait()
+
+    try:
+        await net.wait_full_mesh()
+        high.node.add_peer(PeerAddress(low.key.public_key, "127.0.0.1", low.node.port))
+        low.node.on_connect = lambda peer: events.append("up")
+        low.node.on_disconnect = lambda peer: events.append("down")
+        net.extra_handlers[low.key.public_key] = hang
+        high.node.send(low.key.public_key, Chat(0, b"slow"))
+        await asyncio.wait_for(started.wait(), 5)
+        low.node.drop_peer(high.key.public_key, "test", ban=False)
+        assert high.key.public_key not in low.node.peers()
+        # Connected again, both ways, while the first handler still hangs.
+        await until(lambda: high.key.public_key in low.node.peers())
+        assert low.node.send(high.key.public_key, Chat(1, b"back"))
+        assert await recv(high) == (low.key.public_key, Chat(1, b"back"))
+        high.node.send(low.key.public_key, Chat(2, b"too"))
+        assert await recv(low) == (high.key.public_key, Chat(2, b"too"))
+        assert not release.is_set()
+        # The old connection's end does not disconnect the new one.
+        release.set()
+        assert await recv(low) == (high.key.public_key, Chat(0, b"slow"))
+        await asyncio.sleep(0.2)
+        assert low.node.peers() == [high.key.public_key]
+        assert events == ["down", "up"]
+        assert low.node.send(high.key.public_key, Chat(3, b"still"))
+        assert await recv(high) == (low.key.public_key, Chat(3, b"still"))
+    finally:
+        release.set()
+        await net.stop()
+
+
 async def test_drop_peer_bans_for_a_while():
     # A ban long enough that a busy machine's stall (seen: a 2-core box running
     # multi-node tests beside this one) cannot hide the gap between drop and return.
