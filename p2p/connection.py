@@ -2,7 +2,10 @@
 
 The reader delivers essential messages (consensus, sync) to the node's handler
 one at a time, in order, so they are handled in the order the peer sent them
-and a slow handler slows only that peer (TCP backpressure does the rest).
+and a slow handler slows only that peer (TCP backpressure does the rest). The
+order holds within one connection: a connection that closes while its handler
+runs is no longer the peer's, and the peer's next connection is handled beside
+that handler (``P2PConfig.max_closing_per_peer`` bounds how many linger).
 
 Droppable messages (transaction gossip) are handed to a second lane with its own
 task, bounded by ``P2PConfig.inbound_gossip_bytes``: admitting a batch waits for
@@ -173,6 +176,8 @@ class Connection:
             gossip.cancel()
         self._gossip.clear()
         self._gossip_ready.set()
+        # Nothing queued will be written now; a handler still running must not keep it.
+        self.queue.clear()
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Every task of this connection not done yet: its reader, its writer and pinger,
@@ -204,8 +209,8 @@ class Connection:
             log.exception("reader for peer %s failed", short(self.public_key))
             self._reason = "internal error"
         finally:
-            self.close(self._reason or "closed")
             try:
+                self.close(self._reason or "closed")
                 gossip = self._gossip_task
                 if gossip is not None and not gossip.done():
                     # A gossip handler that was running finishes before the connection

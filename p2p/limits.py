@@ -65,6 +65,12 @@ class OutboundQueue:
     def __len__(self) -> int:
         return len(self._essential) + len(self._droppable)
 
+    def clear(self) -> None:
+        """Forget every queued frame (the connection is closed: none will be written)."""
+        self._essential.clear()
+        self._droppable.clear()
+        self.size = 0
+
     def put(self, frame: bytes, droppable: bool) -> bool:
         """Queue a frame; False if it was dropped. Raises ``QueueOverflow`` (see class doc)."""
         need = len(frame)

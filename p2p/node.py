@@ -98,6 +98,12 @@ class P2PConfig:
     write_batch_bytes: int = 256 * 1024
     # Per peer: bytes of received gossip waiting for the handler; more is discarded.
     inbound_gossip_bytes: int = 16 * MiB
+    # Per peer: closed connections whose handler still runs. A peer that reconnects
+    # while a handler of its old connection runs gets the new one at once (a slow
+    # handler must not keep it away), but a member reconnecting over and over behind
+    # handlers that hang could otherwise pile them up: beyond this many, its new
+    # connections are refused until one ends.
+    max_closing_per_peer: int = 2
 
     def __post_init__(self) -> None:
         if self.outbound_queue_bytes <= self.max_frame_size:
@@ -115,6 +121,8 @@ class P2PConfig:
                 f"offer_timeout must be in (0, handshake_timeout ({self.handshake_timeout})], "
                 f"got {self.offer_timeout}"
             )
+        if self.max_closing_per_peer < 0:
+            raise ValueError(f"max_closing_per_peer must be >= 0, got {self.max_closing_per_peer}")
 
 
 class _Duplicate(Exception):
@@ -166,8 +174,9 @@ class P2PNode:
             addr = peer if isinstance(peer, PeerAddress) else PeerAddress(*peer)
             self._addresses[addr.public_key] = addr
         self._conns: dict[bytes, Connection] = {}
-        # Every registered connection whose tasks have not ended, closed ones included.
-        self._live: set[Connection] = set()
+        # Per peer, every registered connection whose tasks have not ended (its current
+        # one, and closed ones still finishing a handler).
+        self._live: dict[bytes, set[Connection]] = {}
         self._banned: dict[bytes, float] = {}
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -218,7 +227,7 @@ class P2PNode:
         for task in self._dialers.values():
             task.cancel()
         # Also those closed already whose handlers still run.
-        conns = list(self._live)
+        conns = [conn for live in self._live.values() for conn in live]
         for conn in conns:
             conn.close("node stopping")
         for task in list(self._handshakes):
@@ -351,9 +360,18 @@ class P2PNode:
     def misbehaved(self, conn: Connection, reason: str) -> None:
         self._ban(conn.public_key, reason, conn.stats.address)
         conn.close(f"misbehaviour: {reason}")
+        # A handler of a connection closed earlier may find the fault after the peer
+        # reconnected: the ban ends the peer's current connection too.
+        current = self._conns.get(conn.public_key)
+        if current is not None:
+            current.close(f"misbehaviour: {reason}")
 
     def connection_closed(self, conn: Connection, reason: str) -> None:
-        """``conn`` closed: it is no longer the peer's connection (its tasks may still run)."""
+        """``conn`` closed: it is no longer the peer's connection (its tasks may still run).
+
+        Called from ``close()``, so ``on_disconnect`` runs inside whatever closed the
+        connection (``send``, ``broadcast``, ``drop_peer``, ``check_members``, ``stop``).
+        """
         if self._conns.get(conn.public_key) is conn:
             del self._conns[conn.public_key]
             log.info(
@@ -366,7 +384,11 @@ class P2PNode:
 
     def connection_ended(self, conn: Connection) -> None:
         """``conn``'s reader ended and its running handlers with it."""
-        self._live.discard(conn)
+        live = self._live.get(conn.public_key)
+        if live is not None:
+            live.discard(conn)
+            if not live:
+                del self._live[conn.public_key]
 
     def _ban(self, peer: bytes, reason: str, address: str = "-") -> None:
         log.warning(
@@ -545,16 +567,22 @@ class P2PNode:
             lower = min(self.public_key, pk)
             if old.dialer == lower and conn.dialer != lower:
                 raise _Duplicate(f"already connected to {short(pk)}")
+        live = self._live.setdefault(pk, set())
+        closing = len(live) - (old is not None)
+        if closing >= self.config.max_closing_per_peer:
+            if not live:
+                del self._live[pk]
+            raise _Duplicate(f"{closing} closed connections of {short(pk)} are still handling")
         # Registered before the old one closes, which then reports no disconnect: the
         # peer stays connected throughout.
         self._conns[pk] = conn
-        self._live.add(conn)
-        if old is not None:
-            old.close("replaced by a newer connection")
+        live.add(conn)
         # Started in the same step it registers: a task that cancels this one's
         # handshake or dialer next (stop(), a timeout) cannot leave it registered with
         # no task to end it.
         self._track(conn.start())
+        if old is not None:
+            old.close("replaced by a newer connection")
         log.info(
             "peer %s connected (%s, %s)",
             short(pk),

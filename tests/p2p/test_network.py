@@ -394,6 +394,8 @@ async def test_stop_is_clean():
 
 
 def test_node_rejects_bad_settings():
+    with pytest.raises(ValueError, match="max_closing_per_peer"):
+        dataclasses.replace(FAST, max_closing_per_peer=-1)
     with pytest.raises(ValueError):
         P2PNode(
             PrivateKey.generate(),
@@ -526,6 +528,90 @@ async def test_a_peer_reconnects_while_a_handler_of_its_closed_connection_runs()
         assert await recv(high) == (low.key.public_key, Chat(3, b"still"))
     finally:
         release.set()
+        await net.stop()
+
+
+async def test_closed_connections_still_handling_are_bounded_per_peer():
+    # A member that reconnects again and again, each time leaving a handler that hangs,
+    # holds at most max_closing_per_peer closed connections beside its current one:
+    # the next is refused until one of them ends.
+    net = Net(1, dataclasses.replace(FAST, max_closing_per_peer=2))
+    await net.start()
+    (m,) = net.nodes
+    member = PrivateKey.generate()
+    net.members.add(member.public_key)
+    release = asyncio.Event()
+    running = 0
+
+    async def hang(peer: bytes, msg) -> None:
+        nonlocal running
+        running += 1
+        try:
+            await release.wait()
+        finally:
+            running -= 1
+
+    net.extra_handlers[m.key.public_key] = hang
+    opened = []
+    try:
+        for n in range(3):  # each replaces the one before
+            reader, writer, ident = await raw_connect(m.node.port, member)
+            opened.append((writer, ident))
+            writer.write(encode_frame(CHAT_TYPE, Chat(n, b"hang").encode()))
+            await until(lambda n=n: running == n + 1)
+        reader, writer, ident = await raw_connect(m.node.port, member)
+        opened.append((writer, ident))
+        assert await closed_by_peer(reader)
+        assert running == 3
+        assert m.node.peers() == [member.public_key]
+        # Once the handlers end, the member connects again.
+        release.set()
+        await until(lambda: running == 0)
+        reader, writer, ident = await raw_connect(m.node.port, member)
+        opened.append((writer, ident))
+        assert not await closed_by_peer(reader, timeout=0.5)
+        assert m.node.peers() == [member.public_key]
+    finally:
+        release.set()
+        for writer, ident in opened:
+            writer.transport.abort()
+            ident.close()
+        await net.stop()
+
+
+async def test_a_fault_found_by_a_closed_connections_handler_ends_the_peers_new_one():
+    net = Net(1)
+    await net.start()
+    (m,) = net.nodes
+    member = PrivateKey.generate()
+    net.members.add(member.public_key)
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def judge(peer: bytes, msg) -> None:
+        if msg.n == 0:
+            started.set()
+            await release.wait()
+            raise Invalid("served an invalid block", "invalid_block")
+
+    net.extra_handlers[m.key.public_key] = judge
+    _, w1, i1 = await raw_connect(m.node.port, member)
+    try:
+        w1.write(encode_frame(CHAT_TYPE, Chat(0, b"bad").encode()))
+        await asyncio.wait_for(started.wait(), 5)
+        r2, w2, i2 = await raw_connect(m.node.port, member)  # replaces the first
+        try:
+            await until(lambda: m.node.peers() == [member.public_key])
+            release.set()
+            assert await closed_by_peer(r2)
+            assert m.node.peers() == []
+        finally:
+            w2.transport.abort()
+            i2.close()
+    finally:
+        release.set()
+        w1.transport.abort()
+        i1.close()
         await net.stop()
 
 
