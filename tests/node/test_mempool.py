@@ -957,7 +957,7 @@ class MempoolMachine(RuleBasedStateMachine):
         results = asyncio.run(env.mempool.submit(raws))
         assert len(results) == len(raws)
         replaced = {bytes.fromhex(r.message.split()[1]) for r in results if "replaced" in r.message}
-        for raw, (address, nonce), r in zip(raws, slots, results, strict=True):
+        for i, (raw, (address, nonce), r) in enumerate(zip(raws, slots, results, strict=True)):
             assert r.code in ADMISSION_CODES, r
             if r.accepted:
                 old = bytes.fromhex(r.message.split()[1]) if "replaced" in r.message else None
@@ -967,9 +967,17 @@ class MempoolMachine(RuleBasedStateMachine):
                 if old is None or old in self.young or queued:
                     self.young.add(r.hash)
             if r.accepted and r.hash not in replaced and not env.mempool.contains(r.hash):
-                # Evicted for a later one of the batch: only queued ones ever are.
+                # Evicted for a later one of the batch: only queued ones ever are. Its
+                # nonce is still above the run, unless a later one of the batch took
+                # the freed slot and the run then grew past it.
                 next_nonce = env.mempool.next_nonce(address)
-                assert next_nonce is None or nonce >= next_nonce
+                refilled = any(
+                    later.accepted
+                    and env.mempool.contains(later.hash)
+                    and slots[j] == (address, nonce)
+                    for j, later in enumerate(results[i + 1 :], i + 1)
+                )
+                assert next_nonce is None or nonce >= next_nonce or refilled
             if r.code != "accepted" and r.code != "duplicate":
                 assert not env.mempool.contains(tx_hash(raw))
 
