@@ -12,6 +12,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -302,6 +303,52 @@ def rss_split_mb(pid: int) -> tuple[float, float] | None:
     if sizes is None or "RssAnon" not in sizes:
         return None
     return sizes["RssAnon"] + sizes.get("RssShmem", 0.0), sizes.get("RssFile", 0.0)
+
+
+class RssPeaks:
+    """The highest anonymous and file-backed resident sets (``rss_split_mb``) of some
+    processes, sampled every ``interval`` seconds on a thread of its own.
+
+    ``VmHWM`` counts both at once, and LevelDB's table maps (clean file pages the
+    kernel may reclaim) can make up most of it: the anonymous peak is the memory the
+    process itself held. A sample can miss a peak shorter than the interval.
+    """
+
+    def __init__(self, pids: list[int], interval: float = 0.25) -> None:
+        self.anonymous = [0.0] * len(pids)
+        self.file_backed = [0.0] * len(pids)
+        self._pids = pids
+        self._interval = interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="rss-peaks", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling (idempotent); the peaks hold what was seen until now."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def sample(self) -> list[tuple[float, float]]:
+        """Each process's (anonymous, file-backed) MB now, counted in the peaks too;
+        (0, 0) for one that is gone."""
+        now = []
+        for i, pid in enumerate(self._pids):
+            split = rss_split_mb(pid) or (0.0, 0.0)
+            with self._lock:
+                self.anonymous[i] = max(self.anonymous[i], split[0])
+                self.file_backed[i] = max(self.file_backed[i], split[1])
+            now.append(split)
+        return now
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(self._interval):
+                return
 
 
 def p50_p99(latencies: list[float]) -> tuple[float, float]:

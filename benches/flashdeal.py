@@ -33,7 +33,8 @@ Also printed: each validator's CPU seconds in each measured phase by part (its e
 loop, its consensus thread, its other threads, LevelDB's compactions foremost, and
 its signature workers: ``Devnet.cpu_seconds``), peak RSS per validator (``VmHWM``),
 each one's resident set at the end split into anonymous and file-backed pages
-(``rss_split_mb``), and node0's data directory growth per million finalized
+(``rss_split_mb``) and the peak of each part from the devnet's start on
+(``RssPeaks``, sampled every 0.25 s), and node0's data directory growth per million finalized
 transactions over the measured phases. Last line:
 
     RESULT order_tps=<n> transfer_tps=<n> ratio=<orders/transfers> p50_ms=<n> p99_ms=<n> rss_mb=<n>
@@ -58,13 +59,13 @@ from apps.commerce import payloads as tx
 from apps.commerce.sealing import encryption_keypair, seal_address
 from benches.common import (
     Devnet,
+    RssPeaks,
     cpu_table,
     dir_bytes,
     fund_accounts,
     p50_p99,
     peak_rss_mb,
     prebuild_state,
-    rss_split_mb,
 )
 from benches.throughput import REJECTED, RETRIED, Follower, flood, paced, wait_for
 from core import PrivateKey, TxBody, sign_tx
@@ -168,6 +169,8 @@ async def run(args: argparse.Namespace) -> FlashResult:
         prebuild_state(root, args.validators, (*named, *others), BALANCE, "funded accounts")
         net = Devnet(root, args.validators, args.log_level)
         net.start()
+        peaks = RssPeaks([node["pid"] for node in net.nodes])
+        peaks.start()
         try:
             urls = [node["url"] for node in net.nodes]
             opened = [peak_rss_mb(node["pid"]) or 0.0 for node in net.nodes]
@@ -270,7 +273,8 @@ async def run(args: argparse.Namespace) -> FlashResult:
             final_txs = follower.count - count_before
             data_growth = dir_bytes(root / "node0" / "data") - data_before
             rss_mb = [peak_rss_mb(node["pid"]) or 0.0 for node in net.nodes]
-            split = [rss_split_mb(node["pid"]) or (0.0, 0.0) for node in net.nodes]
+            split = peaks.sample()
+            peaks.stop()
 
             sold = [
                 (await get(urls[0], f"/v1/deals/{d}"))["deal"]["sold"] for d in range(1, deals + 1)
@@ -278,6 +282,7 @@ async def run(args: argparse.Namespace) -> FlashResult:
             if sum(sold) != n + len(late_buyers):
                 raise RuntimeError(f"deals sold {sold}, expected {n + len(late_buyers)} in all")
         finally:
+            peaks.stop()
             net.stop()
 
     p50, p99 = p50_p99(latencies)
@@ -302,6 +307,13 @@ async def run(args: argparse.Namespace) -> FlashResult:
     print(
         "RSS at the end, anonymous / file-backed (LevelDB's table maps): "
         + ", ".join(f"{a:,.0f} / {f:,.0f} MB" for a, f in split)
+    )
+    print(
+        "peak RSS sampled every 0.25 s, anonymous / file-backed: "
+        + ", ".join(
+            f"{a:,.0f} / {f:,.0f} MB"
+            for a, f in zip(peaks.anonymous, peaks.file_backed, strict=True)
+        )
     )
     print(
         f"disk growth (node0): {data_growth / 1e6:,.1f} MB for {final_txs:,} txs = "

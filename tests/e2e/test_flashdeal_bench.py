@@ -36,3 +36,10 @@ def test_a_tiny_flash_deal_storm_sells_every_order_and_finalizes_every_transacti
     assert split is not None, out
     pairs = re.findall(r"([\d,]+) / ([\d,]+) MB", split[1])
     assert len(pairs) == 4 and all(int(a.replace(",", "")) > 0 for a, _ in pairs)
+    # The peak of each part, sampled while the devnet ran: at least the end's.
+    peaks = re.search(r"^peak RSS sampled every 0.25 s, anonymous / file-backed: (.*)$", out, re.M)
+    assert peaks is not None, out
+    highs = re.findall(r"([\d,]+) / ([\d,]+) MB", peaks[1])
+    assert len(highs) == 4
+    for (end_anon, _), (peak_anon, _) in zip(pairs, highs, strict=True):
+        assert int(peak_anon.replace(",", "")) >= int(end_anon.replace(",", "")) > 0
