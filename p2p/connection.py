@@ -334,3 +334,7 @@ class Connection:
                 return
             nonce += 1
             self.put(encode_frame(PING_TYPE, Ping(nonce).encode()), False)
+            if self._closing:
+                # The ping overflowed the queue and closed the connection from this
+                # task, which close() does not cancel: end with it.
+                return

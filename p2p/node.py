@@ -98,11 +98,12 @@ class P2PConfig:
     write_batch_bytes: int = 256 * 1024
     # Per peer: bytes of received gossip waiting for the handler; more is discarded.
     inbound_gossip_bytes: int = 16 * MiB
-    # Per peer: closed connections whose handler still runs. A peer that reconnects
-    # while a handler of its old connection runs gets the new one at once (a slow
-    # handler must not keep it away), but a member reconnecting over and over behind
-    # handlers that hang could otherwise pile them up: beyond this many, its new
-    # connections are refused until one ends.
+    # Per peer: closed connections whose handler still runs, beside its current one. A
+    # peer that reconnects while a handler of its old connection runs gets the new one
+    # at once (a slow handler must not keep it away), but a member reconnecting over
+    # and over behind handlers that hang could otherwise pile them up: a connection
+    # that would leave more than this many is refused (before TLS) until one ends. At
+    # least 1, or a peer could never replace a stale connection (it restarted).
     max_closing_per_peer: int = 2
 
     def __post_init__(self) -> None:
@@ -121,8 +122,8 @@ class P2PConfig:
                 f"offer_timeout must be in (0, handshake_timeout ({self.handshake_timeout})], "
                 f"got {self.offer_timeout}"
             )
-        if self.max_closing_per_peer < 0:
-            raise ValueError(f"max_closing_per_peer must be >= 0, got {self.max_closing_per_peer}")
+        if self.max_closing_per_peer < 1:
+            raise ValueError(f"max_closing_per_peer must be >= 1, got {self.max_closing_per_peer}")
 
 
 class _Duplicate(Exception):
@@ -413,6 +414,12 @@ class P2PNode:
             if asyncio.get_running_loop().time() < until:
                 raise PeerRejected(f"peer {short(public_key)} is banned for misbehaviour")
             del self._banned[public_key]
+        # Every connection it still has becomes a closed one beside a new one.
+        running = len(self._live.get(public_key, ()))
+        if running > self.config.max_closing_per_peer:
+            raise PeerRejected(
+                f"peer {short(public_key)} has {running} connections still finishing handlers"
+            )
 
     def _identity_now(self) -> NodeIdentity:
         if self._identity is None:
@@ -567,16 +574,10 @@ class P2PNode:
             lower = min(self.public_key, pk)
             if old.dialer == lower and conn.dialer != lower:
                 raise _Duplicate(f"already connected to {short(pk)}")
-        live = self._live.setdefault(pk, set())
-        closing = len(live) - (old is not None)
-        if closing >= self.config.max_closing_per_peer:
-            if not live:
-                del self._live[pk]
-            raise _Duplicate(f"{closing} closed connections of {short(pk)} are still handling")
         # Registered before the old one closes, which then reports no disconnect: the
         # peer stays connected throughout.
         self._conns[pk] = conn
-        live.add(conn)
+        self._live.setdefault(pk, set()).add(conn)
         # Started in the same step it registers: a task that cancels this one's
         # handshake or dialer next (stop(), a timeout) cannot leave it registered with
         # no task to end it.

@@ -395,7 +395,7 @@ async def test_stop_is_clean():
 
 def test_node_rejects_bad_settings():
     with pytest.raises(ValueError, match="max_closing_per_peer"):
-        dataclasses.replace(FAST, max_closing_per_peer=-1)
+        dataclasses.replace(FAST, max_closing_per_peer=0)
     with pytest.raises(ValueError):
         P2PNode(
             PrivateKey.generate(),
@@ -559,9 +559,9 @@ async def test_closed_connections_still_handling_are_bounded_per_peer():
             opened.append((writer, ident))
             writer.write(encode_frame(CHAT_TYPE, Chat(n, b"hang").encode()))
             await until(lambda n=n: running == n + 1)
-        reader, writer, ident = await raw_connect(m.node.port, member)
-        opened.append((writer, ident))
-        assert await closed_by_peer(reader)
+        # Refused before TLS: the member sees its handshake fail, not a connection.
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError, ssl.SSLError)):
+            await raw_connect(m.node.port, member)
         assert running == 3
         assert m.node.peers() == [member.public_key]
         # Once the handlers end, the member connects again.
@@ -576,6 +576,47 @@ async def test_closed_connections_still_handling_are_bounded_per_peer():
         for writer, ident in opened:
             writer.transport.abort()
             ident.close()
+        await net.stop()
+
+
+async def test_a_peer_over_the_closing_cap_backs_off_without_connecting():
+    # The refusal comes before TLS, so the peer never counts the connection as made
+    # (no connect-and-drop churn on its side), and it connects once the handlers end.
+    net = Net(2, dataclasses.replace(FAST, max_closing_per_peer=2))
+    await net.start()
+    a, b = net.nodes
+    release = asyncio.Event()
+    running = 0
+
+    async def hang(peer: bytes, msg) -> None:
+        nonlocal running
+        if isinstance(msg, Chat) and msg.data == b"hang":
+            running += 1
+            try:
+                await release.wait()
+            finally:
+                running -= 1
+
+    net.extra_handlers[a.key.public_key] = hang
+    events: list[str] = []
+    try:
+        for n in range(3):
+            await until(
+                lambda: a.key.public_key in b.node.peers() and b.key.public_key in a.node.peers()
+            )
+            b.node.send(a.key.public_key, Chat(n, b"hang"))
+            await until(lambda n=n: running == n + 1)
+            a.node.drop_peer(b.key.public_key, "test", ban=False)
+        b.node.on_connect = lambda peer: events.append("up")
+        await asyncio.sleep(1.5)
+        assert events == []
+        assert a.node.peers() == [] and b.node.peers() == []
+        release.set()
+        await until(
+            lambda: a.key.public_key in b.node.peers() and b.key.public_key in a.node.peers()
+        )
+    finally:
+        release.set()
         await net.stop()
 
 
