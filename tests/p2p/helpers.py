@@ -133,6 +133,27 @@ class Net:
         await until(lambda: all(len(m.node.peers()) == n - 1 for m in self.nodes), timeout)
 
 
+class Hang:
+    """A handler (for ``Net.extra_handlers``) that holds every message ``match`` picks
+    until ``release`` is set; ``running`` counts the ones it holds now."""
+
+    def __init__(self, match: Callable[[Wire], bool]) -> None:
+        self.match = match
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.running = 0
+
+    async def __call__(self, peer: bytes, msg: Wire) -> None:
+        if not self.match(msg):
+            return
+        self.running += 1
+        self.started.set()
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+
+
 def tls_key_memfds() -> set[str]:
     """The anonymous memory files (as ``/proc/self/fd/N``) in which this process's
     ``NodeIdentity`` objects hold their encrypted TLS key now (empty without memfd)."""
@@ -187,6 +208,13 @@ async def raw_connect(
         ident.close()
         raise
     return reader, writer, ident
+
+
+def close_raw(opened: Iterable[tuple[asyncio.StreamWriter, NodeIdentity]]) -> None:
+    """Abort the connections ``raw_connect`` opened and drop their identities."""
+    for writer, ident in opened:
+        writer.transport.abort()
+        ident.close()
 
 
 async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 3.0) -> bool:

@@ -23,8 +23,10 @@ from tests.p2p.helpers import (
     FAST,
     SMALL_TYPE,
     Chat,
+    Hang,
     Net,
     Small,
+    close_raw,
     closed_by_peer,
     raw_connect,
     recv,
@@ -492,15 +494,8 @@ async def test_a_peer_reconnects_while_a_handler_of_its_closed_connection_runs()
     net.keys.sort(key=lambda k: k.public_key, reverse=True)
     await net.start()
     high, low = net.nodes
-    release = asyncio.Event()
-    started = asyncio.Event()
+    hang = Hang(lambda msg: isinstance(msg, Chat) and msg.n == 0)
     events: list[str] = []
-
-    async def hang(peer: bytes, msg) -> None:
-        if isinstance(msg, Chat) and msg.n == 0:
-            started.set()
-            await release.wait()
-
     try:
         await net.wait_full_mesh()
         high.node.add_peer(PeerAddress(low.key.public_key, "127.0.0.1", low.node.port))
@@ -508,7 +503,7 @@ async def test_a_peer_reconnects_while_a_handler_of_its_closed_connection_runs()
         low.node.on_disconnect = lambda peer: events.append("down")
         net.extra_handlers[low.key.public_key] = hang
         high.node.send(low.key.public_key, Chat(0, b"slow"))
-        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.wait_for(hang.started.wait(), 5)
         low.node.drop_peer(high.key.public_key, "test", ban=False)
         assert high.key.public_key not in low.node.peers()
         # Connected again, both ways, while the first handler still hangs.
@@ -517,9 +512,9 @@ async def test_a_peer_reconnects_while_a_handler_of_its_closed_connection_runs()
         assert await recv(high) == (low.key.public_key, Chat(1, b"back"))
         high.node.send(low.key.public_key, Chat(2, b"too"))
         assert await recv(low) == (high.key.public_key, Chat(2, b"too"))
-        assert not release.is_set()
+        assert hang.running == 1
         # The old connection's end does not disconnect the new one.
-        release.set()
+        hang.release.set()
         assert await recv(low) == (high.key.public_key, Chat(0, b"slow"))
         await asyncio.sleep(0.2)
         assert low.node.peers() == [high.key.public_key]
@@ -527,7 +522,7 @@ async def test_a_peer_reconnects_while_a_handler_of_its_closed_connection_runs()
         assert low.node.send(high.key.public_key, Chat(3, b"still"))
         assert await recv(high) == (low.key.public_key, Chat(3, b"still"))
     finally:
-        release.set()
+        hang.release.set()
         await net.stop()
 
 
@@ -540,17 +535,7 @@ async def test_closed_connections_still_handling_are_bounded_per_peer():
     (m,) = net.nodes
     member = PrivateKey.generate()
     net.members.add(member.public_key)
-    release = asyncio.Event()
-    running = 0
-
-    async def hang(peer: bytes, msg) -> None:
-        nonlocal running
-        running += 1
-        try:
-            await release.wait()
-        finally:
-            running -= 1
-
+    hang = Hang(lambda msg: True)
     net.extra_handlers[m.key.public_key] = hang
     opened = []
     try:
@@ -558,24 +543,22 @@ async def test_closed_connections_still_handling_are_bounded_per_peer():
             reader, writer, ident = await raw_connect(m.node.port, member)
             opened.append((writer, ident))
             writer.write(encode_frame(CHAT_TYPE, Chat(n, b"hang").encode()))
-            await until(lambda n=n: running == n + 1)
+            await until(lambda n=n: hang.running == n + 1)
         # Refused before TLS: the member sees its handshake fail, not a connection.
         with pytest.raises((ConnectionError, asyncio.IncompleteReadError, ssl.SSLError)):
             await raw_connect(m.node.port, member)
-        assert running == 3
+        assert hang.running == 3
         assert m.node.peers() == [member.public_key]
         # Once the handlers end, the member connects again.
-        release.set()
-        await until(lambda: running == 0)
+        hang.release.set()
+        await until(lambda: hang.running == 0)
         reader, writer, ident = await raw_connect(m.node.port, member)
         opened.append((writer, ident))
         assert not await closed_by_peer(reader, timeout=0.5)
         assert m.node.peers() == [member.public_key]
     finally:
-        release.set()
-        for writer, ident in opened:
-            writer.transport.abort()
-            ident.close()
+        hang.release.set()
+        close_raw(opened)
         await net.stop()
 
 
@@ -585,18 +568,7 @@ async def test_a_peer_over_the_closing_cap_backs_off_without_connecting():
     net = Net(2, dataclasses.replace(FAST, max_closing_per_peer=2))
     await net.start()
     a, b = net.nodes
-    release = asyncio.Event()
-    running = 0
-
-    async def hang(peer: bytes, msg) -> None:
-        nonlocal running
-        if isinstance(msg, Chat) and msg.data == b"hang":
-            running += 1
-            try:
-                await release.wait()
-            finally:
-                running -= 1
-
+    hang = Hang(lambda msg: isinstance(msg, Chat) and msg.data == b"hang")
     net.extra_handlers[a.key.public_key] = hang
     events: list[str] = []
     try:
@@ -605,18 +577,18 @@ async def test_a_peer_over_the_closing_cap_backs_off_without_connecting():
                 lambda: a.key.public_key in b.node.peers() and b.key.public_key in a.node.peers()
             )
             b.node.send(a.key.public_key, Chat(n, b"hang"))
-            await until(lambda n=n: running == n + 1)
+            await until(lambda n=n: hang.running == n + 1)
             a.node.drop_peer(b.key.public_key, "test", ban=False)
         b.node.on_connect = lambda peer: events.append("up")
         await asyncio.sleep(1.5)
         assert events == []
         assert a.node.peers() == [] and b.node.peers() == []
-        release.set()
+        hang.release.set()
         await until(
             lambda: a.key.public_key in b.node.peers() and b.key.public_key in a.node.peers()
         )
     finally:
-        release.set()
+        hang.release.set()
         await net.stop()
 
 
@@ -636,23 +608,21 @@ async def test_a_fault_found_by_a_closed_connections_handler_ends_the_peers_new_
             raise Invalid("served an invalid block", "invalid_block")
 
     net.extra_handlers[m.key.public_key] = judge
-    _, w1, i1 = await raw_connect(m.node.port, member)
+    opened = []
     try:
-        w1.write(encode_frame(CHAT_TYPE, Chat(0, b"bad").encode()))
+        _, writer, ident = await raw_connect(m.node.port, member)
+        opened.append((writer, ident))
+        writer.write(encode_frame(CHAT_TYPE, Chat(0, b"bad").encode()))
         await asyncio.wait_for(started.wait(), 5)
-        r2, w2, i2 = await raw_connect(m.node.port, member)  # replaces the first
-        try:
-            await until(lambda: m.node.peers() == [member.public_key])
-            release.set()
-            assert await closed_by_peer(r2)
-            assert m.node.peers() == []
-        finally:
-            w2.transport.abort()
-            i2.close()
+        reader, writer, ident = await raw_connect(m.node.port, member)  # replaces the first
+        opened.append((writer, ident))
+        await until(lambda: m.node.peers() == [member.public_key])
+        release.set()
+        assert await closed_by_peer(reader)
+        assert m.node.peers() == []
     finally:
         release.set()
-        w1.transport.abort()
-        i1.close()
+        close_raw(opened)
         await net.stop()
 
 
