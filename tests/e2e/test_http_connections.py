@@ -19,10 +19,11 @@ IDLE = 1100
 
 
 def _open_files_limit(pid: int) -> tuple[int, int]:
-    for line in open(f"/proc/{pid}/limits"):
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return int(soft), int(hard)
+    with open(f"/proc/{pid}/limits") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
     raise AssertionError("no open-file limit in /proc/<pid>/limits")
 
 
@@ -35,6 +36,7 @@ def test_idle_http_connections_beyond_the_soft_limit_neither_refuse_clients_nor_
     if soft < IDLE + 200:
         if hard != resource.RLIM_INFINITY and hard < IDLE + 200:
             pytest.skip(f"this process may open only {hard} files")
+        # The test's own client sockets; given back at the end (this worker runs on).
         resource.setrlimit(resource.RLIMIT_NOFILE, (IDLE + 200, hard))
     layout = create_localnet(tmp_path / "net", 1, "")
     home = layout.nodes[0].home
@@ -60,3 +62,4 @@ def test_idle_http_connections_beyond_the_soft_limit_neither_refuse_clients_nor_
         for s in idle:
             s.close()
         node.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
