@@ -57,7 +57,7 @@ from core import (
     tx_hash,
     unpack_raw,
 )
-from node.bodies import parse_json_txs, read_body, split_msgpack_batch
+from node.bodies import BODY_BUDGET, BodyBudget, parse_json_txs, read_body, split_msgpack_batch
 from node.config import NodeConfig
 from node.mempool import SubmitResult
 from node.openapi import ROUTES as OPENAPI_ROUTES
@@ -227,7 +227,8 @@ async def _read_raw_txs(request: web.Request) -> tuple[list[bytes], bool]:
     The batch's length is known from the msgpack header or the JSON body's
     separators before anything is unpacked (``node.bodies``).
     """
-    body = await read_body(request, _node(request).config.body_timeout_ms)
+    config = _node(request).config
+    body = await read_body(request, config.max_request_bytes, config.body_timeout_ms)
     # A refusal is a BodyError (an Invalid): the middleware answers 400 with its code.
     if request.content_type in MSGPACK_TYPES:
         # A msgpack body is always a batch: an array of encoded SignedTx (bin).
@@ -302,8 +303,10 @@ _MSGPACK_BATCH = {
         Refusal(
             503,
             "The mempool is full (a single transaction): submit the same bytes again after "
-            "`Retry-After` seconds; or the node is starting or stopping.",
+            "`Retry-After` seconds; the node reads as many bodies as it allows at once "
+            "(`busy`); or the node is starting or stopping.",
             "mempool_full",
+            "busy",
             "unavailable",
             headers={"Retry-After": _RESUBMIT_AFTER},
         ),
@@ -881,6 +884,7 @@ def create_app(node: Node) -> web.Application:
         middlewares=[errors_middleware], client_max_size=node.config.max_request_bytes
     )
     app[NODE] = node
+    app[BODY_BUDGET] = BodyBudget(node.config.http.max_bodies_bytes)
     ROUTES.mount(app)
     install_simulate(app)
     app[BLOCK_READS] = asyncio.Semaphore(BLOCK_READ_SLOTS)

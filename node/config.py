@@ -14,6 +14,7 @@ from core import LiveLedgerError
 from genesis.home import CONFIG_FILE, DEFAULT_BLOCK_INTERVAL_MS
 from genesis.home import GENESIS_FILE as GENESIS_FILE
 from genesis.home import NODE_KEY_FILE as NODE_KEY_FILE
+from node.http_server import HttpLimits
 from p2p.messages import MAX_CHUNK_BYTES
 from storage import DEFAULT_STATE_CACHE_SIZE, DEFAULT_TREE_CACHE_SIZE, ChainStore
 
@@ -208,6 +209,9 @@ class NodeConfig:
     # WebSocket feed bounds: connections per node and per address, replay length,
     # client messages per second (apps.commerce.feed.FeedLimits).
     feeds: FeedLimits = field(default_factory=FeedLimits)
+    # What HTTP clients may hold: connections in all and per address, idle time,
+    # stalled writes, request bodies in flight (node.http_server.HttpLimits).
+    http: HttpLimits = field(default_factory=HttpLimits)
     peers: tuple[PeerSettings, ...] = ()
     pruning: PruningConfig = field(default_factory=PruningConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -232,6 +236,7 @@ class NodeConfig:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["mempool"] = {f.name: getattr(self.mempool, f.name) for f in fields(MempoolConfig)}
         out["feeds"] = {f.name: getattr(self.feeds, f.name) for f in fields(FeedLimits)}
+        out["http"] = {f.name: getattr(self.http, f.name) for f in fields(HttpLimits)}
         out["pruning"] = {f.name: getattr(self.pruning, f.name) for f in fields(PruningConfig)}
         out["storage"] = {f.name: getattr(self.storage, f.name) for f in fields(StorageConfig)}
         out["state_sync"] = {
@@ -291,10 +296,12 @@ def load_config(home: Path) -> NodeConfig:
     feeds_raw = raw.pop("feeds", {})
     if not isinstance(feeds_raw, dict):
         raise ConfigError(f"{path}: feeds must be an object")
+    http_raw = raw.pop("http", {})
     pruning_raw = raw.pop("pruning", {})
     storage_raw = raw.pop("storage", {})
     sync_raw = raw.pop("state_sync", {})
     for name, section in (
+        ("http", http_raw),
         ("pruning", pruning_raw),
         ("storage", storage_raw),
         ("state_sync", sync_raw),
@@ -320,6 +327,7 @@ def load_config(home: Path) -> NodeConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     feeds = FeedLimits(**_typed(FeedLimits, feeds_raw, f"{path}: feeds"))
+    http = HttpLimits(**_typed(HttpLimits, http_raw, f"{path}: http"))
     try:
         pruning = PruningConfig(**_typed(PruningConfig, pruning_raw, f"{path}: pruning"))
     except ValueError as exc:
@@ -350,6 +358,7 @@ def load_config(home: Path) -> NodeConfig:
         **values,
         mempool=mempool,
         feeds=feeds,
+        http=http,
         peers=tuple(peers),
         pruning=pruning,
         storage=storage,
@@ -373,5 +382,11 @@ def load_config(home: Path) -> NodeConfig:
         if getattr(config.feeds, name) < 1:
             raise ConfigError(
                 f"{path}: feeds.{name} must be at least 1, got {getattr(config.feeds, name)}"
+            )
+    for limit in fields(HttpLimits):
+        if getattr(config.http, limit.name) < 1:
+            raise ConfigError(
+                f"{path}: http.{limit.name} must be at least 1, "
+                f"got {getattr(config.http, limit.name)}"
             )
     return config

@@ -141,5 +141,21 @@ class NodeMetrics:
             buckets=(0.01, 0.05, 0.1, 0.3, 1, 3),
             registry=r,
         )
+        self.http_connections = Gauge(
+            "liveledger_http_connections",
+            "Open HTTP connections (WebSockets among them)",
+            registry=r,
+        )
+        self.http_refused = Counter(
+            "liveledger_http_connections_refused",
+            "HTTP connections refused at once, over the node's cap (total) or the address's",
+            ["reason"],
+            registry=r,
+        )
+        self.http_stalled = Counter(
+            "liveledger_http_connections_stalled",
+            "HTTP connections aborted because their client stopped reading",
+            registry=r,
+        )
         self.thread_cpu = ThreadCpu()
         r.register(self.thread_cpu)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from node.api import NODE, create_app
 from node.consensus import ConsensusSeams
+from node.http_server import HttpServer, serve_until_signalled
 from node.logs import configure_logging
 from node.service import Node
 
@@ -96,6 +97,23 @@ def build_app(node: Node) -> web.Application:
     return app
 
 
+def http_server(node: Node, app: web.Application, fd_limit: int | None = None) -> HttpServer:
+    """``app`` on the node's HTTP address behind its connection gate, counted in its
+    metrics; ``fd_limit`` (the process's open-file limit) caps the connections too."""
+    metrics = node.metrics
+    server = HttpServer(
+        app,
+        node.config.http_host,
+        node.config.http_port,
+        node.config.http,
+        fd_limit=fd_limit,
+        on_refused=lambda reason: metrics.http_refused.labels(reason).inc(),
+        on_stalled=metrics.http_stalled.inc,
+    )
+    metrics.http_connections.set_function(lambda: server.gate.connections if server.gate else 0)
+    return server
+
+
 def run_node(
     home: Path,
     passphrase: str | None = None,
@@ -116,6 +134,7 @@ def run_node(
     app = build_app(node)
     # After the node opened (cleanup contexts start in order): this process only.
     app.cleanup_ctx.append(_gc_context)
+    server = http_server(node, app, fd_limit)
     log.info(
         "node %s serving http://%s:%d (open-file limit %d)",
         node.config.moniker,
@@ -124,16 +143,7 @@ def run_node(
         fd_limit,
         extra={"moniker": node.config.moniker, "node_key": node.key.public_key},
     )
-    web.run_app(
-        app,
-        host=node.config.http_host,
-        port=node.config.http_port,
-        access_log=None,
-        print=None,
-        reuse_address=True,
-        loop=uvloop.new_event_loop(),
-        shutdown_timeout=5.0,
-    )
+    serve_until_signalled(uvloop.new_event_loop(), server)
 
 
-__all__ = ["build_app", "configure_logging", "run_node"]
+__all__ = ["build_app", "configure_logging", "http_server", "run_node"]

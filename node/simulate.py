@@ -125,8 +125,8 @@ _REFUSED = tuple(
         Refusal(408, "The body did not arrive in time (a slow upload).", "request_timeout"),
         Refusal(
             503,
-            "Too many simulations at once (retry after `Retry-After` seconds), or the "
-            "node is starting or stopping.",
+            "Too many simulations or request bodies at once (retry after `Retry-After` "
+            "seconds), or the node is starting or stopping.",
             "busy",
             "unavailable",
         ),
@@ -156,7 +156,8 @@ async def simulate_tx(request: web.Request) -> web.Response:
         raise HttpError(
             400, "too_large", f"a simulation body is at most {limit} bytes, got {length}"
         )
-    raws, batch = parse_json_txs(await read_body(request, node.config.body_timeout_ms), 1)
+    body = await read_body(request, limit, node.config.body_timeout_ms)
+    raws, batch = parse_json_txs(body, 1)
     if batch:
         raise HttpError(400, "malformed", 'a simulation takes one transaction: {"tx": "<hex>"}')
     slots = request.app[SLOTS]

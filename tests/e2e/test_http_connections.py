@@ -1,5 +1,6 @@
 """A node's descriptors against idle HTTP clients: a real node process started under
-a soft open-file limit of 1,024 (``prlimit``), as many systems give a service."""
+a soft open-file limit of 1,024 (``prlimit``), as many systems give a service; and
+its connection caps, in the process ``liveledger start`` runs."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def test_idle_http_connections_beyond_the_soft_limit_neither_refuse_clients_nor_
         resource.setrlimit(resource.RLIMIT_NOFILE, (IDLE + 200, hard))
     layout = create_localnet(tmp_path / "net", 1, "")
     home = layout.nodes[0].home
-    set_config(home, block_interval_ms=100)
+    # Room for all of them from one address: the open-file limit is what is tested.
+    set_config(home, block_interval_ms=100, http={"max_per_address": 4 * IDLE})
     node = NodeProcess(home)
     node.prefix = ["prlimit", f"--nofile=1024:{HARD}", "--"]
     idle: list[socket.socket] = []
@@ -63,3 +65,38 @@ def test_idle_http_connections_beyond_the_soft_limit_neither_refuse_clients_nor_
             s.close()
         node.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _answer(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_node_process_refuses_connections_over_the_address_cap(tmp_path):
+    layout = create_localnet(tmp_path / "net", 1, "")
+    home = layout.nodes[0].home
+    set_config(home, block_interval_ms=100, http={"max_per_address": 4})
+    node = NodeProcess(home)
+    held: list[socket.socket] = []
+    node.start()
+    try:
+        url = urllib.parse.urlsplit(node.url)
+        address = (url.hostname, url.port)
+        for _ in range(4):
+            held.append(socket.create_connection(address, timeout=10))
+        extra = socket.create_connection(address, timeout=10)
+        answer = _answer(extra)
+        extra.close()
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+        assert b'"busy"' in answer
+        # Another address is served meanwhile.
+        other = socket.create_connection(address, timeout=10, source_address=("127.0.0.2", 0))
+        other.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _answer(other).startswith(b"HTTP/1.1 200")
+        other.close()
+    finally:
+        for s in held:
+            s.close()
+        node.stop()

@@ -1,0 +1,329 @@
+"""The node's HTTP listener: aiohttp's server behind a gate that bounds what clients hold.
+
+aiohttp bounds a request (its size, the body's time) but not a client: any number
+of connections, idle ones for the keep-alive time, and a response queued for a
+client that never reads, for ever. Each costs a descriptor and buffers, and
+descriptors are shared with what keeps the node alive (LevelDB's tables, the
+consensus WAL, the signer's state, its peers). So every accepted connection
+first passes ``ConnectionGate``:
+
+- **caps.** At most ``max_per_address`` connections from one client address (an
+  IPv6 client's whole /64, which one subscriber usually holds) and
+  ``max_connections`` in all, itself kept ``FD_RESERVE`` below the process's
+  open-file limit. A connection over a cap is answered ``503`` with
+  ``Retry-After`` and closed before aiohttp sees it: no task, no parser.
+- **writes that stall.** A connection whose unsent bytes have not shrunk for
+  ``write_stall_ms`` is aborted: its client stopped reading (a TCP zero window).
+  A closing transport waits for its buffer to drain first, so this also ends
+  connections whose close would never finish.
+- **idle and slow headers.** aiohttp closes a connection that has no request in
+  progress after ``keepalive_timeout_ms``, counted from the connection or the
+  last answer; headers trickled byte by byte do not restart it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import web
+
+log = logging.getLogger("node.http")
+
+# Descriptors kept out of the HTTP clients' reach: LevelDB's table files, the WAL,
+# the signer, peers' connections, the signature workers' pipes.
+FD_RESERVE = 1024
+# How often stalled writes are looked for.
+SWEEP_S = 1.0
+_REFUSED_BODY = json.dumps(
+    {"code": "busy", "message": "too many connections; retry later"}
+).encode()
+_REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
+    + str(len(_REFUSED_BODY)).encode()
+    + b"\r\n\r\n"
+    + _REFUSED_BODY
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What the node's HTTP clients may hold at most (the node config's ``http`` section)."""
+
+    # Open connections in all (and never more than the open-file limit less FD_RESERVE).
+    max_connections: int = 8192
+    # From one address (an IPv6 /64): many phones share a carrier's NAT address.
+    max_per_address: int = 256
+    # An idle connection, or one still sending its headers, is closed after this.
+    keepalive_timeout_ms: int = 15_000
+    # A connection whose unsent bytes do not shrink for this long is aborted.
+    write_stall_ms: int = 30_000
+    # Request bytes held by bodies being read, over all connections (node.bodies).
+    max_bodies_bytes: int = 128 * 1024 * 1024
+
+
+def address_key(peername: Any) -> str:
+    """Whose connection this is: an IPv4 address, or an IPv6 address's /64."""
+    host = peername[0] if isinstance(peername, tuple) and peername else None
+    if not isinstance(host, str):
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class _Gated(asyncio.Protocol):
+    """One connection: aiohttp's handler behind the gate's count and stall watch."""
+
+    __slots__ = ("gate", "inner", "transport", "address", "unsent", "stalled_since")
+
+    def __init__(self, gate: ConnectionGate) -> None:
+        self.gate = gate
+        self.inner: asyncio.Protocol | None = None
+        self.transport: asyncio.Transport | None = None
+        self.address = ""
+        self.unsent = 0
+        self.stalled_since: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's do not subclass asyncio's classes).
+        transport = cast(asyncio.Transport, transport)
+        self.address = address_key(transport.get_extra_info("peername"))
+        refused = self.gate.admit(self)
+        if refused is not None:
+            log.debug("refused an HTTP connection from %s: %s", self.address, refused)
+            transport.write(_REFUSED)
+            transport.close()
+            return
+        self.transport = transport
+        self.inner = self.gate.factory()
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is None:
+            return
+        self.gate.release(self)
+        inner, self.inner = self.inner, None
+        inner.connection_lost(exc)
+
+
+class ConnectionGate:
+    """Protocol factory in front of aiohttp's ``web.Server``: counts connections by
+    address and in all, refuses those over a cap and aborts those whose writes stall."""
+
+    def __init__(
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        limits: HttpLimits,
+        *,
+        max_connections: int | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        on_stalled: Callable[[], None] | None = None,
+    ) -> None:
+        self.factory = factory
+        self.limits = limits
+        self.max_connections = min(limits.max_connections, max_connections or 1 << 62)
+        self._on_refused = on_refused
+        self._on_stalled = on_stalled
+        self._open: set[_Gated] = set()
+        self._per_address: dict[str, int] = {}
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Gated(self)
+
+    @property
+    def connections(self) -> int:
+        return len(self._open)
+
+    def admit(self, conn: _Gated) -> str | None:
+        """Count ``conn``; the reason it is refused, if it is (then it is not counted)."""
+        reason = None
+        if len(self._open) >= self.max_connections:
+            reason = "total"
+        elif self._per_address.get(conn.address, 0) >= self.limits.max_per_address:
+            reason = "per_address"
+        if reason is not None:
+            if self._on_refused is not None:
+                self._on_refused(reason)
+            return reason
+        self._open.add(conn)
+        self._per_address[conn.address] = self._per_address.get(conn.address, 0) + 1
+        return None
+
+    def release(self, conn: _Gated) -> None:
+        if conn not in self._open:
+            return
+        self._open.discard(conn)
+        left = self._per_address[conn.address] - 1
+        if left:
+            self._per_address[conn.address] = left
+        else:
+            del self._per_address[conn.address]
+
+    def sweep(self, now: float) -> int:
+        """Abort the connections whose unsent bytes did not shrink for ``write_stall_ms``;
+        how many. Any shrink counts as progress: a slow reader is not a stalled one."""
+        stall_s = self.limits.write_stall_ms / 1000
+        aborted = 0
+        for conn in list(self._open):
+            transport = conn.transport
+            if transport is None:
+                continue
+            unsent = transport.get_write_buffer_size()
+            if unsent == 0 or unsent < conn.unsent:
+                conn.stalled_since = None
+            elif conn.stalled_since is None:
+                conn.stalled_since = now
+            elif now - conn.stalled_since >= stall_s:
+                log.info(
+                    "aborted an HTTP connection from %s: %d bytes unread for %.0f s",
+                    conn.address,
+                    unsent,
+                    now - conn.stalled_since,
+                )
+                transport.abort()
+                aborted += 1
+                if self._on_stalled is not None:
+                    self._on_stalled()
+            conn.unsent = unsent
+        return aborted
+
+    async def watch(self) -> None:
+        """Sweep for stalled writes until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            self.sweep(loop.time())
+
+
+class HttpServer:
+    """``app`` served on ``host:port`` behind a ``ConnectionGate``."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        limits: HttpLimits,
+        *,
+        fd_limit: int | None = None,
+        shutdown_timeout: float = 5.0,
+        on_refused: Callable[[str], None] | None = None,
+        on_stalled: Callable[[], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.limits = limits
+        # With no descriptors to spare, still one connection (an operator's status call).
+        self._max_connections = None if fd_limit is None else max(1, fd_limit - FD_RESERVE)
+        self._shutdown_timeout = shutdown_timeout
+        self._on_refused = on_refused
+        self._on_stalled = on_stalled
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.gate: ConnectionGate | None = None
+
+    async def start(self) -> None:
+        """Run the app's startup (the node opens) and listen."""
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            shutdown_timeout=self._shutdown_timeout,
+            keepalive_timeout=self.limits.keepalive_timeout_ms / 1000,
+        )
+        self._runner = runner
+        await runner.setup()
+        assert runner.server is not None
+        self.gate = ConnectionGate(
+            runner.server,
+            self.limits,
+            max_connections=self._max_connections,
+            on_refused=self._on_refused,
+            on_stalled=self._on_stalled,
+        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.gate, self.host, self.port, reuse_address=True, backlog=1024
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._watch = loop.create_task(self.gate.watch(), name="http-stall-watch")
+
+    async def stop(self) -> None:
+        """Stop listening, close the connections (in-flight requests get
+        ``shutdown_timeout``), then the app's cleanup (the node stops)."""
+        if self._server is not None:
+            self._server.close()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def serve_until_signalled(loop: asyncio.AbstractEventLoop, server: HttpServer) -> None:
+    """Start ``server`` on ``loop``, run until SIGINT or SIGTERM, then stop it."""
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        try:
+            await server.start()
+            await stopping.wait()
+        finally:
+            await server.stop()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+__all__ = [
+    "FD_RESERVE",
+    "ConnectionGate",
+    "HttpLimits",
+    "HttpServer",
+    "address_key",
+    "serve_until_signalled",
+]
