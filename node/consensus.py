@@ -395,11 +395,13 @@ class ConsensusService:
         metrics: NodeMetrics,
         seams: ConsensusSeams | None = None,
         wall: WallClock | None = None,
+        halted: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """``committed`` (a block is final and stored) and ``submit_tx`` (sign and
-        submit a transaction of this type and payload with the node key) run on
-        the main loop; ``txs`` is called from the consensus thread. ``wall`` is the
-        node's wall clock (default: the system's)."""
+        """``committed`` (a block is final and stored), ``submit_tx`` (sign and
+        submit a transaction of this type and payload with the node key) and
+        ``halted`` (the engine stopped on a fault, once) run on the main loop;
+        ``txs`` is called from the consensus thread. ``wall`` is the node's wall
+        clock (default: the system's)."""
         self.chain = chain
         self.config = config
         self.privval = privval
@@ -408,6 +410,8 @@ class ConsensusService:
         self._peers = peers
         self._node_committed = committed
         self._submit_tx = submit_tx
+        self._halted = halted
+        self._halt_reported = False
         self._metrics = metrics
         self._wal_dir = wal_dir
         self._wall = wall if wall is not None else WallClock()
@@ -488,10 +492,16 @@ class ConsensusService:
             self._metrics.state_tree_loaded.set(1)
 
     def _report_round(self) -> None:
-        """Publish the round in progress twice a second (the engine owns it)."""
+        """Publish the round in progress twice a second (the engine owns it), and a
+        halt of the engine once, whichever input or timer it came from."""
         engine = self.engine
         if engine is not None and self._loop is not None:
             self._metrics.round.set(engine.round)
+            fault = engine.halted
+            if fault is not None and not self._halt_reported and self._halted is not None:
+                self._halt_reported = True
+                report = self._halted
+                self._node_loop.call_soon(lambda: report(fault))
             self._loop.call_later(0.5, self._report_round)
 
     def stop(self) -> None:

@@ -292,11 +292,14 @@ class HttpServer:
             await self._runner.cleanup()
 
 
-def serve_until_signalled(loop: asyncio.AbstractEventLoop, server: HttpServer) -> None:
-    """Start ``server`` on ``loop``, run until SIGINT or SIGTERM, then stop it."""
+def serve_until_signalled(
+    loop: asyncio.AbstractEventLoop, server: HttpServer, until: asyncio.Event | None = None
+) -> None:
+    """Start ``server`` on ``loop``, run until SIGINT or SIGTERM (or ``until`` is set),
+    then stop it."""
 
     async def main() -> None:
-        stopping = asyncio.Event()
+        stopping = until if until is not None else asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
         try:

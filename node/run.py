@@ -23,6 +23,9 @@ log = logging.getLogger("node.run")
 SWITCH_INTERVAL_S = 0.0005
 # The open-file limit a node asks for when its hard limit is unlimited.
 FD_LIMIT_WANTED = 1 << 20
+# Exit status of a node whose consensus engine halted on a fault (EX_SOFTWARE): its
+# supervisor restarts it, and the WAL restores where it was.
+EXIT_CONSENSUS_HALTED = 70
 # Young-generation threshold of the cyclic GC (CPython's default is 700).
 GC_GEN0_THRESHOLD = 400_000
 
@@ -122,7 +125,8 @@ def run_node(
     observer: bool = False,
     state_sync: bool = False,
 ) -> None:
-    """Run one validator until SIGINT or SIGTERM. ``seams`` is for tests only (the
+    """Run one validator until SIGINT or SIGTERM, or until its consensus engine halts
+    on a fault (then exit with ``EXIT_CONSENSUS_HALTED``). ``seams`` is for tests only (the
     ``liveledger`` command never passes it): see ``ConsensusSeams``. ``observer`` and
     ``state_sync`` turn those settings on over what the config says."""
     # Signature threads drop the GIL for every verification and must win it back;
@@ -143,7 +147,16 @@ def run_node(
         fd_limit,
         extra={"moniker": node.config.moniker, "node_key": node.key.public_key},
     )
-    serve_until_signalled(uvloop.new_event_loop(), server)
+    serve_until_signalled(uvloop.new_event_loop(), server, until=node.faulted)
+    if node.fault is not None:
+        log.critical("exiting with status %d: consensus halted", EXIT_CONSENSUS_HALTED)
+        raise SystemExit(EXIT_CONSENSUS_HALTED)
 
 
-__all__ = ["build_app", "configure_logging", "http_server", "run_node"]
+__all__ = [
+    "EXIT_CONSENSUS_HALTED",
+    "build_app",
+    "configure_logging",
+    "http_server",
+    "run_node",
+]

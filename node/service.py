@@ -118,6 +118,9 @@ class Node:
         self.mempool: Mempool | None = None
         self.p2p: P2PNode | None = None
         self.consensus: ConsensusService | None = None
+        # What stopped the consensus engine, if anything did; ``faulted`` is set then.
+        self.fault: BaseException | None = None
+        self.faulted = asyncio.Event()
         self._batcher: TxBatcher | None = None
         self._verify_pool: ThreadPoolExecutor | None = None
         self._verifier: ProcessVerifier | None = None
@@ -287,8 +290,21 @@ class Node:
             metrics=self.metrics,
             seams=self.seams,
             wall=self.wall,
+            halted=self._consensus_halted,
         )
         self.consensus.start()
+
+    def _consensus_halted(self, fault: BaseException) -> None:
+        """The engine stopped on a fault (a failed write, a bug): it will not advance
+        again in this process, so the process should end (``run_node`` exits) and be
+        started again, recovering from its WAL, rather than serve a frozen head."""
+        log.critical(
+            "consensus halted (%s: %s); the node stops so that it can be restarted",
+            type(fault).__name__,
+            fault,
+        )
+        self.fault = fault
+        self.faulted.set()
 
     async def _watch_loop(self) -> None:
         """How late the main loop runs a timer, into ``liveledger_event_loop_stall_seconds``.

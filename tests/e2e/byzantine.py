@@ -19,6 +19,9 @@ Behaviours:
   ``byzantine: tampered ...`` line per message sent.
 - ``future-time``: as a producer, dates its own blocks ``--ahead-ms`` ahead of its
   clock (default one day; ``--ahead-ms max`` asks for 2**64 - 1, to try to overflow).
+- ``io-fault``: committing block ``--at-height`` fails as a full disk would (an
+  ``OSError`` before anything is written), once per process; the engine halts and
+  the node must exit (``node.run.EXIT_CONSENSUS_HALTED``), not serve a frozen head.
 - ``bad-chunks``: every state sync chunk it serves has one byte flipped in its last
   node (a validator otherwise honest). Logs ``byzantine: corrupted chunk``.
 """
@@ -160,6 +163,31 @@ class FutureTime(ConsensusSeams):
         return _FutureApplication(app, self.ahead_ms)  # type: ignore[return-value]  # a wrapper with the same surface
 
 
+class _FailingCommit:
+    """Commits as ``inner`` does, but fails the commit of block ``height``."""
+
+    def __init__(self, inner: Application, height: int) -> None:
+        self._inner = inner
+        self._height = height
+
+    def commit(self, block: Block, commit: Any) -> None:
+        if block.header.height == self._height:
+            log.warning("byzantine: failing the commit of block %d", self._height)
+            raise OSError(28, "No space left on device (injected)")
+        self._inner.commit(block, commit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class IoFault(ConsensusSeams):
+    def __init__(self, height: int) -> None:
+        self.height = height
+
+    def application(self, app: Application) -> Application:
+        return _FailingCommit(app, self.height)  # type: ignore[return-value]  # a wrapper with the same surface
+
+
 class BadChunks(ConsensusSeams):
     def snapshot_chunk(self, nodes: list[bytes]) -> list[bytes]:
         if not nodes:
@@ -176,8 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--behaviour",
         required=True,
-        choices=["double-sign", "tamper-relay", "future-time", "bad-chunks"],
+        choices=["double-sign", "tamper-relay", "future-time", "bad-chunks", "io-fault"],
     )
+    parser.add_argument("--at-height", type=int, default=10, help="io-fault: the block")
     parser.add_argument(
         "--ahead-ms", default=str(DAY_MS), help="future-time: ms ahead, or 'max' for 2**64-1"
     )
@@ -191,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         seams = TamperRelay()
     elif args.behaviour == "bad-chunks":
         seams = BadChunks()
+    elif args.behaviour == "io-fault":
+        seams = IoFault(args.at_height)
     else:
         seams = FutureTime(None if args.ahead_ms == "max" else int(args.ahead_ms))
     log.warning("byzantine: %s node from %s", args.behaviour, args.home)

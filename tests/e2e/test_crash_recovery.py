@@ -9,6 +9,7 @@ import time
 from benches.common import fund_accounts
 from core import PrivateKey, TxBody, format_address, pack_raw, sign_tx
 from genesis import create_localnet
+from node.run import EXIT_CONSENSUS_HALTED
 from tests.e2e.helpers import NodeProcess, http_json, run_cli, set_config
 from vm import Transfer
 
@@ -95,3 +96,29 @@ def test_sigkill_under_load_loses_nothing_and_audit_passes(tmp_path):
     result = run_cli("audit", "verify", "--home", str(home))
     assert result.returncode == 0, result.stderr
     assert "verified height" in result.stdout
+
+
+def test_a_node_whose_commit_fails_exits_and_restarts_from_its_wal(tmp_path):
+    """A failed write halts the consensus engine; the process must end with
+    ``EXIT_CONSENSUS_HALTED`` rather than serve a head that never moves again, and a
+    restart (a supervisor's) must go on from where it stopped."""
+    fault_height = 12
+    layout = create_localnet(tmp_path / "net", 1, "")
+    home = layout.nodes[0].home
+    set_config(home, block_interval_ms=100)
+    node = NodeProcess(home)
+    node.byzantine("io-fault", "--at-height", str(fault_height))
+    node.start()
+    assert node.proc is not None
+    assert node.proc.wait(60) == EXIT_CONSENSUS_HALTED
+    log = (home / "test-node.log").read_text()
+    assert "consensus halted" in log and "No space left on device (injected)" in log
+    node.argv = ["-m", "cli", "node", "start", "--home", str(home)]
+    node.start()
+    try:
+        deadline = time.monotonic() + 30
+        while node.height() < fault_height + 5:
+            assert time.monotonic() < deadline, "no blocks after the restart"
+            time.sleep(0.2)
+    finally:
+        node.stop()
