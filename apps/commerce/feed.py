@@ -15,11 +15,14 @@ per finalized block. Protocol (docs/commerce.md, Interfaces):
 - A client whose queue of unsent messages grows past ``max_queue_bytes`` is
   closed with code 4008 (it reconnects with its last position); the session feed
   closes with 1000 after ``session_closed``; a stopping server closes with 1001.
+  A message (or close) that cannot be handed to the socket within
+  ``SEND_DEADLINE_S`` means the client stopped reading: its connection is
+  dropped without a close frame, which its full buffer would not take.
 - Bounds (``FeedLimits``): connections per node and per client address (over
-  either, the socket is closed at once with 1013, try again later), replays at
-  once (others wait their turn), blocks a replay may go back, and messages a
-  client may send per second (client messages mean nothing; a flood is closed
-  with 1008, policy violation).
+  either, the socket is closed at once with 1013, try again later), block reads
+  of replays at once (others wait their turn), blocks a replay may go back, and
+  messages a client may send per second (client messages mean nothing; a flood
+  is closed with 1008, policy violation).
 
 One ``FeedHub`` per app reads each finalized block once (off the event loop)
 and fans its events out; new clients register with the hub before replaying,
@@ -30,11 +33,10 @@ or sent twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -57,9 +59,13 @@ MAX_QUEUE_BYTES = 8 * 1024 * 1024
 # About 8 minutes of an idle chain's 500 ms blocks: a dropped phone reconnects well inside it,
 # and one replay costs at most this many block reads.
 MAX_REPLAY_BLOCKS = 1_000
-# Replays served at once; each reads up to MAX_REPLAY_BLOCKS blocks in the shared
-# worker threads, so more would starve the HTTP views. Later ones wait their turn.
+# Replays reading a block at once; each reads up to MAX_REPLAY_BLOCKS blocks in the
+# shared worker threads, so more would starve the HTTP views. Later ones wait their turn.
 REPLAY_SLOTS = 4
+# Longest a send (or close) may wait for the client's socket to take it. A client that
+# stops reading (a zero TCP window) would hold its task, queue and connection forever;
+# a reading phone on a poor link takes a few MB of replay well within it.
+SEND_DEADLINE_S = 10.0
 # Parsed blocks kept for clients replaying the same recent blocks, bounded in count
 # and in bytes (one flash-deal block can carry megabytes of events).
 CACHE_BLOCKS = 64
@@ -202,9 +208,11 @@ FEED_RULES = (
     f"{_LIMITS.max_connections:,} feed sockets or the client's address "
     f"{_LIMITS.max_per_address} (node config `feeds`; reconnect later), "
     f"**{CLOSE_POLICY_VIOLATION}** when a client sends more than "
-    f"{_LIMITS.max_client_messages_per_s} messages a second. At most "
-    f"{REPLAY_SLOTS} replays run at once; a later one waits its turn. The server "
-    f"pings every {HEARTBEAT_S:g} s; client messages are ignored."
+    f"{_LIMITS.max_client_messages_per_s} messages a second. A client that reads "
+    f"nothing for {SEND_DEADLINE_S:g} s while a message waits for it is disconnected "
+    "without a close frame (its buffer is full); it resumes from its last position. At "
+    f"most {REPLAY_SLOTS} replays read a block at once; a later one waits its turn. The "
+    f"server pings every {HEARTBEAT_S:g} s; client messages are ignored."
 )
 CLOSE_CODES = {
     "1000": "the session closed (session feed)",
@@ -260,9 +268,11 @@ class FeedHub:
         *,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
         limits: FeedLimits | None = None,
+        send_deadline_s: float = SEND_DEADLINE_S,
     ) -> None:
         self.reader = reader
         self.max_queue_bytes = max_queue_bytes
+        self.send_deadline_s = send_deadline_s
         self.limits = limits or FeedLimits()
         self.max_replay_blocks = self.limits.max_replay_blocks
         # Open sockets by client address (their sum is the node's count).
@@ -435,6 +445,22 @@ def parse_from(text: str | None) -> Position | None:
     return int(height_text), int(index_text)
 
 
+class _Stalled(Exception):
+    """A send or close outlived the deadline: the client stopped reading."""
+
+
+_SLOW = b"slow consumer"
+
+
+async def _within(deadline: float, sending: Awaitable[object]) -> None:
+    """Await ``sending`` (a send or close on the socket); ``_Stalled`` past ``deadline``."""
+    try:
+        async with asyncio.timeout(deadline):
+            await sending
+    except TimeoutError:
+        raise _Stalled from None
+
+
 async def serve_feed(
     request: web.Request,
     hub: FeedHub,
@@ -460,11 +486,18 @@ async def serve_feed(
     hub.websockets.add(ws)
     try:
         await _serve(ws, hub, session_id, start, ended_at)
-    except ConnectionError:
-        pass
+    except (_Stalled, ConnectionError):
+        pass  # the client stopped reading or is gone
     finally:
         hub.websockets.discard(ws)
         hub.release(address)
+        # Bytes still unsent at the end are for a client that stopped reading (a send
+        # outlived its deadline, or the heartbeat gave up on it). Closing the transport
+        # would wait for them to flush, which such a client never lets happen, keeping
+        # the socket and buffer uncounted: drop the connection instead.
+        transport = request.transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
     return ws
 
 
@@ -476,37 +509,47 @@ async def _serve(
     ended_at: Callable[[int], bool] | None,
 ) -> None:
     sub = Subscriber((0, 0), hub.max_queue_bytes)
-    # A resume holds a replay slot from its subscription until its replay is sent, never
-    # longer: a client that stays live must not keep later ones from resuming.
-    slot = hub.replay_slots if start is not None else contextlib.nullcontext()
+    deadline = hub.send_deadline_s
     try:
-        async with slot:
-            delivered = hub.subscribe(session_id, sub)
-            # Judged at exactly the subscription's height (a point read, no await since).
-            ended = ended_at is not None and ended_at(delivered)
-            after = (delivered, WHOLE_BLOCK) if start is None else start
-            sub.after = after
-            # Replay what is stored: the blocks after the start, up to the delivered height.
-            first = after[0] if after[1] < WHOLE_BLOCK else after[0] + 1
-            for height in range(max(first, 1), delivered + 1):
+        delivered = hub.subscribe(session_id, sub)
+        # Judged at exactly the subscription's height (a point read, no await since).
+        ended = ended_at is not None and ended_at(delivered)
+        after = (delivered, WHOLE_BLOCK) if start is None else start
+        sub.after = after
+        # Replay what is stored: the blocks after the start, up to the delivered height.
+        first = after[0] if after[1] < WHOLE_BLOCK else after[0] + 1
+        for height in range(max(first, 1), delivered + 1):
+            if sub.overflow:
+                break
+            # The slot bounds the worker threads replays keep busy; held across a send,
+            # clients that stop reading would keep every later one from resuming.
+            async with hub.replay_slots:
                 feed = await hub.block_feed(height)
-                if feed is None:
-                    continue
-                items = [feed.block] if session_id is None else feed.sessions.get(session_id, [])
-                for item in items:
-                    if item.position > after:
-                        await ws.send_str(item.text)
-                        ended = ended or item.kind == ev.SESSION_CLOSED
-        await ws.send_str(json.dumps({"type": "ready", "height": delivered}))
-        if ended:
-            await ws.close(code=WSCloseCode.OK, message=b"session closed")
+            if feed is None:
+                continue
+            items = [feed.block] if session_id is None else feed.sessions.get(session_id, [])
+            for item in items:
+                if sub.overflow:
+                    break
+                if item.position > after:
+                    await _within(deadline, ws.send_str(item.text))
+                    ended = ended or item.kind == ev.SESSION_CLOSED
+        if sub.overflow:
+            # Live messages piled up past the cap while the replay went out: the rest of
+            # the replay would only delay the close.
+            await _within(deadline, ws.close(code=CLOSE_SLOW_CONSUMER, message=_SLOW))
             return
-        await _live(ws, sub, hub.limits.max_client_messages_per_s)
+        ready = json.dumps({"type": "ready", "height": delivered})
+        await _within(deadline, ws.send_str(ready))
+        if ended:
+            await _within(deadline, ws.close(code=WSCloseCode.OK, message=b"session closed"))
+            return
+        await _live(ws, sub, hub.limits.max_client_messages_per_s, deadline)
     finally:
         hub.unsubscribe(session_id, sub)
 
 
-async def _live(ws: web.WebSocketResponse, sub: Subscriber, per_s: int) -> None:
+async def _live(ws: web.WebSocketResponse, sub: Subscriber, per_s: int, deadline: float) -> None:
     """Send live messages as they come while reading the client (pings, close).
 
     Client messages are not part of the protocol and are ignored, up to ``per_s``
@@ -537,14 +580,16 @@ async def _live(ws: web.WebSocketResponse, sub: Subscriber, per_s: int) -> None:
                 reading = loop.create_task(ws.receive())
                 continue
             sub.wake.clear()
-            if sub.overflow:
-                close = (CLOSE_SLOW_CONSUMER, b"slow consumer")
-                break
             for item in sub.take():
-                await ws.send_str(item.text)
+                # The queue may overflow while a send waits: no use sending the rest.
+                if sub.overflow:
+                    break
+                await _within(deadline, ws.send_str(item.text))
                 if item.kind == ev.SESSION_CLOSED:
                     close = (WSCloseCode.OK, b"session closed")
                     break
+            if sub.overflow and close is None:
+                close = (CLOSE_SLOW_CONSUMER, _SLOW)
     finally:
         # Neither helper task may outlive the connection (a handler cancelled by a
         # dropped connection would leave them pending).
@@ -556,7 +601,7 @@ async def _live(ws: web.WebSocketResponse, sub: Subscriber, per_s: int) -> None:
                 await reading
             except asyncio.CancelledError:
                 pass
-    await ws.close(code=close[0], message=close[1])
+    await _within(deadline, ws.close(code=close[0], message=close[1]))
 
 
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
@@ -597,6 +642,7 @@ __all__ = [
     "MAX_QUEUE_BYTES",
     "MAX_REPLAY_BLOCKS",
     "REPLAY_SLOTS",
+    "SEND_DEADLINE_S",
     "BlockFeed",
     "FeedHub",
     "FeedItem",

@@ -1,21 +1,32 @@
 """The WebSocket feeds on a real node and server: a scripted live session's events in
 order, resumed after a disconnect and replayed from a position with nothing missed or
-duplicated; slow clients dropped with a close code; the finalized blocks feed."""
+duplicated; slow clients dropped with a close code; clients that stop reading (raw
+sockets with small buffers) holding no replay slot and dropped after the send deadline;
+the finalized blocks feed."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import socket
 from itertools import chain
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer, get_port_socket
 
-from apps.commerce import feed_events
+from apps.commerce import feed, feed_events
 from apps.commerce import payloads as tx
-from apps.commerce.feed import CLOSE_SLOW_CONSUMER, HUB, REPLAY_SLOTS
+from apps.commerce.feed import CLOSE_SLOW_CONSUMER, CLOSE_TRY_AGAIN_LATER, HUB, REPLAY_SLOTS
 from apps.commerce.sealing import seal_address
-from tests.apps.commerce.test_http import PRICE, Actor, Driver, place, running_driver
+from core import PrivateKey, TxBody, sign_tx
+from core.keystore import load_key
+from node.run import build_app
+from node.service import Node
+from tests.apps.commerce.test_http import FEE, PRICE, Actor, Driver, place, running_driver
+from tests.node.conftest import make_home
 
 WAIT = 10.0
 
@@ -260,3 +271,236 @@ async def test_resumed_feeds_hold_a_replay_slot_only_while_replaying(driver):
     assert all(h > start for h in heights)
     for ws in resumed:
         await ws.close()
+
+
+# --- clients that stop reading ---
+
+# Socket buffers small enough that a replay of a few hundred KB fills them. Linux grows a
+# send buffer to megabytes unless it is set; accepted sockets inherit the listener's.
+SMALL_BUFFER = 4096
+# Tips of the longest message: about 360 bytes of feed each, 700 KB in all, well past
+# what the small buffers and aiohttp's write buffers of one socket hold (~260 KB).
+TIPPERS = 32
+TIPS_EACH = 60
+TIP_MESSAGE = "m" * 140
+
+
+@contextlib.asynccontextmanager
+async def small_buffer_driver(tmp_path, **config: object):
+    """``running_driver`` whose server sockets have small send buffers."""
+
+    def listener(host: str, port: int, family: socket.AddressFamily) -> socket.socket:
+        sock = get_port_socket(host, port, family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+        return sock
+
+    layout, home = make_home(tmp_path, **config)
+    node = Node.from_home(home, "")
+    client = TestClient(TestServer(build_app(node), host="127.0.0.1", socket_factory=listener))
+    await client.start_server()
+    try:
+        yield Driver(client, node, load_key(layout.faucet_key_path, ""))
+    finally:
+        await client.close()
+
+
+def signed(d: Driver, key: PrivateKey, tx_type: str, payload: object) -> str:
+    """A transaction as ``Driver.submit`` signs it (hex), for a batch."""
+    nonce = d.nonces.get(key.address, 0)
+    d.nonces[key.address] = nonce + 1
+    body = TxBody(nonce, FEE, d.node.chain.height + 500, tx_type, payload.encode())
+    return sign_tx(key, d.chain_id, body).encode().hex()
+
+
+async def tipped_session(d: Driver, tips_each: int = TIPS_EACH) -> int:
+    """Session 1 with TIPPERS * tips_each tips stored; the height before the first."""
+    merchant, host = Actor("merchant"), Actor("host")
+    tippers = [Actor(f"tipper{i}") for i in range(TIPPERS)]
+    await d.fund(merchant, host, *tippers)
+    await d.run(
+        merchant.key, tx.REGISTER_MERCHANT, tx.RegisterMerchant("Acme", "", merchant.enc_public)
+    )
+    await d.run(d.faucet, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant.address, True))
+    await d.run(merchant.key, tx.OPEN_SESSION, tx.OpenSession(host.address, 1_000, "Tea live"))
+    start = d.node.chain.height
+    batch = [
+        signed(d, t.key, tx.TIP, tx.Tip(1, 1, TIP_MESSAGE))
+        for _ in range(tips_each)
+        for t in tippers
+    ]
+    resp = await d.client.post("/v1/txs", json={"txs": batch})
+    doc = await resp.json()
+    assert resp.status == 200 and doc["accepted"] == len(batch), doc
+    # A sender's transactions commit in nonce order: its last one closes the batch.
+    for result in doc["results"][-TIPPERS:]:
+        await d.wait(result["hash"])
+    return start
+
+
+async def stalled(d: Driver, path: str) -> socket.socket:
+    """A feed socket that reads the handshake's answer and then nothing (a zero window)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (d.client.server.host, d.client.server.port))
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, request.encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        async with asyncio.timeout(WAIT):
+            answer += await loop.sock_recv(sock, 1)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return sock
+
+
+def frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The complete (opcode, payload) frames of a server's byte stream (never masked)."""
+    out, at = [], 0
+    while at + 2 <= len(data):
+        opcode, size, head = data[at] & 0x0F, data[at + 1] & 0x7F, 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            head += width
+            size = int.from_bytes(data[at + 2 : at + head])
+        if at + head + size > len(data):
+            break
+        out.append((opcode, data[at + head : at + head + size]))
+        at += head + size
+    return out
+
+
+async def read_stalled(
+    sock: socket.socket, *, until_close: bool = False
+) -> list[tuple[int, bytes]]:
+    """Read the socket now: its frames until the connection ends (or, with
+    ``until_close``, until a close frame)."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                chunk = await loop.sock_recv(sock, 65536)
+            except ConnectionResetError:
+                chunk = b""
+            data += chunk
+            if not chunk or (until_close and any(op == 0x8 for op, _ in frames(data))):
+                return frames(data)
+
+
+def texts(got: list[tuple[int, bytes]]) -> list[dict]:
+    return [json.loads(payload) for opcode, payload in got if opcode == 0x1]
+
+
+async def admitted(d: Driver, count: int) -> list[aiohttp.ClientWebSocketResponse]:
+    """``count`` live session feeds open at once, retried while the address's cap
+    refuses them (1013): proof that the server released that many of its sockets."""
+    feeds: list[aiohttp.ClientWebSocketResponse] = []
+    async with asyncio.timeout(WAIT):
+        while len(feeds) < count:
+            ws = await d.client.ws_connect("/v1/sessions/1/events")
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:  # its ``ready``
+                feeds.append(ws)
+            else:
+                assert ws.close_code == CLOSE_TRY_AGAIN_LATER
+                await asyncio.sleep(0.1)
+    return feeds
+
+
+async def test_clients_that_stop_reading_hold_no_replay_slot(tmp_path):
+    """As many resuming clients as there are replay slots stop reading once their replay
+    fills the socket buffers (a zero TCP window): an honest client still resumes at once,
+    long before their sends' deadline would drop them."""
+    async with small_buffer_driver(tmp_path) as d:
+        start = await tipped_session(d)
+        d.client.server.app[HUB].send_deadline_s = 10 * WAIT
+        path = f"/v1/sessions/1/events?from={start}"
+        socks = [await stalled(d, path) for _ in range(REPLAY_SLOTS)]
+        try:
+            async with asyncio.timeout(WAIT):
+                ws, replayed, _ = await connect(d, path)
+            assert [e["kind"] for e in replayed] == ["commerce.tip"] * (TIPPERS * TIPS_EACH)
+            await ws.close()
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+async def test_clients_that_stop_reading_are_dropped_after_the_send_deadline(tmp_path, caplog):
+    """A client that stops reading mid-replay is disconnected once a send has waited the
+    hub's deadline, without a close frame (its buffer is full), and releases what it held:
+    its address may open as many feeds again. Nothing is logged for it."""
+    async with small_buffer_driver(tmp_path, feeds={"max_per_address": REPLAY_SLOTS}) as d:
+        start = await tipped_session(d)
+        d.client.server.app[HUB].send_deadline_s = 0.5
+        socks = [
+            await stalled(d, f"/v1/sessions/1/events?from={start}") for _ in range(REPLAY_SLOTS)
+        ]
+        try:
+            fresh = await admitted(d, REPLAY_SLOTS)
+            for sock in socks:
+                got = await read_stalled(sock)
+                # Cut in its replay: events only, no ``ready``, no close frame.
+                assert got and {opcode for opcode, _ in got} == {0x1}
+                assert {doc["type"] for doc in texts(got)} == {"event"}
+        finally:
+            for sock in socks:
+                sock.close()
+        for ws in fresh:
+            await ws.close()
+    assert [
+        r
+        for r in caplog.records
+        if r.name.startswith(("aiohttp", "asyncio", "apps")) and r.levelno >= logging.WARNING
+    ] == []
+
+
+async def test_a_replay_that_falls_behind_is_closed_before_it_ends(tmp_path):
+    """Live messages that pile up past a client's queue cap while its replay is stuck
+    close the feed with 4008 as soon as the socket moves, not after the whole replay."""
+    async with small_buffer_driver(tmp_path) as d:
+        start = await tipped_session(d)
+        hub = d.client.server.app[HUB]
+        hub.send_deadline_s = 10 * WAIT
+        watcher, _, _ = await connect(d, "/v1/sessions/1/events")
+        # Room for one tip in the queues of clients from now on.
+        hub.max_queue_bytes = 400
+        sock = await stalled(d, f"/v1/sessions/1/events?from={start}")
+        try:
+            tipper = Actor("tipper0")
+            tip = (tipper.key, tx.TIP, tx.Tip(1, 1, TIP_MESSAGE))
+            await d.all(tip, tip)
+            # Published: the watcher has them, so the stalled client's queue overflowed.
+            assert len(await read_until(watcher, 2)) == 2
+            got = await read_stalled(sock, until_close=True)
+        finally:
+            sock.close()
+        await watcher.close()
+    opcode, payload = got[-1]
+    assert opcode == 0x8 and int.from_bytes(payload[:2]) == CLOSE_SLOW_CONSUMER
+    # Cut in its replay: events only, no ``ready``.
+    assert {doc["type"] for doc in texts(got)} == {"event"}
+    assert len(got) < TIPPERS * TIPS_EACH
+
+
+async def test_a_client_that_stops_reading_while_idle_is_dropped(tmp_path, monkeypatch):
+    """A replay smaller than the write buffers leaves the feed idle with bytes unsent
+    to a client that stopped reading. When the heartbeat gives up on it, the connection
+    is dropped with them, not kept open (uncounted) until the client reads."""
+    monkeypatch.setattr(feed, "HEARTBEAT_S", 0.5)
+    async with small_buffer_driver(tmp_path, feeds={"max_per_address": 1}) as d:
+        start = await tipped_session(d, tips_each=3)
+        sock = await stalled(d, f"/v1/sessions/1/events?from={start}")
+        try:
+            for ws in await admitted(d, 1):
+                await ws.close()
+            got = await read_stalled(sock)
+        finally:
+            sock.close()
+    # What the kernel buffers held; the rest of the replay and ``ready`` were dropped.
+    assert {doc["type"] for doc in texts(got)} == {"event"}
