@@ -47,6 +47,7 @@ from typing import Final, Literal
 import plyvel
 
 from core.errors import StorageError
+from storage.table_reads import read_tables_without_mmap
 
 META: Final = b"m"
 BLOCK: Final = b"b"
@@ -129,6 +130,8 @@ class Database:
         elif not os.path.exists(os.path.join(self.path, "CURRENT")):
             # Checked here: LevelDB would create the directory before failing.
             raise StorageError(f"no database at {self.path}")
+        # Once per process, before LevelDB builds its environment (storage.table_reads).
+        read_tables_without_mmap()
         try:
             self._db: plyvel.DB | None = plyvel.DB(
                 self.path,

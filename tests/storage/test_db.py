@@ -10,6 +10,7 @@ from core.errors import StorageError
 from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height
+from storage.table_reads import read_tables_without_mmap
 
 
 def test_key_spaces_are_distinct_single_bytes():
@@ -140,3 +141,24 @@ def test_cache_is_bounded_and_returns_what_was_put_or_nothing(capacity, ops):
     for key in range(41):
         assert cache.get(key) in (latest.get(key), None)
         assert cache.get(key, b"dflt") in (latest.get(key), b"dflt")
+
+
+def test_tables_are_read_through_the_block_cache_not_mapped(tmp_path):
+    """Reads and compactions leave no table file mapped into the process: their pages
+    would count in its resident set (storage.table_reads)."""
+    db = Database(tmp_path / "db")
+    assert read_tables_without_mmap()
+    keys = [i.to_bytes(8, "big") * 4 for i in range(40_000)]
+    for start in range(0, len(keys), 10_000):
+        batch = db.new_batch(sync=False)
+        for key in keys[start : start + 10_000]:
+            batch.put(key, key * 3)
+        db.write(batch)
+    db.compact()
+    assert all(db.get(key) == key * 3 for key in keys)
+    tables = list((tmp_path / "db").glob("*.ldb"))
+    assert tables, "the data did not reach a table file"
+    with open("/proc/self/maps") as maps:
+        mapped = [line for line in maps if line.rstrip().endswith(".ldb")]
+    db.close()
+    assert mapped == []
