@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 from core.errors import Invalid
 
@@ -72,3 +73,21 @@ def check_dialable(text: str) -> tuple[str, int]:
     if unspecified:
         raise InvalidNetAddress(f"{text!r} is a listen-on-all address, not one peers can dial")
     return host, port
+
+
+def client_key(peername: Any) -> str:
+    """Whose connection this is, for per-client caps: an IPv4 address, or an IPv6
+    address's /64 (what one subscriber usually holds); an IPv4-mapped IPv6 address
+    is its IPv4 address. ``peername`` is a socket's (host, port, ...)."""
+    host = peername[0] if isinstance(peername, tuple) and peername else None
+    if not isinstance(host, str):
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)

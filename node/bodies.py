@@ -19,6 +19,7 @@ import json
 from aiohttp import web
 
 from core import HttpError, Invalid
+from core.netaddr import client_key
 
 # msgpack array headers: fixarray 0x90-0x9f (count in the low nibble), array 16 and 32.
 _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
@@ -34,60 +35,94 @@ class BodyError(Invalid):
         super().__init__(message, code)
 
 
+# A compressed body may decode to at most this many times its size on the wire:
+# signed transactions barely compress, and without a bound 26 KB of gzip decode to
+# 25 MiB held in the body budget.
+MAX_DECODE_RATIO = 8
+
+
 class BodyBudget:
-    """Bytes of request bodies being read, over all connections, and their cap.
+    """Bytes of request bodies being read, over all connections and per client, and
+    their caps.
 
     ``max_request_bytes`` bounds one body; without this, every client could hold
     that much at once: 16 uploads of 31 MiB stalled before their end took a node
     from 70 to 695 MB, which it kept after they closed (freed memory is not given
-    back). A body is charged as its bytes arrive and credited once it is read.
+    back). A body is charged as its bytes arrive and credited once it is read. One
+    client address (``core.netaddr.client_key``) may hold a quarter of the budget,
+    so a few stalled uploads from one place do not refuse everyone else's.
     """
 
-    __slots__ = ("capacity", "held")
+    __slots__ = ("capacity", "per_client", "held", "_clients")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self.per_client = max(1, capacity // 4)
         self.held = 0
+        self._clients: dict[str, int] = {}
 
-    def take(self, size: int) -> bool:
-        if self.held + size > self.capacity:
+    def take(self, client: str, size: int) -> bool:
+        mine = self._clients.get(client, 0)
+        if self.held + size > self.capacity or mine + size > self.per_client:
             return False
         self.held += size
+        self._clients[client] = mine + size
         return True
 
-    def give(self, size: int) -> None:
+    def give(self, client: str, size: int) -> None:
+        if not size:
+            return
         self.held -= size
+        left = self._clients[client] - size
+        if left:
+            self._clients[client] = left
+        else:
+            del self._clients[client]
 
 
 BODY_BUDGET: web.AppKey[BodyBudget] = web.AppKey("body_budget", BodyBudget)
 
 
+def _too_large(message: str) -> HttpError:
+    return HttpError(400, "too_large", message, {"Connection": "close"})
+
+
 async def read_body(request: web.Request, max_bytes: int, timeout_ms: int) -> bytes:
     """The request's body, or ``request_timeout`` (408) if it is not all in within
     ``timeout_ms`` (the node's ``body_timeout_ms``): a client that trickles a body holds a
-    connection and a buffer, so a slow upload ends instead of lasting forever. Its size is
-    bounded by ``max_bytes``, the node's ``max_request_bytes`` (``too_large``, from
-    ``Content-Length`` before a byte is read), and the bytes all bodies being read hold by the app's
-    ``BodyBudget``: over it the request is ``busy`` (503, ``Retry-After``). A body
-    that does not decode as its ``Content-Encoding`` says, or ends with its connection,
-    is ``malformed`` (400): the client's fault, not a 500 logged as the node's bug."""
+    connection and a buffer, so a slow upload ends instead of lasting forever.
+
+    Its decoded size is bounded by ``max_bytes``, the node's ``max_request_bytes``
+    (``too_large``, from ``Content-Length`` before a byte is read), and a compressed
+    body's by ``MAX_DECODE_RATIO`` times its ``Content-Length``, which it must then
+    have. The bytes bodies being read hold, in all and per client, are bounded by the
+    app's ``BodyBudget``: over it the request is ``busy`` (503, ``Retry-After``). A
+    body that does not decode as its ``Content-Encoding`` says, or ends with its
+    connection, is ``malformed`` (400): the client's fault, not a 500 logged as the
+    node's bug."""
     limit = max_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise HttpError(
-            400,
-            "too_large",
-            f"the body is {declared} bytes, over the node's {limit}",
-            {"Connection": "close"},
-        )
+        raise _too_large(f"the body is {declared} bytes, over the node's {limit}")
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        if declared is None:
+            raise HttpError(
+                400,
+                "malformed",
+                "a body with a Content-Encoding needs a Content-Length",
+                {"Connection": "close"},
+            )
+        limit = min(limit, MAX_DECODE_RATIO * declared)
     budget = request.app[BODY_BUDGET]
+    transport = request.transport
+    client = client_key(transport.get_extra_info("peername") if transport else None)
     chunks: list[bytes] = []
     held = 0
     try:
         async with asyncio.timeout(timeout_ms / 1000):
             # Decoded bytes as they arrive (after any Content-Encoding).
             async for chunk in request.content.iter_any():
-                if not budget.take(len(chunk)):
+                if not budget.take(client, len(chunk)):
                     raise HttpError(
                         503,
                         "busy",
@@ -97,12 +132,7 @@ async def read_body(request: web.Request, max_bytes: int, timeout_ms: int) -> by
                 held += len(chunk)
                 chunks.append(chunk)
                 if held > limit:
-                    raise HttpError(
-                        400,
-                        "too_large",
-                        f"the body is over the node's {limit} bytes",
-                        {"Connection": "close"},
-                    )
+                    raise _too_large(f"the body decodes to more than {limit} bytes")
     except TimeoutError:
         raise HttpError(
             408,
@@ -120,7 +150,7 @@ async def read_body(request: web.Request, max_bytes: int, timeout_ms: int) -> by
             {"Connection": "close"},
         ) from None
     finally:
-        budget.give(held)
+        budget.give(client, held)
     return b"".join(chunks)
 
 
@@ -209,6 +239,7 @@ def parse_json_txs(body: bytes, max_items: int) -> tuple[list[bytes], bool]:
 
 __all__ = [
     "BODY_BUDGET",
+    "MAX_DECODE_RATIO",
     "BodyBudget",
     "BodyError",
     "parse_json_txs",

@@ -469,8 +469,10 @@ class ConsensusService:
         assert self.engine is not None
         try:
             self.engine.start()
-        except Exception:
+        except Exception as exc:
             log.exception("consensus engine failed to start")
+            # Some failures come before the engine's own loop marks it halted.
+            self._report_halt(exc)
 
     def _warm_tree(self, start: int, started: float) -> None:
         """Fill the state tree's upper levels after a start (``StateTree.warm``), a
@@ -497,12 +499,16 @@ class ConsensusService:
         engine = self.engine
         if engine is not None and self._loop is not None:
             self._metrics.round.set(engine.round)
-            fault = engine.halted
-            if fault is not None and not self._halt_reported and self._halted is not None:
-                self._halt_reported = True
-                report = self._halted
-                self._node_loop.call_soon(lambda: report(fault))
+            if engine.halted is not None:
+                self._report_halt(engine.halted)
             self._loop.call_later(0.5, self._report_round)
+
+    def _report_halt(self, fault: BaseException) -> None:
+        """Tell the node, once, that the engine will not advance again."""
+        report = self._halted
+        if report is not None and not self._halt_reported:
+            self._halt_reported = True
+            self._node_loop.call_soon(lambda: report(fault))
 
     def stop(self) -> None:
         loop = self._loop

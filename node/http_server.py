@@ -9,13 +9,16 @@ first passes ``ConnectionGate``:
 
 - **caps.** At most ``max_per_address`` connections from one client address (an
   IPv6 client's whole /64, which one subscriber usually holds) and
-  ``max_connections`` in all, itself kept ``FD_RESERVE`` below the process's
-  open-file limit. A connection over a cap is answered ``503`` with
+  ``max_connections`` in all, itself kept below the process's open-file limit
+  (``connection_cap``). A connection over a cap is answered ``503`` with
   ``Retry-After`` and closed before aiohttp sees it: no task, no parser.
 - **writes that stall.** A connection whose unsent bytes have not shrunk for
-  ``write_stall_ms`` is aborted: its client stopped reading (a TCP zero window).
+  ``write_stall_ms`` is reset: its client stopped reading (a TCP zero window).
   A closing transport waits for its buffer to drain first, so this also ends
-  connections whose close would never finish.
+  connections whose close would never finish. Reset, not closed: a close hands
+  the unsent bytes to the kernel, which keeps them as long as the window stays
+  shut (``core.sockets``); for closes the gate does not see (aiohttp's), the
+  kernel itself gives up on unacknowledged bytes a while later.
 - **idle and slow headers.** aiohttp closes a connection that has no request in
   progress after ``keepalive_timeout_ms``, counted from the connection or the
   last answer; headers trickled byte by byte do not restart it.
@@ -25,21 +28,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
+
+from core.netaddr import client_key
+from core.sockets import bound_unacked, reset
 
 log = logging.getLogger("node.http")
 
 # Descriptors kept out of the HTTP clients' reach: LevelDB's table files, the WAL,
-# the signer, peers' connections, the signature workers' pipes.
+# the signer, peers' connections, the signature workers' pipes. A quarter of a small
+# limit (a hard limit of 1,024 would leave HTTP nothing).
 FD_RESERVE = 1024
+# Below this many connections in all, the node warns at start: its limit is too low.
+FEW_CONNECTIONS = 256
+
+
+def connection_cap(fd_limit: int) -> int:
+    """The HTTP connections a process with ``fd_limit`` open files can spare."""
+    return max(1, fd_limit - min(FD_RESERVE, fd_limit // 4))
+
+
 # How often stalled writes are looked for.
 SWEEP_S = 1.0
 _REFUSED_BODY = json.dumps(
@@ -70,22 +85,6 @@ class HttpLimits:
     max_bodies_bytes: int = 128 * 1024 * 1024
 
 
-def address_key(peername: Any) -> str:
-    """Whose connection this is: an IPv4 address, or an IPv6 address's /64."""
-    host = peername[0] if isinstance(peername, tuple) and peername else None
-    if not isinstance(host, str):
-        return "unknown"
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
 class _Gated(asyncio.Protocol):
     """One connection: aiohttp's handler behind the gate's count and stall watch."""
 
@@ -102,7 +101,7 @@ class _Gated(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's do not subclass asyncio's classes).
         transport = cast(asyncio.Transport, transport)
-        self.address = address_key(transport.get_extra_info("peername"))
+        self.address = client_key(transport.get_extra_info("peername"))
         refused = self.gate.admit(self)
         if refused is not None:
             log.debug("refused an HTTP connection from %s: %s", self.address, refused)
@@ -110,8 +109,18 @@ class _Gated(asyncio.Protocol):
             transport.close()
             return
         self.transport = transport
-        self.inner = self.gate.factory()
-        self.inner.connection_made(transport)
+        # Whatever ends it (aiohttp's keep-alive close included, which the sweep does
+        # not see), the kernel gives up on bytes the client never acknowledges; later
+        # than the sweep, which resets a stalled connection it sees itself.
+        stall_ms = self.gate.limits.write_stall_ms
+        bound_unacked(transport, 2 * stall_ms + int(2000 * SWEEP_S))
+        try:
+            self.inner = self.gate.factory()
+            self.inner.connection_made(transport)
+        except BaseException:
+            self.gate.release(self)
+            self.inner = None
+            raise
 
     def data_received(self, data: bytes) -> None:
         if self.inner is not None:
@@ -210,7 +219,7 @@ class ConnectionGate:
                     unsent,
                     now - conn.stalled_since,
                 )
-                transport.abort()
+                reset(transport)
                 aborted += 1
                 if self._on_stalled is not None:
                     self._on_stalled()
@@ -245,7 +254,8 @@ class HttpServer:
         self.port = port
         self.limits = limits
         # With no descriptors to spare, still one connection (an operator's status call).
-        self._max_connections = None if fd_limit is None else max(1, fd_limit - FD_RESERVE)
+        self._fd_limit = fd_limit
+        self._max_connections = None if fd_limit is None else connection_cap(fd_limit)
         self._shutdown_timeout = shutdown_timeout
         self._on_refused = on_refused
         self._on_stalled = on_stalled
@@ -272,6 +282,13 @@ class HttpServer:
             on_refused=self._on_refused,
             on_stalled=self._on_stalled,
         )
+        if self.gate.max_connections < FEW_CONNECTIONS:
+            log.warning(
+                "HTTP serves at most %d connections (open-file limit %s): raise the hard "
+                "limit (LimitNOFILE=, ulimit -Hn) for more",
+                self.gate.max_connections,
+                self._fd_limit,
+            )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self.gate, self.host, self.port, reuse_address=True, backlog=1024
@@ -302,10 +319,21 @@ def serve_until_signalled(
         stopping = until if until is not None else asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
+        # Starting may take long (a node that joins by state sync syncs first): a
+        # signal meanwhile cancels the start instead of waiting for its end.
+        starting = loop.create_task(server.start(), name="http-start")
+        stopped = loop.create_task(stopping.wait(), name="http-stop-wait")
         try:
-            await server.start()
-            await stopping.wait()
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a failed start raises here
+                await stopped
+            else:
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
         finally:
+            stopped.cancel()
             await server.stop()
 
     try:
@@ -324,9 +352,10 @@ def serve_until_signalled(
 
 __all__ = [
     "FD_RESERVE",
+    "FEW_CONNECTIONS",
     "ConnectionGate",
     "HttpLimits",
     "HttpServer",
-    "address_key",
+    "connection_cap",
     "serve_until_signalled",
 ]

@@ -82,8 +82,10 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
     """Open the node before serving; stop it (finishing any block in flight) after."""
     node = app[NODE]
     node.open()
-    await node.start()
     try:
+        # A start that fails or is cancelled (a signal during state sync) still
+        # stops what it started.
+        await node.start()
         yield
     finally:
         await node.stop()

@@ -46,6 +46,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from apps.commerce import events as ev
 from apps.commerce.txtypes import FEED_KINDS, session_of
 from apps.routes import HASH, STR, UINT, Component, described, obj
+from core.netaddr import client_key
+from core.sockets import reset
 
 if TYPE_CHECKING:
     from apps.commerce.http import ChainReader
@@ -477,7 +479,9 @@ async def serve_feed(
     """
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4096)
     await ws.prepare(request)
-    address = request.remote or "unknown"
+    transport = request.transport
+    # An IPv6 client's /64 counts as one address, as for HTTP connections.
+    address = client_key(transport.get_extra_info("peername") if transport else None)
     refused = hub.admit(address)
     if refused is not None:
         # Closed with a code a browser can read (an HTTP refusal of the upgrade is not).
@@ -494,10 +498,9 @@ async def serve_feed(
         # Bytes still unsent at the end are for a client that stopped reading (a send
         # outlived its deadline, or the heartbeat gave up on it). Closing the transport
         # would wait for them to flush, which such a client never lets happen, keeping
-        # the socket and buffer uncounted: drop the connection instead.
-        transport = request.transport
+        # the socket and buffer uncounted: reset the connection instead (no orphan).
         if transport is not None and transport.get_write_buffer_size():
-            transport.abort()
+            reset(transport)
     return ws
 
 
