@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -235,3 +236,20 @@ def test_pruned_node_serves_recent_reads_and_refuses_old_ones_with_a_stable_code
         # The chain went on finalizing through every pruning pass.
         net.wait_height(head + 5, timeout=30)
         assert json.dumps(node.status()["retained"])
+
+
+def test_a_node_stops_on_sigterm_while_it_waits_to_state_sync(tmp_path):
+    """A state sync waits for peers for as long as it takes: a signal meanwhile must stop
+    the node at once (cleanly, status 0), not after a sync that may never come."""
+    key = PrivateKey.generate()
+    layout, _homes, _config = make_net(tmp_path, key)
+    # Nobody to sync from: the members are not running.
+    home = joiner_home(layout, tmp_path, key, observer=True, state_sync={"enabled": True})
+    joiner = NodeProcess(home)
+    joiner.launch()
+    assert joiner.proc is not None
+    log = home / "test-node.log"
+    wait_until(lambda: b"p2p listening" in log.read_bytes(), 30, "the joiner to start its sync")
+    joiner.proc.send_signal(signal.SIGTERM)
+    assert joiner.proc.wait(15) == 0
+    assert b"node stopped" in log.read_bytes()
