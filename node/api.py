@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -92,6 +93,39 @@ MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/oc
 # queues here instead of taking every thread and the memory with it.
 BLOCK_READ_SLOTS = 2
 BLOCK_READS: web.AppKey[asyncio.Semaphore] = web.AppKey("block_reads", asyncio.Semaphore)
+# Rendered blocks kept, in bytes of JSON text: a big block takes ~200 ms of CPU to
+# render, and explorers and apps all ask for the same recent ones.
+RENDERED_BLOCK_BYTES = 16 * 1024 * 1024
+
+
+class RenderedBlocks:
+    """The JSON text of final blocks by (height, mode), least recently used out first.
+
+    Final blocks never change, so a kept text is never stale; a height pruned since is
+    checked by the caller before it is served.
+    """
+
+    def __init__(self, max_bytes: int = RENDERED_BLOCK_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._texts: OrderedDict[tuple[int, str], str] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, height: int, mode: str) -> str | None:
+        text = self._texts.get((height, mode))
+        if text is not None:
+            self._texts.move_to_end((height, mode))
+        return text
+
+    def put(self, height: int, mode: str, text: str) -> None:
+        if len(text) > self.max_bytes or (height, mode) in self._texts:
+            return
+        self._texts[(height, mode)] = text
+        self._bytes += len(text)
+        while self._bytes > self.max_bytes:
+            self._bytes -= len(self._texts.popitem(last=False)[1])
+
+
+RENDERED_BLOCKS: web.AppKey[RenderedBlocks] = web.AppKey("rendered_blocks", RenderedBlocks)
 
 # The node's routes; the chain objects every answer shares are documented first.
 ROUTES = RouteTable("node", components=(RECEIPT, BLOCK))
@@ -482,13 +516,20 @@ async def get_block(request: web.Request) -> web.Response:
     chain, _ = _ready(node)
     which = request.match_info["height"]
     height = chain.height if which == "latest" else _decimal(which, "height", "bad_height")
+    # One spelling per view, so that the kept texts are keyed by what they hold.
     mode = request.query.get("txs", "true").lower()
-    # Reading, decoding and rendering a block is CPU and memory in proportion to its
-    # size: never on the event loop (p2p and every client share it), and a few at once.
-    async with request.app[BLOCK_READS]:
-        text = await asyncio.get_running_loop().run_in_executor(
-            None, _render_block, chain, height, mode
-        )
+    mode = "false" if mode in ("0", "false", "no") else "hashes" if mode == "hashes" else "true"
+    rendered = request.app[RENDERED_BLOCKS]
+    text = rendered.get(height, mode) if height >= chain.store.block_base else None
+    if text is None:
+        # Reading, decoding and rendering a block is CPU and memory in proportion to its
+        # size: never on the event loop (p2p and every client share it), and a few at once.
+        async with request.app[BLOCK_READS]:
+            text = await asyncio.get_running_loop().run_in_executor(
+                None, _render_block, chain, height, mode
+            )
+        if text is not None:
+            rendered.put(height, mode, text)
     if text is None:
         chain.store.require_block(height)  # 410 pruned, when it was there once
         raise HttpError(404, "not_found", f"no block at height {height} (head is {chain.height})")
@@ -792,7 +833,12 @@ async def get_state(request: web.Request) -> web.Response:
         height = _decimal(which, "height", "bad_height")
         if height > chain.height:
             raise HttpError(404, "not_found", f"height {height} is above the head {chain.height}")
-    value, proof, root = chain.store.prove(key, height)
+    # A proof is a tree walk (at an old height, node reads from disk) and hashing:
+    # never on the event loop, and a few at once, as block reads.
+    async with request.app[BLOCK_READS]:
+        value, proof, root = await asyncio.get_running_loop().run_in_executor(
+            None, chain.store.prove, key, height
+        )
     return web.json_response(
         {
             "key": key.hex(),
@@ -888,6 +934,7 @@ def create_app(node: Node) -> web.Application:
     ROUTES.mount(app)
     install_simulate(app)
     app[BLOCK_READS] = asyncio.Semaphore(BLOCK_READ_SLOTS)
+    app[RENDERED_BLOCKS] = RenderedBlocks()
     add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
     STAKING_ROUTES.mount(app)
     add_openapi_route(app)

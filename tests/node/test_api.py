@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 import time
@@ -25,7 +26,7 @@ from core import (
     sign_tx,
 )
 from genesis import Genesis
-from node.api import errors_middleware
+from node.api import RenderedBlocks, errors_middleware
 from storage import StateProof, verify_proof
 from vm import Account, Transfer, account_key
 
@@ -318,3 +319,35 @@ async def test_every_route_answers_503_with_retry_after_until_the_node_is_open(t
             doc = await resp.json()
             assert (resp.status, doc["code"]) == (503, "unavailable"), (path, doc)
             assert resp.headers.get("Retry-After") == "1", path
+
+
+async def test_each_view_of_a_block_is_its_own_and_answers_alike_again(node_client):
+    """Rendered blocks are kept by height and view (``?txs=``): every spelling of a view
+    answers that view, the second time as the first."""
+    client, _, _ = node_client
+    for _ in range(100):
+        if (await (await client.get("/v1/status")).json())["height"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    views = {}
+    for spelling in ("true", "false", "no", "0", "hashes", "anything", "hashes"):
+        views.setdefault(spelling, []).append(
+            await (await client.get(f"/v1/blocks/1?txs={spelling}")).text()
+        )
+    assert views["false"][0] == views["no"][0] == views["0"][0]
+    assert views["anything"][0] == views["true"][0]
+    assert views["hashes"][0] == views["hashes"][1]
+    assert "tx_hashes" in json.loads(views["hashes"][0])
+    assert {"tx_hashes", "txs"}.isdisjoint(json.loads(views["false"][0]))
+    assert len({views["true"][0], views["false"][0], views["hashes"][0]}) == 3
+
+
+def test_rendered_blocks_are_bounded_in_bytes():
+    kept = RenderedBlocks(max_bytes=100)
+    kept.put(1, "true", "a" * 60)
+    kept.put(2, "true", "b" * 30)
+    assert kept.get(1, "true") == "a" * 60  # now the most recently used
+    kept.put(3, "true", "c" * 30)
+    assert kept.get(2, "true") is None and kept.get(1, "true") is not None
+    kept.put(4, "true", "d" * 101)  # larger than the whole bound: not kept
+    assert kept.get(4, "true") is None
