@@ -11,7 +11,10 @@ first passes ``ConnectionGate``:
   IPv6 client's whole /64, which one subscriber usually holds) and
   ``max_connections`` in all, itself kept below the process's open-file limit
   (``connection_cap``). A connection over a cap is answered ``503`` with
-  ``Retry-After`` and closed before aiohttp sees it: no task, no parser.
+  ``Retry-After`` and closed before aiohttp sees it: no task, no parser. At the
+  total cap a newcomer instead takes the place of the least recently active
+  connection of the address holding the most, when that one holds at least two
+  more: a few addresses cannot fill the node and keep everyone else out.
 - **writes that stall.** A connection whose unsent bytes have not shrunk for
   ``write_stall_ms`` is reset: its client stopped reading (a TCP zero window).
   A closing transport waits for its buffer to drain first, so this also ends
@@ -31,6 +34,7 @@ import contextlib
 import json
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -88,7 +92,7 @@ class HttpLimits:
 class _Gated(asyncio.Protocol):
     """One connection: aiohttp's handler behind the gate's count and stall watch."""
 
-    __slots__ = ("gate", "inner", "transport", "address", "unsent", "stalled_since")
+    __slots__ = ("gate", "inner", "transport", "address", "unsent", "stalled_since", "active")
 
     def __init__(self, gate: ConnectionGate) -> None:
         self.gate = gate
@@ -97,6 +101,8 @@ class _Gated(asyncio.Protocol):
         self.address = ""
         self.unsent = 0
         self.stalled_since: float | None = None
+        # When the client last sent something (the least recent is evicted first).
+        self.active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's do not subclass asyncio's classes).
@@ -124,6 +130,7 @@ class _Gated(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.inner is not None:
+            self.active = time.monotonic()
             self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -157,14 +164,16 @@ class ConnectionGate:
         max_connections: int | None = None,
         on_refused: Callable[[str], None] | None = None,
         on_stalled: Callable[[], None] | None = None,
+        on_evicted: Callable[[], None] | None = None,
     ) -> None:
         self.factory = factory
         self.limits = limits
         self.max_connections = min(limits.max_connections, max_connections or 1 << 62)
         self._on_refused = on_refused
         self._on_stalled = on_stalled
+        self._on_evicted = on_evicted
         self._open: set[_Gated] = set()
-        self._per_address: dict[str, int] = {}
+        self._by_address: dict[str, set[_Gated]] = {}
 
     def __call__(self) -> asyncio.Protocol:
         return _Gated(self)
@@ -174,29 +183,52 @@ class ConnectionGate:
         return len(self._open)
 
     def admit(self, conn: _Gated) -> str | None:
-        """Count ``conn``; the reason it is refused, if it is (then it is not counted)."""
+        """Count ``conn``; the reason it is refused, if it is (then it is not counted).
+
+        At the total cap a newcomer takes the place of the least recently active
+        connection of the address holding the most, if that address holds at least
+        two more than the newcomer's: a few addresses that fill the node cannot keep
+        the others out (max-min fairness by address); equals never evict each other.
+        """
+        mine = self._by_address.get(conn.address)
+        held = len(mine) if mine else 0
         reason = None
-        if len(self._open) >= self.max_connections:
-            reason = "total"
-        elif self._per_address.get(conn.address, 0) >= self.limits.max_per_address:
+        if held >= self.limits.max_per_address:
             reason = "per_address"
+        elif len(self._open) >= self.max_connections:
+            victim = self._heaviest_address_oldest(held + 1)
+            if victim is None:
+                reason = "total"
+            else:
+                self.release(victim)
+                if victim.transport is not None:
+                    reset(victim.transport)
+                if self._on_evicted is not None:
+                    self._on_evicted()
         if reason is not None:
             if self._on_refused is not None:
                 self._on_refused(reason)
             return reason
         self._open.add(conn)
-        self._per_address[conn.address] = self._per_address.get(conn.address, 0) + 1
+        self._by_address.setdefault(conn.address, set()).add(conn)
         return None
+
+    def _heaviest_address_oldest(self, more_than: int) -> _Gated | None:
+        """The least recently active connection of the address holding the most, if it
+        holds more than ``more_than``."""
+        heaviest = max(self._by_address.values(), key=len, default=None)
+        if heaviest is None or len(heaviest) <= more_than:
+            return None
+        return min(heaviest, key=lambda c: c.active)
 
     def release(self, conn: _Gated) -> None:
         if conn not in self._open:
             return
         self._open.discard(conn)
-        left = self._per_address[conn.address] - 1
-        if left:
-            self._per_address[conn.address] = left
-        else:
-            del self._per_address[conn.address]
+        mine = self._by_address[conn.address]
+        mine.discard(conn)
+        if not mine:
+            del self._by_address[conn.address]
 
     def sweep(self, now: float) -> int:
         """Abort the connections whose unsent bytes did not shrink for ``write_stall_ms``;
@@ -248,6 +280,7 @@ class HttpServer:
         shutdown_timeout: float = 5.0,
         on_refused: Callable[[str], None] | None = None,
         on_stalled: Callable[[], None] | None = None,
+        on_evicted: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
         self.host = host
@@ -259,6 +292,7 @@ class HttpServer:
         self._shutdown_timeout = shutdown_timeout
         self._on_refused = on_refused
         self._on_stalled = on_stalled
+        self._on_evicted = on_evicted
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -281,6 +315,7 @@ class HttpServer:
             max_connections=self._max_connections,
             on_refused=self._on_refused,
             on_stalled=self._on_stalled,
+            on_evicted=self._on_evicted,
         )
         if self.gate.max_connections < FEW_CONNECTIONS:
             log.warning(

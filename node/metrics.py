@@ -157,5 +157,10 @@ class NodeMetrics:
             "HTTP connections aborted because their client stopped reading",
             registry=r,
         )
+        self.http_evicted = Counter(
+            "liveledger_http_connections_evicted",
+            "HTTP connections reset at the total cap to make room for an address holding fewer",
+            registry=r,
+        )
         self.thread_cpu = ThreadCpu()
         r.register(self.thread_cpu)

@@ -114,6 +114,7 @@ def http_server(node: Node, app: web.Application, fd_limit: int | None = None) -
         fd_limit=fd_limit,
         on_refused=lambda reason: metrics.http_refused.labels(reason).inc(),
         on_stalled=metrics.http_stalled.inc,
+        on_evicted=metrics.http_evicted.inc,
     )
     metrics.http_connections.set_function(lambda: server.gate.connections if server.gate else 0)
     return server

@@ -120,6 +120,30 @@ async def test_connections_over_the_total_cap_are_refused(tmp_path):
             w.close()
 
 
+async def test_at_the_total_cap_a_newcomer_evicts_from_the_heaviest_address(tmp_path):
+    """Addresses that fill the node cannot keep others out: a newcomer takes the place
+    of the least recently active connection of the address holding the most."""
+    cap = connection_cap(8)
+    async with gated(tmp_path, fd_limit=8) as (port, _node):
+        heavy = [await raw(port, "127.0.0.10") for _ in range(cap - 1)]
+        light = await raw(port, "127.0.0.11")
+        # The heavy address's first connection has been quiet the longest.
+        for _reader, writer in heavy[1:]:
+            writer.write(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.2)
+        assert await status_from(port, "127.0.0.20") == 200
+        oldest = heavy[0][0]
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(oldest.read(), WAIT) == b""
+        assert await metric(port, "liveledger_http_connections_evicted_total") >= 1
+        # Equals do not evict each other: the light address keeps its connection.
+        light[1].write(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(light[0].readuntil(b"\r\n\r\n"), WAIT)
+        assert head.startswith(b"HTTP/1.1 200")
+        for _, writer in [*heavy, light]:
+            writer.close()
+
+
 async def test_a_client_that_stops_reading_is_aborted(tmp_path):
     """Pipelined requests whose answers are never read: the connection ends, instead of
     holding its answers (and a descriptor) for as long as the client likes."""
