@@ -46,9 +46,12 @@ from core.sockets import bound_unacked, reset
 
 log = logging.getLogger("node.http")
 
-# Descriptors kept out of the HTTP clients' reach: LevelDB's table files, the WAL,
-# the signer, peers' connections, the signature workers' pipes. A quarter of a small
-# limit (a hard limit of 1,024 would leave HTTP nothing).
+# Descriptors kept out of the HTTP clients' reach: LevelDB's table files (a store's
+# two databases keep up to plyvel's max_open_files of 1,000 each, and LevelDB itself
+# at most a fifth of the limit: storage.table_reads), and 1,024 for the WAL, the
+# signer, peers' connections and the signature workers' pipes. At most half of a
+# small limit (a hard limit of 1,024 would leave HTTP nothing).
+LEVELDB_TABLE_FILES = 2 * 1000
 FD_RESERVE = 1024
 # Below this many connections in all, the node warns at start: its limit is too low.
 FEW_CONNECTIONS = 256
@@ -56,7 +59,8 @@ FEW_CONNECTIONS = 256
 
 def connection_cap(fd_limit: int) -> int:
     """The HTTP connections a process with ``fd_limit`` open files can spare."""
-    return max(1, fd_limit - min(FD_RESERVE, fd_limit // 4))
+    tables = min(fd_limit // 5, LEVELDB_TABLE_FILES)
+    return max(1, fd_limit - min(fd_limit // 2, FD_RESERVE + tables))
 
 
 # How often stalled writes are looked for.
@@ -388,6 +392,7 @@ def serve_until_signalled(
 __all__ = [
     "FD_RESERVE",
     "FEW_CONNECTIONS",
+    "LEVELDB_TABLE_FILES",
     "ConnectionGate",
     "HttpLimits",
     "HttpServer",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import resource
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,39 +16,16 @@ from node.consensus import ConsensusSeams
 from node.http_server import HttpServer, serve_until_signalled
 from node.logs import configure_logging
 from node.service import Node
+from storage import raise_open_file_limit
 
 log = logging.getLogger("node.run")
 
 SWITCH_INTERVAL_S = 0.0005
-# The open-file limit a node asks for when its hard limit is unlimited.
-FD_LIMIT_WANTED = 1 << 20
 # Exit status of a node whose consensus engine halted on a fault (EX_SOFTWARE): its
 # supervisor restarts it, and the WAL restores where it was.
 EXIT_CONSENSUS_HALTED = 70
 # Young-generation threshold of the cyclic GC (CPython's default is 700).
 GC_GEN0_THRESHOLD = 400_000
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's soft limit on open files to its hard limit; return it.
-
-    Every HTTP client holds a descriptor until aiohttp's keep-alive ends it, and the
-    node needs its own for LevelDB's tables, the consensus WAL, the signer's state
-    and its peers. Under the usual soft limit of 1,024 a thousand idle connections
-    left the signer unable to persist its state (EMFILE), which halts consensus: the
-    hard limit (often 512k) lifts that far beyond what a client can hold open.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = FD_LIMIT_WANTED if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:
-            # E.g. above the kernel's nr_open: keep what we have and say so.
-            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
-            return soft
-        soft = target
-    return soft
 
 
 def tune_gc() -> None:
@@ -136,7 +112,8 @@ def run_node(
     # with the default 5 ms switch interval a CPU-bound block build starves them
     # (a convoy). A shorter interval keeps verification flowing during a build.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    fd_limit = raise_fd_limit()
+    # Before the store opens: LevelDB sizes its budget of table files from it.
+    fd_limit = raise_open_file_limit()
     node = Node.from_home(home, passphrase, seams=seams, observer=observer, state_sync=state_sync)
     app = build_app(node)
     # After the node opened (cleanup contexts start in order): this process only.

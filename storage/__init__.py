@@ -37,7 +37,7 @@ from storage.state_tree import (
     state_root_of,
     verify_proof,
 )
-from storage.table_reads import read_tables_without_mmap
+from storage.table_reads import raise_open_file_limit, read_tables_without_mmap
 
 __all__ = [
     "DEFAULT_STATE_CACHE_SIZE",
@@ -66,6 +66,7 @@ __all__ = [
     "VerifiedChunk",
     "WriteBatch",
     "node_ref",
+    "raise_open_file_limit",
     "read_tables_without_mmap",
     "root_subtree",
     "serve_chunk",

@@ -12,22 +12,32 @@ LevelDB has no option for this, only the process-wide ``g_mmap_limit`` its own
 tests set through ``EnvPosixTestHelper::SetReadOnlyMMapLimit``. Neither is
 exported, but the library plyvel's wheel ships keeps its symbol table, so the
 variable's address is found there and set to 0 before the first database opens
-(the limit is read once, when LevelDB builds its default environment). Table
-reads then copy each block into the bounded block cache (``storage.chain_store``
-gives each database 32 MB), as LevelDB does on 32-bit hosts: measured on one
-table set of 1M keys, a point read costs 3.3-4.0 us against 2.1-4.2 mapped, and
-the mapped 150 MB of the process became 9 MB.
+(the limit is read once, when LevelDB builds its default environment, at the first
+``leveldb::Options`` any call makes: a ``plyvel.DB``, ``destroy_db`` or
+``repair_db``). Table reads then copy each block into the bounded block cache
+(``storage.chain_store`` gives each database 8 MB), as LevelDB does on 32-bit
+hosts: measured on one table set of 1M keys, a point read costs 3.3-4.0 us against
+2.1-4.2 mapped, and the mapped 150 MB of the process became 9 MB.
+
+Unmapped tables hold a descriptor each instead, up to a fifth of the soft
+open-file limit as LevelDB reads it when it builds its environment (beyond that,
+every read opens and closes its file). So the soft limit is raised to the hard
+one first (``raise_open_file_limit``), in every process that opens a store: the
+node, ``liveledger audit``, the benches.
 
 Every step is checked, and any surprise (another build of the library, a stripped
-one, a value other than LevelDB's default of 1,000, an address outside the
-library's writable data) leaves LevelDB as it is, with a warning: the node then
-runs as before, with a larger RSS.
+one, a file other than the one mapped, a value other than LevelDB's default of
+1,000, an address outside the library's writable data, an environment already
+built) leaves LevelDB as it is, with a warning: the node then runs as before, with
+a larger RSS.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import resource
 import struct
 from dataclasses import dataclass
 
@@ -36,6 +46,11 @@ log = logging.getLogger("storage.table_reads")
 _SYMBOL = b"_ZN7leveldb12_GLOBAL__N_112g_mmap_limitE"
 # LevelDB's kDefaultMmapLimit on 64-bit hosts.
 _DEFAULT_LIMIT = 1000
+# Its file budget, -1 until the environment is built (then a fifth of RLIMIT_NOFILE):
+# how we know the mmap limit has not been read yet.
+_FILE_LIMIT_SYMBOL = b"_ZN7leveldb12_GLOBAL__N_127g_open_read_only_file_limitE"
+# The soft open-file limit asked for when the hard one is unlimited.
+OPEN_FILES_WANTED = 1 << 20
 _SHT_SYMTAB = 2
 _STT_OBJECT = 1
 _PT_LOAD = 1
@@ -47,12 +62,14 @@ class _Mapping:
     end: int
     perms: str
     offset: int
+    inode: int
     path: str
 
 
 def _mappings() -> list[_Mapping]:
     out = []
-    with open("/proc/self/maps") as maps:
+    # A mapped file's name need not be UTF-8: kept as it is, never a reason to fail.
+    with open("/proc/self/maps", errors="surrogateescape") as maps:
         for line in maps:
             parts = line.split(maxsplit=5)
             if len(parts) < 6:
@@ -60,7 +77,12 @@ def _mappings() -> list[_Mapping]:
             start, _, end = parts[0].partition("-")
             out.append(
                 _Mapping(
-                    int(start, 16), int(end, 16), parts[1], int(parts[2], 16), parts[5].strip()
+                    int(start, 16),
+                    int(end, 16),
+                    parts[1],
+                    int(parts[2], 16),
+                    int(parts[4]),
+                    parts[5].rstrip("\n"),
                 )
             )
     return out
@@ -89,54 +111,98 @@ def _symbol(image: bytes, name: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _first_load_vaddr(image: bytes) -> int:
+def _offset_zero_vaddr(image: bytes) -> int | None:
+    """The virtual address of the loadable segment that starts the file, which the
+    mapping at file offset 0 holds."""
     (phoff,) = struct.unpack_from("<Q", image, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", image, 0x36)
-    loads = []
     for i in range(phnum):
-        kind, _flags, _offset, vaddr = struct.unpack_from("<IIQQ", image, phoff + i * phentsize)
-        if kind == _PT_LOAD:
-            loads.append(vaddr)
-    return min(loads) if loads else 0
+        kind, _flags, offset, vaddr = struct.unpack_from("<IIQQ", image, phoff + i * phentsize)
+        if kind == _PT_LOAD and offset == 0:
+            return int(vaddr)
+    return None
 
 
-def _locate() -> ctypes.c_int | str:
-    """The loaded LevelDB's ``g_mmap_limit``, or why it was not found."""
-    maps = _mappings()
-    paths = {m.path for m in maps if "libleveldb" in m.path.rsplit("/", 1)[-1]}
-    if len(paths) != 1:
-        return f"{len(paths)} LevelDB libraries loaded"
-    path = paths.pop()
-    with open(path, "rb") as lib:
-        image = lib.read()
-    found = _symbol(image, _SYMBOL)
+def _cell(
+    image: bytes, name: bytes, base: int, path: str, maps: list[_Mapping]
+) -> ctypes.c_int | str:
+    """The int data object ``name`` of the library mapped at ``base``, or why not."""
+    found = _symbol(image, name)
     if found is None or found[1] != ctypes.sizeof(ctypes.c_int):
-        return f"no {_SYMBOL.decode()} of an int's size in {path}"
-    base = min((m.start for m in maps if m.path == path and m.offset == 0), default=None)
-    if base is None:
-        return f"{path} has no mapping at offset 0"
-    address = base - _first_load_vaddr(image) + found[0]
+        return f"no {name.decode()} of an int's size in {path}"
+    address = base + found[0]
     size = ctypes.sizeof(ctypes.c_int)
     writable = any(
         m.path == path and m.perms.startswith("rw") and m.start <= address < address + size <= m.end
         for m in maps
     )
     if not writable:
-        return f"the limit's address is not in {path}'s writable data"
-    cell = ctypes.c_int.from_address(address)
-    if cell.value != _DEFAULT_LIMIT:
-        return f"the limit reads {cell.value}, not LevelDB's default {_DEFAULT_LIMIT}"
-    return cell
+        return f"{name.decode()} is not in {path}'s writable data"
+    return ctypes.c_int.from_address(address)
+
+
+def _locate() -> ctypes.c_int | str:
+    """The loaded LevelDB's ``g_mmap_limit``, or why it was not found."""
+    maps = _mappings()
+    libraries = {(m.path, m.inode) for m in maps if "libleveldb" in m.path.rsplit("/", 1)[-1]}
+    if len(libraries) != 1:
+        return f"{len(libraries)} LevelDB libraries loaded"
+    path, inode = libraries.pop()
+    with open(path, "rb") as lib:
+        if os.fstat(lib.fileno()).st_ino != inode:
+            return f"{path} is not the file mapped (replaced since it was loaded)"
+        image = lib.read()
+    start = min((m.start for m in maps if m.path == path and m.offset == 0), default=None)
+    vaddr = _offset_zero_vaddr(image) if start is not None else None
+    if start is None or vaddr is None:
+        return f"{path} has no mapping of its first loadable segment"
+    base = start - vaddr
+    file_limit = _cell(image, _FILE_LIMIT_SYMBOL, base, path, maps)
+    if isinstance(file_limit, str):
+        return file_limit
+    if file_limit.value != -1:
+        return "LevelDB's environment is built already (a database was opened before)"
+    limit = _cell(image, _SYMBOL, base, path, maps)
+    if isinstance(limit, str):
+        return limit
+    if limit.value != _DEFAULT_LIMIT:
+        return f"the limit reads {limit.value}, not LevelDB's default {_DEFAULT_LIMIT}"
+    return limit
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return it.
+
+    LevelDB keeps a descriptor per table it reads, up to a fifth of this limit as it
+    finds it when it builds its environment; a node's HTTP clients, WAL, signer and
+    peers need theirs too (``node.run``). Under the usual soft limit of 1,024 a
+    thousand idle HTTP connections left the signer unable to persist its state
+    (EMFILE), which halted consensus: the hard limit (often 512k) lifts that far
+    beyond what a client can hold open.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            # E.g. above the kernel's nr_open: keep what we have and say so.
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+            return soft
+        soft = target
+    return soft
 
 
 _done: bool | None = None
 
 
 def read_tables_without_mmap() -> bool:
-    """Before the first database opens: make LevelDB read tables through its block
-    cache. Whether it will (once per process; later calls answer the same)."""
+    """Before the first database opens: raise the open-file limit, and make LevelDB
+    read tables through its block cache. Whether it will (once per process; later
+    calls answer the same)."""
     global _done
     if _done is None:
+        raise_open_file_limit()
         try:
             cell = _locate()
         except (OSError, struct.error, ValueError, IndexError) as exc:
@@ -150,4 +216,4 @@ def read_tables_without_mmap() -> bool:
     return _done
 
 
-__all__ = ["read_tables_without_mmap"]
+__all__ = ["OPEN_FILES_WANTED", "raise_open_file_limit", "read_tables_without_mmap"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +15,8 @@ from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height
 from storage.table_reads import read_tables_without_mmap
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_key_spaces_are_distinct_single_bytes():
@@ -162,3 +168,19 @@ def test_tables_are_read_through_the_block_cache_not_mapped(tmp_path):
         mapped = [line for line in maps if line.rstrip().endswith(".ldb")]
     db.close()
     assert mapped == []
+
+
+def test_a_store_opened_after_leveldb_built_its_environment_is_not_patched(tmp_path):
+    """Once LevelDB has built its environment (any database opened, destroyed or
+    repaired before), its mmap limit was read: the patch must say it did nothing."""
+    script = (
+        "import plyvel, sys, tempfile\n"
+        "plyvel.destroy_db(tempfile.mkdtemp())\n"
+        "from storage.table_reads import read_tables_without_mmap\n"
+        "sys.exit(0 if read_tables_without_mmap() is False else 1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "environment is built already" in done.stderr
