@@ -75,13 +75,10 @@ def check_dialable(text: str) -> tuple[str, int]:
     return host, port
 
 
-def client_key(peername: Any) -> str:
-    """Whose connection this is, for per-client caps: an IPv4 address, or an IPv6
-    address's /64 (what one subscriber usually holds); an IPv4-mapped IPv6 address
-    is its IPv4 address. ``peername`` is a socket's (host, port, ...)."""
-    host = peername[0] if isinstance(peername, tuple) and peername else None
-    if not isinstance(host, str):
-        return "unknown"
+def source_of(host: str) -> str:
+    """Whose connection this is, for per-source caps and rates (p2p handshakes, HTTP
+    connections and bodies, feeds): an IPv4 address, or an IPv6 address's /64 (what
+    one subscriber usually holds); an IPv4-mapped IPv6 address is its IPv4 address."""
     try:
         address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
@@ -91,3 +88,9 @@ def client_key(peername: Any) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
+
+
+def client_key(peername: Any) -> str:
+    """``source_of`` a socket's ``peername`` (host, port, ...); "unknown" without one."""
+    host = peername[0] if isinstance(peername, tuple) and peername else None
+    return source_of(host) if isinstance(host, str) else "unknown"

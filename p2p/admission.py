@@ -23,7 +23,6 @@ interval, then a count.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -34,19 +33,6 @@ from typing import Any
 # Sources remembered for the TLS rate; the least recently seen is forgotten first
 # (it starts again with a full burst, which bounds what forgetting can give away).
 MAX_RATE_SOURCES = 4096
-
-
-def source_of(host: str) -> str:
-    """The source an inbound connection counts against: an IPv4 address or an IPv6 /64."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 @dataclass(eq=False, slots=True)

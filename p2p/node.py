@@ -25,7 +25,8 @@ from typing import Self
 from core.codec import Wire
 from core.errors import Invalid
 from core.keys import PrivateKey
-from p2p.admission import HandshakeGate, RefusalLog, source_of
+from core.netaddr import source_of
+from p2p.admission import HandshakeGate, RefusalLog
 from p2p.connection import CONNECTION_ERRORS, Connection, Handler, PeerStats, short
 from p2p.frames import encode_frame, read_frame
 from p2p.lookup import PeerLookups

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from p2p.admission import HandshakeGate, RefusalLog, source_of
+from core.netaddr import source_of
+from p2p.admission import HandshakeGate, RefusalLog
 
 
 class Clock:
