@@ -178,6 +178,11 @@ class ConnectionGate:
         self._on_evicted = on_evicted
         self._open: set[_Gated] = set()
         self._by_address: dict[str, set[_Gated]] = {}
+        # Addresses by how many connections each holds, and the most any holds: the
+        # heaviest address in O(1), however many there are (a newcomer at the cap
+        # must not cost a scan of thousands).
+        self._by_count: dict[int, set[str]] = {}
+        self._most = 0
 
     def __call__(self) -> asyncio.Protocol:
         return _Gated(self)
@@ -214,16 +219,31 @@ class ConnectionGate:
                 self._on_refused(reason)
             return reason
         self._open.add(conn)
-        self._by_address.setdefault(conn.address, set()).add(conn)
+        mine = self._by_address.setdefault(conn.address, set())
+        mine.add(conn)
+        self._recount(conn.address, len(mine) - 1, len(mine))
         return None
+
+    def _recount(self, address: str, old: int, new: int) -> None:
+        if old:
+            bucket = self._by_count[old]
+            bucket.discard(address)
+            if not bucket:
+                del self._by_count[old]
+        if new:
+            self._by_count.setdefault(new, set()).add(address)
+        if new > self._most:
+            self._most = new
+        while self._most and self._most not in self._by_count:
+            self._most -= 1
 
     def _heaviest_address_oldest(self, more_than: int) -> _Gated | None:
         """The least recently active connection of the address holding the most, if it
         holds more than ``more_than``."""
-        heaviest = max(self._by_address.values(), key=len, default=None)
-        if heaviest is None or len(heaviest) <= more_than:
+        if self._most <= more_than:
             return None
-        return min(heaviest, key=lambda c: c.active)
+        address = next(iter(self._by_count[self._most]))
+        return min(self._by_address[address], key=lambda c: c.active)
 
     def release(self, conn: _Gated) -> None:
         if conn not in self._open:
@@ -231,11 +251,12 @@ class ConnectionGate:
         self._open.discard(conn)
         mine = self._by_address[conn.address]
         mine.discard(conn)
+        self._recount(conn.address, len(mine) + 1, len(mine))
         if not mine:
             del self._by_address[conn.address]
 
     def sweep(self, now: float) -> int:
-        """Abort the connections whose unsent bytes did not shrink for ``write_stall_ms``;
+        """Reset the connections whose unsent bytes did not shrink for ``write_stall_ms``;
         how many. Any shrink counts as progress: a slow reader is not a stalled one."""
         stall_s = self.limits.write_stall_ms / 1000
         aborted = 0
@@ -250,7 +271,7 @@ class ConnectionGate:
                 conn.stalled_since = now
             elif now - conn.stalled_since >= stall_s:
                 log.info(
-                    "aborted an HTTP connection from %s: %d bytes unread for %.0f s",
+                    "reset an HTTP connection from %s: %d bytes unread for %.0f s",
                     conn.address,
                     unsent,
                     now - conn.stalled_since,

@@ -21,10 +21,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.netaddr import client_key
 from node.bodies import MAX_DECODE_RATIO
-from node.http_server import FD_RESERVE, LEVELDB_TABLE_FILES, connection_cap
+from node.http_server import (
+    FD_RESERVE,
+    LEVELDB_TABLE_FILES,
+    ConnectionGate,
+    HttpLimits,
+    connection_cap,
+)
 from node.run import build_app, http_server
 from node.service import Node
 from tests.node.conftest import make_home
@@ -289,3 +297,60 @@ def test_client_key_groups_an_ipv6_subnet_and_unmaps_ipv4():
     )
     assert client_key(("::ffff:203.0.113.7", 5000, 0, 0)) == "203.0.113.7"
     assert client_key(None) == "unknown"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 5)), min_size=1, max_size=120),
+    st.integers(1, 12),
+    st.integers(1, 6),
+)
+def test_the_gate_keeps_its_caps_and_fairness(steps, total, per_address):
+    """Any sequence of connections and disconnections: never more than the caps, and a
+    newcomer refused at the total cap only when no address holds two more than its own."""
+    gate = ConnectionGate(
+        lambda: asyncio.Protocol(),
+        HttpLimits(max_connections=total, max_per_address=per_address),
+    )
+    held: dict[str, list] = {}
+    evicted: list = []
+
+    class Transport:
+        def get_extra_info(self, name: str) -> None:
+            return None
+
+        def abort(self) -> None:
+            evicted.append(self)
+
+    for connect, which in steps:
+        address = f"10.0.0.{which}"
+        if connect:
+            conn = gate()
+            conn.address = address
+            conn.transport = Transport()
+            before = {a: len(c) for a, c in held.items()}
+            reason = gate.admit(conn)
+            mine = before.get(address, 0)
+            if reason == "per_address":
+                assert mine >= per_address
+            elif reason == "total":
+                assert sum(before.values()) >= total
+                assert max(before.values()) <= mine + 1
+            else:
+                assert reason is None
+                if sum(before.values()) >= total:
+                    # An address two heavier gave up the connection it held longest idle.
+                    [transport] = evicted
+                    evicted.clear()
+                    [victim_address] = [
+                        a for a, c in held.items() if any(x.transport is transport for x in c)
+                    ]
+                    assert before[victim_address] >= mine + 2
+                    assert held[victim_address][0].transport is transport
+                    held[victim_address].pop(0)
+                held.setdefault(address, []).append(conn)
+        elif held.get(address):
+            gate.release(held[address].pop())
+        held = {a: c for a, c in held.items() if c}
+        assert gate.connections == sum(len(c) for c in held.values()) <= total
+        assert all(len(c) <= per_address for c in held.values())
