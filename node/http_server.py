@@ -81,15 +81,16 @@ _REFUSED = (
 class HttpLimits:
     """What the node's HTTP clients may hold at most (the node config's ``http`` section)."""
 
-    # Open connections in all (and never more than the open-file limit less FD_RESERVE).
+    # Open connections in all (and never more than ``connection_cap`` of the open-file limit).
     max_connections: int = 8192
     # From one address (an IPv6 /64): many phones share a carrier's NAT address.
     max_per_address: int = 256
     # An idle connection, or one still sending its headers, is closed after this.
     keepalive_timeout_ms: int = 15_000
-    # A connection whose unsent bytes do not shrink for this long is aborted.
+    # A connection whose unsent bytes do not shrink for this long is reset.
     write_stall_ms: int = 30_000
-    # Request bytes held by bodies being read, over all connections (node.bodies).
+    # Request bytes held by bodies being read, over all connections; a quarter of it
+    # per address (node.bodies).
     max_bodies_bytes: int = 128 * 1024 * 1024
 
 
@@ -158,7 +159,7 @@ class _Gated(asyncio.Protocol):
 
 class ConnectionGate:
     """Protocol factory in front of aiohttp's ``web.Server``: counts connections by
-    address and in all, refuses those over a cap and aborts those whose writes stall."""
+    address and in all, refuses or makes room at a cap, and resets those whose writes stall."""
 
     def __init__(
         self,
