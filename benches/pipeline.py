@@ -52,7 +52,9 @@ class _Verified:
         return [None] * len(raws)
 
 
-def run(root: Path, accounts: int, blocks: int, batch: int, ahead: int) -> dict[str, float]:
+def run(
+    root: Path, accounts: int, blocks: int, batch: int, ahead: int, per_block: int
+) -> dict[str, float]:
     layout = create_localnet(root / "net", 1, "")
     g = load_genesis(layout.genesis_path)
     keys = [PrivateKey(hashlib.sha256(b"pipeline-%d" % i).digest()) for i in range(accounts)]
@@ -68,9 +70,10 @@ def run(root: Path, accounts: int, blocks: int, batch: int, ahead: int) -> dict[
                 g.chain_id,
                 TxBody(n, g.params.min_fee, 3_000, "transfer", Transfer(sink, 1).encode()),
             ).encode()
+            for n in range(r * per_block, (r + 1) * per_block)
             for k in keys
         ]
-        for n in range(blocks + ahead)
+        for r in range(blocks + ahead)
     ]
     mempool = Mempool(
         g.chain_id,
@@ -100,13 +103,13 @@ def run(root: Path, accounts: int, blocks: int, batch: int, ahead: int) -> dict[
         t0 = clock()
         admit(raws)
         t1 = clock()
-        picked = mempool.select(accounts, chain.params.max_block_bytes)
+        picked = mempool.select(len(raws), chain.params.max_block_bytes)
         t2 = clock()
         executed = chain.build(picked, producer, chain.next_block_time(int(time.time() * 1000)))
         t3 = clock()
         included = executed.result.included
-        if len(included) != accounts:
-            raise SystemExit(f"block {b}: {len(included)} of {accounts} transactions included")
+        if len(included) != len(raws):
+            raise SystemExit(f"block {b}: {len(included)} of {len(raws)} transactions included")
         h = executed.block.header
         vote = Vote.create(producer, g.chain_id, VoteType.PRECOMMIT, h.height, 0, h.hash)
         chain.commit(
@@ -122,7 +125,7 @@ def run(root: Path, accounts: int, blocks: int, batch: int, ahead: int) -> dict[
         if b == 0:
             continue  # warm-up: first reads of every account, codecs built
         for name, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
-            best[name] = min(best[name], dt / accounts)
+            best[name] = min(best[name], dt / len(raws))
     loop.close()
     mempool.close()
     return best
@@ -133,13 +136,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--accounts", type=int, default=4000, help="senders, one transaction per block")
     ap.add_argument("--blocks", type=int, default=8, help="blocks timed (after one warm-up)")
     ap.add_argument("--batch", type=int, default=2000, help="transactions per submit call")
-    ap.add_argument("--ahead", type=int, default=1, help="nonce rounds admitted before block 1")
+    ap.add_argument("--ahead", type=int, default=1, help="blocks' worth admitted before block 1")
+    ap.add_argument(
+        "--per-block",
+        type=int,
+        default=1,
+        help="nonces of every sender per block (a flood's blocks hold several)",
+    )
     args = ap.parse_args(argv)
     if args.blocks < 2:
         ap.error("--blocks must be at least 2 (the first is a warm-up)")
     root = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
-        best = run(root, args.accounts, args.blocks, args.batch, args.ahead)
+        best = run(root, args.accounts, args.blocks, args.batch, args.ahead, args.per_block)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"{'stage':<14} {'us/tx':>7}")
@@ -147,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<14} {best[name] * 1e6:>7.2f}")
     total = sum(best.values())
     print(f"{'total':<14} {total * 1e6:>7.2f}   ({1 / total:,.0f} tx/s of one core)")
-    print(f"\n{args.accounts} senders, thread CPU time, best of {args.blocks - 1} blocks")
+    print(
+        f"\n{args.accounts} senders, {args.per_block} transactions each per block, "
+        f"thread CPU time, best of {args.blocks - 1} blocks"
+    )
     print("command: " + " ".join([".venv/bin/python -m benches.pipeline", *sys.argv[1:]]))
 
 

@@ -683,7 +683,9 @@ class ConsensusEngine:
             self._catchup.buffer(item, self.height, self._height_started, self.validators)
             return
         if isinstance(msg, Proposal):
-            self._on_proposal(msg, peer, item.verified, item.replayed, item.received_ms)
+            self._on_proposal(
+                msg, peer, item.verified, item.replayed, item.received_ms, own=item.own
+            )
         else:
             self._on_vote(msg, peer, item.verified, item.replayed)
 
@@ -694,6 +696,8 @@ class ConsensusEngine:
         verified: bool,
         replayed: bool = False,
         received_ms: int | None = None,
+        *,
+        own: bool = False,
     ) -> None:
         # Proposals far ahead would only cost memory; the proposer re-sends them.
         if p.round > self.round + 1:
@@ -737,8 +741,10 @@ class ConsensusEngine:
                 return
         # The signature covers the header only: the body must be the one it commits
         # to, or anyone relaying the proposal could swap it (and have us judge, keep
-        # and vote on a block no one proposed).
-        if not self._body_matches(p.block, peer, f"proposal {p.height}/{p.round}"):
+        # and vote on a block no one proposed). Our own was built from its body (or
+        # matched when it arrived): hashing every transaction again would cost the
+        # proposer a tx root per block for nothing. A replayed one is checked.
+        if not own and not self._body_matches(p.block, peer, f"proposal {p.height}/{p.round}"):
             return
         self._log(p, replayed)
         if replayed and self._is_me(p.proposer):
@@ -852,7 +858,7 @@ class ConsensusEngine:
         else:
             self.transport.broadcast(msg)
         # Own messages take the same path as peers' ones, after the current input.
-        self._queue.append(_Received(msg, None, True, received_ms=self.clock.time_ms()))
+        self._queue.append(_Received(msg, None, True, received_ms=self.clock.time_ms(), own=True))
 
     def _log(self, msg: Proposal | Vote, replayed: bool) -> None:
         if self.wal is not None and not replayed:

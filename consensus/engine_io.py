@@ -158,6 +158,9 @@ class _Received:
     # This node's wall clock when the message arrived (``Clock.time_ms``); None when
     # unknown (replayed from the WAL), which makes a new proposal untimely.
     received_ms: int | None = None
+    # Made by this engine now (``_send_own``): a proposal's body is the one its header
+    # was built from, or one matched on entry (a re-proposed valid block).
+    own: bool = False
 
 
 class _Tick:

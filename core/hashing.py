@@ -29,6 +29,8 @@ class Domain(IntEnum):
 
 
 _PREFIX = {d: bytes([d]) for d in Domain}
+# A hasher that has taken in each domain's prefix, to be copied (``merkle_root``).
+_PREFIXED = {d: hashlib.blake2b(_PREFIX[d], digest_size=HASH_SIZE) for d in Domain}
 
 
 def hash_bytes(domain: Domain, data: bytes) -> bytes:
@@ -45,16 +47,27 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """
     if not leaves:
         return ZERO_HASH
-    blake = hashlib.blake2b
-    leaf = _PREFIX[Domain.LIST_LEAF]
-    node = _PREFIX[Domain.LIST_NODE]
-    level = [blake(leaf + x, digest_size=HASH_SIZE).digest() for x in leaves]
+    # Each hash continues a copy of the prefix's state: a quarter cheaper than a new
+    # hasher over a concatenation (keyword parsing, a copy of the data), and a block
+    # hashes two trees of tens of thousands of leaves.
+    level: list[bytes] = []
+    append = level.append
+    leaf = _PREFIXED[Domain.LIST_LEAF].copy
+    for x in leaves:
+        h = leaf()
+        h.update(x)
+        append(h.digest())
+    node = _PREFIXED[Domain.LIST_NODE].copy
     while len(level) > 1:
-        nxt = [
-            blake(node + level[i] + level[i + 1], digest_size=HASH_SIZE).digest()
-            for i in range(0, len(level) - 1, 2)
-        ]
+        nxt: list[bytes] = []
+        append = nxt.append
+        pairs = iter(level)
+        for left, right in zip(pairs, pairs, strict=False):  # an odd last one waits
+            h = node()
+            h.update(left)
+            h.update(right)
+            append(h.digest())
         if len(level) % 2:
-            nxt.append(level[-1])
+            append(level[-1])
         level = nxt
     return level[0]

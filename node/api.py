@@ -296,6 +296,27 @@ SUBMIT_BATCH_RESULT = Component(
         }
     ),
 )
+SUBMIT_REFUSED_RESULT = Component(
+    "SubmitRefusedResult",
+    obj(
+        {
+            "accepted": described(UINT, "how many were accepted"),
+            "refused": described(
+                array(
+                    obj(
+                        {
+                            "index": described(UINT, "its position in the batch"),
+                            "hash": described(nullable(HASH), "null if it did not decode"),
+                            "code": described(STR, "an admission code (`Error`)"),
+                            "message": STR,
+                        }
+                    )
+                ),
+                "the transactions not accepted, in batch order",
+            ),
+        }
+    ),
+)
 _TX_HEX = described(ref("Hex"), "an encoded SignedTx, hex")
 _MSGPACK_BATCH = {
     "type": "string",
@@ -318,10 +339,22 @@ _MSGPACK_BATCH = {
     "array header (or the JSON body's separators) before anything is unpacked. "
     "A full mempool is not the transaction's fault: a single transaction is "
     "answered 503 `mempool_full` with `Retry-After`; a batch keeps its 200 with "
-    "`mempool_full` on the items refused and `Retry-After` on the answer.",
+    "`mempool_full` on the items refused and `Retry-After` on the answer. With "
+    "`?results=refused` a batch is answered with the refused items only, each with "
+    "its index: a client sending thousands a second knows its own hashes, and a "
+    "result per accepted transaction is most of the answer's bytes.",
+    params=(
+        Param(
+            "results",
+            "query",
+            {"type": "string", "enum": ["all", "refused"], "default": "all"},
+            "a batch's answer: `all` (one result per transaction) or `refused` "
+            "(the refused ones, with their index)",
+        ),
+    ),
     ok=Answer(
         "One transaction accepted, or a batch's results.",
-        {"oneOf": [SUBMIT_RESULT, SUBMIT_BATCH_RESULT]},
+        {"oneOf": [SUBMIT_RESULT, SUBMIT_BATCH_RESULT, SUBMIT_REFUSED_RESULT]},
         headers={"Retry-After": _RESUBMIT_AFTER},
     ),
     errors=(
@@ -330,8 +363,9 @@ _MSGPACK_BATCH = {
             "Bad input (a body over the node's `max_request_bytes`, "
             f"{NodeConfig().max_request_bytes // 2**20} MiB by default, is "
             f"`too_large`), an empty batch, more than {MAX_BATCH:,} "
-            "transactions, or a single transaction refused.",
+            "transactions, a single transaction refused, or an unknown `results`.",
             *(c for c in TX_REFUSAL_CODES if c != "mempool_full"),
+            "bad_param",
         ),
         Refusal(408, "The body did not arrive in time (a slow upload).", "request_timeout"),
         Refusal(
@@ -372,6 +406,9 @@ _MSGPACK_BATCH = {
 async def submit_txs(request: web.Request) -> web.Response:
     node = _node(request)
     _ready(node)
+    answer = request.query.get("results", "all")
+    if answer not in ("all", "refused"):
+        raise HttpError(400, "bad_param", f"results must be all or refused, got {answer[:40]!r}")
     raws, batch = await _read_raw_txs(request)
     if not raws:
         raise HttpError(400, "malformed", "no transactions in the batch")
@@ -394,7 +431,7 @@ async def submit_txs(request: web.Request) -> web.Response:
     # A batch answers each transaction; Retry-After says when to resubmit the full ones.
     full = any(r.code == "mempool_full" for r in results)
     return web.Response(
-        text=_batch_json(results),
+        text=_refused_json(results) if answer == "refused" else _batch_json(results),
         content_type="application/json",
         headers={"Retry-After": str(RETRY_AFTER_S)} if full else None,
     )
@@ -422,6 +459,20 @@ def _batch_json(results: list[SubmitResult]) -> str:
 
 
 _ACCEPTED_ITEM = '{"hash":"%s","code":"accepted","message":"accepted"}'
+
+
+def _refused_json(results: list[SubmitResult]) -> str:
+    """``{"accepted": n, "refused": [{"index", "hash", "code", "message"}, ...]}``."""
+    dumps = json.dumps
+    parts = []
+    for i, r in enumerate(results):
+        if r.code != "accepted":
+            digest = f'"{r.hash.hex()}"' if r.hash else "null"
+            parts.append(
+                f'{{"index":{i},"hash":{digest},"code":{dumps(r.code)},'
+                f'"message":{dumps(r.message)}}}'
+            )
+    return f'{{"accepted":{len(results) - len(parts)},"refused":[{",".join(parts)}]}}'
 
 
 TX_STATUS = Component(

@@ -125,6 +125,41 @@ async def test_batch_reports_each_transaction(node_client):
     await wait_committed(client, doc["results"][2]["hash"])
 
 
+async def test_a_batch_may_be_answered_with_its_refused_items_only(node_client):
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    to = PrivateKey.generate().address
+    good = [transfer(faucet, chain_id, to, 1, n) for n in range(3)]
+    wrong_chain = transfer(faucet, "other-chain", to, 1, 3)
+    raws = [good[0].encode(), wrong_chain.encode(), good[1].encode(), b"garbage"]
+    raws += [good[2].encode(), good[0].encode()]
+    resp = await client.post(
+        "/v1/txs?results=refused",
+        data=pack_raw(raws),
+        headers={"Content-Type": "application/msgpack"},
+    )
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["accepted"] == 3
+    assert [(r["index"], r["code"]) for r in doc["refused"]] == [
+        (1, "wrong_chain"),
+        (3, "malformed"),
+        (5, "duplicate"),
+    ]
+    # Bytes that fail the stateless checks identify no transaction.
+    assert [r["hash"] for r in doc["refused"]] == [None, None, good[0].hash.hex()]
+    assert "results" not in doc
+    await wait_committed(client, good[2].hash.hex())
+
+    resp = await client.post(
+        "/v1/txs?results=some",
+        data=pack_raw(raws),
+        headers={"Content-Type": "application/msgpack"},
+    )
+    assert resp.status == 400
+    assert (await resp.json())["code"] == "bad_param"
+
+
 async def test_each_rejection_has_its_own_code(node_client):
     client, node, faucet = node_client
     chain_id = node.genesis.chain_id
