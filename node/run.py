@@ -20,7 +20,7 @@ from storage import raise_open_file_limit
 
 log = logging.getLogger("node.run")
 
-SWITCH_INTERVAL_S = 0.0005
+SWITCH_INTERVAL_S = 0.005
 # Exit status of a node whose consensus engine halted on a fault (EX_SOFTWARE): its
 # supervisor restarts it, and the WAL restores where it was.
 EXIT_CONSENSUS_HALTED = 70

@@ -62,7 +62,12 @@ _KEY = bytes([Domain.STATE_KEY])
 _VALUE = bytes([Domain.STATE_VALUE])
 _LEAF = bytes([Domain.STATE_LEAF])
 _NODE = bytes([Domain.STATE_NODE])
-_blake = hashlib.blake2b
+# Hashers that took a prefix, copied and continued: a quarter cheaper than a new
+# hasher over a concatenation (keyword parsing, a copy of the data).
+_KEY_COPY = hashlib.blake2b(_KEY, digest_size=HASH_SIZE).copy
+_VALUE_COPY = hashlib.blake2b(_VALUE, digest_size=HASH_SIZE).copy
+_LEAF_COPY = hashlib.blake2b(_LEAF, digest_size=HASH_SIZE).copy
+_NODE_COPY = hashlib.blake2b(_NODE, digest_size=HASH_SIZE).copy
 
 # A node's reference: the version that made it, then its hash. The empty subtree's
 # is all zero (version 0, ``ZERO_HASH``).
@@ -236,23 +241,35 @@ def key_group(key: bytes) -> bytes:
 
 
 def key_path(key: bytes) -> bytes:
-    whole = _blake(_KEY + key, digest_size=HASH_SIZE).digest()
+    h = _KEY_COPY()
+    h.update(key)
+    whole = h.digest()
     group = key_group(key)
     if len(group) == len(key):
         return whole
-    return _blake(_KEY + group, digest_size=HASH_SIZE).digest()[:GROUP_BYTES] + whole[GROUP_BYTES:]
+    h = _KEY_COPY()
+    h.update(group)
+    return h.digest()[:GROUP_BYTES] + whole[GROUP_BYTES:]
 
 
 def value_hash(value: bytes) -> bytes:
-    return _blake(_VALUE + value, digest_size=HASH_SIZE).digest()
+    h = _VALUE_COPY()
+    h.update(value)
+    return h.digest()
 
 
 def leaf_hash(path: bytes, value_digest: bytes) -> bytes:
-    return _blake(_LEAF + path + value_digest, digest_size=HASH_SIZE).digest()
+    h = _LEAF_COPY()
+    h.update(path)
+    h.update(value_digest)
+    return h.digest()
 
 
 def internal_hash(left: bytes, right: bytes) -> bytes:
-    return _blake(_NODE + left + right, digest_size=HASH_SIZE).digest()
+    h = _NODE_COPY()
+    h.update(left)
+    h.update(right)
+    return h.digest()
 
 
 def node_ref(version: int, node_hash: bytes) -> bytes:
@@ -449,7 +466,7 @@ class StateTree:
         if not 0 <= version < 1 << (8 * VERSION_SIZE):
             raise StorageError(f"tree version {version} does not fit {VERSION_SIZE} bytes")
         made = version.to_bytes(VERSION_SIZE, "big")
-        blake = _blake
+        value_copy, leaf_copy, node_copy = _VALUE_COPY, _LEAF_COPY, _NODE_COPY
         # Parallel lists sorted by path, not a list of tuples: thousands of live
         # tuples would wake the cyclic GC during the update.
         by_path: dict[int, bytes] = {}
@@ -514,8 +531,13 @@ class StateTree:
             value = values[i]
             assert value is not None, "a deletion makes no leaf"
             kp = paths[i].to_bytes(HASH_SIZE, "big")
-            vh = blake(_VALUE + value, digest_size=HASH_SIZE).digest()
-            ref = made + blake(_LEAF + kp + vh, digest_size=HASH_SIZE).digest()
+            h = value_copy()
+            h.update(value)
+            vh = h.digest()
+            h = leaf_copy()
+            h.update(kp)
+            h.update(vh)
+            ref = made + h.digest()
             leaf_codes[ref] = _packb([NODE_LEAF, keys[i], value])
             leaves[ref] = _LEAF_MARK + kp + vh + value
             return ref
@@ -523,12 +545,10 @@ class StateTree:
         def new_internal(left: bytes, right: bytes, depth: int, pos: int) -> bytes:
             # ``left`` and ``right`` are references: the hash covers their hashes only.
             # The encoding is ``internal_encoding``'s, inline.
-            ref = (
-                made
-                + blake(
-                    _NODE + left[VERSION_SIZE:] + right[VERSION_SIZE:], digest_size=HASH_SIZE
-                ).digest()
-            )
+            h = node_copy()
+            h.update(left[VERSION_SIZE:])
+            h.update(right[VERSION_SIZE:])
+            ref = made + h.digest()
             if depth < slot_depth:
                 upper[ref] = _INTERNAL_HEAD + left + _BIN_REF + right
                 upper_at[ref] = pos
