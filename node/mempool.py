@@ -352,6 +352,9 @@ class Mempool:
             max_workers=config.verify_threads, thread_name_prefix="mempool-verify"
         )
         self._shards = [_Shard() for _ in range(config.shards)]
+        # Read per admitted transaction: bound once (the config is frozen).
+        self._n_shards = config.shards
+        self._nonce_window = config.nonce_window
         self._by_hash: dict[bytes, _Entry] = {}
         # Pending transactions and their bytes: what the admission window counts.
         self._pending = 0
@@ -430,7 +433,7 @@ class Mempool:
     def shard_of(self, sender: bytes) -> int:
         # The address is already a hash of the public key, so its first bytes
         # are uniform; no need to hash again.
-        return int.from_bytes(sender[:8], "big") % self._config.shards
+        return int.from_bytes(sender[:8], "big") % self._n_shards
 
     def shard_sizes(self) -> list[int]:
         return [s.count for s in self._shards]
@@ -672,12 +675,12 @@ class Mempool:
         # sees a nonce under the base, whatever the executor's rules become.
         if nonce < base:
             return SubmitResult(h, "nonce_too_low", f"expected nonce >= {base}, got {nonce}")
-        if nonce >= base + cfg.nonce_window:
+        window = self._nonce_window
+        if nonce >= base + window:
             return SubmitResult(
                 h,
                 "nonce_gap",
-                f"expected nonce < {base + cfg.nonce_window} (state nonce {base} + "
-                f"{cfg.nonce_window}), got {nonce}",
+                f"expected nonce < {base + window} (state nonce {base} + {window}), got {nonce}",
             )
         old = acct.txs.get(nonce) if acct is not None else None
         if old is not None:
