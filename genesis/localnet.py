@@ -19,11 +19,14 @@ for itself (ports, timing of its own loop, mempool sizes) goes into its
 
 from __future__ import annotations
 
+import fcntl
+import os
 import secrets
 import socket
+import tempfile
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,18 +236,54 @@ def _ephemeral_low() -> int:
         return 32_768  # Linux's default
 
 
+# Ports handed out by ``free_ports`` in the last ``_HANDED_OUT_S`` seconds, by any
+# process of this user on this machine: a port is free when picked but bound only
+# when its node starts, seconds later, and meanwhile another process (a parallel
+# test worker, a second devnet) could draw the same one.
+_HANDED_OUT = Path(tempfile.gettempdir()) / f"liveledger-ports-{os.getuid()}"
+_HANDED_OUT_S = 120.0
+
+
+@contextmanager
+def _handed_out() -> Iterator[dict[int, float]]:
+    """The recent hand-outs (port: when), under an exclusive lock, written back on exit;
+    an empty dict kept nowhere when the file cannot be used (no protection, no failure)."""
+    try:
+        fd = os.open(_HANDED_OUT, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield {}
+        return
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        now = time.time()
+        recent: dict[int, float] = {}
+        for line in f.read().split():
+            port, _, when = line.partition("@")
+            try:
+                if now - float(when) < _HANDED_OUT_S:
+                    recent[int(port)] = float(when)
+            except ValueError:
+                continue  # a torn line of an older version: forget it
+        yield recent
+        f.seek(0)
+        f.truncate()
+        f.write("".join(f"{port}@{when:.0f}\n" for port, when in recent.items()))
+
+
 def free_ports(count: int, host: str = LOCAL_HOST) -> list[int]:
     """``count`` distinct TCP ports that are free on ``host`` right now.
 
     Drawn at random below the kernel's ephemeral range: a port from bind(0) is one
     the kernel may give any outbound connection (a peer dialling, a client) between
     this pick and the node's own bind, which then fails with "address already in
-    use". All sockets stay bound until every port is picked, so no port comes twice.
+    use". All sockets stay bound until every port is picked, so no port comes twice;
+    no port handed out here in the last two minutes comes again (``_handed_out``).
     Where that range leaves too little room, bind(0) as before.
     """
     low = _ephemeral_low()
     draw = secrets.SystemRandom()
     with ExitStack() as stack:
+        recent = stack.enter_context(_handed_out())
         ports: list[int] = []
         tries = 0
         while len(ports) < count:
@@ -253,9 +292,14 @@ def free_ports(count: int, host: str = LOCAL_HOST) -> list[int]:
                 sock.bind((host, 0))
             else:
                 tries += 1
+                port = draw.randrange(_LOWEST_PICKED_PORT, low)
+                if port in recent:
+                    continue  # another process's, not bound yet: draw again
                 try:
-                    sock.bind((host, draw.randrange(_LOWEST_PICKED_PORT, low)))
+                    sock.bind((host, port))
                 except OSError:
                     continue  # taken (or ours already): draw again
             ports.append(sock.getsockname()[1])
+        now = time.time()
+        recent.update(dict.fromkeys(ports, now))
         return ports

@@ -2,6 +2,8 @@ import contextlib
 import json
 import socket
 import stat
+import subprocess
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -175,6 +177,20 @@ def test_free_ports_are_bindable_and_never_ones_an_outbound_connection_may_take(
     for port in ports:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_free_ports_never_hands_out_a_port_twice_within_minutes_even_across_processes():
+    # A port is bound only when its node starts: two test workers that drew the same
+    # one meanwhile made one node fail with "address already in use". 1,000 draws from
+    # ~20,000 ports would repeat one almost surely without the record of hand-outs.
+    mine = [port for _ in range(20) for port in free_ports(25)]
+    code = "from genesis import free_ports; print(*(p for _ in range(20) for p in free_ports(25)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    theirs = [int(port) for port in out.split()]
+    assert len(theirs) == 500
+    assert len(set(mine + theirs)) == 1_000
 
 
 def test_write_node_config_checks_ports(tmp_path):
