@@ -165,7 +165,7 @@ class ConsensusEngine:
             self._parent_time_ms = last[0].header.time_ms
         self._run(lambda: self._enter_new_height(self.app.height() + 1, wait=False))
         if self.config.rebroadcast_ms > 0:
-            self.clock.schedule(self.config.rebroadcast_ms, lambda: self._submit(_Tick()))
+            self._later(self.config.rebroadcast_ms, _Tick())
 
     def deliver(
         self,
@@ -189,6 +189,16 @@ class ConsensusEngine:
     def _submit(self, item: _Input) -> None:
         self._queue.append(item)
         self._run(None)
+
+    def _later(self, delay_ms: int, item: _Input) -> None:
+        """Submit ``item`` in ``delay_ms`` (a timeout, the rebroadcast tick)."""
+        self.clock.schedule(delay_ms, lambda: self._fire(item))
+
+    def _fire(self, item: _Input) -> None:
+        # A halted engine was reported once; its timers end quietly rather than raise
+        # (and log a traceback) every rebroadcast interval until the process exits.
+        if self._halted is None:
+            self._submit(item)
 
     def _run(self, first: Callable[[], None] | None) -> None:
         if self._halted is not None:
@@ -341,7 +351,7 @@ class ConsensusEngine:
                 log.debug(
                     "%d/%d: proposing in %d ms, after the parent's time", height, round_, wait_ms
                 )
-                self.clock.schedule(wait_ms, lambda: self._submit(_ProposeDue(height, round_)))
+                self._later(wait_ms, _ProposeDue(height, round_))
                 return
             block, pol_round = self.app.propose(height, round_, now), -1
             # The application must build on our height, or we would sign nonsense.
@@ -662,7 +672,7 @@ class ConsensusEngine:
             decided = self.votes.majority(self.commit_round, VoteType.PRECOMMIT)
             if decided and decided not in self._blocks:
                 self._request_block(decided)
-        self.clock.schedule(self.config.rebroadcast_ms, lambda: self._submit(_Tick()))
+        self._later(self.config.rebroadcast_ms, _Tick())
 
     def _on_message(self, item: _Received) -> None:
         msg, peer = item.msg, item.peer
@@ -908,7 +918,7 @@ class ConsensusEngine:
         ev = TimeoutEvent(height, round_, step)
         if delay_ms is None:
             delay_ms = self.config.timeout_ms(step, round_)
-        self.clock.schedule(delay_ms, lambda: self._submit(ev))
+        self._later(delay_ms, ev)
 
     def _bad_peer(self, peer: Peer | None, reason: str) -> None:
         log.info("bad consensus message from %r: %s", peer, reason)

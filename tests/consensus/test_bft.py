@@ -459,6 +459,11 @@ def test_invalid_block_with_quorum_precommits_halts(tmp_path):
     with pytest.raises(NodeFault):
         h.deliver(vote(OTHERS[0], PV, 1, 0, NIL))
     assert h.app.height() == 0
+    # Its timers (timeouts, the rebroadcast tick) end quietly: the halt was reported
+    # once, and a traceback per tick until the process exits would bury it in the log.
+    assert h.clock.pending
+    h.clock.advance(60_000)
+    assert not h.clock.pending and h.app.height() == 0
 
 
 def test_two_certified_blocks_at_one_height_halt(tmp_path):
