@@ -20,7 +20,9 @@ from storage import raise_open_file_limit
 
 log = logging.getLogger("node.run")
 
-SWITCH_INTERVAL_S = 0.005
+# The GIL switch interval when signatures are checked on threads of the node
+# (``verify_processes: false``); with worker processes CPython's default (5 ms).
+THREAD_VERIFY_SWITCH_INTERVAL_S = 0.0005
 # Exit status of a node whose consensus engine halted on a fault (EX_SOFTWARE): its
 # supervisor restarts it, and the WAL restores where it was.
 EXIT_CONSENSUS_HALTED = 70
@@ -108,13 +110,16 @@ def run_node(
     on a fault (then exit with ``EXIT_CONSENSUS_HALTED``). ``seams`` is for tests only (the
     ``liveledger`` command never passes it): see ``ConsensusSeams``. ``observer`` and
     ``state_sync`` turn those settings on over what the config says."""
-    # Signature threads drop the GIL for every verification and must win it back;
-    # with the default 5 ms switch interval a CPU-bound block build starves them
-    # (a convoy). A shorter interval keeps verification flowing during a build.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     # Before the store opens: LevelDB sizes its budget of table files from it.
     fd_limit = raise_open_file_limit()
     node = Node.from_home(home, passphrase, seams=seams, observer=observer, state_sync=state_sync)
+    if not node.config.mempool.verify_processes:
+        # Signature threads drop the GIL for every verification and must win it back;
+        # with the default 5 ms switch interval a CPU-bound block build starves them
+        # (a convoy). With worker processes there is no such thread, and a short
+        # interval only has the event loop and the consensus thread hand the GIL to
+        # each other thousands of times a second.
+        sys.setswitchinterval(THREAD_VERIFY_SWITCH_INTERVAL_S)
     app = build_app(node)
     # After the node opened (cleanup contexts start in order): this process only.
     app.cleanup_ctx.append(_gc_context)
