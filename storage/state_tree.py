@@ -32,7 +32,6 @@ what no kept root reaches.
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 from bisect import bisect_left, insort
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +42,7 @@ import msgpack
 
 from core.codec import Len, MaxItems, MaxLen, Wire
 from core.errors import DecodeError, InvalidProof, StorageError
-from core.hashing import HASH_SIZE, ZERO_HASH, Domain
+from core.hashing import HASH_SIZE, ZERO_HASH, Domain, prefixed
 from core.types import Hash32
 from storage.cache import GenerationalCache
 
@@ -55,19 +54,12 @@ DEFAULT_TREE_CACHE_SIZE = 1 << 20
 NODE_INTERNAL = 0
 NODE_LEAF = 1
 
-# Hash prefixes, bound once: the update loop hashes tens of thousands of nodes per
-# block and ``core.hashing.hash_bytes`` costs an enum lookup per call. Tests check
-# that these agree with ``hash_bytes``.
-_KEY = bytes([Domain.STATE_KEY])
-_VALUE = bytes([Domain.STATE_VALUE])
-_LEAF = bytes([Domain.STATE_LEAF])
-_NODE = bytes([Domain.STATE_NODE])
-# Hashers that took a prefix, copied and continued: a quarter cheaper than a new
-# hasher over a concatenation (keyword parsing, a copy of the data).
-_KEY_COPY = hashlib.blake2b(_KEY, digest_size=HASH_SIZE).copy
-_VALUE_COPY = hashlib.blake2b(_VALUE, digest_size=HASH_SIZE).copy
-_LEAF_COPY = hashlib.blake2b(_LEAF, digest_size=HASH_SIZE).copy
-_NODE_COPY = hashlib.blake2b(_NODE, digest_size=HASH_SIZE).copy
+# Prefixed hashers, bound once: the update loop hashes tens of thousands of nodes per
+# block (``core.hashing.prefixed``). Tests check the hashes against ``hash_bytes``.
+_KEY_COPY = prefixed(Domain.STATE_KEY)
+_VALUE_COPY = prefixed(Domain.STATE_VALUE)
+_LEAF_COPY = prefixed(Domain.STATE_LEAF)
+_NODE_COPY = prefixed(Domain.STATE_NODE)
 
 # A node's reference: the version that made it, then its hash. The empty subtree's
 # is all zero (version 0, ``ZERO_HASH``).
