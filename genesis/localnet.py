@@ -249,7 +249,8 @@ def _handed_out() -> Iterator[dict[int, float]]:
     """The recent hand-outs (port: when), under an exclusive lock, written back on exit;
     an empty dict kept nowhere when the file cannot be used (no protection, no failure)."""
     try:
-        fd = os.open(_HANDED_OUT, os.O_RDWR | os.O_CREAT, 0o600)
+        # Never through a link someone else put in the shared temp dir.
+        fd = os.open(_HANDED_OUT, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError:
         yield {}
         return

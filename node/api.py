@@ -444,7 +444,6 @@ def _batch_json(results: list[SubmitResult]) -> str:
     result for ``json.dumps`` cost several times more. Hashes are hex; codes and
     messages go through ``json.dumps``, except the constant of a plain acceptance.
     """
-    dumps = json.dumps
     parts = []
     accepted = 0
     for r in results:
@@ -453,8 +452,7 @@ def _batch_json(results: list[SubmitResult]) -> str:
             if r.message == "accepted":
                 parts.append(_ACCEPTED_ITEM % r.hash.hex())  # type: ignore[union-attr]  # accepted: hashed
                 continue
-        digest = f'"{r.hash.hex()}"' if r.hash else "null"
-        parts.append(f'{{"hash":{digest},"code":{dumps(r.code)},"message":{dumps(r.message)}}}')
+        parts.append(f"{{{_result_fields(r)}}}")
     return f'{{"accepted":{accepted},"results":[{",".join(parts)}]}}'
 
 
@@ -463,16 +461,18 @@ _ACCEPTED_ITEM = '{"hash":"%s","code":"accepted","message":"accepted"}'
 
 def _refused_json(results: list[SubmitResult]) -> str:
     """``{"accepted": n, "refused": [{"index", "hash", "code", "message"}, ...]}``."""
-    dumps = json.dumps
-    parts = []
-    for i, r in enumerate(results):
-        if r.code != "accepted":
-            digest = f'"{r.hash.hex()}"' if r.hash else "null"
-            parts.append(
-                f'{{"index":{i},"hash":{digest},"code":{dumps(r.code)},'
-                f'"message":{dumps(r.message)}}}'
-            )
+    parts = [
+        f'{{"index":{i},{_result_fields(r)}}}'
+        for i, r in enumerate(results)
+        if r.code != "accepted"
+    ]
     return f'{{"accepted":{len(results) - len(parts)},"refused":[{",".join(parts)}]}}'
+
+
+def _result_fields(r: SubmitResult) -> str:
+    """A result's ``"hash", "code", "message"`` members as JSON text (no braces)."""
+    digest = f'"{r.hash.hex()}"' if r.hash else "null"
+    return f'"hash":{digest},"code":{json.dumps(r.code)},"message":{json.dumps(r.message)}'
 
 
 TX_STATUS = Component(

@@ -39,6 +39,7 @@ import logging
 import os
 import resource
 import struct
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger("storage.table_reads")
@@ -194,6 +195,9 @@ def raise_open_file_limit() -> int:
 
 
 _done: bool | None = None
+# Two threads opening their first stores at once must not both patch: the second
+# would read the limit the first set, warn, and answer False.
+_lock = threading.Lock()
 
 
 def read_tables_without_mmap() -> bool:
@@ -201,19 +205,20 @@ def read_tables_without_mmap() -> bool:
     read tables through its block cache. Whether it will (once per process; later
     calls answer the same)."""
     global _done
-    if _done is None:
-        raise_open_file_limit()
-        try:
-            cell = _locate()
-        except (OSError, struct.error, ValueError, IndexError) as exc:
-            cell = f"{type(exc).__name__}: {exc}"
-        if isinstance(cell, str):
-            log.warning("LevelDB keeps reading tables through mmap: %s", cell)
-            _done = False
-        else:
-            cell.value = 0
-            _done = True
-    return _done
+    with _lock:
+        if _done is None:
+            raise_open_file_limit()
+            try:
+                cell = _locate()
+            except (OSError, struct.error, ValueError, IndexError) as exc:
+                cell = f"{type(exc).__name__}: {exc}"
+            if isinstance(cell, str):
+                log.warning("LevelDB keeps reading tables through mmap: %s", cell)
+                _done = False
+            else:
+                cell.value = 0
+                _done = True
+        return _done
 
 
 __all__ = ["OPEN_FILES_WANTED", "raise_open_file_limit", "read_tables_without_mmap"]

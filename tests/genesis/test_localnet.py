@@ -1,5 +1,6 @@
 import contextlib
 import json
+import os
 import socket
 import stat
 import subprocess
@@ -191,6 +192,25 @@ def test_free_ports_never_hands_out_a_port_twice_within_minutes_even_across_proc
     theirs = [int(port) for port in out.split()]
     assert len(theirs) == 500
     assert len(set(mine + theirs)) == 1_000
+
+
+def test_free_ports_never_writes_through_a_link_in_the_temp_dir(tmp_path):
+    # The record of hand-outs lives in a shared temp dir: a link planted under its name
+    # must not have free_ports truncate whatever it points to.
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / f"liveledger-ports-{os.getuid()}").symlink_to(victim)
+    code = "from genesis import free_ports; print(*free_ports(3))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    ).stdout
+    assert len(set(out.split())) == 3
+    assert victim.read_text() == "precious"
 
 
 def test_write_node_config_checks_ports(tmp_path):
