@@ -11,7 +11,7 @@ from vm.prefixes import KeyPrefix
 from vm.registry import STATE_LIMIT, TxFailed
 from vm.state import Overlay, StateView, read_obj
 
-_ACCOUNT_PREFIX = bytes([KeyPrefix.ACCOUNT])
+ACCOUNT_PREFIX = bytes([KeyPrefix.ACCOUNT])
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ def account_key(address: bytes) -> bytes:
     """``0x01 || address``."""
     if len(address) != ADDRESS_SIZE:
         raise ValueError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
-    return _ACCOUNT_PREFIX + address
+    return ACCOUNT_PREFIX + address
 
 
 def get_account(state: StateView, address: bytes) -> Account:
@@ -52,7 +52,7 @@ def get_account(state: StateView, address: bytes) -> Account:
     # account_key inlined: this runs several times per transaction.
     if len(address) != ADDRESS_SIZE:
         raise ValueError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
-    key = _ACCOUNT_PREFIX + address
+    key = ACCOUNT_PREFIX + address
     if isinstance(state, Overlay):
         account = state.get_obj(key, Account)
     else:
@@ -65,7 +65,7 @@ def put_account(state: Overlay, address: bytes, account: Account) -> None:
     """Store ``account``; the zero account is stored as absence, so state holds no empties."""
     if len(address) != ADDRESS_SIZE:
         raise ValueError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
-    key = _ACCOUNT_PREFIX + address
+    key = ACCOUNT_PREFIX + address
     balance = account.balance
     nonce = account.nonce
     # Unchecked arithmetic in a handler fails its transaction, never the block's encoding.
@@ -167,11 +167,16 @@ def debit(
     if have < amount:
         if checked:
             raise NodeFault(f"account {address.hex()} holds {have}, cannot pay {amount}")
-        unit = f" {currency}" if currency else ""
-        raise TxFailed(
-            f"balance {have}{unit} is less than the amount {amount}{unit}", "insufficient_funds"
-        )
+        raise shortfall(have, amount, currency)
     _set_balance(state, address, currency, have - amount, nonce)
+
+
+def shortfall(have: int, amount: int, currency: str = NATIVE) -> TxFailed:
+    """The failure of a payment of ``amount`` from a balance of ``have`` (``insufficient_funds``)."""
+    unit = f" {currency}" if currency else ""
+    return TxFailed(
+        f"balance {have}{unit} is less than the amount {amount}{unit}", "insufficient_funds"
+    )
 
 
 def credit(state: Overlay, address: bytes, amount: int, *, currency: str = NATIVE) -> None:
@@ -182,8 +187,13 @@ def credit(state: Overlay, address: bytes, amount: int, *, currency: str = NATIV
         return
     have, nonce = _held(state, address, currency)
     if have + amount > UINT64_MAX:
-        raise NodeFault(f"balance of {address.hex()} would exceed 2**64-1: supply invariant")
+        raise supply_fault(address)
     _set_balance(state, address, currency, have + amount, nonce)
+
+
+def supply_fault(address: bytes) -> NodeFault:
+    """A credit that would take ``address`` past 2**64-1: the supply invariant is broken."""
+    return NodeFault(f"balance of {address.hex()} would exceed 2**64-1: supply invariant")
 
 
 def move_tokens(

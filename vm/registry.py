@@ -40,6 +40,11 @@ from vm.receipts import MAX_CODE, OK
 from vm.state import Overlay
 
 Handler = Callable[[Overlay, "TxInfo", Any, BlockContext], None]
+# A type's whole execution in one call (see ``TxType.fast_path``): state, the
+# transaction, its payload, the sender's account as read before the fee, the block;
+# returns the receipt (``vm.receipts.Receipt``; typed loosely, as vm.receipts'
+# users import this module).
+FastPath = Callable[[Overlay, "TxInfo", Any, Any, BlockContext], Any]
 H = TypeVar("H", bound=Callable[..., None])
 BeginBlockHook = Callable[[Overlay, BlockContext], None]
 
@@ -124,6 +129,13 @@ class TxType:
     read). The key sets are per prefix, in the Sawtooth and Sealevel habit, so
     execution can go parallel later. ``view``: the OpenAPI schema of the read model
     that shows its effect, or "" if none.
+
+    ``fast_path``, for a type a flood is made of (``transfer``): the executor's generic
+    path around ``handler`` (fee and nonce, a snapshot, the handler, the write check,
+    the receipt) done in one function, with what the type's handler needs inline. It
+    must give the same writes, events, receipt and exceptions as that path; the
+    executor runs it unless it checks declarations, which runs the generic path
+    (tests/vm/test_fast_path.py holds the two to each other).
     """
 
     name: str
@@ -137,6 +149,7 @@ class TxType:
     reads: AbstractSet[int] = frozenset()
     writes: AbstractSet[int] = frozenset()
     view: str = ""
+    fast_path: FastPath | None = None
 
     def __post_init__(self) -> None:
         # Frozen copies: a declaration is shared by every node part that reads it.
@@ -154,8 +167,14 @@ class TxType:
             raise ValueError(f"{self.name}: key prefixes must be bytes, read-only or written")
 
     def bind(self, **kwargs: Any) -> TxType:
-        """This declaration with keyword arguments bound to its handler (at registration)."""
-        return replace(self, handler=partial(self.handler, **kwargs))
+        """This declaration with keyword arguments bound to its handler and its fast path
+        (at registration)."""
+        fast = self.fast_path
+        return replace(
+            self,
+            handler=partial(self.handler, **kwargs),
+            fast_path=None if fast is None else partial(fast, **kwargs),
+        )
 
 
 class TxTable:
@@ -180,6 +199,7 @@ class TxTable:
         reads: AbstractSet[int] = frozenset(),
         writes: AbstractSet[int] = frozenset(),
         view: str = "",
+        fast_path: FastPath | None = None,
     ) -> Callable[[H], H]:
         """Declare the decorated handler as transaction type ``name`` (see ``TxType``)."""
         if any(t.name == name for t in self.types):
@@ -199,6 +219,7 @@ class TxTable:
                     reads,
                     writes,
                     view,
+                    fast_path,
                 )
             )
             return handler
@@ -238,12 +259,20 @@ def shared_codes(table: Mapping[str, str], *codes: str) -> dict[str, str]:
 class Registry:
     """Maps transaction types to payload classes and handlers; knows the module accounts."""
 
-    __slots__ = ("_types", "_declared", "_begin_block", "_module_accounts", "_module_view")
+    __slots__ = (
+        "_types",
+        "_declared",
+        "_fast_paths",
+        "_begin_block",
+        "_module_accounts",
+        "_module_view",
+    )
 
     def __init__(self) -> None:
         # (payload class, handler) by type: what the executor looks up per transaction.
         self._types: dict[str, tuple[type[Wire], Handler]] = {}
         self._declared: dict[str, TxType] = {}
+        self._fast_paths: dict[str, FastPath] = {}
         self._begin_block: list[BeginBlockHook] = []
         self._module_accounts: dict[bytes, str] = {}
         self._module_view: Mapping[bytes, str] = MappingProxyType(self._module_accounts)
@@ -254,6 +283,8 @@ class Registry:
             raise ValueError(f"transaction type {decl.name!r} is already registered")
         self._types[decl.name] = (decl.payload, decl.handler)
         self._declared[decl.name] = decl
+        if decl.fast_path is not None:
+            self._fast_paths[decl.name] = decl.fast_path
 
     def add_begin_block(self, fn: BeginBlockHook) -> None:
         """Run ``fn`` at the start of every block, after the hooks added before it."""
@@ -272,6 +303,11 @@ class Registry:
                 f"{address.hex()} is already the module account {self._module_accounts[address]!r}"
             )
         self._module_accounts[address] = name
+
+    @property
+    def fast_paths(self) -> Mapping[str, FastPath]:
+        """Type -> its fast path (``TxType.fast_path``), for the types that have one."""
+        return MappingProxyType(self._fast_paths)
 
     @property
     def module_accounts(self) -> Mapping[bytes, str]:
