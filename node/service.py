@@ -503,7 +503,7 @@ class Node:
         if self.p2p is not None:
             # Membership may have changed (governance): drop peers that left.
             self.p2p.check_members()
-            if any(v.body.type in ADDRESS_TX_TYPES for v in result.included):
+            if not result.types.isdisjoint(ADDRESS_TX_TYPES):
                 self.dial_members()
         m = self.metrics
         m.height.set(header.height)

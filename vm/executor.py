@@ -29,20 +29,20 @@ from vm.state import Overlay, StateView, TracedOverlay
 
 
 @dataclass(frozen=True, slots=True)
-class VerifiedTx:
-    """A transaction that passed every stateless check, with what they produced."""
+class VerifiedTx(TxInfo):
+    """A transaction that passed every stateless check, with what they produced.
+
+    It is also the ``TxInfo`` its handler sees (hash, sender key and address, nonce,
+    fee): admission builds one object per transaction, not two.
+    """
 
     tx: SignedTx
     body: TxBody
     payload: Wire
-    hash: bytes
     # Length of the encoded SignedTx.
     size: int
-    sender_address: bytes
     # The canonical encoding as received: blocks and tx roots reuse it as is.
     encoded: bytes
-    # What handlers see; built with the rest, off the block's hot path.
-    info: TxInfo = field(repr=False, compare=False)
 
     @classmethod
     def of(
@@ -55,13 +55,13 @@ class VerifiedTx:
         sender_address: bytes,
         encoded: bytes,
     ) -> VerifiedTx:
-        """The verified transaction with its ``info`` derived from the other fields."""
-        info = _new_info(hash_, tx.sender, sender_address, body.nonce, body.fee)
-        return _new_verified(tx, body, payload, hash_, size, sender_address, encoded, info)
+        """The verified transaction, its ``TxInfo`` fields taken from ``tx`` and ``body``."""
+        return _new_verified(
+            hash_, tx.sender, sender_address, body.nonce, body.fee, tx, body, payload, size, encoded
+        )
 
 
-# Admission builds one of each per transaction: set the slots directly.
-_new_info = constructor(TxInfo)
+# Admission builds one per transaction: set the slots directly.
 _new_verified = constructor(VerifiedTx)
 _new_receipt = constructor(Receipt)
 _new_signed_tx = constructor(SignedTx)
@@ -166,6 +166,9 @@ class BlockResult:
     rejected: list[tuple[VerifiedTx, InvalidTransaction]]
     # Events emitted by the begin-block hooks (deadlines and the like).
     begin_events: list[Event] = field(default_factory=list)
+    # The types of the included transactions: a node asks it of every block (does
+    # it change membership?), which is cheaper to note here than to ask again.
+    types: set[str] = field(default_factory=set)
 
 
 def _check_inclusion(
@@ -307,11 +310,13 @@ class Executor:
         max_txs = params.max_block_txs
         room = params.max_block_bytes
         fees = 0
+        types: set[str] = set()
         for pos, vtx in enumerate(txs):
             if not strict and (len(included) >= max_txs or vtx.size > room):
                 break
+            tx_type = vtx.body.type
             try:
-                _, handler = lookup(vtx.body.type)
+                _, handler = lookup(tx_type)
                 sender = _check_tx(state, vtx, ctx)
             except DecodeError as exc:
                 # Only reading state decodes here: an undecodable value is corruption.
@@ -324,9 +329,10 @@ class Executor:
                     ) from exc
                 rejected.append((vtx, exc))
                 continue
-            fast = fast_paths.get(vtx.body.type)
+            types.add(tx_type)
+            fast = fast_paths.get(tx_type)
             if fast is not None:
-                receipts.append(fast(state, vtx.info, vtx.payload, sender, ctx))
+                receipts.append(fast(state, vtx, vtx.payload, sender, ctx))
             elif check:
                 receipts.append(self._apply_checked(state, vtx, sender, handler, ctx))
             else:
@@ -337,7 +343,7 @@ class Executor:
             fees += vtx.body.fee
         if fees:
             _credit(state, ctx.producer, fees)
-        return BlockResult(state.changes(), receipts, included, rejected, begin_events)
+        return BlockResult(state.changes(), receipts, included, rejected, begin_events, types)
 
     def simulate(
         self,
@@ -452,7 +458,7 @@ def _apply(
     state: Overlay, vtx: VerifiedTx, sender: Account, handler: Handler, ctx: BlockContext
 ) -> Receipt:
     """Charge the fee, bump the nonce, run the handler; undo only the handler on failure."""
-    info = vtx.info
+    info: TxInfo = vtx
     fee = info.fee
     put_account(state, info.sender_address, new_account(sender.balance - fee, sender.nonce + 1))
     snapshot = state.snapshot()

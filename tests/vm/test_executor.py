@@ -34,7 +34,8 @@ def test_a_valid_transfer_verifies():
     assert vtx.hash == tx_hash(raw) == vtx.tx.hash
     assert vtx.size == len(raw)
     assert vtx.sender_address == KEYS[0].address
-    assert vtx.info.sender == KEYS[0].public_key and vtx.info.hash == vtx.hash
+    # What its handler sees as the TxInfo.
+    assert (vtx.sender, vtx.nonce, vtx.fee) == (KEYS[0].public_key, 3, 11)
 
 
 def test_too_large():

@@ -11,6 +11,7 @@ from core.codec import MaxItems, MaxLen, Wire
 from core.errors import InvalidBlock, InvalidTransaction, NodeFault
 from storage import MAX_KEY_SIZE, MAX_VALUE_SIZE
 from tests.vm.helpers import (
+    CHAIN,
     KEYS,
     PARAMS,
     PRODUCER,
@@ -33,6 +34,7 @@ from vm import (
     TxFailed,
     TxType,
     account_key,
+    default_registry,
     get_account,
     put_account,
     verify_signed_tx,
@@ -127,6 +129,23 @@ def test_unknown_type_in_a_block():
         validate(funded(1_000), [vtx], executor=Executor(Registry()))
     result = build(funded(1_000), [vtx], executor=Executor(Registry()))
     assert result.rejected[0][1].code == "unknown_type"
+
+
+def test_a_block_names_the_types_it_included_not_those_it_left_out():
+    registry = default_registry()
+    registry.register(TxType("other", Transfer, apply_transfer))
+    vtxs = [
+        transfer(KEYS[0], 0, B, 5),
+        verify_signed_tx(
+            signed(KEYS[1], 0, Transfer(C, 5), tx_type="other", fee=9),
+            CHAIN,
+            registry,
+            PARAMS.max_tx_bytes,
+        ),
+    ]
+    result = build(funded(1_000, 1_000), vtxs, executor=Executor(registry))
+    assert result.types == {"transfer"} and [e.code for _, e in result.rejected] == ["fee_too_low"]
+    assert build(funded(1_000), [], executor=Executor(registry)).types == set()
 
 
 def test_a_later_nonce_of_a_rejected_sender_is_a_gap_not_too_low():
