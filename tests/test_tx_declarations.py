@@ -306,6 +306,25 @@ def test_a_declaration_says_what_its_handler_can_do(package, decl):
     assert found.prefixes == set(decl.reads | decl.writes)
 
 
+FAST = [t for _, t in DECLARED if t.fast_path is not None]
+
+
+@pytest.mark.parametrize("decl", FAST, ids=[t.name for t in FAST])
+def test_a_fast_path_can_do_what_its_handler_can(decl):
+    # ``TxType.fast_path``: the executor's path around the handler, in one function.
+    fast = decl.fast_path
+    fast = getattr(fast, "func", fast)  # bound like the handler (functools.partial)
+    found = WALKER.reach(f"{fast.__module__}.{fast.__name__}")
+    assert found.unknown == []
+    assert found.codes - {STATE_LIMIT} == set(decl.codes)
+    assert found.events == set(decl.events)
+    assert found.prefixes == set(decl.reads | decl.writes)
+
+
+def test_transfer_has_a_fast_path():
+    assert [t.name for t in FAST] == ["transfer"]
+
+
 @pytest.mark.parametrize(("package", "decl"), DECLARED, ids=[t.name for _, t in DECLARED])
 def test_a_type_touches_its_own_packages_state_and_accounts(package, decl):
     owners = {prefix_owner(p) for p in decl.reads | decl.writes}
