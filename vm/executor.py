@@ -108,7 +108,20 @@ def complete_verified_tx(
     payload = registry.decode_payload(body)  # unknown_type, malformed payload
     if hash_ is None:
         hash_ = tx_hash(encoded)
-    return VerifiedTx.of(tx, body, payload, hash_, len(encoded), address_of(tx.sender), encoded)
+    sender = tx.sender
+    # VerifiedTx.of inlined: admission builds one per transaction.
+    return _new_verified(
+        hash_,
+        sender,
+        address_of(sender),
+        body.nonce,
+        body.fee,
+        tx,
+        body,
+        payload,
+        len(encoded),
+        encoded,
+    )
 
 
 def complete_checked(

@@ -8,6 +8,7 @@ Both must leave the same state, receipts and inclusion verdicts, whatever the bl
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,8 +19,13 @@ from core.errors import NodeFault
 from tests.vm.helpers import KEYS, PARAMS, context, funded, transfer
 from vm import (
     Account,
+    BlockContext,
     Executor,
+    Overlay,
+    Receipt,
     Registry,
+    Transfer,
+    TxInfo,
     VerifiedTx,
     account_key,
     default_registry,
@@ -84,9 +90,16 @@ def test_transfer_fast_path_matches_the_generic_path(
 
 
 def counted_registry(calls: list[bytes]) -> Registry:
-    def counting(*args: object, **kwargs: object) -> object:
-        calls.append(args[1].hash)  # type: ignore[attr-defined]  # the TxInfo
-        return execute_transfer(*args, **kwargs)  # type: ignore[arg-type]
+    def counting(
+        state: Overlay,
+        tx: TxInfo,
+        payload: Transfer,
+        sender: Account,
+        ctx: BlockContext,
+        **kwargs: Any,
+    ) -> Receipt:
+        calls.append(tx.hash)
+        return execute_transfer(state, tx, payload, sender, ctx, **kwargs)
 
     (decl,) = TX_TYPES
     r = Registry()
