@@ -118,9 +118,7 @@ def run(
         t4 = clock()
         # As ``Node.after_commit`` calls it.
         mempool.set_params(chain.params)
-        mempool.on_block_committed(
-            [v.hash for v in included], (), senders={v.sender_address for v in included}
-        )
+        mempool.on_block_committed((), included=included)
         t5 = clock()
         if b == 0:
             continue  # warm-up: first reads of every account, codecs built

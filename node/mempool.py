@@ -656,7 +656,13 @@ class Mempool:
         if state_acct is None:
             state_acct = read_account(self._state, sender)
         acct = shard.accounts.get(sender)
-        if acct is not None:
+        # A refresh changes nothing while the state nonce is the one the queue was
+        # last checked at, the pending run starts there and the balance pays the
+        # queued fees (the common case: a sender's next transaction in the same
+        # block interval), so it is skipped then.
+        if acct is not None and not (
+            state_acct.nonce == acct.nonce <= acct.end and acct.fees <= state_acct.balance
+        ):
             self._refresh(shard, acct, state_acct.nonce, state_acct.balance)
             # The refresh may have emptied, and so forgotten, the account.
             acct = shard.accounts.get(sender)
@@ -983,6 +989,7 @@ class Mempool:
         rejected_hashes: Iterable[bytes] = (),
         *,
         senders: Iterable[bytes] = (),
+        included: Iterable[VerifiedTx] = (),
     ) -> None:
         """Forget what a committed block included and re-check the senders it touched.
 
@@ -990,12 +997,21 @@ class Mempool:
         includable (expired, unpayable, ...); they are dropped too. ``senders``
         names further accounts whose nonce or balance the block may have
         changed (senders of transactions this node never saw, receivers);
-        their queues are re-read from state as well. The work is proportional
-        to the transactions and senders touched plus those expiring, never to
-        the whole pool. Call it once ``state`` and ``height_fn`` show the block.
+        their queues are re-read from state as well. ``included``: the block's
+        transactions themselves, each forgotten like an included hash and its
+        sender re-read like one in ``senders`` (one pass over the block, where
+        a caller with the transactions would make two more for their hashes and
+        senders). The work is proportional to the transactions and senders
+        touched plus those expiring, never to the whole pool. Call it once
+        ``state`` and ``height_fn`` show the block.
         """
         touched: set[bytes] = set(senders)
         by_hash = self._by_hash
+        for vtx in included:
+            touched.add(vtx.sender_address)
+            e = by_hash.get(vtx.hash)
+            if e is not None:
+                self._remove(e, used=True)
         for used, hashes in ((True, included_hashes), (False, rejected_hashes)):
             for h in hashes:
                 e = by_hash.get(h)

@@ -495,11 +495,7 @@ class Node:
         result = executed.result
         # Governance may have changed fees or limits for the next block.
         self.mempool.set_params(self.chain.params)
-        self.mempool.on_block_committed(
-            [v.hash for v in result.included],
-            (),
-            senders={v.sender_address for v in result.included},
-        )
+        self.mempool.on_block_committed((), included=result.included)
         if self.p2p is not None:
             # Membership may have changed (governance): drop peers that left.
             self.p2p.check_members()

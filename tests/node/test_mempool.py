@@ -18,7 +18,7 @@ from core.types import SignedTx, TxBody, sign_tx, tx_hash
 from node.mempool import Mempool, MempoolConfig
 from vm.accounts import Account, account_key, get_account
 from vm.context import BlockContext
-from vm.executor import Executor, VerifiedTx
+from vm.executor import Executor, VerifiedTx, verify_signed_tx
 from vm.params import ChainParams
 from vm.registry import TxClass, TxType, default_registry
 from vm.transfer import Transfer, apply_transfer
@@ -675,6 +675,27 @@ async def test_commit_of_a_runs_front_keeps_the_rest_pending_and_the_gap_queued(
     assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [2, 3, 4, 5]
 
 
+async def test_a_committed_blocks_transactions_leave_and_their_senders_are_read_again(env):
+    a, b = KEYS[0], KEYS[1]
+    await env.submit(*(make_tx(a, n) for n in range(3)))
+    # b's nonce 0 never reached this node: its nonce 1 waits behind the gap.
+    await env.submit(make_tx(b, 1))
+    assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [0, 1, 2]
+    ours = env.mempool.select(2, 10**6)
+    theirs = verify_signed_tx(make_tx(b, 0), CHAIN, default_registry(), PARAMS.max_tx_bytes)
+    block = [*ours, theirs]
+    for vtx in block:
+        acct = env.state.account(vtx.sender_address)
+        env.state.put(vtx.sender_address, acct.balance - vtx.body.fee, acct.nonce + 1)
+    env.height += 1
+    env.mempool.on_block_committed((), included=block)
+    assert not any(env.mempool.contains(v.hash) for v in ours)
+    # a's nonce 2 stays; b, read again, has its nonce 1 pending now.
+    assert sorted(
+        (v.sender_address == b.address, v.body.nonce) for v in env.mempool.select(10, 10**6)
+    ) == [(False, 2), (True, 1)]
+
+
 async def test_commit_drops_nonces_used_elsewhere(env):
     k = KEYS[0]
     await env.submit(*(make_tx(k, n) for n in range(3)))
@@ -1031,9 +1052,7 @@ class MempoolMachine(RuleBasedStateMachine):
     def hear(self) -> None:
         for included in self.unheard:
             # As the node does (node/service.py, after_commit).
-            self.env.mempool.on_block_committed(
-                [v.hash for v in included], senders={v.sender_address for v in included}
-            )
+            self.env.mempool.on_block_committed((), included=included)
             self.young.clear()
         self.unheard = []
 

@@ -221,11 +221,7 @@ class ChainHost:
         assert self.mempool is not None and self.chain is not None
         result = executed.result
         self.mempool.set_params(self.chain.params)
-        self.mempool.on_block_committed(
-            [v.hash for v in result.included],
-            (),
-            senders=sorted({v.sender_address for v in result.included}),
-        )
+        self.mempool.on_block_committed((), included=result.included)
         self.included += len(result.included)
         self.ledger.record(self.index, executed.block)
         assert self.evidence is not None
