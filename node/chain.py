@@ -258,7 +258,7 @@ class Chain:
         result = self.executor.execute_block(self._view, txs, ctx, strict=strict, watch=watch)
         ran = time.perf_counter()
         contention = BuildCost.contention(ran - started, time.thread_time() - cpu)
-        receipts = [r.encode() for r in result.receipts]
+        receipts = result.encoded_receipts
         tree_update = self.store.prepare_state(result.changes)
         return result, receipts, tree_update, ran, contention
 

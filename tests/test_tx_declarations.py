@@ -312,12 +312,14 @@ FAST = [t for _, t in DECLARED if t.fast_path is not None]
 @pytest.mark.parametrize("decl", FAST, ids=[t.name for t in FAST])
 def test_a_fast_path_can_do_what_its_handler_can(decl):
     # ``TxType.fast_path``: the executor's path around the handler, in one function.
+    # It writes its receipt's encoding directly, events included, which this walk
+    # cannot read: tests/vm/test_fast_path.py holds those receipts byte for byte to
+    # the generic path's, which runs there under the declaration check.
     fast = decl.fast_path
     fast = getattr(fast, "func", fast)  # bound like the handler (functools.partial)
     found = WALKER.reach(f"{fast.__module__}.{fast.__name__}")
     assert found.unknown == []
     assert found.codes - {STATE_LIMIT} == set(decl.codes)
-    assert found.events == set(decl.events)
     assert found.prefixes == set(decl.reads | decl.writes)
 
 

@@ -172,8 +172,9 @@ def check_envelopes(
 class BlockResult:
     # Net state writes, encoded; None deletes the key.
     changes: dict[bytes, bytes | None]
-    # One per included transaction, in block order.
-    receipts: list[Receipt]
+    # One per included transaction, in block order, encoded: what the receipt root
+    # and the store take. A fast path writes its receipt's encoding directly.
+    encoded_receipts: list[bytes]
     included: list[VerifiedTx]
     # Only when building (strict=False): transactions left out, with the reason.
     rejected: list[tuple[VerifiedTx, InvalidTransaction]]
@@ -182,6 +183,11 @@ class BlockResult:
     # The types of the included transactions: a node asks it of every block (does
     # it change membership?), which is cheaper to note here than to ask again.
     types: set[str] = field(default_factory=set)
+
+    @property
+    def receipts(self) -> list[Receipt]:
+        """The receipts, decoded (each access decodes them again)."""
+        return [Receipt.decode(r) for r in self.encoded_receipts]
 
 
 def _check_inclusion(
@@ -317,7 +323,7 @@ class Executor:
         lookup = self._registry.lookup
         # Checking declarations traces the generic path; a fast path gives the same result.
         fast_paths = {} if check else self._registry.fast_paths
-        receipts: list[Receipt] = []
+        receipts: list[bytes] = []
         included: list[VerifiedTx] = []
         rejected: list[tuple[VerifiedTx, InvalidTransaction]] = []
         max_txs = params.max_block_txs
@@ -347,9 +353,9 @@ class Executor:
             if fast is not None:
                 receipts.append(fast(state, vtx, vtx.payload, sender, ctx))
             elif check:
-                receipts.append(self._apply_checked(state, vtx, sender, handler, ctx))
+                receipts.append(self._apply_checked(state, vtx, sender, handler, ctx).encode())
             else:
-                receipts.append(_apply(state, vtx, sender, handler, ctx))
+                receipts.append(_apply(state, vtx, sender, handler, ctx).encode())
             state.forget_undo()
             included.append(vtx)
             room -= vtx.size

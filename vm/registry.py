@@ -41,10 +41,9 @@ from vm.state import Overlay
 
 Handler = Callable[[Overlay, "TxInfo", Any, BlockContext], None]
 # A type's whole execution in one call (see ``TxType.fast_path``): state, the
-# transaction, its payload, the sender's account as read before the fee, the block;
-# returns the receipt (``vm.receipts.Receipt``; typed loosely, as vm.receipts'
-# users import this module).
-FastPath = Callable[[Overlay, "TxInfo", Any, Any, BlockContext], Any]
+# transaction, its payload, the sender's account as read before the fee (typed
+# loosely: vm.accounts imports this module), the block; returns the receipt encoded.
+FastPath = Callable[[Overlay, "TxInfo", Any, Any, BlockContext], bytes]
 H = TypeVar("H", bound=Callable[..., None])
 BeginBlockHook = Callable[[Overlay, BlockContext], None]
 

@@ -22,7 +22,6 @@ from vm import (
     BlockContext,
     Executor,
     Overlay,
-    Receipt,
     Registry,
     Transfer,
     TxInfo,
@@ -50,7 +49,7 @@ def outcome(executor: Executor, state: dict[bytes, bytes], txs: list[VerifiedTx]
     result = executor.execute_block(state, txs, context(), strict=False)
     return (
         list(result.changes.items()),
-        [r.encode() for r in result.receipts],
+        result.encoded_receipts,
         [v.hash for v in result.included],
         [(v.hash, e.code, e.message) for v, e in result.rejected],
     )
@@ -97,7 +96,7 @@ def counted_registry(calls: list[bytes]) -> Registry:
         sender: Account,
         ctx: BlockContext,
         **kwargs: Any,
-    ) -> Receipt:
+    ) -> bytes:
         calls.append(tx.hash)
         return execute_transfer(state, tx, payload, sender, ctx, **kwargs)
 
