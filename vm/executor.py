@@ -44,22 +44,6 @@ class VerifiedTx(TxInfo):
     # The canonical encoding as received: blocks and tx roots reuse it as is.
     encoded: bytes
 
-    @classmethod
-    def of(
-        cls,
-        tx: SignedTx,
-        body: TxBody,
-        payload: Wire,
-        hash_: bytes,
-        size: int,
-        sender_address: bytes,
-        encoded: bytes,
-    ) -> VerifiedTx:
-        """The verified transaction, its ``TxInfo`` fields taken from ``tx`` and ``body``."""
-        return _new_verified(
-            hash_, tx.sender, sender_address, body.nonce, body.fee, tx, body, payload, size, encoded
-        )
-
 
 # Admission builds one per transaction: set the slots directly.
 _new_verified = constructor(VerifiedTx)
@@ -109,7 +93,6 @@ def complete_verified_tx(
     if hash_ is None:
         hash_ = tx_hash(encoded)
     sender = tx.sender
-    # VerifiedTx.of inlined: admission builds one per transaction.
     return _new_verified(
         hash_,
         sender,
