@@ -59,14 +59,16 @@ def _check_transfer(payload: Transfer, module_accounts: Mapping[bytes, str]) -> 
     refuse_module_account(module_accounts, payload.to, "recipient")
 
 
+def _transfer_attrs(sender: bytes, recipient: bytes, amount: int) -> list[list[str]]:
+    """The transfer event's attributes, ``[key, value]`` in order: its one definition,
+    made into objects by ``apply_transfer`` and packed as they are by the fast path.
+    Hex addresses and a uint64 in decimal are always within the attribute bounds."""
+    return [["sender", sender.hex()], ["recipient", recipient.hex()], ["amount", str(amount)]]
+
+
 def _transfer_event(sender: bytes, recipient: bytes, amount: int) -> Event:
-    # Built directly rather than with Event.of (the hot path): hex addresses and a
-    # uint64 in decimal are always within the attribute bounds.
-    attrs = (
-        _attr("sender", sender.hex()),
-        _attr("recipient", recipient.hex()),
-        _attr("amount", str(amount)),
-    )
+    # Built directly rather than with Event.of: the bounds hold (``_transfer_attrs``).
+    attrs = tuple(_attr(key, value) for key, value in _transfer_attrs(sender, recipient, amount))
     return _event(TRANSFER, attrs)
 
 
@@ -127,11 +129,7 @@ def execute_transfer(
             state.set_obj(to_key, new_account(total, held.nonce))
     # The receipt's encoding (``Receipt.encode`` of what apply_transfer's path gives),
     # written directly: no event, attribute or receipt objects to build and dump.
-    event = [
-        TRANSFER,
-        [["sender", address.hex()], ["recipient", to.hex()], ["amount", str(amount)]],
-    ]
-    return pack_raw([tx.hash, OK, "", fee, [event]])
+    return pack_raw([tx.hash, OK, "", fee, [[TRANSFER, _transfer_attrs(address, to, amount)]]])
 
 
 @TX_TYPES.declare(
