@@ -242,6 +242,8 @@ def _ephemeral_low() -> int:
 # test worker, a second devnet) could draw the same one.
 _HANDED_OUT = Path(tempfile.gettempdir()) / f"liveledger-ports-{os.getuid()}"
 _HANDED_OUT_S = 120.0
+# Far more than two minutes of hand-outs take (a line is ~12 bytes).
+_RECORD_MAX_BYTES = 1 << 20
 
 
 @contextmanager
@@ -255,10 +257,15 @@ def _handed_out() -> Iterator[dict[int, float]]:
         yield {}
         return
     with os.fdopen(fd, "r+") as f:
+        if os.fstat(fd).st_uid != os.getuid():
+            # Made by another user before us (the temp dir is shared): not ours to
+            # read (it could be any size) or to write.
+            yield {}
+            return
         fcntl.flock(f, fcntl.LOCK_EX)
         now = time.time()
         recent: dict[int, float] = {}
-        for line in f.read().split():
+        for line in f.read(_RECORD_MAX_BYTES).split():
             port, _, when = line.partition("@")
             try:
                 if now - float(when) < _HANDED_OUT_S:

@@ -213,6 +213,27 @@ def test_free_ports_never_writes_through_a_link_in_the_temp_dir(tmp_path):
     assert victim.read_text() == "precious"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+def test_free_ports_leaves_alone_a_record_another_user_made(tmp_path):
+    # Another user could create the record's name first in a shared temp dir, made
+    # writable to all: free_ports must neither read it nor write it.
+    record = tmp_path / f"liveledger-ports-{os.getuid()}"
+    record.write_text("precious")
+    record.chmod(0o666)
+    os.chown(record, os.getuid() + 12_345, -1)
+    code = "from genesis import free_ports; print(*free_ports(3))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    ).stdout
+    assert len(set(out.split())) == 3
+    assert record.read_text() == "precious"
+
+
 def test_write_node_config_checks_ports(tmp_path):
     with pytest.raises(LocalnetError, match="http_port"):
         write_node_config(tmp_path, moniker="n", http_port=0, p2p_port=1)
