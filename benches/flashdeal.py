@@ -110,6 +110,47 @@ def order_txs(
     return out
 
 
+def live_setup(
+    sign: Signer,
+    registrar: PrivateKey,
+    merchant: PrivateKey,
+    host: PrivateKey,
+    deals: int,
+    allocation: int,
+    start_ms: int,
+) -> tuple[list[list[bytes]], list[bytes]]:
+    """The live session's setup, block by block (merchant registered and approved by
+    ``registrar``, a session hosted by ``host``, ``deals`` listings pinned in it with a
+    flash deal of ``allocation`` units on each, from ``start_ms`` for 50 minutes), and
+    each deal's order payload. Deal d sells listing d: ids as a fresh chain gives them."""
+    _, enc_public = encryption_keypair(bytes([7]) * 32)
+    setup = [
+        [
+            sign(
+                merchant,
+                tx.REGISTER_MERCHANT,
+                tx.RegisterMerchant("Bench", "", enc_public).encode(),
+            )
+        ],
+        [sign(registrar, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant.address, True).encode())],
+        [sign(merchant, tx.OPEN_SESSION, tx.OpenSession(host.address, 1_000, "live").encode())],
+    ]
+    last: list[bytes] = []
+    for d in range(1, deals + 1):
+        listing = tx.CreateListing(f"Item {d}", "", 9_000, allocation, b"")
+        last.append(sign(merchant, tx.CREATE_LISTING, listing.encode()))
+        last.append(sign(merchant, tx.PIN, tx.PinListing(1, d).encode()))
+        deal = tx.OpenDeal(1, d, DEAL_PRICE, allocation, 1, start_ms, start_ms + 50 * MIN_MS)
+        last.append(sign(merchant, tx.OPEN_DEAL, deal.encode()))
+    setup.append(last)
+    ciphertext, commitment, _ = seal_address(enc_public, "1 Bench Road", salt=bytes(32))
+    order_payloads = [
+        tx.PlaceOrder(d, 1, 1, DEAL_PRICE, 1, d, enc_public, commitment, ciphertext).encode()
+        for d in range(1, deals + 1)
+    ]
+    return setup, order_payloads
+
+
 async def get(url: str, path: str) -> dict:
     async with aiohttp.ClientSession() as session, session.get(url + path) as resp:
         return await resp.json()
@@ -183,50 +224,11 @@ async def run(args: argparse.Namespace) -> FlashResult:
             expiry = status["height"] + params["max_expiry_blocks"] // 2
             sign = Signer(genesis["chain_id"], params["min_fee"], expiry)
 
-            # The live session's setup: deal d sells listing d; ids as a fresh chain gives them.
-            _, enc_public = encryption_keypair(bytes([7]) * 32)
             start_ms = status["latest_block_time_ms"] or genesis["genesis_time_ms"]
             allocation = -(-(n + latency_n) // deals)
-            setup = [
-                [
-                    sign(
-                        merchant,
-                        tx.REGISTER_MERCHANT,
-                        tx.RegisterMerchant("Bench", "", enc_public).encode(),
-                    )
-                ],
-                [
-                    sign(
-                        faucet,
-                        tx.APPROVE_MERCHANT,
-                        tx.ApproveMerchant(merchant.address, True).encode(),
-                    )
-                ],
-                [
-                    sign(
-                        merchant,
-                        tx.OPEN_SESSION,
-                        tx.OpenSession(host.address, 1_000, "live").encode(),
-                    )
-                ],
-            ]
-            last: list[bytes] = []
-            for d in range(1, deals + 1):
-                listing = tx.CreateListing(f"Item {d}", "", 9_000, allocation, b"")
-                last.append(sign(merchant, tx.CREATE_LISTING, listing.encode()))
-                last.append(sign(merchant, tx.PIN, tx.PinListing(1, d).encode()))
-                deal = tx.OpenDeal(
-                    1, d, DEAL_PRICE, allocation, 1, start_ms, start_ms + 50 * MIN_MS
-                )
-                last.append(sign(merchant, tx.OPEN_DEAL, deal.encode()))
-            setup.append(last)
-            ciphertext, commitment, _ = seal_address(enc_public, "1 Bench Road", salt=bytes(32))
-            order_payloads = [
-                tx.PlaceOrder(
-                    d, 1, 1, DEAL_PRICE, 1, d, enc_public, commitment, ciphertext
-                ).encode()
-                for d in range(1, deals + 1)
-            ]
+            setup, order_payloads = live_setup(
+                sign, faucet, merchant, host, deals, allocation, start_ms
+            )
 
             started = time.perf_counter()
             sink = Transfer(host.address, 1).encode()

@@ -1,18 +1,30 @@
-"""The node's own CPU per transaction in a one-validator transfer flood, in-process.
+"""The node's own CPU per transaction in a one-validator flood, in-process.
 
     .venv/bin/python -m benches.pipeline [--accounts 4000] [--blocks 8] [--batch 2000] [--ahead 1]
+    .venv/bin/python -m benches.pipeline --flashdeal [--state-accounts 1000000] [--accounts 2000]
 
 What the main process of a loaded validator does per transaction besides the
 signature checks (which run in worker processes): admission (``Mempool.submit``
 with the workers' verdicts given, so ``complete_checked`` and the stateful
 checks run as in the node), ``select``, ``Chain.build``, ``Chain.commit`` and
-``on_block_committed``, over a real ChainStore with ``--accounts`` funded
-senders, each paying one sink (as ``benches.throughput`` does). Each block
-takes one nonce of every sender; ``--ahead`` rounds of nonces are admitted
-before the first block, so senders hold pending transactions across commits as
-under a flood. Figures are this thread's CPU time (``time.thread_time``) per
-transaction, the best block of the run (a shared machine's noise only adds).
-The GC is tuned as the node tunes it.
+``on_block_committed``, over a real ChainStore. Figures are this thread's CPU
+time (``time.thread_time``) per transaction, the best block of the run (a shared
+machine's noise only adds). The GC is tuned as the node tunes it.
+
+The transfer flood (the default): ``--accounts`` funded senders, each paying one
+sink (as ``benches.throughput`` does). Each block takes ``--per-block`` nonces of
+every sender; ``--ahead`` rounds of nonces are admitted before the first block, so
+senders hold pending transactions across commits as under a flood.
+
+``--flashdeal``: the consensus side of ``benches.flashdeal`` on one thread. A state
+of ``--state-accounts`` funded accounts (default 1,000,000) is built first, its
+tree's upper levels loaded as a node loads them after a start; a live session runs
+flash deals (``benches.flashdeal.live_setup``). Two workloads of the same shape are
+timed on the same chain, alternating block by block: every block holds ``--accounts``
+buyers who have not sent before, each placing one order and tipping the host, or as
+many fresh senders, each sending two transfers to one sink. The ratio of the two
+totals is what the flash-deal storm's ratio tracks where the consensus thread is
+the limit.
 """
 
 from __future__ import annotations
@@ -20,17 +32,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from benches.common import prebuild_state
+from benches.flashdeal import Signer, keys, live_setup, order_txs
 from core import Commit, CommitSig, PrivateKey, TxBody, Vote, VoteType, sign_tx
 from core.keystore import load_key
-from genesis import GenesisAccount, create_localnet, load_genesis
+from genesis import Genesis, GenesisAccount, create_localnet, load_genesis
 from node.chain import Chain
 from node.config import MempoolConfig
 from node.mempool import Mempool
@@ -39,7 +54,10 @@ from node.service import build_registry
 from storage import ChainStore
 from vm import Transfer
 
-STAGES = ("submit", "select", "build", "commit", "after_commit")
+# ``Chain.build`` in two: its transactions' execution, and what comes after the last
+# one ran (the state tree's update, the roots, the block's encoding), split in the
+# proportion of ``ExecutedBlock``'s wall-clock figures.
+STAGES = ("submit", "select", "execute", "build_after", "commit", "after_commit")
 
 
 class _Verified:
@@ -52,66 +70,69 @@ class _Verified:
         return [None] * len(raws)
 
 
-def run(
-    root: Path, accounts: int, blocks: int, batch: int, ahead: int, per_block: int
-) -> dict[str, float]:
-    layout = create_localnet(root / "net", 1, "")
-    g = load_genesis(layout.genesis_path)
-    keys = [PrivateKey(hashlib.sha256(b"pipeline-%d" % i).digest()) for i in range(accounts)]
-    funded = tuple(GenesisAccount(k.address, 10**12) for k in keys)
-    g = replace(g, accounts=g.accounts + funded)
-    producer = load_key(layout.nodes[0].key_path, "")
-    chain = Chain(ChainStore(root / "db"), g, build_registry())
-    sink = keys[0].address
-    rounds = [
-        [
-            sign_tx(
-                k,
-                g.chain_id,
-                TxBody(n, g.params.min_fee, 3_000, "transfer", Transfer(sink, 1).encode()),
-            ).encode()
-            for n in range(r * per_block, (r + 1) * per_block)
-            for k in keys
-        ]
-        for r in range(blocks + ahead)
-    ]
-    mempool = Mempool(
-        g.chain_id,
-        chain.registry,
-        chain.executor,
-        chain.params,
-        chain.state,
-        lambda: chain.height,
-        MempoolConfig(),
-        verifier=_Verified(),  # type: ignore[arg-type]  # the workers' verdicts, given
-    )
-    loop = asyncio.new_event_loop()
-    tune_gc()
-    clock = time.thread_time
+class _Node:
+    """A one-validator chain and its mempool, driven block by block on this thread."""
 
-    def admit(raws: list[bytes]) -> None:
-        for k in range(0, len(raws), batch):
-            results = loop.run_until_complete(mempool.submit(raws[k : k + batch], client=True))
+    def __init__(self, root: Path, genesis: Genesis, producer: PrivateKey, batch: int) -> None:
+        self.genesis, self.producer, self.batch = genesis, producer, batch
+        self.chain = Chain(ChainStore(root), genesis, build_registry())
+        chain = self.chain
+        self.mempool = Mempool(
+            genesis.chain_id,
+            chain.registry,
+            chain.executor,
+            chain.params,
+            chain.state,
+            lambda: chain.height,
+            MempoolConfig(),
+            verifier=_Verified(),  # type: ignore[arg-type]  # the workers' verdicts, given
+        )
+        self.loop = asyncio.new_event_loop()
+
+    def close(self) -> None:
+        self.loop.close()
+        self.mempool.close()
+        self.chain.store.close()
+
+    def warm(self) -> None:
+        """Load the state tree's upper levels, as a node does after a start."""
+        start = 1
+        while start:
+            start = self.chain.store.warm_tree(start)
+
+    def admit(self, raws: list[bytes]) -> None:
+        for k in range(0, len(raws), self.batch):
+            results = self.loop.run_until_complete(
+                self.mempool.submit(raws[k : k + self.batch], client=True)
+            )
             refused = [r for r in results if not r.accepted]
             if refused:
                 raise SystemExit(f"refused: {refused[:3]}")
 
-    for raws in rounds[:ahead]:
-        admit(raws)
-    best = dict.fromkeys(STAGES, float("inf"))
-    for b, raws in enumerate(rounds[ahead:]):
+    def block(self, raws: list[bytes]) -> tuple[dict[str, float], int]:
+        """Admit ``raws`` and run them through one block: each stage's CPU seconds, and
+        how many state keys the block wrote."""
+        clock = time.thread_time
+        chain, mempool = self.chain, self.mempool
         t0 = clock()
-        admit(raws)
+        self.admit(raws)
         t1 = clock()
         picked = mempool.select(len(raws), chain.params.max_block_bytes)
         t2 = clock()
-        executed = chain.build(picked, producer, chain.next_block_time(int(time.time() * 1000)))
+        executed = chain.build(
+            picked, self.producer, chain.next_block_time(int(time.time() * 1000))
+        )
         t3 = clock()
         included = executed.result.included
         if len(included) != len(raws):
-            raise SystemExit(f"block {b}: {len(included)} of {len(raws)} transactions included")
+            raise SystemExit(
+                f"block of {len(included)} of {len(raws)} transactions: "
+                f"{executed.result.rejected[:3]}"
+            )
         h = executed.block.header
-        vote = Vote.create(producer, g.chain_id, VoteType.PRECOMMIT, h.height, 0, h.hash)
+        vote = Vote.create(
+            self.producer, self.genesis.chain_id, VoteType.PRECOMMIT, h.height, 0, h.hash
+        )
         chain.commit(
             executed, Commit(h.height, 0, h.hash, (CommitSig(vote.validator, vote.signature),))
         )
@@ -120,18 +141,146 @@ def run(
         mempool.set_params(chain.params)
         mempool.on_block_committed((), included=included)
         t5 = clock()
-        if b == 0:
-            continue  # warm-up: first reads of every account, codecs built
-        for name, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
-            best[name] = min(best[name], dt / len(raws))
-    loop.close()
-    mempool.close()
+        # Every transaction must have done its work (checked outside the timed stages).
+        bad = [r for r in executed.result.receipts if not r.ok]
+        if bad:
+            raise SystemExit(f"{len(bad)} transactions failed: {bad[0].code}: {bad[0].message}")
+        after = (t3 - t2) * executed.after_seconds / max(executed.execute_seconds, 1e-9)
+        times = (t1 - t0, t2 - t1, t3 - t2 - after, after, t4 - t3, t5 - t4)
+        return dict(zip(STAGES, times, strict=True)), len(executed.result.changes)
+
+
+def _best(into: dict[str, float], stages: dict[str, float], txs: int) -> None:
+    for name, seconds in stages.items():
+        into[name] = min(into.get(name, float("inf")), seconds / txs)
+
+
+def _localnet(root: Path) -> tuple[Genesis, PrivateKey, PrivateKey]:
+    """A one-validator localnet in ``root``: its genesis, its producer's key and its
+    faucet's key (the commerce registrar)."""
+    layout = create_localnet(root, 1, "")
+    producer = load_key(layout.nodes[0].key_path, "")
+    return load_genesis(layout.genesis_path), producer, load_key(layout.faucet_key_path, "")
+
+
+def run(
+    root: Path, accounts: int, blocks: int, batch: int, ahead: int, per_block: int
+) -> dict[str, float]:
+    """The transfer flood: best CPU seconds per transaction of each stage."""
+    g, producer, _ = _localnet(root / "net")
+    keys_ = [PrivateKey(hashlib.sha256(b"pipeline-%d" % i).digest()) for i in range(accounts)]
+    funded = tuple(GenesisAccount(k.address, 10**12) for k in keys_)
+    g = replace(g, accounts=g.accounts + funded)
+    sink = keys_[0].address
+    rounds = [
+        [
+            sign_tx(
+                k,
+                g.chain_id,
+                TxBody(n, g.params.min_fee, 3_000, "transfer", Transfer(sink, 1).encode()),
+            ).encode()
+            for n in range(r * per_block, (r + 1) * per_block)
+            for k in keys_
+        ]
+        for r in range(blocks + ahead)
+    ]
+    node = _Node(root / "db", g, producer, batch)
+    tune_gc()
+    try:
+        for raws in rounds[:ahead]:
+            node.admit(raws)
+        best: dict[str, float] = {}
+        for b, raws in enumerate(rounds[ahead:]):
+            stages, _ = node.block(raws)
+            if b:  # the first is a warm-up: first reads of every account, codecs built
+                _best(best, stages, len(raws))
+    finally:
+        node.close()
     return best
+
+
+@dataclass(frozen=True)
+class FlashFigures:
+    # Best CPU seconds per transaction of each stage.
+    transfers: dict[str, float]
+    orders: dict[str, float]
+    # State keys written per transaction (a block's changes over its transactions).
+    transfer_keys: float
+    order_keys: float
+
+
+def run_flashdeal(
+    root: Path, accounts: int, blocks: int, batch: int, state_accounts: int, deals: int
+) -> FlashFigures:
+    """Orders and tips of fresh buyers against transfers of fresh senders, alternating
+    block by block on one chain: best CPU seconds per transaction of each stage."""
+    g, producer, faucet = _localnet(root)
+    merchant, host = keys(0, 2)
+    per_side = accounts * blocks
+    buyers = keys(10, per_side)
+    senders = keys(10 + per_side, per_side)
+    named = [k.address for k in (merchant, host, *buyers, *senders)]
+    others = (os.urandom(20) for _ in range(max(0, state_accounts - len(named))))
+    prebuild_state(root, 1, (*named, *others), 10**10, "funded accounts")
+    # ``prebuild_state`` wrote node0's store: the one this node opens.
+    node = _Node(root / "node0" / "data", g, producer, batch)
+    tune_gc()
+    try:
+        started = time.perf_counter()
+        node.warm()
+        print(f"state tree upper levels loaded in {time.perf_counter() - started:.1f} s")
+        sign = Signer(g.chain_id, g.params.min_fee, g.params.max_expiry_blocks // 2)
+        start_ms = node.chain.next_block_time(int(time.time() * 1000))
+        allocation = -(-per_side // deals)
+        setup, order_payloads = live_setup(
+            sign, faucet, merchant, host, deals, allocation, start_ms
+        )
+        for raws in setup:
+            node.block(raws)
+        sink = Transfer(host.address, 1).encode()
+        transfers: dict[str, float] = {}
+        orders: dict[str, float] = {}
+        written = {"transfers": 0, "orders": 0}
+        for b in range(blocks):
+            fresh = slice(b * accounts, (b + 1) * accounts)
+            sides = (
+                (
+                    "transfers",
+                    transfers,
+                    [sign(s, "transfer", sink) for s in senders[fresh] for _ in range(2)],
+                ),
+                ("orders", orders, order_txs(sign, buyers[fresh], deals, 0, order_payloads)),
+            )
+            for name, figures, raws in sides:
+                stages, keys_written = node.block(raws)
+                written[name] += keys_written
+                if b:  # the first of each is a warm-up
+                    _best(figures, stages, len(raws))
+    finally:
+        node.close()
+    txs = 2 * per_side
+    return FlashFigures(transfers, orders, written["transfers"] / txs, written["orders"] / txs)
+
+
+def _table(columns: dict[str, dict[str, float]]) -> str:
+    head = f"{'stage':<14}" + "".join(f" {name:>10}" for name in columns)
+    rows = [head]
+    for stage in STAGES:
+        rows.append(f"{stage:<14}" + "".join(f" {c[stage] * 1e6:>10.2f}" for c in columns.values()))
+    rows.append(
+        f"{'total':<14}" + "".join(f" {sum(c.values()) * 1e6:>10.2f}" for c in columns.values())
+    )
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--accounts", type=int, default=4000, help="senders, one transaction per block")
+    ap.add_argument(
+        "--accounts",
+        type=int,
+        help="senders, one transaction per block (default 4000); with --flashdeal, fresh "
+        "buyers and senders per block (default 2000)",
+    )
     ap.add_argument("--blocks", type=int, default=8, help="blocks timed (after one warm-up)")
     ap.add_argument("--batch", type=int, default=2000, help="transactions per submit call")
     ap.add_argument("--ahead", type=int, default=1, help="blocks' worth admitted before block 1")
@@ -141,24 +290,52 @@ def main(argv: list[str] | None = None) -> None:
         default=1,
         help="nonces of every sender per block (a flood's blocks hold several)",
     )
+    ap.add_argument(
+        "--flashdeal", action="store_true", help="orders and tips against transfers, fresh senders"
+    )
+    ap.add_argument(
+        "--state-accounts", type=int, default=1_000_000, help="with --flashdeal: accounts in state"
+    )
+    ap.add_argument("--deals", type=int, default=4, help="with --flashdeal: deals in the session")
     args = ap.parse_args(argv)
     if args.blocks < 2:
         ap.error("--blocks must be at least 2 (the first is a warm-up)")
     root = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    command = "command: " + " ".join([".venv/bin/python -m benches.pipeline", *sys.argv[1:]])
     try:
-        best = run(root, args.accounts, args.blocks, args.batch, args.ahead, args.per_block)
+        if args.flashdeal:
+            accounts = args.accounts or 2000
+            flash = run_flashdeal(
+                root, accounts, args.blocks, args.batch, args.state_accounts, args.deals
+            )
+        else:
+            accounts = args.accounts or 4000
+            best = run(root, accounts, args.blocks, args.batch, args.ahead, args.per_block)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{'stage':<14} {'us/tx':>7}")
-    for name in STAGES:
-        print(f"{name:<14} {best[name] * 1e6:>7.2f}")
-    total = sum(best.values())
-    print(f"{'total':<14} {total * 1e6:>7.2f}   ({1 / total:,.0f} tx/s of one core)")
+    if not args.flashdeal:
+        print(_table({"us/tx": best}))
+        total = sum(best.values())
+        print(f"\n{1 / total:,.0f} tx/s of one core")
+        print(
+            f"{accounts} senders, {args.per_block} transactions each per block, "
+            f"thread CPU time, best of {args.blocks - 1} blocks"
+        )
+        print(command)
+        return
+    print(_table({"transfers": flash.transfers, "orders": flash.orders}))
+    print(f"{'state keys/tx':<14} {flash.transfer_keys:>10.2f} {flash.order_keys:>10.2f}")
+    transfer_s, order_s = sum(flash.transfers.values()), sum(flash.orders.values())
     print(
-        f"\n{args.accounts} senders, {args.per_block} transactions each per block, "
-        f"thread CPU time, best of {args.blocks - 1} blocks"
+        f"\n{accounts} fresh buyers (orders and tips) against {accounts} fresh senders "
+        f"(two transfers each) per block, alternating; state {args.state_accounts:,} "
+        f"accounts; thread CPU time, best of {args.blocks - 1} blocks each"
     )
-    print("command: " + " ".join([".venv/bin/python -m benches.pipeline", *sys.argv[1:]]))
+    print(command)
+    print(
+        f"RESULT order_us={order_s * 1e6:.2f} transfer_us={transfer_s * 1e6:.2f} "
+        f"ratio={transfer_s / order_s:.3f}"
+    )
 
 
 if __name__ == "__main__":
