@@ -1,6 +1,6 @@
 """Canonical encoding, hashing, keys and signatures, wire types and the error tree."""
 
-from core.codec import Len, MaxItems, MaxLen, Wire, array_header, pack_raw, unpack_raw
+from core.codec import Len, MaxItems, MaxLen, Wire, array_header, pack_array, pack_raw, unpack_raw
 from core.errors import (
     DecodeError,
     HttpError,
@@ -89,6 +89,7 @@ __all__ = [
     "hash_bytes",
     "is_valid_signature",
     "merkle_root",
+    "pack_array",
     "pack_raw",
     "parse_address",
     "sign_tx",

@@ -39,7 +39,6 @@ from node.verifier import ProcessVerifier
 from storage import ChainStore, TreeUpdate
 from vm import (
     BlockContext,
-    BlockEvents,
     BlockResult,
     ChainParams,
     Executor,
@@ -47,6 +46,7 @@ from vm import (
     Registry,
     VerifiedTx,
     complete_checked,
+    encode_block_events,
     verify_signed_tx,
 )
 
@@ -80,7 +80,7 @@ class ExecutedBlock:
 
     @property
     def block_events(self) -> bytes:
-        return BlockEvents(tuple(self.result.begin_events)).encode()
+        return encode_block_events(self.result.encoded_begin_events)
 
 
 class BuildCost:

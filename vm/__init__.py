@@ -39,7 +39,15 @@ from vm.executor import (
 )
 from vm.params import ChainParams
 from vm.prefixes import PREFIX_RANGES, KeyPrefix, PrefixRange, prefix_owner
-from vm.receipts import OK, BlockEvents, Event, EventAttr, Receipt
+from vm.receipts import (
+    OK,
+    BlockEvents,
+    Event,
+    EventAttr,
+    Receipt,
+    encode_block_events,
+    encode_receipt,
+)
 from vm.registry import (
     EXECUTION_CODES,
     BeginBlockHook,
@@ -112,6 +120,8 @@ __all__ = [
     "complete_checked",
     "credit",
     "debit",
+    "encode_block_events",
+    "encode_receipt",
     "error_codes",
     "feed_kinds",
     "default_registry",

@@ -23,7 +23,7 @@ from core.types import SignedTx, TxBody, check_signed, tx_hash
 from vm.accounts import Account, credit, get_account, new_account, put_account
 from vm.context import BlockContext
 from vm.params import ChainParams
-from vm.receipts import MAX_EVENTS, OK, Event, Receipt, bound_message
+from vm.receipts import MAX_EVENTS, OK, Event, Receipt, bound_message, encode_receipt
 from vm.registry import EXECUTION_CODES, STATE_LIMIT, Handler, Registry, TxFailed, TxInfo, TxType
 from vm.state import Overlay, StateView, TracedOverlay
 
@@ -47,7 +47,6 @@ class VerifiedTx(TxInfo):
 
 # Admission builds one per transaction: set the slots directly.
 _new_verified = constructor(VerifiedTx)
-_new_receipt = constructor(Receipt)
 _new_signed_tx = constructor(SignedTx)
 _unpackb = msgpack.unpackb
 
@@ -161,8 +160,8 @@ class BlockResult:
     included: list[VerifiedTx]
     # Only when building (strict=False): transactions left out, with the reason.
     rejected: list[tuple[VerifiedTx, InvalidTransaction]]
-    # Events emitted by the begin-block hooks (deadlines and the like).
-    begin_events: list[Event] = field(default_factory=list)
+    # Events emitted by the begin-block hooks (deadlines and the like), encoded.
+    encoded_begin_events: list[bytes] = field(default_factory=list)
     # The types of the included transactions: a node asks it of every block (does
     # it change membership?), which is cheaper to note here than to ask again.
     types: set[str] = field(default_factory=set)
@@ -171,6 +170,11 @@ class BlockResult:
     def receipts(self) -> list[Receipt]:
         """The receipts, decoded (each access decodes them again)."""
         return [Receipt.decode(r) for r in self.encoded_receipts]
+
+    @property
+    def begin_events(self) -> list[Event]:
+        """The begin-block hooks' events, decoded (each access decodes them again)."""
+        return [Event.decode(e) for e in self.encoded_begin_events]
 
 
 def _check_inclusion(
@@ -336,9 +340,9 @@ class Executor:
             if fast is not None:
                 receipts.append(fast(state, vtx, vtx.payload, sender, ctx))
             elif check:
-                receipts.append(self._apply_checked(state, vtx, sender, handler, ctx).encode())
+                receipts.append(self._apply_checked(state, vtx, sender, handler, ctx))
             else:
-                receipts.append(_apply(state, vtx, sender, handler, ctx).encode())
+                receipts.append(_apply(state, vtx, sender, handler, ctx))
             state.forget_undo()
             included.append(vtx)
             room -= vtx.size
@@ -386,11 +390,11 @@ class Executor:
         except DecodeError as exc:
             # Only reading state decodes here: an undecodable value is corruption.
             raise NodeFault(f"state holds an undecodable account: {exc}") from exc
-        return _apply(state, vtx, sender, handler, ctx)
+        return Receipt.decode(_apply(state, vtx, sender, handler, ctx))
 
     def _apply_checked(
         self, state: Overlay, vtx: VerifiedTx, sender: Account, handler: Handler, ctx: BlockContext
-    ) -> Receipt:
+    ) -> bytes:
         """``_apply``, then hold what the handler did to its type's declaration."""
         if not isinstance(state, TracedOverlay):
             raise TypeError("checking declarations needs a TracedOverlay")
@@ -403,7 +407,7 @@ class Executor:
             handler(s, info, payload, c)
 
         receipt = _apply(state, vtx, sender, traced, ctx)
-        strays = _strays(decl, receipt, state.reads, state.writes)
+        strays = _strays(decl, Receipt.decode(receipt), state.reads, state.writes)
         if strays:
             raise NodeFault(f"tx {vtx.hash.hex()} strays from its declaration: {strays}")
         return receipt
@@ -458,8 +462,9 @@ def _check_block_limits(txs: Sequence[VerifiedTx], params: ChainParams) -> None:
 
 def _apply(
     state: Overlay, vtx: VerifiedTx, sender: Account, handler: Handler, ctx: BlockContext
-) -> Receipt:
-    """Charge the fee, bump the nonce, run the handler; undo only the handler on failure."""
+) -> bytes:
+    """Charge the fee, bump the nonce, run the handler; undo only the handler on failure.
+    Returns the receipt, encoded."""
     info: TxInfo = vtx
     fee = info.fee
     put_account(state, info.sender_address, new_account(sender.balance - fee, sender.nonce + 1))
@@ -468,7 +473,7 @@ def _apply(
         handler(state, info, vtx.payload, ctx)
     except TxFailed as exc:
         state.revert(snapshot)
-        return _new_receipt(info.hash, exc.code, bound_message(exc.message), fee, ())
+        return encode_receipt(info.hash, exc.code, bound_message(exc.message), fee, ())
     except Exception as exc:
         # Only TxFailed is a verdict on the tx; anything else is a bug in this node.
         raise NodeFault(
@@ -481,12 +486,12 @@ def _apply(
         state.check_writes(snapshot)
     except DecodeError as exc:
         state.revert(snapshot)
-        return _new_receipt(info.hash, STATE_LIMIT, bound_message(exc.message), fee, ())
+        return encode_receipt(info.hash, STATE_LIMIT, bound_message(exc.message), fee, ())
     events = state.take_events()
     # Receipt decoding bounds the event count; handlers must stay under it.
     if len(events) > MAX_EVENTS:
         raise NodeFault(f"handler for {vtx.body.type!r} emitted {len(events)} events")
-    return _new_receipt(info.hash, OK, "", fee, tuple(events))
+    return encode_receipt(info.hash, OK, "", fee, events)
 
 
 def _credit(state: Overlay, address: bytes, amount: int) -> None:

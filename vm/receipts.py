@@ -7,10 +7,11 @@ values are plain strings made deterministically: integers in decimal, bytes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Self
 
-from core.codec import Len, MaxItems, MaxLen, Wire
+from core.codec import Len, MaxItems, MaxLen, Wire, pack_array, pack_raw
 
 MAX_EVENT_KIND = 64
 MAX_ATTR_KEY = 64
@@ -86,6 +87,18 @@ class Receipt(Wire):
         return self.code == OK
 
 
+def encode_receipt(
+    tx_hash: bytes, code: str, message: str, fee: int, events: Sequence[bytes]
+) -> bytes:
+    """``Receipt(tx_hash, code, message, fee, events).encode()`` with the events given
+    encoded (``Event.encode``'s bytes, as ``Overlay`` keeps them): execution writes a
+    receipt's bytes without building its event objects. ``message`` within bounds
+    (``bound_message``), as for a ``Receipt``."""
+    return pack_array(
+        (pack_raw(tx_hash), pack_raw(code), pack_raw(message), pack_raw(fee), pack_array(events))
+    )
+
+
 def bound_message(message: str) -> str:
     """Cut ``message`` to MAX_MESSAGE UTF-8 bytes without splitting a character."""
     if len(message) * 4 <= MAX_MESSAGE:
@@ -107,3 +120,8 @@ class BlockEvents(Wire):
     events: Annotated[tuple[Event, ...], MaxItems(1 << 20)]
 
     MAX_ENCODED = 64 * 1024 * 1024
+
+
+def encode_block_events(events: Sequence[bytes]) -> bytes:
+    """``BlockEvents(events).encode()`` with the events given encoded."""
+    return pack_array((pack_array(events),))

@@ -3,7 +3,7 @@
 ``Overlay`` keeps the block's writes in one dict and a journal of undo entries
 (py-evm style): ``snapshot`` is the journal length, ``revert`` pops entries back
 to it. Events ride in the same journal so a revert drops the events of the
-work it undoes.
+work it undoes. They are kept encoded, as receipts store them.
 
 Decoded objects (accounts, above all) can be kept in the overlay as objects via
 ``get_obj``/``set_obj``: a block that touches one account a thousand times
@@ -62,7 +62,7 @@ class Overlay:
         # is decoded once per block. Base never changes, so no journaling.
         self._cache: dict[bytes, Any] = {}
         self._journal: list[Any] = []
-        self._events: list[Event] = []
+        self._events: list[bytes] = []
         # Encodings made by ``check_writes``, by key, with the object they encode:
         # ``changes()`` reuses one while the key still holds that very object.
         self._encoded: dict[bytes, tuple[Any, bytes]] = {}
@@ -116,12 +116,15 @@ class Overlay:
 
     # --- events ---
 
-    def emit(self, event: Event) -> None:
-        self._events.append(event)
+    def emit(self, event: Event | bytes) -> None:
+        """Emit ``event``, or an event given encoded (``Event.encode``'s bytes, as
+        ``apps.commerce.events.make`` builds them without the objects)."""
+        self._events.append(event if isinstance(event, bytes) else event.encode())
         self._journal.append(_EVENT)
 
-    def take_events(self) -> list[Event]:
-        """Hand over the events emitted so far; a later revert can no longer drop them."""
+    def take_events(self) -> list[bytes]:
+        """Hand over the events emitted so far, encoded; a later revert can no longer
+        drop them."""
         events = self._events
         self._events = []
         return events

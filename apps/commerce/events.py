@@ -8,7 +8,8 @@ session id in decimal) and never names a buyer.
 
 from __future__ import annotations
 
-from vm.receipts import MAX_ATTR_VALUE, Event, EventAttr
+from core.codec import pack_raw
+from vm.receipts import MAX_ATTR_VALUE, MAX_ATTRS, Event
 
 # Live-session feed (declared ``feed`` by the types that emit them).
 SESSION_OPENED = "commerce.session_opened"
@@ -55,17 +56,20 @@ def in_currency(currency: str) -> dict[str, str]:
     return {"currency": currency} if currency else {}
 
 
-def make(kind: str, **attrs: str | int | bytes) -> Event:
-    """``Event.of`` for the handlers' own events, without its per-call generality.
+def make(kind: str, **attrs: str | int | bytes) -> bytes:
+    """The encoding of ``Event.of(kind, **attrs)``, packed straight from the values:
+    the handlers' events go into receipts encoded (``Overlay.emit``), so no event or
+    attribute objects are built.
 
-    Same result as ``Event.of``: integers in decimal, bytes in lowercase hex,
-    attributes in the order given. Kinds and keys are this module's constants
+    Same bytes as ``Event.of(...).encode()``: integers in decimal, bytes in lowercase
+    hex, attributes in the order given. Kinds and keys are this module's constants
     and short literals; integers (uint64) and the bytes passed (at most 32) are
     always within bounds; a string that might not be goes through ``Event.of``,
     which checks it.
     """
+    if len(attrs) > MAX_ATTRS:
+        return Event.of(kind, **attrs).encode()  # raises, naming the bound
     items = []
-    cache = _ATTRS
     for key, value in attrs.items():
         t = type(value)
         if t is int:
@@ -75,16 +79,6 @@ def make(kind: str, **attrs: str | int | bytes) -> Event:
         elif t is str and len(value) * 4 <= MAX_ATTR_VALUE:  # type: ignore[arg-type]  # t is str
             text = value  # type: ignore[assignment]  # t is str
         else:
-            return Event.of(kind, **attrs)
-        # Attributes are immutable, and most (session, deal, state...) repeat.
-        attr = cache.get((key, text))
-        if attr is None:
-            if len(cache) >= _ATTR_CACHE_SIZE:
-                cache.clear()
-            attr = cache[(key, text)] = EventAttr(key, text)
-        items.append(attr)
-    return Event(kind, tuple(items))
-
-
-_ATTR_CACHE_SIZE = 8192
-_ATTRS: dict[tuple[str, str], EventAttr] = {}
+            return Event.of(kind, **attrs).encode()
+        items.append([key, text])
+    return pack_raw([kind, items])

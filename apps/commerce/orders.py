@@ -78,7 +78,7 @@ from apps.commerce.store import (
     require_text,
     roles_of,
 )
-from core.codec import replace
+from core.codec import constructor, replace
 from core.errors import NodeFault
 from vm.accounts import credit, debit
 from vm.amounts import checked_add
@@ -235,7 +235,13 @@ def units_bought(state: StateView, deal_id: int, buyer: bytes) -> tuple[int, boo
     a record of their own (``keys.deal_buyer_key``) rather than in the buyer's party
     record, which counts its last deal's (``Party``)."""
     party = load(state, keys.party_key(buyer), Party)
-    if party is not None and party.last_deal == deal_id:
+    if party is None or not party.last_deal:
+        # A deal's own record is written only as the party record's count moves on to
+        # another deal (``_link``), and party records are never deleted: a buyer whose
+        # record never counted a deal has none to read (a first order of a flash sale's
+        # crowd reads one key fewer).
+        return 0, False
+    if party.last_deal == deal_id:
         return party.deal_units, False
     count = load(state, keys.deal_buyer_key(deal_id, buyer), Count)
     return (0, False) if count is None else (count.n, True)
@@ -275,6 +281,8 @@ def _link(
 
 
 _NO_PARTY = Party(0, 0, 0, 0, 0, 0)
+# Every order placed builds one, of 28 fields: set the slots directly.
+_new_order = constructor(Order)
 
 
 def open_won_order(state: Overlay, auction: Auction, currency: str, ctx: BlockContext) -> int:
@@ -533,7 +541,7 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
         left = listing.available - p.quantity
     due = now + window
     prev_of_buyer, prev_of_merchant = _link(state, buyer, listing.merchant, order_id, counted)
-    order = Order(
+    order = _new_order(
         order_id,
         buyer,
         listing.merchant,

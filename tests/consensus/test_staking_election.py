@@ -159,7 +159,7 @@ def test_record_missed_counts_and_jails_over_the_limit():
     for height, proposer in ((2, PUB[0]), (3, PUB[1])):
         assert record_missed(state, height, expected, {PUB[0], PUB[1]}, proposer, PARAMS) == []
     assert record_missed(state, 4, expected, {PUB[0], PUB[1]}, PUB[0], PARAMS) == [PUB[2]]
-    events = state.take_events()
+    events = [Event.decode(e) for e in state.take_events()]
     assert events[-2:] == [
         Event.of("missed_slot", candidate=PUB[2], height=3, proposer=PUB[0], charged=3),
         Event.of(

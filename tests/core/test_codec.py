@@ -194,6 +194,20 @@ def test_array_header_matches_msgpack_at_size_boundaries():
         assert len(packed) == len(array_header(n)) + n
 
 
+msgpack_items = st.recursive(
+    st.integers(0, 2**64 - 1) | st.text(max_size=40) | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@given(st.lists(msgpack_items, max_size=40))
+def test_pack_array_of_encoded_items_is_the_lists_encoding(items):
+    from core import pack_array, pack_raw
+
+    assert pack_array([pack_raw(item) for item in items]) == pack_raw(items)
+
+
 def test_checked_encoding_refuses_what_decode_would():
     from dataclasses import dataclass
     from typing import Annotated

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.codec import Wire
-from vm import OK, Event, EventAttr, Receipt
+from vm import OK, BlockEvents, Event, EventAttr, Receipt, encode_block_events, encode_receipt
 from vm.receipts import MAX_ATTR_VALUE, MAX_ATTRS, MAX_MESSAGE, bound_message
 
 
@@ -66,3 +66,21 @@ receipts = st.builds(
 def test_fast_receipt_encoding_is_the_generic_encoding(receipt):
     assert receipt.encode() == Wire.encode(receipt)
     assert Receipt.decode(receipt.encode()) == receipt
+
+
+# Past 15 items msgpack writes a longer array header: the concatenation must follow.
+many_events = st.lists(events, max_size=20).map(tuple)
+
+
+@given(receipts, many_events)
+def test_receipt_from_encoded_events_is_the_receipts_encoding(receipt, more):
+    receipt = Receipt(receipt.tx_hash, receipt.code, receipt.message, receipt.fee, more)
+    encoded = [e.encode() for e in receipt.events]
+    assert encode_receipt(
+        *(receipt.tx_hash, receipt.code, receipt.message, receipt.fee), encoded
+    ) == (receipt.encode())
+
+
+@given(many_events)
+def test_block_events_from_encoded_events_is_their_encoding(events_):
+    assert encode_block_events([e.encode() for e in events_]) == BlockEvents(events_).encode()

@@ -5,6 +5,10 @@ declaration to what its own handler can raise.)"""
 import ast
 from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 import apps.commerce
 from apps.commerce import ERROR_CODES, FEED_KINDS, feed_events, session_of
 from apps.commerce.events import make
@@ -60,7 +64,39 @@ def test_every_code_is_in_the_docs():
 
 def test_make_is_event_of():
     attrs = {"session": 3, "order": b"\x01\xff", "state": "placed", "long": "é" * 100}
-    assert make("commerce.x", **attrs) == Event.of("commerce.x", **attrs)
+    assert make("commerce.x", **attrs) == Event.of("commerce.x", **attrs).encode()
+
+
+attr_values = st.one_of(
+    st.integers(0, 2**64 - 1),
+    st.binary(max_size=40),
+    st.text(max_size=80),
+    # Around the bound: 64 four-byte characters fit, more do not.
+    st.text(alphabet="\U0001f600é", min_size=60, max_size=70),
+)
+
+
+@given(
+    st.sampled_from(["commerce.tip", "commerce.order_placed", "k" * 64]),
+    st.dictionaries(st.text("abcdefghij_", min_size=1, max_size=12), attr_values, max_size=33),
+)
+def test_make_encodes_what_event_of_builds(kind, attrs):
+    """Packed from the values, the event is the bytes of the object ``Event.of`` builds,
+    and ``make`` refuses what it refuses (a value over its bound, too many attributes)."""
+    try:
+        expected = Event.of(kind, **attrs)
+    except ValueError:
+        with pytest.raises(ValueError):
+            make(kind, **attrs)
+        return
+    encoded = make(kind, **attrs)
+    assert encoded == expected.encode()
+    assert Event.decode(encoded) == expected
+
+
+def test_make_refuses_more_attributes_than_a_receipt_decodes():
+    with pytest.raises(ValueError, match="attributes"):
+        make("commerce.x", **{f"a{i}": i for i in range(33)})
 
 
 def test_feed_events_by_session():
