@@ -263,26 +263,49 @@ def _link(
     and the deal's own record, if any, goes (each count sits in one place)."""
     bkey, mkey = keys.party_key(buyer), keys.party_key(merchant)
     b = state.get_obj(bkey, Party) or _NO_PARTY
-    count = checked_add(b.orders_as_buyer, 1, "orders as buyer")
-    fields = {"orders_as_buyer": count, "last_as_buyer": order_id}
+    last_deal, deal_units = b.last_deal, b.deal_units
     if deal is not None:
         deal_id, units, in_record = deal
-        if b.last_deal != deal_id:
-            if b.last_deal:
-                state.set_obj(keys.deal_buyer_key(b.last_deal, buyer), Count(b.deal_units))
+        if last_deal != deal_id:
+            if last_deal:
+                state.set_obj(keys.deal_buyer_key(last_deal, buyer), Count(deal_units))
             if in_record:
                 state.delete(keys.deal_buyer_key(deal_id, buyer))
-        fields.update(last_deal=deal_id, deal_units=units)
-    state.set_obj(bkey, replace(b, **fields))
+        last_deal, deal_units = deal_id, units
+    # Built whole (every order writes two): cheaper than ``replace`` by keyword.
+    state.set_obj(
+        bkey,
+        _new_party(
+            checked_add(b.orders_as_buyer, 1, "orders as buyer"),
+            order_id,
+            b.orders_as_merchant,
+            b.last_as_merchant,
+            last_deal,
+            deal_units,
+        ),
+    )
+    # Read after the buyer's write: were buyer and merchant one address, both counts
+    # would land in its one record.
     m = state.get_obj(mkey, Party) or _NO_PARTY
-    count = checked_add(m.orders_as_merchant, 1, "orders as merchant")
-    state.set_obj(mkey, replace(m, orders_as_merchant=count, last_as_merchant=order_id))
+    state.set_obj(
+        mkey,
+        _new_party(
+            m.orders_as_buyer,
+            m.last_as_buyer,
+            checked_add(m.orders_as_merchant, 1, "orders as merchant"),
+            order_id,
+            m.last_deal,
+            m.deal_units,
+        ),
+    )
     return b.last_as_buyer, m.last_as_merchant
 
 
 _NO_PARTY = Party(0, 0, 0, 0, 0, 0)
-# Every order placed builds one, of 28 fields: set the slots directly.
+# Every order placed builds one, of 28 fields, and two party records: set the slots
+# directly.
 _new_order = constructor(Order)
+_new_party = constructor(Party)
 
 
 def open_won_order(state: Overlay, auction: Auction, currency: str, ctx: BlockContext) -> int:
