@@ -45,8 +45,9 @@ def header_of_block(data: bytes) -> tuple[BlockHeader, int]:
 class NodeChainReader:
     def __init__(self, node: Node) -> None:
         self._node = node
-        # Read from the event loop and from the feed's worker threads.
-        self._headers: OrderedDict[int, BlockHeader] = OrderedDict()
+        # Read from the event loop and from the feed's worker threads: each height's
+        # header and transaction count, read together from the block's bytes.
+        self._headers: OrderedDict[int, tuple[BlockHeader, int]] = OrderedDict()
         self._headers_lock = threading.Lock()
 
     def _chain(self) -> Chain:
@@ -73,6 +74,14 @@ class NodeChainReader:
         return self._chain().store.prove(key, height)
 
     def header(self, height: int) -> BlockHeader | None:
+        known = self._header_and_count(height)
+        return None if known is None else known[0]
+
+    def tx_count(self, height: int) -> int | None:
+        known = self._header_and_count(height)
+        return None if known is None else known[1]
+
+    def _header_and_count(self, height: int) -> tuple[BlockHeader, int] | None:
         with self._headers_lock:
             cached = self._headers.get(height)
         if cached is not None:
@@ -80,12 +89,12 @@ class NodeChainReader:
         data = self._chain().store.get_block_bytes(height) if height > 0 else None
         if data is None:
             return None
-        header = header_of_block(data)[0]
+        known = header_of_block(data)
         with self._headers_lock:
-            self._headers[height] = header
+            self._headers[height] = known
             while len(self._headers) > HEADER_CACHE:
                 self._headers.popitem(last=False)
-        return header
+        return known
 
     def commit(self, height: int) -> Commit | None:
         return self._chain().store.get_commit(height)

@@ -27,7 +27,8 @@ per finalized block. Protocol (docs/commerce.md, Interfaces):
 One ``FeedHub`` per app reads each finalized block once (off the event loop)
 and fans its events out; new clients register with the hub before replaying,
 and the hub's delivered height splits replay from live, so nothing is missed
-or sent twice.
+or sent twice. Only session listeners need a block's receipts read and decoded;
+for block listeners alone the hub reads the header and the transaction count.
 """
 
 from __future__ import annotations
@@ -118,18 +119,49 @@ class BlockFeed:
     sessions: dict[int, list[FeedItem]] = field(default_factory=dict)
     # Bytes of message text it holds (for the cache bound).
     size: int = 0
+    # Whether ``sessions`` was read (False: the block message alone).
+    events: bool = True
 
 
-def read_block_feed(reader: ChainReader, height: int) -> BlockFeed | None:
-    """The feed messages of block ``height`` (None if it is not stored)."""
+def read_block_feed(reader: ChainReader, height: int, events: bool = True) -> BlockFeed | None:
+    """The feed messages of block ``height`` (None if it is not stored); without
+    ``events``, the block message alone, which needs no receipt read or decoded (a
+    block of a flash sale's orders holds thousands)."""
     header = reader.header(height)
     if header is None:
         return None
-    receipts = reader.receipts(height)
-    in_order: Iterable[ev.Event] = chain(
-        reader.block_events(height), (e for r in receipts for e in r.events)
-    )
     sessions: dict[int, list[FeedItem]] = {}
+    if events:
+        receipts = reader.receipts(height)
+        num_txs = len(receipts)
+        _session_items(
+            sessions,
+            height,
+            header.time_ms,
+            chain(reader.block_events(height), (e for r in receipts for e in r.events)),
+        )
+    else:
+        count = reader.tx_count(height)
+        if count is None:
+            return None
+        num_txs = count
+    block = json.dumps(
+        {
+            "type": "block",
+            "height": height,
+            "hash": header.hash.hex(),
+            "time_ms": header.time_ms,
+            "num_txs": num_txs,
+        }
+    )
+    size = len(block) + sum(len(i.text) for items in sessions.values() for i in items)
+    return BlockFeed(height, FeedItem((height, 0), "block", block), sessions, size, events)
+
+
+def _session_items(
+    sessions: dict[int, list[FeedItem]], height: int, time_ms: int, in_order: Iterable[ev.Event]
+) -> None:
+    """Add the feed messages of a block's events, in order, to ``sessions``."""
     for index, event in enumerate(in_order):
         session_id = session_of(event)
         if session_id is None:
@@ -139,24 +171,13 @@ def read_block_feed(reader: ChainReader, height: int) -> BlockFeed | None:
                 "type": "event",
                 "height": height,
                 "index": index,
-                "time_ms": header.time_ms,
+                "time_ms": time_ms,
                 "session": session_id,
                 "kind": event.kind,
                 "attrs": {a.key: a.value for a in event.attrs},
             }
         )
         sessions.setdefault(session_id, []).append(FeedItem((height, index), event.kind, text))
-    block = json.dumps(
-        {
-            "type": "block",
-            "height": height,
-            "hash": header.hash.hex(),
-            "time_ms": header.time_ms,
-            "num_txs": len(receipts),
-        }
-    )
-    size = len(block) + sum(len(i.text) for items in sessions.values() for i in items)
-    return BlockFeed(height, FeedItem((height, 0), "block", block), sessions, size)
 
 
 # The feed's messages (built above and in ``serve_feed``) and its rules, as the OpenAPI
@@ -371,16 +392,22 @@ class FeedHub:
             if not subs:
                 del self._sessions[session_id]
 
-    async def block_feed(self, height: int) -> BlockFeed | None:
+    async def block_feed(self, height: int, events: bool = True) -> BlockFeed | None:
+        """Block ``height``'s messages; ``events``: its sessions' too (reading and
+        decoding its receipts), else the block message alone may come back."""
         cached = self._cache.get(height)
-        if cached is not None:
+        if cached is not None and (cached.events or not events):
             return cached
         loop = asyncio.get_running_loop()
         # Decoding a block's receipts is CPU work: keep it off the event loop.
-        feed = await loop.run_in_executor(None, read_block_feed, self.reader, height)
-        if feed is not None and height not in self._cache:
-            self._cache[height] = feed
-            self._cache_bytes += feed.size
+        feed = await loop.run_in_executor(None, read_block_feed, self.reader, height, events)
+        if feed is not None:
+            held = self._cache.get(height)
+            if held is None or (feed.events and not held.events):
+                if held is not None:
+                    self._cache_bytes -= held.size
+                self._cache[height] = feed
+                self._cache_bytes += feed.size
             while len(self._cache) > CACHE_BLOCKS or self._cache_bytes > CACHE_BYTES:
                 self._cache_bytes -= self._cache.popitem(last=False)[1].size
         return feed
@@ -414,9 +441,14 @@ class FeedHub:
                 self._delivered = target
                 return
             height = delivered + 1
-            feed = await self.block_feed(height)
+            # With block subscribers alone, no receipt is read (one decode per
+            # transaction per node, for a message that holds only their count).
+            feed = await self.block_feed(height, events=bool(self._sessions))
             if feed is None:
                 return
+            if self._sessions and not feed.events:
+                # A session subscribed during the read: it waits for this block's events.
+                continue
             # Publish and mark delivered with no await in between (see subscribe).
             for sub in self._blocks:
                 sub.push(feed.block)
@@ -527,7 +559,7 @@ async def _serve(
             # The slot bounds the worker threads replays keep busy; held across a send,
             # clients that stop reading would keep every later one from resuming.
             async with hub.replay_slots:
-                feed = await hub.block_feed(height)
+                feed = await hub.block_feed(height, events=session_id is not None)
             if feed is None:
                 continue
             items = [feed.block] if session_id is None else feed.sessions.get(session_id, [])

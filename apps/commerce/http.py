@@ -119,6 +119,11 @@ class ChainReader(Protocol):
 
     def header(self, height: int) -> BlockHeader | None: ...
 
+    def tx_count(self, height: int) -> int | None:
+        """Transactions in block ``height`` (None if it is not stored), without reading
+        them or their receipts."""
+        ...
+
     def commit(self, height: int) -> Commit | None: ...
 
     def receipts(self, height: int) -> list[Receipt]:

@@ -27,6 +27,7 @@ from node.run import build_app
 from node.service import Node
 from tests.apps.commerce.test_http import FEE, PRICE, Actor, Driver, place, running_driver
 from tests.node.conftest import make_home
+from vm import Transfer
 
 WAIT = 10.0
 
@@ -254,6 +255,36 @@ async def test_blocks_feed_live_and_resumed(driver):
     resp = await d.client.get("/v1/blocks/ws?from=x")
     assert (resp.status, (await resp.json())["code"]) == (400, "bad_param")
     await asyncio.sleep(0)
+
+
+async def test_blocks_feed_counts_transactions_with_and_without_session_listeners(driver):
+    """The block message counts a block's transactions whether the node reads its
+    receipts (a session listens) or not (block listeners alone)."""
+    d = driver
+    merchant, host = Actor("merchant"), Actor("host")
+    actors = [Actor(n) for n in ("ann", "ben", "cat")]
+    ws, _, _ = await connect(d, "/v1/blocks/ws")
+
+    async def counted_block(expect_txs: int) -> None:
+        store = d.node.chain.store
+        while True:
+            doc = json.loads((await ws.receive(timeout=WAIT)).data)
+            assert doc["num_txs"] == len(store.get_receipts(doc["height"]))
+            if doc["num_txs"] == expect_txs:
+                return
+
+    await d.fund(*actors, merchant, host)  # five transfers, one block
+    await counted_block(5)
+    await d.run(
+        merchant.key, tx.REGISTER_MERCHANT, tx.RegisterMerchant("Acme", "", merchant.enc_public)
+    )
+    await d.run(d.faucet, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant.address, True))
+    await d.run(merchant.key, tx.OPEN_SESSION, tx.OpenSession(host.address, 1_000, "Live"))
+    session_ws, _, _ = await connect(d, "/v1/sessions/1/events")
+    await d.all(*((a.key, "transfer", Transfer(actors[0].address, 1)) for a in actors[1:]))
+    await counted_block(2)
+    await session_ws.close()
+    await ws.close()
 
 
 async def test_resumed_feeds_hold_a_replay_slot_only_while_replaying(driver):
