@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from benches.common import prebuild_state
+from benches.common import node_gc, prebuild_state
 from benches.flashdeal import Signer, keys, live_setup, order_txs
 from core import Commit, CommitSig, PrivateKey, TxBody, Vote, VoteType, sign_tx
 from core.keystore import load_key
@@ -49,7 +49,6 @@ from genesis import Genesis, GenesisAccount, create_localnet, load_genesis
 from node.chain import Chain
 from node.config import MempoolConfig
 from node.mempool import Mempool
-from node.run import tune_gc
 from node.service import build_registry
 from storage import ChainStore
 from vm import Transfer
@@ -185,15 +184,16 @@ def run(
         for r in range(blocks + ahead)
     ]
     node = _Node(root / "db", g, producer, batch)
-    tune_gc()
+    best: dict[str, float] = {}
+    # The GC tuned as the node tunes it; the process's own tuning is back after.
     try:
-        for raws in rounds[:ahead]:
-            node.admit(raws)
-        best: dict[str, float] = {}
-        for b, raws in enumerate(rounds[ahead:]):
-            stages, _ = node.block(raws)
-            if b:  # the first is a warm-up: first reads of every account, codecs built
-                _best(best, stages, len(raws))
+        with node_gc():
+            for raws in rounds[:ahead]:
+                node.admit(raws)
+            for b, raws in enumerate(rounds[ahead:]):
+                stages, _ = node.block(raws)
+                if b:  # the first is a warm-up: first reads of every account, codecs built
+                    _best(best, stages, len(raws))
     finally:
         node.close()
     return best
@@ -224,38 +224,38 @@ def run_flashdeal(
     prebuild_state(root, 1, (*named, *others), 10**10, "funded accounts")
     # ``prebuild_state`` wrote node0's store: the one this node opens.
     node = _Node(root / "node0" / "data", g, producer, batch)
-    tune_gc()
     try:
-        started = time.perf_counter()
-        node.warm()
-        print(f"state tree upper levels loaded in {time.perf_counter() - started:.1f} s")
-        sign = Signer(g.chain_id, g.params.min_fee, g.params.max_expiry_blocks // 2)
-        start_ms = node.chain.next_block_time(int(time.time() * 1000))
-        allocation = -(-per_side // deals)
-        setup, order_payloads = live_setup(
-            sign, faucet, merchant, host, deals, allocation, start_ms
-        )
-        for raws in setup:
-            node.block(raws)
-        sink = Transfer(host.address, 1).encode()
-        transfers: dict[str, float] = {}
-        orders: dict[str, float] = {}
-        written = {"transfers": 0, "orders": 0}
-        for b in range(blocks):
-            fresh = slice(b * accounts, (b + 1) * accounts)
-            sides = (
-                (
-                    "transfers",
-                    transfers,
-                    [sign(s, "transfer", sink) for s in senders[fresh] for _ in range(2)],
-                ),
-                ("orders", orders, order_txs(sign, buyers[fresh], deals, 0, order_payloads)),
+        with node_gc():
+            started = time.perf_counter()
+            node.warm()
+            print(f"state tree upper levels loaded in {time.perf_counter() - started:.1f} s")
+            sign = Signer(g.chain_id, g.params.min_fee, g.params.max_expiry_blocks // 2)
+            start_ms = node.chain.next_block_time(int(time.time() * 1000))
+            allocation = -(-per_side // deals)
+            setup, order_payloads = live_setup(
+                sign, faucet, merchant, host, deals, allocation, start_ms
             )
-            for name, figures, raws in sides:
-                stages, keys_written = node.block(raws)
-                written[name] += keys_written
-                if b:  # the first of each is a warm-up
-                    _best(figures, stages, len(raws))
+            for raws in setup:
+                node.block(raws)
+            sink = Transfer(host.address, 1).encode()
+            transfers: dict[str, float] = {}
+            orders: dict[str, float] = {}
+            written = {"transfers": 0, "orders": 0}
+            for b in range(blocks):
+                fresh = slice(b * accounts, (b + 1) * accounts)
+                sides = (
+                    (
+                        "transfers",
+                        transfers,
+                        [sign(s, "transfer", sink) for s in senders[fresh] for _ in range(2)],
+                    ),
+                    ("orders", orders, order_txs(sign, buyers[fresh], deals, 0, order_payloads)),
+                )
+                for name, figures, raws in sides:
+                    stages, keys_written = node.block(raws)
+                    written[name] += keys_written
+                    if b:  # the first of each is a warm-up
+                        _best(figures, stages, len(raws))
     finally:
         node.close()
     txs = 2 * per_side

@@ -4,6 +4,7 @@ through a real store, every transaction included and successful."""
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
 
@@ -13,7 +14,11 @@ from benches.pipeline import STAGES, main, run_flashdeal
 
 
 def test_the_flash_deal_comparison_times_every_stage_of_both_sides(tmp_path: Path) -> None:
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
     figures = run_flashdeal(tmp_path, accounts=40, blocks=2, batch=50, state_accounts=3000, deals=2)
+    # It ran with the node's GC tuning, and left this process's as it was (later
+    # tests in this worker see the GC they expect).
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (thresholds, frozen)
     for side in (figures.transfers, figures.orders):
         assert set(side) == set(STAGES)
         assert all(seconds >= 0 for seconds in side.values())
@@ -34,3 +39,4 @@ def test_the_command_prints_a_result_line(capsys: pytest.CaptureFixture[str]) ->
     main(["--accounts", "30", "--blocks", "2"])
     out = capsys.readouterr().out
     assert re.search(r"^total +\d+\.\d+$", out, re.M), out
+    assert gc.get_freeze_count() == 0
