@@ -521,8 +521,7 @@ class ChainStore:
         synced unless ``sync`` is False; with them the list of the ``stale`` references
         (those the version ``at`` replaced) under ``at``, if there are any."""
         batch = self._nodes.new_batch(sync=sync)
-        for ref, node in nodes.items():
-            batch.put(spaces.TREE_NODE + ref, node)
+        batch.put_many(spaces.TREE_NODE, nodes.items())
         if stale:
             listed = b"".join(stale)
             if len(listed) != REF_SIZE * len(stale):

@@ -40,7 +40,7 @@ of the current state are one LevelDB lookup instead of a walk of ~20 nodes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Final, Literal
 
@@ -101,6 +101,17 @@ class WriteBatch:
     def delete(self, key: bytes) -> None:
         self._batch.delete(key)
         self._size += 1
+
+    def put_many(self, prefix: bytes, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """``put(prefix + key, value)`` for each (key, value) of ``items``, in one call:
+        a block writes tens of thousands of tree nodes, and a method call per node
+        cost ~0.1 us each on top of LevelDB's own work."""
+        put = self._batch.put
+        count = 0
+        for key, value in items:
+            put(prefix + key, value)
+            count += 1
+        self._size += count
 
     def __len__(self) -> int:
         return self._size

@@ -66,6 +66,18 @@ def test_batch_is_written_only_on_write(tmp_path):
         db.get(b"sa")
 
 
+def test_put_many_writes_each_item_under_the_prefix(tmp_path):
+    with Database(tmp_path / "db") as db:
+        batch = db.new_batch()
+        batch.put(b"sa", b"0")
+        batch.put_many(b"n", ((b"a", b"1"), (b"b", b"2")))
+        batch.put_many(b"n", iter(()))
+        assert len(batch) == 3
+        db.write(batch)
+        assert list(db.iterate(b"n")) == [(b"a", b"1"), (b"b", b"2")]
+        assert db.get(b"sa") == b"0"
+
+
 def test_tables_are_written_uncompressed(tmp_path):
     # What a node writes is mostly hashes; compressing them cost more CPU in
     # compactions than the blocks took (storage/db.py). Values that snappy would
