@@ -9,7 +9,7 @@ session id in decimal) and never names a buyer.
 from __future__ import annotations
 
 from core.codec import pack_raw
-from vm.receipts import MAX_ATTR_VALUE, MAX_ATTRS, Event
+from vm.receipts import MAX_ATTR_KEY, MAX_ATTR_VALUE, MAX_ATTRS, MAX_EVENT_KIND, Event
 
 # Live-session feed (declared ``feed`` by the types that emit them).
 SESSION_OPENED = "commerce.session_opened"
@@ -61,13 +61,16 @@ def make(kind: str, **attrs: str | int | bytes) -> bytes:
     the handlers' events go into receipts encoded (``Overlay.emit``), so no event or
     attribute objects are built.
 
-    Same bytes as ``Event.of(...).encode()``: integers in decimal, bytes in lowercase
-    hex, attributes in the order given. Kinds and keys are this module's constants
-    and short literals; integers (uint64) and the bytes passed (at most 32) are
-    always within bounds; a string that might not be goes through ``Event.of``,
-    which checks it.
+    Same bytes as ``Event.of(...).encode()`` (integers in decimal, bytes in lowercase
+    hex, attributes in the order given), and refused where it refuses: anything that
+    might be over a bound a receipt's decoding holds (a text over a quarter of its
+    byte limit, too many attributes, a value of another type) goes through
+    ``Event.of``, which checks it exactly. Receipts are written by concatenation, so
+    nothing later would catch an event no node could decode.
     """
-    if len(attrs) > MAX_ATTRS:
+    if len(attrs) > MAX_ATTRS or (
+        len(kind) * 4 > MAX_EVENT_KIND and len(kind.encode()) > MAX_EVENT_KIND
+    ):
         return Event.of(kind, **attrs).encode()  # raises, naming the bound
     items = []
     for key, value in attrs.items():
@@ -76,9 +79,12 @@ def make(kind: str, **attrs: str | int | bytes) -> bytes:
             text = str(value)
         elif t is bytes:
             text = value.hex()  # type: ignore[union-attr]  # t is bytes
-        elif t is str and len(value) * 4 <= MAX_ATTR_VALUE:  # type: ignore[arg-type]  # t is str
+        elif t is str:
             text = value  # type: ignore[assignment]  # t is str
         else:
+            return Event.of(kind, **attrs).encode()  # raises, naming the type
+        # A UTF-8 character is at most 4 bytes: short texts and keys need no encoding.
+        if len(text) * 4 > MAX_ATTR_VALUE or len(key) * 4 > MAX_ATTR_KEY:
             return Event.of(kind, **attrs).encode()
         items.append([key, text])
     return pack_raw([kind, items])

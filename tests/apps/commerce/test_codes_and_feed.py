@@ -69,29 +69,50 @@ def test_make_is_event_of():
 
 attr_values = st.one_of(
     st.integers(0, 2**64 - 1),
+    # Past u64, and negative: decimal texts near and over the 256-byte bound.
+    st.integers(10**60, 10**300),
+    st.integers(-(10**300), -(10**60)),
     st.binary(max_size=40),
+    # 128 bytes are 256 hex digits: the bound.
+    st.binary(min_size=120, max_size=136),
     st.text(max_size=80),
-    # Around the bound: 64 four-byte characters fit, more do not.
-    st.text(alphabet="\U0001f600é", min_size=60, max_size=70),
+    # Around the bound: 128 two-byte or 64 four-byte characters fit, more do not.
+    st.text("é", min_size=120, max_size=136),
+    st.text("\U0001f600", min_size=60, max_size=68),
+)
+attr_keys = st.one_of(
+    st.text("abcdefghij_", min_size=1, max_size=12),
+    # Around the key's 64-byte bound, in one- and four-byte characters.
+    st.text("k", min_size=60, max_size=70),
+    st.text("\U0001f600", min_size=14, max_size=18),
 )
 
 
 @given(
-    st.sampled_from(["commerce.tip", "commerce.order_placed", "k" * 64]),
-    st.dictionaries(st.text("abcdefghij_", min_size=1, max_size=12), attr_values, max_size=33),
+    st.one_of(
+        st.sampled_from(["commerce.tip", "commerce.order_placed", "k" * 64, "k" * 65]),
+        st.text("\U0001f600é", min_size=14, max_size=40),
+    ),
+    st.dictionaries(attr_keys, attr_values, max_size=33),
 )
 def test_make_encodes_what_event_of_builds(kind, attrs):
     """Packed from the values, the event is the bytes of the object ``Event.of`` builds,
-    and ``make`` refuses what it refuses (a value over its bound, too many attributes)."""
+    and ``make`` refuses what it refuses (a kind, key or value over its bound, a value
+    of another type, too many attributes)."""
     try:
         expected = Event.of(kind, **attrs)
-    except ValueError:
-        with pytest.raises(ValueError):
+    except (ValueError, TypeError) as exc:
+        with pytest.raises(type(exc)):
             make(kind, **attrs)
         return
     encoded = make(kind, **attrs)
     assert encoded == expected.encode()
     assert Event.decode(encoded) == expected
+
+
+def test_make_refuses_what_event_of_refuses_by_type():
+    with pytest.raises(TypeError):
+        make("commerce.x", flag=True)
 
 
 def test_make_refuses_more_attributes_than_a_receipt_decodes():
