@@ -194,22 +194,26 @@ def test_free_ports_never_hands_out_a_port_twice_within_minutes_even_across_proc
     assert len(set(mine + theirs)) == 1_000
 
 
+def free_ports_with_temp_dir(temp_dir, count):
+    """``free_ports(count)`` drawn in a fresh process whose temp dir is ``temp_dir``."""
+    code = f"from genesis import free_ports; print(*free_ports({count}))"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(temp_dir)},
+    ).stdout.split()
+
+
 def test_free_ports_never_writes_through_a_link_in_the_temp_dir(tmp_path):
     # The record of hand-outs lives in a shared temp dir: a link planted under its name
     # must not have free_ports truncate whatever it points to.
     victim = tmp_path / "victim"
     victim.write_text("precious")
     (tmp_path / f"liveledger-ports-{os.getuid()}").symlink_to(victim)
-    code = "from genesis import free_ports; print(*free_ports(3))"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
-    ).stdout
-    assert len(set(out.split())) == 3
+    assert len(set(free_ports_with_temp_dir(tmp_path, 3))) == 3
     assert victim.read_text() == "precious"
 
 
@@ -221,16 +225,7 @@ def test_free_ports_leaves_alone_a_record_another_user_made(tmp_path):
     record.write_text("precious")
     record.chmod(0o666)
     os.chown(record, os.getuid() + 12_345, -1)
-    code = "from genesis import free_ports; print(*free_ports(3))"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
-    ).stdout
-    assert len(set(out.split())) == 3
+    assert len(set(free_ports_with_temp_dir(tmp_path, 3))) == 3
     assert record.read_text() == "precious"
 
 
