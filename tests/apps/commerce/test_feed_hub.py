@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from apps.commerce import events as ev
 from apps.commerce.feed import WHOLE_BLOCK, FeedHub, Subscriber
@@ -74,30 +75,35 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition not reached")
 
 
-async def test_block_listeners_alone_read_no_receipts() -> None:
-    reader = ScriptedReader()
+@asynccontextmanager
+async def hub_with_block_listener(
+    reader: ScriptedReader,
+) -> AsyncIterator[tuple[FeedHub, Subscriber]]:
+    """A started hub over ``reader``, with one block listener subscribed."""
     hub = FeedHub(reader)  # type: ignore[arg-type]  # the reader's protocol, scripted
     await hub.start()
     try:
         blocks = Subscriber((0, 0), 1 << 20)
         hub.subscribe(None, blocks)
+        yield hub, blocks
+    finally:
+        await hub.stop()
+
+
+async def test_block_listeners_alone_read_no_receipts() -> None:
+    reader = ScriptedReader()
+    async with hub_with_block_listener(reader) as (hub, blocks):
         reader.height = 2
         hub.on_block(2)
         await until(lambda: hub.delivered() == 2)
         sent = [json.loads(item.text) for item in blocks.take()]
         assert [(b["height"], b["num_txs"]) for b in sent] == [(1, 1), (2, 1)]
         assert [kind for kind, _ in reader.reads] == ["count", "count"]
-    finally:
-        await hub.stop()
 
 
 async def test_a_session_subscribing_during_a_block_read_gets_that_blocks_events() -> None:
     reader = ScriptedReader()
-    hub = FeedHub(reader)  # type: ignore[arg-type]  # the reader's protocol, scripted
-    await hub.start()
-    try:
-        blocks = Subscriber((0, 0), 1 << 20)
-        hub.subscribe(None, blocks)
+    async with hub_with_block_listener(reader) as (hub, blocks):
         # Block 1 is read for its block listener alone, and held there...
         reader.gate.clear()
         reader.height = 1
@@ -113,5 +119,3 @@ async def test_a_session_subscribing_during_a_block_read_gets_that_blocks_events
         assert [item.kind for item in session.take()] == [ev.ORDER_PLACED]
         assert [json.loads(item.text)["height"] for item in blocks.take()] == [1]
         assert ("receipts", 1) in reader.reads
-    finally:
-        await hub.stop()
