@@ -126,25 +126,12 @@ class BlockFeed:
 def read_block_feed(reader: ChainReader, height: int, events: bool = True) -> BlockFeed | None:
     """The feed messages of block ``height`` (None if it is not stored); without
     ``events``, the block message alone, which needs no receipt read or decoded (a
-    block of a flash sale's orders holds thousands)."""
-    header = reader.header(height)
-    if header is None:
+    block of a flash sale's orders holds thousands). The count of transactions comes
+    with the header, from the block itself, either way."""
+    header, num_txs = reader.header(height), reader.tx_count(height)
+    if header is None or num_txs is None:
         return None
-    sessions: dict[int, list[FeedItem]] = {}
-    if events:
-        receipts = reader.receipts(height)
-        num_txs = len(receipts)
-        _session_items(
-            sessions,
-            height,
-            header.time_ms,
-            chain(reader.block_events(height), (e for r in receipts for e in r.events)),
-        )
-    else:
-        count = reader.tx_count(height)
-        if count is None:
-            return None
-        num_txs = count
+    sessions = _session_items(reader, height, header.time_ms) if events else {}
     block = json.dumps(
         {
             "type": "block",
@@ -158,10 +145,14 @@ def read_block_feed(reader: ChainReader, height: int, events: bool = True) -> Bl
     return BlockFeed(height, FeedItem((height, 0), "block", block), sessions, size, events)
 
 
-def _session_items(
-    sessions: dict[int, list[FeedItem]], height: int, time_ms: int, in_order: Iterable[ev.Event]
-) -> None:
-    """Add the feed messages of a block's events, in order, to ``sessions``."""
+def _session_items(reader: ChainReader, height: int, time_ms: int) -> dict[int, list[FeedItem]]:
+    """The feed messages of block ``height``'s events (begin events, then each
+    receipt's), in order, by session."""
+    receipts = reader.receipts(height)
+    in_order: Iterable[ev.Event] = chain(
+        reader.block_events(height), (e for r in receipts for e in r.events)
+    )
+    sessions: dict[int, list[FeedItem]] = {}
     for index, event in enumerate(in_order):
         session_id = session_of(event)
         if session_id is None:
@@ -178,6 +169,7 @@ def _session_items(
             }
         )
         sessions.setdefault(session_id, []).append(FeedItem((height, index), event.kind, text))
+    return sessions
 
 
 # The feed's messages (built above and in ``serve_feed``) and its rules, as the OpenAPI

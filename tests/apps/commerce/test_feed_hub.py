@@ -119,3 +119,24 @@ async def test_a_session_subscribing_during_a_block_read_gets_that_blocks_events
         assert [item.kind for item in session.take()] == [ev.ORDER_PLACED]
         assert [json.loads(item.text)["height"] for item in blocks.take()] == [1]
         assert ("receipts", 1) in reader.reads
+
+
+class PrunedReceiptsReader(ScriptedReader):
+    """Its blocks' receipts are gone (pruned while the header stayed cached)."""
+
+    def receipts(self, height: int) -> list[Receipt]:
+        self.reads.append(("receipts", height))
+        return []
+
+
+async def test_the_block_message_counts_transactions_from_the_block_itself() -> None:
+    # Read with its events or without, a block's message gives the same count: the
+    # block's own, not the number of receipts a read found.
+    reader = PrunedReceiptsReader()
+    async with hub_with_block_listener(reader) as (hub, blocks):
+        hub.subscribe(7, Subscriber((0, 0), 1 << 20))
+        reader.height = 1
+        hub.on_block(1)
+        await until(lambda: hub.delivered() == 1)
+        assert [json.loads(item.text)["num_txs"] for item in blocks.take()] == [1]
+        assert ("receipts", 1) in reader.reads
