@@ -313,8 +313,9 @@ FAST = [t for _, t in DECLARED if t.fast_path is not None]
 def test_a_fast_path_can_do_what_its_handler_can(decl):
     # ``TxType.fast_path``: the executor's path around the handler, in one function.
     # It writes its receipt's encoding directly, events included, which this walk
-    # cannot read: tests/vm/test_fast_path.py holds those receipts byte for byte to
-    # the generic path's, which runs there under the declaration check.
+    # cannot read: tests/vm/test_fast_path.py and tests/apps/commerce/test_tip_fast_path.py
+    # hold those receipts byte for byte to the generic path's, which runs there under
+    # the declaration check.
     fast = decl.fast_path
     fast = getattr(fast, "func", fast)  # bound like the handler (functools.partial)
     found = WALKER.reach(f"{fast.__module__}.{fast.__name__}")
@@ -323,8 +324,8 @@ def test_a_fast_path_can_do_what_its_handler_can(decl):
     assert found.prefixes == set(decl.reads | decl.writes)
 
 
-def test_transfer_has_a_fast_path():
-    assert [t.name for t in FAST] == ["transfer"]
+def test_the_flood_types_have_fast_paths():
+    assert sorted(t.name for t in FAST) == ["commerce.tip", "transfer"]
 
 
 @pytest.mark.parametrize(("package", "decl"), DECLARED, ids=[t.name for _, t in DECLARED])
