@@ -1,6 +1,6 @@
 """Live-session commerce throughput beside plain transfers, measured in the same run.
 
-    .venv/bin/python -m benches.commerce [--buyers 4000] [--block-ms 200]
+    .venv/bin/python -m benches.commerce [--buyers 20000] [--block-ms 200]
     .venv/bin/python -m benches.commerce --executor [--buyers 2000] [--repeat 5]
 
 Node level (default): a single-validator devnet runs as a subprocess (as
@@ -23,7 +23,12 @@ each buyer's id read from its receipt.
 Blocks come every 200 ms by default so that a phase spans several blocks: the
 figure is then the node's throughput rather than the wait for the next block
 tick (with 1 s blocks, a phase of a few thousand transactions is one block of
-either kind and the ratio drifts toward 1).
+either kind and the ratio drifts toward 1). For the same reason the default is
+20,000 buyers: a phase of 4,000 spans three to five blocks, one block more or
+less moved its rate by a quarter, and the ratio read 0.65-0.84 over five runs of
+one build. Each phase's node CPU per transaction by part (event loop, consensus
+thread, other threads, signature workers) is printed too: it does not move with
+block ticks, and says where a commerce transaction costs more than a transfer.
 
 ``--executor`` keeps the earlier measurement: blocks executed with
 ``Executor.execute_block`` (strict) over a dict state, on transactions verified
@@ -498,7 +503,7 @@ async def _failures(url: str, first: int, last: int) -> dict[str, int]:
 
 
 async def run_node(args: argparse.Namespace) -> None:
-    from benches.common import Devnet, fund_accounts
+    from benches.common import Devnet, cpu_table, fund_accounts
     from genesis import create_localnet
 
     with tempfile.TemporaryDirectory(prefix="ll-bench-commerce-") as tmp:
@@ -554,6 +559,7 @@ async def run_node(args: argparse.Namespace) -> None:
                 _, height = await _run_phase(url, block, args, height)
             commerce_start = height + 1
             transfer_phases, commerce_phases = [], []
+            cpu: list[tuple[str, int, list[dict[str, float]], list[dict[str, float]]]] = []
             for name in ("orders + tips", "ships", "confirms + reviews"):
                 if name == "orders + tips":
                     plain, chunk = first_transfers, workload.orders
@@ -567,10 +573,15 @@ async def run_node(args: argparse.Namespace) -> None:
                         actors, chain_id, ids, nonces=nonces, expiry_height=expiry, fee=fee
                     )
                 await _wait_height(url, height + 1)
+                label = f"transfers ({len(plain) // n}N)"
+                before = await asyncio.to_thread(net.cpu_seconds)
                 secs, height = await _run_phase(url, plain, args, height)
-                transfer_phases.append((f"transfers ({len(plain) // n}N)", len(plain), secs))
+                cpu.append((label, len(plain), before, await asyncio.to_thread(net.cpu_seconds)))
+                transfer_phases.append((label, len(plain), secs))
                 await _wait_height(url, height + 1)
+                before = await asyncio.to_thread(net.cpu_seconds)
                 secs, height = await _run_phase(url, chunk, args, height)
+                cpu.append((name, len(chunk), before, await asyncio.to_thread(net.cpu_seconds)))
                 commerce_phases.append((name, len(chunk), secs))
 
             # The auction: as many transfers from the bidders, then their bids.
@@ -637,6 +648,8 @@ async def run_node(args: argparse.Namespace) -> None:
     print(f"{'commerce mix':<22} {5 * n:>7} {'':>8} {commerce_tps:>9.0f}")
     print(f"{'transfers':<22} {5 * n:>7} {'':>8} {transfer_tps:>9.0f}")
     print(f"{'auction bids':<22} {len(bidders):>7} {'':>8} {auction_tps:>9.0f}")
+    # CPU per transaction does not move with block ticks as a phase's rate does.
+    print(cpu_table(cpu))
     print(
         f"{n} buyers ({len(bidders)} bidders), 1 validator, block interval {args.block_ms} ms, "
         f"batches of {args.batch} x {args.concurrency} concurrent"
@@ -652,7 +665,7 @@ async def run_node(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--buyers", type=int, default=4_000)
+    ap.add_argument("--buyers", type=int, default=20_000)
     ap.add_argument("--executor", action="store_true", help="Executor level, no node.")
     ap.add_argument("--repeat", type=int, default=5, help="Executor level: best of this many.")
     ap.add_argument("--block-ms", type=int, default=200, help="Node level: block interval.")
