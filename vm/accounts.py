@@ -206,7 +206,10 @@ def move_tokens(
     currency: str = NATIVE,
 ) -> None:
     """Move ``amount`` of ``currency`` from ``source`` to ``dest`` (``debit`` then
-    ``credit``; the credit reads after the debit, so a move to oneself nets to zero)."""
+    ``credit``; the credit reads after the debit, so a move to oneself nets to zero).
+
+    A failure (``TxFailed``) comes before anything is written: fast paths, which have
+    no snapshot to revert, rely on it (``apps.commerce.sessions.execute_tip``)."""
     if amount == 0:
         return
     debit(state, source, amount, checked=checked, currency=currency)

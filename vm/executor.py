@@ -338,7 +338,19 @@ class Executor:
             types.add(tx_type)
             fast = fast_paths.get(tx_type)
             if fast is not None:
-                receipts.append(fast(state, vtx, vtx.payload, sender, ctx))
+                try:
+                    receipts.append(fast(state, vtx, vtx.payload, sender, ctx))
+                except (TxFailed, NodeFault):
+                    # As from ``_apply``: the fee write's refusal, a broken invariant.
+                    raise
+                except Exception as exc:
+                    # As ``_apply`` has it for a handler (a state record that does not
+                    # decode, say): a fault of this node. A DecodeError left as it is
+                    # would be an ``Invalid``, which a validator takes for a bad proposal.
+                    raise NodeFault(
+                        f"fast path for {tx_type!r} raised {type(exc).__name__} "
+                        f"on tx {vtx.hash.hex()}"
+                    ) from exc
             elif check:
                 receipts.append(self._apply_checked(state, vtx, sender, handler, ctx))
             else:

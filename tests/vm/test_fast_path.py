@@ -143,6 +143,18 @@ def test_a_credit_past_the_supply_cap_halts_either_path(check: bool) -> None:
         )
 
 
+@pytest.mark.parametrize("check", [False, True])
+def test_a_recipient_record_that_does_not_decode_halts_either_path(check: bool) -> None:
+    # Corrupt state is a fault of this node: a DecodeError (an Invalid) let out of a
+    # fast path would read as a bad block to a validator.
+    state = funded(1_000)
+    state[account_key(FRESH)] = b"\xc1"
+    with pytest.raises(NodeFault):
+        Executor(registry(), check_declarations=check).execute_block(
+            state, [transfer(KEYS[0], 0, FRESH, 5)], context(), strict=True
+        )
+
+
 def test_fast_path_keeps_the_params_fee_floor() -> None:
     # The inclusion checks run before either path: a fee under the floor is left out.
     state = funded(1_000)

@@ -28,7 +28,7 @@ from tests.apps.commerce.helpers import (
     new_chain,
     open_shop,
 )
-from vm import Account, BlockContext, Executor, VerifiedTx, account_key
+from vm import Account, BlockContext, Executor, Receipt, VerifiedTx, account_key
 from vm.currency import MINT, Mint
 
 USD = "USD"
@@ -59,7 +59,12 @@ def _with_tips_total(state: dict[bytes, bytes], total: int) -> dict[bytes, bytes
     return {**state, key: replace(session, tips_total=total).encode()}
 
 
-def _outcome(executor: Executor, state: dict[bytes, bytes], txs: list[VerifiedTx]) -> object:
+Outcome = tuple[
+    list[tuple[bytes, bytes | None]], list[bytes], list[bytes], list[tuple[bytes, str, str]]
+]
+
+
+def _outcome(executor: Executor, state: dict[bytes, bytes], txs: list[VerifiedTx]) -> Outcome:
     ctx = BlockContext(CHAIN, CHAIN_AT.height + 1, CHAIN_AT.time_ms + 1_000, PRODUCER, CHAIN_PARAMS)
     result = executor.execute_block(state, txs, ctx, strict=False)
     return (
@@ -82,18 +87,9 @@ tip_spec = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    specs=st.lists(tip_spec, min_size=1, max_size=10),
-    tips_total=st.sampled_from([0, UINT64_MAX - 1_000, UINT64_MAX - 1]),
-    commerce=st.sampled_from([True, True, True, False]),
-)
-def test_tip_fast_path_matches_the_generic_path(
-    specs: list[tuple[str, int, int, str, str, int, int]], tips_total: int, commerce: bool
-) -> None:
-    state = _with_tips_total(STATE, tips_total)
-    if not commerce:
-        del state[keys.CONFIG_KEY]
+def _tips(specs: list[tuple[str, int, int, str, str, int, int]]) -> list[VerifiedTx]:
+    """Signed tips, one per (tipper, session, amount, message, currency, nonce skew,
+    fee); a skew of 1 leaves a gap in the tipper's nonces."""
     nonces = {name: CHAIN_AT.nonces.get(CHAIN_AT.addr(name), 0) for name in TIPPERS}
     signer = Chain({}, commerce=False)
     txs = []
@@ -102,9 +98,69 @@ def test_tip_fast_path_matches_the_generic_path(
         signer.nonces[address] = nonces[who] + skew
         nonces[who] += skew + 1
         txs.append(signer.sign(who, tx.TIP, tx.Tip(session, amount, message, currency), fee=fee))
+    return txs
+
+
+def _both_paths_agree(state: dict[bytes, bytes], txs: list[VerifiedTx]) -> Outcome:
     fast = _outcome(Executor(REGISTRY), state, txs)
-    generic = _outcome(Executor(REGISTRY, check_declarations=True), state, txs)
-    assert fast == generic
+    assert fast == _outcome(Executor(REGISTRY, check_declarations=True), state, txs)
+    return fast
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    specs=st.lists(tip_spec, min_size=1, max_size=10),
+    tips_total=st.sampled_from([0, UINT64_MAX - 1_000, UINT64_MAX - 1]),
+    commerce=st.sampled_from([True, True, True, False]),
+    host_absent=st.booleans(),
+)
+def test_tip_fast_path_matches_the_generic_path(
+    specs: list[tuple[str, int, int, str, str, int, int]],
+    tips_total: int,
+    commerce: bool,
+    host_absent: bool,
+) -> None:
+    state = _with_tips_total(STATE, tips_total)
+    if not commerce:
+        del state[keys.CONFIG_KEY]
+    if host_absent:
+        # A host needs no account: its first tip makes one.
+        del state[account_key(CHAIN_AT.addr("host"))]
+    _both_paths_agree(state, _tips(specs))
+
+
+@pytest.mark.parametrize("fee", [10, 11, 30])
+@pytest.mark.parametrize("over", [-1, 0, 1])
+def test_a_tip_of_the_whole_balance_after_the_fee(fee: int, over: int) -> None:
+    # The stranger holds 40: a tip of 40 - fee empties it, one more is short.
+    amount = 40 - fee + over
+    state = _with_tips_total(STATE, 0)
+    _, receipts, _, _ = _both_paths_agree(state, _tips([("stranger", 1, amount, "", "", 0, fee)]))
+    code = Receipt.decode(receipts[0]).code
+    assert code == ("insufficient_funds" if over > 0 else "ok")
+
+
+@pytest.mark.parametrize("currency", ["", USD])
+def test_a_tip_makes_an_absent_host_account(currency: str) -> None:
+    host = account_key(CHAIN_AT.addr("host"))
+    state = {k: v for k, v in STATE.items() if k != host}
+    changes, _, _, _ = _both_paths_agree(state, _tips([("alice", 1, 7, "hi", currency, 0, 10)]))
+    written = dict(changes)
+    if currency:
+        assert host not in written  # the host's USD balance record holds the tip
+    else:
+        assert Account.decode(written[host]) == Account(7, 0)
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_session_record_that_does_not_decode_halts_either_path(check: bool) -> None:
+    # Corrupt state is a fault of this node, never a verdict on the block.
+    state = {**STATE, keys.session_key(1): b"\xc1"}
+    ctx = BlockContext(CHAIN, CHAIN_AT.height + 1, CHAIN_AT.time_ms + 1_000, PRODUCER, CHAIN_PARAMS)
+    with pytest.raises(NodeFault):
+        Executor(REGISTRY, check_declarations=check).execute_block(
+            state, _tips([("alice", 1, 5, "", "", 0, 10)]), ctx, strict=True
+        )
 
 
 def test_the_fast_path_runs_and_tips_the_host() -> None:
