@@ -8,7 +8,7 @@ from core.codec import UINT64_MAX, Wire, constructor, encoder
 from core.errors import NodeFault
 from core.keys import ADDRESS_SIZE
 from vm.prefixes import KeyPrefix
-from vm.registry import STATE_LIMIT, TxFailed
+from vm.registry import STATE_LIMIT, TxFailed, TxInfo
 from vm.state import Overlay, StateView, read_obj
 
 ACCOUNT_PREFIX = bytes([KeyPrefix.ACCOUNT])
@@ -194,6 +194,21 @@ def credit(state: Overlay, address: bytes, amount: int, *, currency: str = NATIV
 def supply_fault(address: bytes) -> NodeFault:
     """A credit that would take ``address`` past 2**64-1: the supply invariant is broken."""
     return NodeFault(f"balance of {address.hex()} would exceed 2**64-1: supply invariant")
+
+
+def after_fee(state: Overlay, tx: TxInfo, sender: Account) -> tuple[bytes, int, int]:
+    """A fast path's first step (``TxType.fast_path``): the sender's account key, its
+    balance after the fee and its next nonce, as the executor's generic path would
+    write them; the fast path writes the account once, with what else it changes.
+
+    Nothing is written here, except that a nonce past u64 is refused as the generic
+    path's fee write refuses it, from the same function (no account gets there:
+    genesis sets no nonces)."""
+    balance = sender.balance - tx.fee
+    nonce = sender.nonce + 1
+    if nonce > UINT64_MAX:
+        put_account(state, tx.sender_address, new_account(balance, nonce))
+    return ACCOUNT_PREFIX + tx.sender_address, balance, nonce
 
 
 def move_tokens(

@@ -14,9 +14,9 @@ from core.types import Address
 from vm.accounts import (
     ACCOUNT_PREFIX,
     Account,
+    after_fee,
     move_tokens,
     new_account,
-    put_account,
     shortfall,
     supply_fault,
 )
@@ -93,15 +93,9 @@ def execute_transfer(
     leaves it. Same writes in the same order, same event, same receipt: returned
     encoded (``TxType.fast_path``).
     """
+    key, balance, nonce = after_fee(state, tx, sender)
     fee = tx.fee
     address = tx.sender_address
-    balance = sender.balance - fee
-    nonce = sender.nonce + 1
-    key = ACCOUNT_PREFIX + address
-    if nonce > UINT64_MAX:
-        # The generic path's fee write refuses it (no account gets there: genesis
-        # sets no nonces): the same refusal, from the same function.
-        put_account(state, address, new_account(balance, nonce))
     amount = payload.amount
     to = payload.to
     try:

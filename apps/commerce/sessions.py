@@ -61,9 +61,9 @@ from core.errors import NodeFault
 from vm.accounts import (
     ACCOUNT_PREFIX,
     Account,
+    after_fee,
     move_tokens,
     new_account,
-    put_account,
     shortfall,
     supply_fault,
 )
@@ -569,14 +569,9 @@ def execute_tip(state: Overlay, tx: TxInfo, p: Tip, sender: Account, ctx: BlockC
     same receipt, returned encoded (tests/apps/commerce/test_tip_fast_path.py holds
     the two paths to each other).
     """
+    key, balance, nonce = after_fee(state, tx, sender)
     fee = tx.fee
     address = tx.sender_address
-    balance = sender.balance - fee
-    nonce = sender.nonce + 1
-    key = ACCOUNT_PREFIX + address
-    if nonce > UINT64_MAX:
-        # The generic path's fee write refuses it (as ``vm.transfer.execute_transfer``).
-        put_account(state, address, new_account(balance, nonce))
     amount = p.amount
     try:
         session = _check_tip(state, address, p)

@@ -9,6 +9,7 @@ from vm import (
     Account,
     BlockContext,
     ChainParams,
+    Executor,
     Transfer,
     VerifiedTx,
     account_key,
@@ -73,3 +74,24 @@ def apply_changes(base: dict[bytes, bytes], changes: dict[bytes, bytes | None]) 
         else:
             out[k] = v
     return out
+
+
+# What a block's execution shows a peer: its changes in order, its receipts' bytes,
+# and which transactions went in or were left out (with why).
+Outcome = tuple[
+    list[tuple[bytes, bytes | None]], list[bytes], list[bytes], list[tuple[bytes, str, str]]
+]
+
+
+def block_outcome(
+    executor: Executor, state: dict[bytes, bytes], txs: list[VerifiedTx], ctx: BlockContext
+) -> Outcome:
+    """The block built from ``txs`` on ``state`` (``strict=False``, as a producer builds):
+    for holding two execution paths to each other."""
+    result = executor.execute_block(state, txs, ctx, strict=False)
+    return (
+        list(result.changes.items()),
+        result.encoded_receipts,
+        [v.hash for v in result.included],
+        [(v.hash, e.code, e.message) for v, e in result.rejected],
+    )

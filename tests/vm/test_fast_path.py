@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from core.codec import UINT64_MAX
 from core.errors import NodeFault
-from tests.vm.helpers import KEYS, PARAMS, context, funded, transfer
+from tests.vm.helpers import KEYS, PARAMS, Outcome, block_outcome, context, funded, transfer
 from vm import (
     Account,
     BlockContext,
@@ -45,14 +45,8 @@ def registry() -> Registry:
     return r
 
 
-def outcome(executor: Executor, state: dict[bytes, bytes], txs: list[VerifiedTx]) -> object:
-    result = executor.execute_block(state, txs, context(), strict=False)
-    return (
-        list(result.changes.items()),
-        result.encoded_receipts,
-        [v.hash for v in result.included],
-        [(v.hash, e.code, e.message) for v, e in result.rejected],
-    )
+def outcome(executor: Executor, state: dict[bytes, bytes], txs: list[VerifiedTx]) -> Outcome:
+    return block_outcome(executor, state, txs, context())
 
 
 tx_spec = st.tuples(

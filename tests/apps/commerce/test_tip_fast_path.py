@@ -28,6 +28,7 @@ from tests.apps.commerce.helpers import (
     new_chain,
     open_shop,
 )
+from tests.vm.helpers import Outcome, block_outcome
 from vm import Account, BlockContext, Executor, Receipt, VerifiedTx, account_key
 from vm.currency import MINT, Mint
 
@@ -59,20 +60,14 @@ def _with_tips_total(state: dict[bytes, bytes], total: int) -> dict[bytes, bytes
     return {**state, key: replace(session, tips_total=total).encode()}
 
 
-Outcome = tuple[
-    list[tuple[bytes, bytes | None]], list[bytes], list[bytes], list[tuple[bytes, str, str]]
-]
+def _next_block() -> BlockContext:
+    return BlockContext(
+        CHAIN, CHAIN_AT.height + 1, CHAIN_AT.time_ms + 1_000, PRODUCER, CHAIN_PARAMS
+    )
 
 
 def _outcome(executor: Executor, state: dict[bytes, bytes], txs: list[VerifiedTx]) -> Outcome:
-    ctx = BlockContext(CHAIN, CHAIN_AT.height + 1, CHAIN_AT.time_ms + 1_000, PRODUCER, CHAIN_PARAMS)
-    result = executor.execute_block(state, txs, ctx, strict=False)
-    return (
-        list(result.changes.items()),
-        result.encoded_receipts,
-        [v.hash for v in result.included],
-        [(v.hash, e.code, e.message) for v, e in result.rejected],
-    )
+    return block_outcome(executor, state, txs, _next_block())
 
 
 tip_spec = st.tuples(
@@ -156,10 +151,9 @@ def test_a_tip_makes_an_absent_host_account(currency: str) -> None:
 def test_a_session_record_that_does_not_decode_halts_either_path(check: bool) -> None:
     # Corrupt state is a fault of this node, never a verdict on the block.
     state = {**STATE, keys.session_key(1): b"\xc1"}
-    ctx = BlockContext(CHAIN, CHAIN_AT.height + 1, CHAIN_AT.time_ms + 1_000, PRODUCER, CHAIN_PARAMS)
     with pytest.raises(NodeFault):
         Executor(REGISTRY, check_declarations=check).execute_block(
-            state, _tips([("alice", 1, 5, "", "", 0, 10)]), ctx, strict=True
+            state, _tips([("alice", 1, 5, "", "", 0, 10)]), _next_block(), strict=True
         )
 
 
@@ -181,6 +175,7 @@ def test_a_tip_past_the_supply_cap_halts_either_path(check: bool) -> None:
     signer = Chain({}, commerce=False)
     signer.nonces[CHAIN_AT.addr("alice")] = CHAIN_AT.nonces.get(CHAIN_AT.addr("alice"), 0)
     tip = signer.sign("alice", tx.TIP, tx.Tip(1, 5, ""))
-    ctx = BlockContext(CHAIN, CHAIN_AT.height + 1, CHAIN_AT.time_ms + 1_000, PRODUCER, CHAIN_PARAMS)
     with pytest.raises(NodeFault):
-        Executor(REGISTRY, check_declarations=check).execute_block(state, [tip], ctx, strict=True)
+        Executor(REGISTRY, check_declarations=check).execute_block(
+            state, [tip], _next_block(), strict=True
+        )
