@@ -1,7 +1,7 @@
 """Live-session commerce throughput beside plain transfers, measured in the same run.
 
     .venv/bin/python -m benches.commerce [--buyers 20000] [--block-ms 200]
-    .venv/bin/python -m benches.commerce --executor [--buyers 2000] [--repeat 5]
+    .venv/bin/python -m benches.commerce --executor [--buyers 4000] [--repeat 5]
 
 Node level (default): a single-validator devnet runs as a subprocess (as
 ``benches.throughput`` does); pre-signed transactions go over HTTP in msgpack
@@ -665,13 +665,20 @@ async def run_node(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--buyers", type=int, default=20_000)
+    ap.add_argument(
+        "--buyers",
+        type=int,
+        default=None,
+        help="Node level 20,000, executor level 4,000 (each phase is one block there).",
+    )
     ap.add_argument("--executor", action="store_true", help="Executor level, no node.")
     ap.add_argument("--repeat", type=int, default=5, help="Executor level: best of this many.")
     ap.add_argument("--block-ms", type=int, default=200, help="Node level: block interval.")
     ap.add_argument("--batch", type=int, default=2_000, help="Node level: txs per HTTP request.")
     ap.add_argument("--concurrency", type=int, default=2, help="Node level: requests in flight.")
     args = ap.parse_args(argv)
+    if args.buyers is None:
+        args.buyers = 4_000 if args.executor else 20_000
     if args.executor:
         with node_gc():
             run_executor(args)
