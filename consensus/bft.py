@@ -392,6 +392,29 @@ class ConsensusEngine:
         if proposal is None:
             return NIL
         block_hash = proposal.block.hash
+        header = proposal.block.header
+        if proposal.pol_round is None:
+            # The header names who built the block and in which round, and the app
+            # checks only that the two agree with the schedule: a new block must be
+            # the signer's own, of this round. Otherwise a proposer could name another
+            # producer, whose the block's fees would be and to whose row the precommits
+            # it leaves out would be charged (missed slots: a way to get an honest
+            # producer jailed).
+            if header.producer != proposal.proposer or header.round != round_:
+                log.info(
+                    "%d/%d: proposal by %s names producer %s of round %d",
+                    self.height,
+                    round_,
+                    proposal.proposer.hex()[:16],
+                    header.producer.hex()[:16],
+                    header.round,
+                    extra={"height": self.height, "round": round_},
+                )
+                return NIL
+        elif header.round > proposal.pol_round:
+            # Re-proposed with its proof of lock, a block keeps the header its producer
+            # made when it first proposed it: in the lock's round or before.
+            return NIL
         if not self._is_valid(proposal.block):
             return NIL
         if proposal.pol_round is None:

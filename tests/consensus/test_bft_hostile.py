@@ -171,6 +171,52 @@ def test_a_proof_of_lock_reproposal_is_not_judged_by_its_old_time(tmp_path):
     assert [v.block_hash for v in h.transport.votes(PV, 1)] == [block.hash]
 
 
+# --- who built it ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("names_round", "names_producer"),
+    [(2, 2), (0, 2), (2, 0)],
+    ids=["another-producers-slot", "another-producer", "another-round"],
+)
+def test_a_new_block_naming_another_producer_or_round_gets_nil(
+    tmp_path, names_round, names_producer
+):
+    # The header's producer and round decide whose the block's fees are and to whose
+    # row the precommits it leaves out are charged: round 0's proposer may not build
+    # a block as round 2's producer (the schedule agrees with that pair, so the app's
+    # header check passes), nor name another round or producer of its own.
+    h = make_engine(tmp_path)
+    signer, named = proposer(1, 0), proposer(1, names_producer)
+    assert signer != proposer(1, 2)
+    block = make_block(h.app, 1, names_round, named, time_ms=h.clock.time_ms())
+    h.deliver(sign_proposal(signer, 1, 0, block))
+    assert [v.block_hash for v in h.transport.votes(PV)] == [NIL]
+
+
+def test_the_signers_own_block_of_this_round_is_prevoted(tmp_path):
+    h = make_engine(tmp_path)
+    block = make_block(h.app, 1, 0, proposer(1, 0), time_ms=h.clock.time_ms())
+    h.deliver(sign_proposal(proposer(1, 0), 1, 0, block))
+    assert [v.block_hash for v in h.transport.votes(PV)] == [block.hash]
+
+
+def test_a_reproposal_of_a_block_built_after_its_proof_of_lock_gets_nil(tmp_path):
+    # Round 1's proposer re-proposes a block whose header says round 1, citing prevotes
+    # for it from round 0: no block built in round 1 can have had them (here the others
+    # sent them anyway), so its header's round or producer is not its own.
+    h = make_engine(tmp_path)
+    genuine, _ = genuine_and_tampered(h)
+    h.deliver(genuine)
+    later = make_block(h.app, 1, 1, proposer(1, 1), time_ms=h.clock.time_ms())
+    h.votes_from(OTHERS, PV, 0, later.hash)
+    h.votes_from(OTHERS, PC, 0, NIL)
+    h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 0))
+    assert h.engine.round == 1
+    h.deliver(sign_proposal(proposer(1, 1), 1, 1, later, pol_round=0))
+    assert [v.block_hash for v in h.transport.votes(PV, 1)] == [NIL]
+
+
 def test_own_proposal_is_dated_by_the_engine_clock(tmp_path):
     h = make_engine(tmp_path)
     h.clock.wall_offset_ms = 7_000
