@@ -20,7 +20,8 @@ to the earlier maximum, which is always the leader's.
 maximum, the price, what is held, its sealed address. Ends are found by an auction
 clock of buckets (``auction_bucket_ms`` wide) as deal ends are, and the end hook reads
 at most ``max_auction_ends_per_block`` records and buckets per block; what is left
-waits a block. Bids are refused from the end time on, so a late end changes when the
+waits a block. Bids are refused from the end time on (block time: its producer's,
+within docs/consensus.md's bounds), so an end the hook reaches late changes when the
 winner's order appears, never who wins or at what price.
 
 Every token movement of an auction is in ``_hold_bid`` and ``_return_bid``.
