@@ -397,9 +397,9 @@ class ConsensusEngine:
             # The header names who built the block and in which round, and the app
             # checks only that the two agree with the schedule: a new block must be
             # the signer's own, of this round. Otherwise a proposer could name another
-            # producer, whose the block's fees would be and to whose row the precommits
-            # it leaves out would be charged (missed slots: a way to get an honest
-            # producer jailed).
+            # producer: the block's fees would go to it, and the precommits the
+            # proposer leaves out would be charged to its row (missed slots: a way to
+            # get an honest producer jailed).
             if header.producer != proposal.proposer or header.round != round_:
                 log.info(
                     "%d/%d: proposal by %s names producer %s of round %d",

@@ -132,11 +132,10 @@ class TxType:
     ``fast_path``, for a type a flood is made of (``transfer``; a flash sale's
     ``commerce.tip``): the executor's generic path around ``handler`` (fee and nonce,
     a snapshot, the handler, the write check, the receipt) done in one function, with
-    what the type's handler needs inline. It
-    must give the same writes, events, receipt and exceptions as that path; the
-    executor runs it unless it checks declarations, which runs the generic path
-    (tests/vm/test_fast_path.py and tests/apps/commerce/test_tip_fast_path.py hold the
-    two to each other).
+    what the type's handler needs inline. It must give the same writes, events,
+    receipt and exceptions as that path; the executor runs it unless it checks
+    declarations, which runs the generic path (tests/vm/test_fast_path.py and
+    tests/apps/commerce/test_tip_fast_path.py hold the two to each other).
     """
 
     name: str
