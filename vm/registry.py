@@ -136,6 +136,11 @@ class TxType:
     receipt and exceptions as that path; the executor runs it unless it checks
     declarations, which runs the generic path (tests/vm/test_fast_path.py and
     tests/apps/commerce/test_tip_fast_path.py hold the two to each other).
+
+    ``private_outcome``: a simulation of it (``POST /v1/txs/simulate``) answers its code
+    alone. Its receipt's message and events, free before the transaction is sent, would
+    tell what only a committed one should: a bid's receipt gives the price it sets, one
+    increment above the leader's secret maximum.
     """
 
     name: str
@@ -150,6 +155,7 @@ class TxType:
     writes: AbstractSet[int] = frozenset()
     view: str = ""
     fast_path: FastPath | None = None
+    private_outcome: bool = False
 
     def __post_init__(self) -> None:
         # Frozen copies: a declaration is shared by every node part that reads it.
@@ -200,6 +206,7 @@ class TxTable:
         writes: AbstractSet[int] = frozenset(),
         view: str = "",
         fast_path: FastPath | None = None,
+        private_outcome: bool = False,
     ) -> Callable[[H], H]:
         """Declare the decorated handler as transaction type ``name`` (see ``TxType``)."""
         if any(t.name == name for t in self.types):
@@ -220,6 +227,7 @@ class TxTable:
                     writes,
                     view,
                     fast_path,
+                    private_outcome,
                 )
             )
             return handler

@@ -356,6 +356,9 @@ def process_cancel_auction(state: Overlay, tx: TxInfo, p: AuctionRef, ctx: Block
     reads={P.CONFIG, P.MERCHANT, P.LISTING},
     writes={KeyPrefix.ACCOUNT, KeyPrefix.BALANCE, P.ESCROW, P.AUCTION},
     view="AuctionView",
+    # A simulated bid would give the price it sets, one increment above the leader's
+    # maximum, to anyone holding that much, without bidding.
+    private_outcome=True,
 )
 def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
     params = config(state).params
@@ -402,6 +405,17 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
         # Each bid beats the price by at least one increment (the first: the start price).
         if top < minimum:
             raise TxFailed(f"bid {top} is below the minimum {minimum}", "bid_too_low")
+        # A rival's maximum must be one it could pay, checked before anything depends
+        # on the leader's: the proxy answers a lower one for nothing, and a failed hold
+        # of a higher one would name the price it tried to hold, one increment above
+        # the leader's secret maximum. Either way an account holding only fees could
+        # probe that maximum (or push the leader to it) at no risk.
+        have = get_balance(state, bidder, currency)
+        if have < top:
+            unit = f" {currency}" if currency else ""
+            raise TxFailed(
+                f"bid {top}{unit} is over the balance {have}{unit}", "insufficient_funds"
+            )
         if a.leader is None:
             price = _meet_reserve(a, a.start_price, top)
             _hold_bid(state, bidder, price, currency)
@@ -416,15 +430,6 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
                 _hold_bid(state, bidder, price, currency)
                 new = replace(a, leader=bidder, leader_max=top, price=price, held=price, **address)
             else:
-                # The rival pays nothing when the proxy answers it, so its maximum must be
-                # one it could pay: else an account holding only fees would push the
-                # leader to its maximum (and probe it) at no risk.
-                have = get_balance(state, bidder, currency)
-                if have < top:
-                    unit = f" {currency}" if currency else ""
-                    raise TxFailed(
-                        f"bid {top}{unit} is over the balance {have}{unit}", "insufficient_funds"
-                    )
                 # The proxy answers for the leader (ties go to the earlier maximum, its own).
                 price = _meet_reserve(a, min(effective, top + params.increment(top)), effective)
                 _hold_bid(state, a.leader, price - a.held, currency)

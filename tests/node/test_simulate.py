@@ -4,10 +4,11 @@ and the account's next nonce after what the node holds pending."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 from core import PrivateKey, TxBody, format_address, sign_tx
-from vm import Transfer
+from vm import Registry, Transfer, TxType
 
 
 def signed_transfer(key, chain_id, to, amount, nonce, *, fee=1000, expiry=1000) -> str:
@@ -52,6 +53,27 @@ async def test_simulation_answers_the_receipt_and_commits_nothing(node_client):
     after = await account(client, faucet.address)
     assert (after["balance"], after["nonce"]) == (before["balance"], before["nonce"])
     assert (await account(client, alice.address))["balance"] == 0
+
+
+async def test_a_private_outcome_is_simulated_as_its_code_alone(node_client, monkeypatch):
+    # A bid's receipt gives the price it would set (a leader's secret maximum plus one
+    # increment): its type declares ``private_outcome``, here given to transfers.
+    declaration = Registry.declaration
+
+    def private(self: Registry, tx_type: str) -> TxType:
+        return dataclasses.replace(declaration(self, tx_type), private_outcome=True)
+
+    monkeypatch.setattr(Registry, "declaration", private)
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    await wait_height(client, 1)
+    to = PrivateKey.generate().address
+    ok = (await simulate(client, signed_transfer(faucet, chain_id, to, 5, 0)))["receipt"]
+    assert (ok["code"], ok["message"], ok["events"], ok["fee"]) == ("ok", "", [], 1000)
+    before = await account(client, faucet.address)
+    tx = signed_transfer(faucet, chain_id, to, before["balance"], before["nonce"])
+    short = (await simulate(client, tx))["receipt"]
+    assert (short["code"], short["message"]) == ("insufficient_funds", "")
 
 
 async def test_next_nonce_follows_the_pending_transactions(node_client):

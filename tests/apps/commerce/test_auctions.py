@@ -4,6 +4,8 @@ pre-bids, the winner's order settled or disputed) and the adversary's bounds."""
 import dataclasses
 from collections import Counter
 
+import pytest
+
 from apps.commerce import keys
 from apps.commerce import payloads as tx
 from apps.commerce.auctions import bidder_tag, next_minimum
@@ -21,6 +23,7 @@ from apps.commerce.views import (
 from core.codec import UINT64_MAX
 from tests.apps.commerce.helpers import (
     FEE,
+    REGISTRY,
     STOCK,
     TEST_PARAMS,
     TREASURY,
@@ -521,6 +524,28 @@ def test_bid_address_checks_and_a_full_end_bucket():
         "invalid_sealed_address",
     )
     chain.fails("alice", tx.BID, bid(shop, 9, 10), "unknown_auction")
+
+
+@pytest.mark.parametrize("top", [1_001, 10**15])
+def test_a_failed_bid_above_the_leaders_maximum_says_nothing_of_it(top):
+    """A bid above the leader's maximum that the bidder cannot pay fails naming only its
+    own maximum and the bidder's balance: the hold it would have taken (one increment
+    above the leader's maximum) would tell anyone with fees the secret maximum, which a
+    seller's second account could then bid exactly (found by a review, session 38)."""
+    chain = Chain(
+        {"registrar": 10**9, "merchant": 10**9, "host": 10**9, "alice": 10**9, "mallory": 5 * FEE}
+    )
+    shop = open_shop(chain)
+    start(chain, 10, duration=60 * S)
+    place(chain, shop, "alice", 1, 777)
+    r = chain.fails("mallory", tx.BID, bid(shop, 1, top), "insufficient_funds")
+    assert r.message == f"bid {top} is over the balance {chain.balance('mallory')}"
+    assert "777" not in r.message and "787" not in r.message
+
+
+def test_only_a_bids_outcome_is_private_to_simulation():
+    private = [t.name for t in REGISTRY.declarations if t.private_outcome]
+    assert private == [tx.BID]
 
 
 def test_a_bid_the_proxy_answers_must_be_one_the_bidder_could_pay():
