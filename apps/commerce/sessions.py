@@ -25,6 +25,7 @@ from apps.commerce.model import (
     Listing,
     ListingStatus,
     Merchant,
+    Role,
     Session,
     SessionStatus,
 )
@@ -54,6 +55,7 @@ from apps.commerce.store import (
     require_listing,
     require_session,
     require_text,
+    roles_of,
     schedule_bucket,
 )
 from core.codec import UINT64_MAX, replace
@@ -116,10 +118,12 @@ def require_host_or_merchant(session: Session, signer: bytes, what: str) -> None
         ),
         "invalid_commission": "host commission over max_commission_bps",
         "module_account": "a session host that is a module account (e.g. a staking pool)",
+        "registrar_host": "a session host holding the registrar role, who rules escalated "
+        "disputes and may not rule on an order it is a party to",
     },
     events={ev.SESSION_OPENED},
     feed={ev.SESSION_OPENED},
-    reads={P.CONFIG, P.MERCHANT},
+    reads={P.CONFIG, P.MERCHANT, P.ROLE},
     writes={P.COUNTER, P.SESSION},
     view="SessionView",
 )
@@ -138,6 +142,14 @@ def process_open_session(
     require_text(p.title, params.title_max_bytes, "title")
     # The host is paid tips and commission, which would break a module account's books.
     refuse_module_account(module_accounts, p.host, "host")
+    # A host is a party to every order of the session, and a party may not rule on it:
+    # named without its consent, the chain's only registrar could then never rule an
+    # escalated dispute of the session, whose escrow would stay locked for good.
+    if roles_of(state, p.host).roles & Role.REGISTRAR:
+        raise TxFailed(
+            f"host {addr(p.host)} is a registrar, who rules escalated disputes",
+            "registrar_host",
+        )
     # The commission is promised out of every release, within the chain's cap.
     if p.host_bps > params.max_commission_bps:
         raise TxFailed(

@@ -7,7 +7,7 @@ import pytest
 from apps.commerce import check_invariants, feed_events, keys, register, session_of
 from apps.commerce import payloads as tx
 from apps.commerce.keys import CommercePrefix
-from apps.commerce.model import Count, OrderState
+from apps.commerce.model import Count, OrderState, Role
 from apps.commerce.views import deal_view, get_deal, get_listing, get_order, session_view
 from consensus import register_staking
 from consensus.staking_state import MODULE_ACCOUNT_NAMES
@@ -264,6 +264,24 @@ def test_session_checks():
         tx.OpenSession(chain.addr("host"), 0, "x" * 129),
         "text_too_long",
     )
+
+
+def test_a_registrar_cannot_host_a_session():
+    # A host is a party to the session's orders and a registrar rules escalated disputes:
+    # with the chain's only registrar as host (named without its consent), an escalated
+    # order of the session could never be ruled and its escrow would stay locked.
+    chain = new_chain()
+    open_shop(chain)
+    r = chain.fails(
+        "merchant",
+        tx.OPEN_SESSION,
+        tx.OpenSession(chain.addr("registrar"), 0, "x"),
+        "registrar_host",
+    )
+    assert format_address(chain.addr("registrar")) in r.message
+    # An arbiter may host: another arbiter, or the registrar, rules the session's orders.
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("bob"), int(Role.ARBITER), b""))
+    chain.ok("merchant", tx.OPEN_SESSION, tx.OpenSession(chain.addr("bob"), 0, "x"))
 
 
 def with_staking() -> Registry:
