@@ -2,12 +2,15 @@
 
 import pytest
 
+from apps.commerce import keys
 from apps.commerce import payloads as tx
 from apps.commerce.keys import CommercePrefix
-from apps.commerce.model import ItemId, Role
+from apps.commerce.model import Item, ItemId, Role
+from apps.commerce.params import MAX_SEQ
 from apps.commerce.provenance import gtin_check_digit, valid_gtin
 from apps.commerce.views import item_history, item_state_keys, item_view
-from tests.apps.commerce.helpers import item, new_chain, open_shop
+from core.codec import replace
+from tests.apps.commerce.helpers import MIN, item, new_chain, open_shop
 
 A1 = item("A1")
 
@@ -173,6 +176,33 @@ def test_shipping_locks_items_and_settlement_hands_them_to_the_buyer(settle):
         chain.ok("merchant", tx.REFUND, tx.Refund(1, 2_000))
         assert view(chain).custodian == chain.addr("merchant")
     assert view(chain).order_id == 0
+
+
+def test_an_item_in_an_order_keeps_the_last_place_of_its_history_for_its_settlement():
+    # The settlement event is appended by the confirm deadline's begin-block hook, where
+    # a full history would halt the chain: while the item ships, its custodian's own
+    # events stop one short of the maximum. (A history this long stands for billions of
+    # hand-offs, written into the state directly.)
+    chain = new_chain()
+    shop = open_shop(chain)
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("merchant"), int(Role.MAKER), b""))
+    x = item("Z1")
+    chain.ok("merchant", tx.REGISTER_ITEM, tx.RegisterItem(x, "pot", "urn:p", chain.time_ms))
+    key = keys.item_key(keys.item_ref(x.gtin, x.serial))
+    chain.state[key] = replace(Item.decode(chain.state[key]), event_count=MAX_SEQ - 2).encode()
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, (x,)))
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, tx.ProposeCustody(x, chain.addr("bob")))
+    assert Item.decode(chain.state[key]).event_count == MAX_SEQ - 1
+    chain.fails("bob", tx.REFUSE_CUSTODY, tx.ItemRef(x), "too_many_events")
+    chain.wait(31 * MIN)  # the confirm deadline settles the order: the item is alice's
+    settled = Item.decode(chain.state[key])
+    assert (settled.event_count, settled.owner, settled.order_id) == (
+        MAX_SEQ,
+        chain.addr("alice"),
+        0,
+    )
 
 
 def test_item_must_be_in_the_merchants_custody_to_ship():
