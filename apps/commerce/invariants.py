@@ -232,7 +232,7 @@ def check_invariants(
         merchant = load(state, keys.merchant_key(who), Merchant)
         have = [0, 0] if merchant is None else [merchant.open_deals, merchant.open_auctions]
         if have != counted[who]:
-            bad(f"merchant {who.hex()} counts {held} open deals and auctions, found {counted[who]}")
+            bad(f"merchant {who.hex()} counts {have} open deals and auctions, found {counted[who]}")
     return problems
 
 

@@ -1,5 +1,6 @@
 """Live sessions, flash deals and tips; the oversubscribed flash deal in one block."""
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from apps.commerce import check_invariants, feed_events, keys, register, session_of
 from apps.commerce import payloads as tx
 from apps.commerce.keys import CommercePrefix
-from apps.commerce.model import Count, OrderState, Role
+from apps.commerce.model import Count, Merchant, OrderState, Role
 from apps.commerce.views import deal_view, get_deal, get_listing, get_order, session_view
 from consensus import register_staking
 from consensus.staking_state import MODULE_ACCOUNT_NAMES
@@ -132,6 +133,18 @@ def test_the_invariants_find_a_count_no_order_holds():
     assert sorted(check_invariants(chain.state, chain.accounts, chain.supply)) == [
         f"deal 1 buyer {alice.hex()} has a stray count of 1",
         f"deal 2 buyer {bob.hex()} has a stray count of 2",
+    ]
+
+
+def test_the_invariants_find_a_merchant_count_of_open_deals_off():
+    chain = new_chain()
+    shop = open_shop(chain)
+    open_deal(chain, shop, allocation=10, cap=2)
+    merchant = chain.addr("merchant")
+    key = keys.merchant_key(merchant)
+    chain.state[key] = dataclasses.replace(Merchant.decode(chain.state[key]), open_deals=3).encode()
+    assert check_invariants(chain.state, chain.accounts, chain.supply) == [
+        f"merchant {merchant.hex()} counts [3, 0] open deals and auctions, found [1, 0]"
     ]
 
 
