@@ -544,7 +544,7 @@ class ConsensusEngine:
         self._last = (commit, self.validators, self._round0_started)
         self._enter_new_height(height + 1, wait=True, wait_ms=self._commit_wait_ms(commit))
 
-    def _late_precommit(self, vote: Vote, verified: bool) -> None:
+    def _late_precommit(self, vote: Vote, peer: Peer | None, verified: bool) -> bool:
         """A precommit for the block we finalized last, from a producer its certificate lacks.
 
         The application gets it (the next proposal's certificate can name the producer,
@@ -552,9 +552,13 @@ class ConsensusEngine:
         during the wait before the next height, nobody is left to wait for: the height
         starts as ``_commit_wait_ms`` would have let it with a full certificate
         (CometBFT's skip_timeout_commit, for precommits that arrive after the commit).
+
+        Returns False if the vote's signature is bad: its peer is reported (an honest
+        peer relays only votes it verified), as for a vote of the current height,
+        rather than cost a signature check each time at no risk.
         """
         if self._last is None:
-            return
+            return True
         commit, validators, round0_started = self._last
         # A certificate holds one round's precommits: other rounds' do not count.
         if (
@@ -564,21 +568,27 @@ class ConsensusEngine:
             or vote.validator in self._last_signers
             or vote.validator not in validators
         ):
-            return
+            return True
         if not verified:
             try:
                 vote.verify(self.chain_id)
             except InvalidSignature:
-                return
+                self._bad_peer(
+                    peer,
+                    f"late precommit {vote.height}/{vote.round} from "
+                    f"{vote.validator.hex()[:16]} has a bad signature",
+                )
+                return False
         self._last_signers.add(vote.validator)
         self.app.note_late_precommit(vote)
         if self.step != Step.NEW_HEIGHT or len(self._last_signers) < len(validators):
-            return
+            return True
         wait_ms = self.config.timeout_commit_ms
         if round0_started is not None:
             wait_ms = max(0, wait_ms - (self.clock.now() - round0_started))
         log.debug("%d: every precommit is in, next height in %d ms", commit.height, wait_ms)
         self._schedule(Step.NEW_HEIGHT, self.height, self._start_round, wait_ms)
+        return True
 
     def _commit_wait_ms(self, commit: Commit) -> int:
         """How long NEW_HEIGHT waits after this commit before round 0 of the next height.
@@ -708,8 +718,8 @@ class ConsensusEngine:
             self._on_finalized(msg, peer)
             return
         if msg.height < self.height:
-            if isinstance(msg, Vote):
-                self._late_precommit(msg, item.verified)
+            if isinstance(msg, Vote) and not self._late_precommit(msg, peer, item.verified):
+                return
             self._catchup.on_behind(item, self.height, self._height_started, self.validators)
             return
         if msg.height > self.height:

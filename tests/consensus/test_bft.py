@@ -108,16 +108,21 @@ def test_the_last_precommit_arriving_after_the_commit_ends_the_wait(tmp_path):
     # A forged precommit does not count as the missing one.
     good = vote(OTHERS[2], PC, 1, 0, block.hash)
     forged = Vote(good.type, 1, 0, block.hash, good.validator, bytes(64))
-    h.deliver(forged)
+    h.deliver(forged, peer="forger")
     h.clock.advance(0)
     assert h.step == Step.NEW_HEIGHT
+    # Its sender is reported, as for a vote of the current height: else a peer could
+    # send such forgeries, each a signature check, at no risk (found by a review).
+    assert [peer for peer, _ in h.bad_peers] == ["forger"]
+    assert "late precommit 1/0" in h.bad_peers[0][1]
     # Every producer has precommitted: nobody is left to wait for.
-    h.deliver(good)
+    h.deliver(good, peer="honest")
     h.clock.advance(0)
     assert (h.engine.height, h.engine.round) == (2, 0) and h.step != Step.NEW_HEIGHT
     # The application heard of the late precommit once, for the next certificate.
     h.deliver(good)
     assert h.app.late == [good]
+    assert [peer for peer, _ in h.bad_peers] == ["forger"]
 
 
 def test_a_missing_precommit_keeps_the_full_block_interval(tmp_path):
