@@ -422,7 +422,7 @@ class Node:
                 self.consensus.deliver(msg.unwrap(), peer)
             return
         if isinstance(msg, SnapshotRequest | EpochsRequest | ChunkRequest):
-            answer = await self.snapshots.answer(msg)
+            answer = await self.snapshots.answer(msg, peer)
             if answer is not None and self.p2p is not None:
                 self.p2p.send(peer, answer)
             return

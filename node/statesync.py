@@ -184,15 +184,60 @@ class SyncPeers(Protocol):
 # --- serving -----------------------------------------------------------------------
 
 
+class ReadBudget:
+    """Reads each peer may have: ``rate`` a second, ``burst`` at once (a token bucket).
+
+    ``wait_s(peer)`` takes a read and says how long to wait before serving it: 0 within
+    the budget, else until the peer's bucket holds it again. A serving node waits that
+    long before it answers, and p2p hands it one message of a peer at a time, so a peer
+    asking faster is slowed to the rate, whatever it asks; other peers are not. Buckets
+    of peers idle long enough to have refilled are forgotten as others come.
+    """
+
+    # Peers kept before idle ones are forgotten.
+    KEEP = 64
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"a read budget needs rate > 0 and burst >= 1, got {rate}, {burst}")
+        self.rate, self.burst = rate, burst
+        self._clock = clock
+        # Peer -> (tokens, when they were counted); tokens below 0 are reads owed.
+        self._buckets: dict[object, tuple[float, float]] = {}
+
+    def wait_s(self, peer: object) -> float:
+        now = self._clock()
+        tokens, then = self._buckets.get(peer, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate) - 1
+        if len(self._buckets) >= self.KEEP and peer not in self._buckets:
+            # Only a bucket that has refilled (debt paid) is as good as a new one.
+            self._buckets = {
+                p: (t, at)
+                for p, (t, at) in self._buckets.items()
+                if (now - at) * self.rate < self.burst - t
+            }
+        self._buckets[peer] = (tokens, now)
+        return 0.0 if tokens >= 0 else -tokens / self.rate
+
+
 class SnapshotServer:
     """Answers peers' state sync requests from the store (reads run in a worker thread;
     p2p hands one message of a peer at a time, so a peer costs one read at a time, and
-    at most ``READERS`` reads run at once, whichever peers ask)."""
+    at most ``READERS`` reads run at once, whichever peers ask). A peer gets at most
+    ``PEER_READS_PER_S`` reads a second (``PEER_READS_BURST`` at once): a chunk's read
+    walks ~1 MiB of tree nodes in Python (~60 ms at 200k keys), and a request of ~100
+    bytes asked again and again would otherwise keep a reader busy at no cost."""
 
     # Reads at once: they share the loop's default executor with the HTTP routes and
     # the feeds, which many peers asking together must not crowd out. A peer waiting
     # for a reader is not read from meanwhile (TCP backpressure).
     READERS = 2
+    # A joiner of a 1M-key state (~200 chunks) asking one peer takes ~50 s at this rate;
+    # it asks every peer that offered the snapshot.
+    PEER_READS_PER_S = 4.0
+    PEER_READS_BURST = 8.0
 
     def __init__(
         self,
@@ -201,6 +246,7 @@ class SnapshotServer:
         snapshot_interval: int,
         chunk_filter: Callable[[list[bytes]], list[bytes]] | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        budget: ReadBudget | None = None,
     ) -> None:
         self._store = store
         self._chunk_bytes = chunk_bytes
@@ -209,6 +255,7 @@ class SnapshotServer:
         # Tests only (a hostile server): see ConsensusSeams.snapshot_chunk.
         self._chunk_filter = chunk_filter
         self._readers = asyncio.Semaphore(self.READERS)
+        self.budget = budget or ReadBudget(self.PEER_READS_PER_S, self.PEER_READS_BURST)
 
     def snapshot_heights(self, head: int) -> tuple[int, ...]:
         """The snapshot heights a node at ``head`` serves (and pruning keeps): the two
@@ -216,8 +263,9 @@ class SnapshotServer:
         latest = head // self._interval * self._interval
         return tuple(h for h in (latest, latest - self._interval) if h > 0)
 
-    async def answer(self, msg: object) -> Wire | None:
-        """The answer to a state sync request (None for any other message).
+    async def answer(self, msg: object, peer: object = None) -> Wire | None:
+        """The answer to a state sync request (None for any other message), after the
+        wait ``peer``'s read budget asks for.
 
         Never raises: what this store cannot serve (it is syncing itself, or the height
         was pruned while being read) is answered "none", which is no fault of the asker
@@ -237,6 +285,9 @@ class SnapshotServer:
             read = partial(self._chunk, req=msg, place=place)
         else:
             return None
+        wait_s = self.budget.wait_s(peer)
+        if wait_s:
+            await asyncio.sleep(wait_s)
         store = self._store()
         if store is None or not store.initialized:
             return none

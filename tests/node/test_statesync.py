@@ -15,6 +15,7 @@ from node.chain import Chain
 from node.config import PruningConfig
 from node.service import build_registry
 from node.statesync import (
+    ReadBudget,
     SnapshotServer,
     StateSyncer,
     keep_epoch_record,
@@ -58,8 +59,11 @@ def make_chain(path: Path, height: int) -> Chain:
 
 
 def server(store: ChainStore, chunk_bytes: int = 512) -> SnapshotServer:
-    # Small chunks: the state takes many of them.
-    return SnapshotServer(lambda: store, GENESIS, INTERVAL, chunk_bytes=chunk_bytes)
+    # Small chunks: the state takes many of them, more than a peer's read budget allows
+    # a second (its own tests are below).
+    return SnapshotServer(
+        lambda: store, GENESIS, INTERVAL, chunk_bytes=chunk_bytes, budget=ReadBudget(1e6, 1e6)
+    )
 
 
 class Net:
@@ -323,3 +327,48 @@ async def test_a_synced_node_serves_every_epoch_record_after_pruning(tmp_path):
     producers = ValidatorSet.of(v.public_key for v in GENESIS.validators)
     for epoch, raw in enumerate(answer.records, start=1):
         producers = verify_epoch_record(GENESIS, epoch, raw, producers)
+
+
+def test_a_peers_read_budget_lets_a_burst_through_then_spaces_its_reads():
+    now = [100.0]
+    budget = ReadBudget(4.0, 8.0, clock=lambda: now[0])
+    assert [budget.wait_s("a") for _ in range(8)] == [0.0] * 8
+    # The ninth waits a quarter of a second, the tenth half: reads owed queue up.
+    assert [budget.wait_s("a") for _ in range(2)] == [0.25, 0.5]
+    # Another peer has its own budget.
+    assert budget.wait_s("b") == 0.0
+    # Time refills the bucket: 3 s later the debt (2 reads) is paid and 8 are back.
+    now[0] += 3.0
+    assert [budget.wait_s("a") for _ in range(8)] == [0.0] * 8
+    assert budget.wait_s("a") == 0.25
+
+
+def test_a_read_budget_keeps_a_peers_debt_however_many_peers_come():
+    # Only buckets that have refilled are forgotten (to bound the table): a peer that
+    # asked past its budget cannot have it reset by others arriving.
+    now = [0.0]
+    budget = ReadBudget(1.0, 2.0, clock=lambda: now[0])
+    for _ in range(12):
+        budget.wait_s("busy")  # ten reads owed: ten seconds to pay
+    now[0] += 3.0  # past a burst's refill, not past the debt
+    for i in range(3 * ReadBudget.KEEP):
+        budget.wait_s(i)
+    assert budget.wait_s("busy") == 8.0
+
+
+async def test_a_peer_asking_past_its_budget_waits_and_others_do_not(tmp_path, monkeypatch):
+    chain = make_chain(tmp_path / "a", 3 * INTERVAL)
+    waits: list[float] = []
+
+    async def recorded(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr("node.statesync.asyncio.sleep", recorded)
+    now = [0.0]
+    serving = SnapshotServer(
+        lambda: chain.store, GENESIS, INTERVAL, budget=ReadBudget(1.0, 2.0, clock=lambda: now[0])
+    )
+    for _ in range(3):
+        assert (await serving.answer(SnapshotRequest(0), b"greedy")) is not None
+    assert (await serving.answer(SnapshotRequest(0), b"other")) is not None
+    assert waits == [1.0]
