@@ -45,6 +45,7 @@ from vm import (
     Overlay,
     Registry,
     VerifiedTx,
+    check_block_limits,
     complete_checked,
     encode_block_events,
     verify_signed_tx,
@@ -378,6 +379,8 @@ class Chain:
             validate_tx_root(block)
         encoded = block.txs
         params = self.params_for(height)
+        # Before any signature: a proposal past the limits costs nothing to refuse.
+        check_block_limits([len(raw) for raw in encoded], params)
         verified = self._verify_txs(encoded, known or _nothing_known, params.max_tx_bytes)
         header = block.header
         ctx = self.context(height, header.time_ms, header.producer, header.last_commit)

@@ -289,7 +289,7 @@ class Executor:
         params = ctx.params
         if strict:
             txs = txs if isinstance(txs, Sequence) else list(txs)
-            _check_block_limits(txs, params)
+            check_block_limits([vtx.size for vtx in txs], params)
         check = self._check
         state = TracedOverlay(base) if check else Overlay(base)
         if watch is not None:
@@ -458,13 +458,20 @@ def _check_tx(state: Overlay, vtx: VerifiedTx, ctx: BlockContext) -> Account:
     return account
 
 
-def _check_block_limits(txs: Sequence[VerifiedTx], params: ChainParams) -> None:
+def check_block_limits(sizes: Sequence[int], params: ChainParams) -> None:
+    """A block's transactions within ``params``' count and bytes, else ``InvalidBlock``.
+
+    ``sizes``: each transaction's encoded size. Strict execution checks it, and a
+    validator checks it before it verifies a block's signatures too
+    (``node.chain.Chain.verify``): a proposal past the limits would otherwise cost every
+    producer up to its whole frame's worth of signature checks before it is refused.
+    """
     # Bounds the work and the size of every block.
-    if len(txs) > params.max_block_txs:
+    if len(sizes) > params.max_block_txs:
         raise InvalidBlock(
-            f"block has {len(txs)} transactions, the limit is {params.max_block_txs}"
+            f"block has {len(sizes)} transactions, the limit is {params.max_block_txs}"
         )
-    total = sum(vtx.size for vtx in txs)
+    total = sum(sizes)
     # Bounds the bandwidth and storage of every block.
     if total > params.max_block_bytes:
         raise InvalidBlock(

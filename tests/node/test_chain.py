@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from core import PrivateKey, TxBody, sign_tx
+from core import Block, InvalidBlock, PrivateKey, TxBody, merkle_root, sign_tx
 from core.keystore import load_key
 from genesis import GenesisAccount, create_localnet, load_genesis
 from node.chain import BuildCost, Chain
@@ -233,3 +233,23 @@ def test_before_anything_is_learned_the_prior_bounds_the_first_block(tmp_path):
     assert executed.result.included == vtxs[:256]
     # That block taught this node its real cost, and the prior is gone.
     assert chain.build_cost.learned
+
+
+@pytest.mark.parametrize("over", ["count", "bytes"])
+def test_a_block_past_the_limits_is_refused_before_its_signatures(tmp_path, over):
+    # A byzantine proposer's block of more transactions (or bytes) than the chain takes
+    # is refused by its sizes alone: its transactions here are not even transactions,
+    # and checking them first would cost every producer a signature check each.
+    g, producer = _setup(tmp_path)
+    limit = g.params.max_tx_bytes  # the least max_block_bytes a genesis may set
+    g = replace(g, params=replace(g.params, max_block_txs=10, max_block_bytes=limit))
+    chain = _chain(tmp_path, "a", g)
+    honest = chain.build([], producer, chain.next_block_time(int(time.time() * 1000)))
+    if over == "count":
+        junk = tuple(bytes([i]) * 8 for i in range(11))
+    else:
+        junk = (b"x" * limit, b"y")
+    forged = Block(replace(honest.block.header, tx_root=merkle_root(junk)), junk)
+    expected = "11 transactions" if over == "count" else f"{limit + 1} bytes"
+    with pytest.raises(InvalidBlock, match=expected):
+        _chain(tmp_path, "b", g).verify(forged)
