@@ -84,6 +84,7 @@ HTTP_CODES: dict[str, str] = {
     "bad_param": "400: a query or path parameter out of its range",
     "invalid_gtin": "400: not 14 digits with a valid GS1 check digit",
     "invalid_serial": "400: a serial that is not 1..20 characters",
+    "history_too_long": "422: an item history longer than one answer holds",
     "replay_too_long": "400: a feed resumed from too far back; read a snapshot and resume from "
     "its height",
     "unauthenticated": "401: a signed read without its signature headers",

@@ -645,10 +645,26 @@ async def get_order(request: web.Request) -> web.Response:
 # --- provenance ---
 
 
+# Events an item's answer holds at most. The answer is one document, with a proof per
+# event (~3.2 KB of JSON and ~10 KB of memory each while it is built), and a custodian
+# can lengthen a history at a fee per event (hand-offs to a second account need no
+# role): without a bound, a history of a million events made each request cost
+# gigabytes. Histories longer than this are refused until answers come in pages.
+MAX_ITEM_EVENTS_SERVED = 1024
+
+
 def _item_bundle(state: StateAt, gtin: str, serial: str) -> dict[str, Any] | None:
-    view = views.item_view(state, gtin, serial)
-    if view is None:
+    item = views.get_item(state, gtin, serial)
+    if item is None:
         return None
+    if item.event_count > MAX_ITEM_EVENTS_SERVED:
+        raise HttpError(
+            422,
+            "history_too_long",
+            f"item (01){gtin}(21){serial} has {item.event_count} events, an answer holds "
+            f"at most {MAX_ITEM_EVENTS_SERVED}",
+        )
+    view = views.item_view_of(item, views.item_history(state, gtin, serial))
     # Exactly the keys behind the view (the item, then each event), each with its
     # value and proof at this height: the client rebuilds the history from them.
     entries = []
@@ -683,6 +699,11 @@ def _item_bundle(state: StateAt, gtin: str, serial: str) -> dict[str, Any] | Non
     errors=(
         Refusal(400, "A bad GTIN or serial.", "invalid_gtin", "invalid_serial"),
         NOT_FOUND,
+        Refusal(
+            422,
+            "A history longer than one answer holds (`MAX_ITEM_EVENTS_SERVED`, 1024 events).",
+            "history_too_long",
+        ),
         UNAVAILABLE,
     ),
 )

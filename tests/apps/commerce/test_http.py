@@ -11,6 +11,7 @@ import hashlib
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from apps.commerce import http as commerce_http
 from apps.commerce import payloads as tx
 from apps.commerce.http import (
     READ_WINDOW_MS,
@@ -307,6 +308,27 @@ async def test_listings_merchants_sessions_orders_reviews_and_item_proof(driver)
     # A bundle for another item cannot pass as this one.
     with pytest.raises(Exception, match="expected"):
         verify_item_proof(GTIN, "SN-2", proof, header.state_root)
+
+
+async def test_a_history_longer_than_an_answer_holds_is_refused(driver, monkeypatch):
+    # An answer is one document with a proof per event, and a custodian can lengthen a
+    # history at a fee per event: past the bound the route refuses (here the bound is
+    # lowered to two events, as a history of 1,025 would take as many transactions).
+    monkeypatch.setattr(commerce_http, "MAX_ITEM_EVENTS_SERVED", 2)
+    d = driver
+    maker = Actor("maker")
+    await d.fund(maker)
+    await d.run(d.faucet, tx.SET_ROLES, tx.SetRoles(maker.address, int(Role.MAKER), b""))
+    item = ItemId(GTIN, "SN-9")
+    await d.run(maker.key, tx.REGISTER_ITEM, tx.RegisterItem(item, "pot", "urn:p", d.block_time))
+    status, doc = await d.get(f"/v1/items/01/{GTIN}/21/SN-9")
+    assert status == 200 and len(doc["item"]["history"]) == 1
+    for _ in range(2):
+        attest = tx.Attest(item, "inspecting", "", "urn:r", "", d.block_time, b"")
+        await d.run(maker.key, tx.ATTEST, attest)
+    status, doc = await d.get(f"/v1/items/01/{GTIN}/21/SN-9")
+    assert (status, doc["code"]) == (422, "history_too_long")
+    assert "3 events" in doc["message"]
 
 
 async def test_bad_input_and_missing_objects(driver):
