@@ -76,12 +76,14 @@ class Proxy:
     """An HTTP and WebSocket proxy to the node, in a thread of its own, with two faults:
     ``drop_feeds()`` cuts every WebSocket as a network would (and refuses new ones while
     ``hold`` is set), ``tamper`` flips one byte of every item answer, and ``rewrite``, if
-    set, rewrites every answer (path, body -> body) as a hostile node would."""
+    set, rewrites every answer (path, body -> body) as a hostile node would; ``answer``,
+    if set, answers a path itself ((status, JSON body), or None to pass it on)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.tamper = False
         self.rewrite: Callable[[str, bytes], bytes] | None = None
+        self.answer: Callable[[str], tuple[int, dict] | None] | None = None
         self.hold = False
         # The open WebSockets' connections, by request.
         self.feeds: dict[int, asyncio.BaseTransport] = {}
@@ -110,6 +112,9 @@ class Proxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request)
+        own = None if self.answer is None else self.answer(request.path)
+        if own is not None:
+            return web.json_response(own[1], status=own[0])
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in ("host", "accept-encoding")
         }
@@ -787,6 +792,25 @@ def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browse
         shot(page, "item-tampered")
     finally:
         world.proxy.tamper = False
+
+
+def test_the_item_page_says_plainly_when_a_history_is_too_long_to_check(world, browser):
+    # A node answers at most 1,024 events of an item at once (422 history_too_long).
+    page = browser
+    expect = sync_api.expect
+    message = "item has 2000 events, an answer holds at most 1024"
+    world.proxy.answer = lambda path: (
+        (422, {"code": "history_too_long", "message": message})
+        if path.startswith("/v1/items/")
+        else None
+    )
+    try:
+        page.goto(f"{world.proxy.url}/01/{EAN13}/21/SN-1")
+        verdict = page.locator("#verdict")
+        expect(verdict).to_have_attribute("data-verified", "no")
+        expect(verdict).to_contain_text("longer than the node serves in one answer")
+    finally:
+        world.proxy.answer = None
 
 
 def test_the_item_page_names_only_merchants_it_proved(world, browser):

@@ -25,6 +25,14 @@ export async function itemPage(main, gtinText, serial) {
     if (err instanceof ApiError && err.code === "malformed") {
       return replace(main, h("h1", {}, "Item check"), verdict(false, "The node's answer could not be read."));
     }
+    if (err instanceof ApiError && err.code === "history_too_long") {
+      // The node answers at most 1,024 events at once (apps/commerce/http.py).
+      return replace(
+        main,
+        h("h1", {}, "Item check"),
+        verdict(false, "This item's history is longer than the node serves in one answer, so it cannot be checked here."),
+      );
+    }
     throw err;
   }
   let proven = null;
