@@ -419,7 +419,7 @@ class Node:
     async def _on_peer_message(self, peer: bytes, msg: object) -> None:
         if isinstance(msg, ConsensusMessage):
             if self.consensus is not None:
-                self.consensus.deliver(msg.unwrap(), peer)
+                await self.consensus.deliver(msg.unwrap(), peer)
             return
         if isinstance(msg, SnapshotRequest | EpochsRequest | ChunkRequest):
             answer = await self.snapshots.answer(msg, peer)

@@ -16,8 +16,8 @@ beyond ``SIMULATION_QUEUE`` waiting, the node answers 503 ``busy`` with
 ``Retry-After`` rather than queueing without bound. A simulation reads no
 private view: a receipt says what a block's receipt would say, which anyone may
 read once the transaction is sent; for a type whose outcome is private
-(``TxType.private_outcome``: a bid, whose receipt gives the price it would set) it
-says the code alone.
+(``TxType.private_outcome``: a bid, whose events give the price it would set) it holds
+no events.
 """
 
 from __future__ import annotations
@@ -187,9 +187,9 @@ async def simulate_tx(request: web.Request) -> web.Response:
     finally:
         slots.inside -= 1
     if node.registry.declaration(vtx.body.type).private_outcome:
-        # Its code alone (``TxType.private_outcome``): what it would do stays unsaid
-        # until it is sent and pays its fee.
-        receipt = Receipt(receipt.tx_hash, receipt.code, "", receipt.fee, ())
+        # No events (``TxType.private_outcome``): what it would do stays unsaid until it
+        # is sent and pays its fee; a failure still says why.
+        receipt = Receipt(receipt.tx_hash, receipt.code, receipt.message, receipt.fee, ())
     return web.json_response(
         {"hash": vtx.hash.hex(), "height": height, "receipt": receipt_json(receipt)}
     )

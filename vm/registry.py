@@ -137,10 +137,11 @@ class TxType:
     declarations, which runs the generic path (tests/vm/test_fast_path.py and
     tests/apps/commerce/test_tip_fast_path.py hold the two to each other).
 
-    ``private_outcome``: a simulation of it (``POST /v1/txs/simulate``) answers its code
-    alone. Its receipt's message and events, free before the transaction is sent, would
-    tell what only a committed one should: a bid's receipt gives the price it sets, one
-    increment above the leader's secret maximum.
+    ``private_outcome``: a simulation of it (``POST /v1/txs/simulate``) answers its
+    receipt without events. They, free before the transaction is sent, would tell what
+    only a committed one should: a bid's give the price it sets, one increment above the
+    leader's secret maximum. Its failure messages must tell nothing of the kind (a
+    failure's receipt is public once sent, and its simulation says it too).
     """
 
     name: str

@@ -1,0 +1,85 @@
+"""What one peer may make a node hold for its consensus thread: while the thread is busy
+(a block executing), a peer's messages wait up to ``PEER_BACKLOG_BYTES`` and then the
+peer is not read from; other peers' messages still go through."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from consensus.messages import Message, Proposal
+from core import ZERO_HASH, Block, BlockHeader
+from node.consensus import ConsensusSeams, ConsensusService, Inbound
+from node.service import Node
+from tests.node.conftest import make_home
+
+FLOOD = b"\x09" * 32
+OTHER = b"\x0a" * 32
+
+
+class Held(ConsensusSeams):
+    """Holds the consensus thread on the flooding peer's first message, as a block taking
+    long to execute would, until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def inbound(self, deliver: Inbound) -> Inbound:
+        def hold(msg: Message, peer: bytes, received_ms: int) -> None:
+            if peer == FLOOD and not self.release.is_set():
+                self.held.set()
+                self.release.wait(60)
+            deliver(msg, peer, received_ms)
+
+        return hold
+
+
+def far_proposal(node: Node, round_: int, mib: int) -> Proposal:
+    """A proposal for a height and round far ahead (the engine drops it unread) carrying
+    ``mib`` MiB of transactions."""
+    header = BlockHeader(
+        node.genesis.chain_id,
+        10**6,
+        99,
+        1,
+        ZERO_HASH,
+        ZERO_HASH,
+        ZERO_HASH,
+        ZERO_HASH,
+        b"\x01" * 32,
+        ZERO_HASH,
+        None,
+    )
+    block = Block(header, (bytes(mib * 1024 * 1024),))
+    return Proposal(10**6, round_, None, block, b"\x02" * 32, bytes(64))
+
+
+async def test_a_peer_waits_once_its_backlog_is_full_and_others_do_not(tmp_path):
+    _, home = make_home(tmp_path)
+    seams = Held()
+    node = Node.from_home(home, "", seams=seams)
+    node.open()
+    await node.start()
+    try:
+        consensus = node.consensus
+        assert consensus is not None
+        per = 4
+        fits = ConsensusService.PEER_BACKLOG_BYTES // (per * 1024 * 1024 + 1024)
+        await consensus.deliver(far_proposal(node, 0, per), FLOOD)
+        while not seams.held.is_set():
+            await asyncio.sleep(0.01)
+        # What fits in the backlog is handed over at once, though the thread is busy...
+        for r in range(1, fits):
+            await asyncio.wait_for(consensus.deliver(far_proposal(node, r, per), FLOOD), 5)
+        # ...the next waits for the thread to take some up (its peer is not read from)...
+        waiting = asyncio.create_task(consensus.deliver(far_proposal(node, fits, per), FLOOD))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        # ...while another peer's message is not held back by it.
+        await asyncio.wait_for(consensus.deliver(far_proposal(node, 0, 1), OTHER), 5)
+        seams.release.set()
+        await asyncio.wait_for(waiting, 30)
+    finally:
+        seams.release.set()
+        await node.stop()
