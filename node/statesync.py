@@ -382,6 +382,10 @@ class StateSyncer:
         self.refused: set[bytes] = set()
         self.chunks = 0
         self.chunk_bytes = 0
+        # The producer sets verified so far, by epoch (0: genesis's): every offer checked
+        # after the first walks only the epochs past them. Equal consecutive sets are
+        # one object.
+        self._sets: list[ValidatorSet] = []
 
     def deliver(self, peer: bytes, msg: Wire) -> bool:
         """Queue an answer of ``peer`` for the sync; False (dropped) if none was owed."""
@@ -516,16 +520,26 @@ class StateSyncer:
             return validators
         # epoch_length is not governable: genesis's value holds for the whole chain.
         last = epoch_of(height, genesis.params.epoch_length)
+        # Each offer checked walked every stored record again, on the event loop: with a
+        # month of records (~50k), a hostile peer's offers froze the loop for a minute
+        # each. Sets verified in this sync are kept; stored records are verified once.
+        sets = self._sets
+        if not sets:
+            sets.append(validators)
+        if last < len(sets):
+            return sets[last]
+        epoch, validators = len(sets), sets[-1]
         # Peers that hold no more records: behind the offer, or a record short. No fault
         # of theirs unless they made the offer (its height is theirs to back).
         lacking: set[bytes] = set()
-        epoch = 1
         while epoch <= last:
             stored = self.store.get_epoch_record(epoch)
             if stored is not None:
                 # Verified before it was kept (an earlier attempt of this sync).
-                validators = verify_epoch_record(genesis, epoch, stored, validators)
+                validators = self._verified(epoch, stored, validators)
                 epoch += 1
+                if epoch % 64 == 0:
+                    await asyncio.sleep(0)  # the loop's other work goes on between pages
                 continue
             peers = [p for p in await self._wait_peers() if p not in lacking]
             if not peers:
@@ -549,12 +563,22 @@ class StateSyncer:
                 continue
             try:
                 for raw in response.records:
-                    validators = verify_epoch_record(genesis, epoch, raw, validators)
+                    validators = self._verified(epoch, raw, validators)
                     self.store.put_epoch_record(epoch, raw)
                     epoch += 1
             except Invalid as exc:
                 self._refuse(peer, f"epoch {epoch} record: {exc}")
         return validators
+
+    def _verified(self, epoch: int, raw: bytes, validators: ValidatorSet) -> ValidatorSet:
+        """The set after epoch ``epoch``'s record, verified under ``validators`` (the set
+        before it), kept as the sync's (``Invalid`` if the record does not verify)."""
+        after = verify_epoch_record(self.genesis, epoch, raw, validators)
+        if after == validators:
+            after = validators
+        assert len(self._sets) == epoch, "epoch records are verified in order"
+        self._sets.append(after)
+        return after
 
     async def _fetch(self, target: SyncTarget) -> None:
         loop = asyncio.get_running_loop()

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from consensus import ValidatorSet, make_commit
 from core import Block, Wire
+from genesis import Genesis
+from node import statesync
 from node.chain import Chain
 from node.config import PruningConfig
 from node.service import build_registry
@@ -139,6 +142,39 @@ async def test_an_offer_above_every_peer_is_refused_and_honest_peers_are_not(tmp
     assert await net.sync(ChainStore(tmp_path / "b")) == 40
     assert HONEST not in net.dropped
     assert HOSTILE in net.dropped
+
+
+async def test_each_epoch_record_is_verified_once_however_many_offers_are_checked(
+    tmp_path, monkeypatch
+):
+    # A hostile offer far above the chain makes the joiner walk (and store) the records
+    # the honest peer holds; the honest offer checked next walked them all again, on
+    # the event loop (a month of records: a minute of it, per hostile offer).
+    source = make_chain(tmp_path / "a", 40)
+    real = source.store.get_block(40)
+    commit = source.store.get_commit(40)
+    assert real is not None and commit is not None
+    fake = Block(dataclasses.replace(real.header, height=10_000), ())
+
+    async def hostile(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(10_000, fake.encode(), commit.encode())
+        return None
+
+    verified: Counter[int] = Counter()
+    real_verify = statesync.verify_epoch_record
+
+    def counting(
+        genesis: Genesis, epoch: int, raw: bytes, validators: ValidatorSet
+    ) -> ValidatorSet:
+        verified[epoch] += 1
+        return real_verify(genesis, epoch, raw, validators)
+
+    monkeypatch.setattr(statesync, "verify_epoch_record", counting)
+    net = Net({HOSTILE: hostile, HONEST: server(source.store).answer})
+    assert await net.sync(ChainStore(tmp_path / "b")) == 40
+    assert HOSTILE in net.dropped
+    assert verified and set(verified.values()) == {1}
 
 
 async def test_a_peer_flooding_answers_nobody_asked_for_cannot_stall_the_sync(tmp_path):
