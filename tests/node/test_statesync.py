@@ -121,11 +121,10 @@ async def test_a_store_syncs_from_a_peer_and_holds_its_state(tmp_path):
     assert net.dropped == {}
 
 
-async def test_an_offer_above_every_peer_is_refused_and_honest_peers_are_not(tmp_path):
-    # A hostile peer offers a block far above the chain (its certificate cannot be
-    # checked: no peer holds the epoch records up to there). The honest peer, asked
-    # for those records, holds none past its head: that is no fault of its own.
-    source = make_chain(tmp_path / "a", 40)
+def far_offer(source: Chain, *, answers_epochs: bool) -> Answer:
+    """A hostile peer offering a block far above ``source``'s chain (its certificate
+    cannot be checked: no peer holds the epoch records up to there). Asked for epoch
+    records, it answers none, or (``answers_epochs`` False) nothing at all."""
     real = source.store.get_block(40)
     commit = source.store.get_commit(40)
     assert real is not None and commit is not None
@@ -134,10 +133,18 @@ async def test_an_offer_above_every_peer_is_refused_and_honest_peers_are_not(tmp
     async def hostile(msg: Wire) -> Wire | None:
         if isinstance(msg, SnapshotRequest):
             return SnapshotOffer(10_000, fake.encode(), commit.encode())
-        if isinstance(msg, EpochsRequest):
+        if isinstance(msg, EpochsRequest) and answers_epochs:
             return EpochsResponse(msg.first, ())
         return None
 
+    return hostile
+
+
+async def test_an_offer_above_every_peer_is_refused_and_honest_peers_are_not(tmp_path):
+    # The honest peer, asked for the hostile offer's epoch records, holds none past its
+    # head: that is no fault of its own.
+    source = make_chain(tmp_path / "a", 40)
+    hostile = far_offer(source, answers_epochs=True)
     net = Net({HOSTILE: hostile, HONEST: server(source.store).answer})
     assert await net.sync(ChainStore(tmp_path / "b")) == 40
     assert HONEST not in net.dropped
@@ -148,19 +155,11 @@ async def test_each_epoch_record_is_verified_once_however_many_offers_are_checke
     tmp_path, monkeypatch
 ):
     # A hostile offer far above the chain makes the joiner walk (and store) the records
-    # the honest peer holds; the honest offer checked next walked them all again, on
-    # the event loop (a month of records: a minute of it, per hostile offer).
+    # the honest peer holds (the hostile one, asked first, never answers); the honest
+    # offer checked next walked them all again, on the event loop (a month of records:
+    # a minute of it, per hostile offer).
     source = make_chain(tmp_path / "a", 40)
-    real = source.store.get_block(40)
-    commit = source.store.get_commit(40)
-    assert real is not None and commit is not None
-    fake = Block(dataclasses.replace(real.header, height=10_000), ())
-
-    async def hostile(msg: Wire) -> Wire | None:
-        if isinstance(msg, SnapshotRequest):
-            return SnapshotOffer(10_000, fake.encode(), commit.encode())
-        return None
-
+    hostile = far_offer(source, answers_epochs=False)
     verified: Counter[int] = Counter()
     real_verify = statesync.verify_epoch_record
 
