@@ -42,7 +42,7 @@ from consensus import (
     WallClock,
 )
 from consensus.evidence import SubmitEvidence
-from consensus.messages import Message
+from consensus.messages import FinalizedBlock, Message, Proposal
 from core import Block, Commit, CommitSig, Invalid, PrivateKey, StorageError, Vote, VoteType
 from core.codec import Wire
 from node.chain import Chain, ExecutedBlock
@@ -378,10 +378,9 @@ class _P2PTransport:
 def _message_bytes(msg: Message) -> int:
     """About what ``msg`` holds in memory until the engine takes it: a block's
     transactions, or a small fixed size for a vote or a request."""
-    block = getattr(msg, "block", None)
-    if block is None:
-        return 1024
-    return 1024 + sum(len(tx) for tx in block.txs)
+    if isinstance(msg, Proposal | FinalizedBlock):
+        return 1024 + sum(len(tx) for tx in msg.block.txs)
+    return 1024
 
 
 class ConsensusService:
