@@ -428,7 +428,12 @@ async def _submit(url: str, txs: list[SignedTx], batch: int, concurrency: int) -
             accepted += done
 
     # Each lane sends its chunks in order; a nonce that arrives before an earlier one
-    # of its account waits in the mempool's nonce window.
+    # of its account waits in the mempool's nonce window. One sender's run (the
+    # merchant's ships) goes in one lane, as that sender's client sends it: split over
+    # lanes, each chunk but the first arrived past a gap wider than the window the
+    # mempool queues (``max_queued_per_sender``) and waited out the retry pauses.
+    if len({t.sender for t in txs}) == 1:
+        concurrency = 1
     lanes = [chunks[i::concurrency] for i in range(concurrency)]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         await asyncio.gather(*(worker(session, lane) for lane in lanes))
