@@ -25,6 +25,13 @@ buyers who have not sent before, each placing one order and tipping the host, or
 many fresh senders, each sending two transfers to one sink. The ratio of the two
 totals is what the flash-deal storm's ratio tracks where the consensus thread is
 the limit.
+
+``--commerce``: the phases of ``benches.commerce`` on one thread, each beside a block
+of as many transfers from the same buyers (as that bench interleaves them): per
+group of ``--accounts`` buyers, two transfers each, then an order and a tip each;
+one transfer each, then the merchant's shipment of every order (one sender); two
+transfers each, then a confirmation and a review each. Where the node-level bench
+says how much more a commerce transaction costs, this says in which stage.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from apps.commerce import payloads as tx
+from apps.commerce.events import ORDER_PLACED
 from benches.common import node_gc, prebuild_state
 from benches.flashdeal import Signer, keys, live_setup, order_txs
 from core import Commit, CommitSig, PrivateKey, TxBody, Vote, VoteType, sign_tx
@@ -51,7 +60,7 @@ from node.config import MempoolConfig
 from node.mempool import Mempool
 from node.service import build_registry
 from storage import ChainStore
-from vm import Transfer
+from vm import Receipt, Transfer, VerifiedTx
 
 # ``Chain.build`` in two: its transactions' execution, and what comes after the last
 # one ran (the state tree's update, the roots, the block's encoding), split in the
@@ -72,7 +81,14 @@ class _Verified:
 class _Node:
     """A one-validator chain and its mempool, driven block by block on this thread."""
 
-    def __init__(self, root: Path, genesis: Genesis, producer: PrivateKey, batch: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        genesis: Genesis,
+        producer: PrivateKey,
+        batch: int,
+        mempool: MempoolConfig | None = None,
+    ) -> None:
         self.genesis, self.producer, self.batch = genesis, producer, batch
         self.chain = Chain(ChainStore(root), genesis, build_registry())
         chain = self.chain
@@ -83,7 +99,7 @@ class _Node:
             chain.params,
             chain.state,
             lambda: chain.height,
-            MempoolConfig(),
+            mempool or MempoolConfig(),
             verifier=_Verified(),  # type: ignore[arg-type]  # the workers' verdicts, given
         )
         self.loop = asyncio.new_event_loop()
@@ -108,9 +124,9 @@ class _Node:
             if refused:
                 raise SystemExit(f"refused: {refused[:3]}")
 
-    def block(self, raws: list[bytes]) -> tuple[dict[str, float], int]:
+    def block(self, raws: list[bytes]) -> tuple[dict[str, float], Included]:
         """Admit ``raws`` and run them through one block: each stage's CPU seconds, and
-        how many state keys the block wrote."""
+        what the block included (with how many state keys it wrote)."""
         clock = time.thread_time
         chain, mempool = self.chain, self.mempool
         t0 = clock()
@@ -146,7 +162,19 @@ class _Node:
             raise SystemExit(f"{len(bad)} transactions failed: {bad[0].code}: {bad[0].message}")
         after = (t3 - t2) * executed.after_seconds / max(executed.execute_seconds, 1e-9)
         times = (t1 - t0, t2 - t1, t3 - t2 - after, after, t4 - t3, t5 - t4)
-        return dict(zip(STAGES, times, strict=True)), len(executed.result.changes)
+        result = executed.result
+        return dict(zip(STAGES, times, strict=True)), Included(
+            included, result.receipts, len(result.changes)
+        )
+
+
+@dataclass(frozen=True)
+class Included:
+    """What a block took: its transactions, their receipts, the state keys it wrote."""
+
+    txs: Sequence[VerifiedTx]
+    receipts: Sequence[Receipt]
+    keys_written: int
 
 
 def _best(into: dict[str, float], stages: dict[str, float], txs: int) -> None:
@@ -252,14 +280,103 @@ def run_flashdeal(
                     ("orders", orders, order_txs(sign, buyers[fresh], deals, 0, order_payloads)),
                 )
                 for name, figures, raws in sides:
-                    stages, keys_written = node.block(raws)
-                    written[name] += keys_written
+                    stages, took = node.block(raws)
+                    written[name] += took.keys_written
                     if b:  # the first of each is a warm-up
                         _best(figures, stages, len(raws))
     finally:
         node.close()
     txs = 2 * per_side
     return FlashFigures(transfers, orders, written["transfers"] / txs, written["orders"] / txs)
+
+
+# ``run_commerce``'s blocks, in the order each group of buyers runs them: a commerce
+# phase after a transfer block of its size (as ``benches.commerce`` interleaves them).
+COMMERCE_BLOCKS = (
+    "transfers 2N",
+    "orders + tips",
+    "transfers 1N",
+    "ships",
+    "transfers 2N'",
+    "confirms + reviews",
+)
+
+
+def run_commerce(root: Path, buyers: int, groups: int, batch: int) -> dict[str, dict[str, float]]:
+    """``benches.commerce``'s phases block by block, each after a block of as many
+    transfers from the same buyers: best CPU seconds per transaction of each stage, by
+    block kind (``COMMERCE_BLOCKS``). ``groups`` groups of ``buyers`` run in turn, each
+    through every kind; the first group's blocks are a warm-up."""
+    g, producer, faucet = _localnet(root / "net")
+    merchant, host = keys(0, 2)
+    everyone = keys(10, buyers * groups)
+    funded = tuple(GenesisAccount(k.address, 10**12) for k in (merchant, host, *everyone))
+    g = replace(g, accounts=g.accounts + funded)
+    # The merchant's shipments are one sender's run: its queue must hold a block of them.
+    pool = MempoolConfig(per_account_cap=buyers + 16)
+    node = _Node(root / "db", g, producer, batch, pool)
+    best: dict[str, dict[str, float]] = {name: {} for name in COMMERCE_BLOCKS}
+    try:
+        with node_gc():
+            sign = Signer(g.chain_id, g.params.min_fee, g.params.max_expiry_blocks // 2)
+            start_ms = node.chain.next_block_time(int(time.time() * 1000))
+            setup, payloads = live_setup(sign, faucet, merchant, host, 1, len(everyone), start_ms)
+            for raws in setup:
+                node.block(raws)
+            sink = Transfer(host.address, 1).encode()
+
+            def signed(
+                name: str, mine: list[PrivateKey], order_of: dict[bytes, int]
+            ) -> list[bytes]:
+                # Signed as each block comes: shipments and settlements name the order
+                # ids the block of orders handed out (in the order the mempool chose).
+                if name == "orders + tips":
+                    return order_txs(sign, mine, 1, 0, payloads)
+                if name == "ships":
+                    return [
+                        sign(
+                            merchant,
+                            tx.SHIP_ORDER,
+                            tx.ShipOrder(i, i.to_bytes(32, "big"), ()).encode(),
+                        )
+                        for i in sorted(order_of.values())
+                    ]
+                if name == "confirms + reviews":
+                    out = []
+                    for k in mine:
+                        ref = tx.OrderRef(order_of[k.address])
+                        review = tx.WriteReview(ref.order_id, 5, "great stream deal")
+                        out.append(sign(k, tx.CONFIRM_DELIVERY, ref.encode()))
+                        out.append(sign(k, tx.REVIEW, review.encode()))
+                    return out
+                each = 1 if name == "transfers 1N" else 2
+                return [sign(k, "transfer", sink) for k in mine for _ in range(each)]
+
+            for group in range(groups):
+                mine = everyone[group * buyers : (group + 1) * buyers]
+                order_of: dict[bytes, int] = {}
+                for name in COMMERCE_BLOCKS:
+                    raws = signed(name, mine, order_of)
+                    stages, took = node.block(raws)
+                    if name == "orders + tips":
+                        order_of.update(_order_ids(took))
+                    if group:
+                        _best(best[name], stages, len(raws))
+    finally:
+        node.close()
+    return best
+
+
+def _order_ids(took: Included) -> dict[bytes, int]:
+    """Each buyer's order id, from the receipts of a block of orders."""
+    ids = {}
+    for vtx, receipt in zip(took.txs, took.receipts, strict=True):
+        for event in receipt.events:
+            if event.kind == ORDER_PLACED:
+                ids[vtx.sender_address] = next(
+                    int(a.value) for a in event.attrs if a.key == "order"
+                )
+    return ids
 
 
 def _table(columns: dict[str, dict[str, float]]) -> str:
@@ -294,6 +411,11 @@ def main(argv: list[str] | None = None) -> None:
         "--flashdeal", action="store_true", help="orders and tips against transfers, fresh senders"
     )
     ap.add_argument(
+        "--commerce",
+        action="store_true",
+        help="benches.commerce's phases, each beside a block of transfers of its size",
+    )
+    ap.add_argument(
         "--state-accounts", type=int, default=1_000_000, help="with --flashdeal: accounts in state"
     )
     ap.add_argument("--deals", type=int, default=4, help="with --flashdeal: deals in the session")
@@ -302,6 +424,32 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--blocks must be at least 2 (the first is a warm-up)")
     root = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     command = "command: " + " ".join([".venv/bin/python -m benches.pipeline", *sys.argv[1:]])
+    if args.commerce:
+        accounts = args.accounts or 2000
+        try:
+            commerce = run_commerce(root, accounts, args.blocks, args.batch)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        print(_table(commerce))
+        # Weighted as benches.commerce's phases are: two transactions per buyer but
+        # for the shipments (and the transfer block beside them).
+        total = {name: sum(c.values()) for name, c in commerce.items()}
+        transfer_s = (
+            2 * total["transfers 2N"] + total["transfers 1N"] + 2 * total["transfers 2N'"]
+        ) / 5
+        commerce_s = (
+            2 * total["orders + tips"] + total["ships"] + 2 * total["confirms + reviews"]
+        ) / 5
+        print(
+            f"\n{accounts} buyers per group, {args.blocks - 1} groups timed after one; "
+            "thread CPU time, best block of each kind"
+        )
+        print(command)
+        print(
+            f"RESULT commerce_us={commerce_s * 1e6:.2f} transfer_us={transfer_s * 1e6:.2f} "
+            f"ratio={transfer_s / commerce_s:.3f}"
+        )
+        return
     try:
         if args.flashdeal:
             accounts = args.accounts or 2000

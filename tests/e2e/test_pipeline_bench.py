@@ -1,6 +1,6 @@
 """``benches.pipeline`` in miniature (behaviour only; its figures are printed, never
-asserted): the transfer flood and the flash-deal comparison each run their blocks
-through a real store, every transaction included and successful."""
+asserted): the transfer flood, the flash-deal and the commerce comparisons each run
+their blocks through a real store, every transaction included and successful."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benches.pipeline import STAGES, main, run_flashdeal
+from benches.pipeline import COMMERCE_BLOCKS, STAGES, main, run_commerce, run_flashdeal
 
 
 def test_the_flash_deal_comparison_times_every_stage_of_both_sides(tmp_path: Path) -> None:
@@ -40,3 +40,21 @@ def test_the_command_prints_a_result_line(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert re.search(r"^total +\d+\.\d+$", out, re.M), out
     assert gc.get_freeze_count() == 0
+
+
+def test_the_commerce_comparison_runs_every_phase_beside_its_transfers(tmp_path: Path) -> None:
+    # run_commerce refuses any block that leaves a transaction out or fails one: the
+    # shipments and settlements name the ids the block of orders handed out.
+    figures = run_commerce(tmp_path, buyers=30, groups=2, batch=50)
+    assert list(figures) == list(COMMERCE_BLOCKS)
+    for stages in figures.values():
+        assert set(stages) == set(STAGES)
+        assert all(seconds >= 0 for seconds in stages.values())
+
+
+def test_the_commerce_command_prints_a_result_line(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--commerce", "--accounts", "20", "--blocks", "2"])
+    out = capsys.readouterr().out
+    result = re.search(r"^RESULT commerce_us=(\S+) transfer_us=(\S+) ratio=(\S+)$", out, re.M)
+    assert result is not None, out
+    assert all(float(v) > 0 for v in result.groups())
