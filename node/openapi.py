@@ -84,7 +84,6 @@ HTTP_CODES: dict[str, str] = {
     "bad_param": "400: a query or path parameter out of its range",
     "invalid_gtin": "400: not 14 digits with a valid GS1 check digit",
     "invalid_serial": "400: a serial that is not 1..20 characters",
-    "history_too_long": "422: an item history longer than one answer holds",
     "replay_too_long": "400: a feed resumed from too far back; read a snapshot and resume from "
     "its height",
     "unauthenticated": "401: a signed read without its signature headers",
@@ -94,7 +93,8 @@ HTTP_CODES: dict[str, str] = {
     "forbidden": "403: the signer may not see this order",
     "private_state": "403: a state key of order data private to its parties (prefixes 0x29, "
     "0x2A-0x2D), refused by the generic state route whether it exists or not",
-    "not_found": "404: no such route, object or transaction at the height read",
+    "not_found": "404: no such route, object or transaction at the height read, or a height "
+    "above the latest final one",
     "commerce_disabled": "404: the chain's genesis has no commerce section",
     "staking_disabled": "404: the chain's genesis has no staking section",
     "method_not_allowed": "405: the route exists for another method",

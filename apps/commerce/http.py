@@ -28,11 +28,17 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from apps.commerce import feed, keys, views
+from apps.commerce.item_proofs import (
+    ItemPage,
+    verify_item_doc,
+    verify_item_page,
+    verify_item_page_proof,
+    verify_item_proof,
+)
 from apps.commerce.keys import CommercePrefix
 from apps.commerce.model import (
     Counter,
     Disclosure,
-    Item,
     ProvenanceEvent,
     Review,
     Role,
@@ -71,10 +77,10 @@ from apps.routes import (
     ref,
     unavailable,
 )
-from core.errors import HttpError, Invalid
+from core.errors import HttpError
 from core.keys import parse_address
 from core.types import BlockHeader, Commit
-from storage import StateProof, verify_proof
+from storage import StateProof
 from vm import Event, Receipt, StateView
 
 # --- privacy ---
@@ -250,8 +256,8 @@ ITEM_PROOF = Component(
                 )
             ),
         },
-        description="The item record, then each provenance event, each with its state "
-        "proof at `height`; check with `apps.commerce.http.verify_item_proof`.",
+        description="The item record, then each provenance event of the page, each with "
+        "its state proof at `height`; check with `apps.commerce.item_proofs.verify_item_page`.",
     ),
 )
 # The read models and feed messages these routes serve, documented first and in this
@@ -645,30 +651,60 @@ async def get_order(request: web.Request) -> web.Response:
 # --- provenance ---
 
 
-# Events an item's answer holds at most. The answer is one document, with a proof per
-# event (~3.2 KB of JSON and ~10 KB of memory each while it is built), and a custodian
-# can lengthen a history at a fee per event (hand-offs to a second account need no
-# role): without a bound, a history of a million events made each request cost
-# gigabytes. Histories longer than this are refused until answers come in pages.
-MAX_ITEM_EVENTS_SERVED = 1024
+# Events a page of an item's history holds at most (and by default). Each comes with
+# its state proof (~3.2 KB of JSON and ~10 KB of memory while the page is built), and a
+# custodian can lengthen a history at a fee per event (hand-offs to a second account
+# need no role): so a request reads the item's record and one page of events, never
+# the whole history, and costs the same at ten events or a million. 256 holds a
+# supply chain's history (tens of events) in one page, and is a quarter of what one
+# answer held before histories came in pages (1,024 events).
+MAX_ITEM_PAGE = 256
+
+ITEM_FROM_SEQ = IntParam(
+    "from_seq",
+    "query",
+    0,
+    2**32 - 1,
+    "seq of the page's first event: 0, then the previous page's `next_from_seq`",
+    default=0,
+)
+ITEM_LIMIT = IntParam(
+    "limit", "query", 1, MAX_ITEM_PAGE, "events in the page at most", default=MAX_ITEM_PAGE
+)
+# Optional: without it, the latest final height (IntParam.read takes no default of
+# "whatever is final now").
+ITEM_HEIGHT = IntParam(
+    "height",
+    "query",
+    1,
+    MAX_ID,
+    "final height to read at (default: the latest): every page after the first asks for "
+    "the first page's `height`, so the pages prove one history",
+)
 
 
-def _item_bundle(state: StateAt, gtin: str, serial: str) -> dict[str, Any] | None:
+def _item_page(
+    state: StateAt, gtin: str, serial: str, from_seq: int, limit: int
+) -> dict[str, Any] | None:
     item = views.get_item(state, gtin, serial)
     if item is None:
         return None
-    if item.event_count > MAX_ITEM_EVENTS_SERVED:
+    # Seq 0 is always asked for (a history starts with its commissioning); past it, a
+    # start beyond the last event is a client's mistake, not an empty page.
+    if from_seq and from_seq >= item.event_count:
         raise HttpError(
-            422,
-            "history_too_long",
-            f"item (01){gtin}(21){serial} has {item.event_count} events, an answer holds "
-            f"at most {MAX_ITEM_EVENTS_SERVED}",
+            400,
+            "bad_param",
+            f"from_seq must be below the item's {item.event_count} events at height "
+            f"{state.height}, got {from_seq}",
         )
-    view = views.item_view_of(item, views.item_history(state, gtin, serial))
-    # Exactly the keys behind the view (the item, then each event), each with its
-    # value and proof at this height: the client rebuilds the history from them.
+    # Only this page's events are read and proven: the work is bounded by `limit`.
+    events = views.item_history(state, gtin, serial, from_seq, limit)
+    view = views.item_view_of(item, events)
+    # Exactly the keys behind the page (the item, then each of its events), each with its
+    # value and proof at this height: the client rebuilds the page from them.
     entries = []
-    for key in views.item_state_keys(state, gtin, serial):
+    for key in views.item_state_keys(state, gtin, serial, from_seq, limit):
         state.get(key)
         value, proof = state.proofs[key]
         entries.append(
@@ -678,37 +714,68 @@ def _item_bundle(state: StateAt, gtin: str, serial: str) -> dict[str, Any] | Non
                 "proof": proof.encode().hex(),
             }
         )
-    return {"item": views.jsonable(view), "entries": entries}
+    end = from_seq + len(events)
+    return {
+        "item": views.jsonable(view),
+        "entries": entries,
+        "event_count": item.event_count,
+        "next_from_seq": end if end < item.event_count else None,
+    }
 
 
 @ROUTES.get(
     "/v1/items/01/{gtin}/21/{serial}",
     "getItem",
-    "An item's provenance with a state proof",
+    "An item's provenance with a state proof, a page at a time",
     "The path is GS1 Digital Link's (`/01/<gtin>/21/<serial>`). The answer holds "
-    "the item with its full EPCIS-shaped history and a proof bundle: with the "
-    "genesis document a client verifies it offline (the commit finalizes the "
-    "header, whose state root proves every entry).",
+    "the item with a page of its EPCIS-shaped history (`limit` events from seq "
+    "`from_seq`) and a proof bundle: with the genesis document a client verifies it "
+    "offline (the commit finalizes the header, whose state root proves every entry). "
+    "Every page proves the item's record (custodian, owner, `event_count`); the "
+    "first page is answered at the latest final height, and a client asks for each "
+    "next page (`from_seq=next_from_seq`) at that `height`, so all pages prove one "
+    f"history. A history of at most {MAX_ITEM_PAGE} events is one page.",
     params=(
         Param("gtin", "path", {"type": "string", "pattern": "^[0-9]{14}$"}, "GTIN-14"),
         Param(
             "serial", "path", {"type": "string", "minLength": 1, "maxLength": 20}, "serial number"
         ),
+        ITEM_FROM_SEQ,
+        ITEM_LIMIT,
+        ITEM_HEIGHT,
     ),
-    ok=Answer("The item and its proof.", at_height(item=views.ItemView, proof=ITEM_PROOF)),
-    errors=(
-        Refusal(400, "A bad GTIN or serial.", "invalid_gtin", "invalid_serial"),
-        NOT_FOUND,
-        Refusal(
-            422,
-            "A history longer than one answer holds (`MAX_ITEM_EVENTS_SERVED`, 1024 events).",
-            "history_too_long",
+    ok=Answer(
+        "The item with a page of its history (`item.history`: the page's events), and "
+        "the page's proof.",
+        at_height(
+            item=views.ItemView,
+            proof=ITEM_PROOF,
+            from_seq=described(UINT, "seq of the page's first event"),
+            event_count=described(UINT, "events in the whole history at `height`"),
+            next_from_seq=described(
+                nullable(UINT), "`from_seq` of the next page (at this `height`); null at the end"
+            ),
         ),
+    ),
+    errors=(
+        Refusal(
+            400,
+            "A bad GTIN or serial, or a parameter out of range: `from_seq` past the last "
+            f"event, `limit` not in 1..{MAX_ITEM_PAGE}, a `height` that is not a number.",
+            "invalid_gtin",
+            "invalid_serial",
+            "bad_param",
+        ),
+        Refusal(
+            404, "No such item at the height read, or a height above the final one.", "not_found"
+        ),
+        Refusal(410, "A height whose state this node no longer keeps (pruning).", "pruned"),
         UNAVAILABLE,
     ),
 )
 async def get_item(request: web.Request) -> web.Response:
-    """An item's full history with a state proof: what a code on the package resolves to.
+    """A page of an item's history with a state proof: what a code on the package
+    resolves to.
 
     The path is GS1 Digital Link's (``/01/<gtin>/21/<serial>``), so a printed
     link's path maps onto it as is.
@@ -724,9 +791,15 @@ async def get_item(request: web.Request) -> web.Response:
         raise HttpError(
             400, "invalid_serial", f"serial must be 1..20 characters, got {len(serial)}"
         )
-    state = StateAt(reader, _final_height(reader))
-    bundle = await _in_thread(_item_bundle, state, gtin, serial)
-    if bundle is None:
+    from_seq, limit = ITEM_FROM_SEQ.read(request), ITEM_LIMIT.read(request)
+    final = _final_height(reader)
+    height = ITEM_HEIGHT.read(request) if ITEM_HEIGHT.name in request.query else final
+    if height > final:
+        raise HttpError(404, "not_found", f"height {height} is above the final height {final}")
+    # A height below what the node keeps is refused by the state reads (410 `pruned`).
+    state = StateAt(reader, height)
+    page = await _in_thread(_item_page, state, gtin, serial, from_seq, limit)
+    if page is None:
         raise _not_found(f"item (01){gtin}(21){serial}", state.height)
     header = reader.header(state.height)
     commit = reader.commit(state.height)
@@ -738,71 +811,16 @@ async def get_item(request: web.Request) -> web.Response:
         # client checks the whole bundle offline.
         "header": None if header is None else header.encode().hex(),
         "commit": None if commit is None else commit.encode().hex(),
-        "entries": bundle["entries"],
+        "entries": page["entries"],
     }
-    return _doc(state, item=bundle["item"], proof=proof)
-
-
-def verify_item_proof(
-    gtin: str, serial: str, proof_doc: dict[str, Any], state_root: bytes
-) -> tuple[Item, list[ProvenanceEvent]]:
-    """Check an item's proof bundle against a trusted state root; return what it proves.
-
-    ``state_root`` must come from a header the caller trusts (finalized, checked
-    against the genesis producers). The entries must be exactly the item's keys
-    (its record, then events ``0..event_count-1``), so a node cannot answer with
-    another item's history or leave events out. Raises ``Invalid`` (``bad_proof``
-    or the proof's own code).
-    """
-    ref = keys.item_ref(gtin, serial)
-    entries = proof_doc.get("entries")
-    if not isinstance(entries, list) or not entries:
-        raise Invalid("the bundle holds no proof entries", "bad_proof")
-    proven: list[bytes] = []
-    # The bundle comes from a node the caller does not trust: any shape is possible.
-    try:
-        if bytes.fromhex(proof_doc["state_root"]) != state_root:
-            raise Invalid("the bundle is proven against another state root", "bad_proof")
-        for seq, entry in enumerate(entries):
-            key = bytes.fromhex(entry["key"])
-            expected = keys.item_key(ref) if seq == 0 else keys.item_event_key(ref, seq - 1)
-            # Only this item's keys, in order: no substitution, no gaps.
-            if key != expected:
-                raise Invalid(
-                    f"entry {seq} proves key {key.hex()}, expected {expected.hex()}", "bad_proof"
-                )
-            if entry["value"] is None:
-                raise Invalid(f"entry {seq} proves an absent key", "bad_proof")
-            value = bytes.fromhex(entry["value"])
-            verify_proof(state_root, key, value, StateProof.decode(bytes.fromhex(entry["proof"])))
-            proven.append(value)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise Invalid(f"the bundle is not a proof bundle: {exc!r}"[:200], "bad_proof") from None
-    item = Item.decode(proven[0])
-    events = [ProvenanceEvent.decode(v) for v in proven[1:]]
-    # Every event the record counts is there.
-    if len(events) != item.event_count:
-        raise Invalid(
-            f"item has {item.event_count} events, the bundle proves {len(events)}", "bad_proof"
-        )
-    return item, events
-
-
-def verify_item_doc(
-    item_doc: dict[str, Any], gtin: str, serial: str, proof_doc: dict[str, Any], state_root: bytes
-) -> tuple[Item, list[ProvenanceEvent]]:
-    """``verify_item_proof``, and ``item_doc`` (the answer's ``item``) equal to the view
-    the proven entries make, field by field: a client that prints the answer prints
-    only what is proven. Raises ``Invalid`` (``proof_mismatch``) on any difference."""
-    item, events = verify_item_proof(gtin, serial, proof_doc, state_root)
-    proven = views.jsonable(views.item_view_of(item, events))
-    # Comparing the number of events alone let a node rewrite any event's contents.
-    if proven != item_doc:
-        fields = sorted(
-            k for k in proven.keys() | item_doc.keys() if proven.get(k) != item_doc.get(k)
-        )
-        raise Invalid(f"the node's item differs from the proven one in {fields}", "proof_mismatch")
-    return item, events
+    return _doc(
+        state,
+        item=page["item"],
+        proof=proof,
+        from_seq=from_seq,
+        event_count=page["event_count"],
+        next_from_seq=page["next_from_seq"],
+    )
 
 
 # --- WebSocket feeds ---
@@ -933,7 +951,12 @@ __all__ = [
     "TIME_HEADER",
     "ChainReader",
     "StateAt",
+    "ItemPage",
+    "MAX_ITEM_PAGE",
     "add_routes",
+    "verify_item_doc",
+    "verify_item_page",
+    "verify_item_page_proof",
     "verify_item_proof",
     "read_request_body",
     "sign_read_request",

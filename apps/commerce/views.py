@@ -583,14 +583,24 @@ def get_item(state: StateView, gtin: str, serial: str) -> Item | None:
     return load(state, keys.item_key(keys.item_ref(gtin, serial)), Item)
 
 
-def item_history(state: StateView, gtin: str, serial: str) -> list[ProvenanceEvent]:
-    """Every event of the item in the order recorded (empty if unknown)."""
+def _event_seqs(item: Item | None, start: int, limit: int | None) -> range:
+    """The seqs of the events from ``start``, at most ``limit`` of them (all: None)."""
+    count = 0 if item is None else item.event_count
+    end = count if limit is None else min(count, start + limit)
+    return range(start, end)
+
+
+def item_history(
+    state: StateView, gtin: str, serial: str, start: int = 0, limit: int | None = None
+) -> list[ProvenanceEvent]:
+    """The item's events in the order recorded, from seq ``start``, at most ``limit`` of
+    them (default: all); empty if unknown. Reads only those events' keys."""
     item = get_item(state, gtin, serial)
     if item is None:
         return []
     return [
         e
-        for seq in range(item.event_count)
+        for seq in _event_seqs(item, start, limit)
         if (e := load(state, keys.item_event_key(item.ref, seq), ProvenanceEvent)) is not None
     ]
 
@@ -621,12 +631,15 @@ def item_view_of(item: Item, history: list[ProvenanceEvent]) -> ItemView:
     )
 
 
-def item_state_keys(state: StateView, gtin: str, serial: str) -> list[bytes]:
-    """The state keys behind an item's view (record, then each event), for state proofs."""
+def item_state_keys(
+    state: StateView, gtin: str, serial: str, start: int = 0, limit: int | None = None
+) -> list[bytes]:
+    """The state keys behind an item's view (record, then each event from ``start``, at
+    most ``limit`` of them, default all), for state proofs."""
     ref = keys.item_ref(gtin, serial)
     item = load(state, keys.item_key(ref), Item)
-    count = 0 if item is None else item.event_count
-    return [keys.item_key(ref)] + [keys.item_event_key(ref, seq) for seq in range(count)]
+    seqs = _event_seqs(item, start, limit)
+    return [keys.item_key(ref)] + [keys.item_event_key(ref, seq) for seq in seqs]
 
 
 # --- reviews ---

@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import hashlib
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from apps.commerce import http as commerce_http
+from apps.commerce import keys
 from apps.commerce import payloads as tx
 from apps.commerce.http import (
     READ_WINDOW_MS,
     sign_read_request,
     verify_item_doc,
+    verify_item_page,
     verify_item_proof,
 )
 from apps.commerce.model import ItemId, Role
@@ -25,6 +28,7 @@ from apps.commerce.sealing import encryption_keypair, open_address, seal_address
 from consensus import ValidatorSet, verify_commit
 from core import BlockHeader, Commit, Invalid, PrivateKey, TxBody, format_address, sign_tx
 from core.keystore import load_key
+from node.reader import NodeChainReader
 from node.run import build_app
 from node.service import Node
 from tests.node.conftest import make_home
@@ -274,11 +278,13 @@ async def test_listings_merchants_sessions_orders_reviews_and_item_proof(driver)
     status, doc = await d.get(f"/v1/roles/{merchant.text}")
     assert doc["roles"] == ["maker"]
 
-    # The item: full history and a proof checked against a finalized header.
+    # The item: full history and a proof checked against a finalized header. A short
+    # history is one page: the whole of it, and no next page.
     status, doc = await d.get(f"/v1/items/01/{GTIN}/21/SN-1")
     assert status == 200, doc
     steps = [e["biz_step"] for e in doc["item"]["history"]]
     assert steps[0] == "commissioning" and steps[-1] == "retail_selling"
+    assert (doc["from_seq"], doc["event_count"], doc["next_from_seq"]) == (0, len(steps), None)
     # Settled: alice owns it and holds it (the page shows both, apart).
     assert doc["item"]["custodian"] == doc["item"]["owner"] == alice.text
     proof = doc["proof"]
@@ -308,27 +314,191 @@ async def test_listings_merchants_sessions_orders_reviews_and_item_proof(driver)
     # A bundle for another item cannot pass as this one.
     with pytest.raises(Exception, match="expected"):
         verify_item_proof(GTIN, "SN-2", proof, header.state_root)
+    assert verify_item_page(doc, GTIN, "SN-1", header).events == tuple(events)
 
 
-async def test_a_history_longer_than_an_answer_holds_is_refused(driver, monkeypatch):
-    # An answer is one document with a proof per event, and a custodian can lengthen a
-    # history at a fee per event: past the bound the route refuses (here the bound is
-    # lowered to two events, as a history of 1,025 would take as many transactions).
-    monkeypatch.setattr(commerce_http, "MAX_ITEM_EVENTS_SERVED", 2)
-    d = driver
+async def make_item(d: Driver, serial: str, events: int) -> Actor:
+    """An item of ``events`` events (commissioning, then inspections) by a new maker."""
     maker = Actor("maker")
     await d.fund(maker)
     await d.run(d.faucet, tx.SET_ROLES, tx.SetRoles(maker.address, int(Role.MAKER), b""))
-    item = ItemId(GTIN, "SN-9")
+    item = ItemId(GTIN, serial)
     await d.run(maker.key, tx.REGISTER_ITEM, tx.RegisterItem(item, "pot", "urn:p", d.block_time))
-    status, doc = await d.get(f"/v1/items/01/{GTIN}/21/SN-9")
-    assert status == 200 and len(doc["item"]["history"]) == 1
-    for _ in range(2):
-        attest = tx.Attest(item, "inspecting", "", "urn:r", "", d.block_time, b"")
-        await d.run(maker.key, tx.ATTEST, attest)
-    status, doc = await d.get(f"/v1/items/01/{GTIN}/21/SN-9")
-    assert (status, doc["code"]) == (422, "history_too_long")
-    assert "3 events" in doc["message"]
+    await attest(d, maker, serial, range(1, events))
+    return maker
+
+
+async def attest(d: Driver, maker: Actor, serial: str, seqs: range) -> None:
+    """An inspection of the item as each of ``seqs``, at read point ``urn:r<seq>``."""
+    item, now = ItemId(GTIN, serial), d.block_time
+    await d.all(
+        *(
+            (maker.key, tx.ATTEST, tx.Attest(item, "inspecting", "", f"urn:r{seq}", "", now, b""))
+            for seq in seqs
+        )
+    )
+
+
+def certified(d: Driver, doc: dict) -> BlockHeader:
+    """The header a page is proven at, once its certificate verifies (as a client does)."""
+    proof = doc["proof"]
+    header = BlockHeader.decode(bytes.fromhex(proof["header"]))
+    genesis = d.node.genesis
+    validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+    commit = Commit.decode(bytes.fromhex(proof["commit"]))
+    verify_commit(commit, genesis.chain_id, proof["height"], header.hash, validators)
+    return header
+
+
+@pytest.fixture
+def pages_of_two(monkeypatch):
+    """Pages of at most two events (as a history of 257 would take as many transactions)."""
+    limit = dataclasses.replace(commerce_http.ITEM_LIMIT, high=2, default=2)
+    monkeypatch.setattr(commerce_http, "ITEM_LIMIT", limit)
+
+
+async def test_a_long_history_is_answered_in_pages_at_one_height(driver, pages_of_two):
+    d = driver
+    path = f"/v1/items/01/{GTIN}/21/SN-9"
+    maker = await make_item(d, "SN-9", 5)
+    # The first page: the latest final height, the item record, the first two events.
+    status, first = await d.get(path)
+    assert status == 200, first
+    height = first["height"]
+    assert (first["from_seq"], first["event_count"], first["next_from_seq"]) == (0, 5, 2)
+    assert [e["seq"] for e in first["item"]["history"]] == [0, 1]
+    assert len(first["proof"]["entries"]) == 3
+    header = certified(d, first)
+    # The history goes on while the client pages: later pages are still at `height`.
+    await attest(d, maker, "SN-9", range(5, 6))
+    assert d.node.chain.height > height
+    pages = [verify_item_page(first, GTIN, "SN-9", header)]
+    while pages[-1].next_from_seq is not None:
+        at = pages[-1].next_from_seq
+        status, doc = await d.get(f"{path}?from_seq={at}&height={height}")
+        assert status == 200 and doc["height"] == height, doc
+        pages.append(verify_item_page(doc, GTIN, "SN-9", header, at))
+    events = [e for page in pages for e in page.events]
+    assert [e.seq for e in events] == [0, 1, 2, 3, 4]
+    assert [e.read_point for e in events[1:]] == ["urn:r1", "urn:r2", "urn:r3", "urn:r4"]
+    assert [len(page.events) for page in pages] == [2, 2, 1]
+    # Every page proves the record: who holds the item and how many events it has.
+    assert {(p.item.custodian, p.item.event_count) for p in pages} == {(maker.address, 5)}
+    # At the latest height the history has one more event; `limit` asks for less.
+    status, doc = await d.get(f"{path}?limit=1&from_seq=5")
+    assert (doc["event_count"], doc["next_from_seq"]) == (6, None)
+    assert [e["read_point"] for e in doc["item"]["history"]] == ["urn:r5"]
+    # A client that wants the whole history in one bundle is refused it, not misled.
+    with pytest.raises(Invalid, match="5 events, the bundle proves 2") as refused:
+        verify_item_proof(GTIN, "SN-9", first["proof"], header.state_root)
+    assert refused.value.code == "bad_proof"
+
+
+async def test_a_page_costs_its_own_events_not_the_whole_history(driver, pages_of_two, monkeypatch):
+    d = driver
+    await make_item(d, "SN-9", 5)
+    proven: list[bytes] = []
+    prove = NodeChainReader.prove
+
+    def counting(self: NodeChainReader, key: bytes, height: int) -> tuple:
+        proven.append(key)
+        return prove(self, key, height)
+
+    monkeypatch.setattr(NodeChainReader, "prove", counting)
+    status, doc = await d.get(f"/v1/items/01/{GTIN}/21/SN-9?from_seq=2")
+    assert status == 200, doc
+    # The record and the page's two events: nothing else of the history is read.
+    ref = keys.item_ref(GTIN, "SN-9")
+    assert proven == [keys.item_key(ref), keys.item_event_key(ref, 2), keys.item_event_key(ref, 3)]
+
+
+async def test_item_page_parameters_out_of_range_are_refused(driver, pages_of_two):
+    d = driver
+    await make_item(d, "SN-9", 3)
+    path = f"/v1/items/01/{GTIN}/21/SN-9"
+    head = d.node.chain.height
+    for query, status, code, says in [
+        ("from_seq=-1", 400, "bad_param", "from_seq must be an integer"),
+        ("from_seq=x", 400, "bad_param", "from_seq must be an integer"),
+        ("from_seq=3", 400, "bad_param", "below the item's 3 events"),
+        ("limit=0", 400, "bad_param", "limit must be an integer in 1..2"),
+        ("limit=3", 400, "bad_param", "limit must be an integer in 1..2"),
+        ("height=0", 400, "bad_param", "height must be an integer"),
+        ("height=tip", 400, "bad_param", "height must be an integer"),
+        (f"height={head + 1000}", 404, "not_found", "above the final height"),
+        # Before the item was registered: no such item at that height.
+        ("height=1", 404, "not_found", "no item"),
+    ]:
+        got, doc = await d.get(f"{path}?{query}")
+        assert (got, doc.get("code")) == (status, code), (query, doc)
+        assert says in doc["message"], (query, doc)
+
+
+async def test_an_item_page_at_a_pruned_height_is_gone(tmp_path):
+    pruning = {"keep_states": 2, "keep_blocks": 2, "interval": 1}
+    async with running_driver(tmp_path, pruning=pruning) as d:
+        await make_item(d, "SN-9", 1)
+        status, doc = await d.get(f"/v1/items/01/{GTIN}/21/SN-9")
+        assert status == 200, doc
+        height = doc["height"]
+        for _ in range(400):
+            if d.node.chain.store.state_base > height:
+                break
+            await asyncio.sleep(0.02)
+        status, doc = await d.get(f"/v1/items/01/{GTIN}/21/SN-9?from_seq=0&height={height}")
+        assert (status, doc["code"]) == (410, "pruned"), doc
+
+
+async def test_a_page_that_skips_repeats_reorders_or_mixes_heights_is_refused(driver, pages_of_two):
+    d = driver
+    path = f"/v1/items/01/{GTIN}/21/SN-9"
+    maker = await make_item(d, "SN-9", 6)
+    _, first = await d.get(path)
+    height = first["height"]
+    header = certified(d, first)
+    pages = {at: (await d.get(f"{path}?from_seq={at}&height={height}"))[1] for at in (0, 2, 4)}
+
+    def refused(doc: dict, at: int, code: str, says: str) -> None:
+        with pytest.raises(Invalid, match=says) as failed:
+            verify_item_page(doc, GTIN, "SN-9", header, at)
+        assert failed.value.code == code
+
+    # Asked for events from 2, answered from 4 (a skip) or from 0 (a repeat).
+    refused(pages[4], 2, "bad_proof", "entry 1 proves key")
+    refused(pages[0], 2, "bad_proof", "entry 1 proves key")
+    # Two events swapped, in the proof and in the view alike.
+    swapped = copy.deepcopy(pages[2])
+    entries, history = swapped["proof"]["entries"], swapped["item"]["history"]
+    entries[1], entries[2] = entries[2], entries[1]
+    history[0], history[1] = history[1], history[0]
+    refused(swapped, 2, "bad_proof", "entry 1 proves key")
+    # The last event left out, the answer claiming the history ends there.
+    short = copy.deepcopy(pages[4])
+    del short["proof"]["entries"][2], short["item"]["history"][1]
+    short["next_from_seq"] = None
+    refused(short, 4, "proof_mismatch", "next_from_seq")
+    # A page with no event, which would have a client ask for the same page for ever.
+    empty = copy.deepcopy(pages[2])
+    del empty["proof"]["entries"][1:], empty["item"]["history"][:]
+    refused(empty, 2, "bad_proof", "proves no event")
+    # A page from a later block: refused by its height, and by its proofs when it
+    # claims the first page's height.
+    await attest(d, maker, "SN-9", range(6, 7))
+    _, later = await d.get(f"{path}?from_seq=2")
+    assert later["height"] > height
+    refused(later, 2, "proof_mismatch", f"expected {height}")
+    later["height"] = later["proof"]["height"] = height
+    refused(later, 2, "bad_proof", "another state root")
+    # Paging fields that differ from what the proofs say.
+    lying = copy.deepcopy(pages[2])
+    lying["event_count"] = 4
+    refused(lying, 2, "proof_mismatch", "event_count")
+    # The pages as served pass.
+    assert [verify_item_page(pages[at], GTIN, "SN-9", header, at).from_seq for at in pages] == [
+        0,
+        2,
+        4,
+    ]
 
 
 async def test_bad_input_and_missing_objects(driver):
