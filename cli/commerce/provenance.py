@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from apps.commerce import payloads as tx
+from apps.commerce.item_proofs import verify_item_page
 from apps.commerce.model import ItemId
 from cli.client import NodeClient, NodeError
 from cli.commerce.commands import U64, TxOpts, _echo_json, _hash_option, _hex32, _when, tx_command
@@ -132,44 +133,124 @@ def item_refuse(t: TxOpts, gtin: str, serial: str) -> None:
     t.send(tx.REFUSE_CUSTODY, tx.ItemRef(ItemId(gtin, serial)))
 
 
+# Events `item history` fetches at most unless --max-events says otherwise. It prints
+# the whole history as one JSON document, so it holds all of it (and, with --prove, each
+# page's proofs while the page is checked): a node serves a history of any length a page
+# at a time, and a griefed one can hold millions of events.
+MAX_HISTORY_EVENTS = 10_000
+
+
 @item.command("history")
 @_with_item
-@click.option("--prove", is_flag=True, help="Verify the history against a finalized header.")
+@click.option(
+    "--prove",
+    is_flag=True,
+    help="Verify every page against one finalized header (the first page's height).",
+)
+@click.option(
+    "--max-events",
+    type=click.IntRange(min=1),
+    default=MAX_HISTORY_EVENTS,
+    show_default=True,
+    help="Fetch at most this many events: a longer history is refused before its "
+    "second page is fetched (the node serves up to 256 events a page).",
+)
 @genesis_option
 @node_option
 @clear_errors
 def item_history(
-    gtin: str, serial: str, prove: bool, genesis_file: Path | None, node_url: str
+    gtin: str,
+    serial: str,
+    prove: bool,
+    max_events: int,
+    genesis_file: Path | None,
+    node_url: str,
 ) -> None:
-    """An item's full provenance history (what the code on its package resolves to)."""
+    """An item's full provenance history (what the code on its package resolves to),
+    fetched a page at a time, every page at the height of the first."""
     client = NodeClient(node_url)
-    doc = client.get(f"/v1/items/01/{gtin}/21/{serial}")
-    out: dict[str, Any] = {"height": doc["height"], "item": doc["item"]}
+    path = f"/v1/items/01/{gtin}/21/{serial}"
+    first = client.get(path)
+    out: dict[str, Any] = {"height": first["height"]}
     if prove:
-        # Here, not at the top: the http module brings aiohttp, a tenth of a second of
-        # every command's start-up.
-        from apps.commerce.http import verify_item_doc
-
-        genesis = trusted_genesis(client, genesis_file)
-        proof = doc["proof"]
-        height = proof["height"]
-        # The header is final: more than 2/3 of that height's producers signed it ...
-        validators = producers_at(client, genesis, height)
-        header = certified_header(genesis, height, proof["header"], proof["commit"], validators)
-        # ... every entry is this item's, proven against its state root, and the
-        # item printed (record and every event, field by field) is the proven one.
-        proven, events = verify_item_doc(doc["item"], gtin, serial, proof, header.state_root)
-        # The height printed is the proven one.
-        if doc["height"] != height:
-            raise NodeError(
-                "proof_mismatch", f"answer at height {doc['height']}, proof at {height}"
-            )
-        out["proof"] = {
-            "verified": True,
-            "height": proof["height"],
-            "state_root": header.state_root.hex(),
-            "events": len(events),
-            "custodian": format_address(proven.custodian),
-            "genesis_hash": genesis.hash.hex(),
-        }
+        history, out["proof"] = _proven_history(
+            client, path, first, gtin, serial, max_events, genesis_file
+        )
+    else:
+        history = _history(client, path, first, max_events)
+    out["item"] = {**first["item"], "history": history}
     _echo_json(out)
+
+
+def _too_long(count: int, max_events: int) -> NodeError:
+    return NodeError(
+        "too_many_events",
+        f"the item has {count} events, more than --max-events {max_events}; raise it to "
+        "fetch them all",
+    )
+
+
+def _history(
+    client: NodeClient, path: str, first: dict[str, Any], max_events: int
+) -> list[dict[str, Any]]:
+    """Every event of the history as the node tells it (no proof checked), page after
+    page at the first page's height."""
+    height, history = first["height"], list(first["item"]["history"])
+    count, at = first.get("event_count", len(history)), first.get("next_from_seq")
+    if count > max_events:
+        raise _too_long(count, max_events)
+    while at is not None:
+        doc = client.get(f"{path}?from_seq={at}&height={height}")
+        page = doc["item"]["history"]
+        # Unchecked, but never a loop: each page goes on from where the last one ended.
+        if doc["height"] != height or not page or doc["from_seq"] != at:
+            raise NodeError(
+                "bad_answer", f"the node's page from event {at} at height {height} is another"
+            )
+        history.extend(page)
+        if len(history) > max_events:
+            raise _too_long(len(history), max_events)
+        at = doc["next_from_seq"]
+    return history
+
+
+def _proven_history(
+    client: NodeClient,
+    path: str,
+    first: dict[str, Any],
+    gtin: str,
+    serial: str,
+    max_events: int,
+    genesis_file: Path | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every event of the history, each page checked against the first page's header
+    (so each event printed is the proven one), and what the proof established."""
+    genesis = trusted_genesis(client, genesis_file)
+    proof = first["proof"]
+    height = proof["height"]
+    # The header is final: more than 2/3 of that height's producers signed it ...
+    validators = producers_at(client, genesis, height)
+    header = certified_header(genesis, height, proof["header"], proof["commit"], validators)
+    # ... and every page is this item's, at that height, its events the ones that follow
+    # the last page's, and what is printed (record and every event, field by field) is
+    # the proven one.
+    page = verify_item_page(first, gtin, serial, header)
+    # The proven count: a node cannot make a history look longer or shorter than it is.
+    if page.item.event_count > max_events:
+        raise _too_long(page.item.event_count, max_events)
+    history, pages, events = list(first["item"]["history"]), 1, len(page.events)
+    while page.next_from_seq is not None:
+        at = page.next_from_seq
+        doc = client.get(f"{path}?from_seq={at}&height={height}")
+        page = verify_item_page(doc, gtin, serial, header, at)
+        history.extend(doc["item"]["history"])
+        pages, events = pages + 1, events + len(page.events)
+    return history, {
+        "verified": True,
+        "height": height,
+        "state_root": header.state_root.hex(),
+        "events": events,
+        "pages": pages,
+        "custodian": format_address(page.item.custodian),
+        "genesis_hash": genesis.hash.hex(),
+    }
