@@ -77,13 +77,16 @@ class Proxy:
     ``drop_feeds()`` cuts every WebSocket as a network would (and refuses new ones while
     ``hold`` is set), ``tamper`` flips one byte of every item answer, and ``rewrite``, if
     set, rewrites every answer (path, body -> body) as a hostile node would; ``answer``,
-    if set, answers a path itself ((status, JSON body), or None to pass it on)."""
+    if set, answers a path itself ((status, JSON body), or None to pass it on); ``forward``,
+    if set, asks the node for ``forward(path and query)`` instead of what was asked (a
+    node answering another page than the one asked for)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.tamper = False
         self.rewrite: Callable[[str, bytes], bytes] | None = None
         self.answer: Callable[[str], tuple[int, dict] | None] | None = None
+        self.forward: Callable[[str], str] | None = None
         self.hold = False
         # The open WebSockets' connections, by request.
         self.feeds: dict[int, asyncio.BaseTransport] = {}
@@ -118,9 +121,10 @@ class Proxy:
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in ("host", "accept-encoding")
         }
+        target = request.path_qs if self.forward is None else self.forward(request.path_qs)
         async with self.session.request(
             request.method,
-            self.upstream + request.path_qs,
+            self.upstream + target,
             headers=headers,
             data=await request.read(),
         ) as resp:
@@ -794,23 +798,129 @@ def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browse
         world.proxy.tamper = False
 
 
-def test_the_item_page_says_plainly_when_a_history_is_too_long_to_check(world, browser):
-    # A node answers at most 1,024 events of an item at once (422 history_too_long).
+def item_pages_of(size: int, asked: list[str], forge: Callable[[str], str] = str) -> Callable:
+    """A proxy ``forward`` under which the node answers an item's history in pages of
+    ``size`` events (as a history of 257 would have it), each page's request recorded in
+    ``asked`` and then changed by ``forge``."""
+
+    def forward(path_qs: str) -> str:
+        if not path_qs.startswith("/v1/items/"):
+            return path_qs
+        asked.append(path_qs)
+        sep = "&" if "?" in path_qs else "?"
+        return forge(f"{path_qs}{sep}limit={size}")
+
+    return forward
+
+
+@pytest.fixture(scope="module")
+def long_item(world) -> str:
+    """An item with a history of 5 events (register and four inspections): its path."""
+    world.cli(
+        "item", "register", EAN13, "SN-2", "--description", "Copper pan", "--read-point",
+        "urn:acme:plant-1", "--from", "merchant", "--wait",
+    )  # fmt: skip
+    for n in range(4):
+        world.cli(
+            "item", "attest", EAN13, "SN-2", "--step", "inspecting", "--read-point",
+            f"urn:acme:bench-{n}", "--from", "merchant", "--wait",
+        )  # fmt: skip
+    return f"/01/{EAN13}/21/SN-2"
+
+
+def test_the_item_page_shows_a_long_history_a_page_at_a_time_at_one_height(
+    world, browser, long_item
+):
     page = browser
     expect = sync_api.expect
-    message = "item has 2000 events, an answer holds at most 1024"
-    world.proxy.answer = lambda path: (
-        (422, {"code": "history_too_long", "message": message})
-        if path.startswith("/v1/items/")
-        else None
-    )
+    asked: list[str] = []
+    world.proxy.forward = item_pages_of(2, asked)
     try:
-        page.goto(f"{world.proxy.url}/01/{EAN13}/21/SN-1")
+        page.goto(f"{world.proxy.url}{long_item}")
         verdict = page.locator("#verdict")
-        expect(verdict).to_have_attribute("data-verified", "no")
-        expect(verdict).to_contain_text("longer than the node serves in one answer")
+        expect(verdict).to_have_attribute("data-verified", "yes")
+        expect(page.locator("#timeline li")).to_have_count(2)
+        expect(page.locator("#history-count")).to_have_text("The first 2 of 5 events.")
+        shot(page, "item-long-first-page", at="#more")
+        # The history goes on meanwhile; the next pages are of the first page's height.
+        world.cli(
+            "item", "attest", EAN13, "SN-2", "--step", "inspecting", "--from", "merchant",
+            "--wait",
+        )  # fmt: skip
+        page.click("#more")
+        expect(page.locator("#timeline li")).to_have_count(4)
+        page.click("#more")
+        expect(page.locator("#timeline li")).to_have_count(5)
+        expect(page.locator("#history-count")).to_have_text("5 events.")
+        expect(page.locator("#more")).to_have_count(0)
+        expect(verdict).to_have_attribute("data-verified", "yes")
+        seqs = page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.seq)")
+        assert seqs == ["0", "1", "2", "3", "4"]
+        expect(page.locator("#timeline")).to_contain_text("Inspecting")
+        shot(page, "item-long-all-pages", at="#history-count")
+        height = re.search(r"height=(\d+)", asked[1]).group(1)
+        assert [re.sub(r"^[^?]*", "", p) for p in asked] == [
+            "",
+            f"?from_seq=2&height={height}",
+            f"?from_seq=4&height={height}",
+        ]
     finally:
-        world.proxy.answer = None
+        world.proxy.forward = None
+    # Answered whole (pages of 256), the history has the sixth event, one page.
+    page.reload()
+    expect(page.locator("#timeline li")).to_have_count(6)
+    expect(page.locator("#more")).to_have_count(0)
+
+
+def swap_two_events(path: str, body: bytes) -> bytes:
+    """A page after the first with its two events swapped, in the proof and in the view."""
+    if not path.startswith("/v1/items/"):
+        return body
+    doc = json.loads(body)
+    if not doc.get("from_seq"):
+        return body
+    entries, history = doc["proof"]["entries"], doc["item"]["history"]
+    entries[1], entries[2] = entries[2], entries[1]
+    history[0], history[1] = history[1], history[0]
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("forge", "rewrite", "says"),
+    [
+        # Asked for events from 2, the node answers from 4 (a skip) or from 0 (a repeat).
+        (lambda p: p.replace("from_seq=2", "from_seq=4"), None, "entry 1 is another key"),
+        (lambda p: p.replace("from_seq=2", "from_seq=0"), None, "entry 1 is another key"),
+        # The next page from a later block: the history as it is now.
+        (lambda p: re.sub(r"&height=\d+", "", p), None, "a page at height"),
+        (str, swap_two_events, "entry 1 is another key"),
+    ],
+    ids=["skip", "repeat", "other-height", "reorder"],
+)
+def test_the_item_page_refuses_a_next_page_that_is_not_the_next_events(
+    world, browser, long_item, forge, rewrite, says, request
+):
+    page = browser
+    expect = sync_api.expect
+    world.proxy.forward = item_pages_of(2, [], forge)
+    world.proxy.rewrite = rewrite
+    try:
+        page.goto(f"{world.proxy.url}{long_item}")
+        verdict = page.locator("#verdict")
+        expect(verdict).to_have_attribute("data-verified", "yes")
+        expect(page.locator("#timeline li")).to_have_count(2)
+        # Blocks come every 200 ms: by now the latest height is past the first page's.
+        world.cli("tx", "transfer", "--from", "faucet", "--to", "host", "--amount", "1", "--wait")
+        page.click("#more")
+        expect(verdict).to_have_attribute("data-verified", "no")
+        expect(verdict).to_contain_text(f"The node's next events could not be proven ({says}")
+        # Nothing of the refused page is shown, and no more is asked for.
+        expect(page.locator("#timeline li")).to_have_count(2)
+        expect(page.locator("#more")).to_have_count(0)
+        shot(page, f"item-next-page-refused-{request.node.callspec.id}")
+    finally:
+        world.proxy.forward = None
+        world.proxy.rewrite = None
 
 
 def test_the_item_page_names_only_merchants_it_proved(world, browser):

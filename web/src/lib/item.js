@@ -1,6 +1,7 @@
-// An item's provenance, proven in the browser (apps/commerce/http.py verify_item_proof):
-// the item's record and every event, each with a state proof against the state root of
-// a header whose certificate verifies under producers derived from genesis.
+// An item's provenance, proven in the browser a page at a time (apps/commerce/item_proofs.py
+// verify_item_page): each page holds the item's record and its own events, each with a
+// state proof against the state root of one header whose certificate verifies under
+// producers derived from genesis.
 import { ApiError } from "./api.js";
 import { concat, DecodeError, equalBytes, fields, hex, u32be, unhex, unpack, utf8 } from "./codec.js";
 import { formatAddress, personal } from "./crypto.js";
@@ -15,21 +16,32 @@ export const itemRef = (gtin, serial) => personal(utf8(gtin + serial), "ll-gs1-i
 const itemKey = (ref) => concat(Uint8Array.of(ITEM_PREFIX), ref);
 const eventKey = (ref, seq) => concat(Uint8Array.of(ITEM_EVENT_PREFIX), ref, u32be(seq));
 
-// `answer` is GET /v1/items/01/{gtin}/21/{serial}; `light` a LightClient. Returns the
-// proven item and events (never the node's unproven view), or throws NotVerified.
-export async function verifyItem(light, gtin, serial, answer) {
-  const proof = answer.proof;
+// `answer` is a page of GET /v1/items/01/{gtin}/21/{serial} (apps/commerce/item_proofs.py
+// verify_item_page checks the same); `light` a LightClient. `fromSeq` is the seq the page
+// was asked to start at, never the node's word. `header` is the certified header of the
+// history's first page: null for the first page (its certificate is checked here), and
+// every later page must be at its height, so all pages prove one history. Returns the
+// proven item, the page's proven events, the header and where the next page starts (null
+// at the end), never the node's unproven view; or throws NotVerified.
+export async function verifyItemPage(light, gtin, serial, answer, fromSeq = 0, header = null) {
+  const proof = answer?.proof;
   if (!proof || !Array.isArray(proof.entries) || !proof.entries.length) {
     throw new NotVerified("the answer holds no proof");
   }
-  const header = await light.checkHeader(proof.height, proof.header, proof.commit);
+  if (header === null) {
+    header = await light.checkHeader(proof.height, proof.header, proof.commit);
+  } else if (proof.height !== header.height) {
+    // A page from another block would mix two histories.
+    throw new NotVerified(`a page at height ${proof.height}, the history is at ${header.height}`);
+  }
+  if (answer.height !== header.height) throw new NotVerified(`the answer says height ${answer.height}, proven ${header.height}`);
   const ref = itemRef(gtin, serial);
-  const values = proof.entries.map((entry, seq) => {
-    const key = unhex(entry.key);
-    const expected = seq === 0 ? itemKey(ref) : eventKey(ref, seq - 1);
-    // Only this item's keys, in order: no substitution, no gaps.
-    if (!equalBytes(key, expected)) throw new NotVerified(`entry ${seq} is another key`);
-    if (entry.value === null) throw new NotVerified(`entry ${seq} proves an absent key`);
+  const values = proof.entries.map((entry, at) => {
+    const key = unhex(entry?.key);
+    const expected = at === 0 ? itemKey(ref) : eventKey(ref, fromSeq + at - 1);
+    // Only this item's keys, in order from `fromSeq`: no substitution, no gaps, no repeats.
+    if (!equalBytes(key, expected)) throw new NotVerified(`entry ${at} is another key`);
+    if (entry.value === null) throw new NotVerified(`entry ${at} proves an absent key`);
     const value = unhex(entry.value);
     verifyProof(header.state_root, key, value, decodeProof(unhex(entry.proof)));
     return value;
@@ -37,10 +49,17 @@ export async function verifyItem(light, gtin, serial, answer) {
   const item = fields(unpack(values[0]), ITEM, "Item");
   const events = values.slice(1).map((v) => fields(unpack(v), PROVENANCE_EVENT, "ProvenanceEvent"));
   if (item.gtin !== gtin || item.serial !== serial) throw new NotVerified("another item");
-  if (events.length !== item.event_count) {
-    throw new NotVerified(`the item has ${item.event_count} events, ${events.length} proven`);
+  const count = Number(item.event_count);
+  const end = fromSeq + events.length;
+  // At least one event (a page that held none would be asked for again and again), and
+  // none past the last one the record counts.
+  if (!events.length && fromSeq < count) throw new NotVerified(`the page from event ${fromSeq} proves no event`);
+  if (end > count) throw new NotVerified(`the item has ${count} events, the page proves up to ${end}`);
+  const nextFromSeq = end < count ? end : null;
+  if (answer.from_seq !== fromSeq || answer.event_count !== count || answer.next_from_seq !== nextFromSeq) {
+    throw new NotVerified("the node's paging differs from the proven one");
   }
-  return { item, events, header };
+  return { item, events, header, nextFromSeq };
 }
 
 // The names of the merchants among `addresses` (raw), by formatted address, each read

@@ -1,11 +1,13 @@
 // Item check at the GS1 Digital Link path (/01/{gtin}/21/{serial}): maker, attestations,
 // custody hand-offs and owner as a timeline, proven in this browser. "Verified" only when
 // the certificate, the producers and every state proof verify; "not verified" otherwise.
+// A long history comes a page at a time, all at one height: the first page, then "Show
+// more events" for each next one.
 import { renderSVG } from "uqr";
 import { api, ApiError } from "../lib/api.js";
 import { hex } from "../lib/codec.js";
 import { formatAddress } from "../lib/crypto.js";
-import { merchantNames, verifyItem } from "../lib/item.js";
+import { merchantNames, verifyItemPage } from "../lib/item.js";
 import { isVerificationFailure } from "../lib/light.js";
 import { lightClient } from "../lib/trust.js";
 import { h, link, replace, short, time } from "../lib/ui.js";
@@ -15,23 +17,16 @@ const gtin14 = (text) => text.padStart(14, "0");
 
 export async function itemPage(main, gtinText, serial) {
   const gtin = gtin14(gtinText);
+  const path = `/v1/items/01/${gtin}/21/${encodeURIComponent(serial)}`;
   let answer;
   try {
-    answer = await api(`/v1/items/01/${gtin}/21/${encodeURIComponent(serial)}`);
+    answer = await api(path);
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
       return replace(main, h("h1", {}, "Unknown item"), verdict(false, "The chain has no item with this code."));
     }
     if (err instanceof ApiError && err.code === "malformed") {
       return replace(main, h("h1", {}, "Item check"), verdict(false, "The node's answer could not be read."));
-    }
-    if (err instanceof ApiError && err.code === "history_too_long") {
-      // The node answers at most 1,024 events at once (apps/commerce/http.py).
-      return replace(
-        main,
-        h("h1", {}, "Item check"),
-        verdict(false, "This item's history is longer than the node serves in one answer, so it cannot be checked here."),
-      );
     }
     throw err;
   }
@@ -40,7 +35,7 @@ export async function itemPage(main, gtinText, serial) {
   let light = null;
   try {
     light = await lightClient();
-    proven = await verifyItem(light, gtin, serial, answer);
+    proven = await verifyItemPage(light, gtin, serial, answer);
   } catch (err) {
     if (!(isVerificationFailure(err) || err instanceof ApiError || err instanceof TypeError)) throw err;
     reason = err.message;
@@ -58,14 +53,43 @@ export async function itemPage(main, gtinText, serial) {
     : new Map();
   const who = (addr) => (addr ? h("span", { title: addr }, names.get(addr) ?? short(addr, 12)) : "—");
   const url = `${location.origin}/01/${gtin}/21/${encodeURIComponent(serial)}`;
+  const timeline = h("ol", { class: proven ? "timeline" : "timeline unproven", id: "timeline" }, events.map((e) => timelineEntry(e, who)));
+  // The proven count; unproven, the node's (or what it showed, from a node that says none).
+  const total = proven ? Number(proven.item.event_count) : Number.isSafeInteger(answer.event_count) ? answer.event_count : events.length;
+  const shown = h("p", { class: "muted small", id: "history-count" });
+  const countShown = () => shown.replaceChildren(timeline.children.length < total ? `The first ${timeline.children.length} of ${total} events.` : `${total} events.`);
+  countShown();
+  const shownVerdict = proven
+    ? verdict(true, `Proven at block ${proven.header.height}: its certificate is signed by more than 2/3 of the producers derived from the genesis document (${light.genesisHash.slice(0, 12)}…).`)
+    : verdict(false, reason ? `This history could not be proven (${reason}). Do not rely on it.` : "This history could not be proven.");
+
+  // A long history comes a page at a time: each next page at the first page's height,
+  // proven against its header, and shown only once proven.
+  let next = proven ? proven.nextFromSeq : null;
+  const more = h("button", { class: "secondary", id: "more", onclick: () => loadMore() }, "Show more events");
+  const loadMore = async () => {
+    more.disabled = true;
+    try {
+      const page = await verifyItemPage(light, gtin, serial, await api(`${path}?from_seq=${next}&height=${proven.header.height}`), next, proven.header);
+      for (const [addr, name] of await merchantNames(light, proven.header, page.events.map((e) => e.attestor))) names.set(addr, name);
+      timeline.append(...page.events.map(eventFromProof).map((e) => timelineEntry(e, who)));
+      next = page.nextFromSeq;
+      countShown();
+      if (next === null) more.remove();
+      else more.disabled = false;
+    } catch (err) {
+      if (!(isVerificationFailure(err) || err instanceof ApiError || err instanceof TypeError)) throw err;
+      // A node that cannot prove its next page is not trusted for the rest either.
+      more.remove();
+      shownVerdict.replaceWith(verdict(false, `The node's next events could not be proven (${err.message}). The events shown were proven at block ${proven.header.height}; do not rely on anything more this node shows.`));
+    }
+  };
 
   replace(
     main,
     h("p", { class: "muted" }, `(01)${gtin}(21)${serial}`),
     h("h1", {}, item.description || "Item"),
-    proven
-      ? verdict(true, `Proven at block ${proven.header.height}: its certificate is signed by more than 2/3 of the producers derived from the genesis document (${light.genesisHash.slice(0, 12)}…).`)
-      : verdict(false, reason ? `This history could not be proven (${reason}). Do not rely on it.` : "This history could not be proven."),
+    shownVerdict,
     h(
       "dl",
       { class: "card facts" },
@@ -76,7 +100,9 @@ export async function itemPage(main, gtinText, serial) {
       h("dt", {}, "Registered"), h("dd", {}, time(item.registered_ms)),
     ),
     h("h2", {}, "History"),
-    h("ol", { class: proven ? "timeline" : "timeline unproven", id: "timeline" }, events.map((e) => timelineEntry(e, who))),
+    timeline,
+    shown,
+    next !== null ? more : null,
     h(
       "details",
       { class: "card merchant", id: "label" },
