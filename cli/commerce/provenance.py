@@ -184,7 +184,7 @@ def item_history(
 
 def _too_long(count: int, max_events: int) -> NodeError:
     return NodeError(
-        "too_many_events",
+        "over_max_events",
         f"the item has {count} events, more than --max-events {max_events}; raise it to "
         "fetch them all",
     )

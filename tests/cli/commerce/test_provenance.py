@@ -92,7 +92,7 @@ async def test_the_bound_on_events_fetched_is_in_help_and_kept(driver):
     for prove in (("--prove",), ()):
         done = await history(d, "--max-events", "4", *prove)
         assert done.exit_code != 0 and done.stdout == ""
-        assert "too_many_events: the item has 5 events, more than --max-events 4" in done.stderr
+        assert "over_max_events: the item has 5 events, more than --max-events 4" in done.stderr
     done = await asyncio.to_thread(CliRunner().invoke, main, ["item", "history", "--help"])
     words = " ".join(done.stdout.split())
     assert "--max-events" in words and "default: 10000" in words
