@@ -118,7 +118,7 @@ SETTLED_STATES = frozenset({OrderState.COMPLETED, OrderState.RESOLVED})
 UNSHIPPED_STATES = frozenset({OrderState.PLACED, OrderState.ACCEPTED})
 
 # Every allowed transition; anything else is a bug (NodeFault), never a tx error.
-TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
+TRANSITIONS: dict[int, frozenset[OrderState]] = {
     OrderState.PLACED: frozenset(
         {OrderState.ACCEPTED, OrderState.CANCELLED, OrderState.DECLINED}
         | {OrderState.REFUNDED, OrderState.EXPIRED}
@@ -134,8 +134,15 @@ for _terminal in TERMINAL_STATES:
     TRANSITIONS[_terminal] = frozenset()
 
 
+# Each state's name as events and views spell it, by value: a table lookup where the
+# enum's constructor cost a call per order transition (three per transition).
+_STATE_NAMES: dict[int, str] = {s.value: s.name.lower() for s in OrderState}
+
+
 def state_name(state: int) -> str:
-    return OrderState(state).name.lower()
+    """``state``'s name in lowercase (``ValueError`` for a value no state has)."""
+    name = _STATE_NAMES.get(state)
+    return OrderState(state).name.lower() if name is None else name
 
 
 # --- configuration, roles, counters, escrow ---

@@ -136,8 +136,9 @@ def _require_before_deadline(order: Order, now_ms: int) -> None:
 def _transition(
     state: Overlay, order: Order, new: OrderState, now_ms: int, **changes: object
 ) -> Order:
-    if new not in TRANSITIONS[OrderState(order.state)]:
-        raise NodeFault(f"order {order.id}: no transition {state_name(order.state)} -> {new.name}")
+    allowed = TRANSITIONS.get(order.state)
+    if allowed is None or new not in allowed:
+        raise NodeFault(f"order {order.id}: no transition from state {order.state} to {new.name}")
     updated = replace(order, state=int(new), updated_ms=now_ms, **changes)
     state.set_obj(keys.order_key(order.id), updated)
     state.emit(
@@ -145,7 +146,7 @@ def _transition(
             ev.ORDER_STATE,
             order=order.id,
             previous=state_name(order.state),
-            state=new.name.lower(),
+            state=state_name(new),
         )
     )
     return updated
