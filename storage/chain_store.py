@@ -608,8 +608,15 @@ class ChainStore:
 
     def put_epoch_record(self, epoch: int, record: bytes) -> None:
         """Keep one epoch's record (opaque to the store: the node defines it) for good."""
+        self.put_epoch_records(epoch, [record])
+
+    def put_epoch_records(self, first: int, records: Sequence[bytes]) -> None:
+        """Keep the records of the epochs from ``first`` on, in one synced write: a
+        crash keeps all of them or none (a state sync keeps verified pages whole, and
+        resumes after the last)."""
         batch = self._db.new_batch()
-        batch.put(spaces.EPOCH + encode_height(epoch), record)
+        for epoch, record in enumerate(records, start=first):
+            batch.put(spaces.EPOCH + encode_height(epoch), record)
         self._db.write(batch)
 
     def get_epoch_record(self, epoch: int) -> bytes | None:
