@@ -26,6 +26,7 @@ counts as state until step 5, and a restart resumes at the missing subtrees.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ from consensus.staking_state import ProducerSet, producer_set_key
 from core import Block, BlockHeader, Commit, DecodeError, Invalid, LiveLedgerError, MaxLen, Wire
 from genesis import Genesis
 from node.config import PruningConfig
+from node.sync_rates import PeerRates
 from p2p import (
     ChunkRequest,
     ChunkResponse,
@@ -348,15 +350,60 @@ def _answer(req: ChunkRequest, nodes: tuple[bytes, ...]) -> ChunkResponse:
 # --- syncing -----------------------------------------------------------------------
 
 
+# Epoch records asked for ahead of the first one not verified yet, in pages: what a sync
+# holds unverified (at most this many records; a few KiB each from honest peers, at most
+# ``MAX_EPOCH_RECORD_BYTES`` from hostile ones).
+_EPOCHS_AHEAD = 4 * MAX_EPOCHS_PER_RESPONSE
+
+
+def _verify_records(
+    genesis: Genesis, first: int, raws: list[bytes], validators: ValidatorSet
+) -> tuple[list[ValidatorSet], Invalid | None]:
+    """Verify the records of the epochs from ``first`` in order, each under the set
+    before it (``validators`` for the first); return the set after each one that
+    verified, and why the next one failed, if one did. Runs in a worker thread: a
+    record's certificate is up to ``MAX_VALIDATORS`` signatures, and a month of records
+    took the loop a minute."""
+    sets: list[ValidatorSet] = []
+    for epoch, raw in enumerate(raws, start=first):
+        try:
+            after = verify_epoch_record(genesis, epoch, raw, validators)
+        except Invalid as exc:
+            return sets, exc
+        # Equal consecutive sets are one object (a month of epochs, a few sets).
+        validators = validators if after == validators else after
+        sets.append(validators)
+    return sets, None
+
+
 @dataclass
-class _Pending:
+class _ChunkAsk:
+    """A chunk request out to a peer. ``live`` until another peer's answer to the same
+    subtree was kept: the later answer is then not needed (a hedge lost the race)."""
+
     subtree: Subtree
+    sent: float
+    live: bool = True
+
+
+@dataclass
+class _PageAsk:
+    """A request for the epoch records ``first`` .. ``first + count - 1``."""
+
+    first: int
+    count: int
     sent: float
 
 
 class StateSyncer:
     """Runs one state sync to completion on the node's loop (``run``); p2p hands it the
-    answers (``deliver``)."""
+    answers (``deliver``).
+
+    Against slow and hostile peers (docs/state-sync.md, Slow and hostile peers): every
+    usable peer has a request out (epoch pages and chunks alike), the fastest are asked
+    first (``PeerRates``), an idle peer asks again what a slower one holds (the first
+    answer wins), a peer that said it serves nothing is asked again later, and what a
+    peer provably did wrong gets it refused (dropped and banned)."""
 
     def __init__(
         self,
@@ -374,12 +421,24 @@ class StateSyncer:
         self.trust_height = trust_height
         self.trust_hash = trust_hash
         self.timeout = request_timeout_s
-        self._answers: asyncio.Queue[tuple[bytes, Wire]] = asyncio.Queue()
+        # (peer, answer, when it arrived): a peer is judged by when its answer came, not
+        # by when the sync, busy with its own work meanwhile, got to it.
+        self._answers: asyncio.Queue[tuple[bytes, Wire, float]] = asyncio.Queue()
         # Answers owed, per (peer, answer type): one per request sent. Only those are
         # queued, so what a peer can make us hold is bounded by what we asked it.
         self._owed: dict[tuple[bytes, type[Wire]], int] = {}
         # Peers caught sending something wrong: never asked again during this sync.
         self.refused: set[bytes] = set()
+        # Peers refused or given up so far: each gives the peers that said they hold
+        # nothing another chance.
+        self._failures = 0
+        self.rates = PeerRates()
+        # The highest snapshot each peer offered: it must hold the epoch records up to
+        # there (it made their last block's state, or kept them since).
+        self._offered: dict[bytes, int] = {}
+        # Epoch pages out, kept across offers: a page asked while checking one offer
+        # may be answered while checking the next.
+        self._pages: dict[bytes, _PageAsk] = {}
         self.chunks = 0
         self.chunk_bytes = 0
         # The producer sets verified so far, by epoch (0: genesis's): every offer checked
@@ -397,7 +456,7 @@ class StateSyncer:
             del self._owed[key]
         else:
             self._owed[key] = owed - 1
-        self._answers.put_nowait((peer, msg))
+        self._answers.put_nowait((peer, msg, time.monotonic()))
         return True
 
     def _ask(self, peer: bytes, msg: Wire, answer: type[Wire]) -> bool:
@@ -406,15 +465,27 @@ class StateSyncer:
             return False
         key = (peer, answer)
         self._owed[key] = self._owed.get(key, 0) + 1
+        self.rates.asked(peer)
         return True
 
     def _refuse(self, peer: bytes, reason: str) -> None:
+        if peer in self.refused:
+            return
         log.warning("state sync: peer %s refused: %s", peer.hex()[:12], reason)
         self.refused.add(peer)
+        self._failures += 1
         self.peers.drop_peer(peer, f"state sync: {reason}", ban=True)
 
     def _usable(self) -> list[bytes]:
         return [p for p in self.peers.peers() if p not in self.refused]
+
+    async def _next_answer(self, wait_s: float) -> tuple[bytes, Wire, float] | None:
+        """The next answer queued, or None after ``wait_s``."""
+        try:
+            answer = await asyncio.wait_for(self._answers.get(), wait_s)
+        except TimeoutError:
+            return None
+        return answer
 
     async def run(self) -> int:
         """Sync, install, return the height synced to."""
@@ -460,10 +531,11 @@ class StateSyncer:
         got: list[tuple[bytes, Wire]] = []
         deadline = time.monotonic() + timeout
         while asked and (left := deadline - time.monotonic()) > 0:
-            try:
-                peer, msg = await asyncio.wait_for(self._answers.get(), left)
-            except TimeoutError:
+            answer = await self._next_answer(left)
+            if answer is None:
                 break
+            peer, msg, _ = answer
+            self._late_page(answer)
             if isinstance(msg, kind) and peer in asked:
                 asked.discard(peer)
                 got.append((peer, msg))
@@ -476,13 +548,14 @@ class StateSyncer:
             settle_s = 0.0
             for peer in peers:
                 self._ask(peer, SnapshotRequest(self.trust_height), SnapshotOffer)
-            offers = await self._collect(SnapshotOffer, set(peers), self.timeout)
-            usable = sorted(
-                ((p, o) for p, o in offers if isinstance(o, SnapshotOffer) and o.height > 0),
-                key=lambda po: -po[1].height,  # type: ignore[union-attr]  # filtered to offers above
-            )
-            for peer, offer in usable:
-                assert isinstance(offer, SnapshotOffer)
+            offers: list[tuple[bytes, SnapshotOffer]] = []
+            for peer, offer in await self._collect(SnapshotOffer, set(peers), self.timeout):
+                if isinstance(offer, SnapshotOffer) and offer.height > 0:
+                    offers.append((peer, offer))
+                    self._offered[peer] = max(self._offered.get(peer, 0), offer.height)
+            for peer, offer in sorted(offers, key=lambda po: -po[1].height):
+                if peer in self.refused:
+                    continue  # caught checking a higher offer
                 try:
                     return await self._check_offer(peer, offer)
                 except Invalid as exc:
@@ -504,7 +577,7 @@ class StateSyncer:
                 f"{self.trust_height}/{self.trust_hash.hex()[:16]}"
             )
         validate_tx_root(block)
-        producers = await self._producers_at(offer.height, prefer=peer)
+        producers = await self._producers_at(offer.height)
         verify_commit(commit, self.genesis.chain_id, offer.height, block.hash, producers)
         log.info(
             "state sync: snapshot at height %d (block %s) certified; fetching its state",
@@ -513,147 +586,362 @@ class StateSyncer:
         )
         return SyncTarget(offer.height, header.state_root, offer.block, offer.commit)
 
-    async def _producers_at(self, height: int, prefer: bytes) -> ValidatorSet:
+    # --- epoch records ---------------------------------------------------------------
+
+    async def _producers_at(self, height: int) -> ValidatorSet:
         genesis = self.genesis
-        validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+        if not self._sets:
+            self._sets.append(ValidatorSet.of(v.public_key for v in genesis.validators))
         if genesis.staking is None:
-            return validators
+            return self._sets[0]
         # epoch_length is not governable: genesis's value holds for the whole chain.
         last = epoch_of(height, genesis.params.epoch_length)
         # Each offer checked walked every stored record again, on the event loop: with a
         # month of records (~50k), a hostile peer's offers froze the loop for a minute
-        # each. Sets verified in this sync are kept; stored records are verified once.
-        sets = self._sets
-        if not sets:
-            sets.append(validators)
-        if last < len(sets):
-            return sets[last]
-        epoch, validators = len(sets), sets[-1]
-        # Peers that hold no more records: behind the offer, or a record short. No fault
-        # of theirs unless they made the offer (its height is theirs to back).
-        lacking: set[bytes] = set()
-        while epoch <= last:
-            stored = self.store.get_epoch_record(epoch)
-            if stored is not None:
-                # Verified before it was kept (an earlier attempt of this sync).
-                validators = self._verified(epoch, stored, validators)
-                epoch += 1
-                if epoch % 64 == 0:
-                    await asyncio.sleep(0)  # the loop's other work goes on between pages
-                continue
-            peers = [p for p in await self._wait_peers() if p not in lacking]
-            if not peers:
-                raise Invalid(f"no peer holds the epoch records from {epoch} to {last}")
-            peer = prefer if prefer in peers else peers[0]
-            count = min(MAX_EPOCHS_PER_RESPONSE, last - epoch + 1)
-            self._ask(peer, EpochsRequest(epoch, count), EpochsResponse)
-            answers = await self._collect(EpochsResponse, {peer}, self.timeout)
-            if not answers:
-                self._refuse(peer, f"no epoch records from {epoch}")
-                continue
-            response = answers[0][1]
-            assert isinstance(response, EpochsResponse)
-            if response.first != epoch:
-                self._refuse(peer, f"epoch records from {response.first}, asked {epoch}")
-                continue
-            if not response.records:
-                if peer == prefer:
-                    raise Invalid(f"offered height {height} without the epoch record {epoch}")
-                lacking.add(peer)
-                continue
-            try:
-                for raw in response.records:
-                    validators = self._verified(epoch, raw, validators)
-                    self.store.put_epoch_record(epoch, raw)
-                    epoch += 1
-            except Invalid as exc:
-                self._refuse(peer, f"epoch {epoch} record: {exc}")
-        return validators
+        # each. Sets verified in this sync are kept; every record is verified once, in a
+        # worker thread.
+        if last >= len(self._sets):
+            await self._verify_stored(last)
+        if last >= len(self._sets):
+            await self._fetch_epochs(last)
+        return self._sets[last]
 
-    def _verified(self, epoch: int, raw: bytes, validators: ValidatorSet) -> ValidatorSet:
-        """The set after epoch ``epoch``'s record, verified under ``validators`` (the set
-        before it), kept as the sync's (``Invalid`` if the record does not verify)."""
-        after = verify_epoch_record(self.genesis, epoch, raw, validators)
-        if after == validators:
-            after = validators
-        assert len(self._sets) == epoch, "epoch records are verified in order"
-        self._sets.append(after)
-        return after
+    def _keep_sets(self, first: int, sets: list[ValidatorSet]) -> None:
+        assert len(self._sets) == first, "epoch records are verified in order"
+        self._sets.extend(sets)
+
+    async def _verify_stored(self, last: int) -> None:
+        """Verify the records an earlier attempt of this sync kept (verified then, but the
+        sets are not kept across restarts), up to ``last`` or the first one missing."""
+        loop = asyncio.get_running_loop()
+        while (first := len(self._sets)) <= last:
+            end = min(last, first + MAX_EPOCHS_PER_RESPONSE - 1)
+            raws = await loop.run_in_executor(None, self._stored_records, first, end)
+            if not raws:
+                return
+            sets, error = await loop.run_in_executor(
+                None, _verify_records, self.genesis, first, raws, self._sets[-1]
+            )
+            self._keep_sets(first, sets)
+            if error is not None:
+                # A page is written whole once verified: only a damaged disk gets here.
+                # Peers' records, once verified, write over it.
+                log.warning("state sync: stored epoch record %d fails: %s", len(self._sets), error)
+                return
+
+    def _stored_records(self, first: int, last: int) -> list[bytes]:
+        raws: list[bytes] = []
+        for epoch in range(first, last + 1):
+            raw = self.store.get_epoch_record(epoch)
+            if raw is None:
+                break
+            raws.append(raw)
+        return raws
+
+    async def _fetch_epochs(self, last: int) -> None:
+        """Fetch, verify and keep the records from the first epoch not verified yet to
+        ``last``; ``Invalid`` if no peer holds them."""
+        # Records fetched, not verified yet: epoch -> (record, who sent it).
+        got: dict[int, tuple[bytes, bytes]] = {}
+        # Peers that answered fewer records than asked: peer -> the first they lack. No
+        # fault of theirs unless their offer needs the ones they lack (checked as they
+        # answer); asked again when another peer fails, or once when none is left.
+        lacking: dict[bytes, int] = {}
+        failures = self._failures
+        retried = False
+        while (epoch := len(self._sets)) <= last:
+            run = list(itertools.takewhile(lambda e: e in got, range(epoch, last + 1)))
+            if run:
+                await self._verify_page(epoch, run[:MAX_EPOCHS_PER_RESPONSE], got)
+                retried = False
+                continue
+            if self._failures != failures:
+                failures = self._failures
+                lacking.clear()
+            self._ask_pages(epoch, last, got, lacking)
+            usable = self._usable()
+            if usable and all(lacking.get(p, last + 1) <= epoch for p in usable):
+                if retried:
+                    raise Invalid(f"no peer holds the epoch records from {epoch} to {last}")
+                lacking.clear()
+                retried = True
+                continue
+            answer = await self._next_answer(0.5)
+            if answer is not None:
+                self._take_page(answer, epoch, got, lacking)
+            if self._answers.empty():
+                self._expire_pages(time.monotonic())
+
+    def _ask_pages(
+        self, epoch: int, last: int, got: dict[int, tuple[bytes, bytes]], lacking: dict[bytes, int]
+    ) -> None:
+        """Give each idle peer a page: the first one not verified if only slower peers
+        hold it, else the next not asked for, else one a slower peer holds."""
+        usable = self._usable()
+        idle = [p for p in usable if p not in self._pages]
+        end = min(last, epoch + _EPOCHS_AHEAD - 1)
+        ready = self.rates.order(idle, usable, anyone=not self._pages)
+        # Split between the peers asked now while there are fewer than a page each.
+        size = max(1, min(MAX_EPOCHS_PER_RESPONSE, -(-(end - epoch + 1) // max(1, len(ready)))))
+        for peer in ready:
+            holds = lacking.get(peer, last + 1)
+            asked = {
+                e: p for p, a in self._pages.items() for e in range(a.first, a.first + a.count)
+            }
+            page: tuple[int, int] | None = None
+            blocking = [p for p, a in self._pages.items() if a.first <= epoch < a.first + a.count]
+            if blocking and epoch < holds and all(self.rates.outpaces(peer, p) for p in blocking):
+                held = self._pages[blocking[0]]
+                page = (epoch, held.first + held.count - epoch)
+            else:
+                first = next(
+                    (e for e in range(epoch, end + 1) if e not in got and e not in asked), None
+                )
+                if first is not None and first < holds:
+                    count = 1
+                    while (
+                        count < size
+                        and first + count <= min(end, holds - 1)
+                        and first + count not in got
+                        and first + count not in asked
+                    ):
+                        count += 1
+                    page = (first, count)
+                else:
+                    behind = sorted(
+                        (a.first, p)
+                        for p, a in self._pages.items()
+                        if a.first < holds
+                        and any(
+                            e >= epoch and e not in got for e in range(a.first, a.first + a.count)
+                        )
+                        and self.rates.outpaces(peer, p)
+                    )
+                    if behind:
+                        held = self._pages[behind[0][1]]
+                        page = (held.first, held.count)
+            if page is not None and self._ask(peer, EpochsRequest(*page), EpochsResponse):
+                self._pages[peer] = _PageAsk(page[0], page[1], time.monotonic())
+
+    def _take_page(
+        self,
+        answer: tuple[bytes, Wire, float],
+        epoch: int,
+        got: dict[int, tuple[bytes, bytes]],
+        lacking: dict[bytes, int],
+    ) -> None:
+        peer, msg, arrived = answer
+        ask = self._pages.get(peer)
+        if ask is None or not isinstance(msg, EpochsResponse):
+            return  # a late answer to a request given up (its peer went away)
+        del self._pages[peer]
+        records = msg.records
+        if records:
+            self.rates.answered(peer, sum(len(r) for r in records), arrived - ask.sent)
+        if msg.first != ask.first or len(records) > ask.count:
+            self._refuse(
+                peer,
+                f"{len(records)} epoch records from {msg.first}, asked {ask.count} from {ask.first}",
+            )
+            return
+        if len(records) < ask.count:
+            # An honest server sends every record asked that it holds (up to the page
+            # bound, which the count asked never exceeds), and a peer holds the records
+            # its own offer needs: fewer than those is a trickle, not a lack.
+            offered = self._offered.get(peer, 0)
+            needs = epoch_of(offered, self.genesis.params.epoch_length) if offered else 0
+            if ask.first + len(records) <= needs:
+                self._refuse(
+                    peer,
+                    f"{len(records)} of the {ask.count} epoch records from {ask.first}, "
+                    f"though its offer at height {offered} needs them up to epoch {needs}",
+                )
+                return
+            lacking[peer] = ask.first + len(records)
+        for e, raw in enumerate(records, start=ask.first):
+            if e >= epoch and e not in got:
+                got[e] = (raw, peer)
+
+    def _late_page(self, answer: tuple[bytes, Wire, float]) -> None:
+        """A page that comes while no offer is being checked (asked to check one before,
+        then not needed): judged as any, its records not kept."""
+        if isinstance(answer[1], EpochsResponse):
+            self._take_page(answer, len(self._sets), {}, {})
+
+    async def _verify_page(
+        self, epoch: int, run: list[int], got: dict[int, tuple[bytes, bytes]]
+    ) -> None:
+        """Verify the fetched records of ``run`` (from ``epoch``, in order) in a worker
+        thread and keep those that verify in one synced write; refuse the sender of the
+        first that does not, and drop what else it sent."""
+        loop = asyncio.get_running_loop()
+        raws = [got[e][0] for e in run]
+        sets, error = await loop.run_in_executor(
+            None, _verify_records, self.genesis, epoch, raws, self._sets[-1]
+        )
+        if sets:
+            # Kept only once verified, a page in one write: after a crash the store
+            # holds verified pages from epoch 1 on, and the next attempt resumes there.
+            await loop.run_in_executor(None, self.store.put_epoch_records, epoch, raws[: len(sets)])
+            self._keep_sets(epoch, sets)
+        for e in run[: len(sets)]:
+            del got[e]
+        if error is not None:
+            bad = got[epoch + len(sets)][1]
+            self._refuse(bad, f"epoch {epoch + len(sets)} record: {error}")
+            for e in [e for e, (_, p) in got.items() if p == bad]:
+                del got[e]
+
+    def _expire_pages(self, now: float) -> None:
+        connected = set(self.peers.peers())
+        for peer, ask in list(self._pages.items()):
+            if peer not in connected:
+                del self._pages[peer]
+            elif now - ask.sent > self.timeout:
+                del self._pages[peer]
+                self._refuse(peer, f"no epoch records within {self.timeout:.0f} s")
+
+    # --- chunks ----------------------------------------------------------------------
 
     async def _fetch(self, target: SyncTarget) -> None:
         loop = asyncio.get_running_loop()
         wanted = await loop.run_in_executor(
             None, self.store.missing_nodes, sync_root(target), _RESUME_BATCH
         )
-        # Peers that answered this snapshot with nothing (they do not serve it).
-        empty: set[bytes] = set()
-        pending: dict[bytes, _Pending] = {}
-        idle_since = time.monotonic()
-        while wanted or pending:
-            if not wanted and not pending:
-                break
-            for peer in self._usable():
-                if not wanted:
-                    break
-                if peer in pending or peer in empty:
-                    continue
-                subtree = wanted.pop()
-                ask_for = ChunkRequest(target.height, subtree.hash, subtree.depth, subtree.path)
-                if self._ask(peer, ask_for, ChunkResponse):
-                    pending[peer] = _Pending(subtree, time.monotonic())
-                else:
-                    wanted.append(subtree)
-            try:
-                peer, msg = await asyncio.wait_for(self._answers.get(), 0.5)
-            except TimeoutError:
-                peer, msg = b"", None  # type: ignore[assignment]  # no answer: None
+        pending: dict[bytes, _ChunkAsk] = {}
+        # Peers that answered this snapshot with nothing: peer -> when. Asked again
+        # after the request timeout, at once when another peer fails, or when no other
+        # is left; with nothing stored since their second "nothing", they count as not
+        # serving it (``strikes``), and when no peer serves it the sync starts over.
+        empty: dict[bytes, float] = {}
+        strikes: dict[bytes, int] = {}
+        failures = self._failures
+        while wanted or any(a.live for a in pending.values()):
             now = time.monotonic()
-            ask = pending.get(peer) if isinstance(msg, ChunkResponse) else None
-            # Anything else is a late answer to an earlier request: ignored, and the
-            # timeouts below still run.
-            if (
-                ask is not None
-                and isinstance(msg, ChunkResponse)
-                and msg.height == target.height
-                and (msg.subtree, msg.depth, msg.path)
-                == (ask.subtree.hash, ask.subtree.depth, ask.subtree.path)
-            ):
-                del pending[peer]
-                if not msg.nodes:
-                    empty.add(peer)
-                    wanted.append(ask.subtree)
-                else:
-                    try:
-                        chunk = await loop.run_in_executor(
-                            None, verify_chunk, ask.subtree, list(msg.nodes), target.height
-                        )
-                    except BadChunk as exc:
-                        wanted.append(ask.subtree)
-                        self._refuse(peer, str(exc))
-                    else:
-                        await loop.run_in_executor(
-                            None, self.store.store_chunk, chunk.nodes, chunk.leaves
-                        )
-                        self.chunks += 1
-                        self.chunk_bytes += sum(len(n) for n in msg.nodes)
-                        wanted.extend(reversed(chunk.missing))
-                        idle_since = now
-                        if not wanted and not pending:
-                            # The walk may have been cut at _RESUME_BATCH: look again.
-                            wanted = await loop.run_in_executor(
-                                None, self.store.missing_nodes, sync_root(target), _RESUME_BATCH
-                            )
-            # A peer that went away or stays silent: its request goes elsewhere.
-            connected = set(self.peers.peers())
-            for p, ask in list(pending.items()):
-                if p not in connected or now - ask.sent > self.timeout:
-                    del pending[p]
-                    wanted.append(ask.subtree)
-                    if p in connected:
-                        self._refuse(p, f"no chunk within {self.timeout:.0f} s")
-            if wanted and not pending and now - idle_since > self.timeout:
-                # Every peer answered "not served" (they pruned it) for a while.
-                if empty and empty >= set(self._usable()):
+            if self._failures != failures:
+                failures = self._failures
+                empty.clear()
+            self._ask_chunks(target.height, wanted, pending, empty, now)
+            usable = self._usable()
+            if wanted and not pending and usable and all(p in empty for p in usable):
+                if all(strikes.get(p, 0) >= 2 for p in usable):
                     raise _Stale
                 empty.clear()
-                idle_since = now
+                continue
+            answer = await self._next_answer(0.5)
+            if answer is not None:
+                peer, msg, arrived = answer
+                self._late_page(answer)
+                ask = pending.get(peer)
+                # Anything else is a late answer to an earlier request: ignored.
+                if (
+                    ask is not None
+                    and isinstance(msg, ChunkResponse)
+                    and msg.height == target.height
+                    and (msg.subtree, msg.depth, msg.path)
+                    == (ask.subtree.hash, ask.subtree.depth, ask.subtree.path)
+                ):
+                    del pending[peer]
+                    if msg.nodes:
+                        size = sum(len(n) for n in msg.nodes)
+                        self.rates.answered(peer, size, arrived - ask.sent)
+                    if ask.live:
+                        if not msg.nodes:
+                            empty[peer] = time.monotonic()
+                            strikes[peer] = strikes.get(peer, 0) + 1
+                            self._give_back(ask, wanted, pending)
+                        elif await self._take_chunk(target, peer, ask, msg, wanted, pending):
+                            strikes.clear()
+                            if not wanted and not any(a.live for a in pending.values()):
+                                # The walk may have been cut at _RESUME_BATCH: look again.
+                                wanted = await loop.run_in_executor(
+                                    None, self.store.missing_nodes, sync_root(target), _RESUME_BATCH
+                                )
+            if self._answers.empty():
+                self._expire_chunks(wanted, pending, time.monotonic())
+
+    def _ask_chunks(
+        self,
+        height: int,
+        wanted: list[Subtree],
+        pending: dict[bytes, _ChunkAsk],
+        empty: dict[bytes, float],
+        now: float,
+    ) -> None:
+        """Give each idle peer, fastest first, a subtree wanted, or when none is left the
+        oldest one a slower peer holds (the first answer is kept)."""
+        usable = self._usable()
+        idle = [
+            p
+            for p in usable
+            if p not in pending and (p not in empty or now - empty[p] >= self.timeout)
+        ]
+        for peer in self.rates.order(idle, usable, anyone=not pending):
+            hedge = not wanted
+            if wanted:
+                subtree = wanted.pop()
+            else:
+                held = sorted(
+                    (a.sent, a.subtree.depth, p)
+                    for p, a in pending.items()
+                    if a.live and self.rates.outpaces(peer, p)
+                )
+                if not held:
+                    continue
+                subtree = pending[held[0][2]].subtree
+            ask_for = ChunkRequest(height, subtree.hash, subtree.depth, subtree.path)
+            if self._ask(peer, ask_for, ChunkResponse):
+                empty.pop(peer, None)
+                pending[peer] = _ChunkAsk(subtree, time.monotonic())
+            elif not hedge:
+                wanted.append(subtree)
+
+    def _give_back(
+        self, ask: _ChunkAsk, wanted: list[Subtree], pending: dict[bytes, _ChunkAsk]
+    ) -> None:
+        """An unanswered subtree is wanted again, unless another peer still has it."""
+        if not any(a.live and a.subtree == ask.subtree for a in pending.values()):
+            wanted.append(ask.subtree)
+
+    async def _take_chunk(
+        self,
+        target: SyncTarget,
+        peer: bytes,
+        ask: _ChunkAsk,
+        msg: ChunkResponse,
+        wanted: list[Subtree],
+        pending: dict[bytes, _ChunkAsk],
+    ) -> bool:
+        """Verify and keep a chunk; True if kept (``wanted`` takes what it lacks)."""
+        loop = asyncio.get_running_loop()
+        try:
+            chunk = await loop.run_in_executor(
+                None, verify_chunk, ask.subtree, list(msg.nodes), target.height
+            )
+        except BadChunk as exc:
+            self._give_back(ask, wanted, pending)
+            self._refuse(peer, str(exc))
+            return False
+        for other in pending.values():
+            if other.subtree == ask.subtree:
+                other.live = False
+        await loop.run_in_executor(None, self.store.store_chunk, chunk.nodes, chunk.leaves)
+        self.chunks += 1
+        self.chunk_bytes += sum(len(n) for n in msg.nodes)
+        wanted.extend(reversed(chunk.missing))
+        return True
+
+    def _expire_chunks(
+        self, wanted: list[Subtree], pending: dict[bytes, _ChunkAsk], now: float
+    ) -> None:
+        """A peer that went away or stays silent: its request goes elsewhere. Judged only
+        with no answer queued (one that came in time waited behind our own work)."""
+        connected = set(self.peers.peers())
+        for peer, ask in list(pending.items()):
+            gone = peer not in connected
+            if gone or now - ask.sent > self.timeout:
+                del pending[peer]
+                if ask.live:
+                    self._give_back(ask, wanted, pending)
+                if not gone:
+                    self._refuse(peer, f"no chunk within {self.timeout:.0f} s")
