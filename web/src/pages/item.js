@@ -10,7 +10,7 @@ import { formatAddress } from "../lib/crypto.js";
 import { merchantNames, verifyItemPage } from "../lib/item.js";
 import { isVerificationFailure } from "../lib/light.js";
 import { lightClient } from "../lib/trust.js";
-import { h, link, replace, short, time } from "../lib/ui.js";
+import { ago, h, link, replace, short, time } from "../lib/ui.js";
 
 // GTIN-8/12/13 as printed are GTIN-14 with leading zeros.
 const gtin14 = (text) => text.padStart(14, "0");
@@ -60,7 +60,12 @@ export async function itemPage(main, gtinText, serial) {
   const countShown = () => shown.replaceChildren(timeline.children.length < total ? `The first ${timeline.children.length} of ${total} events.` : `${total} events.`);
   countShown();
   const shownVerdict = proven
-    ? verdict(true, `Proven at block ${proven.header.height}: its certificate is signed by more than 2/3 of the producers derived from the genesis document (${light.genesisHash.slice(0, 12)}…).`)
+    ? // A node may answer at any final height it keeps, an older one too: the block's
+      // time says how fresh what is proven is (a hand-off since would not show).
+      verdict(
+        true,
+        `Proven at block ${proven.header.height}, made ${time(proven.header.time_ms)} (${ago(proven.header.time_ms)}): its certificate is signed by more than 2/3 of the producers derived from the genesis document (${light.genesisHash.slice(0, 12)}…).`,
+      )
     : verdict(false, reason ? `This history could not be proven (${reason}). Do not rely on it.` : "This history could not be proven.");
 
   // A long history comes a page at a time: each next page at the first page's height,
