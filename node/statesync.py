@@ -75,6 +75,11 @@ class _Stale(Exception):
     """No peer serves the snapshot being synced any more: start over at a newer one."""
 
 
+class _Unheld(Exception):
+    """No usable peer holds the epoch records an offer needs. No fault of the offer's
+    sender: connected, it would have been refused for its short page; it went away."""
+
+
 @dataclass(frozen=True, slots=True)
 class EpochRecord(Wire):
     """What proves the producers of epoch ``e``: the last header of epoch ``e - 1``
@@ -558,6 +563,8 @@ class StateSyncer:
                     continue  # caught checking a higher offer
                 try:
                     return await self._check_offer(peer, offer)
+                except _Unheld as exc:
+                    log.info("state sync: offer at %d set aside: %s", offer.height, exc)
                 except Invalid as exc:
                     self._refuse(peer, f"snapshot offer at {offer.height}: {exc}")
             log.info("state sync: no usable snapshot offered yet; asking again")
@@ -640,7 +647,7 @@ class StateSyncer:
 
     async def _fetch_epochs(self, last: int) -> None:
         """Fetch, verify and keep the records from the first epoch not verified yet to
-        ``last``; ``Invalid`` if no peer holds them."""
+        ``last``; ``_Unheld`` if no usable peer holds them."""
         # Records fetched, not verified yet: epoch -> (record, who sent it).
         got: dict[int, tuple[bytes, bytes]] = {}
         # Peers that answered fewer records than asked: peer -> the first they lack. No
@@ -662,7 +669,7 @@ class StateSyncer:
             usable = self._usable()
             if usable and all(lacking.get(p, last + 1) <= epoch for p in usable):
                 if retried:
-                    raise Invalid(f"no peer holds the epoch records from {epoch} to {last}")
+                    raise _Unheld(f"no peer holds the epoch records from {epoch} to {last}")
                 lacking.clear()
                 retried = True
                 continue

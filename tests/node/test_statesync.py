@@ -594,3 +594,50 @@ async def test_a_crash_while_syncing_keeps_whole_pages_of_epoch_records(
     assert await net.sync(dest) == 40
     assert dict(dest.iter_state()) == dict(source.store.iter_state())
     assert (net.asked[HONEST, EpochsRequest] == 0) == bool(kept)
+
+
+class Flaky(Net):
+    """A ``Net`` whose peers in ``gone`` are disconnected for now: not listed, not sent to
+    (what they were asked before is answered or not, as their answerer says)."""
+
+    def __init__(self, answerers: dict[bytes, Answer]) -> None:
+        super().__init__(answerers)
+        self.gone: set[bytes] = set()
+
+    def peers(self) -> list[bytes]:
+        return [p for p in super().peers() if p not in self.gone]
+
+    def send(self, peer: bytes, msg: Wire) -> bool:
+        return peer not in self.gone and super().send(peer, msg)
+
+
+LAGGING = b"\x04" * 32
+
+
+async def test_a_peer_that_went_away_while_asked_for_records_is_not_refused(tmp_path, monkeypatch):
+    # The only peer offering a snapshot drops its connection when asked for epoch
+    # records; the other one holds only the first (its chain is below any snapshot).
+    # With no peer left holding them, the offer was "refused": its sender banned for
+    # good in this sync, which then never ended (nobody else offers). A sender still
+    # connected would have been refused for its short page already: gone, it is not at
+    # fault, and its offer is taken again once it is back.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    serving, behind = server(source.store), server(make_chain(tmp_path / "l", 7).store)
+    net: Flaky
+
+    async def leaves_once(msg: Wire) -> Wire | None:
+        if isinstance(msg, EpochsRequest) and net.asked[HONEST, SnapshotRequest] == 1:
+            net.gone.add(HONEST)
+            return None  # lost with the connection
+        return await serving.answer(msg)
+
+    async def lagging(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest) and net.asked[LAGGING, SnapshotRequest] == 2:
+            net.gone.discard(HONEST)  # back by the next round of offers
+        return await behind.answer(msg)
+
+    net = Flaky({HONEST: leaves_once, LAGGING: lagging})
+    assert await net.sync(ChainStore(tmp_path / "b"), timeout=20) == 40
+    assert net.dropped == {}
+    assert net.asked[HONEST, SnapshotRequest] == 2
