@@ -444,6 +444,11 @@ class StateSyncer:
         # Epoch pages out, kept across offers: a page asked while checking one offer
         # may be answered while checking the next.
         self._pages: dict[bytes, _PageAsk] = {}
+        # Pages out to peers seen gone: a server's handler runs to its end and answers on
+        # the peer's next connection, so such a page may still be answered. Its peer is
+        # not asked for another until then (or the timeout): an answer always meets the
+        # one request it answers, never a later one it would be judged against.
+        self._lost: dict[bytes, _PageAsk] = {}
         self.chunks = 0
         self.chunk_bytes = 0
         # The producer sets verified so far, by epoch (0: genesis's): every offer checked
@@ -685,7 +690,7 @@ class StateSyncer:
         """Give each idle peer a page: the first one not verified if only slower peers
         hold it, else the next not asked for, else one a slower peer holds."""
         usable = self._usable()
-        idle = [p for p in usable if p not in self._pages]
+        idle = [p for p in usable if p not in self._pages and p not in self._lost]
         end = min(last, epoch + _EPOCHS_AHEAD - 1)
         ready = self.rates.order(idle, usable, anyone=not self._pages)
         # Split between the peers asked now while there are fewer than a page each.
@@ -738,10 +743,11 @@ class StateSyncer:
         lacking: dict[bytes, int],
     ) -> None:
         peer, msg, arrived = answer
-        ask = self._pages.get(peer)
-        if ask is None or not isinstance(msg, EpochsResponse):
-            return  # a late answer to a request given up (its peer went away)
-        del self._pages[peer]
+        if not isinstance(msg, EpochsResponse):
+            return
+        ask = self._pages.pop(peer, None) or self._lost.pop(peer, None)
+        if ask is None:
+            return  # a late answer to a request given up (its peer stayed away)
         records = msg.records
         if records:
             self.rates.answered(peer, sum(len(r) for r in records), arrived - ask.sent)
@@ -804,9 +810,13 @@ class StateSyncer:
         for peer, ask in list(self._pages.items()):
             if peer not in connected:
                 del self._pages[peer]
+                self._lost[peer] = ask
             elif now - ask.sent > self.timeout:
                 del self._pages[peer]
                 self._refuse(peer, f"no epoch records within {self.timeout:.0f} s")
+        for peer, ask in list(self._lost.items()):
+            if now - ask.sent > self.timeout:
+                del self._lost[peer]  # no answer now: the peer may be asked again
 
     # --- chunks ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ peers played by ``SnapshotServer``s (honest) or by hand (hostile)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 from collections import Counter
@@ -612,6 +613,7 @@ class Flaky(Net):
 
 
 LAGGING = b"\x04" * 32
+SLOWER = b"\x05" * 32
 
 
 async def test_a_peer_that_went_away_while_asked_for_records_is_not_refused(tmp_path, monkeypatch):
@@ -641,3 +643,48 @@ async def test_a_peer_that_went_away_while_asked_for_records_is_not_refused(tmp_
     assert await net.sync(ChainStore(tmp_path / "b"), timeout=20) == 40
     assert net.dropped == {}
     assert net.asked[HONEST, SnapshotRequest] == 2
+
+
+async def test_a_page_answered_after_a_reconnection_is_judged_by_the_request_it_answers(
+    tmp_path, monkeypatch
+):
+    # A server's handler runs to its end and sends its answer on the peer's connection
+    # of that time. The joiner forgot the page it asked of a peer that went away, and
+    # asked the peer, back, for another: the first page's answer then came, was judged
+    # against the second request ("64 records from 65, asked 21 from 129"), and an
+    # honest peer was refused. A peer seen gone is asked for no other page until its
+    # page is answered (or its timeout passed).
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 600)  # 149 epochs: a few pages each
+    serving = server(source.store)
+    net: Flaky
+    dropped_once, asked_again = asyncio.Event(), asyncio.Event()
+
+    async def bounded(event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+
+    async def reconnecting(msg: Wire) -> Wire | None:
+        pages = net.asked[HONEST, EpochsRequest]
+        if isinstance(msg, EpochsRequest) and pages == 2:
+            net.gone.add(HONEST)  # its connection drops while this page is read
+            dropped_once.set()
+            await bounded(asked_again, PATIENCE / 2)  # answered on the next connection
+        elif isinstance(msg, EpochsRequest) and pages == 3:
+            asked_again.set()
+        return await serving.answer(msg)
+
+    async def slower(msg: Wire) -> Wire | None:
+        if isinstance(msg, EpochsRequest):
+            await asyncio.sleep(0.2)  # well below the other's rate: it is hedged
+            if net.asked[SLOWER, EpochsRequest] == 1:
+                await bounded(dropped_once, PATIENCE / 2)
+            else:
+                net.gone.discard(HONEST)
+                await bounded(asked_again, PATIENCE / 4)
+        return await serving.answer(msg)
+
+    net = Flaky({HONEST: reconnecting, SLOWER: slower})
+    assert await net.sync(ChainStore(tmp_path / "b"), request_timeout_s=PATIENCE) == 600
+    assert net.dropped == {}
+    assert net.asked[HONEST, EpochsRequest] == 2
