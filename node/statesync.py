@@ -53,6 +53,7 @@ from p2p.messages import MAX_COMMIT_BYTES, MAX_EPOCHS_PER_RESPONSE
 from storage import (
     BadChunk,
     ChainStore,
+    Pruned,
     StateProof,
     Subtree,
     SyncTarget,
@@ -114,8 +115,16 @@ def epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> bytes | No
     stored = store.get_epoch_record(epoch)
     if stored is not None:
         return stored
-    record = make_epoch_record(store, epoch, epoch_length)
-    return None if record is None else record.encode()
+    try:
+        record = make_epoch_record(store, epoch, epoch_length)
+    except Pruned:
+        record = None
+    if record is None:
+        # Pruning keeps the record before it drops the block and state it is made of: a
+        # pass since the look above kept it. A joiner refuses a server whose page lacks
+        # a record its own offer needs.
+        return store.get_epoch_record(epoch)
+    return record.encode()
 
 
 def keep_epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> None:

@@ -688,3 +688,42 @@ async def test_a_page_answered_after_a_reconnection_is_judged_by_the_request_it_
     assert await net.sync(ChainStore(tmp_path / "b"), request_timeout_s=PATIENCE) == 600
     assert net.dropped == {}
     assert net.asked[HONEST, EpochsRequest] == 2
+
+
+class PrunedMidRead(ChainStore):
+    """A store whose next read of block ``at`` waits for a pruning pass (``run``) to end:
+    that pass ran between a server's look for a kept record and the reads that make it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.at: int | None = None
+        self.run: Callable[[], object] = lambda: None
+
+    def get_block(self, height: int) -> Block | None:
+        if height == self.at:
+            self.at = None
+            self.run()
+        return super().get_block(height)
+
+
+async def test_a_record_kept_by_pruning_while_it_is_read_is_still_served(tmp_path):
+    # Synced at an epoch's last block, the node makes that epoch's record from the block
+    # and state the sync installed until a pruning pass keeps it. A pass running while
+    # a peer's page was read (after the look for a kept record, before the block was
+    # read) cut the page short there: fewer records than the server's own offer needs,
+    # for which a joiner refuses it.
+    source = make_chain(tmp_path / "a", 40)
+    dest = PrunedMidRead(tmp_path / "b")
+    assert await Net({HONEST: server(source.store).answer}).sync(dest) == 40
+    grow(source, 60)
+    follow(Chain(dest, GENESIS, build_registry()), source, 60)
+    assert dest.get_epoch_record(40 // EPOCH) is None  # made from the installed block
+    serving = server(dest)
+    window = PruningConfig(keep_blocks=4, keep_states=4)
+    dest.at = 40
+    dest.run = lambda: prune(dest, GENESIS, window, 60, frozenset(serving.snapshot_heights(60)))
+
+    answer = await serving.answer(EpochsRequest(1, 64))
+    assert dest.at is None and dest.block_base == 57  # the pass ran mid-read
+    assert isinstance(answer, EpochsResponse)
+    assert len(answer.records) == 60 // EPOCH
