@@ -225,8 +225,15 @@ async def test_versions_a_server_makes_up_cannot_stall_the_sync(tmp_path):
     source = make_chain(tmp_path / "a", 40)
     honest = server(source.store)
     made_up: list[bytes] = []
+    sent = asyncio.Event()
 
     async def hostile(msg: Wire) -> Wire | None:
+        # It offers nothing and holds no records, so it is never rated: untried, it is
+        # asked first for the root.
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(0, b"", b"")
+        if isinstance(msg, EpochsRequest):
+            return EpochsResponse(msg.first, ())
         answer = await honest.answer(msg)
         if not isinstance(msg, ChunkRequest) or not isinstance(answer, ChunkResponse):
             return answer
@@ -235,9 +242,18 @@ async def test_versions_a_server_makes_up_cannot_stall_the_sync(tmp_path):
             first = answer.nodes[0]
             made_up.append(first[:4] + b"\x7f" * 8 + first[12:46] + bytes(8) + first[54:])
             nodes = (made_up[0],)
+        sent.set()
         return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, nodes)
 
-    net = Net({HOSTILE: hostile, HONEST: honest.answer})
+    async def second(msg: Wire) -> Wire | None:
+        # The honest peer asks again what the unrated one holds (hedging): answered first,
+        # its root was kept and the made-up chunk was not (it sometimes was never even
+        # made). The hostile one answers first.
+        if isinstance(msg, ChunkRequest):
+            await sent.wait()
+        return await honest.answer(msg)
+
+    net = Net({HOSTILE: hostile, HONEST: second})
     dest = ChainStore(tmp_path / "b")
     assert await net.sync(dest, timeout=20) == 40
     assert made_up
