@@ -206,6 +206,18 @@ def _doc(state: StateAt, **fields: Any) -> web.Response:
     return web.json_response({"height": state.height, **fields})
 
 
+def _private_doc(state: StateAt, **fields: Any) -> web.Response:
+    """A signed read's answer: one viewer's, so no cache may keep it.
+
+    The signature rides in headers of our own, which no HTTP cache keys on (as it
+    would not store an answer to ``Authorization``): without this, a caching proxy in
+    front of the node would serve one party's order to the next client of that URL.
+    """
+    resp = _doc(state, **fields)
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
+
+
 def _viewer(request: web.Request) -> bytes:
     return verify_read_request(
         _reader(request).chain_id, request.method, request.raw_path, request.headers
@@ -613,7 +625,9 @@ async def get_orders(request: web.Request) -> web.Response:
     state = StateAt(reader, _final_height(reader))
     page, total = await _in_thread(_orders_page, state, viewer, role, before, limit)
     next_before = page[-1].id if len(page) == limit else None
-    return _doc(state, role=role, total=total, orders=views.jsonable(page), next_before=next_before)
+    return _private_doc(
+        state, role=role, total=total, orders=views.jsonable(page), next_before=next_before
+    )
 
 
 ORDER_ID = IntParam("id", "path", 1, MAX_ID, "order id")
@@ -645,7 +659,7 @@ async def get_order(request: web.Request) -> web.Response:
     view = await _in_thread(views.order_view, state, order_id, viewer)
     if view is None:
         raise _not_found(f"order {order_id}", state.height)
-    return _doc(state, order=views.jsonable(view))
+    return _private_doc(state, order=views.jsonable(view))
 
 
 # --- provenance ---

@@ -11,7 +11,7 @@ import pytest
 
 from apps.commerce import keys
 from apps.commerce import payloads as tx
-from apps.commerce.http import PRIVATE_STATE_PREFIXES
+from apps.commerce.http import PRIVATE_STATE_PREFIXES, sign_read_request
 from storage import StateProof, verify_proof
 from tests.apps.commerce.test_http import Actor, open_shop, place, running_driver
 
@@ -75,3 +75,23 @@ async def test_signed_reads_outlive_the_pruning_of_block_1(tmp_path):
         status, doc = await d.get("/v1/orders", alice.key)
         assert status == 200, doc
         assert doc["orders"] == []
+
+
+async def test_signed_order_answers_are_never_kept_by_a_cache(driver):
+    """A signed read is one viewer's answer, and its signature rides in headers no HTTP
+    cache keys on: every signed answer says no cache may keep it, or a caching proxy in
+    front of the node would hand one party's order to the next client asking that URL."""
+    d = driver
+    merchant, host, alice = (Actor(n) for n in ("merchant", "host", "alice"))
+    await d.fund(merchant, host, alice)
+    await open_shop(d, merchant, host)
+    await d.run(alice.key, tx.PLACE_ORDER, place(merchant, "1 Alice Lane, Springfield"))
+    for path in ("/v1/orders/1", "/v1/orders?role=buyer"):
+        headers = sign_read_request(alice.key, d.chain_id, "GET", path)
+        resp = await d.client.get(path, headers=headers)
+        assert resp.status == 200, await resp.text()
+        directives = {x.strip() for x in resp.headers.get("Cache-Control", "").split(",")}
+        assert {"private", "no-store"} <= directives, (path, resp.headers)
+    # Public answers are not touched.
+    resp = await d.client.get("/v1/listings/1")
+    assert resp.status == 200 and "no-store" not in resp.headers.get("Cache-Control", "")
