@@ -27,10 +27,13 @@ from aiohttp import ClientSession, WSMsgType, web
 from click.testing import CliRunner
 
 from apps.commerce.auctions import bidder_tag
+from apps.commerce.payloads import PlaceOrder
 from apps.commerce.provenance import gtin_check_digit
+from apps.commerce.sealing import SealError, encryption_keypair, open_plaintext
 from cli.keyring import Keyring
 from cli.main import main
 from core.keys import parse_address
+from core.types import SignedTx, TxBody
 from genesis import create_localnet
 from genesis.document import Genesis
 from node.web import WEB_DIST
@@ -88,6 +91,8 @@ class Proxy:
         self.answer: Callable[[str], tuple[int, dict] | None] | None = None
         self.forward: Callable[[str], str] | None = None
         self.hold = False
+        # Every POST's path and body, in order (what the page sent the node).
+        self.posted: list[tuple[str, bytes]] = []
         # The open WebSockets' connections, by request.
         self.feeds: dict[int, asyncio.BaseTransport] = {}
         self.loop = asyncio.new_event_loop()
@@ -122,11 +127,11 @@ class Proxy:
             k: v for k, v in request.headers.items() if k.lower() not in ("host", "accept-encoding")
         }
         target = request.path_qs if self.forward is None else self.forward(request.path_qs)
+        data = await request.read()
+        if request.method == "POST":
+            self.posted.append((request.path, data))
         async with self.session.request(
-            request.method,
-            self.upstream + target,
-            headers=headers,
-            data=await request.read(),
+            request.method, self.upstream + target, headers=headers, data=data
         ) as resp:
             body = await resp.read()
             if self.tamper and request.path.startswith("/v1/items/") and resp.status == 200:
@@ -764,6 +769,84 @@ def test_a_key_exported_from_one_browser_orders_from_another(world, browser, pla
     txs = http_json(f"{world.node.url}/v1/blocks/{height}")["txs"]
     (order,) = [t for t in txs if t["type"] == "commerce.place_order" and t["sender"] == me]
     assert order["fee"] == min_fee
+
+
+def test_the_page_seals_the_address_only_to_the_key_it_proved_the_merchant_holds(
+    world, playwright, tmp_path
+):
+    """The node the page talks to sees every transaction it is sent, sealed box and all,
+    before any block checks the key it is sealed to: a node that names its own key as the
+    merchant's would read the shopper's address. So the page seals to the key of the
+    session's merchant as proven under a certified header. A node that lies in its JSON
+    (the session's merchant, the merchant's key) is not believed: the order is sealed to
+    the merchant's real key; one that lies in the proofs too gets nothing sealed at all."""
+    expect = sync_api.expect
+    session = world.ids["session"]
+    merchant = http_json(f"{world.node.url}/v1/merchants/{world.address('merchant')}")
+    real_key = merchant["merchant"]["enc_key"]
+    spy_private, spy_public = encryption_keypair(b"\x5e" * 32)
+
+    def node_key(path: str, body: bytes) -> bytes:
+        # The node's own key wherever an answer names the merchant's: in its JSON only,
+        # or (with /v1/state) in the proven records too.
+        return body.replace(real_key.encode(), spy_public.hex().encode())
+
+    def sealed_boxes() -> list[bytes]:
+        """The sealed address of every order the page sent (to simulate or to submit)."""
+        boxes = []
+        for path, body in world.proxy.posted:
+            if path.startswith("/v1/txs"):
+                signed = SignedTx.decode(bytes.fromhex(json.loads(body)["tx"]))
+                tx_body = TxBody.decode(signed.body)
+                if tx_body.type == "commerce.place_order":
+                    boxes.append(PlaceOrder.decode(tx_body.payload).sealed_address)
+        return boxes
+
+    context = phone(playwright, tmp_path / "profile")
+    try:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
+        page.fill("#passphrase", "correct horse battery")
+        page.fill("#passphrase2", "correct horse battery")
+        page.click("#create-key")
+        me = page.locator("#my-address").inner_text(timeout=WAIT_MS)
+        world.cli("tx", "transfer", "--from", "faucet", "--to", me, "--amount", "5000", "--wait")
+        page.fill("#ship-to", SHIP_TO)
+        page.click("#save-ship")
+        buy = page.locator(f"[data-deal='{world.ids['deal']}'] button.buy")
+        expect(buy).to_be_enabled()
+        world.proxy.posted.clear()
+
+        # The node's key in its proven answers too: they no longer prove; nothing is sealed.
+        world.proxy.rewrite = lambda path, body: (
+            node_key(path, body) if path.startswith(("/v1/merchants/", "/v1/state/")) else body
+        )
+        try:
+            buy.click()
+            expect(page.locator("#outcome p.error")).to_contain_text("could not be verified")
+        finally:
+            world.proxy.rewrite = None
+        assert sealed_boxes() == []
+
+        # The node's key in its JSON only: the order goes through, sealed to the real key.
+        world.proxy.rewrite = lambda path, body: (
+            node_key(path, body) if path.startswith("/v1/merchants/") else body
+        )
+        try:
+            buy.click()
+            outcome = page.locator("#outcome p.ok")
+            expect(outcome).to_contain_text("is final")
+        finally:
+            world.proxy.rewrite = None
+        order_id = re.search(r"Order #(\d+) is final", outcome.inner_text()).group(1)
+    finally:
+        context.close()
+    boxes = sealed_boxes()
+    assert boxes, "the page sent no order"
+    for box in boxes:
+        with pytest.raises(SealError):
+            open_plaintext(spy_private, box)
+    assert world.cli("order", "address", order_id, "--from", "merchant").strip() == SHIP_TO
 
 
 def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browser):

@@ -22,7 +22,7 @@ import nacl.public
 import pytest
 
 from apps.commerce.keys import item_ref
-from apps.commerce.model import Item, Merchant, ProvenanceEvent
+from apps.commerce.model import Item, Merchant, ProvenanceEvent, Session
 from apps.commerce.payloads import Bid, PlaceOrder, Tip
 from apps.commerce.sealing import ShippingAddress, open_address
 from consensus import ValidatorSet, make_commit
@@ -311,6 +311,7 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
         Currency("USD", 2, who[1], False, 2**60, 5, 2**60, bytes([7]) * 32, 11, 3),
         CurrencyList(("EUR", "USD")),
         Merchant(who[0], "Acme Kettles", "copper since 1901", sealed[0], 1, 5, 6, 9, 2, 4, 1),
+        Session(3, who[0], who[1], 1000, "Kettles live", 1, 5, 0, (1, 2), (4,), 2**40, (6,)),
         Item(
             ref,
             "09506000134352",

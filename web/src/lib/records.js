@@ -132,6 +132,20 @@ export const MERCHANT = [
   ["open_deals", "int"],
   ["open_auctions", "int"],
 ];
+export const SESSION = [
+  ["id", "int"],
+  ["merchant", "bytes20"],
+  ["host", "bytes20"],
+  ["host_bps", "int"],
+  ["title", "str"],
+  ["status", "int"],
+  ["opened_ms", "int"],
+  ["closed_ms", "int"],
+  ["pinned", "list"],
+  ["open_deals", "list"],
+  ["tips_total", "int"],
+  ["open_auctions", "list"],
+];
 export const ITEM = [
   ["ref", "bytes32"],
   ["gtin", "str"],
@@ -212,6 +226,7 @@ export const RECORDS = {
   Currency: CURRENCY,
   CurrencyList: CURRENCY_LIST,
   Merchant: MERCHANT,
+  Session: SESSION,
   Item: ITEM,
   ProvenanceEvent: PROVENANCE_EVENT,
   PlaceOrder: PLACE_ORDER,

@@ -4,10 +4,10 @@
 import { xsalsa20poly1305 } from "@noble/ciphers/salsa.js";
 import { scryptAsync } from "@noble/hashes/scrypt.js";
 import { api, ApiError, postJson } from "./api.js";
-import { fields, hex, unhex, unpack, utf8 } from "./codec.js";
+import { concat, fields, hex, u64be, unhex, unpack, utf8 } from "./codec.js";
 import { addressOf, formatAddress, publicKeyOf, randomBytes, randomSeed, signTx } from "./crypto.js";
 import { isVerificationFailure, NotVerified } from "./light.js";
-import { CHAIN_PARAMS } from "./records.js";
+import { CHAIN_PARAMS, MERCHANT, SESSION } from "./records.js";
 import { lightClient } from "./trust.js";
 
 const STORE = "liveledger.wallet.v1";
@@ -15,6 +15,9 @@ const STORE = "liveledger.wallet.v1";
 const KDF = { N: 2 ** 15, r: 8, p: 1, dkLen: 32 };
 // consensus.staking_state.ACTIVE_PARAMS_KEY: the parameters in force, under staking.
 const ACTIVE_PARAMS_KEY = Uint8Array.of(0x18, 0x01);
+// apps.commerce.keys.CommercePrefix: SESSION ‖ u64 id, MERCHANT ‖ address.
+const SESSION_PREFIX = 0x27;
+const MERCHANT_PREFIX = 0x24;
 
 let unlocked = null; // { seed, address, shipTo, key } while unlocked
 const listeners = new Set();
@@ -166,6 +169,27 @@ async function provenTerms() {
   const { value, header } = await light.provenState(ACTIVE_PARAMS_KEY);
   if (value === null) throw new NotVerified("the chain's parameters are not in its state");
   return { chainId: light.chainId, params: fields(unpack(value), CHAIN_PARAMS, "ChainParams"), height: header.height };
+}
+
+// The key the shopper's address is sealed to in session `sessionId` (the page's own, from
+// its address): the X25519 key of the session's merchant, both records proven under a
+// certified header. Never the node's JSON: the node sees the sealed box when it is asked
+// to simulate or send the order, before any block checks the key (`stale_key`), so a
+// node naming its own key as the merchant's would read the address. Every deal and
+// auction of a session sells its merchant's listings, which the chain seals to that key.
+export async function sealingKey(sessionId) {
+  try {
+    const light = await lightClient();
+    const session = await light.provenState(concat(Uint8Array.of(SESSION_PREFIX), u64be(sessionId)));
+    if (session.value === null) throw new NotVerified(`session ${sessionId} is not on chain`);
+    const { merchant } = fields(unpack(session.value), SESSION, "Session");
+    const record = await light.provenState(concat(Uint8Array.of(MERCHANT_PREFIX), merchant), session.header.height);
+    if (record.value === null) throw new NotVerified("the session's merchant is not on chain");
+    return fields(unpack(record.value), MERCHANT, "Merchant").enc_key;
+  } catch (err) {
+    if (!isVerificationFailure(err)) throw err;
+    throw new ApiError(0, "not_verified", `Nothing was signed: the merchant's key could not be verified (${err.message}).`);
+  }
 }
 
 // Sign `type` with `payload` (its canonical encoding), ask the node whether the next

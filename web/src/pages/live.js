@@ -3,12 +3,12 @@
 // tipping, all live from the session's feed.
 import { api } from "../lib/api.js";
 import { plain } from "../lib/codes.js";
-import { pack, unhex } from "../lib/codec.js";
+import { pack } from "../lib/codec.js";
 import { bidderTag, parseAddress, sealAddress } from "../lib/crypto.js";
 import { SessionFeed } from "../lib/feed.js";
 import { BID, PLACE_ORDER, record, TIP } from "../lib/records.js";
 import { countdown, fmt, go, h, replace } from "../lib/ui.js";
-import { current, send } from "../lib/wallet.js";
+import { current, sealingKey, send } from "../lib/wallet.js";
 
 const TICKER_MAX = 40;
 
@@ -318,10 +318,10 @@ export async function livePage(main, idText) {
     return w?.shipTo ? w : null;
   }
 
-  // The shopper's address sealed to the merchant's current key: the fields an order and
-  // a bid carry alike.
+  // The shopper's address sealed to the merchant's current key, as proven (never as the
+  // node's JSON says): the fields an order and a bid carry alike.
   async function sealedAddress(w) {
-    const key = unhex((await api(`/v1/merchants/${session.merchant}`)).merchant.enc_key);
+    const key = await sealingKey(id);
     const sealed = sealAddress(key, w.shipTo);
     return { sealed_to: key, address_commitment: sealed.commitment, sealed_address: sealed.ciphertext };
   }
