@@ -391,12 +391,11 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
     }
     if a.leader == bidder:
         # The leader raises its own maximum: the price moves only to meet the reserve.
+        # Said without a figure: a receipt is public, and the leader's maximum (or a bound
+        # on it, from a bid it does not beat) would let a seller's second account bid
+        # exactly up to it. The leader knows its own.
         if top <= a.leader_max:
-            raise TxFailed(
-                f"bid {top} is below the minimum {a.leader_max + 1}: the leader's maximum "
-                f"is {a.leader_max}",
-                "bid_too_low",
-            )
+            raise TxFailed("the leader's new maximum must be above its current one", "bid_too_low")
         price = _meet_reserve(a, a.price, top)
         _hold_bid(state, bidder, price - a.held, currency)
         new = replace(a, leader_max=top, price=price, held=price, **address)

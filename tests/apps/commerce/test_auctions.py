@@ -230,7 +230,8 @@ def test_proxy_bidding_war_by_increments_ties_to_the_earlier_maximum():
     place(chain, shop, "alice", 1, 2_000)
     assert (auction(chain).price, auction(chain).leader_max) == (155, 2_000)
     r = chain.fails("alice", tx.BID, bid(shop, 1, 2_000), "bid_too_low")
-    assert "minimum 2001" in r.message
+    # Its receipt is public: it names no figure of her maximum.
+    assert "2000" not in r.message and "2001" not in r.message
     # The view shows the price, the next minimum and the leader's tag, never its maximum.
     view = auction_view(chain.state, 1, chain.time_ms)
     assert (view.price, view.next_minimum, view.leader, view.bids) == (
@@ -541,6 +542,20 @@ def test_a_failed_bid_above_the_leaders_maximum_says_nothing_of_it(top):
     r = chain.fails("mallory", tx.BID, bid(shop, 1, top), "insufficient_funds")
     assert r.message == f"bid {top} is over the balance {chain.balance('mallory')}"
     assert "777" not in r.message and "787" not in r.message
+
+
+@pytest.mark.parametrize("top", [500, 777])
+def test_a_leader_bid_that_does_not_raise_its_maximum_fails_without_naming_it(top):
+    """Receipts are public (GET /v1/txs/{hash} of any bid a block holds), so the leader's
+    own failed raise must not tell its maximum, nor a bound on it: a seller's second
+    account would bid exactly up to it and make the winner pay it all."""
+    chain = Chain({"registrar": 10**9, "merchant": 10**9, "host": 10**9, "alice": 10**9})
+    shop = open_shop(chain)
+    start(chain, 10, duration=60 * S)
+    place(chain, shop, "alice", 1, 777)
+    r = chain.fails("alice", tx.BID, bid(shop, 1, top), "bid_too_low")
+    assert r.message == "the leader's new maximum must be above its current one"
+    assert (auction(chain).leader_max, auction(chain).price) == (777, 10)
 
 
 def test_only_a_bids_outcome_is_private_to_simulation():

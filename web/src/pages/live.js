@@ -355,6 +355,10 @@ export async function livePage(main, idText) {
     try {
       const payload = pack(record(BID, { auction_id: a.id, max_amount: maximum, ...(await sealedAddress(w)) }, "Bid"));
       const result = await send("commerce.bid", payload, (stage) => show(stage === "signing" ? "Signing your bid…" : "Bid sent, waiting for the block…", "muted"));
+      if (result.receipt.code === "bid_too_low" && a.leader && a.leader === myTag(a.id)) {
+        // The chain names no figure of a leader's maximum (its receipts are public).
+        return show("You lead already: a new maximum must be above your current one.", "error");
+      }
       if (result.receipt.code === "bid_too_low") {
         // The sentence names the lowest bid as the chain saw it.
         const least = result.receipt.message.match(/minimum (\d+)/)?.[1];
