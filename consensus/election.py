@@ -98,17 +98,25 @@ def elect_producers(state: Overlay, ctx: BlockContext) -> None:
     )
 
 
-def charged_misses(missed_by: Sequence[int], quorum: int) -> int:
-    """Misses that count towards jailing: those recorded by the ``quorum`` proposers that
-    recorded the fewest.
+def charged_misses(missed_by: Sequence[int], withheld_by: Sequence[int], quorum: int) -> int:
+    """Misses that count towards jailing: all of them, minus every miss that the
+    ``len(missed_by) - quorum`` producers with the most misses to their name could
+    have caused.
 
-    The ``len(missed_by) - quorum`` proposers that left the producer out most often
-    are ignored. That is the most faulty producers the set tolerates, so whatever a
-    coalition of them leaves out, the result is at most what the other proposers
-    recorded: a proposer that drops honest precommits from its certificates cannot
-    get anybody jailed on its own (docs/staking.md, "Missed slots").
+    A miss has two possible causes besides the producer itself: the proposer that
+    built the certificate (it may leave any precommit out, ``missed_by``) and the
+    proposer of the certified block's commit round (it may keep its proposal from
+    the producer, which then has nothing to precommit in time, ``withheld_by``).
+    A miss is to a producer's name when it is either of the two. The producers
+    subtracted are the most faulty the set tolerates, so whatever a coalition of
+    them leaves out or withholds, the result is at most the misses no member of it
+    had a hand in: a coalition under 1/3 cannot get anybody jailed on its own
+    (docs/staking.md, "Missed slots").
     """
-    return sum(sorted(missed_by)[:quorum])
+    faulty = len(missed_by) - quorum
+    withheld = list(withheld_by) or [0] * len(missed_by)
+    to_name = sorted((b + w for b, w in zip(missed_by, withheld, strict=True)), reverse=True)
+    return max(0, sum(missed_by) - sum(to_name[:faulty]))
 
 
 def record_missed(
@@ -118,15 +126,20 @@ def record_missed(
     signers: Collection[bytes],
     proposer: bytes,
     params: ChainParams,
+    withholder: bytes | None = None,
 ) -> list[bytes]:
     """Count a missed slot for each of ``expected`` not in ``signers``; jail those over the limit.
 
     ``height`` is the block being executed and ``proposer`` the node key of its
     producer, who chose which precommits its ``last_commit`` carries: ``signers``
     (the commit of ``height - 1``); ``expected`` are the producers of
-    ``height - 1``. A miss is counted against the proposer that left it out, per
-    epoch of ``height`` (counts restart with each epoch). A producer is jailed
-    until ``height + jail_blocks`` once its ``charged_misses`` exceed
+    ``height - 1`` and ``withholder`` is the one that proposed in the round that
+    committed it (None: ``proposer`` itself). A miss is counted against the
+    proposer that left it out and against the withholder, per epoch of ``height``
+    (counts restart with each epoch); a withholder outside this epoch's set (the
+    first block of an epoch) is nobody the count can hold to account, so that
+    miss is on record (its event) and not counted. A producer is jailed until
+    ``height + jail_blocks`` once its ``charged_misses`` exceed
     ``max_missed_slots``. Every miss emits a ``missed_slot`` event naming the
     proposer, so omissions are on record. Returns the keys jailed now, sorted.
     """
@@ -135,6 +148,10 @@ def record_missed(
     if proposer not in producers:
         raise NodeFault(f"proposer {proposer.hex()} of height {height} is not one of its producers")
     row = producers.keys.index(proposer)
+    withholder = proposer if withholder is None else withholder
+    # The proposer of the previous epoch's last block may have left the set.
+    counted = withholder in producers
+    held_row = producers.keys.index(withholder) if counted else row
     size = len(producers)
     epoch = epoch_of(height, active_params(state).epoch_length)
     jailed = []
@@ -148,8 +165,13 @@ def record_missed(
             raise NodeFault(f"producer {key.hex()} has no candidate record")
         fresh = cand.missed_epoch != epoch or len(cand.missed_by) != size
         counts = [0] * size if fresh else list(cand.missed_by)
-        counts[row] += 1
-        charged = charged_misses(counts, producers.quorum)
+        held = list(cand.withheld_by) if not fresh and len(cand.withheld_by) == size else [0] * size
+        if counted:
+            counts[row] += 1
+            # One miss is to each producer's name once, even when it did both.
+            if held_row != row:
+                held[held_row] += 1
+        charged = charged_misses(counts, held, producers.quorum)
         jail = not cand.jailed and charged > params.max_missed_slots
         state.set_obj(
             ckey,
@@ -160,6 +182,7 @@ def record_missed(
                 height + params.jail_blocks if jail else cand.jailed_until,
                 epoch,
                 tuple(counts),
+                tuple(held) if any(held) else (),
             ),
         )
         state.emit(
@@ -192,7 +215,8 @@ def missed_slots_hook(state: Overlay, ctx: BlockContext) -> None:
     signers = ctx.last_commit_signers
     if signers is None or ctx.height <= 1 or not staking_enabled(state):
         return
-    expected = producers_for_height(state, ctx.height - 1).keys
+    previous = producers_for_height(state, ctx.height - 1)
+    expected = previous.keys
     signed = frozenset(signers)
     if all(key in signed for key in expected):
         return
@@ -201,4 +225,6 @@ def missed_slots_hook(state: Overlay, ctx: BlockContext) -> None:
     # Header validation lets only the scheduled proposer, a producer of the height, produce.
     if proposer is None:
         raise NodeFault(f"producer address {ctx.producer.hex()} of height {ctx.height} is unknown")
-    record_missed(state, ctx.height, expected, signed, proposer, ctx.params)
+    # Who proposed in the round that committed the previous block (the certificate's round).
+    withholder = previous.proposer(ctx.height - 1, ctx.last_commit_round)
+    record_missed(state, ctx.height, expected, signed, proposer, ctx.params, withholder)

@@ -202,7 +202,13 @@ def jail(state: Overlay, validator: bytes, until: int) -> int:
     state.set_obj(
         ckey,
         Candidate(
-            cand.registered_height, cand.weight, True, until, cand.missed_epoch, cand.missed_by
+            cand.registered_height,
+            cand.weight,
+            True,
+            until,
+            cand.missed_epoch,
+            cand.missed_by,
+            cand.withheld_by,
         ),
     )
     return until

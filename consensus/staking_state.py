@@ -155,8 +155,12 @@ class Candidate(Wire):
     # Certificates that left this producer's precommit out, per proposer that built
     # them, aligned with the sorted producer set of ``missed_epoch``; () when none.
     missed_by: Annotated[tuple[int, ...], MaxItems(MAX_VALIDATORS)]
+    # The same misses per proposer of the certified block's commit round, where that is
+    # another producer of the set (it could have kept its proposal from this one, which
+    # then had nothing to precommit); aligned likewise, () when none.
+    withheld_by: Annotated[tuple[int, ...], MaxItems(MAX_VALIDATORS)] = ()
 
-    MAX_ENCODED = 4096
+    MAX_ENCODED = 8192
 
     @property
     def missed(self) -> int:
@@ -432,6 +436,7 @@ def _replace_weight(cand: Candidate, weight: int) -> Candidate:
         cand.jailed_until,
         cand.missed_epoch,
         cand.missed_by,
+        cand.withheld_by,
     )
 
 

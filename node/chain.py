@@ -235,6 +235,7 @@ class Chain:
             last_commit_signers=(
                 None if last_commit is None else tuple(s.validator for s in last_commit.signatures)
             ),
+            last_commit_round=0 if last_commit is None else last_commit.round,
         )
 
     def next_block_time(self, now_ms: int) -> int:

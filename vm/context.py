@@ -20,6 +20,9 @@ class BlockContext:
     # Producers whose precommits the header's last_commit carries (missed-slot
     # accounting); None at height 1 and where no certificate is at hand.
     last_commit_signers: tuple[bytes, ...] | None = None
+    # Round of that certificate: the schedule's proposer of that round at the certified
+    # height delivered (or kept back) the block the precommits are for.
+    last_commit_round: int = 0
 
     def __post_init__(self) -> None:
         if len(self.producer) != ADDRESS_SIZE:

@@ -61,8 +61,10 @@ class ChainParams(Wire):
     # Share of a double signer's bond slashed, in basis points (1/10000).
     slash_bps: int = 500
     # Charged missed commit signatures per epoch a producer may have without being
-    # jailed (omissions by the proposers that left it out most are not charged).
-    max_missed_slots: int = 25
+    # jailed (misses the producers with the most of them to their name could have
+    # caused are not charged). Below a quarter of epoch_length, or offline producers
+    # of four-producer sets are never jailed (docs/staking.md, Missed slots).
+    max_missed_slots: int = 20
     # Blocks a jailed candidate must wait before it may unjail.
     jail_blocks: int = 200
     # Oldest evidence accepted, in blocks behind the including block.

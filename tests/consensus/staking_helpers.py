@@ -108,16 +108,20 @@ class Chain:
         *txs: VerifiedTx,
         signers: tuple[bytes, ...] | None = None,
         proposer: bytes | None = None,
+        commit_round: int = 0,
     ) -> BlockResult:
-        """Execute the next block; with ``signers`` (its last_commit), produced by
-        ``proposer`` (default: the scheduled proposer of round 0), else by PRODUCER."""
+        """Execute the next block; with ``signers`` (its last_commit, of ``commit_round``),
+        produced by ``proposer`` (default: the scheduled proposer of round 0), else by
+        PRODUCER."""
         height = self.height + 1
         producer = PRODUCER
         if signers is not None or proposer is not None:
             if proposer is None:
                 proposer = producers_for_height(self.state, height).proposer(height, 0)
             producer = address_of(proposer)
-        ctx = BlockContext(CHAIN, height, T0 + height, producer, self.params(height), signers)
+        ctx = BlockContext(
+            CHAIN, height, T0 + height, producer, self.params(height), signers, commit_round
+        )
         result = EXECUTOR.execute_block(self.state, list(txs), ctx, strict=True)
         for vtx, receipt in zip(result.included, result.receipts, strict=True):
             # Every failure carries a code its type declares (so clients may rely on the list).

@@ -249,24 +249,76 @@ def test_an_offline_producer_is_still_jailed():
     offline = PUB[3]
     online = tuple(sorted(set(PUB[:4]) - {offline}))
     chain.block()
+    round_ = 0
     while not chain.candidate(offline).jailed:
         height = chain.height + 1
-        assert height <= FOUR.epoch_length, "jailed within its epoch"
+        # Charged a quarter of an epoch's blocks with four producers (docs/staking.md),
+        # so jailed within its first whole epoch (epoch 0 has no certificate at height 1).
+        assert height <= 2 * FOUR.epoch_length, "jailed within its first whole epoch"
         producers = producers_for_height(chain.state, height)
-        # Its own proposals never come: round 1's proposer builds those heights.
-        round_ = 1 if producers.proposer(height, 0) == offline else 0
-        chain.block(signers=online, proposer=producers.proposer(height, round_))
-    chain.advance_to(FOUR.epoch_length)
-    assert offline not in elected(chain, 1)
+        # Its own proposals never come: round 1's proposer builds (and commits) those
+        # heights, so the next certificate is of round 1.
+        committed_in, round_ = round_, 1 if producers.proposer(height, 0) == offline else 0
+        chain.block(
+            signers=online, proposer=producers.proposer(height, round_), commit_round=committed_in
+        )
+    chain.advance_to(2 * FOUR.epoch_length)
+    assert offline not in elected(chain, 2)
+
+
+SEVEN = PARAMS.replace(
+    max_producers=7, epoch_length=56, proposal_voting_blocks=56, max_missed_slots=12
+)
+
+
+def test_a_coalition_withholding_its_proposals_cannot_get_an_honest_producer_jailed():
+    """Two faulty producers of seven (under a third) frame an honest one. Each keeps
+    its proposals from the victim, so the victim never precommits those blocks and
+    the next, honest, proposer's certificate lacks it; and each leaves the victim out
+    of the certificates it carries itself. Charged to the proposer that carried the
+    certificate alone, the withheld blocks' misses landed on honest proposers, and
+    the victim was jailed every epoch."""
+    chain = Chain(make_genesis(validators=7, params=SEVEN))
+    keys = sorted(PUB[:7])
+    victim, faulty = keys[0], {keys[1], keys[4]}
+    chain.block()
+    for _ in range(2 * SEVEN.epoch_length):
+        height = chain.height + 1
+        proposer = producers_for_height(chain.state, height).proposer(height, 0)
+        # The proposer of the block whose certificate this one carries (round 0).
+        previous = producers_for_height(chain.state, height - 1).proposer(height - 1, 0)
+        left_out = proposer in faulty or previous in faulty
+        chain.block(signers=tuple(k for k in keys if not (left_out and k == victim)))
+        assert not chain.candidate(victim).jailed, chain.height
+    assert victim in elected(chain, 2)
+
+
+def test_an_offline_producer_of_seven_is_still_jailed():
+    chain = Chain(make_genesis(validators=7, params=SEVEN))
+    keys = sorted(PUB[:7])
+    offline = keys[0]
+    online = tuple(keys[1:])
+    chain.block()
+    round_ = 0
+    while not chain.candidate(offline).jailed:
+        height = chain.height + 1
+        assert height <= SEVEN.epoch_length, "jailed within its epoch"
+        producers = producers_for_height(chain.state, height)
+        committed_in, round_ = round_, 1 if producers.proposer(height, 0) == offline else 0
+        chain.block(
+            signers=online, proposer=producers.proposer(height, round_), commit_round=committed_in
+        )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_no_coalition_under_a_third_gets_an_honest_producer_jailed(data):
     """Faulty proposers leave out any precommits they like, as often as they like
-    (even every block); faulty producers also withhold their own. Honest producers
-    always sign in time and honest proposers carry every precommit. No honest
-    producer is ever jailed, whatever the jailing threshold."""
+    (even every block), and keep the proposals of the rounds they commit from any
+    producers they like (which then have nothing to precommit); faulty producers
+    also withhold their own precommits. Honest producers always sign in time and
+    honest proposers carry every precommit. No honest producer is ever jailed,
+    whatever the jailing threshold."""
     n = data.draw(st.integers(4, 7), label="producers")
     params = PARAMS.replace(max_producers=n, epoch_length=5, max_missed_slots=0)
     chain = Chain(make_genesis(validators=n, params=params))
@@ -279,12 +331,19 @@ def test_no_coalition_under_a_third_gets_an_honest_producer_jailed(data):
         height = chain.height + 1
         producers = producers_for_height(chain.state, height).keys
         proposer = data.draw(st.sampled_from(producers), label="proposer")
+        # The round the previous block was committed in, and who proposed in it.
+        commit_round = data.draw(st.integers(0, n - 1), label="commit round")
+        previous = producers_for_height(chain.state, height - 1).proposer(height - 1, commit_round)
         withheld = data.draw(st.sets(st.sampled_from(sorted(faulty) or keys), max_size=len(faulty)))
         signed = [k for k in keys if k not in (withheld & faulty)]
+        if previous in faulty:
+            kept_from = data.draw(st.sets(st.sampled_from(keys), max_size=n), label="kept from")
+            room = len(signed) - (2 * n // 3 + 1)
+            signed = [k for k in signed if k not in sorted(kept_from)[:room]]
         if proposer in faulty:
             left_out = data.draw(st.sets(st.sampled_from(keys), max_size=faulty_bound))
             room = len(signed) - (2 * n // 3 + 1)
             signed = [k for k in signed if k not in sorted(left_out)[:room]]
-        chain.block(signers=tuple(signed), proposer=proposer)
+        chain.block(signers=tuple(signed), proposer=proposer, commit_round=commit_round)
         for key in honest:
             assert not chain.candidate(key).jailed, key.hex()
