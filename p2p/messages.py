@@ -25,7 +25,10 @@ from core.types import Block, SignedTx
 # 4: a buyer's units in its last deal are counted in its commerce party record, not a
 # record of their own (``apps.commerce.model.Party``, two fields more): every block with
 # an order makes other state roots (tree layout 4).
-PROTOCOL_VERSION = 4
+# 5: a missed slot is also counted against the proposer that may have withheld the
+# block (``consensus.staking_state.Candidate.withheld_by``, one field more): every block
+# that records a miss makes other state roots (tree layout 7).
+PROTOCOL_VERSION = 5
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.

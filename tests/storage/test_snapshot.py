@@ -31,7 +31,7 @@ from storage import (
     verify_proof,
 )
 from storage.db import META, TREE_NODE, encode_height
-from storage.state_tree import internal_children, is_internal
+from storage.state_tree import TREE_LAYOUT, internal_children, is_internal
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
     apply_changes,
@@ -368,7 +368,7 @@ def test_a_sync_begun_by_another_tree_layout_is_refused_and_a_finished_one_reope
             batch = db.new_batch()
             batch.delete(META + b"tree_layout")
             db.write(batch)
-        with pytest.raises(StorageError, match="layout 1 .*this node builds layout 6"):
+        with pytest.raises(StorageError, match=f"layout 1 .*this node builds layout {TREE_LAYOUT}"):
             ChainStore(tmp_path / "old")
         with ChainStore(tmp_path / "dst") as dest:
             sync_from(source, dest, target, 4096)
