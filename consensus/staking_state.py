@@ -553,11 +553,15 @@ def check_staking_params(params: ChainParams) -> None:
     # Nobody can lose more than the whole bond, and every offender loses something.
     if not 1 <= p.slash_bps <= BPS:
         raise DecodeError(f"slash_bps must be in 1..{BPS}, got {p.slash_bps}")
-    # Evidence must land while an offender's unbonding stake is still held.
-    if not 1 <= p.max_evidence_age_blocks < p.unbonding_blocks:
+    # Evidence must land while an offender's unbonding stake is still held. A producer
+    # may start unbonding its self-bond in the block that elects it and still produce
+    # for the whole next epoch: an offence in that epoch's last block is punishable up
+    # to max_evidence_age_blocks later, which must come before the release.
+    most = p.unbonding_blocks - p.epoch_length - 1
+    if not 1 <= p.max_evidence_age_blocks <= most:
         raise DecodeError(
-            f"max_evidence_age_blocks must be in 1..unbonding_blocks-1 "
-            f"({p.unbonding_blocks - 1}), got {p.max_evidence_age_blocks}"
+            f"max_evidence_age_blocks must be in 1..unbonding_blocks-epoch_length-1 "
+            f"({most}), got {p.max_evidence_age_blocks}"
         )
     # Every producer of some epoch gets a whole epoch to vote; the deadline fits in u64.
     if not p.epoch_length <= p.proposal_voting_blocks <= MAX_PERIOD_BLOCKS:

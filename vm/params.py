@@ -67,8 +67,9 @@ class ChainParams(Wire):
     max_missed_slots: int = 20
     # Blocks a jailed candidate must wait before it may unjail.
     jail_blocks: int = 200
-    # Oldest evidence accepted, in blocks behind the including block.
-    max_evidence_age_blocks: int = 900
+    # Oldest evidence accepted, in blocks behind the including block (below
+    # unbonding_blocks - epoch_length: docs/staking.md, Accountability).
+    max_evidence_age_blocks: int = 800
     # Blocks a governance proposal stays open for votes.
     proposal_voting_blocks: int = 1_000
     # Blocks between a parameter change passing and taking effect.

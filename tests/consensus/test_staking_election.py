@@ -218,7 +218,11 @@ def test_missed_slot_hook_without_signers_does_nothing():
 # --- missed slots: what a proposer can do with the certificate it carries ---
 
 FOUR = PARAMS.replace(
-    max_producers=4, epoch_length=12, proposal_voting_blocks=12, max_missed_slots=2
+    max_producers=4,
+    epoch_length=12,
+    proposal_voting_blocks=12,
+    max_missed_slots=2,
+    unbonding_blocks=17,
 )
 
 
@@ -267,7 +271,11 @@ def test_an_offline_producer_is_still_jailed():
 
 
 SEVEN = PARAMS.replace(
-    max_producers=7, epoch_length=56, proposal_voting_blocks=56, max_missed_slots=12
+    max_producers=7,
+    epoch_length=56,
+    proposal_voting_blocks=56,
+    max_missed_slots=12,
+    unbonding_blocks=61,
 )
 
 
@@ -320,7 +328,9 @@ def test_no_coalition_under_a_third_gets_an_honest_producer_jailed(data):
     honest proposers carry every precommit. No honest producer is ever jailed,
     whatever the jailing threshold."""
     n = data.draw(st.integers(4, 7), label="producers")
-    params = PARAMS.replace(max_producers=n, epoch_length=5, max_missed_slots=0)
+    params = PARAMS.replace(
+        max_producers=n, epoch_length=5, max_missed_slots=0, unbonding_blocks=10
+    )
     chain = Chain(make_genesis(validators=n, params=params))
     keys = sorted(PUB[:n])
     faulty_bound = n - (2 * n // 3 + 1)

@@ -15,6 +15,7 @@ from consensus.staking_state import (
     Unbonding,
     evidence_key,
     get_totals,
+    producers_for_height,
     read,
 )
 from core import Vote, VoteType
@@ -222,4 +223,24 @@ def test_slashing_always_takes_a_positive_amount_no_more_than_held(bps, self_bon
     assert 1 <= slashed <= held
     after = chain.staker(ADDR[1])
     assert after.bonded + after.unbonding_total == held - slashed
+    check_invariants(chain.state, chain.genesis.total_supply)
+
+
+def test_a_producer_unbonding_as_it_is_elected_is_slashed_for_its_epochs_last_block():
+    # The worst timing for the chain: a producer unbonds its whole bond in the block
+    # that elects it (height 4, after the election ran), produces the next epoch (5..8)
+    # and double-signs in its last block; evidence comes at the oldest age accepted.
+    # The release must come later (docs/staking.md, Accountability): with
+    # unbonding_blocks at epoch_length + max_evidence_age_blocks or less, the bond had
+    # left at height 4 + unbonding_blocks and the offence cost nothing.
+    chain = Chain()
+    chain.advance_to(3)
+    assert chain.run(KEYS[1], UNBOND, Unbond(SELF_BOND)).ok  # height 4
+    assert PUB[1] in producers_for_height(chain.state, 2 * PARAMS.epoch_length).keys
+    offence = 2 * PARAMS.epoch_length
+    chain.advance_to(offence + PARAMS.max_evidence_age_blocks - 1)
+    receipt = chain.run(KEYS[7], SUBMIT_EVIDENCE, pair(height=offence))
+    assert receipt.ok, receipt
+    slashed = dict((a.key, a.value) for a in receipt.events[0].attrs)["slashed"]
+    assert int(slashed) == SELF_BOND * PARAMS.slash_bps // 10_000
     check_invariants(chain.state, chain.genesis.total_supply)

@@ -65,8 +65,12 @@ def test_staking_json_is_strict():
             "staking: slash_bps must be in 1..10000, got 10001",
         ),
         (
-            {"params": PARAMS.replace(max_evidence_age_blocks=PARAMS.unbonding_blocks)},
-            "staking: max_evidence_age_blocks must be in 1..unbonding_blocks-1",
+            {
+                "params": PARAMS.replace(
+                    max_evidence_age_blocks=PARAMS.unbonding_blocks - PARAMS.epoch_length
+                )
+            },
+            "staking: max_evidence_age_blocks must be in 1..unbonding_blocks-epoch_length-1",
         ),
         (
             {"accounts": (GenesisAccount(COMMUNITY_POOL, 5),)},

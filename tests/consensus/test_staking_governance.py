@@ -174,10 +174,14 @@ def test_the_last_member_cannot_be_removed():
         (
             KEYS[0],
             PROPOSE_PARAM_CHANGE,
-            ProposeParamChange("max_evidence_age_blocks", PARAMS.unbonding_blocks),
+            # An offence in the last block of an epoch its producer began unbonding in
+            # must be punishable before the release.
+            ProposeParamChange(
+                "max_evidence_age_blocks", PARAMS.unbonding_blocks - PARAMS.epoch_length
+            ),
             "invalid_param",
             "max_evidence_age_blocks = 5: max_evidence_age_blocks must be in "
-            "1..unbonding_blocks-1 (4), got 5",
+            "1..unbonding_blocks-epoch_length-1 (4), got 5",
         ),
         (
             KEYS[0],
@@ -320,17 +324,18 @@ def test_param_change_of_a_staking_parameter_takes_effect():
 
 def test_a_change_is_checked_against_the_scheduled_parameters():
     chain = Chain()
-    # unbonding_blocks 2 is invalid now (max_evidence_age_blocks is 4) ...
-    receipt = chain.run(KEYS[0], PROPOSE_PARAM_CHANGE, ProposeParamChange("unbonding_blocks", 2))
+    # unbonding_blocks 8 is invalid now (epoch_length and max_evidence_age_blocks are 4) ...
+    receipt = chain.run(KEYS[0], PROPOSE_PARAM_CHANGE, ProposeParamChange("unbonding_blocks", 8))
     assert receipt.message == (
-        "unbonding_blocks = 2: max_evidence_age_blocks must be in 1..unbonding_blocks-1 (1), got 4"
+        "unbonding_blocks = 8: max_evidence_age_blocks must be in "
+        "1..unbonding_blocks-epoch_length-1 (3), got 4"
     )
     # ... but valid once a passed change to max_evidence_age_blocks applies.
-    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_evidence_age_blocks", 1))
-    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("unbonding_blocks", 2))
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_evidence_age_blocks", 3))
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("unbonding_blocks", 8))
     chain.advance_to(chain.height + PARAMS.param_change_delay_blocks)
     params = active_params(chain.state)
-    assert (params.max_evidence_age_blocks, params.unbonding_blocks) == (1, 2)
+    assert (params.max_evidence_age_blocks, params.unbonding_blocks) == (3, 8)
 
 
 def last_producing_height(chain, key):
