@@ -57,6 +57,21 @@ PARAMS = ChainParams(
     proposal_voting_blocks=6,
     param_change_delay_blocks=2,
 )
+
+
+def set_params(producers: int, epoch_length: int, max_missed_slots: int) -> ChainParams:
+    """PARAMS for ``producers`` producers and epochs of ``epoch_length`` blocks: a vote
+    lasts an epoch, and unbonding outlasts an epoch plus the evidence age (the bound
+    ``check_staking_params`` holds)."""
+    return PARAMS.replace(
+        max_producers=producers,
+        epoch_length=epoch_length,
+        proposal_voting_blocks=epoch_length,
+        max_missed_slots=max_missed_slots,
+        unbonding_blocks=epoch_length + PARAMS.max_evidence_age_blocks + 1,
+    )
+
+
 REGISTRY = default_registry()
 register_staking(REGISTRY)
 # Every transaction is held to its type's declaration (codes, events, key prefixes).

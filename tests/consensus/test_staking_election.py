@@ -33,6 +33,7 @@ from tests.consensus.staking_helpers import (
     make_genesis,
     pass_proposal,
     set_candidate,
+    set_params,
 )
 from vm import Event, Overlay
 
@@ -217,13 +218,7 @@ def test_missed_slot_hook_without_signers_does_nothing():
 
 # --- missed slots: what a proposer can do with the certificate it carries ---
 
-FOUR = PARAMS.replace(
-    max_producers=4,
-    epoch_length=12,
-    proposal_voting_blocks=12,
-    max_missed_slots=2,
-    unbonding_blocks=17,
-)
+FOUR = set_params(producers=4, epoch_length=12, max_missed_slots=2)
 
 
 def test_a_proposer_omitting_an_honest_producer_cannot_get_it_jailed():
@@ -270,13 +265,7 @@ def test_an_offline_producer_is_still_jailed():
     assert offline not in elected(chain, 2)
 
 
-SEVEN = PARAMS.replace(
-    max_producers=7,
-    epoch_length=56,
-    proposal_voting_blocks=56,
-    max_missed_slots=12,
-    unbonding_blocks=61,
-)
+SEVEN = set_params(producers=7, epoch_length=56, max_missed_slots=12)
 
 
 def test_a_coalition_withholding_its_proposals_cannot_get_an_honest_producer_jailed():
@@ -328,9 +317,7 @@ def test_no_coalition_under_a_third_gets_an_honest_producer_jailed(data):
     honest proposers carry every precommit. No honest producer is ever jailed,
     whatever the jailing threshold."""
     n = data.draw(st.integers(4, 7), label="producers")
-    params = PARAMS.replace(
-        max_producers=n, epoch_length=5, max_missed_slots=0, unbonding_blocks=10
-    )
+    params = set_params(producers=n, epoch_length=5, max_missed_slots=0)
     chain = Chain(make_genesis(validators=n, params=params))
     keys = sorted(PUB[:n])
     faulty_bound = n - (2 * n // 3 + 1)
