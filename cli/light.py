@@ -66,6 +66,25 @@ def proven_value(client: NodeClient, key: bytes, height: int, state_root: bytes)
     return value
 
 
+def proven_state(client: NodeClient, genesis: Genesis, key: bytes) -> tuple[bytes | None, int]:
+    """The value of ``key`` (None: absent) at the node's latest final height, and that
+    height: proven against the height's header, whose certificate is checked against
+    the producers derived from ``genesis``. Nothing the node says is taken on its word."""
+    doc = client.get(f"/v1/state/{key.hex()}")
+    try:
+        height = int(doc["height"])
+        value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
+        proof = StateProof.decode(bytes.fromhex(doc["proof"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NodeError(
+            "bad_answer", f"the node's state answer is malformed: {exc!r}"[:200]
+        ) from None
+    validators = producers_at(client, genesis, height)
+    header = fetch_certified_header(client, genesis, height, validators)
+    verify_proof(header.state_root, key, value, proof)
+    return value, height
+
+
 def producers_at(client: NodeClient, genesis: Genesis, height: int) -> ValidatorSet:
     """The producers of block ``height``, derived from genesis through proofs only."""
     validators = ValidatorSet.of(v.public_key for v in genesis.validators)

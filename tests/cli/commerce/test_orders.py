@@ -1,0 +1,90 @@
+"""`liveledger order place --genesis` seals the shipping address only to the merchant
+key the merchant's record proves: a node that shows another key gets nothing sealed
+to it, nor anything sent (against a real node; the lie is put in its answers)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from apps.commerce.sealing import encryption_keypair
+from cli.client import NodeClient
+from cli.keyring import Keyring
+from cli.main import main
+from genesis import save_genesis
+from tests.apps.commerce.test_http import Actor, Driver, open_shop, running_driver
+from vm import Transfer
+
+ADDRESS = "1 Harbour Street"
+
+
+async def place(d: Driver, keyring: Path, genesis: Path) -> Result:
+    url = str(d.client.make_url("")).rstrip("/")
+    argv = ["order", "place", "1", "--address", ADDRESS, "--from", "buyer", "--wait"]
+    argv += ["--keyring", str(keyring), "--node", url, "--genesis", str(genesis)]
+    env = {"LIVELEDGER_PASSPHRASE": ""}
+    return await asyncio.to_thread(CliRunner().invoke, main, argv, env=env)
+
+
+async def shop(d: Driver, tmp_path: Path) -> tuple[Path, Path]:
+    """Listing 1 of an approved merchant; a funded buyer in a keyring; the genesis."""
+    merchant, host = Actor("merchant"), Actor("host")
+    keyring = tmp_path / "keyring"
+    buyer = Keyring(keyring).create("buyer", "")
+    await d.all(
+        *((d.faucet, "transfer", Transfer(a.address, 10**10)) for a in (merchant, host, buyer))
+    )
+    await open_shop(d, merchant, host)
+    genesis = tmp_path / "genesis.json"
+    save_genesis(genesis, d.node.genesis)
+    return keyring, genesis
+
+
+async def test_a_proven_merchant_key_seals_the_order(tmp_path):
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        done = await place(d, keyring, genesis)
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        assert "commerce.order_placed" in done.stdout
+        status, doc = await d.get("/v1/orders/1", Actor("merchant").key)
+        assert status == 200
+        assert doc["order"]["sealed_to"] == Actor("merchant").enc_public.hex()
+
+
+async def test_a_node_showing_another_merchant_key_gets_nothing_sealed_to_it(tmp_path, monkeypatch):
+    _, forged = encryption_keypair(bytes([9]) * 32)
+    get, posted = NodeClient.get, []
+
+    def lying_get(self: NodeClient, path: str) -> Any:
+        doc = get(self, path)
+        if path.startswith("/v1/merchants/"):
+            doc["merchant"]["enc_key"] = forged.hex()
+        return doc
+
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        monkeypatch.setattr(NodeClient, "get", lying_get)
+        monkeypatch.setattr(NodeClient, "_request", _only_get(NodeClient._request, posted))
+        done = await place(d, keyring, genesis)
+    assert done.exit_code != 0
+    assert "proof_mismatch" in done.output and forged.hex() in done.output
+    # Neither simulated nor sent: the node never saw a box sealed to its key.
+    assert posted == []
+
+
+def _only_get(request: Any, posted: list[str]) -> Any:
+    def only_get(self: NodeClient, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        if method != "GET":
+            posted.append(path)
+        return request(self, method, path, *args, **kwargs)
+
+    return only_get
+
+
+def test_the_option_says_what_it_proves() -> None:
+    done = CliRunner().invoke(main, ["order", "place", "--help"])
+    assert done.exit_code == 0
+    assert "proven against it before the address is sealed" in " ".join(done.output.split())
