@@ -5,6 +5,10 @@ refuse neither an empty one nor one that is too long in characters; the CLI does
 the limit in characters a buyer can act on (the sealed box must fit the chain's
 ``sealed_address_max_bytes`` and the text ``MAX_ADDRESS_TEXT`` UTF-8 bytes).
 
+Sealing (``merchant_seal_key``): to the merchant's X25519 key as the node shows it,
+or, with ``--genesis``, as the merchant's record proves it: the box goes to the node
+(to simulate, then to send), so a node that showed its own key would open it.
+
 Keeping (``keep_address``/``kept_address``): the buyer seals the address to the
 merchant's X25519 key and cannot open that copy, yet buyer or merchant may disclose it
 to an auditor (docs/commerce.md). So ``order place`` keeps the committed plaintext in
@@ -23,10 +27,15 @@ import click
 import nacl.exceptions
 import nacl.secret
 
+from apps.commerce.keys import merchant_key
+from apps.commerce.model import Merchant
 from apps.commerce.sealing import MAX_ADDRESS_TEXT, ShippingAddress, commitment
+from cli.client import NodeClient, NodeError
 from cli.keyring import check_name, local_secret
-from core import PrivateKey
+from cli.light import proven_state
+from core import PrivateKey, parse_address
 from core.keystore import KeystoreError, atomic_write
+from genesis import load_genesis
 
 KEEP_DIR = "addresses"
 KEEP_VERSION = 1
@@ -102,3 +111,36 @@ def kept_address(
     if commitment(plaintext) != address_commitment:
         raise KeystoreError(f"kept address {path} does not match the order's commitment")
     return bytes(plaintext)
+
+
+# ``order place`` and ``bid``: the genesis the merchant's key is proven against.
+seal_genesis_option = click.option(
+    "--genesis",
+    "genesis_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Trusted genesis.json: the merchant's X25519 key is proven against it before the "
+    "address is sealed (default: the node's word for the key).",
+)
+
+
+def merchant_seal_key(client: NodeClient, merchant: str, genesis_file: Path | None) -> bytes:
+    """The X25519 key to seal an address to for ``merchant`` (``ll1...``): the one the
+    node shows, proven against the merchant's record at a final height certified from
+    ``genesis_file`` when one is given (``proof_mismatch`` if the node showed another,
+    before anything is sealed or sent)."""
+    shown = bytes.fromhex(client.get(f"/v1/merchants/{merchant}")["merchant"]["enc_key"])
+    if genesis_file is None:
+        return shown
+    raw, height = proven_state(
+        client, load_genesis(genesis_file), merchant_key(parse_address(merchant))
+    )
+    if raw is None:
+        raise NodeError("proof_mismatch", f"merchant {merchant} has no record at height {height}")
+    proven = Merchant.decode(raw).enc_key
+    if proven != shown:
+        raise NodeError(
+            "proof_mismatch",
+            f"the node shows merchant {merchant}'s key as {shown.hex()}, its record at height "
+            f"{height} holds {proven.hex()}: nothing was sealed or sent",
+        )
+    return proven

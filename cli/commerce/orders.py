@@ -8,11 +8,16 @@ from pathlib import Path
 import click
 
 from apps.commerce import payloads as tx
-from apps.commerce.keys import merchant_key
-from apps.commerce.model import ItemId, Merchant
+from apps.commerce.model import ItemId
 from apps.commerce.sealing import open_address, open_plaintext, reseal, seal_address
-from cli.client import NodeClient, NodeError
-from cli.commerce.addresses import checked_address, keep_address, kept_address
+from cli.client import NodeError
+from cli.commerce.addresses import (
+    checked_address,
+    keep_address,
+    kept_address,
+    merchant_seal_key,
+    seal_genesis_option,
+)
 from cli.commerce.client import CommerceClient
 from cli.commerce.commands import (
     AMOUNT,
@@ -28,10 +33,8 @@ from cli.commerce.commands import (
 from cli.commerce.enc_keys import enc_keys_of, enc_private
 from cli.human import gtin14
 from cli.keyring import Keyring
-from cli.light import proven_state
 from cli.main import clear_errors, main, node_option
-from core import format_address, parse_address
-from genesis import Genesis, load_genesis
+from core import format_address
 
 
 @main.group()
@@ -52,13 +55,7 @@ def order() -> None:
     default=None,
     help="The currency you agree to pay in (default: the listing's, as the node shows it).",
 )
-@click.option(
-    "--genesis",
-    "genesis_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Trusted genesis.json: the merchant's X25519 key is proven against it before the "
-    "address is sealed (default: the node's word for the key).",
-)
+@seal_genesis_option
 def order_place(
     t: TxOpts,
     listing_id: int,
@@ -84,11 +81,7 @@ def order_place(
     if deal_id:
         deal = client.get(f"/v1/deals/{deal_id}")["deal"]
         price, session_id = deal["price"], deal["session_id"]
-    seller = client.get(f"/v1/merchants/{cur['merchant']}")["merchant"]
-    enc_key = bytes.fromhex(seller["enc_key"])
-    if genesis_file is not None:
-        # Before anything is sealed: the node is sent the box (to simulate, then to send).
-        enc_key = proven_merchant_key(client, load_genesis(genesis_file), cur["merchant"], enc_key)
+    enc_key = merchant_seal_key(client, cur["merchant"], genesis_file)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     payload = tx.PlaceOrder(
         listing_id,
@@ -106,22 +99,6 @@ def order_place(
     t.send(tx.PLACE_ORDER, payload, client, key)
     # Only once the node took it: a refused order leaves nothing behind.
     keep_address(t.keyring, t.sender, key, plaintext)
-
-
-def proven_merchant_key(client: NodeClient, genesis: Genesis, merchant: str, shown: bytes) -> bytes:
-    """``merchant``'s X25519 key as its record proves it against ``genesis``; refused
-    (``proof_mismatch``) if the node showed another (``shown``)."""
-    raw, height = proven_state(client, genesis, merchant_key(parse_address(merchant)))
-    if raw is None:
-        raise NodeError("proof_mismatch", f"merchant {merchant} has no record at height {height}")
-    proven = Merchant.decode(raw).enc_key
-    if proven != shown:
-        raise NodeError(
-            "proof_mismatch",
-            f"the node shows merchant {merchant}'s key as {shown.hex()}, its record at height "
-            f"{height} holds {proven.hex()}: nothing was sealed or sent",
-        )
-    return proven
 
 
 def _order_ref_command(name: str, tx_type: str, doc: str) -> None:

@@ -3,6 +3,7 @@ auctions."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,7 +12,12 @@ from apps.commerce import payloads as tx
 from apps.commerce.model import AuctionMode
 from apps.commerce.sealing import seal_address
 from cli.client import NodeClient
-from cli.commerce.addresses import checked_address, keep_address
+from cli.commerce.addresses import (
+    checked_address,
+    keep_address,
+    merchant_seal_key,
+    seal_genesis_option,
+)
 from cli.commerce.commands import (
     AMOUNT,
     BPS,
@@ -245,20 +251,20 @@ def auction_show(auction_id: int, node_url: str) -> Any:
 @click.option(
     "--address", "ship_to", required=True, help="Shipping address (sealed to the merchant)."
 )
-def bid(t: TxOpts, auction_id: int, maximum: int, ship_to: str) -> None:
+@seal_genesis_option
+def bid(t: TxOpts, auction_id: int, maximum: int, ship_to: str, genesis_file: Path | None) -> None:
     """Bid up to MAXIMUM on an auction: the chain bids for you by increments (proxy).
 
     The price you pay is held from your balance; the proxy draws more as it raises,
     up to MAXIMUM and as far as your balance goes. Outbid, you get it back at once. If
     you win, your order carries this address, sealed client-side and kept as for
-    ``order place``.
+    ``order place`` (with --genesis, to the merchant's key as its record proves it).
     """
     client = t.client
     limits = client.get("/v1/commerce")["config"]["params"]
     ship_to = checked_address(ship_to, limits["sealed_address_max_bytes"])
     lot = client.get(f"/v1/auctions/{auction_id}")["auction"]
-    seller = client.get(f"/v1/merchants/{lot['merchant']}")["merchant"]
-    enc_key = bytes.fromhex(seller["enc_key"])
+    enc_key = merchant_seal_key(client, lot["merchant"], genesis_file)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     key = t.signing_key()
     t.send(tx.BID, tx.Bid(auction_id, maximum, enc_key, commitment, ciphertext), client, key)

@@ -1,5 +1,5 @@
-"""`liveledger order place --genesis` seals the shipping address only to the merchant
-key the merchant's record proves: a node that shows another key gets nothing sealed
+"""`liveledger order place --genesis` (and `bid --genesis`) seals the shipping address
+only to the merchant key the merchant's record proves: a node that shows another key gets nothing sealed
 to it, nor anything sent (against a real node; the lie is put in its answers)."""
 
 from __future__ import annotations
@@ -84,7 +84,9 @@ def _only_get(request: Any, posted: list[str]) -> Any:
     return only_get
 
 
-def test_the_option_says_what_it_proves() -> None:
-    done = CliRunner().invoke(main, ["order", "place", "--help"])
-    assert done.exit_code == 0
-    assert "proven against it before the address is sealed" in " ".join(done.output.split())
+def test_both_commands_that_seal_an_address_take_the_option() -> None:
+    # A bid seals the winner's address too, through the same merchant_seal_key.
+    for command in (["order", "place"], ["bid"]):
+        done = CliRunner().invoke(main, [*command, "--help"])
+        assert done.exit_code == 0
+        assert "proven against it before the address is sealed" in " ".join(done.output.split())
