@@ -1,6 +1,7 @@
 """`liveledger order place --genesis` (and `bid --genesis`) seals the shipping address
-only to the merchant key the merchant's record proves: a node that shows another key gets nothing sealed
-to it, nor anything sent (against a real node; the lie is put in its answers)."""
+only to the merchant key the merchant's record proves: a node that shows another key
+gets nothing sealed to it, nor anything sent (against a real node; the lie is put in
+its answers)."""
 
 from __future__ import annotations
 
