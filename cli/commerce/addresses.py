@@ -5,9 +5,10 @@ refuse neither an empty one nor one that is too long in characters; the CLI does
 the limit in characters a buyer can act on (the sealed box must fit the chain's
 ``sealed_address_max_bytes`` and the text ``MAX_ADDRESS_TEXT`` UTF-8 bytes).
 
-Sealing (``merchant_seal_key``): to the merchant's X25519 key as the node shows it,
-or, with ``--genesis``, as the merchant's record proves it: the box goes to the node
-(to simulate, then to send), so a node that showed its own key would open it.
+Sealing (``merchant_seal_key``, ``auditor_seal_key``): to the merchant's (or an
+auditor's) X25519 key as the node shows it, or, with ``--genesis``, as its record
+proves it: the box goes to the node (to simulate, then to send), so a node that showed
+its own key would open it.
 
 Keeping (``keep_address``/``kept_address``): the buyer seals the address to the
 merchant's X25519 key and cannot open that copy, yet buyer or merchant may disclose it
@@ -21,19 +22,20 @@ finds the file, and the plaintext is checked against it before use.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 import nacl.exceptions
 import nacl.secret
 
-from apps.commerce.keys import merchant_key
-from apps.commerce.model import Merchant
+from apps.commerce.keys import merchant_key, role_key
+from apps.commerce.model import Merchant, RoleRecord
 from apps.commerce.sealing import MAX_ADDRESS_TEXT, ShippingAddress, commitment
 from cli.client import NodeClient, NodeError
 from cli.keyring import check_name, local_secret
 from cli.light import proven_state
-from core import PrivateKey, parse_address
+from core import PrivateKey, format_address, parse_address
 from core.keystore import KeystoreError, atomic_write
 from genesis import load_genesis
 
@@ -113,34 +115,63 @@ def kept_address(
     return bytes(plaintext)
 
 
-# ``order place`` and ``bid``: the genesis the merchant's key is proven against.
+# ``order place``, ``bid`` and ``order disclose``: the genesis the key an address is
+# sealed to is proven against.
 seal_genesis_option = click.option(
     "--genesis",
     "genesis_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Trusted genesis.json: the merchant's X25519 key is proven against it before the "
-    "address is sealed (default: the node's word for the key).",
+    help="Trusted genesis.json: the X25519 key the address is sealed to (the merchant's, "
+    "or an auditor's) is proven against it before the address is sealed (default: the "
+    "node's word for the key).",
 )
 
 
 def merchant_seal_key(client: NodeClient, merchant: str, genesis_file: Path | None) -> bytes:
     """The X25519 key to seal an address to for ``merchant`` (``ll1...``): the one the
-    node shows, proven against the merchant's record at a final height certified from
-    ``genesis_file`` when one is given (``proof_mismatch`` if the node showed another,
-    before anything is sealed or sent)."""
+    node shows, proven against the merchant's record when ``genesis_file`` is given."""
     shown = bytes.fromhex(client.get(f"/v1/merchants/{merchant}")["merchant"]["enc_key"])
+    record = merchant_key(parse_address(merchant))
+    return _sealing_key(
+        client, genesis_file, shown, record, lambda raw: Merchant.decode(raw).enc_key, merchant
+    )
+
+
+def auditor_seal_key(client: NodeClient, auditor: bytes, genesis_file: Path | None) -> bytes:
+    """The X25519 key ``auditor`` registered with its role (empty if none): the one the
+    node shows, proven against its role record when ``genesis_file`` is given."""
+    name = format_address(auditor)
+    shown = bytes.fromhex(client.get(f"/v1/roles/{name}")["enc_key"])
+    return _sealing_key(
+        client,
+        genesis_file,
+        shown,
+        role_key(auditor),
+        lambda raw: RoleRecord.decode(raw).enc_key,
+        name,
+    )
+
+
+def _sealing_key(
+    client: NodeClient,
+    genesis_file: Path | None,
+    shown: bytes,
+    record: bytes,
+    key_of: Callable[[bytes], bytes],
+    whose: str,
+) -> bytes:
+    """``shown`` (the node's word), or with ``genesis_file`` the key ``key_of`` reads from
+    ``record`` proven at a final height certified from that genesis: ``proof_mismatch``
+    if the node showed another, before anything is sealed or sent."""
     if genesis_file is None:
         return shown
-    raw, height = proven_state(
-        client, load_genesis(genesis_file), merchant_key(parse_address(merchant))
-    )
-    if raw is None:
-        raise NodeError("proof_mismatch", f"merchant {merchant} has no record at height {height}")
-    proven = Merchant.decode(raw).enc_key
+    raw, height = proven_state(client, load_genesis(genesis_file), record)
+    # No record: no key (the caller refuses an empty one, as the node's word for it).
+    proven = b"" if raw is None else key_of(raw)
     if proven != shown:
         raise NodeError(
             "proof_mismatch",
-            f"the node shows merchant {merchant}'s key as {shown.hex()}, its record at height "
-            f"{height} holds {proven.hex()}: nothing was sealed or sent",
+            f"the node shows {whose}'s key as {shown.hex()}, its record at height {height} "
+            f"holds {proven.hex()}: nothing was sealed or sent",
         )
     return proven

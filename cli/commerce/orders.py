@@ -12,6 +12,7 @@ from apps.commerce.model import ItemId
 from apps.commerce.sealing import open_address, open_plaintext, reseal, seal_address
 from cli.client import NodeError
 from cli.commerce.addresses import (
+    auditor_seal_key,
     checked_address,
     keep_address,
     kept_address,
@@ -171,20 +172,20 @@ def order_rule(t: TxOpts, order_id: int, buyer_bps: int) -> None:
 @tx_command(order, "disclose")
 @click.argument("order_id", type=ID)
 @click.option("--auditor", required=True, help="The auditor: an ll1... address or a key's name.")
-def order_disclose(t: TxOpts, order_id: int, auditor: str) -> None:
+@seal_genesis_option
+def order_disclose(t: TxOpts, order_id: int, auditor: str, genesis_file: Path | None) -> None:
     """Re-seal an order's address to an auditor (its buyer or merchant).
 
     The merchant opens its sealed copy with its X25519 key; the buyer uses the copy its
-    CLI kept at `order place` (in the keyring it placed the order from).
+    CLI kept at `order place` (in the keyring it placed the order from). The auditor's
+    key is the one its role shows, proven with --genesis.
     """
     client = t.client
     view = client.get_signed(f"/v1/orders/{order_id}", t.keyring, t.sender)["order"]
     if view["sealed_address"] is None:
         raise NodeError("forbidden", "only the order's buyer and merchant hold the sealed address")
     auditor_address = t.resolve(auditor)
-    auditor_key = bytes.fromhex(
-        client.get(f"/v1/roles/{format_address(auditor_address)}")["enc_key"]
-    )
+    auditor_key = auditor_seal_key(client, auditor_address, genesis_file)
     if len(auditor_key) != 32:
         raise NodeError("invalid_key", f"{auditor} has no registered auditor key")
     key = t.signing_key()

@@ -1,7 +1,8 @@
 """`liveledger order place --genesis` (and `bid --genesis`) seals the shipping address
-only to the merchant key the merchant's record proves: a node that shows another key
-gets nothing sealed to it, nor anything sent (against a real node; the lie is put in
-its answers)."""
+only to the merchant key the merchant's record proves, and `order disclose --genesis`
+only to the auditor key its role record proves: a node that shows another key gets
+nothing sealed to it, nor anything sent (against a real node; the lie is put in its
+answers)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
+from apps.commerce import payloads as tx
+from apps.commerce.model import Role
 from apps.commerce.sealing import encryption_keypair
 from cli.client import NodeClient
 from cli.keyring import Keyring
@@ -22,12 +25,18 @@ from vm import Transfer
 ADDRESS = "1 Harbour Street"
 
 
-async def place(d: Driver, keyring: Path, genesis: Path) -> Result:
+async def cli(d: Driver, keyring: Path, *args: str) -> Result:
+    """The CLI as the buyer of ``keyring`` against the node under test, off the loop."""
     url = str(d.client.make_url("")).rstrip("/")
-    argv = ["order", "place", "1", "--address", ADDRESS, "--from", "buyer", "--wait"]
-    argv += ["--keyring", str(keyring), "--node", url, "--genesis", str(genesis)]
+    argv = [*args, "--from", "buyer", "--keyring", str(keyring), "--node", url]
     env = {"LIVELEDGER_PASSPHRASE": ""}
     return await asyncio.to_thread(CliRunner().invoke, main, argv, env=env)
+
+
+async def place(d: Driver, keyring: Path, genesis: Path) -> Result:
+    return await cli(
+        d, keyring, "order", "place", "1", "--address", ADDRESS, "--wait", "--genesis", str(genesis)
+    )
 
 
 async def shop(d: Driver, tmp_path: Path) -> tuple[Path, Path]:
@@ -76,6 +85,59 @@ async def test_a_node_showing_another_merchant_key_gets_nothing_sealed_to_it(tmp
     assert posted == []
 
 
+async def test_a_node_showing_another_auditor_key_gets_no_disclosure_sealed_to_it(
+    tmp_path, monkeypatch
+):
+    auditor = Actor("auditor")
+    _, forged = encryption_keypair(bytes([9]) * 32)
+    get, posted = NodeClient.get, []
+
+    def lying_get(self: NodeClient, path: str) -> Any:
+        doc = get(self, path)
+        if path.startswith("/v1/roles/"):
+            doc["enc_key"] = forged.hex()
+        return doc
+
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        roles = tx.SetRoles(auditor.address, int(Role.AUDITOR), auditor.enc_public)
+        await d.run(d.faucet, tx.SET_ROLES, roles)
+        placed = await place(d, keyring, genesis)
+        assert placed.exit_code == 0, (placed.stdout, placed.stderr)
+        monkeypatch.setattr(NodeClient, "get", lying_get)
+        monkeypatch.setattr(NodeClient, "_request", _only_get(NodeClient._request, posted))
+        done = await cli(
+            d,
+            keyring,
+            "order",
+            "disclose",
+            "1",
+            "--auditor",
+            auditor.text,
+            "--genesis",
+            str(genesis),
+        )
+        assert done.exit_code != 0
+        assert "proof_mismatch" in done.output and forged.hex() in done.output
+        assert posted == []
+        # With the node's true answer, the disclosure goes to the auditor's key.
+        monkeypatch.undo()
+        done = await cli(
+            d,
+            keyring,
+            "order",
+            "disclose",
+            "1",
+            "--auditor",
+            auditor.text,
+            "--genesis",
+            str(genesis),
+            "--wait",
+        )
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        assert "commerce.disclosed" in done.stdout
+
+
 def _only_get(request: Any, posted: list[str]) -> Any:
     def only_get(self: NodeClient, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
         if method != "GET":
@@ -86,8 +148,8 @@ def _only_get(request: Any, posted: list[str]) -> Any:
 
 
 def test_both_commands_that_seal_an_address_take_the_option() -> None:
-    # A bid seals the winner's address too, through the same merchant_seal_key.
-    for command in (["order", "place"], ["bid"]):
+    # A bid seals the winner's address too; a disclosure re-seals it to an auditor.
+    for command in (["order", "place"], ["bid"], ["order", "disclose"]):
         done = CliRunner().invoke(main, [*command, "--help"])
         assert done.exit_code == 0
         assert "proven against it before the address is sealed" in " ".join(done.output.split())
