@@ -77,7 +77,7 @@ async def test_a_node_showing_another_merchant_key_gets_nothing_sealed_to_it(tmp
     async with running_driver(tmp_path / "node") as d:
         keyring, genesis = await shop(d, tmp_path)
         monkeypatch.setattr(NodeClient, "get", lying_get)
-        monkeypatch.setattr(NodeClient, "_request", _only_get(NodeClient._request, posted))
+        watch_sends(monkeypatch, posted)
         done = await place(d, keyring, genesis)
     assert done.exit_code != 0
     assert "proof_mismatch" in done.output and forged.hex() in done.output
@@ -105,7 +105,7 @@ async def test_a_node_showing_another_auditor_key_gets_no_disclosure_sealed_to_i
         placed = await place(d, keyring, genesis)
         assert placed.exit_code == 0, (placed.stdout, placed.stderr)
         monkeypatch.setattr(NodeClient, "get", lying_get)
-        monkeypatch.setattr(NodeClient, "_request", _only_get(NodeClient._request, posted))
+        watch_sends(monkeypatch, posted)
         done = await cli(
             d,
             keyring,
@@ -138,13 +138,16 @@ async def test_a_node_showing_another_auditor_key_gets_no_disclosure_sealed_to_i
         assert "commerce.disclosed" in done.stdout
 
 
-def _only_get(request: Any, posted: list[str]) -> Any:
-    def only_get(self: NodeClient, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
-        if method != "GET":
-            posted.append(path)
-        return request(self, method, path, *args, **kwargs)
+def watch_sends(monkeypatch: Any, posted: list[str]) -> None:
+    """Record every transaction the CLI simulates or submits (``posted``)."""
+    for name in ("simulate", "submit", "post_json"):
+        method = getattr(NodeClient, name)
 
-    return only_get
+        def spy(self: NodeClient, *args: Any, _method: Any = method, _name: str = name) -> Any:
+            posted.append(_name)
+            return _method(self, *args)
+
+        monkeypatch.setattr(NodeClient, name, spy)
 
 
 def test_both_commands_that_seal_an_address_take_the_option() -> None:
