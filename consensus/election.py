@@ -111,11 +111,10 @@ def charged_misses(missed_by: Sequence[int], withheld_by: Sequence[int], quorum:
     subtracted are the most faulty the set tolerates, so whatever a coalition of
     them leaves out or withholds, the result is at most the misses no member of it
     had a hand in: a coalition under 1/3 cannot get anybody jailed on its own
-    (docs/staking.md, "Missed slots").
+    (docs/staking.md, "Missed slots"). Both counts are aligned with the producer set.
     """
     faulty = len(missed_by) - quorum
-    withheld = list(withheld_by) or [0] * len(missed_by)
-    to_name = sorted((b + w for b, w in zip(missed_by, withheld, strict=True)), reverse=True)
+    to_name = sorted((b + w for b, w in zip(missed_by, withheld_by, strict=True)), reverse=True)
     return max(0, sum(missed_by) - sum(to_name[:faulty]))
 
 
