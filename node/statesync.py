@@ -704,11 +704,10 @@ class StateSyncer:
         ready = self.rates.order(idle, usable, anyone=not self._pages)
         # Split between the peers asked now while there are fewer than a page each.
         size = max(1, min(MAX_EPOCHS_PER_RESPONSE, -(-(end - epoch + 1) // max(1, len(ready)))))
+        # The epochs some page out covers, kept up to date as pages are asked below.
+        asked = {e for a in self._pages.values() for e in range(a.first, a.first + a.count)}
         for peer in ready:
             holds = lacking.get(peer, last + 1)
-            asked = {
-                e: p for p, a in self._pages.items() for e in range(a.first, a.first + a.count)
-            }
             page: tuple[int, int] | None = None
             blocking = [p for p, a in self._pages.items() if a.first <= epoch < a.first + a.count]
             if blocking and epoch < holds and all(self.rates.outpaces(peer, p) for p in blocking):
@@ -743,6 +742,7 @@ class StateSyncer:
                         page = (held.first, held.count)
             if page is not None and self._ask(peer, EpochsRequest(*page), EpochsResponse):
                 self._pages[peer] = _PageAsk(page[0], page[1], time.monotonic())
+                asked.update(range(page[0], page[0] + page[1]))
 
     def _take_page(
         self,
