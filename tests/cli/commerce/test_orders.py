@@ -7,6 +7,7 @@ answers)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,23 +65,35 @@ async def test_a_proven_merchant_key_seals_the_order(tmp_path):
         assert doc["order"]["sealed_to"] == Actor("merchant").enc_public.hex()
 
 
-async def test_a_node_showing_another_merchant_key_gets_nothing_sealed_to_it(tmp_path, monkeypatch):
-    _, forged = encryption_keypair(bytes([9]) * 32)
-    get, posted = NodeClient.get, []
+# The key a lying node shows as the merchant's or the auditor's.
+_, FORGED = encryption_keypair(bytes([9]) * 32)
+
+
+def node_lies(monkeypatch: Any, prefix: str, holder: Callable[[Any], Any]) -> list[str]:
+    """From now on the node shows ``FORGED`` as the X25519 key in its answers to paths
+    under ``prefix`` (``holder`` finds the object carrying ``enc_key``); the names of the
+    calls that simulate or submit a transaction are recorded in the list returned."""
+    get = NodeClient.get
 
     def lying_get(self: NodeClient, path: str) -> Any:
         doc = get(self, path)
-        if path.startswith("/v1/merchants/"):
-            doc["merchant"]["enc_key"] = forged.hex()
+        if path.startswith(prefix):
+            holder(doc)["enc_key"] = FORGED.hex()
         return doc
 
+    monkeypatch.setattr(NodeClient, "get", lying_get)
+    posted: list[str] = []
+    watch_sends(monkeypatch, posted)
+    return posted
+
+
+async def test_a_node_showing_another_merchant_key_gets_nothing_sealed_to_it(tmp_path, monkeypatch):
     async with running_driver(tmp_path / "node") as d:
         keyring, genesis = await shop(d, tmp_path)
-        monkeypatch.setattr(NodeClient, "get", lying_get)
-        watch_sends(monkeypatch, posted)
+        posted = node_lies(monkeypatch, "/v1/merchants/", lambda doc: doc["merchant"])
         done = await place(d, keyring, genesis)
     assert done.exit_code != 0
-    assert "proof_mismatch" in done.output and forged.hex() in done.output
+    assert "proof_mismatch" in done.output and FORGED.hex() in done.output
     # Neither simulated nor sent: the node never saw a box sealed to its key.
     assert posted == []
 
@@ -89,51 +102,21 @@ async def test_a_node_showing_another_auditor_key_gets_no_disclosure_sealed_to_i
     tmp_path, monkeypatch
 ):
     auditor = Actor("auditor")
-    _, forged = encryption_keypair(bytes([9]) * 32)
-    get, posted = NodeClient.get, []
-
-    def lying_get(self: NodeClient, path: str) -> Any:
-        doc = get(self, path)
-        if path.startswith("/v1/roles/"):
-            doc["enc_key"] = forged.hex()
-        return doc
-
     async with running_driver(tmp_path / "node") as d:
         keyring, genesis = await shop(d, tmp_path)
         roles = tx.SetRoles(auditor.address, int(Role.AUDITOR), auditor.enc_public)
         await d.run(d.faucet, tx.SET_ROLES, roles)
         placed = await place(d, keyring, genesis)
         assert placed.exit_code == 0, (placed.stdout, placed.stderr)
-        monkeypatch.setattr(NodeClient, "get", lying_get)
-        watch_sends(monkeypatch, posted)
-        done = await cli(
-            d,
-            keyring,
-            "order",
-            "disclose",
-            "1",
-            "--auditor",
-            auditor.text,
-            "--genesis",
-            str(genesis),
-        )
+        disclose = ("order", "disclose", "1", "--auditor", auditor.text, "--genesis", str(genesis))
+        posted = node_lies(monkeypatch, "/v1/roles/", lambda doc: doc)
+        done = await cli(d, keyring, *disclose)
         assert done.exit_code != 0
-        assert "proof_mismatch" in done.output and forged.hex() in done.output
+        assert "proof_mismatch" in done.output and FORGED.hex() in done.output
         assert posted == []
         # With the node's true answer, the disclosure goes to the auditor's key.
         monkeypatch.undo()
-        done = await cli(
-            d,
-            keyring,
-            "order",
-            "disclose",
-            "1",
-            "--auditor",
-            auditor.text,
-            "--genesis",
-            str(genesis),
-            "--wait",
-        )
+        done = await cli(d, keyring, *disclose, "--wait")
         assert done.exit_code == 0, (done.stdout, done.stderr)
         assert "commerce.disclosed" in done.stdout
 
