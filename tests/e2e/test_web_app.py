@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import nacl.secret
 import pytest
 from aiohttp import ClientSession, WSMsgType, web
 from click.testing import CliRunner
@@ -32,7 +34,7 @@ from apps.commerce.provenance import gtin_check_digit
 from apps.commerce.sealing import SealError, encryption_keypair, open_plaintext
 from cli.keyring import Keyring
 from cli.main import main
-from core.keys import parse_address
+from core.keys import PrivateKey, format_address, parse_address
 from core.types import SignedTx, TxBody
 from genesis import create_localnet
 from genesis.document import Genesis
@@ -769,6 +771,57 @@ def test_a_key_exported_from_one_browser_orders_from_another(world, browser, pla
     txs = http_json(f"{world.node.url}/v1/blocks/{height}")["txs"]
     (order,) = [t for t in txs if t["type"] == "commerce.place_order" and t["sender"] == me]
     assert order["fee"] == min_fee
+
+
+def test_a_key_file_sealed_cheaply_is_kept_under_the_pages_own_kdf(world, playwright, tmp_path):
+    """A key file sealed under scrypt N=2^10 (as weak as import takes) opens with its
+    passphrase, and the browser then keeps the key under the page's own parameters
+    (N=2^15, r=8, p=3) with a fresh salt: the stored record, exported, opens with the
+    same passphrase under those, and a full load unlocks it."""
+    expect = sync_api.expect
+    passphrase = "correct horse battery"
+    seed = os.urandom(32)
+    address = format_address(PrivateKey(seed).address)
+    salt, nonce = os.urandom(16), os.urandom(24)
+    weak = hashlib.scrypt(passphrase.encode(), salt=salt, n=2**10, r=8, p=1, dklen=32)
+    secret = json.dumps({"seed": seed.hex(), "shipTo": SHIP_TO}).encode()
+    kdf = {"name": "scrypt", "N": 2**10, "r": 8, "p": 1, "dkLen": 32, "salt": salt.hex()}
+    box = nacl.secret.SecretBox(weak).encrypt(secret, nonce).ciphertext
+    doc = {"kind": "liveledger-key", "version": 1, "address": address, "kdf": kdf}
+    doc |= {"nonce": nonce.hex(), "box": box.hex()}
+    context = phone(playwright, tmp_path / "weak-profile")
+    try:
+        page = context.pages[0] if context.pages else context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{world.proxy.url}/wallet")
+        page.fill("#import-text", json.dumps(doc))
+        page.fill("#import-passphrase", passphrase)
+        page.click("#import-key")
+        expect(page.locator("#my-address")).to_have_text(address)
+        expect(page.locator("#ship-to")).to_have_value(SHIP_TO)
+        page.click("#export-key")
+        kept = json.loads(page.locator("#exported-key").input_value())
+        assert (kept["kdf"]["N"], kept["kdf"]["r"], kept["kdf"]["p"]) == (2**15, 8, 3)
+        assert kept["kdf"]["salt"] != salt.hex() and kept["box"] != box.hex()
+        strong = hashlib.scrypt(
+            passphrase.encode(),
+            salt=bytes.fromhex(kept["kdf"]["salt"]),
+            n=2**15,
+            r=8,
+            p=3,
+            dklen=32,
+            maxmem=64 * 1024 * 1024,
+        )
+        opened = nacl.secret.SecretBox(strong).decrypt(
+            bytes.fromhex(kept["box"]), bytes.fromhex(kept["nonce"])
+        )
+        assert json.loads(opened) == {"seed": seed.hex(), "shipTo": SHIP_TO}
+        unlock(page, f"{world.proxy.url}/wallet")
+        expect(page.locator("#my-address")).to_have_text(address)
+        assert errors == [], errors
+    finally:
+        context.close()
 
 
 def test_the_page_seals_the_address_only_to_the_key_it_proved_the_merchant_holds(

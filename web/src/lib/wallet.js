@@ -11,8 +11,12 @@ import { CHAIN_PARAMS, MERCHANT, SESSION } from "./records.js";
 import { lightClient } from "./trust.js";
 
 const STORE = "liveledger.wallet.v1";
-// ~0.5 s on a phone: a stolen copy of the storage costs that per passphrase guess.
-const KDF = { N: 2 ** 15, r: 8, p: 1, dkLen: 32 };
+// OWASP's scrypt floor at 32 MiB (N=2^15, r=8, p=3: the cost of its N=2^17, r=8, p=1 in
+// a quarter of the memory a phone's tab may lack): ~1.5 s on a phone, what a stolen copy
+// of the storage costs per passphrase guess. A record sealed cheaper (this page made
+// p=1 before; an imported file may be weaker) is sealed again under this once opened.
+const KDF = { N: 2 ** 15, r: 8, p: 3, dkLen: 32 };
+const kdfCost = (kdf) => kdf.N * kdf.r * kdf.p;
 // consensus.staking_state.ACTIVE_PARAMS_KEY: the parameters in force, under staking.
 const ACTIVE_PARAMS_KEY = Uint8Array.of(0x18, 0x01);
 // apps.commerce.keys.CommercePrefix: SESSION ‖ u64 id, MERCHANT ‖ address.
@@ -74,10 +78,22 @@ async function open(record, passphrase) {
   return { seed, address: formatAddress(addressOf(publicKeyOf(seed))), shipTo, key };
 }
 
+// `opened` (from `record`) kept under `KDF` with a fresh salt if `record` was sealed cheaper.
+async function strengthened(record, opened, passphrase) {
+  if (kdfCost(record.kdf) >= kdfCost(KDF)) return opened;
+  const salt = randomBytes(16);
+  const key = await deriveKey(passphrase, salt, KDF);
+  save({ address: opened.address, kdf: { name: "scrypt", ...KDF, salt: hex(salt) } }, key, {
+    seed: hex(opened.seed),
+    shipTo: opened.shipTo,
+  });
+  return { ...opened, key };
+}
+
 export async function unlock(passphrase) {
   const record = stored();
   if (!record) throw new Error("there is no key in this browser yet");
-  unlocked = await open(record, passphrase);
+  unlocked = await strengthened(record, await open(record, passphrase), passphrase);
   changed();
   return unlocked.address;
 }
@@ -95,7 +111,8 @@ export function exportKey() {
 }
 
 // Within these a passphrase check takes at most a few seconds: a crafted file cannot
-// hang the page (and what this page makes, 2**15/8/1, is inside).
+// hang the page (and what this page makes, 2**15/8/3, is inside). A weaker file is
+// sealed again under KDF once its passphrase opens it (importKey).
 const KDF_LIMITS = { N: [2 ** 10, 2 ** 20], r: [1, 16], p: [1, 4] };
 
 function importedRecord(text) {
@@ -132,7 +149,7 @@ export async function importKey(text, passphrase) {
   const opened = await open(record, passphrase);
   if (opened.address !== record.address) throw new Error("the file's key is not the key of the address it names");
   localStorage.setItem(STORE, JSON.stringify(record));
-  unlocked = opened;
+  unlocked = await strengthened(record, opened, passphrase);
   changed();
   return opened.address;
 }
