@@ -39,9 +39,10 @@ from genesis import Genesis, load_genesis
 from node.chain import Chain, ExecutedBlock
 from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
 from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopTxSource
+from node.epoch_records import keep_epoch_record
 from node.mempool import Mempool, SubmitResult
 from node.metrics import NodeMetrics
-from node.statesync import SnapshotServer, StateSyncer, keep_epoch_record, prune
+from node.statesync import SnapshotServer, StateSyncer, prune
 from node.verifier import ProcessVerifier
 from p2p import (
     ChunkRequest,

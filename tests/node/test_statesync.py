@@ -16,18 +16,12 @@ import pytest
 from consensus import ValidatorSet, make_commit
 from core import Block, Wire
 from genesis import Genesis
-from node import statesync
+from node import epoch_records, statesync
 from node.chain import Chain
 from node.config import PruningConfig
+from node.epoch_records import keep_epoch_record, verify_epoch_record
 from node.service import build_registry
-from node.statesync import (
-    ReadBudget,
-    SnapshotServer,
-    StateSyncer,
-    keep_epoch_record,
-    prune,
-    verify_epoch_record,
-)
+from node.statesync import ReadBudget, SnapshotServer, StateSyncer, prune
 from node.sync_rates import PeerRates
 from p2p import (
     ChunkRequest,
@@ -173,7 +167,7 @@ async def test_each_epoch_record_is_verified_once_however_many_offers_are_checke
     source = make_chain(tmp_path / "a", 40)
     hostile = far_offer(source, answers_epochs=False)
     verified: Counter[int] = Counter()
-    real_verify = statesync.verify_epoch_record
+    real_verify = epoch_records.verify_epoch_record
 
     def counting(
         genesis: Genesis, epoch: int, raw: bytes, validators: ValidatorSet
@@ -181,7 +175,7 @@ async def test_each_epoch_record_is_verified_once_however_many_offers_are_checke
         verified[epoch] += 1
         return real_verify(genesis, epoch, raw, validators)
 
-    monkeypatch.setattr(statesync, "verify_epoch_record", counting)
+    monkeypatch.setattr(epoch_records, "verify_epoch_record", counting)
     net = Net({HOSTILE: hostile, HONEST: server(source.store).answer})
     assert await net.sync(ChainStore(tmp_path / "b")) == 40
     assert HOSTILE in net.dropped
@@ -558,7 +552,7 @@ async def test_epoch_records_are_verified_off_the_event_loop(tmp_path, monkeypat
     monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
     source = make_chain(tmp_path / "a", 40)
     threads: list[int] = []
-    real_verify = statesync.verify_epoch_record
+    real_verify = epoch_records.verify_epoch_record
 
     def recording(
         genesis: Genesis, epoch: int, raw: bytes, validators: ValidatorSet
@@ -566,7 +560,7 @@ async def test_epoch_records_are_verified_off_the_event_loop(tmp_path, monkeypat
         threads.append(threading.get_ident())
         return real_verify(genesis, epoch, raw, validators)
 
-    monkeypatch.setattr(statesync, "verify_epoch_record", recording)
+    monkeypatch.setattr(epoch_records, "verify_epoch_record", recording)
     net = Net({HONEST: server(source.store).answer})
     assert await net.sync(ChainStore(tmp_path / "b")) == 40
     assert len(threads) == 40 // EPOCH - 1  # epochs 1..9: the producers of height 40
