@@ -335,6 +335,17 @@ class RouteTable:
     ) -> Callable[[H], H]:
         return self.route("POST", path, operation_id, summary, description, **details)
 
+    def include(self, other: RouteTable) -> None:
+        """Take the routes declared so far in ``other`` (a module's routes kept in a
+        module of their own) as if they were declared here, at this point: mounted and
+        documented in this table's order. Components of ``other`` not listed here are
+        documented after this table's."""
+        for route in other.routes:
+            if any(r.method == route.method and r.path == route.path for r in self.routes):
+                raise ValueError(f"{route.method} {route.path} declared twice")
+            self.routes.append(route)
+        self.components += tuple(c for c in other.components if c not in self.components)
+
     def mount(self, app: web.Application) -> None:
         """Add every declared route to ``app``'s router, in declaration order."""
         for route in self.routes:

@@ -1,7 +1,7 @@
 """Read access to the node's finalized chain for the apps' HTTP routes and feeds.
 
 Apps sit below ``node`` in the layer order, so they describe what they need as a
-Protocol (see ``apps.commerce.http.ChainReader``) and the node hands them this.
+Protocol (see ``apps.commerce.http_common.ChainReader``) and the node hands them this.
 """
 
 from __future__ import annotations

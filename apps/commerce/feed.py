@@ -51,7 +51,7 @@ from core.netaddr import client_key
 from core.sockets import reset
 
 if TYPE_CHECKING:
-    from apps.commerce.http import ChainReader
+    from apps.commerce.http_common import ChainReader
 
 log = logging.getLogger("apps.commerce.feed")
 

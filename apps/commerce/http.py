@@ -6,7 +6,10 @@ order, so the node hands in a ``ChainReader``: the few read hooks used here.
 Each route is declared in ``ROUTES`` with its documentation (``apps.routes``):
 parameters and their bounds, answer and error codes; the node's OpenAPI document
 is generated from them. A refusal is raised (``HttpError`` or any ``Invalid``)
-and rendered by the node's one error middleware.
+and rendered by the node's one error middleware. An item's provenance is served by
+``apps.commerce.http_items``, whose routes ``ROUTES`` takes in their place; what the
+route modules share (``ChainReader``, ``StateAt``, the plumbing of an answer) is in
+``apps.commerce.http_common``.
 
 Every response reads one final height: values come from the state tree at that
 height (``reader.prove``), so a response never mixes two blocks, and its
@@ -20,14 +23,27 @@ re-exports); see docs/commerce.md, Interfaces.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
 from apps.commerce import feed, keys, views
+from apps.commerce.http_common import (
+    MAX_ID,
+    READER,
+    UNAVAILABLE,
+    ChainReader,
+    StateAt,
+    at_height,
+    doc_at,
+    final_height,
+    in_thread,
+    not_found,
+    reader_of,
+)
+from apps.commerce.http_items import ITEM_PROOF, MAX_ITEM_PAGE
+from apps.commerce.http_items import ROUTES as ITEM_ROUTES
 from apps.commerce.item_proofs import (
     ItemPage,
     verify_item_doc,
@@ -45,7 +61,6 @@ from apps.commerce.model import (
     SessionStatus,
 )
 from apps.commerce.params import CommerceGenesis
-from apps.commerce.provenance import valid_gtin
 from apps.commerce.signed_reads import (
     KEY_HEADER,
     READ_WINDOW_MS,
@@ -59,8 +74,6 @@ from apps.commerce.signed_reads import (
 )
 from apps.commerce.store import load
 from apps.routes import (
-    HASH,
-    HEIGHT,
     STR,
     UINT,
     Answer,
@@ -69,19 +82,15 @@ from apps.routes import (
     Param,
     Refusal,
     RouteTable,
-    Schema,
     array,
     described,
     nullable,
     obj,
     ref,
-    unavailable,
 )
 from core.errors import HttpError
 from core.keys import parse_address
-from core.types import BlockHeader, Commit
-from storage import StateProof
-from vm import Event, Receipt, StateView
+from vm import StateView
 
 # --- privacy ---
 
@@ -103,107 +112,7 @@ PRIVATE_STATE_PREFIXES = frozenset(
     }
 )
 
-# --- what the node provides ---
-
-
-class ChainReader(Protocol):
-    """Read access to the node's finalized chain (``node.reader.NodeChainReader``)."""
-
-    @property
-    def chain_id(self) -> str:
-        """The chain's id (from genesis): what a signed read is signed under."""
-        ...
-
-    @property
-    def height(self) -> int:
-        """Latest final height."""
-        ...
-
-    def prove(self, key: bytes, height: int) -> tuple[bytes | None, StateProof, bytes]:
-        """(value or None, proof, state root) of ``key`` after block ``height``."""
-        ...
-
-    def header(self, height: int) -> BlockHeader | None: ...
-
-    def tx_count(self, height: int) -> int | None:
-        """Transactions in block ``height`` (None if it is not stored), without reading
-        them or their receipts."""
-        ...
-
-    def commit(self, height: int) -> Commit | None: ...
-
-    def receipts(self, height: int) -> list[Receipt]:
-        """One receipt per transaction of block ``height``, in block order."""
-        ...
-
-    def block_events(self, height: int) -> list[Event]:
-        """Events of block ``height``'s begin-block hooks."""
-        ...
-
-    def add_block_listener(self, listener: Callable[[int], None]) -> None:
-        """Call ``listener(height)`` on the event loop after each block is final."""
-        ...
-
-    def remove_block_listener(self, listener: Callable[[int], None]) -> None: ...
-
-
-READER: web.AppKey[ChainReader] = web.AppKey("commerce_reader", ChainReader)
-
-
-class StateAt:
-    """The state after block ``height``, read through the state tree (a ``StateView``).
-
-    Reads through the tree rather than the flat latest copy so that every value a
-    response shows is from one block (a block may commit while a view is read); it
-    keeps each key's proof, which the item route hands out.
-    """
-
-    __slots__ = ("_reader", "height", "root", "_values", "proofs")
-
-    def __init__(self, reader: ChainReader, height: int) -> None:
-        self._reader = reader
-        self.height = height
-        self.root: bytes | None = None
-        self._values: dict[bytes, bytes | None] = {}
-        # key -> (value, proof), in the order first read.
-        self.proofs: dict[bytes, tuple[bytes | None, StateProof]] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        if key in self._values:
-            return self._values[key]
-        value, proof, root = self._reader.prove(key, self.height)
-        self.root = root
-        self._values[key] = value
-        self.proofs[key] = (value, proof)
-        return value
-
-
 # --- plumbing ---
-
-
-def _reader(request: web.Request) -> ChainReader:
-    return request.app[READER]
-
-
-def _final_height(reader: ChainReader) -> int:
-    try:
-        return reader.height
-    except RuntimeError:
-        # The node is starting or stopping: its store is closed.
-        raise unavailable() from None
-
-
-async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a view off the event loop: it reads LevelDB and walks the tree per key."""
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-def _not_found(what: str, height: int) -> HttpError:
-    return HttpError(404, "not_found", f"no {what} at height {height}")
-
-
-def _doc(state: StateAt, **fields: Any) -> web.Response:
-    return web.json_response({"height": state.height, **fields})
 
 
 def _private_doc(state: StateAt, **fields: Any) -> web.Response:
@@ -213,14 +122,14 @@ def _private_doc(state: StateAt, **fields: Any) -> web.Response:
     would not store an answer to ``Authorization``): without this, a caching proxy in
     front of the node would serve one party's order to the next client of that URL.
     """
-    resp = _doc(state, **fields)
+    resp = doc_at(state, **fields)
     resp.headers["Cache-Control"] = "private, no-store"
     return resp
 
 
 def _viewer(request: web.Request) -> bytes:
     return verify_read_request(
-        _reader(request).chain_id, request.method, request.raw_path, request.headers
+        reader_of(request).chain_id, request.method, request.raw_path, request.headers
     )
 
 
@@ -230,7 +139,6 @@ def _address(request: web.Request) -> bytes:
 
 # --- what the routes document ---
 
-MAX_ID = 2**64 - 1
 LIMIT = IntParam("limit", "query", 1, views.MAX_PAGE, "page size", default=50)
 BEFORE = IntParam(
     "before",
@@ -245,32 +153,9 @@ ADDRESS = Param("address", "path", ref("Address"), "account address")
 BAD_PARAM = Refusal(400, "A parameter out of range.", "bad_param")
 BAD_ADDRESS = Refusal(400, "A bad address.", "bad_address")
 NOT_FOUND = Refusal(404, "No such object at the height read.", "not_found")
-UNAVAILABLE = Refusal(503, "The node is starting or stopping.", "unavailable")
 
 ESCROW = Component(
     "Escrow", obj({"held": UINT, "open_orders": UINT}, description="tokens held for open orders")
-)
-ITEM_PROOF = Component(
-    "ItemProof",
-    obj(
-        {
-            "height": UINT,
-            "state_root": HASH,
-            "header": described(nullable(ref("Hex")), "the encoded BlockHeader at `height`"),
-            "commit": described(nullable(ref("Hex")), "its encoded commit certificate"),
-            "entries": array(
-                obj(
-                    {
-                        "key": ref("Hex"),
-                        "value": nullable(ref("Hex")),
-                        "proof": described(ref("Hex"), "encoded StateProof"),
-                    }
-                )
-            ),
-        },
-        description="The item record, then each provenance event of the page, each with "
-        "its state proof at `height`; check with `apps.commerce.item_proofs.verify_item_page`.",
-    ),
 )
 # The read models and feed messages these routes serve, documented first and in this
 # order (the order the document has always had: its bytes stay the same).
@@ -294,11 +179,6 @@ ROUTES = RouteTable(
         feed.FEED_READY,
     ),
 )
-
-
-def at_height(**fields: Any) -> Schema:
-    """An answer ``{"height", **fields}`` (``_doc``): every value read at that height."""
-    return obj({"height": HEIGHT, **fields})
 
 
 # --- configuration, listings and merchants ---
@@ -328,15 +208,15 @@ def at_height(**fields: Any) -> Schema:
     ),
 )
 async def get_config(request: web.Request) -> web.Response:
-    reader = _reader(request)
-    state = StateAt(reader, _final_height(reader))
-    config = await _in_thread(views.commerce_config, state)
+    reader = reader_of(request)
+    state = StateAt(reader, final_height(reader))
+    config = await in_thread(views.commerce_config, state)
     if config is None:
         raise HttpError(404, "commerce_disabled", "this chain's genesis has no commerce section")
-    escrow = await _in_thread(views.escrow_view, state)
-    escrows = await _in_thread(views.currency_escrows, state)
-    orders = await _in_thread(views.order_count, state)
-    return _doc(
+    escrow = await in_thread(views.escrow_view, state)
+    escrows = await in_thread(views.currency_escrows, state)
+    orders = await in_thread(views.order_count, state)
+    return doc_at(
         state,
         config=views.jsonable(config),
         escrow=views.jsonable(escrow),
@@ -364,13 +244,13 @@ LISTING_START = IntParam("start", "query", 1, MAX_ID, "first listing id", defaul
     errors=(BAD_PARAM, UNAVAILABLE),
 )
 async def get_listings(request: web.Request) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     start, limit = LISTING_START.read(request), LIMIT.read(request)
-    state = StateAt(reader, _final_height(reader))
-    page = await _in_thread(views.listings, state, start, limit)
+    state = StateAt(reader, final_height(reader))
+    page = await in_thread(views.listings, state, start, limit)
     # Ids are dense (1..count), so the next page starts right after this one's range.
-    more = start + limit < await _in_thread(_next_listing_id, state)
-    return _doc(state, listings=views.jsonable(page), next_start=start + limit if more else None)
+    more = start + limit < await in_thread(_next_listing_id, state)
+    return doc_at(state, listings=views.jsonable(page), next_start=start + limit if more else None)
 
 
 def _next_listing_id(state: StateView) -> int:
@@ -391,13 +271,13 @@ LISTING_ID = IntParam("id", "path", 1, MAX_ID, "listing id")
     errors=(BAD_PARAM, NOT_FOUND, UNAVAILABLE),
 )
 async def get_listing(request: web.Request) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     listing_id = LISTING_ID.read(request)
-    state = StateAt(reader, _final_height(reader))
-    view = await _in_thread(views.listing_view, state, listing_id)
+    state = StateAt(reader, final_height(reader))
+    view = await in_thread(views.listing_view, state, listing_id)
     if view is None:
-        raise _not_found(f"listing {listing_id}", state.height)
-    return _doc(state, listing=views.jsonable(view))
+        raise not_found(f"listing {listing_id}", state.height)
+    return doc_at(state, listing=views.jsonable(view))
 
 
 REVIEWS = Answer(
@@ -410,15 +290,15 @@ REVIEWS = Answer(
 
 
 async def _reviews(request: web.Request, **which: Any) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     before, limit = BEFORE.read(request), LIMIT.read(request)
-    state = StateAt(reader, _final_height(reader))
-    page = await _in_thread(
+    state = StateAt(reader, final_height(reader))
+    page = await in_thread(
         functools.partial(views.reviews_for, state, before=before, limit=limit, **which)
     )
     # A full page may have more behind it: page on from its last order id.
     next_before = page[-1].order_id if len(page) == limit else None
-    return _doc(state, reviews=views.jsonable(page), next_before=next_before)
+    return doc_at(state, reviews=views.jsonable(page), next_before=next_before)
 
 
 @ROUTES.get(
@@ -444,13 +324,13 @@ async def get_listing_reviews(request: web.Request) -> web.Response:
     errors=(BAD_ADDRESS, NOT_FOUND, UNAVAILABLE),
 )
 async def get_merchant(request: web.Request) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     address = _address(request)
-    state = StateAt(reader, _final_height(reader))
-    view = await _in_thread(views.merchant_view, state, address)
+    state = StateAt(reader, final_height(reader))
+    view = await in_thread(views.merchant_view, state, address)
     if view is None:
-        raise _not_found(f"merchant {request.match_info['address']}", state.height)
-    return _doc(state, merchant=views.jsonable(view))
+        raise not_found(f"merchant {request.match_info['address']}", state.height)
+    return doc_at(state, merchant=views.jsonable(view))
 
 
 @ROUTES.get(
@@ -487,11 +367,11 @@ async def get_merchant_reviews(request: web.Request) -> web.Response:
     errors=(BAD_ADDRESS, UNAVAILABLE),
 )
 async def get_roles(request: web.Request) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     address = _address(request)
-    state = StateAt(reader, _final_height(reader))
-    record = await _in_thread(views.roles_view, state, address)
-    return _doc(
+    state = StateAt(reader, final_height(reader))
+    record = await in_thread(views.roles_view, state, address)
+    return doc_at(
         state,
         address=request.match_info["address"],
         roles=[] if record.roles == 0 else views.role_names(record.roles).split(","),
@@ -507,16 +387,16 @@ async def _timed_view(
     request: web.Request, what: str, object_id: IntParam, view_fn: Any
 ) -> web.Response:
     """A session or deal as of the latest final height and that block's time."""
-    reader = _reader(request)
+    reader = reader_of(request)
     oid = object_id.read(request)
-    state = StateAt(reader, _final_height(reader))
+    state = StateAt(reader, final_height(reader))
     header = reader.header(state.height)
     # A deal is live while start <= block time < end: judged at this height's time.
     now_ms = None if header is None else header.time_ms
-    view = await _in_thread(view_fn, state, oid, now_ms)
+    view = await in_thread(view_fn, state, oid, now_ms)
     if view is None:
-        raise _not_found(f"{what} {oid}", state.height)
-    return _doc(state, time_ms=now_ms, **{what: views.jsonable(view)})
+        raise not_found(f"{what} {oid}", state.height)
+    return doc_at(state, time_ms=now_ms, **{what: views.jsonable(view)})
 
 
 SESSION_ID = IntParam("id", "path", 1, MAX_ID, "session id")
@@ -616,14 +496,14 @@ def _orders_page(
 )
 async def get_orders(request: web.Request) -> web.Response:
     """The signer's own orders, as buyer (default) or as merchant, newest first."""
-    reader = _reader(request)
+    reader = reader_of(request)
     role = request.query.get("role", "buyer")
     if role not in ORDER_ROLES:
         raise HttpError(400, "bad_param", f"role must be buyer or merchant, got {role[:40]!r}")
     before, limit = BEFORE.read(request), LIMIT.read(request)
     viewer = _viewer(request)
-    state = StateAt(reader, _final_height(reader))
-    page, total = await _in_thread(_orders_page, state, viewer, role, before, limit)
+    state = StateAt(reader, final_height(reader))
+    page, total = await in_thread(_orders_page, state, viewer, role, before, limit)
     next_before = page[-1].id if len(page) == limit else None
     return _private_doc(
         state, role=role, total=total, orders=views.jsonable(page), next_before=next_before
@@ -652,189 +532,20 @@ ORDER_ID = IntParam("id", "path", 1, MAX_ID, "order id")
     ),
 )
 async def get_order(request: web.Request) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     order_id = ORDER_ID.read(request)
     viewer = _viewer(request)
-    state = StateAt(reader, _final_height(reader))
-    view = await _in_thread(views.order_view, state, order_id, viewer)
+    state = StateAt(reader, final_height(reader))
+    view = await in_thread(views.order_view, state, order_id, viewer)
     if view is None:
-        raise _not_found(f"order {order_id}", state.height)
+        raise not_found(f"order {order_id}", state.height)
     return _private_doc(state, order=views.jsonable(view))
 
 
-# --- provenance ---
+# --- provenance (apps.commerce.http_items) ---
 
-
-# Events a page of an item's history holds at most (and by default). Each comes with
-# its state proof (~3.2 KB of JSON and ~10 KB of memory while the page is built), and a
-# custodian can lengthen a history at a fee per event (hand-offs to a second account
-# need no role): so a request reads the item's record and one page of events, never
-# the whole history, and costs the same at ten events or a million. 256 holds a
-# supply chain's history (tens of events) in one page, and is a quarter of what one
-# answer held before histories came in pages (1,024 events).
-MAX_ITEM_PAGE = 256
-
-ITEM_FROM_SEQ = IntParam(
-    "from_seq",
-    "query",
-    0,
-    2**32 - 1,
-    "seq of the page's first event: 0, then the previous page's `next_from_seq`",
-    default=0,
-)
-ITEM_LIMIT = IntParam(
-    "limit", "query", 1, MAX_ITEM_PAGE, "events in the page at most", default=MAX_ITEM_PAGE
-)
-# Optional: without it, the latest final height (IntParam.read takes no default of
-# "whatever is final now").
-ITEM_HEIGHT = IntParam(
-    "height",
-    "query",
-    1,
-    MAX_ID,
-    "final height to read at (default: the latest): every page after the first asks for "
-    "the first page's `height`, so the pages prove one history",
-)
-
-
-def _item_page(
-    state: StateAt, gtin: str, serial: str, from_seq: int, limit: int
-) -> dict[str, Any] | None:
-    item = views.get_item(state, gtin, serial)
-    if item is None:
-        return None
-    # Seq 0 is always asked for (a history starts with its commissioning); past it, a
-    # start beyond the last event is a client's mistake, not an empty page.
-    if from_seq and from_seq >= item.event_count:
-        raise HttpError(
-            400,
-            "bad_param",
-            f"from_seq must be below the item's {item.event_count} events at height "
-            f"{state.height}, got {from_seq}",
-        )
-    # Only this page's events are read and proven: the work is bounded by `limit`.
-    events = views.item_history(state, gtin, serial, from_seq, limit)
-    view = views.item_view_of(item, events)
-    # Exactly the keys behind the page (the item, then each of its events), each with its
-    # value and proof at this height: the client rebuilds the page from them.
-    entries = []
-    for key in views.item_state_keys(state, gtin, serial, from_seq, limit):
-        state.get(key)
-        value, proof = state.proofs[key]
-        entries.append(
-            {
-                "key": key.hex(),
-                "value": None if value is None else value.hex(),
-                "proof": proof.encode().hex(),
-            }
-        )
-    end = from_seq + len(events)
-    return {
-        "item": views.jsonable(view),
-        "entries": entries,
-        "event_count": item.event_count,
-        "next_from_seq": end if end < item.event_count else None,
-    }
-
-
-@ROUTES.get(
-    "/v1/items/01/{gtin}/21/{serial}",
-    "getItem",
-    "An item's provenance with a state proof, a page at a time",
-    "The path is GS1 Digital Link's (`/01/<gtin>/21/<serial>`). The answer holds "
-    "the item with a page of its EPCIS-shaped history (`limit` events from seq "
-    "`from_seq`) and a proof bundle: with the genesis document a client verifies it "
-    "offline (the commit finalizes the header, whose state root proves every entry). "
-    "Every page proves the item's record (custodian, owner, `event_count`); the "
-    "first page is answered at the latest final height, and a client asks for each "
-    "next page (`from_seq=next_from_seq`) at that `height`, so all pages prove one "
-    f"history. A history of at most {MAX_ITEM_PAGE} events is one page.",
-    params=(
-        Param("gtin", "path", {"type": "string", "pattern": "^[0-9]{14}$"}, "GTIN-14"),
-        Param(
-            "serial", "path", {"type": "string", "minLength": 1, "maxLength": 20}, "serial number"
-        ),
-        ITEM_FROM_SEQ,
-        ITEM_LIMIT,
-        ITEM_HEIGHT,
-    ),
-    ok=Answer(
-        "The item with a page of its history (`item.history`: the page's events), and "
-        "the page's proof.",
-        at_height(
-            item=views.ItemView,
-            proof=ITEM_PROOF,
-            from_seq=described(UINT, "seq of the page's first event"),
-            event_count=described(UINT, "events in the whole history at `height`"),
-            next_from_seq=described(
-                nullable(UINT), "`from_seq` of the next page (at this `height`); null at the end"
-            ),
-        ),
-    ),
-    errors=(
-        Refusal(
-            400,
-            "A bad GTIN or serial, or a parameter out of range: `from_seq` past the last "
-            f"event, `limit` not in 1..{MAX_ITEM_PAGE}, a `height` that is not a number.",
-            "invalid_gtin",
-            "invalid_serial",
-            "bad_param",
-        ),
-        Refusal(
-            404, "No such item at the height read, or a height above the final one.", "not_found"
-        ),
-        Refusal(410, "A height whose state this node no longer keeps (pruning).", "pruned"),
-        UNAVAILABLE,
-    ),
-)
-async def get_item(request: web.Request) -> web.Response:
-    """A page of an item's history with a state proof: what a code on the package
-    resolves to.
-
-    The path is GS1 Digital Link's (``/01/<gtin>/21/<serial>``), so a printed
-    link's path maps onto it as is.
-    """
-    reader = _reader(request)
-    gtin, serial = request.match_info["gtin"], request.match_info["serial"]
-    if not valid_gtin(gtin):
-        raise HttpError(
-            400, "invalid_gtin", f"GTIN must be 14 digits with a valid check digit, got {gtin!r}"
-        )
-    # The registering transaction checks the character set; an unknown serial is a 404.
-    if not 1 <= len(serial) <= 20:
-        raise HttpError(
-            400, "invalid_serial", f"serial must be 1..20 characters, got {len(serial)}"
-        )
-    from_seq, limit = ITEM_FROM_SEQ.read(request), ITEM_LIMIT.read(request)
-    final = _final_height(reader)
-    height = ITEM_HEIGHT.read(request) if ITEM_HEIGHT.name in request.query else final
-    if height > final:
-        raise HttpError(404, "not_found", f"height {height} is above the final height {final}")
-    # A height below what the node keeps is refused by the state reads (410 `pruned`).
-    state = StateAt(reader, height)
-    page = await _in_thread(_item_page, state, gtin, serial, from_seq, limit)
-    if page is None:
-        raise _not_found(f"item (01){gtin}(21){serial}", state.height)
-    header = reader.header(state.height)
-    commit = reader.commit(state.height)
-    assert state.root is not None
-    proof = {
-        "height": state.height,
-        "state_root": state.root.hex(),
-        # The finalized header and its certificate: with the genesis document a
-        # client checks the whole bundle offline.
-        "header": None if header is None else header.encode().hex(),
-        "commit": None if commit is None else commit.encode().hex(),
-        "entries": page["entries"],
-    }
-    return _doc(
-        state,
-        item=page["item"],
-        proof=proof,
-        from_seq=from_seq,
-        event_count=page["event_count"],
-        next_from_seq=page["next_from_seq"],
-    )
+# Between the orders and the feeds: mounted and documented where they always were.
+ROUTES.include(ITEM_ROUTES)
 
 
 # --- WebSocket feeds ---
@@ -910,9 +621,9 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     hub = request.app[feed.HUB]
     session_id = SESSION_ID.read(request)
     start = _feed_start(request, hub)
-    latest = StateAt(hub.reader, _final_height(hub.reader))
-    if await _in_thread(views.get_session, latest, session_id) is None:
-        raise _not_found(f"session {session_id}", latest.height)
+    latest = StateAt(hub.reader, final_height(hub.reader))
+    if await in_thread(views.get_session, latest, session_id) is None:
+        raise not_found(f"session {session_id}", latest.height)
     reader = hub.reader
 
     def ended_at(height: int) -> bool:

@@ -1,6 +1,6 @@
 """Checking an item's history as a client gets it from an untrusted node, a page at a time.
 
-``GET /v1/items/01/{gtin}/21/{serial}`` (``apps.commerce.http``) answers the item's
+``GET /v1/items/01/{gtin}/21/{serial}`` (``apps.commerce.http_items``) answers the item's
 record and a page of its events, each with a state proof at one final height. A client
 certifies that height's header (``cli.light``; ``web/src/lib/item.js`` in the browser,
 which follows these checks) and checks every page against it here. Apart from the route

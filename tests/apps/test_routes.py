@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from apps.routes import Answer, IntParam, RouteTable
+from apps.routes import Answer, Component, IntParam, RouteTable
 from core import HttpError
 
 LIMIT = IntParam("limit", "query", 1, 200, "page size", default=50)
@@ -52,3 +52,28 @@ def test_a_table_mounts_each_declared_route_once():
     table.mount(app)
     mounted = {(r.method, r.resource.canonical, r.handler) for r in app.router.routes()}
     assert mounted == {("GET", "/v1/x/{id}", get_x), ("HEAD", "/v1/x/{id}", get_x)}
+
+
+def test_an_included_table_keeps_its_routes_in_place():
+    # A module's routes kept in a module of their own are mounted and documented where
+    # the including table takes them, with their own tag, and never twice.
+    extra_component = Component("Extra", {"type": "object"})
+    shared_component = Component("Shared", {"type": "object"})
+    table = RouteTable("outer", components=(shared_component,))
+    inner = RouteTable("inner", components=(shared_component, extra_component))
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    table.get("/v1/a", "getA", "A", "A.", ok=Answer("A."))(handler)
+    inner.get("/v1/b", "getB", "B", "B.", ok=Answer("B."))(handler)
+    table.include(inner)
+    table.post("/v1/c", "postC", "C", "C.", ok=Answer("C."))(handler)
+    assert [(r.method, r.path, r.tag) for r in table] == [
+        ("GET", "/v1/a", "outer"),
+        ("GET", "/v1/b", "inner"),
+        ("POST", "/v1/c", "outer"),
+    ]
+    assert table.components == (shared_component, extra_component)
+    with pytest.raises(ValueError, match="declared twice"):
+        table.include(inner)

@@ -12,8 +12,7 @@ import hashlib
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from apps.commerce import http as commerce_http
-from apps.commerce import keys
+from apps.commerce import http_items, keys
 from apps.commerce import payloads as tx
 from apps.commerce.http import (
     READ_WINDOW_MS,
@@ -353,8 +352,8 @@ def certified(d: Driver, doc: dict) -> BlockHeader:
 @pytest.fixture
 def pages_of_two(monkeypatch):
     """Pages of at most two events (as a history of 257 would take as many transactions)."""
-    limit = dataclasses.replace(commerce_http.ITEM_LIMIT, high=2, default=2)
-    monkeypatch.setattr(commerce_http, "ITEM_LIMIT", limit)
+    limit = dataclasses.replace(http_items.ITEM_LIMIT, high=2, default=2)
+    monkeypatch.setattr(http_items, "ITEM_LIMIT", limit)
 
 
 async def test_a_long_history_is_answered_in_pages_at_one_height(driver, pages_of_two):

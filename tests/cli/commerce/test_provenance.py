@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from apps.commerce import http as commerce_http
+from apps.commerce import http_items
 from cli.client import NodeClient
 from cli.main import main
 from core import format_address
@@ -26,8 +26,8 @@ PATH = f"/v1/items/01/{GTIN}/21/SN-9"
 @pytest.fixture
 async def driver(tmp_path, monkeypatch):
     """A node whose item pages hold at most two events."""
-    limit = dataclasses.replace(commerce_http.ITEM_LIMIT, high=2, default=2)
-    monkeypatch.setattr(commerce_http, "ITEM_LIMIT", limit)
+    limit = dataclasses.replace(http_items.ITEM_LIMIT, high=2, default=2)
+    monkeypatch.setattr(http_items, "ITEM_LIMIT", limit)
     async with running_driver(tmp_path) as d:
         yield d
 
