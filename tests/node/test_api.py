@@ -26,7 +26,8 @@ from core import (
     sign_tx,
 )
 from genesis import Genesis
-from node.api import RenderedBlocks, errors_middleware
+from node.api import errors_middleware
+from node.chain_api import RenderedBlocks
 from storage import StateProof, verify_proof
 from vm import Account, Transfer, account_key
 
