@@ -5,11 +5,18 @@ A header is final when more than 2/3 of *its* epoch's producers signed it. Epoch
 begin-block of the previous epoch's last block. So the producers of any height
 are reached by walking the epochs: verify the last header of epoch e-1 with
 set e-1, prove set e against that header's state root, and go on.
+
+A walk may start from a ``Checkpoint`` instead of genesis: a set this client verified
+before, kept by a ``CheckpointStore`` (the CLI's is ``cli.trust.ProducerCache``). A
+final block is never reverted, so a set once derived from genesis stays the set of
+its epoch; the store only saves the walk.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cli.client import NodeClient, NodeError
 from consensus import ValidatorSet, epoch_of, verify_commit
@@ -24,6 +31,32 @@ def trusted_genesis(client: NodeClient, genesis_file: Path | None) -> Genesis:
     if genesis_file is not None:
         return load_genesis(genesis_file)
     return Genesis.from_json(client.genesis()["genesis"])
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Epoch ``epoch``'s producers, proven in the state of the certified header at
+    ``height`` (the last block of epoch ``epoch - 1``, ``epoch * epoch_length``); the
+    header's hash and state root are the proof point."""
+
+    epoch: int
+    height: int
+    header_hash: bytes
+    state_root: bytes
+    producers: ProducerSet
+
+
+class CheckpointStore(Protocol):
+    """Where a light client keeps the highest producer set it verified for a genesis."""
+
+    def load(self, genesis: Genesis) -> Checkpoint | None:
+        """The kept checkpoint of ``genesis``'s chain; None if there is none (or it is
+        unusable: then the walk starts from genesis again)."""
+        ...
+
+    def save(self, genesis: Genesis, checkpoint: Checkpoint) -> None:
+        """Keep ``checkpoint`` (verified from ``genesis``) in place of the one kept."""
+        ...
 
 
 def certified_header(
@@ -66,10 +99,13 @@ def proven_value(client: NodeClient, key: bytes, height: int, state_root: bytes)
     return value
 
 
-def proven_state(client: NodeClient, genesis: Genesis, key: bytes) -> tuple[bytes | None, int]:
+def proven_state(
+    client: NodeClient, genesis: Genesis, key: bytes, store: CheckpointStore | None = None
+) -> tuple[bytes | None, int]:
     """The value of ``key`` (None: absent) at the node's latest final height, and that
     height: proven against the height's header, whose certificate is checked against
-    the producers derived from ``genesis``. Nothing the node says is taken on its word."""
+    the producers derived from ``genesis`` (from ``store``'s checkpoint on). Nothing the
+    node says is taken on its word."""
     doc = client.get(f"/v1/state/{key.hex()}")
     try:
         height = int(doc["height"])
@@ -79,24 +115,41 @@ def proven_state(client: NodeClient, genesis: Genesis, key: bytes) -> tuple[byte
         raise NodeError(
             "bad_answer", f"the node's state answer is malformed: {exc!r}"[:200]
         ) from None
-    validators = producers_at(client, genesis, height)
+    validators = producers_at(client, genesis, height, store)
     header = fetch_certified_header(client, genesis, height, validators)
     verify_proof(header.state_root, key, value, proof)
     return value, height
 
 
-def producers_at(client: NodeClient, genesis: Genesis, height: int) -> ValidatorSet:
-    """The producers of block ``height``, derived from genesis through proofs only."""
+def producers_at(
+    client: NodeClient, genesis: Genesis, height: int, store: CheckpointStore | None = None
+) -> ValidatorSet:
+    """The producers of block ``height``, derived from genesis through proofs only.
+
+    With ``store``, the walk starts after its checkpoint when that is not beyond
+    ``height``'s epoch, and the highest set verified is kept there for the next walk.
+    """
     validators = ValidatorSet.of(v.public_key for v in genesis.validators)
     if genesis.staking is None:
         return validators
     # epoch_length is not governable, so genesis's value holds for the whole chain.
     length = genesis.params.epoch_length
-    for epoch in range(1, epoch_of(height, length) + 1):
+    target = epoch_of(height, length)
+    kept = store.load(genesis) if store is not None else None
+    start = 1
+    if kept is not None and kept.epoch <= target:
+        validators, start = kept.producers.validator_set(), kept.epoch + 1
+    reached: Checkpoint | None = None
+    for epoch in range(start, target + 1):
         boundary = epoch * length
         header = fetch_certified_header(client, genesis, boundary, validators)
         value = proven_value(client, producer_set_key(epoch), boundary, header.state_root)
         if value is None:
             raise NodeError("no_producer_set", f"no producer set for epoch {epoch} is proven")
-        validators = ProducerSet.decode(value).validator_set()
+        producers = ProducerSet.decode(value)
+        validators = producers.validator_set()
+        reached = Checkpoint(epoch, boundary, header.hash, header.state_root, producers)
+    # Only ever forward: a walk below the kept epoch (an old height) keeps the higher one.
+    if store is not None and reached is not None and (kept is None or reached.epoch > kept.epoch):
+        store.save(genesis, reached)
     return validators
