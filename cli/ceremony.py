@@ -1,10 +1,14 @@
-"""``liveledger init`` and ``liveledger genesis``: a member's node home and the genesis ceremony.
+"""``liveledger init`` and ``liveledger genesis``: a member's node home, the genesis
+ceremony, and the genesis a client trusts.
 
 Each member runs ``init`` and ``genesis contribute`` on its own machine; a
 coordinator runs ``genesis assemble``; every member runs ``genesis hash``, compares
 the hash with the others out of band, and ``genesis install``s the document. The
 functions behind them are ``genesis.home`` and ``genesis.ceremony``, which
 ``liveledger devnet`` uses too.
+
+A client (merchant, shopper, auditor) pins the genesis it was given in its keyring
+(``genesis pin``, ``genesis pinned``): ``cli.trust`` says what that changes.
 """
 
 from __future__ import annotations
@@ -14,12 +18,22 @@ from pathlib import Path
 
 import click
 
+from cli.client import NodeClient
 from cli.keyring import passphrase_from_env_or_prompt
-from cli.main import clear_errors, main
+from cli.main import clear_errors, keyring_option, main, node_option
+from cli.trust import (
+    ProducerCache,
+    TrustError,
+    pin_genesis,
+    pin_path,
+    pinned_genesis,
+    trust_dir,
+)
 from core import parse_address
 from core.errors import InvalidAddress
 from core.keystore import atomic_write, load_key, read_key_info
 from genesis import (
+    Genesis,
     HomeError,
     assemble,
     genesis_json_bytes,
@@ -112,7 +126,8 @@ def init(home: Path, moniker: str, p2p_listen: str, external: str | None, http_l
 
 @main.group()
 def genesis() -> None:
-    """The genesis ceremony: contribute, assemble, hash, install."""
+    """The genesis ceremony (contribute, assemble, hash, install); the genesis a client
+    trusts (pin, pinned)."""
 
 
 @genesis.command("contribute")
@@ -296,3 +311,104 @@ def install(home: Path, genesis_file: Path, expect_hash: str) -> None:
         click.echo(f"this node is validator {mine[0].name!r} at {mine[0].address or '-'}")
     else:
         click.echo("this node is not a genesis validator (a member admitted later)", err=True)
+
+
+def _expected_hash(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        expected = bytes.fromhex(text)
+    except ValueError:
+        raise click.BadParameter("must be 64 hex characters", param_hint="--expect-hash") from None
+    if len(expected) != 32:
+        raise click.BadParameter("must be 32 bytes of hex", param_hint="--expect-hash")
+    return expected
+
+
+@genesis.command("pin")
+@click.argument(
+    "genesis_file", required=False, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.option(
+    "--from-node",
+    is_flag=True,
+    help="Trust on first use: pin the genesis the node (--node) serves. Compare the hash "
+    "printed with the consortium's out of band, or give it with --expect-hash.",
+)
+@click.option(
+    "--expect-hash",
+    default=None,
+    help="The genesis hash the consortium gave out of band; any other genesis is refused.",
+)
+@click.option("--replace", is_flag=True, help="Replace the genesis pinned now (another chain's).")
+@keyring_option
+@node_option
+@clear_errors
+def pin(
+    genesis_file: Path | None,
+    from_node: bool,
+    expect_hash: str | None,
+    replace: bool,
+    keyring: Path,
+    node_url: str,
+) -> None:
+    """Pin GENESIS_FILE (or with --from-node, the node's genesis) in the keyring.
+
+    From then on every command with this keyring trusts that genesis: it signs for its
+    chain id, refuses a node whose chain id or genesis hash differs, and proves the key
+    an address is sealed to (and what --prove shows) against headers certified by
+    producers derived from it. Prints the genesis hash: compare it with the one the
+    consortium gave out of band (`liveledger genesis hash` on their file).
+    """
+    if (genesis_file is None) == (not from_node):
+        raise click.UsageError("give a GENESIS_FILE or --from-node (not both)")
+    expected = _expected_hash(expect_hash)
+    if genesis_file is not None:
+        doc = load_genesis(genesis_file)
+        source = str(genesis_file)
+    else:
+        client = NodeClient(node_url)
+        doc = Genesis.from_json(client.genesis()["genesis"])
+        source = f"the node at {client.url}"
+    # The hash is computed here from the document, never taken from the node.
+    if expected is not None and doc.hash != expected:
+        raise TrustError(
+            f"{source} holds genesis {doc.hash.hex()} of chain {doc.chain_id!r}, not the "
+            f"expected {expected.hex()}: nothing was pinned",
+            "hash_mismatch",
+        )
+    changed = pin_genesis(keyring, doc, replace=replace)
+    verb = "pinned" if changed else "already pinned"
+    click.echo(f"{verb} genesis {doc.hash.hex()} of chain {doc.chain_id} in {pin_path(keyring)}")
+    if from_node and expected is None:
+        click.echo(
+            f"note: trusted on first use: this is the genesis {source} serves. Compare its "
+            "hash with the one the consortium gave out of band; if they differ, pin theirs "
+            "with --replace",
+            err=True,
+        )
+
+
+@genesis.command("pinned")
+@keyring_option
+@clear_errors
+def pinned(keyring: Path) -> None:
+    """Show the genesis pinned in the keyring and the highest epoch whose producers the
+    CLI verified from it (kept so that commands do not walk every epoch again)."""
+    doc = pinned_genesis(keyring)
+    if doc is None:
+        raise TrustError(
+            f"no genesis is pinned in keyring {keyring} ({pin_path(keyring)}): "
+            "pin the consortium's with `liveledger genesis pin FILE`",
+            "no_pin",
+        )
+    cache = ProducerCache(trust_dir(keyring))
+    checkpoint = cache.load(doc)
+    out = {
+        "file": str(pin_path(keyring)),
+        "chain_id": doc.chain_id,
+        "genesis_hash": doc.hash.hex(),
+        "verified_epoch": None if checkpoint is None else checkpoint.epoch,
+        "verified_height": None if checkpoint is None else checkpoint.height,
+    }
+    click.echo(json.dumps(out, indent=2))
