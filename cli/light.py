@@ -15,22 +15,14 @@ its epoch; the store only saves the walk.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from cli.client import NodeClient, NodeError
 from consensus import ValidatorSet, epoch_of, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
 from core import BlockHeader, Commit
-from genesis import Genesis, load_genesis
+from genesis import Genesis
 from storage import StateProof, verify_proof
-
-
-def trusted_genesis(client: NodeClient, genesis_file: Path | None) -> Genesis:
-    """The genesis to trust: the given file, else the node's (its hash is shown to the user)."""
-    if genesis_file is not None:
-        return load_genesis(genesis_file)
-    return Genesis.from_json(client.genesis()["genesis"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,9 @@ from cli.client import NodeClient, NodeError, node_url
 from cli.devnet import devnet_env, run_devnet
 from cli.keyring import Keyring
 from cli.keys import keys
-from cli.light import fetch_certified_header, producers_at, trusted_genesis
+from cli.light import CheckpointStore, fetch_certified_header, producers_at
 from cli.send import fail, hint_for, submit_tx
+from cli.trust import SIGNED_FOR, command_anchor, proof_anchor
 from core import LiveLedgerError, format_address, parse_address
 from genesis import Genesis
 from storage import StateProof, verify_proof
@@ -61,7 +62,17 @@ genesis_option = click.option(
     "--genesis",
     "genesis_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Trusted genesis.json (default: fetched from the node; its hash is printed).",
+    help="Trusted genesis.json (default: the genesis pinned in the keyring, `liveledger "
+    "genesis pin`; with neither, the node's, its hash printed to compare).",
+)
+# The genesis a transaction command trusts for this run, in place of the pinned one.
+tx_genesis_option = click.option(
+    "--genesis",
+    "genesis_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Trusted genesis.json: the transaction is signed for its chain id and a node of "
+    "another chain is refused (default: the genesis pinned in the keyring, `liveledger "
+    "genesis pin`; with neither, the node's word).",
 )
 
 
@@ -92,7 +103,13 @@ def clear_errors(fn: _F) -> _F:
 @click.option("--log-level", default="INFO", show_default=True, help="Log level of node processes.")
 @click.pass_context
 def main(ctx: click.Context, log_level: str) -> None:
-    """LiveLedger: a permissioned blockchain for live-stream commerce."""
+    """LiveLedger: a permissioned blockchain for live-stream commerce.
+
+    Trust: pin the consortium's genesis in the keyring once (`liveledger genesis pin
+    FILE`); from then on every command signs for its chain id, refuses a node of another
+    chain, and proves what it seals an address to and what --prove shows against it.
+    Without a pin (or --genesis FILE) a command takes the node's word and says so.
+    """
     ctx.obj = {"log_level": log_level}
 
 
@@ -212,6 +229,7 @@ def tx() -> None:
     "--wait", is_flag=True, help="Return once committed; fail with the error code if it failed."
 )
 @simulate_option
+@tx_genesis_option
 @node_option
 @clear_errors
 def tx_transfer(
@@ -223,9 +241,11 @@ def tx_transfer(
     nonce: int | None,
     wait: bool,
     no_simulate: bool,
+    genesis_file: Path | None,
     node_url: str,
 ) -> None:
     """Transfer tokens."""
+    anchor = command_anchor(keyring, genesis_file, SIGNED_FOR)
     payload = Transfer(to=Keyring(keyring).resolve(recipient), amount=amount).encode()
     submit_tx(
         NodeClient(node_url),
@@ -237,6 +257,7 @@ def tx_transfer(
         nonce,
         wait,
         simulate=not no_simulate,
+        anchor=anchor,
     )
 
 
@@ -248,8 +269,14 @@ def query() -> None:
     """Read chain state."""
 
 
-def verify_account_proof(client: NodeClient, doc: dict[str, Any], genesis: Genesis) -> None:
-    """Check a proven account against a finalized header, trusting only ``genesis``."""
+def verify_account_proof(
+    client: NodeClient,
+    doc: dict[str, Any],
+    genesis: Genesis,
+    store: CheckpointStore | None = None,
+) -> None:
+    """Check a proven account against a finalized header, trusting only ``genesis`` (and
+    the producer sets ``store`` kept, verified from it before)."""
     height = doc["height"]
     address = parse_address(doc["address"])
     key = account_key(address)
@@ -257,7 +284,7 @@ def verify_account_proof(client: NodeClient, doc: dict[str, Any], genesis: Genes
     proof = StateProof.decode(bytes.fromhex(doc["proof"]))
     # The header is final: more than 2/3 of that height's producers signed it; the
     # producers themselves are derived from genesis through proofs.
-    validators = producers_at(client, genesis, height)
+    validators = producers_at(client, genesis, height, store)
     header = fetch_certified_header(client, genesis, height, validators)
     # The proof is against that header's state root.
     if header.state_root.hex() != doc["state_root"]:
@@ -299,7 +326,8 @@ def _proven(state_root: bytes, key: bytes, entry: Any) -> bytes | None:
     "--keyring",
     envvar="LIVELEDGER_KEYRING",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where ADDRESS may name a key instead (or set LIVELEDGER_KEYRING).",
+    help="Where ADDRESS may name a key instead, and --prove finds the pinned genesis and "
+    "the producers verified before (or set LIVELEDGER_KEYRING).",
 )
 @node_option
 @clear_errors
@@ -321,10 +349,11 @@ def query_account(
         out["next_nonce"] = doc["next_nonce"]
     out["balances"] = {b["currency"]: b["balance"] for b in doc.get("balances", [])}
     if prove:
-        genesis = trusted_genesis(client, genesis_file)
+        anchor = proof_anchor(client, keyring, genesis_file)
+        genesis = anchor.genesis
         if doc["height"] == 0:
             raise NodeError("no_blocks", "no block is final yet; nothing to prove against")
-        verify_account_proof(client, doc, genesis)
+        verify_account_proof(client, doc, genesis, anchor.cache)
         out["proof"] = {
             "verified": True,
             "height": doc["height"],

@@ -7,6 +7,8 @@ proposing, voting on proposals) are signed by its node key: ``--home H`` signs w
 HTTP API. Anyone else's (bonding, ballots, evidence) may come from a keyring key
 (``--keyring K --from NAME``) as well. Fees and expiry follow the parameters in
 force (``GET /v1/params``), so a fee raised by governance is paid without a flag.
+The chain id signed for is that of the genesis installed in ``H`` (or pinned in ``K``,
+``cli.trust``); a node of another chain is refused before anything is signed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from cli.client import NodeClient
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 from cli.main import clear_errors, main, query
 from cli.send import sign_and_send
+from cli.trust import SIGNED_FOR, command_anchor
 from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,
@@ -108,10 +111,18 @@ class Signer:
         return ring.load(self.sender, passphrase)
 
     def send(self, tx_type: str, payload: Wire) -> None:
-        """Sign and send; with ``--wait`` ``sign_and_send`` prints the events (ids of what
-        it made)."""
+        """Sign for the trusted chain and send; with ``--wait`` ``sign_and_send`` prints
+        the events (ids of what it made)."""
+        anchor = command_anchor(self.keyring, None, SIGNED_FOR, self.home)
         sign_and_send(
-            self.client, self.key(), tx_type, payload.encode(), self.fee, self.nonce, self.wait
+            self.client,
+            self.key(),
+            tx_type,
+            payload.encode(),
+            self.fee,
+            self.nonce,
+            self.wait,
+            anchor=anchor,
         )
 
 

@@ -2,6 +2,9 @@
 
 ``submit_tx`` is what every transaction command ends in:
 
+0. the chain id signed for is the trusted genesis's (``cli.trust``: ``--genesis``, the
+   pinned one, a node home's), and a node of another chain is refused before anything
+   is signed; without one, the chain id the node states (the command warned of it);
 1. the nonce is the node's ``next_nonce`` for the signer: after the transactions it
    holds pending for it, so commands sent back to back do not collide;
 2. the signed transaction is simulated on the node (``POST /v1/txs/simulate``): if a
@@ -28,6 +31,7 @@ import click
 from cli.client import NodeClient, NodeError
 from cli.human import event_line, times_in
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
+from cli.trust import Anchor, signing_chain_id
 from core import PrivateKey, TxBody, format_address, sign_tx
 
 # Exit statuses: refused before a block (bad input, the node's admission), and an
@@ -69,6 +73,11 @@ def hint_for(exc: NodeError, nonce: int | None = None, explicit_nonce: bool = Fa
             "is the node running? Give its URL with --node or LIVELEDGER_NODE "
             "(`liveledger devnet env` prints a devnet's)"
         )
+    if exc.code in ("chain_mismatch", "genesis_mismatch"):
+        return (
+            "point --node (or LIVELEDGER_NODE) at a node of the trusted chain; if the "
+            "consortium gave you another genesis, pin it: `liveledger genesis pin FILE --replace`"
+        )
     if exc.code in ("insufficient_fee", "insufficient_funds"):
         return "fund the key first (e.g. `liveledger tx transfer --from faucet ...`)"
     return ""
@@ -86,17 +95,21 @@ def submit_tx(
     *,
     simulate: bool = True,
     key: PrivateKey | None = None,
+    anchor: Anchor | None = None,
 ) -> dict[str, Any] | None:
     """Sign a transaction of the key NAME, simulate it, send it and print its hash; with
     ``wait``, its outcome. Returns the committed transaction (with ``wait``), else None.
 
-    ``key``: the signing key if the caller loaded it already (one passphrase prompt).
+    ``key``: the signing key if the caller loaded it already (one passphrase prompt);
+    ``anchor``: the trusted genesis, whose chain id is signed for (None: the node's).
     """
     ring = Keyring(keyring)
     ring.address(name)  # a missing key fails before the passphrase is asked for
     if key is None:
         key = ring.load(name, passphrase_from_env_or_prompt(confirm=False))
-    return sign_and_send(client, key, tx_type, payload, fee, nonce, wait, simulate=simulate)
+    return sign_and_send(
+        client, key, tx_type, payload, fee, nonce, wait, simulate=simulate, anchor=anchor
+    )
 
 
 def sign_and_send(
@@ -109,14 +122,18 @@ def sign_and_send(
     wait: bool,
     *,
     simulate: bool = True,
+    anchor: Anchor | None = None,
 ) -> dict[str, Any] | None:
     """Sign with ``key``, simulate, send, print the hash; with ``wait``, the height and
     events (or exit 3 with the receipt's code) and return the committed transaction.
 
-    The fee (by default the minimum) and the expiry bound are the parameters in force
-    (``GET /v1/params``): governance may have changed them since genesis.
+    The chain id is ``anchor``'s, once the node's status shows that chain and genesis
+    (else ``chain_mismatch``/``genesis_mismatch``, nothing signed); without an anchor,
+    the node's. The fee (by default the minimum) and the expiry bound are the parameters
+    in force (``GET /v1/params``): governance may have changed them since genesis.
     """
     status = client.status()
+    chain_id = signing_chain_id(status, client.url, anchor)
     params = client.params()["params"]
     explicit = nonce is not None
     if nonce is None:
@@ -130,7 +147,7 @@ def sign_and_send(
         type=tx_type,
         payload=payload,
     )
-    raw = sign_tx(key, status["chain_id"], body).encode()
+    raw = sign_tx(key, chain_id, body).encode()
     if simulate:
         _simulate(client, raw, nonce, explicit)
     try:

@@ -6,9 +6,11 @@ the limit in characters a buyer can act on (the sealed box must fit the chain's
 ``sealed_address_max_bytes`` and the text ``MAX_ADDRESS_TEXT`` UTF-8 bytes).
 
 Sealing (``merchant_seal_key``, ``auditor_seal_key``): to the merchant's (or an
-auditor's) X25519 key as the node shows it, or, with ``--genesis``, as its record
-proves it: the box goes to the node (to simulate, then to send), so a node that showed
-its own key would open it.
+auditor's) X25519 key as its record proves it at a final height certified from the
+trusted genesis (``cli.trust``: ``--genesis``, else the one pinned in the keyring); the
+box goes to the node (to simulate, then to send), so a node that showed its own key
+would open it. Without a trusted genesis, the key as the node shows it (the command
+warns that it takes the node's word).
 
 Keeping (``keep_address``/``kept_address``): the buyer seals the address to the
 merchant's X25519 key and cannot open that copy, yet buyer or merchant may disclose it
@@ -35,9 +37,9 @@ from apps.commerce.sealing import MAX_ADDRESS_TEXT, ShippingAddress, commitment
 from cli.client import NodeClient, NodeError
 from cli.keyring import check_name, local_secret
 from cli.light import proven_state
+from cli.trust import Anchor
 from core import PrivateKey, format_address, parse_address
 from core.keystore import KeystoreError, atomic_write
-from genesis import load_genesis
 
 KEEP_DIR = "addresses"
 KEEP_VERSION = 1
@@ -115,36 +117,24 @@ def kept_address(
     return bytes(plaintext)
 
 
-# ``order place``, ``bid`` and ``order disclose``: the genesis the key an address is
-# sealed to is proven against.
-seal_genesis_option = click.option(
-    "--genesis",
-    "genesis_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Trusted genesis.json: the X25519 key the address is sealed to (the merchant's, "
-    "or an auditor's) is proven against it before the address is sealed (default: the "
-    "node's word for the key).",
-)
-
-
-def merchant_seal_key(client: NodeClient, merchant: str, genesis_file: Path | None) -> bytes:
+def merchant_seal_key(client: NodeClient, merchant: str, anchor: Anchor | None) -> bytes:
     """The X25519 key to seal an address to for ``merchant`` (``ll1...``): the one the
-    node shows, proven against the merchant's record when ``genesis_file`` is given."""
+    node shows, proven against the merchant's record when there is an ``anchor``."""
     shown = bytes.fromhex(client.get(f"/v1/merchants/{merchant}")["merchant"]["enc_key"])
     record = merchant_key(parse_address(merchant))
     return _sealing_key(
-        client, genesis_file, shown, record, lambda raw: Merchant.decode(raw).enc_key, merchant
+        client, anchor, shown, record, lambda raw: Merchant.decode(raw).enc_key, merchant
     )
 
 
-def auditor_seal_key(client: NodeClient, auditor: bytes, genesis_file: Path | None) -> bytes:
+def auditor_seal_key(client: NodeClient, auditor: bytes, anchor: Anchor | None) -> bytes:
     """The X25519 key ``auditor`` registered with its role (empty if none): the one the
-    node shows, proven against its role record when ``genesis_file`` is given."""
+    node shows, proven against its role record when there is an ``anchor``."""
     name = format_address(auditor)
     shown = bytes.fromhex(client.get(f"/v1/roles/{name}")["enc_key"])
     return _sealing_key(
         client,
-        genesis_file,
+        anchor,
         shown,
         role_key(auditor),
         lambda raw: RoleRecord.decode(raw).enc_key,
@@ -154,18 +144,20 @@ def auditor_seal_key(client: NodeClient, auditor: bytes, genesis_file: Path | No
 
 def _sealing_key(
     client: NodeClient,
-    genesis_file: Path | None,
+    anchor: Anchor | None,
     shown: bytes,
     record: bytes,
     key_of: Callable[[bytes], bytes],
     whose: str,
 ) -> bytes:
-    """``shown`` (the node's word), or with ``genesis_file`` the key ``key_of`` reads from
-    ``record`` proven at a final height certified from that genesis: ``proof_mismatch``
+    """``shown`` (the node's word), or with ``anchor`` the key ``key_of`` reads from
+    ``record`` proven at a final height certified from its genesis: ``proof_mismatch``
     if the node showed another, before anything is sealed or sent."""
-    if genesis_file is None:
+    if anchor is None:
         return shown
-    raw, height = proven_state(client, load_genesis(genesis_file), record)
+    # A node of another chain is refused by name rather than by a failed certificate.
+    anchor.check_node(client)
+    raw, height = proven_state(client, anchor.genesis, record, anchor.cache)
     # No record: no key (the caller refuses an empty one, as the node's word for it).
     proven = b"" if raw is None else key_of(raw)
     if proven != shown:

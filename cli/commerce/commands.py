@@ -1,7 +1,7 @@
 """The building blocks of the commerce commands, shared by all of them.
 
-Parameter types, the ``--keyring``/``--from`` options, ``TxOpts`` with the
-``tx_command``/``read_command`` decorators, and small value and output helpers.
+Parameter types, the ``--keyring``/``--from``/``--genesis`` options, ``TxOpts`` with
+the ``tx_command``/``read_command`` decorators, and small value and output helpers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from cli import human
 from cli.client import NodeClient
 from cli.commerce.client import CommerceClient
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
-from cli.main import clear_errors, keyring_option, node_option, simulate_option, submit_tx
+from cli.main import (
+    clear_errors,
+    keyring_option,
+    node_option,
+    simulate_option,
+    submit_tx,
+    tx_genesis_option,
+)
+from cli.trust import SIGNED_FOR, Anchor, command_anchor
 from core import PrivateKey, parse_address
 
 U64 = click.IntRange(0, 2**64 - 1)
@@ -30,6 +38,22 @@ BPS = click.IntRange(0, 10_000)
 
 from_option = click.option(
     "--from", "sender", required=True, help="Name of the signing key in the keyring."
+)
+
+# ``order place``, ``bid`` and ``order disclose``: the key an address is sealed to is
+# proven against the trusted genesis too.
+seal_genesis_option = click.option(
+    "--genesis",
+    "genesis_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Trusted genesis.json: the X25519 key the address is sealed to (the merchant's, "
+    "or an auditor's) is proven against it before the address is sealed, and the "
+    "transaction signed for its chain id (default: the genesis pinned in the keyring, "
+    "`liveledger genesis pin`; with neither, the node's word for both).",
+)
+SEALED_TO = (
+    SIGNED_FOR + ", and the X25519 key the address is sealed to (a node that shows its own "
+    "key opens the address),"
 )
 
 
@@ -44,10 +68,16 @@ class TxOpts:
     wait: bool
     node_url: str
     simulate: bool = True
+    # The trusted genesis (``cli.trust``); None: the node's word, as the command warned.
+    anchor: Anchor | None = None
 
     @property
     def client(self) -> CommerceClient:
         return CommerceClient(self.node_url)
+
+    def get_signed(self, path: str, client: CommerceClient | None = None) -> Any:
+        """GET ``path`` signed by the signer, for the trusted chain."""
+        return (client or self.client).get_signed(path, self.keyring, self.sender, self.anchor)
 
     def send(
         self,
@@ -69,6 +99,7 @@ class TxOpts:
             self.wait,
             simulate=self.simulate,
             key=key,
+            anchor=self.anchor,
         )
 
     def signing_key(self) -> PrivateKey:
@@ -83,8 +114,12 @@ class TxOpts:
         return Keyring(self.keyring).resolve(text)
 
 
-def tx_command(group: click.Group, name: str) -> Callable[[Callable[..., None]], click.Command]:
-    """A transaction command of ``group``: the shared options arrive as one ``TxOpts``."""
+def tx_command(
+    group: click.Group, name: str, *, seals: bool = False
+) -> Callable[[Callable[..., None]], click.Command]:
+    """A transaction command of ``group``: the shared options arrive as one ``TxOpts``,
+    with the trusted genesis (``--genesis``, else the keyring's pin) as its anchor.
+    ``seals``: the command seals an address to a key the anchor proves."""
 
     def decorate(fn: Callable[..., None]) -> click.Command:
         @wraps(fn)
@@ -96,12 +131,16 @@ def tx_command(group: click.Group, name: str) -> Callable[[Callable[..., None]],
             wait: bool,
             no_simulate: bool,
             node_url: str,
+            genesis_file: Path | None,
             **kwargs: Any,
         ) -> None:
-            fn(TxOpts(keyring, sender, fee, nonce, wait, node_url, not no_simulate), **kwargs)
+            anchor = command_anchor(keyring, genesis_file, SEALED_TO if seals else SIGNED_FOR)
+            opts = TxOpts(keyring, sender, fee, nonce, wait, node_url, not no_simulate, anchor)
+            fn(opts, **kwargs)
 
         cmd: Any = clear_errors(run)
         for option in (
+            seal_genesis_option if seals else tx_genesis_option,
             node_option,
             simulate_option,
             click.option(

@@ -17,7 +17,6 @@ from cli.commerce.addresses import (
     keep_address,
     kept_address,
     merchant_seal_key,
-    seal_genesis_option,
 )
 from cli.commerce.client import CommerceClient
 from cli.commerce.commands import (
@@ -35,7 +34,11 @@ from cli.commerce.enc_keys import enc_keys_of, enc_private
 from cli.human import gtin14
 from cli.keyring import Keyring
 from cli.main import clear_errors, main, node_option
+from cli.trust import command_anchor
 from core import format_address
+
+# The order reads are signed: for the pinned genesis's chain id, else the node's.
+READ_SIGNED_FOR = "the chain id this read request is signed for"
 
 
 @main.group()
@@ -43,7 +46,7 @@ def order() -> None:
     """Place and settle orders."""
 
 
-@tx_command(order, "place")
+@tx_command(order, "place", seals=True)
 @click.argument("listing_id", type=ID)
 @click.option("--quantity", type=AMOUNT, default=1, show_default=True)
 @click.option(
@@ -56,7 +59,6 @@ def order() -> None:
     default=None,
     help="The currency you agree to pay in (default: the listing's, as the node shows it).",
 )
-@seal_genesis_option
 def order_place(
     t: TxOpts,
     listing_id: int,
@@ -65,14 +67,14 @@ def order_place(
     session_id: int,
     deal_id: int,
     currency: str | None,
-    genesis_file: Path | None,
 ) -> None:
     """Order from a listing, at its price or a deal's; the address is sealed client-side.
 
     The address is checked first (not empty, not over what the chain holds), and kept,
     sealed to the signer's key, in the keyring: the buyer can disclose it later. It is
-    sealed to the merchant's X25519 key as the node shows it: a node that lies about
-    the key could open what it is sent. With --genesis the key is proven first.
+    sealed to the merchant's X25519 key as the merchant's record proves it against the
+    trusted genesis (--genesis, else the one pinned in the keyring). With neither, the
+    key is the node's word: a node that lies about it could open what it is sent.
     """
     client = t.client
     limits = client.get("/v1/commerce")["config"]["params"]
@@ -82,7 +84,7 @@ def order_place(
     if deal_id:
         deal = client.get(f"/v1/deals/{deal_id}")["deal"]
         price, session_id = deal["price"], deal["session_id"]
-    enc_key = merchant_seal_key(client, cur["merchant"], genesis_file)
+    enc_key = merchant_seal_key(client, cur["merchant"], t.anchor)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     payload = tx.PlaceOrder(
         listing_id,
@@ -149,7 +151,7 @@ def order_refund(t: TxOpts, order_id: int, amount: int | None) -> None:
     """Refund an order, in part or in full (merchant)."""
     client = t.client
     if amount is None:
-        amount = client.get_signed(f"/v1/orders/{order_id}", t.keyring, t.sender)["order"]["escrow"]
+        amount = t.get_signed(f"/v1/orders/{order_id}", client)["order"]["escrow"]
     t.send(tx.REFUND, tx.Refund(order_id, amount), client)
 
 
@@ -169,23 +171,23 @@ def order_rule(t: TxOpts, order_id: int, buyer_bps: int) -> None:
     t.send(tx.RULE, tx.Rule(order_id, buyer_bps))
 
 
-@tx_command(order, "disclose")
+@tx_command(order, "disclose", seals=True)
 @click.argument("order_id", type=ID)
 @click.option("--auditor", required=True, help="The auditor: an ll1... address or a key's name.")
-@seal_genesis_option
-def order_disclose(t: TxOpts, order_id: int, auditor: str, genesis_file: Path | None) -> None:
+def order_disclose(t: TxOpts, order_id: int, auditor: str) -> None:
     """Re-seal an order's address to an auditor (its buyer or merchant).
 
     The merchant opens its sealed copy with its X25519 key; the buyer uses the copy its
     CLI kept at `order place` (in the keyring it placed the order from). The auditor's
-    key is the one its role shows, proven with --genesis.
+    key is the one its role record proves against the trusted genesis (--genesis, else
+    the pinned one; with neither, the node's word).
     """
     client = t.client
-    view = client.get_signed(f"/v1/orders/{order_id}", t.keyring, t.sender)["order"]
+    view = t.get_signed(f"/v1/orders/{order_id}", client)["order"]
     if view["sealed_address"] is None:
         raise NodeError("forbidden", "only the order's buyer and merchant hold the sealed address")
     auditor_address = t.resolve(auditor)
-    auditor_key = auditor_seal_key(client, auditor_address, genesis_file)
+    auditor_key = auditor_seal_key(client, auditor_address, t.anchor)
     if len(auditor_key) != 32:
         raise NodeError("invalid_key", f"{auditor} has no registered auditor key")
     key = t.signing_key()
@@ -220,7 +222,9 @@ def order_disclose(t: TxOpts, order_id: int, auditor: str, genesis_file: Path | 
 @clear_errors
 def order_show(order_id: int, keyring: Path, sender: str, node_url: str) -> None:
     """An order, read with a request signed by the viewer (parties, host, arbiters...)."""
-    _echo_json(CommerceClient(node_url).get_signed(f"/v1/orders/{order_id}", keyring, sender))
+    anchor = command_anchor(keyring, None, READ_SIGNED_FOR)
+    path = f"/v1/orders/{order_id}"
+    _echo_json(CommerceClient(node_url).get_signed(path, keyring, sender, anchor))
 
 
 @order.command("list")
@@ -242,6 +246,7 @@ def order_list(
 ) -> None:
     """The signer's own orders, newest first."""
     client = CommerceClient(node_url)
+    anchor = command_anchor(keyring, None, READ_SIGNED_FOR)
     if role is None:
         role = "merchant" if _is_merchant(client, Keyring(keyring).address(sender)) else "buyer"
         other = "buyer" if role == "merchant" else "merchant"
@@ -249,7 +254,7 @@ def order_list(
             f"orders where {sender!r} is the {role} (--role {other} for the others)", err=True
         )
     path = f"/v1/orders?role={role}&before={before}&limit={limit}"
-    _echo_json(client.get_signed(path, keyring, sender))
+    _echo_json(client.get_signed(path, keyring, sender, anchor))
 
 
 def _is_merchant(client: CommerceClient, address: str) -> bool:
@@ -274,7 +279,9 @@ def order_address(order_id: int, keyring: Path, sender: str, node_url: str) -> N
     The merchant opens the order's copy; an auditor opens the copy disclosed to it.
     The address is checked against the commitment the buyer put on chain.
     """
-    view = CommerceClient(node_url).get_signed(f"/v1/orders/{order_id}", keyring, sender)["order"]
+    anchor = command_anchor(keyring, None, READ_SIGNED_FOR)
+    client = CommerceClient(node_url)
+    view = client.get_signed(f"/v1/orders/{order_id}", keyring, sender, anchor)["order"]
     commitment = bytes.fromhex(view["address_commitment"])
     mine = {public for public, _ in enc_keys_of(keyring, sender)}
     copies = []

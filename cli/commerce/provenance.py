@@ -14,8 +14,9 @@ from apps.commerce.model import ItemId
 from cli.client import NodeClient, NodeError
 from cli.commerce.commands import U64, TxOpts, _echo_json, _hash_option, _hex32, _when, tx_command
 from cli.human import GTIN, WHEN, When
-from cli.light import certified_header, producers_at, trusted_genesis
+from cli.light import certified_header, producers_at
 from cli.main import clear_errors, genesis_option, main, node_option
+from cli.trust import Anchor, proof_anchor
 from core import format_address
 
 
@@ -156,6 +157,13 @@ MAX_HISTORY_EVENTS = 10_000
     "second page is fetched (the node serves up to 256 events a page).",
 )
 @genesis_option
+@click.option(
+    "--keyring",
+    envvar="LIVELEDGER_KEYRING",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where --prove finds the pinned genesis and the producers verified before (or "
+    "set LIVELEDGER_KEYRING).",
+)
 @node_option
 @clear_errors
 def item_history(
@@ -164,6 +172,7 @@ def item_history(
     prove: bool,
     max_events: int,
     genesis_file: Path | None,
+    keyring: Path | None,
     node_url: str,
 ) -> None:
     """An item's full provenance history (what the code on its package resolves to),
@@ -173,8 +182,9 @@ def item_history(
     first = client.get(path)
     out: dict[str, Any] = {"height": first["height"]}
     if prove:
+        anchor = proof_anchor(client, keyring, genesis_file)
         history, out["proof"] = _proven_history(
-            client, path, first, gtin, serial, max_events, genesis_file
+            client, path, first, gtin, serial, max_events, anchor
         )
     else:
         history = _history(client, path, first, max_events)
@@ -221,15 +231,15 @@ def _proven_history(
     gtin: str,
     serial: str,
     max_events: int,
-    genesis_file: Path | None,
+    anchor: Anchor,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every event of the history, each page checked against the first page's header
     (so each event printed is the proven one), and what the proof established."""
-    genesis = trusted_genesis(client, genesis_file)
+    genesis = anchor.genesis
     proof = first["proof"]
     height = proof["height"]
     # The header is final: more than 2/3 of that height's producers signed it ...
-    validators = producers_at(client, genesis, height)
+    validators = producers_at(client, genesis, height, anchor.cache)
     header = certified_header(genesis, height, proof["header"], proof["commit"], validators)
     # ... and every page is this item's, at that height, its events the ones that follow
     # the last page's, and what is printed (record and every event, field by field) is

@@ -3,7 +3,6 @@ auctions."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -16,7 +15,6 @@ from cli.commerce.addresses import (
     checked_address,
     keep_address,
     merchant_seal_key,
-    seal_genesis_option,
 )
 from cli.commerce.commands import (
     AMOUNT,
@@ -245,26 +243,26 @@ def auction_show(auction_id: int, node_url: str) -> Any:
     return NodeClient(node_url).get(f"/v1/auctions/{auction_id}")
 
 
-@tx_command(main, "bid")
+@tx_command(main, "bid", seals=True)
 @click.argument("auction_id", type=ID)
 @click.argument("maximum", type=AMOUNT)
 @click.option(
     "--address", "ship_to", required=True, help="Shipping address (sealed to the merchant)."
 )
-@seal_genesis_option
-def bid(t: TxOpts, auction_id: int, maximum: int, ship_to: str, genesis_file: Path | None) -> None:
+def bid(t: TxOpts, auction_id: int, maximum: int, ship_to: str) -> None:
     """Bid up to MAXIMUM on an auction: the chain bids for you by increments (proxy).
 
     The price you pay is held from your balance; the proxy draws more as it raises,
     up to MAXIMUM and as far as your balance goes. Outbid, you get it back at once. If
     you win, your order carries this address, sealed client-side and kept as for
-    ``order place`` (with --genesis, to the merchant's key as its record proves it).
+    ``order place`` (to the merchant's key as its record proves it against the trusted
+    genesis: --genesis, else the pinned one; with neither, the node's word for it).
     """
     client = t.client
     limits = client.get("/v1/commerce")["config"]["params"]
     ship_to = checked_address(ship_to, limits["sealed_address_max_bytes"])
     lot = client.get(f"/v1/auctions/{auction_id}")["auction"]
-    enc_key = merchant_seal_key(client, lot["merchant"], genesis_file)
+    enc_key = merchant_seal_key(client, lot["merchant"], t.anchor)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     key = t.signing_key()
     t.send(tx.BID, tx.Bid(auction_id, maximum, enc_key, commitment, ciphertext), client, key)

@@ -2,7 +2,8 @@
 only to the merchant key the merchant's record proves, and `order disclose --genesis`
 only to the auditor key its role record proves: a node that shows another key gets
 nothing sealed to it, nor anything sent (against a real node; the lie is put in its
-answers)."""
+answers). A genesis pinned in the keyring (`liveledger genesis pin`) does the same
+without --genesis on the command line."""
 
 from __future__ import annotations
 
@@ -65,6 +66,24 @@ async def test_a_proven_merchant_key_seals_the_order(tmp_path):
         assert doc["order"]["sealed_to"] == Actor("merchant").enc_public.hex()
 
 
+async def pin(keyring: Path, genesis: Path) -> None:
+    """``liveledger genesis pin GENESIS`` in ``keyring``."""
+    argv = ["genesis", "pin", str(genesis), "--keyring", str(keyring)]
+    done = await asyncio.to_thread(CliRunner().invoke, main, argv)
+    assert done.exit_code == 0, done.output
+
+
+async def test_with_a_pinned_genesis_the_merchant_key_is_proven_without_an_option(tmp_path):
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        await pin(keyring, genesis)
+        done = await cli(d, keyring, "order", "place", "1", "--address", ADDRESS, "--wait")
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        assert "node's word" not in done.stderr
+        status, doc = await d.get("/v1/orders/1", Actor("merchant").key)
+        assert doc["order"]["sealed_to"] == Actor("merchant").enc_public.hex()
+
+
 # The key a lying node shows as the merchant's or the auditor's.
 _, FORGED = encryption_keypair(bytes([9]) * 32)
 
@@ -119,6 +138,33 @@ async def test_a_node_showing_another_auditor_key_gets_no_disclosure_sealed_to_i
         done = await cli(d, keyring, *disclose, "--wait")
         assert done.exit_code == 0, (done.stdout, done.stderr)
         assert "commerce.disclosed" in done.stdout
+
+
+async def test_a_pinned_genesis_refuses_the_lying_node_without_genesis_on_the_command_line(
+    tmp_path, monkeypatch
+):
+    auditor = Actor("auditor")
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        roles = tx.SetRoles(auditor.address, int(Role.AUDITOR), auditor.enc_public)
+        await d.run(d.faucet, tx.SET_ROLES, roles)
+        await pin(keyring, genesis)
+        placed = await cli(d, keyring, "order", "place", "1", "--address", ADDRESS, "--wait")
+        assert placed.exit_code == 0, (placed.stdout, placed.stderr)
+        # The node lies about the merchant's key, then about the auditor's: neither
+        # command is given --genesis, and neither seals nor sends anything.
+        place = ("order", "place", "1", "--address", ADDRESS)
+        disclose = ("order", "disclose", "1", "--auditor", auditor.text)
+        for prefix, holder, command in (
+            ("/v1/merchants/", lambda doc: doc["merchant"], place),
+            ("/v1/roles/", lambda doc: doc, disclose),
+        ):
+            posted = node_lies(monkeypatch, prefix, holder)
+            done = await cli(d, keyring, *command)
+            monkeypatch.undo()
+            assert done.exit_code != 0, command
+            assert "proof_mismatch" in done.output and FORGED.hex() in done.output
+            assert posted == []
 
 
 def watch_sends(monkeypatch: Any, posted: list[str]) -> None:
