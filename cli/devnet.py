@@ -6,6 +6,10 @@ dies), so a second ``devnet`` on a directory in use is refused before it touches
 anything: it never starts nodes on the running devnet's data nor removes its
 ``devnet.json``. The directory rather than a file in it is locked because a new devnet
 directory must be empty when its network is created; the lock covers the creation too.
+
+The devnet's keyring has the genesis it was created with pinned (``cli.trust``): the
+devnet made that genesis itself, so no node's word is taken for it, and every command
+pointed at the devnet by ``devnet env`` proves and signs against it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import click
 
+from cli.trust import pin_genesis
 from core.errors import StorageError
 from genesis import create_localnet
 from storage import ChainStore, OtherLayout
@@ -177,8 +182,10 @@ def _run(root: Path, validators: int, passphrase: str, log_level: str, log_forma
     if not (root / "genesis.json").is_file():
         if root.exists() and any(root.iterdir()):
             raise click.ClickException(f"{root} exists, is not empty and holds no devnet")
-        create_localnet(root, validators, passphrase)
+        layout = create_localnet(root, validators, passphrase)
+        pin_genesis(layout.keyring_dir, layout.genesis)
         click.echo(f"created devnet in {root} with {validators} validator(s)")
+        click.echo(f"pinned its genesis {layout.genesis.hash.hex()} in {layout.keyring_dir}")
     homes = _node_homes(root)
     if len(homes) != validators:
         raise click.ClickException(
