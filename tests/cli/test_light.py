@@ -9,10 +9,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from cli.client import NodeClient
-from cli.light import fetch_certified_header, producers_at
+from cli.light import Checkpoint, fetch_certified_header, producers_at
 from consensus import ValidatorSet
 from core import InvalidBlock, InvalidProof, PrivateKey
-from genesis import create_localnet
+from genesis import Genesis, create_localnet
 from node.run import build_app
 from node.service import Node
 from storage import StateProof
@@ -41,8 +41,33 @@ async def test_producers_walk_epochs_and_refuse_a_wrong_set(tmp_path):
         stranger = ValidatorSet.of([PrivateKey.generate().public_key])
         with pytest.raises(InvalidBlock):
             await asyncio.to_thread(fetch_certified_header, client, genesis, 10, stranger)
+
+        # A store keeps the highest set reached; a walk to a lower height leaves it be.
+        store = MemoryStore()
+        walked = await asyncio.to_thread(producers_at, client, genesis, 10, store)
+        assert walked == producers and [c.epoch for c in store.saved] == [3]
+        assert store.saved[0].height == 9
+        await asyncio.to_thread(producers_at, client, genesis, 4, store)
+        assert [c.epoch for c in store.saved] == [3]
+        while node.chain.height < 13:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(producers_at, client, genesis, 13, store)
+        assert [c.epoch for c in store.saved] == [3, 4]
     finally:
         await server.close()
+
+
+class MemoryStore:
+    """A CheckpointStore in memory that records what it is asked to keep."""
+
+    def __init__(self) -> None:
+        self.saved: list[Checkpoint] = []
+
+    def load(self, genesis: Genesis) -> Checkpoint | None:
+        return self.saved[-1] if self.saved else None
+
+    def save(self, genesis: Genesis, checkpoint: Checkpoint) -> None:
+        self.saved.append(checkpoint)
 
 
 def test_a_value_the_proof_does_not_support_is_refused():
