@@ -28,7 +28,7 @@ from apps.commerce.provenance import gtin_check_digit
 from apps.commerce.sealing import MAX_ADDRESS_TEXT
 from cli.keyring import Keyring
 from cli.main import main
-from genesis import create_localnet
+from genesis import create_localnet, load_genesis
 from tests.e2e.helpers import REPO, NodeProcess, cli_env, wait_until
 
 EAN13 = "950600013435"
@@ -184,6 +184,22 @@ def day(tmp_path_factory):
         yield d
     finally:
         node.stop()
+
+
+def test_the_consortium_s_genesis_is_pinned_first(day):
+    """The keyring pins the genesis it was given: every command after this one signs for
+    its chain id and proves what it seals an address to (docs/commerce.md, Trust)."""
+    genesis = day.root / "net" / "genesis.json"
+    own = load_genesis(genesis).hash.hex()
+    day.fails("genesis", "pinned", code=2, says="no_pin")
+    unpinned = day.run("tx", "transfer", "--from", "faucet", "--to", "faucet", "--amount", "1")
+    assert unpinned.exit_code == 0 and "is the node's word" in unpinned.stderr
+    assert own in day.ok("genesis", "pin", str(genesis))
+    other = create_localnet(day.root / "other", 1, "").genesis_path
+    day.fails("genesis", "pin", str(other), code=2, says="pinned_other")
+    assert day.json("genesis", "pinned")["genesis_hash"] == own
+    pinned = day.run("tx", "transfer", "--from", "faucet", "--to", "faucet", "--amount", "1")
+    assert pinned.exit_code == 0 and "node's word" not in pinned.stderr
 
 
 def test_back_to_back_sends_take_the_next_nonce(day):

@@ -58,12 +58,20 @@ def test_devnet_transfer_query_prove_and_audit(tmp_path):
         assert sent.returncode == 0, sent.stderr
         tx_hash = sent.stdout.split()[0]
         assert len(tx_hash) == 64
+        # The devnet pinned the genesis it made in its keyring: the transfer is signed for
+        # that chain id, not the one the node states.
+        assert "node's word" not in sent.stderr
 
         queried = run_cli("query", "account", alice, "--node", url, "--prove")
         assert queried.returncode == 0, queried.stderr
         doc = json.loads(queried.stdout)
         assert doc["balance"] == 777000
         assert doc["proof"]["verified"] is True
+        # With the keyring, the proof is checked against the pinned genesis.
+        pinned = run_cli("query", "account", alice, "--node", url, "--prove", "--keyring", keyring)
+        assert pinned.returncode == 0 and "node's word" not in pinned.stderr, pinned.stderr
+        genesis_hash = load_genesis(root / "genesis.json").hash.hex()
+        assert json.loads(pinned.stdout)["proof"]["genesis_hash"] == genesis_hash
 
         # Overspending would fail in execution: the simulation refuses it, nothing is sent ...
         overspend = ["tx", "transfer", "--keyring", keyring, "--from", "alice", "--to", alice]
