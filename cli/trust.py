@@ -78,7 +78,8 @@ def pinned_genesis(keyring: Path) -> Genesis | None:
     is not a valid genesis is refused (``bad_pin``), never skipped: that would fall
     back to the node's word without the user knowing."""
     path = pin_path(keyring)
-    if not path.is_file():
+    # Anything there that is not a readable genesis file (a directory too) is refused.
+    if not path.exists() and not path.is_symlink():
         return None
     try:
         return load_genesis(path)
@@ -104,7 +105,9 @@ def pin_genesis(keyring: Path, genesis: Genesis, *, replace: bool = False) -> bo
         )
     directory = trust_dir(keyring)
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # 0700 as Keyring makes it: the keyring may not exist yet (a shopper pins first).
+        Path(keyring).mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise TrustError(f"cannot create {directory}: {exc.strerror or exc}") from None
     atomic_write(pin_path(keyring), genesis_json_bytes(genesis), mode=0o644)
