@@ -23,10 +23,10 @@ from consensus.staking_state import (
     is_election_height,
     is_member,
     producer_set,
-    producer_set_key,
     producers_for_height,
     self_bond,
     staking_enabled,
+    store_producer_set,
 )
 from consensus.validators import ValidatorSet
 from core.errors import NodeFault
@@ -68,7 +68,8 @@ def elect_producers(state: Overlay, ctx: BlockContext) -> None:
 
     With no eligible candidate the outgoing set carries over (a chain without
     producers could never make another block), and an ``election_failed``
-    event says so.
+    event says so. Either way each producer's term moves to the new epoch, so its
+    own unbonding stays slashable while it produces (``release_unbonded``).
     """
     if not staking_enabled(state):
         return
@@ -87,7 +88,7 @@ def elect_producers(state: Overlay, ctx: BlockContext) -> None:
             raise NodeFault(f"no producer set for epoch {epoch - 1} at height {ctx.height}")
         record = ProducerSet(epoch, ctx.height, previous.keys, previous.weights)
         state.emit(Event.of("election_failed", epoch=epoch))
-    state.set_obj(producer_set_key(epoch), record)
+    store_producer_set(state, record)
     state.emit(
         Event.of(
             "producers_elected",

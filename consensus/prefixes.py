@@ -23,3 +23,7 @@ class ConsensusPrefix(IntEnum):
     # A member's network address (``set_member_address``): beside the member record,
     # whose encoding is in every state root and cannot grow a field.
     MEMBER_ADDRESS = 0x19
+    # The last epoch whose producer set names an address's node key: while that producer
+    # can still be slashed, its own unbonding entries are not paid out (docs/staking.md,
+    # Accountability).
+    PRODUCER_TERM = 0x1A

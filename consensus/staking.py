@@ -45,6 +45,7 @@ from consensus.staking_state import (
     queue_key,
     read,
     require_staking,
+    slashable_until,
     staking_enabled,
 )
 from core.codec import MaxItems, MaxLen, Wire
@@ -374,7 +375,20 @@ def apply_set_member_address(
 
 
 def release_unbonded(state: Overlay, ctx: BlockContext) -> None:
-    """Begin-block hook: pay out the unbonding entries due at this height."""
+    """Begin-block hook: pay out the unbonding entries due at this height.
+
+    An entry of a producer's own account is not paid while that producer can still
+    be slashed (``slashable_until``: its last elected or carried-over epoch plus the
+    evidence age): it moves to the first height after that (``_hold``), where this
+    hook checks it again. A producer that unbonds and keeps producing, because it is
+    re-elected or an election failed and carried its set over, is thus never left
+    with nothing to slash (docs/staking.md, Accountability). Only the producer's own
+    account is held, the one evidence slashes; its voters' stake is not.
+
+    Work: the entries due at this height (``ReleaseQueue.count``), each one state
+    read more than a plain release (its term) and, when held, the queue record of
+    its new height read and written; no other entry is looked at.
+    """
     if not staking_enabled(state):
         return
     qkey = queue_key(ctx.height)
@@ -390,16 +404,53 @@ def release_unbonded(state: Overlay, ctx: BlockContext) -> None:
         if entry is None:
             raise NodeFault(f"{address.hex()} is queued at {ctx.height} without an entry")
         rest = tuple(u for u in staker.unbonding if u.release_height != ctx.height)
-        put_staker(state, address, Staker(staker.bonded, staker.votes, rest))
+        held_until = slashable_until(state, address, ctx.params)
         # Slashing may have taken all of it (the entry stays, to keep the list linked).
-        if entry.amount:
+        if entry.amount and ctx.height <= held_until:
+            rest = _hold(state, address, rest, entry.amount, held_until + 1)
+            state.emit(
+                Event.of(
+                    "unbonding_held",
+                    staker=address,
+                    amount=entry.amount,
+                    release_height=held_until + 1,
+                )
+            )
+        elif entry.amount:
             move_tokens(state, UNBONDING_POOL, address, entry.amount, checked=True)
             add_totals(state, unbonding=-entry.amount)
             state.emit(Event.of("unbonded", staker=address, amount=entry.amount))
+        put_staker(state, address, Staker(staker.bonded, staker.votes, rest))
         address = entry.next
     if address is not None:
         raise NodeFault(f"release queue of height {ctx.height} is longer than {queue.count}")
     state.delete(qkey)
+
+
+def _hold(
+    state: Overlay, address: bytes, entries: tuple[Unbonding, ...], amount: int, release: int
+) -> tuple[Unbonding, ...]:
+    """``entries`` with ``amount`` moved to the staker's entry released at ``release``.
+
+    The entry being paid has just left ``entries``, so the staker never has more
+    entries than before (``MAX_UNBONDING_ENTRIES`` holds). A new entry goes to the
+    head of that height's queue without the ``MAX_RELEASES_PER_HEIGHT`` check: it
+    cannot be refused (the tokens would have nowhere to go), and the held entries
+    of one height are at most one per producer of the epochs whose hold ends there
+    (one epoch, ``MAX_VALIDATORS`` producers, unless governance changed the evidence
+    age in between). No u64 check: a staker's entries sum to less than the supply.
+    """
+    out = list(entries)
+    at = next((i for i, u in enumerate(out) if u.release_height == release), None)
+    if at is not None:
+        u = out[at]
+        out[at] = Unbonding(u.amount + amount, release, u.next)
+        return tuple(out)
+    qkey = queue_key(release)
+    queue = read(state, qkey, ReleaseQueue)
+    out.append(Unbonding(amount, release, None if queue is None else queue.first))
+    state.set_obj(qkey, ReleaseQueue(address, 1 if queue is None else queue.count + 1))
+    return tuple(out)
 
 
 # Every consensus transaction type: staking, evidence, governance (in registration order).

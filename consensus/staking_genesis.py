@@ -3,9 +3,9 @@
 With the section present, every genesis validator becomes a consortium member
 and a candidate, its own account (the address of its node key) bonds
 ``self_bond`` and approves itself, and the validators form the producer set of
-epoch 0. The bonds are minted into the bonded pool: they are part of the
-genesis supply. The chain parameters are written to state, where governance
-changes them.
+epoch 0 (their first term, ``ProducerTerm``). The bonds are minted into the
+bonded pool: they are part of the genesis supply. The chain parameters are
+written to state, where governance changes them.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from consensus.staking_state import (
     KeyList,
     Member,
     ProducerSet,
+    ProducerTerm,
     Staker,
     Totals,
     candidate_key,
     check_staking_params,
     member_key,
     producer_set_key,
+    producer_term_key,
     staker_key,
 )
 from core.codec import Wire
@@ -97,4 +99,6 @@ def staking_genesis_state(
         state[member_key(key)] = Member(name, 0).encode()
         state[candidate_key(key)] = Candidate(0, bond, False, 0, 0, ()).encode()
         state[staker_key(address_of(key))] = Staker(bond, (key,), ()).encode()
+        # Epoch 0 is each validator's first term (``store_producer_set`` for later ones).
+        state[producer_term_key(address_of(key))] = ProducerTerm(0).encode()
     return state

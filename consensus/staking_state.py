@@ -243,6 +243,17 @@ class ProducerSet(Wire):
 
 
 @dataclass(frozen=True, slots=True)
+class ProducerTerm(Wire):
+    """The last epoch whose producer set names the node key of this address: every
+    stored set writes it for each of its keys (genesis, elections, and failed elections
+    that carry the outgoing set over), so it only grows."""
+
+    epoch: int
+
+    MAX_ENCODED = 16
+
+
+@dataclass(frozen=True, slots=True)
 class EvidenceRecord(Wire):
     """An offence already punished: included at ``height``, ``slashed`` tokens taken."""
 
@@ -298,6 +309,7 @@ _QUEUE = bytes([ConsensusPrefix.UNBONDING_QUEUE])
 _PRODUCERS = bytes([ConsensusPrefix.PRODUCER_SET])
 _EVIDENCE = bytes([ConsensusPrefix.EVIDENCE])
 _PROPOSAL = bytes([ConsensusPrefix.PROPOSAL])
+_TERM = bytes([ConsensusPrefix.PRODUCER_TERM])
 MEMBER_LIST_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x01])
 CANDIDATE_LIST_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x02])
 PROPOSAL_COUNTER_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x03])
@@ -341,6 +353,11 @@ def evidence_key(validator: bytes, height: int, round_: int, vote_type: int) -> 
 
 def proposal_key(proposal_id: int) -> bytes:
     return _PROPOSAL + _u64(proposal_id)
+
+
+def producer_term_key(address: bytes) -> bytes:
+    """Keyed by address, like the ``Staker`` whose entries it holds back."""
+    return _TERM + address
 
 
 # --- generic access ---
@@ -493,6 +510,31 @@ def producers_for_height(state: StateView, height: int) -> ValidatorSet:
     return record.validator_set()
 
 
+def store_producer_set(state: Overlay, record: ProducerSet) -> None:
+    """Store an epoch's producers, and that epoch as the last term of each of them.
+
+    At most ``MAX_VALIDATORS`` term records, once per epoch (in its election block).
+    """
+    state.set_obj(producer_set_key(record.epoch), record)
+    for key in record.keys:
+        state.set_obj(producer_term_key(address_of(key)), ProducerTerm(record.epoch))
+
+
+def slashable_until(state: StateView, address: bytes, params: ChainParams) -> int:
+    """The last height whose block can still slash the producer of ``address``; 0 if
+    its key was never a producer.
+
+    A producer of epoch ``e`` signs votes up to the epoch's last height ``(e+1)·E``,
+    and evidence of a vote is accepted up to ``max_evidence_age_blocks`` later. The
+    term is the last stored epoch naming it: the running one, or the next once elected
+    (an election block elects before any of its transactions run).
+    """
+    term = read(state, producer_term_key(address), ProducerTerm)
+    if term is None:
+        return 0
+    return (term.epoch + 1) * params.epoch_length + params.max_evidence_age_blocks
+
+
 def may_connect(state: StateView, public_key: bytes, height: int) -> bool:
     """Whether the node of ``public_key`` belongs on the network that builds block ``height``.
 
@@ -556,7 +598,9 @@ def check_staking_params(params: ChainParams) -> None:
     # Evidence must land while an offender's unbonding stake is still held. A producer
     # may start unbonding its self-bond in the block that elects it and still produce
     # for the whole next epoch: an offence in that epoch's last block is punishable up
-    # to max_evidence_age_blocks later, which must come before the release.
+    # to max_evidence_age_blocks later. The release hook holds a producer's entries that
+    # long whatever the bound (``slashable_until``); the bound makes the plain unbonding
+    # period cover it, so only a producer elected or carried over again is held.
     most = p.unbonding_blocks - p.epoch_length - 1
     if not 1 <= p.max_evidence_age_blocks <= most:
         raise DecodeError(

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from consensus import GenesisStaking, params_for_height, producers_for_height, register_staking
+from consensus.governance import PROPOSE_ADMIT_MEMBER, ProposeAdmitMember
 from consensus.prefixes import ConsensusPrefix
+from consensus.staking import (
+    BOND,
+    REGISTER_CANDIDATE,
+    VOTE_PRODUCERS,
+    Bond,
+    RegisterCandidate,
+    VoteProducers,
+)
 from consensus.staking_state import (
     BONDED_POOL,
     COMMUNITY_POOL,
@@ -216,3 +225,15 @@ def pass_proposal(chain: Chain, tx_type: str, payload: Wire, proposer: PrivateKe
         key = next(KEY_OF[k] for k in active.keys if k not in voters)
         assert chain.run(key, VOTE_PROPOSAL, VoteProposal(pid)).ok
     return pid
+
+
+def add_candidate(chain: Chain, index: int, self_bond: int = SELF_BOND) -> None:
+    """Admit KEYS[index], register it, bond ``self_bond`` and approve itself."""
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[index], f"m{index}"))
+    key = KEYS[index]
+    chain.block(
+        chain.tx(key, REGISTER_CANDIDATE, RegisterCandidate()),
+        chain.tx(key, BOND, Bond(self_bond)),
+        chain.tx(key, VOTE_PRODUCERS, VoteProducers((PUB[index],))),
+    )
+    assert all(r.ok for r in chain.last.receipts), chain.last.receipts

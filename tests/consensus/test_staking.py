@@ -202,26 +202,32 @@ def test_a_transfer_between_stakers_still_works():
 
 
 def test_unbond_holds_tokens_until_the_release_height():
+    # A voter of producer 0, not a producer itself: nothing holds its entry back.
     chain = Chain()
-    receipt = chain.run(KEYS[0], UNBOND, Unbond(300))
+    chain.block(
+        chain.tx(KEYS[5], BOND, Bond(SELF_BOND)),
+        chain.tx(KEYS[5], VOTE_PRODUCERS, VoteProducers((PUB[0],))),
+    )
+    receipt = chain.run(KEYS[5], UNBOND, Unbond(300))
     assert receipt.ok
-    release = 1 + PARAMS.unbonding_blocks
+    release = 2 + PARAMS.unbonding_blocks
     assert receipt.events == (
         Event.of(
-            UNBOND, staker=ADDR[0], amount=300, bonded=SELF_BOND - 300, release_height=release
+            UNBOND, staker=ADDR[5], amount=300, bonded=SELF_BOND - 300, release_height=release
         ),
     )
-    assert chain.staker(ADDR[0]).unbonding == (Unbonding(300, release),)
+    assert chain.staker(ADDR[5]).unbonding == (Unbonding(300, release),)
     assert chain.balance(UNBONDING_POOL) == 300
-    assert chain.balance(BONDED_POOL) == 3 * SELF_BOND - 300
-    assert chain.candidate(PUB[0]).weight == SELF_BOND - 300
+    assert chain.balance(BONDED_POOL) == 4 * SELF_BOND - 300
+    assert chain.candidate(PUB[0]).weight == 2 * SELF_BOND - 300
     check_invariants(chain.state, chain.genesis.total_supply)
     chain.advance_to(release - 1)
-    assert chain.balance(ADDR[0]) == FUNDS - 10
+    funds = FUNDS - 30 - SELF_BOND
+    assert chain.balance(ADDR[5]) == funds
     chain.block()
-    assert chain.balance(ADDR[0]) == FUNDS - 10 + 300
-    assert Event.of("unbonded", staker=ADDR[0], amount=300) in chain.last.begin_events
-    assert chain.staker(ADDR[0]).unbonding == ()
+    assert chain.balance(ADDR[5]) == funds + 300
+    assert Event.of("unbonded", staker=ADDR[5], amount=300) in chain.last.begin_events
+    assert chain.staker(ADDR[5]).unbonding == ()
     assert chain.balance(UNBONDING_POOL) == 0
     check_invariants(chain.state, chain.genesis.total_supply)
 
@@ -367,3 +373,54 @@ def test_producer_sets_are_kept_for_every_epoch():
         record = producer_set(chain.state, epoch)
         assert record is not None and record.epoch == epoch
         assert record.elected_height == epoch * PARAMS.epoch_length
+
+
+def test_a_producers_own_unbonding_is_held_while_it_produces_and_nobody_elses():
+    e, age = PARAMS.epoch_length, PARAMS.max_evidence_age_blocks
+    chain = Chain()
+    chain.block(
+        chain.tx(KEYS[5], BOND, Bond(500)),
+        chain.tx(KEYS[5], VOTE_PRODUCERS, VoteProducers((PUB[1],))),
+        chain.tx(KEYS[6], BOND, Bond(500)),
+    )
+    # Producer 1 unbonds part of its bond; its voter and a stranger unbond in the same
+    # block, so all three entries are due at the same height, in one queue.
+    chain.block(
+        chain.tx(KEYS[1], UNBOND, Unbond(300)),
+        chain.tx(KEYS[5], UNBOND, Unbond(500)),
+        chain.tx(KEYS[6], UNBOND, Unbond(500)),
+    )
+    due = 2 + PARAMS.unbonding_blocks
+    chain.advance_to(due)
+    # The voter and the stranger are paid on time: only a producer's own account is
+    # slashed for its votes, so only it is held.
+    assert Event.of("unbonded", staker=ADDR[5], amount=500) in chain.last.begin_events
+    assert Event.of("unbonded", staker=ADDR[6], amount=500) in chain.last.begin_events
+    # Producer 1 keeps 700, is re-elected every epoch, and is held while it is.
+    epoch = epoch_of(due, e)
+    held = (epoch + 1) * e + age + 1
+    assert (
+        Event.of("unbonding_held", staker=ADDR[1], amount=300, release_height=held)
+        in chain.last.begin_events
+    )
+    chain.advance_to(held)
+    again = (epoch_of(held, e) + 1) * e + age + 1
+    assert (
+        Event.of("unbonding_held", staker=ADDR[1], amount=300, release_height=again)
+        in chain.last.begin_events
+    )
+    # It leaves: without a self-bond it is not elected again, and once its last epoch
+    # is out of evidence reach both entries are paid, each at its own height.
+    assert chain.run(KEYS[1], UNBOND, Unbond(SELF_BOND - 300)).ok
+    chain.advance_to((chain.height // e + 1) * e)
+    last_epoch = epoch_of(chain.height, e)
+    assert PUB[1] in producer_set(chain.state, last_epoch).keys
+    assert PUB[1] not in producer_set(chain.state, last_epoch + 1).keys
+    chain.advance_to((last_epoch + 1) * e + age)
+    assert chain.staker(ADDR[1]).unbonding_total == SELF_BOND
+    while chain.staker(ADDR[1]).unbonding:
+        chain.block()
+        for event in chain.last.begin_events:
+            assert event.kind != "unbonding_held"
+    assert chain.balance(ADDR[1]) == FUNDS - 20 + SELF_BOND
+    check_invariants(chain.state, chain.genesis.total_supply)

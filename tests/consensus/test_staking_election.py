@@ -29,6 +29,7 @@ from tests.consensus.staking_helpers import (
     PUB,
     SELF_BOND,
     Chain,
+    add_candidate,
     check_invariants,
     make_genesis,
     pass_proposal,
@@ -38,18 +39,6 @@ from tests.consensus.staking_helpers import (
 from vm import Event, Overlay
 
 E = PARAMS.epoch_length
-
-
-def add_candidate(chain: Chain, index: int, self_bond: int = SELF_BOND) -> None:
-    """Admit KEYS[index], register it, bond ``self_bond`` and approve itself."""
-    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[index], f"m{index}"))
-    key = KEYS[index]
-    chain.block(
-        chain.tx(key, REGISTER_CANDIDATE, RegisterCandidate()),
-        chain.tx(key, BOND, Bond(self_bond)),
-        chain.tx(key, VOTE_PRODUCERS, VoteProducers((PUB[index],))),
-    )
-    assert all(r.ok for r in chain.last.receipts), chain.last.receipts
 
 
 def next_election(chain: Chain) -> int:

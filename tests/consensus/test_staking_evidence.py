@@ -15,6 +15,7 @@ from consensus.staking_state import (
     Unbonding,
     evidence_key,
     get_totals,
+    producer_set,
     producers_for_height,
     read,
 )
@@ -27,6 +28,7 @@ from tests.consensus.staking_helpers import (
     PUB,
     SELF_BOND,
     Chain,
+    add_candidate,
     check_invariants,
     make_genesis,
 )
@@ -71,8 +73,16 @@ def test_evidence_slashes_bond_and_unbonding_and_jails():
     record = read(chain.state, evidence_key(PUB[1], 2, 0, VoteType.PREVOTE), EvidenceRecord)
     assert record == EvidenceRecord(4, 100)
     check_invariants(chain.state, chain.genesis.total_supply)
-    # The slashed unbonding entry pays out what is left.
+    # The slashed unbonding entry pays out what is left, once the offender can no longer
+    # be slashed: the election at height 4 ran before the evidence and kept it for epoch
+    # 1, which it may sign up to its last height (8), evidence of which lands until 12.
     chain.advance_to(1 + PARAMS.unbonding_blocks)
+    held = Event.of("unbonding_held", staker=ADDR[1], amount=180, release_height=13)
+    assert held in chain.last.begin_events
+    assert PARAMS.max_evidence_age_blocks == 4 and 13 == 2 * PARAMS.epoch_length + 4 + 1
+    assert chain.staker(ADDR[1]).unbonding == (Unbonding(180, 13),)
+    chain.advance_to(13)
+    assert Event.of("unbonded", staker=ADDR[1], amount=180) in chain.last.begin_events
     assert chain.staker(ADDR[1]).unbonding == ()
     check_invariants(chain.state, chain.genesis.total_supply)
 
@@ -243,4 +253,45 @@ def test_a_producer_unbonding_as_it_is_elected_is_slashed_for_its_epochs_last_bl
     assert receipt.ok, receipt
     slashed = dict((a.key, a.value) for a in receipt.events[0].attrs)["slashed"]
     assert int(slashed) == SELF_BOND * PARAMS.slash_bps // 10_000
+    check_invariants(chain.state, chain.genesis.total_supply)
+
+
+def test_a_producer_carried_over_by_a_failed_election_stays_slashable():
+    # Every producer unbonds its whole self-bond in block 1 (due at 10). No candidate is
+    # eligible any more, so the elections at 4 and 8 carry the set over: they produce
+    # epoch 2 (9..12) with their bonds on the way out. One double-signs at height 11.
+    # Before the hold, the bonds were paid back at 10 and the evidence slashed nothing.
+    e, age = PARAMS.epoch_length, PARAMS.max_evidence_age_blocks
+    chain = Chain()
+    chain.block(*(chain.tx(KEYS[i], UNBOND, Unbond(SELF_BOND)) for i in range(3)))
+    due = 1 + PARAMS.unbonding_blocks
+    chain.advance_to(due)
+    assert producer_set(chain.state, 2).keys == tuple(sorted(PUB[:3]))
+    assert chain.staker(ADDR[1]).unbonding_total == SELF_BOND
+    # Their last term is epoch 2 (the set carried at 8): held until its last height + age.
+    held = Event.of(
+        "unbonding_held", staker=ADDR[1], amount=SELF_BOND, release_height=3 * e + age + 1
+    )
+    assert held in chain.last.begin_events
+    chain.advance_to(11)
+    receipt = chain.run(KEYS[7], SUBMIT_EVIDENCE, pair(height=11))
+    assert receipt.ok, receipt
+    assert receipt.events[0].get("slashed") == str(SELF_BOND * PARAMS.slash_bps // 10_000)
+    check_invariants(chain.state, chain.genesis.total_supply)
+    # A candidate with a self-bond comes: the next election elects it alone, and the old
+    # producers' stake is paid back once their last carried epoch is out of evidence reach.
+    add_candidate(chain, 3)
+    election = (chain.height // e + 1) * e
+    chain.advance_to(election)
+    last_term = election // e - 1
+    assert producer_set(chain.state, last_term + 1).keys == (PUB[3],)
+    assert PUB[0] in producer_set(chain.state, last_term).keys
+    release = (last_term + 1) * e + age + 1
+    chain.advance_to(release - 1)
+    assert chain.staker(ADDR[0]).unbonding == (Unbonding(SELF_BOND, release),)
+    before = chain.balance(ADDR[0])
+    chain.block()
+    assert Event.of("unbonded", staker=ADDR[0], amount=SELF_BOND) in chain.last.begin_events
+    assert chain.balance(ADDR[0]) == before + SELF_BOND
+    assert chain.staker(ADDR[0]).unbonding == ()
     check_invariants(chain.state, chain.genesis.total_supply)

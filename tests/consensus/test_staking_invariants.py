@@ -6,10 +6,10 @@ the community pool what was slashed; every candidate's tally is the sum of the
 bonds that approve it.
 """
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from consensus import producers_for_height
+from consensus import epoch_of, producer_set, producers_for_height
 from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.staking import (
     BOND,
@@ -21,8 +21,16 @@ from consensus.staking import (
     Unjail,
     VoteProducers,
 )
-from core import Vote, VoteType
-from tests.consensus.staking_helpers import CHAIN, KEYS, PUB, Chain, check_invariants
+from core import Vote, VoteType, address_of
+from tests.consensus.staking_helpers import (
+    ADDR,
+    CHAIN,
+    KEYS,
+    PARAMS,
+    PUB,
+    Chain,
+    check_invariants,
+)
 
 STAKERS = 6
 amounts = st.integers(min_value=0, max_value=3_000)
@@ -73,3 +81,45 @@ def test_staking_conserves_tokens_and_pools(plan):
             proposer=producers[proposer % len(producers)],
         )
         check_invariants(chain.state, supply)
+
+
+# Producers 0..2 and stakers 3..5: unbond a share of the bond (100: all of it), bond, vote.
+hold_ops = st.one_of(
+    st.tuples(st.just("unbond"), st.integers(0, STAKERS - 1), st.sampled_from([1, 50, 100])),
+    st.tuples(st.just("bond"), st.integers(0, STAKERS - 1), st.integers(1, 1_500)),
+    st.tuples(st.just("vote"), st.integers(0, STAKERS - 1), st.sets(st.integers(0, 2), max_size=3)),
+)
+hold_plans = st.lists(st.lists(hold_ops, max_size=3), min_size=1, max_size=28)
+KEY_OF_ADDRESS = {address_of(PUB[i]): PUB[i] for i in range(STAKERS)}
+
+
+def hold_tx(chain: Chain, op):
+    kind, who, arg = op
+    if kind == "unbond":
+        return chain.tx(
+            KEYS[who], UNBOND, Unbond(max(1, chain.staker(ADDR[who]).bonded * arg // 100))
+        )
+    return build_tx(chain, op)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hold_plans)
+# Every producer leaves in block 1: elections fail and carry them over, bonds unbonding.
+@example([[("unbond", 0, 100), ("unbond", 1, 100), ("unbond", 2, 100)]])
+def test_no_producer_is_paid_back_while_it_can_be_slashed(plan):
+    """A producer's own unbonding is paid only after the evidence age has passed since
+    the last height of every epoch it produced, elected or carried over."""
+    chain = Chain()
+    e, age = PARAMS.epoch_length, PARAMS.max_evidence_age_blocks
+    for block_ops in [*plan, *[[]] * (4 * e)]:
+        chain.block(*(hold_tx(chain, op) for op in block_ops))
+        check_invariants(chain.state, chain.genesis.total_supply)
+        for event in chain.last.begin_events:
+            if event.kind != "unbonded":
+                continue
+            key = KEY_OF_ADDRESS.get(bytes.fromhex(event.get("staker")))
+            for epoch in range(epoch_of(chain.height, e) + 2):
+                record = producer_set(chain.state, epoch)
+                if record is not None and key in record.keys:
+                    # Evidence of its last vote of that epoch is no longer accepted.
+                    assert (epoch + 1) * e + age < chain.height, (key, epoch, chain.height)
