@@ -48,6 +48,7 @@ from consensus.staking_state import (
     require_staking,
     staking_enabled,
 )
+from consensus.validators import ValidatorSet
 from core.codec import MaxItems, MaxLen, Wire
 from core.errors import DecodeError, NodeFault
 from core.keys import address_of
@@ -158,16 +159,46 @@ class Proposal(Wire):
     created_height: int
     # Last height at which votes are taken.
     deadline_height: int
-    # Producers that approved, sorted (only those active at a vote's height count).
+    # Producers that approved, sorted (only those active at a vote's height count). More
+    # distinct voters than any chain has had producers: the vote fails (state_limit).
     voters: Annotated[tuple[PublicKey, ...], MaxItems(MAX_CANDIDATES)]
     # Height it passed at; 0 while open.
     passed_height: int
+    # Height of each approval, aligned with ``voters``: a vote counts only in the
+    # membership it was cast in (``vote_counts``).
+    voted_at: Annotated[tuple[int, ...], MaxItems(MAX_CANDIDATES)] = ()
 
-    MAX_ENCODED = 40 * 1024
+    MAX_ENCODED = 48 * 1024
+
+    def is_live(self, state: StateView) -> bool:
+        """Whether the membership that made it lasts: a proposal is dropped with it.
+
+        Every proposal a member makes goes into its ``Member.open_proposals`` and
+        leaves only once closed; removal deletes the record, and a member admitted
+        again starts a fresh one. So a proposal not listed there was made by a
+        membership that ended, whatever happened to the key since.
+        """
+        owner = get_member(state, self.proposer)
+        return owner is not None and self.id in owner.open_proposals
 
 
 def get_proposal(state: StateView, proposal_id: int) -> Proposal | None:
     return read(state, proposal_key(proposal_id), Proposal)
+
+
+def vote_counts(state: StateView, voter: bytes, voted_at: int, active: ValidatorSet) -> bool:
+    """Whether an approval cast at ``voted_at`` counts now: its voter is an active
+    producer and has not been admitted since (a member admitted again starts with no
+    votes, as with no proposals). A removed producer that still produces keeps its
+    votes until its last elected epoch ends (docs/staking.md, Governance).
+
+    Heights are the clock: an approval cast in the block that removed and re-admitted
+    its voter, before both, counts as the new membership's.
+    """
+    if voter not in active:
+        return False
+    member = get_member(state, voter)
+    return member is None or voted_at >= member.admitted_height
 
 
 # --- proposing ---
@@ -435,8 +466,9 @@ def apply_propose_revoke_issuer(
         "unknown_proposal": "no such proposal",
         "proposal_closed": "the proposal already passed",
         "proposal_expired": "the proposal's voting period is over",
+        "proposer_removed": "the membership that made the proposal ended (removed since)",
         "not_producer": "the voter is not an active producer",
-        "already_voted": "the producer already approved the proposal",
+        "already_voted": "the producer already approved the proposal (in this membership)",
         **currency_codes(
             "invalid_symbol",
             "invalid_decimals",
@@ -485,15 +517,26 @@ def apply_vote_proposal(
             f"this is height {ctx.height}",
             "proposal_expired",
         )
+    # A proposal lives as long as the membership that made it (removal drops it, and a
+    # member admitted again starts with no proposals).
+    if not proposal.is_live(state):
+        raise TxFailed(
+            f"proposal {proposal.id}: the membership of its proposer "
+            f"{proposal.proposer.hex()} that made it ended",
+            "proposer_removed",
+        )
     active = producers_for_height(state, ctx.height)
     # Only the producers active at this height decide.
     if tx.sender not in active:
         raise TxFailed(f"{tx.sender.hex()} is not an active producer", "not_producer")
-    # One vote per producer.
-    if tx.sender in proposal.voters:
+    votes = dict(zip(proposal.voters, proposal.voted_at, strict=True))
+    previous = votes.get(tx.sender)
+    # One vote per producer and membership (one from an earlier membership is replaced).
+    if previous is not None and vote_counts(state, tx.sender, previous, active):
         raise TxFailed(f"{tx.sender.hex()} already voted on {proposal.id}", "already_voted")
-    voters = tuple(sorted((*proposal.voters, tx.sender)))
-    approvals = sum(1 for v in voters if v in active)
+    votes[tx.sender] = ctx.height
+    voters = tuple(sorted(votes))
+    approvals = sum(1 for v in voters if vote_counts(state, v, votes[v], active))
     passed = approvals * 3 > len(active) * 2
     if passed:
         _execute(state, proposal, ctx)
@@ -510,6 +553,7 @@ def apply_vote_proposal(
             proposal.deadline_height,
             voters,
             ctx.height if passed else 0,
+            tuple(votes[v] for v in voters),
         ),
     )
     state.emit(

@@ -271,11 +271,17 @@ GOVERNANCE_PROPOSAL = Component(
             "created_height": UINT,
             "deadline_height": described(UINT, "last height at which votes are taken"),
             "voters": described(array(PUBLIC_KEY), "producers that approved, sorted"),
+            "voted_at": described(
+                array(UINT),
+                "height of each approval, aligned with `voters` (one cast before its voter "
+                "was admitted again does not count)",
+            ),
             "passed_height": described(UINT, "height it passed at; 0 if it has not"),
             "status": {
                 "type": "string",
-                "enum": ["open", "passed", "expired"],
-                "description": "`expired`: past its deadline without passing",
+                "enum": ["open", "passed", "expired", "dropped"],
+                "description": "`expired`: past its deadline without passing; `dropped`: "
+                "the proposer's membership that made it ended before it passed",
             },
         }
     ),
@@ -287,11 +293,13 @@ PROPOSAL_LIMIT = IntParam(
 PROPOSAL_ID = IntParam("id", "path", 1, UINT64_MAX, "proposal id")
 
 
-def _proposal_json(proposal: Proposal, height: int) -> dict[str, Any]:
+def _proposal_json(proposal: Proposal, state: Any, height: int) -> dict[str, Any]:
     if proposal.passed_height:
         status = "passed"
     elif height > proposal.deadline_height:
         status = "expired"
+    elif not proposal.is_live(state):
+        status = "dropped"
     else:
         status = "open"
     return {
@@ -304,6 +312,7 @@ def _proposal_json(proposal: Proposal, height: int) -> dict[str, Any]:
         "created_height": proposal.created_height,
         "deadline_height": proposal.deadline_height,
         "voters": [v.hex() for v in proposal.voters],
+        "voted_at": list(proposal.voted_at),
         "passed_height": proposal.passed_height,
         "status": status,
     }
@@ -314,7 +323,7 @@ def _proposal_json(proposal: Proposal, height: int) -> dict[str, Any]:
     "getGovernanceProposals",
     "Governance proposals",
     "Proposals by id from `start`, at most `limit` of them, with their votes and status "
-    "(`open` until its deadline, `passed`, or `expired`); `next_id` is the id the next "
+    "(`open` until its deadline, `passed`, `expired`, or `dropped` with its proposer); `next_id` is the id the next "
     "proposal will get, so `start=next_id-limit` reads the latest.",
     params=(FIRST_PROPOSAL, PROPOSAL_LIMIT),
     ok=Answer(
@@ -340,7 +349,7 @@ async def get_proposals(request: web.Request) -> web.Response:
     for proposal_id in range(start, min(next_id, start + limit)):
         proposal = get_proposal(state, proposal_id)
         if proposal is not None:
-            out.append(_proposal_json(proposal, height))
+            out.append(_proposal_json(proposal, state, height))
     return web.json_response({"height": height, "next_id": next_id, "proposals": out})
 
 
@@ -371,7 +380,9 @@ async def get_proposal_route(request: web.Request) -> web.Response:
     proposal = get_proposal(state, proposal_id)
     if proposal is None:
         raise HttpError(404, "not_found", f"no proposal {proposal_id}")
-    return web.json_response({"height": height, "proposal": _proposal_json(proposal, height)})
+    return web.json_response(
+        {"height": height, "proposal": _proposal_json(proposal, state, height)}
+    )
 
 
 PENDING_CHANGE = Component(

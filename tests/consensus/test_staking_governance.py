@@ -440,3 +440,65 @@ def test_open_proposals_are_bounded_per_member():
     # ... and so does an expired one.
     chain.advance_to(get_proposal(chain.state, ids[1]).deadline_height)
     propose(chain, ProposeAdmitMember(PUB[7], "m7"))
+
+
+def _long_epochs():
+    # Long enough that a removed producer still produces while it is admitted again.
+    params = PARAMS.replace(epoch_length=40, proposal_voting_blocks=200, unbonding_blocks=45)
+    return Chain(make_genesis(params=params))
+
+
+def test_a_removed_members_proposals_are_dropped_also_when_it_is_admitted_again():
+    chain = _long_epochs()
+    old = propose(chain, ProposeAdmitMember(PUB[6], "m6"), key=KEYS[2])
+    pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[2]))
+    message = f"proposal {old}: the membership of its proposer {PUB[2].hex()} that made it ended"
+    receipt = vote(chain, KEYS[0], old)
+    assert (receipt.code, receipt.message) == ("proposer_removed", message)
+    # Admitted again, it starts with no proposals: the old one stays dropped, and does
+    # not take one of its MAX_OPEN_PROPOSALS either.
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[2], "v2-again"))
+    assert is_member(chain.state, PUB[2])
+    for key in KEYS[:3]:
+        receipt = vote(chain, key, old)
+        assert (receipt.code, receipt.message) == ("proposer_removed", message)
+    assert not is_member(chain.state, PUB[6])
+    for i in range(MAX_OPEN_PROPOSALS):
+        propose(chain, ProposeAdmitMember(PUB[7], f"m7-{i}"), key=KEYS[2])
+
+
+def test_a_vote_counts_only_in_the_membership_it_was_cast_in():
+    chain = _long_epochs()
+    pid = propose(chain, ProposeAdmitMember(PUB[5], "m5"))
+    assert vote(chain, KEYS[2], pid).ok
+    pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[2]))
+    # Removed, it still produces this epoch, and its vote still counts.
+    assert PUB[2] in producers_for_height(chain.state, chain.height + 1)
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[2], "v2-again"))
+    # Admitted again, it starts with no votes: its approval of before the removal does
+    # not count, and it may approve again.
+    receipt = vote(chain, KEYS[0], pid)
+    assert receipt.ok and receipt.events[-1].get("approvals") == "1"
+    receipt = vote(chain, KEYS[1], pid)
+    assert receipt.ok and receipt.events[-1].get("approvals") == "2"
+    assert not is_member(chain.state, PUB[5])
+    receipt = vote(chain, KEYS[2], pid)
+    assert receipt.ok and receipt.events[-1].get("passed") == "1"
+    assert is_member(chain.state, PUB[5])
+    proposal = get_proposal(chain.state, pid)
+    assert proposal.voters == tuple(sorted(PUB[:3]))
+    assert proposal.voted_at[proposal.voters.index(PUB[2])] == chain.height
+
+
+def test_a_removed_producers_vote_counts_while_it_produces():
+    chain = _long_epochs()
+    pid = propose(chain, ProposeAdmitMember(PUB[5], "m5"))
+    assert vote(chain, KEYS[2], pid).ok
+    pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[2]))
+    receipt = vote(chain, KEYS[0], pid)
+    assert receipt.ok and receipt.events[-1].get("approvals") == "2"
+    receipt = vote(chain, KEYS[2], pid)
+    assert (receipt.code, receipt.message) == (
+        "already_voted",
+        f"{PUB[2].hex()} already voted on {pid}",
+    )
