@@ -24,6 +24,7 @@ from consensus.staking_state import (
     is_member,
     producer_set,
     producers_for_height,
+    prune_candidates,
     self_bond,
     staking_enabled,
     store_producer_set,
@@ -89,6 +90,8 @@ def elect_producers(state: Overlay, ctx: BlockContext) -> None:
         record = ProducerSet(epoch, ctx.height, previous.keys, previous.weights)
         state.emit(Event.of("election_failed", epoch=epoch))
     store_producer_set(state, record)
+    # Removed members' candidacies leave the list once no set they are in is running.
+    prune_candidates(state, ctx.height)
     state.emit(
         Event.of(
             "producers_elected",

@@ -44,6 +44,7 @@ from consensus.staking_state import (
     members,
     producers_for_height,
     proposal_key,
+    prune_candidates,
     read,
     require_staking,
     staking_enabled,
@@ -582,6 +583,8 @@ def _execute(state: Overlay, proposal: Proposal, ctx: BlockContext) -> None:
         # Its nodes are no longer dialed: a removed member's address goes with it.
         state.delete(member_address_key(key))
         state.set_obj(MEMBER_LIST_KEY, KeyList(tuple(k for k in members(state) if k != key)))
+        # Its candidacy leaves the list unless it still produces (its record stays).
+        prune_candidates(state, ctx.height)
         state.emit(Event.of("member_removed", member=key))
         # The issuer role is a member's: a removed member issues nothing more.
         revoke_all_of(state, address_of(key))

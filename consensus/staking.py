@@ -120,10 +120,10 @@ class SetMemberAddress(Wire):
 @TX_TYPES.declare(
     REGISTER_CANDIDATE,
     RegisterCandidate,
-    "the sender's node key stands for election (weight 0)",
+    "the sender's node key stands for election (weight 0, or its kept record)",
     codes={
         **shared("staking_disabled", "not_member"),
-        "already_candidate": "the node key is already a candidate",
+        "already_candidate": "the node key is already on the candidate list",
         "too_many_candidates": "the candidate list is full",
     },
     events={REGISTER_CANDIDATE},
@@ -139,16 +139,19 @@ def apply_register_candidate(
     # Only consortium members may stand for election.
     if get_member(state, key) is None:
         raise TxFailed(f"{key.hex()} is not a consortium member", "not_member")
-    # A key stands at most once (candidacies are never deleted).
-    if get_candidate(state, key) is not None:
-        raise TxFailed(f"{key.hex()} is already a candidate", "already_candidate")
     keys = candidates(state)
+    # A key stands once at a time (a removed member's candidacy may be taken up again).
+    if key in keys:
+        raise TxFailed(f"{key.hex()} is already a candidate", "already_candidate")
     # The candidate list is one state value, so it is bounded.
     if len(keys) >= MAX_CANDIDATES:
         raise TxFailed(
             f"at most {MAX_CANDIDATES} candidates, got {len(keys)}", "too_many_candidates"
         )
-    state.set_obj(candidate_key(key), Candidate(ctx.height, 0, False, 0, 0, ()))
+    # A record kept from an earlier membership comes back as it was: the tally the
+    # ballots naming it add up to, and its jail.
+    if get_candidate(state, key) is None:
+        state.set_obj(candidate_key(key), Candidate(ctx.height, 0, False, 0, 0, ()))
     state.set_obj(CANDIDATE_LIST_KEY, KeyList(tuple(sorted((*keys, key)))))
     state.emit(Event.of(REGISTER_CANDIDATE, candidate=key))
 

@@ -29,7 +29,9 @@ from vm.state import Overlay, StateView, read_obj
 
 # Largest consortium; every member may be a candidate, and producers come from them.
 MAX_MEMBERS = MAX_VALIDATORS
-# Candidates are never deleted (their tallies must survive), so the bound is looser.
+# Listed candidacies: the members' and those of removed members still in a producer set
+# of this epoch or the next (``prune_candidates``), at most 3 x 256. Candidate records
+# themselves are never deleted (their tallies must survive).
 MAX_CANDIDATES = 1024
 # Upper bound of ``max_votes`` (K): a staker's approval list is at most this long.
 MAX_VOTES = 64
@@ -557,6 +559,28 @@ def may_connect(state: StateView, public_key: bytes, height: int) -> bool:
         if record is not None and public_key in record.keys:
             return True
     return False
+
+
+def prune_candidates(state: Overlay, height: int) -> None:
+    """Take off the candidate list every key that is no longer a member and is in
+    neither the producer set of ``height``'s epoch nor the next one (once elected).
+
+    Its ``Candidate`` record stays: ballots may still name it, its tally must stay
+    exact, and a member admitted again takes it up again as it was, jail included
+    (``register_candidate``). Called when a member is removed and at every election,
+    so the list holds at most the members and the keys of two producer sets
+    (3 x 256 < ``MAX_CANDIDATES``): departed members can no longer fill it for good.
+    Work: one read per listed key, and the sets.
+    """
+    keys = candidates(state)
+    epoch = epoch_of(height, active_params(state).epoch_length)
+    producing: set[bytes] = set()
+    for record in (producer_set(state, epoch), producer_set(state, epoch + 1)):
+        if record is not None:
+            producing.update(record.keys)
+    kept = tuple(k for k in keys if k in producing or is_member(state, k))
+    if kept != keys:
+        state.set_obj(CANDIDATE_LIST_KEY, KeyList(kept))
 
 
 def check_staking_params(params: ChainParams) -> None:

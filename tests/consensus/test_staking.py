@@ -5,7 +5,9 @@ import pytest
 from consensus import epoch_of, members, producers_for_height
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,
+    PROPOSE_REMOVE_MEMBER,
     ProposeAdmitMember,
+    ProposeRemoveMember,
 )
 from consensus.staking import (
     BOND,
@@ -21,12 +23,18 @@ from consensus.staking import (
 )
 from consensus.staking_state import (
     BONDED_POOL,
+    CANDIDATE_LIST_KEY,
     COMMUNITY_POOL,
+    MAX_CANDIDATES,
     MAX_UNBONDING_ENTRIES,
     UNBONDING_POOL,
+    Candidate,
+    KeyList,
     StakingError,
     Unbonding,
+    candidate_key,
     candidates,
+    get_candidate,
     producer_set,
 )
 from consensus.validators import ValidatorSet
@@ -105,6 +113,61 @@ def test_register_candidate_refusals():
         "already_candidate",
         f"{PUB[0].hex()} is already a candidate",
     )
+
+
+def test_a_removed_members_candidacy_leaves_the_list_and_comes_back_as_it_was():
+    chain = Chain()
+    admit(chain, 3)
+    chain.block(
+        chain.tx(KEYS[3], REGISTER_CANDIDATE, RegisterCandidate()),
+        chain.tx(KEYS[3], BOND, Bond(SELF_BOND)),
+        chain.tx(KEYS[3], VOTE_PRODUCERS, VoteProducers((PUB[3],))),
+        chain.tx(KEYS[6], BOND, Bond(500)),
+        chain.tx(KEYS[6], VOTE_PRODUCERS, VoteProducers((PUB[3],))),
+    )
+    assert all(r.ok for r in chain.last.receipts)
+    # Jailed (as for missed slots): it is not elected, and must not shed the jail below.
+    set_candidate(chain.state, PUB[3], jailed=True, jailed_until=10**6)
+    pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[3]))
+    assert PUB[3] not in producers_for_height(chain.state, chain.height + 1)
+    # Off the list, so departed members cannot fill it; the record and its tally stay,
+    # since ballots still name it.
+    assert PUB[3] not in candidates(chain.state)
+    assert chain.candidate(PUB[3]).weight == SELF_BOND + 500
+    assert chain.run(KEYS[6], BOND, Bond(100)).ok
+    assert chain.candidate(PUB[3]).weight == SELF_BOND + 600
+    check_invariants(chain.state, chain.genesis.total_supply)
+    # Admitted again, it stands again with the record it had: tally and jail.
+    admit(chain, 3)
+    receipt = chain.run(KEYS[3], REGISTER_CANDIDATE, RegisterCandidate())
+    assert receipt.ok, receipt
+    assert PUB[3] in candidates(chain.state)
+    cand = chain.candidate(PUB[3])
+    assert cand.weight == SELF_BOND + 600 and cand.jailed and cand.jailed_until == 10**6
+    receipt = chain.run(KEYS[3], REGISTER_CANDIDATE, RegisterCandidate())
+    assert receipt.code == "already_candidate"
+    check_invariants(chain.state, chain.genesis.total_supply)
+
+
+def test_departed_members_cannot_fill_the_candidate_list_for_good():
+    chain = Chain()
+    admit(chain, 4)
+    # The list as 1,021 members admitted, registered and removed over the chain's life
+    # left it before: every one still listed, none a member or a producer any more.
+    departed = [bytes([0xD0, i >> 8, i & 0xFF]) * 10 + b"\xd0\xd0" for i in range(1021)]
+    for key in departed:
+        chain.state[candidate_key(key)] = Candidate(1, 0, False, 0, 0, ()).encode()
+    full = tuple(sorted((*PUB[:3], *departed)))
+    assert len(full) == MAX_CANDIDATES
+    chain.state[CANDIDATE_LIST_KEY] = KeyList(full).encode()
+    receipt = chain.run(KEYS[4], REGISTER_CANDIDATE, RegisterCandidate())
+    assert receipt.code == "too_many_candidates"
+    # The next election takes them off the list (their records stay): room again.
+    chain.advance_to((chain.height // PARAMS.epoch_length + 1) * PARAMS.epoch_length)
+    assert candidates(chain.state) == tuple(sorted(PUB[:3]))
+    assert get_candidate(chain.state, departed[0]) is not None
+    assert chain.run(KEYS[4], REGISTER_CANDIDATE, RegisterCandidate()).ok
+    assert candidates(chain.state) == tuple(sorted((*PUB[:3], PUB[4])))
 
 
 def test_staking_disabled_without_a_genesis_section():

@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consensus import (
+    epoch_of,
     is_member,
     may_connect,
     members,
@@ -24,8 +25,23 @@ from consensus.governance import (
     VoteProposal,
     get_proposal,
 )
-from consensus.staking import REGISTER_CANDIDATE, UNBOND, RegisterCandidate, Unbond
-from consensus.staking_state import GOVERNABLE_PARAMS, MAX_OPEN_PROPOSALS, active_params
+from consensus.staking import (
+    BOND,
+    REGISTER_CANDIDATE,
+    UNBOND,
+    VOTE_PRODUCERS,
+    Bond,
+    RegisterCandidate,
+    Unbond,
+    VoteProducers,
+)
+from consensus.staking_state import (
+    GOVERNABLE_PARAMS,
+    MAX_OPEN_PROPOSALS,
+    active_params,
+    candidates,
+    get_candidate,
+)
 from core import Vote, VoteType
 from tests.consensus.staking_helpers import (
     CHAIN,
@@ -33,6 +49,7 @@ from tests.consensus.staking_helpers import (
     PARAMS,
     PUB,
     Chain,
+    check_invariants,
     make_genesis,
     pass_proposal,
 )
@@ -502,3 +519,70 @@ def test_a_removed_producers_vote_counts_while_it_produces():
         "already_voted",
         f"{PUB[2].hex()} already voted on {pid}",
     )
+
+
+member_ops = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["admit", "remove", "register"]), st.integers(0, 6)),
+        st.tuples(st.just("back"), st.integers(7, 9), st.sets(st.integers(0, 6), max_size=3)),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(member_ops)
+def test_members_come_and_go_and_the_candidate_list_stays_bounded_and_tallies_exact(ops):
+    """Admissions, removals, candidacies and ballots in any order: the list holds the
+    members' candidacies and those of producers of this, the last or the next epoch,
+    every candidate's tally stays the sum of the bonds that approve it, and a member
+    admitted again can always stand again."""
+    chain = Chain()
+    e = PARAMS.epoch_length
+    for op in ops:
+        kind, i = op[0], op[1]
+        member = is_member(chain.state, PUB[i])
+        if kind == "admit" and not member:
+            within_an_epoch(chain)
+            pass_proposal(
+                chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[i], f"m{i}"), proposer(chain)
+            )
+        elif kind == "remove" and member and len(members(chain.state)) > 1:
+            within_an_epoch(chain)
+            pass_proposal(
+                chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[i]), proposer(chain)
+            )
+        elif kind == "register" and member:
+            receipt = chain.run(KEYS[i], REGISTER_CANDIDATE, RegisterCandidate())
+            listed = PUB[i] in candidates(chain.state)
+            assert receipt.ok or (receipt.code == "already_candidate" and listed), receipt
+        elif kind == "back":
+            ballot = tuple(sorted(PUB[c] for c in op[2] if get_candidate(chain.state, PUB[c])))
+            chain.block(
+                chain.tx(KEYS[i], BOND, Bond(100)),
+                chain.tx(KEYS[i], VOTE_PRODUCERS, VoteProducers(ballot)),
+            )
+            assert all(r.ok for r in chain.last.receipts), chain.last.receipts
+        else:
+            chain.block()
+        check_invariants(chain.state, chain.genesis.total_supply)
+        epoch = epoch_of(chain.height + 1, e)
+        producing = set()
+        for n in range(max(epoch - 1, 0), epoch + 2):
+            record = producer_set(chain.state, n)
+            producing.update(() if record is None else record.keys)
+        for key in candidates(chain.state):
+            assert is_member(chain.state, key) or key in producing, key.hex()
+
+
+def within_an_epoch(chain):
+    """Run to the last block of an epoch, so that a proposal and the votes of its (at most
+    three) producers fall in the next one: a set that shrinks under a proposal leaves it
+    waiting for a vote nobody is left to cast."""
+    chain.advance_to(chain.height + (-chain.height) % PARAMS.epoch_length)
+
+
+def proposer(chain):
+    """A member's key to propose with."""
+    return next(k for k in KEYS if is_member(chain.state, k.public_key))
