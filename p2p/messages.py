@@ -28,7 +28,11 @@ from core.types import Block, SignedTx
 # 5: a missed slot is also counted against the proposer that may have withheld the
 # block (``consensus.staking_state.Candidate.withheld_by``, one field more): every block
 # that records a miss makes other state roots (tree layout 7).
-PROTOCOL_VERSION = 5
+# 6: producers' unbonding is held while they can be slashed (``ProducerTerm``, a key
+# space of its own, written from genesis on), approvals carry their height
+# (``consensus.governance.Proposal.voted_at``) and removed members' candidacies leave
+# the candidate list: other state roots from the genesis state on (tree layout 8).
+PROTOCOL_VERSION = 6
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.

@@ -238,14 +238,15 @@ class ChainStore:
                 b"\x04": "4 (tree nodes in the chain's database)",
                 b"\x05": "5 (no lists of replaced nodes)",
                 b"\x06": "6 (candidates without counts of withheld blocks)",
+                b"\x07": "7 (no producer terms, approvals without heights)",
             }.get(raw, "0x" + (raw or b"").hex())
             raise OtherLayout(
                 f"database at {self.path} holds a state tree of layout {found}; this node "
                 f"builds layout {TREE_LAYOUT} (grouped key paths, docs/vm.md; nodes keyed by "
                 "version in a database of their own, docs/node.md; party records counting a "
                 "buyer's last deal, docs/commerce.md; candidates counting withheld blocks, "
-                "docs/staking.md): start it on an empty data directory "
-                "and let it sync"
+                "producer terms and approvals with heights, docs/staking.md): start it on "
+                "an empty data directory and let it sync"
             )
 
     def _meta_height(self, key: bytes) -> int:

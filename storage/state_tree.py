@@ -194,10 +194,13 @@ _VALUE_AT = 65
 # the same with each block's replaced nodes listed beside its own (``TreeUpdate.stale``,
 # what pruning deletes by), 7 the same holding staking candidates that count each missed
 # slot against the proposer that may have withheld the block too
-# (``consensus.staking_state.Candidate.withheld_by``). A store of another layout holds
-# nodes where this code never looks, records it cannot decode, or nodes no list names
+# (``consensus.staking_state.Candidate.withheld_by``), 8 the same holding each
+# producer's last term (``consensus.staking_state.ProducerTerm``, which holds back its
+# unbonding) and governance proposals that record each approval's height
+# (``consensus.governance.Proposal.voted_at``). A store of another layout holds nodes
+# where this code never looks, records it cannot decode, or nodes no list names
 # (pruning would never delete them), so it is refused rather than read wrong.
-TREE_LAYOUT = 7
+TREE_LAYOUT = 8
 
 # A key's group fixes the first GROUP_BYTES of its path. Measured in docs/vm.md (where
 # a key sits): a prefix deeper than the tree puts a group of two or more keys below a

@@ -163,23 +163,25 @@ def test_a_store_of_another_tree_layout_is_refused(tmp_path):
         with pytest.raises(StorageError, match=message):
             ChainStore(path)
 
-    refused(None, "layout 1 .*this node builds layout 7")
+    refused(None, "layout 1 .*this node builds layout 8")
     # Layout 2 was the same tree with its nodes keyed by hash alone: not where this
     # code looks for them.
-    refused(b"\x02", "layout 2 .*keyed by hash.*builds layout 7")
+    refused(b"\x02", "layout 2 .*keyed by hash.*builds layout 8")
     # Layout 3 held commerce party records of an older encoding.
-    refused(b"\x03", "layout 3 .*party records.*builds layout 7")
+    refused(b"\x03", "layout 3 .*party records.*builds layout 8")
     # Layout 4 kept the tree's nodes in the chain's own database, where this code
     # no longer looks; refused before the tree's database is made beside it.
     for entry in (path / TREE_DIR).iterdir():
         entry.unlink()
     (path / TREE_DIR).rmdir()
-    refused(b"\x04", "layout 4 .*chain's database.*builds layout 7")
+    refused(b"\x04", "layout 4 .*chain's database.*builds layout 8")
     assert not (path / TREE_DIR).exists()
     # Layout 5 listed no replaced nodes: pruning would never delete its old ones.
-    refused(b"\x05", "layout 5 .*no lists of replaced nodes.*builds layout 7")
+    refused(b"\x05", "layout 5 .*no lists of replaced nodes.*builds layout 8")
     # Layout 6 held staking candidates of an older encoding.
-    refused(b"\x06", "layout 6 .*withheld blocks.*builds layout 7")
+    refused(b"\x06", "layout 6 .*withheld blocks.*builds layout 8")
+    # Layout 7 held no producer terms and proposals of an older encoding.
+    refused(b"\x07", "layout 7 .*no producer terms.*builds layout 8")
 
 
 def test_each_blocks_tree_nodes_are_stored_after_every_older_versions(tmp_path):
