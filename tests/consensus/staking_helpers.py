@@ -20,6 +20,7 @@ from consensus.staking_state import (
     COMMUNITY_POOL,
     UNBONDING_POOL,
     Candidate,
+    ReleaseQueue,
     Staker,
     candidate_key,
     get_candidate,
@@ -206,6 +207,33 @@ def check_invariants(state: dict[bytes, bytes], supply: int) -> None:
     for _, s in stakers:
         assert not s.is_empty
         assert list(s.votes) == sorted(set(s.votes))
+    check_queues(state)
+
+
+def check_queues(state: dict[bytes, bytes]) -> None:
+    """Each release queue links exactly ``count`` stakers, each with one entry for that
+    height, and every pending entry is in the queue of its height (held ones included)."""
+    queued: set[tuple[bytes, int]] = set()
+    for k, v in state.items():
+        if k[0] != ConsensusPrefix.UNBONDING_QUEUE:
+            continue
+        height = int.from_bytes(k[1:], "big")
+        queue = ReleaseQueue.decode(v)
+        address: bytes | None = queue.first
+        for _ in range(queue.count):
+            assert address is not None, f"queue {height} ends before {queue.count}"
+            entries = [
+                u for u in get_staker(state, address).unbonding if u.release_height == height
+            ]
+            assert len(entries) == 1, (height, address.hex())
+            assert (address, height) not in queued, (height, address.hex())
+            queued.add((address, height))
+            address = entries[0].next
+        assert address is None, f"queue {height} is longer than {queue.count}"
+    for k, v in state.items():
+        if k[0] == ConsensusPrefix.STAKER:
+            for u in Staker.decode(v).unbonding:
+                assert (k[1:], u.release_height) in queued, (k[1:].hex(), u.release_height)
 
 
 KEY_OF = {k.public_key: k for k in KEYS}
