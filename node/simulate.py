@@ -38,13 +38,13 @@ from apps.routes import (
     obj,
     ref,
     retry_later,
-    unavailable,
 )
 from core import HttpError
+from node.api_common import node_of, ready
 from node.bodies import parse_json_txs, read_body
 from node.openapi import TX_REFUSAL_CODES
 from node.render import RECEIPT, receipt_json
-from node.service import NODE, Node
+from node.service import Node
 from storage import StateTree
 from vm import Receipt, StateView, VerifiedTx, verify_signed_tx
 
@@ -145,10 +145,8 @@ _REFUSED = tuple(
     ),
 )
 async def simulate_tx(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    chain, mempool = node.chain, node.mempool
-    if chain is None or mempool is None:
-        raise unavailable()
+    node = node_of(request)
+    chain, mempool = ready(node)
     # Refused before reading: a body that cannot be one transaction costs nothing.
     limit = 2 * chain.params.max_tx_bytes + _JSON_OVERHEAD
     length = request.content_length

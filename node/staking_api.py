@@ -49,8 +49,8 @@ from consensus.staking_state import (
 from core import HttpError
 from core.codec import UINT64_MAX
 from genesis.document import params_to_json
+from node.api_common import node_of
 from node.chain import Chain
-from node.service import NODE
 from vm import ChainParams
 
 MAX_PROPOSALS_PER_PAGE = 1000
@@ -90,7 +90,7 @@ _ERRORS = (
 
 
 def _chain(request: web.Request) -> Chain:
-    chain = request.app[NODE].chain
+    chain = node_of(request).chain
     if chain is None:
         raise unavailable()
     return chain
