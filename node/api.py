@@ -48,8 +48,17 @@ from apps.routes import (
     retry_later,
 )
 from core import HttpError, Invalid
+from core.netaddr import client_key
 from node.api_common import node_of, ready
-from node.bodies import BODY_BUDGET, BodyBudget, parse_json_txs, read_body, split_msgpack_batch
+from node.bodies import (
+    ANSWER_BUDGET,
+    BODY_BUDGET,
+    SMALL_ANSWER_BYTES,
+    BodyBudget,
+    parse_json_txs,
+    read_body,
+    split_msgpack_batch,
+)
 from node.chain_api import BLOCK_READ_SLOTS, BLOCK_READS, RENDERED_BLOCKS, RenderedBlocks
 from node.chain_api import ROUTES as CHAIN_ROUTES
 from node.config import NodeConfig
@@ -108,6 +117,46 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         # A bug: logged with its traceback here, never shown to the client.
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _error(500, "internal", "internal error", None)
+
+
+@web.middleware
+async def answers_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Sends every answer over ``SMALL_ANSWER_BYTES`` itself, charged to the app's
+    ``ANSWER_BUDGET`` until the socket has taken it: 503 ``busy`` past the budget or the
+    client address's quarter of it.
+
+    aiohttp hands an answer's body to the transport whole, and the transport keeps what
+    the socket does not take for as long as the client leaves its window shut (or reads
+    a byte at a time, which the gate's stall watch counts as progress): without a bound,
+    one address's 256 connections asking for batch answers (2.6 MB for 60 KB asked)
+    held 670 MB, and a big block's answer is ~20 MB. Feeds (prepared WebSocket answers)
+    have their own bounds (``apps.commerce.feed``)."""
+    resp = await handler(request)
+    if not isinstance(resp, web.Response) or resp.prepared:
+        return resp
+    body = resp.body
+    if not isinstance(body, bytes | bytearray) or len(body) <= SMALL_ANSWER_BYTES:
+        return resp
+    size = len(body)
+    budget = request.app[ANSWER_BUDGET]
+    transport = request.transport
+    client = client_key(transport.get_extra_info("peername") if transport else None)
+    if not budget.take(client, size):
+        return _error(
+            503,
+            "busy",
+            "the node holds as many unsent answers as it allows; retry later",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except ConnectionError:
+        # The client went away: aiohttp's own send finds the connection closed.
+        pass
+    finally:
+        budget.give(client, size)
+    return resp
 
 
 STATUS = Component(
@@ -473,10 +522,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(node: Node) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=node.config.max_request_bytes
+        middlewares=[answers_middleware, errors_middleware],
+        client_max_size=node.config.max_request_bytes,
     )
     app[NODE] = node
     app[BODY_BUDGET] = BodyBudget(node.config.http.max_bodies_bytes)
+    app[ANSWER_BUDGET] = BodyBudget(node.config.http.max_answers_bytes)
     ROUTES.mount(app)
     install_simulate(app)
     app[BLOCK_READS] = asyncio.Semaphore(BLOCK_READ_SLOTS)

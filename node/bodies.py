@@ -81,6 +81,14 @@ class BodyBudget:
 
 
 BODY_BUDGET: web.AppKey[BodyBudget] = web.AppKey("body_budget", BodyBudget)
+# The same accounting for answers being sent (``node.api.answers_middleware``): an
+# answer is handed to the socket whole, and a client that asks and never reads kept it
+# in the node's memory (60 KB of batch asked for a 2.6 MB answer; 256 connections from
+# one address held 670 MB). Charged from the answer's handing over until the socket
+# took it (or closed); over the budget, or a quarter of it from one address, ``busy``.
+ANSWER_BUDGET: web.AppKey[BodyBudget] = web.AppKey("answer_budget", BodyBudget)
+# Answers up to this size are not counted: the socket's buffers take them at once.
+SMALL_ANSWER_BYTES = 16 * 1024
 
 
 def _too_large(message: str) -> HttpError:
@@ -243,8 +251,10 @@ def parse_json_txs(body: bytes, max_items: int) -> tuple[list[bytes], bool]:
 
 
 __all__ = [
+    "ANSWER_BUDGET",
     "BODY_BUDGET",
     "MAX_DECODE_RATIO",
+    "SMALL_ANSWER_BYTES",
     "BodyBudget",
     "BodyError",
     "parse_json_txs",

@@ -92,6 +92,9 @@ class HttpLimits:
     # Request bytes held by bodies being read, over all connections; a quarter of it
     # per address (node.bodies).
     max_bodies_bytes: int = 128 * 1024 * 1024
+    # Answer bytes being sent, over all connections; a quarter of it per address
+    # (node.bodies.ANSWER_BUDGET).
+    max_answers_bytes: int = 128 * 1024 * 1024
 
 
 class _Gated(asyncio.Protocol):

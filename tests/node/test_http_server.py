@@ -280,6 +280,63 @@ async def test_a_compressed_body_decodes_to_a_bounded_multiple_of_its_size(tmp_p
                 assert resp.status == 400 and (await resp.json())["code"] == "malformed"
 
 
+# A batch of 20,000 one-byte items: 60 KB asked, a 2.6 MB answer (a result each).
+JUNK_BATCH = bytes([0xDD]) + (20_000).to_bytes(4, "big") + b"\xc4\x01\x00" * 20_000
+JUNK_POST = (
+    b"POST /v1/txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(JUNK_BATCH) + JUNK_BATCH
+)
+
+
+async def never_reading(port: int, source: str, requests: int) -> socket.socket:
+    """A socket from ``source`` with a tiny receive window that sends ``requests``
+    junk batches at once (pipelined) and reads nothing."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    sock.bind((source, 0))
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, JUNK_POST * requests)
+    return sock
+
+
+async def junk_status(port: int, source: str) -> bytes:
+    """The status line of one junk batch's answer from ``source`` (the rest is not read)."""
+    sock = await never_reading(port, source, 1)
+    try:
+        return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 12), WAIT)
+    finally:
+        sock.close()
+
+
+async def test_answers_a_client_does_not_read_share_one_budget(tmp_path):
+    """A client that asks for big answers and never reads them held them all in the node's
+    memory: 60 KB asked for 2.6 MB held, 256 connections of one address 670 MB (beyond
+    the few MB the kernel takes per socket). Answers being sent now share a budget, a
+    quarter of it per address: past its share an address is ``busy`` (503), others are
+    served, and the share comes back when the connections close."""
+    async with gated(tmp_path, max_answers_bytes=24 * 2**20) as (port, _node):
+        # Three answers each, pipelined: the socket's buffers take the first, the second
+        # waits in the node (charged), the third is not yet made.
+        holders = [await never_reading(port, "127.0.0.2", 3) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + WAIT
+            while (status := await junk_status(port, "127.0.0.2")) == b"HTTP/1.1 200":
+                assert time.monotonic() < deadline, "the address's unread answers were not bounded"
+                await asyncio.sleep(0.1)
+            assert status == b"HTTP/1.1 503"
+            # Another address is served.
+            assert await junk_status(port, "127.0.0.3") == b"HTTP/1.1 200"
+        finally:
+            for sock in holders:
+                sock.close()
+        deadline = time.monotonic() + WAIT
+        while await junk_status(port, "127.0.0.2") != b"HTTP/1.1 200":
+            assert time.monotonic() < deadline, "the closed connections kept their share"
+            await asyncio.sleep(0.1)
+
+
 def test_a_small_open_file_limit_still_leaves_http_most_of_it():
     assert connection_cap(1024) == 512
     assert connection_cap(8) == 4
