@@ -94,10 +94,12 @@ TX_TYPES = TxTable(TxClass.COMMERCE)
 
 
 def _require_buyer(order: Order, signer: bytes, what: str) -> None:
-    # Only the order's buyer may do this.
+    # Only the order's buyer may do this. The message names the signer only: a receipt
+    # is public (and a simulation free), so naming the buyer would tell anyone who
+    # bought any order (docs/commerce.md, Privacy).
     if signer != order.buyer:
         raise TxFailed(
-            f"{what} order {order.id} needs its buyer {addr(order.buyer)}, signer is {addr(signer)}",
+            f"{what} order {order.id} needs its buyer, signer {addr(signer)} is not",
             "not_authorized",
         )
 

@@ -53,11 +53,11 @@ def process_review(state: Overlay, tx: TxInfo, p: WriteReview, ctx: BlockContext
     params = config(state).params
     signer = tx.sender_address
     order = require_order(state, p.order_id)
-    # Only the buyer of the order reviews it.
+    # Only the buyer of the order reviews it. The message names the signer only
+    # (receipts are public: see orders._require_buyer).
     if signer != order.buyer:
         raise TxFailed(
-            f"reviewing order {order.id} needs its buyer {addr(order.buyer)}, signer is "
-            f"{addr(signer)}",
+            f"reviewing order {order.id} needs its buyer, signer {addr(signer)} is not",
             "not_authorized",
         )
     # Only a settled order (completed or resolved) can be reviewed.

@@ -6,6 +6,7 @@ from apps.commerce import payloads as tx
 from apps.commerce.model import OrderState
 from apps.commerce.sealing import open_address
 from apps.commerce.views import get_listing, get_order, order_view
+from core.keys import format_address
 from tests.apps.commerce.helpers import (
     MIN,
     PRICE,
@@ -90,6 +91,26 @@ def test_cancel_before_acceptance_refunds_and_restocks():
     chain.fails("alice", tx.CANCEL_ORDER, tx.OrderRef(1), "bad_state")
     chain.fails("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1), "bad_state")
     chain.fails("merchant", tx.REFUND, tx.Refund(1, 1), "bad_state")
+
+
+def test_refusing_a_stranger_never_names_the_orders_buyer():
+    """Receipts are public and simulations free: a stranger's cancel, confirmation or
+    review of someone's order is refused without the buyer's address in the message."""
+    chain = new_chain()
+    shop = open_shop(chain)
+    buyer = chain.addr("alice")
+    named = (format_address(buyer), buyer.hex())
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
+    refused = [chain.fails("bob", tx.CANCEL_ORDER, tx.OrderRef(1), "not_authorized")]
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, ()))
+    refused.append(chain.fails("bob", tx.CONFIRM_DELIVERY, tx.OrderRef(1), "not_authorized"))
+    chain.ok("alice", tx.CONFIRM_DELIVERY, tx.OrderRef(1))
+    refused.append(chain.fails("bob", tx.REVIEW, tx.WriteReview(1, 5, "great"), "not_authorized"))
+    for receipt in refused:
+        # The signer is named (it is the envelope's sender anyway); the buyer is not.
+        assert format_address(chain.addr("bob")) in receipt.message
+        assert not any(form in receipt.message for form in named), receipt.message
 
 
 def test_cancel_after_acceptance_is_refused():
