@@ -117,14 +117,20 @@ async def test_a_node_showing_another_merchant_key_gets_nothing_sealed_to_it(tmp
     assert posted == []
 
 
+async def add_auditor(d) -> Actor:
+    """An auditor, given its role (and its X25519 key) by the faucet, the registrar."""
+    auditor = Actor("auditor")
+    roles = tx.SetRoles(auditor.address, int(Role.AUDITOR), auditor.enc_public)
+    await d.run(d.faucet, tx.SET_ROLES, roles)
+    return auditor
+
+
 async def test_a_node_showing_another_auditor_key_gets_no_disclosure_sealed_to_it(
     tmp_path, monkeypatch
 ):
-    auditor = Actor("auditor")
     async with running_driver(tmp_path / "node") as d:
         keyring, genesis = await shop(d, tmp_path)
-        roles = tx.SetRoles(auditor.address, int(Role.AUDITOR), auditor.enc_public)
-        await d.run(d.faucet, tx.SET_ROLES, roles)
+        auditor = await add_auditor(d)
         placed = await place(d, keyring, genesis)
         assert placed.exit_code == 0, (placed.stdout, placed.stderr)
         disclose = ("order", "disclose", "1", "--auditor", auditor.text, "--genesis", str(genesis))
@@ -143,11 +149,9 @@ async def test_a_node_showing_another_auditor_key_gets_no_disclosure_sealed_to_i
 async def test_a_pinned_genesis_refuses_the_lying_node_without_genesis_on_the_command_line(
     tmp_path, monkeypatch
 ):
-    auditor = Actor("auditor")
     async with running_driver(tmp_path / "node") as d:
         keyring, genesis = await shop(d, tmp_path)
-        roles = tx.SetRoles(auditor.address, int(Role.AUDITOR), auditor.enc_public)
-        await d.run(d.faucet, tx.SET_ROLES, roles)
+        auditor = await add_auditor(d)
         await pin(keyring, genesis)
         placed = await cli(d, keyring, "order", "place", "1", "--address", ADDRESS, "--wait")
         assert placed.exit_code == 0, (placed.stdout, placed.stderr)
