@@ -104,7 +104,8 @@ HTTP_CODES: dict[str, str] = {
     "settings, or the height it state-synced from); an archive node has it",
     "internal": "500: a bug in the node (logged)",
     "unavailable": "503: the node is starting or stopping (with `Retry-After`)",
-    "busy": "503: the node runs as many simulations, reads as many request bodies, or "
+    "busy": "503: the node runs as many simulations, reads as many request bodies, holds "
+    "as many unsent answers, queues as many reads (blocks, proofs, commerce views), or "
     "serves as many connections (in all or from the client's address) as it allows "
     "(with `Retry-After`)",
     "http_error": "any other HTTP error, e.g. a plain GET on a WebSocket route",

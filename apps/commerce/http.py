@@ -33,6 +33,9 @@ from apps.commerce.http_common import (
     MAX_ID,
     READER,
     UNAVAILABLE,
+    VIEW_READ_QUEUE,
+    VIEW_READ_SLOTS,
+    VIEW_READS,
     ChainReader,
     StateAt,
     at_height,
@@ -73,6 +76,7 @@ from apps.commerce.signed_reads import (
     verify_read_request,
 )
 from apps.commerce.store import load
+from apps.read_slots import ReadSlots
 from apps.routes import (
     STR,
     UINT,
@@ -210,12 +214,10 @@ ROUTES = RouteTable(
 async def get_config(request: web.Request) -> web.Response:
     reader = reader_of(request)
     state = StateAt(reader, final_height(reader))
-    config = await in_thread(views.commerce_config, state)
-    if config is None:
+    read = await in_thread(request, _config_reads, state)
+    if read is None:
         raise HttpError(404, "commerce_disabled", "this chain's genesis has no commerce section")
-    escrow = await in_thread(views.escrow_view, state)
-    escrows = await in_thread(views.currency_escrows, state)
-    orders = await in_thread(views.order_count, state)
+    config, escrow, escrows, orders = read
     return doc_at(
         state,
         config=views.jsonable(config),
@@ -223,6 +225,15 @@ async def get_config(request: web.Request) -> web.Response:
         escrows=[{"currency": c, **views.jsonable(e)} for c, e in escrows],
         orders=orders,
     )
+
+
+def _config_reads(state: StateAt) -> tuple[Any, Any, Any, int] | None:
+    """The configuration, escrows and order count (None without commerce): one read."""
+    config = views.commerce_config(state)
+    if config is None:
+        return None
+    escrow = views.escrow_view(state)
+    return config, escrow, views.currency_escrows(state), views.order_count(state)
 
 
 LISTING_START = IntParam("start", "query", 1, MAX_ID, "first listing id", default=1)
@@ -247,15 +258,16 @@ async def get_listings(request: web.Request) -> web.Response:
     reader = reader_of(request)
     start, limit = LISTING_START.read(request), LIMIT.read(request)
     state = StateAt(reader, final_height(reader))
-    page = await in_thread(views.listings, state, start, limit)
+    page, next_id = await in_thread(request, _listings_page, state, start, limit)
     # Ids are dense (1..count), so the next page starts right after this one's range.
-    more = start + limit < await in_thread(_next_listing_id, state)
+    more = start + limit < next_id
     return doc_at(state, listings=views.jsonable(page), next_start=start + limit if more else None)
 
 
-def _next_listing_id(state: StateView) -> int:
+def _listings_page(state: StateView, start: int, limit: int) -> tuple[list[Any], int]:
+    """A page of listings and the next listing id: one read."""
     counter = load(state, keys.counter_key(keys.LISTING_IDS), Counter)
-    return 1 if counter is None else counter.next
+    return views.listings(state, start, limit), 1 if counter is None else counter.next
 
 
 LISTING_ID = IntParam("id", "path", 1, MAX_ID, "listing id")
@@ -274,7 +286,7 @@ async def get_listing(request: web.Request) -> web.Response:
     reader = reader_of(request)
     listing_id = LISTING_ID.read(request)
     state = StateAt(reader, final_height(reader))
-    view = await in_thread(views.listing_view, state, listing_id)
+    view = await in_thread(request, views.listing_view, state, listing_id)
     if view is None:
         raise not_found(f"listing {listing_id}", state.height)
     return doc_at(state, listing=views.jsonable(view))
@@ -294,7 +306,7 @@ async def _reviews(request: web.Request, **which: Any) -> web.Response:
     before, limit = BEFORE.read(request), LIMIT.read(request)
     state = StateAt(reader, final_height(reader))
     page = await in_thread(
-        functools.partial(views.reviews_for, state, before=before, limit=limit, **which)
+        request, functools.partial(views.reviews_for, state, before=before, limit=limit, **which)
     )
     # A full page may have more behind it: page on from its last order id.
     next_before = page[-1].order_id if len(page) == limit else None
@@ -327,7 +339,7 @@ async def get_merchant(request: web.Request) -> web.Response:
     reader = reader_of(request)
     address = _address(request)
     state = StateAt(reader, final_height(reader))
-    view = await in_thread(views.merchant_view, state, address)
+    view = await in_thread(request, views.merchant_view, state, address)
     if view is None:
         raise not_found(f"merchant {request.match_info['address']}", state.height)
     return doc_at(state, merchant=views.jsonable(view))
@@ -370,7 +382,7 @@ async def get_roles(request: web.Request) -> web.Response:
     reader = reader_of(request)
     address = _address(request)
     state = StateAt(reader, final_height(reader))
-    record = await in_thread(views.roles_view, state, address)
+    record = await in_thread(request, views.roles_view, state, address)
     return doc_at(
         state,
         address=request.match_info["address"],
@@ -390,13 +402,18 @@ async def _timed_view(
     reader = reader_of(request)
     oid = object_id.read(request)
     state = StateAt(reader, final_height(reader))
-    header = reader.header(state.height)
-    # A deal is live while start <= block time < end: judged at this height's time.
-    now_ms = None if header is None else header.time_ms
-    view = await in_thread(view_fn, state, oid, now_ms)
+    now_ms, view = await in_thread(request, _timed, reader, view_fn, state, oid)
     if view is None:
         raise not_found(f"{what} {oid}", state.height)
     return doc_at(state, time_ms=now_ms, **{what: views.jsonable(view)})
+
+
+def _timed(reader: ChainReader, view_fn: Any, state: StateAt, oid: int) -> tuple[int | None, Any]:
+    """(block time of ``state``'s height, the view judged at it): one read."""
+    header = reader.header(state.height)
+    # A deal is live while start <= block time < end: judged at this height's time.
+    now_ms = None if header is None else header.time_ms
+    return now_ms, view_fn(state, oid, now_ms)
 
 
 SESSION_ID = IntParam("id", "path", 1, MAX_ID, "session id")
@@ -503,7 +520,7 @@ async def get_orders(request: web.Request) -> web.Response:
     before, limit = BEFORE.read(request), LIMIT.read(request)
     viewer = _viewer(request)
     state = StateAt(reader, final_height(reader))
-    page, total = await in_thread(_orders_page, state, viewer, role, before, limit)
+    page, total = await in_thread(request, _orders_page, state, viewer, role, before, limit)
     next_before = page[-1].id if len(page) == limit else None
     return _private_doc(
         state, role=role, total=total, orders=views.jsonable(page), next_before=next_before
@@ -536,7 +553,7 @@ async def get_order(request: web.Request) -> web.Response:
     order_id = ORDER_ID.read(request)
     viewer = _viewer(request)
     state = StateAt(reader, final_height(reader))
-    view = await in_thread(views.order_view, state, order_id, viewer)
+    view = await in_thread(request, views.order_view, state, order_id, viewer)
     if view is None:
         raise not_found(f"order {order_id}", state.height)
     return _private_doc(state, order=views.jsonable(view))
@@ -608,7 +625,7 @@ def _feed_start(request: web.Request, hub: feed.FeedHub) -> feed.Position | None
     tag="feeds",
     params=(SESSION_ID, FROM, UPGRADE),
     ok=SWITCHING,
-    errors=(FEED_REFUSED, Refusal(404, "No such session.", "not_found")),
+    errors=(FEED_REFUSED, Refusal(404, "No such session.", "not_found"), UNAVAILABLE),
     extra={
         "x-websocket": {
             "messages": {"oneOf": [feed.FEED_EVENT, feed.FEED_READY]},
@@ -622,7 +639,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     session_id = SESSION_ID.read(request)
     start = _feed_start(request, hub)
     latest = StateAt(hub.reader, final_height(hub.reader))
-    if await in_thread(views.get_session, latest, session_id) is None:
+    if await in_thread(request, views.get_session, latest, session_id) is None:
         raise not_found(f"session {session_id}", latest.height)
     reader = hub.reader
 
@@ -660,8 +677,15 @@ async def blocks_feed(request: web.Request) -> web.StreamResponse:
 def add_routes(
     app: web.Application, reader: ChainReader, feed_limits: feed.FeedLimits | None = None
 ) -> None:
-    """Mount the commerce reads and feeds on ``app`` (the node's API)."""
+    """Mount the commerce reads and feeds on ``app`` (the node's API), with the threads
+    and turns of the reads (``VIEW_READS``)."""
     app[READER] = reader
+    reads = app[VIEW_READS] = ReadSlots("commerce", VIEW_READ_SLOTS, VIEW_READ_QUEUE)
+
+    async def close_reads(_app: web.Application) -> None:
+        reads.close()
+
+    app.on_cleanup.append(close_reads)
     feed.install_hub(app, reader, feed_limits)
     ROUTES.mount(app)
 

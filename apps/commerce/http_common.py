@@ -5,12 +5,12 @@ that height, and the declarations every route uses."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from apps.read_slots import ReadSlots, client_of
 from apps.routes import HEIGHT, Refusal, Schema, obj, unavailable
 from core.errors import HttpError
 from core.types import BlockHeader, Commit
@@ -109,9 +109,22 @@ def final_height(reader: ChainReader) -> int:
         raise unavailable() from None
 
 
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a view off the event loop: it reads LevelDB and walks the tree per key."""
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+# Commerce reads running at once (threads of their own), and how many more may wait; one
+# address may hold a quarter of both (``apps.read_slots``). A view is a few tree reads
+# per record (a page of 50 listings, one of 256 item events with their proofs): mostly
+# Python, so two threads keep both cores' share of the GIL that HTTP may take, and 64
+# waiting is a few hundred ms of them. Before, they ran in the default executor, where
+# one address's 256 connections queued ahead of the feeds' block reads and state sync.
+VIEW_READ_SLOTS = 2
+VIEW_READ_QUEUE = 64
+VIEW_READS: web.AppKey[ReadSlots] = web.AppKey("commerce_reads", ReadSlots)
+
+
+async def in_thread(request: web.Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a view off the event loop (it reads LevelDB and walks the tree per key), in the
+    commerce reads' threads, in the client's turn: 503 ``busy`` past their queue or the
+    client address's share of it (``VIEW_READS``)."""
+    return await request.app[VIEW_READS].run(client_of(request), fn, *args)
 
 
 def not_found(what: str, height: int) -> HttpError:
@@ -127,7 +140,14 @@ def doc_at(state: StateAt, **fields: Any) -> web.Response:
 # --- what the routes document ---
 
 MAX_ID = 2**64 - 1
-UNAVAILABLE = Refusal(503, "The node is starting or stopping.", "unavailable")
+UNAVAILABLE = Refusal(
+    503,
+    f"The node is starting or stopping (`unavailable`), or {VIEW_READ_SLOTS} reads run and "
+    f"{VIEW_READ_QUEUE} wait, or the client's address holds a quarter of those (`busy`): "
+    "retry after `Retry-After` seconds.",
+    "unavailable",
+    "busy",
+)
 
 
 def at_height(**fields: Any) -> Schema:
@@ -139,6 +159,9 @@ __all__ = [
     "MAX_ID",
     "READER",
     "UNAVAILABLE",
+    "VIEW_READS",
+    "VIEW_READ_QUEUE",
+    "VIEW_READ_SLOTS",
     "ChainReader",
     "StateAt",
     "at_height",

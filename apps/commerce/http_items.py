@@ -17,6 +17,7 @@ from apps.commerce import views
 from apps.commerce.http_common import (
     MAX_ID,
     UNAVAILABLE,
+    ChainReader,
     StateAt,
     at_height,
     doc_at,
@@ -141,6 +142,16 @@ def _item_page(
     }
 
 
+def _item_bundle(
+    reader: ChainReader, state: StateAt, gtin: str, serial: str, from_seq: int, limit: int
+) -> dict[str, Any] | None:
+    """``_item_page`` with the header and commit of ``state``'s height: one read."""
+    page = _item_page(state, gtin, serial, from_seq, limit)
+    if page is None:
+        return None
+    return {**page, "header": reader.header(state.height), "commit": reader.commit(state.height)}
+
+
 @ROUTES.get(
     "/v1/items/01/{gtin}/21/{serial}",
     "getItem",
@@ -216,11 +227,12 @@ async def get_item(request: web.Request) -> web.Response:
         raise HttpError(404, "not_found", f"height {height} is above the final height {final}")
     # A height below what the node keeps is refused by the state reads (410 `pruned`).
     state = StateAt(reader, height)
-    page = await in_thread(_item_page, state, gtin, serial, from_seq, limit)
+    # The header and commit too: at an old height they are read from the whole stored
+    # block (up to 8 MiB), never on the event loop.
+    page = await in_thread(request, _item_bundle, reader, state, gtin, serial, from_seq, limit)
     if page is None:
         raise not_found(f"item (01){gtin}(21){serial}", state.height)
-    header = reader.header(state.height)
-    commit = reader.commit(state.height)
+    header, commit = page["header"], page["commit"]
     assert state.root is not None
     proof = {
         "height": state.height,
