@@ -38,6 +38,7 @@ import json
 import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from apps.commerce import events as ev
 from apps.commerce.txtypes import FEED_KINDS, session_of
+from apps.read_slots import ReadSlots
 from apps.routes import HASH, STR, UINT, Component, described, obj
 from core.netaddr import client_key
 from core.sockets import reset
@@ -62,9 +64,12 @@ MAX_QUEUE_BYTES = 8 * 1024 * 1024
 # About 8 minutes of an idle chain's 500 ms blocks: a dropped phone reconnects well inside it,
 # and one replay costs at most this many block reads.
 MAX_REPLAY_BLOCKS = 1_000
-# Replays reading a block at once; each reads up to MAX_REPLAY_BLOCKS blocks in the
-# shared worker threads, so more would starve the HTTP views. Later ones wait their turn.
-REPLAY_SLOTS = 4
+# Replays reading a block at once, in threads of their own (``FeedHub.replays``); each
+# reads up to MAX_REPLAY_BLOCKS blocks. Later ones wait, by client address in turn. In
+# Python's default executor, 4 of its 6 threads (on two cores) went to replays, ahead
+# of the live feed's reads, state sync served to peers and epoch-record checks; now
+# none do, and two threads bound what replays take of the cores beside the node's work.
+REPLAY_SLOTS = 2
 # Longest a send (or close) may wait for the client's socket to take it. A client that
 # stops reading (a zero TCP window) would hold its task, queue and connection forever;
 # a reading phone on a poor link takes a few MB of replay well within it.
@@ -226,7 +231,8 @@ FEED_RULES = (
     f"{_LIMITS.max_client_messages_per_s} messages a second. A client that reads "
     f"nothing for {SEND_DEADLINE_S:g} s while a message waits for it is disconnected "
     "without a close frame (its buffer is full); it resumes from its last position. At "
-    f"most {REPLAY_SLOTS} replays read a block at once; a later one waits its turn. The "
+    f"most {REPLAY_SLOTS} replays read a block at once; a later one waits its turn (by "
+    "client address in turn). The "
     f"server pings every {HEARTBEAT_S:g} s; client messages are ignored."
 )
 CLOSE_CODES = {
@@ -293,7 +299,11 @@ class FeedHub:
         # Open sockets by client address (their sum is the node's count).
         self._per_address: dict[str, int] = {}
         self._connections = 0
-        self.replay_slots = asyncio.Semaphore(REPLAY_SLOTS)
+        # Replays' block reads: never refused (feed sockets are capped per address and
+        # per node), taken by address in turn. The live feed reads in a thread of its
+        # own, so no replay, view or peer's state sync delays a final block's messages.
+        self.replays = ReadSlots("feed replay", REPLAY_SLOTS, None)
+        self._live_reads = ThreadPoolExecutor(1, thread_name_prefix="feed-live")
         # Last height whose messages went to the subscribers (None: not started).
         self._delivered: int | None = None
         self._sessions: dict[int, set[Subscriber]] = {}
@@ -325,6 +335,8 @@ class FeedHub:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        self.replays.close()
+        self._live_reads.shutdown(wait=False, cancel_futures=True)
 
     async def close_all(self) -> None:
         """Close every feed socket (server shutdown): clients reconnect elsewhere or later."""
@@ -384,15 +396,23 @@ class FeedHub:
             if not subs:
                 del self._sessions[session_id]
 
-    async def block_feed(self, height: int, events: bool = True) -> BlockFeed | None:
+    async def block_feed(
+        self, height: int, events: bool = True, replay_for: str | None = None
+    ) -> BlockFeed | None:
         """Block ``height``'s messages; ``events``: its sessions' too (reading and
-        decoding its receipts), else the block message alone may come back."""
+        decoding its receipts), else the block message alone may come back. Read for
+        the live feed, or in the replays' threads in the turn of client address
+        ``replay_for``."""
         cached = self._cache.get(height)
         if cached is not None and (cached.events or not events):
             return cached
-        loop = asyncio.get_running_loop()
         # Decoding a block's receipts is CPU work: keep it off the event loop.
-        feed = await loop.run_in_executor(None, read_block_feed, self.reader, height, events)
+        if replay_for is None:
+            feed = await asyncio.get_running_loop().run_in_executor(
+                self._live_reads, read_block_feed, self.reader, height, events
+            )
+        else:
+            feed = await self.replays.run(replay_for, read_block_feed, self.reader, height, events)
         if feed is not None:
             held = self._cache.get(height)
             if held is None or (feed.events and not held.events):
@@ -513,7 +533,7 @@ async def serve_feed(
         return ws
     hub.websockets.add(ws)
     try:
-        await _serve(ws, hub, session_id, start, ended_at)
+        await _serve(ws, hub, address, session_id, start, ended_at)
     except (_Stalled, ConnectionError):
         pass  # the client stopped reading or is gone
     finally:
@@ -531,6 +551,7 @@ async def serve_feed(
 async def _serve(
     ws: web.WebSocketResponse,
     hub: FeedHub,
+    address: str,
     session_id: int | None,
     start: Position | None,
     ended_at: Callable[[int], bool] | None,
@@ -548,10 +569,9 @@ async def _serve(
         for height in range(max(first, 1), delivered + 1):
             if sub.overflow:
                 break
-            # The slot bounds the worker threads replays keep busy; held across a send,
-            # clients that stop reading would keep every later one from resuming.
-            async with hub.replay_slots:
-                feed = await hub.block_feed(height, events=session_id is not None)
+            # A replay slot is held for the read alone; held across a send, clients that
+            # stop reading would keep every later one from resuming.
+            feed = await hub.block_feed(height, session_id is not None, address)
             if feed is None:
                 continue
             items = [feed.block] if session_id is None else feed.sessions.get(session_id, [])
