@@ -14,7 +14,6 @@ chain (a transaction's status, blocks, accounts, currencies, state proofs) are i
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -59,7 +58,7 @@ from node.bodies import (
     read_body,
     split_msgpack_batch,
 )
-from node.chain_api import BLOCK_READ_SLOTS, BLOCK_READS, RENDERED_BLOCKS, RenderedBlocks
+from node.chain_api import BLOCK_READS, RENDERED_BLOCKS, RenderedBlocks, block_reads
 from node.chain_api import ROUTES as CHAIN_ROUTES
 from node.config import NodeConfig
 from node.mempool import SubmitResult
@@ -530,7 +529,12 @@ def create_app(node: Node) -> web.Application:
     app[ANSWER_BUDGET] = BodyBudget(node.config.http.max_answers_bytes)
     ROUTES.mount(app)
     install_simulate(app)
-    app[BLOCK_READS] = asyncio.Semaphore(BLOCK_READ_SLOTS)
+    reads = app[BLOCK_READS] = block_reads()
+
+    async def close_reads(_app: web.Application) -> None:
+        reads.close()
+
+    app.on_cleanup.append(close_reads)
     app[RENDERED_BLOCKS] = RenderedBlocks()
     add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
     STAKING_ROUTES.mount(app)

@@ -5,12 +5,12 @@ Declared in ``ROUTES`` (``apps.routes``) as the node's other routes are; ``node.
 takes them into its table after the transaction submission (``RouteTable.include``),
 where they are mounted and documented. A block, an account with its proofs, or a
 state proof is read off the event loop, ``BLOCK_READ_SLOTS`` at once (``BLOCK_READS``,
-installed with ``RENDERED_BLOCKS`` by ``node.api.create_app``).
+installed with ``RENDERED_BLOCKS`` by ``node.api.create_app``), in threads of their own,
+``BLOCK_READ_QUEUE`` more waiting, a quarter of both per client address.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import OrderedDict
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from apps.commerce.http import PRIVATE_STATE_PREFIXES
+from apps.read_slots import ReadSlots, client_of
 from apps.routes import (
     BOOL,
     HASH,
@@ -54,11 +55,33 @@ from vm import (
 )
 from vm.currency import CURRENCY_LIST_KEY
 
-# Whole blocks decoded and rendered at once, in worker threads: an 8 MiB block of 40k
-# transactions is ~200 ms of CPU and ~20 MB of JSON, so a burst of block reads
-# queues here instead of taking every thread and the memory with it.
+# Whole blocks decoded and rendered at once, in threads of their own: an 8 MiB block of
+# 40k transactions is ~200 ms of CPU and ~20 MB of JSON, so a burst of block reads
+# waits here instead of taking every thread and the memory with it. State proofs and
+# accounts with proofs (tree walks, at old heights from disk) share them.
 BLOCK_READ_SLOTS = 2
-BLOCK_READS: web.AppKey[asyncio.Semaphore] = web.AppKey("block_reads", asyncio.Semaphore)
+# Block reads and proofs that may wait, and one address's share (a quarter of running
+# and waiting, ``apps.read_slots``): beyond, 503 ``busy``. Unbounded, 256 requests from
+# one address for uncached big blocks put everyone's block, proof and `?proof=true` read
+# ~25 s behind them; now an address waits behind at most one read of each other address
+# (they are taken by address in turn), and 18 reads are ~2 s of big blocks.
+BLOCK_READ_QUEUE = 16
+BLOCK_READS: web.AppKey[ReadSlots] = web.AppKey("block_reads", ReadSlots)
+BUSY = Refusal(
+    503,
+    f"{BLOCK_READ_SLOTS} block reads or proofs run and {BLOCK_READ_QUEUE} wait, or the "
+    "client's address holds a quarter of those (`busy`); or the node is starting or "
+    "stopping (`unavailable`): retry after `Retry-After` seconds.",
+    "busy",
+    "unavailable",
+)
+
+
+def block_reads() -> ReadSlots:
+    """The threads and turns of block reads and proofs (``BLOCK_READS``)."""
+    return ReadSlots("block", BLOCK_READ_SLOTS, BLOCK_READ_QUEUE)
+
+
 # Rendered blocks kept, in bytes of JSON text: a big block takes ~200 ms of CPU to
 # render, and explorers and apps all ask for the same recent ones.
 RENDERED_BLOCK_BYTES = 16 * 1024 * 1024
@@ -202,6 +225,7 @@ async def get_tx(request: web.Request) -> web.Response:
         Refusal(
             410, "Below the heights this node keeps (pruned, or before its state sync).", "pruned"
         ),
+        BUSY,
     ),
 )
 async def get_block(request: web.Request) -> web.Response:
@@ -217,10 +241,9 @@ async def get_block(request: web.Request) -> web.Response:
     if text is None:
         # Reading, decoding and rendering a block is CPU and memory in proportion to its
         # size: never on the event loop (p2p and every client share it), and a few at once.
-        async with request.app[BLOCK_READS]:
-            text = await asyncio.get_running_loop().run_in_executor(
-                None, _render_block, chain, height, mode
-            )
+        text = await request.app[BLOCK_READS].run(
+            client_of(request), _render_block, chain, height, mode
+        )
         if text is not None:
             rendered.put(height, mode, text)
     if text is None:
@@ -308,7 +331,7 @@ ACCOUNT = Component(
         ),
     ),
     ok=Answer("The account (zero balance and nonce if absent).", ACCOUNT),
-    errors=(Refusal(400, "Not an address.", "bad_address"),),
+    errors=(Refusal(400, "Not an address.", "bad_address"), BUSY),
 )
 async def get_account(request: web.Request) -> web.Response:
     node = node_of(request)
@@ -318,10 +341,9 @@ async def get_account(request: web.Request) -> web.Response:
     if want_proof:
         # A proof per balance (up to max_currencies + 2) is tree walks and hashing:
         # never on the event loop, and a few at once, as block reads.
-        async with request.app[BLOCK_READS]:
-            out = await asyncio.get_running_loop().run_in_executor(
-                None, _account_answer, chain, address, True
-            )
+        out = await request.app[BLOCK_READS].run(
+            client_of(request), _account_answer, chain, address, True
+        )
     else:
         out = _account_answer(chain, address, False)
     # The mempool catches up with a commit a moment after the store: never below state.
@@ -496,6 +518,7 @@ STATE_VALUE = Component(
         ),
         Refusal(404, "A height above the head.", "not_found"),
         Refusal(410, "A height whose state this node no longer keeps (pruning).", "pruned"),
+        BUSY,
     ),
 )
 async def get_state(request: web.Request) -> web.Response:
@@ -528,10 +551,9 @@ async def get_state(request: web.Request) -> web.Response:
             raise HttpError(404, "not_found", f"height {height} is above the head {chain.height}")
     # A proof is a tree walk (at an old height, node reads from disk) and hashing:
     # never on the event loop, and a few at once, as block reads.
-    async with request.app[BLOCK_READS]:
-        value, proof, root = await asyncio.get_running_loop().run_in_executor(
-            None, chain.store.prove, key, height
-        )
+    value, proof, root = await request.app[BLOCK_READS].run(
+        client_of(request), chain.store.prove, key, height
+    )
     return web.json_response(
         {
             "key": key.hex(),
@@ -545,7 +567,9 @@ async def get_state(request: web.Request) -> web.Response:
 
 __all__ = [
     "BLOCK_READS",
+    "BLOCK_READ_QUEUE",
     "BLOCK_READ_SLOTS",
+    "block_reads",
     "RENDERED_BLOCKS",
     "RENDERED_BLOCK_BYTES",
     "ROUTES",
