@@ -89,8 +89,14 @@ class ReadSlots:
         except BaseException:
             self._done(client)
             raise
-        work.add_done_callback(lambda _: self._done(client))
+        work.add_done_callback(lambda done: self._ended(client, done))
         return await asyncio.shield(work)
+
+    def _ended(self, client: str, work: asyncio.Future[Any]) -> None:
+        if not work.cancelled():
+            # Retrieved here too: a caller that went away leaves no "never retrieved" log.
+            work.exception()
+        self._done(client)
 
     async def _wait_turn(self, client: str) -> None:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
