@@ -10,10 +10,12 @@ Hostile clients: a simulation is free, so its cost is bounded per call and per
 node. One transaction per call, its body refused by its ``Content-Length``
 before it is read when it could not hold a transaction of ``max_tx_bytes``; the
 stateless checks of ``POST /v1/txs`` (signature included) first; at most the
-sender's pending run (``per_account_cap``) executed before it. Execution runs in
-a worker thread, never on the event loop, at most ``SIMULATION_SLOTS`` at once;
-beyond ``SIMULATION_QUEUE`` waiting, the node answers 503 ``busy`` with
-``Retry-After`` rather than queueing without bound. A simulation reads no
+sender's pending run (``per_account_cap``) executed before it. Checks and
+execution run in threads of their own (``apps.read_slots.ReadSlots``), never on the
+event loop, at most ``SIMULATION_SLOTS`` at once; beyond ``SIMULATION_QUEUE``
+waiting, or a quarter of both from one client address, the node answers 503 ``busy``
+with ``Retry-After`` rather than queueing without bound, and the waiting ones are
+taken by address in turn: one client's burst cannot take every place. A simulation reads no
 private view: a receipt says what a block's receipt would say, which anyone may
 read once the transaction is sent; for a type whose outcome is private
 (``TxType.private_outcome``: a bid, whose events give the price it would set) it holds
@@ -22,10 +24,9 @@ no events.
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
+from apps.read_slots import ReadSlots, client_of
 from apps.routes import (
     HASH,
     UINT,
@@ -37,9 +38,8 @@ from apps.routes import (
     described,
     obj,
     ref,
-    retry_later,
 )
-from core import HttpError
+from core import HttpError, Invalid, SignedTx, address_of
 from node.api_common import node_of, ready
 from node.bodies import parse_json_txs, read_body
 from node.openapi import TX_REFUSAL_CODES
@@ -57,16 +57,7 @@ _JSON_OVERHEAD = 256
 ROUTES = RouteTable("node")
 
 
-class _Slots:
-    """A semaphore that refuses, rather than queues, past ``size + queue`` callers."""
-
-    def __init__(self, size: int, queue: int) -> None:
-        self.semaphore = asyncio.Semaphore(size)
-        self.limit = size + queue
-        self.inside = 0
-
-
-SLOTS: web.AppKey[_Slots] = web.AppKey("simulation_slots", _Slots)
+SIMULATIONS: web.AppKey[ReadSlots] = web.AppKey("simulations", ReadSlots)
 
 
 class _TreeView:
@@ -115,7 +106,8 @@ _REFUSED = tuple(
     "is committed, queued or gossiped, and no fee is charged. The body must have a "
     "`Content-Length` no larger than one transaction of `max_tx_bytes` needs; "
     f"at most {SIMULATION_SLOTS} simulations run at once and "
-    f"{SIMULATION_QUEUE} wait, beyond which the node answers 503 `busy`.",
+    f"{SIMULATION_QUEUE} wait, a quarter of those per client address, beyond which the "
+    "node answers 503 `busy`.",
     ok=Answer("The receipt it would get.", SIMULATION),
     errors=(
         Refusal(
@@ -160,30 +152,20 @@ async def simulate_tx(request: web.Request) -> web.Response:
     raws, batch = parse_json_txs(body, 1)
     if batch:
         raise HttpError(400, "malformed", 'a simulation takes one transaction: {"tx": "<hex>"}')
-    slots = request.app[SLOTS]
-    if slots.inside >= slots.limit:
-        raise retry_later(
-            "busy",
-            f"the node runs {SIMULATION_SLOTS} simulations at once and queues "
-            f"{SIMULATION_QUEUE}; retry later",
-        )
-    slots.inside += 1
-    try:
-        async with slots.semaphore:
-            loop = asyncio.get_running_loop()
-            vtx = await loop.run_in_executor(None, _verify, node, raws[0])
-            # The sender's pending run, then the head, with no await between: the store
-            # commits before the mempool forgets what a block included, so the head read
-            # second is never older than the run (what it already holds is skipped).
-            before = mempool.pending_for(vtx.sender_address)
-            height = chain.store.height
-            # The root stored for that height: one consistent (height, root) pair.
-            root = chain.store.state_ref(height)
-            receipt = await loop.run_in_executor(
-                None, _execute, node, _TreeView(chain.store.tree, root), height, before, vtx
-            )
-    finally:
-        slots.inside -= 1
+    raw = raws[0]
+    # The sender's pending run, then the head, with no await between: the store commits
+    # before the mempool forgets what a block included, so the head read second is never
+    # older than the run (what it already holds is skipped). The run is the envelope's
+    # sender's, read before its signature is checked: it only feeds the execution, which
+    # happens once the signature verified (a forged sender gets its refusal, no receipt).
+    sender = _claimed_sender(raw)
+    before = [] if sender is None else mempool.pending_for(sender)
+    height = chain.store.height
+    # The root stored for that height: one consistent (height, root) pair.
+    view = _TreeView(chain.store.tree, chain.store.state_ref(height))
+    vtx, receipt = await request.app[SIMULATIONS].run(
+        client_of(request), _simulate, node, raw, view, height, before
+    )
     if node.registry.declaration(vtx.body.type).private_outcome:
         # No events (``TxType.private_outcome``): what it would do stays unsaid until it
         # is sent and pays its fee; a failure still says why.
@@ -193,31 +175,42 @@ async def simulate_tx(request: web.Request) -> web.Response:
     )
 
 
-def _verify(node: Node, raw: bytes) -> VerifiedTx:
-    # Refusals are Invalid, each with its code: the middleware answers 400.
-    assert node.chain is not None
-    return verify_signed_tx(
-        raw, node.genesis.chain_id, node.registry, node.chain.params.max_tx_bytes
-    )
+def _claimed_sender(raw: bytes) -> bytes | None:
+    """The address of the sender ``raw``'s envelope names, not yet verified; None if
+    the envelope does not decode (``_simulate`` then refuses it with its code)."""
+    try:
+        return address_of(SignedTx.decode(raw).sender)
+    except Invalid:
+        return None
 
 
-def _execute(
-    node: Node, state: StateView, height: int, before: list[VerifiedTx], vtx: VerifiedTx
-) -> Receipt:
+def _simulate(
+    node: Node, raw: bytes, state: StateView, height: int, before: list[VerifiedTx]
+) -> tuple[VerifiedTx, Receipt]:
+    """``raw`` checked as ``POST /v1/txs`` checks it (refusals are ``Invalid``, each with
+    its code: the middleware answers 400), then executed on ``state`` after ``before``."""
     chain = node.chain
     assert chain is not None
+    vtx = verify_signed_tx(raw, node.genesis.chain_id, node.registry, chain.params.max_tx_bytes)
+    # Another sender's run than the envelope's cannot be: the address is the key's.
+    assert not before or before[0].sender_address == vtx.sender_address
     # The next block: its height, a time no earlier than now, this node as producer
     # (a producer's identity changes no transaction's outcome but its fees).
     ctx = chain.context(
         height + 1, chain.next_block_time(node.wall.time_ms()), node.key.public_key, None
     )
-    return chain.executor.simulate(state, before, vtx, ctx)
+    return vtx, chain.executor.simulate(state, before, vtx, ctx)
 
 
 def install(app: web.Application) -> None:
     """Mount the route and its slots."""
-    app[SLOTS] = _Slots(SIMULATION_SLOTS, SIMULATION_QUEUE)
+    slots = app[SIMULATIONS] = ReadSlots("simulation", SIMULATION_SLOTS, SIMULATION_QUEUE)
+
+    async def close_slots(_app: web.Application) -> None:
+        slots.close()
+
+    app.on_cleanup.append(close_slots)
     ROUTES.mount(app)
 
 
-__all__ = ["ROUTES", "SIMULATION_QUEUE", "SIMULATION_SLOTS", "install"]
+__all__ = ["ROUTES", "SIMULATIONS", "SIMULATION_QUEUE", "SIMULATION_SLOTS", "install"]

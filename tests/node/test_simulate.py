@@ -7,7 +7,11 @@ import asyncio
 import dataclasses
 import json
 
+import aiohttp
+
 from core import PrivateKey, TxBody, format_address, sign_tx
+from node.simulate import SIMULATION_QUEUE, SIMULATION_SLOTS, SIMULATIONS
+from tests.apps.commerce.test_http_reads import WAIT, Holds, busy, until
 from vm import Registry, Transfer, TxType
 
 
@@ -144,3 +148,57 @@ async def test_simulations_beyond_the_slots_and_queue_are_busy(node_client):
     assert {(retry, doc["code"]) for _, retry, doc in busy} == {("1", "busy")}
     assert {d["receipt"]["code"] for _, _, d in done} == {"ok"}
     assert (await client.get("/v1/status")).status == 200
+
+
+async def post_from(url: str, doc: dict, source: str) -> tuple[int, dict, str | None]:
+    """(status, JSON body, Retry-After) of a POST from loopback address ``source``."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(url, json=doc) as resp:
+            return resp.status, await resp.json(), resp.headers.get("Retry-After")
+
+
+async def test_one_address_cannot_take_every_simulation_place(node_client, monkeypatch):
+    """Simulations held in their threads: one address's burst is refused (503 busy)
+    beyond its quarter of the running and waiting places, and another address's
+    simulation is served in its turn, ahead of the burst's waiting ones. With a plain
+    semaphore (before) one address took all of them."""
+    client, node, faucet = node_client
+    chain_id = node.genesis.chain_id
+    hostile_tx = signed_transfer(faucet, chain_id, b"\x01" * 20, 1, 0)
+    other_tx = signed_transfer(faucet, chain_id, b"\x01" * 20, 2, 0)
+    held = Holds()
+    executor_type = type(node.chain.executor)
+    simulate_one = executor_type.simulate
+
+    def slow(self, state, before, vtx, ctx):
+        # Only the burst's simulations (amount 1) are held.
+        if vtx.payload.amount == 1:
+            held.hold()
+        return simulate_one(self, state, before, vtx, ctx)
+
+    monkeypatch.setattr(executor_type, "simulate", slow)
+    url = str(client.make_url("/v1/txs/simulate"))
+    places = client.server.app[SIMULATIONS]
+    share = (SIMULATION_SLOTS + SIMULATION_QUEUE) // 4
+    burst = 3 * share
+    hostile = [
+        asyncio.create_task(post_from(url, {"tx": hostile_tx}, "127.0.0.1")) for _ in range(burst)
+    ]
+    try:
+        await until(lambda: held.entered >= SIMULATION_SLOTS, "simulations running")
+        await until(lambda: sum(t.done() for t in hostile) >= burst - share, "refusals")
+        refused = [t.result() for t in hostile if t.done()]
+        assert len(refused) == burst - share
+        assert all(busy(answer) for answer in refused), refused[0]
+        other = asyncio.create_task(post_from(url, {"tx": other_tx}, "127.0.0.2"))
+        await until(lambda: places.held("127.0.0.2") == 1, "the other address waiting")
+        # Two places free: one goes to the burst, the next to the other address.
+        held.let_go(SIMULATION_SLOTS)
+        status, doc, _ = await asyncio.wait_for(other, WAIT)
+        assert (status, doc["receipt"]["code"]) == (200, "ok"), doc
+        assert any(not t.done() for t in hostile)
+    finally:
+        held.open()
+        await asyncio.gather(*hostile, return_exceptions=True)
+    assert {t.result()[0] for t in hostile} == {200, 503}
