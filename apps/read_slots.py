@@ -27,10 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from aiohttp import web
-
 from apps.routes import retry_later
-from core.netaddr import client_key
 
 T = TypeVar("T")
 
@@ -150,11 +147,4 @@ class ReadSlots:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def client_of(request: web.Request) -> str:
-    """The client address ``request`` came from, as the node's per-address bounds count
-    it (an IPv6 client's /64 is one)."""
-    transport = request.transport
-    return client_key(transport.get_extra_info("peername") if transport else None)
-
-
-__all__ = ["ReadSlots", "client_of"]
+__all__ = ["ReadSlots"]

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from core.errors import HttpError
+from core.netaddr import client_key
 
 Schema = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -355,7 +356,15 @@ class RouteTable:
                 app.router.add_route(route.method, route.path, route.handler)
 
 
+def client_of(request: web.Request) -> str:
+    """The client address ``request`` came from, as the node's per-address bounds count
+    it (``core.netaddr.client_key``: an IPv6 client's /64 is one)."""
+    transport = request.transport
+    return client_key(transport.get_extra_info("peername") if transport else None)
+
+
 __all__ = [
+    "client_of",
     "BOOL",
     "HASH",
     "HEIGHT",

@@ -40,6 +40,7 @@ from apps.routes import (
     Refusal,
     RouteTable,
     array,
+    client_of,
     described,
     nullable,
     obj,
@@ -47,7 +48,6 @@ from apps.routes import (
     retry_later,
 )
 from core import HttpError, Invalid
-from core.netaddr import client_key
 from node.api_common import node_of, ready
 from node.bodies import (
     ANSWER_BUDGET,
@@ -138,8 +138,7 @@ async def answers_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return resp
     size = len(body)
     budget = request.app[ANSWER_BUDGET]
-    transport = request.transport
-    client = client_key(transport.get_extra_info("peername") if transport else None)
+    client = client_of(request)
     if not budget.take(client, size):
         return _error(
             503,

@@ -18,8 +18,8 @@ import json
 
 from aiohttp import web
 
+from apps.routes import client_of
 from core import HttpError, Invalid
-from core.netaddr import client_key
 
 # msgpack array headers: fixarray 0x90-0x9f (count in the low nibble), array 16 and 32.
 _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
@@ -122,8 +122,7 @@ async def read_body(request: web.Request, max_bytes: int, timeout_ms: int) -> by
             )
         limit = min(limit, MAX_DECODE_RATIO * declared)
     budget = request.app[BODY_BUDGET]
-    transport = request.transport
-    client = client_key(transport.get_extra_info("peername") if transport else None)
+    client = client_of(request)
     chunks: list[bytes] = []
     held = 0
     try:

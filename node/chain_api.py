@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from apps.commerce.http import PRIVATE_STATE_PREFIXES
-from apps.read_slots import ReadSlots, client_of
+from apps.read_slots import ReadSlots
 from apps.routes import (
     BOOL,
     HASH,
@@ -32,6 +32,7 @@ from apps.routes import (
     Refusal,
     RouteTable,
     array,
+    client_of,
     described,
     hex_bytes,
     nullable,

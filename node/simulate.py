@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from apps.read_slots import ReadSlots, client_of
+from apps.read_slots import ReadSlots
 from apps.routes import (
     HASH,
     UINT,
@@ -35,6 +35,7 @@ from apps.routes import (
     Component,
     Refusal,
     RouteTable,
+    client_of,
     described,
     obj,
     ref,

@@ -48,8 +48,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from apps.commerce import events as ev
 from apps.commerce.txtypes import FEED_KINDS, session_of
 from apps.read_slots import ReadSlots
-from apps.routes import HASH, STR, UINT, Component, described, obj
-from core.netaddr import client_key
+from apps.routes import HASH, STR, UINT, Component, client_of, described, obj
 from core.sockets import reset
 
 if TYPE_CHECKING:
@@ -525,7 +524,7 @@ async def serve_feed(
     await ws.prepare(request)
     transport = request.transport
     # An IPv6 client's /64 counts as one address, as for HTTP connections.
-    address = client_key(transport.get_extra_info("peername") if transport else None)
+    address = client_of(request)
     refused = hub.admit(address)
     if refused is not None:
         # Closed with a code a browser can read (an HTTP refusal of the upgrade is not).

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from apps.read_slots import ReadSlots, client_of
-from apps.routes import HEIGHT, Refusal, Schema, obj, unavailable
+from apps.read_slots import ReadSlots
+from apps.routes import HEIGHT, Refusal, Schema, client_of, obj, unavailable
 from core.errors import HttpError
 from core.types import BlockHeader, Commit
 from storage import StateProof
