@@ -295,12 +295,7 @@ def hash_cmd(genesis_file: Path) -> None:
 @clear_errors
 def install(home: Path, genesis_file: Path, expect_hash: str) -> None:
     """Install GENESIS_FILE into HOME and take the peers from its validators' addresses."""
-    try:
-        expected = bytes.fromhex(expect_hash)
-    except ValueError:
-        raise click.BadParameter("must be 64 hex characters", param_hint="--expect-hash") from None
-    if len(expected) != 32:
-        raise click.BadParameter("must be 32 bytes of hex", param_hint="--expect-hash")
+    expected = _expected_hash(expect_hash)
     installed = install_genesis(home, read_genesis_file(genesis_file), expected)
     own = read_key_info(Path(home) / NODE_KEY_FILE).public_key.hex()
     mine = [v for v in installed.validators if v.public_key.hex() == own]
@@ -313,9 +308,8 @@ def install(home: Path, genesis_file: Path, expect_hash: str) -> None:
         click.echo("this node is not a genesis validator (a member admitted later)", err=True)
 
 
-def _expected_hash(text: str | None) -> bytes | None:
-    if text is None:
-        return None
+def _expected_hash(text: str) -> bytes:
+    """``--expect-hash`` as 32 bytes; a usage error otherwise."""
     try:
         expected = bytes.fromhex(text)
     except ValueError:
@@ -362,7 +356,7 @@ def pin(
     """
     if (genesis_file is None) == (not from_node):
         raise click.UsageError("give a GENESIS_FILE or --from-node (not both)")
-    expected = _expected_hash(expect_hash)
+    expected = None if expect_hash is None else _expected_hash(expect_hash)
     if genesis_file is not None:
         doc = load_genesis(genesis_file)
         source = str(genesis_file)
