@@ -57,22 +57,29 @@ simulate_option = click.option(
     is_flag=True,
     help="Send without asking the node first whether a block would fail it.",
 )
+
+
+def trusted_genesis_option(help: str) -> Callable[[_F], _F]:
+    """``--genesis FILE`` (``genesis_file``): the genesis a command trusts for this run,
+    in place of the one pinned in the keyring; ``help`` says what it is trusted for."""
+    return click.option(
+        "--genesis",
+        "genesis_file",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help=help,
+    )
+
+
 # The genesis a light client trusts when it checks a proof.
-genesis_option = click.option(
-    "--genesis",
-    "genesis_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Trusted genesis.json (default: the genesis pinned in the keyring, `liveledger "
-    "genesis pin`; with neither, the node's, its hash printed to compare).",
+genesis_option = trusted_genesis_option(
+    "Trusted genesis.json (default: the genesis pinned in the keyring, `liveledger "
+    "genesis pin`; with neither, the node's, its hash printed to compare)."
 )
 # The genesis a transaction command trusts for this run, in place of the pinned one.
-tx_genesis_option = click.option(
-    "--genesis",
-    "genesis_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Trusted genesis.json: the transaction is signed for its chain id and a node of "
+tx_genesis_option = trusted_genesis_option(
+    "Trusted genesis.json: the transaction is signed for its chain id and a node of "
     "another chain is refused (default: the genesis pinned in the keyring, `liveledger "
-    "genesis pin`; with neither, the node's word).",
+    "genesis pin`; with neither, the node's word)."
 )
 
 

@@ -26,6 +26,7 @@ from cli.main import (
     node_option,
     simulate_option,
     submit_tx,
+    trusted_genesis_option,
     tx_genesis_option,
 )
 from cli.trust import SIGNED_FOR, Anchor, command_anchor
@@ -42,14 +43,11 @@ from_option = click.option(
 
 # ``order place``, ``bid`` and ``order disclose``: the key an address is sealed to is
 # proven against the trusted genesis too.
-seal_genesis_option = click.option(
-    "--genesis",
-    "genesis_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Trusted genesis.json: the X25519 key the address is sealed to (the merchant's, "
+seal_genesis_option = trusted_genesis_option(
+    "Trusted genesis.json: the X25519 key the address is sealed to (the merchant's, "
     "or an auditor's) is proven against it before the address is sealed, and the "
     "transaction signed for its chain id (default: the genesis pinned in the keyring, "
-    "`liveledger genesis pin`; with neither, the node's word for both).",
+    "`liveledger genesis pin`; with neither, the node's word for both)."
 )
 SEALED_TO = (
     SIGNED_FOR + ", and the X25519 key the address is sealed to (a node that shows its own "
