@@ -177,6 +177,16 @@ async def test_a_client_that_stops_reading_is_aborted(tmp_path):
         assert received.count(b"HTTP/1.1 200") < requests
 
 
+async def read_to_end(reader: asyncio.StreamReader) -> bytes:
+    """What the server sent before it ended the connection. A client still writing when
+    the server closed gets its late bytes answered with a reset, which ends the
+    connection as the close did (nothing was answered either way)."""
+    try:
+        return await asyncio.wait_for(reader.read(), WAIT)
+    except ConnectionResetError:
+        return b""
+
+
 async def test_idle_and_slow_header_connections_end_after_the_keepalive_time(tmp_path):
     async with gated(tmp_path, keepalive_timeout_ms=500) as (port, _node):
         idle_reader, idle = await raw(port)
@@ -189,7 +199,7 @@ async def test_idle_and_slow_header_connections_end_after_the_keepalive_time(tmp
             if slow_reader.at_eof():
                 break
         assert await asyncio.wait_for(idle_reader.read(), WAIT) == b""
-        assert await asyncio.wait_for(slow_reader.read(), WAIT) == b""
+        assert await read_to_end(slow_reader) == b""
         assert time.monotonic() - started < WAIT
         idle.close()
         slow.close()
