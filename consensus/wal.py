@@ -125,24 +125,27 @@ class WAL:
             return None, 0
         except OSError as exc:
             raise StorageError(f"cannot read consensus WAL {self._path}: {exc}") from exc
-        payloads, good = _split(data)
-        if not payloads:
+        records = _split(data)
+        if not records:
             return None, 0
         try:
-            header = WalHeader.decode(payloads[0])
+            header = WalHeader.decode(records[0][0])
         except DecodeError:
             return None, 0
         if header.chain_id != self.chain_id or header.height != height:
             return None, 0
         msgs: list[Message] = []
-        for payload in payloads[1:]:
+        good = records[0][1]
+        for payload, end in records[1:]:
             try:
                 msgs.append(ConsensusMessage.decode(payload).unwrap())
             except DecodeError:
                 # A record with a valid checksum that does not decode: written by a
-                # different version. Stop there rather than guess.
+                # different version. Stop there rather than guess, and cut the log
+                # there too: appends behind it would never be replayed.
                 log.warning("consensus WAL %s: undecodable record, replay stops", self._path)
-                return msgs, good
+                break
+            good = end
         return msgs, good
 
     def _create(self, height: int) -> None:
@@ -176,9 +179,9 @@ def _record(payload: bytes) -> bytes:
     return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _split(data: bytes) -> tuple[list[bytes], int]:
-    """Intact records from the start of ``data`` and the offset where they end."""
-    out: list[bytes] = []
+def _split(data: bytes) -> list[tuple[bytes, int]]:
+    """Intact records from the start of ``data``, each with the offset where it ends."""
+    out: list[tuple[bytes, int]] = []
     pos = 0
     while pos + _HEAD.size <= len(data):
         length, crc = _HEAD.unpack_from(data, pos)
@@ -188,6 +191,6 @@ def _split(data: bytes) -> tuple[list[bytes], int]:
         payload = data[pos + _HEAD.size : end]
         if zlib.crc32(payload) != crc:
             break
-        out.append(payload)
+        out.append((payload, end))
         pos = end
-    return out, pos
+    return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 from consensus.messages import SyncRequest
 from consensus.wal import WAL, WAL_FILE
 from core import VoteType
@@ -100,3 +103,35 @@ def test_synced_size_tracks_fsync(tmp_path):
 def test_garbage_file_starts_fresh(tmp_path):
     (tmp_path / WAL_FILE).write_bytes(b"\x00\x00\x00\x05garbage")
     assert WAL(tmp_path, CHAIN).start_height(1) == []
+
+
+def _framed(payload: bytes) -> bytes:
+    """One record as the module docstring lays it out: length, crc32, payload."""
+    return struct.pack(">II", len(payload), zlib.crc32(payload)) + payload
+
+
+def test_appends_after_an_undecodable_record_are_replayed_at_the_next_restart(tmp_path):
+    # A record whose checksum holds but which does not decode (another version wrote
+    # it) ends the replay. What this run appends must not land behind it, where every
+    # later replay of the height would stop before reaching it.
+    wal = WAL(tmp_path, CHAIN)
+    wal.start_height(3)
+    wal.append(msgs()[0])
+    wal.close()
+    path = tmp_path / WAL_FILE
+    path.write_bytes(path.read_bytes() + _framed(b"\xc1 not a message"))
+    wal = WAL(tmp_path, CHAIN)
+    assert wal.start_height(3) == msgs()[:1]
+    wal.append(msgs()[1])
+    wal.sync()
+    wal.close()
+    assert WAL(tmp_path, CHAIN).start_height(3) == msgs()[:2]
+
+
+def test_a_header_that_does_not_decode_starts_the_height_fresh(tmp_path):
+    (tmp_path / WAL_FILE).write_bytes(_framed(b"\x92\xa1x") + _framed(b"\x01"))
+    wal = WAL(tmp_path, CHAIN)
+    assert wal.start_height(1) == []
+    wal.append(msgs()[1])
+    wal.close()
+    assert WAL(tmp_path, CHAIN).start_height(1) == msgs()[1:2]
