@@ -10,7 +10,8 @@ ahead of all of it. A ``ReadSlots`` runs its reads in its own ``slots`` threads 
 client's reads never queue ahead of the node's), lets ``queue`` more wait, and lets one
 client address (``core.netaddr.client_key``) hold at most a quarter of both, running
 and waiting: past either, the read is refused with 503 ``busy`` and ``Retry-After``
-(``apps.routes.retry_later``). When a thread frees, the next read goes to the next
+(``apps.routes.retry_later``), and ``on_refused`` is told which bound refused it (the
+node counts it in ``liveledger_http_refused_total``). When a thread frees, the next read goes to the next
 address in turn, not to the oldest waiter: an address waits behind at most one read of
 each other address, however many it queued.
 
@@ -37,11 +38,20 @@ class ReadSlots:
     (None: no bound, for callers bounded elsewhere), a quarter of ``slots + queue`` per
     client address; used from one event loop."""
 
-    def __init__(self, name: str, slots: int, queue: int | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        slots: int,
+        queue: int | None,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
         self.name = name
         self.slots = slots
         self.queue = queue
         self.per_client = None if queue is None else max(1, (slots + queue) // 4)
+        # Called with "total" (the queue was full) or "per_address" (the client's share
+        # was) for each read refused; never for one taken.
+        self.on_refused = on_refused
         self.running = 0
         self.waiting = 0
         # Reads running or waiting, by client.
@@ -56,21 +66,31 @@ class ReadSlots:
 
     def refusal(self, client: str) -> str | None:
         """Why a read of ``client`` would be refused now (None: it would be taken)."""
+        refused = self._refused(client)
+        return None if refused is None else refused[1]
+
+    def _refused(self, client: str) -> tuple[str, str] | None:
+        """(the bound, why) a read of ``client`` would be refused for now, if it would."""
         if self.queue is None or self.running < self.slots and not self.waiting:
             return None
         if self.waiting >= self.queue:
-            return f"{self.slots} {self.name} reads run and {self.queue} wait"
+            return "total", f"{self.slots} {self.name} reads run and {self.queue} wait"
         assert self.per_client is not None
         if self.held(client) >= self.per_client:
-            return f"one address may hold {self.per_client} {self.name} reads at once"
+            return (
+                "per_address",
+                f"one address may hold {self.per_client} {self.name} reads at once",
+            )
         return None
 
     async def run(self, client: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in one of the threads once it is ``client``'s turn; 503 ``busy``
         when the queue or the client's share is full."""
-        refused = self.refusal(client)
+        refused = self._refused(client)
         if refused is not None:
-            raise retry_later("busy", f"{refused}; retry later")
+            if self.on_refused is not None:
+                self.on_refused(refused[0])
+            raise retry_later("busy", f"{refused[1]}; retry later")
         self._held[client] = self.held(client) + 1
         try:
             if self.running < self.slots and not self.waiting:

@@ -22,8 +22,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from apps.commerce.feed import HUB
 from apps.commerce.http import ROUTES as COMMERCE_ROUTES
 from apps.commerce.http import add_routes as add_commerce_routes
+from apps.commerce.http_common import VIEW_READS
 from apps.commerce.params import CommerceGenesis
 from apps.routes import (
     BOOL,
@@ -68,6 +70,7 @@ from node.reader import NodeChainReader
 from node.render import BLOCK, RECEIPT
 from node.service import NODE, Node
 from node.simulate import ROUTES as SIMULATE_ROUTES
+from node.simulate import SIMULATIONS
 from node.simulate import install as install_simulate
 from node.staking_api import ROUTES as STAKING_ROUTES
 from node.web import add_web_routes
@@ -524,11 +527,16 @@ def create_app(node: Node) -> web.Application:
         client_max_size=node.config.max_request_bytes,
     )
     app[NODE] = node
-    app[BODY_BUDGET] = BodyBudget(node.config.http.max_bodies_bytes)
-    app[ANSWER_BUDGET] = BodyBudget(node.config.http.max_answers_bytes)
+    # Each bound that refuses a client for now is counted by what it is
+    # (``liveledger_http_refused_total``; the connection gate's in ``node.run``).
+    refusals = node.metrics.count_refusals
+    app[BODY_BUDGET] = BodyBudget(node.config.http.max_bodies_bytes, refusals("bodies"))
+    app[ANSWER_BUDGET] = BodyBudget(node.config.http.max_answers_bytes, refusals("answers"))
     ROUTES.mount(app)
     install_simulate(app)
+    app[SIMULATIONS].on_refused = refusals("simulations")
     reads = app[BLOCK_READS] = block_reads()
+    reads.on_refused = refusals("block_reads")
 
     async def close_reads(_app: web.Application) -> None:
         reads.close()
@@ -536,6 +544,8 @@ def create_app(node: Node) -> web.Application:
     app.on_cleanup.append(close_reads)
     app[RENDERED_BLOCKS] = RenderedBlocks()
     add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
+    app[VIEW_READS].on_refused = refusals("commerce_reads")
+    app[HUB].on_refused = refusals("feeds")
     STAKING_ROUTES.mount(app)
     add_openapi_route(app)
     # The web app's files (node/web.py): served, not an API.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -51,19 +52,26 @@ class BodyBudget:
     back). A body is charged as its bytes arrive and credited once it is read. One
     client address (``core.netaddr.client_key``) may hold a quarter of the budget,
     so a few stalled uploads from one place do not refuse everyone else's.
+    ``on_refused`` is told which bound refused each ``take`` that fails: ``"total"``
+    or ``"per_address"`` (the node counts them in ``liveledger_http_refused_total``).
     """
 
-    __slots__ = ("capacity", "per_client", "held", "_clients")
+    __slots__ = ("capacity", "per_client", "held", "on_refused", "_clients")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, on_refused: Callable[[str], None] | None = None) -> None:
         self.capacity = capacity
         self.per_client = max(1, capacity // 4)
         self.held = 0
+        self.on_refused = on_refused
         self._clients: dict[str, int] = {}
 
     def take(self, client: str, size: int) -> bool:
+        """Charge ``size`` bytes to ``client``; False (nothing charged) past the budget
+        or the client's quarter of it."""
         mine = self._clients.get(client, 0)
         if self.held + size > self.capacity or mine + size > self.per_client:
+            if self.on_refused is not None:
+                self.on_refused("total" if self.held + size > self.capacity else "per_address")
             return False
         self.held += size
         self._clients[client] = mine + size

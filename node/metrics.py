@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
+# What refuses an HTTP client for now (503 ``busy``, or a feed socket closed with 1013),
+# the ``reason`` of ``liveledger_http_refused_total``: the connection gate's caps, the
+# bodies' and answers' budgets, each ``ReadSlots`` that refuses, the feeds' socket caps.
+# A fixed set, never a value from a request: a label per client would grow without end.
+HTTP_REFUSERS = (
+    "connections",
+    "bodies",
+    "answers",
+    "commerce_reads",
+    "block_reads",
+    "simulations",
+    "feeds",
+)
+# Which of a refuser's bounds was full: the node's, or the client address's share.
+REFUSAL_BOUNDS = ("total", "per_address")
 
 # Clock ticks per second of /proc's CPU times.
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -162,5 +178,31 @@ class NodeMetrics:
             "HTTP connections reset at the total cap to make room for an address holding fewer",
             registry=r,
         )
+        self.http_refusals = Counter(
+            "liveledger_http_refused",
+            "HTTP requests, connections and feed sockets refused for now (503 busy, a "
+            "feed's 1013), by what refused them and whether the node's bound (total) or "
+            "the client address's share (per_address) was full",
+            ["reason", "bound"],
+            registry=r,
+        )
+        # Every series from the start (at 0): a rate over a series that appears with its
+        # first refusal misses that refusal.
+        for reason in HTTP_REFUSERS:
+            for bound in REFUSAL_BOUNDS:
+                self.http_refusals.labels(reason, bound)
         self.thread_cpu = ThreadCpu()
         r.register(self.thread_cpu)
+
+    def count_refusals(self, reason: str) -> Callable[[str], None]:
+        """The ``on_refused(bound)`` callback of refuser ``reason`` (one of
+        ``HTTP_REFUSERS``): counts each refusal in its series, looked up here once, so
+        a refusal costs an increment and nothing else costs anything."""
+        if reason not in HTTP_REFUSERS:
+            raise ValueError(f"unknown HTTP refuser {reason!r}; known: {HTTP_REFUSERS}")
+        series = {bound: self.http_refusals.labels(reason, bound) for bound in REFUSAL_BOUNDS}
+
+        def refused(bound: str) -> None:
+            series[bound].inc()
+
+        return refused

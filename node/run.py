@@ -84,13 +84,19 @@ def http_server(node: Node, app: web.Application, fd_limit: int | None = None) -
     """``app`` on the node's HTTP address behind its connection gate, counted in its
     metrics; ``fd_limit`` (the process's open-file limit) caps the connections too."""
     metrics = node.metrics
+    refused = metrics.count_refusals("connections")
+
+    def on_refused(reason: str) -> None:
+        metrics.http_refused.labels(reason).inc()
+        refused(reason)
+
     server = HttpServer(
         app,
         node.config.http_host,
         node.config.http_port,
         node.config.http,
         fd_limit=fd_limit,
-        on_refused=lambda reason: metrics.http_refused.labels(reason).inc(),
+        on_refused=on_refused,
         on_stalled=metrics.http_stalled.inc,
         on_evicted=metrics.http_evicted.inc,
     )

@@ -289,12 +289,16 @@ class FeedHub:
         max_queue_bytes: int = MAX_QUEUE_BYTES,
         limits: FeedLimits | None = None,
         send_deadline_s: float = SEND_DEADLINE_S,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.reader = reader
         self.max_queue_bytes = max_queue_bytes
         self.send_deadline_s = send_deadline_s
         self.limits = limits or FeedLimits()
         self.max_replay_blocks = self.limits.max_replay_blocks
+        # Called with "total" or "per_address" for each socket refused at a cap (the
+        # node counts them in ``liveledger_http_refused_total``).
+        self.on_refused = on_refused
         # Open sockets by client address (their sum is the node's count).
         self._per_address: dict[str, int] = {}
         self._connections = 0
@@ -347,8 +351,12 @@ class FeedHub:
     def admit(self, address: str) -> str | None:
         """Count a new socket from ``address``; the reason it is refused, if it is."""
         if self._connections >= self.limits.max_connections:
+            if self.on_refused is not None:
+                self.on_refused("total")
             return f"the node serves at most {self.limits.max_connections} feed connections"
         if self._per_address.get(address, 0) >= self.limits.max_per_address:
+            if self.on_refused is not None:
+                self.on_refused("per_address")
             return f"at most {self.limits.max_per_address} feed connections per address"
         self._connections += 1
         self._per_address[address] = self._per_address.get(address, 0) + 1

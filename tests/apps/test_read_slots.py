@@ -50,7 +50,8 @@ async def test_waiting_reads_are_taken_by_address_in_turn():
 
 
 async def test_past_its_share_or_the_queue_a_read_is_busy():
-    slots, gate = ReadSlots("test", 2, 6), Gate()
+    bounds: list[str] = []
+    slots, gate = ReadSlots("test", 2, 6, on_refused=bounds.append), Gate()
     assert slots.per_client == 2
     held = [asyncio.create_task(slots.run("a", gate.read, "a")) for _ in range(2)]
     await until(lambda: slots.running == 2)
@@ -65,6 +66,8 @@ async def test_past_its_share_or_the_queue_a_read_is_busy():
     await until(lambda: slots.waiting == 6)
     with pytest.raises(HttpError, match="2 test reads run and 6 wait"):
         await slots.run("f", gate.read, "f")
+    # Each refusal told which bound refused it; the reads taken, nothing.
+    assert bounds == ["per_address", "total"]
     gate.opened.set()
     await asyncio.gather(*held)
     assert (slots.running, slots.waiting) == (0, 0)

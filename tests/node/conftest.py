@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import uvloop
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.keystore import load_key
 from genesis import create_localnet
@@ -33,6 +34,19 @@ def make_home(tmp_path: Path, **config_overrides: object):
     config.update({"block_interval_ms": 50, **config_overrides})
     config_path.write_text(json.dumps(config))
     return layout, home
+
+
+def refusals(metrics: str, reason: str, bound: str) -> float:
+    """``liveledger_http_refused_total{reason, bound}`` in the ``/metrics`` text
+    ``metrics``; every series is there from the start, so a missing one fails."""
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "liveledger_http_refused_total" and sample.labels == {
+                "reason": reason,
+                "bound": bound,
+            }:
+                return sample.value
+    raise AssertionError(f"no liveledger_http_refused_total of {reason}, {bound}")
 
 
 @pytest.fixture

@@ -28,7 +28,9 @@ from core import (
 from genesis import Genesis
 from node.api import errors_middleware
 from node.chain_api import RenderedBlocks
+from node.metrics import HTTP_REFUSERS, REFUSAL_BOUNDS
 from storage import StateProof, verify_proof
+from tests.node.conftest import refusals
 from vm import Account, Transfer, account_key
 
 
@@ -232,6 +234,21 @@ async def test_lookups_and_errors(node_client):
     assert latest["header"]["height"] >= 1
     metrics = await (await client.get("/metrics")).text()
     assert "liveledger_height" in metrics
+
+
+async def test_http_refusals_are_counted_by_a_fixed_set_of_refusers(node_client):
+    """Every refuser's series is there at 0 from the start (a rate over a series born
+    with its first refusal misses it), and their labels are a fixed set: no client
+    input becomes a label."""
+    client, node, _faucet = node_client
+    metrics = await (await client.get("/metrics")).text()
+    for reason in HTTP_REFUSERS:
+        for bound in REFUSAL_BOUNDS:
+            assert refusals(metrics, reason, bound) == 0
+    series = re.findall(r"^liveledger_http_refused_total\{", metrics, re.MULTILINE)
+    assert len(series) == len(HTTP_REFUSERS) * len(REFUSAL_BOUNDS)
+    with pytest.raises(ValueError, match="unknown HTTP refuser"):
+        node.metrics.count_refusals("127.0.0.1")
 
 
 def _stalls_over_300ms(metrics: str) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 from core import format_address
 from node.chain_api import BLOCK_READ_QUEUE, BLOCK_READ_SLOTS, BLOCK_READS
 from tests.apps.commerce.test_http_reads import WAIT, Holds, busy, get_from, until
+from tests.node.conftest import refusals
 
 HOSTILE_READS = 12
 
@@ -61,3 +62,7 @@ async def test_one_address_slow_block_reads_get_busy_beyond_its_share(node_clien
         held.open()
         await asyncio.gather(*hostile, return_exceptions=True)
     assert {t.result()[0] for t in hostile} == {200, 503}
+    # Every refusal counted, each by the address's share (the queue never filled).
+    metrics = await (await client.get("/metrics")).text()
+    assert refusals(metrics, "block_reads", "per_address") == HOSTILE_READS - share + 1
+    assert refusals(metrics, "block_reads", "total") == 0

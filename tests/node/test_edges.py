@@ -28,6 +28,7 @@ from core.keystore import load_key
 from genesis import create_localnet
 from node.run import build_app
 from node.service import Node
+from tests.node.conftest import refusals
 from vm import ChainParams, Transfer
 
 BOMB_BYTES = 32 * 1024 * 1024
@@ -265,6 +266,9 @@ async def test_feed_connections_are_capped_per_address(tmp_path):
         honest = asyncio.create_task(honest_transfer(client, node, faucet, 0))
         extra = await client.ws_connect("/v1/blocks/ws")
         assert await closed_with(extra) == CLOSE_TRY_AGAIN_LATER
+        metrics = await (await client.get("/metrics")).text()
+        assert refusals(metrics, "feeds", "per_address") == 1
+        assert refusals(metrics, "feeds", "total") == 0
         print(f"\nhonest transfer final in {await honest * 1000:.0f} ms with {cap} feeds open")
         # A slot frees once a client has left (its handler ends just after the close).
         await sockets.pop().close()
@@ -289,6 +293,9 @@ async def test_feed_connections_are_capped_per_node_and_replays_bounded(tmp_path
         sockets = [await ws_ready(client, "/v1/blocks/ws") for _ in range(3)]
         extra = await client.ws_connect("/v1/blocks/ws")
         assert await closed_with(extra) == CLOSE_TRY_AGAIN_LATER
+        metrics = await (await client.get("/metrics")).text()
+        assert refusals(metrics, "feeds", "total") == 1
+        assert refusals(metrics, "feeds", "per_address") == 0
         for ws in sockets:
             await ws.close()
         await honest_transfer(client, node, faucet, 0)

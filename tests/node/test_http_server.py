@@ -35,7 +35,7 @@ from node.http_server import (
 )
 from node.run import build_app, http_server
 from node.service import Node
-from tests.node.conftest import make_home
+from tests.node.conftest import make_home, refusals
 
 WAIT = 10.0
 
@@ -74,16 +74,26 @@ async def refused(reader: asyncio.StreamReader) -> bool:
     return head.startswith(b"HTTP/1.1 503") and json.loads(body)["code"] == "busy"
 
 
-async def metric(port: int, name: str) -> float:
-    """A sample of the node's ``/metrics`` (from an address of its own)."""
+async def metrics_text(port: int) -> str:
+    """The node's ``/metrics`` (asked from an address of its own)."""
     connector = aiohttp.TCPConnector(local_addr=("127.0.0.9", 0), force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-            text = await resp.text()
-    for line in text.splitlines():
+            return await resp.text()
+
+
+async def metric(port: int, name: str) -> float:
+    """A sample of the node's ``/metrics``."""
+    for line in (await metrics_text(port)).splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
+
+
+async def refused_by(port: int, reason: str) -> tuple[float, float]:
+    """(total, per_address) of ``liveledger_http_refused_total`` for ``reason``."""
+    text = await metrics_text(port)
+    return refusals(text, reason, "total"), refusals(text, reason, "per_address")
 
 
 async def test_connections_over_the_address_cap_are_refused_and_others_served(tmp_path):
@@ -101,6 +111,8 @@ async def test_connections_over_the_address_cap_are_refused_and_others_served(tm
             await asyncio.sleep(0.05)
         assert await status_from(port, "127.0.0.1") == 200
         assert await metric(port, 'liveledger_http_connections_refused_total{reason="per_address"}')
+        # Counted with every other refusal too: the one connection, by its address's cap.
+        assert await refused_by(port, "connections") == (0, 1)
         for _, w in held:
             w.close()
 
@@ -126,6 +138,8 @@ async def test_connections_over_the_total_cap_are_refused(tmp_path):
             await asyncio.sleep(0.05)
         for _, w in held:
             w.close()
+        total, per_address = await refused_by(port, "connections")
+        assert total >= 1 and per_address == 0
 
 
 async def test_at_the_total_cap_a_newcomer_evicts_from_the_heaviest_address(tmp_path):
@@ -251,6 +265,9 @@ async def test_request_bodies_in_flight_share_one_budget(tmp_path):
             writer.close()
         status, _, code = await eventually(port, junk, lambda a: a[0] != 503)
         assert (status, code) == (400, "malformed")
+        # Each address stayed within its quarter: the budget itself refused.
+        total, per_address = await refused_by(port, "bodies")
+        assert total >= 1 and per_address == 0
 
 
 async def test_one_address_holds_a_quarter_of_the_body_budget(tmp_path):
@@ -267,6 +284,7 @@ async def test_one_address_holds_a_quarter_of_the_body_budget(tmp_path):
         # ...while others are read.
         status, _, code = await post_txs(port, b"0" * 20_000)
         assert (status, code) == (400, "malformed")
+        assert await refused_by(port, "bodies") == (0, 1)
 
 
 async def test_a_compressed_body_decodes_to_a_bounded_multiple_of_its_size(tmp_path):
@@ -338,6 +356,9 @@ async def test_answers_a_client_does_not_read_share_one_budget(tmp_path):
             assert status == b"HTTP/1.1 503"
             # Another address is served.
             assert await junk_status(port, "127.0.0.3") == b"HTTP/1.1 200"
+            # Refused by the address's share, never by the whole budget.
+            total, per_address = await refused_by(port, "answers")
+            assert total == 0 and per_address >= 1
         finally:
             for sock in holders:
                 sock.close()

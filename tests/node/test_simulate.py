@@ -12,6 +12,7 @@ import aiohttp
 from core import PrivateKey, TxBody, format_address, sign_tx
 from node.simulate import SIMULATION_QUEUE, SIMULATION_SLOTS, SIMULATIONS
 from tests.apps.commerce.test_http_reads import WAIT, Holds, busy, until
+from tests.node.conftest import refusals
 from vm import Registry, Transfer, TxType
 
 
@@ -202,3 +203,6 @@ async def test_one_address_cannot_take_every_simulation_place(node_client, monke
         held.open()
         await asyncio.gather(*hostile, return_exceptions=True)
     assert {t.result()[0] for t in hostile} == {200, 503}
+    metrics = await (await client.get("/metrics")).text()
+    assert refusals(metrics, "simulations", "per_address") == burst - share
+    assert refusals(metrics, "simulations", "total") == 0

@@ -24,6 +24,7 @@ from apps.commerce.http_common import VIEW_READ_QUEUE, VIEW_READ_SLOTS, VIEW_REA
 from node.reader import NodeChainReader
 from tests.apps.commerce.test_http import GTIN, make_item, running_driver
 from tests.apps.commerce.test_http_feed import connect
+from tests.node.conftest import refusals
 
 WAIT = 10.0
 # The longest a held read waits for the test (a failing test's threads end after it).
@@ -130,6 +131,10 @@ async def test_one_address_slow_reads_get_busy_beyond_its_share_and_starve_no_on
         refused = [t.result() for t in hostile if t.done()]
         assert len(refused) == HOSTILE_READS - share
         assert all(busy(answer) for answer in refused), refused[0]
+        # Each refusal counted, by the address's share (the queue never filled).
+        metrics = await (await d.client.get("/metrics")).text()
+        assert refusals(metrics, "commerce_reads", "per_address") == HOSTILE_READS - share
+        assert refusals(metrics, "commerce_reads", "total") == 0
         # Another address: in its turn, ahead of the hostile reads still waiting.
         other = asyncio.create_task(get_from(url.format(2), "127.0.0.2"))
         await until(lambda: reads.held("127.0.0.2") == 1, "the other address waiting")
