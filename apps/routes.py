@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from core.errors import HttpError
-from core.netaddr import client_key
+from core.netaddr import TrustedProxies, client_key
 
 Schema = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -356,14 +356,27 @@ class RouteTable:
                 app.router.add_route(route.method, route.path, route.handler)
 
 
+# The reverse proxies whose ``X-Forwarded-For`` names the client (the node config's
+# ``http.trusted_proxies``); none in an app without it.
+TRUSTED_PROXIES: web.AppKey[TrustedProxies] = web.AppKey("trusted_proxies", TrustedProxies)
+_FORWARDED_FOR = "X-Forwarded-For"
+
+
 def client_of(request: web.Request) -> str:
     """The client address ``request`` came from, as the node's per-address bounds count
-    it (``core.netaddr.client_key``: an IPv6 client's /64 is one)."""
+    it (``core.netaddr.client_key``: an IPv6 client's /64 is one). From a peer listed in
+    the app's ``TRUSTED_PROXIES``, the client ``X-Forwarded-For`` names
+    (``TrustedProxies.client``); from any other, the peer itself, whatever it sends."""
     transport = request.transport
-    return client_key(transport.get_extra_info("peername") if transport else None)
+    peername = transport.get_extra_info("peername") if transport else None
+    proxies = request.app.get(TRUSTED_PROXIES)
+    if proxies is None or not proxies.networks:
+        return client_key(peername)
+    return proxies.client(peername, request.headers.getall(_FORWARDED_FOR, ()))
 
 
 __all__ = [
+    "TRUSTED_PROXIES",
     "client_of",
     "BOOL",
     "HASH",

@@ -1,4 +1,6 @@
-"""Network addresses other nodes dial: ``"host:port"`` text, parsed strictly.
+"""Network addresses other nodes dial: ``"host:port"`` text, parsed strictly; and
+whose connection or request one is, for per-source bounds (``source_of``,
+``client_key``, ``TrustedProxies`` for clients behind a reverse proxy).
 
 One spelling per address (DNS name or IPv4, IPv6 in brackets; the port in decimal
 without leading zeros), ASCII only, bounded. Genesis validators and members' on-chain
@@ -9,7 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 from core.errors import Invalid
 
@@ -94,3 +97,100 @@ def client_key(peername: Any) -> str:
     """``source_of`` a socket's ``peername`` (host, port, ...); "unknown" without one."""
     host = peername[0] if isinstance(peername, tuple) and peername else None
     return source_of(host) if isinstance(host, str) else "unknown"
+
+
+# --- clients behind a reverse proxy ---
+
+IpNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Networks an operator may list as trusted proxies: each request from one is matched
+# against all of them.
+MAX_TRUSTED_PROXIES = 64
+# Addresses of ``X-Forwarded-For`` read, from the right, and characters of each field:
+# a client may send a header as long as the HTTP parser takes, but the addresses a
+# trusted proxy appended are at its right end, so only that end is read.
+MAX_FORWARDED_HOPS = 16
+MAX_FORWARDED_CHARS = 1024
+
+
+def parse_trusted_proxies(texts: Sequence[str]) -> tuple[IpNetwork, ...]:
+    """``http.trusted_proxies``: IP addresses (``10.0.0.7``) or networks (``10.0.0.0/24``),
+    at most ``MAX_TRUSTED_PROXIES``; ``ValueError`` naming the first one that is not.
+    A network with host bits set is refused (``10.0.0.7/24`` is a typo of either)."""
+    if len(texts) > MAX_TRUSTED_PROXIES:
+        raise ValueError(f"at most {MAX_TRUSTED_PROXIES} trusted proxies, got {len(texts)}")
+    networks = []
+    for text in texts:
+        if not isinstance(text, str):
+            raise ValueError(f"a trusted proxy is an IP address or network, got {text!r}")
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=True))
+        except ValueError as exc:
+            raise ValueError(f"not an IP address or network: {text[:80]!r} ({exc})") from None
+    return tuple(networks)
+
+
+def _unmapped(address: IpAddress) -> IpAddress:
+    """An IPv4-mapped IPv6 address as its IPv4 address (a dual-stack socket's peer)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class TrustedProxies:
+    """The reverse proxies whose ``X-Forwarded-For`` names the client (the node config's
+    ``http.trusted_proxies``), and the client key of a request (``client``).
+
+    From a trusted peer, the client is the rightmost address of ``X-Forwarded-For`` that
+    is not itself a trusted proxy: each proxy appends the address it was connected from,
+    so everything left of that is what the client sent and may be forged. A header that
+    is missing, malformed where it is read, or holds only trusted proxies within its
+    last ``MAX_FORWARDED_HOPS`` addresses leaves the peer's own address. An untrusted
+    peer's header is never read: any client could otherwise pick its own key.
+    """
+
+    __slots__ = ("networks",)
+
+    def __init__(self, texts: Sequence[str] = ()) -> None:
+        self.networks = parse_trusted_proxies(texts)
+
+    def trusts(self, address: IpAddress) -> bool:
+        address = _unmapped(address)
+        return any(address in network for network in self.networks)
+
+    def client(self, peername: Any, forwarded: Sequence[str]) -> str:
+        """The client key (``source_of``) of a request from socket peer ``peername``
+        carrying the ``X-Forwarded-For`` fields ``forwarded``, in their order."""
+        host = peername[0] if isinstance(peername, tuple) and peername else None
+        if not self.networks or not forwarded or not isinstance(host, str):
+            return client_key(peername)
+        try:
+            peer = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return client_key(peername)
+        if not self.trusts(peer):
+            return client_key(peername)
+        address = self._forwarded_client(forwarded)
+        return client_key(peername) if address is None else source_of(str(address))
+
+    def _forwarded_client(self, forwarded: Sequence[str]) -> IpAddress | None:
+        """The rightmost untrusted address of the header's last ``MAX_FORWARDED_HOPS``
+        (None: none there, or a malformed item reached first)."""
+        hops = 0
+        for field in reversed(forwarded):
+            items = field[-MAX_FORWARDED_CHARS:].split(",")
+            if len(field) > MAX_FORWARDED_CHARS:
+                items = items[1:]  # the first may be cut: never read as an address
+            for item in reversed(items):
+                hops += 1
+                if hops > MAX_FORWARDED_HOPS:
+                    return None
+                try:
+                    address = _unmapped(ipaddress.ip_address(item.strip()))
+                except ValueError:
+                    return None
+                if not self.trusts(address):
+                    return address
+            if len(field) > MAX_FORWARDED_CHARS:
+                return None  # the rest of the field was not read
+        return None

@@ -34,6 +34,7 @@ from apps.routes import (
     RETRY_AFTER,
     RETRY_AFTER_S,
     STR,
+    TRUSTED_PROXIES,
     UINT,
     Answer,
     Body,
@@ -50,6 +51,7 @@ from apps.routes import (
     retry_later,
 )
 from core import HttpError, Invalid
+from core.netaddr import TrustedProxies
 from node.api_common import node_of, ready
 from node.bodies import (
     ANSWER_BUDGET,
@@ -527,6 +529,8 @@ def create_app(node: Node) -> web.Application:
         client_max_size=node.config.max_request_bytes,
     )
     app[NODE] = node
+    # Whose X-Forwarded-For names the client of the per-address bounds (apps.routes).
+    app[TRUSTED_PROXIES] = TrustedProxies(node.config.http.trusted_proxies)
     # Each bound that refuses a client for now is counted by what it is
     # (``liveledger_http_refused_total``; the connection gate's in ``node.run``).
     refusals = node.metrics.count_refusals

@@ -210,7 +210,8 @@ class NodeConfig:
     # client messages per second (apps.commerce.feed.FeedLimits).
     feeds: FeedLimits = field(default_factory=FeedLimits)
     # What HTTP clients may hold: connections in all and per address, idle time,
-    # stalled writes, request bodies in flight (node.http_server.HttpLimits).
+    # stalled writes, request bodies in flight; the reverse proxies trusted to name
+    # their clients (node.http_server.HttpLimits).
     http: HttpLimits = field(default_factory=HttpLimits)
     peers: tuple[PeerSettings, ...] = ()
     pruning: PruningConfig = field(default_factory=PruningConfig)
@@ -237,6 +238,7 @@ class NodeConfig:
         out["mempool"] = {f.name: getattr(self.mempool, f.name) for f in fields(MempoolConfig)}
         out["feeds"] = {f.name: getattr(self.feeds, f.name) for f in fields(FeedLimits)}
         out["http"] = {f.name: getattr(self.http, f.name) for f in fields(HttpLimits)}
+        out["http"]["trusted_proxies"] = list(self.http.trusted_proxies)
         out["pruning"] = {f.name: getattr(self.pruning, f.name) for f in fields(PruningConfig)}
         out["storage"] = {f.name: getattr(self.storage, f.name) for f in fields(StorageConfig)}
         out["state_sync"] = {
@@ -327,7 +329,19 @@ def load_config(home: Path) -> NodeConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     feeds = FeedLimits(**_typed(FeedLimits, feeds_raw, f"{path}: feeds"))
-    http = HttpLimits(**_typed(HttpLimits, http_raw, f"{path}: http"))
+    # The one list of the section (_typed checks scalars): strings, each parsed below.
+    proxies = http_raw.pop("trusted_proxies", [])
+    if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+        raise ConfigError(
+            f"{path}: http.trusted_proxies must be a list of IP addresses or networks "
+            f'("10.0.0.7", "10.0.0.0/24"), got {str(proxies)[:80]}'
+        )
+    try:
+        http = HttpLimits(
+            **_typed(HttpLimits, http_raw, f"{path}: http"), trusted_proxies=tuple(proxies)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     try:
         pruning = PruningConfig(**_typed(PruningConfig, pruning_raw, f"{path}: pruning"))
     except ValueError as exc:
@@ -384,7 +398,7 @@ def load_config(home: Path) -> NodeConfig:
                 f"{path}: feeds.{name} must be at least 1, got {getattr(config.feeds, name)}"
             )
     for limit in fields(HttpLimits):
-        if getattr(config.http, limit.name) < 1:
+        if limit.type in ("int", int) and getattr(config.http, limit.name) < 1:
             raise ConfigError(
                 f"{path}: http.{limit.name} must be at least 1, "
                 f"got {getattr(config.http, limit.name)}"

@@ -8,7 +8,9 @@ consensus WAL, the signer's state, its peers). So every accepted connection
 first passes ``ConnectionGate``:
 
 - **caps.** At most ``max_per_address`` connections from one client address (an
-  IPv6 client's whole /64, which one subscriber usually holds) and
+  IPv6 client's whole /64, which one subscriber usually holds; the TCP peer's, so
+  behind a reverse proxy the proxy's own, whatever ``trusted_proxies`` says: the
+  gate answers before any header is read) and
   ``max_connections`` in all, itself kept below the process's open-file limit
   (``connection_cap``). A connection over a cap is answered ``503`` with
   ``Retry-After`` and closed before aiohttp sees it: no task, no parser. At the
@@ -41,7 +43,7 @@ from typing import cast
 
 from aiohttp import web
 
-from core.netaddr import client_key
+from core.netaddr import client_key, parse_trusted_proxies
 from core.sockets import bound_unacked, reset
 
 log = logging.getLogger("node.http")
@@ -95,6 +97,17 @@ class HttpLimits:
     # Answer bytes being sent, over all connections; a quarter of it per address
     # (node.bodies.ANSWER_BUDGET).
     max_answers_bytes: int = 128 * 1024 * 1024
+    # Reverse proxies (IP addresses or networks) whose X-Forwarded-For names the client
+    # for the per-address bounds of requests (bodies, answers, reads, feeds:
+    # core.netaddr.TrustedProxies); the connection caps above still count the proxy's
+    # own address. None by default: every peer is its own client.
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        try:
+            parse_trusted_proxies(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"http trusted_proxies: {exc}") from None
 
 
 class _Gated(asyncio.Protocol):

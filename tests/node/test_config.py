@@ -113,3 +113,27 @@ def test_storage_caches_are_loaded_and_bounded(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="storage must be an object"):
         load_config(tmp_path)
+
+
+def test_trusted_proxies_are_a_list_of_addresses_or_networks(tmp_path):
+    # None by default: every peer is its own client (docs/node.md, HTTP connections).
+    path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
+    assert load_config(tmp_path).http.trusted_proxies == ()
+    doc = json.loads(path.read_text())
+    doc["http"] = {"trusted_proxies": ["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"]}
+    path.write_text(json.dumps(doc))
+    config = load_config(tmp_path)
+    assert config.http.trusted_proxies == ("127.0.0.1", "10.0.0.0/8", "2001:db8::/32")
+    assert config.to_json()["http"]["trusted_proxies"] == [
+        "127.0.0.1",
+        "10.0.0.0/8",
+        "2001:db8::/32",
+    ]
+    for bad, why in [
+        ("127.0.0.1", "must be a list of IP addresses or networks"),
+        ([1], "must be a list of IP addresses or networks"),
+        (["proxy.example"], "http trusted_proxies: not an IP address or network"),
+        (["10.0.0.7/24"], "host bits set"),
+        (["10.0.0.1"] * 65, "at most 64"),
+    ]:
+        _assert_refused(path, "http", "trusted_proxies", bad, why)

@@ -42,7 +42,7 @@ WAIT = 10.0
 
 @contextlib.asynccontextmanager
 async def gated(
-    tmp_path, *, fd_limit: int | None = None, **http: int
+    tmp_path, *, fd_limit: int | None = None, **http: object
 ) -> AsyncIterator[tuple[int, Node]]:
     """(port, node) of a node served behind its gate, with ``http`` limits."""
     _layout, home = make_home(tmp_path, http_port=0, http=http)
@@ -219,12 +219,20 @@ async def test_idle_and_slow_header_connections_end_after_the_keepalive_time(tmp
         slow.close()
 
 
-async def stalled_upload(port: int, source: str, size: int) -> asyncio.StreamWriter:
-    """An upload from ``source`` that sends ``size`` bytes of its body, then nothing."""
+async def stalled_upload(
+    port: int, source: str, size: int, forwarded_for: str | None = None
+) -> asyncio.StreamWriter:
+    """An upload from ``source`` that sends ``size`` bytes of its body, then nothing;
+    with ``forwarded_for``, as a proxy would forward it."""
     _reader, writer = await raw(port, source)
+    forwarded = (
+        b"" if forwarded_for is None else b"X-Forwarded-For: %s\r\n" % forwarded_for.encode()
+    )
     writer.write(
         b"POST /v1/txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 200000\r\n\r\n" + b"0" * size
+        + forwarded
+        + b"Content-Length: 200000\r\n\r\n"
+        + b"0" * size
     )
     await writer.drain()
     return writer
@@ -243,10 +251,13 @@ async def post_txs(
             return resp.status, dict(resp.headers), (await resp.json())["code"]
 
 
-async def eventually(port: int, body: bytes, done: Callable[[tuple], bool]) -> tuple:
-    """The first answer to posting ``body`` that is ``done``, within WAIT."""
+async def eventually(
+    port: int, body: bytes, done: Callable[[tuple], bool], source: str = "127.0.0.1", **headers: str
+) -> tuple:
+    """The first answer to posting ``body`` (from ``source``, with ``headers``) that is
+    ``done``, within WAIT."""
     deadline = time.monotonic() + WAIT
-    while not done(answer := await post_txs(port, body)):
+    while not done(answer := await post_txs(port, body, source, **headers)):
         assert time.monotonic() < deadline, answer
         await asyncio.sleep(0.05)
     return answer
@@ -306,6 +317,74 @@ async def test_a_compressed_body_decodes_to_a_bounded_multiple_of_its_size(tmp_p
                 headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
             ) as resp:
                 assert resp.status == 400 and (await resp.json())["code"] == "malformed"
+
+
+FORWARDED = "X-Forwarded-For"
+
+
+def forwarded_for(addresses: str) -> dict[str, str]:
+    return {FORWARDED: addresses}
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_share(tmp_path):
+    """With the proxy (here 127.0.0.1) in ``trusted_proxies``, the client its
+    X-Forwarded-For names is the address of the per-address bounds: one client past its
+    quarter of the body budget is busy while another, through the same proxy, is read.
+    Without the setting every client of a proxy shares the proxy's one quarter."""
+    junk = b"0" * 20_000
+    async with gated(tmp_path, max_bodies_bytes=100_000, trusted_proxies=["127.0.0.1"]) as (
+        port,
+        _node,
+    ):
+        stall = await stalled_upload(port, "127.0.0.1", 24_000, "203.0.113.1")
+        # The rightmost address is the client, whatever it put left of it itself.
+        client = forwarded_for("198.51.100.7, 203.0.113.1")
+        _status, _, code = await eventually(port, junk, lambda a: a[0] == 503, **client)
+        assert code == "busy"
+        # Another client of the proxy, and the proxy's own requests: shares of their own.
+        assert (await post_txs(port, junk, **forwarded_for("203.0.113.2")))[0::2] == (
+            400,
+            "malformed",
+        )
+        assert (await post_txs(port, junk))[0::2] == (400, "malformed")
+        total, per_address = await refused_by(port, "bodies")
+        assert total == 0 and per_address >= 1
+        stall.close()
+
+
+async def test_without_trusted_proxies_x_forwarded_for_changes_nothing(tmp_path):
+    junk = b"0" * 20_000
+    async with gated(tmp_path, max_bodies_bytes=100_000) as (port, _node):
+        stall = await stalled_upload(port, "127.0.0.1", 24_000, "203.0.113.1")
+        # Naming another client gets no other share: the peer's own is taken.
+        _status, _, code = await eventually(
+            port, junk, lambda a: a[0] == 503, **forwarded_for("203.0.113.2")
+        )
+        assert code == "busy"
+        # Another peer is read.
+        assert (await post_txs(port, junk, "127.0.0.2"))[0::2] == (400, "malformed")
+        stall.close()
+
+
+async def test_an_untrusted_peer_cannot_name_its_own_client(tmp_path):
+    """A peer that is not a trusted proxy sending X-Forwarded-For: ignored, or any client
+    could pick a fresh key for each request and escape its share."""
+    junk = b"0" * 20_000
+    async with gated(tmp_path, max_bodies_bytes=100_000, trusted_proxies=["127.0.0.1"]) as (
+        port,
+        _node,
+    ):
+        stall = await stalled_upload(port, "127.0.0.2", 24_000, "203.0.113.1")
+        _status, _, code = await eventually(
+            port, junk, lambda a: a[0] == 503, "127.0.0.2", **forwarded_for("203.0.113.3")
+        )
+        assert code == "busy"
+        # The trusted proxy's clients are untouched by it.
+        assert (await post_txs(port, junk, **forwarded_for("203.0.113.3")))[0::2] == (
+            400,
+            "malformed",
+        )
+        stall.close()
 
 
 # A batch of 20,000 one-byte items: 60 KB asked, a 2.6 MB answer (a result each).
