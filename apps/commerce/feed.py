@@ -526,7 +526,9 @@ async def serve_feed(
 
     ``session_id`` None serves the blocks feed. ``ended_at(height)`` tells whether
     the session was closed in the state at that height: then nothing live is to
-    come, and the feed closes after the replay.
+    come, and the feed closes after the replay. It reads state, so it runs in the
+    replays' threads (``FeedHub.replays``, in the client address's turn), never on
+    the event loop.
     """
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4096)
     await ws.prepare(request)
@@ -567,10 +569,14 @@ async def _serve(
     deadline = hub.send_deadline_s
     try:
         delivered = hub.subscribe(session_id, sub)
-        # Judged at exactly the subscription's height (a point read, no await since).
-        ended = ended_at is not None and ended_at(delivered)
+        # Before any await: a live message at or before the start is never queued.
         after = (delivered, WHOLE_BLOCK) if start is None else start
         sub.after = after
+        # Judged at exactly the subscription's height, whose state is fixed: the read
+        # (state, so off the event loop) waits its turn in the replays' threads while
+        # later live messages queue, as during a replay. Never refused: the socket is
+        # open and counted already (the cap refused before, with 1013).
+        ended = ended_at is not None and await hub.replays.run(address, ended_at, delivered)
         # Replay what is stored: the blocks after the start, up to the delivered height.
         first = after[0] if after[1] < WHOLE_BLOCK else after[0] + 1
         for height in range(max(first, 1), delivered + 1):

@@ -643,6 +643,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
         raise not_found(f"session {session_id}", latest.height)
     reader = hub.reader
 
+    # A state read: serve_feed runs it in the replays' threads, off the event loop.
     def ended_at(height: int) -> bool:
         session = views.get_session(StateAt(reader, height), session_id)
         return session is not None and session.status == SessionStatus.CLOSED

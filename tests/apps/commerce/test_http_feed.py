@@ -11,13 +11,14 @@ import contextlib
 import json
 import logging
 import socket
+import threading
 from itertools import chain
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer, get_port_socket
 
-from apps.commerce import feed, feed_events
+from apps.commerce import feed, feed_events, views
 from apps.commerce import payloads as tx
 from apps.commerce.feed import CLOSE_SLOW_CONSUMER, CLOSE_TRY_AGAIN_LATER, HUB, REPLAY_SLOTS
 from apps.commerce.sealing import seal_address
@@ -217,6 +218,57 @@ async def test_session_feed_in_order_with_resume_and_replay(driver):
     ws_d, replayed_d, _ = await connect(d, f"{path}?from={all_a[3]['height']}")
     assert all_a[4]["height"] == all_a[3]["height"] and replayed_d == all_a[5:]
     await ws_d.close()
+
+
+def on_a_loop() -> bool:
+    """Whether the calling thread runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def test_a_session_feeds_ended_check_reads_off_the_event_loop(driver, monkeypatch):
+    """Whether the session had closed at the subscription's height is a state read: it
+    runs in the replays' threads, so while it is held there the node still answers (on
+    the event loop it held every client), and the feed then delivers as before: a
+    closed session's feed sends ``ready`` and closes with 1000."""
+    d = driver
+    merchant, host = Actor("merchant"), Actor("host")
+    await d.fund(merchant, host)
+    await d.run(
+        merchant.key, tx.REGISTER_MERCHANT, tx.RegisterMerchant("Acme", "", merchant.enc_public)
+    )
+    await d.run(d.faucet, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant.address, True))
+    await d.run(merchant.key, tx.OPEN_SESSION, tx.OpenSession(host.address, 1_000, "Tea live"))
+    await d.run(host.key, tx.CLOSE_SESSION, tx.SessionRef(1))
+    get_session = views.get_session
+    on_loop: list[bool] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def watched(state, session_id):
+        on_loop.append(on_a_loop())
+        if len(on_loop) == 2:  # the ended check (the first: whether the session exists)
+            entered.set()
+            release.wait(WAIT)
+        return get_session(state, session_id)
+
+    monkeypatch.setattr(views, "get_session", watched)
+    try:
+        # Without ``from``: nothing replayed, so only the check can end the feed.
+        ws = await d.client.ws_connect("/v1/sessions/1/events")
+        async with asyncio.timeout(WAIT):
+            while not entered.is_set():
+                await asyncio.sleep(0.01)
+        # The check is held in its thread; the node answers meanwhile.
+        assert (await d.client.get("/v1/status")).status == 200
+    finally:
+        release.set()
+    msg = await ws.receive(timeout=WAIT)
+    assert msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data)["type"] == "ready"
+    assert await read_until(ws) == [] and ws.close_code == 1000
+    assert on_loop == [False, False]
 
 
 async def test_slow_client_is_dropped_with_a_close_code(driver):
