@@ -12,14 +12,21 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from apps.commerce import keys
+from apps.commerce.deadlines import pending
 from apps.commerce.model import (
+    DEADLINE_STATE,
     OPEN_STATES,
     UNSHIPPED_STATES,
     Auction,
+    AuctionBucket,
     AuctionStatus,
     Count,
+    DeadlineKind,
     Deal,
+    DealBucket,
+    DealClock,
     DealStatus,
+    Dispute,
     Listing,
     Merchant,
     Order,
@@ -28,8 +35,10 @@ from apps.commerce.model import (
     Review,
     Session,
     SessionStatus,
+    state_name,
 )
 from apps.commerce.orders import units_bought
+from apps.commerce.params import CommerceGenesis
 from apps.commerce.store import escrow, load, peek_next_id
 from core.codec import Wire
 from vm.accounts import NATIVE, get_account
@@ -37,6 +46,9 @@ from vm.currency import check_supply, currency_symbols
 from vm.state import StateView
 
 W = TypeVar("W", bound=Wire)
+
+# The deadline kind an open order waits for in each state (none for ESCALATED).
+_KIND_IN: dict[int, DeadlineKind] = {state: kind for kind, state in DEADLINE_STATE.items()}
 
 
 def check_invariants(
@@ -233,7 +245,66 @@ def check_invariants(
         have = [0, 0] if merchant is None else [merchant.open_deals, merchant.open_auctions]
         if have != counted[who]:
             bad(f"merchant {who.hex()} counts {have} open deals and auctions, found {counted[who]}")
+
+    cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
+    if cfg is not None:
+        _check_ways_out(state, cfg, open_orders, deals, auctions, bad)
     return problems
+
+
+def _check_ways_out(
+    state: StateView,
+    cfg: CommerceGenesis,
+    open_orders: list[Order],
+    deals: dict[int, Deal],
+    auctions: dict[int, Auction],
+    bad: Callable[[str], None],
+) -> None:
+    """No escrow is stuck: every open order has a way out that needs no party's goodwill
+    (its deadline queued, a registrar who may rule it), and every open deal and auction
+    is where the begin-block hooks will find it when it ends."""
+    queued = {kind: set(pending(state, kind)) for kind in _KIND_IN.values()}
+    for o in open_orders:
+        kind = _KIND_IN.get(o.state)
+        # The deadline of its state is queued: the hook will enforce it.
+        if kind is not None and (o.deadline_ms, o.id) not in queued[kind]:
+            bad(
+                f"open order {o.id} ({state_name(o.state)}) has no {kind.name.lower()} "
+                f"deadline queued at {o.deadline_ms}"
+            )
+        # A disputed order can be ruled, or escalated, only with its dispute record.
+        disputed = o.state in (OrderState.DISPUTED, OrderState.ESCALATED)
+        if disputed and load(state, keys.dispute_key(o.id), Dispute) is None:
+            bad(f"order {o.id} is {state_name(o.state)} without a dispute record")
+        # Any open order may end up escalated, and only a registrar that is no party to
+        # it may then rule it: escalated orders have no deadline.
+        if all(r in (o.buyer, o.merchant, o.host) for r in cfg.registrars):
+            bad(f"open order {o.id}: every registrar is a party to it, none could rule it")
+    deal_clock = load(state, keys.DEAL_CLOCK_KEY, DealClock)
+    for d in deals.values():
+        if d.status != DealStatus.OPEN:
+            continue
+        # In the bucket of its end, which the deal clock has yet to reach.
+        b = d.end_ms // cfg.params.deal_bucket_ms
+        entry = load(state, keys.deal_bucket_key(b), DealBucket)
+        filed = entry is not None and d.id in entry.deal_ids
+        if not filed or deal_clock is None or not deal_clock.next <= b <= deal_clock.last:
+            bad(f"open deal {d.id} is not in bucket {b} within the deal clock {deal_clock}")
+    auction_clock = load(state, keys.AUCTION_CLOCK_KEY, DealClock)
+    for a in auctions.values():
+        if a.status != AuctionStatus.OPEN:
+            continue
+        # In the bucket it names, which the auction clock has yet to reach.
+        found = load(state, keys.auction_bucket_key(a.bucket), AuctionBucket)
+        filed = found is not None and a.id in found.auction_ids
+        clock_ok = (
+            auction_clock is not None and auction_clock.next <= a.bucket <= auction_clock.last
+        )
+        if not filed or not clock_ok:
+            bad(
+                f"open auction {a.id} is not in bucket {a.bucket} within the auction clock "
+                f"{auction_clock}"
+            )
 
 
 def _check_auction(
