@@ -63,6 +63,7 @@ from apps.commerce.store import (
     escrow_out,
     load,
     next_id,
+    refuse_registrar,
     require_approved,
     require_auction,
     require_sealed,
@@ -337,12 +338,13 @@ def process_cancel_auction(state: Overlay, tx: TxInfo, p: AuctionRef, ctx: Block
 @TX_TYPES.declare(
     BID,
     Bid,
-    "anyone but the seller and host: a maximum bid; the chain bids for it by increments",
+    "anyone but the seller, host and registrars: a maximum bid; the chain bids by increments",
     codes={
         **shared(
             "commerce_disabled",
             "text_too_long",
             "self_dealing",
+            "registrar_party",
             "invalid_sealed_address",
             "stale_key",
             "insufficient_funds",
@@ -361,7 +363,8 @@ def process_cancel_auction(state: Overlay, tx: TxInfo, p: AuctionRef, ctx: Block
     private_outcome=True,
 )
 def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
-    params = config(state).params
+    cfg = config(state)
+    params = cfg.params
     bidder = tx.sender_address
     now = ctx.time_ms
     a = require_auction(state, p.auction_id)
@@ -371,6 +374,8 @@ def process_bid(state: Overlay, tx: TxInfo, p: Bid, ctx: BlockContext) -> None:
         raise TxFailed(
             f"{addr(bidder)} sells or hosts auction {a.id} and cannot bid on it", "self_dealing"
         )
+    # The winner's bid becomes its order, to which a registrar may not be a party.
+    refuse_registrar(cfg, bidder, "bid")
     merchant = load(state, keys.merchant_key(a.merchant), Merchant)
     if merchant is None:
         raise NodeFault(f"auction {a.id} of unregistered merchant {addr(a.merchant)}")

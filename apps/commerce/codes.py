@@ -32,6 +32,8 @@ SHARED: dict[str, str] = {
     "unknown_deal": "no such deal",
     "deal_closed": "the deal is closed",
     "self_dealing": "buying one's own listing, tipping oneself, handing an item to oneself",
+    "registrar_party": "a registrar as buyer, bidder or merchant: it rules escalated "
+    "disputes, and may not rule an order it is a party to",
     "invalid_sealed_address": "a sealed box too short to hold anything",
     "stale_key": "the address is sealed to a key that is not the merchant's current one",
     "insufficient_funds": "balance (after the fee) below the amount",

@@ -21,6 +21,7 @@ from apps.commerce.store import (
     addr,
     config,
     get_merchant,
+    refuse_registrar,
     require_merchant,
     require_role,
     require_text,
@@ -79,9 +80,9 @@ def process_set_roles(state: Overlay, tx: TxInfo, p: SetRoles, ctx: BlockContext
 @TX_TYPES.declare(
     REGISTER_MERCHANT,
     RegisterMerchant,
-    "anyone: register as a merchant, pending approval",
+    "anyone but a registrar: register as a merchant, pending approval",
     codes={
-        **shared("commerce_disabled", "invalid_text", "text_too_long"),
+        **shared("commerce_disabled", "invalid_text", "text_too_long", "registrar_party"),
         "merchant_exists": "the signer is already a registered merchant",
     },
     events={ev.MERCHANT_REGISTERED},
@@ -92,12 +93,15 @@ def process_set_roles(state: Overlay, tx: TxInfo, p: SetRoles, ctx: BlockContext
 def process_register_merchant(
     state: Overlay, tx: TxInfo, p: RegisterMerchant, ctx: BlockContext
 ) -> None:
-    params = config(state).params
+    cfg = config(state)
+    params = cfg.params
     signer = tx.sender_address
     existing = get_merchant(state, signer)
     # One merchant record per key.
     if existing is not None:
         raise TxFailed(f"{addr(signer)} is already a registered merchant", "merchant_exists")
+    # A merchant is a party to its orders, to which a registrar may not be one.
+    refuse_registrar(cfg, signer, "sell")
     require_text(p.name, params.name_max_bytes, "name")
     require_text(p.profile, params.profile_max_bytes, "profile")
     # A name is how shoppers recognise the merchant.

@@ -68,6 +68,7 @@ from apps.commerce.store import (
     escrow_out,
     load,
     next_id,
+    refuse_registrar,
     require_approved,
     require_deal,
     require_listing,
@@ -396,6 +397,7 @@ def open_won_order(state: Overlay, auction: Auction, currency: str, ctx: BlockCo
             "unknown_deal",
             "deal_closed",
             "self_dealing",
+            "registrar_party",
             "invalid_sealed_address",
             "stale_key",
             "insufficient_funds",
@@ -429,7 +431,8 @@ def open_won_order(state: Overlay, auction: Auction, currency: str, ctx: BlockCo
     view="OrderView",
 )
 def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockContext) -> None:
-    params = config(state).params
+    cfg = config(state)
+    params = cfg.params
     buyer = tx.sender_address
     now = ctx.time_ms
     listing = require_listing(state, p.listing_id)
@@ -454,6 +457,8 @@ def process_place_order(state: Overlay, tx: TxInfo, p: PlaceOrder, ctx: BlockCon
     # Buying from oneself would move nothing but could fake sales and reviews.
     if buyer == listing.merchant:
         raise TxFailed(f"merchant {addr(buyer)} cannot buy its own listing", "self_dealing")
+    # Nor may a registrar, who rules escalated disputes and may not rule its own order.
+    refuse_registrar(cfg, buyer, "buy")
     # At least one unit, and no more than the chain's per-order maximum.
     if not 1 <= p.quantity <= params.max_order_quantity:
         raise TxFailed(

@@ -79,6 +79,19 @@ def require_role(state: StateView, address: bytes, role: int, what: str) -> Role
     return record
 
 
+def refuse_registrar(cfg: CommerceGenesis, address: bytes, what: str) -> None:
+    """``registrar_party`` if ``address`` is a registrar (genesis names them all, for
+    good): a registrar rules escalated disputes, which have no deadline, and may not
+    rule an order it is a party to, so with the chain's only registrar a party nobody
+    could, and the order's escrow would wait on the merchant's refund for good."""
+    # A registrar is no party to any order: buyer, bidder or merchant (nor host).
+    if address in cfg.registrars:
+        raise TxFailed(
+            f"{addr(address)} is a registrar, who rules escalated disputes, and cannot {what}",
+            "registrar_party",
+        )
+
+
 def require_text(text: str, limit: int, what: str) -> None:
     size = len(text.encode()) if len(text) * 4 > limit else len(text)
     # Texts are bounded by the chain's parameters (the codec's cap is only a ceiling).

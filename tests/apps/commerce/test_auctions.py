@@ -351,6 +351,16 @@ def test_seller_and_host_cannot_bid():
         assert "cannot bid" in r.message
 
 
+def test_a_registrar_cannot_bid():
+    # The winner's bid becomes its order: a registrar, who rules escalated disputes, may
+    # not be a party to one (tests/apps/commerce/test_orders.py, test_a_registrar_cannot_buy).
+    chain = new_chain()
+    shop = open_shop(chain)
+    aid = start(chain)
+    chain.fails("registrar", tx.BID, bid(shop, aid, 100), "registrar_party")
+    assert auction(chain, aid).leader is None
+
+
 def test_pre_bids_before_the_start_and_no_extension_before_it():
     chain = new_chain()
     shop = open_shop(chain)

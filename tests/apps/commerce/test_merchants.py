@@ -69,6 +69,22 @@ def test_merchant_registration_and_approval():
     )
 
 
+def test_a_registrar_cannot_register_as_a_merchant():
+    # A merchant is a party to its orders and a registrar may not rule its own: as the
+    # chain's only registrar, its escalated orders could never be ruled, and a buyer's
+    # escrow would wait on the merchant's own refund (tests/apps/commerce/test_orders.py,
+    # test_a_registrar_cannot_buy).
+    chain = new_chain()
+    r = chain.fails(
+        "registrar",
+        tx.REGISTER_MERCHANT,
+        tx.RegisterMerchant("Gov shop", "", ENC),
+        "registrar_party",
+    )
+    assert "rules escalated disputes" in r.message
+    assert merchant_view(chain.state, chain.addr("registrar")) is None
+
+
 def test_suspended_merchant_gets_no_orders_but_finishes_open_ones():
     chain = new_chain()
     shop = open_shop(chain)

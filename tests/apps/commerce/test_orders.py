@@ -243,6 +243,23 @@ def test_no_ruling_in_time_escalates_to_a_registrar():
     assert state_of(chain) == OrderState.RESOLVED
 
 
+def test_a_registrar_cannot_buy():
+    # Only a registrar rules an escalated dispute, which has no deadline, and a party may
+    # not rule its own order. The chain's only registrar as the buyer (a localnet's
+    # faucet is it) could receive the goods, dispute, let the ruling deadline pass, and
+    # hold the merchant's payment until the merchant refunded it all: nobody could
+    # rule the order. So no registrar may be a party to an order.
+    chain = new_chain()
+    shop = open_shop(chain)
+    r = chain.fails("registrar", tx.PLACE_ORDER, shop.order("registrar"), "registrar_party")
+    assert "registrar" in r.message and "rules escalated disputes" in r.message
+    # Nor in a deal, which the merchant cannot decline.
+    now = chain.time_ms + 1_000
+    chain.ok("merchant", tx.OPEN_DEAL, tx.OpenDeal(1, 1, 900, 5, 1, now, now + 10 * MIN))
+    deal = shop.order("registrar", deal=1, price=900)
+    chain.fails("registrar", tx.PLACE_ORDER, deal, "registrar_party")
+
+
 def test_dispute_window_closes():
     chain = new_chain()
     shop = open_shop(chain)
