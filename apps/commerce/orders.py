@@ -996,12 +996,31 @@ def run_deadlines(state: Overlay, ctx: BlockContext) -> None:
     cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
     if cfg is None:
         return
-    budget = cfg.params.max_deadlines_per_block
-    for kind in DeadlineKind:
-        if budget <= 0:
-            break
+    left = cfg.params.max_deadlines_per_block
+    # Each kind takes its share of the budget first, then what the others left: taken
+    # kind by kind, a backlog of one (orders placed faster than the budget and never
+    # accepted) used it all, and the others' deadlines never fired while it lasted. The
+    # kinds take turns to go first, so a budget below their number starves none either.
+    turn = ctx.height % len(_KINDS)
+    kinds = _KINDS[turn:] + _KINDS[:turn]
+    share = max(1, left // len(_KINDS))
+    more = []
+    for kind in kinds:
+        if left <= 0:
+            return
         fire = functools.partial(_fire_deadline, state, ctx, kind)
-        budget -= pop_due(state, kind, ctx.time_ms, budget, fire)
+        allowed = min(share, left)
+        taken = pop_due(state, kind, ctx.time_ms, allowed, fire)
+        left -= taken
+        if taken == allowed:
+            more.append((kind, fire))
+    for kind, fire in more:
+        if left <= 0:
+            return
+        left -= pop_due(state, kind, ctx.time_ms, left, fire)
+
+
+_KINDS = tuple(DeadlineKind)
 
 
 def _fire_deadline(

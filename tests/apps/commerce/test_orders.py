@@ -390,3 +390,39 @@ def test_deadline_passed_is_refused_before_the_hook_runs():
     assert [state_of(chain, i) for i in (2, 3)] == [OrderState.EXPIRED, OrderState.PLACED]
     chain.wait(1_000)
     assert state_of(chain, 3) == OrderState.EXPIRED
+
+
+def test_a_backlog_of_one_deadline_kind_holds_up_no_other():
+    # Deadlines of every kind share one budget per block. A griefer placing more orders a
+    # block than the budget, on a listing whose merchant never accepts them (its own,
+    # say), keeps the accept queue full: taken kind by kind, accept deadlines used the
+    # whole budget, and a disputed order's ruling deadline never fired. Its arbiter was
+    # refused (deadline_passed), no registrar could rule it (not escalated), and its
+    # escrow stayed put for as long as the flood went on. Each kind now has its share.
+    from dataclasses import replace
+
+    from tests.apps.commerce.helpers import TEST_PARAMS
+
+    chain = new_chain(params=replace(TEST_PARAMS, max_deadlines_per_block=4))
+    shop = open_shop(chain, stock=1_000)
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("arbiter"), 2, b""))
+    oid = _shipped(chain, shop)
+    chain.ok("alice", tx.OPEN_DISPUTE, tx.OpenDispute(oid, "never arrived"))
+    rule_by = get_order(chain.state, oid).deadline_ms
+    flood = 0
+    while chain.time_ms < rule_by:
+        # Eight orders a block, twice the budget: their accept deadlines (10 min) come
+        # due from 10 min on, before the ruling deadline (15 min).
+        chain.block(
+            *(chain.sign("bob", tx.PLACE_ORDER, shop.order("bob")) for _ in range(8)),
+            advance_ms=30_000,
+        )
+        flood += 8
+    # The first block past the ruling deadline escalates the order, backlog or not.
+    assert state_of(chain, oid) == OrderState.ESCALATED
+    chain.ok("registrar", tx.RULE, tx.Rule(oid, 10_000))
+    # The backlog still drains: every flooding order expires in time.
+    chain.wait(10 * MIN)
+    while any(state_of(chain, i) == OrderState.PLACED for i in range(2, 2 + flood)):
+        chain.wait(1_000)
+    assert {state_of(chain, i) for i in range(2, 2 + flood)} == {OrderState.EXPIRED}
