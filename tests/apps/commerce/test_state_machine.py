@@ -14,7 +14,8 @@ Rules are few and broad (each picks one of several transaction kinds) so that
 every kind is drawn often; ``progress`` drives recent orders down their
 lifecycle with the right signer, the other rules mostly try anything.
 
-Bounds are small (3 open deals per merchant, 4 per deal-end bucket) and amounts
+Bounds are small (3 open deals per merchant, 4 per deal-end bucket, 3 deadline actions
+a block, so every kind of deadline carries over and the kinds take turns) and amounts
 reach u64 limits (a supply of nearly 2**64, restocks of 2**64-1, tips of whole
 balances that the host passes back), so the merchant and bucket limits and the
 checked stock sum are hit on every run (a session's tip total passing 2**64-1 is
@@ -32,6 +33,13 @@ buyer that is also an approved merchant), a holder or anyone else tries to resel
 items (resale listings name the item, and shipping one must carry exactly it); the
 checks include each owner being the buyer of a settled order that carried the item.
 A settled resale is rare in these runs: tests/apps/commerce/test_resale.py drives it.
+
+One key holds several roles: a merchant orders from and bids on its own listings, the
+host buys through its own session, the arbiter role moves between an outsider, a buyer,
+the host and a merchant (or is taken away), so arbiters judge disputes they are party
+to, and the registrar tries to buy, bid and sell (refused: an escalated order of its own
+could never be ruled). The invariants include that no escrow is stuck: each open order's
+deadline queued, a registrar no party to it, deals and auctions where their clocks reach.
 """
 
 from dataclasses import replace
@@ -101,7 +109,17 @@ AUCTION_MISTAKES = {
     "listing": {"listing_id": 2},
     "signer": {},
 }
-PARAMS = replace(TEST_PARAMS, max_open_deals_per_merchant=3, max_deals_per_bucket=4)
+# Who else orders, beside the buyers: a merchant (its own listings: self_dealing), the
+# host (through its own session), the arbiter (then a party to what it would judge), the
+# registrar (refused: an escalated order of its own could never be ruled).
+PARTIES = ("m1", "host", "arb", "reg")
+# Who may hold the arbiter role (``roles`` moves it): buyers and the host are parties too.
+JUDGES = ("arb", "arb", "b2", "host", "m2")
+# Three deadline actions a block, fewer than the kinds: deadlines of every kind carry
+# over, in turns, and each open order's deadline must stay queued (the invariants).
+PARAMS = replace(
+    TEST_PARAMS, max_open_deals_per_merchant=3, max_deals_per_bucket=4, max_deadlines_per_block=3
+)
 advances = st.sampled_from([1_000, 1_000, 30_000, 5 * MIN, 11 * MIN, 21 * MIN, 40 * MIN])
 
 
@@ -308,7 +326,7 @@ class CommerceMachine(RuleBasedStateMachine):
         newest listing, or something wrong."""
         newest = peek_next_id(self.state, keys.DEAL_IDS) - 1
         for _ in range(n):
-            buyer = data.draw(st.sampled_from((*BUYERS, *BUYERS, "m1")))
+            buyer = data.draw(st.sampled_from((*BUYERS, *BUYERS, *PARTIES)))
             qty = data.draw(st.sampled_from([1, 1, 2, 0, 500]))
             wrong = data.draw(st.sampled_from([None] * 6 + ["price", "key", "version", "currency"]))
             how = data.draw(st.integers(0, 4))
@@ -390,7 +408,8 @@ class CommerceMachine(RuleBasedStateMachine):
                 amount = order.escrow if action == 9 else max(1, order.escrow // 3)
                 self.add(merchant, tx.REFUND, tx.Refund(oid, amount))
         elif state in (OrderState.DISPUTED, OrderState.ESCALATED):
-            judge = "arb" if state == OrderState.DISPUTED else "reg"
+            # Whoever holds the arbiter role now (``roles``), a party to the order at times.
+            judge = JUDGES[action % len(JUDGES)] if state == OrderState.DISPUTED else "reg"
             if action == 9:
                 self.add(merchant, tx.REFUND, tx.Refund(oid, order.escrow))
             elif action < 5:
@@ -401,6 +420,36 @@ class CommerceMachine(RuleBasedStateMachine):
                 self.add(buyer, tx.REVIEW, tx.WriteReview(oid, 1 + action % 5, "fine"))
             else:
                 self.add(merchant, tx.REPLY_REVIEW, tx.ReplyReview(oid, "thank you"))
+
+    @rule(data=st.data())
+    def quarrel(self, data):
+        """Orders on their way end in disputes: an accepted order ships, a shipped one is
+        disputed, a disputed one is judged by whoever holds the arbiter role now (a party
+        to it at times: the host, a buyer, a merchant), an escalated one by the registrar
+        (``progress`` reaches a dispute rarely: it takes four steps of one order)."""
+        ways = (OrderState.ACCEPTED, OrderState.SHIPPED, OrderState.DISPUTED, OrderState.ESCALATED)
+        orders = [
+            o
+            for i in range(1, peek_next_id(self.state, keys.ORDER_IDS))
+            if (o := get_order(self.state, i)).state in ways
+        ]
+        if not orders:
+            return
+        order = data.draw(st.sampled_from(orders))
+        state = OrderState(order.state)
+        if state == OrderState.ACCEPTED:
+            self.step_order(order.id, 0)
+        elif state == OrderState.SHIPPED:
+            who = order.buyer if data.draw(st.integers(0, 3)) else order.merchant
+            self.add(self.name_of(who), tx.OPEN_DISPUTE, tx.OpenDispute(order.id, "no"))
+        elif state == OrderState.DISPUTED and data.draw(st.booleans()):
+            # A party to the order is made an arbiter, then judges it (``conflict``).
+            parties = [p for p in (order.buyer, order.merchant, order.host) if p is not None]
+            party = data.draw(st.sampled_from(parties))
+            self.add("reg", tx.SET_ROLES, tx.SetRoles(party, int(Role.ARBITER), b""))
+            self.add(self.name_of(party), tx.RULE, tx.Rule(order.id, 5_000))
+        else:
+            self.step_order(order.id, data.draw(st.integers(0, 4)))
 
     @rule(data=st.data(), kind=st.integers(0, 10))
     def meddle(self, data, kind):
@@ -464,12 +513,26 @@ class CommerceMachine(RuleBasedStateMachine):
                 base = a.price if a else 10
                 top = data.draw(st.sampled_from([base + 1, base + 40, base * 3, 5, U64]))
                 sealed, commitment = SEALED[merchant]
-                who = data.draw(st.sampled_from((*BUYERS, *BUYERS, "host", merchant)))
+                who = data.draw(st.sampled_from((*BUYERS, *BUYERS, "host", merchant, "reg", "arb")))
                 payload = tx.Bid(aid, top, ENC[merchant], commitment, sealed)
                 self.add(who, tx.BID, payload)
         else:
             who = data.draw(st.sampled_from(("host", "m1", "m2", "b3")))
             self.add(who, tx.CANCEL_AUCTION, tx.AuctionRef(data.draw(st.integers(0, newest + 1))))
+
+    @rule(data=st.data(), kind=st.integers(0, 2))
+    def roles(self, data, kind):
+        """One key in several roles: the registrar (and the arbiter, and the host) try to
+        sell, as they try to buy and bid in ``shop`` and ``auction``; the arbiter role
+        moves to a buyer, the host or a merchant, who then judge disputes of orders they
+        are party to (``conflict``: they escalate to the registrar), or is taken away."""
+        if kind == 0:
+            who = data.draw(st.sampled_from(("reg", "reg", "arb", "host")))
+            self.add(who, tx.REGISTER_MERCHANT, tx.RegisterMerchant(who, "", ENC["m1"]))
+        else:
+            to = self.chain.addr(data.draw(st.sampled_from(JUDGES)))
+            roles = data.draw(st.sampled_from([int(Role.ARBITER), int(Role.ARBITER), 0]))
+            self.add("reg", tx.SET_ROLES, tx.SetRoles(to, roles, b""))
 
     @rule(data=st.data(), kind=st.integers(0, 5))
     def provenance(self, data, kind):
