@@ -32,7 +32,11 @@ from core.types import Block, SignedTx
 # space of its own, written from genesis on), approvals carry their height
 # (``consensus.governance.Proposal.voted_at``) and removed members' candidacies leave
 # the candidate list: other state roots from the genesis state on (tree layout 8).
-PROTOCOL_VERSION = 6
+# 7: a registrar may not buy, bid or sell (``registrar_party``), and each deadline kind
+# takes its share of a block's deadline budget first: other receipts and state after
+# such transactions or under a deadline backlog; what state holds is unchanged (tree
+# layout 8 still).
+PROTOCOL_VERSION = 7
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.
