@@ -23,6 +23,7 @@ const PLAIN = {
   session_closed: "This live session has ended.",
   not_pinned: "This product is not on this live session.",
   self_dealing: "You cannot buy from or tip yourself.",
+  registrar_party: "This key is one of the chain's registrars, who rule disputes: it cannot buy, bid or sell.",
   merchant_not_approved: "This merchant is not approved to sell right now.",
   invalid_amount: "That amount is not possible.",
   invalid_quantity: "That quantity is not possible.",
