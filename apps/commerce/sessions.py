@@ -666,8 +666,17 @@ def _unschedule_deal_end(state: Overlay, deal: Deal, bucket_ms: int) -> None:
         state.delete(key)
 
 
+# Deal-clock buckets read plus deals looked at, per block. A bucket holds at most
+# ``max_deals_per_bucket`` open deals, but after a long pause (a halted chain) every
+# bucket of a ``max_deal_ms`` window may be due at once: hundreds of thousands of deals
+# closed in one block's hook, with their events. The rest waits for the next blocks;
+# a deal past its end takes no order meanwhile (``deal_ended`` is read from block time).
+DEAL_ENDS_PER_BLOCK = 1_024
+
+
 def end_deals(state: Overlay, ctx: BlockContext) -> None:
-    """Begin-block: close every open deal whose end time is at or before the block time."""
+    """Begin-block: close the open deals whose end time is at or before the block time,
+    reading at most ``DEAL_ENDS_PER_BLOCK`` buckets and deals (at least one deal)."""
     clock = load(state, keys.DEAL_CLOCK_KEY, DealClock)
     if clock is None:
         return
@@ -679,13 +688,20 @@ def end_deals(state: Overlay, ctx: BlockContext) -> None:
     # Buckets before next are done, none after last was scheduled. Deals end within
     # max_deal_ms (at most MAX_DEAL_BUCKETS buckets) of opening, so even after a long
     # pause the hook reads at most that many buckets, most of them absent.
+    budget = DEAL_ENDS_PER_BLOCK
     bucket = clock.next
-    while bucket <= min(now_bucket, clock.last):
+    while bucket <= min(now_bucket, clock.last) and budget > 0:
+        budget -= 1
         key = keys.deal_bucket_key(bucket)
         entry = load(state, key, DealBucket)
         ids = () if entry is None else entry.deal_ids
-        keep = []
-        for deal_id in ids:
+        keep: list[int] = []
+        for i, deal_id in enumerate(ids):
+            # Out of budget (each block looks at one deal at least): the rest waits.
+            if budget <= 0 and i > 0:
+                keep.extend(ids[i:])
+                break
+            budget -= 1
             deal = load(state, keys.deal_key(deal_id), Deal)
             if deal is None or deal.status != DealStatus.OPEN:
                 continue  # closing removes a deal from its bucket; drop a stray id all the same
@@ -694,7 +710,8 @@ def end_deals(state: Overlay, ctx: BlockContext) -> None:
             else:
                 keep.append(deal_id)
         if keep:
-            # Only the current bucket can hold deals that end later in it.
+            # What is kept ends later (only the current bucket holds such deals) or was
+            # past the budget: the clock goes on from this bucket either way.
             if len(keep) != len(ids):
                 state.set_obj(key, DealBucket(tuple(keep)))
             break

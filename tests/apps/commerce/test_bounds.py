@@ -10,7 +10,7 @@ bucket at ``max_deals_per_bucket`` refuses with ``deal_bucket_full``.
 
 from dataclasses import replace
 
-from apps.commerce import keys
+from apps.commerce import keys, sessions
 from apps.commerce import payloads as tx
 from apps.commerce.model import DealBucket
 from apps.commerce.views import get_listing
@@ -97,3 +97,37 @@ def test_a_deal_bucket_at_its_cap_refuses_with_its_own_code():
     assert bucket_ids(chain, end) == () and bucket_ids(chain, end + MIN) == ()
     assert keys.DEAL_CLOCK_KEY not in chain.state
     chain.ok("alice", TRANSFER, Transfer(chain.addr("stranger"), 3))
+
+
+def test_after_a_long_pause_deals_close_a_budget_per_block(monkeypatch):
+    # A halted chain comes back with every bucket of the deal window due at once: the
+    # hook closes what its budget allows per block, the rest in the next blocks, and a
+    # deal past its end takes no order meanwhile.
+    monkeypatch.setattr(sessions, "DEAL_ENDS_PER_BLOCK", 5)
+    chain = new_chain(params=replace(TEST_PARAMS, max_open_deals_per_merchant=8))
+    shop = open_shop(chain, stock=1_000)
+    shop_of(chain, "bob", 2)
+    start = chain.time_ms
+    txs = []
+    for n, name in enumerate((shop.merchant, "bob"), start=1):
+        for minute in range(6):
+            deal = tx.OpenDeal(n, n, 10, 2, 1, start, start + END + minute * MIN)
+            txs.append(chain.sign(name, tx.OPEN_DEAL, deal))
+    assert [r.code for r in chain.block(*txs).receipts] == ["ok"] * 12
+
+    closed_per_block: list[int] = []
+    refusals: list[str] = []
+    advance = END + 60 * MIN
+    while keys.DEAL_CLOCK_KEY in chain.state:
+        # Every deal is past its end, closed or not yet: none takes an order. The last
+        # of the merchant's (deal 6) closes in the last of these blocks.
+        order = chain.sign("alice", tx.PLACE_ORDER, shop.order("alice", deal=6, price=10))
+        result = chain.block(order, advance_ms=advance)
+        advance = 1_000
+        closed_per_block.append(sum(e.kind == "commerce.deal_closed" for e in result.begin_events))
+        refusals.append(result.receipts[0].code)
+    # Six buckets of two deals each, at most five reads (buckets and deals) a block.
+    assert sum(closed_per_block) == 12
+    assert max(closed_per_block) <= 4 and len(closed_per_block) >= 3
+    assert refusals[0] == "deal_ended" and set(refusals) <= {"deal_ended", "deal_closed"}
+    assert get_listing(chain.state, 1).open_deals == get_listing(chain.state, 2).open_deals == 0
