@@ -32,10 +32,10 @@ from core.types import Block, SignedTx
 # space of its own, written from genesis on), approvals carry their height
 # (``consensus.governance.Proposal.voted_at``) and removed members' candidacies leave
 # the candidate list: other state roots from the genesis state on (tree layout 8).
-# 7: a registrar may not buy, bid or sell (``registrar_party``), and each deadline kind
-# takes its share of a block's deadline budget first: other receipts and state after
-# such transactions or under a deadline backlog; what state holds is unchanged (tree
-# layout 8 still).
+# 7: a registrar may not buy, bid or sell (``registrar_party``), each deadline kind
+# takes its share of a block's deadline budget first, and deal ends are closed a budget
+# per block (``DEAL_ENDS_PER_BLOCK``): other receipts and state after such transactions
+# or under a backlog; what state holds is unchanged (tree layout 8 still).
 PROTOCOL_VERSION = 7
 
 # --- type bytes owned by p2p ---
