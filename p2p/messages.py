@@ -33,9 +33,10 @@ from core.types import Block, SignedTx
 # (``consensus.governance.Proposal.voted_at``) and removed members' candidacies leave
 # the candidate list: other state roots from the genesis state on (tree layout 8).
 # 7: a registrar may not buy, bid or sell (``registrar_party``), each deadline kind
-# takes its share of a block's deadline budget first, and deal ends are closed a budget
-# per block (``DEAL_ENDS_PER_BLOCK``): other receipts and state after such transactions
-# or under a backlog; what state holds is unchanged (tree layout 8 still).
+# takes its share of a block's deadline budget first and a settlement counts its items
+# against it, and deal ends are closed a budget per block (``DEAL_ENDS_PER_BLOCK``):
+# other receipts and state after such transactions or under a backlog; what state holds
+# is unchanged (tree layout 8 still).
 PROTOCOL_VERSION = 7
 
 # --- type bytes owned by p2p ---

@@ -46,29 +46,32 @@ def pop_due(
     kind: DeadlineKind,
     now_ms: int,
     budget: int,
-    fire: Callable[[int, int], None],
+    fire: Callable[[int, int], int],
 ) -> int:
-    """Take the deadlines of ``kind`` due at ``now_ms`` (at most ``budget``) from the
-    queue, calling ``fire(due_ms, order_id)`` for each; returns how many were taken
-    (stale ones included: they cost a read too).
+    """Take the deadlines of ``kind`` due at ``now_ms`` from the queue, calling
+    ``fire(due_ms, order_id)`` for each, while the work done is under ``budget``;
+    returns the work done. ``fire`` returns the work of its deadline (1, and 1 more per
+    item a settlement hands over or unlocks: a block's deadlines are bounded by what
+    they do, not by how many they are), so the last one may overrun the budget by its
+    own work. A stale entry costs 1 too (its read).
     """
     qkey = keys.deadline_queue_key(kind)
     meta = load(state, qkey, QueueMeta)
     if meta is None:
         return 0
     head = meta.head
-    taken = 0
-    while head < meta.tail and taken < budget:
+    spent = 0
+    while head < meta.tail and spent < budget:
         ekey = keys.deadline_entry_key(kind, head)
         entry = load(state, ekey, Deadline)
         if entry is None:
             raise NodeFault(f"deadline queue {kind.name} lost entry {head}")
         if entry.due_ms > now_ms:
             break
-        n = min(entry.count, budget - taken)
-        for order_id in range(entry.first_order, entry.first_order + n):
-            fire(entry.due_ms, order_id)
-        taken += n
+        n = 0
+        while n < entry.count and spent < budget:
+            spent += fire(entry.due_ms, entry.first_order + n)
+            n += 1
         if n < entry.count:
             # Out of budget: the rest of the run waits for the next block.
             state.set_obj(ekey, Deadline(entry.due_ms, entry.first_order + n, entry.count - n))
@@ -80,7 +83,7 @@ def pop_due(
             state.delete(qkey)
         else:
             state.set_obj(qkey, QueueMeta(head, meta.tail))
-    return taken
+    return spent
 
 
 def pending(state: StateView, kind: DeadlineKind) -> list[tuple[int, int]]:

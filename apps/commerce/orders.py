@@ -1010,9 +1010,9 @@ def run_deadlines(state: Overlay, ctx: BlockContext) -> None:
             return
         fire = functools.partial(_fire_deadline, state, ctx, kind)
         allowed = min(share, left)
-        taken = pop_due(state, kind, ctx.time_ms, allowed, fire)
-        left -= taken
-        if taken == allowed:
+        spent = pop_due(state, kind, ctx.time_ms, allowed, fire)
+        left -= spent
+        if spent >= allowed:
             more.append((kind, fire))
     for kind, fire in more:
         if left <= 0:
@@ -1025,13 +1025,16 @@ _KINDS = tuple(DeadlineKind)
 
 def _fire_deadline(
     state: Overlay, ctx: BlockContext, kind: DeadlineKind, due_ms: int, order_id: int
-) -> None:
+) -> int:
+    """Enforce one deadline; its work for the block's budget (``pop_due``): 1, plus the
+    order's items, which a refund unlocks and a release hands over (up to
+    ``max_items_per_order`` each, with an event apiece)."""
     order = load(state, keys.order_key(order_id), Order)
     if order is None:
         raise NodeFault(f"deadline for missing order {order_id}")
     # Stale: the order moved on (or got a later deadline) before this one.
     if order.state != DEADLINE_STATE[kind] or order.deadline_ms != due_ms:
-        return
+        return 1
     now = ctx.time_ms
     if kind in (DeadlineKind.ACCEPT, DeadlineKind.SHIP):
         _refund_all(state, order, OrderState.EXPIRED, now)
@@ -1044,3 +1047,5 @@ def _fire_deadline(
             raise NodeFault(f"order {order.id} is disputed without a dispute record")
         state.set_obj(dkey, replace(dispute, escalated=True))
         _transition(state, order, OrderState.ESCALATED, now, deadline_ms=0)
+        return 1
+    return 1 + len(order.items)

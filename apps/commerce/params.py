@@ -98,8 +98,8 @@ class CommerceParams(Wire):
     max_order_quantity: int = 100
     # Serialized items a shipment may carry (their custody passes to the buyer).
     max_items_per_order: int = 16
-    # Deadline actions run per block at most, a quarter per kind first (orders.run_deadlines);
-    # the rest carry over to the next block.
+    # Deadline work per block at most (a deadline is one, and one more per item it settles),
+    # a quarter per kind first (orders.run_deadlines); the rest carry over to the next block.
     max_deadlines_per_block: int = 10_000
     # Text limits, in UTF-8 bytes.
     name_max_bytes: int = 64

@@ -211,3 +211,39 @@ def test_item_must_be_in_the_merchants_custody_to_ship():
     chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
     chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
     chain.fails("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,)), "not_custodian")
+
+
+def test_a_settlement_counts_its_items_against_the_deadline_budget():
+    # A block's deadline budget bounds the work its deadlines do: a release hands each
+    # of the order's items to its buyer (a write and an event apiece), so an order of
+    # three items costs four. Counted by deadlines alone, a budget of 10,000 settlements
+    # of 16 items each let ~170,000 item events into one block's hook.
+    from dataclasses import replace
+
+    from apps.commerce.model import OrderState
+    from apps.commerce.views import get_order
+    from tests.apps.commerce.helpers import TEST_PARAMS
+
+    chain = new_chain(params=replace(TEST_PARAMS, max_deadlines_per_block=8))
+    shop = open_shop(chain, stock=100)
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("merchant"), int(Role.MAKER), b""))
+    buyers = ("alice", "bob", "carol")
+    for n, buyer in enumerate(buyers, start=1):
+        refs = tuple(item(f"S{n}X{k}") for k in range(3))
+        for ref in refs:
+            chain.ok("merchant", tx.REGISTER_ITEM, tx.RegisterItem(ref, "", "", chain.time_ms))
+        chain.ok(buyer, tx.PLACE_ORDER, shop.order(buyer, 3))
+        chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(n))
+        chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(n, b"\x00" * 32, refs))
+    # Every confirmation deadline is due in the next block, with the stale accept and
+    # ship deadlines of the same orders (one of work each): twelve settlement units
+    # and more do not fit its budget of eight, so a settlement waits for a next block.
+    chain.wait(TEST_PARAMS.confirm_window_ms + MIN)
+    states = [OrderState(get_order(chain.state, n).state) for n in (1, 2, 3)]
+    assert OrderState.SHIPPED in states and OrderState.COMPLETED in states
+    for _ in range(3):
+        chain.wait(1_000)
+    assert {OrderState(get_order(chain.state, n).state) for n in (1, 2, 3)} == {
+        OrderState.COMPLETED
+    }
+    assert view(chain, item("S3X2")).owner == chain.addr("carol")
