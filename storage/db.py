@@ -162,7 +162,10 @@ class Database:
             )
         except plyvel.IOError as exc:
             reason = _reason(exc)
-            if "lock" in reason.lower():
+            # LevelDB's LockFile says "lock <file>: ..."; every IO error names its file,
+            # so "lock" alone would match a LOCK it cannot open or a path such as
+            # "/var/lib/blockchain".
+            if reason.startswith("IO error: lock "):
                 where = "this process" if "already held by process" in reason else "another process"
                 raise StorageError(
                     f"database at {self.path} is in use by {where} ({reason})"

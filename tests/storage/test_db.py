@@ -100,6 +100,27 @@ def test_missing_database_without_create(tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+def test_an_io_error_at_open_is_not_taken_for_a_lock_held_elsewhere(tmp_path):
+    # LevelDB names the file in each IO error: a data directory whose path holds
+    # "lock" ("blockchain", "blocks") or a LOCK file it cannot open is no lock that
+    # another process holds, and the operator is told what failed instead.
+    path = tmp_path / "blockchain"
+    Database(path).close()
+    (path / "CURRENT").rename(path / "CURRENT.bak")
+    (path / "CURRENT").mkdir()
+    with pytest.raises(StorageError, match="cannot open database at .*CURRENT: Is a directory"):
+        Database(path)
+    (path / "CURRENT").rmdir()
+    (path / "CURRENT.bak").rename(path / "CURRENT")
+    (path / "LOCK").unlink()
+    (path / "LOCK").mkdir()
+    with pytest.raises(StorageError, match="cannot open database at .*LOCK: Is a directory"):
+        Database(path)
+    (path / "LOCK").rmdir()
+    with Database(path, create_if_missing=False) as db:
+        assert db.get(b"a") is None
+
+
 def test_cache_is_bounded_and_keeps_what_is_used():
     cache: GenerationalCache[int, bytes] = GenerationalCache(10)
     for i in range(5):
