@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,40 @@ def test_an_io_error_at_open_is_not_taken_for_a_lock_held_elsewhere(tmp_path):
     (path / "LOCK").rmdir()
     with Database(path, create_if_missing=False) as db:
         assert db.get(b"a") is None
+
+
+def test_a_database_gone_between_the_check_and_the_open_is_a_storage_error(tmp_path, monkeypatch):
+    # The check for CURRENT comes before LevelDB opens: a directory emptied in between
+    # (an operator's restore script) is LevelDB's "invalid argument", told as ours.
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: str(p).endswith("CURRENT") or real_exists(p))
+    with pytest.raises(StorageError, match="cannot open database at .*does not exist"):
+        Database(tmp_path / "gone", create_if_missing=False)
+
+
+def test_a_table_that_no_longer_reads_is_a_storage_error_on_every_read(tmp_path):
+    # A damaged disk: reads fail as the node's fault (StorageError), never as a
+    # library's exception that a caller could take for a verdict on its input.
+    path = tmp_path / "db"
+    with Database(path) as db:
+        batch = db.new_batch()
+        for i in range(1000):
+            batch.put(b"s%05d" % i, b"v" * 100)
+        db.write(batch)
+        db.compact()
+    (table,) = path.glob("*.ldb")
+    damaged = bytearray(table.read_bytes())
+    for i in range(4000):
+        damaged[i] ^= 0xFF
+    table.write_bytes(bytes(damaged))
+    with Database(path, create_if_missing=False) as db:
+        with pytest.raises(StorageError, match=f"read from {path} failed: Corruption"):
+            db.get(b"s00001")
+        with pytest.raises(StorageError, match=f"scan of {path} failed: Corruption"):
+            list(db.iterate(b"s"))
+        for snapshot in (False, True):
+            with pytest.raises(StorageError, match=f"scan of {path} failed: Corruption"):
+                list(db.iterate_keys(b"s", snapshot=snapshot))
 
 
 def test_cache_is_bounded_and_keeps_what_is_used():
