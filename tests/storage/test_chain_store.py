@@ -15,8 +15,18 @@ import pytest
 from core.errors import StorageError
 from core.hashing import ZERO_HASH
 from core.types import Commit, tx_hash
-from storage import TREE_DIR, ChainStore, state_root_of, verify_proof
-from storage.db import META, STATE, TREE_NODE, Database, encode_height
+from storage import TREE_DIR, ChainStore, Pruned, state_root_of, verify_proof
+from storage.db import (
+    BLOCK,
+    COMMIT,
+    META,
+    STATE,
+    STATE_ROOT,
+    TREE_NODE,
+    TX_INDEX,
+    Database,
+    encode_height,
+)
 from storage.state_tree import TreeUpdate
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
@@ -37,6 +47,17 @@ def commit_next(store: ChainStore, changes, n_txs: int = 5):
     block, commit, receipts = make_block(store.height + 1, prev, update.root, n_txs)
     store.commit_block(block, commit, receipts, changes, update)
     return block, commit, receipts
+
+
+def raw_write(path: Path, puts: dict[bytes, bytes], deletes: tuple[bytes, ...] = ()) -> None:
+    """Write straight into a closed store's database at ``path``, as damage would."""
+    with Database(path, create_if_missing=False) as db:
+        batch = db.new_batch()
+        for key, value in puts.items():
+            batch.put(key, value)
+        for key in deletes:
+            batch.delete(key)
+        db.write(batch)
 
 
 def test_commit_reopen_and_read_everything_back(tmp_path):
@@ -228,6 +249,140 @@ def test_a_chain_without_its_tree_database_is_refused(tmp_path):
         pass  # the chain's database was let go
 
 
+def test_corrupt_records_are_storage_errors_never_wrong_answers(tmp_path):
+    # A damaged value is the node's fault: a read that decoded it anyway (or read a
+    # tx's location off a short entry) would serve a wrong block, height or root.
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, genesis_state())
+        commit_next(store, changes_for(1))
+        block2, _, _ = commit_next(store, changes_for(2))
+    tx = tx_hash(block2.txs[0])
+    raw_write(
+        path,
+        {
+            BLOCK + encode_height(1): b"\xc1",
+            COMMIT + encode_height(1): b"\x93\x01",
+            TX_INDEX + tx: encode_height(2) + b"\x00",
+            STATE_ROOT + encode_height(1): b"\x00" * 39,
+        },
+    )
+    with ChainStore(path) as store:
+        with pytest.raises(StorageError, match=f"stored block 1 in {path} is corrupt"):
+            store.get_block(1)
+        with pytest.raises(StorageError, match=f"stored commit 1 in {path} is corrupt"):
+            store.get_commit(1)
+        with pytest.raises(StorageError, match=f"tx index entry for {tx.hex()} is corrupt"):
+            store.tx_location(tx)
+        with pytest.raises(StorageError, match="stored state root for height 1 .* is corrupt"):
+            store.state_root(1)
+        with pytest.raises(StorageError, match="stored state root for height 1 .* is corrupt"):
+            store.prove(b"acct/0001", 1)
+        # The rest of the store still reads.
+        assert store.get_block(2) == block2
+        assert store.tx_location(tx_hash(block2.txs[1])) == (2, 1)
+        assert store.state_root(2) == block2.header.state_root
+
+
+def test_a_store_whose_head_does_not_read_is_refused_and_let_go(tmp_path):
+    # Refused at open, both databases released: the node can be pointed elsewhere (or
+    # the store repaired) without restarting the process that tried.
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, genesis_state())
+        commit_next(store, changes_for(1))
+        root = store.state_ref(1)
+    cases = [
+        ({STATE_ROOT + encode_height(1): root[:-1]}, (), "state root for height 1 .* is corrupt"),
+        ({META + b"block_base": b"\x01"}, (), "stored height must be 8 bytes, got 1"),
+        ({}, (STATE_ROOT + encode_height(1),), "no state root for height 1"),
+        ({}, (META + b"head",), "has a genesis hash or a head, not both"),
+    ]
+    for puts, deletes, message in cases:
+        raw_write(path, puts, deletes)
+        with pytest.raises(StorageError, match=message) as refused:
+            ChainStore(path)
+        # Released by the store itself, not by the collector: the error (a log's
+        # traceback) still holds the half-opened store here.
+        with Database(path), Database(path / TREE_DIR):
+            assert refused.value.__traceback__ is not None
+        raw_write(
+            path,
+            {STATE_ROOT + encode_height(1): root, META + b"head": encode_height(1)},
+            (META + b"block_base",),
+        )
+    with ChainStore(path) as store:
+        assert store.height == 1 and store.state_ref(1) == root
+
+
+def test_initialize_refuses_a_bad_genesis_and_writes_nothing(tmp_path):
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        with pytest.raises(StorageError, match="genesis hash must be 32 bytes, got 31"):
+            store.initialize(GENESIS_HASH[:31], genesis_state())
+        with pytest.raises(StorageError, match="must be bytes, not None"):
+            store.initialize(GENESIS_HASH, {b"a": b"1", b"b": None})
+        assert not store.initialized
+    with ChainStore(path) as store:
+        assert not store.initialized
+    with Database(path / TREE_DIR) as nodes:
+        assert list(nodes.iterate_keys(TREE_NODE)) == []
+
+
+def test_a_proof_of_a_height_pruned_while_it_is_read_says_pruned(tmp_path, monkeypatch):
+    # The window moved between the read of the height's root and the walk of its
+    # nodes: a client asking for an old height is told Pruned (410), not a node fault.
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, genesis_state())
+        for height in range(1, 6):
+            commit_next(store, changes_for(height))
+    with ChainStore(path) as store:  # nothing cached: the walk reads the store
+        real_get = Database.get
+        pruned: list[int] = []
+
+        def pruning_meanwhile(db: Database, key: bytes) -> bytes | None:
+            value = real_get(db, key)
+            if key == STATE_ROOT + encode_height(2) and not pruned:
+                pruned.append(store.prune_states(4))
+            return value
+
+        monkeypatch.setattr(Database, "get", pruning_meanwhile)
+        with pytest.raises(Pruned, match="state at height 2 was pruned while being read"):
+            store.prove(b"acct/0001", 2)
+        monkeypatch.undo()
+        assert pruned and pruned[0] > 0
+        value, proof, root = store.prove(b"acct/0001", 4)
+        verify_proof(root, b"acct/0001", value, proof)
+        head = store.head_ref
+    # A node missing from the head's tree is damage, whatever the height asked.
+    with Database(path / TREE_DIR) as nodes:
+        batch = nodes.new_batch()
+        batch.delete(TREE_NODE + head)
+        nodes.write(batch)
+    with ChainStore(path) as store:
+        for height in (None, 5):
+            with pytest.raises(StorageError, match="missing from the store"):
+                store.prove(b"acct/0001", height)
+
+
+def test_compaction_moves_both_databases_into_tables(tmp_path):
+    # A store written in a few big batches holds them in its logs until compacted:
+    # ``compact`` moves both databases' into tables, and the store reads the same.
+    path = tmp_path / "db"
+    model = genesis_state()
+    with ChainStore(path) as store:
+        store.initialize(GENESIS_HASH, model)
+        commit_next(store, changes_for(1))
+        apply_changes(model, changes_for(1))
+        assert not list(path.glob("*.ldb")) and not list((path / TREE_DIR).glob("*.ldb"))
+        store.compact()
+        assert list(path.glob("*.ldb")) and list((path / TREE_DIR).glob("*.ldb"))
+    with ChainStore(path) as store:
+        assert dict(store.iter_state()) == model
+        assert all(store.tree.get(store.head_ref, k) == v for k, v in model.items())
+
+
 def test_uninitialized_store_says_so(tmp_path):
     with ChainStore(tmp_path / "db") as store:
         assert store.genesis_hash is None
@@ -293,6 +448,72 @@ def test_a_crash_between_the_nodes_and_the_block_leaves_the_head_whole(tmp_path,
         assert all(store.tree.get(store.head_ref, k) == v for k, v in model.items())
 
 
+# Commits genesis and block 1, then block 2 under a file size limit (RLIMIT_FSIZE,
+# SIGXFSZ ignored: write() fails with EFBIG, as on a full disk) that the tree's
+# database's log passes ("tree") or that only the chain's passes ("chain").
+_FULL_DISK = """
+import glob, os, resource, signal, sys
+from core.errors import StorageError
+from storage import TREE_DIR, ChainStore
+from tests.storage.storage_chain_fixtures import (
+    GENESIS_HASH, changes_for, genesis_state, make_block,
+)
+
+path, failing = sys.argv[1], sys.argv[2]
+tree = os.path.join(path, TREE_DIR)
+
+def logs(where):
+    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(where, "*.log")))
+
+with ChainStore(path) as store:
+    store.initialize(GENESIS_HASH, genesis_state())
+    prev = GENESIS_HASH
+    for height, n_txs in ((1, 5), (2, 3000)):
+        changes = changes_for(height)
+        update = store.prepare_state(changes)
+        block, commit, receipts = make_block(height, prev, update.root, n_txs)
+        if height == 2:
+            nodes = sum(len(k) + len(v) + 16 for k, v in update.nodes.items())
+            limit = logs(tree) + (1024 if failing == "tree" else nodes + 8192)
+            assert failing == "tree" or logs(path) + len(block.encode()) > limit
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        try:
+            store.commit_block(block, commit, receipts, changes, update)
+        except StorageError as exc:
+            print("refused at head", store.height, "by", exc)
+        prev = block.hash
+"""
+
+
+@pytest.mark.parametrize("failing", ["tree", "chain"])
+def test_a_write_the_disk_refuses_is_a_storage_error_and_the_head_stays_whole(tmp_path, failing):
+    # A full disk fails one of a block's two writes: the commit raises StorageError
+    # (the node's fault) with the head still block 1, and the store reopens there,
+    # whole, and takes block 2 again (over the nodes it may have kept).
+    path = tmp_path / "db"
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(path), failing],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    where = path / TREE_DIR if failing == "tree" else path
+    assert f"refused at head 1 by write to {where} failed: IO error:" in done.stdout
+    assert "File too large" in done.stdout
+    model = genesis_state()
+    apply_changes(model, changes_for(1))
+    with ChainStore(path) as store:
+        assert store.height == 1
+        assert store.get_block(2) is None
+        assert dict(store.iter_state()) == model
+        assert store.head_root == state_root_of(model)
+        commit_next(store, changes_for(2))
+    _check_consistent(path, 2)
+
+
 def test_open_options(tmp_path):
     with pytest.raises(StorageError, match="no database at"):
         ChainStore(tmp_path / "missing", create=False)
@@ -321,6 +542,13 @@ def test_commit_refuses_inconsistent_input_and_writes_nothing(tmp_path):
         for (b, c, r), reason in cases:
             with pytest.raises(StorageError, match=reason):
                 store.commit_block(b, c, r, changes, update)
+        hashes = [tx_hash(raw) for raw in block.txs]
+        with pytest.raises(StorageError, match="3 txs, 2 hashes"):
+            store.commit_block(block, commit, receipts, changes, update, tx_hashes=hashes[:2])
+        # A replaced node's reference cut short: refused before either write.
+        cut = TreeUpdate(update.root, update.ref, update.nodes, update.base, [b"\x01" * 39])
+        with pytest.raises(StorageError, match="reference is not 40 bytes"):
+            store.commit_block(block, commit, receipts, changes, cut)
         assert store.height == 0
         assert store.get_block(1) is None
         assert store.state_get(b"x") is None
