@@ -6,9 +6,10 @@ to ``DB`` forever, printing each committed height: the crash test kills it.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from core.codec import pack_raw
 from core.hashing import ZERO_HASH, Domain, hash_bytes, merkle_root
@@ -66,6 +67,50 @@ def make_block(
     commit = Commit(height, 0, block.hash, ())
     receipts = [pack_raw([height, i, "ok"]) for i in range(n_txs)]
     return block, commit, receipts
+
+
+def raw_write(
+    path: str | os.PathLike[str], puts: Mapping[bytes, bytes], deletes: Sequence[bytes] = ()
+) -> None:
+    """Write straight into a closed store's database at ``path``, as damage would."""
+    from storage.db import Database
+
+    with Database(path, create_if_missing=False) as db:
+        batch = db.new_batch()
+        for key, value in puts.items():
+            batch.put(key, value)
+        for key in deletes:
+            batch.delete(key)
+        db.write(batch)
+
+
+def too_deep_chain(key: bytes, internal: int) -> tuple[bytes, dict[bytes, bytes]]:
+    """(root reference, nodes) of a run of ``internal`` internal nodes down the path of
+    ``key``, each with one child, ending at ``key``'s leaf: every node hashes right,
+    but no tree ever has one deeper than 255 (what a store never writes, nor a chunk
+    may hold)."""
+    from storage.state_tree import (
+        NODE_LEAF,
+        ZERO_REF,
+        LeafNode,
+        internal_encoding,
+        internal_hash,
+        key_path,
+        leaf_hash,
+        node_ref,
+        value_hash,
+    )
+
+    path = int.from_bytes(key_path(key), "big")
+    child = leaf_hash(key_path(key), value_hash(b"v"))
+    nodes = {node_ref(1, child): LeafNode(NODE_LEAF, key, b"v").encode()}
+    for depth in reversed(range(internal)):
+        right = depth < 256 and (path >> (255 - depth)) & 1
+        ref = node_ref(1, child)
+        left_ref, right_ref = (ZERO_REF, ref) if right else (ref, ZERO_REF)
+        child = internal_hash(left_ref[8:], right_ref[8:])
+        nodes[node_ref(1, child)] = internal_encoding(left_ref, right_ref)
+    return node_ref(1, child), nodes
 
 
 def write_forever(path: str) -> None:

@@ -34,6 +34,7 @@ from tests.storage.storage_chain_fixtures import (
     changes_for,
     genesis_state,
     make_block,
+    raw_write,
 )
 
 FIXTURES = Path(__file__).with_name("storage_chain_fixtures.py")
@@ -47,17 +48,6 @@ def commit_next(store: ChainStore, changes, n_txs: int = 5):
     block, commit, receipts = make_block(store.height + 1, prev, update.root, n_txs)
     store.commit_block(block, commit, receipts, changes, update)
     return block, commit, receipts
-
-
-def raw_write(path: Path, puts: dict[bytes, bytes], deletes: tuple[bytes, ...] = ()) -> None:
-    """Write straight into a closed store's database at ``path``, as damage would."""
-    with Database(path, create_if_missing=False) as db:
-        batch = db.new_batch()
-        for key, value in puts.items():
-            batch.put(key, value)
-        for key in deletes:
-            batch.delete(key)
-        db.write(batch)
 
 
 def test_commit_reopen_and_read_everything_back(tmp_path):

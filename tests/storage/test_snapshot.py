@@ -12,7 +12,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
-from core.errors import StorageError
+from core.errors import DecodeError, StorageError
+from core.hashing import ZERO_HASH
 from storage import (
     TREE_DIR,
     ZERO_REF,
@@ -30,14 +31,23 @@ from storage import (
     verify_chunk,
     verify_proof,
 )
-from storage.db import META, TREE_NODE, encode_height
-from storage.state_tree import TREE_LAYOUT, internal_children, is_internal
+from storage.db import META, STATE, TREE_NODE, encode_height
+from storage.snapshot import walk_missing
+from storage.state_tree import (
+    TREE_LAYOUT,
+    internal_children,
+    internal_encoding,
+    internal_node_hash,
+    is_internal,
+)
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
     apply_changes,
     changes_for,
     genesis_state,
     make_block,
+    raw_write,
+    too_deep_chain,
 )
 
 
@@ -139,6 +149,46 @@ def test_every_kind_of_bad_chunk_is_refused_at_its_node(tmp_path):
         assert serve_chunk(source.get_node_bytes, b"\x01" * 40) == []
 
 
+def test_a_request_for_a_place_the_tree_does_not_reach_is_answered_empty(tmp_path):
+    # A peer names the subtree it wants by depth, path and hash: one whose path runs
+    # into a leaf (or an empty subtree) above its depth is simply not served, and one
+    # whose path or hash is not 32 bytes is no request at all.
+    with ChainStore(tmp_path / "src") as source:
+        build_chain(source, 3)
+        where = root_subtree(source.head_root)
+        while (step := verify_chunk(where, source.snapshot_chunk(3, where, 1), 3)).missing:
+            where = step.missing[0]
+        assert source.snapshot_chunk(3, where, 1) != []  # a leaf, at depth where.depth
+        below = Subtree(where.depth + 5, where.path, where.hash)
+        assert source.snapshot_chunk(3, below, 2048) == []
+        assert source.snapshot_chunk(3, Subtree(255, where.path, where.hash), 2048) == []
+        for path, hash_ in ((where.path[:31], where.hash), (where.path, where.hash + b"\x00")):
+            with pytest.raises(DecodeError, match="32 bytes each"):
+                Subtree(where.depth, path, hash_)
+
+
+def test_chunks_no_tree_holds_are_refused_even_when_their_hashes_chain(tmp_path):
+    # What a chunk holds is checked against the hashes it must have, and against the
+    # shape every tree has: no chunk for an empty subtree, no internal node without
+    # children, none as deep as a leaf must sit (hashes alone would pass all three).
+    with pytest.raises(BadChunk, match="empty subtree"):
+        verify_chunk(root_subtree(ZERO_HASH), [b"\x93\x00"], 1)
+    childless = internal_encoding(ZERO_REF, ZERO_REF)
+    with pytest.raises(BadChunk, match="chunk node 0 is an internal node with no children"):
+        verify_chunk(root_subtree(internal_node_hash(childless)), [childless], 1)
+    root, nodes = too_deep_chain(b"deep", 256)
+    chunk, ref = [], root
+    while ref != ZERO_REF:
+        chunk.append(nodes[ref])
+        ref = max(internal_children(nodes[ref])) if is_internal(nodes[ref]) else ZERO_REF
+    assert len(chunk) == 257
+    with pytest.raises(BadChunk, match="chunk node 255 is an internal node at depth 255"):
+        verify_chunk(root_subtree(root[8:]), chunk, 1)
+    # Stored so (damage), a resumed walk refuses it too, as the node's fault.
+    with pytest.raises(StorageError, match="too deep"):
+        list(walk_missing(nodes.get, root, 10))
+
+
 def test_a_joiner_keeps_nodes_at_its_own_version_whatever_servers_say(tmp_path):
     # Where a server keeps a node (the versions its parents name) is covered by no
     # hash. The joiner keeps every node at the snapshot's height, so servers that made
@@ -195,6 +245,64 @@ def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
             sync_from(source, dest, target, 8192)
             dest.finish_sync(GENESIS_HASH)
             assert dict(dest.iter_state()) == states[10]
+
+
+def test_sync_steps_out_of_order_or_for_a_mismatched_target_install_nothing(tmp_path):
+    with ChainStore(tmp_path / "src") as source:
+        build_chain(source, 9)
+        target = target_of(source, 9)
+        with pytest.raises(StorageError, match="already holds a chain"):
+            source.begin_sync(target)
+        with pytest.raises(StorageError, match="no state sync in progress"):
+            source.store_chunk({}, [(b"k", b"v")])
+        with pytest.raises(StorageError, match="no state sync in progress"):
+            source.finish_sync(GENESIS_HASH)
+        with ChainStore(tmp_path / "dst") as dest:
+            with pytest.raises(StorageError, match="no state sync in progress"):
+                dest.store_chunk({}, [(b"k", b"v")])
+            with pytest.raises(StorageError, match="no state sync in progress"):
+                dest.finish_sync(GENESIS_HASH)
+            assert list(dest.iter_state()) == []
+            # Every node of the target's state is there; the block stored with it is
+            # block 8, not the block whose state root the target names.
+            block8 = source.get_block(8)
+            assert block8 is not None
+            mismatched = SyncTarget(9, target.state_root, block8.encode(), target.commit)
+            sync_from(source, dest, mismatched, 4096)
+            with pytest.raises(StorageError, match="genesis hash must be 32 bytes, got 31"):
+                dest.finish_sync(GENESIS_HASH[:31])
+            with pytest.raises(StorageError, match="does not match its height and state root"):
+                dest.finish_sync(GENESIS_HASH)
+            assert not dest.initialized and dest.sync_target() == mismatched
+
+
+def test_a_stored_node_that_is_not_what_its_reference_says_stops_the_sync(tmp_path):
+    # Resuming, the walk reads back what earlier runs stored: a node that does not
+    # decode, or that hashes to something else, is damage (StorageError), and no
+    # state is installed over it.
+    with ChainStore(tmp_path / "src") as source:
+        build_chain(source, 8)
+        target = target_of(source, 8)
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, target, 4096)
+    root = sync_root(target)
+    with ChainStore(tmp_path / "dst") as dest:
+        stored = dest.get_node_bytes(root)
+    assert stored is not None and is_internal(stored)
+    left, right = internal_children(stored)
+    for damage, message in (
+        (b"\x93\x05garbage", "is corrupt"),
+        (internal_encoding(right, left), "does not match its hash"),
+    ):
+        raw_write(tmp_path / "dst" / TREE_DIR, {TREE_NODE + root: damage})
+        with ChainStore(tmp_path / "dst") as dest:
+            with pytest.raises(
+                StorageError, match=f"stored state tree node {root.hex()} {message}"
+            ):
+                dest.missing_nodes(root, 10)
+            with pytest.raises(StorageError, match=message):
+                dest.finish_sync(GENESIS_HASH)
+            assert not dest.initialized
 
 
 def test_a_crash_between_a_chunks_leaves_and_its_nodes_fetches_them_again(tmp_path, monkeypatch):
@@ -385,6 +493,10 @@ def test_pruning_keeps_a_window_and_snapshot_heights_and_drops_the_rest(tmp_path
         old_roots = {h: store.state_ref(h) for h in range(31)}
         old_block = store.get_block(5)
         assert old_block is not None
+        stopped = threading.Event()
+        stopped.set()
+        assert store.prune_blocks(20, stop=stopped) == 0  # stopped before its first batch
+        assert store.get_block(5) == old_block
         assert store.prune_blocks(20) == 20
         deleted = store.prune_states(25, keep=frozenset({10}))
         assert deleted > 0
@@ -461,6 +573,62 @@ def test_a_pass_reads_the_lists_of_what_it_lets_go_and_never_the_tree(tmp_path, 
         monkeypatch.undo()
         assert store.retained_state_heights() == list(range(8, 13))
         assert all(store.missing_nodes(store.state_ref(h), 1) == [] for h in range(8, 13))
+
+
+def test_a_corrupt_list_of_replaced_nodes_stops_a_pass_and_the_head_still_reads(tmp_path):
+    # A list whose length is no multiple of a reference would be cut into references
+    # to nodes no one made: the pass stops there (the node's fault) and deletes none.
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        states = build_chain(store, 8)
+        listed = store.get_node_bytes(encode_height(3))
+        assert listed is not None and len(listed) % 40 == 0
+    raw_write(path / TREE_DIR, {TREE_NODE + encode_height(3): listed + b"\x01"})
+    with ChainStore(path) as store:
+        with pytest.raises(StorageError, match="list of nodes replaced at 3 is corrupt"):
+            store.prune_states(5)
+        assert all(store.missing_nodes(store.state_ref(h), 1) == [] for h in range(5, 9))
+        key = next(iter(states[8]))
+        value, proof, root = store.prove(key)
+        assert value == states[8][key]
+        verify_proof(root, key, value, proof)
+
+
+def test_a_big_pass_and_a_big_wipe_delete_in_bounded_batches(tmp_path, monkeypatch):
+    # Deletes go in batches of about 10,000 (memory stays bounded, and a commit never
+    # waits long behind one): a pass over versions that replaced 7,301 nodes each, and
+    # a new target's wipe of 10,001 keys, each take more than one batch.
+    path = tmp_path / "db"
+    with ChainStore(path) as store:
+        state = {b"k/%05d" % i: b"v0" for i in range(3000)}
+        store.initialize(GENESIS_HASH, state)
+        prev, lists = GENESIS_HASH, []
+        for height in (1, 2, 3):
+            changes: dict[bytes, bytes | None] = {k: b"v%d" % height for k in state}
+            update = store.prepare_state(changes)
+            block, commit, receipts = make_block(height, prev, update.root, 1)
+            store.commit_block(block, commit, receipts, changes, update)
+            prev = block.hash
+            lists.append(len(update.stale))
+        writes = _Writes(monkeypatch)
+        assert store.prune_states(3) == sum(lists)
+        monkeypatch.undo()
+        sweeps = [ops for name, synced, ops in writes.log if name == TREE_DIR and ops]
+        assert len(sweeps) >= 2 and sum(sweeps) == sum(lists) + 3  # with the lists' keys
+        assert max(sweeps) < 10_000 + max(lists)
+        assert store.missing_nodes(store.head_ref, 1) == []
+    with ChainStore(tmp_path / "dst") as dest:
+        old = SyncTarget(1, bytes(32), b"", b"")
+        dest.begin_sync(old)
+        dest.store_chunk({}, [(b"k/%05d" % i, b"v") for i in range(10_001)])
+        writes = _Writes(monkeypatch)
+        dest.begin_sync(SyncTarget(2, bytes(32), b"", b""))
+        monkeypatch.undo()
+        wipes = [ops for name, synced, ops in writes.log if name == "dst" and not synced and ops]
+        assert len(wipes) >= 2 and sum(wipes) == 10_001 and max(wipes) <= 10_000
+        assert list(dest.iter_state()) == []
+    with Database(tmp_path / "dst") as db:
+        assert list(db.iterate_keys(STATE)) == []
 
 
 def test_pruning_beside_commits_never_takes_a_node_the_head_needs(tmp_path):
