@@ -44,6 +44,7 @@ from storage.state_tree import (
     value_hash,
     verify_proof,
 )
+from tests.storage.storage_chain_fixtures import too_deep_chain
 
 # Small key alphabet so batches collide with earlier keys (updates, deletes): short
 # keys (their own group), and records of a few owners and consecutive ids, whose
@@ -661,6 +662,11 @@ def test_non_canonical_and_oversized_proofs_are_refused():
         verify_proof(lone[:31], b"a", b"1", StateProof((), leaf))
     with pytest.raises(InvalidProof, match="32 bytes"):
         verify_proof(lone, b"a", b"1", StateProof((lone[:5],), leaf))
+    # A proof built from a client's JSON, not decoded: its leaf's hashes cut short.
+    for short in (ProofLeaf(leaf.key_path[:31], leaf.value_hash), ProofLeaf(leaf.key_path, b"")):
+        for value in (b"1", None):
+            with pytest.raises(InvalidProof, match="terminal leaf hashes must be 32 bytes"):
+                verify_proof(lone, b"a", value, StateProof((), short))
     verify_proof(lone, b"a", b"1", StateProof((), leaf))
     verify_proof(ZERO_HASH, b"a", None, StateProof((), None))
 
@@ -685,6 +691,19 @@ def test_missing_or_corrupt_nodes_are_storage_errors():
     store.nodes[update.ref] = b"\x93\x05garbage"
     with pytest.raises(StorageError, match="corrupt"):
         StateTree(store).get(update.ref, b"k")
+    store.nodes[update.ref] = root_node
+    # A leaf that decodes, of another value than the one its reference hashes.
+    key = bytes([7])
+    leaf_ref = node_ref(1, leaf_hash(key_path(key), value_hash(state[key])))
+    assert LeafNode.decode(store.nodes[leaf_ref]).value == state[key]
+    store.nodes[leaf_ref] = LeafNode(1, key, b"forged").encode()
+    with pytest.raises(StorageError, match=f"node {leaf_ref.hex()} does not match its hash"):
+        StateTree(store).get(update.ref, key)
+    # A run of one-child nodes deeper than any path: hashes that chain, and no tree.
+    deep, nodes = too_deep_chain(b"deep", 257)
+    for read in (StateTree(MemoryNodeStore(nodes)).get, StateTree(MemoryNodeStore(nodes)).prove):
+        with pytest.raises(StorageError, match="deeper than 256"):
+            read(deep, b"deep")
 
 
 def test_oversized_keys_and_values_are_refused():
@@ -742,6 +761,9 @@ def test_update_refuses_a_root_hash_where_a_reference_is_due():
         for changes in ({b"a": b"2"}, {}):
             with pytest.raises(StorageError, match=f"root reference is {REF_SIZE} bytes"):
                 tree.update(wrong, changes)
+    for version in (-1, 2**64):
+        with pytest.raises(StorageError, match=f"tree version {version} does not fit 8 bytes"):
+            tree.update(built.ref, {b"a": b"2"}, version=version)
 
 
 def test_an_update_leaves_nothing_for_the_cyclic_collector():
