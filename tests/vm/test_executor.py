@@ -138,6 +138,10 @@ def test_insufficient_fee():
     assert code_of(admit, transfer(KEYS[2], 0, TO, 5), funded(1_000)) == "insufficient_fee"
 
 
+def test_an_executor_runs_the_registry_it_was_given():
+    assert EXECUTOR.registry is REGISTRY
+
+
 def test_admission_refuses_a_type_this_registry_does_not_know():
     from vm import Registry
 

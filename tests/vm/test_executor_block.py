@@ -39,6 +39,7 @@ from vm import (
     put_account,
     verify_signed_tx,
 )
+from vm.receipts import MAX_EVENTS
 from vm.transfer import apply_transfer
 
 EXECUTOR = Executor(REGISTRY)
@@ -389,6 +390,51 @@ def test_a_failing_begin_block_hook_halts():
         validate({}, [], executor=Executor(registry))
 
 
+def test_a_begin_block_hook_that_writes_what_no_node_could_store_halts():
+    # A hook is the chain's own logic: its bad write is this node's bug, never the
+    # block's (a DecodeError let out would read as an invalid proposal).
+    registry = Registry()
+    registry.register(TxType("transfer", Transfer, apply_transfer))
+    registry.add_begin_block(lambda state, ctx: state.set(b"\x7fbig", _BIG))
+    for strict in (True, False):
+        with pytest.raises(NodeFault, match="begin-block hooks wrote bad state at 1") as info:
+            Executor(registry).execute_block({}, [], context(), strict=strict)
+        assert "at most" in str(info.value)
+
+
+def test_a_handler_past_the_receipt_event_bound_halts():
+    # A receipt decodes with at most MAX_EVENTS events: one with more would be
+    # committed and then unreadable by every node, so the node stops at once.
+    registry = Registry()
+
+    def chatty(state, tx, payload, ctx):
+        for i in range(payload.amount):
+            state.emit(Event.of("tick", i=i))
+
+    registry.register(TxType("transfer", Transfer, chatty))
+    executor = Executor(registry)
+    fine = validate(funded(1_000), [transfer(KEYS[0], 0, B, MAX_EVENTS)], executor=executor)
+    assert len(fine.receipts[0].events) == MAX_EVENTS
+    with pytest.raises(NodeFault, match=f"emitted {MAX_EVENTS + 1} events"):
+        validate(funded(1_000), [transfer(KEYS[0], 0, B, MAX_EVENTS + 1)], executor=executor)
+
+
+def test_a_producer_account_that_does_not_decode_halts_at_the_fee_credit():
+    # The fees are credited after the last transaction: corrupt state there is this
+    # node's fault too, whichever path the transactions took.
+    state = funded(1_000)
+    state[account_key(PRODUCER)] = b"\xc1"
+    for check in (False, True):
+        with pytest.raises(NodeFault, match="undecodable account"):
+            validate(
+                state,
+                [transfer(KEYS[0], 0, B, 5)],
+                executor=Executor(REGISTRY, check_declarations=check),
+            )
+    # No fees, no credit: a block of none reads nothing of the producer's.
+    assert validate(state, []).changes == {}
+
+
 def test_corrupt_account_state_is_a_node_fault():
     state = funded(1_000)
     state[account_key(A)] = b"\xc1"
@@ -509,6 +555,25 @@ def test_simulation_runs_the_senders_pending_transactions_first():
     # Pending transactions the state already holds (committed since) are skipped.
     committed = apply_changes(state, validate(state, pending[:1]).changes)
     assert EXECUTOR.simulate(committed, pending, later, context()).code == "insufficient_funds"
+
+
+def test_simulation_stops_at_a_pending_transaction_no_block_would_include():
+    # The expired nonce 0 would be left out of any block, and with it every later
+    # nonce: what is simulated after it is a gap, as a block builder would find.
+    state = funded(1_000)
+    pending = [transfer(KEYS[0], 0, B, 5, expiry=0), transfer(KEYS[0], 1, B, 5)]
+    with pytest.raises(InvalidTransaction) as gap:
+        EXECUTOR.simulate(state, pending, transfer(KEYS[0], 2, B, 5), context())
+    assert gap.value.code == "nonce_gap"
+    assert gap.value.message == "expected nonce 0, got 2"
+
+
+def test_simulation_on_corrupt_account_state_is_a_node_fault():
+    state = funded(1_000)
+    state[account_key(A)] = b"\xc1"
+    for pending in ([], [transfer(KEYS[0], 0, B, 5)]):
+        with pytest.raises(NodeFault, match="undecodable account"):
+            EXECUTOR.simulate(state, pending, transfer(KEYS[0], 1, B, 5), context())
 
 
 def test_simulation_refuses_what_no_block_would_include_next():
