@@ -12,6 +12,7 @@ from vm import (
     Overlay,
     TxFailed,
     account_key,
+    balance_key,
     credit,
     debit,
     get_account,
@@ -39,6 +40,19 @@ def test_account_key_is_prefixed_address():
     assert account_key(ADDR) == bytes([KeyPrefix.ACCOUNT]) + ADDR
     with pytest.raises(ValueError, match="20 bytes, got 19"):
         account_key(ADDR[:19])
+
+
+def test_a_short_address_or_the_native_symbol_names_no_key():
+    # A 19-byte address would read (and write) another key space's record.
+    with pytest.raises(ValueError, match="20 bytes, got 21"):
+        get_account({}, ADDR + b"x")
+    with pytest.raises(ValueError, match="20 bytes, got 19"):
+        get_account(Overlay({}), ADDR[:19])
+    assert balance_key(ADDR, "USD") == bytes([KeyPrefix.BALANCE]) + ADDR + b"USD"
+    with pytest.raises(ValueError, match="20 bytes, got 19"):
+        balance_key(ADDR[:19], "USD")
+    with pytest.raises(ValueError, match="native token's balance is the account's"):
+        balance_key(ADDR, "")
 
 
 def test_absent_account_is_zero_on_dicts_and_overlays():

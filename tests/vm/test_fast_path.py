@@ -24,6 +24,7 @@ from vm import (
     Overlay,
     Registry,
     Transfer,
+    TxFailed,
     TxInfo,
     VerifiedTx,
     account_key,
@@ -147,6 +148,23 @@ def test_a_recipient_record_that_does_not_decode_halts_either_path(check: bool) 
         Executor(registry(), check_declarations=check).execute_block(
             state, [transfer(KEYS[0], 0, FRESH, 5)], context(), strict=True
         )
+
+
+def test_a_nonce_past_u64_is_refused_alike_by_either_path() -> None:
+    # No account gets there (genesis sets no nonces; it takes 2**64 transactions), but
+    # if one did, the fast path must refuse its next nonce as the generic fee write
+    # does, never write an account no node could read back.
+    state = funded(1_000, nonces=(UINT64_MAX,))
+    tx = transfer(KEYS[0], UINT64_MAX, FRESH, 5)
+    refusals = []
+    for check in (False, True):
+        with pytest.raises(TxFailed) as info:
+            Executor(registry(), check_declarations=check).execute_block(
+                state, [tx], context(), strict=True
+            )
+        refusals.append((info.value.code, info.value.message))
+    assert refusals[0] == refusals[1]
+    assert refusals[0][0] == "state_limit" and f"nonce {UINT64_MAX + 1}" in refusals[0][1]
 
 
 def test_fast_path_keeps_the_params_fee_floor() -> None:
