@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from core import PrivateKey, address_of, format_address
+from core import PrivateKey, address_of, format_address, keystore
 from core.keystore import (
     DEFAULT_MEMLIMIT,
     DEFAULT_OPSLIMIT,
@@ -153,6 +153,9 @@ def test_changed_kdf_limits_refused():
         (lambda d: d["kdf"].update(opslimit=10**6), "opslimit"),
         (lambda d: d["kdf"].update(opslimit=2.0), "opslimit"),
         (lambda d: d.update(ciphertext="00" * 10), "expected 48 bytes"),
+        (lambda d: d.update(name=5), "field 'name' must be a string"),
+        (lambda d: d.update(nonce=5), "field 'nonce' must be a hex string"),
+        (lambda d: d["kdf"].update(salt=None), "field 'kdf.salt' must be a hex string"),
     ],
 )
 def test_malformed_documents_refused_before_any_kdf(mutate, message):
@@ -165,6 +168,14 @@ def test_malformed_documents_refused_before_any_kdf(mutate, message):
 def test_not_a_dict():
     with pytest.raises(KeystoreError, match="JSON object"):
         decrypt_seed([], PASS)
+
+
+def test_a_passphrase_that_is_not_text_is_refused_by_name():
+    # Bytes would be "normalised" by no one: which encoding the user typed is unknown.
+    with pytest.raises(TypeError, match="passphrase must be a str"):
+        decrypt_seed(fast_doc(), PASS.encode())  # type: ignore[arg-type]  # deliberately bytes
+    with pytest.raises(TypeError, match="passphrase must be a str"):
+        encrypt_seed(SEED, None, name="a", **FAST)  # type: ignore[arg-type]  # deliberately None
 
 
 def test_encrypt_argument_checks():
@@ -216,6 +227,41 @@ def test_atomic_write_no_overwrite_is_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
 
 
+def test_save_refuses_a_file_made_while_it_encrypted(tmp_path, monkeypatch):
+    # The early check passed, then another process created the file: the link in
+    # atomic_write refuses it, and that is still "already exists", nothing written.
+    path = tmp_path / "alice.json"
+    real_encrypt = keystore.encrypt_seed
+
+    def racing(*args, **kwargs):
+        path.write_bytes(b"theirs")
+        return real_encrypt(*args, **kwargs)
+
+    monkeypatch.setattr(keystore, "encrypt_seed", racing)
+    with pytest.raises(KeyExists, match="already exists"):
+        save_fast(path, PrivateKey(SEED))
+    assert path.read_bytes() == b"theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["alice.json"]
+
+
+def test_atomic_write_interrupted_after_its_rename_reports_the_interruption(tmp_path, monkeypatch):
+    # The temporary file already has the final name: cleaning it up finds nothing,
+    # and what is raised is what interrupted the write, not that.
+    path = tmp_path / "f"
+    real_replace = os.replace
+
+    def replace_then_interrupted(src, dst):
+        real_replace(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, b"new")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
 def test_atomic_write_replaces_and_sets_mode(tmp_path):
     path = tmp_path / "f"
     atomic_write(path, b"one", mode=0o644)
@@ -240,6 +286,11 @@ def test_load_wrong_passphrase(tmp_path):
 def test_load_missing_file(tmp_path):
     with pytest.raises(KeystoreError, match="does not exist"):
         load_key(tmp_path / "missing.json", PASS)
+
+
+def test_load_a_path_that_cannot_be_read(tmp_path):
+    with pytest.raises(KeystoreError, match="cannot read key file .*: Is a directory"):
+        load_key(tmp_path, PASS)
 
 
 def test_load_not_json(tmp_path):
