@@ -279,3 +279,27 @@ def test_a_subclass_encodes_and_decodes_its_own_fields():
     assert Wider.decode(Wider(1, b"x").encode()) == Wider(1, b"x")
     with pytest.raises(DecodeError):
         Base.decode(Wider(1, b"x").encode())
+
+
+def test_a_field_type_the_codec_has_no_encoding_for_is_refused_at_first_use():
+    # A declaration error (one place, one encoding per object): named at the first
+    # encode or decode of the class, never an encoding picked for it.
+    @dataclass(frozen=True, slots=True)
+    class Floaty(Wire):
+        x: float
+
+    @dataclass(frozen=True, slots=True)
+    class Pair(Wire):
+        x: tuple[int, int]
+
+    @dataclass(frozen=True, slots=True)
+    class Either(Wire):
+        x: int | str | None
+
+    for make, message in [
+        (lambda: Floaty(1.0).encode(), "unsupported field type <class 'float'>"),
+        (lambda: Pair((1, 2)).encode(), r"only tuple\[X, ...\] is supported"),
+        (lambda: Either.decode(b"\x91\x01"), "only X | None unions are supported"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            make()
