@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,11 @@ from core.errors import StorageError
 from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height
-from storage.table_reads import read_tables_without_mmap
+from storage.table_reads import (
+    OPEN_FILES_WANTED,
+    raise_open_file_limit,
+    read_tables_without_mmap,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -252,3 +258,102 @@ def test_a_store_opened_after_leveldb_built_its_environment_is_not_patched(tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert "environment is built already" in done.stderr
+
+
+# Loads a copy of the LevelDB library that plyvel uses (with the libraries beside it,
+# which it needs), as another build would be: stripped of its symbol table, replaced
+# on disk since it was loaded, or loaded beside plyvel's own (the copy keeps the
+# library's soname, so plyvel loaded after it uses it). Then the patch, then a
+# database: LevelDB must be left as it is, and still work.
+_OTHER_BUILD = """
+import ctypes, os, shutil, struct, sys
+case, where, lib = sys.argv[1], sys.argv[2], sys.argv[3]
+siblings = sys.argv[4:]
+for path in siblings:
+    shutil.copy(path, where)
+copy = os.path.join(where, "libleveldb-other.so")
+shutil.copy(lib, copy)
+if case == "stripped":
+    image = bytearray(open(copy, "rb").read())
+    (shoff,) = struct.unpack_from("<Q", image, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", image, 0x3A)
+    for i in range(shnum):
+        if struct.unpack_from("<I", image, shoff + i * shentsize + 4)[0] == 2:  # SHT_SYMTAB
+            struct.pack_into("<I", image, shoff + i * shentsize + 4, 0)
+    open(copy, "wb").write(bytes(image))
+if case == "beside":
+    import plyvel  # its own library first
+for path in siblings:
+    ctypes.CDLL(os.path.join(where, os.path.basename(path)), mode=ctypes.RTLD_GLOBAL)
+ctypes.CDLL(copy)
+if case == "replaced":
+    shutil.copy(siblings[0], copy + ".new")
+    os.replace(copy + ".new", copy)
+from storage import Database, read_tables_without_mmap
+print("patched:", read_tables_without_mmap(), read_tables_without_mmap())
+with Database(os.path.join(where, "db")) as db:
+    batch = db.new_batch()
+    batch.put(b"k", b"v")
+    db.write(batch)
+    print("reads:", db.get(b"k"))
+"""
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("stripped", "no _ZN7leveldb12_GLOBAL__N_127g_open_read_only_file_limitE of an int"),
+        # The file named in the process's maps is gone (an upgrade renamed another
+        # over it): nothing of the new one is read.
+        ("replaced", "No such file or directory: '{where}/libleveldb-other.so (deleted)'"),
+        ("beside", "2 LevelDB libraries loaded"),
+    ],
+)
+def test_a_leveldb_library_the_patch_cannot_trust_is_left_as_it_is(tmp_path, case, reason):
+    # Each surprise is a place where writing 0 could land on anything but LevelDB's
+    # limit: the patch says why it did nothing, LevelDB maps its tables as it always
+    # did, and the database works.
+    with open("/proc/self/maps") as maps:
+        mapped = {
+            line.split()[-1] for line in maps if line.rstrip().endswith(".so") or ".so." in line
+        }
+    (lib,) = [path for path in mapped if Path(path).name.startswith("libleveldb")]
+    siblings = sorted(path for path in mapped if Path(path).parent == Path(lib).parent)
+    siblings.remove(lib)
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER_BUILD, case, str(tmp_path), lib, *siblings],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "patched: False False" in done.stdout
+    assert "reads: b'v'" in done.stdout
+    assert "LevelDB keeps reading tables through mmap" in done.stderr
+    assert reason.format(where=tmp_path) in done.stderr
+
+
+def test_the_open_file_limit_goes_to_the_hard_one_or_stays_with_a_warning(monkeypatch, caplog):
+    # LevelDB sizes its table descriptors by the limit it finds; a node's HTTP clients,
+    # WAL and signer need theirs beside (storage.table_reads). Nothing here changes the
+    # limits of the process that runs the test.
+    asked: list[tuple[int, int]] = []
+    limits = {"now": (1024, 4096)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda which, pair: asked.append(pair))
+    assert raise_open_file_limit() == 4096
+    limits["now"] = (1024, resource.RLIM_INFINITY)
+    assert raise_open_file_limit() == OPEN_FILES_WANTED
+    limits["now"] = (4096, 4096)
+    assert raise_open_file_limit() == 4096  # there already: nothing asked
+    assert asked == [(4096, 4096), (OPEN_FILES_WANTED, resource.RLIM_INFINITY)]
+
+    def refused(which: int, pair: tuple[int, int]) -> None:
+        raise ValueError("not allowed to raise the maximum limit")
+
+    limits["now"] = (1024, 1 << 30)  # above the kernel's nr_open, say
+    monkeypatch.setattr(resource, "setrlimit", refused)
+    with caplog.at_level(logging.WARNING, logger="storage.table_reads"):
+        assert raise_open_file_limit() == 1024
+    assert f"cannot raise the open-file limit from 1024 to {1 << 30}" in caplog.text
