@@ -557,18 +557,23 @@ class ChainStore:
 
     def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
         """(height, position in block) of a committed transaction, or None."""
-        data = self._db.get(spaces.TX_INDEX + tx_hash)
+        data = self._tx_index(tx_hash)
         if data is None:
             return None
-        if len(data) != _LOCATION_SIZE:
-            raise StorageError(f"tx index entry for {tx_hash.hex()} is corrupt")
         return decode_height(data[: spaces.HEIGHT_SIZE]), int.from_bytes(
             data[spaces.HEIGHT_SIZE :], "big"
         )
 
     def get_receipt(self, tx_hash: bytes) -> bytes | None:
-        data = self._db.get(spaces.TX_INDEX + tx_hash)
+        data = self._tx_index(tx_hash)
         return None if data is None else self._db.get(spaces.RECEIPT + data)
+
+    def _tx_index(self, tx_hash: bytes) -> bytes | None:
+        """A committed transaction's index entry (its height and position), checked."""
+        data = self._db.get(spaces.TX_INDEX + tx_hash)
+        if data is not None and len(data) != _LOCATION_SIZE:
+            raise StorageError(f"tx index entry for {tx_hash.hex()} is corrupt")
+        return data
 
     def get_receipts(self, height: int) -> list[bytes]:
         """Receipts of block ``height`` in transaction order (empty if none or no block)."""

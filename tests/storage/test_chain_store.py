@@ -264,6 +264,8 @@ def test_corrupt_records_are_storage_errors_never_wrong_answers(tmp_path):
             store.get_commit(1)
         with pytest.raises(StorageError, match=f"tx index entry for {tx.hex()} is corrupt"):
             store.tx_location(tx)
+        with pytest.raises(StorageError, match=f"tx index entry for {tx.hex()} is corrupt"):
+            store.get_receipt(tx)  # not "no such receipt": the transaction is committed
         with pytest.raises(StorageError, match="stored state root for height 1 .* is corrupt"):
             store.state_root(1)
         with pytest.raises(StorageError, match="stored state root for height 1 .* is corrupt"):
@@ -271,6 +273,7 @@ def test_corrupt_records_are_storage_errors_never_wrong_answers(tmp_path):
         # The rest of the store still reads.
         assert store.get_block(2) == block2
         assert store.tx_location(tx_hash(block2.txs[1])) == (2, 1)
+        assert store.get_receipt(tx_hash(block2.txs[1])) == store.get_receipts(2)[1]
         assert store.state_root(2) == block2.header.state_root
 
 
