@@ -137,7 +137,11 @@ class Database:
         self.path = os.fspath(path)
         self._sync = sync
         if create_if_missing:
-            os.makedirs(self.path, exist_ok=True)
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as exc:
+                # A file where the directory goes, a read-only parent: the operator's to fix.
+                raise StorageError(f"cannot create database at {self.path}: {exc}") from exc
         elif not os.path.exists(os.path.join(self.path, "CURRENT")):
             # Checked here: LevelDB would create the directory before failing.
             raise StorageError(f"no database at {self.path}")

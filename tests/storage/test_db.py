@@ -107,6 +107,14 @@ def test_missing_database_without_create(tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+def test_a_database_path_that_cannot_be_made_is_a_storage_error(tmp_path):
+    # A file where the directory goes: the operator reads why, not an OSError's traceback.
+    (tmp_path / "taken").write_bytes(b"not a directory")
+    for path in (tmp_path / "taken", tmp_path / "taken" / "db"):
+        with pytest.raises(StorageError, match="cannot create database at"):
+            Database(path)
+
+
 def test_an_io_error_at_open_is_not_taken_for_a_lock_held_elsewhere(tmp_path):
     # LevelDB names the file in each IO error: a data directory whose path holds
     # "lock" ("blockchain", "blocks") or a LOCK file it cannot open is no lock that
