@@ -11,9 +11,9 @@ client's reads never queue ahead of the node's), lets ``queue`` more wait, and l
 client address (``core.netaddr.client_key``) hold at most a quarter of both, running
 and waiting: past either, the read is refused with 503 ``busy`` and ``Retry-After``
 (``apps.routes.retry_later``), and ``on_refused`` is told which bound refused it (the
-node counts it in ``liveledger_http_refused_total``). When a thread frees, the next read goes to the next
-address in turn, not to the oldest waiter: an address waits behind at most one read of
-each other address, however many it queued.
+node counts it in ``liveledger_http_refused_total``). When a thread frees, the next
+read goes to the next address in turn, not to the oldest waiter: an address waits
+behind at most one read of each other address, however many it queued.
 
 A slot is held until its thread's work ends, not until its caller stops waiting: a
 client that asks and hangs up frees nothing early, so it cannot pile work behind the
