@@ -480,6 +480,153 @@ def test_two_certified_blocks_at_one_height_halt(tmp_path):
         h.votes_from(OTHERS, PC, 1, b1.hash)
 
 
+def test_a_peers_certificate_for_another_block_than_our_quorum_halts(tmp_path):
+    # +2/3 precommitted B0 (its body still missing), and a peer's certificate finalizes
+    # B1 at the same height: more than 1/3 signed both. Committing B1 would fork us off
+    # the nodes that commit B0; the engine stops instead.
+    h = make_engine(tmp_path)
+    b0 = make_block(h.app, 1, 0, proposer(1, 0))
+    b1 = make_block(h.app, 1, 1, proposer(1, 1), salt=1)
+    h.votes_from(OTHERS, PC, 0, b0.hash)
+    assert h.step == Step.COMMIT
+    other = FinalizedBlock(b1, make_commit(OTHERS, CHAIN, 1, 1, b1.hash), latest=1)
+    with pytest.raises(NodeFault, match="certificates for"):
+        h.deliver(other, peer="peer")
+    assert h.app.height() == 0 and h.engine.halted is not None
+
+
+def test_a_peers_certificate_for_the_block_of_our_quorum_commits_it(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = make_block(h.app, 1, 0, proposer(1, 0))
+    h.votes_from(OTHERS, PC, 0, b0.hash)
+    h.deliver(FinalizedBlock(b0, make_commit(OTHERS, CHAIN, 1, 0, b0.hash), latest=1), "peer")
+    assert h.app.height() == 1 and h.app.blocks == [b0] and h.engine.halted is None
+
+
+def test_a_certified_block_this_node_finds_invalid_halts_without_committing(tmp_path):
+    # +2/3 signed a block our application refuses: we or more than 1/3 are broken, and
+    # going on could only build on a state we cannot vouch for.
+    h = make_engine(tmp_path)
+    bad = make_block(h.app, 1, 0, proposer(1, 0))
+    h.app.invalid.add(bad.hash)
+    certified = FinalizedBlock(bad, make_commit(OTHERS, CHAIN, 1, 0, bad.hash), latest=1)
+    with pytest.raises(NodeFault, match="invalid here"):
+        h.deliver(certified, peer="peer")
+    assert h.app.height() == 0 and h.engine.halted is not None
+
+
+class _TrustingApp(ToyApp):
+    """Commits whatever certificate it is handed (a node's chain checks it again; this
+    one shows what the engine itself lets through)."""
+
+    def commit(self, block, commit):
+        self.blocks.append(block)
+        self.commits.append(commit)
+
+
+def test_precommits_a_caller_vouched_for_that_do_not_verify_never_make_a_commit(tmp_path):
+    # ``verified=True`` says a caller checked the signatures already (the WAL replay,
+    # worker threads). If that was wrong, the certificate built from them fails to
+    # verify: the engine halts rather than hand the application a certificate nobody
+    # signed.
+    h = make_engine(tmp_path, app=_TrustingApp())
+    block = propose(h, 0)
+    for k in OTHERS:
+        good = vote(k, PC, 1, 0, block.hash)
+        forged = Vote(good.type, 1, 0, block.hash, good.validator, bytes(64))
+        if k is OTHERS[-1]:
+            with pytest.raises(NodeFault, match="own certificate does not verify"):
+                h.engine.deliver(forged, "peer", verified=True)
+        else:
+            h.engine.deliver(forged, "peer", verified=True)
+    assert h.app.height() == 0 and h.engine.halted is not None
+
+
+class _ProposesTheWrongHeight(ToyApp):
+    def propose(self, height, round_, time_ms):
+        self.proposed_times.append(time_ms)
+        block = make_block(self, height, round_, self.key, time_ms=time_ms)
+        return dataclasses.replace(
+            block, header=dataclasses.replace(block.header, height=height + 1)
+        )
+
+
+def test_an_application_proposing_another_height_halts_before_anything_is_signed(tmp_path):
+    h = make_engine(tmp_path, app=_ProposesTheWrongHeight())
+    for r in range(2):
+        to_next_round(h, r)
+    h.votes_from(OTHERS, PV, 2, NIL)
+    h.votes_from(OTHERS, PC, 2, NIL)
+    assert proposer(1, 3) == ME
+    # Round 3 is ours: its start finds the application's block for height 2.
+    with pytest.raises(NodeFault, match="app proposed height 2, expected 1"):
+        h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 2))
+    assert h.engine.halted is not None and h.transport.proposals() == []
+    # Nothing of round 3 was signed.
+    assert PrivValidator(ME, CHAIN, tmp_path / "privval").last_signed[:2] != (1, 3)
+
+
+def test_a_second_start_is_refused_and_changes_nothing(tmp_path):
+    h = make_engine(tmp_path)
+    block = propose(h, 0)
+    with pytest.raises(NodeFault, match="started twice"):
+        h.engine.start()
+    assert (h.engine.height, h.engine.round, h.step) == (1, 0, Step.PREVOTE)
+    assert h.engine.proposals[0].block == block
+
+
+class _Loopback(RecordingTransport):
+    """A synchronous transport that hands every broadcast straight back to the engine,
+    from inside the engine's own call (as a zero-delay network would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine: ConsensusEngine | None = None
+        self.depth = 0
+        self.deepest = 0
+
+    def broadcast(self, msg):
+        super().broadcast(msg)
+        if self.engine is not None:
+            self.depth += 1
+            self.deepest = max(self.deepest, self.depth)
+            try:
+                self.engine.deliver(msg, "echo")
+            finally:
+                self.depth -= 1
+
+
+def test_messages_handed_in_from_inside_the_engine_wait_their_turn(tmp_path):
+    # A transport (or app) that delivers while the engine is handling an input does not
+    # make it handle two inputs at once: the echo is queued behind the current one.
+    transport = _Loopback()
+    engine = ConsensusEngine(
+        chain_id=CHAIN,
+        app=ToyApp(),
+        transport=transport,
+        clock=ManualClock(),
+        privval=PrivValidator(ME, CHAIN, tmp_path / "privval"),
+        config=CONFIG,
+    )
+    transport.engine = engine
+    engine.start()
+    app = engine.app
+    block = make_block(app, 1, 0, proposer(1, 0))
+    # Two prevotes first: our own prevote, echoed, completes the polka.
+    for k in OTHERS[:2]:
+        engine.deliver(vote(k, PV, 1, 0, block.hash), "p")
+    engine.deliver(sign_proposal(proposer(1, 0), 1, 0, block), "p")
+    for k in OTHERS[:2]:
+        engine.deliver(vote(k, PC, 1, 0, block.hash), "p")
+    assert app.height() == 1 and engine.halted is None
+    # Each own vote was signed and sent once, and its echo counted once.
+    mine = [m for _, m in transport.sent if getattr(m, "validator", None) == ME.public_key]
+    assert [(m.type, m.block_hash) for m in mine] == [(PV, block.hash), (PC, block.hash)]
+    assert app.commits[0].round == 0 and len(app.commits[0].signatures) == 3
+    # Nothing was sent while an echo was being handed in: it waited for its turn.
+    assert transport.deepest == 1
+
+
 def test_observer_follows_without_signing(tmp_path):
     app = ToyApp()
     clock, transport = ManualClock(), RecordingTransport()

@@ -286,3 +286,40 @@ def test_a_replayed_proposal_gets_its_arrival_from_a_resent_copy(tmp_path):
     restarted.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 0))
     assert restarted.engine.round == 1
     assert [v.block_hash for v in restarted.transport.votes(PV, 1)] == [block.hash]
+
+
+# --- who signed it -----------------------------------------------------------------------
+
+
+def test_a_proposal_whose_signature_fails_is_refused_and_leaves_the_round_to_the_proposer(
+    tmp_path,
+):
+    # Any member can relay a proposal under the scheduled proposer's name: with another
+    # block and the proposer's signature over the first, it must not become the round's
+    # proposal (the first one wins a round: the genuine one would then be ignored).
+    h = make_engine(tmp_path)
+    key = proposer(1, 0)
+    genuine = sign_proposal(key, 1, 0, make_block(h.app, 1, 0, key, time_ms=h.clock.time_ms()))
+    swapped = make_block(h.app, 1, 0, key, salt=5, time_ms=h.clock.time_ms())
+    forged = dataclasses.replace(genuine, block=swapped)
+    h.deliver(forged, peer="forger")
+    assert [peer for peer, _ in h.bad_peers] == ["forger"]
+    assert "bad signature" in h.bad_peers[0][1]
+    assert h.engine.proposals == {} and h.transport.votes(PV) == []
+    h.deliver(genuine, peer="proposer")
+    assert [v.block_hash for v in h.transport.votes(PV)] == [genuine.block.hash]
+
+
+def test_a_proposal_carrying_a_block_of_another_height_is_refused(tmp_path):
+    # Signed by the scheduled proposer, but the block inside is for height 2: refused and
+    # reported, so it takes neither the round's slot nor room among the height's blocks.
+    h = make_engine(tmp_path)
+    key = proposer(1, 0)
+    block = make_block(h.app, 1, 0, key, time_ms=h.clock.time_ms())
+    elsewhere = Block(dataclasses.replace(block.header, height=2), ())
+    h.deliver(sign_proposal(key, 1, 0, elsewhere), peer="proposer")
+    assert [peer for peer, _ in h.bad_peers] == ["proposer"]
+    assert "carries block 2" in h.bad_peers[0][1]
+    assert h.engine.proposals == {} and h.transport.votes(PV) == []
+    h.deliver(sign_proposal(key, 1, 0, block), peer="proposer")
+    assert [v.block_hash for v in h.transport.votes(PV)] == [block.hash]

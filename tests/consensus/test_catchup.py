@@ -3,8 +3,10 @@ node read, send and keep (``consensus/engine_catchup.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from consensus import make_commit
-from consensus.bft import NIL
+from consensus.bft import NIL, Step
 from consensus.messages import FinalizedBlock, SyncRequest
 from core import PrivateKey, Vote, VoteType
 from tests.consensus.helpers import (
@@ -152,3 +154,38 @@ def test_early_messages_with_bad_signatures_take_no_slot_and_are_reported(tmp_pa
     finish_height_one(h, b1)
     # Neither vote was kept for height 2.
     assert h.engine.votes.get(0, PV) is None
+
+
+def test_a_peer_asking_for_a_reproposed_block_gets_its_proof_of_lock_too(tmp_path):
+    # We never saw round 0's proposal; round 1 re-proposes its block with the prevotes
+    # of round 0 as its proof of lock. A peer missing the block asks for it: without
+    # those prevotes it could not prevote the re-proposal (it waits for them).
+    h = make_engine(tmp_path)
+    b0 = make_block(h.app, 1, 0, proposer(1, 0))
+    h.clock.advance(CONFIG.timeout_propose_ms)
+    h.votes_from(OTHERS, PV, 0, b0.hash)
+    h.votes_from(OTHERS, PC, 0, NIL)
+    h.clock.advance(CONFIG.timeout_ms(Step.PRECOMMIT_WAIT, 0))
+    assert h.engine.round == 1
+    reproposal = sign_proposal(proposer(1, 1), 1, 1, b0, pol_round=0)
+    h.deliver(reproposal)
+    h.transport.sent.clear()
+    h.deliver(SyncRequest(1, b0.hash), peer="behind")
+    sent = [m for p, m in h.transport.sent if p == "behind"]
+    assert sent[0] == reproposal
+    pol = sent[1:]
+    assert all(isinstance(v, Vote) and (v.type, v.round) == (PV, 0) for v in pol)
+    assert {v.validator for v in pol} == {k.public_key for k in OTHERS}
+
+
+def test_the_table_of_peer_budgets_is_bounded_and_frees_up_each_interval(tmp_path):
+    cfg = dataclasses.replace(CONFIG, max_sync_peers=2)
+    h = make_engine(tmp_path, app=chain_of(3), config=cfg)
+    for peer in ("a", "b", "c"):
+        h.deliver(SyncRequest(1, NIL), peer=peer)
+    # A third peer finds the table full: no read, no answer for it in this interval.
+    assert [bool(served(h, p)) for p in ("a", "b", "c")] == [True, True, False]
+    # Once the budgets in it expire, they make room.
+    h.clock.advance(cfg.sync_interval_ms)
+    h.deliver(SyncRequest(1, NIL), peer="c")
+    assert len(served(h, "c")) == 1
