@@ -59,6 +59,9 @@ def test_config_timeouts_grow_with_the_round():
         cfg.timeout_precommit_ms + 3 * cfg.timeout_precommit_delta_ms
     )
     assert cfg.timeout_ms(Step.NEW_HEIGHT, 9) == cfg.timeout_commit_ms
+    # Steps that wait for votes, not for time, have none.
+    with pytest.raises(ValueError, match="PREVOTE has no timeout"):
+        cfg.timeout_ms(Step.PREVOTE, 0)
 
 
 def test_engine_schedules_growing_propose_timeouts(tmp_path):

@@ -8,7 +8,15 @@ import pytest
 
 from consensus.privval import STATE_FILE, DoubleSignRefused, PrivValidator, SignStep
 from core import PrivateKey, StorageError, VoteType
-from tests.consensus.helpers import CHAIN, ME, ToyApp, make_block, proposer
+from tests.consensus.helpers import (
+    CHAIN,
+    ME,
+    ToyApp,
+    make_block,
+    make_engine,
+    proposer,
+    sign_proposal,
+)
 
 PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
 A = b"\xaa" * 32
@@ -141,3 +149,31 @@ def test_state_of_another_key_or_chain_refuses_to_start(tmp_path):
         PrivValidator(PrivateKey(b"\x09" * 32), CHAIN, tmp_path)
     with pytest.raises(StorageError):
         PrivValidator(ME, "other-chain", tmp_path)
+
+
+def unwritable(state_dir) -> None:
+    """Make the next persist fail as a full or failing disk would: its temp file's path
+    is taken by a directory (a read-only mode would not stop root)."""
+    (state_dir / STATE_FILE).with_suffix(".tmp").mkdir()
+
+
+def test_a_signature_that_cannot_be_persisted_is_not_returned(tmp_path):
+    pv = open_pv(tmp_path)
+    pv.sign_vote(PV, 5, 0, A)
+    unwritable(tmp_path)
+    with pytest.raises(StorageError, match="cannot persist"):
+        pv.sign_vote(PC, 5, 0, A)
+    # Nothing of the failed signature counts: not in memory, not on disk.
+    assert pv.last_signed == (5, 0, SignStep.PREVOTE) and pv.lock(5) is None
+    assert open_pv(tmp_path).last_signed == (5, 0, SignStep.PREVOTE)
+
+
+def test_the_engine_halts_rather_than_send_a_vote_it_could_not_persist(tmp_path):
+    h = make_engine(tmp_path)
+    unwritable(tmp_path / "privval")
+    key = proposer(1, 0)
+    block = make_block(h.app, 1, 0, key, time_ms=h.clock.time_ms())
+    with pytest.raises(StorageError):
+        h.deliver(sign_proposal(key, 1, 0, block))
+    assert h.engine.halted is not None
+    assert h.transport.votes(PV) == []
