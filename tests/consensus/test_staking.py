@@ -2,7 +2,7 @@
 
 import pytest
 
-from consensus import epoch_of, members, producers_for_height
+from consensus import epoch_of, members, producers_for_height, staking
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,
     PROPOSE_REMOVE_MEMBER,
@@ -337,6 +337,22 @@ def test_too_many_unbonding_entries():
         f"at most {MAX_UNBONDING_ENTRIES} pending unbondings, got {MAX_UNBONDING_ENTRIES}",
     )
     check_invariants(chain.state, chain.genesis.total_supply)
+
+
+def test_a_full_release_queue_refuses_the_unbond_and_leaves_the_staker_as_it_was(monkeypatch):
+    # 100,000 stakers released at one height is the bound (one begin-block runs them
+    # all); a lower bound shows the refusal without 100,000 stakers.
+    monkeypatch.setattr(staking, "MAX_RELEASES_PER_HEIGHT", 2)
+    chain = Chain()
+    chain.block(*(chain.tx(KEYS[i], UNBOND, Unbond(1)) for i in range(3)))
+    receipts = chain.last.receipts
+    assert [r.code for r in receipts] == ["ok", "ok", "release_queue_full"]
+    release = 1 + PARAMS.unbonding_blocks
+    assert receipts[2].message == f"at most 2 releases at height {release}, got 2"
+    assert chain.staker(ADDR[2]).bonded == SELF_BOND and chain.staker(ADDR[2]).unbonding == ()
+    check_invariants(chain.state, chain.genesis.total_supply)
+    # The next height has its own queue.
+    assert chain.run(KEYS[2], UNBOND, Unbond(1)).ok
 
 
 # --- vote_producers ---

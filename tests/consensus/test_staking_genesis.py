@@ -61,6 +61,11 @@ def test_staking_json_is_strict():
             "staking: at most max_producers (2) validators, got 3",
         ),
         (
+            # Heights map to epochs by division: 0 would fail every block that asks.
+            {"params": PARAMS.replace(epoch_length=0, proposal_voting_blocks=6)},
+            "staking: epoch_length must be at least 1, got 0",
+        ),
+        (
             {"params": PARAMS.replace(slash_bps=10_001)},
             "staking: slash_bps must be in 1..10000, got 10001",
         ),

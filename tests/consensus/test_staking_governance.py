@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from consensus import (
     epoch_of,
+    governance,
     is_member,
     may_connect,
     members,
@@ -586,3 +587,78 @@ def within_an_epoch(chain):
 def proposer(chain):
     """A member's key to propose with."""
     return next(k for k in KEYS if is_member(chain.state, k.public_key))
+
+
+def test_changes_due_at_different_heights_apply_each_at_its_own():
+    # Both scheduled at once: the first one due is applied, the other stays scheduled
+    # (and is applied at its own height, not lost with the first).
+    chain = Chain(make_genesis(params=PARAMS.replace(param_change_delay_blocks=10)))
+    first = pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("min_fee", 20))
+    first_due = chain.height + 10
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_block_txs", 77))
+    second_due = chain.height + 10
+    assert first and first_due < second_due
+    chain.advance_to(first_due)
+    assert Event.of("param_changed", name="min_fee", value=20) in chain.last.begin_events
+    assert (active_params(chain.state).min_fee, active_params(chain.state).max_block_txs) == (
+        20,
+        PARAMS.max_block_txs,
+    )
+    assert params_for_height(chain.state, second_due).max_block_txs == 77
+    chain.advance_to(second_due)
+    assert Event.of("param_changed", name="max_block_txs", value=77) in chain.last.begin_events
+    assert active_params(chain.state) == PARAMS.replace(
+        param_change_delay_blocks=10, min_fee=20, max_block_txs=77
+    )
+
+
+def test_a_change_landing_before_the_one_it_relies_on_is_skipped_deterministically():
+    # unbonding_blocks 8 is valid only once max_evidence_age_blocks is 3 (as above).
+    # Passed while that change waits out a delay of 20 blocks, after the delay itself
+    # became 1, it lands first: applied there, the set would be invalid (evidence would
+    # outlive the unbonding it must slash), so it is skipped, with an event, and the
+    # change it relied on still applies at its own height.
+    chain = Chain(make_genesis(params=PARAMS.replace(param_change_delay_blocks=20)))
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("param_change_delay_blocks", 1))
+    short_delay_from = chain.height + 20
+    chain.block()
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_evidence_age_blocks", 3))
+    evidence_due = chain.height + 20
+    chain.advance_to(short_delay_from - 1)
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("unbonding_blocks", 8))
+    unbonding_due = chain.height + 1
+    assert unbonding_due < evidence_due
+    chain.advance_to(unbonding_due)
+    assert (
+        Event.of("param_change_skipped", name="unbonding_blocks", value=8)
+        in chain.last.begin_events
+    )
+    assert active_params(chain.state).unbonding_blocks == PARAMS.unbonding_blocks
+    chain.advance_to(evidence_due)
+    params = active_params(chain.state)
+    assert (params.max_evidence_age_blocks, params.unbonding_blocks) == (3, PARAMS.unbonding_blocks)
+
+
+def test_removing_a_key_that_is_no_member_is_refused():
+    chain = Chain()
+    receipt = chain.run(KEYS[0], PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[7]))
+    assert (receipt.code, receipt.message) == ("unknown_member", f"{PUB[7].hex()} is not a member")
+
+
+def test_scheduled_changes_are_bounded(monkeypatch):
+    # The schedule is one state value (256 changes at most); a lower bound shows the
+    # refusal, at proposing and again when a proposal would pass.
+    monkeypatch.setattr(governance, "MAX_PENDING_PARAMS", 1)
+    params = PARAMS.replace(param_change_delay_blocks=50, proposal_voting_blocks=20)
+    chain = Chain(make_genesis(params=params))
+    waiting = propose(chain, ProposeParamChange("max_block_txs", 77), PROPOSE_PARAM_CHANGE)
+    for key in KEYS[:2]:
+        assert vote(chain, key, waiting).ok
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("min_fee", 20))
+    receipt = chain.run(KEYS[0], PROPOSE_PARAM_CHANGE, ProposeParamChange("min_fee", 30))
+    assert (receipt.code, receipt.message) == (
+        "too_many_pending",
+        "at most 1 scheduled changes, got 1",
+    )
+    assert vote(chain, KEYS[2], waiting).code == "too_many_pending"
+    assert params_for_height(chain.state, chain.height + 100).max_block_txs == PARAMS.max_block_txs
