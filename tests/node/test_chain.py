@@ -1,4 +1,5 @@
-"""Building blocks on a real store: the proposer's time budget."""
+"""Building blocks on a real store (the proposer's time budget), and the consensus engine's
+application over it: what it refuses, drops and no longer serves."""
 
 from __future__ import annotations
 
@@ -6,14 +7,28 @@ import time
 from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from core import Block, InvalidBlock, PrivateKey, TxBody, merkle_root, sign_tx
+from consensus import BFTConfig, ConsensusEngine, make_commit
+from consensus.messages import FinalizedBlock, SyncRequest
+from core import (
+    Block,
+    Commit,
+    CommitSig,
+    InvalidBlock,
+    PrivateKey,
+    TxBody,
+    merkle_root,
+    sign_tx,
+)
 from core.keystore import load_key
 from genesis import GenesisAccount, create_localnet, load_genesis
 from node.chain import BuildCost, Chain
 from node.consensus import ChainApplication
 from node.service import build_registry
 from storage import ChainStore
+from tests.consensus.helpers import ManualClock, RecordingTransport
 from vm import Transfer, verify_signed_tx
 
 SENDERS = [PrivateKey(i.to_bytes(32, "big")) for i in range(1, 601)]
@@ -253,3 +268,135 @@ def test_a_block_past_the_limits_is_refused_before_its_signatures(tmp_path, over
     expected = "11 transactions" if over == "count" else f"{limit + 1} bytes"
     with pytest.raises(InvalidBlock, match=expected):
         _chain(tmp_path, "b", g).verify(forged)
+
+
+# --- a byzantine producer's block, as the consensus engine hands it over ----------------
+
+
+def _at_height_two(tmp_path):
+    """A chain with block 1 committed, the application over it, and the honest block 2
+    built by another node (with two transfers)."""
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    other = _chain(tmp_path, "b", g)
+    vtxs = _transfers(chain, g)
+    for c in (chain, other):
+        executed = c.build([], producer, g.genesis_time_ms + 1_000)
+        c.commit(executed, make_commit([producer], g.chain_id, 1, 0, executed.block.hash))
+    honest = other.build(vtxs[:2], producer, g.genesis_time_ms + 2_000).block
+    app = ChainApplication(chain, producer, _Pool([]), lambda *_: None)
+    return g, producer, app, honest, vtxs
+
+
+def _with_txs(block: Block, txs: tuple[bytes, ...]) -> Block:
+    """``block`` with other transactions under a tx root that matches them (the engine
+    hands over only bodies that match their header)."""
+    return Block(replace(block.header, tx_root=merkle_root(txs)), txs)
+
+
+TAMPERED = {
+    "state root": lambda b, g, v: Block(replace(b.header, state_root=b"\x01" * 32), b.txs),
+    "receipt root": lambda b, g, v: Block(replace(b.header, receipt_root=b"\x01" * 32), b.txs),
+    "producer": lambda b, g, v: Block(replace(b.header, producer=SENDERS[0].public_key), b.txs),
+    "time": lambda b, g, v: Block(replace(b.header, time_ms=g.genesis_time_ms + 1_000), b.txs),
+    "certificate": lambda b, g, v: Block(
+        replace(
+            b.header,
+            last_commit=make_commit([SENDERS[0]], g.chain_id, 1, 0, b.header.prev_hash),
+        ),
+        b.txs,
+    ),
+    "not a transaction": lambda b, g, v: _with_txs(b, (b"\x93junk",)),
+    "a transaction twice": lambda b, g, v: _with_txs(b, (v[0].encoded, v[0].encoded)),
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERED))
+def test_a_byzantine_producers_block_is_refused_not_raised(tmp_path, tampering):
+    # The engine asks validate() of every proposal it holds a body for: an exception
+    # there would halt it, so whatever the block holds, the answer is False.
+    g, _, app, honest, vtxs = _at_height_two(tmp_path)
+    bad = TAMPERED[tampering](honest, g, vtxs)
+    assert bad.hash != honest.hash
+    assert app.validate(bad) is False
+    # What was tried on the bad block left nothing behind: the honest one still verifies.
+    assert app.validate(honest) is True
+
+
+U64 = st.integers(0, 2**64 - 1)
+HASHES = st.binary(min_size=32, max_size=32)
+HEADER_FIELDS = {
+    "round": U64,
+    "time_ms": U64,
+    "prev_hash": HASHES,
+    "tx_root": HASHES,
+    "state_root": HASHES,
+    "receipt_root": HASHES,
+    "producer": HASHES,
+    "producer_set_hash": HASHES,
+    "last_commit": st.none()
+    | st.builds(
+        Commit,
+        U64,
+        U64,
+        HASHES,
+        st.lists(st.builds(CommitSig, HASHES, st.binary(min_size=64, max_size=64)), max_size=3).map(
+            tuple
+        ),
+    ),
+}
+
+
+def test_no_header_or_body_a_producer_signs_makes_validation_raise(tmp_path):
+    # Height and chain id are the engine's to check before it asks (another height's
+    # block never reaches validate); everything else is the producer's choice.
+    g, _, app, honest, vtxs = _at_height_two(tmp_path)
+    bodies = st.lists(
+        st.sampled_from([v.encoded for v in vtxs[:4]]) | st.binary(max_size=200), max_size=3
+    ).map(tuple)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sets(st.sampled_from(sorted(HEADER_FIELDS))), st.data(), bodies)
+    def check(fields, data, txs):
+        changes = {name: data.draw(HEADER_FIELDS[name], label=name) for name in fields}
+        header = replace(honest.header, **changes)
+        block = Block(header, honest.txs) if txs == () else _with_txs(Block(header, ()), txs)
+        assert app.validate(block) in (True, False)
+
+    check()
+
+
+def test_what_the_builder_leaves_out_is_dropped_from_the_mempool(tmp_path):
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    vtxs = _transfers(chain, g)
+    # The mempool still offers a transaction the block already holds (its nonce is used).
+    pool = _Pool([vtxs[0], vtxs[1], vtxs[0]])
+    app = ChainApplication(chain, producer, pool, lambda *_: None)
+    block = app.propose(1, 0, g.genesis_time_ms + 1_000)
+    assert list(block.txs) == [vtxs[0].encoded, vtxs[1].encoded]
+    assert pool.rejected == [vtxs[0].hash]
+
+
+def test_a_pruned_block_is_not_served_and_the_engine_goes_on(tmp_path):
+    # A peer far behind asks a pruning node for a block it no longer keeps: no answer
+    # (a certificate without its block, or a block without its certificate, is none).
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    for h in (1, 2, 3):
+        executed = chain.build([], producer, g.genesis_time_ms + h * 1_000)
+        chain.commit(executed, make_commit([producer], g.chain_id, h, 0, executed.block.hash))
+    chain.store.prune_blocks(3)
+    app = ChainApplication(chain, producer, _Pool([]), lambda *_: None)
+    assert app.committed(1) is None and app.committed(2) is None
+    assert app.committed(3) is not None and app.committed(4) is None
+    transport = RecordingTransport()
+    engine = ConsensusEngine(
+        chain_id=g.chain_id, app=app, transport=transport, clock=ManualClock(), config=BFTConfig()
+    )
+    engine.start()
+    for height in (1, 2, 3):
+        engine.deliver(SyncRequest(height, b""), b"peer")
+    answers = [m for peer, m in transport.sent if peer == b"peer"]
+    assert [type(m) for m in answers] == [FinalizedBlock] and answers[0].block.header.height == 3
+    assert engine.halted is None
