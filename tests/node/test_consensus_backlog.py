@@ -83,3 +83,33 @@ async def test_a_peer_waits_once_its_backlog_is_full_and_others_do_not(tmp_path)
     finally:
         seams.release.set()
         await node.stop()
+
+
+async def test_a_peer_waiting_on_its_backlog_is_let_go_when_consensus_stops(tmp_path):
+    # The consensus thread is busy and will take nothing more: a stop must not leave
+    # the peer's reader waiting for a drain that never comes (the node's shutdown would
+    # wait on it).
+    _, home = make_home(tmp_path)
+    seams = Held()
+    node = Node.from_home(home, "", seams=seams)
+    node.open()
+    await node.start()
+    try:
+        consensus = node.consensus
+        assert consensus is not None
+        big = ConsensusService.PEER_BACKLOG_BYTES // (1024 * 1024) - 1
+        await consensus.deliver(far_proposal(node, 0, big), FLOOD)
+        while not seams.held.is_set():
+            await asyncio.sleep(0.01)
+        # The next one does not fit beside it: its reader waits.
+        waiting = asyncio.create_task(consensus.deliver(far_proposal(node, 1, big), FLOOD))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        # stop() joins the consensus thread, still held: off the loop, as the node does.
+        stopping = asyncio.get_running_loop().run_in_executor(None, consensus.stop)
+        await asyncio.wait_for(waiting, 5)
+        seams.release.set()
+        await asyncio.wait_for(stopping, 30)
+    finally:
+        seams.release.set()
+        await node.stop()

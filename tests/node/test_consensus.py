@@ -1,0 +1,235 @@
+"""The consensus service between the engine's thread and the node's loop: peers that send
+invalid data are dropped, double signs become evidence transactions, a halted engine is
+reported to the node once (however it halted) and takes no more input.
+
+A real chain on LevelDB, the engine on its own thread as in the node; p2p, the mempool
+and the node's callbacks are played by recorders on the test's loop. Four producers,
+this node one of them: alone it decides nothing, so every height is the test's doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from consensus import BFTConfig, ConsensusMessage, PrivValidator, make_commit
+from consensus.evidence import SubmitEvidence
+from consensus.messages import FinalizedBlock, SyncRequest
+from core import StorageError, Vote, VoteType
+from node.chain import Chain
+from node.consensus import ConsensusSeams, ConsensusService, LoopLink
+from node.metrics import NodeMetrics
+from node.service import build_registry
+from storage import ChainStore
+from tests.consensus.byzantine import conflicting_vote
+from tests.consensus.staking_helpers import CHAIN, KEYS, PARAMS, T0, make_genesis
+
+GENESIS = make_genesis(validators=4, params=PARAMS.replace(max_producers=4))
+ME, OTHER = KEYS[0], KEYS[1]
+PRODUCERS = KEYS[:4]
+BY_PUB = {k.public_key: k for k in PRODUCERS}
+PEER = b"\x07" * 32
+
+
+class Peers:
+    """``PeerLink`` recording what the engine sent and whom it dropped."""
+
+    def __init__(self) -> None:
+        self.broadcasts: list[ConsensusMessage] = []
+        self.sent: list[tuple[bytes, ConsensusMessage]] = []
+        self.dropped: list[tuple[bytes, str]] = []
+
+    def broadcast(self, msg: ConsensusMessage) -> None:
+        self.broadcasts.append(msg)
+
+    def send(self, peer: bytes, msg: ConsensusMessage) -> None:
+        self.sent.append((peer, msg))
+
+    def drop_peer(self, peer: bytes, reason: str) -> None:
+        self.dropped.append((peer, reason))
+
+
+class NoTxs:
+    def select(self, max_txs: int, max_bytes: int) -> list:
+        return []
+
+    def get(self, tx_hash: bytes) -> None:
+        return None
+
+    def reject(self, tx_hashes: list[bytes]) -> None:
+        pass
+
+
+class Node:
+    """What the service reports to: halts, submitted transactions, committed heights."""
+
+    def __init__(self) -> None:
+        self.halts: list[BaseException] = []
+        self.submitted: list[tuple[str, bytes]] = []
+        self.committed: list[int] = []
+        self.peers = Peers()
+        self.metrics = NodeMetrics()
+
+
+def service(
+    tmp_path: Path,
+    node: Node,
+    *,
+    seams: ConsensusSeams | None = None,
+    store: ChainStore | None = None,
+) -> ConsensusService:
+    chain = Chain(store or ChainStore(tmp_path / "db"), GENESIS, build_registry())
+    return ConsensusService(
+        chain,
+        BFTConfig(),
+        PrivValidator(ME, CHAIN, tmp_path / "privval"),
+        key=ME,
+        wal_dir=tmp_path / "wal",
+        build_budget_ms=0,
+        main=LoopLink(asyncio.get_running_loop()),
+        txs=NoTxs(),
+        peers=node.peers,
+        committed=lambda executed, _commit, _s: node.committed.append(executed.block.header.height),
+        submit_tx=lambda tx_type, payload: node.submitted.append((tx_type, payload)),
+        metrics=node.metrics,
+        seams=seams,
+        halted=node.halts.append,
+    )
+
+
+async def until(done: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait (polling) for ``done()`` to hold; fail after ``timeout`` seconds."""
+
+    async def poll() -> None:
+        while not done():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def finalized(tmp_path: Path, height: int, salt: int = 0) -> FinalizedBlock:
+    """Blocks 1..``height`` built on another store, certified by all three producers;
+    the last one with its certificate (``salt`` moves its time: another block)."""
+    chain = Chain(ChainStore(tmp_path / f"other-{height}-{salt}"), GENESIS, build_registry())
+    result = None
+    for h in range(1, height + 1):
+        proposer = BY_PUB[chain.validators_for(h).proposer(h, 0)]
+        time_ms = T0 + h * 1_000 + (salt if h == height else 0)
+        executed = chain.build([], proposer, time_ms)
+        commit = make_commit(PRODUCERS, CHAIN, h, 0, executed.block.hash)
+        chain.commit(executed, commit)
+        result = FinalizedBlock(executed.block, commit, latest=height + 3)
+    assert result is not None
+    return result
+
+
+def forged(v: Vote) -> Vote:
+    return Vote(v.type, v.height, v.round, v.block_hash, v.validator, bytes(64))
+
+
+def votes_received(node: Node, kind: str) -> float:
+    value = node.metrics.registry.get_sample_value(
+        "liveledger_votes_received_total", {"type": kind}
+    )
+    return value or 0.0
+
+
+async def test_bad_peers_are_dropped_double_signs_submitted_and_a_halt_reported_once(tmp_path):
+    node = Node()
+    consensus = service(tmp_path, node)
+    consensus.start()
+    try:
+        # A vote whose signature fails: its sender is dropped by p2p, on the main loop.
+        good = Vote.create(OTHER, CHAIN, VoteType.PREVOTE, 1, 0, b"")
+        await consensus.deliver(forged(good), PEER)
+        await until(lambda: node.peers.dropped)
+        assert node.peers.dropped[0][0] == PEER and "vote 1/0" in node.peers.dropped[0][1]
+
+        # A producer's two prevotes at one step: evidence, held until height 1 commits
+        # (the chain refuses evidence of the height being decided).
+        await consensus.deliver(good, PEER)
+        await consensus.deliver(conflicting_vote(OTHER, CHAIN, good), PEER)
+        await until(lambda: votes_received(node, "prevote") == 3)  # the forged one too
+        assert node.submitted == []
+        first = finalized(tmp_path, 1)
+        await consensus.deliver(first, PEER)
+        await until(lambda: node.submitted)
+        [(tx_type, payload)] = node.submitted
+        evidence = SubmitEvidence.decode(payload)
+        assert tx_type == "submit_evidence"
+        assert {evidence.vote_a, evidence.vote_b} == {good, conflicting_vote(OTHER, CHAIN, good)}
+        assert node.committed == [1]
+        # The peer is further ahead: it is asked for the next height, and only it.
+        await until(lambda: node.peers.sent)
+        assert node.peers.sent[0] == (PEER, ConsensusMessage.wrap(SyncRequest(2, b"")))
+
+        # Height 2: +2/3 precommit a block (not held yet), then a peer's certificate
+        # for another block at that height: more than 1/3 signed both, the engine halts.
+        decided = finalized(tmp_path, 2)
+        for key in PRODUCERS[1:]:
+            precommit = Vote.create(key, CHAIN, VoteType.PRECOMMIT, 2, 0, decided.block.hash)
+            await consensus.deliver(precommit, PEER)
+        await until(lambda: votes_received(node, "precommit") == 3)
+        other = finalized(tmp_path, 2, salt=1)
+        assert other.block.hash != decided.block.hash
+        await consensus.deliver(other, PEER)
+        await until(lambda: node.halts)
+        assert "certificates for" in str(node.halts[0])
+        assert node.committed == [1]
+        # A halted engine takes nothing more, and the peer is not held up by it.
+        for _ in range(3):
+            await asyncio.wait_for(consensus.deliver(decided, PEER), 5)
+        await asyncio.sleep(1.2)  # two more rounds of the service's halt check
+        assert len(node.halts) == 1 and node.committed == [1]
+    finally:
+        consensus.stop()
+    # Stopped: messages from p2p that still come are let go.
+    await asyncio.wait_for(consensus.deliver(good, PEER), 5)
+
+
+class FailsToStart(ConsensusSeams):
+    """The application the engine asks where it is fails (a store that cannot be read)."""
+
+    def application(self, app):
+        class Failing:
+            def __getattr__(self, name):
+                return getattr(app, name)
+
+            def committed(self, height):
+                raise StorageError("block store unreadable")
+
+        return Failing()
+
+
+async def test_an_engine_that_fails_to_start_is_reported_to_the_node(tmp_path):
+    # The failure comes before the engine's own loop, which marks a halt for the
+    # service's periodic check: it is reported by the start itself.
+    node = Node()
+    consensus = service(tmp_path, node, seams=FailsToStart())
+    consensus.start()
+    try:
+        await until(lambda: node.halts)
+        assert isinstance(node.halts[0], StorageError)
+    finally:
+        consensus.stop()
+
+
+class UnwarmableStore(ChainStore):
+    def warm_tree(self, start: int) -> int:
+        raise StorageError("tree node unreadable")
+
+
+async def test_a_tree_warm_up_that_cannot_read_ends_and_the_engine_goes_on(tmp_path):
+    node = Node()
+    consensus = service(tmp_path, node, store=UnwarmableStore(tmp_path / "db"))
+    consensus.start()
+    try:
+        await until(
+            lambda: node.metrics.registry.get_sample_value("liveledger_state_tree_loaded") == 1
+        )
+        await consensus.deliver(finalized(tmp_path, 1), PEER)
+        await until(lambda: node.committed == [1])
+        assert node.halts == []
+    finally:
+        consensus.stop()
