@@ -737,3 +737,270 @@ async def test_a_record_kept_by_pruning_while_it_is_read_is_still_served(tmp_pat
     assert dest.at is None and dest.block_base == 57  # the pass ran mid-read
     assert isinstance(answer, EpochsResponse)
     assert len(answer.records) == 60 // EPOCH
+
+
+# --- lies in offers, chunks and epoch records -------------------------------------------
+
+
+def _offer_lie(source: Chain, lie: str) -> SnapshotOffer:
+    """The honest offer of ``source``'s height 40, with ``lie`` told in it."""
+    block, commit = source.store.get_block(40), source.store.get_commit(40)
+    assert block is not None and commit is not None
+    if lie == "undecodable":
+        return SnapshotOffer(40, b"\x93not a block", commit.encode())
+    if lie == "another height":
+        older = source.store.get_block(32)
+        assert older is not None
+        return SnapshotOffer(40, older.encode(), commit.encode())
+    if lie == "forged certificate":
+        strangers = [k for k in KEYS if k.public_key not in BY_PUB_PRODUCERS]
+        forged = make_commit(strangers[:3], GENESIS.chain_id, 40, 0, block.hash)
+        return SnapshotOffer(40, block.encode(), forged.encode())
+    assert lie == "swapped body"
+    return SnapshotOffer(40, Block(block.header, (b"\x93extra",)).encode(), commit.encode())
+
+
+BY_PUB_PRODUCERS = {v.public_key for v in GENESIS.validators}
+
+
+LIES = {
+    "undecodable": "trailing bytes",
+    "another height": "offered block is staking-test/32",
+    "forged certificate": "commit signed by non-producer",
+    "swapped body": "height 40: tx root",
+}
+
+
+@pytest.mark.parametrize("lie", sorted(LIES))
+async def test_a_peer_lying_in_its_offer_is_refused_and_the_sync_goes_on(
+    tmp_path, monkeypatch, lie
+):
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+    offer = _offer_lie(source, lie)
+
+    async def hostile(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return offer
+        return await honest.answer(msg)
+
+    async def later(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            await asyncio.sleep(0.2)  # the lie, at the same height, is looked at first
+        return await honest.answer(msg)
+
+    net = Net({HOSTILE: hostile, HONEST: later})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest) == 40
+    assert f"snapshot offer at 40: {LIES[lie]}" in net.dropped[HOSTILE]
+    assert HONEST not in net.dropped
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+
+
+async def test_an_offer_other_than_the_trusted_block_is_refused(tmp_path, monkeypatch):
+    # With a trusted height and hash configured, a block certified as well as can be is
+    # still not the one: its sender is refused, the trusted one synced.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+    trusted = source.store.get_block(40)
+    assert trusted is not None
+    other = Block(dataclasses.replace(trusted.header, time_ms=trusted.header.time_ms + 1), ())
+    commit = make_commit(
+        [BY_PUB[k] for k in source.validators_for(40).keys], GENESIS.chain_id, 40, 0, other.hash
+    )
+
+    async def hostile(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(40, other.encode(), commit.encode())
+        return await honest.answer(msg)
+
+    async def later(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            await asyncio.sleep(0.2)
+        return await honest.answer(msg)
+
+    net = Net({HOSTILE: hostile, HONEST: later})
+    dest = ChainStore(tmp_path / "b")
+    net.syncer = StateSyncer(
+        dest, GENESIS, net, trust_height=40, trust_hash=trusted.hash, request_timeout_s=1.0
+    )
+    assert await asyncio.wait_for(net.syncer.run(), 30) == 40
+    assert "not the trusted 40/" in net.dropped[HOSTILE] and HONEST not in net.dropped
+
+
+async def test_a_peer_silent_on_the_offer_request_does_not_hold_the_sync(tmp_path, monkeypatch):
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+
+    async def silent(msg: Wire) -> Wire | None:
+        return None
+
+    net = Net({HOSTILE: silent, HONEST: honest.answer})
+    assert await net.sync(ChainStore(tmp_path / "b")) == 40
+
+
+async def test_a_peer_serving_a_tampered_chunk_is_refused_and_its_subtree_asked_again(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+    tampered: list[ChunkRequest] = []
+
+    async def hostile(msg: Wire) -> Wire | None:
+        answer = await honest.answer(msg)
+        if isinstance(answer, ChunkResponse) and answer.nodes and not tampered:
+            assert isinstance(msg, ChunkRequest)
+            tampered.append(msg)
+            last = answer.nodes[-1]
+            flipped = last[:-1] + bytes([last[-1] ^ 1])
+            return dataclasses.replace(answer, nodes=(*answer.nodes[:-1], flipped))
+        return answer
+
+    net = Net({HOSTILE: hostile, HONEST: honest.answer})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest) == 40
+    assert tampered and "chunk node" in net.dropped[HOSTILE]
+    assert HONEST not in net.dropped
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+
+
+class CrashOnChunk(ChainStore):
+    """The process dies at its ``at``-th chunk write (nothing of it reaches the disk)."""
+
+    def __init__(self, path: Path, at: int) -> None:
+        super().__init__(path)
+        self.at = at
+        self.written = 0
+
+    def store_chunk(self, nodes, leaves) -> None:
+        self.written += 1
+        if self.written == self.at:
+            raise Crash
+        super().store_chunk(nodes, leaves)
+
+
+async def test_a_sync_that_crashed_among_its_chunks_resumes_where_it_was(tmp_path, monkeypatch):
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    first = Net({HONEST: server(source.store).answer})
+    dest = CrashOnChunk(tmp_path / "b", at=4)
+    with pytest.raises(Crash):
+        await first.sync(dest)
+    dest.close()
+    whole = Net({HONEST: server(source.store).answer})
+    assert await whole.sync(ChainStore(tmp_path / "c")) == 40
+
+    dest = ChainStore(tmp_path / "b")
+    assert dest.sync_target() is not None and dest.sync_target().height == 40
+    again = Net({HONEST: server(source.store).answer})
+    assert await again.sync(dest) == 40
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+    # The target came from the store: no offer was asked for, no record fetched, and
+    # the three chunks kept before the crash were not fetched again.
+    assert again.asked[HONEST, SnapshotRequest] == again.asked[HONEST, EpochsRequest] == 0
+    assert again.asked[HONEST, ChunkRequest] == whole.asked[HONEST, ChunkRequest] - 3
+
+
+async def test_a_snapshot_no_peer_serves_any_more_is_left_for_a_newer_one(tmp_path, monkeypatch):
+    # The only peer offered height 40, then pruned it: every chunk it is asked for is
+    # "not served". The sync gives the snapshot up and takes the peer's newer one.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 48)
+    honest = server(source.store)
+    offers = [0]
+
+    async def pruned_40(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            offers[0] += 1
+            return await honest.answer(SnapshotRequest(40) if offers[0] == 1 else msg)
+        if isinstance(msg, ChunkRequest) and msg.height == 40:
+            return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, ())
+        return await honest.answer(msg)
+
+    net = Net({HONEST: pruned_40})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, request_timeout_s=0.5) == 48
+    assert offers[0] == 2 and net.dropped == {}
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+
+
+def _shifted(records: tuple[bytes, ...], serving_records: dict[int, bytes], first: int):
+    """Each record replaced with the next epoch's: well formed, signed, and wrong."""
+    return tuple(serving_records.get(e + 1, r) for e, r in enumerate(records, start=first))
+
+
+@pytest.mark.parametrize("lie", ["shifted records", "another page"])
+async def test_a_peer_sending_false_epoch_records_is_refused_and_the_walk_goes_on(
+    tmp_path, monkeypatch, lie
+):
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+    every = await honest.answer(EpochsRequest(1, 64))
+    assert isinstance(every, EpochsResponse)
+    by_epoch = dict(enumerate(every.records, start=1))
+    lied: list[int] = []
+
+    async def hostile(msg: Wire) -> Wire | None:
+        answer = await honest.answer(msg)
+        if isinstance(answer, EpochsResponse) and answer.records:
+            lied.append(answer.first)
+            if lie == "shifted records":
+                return EpochsResponse(
+                    answer.first, _shifted(answer.records, by_epoch, answer.first)
+                )
+            return EpochsResponse(answer.first + 1, answer.records[1:])
+        return answer
+
+    async def slower(msg: Wire) -> Wire | None:
+        if isinstance(msg, EpochsRequest):
+            # The lie comes first (an honest page first would leave it unread: records
+            # of epochs verified already are not looked at).
+            await asyncio.sleep(0.3)
+        return await honest.answer(msg)
+
+    net = Net({HOSTILE: hostile, HONEST: slower})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest) == 40
+    assert lied and HOSTILE in net.dropped and HONEST not in net.dropped
+    reason = net.dropped[HOSTILE]
+    assert ("record" in reason) if lie == "shifted records" else ("asked" in reason)
+    # Only verified records were kept.
+    producers = ValidatorSet.of(v.public_key for v in GENESIS.validators)
+    for epoch in range(1, 40 // EPOCH):
+        raw = dest.get_epoch_record(epoch)
+        assert raw == by_epoch[epoch]
+        producers = verify_epoch_record(GENESIS, epoch, raw, producers)
+
+
+async def test_a_chain_without_staking_syncs_under_its_genesis_producers(tmp_path, monkeypatch):
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    genesis = make_genesis(validators=3, staking=False)
+    chain = Chain(ChainStore(tmp_path / "a"), genesis, build_registry())
+    for h in range(1, 17):
+        proposer = BY_PUB[chain.validators_for(h).proposer(h, 0)]
+        executed = chain.build([], proposer, genesis.genesis_time_ms + h * 1000)
+        keys = [BY_PUB[k] for k in chain.validators_for(h).keys]
+        chain.commit(executed, make_commit(keys, genesis.chain_id, h, 0, executed.block.hash))
+    serving = SnapshotServer(lambda: chain.store, genesis, INTERVAL, budget=ReadBudget(1e6, 1e6))
+    net = Net({HONEST: serving.answer})
+    dest = ChainStore(tmp_path / "b")
+    net.syncer = StateSyncer(dest, genesis, net, request_timeout_s=1.0)
+    assert await asyncio.wait_for(net.syncer.run(), 30) == 16
+    assert net.asked[HONEST, EpochsRequest] == 0
+    assert dict(dest.iter_state()) == dict(chain.store.iter_state())
+
+
+async def test_a_server_answers_only_state_sync_requests(tmp_path):
+    serving = server(make_chain(tmp_path / "a", 8).store)
+    assert await serving.answer(SnapshotOffer(0, b"", b"")) is None
+
+
+def test_a_read_budget_needs_a_rate_and_room_for_one_read():
+    for rate, burst in ((0.0, 8.0), (-1.0, 8.0), (4.0, 0.5)):
+        with pytest.raises(ValueError, match="a read budget needs"):
+            ReadBudget(rate, burst)
