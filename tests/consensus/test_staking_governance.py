@@ -639,10 +639,14 @@ def test_a_change_landing_before_the_one_it_relies_on_is_skipped_deterministical
     assert (params.max_evidence_age_blocks, params.unbonding_blocks) == (3, PARAMS.unbonding_blocks)
 
 
-def test_removing_a_key_that_is_no_member_is_refused():
+def test_members_are_bounded(monkeypatch):
+    # The member list is one state value (MAX_VALIDATORS keys); a lower bound shows the
+    # refusal without hundreds of admissions.
+    monkeypatch.setattr(governance, "MAX_MEMBERS", 3)
     chain = Chain()
-    receipt = chain.run(KEYS[0], PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[7]))
-    assert (receipt.code, receipt.message) == ("unknown_member", f"{PUB[7].hex()} is not a member")
+    receipt = chain.run(KEYS[0], PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[7], "m7"))
+    assert (receipt.code, receipt.message) == ("too_many_members", "at most 3 members, got 3")
+    assert not is_member(chain.state, PUB[7])
 
 
 def test_scheduled_changes_are_bounded(monkeypatch):
