@@ -66,6 +66,11 @@ def test_staking_json_is_strict():
             "staking: epoch_length must be at least 1, got 0",
         ),
         (
+            # A candidate with no self-bond would have nothing to lose.
+            {"params": PARAMS.replace(min_self_bond=0)},
+            "staking: min_self_bond must be at least 1, got 0",
+        ),
+        (
             {"params": PARAMS.replace(slash_bps=10_001)},
             "staking: slash_bps must be in 1..10000, got 10001",
         ),

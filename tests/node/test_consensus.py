@@ -10,15 +10,18 @@ this node one of them: alone it decides nothing, so every height is the test's d
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from consensus import BFTConfig, ConsensusMessage, PrivValidator, make_commit
 from consensus.evidence import SubmitEvidence
 from consensus.messages import FinalizedBlock, SyncRequest
 from core import StorageError, Vote, VoteType
 from node.chain import Chain
-from node.consensus import ConsensusSeams, ConsensusService, LoopLink
+from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopTxSource
 from node.metrics import NodeMetrics
 from node.service import build_registry
 from storage import ChainStore
@@ -233,3 +236,43 @@ async def test_a_tree_warm_up_that_cannot_read_ends_and_the_engine_goes_on(tmp_p
         assert node.halts == []
     finally:
         consensus.stop()
+
+
+class Mempool:
+    """The mempool's part ``MainLoopTxSource`` reaches, noting the thread of each call."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+        self.dropped: list[tuple[tuple, list[bytes]]] = []
+        self.failing = False
+
+    def select(self, max_txs: int, max_bytes: int) -> list[str]:
+        self.threads.append(threading.get_ident())
+        if self.failing:
+            raise RuntimeError("mempool broken")
+        return ["tx-a", "tx-b", "tx-c"][:max_txs]
+
+    def get(self, tx_hash: bytes) -> str | None:
+        return "tx-a" if tx_hash == b"a" else None
+
+    def on_block_committed(self, included: tuple, rejected: list[bytes]) -> None:
+        self.threads.append(threading.get_ident())
+        self.dropped.append((included, rejected))
+
+
+async def test_the_mempool_is_reached_on_its_loop_from_the_consensus_thread():
+    loop = asyncio.get_running_loop()
+    mempool = Mempool()
+    source = MainLoopTxSource(LoopLink(loop), mempool)  # type: ignore[arg-type]  # a stand-in
+    # Called from another thread, as the consensus thread does: run on the loop's.
+    assert await loop.run_in_executor(None, source.select, 2, 10**6) == ["tx-a", "tx-b"]
+    await loop.run_in_executor(None, source.reject, [b"stale"])
+    await until(lambda: mempool.dropped)
+    assert mempool.dropped == [((), [b"stale"])]
+    assert set(mempool.threads) == {threading.get_ident()}
+    assert source.get(b"a") == "tx-a" and source.get(b"b") is None
+    # A failure on the loop is the caller's (the engine halts on it and it is reported),
+    # not lost on the loop while the caller waits for ever.
+    mempool.failing = True
+    with pytest.raises(RuntimeError, match="mempool broken"):
+        await asyncio.wait_for(loop.run_in_executor(None, source.select, 2, 10**6), 10)

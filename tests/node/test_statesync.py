@@ -1004,3 +1004,37 @@ def test_a_read_budget_needs_a_rate_and_room_for_one_read():
     for rate, burst in ((0.0, 8.0), (-1.0, 8.0), (4.0, 0.5)):
         with pytest.raises(ValueError, match="a read budget needs"):
             ReadBudget(rate, burst)
+
+
+async def test_a_damaged_stored_epoch_record_is_fetched_again_and_written_over(
+    tmp_path, monkeypatch
+):
+    # A sync stopped after keeping its epoch records (before it began on the state);
+    # then one of them was damaged on disk. The restarted sync verifies the stored
+    # ones up to it, fetches the rest, and writes the good record over the bad one:
+    # kept, it would be served to joiners, which would refuse this node for it.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    where = str(tmp_path / "b")
+    real_write = Database.write
+
+    def crashing(db: Database, batch: WriteBatch) -> None:
+        if db.path.startswith(where) and dest.get_epoch_record(1) is not None:
+            raise Crash  # the write after the records: the sync target's
+        real_write(db, batch)
+
+    dest = ChainStore(tmp_path / "b")
+    monkeypatch.setattr(Database, "write", crashing)
+    with pytest.raises(Crash):
+        await Net({HONEST: server(source.store).answer}).sync(dest)
+    monkeypatch.setattr(Database, "write", real_write)
+    good = dest.get_epoch_record(3)
+    assert good is not None and dest.sync_target() is None
+    dest.put_epoch_record(3, good[:-1] + bytes([good[-1] ^ 1]))
+    dest.close()
+
+    dest = ChainStore(tmp_path / "b")
+    net = Net({HONEST: server(source.store).answer})
+    assert await net.sync(dest) == 40
+    assert dest.get_epoch_record(3) == good
+    assert net.asked[HONEST, EpochsRequest] >= 1 and net.dropped == {}
