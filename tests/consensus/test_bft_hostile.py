@@ -10,13 +10,17 @@ timestamps), so no producer moves the chain clock that commerce deadlines follow
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consensus import Synchrony, make_commit, validate_header
 from consensus.bft import NIL, Step
-from consensus.messages import FinalizedBlock
-from core import MAX_TIME_MS, Block, InvalidBlock, VoteType
+from consensus.messages import FinalizedBlock, Proposal, SyncRequest
+from core import MAX_TIME_MS, Block, InvalidBlock, PrivateKey, Vote, VoteType
 from tests.consensus.helpers import (
     CHAIN,
     CONFIG,
@@ -31,6 +35,7 @@ from tests.consensus.helpers import (
     make_engine,
     proposer,
     sign_proposal,
+    vote,
 )
 
 PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
@@ -323,3 +328,207 @@ def test_a_proposal_carrying_a_block_of_another_height_is_refused(tmp_path):
     assert h.engine.proposals == {} and h.transport.votes(PV) == []
     h.deliver(sign_proposal(key, 1, 0, block), peer="proposer")
     assert [v.block_hash for v in h.transport.votes(PV)] == [block.hash]
+
+
+# --- anything a byzantine producer and any member send --------------------------------
+
+BYZANTINE = OTHERS[0]
+HONEST = OTHERS[1:]
+STRANGER = PrivateKey(b"\x42" * 32)
+
+_actions = st.one_of(
+    # The byzantine producer proposes in a round of its own (or anyone's), at a nearby
+    # height: a block as built (another one each time: it equivocates), with another
+    # body, at another height, dated far ahead, in another producer's name, or as a
+    # re-proposal.
+    st.tuples(
+        st.just("propose"),
+        st.sampled_from([0, 0, 0, -1, 1]),
+        st.integers(0, 2),
+        st.booleans(),
+        st.sampled_from(["built", "built", "body", "height", "time", "producer", "pol"]),
+        st.integers(0, 3),
+    ),
+    # It votes anything, anywhere near.
+    st.tuples(
+        st.just("vote"),
+        st.integers(-1, 2),
+        st.integers(0, 5),
+        st.sampled_from([PV, PC]),
+        st.sampled_from(["nil", "known", "random"]),
+    ),
+    # Any member relays a forgery, or a stranger's signed vote.
+    st.tuples(st.just("forged"), st.integers(-1, 1), st.integers(0, 3), st.sampled_from([PV, PC])),
+    st.tuples(
+        st.just("stranger"), st.integers(-1, 1), st.integers(0, 3), st.sampled_from([PV, PC])
+    ),
+    # A certificate with the byzantine signature and forged ones.
+    st.tuples(st.just("certificate"), st.integers(0, 3)),
+    st.tuples(st.just("sync"), st.integers(0, 4), st.booleans()),
+    # The honest producers take their next step in a round by the rules (often: most of
+    # what a node hears is honest): propose in their own rounds, prevote, precommit.
+    *[st.tuples(st.just("honest"), st.sampled_from([0, 0, 0, 1, -1]), st.just(False))] * 4,
+    st.tuples(st.just("honest"), st.just(0), st.just(True)),
+    st.tuples(st.just("time"), st.sampled_from([1, 100, 500, 2_000, 10_000])),
+)
+
+
+class _Fuzz:
+    """One engine ("me"), one byzantine producer, and two honest ones that follow the
+    algorithm together (prevote a valid proposal unless locked on another, precommit a
+    polka and lock on it, nil otherwise), seeing the votes the engine sees."""
+
+    def __init__(self, path) -> None:
+        self.h = make_engine(path)
+        self.signed: dict[tuple[int, int, int], bytes] = {}
+        # Blocks built as the application would (valid), by height.
+        self.valid: dict[bytes, Block] = {}
+        self.lock: tuple[int, int, bytes] | None = None
+
+    def built(self, height: int, round_: int, key, salt: int) -> Block:
+        app = self.h.app
+        if height != app.height() + 1:
+            # Not on our head: still a block, of the height asked.
+            base = make_block(app, app.height() + 1, round_, key, salt=salt)
+            return Block(dataclasses.replace(base.header, height=height), ())
+        block = make_block(app, height, round_, key, salt=salt, time_ms=self.h.clock.time_ms())
+        self.valid[block.hash] = block
+        return block
+
+    def is_valid(self, block: Block) -> bool:
+        """As an honest producer judges a new block: valid, and dated close to its clock."""
+        ahead = block.header.time_ms - self.h.clock.time_ms()
+        return self.h.app.validate(block) and ahead <= SYNCHRONY.precision_ms
+
+    def honest(self, round_: int, timed_out: bool) -> None:
+        """The honest producers' next step in ``round_``: propose if it is theirs, prevote
+        once the proposal is in (nil if ``timed_out`` without one), precommit once +2/3
+        prevoted (nil if ``timed_out`` without that). Each step signed once."""
+        engine = self.h.engine
+        height = engine.height
+        key = proposer(height, round_)
+        if key in HONEST and (height, round_, 0) not in self.signed:
+            block = self.built(height, round_, key, 0)
+            self.signed[(height, round_, 0)] = block.hash
+            self.h.deliver(sign_proposal(key, height, round_, block), peer="honest")
+        elif (height, round_, int(PV)) not in self.signed:
+            p = engine.proposals.get(round_)
+            if p is not None or timed_out:
+                self.sign(height, round_, PV, NIL if p is None else self.prevote_choice(p))
+        elif (height, round_, int(PC)) not in self.signed:
+            if engine.votes.two_thirds_any(round_, PV) or timed_out:
+                polka = engine.votes.majority(round_, PV)
+                held = [p.block for p in engine.proposals.values() if p.block.hash == polka]
+                choice = NIL
+                if polka and held and self.is_valid(held[0]):
+                    choice = polka
+                    self.lock = (height, round_, polka)
+                self.sign(height, round_, PC, choice)
+
+    def prevote_choice(self, p: Proposal) -> bytes:
+        height = self.h.engine.height
+        block = p.block
+        lock = self.lock if self.lock is not None and self.lock[0] == height else None
+        if block.header.height != height or not self.is_valid(block):
+            return NIL
+        if p.pol_round is None:
+            fresh = block.header.round == p.round and block.header.producer == p.proposer
+            return block.hash if fresh and (lock is None or lock[2] == block.hash) else NIL
+        if lock is not None and lock[2] == block.hash:
+            return block.hash
+        polka = self.h.engine.votes.majority(p.pol_round, PV)
+        if polka == block.hash and (lock is None or lock[1] <= p.pol_round):
+            return block.hash
+        return NIL
+
+    def sign(self, height: int, round_: int, vote_type: VoteType, choice: bytes) -> None:
+        self.signed[(height, round_, int(vote_type))] = choice
+        for k in HONEST:
+            self.h.deliver(vote(k, vote_type, height, round_, choice), peer="honest")
+
+    def run(self, action) -> None:
+        h, kind = self.h, action[0]
+        height = h.engine.height
+        if kind == "propose":
+            _, dh, nth, own_round, how, salt = action
+            at = max(1, height + dh)
+            # The byzantine producer's next rounds from ours on (or any round near it).
+            start = max(0, h.engine.round - 1)
+            rounds = [r for r in range(start, start + 12) if proposer(at, r) == BYZANTINE]
+            round_ = rounds[nth] if own_round else start + nth
+            pol = None
+            if how == "pol" and round_ > 0:
+                pol = salt % round_
+                earlier = [b for b in self.valid.values() if b.header.height == at]
+                block = earlier[0] if earlier else self.built(at, pol, proposer(at, pol), salt)
+            elif how == "producer":
+                # Signed by the byzantine producer, built in an honest one's name.
+                block = self.built(at, round_, HONEST[salt % 2], salt)
+            else:
+                block = self.built(at, round_, BYZANTINE, salt)
+            if how == "body":
+                block = Block(block.header, (b"smuggled",))
+            elif how == "height":
+                block = Block(dataclasses.replace(block.header, height=at + 1), block.txs)
+            elif how == "time":
+                block = Block(dataclasses.replace(block.header, time_ms=MAX_TIME_MS), block.txs)
+            h.deliver(sign_proposal(BYZANTINE, at, round_, block, pol), peer="byzantine")
+        elif kind == "vote":
+            _, dh, round_, vote_type, what = action
+            at = max(1, height + dh)
+            target = {
+                "nil": NIL,
+                "known": next(iter(self.valid), NIL),
+                "random": bytes([round_ + 1]) * 32,
+            }[what]
+            h.deliver(vote(BYZANTINE, vote_type, at, round_, target), peer="byzantine")
+        elif kind in ("forged", "stranger"):
+            _, dh, round_, vote_type = action
+            at = max(1, height + dh)
+            if kind == "forged":
+                good = vote(HONEST[round_ % 2], vote_type, at, round_, NIL)
+                h.deliver(dataclasses.replace(good, signature=bytes(64)), peer="relay")
+            else:
+                h.deliver(vote(STRANGER, vote_type, at, round_, NIL), peer="relay")
+        elif kind == "certificate":
+            _, round_ = action
+            block = self.built(height, round_, proposer(height, round_), 7)
+            commit = make_commit([BYZANTINE], CHAIN, height, round_, block.hash)
+            forged = [
+                dataclasses.replace(sig, signature=bytes(64))
+                for sig in make_commit(HONEST, CHAIN, height, round_, block.hash).signatures
+            ]
+            sigs = tuple(sorted((*commit.signatures, *forged), key=lambda sig: sig.validator))
+            commit = dataclasses.replace(commit, signatures=sigs)
+            h.deliver(FinalizedBlock(block, commit, latest=height + 1), peer="certifier")
+        elif kind == "sync":
+            _, at, with_hash = action
+            block_hash = next(iter(self.valid), NIL) if with_hash else NIL
+            h.deliver(SyncRequest(at, block_hash), peer="behind")
+        elif kind == "honest":
+            self.honest(max(0, h.engine.round + action[1]), action[2])
+        else:
+            h.clock.advance(action[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_actions, min_size=20, max_size=80))
+def test_nothing_a_byzantine_producer_and_any_member_send_halts_the_engine(actions):
+    # Fewer than 1/3 byzantine (one of four), any member relaying anything: the engine
+    # never halts (each of its halts says more than 1/3 are faulty, or it is broken),
+    # never signs two things at one step, and commits one block per height, each one
+    # the honest producers could have voted for.
+    with tempfile.TemporaryDirectory() as path:
+        fuzz = _Fuzz(Path(path))
+        for action in actions:
+            fuzz.run(action)
+            assert fuzz.h.engine.halted is None, action
+        own: dict[tuple[int, int, int], bytes] = {}
+        for _, m in fuzz.h.transport.sent:
+            if isinstance(m, Vote) and m.validator == ME.public_key:
+                assert own.setdefault((m.type, m.height, m.round), m.block_hash) == m.block_hash
+            elif isinstance(m, Proposal) and m.proposer == ME.public_key:
+                assert own.setdefault((0, m.height, m.round), m.block.hash) == m.block.hash
+        blocks = fuzz.h.app.blocks
+        assert [b.header.height for b in blocks] == list(range(1, len(blocks) + 1))
+        assert all(b.hash in fuzz.valid or b in fuzz.h.app.blocks for b in blocks)
