@@ -10,6 +10,7 @@ timestamps), so no producer moves the chain clock that commerce deadlines follow
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus import Synchrony, make_commit, validate_header
-from consensus.bft import NIL, Step
+from consensus.bft import NIL, ConsensusEngine, Step
 from consensus.messages import FinalizedBlock, Proposal, SyncRequest
+from consensus.privval import PrivValidator
+from consensus.wal import WAL
 from core import MAX_TIME_MS, Block, InvalidBlock, PrivateKey, Vote, VoteType
 from tests.consensus.helpers import (
     CHAIN,
@@ -370,6 +373,8 @@ _actions = st.one_of(
     *[st.tuples(st.just("honest"), st.sampled_from([0, 0, 0, 1, -1]), st.just(False))] * 4,
     st.tuples(st.just("honest"), st.just(0), st.just(True)),
     st.tuples(st.just("time"), st.sampled_from([1, 100, 500, 2_000, 10_000])),
+    # This node crashes and restarts: the WAL's unsynced tail lost, or not.
+    st.tuples(st.just("crash"), st.booleans()),
 )
 
 
@@ -379,7 +384,8 @@ class _Fuzz:
     polka and lock on it, nil otherwise), seeing the votes the engine sees."""
 
     def __init__(self, path) -> None:
-        self.h = make_engine(path)
+        self.path = path
+        self.h = make_engine(path, with_wal=True)
         self.signed: dict[tuple[int, int, int], bytes] = {}
         # Blocks built as the application would (valid), by height.
         self.valid: dict[bytes, Block] = {}
@@ -507,17 +513,45 @@ class _Fuzz:
             h.deliver(SyncRequest(at, block_hash), peer="behind")
         elif kind == "honest":
             self.honest(max(0, h.engine.round + action[1]), action[2])
+        elif kind == "crash":
+            self.restart(lose_tail=action[1])
         else:
             h.clock.advance(action[1])
+
+    def restart(self, *, lose_tail: bool) -> None:
+        """A crash: what the WAL had not synced is lost (or not), the timers are gone;
+        then a new engine over the same application, privval file and WAL."""
+        h = self.h
+        wal = h.engine.wal
+        assert wal is not None
+        synced = wal.synced_size
+        wal.close()
+        if lose_tail:
+            os.truncate(wal.path, synced)
+        h.clock.pending.clear()
+        engine = ConsensusEngine(
+            chain_id=CHAIN,
+            app=h.app,
+            transport=h.transport,
+            clock=h.clock,
+            privval=PrivValidator(ME, CHAIN, self.path / "privval"),
+            wal=WAL(self.path / "wal", CHAIN),
+            config=CONFIG,
+            on_evidence=h.evidence.append,
+            on_bad_peer=lambda peer, reason: h.bad_peers.append((peer, reason)),
+            on_missing_block=lambda height, block_hash: h.missing.append((height, block_hash)),
+        )
+        self.h = dataclasses.replace(h, engine=engine)
+        engine.start()
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_actions, min_size=20, max_size=80))
 def test_nothing_a_byzantine_producer_and_any_member_send_halts_the_engine(actions):
-    # Fewer than 1/3 byzantine (one of four), any member relaying anything: the engine
-    # never halts (each of its halts says more than 1/3 are faulty, or it is broken),
-    # never signs two things at one step, and commits one block per height, each one
-    # the honest producers could have voted for.
+    # Fewer than 1/3 byzantine (one of four), any member relaying anything, this node
+    # crashing now and then: the engine never halts (each of its halts says more than
+    # 1/3 are faulty, or it is broken), never signs two things at one step (across its
+    # restarts too), and commits one block per height.
     with tempfile.TemporaryDirectory() as path:
         fuzz = _Fuzz(Path(path))
         for action in actions:
