@@ -9,8 +9,6 @@ the queue is linked through the stakers' entries and no record grows with it.
 
 from __future__ import annotations
 
-import time
-
 from consensus import GenesisStaking
 from consensus.staking import BOND, UNBOND, Bond, Unbond
 from consensus.staking_state import UNBONDING_POOL, get_totals
@@ -64,17 +62,14 @@ def test_an_unbonding_queue_filled_in_one_block_commits_and_pays_out():
     # honest transfer rides in the same block.
     txs = [_signed(k, UNBOND, Unbond(500), 1) for k in keys]
     honest = _signed(KEYS[0], TRANSFER, Transfer(KEYS[1].address, 7), 0)
-    started = time.perf_counter()
     result = chain.block(*txs, honest)
-    elapsed = time.perf_counter() - started
     assert [r.code for r in result.receipts if not r.ok] == []
     assert chain.balance(KEYS[1].address) == 7
     assert get_totals(chain.state).unbonding == 500 * STAKERS
     check_invariants(chain.state, supply)
-    # No record grew with the queue: every value written stays small.
+    # No record grew with the queue: every value written stays small (a list re-encoded
+    # whole by every unbond made the block quadratic; its time is no test's to assert).
     assert max(len(v) for v in result.changes.values() if v is not None) < 4096
-    # Linear, not quadratic: far under the seconds the re-encoded list cost.
-    assert elapsed < 5, elapsed
     chain.advance_to(chain.height + PARAMS.unbonding_blocks)
     assert get_totals(chain.state).unbonding == 0
     assert chain.balance(UNBONDING_POOL) == 0
