@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from consensus.messages import Message, Proposal
 from core import ZERO_HASH, Block, BlockHeader
@@ -35,6 +37,22 @@ class Held(ConsensusSeams):
         return hold
 
 
+@asynccontextmanager
+async def held_node(tmp_path) -> AsyncIterator[tuple[Node, ConsensusService, Held]]:
+    """A started node whose consensus thread ``Held`` can hold; stopped (and let go) after."""
+    _, home = make_home(tmp_path)
+    seams = Held()
+    node = Node.from_home(home, "", seams=seams)
+    node.open()
+    await node.start()
+    try:
+        assert node.consensus is not None
+        yield node, node.consensus, seams
+    finally:
+        seams.release.set()
+        await node.stop()
+
+
 def far_proposal(node: Node, round_: int, mib: int) -> Proposal:
     """A proposal for a height and round far ahead (the engine drops it unread) carrying
     ``mib`` MiB of transactions."""
@@ -56,14 +74,7 @@ def far_proposal(node: Node, round_: int, mib: int) -> Proposal:
 
 
 async def test_a_peer_waits_once_its_backlog_is_full_and_others_do_not(tmp_path):
-    _, home = make_home(tmp_path)
-    seams = Held()
-    node = Node.from_home(home, "", seams=seams)
-    node.open()
-    await node.start()
-    try:
-        consensus = node.consensus
-        assert consensus is not None
+    async with held_node(tmp_path) as (node, consensus, seams):
         per = 4
         fits = ConsensusService.PEER_BACKLOG_BYTES // (per * 1024 * 1024 + 1024)
         await consensus.deliver(far_proposal(node, 0, per), FLOOD)
@@ -80,23 +91,13 @@ async def test_a_peer_waits_once_its_backlog_is_full_and_others_do_not(tmp_path)
         await asyncio.wait_for(consensus.deliver(far_proposal(node, 0, 1), OTHER), 5)
         seams.release.set()
         await asyncio.wait_for(waiting, 30)
-    finally:
-        seams.release.set()
-        await node.stop()
 
 
 async def test_a_peer_waiting_on_its_backlog_is_let_go_when_consensus_stops(tmp_path):
     # The consensus thread is busy and will take nothing more: a stop must not leave
     # the peer's reader waiting for a drain that never comes (the node's shutdown would
     # wait on it).
-    _, home = make_home(tmp_path)
-    seams = Held()
-    node = Node.from_home(home, "", seams=seams)
-    node.open()
-    await node.start()
-    try:
-        consensus = node.consensus
-        assert consensus is not None
+    async with held_node(tmp_path) as (node, consensus, seams):
         big = ConsensusService.PEER_BACKLOG_BYTES // (1024 * 1024) - 1
         await consensus.deliver(far_proposal(node, 0, big), FLOOD)
         while not seams.held.is_set():
@@ -110,6 +111,3 @@ async def test_a_peer_waiting_on_its_backlog_is_let_go_when_consensus_stops(tmp_
         await asyncio.wait_for(waiting, 5)
         seams.release.set()
         await asyncio.wait_for(stopping, 30)
-    finally:
-        seams.release.set()
-        await node.stop()
