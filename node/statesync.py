@@ -380,6 +380,18 @@ class StateSyncer(EpochPages):
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         target = self.store.sync_target()
+        if target is not None and not self._trusted(target):
+            # Configured since the sync began (an operator's answer to an incident, say):
+            # the stored target is no longer taken on its own word. ``begin_sync`` wipes
+            # what was fetched for it.
+            log.warning(
+                "state sync: the sync in progress is to height %d, not the trusted %d/%s; "
+                "starting again from the trusted block",
+                target.height,
+                self.trust_height,
+                self.trust_hash.hex()[:16],
+            )
+            target = None
         if target is not None:
             log.info("state sync: resuming the sync to height %d", target.height)
         while True:
@@ -452,6 +464,16 @@ class StateSyncer(EpochPages):
                     self._refuse(peer, f"snapshot offer at {offer.height}: {exc}")
             log.info("state sync: no usable snapshot offered yet; asking again")
             await asyncio.sleep(1.0)
+
+    def _trusted(self, target: SyncTarget) -> bool:
+        """Whether ``target`` (a stored sync's) is the configured trust point, if any."""
+        if not self.trust_height:
+            return True
+        try:
+            block_hash = Block.decode(target.block).hash
+        except DecodeError:
+            return False
+        return target.height == self.trust_height and block_hash == self.trust_hash
 
     async def _check_offer(self, peer: bytes, offer: SnapshotOffer) -> SyncTarget:
         block = Block.decode(offer.block)

@@ -103,9 +103,19 @@ class Net:
         self.dropped[peer] = reason
 
     async def sync(
-        self, store: ChainStore, timeout: float = 30.0, request_timeout_s: float = 1.0
+        self,
+        store: ChainStore,
+        timeout: float = 30.0,
+        request_timeout_s: float = 1.0,
+        trust: Block | None = None,
     ) -> int:
-        self.syncer = StateSyncer(store, GENESIS, self, request_timeout_s=request_timeout_s)
+        """Sync ``store`` from these peers (to the ``trust`` block, if given)."""
+        trusted = {} if trust is None else {"trust_height": trust.header.height}
+        if trust is not None:
+            trusted["trust_hash"] = trust.hash
+        self.syncer = StateSyncer(
+            store, GENESIS, self, request_timeout_s=request_timeout_s, **trusted
+        )
         try:
             return await asyncio.wait_for(self.syncer.run(), timeout)
         finally:
@@ -903,6 +913,35 @@ async def test_a_sync_that_crashed_among_its_chunks_resumes_where_it_was(tmp_pat
     # the three chunks kept before the crash were not fetched again.
     assert again.asked[HONEST, SnapshotRequest] == again.asked[HONEST, EpochsRequest] == 0
     assert again.asked[HONEST, ChunkRequest] == whole.asked[HONEST, ChunkRequest] - 3
+
+
+async def test_a_sync_resumed_under_another_trust_point_starts_again_from_it(tmp_path, monkeypatch):
+    # A sync to the latest snapshot (48) crashed among its chunks; the operator then
+    # configured a trust point (block 40, say learned out of band after an incident).
+    # The stored target is not that block: it is dropped, not resumed on its own word.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 48)
+    trusted = source.store.get_block(40)
+    assert trusted is not None
+    dest = CrashOnChunk(tmp_path / "b", at=4)
+    with pytest.raises(Crash):
+        await Net({HONEST: server(source.store).answer}).sync(dest)
+    dest.close()
+    dest = ChainStore(tmp_path / "b")
+    assert dest.sync_target() is not None and dest.sync_target().height == 48
+    again = Net({HONEST: server(source.store).answer})
+    assert await again.sync(dest, trust=trusted) == 40
+    fresh = ChainStore(tmp_path / "c")
+    assert await Net({HONEST: server(source.store).answer}).sync(fresh, trust=trusted) == 40
+    assert dict(dest.iter_state()) == dict(fresh.iter_state())
+    # The trust point itself is resumed as any stored target is.
+    dest = CrashOnChunk(tmp_path / "d", at=4)
+    with pytest.raises(Crash):
+        await Net({HONEST: server(source.store).answer}).sync(dest, trust=trusted)
+    dest.close()
+    resumed = Net({HONEST: server(source.store).answer})
+    assert await resumed.sync(ChainStore(tmp_path / "d"), trust=trusted) == 40
+    assert resumed.asked[HONEST, SnapshotRequest] == 0
 
 
 async def test_a_snapshot_no_peer_serves_any_more_is_left_for_a_newer_one(tmp_path, monkeypatch):
