@@ -64,11 +64,6 @@ class ReadSlots:
         """Reads of ``client`` running or waiting."""
         return self._held.get(client, 0)
 
-    def refusal(self, client: str) -> str | None:
-        """Why a read of ``client`` would be refused now (None: it would be taken)."""
-        refused = self._refused(client)
-        return None if refused is None else refused[1]
-
     def _refused(self, client: str) -> tuple[str, str] | None:
         """(the bound, why) a read of ``client`` would be refused for now, if it would."""
         if self.queue is None or self.running < self.slots and not self.waiting:
