@@ -19,6 +19,11 @@ and machine load:
 - orders: every buyer places one order into one of the deals (round robin) and tips
   the host: ``2 x buyers`` transactions.
 
+Each side is cut into ``--rounds`` (2) equal parts, run in the order transfers,
+orders, orders, transfers (and so on: each round reverses the one before), so that
+a machine growing slower or faster during the run weighs on both sides alike; a
+side's rate is its transactions over the sum of its parts' times.
+
 Both go in batches spread over all nodes, several requests in flight, resubmitted
 when a node refuses them as full (``benches.throughput.flood``). A phase's rate is
 its transactions over the time from its first submission until its last one is
@@ -249,17 +254,21 @@ async def run(args: argparse.Namespace) -> FlashResult:
             data_before = dir_bytes(root / "node0" / "data")
             count_before = follower.count
 
-            # Scraped in a thread: a busy node may take seconds to answer, and the
-            # follower runs on this loop meanwhile.
-            cpu = [await asyncio.to_thread(net.cpu_seconds)]
-            transfer_s = await phase(urls, follower, transfers, args)
-            cpu.append(await asyncio.to_thread(net.cpu_seconds))
-            print(f"transfers: {len(transfers):,} final in {transfer_s:.2f} s", flush=True)
-            await wait_height(urls[0], follower.height + 1)
-            cpu.append(await asyncio.to_thread(net.cpu_seconds))
-            order_s = await phase(urls, follower, orders, args)
-            cpu.append(await asyncio.to_thread(net.cpu_seconds))
-            print(f"orders + tips: {len(orders):,} final in {order_s:.2f} s", flush=True)
+            sides = {"transfers": transfers, "orders + tips": orders}
+            seconds = dict.fromkeys(sides, 0.0)
+            cpu: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+            for part, names in enumerate(round_order(list(sides), args.rounds)):
+                for name in names:
+                    txs = cut(sides[name], args.rounds)[part]
+                    # Scraped in a thread: a busy node may take seconds to answer, and
+                    # the follower runs on this loop meanwhile.
+                    before = await asyncio.to_thread(net.cpu_seconds)
+                    took = await phase(urls, follower, txs, args)
+                    cpu[name] = add_cpu(cpu[name], before, await asyncio.to_thread(net.cpu_seconds))
+                    seconds[name] += took
+                    print(f"{name}: {len(txs):,} final in {took:.2f} s", flush=True)
+                    await wait_height(urls[0], follower.height + 1)
+            transfer_s, order_s = seconds["transfers"], seconds["orders + tips"]
             transfer_tps, order_tps = len(transfers) / transfer_s, len(orders) / order_s
 
             # Half the measured rate (the issue's point), or a fixed one, to compare the
@@ -295,8 +304,13 @@ async def run(args: argparse.Namespace) -> FlashResult:
     print(
         cpu_table(
             [
-                ("transfers", len(transfers), cpu[0], cpu[1]),
-                ("orders + tips", len(orders), cpu[2], cpu[3]),
+                ("transfers", len(transfers), zero_cpu(cpu["transfers"]), cpu["transfers"]),
+                (
+                    "orders + tips",
+                    len(orders),
+                    zero_cpu(cpu["orders + tips"]),
+                    cpu["orders + tips"],
+                ),
             ]
         )
     )
@@ -336,6 +350,43 @@ async def run(args: argparse.Namespace) -> FlashResult:
     return FlashResult(order_tps, transfer_tps, sold, latencies, len(late), rss_mb)
 
 
+def round_order(names: list[str], rounds: int) -> list[list[str]]:
+    """The order of the sides in each round: as given, then reversed, and so on (ABBA)."""
+    return [names if r % 2 == 0 else names[::-1] for r in range(rounds)]
+
+
+def cut(txs: list[bytes], parts: int) -> list[list[bytes]]:
+    """``txs`` cut into ``parts`` runs in order, their lengths at most one apart."""
+    n = len(txs)
+    return [txs[k * n // parts : (k + 1) * n // parts] for k in range(parts)]
+
+
+def add_cpu(
+    total: list[dict[str, float]], before: list[dict[str, float]], after: list[dict[str, float]]
+) -> list[dict[str, float]]:
+    """``total`` (per node, CPU seconds by part) plus what each node spent from
+    ``before`` to ``after`` (``Devnet.cpu_seconds``); a part one read lacks is left out."""
+    out = []
+    for k, (b, a) in enumerate(zip(before, after, strict=True)):
+        # Clamped: two reads of one counter a few ms apart may differ by a tick.
+        spent = {p: max(0.0, a[p] - b[p]) for p in a if p in b}
+        if k < len(total):
+            spent = {p: v + total[k][p] for p, v in spent.items() if p in total[k]}
+        out.append(spent)
+    return out
+
+
+def zero_cpu(like: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [dict.fromkeys(node, 0.0) for node in like]
+
+
+def _rounds(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -355,6 +406,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_positive,
         default=0.0,
         help="rate of the latency phase (default: half the measured order rate)",
+    )
+    p.add_argument(
+        "--rounds", type=_rounds, default=2, help="parts of each side, alternating (ABBA)"
     )
     p.add_argument("--block-ms", type=int, default=DEFAULT_BLOCK_INTERVAL_MS, help="block interval")
     p.add_argument("--batch", type=int, default=2000)

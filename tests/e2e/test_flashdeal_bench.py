@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from benches.flashdeal import parse_args, run
+from benches.flashdeal import cut, parse_args, round_order, run
 
 
 def test_a_tiny_flash_deal_storm_sells_every_order_and_finalizes_every_transaction(
@@ -25,8 +25,16 @@ def test_a_tiny_flash_deal_storm_sells_every_order_and_finalizes_every_transacti
     assert len(result.latencies_ms) == result.latency_txs == 60
     assert result.order_tps > 0 and result.transfer_tps > 0
     assert len(result.rss_mb) == 4 and all(r > 0 for r in result.rss_mb)
-    # Each phase's CPU, read for every part of every validator (threads, workers).
+    # Each side in two parts, alternating: transfers, orders, orders, transfers.
     out = capsys.readouterr().out
+    parts = re.findall(r"^(transfers|orders \+ tips): ([\d,]+) final in", out, re.M)
+    assert parts == [
+        ("transfers", "120"),
+        ("orders + tips", "120"),
+        ("orders + tips", "120"),
+        ("transfers", "120"),
+    ], out
+    # Each phase's CPU, read for every part of every validator (threads, workers).
     for name in ("transfers", "orders + tips"):
         row = re.search(rf"^  {re.escape(name)} +(\S+)  (\S+)  (\S+)  (\S+)   \(", out, re.M)
         assert row is not None, out
@@ -43,3 +51,13 @@ def test_a_tiny_flash_deal_storm_sells_every_order_and_finalizes_every_transacti
     assert len(highs) == 4
     for (end_anon, _), (peak_anon, _) in zip(pairs, highs, strict=True):
         assert int(peak_anon.replace(",", "")) >= int(end_anon.replace(",", "")) > 0
+
+
+def test_the_sides_alternate_in_equal_parts_that_cover_every_transaction() -> None:
+    assert round_order(["t", "o"], 3) == [["t", "o"], ["o", "t"], ["t", "o"]]
+    txs = [bytes([i]) for i in range(7)]
+    for parts in (1, 2, 3, 7):
+        pieces = cut(txs, parts)
+        assert len(pieces) == parts
+        assert [tx for piece in pieces for tx in piece] == txs
+        assert max(map(len, pieces)) - min(map(len, pieces)) <= 1
