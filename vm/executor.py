@@ -303,7 +303,7 @@ class Executor:
             # Hooks are the chain's own logic: a write they make that no node could
             # store is a bug here, caught by name rather than deep in the block's commit.
             state.check_writes(0)
-        except DecodeError as exc:
+        except (DecodeError, NodeFault) as exc:
             raise NodeFault(f"begin-block hooks wrote bad state at {ctx.height}: {exc}") from exc
         begin_events = state.take_events()
 

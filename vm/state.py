@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from core.codec import Wire
-from core.errors import DecodeError
+from core.errors import DecodeError, NodeFault
 from storage.state_tree import MAX_KEY_SIZE, MAX_VALUE_SIZE
 
 if TYPE_CHECKING:
@@ -172,7 +172,8 @@ class Overlay:
         """Check every write since ``snapshot`` as the state tree will store it: key and
         encoded value within the tree's limits, and an encoding that decodes back.
 
-        Raises ``DecodeError`` naming the key. The executor calls it at the end of each
+        Raises ``DecodeError`` naming the key; ``NodeFault`` naming the key and the class
+        when a value is no ``Wire`` record at all (a handler's bug, not the transaction's). The executor calls it at the end of each
         transaction, inside its failure boundary, so a record no node could store or read
         fails that transaction instead of the block that carries it.
 
@@ -200,7 +201,18 @@ class Overlay:
                     raise DecodeError(
                         f"state value at {key.hex()} is {len(v)} bytes, at most {MAX_VALUE_SIZE}"
                     )
-            elif not v.WRITE_CHECKED:
+            else:
+                try:
+                    # Of the type: a class written by mistake is refused with the rest.
+                    checked = type(v).WRITE_CHECKED
+                except AttributeError:
+                    # A handler's bug (it wrote something that is no state record): named
+                    # here, not left to raise bare in ``changes()`` or deep in the commit.
+                    raise NodeFault(
+                        f"state value at {key.hex()} is a {type(v).__name__}, not a Wire record"
+                    ) from None
+                if checked:
+                    continue
                 # For the key's first write since ``snapshot``, ``old`` is what it held
                 # then (checked), or absent: then what base holds, if it was read. A later
                 # write's ``old`` is unchecked, but the first one has looked at ``v``.

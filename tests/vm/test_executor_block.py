@@ -246,6 +246,38 @@ def test_any_other_handler_exception_halts(exc):
 
 
 @dataclass(frozen=True, slots=True)
+class _NotWire:
+    """A record class a handler might write by mistake: a dataclass, but no ``Wire``."""
+
+    total: int
+
+
+@pytest.mark.parametrize("obj", [_NotWire(1), {"total": 1}, 7, Account])
+def test_a_handler_writing_a_non_wire_object_halts_naming_key_and_class(obj):
+    registry = Registry()
+
+    def handler(state, tx, payload, ctx):
+        state.set_obj(b"\x7ftally", obj)
+
+    registry.register(TxType("transfer", Transfer, handler))
+    for strict in (True, False):
+        with pytest.raises(NodeFault) as info:
+            Executor(registry).execute_block(
+                funded(1_000), [transfer(KEYS[0], 0, B, 5)], context(), strict=strict
+            )
+        assert b"\x7ftally".hex() in str(info.value)
+        assert type(obj).__name__ in str(info.value)
+
+
+def test_a_begin_block_hook_writing_a_non_wire_object_halts_naming_key_and_class():
+    registry = Registry()
+    registry.add_begin_block(lambda state, ctx: state.set_obj(b"\x7ftally", _NotWire(1)))
+    with pytest.raises(NodeFault, match="begin-block hooks wrote bad state at 1") as info:
+        validate({}, [], executor=Executor(registry))
+    assert b"\x7ftally".hex() in str(info.value) and "_NotWire" in str(info.value)
+
+
+@dataclass(frozen=True, slots=True)
 class _Bucket(Wire):
     """A growing state record, as a deal bucket or a release queue is."""
 
