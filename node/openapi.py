@@ -121,6 +121,7 @@ TX_REFUSAL_CODES: dict[str, str] = {
     "expired": "`expiry_height` below the next height or too far past it",
     "fee_too_low": "fee below `min_fee`",
     "nonce_too_low": "nonce already used (a replay)",
+    "nonce_exhausted": "nonce 2**64-1: the account's next nonce would not fit in u64",
     "nonce_gap": "nonce too far above the account's next nonce (beyond the mempool's window)",
     "insufficient_fee": "balance below the fee, with the fees already queued",
     "duplicate": "already known, or its (sender, nonce) is queued without a large enough fee bump",

@@ -202,8 +202,8 @@ def after_fee(state: Overlay, tx: TxInfo, sender: Account) -> tuple[bytes, int, 
     write them; the fast path writes the account once, with what else it changes.
 
     Nothing is written here, except that a nonce past u64 is refused as the generic
-    path's fee write refuses it, from the same function (no account gets there:
-    genesis sets no nonces)."""
+    path's fee write refuses it, from the same function (the inclusion checks leave
+    out nonce 2**64-1 first, ``nonce_exhausted``: a defence only)."""
     balance = sender.balance - tx.fee
     nonce = sender.nonce + 1
     if nonce > UINT64_MAX:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from core.codec import Wire, constructor
+from core.codec import UINT64_MAX, Wire, constructor
 from core.errors import DecodeError, Invalid, InvalidBlock, InvalidTransaction, NodeFault
 from core.keys import address_of
 from core.types import SignedTx, TxBody, check_signed, tx_hash
@@ -205,10 +205,19 @@ def _check_inclusion(
         raise InvalidTransaction(
             f"fee {body.fee} is below the minimum fee {params.min_fee}", "fee_too_low"
         )
-    # Nonces are strictly sequential: a used nonce is a replay.
-    if body.nonce < nonce_floor:
+    nonce = body.nonce
+    # One chained comparison for both bounds: this runs per transaction, twice.
+    if not nonce_floor <= nonce < UINT64_MAX:
+        # Nonces are strictly sequential: a used nonce is a replay.
+        if nonce < nonce_floor:
+            raise InvalidTransaction(
+                f"expected nonce {nonce_floor} or higher, got {nonce}", "nonce_too_low"
+            )
+        # The sender's next nonce would be 2**64, which no account can hold: the fee
+        # write would refuse it and fault the block, so the transaction is left out.
         raise InvalidTransaction(
-            f"expected nonce {nonce_floor} or higher, got {body.nonce}", "nonce_too_low"
+            f"nonce {nonce} is the last one: the account's next nonce would pass 2**64-1",
+            "nonce_exhausted",
         )
     # The fee is charged before the handler runs, so the balance must cover it.
     if account.balance < body.fee:

@@ -1139,6 +1139,7 @@ ADMISSION_CODES = {
     "accepted",
     "duplicate",
     "nonce_too_low",
+    "nonce_exhausted",
     "nonce_gap",
     "expired",
     "fee_too_low",

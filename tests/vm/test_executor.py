@@ -160,3 +160,15 @@ def test_body_fields_are_what_was_signed():
     raw = signed(KEYS[0], 1, Transfer(TO, 5), fee=12, expiry=13)
     body = TxBody.decode(SignedTx.decode(raw).body)
     assert body == TxBody(1, 12, 13, "transfer", Transfer(TO, 5).encode())
+
+
+def test_the_last_nonce_is_refused_at_admission():
+    # Its sender's next nonce would be 2**64, which no account can hold: it could
+    # never execute, so it never enters the mempool.
+    last = 2**64 - 1
+    state = funded(1_000, nonces=(last,))
+    with pytest.raises(InvalidTransaction, match=f"nonce {last}") as exc:
+        admit(transfer(KEYS[0], last, TO, 5), state)
+    assert exc.value.code == "nonce_exhausted"
+    # Also ahead of the state nonce (it would be a gap the sender can never fill past).
+    assert code_of(admit, transfer(KEYS[0], last, TO, 5), funded(1_000)) == "nonce_exhausted"

@@ -119,6 +119,30 @@ def test_strict_raises_and_building_skips(make, code):
     assert len(result.receipts) == 2
 
 
+_LAST_NONCE = 2**64 - 1
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast_path", "generic"])
+def test_a_sender_at_the_last_nonce_is_left_out_not_a_fault(fast):
+    """The sender's next nonce would be 2**64, which no account holds: the builder leaves
+    the transaction out and a validator refuses a block with it (``InvalidBlock``);
+    neither raises anything else, on the transfer's fast path or the generic one."""
+    if fast:
+        executor = EXECUTOR
+    else:
+        registry = Registry()
+        registry.register(TxType("transfer", Transfer, apply_transfer))
+        executor = Executor(registry)
+    state = funded(1_000, 1_000, nonces=(_LAST_NONCE,))
+    bad = transfer(KEYS[0], _LAST_NONCE, B, 5)
+    good = transfer(KEYS[1], 0, C, 5)
+    result = build(state, [bad, good], executor=executor)
+    assert result.included == [good]
+    assert [(v, e.code) for v, e in result.rejected] == [(bad, "nonce_exhausted")]
+    with pytest.raises(InvalidBlock, match="nonce_exhausted"):
+        validate(state, [bad, good], executor=executor)
+
+
 def test_an_expiry_at_the_block_height_is_still_valid():
     result = validate(funded(1_000), [transfer(KEYS[0], 0, B, 5, expiry=7)], context(7))
     assert result.receipts[0].ok
