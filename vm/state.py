@@ -173,7 +173,8 @@ class Overlay:
         encoded value within the tree's limits, and an encoding that decodes back.
 
         Raises ``DecodeError`` naming the key; ``NodeFault`` naming the key and the class
-        when a value is no ``Wire`` record at all (a handler's bug, not the transaction's). The executor calls it at the end of each
+        when a value is no ``Wire`` record, or nests one that is not where a record is
+        expected (a handler's bug, not the transaction's). The executor calls it at the end of each
         transaction, inside its failure boundary, so a record no node could store or read
         fails that transaction instead of the block that carries it.
 
@@ -228,6 +229,13 @@ class Overlay:
                         raw = v.checked_encoding(MAX_VALUE_SIZE)
                     except DecodeError as exc:
                         raise DecodeError(f"state value at {key.hex()}: {exc}") from exc
+                    except Exception as exc:
+                        # Out of range or of a wrong plain type is a DecodeError above;
+                        # this is a record nesting what is no record (a handler's bug).
+                        raise NodeFault(
+                            f"state value at {key.hex()} ({type(v).__name__}) does not "
+                            f"encode: {type(exc).__name__}: {exc}"
+                        ) from exc
                     self._encoded[key] = (v, raw)
 
     # --- results ---

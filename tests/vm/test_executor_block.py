@@ -328,6 +328,36 @@ class _Tight(Wire):
     MAX_ENCODED = 40
 
 
+@dataclass(frozen=True, slots=True)
+class _Ledger(Wire):
+    """A record that nests others (an order its terms, a bucket its entries)."""
+
+    tally: _Tally
+    more: Annotated[tuple[_Tally, ...], MaxItems(2)]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        _Ledger({"total": 1, "seen": ()}, ()),
+        _Ledger(_NotWire(1), ()),
+        _Ledger(_Tally(1, ()), ("x",)),
+        _Ledger(Account(1, 1), ()),
+    ],
+    ids=["dict", "other class", "str in tuple", "other record"],
+)
+def test_a_record_nesting_a_non_record_halts_naming_key_and_class(record):
+    # As a top-level value that is no record: the handler's bug, told as this node's
+    # fault with the key and the class, not an AttributeError out of the encoder.
+    registry = Registry()
+    registry.register(
+        TxType("transfer", Transfer, lambda state, tx, p, ctx: state.set_obj(b"\x7fl", record))
+    )
+    with pytest.raises(NodeFault) as info:
+        validate(funded(1_000), [transfer(KEYS[0], 0, B, 5)], executor=Executor(registry))
+    assert b"\x7fl".hex() in str(info.value) and "_Ledger" in str(info.value)
+
+
 @pytest.mark.parametrize(
     "write, message",
     [
