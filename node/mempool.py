@@ -374,9 +374,9 @@ class Mempool:
         self._inflight: set[bytes] = set()
         # Encoded size of the transactions in ``_inflight``.
         self._inflight_bytes = 0
-        # Expiry index: hashes per expiry height plus a heap of those heights,
-        # so expiring is proportional to what expires, and a removed
-        # transaction leaves no garbage behind but an empty set.
+        # Expiry index: hashes per expiry height (a height with none is dropped)
+        # plus a heap of those heights (and of some dropped ones, bounded: see
+        # ``_insert``), so expiring is proportional to what expires.
         self._expiry: dict[int, set[bytes]] = {}
         self._expiry_heights: list[int] = []
         self._seq = itertools.count()
@@ -812,10 +812,18 @@ class Mempool:
             self._age(e, 1)
         self._reindex(acct, before)
         self._by_hash[e.hash] = e
-        bucket = self._expiry.get(e.expiry)
+        expiry = self._expiry
+        bucket = expiry.get(e.expiry)
         if bucket is None:
-            bucket = self._expiry[e.expiry] = set()
-            heapq.heappush(self._expiry_heights, e.expiry)
+            bucket = expiry[e.expiry] = set()
+            heights = self._expiry_heights
+            # Heights of buckets emptied and dropped stay in the heap until popped: past
+            # twice the live ones, it is rebuilt from them (amortised O(1) per bucket).
+            if len(heights) > 2 * len(expiry) + 64:
+                heights[:] = expiry
+                heapq.heapify(heights)
+            else:
+                heapq.heappush(heights, e.expiry)
         bucket.add(e.hash)
 
     def _remove(self, e: _Entry, *, used: bool = False) -> None:
@@ -858,6 +866,10 @@ class Mempool:
         bucket = self._expiry.get(e.expiry)
         if bucket is not None:
             bucket.discard(e.hash)
+            # An empty bucket goes at once: left until its height, possibly far off
+            # (max_expiry_blocks is governed), one per expiry ever seen would pile up.
+            if not bucket:
+                del self._expiry[e.expiry]
         if not acct.txs:
             del shard.accounts[e.sender]
 
@@ -1046,7 +1058,8 @@ class Mempool:
         """
         heights = self._expiry_heights
         while heights and heights[0] < next_height:
-            for h in self._expiry.pop(heapq.heappop(heights)):
+            # Absent when its bucket emptied before its height (``_remove``).
+            for h in self._expiry.pop(heapq.heappop(heights), ()):
                 self._remove(self._by_hash[h])
 
     def __repr__(self) -> str:

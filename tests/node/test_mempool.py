@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import hashlib
+import itertools
+import tracemalloc
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
@@ -769,6 +772,45 @@ async def test_commit_expires_untouched_senders(env):
     # The sender can refill the expired slot.
     assert await env.submit(make_tx(KEYS[0], 0, expiry=20)) == ["accepted"]
     assert [v.body.nonce for v in env.mempool.select(10, 10**6)] == [0, 1]
+
+
+async def test_transactions_that_left_leave_nothing_behind_whatever_their_expiry(pool):
+    """A chain whose governance allows far expiries: each transaction names its own
+    expiry height, and once blocks have included them the mempool holds nothing of
+    them (before, each left an empty expiry bucket until its height, far off, came:
+    memory that grew with every transaction ever admitted)."""
+    env = Env(pool, PARAMS.replace(max_expiry_blocks=10**9))
+    expiry = itertools.count(10**6)
+
+    async def rounds(n: int) -> None:
+        for _ in range(n):
+            raws = [
+                make_tx(k, env.state.account(k.address).nonce, expiry=next(expiry)) for k in KEYS
+            ]
+            assert set(await env.submit(*raws)) == {"accepted"}
+            env.commit(env.mempool.select(len(raws), 10**7))
+        assert len(env.mempool) == 0
+
+    await rounds(2)  # the mempool's own structures at their working size
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        await rounds(100)  # 6,400 transactions, each its own expiry height
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    where = [tracemalloc.Filter(True, mempool_mod.__file__)]
+    grown = sum(
+        d.size_diff
+        for d in after.filter_traces(where).compare_to(before.filter_traces(where), "filename")
+    )
+    # Before the fix about 300 bytes per transaction (about 2 MB here), and 8 more
+    # for a heap of expiry heights never compacted (about 60 KB); after, about 10 KB
+    # (the per-commit account cache of 64 senders).
+    print(f"mempool allocations grew by {grown} bytes over 6,400 transactions")
+    assert grown < 32 * 1024
 
 
 async def test_empty_accounts_are_forgotten(env):
