@@ -34,6 +34,7 @@ const PLAIN = {
   bid_too_low: "Your maximum is below the lowest bid this auction takes now.",
   invalid_sealed_address: "Your shipping address could not be sealed for the merchant. Check it and try again.",
   nonce_too_low: "This transaction was already sent.",
+  nonce_exhausted: "This account has sent the last transaction it can ever send. Use another key.",
   duplicate: "This transaction was already sent.",
   expired: "The transaction expired before it reached a block. Try again.",
   bad_signature: "The signature did not verify.",
