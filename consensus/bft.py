@@ -301,7 +301,7 @@ class ConsensusEngine:
         self._height_started = self.clock.now()
         # When round 0 of this height began (None: not yet, or only later rounds).
         self._round0_started: int | None = None
-        self._catchup.new_height()
+        self._catchup.new_height(validators)
 
     def enter_new_round(self, height: int, round_: int) -> None:
         """Start ``round_`` (paper: StartRound). Expects a later round, or the first

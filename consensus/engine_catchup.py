@@ -12,6 +12,12 @@ table of budgets is bounded, an old-height message is served only when a produce
 signed it, and each peer has its own share of the buffer of early messages, which
 holds only producers' signed messages. Time comes from the injected clock only.
 
+Nor can peers crowd out what catch-up is for. The engine's own requests have a
+budget of their own, outside the table, and the producers of our height keep theirs
+in a table of their own (bounded by the producer set): however many other peers
+(members, observers) fill ``max_sync_peers``, this node still asks for the blocks it
+lacks, and a producer that fell behind is still served.
+
 ``ConsensusEngine`` owns one ``CatchUp`` and calls it explicitly, on the engine's one
 thread. It never changes the engine's consensus state: what it hands back (buffered
 messages) goes through the engine's queue like any other input. Applying a peer's
@@ -75,11 +81,29 @@ class CatchUp:
         self._buffered = 0
         self._buffered_proposals = 0
         self._shares: dict[Peer, _Share] = {}
-        self._windows: dict[Peer | None, _Window] = {}
+        # Budgets: the engine's own requests (never refused for want of room), those
+        # of the producers of our height (bounded by the set) and everyone else's
+        # (bounded by max_sync_peers).
+        self._own = _Window(-config.sync_interval_ms)
+        self._producer_keys: frozenset[Peer] = frozenset()
+        self._producers: dict[Peer, _Window] = {}
+        self._windows: dict[Peer, _Window] = {}
 
-    def new_height(self) -> None:
-        """Forget budgets whose interval is over (the table stays small)."""
-        self._drop_expired(self.clock.now())
+    def new_height(self, validators: ValidatorSet) -> None:
+        """Forget budgets whose interval is over (the tables stay small); the producers
+        of the new height (``validators``) keep their budgets apart from other peers'."""
+        now = self.clock.now()
+        self._producer_keys = frozenset(validators.keys)
+        self._drop_expired(now)
+        # A budget follows its peer into the other table, so it stays spent for the
+        # rest of its interval (unless that table is full: one more budget, once per
+        # change of the set).
+        for peer in [p for p in self._producers if p not in self._producer_keys]:
+            window = self._producers.pop(peer)
+            if len(self._windows) < self.config.max_sync_peers:
+                self._windows.setdefault(peer, window)
+        for peer in [p for p in self._windows if p in self._producer_keys]:
+            self._producers.setdefault(peer, self._windows.pop(peer))
 
     # --- messages from peers ahead of us -----------------------------------------------
 
@@ -220,25 +244,44 @@ class CatchUp:
         budget for this sync interval is spent: each (what, height, block) at most once,
         at most ``max_sync_answers_per_peer`` in all, whatever the heights."""
         cfg = self.config
-        now = self.clock.now()
-        window = self._windows.get(peer)
-        if window is None or now - window.start >= cfg.sync_interval_ms:
-            if window is None and len(self._windows) >= cfg.max_sync_peers:
-                self._drop_expired(now)
-                if len(self._windows) >= cfg.max_sync_peers:
-                    return False
-            window = _Window(now)
-            self._windows[peer] = window
+        window = self._window(peer, self.clock.now())
         key = (what, height, block_hash)
-        if key in window.keys or len(window.keys) >= cfg.max_sync_answers_per_peer:
+        if (
+            window is None
+            or key in window.keys
+            or len(window.keys) >= cfg.max_sync_answers_per_peer
+        ):
             return False
         window.keys.add(key)
         return True
 
+    def _window(self, peer: Peer | None, now: int) -> _Window | None:
+        """``peer``'s budget for the interval in progress (None: ours), started now if
+        it had none; None when the table of other peers' budgets is full."""
+        interval = self.config.sync_interval_ms
+        if peer is None:
+            # Our own requests: peers filling the table must not stop us catching up.
+            if now - self._own.start >= interval:
+                self._own = _Window(now)
+            return self._own
+        producer = peer in self._producer_keys
+        table = self._producers if producer else self._windows
+        window = table.get(peer)
+        if window is not None and now - window.start < interval:
+            return window
+        # The producers' table is bounded by the set: only the others' can fill up.
+        if window is None and not producer and len(table) >= self.config.max_sync_peers:
+            self._drop_expired(now)
+            if len(table) >= self.config.max_sync_peers:
+                return None
+        window = table[peer] = _Window(now)
+        return window
+
     def _drop_expired(self, now: int) -> None:
         interval = self.config.sync_interval_ms
-        for peer in [p for p, w in self._windows.items() if now - w.start >= interval]:
-            del self._windows[peer]
+        for table in (self._windows, self._producers):
+            for peer in [p for p, w in table.items() if now - w.start >= interval]:
+                del table[peer]
 
     def _signed_by_producer(self, item: _Received, validators: ValidatorSet) -> bool:
         """``item`` is a proposal or vote signed by one of ``validators``; a bad

@@ -189,3 +189,40 @@ def test_the_table_of_peer_budgets_is_bounded_and_frees_up_each_interval(tmp_pat
     h.clock.advance(cfg.sync_interval_ms)
     h.deliver(SyncRequest(1, NIL), peer="c")
     assert len(served(h, "c")) == 1
+
+
+def crowd_the_budget_table(h, cfg):
+    """Peers that are not producers take every slot of the table of budgets."""
+    for i in range(cfg.max_sync_peers):
+        h.deliver(SyncRequest(1, NIL), peer=f"observer-{i}")
+    assert all(served(h, f"observer-{i}") for i in range(cfg.max_sync_peers))
+    h.deliver(SyncRequest(1, NIL), peer="one-too-many")
+    assert served(h, "one-too-many") == []
+
+
+def test_peers_filling_the_budget_table_cannot_stop_us_asking_for_a_missing_block(tmp_path):
+    cfg = dataclasses.replace(CONFIG, max_sync_peers=2)
+    app = chain_of(3)
+    h = make_engine(tmp_path, app=app, config=cfg)
+    crowd_the_budget_table(h, cfg)
+    # +2/3 precommit a block of our height that we never received: we must ask for it.
+    missing = make_block(app, 4, 0, proposer(4, 0))
+    h.votes_from(OTHERS, PC, 0, missing.hash, height=4)
+    assert h.step == Step.COMMIT
+    assert h.missing == [(4, missing.hash)]
+    assert ("*", SyncRequest(4, missing.hash)) in h.transport.sent
+
+
+def test_peers_filling_the_budget_table_cannot_keep_a_producer_from_being_served(tmp_path):
+    cfg = dataclasses.replace(CONFIG, max_sync_peers=2)
+    h = make_engine(tmp_path, app=chain_of(3), config=cfg)
+    crowd_the_budget_table(h, cfg)
+    # A producer of our height that fell behind (its node's key names the peer).
+    behind = OTHERS[0].public_key
+    h.deliver(SyncRequest(1, NIL), peer=behind)
+    assert [fb.block.header.height for fb in served(h, behind)] == [1]
+    # Within its own budget, as any peer.
+    for height in range(1, 4):
+        for _ in range(2):
+            h.deliver(SyncRequest(height, NIL), peer=behind)
+    assert [fb.block.header.height for fb in served(h, behind)] == [1, 2, 3]
