@@ -208,14 +208,23 @@ class CatchUp:
         # A block read and sent on the word of a message nobody signed would let any
         # peer make us read blocks for free: a producer must have signed it. (A
         # producer that left the set catches up with SyncRequest, within its budget.)
-        if item.peer is None or not self._signed_by_producer(item, validators):
+        # The signature is checked last, once the peer's budget allows an answer: any
+        # member can replay signed old messages as fast as its link allows, and each
+        # must not cost us a signature check (a bad one still costs the sender).
+        if item.peer is None or behind < 1 or _signer(item.msg) not in validators:
             return
-        self.serve_finalized(behind, item.peer, height)
+        if not self.may_serve(item.peer, "finalized", behind, NIL):
+            return
+        if self._signed_by_producer(item, validators):
+            self._send_finalized(behind, item.peer, height)
 
     def serve_finalized(self, height: int, peer: Peer | None, our_height: int) -> None:
         """Send ``peer`` the block we finalized at ``height``; we are at ``our_height``."""
         if peer is None or height < 1 or not self.may_serve(peer, "finalized", height, NIL):
             return
+        self._send_finalized(height, peer, our_height)
+
+    def _send_finalized(self, height: int, peer: Peer, our_height: int) -> None:
         found = self.app.committed(height)
         if found is not None:
             block, commit = found
@@ -287,10 +296,7 @@ class CatchUp:
         """``item`` is a proposal or vote signed by one of ``validators``; a bad
         signature is the sender's fault for certain and is reported."""
         msg = item.msg
-        if not isinstance(msg, (Proposal, Vote)):
-            return False
-        signer = msg.proposer if isinstance(msg, Proposal) else msg.validator
-        if signer not in validators:
+        if not isinstance(msg, (Proposal, Vote)) or _signer(msg) not in validators:
             return False
         if not item.verified:
             try:
@@ -299,3 +305,10 @@ class CatchUp:
                 self.bad_peer(item.peer, f"message for height {msg.height} has a bad signature")
                 return False
         return True
+
+
+def _signer(msg: object) -> bytes | None:
+    """Who signed a proposal or vote (None for any other message)."""
+    if isinstance(msg, Proposal):
+        return msg.proposer
+    return msg.validator if isinstance(msg, Vote) else None

@@ -226,3 +226,29 @@ def test_peers_filling_the_budget_table_cannot_keep_a_producer_from_being_served
         for _ in range(2):
             h.deliver(SyncRequest(height, NIL), peer=behind)
     assert [fb.block.header.height for fb in served(h, behind)] == [1, 2, 3]
+
+
+def test_replayed_old_votes_cost_no_signature_check_beyond_the_peers_budget(tmp_path, monkeypatch):
+    h = make_engine(tmp_path, app=chain_of(CHAIN_LENGTH))
+    checks = []
+    genuine = Vote.verify
+
+    def counted(self, chain_id):
+        checks.append(self.height)
+        genuine(self, chain_id)
+
+    monkeypatch.setattr(Vote, "verify", counted)
+    # Any member can replay producers' signed votes of old heights, as fast as its
+    # link allows; each one answered costs a block read, each one checked a signature.
+    for _ in range(10):
+        for height in range(1, CHAIN_LENGTH + 1):
+            h.deliver(vote(OTHERS[0], PV, height, 0, NIL), peer="replayer")
+    served_heights = [fb.block.header.height for fb in served(h, "replayer")]
+    assert len(served_heights) == CONFIG.max_sync_answers_per_peer
+    # Only the votes that were served cost a signature check.
+    assert sorted(checks) == served_heights
+    # A vote whose signature fails still costs its sender its connection.
+    h.clock.advance(CONFIG.sync_interval_ms)
+    h.deliver(forged(vote(OTHERS[0], PV, 1, 0, NIL)), peer="forger")
+    assert [peer for peer, _ in h.bad_peers] == ["forger"]
+    assert served(h, "forger") == []
