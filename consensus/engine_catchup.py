@@ -78,6 +78,8 @@ class CatchUp:
         self.config = config
         self.bad_peer = bad_peer
         self._future: dict[int, list[_Received]] = {}
+        # The votes among them, per height: a copy of one kept already takes no slot.
+        self._future_votes: dict[int, set[Vote]] = {}
         self._buffered = 0
         self._buffered_proposals = 0
         self._shares: dict[Peer, _Share] = {}
@@ -117,8 +119,14 @@ class CatchUp:
         cfg = self.config
         is_proposal = isinstance(msg, Proposal)
         share = self._shares.get(item.peer, _Share())
+        # Anyone can replay a signed vote: copies of one kept already would cost a
+        # signature check each and, from a few peers, fill the buffer that honest
+        # peers' early messages need. (A vote is all signed; a proposal's body is not,
+        # and a copy with a swapped body must not stand in for the real one.)
+        copy = isinstance(msg, Vote) and msg in self._future_votes.get(msg.height, ())
         fits = (
             item.peer is not None
+            and not copy
             and msg.height <= height + cfg.max_future_heights
             and self._buffered < cfg.max_buffered_messages
             and share.messages < cfg.max_buffered_messages_per_peer
@@ -134,6 +142,8 @@ class CatchUp:
         # between two heights; an incoming producer's early messages are re-sent).
         if fits and self._signed_by_producer(item, validators):
             self._future.setdefault(msg.height, []).append(dataclasses.replace(item, verified=True))
+            if isinstance(msg, Vote):
+                self._future_votes.setdefault(msg.height, set()).add(msg)
             self._buffered += 1
             self._buffered_proposals += is_proposal
             share.messages += 1
@@ -149,6 +159,7 @@ class CatchUp:
         for ``height`` itself, in arrival order."""
         ready: list[_Received] = []
         for h in [h for h in self._future if h <= height]:
+            self._future_votes.pop(h, None)
             for item in self._future.pop(h):
                 is_proposal = isinstance(item.msg, Proposal)
                 self._buffered -= 1

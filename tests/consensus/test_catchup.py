@@ -252,3 +252,28 @@ def test_replayed_old_votes_cost_no_signature_check_beyond_the_peers_budget(tmp_
     h.deliver(forged(vote(OTHERS[0], PV, 1, 0, NIL)), peer="forger")
     assert [peer for peer, _ in h.bad_peers] == ["forger"]
     assert served(h, "forger") == []
+
+
+def test_peers_replaying_one_early_vote_cannot_crowd_out_the_others(tmp_path, monkeypatch):
+    # Room for two peers' shares in all: two replayers could fill it with copies.
+    cfg = dataclasses.replace(CONFIG, max_buffered_messages=4, max_buffered_messages_per_peer=2)
+    h = make_engine(tmp_path, config=cfg)
+    b1, b2 = height_two(h)
+    checks = []
+    genuine = Vote.verify
+
+    def counted(self, chain_id):
+        checks.append(self.height)
+        genuine(self, chain_id)
+
+    monkeypatch.setattr(Vote, "verify", counted)
+    replayed = vote(OTHERS[0], PV, 2, 0, b2.hash)
+    for peer in ("replayer-1", "replayer-2"):
+        for _ in range(5):
+            h.deliver(replayed, peer=peer)
+    # A copy of a message already kept costs neither a slot nor a signature check.
+    assert checks == [2]
+    for key in OTHERS:
+        h.deliver(vote(key, PV, 2, 0, b2.hash), peer="honest")
+    finish_height_one(h, b1)
+    assert h.engine.votes.get(0, PV).count(b2.hash) == len(OTHERS)
