@@ -14,6 +14,7 @@ chain (a transaction's status, blocks, accounts, currencies, state proofs) are i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -52,6 +53,7 @@ from apps.routes import (
 )
 from core import HttpError, Invalid
 from core.netaddr import TrustedProxies
+from core.sockets import reset
 from node.api_common import node_of, ready
 from node.bodies import (
     ANSWER_BUDGET,
@@ -134,7 +136,12 @@ async def answers_middleware(request: web.Request, handler: Any) -> web.StreamRe
     a byte at a time, which the gate's stall watch counts as progress): without a bound,
     one address's 256 connections asking for batch answers (2.6 MB for 60 KB asked)
     held 670 MB, and a big block's answer is ~20 MB. Feeds (prepared WebSocket answers)
-    have their own bounds (``apps.commerce.feed``)."""
+    have their own bounds (``apps.commerce.feed``).
+
+    Nor may a client hold its share for as long as it likes by reading slowly (which
+    the stall watch counts as progress): an answer not taken within the config's
+    ``HttpLimits.answer_deadline_ms`` of its size has its connection reset, which frees
+    its bytes and its budget (the rest of the answer would never arrive in time anyway)."""
     resp = await handler(request)
     if not isinstance(resp, web.Response) or resp.prepared:
         return resp
@@ -151,12 +158,28 @@ async def answers_middleware(request: web.Request, handler: Any) -> web.StreamRe
             "the node holds as many unsent answers as it allows; retry later",
             {"Retry-After": str(RETRY_AFTER_S)},
         )
+    node = node_of(request)
+    deadline_ms = node.config.http.answer_deadline_ms(size)
     try:
-        await resp.prepare(request)
-        await resp.write_eof()
+        async with asyncio.timeout(deadline_ms / 1000):
+            await resp.prepare(request)
+            await resp.write_eof()
     except ConnectionError:
         # The client went away: aiohttp's own send finds the connection closed.
         pass
+    except TimeoutError:
+        transport = request.transport
+        if transport is not None:
+            log.info(
+                "reset an HTTP connection from %s: a %d-byte answer not taken in %d ms",
+                client,
+                size,
+                deadline_ms,
+            )
+            # Reset, not closed: a close would leave the unsent bytes to the kernel
+            # (core.sockets). aiohttp's own send then finds the connection closed.
+            reset(transport)
+            node.metrics.http_stalled.inc()
     finally:
         budget.give(client, size)
     return resp

@@ -97,11 +97,21 @@ class HttpLimits:
     # Answer bytes being sent, over all connections; a quarter of it per address
     # (node.bodies.ANSWER_BUDGET).
     max_answers_bytes: int = 128 * 1024 * 1024
+    # An answer in that budget must be taken by its client within this, plus its size
+    # at ``answer_min_bytes_per_s``; else its connection is reset and the budget freed:
+    # a client reading a byte now and then (progress to the stall watch) held it for ever.
+    answer_timeout_ms: int = 30_000
+    answer_min_bytes_per_s: int = 128 * 1024
     # Reverse proxies (IP addresses or networks) whose X-Forwarded-For names the client
     # for the per-address bounds of requests (bodies, answers, reads, feeds:
     # core.netaddr.TrustedProxies); the connection caps above still count the proxy's
     # own address. None by default: every peer is its own client.
     trusted_proxies: tuple[str, ...] = ()
+
+    def answer_deadline_ms(self, size: int) -> int:
+        """How long an answer of ``size`` bytes may take to be sent (``answer_timeout_ms``
+        plus its size at ``answer_min_bytes_per_s``)."""
+        return self.answer_timeout_ms + size * 1000 // self.answer_min_bytes_per_s
 
     def __post_init__(self) -> None:
         try:

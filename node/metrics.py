@@ -170,7 +170,8 @@ class NodeMetrics:
         )
         self.http_stalled = Counter(
             "liveledger_http_connections_stalled",
-            "HTTP connections aborted because their client stopped reading",
+            "HTTP connections aborted because their client stopped reading, or did not take "
+            "an answer within its deadline",
             registry=r,
         )
         self.http_evicted = Counter(

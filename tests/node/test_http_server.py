@@ -447,6 +447,48 @@ async def test_answers_a_client_does_not_read_share_one_budget(tmp_path):
             await asyncio.sleep(0.1)
 
 
+async def trickle(sock: socket.socket) -> None:
+    """Read ``sock`` a KiB at a time, ten times a second, until cancelled or it ends:
+    progress enough that the stall watch never cuts it."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(ConnectionError):
+        while await loop.sock_recv(sock, 1024):
+            await asyncio.sleep(0.1)
+
+
+async def test_a_slow_reader_holds_its_answers_budget_for_a_bounded_time(tmp_path):
+    """A client that asks for big answers and reads them a little at a time held its share
+    of the answer budget for as long as it liked (the stall watch sees progress), and its
+    address was ``busy`` all along. An answer not taken within its deadline now has its
+    connection reset and its budget freed, while the slow readers still read."""
+    limits = {
+        "max_answers_bytes": 24 * 2**20,
+        # The stall watch never fires here: only the answer deadline may free the share.
+        "write_stall_ms": 600_000,
+        "answer_timeout_ms": 1000,
+        "answer_min_bytes_per_s": 2**40,
+    }
+    async with gated(tmp_path, **limits) as (port, _node):
+        holders = [await never_reading(port, "127.0.0.2", 3) for _ in range(2)]
+        readers = [asyncio.create_task(trickle(sock)) for sock in holders]
+        try:
+            # Their answers take the address's share (as when nobody reads: the test
+            # above), but only until their deadline: then their connections are reset
+            # while they still read, and the address is served again.
+            deadline = time.monotonic() + 3 * WAIT
+            while not all(r.done() for r in readers) or (
+                await junk_status(port, "127.0.0.2") != b"HTTP/1.1 200"
+            ):
+                assert time.monotonic() < deadline, "slow readers kept their answers' budget"
+                await asyncio.sleep(0.1)
+            assert await metric(port, "liveledger_http_connections_stalled_total") >= 2
+        finally:
+            for task in readers:
+                task.cancel()
+            for sock in holders:
+                sock.close()
+
+
 def test_a_small_open_file_limit_still_leaves_http_most_of_it():
     assert connection_cap(1024) == 512
     assert connection_cap(8) == 4
