@@ -192,7 +192,7 @@ STATUS = Component(
             "chain_id": STR,
             "genesis_hash": HASH,
             "moniker": STR,
-            "validator": described(PUBLIC_KEY, "this node's key"),
+            "validator": described(PUBLIC_KEY, "this node's key (a signed read is signed for it)"),
             "height": described(UINT, "latest final height"),
             "finalized_height": described(UINT, "equal to `height`: every block is final"),
             "latest_block_hash": nullable(HASH),

@@ -90,6 +90,10 @@ HTTP_CODES: dict[str, str] = {
     "bad_signature": "401: a signed read whose key or signature is malformed or does not "
     "verify (400 for a transaction whose signature does not verify)",
     "stale_request": f"401: a signed read more than {READ_WINDOW_MS} ms from the server's clock",
+    "unbound_read": "401: a signed read signed for no node (the old form, without "
+    "X-LiveLedger-Node): sign it for this node's key",
+    "wrong_node": "401: a signed read signed for another node's key (a replay, or a client "
+    "that asked one node and sent to another)",
     "forbidden": "403: the signer may not see this order",
     "private_state": "403: a state key of order data private to its parties (prefixes 0x29, "
     "0x2A-0x2D), refused by the generic state route whether it exists or not",

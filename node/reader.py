@@ -61,6 +61,10 @@ class NodeChainReader:
         return self._node.genesis.chain_id
 
     @property
+    def node_key(self) -> bytes:
+        return self._node.key.public_key
+
+    @property
     def height(self) -> int:
         """Latest final height."""
         return self._chain().height

@@ -66,6 +66,7 @@ from apps.commerce.model import (
 from apps.commerce.params import CommerceGenesis
 from apps.commerce.signed_reads import (
     KEY_HEADER,
+    NODE_HEADER,
     READ_WINDOW_MS,
     SIGNATURE_HEADER,
     SIGNED,
@@ -132,8 +133,9 @@ def _private_doc(state: StateAt, **fields: Any) -> web.Response:
 
 
 def _viewer(request: web.Request) -> bytes:
+    reader = reader_of(request)
     return verify_read_request(
-        reader_of(request).chain_id, request.method, request.raw_path, request.headers
+        reader.chain_id, request.method, request.raw_path, request.headers, node=reader.node_key
     )
 
 
@@ -693,6 +695,7 @@ def add_routes(
 
 __all__ = [
     "KEY_HEADER",
+    "NODE_HEADER",
     "PRIVATE_STATE_PREFIXES",
     "READER",
     "READ_WINDOW_MS",

@@ -29,6 +29,12 @@ class ChainReader(Protocol):
         ...
 
     @property
+    def node_key(self) -> bytes:
+        """This node's public key (its status's ``validator``): what a signed read is
+        signed for, so that it is good on this node only."""
+        ...
+
+    @property
     def height(self) -> int:
         """Latest final height."""
         ...

@@ -347,16 +347,16 @@ async def test_answers_match_the_documented_schemas(node_client):
 
     # Signed order reads, with the documented headers.
     params = doc["components"]["parameters"]
-    header_names = {params[p]["name"] for p in ("ReadKey", "ReadTime", "ReadSignature")}
+    header_names = {params[p]["name"] for p in ("ReadKey", "ReadTime", "ReadNode", "ReadSignature")}
     for path, template in (("/v1/orders/1", "/v1/orders/{id}"), ("/v1/orders", "/v1/orders")):
-        headers = sign_read_request(alice.key, d.chain_id, "GET", path)
+        headers = sign_read_request(alice.key, d.chain_id, "GET", path, node=d.node_key)
         assert set(headers) == header_names
         body = await fetch(client, c, template, path, headers=headers)
     assert body["orders"][0]["sealed_address"] and body["orders"][0]["items"]
-    headers = sign_read_request(host.key, d.chain_id, "GET", "/v1/orders/1")
+    headers = sign_read_request(host.key, d.chain_id, "GET", "/v1/orders/1", node=d.node_key)
     body = await fetch(client, c, "/v1/orders/{id}", "/v1/orders/1", headers=headers)
     assert body["order"]["sealed_address"] is None
-    headers = sign_read_request(stranger.key, d.chain_id, "GET", "/v1/orders/1")
+    headers = sign_read_request(stranger.key, d.chain_id, "GET", "/v1/orders/1", node=d.node_key)
     await fetch(client, c, "/v1/orders/{id}", "/v1/orders/1", status=403, headers=headers)
     await fetch(client, c, "/v1/orders/{id}", "/v1/orders/1", status=401)
 

@@ -103,6 +103,11 @@ class Driver:
         await self.all(*((self.faucet, "transfer", Transfer(a.address, 10**10)) for a in actors))
 
     @property
+    def node_key(self) -> bytes:
+        """The node's key: what a signed read for it is signed for."""
+        return self.node.key.public_key
+
+    @property
     def block_time(self) -> int:
         head = self.node.chain.head
         assert head is not None
@@ -112,7 +117,9 @@ class Driver:
         headers = (
             {}
             if signer is None
-            else sign_read_request(signer, self.chain_id, "GET", path, **sign_kw)
+            else sign_read_request(
+                signer, self.chain_id, "GET", path, **sign_kw, node=self.node_key
+            )
         )
         resp = await self.client.get(path, headers=headers)
         return resp.status, await resp.json()
@@ -247,10 +254,10 @@ async def test_listings_merchants_sessions_orders_reviews_and_item_proof(driver)
     old = d.block_time - 2 * READ_WINDOW_MS
     status, doc = await d.get(path, alice.key, time_ms=old)
     assert (status, doc["code"]) == (401, "stale_request")
-    headers = sign_read_request(alice.key, d.chain_id, "GET", "/v1/orders/2")
+    headers = sign_read_request(alice.key, d.chain_id, "GET", "/v1/orders/2", node=d.node_key)
     resp = await d.client.get(path, headers=headers)
     assert (resp.status, (await resp.json())["code"]) == (401, "bad_signature")
-    headers = sign_read_request(alice.key, "another-chain", "GET", path)
+    headers = sign_read_request(alice.key, "another-chain", "GET", path, node=d.node_key)
     resp = await d.client.get(path, headers=headers)
     assert resp.status == 401
 

@@ -8,10 +8,14 @@ import asyncio
 import time
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from apps.commerce import keys
 from apps.commerce import payloads as tx
-from apps.commerce.http import PRIVATE_STATE_PREFIXES, sign_read_request
+from apps.commerce.http import NODE_HEADER, PRIVATE_STATE_PREFIXES, sign_read_request
+from genesis import create_localnet
+from node.run import build_app
+from node.service import Node
 from storage import StateProof, verify_proof
 from tests.apps.commerce.test_http import Actor, open_shop, place, running_driver
 
@@ -87,7 +91,7 @@ async def test_signed_order_answers_are_never_kept_by_a_cache(driver):
     await open_shop(d, merchant, host)
     await d.run(alice.key, tx.PLACE_ORDER, place(merchant, "1 Alice Lane, Springfield"))
     for path in ("/v1/orders/1", "/v1/orders?role=buyer"):
-        headers = sign_read_request(alice.key, d.chain_id, "GET", path)
+        headers = sign_read_request(alice.key, d.chain_id, "GET", path, node=d.node_key)
         resp = await d.client.get(path, headers=headers)
         assert resp.status == 200, await resp.text()
         directives = {x.strip() for x in resp.headers.get("Cache-Control", "").split(",")}
@@ -95,3 +99,29 @@ async def test_signed_order_answers_are_never_kept_by_a_cache(driver):
     # Public answers are not touched.
     resp = await d.client.get("/v1/listings/1")
     assert resp.status == 200 and "no-store" not in resp.headers.get("Cache-Control", "")
+
+
+async def test_a_read_signed_for_one_node_is_refused_by_another(driver, tmp_path):
+    """Whoever sees a signed read (a proxy, a log, a member node it was sent to) could
+    present it to another node of the chain within its window and read the order there.
+    The node's key is signed: another node (here one of the same chain id, its own key)
+    refuses it ``wrong_node``, the node it was for answers, and a read signed the old
+    way, for no node, is refused ``unbound_read``."""
+    d = driver
+    merchant, host, alice = (Actor(n) for n in ("merchant", "host", "alice"))
+    await d.fund(merchant, host, alice)
+    await open_shop(d, merchant, host)
+    await d.run(alice.key, tx.PLACE_ORDER, place(merchant, "1 Alice Lane, Springfield"))
+    layout = create_localnet(tmp_path / "other", 1, "", chain_id=d.chain_id)
+    other = Node.from_home(layout.nodes[0].home, "")
+    async with TestClient(TestServer(build_app(other), host="127.0.0.1")) as elsewhere:
+        assert other.key.public_key != d.node_key
+        for path in ("/v1/orders/1", "/v1/orders?role=buyer"):
+            headers = sign_read_request(alice.key, d.chain_id, "GET", path, node=d.node_key)
+            resp = await elsewhere.get(path, headers=headers)
+            assert (resp.status, (await resp.json())["code"]) == (401, "wrong_node")
+            resp = await d.client.get(path, headers=headers)
+            assert resp.status == 200, await resp.text()
+            unbound = {k: v for k, v in headers.items() if k != NODE_HEADER}
+            resp = await d.client.get(path, headers=unbound)
+            assert (resp.status, (await resp.json())["code"]) == (401, "unbound_read")

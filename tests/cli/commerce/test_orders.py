@@ -8,6 +8,7 @@ without --genesis on the command line."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,20 @@ async def test_with_a_pinned_genesis_the_merchant_key_is_proven_without_an_optio
         assert "node's word" not in done.stderr
         status, doc = await d.get("/v1/orders/1", Actor("merchant").key)
         assert doc["order"]["sealed_to"] == Actor("merchant").enc_public.hex()
+
+
+async def test_order_reads_are_signed_for_the_node_asked(tmp_path):
+    """``order show`` and ``order list`` sign their read for the node they talk to (its
+    status's key): the node refuses a read signed for no node or for another."""
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        assert (await place(d, keyring, genesis)).exit_code == 0
+        done = await cli(d, keyring, "order", "show", "1")
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        assert json.loads(done.stdout)["order"]["id"] == 1
+        done = await cli(d, keyring, "order", "list")
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        assert [o["id"] for o in json.loads(done.stdout)["orders"]] == [1]
 
 
 # The key a lying node shows as the merchant's or the auditor's.
