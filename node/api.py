@@ -54,6 +54,7 @@ from apps.routes import (
 from core import HttpError, Invalid
 from core.netaddr import TrustedProxies
 from core.sockets import reset
+from genesis import Genesis
 from node.api_common import node_of, ready
 from node.bodies import (
     ANSWER_BUDGET,
@@ -519,15 +520,45 @@ GENESIS_DOCUMENT = Component(
     ready=False,
 )
 async def get_genesis(request: web.Request) -> web.Response:
-    node = node_of(request)
-    genesis = node.genesis
-    return web.json_response(
-        {
-            "hash": genesis.hash.hex(),
-            "genesis": genesis.to_json(),
-            "encoded": genesis.encode().hex(),
-        }
-    )
+    body = await request.app[RENDERED_GENESIS].body()
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+class RenderedGenesis:
+    """``GET /v1/genesis``'s answer, rendered once, in a thread.
+
+    The genesis never changes while the node runs, but rendering it is not cheap: one
+    may list ``MAX_GENESIS_ACCOUNTS`` (100,000) accounts, 15 MB of JSON and ~3 s of
+    work. Rendered per request on the event loop, which also runs the node's p2p (votes
+    and proposals wait behind it), a client asking again and again froze the node.
+    """
+
+    __slots__ = ("_genesis", "_rendering")
+
+    def __init__(self, genesis: Genesis) -> None:
+        self._genesis = genesis
+        self._rendering: asyncio.Task[bytes] | None = None
+
+    async def body(self) -> bytes:
+        if self._rendering is None:
+            self._rendering = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(_genesis_body, self._genesis), name="render-genesis"
+            )
+        # Shielded: a client that hangs up does not cancel what the others wait for.
+        return await asyncio.shield(self._rendering)
+
+
+def _genesis_body(genesis: Genesis) -> bytes:
+    doc = {
+        "hash": genesis.hash.hex(),
+        "genesis": genesis.to_json(),
+        "encoded": genesis.encode().hex(),
+    }
+    # The bytes ``web.json_response`` made of it.
+    return json.dumps(doc).encode()
+
+
+RENDERED_GENESIS: web.AppKey[RenderedGenesis] = web.AppKey("rendered_genesis", RenderedGenesis)
 
 
 @ROUTES.get(
@@ -570,6 +601,7 @@ def create_app(node: Node) -> web.Application:
 
     app.on_cleanup.append(close_reads)
     app[RENDERED_BLOCKS] = RenderedBlocks()
+    app[RENDERED_GENESIS] = RenderedGenesis(node.genesis)
     add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
     app[VIEW_READS].on_refused = refusals("commerce_reads")
     app[HUB].on_refused = refusals("feeds")

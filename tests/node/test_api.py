@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import sys
+import threading
 import time
 
 import msgpack
@@ -62,6 +63,40 @@ async def test_status_reports_chain_and_heights(node_client):
     assert doc["chain_id"] == node.genesis.chain_id
     assert doc["height"] >= 0
     assert doc["finalized_height"] == doc["height"]
+
+
+async def test_the_genesis_is_rendered_once_and_off_the_event_loop(node_client, monkeypatch):
+    """Rendering the genesis answer is costly (a genesis may list 100,000 accounts: 15 MB
+    of JSON, seconds of work), and it was done on the event loop, which also runs the
+    node's p2p, for every request: a client asking again and again froze the node.
+    Now it is rendered once, in a thread: other clients are served meanwhile, and later
+    requests get the same bytes without another rendering."""
+    client, _node, _ = node_client
+    release = threading.Event()
+    renders: list[str] = []
+    to_json = Genesis.to_json
+
+    def held(genesis: Genesis) -> dict:
+        renders.append(threading.current_thread().name)
+        # Held until another client has been served meanwhile: on the event loop nothing
+        # else runs, and the wait runs out.
+        assert release.wait(10.0), "no other client was served while the genesis rendered"
+        return to_json(genesis)
+
+    monkeypatch.setattr(Genesis, "to_json", held)
+    first = asyncio.create_task(client.get("/v1/genesis"))
+    deadline = time.monotonic() + 10.0
+    while not renders:
+        assert time.monotonic() < deadline, "the genesis was not rendered"
+        await asyncio.sleep(0.01)
+    assert (await client.get("/v1/status")).status == 200
+    release.set()
+    resp = await first
+    assert resp.status == 200
+    body = await resp.read()
+    again = await client.get("/v1/genesis")
+    assert again.status == 200 and await again.read() == body
+    assert len(renders) == 1
 
 
 async def test_genesis_carries_its_encoding_which_hashes_to_its_hash(node_client):
