@@ -9,8 +9,8 @@ Nothing a peer sends here can make us read, send or keep unbounded data, whateve
 sends and however often: every answer and request counts against the peer's budget of
 ``max_sync_answers_per_peer`` per ``sync_interval_ms`` (regardless of height), the
 table of budgets is bounded, an old-height message is served only when a producer
-signed it, and each peer has its own share of the buffer of early messages, which
-holds only producers' signed messages. Time comes from the injected clock only.
+signed it, and each peer and each producer has its own share of the buffer of early
+messages, which holds only producers' signed messages. Time comes from the injected clock only.
 
 Nor can peers crowd out what catch-up is for. The engine's own requests have a
 budget of their own, outside the table, and the producers of our height keep theirs
@@ -51,6 +51,15 @@ class _Window:
 
 
 @dataclass
+class _Signed:
+    """What producers signed that is kept for one later height: per signer, the steps
+    (round, vote type) it has a vote kept for and the rounds they are in."""
+
+    steps: set[tuple[bytes, int, int]] = field(default_factory=set)
+    rounds: dict[bytes, set[int]] = field(default_factory=dict)
+
+
+@dataclass
 class _Share:
     """How many early messages (and proposals among them) one peer has in the buffer."""
 
@@ -78,8 +87,8 @@ class CatchUp:
         self.config = config
         self.bad_peer = bad_peer
         self._future: dict[int, list[_Received]] = {}
-        # The votes among them, per height: a copy of one kept already takes no slot.
-        self._future_votes: dict[int, set[Vote]] = {}
+        # Who signed what among them, per height: each signer's share of the buffer.
+        self._future_signed: dict[int, _Signed] = {}
         self._buffered = 0
         self._buffered_proposals = 0
         self._shares: dict[Peer, _Share] = {}
@@ -119,14 +128,9 @@ class CatchUp:
         cfg = self.config
         is_proposal = isinstance(msg, Proposal)
         share = self._shares.get(item.peer, _Share())
-        # Anyone can replay a signed vote: copies of one kept already would cost a
-        # signature check each and, from a few peers, fill the buffer that honest
-        # peers' early messages need. (A vote is all signed; a proposal's body is not,
-        # and a copy with a swapped body must not stand in for the real one.)
-        copy = isinstance(msg, Vote) and msg in self._future_votes.get(msg.height, ())
         fits = (
             item.peer is not None
-            and not copy
+            and (not isinstance(msg, Vote) or self._vote_fits(msg))
             and msg.height <= height + cfg.max_future_heights
             and self._buffered < cfg.max_buffered_messages
             and share.messages < cfg.max_buffered_messages_per_peer
@@ -143,7 +147,9 @@ class CatchUp:
         if fits and self._signed_by_producer(item, validators):
             self._future.setdefault(msg.height, []).append(dataclasses.replace(item, verified=True))
             if isinstance(msg, Vote):
-                self._future_votes.setdefault(msg.height, set()).add(msg)
+                signed = self._future_signed.setdefault(msg.height, _Signed())
+                signed.steps.add((msg.validator, msg.round, msg.type))
+                signed.rounds.setdefault(msg.validator, set()).add(msg.round)
             self._buffered += 1
             self._buffered_proposals += is_proposal
             share.messages += 1
@@ -159,7 +165,7 @@ class CatchUp:
         for ``height`` itself, in arrival order."""
         ready: list[_Received] = []
         for h in [h for h in self._future if h <= height]:
-            self._future_votes.pop(h, None)
+            self._future_signed.pop(h, None)
             for item in self._future.pop(h):
                 is_proposal = isinstance(item.msg, Proposal)
                 self._buffered -= 1
@@ -172,6 +178,30 @@ class CatchUp:
                 if h == height:
                     ready.append(item)
         return ready
+
+    def _vote_fits(self, vote: Vote) -> bool:
+        """Whether ``vote`` may take a slot for its signer: one vote per step, in at
+        most ``max_future_rounds_per_validator`` + 1 rounds of the height.
+
+        A producer signs any number of different votes for later heights (every
+        round, nil or any block): kept, a Byzantine one's votes relayed by many peers
+        would fill the buffer that honest producers' early votes need, each at the
+        price of a signature check. An honest producer signs one vote per step, and
+        the engine keeps a producer's votes of the round it starts a height in and
+        of ``max_future_rounds_per_validator`` rounds above: so every producer,
+        honest or not, has at most as many slots as an honest one needs, and a
+        copy (or a conflicting twin) of a vote kept takes none and costs no check.
+        An honest producer's votes are in rounds it went through in order; if
+        others' are kept first, they are of rounds it left, and it re-sends those
+        of its round when we get there.
+        """
+        signed = self._future_signed.get(vote.height)
+        if signed is None:
+            return True
+        if (vote.validator, vote.round, vote.type) in signed.steps:
+            return False
+        rounds = signed.rounds.get(vote.validator, ())
+        return vote.round in rounds or len(rounds) <= self.config.max_future_rounds_per_validator
 
     # --- peers behind us ---------------------------------------------------------------
 

@@ -110,15 +110,16 @@ def finish_height_one(h, b1):
 
 
 def test_one_peer_cannot_crowd_honest_early_votes_out_of_the_buffer(tmp_path):
-    h = make_engine(tmp_path)
+    # Room for two peers' shares; each producer has more slots than a share.
+    cfg = dataclasses.replace(CONFIG, max_buffered_messages=8, max_buffered_messages_per_peer=4)
+    h = make_engine(tmp_path, config=cfg)
     b1, b2 = height_two(h)
-    # A peer replays more early votes (all genuinely signed, for height 2) than the
-    # whole buffer holds.
-    flood = CONFIG.max_buffered_messages + 10
-    rounds = flood // len(OTHERS) + 1
-    for round_ in range(rounds):
-        for key in OTHERS:
-            h.deliver(vote(key, PV, 2, round_, NIL), peer="flooder")
+    # A peer replays more early votes (all genuinely signed, for height 2: the nil
+    # votes of later rounds) than the whole buffer holds.
+    for round_ in (1, 2):
+        for kind in (PV, PC):
+            for key in OTHERS:
+                h.deliver(vote(key, kind, 2, round_, NIL), peer="flooder")
     # Then an honest peer's early prevotes arrive, before we finished height 1.
     for key in OTHERS:
         h.deliver(vote(key, PV, 2, 0, b2.hash), peer="honest")
@@ -277,3 +278,45 @@ def test_peers_replaying_one_early_vote_cannot_crowd_out_the_others(tmp_path, mo
         h.deliver(vote(key, PV, 2, 0, b2.hash), peer="honest")
     finish_height_one(h, b1)
     assert h.engine.votes.get(0, PV).count(b2.hash) == len(OTHERS)
+
+
+def test_a_byzantine_producer_signing_many_early_votes_cannot_crowd_out_honest_ones(
+    tmp_path, monkeypatch
+):
+    # Room for eight peers' shares in all, and any number of members may relay.
+    cfg = dataclasses.replace(CONFIG, max_buffered_messages=32, max_buffered_messages_per_peer=4)
+    h = make_engine(tmp_path, config=cfg)
+    b1, b2 = height_two(h)
+    checks = []
+    genuine = Vote.verify
+
+    def counted(self, chain_id):
+        checks.append(self.height)
+        genuine(self, chain_id)
+
+    monkeypatch.setattr(Vote, "verify", counted)
+    byzantine, honest = OTHERS[0], OTHERS[1:]
+    # It signs different votes for height 2: every round, both kinds, nil and made-up
+    # blocks; each relaying member sends them all.
+    signed = [
+        vote(byzantine, kind, 2, round_, block_hash)
+        for round_ in range(8)
+        for kind in (PV, PC)
+        for block_hash in (NIL, bytes([round_ + 1]) * 32)
+    ]
+    for relay in range(12):
+        for v in signed:
+            h.deliver(v, peer=f"relay-{relay}")
+    # Its votes cost a signature check only within the slots an honest producer has:
+    # one vote per step, in the round a height starts in and the rounds above it.
+    rounds = cfg.max_future_rounds_per_validator + 1
+    assert len(checks) == 2 * rounds
+    # The honest producers' early votes (a lagging node needs them) still find room.
+    for key in honest:
+        h.deliver(vote(key, PV, 2, 0, b2.hash), peer="honest")
+        h.deliver(vote(key, PC, 2, 0, b2.hash), peer="honest")
+    finish_height_one(h, b1)
+    for kind in (PV, PC):
+        assert {v.validator for v in h.engine.votes.get(0, kind).votes_for(b2.hash)} == {
+            k.public_key for k in honest
+        }
