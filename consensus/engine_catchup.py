@@ -34,12 +34,17 @@ from dataclasses import dataclass, field
 from consensus.engine_config import BFTConfig
 from consensus.engine_io import Application, Clock, Peer, Transport, _Received
 from consensus.messages import FinalizedBlock, Proposal, SyncRequest
+from consensus.validation import validate_tx_root
 from consensus.validators import ValidatorSet
 from consensus.vote_sets import NIL, HeightVoteSet, pol_votes
-from core import InvalidSignature, Vote
+from core import InvalidBlock, InvalidSignature, Vote
 
 # The engine's logger: these records are the engine's, and keep its name.
 log = logging.getLogger("consensus.bft")
+
+# Rounds of a later height whose proposals are kept: the engine starts a height in
+# round 0 and takes a proposal at most one round above its own.
+_PROPOSAL_ROUNDS = 2
 
 
 @dataclass
@@ -53,10 +58,12 @@ class _Window:
 @dataclass
 class _Signed:
     """What producers signed that is kept for one later height: per signer, the steps
-    (round, vote type) it has a vote kept for and the rounds they are in."""
+    (round, vote type) it has a vote kept for and the rounds they are in; the rounds
+    a proposal is kept for."""
 
     steps: set[tuple[bytes, int, int]] = field(default_factory=set)
     rounds: dict[bytes, set[int]] = field(default_factory=dict)
+    proposals: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -130,7 +137,11 @@ class CatchUp:
         share = self._shares.get(item.peer, _Share())
         fits = (
             item.peer is not None
-            and (not isinstance(msg, Vote) or self._vote_fits(msg))
+            and (
+                self._vote_fits(msg)
+                if isinstance(msg, Vote)
+                else self._proposal_fits(msg, validators)
+            )
             and msg.height <= height + cfg.max_future_heights
             and self._buffered < cfg.max_buffered_messages
             and share.messages < cfg.max_buffered_messages_per_peer
@@ -144,12 +155,14 @@ class CatchUp:
         )
         # Only a producer's signed message may take a slot (producers rarely change
         # between two heights; an incoming producer's early messages are re-sent).
-        if fits and self._signed_by_producer(item, validators):
+        if fits and self._signed_by_producer(item, validators) and self._body_matches(item):
             self._future.setdefault(msg.height, []).append(dataclasses.replace(item, verified=True))
+            signed = self._future_signed.setdefault(msg.height, _Signed())
             if isinstance(msg, Vote):
-                signed = self._future_signed.setdefault(msg.height, _Signed())
                 signed.steps.add((msg.validator, msg.round, msg.type))
                 signed.rounds.setdefault(msg.validator, set()).add(msg.round)
+            else:
+                signed.proposals.add(msg.round)
             self._buffered += 1
             self._buffered_proposals += is_proposal
             share.messages += 1
@@ -202,6 +215,40 @@ class CatchUp:
             return False
         rounds = signed.rounds.get(vote.validator, ())
         return vote.round in rounds or len(rounds) <= self.config.max_future_rounds_per_validator
+
+    def _proposal_fits(self, p: Proposal, validators: ValidatorSet) -> bool:
+        """Whether ``p`` may take a slot: the first proposal of its (height, round), by
+        the proposer of that round, in a round the engine takes at the start of a height.
+
+        A producer signs proposals for any round, and many members relay them: kept,
+        a Byzantine one's would fill the few proposal slots. The engine starts a
+        height in round 0 and takes a proposal at most one round above its own, and
+        only from the round's proposer (the schedule of our producers, as for the
+        signer of any early message): at most ``_PROPOSAL_ROUNDS`` slots per height,
+        each its proposer's own. The first one kept was matched to its header (its
+        body checked on arrival), so what is signed names it: a copy, or the
+        proposer's second proposal for the round (the engine keeps the first too),
+        takes no slot and costs no check, and no copy with a swapped body stands in
+        for the real one.
+        """
+        signed = self._future_signed.get(p.height)
+        return (
+            p.round < _PROPOSAL_ROUNDS
+            and p.proposer == validators.proposer(p.height, p.round)
+            and (signed is None or p.round not in signed.proposals)
+        )
+
+    def _body_matches(self, item: _Received) -> bool:
+        """A vote, or a proposal whose transactions are the ones its signed header
+        commits to; a peer that sends another body is reported."""
+        if not isinstance(item.msg, Proposal):
+            return True
+        try:
+            validate_tx_root(item.msg.block)
+        except InvalidBlock as exc:
+            self.bad_peer(item.peer, f"proposal for height {item.msg.height}: {exc}")
+            return False
+        return True
 
     # --- peers behind us ---------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import dataclasses
 
 from consensus import make_commit
 from consensus.bft import NIL, Step
-from consensus.messages import FinalizedBlock, SyncRequest
-from core import PrivateKey, Vote, VoteType
+from consensus.messages import FinalizedBlock, Proposal, SyncRequest
+from core import Block, PrivateKey, Vote, VoteType
 from tests.consensus.helpers import (
     CHAIN,
     CONFIG,
@@ -320,3 +320,67 @@ def test_a_byzantine_producer_signing_many_early_votes_cannot_crowd_out_honest_o
         assert {v.validator for v in h.engine.votes.get(0, kind).votes_for(b2.hash)} == {
             k.public_key for k in honest
         }
+
+
+def counting_proposal_checks(monkeypatch) -> list[int]:
+    checks: list[int] = []
+    genuine = Proposal.verify
+
+    def counted(self, chain_id):
+        checks.append(self.round)
+        genuine(self, chain_id)
+
+    monkeypatch.setattr(Proposal, "verify", counted)
+    return checks
+
+
+def prevotes_at_height_two(h, b1):
+    finish_height_one(h, b1)
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    return [v.block_hash for v in h.transport.votes(PV, 0) if v.height == 2]
+
+
+def test_a_byzantine_proposer_cannot_crowd_an_honest_early_proposal_out(tmp_path, monkeypatch):
+    h = make_engine(tmp_path)
+    b1, b2 = height_two(h)
+    ahead = ToyApp()
+    ahead.blocks.append(b1)
+    checks = counting_proposal_checks(monkeypatch)
+    # The proposer of round 1 of height 2 signs a proposal for every round (those of
+    # other proposers too), and hostile members relay them all.
+    byzantine = proposer(2, 1)
+    signed = [
+        sign_proposal(byzantine, 2, round_, make_block(ahead, 2, round_, byzantine))
+        for round_ in range(4 * CONFIG.max_buffered_proposals)
+    ]
+    for relay in range(2 * CONFIG.max_buffered_proposals):
+        for p in signed:
+            h.deliver(p, peer=f"relay-{relay}")
+    # Only its own round the engine would take at the start of height 2 costs a check.
+    assert checks == [1]
+    h.deliver(sign_proposal(proposer(2, 0), 2, 0, b2), peer="honest")
+    assert prevotes_at_height_two(h, b1) == [b2.hash]
+
+
+def test_copies_of_an_early_proposal_take_one_slot_and_a_swapped_body_none(tmp_path, monkeypatch):
+    h = make_engine(tmp_path)
+    b1, _ = height_two(h)
+    ahead = ToyApp()
+    ahead.blocks.append(b1)
+    ahead.commits.append(make_commit(OTHERS, CHAIN, 1, 0, b1.hash))
+    b2 = make_block(ahead, 2, 0, proposer(2, 0), txs=(b"order-1", b"tip-2"))
+    genuine = sign_proposal(proposer(2, 0), 2, 0, b2)
+    checks = counting_proposal_checks(monkeypatch)
+    # A relay's copy with a swapped body: its signature verifies (it covers the
+    # header), its body does not match. Refused and reported now, it holds no slot.
+    swapped = dataclasses.replace(genuine, block=Block(b2.header, b2.txs[1:]))
+    h.deliver(swapped, peer="swapper")
+    assert [peer for peer, _ in h.bad_peers] == ["swapper"]
+    assert h.engine.height == 1
+    # Then many members relay the genuine one: one check, one slot.
+    for relay in range(2 * CONFIG.max_buffered_proposals):
+        h.deliver(genuine, peer=f"relay-{relay}")
+    assert checks == [0, 0]
+    # A copy with a swapped body, once the genuine one is kept, does not replace it.
+    h.deliver(swapped, peer="swapper")
+    assert prevotes_at_height_two(h, b1) == [b2.hash]
