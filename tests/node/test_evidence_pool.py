@@ -68,3 +68,41 @@ def test_evidence_too_old_for_any_chain_is_neither_sent_nor_kept() -> None:
     pool.committed(100 + keep + 1)
     pool.add(recent, committed_height=100 + keep + 1)
     assert sent == [recent]
+
+
+def _pieces(height: int, rounds: int, key: PrivateKey) -> list[DuplicateVoteEvidence]:
+    """A double signature at both steps of every round of ``height``."""
+    pieces = []
+    for round_ in range(rounds):
+        for kind in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+            votes = [Vote.create(key, CHAIN, kind, height, round_, bytes([b]) * 32) for b in (1, 2)]
+            pieces.append(DuplicateVoteEvidence.of(*votes))
+    return pieces
+
+
+def test_a_producer_double_signing_everywhere_is_held_within_a_bound() -> None:
+    # Byzantine producers (up to a third of the set) double-sign at every height,
+    # round and step: a piece each, for every height the pool remembers.
+    offenders = [SIGNER, PrivateKey(bytes([10]) * 32)]
+    sent: list[DuplicateVoteEvidence] = []
+    pool = EvidencePool(sent.append)
+    most = EvidencePool.MAX_PER_OFFENDER
+    rounds = most  # more pieces a height than taken of one offender
+    for height in range(1, 31):
+        caught = {key.public_key: _pieces(height, rounds, key) for key in offenders}
+        for pieces in caught.values():
+            for ev in pieces:
+                pool.add(ev, committed_height=height - 1)
+        # What one offender makes this node hold is bounded, whatever it signs.
+        assert len(pool) <= most * len(offenders)
+        pool.committed(height)
+        # Enough of each offender's pieces go out to slash and jail it, not all:
+        # each is a transaction of this node, and one height could hold thousands.
+        for key, pieces in caught.items():
+            assert [ev for ev in sent if ev.validator == key] == pieces[:most]
+        # The pieces taken are still submitted once only.
+        for pieces in caught.values():
+            for ev in pieces:
+                pool.add(ev, committed_height=height)
+        assert len(sent) == most * len(offenders)
+        sent.clear()
