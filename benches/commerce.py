@@ -168,11 +168,11 @@ def live_session_workload(
                 m, tx.OPEN_DEAL, tx.OpenDeal(1, 1, DEAL_PRICE, n, 1, start_ms, start_ms + 50 * MIN)
             ),
         ],
-        # The one unit left goes to auction (for the longest the chain allows), once
-        # the session is open (the host's transaction could come first in a block).
+        # The one unit left goes to auction (for the longest the chain allows), by the
+        # merchant (a host's may not start below the listing's price).
         [
             sign(
-                actors.host,
+                m,
                 tx.START_AUCTION,
                 tx.StartAuction(1, 1, AUCTION_START, 0, 0, 300_000, int(AuctionMode.TIMED)),
             ),

@@ -37,7 +37,9 @@ from core.types import Block, SignedTx
 # against it, and deal ends are closed a budget per block (``DEAL_ENDS_PER_BLOCK``):
 # other receipts and state after such transactions or under a backlog; what state holds
 # is unchanged (tree layout 8 still).
-PROTOCOL_VERSION = 7
+# 8: a host's auction may not go below the listing's price (``below_listing_price``):
+# another receipt for such a start; what state holds is unchanged (tree layout 8 still).
+PROTOCOL_VERSION = 8
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.

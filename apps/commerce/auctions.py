@@ -154,6 +154,8 @@ def _return_bid(state: Overlay, bidder: bytes, amount: int, currency: str) -> No
             "u64_overflow",
         ),
         "invalid_reserve": "a reserve below the auction's start price",
+        "below_listing_price": "the host (not the merchant) starts an auction whose reserve "
+        "(or, without one, start price) is below the listing's price",
         "invalid_mode": "an auction mode other than 1 (timed) or 2 (sudden death)",
         "invalid_schedule": "an auction start in the past or beyond auction_max_lead_ms, "
         "or a duration outside auction_min_ms..auction_max_ms",
@@ -218,6 +220,15 @@ def process_start_auction(state: Overlay, tx: TxInfo, p: StartAuction, ctx: Bloc
             f"auction duration must be in {params.auction_min_ms}..{params.auction_max_ms} ms, "
             f"got {p.duration_ms}",
             "invalid_schedule",
+        )
+    # A host sells the merchant's stock no cheaper than the merchant prices it: a lower
+    # floor (a start at 1 and no reserve) is the merchant's own call, as a deal is.
+    floor = p.reserve or p.start_price
+    if tx.sender_address != session.merchant and floor < listing.price:
+        raise TxFailed(
+            f"a host's auction sells at no less than listing {listing.id}'s price "
+            f"{listing.price}, its floor (reserve, else start price) is {floor}",
+            "below_listing_price",
         )
     # Bounded so the session object and its view stay small.
     if len(session.open_auctions) >= params.max_open_auctions:

@@ -675,8 +675,10 @@ def test_live_auction_start_cancel_bid_and_won(day):
     spare = event(out, "commerce.auction_started")["auction"]
     day.ok("live", "auction", "cancel", spare, "--from", "host", "--wait")
     day.fails("live", "auction", "cancel", spare, "--from", "host", code=3, says="auction_closed")
-    # Sudden death, 6 s: the bids below land well within it.
-    out = day.ok(*start, "--duration", "6s", "--sudden-death", "--from", "host", "--wait")
+    # The host may not auction the merchant's stock below its price (2,400)...
+    day.fails(*start, "--duration", "6s", "--from", "host", code=3, says="below_listing_price")
+    # ...the merchant may. Sudden death, 6 s: the bids below land well within it.
+    out = day.ok(*start, "--duration", "6s", "--sudden-death", "--from", "merchant", "--wait")
     auction = event(out, "commerce.auction_started")["auction"]
     assert event(out, "commerce.auction_started")["mode"] == "sudden_death"
     out = day.ok("bid", auction, "300", "--address", "1 Main St", "--from", "shopper1", "--wait")

@@ -23,6 +23,7 @@ from apps.commerce.views import (
 from core.codec import UINT64_MAX
 from tests.apps.commerce.helpers import (
     FEE,
+    PRICE,
     REGISTRY,
     STOCK,
     TEST_PARAMS,
@@ -38,7 +39,9 @@ S = 1_000
 TIMED, SUDDEN = int(AuctionMode.TIMED), int(AuctionMode.SUDDEN_DEATH)
 
 
-def start(chain, start_price=10, *, reserve=0, duration=30 * S, mode=TIMED, start_ms=0, who="host"):
+def start(
+    chain, start_price=10, *, reserve=0, duration=30 * S, mode=TIMED, start_ms=0, who="merchant"
+):
     receipt = chain.ok(
         who, tx.START_AUCTION, tx.StartAuction(1, 1, start_price, reserve, start_ms, duration, mode)
     )
@@ -174,7 +177,7 @@ def test_timed_auction_anti_snipe_then_won_and_settled():
     fee = 11 * 200 // 10_000
     commission = (11 - fee) * 1_000 // 10_000
     assert chain.balance("bob") == bob0 - 4 * FEE - 11
-    assert chain.balance("host") == host0 - FEE + commission
+    assert chain.balance("host") == host0 + commission  # the merchant started it
     assert chain.balance(TREASURY) == fee
     assert stock(chain) == (STOCK - 1, 0, 1)
     chain.ok("bob", tx.REVIEW, tx.WriteReview(1, 5, "won it"))
@@ -497,7 +500,8 @@ def test_one_merchant_holds_at_most_its_open_auctions_across_sessions():
     r = chain.fails("merchant", tx.START_AUCTION, p, "merchant_auction_limit")
     assert r.message.endswith("has 2 open auctions, the maximum is 2")
     # The host's start counts against the session's merchant too.
-    chain.fails("host", tx.START_AUCTION, p, "merchant_auction_limit")
+    at_price = tx.StartAuction(2, 1, 10, PRICE, 0, 60 * S, TIMED)
+    chain.fails("host", tx.START_AUCTION, at_price, "merchant_auction_limit")
     # A cancelled auction leaves the count...
     chain.ok("merchant", tx.CANCEL_AUCTION, tx.AuctionRef(first))
     third = int(chain.ok("merchant", tx.START_AUCTION, p).events[0].get("auction"))
@@ -516,8 +520,9 @@ def test_bid_address_checks_and_a_full_end_bucket():
     chain = new_chain(params=params)
     shop = open_shop(chain)
     p = tx.StartAuction(1, 1, 10, 0, 0, 30 * S, TIMED)
+    at_price = tx.StartAuction(1, 1, 10, PRICE, 0, 30 * S, TIMED)
     result = chain.block(
-        chain.sign("host", tx.START_AUCTION, p), chain.sign("merchant", tx.START_AUCTION, p)
+        chain.sign("host", tx.START_AUCTION, at_price), chain.sign("merchant", tx.START_AUCTION, p)
     )
     assert [r.code for r in result.receipts] == ["ok", "auction_bucket_full"]
     assert "choose another duration" in result.receipts[1].message
@@ -593,3 +598,31 @@ def test_a_bid_the_proxy_answers_must_be_one_the_bidder_could_pay():
     chain.ok("registrar", TRANSFER, Transfer(chain.addr("mallory"), 30))
     place(chain, shop, "mallory", 1, 30)
     assert (auction(chain).leader, auction(chain).price) == (chain.addr("alice"), 32)
+
+
+def test_a_host_auctions_the_merchants_stock_no_cheaper_than_its_price():
+    """The host runs the show, but the floor under the merchant's stock is the
+    merchant's: a host's auction starting at 1 with no reserve sold a 1,000 listing for
+    1 (a deal, which spends stock at the merchant's price, only the merchant opens)."""
+    chain = new_chain()
+    shop = open_shop(chain)
+    cheap = tx.StartAuction(1, 1, 1, 0, 0, 30 * S, TIMED)
+    r = chain.fails("host", tx.START_AUCTION, cheap, "below_listing_price")
+    assert r.message == (
+        "a host's auction sells at no less than listing 1's price 1000, its floor "
+        "(reserve, else start price) is 1"
+    )
+    # A reserve just below the price is refused too; at the price, the host may start low.
+    under = tx.StartAuction(1, 1, 1, PRICE - 1, 0, 30 * S, TIMED)
+    chain.fails("host", tx.START_AUCTION, under, "below_listing_price")
+    host_aid = start(chain, 1, reserve=PRICE, who="host")
+    # So may a start at the price with no reserve.
+    start(chain, PRICE, who="host")
+    # The merchant sets any floor for its own stock.
+    merchant_aid = start(chain, 1)
+    place(chain, shop, "alice", host_aid, PRICE - 1)
+    place(chain, shop, "bob", merchant_aid, 1)
+    outcomes = {e.get("auction"): e.get("outcome") for e in ended(chain.wait(30 * S))}
+    # Below the host's reserve nothing sells; the merchant's sells at 1.
+    assert outcomes[str(host_aid)] != "won" and outcomes[str(merchant_aid)] == "won"
+    assert get_order(chain.state, 1).amount == 1

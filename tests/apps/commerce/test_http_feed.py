@@ -142,7 +142,7 @@ async def test_session_feed_in_order_with_resume_and_replay(driver):
     # An auction of one cup (timed, 5 s): every bid after its start comes with less than
     # the counter-bid time (10 s) left, so each resets the clock; Bob's lower maximum is
     # answered by Alice's proxy. It ends while the script goes on.
-    await d.run(host.key, tx.START_AUCTION, tx.StartAuction(1, 2, 5_000, 0, 0, 5_000, 1))
+    await d.run(merchant.key, tx.START_AUCTION, tx.StartAuction(1, 2, 5_000, 0, 0, 5_000, 1))
     await d.run(alice.key, tx.BID, bid(merchant, 1, 7_000))
     await d.run(bob.key, tx.BID, bid(merchant, 1, 6_000))
 

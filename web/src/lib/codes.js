@@ -31,6 +31,7 @@ const PLAIN = {
   unknown_auction: "This auction does not exist.",
   auction_closed: "This auction has ended.",
   auction_ended: "Bidding has closed: the auction is ending.",
+  below_listing_price: "A host's auction cannot sell below the listing's price: set a reserve of at least that price.",
   bid_too_low: "Your maximum is below the lowest bid this auction takes now.",
   invalid_sealed_address: "Your shipping address could not be sealed for the merchant. Check it and try again.",
   nonce_too_low: "This transaction was already sent.",
