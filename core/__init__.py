@@ -2,6 +2,7 @@
 
 from core.codec import Len, MaxItems, MaxLen, Wire, array_header, pack_array, pack_raw, unpack_raw
 from core.errors import (
+    CannotListen,
     DecodeError,
     HttpError,
     Invalid,
@@ -55,6 +56,7 @@ __all__ = [
     "Address",
     "Block",
     "BlockHeader",
+    "CannotListen",
     "Commit",
     "CommitSig",
     "DecodeError",

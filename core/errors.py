@@ -10,6 +10,7 @@ input. Every ``Invalid`` carries a stable machine-readable ``code`` and the HTTP
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 
@@ -85,3 +86,17 @@ class NodeFault(LiveLedgerError):
 
 class StorageError(NodeFault):
     """The database is unavailable, locked or inconsistent."""
+
+
+class CannotListen(NodeFault):
+    """A listening socket (``what``: HTTP or p2p) could not be bound: the port is taken,
+    the address is not this machine's, or it needs privileges."""
+
+    def __init__(self, what: str, host: str, port: int, cause: OSError) -> None:
+        # asyncio's text repeats the address; the errno's own words are the reason (a
+        # host that does not resolve has no errno of the kind, only its words).
+        code = cause.errno
+        known = isinstance(code, int) and code > 0
+        reason = os.strerror(code).lower() if code and known else str(cause.strerror or cause)
+        super().__init__(f"cannot listen for {what} on {host}:{port}: {reason}")
+        self.what = what

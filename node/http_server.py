@@ -43,6 +43,7 @@ from typing import cast
 
 from aiohttp import web
 
+from core.errors import CannotListen
 from core.netaddr import client_key, parse_trusted_proxies
 from core.sockets import bound_unacked, reset
 
@@ -377,9 +378,12 @@ class HttpServer:
                 self._fd_limit,
             )
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.gate, self.host, self.port, reuse_address=True, backlog=1024
-        )
+        try:
+            self._server = await loop.create_server(
+                self.gate, self.host, self.port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            raise CannotListen("HTTP", self.host, self.port, exc) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         self._watch = loop.create_task(self.gate.watch(), name="http-stall-watch")
 

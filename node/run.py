@@ -11,6 +11,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
+from core.errors import CannotListen, NodeFault
 from node.api import NODE, create_app
 from node.consensus import ConsensusSeams
 from node.http_server import HttpServer, serve_until_signalled
@@ -131,14 +132,21 @@ def run_node(
     app.cleanup_ctx.append(_gc_context)
     server = http_server(node, app, fd_limit)
     log.info(
-        "node %s serving http://%s:%d (open-file limit %d)",
+        "node %s starting, HTTP on http://%s:%d (open-file limit %d)",
         node.config.moniker,
         node.config.http_host,
         node.config.http_port,
         fd_limit,
         extra={"moniker": node.config.moniker, "node_key": node.key.public_key},
     )
-    serve_until_signalled(uvloop.new_event_loop(), server, until=node.faulted)
+    try:
+        serve_until_signalled(uvloop.new_event_loop(), server, until=node.faulted)
+    except CannotListen as exc:
+        setting = "http_port" if exc.what == "HTTP" else "p2p_port"
+        raise NodeFault(
+            f"{exc}: is another node or program using it? Stop it, or change {setting} in "
+            f"{home / 'config.json'}"
+        ) from exc
     if node.fault is not None:
         log.critical("exiting with status %d: consensus halted", EXIT_CONSENSUS_HALTED)
         raise SystemExit(EXIT_CONSENSUS_HALTED)

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Self
 
 from core.codec import Wire
-from core.errors import Invalid
+from core.errors import CannotListen, Invalid
 from core.keys import PrivateKey
 from core.netaddr import source_of
 from p2p.admission import HandshakeGate, RefusalLog
@@ -210,10 +210,12 @@ class P2PNode:
         self._identity = NodeIdentity(self._key)
         try:
             self._server = await asyncio.start_server(self._on_inbound, self.host, self._port)
-        except BaseException:
+        except BaseException as exc:
             # E.g. the port is taken: do not leave the key file behind.
             self._identity.close()
             self._identity = None
+            if isinstance(exc, OSError):
+                raise CannotListen("p2p", self.host, self._port, exc) from exc
             raise
         self._port = self._server.sockets[0].getsockname()[1]
         self._running = True
