@@ -39,11 +39,14 @@ from apps.routes import (
     obj,
     ref,
 )
+from consensus.staking_state import producer_set_key
 from core import Block, BlockHeader, HttpError, format_address, parse_address, tx_hash, unpack_raw
 from node.api_common import node_of, ready
+from node.epoch_records import EpochRecord
 from node.reader import header_of_block
 from node.render import BLOCK, RECEIPT, block_json, header_only_json, receipt_json
-from storage import MAX_KEY_SIZE
+from node.service import Node
+from storage import MAX_KEY_SIZE, Pruned
 from vm import (
     Account,
     Balance,
@@ -492,7 +495,10 @@ STATE_VALUE = Component(
     "head), with a state proof against that height's state root: check the root "
     "against the header (`GET /v1/blocks/{height}`) and its commit against the "
     "producers. Order data is private to its parties and refused here (403 "
-    "`private_state`, by prefix), so a `null` value is always a true absence.",
+    "`private_state`, by prefix), so a `null` value is always a true absence. An "
+    "epoch's producer set (prefix 0x14) at its boundary height is answered at any "
+    "height, pruned or not: every node keeps it, and light clients walk the epochs "
+    "from genesis through it.",
     params=(
         Param(
             "key",
@@ -518,7 +524,12 @@ STATE_VALUE = Component(
             "private_state",
         ),
         Refusal(404, "A height above the head.", "not_found"),
-        Refusal(410, "A height whose state this node no longer keeps (pruning).", "pruned"),
+        Refusal(
+            410,
+            "A height whose state this node no longer keeps (pruning); never an epoch's "
+            "producer set at its boundary.",
+            "pruned",
+        ),
         BUSY,
     ),
 )
@@ -552,18 +563,41 @@ async def get_state(request: web.Request) -> web.Response:
             raise HttpError(404, "not_found", f"height {height} is above the head {chain.height}")
     # A proof is a tree walk (at an old height, node reads from disk) and hashing:
     # never on the event loop, and a few at once, as block reads.
-    value, proof, root = await request.app[BLOCK_READS].run(
-        client_of(request), chain.store.prove, key, height
-    )
+    try:
+        value, proof, root = await request.app[BLOCK_READS].run(
+            client_of(request), chain.store.prove, key, height
+        )
+        encoded = proof.encode()
+    except Pruned:
+        kept = _kept_producer_set(node, key, height)
+        if kept is None:
+            raise
+        value, encoded, root = kept
     return web.json_response(
         {
             "key": key.hex(),
             "height": height,
             "state_root": root.hex(),
             "value": value.hex() if value is not None else None,
-            "proof": proof.encode().hex(),
+            "proof": encoded.hex(),
         }
     )
+
+
+def _kept_producer_set(node: Node, key: bytes, height: int) -> tuple[bytes, bytes, bytes] | None:
+    """An epoch's producer set at its boundary, from the epoch record every node keeps for
+    good (node.epoch_records): light clients walk the epochs from genesis through these
+    proofs (cli/light.py, the web app), so a node whose state window has passed a
+    boundary must still give them, or its clients can prove nothing at all. (value,
+    encoded proof, state root), or None for any other key and height."""
+    epoch, into = divmod(height, node.genesis.params.epoch_length)
+    if into or epoch < 1 or key != producer_set_key(epoch) or node.chain is None:
+        return None
+    raw = node.chain.store.get_epoch_record(epoch)
+    if raw is None:
+        return None
+    record = EpochRecord.decode(raw)
+    return record.producers, record.proof, BlockHeader.decode(record.header).state_root
 
 
 __all__ = [

@@ -8,9 +8,10 @@ import json
 import pytest
 from aiohttp.test_utils import TestServer
 
-from cli.client import NodeClient
+from cli.client import NodeClient, NodeError
 from cli.light import Checkpoint, fetch_certified_header, producers_at
 from consensus import ValidatorSet
+from consensus.staking_state import producer_set_key
 from core import InvalidBlock, InvalidProof, PrivateKey
 from genesis import Genesis, create_localnet
 from node.run import build_app
@@ -81,3 +82,40 @@ def test_a_value_the_proof_does_not_support_is_refused():
 
     with pytest.raises(InvalidProof):
         light.proven_value(LyingNode(), b"\x14key", 1, bytes(32))
+
+
+async def test_a_pruned_node_still_proves_every_epochs_producers(tmp_path):
+    """A node keeps state for a window only (the default, a devnet's too), but its epoch
+    records for good: a client walking the epochs from genesis must get each boundary's
+    producer set with its proof from the node whatever its window, or it can prove
+    nothing (no balance, no merchant key to seal an address to) once the window passed
+    the first boundary: minutes into a devnet."""
+    params = ChainParams.default().replace(epoch_length=3)
+    layout = create_localnet(tmp_path / "net", 1, "", params=params)
+    home = layout.nodes[0].home
+    config = json.loads((home / "config.json").read_text())
+    config["block_interval_ms"] = 30
+    config["pruning"] = {"keep_states": 2, "keep_blocks": 1000, "interval": 1}
+    (home / "config.json").write_text(json.dumps(config))
+    node = Node.from_home(home, "")
+    server = TestServer(build_app(node), host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = NodeClient(str(server.make_url("")))
+        # Blocks come on their own; a loaded machine makes them slow: bounded generously.
+        async with asyncio.timeout(120):
+            while node.chain.store.state_base <= 12:
+                await asyncio.sleep(0.05)
+        height = node.chain.height
+        producers = await asyncio.to_thread(producers_at, client, layout.genesis, height)
+        assert producers.keys == (layout.nodes[0].public_key,)
+        header = await asyncio.to_thread(
+            fetch_certified_header, client, layout.genesis, height, producers
+        )
+        assert header.height == height
+        # A state below the window that is no epoch's producer set is still gone.
+        with pytest.raises(NodeError) as gone:
+            await asyncio.to_thread(client.get, f"/v1/state/{producer_set_key(2).hex()}?height=5")
+        assert gone.value.code == "pruned"
+    finally:
+        await server.close()
