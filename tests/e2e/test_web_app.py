@@ -938,6 +938,23 @@ def test_the_item_page_verifies_in_the_browser_and_says_so_plainly(world, browse
         world.proxy.tamper = False
 
 
+def test_a_refusal_the_node_gave_once_is_asked_again_not_kept_by_the_browser(world, browser):
+    """Chromium keeps a 410 that has no cache headers for good: a page that once read
+    `pruned` (as every proof did on a node before it answered epoch boundaries from its
+    records) would never ask again, whatever the node answers since."""
+    page = browser
+    expect = sync_api.expect
+    gone = (410, {"code": "pruned", "message": "state at height 3 is pruned"})
+    world.proxy.answer = lambda path: gone if path.startswith("/v1/items/") else None
+    try:
+        page.goto(f"{world.proxy.url}/01/{EAN13}/21/SN-1")
+        expect(page.locator("main")).to_contain_text("pruned")
+    finally:
+        world.proxy.answer = None
+    page.reload()
+    expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
+
+
 def item_pages_of(size: int, asked: list[str], forge: Callable[[str], str] = str) -> Callable:
     """A proxy ``forward`` under which the node answers an item's history in pages of
     ``size`` events (as a history of 257 would have it), each page's request recorded in

@@ -10,7 +10,9 @@ export class ApiError extends Error {
 export async function api(path, init = undefined) {
   let resp;
   try {
-    resp = await fetch(path, init);
+    // Never from the browser's cache: the API sends no cache headers, and Chromium then
+    // keeps a 410 (`pruned`) for good, so a page would never ask the node again.
+    resp = await fetch(path, { cache: "no-store", ...init });
   } catch {
     throw new ApiError(0, "unreachable", "the node cannot be reached");
   }
