@@ -1203,3 +1203,38 @@ def test_files_are_served_with_cache_headers_and_no_way_out(world):
         status, _, body = get(path)
         assert status == 404, path
         assert b"[project]" not in body
+
+
+def test_a_page_load_walks_only_the_epochs_since_the_ones_verified_before(world, browser):
+    """Every page load proves its producers from genesis's, epoch by epoch: two reads for
+    each epoch the chain ever had, on every load, unless the browser keeps the highest set
+    it verified (as the CLI keeps it in its keyring): a chain a few weeks old would take
+    minutes to show a balance."""
+    page = browser
+    expect = sync_api.expect
+    length = http_json(f"{world.node.url}/v1/params")["params"]["epoch_length"]
+    for _ in range(600):  # blocks come every 200 ms; a loaded machine makes them slow
+        if http_json(f"{world.node.url}/v1/status")["height"] > 2 * length:
+            break
+        threading.Event().wait(0.5)
+    height = http_json(f"{world.node.url}/v1/status")["height"]
+    assert height > 2 * length
+    asked: list[str] = []
+
+    def record(path: str) -> None:
+        if path.startswith("/v1/state/14"):  # a producer set (ConsensusPrefix.PRODUCER_SET)
+            asked.append(path)
+
+    world.proxy.answer = record
+    try:
+        page.goto(f"{world.proxy.url}/explorer/blocks/{height}")
+        expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+        asked.clear()
+        page.reload()
+        expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+        assert asked == []
+        # A height below the set kept is walked from genesis, and verifies as before.
+        page.goto(f"{world.proxy.url}/explorer/blocks/{length + 1}")
+        expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+    finally:
+        world.proxy.answer = None

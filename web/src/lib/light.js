@@ -148,6 +148,10 @@ export function verifyProof(root, key, value, proof) {
 const PRODUCER_SET_PREFIX = 0x14; // consensus.prefixes.ConsensusPrefix.PRODUCER_SET
 
 const GENESIS_PINS = "liveledger.genesis.v1";
+// The highest producer set verified, per genesis hash (as cli/light.py keeps it in the
+// keyring): a load walks only the epochs after it. Trusted as far as this browser's
+// storage is, which holds the pinned genesis and the key too.
+const PRODUCERS = "liveledger.producers.v1.";
 // The genesis hash the user entered, as the consortium gave it to them out of band.
 const GENESIS_TRUSTED = "liveledger.genesis.trusted.v1";
 
@@ -177,7 +181,11 @@ export class LightClient {
       throw new NotVerified("genesis has no valid epoch length");
     }
     const keys = g.validators.map((v) => fields(v, GENESIS_VALIDATOR, "GenesisValidator").public_key);
+    // Sets by epoch, sparse: genesis's, the one kept from an earlier load, and those
+    // walked since.
     this.sets = [validatorSet(keys)];
+    this.kept = keptProducers(this.genesisHash);
+    if (this.kept) this.sets[this.kept.epoch] = this.kept.set;
     // Certified headers by height (a final block never changes): a page proving several
     // values at one height checks its certificate once.
     this.headers = new Map();
@@ -194,8 +202,10 @@ export class LightClient {
     if (!Number.isSafeInteger(height) || height < 1) throw new NotVerified(`no block is at height ${height}`);
     if (!this.staking) return this.sets[0];
     const epoch = this.epochOf(height);
-    while (this.sets.length <= epoch) {
-      const e = this.sets.length;
+    // From the highest set known at or below it (a height below the kept set: genesis's).
+    let known = epoch;
+    while (!this.sets[known]) known--;
+    for (let e = known + 1; e <= epoch; e++) {
       const boundary = e * this.epochLength;
       const header = await this.certifiedHeader(boundary, this.sets[e - 1]);
       const key = concat(Uint8Array.of(PRODUCER_SET_PREFIX), u64be(e));
@@ -205,7 +215,15 @@ export class LightClient {
       verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
       const set = fields(unpack(value), PRODUCER_SET, "ProducerSet");
       set.keys.forEach((k) => fields([k], [["key", "bytes32"]], "ProducerSet"));
-      this.sets.push(validatorSet(set.keys));
+      this.sets[e] = validatorSet(set.keys);
+    }
+    if (epoch > (this.kept?.epoch ?? 0)) {
+      this.kept = { epoch, set: this.sets[epoch] };
+      try {
+        localStorage.setItem(PRODUCERS + this.genesisHash, JSON.stringify({ epoch, keys: this.kept.set.map(hex) }));
+      } catch {
+        // Storage full or refused: the next load walks again, nothing else changes.
+      }
     }
     return this.sets[epoch];
   }
@@ -246,6 +264,18 @@ export class LightClient {
   async provenState(key, height = null) {
     const at = height === null ? "" : `?height=${height}`;
     return this.provenValue(key, await this.api(`/v1/state/${hex(key)}${at}`));
+  }
+}
+
+// The set kept for this genesis, or null: one that does not parse is walked again.
+function keptProducers(genesisHash) {
+  try {
+    const { epoch, keys } = JSON.parse(localStorage.getItem(PRODUCERS + genesisHash) ?? "null") ?? {};
+    if (!Number.isSafeInteger(epoch) || epoch < 1 || !Array.isArray(keys) || keys.length === 0) return null;
+    if (!keys.every((k) => typeof k === "string" && /^[0-9a-f]{64}$/.test(k))) return null;
+    return { epoch, set: validatorSet(keys.map(unhex)) };
+  } catch {
+    return null;
   }
 }
 
