@@ -281,11 +281,20 @@ def verify_account_proof(
     doc: dict[str, Any],
     genesis: Genesis,
     store: CheckpointStore | None = None,
+    *,
+    address: bytes,
 ) -> None:
-    """Check a proven account against a finalized header, trusting only ``genesis`` (and
-    the producer sets ``store`` kept, verified from it before)."""
+    """Check the node's answer about ``address`` (the account asked for, never the
+    node's word) against a finalized header, trusting only ``genesis`` (and the producer
+    sets ``store`` kept, verified from it before)."""
     height = doc["height"]
-    address = parse_address(doc["address"])
+    # The account asked about: a node could answer with another account's proven record.
+    if doc["address"] != format_address(address):
+        raise NodeError(
+            "proof_mismatch",
+            f"asked for account {format_address(address)}, the node answered for "
+            f"{str(doc['address'])[:64]!r}",
+        )
     key = account_key(address)
     value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
     proof = StateProof.decode(bytes.fromhex(doc["proof"]))
@@ -299,7 +308,9 @@ def verify_account_proof(
     verify_proof(header.state_root, key, value, proof)
     # The value shown is the one proven.
     account = Account.decode(value) if value is not None else Account(0, 0)
-    if (account.balance, account.nonce) != (doc["balance"], doc["nonce"]):
+    # Exact ints: 5.0 and true equal 5 and 1 in Python, and are printed as the node sent them.
+    shown = (doc["balance"], doc["nonce"])
+    if (account.balance, account.nonce) != shown or any(type(x) is not int for x in shown):
         raise NodeError("proof_mismatch", "node's balance/nonce differ from the proven value")
     # Every issued currency is listed (the list itself is proven), each balance proven.
     listed = _proven(header.state_root, CURRENCY_LIST_KEY, doc.get("currencies"))
@@ -310,7 +321,7 @@ def verify_account_proof(
     for entry in balances:
         raw = _proven(header.state_root, balance_key(address, entry["currency"]), entry)
         amount = Balance.decode(raw).amount if raw is not None else 0
-        if amount != entry["balance"]:
+        if amount != entry["balance"] or type(entry["balance"]) is not int:
             raise NodeError(
                 "proof_mismatch", f"node's {entry['currency']} balance differs from the proven one"
             )
@@ -360,7 +371,7 @@ def query_account(
         genesis = anchor.genesis
         if doc["height"] == 0:
             raise NodeError("no_blocks", "no block is final yet; nothing to prove against")
-        verify_account_proof(client, doc, genesis, anchor.cache)
+        verify_account_proof(client, doc, genesis, anchor.cache, address=raw)
         out["proof"] = {
             "verified": True,
             "height": doc["height"],

@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 
 from cli.client import NodeClient
 from cli.main import main
+from core import PrivateKey, address_of, format_address
 from genesis import LocalnetLayout, create_localnet
 from node.run import build_app
 from node.service import Node
@@ -261,3 +262,22 @@ def test_every_command_that_signs_or_seals_takes_a_genesis() -> None:
         done = CliRunner().invoke(main, [*command, "--help"])
         assert done.exit_code == 0
         assert "pinned in the keyring" in " ".join(done.output.split())
+
+
+async def test_a_proof_of_another_account_is_refused(tmp_path, monkeypatch):
+    async with running_net(tmp_path) as net:
+        await until_height(net, 2)
+        await ok(net, "genesis", "pin", str(net.layout.genesis_path))
+        faucet = json.loads((await ok(net, "query", "account", "faucet")).stdout)["address"]
+        asked = format_address(address_of(PrivateKey.generate().public_key))
+        get = NodeClient.get
+
+        def other_account(self: NodeClient, path: str) -> Any:
+            # A node that answers a question about one account with another's (proven)
+            # balance: the faucet's is real and certified, just not the one asked for.
+            return get(self, path.replace(f"/v1/accounts/{asked}", f"/v1/accounts/{faucet}"))
+
+        monkeypatch.setattr(NodeClient, "get", other_account)
+        done = await cli(net, "query", "account", asked, "--prove")
+        assert done.exit_code != 0 and done.stdout == "", done.stdout
+        assert "proof_mismatch" in done.stderr and asked in done.stderr, done.stderr
