@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import http.client
+import io
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 from core import LiveLedgerError
+
+# The largest answer taken from a node: the largest a node gives (a full block's
+# transaction summaries; GET /v1/genesis, whose JSON is at most 32 MiB and whose
+# encoding is at most 8 MiB, in hex) fits. A hostile node's endless answer stops here.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# How long a whole answer may take, headers and body: ``timeout`` bounds each read
+# alone, so a node that drips a byte every few seconds would be waited on for ever.
+ANSWER_TIMEOUT_S = 120.0
+_CHUNK = 64 * 1024
 
 
 class NodeError(LiveLedgerError):
@@ -34,10 +47,89 @@ def node_url(text: str) -> str:
     return url
 
 
+class _DeadlineIO(io.RawIOBase):
+    """A response's socket reads, each waiting at most until the answer's deadline."""
+
+    def __init__(self, raw: io.RawIOBase, sock: socket.socket, deadline: float, per_read: float):
+        super().__init__()
+        self.raw, self.sock, self.deadline, self.per_read = raw, sock, deadline, per_read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer did not come whole in time")
+        self.sock.settimeout(min(self.per_read, left))
+        return self.raw.readinto(buffer)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(
+        self, sock: socket.socket, *args: Any, deadline: float, per_read: float, **kwargs: Any
+    ) -> None:
+        super().__init__(sock, *args, **kwargs)
+        # The status line and headers are read through it too: they can be dripped as well.
+        raw = self.fp.detach()
+        self.fp = io.BufferedReader(_DeadlineIO(raw, sock, deadline, per_read))
+
+
+def _deadline_opener(deadline: float, per_read: float) -> urllib.request.OpenerDirector:
+    """An opener whose answers (http and https) must arrive whole before ``deadline``."""
+    response = functools.partial(_DeadlineResponse, deadline=deadline, per_read=per_read)
+
+    class _HTTP(http.client.HTTPConnection):
+        response_class = response  # type: ignore[assignment]  # a factory of HTTPResponse
+
+    class _HTTPS(http.client.HTTPSConnection):
+        response_class = response  # type: ignore[assignment]  # a factory of HTTPResponse
+
+    class _HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(_HTTP, req)
+
+    class _HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(_HTTPS, req)
+
+    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+
+
 class NodeClient:
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    """``timeout`` bounds each connect and read; ``answer_timeout`` a whole answer, and
+    ``max_answer_bytes`` its size: whatever a node sends, a call ends, in bounded memory."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 10.0,
+        *,
+        answer_timeout: float = ANSWER_TIMEOUT_S,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+    ) -> None:
         self.url = node_url(url)
         self.timeout = timeout
+        self.answer_timeout = answer_timeout
+        self.max_answer_bytes = max_answer_bytes
+
+    def _read(self, resp: Any, path: str) -> bytes:
+        """The answer's body, refused past ``max_answer_bytes``."""
+        parts: list[bytes] = []
+        size = 0
+        while chunk := resp.read1(_CHUNK):
+            size += len(chunk)
+            if size > self.max_answer_bytes:
+                raise NodeError(
+                    "too_large",
+                    f"{self.url} answered {path} with more than {self.max_answer_bytes} bytes",
+                )
+            parts.append(chunk)
+        return b"".join(parts)
 
     def _request(
         self,
@@ -52,19 +144,39 @@ class NodeClient:
         )
         if ctype:
             req.add_header("Content-Type", ctype)
+        opener = _deadline_opener(time.monotonic() + self.answer_timeout, self.timeout)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
+            with opener.open(req, timeout=self.timeout) as resp:
+                raw = self._read(resp, path)
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            try:
+                raw = self._read(exc, path)
+            except (OSError, http.client.HTTPException) as read_error:
+                raise NodeError(
+                    "http_error", f"HTTP {exc.code}, its body unreadable: {read_error}", exc.code
+                ) from None
+            finally:
+                exc.close()
             try:
                 doc = json.loads(raw)
                 raise NodeError(doc["code"], doc["message"], exc.code) from None
             except (ValueError, KeyError, TypeError, RecursionError):
                 raise NodeError("http_error", f"HTTP {exc.code}: {raw[:200]!r}", exc.code) from None
+        except TimeoutError:
+            raise NodeError(
+                "timeout",
+                f"{self.url} did not answer {path} within {self.answer_timeout:g} s "
+                f"(or was silent for {self.timeout:g} s)",
+            ) from None
         except urllib.error.URLError as exc:
             raise NodeError(
                 "unreachable", f"cannot reach node at {self.url}: {exc.reason}"
+            ) from None
+        except http.client.HTTPException as exc:
+            # An answer that is not HTTP, or cut short (IncompleteRead, a status line past
+            # its length limit).
+            raise NodeError(
+                "bad_answer", f"{self.url} answered {path} with broken HTTP: {exc!r}"[:300]
             ) from None
         except (OSError, ValueError) as exc:
             # ValueError: a URL urllib cannot use (node_url lets few through).

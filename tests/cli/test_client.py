@@ -8,7 +8,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from cli.client import NodeClient, NodeError
+import cli.main  # noqa: F401  # first: cli.operator imported alone is an import cycle
+from cli.client import MAX_ANSWER_BYTES, NodeClient, NodeError
 from cli.operator import OperatorError, read_evidence
 
 BOMB = "[" * 100_000
@@ -37,3 +38,59 @@ def test_a_nesting_bomb_in_an_evidence_file_is_refused(tmp_path):
     path.write_text('{"vote_a": ' + "[" * 10_000)
     with pytest.raises(OperatorError, match="not JSON"):
         read_evidence(path)
+
+
+async def serve(handler) -> TestServer:
+    """A node at a loopback port whose every GET /v1/status ``handler`` answers."""
+    app = web.Application()
+    app.router.add_get("/v1/status", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_an_answer_dripped_a_byte_at_a_time_ends_at_the_answer_timeout():
+    async def drip(request: web.Request) -> web.StreamResponse:
+        # Valid JSON in the end, each byte well within the per-read timeout: only a
+        # bound on the whole answer stops the wait.
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        await resp.write(b'{"chain_id": "')
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            await resp.write(b"x")
+        await resp.write(b'"}')
+        return resp
+
+    server = await serve(drip)
+    try:
+        client = NodeClient(str(server.make_url("")), timeout=1.0, answer_timeout=0.5)
+        with pytest.raises(NodeError) as info:
+            await asyncio.to_thread(client.status)
+        assert info.value.code == "timeout" and "0.5 s" in info.value.message
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_an_endless_answer_is_cut_at_the_size_bound(status):
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        await resp.write(b'{"code": "x", "message": "')
+        chunk = b"x" * 65536
+        # Past the default bound (a test cannot wait for an endless one on the old code),
+        # and still valid JSON at the end.
+        for _ in range(MAX_ANSWER_BYTES // len(chunk) + 1):
+            await resp.write(chunk)
+        await resp.write(b'"}')
+        return resp
+
+    server = await serve(endless)
+    try:
+        client = NodeClient(str(server.make_url("")))
+        with pytest.raises(NodeError) as info:
+            await asyncio.to_thread(client.status)
+        assert info.value.code == "too_large", info.value
+    finally:
+        await server.close()
