@@ -20,7 +20,7 @@ from typing import Protocol
 from cli.client import NodeClient, NodeError
 from consensus import ValidatorSet, epoch_of, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
-from core import BlockHeader, Commit
+from core import BlockHeader, Commit, InvalidBlock
 from genesis import Genesis
 from storage import StateProof, verify_proof
 
@@ -62,6 +62,13 @@ def certified_header(
     if header_hex is None or commit_hex is None:
         raise NodeError("no_commit", f"node has no certificate for height {height}")
     header = BlockHeader.decode(bytes.fromhex(header_hex))
+    # The header asked for, of this chain (as web/src/lib/light.js checkHeader checks).
+    if header.height != height:
+        raise InvalidBlock(f"the node's header is of height {header.height}, expected {height}")
+    if header.chain_id != genesis.chain_id:
+        raise InvalidBlock(
+            f"the node's header is of chain {header.chain_id!r}, expected {genesis.chain_id!r}"
+        )
     commit = Commit.decode(bytes.fromhex(commit_hex))
     # More than 2/3 of that height's producers signed this very header.
     verify_commit(commit, genesis.chain_id, height, header.hash, validators)

@@ -9,10 +9,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from cli.client import NodeClient, NodeError
-from cli.light import Checkpoint, fetch_certified_header, producers_at
-from consensus import ValidatorSet
+from cli.light import Checkpoint, certified_header, fetch_certified_header, producers_at
+from consensus import ValidatorSet, make_commit
 from consensus.staking_state import producer_set_key
-from core import InvalidBlock, InvalidProof, PrivateKey
+from core import BlockHeader, InvalidBlock, InvalidProof, PrivateKey
 from genesis import Genesis, create_localnet
 from node.run import build_app
 from node.service import Node
@@ -119,3 +119,38 @@ async def test_a_pruned_node_still_proves_every_epochs_producers(tmp_path):
         assert gone.value.code == "pruned"
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize(
+    ("lie", "says"),
+    [({"height": 7}, "of height 7"), ({"chain_id": "another-chain"}, "of chain 'another-chain'")],
+    ids=["height", "chain"],
+)
+def test_a_signed_header_of_another_height_or_chain_is_refused(tmp_path, lie, says):
+    # What the browser's light client refuses (web/src/lib/light.js checkHeader): a
+    # certificate for height 5 of this chain over a header that says otherwise.
+    genesis = create_localnet(tmp_path / "net", 1, "").genesis
+    key = PrivateKey.generate()
+    fields = {
+        "chain_id": genesis.chain_id,
+        "height": 5,
+        "round": 0,
+        "time_ms": 1,
+        "prev_hash": bytes(32),
+        "tx_root": bytes(32),
+        "state_root": bytes(32),
+        "receipt_root": bytes(32),
+        "producer": key.public_key,
+        "producer_set_hash": bytes(32),
+        "last_commit": None,
+    }
+    header = BlockHeader(**{**fields, **lie})
+    commit = make_commit([key], genesis.chain_id, 5, 0, header.hash)
+    validators = ValidatorSet.of([key.public_key])
+    with pytest.raises(InvalidBlock, match=says):
+        certified_header(genesis, 5, header.encode().hex(), commit.encode().hex(), validators)
+    # The same header, true to its certificate, is taken.
+    header = BlockHeader(**fields)
+    commit = make_commit([key], genesis.chain_id, 5, 0, header.hash)
+    taken = certified_header(genesis, 5, header.encode().hex(), commit.encode().hex(), validators)
+    assert taken == header
