@@ -141,8 +141,21 @@ def producers_at(
     reached: Checkpoint | None = None
     for epoch in range(start, target + 1):
         boundary = epoch * length
-        header = fetch_certified_header(client, genesis, boundary, validators)
-        value = proven_value(client, producer_set_key(epoch), boundary, header.state_root)
+        try:
+            header = fetch_certified_header(client, genesis, boundary, validators)
+            value = proven_value(client, producer_set_key(epoch), boundary, header.state_root)
+        except NodeError as exc:
+            if exc.code != "pruned":
+                raise
+            # Said alone, "block 3 is pruned" puzzles someone who asked about today's state.
+            raise NodeError(
+                "pruned",
+                f"cannot prove the producers of height {height}: the walk from genesis needs "
+                f"block {boundary} (the last of epoch {epoch - 1}, which elected epoch "
+                f"{epoch}'s) and {client.url} no longer keeps it ({exc.message}); prove "
+                "against a node that keeps every block (an archive)",
+                exc.status,
+            ) from None
         if value is None:
             raise NodeError("no_producer_set", f"no producer set for epoch {epoch} is proven")
         producers = ProducerSet.decode(value)

@@ -154,3 +154,25 @@ def test_a_signed_header_of_another_height_or_chain_is_refused(tmp_path, lie, sa
     commit = make_commit([key], genesis.chain_id, 5, 0, header.hash)
     taken = certified_header(genesis, 5, header.encode().hex(), commit.encode().hex(), validators)
     assert taken == header
+
+
+def test_a_pruned_node_is_named_as_why_the_walk_stops(tmp_path):
+    from cli.client import NodeError
+
+    params = ChainParams.default().replace(epoch_length=3)
+    genesis = create_localnet(tmp_path / "net", 1, "", params=params).genesis
+
+    class PrunedNode:
+        """An honest node that keeps blocks from height 100 only."""
+
+        url = "http://pruned.example"
+
+        def block(self, height):
+            raise NodeError("pruned", "block 3 is pruned: this node keeps blocks from height 100")
+
+    with pytest.raises(NodeError) as info:
+        producers_at(PrunedNode(), genesis, 500)
+    assert info.value.code == "pruned"
+    said = info.value.message
+    assert "producers of height 500" in said and "block 3 (the last of epoch 0" in said
+    assert "http://pruned.example" in said and "archive" in said
