@@ -14,6 +14,8 @@ its epoch; the store only saves the walk.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +53,24 @@ class CheckpointStore(Protocol):
         ...
 
 
+@contextmanager
+def _answer(what: str) -> Iterator[None]:
+    """Reading a node's answer: any shape is possible, and a wrong one is the node's
+    fault (``bad_answer``), not a failure of this client."""
+    try:
+        yield
+    # OverflowError: a number past what a field holds.
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise NodeError("bad_answer", f"the node's {what} is malformed: {exc!r}"[:200]) from None
+
+
+def _height(value: object) -> int:
+    """A block height as a node states it: an int from 1 (not 5.0, "5" or true)."""
+    if type(value) is not int or value < 1:
+        raise ValueError(f"height {value!r} is not a block height")
+    return value
+
+
 def certified_header(
     genesis: Genesis,
     height: int,
@@ -61,7 +81,8 @@ def certified_header(
     """The encoded header of ``height``, once its encoded certificate checks out."""
     if header_hex is None or commit_hex is None:
         raise NodeError("no_commit", f"node has no certificate for height {height}")
-    header = BlockHeader.decode(bytes.fromhex(header_hex))
+    with _answer(f"header of height {height}"):
+        header = BlockHeader.decode(bytes.fromhex(header_hex))
     # The header asked for, of this chain (as web/src/lib/light.js checkHeader checks).
     if header.height != height:
         raise InvalidBlock(f"the node's header is of height {header.height}, expected {height}")
@@ -69,7 +90,8 @@ def certified_header(
         raise InvalidBlock(
             f"the node's header is of chain {header.chain_id!r}, expected {genesis.chain_id!r}"
         )
-    commit = Commit.decode(bytes.fromhex(commit_hex))
+    with _answer(f"certificate of height {height}"):
+        commit = Commit.decode(bytes.fromhex(commit_hex))
     # More than 2/3 of that height's producers signed this very header.
     verify_commit(commit, genesis.chain_id, height, header.hash, validators)
     return header
@@ -80,21 +102,20 @@ def fetch_certified_header(
 ) -> BlockHeader:
     """The header at ``height`` from the node, with its certificate checked."""
     doc = client.block(f"{height}?txs=false")
-    commit = doc["commit"]
-    return certified_header(
-        genesis,
-        height,
-        doc["header"]["encoded"],
-        None if commit is None else commit["encoded"],
-        validators,
-    )
+    with _answer(f"block {height}"):
+        commit = doc["commit"]
+        header_hex = doc["header"]["encoded"]
+        commit_hex = None if commit is None else commit["encoded"]
+    return certified_header(genesis, height, header_hex, commit_hex, validators)
 
 
 def proven_value(client: NodeClient, key: bytes, height: int, state_root: bytes) -> bytes | None:
     """A state value at ``height``, checked against ``state_root`` (a certified header's)."""
     doc = client.get(f"/v1/state/{key.hex()}?height={height}")
-    value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
-    verify_proof(state_root, key, value, StateProof.decode(bytes.fromhex(doc["proof"])))
+    with _answer(f"state answer for key {key.hex()}"):
+        value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
+        proof = StateProof.decode(bytes.fromhex(doc["proof"]))
+    verify_proof(state_root, key, value, proof)
     return value
 
 
@@ -106,14 +127,10 @@ def proven_state(
     the producers derived from ``genesis`` (from ``store``'s checkpoint on). Nothing the
     node says is taken on its word."""
     doc = client.get(f"/v1/state/{key.hex()}")
-    try:
-        height = int(doc["height"])
+    with _answer(f"state answer for key {key.hex()}"):
+        height = _height(doc["height"])
         value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
         proof = StateProof.decode(bytes.fromhex(doc["proof"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise NodeError(
-            "bad_answer", f"the node's state answer is malformed: {exc!r}"[:200]
-        ) from None
     validators = producers_at(client, genesis, height, store)
     header = fetch_certified_header(client, genesis, height, validators)
     verify_proof(header.state_root, key, value, proof)
@@ -128,6 +145,9 @@ def producers_at(
     With ``store``, the walk starts after its checkpoint when that is not beyond
     ``height``'s epoch, and the highest set verified is kept there for the next walk.
     """
+    # Callers pass the height a node's answer is at.
+    with _answer("height"):
+        height = _height(height)
     validators = ValidatorSet.of(v.public_key for v in genesis.validators)
     if genesis.staking is None:
         return validators

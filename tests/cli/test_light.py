@@ -176,3 +176,69 @@ def test_a_pruned_node_is_named_as_why_the_walk_stops(tmp_path):
     said = info.value.message
     assert "producers of height 500" in said and "block 3 (the last of epoch 0" in said
     assert "http://pruned.example" in said and "archive" in said
+
+
+def _block_answer(header: object = "00", commit: object = None) -> dict:
+    return {"header": {"encoded": header}, "commit": {"encoded": commit or "00"}}
+
+
+def _header_of_height_3(chain_id: str) -> str:
+    key = PrivateKey.generate().public_key
+    roots = [bytes(32)] * 4
+    return BlockHeader(chain_id, 3, 0, 1, *roots, key, bytes(32), None).encode().hex()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        {"header": None, "commit": None},
+        {"header": {"encoded": 5}, "commit": {"encoded": "00"}},
+        _block_answer("zz"),
+        "list-commit",
+    ],
+    ids=["list", "no-header", "int-header", "not-hex", "list-commit"],
+)
+def test_a_malformed_block_answer_is_the_node_s_fault(tmp_path, answer):
+    from cli.client import NodeError
+
+    genesis = create_localnet(tmp_path / "net", 1, "").genesis
+    validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+
+    if answer == "list-commit":
+        answer = _block_answer(_header_of_height_3(genesis.chain_id), ["00"])
+
+    class Node:
+        def block(self, height):
+            return answer
+
+    with pytest.raises(NodeError) as info:
+        fetch_certified_header(Node(), genesis, 3, validators)
+    assert info.value.code == "bad_answer", info.value
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"height": 0, "value": None, "proof": "00"},
+        {"height": 5.0, "value": None, "proof": "00"},
+        {"height": True, "value": None, "proof": "00"},
+        {"height": 5, "value": 7, "proof": "00"},
+        {"height": 5, "value": None, "proof": None},
+        "state",
+    ],
+    ids=["zero", "float", "bool", "int-value", "no-proof", "string"],
+)
+def test_a_malformed_state_answer_is_the_node_s_fault(tmp_path, answer):
+    from cli import light
+    from cli.client import NodeError
+
+    genesis = create_localnet(tmp_path / "net", 1, "").genesis
+
+    class Node:
+        def get(self, path):
+            return answer
+
+    with pytest.raises(NodeError) as info:
+        light.proven_state(Node(), genesis, b"\x14key")
+    assert info.value.code == "bad_answer", info.value
