@@ -282,14 +282,35 @@ def _is_key_hex(value: object) -> bool:
         return False
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        # json.loads would keep the last one silently: which did the operator mean?
+        if key in out:
+            raise _DuplicateKey(f"duplicate key {key!r}: a setting is given once")
+        out[key] = value
+    return out
+
+
 def load_config(home: Path) -> NodeConfig:
     path = home / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"no node config at {path}; is {home} a node home?")
     try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        raw = json.loads(data, object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8 too; a few kB of "[[[[" exhaust the decoder's depth.
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a JSON object")
     mempool_raw = raw.pop("mempool", {})

@@ -137,3 +137,22 @@ def test_trusted_proxies_are_a_list_of_addresses_or_networks(tmp_path):
         (["10.0.0.1"] * 65, "at most 64"),
     ]:
         _assert_refused(path, "http", "trusted_proxies", bad, why)
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        (b'{"moniker": "\xff"}', "not valid JSON"),
+        (b"[" * 100_000, "not valid JSON"),
+        (b'{"http_port": 1, "http_port": 2}', "duplicate key 'http_port'"),
+        (b'{"mempool": {"shards": 4, "shards": 8}}', "duplicate key 'shards'"),
+    ],
+)
+def test_a_config_file_that_does_not_say_one_thing_is_refused(tmp_path, text, why):
+    # Not UTF-8, nested past the decoder's depth, or one setting given twice (json.loads
+    # keeps the last silently): a config error naming the file, never a crash, never a
+    # guess at which value was meant.
+    (tmp_path / "config.json").write_bytes(text)
+    with pytest.raises(ConfigError, match=why) as exc:
+        load_config(tmp_path)
+    assert str(tmp_path / "config.json") in str(exc.value)
