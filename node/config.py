@@ -9,6 +9,7 @@ from typing import Any
 
 from apps.commerce.feed import FeedLimits
 from core import LiveLedgerError
+from core.netaddr import InvalidNetAddress, format_net_address, parse_net_address
 
 # The home's layout is fixed where homes are made (``genesis.home``, ``liveledger init``).
 from genesis.home import CONFIG_FILE, DEFAULT_BLOCK_INTERVAL_MS
@@ -296,6 +297,16 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _is_canonical_key_hex(value: str) -> bool:
+    return _is_key_hex(value) and bytes.fromhex(value).hex() == value
+
+
+def _check_port(port: int, where: str) -> None:
+    # 0 would bind a port the kernel picks, not the one peers and clients are told.
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where} must be in 1..65535, got {port}")
+
+
 def load_config(home: Path) -> NodeConfig:
     path = home / CONFIG_FILE
     if not path.is_file():
@@ -376,18 +387,32 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(f"{path}: state_sync.trust_hash must be 64 hex characters")
     if bool(state_sync.trust_hash) != bool(state_sync.trust_height):
         raise ConfigError(f"{path}: state_sync.trust_height and trust_hash go together")
-    peers = []
+    peers: list[PeerSettings] = []
     for i, peer_raw in enumerate(peers_raw):
         where = f"{path}: peers[{i}]"
         missing = {f.name for f in fields(PeerSettings)} - set(peer_raw)
         if missing:
             raise ConfigError(f"{where}: missing {sorted(missing)}")
         peer = PeerSettings(**_typed(PeerSettings, peer_raw, where))
+        # Keys are matched as text (genesis install replaces a validator's entry by it).
+        if not _is_canonical_key_hex(peer.public_key):
+            raise ConfigError(
+                f"{where}: public_key must be 64 lower-case hex characters, "
+                f"got {peer.public_key[:80]!r}"
+            )
+        # One address per node: with two, which one is dialed would be ours to guess.
+        earlier = [j for j, p in enumerate(peers) if p.public_key == peer.public_key]
+        if earlier:
+            raise ConfigError(
+                f"{where}: node key {peer.public_key} is also peers[{earlier[0]}]; "
+                "list each node once"
+            )
+        _check_port(peer.port, f"{where}: port")
         try:
-            if len(bytes.fromhex(peer.public_key)) != 32:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"{where}: public_key must be 64 hex characters") from None
+            # The address as genesis and the chain spell one (a node dials what it says).
+            parse_net_address(format_net_address(peer.host, peer.port))
+        except InvalidNetAddress as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
         peers.append(peer)
     config = NodeConfig(
         **values,
@@ -401,6 +426,11 @@ def load_config(home: Path) -> NodeConfig:
         observers=tuple(observers_raw),
         test_clock_offset_ms=offset,
     )
+    _check_port(config.p2p_port, f"{path}: p2p_port")
+    # 0 binds a free port the kernel picks (tests serving the API read it back);
+    # peers never dial it, unlike p2p_port.
+    if config.http_port > 65535:
+        raise ConfigError(f"{path}: http_port must be in 0..65535, got {config.http_port}")
     if config.snapshot_interval < 1:
         raise ConfigError(f"{path}: snapshot_interval must be at least 1")
     if not 1 <= config.snapshot_chunk_bytes <= MAX_CHUNK_BYTES:

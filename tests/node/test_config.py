@@ -156,3 +156,48 @@ def test_a_config_file_that_does_not_say_one_thing_is_refused(tmp_path, text, wh
     with pytest.raises(ConfigError, match=why) as exc:
         load_config(tmp_path)
     assert str(tmp_path / "config.json") in str(exc.value)
+
+
+def test_ports_are_tcp_ports(tmp_path):
+    # A p2p port of 0 would bind whatever port the kernel picks while peers dial the
+    # one published; above 65535 the bind fails late, at start, with an OverflowError.
+    path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
+    doc = json.loads(path.read_text())
+    for name, bad, why in [
+        ("p2p_port", 0, "p2p_port must be in 1..65535, got 0"),
+        ("p2p_port", 65536, "p2p_port must be in 1..65535, got 65536"),
+        ("http_port", 65536, "http_port must be in 0..65535, got 65536"),
+    ]:
+        path.write_text(json.dumps(dict(doc, **{name: bad})))
+        with pytest.raises(ConfigError, match=why):
+            load_config(tmp_path)
+    # The API on a free port the kernel picks: what tests serving it ask for.
+    path.write_text(json.dumps(dict(doc, http_port=0)))
+    assert (load_config(tmp_path).http_port, load_config(tmp_path).p2p_port) == (0, 2)
+
+
+def test_peers_are_checked_as_a_node_dials_them(tmp_path):
+    key = "ab" * 32
+    path = write_node_config(
+        tmp_path, moniker="n", http_port=1, p2p_port=2, peers=[(bytes.fromhex(key), "h.example", 5)]
+    )
+    assert load_config(tmp_path).peers[0].public_key == key
+    doc = json.loads(path.read_text())
+    peer = doc["peers"][0]
+    for bad, why in [
+        (dict(peer, port=0), "port must be in 1..65535"),
+        (dict(peer, port=70000), "port must be in 1..65535"),
+        (dict(peer, host=""), "host:port"),
+        (dict(peer, host="010.0.0.1"), "neither a DNS name nor an IPv4"),
+        # Node keys are compared as text (genesis install replaces a validator's entry
+        # by its key): one spelling, or a stale entry would survive beside the new one.
+        (dict(peer, public_key=key.upper()), "64 lower-case hex"),
+        (dict(peer, public_key=" " + key), "64 lower-case hex"),
+    ]:
+        path.write_text(json.dumps(dict(doc, peers=[bad])))
+        with pytest.raises(ConfigError, match=why):
+            load_config(tmp_path)
+    # Two addresses for one node: which one is dialed would be the loader's choice.
+    path.write_text(json.dumps(dict(doc, peers=[peer, dict(peer, host="other.example")])))
+    with pytest.raises(ConfigError, match="peers\\[1\\]: node key .* is also peers\\[0\\]"):
+        load_config(tmp_path)
