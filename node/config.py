@@ -12,6 +12,7 @@ from core import LiveLedgerError
 from core.netaddr import InvalidNetAddress, format_net_address, parse_net_address
 
 # The home's layout is fixed where homes are made (``genesis.home``, ``liveledger init``).
+from genesis.document import VALIDATOR_NAME_PATTERN
 from genesis.home import CONFIG_FILE, DEFAULT_BLOCK_INTERVAL_MS
 from genesis.home import GENESIS_FILE as GENESIS_FILE
 from genesis.home import NODE_KEY_FILE as NODE_KEY_FILE
@@ -431,6 +432,21 @@ def load_config(home: Path) -> NodeConfig:
     # peers never dial it, unlike p2p_port.
     if config.http_port > 65535:
         raise ConfigError(f"{path}: http_port must be in 0..65535, got {config.http_port}")
+    # The name its contribution carries (a validator's name) and its logs show.
+    if not VALIDATOR_NAME_PATTERN.fullmatch(config.moniker):
+        raise ConfigError(
+            f"{path}: moniker must match [A-Za-z0-9_.-]{{1,64}}, got {config.moniker[:80]!r}"
+        )
+    # Where 0 would not mean "no limit" but a node that never waits for a proposal,
+    # refuses or times out every request body, or gives up every sync request at once.
+    for name, value in (
+        ("timeout_propose_ms", config.timeout_propose_ms),
+        ("max_request_bytes", config.max_request_bytes),
+        ("body_timeout_ms", config.body_timeout_ms),
+        ("state_sync.request_timeout_s", config.state_sync.request_timeout_s),
+    ):
+        if value < 1:
+            raise ConfigError(f"{path}: {name} must be at least 1, got {value}")
     if config.snapshot_interval < 1:
         raise ConfigError(f"{path}: snapshot_interval must be at least 1")
     if not 1 <= config.snapshot_chunk_bytes <= MAX_CHUNK_BYTES:

@@ -201,3 +201,31 @@ def test_peers_are_checked_as_a_node_dials_them(tmp_path):
     path.write_text(json.dumps(dict(doc, peers=[peer, dict(peer, host="other.example")])))
     with pytest.raises(ConfigError, match="peers\\[1\\]: node key .* is also peers\\[0\\]"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "setting, bad, why",
+    [
+        # 0 would not mean "no limit": a round that never waits for its proposer
+        # (prevotes nil for every block), every POST body refused or timed out at
+        # once, every state sync request given up at once.
+        (("timeout_propose_ms",), 0, "timeout_propose_ms must be at least 1, got 0"),
+        (("max_request_bytes",), 0, "max_request_bytes must be at least 1, got 0"),
+        (("body_timeout_ms",), 0, "body_timeout_ms must be at least 1, got 0"),
+        (("state_sync", "request_timeout_s"), 0, "request_timeout_s must be at least 1, got 0"),
+        # The moniker is the name a contribution carries and logs show: plain.
+        (("moniker",), "a\nb", "moniker must match"),
+        (("moniker",), "", "moniker must match"),
+    ],
+)
+def test_settings_that_zero_would_disable_are_refused(tmp_path, setting, bad, why):
+    path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
+    doc = json.loads(path.read_text())
+    assert load_config(tmp_path).moniker == "n"
+    if len(setting) == 2:
+        doc[setting[0]] = {setting[1]: bad}
+    else:
+        doc[setting[0]] = bad
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=why):
+        load_config(tmp_path)
