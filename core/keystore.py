@@ -318,7 +318,8 @@ def read_key_file(path: Path | str) -> dict[str, Any]:
         raise KeystoreError(f"{path} is not a key file: larger than {MAX_FILE_BYTES} bytes")
     try:
         doc: dict[str, Any] = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a few kB of "[[[[" exhaust the decoder's depth.
         raise KeystoreError(f"{path} is not a key file: not valid JSON") from None
     try:
         key_info(doc)

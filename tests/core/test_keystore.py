@@ -300,6 +300,16 @@ def test_load_not_json(tmp_path):
         load_key(path, PASS)
 
 
+@pytest.mark.parametrize("text", [b"[" * 60_000, b'{"name": "\xff"}'])
+def test_load_json_the_decoder_cannot_take(tmp_path, text):
+    # Under the size cap, "[[[[..." exhausts the decoder's recursion limit: a key file
+    # error naming the file, not a RecursionError ("unexpected failure" in the CLI).
+    path = tmp_path / "deep.json"
+    path.write_bytes(text)
+    with pytest.raises(KeystoreError, match=r"deep\.json is not a key file: not valid JSON"):
+        read_key_info(path)
+
+
 def test_load_names_file_on_bad_structure(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"version": 1}))
