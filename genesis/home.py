@@ -94,6 +94,9 @@ def init_home(
     try:
         # 0700: the key file is encrypted, but the home is nobody else's business.
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Also when it existed (empty) with other modes: whoever may write in it could
+        # swap the config or the key file before the node starts.
+        root.chmod(0o700)
     except OSError as exc:
         raise HomeError(f"cannot create {root}: {exc.strerror or exc}") from None
     save_key(root / NODE_KEY_FILE, key, passphrase, moniker)

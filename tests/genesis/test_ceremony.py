@@ -85,6 +85,18 @@ def test_init_refuses_an_existing_home(members, tmp_path):
     assert init_home(tmp_path / "empty", "x", "").moniker == "x"
 
 
+def test_init_in_an_existing_directory_closes_it_to_others(tmp_path):
+    # `mkdir home && liveledger init --home home` (or a shared scratch directory): the
+    # home must still be the member's alone, or anyone on the machine could swap its
+    # config.json (peers, data_dir) or node key file before the node starts.
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o777)
+    init_home(home, "m", PASS)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "node_key.json").stat().st_mode) == 0o600
+
+
 @pytest.mark.parametrize("moniker", ["", "brand a", "red\x1b[31m", "x" * 65])
 def test_init_refuses_a_moniker_no_contribution_could_carry(tmp_path, moniker):
     # Refused at init, not at contribute time, and before anything is written.
