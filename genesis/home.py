@@ -241,6 +241,7 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
             "not the document the members agreed on; nothing installed"
         )
     target = root / GENESIS_FILE
+    installed = False
     if target.exists():
         try:
             held = load_genesis(target).hash
@@ -252,7 +253,10 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
                 f"{target} already holds another genesis ({held.hex() or 'unreadable'}); "
                 "a home belongs to one chain"
             )
+        installed = True
     own = read_key_info(root / NODE_KEY_FILE).public_key
+    if not installed:
+        _check_own_entry(root, config, genesis, own)
     listed = [v for v in genesis.validators if v.address and v.public_key != own]
     keys = {v.public_key.hex() for v in listed}
     held_peers = config.get("peers", [])
@@ -268,6 +272,23 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
     # The bytes as agreed (the hash is over the document, not its whitespace).
     atomic_write(target, data)
     return genesis
+
+
+def _check_own_entry(root: Path, config: dict[str, Any], genesis: Genesis, own: bytes) -> None:
+    """``HomeError`` if genesis lists this node's key other than as this home contributes
+    it (its config's moniker and external address, what ``genesis contribute`` signs)."""
+    entry = next((v for v in genesis.validators if v.public_key == own), None)
+    if entry is None:
+        return  # not a genesis validator: a member admitted later, or an observer
+    name, address = config.get("moniker"), external_address(config)
+    # The document carries no signatures: the hash members compare cannot show that a
+    # coordinator rewrote one member's entry; only that member can.
+    if (entry.name, entry.address) != (name, address):
+        raise HomeError(
+            f"genesis lists this node's key as {entry.name!r} at {entry.address!r}, but "
+            f"{root / CONFIG_FILE} contributes it as {name!r} at {address!r}: not what this "
+            "member signed (or the config changed since); nothing installed"
+        )
 
 
 def _write_config(home: Path, config: dict[str, Any]) -> Path:

@@ -296,6 +296,37 @@ def test_install_checks_the_hash_and_fills_peers(members, tmp_path):
         install_genesis(info.home, genesis_json_bytes(other), other.hash)
 
 
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"address": "10.9.9.9:26656"}, "at '10.9.9.9:26656'"),
+        ({"name": "impostor"}, "as 'impostor'"),
+    ],
+)
+def test_install_refuses_a_genesis_that_changed_this_members_contribution(
+    members, tmp_path, change, says
+):
+    # The genesis carries no contribution signatures; members compare its hash, so a
+    # coordinator who rewrote one member's entry (peers dial its node elsewhere, or it
+    # sits under another name) gets every hash to agree. Only that member can tell:
+    # install refuses an entry for its key other than what its home contributed.
+    info = init_home(tmp_path / "me", "me", PASS, external=("10.0.0.77", 26656))
+    mine = make_contribution(
+        load_key(info.home / "node_key.json", PASS), CHAIN, "me", info.p2p_address, 5_000
+    )
+    honest = assemble(CHAIN, [*(c for _, c in members), mine], genesis_time_ms=5)
+    entry = dataclasses.replace(honest.validators[-1], **change)
+    forged = dataclasses.replace(honest, validators=(*honest.validators[:-1], entry))
+    config_before = (info.home / "config.json").read_bytes()
+    with pytest.raises(HomeError, match=f"lists this node's key .*{says}.*nothing installed"):
+        install_genesis(info.home, genesis_json_bytes(forged), forged.hash)
+    assert not (info.home / "genesis.json").exists()
+    assert (info.home / "config.json").read_bytes() == config_before
+    # The document as contributed installs.
+    install_genesis(info.home, genesis_json_bytes(honest), honest.hash)
+    assert load_genesis(info.home / "genesis.json").hash == honest.hash
+
+
 def test_install_refuses_what_a_node_could_not_load(members, tmp_path):
     # Whitespace leaves the hash alone; past the file cap no node would start from it.
     genesis = assemble(CHAIN, [c for _, c in members], genesis_time_ms=5)
