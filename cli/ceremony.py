@@ -159,8 +159,18 @@ def contribute(home: Path, chain_id: str, stake: int, output: Path | None) -> No
     if output is None:
         click.echo(data.decode(), nl=False)
     else:
-        atomic_write(output, data)
+        _write_output(output, data, overwrite=True)
         click.echo(f"wrote {output}", err=True)
+
+
+def _write_output(path: Path, data: bytes, *, overwrite: bool) -> None:
+    """``data`` into ``path`` (atomically); a HomeError naming it if that cannot be done."""
+    try:
+        atomic_write(path, data, overwrite=overwrite)
+    except FileExistsError:
+        raise HomeError(f"{path} exists; refusing to overwrite a genesis document") from None
+    except OSError as exc:
+        raise HomeError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _account(text: str) -> tuple[bytes, int]:
@@ -268,10 +278,7 @@ def assemble_cmd(
         genesis_time_ms=genesis_time_ms,
         commerce=commerce,
     )
-    try:
-        atomic_write(output, genesis_json_bytes(genesis), overwrite=False)
-    except FileExistsError:
-        raise HomeError(f"{output} exists; refusing to overwrite a genesis document") from None
+    _write_output(output, genesis_json_bytes(genesis), overwrite=False)
     click.echo(f"wrote {output}: {len(genesis.validators)} validators", err=True)
     click.echo(genesis.hash.hex())
 

@@ -42,3 +42,20 @@ def test_assemble_refuses_malformed_options(contribution, tmp_path, option, valu
     ok = CliRunner().invoke(main, [*args, "--param", "min_fee=7"])
     assert ok.exit_code == 0, ok.output
     assert out.exists()
+
+
+def test_an_output_that_cannot_be_written_is_a_clear_error(contribution, tmp_path, monkeypatch):
+    # A typo in -o: a one-line error naming the path, not an "unexpected failure".
+    home = tmp_path / "home"
+    monkeypatch.setenv("LIVELEDGER_PASSPHRASE", "")
+    assert CliRunner().invoke(main, ["init", "--home", str(home), "--moniker", "m",
+                                     "--p2p-listen", "127.0.0.1:26656"]).exit_code == 0  # fmt: skip
+    missing = tmp_path / "no-such-dir"
+    for args in (
+        ["genesis", "assemble", str(contribution), "--chain-id", CHAIN],
+        ["genesis", "contribute", "--home", str(home), "--chain-id", CHAIN, "--stake", "5"],
+    ):
+        result = CliRunner().invoke(main, [*args, "-o", str(missing / "out.json")])
+        assert result.exit_code != 0
+        assert f"cannot write {missing / 'out.json'}: No such file or directory" in result.output
+        assert "unexpected" not in result.output
