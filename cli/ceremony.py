@@ -256,7 +256,12 @@ def assemble_cmd(
     from vm import ChainParams
 
     signed = [load_contribution(path) for path in contributions]
-    overrides = dict(_param(p) for p in params)
+    overrides: dict[str, int] = {}
+    for name, value in map(_param, params):
+        # dict() would keep the last value: which one the coordinator meant is unknown.
+        if name in overrides:
+            raise click.BadParameter(f"{name} is given twice", param_hint="--param")
+        overrides[name] = value
     try:
         chain_params = ChainParams.default().replace(**overrides)
     except TypeError as exc:

@@ -59,3 +59,13 @@ def test_an_output_that_cannot_be_written_is_a_clear_error(contribution, tmp_pat
         assert result.exit_code != 0
         assert f"cannot write {missing / 'out.json'}: No such file or directory" in result.output
         assert "unexpected" not in result.output
+
+
+def test_assemble_refuses_a_parameter_given_twice(contribution, tmp_path):
+    # Two values for one parameter: the coordinator's typo, not a choice to guess.
+    out = tmp_path / "genesis.json"
+    args = ["genesis", "assemble", str(contribution), "--chain-id", CHAIN, "-o", str(out)]
+    result = CliRunner().invoke(main, [*args, "--param", "min_fee=7", "--param", "min_fee=8"])
+    assert result.exit_code == 2, result.output
+    assert "min_fee is given twice" in result.output
+    assert not out.exists()
