@@ -196,13 +196,17 @@ def read_config(home: Path | str) -> dict[str, Any]:
     """``home/config.json`` as written (``node.config.load_config`` checks every setting)."""
     path = Path(home) / CONFIG_FILE
     try:
-        doc = json.loads(path.read_text())
+        # As strict as node.config: a setting given twice is neither signed (contribute)
+        # nor collapsed to its last value when install rewrites the file.
+        doc = parse_json(path.read_bytes())
     except FileNotFoundError:
         raise HomeError(
             f"no {CONFIG_FILE} in {home}; is it a node home (liveledger init)?"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise HomeError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise HomeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except InvalidGenesis as exc:
+        raise HomeError(f"cannot read {path}: {exc.message}") from None
     if not isinstance(doc, dict):
         raise HomeError(f"{path} must hold a JSON object")
     return doc

@@ -358,3 +358,26 @@ def test_validator_addresses_in_the_file_form():
     doc["validators"][0]["address"] = "0.0.0.0:1"
     with pytest.raises(InvalidGenesis, match="listen-on-all"):
         Genesis.from_json(doc)
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        (b'{"moniker": "a", "moniker": "b"}', "duplicate JSON key 'moniker'"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_a_config_that_does_not_say_one_thing_is_refused_by_the_ceremony(tmp_path, text, says):
+    # contribute and install read config.json as the node does: a setting given twice is
+    # neither signed (contribute) nor collapsed to its last value when install rewrites it.
+    info = init_home(tmp_path / "home", "m", PASS, p2p=("127.0.0.1", 26656))
+    genesis = assemble(
+        CHAIN,
+        [make_contribution(load_key(info.home / "node_key.json", PASS), CHAIN, "m",
+                           info.p2p_address, 5_000)],
+    )  # fmt: skip
+    (info.home / "config.json").write_bytes(text)
+    with pytest.raises(HomeError, match=says):
+        install_genesis(info.home, genesis_json_bytes(genesis), genesis.hash)
+    assert (info.home / "config.json").read_bytes() == text
+    assert not (info.home / "genesis.json").exists()
