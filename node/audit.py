@@ -119,6 +119,15 @@ def _replay(
             f"store was made from genesis {source.genesis_hash.hex() if source.genesis_hash else None}, "
             f"genesis.json hashes to {genesis.hash.hex()}"
         )
+    # A replay from genesis needs the genesis state and every block: a pruning or
+    # state-synced node's store lacks them by design, which is no damage (and must not
+    # read as a store missing what it should hold).
+    if source.block_base > 1 or source.state_base > 0:
+        raise StorageError(
+            f"this store is pruned (blocks kept from height {max(source.block_base, 1)}, "
+            f"state from height {source.state_base}): an audit replays every block from "
+            "genesis, so it needs an archive node's home (pruning off, not state-synced)"
+        )
     replay_store = caches.open_store(scratch / "replay", sync=False)
     try:
         chain = Chain(replay_store, genesis, build_registry())
