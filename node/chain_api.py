@@ -1,17 +1,19 @@
 """The node's reads of its chain: a transaction's status, blocks, accounts, currencies,
-and any state key with its proof.
+any state key with its proof, and the epoch records light clients walk.
 
 Declared in ``ROUTES`` (``apps.routes``) as the node's other routes are; ``node.api``
 takes them into its table after the transaction submission (``RouteTable.include``),
-where they are mounted and documented. A block, an account with its proofs, or a
-state proof is read off the event loop, ``BLOCK_READ_SLOTS`` at once (``BLOCK_READS``,
-installed with ``RENDERED_BLOCKS`` by ``node.api.create_app``), in threads of their own,
-``BLOCK_READ_QUEUE`` more waiting, a quarter of both per client address.
+where they are mounted and documented. A block, an account with its proofs, a state
+proof or an epoch record is read off the event loop, ``BLOCK_READ_SLOTS`` at once
+(``BLOCK_READS``, installed with ``RENDERED_BLOCKS`` by ``node.api.create_app``), in
+threads of their own, ``BLOCK_READ_QUEUE`` more waiting, a quarter of both per client
+address.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from typing import Any
 
@@ -40,9 +42,18 @@ from apps.routes import (
     ref,
 )
 from consensus.staking_state import producer_set_key
-from core import Block, BlockHeader, HttpError, format_address, parse_address, tx_hash, unpack_raw
+from core import (
+    Block,
+    BlockHeader,
+    DecodeError,
+    HttpError,
+    format_address,
+    parse_address,
+    tx_hash,
+    unpack_raw,
+)
 from node.api_common import node_of, ready
-from node.epoch_records import EpochRecord
+from node.epoch_records import EpochRecord, epoch_record
 from node.reader import header_of_block
 from node.render import BLOCK, RECEIPT, block_json, header_only_json, receipt_json
 from node.service import Node
@@ -58,6 +69,8 @@ from vm import (
     currency_key,
 )
 from vm.currency import CURRENCY_LIST_KEY
+
+log = logging.getLogger("node.api")
 
 # Whole blocks decoded and rendered at once, in threads of their own: an 8 MiB block of
 # 40k transactions is ~200 ms of CPU and ~20 MB of JSON, so a burst of block reads
@@ -497,8 +510,8 @@ STATE_VALUE = Component(
     "producers. Order data is private to its parties and refused here (403 "
     "`private_state`, by prefix), so a `null` value is always a true absence. An "
     "epoch's producer set (prefix 0x14) at its boundary height is answered at any "
-    "height, pruned or not: every node keeps it, and light clients walk the epochs "
-    "from genesis through it.",
+    "height, pruned or not: every node keeps it (light clients walk the epochs with "
+    "`GET /v1/epochs/{epoch}`, which gives the boundary header and certificate with it).",
     params=(
         Param(
             "key",
@@ -586,18 +599,127 @@ async def get_state(request: web.Request) -> web.Response:
 
 def _kept_producer_set(node: Node, key: bytes, height: int) -> tuple[bytes, bytes, bytes] | None:
     """An epoch's producer set at its boundary, from the epoch record every node keeps for
-    good (node.epoch_records): light clients walk the epochs from genesis through these
-    proofs (cli/light.py, the web app), so a node whose state window has passed a
-    boundary must still give them, or its clients can prove nothing at all. (value,
-    encoded proof, state root), or None for any other key and height."""
+    good (node.epoch_records): a node whose state window has passed a boundary still
+    gives it to a client that proves it with ``GET /v1/state``. (value, encoded proof,
+    state root), or None for any other key and height."""
     epoch, into = divmod(height, node.genesis.params.epoch_length)
     if into or epoch < 1 or key != producer_set_key(epoch) or node.chain is None:
         return None
     raw = node.chain.store.get_epoch_record(epoch)
     if raw is None:
         return None
-    record = EpochRecord.decode(raw)
-    return record.producers, record.proof, BlockHeader.decode(record.header).state_root
+    record, header = _decoded_record(epoch, raw)
+    return record.producers, record.proof, header.state_root
+
+
+def _decoded_record(epoch: int, raw: bytes) -> tuple[EpochRecord, BlockHeader]:
+    """A stored epoch record and its header, decoded. The node wrote it after checking
+    it (or made it from its own block and state): one that does not decode is this
+    node's damaged store, said as such (500 ``corrupt_record``), not a client's error
+    nor an anonymous ``internal`` one."""
+    try:
+        record = EpochRecord.decode(raw)
+        return record, BlockHeader.decode(record.header)
+    except DecodeError as exc:
+        log.error("stored record of epoch %d does not decode: %s", epoch, exc)
+        raise HttpError(
+            500,
+            "corrupt_record",
+            f"this node's stored record of epoch {epoch} does not decode ({exc.message[:120]}); "
+            "ask another node",
+        ) from None
+
+
+EPOCH_RECORD = Component(
+    "EpochRecord",
+    obj(
+        {
+            "epoch": described(UINT, "from 1: epoch 0's producers are genesis's validators"),
+            "height": described(
+                UINT, "the boundary: `epoch * epoch_length`, the last block of epoch `epoch - 1`"
+            ),
+            "header": described(ref("Hex"), "the encoded BlockHeader of `height`"),
+            "commit": described(
+                ref("Hex"), "the encoded Commit certifying that header (by epoch `epoch - 1`'s set)"
+            ),
+            "producers": described(
+                ref("Hex"), "the encoded ProducerSet of epoch `epoch` (state key 0x14 || epoch)"
+            ),
+            "proof": described(
+                ref("Hex"), "the encoded StateProof of `producers` against the header's state root"
+            ),
+        }
+    ),
+)
+
+
+@ROUTES.get(
+    "/v1/epochs/{epoch}",
+    "getEpoch",
+    "What proves an epoch's producers",
+    "The record every node keeps for good of epoch `epoch` (from 1): the header of its "
+    "boundary block (height `epoch * epoch_length`, the last of epoch `epoch - 1`), that "
+    "header's commit certificate, and the producer set of epoch `epoch` with its state "
+    "proof against the header's state root. Pruned or not, a node answers it for every "
+    "epoch whose boundary it has final: a light client walks the epochs from genesis "
+    "with one read each, checking each certificate with the set before it.",
+    params=(
+        Param(
+            "epoch",
+            "path",
+            {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            "an epoch number, from 1",
+        ),
+    ),
+    ok=Answer("The epoch's record.", EPOCH_RECORD),
+    errors=(
+        Refusal(400, "Not an epoch number.", "bad_epoch"),
+        Refusal(
+            404,
+            "No record of that epoch here: epoch 0 (genesis gives its producers), an epoch "
+            "whose boundary is above the head, or a chain without staking (one set for good).",
+            "not_found",
+        ),
+        Refusal(
+            500, "This node's stored record does not decode (a damaged store).", "corrupt_record"
+        ),
+        BUSY,
+    ),
+)
+async def get_epoch(request: web.Request) -> web.Response:
+    """An epoch's record (``node.epoch_records.EpochRecord``), its parts in hex."""
+    node = node_of(request)
+    chain, _ = ready(node)
+    epoch = _decimal(request.match_info["epoch"], "epoch", "bad_epoch")
+    length = node.genesis.params.epoch_length
+    head = chain.height
+    # Epoch 0 has no record (genesis is its proof); past the head there is none yet.
+    if epoch < 1 or epoch * length > head:
+        raise HttpError(
+            404,
+            "not_found",
+            f"no record of epoch {epoch}: records are of epochs 1 to {head // length} "
+            f"(epoch_length {length}, head {head}); epoch 0's producers are genesis's",
+        )
+    # Kept, or made from the block and state at the boundary (a node stopped between a
+    # boundary's commit and keeping its record): a proof's tree walk, so off the loop
+    # and bounded, as the state route's.
+    raw = await request.app[BLOCK_READS].run(
+        client_of(request), epoch_record, chain.store, epoch, length
+    )
+    if raw is None:
+        raise HttpError(404, "not_found", f"this node holds no record of epoch {epoch}")
+    record, _ = _decoded_record(epoch, raw)
+    return web.json_response(
+        {
+            "epoch": epoch,
+            "height": epoch * length,
+            "header": record.header.hex(),
+            "commit": record.commit.hex(),
+            "producers": record.producers.hex(),
+            "proof": record.proof.hex(),
+        }
+    )
 
 
 __all__ = [

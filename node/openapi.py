@@ -79,6 +79,7 @@ HTTP_CODES: dict[str, str] = {
     "cap, or a transaction over `max_tx_bytes`",
     "bad_hash": "400: a hash that is not 64 hex characters",
     "bad_height": "400: a height that is neither a number nor `latest`",
+    "bad_epoch": "400: an epoch that is not a number",
     "bad_address": "400: not a bech32m `ll1…` address",
     "bad_key": f"400: a state key that is not 1..{MAX_KEY_SIZE} bytes of hex",
     "bad_param": "400: a query or path parameter out of its range",
@@ -107,6 +108,8 @@ HTTP_CODES: dict[str, str] = {
     "pruned": "410: a block or state version below the heights this node keeps (its pruning "
     "settings, or the height it state-synced from); an archive node has it",
     "internal": "500: a bug in the node (logged)",
+    "corrupt_record": "500: a record this node stored does not decode (its store is damaged; "
+    "logged): ask another node",
     "unavailable": "503: the node is starting or stopping (with `Retry-After`)",
     "busy": "503: the node runs as many simulations, reads as many request bodies, holds "
     "as many unsent answers, queues as many reads (blocks, proofs, commerce views), or "

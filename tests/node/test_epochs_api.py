@@ -1,0 +1,70 @@
+"""GET /v1/epochs/{epoch}: the record that proves an epoch's producers, from a real node
+(real LevelDB, real socket), pruned or not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from consensus import ValidatorSet
+from genesis import create_localnet
+from node.epoch_records import EpochRecord, verify_epoch_record
+from node.run import build_app
+from node.service import Node
+from tests.node.test_openapi import Checker, fetch, get_document
+from vm import ChainParams
+
+EPOCH = "/v1/epochs/{epoch}"
+
+
+async def test_epoch_records_walk_from_genesis_on_a_node_that_pruned_the_boundaries(tmp_path):
+    """A node whose `keep_blocks` passed every boundary (410 for those blocks) answers each
+    epoch's record in one read, and the records verify from genesis's producers by the
+    node's own verifier (the state sync's)."""
+    params = ChainParams.default().replace(epoch_length=3)
+    layout = create_localnet(tmp_path / "net", 1, "", params=params)
+    home = layout.nodes[0].home
+    config = json.loads((home / "config.json").read_text())
+    config["block_interval_ms"] = 30
+    config["pruning"] = {"keep_states": 2, "keep_blocks": 2, "interval": 1}
+    (home / "config.json").write_text(json.dumps(config))
+    node = Node.from_home(home, "")
+    client = TestClient(TestServer(build_app(node), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        checker = Checker(await get_document(client))
+        # Blocks come on their own; a loaded machine makes them slow: bounded generously.
+        async with asyncio.timeout(120):
+            while node.chain.store.block_base <= 13:
+                await asyncio.sleep(0.05)
+        resp = await client.get("/v1/blocks/3?txs=false")
+        assert resp.status == 410 and (await resp.json())["code"] == "pruned"
+
+        genesis = layout.genesis
+        validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+        for epoch in range(1, 5):
+            doc = await fetch(client, checker, EPOCH, f"/v1/epochs/{epoch}")
+            assert doc["epoch"] == epoch and doc["height"] == 3 * epoch
+            raw = EpochRecord(
+                *(bytes.fromhex(doc[k]) for k in ("header", "commit", "producers", "proof"))
+            ).encode()
+            validators = verify_epoch_record(genesis, epoch, raw, validators)
+        assert validators.keys == (layout.nodes[0].public_key,)
+
+        # Epoch 0 is genesis's; an epoch whose boundary is above the head has no record.
+        head = node.chain.height
+        for which in (0, head // 3 + 1, 10**18):
+            doc = await fetch(client, checker, EPOCH, f"/v1/epochs/{which}", status=404)
+            assert doc["code"] == "not_found" and "genesis" in doc["message"]
+        for bad in ("x", "-1", "²", "1" * 20):
+            doc = await fetch(client, checker, EPOCH, f"/v1/epochs/{bad}", status=400)
+            assert doc["code"] == "bad_epoch"
+
+        # A stored record that does not decode is this node's damaged store, said so.
+        node.chain.store.put_epoch_record(2, b"\x93junk")
+        doc = await fetch(client, checker, EPOCH, "/v1/epochs/2", status=500)
+        assert doc["code"] == "corrupt_record" and "epoch 2" in doc["message"]
+    finally:
+        await client.close()
