@@ -4,7 +4,9 @@ A header is final when more than 2/3 of *its* epoch's producers signed it. Epoch
 0's producers are in genesis; every later set is in the state, elected in the
 begin-block of the previous epoch's last block. So the producers of any height
 are reached by walking the epochs: verify the last header of epoch e-1 with
-set e-1, prove set e against that header's state root, and go on.
+set e-1, prove set e against that header's state root, and go on. The node gives
+both in one answer, its record of epoch e (``GET /v1/epochs/{e}``), which every
+node keeps for good however much it prunes.
 
 A walk may start from a ``Checkpoint`` instead of genesis: a set this client verified
 before, kept by a ``CheckpointStore`` (the CLI's is ``cli.trust.ProducerCache``). A
@@ -109,14 +111,37 @@ def fetch_certified_header(
     return certified_header(genesis, height, header_hex, commit_hex, validators)
 
 
-def proven_value(client: NodeClient, key: bytes, height: int, state_root: bytes) -> bytes | None:
-    """A state value at ``height``, checked against ``state_root`` (a certified header's)."""
-    doc = client.get(f"/v1/state/{key.hex()}?height={height}")
-    with _answer(f"state answer for key {key.hex()}"):
-        value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
+def fetch_epoch(
+    client: NodeClient, genesis: Genesis, epoch: int, validators: ValidatorSet, height: int
+) -> Checkpoint:
+    """Epoch ``epoch``'s producers from the node's record of it (``GET /v1/epochs``, one
+    read): the header of its boundary, certified by ``validators`` (epoch ``epoch - 1``'s),
+    and the set proven against that header's state root. ``height`` is the one whose
+    producers the walk is for (for the error when the node has no record)."""
+    boundary = epoch * genesis.params.epoch_length
+    try:
+        doc = client.get(f"/v1/epochs/{epoch}")
+    except NodeError as exc:
+        if exc.code != "not_found":
+            raise
+        # Said alone, "no record of epoch 3" puzzles someone who asked about today's state.
+        raise NodeError(
+            "no_epoch_record",
+            f"cannot prove the producers of height {height}: the walk from genesis needs "
+            f"the record of epoch {epoch} (block {boundary}, the last of epoch {epoch - 1}, "
+            f"and the set it elected) and {client.url} has none ({exc.message}); prove "
+            "against another node",
+            exc.status,
+        ) from None
+    with _answer(f"record of epoch {epoch}"):
+        header_hex, commit_hex = doc["header"], doc["commit"]
+        value = bytes.fromhex(doc["producers"])
         proof = StateProof.decode(bytes.fromhex(doc["proof"]))
-    verify_proof(state_root, key, value, proof)
-    return value
+    header = certified_header(genesis, boundary, header_hex, commit_hex, validators)
+    # The next set is what that header's state holds under its key.
+    verify_proof(header.state_root, producer_set_key(epoch), value, proof)
+    producers = ProducerSet.decode(value)
+    return Checkpoint(epoch, boundary, header.hash, header.state_root, producers)
 
 
 def proven_state(
@@ -160,27 +185,8 @@ def producers_at(
         validators, start = kept.producers.validator_set(), kept.epoch + 1
     reached: Checkpoint | None = None
     for epoch in range(start, target + 1):
-        boundary = epoch * length
-        try:
-            header = fetch_certified_header(client, genesis, boundary, validators)
-            value = proven_value(client, producer_set_key(epoch), boundary, header.state_root)
-        except NodeError as exc:
-            if exc.code != "pruned":
-                raise
-            # Said alone, "block 3 is pruned" puzzles someone who asked about today's state.
-            raise NodeError(
-                "pruned",
-                f"cannot prove the producers of height {height}: the walk from genesis needs "
-                f"block {boundary} (the last of epoch {epoch - 1}, which elected epoch "
-                f"{epoch}'s) and {client.url} no longer keeps it ({exc.message}); prove "
-                "against a node that keeps every block (an archive)",
-                exc.status,
-            ) from None
-        if value is None:
-            raise NodeError("no_producer_set", f"no producer set for epoch {epoch} is proven")
-        producers = ProducerSet.decode(value)
-        validators = producers.validator_set()
-        reached = Checkpoint(epoch, boundary, header.hash, header.state_root, producers)
+        reached = fetch_epoch(client, genesis, epoch, validators, height)
+        validators = reached.producers.validator_set()
     # Only ever forward: a walk below the kept epoch (an old height) keeps the higher one.
     if store is not None and reached is not None and (kept is None or reached.epoch > kept.epoch):
         store.save(genesis, reached)

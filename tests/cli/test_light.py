@@ -9,15 +9,23 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from cli.client import NodeClient, NodeError
-from cli.light import Checkpoint, certified_header, fetch_certified_header, producers_at
-from consensus import ValidatorSet, make_commit
+from cli.light import (
+    Checkpoint,
+    certified_header,
+    fetch_certified_header,
+    fetch_epoch,
+    producers_at,
+    proven_state,
+)
+from consensus import ValidatorSet, epoch_of, make_commit
 from consensus.staking_state import producer_set_key
-from core import BlockHeader, InvalidBlock, InvalidProof, PrivateKey
+from core import BlockHeader, InvalidBlock, InvalidProof, PrivateKey, address_of
+from core.keystore import load_key
 from genesis import Genesis, create_localnet
 from node.run import build_app
 from node.service import Node
 from storage import StateProof
-from vm import ChainParams
+from vm import Account, ChainParams, account_key
 
 
 async def test_producers_walk_epochs_and_refuse_a_wrong_set(tmp_path):
@@ -71,31 +79,49 @@ class MemoryStore:
         self.saved.append(checkpoint)
 
 
-def test_a_value_the_proof_does_not_support_is_refused():
-    from cli import light
+def _signed_boundary(genesis: Genesis, key: PrivateKey, height: int) -> tuple[str, str]:
+    """A header of ``height`` of ``genesis``'s chain (state root zeros) and its certificate
+    by ``key`` alone, hex."""
+    roots = [bytes(32)] * 4
+    header = BlockHeader(genesis.chain_id, height, 0, 1, *roots, key.public_key, bytes(32), None)
+    commit = make_commit([key], genesis.chain_id, height, 0, header.hash)
+    return header.encode().hex(), commit.encode().hex()
+
+
+def test_a_set_the_proof_does_not_support_is_refused(tmp_path):
+    params = ChainParams.default().replace(epoch_length=3)
+    genesis = create_localnet(tmp_path / "net", 1, "", params=params).genesis
+    key = PrivateKey.generate()
+    header, commit = _signed_boundary(genesis, key, 3)
 
     class LyingNode:
-        """Claims a value, with a proof that the key is absent from an empty tree."""
+        """A record of epoch 1 certified as it should be, whose set the proof does not
+        support (it shows the key absent from an empty tree)."""
 
         def get(self, path):
-            return {"value": "00", "proof": StateProof((), None).encode().hex()}
+            assert path == "/v1/epochs/1"
+            proof = StateProof((), None).encode().hex()
+            return {"header": header, "commit": commit, "producers": "00", "proof": proof}
 
     with pytest.raises(InvalidProof):
-        light.proven_value(LyingNode(), b"\x14key", 1, bytes(32))
+        fetch_epoch(LyingNode(), genesis, 1, ValidatorSet.of([key.public_key]), 5)
 
 
 async def test_a_pruned_node_still_proves_every_epochs_producers(tmp_path):
-    """A node keeps state for a window only (the default, a devnet's too), but its epoch
-    records for good: a client walking the epochs from genesis must get each boundary's
-    producer set with its proof from the node whatever its window, or it can prove
-    nothing (no balance, no merchant key to seal an address to) once the window passed
-    the first boundary: minutes into a devnet."""
+    """A node keeps blocks and state for a window only (the default, a devnet's too), but
+    its epoch records for good: a client walking the epochs from genesis gets each
+    boundary's header, certificate and producer set with its proof from the node
+    (`GET /v1/epochs/{e}`) whatever its windows, or it could prove nothing (no balance,
+    no merchant key to seal an address to) once `keep_blocks` passed the first
+    boundary. A fresh client (nothing kept) proves an account on such a node."""
     params = ChainParams.default().replace(epoch_length=3)
     layout = create_localnet(tmp_path / "net", 1, "", params=params)
     home = layout.nodes[0].home
     config = json.loads((home / "config.json").read_text())
     config["block_interval_ms"] = 30
-    config["pruning"] = {"keep_states": 2, "keep_blocks": 1000, "interval": 1}
+    # Enough blocks kept for the head's header to outlive the walk (30 blocks, 0.9 s at
+    # the fastest), none of the boundaries walked.
+    config["pruning"] = {"keep_states": 2, "keep_blocks": 30, "interval": 1}
     (home / "config.json").write_text(json.dumps(config))
     node = Node.from_home(home, "")
     server = TestServer(build_app(node), host="127.0.0.1")
@@ -104,15 +130,21 @@ async def test_a_pruned_node_still_proves_every_epochs_producers(tmp_path):
         client = NodeClient(str(server.make_url("")))
         # Blocks come on their own; a loaded machine makes them slow: bounded generously.
         async with asyncio.timeout(120):
-            while node.chain.store.state_base <= 12:
+            while node.chain.store.block_base <= 12:
                 await asyncio.sleep(0.05)
-        height = node.chain.height
-        producers = await asyncio.to_thread(producers_at, client, layout.genesis, height)
-        assert producers.keys == (layout.nodes[0].public_key,)
-        header = await asyncio.to_thread(
-            fetch_certified_header, client, layout.genesis, height, producers
+        # The boundaries' blocks are gone: the walk of old read them and stopped here.
+        with pytest.raises(NodeError) as gone:
+            await asyncio.to_thread(client.block, "3?txs=false")
+        assert gone.value.code == "pruned"
+        genesis = layout.genesis
+        faucet = load_key(layout.faucet_key_path, "").public_key
+        store = MemoryStore()
+        value, height = await asyncio.to_thread(
+            proven_state, client, genesis, account_key(address_of(faucet)), store
         )
-        assert header.height == height
+        assert value is not None and Account.decode(value).balance > 0
+        # Walked from genesis (through the pruned boundaries) to the head's epoch.
+        assert [c.epoch for c in store.saved] == [epoch_of(height, 3)]
         # A state below the window that is no epoch's producer set is still gone.
         with pytest.raises(NodeError) as gone:
             await asyncio.to_thread(client.get, f"/v1/state/{producer_set_key(2).hex()}?height=5")
@@ -156,26 +188,26 @@ def test_a_signed_header_of_another_height_or_chain_is_refused(tmp_path, lie, sa
     assert taken == header
 
 
-def test_a_pruned_node_is_named_as_why_the_walk_stops(tmp_path):
+def test_a_node_without_an_epoch_record_is_named_as_why_the_walk_stops(tmp_path):
     from cli.client import NodeError
 
     params = ChainParams.default().replace(epoch_length=3)
     genesis = create_localnet(tmp_path / "net", 1, "", params=params).genesis
 
-    class PrunedNode:
-        """An honest node that keeps blocks from height 100 only."""
+    class BareNode:
+        """A node with no record of any epoch (404, as for an epoch past its head)."""
 
-        url = "http://pruned.example"
+        url = "http://bare.example"
 
-        def block(self, height):
-            raise NodeError("pruned", "block 3 is pruned: this node keeps blocks from height 100")
+        def get(self, path):
+            raise NodeError("not_found", "no record of epoch 1: records are of epochs 1 to 0", 404)
 
     with pytest.raises(NodeError) as info:
-        producers_at(PrunedNode(), genesis, 500)
-    assert info.value.code == "pruned"
+        producers_at(BareNode(), genesis, 500)
+    assert info.value.code == "no_epoch_record" and info.value.status == 404
     said = info.value.message
-    assert "producers of height 500" in said and "block 3 (the last of epoch 0" in said
-    assert "http://pruned.example" in said and "archive" in said
+    assert "producers of height 500" in said and "record of epoch 1 (block 3" in said
+    assert "http://bare.example" in said and "no record of epoch 1" in said
 
 
 def _block_answer(header: object = "00", commit: object = None) -> dict:
@@ -214,6 +246,37 @@ def test_a_malformed_block_answer_is_the_node_s_fault(tmp_path, answer):
 
     with pytest.raises(NodeError) as info:
         fetch_certified_header(Node(), genesis, 3, validators)
+    assert info.value.code == "bad_answer", info.value
+
+
+EMPTY_PROOF = StateProof((), None).encode().hex()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        {"header": "00", "commit": "00", "producers": None, "proof": "00"},
+        {"header": "00", "commit": "00", "producers": "00", "proof": "zz"},
+        {"header": 5, "commit": "00", "producers": "00", "proof": EMPTY_PROOF},
+        {"commit": "00", "producers": "00", "proof": EMPTY_PROOF},
+        "record",
+    ],
+    ids=["list", "no-producers", "not-hex", "int-header", "no-header", "string"],
+)
+def test_a_malformed_epoch_record_is_the_node_s_fault(tmp_path, answer):
+    from cli.client import NodeError
+
+    params = ChainParams.default().replace(epoch_length=3)
+    genesis = create_localnet(tmp_path / "net", 1, "", params=params).genesis
+    validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+
+    class Node:
+        def get(self, path):
+            return answer
+
+    with pytest.raises(NodeError) as info:
+        fetch_epoch(Node(), genesis, 1, validators, 5)
     assert info.value.code == "bad_answer", info.value
 
 

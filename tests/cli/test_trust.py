@@ -74,15 +74,19 @@ async def until_height(net: Net, height: int) -> None:
 
 
 def header_requests(monkeypatch: Any) -> list[int]:
-    """The heights of every block (header) the CLI asks any node for, from now on."""
+    """The heights of every header the CLI asks any node for, from now on: a block's, or
+    an epoch record's (the epoch's boundary, `GET /v1/epochs/{e}`)."""
     heights: list[int] = []
-    block = NodeClient.block
+    get = NodeClient.get
 
-    def counting(self: NodeClient, height: int | str) -> dict[str, Any]:
-        heights.append(int(str(height).partition("?")[0]))
-        return block(self, height)
+    def counting(self: NodeClient, path: str) -> Any:
+        for prefix, scale in (("/v1/blocks/", 1), ("/v1/epochs/", EPOCH)):
+            number = path.removeprefix(prefix).partition("?")[0]
+            if path.startswith(prefix) and number.isdigit():
+                heights.append(int(number) * scale)
+        return get(self, path)
 
-    monkeypatch.setattr(NodeClient, "block", counting)
+    monkeypatch.setattr(NodeClient, "get", counting)
     return heights
 
 
