@@ -1206,10 +1206,12 @@ def test_files_are_served_with_cache_headers_and_no_way_out(world):
 
 
 def test_a_page_load_walks_only_the_epochs_since_the_ones_verified_before(world, browser):
-    """Every page load proves its producers from genesis's, epoch by epoch: two reads for
-    each epoch the chain ever had, on every load, unless the browser keeps the highest set
-    it verified (as the CLI keeps it in its keyring): a chain a few weeks old would take
-    minutes to show a balance."""
+    """Every page load proves its producers from genesis's, epoch by epoch: one read for
+    each epoch the chain ever had (its record, `GET /v1/epochs/{e}`), on every load, unless
+    the browser keeps the highest set it verified (as the CLI keeps it in its keyring): a
+    chain a few weeks old would take minutes to show a balance. The walk reads no
+    boundary block: a node whose `keep_blocks` passed them (410 `pruned`) still lets a
+    fresh browser verify."""
     page = browser
     expect = sync_api.expect
     length = http_json(f"{world.node.url}/v1/params")["params"]["epoch_length"]
@@ -1221,14 +1223,28 @@ def test_a_page_load_walks_only_the_epochs_since_the_ones_verified_before(world,
     assert height > 2 * length
     asked: list[str] = []
 
-    def record(path: str) -> None:
-        if path.startswith("/v1/state/14"):  # a producer set (ConsensusPrefix.PRODUCER_SET)
+    def pruned_boundaries(path: str) -> tuple[int, dict] | None:
+        if path.startswith("/v1/epochs/"):
             asked.append(path)
+        block = path.removeprefix("/v1/blocks/")
+        if block != path and block.isdigit() and int(block) % length == 0:
+            if int(block) != height:  # the page's own block is the head's, kept
+                return 410, {"code": "pruned", "message": f"block {block} is pruned"}
+        return None
 
-    world.proxy.answer = record
+    world.proxy.answer = pruned_boundaries
     try:
         page.goto(f"{world.proxy.url}/explorer/blocks/{height}")
+        # A fresh browser: no set kept from the tests before.
+        page.evaluate(
+            "() => Object.keys(localStorage).filter((k) => k.startsWith('liveledger.producers.'))"
+            ".forEach((k) => localStorage.removeItem(k))"
+        )
+        asked.clear()
+        page.reload()
         expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+        walked = {f"/v1/epochs/{e}" for e in range(1, (height - 1) // length + 1)}
+        assert walked and set(asked) == walked
         asked.clear()
         page.reload()
         expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
@@ -1236,5 +1252,6 @@ def test_a_page_load_walks_only_the_epochs_since_the_ones_verified_before(world,
         # A height below the set kept is walked from genesis, and verifies as before.
         page.goto(f"{world.proxy.url}/explorer/blocks/{length + 1}")
         expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+        assert asked == ["/v1/epochs/1"]
     finally:
         world.proxy.answer = None

@@ -205,18 +205,7 @@ export class LightClient {
     // From the highest set known at or below it (a height below the kept set: genesis's).
     let known = epoch;
     while (!this.sets[known]) known--;
-    for (let e = known + 1; e <= epoch; e++) {
-      const boundary = e * this.epochLength;
-      const header = await this.certifiedHeader(boundary, this.sets[e - 1]);
-      const key = concat(Uint8Array.of(PRODUCER_SET_PREFIX), u64be(e));
-      const doc = await this.api(`/v1/state/${hex(key)}?height=${boundary}`);
-      if (doc.value === null) throw new NotVerified(`no producer set for epoch ${e}`);
-      const value = unhex(doc.value);
-      verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
-      const set = fields(unpack(value), PRODUCER_SET, "ProducerSet");
-      set.keys.forEach((k) => fields([k], [["key", "bytes32"]], "ProducerSet"));
-      this.sets[e] = validatorSet(set.keys);
-    }
+    for (let e = known + 1; e <= epoch; e++) this.sets[e] = await this.epochSet(e, height, this.sets[e - 1]);
     if (epoch > (this.kept?.epoch ?? 0)) {
       this.kept = { epoch, set: this.sets[epoch] };
       try {
@@ -226,6 +215,32 @@ export class LightClient {
       }
     }
     return this.sets[epoch];
+  }
+
+  // Epoch `e`'s producers from the node's record of it (GET /v1/epochs/{e}, one read,
+  // which every node keeps however much it prunes): the header of its boundary (the last
+  // block of epoch e - 1) certified by `producers` (that epoch's), and the set proven in
+  // that header's state. `height` is the one the walk is for, named if it cannot go on.
+  async epochSet(e, height, producers) {
+    const boundary = e * this.epochLength;
+    let doc;
+    try {
+      doc = await this.api(`/v1/epochs/${e}`);
+    } catch (err) {
+      // A 404 read alone ("not found") would say the thing asked for does not exist.
+      if (err?.status !== 404) throw err;
+      throw new NotVerified(`cannot prove the producers of height ${height}: the node has no record of epoch ${e} (block ${boundary}, which elected them); ask another node`);
+    }
+    if (doc === null || typeof doc !== "object") {
+      throw new NotVerified(`the node's record of epoch ${e} is malformed`);
+    }
+    const header = await this.checkHeader(boundary, doc.header, doc.commit, producers);
+    const key = concat(Uint8Array.of(PRODUCER_SET_PREFIX), u64be(e));
+    const value = unhex(doc.producers);
+    verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
+    const set = fields(unpack(value), PRODUCER_SET, "ProducerSet");
+    set.keys.forEach((k) => fields([k], [["key", "bytes32"]], "ProducerSet"));
+    return validatorSet(set.keys);
   }
 
   async certifiedHeader(height, producers) {
