@@ -10,6 +10,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from core import LiveLedgerError
@@ -32,6 +34,17 @@ class NodeError(LiveLedgerError):
         self.code = code
         self.message = message
         self.status = status
+
+
+@contextmanager
+def reading_answer(what: str) -> Iterator[None]:
+    """Reading a node's answer: any shape is possible, and a wrong one is the node's
+    fault (``bad_answer``), not a failure of this client."""
+    try:
+        yield
+    # OverflowError: a number past what a field holds.
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise NodeError("bad_answer", f"the node's {what} is malformed: {exc!r}"[:200]) from None
 
 
 def node_url(text: str) -> str:

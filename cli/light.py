@@ -16,12 +16,10 @@ its epoch; the store only saves the walk.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from cli.client import NodeClient, NodeError
+from cli.client import NodeClient, NodeError, reading_answer
 from consensus import ValidatorSet, epoch_of, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
 from core import BlockHeader, Commit, InvalidBlock
@@ -55,17 +53,6 @@ class CheckpointStore(Protocol):
         ...
 
 
-@contextmanager
-def _answer(what: str) -> Iterator[None]:
-    """Reading a node's answer: any shape is possible, and a wrong one is the node's
-    fault (``bad_answer``), not a failure of this client."""
-    try:
-        yield
-    # OverflowError: a number past what a field holds.
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise NodeError("bad_answer", f"the node's {what} is malformed: {exc!r}"[:200]) from None
-
-
 def _height(value: object) -> int:
     """A block height as a node states it: an int from 1 (not 5.0, "5" or true)."""
     if type(value) is not int or value < 1:
@@ -83,7 +70,7 @@ def certified_header(
     """The encoded header of ``height``, once its encoded certificate checks out."""
     if header_hex is None or commit_hex is None:
         raise NodeError("no_commit", f"node has no certificate for height {height}")
-    with _answer(f"header of height {height}"):
+    with reading_answer(f"header of height {height}"):
         header = BlockHeader.decode(bytes.fromhex(header_hex))
     # The header asked for, of this chain (as web/src/lib/light.js checkHeader checks).
     if header.height != height:
@@ -92,7 +79,7 @@ def certified_header(
         raise InvalidBlock(
             f"the node's header is of chain {header.chain_id!r}, expected {genesis.chain_id!r}"
         )
-    with _answer(f"certificate of height {height}"):
+    with reading_answer(f"certificate of height {height}"):
         commit = Commit.decode(bytes.fromhex(commit_hex))
     # More than 2/3 of that height's producers signed this very header.
     verify_commit(commit, genesis.chain_id, height, header.hash, validators)
@@ -104,7 +91,7 @@ def fetch_certified_header(
 ) -> BlockHeader:
     """The header at ``height`` from the node, with its certificate checked."""
     doc = client.block(f"{height}?txs=false")
-    with _answer(f"block {height}"):
+    with reading_answer(f"block {height}"):
         commit = doc["commit"]
         header_hex = doc["header"]["encoded"]
         commit_hex = None if commit is None else commit["encoded"]
@@ -133,7 +120,7 @@ def fetch_epoch(
             "against another node",
             exc.status,
         ) from None
-    with _answer(f"record of epoch {epoch}"):
+    with reading_answer(f"record of epoch {epoch}"):
         header_hex, commit_hex = doc["header"], doc["commit"]
         value = bytes.fromhex(doc["producers"])
         proof = StateProof.decode(bytes.fromhex(doc["proof"]))
@@ -152,7 +139,7 @@ def proven_state(
     the producers derived from ``genesis`` (from ``store``'s checkpoint on). Nothing the
     node says is taken on its word."""
     doc = client.get(f"/v1/state/{key.hex()}")
-    with _answer(f"state answer for key {key.hex()}"):
+    with reading_answer(f"state answer for key {key.hex()}"):
         height = _height(doc["height"])
         value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
         proof = StateProof.decode(bytes.fromhex(doc["proof"]))
@@ -171,7 +158,7 @@ def producers_at(
     ``height``'s epoch, and the highest set verified is kept there for the next walk.
     """
     # Callers pass the height a node's answer is at.
-    with _answer("height"):
+    with reading_answer("height"):
         height = _height(height)
     validators = ValidatorSet.of(v.public_key for v in genesis.validators)
     if genesis.staking is None:

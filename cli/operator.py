@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from cli.client import NodeClient
+from cli.client import NodeClient, reading_answer
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 from cli.main import clear_errors, main, query
 from cli.send import sign_and_send
@@ -194,7 +194,7 @@ def operator_tx(group: click.Group, name: str) -> Callable[[Callable[..., None]]
     return decorate
 
 
-def _public_key(client: NodeClient, text: str) -> bytes:
+def member_key(client: NodeClient, text: str) -> bytes:
     """A node key given as 64 hex characters or as a member's name."""
     try:
         raw = bytes.fromhex(text)
@@ -202,10 +202,15 @@ def _public_key(client: NodeClient, text: str) -> bytes:
             return raw
     except ValueError:
         pass
-    named = [m for m in client.get("/v1/staking/members")["members"] if m["name"] == text]
-    if not named:
+    members = client.get("/v1/staking/members")
+    with reading_answer("member list"):
+        named = [m["public_key"] for m in members["members"] if m["name"] == text]
+        key = bytes.fromhex(named[0]) if named else None
+        if key is not None and len(key) != 32:
+            raise ValueError(f"member {text!r} has a key of {len(key)} bytes")
+    if key is None:
         raise OperatorError(f"{text!r} is neither a node key (64 hex) nor a member's name")
-    return bytes.fromhex(named[0]["public_key"])
+    return key
 
 
 # --- staking ---------------------------------------------------------------------------
@@ -244,7 +249,7 @@ def vote_producers(signer: Signer, candidates: tuple[str, ...], clear: bool) -> 
     the previous one; the signer's whole bond counts for each."""
     if bool(candidates) == clear:
         raise OperatorError("name at least one candidate, or --clear to withdraw the ballot")
-    keys = {_public_key(signer.client, c) for c in candidates}
+    keys = {member_key(signer.client, c) for c in candidates}
     signer.send(VOTE_PRODUCERS, VoteProducers(tuple(sorted(keys))))
 
 
@@ -330,7 +335,7 @@ def propose_admit(signer: Signer, public_key: str, name: str) -> None:
 @click.argument("member")
 def propose_remove(signer: Signer, member: str) -> None:
     """Propose removing MEMBER (its node key in hex, or its name)."""
-    signer.send(PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(_public_key(signer.client, member)))
+    signer.send(PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(member_key(signer.client, member)))
 
 
 @operator_tx(gov, "propose-param")
@@ -349,7 +354,7 @@ def propose_param(signer: Signer, name: str, value: int) -> None:
 def propose_grant_issuer(signer: Signer, member: str, symbol: str, decimals: int) -> None:
     """Propose making MEMBER (node key in hex, or name) the issuer of currency SYMBOL
     (2-8 of A-Z and 0-9): a new currency, or a revoked one re-granted (same decimals)."""
-    key = _public_key(signer.client, member)
+    key = member_key(signer.client, member)
     signer.send(PROPOSE_GRANT_ISSUER, ProposeGrantIssuer(key, symbol, decimals))
 
 

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 
 import cli.main  # noqa: F401  # first: cli.operator imported alone is an import cycle
 from cli.client import MAX_ANSWER_BYTES, NodeClient, NodeError
-from cli.operator import OperatorError, read_evidence
+from cli.operator import OperatorError, member_key, read_evidence
 
 BOMB = "[" * 100_000
 
@@ -92,5 +92,56 @@ async def test_an_endless_answer_is_cut_at_the_size_bound(status):
         with pytest.raises(NodeError) as info:
             await asyncio.to_thread(client.status)
         assert info.value.code == "too_large", info.value
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"members": [{"name": "alice", "public_key": "zz"}]},
+        {"members": [{"name": "alice", "public_key": "ab" * 31}]},
+        {"members": [{"name": "alice"}]},
+        {"members": ["alice"]},
+        {"members": None},
+        [],
+    ],
+    ids=["bad hex", "short key", "no key", "no object", "no list", "no document"],
+)
+async def test_a_malformed_member_list_is_the_nodes_fault(members):
+    # A member named on the command line is looked up on the node: whatever it answers,
+    # a node error naming the answer, never "unexpected failure".
+    async def answer(_request: web.Request) -> web.Response:
+        return web.json_response(members)
+
+    app = web.Application()
+    app.router.add_get("/v1/staking/members", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = NodeClient(str(server.make_url("")))
+        with pytest.raises(NodeError) as info:
+            await asyncio.to_thread(member_key, client, "alice")
+        assert info.value.code == "bad_answer" and "member list" in info.value.message
+    finally:
+        await server.close()
+
+
+async def test_a_member_is_found_by_name_or_refused_by_name():
+    key = bytes(range(32))
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.json_response({"members": [{"name": "alice", "public_key": key.hex()}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/staking/members", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = NodeClient(str(server.make_url("")))
+        assert await asyncio.to_thread(member_key, client, "alice") == key
+        assert await asyncio.to_thread(member_key, client, key.hex()) == key
+        with pytest.raises(OperatorError, match="neither a node key"):
+            await asyncio.to_thread(member_key, client, "bob")
     finally:
         await server.close()
