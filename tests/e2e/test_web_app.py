@@ -635,6 +635,29 @@ def test_the_wallet_proves_each_currency_balance_exactly_and_names_any_it_cannot
         world.proxy.rewrite = None
 
 
+def test_a_balance_the_node_cannot_prove_reads_not_verified_with_its_figure(world, browser):
+    """A node that cannot give what a proof needs (busy, pruned, gone: here every block
+    header is answered 503) leaves each balance as the node's word, marked "not verified"
+    with the node's reason, instead of an error where the wallet was."""
+    page = browser
+    expect = sync_api.expect
+    me = world.ids["web_address"]
+    busy = (503, {"code": "busy", "message": "the node is busy"})
+    world.proxy.answer = lambda path: busy if path.startswith("/v1/blocks/") else None
+    try:
+        unlock(page, f"{world.proxy.url}/wallet")
+        expect(page.locator("#balance-proof")).to_contain_text(
+            "not verified (the node could not prove it: the node is busy)"
+        )
+        expect(page.locator("#balance-amount")).to_have_class("big unproven")
+        row = page.locator("#currency-balances li[data-currency='USD']")
+        expect(row).to_have_attribute("data-verified", "no")
+        shot(page, "wallet-node-cannot-prove")
+    finally:
+        world.proxy.answer = None
+    assert http_json(f"{world.node.url}/v1/accounts/{me}")["balance"] > 0
+
+
 def test_the_page_trusts_only_the_genesis_hash_entered_and_says_when_the_node_differs(
     world, browser
 ):

@@ -2,6 +2,7 @@
 // /v1/accounts/{a}?proof=true): the native one, the list of issued currencies (so none
 // is left out), and in each currency the balance and the currency's own record (its
 // decimals). Keys are computed here from the address and symbol, never the node's.
+import { ApiError } from "./api.js";
 import { concat, fields, unpack, utf8 } from "./codec.js";
 import { parseAddress } from "./crypto.js";
 import { isVerificationFailure, NotVerified } from "./light.js";
@@ -18,6 +19,9 @@ async function outcome(check) {
   try {
     return { verified: true, ...(await check()) };
   } catch (err) {
+    // The node could not give what the proof needs (busy, pruned, gone): the figure is
+    // then its word alone, shown as such, not an error in place of the whole wallet.
+    if (err instanceof ApiError) return { verified: false, reason: `the node could not prove it: ${err.message || err.code}` };
     if (!isVerificationFailure(err)) throw err;
     return { verified: false, reason: err.message };
   }
