@@ -15,15 +15,21 @@ from cli.operator import OperatorError, member_key, read_evidence
 BOMB = "[" * 100_000
 
 
+async def serve(handler, path: str = "/v1/status") -> TestServer:
+    """A node at a loopback port whose every GET ``path`` ``handler`` answers."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
 @pytest.mark.parametrize("status, code", [(200, "bad_answer"), (400, "http_error")])
 async def test_a_nesting_bomb_from_a_node_is_a_node_error(status, code):
     async def answer(_request: web.Request) -> web.Response:
         return web.Response(status=status, text=BOMB, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_get("/v1/status", answer)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    server = await serve(answer)
     try:
         client = NodeClient(str(server.make_url("")))
         with pytest.raises(NodeError) as info:
@@ -38,15 +44,6 @@ def test_a_nesting_bomb_in_an_evidence_file_is_refused(tmp_path):
     path.write_text('{"vote_a": ' + "[" * 10_000)
     with pytest.raises(OperatorError, match="not JSON"):
         read_evidence(path)
-
-
-async def serve(handler) -> TestServer:
-    """A node at a loopback port whose every GET /v1/status ``handler`` answers."""
-    app = web.Application()
-    app.router.add_get("/v1/status", handler)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    return server
 
 
 async def test_an_answer_dripped_a_byte_at_a_time_ends_at_the_answer_timeout():
@@ -114,10 +111,7 @@ async def test_a_malformed_member_list_is_the_nodes_fault(members):
     async def answer(_request: web.Request) -> web.Response:
         return web.json_response(members)
 
-    app = web.Application()
-    app.router.add_get("/v1/staking/members", answer)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    server = await serve(answer, "/v1/staking/members")
     try:
         client = NodeClient(str(server.make_url("")))
         with pytest.raises(NodeError) as info:
@@ -133,10 +127,7 @@ async def test_a_member_is_found_by_name_or_refused_by_name():
     async def answer(_request: web.Request) -> web.Response:
         return web.json_response({"members": [{"name": "alice", "public_key": key.hex()}]})
 
-    app = web.Application()
-    app.router.add_get("/v1/staking/members", answer)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    server = await serve(answer, "/v1/staking/members")
     try:
         client = NodeClient(str(server.make_url("")))
         assert await asyncio.to_thread(member_key, client, "alice") == key

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -25,16 +24,15 @@ from genesis import Genesis, create_localnet
 from node.run import build_app
 from node.service import Node
 from storage import StateProof
+from tests.node.conftest import make_home
 from vm import Account, ChainParams, account_key
+
+# Epochs of three blocks: a walk crosses several in a second of blocks.
+EPOCHS_OF_3 = ChainParams.default().replace(epoch_length=3)
 
 
 async def test_producers_walk_epochs_and_refuse_a_wrong_set(tmp_path):
-    params = ChainParams.default().replace(epoch_length=3)
-    layout = create_localnet(tmp_path / "net", 1, "", params=params)
-    home = layout.nodes[0].home
-    config = json.loads((home / "config.json").read_text())
-    config["block_interval_ms"] = 30
-    (home / "config.json").write_text(json.dumps(config))
+    layout, home = make_home(tmp_path, EPOCHS_OF_3, block_interval_ms=30)
     node = Node.from_home(home, "")
     server = TestServer(build_app(node), host="127.0.0.1")
     await server.start_server()
@@ -89,8 +87,7 @@ def _signed_boundary(genesis: Genesis, key: PrivateKey, height: int) -> tuple[st
 
 
 def test_a_set_the_proof_does_not_support_is_refused(tmp_path):
-    params = ChainParams.default().replace(epoch_length=3)
-    genesis = create_localnet(tmp_path / "net", 1, "", params=params).genesis
+    genesis = create_localnet(tmp_path / "net", 1, "", params=EPOCHS_OF_3).genesis
     key = PrivateKey.generate()
     header, commit = _signed_boundary(genesis, key, 3)
 
@@ -114,15 +111,10 @@ async def test_a_pruned_node_still_proves_every_epochs_producers(tmp_path):
     (`GET /v1/epochs/{e}`) whatever its windows, or it could prove nothing (no balance,
     no merchant key to seal an address to) once `keep_blocks` passed the first
     boundary. A fresh client (nothing kept) proves an account on such a node."""
-    params = ChainParams.default().replace(epoch_length=3)
-    layout = create_localnet(tmp_path / "net", 1, "", params=params)
-    home = layout.nodes[0].home
-    config = json.loads((home / "config.json").read_text())
-    config["block_interval_ms"] = 30
     # Enough blocks kept for the head's header to outlive the walk (30 blocks, 0.9 s at
     # the fastest), none of the boundaries walked.
-    config["pruning"] = {"keep_states": 2, "keep_blocks": 30, "interval": 1}
-    (home / "config.json").write_text(json.dumps(config))
+    pruning = {"keep_states": 2, "keep_blocks": 30, "interval": 1}
+    layout, home = make_home(tmp_path, EPOCHS_OF_3, block_interval_ms=30, pruning=pruning)
     node = Node.from_home(home, "")
     server = TestServer(build_app(node), host="127.0.0.1")
     await server.start_server()
@@ -191,8 +183,7 @@ def test_a_signed_header_of_another_height_or_chain_is_refused(tmp_path, lie, sa
 def test_a_node_without_an_epoch_record_is_named_as_why_the_walk_stops(tmp_path):
     from cli.client import NodeError
 
-    params = ChainParams.default().replace(epoch_length=3)
-    genesis = create_localnet(tmp_path / "net", 1, "", params=params).genesis
+    genesis = create_localnet(tmp_path / "net", 1, "", params=EPOCHS_OF_3).genesis
 
     class BareNode:
         """A node with no record of any epoch (404, as for an epoch past its head)."""
@@ -267,8 +258,7 @@ EMPTY_PROOF = StateProof((), None).encode().hex()
 def test_a_malformed_epoch_record_is_the_node_s_fault(tmp_path, answer):
     from cli.client import NodeError
 
-    params = ChainParams.default().replace(epoch_length=3)
-    genesis = create_localnet(tmp_path / "net", 1, "", params=params).genesis
+    genesis = create_localnet(tmp_path / "net", 1, "", params=EPOCHS_OF_3).genesis
     validators = ValidatorSet.of(v.public_key for v in genesis.validators)
 
     class Node:

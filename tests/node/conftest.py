@@ -15,6 +15,7 @@ from core.keystore import load_key
 from genesis import create_localnet
 from node.run import build_app
 from node.service import Node
+from vm import ChainParams
 
 # Modules whose async tests run on uvloop (the node's loop) as well as asyncio's.
 BOTH_LOOPS = frozenset({"test_http_server"})
@@ -26,8 +27,10 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     return {"asyncio": asyncio.new_event_loop}
 
 
-def make_home(tmp_path: Path, **config_overrides: object):
-    layout = create_localnet(tmp_path / "net", 1, "")
+def make_home(tmp_path: Path, params: ChainParams | None = None, **config_overrides: object):
+    """A one-validator localnet (of ``params``, else the defaults) and its node's home,
+    its config.json overridden (blocks every 50 ms unless said otherwise)."""
+    layout = create_localnet(tmp_path / "net", 1, "", params=params)
     home = layout.nodes[0].home
     config_path = home / "config.json"
     config = json.loads(config_path.read_text())

@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from consensus import ValidatorSet
-from genesis import create_localnet
 from node.epoch_records import EpochRecord, verify_epoch_record
 from node.run import build_app
 from node.service import Node
+from tests.node.conftest import make_home
 from tests.node.test_openapi import Checker, fetch, get_document
 from vm import ChainParams
 
@@ -24,12 +23,8 @@ async def test_epoch_records_walk_from_genesis_on_a_node_that_pruned_the_boundar
     epoch's record in one read, and the records verify from genesis's producers by the
     node's own verifier (the state sync's)."""
     params = ChainParams.default().replace(epoch_length=3)
-    layout = create_localnet(tmp_path / "net", 1, "", params=params)
-    home = layout.nodes[0].home
-    config = json.loads((home / "config.json").read_text())
-    config["block_interval_ms"] = 30
-    config["pruning"] = {"keep_states": 2, "keep_blocks": 2, "interval": 1}
-    (home / "config.json").write_text(json.dumps(config))
+    pruning = {"keep_states": 2, "keep_blocks": 2, "interval": 1}
+    layout, home = make_home(tmp_path, params, block_interval_ms=30, pruning=pruning)
     node = Node.from_home(home, "")
     client = TestClient(TestServer(build_app(node), host="127.0.0.1"))
     await client.start_server()
