@@ -229,9 +229,9 @@ def test_peers_filling_the_budget_table_cannot_keep_a_producer_from_being_served
     assert [fb.block.header.height for fb in served(h, behind)] == [1, 2, 3]
 
 
-def test_replayed_old_votes_cost_no_signature_check_beyond_the_peers_budget(tmp_path, monkeypatch):
-    h = make_engine(tmp_path, app=chain_of(CHAIN_LENGTH))
-    checks = []
+def vote_checks(monkeypatch) -> list[int]:
+    """The height of every vote whose signature is checked from now on, in order."""
+    checks: list[int] = []
     genuine = Vote.verify
 
     def counted(self, chain_id):
@@ -239,6 +239,12 @@ def test_replayed_old_votes_cost_no_signature_check_beyond_the_peers_budget(tmp_
         genuine(self, chain_id)
 
     monkeypatch.setattr(Vote, "verify", counted)
+    return checks
+
+
+def test_replayed_old_votes_cost_no_signature_check_beyond_the_peers_budget(tmp_path, monkeypatch):
+    h = make_engine(tmp_path, app=chain_of(CHAIN_LENGTH))
+    checks = vote_checks(monkeypatch)
     # Any member can replay producers' signed votes of old heights, as fast as its
     # link allows; each one answered costs a block read, each one checked a signature.
     for _ in range(10):
@@ -260,14 +266,7 @@ def test_peers_replaying_one_early_vote_cannot_crowd_out_the_others(tmp_path, mo
     cfg = dataclasses.replace(CONFIG, max_buffered_messages=4, max_buffered_messages_per_peer=2)
     h = make_engine(tmp_path, config=cfg)
     b1, b2 = height_two(h)
-    checks = []
-    genuine = Vote.verify
-
-    def counted(self, chain_id):
-        checks.append(self.height)
-        genuine(self, chain_id)
-
-    monkeypatch.setattr(Vote, "verify", counted)
+    checks = vote_checks(monkeypatch)
     replayed = vote(OTHERS[0], PV, 2, 0, b2.hash)
     for peer in ("replayer-1", "replayer-2"):
         for _ in range(5):
@@ -287,14 +286,7 @@ def test_a_byzantine_producer_signing_many_early_votes_cannot_crowd_out_honest_o
     cfg = dataclasses.replace(CONFIG, max_buffered_messages=32, max_buffered_messages_per_peer=4)
     h = make_engine(tmp_path, config=cfg)
     b1, b2 = height_two(h)
-    checks = []
-    genuine = Vote.verify
-
-    def counted(self, chain_id):
-        checks.append(self.height)
-        genuine(self, chain_id)
-
-    monkeypatch.setattr(Vote, "verify", counted)
+    checks = vote_checks(monkeypatch)
     byzantine, honest = OTHERS[0], OTHERS[1:]
     # It signs different votes for height 2: every round, both kinds, nil and made-up
     # blocks; each relaying member sends them all.
