@@ -41,7 +41,6 @@ from apps.routes import (
     obj,
     ref,
 )
-from consensus.staking_state import producer_set_key
 from core import (
     Block,
     BlockHeader,
@@ -56,8 +55,7 @@ from node.api_common import node_of, ready
 from node.epoch_records import EpochRecord, epoch_record
 from node.reader import header_of_block
 from node.render import BLOCK, RECEIPT, block_json, header_only_json, receipt_json
-from node.service import Node
-from storage import MAX_KEY_SIZE, Pruned
+from storage import MAX_KEY_SIZE
 from vm import (
     Account,
     Balance,
@@ -509,9 +507,8 @@ STATE_VALUE = Component(
     "against the header (`GET /v1/blocks/{height}`) and its commit against the "
     "producers. Order data is private to its parties and refused here (403 "
     "`private_state`, by prefix), so a `null` value is always a true absence. An "
-    "epoch's producer set (prefix 0x14) at its boundary height is answered at any "
-    "height, pruned or not: every node keeps it (light clients walk the epochs with "
-    "`GET /v1/epochs/{epoch}`, which gives the boundary header and certificate with it).",
+    "epoch's producer set at its boundary, with the header and certificate that prove "
+    "it, is `GET /v1/epochs/{epoch}`, answered whatever the node prunes.",
     params=(
         Param(
             "key",
@@ -537,12 +534,7 @@ STATE_VALUE = Component(
             "private_state",
         ),
         Refusal(404, "A height above the head.", "not_found"),
-        Refusal(
-            410,
-            "A height whose state this node no longer keeps (pruning); never an epoch's "
-            "producer set at its boundary.",
-            "pruned",
-        ),
+        Refusal(410, "A height whose state this node no longer keeps (pruning).", "pruned"),
         BUSY,
     ),
 )
@@ -576,50 +568,29 @@ async def get_state(request: web.Request) -> web.Response:
             raise HttpError(404, "not_found", f"height {height} is above the head {chain.height}")
     # A proof is a tree walk (at an old height, node reads from disk) and hashing:
     # never on the event loop, and a few at once, as block reads.
-    try:
-        value, proof, root = await request.app[BLOCK_READS].run(
-            client_of(request), chain.store.prove, key, height
-        )
-        encoded = proof.encode()
-    except Pruned:
-        kept = _kept_producer_set(node, key, height)
-        if kept is None:
-            raise
-        value, encoded, root = kept
+    value, proof, root = await request.app[BLOCK_READS].run(
+        client_of(request), chain.store.prove, key, height
+    )
     return web.json_response(
         {
             "key": key.hex(),
             "height": height,
             "state_root": root.hex(),
             "value": value.hex() if value is not None else None,
-            "proof": encoded.hex(),
+            "proof": proof.encode().hex(),
         }
     )
 
 
-def _kept_producer_set(node: Node, key: bytes, height: int) -> tuple[bytes, bytes, bytes] | None:
-    """An epoch's producer set at its boundary, from the epoch record every node keeps for
-    good (node.epoch_records): a node whose state window has passed a boundary still
-    gives it to a client that proves it with ``GET /v1/state``. (value, encoded proof,
-    state root), or None for any other key and height."""
-    epoch, into = divmod(height, node.genesis.params.epoch_length)
-    if into or epoch < 1 or key != producer_set_key(epoch) or node.chain is None:
-        return None
-    raw = node.chain.store.get_epoch_record(epoch)
-    if raw is None:
-        return None
-    record, header = _decoded_record(epoch, raw)
-    return record.producers, record.proof, header.state_root
-
-
-def _decoded_record(epoch: int, raw: bytes) -> tuple[EpochRecord, BlockHeader]:
-    """A stored epoch record and its header, decoded. The node wrote it after checking
+def _decoded_record(epoch: int, raw: bytes) -> EpochRecord:
+    """A stored epoch record, decoded (its header too). The node wrote it after checking
     it (or made it from its own block and state): one that does not decode is this
     node's damaged store, said as such (500 ``corrupt_record``), not a client's error
     nor an anonymous ``internal`` one."""
     try:
         record = EpochRecord.decode(raw)
-        return record, BlockHeader.decode(record.header)
+        BlockHeader.decode(record.header)
+        return record
     except DecodeError as exc:
         log.error("stored record of epoch %d does not decode: %s", epoch, exc)
         raise HttpError(
@@ -709,7 +680,7 @@ async def get_epoch(request: web.Request) -> web.Response:
     )
     if raw is None:
         raise HttpError(404, "not_found", f"this node holds no record of epoch {epoch}")
-    record, _ = _decoded_record(epoch, raw)
+    record = _decoded_record(epoch, raw)
     return web.json_response(
         {
             "epoch": epoch,
