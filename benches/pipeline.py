@@ -154,7 +154,9 @@ class _Node:
         t4 = clock()
         # As ``Node.after_commit`` calls it.
         mempool.set_params(chain.params)
-        mempool.on_block_committed((), included=included)
+        mempool.on_block_committed(
+            (), included=included, result=executed.result, result_height=h.height
+        )
         t5 = clock()
         # Every transaction must have done its work (checked outside the timed stages).
         bad = [r for r in executed.result.receipts if not r.ok]

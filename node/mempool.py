@@ -87,8 +87,9 @@ from core.errors import Invalid
 from core.types import tx_hash
 from node.config import MempoolConfig
 from node.verifier import ProcessVerifier
-from vm.accounts import Account, get_account
+from vm.accounts import ACCOUNT_PREFIX, Account, get_account
 from vm.executor import (
+    BlockResult,
     Executor,
     VerifiedTx,
     complete_checked,
@@ -1002,6 +1003,8 @@ class Mempool:
         *,
         senders: Iterable[bytes] = (),
         included: Iterable[VerifiedTx] = (),
+        result: BlockResult | None = None,
+        result_height: int = -1,
     ) -> None:
         """Forget what a committed block included and re-check the senders it touched.
 
@@ -1016,6 +1019,10 @@ class Mempool:
         senders). The work is proportional to the transactions and senders
         touched plus those expiring, never to the whole pool. Call it once
         ``state`` and ``height_fn`` show the block.
+
+        ``result``: the execution of the block at ``result_height`` (the one
+        committed). While no later block has committed, the accounts it wrote are
+        taken from its records as written, not read from state and decoded again.
         """
         touched: set[bytes] = set(senders)
         by_hash = self._by_hash
@@ -1033,12 +1040,19 @@ class Mempool:
         # Read before the accounts: the state is at least as new as this height (a
         # commit writes the state before it moves the height).
         height = self._height_fn()
+        # The block's own records are the state only at its height: past it, a later
+        # block may have changed them (reading state then gives the newer account).
+        records = result.records if result is not None and result_height == height else {}
         fresh: dict[bytes, Account] = {}
         for sender in touched:
             shard = self._shards[self.shard_of(sender)]
             acct = shard.accounts.get(sender)
             if acct is not None:
-                a = fresh[sender] = get_account(self._state, sender)
+                a = records.get(ACCOUNT_PREFIX + sender)
+                if type(a) is not Account:
+                    # Not written by the block (or written as bytes, or deleted).
+                    a = get_account(self._state, sender)
+                fresh[sender] = a
                 self._refresh(shard, acct, a.nonce, a.balance)
         if height == self._fresh_height:
             self._fresh.update(fresh)  # a call for rejected transactions only, say

@@ -496,7 +496,9 @@ class Node:
         result = executed.result
         # Governance may have changed fees or limits for the next block.
         self.mempool.set_params(self.chain.params)
-        self.mempool.on_block_committed((), included=result.included)
+        self.mempool.on_block_committed(
+            (), included=result.included, result=result, result_height=header.height
+        )
         if self.p2p is not None:
             # Membership may have changed (governance): drop peers that left.
             self.p2p.check_members()

@@ -165,6 +165,9 @@ class BlockResult:
     # The types of the included transactions: a node asks it of every block (does
     # it change membership?), which is cheaper to note here than to ask again.
     types: set[str] = field(default_factory=set)
+    # The records among ``changes`` as the objects written (not encoded): what reads
+    # the new state next (the mempool's refresh after the commit) need not decode them.
+    records: dict[bytes, Wire] = field(default_factory=dict)
 
     @property
     def receipts(self) -> list[Receipt]:
@@ -370,7 +373,8 @@ class Executor:
             fees += vtx.body.fee
         if fees:
             _credit(state, ctx.producer, fees)
-        return BlockResult(state.changes(), receipts, included, rejected, begin_events, types)
+        changes, records = state.net_writes()
+        return BlockResult(changes, receipts, included, rejected, begin_events, types, records)
 
     def simulate(
         self,

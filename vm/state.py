@@ -242,15 +242,23 @@ class Overlay:
 
     def changes(self) -> dict[bytes, bytes | None]:
         """Net writes against the base, encoded; None marks a deletion."""
+        return self.net_writes()[0]
+
+    def net_writes(self) -> tuple[dict[bytes, bytes | None], dict[bytes, Wire]]:
+        """``changes()``, and the records among them as the objects written: a reader
+        of the new state (the mempool, after a commit) takes those instead of
+        decoding what was just encoded."""
         encoded = self._encoded
         out: dict[bytes, bytes | None] = {}
+        records: dict[bytes, Wire] = {}
         for k, v in self._values.items():
             if v is None or type(v) is bytes:
                 out[k] = v
             else:
+                records[k] = v
                 done = encoded.get(k)
                 out[k] = done[1] if done is not None and done[0] is v else v.encode()
-        return out
+        return out, records
 
 
 class TracedOverlay(Overlay):

@@ -21,7 +21,7 @@ from core.types import SignedTx, TxBody, sign_tx, tx_hash
 from node.mempool import Mempool, MempoolConfig
 from vm.accounts import Account, account_key, get_account
 from vm.context import BlockContext
-from vm.executor import Executor, VerifiedTx, verify_signed_tx
+from vm.executor import BlockResult, Executor, verify_signed_tx
 from vm.params import ChainParams
 from vm.registry import TxClass, TxType, default_registry
 from vm.transfer import Transfer, apply_transfer
@@ -699,6 +699,66 @@ async def test_a_committed_blocks_transactions_leave_and_their_senders_are_read_
     ) == [(False, 2), (True, 1)]
 
 
+class CountingState(DictState):
+    """A DictState that counts the reads of each key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[bytes, int] = {}
+
+    def get(self, k: bytes) -> bytes | None:
+        self.reads[k] = self.reads.get(k, 0) + 1
+        return super().get(k)
+
+
+async def test_after_a_commit_the_blocks_own_accounts_are_taken_at_its_height_only(pool):
+    env = Env(pool)
+    env.state = state = CountingState()
+    env.mempool = Mempool(
+        CHAIN, env.registry, env.executor, PARAMS, state, lambda: env.height, None, pool
+    )
+    a, b = KEYS[0], KEYS[1]
+    for k in KEYS:
+        state.put(k.address, RICH)
+    await env.submit(*(make_tx(a, n) for n in range(3)), *(make_tx(b, n) for n in range(2)))
+    picked = env.mempool.select(2, 10**6)
+    assert {v.sender_address for v in picked} == {a.address, b.address}
+    ctx = BlockContext(CHAIN, 1, 1000, PRODUCER, PARAMS)
+    result = env.executor.execute_block(state, picked, ctx, strict=True)
+    for key, value in result.changes.items():
+        assert value is not None
+        state.data[key] = value
+    env.height = 1
+    state.reads.clear()
+    env.mempool.on_block_committed((), included=result.included, result=result, result_height=1)
+    # Both senders' new accounts came from the block: state was not read for them.
+    assert state.reads.get(account_key(a.address), 0) == 0
+    assert state.reads.get(account_key(b.address), 0) == 0
+    assert [v.body.nonce for v in env.mempool.pending_for(a.address)] == [1, 2]
+    assert [v.body.nonce for v in env.mempool.pending_for(b.address)] == [1]
+    # Admission at this height checks against those accounts: nonce 0 is used.
+    assert await env.submit(make_tx(a, 0, fee=MIN_FEE + 1)) == ["nonce_too_low"]
+
+    # A result heard after a later block committed is not the state any more: block 2
+    # used a's nonces 1 and 2 (its records say nonce 3), then block 3 used nonce 3 with
+    # a transaction this node never saw. The state's account (nonce 4) is the one.
+    await env.submit(make_tx(a, 3))
+    late = env.executor.execute_block(
+        state,
+        env.mempool.pending_for(a.address)[:2],
+        BlockContext(CHAIN, 2, 2000, PRODUCER, PARAMS),
+        strict=True,
+    )
+    assert [v.body.nonce for v in late.included] == [1, 2]
+    state.put(a.address, RICH, nonce=4)
+    env.height = 3
+    state.reads.clear()
+    env.mempool.on_block_committed((), included=late.included, result=late, result_height=2)
+    assert state.reads.get(account_key(a.address), 0) == 1
+    assert env.mempool.pending_for(a.address) == []
+    assert await env.submit(make_tx(a, 3, fee=MIN_FEE + 1)) == ["nonce_too_low"]
+
+
 async def test_commit_drops_nonces_used_elsewhere(env):
     k = KEYS[0]
     await env.submit(*(make_tx(k, n) for n in range(3)))
@@ -985,7 +1045,8 @@ class MempoolMachine(RuleBasedStateMachine):
             self.env.state.put(k.address, [25, 45, 1000, 10**6, 10**6, 10**6][i])
         self.cfg = self.env.mempool.config
         # Blocks committed that the mempool has not heard of yet (what they included).
-        self.unheard: list[list[VerifiedTx]] = []
+        # Blocks committed that the pool has not heard of yet: (height, result).
+        self.unheard: list[tuple[int, BlockResult]] = []
 
     @rule(
         batch=st.lists(
@@ -1085,16 +1146,19 @@ class MempoolMachine(RuleBasedStateMachine):
             else:
                 env.state.data[k] = v
         env.height += 1
-        self.unheard.append(result.included)
+        self.unheard.append((env.height, result))
         if hear:
             self.hear()
             assert not any(env.mempool.contains(v.hash) for v in picked)
 
     @rule()
     def hear(self) -> None:
-        for included in self.unheard:
-            # As the node does (node/service.py, after_commit).
-            self.env.mempool.on_block_committed((), included=included)
+        for height, result in self.unheard:
+            # As the node does (node/service.py, after_commit): with the block's result,
+            # whose records only the newest of several unheard blocks may serve.
+            self.env.mempool.on_block_committed(
+                (), included=result.included, result=result, result_height=height
+            )
             self.young.clear()
         self.unheard = []
 
