@@ -11,7 +11,7 @@ Three stages, cheapest first (as in indy-plenum):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgpack
@@ -288,6 +288,7 @@ class Executor:
         *,
         strict: bool,
         watch: Callable[[Overlay], None] | None = None,
+        known: Mapping[bytes, Wire] | None = None,
     ) -> BlockResult:
         """Execute ``txs`` on top of ``base``; ``base`` itself is never written.
 
@@ -296,14 +297,16 @@ class Executor:
         a block: such txs go to ``rejected`` and adding stops at the limits, or
         when ``txs`` (which may be a lazy iterable) ends. ``watch`` gets the block's
         overlay before the first transaction runs (a proposer whose lazy ``txs``
-        sizes the block by the state it writes; it must not write).
+        sizes the block by the state it writes; it must not write). ``known``:
+        records ``base`` holds, as objects (``Overlay``'s), such as the previous
+        block's ``BlockResult.records`` on the state that block made.
         """
         params = ctx.params
         if strict:
             txs = txs if isinstance(txs, Sequence) else list(txs)
             check_block_limits([vtx.size for vtx in txs], params)
         check = self._check
-        state = TracedOverlay(base) if check else Overlay(base)
+        state = TracedOverlay(base, known) if check else Overlay(base, known)
         if watch is not None:
             watch(state)
         for hook in self._registry.begin_block_hooks:

@@ -12,6 +12,7 @@ decodes it once and encodes it once, in ``changes()``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from core.codec import Wire
@@ -55,12 +56,15 @@ class Overlay:
 
     __slots__ = ("_base", "_values", "_cache", "_journal", "_events", "_encoded")
 
-    def __init__(self, base: StateView) -> None:
+    def __init__(self, base: StateView, known: Mapping[bytes, Wire] | None = None) -> None:
+        """``known``: records ``base`` holds, as objects (the previous block's writes,
+        ``net_writes``), taken as read instead of decoding them again. Each must be
+        exactly what ``base`` holds under its key."""
         self._base = base
         self._values: dict[bytes, Any] = {}
         # Decoded base values (or None when absent), so a key read as an object
         # is decoded once per block. Base never changes, so no journaling.
-        self._cache: dict[bytes, Any] = {}
+        self._cache: dict[bytes, Any] = {} if known is None else dict(known)
         self._journal: list[Any] = []
         self._events: list[bytes] = []
         # Encodings made by ``check_writes``, by key, with the object they encode:
@@ -270,8 +274,8 @@ class TracedOverlay(Overlay):
 
     __slots__ = ("reads", "writes")
 
-    def __init__(self, base: StateView) -> None:
-        super().__init__(base)
+    def __init__(self, base: StateView, known: Mapping[bytes, Wire] | None = None) -> None:
+        super().__init__(base, known)
         self.reads: list[bytes] = []
         self.writes: list[bytes] = []
 

@@ -615,6 +615,36 @@ def test_random_blocks_conserve_tokens(balances, specs, producer_i):
     assert all(k[:1] == bytes([KeyPrefix.ACCOUNT]) for k in result.changes)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    balances=st.lists(st.sampled_from([0, 5, 100, 1_000, 2**62]), min_size=4, max_size=4),
+    first=st.lists(tx_specs, max_size=10),
+    second=st.lists(tx_specs, max_size=10),
+)
+def test_the_previous_blocks_records_stand_for_the_state_they_were_written_to(
+    balances, first, second
+):
+    """A block's records (the objects it wrote) are what its changes encode, and the
+    next block run with them as known gives what it gives reading state."""
+    base = funded(*balances)
+    one = build(base, [_vtx(*s) for s in first], context(height=1))
+    for key, record in one.records.items():
+        assert record.encode() == one.changes[key]
+    assert set(one.records) == {k for k, v in one.changes.items() if v is not None}
+    after = apply_changes(base, one.changes)
+    vtxs = [_vtx(*s) for s in second]
+    plain = build(after, vtxs, context(height=2))
+    seeded = EXECUTOR.execute_block(after, vtxs, context(height=2), strict=False, known=one.records)
+    assert seeded.changes == plain.changes
+    assert seeded.encoded_receipts == plain.encoded_receipts
+    assert seeded.included == plain.included
+    assert [(v, e.code) for v, e in seeded.rejected] == [(v, e.code) for v, e in plain.rejected]
+    checked = EXECUTOR.execute_block(
+        after, plain.included, context(height=2), strict=True, known=one.records
+    )
+    assert checked.changes == plain.changes
+
+
 # --- simulation: a receipt without a block ---
 
 
