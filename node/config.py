@@ -28,6 +28,14 @@ class ConfigError(LiveLedgerError):
     """The node's home or its config file is missing or wrong."""
 
 
+# Upper bounds of the mempool settings that size what the node starts with: each
+# verify worker is a thread or a process (a typo of 100000 would spawn that many at
+# start), and every proposal builds a heap per shard and class. No machine we run on
+# has more cores than this; the default is 4 shards and 2 workers.
+MAX_MEMPOOL_SHARDS = 256
+MAX_VERIFY_WORKERS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class MempoolConfig:
     """Node-local mempool settings (not chain parameters); see node/mempool.py."""
@@ -79,6 +87,11 @@ class MempoolConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"mempool {name} must be at least 1, got {getattr(self, name)}")
+        for name, bound in (("shards", MAX_MEMPOOL_SHARDS), ("verify_threads", MAX_VERIFY_WORKERS)):
+            if getattr(self, name) > bound:
+                raise ValueError(
+                    f"mempool {name} must be at most {bound}, got {getattr(self, name)}"
+                )
         if self.per_shard_bytes < 1:
             raise ValueError(
                 f"mempool per_shard_bytes must be positive, got {self.per_shard_bytes}"

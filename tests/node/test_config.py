@@ -55,8 +55,16 @@ def test_every_mempool_setting_is_loaded_and_checked(tmp_path):
         ("max_nonce_ahead", "8", "integer or null"),
         ("replace_fee_bump_pct", -1, "non-negative"),
         ("verify_processes", 1, "true or false"),
+        # Each worker is a thread or process started with the node, and each shard a
+        # heap per proposal: a typo of a few zeros must not start or build that many.
+        ("verify_threads", 100_000, "mempool verify_threads must be at most 256, got 100000"),
+        ("shards", 100_000, "mempool shards must be at most 256, got 100000"),
     ]:
         _assert_refused(path, "mempool", name, bad, why)
+    doc["mempool"].update(verify_threads=256, shards=256)
+    path.write_text(json.dumps(doc))
+    mempool = load_config(tmp_path).mempool
+    assert (mempool.verify_threads, mempool.shards) == (256, 256)
 
 
 def test_test_clock_offset_is_a_signed_integer_and_defaults_to_none(tmp_path):
