@@ -65,6 +65,18 @@ def format_net_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def endpoint_key(text: str) -> str:
+    """What every spelling of the endpoint ``text`` (a ``parse_net_address`` address)
+    shares: DNS names ignore case (RFC 4343) and an IPv6 address has many spellings.
+    For finding duplicates only; an address is kept and hashed as written."""
+    host, port = parse_net_address(text)
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        host = host.lower()
+    return format_net_address(host, port)
+
+
 def check_dialable(text: str) -> tuple[str, int]:
     """A network address other nodes can dial: not the unspecified 0.0.0.0 or ::."""
     host, port = parse_net_address(text)

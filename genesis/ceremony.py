@@ -39,6 +39,7 @@ from core.codec import UINT64_MAX, MaxLen, Wire
 from core.errors import DecodeError
 from core.keys import PrivateKey, SignDomain, address_of, format_address, is_valid_signature
 from core.keystore import atomic_write
+from core.netaddr import endpoint_key
 from core.types import PublicKey
 from genesis.document import (
     CHAIN_ID_PATTERN,
@@ -208,18 +209,18 @@ def assemble(
             )
         _check_fields(chain_id, c)
         signed.verify()
-        for what, value in (
-            ("public key", c.public_key.hex()),
-            ("moniker", c.moniker),
-            ("address", c.address),
+        for what, value, key in (
+            ("public key", c.public_key.hex(), c.public_key.hex()),
+            ("moniker", c.moniker, c.moniker),
+            # DNS names ignore case: "Node1.example:1" is the endpoint "node1.example:1".
+            ("address", c.address, endpoint_key(c.address)),
         ):
             # One member, one node: a second entry is a copy or an impostor.
-            if value in seen[what]:
+            if key in seen[what]:
                 raise InvalidContribution(
-                    f"duplicate {what} {value}: contributions {seen[what][value]!r} "
-                    f"and {c.moniker!r}"
+                    f"duplicate {what} {value}: contributions {seen[what][key]!r} and {c.moniker!r}"
                 )
-            seen[what][value] = c.moniker
+            seen[what][key] = c.moniker
     stakes = {s.contribution.moniker: s.contribution.stake for s in contributions}
     first = contributions[0].contribution
     # The genesis document has one self-bond for every validator (staking.self_bond).

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -163,7 +164,13 @@ class Genesis(Wire):
         _no_duplicates([format_address(a.address) for a in self.accounts], "account address")
         _no_duplicates([v.name for v in self.validators], "validator name")
         _no_duplicates([v.public_key.hex() for v in self.validators], "validator public key")
-        _no_duplicates([v.address for v in self.validators if v.address], "validator address")
+        # One endpoint, however spelled: "Node1.example:1" is "node1.example:1". Compared
+        # folded rather than rewritten, since the document is hashed as written.
+        _no_duplicates(
+            [v.address for v in self.validators if v.address],
+            "validator address",
+            key=netaddr.endpoint_key,
+        )
         # Balances are uint64 everywhere; a supply beyond that could overflow a sum.
         supply = self.total_supply
         if supply > UINT64_MAX:
@@ -381,12 +388,15 @@ def _reject_float(text: str) -> Any:
 # --- field helpers: each names the JSON path of the offending value ---
 
 
-def _no_duplicates(items: list[str], what: str) -> None:
-    seen: set[str] = set()
+def _no_duplicates(items: list[str], what: str, key: Callable[[str], str] = str) -> None:
+    """``InvalidGenesis`` for the first item whose ``key`` an earlier item has."""
+    seen: dict[str, str] = {}
     for item in items:
-        if item in seen:
-            raise InvalidGenesis(f"duplicate {what} {item}")
-        seen.add(item)
+        k = key(item)
+        if k in seen:
+            spelled = "" if seen[k] == item else f" (also written {seen[k]})"
+            raise InvalidGenesis(f"duplicate {what} {item}{spelled}")
+        seen[k] = item
 
 
 def _object(value: Any, where: str, fields: tuple[str, ...]) -> dict[str, Any]:

@@ -197,6 +197,16 @@ def test_duplicates_are_refused(members, field):
         assemble(CHAIN, [first, dup])
 
 
+def test_one_endpoint_spelled_twice_is_a_duplicate(members):
+    # DNS names ignore case: both contributions would have peers dial one node.
+    stake = members[0][1].contribution.stake
+    a, b = PrivateKey.generate(), PrivateKey.generate()
+    first = make_contribution(a, CHAIN, "a", "node1.example:26656", stake)
+    dup = make_contribution(b, CHAIN, "b", "Node1.Example:26656", stake)
+    with pytest.raises(InvalidContribution, match="duplicate address Node1.Example:26656"):
+        assemble(CHAIN, [first, dup])
+
+
 def test_stakes_are_checked(members):
     key = PrivateKey.generate()
     unlike = make_contribution(key, CHAIN, "late", "10.0.0.9:26656", 4_999)

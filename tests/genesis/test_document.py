@@ -201,6 +201,32 @@ def test_validation_errors(mutate, message):
     assert info.value.code == "invalid_genesis"
 
 
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("node1.example:26656", "node1.example:26656"),
+        # DNS names ignore case and an IPv6 address has many spellings: one endpoint each.
+        ("node1.example:26656", "Node1.EXAMPLE:26656"),
+        ("[2001:db8::1]:26656", "[2001:DB8:0::1]:26656"),
+    ],
+)
+def test_two_validators_at_one_endpoint_are_refused(first, second):
+    g = sample()
+    v0, v1 = g.validators
+    with pytest.raises(InvalidGenesis, match=f"duplicate validator address .*{second[1:6]}"):
+        replace(g, validators=(replace(v0, address=first), replace(v1, address=second)))
+
+
+def test_an_address_is_kept_and_hashed_as_written():
+    # Compared folded, never rewritten: an existing genesis keeps its bytes and hash.
+    g = sample()
+    v0, v1 = g.validators
+    mixed = replace(g, validators=(replace(v0, address="Node0.Example:1"), v1))
+    assert mixed.to_json()["validators"][0]["address"] == "Node0.Example:1"
+    assert Genesis.from_json(mixed.to_json()) == mixed
+    assert mixed.hash != replace(g, validators=(replace(v0, address="node0.example:1"), v1)).hash
+
+
 def test_from_json_not_an_object():
     with pytest.raises(InvalidGenesis, match="expected an object, got a list"):
         Genesis.from_json([])
