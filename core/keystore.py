@@ -19,12 +19,14 @@ sits in ``core``. Reading the passphrase (environment or prompt) is the CLI's jo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import stat
 import tempfile
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,6 +247,21 @@ def atomic_write(
     ``link`` fails atomically when the name exists, where an exists-check followed
     by ``rename`` could still clobber a file created in between.
     """
+    with staged_write(path, data, mode=mode, overwrite=overwrite):
+        pass
+
+
+@contextlib.contextmanager
+def staged_write(
+    path: Path | str, data: bytes, *, mode: int = 0o644, overwrite: bool = True
+) -> Iterator[None]:
+    """``atomic_write`` in two steps: the bytes are written and fsynced on entry, and take
+    the final name when the block exits without an exception (with one, nothing is left).
+
+    For a file whose presence says that the writes inside the block are complete: they
+    run only once its bytes are safely on disk (a full disk fails before them), and a
+    crash inside the block leaves the file absent.
+    """
     path = Path(path)
     directory = path.parent
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
@@ -255,6 +272,7 @@ def atomic_write(
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        yield
         if overwrite:
             os.replace(tmp, path)
         else:

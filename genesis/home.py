@@ -27,7 +27,7 @@ from typing import Any
 
 from core.errors import LiveLedgerError
 from core.keys import PrivateKey, format_address
-from core.keystore import atomic_write, read_key_info, save_key
+from core.keystore import atomic_write, read_key_info, save_key, staged_write
 from core.netaddr import format_net_address
 from genesis.document import (
     MAX_GENESIS_FILE_BYTES,
@@ -272,9 +272,19 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
         host, port = parse_net_address(v.address)
         peers.append({"public_key": v.public_key.hex(), "host": host, "port": port})
     config["peers"] = peers + kept
-    _write_config(root, config)
-    # The bytes as agreed (the hash is over the document, not its whitespace).
-    atomic_write(target, data)
+    try:
+        # The bytes as agreed (the hash is over the document, not its whitespace).
+        # genesis.json, which a node needs to start, takes its name last: its bytes are
+        # on disk before config.json changes (a full disk stops install with nothing
+        # changed), and a crash in between leaves a home that no node starts from and
+        # that install, run again, completes.
+        with staged_write(target, data):
+            _write_config(root, config)
+    except OSError as exc:
+        raise HomeError(
+            f"cannot install genesis into {root}: {exc.strerror or exc}; "
+            "no genesis installed, run install again"
+        ) from None
     return genesis
 
 

@@ -37,7 +37,7 @@ from core.keystore import load_key
 from core.netaddr import InvalidNetAddress, parse_net_address
 from genesis import Genesis, load_genesis
 from node.chain import Chain, ExecutedBlock
-from node.config import GENESIS_FILE, NODE_KEY_FILE, NodeConfig, load_config
+from node.config import GENESIS_FILE, NODE_KEY_FILE, ConfigError, NodeConfig, load_config
 from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopTxSource
 from node.epoch_records import keep_epoch_record
 from node.mempool import Mempool, SubmitResult
@@ -166,6 +166,12 @@ class Node:
         if state_sync:
             sync = dataclasses.replace(config.state_sync, enabled=True)
             config = dataclasses.replace(config, state_sync=sync)
+        if not (home / GENESIS_FILE).exists():
+            # genesis.json is the last file install writes (genesis.home.install_genesis).
+            raise ConfigError(
+                f"no {GENESIS_FILE} in {home}: install the chain's genesis (liveledger "
+                "genesis install); an install that stopped half-way completes when run again"
+            )
         genesis = load_genesis(home / GENESIS_FILE)
         if passphrase is None:
             passphrase = os.environ.get(PASSPHRASE_ENV, "")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import stat
+import tempfile
 
 import pytest
 
@@ -31,7 +34,8 @@ from genesis.document import (
     GenesisValidator,
     parse_net_address,
 )
-from node.config import load_config
+from node.config import ConfigError, load_config
+from node.service import Node
 from vm import ChainParams
 from vm.accounts import Account, account_key
 
@@ -304,6 +308,59 @@ def test_install_checks_the_hash_and_fills_peers(members, tmp_path):
     )
     with pytest.raises(HomeError, match="already holds another genesis"):
         install_genesis(info.home, genesis_json_bytes(other), other.hash)
+
+
+def _failing(real, name, step):
+    """``real`` (an os or tempfile function) failing with a full disk when its first
+    argument is ``name``'s file (``step``: "temp" for a temporary file of it)."""
+
+    def call(*args, **kwargs):
+        target = kwargs.get("prefix", "") if step == "temp" else str(args[1])
+        if target.startswith(f".{name}.") or target.endswith(f"/{name}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    return call
+
+
+def test_an_install_the_disk_cannot_hold_changes_nothing(members, tmp_path, monkeypatch):
+    # genesis.json is up to 32 MB against config.json's few kB: when the disk is full
+    # for it, config.json must not already hold the new peers (a later install of a
+    # corrected genesis would keep those that it drops, as peers added by hand).
+    genesis = assemble(CHAIN, [c for _, c in members], genesis_time_ms=5)
+    info = init_home(tmp_path / "full", "full", PASS)
+    config_before = (info.home / "config.json").read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", _failing(tempfile.mkstemp, "genesis.json", "temp"))
+        with pytest.raises(HomeError, match="No space left.*no genesis installed"):
+            install_genesis(info.home, genesis_json_bytes(genesis), genesis.hash)
+    assert (info.home / "config.json").read_bytes() == config_before
+    assert sorted(p.name for p in info.home.iterdir()) == ["config.json", "node_key.json"]
+
+
+def test_an_install_stopped_before_genesis_is_refused_by_a_start_and_redone(
+    members, tmp_path, monkeypatch
+):
+    # The last step of install fails (or the machine stops) after config.json took the
+    # peers: with no genesis.json no node starts there, saying so, and install completes.
+    genesis = assemble(CHAIN, [c for _, c in members], genesis_time_ms=5)
+    data = genesis_json_bytes(genesis)
+    info = init_home(tmp_path / "cut", "cut", PASS)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", _failing(os.replace, "genesis.json", "rename"))
+        with pytest.raises(HomeError, match="no genesis installed, run install again"):
+            install_genesis(info.home, data, genesis.hash)
+    assert not (info.home / "genesis.json").exists()
+    with pytest.raises(ConfigError, match="no genesis.json in .*completes when run again"):
+        Node.from_home(info.home, PASS)
+    install_genesis(info.home, data, genesis.hash)
+    assert load_genesis(info.home / "genesis.json").hash == genesis.hash
+    assert len(load_config(info.home).peers) == len(members)
+    assert sorted(p.name for p in info.home.iterdir()) == [
+        "config.json",
+        "genesis.json",
+        "node_key.json",
+    ]
 
 
 @pytest.mark.parametrize(
