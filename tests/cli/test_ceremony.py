@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from click.testing import CliRunner
 
@@ -68,4 +70,21 @@ def test_assemble_refuses_a_parameter_given_twice(contribution, tmp_path):
     result = CliRunner().invoke(main, [*args, "--param", "min_fee=7", "--param", "min_fee=8"])
     assert result.exit_code == 2, result.output
     assert "min_fee is given twice" in result.output
+    assert not out.exists()
+
+
+def test_a_file_argument_that_is_a_fifo_is_refused_not_waited_on(contribution, tmp_path):
+    # Nobody writes to this FIFO: a command that opened it would wait for ever.
+    fifo = tmp_path / "genesis.fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "genesis.json"
+    for args in (
+        ["genesis", "hash", str(fifo)],
+        ["genesis", "assemble", str(contribution), str(fifo), "--chain-id", CHAIN, "-o", str(out)],
+        ["genesis", "install", "--home", str(tmp_path), str(fifo), "--expect-hash", "00" * 32],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code != 0
+        assert f"{fifo} is not a regular file but a FIFO" in result.output, result.output
+        assert "unexpected" not in result.output
     assert not out.exists()

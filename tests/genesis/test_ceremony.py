@@ -28,6 +28,7 @@ from genesis import (
     make_contribution,
     save_contribution,
 )
+from genesis.ceremony import MAX_CONTRIBUTION_BYTES
 from genesis.document import (
     MAX_GENESIS_FILE_BYTES,
     Genesis,
@@ -277,6 +278,24 @@ def test_a_hostile_contribution_file_is_refused_not_a_crash(tmp_path):
     path.write_text(" " * (16 * 1024 + 1))
     with pytest.raises(InvalidContribution, match="larger than"):
         load_contribution(path)
+
+
+def test_a_contribution_that_is_not_a_regular_file_is_refused_unread(members, tmp_path):
+    # A FIFO would block the command for ever (open waits for a writer, read for its
+    # end). Here a writer holds it open with more than a contribution's worth queued,
+    # so that a reader that opened it would not block but read: it is refused unread.
+    fifo = tmp_path / "c.fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        os.write(writer, b" " * (MAX_CONTRIBUTION_BYTES + 1))
+        with pytest.raises(InvalidContribution, match=f"{fifo} is not a regular file but a FIFO"):
+            load_contribution(fifo)
+        assert len(os.read(writer, MAX_CONTRIBUTION_BYTES + 1)) == MAX_CONTRIBUTION_BYTES + 1
+    finally:
+        os.close(writer)
+    with pytest.raises(InvalidGenesis, match="is not a regular file but a character device"):
+        load_genesis("/dev/null")
 
 
 def test_install_checks_the_hash_and_fills_peers(members, tmp_path):
