@@ -304,11 +304,21 @@ def hash_cmd(genesis_file: Path) -> None:
     required=True,
     help="The hash the members compared (liveledger genesis hash); anything else is refused.",
 )
+@click.option(
+    "--contribution",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="This node's contribution file (genesis contribute): refuse a genesis that does "
+    "not list it exactly as contributed (name, address, self-bond), or leaves it out.",
+)
 @clear_errors
-def install(home: Path, genesis_file: Path, expect_hash: str) -> None:
+def install(home: Path, genesis_file: Path, expect_hash: str, contribution: Path | None) -> None:
     """Install GENESIS_FILE into HOME and take the peers from its validators' addresses."""
     expected = _expected_hash(expect_hash)
-    installed = install_genesis(home, read_genesis_file(genesis_file), expected)
+    signed = None if contribution is None else load_contribution(contribution)
+    installed = install_genesis(
+        home, read_genesis_file(genesis_file), expected, contribution=signed
+    )
     own = read_key_info(Path(home) / NODE_KEY_FILE).public_key.hex()
     mine = [v for v in installed.validators if v.public_key.hex() == own]
     peers = [v for v in installed.validators if v.address and v.public_key.hex() != own]
@@ -317,7 +327,11 @@ def install(home: Path, genesis_file: Path, expect_hash: str) -> None:
     if mine:
         click.echo(f"this node is validator {mine[0].name!r} at {mine[0].address or '-'}")
     else:
-        click.echo("this node is not a genesis validator (a member admitted later)", err=True)
+        click.echo(
+            "this node is not a genesis validator (a member admitted later; if it "
+            "contributed, install with --contribution to have that refused)",
+            err=True,
+        )
 
 
 def _expected_hash(text: str) -> bytes:

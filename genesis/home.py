@@ -29,6 +29,7 @@ from core.errors import LiveLedgerError
 from core.keys import PrivateKey, format_address
 from core.keystore import atomic_write, read_key_info, save_key, staged_write
 from core.netaddr import format_net_address
+from genesis.ceremony import SignedContribution
 from genesis.document import (
     MAX_GENESIS_FILE_BYTES,
     Genesis,
@@ -221,14 +222,21 @@ def external_address(config: dict[str, Any]) -> str:
     return format_net_address(host, port)
 
 
-def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesis:
+def install_genesis(
+    home: Path | str,
+    data: bytes,
+    expect_hash: bytes,
+    *,
+    contribution: SignedContribution | None = None,
+) -> Genesis:
     """Put the genesis document ``data`` (``genesis.json`` bytes) into a node home.
 
     Refuses, writing nothing, a document that does not parse or whose hash is not
-    ``expect_hash`` (the hash members compared out of band), and a home that
-    already holds a different genesis. Then every other validator with a published
-    address becomes a peer in ``config.json`` (peers the operator added by hand
-    stay). Returns the document.
+    ``expect_hash`` (the hash members compared out of band), a home that already
+    holds a different genesis, and with ``contribution`` (this node's, as sent to the
+    coordinator) a document that does not list it as contributed. Then every other
+    validator with a published address becomes a peer in ``config.json`` (peers the
+    operator added by hand stay). Returns the document.
     """
     root = Path(home)
     config = read_config(root)
@@ -259,6 +267,8 @@ def install_genesis(home: Path | str, data: bytes, expect_hash: bytes) -> Genesi
             )
         installed = True
     own = read_key_info(root / NODE_KEY_FILE).public_key
+    if contribution is not None:
+        _check_contribution(genesis, contribution, own)
     if not installed:
         _check_own_entry(root, config, genesis, own)
     listed = [v for v in genesis.validators if v.address and v.public_key != own]
@@ -302,6 +312,51 @@ def _check_own_entry(root: Path, config: dict[str, Any], genesis: Genesis, own: 
             f"genesis lists this node's key as {entry.name!r} at {entry.address!r}, but "
             f"{root / CONFIG_FILE} contributes it as {name!r} at {address!r}: not what this "
             "member signed (or the config changed since); nothing installed"
+        )
+
+
+def _check_contribution(genesis: Genesis, signed: SignedContribution, own: bytes) -> None:
+    """``HomeError`` naming what differs unless ``genesis`` lists this node's contribution
+    ``signed`` as it was signed: a member left out, or listed otherwise, finds out at
+    install rather than from a note (``genesis install --contribution``)."""
+    c = signed.contribution
+    # Another node's file would check that node, not this one.
+    if c.public_key != own:
+        raise HomeError(
+            f"the contribution is signed by node key {c.public_key.hex()}, not this home's "
+            f"{own.hex()}; give this node's own contribution; nothing installed"
+        )
+    try:
+        signed.verify()
+    except InvalidGenesis as exc:
+        raise HomeError(f"{exc.message}; nothing installed") from None
+    # Signed for another chain: not consent to this one, whatever else matches.
+    if signed.chain_id != genesis.chain_id:
+        raise HomeError(
+            f"the contribution is for chain {signed.chain_id!r}, the genesis is of chain "
+            f"{genesis.chain_id!r}; nothing installed"
+        )
+    entry = next((v for v in genesis.validators if v.public_key == own), None)
+    if entry is None:
+        raise HomeError(
+            f"genesis does not list this node's contribution {c.moniker!r} (node key "
+            f"{own.hex()}) among its {len(genesis.validators)} validators: left out; "
+            "nothing installed"
+        )
+    bond = None if genesis.staking is None else genesis.staking.self_bond
+    differs = [
+        f"{what} {listed!r} where it contributed {given!r}"
+        for what, listed, given in (
+            ("name", entry.name, c.moniker),
+            ("address", entry.address, c.address),
+            ("self-bond", bond, c.stake),
+        )
+        if listed != given
+    ]
+    if differs:
+        raise HomeError(
+            f"genesis lists this node with {', '.join(differs)}: not as contributed; "
+            "nothing installed"
         )
 
 

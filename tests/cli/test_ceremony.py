@@ -88,3 +88,32 @@ def test_a_file_argument_that_is_a_fifo_is_refused_not_waited_on(contribution, t
         assert f"{fifo} is not a regular file but a FIFO" in result.output, result.output
         assert "unexpected" not in result.output
     assert not out.exists()
+
+
+def test_install_with_the_contribution_refuses_a_genesis_that_left_it_out(tmp_path, monkeypatch):
+    # The member's own contribution against the document: left out is refused, not a note.
+    monkeypatch.setenv("LIVELEDGER_PASSPHRASE", "")
+    run = CliRunner().invoke
+    home, mine, genesis = tmp_path / "home", tmp_path / "mine.json", tmp_path / "genesis.json"
+    init = ["init", "--home", str(home), "--moniker", "me", "--external", "me.example:26656"]
+    assert run(main, init).exit_code == 0
+    contribute = ["genesis", "contribute", "--home", str(home), "--chain-id", CHAIN]
+    assert run(main, [*contribute, "--stake", "5000", "-o", str(mine)]).exit_code == 0
+    other = tmp_path / "other.json"
+    save_contribution(
+        other, make_contribution(PrivateKey.generate(), CHAIN, "x", "10.0.0.1:26656", 5_000)
+    )
+    assemble = ["genesis", "assemble", "--chain-id", CHAIN, "-o", str(genesis)]
+    made = run(main, [*assemble, str(other)])
+    assert made.exit_code == 0, made.output
+    install = ["genesis", "install", "--home", str(home), str(genesis)]
+    install += ["--expect-hash", made.stdout.split()[-1]]
+    result = run(main, [*install, "--contribution", str(mine)])
+    assert result.exit_code != 0
+    assert "does not list this node's contribution 'me'" in result.output, result.output
+    assert "unexpected" not in result.output
+    assert not (home / "genesis.json").exists()
+    # Without it, only a note says so (a member admitted later looks the same).
+    result = run(main, install)
+    assert result.exit_code == 0, result.output
+    assert "--contribution" in result.stderr

@@ -11,6 +11,7 @@ import tempfile
 
 import pytest
 
+from consensus import GenesisStaking
 from core import PrivateKey, parse_address
 from core.keystore import load_key
 from genesis import (
@@ -411,6 +412,69 @@ def test_install_refuses_a_genesis_that_changed_this_members_contribution(
     # The document as contributed installs.
     install_genesis(info.home, genesis_json_bytes(honest), honest.hash)
     assert load_genesis(info.home / "genesis.json").hash == honest.hash
+
+
+@pytest.fixture
+def me(members, tmp_path):
+    """A home beside ``members``, its contribution, and the honest genesis of all five."""
+    info = init_home(tmp_path / "me", "me", PASS, external=("me.example", 26656))
+    key = load_key(info.home / "node_key.json", PASS)
+    mine = make_contribution(key, CHAIN, "me", info.p2p_address, 5_000)
+    return info, mine, assemble(CHAIN, [*(c for _, c in members), mine], genesis_time_ms=5)
+
+
+def _entry_changed(genesis, **change):
+    entry = dataclasses.replace(genesis.validators[-1], **change)
+    return dataclasses.replace(genesis, validators=(*genesis.validators[:-1], entry))
+
+
+@pytest.mark.parametrize(
+    "forge, says",
+    [
+        # Left out: without --contribution only a note says so, and the node starts as
+        # a non-validator of a chain its member never joined.
+        (
+            lambda g: dataclasses.replace(g, validators=g.validators[:-1]),
+            "does not list this node's contribution 'me' .* among its 4 validators",
+        ),
+        (lambda g: _entry_changed(g, name="impostor"), "name 'impostor' where it contributed 'me'"),
+        (
+            lambda g: _entry_changed(g, address="me.example:1"),
+            "address 'me.example:1' where it contributed 'me.example:26656'",
+        ),
+        (
+            lambda g: dataclasses.replace(g, staking=GenesisStaking(self_bond=6_000)),
+            "self-bond 6000 where it contributed 5000",
+        ),
+    ],
+)
+def test_install_with_the_contribution_refuses_a_genesis_that_does_not_list_it(
+    me, members, forge, says
+):
+    info, mine, honest = me
+    forged = forge(honest)
+    config_before = (info.home / "config.json").read_bytes()
+    with pytest.raises(HomeError, match=f"{says}.*nothing installed"):
+        install_genesis(info.home, genesis_json_bytes(forged), forged.hash, contribution=mine)
+    assert not (info.home / "genesis.json").exists()
+    assert (info.home / "config.json").read_bytes() == config_before
+    install_genesis(info.home, genesis_json_bytes(honest), honest.hash, contribution=mine)
+    assert load_genesis(info.home / "genesis.json").hash == honest.hash
+
+
+def test_install_with_a_contribution_not_this_nodes_or_not_this_chains_is_refused(me, members):
+    info, mine, honest = me
+    data = genesis_json_bytes(honest)
+    with pytest.raises(HomeError, match="signed by node key .* not this home's"):
+        install_genesis(info.home, data, honest.hash, contribution=members[0][1])
+    key = load_key(info.home / "node_key.json", PASS)
+    elsewhere = make_contribution(key, "other-chain", "me", info.p2p_address, 5_000)
+    with pytest.raises(HomeError, match="for chain 'other-chain'.*'consortium-1'"):
+        install_genesis(info.home, data, honest.hash, contribution=elsewhere)
+    forged = dataclasses.replace(mine, signature=bytes(64))
+    with pytest.raises(HomeError, match="signature does not verify"):
+        install_genesis(info.home, data, honest.hash, contribution=forged)
+    assert not (info.home / "genesis.json").exists()
 
 
 def test_install_refuses_what_a_node_could_not_load(members, tmp_path):
