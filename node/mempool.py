@@ -811,7 +811,8 @@ class Mempool:
             acct.queued += 1
             self._queued += 1
             self._age(e, 1)
-        self._reindex(acct, before)
+        if acct.queued != before:
+            self._reindex(acct, before)
         self._by_hash[e.hash] = e
         expiry = self._expiry
         bucket = expiry.get(e.expiry)
@@ -862,7 +863,8 @@ class Mempool:
             acct.queued -= 1
             self._queued -= 1
             self._age(e, -1)
-        self._reindex(acct, before)
+        if acct.queued != before:
+            self._reindex(acct, before)
         del self._by_hash[e.hash]
         bucket = self._expiry.get(e.expiry)
         if bucket is not None:
@@ -1024,18 +1026,22 @@ class Mempool:
         committed). While no later block has committed, the accounts it wrote are
         taken from its records as written, not read from state and decoded again.
         """
-        touched: set[bytes] = set(senders)
+        # Each sender to read again, with its shard where an entry of its named it (-1:
+        # not known yet).
+        touched: dict[bytes, int] = dict.fromkeys(senders, -1)
         by_hash = self._by_hash
         for vtx in included:
-            touched.add(vtx.sender_address)
             e = by_hash.get(vtx.hash)
             if e is not None:
+                touched[e.sender] = e.shard
                 self._remove(e, used=True)
+            else:
+                touched.setdefault(vtx.sender_address, -1)
         for used, hashes in ((True, included_hashes), (False, rejected_hashes)):
             for h in hashes:
                 e = by_hash.get(h)
                 if e is not None:
-                    touched.add(e.sender)
+                    touched[e.sender] = e.shard
                     self._remove(e, used=used)
         # Read before the accounts: the state is at least as new as this height (a
         # commit writes the state before it moves the height).
@@ -1044,8 +1050,9 @@ class Mempool:
         # block may have changed them (reading state then gives the newer account).
         records = result.records if result is not None and result_height == height else {}
         fresh: dict[bytes, Account] = {}
-        for sender in touched:
-            shard = self._shards[self.shard_of(sender)]
+        shards = self._shards
+        for sender, shard_i in touched.items():
+            shard = shards[shard_i if shard_i >= 0 else self.shard_of(sender)]
             acct = shard.accounts.get(sender)
             if acct is not None:
                 a = records.get(ACCOUNT_PREFIX + sender)
