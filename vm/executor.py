@@ -36,7 +36,8 @@ class VerifiedTx(TxInfo):
     fee): admission builds one object per transaction, not two.
     """
 
-    tx: SignedTx
+    # The envelope's chain id (checked against the block's at inclusion).
+    chain_id: str
     body: TxBody
     payload: Wire
     # Length of the encoded SignedTx.
@@ -44,10 +45,15 @@ class VerifiedTx(TxInfo):
     # The canonical encoding as received: blocks and tx roots reuse it as is.
     encoded: bytes
 
+    @property
+    def tx(self) -> SignedTx:
+        """The envelope, decoded again from ``encoded`` (admission keeps its fields, not
+        an object of it: one object fewer per pooled transaction)."""
+        return SignedTx.decode(self.encoded)
+
 
 # Admission builds one per transaction: set the slots directly.
 _new_verified = constructor(VerifiedTx)
-_new_signed_tx = constructor(SignedTx)
 _unpackb = msgpack.unpackb
 
 
@@ -87,18 +93,29 @@ def complete_verified_tx(
 ) -> VerifiedTx:
     """The second stage of ``verify_signed_tx``, for an envelope ``check_envelope`` passed:
     body, type and payload. ``hash_`` is ``tx_hash(encoded)`` if the caller has it."""
-    body = TxBody.decode(tx.body)  # malformed body
+    return _complete(encoded, tx.chain_id, tx.sender, tx.body, registry, hash_)
+
+
+def _complete(
+    encoded: bytes,
+    chain_id: str,
+    sender: bytes,
+    body_bytes: bytes,
+    registry: Registry,
+    hash_: bytes | None,
+) -> VerifiedTx:
+    """``complete_verified_tx`` from the envelope's fields."""
+    body = TxBody.decode(body_bytes)  # malformed body
     payload = registry.decode_payload(body)  # unknown_type, malformed payload
     if hash_ is None:
         hash_ = tx_hash(encoded)
-    sender = tx.sender
     return _new_verified(
         hash_,
         sender,
         address_of(sender),
         body.nonce,
         body.fee,
-        tx,
+        chain_id,
         body,
         payload,
         len(encoded),
@@ -114,7 +131,7 @@ def complete_checked(
 ) -> list[VerifiedTx | Invalid]:
     """The rest of ``verify_signed_tx`` after ``check_envelopes`` ran elsewhere (a
     verification worker): the worker's verdict where it refused, else body and payload
-    checked here. The envelope is rebuilt from its fields without checking them again
+    checked here. The envelope's fields are taken without checking them again
     (its one canonical encoding was checked with the signature). ``hashes[i]`` is
     ``tx_hash(encoded[i])`` or None."""
     out: list[VerifiedTx | Invalid] = []
@@ -123,10 +140,9 @@ def complete_checked(
             code, message = verdict
             out.append(InvalidTransaction(message, code))
             continue
-        chain_id, sender, body, signature = _unpackb(raw)
+        chain_id, sender, body, _signature = _unpackb(raw)
         try:
-            tx = _new_signed_tx(chain_id, sender, body, signature)
-            out.append(complete_verified_tx(raw, tx, registry, hash_))
+            out.append(_complete(raw, chain_id, sender, body, registry, hash_))
         except Invalid as exc:
             out.append(exc)
     return out
@@ -460,9 +476,9 @@ def _strays(
 def _check_tx(state: Overlay, vtx: VerifiedTx, ctx: BlockContext) -> Account:
     """Inclusion checks against the block's state so far; returns the sender's account."""
     # The block's chain id is checked once per block, the tx's only at verification.
-    if vtx.tx.chain_id != ctx.chain_id:
+    if vtx.chain_id != ctx.chain_id:
         raise InvalidTransaction(
-            f"transaction is for chain {vtx.tx.chain_id!r}, this is {ctx.chain_id!r}",
+            f"transaction is for chain {vtx.chain_id!r}, this is {ctx.chain_id!r}",
             "wrong_chain",
         )
     account = get_account(state, vtx.sender_address)
