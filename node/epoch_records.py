@@ -200,8 +200,13 @@ class EpochPages(ABC):
         """Send a request; its answer (of type ``answer``) is owed from then on."""
 
     @abstractmethod
-    def _refuse(self, peer: bytes, reason: str) -> None:
-        """Drop and ban ``peer`` for the rest of the sync."""
+    def _refuse(self, peer: bytes, reason: str, *, silent: bool = False) -> None:
+        """Drop and ban ``peer`` for the rest of the sync (``silent``: for no answer,
+        which proves no fault: it is asked again when no other peer is left)."""
+
+    @abstractmethod
+    def _forgive_silent(self) -> bool:
+        """Take back the peers given up only for silence; whether there were any."""
 
     @abstractmethod
     def _usable(self) -> list[bytes]:
@@ -272,11 +277,14 @@ class EpochPages(ABC):
         lacking: dict[bytes, int] = {}
         failures = self._failures
         retried = False
+        # Peers given up for silence were taken back before setting the offer aside, since
+        # the last records verified: once (``StateSyncer._fetch``, the same for chunks).
+        forgave = False
         while (epoch := len(self._sets)) <= last:
             run = list(itertools.takewhile(lambda e: e in got, range(epoch, last + 1)))
             if run:
                 await self._verify_page(epoch, run[:MAX_EPOCHS_PER_RESPONSE], got)
-                retried = False
+                retried = forgave = False
                 continue
             if self._failures != failures:
                 failures = self._failures
@@ -285,7 +293,9 @@ class EpochPages(ABC):
             usable = self._usable()
             if usable and all(lacking.get(p, last + 1) <= epoch for p in usable):
                 if retried:
-                    raise Unheld(f"no peer holds the epoch records from {epoch} to {last}")
+                    if forgave or not self._forgive_silent():
+                        raise Unheld(f"no peer holds the epoch records from {epoch} to {last}")
+                    forgave = True
                 lacking.clear()
                 retried = True
                 continue
@@ -424,7 +434,7 @@ class EpochPages(ABC):
                 self._lost[peer] = ask
             elif now - ask.sent > self.timeout:
                 del self._pages[peer]
-                self._refuse(peer, f"no epoch records within {self.timeout:.0f} s")
+                self._refuse(peer, f"no epoch records within {self.timeout:g} s", silent=True)
         for peer, ask in list(self._lost.items()):
             if now - ask.sent > self.timeout:
                 del self._lost[peer]  # no answer now: the peer may be asked again

@@ -320,8 +320,13 @@ class StateSyncer(EpochPages):
         # Answers owed, per (peer, answer type): one per request sent. Only those are
         # queued, so what a peer can make us hold is bounded by what we asked it.
         self._owed: dict[tuple[bytes, type[Wire]], int] = {}
-        # Peers caught sending something wrong: never asked again during this sync.
+        # Peers refused: caught sending something wrong (never asked again during this
+        # sync), or given up for silence.
         self.refused: set[bytes] = set()
+        # Those given up only for silence, which proves no fault (the link or the server
+        # stalled; a stall of our own link times every peer out at once): asked again
+        # when no other peer is left or serves (``_forgive_silent``).
+        self._silent: set[bytes] = set()
         # Peers refused or given up so far: each gives the peers that said they hold
         # nothing another chance.
         self._failures = 0
@@ -356,16 +361,33 @@ class StateSyncer(EpochPages):
         self.rates.asked(peer)
         return True
 
-    def _refuse(self, peer: bytes, reason: str) -> None:
+    def _refuse(self, peer: bytes, reason: str, *, silent: bool = False) -> None:
         if peer in self.refused:
             return
         log.warning("state sync: peer %s refused: %s", peer.hex()[:12], reason)
         self.refused.add(peer)
+        if silent:
+            self._silent.add(peer)
         self._failures += 1
         self.peers.drop_peer(peer, f"state sync: {reason}", ban=True)
 
     def _usable(self) -> list[bytes]:
-        return [p for p in self.peers.peers() if p not in self.refused]
+        usable = [p for p in self.peers.peers() if p not in self.refused]
+        if not usable and self._forgive_silent():
+            usable = [p for p in self.peers.peers() if p not in self.refused]
+        return usable
+
+    def _forgive_silent(self) -> bool:
+        """Take back the connected peers given up only for silence; whether there were
+        any. Called when no other peer is left, or none of those left serves what the
+        sync needs: refused for the rest of the sync, one stall past the request timeout
+        left it waiting for ever, with its peers back and serving."""
+        back = [p for p in self.peers.peers() if p in self._silent]
+        if back:
+            log.info("state sync: asking again %d peer(s) given up for silence", len(back))
+            self._silent.difference_update(back)
+            self.refused.difference_update(back)
+        return bool(back)
 
     async def _next_answer(self, wait_s: float) -> tuple[bytes, Wire, float] | None:
         """The next answer queued, or None after ``wait_s``."""
@@ -463,6 +485,7 @@ class StateSyncer(EpochPages):
                 except Invalid as exc:
                     self._refuse(peer, f"snapshot offer at {offer.height}: {exc}")
             log.info("state sync: no usable snapshot offered yet; asking again")
+            self._forgive_silent()
             await asyncio.sleep(1.0)
 
     def _trusted(self, target: SyncTarget) -> bool:
@@ -512,6 +535,10 @@ class StateSyncer(EpochPages):
         # serving it (``strikes``), and when no peer serves it the sync starts over.
         empty: dict[bytes, float] = {}
         strikes: dict[bytes, int] = {}
+        # Peers given up for silence were taken back before giving the snapshot up, since
+        # the last chunk kept: once, or one silent for ever (and back at once each time)
+        # would keep the sync on a snapshot nobody serves.
+        forgave = False
         failures = self._failures
         while wanted or any(a.live for a in pending.values()):
             now = time.monotonic()
@@ -522,7 +549,9 @@ class StateSyncer(EpochPages):
             usable = self._usable()
             if wanted and not pending and usable and all(p in empty for p in usable):
                 if all(strikes.get(p, 0) >= 2 for p in usable):
-                    raise _Stale
+                    if forgave or not self._forgive_silent():
+                        raise _Stale
+                    forgave = True
                 empty.clear()
                 continue
             answer = await self._next_answer(0.5)
@@ -549,6 +578,7 @@ class StateSyncer(EpochPages):
                             self._give_back(ask, wanted, pending)
                         elif await self._take_chunk(target, peer, ask, msg, wanted, pending):
                             strikes.clear()
+                            forgave = False
                             if not wanted and not any(a.live for a in pending.values()):
                                 # The walk may have been cut at _RESUME_BATCH: look again.
                                 wanted = await loop.run_in_executor(
@@ -641,4 +671,4 @@ class StateSyncer(EpochPages):
                 if ask.live:
                     self._give_back(ask, wanted, pending)
                 if not gone:
-                    self._refuse(peer, f"no chunk within {self.timeout:.0f} s")
+                    self._refuse(peer, f"no chunk within {self.timeout:g} s", silent=True)

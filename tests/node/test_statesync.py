@@ -852,6 +852,104 @@ async def test_a_peer_silent_on_the_offer_request_does_not_hold_the_sync(tmp_pat
     assert await net.sync(ChainStore(tmp_path / "b")) == 40
 
 
+class Reconnecting(Net):
+    """``Net`` whose dropped peers come back, as p2p dials a peer again once its ban is
+    over: each drop is recorded in ``drops``, and the peer stays reachable."""
+
+    def __init__(self, answerers: dict[bytes, Answer]) -> None:
+        super().__init__(answerers)
+        self.drops: list[tuple[bytes, str]] = []
+
+    def drop_peer(self, peer: bytes, reason: str, *, ban: bool = True) -> None:
+        self.drops.append((peer, reason))
+
+
+def stalling_once(serving: SnapshotServer, kind: type[Wire]) -> tuple[Answer, list[Wire]]:
+    """An honest peer that leaves its first request of ``kind`` unanswered (its link, or
+    the server, stalled past the request timeout) and answers every other one; the
+    requests it left go to the list."""
+    stalled: list[Wire] = []
+
+    async def answer(msg: Wire) -> Wire | None:
+        if isinstance(msg, kind) and not stalled:
+            stalled.append(msg)
+            return None
+        return await serving.answer(msg)
+
+    return answer, stalled
+
+
+@pytest.mark.parametrize("kind", [EpochsRequest, ChunkRequest])
+async def test_a_sync_whose_only_peer_stalled_once_asks_it_again(tmp_path, monkeypatch, kind):
+    # Given up for its silence for the rest of the sync, it left no peer to ask: the
+    # sync waited for ever (until a restart), though the peer was back and serving.
+    # Silence proves no fault (a stall of the joiner's own link times every peer out at
+    # once): with no other peer left, the peers given up for it are asked again.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    answer, stalled = stalling_once(server(source.store), kind)
+    net = Reconnecting({HONEST: answer})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, timeout=20, request_timeout_s=0.5) == 40
+    assert stalled and [peer for peer, _ in net.drops] == [HONEST]
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+
+
+async def test_a_peer_that_stalled_is_asked_again_before_a_snapshot_is_given_up(
+    tmp_path, monkeypatch
+):
+    # The other peer offers nothing and serves nothing. Once the honest one was given
+    # up for a stall, every peer left said "not served": the snapshot was given up for
+    # a newer offer, which the peer left never made, and the sync asked it for offers
+    # for ever.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    answer, stalled = stalling_once(server(source.store), ChunkRequest)
+
+    async def serves_nothing(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(0, b"", b"")
+        if isinstance(msg, EpochsRequest):
+            return EpochsResponse(msg.first, ())
+        if isinstance(msg, ChunkRequest):
+            return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, ())
+        return None
+
+    net = Reconnecting({HONEST: answer, HOSTILE: serves_nothing})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, timeout=20, request_timeout_s=0.5) == 40
+    assert stalled and [peer for peer, _ in net.drops] == [HONEST]
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+
+
+async def test_a_peer_silent_for_ever_does_not_keep_a_snapshot_nobody_serves(tmp_path, monkeypatch):
+    # The honest peer offered 40, then pruned it; the other one never answers a chunk
+    # and is back at once each time it is dropped. Taken back (once) before the snapshot
+    # is given up, it must not be taken back again and again: the sync moves on to 48.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 48)
+    honest = server(source.store)
+    offers = [0]
+
+    async def pruned_40(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            offers[0] += 1
+            return await honest.answer(SnapshotRequest(40) if offers[0] == 1 else msg)
+        if isinstance(msg, ChunkRequest) and msg.height == 40:
+            return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, ())
+        return await honest.answer(msg)
+
+    async def silent_on_chunks(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(0, b"", b"")
+        return None if isinstance(msg, ChunkRequest) else await honest.answer(msg)
+
+    net = Reconnecting({HONEST: pruned_40, HOSTILE: silent_on_chunks})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, timeout=20, request_timeout_s=0.5) == 48
+    assert {peer for peer, _ in net.drops} == {HOSTILE}
+
+
 async def test_a_peer_serving_a_tampered_chunk_is_refused_and_its_subtree_asked_again(
     tmp_path, monkeypatch
 ):
