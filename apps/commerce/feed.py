@@ -342,9 +342,26 @@ class FeedHub:
         self._live_reads.shutdown(wait=False, cancel_futures=True)
 
     async def close_all(self) -> None:
-        """Close every feed socket (server shutdown): clients reconnect elsewhere or later."""
-        for ws in list(self.websockets):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        """Close every feed socket (server shutdown): clients reconnect elsewhere or later.
+
+        All at once, each within the send deadline. aiohttp waits up to 10 s for a client
+        to answer a close (a socket with no read pending: its replay under way), and for
+        as long as the client keeps its window shut if the close frame does not fit; one
+        socket after another, a few clients that never answer (phones gone out of
+        coverage, or on purpose) held the node's stop, which comes after this, for
+        minutes. A socket whose close outlives the deadline is closed by aiohttp, and
+        ``serve_feed`` resets it if bytes are left unsent.
+        """
+        await asyncio.gather(*(self._going_away(ws) for ws in list(self.websockets)))
+
+    async def _going_away(self, ws: web.WebSocketResponse) -> None:
+        try:
+            await _within(
+                self.send_deadline_s,
+                ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown"),
+            )
+        except (_Stalled, ConnectionError):
+            pass  # the client stopped reading or is gone
 
     # --- connections ---
 

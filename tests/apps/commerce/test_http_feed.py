@@ -593,3 +593,43 @@ async def test_a_client_that_stops_reading_while_idle_is_dropped(tmp_path, monke
             sock.close()
     # What the kernel buffers held; the rest of the replay and ``ready`` were dropped.
     assert {doc["type"] for doc in texts(got)} == {"event"}
+
+
+async def test_clients_that_never_answer_a_close_do_not_hold_the_servers_stop(
+    tmp_path, monkeypatch
+):
+    """At shutdown every feed is closed (1001). aiohttp waits up to 10 s for a client to
+    answer a close (for as long as its window stays shut if the close frame does not fit),
+    and the feeds were closed one after another, before the node's own stop: a few
+    clients that never answer (phones gone out of coverage, or on purpose) held the stop
+    for minutes. All are closed at once, each within the send deadline."""
+    release = threading.Event()
+    real = feed.read_block_feed
+
+    def held(*args: object) -> object:
+        # The replays stay under way: their sockets have no read pending, which a close
+        # would end at once.
+        release.wait(WAIT)
+        return real(*args)  # type: ignore[arg-type]  # the arguments it was given
+
+    monkeypatch.setattr(feed, "read_block_feed", held)
+    async with running_driver(tmp_path) as d:
+        async with asyncio.timeout(WAIT):
+            while d.node.chain.height < 2:
+                await asyncio.sleep(0.05)
+        d.client.server.app[HUB].send_deadline_s = 0.5
+        socks = [await stalled(d, "/v1/blocks/ws?from=1") for _ in range(4)]
+        stopping = asyncio.get_running_loop().create_task(d.client.close())
+        try:
+            async with asyncio.timeout(WAIT):
+                for sock in socks:
+                    got = await read_stalled(sock, until_close=True)
+                    opcode, payload = got[-1]
+                    assert opcode == 0x8 and int.from_bytes(payload[:2]) == 1001
+                release.set()
+                await stopping
+        finally:
+            release.set()
+            for sock in socks:
+                sock.close()
+            await asyncio.wait([stopping])
