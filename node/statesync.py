@@ -334,6 +334,13 @@ class StateSyncer(EpochPages):
         # The highest snapshot each peer offered: it must hold the epoch records up to
         # there (it made their last block's state, or kept them since).
         self._offered: dict[bytes, int] = {}
+        # Peers whose snapshot offer went unserved (given up when no peer served it any
+        # more), and those that made the offer being synced: an offer of the former is
+        # tried after every other's. Else one that offers the newest final block (no
+        # snapshot height: the others prune it soon) and serves none of it was taken
+        # first again after each give-up, wiping what was fetched, for ever.
+        self._unserved: set[bytes] = set()
+        self._offerers: set[bytes] = set()
         # Epoch pages out and the producer sets verified so far (``EpochPages``).
         super().__init__()
         self.chunks = 0
@@ -425,6 +432,7 @@ class StateSyncer(EpochPages):
                 break
             except _Stale:
                 log.warning("state sync: no peer serves height %d any more", target.height)
+                self._unserved |= self._offerers
                 target = None
         height = await loop.run_in_executor(None, self.store.finish_sync, self.genesis.hash)
         log.info(
@@ -475,15 +483,22 @@ class StateSyncer(EpochPages):
                 if isinstance(offer, SnapshotOffer) and offer.height > 0:
                     offers.append((peer, offer))
                     self._offered[peer] = max(self._offered.get(peer, 0), offer.height)
-            for peer, offer in sorted(offers, key=lambda po: -po[1].height):
+            # The highest first, but after every other those of peers whose offer went
+            # unserved in this sync.
+            for peer, offer in sorted(
+                offers, key=lambda po: (po[0] in self._unserved, -po[1].height)
+            ):
                 if peer in self.refused:
                     continue  # caught checking a higher offer
                 try:
-                    return await self._check_offer(peer, offer)
+                    target = await self._check_offer(peer, offer)
                 except Unheld as exc:
                     log.info("state sync: offer at %d set aside: %s", offer.height, exc)
                 except Invalid as exc:
                     self._refuse(peer, f"snapshot offer at {offer.height}: {exc}")
+                else:
+                    self._offerers = {p for p, o in offers if o.block == offer.block}
+                    return target
             log.info("state sync: no usable snapshot offered yet; asking again")
             self._forgive_silent()
             await asyncio.sleep(1.0)

@@ -1065,6 +1065,46 @@ async def test_a_snapshot_no_peer_serves_any_more_is_left_for_a_newer_one(tmp_pa
     assert dict(dest.iter_state()) == dict(source.store.iter_state())
 
 
+async def test_a_peer_whose_offer_went_unserved_is_not_taken_first_again(tmp_path, monkeypatch):
+    # The hostile peer offers the newest final block (44: real, certified, no snapshot
+    # height), then serves none of its state, nor does the honest peer, which pruned it
+    # (it keeps few states besides its snapshots). The highest offer first, the sync
+    # took 44 again after each give-up, wiping what it had fetched, for ever. The
+    # offers of a peer whose offer went unserved now come after the others': the
+    # honest snapshot (40) is synced. (The hostile peer stops offering after a few
+    # rounds, so that the sync ends either way: it takes 44 once, not again and again.)
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 44)
+    honest = server(source.store)
+    offers = [0]
+
+    def not_served(msg: ChunkRequest) -> ChunkResponse:
+        return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, ())
+
+    async def pruned_44(msg: Wire) -> Wire | None:
+        if isinstance(msg, ChunkRequest) and msg.height == 44:
+            return not_served(msg)
+        return await honest.answer(msg)
+
+    async def newest(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            offers[0] += 1
+            if offers[0] > 3:
+                return SnapshotOffer(0, b"", b"")
+            return await honest.answer(SnapshotRequest(44))
+        if isinstance(msg, ChunkRequest):
+            return not_served(msg)
+        return await honest.answer(msg)
+
+    net = Net({HONEST: pruned_44, HOSTILE: newest})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, timeout=20, request_timeout_s=0.5) == 40
+    # Asked for offers twice: 44 was taken and went unserved, then 40 was taken.
+    assert net.asked[HOSTILE, SnapshotRequest] == 2
+    assert net.dropped == {}
+    assert dest.state_root(40) == source.store.state_root(40)
+
+
 def _shifted(records: tuple[bytes, ...], serving_records: dict[int, bytes], first: int):
     """Each record replaced with the next epoch's: well formed, signed, and wrong."""
     return tuple(serving_records.get(e + 1, r) for e, r in enumerate(records, start=first))
