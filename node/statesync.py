@@ -398,11 +398,13 @@ class StateSyncer(EpochPages):
 
     async def _next_answer(self, wait_s: float) -> tuple[bytes, Wire, float] | None:
         """The next answer queued, or None after ``wait_s``."""
+        # Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that comes
+        # as the read completes, and a node stopped while syncing would sync on.
         try:
-            answer = await asyncio.wait_for(self._answers.get(), wait_s)
+            async with asyncio.timeout(wait_s):
+                return await self._answers.get()
         except TimeoutError:
             return None
-        return answer
 
     async def run(self) -> int:
         """Sync, install, return the height synced to."""

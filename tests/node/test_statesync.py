@@ -1215,3 +1215,42 @@ async def test_a_damaged_stored_epoch_record_is_fetched_again_and_written_over(
     assert await net.sync(dest) == 40
     assert dest.get_epoch_record(3) == good
     assert net.asked[HONEST, EpochsRequest] >= 1 and net.dropped == {}
+
+
+async def test_a_sync_cancelled_as_an_answer_arrives_stops(tmp_path):
+    # A node stopped (SIGTERM) while syncing cancels the sync once. An answer that
+    # arrives in the same moment must not swallow that cancellation (Python 3.11's
+    # ``asyncio.wait_for`` did, where the awaited read had just completed): the sync
+    # would go on, and the node with it.
+    source = make_chain(tmp_path / "a", 40)
+    serving = server(source.store)
+    held: list[ChunkRequest] = []
+
+    async def holding_chunks(msg: Wire) -> Wire | None:
+        if isinstance(msg, ChunkRequest):
+            held.append(msg)  # answered by the test, at the moment it chooses
+            return None
+        return await serving.answer(msg)
+
+    net = Net({HONEST: holding_chunks})
+    syncer = net.syncer = StateSyncer(
+        ChainStore(tmp_path / "b"), GENESIS, net, request_timeout_s=30.0
+    )
+    task = asyncio.get_running_loop().create_task(syncer.run())
+    try:
+        async with asyncio.timeout(10):
+            while not held:
+                await asyncio.sleep(0.001)
+        answer = await serving.answer(held[0])
+        assert answer is not None
+        # The answer lands, the sync's read of it completes, and then the stop comes.
+        assert syncer.deliver(HONEST, answer)
+        await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert done, "the sync did not stop"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        for pending in list(net.tasks):
+            pending.cancel()
