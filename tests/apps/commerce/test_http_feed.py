@@ -633,3 +633,17 @@ async def test_clients_that_never_answer_a_close_do_not_hold_the_servers_stop(
             for sock in socks:
                 sock.close()
             await asyncio.wait([stopping])
+
+
+async def test_a_feed_is_not_compressed_even_when_the_client_offers_it(driver):
+    # permessage-deflate keeps a compressor per socket (about 100 KB with the client's
+    # state, 1,024 feeds the cap) and compresses every message again per subscriber on
+    # the event loop; feed messages are small JSON. Every browser offers it.
+    d = driver
+    ws = await d.client.ws_connect("/v1/blocks/ws", compress=15)
+    try:
+        msg = await ws.receive(timeout=WAIT)
+        assert msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data)["type"] == "ready"
+        assert ws.compress == 0
+    finally:
+        await ws.close()
