@@ -5,12 +5,14 @@ peer is not read from; other peers' messages still go through."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from consensus.messages import Message, Proposal
 from core import ZERO_HASH, Block, BlockHeader
+from core.types import MAX_BLOCK_TXS
 from node.consensus import ConsensusSeams, ConsensusService, Inbound
 from node.service import Node
 from tests.node.conftest import make_home
@@ -53,9 +55,11 @@ async def held_node(tmp_path) -> AsyncIterator[tuple[Node, ConsensusService, Hel
         await node.stop()
 
 
-def far_proposal(node: Node, round_: int, mib: int) -> Proposal:
+def far_proposal(
+    node: Node, round_: int, mib: int, txs: tuple[bytes, ...] | None = None
+) -> Proposal:
     """A proposal for a height and round far ahead (the engine drops it unread) carrying
-    ``mib`` MiB of transactions."""
+    ``mib`` MiB of transactions (or ``txs``)."""
     header = BlockHeader(
         node.genesis.chain_id,
         10**6,
@@ -69,7 +73,7 @@ def far_proposal(node: Node, round_: int, mib: int) -> Proposal:
         ZERO_HASH,
         None,
     )
-    block = Block(header, (bytes(mib * 1024 * 1024),))
+    block = Block(header, txs if txs is not None else (bytes(mib * 1024 * 1024),))
     return Proposal(10**6, round_, None, block, b"\x02" * 32, bytes(64))
 
 
@@ -111,3 +115,32 @@ async def test_a_peer_waiting_on_its_backlog_is_let_go_when_consensus_stops(tmp_
         await asyncio.wait_for(waiting, 5)
         seams.release.set()
         await asyncio.wait_for(stopping, 30)
+
+
+async def test_a_backlog_of_tiny_transactions_is_bounded_by_the_memory_they_hold(tmp_path):
+    # A peer that fills far proposals with the most transactions a block may hold, each
+    # of two bytes: the decoded objects hold some 20 times their bytes on the wire (an
+    # object per transaction). Counted by their bytes alone, a backlog of them held
+    # about 20 times PEER_BACKLOG_BYTES in memory (~700 MB for one peer) while the
+    # consensus thread was busy.
+    txs = tuple(i.to_bytes(3, "big")[1:] for i in range(MAX_BLOCK_TXS))
+    held = sys.getsizeof(txs) + sum(sys.getsizeof(tx) for tx in txs)
+    async with held_node(tmp_path) as (node, consensus, seams):
+        await consensus.deliver(far_proposal(node, 0, 0, txs), FLOOD)
+        while not seams.held.is_set():
+            await asyncio.sleep(0.01)
+        handed = 1
+        waiting = None
+        for r in range(1, 4 * ConsensusService.PEER_BACKLOG_BYTES // held):
+            task = asyncio.create_task(consensus.deliver(far_proposal(node, r, 0, txs), FLOOD))
+            done, _ = await asyncio.wait({task}, timeout=0.3)
+            if not done:
+                waiting = task
+                break
+            handed += 1
+        # The peer was made to wait (it is no longer read from) before what it handed
+        # over held more than the bound.
+        assert handed * held <= ConsensusService.PEER_BACKLOG_BYTES
+        assert waiting is not None
+        seams.release.set()
+        await asyncio.wait_for(waiting, 30)
