@@ -7,8 +7,9 @@ a block that +2/3 voted for but we do not hold is asked for.
 
 Nothing a peer sends here can make us read, send or keep unbounded data, whatever it
 sends and however often: every answer and request counts against the peer's budget of
-``max_sync_answers_per_peer`` per ``sync_interval_ms`` (regardless of height), the
-table of budgets is bounded, an old-height message is served only when a producer
+``max_sync_answers_per_peer`` per ``sync_interval_ms`` (regardless of height), and the
+blocks it is sent against ``max_sync_block_bytes_per_peer``; the table of budgets is
+bounded, an old-height message is served only when a producer
 signed it, and each peer and each producer has its own share of the buffer of early
 messages, which holds only producers' signed messages. Time comes from the injected clock only.
 
@@ -37,10 +38,13 @@ from consensus.messages import FinalizedBlock, Proposal, SyncRequest
 from consensus.validation import validate_tx_root
 from consensus.validators import ValidatorSet
 from consensus.vote_sets import NIL, HeightVoteSet, pol_votes
-from core import InvalidBlock, InvalidSignature, Vote
+from core import Block, InvalidBlock, InvalidSignature, Vote
 
 # The engine's logger: these records are the engine's, and keep its name.
 log = logging.getLogger("consensus.bft")
+
+# Answers (``may_serve`` kinds) that send a whole block.
+_BLOCK_ANSWERS = frozenset({"finalized", "proposal"})
 
 # Rounds of a later height whose proposals are kept: the engine starts a height in
 # round 0 and takes a proposal at most one round above its own.
@@ -53,6 +57,8 @@ class _Window:
 
     start: int
     keys: set[tuple[str, int, bytes]] = field(default_factory=set)
+    # Bytes of the blocks sent (``_block_bytes``).
+    block_bytes: int = 0
 
 
 @dataclass
@@ -271,6 +277,7 @@ class CatchUp:
                 if p.block.hash == req.block_hash and self.may_serve(
                     peer, "proposal", p.height, req.block_hash
                 ):
+                    self._charge(peer, p.block)
                     self.transport.send(peer, p)
                     for vote in pol_votes(votes, p):
                         self.transport.send(peer, vote)
@@ -316,6 +323,7 @@ class CatchUp:
         found = self.app.committed(height)
         if found is not None:
             block, commit = found
+            self._charge(peer, block)
             self.transport.send(peer, FinalizedBlock(block, commit, our_height - 1))
 
     # --- our requests ------------------------------------------------------------------
@@ -339,7 +347,10 @@ class CatchUp:
     def may_serve(self, peer: Peer | None, what: str, height: int, block_hash: bytes) -> bool:
         """Record and allow one answer (or request) ``what`` for ``peer`` unless its
         budget for this sync interval is spent: each (what, height, block) at most once,
-        at most ``max_sync_answers_per_peer`` in all, whatever the heights."""
+        at most ``max_sync_answers_per_peer`` in all, whatever the heights, and no
+        answer that carries a block once ``max_sync_block_bytes_per_peer`` of blocks
+        went to the peer (a block is read before its size is known: the last one may
+        go past it)."""
         cfg = self.config
         window = self._window(peer, self.clock.now())
         key = (what, height, block_hash)
@@ -347,10 +358,17 @@ class CatchUp:
             window is None
             or key in window.keys
             or len(window.keys) >= cfg.max_sync_answers_per_peer
+            or (what in _BLOCK_ANSWERS and window.block_bytes >= cfg.max_sync_block_bytes_per_peer)
         ):
             return False
         window.keys.add(key)
         return True
+
+    def _charge(self, peer: Peer, block: Block) -> None:
+        """Count ``block``, about to be sent to ``peer``, against its budget."""
+        window = self._window(peer, self.clock.now())
+        if window is not None:
+            window.block_bytes += _block_bytes(block)
 
     def _window(self, peer: Peer | None, now: int) -> _Window | None:
         """``peer``'s budget for the interval in progress (None: ours), started now if
@@ -393,6 +411,12 @@ class CatchUp:
                 self.bad_peer(item.peer, f"message for height {msg.height} has a bad signature")
                 return False
         return True
+
+
+def _block_bytes(block: Block) -> int:
+    """About what reading, decoding and sending ``block`` costs: its transactions'
+    bytes (the header and certificate are small beside a full block)."""
+    return sum(map(len, block.txs))
 
 
 def _signer(msg: object) -> bytes | None:

@@ -44,6 +44,11 @@ class BFTConfig:
     # so no peer can make us read and send more blocks than that per interval.
     sync_interval_ms: int = 1000
     max_sync_answers_per_peer: int = 16
+    # ... and the blocks among those answers at most this many bytes of transactions
+    # (at least one block): 16 full blocks are 128 MiB to read, decode (on the engine's
+    # thread) and send, for 16 requests of 40 bytes. More than a peer reads in an
+    # interval (p2p's 32 MiB/s) only fills its queue until it is dropped.
+    max_sync_block_bytes_per_peer: int = 32 * 1024 * 1024
     # Peers with a budget in use (an authenticated member set is far smaller).
     max_sync_peers: int = 256
     # Messages for later heights are kept (bounded) until this node gets there: in all,

@@ -68,6 +68,60 @@ def test_sync_requests_for_any_heights_are_served_within_a_per_peer_budget(tmp_p
     assert len(served(h, "greedy")) == 2 * CONFIG.max_sync_answers_per_peer
 
 
+def chain_of_big_blocks(length: int, size: int) -> ToyApp:
+    """``chain_of`` with a transaction of ``size`` bytes in every block."""
+    app = ToyApp()
+    for height in range(1, length + 1):
+        tx = height.to_bytes(4, "big") * (size // 4)
+        block = make_block(app, height, 0, proposer(height, 0), txs=(tx,))
+        app.blocks.append(block)
+        app.commits.append(make_commit(OTHERS, CHAIN, height, 0, block.hash))
+    return app
+
+
+def test_blocks_sent_to_one_peer_are_bounded_by_their_bytes_too(tmp_path):
+    # Sixteen requests of 40 bytes were answered with sixteen blocks whatever their
+    # size: full blocks (8 MiB) made 128 MiB a second for one peer to read and decode
+    # on the engine's thread and to queue for it, at no cost to the peer. A peer reads
+    # 32 MiB a second (p2p's rate): what goes past that only fills its queue.
+    size = 4 * 1024 * 1024
+    h = make_engine(tmp_path, app=chain_of_big_blocks(12, size))
+    for height in range(1, 13):
+        h.deliver(SyncRequest(height, NIL), peer="greedy")
+    sent = served(h, "greedy")
+    assert sum(len(tx) for fb in sent for tx in fb.block.txs) <= 32 * 1024 * 1024 + size
+    assert [fb.block.header.height for fb in sent] == list(range(1, len(sent) + 1))
+
+
+def test_the_byte_budget_is_per_peer_and_per_interval(tmp_path):
+    size = 1024 * 1024
+    cfg = dataclasses.replace(CONFIG, max_sync_block_bytes_per_peer=5 * size // 2)
+    h = make_engine(tmp_path, app=chain_of_big_blocks(CHAIN_LENGTH, size), config=cfg)
+    for height in range(1, CHAIN_LENGTH + 1):
+        h.deliver(SyncRequest(height, NIL), peer="greedy")
+    # Three blocks pass the budget (the last one read goes past it); no more follow.
+    assert [fb.block.header.height for fb in served(h, "greedy")] == [1, 2, 3]
+    # The budget is the peer's own, and a new interval brings a new one.
+    h.deliver(SyncRequest(CHAIN_LENGTH, NIL), peer="other")
+    assert len(served(h, "other")) == 1
+    h.clock.advance(cfg.sync_interval_ms)
+    for height in range(4, CHAIN_LENGTH + 1):
+        h.deliver(SyncRequest(height, NIL), peer="greedy")
+    assert [fb.block.header.height for fb in served(h, "greedy")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_block_bigger_than_the_byte_budget_is_still_served_once_an_interval(tmp_path):
+    size = 1024 * 1024
+    cfg = dataclasses.replace(CONFIG, max_sync_block_bytes_per_peer=size // 2)
+    h = make_engine(tmp_path, app=chain_of_big_blocks(4, size), config=cfg)
+    for height in range(1, 5):
+        h.deliver(SyncRequest(height, NIL), peer="behind")
+    assert [fb.block.header.height for fb in served(h, "behind")] == [1]
+    h.clock.advance(cfg.sync_interval_ms)
+    h.deliver(SyncRequest(2, NIL), peer="behind")
+    assert [fb.block.header.height for fb in served(h, "behind")] == [1, 2]
+
+
 def test_old_height_votes_are_served_within_the_same_budget(tmp_path):
     h = make_engine(tmp_path, app=chain_of(CHAIN_LENGTH))
     for height in range(1, CHAIN_LENGTH + 1):
