@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +47,7 @@ from core import Block, Commit, CommitSig, Invalid, PrivateKey, StorageError, Vo
 from core.codec import Wire
 from node.chain import Chain, ExecutedBlock
 from node.metrics import NodeMetrics
+from p2p.messages import ITEM_OBJECT_BYTES
 from vm import VerifiedTx
 
 if TYPE_CHECKING:
@@ -398,19 +398,14 @@ class _P2PTransport:
         self._main.call_soon(lambda: peers.send(peer, wrapped))
 
 
-# What one decoded transaction holds beside its bytes: a bytes object's header, the
-# allocator's rounding and its slot in the block's tuple. A peer decides how many
-# transactions its bytes make: a block of the most a block may hold, two bytes each,
-# holds some 20 times its size on the wire.
-_TX_OBJECT_BYTES = sys.getsizeof(b"") + 16 + 8
-
-
 def _message_bytes(msg: Message) -> int:
     """About what ``msg`` holds in memory until the engine takes it: a block's
     transactions, or a small fixed size for a vote or a request."""
     if isinstance(msg, Proposal | FinalizedBlock):
+        # A peer decides how many transactions its bytes make: a block of the most a
+        # block may hold, two bytes each, holds some 20 times its size on the wire.
         txs = msg.block.txs
-        return 1024 + _TX_OBJECT_BYTES * len(txs) + sum(map(len, txs))
+        return 1024 + ITEM_OBJECT_BYTES * len(txs) + sum(map(len, txs))
     return 1024
 
 

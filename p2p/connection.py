@@ -31,7 +31,7 @@ from core.codec import Wire
 from core.errors import Invalid
 from p2p.frames import HEADER_SIZE, ProtocolViolation, check_size, encode_frame, read_header
 from p2p.limits import OutboundQueue, QueueOverflow, TokenBucket
-from p2p.messages import PING_TYPE, PONG_TYPE, Ping, Pong
+from p2p.messages import PING_TYPE, PONG_TYPE, Ping, Pong, held_bytes
 
 if TYPE_CHECKING:
     from p2p.node import P2PNode
@@ -109,7 +109,8 @@ class Connection:
         # its body, so its ``finally`` would never tell the node it closed.
         self._started = False
         self._helpers: list[asyncio.Task[None]] = []
-        # The gossip lane: decoded droppable messages with their sizes, waiting.
+        # The gossip lane: decoded droppable messages with what they hold in memory
+        # (``held_bytes``), waiting.
         self._gossip: deque[tuple[Wire, int]] = deque()
         self._gossip_bytes = 0
         self._gossip_ready = asyncio.Event()
@@ -258,7 +259,7 @@ class Connection:
             # DecodeError is Invalid: _run treats it as misbehaviour.
             msg = kind.cls.decode(payload)
             if kind.droppable:
-                self._queue_gossip(msg, size)
+                self._queue_gossip(msg, held_bytes(msg, size))
                 continue
             self._in_handler = True
             try:

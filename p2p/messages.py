@@ -10,6 +10,7 @@ consensus.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -119,6 +120,20 @@ class TxBatch(Wire):
 
     # Item headers (5 bytes each) and the array header on top of the tx bytes.
     MAX_ENCODED = TX_BATCH_MAX_BYTES + 5 * TX_BATCH_MAX_ITEMS + 16
+
+
+# What one decoded item of a message's list holds beside its bytes: a bytes object's
+# header, the allocator's rounding and its slot in the tuple.
+ITEM_OBJECT_BYTES = sys.getsizeof(b"") + 16 + 8
+
+
+def held_bytes(msg: Wire, size: int) -> int:
+    """About the memory ``msg``, decoded from ``size`` bytes, holds: a peer chooses how
+    many transactions a ``TxBatch``'s bytes make, and 1024 of two bytes hold some 16
+    times their size on the wire."""
+    if isinstance(msg, TxBatch):
+        return size + ITEM_OBJECT_BYTES * len(msg.txs)
+    return size
 
 
 @dataclass(frozen=True, slots=True)

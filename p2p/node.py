@@ -97,7 +97,8 @@ class P2PConfig:
     tls_burst_per_address: float = 20.0
     # The writer hands the transport up to this many bytes of queued frames at once.
     write_batch_bytes: int = 256 * 1024
-    # Per peer: bytes of received gossip waiting for the handler; more is discarded.
+    # Per peer: bytes of received gossip waiting for the handler, counted as they are held
+    # in memory (``p2p.messages.held_bytes``); more is discarded.
     inbound_gossip_bytes: int = 16 * MiB
     # Per peer: closed connections whose handler still runs, beside its current one. A
     # peer that reconnects while a handler of its old connection runs gets the new one

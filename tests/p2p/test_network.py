@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import threading
 import time
 
@@ -17,6 +18,7 @@ from core.errors import CannotListen, Invalid
 from core.keys import PrivateKey
 from p2p import ChunkRequest, ChunkResponse, P2PNode, PeerAddress, TxBatch
 from p2p.frames import HEADER, encode_frame
+from p2p.messages import TX_BATCH_MAX_ITEMS
 from p2p.tls import make_certificate
 from tests.p2p.helpers import (
     CHAT_TYPE,
@@ -299,6 +301,47 @@ async def test_gossip_beyond_the_inbound_lane_is_discarded_not_the_peer():
             assert len(handled) + dropped == 10
             assert 1 <= len(handled) < 10
             assert k1.public_key in m0.node.peers()
+
+
+async def test_the_inbound_lane_counts_what_a_batch_of_tiny_transactions_holds():
+    # A batch of 1024 two-byte "transactions" is 4 KB on the wire and some 45 KB
+    # decoded (an object per item). Counted by its bytes on the wire, the lane held
+    # about 16 times inbound_gossip_bytes of such batches (~270 MB by default) from
+    # one peer while its handler was busy.
+    batch = TxBatch(tuple(i.to_bytes(2, "big") for i in range(TX_BATCH_MAX_ITEMS)))
+    held = sys.getsizeof(batch.txs) + sum(sys.getsizeof(tx) for tx in batch.txs)
+    net = Net(2)
+    k0, k1 = net.keys
+    lane = 200_000
+    m0 = net.make_node(k0, config=dataclasses.replace(FAST, inbound_gossip_bytes=lane))
+    release = asyncio.Event()
+
+    async def blocked(peer: bytes, msg) -> None:
+        if isinstance(msg, TxBatch):
+            await release.wait()
+
+    net.extra_handlers[k0.public_key] = blocked
+    sent = 20
+    async with m0.node:
+        m1 = net.make_node(k1, [PeerAddress(k0.public_key, "127.0.0.1", m0.node.port)])
+        async with m1.node:
+            await until(lambda: m0.node.peers() and m1.node.peers())
+            for _ in range(sent):
+                m1.node.send(k0.public_key, batch)
+            # A message sent after them: once it is in, every batch was taken or dropped.
+            m1.node.send(k0.public_key, Chat(1, b"after"))
+            assert await recv(m0) == (k1.public_key, Chat(1, b"after"))
+            release.set()
+            handled = 0
+            while True:
+                try:
+                    await recv(m0, timeout=0.5)
+                except TimeoutError:
+                    break
+                handled += 1
+            assert handled + m0.node.peer_stats()[k1.public_key].dropped_in == sent
+            assert 1 <= handled
+            assert handled * held <= lane
 
 
 async def test_inbound_rate_limit_slows_a_flooding_peer():
