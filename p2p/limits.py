@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,12 +38,21 @@ class TokenBucket:
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
+# What one bytes object held in a list or queue costs beside its bytes: the object's
+# header, the allocator's rounding and its slot. A peer decides how many items its bytes
+# make (a batch of two-byte transactions, a Ping a Pong each), so what it makes us hold
+# is counted with this per item, never by its bytes alone.
+ITEM_OBJECT_BYTES = sys.getsizeof(b"") + 16 + 8
+
+
 class QueueOverflow(Exception):
     """A message that must not be dropped does not fit: the peer is too slow."""
 
 
 class OutboundQueue:
-    """Frames waiting to be written to one peer, bounded by their total size.
+    """Frames waiting to be written to one peer, bounded by the memory they hold (their
+    bytes and ``ITEM_OBJECT_BYTES`` each: a peer that sends Pings and never reads makes
+    us queue a 7-byte Pong each, which hold eight times that).
 
     Two FIFO lanes: essential frames (consensus, sync, keepalive) and droppable
     ones (transaction gossip). The writer empties the essential lane first.
@@ -73,9 +83,9 @@ class OutboundQueue:
 
     def put(self, frame: bytes, droppable: bool) -> bool:
         """Queue a frame; False if it was dropped. Raises ``QueueOverflow`` (see class doc)."""
-        need = len(frame)
+        need = len(frame) + ITEM_OBJECT_BYTES
         while self.size + need > self.limit and self._droppable:
-            self.size -= len(self._droppable.popleft())
+            self.size -= len(self._droppable.popleft()) + ITEM_OBJECT_BYTES
             self.dropped += 1
         if self.size + need > self.limit:
             if droppable:
@@ -83,7 +93,7 @@ class OutboundQueue:
                 return False
             raise QueueOverflow(
                 f"outbound queue full: {self.size} of {self.limit} bytes used, "
-                f"frame of {need} bytes"
+                f"frame holding {need} bytes"
             )
         (self._droppable if droppable else self._essential).append(frame)
         self.size += need
@@ -102,5 +112,5 @@ class OutboundQueue:
                 frame = lane.popleft()
                 out.append(frame)
                 taken += len(frame)
-        self.size -= taken
+        self.size -= taken + ITEM_OBJECT_BYTES * len(out)
         return out

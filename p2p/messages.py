@@ -10,13 +10,13 @@ consensus.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Annotated
 
 from core.codec import Len, MaxItems, MaxLen, Wire
 from core.errors import DecodeError
 from core.types import Block, SignedTx
+from p2p.limits import ITEM_OBJECT_BYTES
 
 # 2: state roots place keys by group (``storage.state_tree.key_group``, tree layout 2):
 # a node of version 1 computes other roots for every block, so the two never connect.
@@ -120,11 +120,6 @@ class TxBatch(Wire):
 
     # Item headers (5 bytes each) and the array header on top of the tx bytes.
     MAX_ENCODED = TX_BATCH_MAX_BYTES + 5 * TX_BATCH_MAX_ITEMS + 16
-
-
-# What one decoded item of a message's list holds beside its bytes: a bytes object's
-# header, the allocator's rounding and its slot in the tuple.
-ITEM_OBJECT_BYTES = sys.getsizeof(b"") + 16 + 8
 
 
 def held_bytes(msg: Wire, size: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 
@@ -19,6 +20,7 @@ from p2p import (
     TxBatch,
 )
 from p2p.frames import ProtocolViolation, encode_frame, read_frame, read_header
+from p2p.limits import ITEM_OBJECT_BYTES
 from tests.p2p.helpers import Chat
 
 
@@ -84,16 +86,32 @@ def test_token_bucket_allows_burst_then_rate_and_debt():
 
 
 async def test_outbound_queue_drops_oldest_droppable_then_refuses_essential():
-    q = OutboundQueue(100)
+    each = ITEM_OBJECT_BYTES  # what a queued frame holds beside its bytes
+    q = OutboundQueue(100 + 2 * each)
     assert q.put(b"d" * 40, True) and q.put(b"e" * 40, False)
     # Room is made by dropping the oldest droppable frame.
-    assert q.put(b"D" * 40, True) and q.dropped == 1 and q.size == 80
+    assert q.put(b"D" * 40, True) and q.dropped == 1 and q.size == 80 + 2 * each
     # A droppable frame that still does not fit is dropped itself.
     assert not q.put(b"x" * 70, True) and q.dropped == 3
     with pytest.raises(QueueOverflow):
         q.put(b"E" * 70, False)
     assert await q.get_batch(1000) == [b"e" * 40]
     assert q.size == 0
+
+
+def test_outbound_queue_counts_what_tiny_frames_hold():
+    # A peer that sends Pings and never reads makes us queue a Pong frame each: tiny
+    # frames, each a bytes object in a deque. The bound is on what they hold.
+    limit = 100_000
+    q = OutboundQueue(limit)
+    frame = b"p" * 12
+    queued = 0
+    with pytest.raises(QueueOverflow):
+        while True:
+            q.put(frame, False)
+            queued += 1
+    held = queued * (sys.getsizeof(frame) + 8)
+    assert held <= limit, (queued, held)
 
 
 async def test_outbound_queue_essential_first_and_batch_limit():
