@@ -599,10 +599,12 @@ def _execute(state: Overlay, proposal: Proposal, ctx: BlockContext) -> None:
         change = PendingParam(effective, proposal.id, proposal.name, proposal.value)
         pending = read(state, PENDING_PARAMS_KEY, PendingParams)
         changes = () if pending is None else pending.changes
-        ordered = tuple(
-            sorted((*changes, change), key=lambda c: (c.effective_height, c.proposal_id))
-        )
-        state.set_obj(PENDING_PARAMS_KEY, PendingParams(ordered))
+        # After every change already due at or before its height: it was checked against
+        # the schedule with those applied first (``_check_param``), so it applies after
+        # them, whatever its id. Ordered by id, a change passed later with a lower id
+        # went first, and was skipped when it relied on one passed before it.
+        at = sum(1 for c in changes if c.effective_height <= effective)
+        state.set_obj(PENDING_PARAMS_KEY, PendingParams((*changes[:at], change, *changes[at:])))
         state.emit(
             Event.of(
                 "param_change_scheduled",

@@ -295,7 +295,8 @@ class PendingParam(Wire):
 
 @dataclass(frozen=True, slots=True)
 class PendingParams(Wire):
-    # Sorted by (effective_height, proposal_id): the order they are applied in.
+    # By effective_height, and in the order they passed within one height: the order
+    # they are applied in (governance._execute).
     changes: Annotated[tuple[PendingParam, ...], MaxItems(MAX_PENDING_PARAMS)]
 
     MAX_ENCODED = 32 * 1024

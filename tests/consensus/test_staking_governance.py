@@ -666,3 +666,31 @@ def test_scheduled_changes_are_bounded(monkeypatch):
     )
     assert vote(chain, KEYS[2], waiting).code == "too_many_pending"
     assert params_for_height(chain.state, chain.height + 100).max_block_txs == PARAMS.max_block_txs
+
+
+def test_changes_passed_in_one_block_apply_in_the_order_they_passed():
+    # A change is checked against the schedule as it stands when it passes, so it must
+    # apply after every change already scheduled for its height, whatever its id. Here
+    # the evidence age 10 (proposal 1) is valid only with unbonding_blocks 20 back
+    # (proposal 3, passed just before it in the same block). Ordered by id, the age
+    # came first, was invalid there, and was skipped: a passed change silently lost.
+    params = PARAMS.replace(unbonding_blocks=20, proposal_voting_blocks=40)
+    chain = Chain(make_genesis(params=params))
+    age = propose(chain, ProposeParamChange("max_evidence_age_blocks", 10), PROPOSE_PARAM_CHANGE)
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("unbonding_blocks", 9))
+    chain.advance_to(chain.height + params.param_change_delay_blocks)
+    assert active_params(chain.state).unbonding_blocks == 9
+    back = propose(chain, ProposeParamChange("unbonding_blocks", 20), PROPOSE_PARAM_CHANGE)
+    assert back > age
+    votes = [chain.tx(k, VOTE_PROPOSAL, VoteProposal(pid)) for pid in (back, age) for k in KEYS[:3]]
+    result = chain.block(*votes)
+    assert all(r.ok for r in result.receipts), [r.code for r in result.receipts]
+    assert get_proposal(chain.state, back).passed_height == chain.height
+    assert get_proposal(chain.state, age).passed_height == chain.height
+    chain.advance_to(chain.height + params.param_change_delay_blocks)
+    assert [e.kind for e in chain.last.begin_events if e.kind.startswith("param_")] == [
+        "param_changed",
+        "param_changed",
+    ]
+    applied = active_params(chain.state)
+    assert (applied.unbonding_blocks, applied.max_evidence_age_blocks) == (20, 10)
