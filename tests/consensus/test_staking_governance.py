@@ -1,7 +1,7 @@
 """Consortium governance: admit, remove, change a parameter; more than 2/3 of producers decide."""
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from consensus import (
@@ -694,3 +694,60 @@ def test_changes_passed_in_one_block_apply_in_the_order_they_passed():
     ]
     applied = active_params(chain.state)
     assert (applied.unbonding_blocks, applied.max_evidence_age_blocks) == (20, 10)
+
+
+DEPENDENT_CHANGE = st.one_of(
+    st.tuples(st.just("unbonding_blocks"), st.integers(6, 24)),
+    st.tuples(st.just("max_evidence_age_blocks"), st.integers(1, 19)),
+    st.tuples(st.just("max_tx_bytes"), st.sampled_from([4096, 8192, 16384])),
+    st.tuples(st.just("max_block_bytes"), st.sampled_from([4096, 8192, 16384])),
+)
+GOVERNANCE_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("propose"), DEPENDENT_CHANGE),
+        # Approvals of open proposals (by index, any producer), all in one block.
+        st.tuples(
+            st.just("votes"),
+            st.lists(st.tuples(st.integers(0, 7), st.integers(0, 2)), min_size=1, max_size=9),
+        ),
+        st.tuples(st.just("wait"), st.integers(1, 3)),
+    ),
+    min_size=2,
+    max_size=14,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(GOVERNANCE_STEPS)
+# The age (1) waits while unbonding_blocks goes to 9 (2) and back to 20 (3), which passes
+# just before the age, in one block (test_changes_passed_in_one_block_apply_in_...).
+@example(
+    [
+        ("propose", ("max_evidence_age_blocks", 10)),
+        ("propose", ("unbonding_blocks", 9)),
+        ("votes", [(1, 0), (1, 1), (1, 2)]),
+        ("wait", 2),
+        ("propose", ("unbonding_blocks", 20)),
+        ("votes", [(2, 0), (2, 1), (2, 2), (0, 0), (0, 1), (0, 2)]),
+    ]
+)
+def test_with_the_delay_unchanged_no_passed_change_is_skipped(steps):
+    """Changes that depend on each other (the evidence age on unbonding_blocks, a block
+    on its largest transaction), proposed, passed and applied in any order, several in
+    one block: each was checked against the schedule when it passed, so each applies
+    (only a shortened delay can land a change before one it relies on)."""
+    params = PARAMS.replace(unbonding_blocks=20, max_block_bytes=16384, proposal_voting_blocks=100)
+    chain = Chain(make_genesis(params=params))
+    proposed: list[int] = []
+    for kind, arg in [*steps, ("wait", params.param_change_delay_blocks)]:
+        if kind == "propose":
+            receipt = chain.run(proposer(chain), PROPOSE_PARAM_CHANGE, ProposeParamChange(*arg))
+            if receipt.ok:
+                proposed.append(int(receipt.events[0].get("proposal_id")))
+        elif kind == "votes":
+            chosen = [(proposed[i % len(proposed)], KEYS[k]) for i, k in arg if proposed]
+            chain.block(*(chain.tx(key, VOTE_PROPOSAL, VoteProposal(pid)) for pid, key in chosen))
+        else:
+            for _ in range(arg):
+                chain.block()
+        assert not any(e.kind == "param_change_skipped" for e in chain.last.begin_events)
