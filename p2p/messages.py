@@ -40,7 +40,10 @@ from p2p.limits import ITEM_OBJECT_BYTES
 # is unchanged (tree layout 8 still).
 # 8: a host's auction may not go below the listing's price (``below_listing_price``):
 # another receipt for such a start; what state holds is unchanged (tree layout 8 still).
-PROTOCOL_VERSION = 8
+# 9: passed parameter changes due at one height apply in the order they passed, not by
+# proposal id (``consensus.governance._execute``): another schedule (``PendingParams``)
+# and other parameters after such blocks (tree layout 8 still).
+PROTOCOL_VERSION = 9
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.
