@@ -73,6 +73,13 @@ class MempoolConfig:
     # Queued transactions (and bytes) admitted since the last commit, in blocks'
     # worth: bounds the gaps admitted per block, apart from the pending window.
     max_gap_blocks: int = 1
+    # A peer's gossiped transactions that cost a signature check only to be found
+    # spent (nonce used, expired): per second, and saved up, before its batches are
+    # dropped unchecked until the budget refills. An honest relay sends few (a race
+    # with a block); replaying committed transactions, a member could otherwise keep
+    # the verification workers busy for free.
+    stale_gossip_per_s: int = 1_000
+    stale_gossip_burst: int = 20_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -84,6 +91,8 @@ class MempoolConfig:
             "max_queued",
             "max_queued_per_sender",
             "max_gap_blocks",
+            "stale_gossip_per_s",
+            "stale_gossip_burst",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"mempool {name} must be at least 1, got {getattr(self, name)}")

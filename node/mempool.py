@@ -70,6 +70,13 @@ Decisions (see also docs in the module's functions):
   changes only with a block).
   A block may touch senders whose transactions never reached this node: the
   caller passes them in ``on_block_committed(..., senders=...)``.
+- A peer's gossip (``submit(..., origin=peer)``) has a budget of transactions that
+  cost a signature check only to be found spent (``STALE_CODES``: a nonce the chain
+  used, an expiry passed): ``stale_gossip_per_s``, ``stale_gossip_burst`` saved up.
+  Past it the peer's batches are refused unchecked (``peer_throttled``) until the
+  budget refills. Replayed committed transactions are not a fault an honest relay
+  never makes (a block may include one while it travels), so the peer is not banned;
+  but it cannot keep the verification workers busy for free.
 """
 
 from __future__ import annotations
@@ -87,6 +94,7 @@ from core.errors import Invalid
 from core.types import tx_hash
 from node.config import MempoolConfig
 from node.verifier import ProcessVerifier
+from p2p.limits import TokenBucket
 from vm.accounts import ACCOUNT_PREFIX, Account, get_account
 from vm.executor import (
     BlockResult,
@@ -113,6 +121,12 @@ _MIN_CHUNK = 16
 # and proposal meanwhile waiting. 64 are ~2 ms of work on an idle core (up to ~25 ms on
 # four loaded validators sharing two); 64 left fewer stalls over 100 ms than 128.
 ADMIT_CHUNK = 64
+
+# Refusals after the signature check that say the transaction is spent: what replaying
+# committed transactions gets (see the module docstring, a peer's gossip budget).
+STALE_CODES = frozenset({"nonce_too_low", "expired"})
+# Peers with a stale-gossip budget kept (an authenticated member set is far smaller).
+_MAX_STALE_BUDGETS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +402,8 @@ class Mempool:
         # that height instead of reading and decoding each sender's account again.
         self._fresh: dict[bytes, Account] = {}
         self._fresh_height = -1
+        # Each gossiping peer's budget of spent transactions it made us check.
+        self._stale: dict[bytes, TokenBucket] = {}
 
     # --- lifecycle ---
 
@@ -480,8 +496,14 @@ class Mempool:
 
     # --- admission ---
 
-    async def submit(self, raw_txs: Sequence[bytes], *, client: bool = False) -> list[SubmitResult]:
+    async def submit(
+        self, raw_txs: Sequence[bytes], *, client: bool = False, origin: bytes | None = None
+    ) -> list[SubmitResult]:
         """Check and admit a batch; one result per input, in input order.
+
+        ``origin``: the peer that gossiped the batch, held to its budget of spent
+        transactions (see the module docstring): past it, every one is refused
+        ``peer_throttled`` unchecked.
 
         ``client``: a client's submission, refused before verification beyond the
         window of ``max_pending_blocks`` blocks' worth of pending transactions.
@@ -491,6 +513,13 @@ class Mempool:
         or hold a sender's later nonces without the earlier ones; but a peer must
         not grow the pool without bound. Every other rule applies to all.
         """
+        budget = None if origin is None else self._stale_budget(origin)
+        if budget is not None and budget.take(0) > 0:
+            message = (
+                "this peer's gossip was refused as spent (nonce used, expired) past its "
+                "budget; batches wait unchecked until it refills"
+            )
+            return [SubmitResult(None, "peer_throttled", message) for _ in raw_txs]
         results: list[SubmitResult | None] = [None] * len(raw_txs)
         todo_idx: list[int] = []
         todo_raw: list[bytes] = []
@@ -558,8 +587,24 @@ class Mempool:
                         accepted += r.code == ACCEPTED
         finally:
             release(len(todo_idx))
+        if budget is not None:
+            spent = sum(1 for r in results if r is not None and r.code in STALE_CODES)
+            if spent:
+                budget.take(spent)
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
         return results  # type: ignore[return-value]  # every slot filled above
+
+    def _stale_budget(self, origin: bytes) -> TokenBucket:
+        budgets = self._stale
+        bucket = budgets.get(origin)
+        if bucket is None:
+            if len(budgets) >= _MAX_STALE_BUDGETS:
+                # The longest-known first: a peer's debt outlives its connection only
+                # while few others gossip.
+                del budgets[next(iter(budgets))]
+            cfg = self._config
+            bucket = budgets[origin] = TokenBucket(cfg.stale_gossip_per_s, cfg.stale_gossip_burst)
+        return bucket
 
     def _room(self, windows: int) -> tuple[int, int]:
         """How many more transactions, and bytes, may enter verification now within

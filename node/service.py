@@ -440,7 +440,7 @@ class Node:
         if isinstance(msg, TxBatch):
             if self.mempool is None:
                 return  # still syncing
-            results = await self.mempool.submit(list(msg.txs))
+            results = await self.mempool.submit(list(msg.txs), origin=peer)
             bad = next((r for r in results if r.code in PEER_FAULT_CODES), None)
             if bad is not None:
                 raise InvalidTransaction(

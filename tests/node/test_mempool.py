@@ -900,12 +900,16 @@ async def test_each_transaction_is_verified_once(env, verified):
 
 
 class CountingPool(ThreadPoolExecutor):
+    """A verification pool counting its calls and the transactions handed to them."""
+
     def __init__(self) -> None:
         super().__init__(2)
         self.calls = 0
+        self.checked = 0
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         self.calls += 1
+        self.checked += len(args[0])
         return super().submit(fn, *args, **kwargs)
 
 
@@ -1257,3 +1261,36 @@ SIM_POOL = ThreadPoolExecutor(2, thread_name_prefix="mempool-sim")
 
 MempoolMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
 TestMempoolMachine = MempoolMachine.TestCase
+
+
+async def test_a_peer_replaying_spent_transactions_is_refused_unchecked_past_its_budget():
+    pool = CountingPool()
+    try:
+        env = Env(pool, stale_gossip_per_s=1, stale_gossip_burst=40)
+        k = KEYS[0]
+        spent = [make_tx(k, n) for n in range(64)]
+        # Those nonces are used: a block this node did not see took them.
+        env.state.put(k.address, RICH, nonce=64)
+        env.height += 1
+        env.mempool.on_block_committed([], senders=[k.address])
+        peer, other = b"\x0a" * 32, b"\x0b" * 32
+        results = await env.mempool.submit(spent[:30], origin=peer)
+        assert {r.code for r in results} == {"nonce_too_low"}
+        assert pool.checked == 30
+        # The budget (40) goes into debt with this batch, checked like the first.
+        results = await env.mempool.submit(spent[30:60], origin=peer)
+        assert {r.code for r in results} == {"nonce_too_low"}
+        assert pool.checked == 60
+        # Now the peer's batches are refused without a signature check, valid or not.
+        fresh = make_tx(KEYS[1], 0)
+        results = await env.mempool.submit([*spent[60:], fresh], origin=peer)
+        assert {r.code for r in results} == {"peer_throttled"}
+        assert pool.checked == 60
+        # Another peer, a client and this node keep theirs.
+        assert [r.code for r in await env.mempool.submit([fresh], origin=other)] == ["accepted"]
+        assert [r.code for r in await env.mempool.submit(spent[60:], client=True)] == [
+            "nonce_too_low"
+        ] * 4
+        assert pool.checked == 65
+    finally:
+        pool.shutdown()
