@@ -922,13 +922,9 @@ async def test_a_peer_that_stalled_is_asked_again_before_a_snapshot_is_given_up(
     assert dict(dest.iter_state()) == dict(source.store.iter_state())
 
 
-async def test_a_peer_silent_for_ever_does_not_keep_a_snapshot_nobody_serves(tmp_path, monkeypatch):
-    # The honest peer offered 40, then pruned it; the other one never answers a chunk
-    # and is back at once each time it is dropped. Taken back (once) before the snapshot
-    # is given up, it must not be taken back again and again: the sync moves on to 48.
-    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
-    source = make_chain(tmp_path / "a", 48)
-    honest = server(source.store)
+def offered_40_then_pruned(honest: SnapshotServer) -> Answer:
+    """``honest``, but its first offer is of height 40, whose chunks it then answers as
+    not served (pruned); later offers are its own."""
     offers = [0]
 
     async def pruned_40(msg: Wire) -> Wire | None:
@@ -938,6 +934,18 @@ async def test_a_peer_silent_for_ever_does_not_keep_a_snapshot_nobody_serves(tmp
         if isinstance(msg, ChunkRequest) and msg.height == 40:
             return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, ())
         return await honest.answer(msg)
+
+    return pruned_40
+
+
+async def test_a_peer_silent_for_ever_does_not_keep_a_snapshot_nobody_serves(tmp_path, monkeypatch):
+    # The honest peer offered 40, then pruned it; the other one never answers a chunk
+    # and is back at once each time it is dropped. Taken back (once) before the snapshot
+    # is given up, it must not be taken back again and again: the sync moves on to 48.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 48)
+    honest = server(source.store)
+    pruned_40 = offered_40_then_pruned(honest)
 
     async def silent_on_chunks(msg: Wire) -> Wire | None:
         if isinstance(msg, SnapshotRequest):
@@ -1048,20 +1056,12 @@ async def test_a_snapshot_no_peer_serves_any_more_is_left_for_a_newer_one(tmp_pa
     monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
     source = make_chain(tmp_path / "a", 48)
     honest = server(source.store)
-    offers = [0]
-
-    async def pruned_40(msg: Wire) -> Wire | None:
-        if isinstance(msg, SnapshotRequest):
-            offers[0] += 1
-            return await honest.answer(SnapshotRequest(40) if offers[0] == 1 else msg)
-        if isinstance(msg, ChunkRequest) and msg.height == 40:
-            return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, ())
-        return await honest.answer(msg)
+    pruned_40 = offered_40_then_pruned(honest)
 
     net = Net({HONEST: pruned_40})
     dest = ChainStore(tmp_path / "b")
     assert await net.sync(dest, request_timeout_s=0.5) == 48
-    assert offers[0] == 2 and net.dropped == {}
+    assert net.asked[HONEST, SnapshotRequest] == 2 and net.dropped == {}
     assert dict(dest.iter_state()) == dict(source.store.iter_state())
 
 
