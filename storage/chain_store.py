@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Annotated, TypeVar
@@ -54,8 +54,11 @@ from storage.db import Database, decode_height, encode_height, encode_position
 from storage.snapshot import (
     DEFAULT_CHUNK_BYTES,
     Subtree,
+    cross_links,
     find_subtree,
+    held_subtrees,
     serve_chunk,
+    stored_below,
     walk_missing,
 )
 from storage.state_tree import (
@@ -64,6 +67,7 @@ from storage.state_tree import (
     TREE_LAYOUT,
     VERSION_SIZE,
     ZERO_REF,
+    LeafNode,
     StateProof,
     StateTree,
     TreeUpdate,
@@ -75,6 +79,17 @@ _HEAD = spaces.META + b"head"
 _BLOCK_BASE = spaces.META + b"block_base"
 _STATE_BASE = spaces.META + b"state_base"
 _SYNC = spaces.META + b"sync"
+# A state sync's largest subtrees held whole from the targets it left: hash -> reference.
+_HELD = spaces.META + b"held/"
+# The versions a state sync's nodes held from the targets it left may be at (8 bytes
+# each): every node stored at one of them roots a subtree stored whole.
+_HELD_VERSIONS = spaces.META + b"held_versions"
+# What a state sync still has to delete (references, one after another): first the root
+# of a tree whose nodes stay (ZERO_REF for none), then the roots of what goes.
+_SWEEP = spaces.META + b"sweep"
+# Present when a state sync's flat state may hold keys its tree does not: rebuilt from
+# the tree when the sync is installed.
+_FLAT_STALE = spaces.META + b"flat_stale"
 _LAYOUT = spaces.META + b"tree_layout"
 _STALE_FROM = spaces.META + b"stale_from"
 _LAYOUT_VALUE = bytes([TREE_LAYOUT])
@@ -796,43 +811,184 @@ class ChainStore:
         return None if raw is None else self._decode(SyncTarget, raw, "sync target")
 
     def begin_sync(self, target: SyncTarget) -> bool:
-        """Start (or resume) a state sync to ``target``; True when resuming the same one.
+        """Start (or resume) a state sync to ``target``; True when resuming the same one
+        (or the same state under another certificate of its block).
 
-        Anything left by a sync to another target is wiped first: nodes and flat
-        state of one version only, never a mix.
+        A sync that moves from another target keeps every subtree it holds whole
+        (``held_refs``): a later tree that names one of their hashes names that very
+        subtree, wherever it sits (``storage.snapshot.verify_chunk``). The rest of what
+        the old target fetched is deleted (``_move_sync``). A store left by no target
+        (fresh, or by a wipe of an earlier version that crashed) is wiped.
         """
         if self.initialized:
             raise StorageError(f"database at {self.path} already holds a chain")
         current = self.sync_target()
+        if current is not None:
+            # What a move that crashed part way had left to delete.
+            self._finish_sweep()
         if current == target:
             return True
-        if current is not None:
-            # The old target goes before its data: a crash while wiping must not leave
-            # a target to resume over what is half gone (its leaves' flat state wiped,
-            # their nodes still there, so never fetched again).
+        if current is not None and (current.height, current.state_root) == (
+            target.height,
+            target.state_root,
+        ):
+            # Another certificate of the same block: every node stored is this tree's.
             batch = self._db.new_batch()
-            batch.delete(_SYNC)
+            batch.put(_SYNC, target.encode())
             self._db.write(batch)
-        for db, space in ((self._db, spaces.STATE), (self._nodes, spaces.TREE_NODE)):
-            # Deleted as the scan goes (it reads a snapshot), a batch at a time: the
-            # old target's keys may be the whole state, never all held at once.
-            batch = db.new_batch(sync=False)
-            for rest in db.iterate_keys(space, snapshot=True):
-                batch.delete(space + rest)
-                if len(batch) >= _PRUNE_BATCH:
-                    db.write(batch)
-                    batch = db.new_batch(sync=False)
-            db.write(batch)
+            return True
+        if current is not None:
+            self._move_sync(current, target)
+            return False
+        self._wipe(self._db, spaces.STATE)
+        self._wipe(self._db, _HELD)
+        self._wipe(self._nodes, spaces.TREE_NODE)
         # The wipe of the nodes durable before the new target is: a synced write to
         # this database flushes the flat state's wipe, never the tree's. Otherwise a
-        # power loss could keep the old nodes (the new target's, if only its
-        # certificate differs) over a wiped flat state, and the walk would not fetch them.
+        # power loss could keep nodes over a wiped flat state, and the walk would not
+        # fetch them.
         self._write_nodes({})
         batch = self._db.new_batch()
+        batch.delete(_SWEEP)
+        batch.delete(_FLAT_STALE)
+        batch.delete(_HELD_VERSIONS)
         batch.put(_SYNC, target.encode())
         batch.put(_LAYOUT, _LAYOUT_VALUE)
         self._db.write(batch)
         return False
+
+    def _move_sync(self, current: SyncTarget, target: SyncTarget) -> None:
+        """Move the sync in progress from ``current`` to ``target``, keeping what it holds
+        whole (docs/state-sync.md, A new target).
+
+        Kept: the largest subtrees the old target's tree holds whole, at versions below
+        the new target's height (``storage.snapshot.held_subtrees``). Deleted: the rest
+        of that tree (nodes above what is missing, and what is made too late), and the
+        subtrees held from earlier targets that it did not name, which a later tree is
+        not likely to (their places changed). So what is held never outgrows one tree's
+        worth of whole subtrees plus the tree being fetched, however often the target
+        moves. The flat state is left as it is, to be rebuilt from the tree at install
+        (a leaf held may be one the new tree drops).
+        """
+        old_root = sync_root(current)
+        held, linked = held_subtrees(self.get_node_bytes, old_root, current.height, target.height)
+        before = self.held_refs()
+        drops = [ref for ref in before.values() if ref not in linked]
+        versions = sorted({*self.held_versions(), current.height} - {target.height})
+        # What is held whole is durable before the target that relies on it (the chunks'
+        # nodes were written unsynced).
+        self._write_nodes({})
+        batch = self._db.new_batch()
+        for node_hash in before:
+            if node_hash not in held:
+                batch.delete(_HELD + node_hash)
+        for node_hash, ref in held.items():
+            batch.put(_HELD + node_hash, ref)
+        # Nothing at the new target's version or above is held (``held_subtrees``).
+        batch.put(_HELD_VERSIONS, b"".join(encode_height(v) for v in versions if v < target.height))
+        batch.put(_SWEEP, b"".join([ZERO_REF, *drops, old_root]))
+        batch.put(_FLAT_STALE, b"")
+        batch.put(_SYNC, target.encode())
+        batch.put(_LAYOUT, _LAYOUT_VALUE)
+        self._db.write(batch)
+        self._finish_sweep()
+
+    def _finish_sweep(self) -> None:
+        """Delete what a state sync left (``_SWEEP``): the nodes stored under each root
+        listed there, but the subtrees held and the tree kept. Run again from the start
+        after a crash part way: each node goes after those below it, so what is left is
+        still reached, and what stays is found from what the sweep never deletes."""
+        listed = self._db.get(_SWEEP)
+        if listed is None:
+            return
+        if len(listed) % REF_SIZE or not listed:
+            raise StorageError(
+                f"the list of subtrees a state sync deletes is corrupt in {self.path}"
+            )
+        # What stays: the subtrees held, the tree kept, and wherever they name subtrees
+        # held from earlier targets (a root listed may hold some of those inside: the
+        # largest subtrees held by one tree are apart, but a later tree may name a part).
+        held = set(self.held_refs().values())
+        kept_refs = set(held)
+        for root in [*held, listed[:REF_SIZE]]:
+            kept_refs |= cross_links(self.get_node_bytes, root)
+        batch = self._nodes.new_batch(sync=False)
+        for i in range(REF_SIZE, len(listed), REF_SIZE):
+            root = listed[i : i + REF_SIZE]
+            for ref in stored_below(self.get_node_bytes, root, kept_refs.__contains__):
+                batch.delete(spaces.TREE_NODE + ref)
+                if len(batch) >= _PRUNE_BATCH:
+                    self._nodes.write(batch)
+                    batch = self._nodes.new_batch(sync=False)
+        self._nodes.write(batch)
+        # The deletes durable before the record that they are due goes.
+        self._write_nodes({})
+        done = self._db.new_batch()
+        done.delete(_SWEEP)
+        # Versions no node is held at any more are not looked in again.
+        versions = [v for v in self.held_versions() if self._holds_version(v)]
+        done.put(_HELD_VERSIONS, b"".join(encode_height(v) for v in versions))
+        self._db.write(done)
+
+    def _holds_version(self, version: int) -> bool:
+        for _ in self._nodes.iterate_keys(spaces.TREE_NODE + encode_height(version)):
+            return True
+        return False
+
+    def held_versions(self) -> list[int]:
+        """The versions the state sync in progress holds nodes at from the targets it
+        left (``held_lookup``)."""
+        raw = self._db.get(_HELD_VERSIONS) or b""
+        if len(raw) % spaces.HEIGHT_SIZE:
+            raise StorageError(f"the versions a state sync holds are corrupt in {self.path}")
+        step = spaces.HEIGHT_SIZE
+        return [decode_height(raw[i : i + step]) for i in range(0, len(raw), step)]
+
+    def held_lookup(self) -> Callable[[bytes], bytes | None] | None:
+        """For ``storage.snapshot.verify_chunk``: the reference of a subtree the state
+        sync in progress holds whole from the targets it left, by its hash (None when
+        it holds none). A node stored at any of those versions is whole (a move keeps
+        only whole subtrees, ``_move_sync``), so any part of a subtree held counts, not
+        only its top: a new tree changes the nodes above a changed leaf, not beside."""
+        versions = sorted(self.held_versions(), reverse=True)
+        if not versions:
+            return None
+        get = self._nodes.get
+
+        def lookup(node_hash: bytes) -> bytes | None:
+            for version in versions:
+                ref = node_ref(version, node_hash)
+                if get(spaces.TREE_NODE + ref) is not None:
+                    return ref
+            return None
+
+        return lookup
+
+    def _wipe(self, db: Database, space: bytes) -> None:
+        """Delete every key under ``space``, unsynced: as the scan goes (it reads a
+        snapshot), a batch at a time, since they may be the whole state."""
+        batch = db.new_batch(sync=False)
+        for rest in db.iterate_keys(space, snapshot=True):
+            batch.delete(space + rest)
+            if len(batch) >= _PRUNE_BATCH:
+                db.write(batch)
+                batch = db.new_batch(sync=False)
+        db.write(batch)
+
+    def held_refs(self) -> dict[bytes, bytes]:
+        """The subtrees the state sync in progress holds whole from the targets it left:
+        hash -> the reference they are kept under (``storage.snapshot.verify_chunk``
+        names them so instead of asking for them)."""
+        out: dict[bytes, bytes] = {}
+        for node_hash, ref in self._db.iterate(_HELD):
+            if (
+                len(node_hash) != HASH_SIZE
+                or len(ref) != REF_SIZE
+                or ref[VERSION_SIZE:] != node_hash
+            ):
+                raise StorageError(f"a subtree a state sync holds is corrupt in {self.path}")
+            out[node_hash] = ref
+        return out
 
     def missing_nodes(self, root: bytes, limit: int) -> list[Subtree]:
         """The subtrees under the root reference ``root`` not stored yet, reached
@@ -873,9 +1029,40 @@ class ChainStore:
         if block.header.height != target.height or block.header.state_root != target.state_root:
             raise StorageError("sync target's block does not match its height and state root")
         root = sync_root(target)
-        missing = self.missing_nodes(root, 1)
+        self._finish_sweep()
+        held = self.held_refs()
+        rebuild = self._db.get(_FLAT_STALE) is not None
+        if rebuild:
+            # Keys of subtrees left behind may be there: the flat state is written again
+            # from the tree (the flag goes only with the install, so a crash redoes it).
+            self._wipe(self._db, spaces.STATE)
+        reached: set[bytes] = set()
+        flat = self._db.new_batch(sync=False)
+
+        def visit(ref: bytes, leaf: LeafNode | None) -> None:
+            nonlocal flat
+            if held.get(ref[VERSION_SIZE:]) == ref:
+                reached.add(ref)
+            if rebuild and leaf is not None:
+                flat.put(spaces.STATE + leaf.key, leaf.value)
+                if len(flat) >= _PRUNE_BATCH:
+                    self._db.write(flat)
+                    flat = self._db.new_batch(sync=False)
+
+        missing = list(walk_missing(self.get_node_bytes, root, 1, visit))
+        self._db.write(flat)
         if missing:
             raise StorageError(f"state sync incomplete: node {missing[0].hash.hex()} is missing")
+        if held:
+            # The subtrees held that the tree does not name go (but the parts of them it
+            # names); those it names are simply part of it now.
+            forget = self._db.new_batch()
+            for node_hash in held:
+                forget.delete(_HELD + node_hash)
+            gone = [ref for ref in held.values() if ref not in reached]
+            forget.put(_SWEEP, b"".join([root, *gone]))
+            self._db.write(forget)
+            self._finish_sweep()
         # The chunks' nodes were written without fsync: a synced (empty) write makes
         # them durable before the head that needs them is.
         self._write_nodes({})
@@ -892,6 +1079,8 @@ class ChainStore:
         batch.put(_STATE_BASE, at)
         # The synced nodes are listed nowhere: the first list is the next block's.
         batch.put(_STALE_FROM, encode_height(target.height + 1))
+        batch.delete(_FLAT_STALE)
+        batch.delete(_HELD_VERSIONS)
         batch.delete(_SYNC)
         self._db.write(batch)
         self._genesis_hash = genesis_hash

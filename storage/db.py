@@ -31,7 +31,12 @@ there the store has no head and nothing in it is state), ``tree_layout`` (one
 byte, ``storage.state_tree.TREE_LAYOUT``: where the tree's keys and nodes sit and
 how the records it holds are encoded; a store of another layout is refused),
 ``stale_from`` (the lowest version whose list of replaced nodes may still be stored:
-pruning starts there; absent means 1).
+pruning starts there; absent means 1); while a state sync that moved to a new target
+is in progress (docs/state-sync.md, A new target): ``held/`` + hash (the reference of
+a subtree held whole from a target it left), ``held_versions`` (8 bytes each: the
+versions it holds nodes at), ``sweep`` (references: a tree that stays, then the roots
+of what is still to be deleted) and ``flat_stale`` (the flat state is to be written
+again from the tree at install).
 
 The flat ``STATE`` space duplicates the latest leaves of the tree so that reads
 of the current state are one LevelDB lookup instead of a walk of ~20 nodes.

@@ -31,6 +31,11 @@ subtree.
 Serving reads the stored encodings as they are (no decoding), walking the same
 pre-order, and stops at the budget: a request costs the server at most one
 chunk of reads, whatever the requester asks.
+
+A sync that moves to a new target keeps the subtrees it holds whole
+(``held_subtrees``; docs/state-sync.md, A new target): ``verify_chunk`` names one
+wherever the new tree names its hash instead of asking for it, and ``cross_links``
+and ``stored_below`` find what a move deletes.
 """
 
 from __future__ import annotations
@@ -183,9 +188,22 @@ def node_hash_of(encoding: bytes) -> tuple[bytes, tuple[bytes, bytes] | None, Le
     return leaf_hash(key_path(leaf.key), value_hash(leaf.value)), None, leaf
 
 
-def verify_chunk(subtree: Subtree, encodings: list[bytes], version: int) -> VerifiedChunk:
+def verify_chunk(
+    subtree: Subtree,
+    encodings: list[bytes],
+    version: int,
+    held: Callable[[bytes], bytes | None] | None = None,
+) -> VerifiedChunk:
     """Check ``encodings`` as a pre-order prefix of the tree under ``subtree``, and give
     its nodes as a receiver keeps them at ``version`` (the snapshot's height).
+
+    ``held`` gives, for the hash of a subtree the receiver already holds whole (fetched
+    for an earlier target of the sync), the reference it keeps it under (else None): a
+    node naming one is kept naming that reference, and the subtree is neither kept
+    again nor missing. A node's hash covers its whole subtree, so what was verified under another
+    root is the right subtree wherever this tree names its hash. The server does not
+    know what the receiver holds: such a subtree's nodes in the chunk are verified (the
+    walk must pass them to check what follows) and not kept.
 
     Raises ``BadChunk`` naming the first node that does not fit. An empty chunk is
     refused too: whoever offered the snapshot must be able to serve it.
@@ -194,13 +212,15 @@ def verify_chunk(subtree: Subtree, encodings: list[bytes], version: int) -> Veri
         raise BadChunk("no chunk can be asked for an empty subtree")
     if not encodings:
         raise BadChunk(f"empty chunk for subtree {subtree.hash.hex()[:16]}")
-    stack = [subtree]
+    # The walk's stack: what the chunk must hold next, and whether it is kept (False
+    # within a subtree held already).
+    stack = [(subtree, True)]
     nodes: dict[bytes, bytes] = {}
     leaves: list[tuple[bytes, bytes]] = []
     for i, encoding in enumerate(encodings):
         if not stack:
             raise BadChunk(f"chunk has {len(encodings) - i} nodes beyond the subtree's end")
-        expected = stack.pop()
+        expected, keep = stack.pop()
         try:
             got, children, leaf = node_hash_of(encoding)
         except DecodeError as exc:
@@ -211,28 +231,39 @@ def verify_chunk(subtree: Subtree, encodings: list[bytes], version: int) -> Veri
             )
         if children is None:
             assert leaf is not None
-            nodes[node_ref(version, got)] = bytes(encoding)
-            leaves.append((leaf.key, leaf.value))
+            if keep:
+                nodes[node_ref(version, got)] = bytes(encoding)
+                leaves.append((leaf.key, leaf.value))
             continue
         left, right = children[0][VERSION_SIZE:], children[1][VERSION_SIZE:]
         if left == ZERO_HASH and right == ZERO_HASH:
             raise BadChunk(f"chunk node {i} is an internal node with no children")
         if expected.depth >= MAX_DEPTH - 1:
             raise BadChunk(f"chunk node {i} is an internal node at depth {expected.depth}")
-        # The sender's versions of the children are its own: ours are the snapshot's.
-        nodes[node_ref(version, got)] = internal_encoding(
-            node_ref(version, left), node_ref(version, right)
-        )
+        held_left = held_right = None
+        if keep and held is not None:
+            held_left = held(left) if left != ZERO_HASH else None
+            held_right = held(right) if right != ZERO_HASH else None
+        keep_left, keep_right = keep and held_left is None, keep and held_right is None
+        if keep:
+            # The sender's versions of the children are its own: ours are the
+            # snapshot's, or those we hold a child's subtree under.
+            nodes[node_ref(version, got)] = internal_encoding(
+                held_left or node_ref(version, left), held_right or node_ref(version, right)
+            )
         if right != ZERO_HASH:
-            stack.append(expected.child(True, right))
+            stack.append((expected.child(True, right), keep_right))
         if left != ZERO_HASH:
-            stack.append(expected.child(False, left))
-    stack.reverse()
-    return VerifiedChunk(nodes, leaves, stack)
+            stack.append((expected.child(False, left), keep_left))
+    missing = [where for where, keep in reversed(stack) if keep]
+    return VerifiedChunk(nodes, leaves, missing)
 
 
 def walk_missing(
-    get_node: Callable[[bytes], bytes | None], root: bytes, limit: int
+    get_node: Callable[[bytes], bytes | None],
+    root: bytes,
+    limit: int,
+    visit: Callable[[bytes, LeafNode | None], None] | None = None,
 ) -> Iterator[Subtree]:
     """The subtrees under the root reference ``root`` that the store lacks, reached
     through nodes it holds.
@@ -240,7 +271,8 @@ def walk_missing(
     Resuming a sync: what was stored before a restart is walked locally (each node
     checked against its hash again), and only the subtrees below it that never
     arrived are fetched. Stops after ``limit`` missing subtrees (the caller fetches
-    those, then walks again), so memory stays bounded.
+    those, then walks again), so memory stays bounded. ``visit`` is called with each
+    node's reference (and the leaf, for a leaf) once it is checked.
     """
     found = 0
     stack = [(root, root_subtree(root[VERSION_SIZE:]))] if root != ZERO_REF else []
@@ -253,12 +285,9 @@ def walk_missing(
             if found >= limit:
                 return
             continue
-        try:
-            got, children, _ = node_hash_of(encoding)
-        except DecodeError as exc:
-            raise StorageError(f"stored state tree node {ref.hex()} is corrupt") from exc
-        if got != ref[VERSION_SIZE:]:
-            raise StorageError(f"stored state tree node {ref.hex()} does not match its hash")
+        _, children, leaf = _stored_node(ref, encoding)
+        if visit is not None:
+            visit(ref, leaf)
         if children is not None:
             if where.depth >= MAX_DEPTH - 1:
                 raise StorageError(f"stored state tree node {ref.hex()} is too deep")
@@ -267,3 +296,125 @@ def walk_missing(
                 stack.append((right, where.child(True, right[VERSION_SIZE:])))
             if left != ZERO_REF:
                 stack.append((left, where.child(False, left[VERSION_SIZE:])))
+
+
+def _stored_node(
+    ref: bytes, encoding: bytes
+) -> tuple[bytes, tuple[bytes, bytes] | None, LeafNode | None]:
+    """``node_hash_of`` a stored node, which must hash to its reference's hash."""
+    try:
+        got, children, leaf = node_hash_of(encoding)
+    except DecodeError as exc:
+        raise StorageError(f"stored state tree node {ref.hex()} is corrupt") from exc
+    if got != ref[VERSION_SIZE:]:
+        raise StorageError(f"stored state tree node {ref.hex()} does not match its hash")
+    return got, children, leaf
+
+
+def ref_version(ref: bytes) -> int:
+    """The version a node reference names."""
+    return int.from_bytes(ref[:VERSION_SIZE], "big")
+
+
+def held_subtrees(
+    get_node: Callable[[bytes], bytes | None], root: bytes, linked_below: int, keep_below: int
+) -> tuple[dict[bytes, bytes], set[bytes]]:
+    """What a sync that moves to a target of version ``keep_below`` keeps of the tree it
+    stored under the root reference ``root`` (its nodes at ``linked_below``, the old
+    target's height): (hash -> reference of each largest subtree stored whole whose
+    version is below ``keep_below``, references of the subtrees held from earlier
+    targets that the tree names).
+
+    A subtree is whole when every node below it is stored. A sync stores the nodes it
+    fetches at its target's height, and names a subtree held from an earlier target
+    (held whole, below that height) by the reference it is held under: so a reference
+    below ``linked_below`` is whole and is not walked, unless its version is too high
+    to keep. Every other node is walked and checked against its hash, and a subtree
+    with anything missing below it is not whole: only its whole parts are kept, so a
+    partly fetched subtree never passes as whole. Nothing at a version from
+    ``keep_below`` on is kept: the tree a sync installs holds only nodes made at its
+    height or before, as a tree that a node built itself does (pruning goes by it).
+    """
+    held: dict[bytes, bytes] = {}
+    linked: set[bytes] = set()
+    if root == ZERO_REF:
+        return held, linked
+    # (whole, keepable) of each node visited whose parent is not done yet.
+    done: dict[bytes, tuple[bool, bool]] = {}
+    # A node to visit (children None), or one whose children were pushed above it.
+    stack: list[tuple[bytes, list[bytes] | None]] = [(root, None)]
+    while stack:
+        ref, children = stack.pop()
+        if children is None:
+            version = ref_version(ref)
+            if version < linked_below:
+                linked.add(ref)
+                if version < keep_below:
+                    done[ref] = (True, True)
+                    continue
+            encoding = get_node(ref)
+            if encoding is None:
+                done[ref] = (False, False)
+                continue
+            _, pair, _ = _stored_node(ref, encoding)
+            below = [] if pair is None else [c for c in pair if c != ZERO_REF]
+            stack.append((ref, below))
+            stack.extend((child, None) for child in below)
+            continue
+        results = [done.pop(child) for child in children]
+        whole = all(w for w, _ in results)
+        keepable = whole and ref_version(ref) < keep_below
+        if not keepable:
+            for child, (_, child_keepable) in zip(children, results, strict=True):
+                if child_keepable:
+                    held[child[VERSION_SIZE:]] = child
+        done[ref] = (whole, keepable)
+    if done.pop(root)[1]:
+        held[root[VERSION_SIZE:]] = root
+    return held, linked
+
+
+def stored_below(
+    get_node: Callable[[bytes], bytes | None], root: bytes, kept: Callable[[bytes], bool]
+) -> Iterator[bytes]:
+    """The references of the nodes stored under ``root`` (itself included), each after
+    every one below it, but for the subtrees ``kept`` names: what to delete, in an order
+    where a crash part way leaves every node not deleted yet reachable from ``root``,
+    so that the walk can be run again."""
+    stack: list[tuple[bytes, bool]] = [(root, False)]
+    while stack:
+        ref, expanded = stack.pop()
+        if expanded:
+            yield ref
+            continue
+        if ref == ZERO_REF or kept(ref):
+            continue
+        encoding = get_node(ref)
+        if encoding is None:
+            continue
+        stack.append((ref, True))
+        children = node_children(encoding)
+        if children is not None:
+            stack.extend((child, False) for child in children)
+
+
+def cross_links(get_node: Callable[[bytes], bytes | None], root: bytes) -> set[bytes]:
+    """The references at other versions than ``root``'s that the nodes stored under
+    ``root`` at its version name: where a sync's tree names subtrees held from earlier
+    targets. Walks only the nodes at ``root``'s version."""
+    links: set[bytes] = set()
+    if root == ZERO_REF:
+        return links
+    version = root[:VERSION_SIZE]
+    stack = [root]
+    while stack:
+        encoding = get_node(stack.pop())
+        children = None if encoding is None else node_children(encoding)
+        for child in children or ():
+            if child == ZERO_REF:
+                continue
+            if child[:VERSION_SIZE] == version:
+                stack.append(child)
+            else:
+                links.add(child)
+    return links

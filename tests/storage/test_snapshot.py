@@ -76,18 +76,23 @@ def target_of(store: ChainStore, height: int) -> SyncTarget:
 
 
 def sync_from(
-    source: ChainStore | list[ChainStore], dest: ChainStore, target: SyncTarget, max_bytes: int
+    source: ChainStore | list[ChainStore],
+    dest: ChainStore,
+    target: SyncTarget,
+    max_bytes: int,
+    limit: int | None = None,
 ) -> int:
-    """Drive a whole sync by chunks of ``max_bytes``, asking the sources in turn; the
-    number of chunks it took."""
+    """Drive a whole sync (or its first ``limit`` chunks) by chunks of ``max_bytes``,
+    asking the sources in turn; the number of chunks it took."""
     sources = source if isinstance(source, list) else [source]
     dest.begin_sync(target)
+    held = dest.held_lookup()
     wanted = dest.missing_nodes(sync_root(target), 1 << 20)
     chunks = 0
-    while wanted:
+    while wanted and (limit is None or chunks < limit):
         subtree = wanted.pop()
         served = sources[chunks % len(sources)].snapshot_chunk(target.height, subtree, max_bytes)
-        chunk = verify_chunk(subtree, served, target.height)
+        chunk = verify_chunk(subtree, served, target.height, held)
         dest.store_chunk(chunk.nodes, chunk.leaves)
         wanted.extend(reversed(chunk.missing))
         chunks += 1
@@ -346,37 +351,144 @@ def test_a_crash_between_a_chunks_leaves_and_its_nodes_fetches_them_again(tmp_pa
             assert dest.head_root == state_root_of(states[8])
 
 
-def test_a_crash_while_a_new_target_wipes_the_old_one_never_resumes_the_old_one(
-    tmp_path, monkeypatch
-):
-    # The old target's leaves keep their nodes until the wipe reaches them: resumed
-    # after a crash mid-wipe, the walk would find them present and never fetch them
-    # again, while their flat state is gone. The old target goes first, so nothing is
-    # resumed: the next begin_sync wipes again.
+def tree_nodes(path: Path) -> int:
+    """Tree nodes (and lists of replaced ones) in the closed store at ``path``."""
+    with Database(path / TREE_DIR) as db:
+        return sum(1 for _ in db.iterate_keys(TREE_NODE))
+
+
+def synced_fresh(source: ChainStore, target: SyncTarget, path: Path) -> int:
+    """Chunks of 2048 bytes a sync from nothing to ``target`` takes (installed at ``path``)."""
+    with ChainStore(path) as fresh:
+        chunks = sync_from(source, fresh, target, 2048)
+        fresh.finish_sync(GENESIS_HASH)
+        return chunks
+
+
+def test_a_sync_moved_to_a_new_target_keeps_what_it_held_whole(tmp_path):
+    # A snapshot is served for one or two intervals: a sync slower than that moves to a
+    # newer target, and wiping what it had fetched each time, it never ended. Subtrees
+    # held whole are kept: the new tree names most of them (120 of ~1,000 keys change
+    # a block), so it takes fewer chunks than from nothing, and installs no node, key or
+    # value that its tree does not hold.
     with ChainStore(tmp_path / "src") as source:
         states = build_chain(source, 10)
-        old, new = target_of(source, 5), target_of(source, 10)
+        old, new = target_of(source, 9), target_of(source, 10)
+        fresh = synced_fresh(source, new, tmp_path / "fresh")
         with ChainStore(tmp_path / "dst") as dest:
-            sync_from(source, dest, old, 4096)  # every chunk stored, not finished
-            real_write = Database.write
-            writes: list[int] = []
+            assert sync_from(source, dest, old, 2048, limit=fresh * 2 // 3) == fresh * 2 // 3
+            assert dest.begin_sync(new) is False
+            assert dest.held_refs()
+            assert dest.missing_nodes(sync_root(new), 100) == [root_subtree(new.state_root)]
+            again = sync_from(source, dest, new, 2048)
+            assert 0 < again < fresh
+            assert dest.finish_sync(GENESIS_HASH) == 10
+            assert dict(dest.iter_state()) == states[10]
+            assert dest.missing_nodes(dest.head_ref, 1) == []
+            assert dest.held_refs() == {}
+    # The same nodes as a sync from nothing (at other versions): nothing of the old
+    # target's tree that the new one does not hold was left behind.
+    assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "fresh")
 
-            def crash_on_second_write(db: Database, batch) -> None:
-                writes.append(len(batch))
-                if len(writes) == 2:
-                    raise OSError("killed")
-                real_write(db, batch)
 
-            monkeypatch.setattr(Database, "write", crash_on_second_write)
-            with pytest.raises(OSError, match="killed"):
+def test_a_sync_moved_again_and_again_holds_at_most_about_two_trees(tmp_path):
+    # Each move keeps what the tree it leaves holds whole, and deletes the rest, with
+    # what earlier targets left that this tree did not name: whatever the number of
+    # moves, the store holds about a tree's worth of nodes kept plus the one fetched.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 12)
+        fresh = synced_fresh(source, target_of(source, 12), tmp_path / "fresh")
+        whole = tree_nodes(tmp_path / "fresh")
+        heights = [6, 8, 7, 9, 11, 10, 12, 5, 12]
+        for i, height in enumerate(heights):
+            with ChainStore(tmp_path / "dst") as dest:
+                target = target_of(source, height)
+                if i < len(heights) - 1:
+                    sync_from(source, dest, target, 2048, limit=fresh // 2)
+                    continue
+                sync_from(source, dest, target, 2048)
+                assert dest.finish_sync(GENESIS_HASH) == 12
+                assert dict(dest.iter_state()) == states[12]
+            assert tree_nodes(tmp_path / "dst") <= 2 * whole
+    assert tree_nodes(tmp_path / "dst") == whole
+
+
+def test_a_sync_moved_to_a_lower_target_keeps_no_node_made_above_it(tmp_path):
+    # A node's version is when it was made: pruning deletes a replaced node by it. A
+    # tree installed at 8 holding nodes kept under version 10 would lose them to the
+    # pruning of later blocks' replaced nodes, so what a move to a lower target keeps is
+    # what earlier targets below it left.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 10)
+        fresh = synced_fresh(source, target_of(source, 8), tmp_path / "fresh")
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, target_of(source, 7), 2048, limit=fresh // 2)
+            sync_from(source, dest, target_of(source, 10), 2048, limit=fresh // 2)
+            dest.begin_sync(target_of(source, 8))
+            held = dest.held_refs()
+            assert held and all(int.from_bytes(ref[:8], "big") == 7 for ref in held.values())
+            sync_from(source, dest, target_of(source, 8), 2048)
+            assert dest.finish_sync(GENESIS_HASH) == 8
+            assert dict(dest.iter_state()) == states[8]
+            versions = set()
+            walk = walk_missing(
+                dest.get_node_bytes, dest.head_ref, 1, lambda r, _: versions.add(r[:8])
+            )
+            assert list(walk) == []
+            assert versions == {(7).to_bytes(8, "big"), (8).to_bytes(8, "big")}
+    assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "fresh")
+
+
+def move_killed_at(
+    tmp_path: Path,
+    monkeypatch,
+    crash: int,
+    source: ChainStore,
+    states: dict[int, dict[bytes, bytes]],
+    old: SyncTarget,
+    new: SyncTarget,
+) -> bool:
+    """Copy ``base`` (a sync to ``old`` part way), move it to ``new`` killed at its
+    ``crash``-th write, restart and finish it; whether the move ran to its end."""
+    shutil.copytree(tmp_path / "base", tmp_path / "dst")
+    with ChainStore(tmp_path / "dst") as dest:
+        with monkeypatch.context() as patch:
+            patch.setattr(Database, "write", killed_at(crash))
+            try:
                 dest.begin_sync(new)
-            monkeypatch.undo()
-        with ChainStore(tmp_path / "dst") as dest:
-            assert dest.sync_target() is None
-            assert dest.begin_sync(old) is False  # wiped, begun again
-            sync_from(source, dest, old, 4096)
-            assert dest.finish_sync(GENESIS_HASH) == 5
-            assert dict(dest.iter_state()) == states[5]
+                moved = True
+            except OSError:
+                moved = False
+    with ChainStore(tmp_path / "dst") as dest:
+        target = dest.sync_target()
+        assert target in (old, new)
+        sync_from(source, dest, target, 2048)
+        height = dest.finish_sync(GENESIS_HASH)
+        assert dict(dest.iter_state()) == states[height]
+    with ChainStore(tmp_path / "check") as check:
+        sync_from(source, check, target, 2048)
+        check.finish_sync(GENESIS_HASH)
+    assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "check")
+    shutil.rmtree(tmp_path / "dst")
+    shutil.rmtree(tmp_path / "check")
+    return moved
+
+
+def test_a_crash_anywhere_in_a_move_to_a_new_target_resumes_and_installs_it(tmp_path, monkeypatch):
+    # The new target, with what it keeps, is one synced write, after the nodes held
+    # whole are durable; the deletes that follow are recorded with it and redone on
+    # restart, each node after those below it. Killed at each write of the move, the
+    # store resumes one target or the other and installs it whole, with nothing left over.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 10)
+        old, new = target_of(source, 9), target_of(source, 10)
+        fresh = synced_fresh(source, new, tmp_path / "fresh")
+        with ChainStore(tmp_path / "base") as dest:
+            sync_from(source, dest, old, 2048, limit=fresh // 2)
+        crash = 1
+        while not move_killed_at(tmp_path, monkeypatch, crash, source, states, old, new):
+            crash += 1
+        assert crash > 3
 
 
 class _Writes:
@@ -402,24 +514,114 @@ class _Writes:
         monkeypatch.setattr(Database, "write", write)
 
 
-def test_a_new_targets_wipe_of_the_nodes_is_durable_before_the_target(tmp_path, monkeypatch):
-    # The wipe's deletes are unsynced; the new target is a synced write to the chain's
-    # database, which makes its flat-state wipe durable but not the tree's. A power
-    # loss could then keep the old nodes (the new target's own, when only its
-    # certificate differs) over a wiped flat state, and the walk would not fetch them.
+def test_a_crash_anywhere_in_installing_a_moved_sync_installs_it_on_restart(tmp_path, monkeypatch):
+    # Installing a sync that moved deletes the subtrees held that its tree does not
+    # name and writes the flat state again from the tree: killed at each write, the
+    # restarted store installs the same state and nodes as a sync from nothing.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 10)
+        old, new = target_of(source, 9), target_of(source, 10)
+        fresh = synced_fresh(source, new, tmp_path / "fresh")
+        with ChainStore(tmp_path / "base") as dest:
+            sync_from(source, dest, old, 2048, limit=fresh // 2)
+            sync_from(source, dest, new, 2048)
+        crash, installed = 1, False
+        while not installed:
+            shutil.copytree(tmp_path / "base", tmp_path / "dst")
+            with ChainStore(tmp_path / "dst") as dest:
+                with monkeypatch.context() as patch:
+                    patch.setattr(Database, "write", killed_at(crash))
+                    try:
+                        dest.finish_sync(GENESIS_HASH)
+                        installed = True
+                    except OSError:
+                        pass
+            with ChainStore(tmp_path / "dst") as dest:
+                if not installed:
+                    assert dest.begin_sync(new) is True
+                    assert dest.missing_nodes(sync_root(new), 1) == []
+                    assert dest.finish_sync(GENESIS_HASH) == 10
+                assert dict(dest.iter_state()) == states[10]
+            assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "fresh")
+            shutil.rmtree(tmp_path / "dst")
+            crash += 1
+        assert crash > 4
+
+
+def killed_at(crash: int):
+    """``Database.write`` that raises at its ``crash``-th call, writing nothing of it."""
+    real_write = Database.write
+    writes: list[int] = []
+
+    def write(db: Database, batch) -> None:
+        writes.append(len(batch))
+        if len(writes) == crash:
+            raise OSError("killed")
+        real_write(db, batch)
+
+    return write
+
+
+def test_nodes_a_chunk_holds_within_a_subtree_held_are_verified_all_the_same(tmp_path):
+    # The server does not know what the joiner holds, so a chunk runs on through held
+    # subtrees: their nodes are not kept, but a wrong byte in any of them still fails
+    # the chunk (and gets its sender refused), as it fails a chunk from nothing.
+    with ChainStore(tmp_path / "src") as source:
+        build_chain(source, 10)
+        old, new = target_of(source, 9), target_of(source, 10)
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, old, 2048)
+            dest.begin_sync(new)
+            held = dest.held_lookup()
+            root = root_subtree(new.state_root)
+            served = source.snapshot_chunk(10, root, 1 << 20)
+            kept = verify_chunk(root, served, 10, held)
+            assert len(kept.nodes) < len(served) // 2 and not kept.missing
+            for i in range(len(served)):
+                tampered = list(served)
+                tampered[i] = served[i][:-1] + bytes([served[i][-1] ^ 1])
+                with pytest.raises(BadChunk):
+                    verify_chunk(root, tampered, 10, held)
+
+
+def test_another_certificate_of_the_same_block_keeps_every_node(tmp_path):
+    # Peers hold different certificates of one final block (other sets of precommits):
+    # a sync given up and taken again from another peer's offer of the same snapshot
+    # has the very tree it was fetching.
+    with ChainStore(tmp_path / "src") as source:
+        build_chain(source, 9)
+        target = target_of(source, 9)
+        other = SyncTarget(9, target.state_root, target.block, target.commit + b"\x00")
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, target, 2048, limit=10)
+            missing = dest.missing_nodes(sync_root(target), 1 << 20)
+            assert dest.begin_sync(other) is True
+            assert dest.sync_target() == other
+            assert dest.missing_nodes(sync_root(other), 1 << 20) == missing
+
+
+def test_what_a_new_target_keeps_is_durable_before_the_target(tmp_path, monkeypatch):
+    # The chunks' nodes are unsynced writes; the new target, saying which subtrees are
+    # held whole, is a synced write to the chain's database, which makes nothing of the
+    # tree's durable. A power loss could then keep it over subtrees half gone, which
+    # the new tree would name and never fetch. Likewise the record of what is left to
+    # delete goes only once the deletes are durable.
     with ChainStore(tmp_path / "src") as source:
         build_chain(source, 6)
-        old, new = target_of(source, 4), target_of(source, 6)
+        old, new = target_of(source, 5), target_of(source, 6)
         with ChainStore(tmp_path / "dst") as dest:
-            sync_from(source, dest, old, 4096)
+            sync_from(source, dest, old, 2048, limit=20)
             writes = _Writes(monkeypatch)
             assert dest.begin_sync(new) is False
             monkeypatch.undo()
     log = writes.log
-    last_tree_wipe = max(i for i, (name, _, ops) in enumerate(log) if name == TREE_DIR and ops)
-    target = len(log) - 1
-    assert log[target][:2] == ("dst", True)
-    assert any(name == TREE_DIR and synced for name, synced, _ in log[last_tree_wipe:target]), log
+    chain_writes = [i for i, (name, _, _) in enumerate(log) if name == "dst"]
+    assert len(chain_writes) == 2 and all(log[i][1] for i in chain_writes), log
+    target, swept = chain_writes
+    assert log[0] == (TREE_DIR, True, 0)  # before the target
+    deletes = [i for i, (name, _, ops) in enumerate(log) if name == TREE_DIR and ops]
+    assert deletes and target < min(deletes) and max(deletes) < swept - 1
+    assert log[swept - 1] == (TREE_DIR, True, 0)
 
 
 def test_a_pass_forgets_its_roots_durably_before_its_sweep_deletes_nodes(tmp_path, monkeypatch):
@@ -617,10 +819,11 @@ def test_a_big_pass_and_a_big_wipe_delete_in_bounded_batches(tmp_path, monkeypat
         assert len(sweeps) >= 2 and sum(sweeps) == sum(lists) + 3  # with the lists' keys
         assert max(sweeps) < 10_000 + max(lists)
         assert store.missing_nodes(store.head_ref, 1) == []
+    # A sync's wipe of what a store without a target holds (from an earlier version's
+    # wipe that crashed, say).
+    ChainStore(tmp_path / "dst").close()
+    raw_write(tmp_path / "dst", {STATE + b"k/%05d" % i: b"v" for i in range(10_001)})
     with ChainStore(tmp_path / "dst") as dest:
-        old = SyncTarget(1, bytes(32), b"", b"")
-        dest.begin_sync(old)
-        dest.store_chunk({}, [(b"k/%05d" % i, b"v") for i in range(10_001)])
         writes = _Writes(monkeypatch)
         dest.begin_sync(SyncTarget(2, bytes(32), b"", b""))
         monkeypatch.undo()
