@@ -70,7 +70,8 @@ OFFER_SETTLE_S = 1.5
 
 
 class _Stale(Exception):
-    """No peer serves the snapshot being synced any more: start over at a newer one."""
+    """No peer serves the snapshot being synced any more: move to a newer one (keeping
+    what is held whole, ``ChainStore.begin_sync``)."""
 
 
 def prune(
@@ -343,6 +344,9 @@ class StateSyncer(EpochPages):
         self._offerers: set[bytes] = set()
         # Epoch pages out and the producer sets verified so far (``EpochPages``).
         super().__init__()
+        # The subtrees held whole from the targets this sync left, by hash: a chunk
+        # naming one names the subtree held (``verify_chunk``).
+        self._held: Callable[[bytes], bytes | None] | None = None
         self.chunks = 0
         self.chunk_bytes = 0
 
@@ -413,8 +417,9 @@ class StateSyncer(EpochPages):
         target = self.store.sync_target()
         if target is not None and not self._trusted(target):
             # Configured since the sync began (an operator's answer to an incident, say):
-            # the stored target is no longer taken on its own word. ``begin_sync`` wipes
-            # what was fetched for it.
+            # the stored target is no longer taken on its own word. ``begin_sync`` keeps
+            # only the subtrees it holds whole: each is checked by its hash wherever the
+            # trusted tree names it, and the install walks the whole tree again.
             log.warning(
                 "state sync: the sync in progress is to height %d, not the trusted %d/%s; "
                 "starting again from the trusted block",
@@ -429,6 +434,13 @@ class StateSyncer(EpochPages):
             if target is None:
                 target = await self._choose_target()
                 await loop.run_in_executor(None, self.store.begin_sync, target)
+                held = await loop.run_in_executor(None, self.store.held_refs)
+                if held:
+                    log.info(
+                        "state sync: moved to height %d keeping %d subtree(s) held whole",
+                        target.height,
+                        len(held),
+                    )
             try:
                 await self._fetch(target)
                 break
@@ -542,6 +554,8 @@ class StateSyncer(EpochPages):
 
     async def _fetch(self, target: SyncTarget) -> None:
         loop = asyncio.get_running_loop()
+        # Subtrees held whole from the targets this sync left: not asked for again.
+        self._held = await loop.run_in_executor(None, self.store.held_lookup)
         wanted = await loop.run_in_executor(
             None, self.store.missing_nodes, sync_root(target), _RESUME_BATCH
         )
@@ -549,7 +563,7 @@ class StateSyncer(EpochPages):
         # Peers that answered this snapshot with nothing: peer -> when. Asked again
         # after the request timeout, at once when another peer fails, or when no other
         # is left; with nothing stored since their second "nothing", they count as not
-        # serving it (``strikes``), and when no peer serves it the sync starts over.
+        # serving it (``strikes``), and when no peer serves it the sync moves on.
         empty: dict[bytes, float] = {}
         strikes: dict[bytes, int] = {}
         # Peers given up for silence were taken back before giving the snapshot up, since
@@ -660,7 +674,7 @@ class StateSyncer(EpochPages):
         loop = asyncio.get_running_loop()
         try:
             chunk = await loop.run_in_executor(
-                None, verify_chunk, ask.subtree, list(msg.nodes), target.height
+                None, verify_chunk, ask.subtree, list(msg.nodes), target.height, self._held
             )
         except BadChunk as exc:
             self._give_back(ask, wanted, pending)

@@ -1254,3 +1254,70 @@ async def test_a_sync_cancelled_as_an_answer_arrives_stops(tmp_path):
         task.cancel()
         for pending in list(net.tasks):
             pending.cancel()
+
+
+def moving_from_40(serving: SnapshotServer, chunks_of_40: int) -> tuple[Answer, Counter[int]]:
+    """A peer that offers 40 and serves its first ``chunks_of_40`` chunks, then prunes
+    it (every chunk of 40 "not served") and offers its newer snapshot (48); and the chunk
+    requests it was sent, by height."""
+    asked: Counter[int] = Counter()
+
+    async def answer(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return await serving.answer(SnapshotRequest(40) if asked[40] == 0 else msg)
+        if isinstance(msg, ChunkRequest):
+            asked[msg.height] += 1
+            if msg.height == 40 and asked[40] > chunks_of_40:
+                return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, ())
+        return await serving.answer(msg)
+
+    return answer, asked
+
+
+async def test_a_sync_whose_snapshot_goes_keeps_what_it_fetched_for_the_newer_one(
+    tmp_path, monkeypatch
+):
+    # A snapshot is served for one to two intervals: a sync slower than that moved to
+    # the newer snapshot wiping what it had fetched, started over from nothing each
+    # time, and never ended. The subtrees it holds whole are kept: the newer tree names
+    # most of them (a few keys change between 40 and 48), and only the rest is asked for.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 48)
+    fresh = Net({HONEST: server(source.store, chunk_bytes=256).answer})
+    assert await fresh.sync(ChainStore(tmp_path / "fresh")) == 48
+    from_nothing = fresh.asked[HONEST, ChunkRequest]
+
+    answer, asked = moving_from_40(server(source.store, chunk_bytes=256), from_nothing * 2 // 3)
+    net = Net({HONEST: answer})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, request_timeout_s=0.3) == 48
+    assert net.dropped == {}
+    assert asked[40] > from_nothing * 2 // 3  # the snapshot went before it was synced
+    assert 0 < asked[48] < from_nothing
+    assert dest.head_root == source.store.state_root(48)
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+
+
+async def test_a_sync_that_moved_to_a_newer_snapshot_and_crashed_resumes_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 48)
+    fresh = Net({HONEST: server(source.store, chunk_bytes=256).answer})
+    assert await fresh.sync(ChainStore(tmp_path / "fresh")) == 48
+    from_nothing = fresh.asked[HONEST, ChunkRequest]
+
+    kept = from_nothing * 2 // 3
+    answer, asked = moving_from_40(server(source.store, chunk_bytes=256), kept)
+    dest = CrashOnChunk(tmp_path / "b", at=kept + 3)  # two chunks of 48 kept
+    with pytest.raises(Crash):
+        await Net({HONEST: answer}).sync(dest, request_timeout_s=0.3)
+    assert asked[48] == 3
+    dest.close()
+
+    dest = ChainStore(tmp_path / "b")
+    target = dest.sync_target()
+    assert target is not None and target.height == 48
+    again = Net({HONEST: server(source.store, chunk_bytes=256).answer})
+    assert await again.sync(dest) == 48
+    assert again.asked[HONEST, SnapshotRequest] == 0
+    assert 0 < again.asked[HONEST, ChunkRequest] < from_nothing - 3
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
