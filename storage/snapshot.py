@@ -328,8 +328,8 @@ def held_subtrees(
     A subtree is whole when every node below it is stored. A sync stores the nodes it
     fetches at its target's height, and names a subtree held from an earlier target
     (held whole, below that height) by the reference it is held under: so a reference
-    below ``linked_below`` is whole and is not walked, unless its version is too high
-    to keep. Every other node is walked and checked against its hash, and a subtree
+    below ``linked_below`` is whole if its node is there (else missing, as damage would
+    leave it) and is not walked, unless its version is too high to keep. Every other node is walked and checked against its hash, and a subtree
     with anything missing below it is not whole: only its whole parts are kept, so a
     partly fetched subtree never passes as whole. Nothing at a version from
     ``keep_below`` on is kept: the tree a sync installs holds only nodes made at its
@@ -347,12 +347,12 @@ def held_subtrees(
         ref, children = stack.pop()
         if children is None:
             version = ref_version(ref)
-            if version < linked_below:
+            encoding = get_node(ref)
+            if version < linked_below and encoding is not None:
                 linked.add(ref)
                 if version < keep_below:
                     done[ref] = (True, True)
                     continue
-            encoding = get_node(ref)
             if encoding is None:
                 done[ref] = (False, False)
                 continue

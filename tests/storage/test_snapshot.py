@@ -548,6 +548,33 @@ def test_a_crash_anywhere_in_installing_a_moved_sync_installs_it_on_restart(tmp_
         assert crash > 4
 
 
+def test_a_held_node_gone_from_the_store_is_fetched_again_at_the_next_move(tmp_path):
+    # A node held from an earlier target and named by the tree being fetched is taken
+    # to be there whole; were it lost (damage), taking its parent's subtree as whole at
+    # the next move would name a node no fetch ever stores again, and the sync would ask
+    # for it for ever. The move sees it missing: the parent is fetched again.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 11)
+        fresh = synced_fresh(source, target_of(source, 11), tmp_path / "fresh")
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, target_of(source, 9), 2048)
+            sync_from(source, dest, target_of(source, 10), 2048, limit=10)
+            linked: list[bytes] = []
+            walk = walk_missing(
+                dest.get_node_bytes,
+                sync_root(target_of(source, 10)),
+                1 << 20,
+                lambda ref, _: linked.append(ref) if ref[:8] == (9).to_bytes(8, "big") else None,
+            )
+            assert list(walk) and linked
+        raw_write(tmp_path / "dst" / TREE_DIR, {}, [TREE_NODE + linked[0]])
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, target_of(source, 11), 2048, limit=4 * fresh)
+            assert dest.finish_sync(GENESIS_HASH) == 11
+            assert dict(dest.iter_state()) == states[11]
+    assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "fresh")
+
+
 def killed_at(crash: int):
     """``Database.write`` that raises at its ``crash``-th call, writing nothing of it."""
     real_write = Database.write
