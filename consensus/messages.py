@@ -196,6 +196,18 @@ class ConsensusMessage(Wire):
             return cls(sync_request=msg)
         raise TypeError(f"not a consensus message: {type(msg).__name__}")
 
+    def held_items(self) -> int:
+        """Objects decoding made beside the bytes: a block's transactions, of a number
+        the sender chose (``p2p.messages.held_bytes``)."""
+        block = (
+            self.proposal.block
+            if self.proposal is not None
+            else self.finalized.block
+            if self.finalized is not None
+            else None
+        )
+        return 0 if block is None else len(block.txs)
+
     def unwrap(self) -> Message:
         for msg in (self.proposal, self.vote, self.finalized, self.sync_request):
             if msg is not None:

@@ -124,14 +124,18 @@ class TxBatch(Wire):
     # Item headers (5 bytes each) and the array header on top of the tx bytes.
     MAX_ENCODED = TX_BATCH_MAX_BYTES + 5 * TX_BATCH_MAX_ITEMS + 16
 
+    def held_items(self) -> int:
+        """Objects decoding made beside the bytes (``held_bytes``)."""
+        return len(self.txs)
+
 
 def held_bytes(msg: Wire, size: int) -> int:
-    """About the memory ``msg``, decoded from ``size`` bytes, holds: a peer chooses how
-    many transactions a ``TxBatch``'s bytes make, and 1024 of two bytes hold some 16
-    times their size on the wire."""
-    if isinstance(msg, TxBatch):
-        return size + ITEM_OBJECT_BYTES * len(msg.txs)
-    return size
+    """About the memory ``msg``, decoded from ``size`` bytes, holds, and the work its
+    decoding took: a peer chooses how many items (transactions) its bytes make, and 1024
+    of two bytes hold some 16 times their size on the wire. A message class with items
+    says how many with ``held_items()`` (``TxBatch``, a consensus message's block)."""
+    held_items = getattr(msg, "held_items", None)
+    return size if held_items is None else size + ITEM_OBJECT_BYTES * held_items()
 
 
 @dataclass(frozen=True, slots=True)

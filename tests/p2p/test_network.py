@@ -789,3 +789,23 @@ async def test_a_member_churning_its_address_is_redialed_no_sooner_than_if_it_ke
         await net.stop()
         for server in servers:
             server.close()
+
+
+async def test_what_a_frame_decodes_into_counts_against_the_peers_rate():
+    # 4 KB of two-byte "transactions" decode into 1024 objects: the peer's byte rate is
+    # charged for them too (decoding is this loop's work), so such frames cannot come at
+    # the rate of plain bytes. The debt slows its next frames.
+    batch = TxBatch(tuple(i.to_bytes(2, "big") for i in range(TX_BATCH_MAX_ITEMS)))
+    wire = len(batch.encode())
+    net = Net(2)
+    k0, k1 = net.keys
+    # Room for 8 such batches by their bytes, not for 3 by what they hold.
+    cfg = dataclasses.replace(FAST, rate_bytes=1_000.0, burst_bytes=8.0 * (wire + 16))
+    m0 = net.make_node(k0, config=cfg)
+    async with m0.node:
+        m1 = net.make_node(k1, [PeerAddress(k0.public_key, "127.0.0.1", m0.node.port)])
+        async with m1.node:
+            await until(lambda: m0.node.peers() and m1.node.peers())
+            for _ in range(3):
+                m1.node.send(k0.public_key, batch)
+            await until(lambda: m0.node.peer_stats()[k1.public_key].throttled > 0)
