@@ -556,9 +556,7 @@ class StateSyncer(EpochPages):
         loop = asyncio.get_running_loop()
         # Subtrees held whole from the targets this sync left: not asked for again.
         self._held = await loop.run_in_executor(None, self.store.held_lookup)
-        wanted = await loop.run_in_executor(
-            None, self.store.missing_nodes, sync_root(target), _RESUME_BATCH
-        )
+        wanted = await self._lacking(target)
         pending: dict[bytes, _ChunkAsk] = {}
         # Peers that answered this snapshot with nothing: peer -> when. Asked again
         # after the request timeout, at once when another peer fails, or when no other
@@ -612,11 +610,19 @@ class StateSyncer(EpochPages):
                             forgave = False
                             if not wanted and not any(a.live for a in pending.values()):
                                 # The walk may have been cut at _RESUME_BATCH: look again.
-                                wanted = await loop.run_in_executor(
-                                    None, self.store.missing_nodes, sync_root(target), _RESUME_BATCH
-                                )
+                                wanted = await self._lacking(target)
             if self._answers.empty():
                 self._expire_chunks(wanted, pending, time.monotonic())
+
+    async def _lacking(self, target: SyncTarget) -> list[Subtree]:
+        """Up to ``_RESUME_BATCH`` subtrees the store lacks, as ``wanted`` takes them: a
+        stack, so the leftmost last (the walk goes left to right, which a move's kept
+        subtrees rely on: docs/state-sync.md, A new target)."""
+        lacking = await asyncio.get_running_loop().run_in_executor(
+            None, self.store.missing_nodes, sync_root(target), _RESUME_BATCH
+        )
+        lacking.reverse()
+        return lacking
 
     def _ask_chunks(
         self,

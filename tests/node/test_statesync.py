@@ -32,6 +32,7 @@ from p2p import (
     SnapshotRequest,
 )
 from storage import ChainStore, Pruned
+from storage.chain_store import sync_root
 from storage.db import Database, WriteBatch
 from tests.consensus.staking_helpers import KEYS, PARAMS, make_genesis
 
@@ -1019,6 +1020,32 @@ async def test_a_sync_that_crashed_among_its_chunks_resumes_where_it_was(tmp_pat
     # the three chunks kept before the crash were not fetched again.
     assert again.asked[HONEST, SnapshotRequest] == again.asked[HONEST, EpochsRequest] == 0
     assert again.asked[HONEST, ChunkRequest] == whole.asked[HONEST, ChunkRequest] - 3
+
+
+async def test_a_resumed_sync_asks_for_what_it_lacks_left_to_right(tmp_path, monkeypatch):
+    # The walk goes left to right, the order a move's kept subtrees rely on (a target
+    # lives while its changes are fetched): a resume starts with the leftmost missing.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    dest = CrashOnChunk(tmp_path / "b", at=4)
+    with pytest.raises(Crash):
+        await Net({HONEST: server(source.store).answer}).sync(dest)
+    dest.close()
+    dest = ChainStore(tmp_path / "b")
+    target = dest.sync_target()
+    assert target is not None
+    lacking = dest.missing_nodes(sync_root(target), 64)
+    assert len(lacking) > 1
+    serving = server(source.store)
+    asked: list[tuple[int, bytes]] = []
+
+    async def recording(msg: Wire) -> Wire | None:
+        if isinstance(msg, ChunkRequest):
+            asked.append((msg.depth, msg.path))
+        return await serving.answer(msg)
+
+    assert await Net({HONEST: recording}).sync(dest) == 40
+    assert asked[0] == (lacking[0].depth, lacking[0].path)
 
 
 async def test_a_sync_resumed_under_another_trust_point_starts_again_from_it(tmp_path, monkeypatch):
