@@ -465,15 +465,17 @@ def register_staking(registry: Registry) -> None:
 
     Hook order matters and is part of the protocol: parameter changes first
     (so later hooks and the block's transactions see one parameter set), then
-    unbonding releases, missed slots (so a producer jailed for them is left out
-    of an election in the same block), then the election. The three staking
-    pools are registered as module accounts, so no transfer can pay into them.
+    missed slots (so a producer jailed for them is left out of an election in the
+    same block), the election, and then unbonding releases: a producer elected in
+    this block is held to its new term (a release before the election paid out the
+    unbonding of one elected for the next epoch in that very block). The three
+    staking pools are registered as module accounts, so no transfer can pay into them.
     """
     for decl in CONSENSUS_TX_TYPES:
         registry.register(decl)
     registry.add_begin_block(apply_param_changes)
-    registry.add_begin_block(release_unbonded)
     registry.add_begin_block(missed_slots_hook)
     registry.add_begin_block(elect_producers)
+    registry.add_begin_block(release_unbonded)
     for address, name in MODULE_ACCOUNT_NAMES.items():
         registry.add_module_account(address, name)

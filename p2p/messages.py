@@ -42,7 +42,9 @@ from p2p.limits import ITEM_OBJECT_BYTES
 # another receipt for such a start; what state holds is unchanged (tree layout 8 still).
 # 9: passed parameter changes due at one height apply in the order they passed, not by
 # proposal id (``consensus.governance._execute``): another schedule (``PendingParams``)
-# and other parameters after such blocks (tree layout 8 still).
+# and other parameters after such blocks; and unbonding releases run after the election
+# in a block's begin hooks (``consensus.staking.register``), so an entry due at an
+# election height of a staker elected there is held (tree layout 8 still).
 PROTOCOL_VERSION = 9
 
 # --- type bytes owned by p2p ---
