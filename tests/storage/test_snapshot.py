@@ -474,17 +474,27 @@ def move_killed_at(
     return moved
 
 
+def half_synced_at_9(
+    source: ChainStore, tmp_path: Path
+) -> tuple[dict[int, dict[bytes, bytes]], SyncTarget, SyncTarget]:
+    """A chain of 10 blocks in ``source`` (its states by height), a store at
+    ``tmp_path / "base"`` that synced half a fresh sync's chunks towards height 9, and
+    the targets 9 and 10; ``tmp_path / "fresh"`` holds a sync of 10 from nothing."""
+    states = build_chain(source, 10)
+    old, new = target_of(source, 9), target_of(source, 10)
+    fresh = synced_fresh(source, new, tmp_path / "fresh")
+    with ChainStore(tmp_path / "base") as dest:
+        sync_from(source, dest, old, 2048, limit=fresh // 2)
+    return states, old, new
+
+
 def test_a_crash_anywhere_in_a_move_to_a_new_target_resumes_and_installs_it(tmp_path, monkeypatch):
     # The new target, with what it keeps, is one synced write, after the nodes held
     # whole are durable; the deletes that follow are recorded with it and redone on
     # restart, each node after those below it. Killed at each write of the move, the
     # store resumes one target or the other and installs it whole, with nothing left over.
     with ChainStore(tmp_path / "src") as source:
-        states = build_chain(source, 10)
-        old, new = target_of(source, 9), target_of(source, 10)
-        fresh = synced_fresh(source, new, tmp_path / "fresh")
-        with ChainStore(tmp_path / "base") as dest:
-            sync_from(source, dest, old, 2048, limit=fresh // 2)
+        states, old, new = half_synced_at_9(source, tmp_path)
         crash = 1
         while not move_killed_at(tmp_path, monkeypatch, crash, source, states, old, new):
             crash += 1
@@ -519,11 +529,8 @@ def test_a_crash_anywhere_in_installing_a_moved_sync_installs_it_on_restart(tmp_
     # name and writes the flat state again from the tree: killed at each write, the
     # restarted store installs the same state and nodes as a sync from nothing.
     with ChainStore(tmp_path / "src") as source:
-        states = build_chain(source, 10)
-        old, new = target_of(source, 9), target_of(source, 10)
-        fresh = synced_fresh(source, new, tmp_path / "fresh")
+        states, old, new = half_synced_at_9(source, tmp_path)
         with ChainStore(tmp_path / "base") as dest:
-            sync_from(source, dest, old, 2048, limit=fresh // 2)
             sync_from(source, dest, new, 2048)
         crash, installed = 1, False
         while not installed:
