@@ -423,8 +423,9 @@ class Chain:
         if self.verifier is not None and len(todo) > 1:
             # Envelopes and signatures in the workers; body and payload here.
             raws = [encoded[i] for i in todo]
-            verdicts = self.verifier.check_sync(raws, self.chain_id, max_tx_bytes)
-            checked = complete_checked(raws, verdicts, self.registry, [hashes[i] for i in todo])
+            todo_hashes = [hashes[i] for i in todo]
+            verdicts = self.verifier.check_sync(raws, self.chain_id, max_tx_bytes, todo_hashes)
+            checked = complete_checked(raws, verdicts, self.registry, todo_hashes)
             for i, vtx in zip(todo, checked, strict=True):
                 if isinstance(vtx, Invalid):
                     raise vtx

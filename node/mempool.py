@@ -673,7 +673,9 @@ class Mempool:
         max_tx_bytes = self._params.max_tx_bytes
         parts = await asyncio.gather(
             *(
-                self._verifier.check(raws[k : k + step], chain_id, max_tx_bytes)
+                self._verifier.check(
+                    raws[k : k + step], chain_id, max_tx_bytes, hashes[k : k + step]
+                )
                 for k in range(0, len(raws), step)
             )
         )

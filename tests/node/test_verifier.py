@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core import PrivateKey, SignedTx, TxBody, pack_raw, sign_tx
+from core import PrivateKey, SignedTx, TxBody, pack_raw, sign_tx, tx_hash
 from core.keys import SignDomain
 from node.mempool import Mempool, MempoolConfig
 from node.verifier import ProcessVerifier
@@ -91,8 +91,14 @@ def test_envelope_checks_in_a_worker_match_the_first_stage(verifier):
 
 
 class _Env:
-    def __init__(self, verifier: ProcessVerifier | None, pool: ThreadPoolExecutor) -> None:
-        state = {account_key(k.address): Account(10**9, 0).encode() for k in KEYS}
+    def __init__(
+        self,
+        verifier: ProcessVerifier | None,
+        pool: ThreadPoolExecutor,
+        state: dict[bytes, bytes] | None = None,
+    ) -> None:
+        if state is None:
+            state = {account_key(k.address): Account(10**9, 0).encode() for k in KEYS}
         registry = default_registry()
         self.mempool = Mempool(
             CHAIN,
@@ -150,6 +156,88 @@ def test_a_dead_worker_costs_no_verdicts():
     assert not _worker_pids(others)
 
 
+def _hashes(raws: list[bytes]) -> list[bytes | None]:
+    return [tx_hash(raw) for raw in raws]
+
+
+def test_a_passed_envelope_is_not_checked_again():
+    raws = corpus()
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    passes = sum(v is None for v in expected)
+    v = ProcessVerifier(1)
+    try:
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes, _hashes(raws)) == expected
+        assert (v.checked, v.reused) == (len(raws), 0)
+        # Again, both ways: only the refusals go to a worker; the verdicts are the same.
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes, _hashes(raws)) == expected
+        got = asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes, _hashes(raws)))
+        assert got == expected
+        assert v.checked == len(raws) + 2 * (len(raws) - passes)
+        assert v.reused == 2 * passes
+        # Without hashes nothing is taken from memory.
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        assert v.reused == 2 * passes
+    finally:
+        v.close()
+
+
+def test_a_remembered_pass_still_meets_the_size_limit_and_the_chain():
+    good = [_tx(k) for k in KEYS[:3]]
+    v = ProcessVerifier(1)
+    try:
+        assert v.check_sync(good, CHAIN, PARAMS.max_tx_bytes, _hashes(good)) == [None] * 3
+        # A lower limit refuses what it refuses without memory.
+        limit = len(good[0]) - 1
+        smaller = v.check_sync(good, CHAIN, limit, _hashes(good))
+        assert smaller == check_envelopes(good, CHAIN, limit)
+        assert {verdict[0] for verdict in smaller if verdict is not None} == {"too_large"}
+        # Another chain id forgets every pass (a node has one; a pass is for it only).
+        other = v.check_sync(good, "other-chain", PARAMS.max_tx_bytes, _hashes(good))
+        assert [verdict and verdict[0] for verdict in other] == ["wrong_chain"] * 3
+        assert v.check_sync(good, CHAIN, PARAMS.max_tx_bytes, _hashes(good)) == [None] * 3
+        assert v.reused == 0
+    finally:
+        v.close()
+
+
+def test_the_oldest_passes_are_forgotten_past_the_bound():
+    good = [_tx(k) for k in KEYS[:4]]
+    v = ProcessVerifier(1, remember=3)
+    try:
+        v.check_sync(good, CHAIN, PARAMS.max_tx_bytes, _hashes(good))
+        before = v.checked
+        assert v.check_sync(good, CHAIN, PARAMS.max_tx_bytes, _hashes(good)) == [None] * 4
+        assert (v.checked - before, v.reused) == (1, 3)
+    finally:
+        v.close()
+
+
+def test_a_copy_after_the_commit_is_refused_without_a_signature_check():
+    # A node behind its peers: a transaction checked once (in a proposal, or in the
+    # pool until its block committed) arrives again from a peer.
+    v = ProcessVerifier(1)
+    state = {account_key(k.address): Account(10**9, 0).encode() for k in KEYS}
+    raws = [_tx(k) for k in KEYS]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            env = _Env(v, pool, state)
+            first = asyncio.run(env.mempool.submit(raws))
+            assert [r.code for r in first] == ["accepted"] * len(raws)
+            for k in KEYS:
+                state[account_key(k.address)] = Account(10**9 - 60, 1).encode()
+            env.mempool.on_block_committed(
+                [r.hash for r in first], senders=[k.address for k in KEYS]
+            )
+            checked = v.checked
+            again = asyncio.run(env.mempool.submit(raws))
+            fresh = asyncio.run(_Env(None, pool, state).mempool.submit(raws))
+        assert again == fresh
+        assert [r.code for r in again] == ["nonce_too_low"] * len(raws)
+        assert v.checked == checked
+    finally:
+        v.close()
+
+
 def test_closed_verifier_refuses_work():
     v = ProcessVerifier(1)
     v.close()
@@ -189,6 +277,12 @@ def test_chain_verifies_unknown_transactions_in_the_workers(tmp_path, verifier):
     assert with_workers.tree_update.root == inline.tree_update.root == block.header.state_root
     assert with_workers.receipts == inline.receipts == executed.receipts
     assert with_workers.result.included == inline.result.included
+    # The same block again (a rival round's proposal, or another node's chain on this
+    # verifier): its signatures passed once and are not checked again.
+    checked = verifier.checked
+    again = _chain(tmp_path, "d", g, verifier).verify(block)
+    assert again.receipts == executed.receipts
+    assert verifier.checked == checked
 
 
 def test_chain_reports_the_first_bad_transaction_in_block_order(tmp_path, verifier):
