@@ -83,6 +83,12 @@ def children_cpu_seconds(pid: int) -> float | None:
     return sum(cpu for parent, cpu in filter(None, stats) if parent == pid)
 
 
+_CHECKS = re.compile(
+    r'^liveledger_signature_checks_total\{by="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE
+)
+_COMMITTED = re.compile(r"^liveledger_txs_committed_total ([0-9.e+-]+)$", re.MULTILINE)
+
+
 def _metrics_text(url: str, timeout: float) -> str | None:
     """The node's ``GET /metrics`` page, or None if it did not answer in ``timeout``."""
     try:
@@ -212,6 +218,23 @@ class Devnet:
             if workers is not None:
                 parts["workers"] = workers
             out.append(parts)
+        return out
+
+    def signature_checks(self) -> list[tuple[float, float, float]]:
+        """Each node's (envelopes its workers checked, passes reused from their memory,
+        transactions committed) so far, from its metrics (0 where one is missing)."""
+        out = []
+        for node in self.nodes:
+            metrics = _metrics_text(node["url"], 30) or ""
+            checks = dict(_CHECKS.findall(metrics))
+            committed = _COMMITTED.search(metrics)
+            out.append(
+                (
+                    float(checks.get("workers", 0)),
+                    float(checks.get("memory", 0)),
+                    float(committed.group(1)) if committed else 0.0,
+                )
+            )
         return out
 
     def stop(self) -> None:

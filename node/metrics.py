@@ -81,6 +81,36 @@ class ThreadCpu(Collector):
             yield family
 
 
+class SignatureChecks(Collector):
+    """``liveledger_signature_checks_total{by}``: transaction envelopes (signatures
+    among their checks) checked by the verification workers (``workers``), and passes
+    reused from their memory of what passed before (``memory``): the first over the
+    transactions committed says how often the node checks one transaction, which is
+    once when it keeps up and more when it falls behind (``node.verifier``). Read at
+    each scrape; absent where the node verifies on threads."""
+
+    def __init__(self) -> None:
+        self._source: Callable[[], tuple[int, int]] | None = None
+
+    def track(self, source: Callable[[], tuple[int, int]]) -> None:
+        """Read (checked, reused) from ``source`` at each scrape."""
+        self._source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        if self._source is None:
+            return
+        checked, reused = self._source()
+        family = CounterMetricFamily(
+            "liveledger_signature_checks",
+            "Transaction envelopes checked by the signature workers (workers) and passes "
+            "reused from their memory (memory)",
+            labels=["by"],
+        )
+        family.add_metric(["workers"], checked)
+        family.add_metric(["memory"], reused)
+        yield family
+
+
 class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -194,6 +224,8 @@ class NodeMetrics:
                 self.http_refusals.labels(reason, bound)
         self.thread_cpu = ThreadCpu()
         r.register(self.thread_cpu)
+        self.signature_checks = SignatureChecks()
+        r.register(self.signature_checks)
 
     def count_refusals(self, reason: str) -> Callable[[str], None]:
         """The ``on_refused(bound)`` callback of refuser ``reason`` (one of

@@ -185,7 +185,8 @@ class Node:
         settings = self.config.mempool
         if settings.verify_processes:
             # No process starts before ``start_workers`` below, when all else opened.
-            self._verifier = ProcessVerifier(settings.verify_threads)
+            verifier = self._verifier = ProcessVerifier(settings.verify_threads)
+            self.metrics.signature_checks.track(lambda: (verifier.checked, verifier.reused))
         self.store = self.config.storage.open_store(self.home / self.config.data_dir)
         self._verify_pool = ThreadPoolExecutor(
             max_workers=settings.verify_threads, thread_name_prefix="verify"

@@ -339,6 +339,30 @@ async def test_the_metrics_split_the_nodes_cpu_by_thread(node_client):
     raise AssertionError("no CPU figure for the consensus thread")
 
 
+def _signature_checks(metrics: str) -> dict[str, float]:
+    found = re.findall(
+        r'^liveledger_signature_checks_total\{by="(\w+)"\} ([0-9.e+-]+)$', metrics, re.MULTILINE
+    )
+    return {by: float(n) for by, n in found}
+
+
+async def test_a_transaction_sent_again_after_its_commit_costs_no_signature_check(node_client):
+    """The metrics count what the signature workers checked and what they answered from
+    memory; a committed transaction that comes again (a late gossip copy, a replay) is
+    refused as before, from memory."""
+    client, node, faucet = node_client
+    before = _signature_checks(await (await client.get("/metrics")).text())
+    tx = transfer(faucet, node.genesis.chain_id, bytes(20), 1, 0)
+    resp = await post_tx(client, tx)
+    assert resp.status == 200, await resp.text()
+    await wait_committed(client, tx.hash.hex())
+    again = await post_tx(client, tx)
+    assert (await again.json())["code"] == "nonce_too_low"
+    after = _signature_checks(await (await client.get("/metrics")).text())
+    assert after["workers"] == before.get("workers", 0) + 1
+    assert after["memory"] == before.get("memory", 0) + 1
+
+
 async def test_one_middleware_renders_every_refusal_and_hides_bugs(caplog):
     """Whatever raises it (a route's HttpError, an Invalid with its own status, aiohttp,
     a bug), a refusal is ``{"code", "message"}``; a bug is a logged 500 without its detail."""
