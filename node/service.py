@@ -186,7 +186,9 @@ class Node:
         if settings.verify_processes:
             # No process starts before ``start_workers`` below, when all else opened.
             verifier = self._verifier = ProcessVerifier(settings.verify_threads)
-            self.metrics.signature_checks.track(lambda: (verifier.checked, verifier.reused))
+            self.metrics.signature_checks.track(
+                lambda: (verifier.passed.checked, verifier.passed.reused)
+            )
         self.store = self.config.storage.open_store(self.home / self.config.data_dir)
         self._verify_pool = ThreadPoolExecutor(
             max_workers=settings.verify_threads, thread_name_prefix="verify"

@@ -70,6 +70,100 @@ def _ready() -> int:
     return os.getpid()
 
 
+class PassedEnvelopes:
+    """The hashes of the last ``size`` transaction envelopes that passed the checks,
+    so that the same bytes are not checked twice (``ProcessVerifier``).
+
+    Each transaction reaches a node at least twice: from a client or a peer into the
+    mempool, and inside a proposal, where the mempool's copy is reused only while the
+    pool still holds it. A node that falls behind receives proposals before the
+    gossip of their transactions, and the gossip again after the commit, when the
+    pool no longer holds them: in a four-validator flood such a node checked 60%
+    more signatures than there were transactions.
+
+    A pass depends on the bytes (which the hash names), the chain id and the size
+    limit: the chain id is the same for every call of a node (another one forgets
+    every pass), and the size is checked again on every reuse. Refusals are never
+    remembered, so a change of rules cannot turn one into a pass.
+
+    Thread-safe: the event loop (the mempool) and the consensus thread (proposals)
+    both ask. ``checked``: envelopes left to check since creation; ``reused``:
+    passes given from memory (for metrics and benches).
+    """
+
+    def __init__(self, size: int = REMEMBERED_PASSES) -> None:
+        if size < 0:
+            raise ValueError(f"cannot remember {size} passes")
+        self._size = size
+        # Oldest first (a dict keeps insertion order), for ``_chain``.
+        self._passed: dict[bytes, None] = {}
+        self._chain: str | None = None
+        self._lock = threading.Lock()
+        self.checked = 0
+        self.reused = 0
+
+    def unknown(
+        self,
+        raws: Sequence[bytes],
+        chain_id: str,
+        max_tx_bytes: int,
+        hashes: Sequence[bytes | None] | None,
+    ) -> list[int]:
+        """The indexes of ``raws`` left to check: all but remembered passes that still
+        fit ``max_tx_bytes``. ``hashes[i]``, if given, is ``tx_hash(raws[i])`` or None."""
+        with self._lock:
+            if chain_id != self._chain:
+                self._passed.clear()
+                self._chain = chain_id
+            passed = self._passed
+            if hashes is None or not passed:
+                todo = list(range(len(raws)))
+            else:
+                todo = [
+                    i
+                    for i, h in enumerate(hashes)
+                    if h is None or h not in passed or len(raws[i]) > max_tx_bytes
+                ]
+            self.checked += len(todo)
+            self.reused += len(raws) - len(todo)
+        return todo
+
+    def merge(
+        self,
+        n: int,
+        todo: Sequence[int],
+        got: Sequence[Verdict],
+        hashes: Sequence[bytes | None] | None,
+    ) -> list[Verdict]:
+        """The verdicts of all ``n`` transactions, from ``got`` (the checks of ``todo``,
+        as ``unknown`` gave it) and passes elsewhere; the new passes are remembered."""
+        if len(todo) == n:
+            verdicts = list(got)
+        else:
+            verdicts = [None] * n
+            for i, verdict in zip(todo, got, strict=True):
+                verdicts[i] = verdict
+        if hashes is None or not self._size:
+            return verdicts
+        with self._lock:
+            passed = self._passed
+            for i, verdict in zip(todo, got, strict=True):
+                h = hashes[i]
+                if verdict is None and h is not None:
+                    passed[h] = None
+            excess = len(passed) - self._size
+            if excess > 0:
+                for h in list(itertools.islice(passed, excess)):
+                    del passed[h]
+        return verdicts
+
+    def close(self) -> None:
+        """Forget every pass and remember none from now on."""
+        with self._lock:
+            self._passed.clear()
+            self._size = 0
+
+
 class ProcessVerifier:
     """A pool of ``workers`` processes running ``check_envelopes``.
 
@@ -78,42 +172,19 @@ class ProcessVerifier:
     the chunks it had are checked on a thread of this process instead, so no
     batch is lost to a broken pool.
 
-    The same bytes are not checked twice. The hashes of the last ``remember``
-    envelopes that passed are kept, and a caller that gives the transactions'
-    hashes gets a pass for those without a worker's check. Each transaction
-    reaches a node at least twice: from a client or a peer into the mempool, and
-    inside a proposal, where the mempool's copy is reused only while the pool still
-    holds it. A node that falls behind receives proposals before the gossip of
-    their transactions, and the gossip again after the commit, when the pool no
-    longer holds them: in a four-validator flood such a node checked 60% more
-    signatures than there were transactions. A pass depends on the bytes (which
-    the hash names), the chain id and the size limit: the chain id is the same for
-    every call of a node (another one forgets every pass), and the size is checked
-    again on every reuse. Refusals are never remembered, so a change of rules cannot
-    turn one into a pass.
-
-    ``checked``: envelopes sent to the workers since creation; ``reused``: passes
-    given from memory (for metrics and benches).
+    The same bytes are not checked twice: a caller that gives the transactions'
+    hashes gets a pass without a worker's check for those in ``passed``, the last
+    ``remember`` that passed (``PassedEnvelopes``).
     """
 
     def __init__(self, workers: int, remember: int = REMEMBERED_PASSES) -> None:
         if workers < 1:
             raise ValueError(f"verifier needs at least 1 worker, got {workers}")
-        if remember < 0:
-            raise ValueError(f"verifier cannot remember {remember} passes")
         self.workers = workers
+        self.passed = PassedEnvelopes(remember)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
-        # Hashes of passed envelopes, oldest first (a dict keeps insertion order),
-        # for ``_passed_chain``; read and written by the event loop (the mempool)
-        # and the consensus thread (proposals) under ``_passed_lock``.
-        self._remember = remember
-        self._passed: dict[bytes, None] = {}
-        self._passed_chain: str | None = None
-        self._passed_lock = threading.Lock()
-        self.checked = 0
-        self.reused = 0
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         with self._lock:
@@ -144,7 +215,7 @@ class ProcessVerifier:
         """``check_envelopes(raws, ...)`` in a worker process. ``hashes[i]``, if given,
         is ``tx_hash(raws[i])`` or None: an envelope that passed before under its hash
         is not checked again."""
-        todo = self._unknown(raws, chain_id, max_tx_bytes, hashes)
+        todo = self.passed.unknown(raws, chain_id, max_tx_bytes, hashes)
         if not todo:
             return [None] * len(raws)
         loop = asyncio.get_running_loop()
@@ -156,7 +227,7 @@ class ProcessVerifier:
             self._replace(pool)
             log.warning("a verification worker died; checking %d transactions here", len(sent))
             got = await loop.run_in_executor(None, check_envelopes, sent, chain_id, max_tx_bytes)
-        return self._merge(len(raws), todo, got, hashes)
+        return self.passed.merge(len(raws), todo, got, hashes)
 
     def check_sync(
         self,
@@ -167,7 +238,7 @@ class ProcessVerifier:
     ) -> list[Verdict]:
         """``check`` for a thread that may block (the consensus thread), spread over
         every worker."""
-        todo = self._unknown(raws, chain_id, max_tx_bytes, hashes)
+        todo = self.passed.unknown(raws, chain_id, max_tx_bytes, hashes)
         if not todo:
             return [None] * len(raws)
         sent = raws if len(todo) == len(raws) else [raws[i] for i in todo]
@@ -183,62 +254,7 @@ class ProcessVerifier:
             self._replace(pool)
             log.warning("a verification worker died; checking %d transactions here", len(sent))
             got = check_envelopes(sent, chain_id, max_tx_bytes)
-        return self._merge(len(raws), todo, got, hashes)
-
-    def _unknown(
-        self,
-        raws: Sequence[bytes],
-        chain_id: str,
-        max_tx_bytes: int,
-        hashes: Sequence[bytes | None] | None,
-    ) -> list[int]:
-        """The indexes of ``raws`` a worker must check: all but remembered passes
-        that still fit ``max_tx_bytes``. Counts them in ``checked``."""
-        with self._passed_lock:
-            if chain_id != self._passed_chain:
-                self._passed.clear()
-                self._passed_chain = chain_id
-            passed = self._passed
-            if hashes is None or not passed:
-                todo = list(range(len(raws)))
-            else:
-                todo = [
-                    i
-                    for i, h in enumerate(hashes)
-                    if h is None or h not in passed or len(raws[i]) > max_tx_bytes
-                ]
-            self.checked += len(todo)
-            self.reused += len(raws) - len(todo)
-        return todo
-
-    def _merge(
-        self,
-        n: int,
-        todo: list[int],
-        got: list[Verdict],
-        hashes: Sequence[bytes | None] | None,
-    ) -> list[Verdict]:
-        """The verdicts of all ``n`` from the workers' (``got``, for ``todo``), and the
-        new passes remembered."""
-        if len(todo) == n:
-            verdicts = got
-        else:
-            verdicts = [None] * n
-            for i, verdict in zip(todo, got, strict=True):
-                verdicts[i] = verdict
-        if hashes is None or not self._remember:
-            return verdicts
-        with self._passed_lock:
-            passed = self._passed
-            for i, verdict in zip(todo, got, strict=True):
-                h = hashes[i]
-                if verdict is None and h is not None:
-                    passed[h] = None
-            excess = len(passed) - self._remember
-            if excess > 0:
-                for h in list(itertools.islice(passed, excess)):
-                    del passed[h]
-        return verdicts
+        return self.passed.merge(len(raws), todo, got, hashes)
 
     def _replace(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
         with self._lock:
@@ -250,9 +266,7 @@ class ProcessVerifier:
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
-        with self._passed_lock:
-            # Nothing is answered from memory either: a closed verifier refuses work.
-            self._passed.clear()
-            self._remember = 0
+        # Nothing is answered from memory either: a closed verifier refuses work.
+        self.passed.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

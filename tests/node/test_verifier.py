@@ -167,16 +167,16 @@ def test_a_passed_envelope_is_not_checked_again():
     v = ProcessVerifier(1)
     try:
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes, _hashes(raws)) == expected
-        assert (v.checked, v.reused) == (len(raws), 0)
+        assert (v.passed.checked, v.passed.reused) == (len(raws), 0)
         # Again, both ways: only the refusals go to a worker; the verdicts are the same.
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes, _hashes(raws)) == expected
         got = asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes, _hashes(raws)))
         assert got == expected
-        assert v.checked == len(raws) + 2 * (len(raws) - passes)
-        assert v.reused == 2 * passes
+        assert v.passed.checked == len(raws) + 2 * (len(raws) - passes)
+        assert v.passed.reused == 2 * passes
         # Without hashes nothing is taken from memory.
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
-        assert v.reused == 2 * passes
+        assert v.passed.reused == 2 * passes
     finally:
         v.close()
 
@@ -195,7 +195,7 @@ def test_a_remembered_pass_still_meets_the_size_limit_and_the_chain():
         other = v.check_sync(good, "other-chain", PARAMS.max_tx_bytes, _hashes(good))
         assert [verdict and verdict[0] for verdict in other] == ["wrong_chain"] * 3
         assert v.check_sync(good, CHAIN, PARAMS.max_tx_bytes, _hashes(good)) == [None] * 3
-        assert v.reused == 0
+        assert v.passed.reused == 0
     finally:
         v.close()
 
@@ -205,9 +205,9 @@ def test_the_oldest_passes_are_forgotten_past_the_bound():
     v = ProcessVerifier(1, remember=3)
     try:
         v.check_sync(good, CHAIN, PARAMS.max_tx_bytes, _hashes(good))
-        before = v.checked
+        before = v.passed.checked
         assert v.check_sync(good, CHAIN, PARAMS.max_tx_bytes, _hashes(good)) == [None] * 4
-        assert (v.checked - before, v.reused) == (1, 3)
+        assert (v.passed.checked - before, v.passed.reused) == (1, 3)
     finally:
         v.close()
 
@@ -228,12 +228,12 @@ def test_a_copy_after_the_commit_is_refused_without_a_signature_check():
             env.mempool.on_block_committed(
                 [r.hash for r in first], senders=[k.address for k in KEYS]
             )
-            checked = v.checked
+            checked = v.passed.checked
             again = asyncio.run(env.mempool.submit(raws))
             fresh = asyncio.run(_Env(None, pool, state).mempool.submit(raws))
         assert again == fresh
         assert [r.code for r in again] == ["nonce_too_low"] * len(raws)
-        assert v.checked == checked
+        assert v.passed.checked == checked
     finally:
         v.close()
 
@@ -279,10 +279,10 @@ def test_chain_verifies_unknown_transactions_in_the_workers(tmp_path, verifier):
     assert with_workers.result.included == inline.result.included
     # The same block again (a rival round's proposal, or another node's chain on this
     # verifier): its signatures passed once and are not checked again.
-    checked = verifier.checked
+    checked = verifier.passed.checked
     again = _chain(tmp_path, "d", g, verifier).verify(block)
     assert again.receipts == executed.receipts
-    assert verifier.checked == checked
+    assert verifier.passed.checked == checked
 
 
 def test_chain_reports_the_first_bad_transaction_in_block_order(tmp_path, verifier):
