@@ -37,6 +37,7 @@ from apps.commerce import CommerceGenesis
 from consensus import GenesisStaking
 from core.codec import UINT64_MAX, MaxLen, Wire
 from core.errors import DecodeError
+from core.files import read_regular_file
 from core.keys import PrivateKey, SignDomain, address_of, format_address, is_valid_signature
 from core.keystore import atomic_write
 from core.netaddr import endpoint_key
@@ -51,7 +52,6 @@ from genesis.document import (
     check_dialable,
     check_validator_name,
     parse_json,
-    read_file,
 )
 from vm.params import ChainParams
 
@@ -169,7 +169,7 @@ def save_contribution(path: Path | str, signed: SignedContribution) -> None:
 
 def load_contribution(path: Path | str) -> SignedContribution:
     """Read and parse a contribution file (``assemble`` verifies it)."""
-    data = read_file(path, MAX_CONTRIBUTION_BYTES, "contribution", InvalidContribution)
+    data = read_regular_file(path, MAX_CONTRIBUTION_BYTES, "contribution", InvalidContribution)
     try:
         return SignedContribution.from_json(parse_json(data))
     except InvalidGenesis as exc:

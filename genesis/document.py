@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import stat
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from consensus.staking_state import MODULE_ACCOUNT_NAMES
 from core import netaddr
 from core.codec import UINT64_MAX, MaxItems, MaxLen, Wire
 from core.errors import DecodeError, Invalid, InvalidAddress
+from core.files import read_regular_file
 from core.hashing import Domain, hash_bytes
 from core.keys import format_address, parse_address
 from core.keystore import atomic_write
@@ -311,47 +310,9 @@ def genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
     return state
 
 
-def read_file(
-    path: Path | str, limit: int, what: str, error: type[InvalidGenesis] = InvalidGenesis
-) -> bytes:
-    """The bytes of the ``what`` file ``path``; ``error`` naming it if it cannot be read, is
-    not a regular file, or holds more than ``limit`` bytes (never more than that is read)."""
-    path = Path(path)
-    try:
-        # A FIFO blocks open() until a writer comes and read() until it leaves (for ever,
-        # if none does); a terminal or device is no document either. Refused before it is
-        # opened, and again on what was opened (O_NONBLOCK: a FIFO swapped in between
-        # does not block the open).
-        _check_regular(os.stat(path).st_mode, path, what, error)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        with open(fd, "rb") as fh:
-            _check_regular(os.fstat(fd).st_mode, path, what, error)
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise error(f"{path}: larger than {limit} bytes")
-    return data
-
-
-def _check_regular(mode: int, path: Path, what: str, error: type[InvalidGenesis]) -> None:
-    if not stat.S_ISREG(mode):
-        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "another kind of file")
-        raise error(f"{what} {path} is not a regular file but {kind}: give the file itself")
-
-
-_FILE_KINDS = {
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFDIR: "a directory",
-}
-
-
 def read_genesis_file(path: Path | str) -> bytes:
     """The bytes of a ``genesis.json`` of at most ``MAX_GENESIS_FILE_BYTES``."""
-    return read_file(path, MAX_GENESIS_FILE_BYTES, "genesis file")
+    return read_regular_file(path, MAX_GENESIS_FILE_BYTES, "genesis file", InvalidGenesis)
 
 
 def load_genesis(path: Path | str) -> Genesis:

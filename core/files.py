@@ -1,0 +1,71 @@
+"""Reading the files a person hands a command or a node: key files, genesis and
+contribution files, evidence, the node's config, the CLI's trust cache.
+
+One bounded read of a regular file (``read_regular_file``), whose refusals name the
+file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from core.errors import LiveLedgerError
+
+# What a refusal raises: the caller's own error class, given the message.
+ErrorOf = Callable[[str], LiveLedgerError]
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def read_regular_file(path: Path | str, limit: int, what: str, error: ErrorOf) -> bytes:
+    """The bytes of the ``what`` file ``path``; ``error`` naming it if it does not exist,
+    cannot be read, is not a regular file, or holds more than ``limit`` bytes (never more
+    than that is read)."""
+    return read_regular_file_and_mode(path, limit, what, error)[0]
+
+
+def read_regular_file_and_mode(
+    path: Path | str, limit: int, what: str, error: ErrorOf
+) -> tuple[bytes, int]:
+    """``read_regular_file``, and the ``st_mode`` of the file it read."""
+    path = Path(path)
+    try:
+        # A FIFO blocks open() until a writer comes and read() until it leaves (for ever,
+        # if none does); a terminal or device is no document either. Refused before it is
+        # opened, and again on what was opened (O_NONBLOCK: a FIFO swapped in between
+        # does not block the open).
+        _check_regular(os.stat(path).st_mode, path, what, error)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        with open(fd, "rb") as fh:
+            mode = os.fstat(fd).st_mode
+            _check_regular(mode, path, what, error)
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"cannot read {what} {path}: it does not exist") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{what} {path} is larger than {limit} bytes")
+    return data, mode
+
+
+def _check_regular(mode: int, path: Path, what: str, error: ErrorOf) -> None:
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "another kind of file")
+        raise error(f"{what} {path} is not a regular file but {kind}: give the file itself")
+
+
+__all__ = [
+    "ErrorOf",
+    "read_regular_file",
+    "read_regular_file_and_mode",
+]
