@@ -7,6 +7,7 @@ file and what is wrong with it.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -22,7 +23,6 @@ _FILE_KINDS = {
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
-    stat.S_IFDIR: "a directory",
 }
 
 
@@ -59,6 +59,9 @@ def read_regular_file_and_mode(
 
 
 def _check_regular(mode: int, path: Path, what: str, error: ErrorOf) -> None:
+    if stat.S_ISDIR(mode):
+        # In the words reading one would have given ("Is a directory").
+        raise error(f"cannot read {what} {path}: {os.strerror(errno.EISDIR)}")
     if not stat.S_ISREG(mode):
         kind = _FILE_KINDS.get(stat.S_IFMT(mode), "another kind of file")
         raise error(f"{what} {path} is not a regular file but {kind}: give the file itself")

@@ -37,6 +37,7 @@ import nacl.secret
 import nacl.utils
 
 from core.errors import InvalidAddress, LiveLedgerError
+from core.files import read_regular_file_and_mode
 from core.keys import (
     PUBLIC_KEY_SIZE,
     SEED_SIZE,
@@ -324,16 +325,8 @@ def save_key(
 def read_key_file(path: Path | str) -> dict[str, Any]:
     """Read and structurally check a key file; no passphrase needed."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-            mode = os.fstat(fh.fileno()).st_mode
-    except FileNotFoundError:
-        raise KeystoreError(f"key file {path} does not exist") from None
-    except OSError as exc:
-        raise KeystoreError(f"cannot read key file {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise KeystoreError(f"{path} is not a key file: larger than {MAX_FILE_BYTES} bytes")
+    # A FIFO or device given as a key file is refused unopened (a FIFO blocks for ever).
+    data, mode = read_regular_file_and_mode(path, MAX_FILE_BYTES, "key file", KeystoreError)
     try:
         doc: dict[str, Any] = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):

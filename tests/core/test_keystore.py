@@ -22,6 +22,7 @@ from core.keystore import (
     read_key_info,
     save_key,
 )
+from tests.fifos import fifo_holding
 
 # The cheapest Argon2id limits libsodium allows: most tests are about the file
 # format, not the KDF cost. One test below exercises the defaults.
@@ -362,3 +363,14 @@ def test_no_secret_anywhere(tmp_path, caplog):
         assert seed_hex not in text
         assert seed_hex.upper() not in text
         assert PASS not in text
+
+
+def test_a_key_file_that_is_not_a_regular_file_is_refused_unread(tmp_path):
+    # A FIFO would block the command for ever; /dev/zero would be read to the bound.
+    with fifo_holding(tmp_path / "key.fifo", keystore.MAX_FILE_BYTES + 1) as fifo:
+        with pytest.raises(
+            KeystoreError, match=f"key file {fifo} is not a regular file but a FIFO"
+        ):
+            read_key_info(fifo)
+    with pytest.raises(KeystoreError, match="/dev/zero is not a regular file but a character"):
+        load_key("/dev/zero", PASS)
