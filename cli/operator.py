@@ -58,6 +58,7 @@ from consensus.staking import (
 from core import LiveLedgerError, PrivateKey, Vote
 from core.codec import Wire
 from core.errors import DecodeError
+from core.files import read_regular_file
 from core.keystore import load_key
 from core.netaddr import InvalidNetAddress, check_dialable
 from genesis.home import NODE_KEY_FILE, external_address, read_config
@@ -290,10 +291,8 @@ def submit_evidence(signer: Signer, evidence_file: Path) -> None:
 
 def read_evidence(path: Path) -> SubmitEvidence:
     """The two votes of an evidence file, decoded strictly (the chain judges the rest)."""
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_EVIDENCE_FILE_BYTES + 1)
-    if len(data) > MAX_EVIDENCE_FILE_BYTES:
-        raise OperatorError(f"{path}: larger than {MAX_EVIDENCE_FILE_BYTES} bytes")
+    # A FIFO or device is refused unopened: a FIFO nobody writes to blocks for ever.
+    data = read_regular_file(path, MAX_EVIDENCE_FILE_BYTES, "evidence file", OperatorError)
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -10,7 +11,8 @@ from aiohttp.test_utils import TestServer
 
 import cli.main  # noqa: F401  # first: cli.operator imported alone is an import cycle
 from cli.client import MAX_ANSWER_BYTES, NodeClient, NodeError
-from cli.operator import OperatorError, member_key, read_evidence
+from cli.operator import MAX_EVIDENCE_FILE_BYTES, OperatorError, member_key, read_evidence
+from tests.fifos import fifo_holding
 
 BOMB = "[" * 100_000
 
@@ -44,6 +46,15 @@ def test_a_nesting_bomb_in_an_evidence_file_is_refused(tmp_path):
     path.write_text('{"vote_a": ' + "[" * 10_000)
     with pytest.raises(OperatorError, match="not JSON"):
         read_evidence(path)
+
+
+def test_an_evidence_file_that_is_not_a_regular_file_is_refused_unread(tmp_path):
+    # A FIFO nobody writes to would block submit-evidence for ever.
+    with fifo_holding(tmp_path / "evidence.fifo", MAX_EVIDENCE_FILE_BYTES + 1) as fifo:
+        with pytest.raises(OperatorError, match=f"{fifo} is not a regular file but a FIFO"):
+            read_evidence(fifo)
+    with pytest.raises(OperatorError, match="/dev/null is not a regular file but a character"):
+        read_evidence(Path("/dev/null"))
 
 
 async def test_an_answer_dripped_a_byte_at_a_time_ends_at_the_answer_timeout():
