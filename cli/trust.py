@@ -45,6 +45,7 @@ from cli.light import Checkpoint
 from consensus.staking_state import ProducerSet
 from core import LiveLedgerError
 from core.errors import Invalid
+from core.files import read_regular_file
 from core.keystore import atomic_write
 from genesis import Genesis, InvalidGenesis, genesis_json_bytes, load_genesis
 
@@ -250,14 +251,11 @@ class ProducerCache:
     def load(self, genesis: Genesis) -> Checkpoint | None:
         """The kept checkpoint; None if there is none or it is unusable (said on stderr)."""
         path = self.path(genesis)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_CACHE_BYTES + 1)
-        except FileNotFoundError:
+        if not path.exists():
             return None
-        except OSError as exc:
-            return self._unusable(path, exc.strerror or str(exc))
         try:
+            # A FIFO there is refused unopened: one nobody writes to blocks for ever.
+            data = read_regular_file(path, MAX_CACHE_BYTES, "producer cache", TrustError)
             return self._parse(data, genesis)
         except (ValueError, TypeError, KeyError, RecursionError, LiveLedgerError) as exc:
             return self._unusable(path, str(exc)[:200])
@@ -289,8 +287,6 @@ class ProducerCache:
 
     @staticmethod
     def _parse(data: bytes, genesis: Genesis) -> Checkpoint:
-        if len(data) > MAX_CACHE_BYTES:
-            raise ValueError(f"larger than {MAX_CACHE_BYTES} bytes")
         doc = json.loads(data)
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")

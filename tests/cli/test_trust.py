@@ -19,11 +19,14 @@ from click.testing import CliRunner, Result
 
 from cli.client import NodeClient
 from cli.main import main
+from cli.trust import MAX_CACHE_BYTES, ProducerCache
 from core import PrivateKey, address_of, format_address
 from genesis import LocalnetLayout, create_localnet
 from node.run import build_app
 from node.service import Node
 from tests.cli.commerce.test_orders import watch_sends
+from tests.fifos import fifo_holding
+from tests.genesis.test_document import sample
 from vm import ChainParams
 
 EPOCH = 3
@@ -167,6 +170,15 @@ async def test_a_damaged_cache_is_verified_again_from_genesis(tmp_path, monkeypa
         done = await ok(net, "query", "account", "faucet", "--prove")
         assert "unusable" not in done.stderr
         assert all(h > kept["verified_height"] for h in heights), heights
+
+
+def test_a_cache_that_is_not_a_regular_file_is_taken_as_absent_unread(tmp_path, capsys):
+    # A FIFO nobody writes to would block every --prove command for ever.
+    genesis = sample()
+    cache = ProducerCache(tmp_path)
+    with fifo_holding(cache.path(genesis), MAX_CACHE_BYTES + 1):
+        assert cache.load(genesis) is None
+    assert "is not a regular file but a FIFO" in capsys.readouterr().err
 
 
 async def test_a_node_of_another_chain_is_refused_before_anything_is_signed(tmp_path, monkeypatch):
