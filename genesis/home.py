@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import LiveLedgerError
+from core.files import read_regular_file
 from core.keys import PrivateKey, format_address
 from core.keystore import atomic_write, read_key_info, save_key, staged_write
 from core.netaddr import format_net_address
@@ -41,6 +42,9 @@ from genesis.document import (
 )
 
 CONFIG_FILE = "config.json"
+# A node's config.json is a few kB (a peer is ~100 bytes): anything past this is refused
+# before it is parsed.
+MAX_CONFIG_FILE_BYTES = 1024 * 1024
 GENESIS_FILE = "genesis.json"
 NODE_KEY_FILE = "node_key.json"
 # The pause after a commit before the next height (the engine's ``timeout_commit``).
@@ -196,16 +200,14 @@ def write_node_config(
 def read_config(home: Path | str) -> dict[str, Any]:
     """``home/config.json`` as written (``node.config.load_config`` checks every setting)."""
     path = Path(home) / CONFIG_FILE
+    if not path.exists():
+        raise HomeError(f"no {CONFIG_FILE} in {home}; is it a node home (liveledger init)?")
+    # Bounded, and a FIFO or device refused unopened (a FIFO blocks for ever).
+    data = read_regular_file(path, MAX_CONFIG_FILE_BYTES, "node config", HomeError)
     try:
         # As strict as node.config: a setting given twice is neither signed (contribute)
         # nor collapsed to its last value when install rewrites the file.
-        doc = parse_json(path.read_bytes())
-    except FileNotFoundError:
-        raise HomeError(
-            f"no {CONFIG_FILE} in {home}; is it a node home (liveledger init)?"
-        ) from None
-    except OSError as exc:
-        raise HomeError(f"cannot read {path}: {exc.strerror or exc}") from None
+        doc = parse_json(data)
     except InvalidGenesis as exc:
         raise HomeError(f"cannot read {path}: {exc.message}") from None
     if not isinstance(doc, dict):

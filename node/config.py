@@ -9,11 +9,12 @@ from typing import Any
 
 from apps.commerce.feed import FeedLimits
 from core import LiveLedgerError
+from core.files import read_regular_file
 from core.netaddr import InvalidNetAddress, format_net_address, parse_net_address
 
 # The home's layout is fixed where homes are made (``genesis.home``, ``liveledger init``).
 from genesis.document import VALIDATOR_NAME_PATTERN
-from genesis.home import CONFIG_FILE, DEFAULT_BLOCK_INTERVAL_MS
+from genesis.home import CONFIG_FILE, DEFAULT_BLOCK_INTERVAL_MS, MAX_CONFIG_FILE_BYTES
 from genesis.home import GENESIS_FILE as GENESIS_FILE
 from genesis.home import NODE_KEY_FILE as NODE_KEY_FILE
 from node.http_server import HttpLimits
@@ -332,12 +333,10 @@ def _check_port(port: int, where: str) -> None:
 
 def load_config(home: Path) -> NodeConfig:
     path = home / CONFIG_FILE
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"no node config at {path}; is {home} a node home?")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    # Bounded, and a FIFO or device refused unopened (a FIFO blocks for ever).
+    data = read_regular_file(path, MAX_CONFIG_FILE_BYTES, "node config", ConfigError)
     try:
         raw = json.loads(data, object_pairs_hook=_no_duplicate_keys)
     except (ValueError, RecursionError) as exc:

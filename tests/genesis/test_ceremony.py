@@ -36,6 +36,7 @@ from genesis.document import (
     GenesisValidator,
     parse_net_address,
 )
+from genesis.home import MAX_CONFIG_FILE_BYTES, read_config
 from node.config import ConfigError, load_config
 from node.service import Node
 from vm import ChainParams
@@ -101,6 +102,24 @@ def test_init_in_an_existing_directory_closes_it_to_others(tmp_path):
     init_home(home, "m", PASS)
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_IMODE((home / "node_key.json").stat().st_mode) == 0o600
+
+
+def test_a_home_s_config_is_read_as_a_bounded_regular_file(tmp_path):
+    # What contribute, install and set-address read: a device would be read as it is
+    # (a FIFO waited on for ever), a huge file parsed whole.
+    home = init_home(tmp_path / "home", "m", PASS).home
+    path = home / "config.json"
+    good = path.read_bytes()
+    path.write_bytes(good + b" " * (MAX_CONFIG_FILE_BYTES + 1 - len(good)))
+    with pytest.raises(HomeError, match=f"{path} is larger than {MAX_CONFIG_FILE_BYTES} bytes"):
+        read_config(home)
+    path.unlink()
+    path.symlink_to("/dev/null")
+    with pytest.raises(HomeError, match=f"{path} is not a regular file but a character device"):
+        read_config(home)
+    path.unlink()
+    with pytest.raises(HomeError, match="no config.json in"):
+        read_config(home)
 
 
 @pytest.mark.parametrize("moniker", ["", "brand a", "red\x1b[31m", "x" * 65])

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import pytest
 
 from consensus import LoopClock, WallClock
+from genesis.home import MAX_CONFIG_FILE_BYTES
 from genesis.localnet import write_node_config
 from node.config import ConfigError, load_config
+from tests.fifos import fifo_holding
 
 
 @pytest.mark.parametrize("key", ["unsafe_double_sign", "unsafe_equivocate", "behaviour"])
@@ -164,6 +167,26 @@ def test_a_config_file_that_does_not_say_one_thing_is_refused(tmp_path, text, wh
     with pytest.raises(ConfigError, match=why) as exc:
         load_config(tmp_path)
     assert str(tmp_path / "config.json") in str(exc.value)
+
+
+def test_a_config_file_is_a_bounded_regular_file(tmp_path):
+    path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
+    good = path.read_bytes()
+    path.write_bytes(good + b" " * (MAX_CONFIG_FILE_BYTES - len(good)))
+    assert load_config(tmp_path).moniker == "n"
+    # Past the bound it is refused unparsed (json.loads would hold it all, and more).
+    path.write_bytes(good + b" " * (MAX_CONFIG_FILE_BYTES + 1 - len(good)))
+    with pytest.raises(ConfigError, match=f"{path} is larger than {MAX_CONFIG_FILE_BYTES} bytes"):
+        load_config(tmp_path)
+    # A FIFO or device is refused unopened, as what it is, not as a missing config.
+    path.unlink()
+    with fifo_holding(path, 1):
+        with pytest.raises(ConfigError, match=f"{path} is not a regular file but a FIFO"):
+            load_config(tmp_path)
+    os.unlink(path)
+    path.symlink_to("/dev/null")
+    with pytest.raises(ConfigError, match="is not a regular file but a character device"):
+        load_config(tmp_path)
 
 
 def test_ports_are_tcp_ports(tmp_path):
