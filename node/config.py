@@ -10,7 +10,7 @@ from typing import Any
 from apps.commerce.feed import FeedLimits
 from core import LiveLedgerError
 from core.files import read_regular_file
-from core.netaddr import InvalidNetAddress, format_net_address, parse_net_address
+from core.netaddr import InvalidNetAddress, endpoint_key, format_net_address
 
 # The home's layout is fixed where homes are made (``genesis.home``, ``liveledger init``).
 from genesis.document import VALIDATOR_NAME_PATTERN
@@ -410,6 +410,7 @@ def load_config(home: Path) -> NodeConfig:
     if bool(state_sync.trust_hash) != bool(state_sync.trust_height):
         raise ConfigError(f"{path}: state_sync.trust_height and trust_hash go together")
     peers: list[PeerSettings] = []
+    endpoints: dict[str, int] = {}
     for i, peer_raw in enumerate(peers_raw):
         where = f"{path}: peers[{i}]"
         missing = {f.name for f in fields(PeerSettings)} - set(peer_raw)
@@ -430,11 +431,24 @@ def load_config(home: Path) -> NodeConfig:
                 "list each node once"
             )
         _check_port(peer.port, f"{where}: port")
+        address = format_net_address(peer.host, peer.port)
         try:
             # The address as genesis and the chain spell one (a node dials what it says).
-            parse_net_address(format_net_address(peer.host, peer.port))
+            endpoint = endpoint_key(address)
         except InvalidNetAddress as exc:
             raise ConfigError(f"{where}: {exc.message}") from None
+        # One node per address, compared as endpoints (a DNS name in any case, an IPv6
+        # address in any spelling), as genesis compares its validators': two keys at one
+        # address are two nodes that cannot both answer there.
+        if endpoint in endpoints:
+            j = endpoints[endpoint]
+            other = format_net_address(peers[j].host, peers[j].port)
+            raise ConfigError(
+                f"{where}: address {address} (node key {peer.public_key}) is the endpoint of "
+                f"peers[{j}] too, {other} (node key {peers[j].public_key}); one address "
+                "serves one node"
+            )
+        endpoints[endpoint] = i
         peers.append(peer)
     config = NodeConfig(
         **values,

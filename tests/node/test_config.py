@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 
 import pytest
 
 from consensus import LoopClock, WallClock
+from core.netaddr import format_net_address
 from genesis.home import MAX_CONFIG_FILE_BYTES
 from genesis.localnet import write_node_config
 from node.config import ConfigError, load_config
@@ -232,6 +234,38 @@ def test_peers_are_checked_as_a_node_dials_them(tmp_path):
     path.write_text(json.dumps(dict(doc, peers=[peer, dict(peer, host="other.example")])))
     with pytest.raises(ConfigError, match="peers\\[1\\]: node key .* is also peers\\[0\\]"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (("node1.example", 5), ("node1.example", 5)),
+        (("10.0.0.1", 5), ("10.0.0.1", 5)),
+        # One endpoint spelled twice: DNS names ignore case, IPv6 has many spellings.
+        (("node1.example", 5), ("Node1.EXAMPLE", 5)),
+        (("2001:db8::1", 5), ("2001:DB8:0:0::1", 5)),
+    ],
+)
+def test_two_peers_at_one_endpoint_are_refused(tmp_path, first, second):
+    # Two node keys at one address: one of them is not there, and the node would dial
+    # the other's endpoint for it.
+    a, b = "ab" * 32, "cd" * 32
+    path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
+    doc = json.loads(path.read_text())
+    (h1, p1), (h2, p2) = first, second
+    peers = [
+        {"public_key": a, "host": h1, "port": p1},
+        {"public_key": b, "host": h2, "port": p2},
+    ]
+    path.write_text(json.dumps(dict(doc, peers=peers)))
+    one, two = format_net_address(h1, p1), format_net_address(h2, p2)
+    says = f"peers[1]: address {two} (node key {b}) is the endpoint of peers[0] too, {one} (node key {a})"
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(tmp_path)
+    # Another port, or another name, is another endpoint.
+    for other in ({"port": p2 + 1}, {"host": "node2.example"}):
+        path.write_text(json.dumps(dict(doc, peers=[peers[0], dict(peers[1], **other)])))
+        assert len(load_config(tmp_path).peers) == 2
 
 
 @pytest.mark.parametrize(
