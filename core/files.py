@@ -2,7 +2,8 @@
 contribution files, evidence, the node's config, the CLI's trust cache.
 
 One bounded read of a regular file (``read_regular_file``), whose refusals name the
-file and what is wrong with it.
+file and what is wrong with it; one duplicate-key hook for the strict JSON readers of
+those files (``reject_duplicate_keys``), each of which words the refusal its own way.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from core.errors import LiveLedgerError
+from core.errors import Invalid, LiveLedgerError
 
 # What a refusal raises: the caller's own error class, given the message.
 ErrorOf = Callable[[str], LiveLedgerError]
@@ -67,8 +69,31 @@ def _check_regular(mode: int, path: Path, what: str, error: ErrorOf) -> None:
         raise error(f"{what} {path} is not a regular file but {kind}: give the file itself")
 
 
+class DuplicateJsonKey(Invalid):
+    """A JSON object that gives the key ``key`` twice (``reject_duplicate_keys``)."""
+
+    code = "duplicate_key"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate JSON key {key!r}")
+        self.key = key
+
+
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A ``json.loads`` ``object_pairs_hook``: the object, or ``DuplicateJsonKey``."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        # json.loads would keep the last one silently: which one did the writer mean?
+        if key in out:
+            raise DuplicateJsonKey(key)
+        out[key] = value
+    return out
+
+
 __all__ = [
+    "DuplicateJsonKey",
     "ErrorOf",
     "read_regular_file",
     "read_regular_file_and_mode",
+    "reject_duplicate_keys",
 ]

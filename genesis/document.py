@@ -33,7 +33,7 @@ from consensus.staking_state import MODULE_ACCOUNT_NAMES
 from core import netaddr
 from core.codec import UINT64_MAX, MaxItems, MaxLen, Wire
 from core.errors import DecodeError, Invalid, InvalidAddress
-from core.files import read_regular_file
+from core.files import DuplicateJsonKey, read_regular_file, reject_duplicate_keys
 from core.hashing import Domain, hash_bytes
 from core.keys import format_address, parse_address
 from core.keystore import atomic_write
@@ -341,28 +341,21 @@ def parse_json(data: bytes | str) -> Any:
     try:
         return json.loads(
             data,
-            object_pairs_hook=_reject_duplicate_keys,
+            object_pairs_hook=reject_duplicate_keys,
             parse_float=_reject_float,
             parse_constant=_reject_float,
         )
     except InvalidGenesis:
         raise
+    except DuplicateJsonKey as exc:
+        # Two values for one field is a typo.
+        raise InvalidGenesis(exc.message) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidGenesis(f"not valid JSON: {exc}") from None
     except RecursionError:
         # A few kilobytes of "[[[[..." exhaust the decoder's recursion limit; our
         # documents nest a handful of levels.
         raise InvalidGenesis("not valid JSON: nested too deeply") from None
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        # json.loads would keep the last one silently; two values for one field is a typo.
-        if key in out:
-            raise InvalidGenesis(f"duplicate JSON key {key!r}")
-        out[key] = value
-    return out
 
 
 def _reject_float(text: str) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 from apps.commerce.feed import FeedLimits
 from core import LiveLedgerError
-from core.files import read_regular_file
+from core.files import DuplicateJsonKey, read_regular_file, reject_duplicate_keys
 from core.netaddr import InvalidNetAddress, endpoint_key, format_net_address
 
 # The home's layout is fixed where homes are made (``genesis.home``, ``liveledger init``).
@@ -307,20 +307,6 @@ def _is_key_hex(value: object) -> bool:
         return False
 
 
-class _DuplicateKey(Exception):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        # json.loads would keep the last one silently: which did the operator mean?
-        if key in out:
-            raise _DuplicateKey(f"duplicate key {key!r}: a setting is given once")
-        out[key] = value
-    return out
-
-
 def _is_canonical_key_hex(value: str) -> bool:
     return _is_key_hex(value) and bytes.fromhex(value).hex() == value
 
@@ -338,12 +324,12 @@ def load_config(home: Path) -> NodeConfig:
     # Bounded, and a FIFO or device refused unopened (a FIFO blocks for ever).
     data = read_regular_file(path, MAX_CONFIG_FILE_BYTES, "node config", ConfigError)
     try:
-        raw = json.loads(data, object_pairs_hook=_no_duplicate_keys)
+        raw = json.loads(data, object_pairs_hook=reject_duplicate_keys)
     except (ValueError, RecursionError) as exc:
         # ValueError covers bad UTF-8 too; a few kB of "[[[[" exhaust the decoder's depth.
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-    except _DuplicateKey as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    except DuplicateJsonKey as exc:
+        raise ConfigError(f"{path}: duplicate key {exc.key!r}: a setting is given once") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a JSON object")
     mempool_raw = raw.pop("mempool", {})
