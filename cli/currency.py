@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from urllib.parse import quote
 
@@ -64,8 +66,22 @@ def currency_mint(signer: Signer, symbol: str, recipient: str, amount: int) -> N
 )
 def currency_attest(signer: Signer, symbol: str, reserves: int, report: Path) -> None:
     """Record the issuer's attestation of the reserves backing SYMBOL."""
-    digest = hashlib.sha256(report.read_bytes()).digest()
+    digest = report_digest(report)
     signer.send(ATTEST, Attest(symbol, reserves, digest))
+
+
+def report_digest(report: Path) -> bytes:
+    """SHA-256 of a report of any size, read in blocks (never held whole); a FIFO or a
+    device is refused unopened (a FIFO blocks for ever, a device never ends)."""
+    try:
+        if not stat.S_ISREG(os.stat(report).st_mode):
+            raise OperatorError(f"report {report} is not a regular file: give the file itself")
+        with open(report, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise OperatorError(f"report {report} is not a regular file: give the file itself")
+            return hashlib.file_digest(fh, "sha256").digest()
+    except OSError as exc:
+        raise OperatorError(f"cannot read report {report}: {exc.strerror or exc}") from None
 
 
 @operator_tx(currency, "send")

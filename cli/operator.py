@@ -58,7 +58,7 @@ from consensus.staking import (
 from core import LiveLedgerError, PrivateKey, Vote
 from core.codec import Wire
 from core.errors import DecodeError
-from core.files import read_regular_file
+from core.files import DuplicateJsonKey, read_regular_file, reject_duplicate_keys
 from core.keystore import load_key
 from core.netaddr import InvalidNetAddress, check_dialable
 from genesis.home import NODE_KEY_FILE, external_address, read_config
@@ -294,9 +294,12 @@ def read_evidence(path: Path) -> SubmitEvidence:
     # A FIFO or device is refused unopened: a FIFO nobody writes to blocks for ever.
     data = read_regular_file(path, MAX_EVIDENCE_FILE_BYTES, "evidence file", OperatorError)
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, object_pairs_hook=reject_duplicate_keys)
     except (ValueError, RecursionError) as exc:
         raise OperatorError(f"{path}: not JSON: {exc}") from None
+    except DuplicateJsonKey as exc:
+        # Which of two votes given under one name would the submitter mean?
+        raise OperatorError(f"{path}: {exc.message}") from None
     if not isinstance(doc, dict) or set(doc) != {"vote_a", "vote_b"}:
         raise OperatorError(f'{path}: expected {{"vote_a": hex, "vote_b": hex}}')
     votes = []

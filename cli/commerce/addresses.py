@@ -39,6 +39,7 @@ from cli.keyring import check_name, local_secret
 from cli.light import proven_state
 from cli.trust import Anchor
 from core import PrivateKey, format_address, parse_address
+from core.files import read_regular_file
 from core.keystore import KeystoreError, atomic_write
 
 KEEP_DIR = "addresses"
@@ -46,6 +47,10 @@ KEEP_VERSION = 1
 _PURPOSE = b"ship-address"
 # What a libsodium sealed box adds to its plaintext: an ephemeral key and a tag.
 SEALED_OVERHEAD = 48
+
+
+# A kept address's file is a few hundred bytes.
+_MAX_FILE_BYTES = 64 * 1024
 
 
 def max_address_chars(sealed_max_bytes: int) -> int:
@@ -101,10 +106,12 @@ def kept_address(
 ) -> bytes | None:
     """The kept plaintext with this commitment, checked against it; None if none is kept."""
     path = _path(keyring, name, address_commitment)
-    if not path.is_file():
+    if not path.exists():
         return None
+    # Bounded, and a FIFO or device refused unopened (a FIFO blocks for ever).
+    data = read_regular_file(path, _MAX_FILE_BYTES, "kept address", KeystoreError)
     try:
-        doc = json.loads(path.read_bytes()[: 64 * 1024])
+        doc = json.loads(data)
         sealed = bytes.fromhex(doc["sealed"])
         plaintext = nacl.secret.SecretBox(local_secret(key, _PURPOSE)).decrypt(sealed)
     except (OSError, ValueError, KeyError, TypeError, nacl.exceptions.CryptoError):

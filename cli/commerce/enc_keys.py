@@ -21,6 +21,7 @@ from apps.commerce.sealing import encryption_keypair
 from cli.commerce.commands import keyring_option
 from cli.keyring import check_name, passphrase_from_env_or_prompt
 from cli.main import clear_errors, main
+from core.files import read_regular_file
 from core.keystore import KeystoreError, atomic_write, decrypt_seed, encrypt_seed
 
 ENC_DIR = "x25519"
@@ -54,9 +55,11 @@ def enc_key_new(keyring: Path, name: str, passphrase: str) -> bytes:
 
 
 def _enc_read(path: Path) -> dict[str, Any]:
+    # Bounded, and a FIFO or device refused unopened (a FIFO blocks for ever).
+    data = read_regular_file(path, 64 * 1024, "X25519 key file", KeystoreError)
     try:
-        doc = json.loads(path.read_bytes()[: 64 * 1024])
-    except (OSError, ValueError) as exc:
+        doc = json.loads(data)
+    except ValueError as exc:
         raise KeystoreError(f"cannot read X25519 key file {path}: {exc}") from None
     if not isinstance(doc, dict) or set(doc) != _ENC_FIELDS or doc["kind"] != "x25519":
         raise KeystoreError(f"{path} is not an X25519 key file")

@@ -11,6 +11,7 @@ from apps.commerce.sealing import commitment, encryption_keypair, seal_address
 from cli.commerce.addresses import KEEP_DIR, keep_address, kept_address
 from core import PrivateKey
 from core.keystore import KeystoreError
+from tests.fifos import fifo_holding
 
 BUYER = PrivateKey(bytes([7]) * 32)
 
@@ -67,3 +68,13 @@ def test_a_copy_of_another_order_is_refused(tmp_path):
     target.write_bytes(source.read_bytes())
     with pytest.raises(KeystoreError, match="does not match the order's commitment"):
         kept_address(tmp_path, "shopper", BUYER, commitment(second))
+
+
+def test_a_kept_address_that_is_not_a_regular_file_is_refused_unread(tmp_path):
+    # A FIFO where a kept copy goes would block every command that reads it, for ever.
+    plain = _plaintext("5 Ash St")
+    path = keep_address(tmp_path, "shopper", BUYER, plain)
+    path.unlink()
+    with fifo_holding(path, 64 * 1024 + 1):
+        with pytest.raises(KeystoreError, match="is not a regular file but a FIFO"):
+            kept_address(tmp_path, "shopper", BUYER, commitment(plain))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,26 @@ async def test_a_member_is_found_by_name_or_refused_by_name():
             await asyncio.to_thread(member_key, client, "bob")
     finally:
         await server.close()
+
+
+def test_an_evidence_file_that_names_a_vote_twice_is_refused(tmp_path):
+    # json.loads would keep the second silently: which vote did the submitter mean?
+    path = tmp_path / "evidence.json"
+    path.write_text('{"vote_a": "00", "vote_a": "01", "vote_b": "02"}')
+    with pytest.raises(OperatorError, match="duplicate JSON key 'vote_a'"):
+        read_evidence(path)
+
+
+def test_a_reserves_report_is_hashed_whole_and_must_be_a_file(tmp_path):
+    from cli.currency import report_digest
+
+    # Hashed in blocks, never held whole: a report of any size.
+    path = tmp_path / "report.pdf"
+    data = bytes(range(256)) * 40_000
+    path.write_bytes(data)
+    assert report_digest(path) == hashlib.sha256(data).digest()
+    with fifo_holding(tmp_path / "report.fifo", 4096) as fifo:
+        with pytest.raises(OperatorError, match="is not a regular file"):
+            report_digest(fifo)
+    with pytest.raises(OperatorError, match="/dev/zero is not a regular file"):
+        report_digest(Path("/dev/zero"))
