@@ -557,8 +557,20 @@ async def serve_feed(
     address = client_of(request)
     refused = hub.admit(address)
     if refused is not None:
-        # Closed with a code a browser can read (an HTTP refusal of the upgrade is not).
-        await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=refused.encode()[:120])
+        # Closed with a code a browser can read (an HTTP refusal of the upgrade is not),
+        # within the send deadline like every other close of a feed: the close waits
+        # for the client's answer (aiohttp's own timeout) and for its window if the
+        # frame does not fit, and a client that never reads held this handler and its
+        # connection, which no feed cap counts, for as long as aiohttp let it.
+        try:
+            await _within(
+                hub.send_deadline_s,
+                ws.close(code=CLOSE_TRY_AGAIN_LATER, message=refused.encode()[:120]),
+            )
+        except (_Stalled, ConnectionError):
+            pass  # the client stopped reading or is gone
+        finally:
+            _drop_unsent(transport)
         return ws
     hub.websockets.add(ws)
     try:
@@ -568,13 +580,20 @@ async def serve_feed(
     finally:
         hub.websockets.discard(ws)
         hub.release(address)
-        # Bytes still unsent at the end are for a client that stopped reading (a send
-        # outlived its deadline, or the heartbeat gave up on it). Closing the transport
-        # would wait for them to flush, which such a client never lets happen, keeping
-        # the socket and buffer uncounted: reset the connection instead (no orphan).
-        if transport is not None and transport.get_write_buffer_size():
-            reset(transport)
+        _drop_unsent(transport)
     return ws
+
+
+def _drop_unsent(transport: asyncio.Transport | None) -> None:
+    """Reset the connection of a feed that ended with bytes unsent.
+
+    They are for a client that stopped reading (a send or close outlived its deadline,
+    or the heartbeat gave up on it). Closing the transport would wait for them to
+    flush, which such a client never lets happen, keeping the socket and buffer
+    uncounted: reset the connection instead (no orphan).
+    """
+    if transport is not None and transport.get_write_buffer_size():
+        reset(transport)
 
 
 async def _serve(

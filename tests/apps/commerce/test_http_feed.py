@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import socket
@@ -16,6 +17,7 @@ from itertools import chain
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, get_port_socket
 
 from apps.commerce import feed, feed_events, views
@@ -647,3 +649,33 @@ async def test_a_feed_is_not_compressed_even_when_the_client_offers_it(driver):
         assert ws.compress == 0
     finally:
         await ws.close()
+
+
+# aiohttp's own wait for a client's answer to a close (WebSocketResponse's ``timeout``).
+ANSWER_WAIT = inspect.signature(web.WebSocketResponse).parameters["timeout"].default
+
+
+async def test_a_refused_client_that_never_answers_is_dropped_after_the_send_deadline(
+    tmp_path,
+):
+    """A feed over the address's cap is closed with 1013 at once. Its close waited for
+    the client's answer with no deadline of the feed's own (aiohttp's, 10 s): a client
+    that never reads nor answers held the handler and the connection, which no feed cap
+    counts, that long. The close now has the send deadline every other close has: the
+    connection ends after it, long before aiohttp would have given up."""
+    async with running_driver(tmp_path, feeds={"max_per_address": 1}) as d:
+        d.client.server.app[HUB].send_deadline_s = 0.5
+        ws, _, _ = await connect(d, "/v1/blocks/ws")
+        sock = await stalled(d, "/v1/blocks/ws")
+        try:
+            loop = asyncio.get_running_loop()
+            data = b""
+            async with asyncio.timeout(ANSWER_WAIT / 2):
+                # The close frame, then the end of the connection (the answer never came).
+                while chunk := await loop.sock_recv(sock, 65536):
+                    data += chunk
+        finally:
+            sock.close()
+        await ws.close()
+    opcode, payload = frames(data)[-1]
+    assert opcode == 0x8 and int.from_bytes(payload[:2]) == CLOSE_TRY_AGAIN_LATER
