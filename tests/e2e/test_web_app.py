@@ -60,6 +60,9 @@ GTIN14 = "0" + EAN13
 SHIP_TO = "Ada Lovelace, 12 Harbour Street, 80-001 Gdansk"
 # Timeouts of page expectations (ms): a block is 200 ms, proofs are checked in the page.
 WAIT_MS = 20_000
+# A hostile answer's length: far past the longest the page reads (web/src/lib/api.js,
+# MAX_ANSWER_BYTES: 4 MiB), and past what loopback's socket buffers hold.
+FLOOD_BYTES = 64 * 1024 * 1024
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed (dev extras)"
@@ -84,7 +87,8 @@ class Proxy:
     set, rewrites every answer (path, body -> body) as a hostile node would; ``answer``,
     if set, answers a path itself ((status, JSON body), or None to pass it on); ``forward``,
     if set, asks the node for ``forward(path and query)`` instead of what was asked (a
-    node answering another page than the one asked for)."""
+    node answering another page than the one asked for); ``flood``, if set and true of
+    a path, answers it with a body that does not end (``Proxy.flooding``)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -92,6 +96,11 @@ class Proxy:
         self.rewrite: Callable[[str, bytes], bytes] | None = None
         self.answer: Callable[[str], tuple[int, dict] | None] | None = None
         self.forward: Callable[[str], str] | None = None
+        self.flood: Callable[[str], bool] | None = None
+        # Bytes of the last flood the page took (written to its connection), and whether
+        # that flood is over (the page let go, or all FLOOD_BYTES went).
+        self.flooded = 0
+        self.flood_over = threading.Event()
         self.hold = False
         # Every POST's path and body, in order (what the page sent the node).
         self.posted: list[tuple[str, bytes]] = []
@@ -122,6 +131,8 @@ class Proxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request)
+        if self.flood is not None and self.flood(request.path):
+            return await self.flooding(request)
         own = None if self.answer is None else self.answer(request.path)
         if own is not None:
             return web.json_response(own[1], status=own[0])
@@ -146,6 +157,29 @@ class Proxy:
                 if k.lower() in ("content-type", "cache-control", "content-security-policy")
             }
             return web.Response(status=resp.status, body=body, headers=out)
+
+    async def flooding(self, request: web.Request) -> web.StreamResponse:
+        """An answer with no length that goes on (chunked), as a hostile node may send:
+        JSON that opens a string and fills it; after FLOOD_BYTES it ends (well-formed), so
+        a page that reads it all parses it."""
+        self.flooded = 0
+        self.flood_over.clear()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        chunk = b"x" * 65536
+        try:
+            await resp.write(b'{"padding": "')
+            while self.flooded < FLOOD_BYTES:
+                await resp.write(chunk)
+                self.flooded += len(chunk)
+            await resp.write(b'"}')
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the page let go
+        finally:
+            self.flood_over.set()
+        return resp
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if self.hold:
@@ -974,6 +1008,28 @@ def test_a_refusal_the_node_gave_once_is_asked_again_not_kept_by_the_browser(wor
         expect(page.locator("main")).to_contain_text("pruned")
     finally:
         world.proxy.answer = None
+    page.reload()
+    expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
+
+
+def test_an_answer_that_does_not_end_is_cut_off_with_a_clear_error(world, browser):
+    """A node (hostile or broken) that answers with a body that goes on and on: the page
+    read all of it into memory before parsing it. It stops at its bound, lets the rest
+    go unread, and says why; the next answer is read as usual."""
+    page = browser
+    expect = sync_api.expect
+    world.proxy.flood = lambda path: path.startswith("/v1/items/")
+    try:
+        page.goto(f"{world.proxy.url}/01/{EAN13}/21/SN-1")
+        expect(page.locator("main [role=alert]")).to_contain_text(
+            "the node's answer is larger than 4 MiB"
+        )
+        shot(page, "item-endless-answer")
+        assert world.proxy.flood_over.wait(WAIT_MS / 1000)
+        # The page let go long before the flood's end.
+        assert world.proxy.flooded < FLOOD_BYTES
+    finally:
+        world.proxy.flood = None
     page.reload()
     expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
 

@@ -7,7 +7,18 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(path, init = undefined) {
+// The longest answer `api` reads, in bytes. Every answer the pages ask for is far
+// smaller (a page of a history, a proof, the OpenAPI document) but a whole block's
+// transaction list; a node that sends more (hostile or broken: an endless chunked body,
+// a compression bomb) would have the page hold all of it, then parse it.
+export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+// A whole block's transaction list: ~240 bytes a transaction, 40,000 transactions
+// (the default `max_block_txs`) are ~10 MB.
+export const MAX_BLOCK_ANSWER_BYTES = 32 * 1024 * 1024;
+
+// `limit`: the longest answer read (bytes); past it, the answer is dropped unread and
+// an ApiError `too_large` names the bound.
+export async function api(path, init = undefined, limit = MAX_ANSWER_BYTES) {
   let resp;
   try {
     // Never from the browser's cache: the API sends no cache headers, and Chromium then
@@ -18,12 +29,46 @@ export async function api(path, init = undefined) {
   }
   let doc;
   try {
-    doc = parseJson(await resp.text());
-  } catch {
+    doc = parseJson(await boundedText(resp, limit));
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
     throw new ApiError(resp.status, "malformed", "the node's answer is not JSON");
   }
   if (!resp.ok) throw new ApiError(resp.status, doc.code ?? "http_error", doc.message ?? "");
   return doc;
+}
+
+// The answer's body as text, read up to `limit` bytes (as decoded: a compressed body is
+// counted as it unpacks); past it, reading stops and the rest is never fetched.
+async function boundedText(resp, limit) {
+  const tooLarge = () =>
+    new ApiError(resp.status, "too_large", `the node's answer is larger than ${limit / 2 ** 20} MiB`);
+  // A declared length over the bound is refused before anything is read.
+  if (Number(resp.headers.get("Content-Length")) > limit) {
+    resp.body?.cancel().catch(() => {});
+    throw tooLarge();
+  }
+  if (resp.body === null) return "";
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
 }
 
 // JSON whose integers beyond 2**53 stay exact: BigInt (from the number's own text), as

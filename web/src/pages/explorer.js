@@ -1,7 +1,7 @@
 // The explorer for auditors and operators: chain status and finality lag, producers with
 // missed slots, peers, recent blocks live, and each block (with its certificate checked
 // here), transaction (with its receipt) and account.
-import { api, ApiError } from "../lib/api.js";
+import { api, ApiError, MAX_BLOCK_ANSWER_BYTES } from "../lib/api.js";
 import { plain } from "../lib/codes.js";
 import { formatAddress, addressOf } from "../lib/crypto.js";
 import { hex, unhex } from "../lib/codec.js";
@@ -112,7 +112,8 @@ export async function explorerPage(main) {
 
 export async function blockPage(main, heightText) {
   const height = Number(heightText);
-  const doc = await api(`/v1/blocks/${height}`);
+  // A whole block's transaction list: the one answer past the default bound.
+  const doc = await api(`/v1/blocks/${height}`, undefined, MAX_BLOCK_ANSWER_BYTES);
   // What the page shows of the header and its certificate is read from their encodings,
   // the bytes the certificate check covers, never from the node's description of them.
   let header = null;
