@@ -574,7 +574,7 @@ async def serve_feed(
         return ws
     hub.websockets.add(ws)
     try:
-        await _serve(ws, hub, address, session_id, start, ended_at)
+        await _serve(ws, hub, address, session_id, start, ended_at, lambda: _gone(request, ws))
     except (_Stalled, ConnectionError):
         pass  # the client stopped reading or is gone
     finally:
@@ -596,6 +596,13 @@ def _drop_unsent(transport: asyncio.Transport | None) -> None:
         reset(transport)
 
 
+def _gone(request: web.Request, ws: web.WebSocketResponse) -> bool:
+    """Whether the feed's client is gone: its connection lost or closing (or the socket
+    closed, the server stopping)."""
+    transport = request.transport
+    return ws.closed or transport is None or transport.is_closing()
+
+
 async def _serve(
     ws: web.WebSocketResponse,
     hub: FeedHub,
@@ -603,6 +610,7 @@ async def _serve(
     session_id: int | None,
     start: Position | None,
     ended_at: Callable[[int], bool] | None,
+    gone: Callable[[], bool],
 ) -> None:
     sub = Subscriber((0, 0), hub.max_queue_bytes)
     deadline = hub.send_deadline_s
@@ -619,7 +627,12 @@ async def _serve(
         # Replay what is stored: the blocks after the start, up to the delivered height.
         first = after[0] if after[1] < WHOLE_BLOCK else after[0] + 1
         for height in range(max(first, 1), delivered + 1):
-            if sub.overflow:
+            # aiohttp cancels no handler whose client left, and nothing here notices it
+            # but a send: a session feed whose session had no events in the range read
+            # every block of it (up to max_replay_blocks, receipts decoded), in the
+            # replays' threads ahead of other clients, for nobody. A client that opens
+            # replays and hangs up at once costs a read each, not a thousand.
+            if sub.overflow or gone():
                 break
             # A replay slot is held for the read alone; held across a send, clients that
             # stop reading would keep every later one from resuming.
@@ -633,6 +646,8 @@ async def _serve(
                 if item.position > after:
                     await _within(deadline, ws.send_str(item.text))
                     ended = ended or item.kind == ev.SESSION_CLOSED
+        if gone():
+            return
         if sub.overflow:
             # Live messages piled up past the cap while the replay went out: the rest of
             # the replay would only delay the close.

@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import threading
+from collections.abc import AsyncIterator
 from itertools import chain
 
 import aiohttp
@@ -26,7 +27,7 @@ from apps.commerce.feed import CLOSE_SLOW_CONSUMER, CLOSE_TRY_AGAIN_LATER, HUB, 
 from apps.commerce.sealing import seal_address
 from core import PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
-from node.run import build_app
+from node.run import build_app, http_server
 from node.service import Node
 from tests.apps.commerce.test_http import FEE, PRICE, Actor, Driver, place, running_driver
 from tests.node.conftest import make_home
@@ -428,13 +429,17 @@ async def tipped_session(d: Driver, tips_each: int = TIPS_EACH) -> int:
     return start
 
 
-async def stalled(d: Driver, path: str) -> socket.socket:
-    """A feed socket that reads the handshake's answer and then nothing (a zero window)."""
+async def stalled(d: Driver, path: str, port: int | None = None) -> socket.socket:
+    """A feed socket that reads the handshake's answer and then nothing (a zero window);
+    to the driver's server, or to ``port`` on loopback."""
     loop = asyncio.get_running_loop()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
     sock.setblocking(False)
-    await loop.sock_connect(sock, (d.client.server.host, d.client.server.port))
+    if port is None:
+        await loop.sock_connect(sock, (d.client.server.host, d.client.server.port))
+    else:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
     request = (
         f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -679,3 +684,82 @@ async def test_a_refused_client_that_never_answers_is_dropped_after_the_send_dea
         await ws.close()
     opcode, payload = frames(data)[-1]
     assert opcode == 0x8 and int.from_bytes(payload[:2]) == CLOSE_TRY_AGAIN_LATER
+
+
+# Blocks with none of the session's events, which a replay from before them reads.
+QUIET_BLOCKS = 20
+
+
+@contextlib.asynccontextmanager
+async def served_as_a_node(tmp_path) -> AsyncIterator[tuple[Driver, int, feed.FeedHub]]:
+    """(driver, port, feed hub) of a node served as ``liveledger`` serves it (its own
+    ``HttpServer``, behind its gate). aiohttp's test server cancels a handler whose
+    client left; the node's server, as aiohttp's by default, does not."""
+    layout, home = make_home(tmp_path, http_port=0)
+    node = Node.from_home(home, "")
+    app = build_app(node)
+    server = http_server(node, app)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as session:
+            driver = Driver(session, node, load_key(layout.faucet_key_path, ""))  # type: ignore[arg-type]  # a session answers the driver's get and post as a test client does
+            yield driver, server.port, app[HUB]
+    finally:
+        await server.stop()
+
+
+async def test_a_replay_stops_reading_once_its_client_is_gone(tmp_path, monkeypatch):
+    """The node's server cancels no handler whose client left, and a replay noticed
+    nothing but a failed send: a session feed whose session had no events in the
+    replayed blocks read every one of them (up to 1,000, receipts decoded, in the
+    replays' threads ahead of other clients) for a client that had hung up. It stops at
+    the block it is reading."""
+    real = feed.read_block_feed
+    replayed: list[int] = []
+    last = 0
+    entered, release = threading.Event(), threading.Event()
+
+    def counted(*args: object) -> object:
+        height = args[1]
+        # Blocks final before the client came are read by its replay alone (the live
+        # feed reads the later ones); the first read waits until the client is gone.
+        if isinstance(height, int) and height <= last:
+            replayed.append(height)
+            entered.set()
+            release.wait(WAIT)
+        return real(*args)  # type: ignore[arg-type]  # the arguments it was given
+
+    monkeypatch.setattr(feed, "read_block_feed", counted)
+    async with served_as_a_node(tmp_path) as (d, port, hub):
+        merchant, host = Actor("merchant"), Actor("host")
+        await d.fund(merchant, host)
+        await d.run(
+            merchant.key,
+            tx.REGISTER_MERCHANT,
+            tx.RegisterMerchant("Acme", "", merchant.enc_public),
+        )
+        await d.run(d.faucet, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant.address, True))
+        await d.run(merchant.key, tx.OPEN_SESSION, tx.OpenSession(host.address, 1_000, "Tea live"))
+        start = d.node.chain.height
+        last = start + QUIET_BLOCKS
+        async with asyncio.timeout(WAIT):
+            while d.node.chain.height < last:
+                await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        sock = await stalled(d, f"/v1/sessions/1/events?from={start}", port)
+        try:
+            async with asyncio.timeout(WAIT):
+                while not entered.is_set():
+                    await asyncio.sleep(0.01)
+                # The client hangs up while the replay's first read is under way; the
+                # server's end of the connection closes (the client reads to its end).
+                sock.shutdown(socket.SHUT_WR)
+                while await loop.sock_recv(sock, 65536):
+                    pass
+                release.set()
+                while hub.websockets:
+                    await asyncio.sleep(0.01)
+        finally:
+            release.set()
+            sock.close()
+    assert replayed == [start + 1]
