@@ -1034,6 +1034,29 @@ def test_an_answer_that_does_not_end_is_cut_off_with_a_clear_error(world, browse
     expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
 
 
+def test_a_feed_that_keeps_failing_reads_the_nodes_status_within_the_bound(world, browser):
+    """After a few failed reconnects the live page asks the node's status (is its last
+    position still replayed?), which it read whole, outside ``api()``'s bound: a node
+    that answers it without end had the page hold all of it. It stops at the bound,
+    keeps trying, and comes back once the node serves it again."""
+    page = browser
+    expect = sync_api.expect
+    page.goto(f"{world.proxy.url}/live/{world.ids['session']}")
+    expect(page.locator("#feed-state")).to_have_attribute("data-connections", "1")
+    world.proxy.flood_over.clear()
+    world.proxy.flood = lambda path: path == "/v1/status"
+    world.proxy.hold = True
+    try:
+        world.proxy.drop_feeds()
+        assert world.proxy.flood_over.wait(WAIT_MS / 1000)
+        # The page let go long before the flood's end.
+        assert world.proxy.flooded < FLOOD_BYTES
+    finally:
+        world.proxy.flood = None
+        world.proxy.hold = False
+    expect(page.locator("#feed-state")).to_have_attribute("data-connections", "2")
+
+
 def item_pages_of(size: int, asked: list[str], forge: Callable[[str], str] = str) -> Callable:
     """A proxy ``forward`` under which the node answers an item's history in pages of
     ``size`` events (as a history of 257 would have it), each page's request recorded in

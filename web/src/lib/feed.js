@@ -1,6 +1,8 @@
 // A session's WebSocket feed that survives dropped connections (apps/commerce/feed.py):
 // it keeps the position (height, index) of the last event it handled and reconnects
 // with ?from=<height>:<index>, so the node replays exactly what came after it.
+import { api } from "./api.js";
+
 const WHOLE_BLOCK = Number.MAX_SAFE_INTEGER;
 // How far back a node replays by default (feeds.max_replay_blocks); a page away for
 // longer (a phone asleep) starts again from a new snapshot.
@@ -61,7 +63,8 @@ export class SessionFeed {
     if (this.stopped) return;
     if (this.failures >= 3) {
       try {
-        const status = await (await fetch("/v1/status")).json();
+        // Through api(): its answer read up to a bound, as every other answer is.
+        const status = await api("/v1/status");
         if (status.height - this.last[0] > MAX_REPLAY_BLOCKS) {
           this.stopped = true;
           this.onStale();
