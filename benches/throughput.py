@@ -47,6 +47,7 @@ import aiohttp
 
 from benches.common import (
     Devnet,
+    cpu_table,
     fund_accounts,
     p50_p99,
     peak_rss_mb,
@@ -260,6 +261,7 @@ async def run(args: argparse.Namespace) -> None:
 
             follower = Follower(urls[0], start_height)
             follow_task = asyncio.create_task(follower.run())
+            cpu_before = await asyncio.to_thread(net.cpu_seconds)
             started = time.perf_counter()
             accepted = await flood(urls, load, args.batch, args.concurrency)
             submitted_in = time.perf_counter() - started
@@ -267,6 +269,7 @@ async def run(args: argparse.Namespace) -> None:
             await wait_for(follower, accepted, 300)
             elapsed = time.perf_counter() - started
             committed = follower.count
+            cpu_after = await asyncio.to_thread(net.cpu_seconds)
             end_to_end = committed / elapsed
             flood_blocks = list(follower.blocks)
             sustained = sustained_rate(flood_blocks, flood_end_ms)
@@ -279,6 +282,8 @@ async def run(args: argparse.Namespace) -> None:
             print(
                 "flood blocks (height, txs): " + ", ".join(f"{h}:{n}" for h, _, n in flood_blocks)
             )
+            # Where a node's CPU went, per transaction: every validator handles every one.
+            print(cpu_table([("flood", committed, cpu_before, cpu_after)]))
             if sustained is None:
                 print("too few blocks during the flood for a sustained rate: using end to end")
                 tps = end_to_end
