@@ -1,7 +1,8 @@
 """Catch-up for the consensus engine: traffic with peers at other heights than ours.
 
 A peer that is behind gets the block we finalized at its height (``FinalizedBlock``),
-or on a ``SyncRequest`` the proposal it lacks. When we are behind, messages for later
+or on a ``SyncRequest`` the proposal it lacks. A stored block that cannot be read
+is not sent, and does not stop the engine (``_send_finalized``). When we are behind, messages for later
 heights are kept (bounded) until we get there, and the sender is asked for our height;
 a block that +2/3 voted for but we do not hold is asked for.
 
@@ -38,7 +39,7 @@ from consensus.messages import FinalizedBlock, Proposal, SyncRequest
 from consensus.validation import validate_tx_root
 from consensus.validators import ValidatorSet
 from consensus.vote_sets import NIL, HeightVoteSet, pol_votes
-from core import Block, InvalidBlock, InvalidSignature, Vote
+from core import Block, InvalidBlock, InvalidSignature, StorageError, Vote
 
 # The engine's logger: these records are the engine's, and keep its name.
 log = logging.getLogger("consensus.bft")
@@ -277,7 +278,7 @@ class CatchUp:
                 if p.block.hash == req.block_hash and self.may_serve(
                     peer, "proposal", p.height, req.block_hash
                 ):
-                    self._charge(peer, p.block)
+                    self._charge(peer, _block_bytes(p.block))
                     self.transport.send(peer, p)
                     for vote in pol_votes(votes, p):
                         self.transport.send(peer, vote)
@@ -320,10 +321,19 @@ class CatchUp:
         self._send_finalized(height, peer, our_height)
 
     def _send_finalized(self, height: int, peer: Peer, our_height: int) -> None:
-        found = self.app.committed(height)
+        try:
+            found = self.app.committed(height)
+        except StorageError as exc:
+            # This node's damage, not the peer's doing, and no reason to stop deciding
+            # new heights: nothing is sent, and since what the read cost is not known,
+            # the peer's block budget for the interval is spent (one report per peer
+            # per interval, whatever it asks).
+            self._charge(peer, self.config.max_sync_block_bytes_per_peer)
+            log.error("%d: stored block not sent to a peer: %s", height, exc)
+            return
         if found is not None:
             block, commit = found
-            self._charge(peer, block)
+            self._charge(peer, _block_bytes(block))
             self.transport.send(peer, FinalizedBlock(block, commit, our_height - 1))
 
     # --- our requests ------------------------------------------------------------------
@@ -364,11 +374,11 @@ class CatchUp:
         window.keys.add(key)
         return True
 
-    def _charge(self, peer: Peer, block: Block) -> None:
-        """Count ``block``, about to be sent to ``peer``, against its budget."""
+    def _charge(self, peer: Peer, size: int) -> None:
+        """Count ``size`` bytes of a block, about to be sent to ``peer``, against its budget."""
         window = self._window(peer, self.clock.now())
         if window is not None:
-            window.block_bytes += _block_bytes(block)
+            window.block_bytes += size
 
     def _window(self, peer: Peer | None, now: int) -> _Window | None:
         """``peer``'s budget for the interval in progress (None: ours), started now if

@@ -8,7 +8,7 @@ import dataclasses
 from consensus import make_commit
 from consensus.bft import NIL, Step
 from consensus.messages import FinalizedBlock, Proposal, SyncRequest
-from core import Block, PrivateKey, Vote, VoteType
+from core import Block, Commit, PrivateKey, StorageError, Vote, VoteType
 from tests.consensus.helpers import (
     CHAIN,
     CONFIG,
@@ -430,3 +430,32 @@ def test_copies_of_an_early_proposal_take_one_slot_and_a_swapped_body_none(tmp_p
     # A copy with a swapped body, once the genuine one is kept, does not replace it.
     h.deliver(swapped, peer="swapper")
     assert prevotes_at_height_two(h, b1) == [b2.hash]
+
+
+class DamagedAt(ToyApp):
+    """A chain whose stored copy of one block is damaged: reading it raises."""
+
+    def __init__(self, app: ToyApp, damaged: int) -> None:
+        super().__init__()
+        self.blocks, self.commits, self.damaged = app.blocks, app.commits, damaged
+
+    def committed(self, height: int) -> tuple[Block, Commit] | None:
+        if height == self.damaged:
+            raise StorageError(f"stored block {height} is corrupt")
+        return super().committed(height)
+
+
+def test_a_damaged_stored_block_is_not_sent_and_the_engine_goes_on(tmp_path):
+    # The read raised inside the engine's loop and halted it: one request from any
+    # member stopped the node. Now nothing is sent for it and the engine goes on; the
+    # asker's block budget for the interval is spent (what the read cost is unknown).
+    h = make_engine(tmp_path, app=DamagedAt(chain_of(5), damaged=2))
+    h.deliver(SyncRequest(2, NIL), peer="asker")
+    h.deliver(SyncRequest(3, NIL), peer="asker")
+    assert served(h, "asker") == [] and h.engine.halted is None
+    h.deliver(SyncRequest(3, NIL), peer="other")
+    assert [fb.block.header.height for fb in served(h, "other")] == [3]
+    h.clock.advance(CONFIG.sync_interval_ms)
+    h.deliver(SyncRequest(3, NIL), peer="asker")
+    assert [fb.block.header.height for fb in served(h, "asker")] == [3]
+    assert h.engine.halted is None

@@ -25,8 +25,10 @@ from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopT
 from node.metrics import NodeMetrics
 from node.service import build_registry
 from storage import ChainStore
+from storage.db import BLOCK, encode_height
 from tests.consensus.byzantine import conflicting_vote
 from tests.consensus.staking_helpers import CHAIN, KEYS, PARAMS, T0, make_genesis
+from tests.storage.storage_chain_fixtures import raw_write
 
 GENESIS = make_genesis(validators=4, params=PARAMS.replace(max_producers=4))
 ME, OTHER = KEYS[0], KEYS[1]
@@ -276,3 +278,46 @@ async def test_the_mempool_is_reached_on_its_loop_from_the_consensus_thread():
     mempool.failing = True
     with pytest.raises(RuntimeError, match="mempool broken"):
         await asyncio.wait_for(loop.run_in_executor(None, source.select, 2, 10**6), 10)
+
+
+def stored_chain(tmp_path: Path, height: int) -> list[FinalizedBlock]:
+    """Blocks 1..``height`` in the store the service opens, certified by the producers."""
+    chain = Chain(ChainStore(tmp_path / "db"), GENESIS, build_registry())
+    stored = []
+    for h in range(1, height + 1):
+        proposer = BY_PUB[chain.validators_for(h).proposer(h, 0)]
+        executed = chain.build([], proposer, T0 + h * 1_000)
+        commit = make_commit(PRODUCERS, CHAIN, h, 0, executed.block.hash)
+        chain.commit(executed, commit)
+        stored.append(FinalizedBlock(executed.block, commit, latest=height))
+    chain.store.close()
+    return stored
+
+
+async def test_a_damaged_stored_block_is_not_served_and_the_engine_goes_on(tmp_path):
+    # A peer asked for a block the store holds damaged: the read raised on the engine's
+    # thread, which halted (any member could stop a node with one request). Now
+    # nothing is sent for it, and the engine answers others and goes on deciding.
+    stored = stored_chain(tmp_path, 3)
+    raw_write(
+        tmp_path / "db",
+        {BLOCK + encode_height(1): b"\xc1"},
+    )
+    node = Node()
+    consensus = service(tmp_path, node)
+    consensus.start()
+    try:
+        other = b"\x08" * 32
+        await consensus.deliver(SyncRequest(1, b""), PEER)
+        await consensus.deliver(SyncRequest(3, b""), other)
+        await until(lambda: node.peers.sent or node.halts)
+        await asyncio.sleep(0.2)
+        assert node.halts == []
+        assert node.peers.sent == [(other, ConsensusMessage.wrap(stored[2]))]
+        # Still deciding: height 4 commits from a peer's certificate.
+        nxt = finalized(tmp_path, 4)
+        await consensus.deliver(nxt, PEER)
+        await until(lambda: node.committed == [4] or node.halts)
+        assert node.halts == []
+    finally:
+        consensus.stop()
