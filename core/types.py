@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
+import msgpack
+
 from core.codec import Len, MaxItems, MaxLen, Wire, array_header, pack_raw
 from core.errors import DecodeError, InvalidTransaction
 from core.hashing import Domain, hash_bytes
@@ -238,3 +240,45 @@ class Block(Wire):
 def encode_block(header: BlockHeader, encoded_txs: Sequence[bytes]) -> bytes:
     """``Block(header, tuple(encoded_txs)).encode()`` without building the Block."""
     return b"".join((array_header(2), header.encode(), pack_raw(list(encoded_txs))))
+
+
+def encoded_block_hash(encoded_block: bytes) -> bytes:
+    """The hash of the block ``encoded_block`` encodes, read off its header's bytes.
+
+    For a block held encoded and sent on as it is: its msgpack structure is walked in
+    C, building no object (a tenth of a millisecond for 10,000 transactions, a fifth of
+    a decode): two items, a header that parses, an array of at most ``MAX_BLOCK_TXS``
+    items that parses, nothing after. What is inside is not checked (field types and
+    bounds: the receiver's decode does that); compare the hash with what names the
+    block (its certificate), which proves the header's bytes are the ones signed.
+    Raises ``DecodeError`` when the bytes are not shaped as a block's encoding.
+    """
+    if encoded_block[:1] != array_header(2):
+        raise DecodeError("not a block: the encoding does not start with a 2-item array")
+    unpacker = msgpack.Unpacker(max_buffer_size=len(encoded_block))
+    unpacker.feed(encoded_block)
+    try:
+        unpacker.read_array_header()
+        unpacker.skip()
+        header_end = unpacker.tell()
+        txs = _array_length(encoded_block, header_end)
+        if txs > MAX_BLOCK_TXS:
+            raise DecodeError(f"not a block: {txs} transactions, at most {MAX_BLOCK_TXS}")
+        unpacker.skip()
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"not a block: it does not parse ({exc!r})") from exc
+    if unpacker.tell() != len(encoded_block):
+        raise DecodeError("not a block: trailing bytes after its transactions")
+    return hash_bytes(Domain.HEADER, encoded_block[1:header_end])
+
+
+def _array_length(data: bytes, at: int) -> int:
+    """The item count of the msgpack array whose header starts at ``data[at]``."""
+    first = data[at : at + 1]
+    if first and 0x90 <= first[0] <= 0x9F:
+        return first[0] & 0x0F
+    if first == b"\xdc" and len(data) >= at + 3:
+        return int.from_bytes(data[at + 1 : at + 3], "big")
+    if first == b"\xdd" and len(data) >= at + 5:
+        return int.from_bytes(data[at + 1 : at + 5], "big")
+    raise DecodeError("not a block: no array of transactions after its header")

@@ -47,7 +47,7 @@ from typing import Annotated, TypeVar
 from core.codec import Len, MaxLen, Wire
 from core.errors import DecodeError, Invalid, StorageError
 from core.hashing import HASH_SIZE
-from core.types import Block, Commit, tx_hash
+from core.types import Block, Commit, encoded_block_hash, tx_hash
 from storage import db as spaces
 from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height, encode_position
@@ -554,11 +554,47 @@ class ChainStore:
         return self._db.get(spaces.BLOCK_EVENTS + encode_height(height))
 
     def get_block_bytes(self, height: int) -> bytes | None:
-        return self._db.get(spaces.BLOCK + encode_height(height))
+        """Block ``height``'s encoding as stored. Blocks and certificates are read with
+        LevelDB's checksums verified (damage on disk is a ``StorageError``): they are
+        sent on as they are (catch-up, state sync), and a flipped bit in a signature
+        still decodes."""
+        return self._db.get(spaces.BLOCK + encode_height(height), verify_checksums=True)
 
     def get_block(self, height: int) -> Block | None:
         data = self.get_block_bytes(height)
         return None if data is None else self._decode(Block, data, f"block {height}")
+
+    def get_encoded_block(self, height: int) -> tuple[bytes, bytes] | None:
+        """Block ``height`` and its certificate as stored, their canonical encodings, to
+        send on as they are (``get_block`` and ``get_commit`` decode them); None when
+        either is not held (pruned).
+
+        Checked without decoding the block: both are read with LevelDB's checksums
+        verified (``get_block_bytes``: damage on disk, anywhere in them), and the
+        block's header must be the one the certificate, decoded (small), signs at this
+        height. A block or certificate that fails is corrupt (``StorageError``), never
+        served: the receiver would drop the sender for it. What stays unchecked is
+        damage the checksums do not see (in memory, a bug that wrote other bytes, a
+        table block that a read of a neighbouring key put in LevelDB's cache
+        unverified); the receiver checks the whole block against the certificate.
+        """
+        at = encode_height(height)
+        block = self._db.get(spaces.BLOCK + at, verify_checksums=True)
+        data = self._db.get(spaces.COMMIT + at, verify_checksums=True)
+        if block is None or data is None:
+            return None
+        commit = self._decode(Commit, data, f"commit {height}")
+        try:
+            block_hash = encoded_block_hash(block)
+        except DecodeError as exc:
+            raise StorageError(f"stored block {height} in {self.path} is corrupt: {exc}") from exc
+        if commit.height != height or commit.block_hash != block_hash:
+            raise StorageError(
+                f"stored block {height} in {self.path} is corrupt: its hash is "
+                f"{block_hash.hex()}, its certificate is for block {commit.block_hash.hex()} "
+                f"at height {commit.height}"
+            )
+        return block, data
 
     def height_of(self, block_hash: bytes) -> int | None:
         """Height of a committed block (0 for the genesis hash), or None."""
@@ -567,7 +603,7 @@ class ChainStore:
 
     def get_commit(self, height: int) -> Commit | None:
         """The certificate that finalized block ``height``."""
-        data = self._db.get(spaces.COMMIT + encode_height(height))
+        data = self._db.get(spaces.COMMIT + encode_height(height), verify_checksums=True)
         return None if data is None else self._decode(Commit, data, f"commit {height}")
 
     def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:

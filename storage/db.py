@@ -194,9 +194,11 @@ class Database:
             raise StorageError(f"database at {self.path} is closed")
         return self._db
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes, *, verify_checksums: bool = False) -> bytes | None:
+        """``key``'s value, or None. With ``verify_checksums``, what is read from a table
+        file is checked against LevelDB's checksums (a damaged one is a ``StorageError``)."""
         try:
-            value: bytes | None = self._handle.get(key)
+            value: bytes | None = self._handle.get(key, verify_checksums=verify_checksums)
         except plyvel.Error as exc:
             raise StorageError(f"read from {self.path} failed: {_reason(exc)}") from exc
         return value

@@ -185,6 +185,29 @@ def test_encode_block_from_encoded_txs_is_byte_identical(block):
     assert encode_block(block.header, block.txs) == block.encode()
 
 
+@given(blocks, st.data())
+def test_a_block_hash_is_read_off_its_encoding_and_anything_else_refused(block, data):
+    from core import encoded_block_hash
+
+    encoded = block.encode()
+    assert encoded_block_hash(encoded) == block.hash
+    header = block.header.encode()
+    txs = encoded[1 + len(header) :]
+    for bad in (
+        b"",
+        b"\x92",
+        b"\x92\xc1",
+        encoded[: data.draw(st.integers(1, len(encoded) - 1), label="cut at")],
+        encoded + b"\xc0",  # trailing bytes
+        b"\x92" + header + bytes([txs[0] + 1]) + txs[1:],  # one transaction fewer than counted
+        b"\x93" + encoded[1:],
+        b"\x92" + header + b"\xc4\x01a",  # no array of transactions
+        b"\x92" + header + b"\xdd\x00\x01\x86\xa1",  # 100,001 of them
+    ):
+        with pytest.raises(DecodeError, match="not a block"):
+            encoded_block_hash(bad)
+
+
 def test_array_header_matches_msgpack_at_size_boundaries():
     from core import array_header
 
