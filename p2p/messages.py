@@ -216,6 +216,17 @@ class ChunkResponse(Wire):
 
 
 @dataclass(frozen=True, slots=True)
+class Encoded:
+    """A message of registered class ``cls`` given as its encoding, ``payload``: sent as
+    it is (``P2PNode.send``). For bytes a node already holds in canonical form (a stored
+    block), which decoding only to encode again would cost for nothing. The sender
+    vouches that ``payload`` is what ``cls.decode`` accepts; the frame cap still holds."""
+
+    cls: type[Wire]
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class MessageKind:
     """What p2p knows about one message type."""
 

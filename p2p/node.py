@@ -35,6 +35,7 @@ from p2p.messages import (
     HELLO_TYPE,
     PROTOCOL_VERSION,
     CertOffer,
+    Encoded,
     Hello,
     MessageRegistry,
 )
@@ -279,7 +280,7 @@ class P2PNode:
         """Public keys of the peers connected now."""
         return list(self._conns)
 
-    def send(self, peer: bytes, msg: Wire) -> bool:
+    def send(self, peer: bytes, msg: Wire | Encoded) -> bool:
         """Queue ``msg`` for one peer; False if not connected or dropped (queue full)."""
         conn = self._conns.get(peer)
         if conn is None:
@@ -287,7 +288,7 @@ class P2PNode:
         frame, droppable = self._frame(msg)
         return conn.put(frame, droppable)
 
-    def broadcast(self, msg: Wire, exclude: Iterable[bytes] = ()) -> int:
+    def broadcast(self, msg: Wire | Encoded, exclude: Iterable[bytes] = ()) -> int:
         """Queue ``msg`` for every connected peer not in ``exclude``; returns how many took it."""
         skip = set(exclude)
         targets = [conn for pk, conn in self._conns.items() if pk not in skip]
@@ -302,14 +303,17 @@ class P2PNode:
         kind = self.registry.kind_of_class(cls)
         return min(kind.max_size, self.config.max_frame_size)
 
-    def _frame(self, msg: Wire) -> tuple[bytes, bool]:
-        kind = self.registry.kind_of(msg)
-        payload = msg.encode()
+    def _frame(self, msg: Wire | Encoded) -> tuple[bytes, bool]:
+        if isinstance(msg, Encoded):
+            cls, payload = msg.cls, msg.payload
+        else:
+            cls, payload = type(msg), msg.encode()
+        kind = self.registry.kind_of_class(cls)
         limit = min(kind.max_size, self.config.max_frame_size)
         if len(payload) > limit:
             # The peer would drop us for it; this is our bug, not theirs.
             raise ValueError(
-                f"{type(msg).__name__} of {len(payload)} bytes exceeds the frame cap of {limit}"
+                f"{cls.__name__} of {len(payload)} bytes exceeds the frame cap of {limit}"
             )
         return encode_frame(kind.type_id, payload), kind.droppable
 

@@ -16,7 +16,7 @@ import pytest
 
 from core.errors import CannotListen, Invalid
 from core.keys import PrivateKey
-from p2p import ChunkRequest, ChunkResponse, P2PNode, PeerAddress, TxBatch
+from p2p import ChunkRequest, ChunkResponse, Encoded, P2PNode, PeerAddress, TxBatch
 from p2p.frames import HEADER, encode_frame
 from p2p.messages import TX_BATCH_MAX_ITEMS
 from p2p.tls import make_certificate
@@ -61,6 +61,18 @@ async def test_three_nodes_connect_and_exchange(net3):
         b.node.send(a.key.public_key, Chat(i, bytes(200_000 if i % 10 == 0 else 10)))
     got = [(await recv(a))[1].n for _ in range(50)]
     assert got == list(range(50))
+
+
+async def test_a_message_given_encoded_goes_as_its_bytes(net3):
+    # Bytes a node holds in canonical form (a stored block) are framed as they are.
+    a, b, _ = net3.nodes
+    assert a.node.send(b.key.public_key, Encoded(Chat, Chat(3, b"held").encode()))
+    assert await recv(b) == (a.key.public_key, Chat(3, b"held"))
+    assert a.node.broadcast(Encoded(Chat, Chat(4, b"held").encode())) == 2
+    assert (await recv(b))[1] == Chat(4, b"held")
+    # The frame cap holds for them too: the peer would drop us for a bigger one.
+    with pytest.raises(ValueError, match="exceeds the frame cap"):
+        a.node.send(b.key.public_key, Encoded(Chat, bytes(a.node.max_payload(Chat) + 1)))
 
 
 async def test_connections_use_tls13_only(net3):
