@@ -1,18 +1,19 @@
 """Catch-up for the consensus engine: traffic with peers at other heights than ours.
 
-A peer that is behind gets the block we finalized at its height (``FinalizedBlock``),
-or on a ``SyncRequest`` the proposal it lacks. A stored block that cannot be read
-is not sent, and does not stop the engine (``_send_finalized``). When we are behind, messages for later
-heights are kept (bounded) until we get there, and the sender is asked for our height;
-a block that +2/3 voted for but we do not hold is asked for.
+A peer that is behind gets the block we finalized at its height (``FinalizedBlock``,
+sent as the store holds it: ``EncodedFinalizedBlock``), or on a ``SyncRequest`` the
+proposal it lacks. A stored block found damaged is not sent, and does not stop the
+engine (``_send_finalized``). When we are behind, messages for later heights are kept
+(bounded) until we get there, and the sender is asked for our height; a block that
++2/3 voted for but we do not hold is asked for.
 
 Nothing a peer sends here can make us read, send or keep unbounded data, whatever it
 sends and however often: every answer and request counts against the peer's budget of
 ``max_sync_answers_per_peer`` per ``sync_interval_ms`` (regardless of height), and the
-blocks it is sent against ``max_sync_block_bytes_per_peer``; the table of budgets is
-bounded, an old-height message is served only when a producer
-signed it, and each peer and each producer has its own share of the buffer of early
-messages, which holds only producers' signed messages. Time comes from the injected clock only.
+bytes of the blocks it is sent against ``max_sync_block_bytes_per_peer``; the table of
+budgets is bounded, an old-height message is served only when a producer signed it,
+and each peer and each producer has its own share of the buffer of early messages,
+which holds only producers' signed messages. Time comes from the injected clock only.
 
 Nor can peers crowd out what catch-up is for. The engine's own requests have a
 budget of their own, outside the table, and the producers of our height keep theirs
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 
 from consensus.engine_config import BFTConfig
 from consensus.engine_io import Application, Clock, Peer, Transport, _Received
-from consensus.messages import FinalizedBlock, Proposal, SyncRequest
+from consensus.messages import EncodedFinalizedBlock, Proposal, SyncRequest
 from consensus.validation import validate_tx_root
 from consensus.validators import ValidatorSet
 from consensus.vote_sets import NIL, HeightVoteSet, pol_votes
@@ -58,7 +59,7 @@ class _Window:
 
     start: int
     keys: set[tuple[str, int, bytes]] = field(default_factory=set)
-    # Bytes of the blocks sent (``_block_bytes``).
+    # Bytes of the blocks sent (a stored block's encoding, a proposal's ``_block_bytes``).
     block_bytes: int = 0
 
 
@@ -321,8 +322,10 @@ class CatchUp:
         self._send_finalized(height, peer, our_height)
 
     def _send_finalized(self, height: int, peer: Peer, our_height: int) -> None:
+        # As stored, sent as stored: a read and a copy, not a decode on this thread and
+        # an encode on p2p's (the store checks the bytes against the certificate).
         try:
-            found = self.app.committed(height)
+            found = self.app.committed_encoded(height)
         except StorageError as exc:
             # This node's damage, not the peer's doing, and no reason to stop deciding
             # new heights: nothing is sent, and since what the read cost is not known,
@@ -333,8 +336,8 @@ class CatchUp:
             return
         if found is not None:
             block, commit = found
-            self._charge(peer, _block_bytes(block))
-            self.transport.send(peer, FinalizedBlock(block, commit, our_height - 1))
+            self._charge(peer, len(block))
+            self.transport.send(peer, EncodedFinalizedBlock(block, commit, our_height - 1))
 
     # --- our requests ------------------------------------------------------------------
 
@@ -424,8 +427,9 @@ class CatchUp:
 
 
 def _block_bytes(block: Block) -> int:
-    """About what reading, decoding and sending ``block`` costs: its transactions'
-    bytes (the header and certificate are small beside a full block)."""
+    """About what sending ``block``, held decoded (a proposal), costs: its transactions'
+    bytes (the header and certificate are small beside a full block). A stored block
+    is charged its encoding's length, read before it is known."""
     return sum(map(len, block.txs))
 
 

@@ -44,9 +44,9 @@ class BFTConfig:
     # so no peer can make us read and send more blocks than that per interval.
     sync_interval_ms: int = 1000
     max_sync_answers_per_peer: int = 16
-    # ... and the blocks among those answers at most this many bytes of transactions
-    # (at least one block): 16 full blocks are 128 MiB to read, decode (on the engine's
-    # thread) and send, for 16 requests of 40 bytes. More than a peer reads in an
+    # ... and the blocks among those answers at most this many bytes (a stored block's
+    # encoding, a proposal's transactions; at least one block): 16 full blocks are
+    # 128 MiB to read and send (on the engine's thread), for 16 requests of 40 bytes. More than a peer reads in an
     # interval (p2p's 32 MiB/s) only fills its queue until it is dropped.
     max_sync_block_bytes_per_peer: int = 32 * 1024 * 1024
     # Peers with a budget in use (an authenticated member set is far smaller).

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from consensus.engine_config import Step, Synchrony
-from consensus.messages import Message
+from consensus.messages import Message, Outgoing
 from consensus.validators import ValidatorSet
 from core import Block, Commit, Vote
 
@@ -87,8 +87,9 @@ class Transport(Protocol):
         """Send to every connected validator peer (not back to this node)."""
         ...
 
-    def send(self, peer: Peer, msg: Message) -> None:
-        """Send to one peer (answers to sync requests and to peers that are behind)."""
+    def send(self, peer: Peer, msg: Outgoing) -> None:
+        """Send to one peer (answers to sync requests and to peers that are behind); a
+        finalized block held encoded goes as its bytes are (``encode_message``)."""
         ...
 
 
@@ -126,7 +127,13 @@ class Application(Protocol):
         ...
 
     def committed(self, height: int) -> tuple[Block, Commit] | None:
-        """A committed block and its certificate, to help a peer that is behind."""
+        """A committed block and its certificate (None when not held)."""
+        ...
+
+    def committed_encoded(self, height: int) -> tuple[bytes, bytes] | None:
+        """A committed block and its certificate in their canonical encodings, as
+        stored, to send to a peer that is behind as they are (None when not held).
+        Raises ``StorageError`` when the stored copy is damaged: it is not sent."""
         ...
 
     def note_late_precommit(self, vote: Vote) -> None:

@@ -22,6 +22,7 @@ from core import (
     SignDomain,
     Vote,
     Wire,
+    array_header,
     pack_raw,
     verify,
 )
@@ -98,6 +99,25 @@ class FinalizedBlock(Wire):
 
 
 @dataclass(frozen=True, slots=True)
+class EncodedFinalizedBlock:
+    """A ``FinalizedBlock`` as its sender holds it: the block and its certificate in
+    their canonical encodings, as the store keeps them. Send-only: it goes on the wire
+    as those bytes, so serving a stored block costs a read and a copy, not a decode
+    and an encode (``encode_message``); the receiver decodes a ``FinalizedBlock``.
+    The sender vouches that the bytes are the canonical encodings of a block and the
+    certificate for it (``storage.ChainStore.get_encoded_block`` checks them)."""
+
+    block: bytes
+    commit: bytes
+    latest: int
+
+    def encode(self) -> bytes:
+        """What ``FinalizedBlock(Block.decode(block), Commit.decode(commit), latest)``
+        encodes to (a fixed-order array: its fields' encodings in a row)."""
+        return b"".join((array_header(3), self.block, self.commit, pack_raw(self.latest)))
+
+
+@dataclass(frozen=True, slots=True)
 class SyncRequest(Wire):
     """Ask a peer for the finalized block at ``height`` (or, at its current height,
     for the proposal of ``block_hash`` when that is not empty)."""
@@ -163,6 +183,8 @@ class DuplicateVoteEvidence(Wire):
 
 
 Message = Proposal | Vote | FinalizedBlock | SyncRequest
+# What the engine sends: a message, or a finalized block it holds encoded.
+Outgoing = Message | EncodedFinalizedBlock
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,3 +235,20 @@ class ConsensusMessage(Wire):
             if msg is not None:
                 return msg
         raise AssertionError("unreachable: __post_init__ guarantees one payload")
+
+
+# ``ConsensusMessage`` carrying a finalized block: its array header and the nil
+# payloads around the block's (proposal and vote before it, the request after it).
+_NIL = pack_raw(None)
+_FINALIZED_HEAD = array_header(4) + _NIL + _NIL
+
+
+def encode_message(msg: Outgoing) -> bytes:
+    """The ``ConsensusMessage`` encoding of ``msg``: what goes on the wire. A finalized
+    block held encoded goes in as its bytes are, in one copy (the bytes are what
+    ``ConsensusMessage.wrap`` of its decoded form encodes to)."""
+    if isinstance(msg, EncodedFinalizedBlock):
+        return b"".join(
+            (_FINALIZED_HEAD, array_header(3), msg.block, msg.commit, pack_raw(msg.latest), _NIL)
+        )
+    return ConsensusMessage.wrap(msg).encode()

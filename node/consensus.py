@@ -42,12 +42,18 @@ from consensus import (
     WallClock,
 )
 from consensus.evidence import SubmitEvidence
-from consensus.messages import FinalizedBlock, Message, Proposal
+from consensus.messages import (
+    EncodedFinalizedBlock,
+    FinalizedBlock,
+    Message,
+    Proposal,
+    encode_message,
+)
 from core import Block, Commit, CommitSig, Invalid, PrivateKey, StorageError, Vote, VoteType
 from core.codec import Wire
 from node.chain import Chain, ExecutedBlock
 from node.metrics import NodeMetrics
-from p2p.messages import ITEM_OBJECT_BYTES
+from p2p.messages import ITEM_OBJECT_BYTES, Encoded
 from vm import VerifiedTx
 
 if TYPE_CHECKING:
@@ -146,7 +152,7 @@ class PeerLink(Protocol):
 
     def broadcast(self, msg: Wire) -> object: ...
 
-    def send(self, peer: bytes, msg: Wire) -> object: ...
+    def send(self, peer: bytes, msg: Wire | Encoded) -> object: ...
 
     def drop_peer(self, peer: bytes, reason: str) -> None: ...
 
@@ -290,6 +296,11 @@ class ChainApplication:
             return None
         return block, commit
 
+    def committed_encoded(self, height: int) -> tuple[bytes, bytes] | None:
+        if height < 1 or height > self.chain.height:
+            return None
+        return self.chain.store.get_encoded_block(height)
+
 
 class EvidencePool:
     """Double-sign evidence this node saw, handed to ``submit`` once it can be included.
@@ -392,9 +403,16 @@ class _P2PTransport:
         self._main.call_soon(lambda: peers.broadcast(wrapped))
 
     def send(self, peer: object, msg: object) -> None:
-        wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]  # engine sends Messages
         peers = self._peers
         assert isinstance(peer, bytes)
+        if isinstance(msg, EncodedFinalizedBlock):
+            # A stored block goes out as its bytes are, joined on the main loop (where
+            # another message is encoded): neither thread decodes nor encodes it.
+            self._main.call_soon(
+                lambda: peers.send(peer, Encoded(ConsensusMessage, encode_message(msg)))
+            )
+            return
+        wrapped = ConsensusMessage.wrap(msg)  # type: ignore[arg-type]  # engine sends Messages
         self._main.call_soon(lambda: peers.send(peer, wrapped))
 
 

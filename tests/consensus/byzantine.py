@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from consensus import Transport
 from consensus.bft import NIL, Peer
-from consensus.messages import Message, Proposal, proposal_signing_body
+from consensus.messages import Message, Outgoing, Proposal, proposal_signing_body
 from core import Block, Domain, PrivateKey, SignDomain, Vote, VoteType, hash_bytes
 
 
@@ -59,5 +59,5 @@ class EquivocatingVotes:
         self._twinned.add(msg)
         self.inner.broadcast(conflicting_vote(self.key, self.chain_id, msg))
 
-    def send(self, peer: Peer, msg: Message) -> None:
+    def send(self, peer: Peer, msg: Outgoing) -> None:
         self.inner.send(peer, msg)

@@ -12,7 +12,15 @@ from pathlib import Path
 
 from consensus import ValidatorSet, validate_header, validate_tx_root, verify_commit
 from consensus.bft import BFTConfig, ConsensusEngine, Step, Synchrony
-from consensus.messages import Message, Proposal, proposal_signing_body
+from consensus.messages import (
+    ConsensusMessage,
+    EncodedFinalizedBlock,
+    Message,
+    Outgoing,
+    Proposal,
+    encode_message,
+    proposal_signing_body,
+)
 from consensus.privval import PrivValidator
 from consensus.wal import WAL
 from core import (
@@ -103,8 +111,12 @@ class RecordingTransport:
     def broadcast(self, msg: Message) -> None:
         self.sent.append(("*", msg))
 
-    def send(self, peer: object, msg: Message) -> None:
-        self.sent.append((peer, msg))
+    def send(self, peer: object, msg: Outgoing) -> None:
+        # What the peer decodes: a block sent as stored goes through the wire's bytes.
+        if isinstance(msg, EncodedFinalizedBlock):
+            self.sent.append((peer, ConsensusMessage.decode(encode_message(msg)).unwrap()))
+        else:
+            self.sent.append((peer, msg))
 
     def votes(self, vote_type: VoteType, round_: int | None = None) -> list[Vote]:
         return [
@@ -179,6 +191,10 @@ class ToyApp:
         if 1 <= height <= len(self.blocks):
             return self.blocks[height - 1], self.commits[height - 1]
         return None
+
+    def committed_encoded(self, height: int) -> tuple[bytes, bytes] | None:
+        found = self.committed(height)
+        return None if found is None else (found[0].encode(), found[1].encode())
 
     def note_late_precommit(self, vote: Vote) -> None:
         self.late.append(vote)

@@ -69,11 +69,11 @@ def test_sync_requests_for_any_heights_are_served_within_a_per_peer_budget(tmp_p
 
 
 def chain_of_big_blocks(length: int, size: int) -> ToyApp:
-    """``chain_of`` with a transaction of ``size`` bytes in every block."""
+    """``chain_of`` with ``size`` bytes of transactions (of 16 KiB) in every block."""
     app = ToyApp()
     for height in range(1, length + 1):
-        tx = height.to_bytes(4, "big") * (size // 4)
-        block = make_block(app, height, 0, proposer(height, 0), txs=(tx,))
+        tx = height.to_bytes(4, "big") * 4096
+        block = make_block(app, height, 0, proposer(height, 0), txs=(tx,) * (size // len(tx)))
         app.blocks.append(block)
         app.commits.append(make_commit(OTHERS, CHAIN, height, 0, block.hash))
     return app
@@ -443,6 +443,11 @@ class DamagedAt(ToyApp):
         if height == self.damaged:
             raise StorageError(f"stored block {height} is corrupt")
         return super().committed(height)
+
+    def committed_encoded(self, height: int) -> tuple[bytes, bytes] | None:
+        if height == self.damaged:
+            raise StorageError(f"stored block {height} is corrupt")
+        return super().committed_encoded(height)
 
 
 def test_a_damaged_stored_block_is_not_sent_and_the_engine_goes_on(tmp_path):

@@ -7,9 +7,11 @@ import pytest
 from consensus import make_commit
 from consensus.messages import (
     ConsensusMessage,
+    EncodedFinalizedBlock,
     FinalizedBlock,
     Proposal,
     SyncRequest,
+    encode_message,
     proposal_signing_body,
 )
 from core import DecodeError, InvalidSignature, VoteType
@@ -90,3 +92,19 @@ def test_envelope_carries_exactly_one_payload():
         ConsensusMessage.decode(pack_raw(raw))
     with pytest.raises(TypeError):
         ConsensusMessage.wrap("not a message")  # type: ignore[arg-type]  # deliberately the wrong type
+
+
+@pytest.mark.parametrize("txs", [0, 1, 15, 16, 70_000])
+@pytest.mark.parametrize("latest", [0, 1, 127, 128, 2**16, 2**32, 2**64 - 1])
+def test_a_finalized_block_sent_as_stored_is_the_bytes_the_old_encoder_made(txs, latest):
+    # A peer on older code decodes our answers as before: a stored block and certificate
+    # put in the envelope as they are make exactly what encoding the decoded ones made
+    # (array headers of every size: txs past 15 and 65,535, latest of every int form).
+    b = make_block(ToyApp(), 1, 0, KEYS[1], txs=tuple(i.to_bytes(3, "big") for i in range(txs)))
+    commit = make_commit(KEYS[:3], CHAIN, 1, 0, b.hash)
+    sent = encode_message(EncodedFinalizedBlock(b.encode(), commit.encode(), latest))
+    assert sent == ConsensusMessage.wrap(FinalizedBlock(b, commit, latest)).encode()
+    assert EncodedFinalizedBlock(b.encode(), commit.encode(), latest).encode() == (
+        FinalizedBlock(b, commit, latest).encode()
+    )
+    assert ConsensusMessage.decode(sent).unwrap() == FinalizedBlock(b, commit, latest)

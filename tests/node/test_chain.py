@@ -10,8 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consensus import BFTConfig, ConsensusEngine, make_commit
-from consensus.messages import FinalizedBlock, SyncRequest
+from consensus import BFTConfig, ConsensusEngine, ConsensusMessage, make_commit
+from consensus.messages import (
+    EncodedFinalizedBlock,
+    FinalizedBlock,
+    SyncRequest,
+    encode_message,
+)
 from core import (
     Block,
     Commit,
@@ -390,6 +395,7 @@ def test_a_pruned_block_is_not_served_and_the_engine_goes_on(tmp_path):
     app = ChainApplication(chain, producer, _Pool([]), lambda *_: None)
     assert app.committed(1) is None and app.committed(2) is None
     assert app.committed(3) is not None and app.committed(4) is None
+    assert app.committed_encoded(2) is None and app.committed_encoded(3) is not None
     transport = RecordingTransport()
     engine = ConsensusEngine(
         chain_id=g.chain_id, app=app, transport=transport, clock=ManualClock(), config=BFTConfig()
@@ -400,3 +406,20 @@ def test_a_pruned_block_is_not_served_and_the_engine_goes_on(tmp_path):
     answers = [m for peer, m in transport.sent if peer == b"peer"]
     assert [type(m) for m in answers] == [FinalizedBlock] and answers[0].block.header.height == 3
     assert engine.halted is None
+
+
+def test_a_stored_block_is_served_in_the_bytes_its_decoded_form_encodes_to(tmp_path):
+    # Sent to a peer as read (no decode, no encode): what a peer on older code got.
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    executed = chain.build(_transfers(chain, g), producer, g.genesis_time_ms + 1_000)
+    chain.commit(executed, make_commit([producer], g.chain_id, 1, 0, executed.block.hash))
+    app = ChainApplication(chain, producer, _Pool([]), lambda *_: None)
+    assert len(executed.block.txs) == len(SENDERS)
+    found = app.committed(1)
+    encoded = app.committed_encoded(1)
+    assert found is not None and encoded is not None
+    assert encode_message(EncodedFinalizedBlock(*encoded, 7)) == (
+        ConsensusMessage.wrap(FinalizedBlock(*found, 7)).encode()
+    )
+    assert app.committed_encoded(0) is None and app.committed_encoded(2) is None

@@ -24,6 +24,7 @@ from node.chain import Chain
 from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopTxSource
 from node.metrics import NodeMetrics
 from node.service import build_registry
+from p2p import Encoded
 from storage import ChainStore
 from storage.db import BLOCK, encode_height
 from tests.consensus.byzantine import conflicting_vote
@@ -294,26 +295,54 @@ def stored_chain(tmp_path: Path, height: int) -> list[FinalizedBlock]:
     return stored
 
 
+def wire(msg: object) -> bytes:
+    """The payload p2p frames for what the service handed it."""
+    return msg.payload if isinstance(msg, Encoded) else msg.encode()  # type: ignore[attr-defined]  # a ConsensusMessage
+
+
+async def test_a_block_is_served_as_stored_in_the_bytes_a_peer_decoded_before(tmp_path):
+    # Read and sent as stored, never decoded and encoded again: a peer on older code
+    # gets what encoding the decoded block made.
+    stored = stored_chain(tmp_path, 3)
+    node = Node()
+    consensus = service(tmp_path, node)
+    consensus.start()
+    try:
+        await consensus.deliver(SyncRequest(2, b""), PEER)
+        await until(lambda: node.peers.sent)
+        [(peer, msg)] = node.peers.sent
+        assert peer == PEER
+        assert wire(msg) == ConsensusMessage.wrap(stored[1]).encode()
+        assert node.halts == []
+    finally:
+        consensus.stop()
+
+
 async def test_a_damaged_stored_block_is_not_served_and_the_engine_goes_on(tmp_path):
     # A peer asked for a block the store holds damaged: the read raised on the engine's
     # thread, which halted (any member could stop a node with one request). Now
     # nothing is sent for it, and the engine answers others and goes on deciding.
+    # Nor is a block sent that is not the one its certificate names (height 3's
+    # block under height 2, which decodes): sent as stored, it is checked as stored.
     stored = stored_chain(tmp_path, 3)
     raw_write(
         tmp_path / "db",
-        {BLOCK + encode_height(1): b"\xc1"},
+        {BLOCK + encode_height(1): b"\xc1", BLOCK + encode_height(2): stored[2].block.encode()},
     )
     node = Node()
     consensus = service(tmp_path, node)
     consensus.start()
     try:
-        other = b"\x08" * 32
+        other, third = b"\x08" * 32, b"\x09" * 32
         await consensus.deliver(SyncRequest(1, b""), PEER)
+        await consensus.deliver(SyncRequest(2, b""), third)
         await consensus.deliver(SyncRequest(3, b""), other)
         await until(lambda: node.peers.sent or node.halts)
         await asyncio.sleep(0.2)
         assert node.halts == []
-        assert node.peers.sent == [(other, ConsensusMessage.wrap(stored[2]))]
+        assert [(peer, wire(msg)) for peer, msg in node.peers.sent] == [
+            (other, ConsensusMessage.wrap(stored[2]).encode())
+        ]
         # Still deciding: height 4 commits from a peer's certificate.
         nxt = finalized(tmp_path, 4)
         await consensus.deliver(nxt, PEER)

@@ -22,7 +22,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from consensus.bft import Application
-from consensus.messages import FinalizedBlock, Message, Proposal
+from consensus.messages import (
+    EncodedFinalizedBlock,
+    FinalizedBlock,
+    Message,
+    Outgoing,
+    Proposal,
+)
 from core import MAX_TIME_MS, Block, Vote
 from tests.consensus.byzantine import sign_proposal
 
@@ -43,9 +49,11 @@ BEHAVIOURS = (
 DAY_MS = 86_400_000
 
 
-def outgoing(node: SimNode, msg: Message, peer: int) -> Message | None:
+def outgoing(node: SimNode, msg: Outgoing, peer: int) -> Outgoing | None:
     """What ``node`` really sends to ``peer`` when its engine sends ``msg`` (None: nothing)."""
     behaviour = node.behaviour
+    if behaviour == "tamper" and isinstance(msg, EncodedFinalizedBlock):
+        msg = FinalizedBlock.decode(msg.encode())  # a stored block, tampered below
     own_vote = isinstance(msg, Vote) and msg.validator == node.key.public_key
     if behaviour == "withhold" and own_vote:
         return None

@@ -24,7 +24,13 @@ from typing import Protocol
 
 from consensus import ValidatorSet
 from consensus.bft import Application, BFTConfig, ConsensusEngine, Synchrony, Transport
-from consensus.messages import ConsensusMessage, DuplicateVoteEvidence, Message
+from consensus.messages import (
+    ConsensusMessage,
+    DuplicateVoteEvidence,
+    Message,
+    Outgoing,
+    encode_message,
+)
 from consensus.privval import PrivValidator
 from consensus.wal import WAL
 from core import (
@@ -211,8 +217,8 @@ class Network:
                 return False
         return True
 
-    def send(self, src: int, dst: int, msg: Message) -> None:
-        self._send(src, dst, CONSENSUS, ConsensusMessage.wrap(msg).encode())
+    def send(self, src: int, dst: int, msg: Outgoing) -> None:
+        self._send(src, dst, CONSENSUS, encode_message(msg))
 
     def send_txs(self, src: int, dst: int, txs: list[bytes]) -> None:
         self._send(src, dst, TXS, TxBatch(tuple(txs)).encode())
@@ -246,7 +252,7 @@ class SimTransport:
             if other.index != self.node.index:
                 self.send(other.index, msg)
 
-    def send(self, peer: int, msg: Message) -> None:
+    def send(self, peer: int, msg: Outgoing) -> None:
         node = self.node
         out = byzantine.outgoing(node, msg, peer)
         if out is not None:
