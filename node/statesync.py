@@ -233,10 +233,10 @@ class SnapshotServer:
         heights = self.snapshot_heights(store.height) if height == 0 else (height,)
         for h in heights:
             if 0 < h <= store.height and self._servable(store, h):
-                block = store.get_block_bytes(h)
-                commit = store.get_commit(h)
-                if block is not None and commit is not None:
-                    return SnapshotOffer(h, block, commit.encode())
+                # As stored, checked against each other (a damaged one is not served).
+                found = store.get_encoded_block(h)
+                if found is not None:
+                    return SnapshotOffer(h, *found)
         return SnapshotOffer(0, b"", b"")
 
     def _servable(self, store: ChainStore, height: int) -> bool:

@@ -33,8 +33,9 @@ from p2p import (
 )
 from storage import ChainStore, Pruned
 from storage.chain_store import sync_root
-from storage.db import Database, WriteBatch
+from storage.db import BLOCK, Database, WriteBatch, encode_height
 from tests.consensus.staking_helpers import KEYS, PARAMS, make_genesis
+from tests.storage.storage_chain_fixtures import raw_write
 
 EPOCH = 4
 INTERVAL = 8
@@ -301,6 +302,22 @@ async def test_what_is_pruned_while_being_served_is_answered_as_not_served(tmp_p
     assert chunk == ChunkResponse(24, store.head_root, 0, bytes(32), ())
     epochs = await serving.answer(EpochsRequest(1, 64))
     assert isinstance(epochs, EpochsResponse) and epochs.first == 1
+
+
+async def test_a_snapshot_block_stored_damaged_is_not_offered(tmp_path):
+    # The block's bytes went out as read, whatever they were (here block 23's under
+    # height 24): the asker refused the offer and the peer it came from. They are
+    # checked against the certificate now, and not offered.
+    source = make_chain(tmp_path / "a", 24)
+    offer = await server(source.store).answer(SnapshotRequest(24))
+    assert isinstance(offer, SnapshotOffer) and offer.height == 24
+    assert offer.block == source.store.get_block_bytes(24)
+    assert offer.commit == source.store.get_commit(24).encode()
+    other = source.store.get_block_bytes(23)
+    source.store.close()
+    raw_write(tmp_path / "a", {BLOCK + encode_height(24): other})
+    with ChainStore(tmp_path / "a") as store:
+        assert await server(store).answer(SnapshotRequest(24)) == SnapshotOffer(0, b"", b"")
 
 
 async def test_a_node_without_a_chain_answers_that_it_serves_nothing(tmp_path):
