@@ -506,6 +506,53 @@ async def test_a_trickling_peer_beside_an_honest_one_is_asked_for_little(tmp_pat
     assert net.asked[TRICKLER, ChunkRequest] == net.asked[TRICKLER, EpochsRequest] == 1
 
 
+async def test_a_peer_answering_garbage_where_it_lost_the_race_is_refused_not_rated(
+    tmp_path, monkeypatch
+):
+    # A peer's rate counted the bytes of a chunk before it was checked, and the chunk
+    # was not checked at all when another peer's answer to the same subtree was kept
+    # first (a hedge): a peer answering those with a large garbage chunk looked the
+    # fastest by far, made the honest peers "slow" beside it (asked once in 16
+    # answers), and was never caught. Now only verified bytes count, and a lost answer
+    # is verified too: garbage gets its sender refused, wherever it goes.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+    served: set[bytes] = set()
+    garbage = [0]
+
+    async def honest_answer(msg: Wire) -> Wire | None:
+        answer = await honest.answer(msg)
+        if isinstance(msg, ChunkRequest):
+            served.add(msg.subtree)  # delivered as this returns (Net._answer)
+        return answer
+
+    async def late_garbage(msg: Wire) -> Wire | None:
+        # Slow before the chunks: the honest peer outpaces it, and asks again what it holds.
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(0, b"", b"")
+        if isinstance(msg, EpochsRequest):
+            await asyncio.sleep(TRICKLE_S)
+        if isinstance(msg, ChunkRequest):
+            # Once the honest peer answered the same subtree (its answer queued first),
+            # a big chunk of nothing; else an honest answer, slowly.
+            for _ in range(100):
+                if msg.subtree in served:
+                    garbage[0] += 1
+                    junk = (b"\x00" * 100_000,)
+                    return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, junk)
+                await asyncio.sleep(0.01)
+        return await honest.answer(msg)
+
+    net = Net({HOSTILE: late_garbage, HONEST: honest_answer})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, request_timeout_s=PATIENCE) == 40
+    assert garbage[0] >= 1
+    assert "chunk node 0" in net.dropped[HOSTILE]
+    assert HONEST not in net.dropped
+    assert dest.head_root == source.store.head_root
+
+
 async def test_a_peer_sending_fewer_epoch_records_than_its_offer_needs_is_refused(
     tmp_path, monkeypatch
 ):
