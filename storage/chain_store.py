@@ -55,6 +55,7 @@ from storage.snapshot import (
     DEFAULT_CHUNK_BYTES,
     Subtree,
     cross_links,
+    damaged_path,
     find_subtree,
     held_subtrees,
     serve_chunk,
@@ -1028,8 +1029,40 @@ class ChainStore:
 
     def missing_nodes(self, root: bytes, limit: int) -> list[Subtree]:
         """The subtrees under the root reference ``root`` not stored yet, reached
-        through stored nodes."""
-        return list(walk_missing(self.get_node_bytes, root, limit))
+        through stored nodes.
+
+        A node held from a target the sync left that is gone or does not match its hash
+        (damage since the move) is dropped with what names it down from the nearest node
+        of this target (``storage.snapshot.damaged_path``), and the walk goes again:
+        that part is asked for afresh. Left there, its parent named the held reference,
+        which a fetch never stores (it stores at the target's height), and the sync
+        asked for it again and again, until its next move or for ever (a trusted
+        target does not move).
+        """
+        while True:
+            damaged: list[Subtree] = []
+            missing = list(walk_missing(self.get_node_bytes, root, limit, damaged=damaged))
+            if not damaged:
+                return missing
+            self._drop_damaged(root, damaged[0])
+
+    def _drop_damaged(self, root: bytes, where: Subtree) -> None:
+        path, beside = damaged_path(self.get_node_bytes, root, where)
+        # What hangs beside is held on its own (so the install's sweep deletes what the
+        # final tree does not name), before the nodes above it go: a crash between
+        # finds the damage again and does this again.
+        held = self.held_refs()
+        batch = self._db.new_batch()
+        for ref in path:
+            if held.get(ref[VERSION_SIZE:]) == ref:
+                batch.delete(_HELD + ref[VERSION_SIZE:])
+        for node_hash, ref in beside.items():
+            batch.put(_HELD + node_hash, ref)
+        self._db.write(batch)
+        nodes = self._nodes.new_batch(sync=False)
+        for ref in path:
+            nodes.delete(spaces.TREE_NODE + ref)
+        self._nodes.write(nodes)
 
     def store_chunk(
         self, nodes: Mapping[bytes, bytes], leaves: Sequence[tuple[bytes, bytes]]

@@ -264,6 +264,7 @@ def walk_missing(
     root: bytes,
     limit: int,
     visit: Callable[[bytes, LeafNode | None], None] | None = None,
+    damaged: list[Subtree] | None = None,
 ) -> Iterator[Subtree]:
     """The subtrees under the root reference ``root`` that the store lacks, reached
     through nodes it holds.
@@ -273,19 +274,35 @@ def walk_missing(
     arrived are fetched. Stops after ``limit`` missing subtrees (the caller fetches
     those, then walks again), so memory stays bounded. ``visit`` is called with each
     node's reference (and the leaf, for a leaf) once it is checked.
+
+    With ``damaged``: a node at another version than ``root``'s (held from a target the
+    sync left) that is missing or does not match its hash is neither yielded nor an
+    error: its place goes in ``damaged`` and the walk ends (``damaged_path``). A fetch
+    stores at the root's version, never again under the held reference its parent
+    names, so yielded it would be asked for again and again.
     """
     found = 0
+    version = root[:VERSION_SIZE]
     stack = [(root, root_subtree(root[VERSION_SIZE:]))] if root != ZERO_REF else []
     while stack:
         ref, where = stack.pop()
         encoding = get_node(ref)
-        if encoding is None:
+        held = damaged is not None and ref[:VERSION_SIZE] != version
+        if encoding is None and not held:
             yield where
             found += 1
             if found >= limit:
                 return
             continue
-        _, children, leaf = _stored_node(ref, encoding)
+        try:
+            if encoding is None:
+                raise StorageError(f"state tree node {ref.hex()} held is missing")
+            _, children, leaf = _stored_node(ref, encoding)
+        except StorageError:
+            if not held or damaged is None:
+                raise
+            damaged.append(where)
+            return
         if visit is not None:
             visit(ref, leaf)
         if children is not None:
@@ -296,6 +313,42 @@ def walk_missing(
                 stack.append((right, where.child(True, right[VERSION_SIZE:])))
             if left != ZERO_REF:
                 stack.append((left, where.child(False, left[VERSION_SIZE:])))
+
+
+def damaged_path(
+    get_node: Callable[[bytes], bytes | None], root: bytes, where: Subtree
+) -> tuple[list[bytes], dict[bytes, bytes]]:
+    """What a sync drops for a damaged node held at ``where`` (``walk_missing``) under
+    the root reference ``root``: (the references from the nearest node at ``root``'s
+    version above it down to it, the subtrees beside that path held whole, hash ->
+    reference).
+
+    The nodes held on the path are not whole any more, and are found by their hash
+    (``verify_chunk``'s ``held``): they go, or the tree would name them again. The node
+    of this target above them names the held reference: it goes too, so that it is
+    fetched again and names what is held then (or asks for it). What hangs beside the
+    path is whole, held still: the walk goes through the same nodes, so the path reads
+    as it did.
+    """
+    path = [root]
+    bits = int.from_bytes(where.path, "big")
+    for depth in range(where.depth):
+        encoding = get_node(path[-1])
+        children = None if encoding is None else node_children(encoding)
+        if children is None:
+            raise StorageError(f"state tree node {path[-1].hex()} is no longer on the walk")
+        path.append(children[(bits >> (MAX_DEPTH - 1 - depth)) & 1])
+    version = root[:VERSION_SIZE]
+    top = max(i for i, ref in enumerate(path) if ref[:VERSION_SIZE] == version)
+    path = path[top:]
+    beside: dict[bytes, bytes] = {}
+    for ref, below in zip(path[1:-1], path[2:], strict=True):
+        encoding = get_node(ref)
+        children = None if encoding is None else node_children(encoding)
+        for child in children or ():
+            if child not in (below, ZERO_REF) and get_node(child) is not None:
+                beside[child[VERSION_SIZE:]] = child
+    return path, beside
 
 
 def _stored_node(

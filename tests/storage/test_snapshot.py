@@ -582,6 +582,54 @@ def test_a_held_node_gone_from_the_store_is_fetched_again_at_the_next_move(tmp_p
     assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "fresh")
 
 
+@pytest.mark.parametrize("damage", ["deleted", "corrupt"])
+def test_a_held_node_damaged_after_the_move_is_fetched_again_not_asked_for_for_ever(
+    tmp_path, damage
+):
+    # Between a move and the walk of the new tree, a node of a subtree held whole is
+    # lost or damaged. Its parent names it at the version it is held at, while a fetch
+    # stores at the target's height: the walk asked for it, it came, and the walk asked
+    # for it again, until the next move (for ever, for a trusted target); a damaged one
+    # stopped the sync at each walk. The held nodes above it go, with the node of this
+    # target naming them, and that part is fetched again: one more pass, not a loop.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 10)
+        old, new = target_of(source, 9), target_of(source, 10)
+        synced_fresh(source, new, tmp_path / "fresh")
+        in_new: set[bytes] = set()
+        list(
+            walk_missing(
+                source.get_node_bytes, source.state_ref(10), 1, lambda r, _: in_new.add(r[8:])
+            )
+        )
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, old, 2048)
+            assert dest.begin_sync(new) is False
+            # Held nodes the new tree names, below the top: a leaf, or an inner node.
+            named: list[tuple[bytes, bool]] = []
+
+            def held(ref: bytes, leaf: object) -> None:
+                if ref[8:] in in_new and ref != sync_root(old):
+                    named.append((ref, leaf is not None))
+
+            list(walk_missing(dest.get_node_bytes, sync_root(old), 1, held))
+        ref = next(r for r, is_leaf in reversed(named) if is_leaf == (damage == "corrupt"))
+        assert ref[:8] == (9).to_bytes(8, "big")
+        if damage == "deleted":
+            raw_write(tmp_path / "dst" / TREE_DIR, {}, [TREE_NODE + ref])
+        else:
+            raw_write(tmp_path / "dst" / TREE_DIR, {TREE_NODE + ref: b"\x93\x05garbage"})
+        with ChainStore(tmp_path / "dst") as dest:
+            for _ in range(3):  # as the syncer does: walk, fetch what it lacks, again
+                if not dest.missing_nodes(sync_root(new), 1 << 20):
+                    break
+                sync_from(source, dest, new, 2048)
+            assert dest.missing_nodes(sync_root(new), 1) == []
+            assert dest.finish_sync(GENESIS_HASH) == 10
+            assert dict(dest.iter_state()) == states[10]
+    assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "fresh")
+
+
 def killed_at(crash: int):
     """``Database.write`` that raises at its ``crash``-th call, writing nothing of it."""
     real_write = Database.write
