@@ -559,7 +559,15 @@ class ChainStore:
         LevelDB's checksums verified (damage on disk is a ``StorageError``): they are
         sent on as they are (catch-up, state sync), and a flipped bit in a signature
         still decodes."""
-        return self._db.get(spaces.BLOCK + encode_height(height), verify_checksums=True)
+        return self._read_whole(spaces.BLOCK + encode_height(height))
+
+    def _read_whole(self, key: bytes) -> bytes | None:
+        """A block or a certificate: checksums verified (see ``get_block_bytes``), and
+        kept out of LevelDB's block cache. Blocks are read for peers catching up (up to
+        32 MiB a peer an interval), for state sync and for clients, each mostly once:
+        cached, they would push out the tables of state records and the indexes that
+        execution and admission read again and again."""
+        return self._db.get(key, verify_checksums=True, fill_cache=False)
 
     def get_block(self, height: int) -> Block | None:
         data = self.get_block_bytes(height)
@@ -580,8 +588,8 @@ class ChainStore:
         unverified); the receiver checks the whole block against the certificate.
         """
         at = encode_height(height)
-        block = self._db.get(spaces.BLOCK + at, verify_checksums=True)
-        data = self._db.get(spaces.COMMIT + at, verify_checksums=True)
+        block = self._read_whole(spaces.BLOCK + at)
+        data = self._read_whole(spaces.COMMIT + at)
         if block is None or data is None:
             return None
         commit = self._decode(Commit, data, f"commit {height}")
@@ -604,7 +612,7 @@ class ChainStore:
 
     def get_commit(self, height: int) -> Commit | None:
         """The certificate that finalized block ``height``."""
-        data = self._db.get(spaces.COMMIT + encode_height(height), verify_checksums=True)
+        data = self._read_whole(spaces.COMMIT + encode_height(height))
         return None if data is None else self._decode(Commit, data, f"commit {height}")
 
     def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:

@@ -194,11 +194,17 @@ class Database:
             raise StorageError(f"database at {self.path} is closed")
         return self._db
 
-    def get(self, key: bytes, *, verify_checksums: bool = False) -> bytes | None:
+    def get(
+        self, key: bytes, *, verify_checksums: bool = False, fill_cache: bool = True
+    ) -> bytes | None:
         """``key``'s value, or None. With ``verify_checksums``, what is read from a table
-        file is checked against LevelDB's checksums (a damaged one is a ``StorageError``)."""
+        file is checked against LevelDB's checksums (a damaged one is a ``StorageError``).
+        Without ``fill_cache``, the table blocks read are not kept in LevelDB's block
+        cache (a read of something big and rarely read again)."""
         try:
-            value: bytes | None = self._handle.get(key, verify_checksums=verify_checksums)
+            value: bytes | None = self._handle.get(
+                key, verify_checksums=verify_checksums, fill_cache=fill_cache
+            )
         except plyvel.Error as exc:
             raise StorageError(f"read from {self.path} failed: {_reason(exc)}") from exc
         return value
