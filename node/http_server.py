@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -320,7 +321,8 @@ class ConnectionGate:
 
 
 class HttpServer:
-    """``app`` served on ``host:port`` behind a ``ConnectionGate``."""
+    """``app`` served on ``host:port`` (or on ``sock``, a socket already bound) behind a
+    ``ConnectionGate``."""
 
     def __init__(
         self,
@@ -334,11 +336,13 @@ class HttpServer:
         on_refused: Callable[[str], None] | None = None,
         on_stalled: Callable[[], None] | None = None,
         on_evicted: Callable[[], None] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.limits = limits
+        self.sock = sock
         # With no descriptors to spare, still one connection (an operator's status call).
         self._fd_limit = fd_limit
         self._max_connections = None if fd_limit is None else connection_cap(fd_limit)
@@ -358,6 +362,12 @@ class HttpServer:
             access_log=None,
             shutdown_timeout=self._shutdown_timeout,
             keepalive_timeout=self.limits.keepalive_timeout_ms / 1000,
+            # A handler runs on when its client leaves (aiohttp's default, said here
+            # because its test server says otherwise): work that must not stop halfway
+            # is not cut at any await, and long work (a feed's replay) checks for
+            # itself whether anyone still listens. Tests serve through this class
+            # (tests/served.py) to run with the same setting.
+            handler_cancellation=False,
         )
         self._runner = runner
         await runner.setup()
@@ -379,9 +389,12 @@ class HttpServer:
             )
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(
-                self.gate, self.host, self.port, reuse_address=True, backlog=1024
-            )
+            if self.sock is not None:
+                self._server = await loop.create_server(self.gate, sock=self.sock, backlog=1024)
+            else:
+                self._server = await loop.create_server(
+                    self.gate, self.host, self.port, reuse_address=True, backlog=1024
+                )
         except OSError as exc:
             raise CannotListen("HTTP", self.host, self.port, exc) from exc
         self.port = self._server.sockets[0].getsockname()[1]

@@ -8,21 +8,21 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 import cli.main  # noqa: F401  # first: cli.operator imported alone is an import cycle
 from cli.client import MAX_ANSWER_BYTES, NodeClient, NodeError
 from cli.operator import MAX_EVIDENCE_FILE_BYTES, OperatorError, member_key, read_evidence
 from tests.fifos import fifo_holding
+from tests.served import Served, app_server
 
 BOMB = "[" * 100_000
 
 
-async def serve(handler, path: str = "/v1/status") -> TestServer:
+async def serve(handler, path: str = "/v1/status") -> Served:
     """A node at a loopback port whose every GET ``path`` ``handler`` answers."""
     app = web.Application()
     app.router.add_get(path, handler)
-    server = TestServer(app, host="127.0.0.1")
+    server = app_server(app)
     await server.start_server()
     return server
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from cli.client import NodeClient, NodeError
 from cli.light import (
@@ -21,10 +20,10 @@ from consensus.staking_state import producer_set_key
 from core import BlockHeader, InvalidBlock, InvalidProof, PrivateKey, address_of
 from core.keystore import load_key
 from genesis import Genesis, create_localnet
-from node.run import build_app
 from node.service import Node
 from storage import StateProof
 from tests.node.conftest import make_home
+from tests.served import node_server
 from vm import Account, ChainParams, account_key
 
 # Epochs of three blocks: a walk crosses several in a second of blocks.
@@ -34,7 +33,7 @@ EPOCHS_OF_3 = ChainParams.default().replace(epoch_length=3)
 async def test_producers_walk_epochs_and_refuse_a_wrong_set(tmp_path):
     layout, home = make_home(tmp_path, EPOCHS_OF_3, block_interval_ms=30)
     node = Node.from_home(home, "")
-    server = TestServer(build_app(node), host="127.0.0.1")
+    server = node_server(node)
     await server.start_server()
     try:
         client = NodeClient(str(server.make_url("")))
@@ -116,7 +115,7 @@ async def test_a_pruned_node_still_proves_every_epochs_producers(tmp_path):
     pruning = {"keep_states": 2, "keep_blocks": 30, "interval": 1}
     layout, home = make_home(tmp_path, EPOCHS_OF_3, block_interval_ms=30, pruning=pruning)
     node = Node.from_home(home, "")
-    server = TestServer(build_app(node), host="127.0.0.1")
+    server = node_server(node)
     await server.start_server()
     try:
         client = NodeClient(str(server.make_url("")))

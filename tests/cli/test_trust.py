@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
 from cli.client import NodeClient
@@ -22,11 +21,11 @@ from cli.main import main
 from cli.trust import MAX_CACHE_BYTES, ProducerCache
 from core import PrivateKey, address_of, format_address
 from genesis import LocalnetLayout, create_localnet
-from node.run import build_app
 from node.service import Node
 from tests.cli.commerce.test_orders import watch_sends
 from tests.fifos import fifo_holding
 from tests.genesis.test_document import sample
+from tests.served import node_server
 from vm import ChainParams
 
 EPOCH = 3
@@ -49,7 +48,7 @@ async def running_net(tmp_path: Path) -> AsyncIterator[Net]:
     params = ChainParams.default().replace(epoch_length=EPOCH)
     layout = create_localnet(tmp_path / "net", 1, "", params=params, block_interval_ms=30)
     node = Node.from_home(layout.nodes[0].home, "")
-    server = TestServer(build_app(node), host="127.0.0.1")
+    server = node_server(node)
     await server.start_server()
     try:
         yield Net(layout, node, str(server.make_url("")).rstrip("/"))

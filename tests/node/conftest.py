@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import uvloop
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.keystore import load_key
 from genesis import create_localnet
-from node.run import build_app
 from node.service import Node
+from tests.served import node_server
 from vm import ChainParams
 
 # Modules whose async tests run on uvloop (the node's loop) as well as asyncio's.
@@ -57,7 +57,7 @@ async def node_client(tmp_path):
     """(client, node, faucet key) for a single-validator node serving on a real socket."""
     layout, home = make_home(tmp_path, max_request_bytes=256 * 1024)
     node = Node.from_home(home, "")
-    server = TestServer(build_app(node), host="127.0.0.1")
+    server = node_server(node)
     client = TestClient(server)
     await client.start_server()
     faucet = load_key(layout.faucet_key_path, "")

@@ -12,7 +12,7 @@ import time
 import msgpack
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from apps.commerce.views import ViewDenied
 from core import (
@@ -32,6 +32,7 @@ from node.chain_api import RenderedBlocks
 from node.metrics import HTTP_REFUSERS, REFUSAL_BOUNDS
 from storage import StateProof, verify_proof
 from tests.node.conftest import refusals
+from tests.served import app_server, node_server
 from vm import Account, Transfer, account_key
 
 
@@ -391,7 +392,7 @@ async def test_one_middleware_renders_every_refusal_and_hides_bugs(caplog):
         "/bug": (500, "internal"),
         "/nowhere": (404, "not_found"),
     }
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    async with TestClient(app_server(app)) as client:
         answers = {}
         for path, (status, code) in cases.items():
             resp = await client.get(path)
@@ -425,7 +426,7 @@ async def test_every_route_answers_503_with_retry_after_until_the_node_is_open(t
         ("GET", "/v1/listings/1"),
         ("POST", "/v1/txs/simulate"),
     ]
-    async with TestClient(TestServer(create_app(node), host="127.0.0.1")) as client:
+    async with TestClient(node_server(node, create_app(node))) as client:
         for method, path in routes:
             resp = await client.request(method, path, json={"tx": "00"})
             doc = await resp.json()

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from apps.commerce.feed import CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, FeedLimits
 from core import PrivateKey, TxBody, sign_tx
 from core.keystore import load_key
 from genesis import create_localnet
-from node.run import build_app
 from node.service import Node
 from tests.node.conftest import refusals
+from tests.served import node_server
 from vm import ChainParams, Transfer
 
 BOMB_BYTES = 32 * 1024 * 1024
@@ -48,7 +48,7 @@ async def serving(tmp_path: Path, *, params: ChainParams | None = None, **config
     doc.update({"block_interval_ms": 100, **config})
     path.write_text(json.dumps(doc))
     node = Node.from_home(home, "")
-    client = TestClient(TestServer(build_app(node), host="127.0.0.1"))
+    client = TestClient(node_server(node))
     await client.start_server()
     try:
         yield client, node, load_key(layout.faucet_key_path, "")

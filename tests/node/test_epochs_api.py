@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from consensus import ValidatorSet
 from node.epoch_records import EpochRecord, verify_epoch_record
-from node.run import build_app
 from node.service import Node
 from tests.node.conftest import make_home
 from tests.node.test_openapi import Checker, fetch, get_document
+from tests.served import node_server
 from vm import ChainParams
 
 EPOCH = "/v1/epochs/{epoch}"
@@ -26,7 +26,7 @@ async def test_epoch_records_walk_from_genesis_on_a_node_that_pruned_the_boundar
     pruning = {"keep_states": 2, "keep_blocks": 2, "interval": 1}
     layout, home = make_home(tmp_path, params, block_interval_ms=30, pruning=pruning)
     node = Node.from_home(home, "")
-    client = TestClient(TestServer(build_app(node), host="127.0.0.1"))
+    client = TestClient(node_server(node))
     await client.start_server()
     try:
         checker = Checker(await get_document(client))

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from apps.commerce import http_items, keys
 from apps.commerce import payloads as tx
@@ -28,9 +28,9 @@ from consensus import ValidatorSet, verify_commit
 from core import BlockHeader, Commit, Invalid, PrivateKey, TxBody, format_address, sign_tx
 from core.keystore import load_key
 from node.reader import NodeChainReader
-from node.run import build_app
 from node.service import Node
 from tests.node.conftest import make_home
+from tests.served import node_server
 from vm import Transfer
 
 FEE = 1_000
@@ -130,7 +130,7 @@ async def running_driver(tmp_path, **config: object):
     """A single-validator node (real LevelDB) serving its API on a real socket."""
     layout, home = make_home(tmp_path, **config)
     node = Node.from_home(home, "")
-    client = TestClient(TestServer(build_app(node), host="127.0.0.1"))
+    client = TestClient(node_server(node))
     await client.start_server()
     try:
         yield Driver(client, node, load_key(layout.faucet_key_path, ""))

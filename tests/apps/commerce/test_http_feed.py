@@ -19,7 +19,7 @@ from itertools import chain
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer, get_port_socket
+from aiohttp.test_utils import TestClient, get_port_socket
 
 from apps.commerce import feed, feed_events, views
 from apps.commerce import payloads as tx
@@ -31,6 +31,7 @@ from node.run import build_app, http_server
 from node.service import Node
 from tests.apps.commerce.test_http import FEE, PRICE, Actor, Driver, place, running_driver
 from tests.node.conftest import make_home
+from tests.served import node_server
 from vm import Transfer
 
 WAIT = 10.0
@@ -381,14 +382,11 @@ TIP_MESSAGE = "m" * 140
 async def small_buffer_driver(tmp_path, **config: object):
     """``running_driver`` whose server sockets have small send buffers."""
 
-    def listener(host: str, port: int, family: socket.AddressFamily) -> socket.socket:
-        sock = get_port_socket(host, port, family)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
-        return sock
-
     layout, home = make_home(tmp_path, **config)
     node = Node.from_home(home, "")
-    client = TestClient(TestServer(build_app(node), host="127.0.0.1", socket_factory=listener))
+    listener = get_port_socket("127.0.0.1", 0, socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+    client = TestClient(node_server(node, sock=listener))
     await client.start_server()
     try:
         yield Driver(client, node, load_key(layout.faucet_key_path, ""))

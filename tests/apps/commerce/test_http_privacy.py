@@ -8,16 +8,16 @@ import asyncio
 import time
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from apps.commerce import keys
 from apps.commerce import payloads as tx
 from apps.commerce.http import NODE_HEADER, PRIVATE_STATE_PREFIXES, sign_read_request
 from genesis import create_localnet
-from node.run import build_app
 from node.service import Node
 from storage import StateProof, verify_proof
 from tests.apps.commerce.test_http import Actor, open_shop, place, running_driver
+from tests.served import node_server
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ async def test_a_read_signed_for_one_node_is_refused_by_another(driver, tmp_path
     await d.run(alice.key, tx.PLACE_ORDER, place(merchant, "1 Alice Lane, Springfield"))
     layout = create_localnet(tmp_path / "other", 1, "", chain_id=d.chain_id)
     other = Node.from_home(layout.nodes[0].home, "")
-    async with TestClient(TestServer(build_app(other), host="127.0.0.1")) as elsewhere:
+    async with TestClient(node_server(other)) as elsewhere:
         assert other.key.public_key != d.node_key
         for path in ("/v1/orders/1", "/v1/orders?role=buyer"):
             headers = sign_read_request(alice.key, d.chain_id, "GET", path, node=d.node_key)
