@@ -340,12 +340,16 @@ class EpochPages(ABC):
                         count += 1
                     page = (first, count)
                 else:
+                    # Only a page with a record the sync lacks and this peer holds: a
+                    # peer that had answered all it holds of a page out to a silent one
+                    # was asked for it again as each answer came, hundreds of times a
+                    # second until that one's timeout.
                     behind = sorted(
                         (a.first, p)
                         for p, a in self._pages.items()
-                        if a.first < holds
-                        and any(
-                            e >= epoch and e not in got for e in range(a.first, a.first + a.count)
+                        if any(
+                            epoch <= e < holds and e not in got
+                            for e in range(a.first, a.first + a.count)
                         )
                         and self.rates.outpaces(peer, p)
                     )

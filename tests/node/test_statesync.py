@@ -194,6 +194,21 @@ async def test_each_epoch_record_is_verified_once_however_many_offers_are_checke
     assert verified and set(verified.values()) == {1}
 
 
+async def test_a_peer_is_not_asked_again_for_records_it_answered_it_lacks(tmp_path):
+    # The hostile peer, asked first, holds its page of records out and never answers.
+    # The honest peer hedged it and answered all it holds (up to its head); as each of
+    # its answers came, it was asked for that page again (a page held by a peer it
+    # outpaces, with records the sync lacked, though not any it holds): hundreds of
+    # requests, each a read on its side, until the silent peer's timeout.
+    source = make_chain(tmp_path / "a", 40)
+    hostile = far_offer(source, answers_epochs=False)
+    net = Net({HOSTILE: hostile, HONEST: server(source.store).answer})
+    assert await net.sync(ChainStore(tmp_path / "b")) == 40
+    assert HOSTILE in net.dropped and HONEST not in net.dropped
+    # A few: its page, then a retry of what nobody held (3 here; hundreds before).
+    assert net.asked[HONEST, EpochsRequest] <= 10
+
+
 async def test_a_peer_flooding_answers_nobody_asked_for_cannot_stall_the_sync(tmp_path):
     # Once asked for a chunk, the hostile peer never answers it but sends answers to
     # other requests without pause: the sync gives its request to the honest peer.
