@@ -150,6 +150,19 @@ def _verify_records(
     return sets, None
 
 
+def _verify_each(
+    genesis: Genesis, records: list[tuple[int, bytes, ValidatorSet]]
+) -> tuple[int, Invalid] | None:
+    """Verify each (epoch, record, producers of the epoch before) on its own; the first
+    epoch whose record fails, and why. In a worker thread, as ``_verify_records``."""
+    for epoch, raw, validators in records:
+        try:
+            verify_epoch_record(genesis, epoch, raw, validators)
+        except Invalid as exc:
+            return epoch, exc
+    return None
+
+
 @dataclass
 class _PageAsk:
     """A request for the epoch records ``first`` .. ``first + count - 1``."""
@@ -157,6 +170,25 @@ class _PageAsk:
     first: int
     count: int
     sent: float
+
+
+@dataclass
+class _Page:
+    """A page of records answered, held until all of it verified: its sender is rated
+    by it then, and refused if any record of it fails."""
+
+    peer: bytes
+    first: int
+    records: tuple[bytes, ...]
+    seconds: float
+    # The epochs whose record of this page is the one kept in ``got`` (verified in
+    # order there); the others came second and are verified on their own (``checked``).
+    kept: set[int]
+    checked: set[int]
+
+    @property
+    def end(self) -> int:
+        return self.first + len(self.records)
 
 
 class EpochPages(ABC):
@@ -271,6 +303,8 @@ class EpochPages(ABC):
         ``last``; ``Unheld`` if no usable peer holds them."""
         # Records fetched, not verified yet: epoch -> (record, who sent it).
         got: dict[int, tuple[bytes, bytes]] = {}
+        # Pages answered, not all verified yet (``_check_pages``).
+        pages: list[_Page] = []
         # Peers that answered fewer records than asked: peer -> the first they lack. No
         # fault of theirs unless their offer needs the ones they lack (checked as they
         # answer); asked again when another peer fails, or once when none is left.
@@ -283,7 +317,8 @@ class EpochPages(ABC):
         while (epoch := len(self._sets)) <= last:
             run = list(itertools.takewhile(lambda e: e in got, range(epoch, last + 1)))
             if run:
-                await self._verify_page(epoch, run[:MAX_EPOCHS_PER_RESPONSE], got)
+                await self._verify_page(epoch, run[:MAX_EPOCHS_PER_RESPONSE], got, pages)
+                await self._check_pages(pages, got)
                 retried = forgave = False
                 continue
             if self._failures != failures:
@@ -301,7 +336,8 @@ class EpochPages(ABC):
                 continue
             answer = await self._next_answer(0.5)
             if answer is not None:
-                self._take_page(answer, epoch, got, lacking)
+                self._take_page(answer, epoch, got, lacking, pages)
+                await self._check_pages(pages, got)
             if self._answers.empty():
                 self._expire_pages(time.monotonic())
 
@@ -366,7 +402,11 @@ class EpochPages(ABC):
         epoch: int,
         got: dict[int, tuple[bytes, bytes]],
         lacking: dict[bytes, int],
+        pages: list[_Page],
     ) -> None:
+        """Judge a page's shape, keep in ``got`` its records of epochs no other page
+        brought yet, and hold it in ``pages`` until all of it verified (it is rated by
+        then only: see ``_check_pages``)."""
         peer, msg, arrived = answer
         if not isinstance(msg, EpochsResponse):
             return
@@ -374,8 +414,6 @@ class EpochPages(ABC):
         if ask is None:
             return  # a late answer to a request given up (its peer stayed away)
         records = msg.records
-        if records:
-            self.rates.answered(peer, sum(len(r) for r in records), arrived - ask.sent)
         if msg.first != ask.first or len(records) > ask.count:
             self._refuse(
                 peer,
@@ -396,18 +434,68 @@ class EpochPages(ABC):
                 )
                 return
             lacking[peer] = ask.first + len(records)
+        if not records:
+            return  # "I hold none" is no measure of speed
+        page = _Page(peer, ask.first, records, arrived - ask.sent, set(), set())
         for e, raw in enumerate(records, start=ask.first):
             if e >= epoch and e not in got:
                 got[e] = (raw, peer)
+                page.kept.add(e)
+        pages.append(page)
 
-    def _late_page(self, answer: tuple[bytes, Wire, float]) -> None:
+    async def _check_pages(self, pages: list[_Page], got: dict[int, tuple[bytes, bytes]]) -> None:
+        """Verify on its own each record of ``pages`` that another page's copy stood for,
+        once the producers before it are verified; rate a page's sender once all of the
+        page verified; refuse the sender of a record that fails, and drop what else it sent.
+
+        A page counted as it came made a peer sending garbage fast the fastest, the
+        honest ones "slow" beside it; where another page's records were kept (a hedge
+        lost, or records verified already) its own were never even checked. Not compared
+        with the copy kept: honest nodes may hold other certificates of one block."""
+        loop = asyncio.get_running_loop()
+        for page in list(pages):
+            if page not in pages:
+                continue  # dropped with its sender below
+            verified = len(self._sets)
+            spares = [
+                (e, raw, self._sets[e - 1])
+                for e, raw in enumerate(page.records, start=page.first)
+                if e < verified and e not in page.kept and e not in page.checked
+            ]
+            if spares:
+                failed = await loop.run_in_executor(None, _verify_each, self.genesis, spares)
+                if failed is not None:
+                    self._refuse(page.peer, f"epoch {failed[0]} record: {failed[1]}")
+                    self._drop_sender(page.peer, got, pages)
+                    continue
+                page.checked.update(e for e, _, _ in spares)
+            if page.end <= len(self._sets):
+                # Its kept records verified in order (or their sender was refused, and
+                # this page dropped with it).
+                pages.remove(page)
+                self.rates.answered(page.peer, sum(len(r) for r in page.records), page.seconds)
+
+    @staticmethod
+    def _drop_sender(peer: bytes, got: dict[int, tuple[bytes, bytes]], pages: list[_Page]) -> None:
+        for e in [e for e, (_, p) in got.items() if p == peer]:
+            del got[e]
+        pages[:] = [page for page in pages if page.peer != peer]
+
+    async def _late_page(self, answer: tuple[bytes, Wire, float]) -> None:
         """A page that comes while no offer is being checked (asked to check one before,
-        then not needed): judged as any, its records not kept."""
+        then not needed): judged as any, its records of verified epochs checked, the
+        others not kept (nor the page rated)."""
         if isinstance(answer[1], EpochsResponse):
-            self._take_page(answer, len(self._sets), {}, {})
+            pages: list[_Page] = []
+            self._take_page(answer, len(self._sets), {}, {}, pages)
+            await self._check_pages(pages, {})
 
     async def _verify_page(
-        self, epoch: int, run: list[int], got: dict[int, tuple[bytes, bytes]]
+        self,
+        epoch: int,
+        run: list[int],
+        got: dict[int, tuple[bytes, bytes]],
+        pages: list[_Page],
     ) -> None:
         """Verify the fetched records of ``run`` (from ``epoch``, in order) in a worker
         thread and keep those that verify in one synced write; refuse the sender of the
@@ -427,8 +515,7 @@ class EpochPages(ABC):
         if error is not None:
             bad = got[epoch + len(sets)][1]
             self._refuse(bad, f"epoch {epoch + len(sets)} record: {error}")
-            for e in [e for e, (_, p) in got.items() if p == bad]:
-                del got[e]
+            self._drop_sender(bad, got, pages)
 
     def _expire_pages(self, now: float) -> None:
         connected = set(self.peers.peers())

@@ -479,7 +479,7 @@ class StateSyncer(EpochPages):
             if answer is None:
                 break
             peer, msg, _ = answer
-            self._late_page(answer)
+            await self._late_page(answer)
             if isinstance(msg, kind) and peer in asked:
                 asked.discard(peer)
                 got.append((peer, msg))
@@ -586,7 +586,7 @@ class StateSyncer(EpochPages):
             answer = await self._next_answer(0.5)
             if answer is not None:
                 peer, msg, arrived = answer
-                self._late_page(answer)
+                await self._late_page(answer)
                 ask = pending.get(peer)
                 # Anything else is a late answer to an earlier request: ignored.
                 if (

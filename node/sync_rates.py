@@ -48,8 +48,9 @@ class PeerRates:
     def answered(self, peer: bytes, nbytes: int, seconds: float) -> None:
         """``peer`` answered a request out for ``seconds`` with ``nbytes`` of content
         (not for an answer of nothing: "I hold none" is no measure of speed, and the
-        syncer deals with it on its own). A chunk counts once it verified: bytes that
-        fail are no delivery, and their sender is refused."""
+        syncer deals with it on its own). A chunk counts once it verified, a page of
+        epoch records once all of it did: bytes that fail are no delivery, and their
+        sender is refused."""
         s = self._peers.setdefault(peer, _Standing())
         s.nbytes = s.nbytes * self.DECAY + nbytes
         s.seconds = s.seconds * self.DECAY + max(seconds, self.MIN_SECONDS)

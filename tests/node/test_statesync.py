@@ -568,6 +568,50 @@ async def test_a_peer_answering_garbage_where_it_lost_the_race_is_refused_not_ra
     assert dest.head_root == source.store.head_root
 
 
+async def test_a_peer_answering_garbage_epoch_records_where_it_lost_the_race_is_refused(
+    tmp_path, monkeypatch
+):
+    # A page of epoch records counted toward its sender's rate as it came, before it was
+    # checked, and records another peer's page had brought first (a hedge lost, or
+    # records verified already) were dropped unchecked: a peer answering those with big
+    # garbage looked fast and was never caught. Now every page is verified on its own
+    # (honest peers may hold other certificates of the same block: no comparing bytes
+    # with the page kept), rated only once it verified, and its sender refused if not.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    honest = server(source.store)
+    served: set[int] = set()
+    garbage = [0]
+
+    async def honest_answer(msg: Wire) -> Wire | None:
+        answer = await honest.answer(msg)
+        if isinstance(msg, EpochsRequest):
+            served.update(range(msg.first, msg.first + msg.count))  # delivered as this returns
+        return answer
+
+    async def late_garbage(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return SnapshotOffer(0, b"", b"")
+        if isinstance(msg, EpochsRequest):
+            # Once the honest peer answered the same records (it hedges this page: this
+            # peer is not rated yet), a page of garbage; else an honest page, slowly.
+            asked = range(msg.first, msg.first + msg.count)
+            for _ in range(100):
+                if served.issuperset(asked):
+                    garbage[0] += 1
+                    return EpochsResponse(msg.first, tuple(b"\x00" * 10_000 for _ in asked))
+                await asyncio.sleep(0.01)
+        return await honest.answer(msg)
+
+    net = Net({HOSTILE: late_garbage, HONEST: honest_answer})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, request_timeout_s=PATIENCE) == 40
+    assert garbage[0] >= 1
+    assert "epoch" in net.dropped[HOSTILE]
+    assert HONEST not in net.dropped
+    assert dest.head_root == source.store.head_root
+
+
 async def test_a_peer_sending_fewer_epoch_records_than_its_offer_needs_is_refused(
     tmp_path, monkeypatch
 ):
