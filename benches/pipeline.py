@@ -85,7 +85,7 @@ class _Verified:
         hashes: Sequence[bytes | None] | None = None,
     ) -> list[tuple[str, str] | None]:
         todo = self.passed.unknown(raws, chain_id, max_tx_bytes, hashes)
-        return self.passed.merge(len(raws), todo, [None] * len(todo), hashes)
+        return self.passed.merge(len(raws), todo, [None] * len(todo), hashes, chain_id)
 
 
 class _Node:

@@ -40,8 +40,8 @@ Verdict = tuple[str, str] | None
 
 # Smaller chunks are not worth a hand-off of their own.
 _MIN_CHUNK = 16
-# Envelopes that passed, remembered by transaction hash (``ProcessVerifier``): 105
-# bytes each, so 14 MB. A node of a four-validator flood checks some 7,500 a second,
+# Envelopes that passed, remembered by transaction hash (``ProcessVerifier``): about
+# 145 bytes each where the memory holds a hash's last reference, so some 19 MB. A node of a four-validator flood checks some 7,500 a second,
 # and a gossip copy came up to 10-20 s after the proposal that held its transaction:
 # with 65,536 remembered, 0.6-4.5% of a node's checks were of passes already forgotten.
 REMEMBERED_PASSES = 1 << 17
@@ -114,7 +114,13 @@ class PassedEnvelopes:
         hashes: Sequence[bytes | None] | None,
     ) -> list[int]:
         """The indexes of ``raws`` left to check: all but remembered passes that still
-        fit ``max_tx_bytes``. ``hashes[i]``, if given, is ``tx_hash(raws[i])`` or None."""
+        fit ``max_tx_bytes``. ``hashes[i]``, if given, is ``tx_hash(raws[i])`` or None.
+
+        A pass is given on the hash's word: a caller must hash the very bytes it gives
+        (both come from one list, where the bytes enter). Lists of two lengths are
+        refused, so no transaction goes without a hash that names it."""
+        if hashes is not None and len(hashes) != len(raws):
+            raise ValueError(f"{len(raws)} transactions but {len(hashes)} hashes")
         with self._lock:
             if chain_id != self._chain:
                 self._passed.clear()
@@ -139,9 +145,11 @@ class PassedEnvelopes:
         todo: Sequence[int],
         got: Sequence[Verdict],
         hashes: Sequence[bytes | None] | None,
+        chain_id: str,
     ) -> list[Verdict]:
         """The verdicts of all ``n`` transactions, from ``got`` (the checks of ``todo``,
-        as ``unknown`` gave it) and passes elsewhere; the new passes are remembered."""
+        as ``unknown`` gave it for ``chain_id``) and passes elsewhere; the new passes
+        are remembered, unless a call for another chain id came in between."""
         if len(todo) == n:
             verdicts = list(got)
         else:
@@ -151,6 +159,8 @@ class PassedEnvelopes:
         if hashes is None or not self._size:
             return verdicts
         with self._lock:
+            if chain_id != self._chain:
+                return verdicts
             passed, order = self._passed, self._order
             for i, verdict in zip(todo, got, strict=True):
                 h = hashes[i]
@@ -232,7 +242,7 @@ class ProcessVerifier:
             self._replace(pool)
             log.warning("a verification worker died; checking %d transactions here", len(sent))
             got = await loop.run_in_executor(None, check_envelopes, sent, chain_id, max_tx_bytes)
-        return self.passed.merge(len(raws), todo, got, hashes)
+        return self.passed.merge(len(raws), todo, got, hashes, chain_id)
 
     def check_sync(
         self,
@@ -259,7 +269,7 @@ class ProcessVerifier:
             self._replace(pool)
             log.warning("a verification worker died; checking %d transactions here", len(sent))
             got = check_envelopes(sent, chain_id, max_tx_bytes)
-        return self.passed.merge(len(raws), todo, got, hashes)
+        return self.passed.merge(len(raws), todo, got, hashes, chain_id)
 
     def _replace(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
         with self._lock:

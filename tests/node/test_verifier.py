@@ -15,7 +15,7 @@ import pytest
 from core import PrivateKey, SignedTx, TxBody, pack_raw, sign_tx, tx_hash
 from core.keys import SignDomain
 from node.mempool import Mempool, MempoolConfig
-from node.verifier import ProcessVerifier
+from node.verifier import PassedEnvelopes, ProcessVerifier
 from vm import Account, ChainParams, Executor, Transfer, verify_signed_tx
 from vm.accounts import account_key
 from vm.executor import check_envelopes
@@ -198,6 +198,26 @@ def test_a_remembered_pass_still_meets_the_size_limit_and_the_chain():
         assert v.passed.reused == 0
     finally:
         v.close()
+
+
+def test_a_hash_list_of_another_length_is_refused():
+    # A transaction without a hash of its own must never take another's pass.
+    good = [_tx(k) for k in KEYS[:2]]
+    memory = PassedEnvelopes()
+    memory.merge(2, [0, 1], [None, None], _hashes(good), CHAIN)
+    with pytest.raises(ValueError, match="3 transactions but 2 hashes"):
+        memory.unknown([*good, b"garbage"], CHAIN, PARAMS.max_tx_bytes, _hashes(good))
+
+
+def test_passes_checked_for_one_chain_are_not_kept_for_another():
+    # Two callers interleaved: the first one's checks end after a call for another
+    # chain id made the memory forget; they are not remembered under that chain.
+    good = [_tx(k) for k in KEYS[:2]]
+    memory = PassedEnvelopes()
+    todo = memory.unknown(good, CHAIN, PARAMS.max_tx_bytes, _hashes(good))
+    memory.unknown(good, "other-chain", PARAMS.max_tx_bytes, _hashes(good))
+    memory.merge(2, todo, [None, None], _hashes(good), CHAIN)
+    assert memory.unknown(good, "other-chain", PARAMS.max_tx_bytes, _hashes(good)) == [0, 1]
 
 
 def test_the_oldest_passes_are_forgotten_past_the_bound():
