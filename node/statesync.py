@@ -36,7 +36,7 @@ from functools import partial
 from typing import Protocol
 
 from consensus import validate_tx_root, verify_commit
-from core import Block, Commit, DecodeError, Invalid, LiveLedgerError, Wire
+from core import Block, Commit, DecodeError, Invalid, LiveLedgerError, StorageError, Wire
 from genesis import Genesis
 from node.config import PruningConfig
 from node.epoch_records import EpochPages, Unheld, epoch_record, keep_epoch_record
@@ -234,7 +234,12 @@ class SnapshotServer:
         for h in heights:
             if 0 < h <= store.height and self._servable(store, h):
                 # As stored, checked against each other (a damaged one is not served).
-                found = store.get_encoded_block(h)
+                try:
+                    found = store.get_encoded_block(h)
+                except StorageError as exc:
+                    # The older snapshot may still be whole: offer it rather than none.
+                    log.error("state sync: snapshot block %d not offered: %s", h, exc)
+                    continue
                 if found is not None:
                     return SnapshotOffer(h, *found)
         return SnapshotOffer(0, b"", b"")

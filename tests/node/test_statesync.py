@@ -335,6 +335,20 @@ async def test_a_snapshot_block_stored_damaged_is_not_offered(tmp_path):
         assert await server(store).answer(SnapshotRequest(24)) == SnapshotOffer(0, b"", b"")
 
 
+async def test_a_damaged_latest_snapshot_block_leaves_the_older_snapshot_offered(tmp_path):
+    # Asked for its newest snapshot (height 0), a node whose latest snapshot block is
+    # damaged offers the one before it, which it still holds whole, rather than none.
+    source = make_chain(tmp_path / "a", 24)
+    latest, older = server(source.store).snapshot_heights(24)
+    other = source.store.get_block_bytes(latest - 1)
+    source.store.close()
+    raw_write(tmp_path / "a", {BLOCK + encode_height(latest): other})
+    with ChainStore(tmp_path / "a") as store:
+        offer = await server(store).answer(SnapshotRequest(0))
+        assert isinstance(offer, SnapshotOffer) and offer.height == older
+        assert offer.block == store.get_block_bytes(older)
+
+
 async def test_a_node_without_a_chain_answers_that_it_serves_nothing(tmp_path):
     serving = server(ChainStore(tmp_path / "empty"))
     root = b"\x05" * 32
