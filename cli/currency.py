@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import stat
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,6 +20,7 @@ from cli.keyring import Keyring
 from cli.main import clear_errors, main
 from cli.operator import AMOUNT, DEFAULT_NODE, U64, OperatorError, Signer, operator_tx
 from core import parse_address
+from core.files import open_regular_file
 from vm.currency import (
     ATTEST,
     BURN,
@@ -73,15 +72,11 @@ def currency_attest(signer: Signer, symbol: str, reserves: int, report: Path) ->
 def report_digest(report: Path) -> bytes:
     """SHA-256 of a report of any size, read in blocks (never held whole); a FIFO or a
     device is refused unopened (a FIFO blocks for ever, a device never ends)."""
-    try:
-        if not stat.S_ISREG(os.stat(report).st_mode):
-            raise OperatorError(f"report {report} is not a regular file: give the file itself")
-        with open(report, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise OperatorError(f"report {report} is not a regular file: give the file itself")
+    with open_regular_file(report, "report", OperatorError) as fh:
+        try:
             return hashlib.file_digest(fh, "sha256").digest()
-    except OSError as exc:
-        raise OperatorError(f"cannot read report {report}: {exc.strerror or exc}") from None
+        except OSError as exc:
+            raise OperatorError(f"cannot read report {report}: {exc.strerror or exc}") from None
 
 
 @operator_tx(currency, "send")

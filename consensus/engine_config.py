@@ -46,8 +46,9 @@ class BFTConfig:
     max_sync_answers_per_peer: int = 16
     # ... and the blocks among those answers at most this many bytes (a stored block's
     # encoding, a proposal's transactions; at least one block): 16 full blocks are
-    # 128 MiB to read and send (on the engine's thread), for 16 requests of 40 bytes. More than a peer reads in an
-    # interval (p2p's 32 MiB/s) only fills its queue until it is dropped.
+    # 128 MiB to read (on the engine's thread) and send, for 16 requests of 40 bytes.
+    # More than a peer reads in an interval (p2p's 32 MiB/s) only fills its queue
+    # until it is dropped.
     max_sync_block_bytes_per_peer: int = 32 * 1024 * 1024
     # Peers with a budget in use (an authenticated member set is far smaller).
     max_sync_peers: int = 256

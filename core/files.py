@@ -13,7 +13,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from core.errors import Invalid, LiveLedgerError
 
@@ -40,6 +40,22 @@ def read_regular_file_and_mode(
 ) -> tuple[bytes, int]:
     """``read_regular_file``, and the ``st_mode`` of the file it read."""
     path = Path(path)
+    with open_regular_file(path, what, error) as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{what} {path} is larger than {limit} bytes")
+    return data, mode
+
+
+def open_regular_file(path: Path | str, what: str, error: ErrorOf) -> BinaryIO:
+    """The ``what`` file ``path`` opened for reading (binary); ``error`` naming it if it
+    does not exist, cannot be opened or is not a regular file. For a file read in
+    blocks (a report of any size); ``read_regular_file`` reads a bounded one whole."""
+    path = Path(path)
     try:
         # A FIFO blocks open() until a writer comes and read() until it leaves (for ever,
         # if none does); a terminal or device is no document either. Refused before it is
@@ -47,17 +63,17 @@ def read_regular_file_and_mode(
         # does not block the open).
         _check_regular(os.stat(path).st_mode, path, what, error)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        with open(fd, "rb") as fh:
-            mode = os.fstat(fd).st_mode
-            _check_regular(mode, path, what, error)
-            data = fh.read(limit + 1)
     except FileNotFoundError:
         raise error(f"cannot read {what} {path}: it does not exist") from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise error(f"{what} {path} is larger than {limit} bytes")
-    return data, mode
+    fh = open(fd, "rb")  # handed to the caller, who closes it
+    try:
+        _check_regular(os.fstat(fd).st_mode, path, what, error)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
 
 
 def _check_regular(mode: int, path: Path, what: str, error: ErrorOf) -> None:
@@ -93,6 +109,7 @@ def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 __all__ = [
     "DuplicateJsonKey",
     "ErrorOf",
+    "open_regular_file",
     "read_regular_file",
     "read_regular_file_and_mode",
     "reject_duplicate_keys",

@@ -114,7 +114,7 @@ def kept_address(
         doc = json.loads(data)
         sealed = bytes.fromhex(doc["sealed"])
         plaintext = nacl.secret.SecretBox(local_secret(key, _PURPOSE)).decrypt(sealed)
-    except (OSError, ValueError, KeyError, TypeError, nacl.exceptions.CryptoError):
+    except (ValueError, KeyError, TypeError, nacl.exceptions.CryptoError):
         raise KeystoreError(
             f"kept address {path} does not open with the key of {name!r}: damaged, or another key's"
         ) from None
