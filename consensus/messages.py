@@ -245,10 +245,8 @@ _FINALIZED_HEAD = array_header(4) + _NIL + _NIL
 
 def encode_message(msg: Outgoing) -> bytes:
     """The ``ConsensusMessage`` encoding of ``msg``: what goes on the wire. A finalized
-    block held encoded goes in as its bytes are, in one copy (the bytes are what
-    ``ConsensusMessage.wrap`` of its decoded form encodes to)."""
+    block held encoded goes in as its bytes are (they are what ``ConsensusMessage.wrap``
+    of its decoded form encodes to)."""
     if isinstance(msg, EncodedFinalizedBlock):
-        return b"".join(
-            (_FINALIZED_HEAD, array_header(3), msg.block, msg.commit, pack_raw(msg.latest), _NIL)
-        )
+        return b"".join((_FINALIZED_HEAD, msg.encode(), _NIL))
     return ConsensusMessage.wrap(msg).encode()
