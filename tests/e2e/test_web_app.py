@@ -63,6 +63,10 @@ WAIT_MS = 20_000
 # A hostile answer's length: far past the longest the page reads (web/src/lib/api.js,
 # MAX_ANSWER_BYTES: 4 MiB), and past what loopback's socket buffers hold.
 FLOOD_BYTES = 64 * 1024 * 1024
+# A slow answer: a byte every TRICKLE_S seconds (each in time for any idle timeout), for
+# TRICKLE_BYTES bytes (a minute and a half).
+TRICKLE_S = 0.2
+TRICKLE_BYTES = 450
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed (dev extras)"
@@ -88,7 +92,8 @@ class Proxy:
     if set, answers a path itself ((status, JSON body), or None to pass it on); ``forward``,
     if set, asks the node for ``forward(path and query)`` instead of what was asked (a
     node answering another page than the one asked for); ``flood``, if set and true of
-    a path, answers it with a body that does not end (``Proxy.flooding``)."""
+    a path, answers it with a body that does not end (``Proxy.flooding``); ``trickle``,
+    if set and true of a path, answers it a byte at a time (``Proxy.trickling``)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -101,6 +106,10 @@ class Proxy:
         # that flood is over (the page let go, or all FLOOD_BYTES went).
         self.flooded = 0
         self.flood_over = threading.Event()
+        self.trickle: Callable[[str], bool] | None = None
+        # Bytes of the last trickle the page took, and whether that trickle is over.
+        self.trickled = 0
+        self.trickle_over = threading.Event()
         self.hold = False
         # Every POST's path and body, in order (what the page sent the node).
         self.posted: list[tuple[str, bytes]] = []
@@ -133,6 +142,8 @@ class Proxy:
             return await self._websocket(request)
         if self.flood is not None and self.flood(request.path):
             return await self.flooding(request)
+        if self.trickle is not None and self.trickle(request.path):
+            return await self.trickling(request)
         own = None if self.answer is None else self.answer(request.path)
         if own is not None:
             return web.json_response(own[1], status=own[0])
@@ -179,6 +190,29 @@ class Proxy:
             pass  # the page let go
         finally:
             self.flood_over.set()
+        return resp
+
+    async def trickling(self, request: web.Request) -> web.StreamResponse:
+        """An answer that comes a byte every TRICKLE_S seconds, as a slow or hostile node
+        may send it: never idle for long, never done for a minute and more; then it ends
+        (well-formed JSON)."""
+        self.trickled = 0
+        self.trickle_over.clear()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        try:
+            await resp.write(b'{"padding": "')
+            while self.trickled < TRICKLE_BYTES:
+                await asyncio.sleep(TRICKLE_S)
+                await resp.write(b"x")
+                self.trickled += 1
+            await resp.write(b'"}')
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the page let go
+        finally:
+            self.trickle_over.set()
         return resp
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
@@ -1030,6 +1064,34 @@ def test_an_answer_that_does_not_end_is_cut_off_with_a_clear_error(world, browse
         assert world.proxy.flooded < FLOOD_BYTES
     finally:
         world.proxy.flood = None
+    page.reload()
+    expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
+
+
+def test_an_answer_that_trickles_is_given_up_at_the_deadline_with_a_clear_error(world, browser):
+    """A node (hostile or broken) that answers a byte at a time, never idle long enough
+    for an idle timeout: the page waited for the whole answer for as long as it took. It
+    gives up at its deadline (here this browser's setting of 1 s, not the default 30 s),
+    lets the connection go, and says why; the next answer is read as usual."""
+    page = browser
+    expect = sync_api.expect
+    item = f"{world.proxy.url}/01/{EAN13}/21/SN-1"
+    page.goto(item)
+    expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
+    page.evaluate("() => localStorage.setItem('liveledger.deadline.v1', '1')")
+    world.proxy.trickle = lambda path: path.startswith("/v1/items/")
+    try:
+        page.reload()
+        expect(page.locator("main [role=alert]")).to_contain_text(
+            "the node did not answer within 1 s"
+        )
+        shot(page, "item-trickled-answer")
+        assert world.proxy.trickle_over.wait(WAIT_MS / 1000)
+        # The page let go long before the trickle's end.
+        assert world.proxy.trickled < TRICKLE_BYTES
+    finally:
+        world.proxy.trickle = None
+        page.evaluate("() => localStorage.removeItem('liveledger.deadline.v1')")
     page.reload()
     expect(page.locator("#verdict")).to_have_attribute("data-verified", "yes")
 

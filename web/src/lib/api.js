@@ -16,26 +16,61 @@ export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
 // (the default `max_block_txs`) are ~10 MB.
 export const MAX_BLOCK_ANSWER_BYTES = 32 * 1024 * 1024;
 
-// `limit`: the longest answer read (bytes); past it, the answer is dropped unread and
-// an ApiError `too_large` names the bound.
-export async function api(path, init = undefined, limit = MAX_ANSWER_BYTES) {
-  let resp;
+// How long `api` waits for a whole answer of up to MAX_ANSWER_BYTES (its headers and its
+// body), in seconds; an answer allowed to be n times larger (a whole block's) gets n
+// times as long. Most answers are a few kilobytes; even 4 MiB comes within it over a
+// link of about 1 Mbit/s. A node that never answers, or trickles its answer a byte at
+// a time (each byte in time for any idle timeout), would otherwise hold the page's
+// request, and the page, for good.
+export const ANSWER_DEADLINE_S = 30;
+// This browser's own deadline, if set: whole seconds, kept in localStorage as the
+// page's other settings are (a slow link may want longer, tests want shorter).
+const DEADLINE_SETTING = "liveledger.deadline.v1";
+
+// The deadline this browser uses, in seconds: its setting if it is a whole number of
+// seconds from 1 to an hour, else ANSWER_DEADLINE_S.
+function answerDeadline() {
+  let seconds = 0;
   try {
-    // Never from the browser's cache: the API sends no cache headers, and Chromium then
-    // keeps a 410 (`pruned`) for good, so a page would never ask the node again.
-    resp = await fetch(path, { cache: "no-store", ...init });
+    seconds = Number(localStorage.getItem(DEADLINE_SETTING));
   } catch {
-    throw new ApiError(0, "unreachable", "the node cannot be reached");
+    // Storage is off in this browser: the default.
   }
-  let doc;
+  return Number.isSafeInteger(seconds) && seconds >= 1 && seconds <= 3600 ? seconds : ANSWER_DEADLINE_S;
+}
+
+// `limit`: the longest answer read (bytes); past it, the answer is dropped unread and
+// an ApiError `too_large` names the bound. An answer not whole by its deadline is
+// dropped (the connection let go) and an ApiError `too_slow` names the deadline.
+export async function api(path, init = undefined, limit = MAX_ANSWER_BYTES) {
+  const seconds = answerDeadline() * Math.max(1, Math.ceil(limit / MAX_ANSWER_BYTES));
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(), seconds * 1000);
+  const tooSlow = () => new ApiError(0, "too_slow", `the node did not answer within ${seconds} s`);
   try {
-    doc = parseJson(await boundedText(resp, limit));
-  } catch (err) {
-    if (err instanceof ApiError) throw err;
-    throw new ApiError(resp.status, "malformed", "the node's answer is not JSON");
+    let resp;
+    try {
+      // Never from the browser's cache: the API sends no cache headers, and Chromium then
+      // keeps a 410 (`pruned`) for good, so a page would never ask the node again.
+      resp = await fetch(path, { cache: "no-store", ...init, signal: deadline.signal });
+    } catch {
+      if (deadline.signal.aborted) throw tooSlow();
+      throw new ApiError(0, "unreachable", "the node cannot be reached");
+    }
+    let doc;
+    try {
+      // The abort also ends the body's stream: a read waiting on it rejects.
+      doc = parseJson(await boundedText(resp, limit));
+    } catch (err) {
+      if (err instanceof ApiError) throw err;
+      if (deadline.signal.aborted) throw tooSlow();
+      throw new ApiError(resp.status, "malformed", "the node's answer is not JSON");
+    }
+    if (!resp.ok) throw new ApiError(resp.status, doc.code ?? "http_error", doc.message ?? "");
+    return doc;
+  } finally {
+    clearTimeout(timer);
   }
-  if (!resp.ok) throw new ApiError(resp.status, doc.code ?? "http_error", doc.message ?? "");
-  return doc;
 }
 
 // The answer's body as text, read up to `limit` bytes (as decoded: a compressed body is

@@ -41,6 +41,7 @@ const PLAIN = {
   bad_signature: "The signature did not verify.",
   mempool_full: "The network is busy. Try again in a moment.",
   unreachable: "The node cannot be reached. Check your connection.",
+  too_slow: "The node did not answer in time. Check your connection and try again.",
   timeout: "No block took the transaction in time. Check again later.",
 };
 
