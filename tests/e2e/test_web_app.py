@@ -67,6 +67,10 @@ FLOOD_BYTES = 64 * 1024 * 1024
 # TRICKLE_BYTES bytes (a minute and a half).
 TRICKLE_S = 0.2
 TRICKLE_BYTES = 450
+# A hostile feed message's length: past the longest a page reads (web/src/lib/feed.js,
+# MAX_FEED_MESSAGE: 128 KiB), and a position past any real one (2**40).
+HUGE_MESSAGE = 200_000
+FAR = 2**40
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed (dev extras)"
@@ -93,7 +97,9 @@ class Proxy:
     if set, asks the node for ``forward(path and query)`` instead of what was asked (a
     node answering another page than the one asked for); ``flood``, if set and true of
     a path, answers it with a body that does not end (``Proxy.flooding``); ``trickle``,
-    if set and true of a path, answers it a byte at a time (``Proxy.trickling``)."""
+    if set and true of a path, answers it a byte at a time (``Proxy.trickling``);
+    ``inject``, if set, is sent once to the next WebSocket opened, before anything the
+    node sends."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -110,6 +116,11 @@ class Proxy:
         # Bytes of the last trickle the page took, and whether that trickle is over.
         self.trickled = 0
         self.trickle_over = threading.Event()
+        self.inject: str | None = None
+        # The close code of the WebSocket ``inject`` went to, once it closed (None: it
+        # closed without one), and whether it did.
+        self.injected_close: int | None = None
+        self.injected_over = threading.Event()
         self.hold = False
         # Every POST's path and body, in order (what the page sent the node).
         self.posted: list[tuple[str, bytes]] = []
@@ -223,6 +234,9 @@ class Proxy:
         await ws.prepare(request)
         assert request.transport is not None
         self.feeds[id(request)] = request.transport
+        injected, self.inject = self.inject, None
+        if injected is not None:
+            await ws.send_str(injected)
 
         async def down() -> None:
             async for msg in ws_up:
@@ -238,6 +252,9 @@ class Proxy:
             self.feeds.pop(id(request), None)
             task.cancel()
             await ws_up.close()
+            if injected is not None:
+                self.injected_close = ws.close_code
+                self.injected_over.set()
         return ws
 
     def drop_feeds(self) -> None:
@@ -1117,6 +1134,63 @@ def test_a_feed_that_keeps_failing_reads_the_nodes_status_within_the_bound(world
         world.proxy.flood = None
         world.proxy.hold = False
     expect(page.locator("#feed-state")).to_have_attribute("data-connections", "2")
+
+
+def inject_once(world, message: dict) -> None:
+    """``message``, padded past MAX_FEED_MESSAGE, sent by the next WebSocket the page
+    opens (from a blank page: no feed of an earlier test's page takes it)."""
+    world.proxy.injected_over.clear()
+    world.proxy.inject = json.dumps({**message, "padding": "x" * HUGE_MESSAGE})
+
+
+def test_a_session_feed_message_over_the_bound_is_not_read_and_its_connection_dropped(
+    world, browser
+):
+    """A browser hands the page a WebSocket message whole, however long, and the page
+    parsed each one: a node could have it parse a huge event (and show it). The page
+    drops a connection that sends a message longer than any the node sends, unread, and
+    resumes on a new one."""
+    page = browser
+    expect = sync_api.expect
+    page.goto("about:blank")
+    inject_once(
+        world,
+        {
+            "type": "event", "height": FAR, "index": 0, "time_ms": 0,
+            "session": int(world.ids["session"]), "kind": "commerce.tip",
+            "attrs": {"amount": "100", "message": "huge"},
+        },
+    )  # fmt: skip
+    try:
+        page.goto(f"{world.proxy.url}/live/{world.ids['session']}")
+        assert world.proxy.injected_over.wait(WAIT_MS / 1000)
+        assert world.proxy.injected_close == 4009
+    finally:
+        world.proxy.inject = None
+    expect(page.locator("#feed-state")).to_have_attribute("data-connections", "2")
+    expect(page.locator(f"#ticker li[data-pos='{FAR}:0']")).to_have_count(0)
+
+
+def test_a_block_feed_message_over_the_bound_is_not_read_and_its_connection_dropped(world, browser):
+    """As the session feed: the explorer's block feed drops a connection that sends a
+    message longer than any the node sends, unread, and follows the blocks on a new one."""
+    page = browser
+    expect = sync_api.expect
+    page.goto("about:blank")
+    inject_once(
+        world,
+        {"type": "block", "height": FAR, "hash": "00" * 32, "time_ms": 0, "num_txs": 0},
+    )
+    try:
+        page.goto(f"{world.proxy.url}/explorer")
+        assert world.proxy.injected_over.wait(WAIT_MS / 1000)
+        assert world.proxy.injected_close == 4009
+    finally:
+        world.proxy.inject = None
+    # Blocks come every 200 ms: the new connection brings ones past the page's load.
+    loaded = int(page.locator("#blocks li").first.get_attribute("data-height"))
+    expect(page.locator(f"#blocks li[data-height='{loaded + 3}']")).to_have_count(1)
+    expect(page.locator(f"#blocks li[data-height='{FAR}']")).to_have_count(0)
 
 
 def item_pages_of(size: int, asked: list[str], forge: Callable[[str], str] = str) -> Callable:

@@ -7,6 +7,17 @@ const WHOLE_BLOCK = Number.MAX_SAFE_INTEGER;
 // How far back a node replays by default (feeds.max_replay_blocks); a page away for
 // longer (a phone asleep) starts again from a new snapshot.
 const MAX_REPLAY_BLOCKS = 1000;
+// The longest feed message a page reads, in characters. The node's longest (an event of
+// 32 attributes, each a 64-byte key and a 256-byte value, vm/receipts.py) is about 62,000
+// even with every byte JSON-escaped as \uXXXX. A browser hands a page each WebSocket
+// message whole, however long, and offers no way to cap it; what a page can do is refuse
+// to parse a longer one and drop the connection that sent it.
+export const MAX_FEED_MESSAGE = 128 * 1024;
+
+// Whether a feed message is one to parse: text (the feeds send JSON text only) within
+// MAX_FEED_MESSAGE. The page drops a connection that sends another, with this code.
+export const readableMessage = (data) => typeof data === "string" && data.length <= MAX_FEED_MESSAGE;
+export const CLOSE_UNREADABLE = 4009;
 
 export class SessionFeed {
   // `fromHeight`: the height of the snapshot the page was built from (the feed starts
@@ -41,12 +52,19 @@ export class SessionFeed {
       this.connections += 1;
       this.onState("live");
     };
-    ws.onmessage = (msg) => this.handle(msg.data);
+    // Whether this page dropped the connection for a message it would not read (the
+    // node answers that close with 1000, which is no end of the session then).
+    let refused = false;
+    ws.onmessage = (msg) => {
+      if (readableMessage(msg.data)) return this.handle(msg.data);
+      refused = true;
+      ws.close(CLOSE_UNREADABLE, "message too large");
+    };
     ws.onclose = (e) => {
       if (this.ws !== ws) return;
       this.ws = null;
       // 1000: the session closed; the feed has nothing more to say.
-      if (this.stopped || e.code === 1000) {
+      if (this.stopped || (e.code === 1000 && !refused)) {
         this.onState(e.code === 1000 ? "ended" : "stopped");
         return;
       }

@@ -6,6 +6,7 @@ import { plain } from "../lib/codes.js";
 import { formatAddress, addressOf } from "../lib/crypto.js";
 import { hex, unhex } from "../lib/codec.js";
 import { decodeCommit, decodeHeader, isVerificationFailure, NotVerified } from "../lib/light.js";
+import { CLOSE_UNREADABLE, readableMessage } from "../lib/feed.js";
 import { lightClient } from "../lib/trust.js";
 import { ago, errorBox, fmt, go, h, link, replace, short, time, units } from "../lib/ui.js";
 
@@ -91,17 +92,24 @@ export async function explorerPage(main) {
   let ws = null;
   let stopped = false;
   const connect = (from) => {
-    ws = new WebSocket(`${scheme}://${location.host}/v1/blocks/ws?from=${from}`);
+    const sock = new WebSocket(`${scheme}://${location.host}/v1/blocks/ws?from=${from}`);
+    ws = sock;
     let last = from;
-    ws.onmessage = (m) => {
-      const msg = JSON.parse(m.data);
+    sock.onmessage = (m) => {
+      if (!readableMessage(m.data)) return sock.close(CLOSE_UNREADABLE, "message too large");
+      let msg;
+      try {
+        msg = JSON.parse(m.data);
+      } catch {
+        return;
+      }
       if (msg.type !== "block" || msg.height <= last) return;
       last = msg.height;
       addRow(msg);
       heightEl.textContent = fmt(msg.height);
       lagEl.textContent = `${((Date.now() - msg.time_ms) / 1000).toFixed(1)} s (block ${msg.height} final after its time)`;
     };
-    ws.onclose = () => stopped || setTimeout(() => connect(last), 1000);
+    sock.onclose = () => stopped || setTimeout(() => connect(last), 1000);
   };
   connect(status.height);
   return () => {
