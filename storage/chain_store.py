@@ -55,7 +55,7 @@ from storage.snapshot import (
     DEFAULT_CHUNK_BYTES,
     Subtree,
     cross_links,
-    damaged_path,
+    damaged_paths,
     find_subtree,
     held_subtrees,
     serve_chunk,
@@ -1039,26 +1039,29 @@ class ChainStore:
         """The subtrees under the root reference ``root`` not stored yet, reached
         through stored nodes.
 
-        A node held from a target the sync left that is gone or does not match its hash
-        (damage since the move) is dropped with what names it down from the nearest node
-        of this target (``storage.snapshot.damaged_path``), and the walk goes again:
-        that part is asked for afresh. Left there, its parent named the held reference,
-        which a fetch never stores (it stores at the target's height), and the sync
-        asked for it again and again, until its next move or for ever (a trusted
-        target does not move).
+        The nodes held from targets the sync left that are gone or do not match their
+        hash (damage since the move) are dropped with what names them down from the
+        nearest nodes of this target (``storage.snapshot.damaged_paths``), and the walk
+        goes again: those parts are asked for afresh. Left there, a parent named the held
+        reference, which a fetch never stores (it stores at the target's height), and the
+        sync asked for it again and again, until its next move or for ever (a trusted
+        target does not move). One walk finds every damaged node it reaches and one
+        batch drops them all: the walk reads and hashes every node stored, and it runs
+        in the executor while the syncer waits.
         """
         while True:
             damaged: list[Subtree] = []
             missing = list(walk_missing(self.get_node_bytes, root, limit, damaged=damaged))
             if not damaged:
                 return missing
-            self._drop_damaged(root, damaged[0])
+            self._drop_damaged(root, damaged)
 
-    def _drop_damaged(self, root: bytes, where: Subtree) -> None:
-        path, beside = damaged_path(self.get_node_bytes, root, where)
+    def _drop_damaged(self, root: bytes, places: list[Subtree]) -> None:
+        path, beside = damaged_paths(self.get_node_bytes, root, places)
         # What hangs beside is held on its own (so the install's sweep deletes what the
         # final tree does not name), before the nodes above it go: a crash between
-        # finds the damage again and does this again.
+        # finds the damage again and does this again. The nodes go each after those
+        # below it, so a crash part way leaves the damage below what is left.
         held = self.held_refs()
         batch = self._db.new_batch()
         for ref in path:
@@ -1070,6 +1073,9 @@ class ChainStore:
         nodes = self._nodes.new_batch(sync=False)
         for ref in path:
             nodes.delete(spaces.TREE_NODE + ref)
+            if len(nodes) >= _PRUNE_BATCH:
+                self._nodes.write(nodes)
+                nodes = self._nodes.new_batch(sync=False)
         self._nodes.write(nodes)
 
     def store_chunk(

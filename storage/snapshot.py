@@ -277,9 +277,10 @@ def walk_missing(
 
     With ``damaged``: a node at another version than ``root``'s (held from a target the
     sync left) that is missing or does not match its hash is neither yielded nor an
-    error: its place goes in ``damaged`` and the walk ends (``damaged_path``). A fetch
-    stores at the root's version, never again under the held reference its parent
-    names, so yielded it would be asked for again and again.
+    error: its place goes in ``damaged`` (``damaged_paths``) and the walk goes on
+    beside it, so that one walk finds every such place it reaches before ``limit``. A
+    fetch stores at the root's version, never again under the held reference its
+    parent names, so yielded it would be asked for again and again.
     """
     found = 0
     version = root[:VERSION_SIZE]
@@ -302,7 +303,7 @@ def walk_missing(
             if not held or damaged is None:
                 raise
             damaged.append(where)
-            return
+            continue
         if visit is not None:
             visit(ref, leaf)
         if children is not None:
@@ -315,40 +316,52 @@ def walk_missing(
                 stack.append((left, where.child(False, left[VERSION_SIZE:])))
 
 
-def damaged_path(
-    get_node: Callable[[bytes], bytes | None], root: bytes, where: Subtree
+def damaged_paths(
+    get_node: Callable[[bytes], bytes | None], root: bytes, places: list[Subtree]
 ) -> tuple[list[bytes], dict[bytes, bytes]]:
-    """What a sync drops for a damaged node held at ``where`` (``walk_missing``) under
-    the root reference ``root``: (the references from the nearest node at ``root``'s
-    version above it down to it, the subtrees beside that path held whole, hash ->
-    reference).
+    """What a sync drops for the damaged nodes held at ``places`` (``walk_missing``)
+    under the root reference ``root``: (the references on each path from the nearest
+    node at ``root``'s version above a place down to it, each after those below it, the
+    subtrees beside those paths held whole, hash -> reference).
 
-    The nodes held on the path are not whole any more, and are found by their hash
+    The nodes held on a path are not whole any more, and are found by their hash
     (``verify_chunk``'s ``held``): they go, or the tree would name them again. The node
     of this target above them names the held reference: it goes too, so that it is
     fetched again and names what is held then (or asks for it). What hangs beside the
-    path is whole, held still: the walk goes through the same nodes, so the path reads
-    as it did.
+    paths is whole, held still: the walk goes through the same nodes, so the paths read
+    as they did. Paths share their upper nodes (two places under one held node): each
+    node is read once, and a node on one path is never beside another.
     """
-    path = [root]
-    bits = int.from_bytes(where.path, "big")
-    for depth in range(where.depth):
-        encoding = get_node(path[-1])
-        children = None if encoding is None else node_children(encoding)
-        if children is None:
-            raise StorageError(f"state tree node {path[-1].hex()} is no longer on the walk")
-        path.append(children[(bits >> (MAX_DEPTH - 1 - depth)) & 1])
+    children_of: dict[bytes, tuple[bytes, bytes] | None] = {}
+
+    def children(ref: bytes) -> tuple[bytes, bytes] | None:
+        if ref not in children_of:
+            encoding = get_node(ref)
+            children_of[ref] = None if encoding is None else node_children(encoding)
+        return children_of[ref]
+
     version = root[:VERSION_SIZE]
-    top = max(i for i, ref in enumerate(path) if ref[:VERSION_SIZE] == version)
-    path = path[top:]
+    paths: list[list[bytes]] = []
+    # Each node on a path by its depth: the deletes go deepest first.
+    depth_of: dict[bytes, int] = {}
+    for where in places:
+        path = [root]
+        bits = int.from_bytes(where.path, "big")
+        for depth in range(where.depth):
+            pair = children(path[-1])
+            if pair is None:
+                raise StorageError(f"state tree node {path[-1].hex()} is no longer on the walk")
+            path.append(pair[(bits >> (MAX_DEPTH - 1 - depth)) & 1])
+        top = max(i for i, ref in enumerate(path) if ref[:VERSION_SIZE] == version)
+        paths.append(path[top:])
+        depth_of.update((ref, top + i) for i, ref in enumerate(path[top:]))
     beside: dict[bytes, bytes] = {}
-    for ref, below in zip(path[1:-1], path[2:], strict=True):
-        encoding = get_node(ref)
-        children = None if encoding is None else node_children(encoding)
-        for child in children or ():
-            if child not in (below, ZERO_REF) and get_node(child) is not None:
-                beside[child[VERSION_SIZE:]] = child
-    return path, beside
+    for path in paths:
+        for ref in path[1:-1]:
+            for child in children(ref) or ():
+                if child != ZERO_REF and child not in depth_of and get_node(child) is not None:
+                    beside[child[VERSION_SIZE:]] = child
+    return sorted(depth_of, key=depth_of.__getitem__, reverse=True), beside
 
 
 def _stored_node(
