@@ -99,7 +99,8 @@ class Proxy:
     a path, answers it with a body that does not end (``Proxy.flooding``); ``trickle``,
     if set and true of a path, answers it a byte at a time (``Proxy.trickling``);
     ``inject``, if set, is sent once to the next WebSocket opened, before anything the
-    node sends."""
+    node sends; ``full``, while set, answers every WebSocket as a node at its feed cap
+    does (opened, then closed with 1013)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -122,6 +123,8 @@ class Proxy:
         self.injected_close: int | None = None
         self.injected_over = threading.Event()
         self.hold = False
+        # Answer every WebSocket as a node at its feed cap does (``_websocket``).
+        self.full = False
         # Every POST's path and body, in order (what the page sent the node).
         self.posted: list[tuple[str, bytes]] = []
         # The open WebSockets' connections, by request.
@@ -229,6 +232,12 @@ class Proxy:
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if self.hold:
             return web.Response(status=503, text="held")
+        if self.full:
+            # As a node at its feed cap answers: the socket opens, then closes with 1013.
+            full = web.WebSocketResponse()
+            await full.prepare(request)
+            await full.close(code=1013, message=b"the node serves as many feeds as it can")
+            return full
         ws_up = await self.session.ws_connect(self.upstream.replace("http", "ws") + request.path_qs)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -1493,3 +1502,27 @@ def test_a_page_load_walks_only_the_epochs_since_the_ones_verified_before(world,
         assert asked == ["/v1/epochs/1"]
     finally:
         world.proxy.answer = None
+
+
+def test_a_feed_refused_by_a_full_node_comes_back_later_and_later(world, browser):
+    """A node at its feed cap opens the socket and closes it with 1013. The page counted
+    an open as a good connection, so it came back every half second for as long as the
+    node was full: thousands of viewers refused at once were a flood of handshakes at
+    the node least able to take it. Now only a connection that delivered something is
+    good, and each refusal doubles the wait (up to 30 s for a full node); once the node
+    has room, the feed goes live again."""
+    page = browser
+    expect = sync_api.expect
+    page.goto("about:blank")
+    world.proxy.full = True
+    try:
+        page.goto(f"{world.proxy.url}/live/{world.ids['session']}")
+        badge = page.locator("#feed-state")
+        # The fourth refusal in a row: 4 s at least before the fifth try (0.5, 1, 2 before).
+        expect(badge).to_have_attribute("data-connections", "4")
+        expect(badge).to_have_attribute("data-state", "reconnecting")
+        assert int(badge.get_attribute("data-retry-ms") or 0) >= 4000
+    finally:
+        world.proxy.full = False
+    expect(badge).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    expect(badge).to_have_attribute("data-retry-ms", "0")

@@ -18,6 +18,20 @@ export const MAX_FEED_MESSAGE = 128 * 1024;
 // MAX_FEED_MESSAGE. The page drops a connection that sends another, with this code.
 export const readableMessage = (data) => typeof data === "string" && data.length <= MAX_FEED_MESSAGE;
 export const CLOSE_UNREADABLE = 4009;
+// A node at its feed cap accepts the socket and closes it with 1013 ("try again later").
+const CLOSE_TRY_AGAIN_LATER = 1013;
+
+// How long to wait before the next try after `failures` connections in a row that
+// delivered nothing: doubling from half a second to 5 s, to 30 s when the node said it is
+// full. A full node is what thousands of viewers of a popular stream meet at once, and a
+// retry every half second from each would be a flood of handshakes at the node least able
+// to take it. Spread by up to a fifth, so that viewers refused together do not come back
+// together.
+export function retryDelayMs(failures, code) {
+  const cap = code === CLOSE_TRY_AGAIN_LATER ? 30000 : 5000;
+  const base = Math.min(cap, 250 * 2 ** Math.min(failures, 7));
+  return Math.round(base * (1 + Math.random() / 5));
+}
 
 export class SessionFeed {
   // `fromHeight`: the height of the snapshot the page was built from (the feed starts
@@ -33,6 +47,8 @@ export class SessionFeed {
     this.stopped = false;
     this.failures = 0;
     this.connections = 0;
+    // The wait before the next try, once one is scheduled (ms).
+    this.retryMs = 0;
     this.connect();
   }
 
@@ -48,7 +64,6 @@ export class SessionFeed {
     this.ws = ws;
     this.onState("connecting");
     ws.onopen = () => {
-      this.failures = 0;
       this.connections += 1;
       this.onState("live");
     };
@@ -56,7 +71,12 @@ export class SessionFeed {
     // node answers that close with 1000, which is no end of the session then).
     let refused = false;
     ws.onmessage = (msg) => {
-      if (readableMessage(msg.data)) return this.handle(msg.data);
+      if (readableMessage(msg.data)) {
+        // A connection is good once it delivered something, not once it opened: a node
+        // at its cap opens the socket only to close it.
+        this.failures = 0;
+        return this.handle(msg.data);
+      }
       refused = true;
       ws.close(CLOSE_UNREADABLE, "message too large");
     };
@@ -69,9 +89,9 @@ export class SessionFeed {
         return;
       }
       this.failures += 1;
+      this.retryMs = retryDelayMs(this.failures, e.code);
       this.onState("reconnecting");
-      const delay = Math.min(5000, 250 * 2 ** Math.min(this.failures, 5));
-      setTimeout(() => this.retry(), delay);
+      setTimeout(() => this.retry(), this.retryMs);
     };
   }
 

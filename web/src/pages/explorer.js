@@ -6,7 +6,7 @@ import { plain } from "../lib/codes.js";
 import { formatAddress, addressOf } from "../lib/crypto.js";
 import { hex, unhex } from "../lib/codec.js";
 import { decodeCommit, decodeHeader, isVerificationFailure, NotVerified } from "../lib/light.js";
-import { CLOSE_UNREADABLE, readableMessage } from "../lib/feed.js";
+import { CLOSE_UNREADABLE, readableMessage, retryDelayMs } from "../lib/feed.js";
 import { lightClient } from "../lib/trust.js";
 import { ago, errorBox, fmt, go, h, link, replace, short, time, units } from "../lib/ui.js";
 
@@ -91,12 +91,16 @@ export async function explorerPage(main) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   let ws = null;
   let stopped = false;
+  // Connections in a row that delivered nothing (a node at its feed cap opens and
+  // closes them): the wait before the next grows with them (retryDelayMs).
+  let failures = 0;
   const connect = (from) => {
     const sock = new WebSocket(`${scheme}://${location.host}/v1/blocks/ws?from=${from}`);
     ws = sock;
     let last = from;
     sock.onmessage = (m) => {
       if (!readableMessage(m.data)) return sock.close(CLOSE_UNREADABLE, "message too large");
+      failures = 0;
       let msg;
       try {
         msg = JSON.parse(m.data);
@@ -109,7 +113,11 @@ export async function explorerPage(main) {
       heightEl.textContent = fmt(msg.height);
       lagEl.textContent = `${((Date.now() - msg.time_ms) / 1000).toFixed(1)} s (block ${msg.height} final after its time)`;
     };
-    sock.onclose = () => stopped || setTimeout(() => connect(last), 1000);
+    sock.onclose = (e) => {
+      if (stopped) return;
+      failures += 1;
+      setTimeout(() => connect(last), retryDelayMs(failures, e.code));
+    };
   };
   connect(status.height);
   return () => {

@@ -412,6 +412,8 @@ export async function livePage(main, idText) {
       stateBadge.textContent = s;
       stateBadge.dataset.state = s;
       stateBadge.dataset.connections = String(feed?.connections ?? 0);
+      // The wait before the next try (ms), while reconnecting.
+      stateBadge.dataset.retryMs = String(s === "reconnecting" ? (feed?.retryMs ?? 0) : 0);
     },
   });
   const timer = setInterval(() => {
