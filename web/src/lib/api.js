@@ -40,7 +40,7 @@ function answerDeadline() {
 }
 
 // `limit`: the longest answer read (bytes); past it, the answer is dropped unread and
-// an ApiError `too_large` names the bound. An answer not whole by its deadline is
+// an ApiError `answer_too_large` names the bound. An answer not whole by its deadline is
 // dropped (the connection let go) and an ApiError `too_slow` names the deadline.
 export async function api(path, init = undefined, limit = MAX_ANSWER_BYTES) {
   const seconds = answerDeadline() * Math.max(1, Math.ceil(limit / MAX_ANSWER_BYTES));
@@ -64,7 +64,7 @@ export async function api(path, init = undefined, limit = MAX_ANSWER_BYTES) {
     } catch (err) {
       if (err instanceof ApiError) throw err;
       if (deadline.signal.aborted) throw tooSlow();
-      throw new ApiError(resp.status, "malformed", "the node's answer is not JSON");
+      throw new ApiError(resp.status, "answer_malformed", "the node's answer is not JSON");
     }
     if (!resp.ok) throw new ApiError(resp.status, doc.code ?? "http_error", doc.message ?? "");
     return doc;
@@ -77,7 +77,7 @@ export async function api(path, init = undefined, limit = MAX_ANSWER_BYTES) {
 // counted as it unpacks); past it, reading stops and the rest is never fetched.
 async function boundedText(resp, limit) {
   const tooLarge = () =>
-    new ApiError(resp.status, "too_large", `the node's answer is larger than ${limit / 2 ** 20} MiB`);
+    new ApiError(resp.status, "answer_too_large", `the node's answer is larger than ${limit / 2 ** 20} MiB`);
   // A declared length over the bound is refused before anything is read.
   if (Number(resp.headers.get("Content-Length")) > limit) {
     resp.body?.cancel().catch(() => {});

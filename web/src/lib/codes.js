@@ -42,6 +42,10 @@ const PLAIN = {
   mempool_full: "The network is busy. Try again in a moment.",
   unreachable: "The node cannot be reached. Check your connection.",
   too_slow: "The node did not answer in time. Check your connection and try again.",
+  // The page's own refusals of what a node sent (api.js), named apart from the chain's
+  // codes for a transaction (too_large, malformed).
+  answer_too_large: "The node's answer was far larger than any it should send, so it was not read. Try another node.",
+  answer_malformed: "The node's answer could not be read. Try again, or another node.",
   timeout: "No block took the transaction in time. Check again later.",
 };
 

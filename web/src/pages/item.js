@@ -25,7 +25,7 @@ export async function itemPage(main, gtinText, serial) {
     if (err instanceof ApiError && err.status === 404) {
       return replace(main, h("h1", {}, "Unknown item"), verdict(false, "The chain has no item with this code."));
     }
-    if (err instanceof ApiError && err.code === "malformed") {
+    if (err instanceof ApiError && err.code === "answer_malformed") {
       return replace(main, h("h1", {}, "Item check"), verdict(false, "The node's answer could not be read."));
     }
     throw err;
