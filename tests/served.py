@@ -47,7 +47,9 @@ class Served(BaseTestServer):
         self.root = URL(f"http://{LOOPBACK}:{self.port}")
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        raise NotImplementedError("HttpServer makes its own runner")
+        # aiohttp's hook for its own runner: never reached, since ``start_server`` above
+        # starts ``HttpServer``, which makes the node's runner itself.
+        raise AssertionError("Served starts HttpServer, which makes its own runner")
 
     def make_url(self, path: str | URL) -> URL:
         url = URL(path)
