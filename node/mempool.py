@@ -208,12 +208,18 @@ class _Account:
     ``end`` (which is missing) are queued.
     """
 
-    __slots__ = ("sender", "nonce", "end", "queued", "txs", "fees")
+    __slots__ = ("sender", "nonce", "end", "queued", "txs", "fees", "read", "read_height")
 
     def __init__(self, sender: bytes, nonce: int) -> None:
         self.sender = sender
         # Next nonce the chain expects from this sender, as last read from state.
         self.nonce = nonce
+        # The account as admission last read it from state, and the height it was read
+        # at: the state changes only when the height moves, so the sender's next
+        # transaction at that height needs no read (a busy sender sends several per
+        # block interval).
+        self.read: Account | None = None
+        self.read_height = -1
         # The first missing nonce: the end of the pending run.
         self.end = nonce
         # How many of ``txs`` are queued (above ``end``).
@@ -700,10 +706,13 @@ class Mempool:
         sender = vtx.sender_address
         shard_i = self.shard_of(sender)
         shard = self._shards[shard_i]
+        acct = shard.accounts.get(sender)
         state_acct = self._fresh.get(sender) if height == self._fresh_height else None
         if state_acct is None:
-            state_acct = read_account(self._state, sender)
-        acct = shard.accounts.get(sender)
+            if acct is not None and acct.read_height == height:
+                state_acct = acct.read
+            if state_acct is None:
+                state_acct = read_account(self._state, sender)
         # A refresh changes nothing while the state nonce is the one the queue was
         # last checked at, the pending run starts there and the balance pays the
         # queued fees (the common case: a sender's next transaction in the same
@@ -795,6 +804,7 @@ class Mempool:
         acct = shard.accounts.get(sender)
         if acct is None:
             acct = shard.accounts[sender] = _Account(sender, state_acct.nonce)
+        acct.read, acct.read_height = state_acct, height
         self._insert(shard, acct, vtx, shard_i, seq)
         return _new_result(h, ACCEPTED, message)
 

@@ -759,6 +759,33 @@ async def test_after_a_commit_the_blocks_own_accounts_are_taken_at_its_height_on
     assert await env.submit(make_tx(a, 3, fee=MIN_FEE + 1)) == ["nonce_too_low"]
 
 
+async def test_a_senders_account_is_read_once_per_height(pool):
+    # A busy sender's next transactions at one height are checked against the account
+    # read for its first: the state changes only when the height moves.
+    env = Env(pool)
+    env.state = state = CountingState()
+    env.mempool = Mempool(
+        CHAIN, env.registry, env.executor, PARAMS, state, lambda: env.height, None, pool
+    )
+    a = KEYS[0]
+    state.put(a.address, RICH)
+    for n in range(3):
+        assert await env.submit(make_tx(a, n)) == ["accepted"]
+    assert state.reads[account_key(a.address)] == 1
+    # A block this node never saw used nonces 0-4 and took most of the balance; the
+    # mempool has not heard of it yet, but the height moved: the account is read again.
+    state.put(a.address, 3 * MIN_FEE, nonce=5)
+    env.height = 1
+    assert await env.submit(make_tx(a, 3)) == ["nonce_too_low"]
+    assert state.reads[account_key(a.address)] == 2
+    assert await env.submit(make_tx(a, 5)) == ["accepted"]
+    assert await env.submit(make_tx(a, 6)) == ["accepted"]
+    assert await env.submit(make_tx(a, 7)) == ["accepted"]
+    # Fees queued now exceed the balance read at this height.
+    assert await env.submit(make_tx(a, 8)) == ["insufficient_fee"]
+    assert state.reads[account_key(a.address)] == 3
+
+
 async def test_commit_drops_nonces_used_elsewhere(env):
     k = KEYS[0]
     await env.submit(*(make_tx(k, n) for n in range(3)))
@@ -774,7 +801,9 @@ async def test_submit_refreshes_a_stale_sender(env):
     k = KEYS[0]
     await env.submit(*(make_tx(k, n) for n in range(3)))
     env.state.put(k.address, RICH, nonce=2)
-    # Nobody told the mempool; the sender's next submit re-reads state.
+    env.height += 1
+    # A block used nonces 0 and 1 and nobody told the mempool; the sender's next
+    # submit re-reads state (the height moved: what was read before is old).
     assert await env.submit(make_tx(k, 3)) == ["accepted"]
     assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [2, 3]
 
@@ -794,6 +823,7 @@ async def test_submit_after_every_queued_nonce_was_used_elsewhere(env):
     k = KEYS[0]
     await env.submit(*(make_tx(k, n) for n in range(3)))
     env.state.put(k.address, RICH, nonce=3)
+    env.height += 1
     assert await env.submit(make_tx(k, 3)) == ["accepted"]
     assert [v.body.nonce for v in env.mempool.pending_for(k.address)] == [3]
     assert len(env.mempool) == 1 and env.mempool.select(10, 10**6)[0].body.nonce == 3
