@@ -36,6 +36,7 @@ nodes are immutable per reference, so the tree's cache needs no lock.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from bisect import bisect_left
@@ -74,6 +75,8 @@ from storage.state_tree import (
     TreeUpdate,
     node_ref,
 )
+
+log = logging.getLogger("storage.chain_store")
 
 _GENESIS = spaces.META + b"genesis"
 _HEAD = spaces.META + b"head"
@@ -1045,9 +1048,12 @@ class ChainStore:
         goes again: those parts are asked for afresh. Left there, a parent named the held
         reference, which a fetch never stores (it stores at the target's height), and the
         sync asked for it again and again, until its next move or for ever (a trusted
-        target does not move). One walk finds every damaged node it reaches and one
-        batch drops them all: the walk reads and hashes every node stored, and it runs
-        in the executor while the syncer waits.
+        target does not move). A node of this target's own that does not decode or does
+        not match its hash (a bit flipped on disk) is dropped alone and asked for again:
+        it used to stop the sync at every walk, restarts included, until the node's data
+        was wiped by hand. One walk finds every damaged node it reaches and one batch
+        drops them all: the walk reads and hashes every node stored, and it runs in the
+        executor while the syncer waits. ``finish_sync`` still refuses a damaged node.
         """
         while True:
             damaged: list[Subtree] = []
@@ -1058,6 +1064,16 @@ class ChainStore:
 
     def _drop_damaged(self, root: bytes, places: list[Subtree]) -> None:
         path, beside = damaged_paths(self.get_node_bytes, root, places)
+        # Damage on disk is the operator's to know of (a failing disk does it again).
+        log.warning(
+            "state sync: %d damaged state tree node(s) found in %s (the first at depth %d, "
+            "hash %s): %d node(s) dropped, to be fetched again",
+            len(places),
+            self.path,
+            places[0].depth,
+            places[0].hash.hex()[:16],
+            len(path),
+        )
         # What hangs beside is held on its own (so the install's sweep deletes what the
         # final tree does not name), before the nodes above it go: a crash between
         # finds the damage again and does this again. The nodes go each after those
@@ -1069,7 +1085,8 @@ class ChainStore:
                 batch.delete(_HELD + ref[VERSION_SIZE:])
         for node_hash, ref in beside.items():
             batch.put(_HELD + node_hash, ref)
-        self._db.write(batch)
+        if len(batch):
+            self._db.write(batch)
         nodes = self._nodes.new_batch(sync=False)
         for ref in path:
             nodes.delete(spaces.TREE_NODE + ref)

@@ -275,12 +275,14 @@ def walk_missing(
     those, then walks again), so memory stays bounded. ``visit`` is called with each
     node's reference (and the leaf, for a leaf) once it is checked.
 
-    With ``damaged``: a node at another version than ``root``'s (held from a target the
-    sync left) that is missing or does not match its hash is neither yielded nor an
-    error: its place goes in ``damaged`` (``damaged_paths``) and the walk goes on
-    beside it, so that one walk finds every such place it reaches before ``limit``. A
-    fetch stores at the root's version, never again under the held reference its
-    parent names, so yielded it would be asked for again and again.
+    With ``damaged``: a node that does not decode or does not match its hash (damage on
+    disk), or one at another version than ``root``'s (held from a target the sync left)
+    that is missing, is neither yielded nor an error: its place goes in ``damaged``
+    (``damaged_paths``) and the walk goes on beside it, so that one walk finds every
+    such place it reaches before ``limit``. A held node missing is not simply yielded:
+    a fetch stores at the root's version, never again under the held reference its
+    parent names, so it would be asked for again and again. Without ``damaged`` (the
+    install's walk), each of those is a ``StorageError``.
     """
     found = 0
     version = root[:VERSION_SIZE]
@@ -288,8 +290,7 @@ def walk_missing(
     while stack:
         ref, where = stack.pop()
         encoding = get_node(ref)
-        held = damaged is not None and ref[:VERSION_SIZE] != version
-        if encoding is None and not held:
+        if encoding is None and (damaged is None or ref[:VERSION_SIZE] == version):
             yield where
             found += 1
             if found >= limit:
@@ -300,7 +301,7 @@ def walk_missing(
                 raise StorageError(f"state tree node {ref.hex()} held is missing")
             _, children, leaf = _stored_node(ref, encoding)
         except StorageError:
-            if not held or damaged is None:
+            if damaged is None:
                 raise
             damaged.append(where)
             continue
@@ -330,7 +331,10 @@ def damaged_paths(
     fetched again and names what is held then (or asks for it). What hangs beside the
     paths is whole, held still: the walk goes through the same nodes, so the paths read
     as they did. Paths share their upper nodes (two places under one held node): each
-    node is read once, and a node on one path is never beside another.
+    node is read once, and a node on one path is never beside another. A damaged node
+    of this target's own is its own path: its parent names it by the reference a fetch
+    stores it under, and what hung below it at this version comes again under the same
+    references (its bytes, damaged, cannot say what that was).
     """
     children_of: dict[bytes, tuple[bytes, bytes] | None] = {}
 

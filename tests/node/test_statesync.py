@@ -31,9 +31,9 @@ from p2p import (
     SnapshotOffer,
     SnapshotRequest,
 )
-from storage import ChainStore, Pruned
+from storage import TREE_DIR, ChainStore, Pruned
 from storage.chain_store import sync_root
-from storage.db import BLOCK, Database, WriteBatch, encode_height
+from storage.db import BLOCK, TREE_NODE, Database, WriteBatch, encode_height
 from tests.consensus.staking_helpers import KEYS, PARAMS, make_genesis
 from tests.storage.storage_chain_fixtures import raw_write
 
@@ -1157,6 +1157,35 @@ async def test_a_sync_that_crashed_among_its_chunks_resumes_where_it_was(tmp_pat
     # the three chunks kept before the crash were not fetched again.
     assert again.asked[HONEST, SnapshotRequest] == again.asked[HONEST, EpochsRequest] == 0
     assert again.asked[HONEST, ChunkRequest] == whole.asked[HONEST, ChunkRequest] - 3
+
+
+async def test_a_resumed_sync_over_a_damaged_node_of_its_target_fetches_it_and_ends(
+    tmp_path, monkeypatch, caplog
+):
+    # A bit flipped on disk in a node the sync stored for its target: the resumed walk
+    # raised StorageError out of the syncer, so the node failed to start at every
+    # restart until its data was wiped. The node is dropped, fetched again, and logged.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    dest = CrashOnChunk(tmp_path / "b", at=4)
+    with pytest.raises(Crash):
+        await Net({HONEST: server(source.store).answer}).sync(dest)
+    dest.close()
+    with ChainStore(tmp_path / "b") as closed:
+        target = closed.sync_target()
+        assert target is not None
+        root = closed.get_node_bytes(sync_root(target))
+    assert root is not None
+    raw_write(
+        tmp_path / "b" / TREE_DIR,
+        {TREE_NODE + sync_root(target): root[:-1] + bytes([root[-1] ^ 1])},
+    )
+    dest = ChainStore(tmp_path / "b")
+    with caplog.at_level("WARNING", logger="storage.chain_store"):
+        assert await Net({HONEST: server(source.store).answer}).sync(dest) == 40
+    assert "fetched again" in caplog.text
+    assert dest.head_root == source.store.state_root(40)
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
 
 
 async def test_a_resumed_sync_asks_for_what_it_lacks_left_to_right(tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import shutil
 import tempfile
 import threading
@@ -35,10 +37,12 @@ from storage.db import META, STATE, TREE_NODE, encode_height
 from storage.snapshot import walk_missing
 from storage.state_tree import (
     TREE_LAYOUT,
+    LeafNode,
     internal_children,
     internal_encoding,
     internal_node_hash,
     is_internal,
+    node_ref,
 )
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
@@ -279,35 +283,6 @@ def test_sync_steps_out_of_order_or_for_a_mismatched_target_install_nothing(tmp_
             with pytest.raises(StorageError, match="does not match its height and state root"):
                 dest.finish_sync(GENESIS_HASH)
             assert not dest.initialized and dest.sync_target() == mismatched
-
-
-def test_a_stored_node_that_is_not_what_its_reference_says_stops_the_sync(tmp_path):
-    # Resuming, the walk reads back what earlier runs stored: a node that does not
-    # decode, or that hashes to something else, is damage (StorageError), and no
-    # state is installed over it.
-    with ChainStore(tmp_path / "src") as source:
-        build_chain(source, 8)
-        target = target_of(source, 8)
-        with ChainStore(tmp_path / "dst") as dest:
-            sync_from(source, dest, target, 4096)
-    root = sync_root(target)
-    with ChainStore(tmp_path / "dst") as dest:
-        stored = dest.get_node_bytes(root)
-    assert stored is not None and is_internal(stored)
-    left, right = internal_children(stored)
-    for damage, message in (
-        (b"\x93\x05garbage", "is corrupt"),
-        (internal_encoding(right, left), "does not match its hash"),
-    ):
-        raw_write(tmp_path / "dst" / TREE_DIR, {TREE_NODE + root: damage})
-        with ChainStore(tmp_path / "dst") as dest:
-            with pytest.raises(
-                StorageError, match=f"stored state tree node {root.hex()} {message}"
-            ):
-                dest.missing_nodes(root, 10)
-            with pytest.raises(StorageError, match=message):
-                dest.finish_sync(GENESIS_HASH)
-            assert not dest.initialized
 
 
 def test_a_crash_between_a_chunks_leaves_and_its_nodes_fetches_them_again(tmp_path, monkeypatch):
@@ -729,6 +704,115 @@ def test_a_drop_of_damaged_held_nodes_killed_part_way_is_found_again_and_redone(
                 break
             crash += 1
         assert crash == 3  # the held list, the nodes, then nothing more
+
+
+def synced_then_damaged(
+    source: ChainStore, tmp_path: Path, place: str
+) -> tuple[dict[int, dict[bytes, bytes]], SyncTarget, list[bytes]]:
+    """A chain of 8 blocks in ``source`` (its states by height), a fresh sync of 8 at
+    ``tmp_path / "fresh"``, and at ``tmp_path / "base"`` a sync to 8 fetched whole, then
+    damaged in nodes of that target's own (as a bit flipped on disk leaves them): at
+    ``place`` "root garbled" its root no longer decodes, at "root hashing wrong" it
+    names its children the other way round, "below" a fifth of the inner nodes and a
+    sixth of the leaves under it, each of the two ways; (states, target 8, the
+    references damaged)."""
+    states = build_chain(source, 8)
+    target = target_of(source, 8)
+    synced_fresh(source, target, tmp_path / "fresh")
+    root = sync_root(target)
+    nodes: dict[bytes, bytes] = {}
+    with ChainStore(tmp_path / "base") as dest:
+        sync_from(source, dest, target, 2048)
+        visited: list[bytes] = []
+        assert (
+            list(walk_missing(dest.get_node_bytes, root, 1, lambda r, _: visited.append(r))) == []
+        )
+        for ref in visited:
+            encoding = dest.get_node_bytes(ref)
+            assert encoding is not None
+            nodes[ref] = encoding
+    assert {ref[:8] for ref in nodes} == {(8).to_bytes(8, "big")}
+
+    def hashing_wrong(encoding: bytes) -> bytes:
+        if is_internal(encoding):
+            left, right = internal_children(encoding)
+            return internal_encoding(right, left)
+        leaf = LeafNode.decode(encoding)
+        return dataclasses.replace(leaf, value=leaf.value + b"!").encode()
+
+    if place == "root garbled":
+        damage = {root: b"\x93\x05garbage"}
+    elif place == "root hashing wrong":
+        damage = {root: hashing_wrong(nodes[root])}
+    else:
+        inner = [r for r, e in nodes.items() if is_internal(e) and r != root]
+        leaves = [r for r, e in nodes.items() if not is_internal(e)]
+        assert len(inner) > 20 and len(leaves) > 100
+        chosen = [*inner[1::5], *leaves[2::6]]
+        damage = {
+            ref: b"\x93\x05garbage" if i % 2 else hashing_wrong(nodes[ref])
+            for i, ref in enumerate(chosen)
+        }
+    raw_write(tmp_path / "base" / TREE_DIR, {TREE_NODE + ref: bad for ref, bad in damage.items()})
+    return states, target, list(damage)
+
+
+@pytest.mark.parametrize("place", ["root garbled", "root hashing wrong", "below"])
+def test_a_damaged_node_of_the_target_is_dropped_and_fetched_again(tmp_path, caplog, place):
+    # Resuming, the walk reads back what earlier runs stored. A node of the target's own
+    # that does not decode, or that hashes to something else, stopped the sync with a
+    # StorageError at every walk and every restart, until the operator wiped the node's
+    # data by hand. It is now dropped and asked for again, as a damaged held node is:
+    # its parent names it by the reference a fetch stores it under. The install still
+    # refuses a tree with such a node in it.
+    with ChainStore(tmp_path / "src") as source:
+        states, target, damaged = synced_then_damaged(source, tmp_path, place)
+        root = sync_root(target)
+        with ChainStore(tmp_path / "base") as dest:
+            with pytest.raises(StorageError, match="is corrupt|does not match its hash"):
+                dest.finish_sync(GENESIS_HASH)
+            assert not dest.initialized
+            with caplog.at_level(logging.WARNING, logger="storage.chain_store"):
+                missing = dest.missing_nodes(root, 1 << 20)
+            assert "damaged" in caplog.text and "fetched again" in caplog.text
+            # What the walk reached of the damage is missing now, and nothing else is.
+            assert missing and {s.hash for s in missing} <= {ref[8:] for ref in damaged}
+            assert all(dest.get_node_bytes(node_ref(8, s.hash)) is None for s in missing)
+            if place != "below":
+                assert missing == [root_subtree(target.state_root)]
+            sync_to_the_end(source, dest, target, states)
+            assert dest.head_root == state_root_of(states[8])
+    # The damaged nodes' parts came again under the same references: nothing left over.
+    assert tree_nodes(tmp_path / "base") == tree_nodes(tmp_path / "fresh")
+
+
+def test_a_drop_of_damaged_nodes_of_the_target_killed_part_way_is_found_again(
+    tmp_path, monkeypatch
+):
+    # The drop deletes the damaged nodes (unsynced, so a power loss may undo it): killed
+    # there, the damage is still there for the next walk to find, and the sync ends with
+    # the tree a fresh one installs.
+    with ChainStore(tmp_path / "src") as source:
+        states, target, _ = synced_then_damaged(source, tmp_path, "below")
+        crash = 1
+        while True:
+            shutil.copytree(tmp_path / "base", tmp_path / "dst")
+            with ChainStore(tmp_path / "dst") as dest:
+                with monkeypatch.context() as patch:
+                    patch.setattr(Database, "write", killed_at(crash))
+                    try:
+                        dest.missing_nodes(sync_root(target), 1 << 20)
+                        done = True
+                    except OSError:
+                        done = False
+            with ChainStore(tmp_path / "dst") as dest:
+                sync_to_the_end(source, dest, target, states)
+            assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "fresh")
+            shutil.rmtree(tmp_path / "dst")
+            if done:
+                break
+            crash += 1
+        assert crash == 2  # the nodes, then nothing more (nothing held changes)
 
 
 class _TreeReads:
