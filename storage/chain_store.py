@@ -59,6 +59,7 @@ from storage.snapshot import (
     damaged_paths,
     find_subtree,
     held_subtrees,
+    matches_hash,
     serve_chunk,
     stored_below,
     walk_missing,
@@ -997,7 +998,14 @@ class ChainStore:
         sync in progress holds whole from the targets it left, by its hash (None when
         it holds none). A node stored at any of those versions is whole (a move keeps
         only whole subtrees, ``_move_sync``), so any part of a subtree held counts, not
-        only its top: a new tree changes the nodes above a changed leaf, not beside."""
+        only its top: a new tree changes the nodes above a changed leaf, not beside.
+
+        The node found must hash to its hash: one damaged on disk since the move is not
+        named, so the chunk's nodes for that place are kept instead, and it is deleted
+        there (unsynced: lost, it is only dead weight), since nothing would name it
+        again for a walk to find. Named, the next walk found it damaged and dropped it
+        with the node of the target naming it, and both were fetched again: a round more
+        for each. It costs one hash per subtree named, once per chunk that names it."""
         versions = sorted(self.held_versions(), reverse=True)
         if not versions:
             return None
@@ -1006,8 +1014,20 @@ class ChainStore:
         def lookup(node_hash: bytes) -> bytes | None:
             for version in versions:
                 ref = node_ref(version, node_hash)
-                if get(spaces.TREE_NODE + ref) is not None:
+                encoding = get(spaces.TREE_NODE + ref)
+                if encoding is None:
+                    continue
+                if matches_hash(encoding, node_hash):
                     return ref
+                log.warning(
+                    "state sync: held state tree node %s in %s is damaged: deleted, "
+                    "to be fetched again",
+                    ref.hex(),
+                    self.path,
+                )
+                batch = self._nodes.new_batch(sync=False)
+                batch.delete(spaces.TREE_NODE + ref)
+                self._nodes.write(batch)
             return None
 
         return lookup

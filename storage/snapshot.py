@@ -368,6 +368,14 @@ def damaged_paths(
     return sorted(depth_of, key=depth_of.__getitem__, reverse=True), beside
 
 
+def matches_hash(encoding: bytes, node_hash: bytes) -> bool:
+    """Whether a stored node's ``encoding`` decodes and hashes to ``node_hash``."""
+    try:
+        return node_hash_of(encoding)[0] == node_hash
+    except DecodeError:
+        return False
+
+
 def _stored_node(
     ref: bytes, encoding: bytes
 ) -> tuple[bytes, tuple[bytes, bytes] | None, LeafNode | None]:

@@ -605,6 +605,52 @@ def test_a_held_node_damaged_after_the_move_is_fetched_again_not_asked_for_for_e
     assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "fresh")
 
 
+def test_a_held_node_garbled_since_the_move_is_not_named_by_a_chunk_but_fetched(tmp_path):
+    # ``held_lookup`` named a subtree held wherever a node was stored under its hash:
+    # one garbled on disk since the move was named all the same, the next walk found it
+    # damaged and dropped it with the node of the target naming it, and both were
+    # fetched again, a round more. Checked against its hash, it is fetched at once, and
+    # the damaged node deleted (nothing names it after that: no walk would find it).
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 10)
+        old, new = target_of(source, 9), target_of(source, 10)
+        synced_fresh(source, new, tmp_path / "fresh")
+        in_new: set[bytes] = set()
+        list(
+            walk_missing(
+                source.get_node_bytes, source.state_ref(10), 1, lambda r, _: in_new.add(r[8:])
+            )
+        )
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, old, 2048)
+            assert dest.begin_sync(new) is False
+            # Where the new tree names a part held: its top, below a node it changed.
+            visited: list[bytes] = []
+            list(
+                walk_missing(dest.get_node_bytes, sync_root(old), 1, lambda r, _: visited.append(r))
+            )
+            named: list[bytes] = []
+            for ref in visited:
+                encoding = dest.get_node_bytes(ref)
+                if ref[8:] not in in_new and encoding is not None and is_internal(encoding):
+                    children = internal_children(encoding)
+                    named += [c for c in children if c != ZERO_REF and c[8:] in in_new]
+            assert len(named) > 2
+        garbled, whole = named[0], named[1]
+        raw_write(tmp_path / "dst" / TREE_DIR, {TREE_NODE + garbled: b"\x93\x05garbage"})
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, new, 2048)
+            assert dest.missing_nodes(sync_root(new), 1) == []  # no round more
+            # Nothing names it any more, so no walk would find it: it went there.
+            assert dest.get_node_bytes(garbled) is None
+            lookup = dest.held_lookup()
+            assert lookup is not None
+            assert lookup(garbled[8:]) is None and lookup(whole[8:]) == whole
+            assert dest.finish_sync(GENESIS_HASH) == 10
+            assert dict(dest.iter_state()) == states[10]
+    assert tree_nodes(tmp_path / "dst") == tree_nodes(tmp_path / "fresh")
+
+
 def damaged_after_the_move(
     source: ChainStore, tmp_path: Path
 ) -> tuple[dict[int, dict[bytes, bytes]], SyncTarget]:
