@@ -409,7 +409,8 @@ def held_subtrees(
     below ``linked_below`` is whole if its node is there (else missing, as damage would
     leave it) and is not walked, unless its version is too high to keep. Every other node is walked and checked against its hash, and a subtree
     with anything missing below it is not whole: only its whole parts are kept, so a
-    partly fetched subtree never passes as whole. Nothing at a version from
+    partly fetched subtree never passes as whole, nor one with a node that does not
+    decode or match its hash (damage on disk). Nothing at a version from
     ``keep_below`` on is kept: the tree a sync installs holds only nodes made at its
     height or before, as a tree that a node built itself does (pruning goes by it).
     """
@@ -434,7 +435,13 @@ def held_subtrees(
             if encoding is None:
                 done[ref] = (False, False)
                 continue
-            _, pair, _ = _stored_node(ref, encoding)
+            try:
+                _, pair, _ = _stored_node(ref, encoding)
+            except StorageError:
+                # Damaged on disk: not whole, as if missing (the sweep deletes it with
+                # the rest of the tree). Raised, the move failed at every restart.
+                done[ref] = (False, False)
+                continue
             below = [] if pair is None else [c for c in pair if c != ZERO_REF]
             stack.append((ref, below))
             stack.extend((child, None) for child in below)

@@ -861,6 +861,40 @@ def test_a_drop_of_damaged_nodes_of_the_target_killed_part_way_is_found_again(
         assert crash == 2  # the nodes, then nothing more (nothing held changes)
 
 
+@pytest.mark.parametrize("damage", ["garbled", "hashing wrong"])
+def test_a_move_over_a_damaged_node_of_the_target_it_leaves_goes_on(tmp_path, damage):
+    # The move reads the tree it leaves to keep what it holds whole: a node of it that
+    # does not decode or does not match its hash raised StorageError out of begin_sync.
+    # Resumed, the walk would repair it, but a sync that must move (an operator's new
+    # trust point, say) failed so at every restart. The damaged node is not whole: the
+    # move keeps what is whole beside it, and deletes it with the rest.
+    with ChainStore(tmp_path / "src") as source:
+        states = build_chain(source, 10)
+        old, new = target_of(source, 9), target_of(source, 10)
+        fresh = synced_fresh(source, new, tmp_path / "fresh")
+        with ChainStore(tmp_path / "dst") as dest:
+            sync_from(source, dest, old, 2048, limit=fresh // 2)
+            inner: list[bytes] = []
+
+            def visit(ref: bytes, leaf: object) -> None:
+                encoding = dest.get_node_bytes(ref)
+                if leaf is None and ref != sync_root(old) and encoding is not None:
+                    inner.append(ref)
+
+            list(walk_missing(dest.get_node_bytes, sync_root(old), 1 << 20, visit))
+            ref = inner[len(inner) // 2]
+            encoding = dest.get_node_bytes(ref)
+            assert encoding is not None
+        left, right = internal_children(encoding)
+        bad = b"\x93\x05garbage" if damage == "garbled" else internal_encoding(right, left)
+        raw_write(tmp_path / "dst" / TREE_DIR, {TREE_NODE + ref: bad})
+        with ChainStore(tmp_path / "dst") as dest:
+            assert dest.begin_sync(new) is False
+            assert dest.held_refs()
+            assert dest.get_node_bytes(ref) is None
+            sync_to_the_end(source, dest, new, states)
+
+
 class _TreeReads:
     """Counts the reads of the state tree's database (``Database.get`` on ``TREE_DIR``)."""
 
