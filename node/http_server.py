@@ -417,11 +417,13 @@ def serve_until_signalled(
     loop: asyncio.AbstractEventLoop, server: HttpServer, until: asyncio.Event | None = None
 ) -> None:
     """Start ``server`` on ``loop``, run until SIGINT or SIGTERM (or ``until`` is set),
-    then stop it."""
+    then stop it. The process's handlers of those signals are as before once it returns."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {signum: signal.getsignal(signum) for signum in signals}
 
     async def main() -> None:
         stopping = until if until is not None else asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.add_signal_handler(signum, stopping.set)
         # Starting may take long (a node that joins by state sync syncs first): a
         # signal meanwhile cancels the start instead of waiting for its end.
@@ -443,8 +445,14 @@ def serve_until_signalled(
     try:
         loop.run_until_complete(main())
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum, handler in before.items():
             loop.remove_signal_handler(signum)
+            # uvloop removes a handler only while it runs (else it does nothing and says
+            # False): its own, which queues the signal for the loop, stayed installed,
+            # and every later SIGINT or SIGTERM went to a loop that no longer runs (a
+            # second Ctrl-C while the process exits did nothing).
+            if handler is not None:  # None: not set from Python, nothing to restore
+                signal.signal(signum, handler)
         pending = asyncio.all_tasks(loop)
         for task in pending:
             task.cancel()

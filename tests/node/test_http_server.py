@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import gzip
 import json
+import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +23,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +35,9 @@ from node.http_server import (
     LEVELDB_TABLE_FILES,
     ConnectionGate,
     HttpLimits,
+    HttpServer,
     connection_cap,
+    serve_until_signalled,
 )
 from node.run import build_app, http_server
 from node.service import Node
@@ -563,3 +569,29 @@ def test_the_gate_keeps_its_caps_and_fairness(steps, total, per_address):
         held = {a: c for a, c in held.items() if c}
         assert gate.connections == sum(len(c) for c in held.values()) <= total
         assert all(len(c) <= per_address for c in held.values())
+
+
+@pytest.mark.parametrize(
+    "new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
+def test_serving_until_signalled_stops_on_sigterm_and_gives_the_signals_back(new_loop):
+    """``node.run`` serves on uvloop until SIGINT or SIGTERM. Once it is done, the
+    process's signals are as they were: uvloop drops a handler only while it runs, and
+    one left behind on the closed loop swallowed every later signal (a second Ctrl-C or
+    a SIGTERM while the process exits did nothing)."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {signum: signal.getsignal(signum) for signum in signals}
+    done: list[str] = []
+
+    async def on_startup(app: web.Application) -> None:
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+
+    async def on_cleanup(app: web.Application) -> None:
+        done.append("cleaned up")
+
+    app = web.Application()
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    serve_until_signalled(new_loop(), HttpServer(app, "127.0.0.1", 0, HttpLimits()))
+    assert done == ["cleaned up"]
+    assert {signum: signal.getsignal(signum) for signum in signals} == before
