@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
-import uvloop
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,15 +14,6 @@ from genesis import create_localnet
 from node.service import Node
 from tests.served import node_server
 from vm import ChainParams
-
-# Modules whose async tests run on uvloop (the node's loop) as well as asyncio's.
-BOTH_LOOPS = frozenset({"test_http_server"})
-
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:
-    if item.module is not None and item.module.__name__.rpartition(".")[2] in BOTH_LOOPS:
-        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
-    return {"asyncio": asyncio.new_event_loop}
 
 
 def make_home(tmp_path: Path, params: ChainParams | None = None, **config_overrides: object):

@@ -2,7 +2,11 @@
 order, resumed after a disconnect and replayed from a position with nothing missed or
 duplicated; slow clients dropped with a close code; clients that stop reading (raw
 sockets with small buffers) holding no replay slot and dropped after the send deadline;
-the finalized blocks feed."""
+the finalized blocks feed.
+
+Every test runs on uvloop, as the node does; those marked ``both_loops`` (a client that
+stops reading) on asyncio's loop too: how a transport holds the bytes its client does
+not take is each loop's own (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -275,6 +279,7 @@ async def test_a_session_feeds_ended_check_reads_off_the_event_loop(driver, monk
     assert on_loop == [False, False]
 
 
+@pytest.mark.both_loops
 async def test_slow_client_is_dropped_with_a_close_code(driver):
     d = driver
     merchant, host, alice = (Actor(n) for n in ("merchant", "host", "alice"))
@@ -506,6 +511,7 @@ async def admitted(d: Driver, count: int) -> list[aiohttp.ClientWebSocketRespons
     return feeds
 
 
+@pytest.mark.both_loops
 async def test_clients_that_stop_reading_hold_no_replay_slot(tmp_path):
     """As many resuming clients as there are replay slots stop reading once their replay
     fills the socket buffers (a zero TCP window): an honest client still resumes at once,
@@ -525,6 +531,7 @@ async def test_clients_that_stop_reading_hold_no_replay_slot(tmp_path):
                 sock.close()
 
 
+@pytest.mark.both_loops
 async def test_clients_that_stop_reading_are_dropped_after_the_send_deadline(tmp_path, caplog):
     """A client that stops reading mid-replay is disconnected once a send has waited the
     hub's deadline, without a close frame (its buffer is full), and releases what it held:
@@ -554,6 +561,7 @@ async def test_clients_that_stop_reading_are_dropped_after_the_send_deadline(tmp
     ] == []
 
 
+@pytest.mark.both_loops
 async def test_a_replay_that_falls_behind_is_closed_before_it_ends(tmp_path):
     """Live messages that pile up past a client's queue cap while its replay is stuck
     close the feed with 4008 as soon as the socket moves, not after the whole replay."""
@@ -582,6 +590,7 @@ async def test_a_replay_that_falls_behind_is_closed_before_it_ends(tmp_path):
     assert len(got) < TIPPERS * TIPS_EACH
 
 
+@pytest.mark.both_loops
 async def test_a_client_that_stops_reading_while_idle_is_dropped(tmp_path, monkeypatch):
     """A replay smaller than the write buffers leaves the feed idle with bytes unsent
     to a client that stopped reading. When the heartbeat gives up on it, the connection
@@ -600,6 +609,7 @@ async def test_a_client_that_stops_reading_while_idle_is_dropped(tmp_path, monke
     assert {doc["type"] for doc in texts(got)} == {"event"}
 
 
+@pytest.mark.both_loops
 async def test_clients_that_never_answer_a_close_do_not_hold_the_servers_stop(
     tmp_path, monkeypatch
 ):
@@ -658,6 +668,7 @@ async def test_a_feed_is_not_compressed_even_when_the_client_offers_it(driver):
 ANSWER_WAIT = inspect.signature(web.WebSocketResponse).parameters["timeout"].default
 
 
+@pytest.mark.both_loops
 async def test_a_refused_client_that_never_answers_is_dropped_after_the_send_deadline(
     tmp_path,
 ):
