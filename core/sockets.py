@@ -23,8 +23,20 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def _socket(transport: asyncio.BaseTransport) -> Any:
+    """The transport's TCP socket while its descriptor is still its own, else None.
+
+    Both loops close the descriptor only after the protocol's ``connection_lost`` and
+    mark their wrapper of it closed (``fileno()`` -1) as they do, so a transport gone
+    never hands out a number the kernel has since given to another connection or file.
+    Its setsockopt then fails: ``OSError`` on asyncio's loop, ``ValueError`` on
+    uvloop's, which is why the check is here and not in an ``except``. Closing is not
+    gone: a transport closed with bytes unsent keeps its descriptor until they flush,
+    which a client that stopped reading never lets happen; that is what ``reset`` is for.
+    """
     sock = transport.get_extra_info("socket")
-    return sock if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) else None
+    if sock is None or sock.fileno() < 0:
+        return None
+    return sock if sock.family in (socket.AF_INET, socket.AF_INET6) else None
 
 
 def reset(transport: asyncio.Transport) -> None:
