@@ -66,7 +66,7 @@ async def test_reset_of_a_closed_transport_leaves_the_connection_on_its_old_fd_a
         first = await accepted.get()
         # Read as the callers do (``bound_unacked`` on every HTTP connection): uvloop
         # keeps this wrapper of the descriptor for the transport's life and after.
-        old_fd = first.transport.get_extra_info("socket").fileno()
+        assert first.transport.get_extra_info("socket").fileno() >= 0
         first.transport.abort()
         await first.lost
         # The second client's own socket is open already: the server's accept takes
@@ -74,7 +74,9 @@ async def test_reset_of_a_closed_transport_leaves_the_connection_on_its_old_fd_a
         await loop.sock_connect(second_client, ("127.0.0.1", port))
         second = await accepted.get()
         second_sock = second.transport.get_extra_info("socket")
-        assert second_sock.fileno() == old_fd
+        # Almost always the first one's old number; not asserted, since another thread
+        # of this process may take it first. Either way the late calls below must not
+        # raise (uvloop's wrapper raised ValueError) and must leave the second alone.
 
         # Late: the first connection is gone, its number is the second's.
         reset(first.transport)
