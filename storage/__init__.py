@@ -13,6 +13,7 @@ from storage.chain_store import (
 from storage.db import Database, WriteBatch
 from storage.snapshot import (
     BadChunk,
+    DamagedTree,
     Subtree,
     VerifiedChunk,
     root_subtree,
@@ -49,6 +50,7 @@ __all__ = [
     "ZERO_REF",
     "BadChunk",
     "ChainStore",
+    "DamagedTree",
     "Database",
     "GenerationalCache",
     "InternalNode",

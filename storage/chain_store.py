@@ -54,6 +54,7 @@ from storage.cache import GenerationalCache
 from storage.db import Database, decode_height, encode_height, encode_position
 from storage.snapshot import (
     DEFAULT_CHUNK_BYTES,
+    DamagedTree,
     Subtree,
     cross_links,
     damaged_paths,
@@ -1073,7 +1074,8 @@ class ChainStore:
         it used to stop the sync at every walk, restarts included, until the node's data
         was wiped by hand. One walk finds every damaged node it reaches and one batch
         drops them all: the walk reads and hashes every node stored, and it runs in the
-        executor while the syncer waits. ``finish_sync`` still refuses a damaged node.
+        executor while the syncer waits. ``finish_sync`` still refuses a damaged node
+        (``DamagedTree``, after which the syncer walks here again).
         """
         while True:
             damaged: list[Subtree] = []
@@ -1138,7 +1140,9 @@ class ChainStore:
         """Install the synced state as the head, in one synced batch; return its height.
 
         Walks the whole tree once more first: every node present and matching its
-        hash, or this raises and nothing is installed.
+        hash, or this raises and nothing is installed: ``DamagedTree`` for a node gone or
+        damaged since the last walk (``missing_nodes`` drops it, and it is fetched again),
+        a plain ``StorageError`` for what no fetch repairs.
         """
         target = self.sync_target()
         if target is None:
@@ -1172,7 +1176,8 @@ class ChainStore:
         missing = list(walk_missing(self.get_node_bytes, root, 1, visit))
         self._db.write(flat)
         if missing:
-            raise StorageError(f"state sync incomplete: node {missing[0].hash.hex()} is missing")
+            # The walks before found it: it went since (the syncer fetches it again).
+            raise DamagedTree(f"state sync incomplete: node {missing[0].hash.hex()} is missing")
         if held:
             # The subtrees held that the tree does not name go (but the parts of them it
             # names); those it names are simply part of it now.

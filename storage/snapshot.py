@@ -72,6 +72,13 @@ class BadChunk(Invalid):
     code = "bad_chunk"
 
 
+class DamagedTree(StorageError):
+    """A stored state tree node that does not decode or does not match its hash, or one
+    gone where the tree names it: damage on disk, which a state sync repairs by walking
+    again (``ChainStore.missing_nodes`` drops it) and fetching it (docs/state-sync.md,
+    Damage). Any other ``StorageError`` of a walk is a fault no fetch repairs."""
+
+
 @dataclass(frozen=True, slots=True)
 class Subtree:
     """Where a subtree of a snapshot sits: the node at ``depth`` reached by the first
@@ -282,7 +289,7 @@ def walk_missing(
     such place it reaches before ``limit``. A held node missing is not simply yielded:
     a fetch stores at the root's version, never again under the held reference its
     parent names, so it would be asked for again and again. Without ``damaged`` (the
-    install's walk), each of those is a ``StorageError``.
+    install's walk), each of those is a ``DamagedTree``.
     """
     found = 0
     version = root[:VERSION_SIZE]
@@ -298,9 +305,9 @@ def walk_missing(
             continue
         try:
             if encoding is None:
-                raise StorageError(f"state tree node {ref.hex()} held is missing")
+                raise DamagedTree(f"state tree node {ref.hex()} held is missing")
             _, children, leaf = _stored_node(ref, encoding)
-        except StorageError:
+        except DamagedTree:
             if damaged is None:
                 raise
             damaged.append(where)
@@ -309,6 +316,11 @@ def walk_missing(
             visit(ref, leaf)
         if children is not None:
             if where.depth >= MAX_DEPTH - 1:
+                # Not damage: it matches its hash, as does every node above it to the
+                # root, so no flipped bit made it. No chunk brings one (``verify_chunk``
+                # refuses it), and fetched again its place would come as the same nodes,
+                # refused, every peer serving it banned: a fault of this store (written
+                # by something other than a sync) for the operator to see.
                 raise StorageError(f"stored state tree node {ref.hex()} is too deep")
             left, right = children
             if right != ZERO_REF:
@@ -354,7 +366,8 @@ def damaged_paths(
         for depth in range(where.depth):
             pair = children(path[-1])
             if pair is None:
-                raise StorageError(f"state tree node {path[-1].hex()} is no longer on the walk")
+                # Changed on disk since the walk, a moment ago: the next walk finds it.
+                raise DamagedTree(f"state tree node {path[-1].hex()} is no longer on the walk")
             path.append(pair[(bits >> (MAX_DEPTH - 1 - depth)) & 1])
         top = max(i for i, ref in enumerate(path) if ref[:VERSION_SIZE] == version)
         paths.append(path[top:])
@@ -383,9 +396,9 @@ def _stored_node(
     try:
         got, children, leaf = node_hash_of(encoding)
     except DecodeError as exc:
-        raise StorageError(f"stored state tree node {ref.hex()} is corrupt") from exc
+        raise DamagedTree(f"stored state tree node {ref.hex()} is corrupt") from exc
     if got != ref[VERSION_SIZE:]:
-        raise StorageError(f"stored state tree node {ref.hex()} does not match its hash")
+        raise DamagedTree(f"stored state tree node {ref.hex()} does not match its hash")
     return got, children, leaf
 
 
@@ -437,7 +450,7 @@ def held_subtrees(
                 continue
             try:
                 _, pair, _ = _stored_node(ref, encoding)
-            except StorageError:
+            except DamagedTree:
                 # Damaged on disk: not whole, as if missing (the sweep deletes it with
                 # the rest of the tree). Raised, the move failed at every restart.
                 done[ref] = (False, False)

@@ -21,6 +21,7 @@ from storage import (
     ZERO_REF,
     BadChunk,
     ChainStore,
+    DamagedTree,
     Database,
     MemoryNodeStore,
     Pruned,
@@ -34,7 +35,7 @@ from storage import (
     verify_proof,
 )
 from storage.db import META, STATE, TREE_NODE, encode_height
-from storage.snapshot import walk_missing
+from storage.snapshot import damaged_paths, walk_missing
 from storage.state_tree import (
     TREE_LAYOUT,
     LeafNode,
@@ -193,9 +194,13 @@ def test_chunks_no_tree_holds_are_refused_even_when_their_hashes_chain(tmp_path)
     assert len(chunk) == 257
     with pytest.raises(BadChunk, match="chunk node 255 is an internal node at depth 255"):
         verify_chunk(root_subtree(root[8:]), chunk, 1)
-    # Stored so (damage), a resumed walk refuses it too, as the node's fault.
-    with pytest.raises(StorageError, match="too deep"):
-        list(walk_missing(nodes.get, root, 10))
+    # Stored so (damage), a resumed walk refuses it too, as the node's fault: not as
+    # damage a fetch repairs (every node hashes right: fetched again, the same nodes
+    # would come, refused), neither at the install nor at a walk that drops damage.
+    for damaged in (None, []):
+        with pytest.raises(StorageError, match="too deep") as raised:
+            list(walk_missing(nodes.get, root, 10, damaged=damaged))
+        assert not isinstance(raised.value, DamagedTree)
 
 
 def test_a_joiner_keeps_nodes_at_its_own_version_whatever_servers_say(tmp_path):
@@ -238,7 +243,7 @@ def test_interrupted_sync_resumes_and_another_target_starts_over(tmp_path):
             first = dest.missing_nodes(sync_root(other), 1)[0]
             chunk = verify_chunk(first, source.snapshot_chunk(5, first, 2048), 5)
             dest.store_chunk(chunk.nodes, chunk.leaves)
-            with pytest.raises(StorageError):
+            with pytest.raises(DamagedTree, match="incomplete"):
                 dest.finish_sync(GENESIS_HASH)  # incomplete: refused, nothing installed
             assert not dest.initialized
         # "Crash" and restart with the same target: resumed where it stopped.
@@ -280,8 +285,10 @@ def test_sync_steps_out_of_order_or_for_a_mismatched_target_install_nothing(tmp_
             sync_from(source, dest, mismatched, 4096)
             with pytest.raises(StorageError, match="genesis hash must be 32 bytes, got 31"):
                 dest.finish_sync(GENESIS_HASH[:31])
-            with pytest.raises(StorageError, match="does not match its height and state root"):
+            with pytest.raises(StorageError, match="does not match its height and state root") as e:
                 dest.finish_sync(GENESIS_HASH)
+            # No fetch repairs the target's own record: not damage the syncer fetches again.
+            assert not isinstance(e.value, DamagedTree)
             assert not dest.initialized and dest.sync_target() == mismatched
 
 
@@ -815,7 +822,8 @@ def test_a_damaged_node_of_the_target_is_dropped_and_fetched_again(tmp_path, cap
         states, target, damaged = synced_then_damaged(source, tmp_path, place)
         root = sync_root(target)
         with ChainStore(tmp_path / "base") as dest:
-            with pytest.raises(StorageError, match="is corrupt|does not match its hash"):
+            # Refused as damage, which the syncer walks and fetches again for.
+            with pytest.raises(DamagedTree, match="is corrupt|does not match its hash"):
                 dest.finish_sync(GENESIS_HASH)
             assert not dest.initialized
             with caplog.at_level(logging.WARNING, logger="storage.chain_store"):
@@ -830,6 +838,25 @@ def test_a_damaged_node_of_the_target_is_dropped_and_fetched_again(tmp_path, cap
             assert dest.head_root == state_root_of(states[8])
     # The damaged nodes' parts came again under the same references: nothing left over.
     assert tree_nodes(tmp_path / "base") == tree_nodes(tmp_path / "fresh")
+
+
+def test_a_path_gone_between_the_walk_and_the_drop_is_damage_to_walk_again(tmp_path):
+    # The drop reads the path down to each damaged place the walk found a moment ago. A
+    # node on it gone since (the disk failing meanwhile) is damage like the rest, which
+    # the syncer walks again and fetches, not a fault that stops the node.
+    with ChainStore(tmp_path / "src") as source:
+        _, target, _ = synced_then_damaged(source, tmp_path, "below")
+        root = sync_root(target)
+        with ChainStore(tmp_path / "base") as dest:
+            places: list[Subtree] = []
+            list(walk_missing(dest.get_node_bytes, root, 1 << 20, damaged=places))
+            assert places and all(where.depth > 0 for where in places)
+
+            def root_gone(ref: bytes) -> bytes | None:
+                return None if ref == root else dest.get_node_bytes(ref)
+
+            with pytest.raises(DamagedTree, match="no longer on the walk"):
+                damaged_paths(root_gone, root, places)
 
 
 def test_a_drop_of_damaged_nodes_of_the_target_killed_part_way_is_found_again(
