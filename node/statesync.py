@@ -53,6 +53,7 @@ from p2p.messages import MAX_EPOCHS_PER_RESPONSE
 from storage import (
     BadChunk,
     ChainStore,
+    DamagedTree,
     Subtree,
     SyncTarget,
     sync_root,
@@ -64,6 +65,10 @@ log = logging.getLogger("node.statesync")
 
 # Missing subtrees looked up at once when resuming; the walk repeats if there are more.
 _RESUME_BATCH = 1 << 16
+# Installs refused in a row for damage found since the last walk (each followed by a
+# walk and a fetch) before the sync gives up: a disk damaging what was just fetched, at
+# every attempt, is the operator's to see, not to be hidden by fetching for ever.
+INSTALL_TRIES = 5
 # Before the first request for offers, the time given to the peers whose handshakes are
 # still under way once one is up: a node starting asks all it can reach, not the first.
 OFFER_SETTLE_S = 1.5
@@ -435,6 +440,7 @@ class StateSyncer(EpochPages):
             target = None
         if target is not None:
             log.info("state sync: resuming the sync to height %d", target.height)
+        refused = 0
         while True:
             if target is None:
                 target = await self._choose_target()
@@ -448,12 +454,29 @@ class StateSyncer(EpochPages):
                     )
             try:
                 await self._fetch(target)
+                height = await loop.run_in_executor(None, self.store.finish_sync, self.genesis.hash)
                 break
             except _Stale:
                 log.warning("state sync: no peer serves height %d any more", target.height)
                 self._unserved |= self._offerers
                 target = None
-        height = await loop.run_in_executor(None, self.store.finish_sync, self.genesis.hash)
+            except DamagedTree as exc:
+                # A node damaged (or gone) since the last walk: the install refuses it
+                # (or the drop finds its path changed), and the next walk drops it to be
+                # fetched again. Raised, it took the node down at start, up again only
+                # if something restarted it.
+                refused += 1
+                if refused >= INSTALL_TRIES:
+                    raise StorageError(
+                        f"state sync: the state tree in {self.store.path} was found damaged "
+                        f"since the last walk {refused} times in a row, walked and fetched "
+                        f"again after each; the disk may be failing (the last: {exc})"
+                    ) from exc
+                log.warning(
+                    "state sync: the state tree was found damaged since the last walk "
+                    "(%s); walking and fetching again",
+                    exc,
+                )
         log.info(
             "state sync: installed height %d (%d chunks, %d bytes) in %.1f s",
             height,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from consensus import ValidatorSet, make_commit
-from core import Block, Wire
+from core import Block, StorageError, Wire
 from genesis import Genesis
 from node import epoch_records, statesync
 from node.chain import Chain
@@ -34,6 +34,7 @@ from p2p import (
 from storage import TREE_DIR, ChainStore, Pruned
 from storage.chain_store import sync_root
 from storage.db import BLOCK, TREE_NODE, Database, WriteBatch, encode_height
+from storage.snapshot import node_children
 from tests.consensus.staking_helpers import KEYS, PARAMS, make_genesis
 from tests.storage.storage_chain_fixtures import raw_write
 
@@ -1186,6 +1187,75 @@ async def test_a_resumed_sync_over_a_damaged_node_of_its_target_fetches_it_and_e
     assert "fetched again" in caplog.text
     assert dest.head_root == source.store.state_root(40)
     assert dict(dest.iter_state()) == dict(source.store.iter_state())
+
+
+class RotBeforeInstall(ChainStore):
+    """A node of the synced tree rots on disk after the sync's last walk, just before each
+    of its first ``times`` installs: ``which`` says which node (the root, or the root's
+    left child, an inner node). Written garbled through the store's own chunk write, so
+    the damage is on disk, as a flipped bit that LevelDB's checksums missed leaves it."""
+
+    def __init__(self, path: Path, times: int, which: str) -> None:
+        super().__init__(path)
+        self.times = times
+        self.which = which
+        self.installs = 0
+
+    def finish_sync(self, genesis_hash: bytes) -> int:
+        self.installs += 1
+        if self.installs <= self.times:
+            target = self.sync_target()
+            assert target is not None
+            ref = sync_root(target)
+            if self.which == "inner":
+                root = self.get_node_bytes(ref)
+                assert root is not None
+                children = node_children(root)
+                assert children is not None
+                ref = children[0]
+            good = self.get_node_bytes(ref)
+            assert good is not None
+            self.store_chunk({ref: good[:-1] + bytes([good[-1] ^ 1])}, [])
+        return super().finish_sync(genesis_hash)
+
+
+@pytest.mark.parametrize("which", ["root", "inner"])
+async def test_a_node_damaged_after_the_last_walk_is_fetched_again_not_a_failed_start(
+    tmp_path, monkeypatch, caplog, which
+):
+    # The install walks the tree once more and refuses a damaged node (right), but its
+    # StorageError came out of the syncer, and out of the node's start: the node went
+    # down, and came back only if something restarted it. The syncer walks again (which
+    # drops the node), fetches it, and installs.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    dest = RotBeforeInstall(tmp_path / "b", times=2, which=which)
+    net = Net({HONEST: server(source.store).answer})
+    with caplog.at_level("WARNING", logger="node.statesync"):
+        assert await net.sync(dest) == 40
+    assert dest.installs == 3
+    assert "found damaged since the last walk" in caplog.text
+    assert dest.head_root == source.store.state_root(40)
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+    assert net.dropped == {}
+    # The node installed is exactly what a sync with no damage installs.
+    fresh = ChainStore(tmp_path / "c")
+    assert await Net({HONEST: server(source.store).answer}).sync(fresh) == 40
+    assert dict(dest.iter_state()) == dict(fresh.iter_state())
+
+
+async def test_an_install_damaged_again_and_again_stops_the_sync_saying_why(tmp_path, monkeypatch):
+    # A disk that damages what was just fetched at every install: walking and fetching
+    # for ever would hide it. After INSTALL_TRIES installs refused in a row the sync
+    # stops, naming the damage, for the operator to see.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    dest = RotBeforeInstall(tmp_path / "b", times=1_000, which="inner")
+    with pytest.raises(StorageError, match="times in a row") as raised:
+        await Net({HONEST: server(source.store).answer}).sync(dest)
+    assert dest.installs == statesync.INSTALL_TRIES
+    assert "does not match its hash" in str(raised.value)
+    assert not dest.initialized
 
 
 async def test_a_resumed_sync_asks_for_what_it_lacks_left_to_right(tmp_path, monkeypatch):
