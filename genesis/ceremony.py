@@ -40,11 +40,10 @@ from core.errors import DecodeError
 from core.files import read_regular_file
 from core.keys import PrivateKey, SignDomain, address_of, format_address, is_valid_signature
 from core.keystore import atomic_write
-from core.netaddr import endpoint_key
+from core.netaddr import MAX_NET_ADDRESS, endpoint_key
 from core.types import PublicKey
 from genesis.document import (
     CHAIN_ID_PATTERN,
-    MAX_NET_ADDRESS,
     Genesis,
     GenesisAccount,
     GenesisValidator,

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from apps.commerce import CommerceGenesis, InvalidCommerceGenesis, commerce_genesis_state
 from consensus.staking_genesis import (
@@ -41,6 +41,8 @@ from core.netaddr import MAX_NET_ADDRESS, InvalidNetAddress
 from core.types import MAX_TIME_MS, MAX_VALIDATORS, Address, PublicKey
 from vm.accounts import Account, account_key
 from vm.params import ChainParams
+
+T = TypeVar("T")
 
 MAX_GENESIS_ACCOUNTS = 100_000
 # A genesis.json larger than this is refused before parsing.
@@ -251,10 +253,10 @@ class Genesis(Wire):
             public_key = _hex(val["public_key"], f"{where}.public_key", 32)
             power = _uint(val["power"], f"{where}.power")
             # Absent means unpublished; written, it must be an address (one spelling of "").
-            address = _str(val["address"], f"{where}.address") if has_address else ""
-            if has_address and not address:
+            net_address = _str(val["address"], f"{where}.address") if has_address else ""
+            if has_address and not net_address:
                 raise InvalidGenesis(f"{where}.address: leave it out rather than empty")
-            validators.append(_build(GenesisValidator, where, name, public_key, power, address))
+            validators.append(_build(GenesisValidator, where, name, public_key, power, net_address))
         staking = None
         if "staking" in obj:
             st = _object(obj["staking"], "staking", ("self_bond",))
@@ -460,7 +462,7 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _build(cls: type[Any], where: str, *args: Any) -> Any:
+def _build(cls: Callable[..., T], where: str, *args: Any) -> T:
     """Construct, turning the constructor's checks into errors that name ``where``."""
     try:
         return cls(*args)
