@@ -91,7 +91,7 @@ def pending(state: StateView, kind: DeadlineKind) -> list[tuple[int, int]]:
     meta = load(state, keys.deadline_queue_key(kind), QueueMeta)
     if meta is None:
         return []
-    out = []
+    out: list[tuple[int, int]] = []
     for seq in range(meta.head, meta.tail):
         entry = load(state, keys.deadline_entry_key(kind, seq), Deadline)
         if entry is not None:

@@ -53,6 +53,7 @@ from core.sockets import reset
 
 if TYPE_CHECKING:
     from apps.commerce.http_common import ChainReader
+    from vm import Event
 
 log = logging.getLogger("apps.commerce.feed")
 
@@ -153,7 +154,7 @@ def _session_items(reader: ChainReader, height: int, time_ms: int) -> dict[int, 
     """The feed messages of block ``height``'s events (begin events, then each
     receipt's), in order, by session."""
     receipts = reader.receipts(height)
-    in_order: Iterable[ev.Event] = chain(
+    in_order: Iterable[Event] = chain(
         reader.block_events(height), (e for r in receipts for e in r.events)
     )
     sessions: dict[int, list[FeedItem]] = {}

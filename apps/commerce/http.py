@@ -373,7 +373,7 @@ async def get_merchant_reviews(request: web.Request) -> web.Response:
         "The roles (none: an empty list and mask 0).",
         at_height(
             address=described(STR, "as given"),
-            roles=array({"type": "string", "enum": [r.name.lower() for r in Role]}),
+            roles=array({"type": "string", "enum": [r.name.lower() for r in Role if r.name]}),
             mask=UINT,
             enc_key=ref("Hex"),
         ),

@@ -154,10 +154,11 @@ def check_invariants(
             if session is None or d.id not in session.open_deals:
                 bad(f"open deal {d.id} is missing from session {d.session_id}'s open deals")
     for (deal_id, buyer), n in deal_buyer.items():
-        d = deals.get(deal_id)
+        deal = deals.get(deal_id)
         # ...nor to one buyer beyond its cap.
-        if d is None or n > d.per_buyer_cap:
-            bad(f"buyer {buyer.hex()} holds {n} of deal {deal_id}, cap {d and d.per_buyer_cap}")
+        if deal is None or n > deal.per_buyer_cap:
+            cap = deal and deal.per_buyer_cap
+            bad(f"buyer {buyer.hex()} holds {n} of deal {deal_id}, cap {cap}")
     # A buyer's count in a deal is what its orders there hold, none where it has none
     # (a stray count would refuse its orders as over the cap), and sits in one place:
     # its party record (its last deal) or a record of its own. Checked for every deal
@@ -185,14 +186,18 @@ def check_invariants(
 
     for s in sessions.values():
         for deal_id in s.open_deals:
-            d = deals.get(deal_id)
-            if d is None or d.status != DealStatus.OPEN or d.session_id != s.id:
+            deal = deals.get(deal_id)
+            if deal is None or deal.status != DealStatus.OPEN or deal.session_id != s.id:
                 bad(f"session {s.id} lists deal {deal_id}, which is not its open deal")
         if s.status == SessionStatus.CLOSED and s.open_deals:
             bad(f"closed session {s.id} still has open deals {s.open_deals}")
         for auction_id in s.open_auctions:
-            a = auctions.get(auction_id)
-            if a is None or a.status != AuctionStatus.OPEN or a.session_id != s.id:
+            auction = auctions.get(auction_id)
+            if (
+                auction is None
+                or auction.status != AuctionStatus.OPEN
+                or auction.session_id != s.id
+            ):
                 bad(f"session {s.id} lists auction {auction_id}, which is not its open auction")
         if s.status == SessionStatus.CLOSED and s.open_auctions:
             bad(f"closed session {s.id} still has open auctions {s.open_auctions}")
@@ -233,18 +238,18 @@ def check_invariants(
             bad(f"merchant {lst.merchant.hex()} rating aggregate differs from its reviews")
 
     # A merchant's counts of open deals and auctions (its per-merchant limits) are exact.
-    counted: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
+    open_of: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
     for d in deals.values():
         if d.status == DealStatus.OPEN:
-            counted[d.merchant][0] += 1
+            open_of[d.merchant][0] += 1
     for a in auctions.values():
         if a.status == AuctionStatus.OPEN:
-            counted[a.merchant][1] += 1
-    for who in counted.keys() | {lst.merchant for lst in listings.values()}:
+            open_of[a.merchant][1] += 1
+    for who in open_of.keys() | {lst.merchant for lst in listings.values()}:
         merchant = load(state, keys.merchant_key(who), Merchant)
         have = [0, 0] if merchant is None else [merchant.open_deals, merchant.open_auctions]
-        if have != counted[who]:
-            bad(f"merchant {who.hex()} counts {have} open deals and auctions, found {counted[who]}")
+        if have != open_of[who]:
+            bad(f"merchant {who.hex()} counts {have} open deals and auctions, found {open_of[who]}")
 
     cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
     if cfg is not None:

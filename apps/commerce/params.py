@@ -315,7 +315,8 @@ class CommerceGenesis(Wire):
         treasury = _address(obj["treasury"], "commerce.treasury")
         names = tuple(f.name for f in _param_fields())
         pobj = _object(obj["params"], "commerce.params", names)
-        values = {}
+        # Each value checked as its field's kind: an integer, or the table's integers.
+        values: dict[str, Any] = {}
         for name in names:
             value = pobj[name]
             if name in TABLE_PARAMS:

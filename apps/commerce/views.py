@@ -376,9 +376,9 @@ def session_view(
             pinned.append(view)
     deals = []
     for deal_id in s.open_deals:
-        view = deal_view(state, deal_id, now_ms)
-        if view is not None:
-            deals.append(view)
+        deal = deal_view(state, deal_id, now_ms)
+        if deal is not None:
+            deals.append(deal)
     return SessionView(
         s.id,
         s.merchant,
@@ -542,7 +542,7 @@ def orders_of(
         next_id = 0 if not mine else start.prev_of_buyer if as_buyer else start.prev_of_merchant  # type: ignore[union-attr]  # mine: start is set
     else:
         next_id = party.last_as_buyer if as_buyer else party.last_as_merchant
-    ids = []
+    ids: list[int] = []
     while next_id and len(ids) < _page(limit):
         ids.append(next_id)
         order = get_order(state, next_id)
@@ -677,7 +677,7 @@ def reviews_for(
             start.merchant == merchant if by_merchant else start.listing_id == listing
         )
         head = 0 if not mine else start.prev_of_merchant if by_merchant else start.prev_of_listing  # type: ignore[union-attr]  # mine: start is set
-    out = []
+    out: list[Review] = []
     while head and len(out) < _page(limit):
         review = get_review(state, head)
         if review is None:
