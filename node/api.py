@@ -18,9 +18,9 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from apps.commerce.feed import HUB
@@ -102,7 +102,7 @@ def _error(status: int, code: str, message: str, headers: Mapping[str, str] | No
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place refusals become answers: ``{"code", "message"}`` with their status."""
     try:
         return await handler(request)
@@ -127,7 +127,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
 
 
 @web.middleware
-async def answers_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def answers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Sends every answer over ``SMALL_ANSWER_BYTES`` itself, charged to the app's
     ``ANSWER_BUDGET`` until the socket has taken it: 503 ``busy`` past the budget or the
     client address's quarter of it.
@@ -418,6 +418,8 @@ async def submit_txs(request: web.Request) -> web.Response:
             raise retry_later(r.code, r.message)
         if r.code != "accepted":
             raise HttpError(400, r.code, r.message)
+        # Only refusals of bytes that are no transaction lack a hash.
+        assert r.hash is not None, "an accepted transaction has a hash"
         return web.json_response({"hash": r.hash.hex()})
     # A batch answers each transaction; Retry-After says when to resubmit the full ones.
     full = any(r.code == "mempool_full" for r in results)

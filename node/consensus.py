@@ -53,7 +53,8 @@ from core import Block, Commit, CommitSig, Invalid, PrivateKey, StorageError, Vo
 from core.codec import Wire
 from node.chain import Chain, ExecutedBlock
 from node.metrics import NodeMetrics
-from p2p.messages import ITEM_OBJECT_BYTES, Encoded
+from p2p.limits import ITEM_OBJECT_BYTES
+from p2p.messages import Encoded
 from vm import VerifiedTx
 
 if TYPE_CHECKING:
@@ -704,9 +705,9 @@ class ConsensusService:
         return 0 if engine is None else engine.round
 
 
-def run_on(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> object:
+def run_on(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> T:
     """Run ``fn`` on ``loop`` from another thread and wait for its result."""
-    future: Future[object] = Future()
+    future: Future[T] = Future()
 
     def call() -> None:
         try:

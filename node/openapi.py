@@ -331,7 +331,8 @@ def _operation(route: Route, parameters: dict[str, Any], s: _Schemas) -> dict[st
         content = {media: {"schema": schema} for media, schema in route.body.content.items()}
         out["requestBody"] = {"required": True, "content": content}
     out.update(route.extra)
-    return s.resolve(out)
+    resolved: dict[str, Any] = s.resolve(out)
+    return resolved
 
 
 def _paths(tables: Iterable[RouteTable], s: _Schemas) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -426,6 +427,8 @@ def _tx_types(s: _Schemas) -> None:
             if t.view and t.view not in s.schemas:
                 raise ValueError(f"{t.name}: read model {t.view} is no schema of the document")
             rows.append(f"| `{t.name}` | {package} | {t.summary} |")
+            if not dataclasses.is_dataclass(t.payload):
+                raise ValueError(f"{t.name}: payload {t.payload.__name__} is no dataclass")
             declared[t.name] = {
                 "summary": t.summary,
                 "class": t.tx_class.name.lower(),

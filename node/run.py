@@ -12,11 +12,11 @@ import uvloop
 from aiohttp import web
 
 from core.errors import CannotListen, NodeFault
-from node.api import NODE, create_app
+from node.api import create_app
 from node.consensus import ConsensusSeams
 from node.http_server import HttpServer, serve_until_signalled
 from node.logs import configure_logging
-from node.service import Node
+from node.service import NODE, Node
 from storage import raise_open_file_limit
 
 log = logging.getLogger("node.run")

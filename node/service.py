@@ -500,7 +500,7 @@ class Node:
     # --- after a block is final (main loop) ------------------------------------------
 
     def after_commit(self, executed: ExecutedBlock, commit: Commit, commit_seconds: float) -> None:
-        assert self.mempool is not None
+        assert self.chain is not None and self.mempool is not None
         header = executed.block.header
         result = executed.result
         # Governance may have changed fees or limits for the next block.
@@ -586,7 +586,7 @@ class Node:
             deleted,
         )
 
-    def _pruned(self, future: Future[object]) -> None:
+    def _pruned(self, future: Future[None]) -> None:
         self._pruning = False
         exc = future.exception()
         if exc is not None:

@@ -208,6 +208,7 @@ class SnapshotServer:
         (an ``Invalid`` would get it dropped) nor silence (it would give up on us).
         """
         read: Callable[[ChainStore], Wire]
+        none: Wire
         if isinstance(msg, SnapshotRequest):
             read, none = partial(self._offer, height=msg.height), SnapshotOffer(0, b"", b"")
         elif isinstance(msg, EpochsRequest):

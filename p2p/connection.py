@@ -164,9 +164,9 @@ class Connection:
         current = asyncio.current_task()
         # A task closing its own connection returns by itself; cancelling it
         # would only turn its normal end into a cancellation.
-        for task in self._helpers:
-            if task is not current:
-                task.cancel()
+        for helper in self._helpers:
+            if helper is not current:
+                helper.cancel()
         self.writer.transport.abort()
         task = self._task
         if task is not None and task is not current and self._started and not self._in_handler:
