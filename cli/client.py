@@ -208,31 +208,52 @@ class NodeClient:
     def post_json(self, path: str, doc: Any) -> Any:
         return self._request("POST", path, json.dumps(doc).encode(), "application/json")
 
+    def get_object(self, path: str) -> dict[str, Any]:
+        """The node's answer to GET ``path``, one of its documents: a JSON object."""
+        return self._object(self.get(path), path)
+
+    def post_object(self, path: str, doc: Any) -> dict[str, Any]:
+        """The node's answer to POSTing ``doc`` to ``path``: a JSON object."""
+        return self._object(self.post_json(path, doc), path)
+
+    def _object(self, doc: Any, path: str) -> dict[str, Any]:
+        # Any JSON can come back; callers index the document, so another shape is the
+        # node's bad answer here rather than a TypeError in whoever reads it.
+        if not isinstance(doc, dict):
+            raise NodeError(
+                "bad_answer",
+                f"{self.url} answered {path} with JSON that is not an object",
+            )
+        return doc
+
     def status(self) -> dict[str, Any]:
-        return self.get("/v1/status")
+        return self.get_object("/v1/status")
 
     def genesis(self) -> dict[str, Any]:
-        return self.get("/v1/genesis")
+        return self.get_object("/v1/genesis")
 
     def params(self) -> dict[str, Any]:
         """The chain parameters in force (``{"height", "params", "pending"}``)."""
-        return self.get("/v1/params")
+        return self.get_object("/v1/params")
 
     def account(self, address: str, proof: bool = False) -> dict[str, Any]:
-        return self.get(f"/v1/accounts/{address}" + ("?proof=true" if proof else ""))
+        return self.get_object(f"/v1/accounts/{address}" + ("?proof=true" if proof else ""))
 
     def block(self, height: int | str) -> dict[str, Any]:
-        return self.get(f"/v1/blocks/{height}")
+        return self.get_object(f"/v1/blocks/{height}")
 
     def submit(self, encoded_tx: bytes) -> str:
-        return self.post_json("/v1/txs", {"tx": encoded_tx.hex()})["hash"]
+        tx_hash = self.post_object("/v1/txs", {"tx": encoded_tx.hex()}).get("hash")
+        if not isinstance(tx_hash, str):
+            raise NodeError("bad_answer", f"{self.url} accepted a transaction without its hash")
+        return tx_hash
 
     def simulate(self, encoded_tx: bytes) -> dict[str, Any]:
         """The receipt the transaction would get in the next block (nothing is sent)."""
-        return self.post_json("/v1/txs/simulate", {"tx": encoded_tx.hex()})
+        return self.post_object("/v1/txs/simulate", {"tx": encoded_tx.hex()})
 
     def tx(self, tx_hash: str) -> dict[str, Any]:
-        return self.get(f"/v1/txs/{tx_hash}")
+        return self.get_object(f"/v1/txs/{tx_hash}")
 
     def wait_committed(self, tx_hash: str, timeout: float = 30.0) -> dict[str, Any]:
         """Poll until the transaction is committed; raise NodeError on timeout."""

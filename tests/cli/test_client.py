@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 
-import cli.main  # noqa: F401  # first: cli.operator imported alone is an import cycle
 from cli.client import MAX_ANSWER_BYTES, NodeClient, NodeError
+from cli.main import main  # first: cli.operator imported alone is an import cycle
 from cli.operator import MAX_EVIDENCE_FILE_BYTES, OperatorError, member_key, read_evidence
 from tests.fifos import fifo_holding
 from tests.served import Served, app_server
@@ -171,3 +172,50 @@ def test_a_reserves_report_is_hashed_whole_and_must_be_a_file(tmp_path):
             report_digest(fifo)
     with pytest.raises(OperatorError, match="/dev/zero is not a regular file"):
         report_digest(Path("/dev/zero"))
+
+
+TX = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "answer", [[], "committed", 5, None], ids=["array", "string", "number", "null"]
+)
+@pytest.mark.parametrize(
+    "argv, path",
+    [(["query", "status"], "/v1/status"), (["query", "tx", TX], f"/v1/txs/{TX}")],
+    ids=["status", "tx"],
+)
+async def test_a_node_answering_no_json_object_is_the_nodes_fault(argv, path, answer):
+    # The node answers its documents as JSON objects; anything else is a bad answer of
+    # the node's (exit 2), neither printed as its status nor an "unexpected failure".
+    async def reply(_request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    server = await serve(reply, path)
+    try:
+        done = await asyncio.to_thread(
+            CliRunner().invoke, main, [*argv, "--node", str(server.make_url(""))]
+        )
+        assert done.exit_code == 2, done.output
+        assert done.output.startswith("error: bad_answer: "), done.output
+        assert path in done.output and "not an object" in done.output
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("answer", [{}, {"hash": 5}, {"hash": None}, ["hash"]])
+async def test_a_submission_answered_without_a_hash_is_the_nodes_fault(answer):
+    async def reply(_request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_post("/v1/txs", reply)
+    server = app_server(app)
+    await server.start_server()
+    try:
+        client = NodeClient(str(server.make_url("")))
+        with pytest.raises(NodeError) as info:
+            await asyncio.to_thread(client.submit, b"tx")
+        assert info.value.code == "bad_answer", info.value
+    finally:
+        await server.close()
