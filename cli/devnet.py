@@ -77,9 +77,10 @@ def _url_of(home: Path) -> str:
 def _serving(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/v1/status", timeout=1.0) as resp:
-            return resp.status == 200
+            status: int = resp.status
     except OSError:
         return False
+    return status == 200
 
 
 def _spawn(

@@ -166,7 +166,7 @@ def parse_when(text: str) -> When:
     return When(absolute_ms=int(parsed.timestamp() * 1000))
 
 
-class WhenType(click.ParamType):
+class WhenType(click.ParamType[When]):
     """A click parameter of ``parse_when``'s forms."""
 
     name = "WHEN"
@@ -205,7 +205,7 @@ def gtin14(text: str) -> str:
     return padded
 
 
-class GtinType(click.ParamType):
+class GtinType(click.ParamType[str]):
     name = "GTIN"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:

@@ -9,11 +9,12 @@ those files (``reject_duplicate_keys``), each of which words the refusal its own
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from core.errors import Invalid, LiveLedgerError
 
@@ -51,7 +52,7 @@ def read_regular_file_and_mode(
     return data, mode
 
 
-def open_regular_file(path: Path | str, what: str, error: ErrorOf) -> BinaryIO:
+def open_regular_file(path: Path | str, what: str, error: ErrorOf) -> io.BufferedReader:
     """The ``what`` file ``path`` opened for reading (binary); ``error`` naming it if it
     does not exist, cannot be opened or is not a regular file. For a file read in
     blocks (a report of any size); ``read_regular_file`` reads a bounded one whole."""

@@ -25,10 +25,10 @@ from cli.main import (
     keyring_option,
     node_option,
     simulate_option,
-    submit_tx,
     trusted_genesis_option,
     tx_genesis_option,
 )
+from cli.send import submit_tx
 from cli.trust import SIGNED_FOR, Anchor, command_anchor
 from core import PrivateKey, parse_address
 
@@ -204,3 +204,18 @@ def _when(client: NodeClient, when: human.When | None, ms: int | None, what: str
         return ms
     now = _now_ms(client)
     return now if when is None else when.resolve(now)
+
+
+# The building blocks the commerce commands share; ``keyring_option`` is cli.main's,
+# one --keyring for every command.
+__all__ = [
+    "AMOUNT",
+    "BPS",
+    "ID",
+    "U64",
+    "TxOpts",
+    "from_option",
+    "keyring_option",
+    "read_command",
+    "tx_command",
+]

@@ -33,7 +33,7 @@ RESUMABLE = frozenset({1001, 1006, 1011, 1012, 1013, 4008})
 
 def present(doc: dict[str, Any]) -> dict[str, Any]:
     """A feed event as the watcher prints it."""
-    out = human.with_times({k: v for k, v in doc.items() if k != "attrs"})
+    out: dict[str, Any] = human.with_times({k: v for k, v in doc.items() if k != "attrs"})
     attrs = human.attrs(doc["attrs"])
     if doc["kind"] == STOCK_LEFT and attrs.get("deal") and attrs.get("left") == 0:
         attrs["sold_out"] = True
