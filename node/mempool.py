@@ -598,7 +598,10 @@ class Mempool:
             if spent:
                 budget.take(spent)
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
-        return results  # type: ignore[return-value]  # every slot filled above
+        answers = [r for r in results if r is not None]
+        # Every slot was filled above: refused unverified, or verified and refused or admitted.
+        assert len(answers) == len(results), "a transaction of the batch has no answer"
+        return answers
 
     def _stale_budget(self, origin: bytes) -> TokenBucket:
         budgets = self._stale

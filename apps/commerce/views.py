@@ -538,8 +538,11 @@ def orders_of(
     total = party.orders_as_buyer if as_buyer else party.orders_as_merchant
     if before:
         start = get_order(state, before)
-        mine = start is not None and (start.buyer if as_buyer else start.merchant) == address
-        next_id = 0 if not mine else start.prev_of_buyer if as_buyer else start.prev_of_merchant  # type: ignore[union-attr]  # mine: start is set
+        if start is None or (start.buyer if as_buyer else start.merchant) != address:
+            # Not one of this party's orders in this role: no page follows it.
+            next_id = 0
+        else:
+            next_id = start.prev_of_buyer if as_buyer else start.prev_of_merchant
     else:
         next_id = party.last_as_buyer if as_buyer else party.last_as_merchant
     ids: list[int] = []
@@ -673,10 +676,13 @@ def reviews_for(
     by_merchant = merchant is not None
     if before:
         start = get_review(state, before)
-        mine = start is not None and (
-            start.merchant == merchant if by_merchant else start.listing_id == listing
-        )
-        head = 0 if not mine else start.prev_of_merchant if by_merchant else start.prev_of_listing  # type: ignore[union-attr]  # mine: start is set
+        if start is None or (
+            start.merchant != merchant if by_merchant else start.listing_id != listing
+        ):
+            # Not a review of this merchant or listing: no page follows it.
+            head = 0
+        else:
+            head = start.prev_of_merchant if by_merchant else start.prev_of_listing
     out: list[Review] = []
     while head and len(out) < _page(limit):
         review = get_review(state, head)
