@@ -42,8 +42,9 @@ def reading_answer(what: str) -> Iterator[None]:
     fault (``bad_answer``), not a failure of this client."""
     try:
         yield
-    # OverflowError: a number past what a field holds.
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+    # OverflowError: a number past what a field holds; RecursionError: "[[[[..." nested
+    # past the decoder's limit.
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
         raise NodeError("bad_answer", f"the node's {what} is malformed: {exc!r}"[:200]) from None
 
 

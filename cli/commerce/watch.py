@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from cli import human
-from cli.client import NodeClient, NodeError
+from cli.client import NodeClient, NodeError, reading_answer
 
 STOCK_LEFT = "commerce.stock_left"
 # Close codes after which the watcher reconnects: the server stopping, a slow reader,
@@ -66,13 +66,15 @@ async def _follow(base: str, session_id: int, position: str | None, retry_for: f
                 async for msg in ws:
                     if msg.type != aiohttp.WSMsgType.TEXT:
                         continue
-                    doc = json.loads(msg.data)
-                    if doc["type"] == "event":
-                        position = f"{doc['height']}:{doc['index']}"
-                        click.echo(json.dumps(present(doc)))
-                    elif doc["type"] == "ready":
-                        # Every event up to this height was sent: resume after it.
-                        position = str(doc["height"])
+                    # A message of any shape can come: a wrong one is the node's fault.
+                    with reading_answer("feed message"):
+                        doc = json.loads(msg.data)
+                        if doc["type"] == "event":
+                            position = f"{doc['height']}:{doc['index']}"
+                            click.echo(json.dumps(present(doc)))
+                        elif doc["type"] == "ready":
+                            # Every event up to this height was sent: resume after it.
+                            position = str(doc["height"])
                 code = ws.close_code
             if code == 1000:
                 click.echo(f"session {session_id} closed", err=True)
