@@ -120,6 +120,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             exc.status, "http_error"
         )
         return _error(exc.status, code, exc.reason, None)
+    except ConnectionError:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # A handler that answers itself (a feed's upgrade) found its client gone:
+            # the client's leaving, not a bug. This answer (499, "client closed
+            # request") is never sent: aiohttp finds the connection gone as it ends it.
+            return web.Response(status=499)
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal", "internal error", None)
     except Exception:
         # A bug: logged with its traceback here, never shown to the client.
         log.exception("unhandled error in %s %s", request.method, request.path)

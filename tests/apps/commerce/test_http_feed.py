@@ -772,3 +772,69 @@ async def test_a_replay_stops_reading_once_its_client_is_gone(tmp_path, monkeypa
             release.set()
             sock.close()
     assert replayed == [start + 1]
+
+
+async def test_a_client_gone_before_its_feed_opens_is_not_an_error(tmp_path, monkeypatch, caplog):
+    """A session feed first reads whether its session exists (in a thread): a client
+    that hangs up meanwhile leaves the upgrade's answer unsendable, which is its leaving,
+    not a bug of the node's. It was logged as an unhandled error with its traceback, one
+    per request (a blocks feed's client that sends its request and a reset at once, too):
+    anyone could fill the node's log at will. Nothing is logged for it now."""
+    get_session = views.get_session
+    entered, release = threading.Event(), threading.Event()
+
+    def held(state, session_id):
+        entered.set()
+        release.wait(WAIT)
+        return get_session(state, session_id)
+
+    served = feed.serve_feed
+    ended = asyncio.Event()
+
+    async def watched(*args, **kwargs):
+        try:
+            return await served(*args, **kwargs)
+        finally:
+            ended.set()
+
+    async with served_as_a_node(tmp_path) as (d, port, hub):
+        merchant, host = Actor("merchant"), Actor("host")
+        await d.fund(merchant, host)
+        await d.run(
+            merchant.key,
+            tx.REGISTER_MERCHANT,
+            tx.RegisterMerchant("Acme", "", merchant.enc_public),
+        )
+        await d.run(d.faucet, tx.APPROVE_MERCHANT, tx.ApproveMerchant(merchant.address, True))
+        await d.run(merchant.key, tx.OPEN_SESSION, tx.OpenSession(host.address, 1_000, "Tea live"))
+        monkeypatch.setattr(views, "get_session", held)
+        monkeypatch.setattr(feed, "serve_feed", watched)
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            request = (
+                "GET /v1/sessions/1/events HTTP/1.1\r\nHost: localhost\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await loop.sock_sendall(sock, request.encode())
+            async with asyncio.timeout(WAIT):
+                while not entered.is_set():
+                    await asyncio.sleep(0.01)
+                # The client hangs up while the session is read; the server's end of
+                # the connection closes (the client reads to its end).
+                sock.shutdown(socket.SHUT_WR)
+                while await loop.sock_recv(sock, 65536):
+                    pass
+                release.set()
+                await ended.wait()
+        finally:
+            release.set()
+            sock.close()
+        monkeypatch.setattr(views, "get_session", get_session)
+        # The node serves feeds as before.
+        ws, _, _ = await connect(d, "/v1/sessions/1/events")
+        await ws.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
