@@ -56,6 +56,8 @@ from storage import (
     DamagedTree,
     Subtree,
     SyncTarget,
+    VerifiedChunk,
+    node_ref,
     sync_root,
     verify_chunk,
 )
@@ -728,11 +730,25 @@ class StateSyncer(EpochPages):
         for other in pending.values():
             if other.subtree == ask.subtree:
                 other.live = False
-        await loop.run_in_executor(None, self.store.store_chunk, chunk.nodes, chunk.leaves)
+        missing = await loop.run_in_executor(None, self._keep, target.height, chunk)
         self.chunks += 1
         self.chunk_bytes += sum(len(n) for n in msg.nodes)
-        wanted.extend(reversed(chunk.missing))
+        wanted.extend(reversed(missing))
         return True
+
+    def _keep(self, height: int, chunk: VerifiedChunk) -> list[Subtree]:
+        """Store a verified chunk of the snapshot at ``height``; return the subtrees it
+        leaves missing whose top the store lacks (in the chunk's order).
+
+        A top stored already is not asked for: a damaged node of the target, dropped and
+        fetched again, names the subtrees below it, which are still there (the root's
+        names the whole state, fetched a second time at each repair). Whatever is missing
+        below such a top is found by the walk once nothing is wanted (``_lacking``), as
+        after a restart: a node stored at the target's height has its leaves' flat state
+        stored before it (``ChainStore.store_chunk``)."""
+        self.store.store_chunk(chunk.nodes, chunk.leaves)
+        get = self.store.get_node_bytes
+        return [w for w in chunk.missing if get(node_ref(height, w.hash)) is None]
 
     def _expire_chunks(
         self, wanted: list[Subtree], pending: dict[bytes, _ChunkAsk], now: float

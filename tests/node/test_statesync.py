@@ -1244,6 +1244,27 @@ async def test_a_node_damaged_after_the_last_walk_is_fetched_again_not_a_failed_
     assert dict(dest.iter_state()) == dict(fresh.iter_state())
 
 
+@pytest.mark.parametrize("which", ["root", "inner"])
+async def test_a_damaged_node_is_fetched_again_without_what_is_stored_below_it(
+    tmp_path, monkeypatch, which
+):
+    # A node of the target damaged on disk is dropped alone and its place fetched again.
+    # Its chunk names the subtrees below it, all still stored: asked for again, one bit
+    # flipped in the root fetched the whole state a second time (and each of the
+    # INSTALL_TRIES installs again). Only what the store lacks is asked for.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    source = make_chain(tmp_path / "a", 40)
+    clean = Net({HONEST: server(source.store).answer})
+    assert await clean.sync(ChainStore(tmp_path / "c")) == 40
+    dest = RotBeforeInstall(tmp_path / "b", times=1, which=which)
+    net = Net({HONEST: server(source.store).answer})
+    assert await net.sync(dest) == 40
+    assert dest.installs == 2
+    assert dict(dest.iter_state()) == dict(source.store.iter_state())
+    # The damaged node's own chunk again, and nothing below it that is stored.
+    assert net.asked[HONEST, ChunkRequest] == clean.asked[HONEST, ChunkRequest] + 1
+
+
 async def test_an_install_damaged_again_and_again_stops_the_sync_saying_why(tmp_path, monkeypatch):
     # A disk that damages what was just fetched at every install: walking and fetching
     # for ever would hide it. After INSTALL_TRIES installs refused in a row the sync
