@@ -8,6 +8,10 @@ closes with 1001), it reconnects from there: nothing is missed and nothing print
 twice. It stops when the session closes (close code 1000), and gives up when it could
 not reconnect for ``retry_for`` seconds.
 
+Its output is its own: once stdout cannot take a line (the reader went, as in
+``live watch 7 | head``), the watch ends, quietly for a reader gone; it is never taken
+for the feed's loss (it reconnected and failed again at every event).
+
 Each line is the feed's message for people: attributes as numbers and ``ll1…``
 addresses, ``time_iso`` beside the block time, and ``"sold_out": true`` on the stock
 left of a deal that has none.
@@ -16,7 +20,10 @@ left of a deal that has none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import sys
 import time
 from typing import Any
 
@@ -24,6 +31,7 @@ import click
 
 from cli import human
 from cli.client import NodeClient, NodeError, reading_answer
+from cli.send import fail
 
 STOCK_LEFT = "commerce.stock_left"
 # Close codes after which the watcher reconnects: the server stopping, a slow reader,
@@ -41,12 +49,34 @@ def present(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _OutputFailed(Exception):
+    """Stdout refused a line (``__cause__`` says why): the watch's own end, not the feed's."""
+
+
 def watch_session(node_url: str, session_id: int, start: str | None, retry_for: float) -> None:
     """Print the session's events from ``start`` (or the next block) until it closes."""
     client = NodeClient(node_url)
     # An unknown session is refused with the node's own sentence ("no session 999 ...").
     client.get(f"/v1/sessions/{session_id}")
-    asyncio.run(_follow(client.url, session_id, start, retry_for))
+    try:
+        asyncio.run(_follow(client.url, session_id, start, retry_for))
+    except _OutputFailed as exc:
+        # Python flushes stdout again at exit, and would print its own error there (and
+        # exit 120): what is left unprinted goes nowhere (a stdout with no descriptor,
+        # as a test's, keeps it).
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(exc.__cause__, BrokenPipeError):
+            sys.exit(1)  # the reader is gone: nobody reads a reason
+        fail(None, f"cannot print the feed's events: {exc.__cause__}", 1)
+
+
+def _print(line: str) -> None:
+    # An OSError here is stdout's (a closed pipe, a full disk), never the connection's.
+    try:
+        click.echo(line)
+    except OSError as exc:
+        raise _OutputFailed from exc
 
 
 async def _follow(base: str, session_id: int, position: str | None, retry_for: float) -> None:
@@ -71,7 +101,7 @@ async def _follow(base: str, session_id: int, position: str | None, retry_for: f
                         doc = json.loads(msg.data)
                         if doc["type"] == "event":
                             position = f"{doc['height']}:{doc['index']}"
-                            click.echo(json.dumps(present(doc)))
+                            _print(json.dumps(present(doc)))
                         elif doc["type"] == "ready":
                             # Every event up to this height was sent: resume after it.
                             position = str(doc["height"])
