@@ -443,7 +443,7 @@ class StateSyncer(EpochPages):
             target = None
         if target is not None:
             log.info("state sync: resuming the sync to height %d", target.height)
-        refused = 0
+        damaged = 0  # DamagedTree met in a row, by a fetch's walk or the install
         while True:
             if target is None:
                 target = await self._choose_target()
@@ -468,11 +468,11 @@ class StateSyncer(EpochPages):
                 # (or the drop finds its path changed), and the next walk drops it to be
                 # fetched again. Raised, it took the node down at start, up again only
                 # if something restarted it.
-                refused += 1
-                if refused >= INSTALL_TRIES:
+                damaged += 1
+                if damaged >= INSTALL_TRIES:
                     raise StorageError(
                         f"state sync: the state tree in {self.store.path} was found damaged "
-                        f"since the last walk {refused} times in a row, walked and fetched "
+                        f"since the last walk {damaged} times in a row, walked and fetched "
                         f"again after each; the disk may be failing (the last: {exc})"
                     ) from exc
                 log.warning(
