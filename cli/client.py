@@ -24,6 +24,8 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 # alone, so a node that drips a byte every few seconds would be waited on for ever.
 ANSWER_TIMEOUT_S = 120.0
 _CHUNK = 64 * 1024
+# The largest value of the chain's integers (nonces, fees, heights, amounts, times): u64.
+MAX_U64 = 2**64 - 1
 
 
 class NodeError(LiveLedgerError):
@@ -46,6 +48,56 @@ def reading_answer(what: str) -> Iterator[None]:
     # past the decoder's limit.
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
         raise NodeError("bad_answer", f"the node's {what} is malformed: {exc!r}"[:200]) from None
+
+
+def _bad_field(what: str, name: str, value: object, expected: str) -> NodeError:
+    return NodeError(
+        "bad_answer", f"the node's {what} states {name} {repr(value)[:40]}, not {expected}"
+    )
+
+
+def answer_field(doc: object, name: str, what: str) -> Any:
+    """Field ``name`` of the node's document ``doc`` (its ``what``, for the error), which
+    must be a JSON object holding it; else the node's ``bad_answer``.
+
+    The typed readers below check what the field holds too: a node's answer is read
+    through them, never indexed, so no shape it sends ends as a failure of this client,
+    and a value that goes into something the user signs is in range before it does."""
+    if not isinstance(doc, dict):
+        raise NodeError("bad_answer", f"the node's {what} is not a JSON object")
+    if name not in doc:
+        raise NodeError("bad_answer", f"the node's {what} has no {name}")
+    return doc[name]
+
+
+def int_field(doc: object, name: str, what: str, low: int = 0, high: int = MAX_U64) -> int:
+    """An integer field in ``low..high`` (by default the chain's u64)."""
+    value = answer_field(doc, name, what)
+    # Exact ints: true and 5.0 equal 1 and 5 in Python, and "5" is no number.
+    if type(value) is not int or not low <= value <= high:
+        raise _bad_field(what, name, value, f"an integer in {low}..{high}")
+    return value
+
+
+def str_field(doc: object, name: str, what: str) -> str:
+    value = answer_field(doc, name, what)
+    if not isinstance(value, str):
+        raise _bad_field(what, name, value, "a string")
+    return value
+
+
+def object_field(doc: object, name: str, what: str) -> dict[str, Any]:
+    value = answer_field(doc, name, what)
+    if not isinstance(value, dict):
+        raise _bad_field(what, name, value, "a JSON object")
+    return value
+
+
+def list_field(doc: object, name: str, what: str) -> list[Any]:
+    value = answer_field(doc, name, what)
+    if not isinstance(value, list):
+        raise _bad_field(what, name, value, "a JSON array")
+    return value
 
 
 def node_url(text: str) -> str:
@@ -262,7 +314,7 @@ class NodeClient:
         while True:
             try:
                 doc = self.tx(tx_hash)
-                if doc["status"] == "committed":
+                if str_field(doc, "status", f"transaction {tx_hash}") == "committed":
                     return doc
             except NodeError as exc:
                 # Not yet known can be a race with the mempool's bookkeeping.

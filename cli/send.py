@@ -7,6 +7,11 @@
    is signed; without one, the chain id the node states (the command warned of it);
 1. the nonce is the node's ``next_nonce`` for the signer: after the transactions it
    holds pending for it, so commands sent back to back do not collide;
+   the fee (unless ``--fee``) is the minimum in force and the expiry the node's head
+   height plus at most EXPIRY_BLOCKS: the node's word too, each checked to be an
+   integer in range; a minimum above the trusted genesis's is paid only once the
+   chain's state, proven against it, shows governance set it (else
+   ``fee_not_in_force``: ``--fee`` pays it knowingly);
 2. the signed transaction is simulated on the node (``POST /v1/txs/simulate``): if a
    block would fail it, the command stops with that block's error code and message
    (exit 3) and nothing is sent, so no fee is lost to a foreseeable failure
@@ -28,11 +33,23 @@ from typing import Any, NoReturn
 
 import click
 
-from cli.client import NodeClient, NodeError
+from cli.client import (
+    MAX_U64,
+    NodeClient,
+    NodeError,
+    int_field,
+    list_field,
+    object_field,
+    reading_answer,
+    str_field,
+)
 from cli.human import event_line, times_in
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
+from cli.light import proven_state
 from cli.trust import Anchor, signing_chain_id
+from consensus.staking_state import ACTIVE_PARAMS_KEY, PENDING_PARAMS_KEY, PendingParams
 from core import PrivateKey, TxBody, format_address, sign_tx
+from vm import ChainParams
 
 # Exit statuses: refused before a block (bad input, the node's admission), and an
 # execution error (simulated or committed).
@@ -134,18 +151,14 @@ def sign_and_send(
     """
     status = client.status()
     chain_id = signing_chain_id(status, client.url, anchor)
-    params = client.params()["params"]
+    params = object_field(client.params(), "params", "parameters in force")
     explicit = nonce is not None
     if nonce is None:
-        account = client.account(format_address(key.address))
-        # The next nonce after what the node holds pending (older nodes: the state's).
-        nonce = int(account.get("next_nonce", account["nonce"]))
+        nonce = _next_nonce(client, key)
+    if fee is None:
+        fee = _min_fee(client, params, anchor)
     body = TxBody(
-        nonce=nonce,
-        fee=params["min_fee"] if fee is None else fee,
-        expiry_height=status["height"] + min(100, params["max_expiry_blocks"]),
-        type=tx_type,
-        payload=payload,
+        nonce=nonce, fee=fee, expiry_height=_expiry(status, params), type=tx_type, payload=payload
     )
     raw = sign_tx(key, chain_id, body).encode()
     if simulate:
@@ -158,13 +171,87 @@ def sign_and_send(
     if not wait:
         return None
     doc = client.wait_committed(tx_hash)
-    receipt = doc["receipt"]
-    if receipt["code"] != "ok":
-        fail(receipt["code"], f"{receipt['message']} (height {doc['height']})", EXIT_FAILED)
-    click.echo(f"committed at height {doc['height']}")
-    for event in receipt["events"]:
-        click.echo(event_line(event))
+    what = f"transaction {tx_hash}"
+    height = int_field(doc, "height", what)
+    code, message, events = _receipt(doc, what)
+    if code != "ok":
+        fail(code, f"{message} (height {height})", EXIT_FAILED)
+    click.echo(f"committed at height {height}")
+    with reading_answer(f"{what}'s events"):
+        for event in events:
+            click.echo(event_line(event))
     return doc
+
+
+# How far ahead of the node's head a transaction expires, at most (the chain's
+# max_expiry_blocks may allow more): a signed transaction cannot be held back long.
+EXPIRY_BLOCKS = 100
+
+
+def _next_nonce(client: NodeClient, key: PrivateKey) -> int:
+    """The signer's next nonce as the node states it: after the transactions it holds
+    pending for the key (older nodes: the state's nonce)."""
+    what = "account of the signer"
+    account = client.account(format_address(key.address))
+    nonce = int_field(account, "nonce", what)
+    if "next_nonce" not in account:
+        return nonce
+    # Pending transactions only ever add to the state's nonce.
+    return int_field(account, "next_nonce", what, low=nonce)
+
+
+def _min_fee(client: NodeClient, params: dict[str, Any], anchor: Anchor | None) -> int:
+    """The fee paid when none is given: the minimum in force, as the node states it.
+
+    The whole fee is charged. With a trusted genesis, a minimum above the genesis's is
+    paid only if governance set it: the chain's state, proven against the genesis,
+    holds it in force or passed and waiting for its height (a change due now). Else
+    ``fee_not_in_force``, nothing signed: ``--fee`` pays it knowingly.
+    """
+    min_fee = int_field(params, "min_fee", "parameters in force")
+    if anchor is None or min_fee <= anchor.genesis.params.min_fee:
+        return min_fee
+    proven = _governed_min_fees(client, anchor)
+    if min_fee not in proven:
+        raise NodeError(
+            "fee_not_in_force",
+            f"the node states a minimum fee of {min_fee}; the chain's state proven against "
+            f"{anchor.source} sets {' or '.join(map(str, sorted(proven)))}: nothing was "
+            f"signed. To pay {min_fee} all the same, give --fee {min_fee}",
+        )
+    return min_fee
+
+
+def _governed_min_fees(client: NodeClient, anchor: Anchor) -> set[int]:
+    """The minimum fees the chain's state sets, proven against the anchor's genesis:
+    the one in force and those passed by governance and waiting for their height (the
+    node states the fee for its next block, which a waiting change may already be due
+    at). A chain without staking has no governance: genesis's is the only one."""
+    genesis = anchor.genesis
+    if genesis.staking is None:
+        return {genesis.params.min_fee}
+    active, _ = proven_state(client, genesis, ACTIVE_PARAMS_KEY, anchor.cache)
+    pending, _ = proven_state(client, genesis, PENDING_PARAMS_KEY, anchor.cache)
+    fees = {genesis.params.min_fee if active is None else ChainParams.decode(active).min_fee}
+    if pending is not None:
+        changes = PendingParams.decode(pending).changes
+        fees |= {change.value for change in changes if change.name == "min_fee"}
+    return fees
+
+
+def _expiry(status: dict[str, Any], params: dict[str, Any]) -> int:
+    """The last height the transaction may be included at: the node's head height plus
+    at most EXPIRY_BLOCKS (the node's word for both: see the module's docstring)."""
+    ahead = min(EXPIRY_BLOCKS, int_field(params, "max_expiry_blocks", "parameters in force", 1))
+    return int_field(status, "height", "status", high=MAX_U64 - ahead) + ahead
+
+
+def _receipt(doc: dict[str, Any], what: str) -> tuple[str, str, list[Any]]:
+    """A receipt's code, message and events, from the node's document ``doc``."""
+    receipt = object_field(doc, "receipt", what)
+    what = f"{what}'s receipt"
+    code = str_field(receipt, "code", what)
+    return code, str_field(receipt, "message", what), list_field(receipt, "events", what)
 
 
 def _simulate(client: NodeClient, raw: bytes, nonce: int, explicit: bool) -> None:
@@ -176,14 +263,16 @@ def _simulate(client: NodeClient, raw: bytes, nonce: int, explicit: bool) -> Non
             click.echo("note: this node cannot simulate; sending without a simulation", err=True)
             return
         fail(exc.code, exc.message, hint=hint_for(exc, nonce, explicit) or "nothing was sent")
-    receipt = doc["receipt"]
-    if receipt["code"] != "ok":
+    what = "simulation"
+    code, message, _ = _receipt(doc, what)
+    if code != "ok":
+        fee = int_field(object_field(doc, "receipt", what), "fee", f"{what}'s receipt")
         fail(
-            receipt["code"],
-            receipt["message"],
+            code,
+            message,
             EXIT_FAILED,
             f"the next block would fail it with this error and charge its fee "
-            f"({receipt['fee']}); nothing was sent (--no-simulate sends it anyway)",
+            f"({fee}); nothing was sent (--no-simulate sends it anyway)",
         )
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import click
 
-from cli.client import NodeClient, NodeError
+from cli.client import NodeClient, NodeError, str_field
 from cli.light import Checkpoint
 from consensus.staking_state import ProducerSet
 from core import LiveLedgerError
@@ -221,7 +221,7 @@ def signing_chain_id(status: Mapping[str, Any], url: str, anchor: Anchor | None)
     without one the chain id the node states."""
     if anchor is not None:
         return anchor.check(status, url)
-    return str(status["chain_id"])
+    return str_field(status, "chain_id", "status")
 
 
 # --- the producer cache -------------------------------------------------------------------

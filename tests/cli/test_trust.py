@@ -296,3 +296,43 @@ async def test_a_proof_of_another_account_is_refused(tmp_path, monkeypatch):
         done = await cli(net, "query", "account", asked, "--prove")
         assert done.exit_code != 0 and done.stdout == "", done.stdout
         assert "proof_mismatch" in done.stderr and asked in done.stderr, done.stderr
+
+
+async def test_a_minimum_fee_governance_raised_is_paid_a_node_s_invention_is_not(
+    tmp_path, monkeypatch
+):
+    # The fee in force is the node's word; above the pinned genesis's, the CLI pays only
+    # what the chain's state, proven against the genesis, shows governance set.
+    transfer = ("tx", "transfer", "--from", "faucet", "--to", "faucet", "--amount", "1")
+    async with running_net(tmp_path) as net:
+        await until_height(net, 1)
+        await ok(net, "genesis", "pin", str(net.layout.genesis_path))
+        home = ("--home", str(net.layout.nodes[0].home), "--node", net.url, "--wait")
+        raised = net.layout.genesis.params.min_fee + 500
+        for argv in (("gov", "propose-param", "min_fee", str(raised)), ("gov", "vote", "1")):
+            done = await asyncio.to_thread(
+                CliRunner().invoke, main, [*argv, *home], env={"LIVELEDGER_PASSPHRASE": ""}
+            )
+            assert done.exit_code == 0, done.output
+        # Passed, and in force from its height on: paid unasked.
+        while net.node.chain.params_for(net.node.chain.height + 1).min_fee != raised:
+            await asyncio.sleep(0.03)
+        done = await ok(net, *transfer, "--wait")
+        committed = await asyncio.to_thread(NodeClient(net.url).tx, done.stdout.split()[0])
+        assert committed["receipt"]["fee"] == raised
+
+        # A node naming a minimum fee governance never set gets nothing signed.
+        params = NodeClient.params
+
+        def inflated(self: NodeClient) -> dict[str, Any]:
+            doc = params(self)
+            doc["params"]["min_fee"] = raised * 1000
+            return doc
+
+        monkeypatch.setattr(NodeClient, "params", inflated)
+        posted: list[str] = []
+        watch_sends(monkeypatch, posted)
+        done = await cli(net, *transfer)
+        assert done.exit_code == 2, done.output
+        assert "error: fee_not_in_force: " in done.stderr and str(raised) in done.stderr
+        assert posted == []

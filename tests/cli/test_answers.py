@@ -1,0 +1,292 @@
+"""Every field of a node's answer is read as a hostile node may send it: a field that is
+missing or of the wrong type or range is the node's bad answer (error: bad_answer, exit
+2), never an "unexpected failure" of the CLI, and never signed. A node's minimum fee
+above the trusted genesis's is not paid unasked."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from click.testing import CliRunner, Result
+
+from cli.keyring import Keyring
+from cli.main import main
+from core import PrivateKey, format_address
+from genesis import genesis_json_bytes
+from tests.genesis.test_document import sample
+from tests.served import app_server
+
+TX = "ab" * 32
+NOW_MS = int(time.time() * 1000)
+GENESIS = sample()
+
+
+class _Missing:
+    """Stands for "the field is not there" (its repr names the test case)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
+# Wrong types and ranges of an integer field.
+NOT_U64 = ["7", -1, 2**64, True, None, 7.0, {"n": 7}, [7], MISSING]
+
+
+def answers() -> dict[str, Any]:
+    """An honest node's answers (chain and genesis of GENESIS), by route."""
+    return {
+        "status": {
+            "chain_id": GENESIS.chain_id,
+            "genesis_hash": GENESIS.hash.hex(),
+            "height": 5,
+            "latest_block_time_ms": NOW_MS - 1_000,
+        },
+        "params": {
+            "height": 5,
+            "params": {"min_fee": GENESIS.params.min_fee, "max_expiry_blocks": 3_600},
+            "pending": [],
+        },
+        "account": {
+            "address": "",
+            "balance": 10**9,
+            "nonce": 3,
+            "next_nonce": 4,
+            "height": 5,
+            "balances": [],
+        },
+        "simulate": {"receipt": {"code": "ok", "message": "", "fee": 1_000, "events": []}},
+        "tx": {
+            "status": "committed",
+            "height": 6,
+            "receipt": {
+                "code": "ok",
+                "message": "",
+                "fee": 1_000,
+                "events": [{"kind": "transfer", "attrs": {"amount": "1"}}],
+            },
+        },
+        "block": {"header": {"height": 5, "encoded": "00"}, "txs": []},
+    }
+
+
+@dataclass
+class FakeNode:
+    url: str
+    answers: dict[str, Any]
+    # The transactions sent (simulated or submitted): what the user signed.
+    signed: list[str] = field(default_factory=list)
+
+    def set(self, route: str, path: tuple[str, ...], value: Any) -> None:
+        """The answer to ``route`` with the field at ``path`` set to ``value`` (MISSING:
+        left out)."""
+        doc = self.answers[route]
+        for name in path[:-1]:
+            doc = doc[name]
+        if value is MISSING:
+            del doc[path[-1]]
+        else:
+            doc[path[-1]] = value
+
+
+async def fake_node() -> AsyncIterator[FakeNode]:
+    node = FakeNode("", answers())
+
+    def route(name: str) -> Any:
+        async def answer(request: web.Request) -> web.Response:
+            if request.method == "POST":
+                node.signed.append((await request.json())["tx"])
+            doc = copy.deepcopy(node.answers[name])
+            if name == "account" and doc.get("address") == "":
+                doc["address"] = request.match_info["address"]
+            return web.json_response(doc)
+
+        return answer
+
+    app = web.Application()
+    app.router.add_get("/v1/status", route("status"))
+    app.router.add_get("/v1/params", route("params"))
+    app.router.add_get("/v1/accounts/{address}", route("account"))
+    app.router.add_get("/v1/blocks/{height}", route("block"))
+    app.router.add_get("/v1/txs/{hash}", route("tx"))
+    app.router.add_post("/v1/txs/simulate", route("simulate"))
+
+    async def submit(request: web.Request) -> web.Response:
+        node.signed.append((await request.json())["tx"])
+        return web.json_response({"hash": TX})
+
+    app.router.add_post("/v1/txs", submit)
+    server = app_server(app)
+    await server.start_server()
+    node.url = str(server.make_url("")).rstrip("/")
+    try:
+        yield node
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[FakeNode]:
+    async for served in fake_node():
+        yield served
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> Path:
+    ring = tmp_path / "keyring"
+    Keyring(ring).create("alice", "")
+    return ring
+
+
+async def run(node: FakeNode, *argv: str) -> Result:
+    return await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        [*argv, "--node", node.url],
+        env={"LIVELEDGER_PASSPHRASE": ""},
+    )
+
+
+async def transfer(node: FakeNode, keyring: Path, *extra: str) -> Result:
+    to = format_address(PrivateKey.generate().address)
+    argv = ["tx", "transfer", "--from", "alice", "--to", to, "--amount", "1"]
+    return await run(node, *argv, "--keyring", str(keyring), *extra)
+
+
+def refused_as_bad_answer(done: Result, name: str) -> None:
+    assert done.exit_code == 2, done.output
+    assert "error: bad_answer: " in done.output, done.output
+    assert name in done.output, done.output
+    assert "unexpected failure" not in done.output
+
+
+# What a transaction is signed with, from the node's answers.
+SIGNED_FIELDS = [
+    ("status", ("height",)),
+    ("params", ("params", "min_fee")),
+    ("params", ("params", "max_expiry_blocks")),
+    ("account", ("nonce",)),
+    ("account", ("next_nonce",)),
+]
+
+
+@pytest.mark.parametrize("bad", NOT_U64, ids=repr)
+@pytest.mark.parametrize("route, path", SIGNED_FIELDS, ids=lambda p: "/".join(p) if p else "")
+async def test_a_bad_value_to_sign_is_the_node_s_bad_answer_and_nothing_is_signed(
+    node, keyring, route, path, bad
+):
+    if path == ("next_nonce",) and bad is MISSING:
+        pytest.skip("an older node states no next_nonce: the state's nonce is taken")
+    node.set(route, path, bad)
+    done = await transfer(node, keyring)
+    refused_as_bad_answer(done, path[-1])
+    assert node.signed == []
+
+
+@pytest.mark.parametrize(
+    "route, path, bad",
+    [
+        # Pending transactions only add to the state's nonce.
+        ("account", ("next_nonce",), 2),
+        # An expiry past what a transaction can hold.
+        ("status", ("height",), 2**64 - 50),
+        # No chain lets a transaction expire 0 blocks ahead.
+        ("params", ("params", "max_expiry_blocks"), 0),
+        ("params", ("params",), [1_000, 3_600]),
+        ("status", ("chain_id",), 5),
+        ("status", ("chain_id",), MISSING),
+    ],
+    ids=repr,
+)
+async def test_a_value_out_of_range_is_the_node_s_bad_answer(node, keyring, route, path, bad):
+    node.set(route, path, bad)
+    done = await transfer(node, keyring)
+    refused_as_bad_answer(done, path[-1])
+    assert node.signed == []
+
+
+async def test_honest_answers_are_signed_and_sent(node, keyring):
+    done = await transfer(node, keyring, "--wait")
+    assert done.exit_code == 0, done.output
+    assert "committed at height 6" in done.output and "transfer amount=1" in done.output
+    assert len(node.signed) == 2  # simulated, then submitted
+
+
+@pytest.mark.parametrize(
+    "path, bad",
+    [
+        (("status",), MISSING),
+        (("status",), 5),
+        (("height",), MISSING),
+        (("height",), "6"),
+        (("receipt",), "ok"),
+        (("receipt",), MISSING),
+        (("receipt", "code"), MISSING),
+        (("receipt", "code"), 0),
+        (("receipt", "message"), None),
+        (("receipt", "events"), {"kind": "transfer"}),
+        (("receipt", "events"), ["transfer"]),
+        (("receipt", "events"), [{"kind": "transfer"}]),
+        (("receipt", "events"), [{"kind": "transfer", "attrs": {"amount": 1}}]),
+    ],
+    ids=repr,
+)
+async def test_a_malformed_committed_transaction_is_the_node_s_bad_answer(node, keyring, path, bad):
+    node.set("tx", path, bad)
+    done = await transfer(node, keyring, "--wait")
+    refused_as_bad_answer(done, "")
+    assert TX in done.output  # sent: its hash was printed first
+
+
+@pytest.mark.parametrize(
+    "path, bad",
+    [
+        (("receipt",), MISSING),
+        (("receipt",), []),
+        (("receipt", "code"), MISSING),
+        (("receipt", "message"), 5),
+    ],
+    ids=repr,
+)
+async def test_a_malformed_simulation_is_the_node_s_bad_answer_and_nothing_is_sent(
+    node, keyring, path, bad
+):
+    node.set("simulate", path, bad)
+    done = await transfer(node, keyring)
+    refused_as_bad_answer(done, path[-1])
+    assert len(node.signed) == 1  # simulated only
+
+
+async def test_a_failed_simulation_without_its_fee_is_the_node_s_bad_answer(node, keyring):
+    node.set("simulate", ("receipt", "code"), "insufficient_funds")
+    node.set("simulate", ("receipt", "fee"), MISSING)
+    done = await transfer(node, keyring)
+    refused_as_bad_answer(done, "fee")
+
+
+async def test_a_minimum_fee_above_a_genesis_without_governance_is_not_paid_unasked(
+    node, keyring, tmp_path
+):
+    # No staking section: no governance can have raised the genesis's minimum fee.
+    assert GENESIS.staking is None
+    genesis = tmp_path / "genesis.json"
+    genesis.write_bytes(genesis_json_bytes(GENESIS))
+    raised = GENESIS.params.min_fee * 1_000_000
+    node.set("params", ("params", "min_fee"), raised)
+    done = await transfer(node, keyring, "--genesis", str(genesis))
+    assert done.exit_code == 2, done.output
+    assert "error: fee_not_in_force: " in done.output, done.output
+    assert f"sets {GENESIS.params.min_fee}" in done.output and f"--fee {raised}" in done.output
+    assert node.signed == []
+    # Given with --fee, it is paid knowingly.
+    done = await transfer(node, keyring, "--genesis", str(genesis), "--fee", str(raised))
+    assert done.exit_code == 0, done.output
+    assert len(node.signed) == 2
