@@ -12,7 +12,16 @@ from typing import Any, TypeVar
 import click
 
 from cli import human
-from cli.client import NodeClient, NodeError, node_url
+from cli.client import (
+    NodeClient,
+    NodeError,
+    answer_field,
+    int_field,
+    node_url,
+    object_field,
+    reading_answer,
+    str_field,
+)
 from cli.devnet import devnet_env, run_devnet
 from cli.keyring import Keyring
 from cli.keys import keys
@@ -287,41 +296,45 @@ def verify_account_proof(
     """Check the node's answer about ``address`` (the account asked for, never the
     node's word) against a finalized header, trusting only ``genesis`` (and the producer
     sets ``store`` kept, verified from it before)."""
-    height = doc["height"]
+    what = "account"
+    height = int_field(doc, "height", what)
     # The account asked about: a node could answer with another account's proven record.
-    if doc["address"] != format_address(address):
+    if answer_field(doc, "address", what) != format_address(address):
         raise NodeError(
             "proof_mismatch",
             f"asked for account {format_address(address)}, the node answered for "
             f"{str(doc['address'])[:64]!r}",
         )
     key = account_key(address)
-    value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
-    proof = StateProof.decode(bytes.fromhex(doc["proof"]))
+    with reading_answer("account's proof"):
+        value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
+        proof = StateProof.decode(bytes.fromhex(doc["proof"]))
     # The header is final: more than 2/3 of that height's producers signed it; the
     # producers themselves are derived from genesis through proofs.
     validators = producers_at(client, genesis, height, store)
     header = fetch_certified_header(client, genesis, height, validators)
     # The proof is against that header's state root.
-    if header.state_root.hex() != doc["state_root"]:
+    if header.state_root.hex() != answer_field(doc, "state_root", what):
         raise NodeError("proof_mismatch", "proof root differs from the header's state root")
     verify_proof(header.state_root, key, value, proof)
     # The value shown is the one proven.
     account = Account.decode(value) if value is not None else Account(0, 0)
     # Exact ints: 5.0 and true equal 5 and 1 in Python, and are printed as the node sent them.
-    shown = (doc["balance"], doc["nonce"])
+    shown = (doc.get("balance"), doc.get("nonce"))
     if (account.balance, account.nonce) != shown or any(type(x) is not int for x in shown):
         raise NodeError("proof_mismatch", "node's balance/nonce differ from the proven value")
     # Every issued currency is listed (the list itself is proven), each balance proven.
     listed = _proven(header.state_root, CURRENCY_LIST_KEY, doc.get("currencies"))
     symbols = CurrencyList.decode(listed).symbols if listed is not None else ()
-    balances = doc.get("balances", [])
-    if [b["currency"] for b in balances] != list(symbols):
+    with reading_answer("account's balances"):
+        balances = doc.get("balances", [])
+        listed_symbols = [str_field(b, "currency", "account's balance") for b in balances]
+    if listed_symbols != list(symbols):
         raise NodeError("proof_mismatch", f"node lists currencies other than the proven {symbols}")
     for entry in balances:
         raw = _proven(header.state_root, balance_key(address, entry["currency"]), entry)
         amount = Balance.decode(raw).amount if raw is not None else 0
-        if amount != entry["balance"] or type(entry["balance"]) is not int:
+        if amount != entry.get("balance") or type(entry.get("balance")) is not int:
             raise NodeError(
                 "proof_mismatch", f"node's {entry['currency']} balance differs from the proven one"
             )
@@ -331,8 +344,10 @@ def _proven(state_root: bytes, key: bytes, entry: Any) -> bytes | None:
     """The value an answer's ``{key, value, proof}`` entry proves for ``key``."""
     if not isinstance(entry, dict) or entry.get("key") != key.hex():
         raise NodeError("proof_mismatch", f"the node gave no proof of key {key.hex()}")
-    value = bytes.fromhex(entry["value"]) if entry["value"] is not None else None
-    verify_proof(state_root, key, value, StateProof.decode(bytes.fromhex(entry["proof"])))
+    with reading_answer(f"proof of key {key.hex()}"):
+        value = bytes.fromhex(entry["value"]) if entry["value"] is not None else None
+        proof = StateProof.decode(bytes.fromhex(entry["proof"]))
+    verify_proof(state_root, key, value, proof)
     return value
 
 
@@ -357,25 +372,27 @@ def query_account(
     client = NodeClient(node_url)
     raw = parse_address(address) if keyring is None else Keyring(keyring).resolve(address)
     doc = client.account(format_address(raw), proof=prove)
+    what = "account"
     out: dict[str, Any] = {
-        "address": doc["address"],
-        "balance": doc["balance"],
-        "nonce": doc["nonce"],
-        "height": doc["height"],
+        "address": str_field(doc, "address", what),
+        "balance": int_field(doc, "balance", what),
+        "nonce": int_field(doc, "nonce", what),
+        "height": int_field(doc, "height", what),
     }
     if "next_nonce" in doc:
-        out["next_nonce"] = doc["next_nonce"]
-    out["balances"] = {b["currency"]: b["balance"] for b in doc.get("balances", [])}
+        out["next_nonce"] = int_field(doc, "next_nonce", what)
+    with reading_answer("account's balances"):
+        out["balances"] = {b["currency"]: b["balance"] for b in doc.get("balances", [])}
     if prove:
         anchor = proof_anchor(client, keyring, genesis_file)
         genesis = anchor.genesis
-        if doc["height"] == 0:
+        if out["height"] == 0:
             raise NodeError("no_blocks", "no block is final yet; nothing to prove against")
         verify_account_proof(client, doc, genesis, anchor.cache, address=raw)
         out["proof"] = {
             "verified": True,
             "height": doc["height"],
-            "state_root": doc["state_root"],
+            "state_root": str_field(doc, "state_root", what),
             "currencies": len(out["balances"]),
             "genesis_hash": genesis.hash.hex(),
         }
@@ -389,7 +406,7 @@ def query_account(
 def query_block(height: str, node_url: str) -> None:
     """Show a block (a height or 'latest')."""
     doc = NodeClient(node_url).block(height)
-    doc["header"].pop("encoded", None)
+    object_field(doc, "header", f"block {height}").pop("encoded", None)
     click.echo(json.dumps(human.with_times(doc), indent=2))
 
 
@@ -404,7 +421,8 @@ def query_tx(tx_hash: str, node_url: str) -> None:
         raise NodeError("bad_hash", f"a transaction hash is 64 hex characters, got {tx_hash!r}")
     doc = NodeClient(node_url).tx(text)
     if doc.get("receipt"):
-        doc["receipt"] = human.receipt(doc["receipt"])
+        with reading_answer(f"receipt of {text}"):
+            doc["receipt"] = human.receipt(doc["receipt"])
     click.echo(json.dumps(doc, indent=2))
 
 

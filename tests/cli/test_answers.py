@@ -290,3 +290,42 @@ async def test_a_minimum_fee_above_a_genesis_without_governance_is_not_paid_unas
     done = await transfer(node, keyring, "--genesis", str(genesis), "--fee", str(raised))
     assert done.exit_code == 0, done.output
     assert len(node.signed) == 2
+
+
+@pytest.mark.parametrize("bad", [[], "header", None, MISSING], ids=repr)
+async def test_a_block_without_its_header_is_the_node_s_bad_answer(node, bad):
+    node.set("block", ("header",), bad)
+    done = await run(node, "query", "block")
+    refused_as_bad_answer(done, "header")
+
+
+@pytest.mark.parametrize("name", ["address", "balance", "nonce", "height", "next_nonce"])
+@pytest.mark.parametrize("bad", [None, [1], {"a": 1}, MISSING], ids=repr)
+async def test_a_malformed_account_is_the_node_s_bad_answer(node, name, bad):
+    if name == "next_nonce" and bad is MISSING:
+        pytest.skip("an older node states no next_nonce")
+    node.set("account", (name,), bad)
+    address = format_address(PrivateKey.generate().address)
+    done = await run(node, "query", "account", address)
+    refused_as_bad_answer(done, "")
+
+
+@pytest.mark.parametrize(
+    "balances", [5, [5], [{"currency": "X"}], [{"currency": [1], "balance": 1}]]
+)
+async def test_malformed_account_balances_are_the_node_s_bad_answer(node, balances):
+    node.set("account", ("balances",), balances)
+    address = format_address(PrivateKey.generate().address)
+    done = await run(node, "query", "account", address)
+    refused_as_bad_answer(done, "balances")
+
+
+@pytest.mark.parametrize(
+    "receipt",
+    [{"events": 5}, {"code": "ok"}, {"events": [{"kind": "x", "attrs": {"n": 1}}]}, "ok"],
+    ids=repr,
+)
+async def test_a_malformed_receipt_shown_is_the_node_s_bad_answer(node, receipt):
+    node.set("tx", ("receipt",), receipt)
+    done = await run(node, "query", "tx", TX)
+    refused_as_bad_answer(done, "receipt")
