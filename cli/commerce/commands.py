@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from cli import human
-from cli.client import NodeClient
+from cli.client import NodeClient, answer_field, int_field
 from cli.commerce.client import CommerceClient
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 from cli.main import (
@@ -31,6 +31,7 @@ from cli.main import (
 from cli.send import submit_tx
 from cli.trust import SIGNED_FOR, Anchor, command_anchor
 from core import PrivateKey, parse_address
+from vm.params import MAX_TIME_PRECISION_MS
 
 U64 = click.IntRange(0, 2**64 - 1)
 ID = click.IntRange(1, 2**64 - 1)
@@ -189,10 +190,22 @@ def _hex32(text: str, what: str) -> bytes:
     return raw
 
 
+# How far ahead of this machine's clock the node's latest block time may be. No chain
+# lets a block time run more than MAX_TIME_PRECISION_MS (a minute) ahead of an honest
+# producer's clock; the rest allows for this machine's own clock being behind.
+BLOCK_TIME_AHEAD_MS = MAX_TIME_PRECISION_MS + 4 * 60_000
+
+
 def _now_ms(client: NodeClient) -> int:
-    # Event times and deal starts may not be after the block time that includes
-    # them; the latest block's time is safe.
-    return client.status()["latest_block_time_ms"] or int(time.time() * 1000)
+    """ "Now" for a time the user signs: the latest block time (the wall clock before
+    the first block). Event times and deal starts may not be after the block time that
+    includes them; the latest block's time is safe."""
+    wall = int(time.time() * 1000)
+    status = client.status()
+    if answer_field(status, "latest_block_time_ms", "status") is None:
+        return wall
+    # A time far ahead of every clock would date what is signed into the future.
+    return int_field(status, "latest_block_time_ms", "status", 1, wall + BLOCK_TIME_AHEAD_MS)
 
 
 def _when(client: NodeClient, when: human.When | None, ms: int | None, what: str) -> int:

@@ -329,3 +329,37 @@ async def test_a_malformed_receipt_shown_is_the_node_s_bad_answer(node, receipt)
     node.set("tx", ("receipt",), receipt)
     done = await run(node, "query", "tx", TX)
     refused_as_bad_answer(done, "receipt")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "7",
+        True,
+        7.5,
+        -1,
+        0,
+        {"ms": 1},
+        MISSING,
+        # The same id in every process that collects the tests (xdist's workers).
+        pytest.param(NOW_MS + 3_600_000, id="an hour ahead"),
+        2**64,
+    ],
+    ids=repr,
+)
+async def test_a_bad_block_time_is_not_signed_as_now(node, keyring, bad):
+    # "now" of a deal's start is the latest block time: a time far ahead of every
+    # clock would open the deal in the future, signed.
+    node.set("status", ("latest_block_time_ms",), bad)
+    argv = ["live", "deal", "1", "1", "--price", "5", "--allocation", "1"]
+    done = await run(node, *argv, "--from", "alice", "--keyring", str(keyring))
+    refused_as_bad_answer(done, "latest_block_time_ms")
+    assert node.signed == []
+
+
+async def test_before_the_first_block_now_is_the_clock(node, keyring):
+    node.set("status", ("latest_block_time_ms",), None)
+    argv = ["live", "deal", "1", "1", "--price", "5", "--allocation", "1"]
+    done = await run(node, *argv, "--from", "alice", "--keyring", str(keyring))
+    assert done.exit_code == 0, done.output
+    assert len(node.signed) == 2
