@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from core import LiveLedgerError
+from core import LiveLedgerError, parse_address
+from core.errors import InvalidAddress
 
 # The largest answer taken from a node: the largest a node gives (a full block's
 # transaction summaries; GET /v1/genesis, whose JSON is at most 32 MiB and whose
@@ -83,6 +84,31 @@ def str_field(doc: object, name: str, what: str) -> str:
     value = answer_field(doc, name, what)
     if not isinstance(value, str):
         raise _bad_field(what, name, value, "a string")
+    return value
+
+
+def hex_field(doc: object, name: str, what: str, sizes: tuple[int, ...] | None = None) -> bytes:
+    """A field of bytes, as the node writes them: a hex string (of ``sizes`` bytes)."""
+    value = answer_field(doc, name, what)
+    if isinstance(value, str):
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            pass
+        else:
+            if sizes is None or len(raw) in sizes:
+                return raw
+    expected = "hex" if sizes is None else f"hex of {' or '.join(map(str, sizes))} bytes"
+    raise _bad_field(what, name, value, expected)
+
+
+def address_field(doc: object, name: str, what: str) -> str:
+    """An account's address (``ll1…``)."""
+    value = str_field(doc, name, what)
+    try:
+        parse_address(value)
+    except InvalidAddress:
+        raise _bad_field(what, name, value, "an address") from None
     return value
 
 

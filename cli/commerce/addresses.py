@@ -33,8 +33,9 @@ import nacl.secret
 
 from apps.commerce.keys import merchant_key, role_key
 from apps.commerce.model import Merchant, RoleRecord
+from apps.commerce.params import SEALED_CAP
 from apps.commerce.sealing import MAX_ADDRESS_TEXT, ShippingAddress, commitment
-from cli.client import NodeClient, NodeError
+from cli.client import NodeClient, NodeError, hex_field, int_field, object_field
 from cli.keyring import check_name, local_secret
 from cli.light import proven_state
 from cli.trust import Anchor
@@ -60,6 +61,15 @@ def max_address_chars(sealed_max_bytes: int) -> int:
         if len(plain) + SEALED_OVERHEAD <= sealed_max_bytes:
             return size
     return 0
+
+
+def sealed_address_max_bytes(client: NodeClient) -> int:
+    """The chain's ``sealed_address_max_bytes`` as the node states it (its commerce
+    parameters in force)."""
+    config = object_field(client.get("/v1/commerce"), "config", "commerce parameters")
+    params = object_field(config, "params", "commerce parameters")
+    # The chain's own range for it: no parameter can raise it past what the codec holds.
+    return int_field(params, "sealed_address_max_bytes", "commerce parameters", 1, SEALED_CAP)
 
 
 def checked_address(text: str, sealed_max_bytes: int) -> str:
@@ -127,18 +137,23 @@ def kept_address(
 def merchant_seal_key(client: NodeClient, merchant: str, anchor: Anchor | None) -> bytes:
     """The X25519 key to seal an address to for ``merchant`` (``ll1...``): the one the
     node shows, proven against the merchant's record when there is an ``anchor``."""
-    shown = bytes.fromhex(client.get(f"/v1/merchants/{merchant}")["merchant"]["enc_key"])
     record = merchant_key(parse_address(merchant))
-    return _sealing_key(
+    what = f"merchant {merchant}"
+    record_shown = object_field(client.get(f"/v1/merchants/{merchant}"), "merchant", what)
+    shown = hex_field(record_shown, "enc_key", what, (0, 32))
+    key = _sealing_key(
         client, anchor, shown, record, lambda raw: Merchant.decode(raw).enc_key, merchant
     )
+    if not key:
+        raise NodeError("invalid_key", f"merchant {merchant} has no X25519 key to seal to")
+    return key
 
 
 def auditor_seal_key(client: NodeClient, auditor: bytes, anchor: Anchor | None) -> bytes:
     """The X25519 key ``auditor`` registered with its role (empty if none): the one the
     node shows, proven against its role record when there is an ``anchor``."""
     name = format_address(auditor)
-    shown = bytes.fromhex(client.get(f"/v1/roles/{name}")["enc_key"])
+    shown = hex_field(client.get(f"/v1/roles/{name}"), "enc_key", f"role of {name}", (0, 32))
     return _sealing_key(
         client,
         anchor,

@@ -8,7 +8,7 @@ import click
 
 from apps.commerce import payloads as tx
 from apps.commerce.model import ItemId
-from cli.client import NodeClient
+from cli.client import NodeClient, NodeError, hex_field, int_field, object_field, str_field
 from cli.commerce.commands import (
     AMOUNT,
     ID,
@@ -55,15 +55,16 @@ def merchant_update(t: TxOpts, name: str | None, profile: str | None, new_enc_ke
     """Update the signer's merchant profile (unchanged fields stay)."""
     client = t.client
     address = Keyring(t.keyring).address(t.sender)
-    current = client.get(f"/v1/merchants/{address}")["merchant"]
+    what = f"merchant {address}"
+    current = object_field(client.get(f"/v1/merchants/{address}"), "merchant", what)
     if new_enc_key:
         public = enc_key_new(t.keyring, t.sender, passphrase_from_env_or_prompt(confirm=False))
         click.echo(f"created X25519 key {public.hex()}", err=True)
     else:
-        public = bytes.fromhex(current["enc_key"])
+        public = hex_field(current, "enc_key", what, (0, 32))
     payload = tx.UpdateMerchant(
-        current["name"] if name is None else name,
-        current["profile"] if profile is None else profile,
+        str_field(current, "name", what) if name is None else name,
+        str_field(current, "profile", what) if profile is None else profile,
         public,
     )
     t.send(tx.UPDATE_MERCHANT, payload, client)
@@ -162,14 +163,23 @@ def listing_update(
 ) -> None:
     """Publish a new version of a listing (unchanged fields stay)."""
     client = t.client
-    cur = client.get(f"/v1/listings/{listing_id}")["listing"]
+    what = f"listing {listing_id}"
+    cur = object_field(client.get(f"/v1/listings/{listing_id}"), "listing", what)
+    if media_hash is None:
+        media = hex_field(cur, "media_hash", what)
+        if len(media) not in (0, 32):
+            raise NodeError(
+                "bad_answer", f"the node's {what} states a media_hash of {len(media)} bytes"
+            )
+    else:
+        media = _hex32(media_hash, "--media-hash")
     payload = tx.UpdateListing(
         listing_id,
-        cur["version"] if version is None else version,
-        cur["title"] if title is None else title,
-        cur["description"] if description is None else description,
-        cur["price"] if price is None else price,
-        _hex32(cur["media_hash"] if media_hash is None else media_hash, "--media-hash"),
+        int_field(cur, "version", what) if version is None else version,
+        str_field(cur, "title", what) if title is None else title,
+        str_field(cur, "description", what) if description is None else description,
+        int_field(cur, "price", what, low=1) if price is None else price,
+        media,
     )
     t.send(tx.UPDATE_LISTING, payload, client)
 

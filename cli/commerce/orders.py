@@ -10,13 +10,23 @@ import click
 from apps.commerce import payloads as tx
 from apps.commerce.model import ItemId
 from apps.commerce.sealing import open_address, open_plaintext, reseal, seal_address
-from cli.client import NodeError
+from cli.client import (
+    NodeError,
+    address_field,
+    answer_field,
+    hex_field,
+    int_field,
+    list_field,
+    object_field,
+    str_field,
+)
 from cli.commerce.addresses import (
     auditor_seal_key,
     checked_address,
     keep_address,
     kept_address,
     merchant_seal_key,
+    sealed_address_max_bytes,
 )
 from cli.commerce.client import CommerceClient
 from cli.commerce.commands import (
@@ -77,18 +87,24 @@ def order_place(
     key is the node's word: a node that lies about it could open what it is sent.
     """
     client = t.client
-    limits = client.get("/v1/commerce")["config"]["params"]
-    ship_to = checked_address(ship_to, limits["sealed_address_max_bytes"])
-    cur = client.get(f"/v1/listings/{listing_id}")["listing"]
-    price = cur["price"]
+    ship_to = checked_address(ship_to, sealed_address_max_bytes(client))
+    what = f"listing {listing_id}"
+    cur = object_field(client.get(f"/v1/listings/{listing_id}"), "listing", what)
+    # The price and version are the node's word: the chain refuses an order naming
+    # others than the listing's (or the deal's) own.
+    price, version = int_field(cur, "price", what), int_field(cur, "version", what)
+    if currency is None:
+        currency = str_field(cur, "currency", what)
     if deal_id:
-        deal = client.get(f"/v1/deals/{deal_id}")["deal"]
-        price, session_id = deal["price"], deal["session_id"]
-    enc_key = merchant_seal_key(client, cur["merchant"], t.anchor)
+        what = f"deal {deal_id}"
+        deal = object_field(client.get(f"/v1/deals/{deal_id}"), "deal", what)
+        price, session_id = int_field(deal, "price", what), int_field(deal, "session_id", what)
+    merchant = address_field(cur, "merchant", f"listing {listing_id}")
+    enc_key = merchant_seal_key(client, merchant, t.anchor)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     payload = tx.PlaceOrder(
         listing_id,
-        cur["version"],
+        version,
         quantity,
         price,
         session_id,
@@ -96,7 +112,7 @@ def order_place(
         enc_key,
         commitment,
         ciphertext,
-        cur["currency"] if currency is None else currency,
+        currency,
     )
     key = t.signing_key()
     t.send(tx.PLACE_ORDER, payload, client, key)
@@ -151,7 +167,10 @@ def order_refund(t: TxOpts, order_id: int, amount: int | None) -> None:
     """Refund an order, in part or in full (merchant)."""
     client = t.client
     if amount is None:
-        amount = t.get_signed(f"/v1/orders/{order_id}", client)["order"]["escrow"]
+        what = f"order {order_id}"
+        view = object_field(t.get_signed(f"/v1/orders/{order_id}", client), "order", what)
+        # Nothing held is nothing to refund (an amount of 0 is no refund).
+        amount = int_field(view, "escrow", what, low=1)
     t.send(tx.REFUND, tx.Refund(order_id, amount), client)
 
 
@@ -183,8 +202,9 @@ def order_disclose(t: TxOpts, order_id: int, auditor: str) -> None:
     the pinned one; with neither, the node's word).
     """
     client = t.client
-    view = t.get_signed(f"/v1/orders/{order_id}", client)["order"]
-    if view["sealed_address"] is None:
+    what = f"order {order_id}"
+    view = object_field(t.get_signed(f"/v1/orders/{order_id}", client), "order", what)
+    if answer_field(view, "sealed_address", what) is None:
         raise NodeError("forbidden", "only the order's buyer and merchant hold the sealed address")
     auditor_address = t.resolve(auditor)
     auditor_key = auditor_seal_key(client, auditor_address, t.anchor)
@@ -192,11 +212,11 @@ def order_disclose(t: TxOpts, order_id: int, auditor: str) -> None:
         raise NodeError("invalid_key", f"{auditor} has no registered auditor key")
     key = t.signing_key()
     signer = format_address(key.address)
-    if signer == view["merchant"]:
-        private = enc_private(t.keyring, t.sender, bytes.fromhex(view["sealed_to"]))
-        plaintext = open_plaintext(private, bytes.fromhex(view["sealed_address"]))
+    if signer == str_field(view, "merchant", what):
+        private = enc_private(t.keyring, t.sender, hex_field(view, "sealed_to", what, (32,)))
+        plaintext = open_plaintext(private, hex_field(view, "sealed_address", what))
     else:
-        commitment = bytes.fromhex(view["address_commitment"])
+        commitment = hex_field(view, "address_commitment", what, (32,))
         kept = kept_address(t.keyring, t.sender, key, commitment)
         if kept is None:
             raise NodeError(
@@ -281,15 +301,21 @@ def order_address(order_id: int, keyring: Path, sender: str, node_url: str) -> N
     """
     anchor = command_anchor(keyring, None, READ_SIGNED_FOR)
     client = CommerceClient(node_url)
-    view = client.get_signed(f"/v1/orders/{order_id}", keyring, sender, anchor)["order"]
-    commitment = bytes.fromhex(view["address_commitment"])
+    what = f"order {order_id}"
+    doc = client.get_signed(f"/v1/orders/{order_id}", keyring, sender, anchor)
+    view = object_field(doc, "order", what)
+    commitment = hex_field(view, "address_commitment", what, (32,))
     mine = {public for public, _ in enc_keys_of(keyring, sender)}
     copies = []
-    if view["sealed_address"] is not None:
-        copies.append((bytes.fromhex(view["sealed_to"]), bytes.fromhex(view["sealed_address"])))
+    if answer_field(view, "sealed_address", what) is not None:
+        sealed_to = hex_field(view, "sealed_to", what, (32,))
+        copies.append((sealed_to, hex_field(view, "sealed_address", what)))
     copies += [
-        (bytes.fromhex(d["auditor_key"]), bytes.fromhex(d["ciphertext"]))
-        for d in view["disclosures"]
+        (
+            hex_field(d, "auditor_key", f"{what}'s disclosure", (32,)),
+            hex_field(d, "ciphertext", what),
+        )
+        for d in list_field(view, "disclosures", what)
     ]
     for public, ciphertext in copies:
         if public in mine:

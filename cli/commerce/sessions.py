@@ -10,11 +10,12 @@ import click
 from apps.commerce import payloads as tx
 from apps.commerce.model import AuctionMode
 from apps.commerce.sealing import seal_address
-from cli.client import NodeClient
+from cli.client import NodeClient, address_field, object_field, reading_answer
 from cli.commerce.addresses import (
     checked_address,
     keep_address,
     merchant_seal_key,
+    sealed_address_max_bytes,
 )
 from cli.commerce.commands import (
     AMOUNT,
@@ -139,8 +140,9 @@ def live_close(t: TxOpts, session_id: int) -> None:
 def live_show(session_id: int, node_url: str) -> Any:
     """A session with its pinned listings and open deals (units left; sold out or not)."""
     doc = NodeClient(node_url).get(f"/v1/sessions/{session_id}")
-    for deal in doc["session"]["deals"]:
-        deal["sold_out"] = deal["left"] == 0
+    with reading_answer(f"session {session_id}"):
+        for deal in doc["session"]["deals"]:
+            deal["sold_out"] = deal["left"] == 0
     return doc
 
 
@@ -259,10 +261,10 @@ def bid(t: TxOpts, auction_id: int, maximum: int, ship_to: str) -> None:
     genesis: --genesis, else the pinned one; with neither, the node's word for it).
     """
     client = t.client
-    limits = client.get("/v1/commerce")["config"]["params"]
-    ship_to = checked_address(ship_to, limits["sealed_address_max_bytes"])
-    lot = client.get(f"/v1/auctions/{auction_id}")["auction"]
-    enc_key = merchant_seal_key(client, lot["merchant"], t.anchor)
+    ship_to = checked_address(ship_to, sealed_address_max_bytes(client))
+    what = f"auction {auction_id}"
+    lot = object_field(client.get(f"/v1/auctions/{auction_id}"), "auction", what)
+    enc_key = merchant_seal_key(client, address_field(lot, "merchant", what), t.anchor)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     key = t.signing_key()
     t.send(tx.BID, tx.Bid(auction_id, maximum, enc_key, commitment, ciphertext), client, key)

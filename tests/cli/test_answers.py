@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nacl.public
 import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
@@ -27,6 +28,8 @@ from tests.served import app_server
 TX = "ab" * 32
 NOW_MS = int(time.time() * 1000)
 GENESIS = sample()
+MERCHANT = format_address(PrivateKey.generate().address)
+SEAL_KEY = nacl.public.PrivateKey.generate().public_key.encode().hex()
 
 
 class _Missing:
@@ -49,6 +52,8 @@ def answers() -> dict[str, Any]:
             "genesis_hash": GENESIS.hash.hex(),
             "height": 5,
             "latest_block_time_ms": NOW_MS - 1_000,
+            # The node's key, which a signed read is signed for.
+            "validator": "00" * 32,
         },
         "params": {
             "height": 5,
@@ -75,6 +80,23 @@ def answers() -> dict[str, Any]:
             },
         },
         "block": {"header": {"height": 5, "encoded": "00"}, "txs": []},
+        "commerce": {"config": {"params": {"sealed_address_max_bytes": 512}}},
+        "listing": {
+            "listing": {
+                "merchant": MERCHANT,
+                "version": 2,
+                "title": "Mug",
+                "description": "A mug",
+                "price": 500,
+                "currency": "",
+                "media_hash": "",
+            }
+        },
+        "deal": {"deal": {"price": 400, "session_id": 3}},
+        "auction": {"auction": {"merchant": MERCHANT}},
+        "merchant": {"merchant": {"name": "Shop", "profile": "", "enc_key": SEAL_KEY}},
+        "order": {"order": {"escrow": 500}},
+        "session": {"session": {"deals": [{"left": 0}]}},
     }
 
 
@@ -118,6 +140,13 @@ async def fake_node() -> AsyncIterator[FakeNode]:
     app.router.add_get("/v1/blocks/{height}", route("block"))
     app.router.add_get("/v1/txs/{hash}", route("tx"))
     app.router.add_post("/v1/txs/simulate", route("simulate"))
+    app.router.add_get("/v1/commerce", route("commerce"))
+    app.router.add_get("/v1/listings/{id}", route("listing"))
+    app.router.add_get("/v1/deals/{id}", route("deal"))
+    app.router.add_get("/v1/auctions/{id}", route("auction"))
+    app.router.add_get("/v1/merchants/{address}", route("merchant"))
+    app.router.add_get("/v1/orders/{id}", route("order"))
+    app.router.add_get("/v1/sessions/{id}", route("session"))
 
     async def submit(request: web.Request) -> web.Response:
         node.signed.append((await request.json())["tx"])
@@ -363,3 +392,103 @@ async def test_before_the_first_block_now_is_the_clock(node, keyring):
     done = await run(node, *argv, "--from", "alice", "--keyring", str(keyring))
     assert done.exit_code == 0, done.output
     assert len(node.signed) == 2
+
+
+def as_alice(keyring: Path, *argv: str) -> list[str]:
+    return [*argv, "--from", "alice", "--keyring", str(keyring)]
+
+
+PLACE = ["order", "place", "1", "--address", "1 Main St"]
+DEAL = [*PLACE, "--deal", "4"]
+BID = ["bid", "1", "100", "--address", "1 Main St"]
+RELIST = ["listing", "update", "1", "--title", "Cup"]
+RENAME = ["merchant", "update", "--name", "new"]
+
+# Bad values of each kind of field.
+NOT_STR = [None, 5, ["x"], MISSING]
+NOT_OBJECT = [None, ["x"], "x", MISSING]
+NOT_KEY = [None, 5, "zz", "ab" * 20, MISSING]
+BAD = {
+    "u64": NOT_U64,
+    "amount": [0, *NOT_U64],
+    "str": NOT_STR,
+    "address": ["ll1zz", *NOT_STR],
+    "key": NOT_KEY,
+    "object": NOT_OBJECT,
+    "sealed max": [0, 1025, *NOT_U64],
+}
+# What a commerce transaction is signed with, from the node's answers: the command,
+# the route, the field and its kind.
+COMMERCE_FIELDS = [
+    (PLACE, "commerce", ("config",), "object"),
+    (PLACE, "commerce", ("config", "params"), "object"),
+    (PLACE, "commerce", ("config", "params", "sealed_address_max_bytes"), "sealed max"),
+    (PLACE, "listing", ("listing",), "object"),
+    (PLACE, "listing", ("listing", "price"), "u64"),
+    (PLACE, "listing", ("listing", "version"), "u64"),
+    (PLACE, "listing", ("listing", "currency"), "str"),
+    (PLACE, "listing", ("listing", "merchant"), "address"),
+    (PLACE, "merchant", ("merchant",), "object"),
+    (PLACE, "merchant", ("merchant", "enc_key"), "key"),
+    (DEAL, "deal", ("deal", "price"), "u64"),
+    (DEAL, "deal", ("deal", "session_id"), "u64"),
+    (BID, "auction", ("auction", "merchant"), "address"),
+    (RELIST, "listing", ("listing", "version"), "u64"),
+    (RELIST, "listing", ("listing", "description"), "str"),
+    (RELIST, "listing", ("listing", "price"), "amount"),
+    (RELIST, "listing", ("listing", "media_hash"), "key"),
+    (["merchant", "update", "--profile", "new"], "merchant", ("merchant", "name"), "str"),
+    (RENAME, "merchant", ("merchant", "profile"), "str"),
+    (RENAME, "merchant", ("merchant", "enc_key"), "key"),
+    (["order", "refund", "1"], "order", ("order", "escrow"), "amount"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv, route, path, bad",
+    [
+        pytest.param(argv, route, path, bad, id=f"{argv[0]} {argv[1]}-{'/'.join(path)}-{bad!r}")
+        for argv, route, path, kind in COMMERCE_FIELDS
+        for bad in BAD[kind]
+    ],
+)
+async def test_a_bad_field_a_commerce_transaction_takes_is_the_node_s_bad_answer(
+    node, keyring, argv, route, path, bad
+):
+    node.set(route, path, bad)
+    done = await run(node, *as_alice(keyring, *argv))
+    refused_as_bad_answer(done, path[-1])
+    assert node.signed == []
+
+
+async def test_a_merchant_without_a_key_to_seal_to_is_refused(node, keyring):
+    node.set("merchant", ("merchant", "enc_key"), "")
+    done = await run(node, *as_alice(keyring, *PLACE))
+    assert done.exit_code == 2, done.output
+    assert "error: invalid_key: " in done.output and "no X25519 key" in done.output
+    assert node.signed == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        PLACE,
+        [*PLACE, "--deal", "4"],
+        ["listing", "update", "1", "--title", "Cup"],
+        ["merchant", "update", "--name", "new"],
+        ["order", "refund", "1"],
+        ["bid", "1", "100", "--address", "1 Main St"],
+    ],
+    ids=" ".join,
+)
+async def test_honest_commerce_answers_are_signed_and_sent(node, keyring, argv):
+    done = await run(node, *as_alice(keyring, *argv))
+    assert done.exit_code == 0, done.output
+    assert len(node.signed) == 2
+
+
+@pytest.mark.parametrize("deals", [5, [5], [{"price": 1}], None], ids=repr)
+async def test_a_malformed_session_shown_is_the_node_s_bad_answer(node, deals):
+    node.set("session", ("session", "deals"), deals)
+    done = await run(node, "live", "show", "1")
+    refused_as_bad_answer(done, "session 1")
