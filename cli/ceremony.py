@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from cli.client import NodeClient
+from cli.client import NodeClient, answer_field
 from cli.keyring import passphrase_from_env_or_prompt
 from cli.main import clear_errors, keyring_option, main, node_option
 from cli.trust import (
@@ -388,7 +388,7 @@ def pin(
         source = str(genesis_file)
     else:
         client = NodeClient(node_url)
-        doc = Genesis.from_json(client.genesis()["genesis"])
+        doc = Genesis.from_json(answer_field(client.genesis(), "genesis", "genesis answer"))
         source = f"the node at {client.url}"
     # The hash is computed here from the document, never taken from the node.
     if expected is not None and doc.hash != expected:

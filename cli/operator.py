@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from cli.client import NodeClient, reading_answer
+from cli.client import NodeClient, int_field, reading_answer
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 from cli.main import clear_errors, main, query
 from cli.send import sign_and_send
@@ -427,7 +427,8 @@ def query_proposals(
     if proposal_id is not None:
         return client.get(f"/v1/governance/proposals/{proposal_id}")
     if start is None:
-        next_id = client.get("/v1/governance/proposals?limit=1")["next_id"]
+        latest = client.get("/v1/governance/proposals?limit=1")
+        next_id = int_field(latest, "next_id", "proposal list")
         start = max(1, next_id - limit)
     return client.get(f"/v1/governance/proposals?start={start}&limit={limit}")
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import click
 
-from cli.client import NodeClient, NodeError, str_field
+from cli.client import NodeClient, NodeError, answer_field, str_field
 from cli.light import Checkpoint
 from consensus.staking_state import ProducerSet
 from core import LiveLedgerError
@@ -206,7 +206,7 @@ def proof_anchor(client: NodeClient, keyring: Path | None, genesis_file: Path | 
     if anchor is not None:
         anchor.check_node(client)
         return anchor
-    genesis = Genesis.from_json(client.genesis()["genesis"])
+    genesis = Genesis.from_json(answer_field(client.genesis(), "genesis", "genesis answer"))
     warn_unanchored(
         keyring,
         f"the genesis this proof is checked against (hash {genesis.hash.hex()}: compare it "

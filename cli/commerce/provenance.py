@@ -11,7 +11,14 @@ import click
 from apps.commerce import payloads as tx
 from apps.commerce.item_proofs import verify_item_page
 from apps.commerce.model import ItemId
-from cli.client import NodeClient, NodeError
+from cli.client import (
+    NodeClient,
+    NodeError,
+    answer_field,
+    int_field,
+    list_field,
+    object_field,
+)
 from cli.commerce.commands import U64, TxOpts, _echo_json, _hash_option, _hex32, _when, tx_command
 from cli.human import GTIN, WHEN, When
 from cli.light import certified_header, producers_at
@@ -180,7 +187,7 @@ def item_history(
     client = NodeClient(node_url)
     path = f"/v1/items/01/{gtin}/21/{serial}"
     first = client.get(path)
-    out: dict[str, Any] = {"height": first["height"]}
+    out: dict[str, Any] = {"height": int_field(first, "height", _ITEM)}
     if prove:
         anchor = proof_anchor(client, keyring, genesis_file)
         history, out["proof"] = _proven_history(
@@ -188,8 +195,23 @@ def item_history(
         )
     else:
         history = _history(client, path, first, max_events)
-    out["item"] = {**first["item"], "history": history}
+    out["item"] = {**object_field(first, "item", _ITEM), "history": history}
     _echo_json(out)
+
+
+# What an item page is called in the node's bad_answer.
+_ITEM = "item page"
+
+
+def _history_page(doc: Any) -> list[Any]:
+    return list_field(object_field(doc, "item", _ITEM), "history", _ITEM)
+
+
+def _next_from_seq(doc: Any) -> int | None:
+    """Where the next page starts; None: this page is the last."""
+    if answer_field(doc, "next_from_seq", _ITEM) is None:
+        return None
+    return int_field(doc, "next_from_seq", _ITEM)
 
 
 def _too_long(count: int, max_events: int) -> NodeError:
@@ -205,22 +227,25 @@ def _history(
 ) -> list[dict[str, Any]]:
     """Every event of the history as the node tells it (no proof checked), page after
     page at the first page's height."""
-    height, history = first["height"], list(first["item"]["history"])
-    count, at = first.get("event_count", len(history)), first.get("next_from_seq")
+    height, history = int_field(first, "height", _ITEM), list(_history_page(first))
+    # Older nodes state neither the count nor the next page: one page is all there is.
+    count = int_field(first, "event_count", _ITEM) if "event_count" in first else len(history)
+    at = _next_from_seq(first) if "next_from_seq" in first else None
     if count > max_events:
         raise _too_long(count, max_events)
     while at is not None:
         doc = client.get(f"{path}?from_seq={at}&height={height}")
-        page = doc["item"]["history"]
+        page = _history_page(doc)
         # Unchecked, but never a loop: each page goes on from where the last one ended.
-        if doc["height"] != height or not page or doc["from_seq"] != at:
+        same = int_field(doc, "height", _ITEM) == height and int_field(doc, "from_seq", _ITEM) == at
+        if not same or not page:
             raise NodeError(
                 "bad_answer", f"the node's page from event {at} at height {height} is another"
             )
         history.extend(page)
         if len(history) > max_events:
             raise _too_long(len(history), max_events)
-        at = doc["next_from_seq"]
+        at = _next_from_seq(doc)
     return history
 
 
@@ -236,11 +261,15 @@ def _proven_history(
     """Every event of the history, each page checked against the first page's header
     (so each event printed is the proven one), and what the proof established."""
     genesis = anchor.genesis
-    proof = first["proof"]
-    height = proof["height"]
+    proof = object_field(first, "proof", _ITEM)
+    height = int_field(proof, "height", _ITEM, low=1)
     # The header is final: more than 2/3 of that height's producers signed it ...
     validators = producers_at(client, genesis, height, anchor.cache)
-    header = certified_header(genesis, height, proof["header"], proof["commit"], validators)
+    header_hex, commit_hex = (
+        answer_field(proof, "header", _ITEM),
+        answer_field(proof, "commit", _ITEM),
+    )
+    header = certified_header(genesis, height, header_hex, commit_hex, validators)
     # ... and every page is this item's, at that height, its events the ones that follow
     # the last page's, and what is printed (record and every event, field by field) is
     # the proven one.
@@ -248,12 +277,12 @@ def _proven_history(
     # The proven count: a node cannot make a history look longer or shorter than it is.
     if page.item.event_count > max_events:
         raise _too_long(page.item.event_count, max_events)
-    history, pages, events = list(first["item"]["history"]), 1, len(page.events)
+    history, pages, events = list(_history_page(first)), 1, len(page.events)
     while page.next_from_seq is not None:
         at = page.next_from_seq
         doc = client.get(f"{path}?from_seq={at}&height={height}")
         page = verify_item_page(doc, gtin, serial, header, at)
-        history.extend(doc["item"]["history"])
+        history.extend(_history_page(doc))
         pages, events = pages + 1, events + len(page.events)
     return history, {
         "verified": True,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -97,6 +98,23 @@ def answers() -> dict[str, Any]:
         "merchant": {"merchant": {"name": "Shop", "profile": "", "enc_key": SEAL_KEY}},
         "order": {"order": {"escrow": 500}},
         "session": {"session": {"deals": [{"left": 0}]}},
+        # An item's history in two pages, and the governance proposals.
+        "item": {
+            "height": 5,
+            "item": {"history": [{"seq": 0}]},
+            "from_seq": 0,
+            "event_count": 2,
+            "next_from_seq": 1,
+        },
+        "item page 2": {
+            "height": 5,
+            "item": {"history": [{"seq": 1}]},
+            "from_seq": 1,
+            "event_count": 2,
+            "next_from_seq": None,
+        },
+        "proposals": {"next_id": 3, "proposals": []},
+        "genesis": {"genesis": GENESIS.to_json()},
     }
 
 
@@ -147,6 +165,14 @@ async def fake_node() -> AsyncIterator[FakeNode]:
     app.router.add_get("/v1/merchants/{address}", route("merchant"))
     app.router.add_get("/v1/orders/{id}", route("order"))
     app.router.add_get("/v1/sessions/{id}", route("session"))
+    app.router.add_get("/v1/governance/proposals", route("proposals"))
+    app.router.add_get("/v1/genesis", route("genesis"))
+    first_page, second_page = route("item"), route("item page 2")
+
+    async def item_page(request: web.Request) -> web.Response:
+        return await (second_page if "from_seq" in request.query else first_page)(request)
+
+    app.router.add_get("/v1/items/01/{gtin}/21/{serial}", item_page)
 
     async def submit(request: web.Request) -> web.Response:
         node.signed.append((await request.json())["tx"])
@@ -492,3 +518,50 @@ async def test_a_malformed_session_shown_is_the_node_s_bad_answer(node, deals):
     node.set("session", ("session", "deals"), deals)
     done = await run(node, "live", "show", "1")
     refused_as_bad_answer(done, "session 1")
+
+
+ITEM = ["item", "history", "4006381333931", "S1"]
+
+
+@pytest.mark.parametrize(
+    "route, path, bad",
+    [
+        pytest.param(route, path, bad, id=f"{route}-{'/'.join(path)}-{bad!r}")
+        for route, path, bads in [
+            ("item", ("height",), NOT_U64),
+            ("item", ("item",), NOT_OBJECT),
+            ("item", ("item", "history"), [None, "x", {"seq": 0}, MISSING]),
+            ("item", ("event_count",), ["2", -1, None, 2.0]),
+            # (Missing: an older node's one page.)
+            ("item", ("next_from_seq",), ["1", -1, 1.0, [1]]),
+            ("item page 2", ("height",), ["5", None, MISSING]),
+            ("item page 2", ("from_seq",), ["1", None, MISSING]),
+            ("item page 2", ("item", "history"), [None, "x", MISSING]),
+            ("item page 2", ("next_from_seq",), ["2", MISSING]),
+        ]
+        for bad in bads
+    ],
+)
+async def test_a_malformed_item_history_is_the_node_s_bad_answer(node, route, path, bad):
+    node.set(route, path, bad)
+    done = await run(node, *ITEM)
+    refused_as_bad_answer(done, "item page")
+
+
+async def test_an_item_history_is_read_page_after_page(node):
+    done = await run(node, *ITEM)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["item"]["history"] == [{"seq": 0}, {"seq": 1}]
+
+
+@pytest.mark.parametrize("bad", ["3", None, 3.0, MISSING], ids=repr)
+async def test_a_proposal_list_without_its_next_id_is_the_node_s_bad_answer(node, bad):
+    node.set("proposals", ("next_id",), bad)
+    done = await run(node, "query", "proposals")
+    refused_as_bad_answer(done, "next_id")
+
+
+async def test_a_genesis_answer_without_its_genesis_is_the_node_s_bad_answer(node, keyring):
+    node.set("genesis", ("genesis",), MISSING)
+    done = await run(node, "genesis", "pin", "--from-node", "--keyring", str(keyring))
+    refused_as_bad_answer(done, "genesis")
