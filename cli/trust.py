@@ -16,7 +16,8 @@ with a node key (``--home H``) trusts the genesis installed in ``H``. With an an
   node states; a node whose status shows another chain id (``chain_mismatch``) or
   genesis hash (``genesis_mismatch``) is refused before anything is signed or sealed;
 - the X25519 key a shipping address is sealed to is proven against its record at a
-  final height whose certificate verifies under producers derived from the anchor.
+  final height whose certificate verifies under producers derived from the anchor, and
+  so is the merchant it is the key of (the listing's, or the auction's);
 
 Without one, a command takes the node's word, as before, and says so on stderr
 (``warn_unanchored``). Nothing is ever pinned without being asked: trust on first use
@@ -41,7 +42,7 @@ from typing import Any
 import click
 
 from cli.client import NodeClient, NodeError, answer_field, str_field
-from cli.light import Checkpoint
+from cli.light import Checkpoint, proven_state
 from consensus.staking_state import ProducerSet
 from core import LiveLedgerError
 from core.errors import Invalid
@@ -147,6 +148,13 @@ class Anchor:
     def check_node(self, client: NodeClient) -> str:
         """``check`` against the node's status, fetched now."""
         return self.check(client.status(), client.url)
+
+    def prove(self, client: NodeClient, key: bytes) -> tuple[bytes | None, int]:
+        """The value of state ``key`` (None: absent) and the final height it is proven
+        at, against a header certified from this genesis (``cli.light.proven_state``);
+        a node of another chain is refused by name rather than by a failed certificate."""
+        self.check_node(client)
+        return proven_state(client, self.genesis, key, self.cache)
 
 
 def anchor_of(

@@ -5,12 +5,14 @@ refuse neither an empty one nor one that is too long in characters; the CLI does
 the limit in characters a buyer can act on (the sealed box must fit the chain's
 ``sealed_address_max_bytes`` and the text ``MAX_ADDRESS_TEXT`` UTF-8 bytes).
 
-Sealing (``merchant_seal_key``, ``auditor_seal_key``): to the merchant's (or an
-auditor's) X25519 key as its record proves it at a final height certified from the
-trusted genesis (``cli.trust``: ``--genesis``, else the one pinned in the keyring); the
-box goes to the node (to simulate, then to send), so a node that showed its own key
-would open it. Without a trusted genesis, the key as the node shows it (the command
-warns that it takes the node's word).
+Sealing (``listing_seller``/``auction_seller``, ``merchant_seal_key``,
+``auditor_seal_key``): to the merchant's (or an auditor's) X25519 key as its record
+proves it at a final height certified from the trusted genesis (``cli.trust``:
+``--genesis``, else the one pinned in the keyring), the merchant being the one the
+listing's (or the auction's session's) record proves; the box goes to the node (to simulate, then
+to send), so a node that showed its own key, or named a merchant whose key it holds,
+would open it. Without a trusted genesis, the merchant and the key as the node shows
+them (the command warns that it takes the node's word).
 
 Keeping (``keep_address``/``kept_address``): the buyer seals the address to the
 merchant's X25519 key and cannot open that copy, yet buyer or merchant may disclose it
@@ -31,13 +33,12 @@ import click
 import nacl.exceptions
 import nacl.secret
 
-from apps.commerce.keys import merchant_key, role_key
-from apps.commerce.model import Merchant, RoleRecord
+from apps.commerce.keys import listing_key, merchant_key, role_key, session_key
+from apps.commerce.model import Listing, Merchant, RoleRecord, Session
 from apps.commerce.params import SEALED_CAP
 from apps.commerce.sealing import MAX_ADDRESS_TEXT, ShippingAddress, commitment
 from cli.client import NodeClient, NodeError, hex_field, int_field, object_field
 from cli.keyring import check_name, local_secret
-from cli.light import proven_state
 from cli.trust import Anchor
 from core import PrivateKey, format_address, parse_address
 from core.files import read_regular_file
@@ -134,6 +135,64 @@ def kept_address(
     return bytes(plaintext)
 
 
+def listing_seller(client: NodeClient, listing_id: int, shown: str, anchor: Anchor | None) -> str:
+    """The merchant (``ll1...``) of listing ``listing_id``, whose X25519 key an order's
+    address is sealed to: ``shown``, as ``_seller`` proves it."""
+    return _seller(
+        client,
+        anchor,
+        shown,
+        listing_key(listing_id),
+        lambda raw: Listing.decode(raw).merchant,
+        f"listing {listing_id}",
+    )
+
+
+def auction_seller(
+    client: NodeClient, auction_id: int, session_id: int, shown: str, anchor: Anchor | None
+) -> str:
+    """The merchant (``ll1...``) of auction ``auction_id``, open in session
+    ``session_id`` (the node's word), whose X25519 key a bid's address is sealed to:
+    ``shown``, as ``_seller`` proves it. The auction's own record is private to its
+    parties (the state route refuses it), so the proof is of its session's: an open
+    auction is listed in its session's record, and sold by that session's merchant
+    (a session's merchant never changes); a bid on an auction not open is refused."""
+
+    def merchant_of(raw: bytes) -> bytes | None:
+        session = Session.decode(raw)
+        return session.merchant if auction_id in session.open_auctions else None
+
+    what = f"auction {auction_id} (in session {session_id}, the node says)"
+    return _seller(client, anchor, shown, session_key(session_id), merchant_of, what)
+
+
+def _seller(
+    client: NodeClient,
+    anchor: Anchor | None,
+    shown: str,
+    record: bytes,
+    merchant_of: Callable[[bytes], bytes | None],
+    what: str,
+) -> str:
+    """``shown`` (the node's word), or with ``anchor`` the merchant ``merchant_of`` reads
+    from ``record`` (None: it names none) proven at a final height certified from its
+    genesis: ``proof_mismatch`` if the node named another, before anything is sealed or
+    sent. A node naming a merchant whose X25519 key it holds would open the address."""
+    if anchor is None:
+        return shown
+    raw, height = anchor.prove(client, record)
+    merchant = None if raw is None else merchant_of(raw)
+    proven = "none" if merchant is None else format_address(merchant)
+    # A listing's or a session's merchant never changes: another one is a lie.
+    if proven != shown:
+        raise NodeError(
+            "proof_mismatch",
+            f"the node names {shown} as the merchant of {what}, the record at height "
+            f"{height} names {proven}: nothing was sealed or sent",
+        )
+    return proven
+
+
 def merchant_seal_key(client: NodeClient, merchant: str, anchor: Anchor | None) -> bytes:
     """The X25519 key to seal an address to for ``merchant`` (``ll1...``): the one the
     node shows, proven against the merchant's record when there is an ``anchor``."""
@@ -177,9 +236,7 @@ def _sealing_key(
     if the node showed another, before anything is sealed or sent."""
     if anchor is None:
         return shown
-    # A node of another chain is refused by name rather than by a failed certificate.
-    anchor.check_node(client)
-    raw, height = proven_state(client, anchor.genesis, record, anchor.cache)
+    raw, height = anchor.prove(client, record)
     # No record: no key (the caller refuses an empty one, as the node's word for it).
     proven = b"" if raw is None else key_of(raw)
     if proven != shown:

@@ -51,8 +51,8 @@ seal_genesis_option = trusted_genesis_option(
     "`liveledger genesis pin`; with neither, the node's word for both)."
 )
 SEALED_TO = (
-    SIGNED_FOR + ", and the X25519 key the address is sealed to (a node that shows its own "
-    "key opens the address),"
+    SIGNED_FOR + ", and the merchant and X25519 key the address is sealed to (a node that "
+    "shows its own key opens the address),"
 )
 
 

@@ -25,6 +25,7 @@ from cli.commerce.addresses import (
     checked_address,
     keep_address,
     kept_address,
+    listing_seller,
     merchant_seal_key,
     sealed_address_max_bytes,
 )
@@ -82,9 +83,10 @@ def order_place(
 
     The address is checked first (not empty, not over what the chain holds), and kept,
     sealed to the signer's key, in the keyring: the buyer can disclose it later. It is
-    sealed to the merchant's X25519 key as the merchant's record proves it against the
-    trusted genesis (--genesis, else the one pinned in the keyring). With neither, the
-    key is the node's word: a node that lies about it could open what it is sent.
+    sealed to the X25519 key of the listing's merchant, both as their records prove them
+    against the trusted genesis (--genesis, else the one pinned in the keyring). With
+    neither, they are the node's word: a node that lies about them could open what it
+    is sent.
     """
     client = t.client
     ship_to = checked_address(ship_to, sealed_address_max_bytes(client))
@@ -99,7 +101,10 @@ def order_place(
         what = f"deal {deal_id}"
         deal = object_field(client.get(f"/v1/deals/{deal_id}"), "deal", what)
         price, session_id = int_field(deal, "price", what), int_field(deal, "session_id", what)
-    merchant = address_field(cur, "merchant", f"listing {listing_id}")
+    # The merchant decides whose key the address is sealed to: the proven one (a deal
+    # sells the listing's merchant's units, so the listing names it).
+    shown = address_field(cur, "merchant", f"listing {listing_id}")
+    merchant = listing_seller(client, listing_id, shown, t.anchor)
     enc_key = merchant_seal_key(client, merchant, t.anchor)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     payload = tx.PlaceOrder(

@@ -10,8 +10,9 @@ import click
 from apps.commerce import payloads as tx
 from apps.commerce.model import AuctionMode
 from apps.commerce.sealing import seal_address
-from cli.client import NodeClient, address_field, object_field, reading_answer
+from cli.client import NodeClient, address_field, int_field, object_field, reading_answer
 from cli.commerce.addresses import (
+    auction_seller,
     checked_address,
     keep_address,
     merchant_seal_key,
@@ -257,14 +258,18 @@ def bid(t: TxOpts, auction_id: int, maximum: int, ship_to: str) -> None:
     The price you pay is held from your balance; the proxy draws more as it raises,
     up to MAXIMUM and as far as your balance goes. Outbid, you get it back at once. If
     you win, your order carries this address, sealed client-side and kept as for
-    ``order place`` (to the merchant's key as its record proves it against the trusted
-    genesis: --genesis, else the pinned one; with neither, the node's word for it).
+    ``order place`` (to the key of the auction's merchant, both as their records prove
+    them against the trusted genesis: --genesis, else the pinned one; with neither, the
+    node's word for them).
     """
     client = t.client
     ship_to = checked_address(ship_to, sealed_address_max_bytes(client))
     what = f"auction {auction_id}"
     lot = object_field(client.get(f"/v1/auctions/{auction_id}"), "auction", what)
-    enc_key = merchant_seal_key(client, address_field(lot, "merchant", what), t.anchor)
+    shown = address_field(lot, "merchant", what)
+    session_id = int_field(lot, "session_id", what)
+    merchant = auction_seller(client, auction_id, session_id, shown, t.anchor)
+    enc_key = merchant_seal_key(client, merchant, t.anchor)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     key = t.signing_key()
     t.send(tx.BID, tx.Bid(auction_id, maximum, enc_key, commitment, ciphertext), client, key)

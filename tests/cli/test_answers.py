@@ -94,7 +94,7 @@ def answers() -> dict[str, Any]:
             }
         },
         "deal": {"deal": {"price": 400, "session_id": 3}},
-        "auction": {"auction": {"merchant": MERCHANT}},
+        "auction": {"auction": {"merchant": MERCHANT, "session_id": 1}},
         "merchant": {"merchant": {"name": "Shop", "profile": "", "enc_key": SEAL_KEY}},
         "order": {"order": {"escrow": 500}},
         "session": {"session": {"deals": [{"left": 0}]}},
@@ -459,6 +459,7 @@ COMMERCE_FIELDS = [
     (DEAL, "deal", ("deal", "price"), "u64"),
     (DEAL, "deal", ("deal", "session_id"), "u64"),
     (BID, "auction", ("auction", "merchant"), "address"),
+    (BID, "auction", ("auction", "session_id"), "u64"),
     (RELIST, "listing", ("listing", "version"), "u64"),
     (RELIST, "listing", ("listing", "description"), "str"),
     (RELIST, "listing", ("listing", "price"), "amount"),

@@ -1,8 +1,9 @@
 """`liveledger order place --genesis` (and `bid --genesis`) seals the shipping address
-only to the merchant key the merchant's record proves, and `order disclose --genesis`
-only to the auditor key its role record proves: a node that shows another key gets
-nothing sealed to it, nor anything sent (against a real node; the lie is put in its
-answers). A genesis pinned in the keyring (`liveledger genesis pin`) does the same
+only to the merchant key the merchant's record proves, of the merchant the listing's
+(or the auction's) record proves, and `order disclose --genesis` only to the auditor
+key its role record proves: a node that shows another key, or names another merchant,
+gets nothing sealed to it, nor anything sent (against a real node; the lie is put in
+its answers). A genesis pinned in the keyring (`liveledger genesis pin`) does the same
 without --genesis on the command line."""
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from vm import Transfer
 ADDRESS = "1 Harbour Street"
 
 
-async def cli(d: Driver, keyring: Path, *args: str) -> Result:
-    """The CLI as the buyer of ``keyring`` against the node under test, off the loop."""
+async def cli(d: Driver, keyring: Path, *args: str, sender: str = "buyer") -> Result:
+    """The CLI as ``sender`` (the buyer) of ``keyring`` against the node under test,
+    off the loop."""
     url = str(d.client.make_url("")).rstrip("/")
-    argv = [*args, "--from", "buyer", "--keyring", str(keyring), "--node", url]
+    argv = [*args, "--from", sender, "--keyring", str(keyring), "--node", url]
     env = {"LIVELEDGER_PASSPHRASE": ""}
     return await asyncio.to_thread(CliRunner().invoke, main, argv, env=env)
 
@@ -103,22 +105,29 @@ async def test_order_reads_are_signed_for_the_node_asked(tmp_path):
 _, FORGED = encryption_keypair(bytes([9]) * 32)
 
 
-def node_lies(monkeypatch: Any, prefix: str, holder: Callable[[Any], Any]) -> list[str]:
-    """From now on the node shows ``FORGED`` as the X25519 key in its answers to paths
-    under ``prefix`` (``holder`` finds the object carrying ``enc_key``); the names of the
-    calls that simulate or submit a transaction are recorded in the list returned."""
+def node_rewrites(
+    monkeypatch: Any, prefix: str, holder: Callable[[Any], Any], **fields: Any
+) -> list[str]:
+    """From now on the node states ``fields`` in its answers to paths under ``prefix``
+    (``holder`` finds the object carrying them); the names of the calls that simulate or
+    submit a transaction are recorded in the list returned."""
     get = NodeClient.get
 
     def lying_get(self: NodeClient, path: str) -> Any:
         doc = get(self, path)
         if path.startswith(prefix):
-            holder(doc)["enc_key"] = FORGED.hex()
+            holder(doc).update(fields)
         return doc
 
     monkeypatch.setattr(NodeClient, "get", lying_get)
     posted: list[str] = []
     watch_sends(monkeypatch, posted)
     return posted
+
+
+def node_lies(monkeypatch: Any, prefix: str, holder: Callable[[Any], Any]) -> list[str]:
+    """``node_rewrites`` showing ``FORGED`` as the X25519 key under ``prefix``."""
+    return node_rewrites(monkeypatch, prefix, holder, enc_key=FORGED.hex())
 
 
 async def test_a_node_showing_another_merchant_key_gets_nothing_sealed_to_it(tmp_path, monkeypatch):
@@ -130,6 +139,66 @@ async def test_a_node_showing_another_merchant_key_gets_nothing_sealed_to_it(tmp
     assert "proof_mismatch" in done.output and FORGED.hex() in done.output
     # Neither simulated nor sent: the node never saw a box sealed to its key.
     assert posted == []
+
+
+async def add_merchant(d: Driver) -> Actor:
+    """Another merchant, registered with an X25519 key a hostile node may hold: the proof
+    of its key checks out, it just sells neither listing 1 nor auction 1."""
+    other = Actor("other merchant")
+    await d.run(d.faucet, "transfer", Transfer(other.address, 10**10))
+    register = tx.RegisterMerchant("Other", "", other.enc_public)
+    await d.run(other.key, tx.REGISTER_MERCHANT, register)
+    return other
+
+
+async def test_a_node_naming_another_merchant_gets_no_order_sealed_to_it(tmp_path, monkeypatch):
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        other = await add_merchant(d)
+        listing = lambda doc: doc["listing"]  # noqa: E731
+        posted = node_rewrites(monkeypatch, "/v1/listings/1", listing, merchant=other.text)
+        done = await place(d, keyring, genesis)
+        assert done.exit_code != 0
+        assert "proof_mismatch" in done.output and other.text in done.output
+        # Neither simulated nor sent: the node never saw a box sealed to its key.
+        assert posted == []
+        # Through a deal, the merchant is the listing's all the same.
+        deal = ("order", "place", "1", "--deal", "1", "--address", ADDRESS)
+        done = await cli(d, keyring, *deal, "--genesis", str(genesis))
+        assert done.exit_code != 0
+        assert "proof_mismatch" in done.output and posted == []
+
+
+async def test_a_node_naming_another_merchant_gets_no_bid_sealed_to_it(tmp_path, monkeypatch):
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        other = await add_merchant(d)
+        merchant = Actor("merchant")
+        await d.run(merchant.key, tx.START_AUCTION, tx.StartAuction(1, 1, 100, 0, 0, 60_000, 1))
+        bid = ("bid", "1", "200", "--address", ADDRESS, "--genesis", str(genesis))
+        lot = lambda doc: doc["auction"]  # noqa: E731
+        posted = node_rewrites(monkeypatch, "/v1/auctions/1", lot, merchant=other.text)
+        done = await cli(d, keyring, *bid)
+        assert done.exit_code != 0
+        assert "proof_mismatch" in done.output and other.text in done.output
+        assert posted == []
+        # Nor does naming a session of that merchant's, which is not the auction's.
+        monkeypatch.undo()
+        await d.run(d.faucet, tx.APPROVE_MERCHANT, tx.ApproveMerchant(other.address, True))
+        await d.run(other.key, tx.OPEN_SESSION, tx.OpenSession(other.address, 0, "Other live"))
+        posted = node_rewrites(
+            monkeypatch, "/v1/auctions/1", lot, merchant=other.text, session_id=2
+        )
+        done = await cli(d, keyring, *bid)
+        assert done.exit_code != 0
+        assert "proof_mismatch" in done.output and "session 2" in done.output
+        assert posted == []
+        # With the node's true answer, the bid is sealed to the auction's merchant.
+        monkeypatch.undo()
+        done = await cli(d, keyring, *bid, "--wait")
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        status, doc = await d.get("/v1/auctions/1")
+        assert status == 200 and doc["auction"]["bids"] == 1
 
 
 async def add_auditor(d) -> Actor:
