@@ -18,6 +18,8 @@ with a node key (``--home H``) trusts the genesis installed in ``H``. With an an
 - the X25519 key a shipping address is sealed to is proven against its record at a
   final height whose certificate verifies under producers derived from the anchor, and
   so is the merchant it is the key of (the listing's, or the auction's);
+- an update that keeps the fields the user leaves unchanged (``listing update``,
+  ``merchant update``) reads their current values from the records proven so.
 
 Without one, a command takes the node's word, as before, and says so on stderr
 (``warn_unanchored``). Nothing is ever pinned without being asked: trust on first use

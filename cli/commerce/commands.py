@@ -54,6 +54,15 @@ SEALED_TO = (
     SIGNED_FOR + ", and the merchant and X25519 key the address is sealed to (a node that "
     "shows its own key opens the address),"
 )
+# ``listing update`` and ``merchant update``: the fields the user leaves unchanged are
+# re-signed at their current values, read from records proven against the genesis.
+keep_genesis_option = trusted_genesis_option(
+    "Trusted genesis.json: the current values of the fields left unchanged are read "
+    "from the records proven against it, and the transaction signed for its chain id "
+    "(default: the genesis pinned in the keyring, `liveledger genesis pin`; with "
+    "neither, the node's word for both)."
+)
+KEPT = SIGNED_FOR + ", and the values it signs again for the fields left unchanged,"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +123,17 @@ class TxOpts:
 
 
 def tx_command(
-    group: click.Group, name: str, *, seals: bool = False
+    group: click.Group, name: str, *, seals: bool = False, keeps: bool = False
 ) -> Callable[[Callable[..., None]], click.Command]:
     """A transaction command of ``group``: the shared options arrive as one ``TxOpts``,
     with the trusted genesis (``--genesis``, else the keyring's pin) as its anchor.
-    ``seals``: the command seals an address to a key the anchor proves."""
+    ``seals``: the command seals an address to a key the anchor proves; ``keeps``: it
+    re-signs the current values of fields the user leaves unchanged, read from records
+    the anchor proves."""
+    unanchored = SEALED_TO if seals else KEPT if keeps else SIGNED_FOR
+    genesis_opt = (
+        seal_genesis_option if seals else keep_genesis_option if keeps else tx_genesis_option
+    )
 
     def decorate(fn: Callable[..., None]) -> click.Command:
         @wraps(fn)
@@ -133,13 +148,13 @@ def tx_command(
             genesis_file: Path | None,
             **kwargs: Any,
         ) -> None:
-            anchor = command_anchor(keyring, genesis_file, SEALED_TO if seals else SIGNED_FOR)
+            anchor = command_anchor(keyring, genesis_file, unanchored)
             opts = TxOpts(keyring, sender, fee, nonce, wait, node_url, not no_simulate, anchor)
             fn(opts, **kwargs)
 
         cmd: Any = clear_errors(run)
         for option in (
-            seal_genesis_option if seals else tx_genesis_option,
+            genesis_opt,
             node_option,
             simulate_option,
             click.option(

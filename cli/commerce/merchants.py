@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
 
 from apps.commerce import payloads as tx
-from apps.commerce.model import ItemId
+from apps.commerce.keys import listing_key, listing_version_key, merchant_key
+from apps.commerce.model import ItemId, Listing, ListingTerms, Merchant
 from cli.client import NodeClient, NodeError, hex_field, int_field, object_field, str_field
 from cli.commerce.commands import (
     AMOUNT,
@@ -21,8 +23,10 @@ from cli.commerce.commands import (
 )
 from cli.commerce.enc_keys import enc_key_new, enc_keys_of
 from cli.human import GTIN
-from cli.keyring import Keyring, passphrase_from_env_or_prompt
+from cli.keyring import passphrase_from_env_or_prompt
 from cli.main import main
+from cli.trust import Anchor
+from core import format_address
 
 
 @main.group()
@@ -47,27 +51,51 @@ def merchant_register(t: TxOpts, name: str, profile: str) -> None:
     t.send(tx.REGISTER_MERCHANT, tx.RegisterMerchant(name, profile, public))
 
 
-@tx_command(merchant, "update")
+@tx_command(merchant, "update", keeps=True)
 @click.option("--name", default=None)
 @click.option("--profile", default=None)
 @click.option("--new-enc-key", is_flag=True, help="Seal new orders' addresses to a new key.")
 def merchant_update(t: TxOpts, name: str | None, profile: str | None, new_enc_key: bool) -> None:
-    """Update the signer's merchant profile (unchanged fields stay)."""
+    """Update the signer's merchant profile (unchanged fields stay).
+
+    The unchanged fields are re-signed as the merchant's record proves them against the
+    trusted genesis (--genesis, else the one pinned in the keyring); with neither, as
+    the node states them.
+    """
     client = t.client
-    address = Keyring(t.keyring).address(t.sender)
-    what = f"merchant {address}"
-    current = object_field(client.get(f"/v1/merchants/{address}"), "merchant", what)
+    current = _current_merchant(client, t.address(), t.anchor)
+    public = current.enc_key
     if new_enc_key:
         public = enc_key_new(t.keyring, t.sender, passphrase_from_env_or_prompt(confirm=False))
         click.echo(f"created X25519 key {public.hex()}", err=True)
-    else:
-        public = hex_field(current, "enc_key", what, (0, 32))
     payload = tx.UpdateMerchant(
-        str_field(current, "name", what) if name is None else name,
-        str_field(current, "profile", what) if profile is None else profile,
+        current.name if name is None else name,
+        current.profile if profile is None else profile,
         public,
     )
     t.send(tx.UPDATE_MERCHANT, payload, client)
+
+
+def _current_merchant(
+    client: NodeClient, address: bytes, anchor: Anchor | None
+) -> tx.UpdateMerchant:
+    """The update that changes nothing: the merchant's fields as they are, proven with an
+    ``anchor`` (the node's word without). Re-signing a node's word would let it choose
+    the key new orders are sealed to, or the name buyers see."""
+    what = f"merchant {format_address(address)}"
+    if anchor is not None:
+        raw, height = anchor.prove(client, merchant_key(address))
+        if raw is None:
+            raise NodeError("not_found", f"{what} has no record at height {height}")
+        record = Merchant.decode(raw)
+        return tx.UpdateMerchant(record.name, record.profile, record.enc_key)
+    path = f"/v1/merchants/{format_address(address)}"
+    current = object_field(client.get(path), "merchant", what)
+    return tx.UpdateMerchant(
+        str_field(current, "name", what),
+        str_field(current, "profile", what),
+        hex_field(current, "enc_key", what, (0, 32)),
+    )
 
 
 @tx_command(merchant, "approve")
@@ -143,7 +171,7 @@ def listing_create(
     )
 
 
-@tx_command(listing, "update")
+@tx_command(listing, "update", keeps=True)
 @click.argument("listing_id", type=ID)
 @click.option("--title", default=None)
 @click.option("--description", default=None)
@@ -161,27 +189,61 @@ def listing_update(
     media_hash: str | None,
     version: int | None,
 ) -> None:
-    """Publish a new version of a listing (unchanged fields stay)."""
+    """Publish a new version of a listing (unchanged fields stay).
+
+    The unchanged fields are re-signed as the listing's records prove them against the
+    trusted genesis (--genesis, else the one pinned in the keyring); with neither, as
+    the node states them.
+    """
     client = t.client
-    what = f"listing {listing_id}"
-    cur = object_field(client.get(f"/v1/listings/{listing_id}"), "listing", what)
-    if media_hash is None:
-        media = hex_field(cur, "media_hash", what)
-        if len(media) not in (0, 32):
-            raise NodeError(
-                "bad_answer", f"the node's {what} states a media_hash of {len(media)} bytes"
-            )
-    else:
-        media = _hex32(media_hash, "--media-hash")
-    payload = tx.UpdateListing(
-        listing_id,
-        int_field(cur, "version", what) if version is None else version,
-        str_field(cur, "title", what) if title is None else title,
-        str_field(cur, "description", what) if description is None else description,
-        int_field(cur, "price", what, low=1) if price is None else price,
-        media,
+    current = _current_listing(client, listing_id, t.anchor)
+    payload = replace(
+        current,
+        version=current.version if version is None else version,
+        title=current.title if title is None else title,
+        description=current.description if description is None else description,
+        price=current.price if price is None else price,
+        media_hash=current.media_hash if media_hash is None else _hex32(media_hash, "--media-hash"),
     )
     t.send(tx.UPDATE_LISTING, payload, client)
+
+
+def _current_listing(
+    client: NodeClient, listing_id: int, anchor: Anchor | None
+) -> tx.UpdateListing:
+    """The update that changes nothing: listing ``listing_id``'s current version and its
+    terms, proven with an ``anchor`` (the node's word without). Re-signing a node's word
+    would let it set the price, or the title, a merchant sells at."""
+    what = f"listing {listing_id}"
+    if anchor is not None:
+        raw, height = anchor.prove(client, listing_key(listing_id))
+        if raw is None:
+            raise NodeError("not_found", f"{what} has no record at height {height}")
+        version = Listing.decode(raw).version
+        # A version's terms are never rewritten: a later height holds the same ones.
+        raw, height = anchor.prove(client, listing_version_key(listing_id, version))
+        if raw is None:
+            raise NodeError(
+                "not_found", f"{what} has no terms of version {version} at height {height}"
+            )
+        terms = ListingTerms.decode(raw)
+        return tx.UpdateListing(
+            listing_id, version, terms.title, terms.description, terms.price, terms.media_hash
+        )
+    cur = object_field(client.get(f"/v1/listings/{listing_id}"), "listing", what)
+    media = hex_field(cur, "media_hash", what)
+    if len(media) not in (0, 32):
+        raise NodeError(
+            "bad_answer", f"the node's {what} states a media_hash of {len(media)} bytes"
+        )
+    return tx.UpdateListing(
+        listing_id,
+        int_field(cur, "version", what),
+        str_field(cur, "title", what),
+        str_field(cur, "description", what),
+        int_field(cur, "price", what, low=1),
+        media,
+    )
 
 
 @tx_command(listing, "restock")
