@@ -5,7 +5,7 @@ refuse neither an empty one nor one that is too long in characters; the CLI does
 the limit in characters a buyer can act on (the sealed box must fit the chain's
 ``sealed_address_max_bytes`` and the text ``MAX_ADDRESS_TEXT`` UTF-8 bytes).
 
-Sealing (``listing_seller``/``auction_seller``, ``merchant_seal_key``,
+Sealing (``proven_listing``/``auction_seller``, ``merchant_seal_key``,
 ``auditor_seal_key``): to the merchant's (or an auditor's) X25519 key as its record
 proves it at a final height certified from the trusted genesis (``cli.trust``:
 ``--genesis``, else the one pinned in the keyring), the merchant being the one the
@@ -135,10 +135,12 @@ def kept_address(
     return bytes(plaintext)
 
 
-def listing_seller(client: NodeClient, listing_id: int, shown: str, anchor: Anchor | None) -> str:
-    """The merchant (``ll1...``) of listing ``listing_id``, whose X25519 key an order's
-    address is sealed to: ``shown``, as ``_seller`` proves it."""
-    return _seller(
+def proven_listing(client: NodeClient, listing_id: int, shown: str, anchor: Anchor) -> Listing:
+    """Listing ``listing_id``'s record, proven at a final height certified from
+    ``anchor``'s genesis, whose merchant the node named as ``shown`` (``_proven``): the
+    merchant an order's address is sealed to, and the price, version and currency it
+    signs."""
+    raw = _proven(
         client,
         anchor,
         shown,
@@ -146,6 +148,7 @@ def listing_seller(client: NodeClient, listing_id: int, shown: str, anchor: Anch
         lambda raw: Listing.decode(raw).merchant,
         f"listing {listing_id}",
     )
+    return Listing.decode(raw)
 
 
 def auction_seller(
@@ -153,44 +156,46 @@ def auction_seller(
 ) -> str:
     """The merchant (``ll1...``) of auction ``auction_id``, open in session
     ``session_id`` (the node's word), whose X25519 key a bid's address is sealed to:
-    ``shown``, as ``_seller`` proves it. The auction's own record is private to its
-    parties (the state route refuses it), so the proof is of its session's: an open
-    auction is listed in its session's record, and sold by that session's merchant
-    (a session's merchant never changes); a bid on an auction not open is refused."""
+    ``shown``, proven by ``_proven`` with an ``anchor`` (the node's word without). The
+    auction's own record is private to its parties (the state route refuses it), so the
+    proof is of its session's: an open auction is listed in its session's record, and
+    sold by that session's merchant (a session's merchant never changes); a bid on an
+    auction not open is refused."""
 
     def merchant_of(raw: bytes) -> bytes | None:
         session = Session.decode(raw)
         return session.merchant if auction_id in session.open_auctions else None
 
+    if anchor is None:
+        return shown
     what = f"auction {auction_id} (in session {session_id}, the node says)"
-    return _seller(client, anchor, shown, session_key(session_id), merchant_of, what)
+    _proven(client, anchor, shown, session_key(session_id), merchant_of, what)
+    return shown
 
 
-def _seller(
+def _proven(
     client: NodeClient,
-    anchor: Anchor | None,
+    anchor: Anchor,
     shown: str,
     record: bytes,
     merchant_of: Callable[[bytes], bytes | None],
     what: str,
-) -> str:
-    """``shown`` (the node's word), or with ``anchor`` the merchant ``merchant_of`` reads
-    from ``record`` (None: it names none) proven at a final height certified from its
-    genesis: ``proof_mismatch`` if the node named another, before anything is sealed or
-    sent. A node naming a merchant whose X25519 key it holds would open the address."""
-    if anchor is None:
-        return shown
+) -> bytes:
+    """``record``'s value proven at a final height certified from ``anchor``'s genesis,
+    the merchant ``merchant_of`` reads from it (None: it names none) being ``shown``, the
+    node's word: ``proof_mismatch`` if the node named another, before anything is sealed
+    or sent. A node naming a merchant whose X25519 key it holds would open the address."""
     raw, height = anchor.prove(client, record)
     merchant = None if raw is None else merchant_of(raw)
     proven = "none" if merchant is None else format_address(merchant)
     # A listing's or a session's merchant never changes: another one is a lie.
-    if proven != shown:
+    if raw is None or proven != shown:
         raise NodeError(
             "proof_mismatch",
             f"the node names {shown} as the merchant of {what}, the record at height "
             f"{height} names {proven}: nothing was sealed or sent",
         )
-    return proven
+    return raw
 
 
 def merchant_seal_key(client: NodeClient, merchant: str, anchor: Anchor | None) -> bytes:

@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from apps.commerce import payloads as tx
-from apps.commerce.model import ItemId
+from apps.commerce.keys import deal_key
+from apps.commerce.model import Deal, ItemId
 from apps.commerce.sealing import open_address, open_plaintext, reseal, seal_address
 from cli.client import (
+    NodeClient,
     NodeError,
     address_field,
     answer_field,
@@ -25,8 +27,8 @@ from cli.commerce.addresses import (
     checked_address,
     keep_address,
     kept_address,
-    listing_seller,
     merchant_seal_key,
+    proven_listing,
     sealed_address_max_bytes,
 )
 from cli.commerce.client import CommerceClient
@@ -45,7 +47,7 @@ from cli.commerce.enc_keys import enc_keys_of, enc_private
 from cli.human import gtin14
 from cli.keyring import Keyring
 from cli.main import clear_errors, main, node_option
-from cli.trust import command_anchor
+from cli.trust import Anchor, command_anchor
 from core import format_address
 
 # The order reads are signed: for the pinned genesis's chain id, else the node's.
@@ -68,7 +70,10 @@ def order() -> None:
 @click.option(
     "--currency",
     default=None,
-    help="The currency you agree to pay in (default: the listing's, as the node shows it).",
+    help=(
+        "The currency you agree to pay in (default: the listing's, as its record proves "
+        "it against the trusted genesis; with none, as the node shows it)."
+    ),
 )
 def order_place(
     t: TxOpts,
@@ -84,27 +89,34 @@ def order_place(
     The address is checked first (not empty, not over what the chain holds), and kept,
     sealed to the signer's key, in the keyring: the buyer can disclose it later. It is
     sealed to the X25519 key of the listing's merchant, both as their records prove them
-    against the trusted genesis (--genesis, else the one pinned in the keyring). With
-    neither, they are the node's word: a node that lies about them could open what it
-    is sent.
+    against the trusted genesis (--genesis, else the one pinned in the keyring); the
+    price, version and currency signed are the listing's record's (with --deal, the
+    price and session the deal's). With neither, they are the node's word: a node that
+    lies about them could open what it is sent, or have the order fail for its fee.
     """
     client = t.client
     ship_to = checked_address(ship_to, sealed_address_max_bytes(client))
     what = f"listing {listing_id}"
     cur = object_field(client.get(f"/v1/listings/{listing_id}"), "listing", what)
-    # The price and version are the node's word: the chain refuses an order naming
-    # others than the listing's (or the deal's) own.
-    price, version = int_field(cur, "price", what), int_field(cur, "version", what)
-    if currency is None:
-        currency = str_field(cur, "currency", what)
+    shown = address_field(cur, "merchant", what)
+    if t.anchor is None:
+        merchant = shown
+        price, version = int_field(cur, "price", what), int_field(cur, "version", what)
+        if currency is None:
+            currency = str_field(cur, "currency", what)
+    else:
+        # The merchant decides whose key the address is sealed to (a deal sells the
+        # listing's merchant's units, so the listing names it). The price, version and
+        # currency signed are the record's too: the chain refuses an order naming others
+        # than the listing's, yet charges its fee (DESIGN: a failed transaction pays
+        # it), and a node lying about them would simulate the order as fine.
+        listing = proven_listing(client, listing_id, shown, t.anchor)
+        merchant = format_address(listing.merchant)
+        price, version = listing.price, listing.version
+        if currency is None:
+            currency = listing.currency
     if deal_id:
-        what = f"deal {deal_id}"
-        deal = object_field(client.get(f"/v1/deals/{deal_id}"), "deal", what)
-        price, session_id = int_field(deal, "price", what), int_field(deal, "session_id", what)
-    # The merchant decides whose key the address is sealed to: the proven one (a deal
-    # sells the listing's merchant's units, so the listing names it).
-    shown = address_field(cur, "merchant", f"listing {listing_id}")
-    merchant = listing_seller(client, listing_id, shown, t.anchor)
+        price, session_id = _deal_terms(client, deal_id, t.anchor)
     enc_key = merchant_seal_key(client, merchant, t.anchor)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     payload = tx.PlaceOrder(
@@ -123,6 +135,20 @@ def order_place(
     t.send(tx.PLACE_ORDER, payload, client, key)
     # Only once the node took it: a refused order leaves nothing behind.
     keep_address(t.keyring, t.sender, key, plaintext)
+
+
+def _deal_terms(client: NodeClient, deal_id: int, anchor: Anchor | None) -> tuple[int, int]:
+    """Deal ``deal_id``'s price and session, from its record proven with an ``anchor``
+    (deals are public state), the node's word without."""
+    what = f"deal {deal_id}"
+    if anchor is None:
+        deal = object_field(client.get(f"/v1/deals/{deal_id}"), "deal", what)
+        return int_field(deal, "price", what), int_field(deal, "session_id", what)
+    raw, height = anchor.prove(client, deal_key(deal_id))
+    if raw is None:
+        raise NodeError("not_found", f"{what} has no record at height {height}")
+    proven = Deal.decode(raw)
+    return proven.price, proven.session_id
 
 
 def _order_ref_command(name: str, tx_type: str, doc: str) -> None:

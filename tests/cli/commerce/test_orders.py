@@ -3,8 +3,9 @@ only to the merchant key the merchant's record proves, of the merchant the listi
 (or the auction's) record proves, and `order disclose --genesis` only to the auditor
 key its role record proves: a node that shows another key, or names another merchant,
 gets nothing sealed to it, nor anything sent (against a real node; the lie is put in
-its answers). A genesis pinned in the keyring (`liveledger genesis pin`) does the same
-without --genesis on the command line."""
+its answers); `order place` signs the price, version and currency the listing's (and
+the deal's) record proves. A genesis pinned in the keyring (`liveledger genesis pin`)
+does the same without --genesis on the command line."""
 
 from __future__ import annotations
 
@@ -23,7 +24,14 @@ from cli.client import NodeClient
 from cli.keyring import Keyring
 from cli.main import main
 from genesis import save_genesis
-from tests.apps.commerce.test_http import Actor, Driver, open_shop, running_driver
+from tests.apps.commerce.test_http import (
+    DEAL_PRICE,
+    PRICE,
+    Actor,
+    Driver,
+    open_shop,
+    running_driver,
+)
 from vm import Transfer
 
 ADDRESS = "1 Harbour Street"
@@ -167,6 +175,34 @@ async def test_a_node_naming_another_merchant_gets_no_order_sealed_to_it(tmp_pat
         done = await cli(d, keyring, *deal, "--genesis", str(genesis))
         assert done.exit_code != 0
         assert "proof_mismatch" in done.output and posted == []
+
+
+async def test_an_order_signs_the_terms_the_records_prove(tmp_path, monkeypatch):
+    """A node lying about the listing's price, version or currency (or a deal's price
+    or session) would have the buyer sign an order the chain refuses, for its fee: with
+    a trusted genesis they are read from the proven listing (and deal) records."""
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        listing = lambda doc: doc["listing"]  # noqa: E731
+        node_rewrites(monkeypatch, "/v1/listings/1", listing, price=1, version=2, currency="GLD")
+        # Without a trusted genesis, the node's word: the chain refuses the order.
+        unanchored = ("order", "place", "1", "--address", ADDRESS, "--wait")
+        done = await cli(d, keyring, *unanchored)
+        assert done.exit_code != 0 and "node's word" in done.stderr
+        done = await place(d, keyring, genesis)
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        deal = lambda doc: doc["deal"]  # noqa: E731
+        node_rewrites(monkeypatch, "/v1/deals/1", deal, price=1, session_id=9)
+        by_deal = ("order", "place", "1", "--deal", "1", "--address", ADDRESS, "--wait")
+        done = await cli(d, keyring, *by_deal, "--genesis", str(genesis))
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        merchant = Actor("merchant")
+        status, doc = await d.get("/v1/orders/1", merchant.key)
+        assert status == 200
+        assert (doc["order"]["unit_price"], doc["order"]["listing_version"]) == (PRICE, 1)
+        status, doc = await d.get("/v1/orders/2", merchant.key)
+        assert status == 200
+        assert (doc["order"]["unit_price"], doc["order"]["session_id"]) == (DEAL_PRICE, 1)
 
 
 async def test_a_node_naming_another_merchant_gets_no_bid_sealed_to_it(tmp_path, monkeypatch):
