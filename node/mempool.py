@@ -95,7 +95,7 @@ from core.types import tx_hash
 from node.config import MempoolConfig
 from node.verifier import ProcessVerifier
 from p2p.limits import TokenBucket
-from vm.accounts import ACCOUNT_PREFIX, Account, get_account
+from vm.accounts import ACCOUNT_PREFIX, ZERO_ACCOUNT, Account, get_account
 from vm.executor import (
     BlockResult,
     Executor,
@@ -214,11 +214,12 @@ class _Account:
         self.sender = sender
         # Next nonce the chain expects from this sender, as last read from state.
         self.nonce = nonce
-        # The account as admission last read it from state, and the height it was read
-        # at: the state changes only when the height moves, so the sender's next
+        # The account as last read from state (by admission, or by
+        # ``on_block_committed`` from the block's own records), and the height it was
+        # read at: the state changes only when the height moves, so the sender's next
         # transaction at that height needs no read (a busy sender sends several per
         # block interval).
-        self.read: Account | None = None
+        self.read = ZERO_ACCOUNT
         self.read_height = -1
         # The first missing nonce: the end of the pending run.
         self.end = nonce
@@ -403,11 +404,6 @@ class Mempool:
         self._seq = itertools.count()
         # Shard that select starts from; rotates so no shard always goes first.
         self._rr = 0
-        # The accounts ``on_block_committed`` read, and the height it read them at:
-        # a sender's account changes only with a block, so admission reuses them at
-        # that height instead of reading and decoding each sender's account again.
-        self._fresh: dict[bytes, Account] = {}
-        self._fresh_height = -1
         # Each gossiping peer's budget of spent transactions it made us check.
         self._stale: dict[bytes, TokenBucket] = {}
 
@@ -710,12 +706,10 @@ class Mempool:
         shard_i = self.shard_of(sender)
         shard = self._shards[shard_i]
         acct = shard.accounts.get(sender)
-        state_acct = self._fresh.get(sender) if height == self._fresh_height else None
-        if state_acct is None:
-            if acct is not None and acct.read_height == height:
-                state_acct = acct.read
-            if state_acct is None:
-                state_acct = read_account(self._state, sender)
+        if acct is not None and acct.read_height == height:
+            state_acct = acct.read
+        else:
+            state_acct = read_account(self._state, sender)
         # A refresh changes nothing while the state nonce is the one the queue was
         # last checked at, the pending run starts there and the balance pays the
         # queued fees (the common case: a sender's next transaction in the same
@@ -1109,7 +1103,6 @@ class Mempool:
         # The block's own records are the state only at its height: past it, a later
         # block may have changed them (reading state then gives the newer account).
         records = result.records if result is not None and result_height == height else {}
-        fresh: dict[bytes, Account] = {}
         shards = self._shards
         for sender, shard_i in touched.items():
             shard = shards[shard_i if shard_i >= 0 else self.shard_of(sender)]
@@ -1119,12 +1112,9 @@ class Mempool:
                 if type(a) is not Account:
                     # Not written by the block (or written as bytes, or deleted).
                     a = get_account(self._state, sender)
-                fresh[sender] = a
+                # Admission at this height takes it from here (``_Account.read``).
+                acct.read, acct.read_height = a, height
                 self._refresh(shard, acct, a.nonce, a.balance)
-        if height == self._fresh_height:
-            self._fresh.update(fresh)  # a call for rejected transactions only, say
-        else:
-            self._fresh, self._fresh_height = fresh, height
         self._expire(self._height_fn() + 1)
         self._evict_excess()
         # Every gap still open is old now: it leaves the per-block gap budget.
