@@ -45,7 +45,6 @@ from cli.client import (
 )
 from cli.human import event_line, times_in
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
-from cli.light import proven_state
 from cli.trust import Anchor, signing_chain_id
 from consensus.staking_state import ACTIVE_PARAMS_KEY, PENDING_PARAMS_KEY, PendingParams
 from core import PrivateKey, TxBody, format_address, sign_tx
@@ -230,8 +229,8 @@ def _governed_min_fees(client: NodeClient, anchor: Anchor) -> set[int]:
     genesis = anchor.genesis
     if genesis.staking is None:
         return {genesis.params.min_fee}
-    active, _ = proven_state(client, genesis, ACTIVE_PARAMS_KEY, anchor.cache)
-    pending, _ = proven_state(client, genesis, PENDING_PARAMS_KEY, anchor.cache)
+    active, _ = anchor.prove(client, ACTIVE_PARAMS_KEY)
+    pending, _ = anchor.prove(client, PENDING_PARAMS_KEY)
     fees = {genesis.params.min_fee if active is None else ChainParams.decode(active).min_fee}
     if pending is not None:
         changes = PendingParams.decode(pending).changes
