@@ -296,10 +296,15 @@ def constructor(cls: type[T]) -> Callable[..., T]:
     """A function building ``cls`` from all its fields, positionally, like ``cls(...)``.
 
     A frozen dataclass's ``__init__`` sets each field through
-    ``object.__setattr__``; for a slotted one without ``__post_init__`` this
-    sets the slots directly, about twice as fast, with the same result (equal,
-    same hash, still frozen). Anything else gets ``cls`` itself. For hot paths
-    that build many small objects (decoding, execution).
+    ``object.__setattr__``. For a slotted one without ``__post_init__`` this
+    builds the object as an instance of a mutable twin of ``cls`` (same bases, same
+    slots: the same memory layout), stores the fields as plain attribute writes,
+    which the interpreter specialises to a slot store, then makes the object a
+    ``cls``: three to four times as fast for a record of many fields, with the same
+    result (equal, same hash, ``type(o) is cls``, still frozen). Where the twin is
+    not possible (a base that is itself a frozen dataclass) each slot is set
+    through its descriptor. Anything else gets ``cls`` itself. For hot paths that
+    build many small objects (decoding, execution).
     """
     if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
         return cls
@@ -309,14 +314,41 @@ def constructor(cls: type[T]) -> Callable[..., T]:
         type(s) is not types.MemberDescriptorType for s in setters
     ):
         return cls
-    ns: dict[str, Any] = {"NEW": object.__new__, "CLS": cls}
     args = ", ".join(f"v{i}" for i in range(len(fields)))
-    body = "".join(f"    S{i}(o, v{i})\n" for i in range(len(fields)))
-    for i, s in enumerate(setters):
-        ns[f"S{i}"] = s.__set__  # type: ignore[union-attr]  # slot descriptors
-    exec(f"def make({args}):\n    o = NEW(CLS)\n{body}    return o\n", ns)  # from field names only
+    twin = _mutable_twin(cls, [f.name for f in fields])
+    if twin is not None:
+        ns: dict[str, Any] = {"NEW": object.__new__, "TWIN": twin, "CLS": cls}
+        body = "".join(f"    o.{f.name} = v{i}\n" for i, f in enumerate(fields))
+        src = f"def make({args}):\n    o = NEW(TWIN)\n{body}    o.__class__ = CLS\n    return o\n"
+    else:
+        ns = {"NEW": object.__new__, "CLS": cls}
+        body = "".join(f"    S{i}(o, v{i})\n" for i in range(len(fields)))
+        for i, s in enumerate(setters):
+            ns[f"S{i}"] = s.__set__  # type: ignore[union-attr]  # slot descriptors
+        src = f"def make({args}):\n    o = NEW(CLS)\n{body}    return o\n"
+    exec(src, ns)  # from field names only
     make: Callable[..., T] = ns["make"]
     return make
+
+
+def _mutable_twin(cls: type, names: list[str]) -> type | None:
+    """A class laid out as ``cls`` (its bases and its ``__slots__``) whose instances take
+    plain attribute writes, for ``constructor``; None if ``cls`` has fewer than two
+    fields (the class switch costs more than it saves) or no such twin exists."""
+    slots = cls.__dict__.get("__slots__")
+    if len(names) < 2 or not isinstance(slots, tuple) or sorted(slots) != sorted(names):
+        return None
+    twin = type(f"{cls.__name__}Builder", cls.__bases__, {"__slots__": slots})
+    # A base's own ``__setattr__`` (a frozen dataclass parent) would refuse the writes.
+    if twin.__setattr__ is not object.__setattr__:  # type: ignore[comparison-overlap]  # a slot wrapper
+        return None
+    try:
+        probe: Any = object.__new__(twin)
+        probe.__class__ = cls
+    except TypeError:
+        # Layouts the interpreter does not take as the same.
+        return None
+    return twin
 
 
 def replace(obj: W, **changes: Any) -> W:

@@ -264,6 +264,27 @@ def test_constructor_keeps_post_init_checks():
     assert constructor(int) is int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Parent(Wire):
+    a: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Child(_Parent):
+    b: int
+    c: bytes
+
+
+def test_constructor_of_a_class_under_a_frozen_parent():
+    # The parent's frozen ``__setattr__`` would refuse plain writes: the constructor
+    # sets the slots another way, with the same result.
+    made = constructor(_Child)(1, 2, b"x")
+    assert type(made) is _Child and made == _Child(1, 2, b"x")
+    assert hash(made) == hash(_Child(1, 2, b"x"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.a = 5  # type: ignore[misc]  # the point: frozen
+
+
 def test_a_class_with_many_checked_fields_still_gets_a_decoder():
     # Each field checked by a helper (a tuple) was one more nested block in the
     # generated decode: 120 of them passed Python's indentation limit and the class
