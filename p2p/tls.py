@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Callable
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -100,13 +100,17 @@ def certificate_public_key(der: bytes, check: Callable[[bytes], None] | None = N
     ``check(public_key)``, if given, runs before the self-signature is verified and
     may raise: a stranger's certificate then costs a parse, not a signature check.
     """
+    # The bytes are a stranger's, so what the parser raises on them is the stranger's
+    # doing, and not all of it is a ValueError: an X.509 version other than 1 to 3 raises
+    # InvalidVersion, a key of an algorithm cryptography does not know UnsupportedAlgorithm.
+    # Uncaught, they reached the handshake as errors of ours (ERROR, with a traceback).
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise PeerRejected(f"certificate does not parse: {exc}") from exc
     try:
         public = cert.public_key()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise PeerRejected(f"certificate key does not parse: {exc}") from exc
     if not isinstance(public, Ed25519PublicKey):
         raise PeerRejected(f"certificate key must be Ed25519, got {type(public).__name__}")

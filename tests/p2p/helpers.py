@@ -15,7 +15,7 @@ from core.keys import PrivateKey
 from p2p import MessageRegistry, P2PConfig, P2PNode, PeerAddress
 from p2p.frames import encode_frame, read_frame
 from p2p.messages import CERT_OFFER_TYPE, HELLO_TYPE, PROTOCOL_VERSION, CertOffer, Hello
-from p2p.tls import NodeIdentity
+from p2p.tls import NodeIdentity, make_certificate
 
 CHAIN = "p2p-test"
 GENESIS = bytes(range(32))
@@ -228,3 +228,22 @@ async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 3.0) -> 
     except (ConnectionError, ssl.SSLError, OSError):
         pass
     return True
+
+
+# Ed25519's algorithm identifier (1.3.101.112) as DER; a certificate carries it three
+# times: the signature algorithm inside and outside the signed part, and the key's.
+ED25519_OID = bytes.fromhex("06032b6570")
+# The version field of an X.509 v3 certificate ([0] INTEGER 2).
+VERSION_3 = bytes.fromhex("a003020102")
+
+
+def unparsable_certificates(key: PrivateKey) -> dict[str, bytes]:
+    """A member's certificate, changed where cryptography's parser raises something other
+    than ValueError: a key of an algorithm it does not know (1.3.101.121), a version
+    field of 5 (X.509 has 0 to 2). Anyone can send either in a ``CertOffer``."""
+    der = make_certificate(key)
+    spki = der.index(ED25519_OID, der.index(ED25519_OID) + 1)
+    return {
+        "unknown key algorithm": der[:spki] + bytes.fromhex("06032b6579") + der[spki + 5 :],
+        "unknown version": der.replace(VERSION_3, bytes.fromhex("a003020105"), 1),
+    }

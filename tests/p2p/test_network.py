@@ -18,7 +18,7 @@ from core.errors import CannotListen, Invalid
 from core.keys import PrivateKey
 from p2p import ChunkRequest, ChunkResponse, Encoded, P2PNode, PeerAddress, TxBatch
 from p2p.frames import HEADER, encode_frame
-from p2p.messages import TX_BATCH_MAX_ITEMS
+from p2p.messages import CERT_OFFER_TYPE, TX_BATCH_MAX_ITEMS, CertOffer
 from p2p.tls import make_certificate
 from tests.p2p.helpers import (
     CHAT_TYPE,
@@ -33,6 +33,7 @@ from tests.p2p.helpers import (
     raw_connect,
     recv,
     tls_key_memfds,
+    unparsable_certificates,
     until,
 )
 
@@ -181,6 +182,28 @@ async def test_plain_tcp_and_direct_tls_clients_are_refused(net3):
     ctx.verify_mode = ssl.CERT_NONE
     with pytest.raises((ConnectionError, ssl.SSLError, OSError)):
         await asyncio.open_connection("127.0.0.1", a.node.port, ssl=ctx)
+    assert len(a.node.peers()) == 2
+
+
+async def test_a_certificate_the_parser_raises_on_is_refused_as_the_strangers_doing(net3, caplog):
+    # A certificate with a key of an unknown algorithm or an unknown X.509 version made
+    # cryptography raise past the handshake's checks: every such connection was logged
+    # at ERROR with a traceback, as a bug of ours, and past the refusals' rate limit.
+    caplog.set_level(logging.INFO, logger="p2p")
+    a, b, _ = net3.nodes
+    for cert in unparsable_certificates(b.key).values():
+        reader, writer = await asyncio.open_connection("127.0.0.1", a.node.port)
+        writer.write(encode_frame(CERT_OFFER_TYPE, CertOffer(cert).encode()))
+        assert await closed_by_peer(reader)
+        writer.close()
+
+    def refusals() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "refused connection" in r.getMessage()]
+
+    await until(lambda: len(refusals()) == 2)
+    for record in refusals():
+        assert "does not parse" in record.getMessage()
+        assert record.levelno == logging.WARNING and record.exc_info is None
     assert len(a.node.peers()) == 2
 
 

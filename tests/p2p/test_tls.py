@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from core.keys import PrivateKey
 from p2p.tls import NodeIdentity, PeerRejected, certificate_public_key, make_certificate
-from tests.p2p.helpers import tls_key_memfds
+from tests.p2p.helpers import tls_key_memfds, unparsable_certificates
 
 
 def test_certificate_carries_the_node_key_and_is_deterministic():
@@ -54,6 +54,15 @@ def test_garbage_and_forged_certificates_are_rejected():
     der[-1] ^= 1  # last byte of the signature
     with pytest.raises(PeerRejected, match="self-signed"):
         certificate_public_key(bytes(der))
+
+
+@pytest.mark.parametrize("change", ["unknown key algorithm", "unknown version"])
+def test_certificates_the_parser_raises_on_are_rejected(change):
+    # Before, these escaped as UnsupportedAlgorithm / InvalidVersion: to the handshake,
+    # an error of ours (logged at ERROR with a traceback, for every connection).
+    der = unparsable_certificates(PrivateKey.generate())[change]
+    with pytest.raises(PeerRejected, match="does not parse"):
+        certificate_public_key(der)
 
 
 def test_contexts_are_tls13_only_and_require_a_certificate():
