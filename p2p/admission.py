@@ -123,9 +123,23 @@ class HandshakeGate:
         return allowed
 
 
+@dataclass(slots=True)
+class _Budget:
+    """One level's lines in the current interval, and the lines left out."""
+
+    window: float
+    lines: int = 0
+    skipped: int = 0
+
+
 class RefusalLog:
-    """At most ``burst`` lines per ``interval`` seconds; the lines left out are counted
-    and the count is logged with the next line after the interval (or by ``flush``)."""
+    """At most ``burst`` lines per ``interval`` seconds of each level; the lines left out
+    are counted and the count is logged, at their level, with the next line of that level
+    after the interval (or by ``flush``).
+
+    Levels have budgets of their own: a stranger's flood of warnings must not use up the
+    lines that would show an error of ours (``ERROR``, with its traceback).
+    """
 
     def __init__(
         self,
@@ -138,27 +152,31 @@ class RefusalLog:
         self.interval = interval
         self.burst = burst
         self._clock = clock
-        self._window = -interval
-        self._lines = 0
-        self._skipped = 0
+        self._budgets: dict[int, _Budget] = {}
 
-    def log(self, level: int, msg: str, *args: Any) -> None:
+    def log(self, level: int, msg: str, *args: Any, exc_info: BaseException | None = None) -> None:
         now = self._clock()
-        if now - self._window >= self.interval:
-            self.flush()
-            self._window = now
-            self._lines = 0
-        if self._lines < self.burst:
-            self._lines += 1
-            self.logger.log(level, msg, *args)
+        budget = self._budgets.setdefault(level, _Budget(now - self.interval))
+        if now - budget.window >= self.interval:
+            self._flush(level, budget)
+            budget.window = now
+            budget.lines = 0
+        if budget.lines < self.burst:
+            budget.lines += 1
+            self.logger.log(level, msg, *args, exc_info=exc_info)
         else:
-            self._skipped += 1
+            budget.skipped += 1
 
     def flush(self) -> None:
-        if self._skipped:
-            self.logger.warning(
+        for level, budget in self._budgets.items():
+            self._flush(level, budget)
+
+    def _flush(self, level: int, budget: _Budget) -> None:
+        if budget.skipped:
+            self.logger.log(
+                level,
                 "%d more inbound connections refused in the last %.0f s (not logged one by one)",
-                self._skipped,
+                budget.skipped,
                 self.interval,
             )
-            self._skipped = 0
+            budget.skipped = 0

@@ -14,7 +14,6 @@ Connection set-up, both directions (see docs/p2p.md):
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -613,20 +612,23 @@ class P2PNode:
 
     def _log_refusal(self, what: str, exc: Exception, limit: RefusalLog | None = None) -> None:
         """Log why a handshake failed; through ``limit`` for inbound ones (strangers')."""
-        warn = log.warning if limit is None else functools.partial(limit.log, logging.WARNING)
+        emit = log.log if limit is None else limit.log
         if isinstance(exc, _Duplicate):
             log.debug("%s: %s", what, exc)
         elif isinstance(exc, Invalid):
-            warn("%s: %s", what, exc)
+            emit(logging.WARNING, "%s: %s", what, exc)
         elif isinstance(exc, TimeoutError):
-            warn("%s: handshake timed out", what)
+            emit(logging.WARNING, "%s: handshake timed out", what)
         elif isinstance(exc, asyncio.IncompleteReadError):
-            warn("%s: peer closed the connection during the handshake", what)
+            emit(logging.WARNING, "%s: peer closed the connection during the handshake", what)
         elif isinstance(exc, CONNECTION_ERRORS):
-            warn("%s: %s: %s", what, type(exc).__name__, exc)
+            emit(logging.WARNING, "%s: %s: %s", what, type(exc).__name__, exc)
         else:
-            # Our bug, not the peer's: always logged, with its traceback.
-            log.error("%s: unexpected error", what, exc_info=exc)
+            # Our bug, not the peer's: at ERROR, with its traceback. An inbound one still
+            # goes through the limiter (a budget of its own, which warnings do not use
+            # up): a stranger who finds how to cause it could else log a traceback per
+            # connection, as fast as it connects.
+            emit(logging.ERROR, "%s: unexpected error", what, exc_info=exc)
 
     # --- dialing ---
 

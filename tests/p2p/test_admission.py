@@ -70,3 +70,24 @@ def test_refusal_log_writes_a_few_lines_then_a_count(caplog):
     refusals.log(logging.WARNING, "refused %d", 100)
     assert caplog.records[3].getMessage().startswith("97 more inbound connections refused")
     assert caplog.records[4].getMessage() == "refused 100"
+
+
+def test_refusal_log_keeps_a_budget_per_level_and_errors_their_traceback(caplog):
+    # A stranger's flood of warnings must not use up the lines that show an error of
+    # ours; those keep their traceback, and the ones left out are counted at ERROR.
+    caplog.set_level(logging.INFO, logger="p2p-test")
+    clock = Clock()
+    refusals = RefusalLog(logging.getLogger("p2p-test"), interval=10.0, burst=2, clock=clock)
+    for i in range(50):
+        refusals.log(logging.WARNING, "refused %d", i)
+    bug = RuntimeError("a bug of ours")
+    for i in range(5):
+        refusals.log(logging.ERROR, "unexpected %d", i, exc_info=bug)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["unexpected 0", "unexpected 1"]
+    assert all(r.exc_info is not None and r.exc_info[1] is bug for r in errors)
+    refusals.flush()
+    assert [(r.levelno, r.getMessage().split(" more ")[0]) for r in caplog.records[-2:]] == [
+        (logging.WARNING, "48"),
+        (logging.ERROR, "3"),
+    ]

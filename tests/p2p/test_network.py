@@ -207,6 +207,40 @@ async def test_a_certificate_the_parser_raises_on_is_refused_as_the_strangers_do
     assert len(a.node.peers()) == 2
 
 
+async def test_an_unexpected_error_in_inbound_handshakes_is_logged_within_the_rate_limit(
+    caplog,
+):
+    # A bug of ours that any stranger can run into (here the node's membership callback
+    # fails for one key, whose public certificate anyone can offer) was logged at ERROR
+    # with a traceback for every connection, as fast as the stranger connects. It stays
+    # an ERROR with its traceback, but a few per interval and then a count.
+    caplog.set_level(logging.INFO, logger="p2p")
+    net = Net(1)
+    troubled = PrivateKey.generate()
+
+    def is_member(public_key: bytes) -> bool:
+        if public_key == troubled.public_key:
+            raise RuntimeError("membership lookup failed")
+        return net.is_member(public_key)
+
+    attempts = 30
+    m = net.make_node(net.keys[0], is_member=is_member)
+    async with m.node:
+        offer = encode_frame(CERT_OFFER_TYPE, CertOffer(make_certificate(troubled)).encode())
+        for _ in range(attempts):
+            reader, writer = await asyncio.open_connection("127.0.0.1", m.node.port)
+            writer.write(offer)
+            assert await closed_by_peer(reader)
+            writer.close()
+    # stop() logged the count of those left out.
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    lines = [r for r in errors if r.getMessage().endswith("unexpected error")]
+    counts = [int(r.getMessage().split()[0]) for r in errors if " more " in r.getMessage()]
+    assert len(lines) + sum(counts) == attempts and len(lines) < attempts
+    for record in lines:
+        assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+
+
 async def test_chain_id_mismatch_is_refused(caplog):
     caplog.set_level(logging.INFO, logger="p2p")
     net = Net(2)
