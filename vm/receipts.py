@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Self
 
-from core.codec import Len, MaxItems, MaxLen, Wire, pack_array, pack_raw
+from core.codec import Len, MaxItems, MaxLen, Wire, array_header, pack_array, pack_raw
 
 MAX_EVENT_KIND = 64
 MAX_ATTR_KEY = 64
@@ -94,9 +94,15 @@ def encode_receipt(
     encoded (``Event.encode``'s bytes, as ``Overlay`` keeps them): execution writes a
     receipt's bytes without building its event objects. ``message`` within bounds
     (``bound_message``), as for a ``Receipt``."""
-    return pack_array(
-        (pack_raw(tx_hash), pack_raw(code), pack_raw(message), pack_raw(fee), pack_array(events))
-    )
+    # The four plain fields packed as one array of four (one call, not four), its
+    # header made a five's: msgpack writes an array as its header and its items.
+    head = pack_raw([tx_hash, code, message, fee])
+    return _RECEIPT_HEAD + head[1:] + pack_array(events)
+
+
+# ``array_header(5)``; the four fields' array starts with ``array_header(4)``, one byte.
+_RECEIPT_HEAD = array_header(5)
+assert array_header(4) == b"\x94" and len(_RECEIPT_HEAD) == 1
 
 
 def bound_message(message: str) -> str:
