@@ -91,8 +91,9 @@ def order_place(
     sealed to the X25519 key of the listing's merchant, both as their records prove them
     against the trusted genesis (--genesis, else the one pinned in the keyring); the
     price, version and currency signed are the listing's record's (with --deal, the
-    price and session the deal's). With neither, they are the node's word: a node that
-    lies about them could open what it is sent, or have the order fail for its fee.
+    price and session the deal's; a deal of another listing is refused unsigned). With
+    neither, they are the node's word: a node that lies about them could open what it
+    is sent, or have the order fail for its fee.
     """
     client = t.client
     ship_to = checked_address(ship_to, sealed_address_max_bytes(client))
@@ -116,7 +117,15 @@ def order_place(
         if currency is None:
             currency = listing.currency
     if deal_id:
-        price, session_id = _deal_terms(client, deal_id, t.anchor)
+        deal_listing, price, session_id = _deal_terms(client, deal_id, t.anchor)
+        # A deal sells one listing: the chain refuses an order naming another, yet
+        # charges its fee (DESIGN: a failed transaction pays it).
+        if deal_listing != listing_id:
+            raise NodeError(
+                "deal_mismatch",
+                f"deal {deal_id} sells listing {deal_listing}, not listing {listing_id}: "
+                "nothing was signed or sent",
+            )
     enc_key = merchant_seal_key(client, merchant, t.anchor)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     payload = tx.PlaceOrder(
@@ -137,18 +146,22 @@ def order_place(
     keep_address(t.keyring, t.sender, key, plaintext)
 
 
-def _deal_terms(client: NodeClient, deal_id: int, anchor: Anchor | None) -> tuple[int, int]:
-    """Deal ``deal_id``'s price and session, from its record proven with an ``anchor``
-    (deals are public state), the node's word without."""
+def _deal_terms(client: NodeClient, deal_id: int, anchor: Anchor | None) -> tuple[int, int, int]:
+    """Deal ``deal_id``'s listing, price and session, from its record proven with an
+    ``anchor`` (deals are public state), the node's word without."""
     what = f"deal {deal_id}"
     if anchor is None:
         deal = object_field(client.get(f"/v1/deals/{deal_id}"), "deal", what)
-        return int_field(deal, "price", what), int_field(deal, "session_id", what)
+        return (
+            int_field(deal, "listing_id", what),
+            int_field(deal, "price", what),
+            int_field(deal, "session_id", what),
+        )
     raw, height = anchor.prove(client, deal_key(deal_id))
     if raw is None:
         raise NodeError("not_found", f"{what} has no record at height {height}")
     proven = Deal.decode(raw)
-    return proven.price, proven.session_id
+    return proven.listing_id, proven.price, proven.session_id
 
 
 def _order_ref_command(name: str, tx_type: str, doc: str) -> None:

@@ -93,7 +93,7 @@ def answers() -> dict[str, Any]:
                 "media_hash": "",
             }
         },
-        "deal": {"deal": {"price": 400, "session_id": 3}},
+        "deal": {"deal": {"listing_id": 1, "price": 400, "session_id": 3}},
         "auction": {"auction": {"merchant": MERCHANT, "session_id": 1}},
         "merchant": {"merchant": {"name": "Shop", "profile": "", "enc_key": SEAL_KEY}},
         "order": {"order": {"escrow": 500}},
@@ -461,6 +461,7 @@ COMMERCE_FIELDS = [
     (PLACE, "listing", ("listing", "merchant"), "address"),
     (PLACE, "merchant", ("merchant",), "object"),
     (PLACE, "merchant", ("merchant", "enc_key"), "key"),
+    (DEAL, "deal", ("deal", "listing_id"), "u64"),
     (DEAL, "deal", ("deal", "price"), "u64"),
     (DEAL, "deal", ("deal", "session_id"), "u64"),
     (BID, "auction", ("auction", "merchant"), "address"),
@@ -498,6 +499,15 @@ async def test_a_merchant_without_a_key_to_seal_to_is_refused(node, keyring):
     done = await run(node, *as_alice(keyring, *PLACE))
     assert done.exit_code == 2, done.output
     assert "error: invalid_key: " in done.output and "no X25519 key" in done.output
+    assert node.signed == []
+
+
+async def test_an_order_through_a_deal_of_another_listing_is_refused_unsigned(node, keyring):
+    # The chain refuses it (deal_mismatch), yet charges its fee.
+    node.set("deal", ("deal", "listing_id"), 2)
+    done = await run(node, *as_alice(keyring, *DEAL))
+    assert done.exit_code == 2, done.output
+    assert "error: deal_mismatch: deal 4 sells listing 2, not listing 1" in done.output
     assert node.signed == []
 
 

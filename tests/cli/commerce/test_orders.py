@@ -205,6 +205,26 @@ async def test_an_order_signs_the_terms_the_records_prove(tmp_path, monkeypatch)
         assert (doc["order"]["unit_price"], doc["order"]["session_id"]) == (DEAL_PRICE, 1)
 
 
+async def test_an_order_through_a_deal_of_another_listing_is_refused_unsigned(
+    tmp_path, monkeypatch
+):
+    """Deal 1 sells listing 1: an order of listing 2 through it is refused before it is
+    signed (the chain would refuse it, and charge its fee), the deal's listing being the
+    one its record proves."""
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        merchant = Actor("merchant")
+        other = tx.CreateListing("Kettle", "Copper", PRICE, 5, b"")
+        await d.run(merchant.key, tx.CREATE_LISTING, other)
+        posted: list[str] = []
+        watch_sends(monkeypatch, posted)
+        by_deal = ("order", "place", "2", "--deal", "1", "--address", ADDRESS)
+        done = await cli(d, keyring, *by_deal, "--genesis", str(genesis))
+        assert done.exit_code == 2, (done.stdout, done.stderr)
+        assert "error: deal_mismatch: deal 1 sells listing 1, not listing 2" in done.stderr
+        assert posted == []
+
+
 async def test_a_node_naming_another_merchant_gets_no_bid_sealed_to_it(tmp_path, monkeypatch):
     async with running_driver(tmp_path / "node") as d:
         keyring, genesis = await shop(d, tmp_path)
