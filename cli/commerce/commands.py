@@ -54,6 +54,13 @@ SEALED_TO = (
     SIGNED_FOR + ", and the merchant and X25519 key the address is sealed to (a node that "
     "shows its own key opens the address),"
 )
+# ``order place`` also signs the listing's terms (or the deal's) as the node shows them.
+ORDERED = (
+    SIGNED_FOR + ", the merchant and X25519 key the address is sealed to (a node that "
+    "shows its own key opens the address), and the price, version and currency signed "
+    "(the listing's; with --deal, the deal's price and session: a node that lies about "
+    "them has the order fail, for its fee),"
+)
 # ``listing update`` and ``merchant update``: the fields the user leaves unchanged are
 # re-signed at their current values, read from records proven against the genesis.
 keep_genesis_option = trusted_genesis_option(
@@ -123,14 +130,20 @@ class TxOpts:
 
 
 def tx_command(
-    group: click.Group, name: str, *, seals: bool = False, keeps: bool = False
+    group: click.Group,
+    name: str,
+    *,
+    seals: bool = False,
+    keeps: bool = False,
+    unanchored: str | None = None,
 ) -> Callable[[Callable[..., None]], click.Command]:
     """A transaction command of ``group``: the shared options arrive as one ``TxOpts``,
     with the trusted genesis (``--genesis``, else the keyring's pin) as its anchor.
     ``seals``: the command seals an address to a key the anchor proves; ``keeps``: it
     re-signs the current values of fields the user leaves unchanged, read from records
-    the anchor proves."""
-    unanchored = SEALED_TO if seals else KEPT if keeps else SIGNED_FOR
+    the anchor proves. ``unanchored``: what the warning without an anchor names as the
+    node's word, where it is more than ``seals`` or ``keeps`` say."""
+    warning = unanchored or (SEALED_TO if seals else KEPT if keeps else SIGNED_FOR)
     genesis_opt = (
         seal_genesis_option if seals else keep_genesis_option if keeps else tx_genesis_option
     )
@@ -148,7 +161,7 @@ def tx_command(
             genesis_file: Path | None,
             **kwargs: Any,
         ) -> None:
-            anchor = command_anchor(keyring, genesis_file, unanchored)
+            anchor = command_anchor(keyring, genesis_file, warning)
             opts = TxOpts(keyring, sender, fee, nonce, wait, node_url, not no_simulate, anchor)
             fn(opts, **kwargs)
 

@@ -36,6 +36,7 @@ from cli.commerce.commands import (
     AMOUNT,
     BPS,
     ID,
+    ORDERED,
     U64,
     TxOpts,
     _echo_json,
@@ -59,7 +60,7 @@ def order() -> None:
     """Place and settle orders."""
 
 
-@tx_command(order, "place", seals=True)
+@tx_command(order, "place", seals=True, unanchored=ORDERED)
 @click.argument("listing_id", type=ID)
 @click.option("--quantity", type=AMOUNT, default=1, show_default=True)
 @click.option(

@@ -502,6 +502,20 @@ async def test_a_merchant_without_a_key_to_seal_to_is_refused(node, keyring):
     assert node.signed == []
 
 
+@pytest.mark.parametrize("argv", [PLACE, DEAL], ids=" ".join)
+async def test_an_order_without_a_trusted_genesis_names_every_field_taken_on_trust(
+    node, keyring, argv
+):
+    # The merchant and its key, and the terms signed: the listing's price, version and
+    # currency (a deal's price and session), all as the node shows them.
+    done = await run(node, *as_alice(keyring, *argv))
+    assert done.exit_code == 0, done.output
+    warning = " ".join(line for line in done.stderr.splitlines() if "node's word" in line)
+    assert "the merchant and X25519 key the address is sealed to" in warning, done.stderr
+    assert "the price, version and currency signed" in warning, done.stderr
+    assert "with --deal, the deal's price and session" in warning, done.stderr
+
+
 async def test_an_order_through_a_deal_of_another_listing_is_refused_unsigned(node, keyring):
     # The chain refuses it (deal_mismatch), yet charges its fee.
     node.set("deal", ("deal", "listing_id"), 2)
