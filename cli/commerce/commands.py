@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from cli import human
-from cli.client import NodeClient, answer_field, int_field
+from cli.client import NodeClient, NodeError, answer_field, int_field
 from cli.commerce.client import CommerceClient
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
 from cli.main import (
@@ -222,18 +222,37 @@ def _hex32(text: str, what: str) -> bytes:
 # lets a block time run more than MAX_TIME_PRECISION_MS (a minute) ahead of an honest
 # producer's clock; the rest allows for this machine's own clock being behind.
 BLOCK_TIME_AHEAD_MS = MAX_TIME_PRECISION_MS + 4 * 60_000
+# How far behind this machine's clock it may be. A chain makes a block every block
+# interval, idle or not (half a second by default), so a following node's latest block
+# is seconds old; the same allowance as ahead covers this machine's clock being ahead.
+BLOCK_TIME_BEHIND_MS = BLOCK_TIME_AHEAD_MS
 
 
 def _now_ms(client: NodeClient) -> int:
     """ "Now" for a time the user signs: the latest block time (the wall clock before
     the first block). Event times and deal starts may not be after the block time that
-    includes them; the latest block's time is safe."""
+    includes them; the latest block's time is safe. A node whose latest block is far
+    behind the wall clock is refused (``stale_node``), not replaced by the wall clock:
+    that one may be ahead of the chain's time, and the node's other answers (the nonce,
+    the simulation) are as stale as its time."""
     wall = int(time.time() * 1000)
     status = client.status()
     if answer_field(status, "latest_block_time_ms", "status") is None:
         return wall
     # A time far ahead of every clock would date what is signed into the future.
-    return int_field(status, "latest_block_time_ms", "status", 1, wall + BLOCK_TIME_AHEAD_MS)
+    latest = int_field(status, "latest_block_time_ms", "status", 1, wall + BLOCK_TIME_AHEAD_MS)
+    # One far behind (a node that stopped following the chain, a halted chain, or a node
+    # lying) would date it into the past: a deal "in 1h" could end before it is sent.
+    if latest < wall - BLOCK_TIME_BEHIND_MS:
+        raise NodeError(
+            "stale_node",
+            f"the node's latest block time is {latest}, {(wall - latest) // 60_000} minutes "
+            "behind this machine's clock: the node does not follow the chain (or the chain "
+            "halted, or this clock is ahead), and a time dated from it would be in the past; "
+            "nothing was signed. Point --node at a node that follows the chain, or give the "
+            "time in epoch milliseconds",
+        )
+    return latest
 
 
 def _when(client: NodeClient, when: human.When | None, ms: int | None, what: str) -> int:

@@ -52,7 +52,9 @@ def answers() -> dict[str, Any]:
             "chain_id": GENESIS.chain_id,
             "genesis_hash": GENESIS.hash.hex(),
             "height": 5,
-            "latest_block_time_ms": NOW_MS - 1_000,
+            # A second ago: the node follows the chain (a test may run minutes after
+            # the module is imported, and a block time minutes old is a stale node's).
+            "latest_block_time_ms": int(time.time() * 1000) - 1_000,
             # The node's key, which a signed read is signed for.
             "validator": "00" * 32,
         },
@@ -415,6 +417,34 @@ async def test_a_bad_block_time_is_not_signed_as_now(node, keyring, bad):
     done = await run(node, *argv, "--from", "alice", "--keyring", str(keyring))
     refused_as_bad_answer(done, "latest_block_time_ms")
     assert node.signed == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["live", "deal", "1", "1", "--price", "5", "--allocation", "1", "--end", "in 1h"],
+        ["live", "deal", "1", "1", "--price", "5", "--allocation", "1"],
+        ["item", "register", "4006381333931", "S1", "--description", "d", "--read-point", "r"],
+    ],
+    ids=["deal ending in 1h", "deal from now", "item event now"],
+)
+async def test_a_block_time_far_behind_the_clock_is_not_signed_as_now(node, keyring, argv):
+    # A node that stopped following the chain (or lies) an hour ago: a deal "in 1h"
+    # from its "now" ends as it is sent, and an event would be dated an hour early.
+    node.set("status", ("latest_block_time_ms",), NOW_MS - 3_600_000)
+    done = await run(node, *as_alice(keyring, *argv))
+    assert done.exit_code == 2, done.output
+    assert "error: stale_node: the node's latest block time is " in done.output, done.output
+    assert "minutes behind this machine's clock" in done.output, done.output
+    assert node.signed == []
+
+
+async def test_a_block_time_a_few_seconds_old_is_now(node, keyring):
+    node.set("status", ("latest_block_time_ms",), int(time.time() * 1000) - 20_000)
+    argv = ["live", "deal", "1", "1", "--price", "5", "--allocation", "1"]
+    done = await run(node, *as_alice(keyring, *argv))
+    assert done.exit_code == 0, done.output
+    assert len(node.signed) == 2
 
 
 async def test_before_the_first_block_now_is_the_clock(node, keyring):
