@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -26,7 +26,7 @@ from cli.devnet import devnet_env, run_devnet
 from cli.keyring import Keyring
 from cli.keys import keys
 from cli.light import CheckpointStore, fetch_certified_header, producers_at
-from cli.send import fail, hint_for, submit_tx
+from cli.send import fail, hint_for, output_failed, output_refused, submit_tx
 from cli.trust import SIGNED_FOR, command_anchor, proof_anchor
 from core import LiveLedgerError, format_address, parse_address
 from genesis import Genesis
@@ -106,16 +106,39 @@ def clear_errors(fn: _F) -> _F:
             fail(getattr(exc, "code", None), str(exc))
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except Exception as exc:
-            # A bug: say so in a sentence; LIVELEDGER_DEBUG=1 shows the traceback.
-            if os.environ.get("LIVELEDGER_DEBUG"):
+        except OSError as exc:
+            # The output's own failure ends every command in one place (_Commands).
+            if output_refused(exc):
                 raise
-            fail(None, f"unexpected failure ({exc}); LIVELEDGER_DEBUG=1 shows where", 1)
+            _unexpected(exc)
+        except Exception as exc:
+            _unexpected(exc)
 
     return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
-@click.group()
+def _unexpected(exc: Exception) -> NoReturn:
+    # A bug: say so in a sentence; LIVELEDGER_DEBUG=1 shows the traceback.
+    if os.environ.get("LIVELEDGER_DEBUG"):
+        raise exc
+    fail(None, f"unexpected failure ({exc}); LIVELEDGER_DEBUG=1 shows where", 1)
+
+
+class _Commands(click.Group):
+    """The ``liveledger`` group: every command, whatever catches its errors, and click's
+    own help, end the same way once the output refuses a line
+    (``cli.send.output_failed``)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except OSError as exc:
+            if not output_refused(exc):
+                raise
+            output_failed(exc)
+
+
+@click.group(cls=_Commands)
 @click.option("--log-level", default="INFO", show_default=True, help="Log level of node processes.")
 @click.pass_context
 def main(ctx: click.Context, log_level: str) -> None:

@@ -22,10 +22,15 @@
 Every failure is one line ``error: <code>: <message>`` on stderr, epoch-millisecond
 times in it with their ISO form, and where the fix is not obvious a ``hint:`` line;
 exit 2 when the node refused before any block, 3 for an execution error.
+
+A stdout that refuses output ends any command with exit 1 (``output_failed``):
+quietly once its reader went (``liveledger ... | head``), else with why (a full disk).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -63,6 +68,35 @@ def fail(code: str | None, message: str, status: int = EXIT_REFUSED, hint: str =
     if hint:
         click.echo(f"hint: {hint}", err=True)
     sys.exit(status)
+
+
+def output_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is an output stream refusing a line (a closed pipe, a full disk),
+    not a file's or a node's: every line the CLI prints goes through ``click.echo``, so
+    an ``OSError`` raised in it is the output's."""
+    if not isinstance(exc, OSError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is click.utils.echo.__code__:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def output_failed(exc: OSError, what: str = "the output") -> NoReturn:
+    """End the command once stdout refused ``what`` (``exc`` says why): exit 1, quietly
+    when its reader went (nobody reads a reason), else with why on stderr."""
+    # Python flushes stdout again at exit, and would print its own error there (and
+    # exit 120): what is left unprinted goes nowhere (a stdout with no descriptor, as
+    # a test's, keeps it).
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if not isinstance(exc, BrokenPipeError):
+        # Stderr may be what refused: then nothing can be said.
+        with contextlib.suppress(OSError):
+            fail(None, f"cannot print {what}: {exc}", 1)
+    sys.exit(1)
 
 
 def hint_for(exc: NodeError, nonce: int | None = None, explicit_nonce: bool = False) -> str:
@@ -275,4 +309,13 @@ def _simulate(client: NodeClient, raw: bytes, nonce: int, explicit: bool) -> Non
         )
 
 
-__all__ = ["EXIT_FAILED", "EXIT_REFUSED", "fail", "hint_for", "sign_and_send", "submit_tx"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_REFUSED",
+    "fail",
+    "hint_for",
+    "output_failed",
+    "output_refused",
+    "sign_and_send",
+    "submit_tx",
+]

@@ -20,10 +20,7 @@ left of a deal that has none.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import sys
 import time
 from typing import Any
 
@@ -31,7 +28,7 @@ import click
 
 from cli import human
 from cli.client import NodeClient, NodeError, reading_answer
-from cli.send import fail
+from cli.send import output_failed
 
 STOCK_LEFT = "commerce.stock_left"
 # Close codes after which the watcher reconnects: the server stopping, a slow reader,
@@ -50,7 +47,11 @@ def present(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class _OutputFailed(Exception):
-    """Stdout refused a line (``__cause__`` says why): the watch's own end, not the feed's."""
+    """Stdout refused a line (``error`` says why): the watch's own end, not the feed's."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def watch_session(node_url: str, session_id: int, start: str | None, retry_for: float) -> None:
@@ -61,14 +62,7 @@ def watch_session(node_url: str, session_id: int, start: str | None, retry_for: 
     try:
         asyncio.run(_follow(client.url, session_id, start, retry_for))
     except _OutputFailed as exc:
-        # Python flushes stdout again at exit, and would print its own error there (and
-        # exit 120): what is left unprinted goes nowhere (a stdout with no descriptor,
-        # as a test's, keeps it).
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        if isinstance(exc.__cause__, BrokenPipeError):
-            sys.exit(1)  # the reader is gone: nobody reads a reason
-        fail(None, f"cannot print the feed's events: {exc.__cause__}", 1)
+        output_failed(exc.error, "the feed's events")
 
 
 def _print(line: str) -> None:
@@ -76,7 +70,7 @@ def _print(line: str) -> None:
     try:
         click.echo(line)
     except OSError as exc:
-        raise _OutputFailed from exc
+        raise _OutputFailed(exc) from exc
 
 
 async def _follow(base: str, session_id: int, position: str | None, retry_for: float) -> None:
