@@ -138,15 +138,39 @@ def proven_state(
     height: proven against the height's header, whose certificate is checked against
     the producers derived from ``genesis`` (from ``store``'s checkpoint on). Nothing the
     node says is taken on its word."""
-    doc = client.get(f"/v1/state/{key.hex()}")
+    value, header = proven_value(client, genesis, key, store)
+    return value, header.height
+
+
+def proven_value(
+    client: NodeClient,
+    genesis: Genesis,
+    key: bytes,
+    store: CheckpointStore | None = None,
+    at: BlockHeader | None = None,
+) -> tuple[bytes | None, BlockHeader]:
+    """``proven_state``'s value of ``key``, and the certified header it is proven against.
+    ``at``: a header this function returned before for ``genesis``: the value at its
+    height, proven against it, with neither the header nor its certificate fetched again
+    (the proof is checked against its state root all the same)."""
+    path = f"/v1/state/{key.hex()}" + ("" if at is None else f"?height={at.height}")
+    doc = client.get(path)
     with reading_answer(f"state answer for key {key.hex()}"):
         height = _height(doc["height"])
         value = bytes.fromhex(doc["value"]) if doc["value"] is not None else None
         proof = StateProof.decode(bytes.fromhex(doc["proof"]))
-    validators = producers_at(client, genesis, height, store)
-    header = fetch_certified_header(client, genesis, height, validators)
+    if at is None:
+        validators = producers_at(client, genesis, height, store)
+        header = fetch_certified_header(client, genesis, height, validators)
+    elif height != at.height:
+        raise NodeError(
+            "proof_mismatch",
+            f"asked for key {key.hex()} at height {at.height}, the node answered at {height}",
+        )
+    else:
+        header = at
     verify_proof(header.state_root, key, value, proof)
-    return value, height
+    return value, header
 
 
 def producers_at(

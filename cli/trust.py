@@ -37,16 +37,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
 from cli.client import NodeClient, NodeError, answer_field, str_field
-from cli.light import Checkpoint, proven_state
+from cli.light import Checkpoint, proven_value
 from consensus.staking_state import ProducerSet
-from core import LiveLedgerError
+from core import BlockHeader, LiveLedgerError
 from core.errors import Invalid
 from core.files import read_regular_file
 from core.keystore import atomic_write
@@ -118,14 +118,30 @@ def pin_genesis(keyring: Path, genesis: Genesis, *, replace: bool = False) -> bo
     return True
 
 
+@dataclass(slots=True)
+class Verified:
+    """What a command verified through its anchor already: the nodes whose status
+    showed the anchor's chain, and the certified header its proofs are made against
+    (``header_url``'s; None before the first proof)."""
+
+    nodes: set[str] = field(default_factory=set)
+    header: BlockHeader | None = None
+    header_url: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Anchor:
     """The genesis a command trusts, where it came from (for messages), and the cache
-    of producer sets verified from it (None: no keyring to keep one in)."""
+    of producer sets verified from it (None: no keyring to keep one in).
+
+    Each command makes its own (``anchor_of``): what it verified (``verified``) holds
+    for the command's run, so its proofs are made against one certified header, at one
+    height, fetched and checked once, and the node's chain checked once."""
 
     genesis: Genesis
     source: str
     cache: ProducerCache | None = None
+    verified: Verified = field(default_factory=Verified, compare=False, repr=False)
 
     def check(self, status: Mapping[str, Any], url: str) -> str:
         """The chain id to sign for (the anchor's), once the node's status shows that
@@ -145,18 +161,29 @@ class Anchor:
                 f"the node at {url} runs genesis {status.get('genesis_hash')}, {self.source} "
                 f"is {genesis_hash}: nothing was signed or sent",
             )
+        self.verified.nodes.add(url)
         return chain_id
 
     def check_node(self, client: NodeClient) -> str:
-        """``check`` against the node's status, fetched now."""
+        """``check`` against the node's status, fetched now unless this command saw it
+        show the anchor's chain already."""
+        if client.url in self.verified.nodes:
+            return self.genesis.chain_id
         return self.check(client.status(), client.url)
 
     def prove(self, client: NodeClient, key: bytes) -> tuple[bytes | None, int]:
         """The value of state ``key`` (None: absent) and the final height it is proven
-        at, against a header certified from this genesis (``cli.light.proven_state``);
-        a node of another chain is refused by name rather than by a failed certificate."""
+        at, against a header certified from this genesis (``cli.light.proven_value``);
+        a node of another chain is refused by name rather than by a failed certificate.
+        The command's first proof is at the node's latest final height, and the others
+        at that height, against the same header: one certificate checked, and every
+        record the command reads of one state."""
         self.check_node(client)
-        return proven_state(client, self.genesis, key, self.cache)
+        seen = self.verified
+        at = seen.header if seen.header_url == client.url else None
+        value, header = proven_value(client, self.genesis, key, self.cache, at)
+        seen.header, seen.header_url = header, client.url
+        return value, header.height
 
 
 def anchor_of(

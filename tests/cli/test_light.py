@@ -294,3 +294,24 @@ def test_a_malformed_state_answer_is_the_node_s_fault(tmp_path, answer):
     with pytest.raises(NodeError) as info:
         light.proven_state(Node(), genesis, b"\x14key")
     assert info.value.code == "bad_answer", info.value
+
+
+def test_a_state_answer_at_another_height_than_the_header_s_is_refused(tmp_path):
+    # A proof against a header certified before is asked at its height: an answer at
+    # another is refused by name (its proof would not verify against that root anyway).
+    from cli.light import proven_value
+
+    genesis = create_localnet(tmp_path / "net", 1, "").genesis
+    header = BlockHeader.decode(bytes.fromhex(_header_of_height_3(genesis.chain_id)))
+    asked: list[str] = []
+
+    class Node:
+        def get(self, path):
+            asked.append(path)
+            return {"height": 4, "value": None, "proof": EMPTY_PROOF}
+
+    with pytest.raises(NodeError) as info:
+        proven_value(Node(), genesis, b"\x14key", at=header)
+    assert info.value.code == "proof_mismatch", info.value
+    assert "at height 3, the node answered at 4" in info.value.message
+    assert asked == ["/v1/state/146b6579?height=3"]

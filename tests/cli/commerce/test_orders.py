@@ -225,6 +225,33 @@ async def test_an_order_through_a_deal_of_another_listing_is_refused_unsigned(
         assert posted == []
 
 
+async def test_an_order_checks_one_certified_header_for_all_its_proofs(tmp_path, monkeypatch):
+    """``order place --deal`` proves the listing, the deal and the merchant's key: all
+    three against one certified header, at one height, fetched once, and the node's
+    chain read once for them."""
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        asked: list[str] = []
+        get = NodeClient.get
+
+        def counted_get(self: NodeClient, path: str) -> Any:
+            asked.append(path)
+            return get(self, path)
+
+        monkeypatch.setattr(NodeClient, "get", counted_get)
+        by_deal = ("order", "place", "1", "--deal", "1", "--address", ADDRESS)
+        done = await cli(d, keyring, *by_deal, "--genesis", str(genesis))
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        proofs = [p for p in asked if p.startswith("/v1/state/")]
+        blocks = [p for p in asked if p.startswith("/v1/blocks/")]
+        assert len(proofs) == 3, asked
+        assert len(blocks) == 1, asked
+        height = blocks[0].removeprefix("/v1/blocks/").partition("?")[0]
+        assert all(p.endswith(f"?height={height}") for p in proofs[1:]), asked
+        # Once for the proofs, once for the head height the transaction expires after.
+        assert asked.count("/v1/status") == 2, asked
+
+
 async def test_a_node_naming_another_merchant_gets_no_bid_sealed_to_it(tmp_path, monkeypatch):
     async with running_driver(tmp_path / "node") as d:
         keyring, genesis = await shop(d, tmp_path)
