@@ -21,10 +21,14 @@ from collections.abc import Callable
 from apps.commerce import keys
 from apps.commerce.model import Deadline, DeadlineKind, QueueMeta
 from apps.commerce.store import load
+from core.codec import constructor
 from core.errors import NodeFault
 from vm.state import Overlay, StateView
 
 _EMPTY = QueueMeta(0, 0)
+# Every order, shipment and settlement schedules a deadline: built slot by slot.
+_new_deadline = constructor(Deadline)
+_new_meta = constructor(QueueMeta)
 
 
 def schedule(state: Overlay, kind: DeadlineKind, due_ms: int, order_id: int) -> None:
@@ -35,10 +39,10 @@ def schedule(state: Overlay, kind: DeadlineKind, due_ms: int, order_id: int) -> 
         last_key = keys.deadline_entry_key(kind, meta.tail - 1)
         last = load(state, last_key, Deadline)
         if last is not None and last.due_ms == due_ms and last.first_order + last.count == order_id:
-            state.set_obj(last_key, Deadline(due_ms, last.first_order, last.count + 1))
+            state.set_obj(last_key, _new_deadline(due_ms, last.first_order, last.count + 1))
             return
-    state.set_obj(keys.deadline_entry_key(kind, meta.tail), Deadline(due_ms, order_id, 1))
-    state.set_obj(qkey, QueueMeta(meta.head, meta.tail + 1))
+    state.set_obj(keys.deadline_entry_key(kind, meta.tail), _new_deadline(due_ms, order_id, 1))
+    state.set_obj(qkey, _new_meta(meta.head, meta.tail + 1))
 
 
 def pop_due(
@@ -74,7 +78,7 @@ def pop_due(
             n += 1
         if n < entry.count:
             # Out of budget: the rest of the run waits for the next block.
-            state.set_obj(ekey, Deadline(entry.due_ms, entry.first_order + n, entry.count - n))
+            state.set_obj(ekey, _new_deadline(entry.due_ms, entry.first_order + n, entry.count - n))
             break
         state.delete(ekey)
         head += 1
@@ -82,7 +86,7 @@ def pop_due(
         if head == meta.tail:
             state.delete(qkey)
         else:
-            state.set_obj(qkey, QueueMeta(head, meta.tail))
+            state.set_obj(qkey, _new_meta(head, meta.tail))
     return spent
 
 

@@ -25,6 +25,7 @@ from apps.commerce.model import (
     role_names,
 )
 from apps.commerce.params import CommerceGenesis
+from core.codec import constructor
 from core.errors import NodeFault
 from core.keys import format_address
 from vm.accounts import NATIVE
@@ -34,6 +35,10 @@ from vm.registry import TxFailed
 from vm.state import Overlay, StateView, read_obj
 
 _ZERO_ESCROW = Escrow(0, 0)
+# Every order and settlement writes an escrow total, every order an id counter: built
+# slot by slot (``constructor``), not through the dataclass's ``__init__``.
+_new_escrow = constructor(Escrow)
+_new_counter = constructor(Counter)
 # A libsodium sealed box adds a 32-byte ephemeral key and a 16-byte tag.
 SEALED_OVERHEAD = 48
 _NO_ROLES = RoleRecord(0, b"")
@@ -197,7 +202,7 @@ def next_id(state: Overlay, kind: int) -> int:
     key = keys.counter_key(kind)
     counter = state.get_obj(key, Counter)
     value = 1 if counter is None else counter.next
-    state.set_obj(key, Counter(checked_add(value, 1, "id counter")))
+    state.set_obj(key, _new_counter(checked_add(value, 1, "id counter")))
     return value
 
 
@@ -240,13 +245,13 @@ def escrow_in(
     held = escrow(state, currency)
     total = checked_add(held.held, amount, "escrow held")
     orders = checked_add(held.open_orders, 1, "open orders") if opens_order else held.open_orders
-    state.set_obj(keys.escrow_key(currency), Escrow(total, orders))
+    state.set_obj(keys.escrow_key(currency), _new_escrow(total, orders))
 
 
 def escrow_open_order(state: Overlay, currency: str = NATIVE) -> None:
     """A won auction's bid, already held in ``currency``, becomes an open order's escrow."""
     held = escrow(state, currency)
-    state.set_obj(keys.escrow_key(currency), Escrow(held.held, held.open_orders + 1))
+    state.set_obj(keys.escrow_key(currency), _new_escrow(held.held, held.open_orders + 1))
 
 
 def escrow_out(state: Overlay, amount: int, closes_order: bool, currency: str = NATIVE) -> None:
@@ -257,7 +262,7 @@ def escrow_out(state: Overlay, amount: int, closes_order: bool, currency: str = 
         raise NodeFault(
             f"escrow {held} {currency} cannot pay out {amount}: escrow invariant broken"
         )
-    left = Escrow(held.held - amount, held.open_orders - int(closes_order))
+    left = _new_escrow(held.held - amount, held.open_orders - int(closes_order))
     # An empty escrow is stored as absence, like an empty account.
     if left.held == 0 and left.open_orders == 0:
         state.delete(keys.escrow_key(currency))
