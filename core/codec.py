@@ -338,15 +338,23 @@ def _mutable_twin(cls: type, names: list[str]) -> type | None:
     slots = cls.__dict__.get("__slots__")
     if len(names) < 2 or not isinstance(slots, tuple) or sorted(slots) != sorted(names):
         return None
-    twin = type(f"{cls.__name__}Builder", cls.__bases__, {"__slots__": slots})
+    # The one base the layout comes from (``__base__``; any other adds no slots, or the
+    # probe below refuses): making a class runs each base's ``__init_subclass__``, and
+    # the twin is no class of theirs (``Generic`` refuses a plain subclass, a registry of
+    # subclasses would list it).
+    base = cls.__base__
     # A base's own ``__setattr__`` (a frozen dataclass parent) would refuse the writes.
-    if twin.__setattr__ is not object.__setattr__:  # type: ignore[comparison-overlap]  # a slot wrapper
+    # Checked before the twin is made: it would stay listed among the parent's
+    # subclasses, as one more dataclass.
+    if base is None or base.__setattr__ is not object.__setattr__:  # type: ignore[comparison-overlap]  # a slot wrapper
         return None
     try:
+        twin = type(f"{cls.__name__}Builder", (base,), {"__slots__": slots})
         probe: Any = object.__new__(twin)
         probe.__class__ = cls
-    except TypeError:
-        # Layouts the interpreter does not take as the same.
+    except Exception:
+        # A base that refuses the twin, or layouts the interpreter does not take as the
+        # same: the slots are set through their descriptors.
         return None
     return twin
 

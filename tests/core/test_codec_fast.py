@@ -295,3 +295,61 @@ def test_a_class_with_many_checked_fields_still_gets_a_decoder():
     assert big.decode(obj.encode()) == obj
     with pytest.raises(core.DecodeError):
         big.decode(obj.encode()[:-1])
+
+
+_P = typing.TypeVar("_P")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Generic(Wire, typing.Generic[_P]):
+    a: int
+    b: bytes
+
+
+def test_a_generic_class_gets_a_codec():
+    # Making the constructor's builder class from every base ran ``Generic``'s
+    # ``__init_subclass__``, which refuses a plain subclass: the class had no codec.
+    obj = _Generic(1, b"x")
+    assert _Generic.decode(obj.encode()) == obj
+    made = constructor(_Generic)(1, b"x")
+    assert type(made) is _Generic and made == obj and hash(made) == hash(obj)
+
+
+class _Registry:
+    """A base that lists its subclasses, as a registry of message types would."""
+
+    __slots__ = ()
+    listed: typing.ClassVar[list[str]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _Registry.listed.append(cls.__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Listed(Wire, _Registry):
+    a: int
+    b: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Kind(Wire):
+    """A frozen parent with no fields of its own."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _OfKind(_Kind):
+    a: int
+    b: int
+
+
+def test_building_records_makes_no_class_a_base_sees():
+    # The builder class is the constructor's own: a base's ``__init_subclass__`` must
+    # not list it, and a class under a frozen parent (which gets none) makes none, that
+    # would show among the parent's subclasses as one more dataclass (the classes
+    # tests walk as every Wire class).
+    made = constructor(_Listed)(1, 2)
+    assert made == _Listed(1, 2) and _Listed.decode(made.encode()) == made
+    assert set(_Registry.listed) == {"_Listed"}
+    assert constructor(_OfKind)(1, 2) == _OfKind(1, 2)
+    assert {c.__name__ for c in _Kind.__subclasses__()} == {"_OfKind"}
