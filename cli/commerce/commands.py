@@ -262,6 +262,10 @@ def _when(client: NodeClient, when: human.When | None, ms: int | None, what: str
         raise click.UsageError(f"give --{what} or --{what}-ms, not both")
     if ms is not None:
         return ms
+    # A time given in full needs no "now": a stale node's (``_now_ms``) is no reason to
+    # refuse it.
+    if when is not None and when.absolute_ms is not None:
+        return when.absolute_ms
     now = _now_ms(client)
     return now if when is None else when.resolve(now)
 

@@ -24,7 +24,6 @@ from cli.commerce.commands import (
     ID,
     U64,
     TxOpts,
-    _now_ms,
     _when,
     read_command,
     tx_command,
@@ -112,7 +111,7 @@ def live_deal(
     elif (length := parse_duration(end)) is not None:
         closes = opens + length
     else:
-        closes = WHEN.convert(end, None, None).resolve(_now_ms(client))
+        closes = _when(client, WHEN.convert(end, None, None), None, "end")
     if closes <= opens:
         raise click.BadParameter(
             f"the deal would end at {iso(closes)}, not after its start {iso(opens)}",

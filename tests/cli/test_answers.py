@@ -439,6 +439,25 @@ async def test_a_block_time_far_behind_the_clock_is_not_signed_as_now(node, keyr
     assert node.signed == []
 
 
+@pytest.mark.parametrize(
+    "times",
+    [
+        ["--start", "2099-01-01T10:00Z", "--end", "2099-01-01T11:00Z"],
+        ["--start", "4070944800000", "--end", "4070948400000"],
+        ["--start-ms", "4070944800000", "--end", "2099-01-01T11:00Z"],
+    ],
+    ids=["iso", "epoch-ms", "end-iso"],
+)
+async def test_a_time_given_in_full_needs_no_now_from_the_node(node, keyring, times):
+    # Only a time relative to "now" is dated from the node's latest block: one given in
+    # full is signed as given, whatever the node's clock (stale here).
+    node.set("status", ("latest_block_time_ms",), NOW_MS - 3_600_000)
+    argv = ["live", "deal", "1", "1", "--price", "5", "--allocation", "1", *times]
+    done = await run(node, *as_alice(keyring, *argv))
+    assert done.exit_code == 0, done.output
+    assert len(node.signed) == 2
+
+
 async def test_a_block_time_a_few_seconds_old_is_now(node, keyring):
     node.set("status", ("latest_block_time_ms",), int(time.time() * 1000) - 20_000)
     argv = ["live", "deal", "1", "1", "--price", "5", "--allocation", "1"]
