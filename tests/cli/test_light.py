@@ -315,3 +315,36 @@ def test_a_state_answer_at_another_height_than_the_header_s_is_refused(tmp_path)
     assert info.value.code == "proof_mismatch", info.value
     assert "at height 3, the node answered at 4" in info.value.message
     assert asked == ["/v1/state/146b6579?height=3"]
+
+
+def _leaf_proof(key: bytes, value: bytes) -> str:
+    from storage.state_tree import ProofLeaf, key_path, value_hash
+
+    return StateProof((), ProofLeaf(key_path(key), value_hash(value))).encode().hex()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # A value with a proof of absence.
+        {"height": 3, "value": "01", "proof": EMPTY_PROOF},
+        # Another key's value, proven (against another root).
+        {"height": 3, "value": "01", "proof": _leaf_proof(b"\x14other", b"\x01")},
+        # The key's own leaf, under a root that is not the header's.
+        {"height": 3, "value": "01", "proof": _leaf_proof(b"\x14key", b"\x01")},
+    ],
+    ids=["absence-proof", "other-key", "other-root"],
+)
+def test_an_answer_at_a_reused_header_s_height_is_checked_against_its_root(tmp_path, answer):
+    # The header is not fetched again, but the proof is: a node may not pick the value.
+    from cli.light import proven_value
+
+    genesis = create_localnet(tmp_path / "net", 1, "").genesis
+    header = BlockHeader.decode(bytes.fromhex(_header_of_height_3(genesis.chain_id)))
+
+    class Node:
+        def get(self, path):
+            return answer
+
+    with pytest.raises(InvalidProof):
+        proven_value(Node(), genesis, b"\x14key", at=header)
