@@ -9,7 +9,11 @@ the same list both ways.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import gc
+import pickle
+import sys
 import types
 import typing
 from typing import Any
@@ -251,6 +255,13 @@ def test_constructor_builds_what_the_class_builds(cls, data):
     made = constructor(cls)(*values)
     assert type(made) is cls
     assert made == obj and hash(made) == hash(obj) and repr(made) == repr(obj)
+    # Built as another class and switched to ``cls``: nothing of that may show.
+    assert sys.getsizeof(made) == sys.getsizeof(obj)
+    assert gc.is_tracked(made) == gc.is_tracked(obj)
+    assert copy.copy(made) == obj and copy.deepcopy(made) == obj
+    # Pickled by name: not a class that ``dataclass(slots=True)`` replaced.
+    if getattr(sys.modules[cls.__module__], cls.__qualname__, None) is cls:
+        assert pickle.loads(pickle.dumps(made)) == obj
     for name, value in zip(codec.names, values, strict=True):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(made, name, value)
