@@ -92,3 +92,32 @@ async def test_a_full_disk_ends_any_command_saying_why(node_url, keyring, comman
         code, said = await asyncio.to_thread(run_into, argv, full.fileno())
     assert code == 1, said
     assert said == "error: cannot print the output: [Errno 28] No space left on device\n", said
+
+
+def test_only_an_oserror_raised_printing_is_the_output_s(tmp_path):
+    # A file's (or a connection's) OSError is the command's failure, with its own
+    # message; only one raised while click.echo writes is the output refusing a line.
+    import errno
+    import io
+
+    import click
+
+    from cli.send import output_refused
+
+    with pytest.raises(OSError) as missing:
+        (tmp_path / "missing").read_bytes()
+    assert not output_refused(missing.value)
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as full:
+        click.echo("a line", file=Full())
+    assert output_refused(full.value)
+    # Printed, then a file fails: the traceback of the file's error holds no echo.
+    click.echo("printed", file=io.StringIO())
+    with pytest.raises(OSError) as later:
+        (tmp_path / "missing").read_bytes()
+    assert not output_refused(later.value)
+    assert not output_refused(ValueError("not an OSError"))
