@@ -331,10 +331,21 @@ def constructor(cls: type[T]) -> Callable[..., T]:
     return make
 
 
+# ``_mutable_twin``'s answers: one twin a class, however often ``constructor`` is asked
+# (each class's codec asks twice, and modules once more for their hot paths).
+_TWINS: dict[type, type | None] = {}
+
+
 def _mutable_twin(cls: type, names: list[str]) -> type | None:
     """A class laid out as ``cls`` (its bases and its ``__slots__``) whose instances take
     plain attribute writes, for ``constructor``; None if ``cls`` has fewer than two
     fields (the class switch costs more than it saves) or no such twin exists."""
+    if cls not in _TWINS:
+        _TWINS[cls] = _make_twin(cls, names)
+    return _TWINS[cls]
+
+
+def _make_twin(cls: type, names: list[str]) -> type | None:
     slots = cls.__dict__.get("__slots__")
     if len(names) < 2 or not isinstance(slots, tuple) or sorted(slots) != sorted(names):
         return None

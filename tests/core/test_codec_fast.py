@@ -364,3 +364,12 @@ def test_building_records_makes_no_class_a_base_sees():
     assert set(_Registry.listed) == {"_Listed"}
     assert constructor(_OfKind)(1, 2) == _OfKind(1, 2)
     assert {c.__name__ for c in _Kind.__subclasses__()} == {"_OfKind"}
+
+
+def test_building_a_class_again_makes_no_more_classes():
+    # ``constructor`` asked again and again for one class (every codec asks, and
+    # modules once more) makes its builder once: no class per call piles up.
+    before = len(Wire.__subclasses__())
+    makers = [constructor(_Listed) for _ in range(50)]
+    assert all(m(1, 2) == _Listed(1, 2) for m in makers)
+    assert len(Wire.__subclasses__()) - before <= 1
