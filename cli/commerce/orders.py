@@ -92,7 +92,8 @@ def order_place(
     sealed to the X25519 key of the listing's merchant, both as their records prove them
     against the trusted genesis (--genesis, else the one pinned in the keyring); the
     price, version and currency signed are the listing's record's (with --deal, the
-    price and session the deal's; a deal of another listing is refused unsigned). With
+    price and session the deal's; a deal of another listing, or of a session other than
+    a --session given, is refused unsigned). With
     neither, they are the node's word: a node that lies about them could open what it
     is sent, or have the order fail for its fee.
     """
@@ -118,7 +119,7 @@ def order_place(
         if currency is None:
             currency = listing.currency
     if deal_id:
-        deal_listing, price, session_id = _deal_terms(client, deal_id, t.anchor)
+        deal_listing, price, deal_session = _deal_terms(client, deal_id, t.anchor)
         # A deal sells one listing: the chain refuses an order naming another, yet
         # charges its fee (DESIGN: a failed transaction pays it).
         if deal_listing != listing_id:
@@ -127,6 +128,16 @@ def order_place(
                 f"deal {deal_id} sells listing {deal_listing}, not listing {listing_id}: "
                 "nothing was signed or sent",
             )
+        # The order is signed with the deal's session: a --session naming another one
+        # is a mistake the buyer would not see in what is sent, so it is refused rather
+        # than replaced.
+        if session_id and session_id != deal_session:
+            raise NodeError(
+                "deal_mismatch",
+                f"deal {deal_id} is in session {deal_session}, not session {session_id}: "
+                "nothing was signed or sent",
+            )
+        session_id = deal_session
     enc_key = merchant_seal_key(client, merchant, t.anchor)
     ciphertext, commitment, plaintext = seal_address(enc_key, ship_to)
     payload = tx.PlaceOrder(

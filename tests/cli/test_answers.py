@@ -574,6 +574,21 @@ async def test_an_order_through_a_deal_of_another_listing_is_refused_unsigned(no
     assert node.signed == []
 
 
+async def test_an_order_through_a_deal_of_another_session_is_refused_unsigned(node, keyring):
+    # Deal 4 is in session 3: a --session naming another is not silently replaced.
+    done = await run(node, *as_alice(keyring, *DEAL, "--session", "5"))
+    assert done.exit_code == 2, done.output
+    assert "error: deal_mismatch: deal 4 is in session 3, not session 5" in done.output
+    assert "nothing was signed or sent" in done.output
+    assert node.signed == []
+
+
+async def test_an_order_through_a_deal_naming_its_session_is_signed_and_sent(node, keyring):
+    done = await run(node, *as_alice(keyring, *DEAL, "--session", "3"))
+    assert done.exit_code == 0, done.output
+    assert len(node.signed) == 2
+
+
 @pytest.mark.parametrize(
     "argv",
     [

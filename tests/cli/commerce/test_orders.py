@@ -225,6 +225,22 @@ async def test_an_order_through_a_deal_of_another_listing_is_refused_unsigned(
         assert posted == []
 
 
+async def test_an_order_through_a_deal_of_another_session_is_refused_unsigned(
+    tmp_path, monkeypatch
+):
+    """Deal 1 is in session 1, as its record proves: an order naming session 2 with it
+    is refused before it is signed, not signed with the deal's session instead."""
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        posted: list[str] = []
+        watch_sends(monkeypatch, posted)
+        by_deal = ("order", "place", "1", "--deal", "1", "--session", "2", "--address", ADDRESS)
+        done = await cli(d, keyring, *by_deal, "--genesis", str(genesis))
+        assert done.exit_code == 2, (done.stdout, done.stderr)
+        assert "error: deal_mismatch: deal 1 is in session 1, not session 2" in done.stderr
+        assert posted == []
+
+
 async def test_an_order_checks_one_certified_header_for_all_its_proofs(tmp_path, monkeypatch):
     """``order place --deal`` proves the listing, the deal and the merchant's key: all
     three against one certified header, at one height, fetched once, and the node's
