@@ -89,9 +89,14 @@ def output_failed(exc: OSError, what: str = "the output") -> NoReturn:
     when its reader went (nobody reads a reason), else with why on stderr."""
     # Python flushes stdout again at exit, and would print its own error there (and
     # exit 120): what is left unprinted goes nowhere (a stdout with no descriptor, as
-    # a test's, keeps it).
-    with contextlib.suppress(OSError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    # a test's, keeps it; a closed one raises ValueError, not OSError).
+    with contextlib.suppress(OSError, ValueError):
+        stdout = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stdout)
+        finally:
+            os.close(devnull)
     if not isinstance(exc, BrokenPipeError):
         # Stderr may be what refused: then nothing can be said.
         with contextlib.suppress(OSError):

@@ -121,3 +121,31 @@ def test_only_an_oserror_raised_printing_is_the_output_s(tmp_path):
         (tmp_path / "missing").read_bytes()
     assert not output_refused(later.value)
     assert not output_refused(ValueError("not an OSError"))
+
+
+@pytest.mark.parametrize("exc", [BrokenPipeError(32, "Broken pipe"), OSError(28, "No space")])
+def test_a_closed_stdout_ends_the_command_with_exit_1(tmp_path, monkeypatch, exc):
+    # A closed stdout's fileno() raises ValueError, not OSError: the command still ends
+    # with exit 1, and nothing else escapes.
+    from cli.send import output_failed
+
+    with open(tmp_path / "out", "w") as closed:
+        pass
+    monkeypatch.setattr(sys, "stdout", closed)
+    with pytest.raises(SystemExit) as done:
+        output_failed(exc)
+    assert done.value.code == 1
+
+
+def test_a_refused_stdout_leaves_no_descriptor_open(tmp_path, monkeypatch):
+    # The stdout is pointed at /dev/null through a descriptor of its own: that one is
+    # closed once it is copied.
+    from cli.send import output_failed
+
+    with open(tmp_path / "out", "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        before = sorted(os.listdir("/proc/self/fd"))
+        with pytest.raises(SystemExit) as done:
+            output_failed(BrokenPipeError(32, "Broken pipe"))
+        assert done.value.code == 1
+        assert sorted(os.listdir("/proc/self/fd")) == before
