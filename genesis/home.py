@@ -54,6 +54,14 @@ NODE_KEY_FILE = "node_key.json"
 # (docs/node.md, the block interval). An idle chain pays with twice the empty
 # blocks, each ~1.2 kB of disk and ~11 ms of CPU per validator.
 DEFAULT_BLOCK_INTERVAL_MS = 500
+# The block intervals a node runs with. Below 10 ms it would propose empty blocks as
+# fast as it can. Above a minute the chain it paces is one the CLI takes for stalled:
+# it refuses a node whose latest block is more than 5 minutes behind the clock
+# (``cli.commerce.commands.BLOCK_TIME_BEHIND_MS``), which leaves a minute's interval 4
+# minutes for clocks that disagree; and the consensus timeouts (3 s to propose) are
+# made for blocks seconds apart, not hours.
+MIN_BLOCK_INTERVAL_MS = 10
+MAX_BLOCK_INTERVAL_MS = 60_000
 LOCAL_HOST = "127.0.0.1"
 DEFAULT_HTTP = (LOCAL_HOST, 26657)
 DEFAULT_P2P = ("0.0.0.0", 26656)
@@ -61,6 +69,16 @@ DEFAULT_P2P = ("0.0.0.0", 26656)
 
 class HomeError(LiveLedgerError):
     """A node home cannot be created, read or completed where asked."""
+
+
+def check_block_interval(block_interval_ms: int) -> None:
+    """Refuse a block interval a node would not start with (``node.config``), before
+    a home or a devnet is made with it."""
+    if not MIN_BLOCK_INTERVAL_MS <= block_interval_ms <= MAX_BLOCK_INTERVAL_MS:
+        raise HomeError(
+            f"block_interval_ms must be in {MIN_BLOCK_INTERVAL_MS}..{MAX_BLOCK_INTERVAL_MS}, "
+            f"got {block_interval_ms}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +112,7 @@ def init_home(
     dial (default: the p2p listen address).
     """
     root = check_new_home(home, moniker)
+    check_block_interval(block_interval_ms)
     if key is None:
         key = PrivateKey.generate()
     try:
@@ -173,6 +192,7 @@ def write_node_config(
             raise HomeError(f"{name} must be in 1..65535, got {port}")
     if external_port and not 1 <= external_port <= 65535:
         raise HomeError(f"external_port must be in 1..65535, got {external_port}")
+    check_block_interval(block_interval_ms)
     config: dict[str, Any] = {
         "moniker": moniker,
         "http_host": http_host,

@@ -39,6 +39,7 @@ from genesis.home import (
     DEFAULT_BLOCK_INTERVAL_MS,
     LOCAL_HOST,
     HomeError,
+    check_block_interval,
     init_home,
     install_genesis,
 )
@@ -133,6 +134,7 @@ def create_localnet(
         raise LocalnetError(f"{len(external_hosts)} external hosts for {validators} validators")
     if not 1 <= validators <= 64:
         raise LocalnetError(f"validators must be in 1..64, got {validators}")
+    check_block_interval(block_interval_ms)
     root = Path(dir)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise LocalnetError(f"{root} exists and is not an empty directory")

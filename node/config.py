@@ -14,7 +14,13 @@ from core.netaddr import InvalidNetAddress, endpoint_key, format_net_address
 
 # The home's layout is fixed where homes are made (``genesis.home``, ``liveledger init``).
 from genesis.document import VALIDATOR_NAME_PATTERN
-from genesis.home import CONFIG_FILE, DEFAULT_BLOCK_INTERVAL_MS, MAX_CONFIG_FILE_BYTES
+from genesis.home import (
+    CONFIG_FILE,
+    DEFAULT_BLOCK_INTERVAL_MS,
+    MAX_BLOCK_INTERVAL_MS,
+    MAX_CONFIG_FILE_BYTES,
+    MIN_BLOCK_INTERVAL_MS,
+)
 from genesis.home import GENESIS_FILE as GENESIS_FILE
 from genesis.home import NODE_KEY_FILE as NODE_KEY_FILE
 from node.http_server import HttpLimits
@@ -476,9 +482,17 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(
             f"{path}: external_port must be at most 65535, got {config.external_port}"
         )
-    if config.block_interval_ms < 10:
+    # A node pacing blocks minutes apart is one the CLI refuses as stalled, and its
+    # consensus timeouts are made for seconds (genesis.home.MAX_BLOCK_INTERVAL_MS).
+    if config.block_interval_ms < MIN_BLOCK_INTERVAL_MS:
         raise ConfigError(
-            f"{path}: block_interval_ms must be at least 10, got {config.block_interval_ms}"
+            f"{path}: block_interval_ms must be at least {MIN_BLOCK_INTERVAL_MS}, "
+            f"got {config.block_interval_ms}"
+        )
+    if config.block_interval_ms > MAX_BLOCK_INTERVAL_MS:
+        raise ConfigError(
+            f"{path}: block_interval_ms must be at most {MAX_BLOCK_INTERVAL_MS} (a minute), "
+            f"got {config.block_interval_ms}"
         )
     for name in ("max_connections", "max_per_address", "max_client_messages_per_s"):
         if getattr(config.feeds, name) < 1:

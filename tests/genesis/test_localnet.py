@@ -22,7 +22,7 @@ from genesis import (
     load_genesis,
     write_node_config,
 )
-from genesis.home import LOCAL_HOST
+from genesis.home import LOCAL_HOST, init_home
 from genesis.localnet import VALIDATOR_BALANCE, VALIDATOR_SELF_BOND
 from node.config import load_config
 from vm.accounts import Account, account_key
@@ -161,6 +161,26 @@ def test_validator_count_checked(tmp_path, count):
     with pytest.raises(LocalnetError, match="validators must be"):
         create_localnet(tmp_path / "n", count, PASS)
     assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.parametrize("interval", [9, 60_001])
+def test_a_block_interval_no_node_starts_with_is_refused_before_anything_is_made(
+    tmp_path, interval
+):
+    # node.config refuses it at start: a devnet, a home or a config made with it would
+    # be one that never runs.
+    why = f"block_interval_ms must be in 10..60000, got {interval}"
+    with pytest.raises(LocalnetError, match=why):
+        create_localnet(tmp_path / "n", 1, PASS, block_interval_ms=interval)
+    assert not (tmp_path / "n").exists()
+    with pytest.raises(LocalnetError, match=why):
+        init_home(tmp_path / "home", "m", PASS, block_interval_ms=interval)
+    assert not (tmp_path / "home").exists()
+    with pytest.raises(LocalnetError, match=why):
+        write_node_config(
+            tmp_path, moniker="n", http_port=1, p2p_port=2, block_interval_ms=interval
+        )
+    assert not (tmp_path / "config.json").exists()
 
 
 def test_overlapping_fixed_ports_refused(tmp_path):

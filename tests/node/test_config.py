@@ -294,3 +294,26 @@ def test_settings_that_zero_would_disable_are_refused(tmp_path, setting, bad, wh
     path.write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match=why):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "interval, why",
+    [
+        (9, "block_interval_ms must be at least 10, got 9"),
+        # A chain paced an hour apart would be refused by the CLI as stalled (its latest
+        # block more than 5 minutes behind the clock), with timeouts made for seconds.
+        (60_001, "block_interval_ms must be at most 60000 \\(a minute\\), got 60001"),
+        (3_600_000, "block_interval_ms must be at most 60000 \\(a minute\\), got 3600000"),
+    ],
+)
+def test_a_block_interval_out_of_range_is_refused_naming_the_file(tmp_path, interval, why):
+    path = write_node_config(tmp_path, moniker="n", http_port=1, p2p_port=2)
+    doc = json.loads(path.read_text())
+    for good in (10, 60_000):
+        doc["block_interval_ms"] = good
+        path.write_text(json.dumps(doc))
+        assert load_config(tmp_path).block_interval_ms == good
+    doc["block_interval_ms"] = interval
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: {why}$"):
+        load_config(tmp_path)
