@@ -98,8 +98,8 @@ def output_failed(exc: OSError, what: str = "the output") -> NoReturn:
         finally:
             os.close(devnull)
     if not isinstance(exc, BrokenPipeError):
-        # Stderr may be what refused: then nothing can be said.
-        with contextlib.suppress(OSError):
+        # Stderr may be what refused (or be closed): then nothing can be said.
+        with contextlib.suppress(OSError, ValueError):
             fail(None, f"cannot print {what}: {exc}", 1)
     sys.exit(1)
 

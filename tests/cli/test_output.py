@@ -149,3 +149,17 @@ def test_a_refused_stdout_leaves_no_descriptor_open(tmp_path, monkeypatch):
             output_failed(BrokenPipeError(32, "Broken pipe"))
         assert done.value.code == 1
         assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_closed_stderr_still_ends_the_command_with_exit_1(tmp_path, monkeypatch):
+    # Why stdout refused cannot be said on a closed stderr either (ValueError there
+    # too): the command ends with exit 1 all the same.
+    from cli.send import output_failed
+
+    with open(tmp_path / "out", "w") as closed:
+        pass
+    monkeypatch.setattr(sys, "stdout", closed)
+    monkeypatch.setattr(sys, "stderr", closed)
+    with pytest.raises(SystemExit) as done:
+        output_failed(OSError(28, "No space left on device"))
+    assert done.value.code == 1
