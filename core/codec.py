@@ -297,14 +297,14 @@ def constructor(cls: type[T]) -> Callable[..., T]:
 
     A frozen dataclass's ``__init__`` sets each field through
     ``object.__setattr__``. For a slotted one without ``__post_init__`` this
-    builds the object as an instance of a mutable twin of ``cls`` (same bases, same
-    slots: the same memory layout), stores the fields as plain attribute writes,
-    which the interpreter specialises to a slot store, then makes the object a
-    ``cls``: three to four times as fast for a record of many fields, with the same
-    result (equal, same hash, ``type(o) is cls``, still frozen). Where the twin is
-    not possible (a base that is itself a frozen dataclass) each slot is set
-    through its descriptor. Anything else gets ``cls`` itself. For hot paths that
-    build many small objects (decoding, execution).
+    builds the object as an instance of a mutable twin of ``cls`` (the base its
+    layout comes from, the same slots: the same memory layout), stores the fields
+    as plain attribute writes, which the interpreter specialises to a slot store,
+    then makes the object a ``cls``: three to four times as fast for a record of
+    many fields, with the same result (equal, same hash, ``type(o) is cls``, still
+    frozen). Where the twin is not possible (a base that is itself a frozen
+    dataclass) each slot is set through its descriptor. Anything else gets ``cls``
+    itself. For hot paths that build many small objects (decoding, execution).
     """
     if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
         return cls
@@ -337,9 +337,10 @@ _TWINS: dict[type, type | None] = {}
 
 
 def _mutable_twin(cls: type, names: list[str]) -> type | None:
-    """A class laid out as ``cls`` (its bases and its ``__slots__``) whose instances take
-    plain attribute writes, for ``constructor``; None if ``cls`` has fewer than two
-    fields (the class switch costs more than it saves) or no such twin exists."""
+    """A class laid out as ``cls`` (its layout base and its ``__slots__``) whose
+    instances take plain attribute writes, for ``constructor``; None if ``cls`` has
+    fewer than two fields (the class switch costs more than it saves) or no such twin
+    exists."""
     if cls not in _TWINS:
         _TWINS[cls] = _make_twin(cls, names)
     return _TWINS[cls]
