@@ -166,6 +166,7 @@ class _Codec:
         "index",
         "get",
         "make",
+        "copy",
         "dump",
         "encode",
         "decode",
@@ -198,6 +199,8 @@ class _Codec:
             (lambda obj: (getter(obj),)) if len(self.names) == 1 else getter
         )
         self.make: Callable[..., Any] = constructor(cls)
+        # For ``replace`` too: a copy as the class's mutable twin, or None without one.
+        self.copy: Callable[[Any], Any] | None = _twin_copier(cls, self.names)
         gen = _Generated(cls, self.names, list(self.hints), fits_limit, self.decode_generic)
         self.dump: Callable[[Wire], list[Any]] = gen.dump
         self.encode: Callable[[Wire], bytes] = gen.encode
@@ -371,21 +374,50 @@ def _make_twin(cls: type, names: list[str]) -> type | None:
     return twin
 
 
+def _twin_copier(cls: type, names: tuple[str, ...]) -> Callable[[Any], Any] | None:
+    """A function copying a ``cls`` object's fields into a new instance of the class's
+    mutable twin (``constructor``), for ``replace`` to change and make a ``cls``; None
+    where ``constructor`` makes no twin (a ``__post_init__``, a frozen parent)."""
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        return None
+    twin = _mutable_twin(cls, list(names))
+    if twin is None:
+        return None
+    body = "".join(f"    o.{n} = obj.{n}\n" for n in names)
+    ns: dict[str, Any] = {"NEW": object.__new__, "TWIN": twin}
+    exec(f"def copy(obj):\n    o = NEW(TWIN)\n{body}    return o\n", ns)  # field names only
+    copy: Callable[[Any], Any] = ns["copy"]
+    return copy
+
+
 def replace(obj: W, **changes: Any) -> W:
     """``dataclasses.replace`` for a ``Wire`` object: a copy with ``changes``, built
     like ``constructor`` builds (so a class's ``__post_init__`` still runs), without
     ``dataclasses.replace``'s per-call field introspection. For hot paths that rebuild
     state records."""
-    codec = _codec_for(type(obj))
-    values = list(codec.get(obj))
+    cls = type(obj)
+    codec = _codec_for(cls)
     index = codec.index
+    copy = codec.copy
+    if copy is not None:
+        # Copied into the class's mutable twin, changed there, then made a ``cls``:
+        # no tuple of every field, no call with all of them.
+        new = copy(obj)
+        for name, value in changes.items():
+            if name not in index:
+                raise TypeError(f"{cls.__name__} has no field {name!r}")
+            setattr(new, name, value)
+        new.__class__ = cls
+        made: W = new
+        return made
+    values = list(codec.get(obj))
     for name, value in changes.items():
         i = index.get(name)
         if i is None:
-            raise TypeError(f"{type(obj).__name__} has no field {name!r}")
+            raise TypeError(f"{cls.__name__} has no field {name!r}")
         values[i] = value
-    made: W = codec.make(*values)
-    return made
+    built: W = codec.make(*values)
+    return built
 
 
 class _Generated:

@@ -42,6 +42,7 @@ from core.codec import (
     Wire,
     _codec_for,
     constructor,
+    replace,
 )
 
 # Imported for their Wire classes.
@@ -265,6 +266,43 @@ def test_constructor_builds_what_the_class_builds(cls, data):
     for name, value in zip(codec.names, values, strict=True):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(made, name, value)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_replace_builds_what_dataclasses_replace_builds(cls, data):
+    codec = _codec_for(cls)
+    objs = []
+    for _ in range(2):
+        try:
+            objs.append(codec.check_generic(data.draw(raw_object(cls)), cls.__name__))
+        except core.DecodeError:
+            return
+    old, other = objs
+    if not codec.names:
+        assert replace(old) == old
+        return
+    # Any set of fields changed, to another object's values (valid for the class).
+    names = data.draw(st.sets(st.sampled_from(codec.names)))
+    changes = {n: getattr(other, n) for n in names}
+    before = repr(old)
+    try:
+        expected = dataclasses.replace(old, **changes)
+    except Exception as exc:
+        # A class's own check (``__post_init__``) refusing the mix: refused alike.
+        with pytest.raises(type(exc)):
+            replace(old, **changes)
+        return
+    made = replace(old, **changes)
+    assert type(made) is cls
+    assert made == expected and hash(made) == hash(expected) and repr(made) == repr(expected)
+    assert repr(old) == before  # the original is left as it was
+    for name in codec.names:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(made, name, getattr(old, name))
+    with pytest.raises(TypeError, match="no field"):
+        replace(old, no_such_field=1)
 
 
 def test_constructor_keeps_post_init_checks():
