@@ -200,7 +200,7 @@ class _Codec:
         )
         self.make: Callable[..., Any] = constructor(cls)
         # For ``replace`` too: a copy as the class's mutable twin, or None without one.
-        self.copy: Callable[[Any], Any] | None = _twin_copier(cls, self.names)
+        self.copy: Callable[[Any], Any] | None = _twin_copier(cls)
         gen = _Generated(cls, self.names, list(self.hints), fits_limit, self.decode_generic)
         self.dump: Callable[[Wire], list[Any]] = gen.dump
         self.encode: Callable[[Wire], bytes] = gen.encode
@@ -309,29 +309,39 @@ def constructor(cls: type[T]) -> Callable[..., T]:
     dataclass) each slot is set through its descriptor. Anything else gets ``cls``
     itself. For hot paths that build many small objects (decoding, execution).
     """
-    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+    names = _slot_fields(cls)
+    if names is None:
         return cls
-    fields = dataclasses.fields(cls)
-    setters = [getattr(cls, f.name, None) for f in fields]
-    if any(not f.init for f in fields) or any(
-        type(s) is not types.MemberDescriptorType for s in setters
-    ):
-        return cls
-    args = ", ".join(f"v{i}" for i in range(len(fields)))
-    twin = _mutable_twin(cls, [f.name for f in fields])
+    args = ", ".join(f"v{i}" for i in range(len(names)))
+    twin = _mutable_twin(cls, names)
     if twin is not None:
         ns: dict[str, Any] = {"NEW": object.__new__, "TWIN": twin, "CLS": cls}
-        body = "".join(f"    o.{f.name} = v{i}\n" for i, f in enumerate(fields))
+        body = "".join(f"    o.{n} = v{i}\n" for i, n in enumerate(names))
         src = f"def make({args}):\n    o = NEW(TWIN)\n{body}    o.__class__ = CLS\n    return o\n"
     else:
         ns = {"NEW": object.__new__, "CLS": cls}
-        body = "".join(f"    S{i}(o, v{i})\n" for i in range(len(fields)))
-        for i, s in enumerate(setters):
-            ns[f"S{i}"] = s.__set__  # type: ignore[union-attr]  # slot descriptors
+        body = "".join(f"    S{i}(o, v{i})\n" for i in range(len(names)))
+        for i, n in enumerate(names):
+            ns[f"S{i}"] = getattr(cls, n).__set__  # a slot's descriptor (``_slot_fields``)
         src = f"def make({args}):\n    o = NEW(CLS)\n{body}    return o\n"
     exec(src, ns)  # from field names only
     make: Callable[..., T] = ns["make"]
     return make
+
+
+def _slot_fields(cls: type) -> list[str] | None:
+    """``cls``'s field names when ``constructor`` may build it without its ``__init__``:
+    a dataclass without ``__post_init__`` whose fields all go through ``__init__`` and
+    sit in slots; else None (``cls(...)`` builds it)."""
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        return None
+    fields = dataclasses.fields(cls)
+    if any(
+        not f.init or type(getattr(cls, f.name, None)) is not types.MemberDescriptorType
+        for f in fields
+    ):
+        return None
+    return [f.name for f in fields]
 
 
 # ``_mutable_twin``'s answers: one twin a class, however often ``constructor`` is asked
@@ -374,13 +384,14 @@ def _make_twin(cls: type, names: list[str]) -> type | None:
     return twin
 
 
-def _twin_copier(cls: type, names: tuple[str, ...]) -> Callable[[Any], Any] | None:
+def _twin_copier(cls: type) -> Callable[[Any], Any] | None:
     """A function copying a ``cls`` object's fields into a new instance of the class's
     mutable twin (``constructor``), for ``replace`` to change and make a ``cls``; None
     where ``constructor`` makes no twin (a ``__post_init__``, a frozen parent)."""
-    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+    names = _slot_fields(cls)
+    if names is None:
         return None
-    twin = _mutable_twin(cls, list(names))
+    twin = _mutable_twin(cls, names)
     if twin is None:
         return None
     body = "".join(f"    o.{n} = obj.{n}\n" for n in names)
