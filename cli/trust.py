@@ -39,18 +39,20 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from cli.client import NodeClient, NodeError, answer_field, str_field
 from cli.light import Checkpoint, proven_value
 from consensus.staking_state import ProducerSet
-from core import BlockHeader, LiveLedgerError
+from core import BlockHeader, LiveLedgerError, Wire
 from core.errors import Invalid
 from core.files import read_regular_file
 from core.keystore import atomic_write
 from genesis import Genesis, InvalidGenesis, genesis_json_bytes, load_genesis
+
+W = TypeVar("W", bound=Wire)
 
 TRUST_DIR = "trust"
 PIN_FILE = "genesis.json"
@@ -184,6 +186,15 @@ class Anchor:
         value, header = proven_value(client, self.genesis, key, self.cache, at)
         seen.header, seen.header_url = header, client.url
         return value, header.height
+
+    def prove_record(self, client: NodeClient, key: bytes, cls: type[W], missing: str) -> W:
+        """The record under state ``key``, as ``cls``, proven as ``prove`` proves it; a
+        record the proven state does not hold is ``not_found``, said as ``missing`` (what
+        has no record) at the height proven."""
+        raw, height = self.prove(client, key)
+        if raw is None:
+            raise NodeError("not_found", f"{missing} at height {height}")
+        return cls.decode(raw)
 
 
 def anchor_of(

@@ -84,10 +84,9 @@ def _current_merchant(
     the key new orders are sealed to, or the name buyers see."""
     what = f"merchant {format_address(address)}"
     if anchor is not None:
-        raw, height = anchor.prove(client, merchant_key(address))
-        if raw is None:
-            raise NodeError("not_found", f"{what} has no record at height {height}")
-        record = Merchant.decode(raw)
+        record = anchor.prove_record(
+            client, merchant_key(address), Merchant, f"{what} has no record"
+        )
         return tx.UpdateMerchant(record.name, record.profile, record.enc_key)
     path = f"/v1/merchants/{format_address(address)}"
     current = object_field(client.get(path), "merchant", what)
@@ -216,17 +215,15 @@ def _current_listing(
     would let it set the price, or the title, a merchant sells at."""
     what = f"listing {listing_id}"
     if anchor is not None:
-        raw, height = anchor.prove(client, listing_key(listing_id))
-        if raw is None:
-            raise NodeError("not_found", f"{what} has no record at height {height}")
-        version = Listing.decode(raw).version
+        key = listing_key(listing_id)
+        version = anchor.prove_record(client, key, Listing, f"{what} has no record").version
         # A version's terms are never rewritten: a later height holds the same ones.
-        raw, height = anchor.prove(client, listing_version_key(listing_id, version))
-        if raw is None:
-            raise NodeError(
-                "not_found", f"{what} has no terms of version {version} at height {height}"
-            )
-        terms = ListingTerms.decode(raw)
+        terms = anchor.prove_record(
+            client,
+            listing_version_key(listing_id, version),
+            ListingTerms,
+            f"{what} has no terms of version {version}",
+        )
         return tx.UpdateListing(
             listing_id, version, terms.title, terms.description, terms.price, terms.media_hash
         )

@@ -169,10 +169,7 @@ def _deal_terms(client: NodeClient, deal_id: int, anchor: Anchor | None) -> tupl
             int_field(deal, "price", what),
             int_field(deal, "session_id", what),
         )
-    raw, height = anchor.prove(client, deal_key(deal_id))
-    if raw is None:
-        raise NodeError("not_found", f"{what} has no record at height {height}")
-    proven = Deal.decode(raw)
+    proven = anchor.prove_record(client, deal_key(deal_id), Deal, f"{what} has no record")
     return proven.listing_id, proven.price, proven.session_id
 
 
