@@ -53,6 +53,28 @@ ORDER_IDS = 4
 AUCTION_IDS = 5
 
 _P = {p: bytes([p]) for p in CommercePrefix}
+# Each prefix's byte bound once: the key builders run several times per transaction,
+# and a lookup through the enum costs more than the rest of the key.
+_ROLE = _P[CommercePrefix.ROLE]
+_COUNTER = _P[CommercePrefix.COUNTER]
+_MERCHANT = _P[CommercePrefix.MERCHANT]
+_LISTING = _P[CommercePrefix.LISTING]
+_LISTING_VERSION = _P[CommercePrefix.LISTING_VERSION]
+_SESSION = _P[CommercePrefix.SESSION]
+_DEAL = _P[CommercePrefix.DEAL]
+_DEAL_BUYER = _P[CommercePrefix.DEAL_BUYER]
+_ORDER = _P[CommercePrefix.ORDER]
+_DISPUTE = _P[CommercePrefix.DISPUTE]
+_DISCLOSURE = _P[CommercePrefix.DISCLOSURE]
+_PARTY = _P[CommercePrefix.PARTY]
+_DEADLINE_QUEUE = _P[CommercePrefix.DEADLINE_QUEUE]
+_DEADLINE_ENTRY = _P[CommercePrefix.DEADLINE_ENTRY]
+_DEAL_BUCKET = _P[CommercePrefix.DEAL_BUCKET]
+_AUCTION = _P[CommercePrefix.AUCTION]
+_AUCTION_BUCKET = _P[CommercePrefix.AUCTION_BUCKET]
+_ITEM = _P[CommercePrefix.ITEM]
+_ITEM_EVENT = _P[CommercePrefix.ITEM_EVENT]
+_REVIEW = _P[CommercePrefix.REVIEW]
 
 CONFIG_KEY = _P[CommercePrefix.CONFIG]
 ESCROW_KEY = _P[CommercePrefix.ESCROW]
@@ -68,90 +90,86 @@ DEAL_CLOCK_KEY = _P[CommercePrefix.DEAL_CLOCK]
 AUCTION_CLOCK_KEY = _P[CommercePrefix.AUCTION_CLOCK]
 
 
-def _u64(n: int) -> bytes:
-    return n.to_bytes(8, "big")
-
-
 def role_key(address: bytes) -> bytes:
-    return _P[CommercePrefix.ROLE] + address
+    return _ROLE + address
 
 
 def counter_key(kind: int) -> bytes:
-    return _P[CommercePrefix.COUNTER] + bytes([kind])
+    return _COUNTER + bytes([kind])
 
 
 def merchant_key(address: bytes) -> bytes:
-    return _P[CommercePrefix.MERCHANT] + address
+    return _MERCHANT + address
 
 
 def listing_key(listing_id: int) -> bytes:
-    return _P[CommercePrefix.LISTING] + _u64(listing_id)
+    return _LISTING + listing_id.to_bytes(8, "big")
 
 
 def listing_version_key(listing_id: int, version: int) -> bytes:
-    return _P[CommercePrefix.LISTING_VERSION] + _u64(listing_id) + version.to_bytes(4, "big")
+    return _LISTING_VERSION + listing_id.to_bytes(8, "big") + version.to_bytes(4, "big")
 
 
 def session_key(session_id: int) -> bytes:
-    return _P[CommercePrefix.SESSION] + _u64(session_id)
+    return _SESSION + session_id.to_bytes(8, "big")
 
 
 def deal_key(deal_id: int) -> bytes:
-    return _P[CommercePrefix.DEAL] + _u64(deal_id)
+    return _DEAL + deal_id.to_bytes(8, "big")
 
 
 def deal_buyer_key(deal_id: int, buyer: bytes) -> bytes:
     # The buyer first: a record kept for an address starts with it, so it sits beside
     # the buyer's party record in the state tree (``storage.state_tree.key_group``).
-    return _P[CommercePrefix.DEAL_BUYER] + buyer + _u64(deal_id)
+    return _DEAL_BUYER + buyer + deal_id.to_bytes(8, "big")
 
 
 def order_key(order_id: int) -> bytes:
-    return _P[CommercePrefix.ORDER] + _u64(order_id)
+    return _ORDER + order_id.to_bytes(8, "big")
 
 
 def dispute_key(order_id: int) -> bytes:
-    return _P[CommercePrefix.DISPUTE] + _u64(order_id)
+    return _DISPUTE + order_id.to_bytes(8, "big")
 
 
 def disclosure_key(order_id: int, seq: int) -> bytes:
-    return _P[CommercePrefix.DISCLOSURE] + _u64(order_id) + seq.to_bytes(4, "big")
+    return _DISCLOSURE + order_id.to_bytes(8, "big") + seq.to_bytes(4, "big")
 
 
 def party_key(address: bytes) -> bytes:
-    return _P[CommercePrefix.PARTY] + address
+    return _PARTY + address
 
 
 def deadline_queue_key(kind: int) -> bytes:
-    return _P[CommercePrefix.DEADLINE_QUEUE] + bytes([kind])
+    return _DEADLINE_QUEUE + bytes([kind])
 
 
 def deadline_entry_key(kind: int, seq: int) -> bytes:
-    return _P[CommercePrefix.DEADLINE_ENTRY] + bytes([kind]) + _u64(seq)
+    return _DEADLINE_ENTRY + bytes([kind]) + seq.to_bytes(8, "big")
 
 
 def deal_bucket_key(bucket: int) -> bytes:
-    return _P[CommercePrefix.DEAL_BUCKET] + _u64(bucket)
+    return _DEAL_BUCKET + bucket.to_bytes(8, "big")
 
 
 def auction_key(auction_id: int) -> bytes:
-    return _P[CommercePrefix.AUCTION] + _u64(auction_id)
+    return _AUCTION + auction_id.to_bytes(8, "big")
 
 
 def auction_bucket_key(bucket: int) -> bytes:
-    return _P[CommercePrefix.AUCTION_BUCKET] + _u64(bucket)
+    return _AUCTION_BUCKET + bucket.to_bytes(8, "big")
 
 
 def item_key(ref: bytes) -> bytes:
-    return _P[CommercePrefix.ITEM] + ref
+    return _ITEM + ref
 
 
 def item_event_key(ref: bytes, seq: int) -> bytes:
-    return _P[CommercePrefix.ITEM_EVENT] + ref + seq.to_bytes(4, "big")
+    return _ITEM_EVENT + ref + seq.to_bytes(4, "big")
 
 
 def review_key(order_id: int) -> bytes:
-    return _P[CommercePrefix.REVIEW] + _u64(order_id)
+    return _REVIEW + order_id.to_bytes(8, "big")
 
 
 def item_ref(gtin: str, serial: str) -> bytes:
