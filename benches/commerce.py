@@ -40,6 +40,13 @@ Last line:
 
     RESULT commerce_tps=<n> transfer_tps=<n> ratio=<commerce/transfer> auction_tps=<n> auction_ratio=<bids/transfer>
 
+At node level it ends with ``cpu_ratio=<transfer/commerce>`` too: the CPU per
+transaction of the node's event loop and consensus thread (which share one GIL)
+for transfers over that for the commerce mix. It is the rates' ratio once the
+GIL is the limit, and does not move with the idle time a phase's batches leave
+(with ``--concurrency 4`` instead of 2, one build's ratio fell from 0.73-0.88 to
+0.74-0.77, toward it).
+
 The workload is built by ``live_session_workload``, which returns pre-signed
 ``SignedTx`` lists per phase for funded keys.
 """
@@ -520,7 +527,7 @@ async def _failures(url: str, first: int, last: int) -> dict[str, int]:
 
 
 async def run_node(args: argparse.Namespace) -> None:
-    from benches.common import Devnet, cpu_table, fund_accounts
+    from benches.common import Devnet, cpu_table, fund_accounts, main_process_us
     from genesis import create_localnet
 
     with tempfile.TemporaryDirectory(prefix="ll-bench-commerce-") as tmp:
@@ -668,6 +675,14 @@ async def run_node(args: argparse.Namespace) -> None:
     print(f"{'auction bids':<22} {len(bidders):>7} {'':>8} {auction_tps:>9.0f}")
     # CPU per transaction does not move with block ticks as a phase's rate does.
     print(cpu_table(cpu))
+    # What one core (the GIL) must do per transaction: the rates' ratio at saturation.
+    commerce_us = main_process_us([c for c in cpu if not c[0].startswith("transfers")])
+    transfer_us = main_process_us([c for c in cpu if c[0].startswith("transfers")])
+    cpu_ratio = transfer_us / commerce_us if commerce_us else float("nan")
+    print(
+        f"event loop + consensus thread per tx: commerce mix {commerce_us:.1f} us, "
+        f"transfers {transfer_us:.1f} us -> {cpu_ratio:.2f}"
+    )
     print(
         f"{n} buyers ({len(bidders)} bidders), 1 validator, block interval {args.block_ms} ms, "
         f"batches of {args.batch} x {args.concurrency} concurrent"
@@ -677,7 +692,7 @@ async def run_node(args: argparse.Namespace) -> None:
     print(
         f"RESULT commerce_tps={commerce_tps:.0f} transfer_tps={transfer_tps:.0f} "
         f"ratio={commerce_tps / transfer_tps:.2f} auction_tps={auction_tps:.0f} "
-        f"auction_ratio={bids_vs:.2f}"
+        f"auction_ratio={bids_vs:.2f} cpu_ratio={cpu_ratio:.2f}"
     )
 
 

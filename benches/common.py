@@ -69,6 +69,8 @@ def verify_ceiling(samples: int = 20_000, threads: int = 2) -> float:
 # its consensus thread (blocks), its other threads (LevelDB's compactions) and its
 # signature workers.
 CPU_PARTS = ("event_loop", "consensus", "other", "workers")
+# The parts that run Python under the node's one GIL (``main_process_us``).
+GIL_PARTS = ("event_loop", "consensus")
 
 
 def children_cpu_seconds(pid: int) -> float | None:
@@ -115,6 +117,27 @@ def cpu_table(phases: list[tuple[str, int, list[dict[str, float]], list[dict[str
         mean = " / ".join(f"{means[p]:.0f}" for p in CPU_PARTS)
         lines.append(f"  {name:<16} {'  '.join(cells)}   ({mean} us/tx)")
     return "\n".join(lines)
+
+
+def main_process_us(
+    phases: list[tuple[str, int, list[dict[str, float]], list[dict[str, float]]]],
+) -> float:
+    """The nodes' event loop and consensus thread together, mean CPU microseconds per
+    transaction over ``phases`` (as ``cpu_table`` takes them).
+
+    Those two threads share one GIL, so this is the work one core must do per
+    transaction: a phase's rate cannot beat it, however many signature workers run
+    beside. It does not count the idle time a phase's batches leave, which moves a
+    rate by a fifth between runs of one build (``benches.commerce``).
+    """
+    seconds = 0.0
+    txs = 0
+    for _, count, before, after in phases:
+        for b, a in zip(before, after, strict=True):
+            spent = sum(max(0.0, a[p] - b[p]) for p in GIL_PARTS if p in a and p in b)
+            seconds += spent / len(after)
+        txs += count
+    return seconds / max(1, txs) * 1e6
 
 
 def fund_accounts(root: Path, keys: list[PrivateKey], balance: int) -> None:

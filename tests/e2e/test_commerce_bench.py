@@ -10,6 +10,7 @@ import re
 import pytest
 
 from benches.commerce import main
+from benches.common import main_process_us
 
 
 def test_the_executor_level_commerce_bench_runs_every_phase_within_the_block_limits(
@@ -24,3 +25,22 @@ def test_the_executor_level_commerce_bench_runs_every_phase_within_the_block_lim
         assert phase in out
     result = re.search(r"^RESULT commerce_tps=(\d+) transfer_tps=(\d+) ", out, re.MULTILINE)
     assert result is not None and int(result[1]) > 0 and int(result[2]) > 0
+
+
+def test_the_main_process_figure_is_event_loop_and_consensus_per_transaction() -> None:
+    # Two validators over two phases: each node's event loop and consensus thread
+    # seconds, averaged over the nodes, per transaction of both phases together; the
+    # workers and other threads are not counted, and a counter read a tick lower
+    # after than before counts as nothing.
+    zero = {"event_loop": 0.0, "consensus": 0.0, "other": 0.0, "workers": 0.0}
+    node_a = {"event_loop": 0.004, "consensus": 0.006, "other": 1.0, "workers": 9.0}
+    node_b = {"event_loop": 0.002, "consensus": 0.004, "other": 1.0, "workers": 9.0}
+    later_a = {"event_loop": 0.014, "consensus": 0.026, "other": 3.0, "workers": 20.0}
+    later_b = {"event_loop": 0.0019, "consensus": 0.024, "other": 3.0, "workers": 20.0}
+    phases = [
+        ("one", 1000, [zero, zero], [node_a, node_b]),
+        ("two", 1000, [node_a, node_b], [later_a, later_b]),
+    ]
+    # Node a: 0.010 + 0.030 s; node b: 0.006 + 0.020 (its event loop went back: 0).
+    assert main_process_us(phases) == pytest.approx((0.040 + 0.026) / 2 / 2000 * 1e6)
+    assert main_process_us([]) == 0.0
