@@ -527,7 +527,7 @@ async def _failures(url: str, first: int, last: int) -> dict[str, int]:
 
 
 async def run_node(args: argparse.Namespace) -> None:
-    from benches.common import Devnet, cpu_table, fund_accounts, main_process_us
+    from benches.common import CpuPhase, Devnet, cpu_table, fund_accounts, main_process_us
     from genesis import create_localnet
 
     with tempfile.TemporaryDirectory(prefix="ll-bench-commerce-") as tmp:
@@ -583,7 +583,7 @@ async def run_node(args: argparse.Namespace) -> None:
                 _, height = await _run_phase(url, block, args, height)
             commerce_start = height + 1
             transfer_phases, commerce_phases = [], []
-            cpu: list[tuple[str, int, list[dict[str, float]], list[dict[str, float]]]] = []
+            cpu: list[CpuPhase] = []
             for name in ("orders + tips", "ships", "confirms + reviews"):
                 if name == "orders + tips":
                     plain, chunk = first_transfers, workload.orders

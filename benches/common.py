@@ -101,7 +101,18 @@ def _metrics_text(url: str, timeout: float) -> str | None:
         return None
 
 
-def cpu_table(phases: list[tuple[str, int, list[dict[str, float]], list[dict[str, float]]]]) -> str:
+# A phase as ``cpu_table`` and ``main_process_us`` take it: its name, its transactions,
+# and every node's ``cpu_seconds`` before and after it.
+CpuPhase = tuple[str, int, list[dict[str, float]], list[dict[str, float]]]
+
+
+def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """One node's CPU seconds by part between two ``cpu_seconds`` reads (parts read both
+    times only). Clamped: two reads of one counter a few ms apart may differ by a tick."""
+    return {p: max(0.0, after[p] - before[p]) for p in CPU_PARTS if p in after and p in before}
+
+
+def cpu_table(phases: list[CpuPhase]) -> str:
     """Per phase (name, transactions, ``cpu_seconds`` before, after): each node's CPU
     seconds by part, and the mean over the nodes in microseconds per transaction."""
     lines = [f"CPU per validator, seconds ({' / '.join(CPU_PARTS)}); mean us per tx:"]
@@ -109,8 +120,7 @@ def cpu_table(phases: list[tuple[str, int, list[dict[str, float]], list[dict[str
         cells = []
         means = dict.fromkeys(CPU_PARTS, 0.0)
         for b, a in zip(before, after, strict=True):
-            # Clamped: two reads of one counter a few ms apart may differ by a tick.
-            spent = {p: max(0.0, a[p] - b[p]) for p in CPU_PARTS if p in a and p in b}
+            spent = _spent(b, a)
             cells.append("/".join(f"{spent[p]:.1f}" if p in spent else "-" for p in CPU_PARTS))
             for p, v in spent.items():
                 means[p] += v / len(after) / max(1, txs) * 1e6
@@ -119,9 +129,7 @@ def cpu_table(phases: list[tuple[str, int, list[dict[str, float]], list[dict[str
     return "\n".join(lines)
 
 
-def main_process_us(
-    phases: list[tuple[str, int, list[dict[str, float]], list[dict[str, float]]]],
-) -> float:
+def main_process_us(phases: list[CpuPhase]) -> float:
     """The nodes' event loop and consensus thread together, mean CPU microseconds per
     transaction over ``phases`` (as ``cpu_table`` takes them).
 
@@ -134,8 +142,8 @@ def main_process_us(
     txs = 0
     for _, count, before, after in phases:
         for b, a in zip(before, after, strict=True):
-            spent = sum(max(0.0, a[p] - b[p]) for p in GIL_PARTS if p in a and p in b)
-            seconds += spent / len(after)
+            spent = _spent(b, a)
+            seconds += sum(spent.get(p, 0.0) for p in GIL_PARTS) / len(after)
         txs += count
     return seconds / max(1, txs) * 1e6
 
