@@ -527,7 +527,14 @@ async def _failures(url: str, first: int, last: int) -> dict[str, int]:
 
 
 async def run_node(args: argparse.Namespace) -> None:
-    from benches.common import CpuPhase, Devnet, cpu_table, fund_accounts, main_process_us
+    from benches.common import (
+        CpuPhase,
+        Devnet,
+        cpu_table,
+        fund_accounts,
+        main_process_us,
+        stage_table,
+    )
     from genesis import create_localnet
 
     with tempfile.TemporaryDirectory(prefix="ll-bench-commerce-") as tmp:
@@ -675,6 +682,7 @@ async def run_node(args: argparse.Namespace) -> None:
     print(f"{'auction bids':<22} {len(bidders):>7} {'':>8} {auction_tps:>9.0f}")
     # CPU per transaction does not move with block ticks as a phase's rate does.
     print(cpu_table(cpu))
+    print(stage_table(cpu))
     # What one core (the GIL) must do per transaction: the rates' ratio at saturation.
     commerce_us = main_process_us([c for c in cpu if not c[0].startswith("transfers")])
     transfer_us = main_process_us([c for c in cpu if c[0].startswith("transfers")])

@@ -26,6 +26,7 @@ from core import PrivateKey, SignDomain, verify
 from genesis import Genesis, GenesisAccount, genesis_state, load_genesis, save_genesis
 from node.metrics import proc_stat
 from node.run import tune_gc
+from node.stage_cpu import STAGES
 from storage import ChainStore
 from vm import Account, account_key
 
@@ -88,6 +89,12 @@ def children_cpu_seconds(pid: int) -> float | None:
 _CHECKS = re.compile(
     r'^liveledger_signature_checks_total\{by="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE
 )
+_THREAD_CPU = re.compile(
+    r'^liveledger_thread_cpu_seconds_total\{thread="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE
+)
+_STAGE_CPU = re.compile(
+    r'^liveledger_stage_cpu_seconds_total\{stage="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE
+)
 _COMMITTED = re.compile(r"^liveledger_txs_committed_total ([0-9.e+-]+)$", re.MULTILINE)
 
 
@@ -126,6 +133,37 @@ def cpu_table(phases: list[CpuPhase]) -> str:
                 means[p] += v / len(after) / max(1, txs) * 1e6
         mean = " / ".join(f"{means[p]:.0f}" for p in CPU_PARTS)
         lines.append(f"  {name:<16} {'  '.join(cells)}   ({mean} us/tx)")
+    return "\n".join(lines)
+
+
+def stage_table(phases: list[CpuPhase]) -> str:
+    """Per phase (as ``cpu_table`` takes them): the mean over the nodes of each pipeline
+    stage's CPU microseconds per transaction (``node.stage_cpu``), then ``rest``: what
+    the event loop and consensus thread spent outside the stages (HTTP, p2p, consensus
+    messages, the write-ahead log). A stage a node did not report reads ``-``."""
+    names = [name for name, _, _, _ in phases]
+    width = max(10, *(len(n) for n in names))
+    lines = [
+        "CPU by stage, mean us per tx over the validators (event loop + consensus thread):",
+        f"  {'stage':<16}" + "".join(f" {n:>{width}}" for n in names),
+    ]
+    columns: list[dict[str, float]] = []
+    for _, txs, before, after in phases:
+        column: dict[str, float] = {}
+        for b, a in zip(before, after, strict=True):
+            for part in (*STAGES, *GIL_PARTS):
+                if part in a and part in b:
+                    us = max(0.0, a[part] - b[part]) / len(after) / max(1, txs) * 1e6
+                    column[part] = column.get(part, 0.0) + us
+        if all(p in column for p in (*STAGES, *GIL_PARTS)):
+            gil = sum(column[p] for p in GIL_PARTS)
+            column["rest"] = max(0.0, gil - sum(column[s] for s in STAGES))
+        columns.append(column)
+    for row in (*STAGES, "rest"):
+        cells = "".join(
+            f" {c[row]:>{width}.2f}" if row in c else f" {'-':>{width}}" for c in columns
+        )
+        lines.append(f"  {row:<16}{cells}")
     return "\n".join(lines)
 
 
@@ -236,15 +274,15 @@ class Devnet:
     def cpu_seconds(self) -> list[dict[str, float]]:
         """Each node's CPU seconds so far by part (``CPU_PARTS``): its threads from
         ``liveledger_thread_cpu_seconds_total`` in its metrics, its signature workers
-        (its child processes) from ``/proc``. Differences of two calls show where a
-        phase's CPU went (Linux; a part that cannot be read is missing)."""
-        figure = re.compile(
-            r'^liveledger_thread_cpu_seconds_total\{thread="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE
-        )
+        (its child processes) from ``/proc``; and by stage of its pipeline (``STAGES``,
+        from ``liveledger_stage_cpu_seconds_total``). Differences of two calls show where
+        a phase's CPU went (Linux; a part that cannot be read is missing)."""
         out = []
         for node in self.nodes:
             metrics = _metrics_text(node["url"], 30) or ""
-            parts = {k: float(v) for k, v in figure.findall(metrics)}
+            parts = {k: float(v) for k, v in _THREAD_CPU.findall(metrics)}
+            # The stages' share of those threads (``node.stage_cpu``), by stage name.
+            parts.update((k, float(v)) for k, v in _STAGE_CPU.findall(metrics))
             workers = children_cpu_seconds(node["pid"])
             if workers is not None:
                 parts["workers"] = workers

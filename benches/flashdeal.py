@@ -63,6 +63,7 @@ import aiohttp
 from apps.commerce import payloads as tx
 from apps.commerce.sealing import encryption_keypair, seal_address
 from benches.common import (
+    CpuPhase,
     Devnet,
     RssPeaks,
     cpu_table,
@@ -71,6 +72,7 @@ from benches.common import (
     p50_p99,
     peak_rss_mb,
     prebuild_state,
+    stage_table,
 )
 from benches.throughput import REJECTED, RETRIED, Follower, flood, paced, wait_for
 from core import PrivateKey, TxBody, sign_tx
@@ -301,19 +303,12 @@ async def run(args: argparse.Namespace) -> FlashResult:
     print(f"{'transfers':<16} {len(transfers):>8} {transfer_s:>8.2f} {transfer_tps:>8.0f}")
     print(f"{'orders + tips':<16} {len(orders):>8} {order_s:>8.2f} {order_tps:>8.0f}")
     print(f"finalized orders alone: {n / order_s:,.0f} orders/s; deals sold {sold}")
-    print(
-        cpu_table(
-            [
-                ("transfers", len(transfers), zero_cpu(cpu["transfers"]), cpu["transfers"]),
-                (
-                    "orders + tips",
-                    len(orders),
-                    zero_cpu(cpu["orders + tips"]),
-                    cpu["orders + tips"],
-                ),
-            ]
-        )
-    )
+    phases: list[CpuPhase] = [
+        ("transfers", len(transfers), zero_cpu(cpu["transfers"]), cpu["transfers"]),
+        ("orders + tips", len(orders), zero_cpu(cpu["orders + tips"]), cpu["orders + tips"]),
+    ]
+    print(cpu_table(phases))
+    print(stage_table(phases))
     how = "as asked" if args.latency_tps else "half the order rate"
     print(
         f"latency at {rate:,.0f} tx/s ({how}): {len(latencies):,} of "

@@ -46,12 +46,14 @@ from pathlib import Path
 import aiohttp
 
 from benches.common import (
+    CpuPhase,
     Devnet,
     cpu_table,
     fund_accounts,
     p50_p99,
     peak_rss_mb,
     prebuild_state,
+    stage_table,
     verify_ceiling,
 )
 from core import PrivateKey, TxBody, pack_raw, sign_tx, tx_hash
@@ -283,7 +285,9 @@ async def run(args: argparse.Namespace) -> None:
                 "flood blocks (height, txs): " + ", ".join(f"{h}:{n}" for h, _, n in flood_blocks)
             )
             # Where a node's CPU went, per transaction: every validator handles every one.
-            print(cpu_table([("flood", committed, cpu_before, cpu_after)]))
+            flood_cpu: list[CpuPhase] = [("flood", committed, cpu_before, cpu_after)]
+            print(cpu_table(flood_cpu))
+            print(stage_table(flood_cpu))
             if sustained is None:
                 print("too few blocks during the flood for a sustained rate: using end to end")
                 tps = end_to_end

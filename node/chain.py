@@ -36,6 +36,7 @@ from core import (
     tx_hash,
 )
 from genesis import Genesis, genesis_state
+from node.stage_cpu import StageCpu
 from node.verifier import ProcessVerifier
 from storage import ChainStore, TreeUpdate
 from vm import (
@@ -161,8 +162,12 @@ class Chain:
         genesis: Genesis,
         registry: Registry,
         verifier: ProcessVerifier | None = None,
+        stages: StageCpu | None = None,
     ) -> None:
         self.store = store
+        # CPU by stage (``node.stage_cpu``): a block's checks, execution, tree, roots
+        # and commit are charged here.
+        self.stages = StageCpu() if stages is None else stages
         # Worker processes for the signatures of transactions a block brings that
         # this node has not verified yet (without them: here, one by one).
         self.verifier = verifier
@@ -271,10 +276,12 @@ class Chain:
             watch=watch,
             known=known if known_height == self.height else None,
         )
-        ran = time.perf_counter()
-        contention = BuildCost.contention(ran - started, time.thread_time() - cpu)
+        ran, executed = time.perf_counter(), time.thread_time()
+        contention = BuildCost.contention(ran - started, executed - cpu)
         receipts = result.encoded_receipts
         tree_update = self.store.prepare_state(result.changes)
+        self.stages.add("execute", executed - cpu)
+        self.stages.add("tree", time.thread_time() - executed)
         return result, receipts, tree_update, ran, contention
 
     def build(
@@ -310,6 +317,7 @@ class Chain:
             result, receipts, tree_update, ran, contention = self._execute(
                 ctx, within, strict=False, watch=within.watch
             )
+        cpu = time.thread_time()
         encoded = [v.encoded for v in result.included]
         header = BlockHeader(
             chain_id=self.chain_id,
@@ -326,6 +334,7 @@ class Chain:
         )
         block = Block(header, tuple(encoded))
         block_bytes = encode_block(header, encoded)
+        self.stages.add("roots", time.thread_time() - cpu)
         return self._finish(
             block, result, receipts, tree_update, block_bytes, started, ran, contention
         )
@@ -389,19 +398,26 @@ class Chain:
             validators=self.validators_for(height),
             prev_validators=self.validators_for(height - 1) if height > 1 else None,
         )
+        stages = self.stages
         if not body_matched:
+            cpu = time.thread_time()
             validate_tx_root(block)
+            stages.add("roots", time.thread_time() - cpu)
         encoded = block.txs
         params = self.params_for(height)
         # Before any signature: a proposal past the limits costs nothing to refuse.
         check_block_limits([len(raw) for raw in encoded], params)
+        cpu = time.thread_time()
         verified = self._verify_txs(encoded, known or _nothing_known, params.max_tx_bytes)
+        stages.add("block_txs", time.thread_time() - cpu)
         header = block.header
         ctx = self.context(height, header.time_ms, header.producer, header.last_commit)
         started = time.perf_counter()
         result, receipts, tree_update, ran, contention = self._execute(ctx, verified, strict=True)
+        cpu = time.thread_time()
         check_roots(header, tree_update.root, receipts)
         block_bytes = encode_block(header, encoded)
+        stages.add("roots", time.thread_time() - cpu)
         return self._finish(
             block, result, receipts, tree_update, block_bytes, started, ran, contention
         )
@@ -439,6 +455,7 @@ class Chain:
 
     def commit(self, executed: ExecutedBlock, commit: Commit) -> None:
         """Persist a block and its certificate atomically (one synced write batch)."""
+        cpu = time.thread_time()
         block = executed.block
         validators = self.validators_for(block.header.height)
         verify_commit(commit, self.chain_id, block.header.height, block.hash, validators)
@@ -454,6 +471,7 @@ class Chain:
         )
         self._head = block.header
         self._known = (block.header.height, executed.result.records)
+        self.stages.add("commit", time.thread_time() - cpu)
 
 
 class _Within:

@@ -86,6 +86,7 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,7 @@ from core.codec import constructor
 from core.errors import Invalid
 from core.types import tx_hash
 from node.config import MempoolConfig
+from node.stage_cpu import StageCpu
 from node.verifier import ProcessVerifier
 from p2p.limits import TokenBucket
 from vm.accounts import ACCOUNT_PREFIX, ZERO_ACCOUNT, Account, get_account
@@ -359,8 +361,12 @@ class Mempool:
         config: MempoolConfig | None = None,
         verify_pool: concurrent.futures.Executor | None = None,
         verifier: ProcessVerifier | None = None,
+        stages: StageCpu | None = None,
     ) -> None:
         self._chain_id = chain_id
+        # CPU by stage (``node.stage_cpu``): admission, selection and the clean-up
+        # after a commit are charged here.
+        self._stages = StageCpu() if stages is None else stages
         self._registry = registry
         self._executor = executor
         self._params = params
@@ -419,6 +425,11 @@ class Mempool:
     @property
     def config(self) -> MempoolConfig:
         return self._config
+
+    @property
+    def stages(self) -> StageCpu:
+        """The CPU this mempool's stages spent (``node.stage_cpu``)."""
+        return self._stages
 
     @property
     def params(self) -> ChainParams:
@@ -579,6 +590,7 @@ class Mempool:
                     await asyncio.sleep(0)
                 end = start + ADMIT_CHUNK
                 release(min(end, len(todo_idx)))
+                cpu = time.thread_time()
                 height = self._height_fn()
                 for i, verdict in zip(todo_idx[start:end], verdicts[start:end], strict=True):
                     if isinstance(verdict, Invalid):
@@ -587,6 +599,7 @@ class Mempool:
                     else:
                         r = results[i] = self._admit(verdict, height, windows)
                         accepted += r.code == ACCEPTED
+                self._stages.add("admission_checks", time.thread_time() - cpu)
         finally:
             release(len(todo_idx))
         if budget is not None:
@@ -691,7 +704,9 @@ class Mempool:
             if k:
                 await asyncio.sleep(0)  # ADMIT_CHUNK
             end = k + ADMIT_CHUNK
+            cpu = time.thread_time()
             out.extend(complete_checked(raws[k:end], verdicts[k:end], registry, hashes[k:end]))
+            self._stages.add("admission_decode", time.thread_time() - cpu)
         return out
 
     def _admit(self, vtx: VerifiedTx, height: int, windows: int) -> SubmitResult:
@@ -1017,6 +1032,13 @@ class Mempool:
         run for this block. Nothing is removed: the pool changes only on commit, so
         a block that fails to commit loses nothing.
         """
+        cpu = time.thread_time()
+        try:
+            return self._select(max_txs, max_bytes)
+        finally:
+            self._stages.add("select", time.thread_time() - cpu)
+
+    def _select(self, max_txs: int, max_bytes: int) -> list[VerifiedTx]:
         if max_txs <= 0 or max_bytes <= 0 or not self._by_hash:
             return []
         n_shards = len(self._shards)
@@ -1080,6 +1102,23 @@ class Mempool:
         committed). While no later block has committed, the accounts it wrote are
         taken from its records as written, not read from state and decoded again.
         """
+        cpu = time.thread_time()
+        try:
+            self._on_block_committed(
+                included_hashes, rejected_hashes, senders, included, result, result_height
+            )
+        finally:
+            self._stages.add("after_commit", time.thread_time() - cpu)
+
+    def _on_block_committed(
+        self,
+        included_hashes: Iterable[bytes],
+        rejected_hashes: Iterable[bytes],
+        senders: Iterable[bytes],
+        included: Iterable[VerifiedTx],
+        result: BlockResult | None,
+        result_height: int,
+    ) -> None:
         # Each sender to read again, with its shard where an entry of its named it (-1:
         # not known yet).
         touched: dict[bytes, int] = dict.fromkeys(senders, -1)

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from node.stage_cpu import StageCpu
+
 # What refuses an HTTP client for now (503 ``busy``, or a feed socket closed with 1013),
 # the ``reason`` of ``liveledger_http_refused_total``: the connection gate's caps, the
 # bodies' and answers' budgets, each ``ReadSlots`` that refuses, the feeds' socket caps.
@@ -108,6 +110,32 @@ class SignatureChecks(Collector):
         )
         family.add_metric(["workers"], checked)
         family.add_metric(["memory"], reused)
+        yield family
+
+
+class StageCpuSeconds(Collector):
+    """``liveledger_stage_cpu_seconds_total{stage}``: the CPU seconds each stage of the
+    node's transaction pipeline spent (``node.stage_cpu``), over all its threads.
+    Read at each scrape; absent until a chain is open."""
+
+    def __init__(self) -> None:
+        self._source: StageCpu | None = None
+
+    def track(self, source: StageCpu) -> None:
+        """Read the stages' totals from ``source`` at each scrape."""
+        self._source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        if self._source is None:
+            return
+        family = CounterMetricFamily(
+            "liveledger_stage_cpu_seconds",
+            "CPU seconds by stage of the transaction pipeline: admission, block "
+            "selection, execution, state tree, roots, commit, the mempool after a commit",
+            labels=["stage"],
+        )
+        for stage, seconds in self._source.totals().items():
+            family.add_metric([stage], seconds)
         yield family
 
 
@@ -226,6 +254,8 @@ class NodeMetrics:
         r.register(self.thread_cpu)
         self.signature_checks = SignatureChecks()
         r.register(self.signature_checks)
+        self.stage_cpu = StageCpuSeconds()
+        r.register(self.stage_cpu)
 
     def count_refusals(self, reason: str) -> Callable[[str], None]:
         """The ``on_refused(bound)`` callback of refuser ``reason`` (one of

@@ -42,6 +42,7 @@ from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopT
 from node.epoch_records import keep_epoch_record
 from node.mempool import Mempool, SubmitResult
 from node.metrics import NodeMetrics
+from node.stage_cpu import StageCpu
 from node.statesync import SnapshotServer, StateSyncer, prune
 from node.verifier import ProcessVerifier
 from p2p import (
@@ -211,7 +212,9 @@ class Node:
         """The chain and mempool over the store (from genesis, or as state sync left it)."""
         assert self.store is not None
         settings = self.config.mempool
-        self.chain = Chain(self.store, self.genesis, self.registry, self._verifier)
+        stages = StageCpu()
+        self.metrics.stage_cpu.track(stages)
+        self.chain = Chain(self.store, self.genesis, self.registry, self._verifier, stages)
         self.mempool = Mempool(
             chain_id=self.genesis.chain_id,
             registry=self.registry,
@@ -222,6 +225,7 @@ class Node:
             config=settings,
             verify_pool=self._verify_pool,
             verifier=self._verifier,
+            stages=stages,
         )
         self.metrics.height.set(self.chain.height)
         self.metrics.finalized_height.set(self.chain.height)

@@ -10,7 +10,8 @@ import re
 import pytest
 
 from benches.commerce import main
-from benches.common import main_process_us
+from benches.common import main_process_us, stage_table
+from node.stage_cpu import STAGES
 
 
 def test_the_executor_level_commerce_bench_runs_every_phase_within_the_block_limits(
@@ -44,3 +45,23 @@ def test_the_main_process_figure_is_event_loop_and_consensus_per_transaction() -
     # Node a: 0.010 + 0.030 s; node b: 0.006 + 0.020 (its event loop went back: 0).
     assert main_process_us(phases) == pytest.approx((0.040 + 0.026) / 2 / 2000 * 1e6)
     assert main_process_us([]) == 0.0
+
+
+def test_the_stage_table_is_each_stages_mean_per_transaction_and_the_rest() -> None:
+    # Two validators: every stage's CPU averaged over the nodes, per transaction; the
+    # rest is what their event loop and consensus thread spent outside the stages.
+    zero = dict.fromkeys((*STAGES, "event_loop", "consensus", "workers"), 0.0)
+    node_a = {**zero, "execute": 0.010, "tree": 0.004, "event_loop": 0.012, "consensus": 0.020}
+    node_b = {**zero, "execute": 0.006, "tree": 0.002, "event_loop": 0.010, "consensus": 0.012}
+    table = stage_table([("flood", 1000, [zero, zero], [node_a, node_b])])
+    rows = dict((line.split()[0], line.split()[1]) for line in table.splitlines()[2:])
+    assert list(rows) == [*STAGES, "rest"]
+    assert float(rows["execute"]) == pytest.approx((10 + 6) / 2)
+    assert float(rows["tree"]) == pytest.approx((4 + 2) / 2)
+    assert float(rows["select"]) == 0.0
+    # (32 + 22) / 2 us in the two threads, of which 11 in stages.
+    assert float(rows["rest"]) == pytest.approx(27 - 11)
+    # A node that reports no stages (an older build) leaves its cells empty.
+    bare = {"event_loop": 0.0, "consensus": 0.0}
+    old = stage_table([("flood", 1000, [bare], [{"event_loop": 0.5, "consensus": 0.5}])])
+    assert {line.split()[1] for line in old.splitlines()[2:]} == {"-"}

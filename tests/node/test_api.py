@@ -30,6 +30,7 @@ from genesis import Genesis
 from node.api import errors_middleware
 from node.chain_api import RenderedBlocks
 from node.metrics import HTTP_REFUSERS, REFUSAL_BOUNDS
+from node.stage_cpu import STAGES
 from storage import StateProof, verify_proof
 from tests.node.conftest import refusals
 from tests.served import app_server, node_server
@@ -362,6 +363,29 @@ async def test_a_transaction_sent_again_after_its_commit_costs_no_signature_chec
     after = _signature_checks(await (await client.get("/metrics")).text())
     assert after["workers"] == before.get("workers", 0) + 1
     assert after["memory"] == before.get("memory", 0) + 1
+
+
+def _stage_cpu(metrics: str) -> dict[str, float]:
+    found = re.findall(
+        r'^liveledger_stage_cpu_seconds_total\{stage="(\w+)"\} ([0-9.e+-]+)$', metrics, re.MULTILINE
+    )
+    return {stage: float(seconds) for stage, seconds in found}
+
+
+async def test_the_metrics_split_the_pipelines_cpu_by_stage(node_client):
+    """Where a transaction's CPU went, stage by stage (node.stage_cpu): the node admits,
+    selects, executes, commits and cleans up after a commit, and says so."""
+    client, node, faucet = node_client
+    tx = transfer(faucet, node.genesis.chain_id, bytes(20), 1, 0)
+    resp = await post_tx(client, tx)
+    assert resp.status == 200, await resp.text()
+    await wait_committed(client, tx.hash.hex())
+    stages = _stage_cpu(await (await client.get("/metrics")).text())
+    assert list(stages) == list(STAGES)
+    busy = ("admission_decode", "admission_checks", "select", "execute", "tree", "roots")
+    assert all(stages[s] > 0 for s in (*busy, "commit", "after_commit")), stages
+    # A lone validator verifies no other producer's proposals.
+    assert stages["block_txs"] == 0.0
 
 
 async def test_one_middleware_renders_every_refusal_and_hides_bugs(caplog):

@@ -77,6 +77,25 @@ def test_a_spent_budget_ends_the_block_early_and_the_block_is_valid(tmp_path):
     assert other.tree_update.root == executed.block.header.state_root
 
 
+def test_building_verifying_and_committing_a_block_charge_their_stages(tmp_path):
+    g, producer = _setup(tmp_path)
+    chain = _chain(tmp_path, "a", g)
+    other = _chain(tmp_path, "b", g)
+    executed = chain.build(_transfers(chain, g), producer, g.genesis_time_ms + 1_000)
+    built = chain.stages.totals()
+    assert all(built[s] > 0 for s in ("execute", "tree", "roots"))
+    # A proposer's own block needs no lookup of its transactions, nor a commit yet.
+    assert (built["block_txs"], built["commit"]) == (0.0, 0.0)
+    verified = other.verify(executed.block)
+    checked = other.stages.totals()
+    assert all(checked[s] > 0 for s in ("block_txs", "execute", "tree", "roots"))
+    other.commit(verified, make_commit([producer], g.chain_id, 1, 0, executed.block.hash))
+    assert other.stages.totals()["commit"] > 0
+    # The mempool's stages are its own.
+    totals = other.stages.totals()
+    assert {totals[s] for s in ("admission_decode", "admission_checks", "select")} == {0.0}
+
+
 def test_without_a_budget_every_transaction_fits(tmp_path):
     g, producer = _setup(tmp_path)
     chain = _chain(tmp_path, "a", g)

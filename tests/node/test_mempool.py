@@ -147,6 +147,23 @@ async def test_accepts_and_keeps_the_verified_tx(env):
     assert env.mempool.select(10, 10**6) == [vtx]
 
 
+async def test_admission_selection_and_the_clean_up_after_a_commit_are_charged_their_cpu(env):
+    stages = env.mempool.stages
+    await env.submit(*(make_tx(k, 0) for k in KEYS[:20]))
+    admitted = stages.totals()
+    assert admitted["admission_checks"] > 0
+    # Threads decode as they verify, beside the signatures: no stage of the node's own.
+    assert admitted["admission_decode"] == 0.0
+    assert (admitted["select"], admitted["after_commit"]) == (0.0, 0.0)
+    picked = env.mempool.select(10, 10**6)
+    assert stages.totals()["select"] > 0
+    env.commit(picked)
+    after = stages.totals()
+    assert after["after_commit"] > 0
+    # Blocks are the chain's stages, never the mempool's.
+    assert {after[s] for s in ("execute", "tree", "roots", "commit", "block_txs")} == {0.0}
+
+
 async def test_results_in_input_order(env):
     raws = [make_tx(KEYS[0], 0), b"junk", make_tx(KEYS[1], 0, fee=1), make_tx(KEYS[2], 0)]
     assert await env.submit(*raws) == ["accepted", "malformed", "fee_too_low", "accepted"]

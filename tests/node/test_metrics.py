@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from node.metrics import NodeMetrics
+from node.stage_cpu import STAGES, StageCpu
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -68,3 +69,25 @@ def test_a_tracked_threads_cpu_is_its_own_and_the_rest_is_other():
         time.sleep(0.01)
     assert 'thread="consensus"' not in text
     assert _cpu(text, "other") >= 0.25
+
+
+def test_the_stages_cpu_is_a_counter_per_stage_once_tracked():
+    metrics = NodeMetrics()
+    # No chain open yet (state sync, say): no family rather than zeros that mean nothing.
+    assert "liveledger_stage_cpu_seconds" not in generate_latest(metrics.registry).decode()
+    stages = StageCpu()
+    metrics.stage_cpu.track(stages)
+    stages.add("execute", 1.5)
+    stages.add("after_commit", 0.25)
+    text = generate_latest(metrics.registry).decode()
+    found = dict(
+        re.findall(
+            r'^liveledger_stage_cpu_seconds_total\{stage="(\w+)"\} ([0-9.e+-]+)$', text, re.M
+        )
+    )
+    assert list(found) == list(STAGES)
+    assert (float(found["execute"]), float(found["after_commit"]), float(found["tree"])) == (
+        1.5,
+        0.25,
+        0.0,
+    )

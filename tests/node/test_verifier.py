@@ -126,6 +126,15 @@ def test_mempool_gives_the_same_results_with_workers_and_threads(verifier):
     ]
 
 
+def test_with_workers_the_mempool_charges_decoding_to_a_stage_of_its_own(verifier):
+    with ThreadPoolExecutor(2) as pool:
+        mempool = _Env(verifier, pool).mempool
+        results = asyncio.run(mempool.submit(corpus()))
+    assert "accepted" in {r.code for r in results}
+    totals = mempool.stages.totals()
+    assert totals["admission_decode"] > 0 and totals["admission_checks"] > 0
+
+
 def _worker_pids(others: set[int]) -> set[int]:
     """Live child processes of this test process, leaving out ``others``."""
     return {p.pid for p in multiprocessing.active_children()} - others

@@ -1,0 +1,51 @@
+"""``StageCpu``: CPU seconds by stage of the transaction pipeline, as the node charges them."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from node.stage_cpu import STAGES, StageCpu
+
+
+def test_every_stage_starts_at_zero_in_pipeline_order() -> None:
+    totals = StageCpu().totals()
+    assert list(totals) == list(STAGES)
+    assert set(totals.values()) == {0.0}
+
+
+def test_charges_add_up_per_stage_and_a_read_is_a_copy() -> None:
+    stages = StageCpu()
+    stages.add("execute", 0.25)
+    stages.add("execute", 0.5)
+    stages.add("commit", 0.125)
+    totals = stages.totals()
+    assert (totals["execute"], totals["commit"], totals["tree"]) == (0.75, 0.125, 0.0)
+    totals["execute"] = 99.0
+    assert stages.totals()["execute"] == 0.75
+
+
+@pytest.mark.parametrize(("stage", "seconds"), [("signatures", 1.0), ("execute", -0.001)])
+def test_an_unknown_stage_or_a_negative_charge_is_refused(stage: str, seconds: float) -> None:
+    stages = StageCpu()
+    with pytest.raises(ValueError, match=stage if seconds >= 0 else "-0.001"):
+        stages.add(stage, seconds)
+    assert set(stages.totals().values()) == {0.0}
+
+
+def test_charges_from_several_threads_are_all_counted() -> None:
+    # The event loop and the consensus thread charge one StageCpu at once.
+    stages = StageCpu()
+
+    def charge(stage: str) -> None:
+        for _ in range(20_000):
+            stages.add(stage, 1.0)
+
+    threads = [threading.Thread(target=charge, args=(s,)) for s in ("select", "select", "tree")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    totals = stages.totals()
+    assert (totals["select"], totals["tree"]) == (40_000.0, 20_000.0)
