@@ -268,20 +268,20 @@ class Chain:
         # The records the last committed block wrote are what its state holds: its
         # senders' accounts, read again by their next transactions, are not decoded.
         known_height, known = self._known
-        result = self.executor.execute_block(
-            self._view,
-            txs,
-            ctx,
-            strict=strict,
-            watch=watch,
-            known=known if known_height == self.height else None,
-        )
-        ran, executed = time.perf_counter(), time.thread_time()
-        contention = BuildCost.contention(ran - started, executed - cpu)
+        with self.stages.timed("execute"):
+            result = self.executor.execute_block(
+                self._view,
+                txs,
+                ctx,
+                strict=strict,
+                watch=watch,
+                known=known if known_height == self.height else None,
+            )
+        ran = time.perf_counter()
+        contention = BuildCost.contention(ran - started, time.thread_time() - cpu)
         receipts = result.encoded_receipts
-        tree_update = self.store.prepare_state(result.changes)
-        self.stages.add("execute", executed - cpu)
-        self.stages.add("tree", time.thread_time() - executed)
+        with self.stages.timed("tree"):
+            tree_update = self.store.prepare_state(result.changes)
         return result, receipts, tree_update, ran, contention
 
     def build(
@@ -317,24 +317,23 @@ class Chain:
             result, receipts, tree_update, ran, contention = self._execute(
                 ctx, within, strict=False, watch=within.watch
             )
-        cpu = time.thread_time()
-        encoded = [v.encoded for v in result.included]
-        header = BlockHeader(
-            chain_id=self.chain_id,
-            height=height,
-            round=round_,
-            time_ms=time_ms,
-            prev_hash=self.genesis_hash if self._head is None else self._head.hash,
-            tx_root=merkle_root(encoded),
-            state_root=tree_update.root,
-            receipt_root=merkle_root(receipts),
-            producer=key.public_key,
-            producer_set_hash=self.validators_for(height).hash,
-            last_commit=last_commit,
-        )
-        block = Block(header, tuple(encoded))
-        block_bytes = encode_block(header, encoded)
-        self.stages.add("roots", time.thread_time() - cpu)
+        with self.stages.timed("roots"):
+            encoded = [v.encoded for v in result.included]
+            header = BlockHeader(
+                chain_id=self.chain_id,
+                height=height,
+                round=round_,
+                time_ms=time_ms,
+                prev_hash=self.genesis_hash if self._head is None else self._head.hash,
+                tx_root=merkle_root(encoded),
+                state_root=tree_update.root,
+                receipt_root=merkle_root(receipts),
+                producer=key.public_key,
+                producer_set_hash=self.validators_for(height).hash,
+                last_commit=last_commit,
+            )
+            block = Block(header, tuple(encoded))
+            block_bytes = encode_block(header, encoded)
         return self._finish(
             block, result, receipts, tree_update, block_bytes, started, ran, contention
         )
@@ -400,24 +399,21 @@ class Chain:
         )
         stages = self.stages
         if not body_matched:
-            cpu = time.thread_time()
-            validate_tx_root(block)
-            stages.add("roots", time.thread_time() - cpu)
+            with stages.timed("roots"):
+                validate_tx_root(block)
         encoded = block.txs
         params = self.params_for(height)
         # Before any signature: a proposal past the limits costs nothing to refuse.
         check_block_limits([len(raw) for raw in encoded], params)
-        cpu = time.thread_time()
-        verified = self._verify_txs(encoded, known or _nothing_known, params.max_tx_bytes)
-        stages.add("block_txs", time.thread_time() - cpu)
+        with stages.timed("block_txs"):
+            verified = self._verify_txs(encoded, known or _nothing_known, params.max_tx_bytes)
         header = block.header
         ctx = self.context(height, header.time_ms, header.producer, header.last_commit)
         started = time.perf_counter()
         result, receipts, tree_update, ran, contention = self._execute(ctx, verified, strict=True)
-        cpu = time.thread_time()
-        check_roots(header, tree_update.root, receipts)
-        block_bytes = encode_block(header, encoded)
-        stages.add("roots", time.thread_time() - cpu)
+        with stages.timed("roots"):
+            check_roots(header, tree_update.root, receipts)
+            block_bytes = encode_block(header, encoded)
         return self._finish(
             block, result, receipts, tree_update, block_bytes, started, ran, contention
         )
@@ -455,23 +451,22 @@ class Chain:
 
     def commit(self, executed: ExecutedBlock, commit: Commit) -> None:
         """Persist a block and its certificate atomically (one synced write batch)."""
-        cpu = time.thread_time()
         block = executed.block
-        validators = self.validators_for(block.header.height)
-        verify_commit(commit, self.chain_id, block.header.height, block.hash, validators)
-        self.store.commit_block(
-            block,
-            commit,
-            executed.receipts,
-            executed.result.changes,
-            executed.tree_update,
-            block_bytes=executed.block_bytes,
-            tx_hashes=executed.tx_hashes,
-            block_events=executed.block_events,
-        )
+        with self.stages.timed("commit"):
+            validators = self.validators_for(block.header.height)
+            verify_commit(commit, self.chain_id, block.header.height, block.hash, validators)
+            self.store.commit_block(
+                block,
+                commit,
+                executed.receipts,
+                executed.result.changes,
+                executed.tree_update,
+                block_bytes=executed.block_bytes,
+                tx_hashes=executed.tx_hashes,
+                block_events=executed.block_events,
+            )
         self._head = block.header
         self._known = (block.header.height, executed.result.records)
-        self.stages.add("commit", time.thread_time() - cpu)
 
 
 class _Within:

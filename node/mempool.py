@@ -86,7 +86,6 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -590,16 +589,15 @@ class Mempool:
                     await asyncio.sleep(0)
                 end = start + ADMIT_CHUNK
                 release(min(end, len(todo_idx)))
-                cpu = time.thread_time()
-                height = self._height_fn()
-                for i, verdict in zip(todo_idx[start:end], verdicts[start:end], strict=True):
-                    if isinstance(verdict, Invalid):
-                        # No hash: bytes that fail stateless checks identify no transaction.
-                        results[i] = SubmitResult(None, verdict.code, verdict.message)
-                    else:
-                        r = results[i] = self._admit(verdict, height, windows)
-                        accepted += r.code == ACCEPTED
-                self._stages.add("admission_checks", time.thread_time() - cpu)
+                with self._stages.timed("admission_checks"):
+                    height = self._height_fn()
+                    for i, verdict in zip(todo_idx[start:end], verdicts[start:end], strict=True):
+                        if isinstance(verdict, Invalid):
+                            # No hash: bytes failing stateless checks identify no transaction.
+                            results[i] = SubmitResult(None, verdict.code, verdict.message)
+                        else:
+                            r = results[i] = self._admit(verdict, height, windows)
+                            accepted += r.code == ACCEPTED
         finally:
             release(len(todo_idx))
         if budget is not None:
@@ -704,9 +702,8 @@ class Mempool:
             if k:
                 await asyncio.sleep(0)  # ADMIT_CHUNK
             end = k + ADMIT_CHUNK
-            cpu = time.thread_time()
-            out.extend(complete_checked(raws[k:end], verdicts[k:end], registry, hashes[k:end]))
-            self._stages.add("admission_decode", time.thread_time() - cpu)
+            with self._stages.timed("admission_decode"):
+                out.extend(complete_checked(raws[k:end], verdicts[k:end], registry, hashes[k:end]))
         return out
 
     def _admit(self, vtx: VerifiedTx, height: int, windows: int) -> SubmitResult:
@@ -1032,11 +1029,8 @@ class Mempool:
         run for this block. Nothing is removed: the pool changes only on commit, so
         a block that fails to commit loses nothing.
         """
-        cpu = time.thread_time()
-        try:
+        with self._stages.timed("select"):
             return self._select(max_txs, max_bytes)
-        finally:
-            self._stages.add("select", time.thread_time() - cpu)
 
     def _select(self, max_txs: int, max_bytes: int) -> list[VerifiedTx]:
         if max_txs <= 0 or max_bytes <= 0 or not self._by_hash:
@@ -1102,13 +1096,10 @@ class Mempool:
         committed). While no later block has committed, the accounts it wrote are
         taken from its records as written, not read from state and decoded again.
         """
-        cpu = time.thread_time()
-        try:
+        with self._stages.timed("after_commit"):
             self._on_block_committed(
                 included_hashes, rejected_hashes, senders, included, result, result_height
             )
-        finally:
-            self._stages.add("after_commit", time.thread_time() - cpu)
 
     def _on_block_committed(
         self,

@@ -29,6 +29,9 @@ Signature checks are not a stage: they run in worker processes
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 STAGES = (
     "admission_decode",
@@ -62,6 +65,16 @@ class StageCpu:
             raise ValueError(f"a stage cannot be charged {seconds} seconds")
         with self._lock:
             self._seconds[stage] += seconds
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Charge ``stage`` the calling thread's CPU over the ``with`` block, also when
+        it raises (a refused proposal's checks cost what they cost)."""
+        cpu = time.thread_time()
+        try:
+            yield
+        finally:
+            self.add(stage, time.thread_time() - cpu)
 
     def totals(self) -> dict[str, float]:
         """Every stage's CPU seconds so far, in ``STAGES`` order."""

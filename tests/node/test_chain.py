@@ -371,6 +371,18 @@ HEADER_FIELDS = {
 }
 
 
+@pytest.mark.parametrize(
+    ("tampering", "stage"), [("not a transaction", "block_txs"), ("state root", "execute")]
+)
+def test_a_refused_proposal_is_charged_the_cpu_its_checks_took(tmp_path, tampering, stage):
+    # Under a Byzantine producer the stages still say where the CPU went.
+    g, _, app, honest, vtxs = _at_height_two(tmp_path)
+    chain = app.chain
+    before = chain.stages.totals()[stage]
+    assert app.validate(TAMPERED[tampering](honest, g, vtxs)) is False
+    assert chain.stages.totals()[stage] > before
+
+
 def test_no_header_or_body_a_producer_signs_makes_validation_raise(tmp_path):
     # Height and chain id are the engine's to check before it asks (another height's
     # block never reaches validate); everything else is the producer's choice.

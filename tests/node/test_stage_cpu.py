@@ -34,6 +34,19 @@ def test_an_unknown_stage_or_a_negative_charge_is_refused(stage: str, seconds: f
     assert set(stages.totals().values()) == {0.0}
 
 
+def test_a_timed_block_is_charged_its_threads_cpu_also_when_it_raises() -> None:
+    stages = StageCpu()
+    with stages.timed("execute"):
+        sum(range(100_000))
+    spent = stages.totals()["execute"]
+    assert spent > 0
+    with pytest.raises(ZeroDivisionError), stages.timed("execute"):
+        sum(range(100_000)) / 0
+    assert stages.totals()["execute"] > spent
+    with pytest.raises(ValueError, match="unknown stage"), stages.timed("signatures"):
+        pass
+
+
 def test_charges_from_several_threads_are_all_counted() -> None:
     # The event loop and the consensus thread charge one StageCpu at once.
     stages = StageCpu()
