@@ -59,8 +59,7 @@ class StageCpu:
 
     def add(self, stage: str, seconds: float) -> None:
         """Charge ``seconds`` of CPU to ``stage`` (one of ``STAGES``)."""
-        if stage not in self._seconds:
-            raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
+        self._check(stage)
         if seconds < 0:
             raise ValueError(f"a stage cannot be charged {seconds} seconds")
         with self._lock:
@@ -69,12 +68,26 @@ class StageCpu:
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
         """Charge ``stage`` the calling thread's CPU over the ``with`` block, also when
-        it raises (a refused proposal's checks cost what they cost)."""
+        it raises (a refused proposal's checks cost what they cost).
+
+        An unknown stage is refused before the block runs. Once it ran, the account
+        never raises: it wraps block validation and admission, whose own outcome (a
+        refused proposal's ``Invalid``) must come out as it is, never masked by the
+        accounting's error from a ``finally``; a CPU clock that reads back (Python
+        does not promise ``thread_time`` never does) charges nothing.
+        """
+        self._check(stage)
         cpu = time.thread_time()
         try:
             yield
         finally:
-            self.add(stage, time.thread_time() - cpu)
+            spent = time.thread_time() - cpu
+            with self._lock:
+                self._seconds[stage] += max(0.0, spent)
+
+    def _check(self, stage: str) -> None:
+        if stage not in self._seconds:
+            raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
 
     def totals(self) -> dict[str, float]:
         """Every stage's CPU seconds so far, in ``STAGES`` order."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
+from core.errors import InvalidBlock
 from node.stage_cpu import STAGES, StageCpu
 
 
@@ -45,6 +47,30 @@ def test_a_timed_block_is_charged_its_threads_cpu_also_when_it_raises() -> None:
     assert stages.totals()["execute"] > spent
     with pytest.raises(ValueError, match="unknown stage"), stages.timed("signatures"):
         pass
+
+
+def test_an_unknown_stage_is_refused_before_the_timed_block_runs() -> None:
+    # A misnamed stage is the caller's bug, found before any work: the work never runs
+    # only to have its outcome replaced by the accounting's error.
+    ran: list[bool] = []
+    with pytest.raises(ValueError, match="unknown stage"), StageCpu().timed("signatures"):
+        ran.append(True)
+    assert ran == []
+
+
+def test_a_clock_reading_back_never_masks_what_the_timed_block_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Timed blocks wrap block validation: a refused proposal's Invalid must come out
+    # as it is (the consensus service turns it into a "no" vote), whatever the clock.
+    readings = iter([10.0, 9.0, 10.0, 9.0])
+    monkeypatch.setattr(time, "thread_time", lambda: next(readings))
+    stages = StageCpu()
+    with pytest.raises(InvalidBlock, match="bad root"), stages.timed("roots"):
+        raise InvalidBlock("bad root")
+    with stages.timed("execute"):
+        pass
+    assert set(stages.totals().values()) == {0.0}
 
 
 def test_charges_from_several_threads_are_all_counted() -> None:
