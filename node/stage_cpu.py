@@ -17,13 +17,21 @@ The stages, in a transaction's order:
   those it lacks verified, before its execution;
 - ``execute``: a block's transactions executed (built or verified);
 - ``tree``: the state tree updated with the block's writes;
-- ``roots``: the transaction and receipt roots and the block's encoding;
+- ``roots``: the transaction and receipt roots and the block's encoding (a
+  proposal's transaction root is checked where it enters the consensus engine,
+  outside the stages: ``Chain.verify(..., body_matched=True)`` does not check it
+  again);
 - ``commit``: the finalized block's certificate checked and the block written;
 - ``after_commit``: the mempool forgetting what the block included and re-reading
-  the senders it touched.
+  the senders it touched (and, on a proposer, dropping what its build left out as
+  not includable).
 
-Signature checks are not a stage: they run in worker processes
-(``liveledger_signature_checks_total`` counts them).
+Signatures checked in worker processes are no stage's
+(``liveledger_signature_checks_total`` counts them), nor are those the verify
+threads check at admission without workers (``mempool.verify_processes: false``).
+Those the event loop or the consensus thread checks itself are its stage's: the
+transactions a proposal brings that the node lacks, when just one or without
+workers (``block_txs``), and a finalized block's certificate (``commit``).
 """
 
 from __future__ import annotations
