@@ -140,25 +140,30 @@ def stage_table(phases: list[CpuPhase]) -> str:
     """Per phase (as ``cpu_table`` takes them): the mean over the nodes of each pipeline
     stage's CPU microseconds per transaction (``node.stage_cpu``), then ``rest``: what
     the event loop and consensus thread spent outside the stages (HTTP, p2p, consensus
-    messages, the write-ahead log). A stage a node did not report reads ``-``."""
+    messages, the write-ahead log). Each mean is over the nodes that reported it (an
+    older build reports no stages); a row none reported reads ``-``."""
     names = [name for name, _, _, _ in phases]
-    width = max(10, *(len(n) for n in names))
+    width = max([10, *(len(n) for n in names)])
     lines = [
         "CPU by stage, mean us per tx over the validators (event loop + consensus thread):",
         f"  {'stage':<16}" + "".join(f" {n:>{width}}" for n in names),
     ]
     columns: list[dict[str, float]] = []
     for _, txs, before, after in phases:
-        column: dict[str, float] = {}
+        # Per row, each reporting node's microseconds per transaction.
+        seen: dict[str, list[float]] = {}
         for b, a in zip(before, after, strict=True):
-            for part in (*STAGES, *GIL_PARTS):
-                if part in a and part in b:
-                    us = max(0.0, a[part] - b[part]) / len(after) / max(1, txs) * 1e6
-                    column[part] = column.get(part, 0.0) + us
-        if all(p in column for p in (*STAGES, *GIL_PARTS)):
-            gil = sum(column[p] for p in GIL_PARTS)
-            column["rest"] = max(0.0, gil - sum(column[s] for s in STAGES))
-        columns.append(column)
+            us = {
+                part: max(0.0, a[part] - b[part]) / max(1, txs) * 1e6
+                for part in (*STAGES, *GIL_PARTS)
+                if part in a and part in b
+            }
+            if len(us) == len(STAGES) + len(GIL_PARTS):
+                staged = sum(us[s] for s in STAGES)
+                us["rest"] = max(0.0, sum(us[p] for p in GIL_PARTS) - staged)
+            for row, value in us.items():
+                seen.setdefault(row, []).append(value)
+        columns.append({row: sum(v) / len(v) for row, v in seen.items()})
     for row in (*STAGES, "rest"):
         cells = "".join(
             f" {c[row]:>{width}.2f}" if row in c else f" {'-':>{width}}" for c in columns

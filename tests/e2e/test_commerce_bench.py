@@ -61,7 +61,14 @@ def test_the_stage_table_is_each_stages_mean_per_transaction_and_the_rest() -> N
     assert float(rows["select"]) == 0.0
     # (32 + 22) / 2 us in the two threads, of which 11 in stages.
     assert float(rows["rest"]) == pytest.approx(27 - 11)
-    # A node that reports no stages (an older build) leaves its cells empty.
+    # A node that reports no stages (an older build) leaves its cells empty...
     bare = {"event_loop": 0.0, "consensus": 0.0}
     old = stage_table([("flood", 1000, [bare], [{"event_loop": 0.5, "consensus": 0.5}])])
     assert {line.split()[1] for line in old.splitlines()[2:]} == {"-"}
+    # ...and beside one that does, the means are over the nodes that reported them.
+    mixed = stage_table([("flood", 1000, [zero, bare], [node_a, bare])])
+    rows = dict((line.split()[0], line.split()[1]) for line in mixed.splitlines()[2:])
+    assert float(rows["execute"]) == pytest.approx(10)
+    assert float(rows["rest"]) == pytest.approx(32 - 14)
+    # No phase at all: the header alone.
+    assert len(stage_table([]).splitlines()) == 2 + len(STAGES) + 1
