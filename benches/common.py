@@ -191,6 +191,22 @@ def main_process_us(phases: list[CpuPhase]) -> float:
     return seconds / max(1, txs) * 1e6
 
 
+def own_work_per_signature(phases: list[CpuPhase]) -> float | None:
+    """The nodes' own CPU (event loop, consensus thread, other threads) over their
+    signature workers' CPU, summed over ``phases`` and the nodes: the issue's measure
+    of a node's own work per transaction against its signature checks (at most one
+    check per transaction when it keeps up). Both sides come from one window of one
+    run, so the host's speed, which drifts between the ceiling's samples and the
+    flood, cancels out. None where no worker CPU was read (no ``/proc``, threads)."""
+    own = workers = 0.0
+    for _, _, before, after in phases:
+        for b, a in zip(before, after, strict=True):
+            spent = _spent(b, a)
+            own += sum(spent.get(p, 0.0) for p in CPU_PARTS if p != "workers")
+            workers += spent.get("workers", 0.0)
+    return own / workers if workers > 0 else None
+
+
 def fund_accounts(root: Path, keys: list[PrivateKey], balance: int) -> None:
     """Add funded accounts to a freshly created devnet's genesis (before its first start)."""
     genesis = load_genesis(root / "genesis.json")

@@ -24,7 +24,15 @@ is used (the machine is shared: noise only ever slows a sample down, so the fast
 is the closest to what the machine can do, and the ratio errs low); every validator
 verifies every transaction, so the ratio is ``tps * validators / ceiling``. The last
 line is ``RESULT tps=... ceiling=... ratio=...`` (plus ``p50_ms=... p99_ms=...``
-with more than one validator).
+with more than one validator, and ``own_per_sig=...`` where the signature workers'
+CPU can be read).
+
+``own_per_sig`` is the issue's other measure: the validators' own CPU per transaction
+(event loop, consensus thread, other threads) over their signature workers' during the
+flood (``benches.common.own_work_per_signature``). With both cores busy the ratio
+cannot pass ``1 / (1 + own_per_sig)``, and both sides come from one window, so the
+host's drift between the ceiling's samples and the flood, which moves the ratio by a
+tenth between runs of one build, does not move it.
 
 ``--state-accounts N`` puts N more funded accounts (random addresses, never sending)
 into the height-0 state before the devnet starts (``benches.common.prebuild_state``),
@@ -50,6 +58,7 @@ from benches.common import (
     Devnet,
     cpu_table,
     fund_accounts,
+    own_work_per_signature,
     p50_p99,
     peak_rss_mb,
     prebuild_state,
@@ -331,6 +340,12 @@ async def run(args: argparse.Namespace) -> None:
     if RETRIED:
         print(f"submitted again after the node refused them: {dict(RETRIED)}")
     ratio = tps * args.validators / ceiling
+    own = own_work_per_signature(flood_cpu)
+    if own is not None:
+        print(
+            f"the node's own CPU per transaction is {own:.2f} of its signature workers' "
+            "(event loop, consensus and other threads over workers, in the flood)"
+        )
     print(
         f"end to end: {end_to_end:,.0f} tx/s, "
         f"ratio {end_to_end * args.validators / ceiling:.3f} (fill and drain included)"
@@ -339,6 +354,8 @@ async def run(args: argparse.Namespace) -> None:
     line = f"RESULT tps={tps:.0f} ceiling={ceiling:.0f} ratio={ratio:.3f}"
     if args.validators > 1:
         line += f" p50_ms={p50:.0f} p99_ms={p99:.0f}"
+    if own is not None:
+        line += f" own_per_sig={own:.2f}"
     print(line)
 
 

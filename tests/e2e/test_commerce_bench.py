@@ -10,7 +10,7 @@ import re
 import pytest
 
 from benches.commerce import main
-from benches.common import main_process_us, stage_table
+from benches.common import main_process_us, own_work_per_signature, stage_table
 from node.stage_cpu import STAGES
 
 
@@ -72,3 +72,16 @@ def test_the_stage_table_is_each_stages_mean_per_transaction_and_the_rest() -> N
     assert float(rows["rest"]) == pytest.approx(32 - 14)
     # No phase at all: the header alone.
     assert len(stage_table([]).splitlines()) == 2 + len(STAGES) + 1
+
+
+def test_the_own_work_per_signature_is_the_nodes_cpu_over_their_workers() -> None:
+    zero = {"event_loop": 0.0, "consensus": 0.0, "other": 0.0, "workers": 0.0}
+    node_a = {"event_loop": 0.2, "consensus": 0.2, "other": 0.1, "workers": 1.0}
+    node_b = {"event_loop": 0.3, "consensus": 0.1, "other": 0.0, "workers": 0.5}
+    phases = [("flood", 1000, [zero, zero], [node_a, node_b])]
+    # (0.5 + 0.4) own seconds over 1.5 of the workers, whatever the transactions.
+    assert own_work_per_signature(phases) == pytest.approx(0.9 / 1.5)
+    # No worker CPU read (no /proc, or verification on threads): no figure.
+    bare = {k: v for k, v in node_a.items() if k != "workers"}
+    assert own_work_per_signature([("flood", 1000, [zero], [bare])]) is None
+    assert own_work_per_signature([]) is None
