@@ -343,8 +343,8 @@ async def run(args: argparse.Namespace) -> None:
     own = own_work_per_signature(flood_cpu)
     if own is not None:
         print(
-            f"the node's own CPU per transaction is {own:.2f} of its signature workers' "
-            "(event loop, consensus and other threads over workers, in the flood)"
+            f"own work per signature: {own:.2f} (the validators' event loop, consensus and "
+            "other threads' CPU over their signature workers', in the flood)"
         )
     print(
         f"end to end: {end_to_end:,.0f} tx/s, "
