@@ -15,7 +15,7 @@ import pytest
 from core import PrivateKey, SignedTx, TxBody, pack_raw, sign_tx, tx_hash
 from core.keys import SignDomain
 from node.mempool import Mempool, MempoolConfig
-from node.verifier import PassedEnvelopes, ProcessVerifier
+from node.verifier import COALESCE_BELOW, PassedEnvelopes, ProcessVerifier
 from vm import Account, ChainParams, Executor, Transfer, verify_signed_tx
 from vm.accounts import account_key
 from vm.executor import check_envelopes
@@ -88,6 +88,71 @@ def test_envelope_checks_in_a_worker_match_the_first_stage(verifier):
     got = asyncio.run(verifier.check(raws, CHAIN, PARAMS.max_tx_bytes))
     assert got == check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
     assert verifier.check_sync(raws * 5, CHAIN, PARAMS.max_tx_bytes) == got * 5
+
+
+def test_small_checks_of_one_turn_of_the_loop_share_one_worker_call():
+    # One-tap buyers: many requests of one transaction each, admitted at once.
+    raws = corpus()
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(1, remember=0)
+
+    async def all_at_once() -> list[list[tuple[str, str] | None]]:
+        return await asyncio.gather(
+            *(v.check([raw], CHAIN, PARAMS.max_tx_bytes) for raw in raws),
+            v.check(raws[:3], CHAIN, PARAMS.max_tx_bytes, _hashes(raws[:3])),
+        )
+
+    try:
+        got = asyncio.run(all_at_once())
+        assert got == [[verdict] for verdict in expected] + [expected[:3]]
+        assert v.calls == 1
+        # A check as big as COALESCE_BELOW goes at once, in a call of its own.
+        big = [raws[0]] * COALESCE_BELOW
+        assert asyncio.run(v.check(big, CHAIN, PARAMS.max_tx_bytes)) == [None] * len(big)
+        assert v.calls == 2
+    finally:
+        v.close()
+
+
+def test_a_shared_call_serves_each_chain_id_apart_and_a_caller_gone_takes_nothing():
+    k = KEYS[2]
+    here, there = _tx(k), _tx(k, chain="other-chain")
+    v = ProcessVerifier(1, remember=0)
+
+    async def scenario() -> tuple[list[object], int]:
+        gone = asyncio.ensure_future(v.check([here], CHAIN, PARAMS.max_tx_bytes))
+        both = asyncio.gather(
+            v.check([here, there], CHAIN, PARAMS.max_tx_bytes),
+            v.check([there], "other-chain", PARAMS.max_tx_bytes),
+        )
+        await asyncio.sleep(0)  # every check is waiting for its call now
+        gone.cancel()
+        return list(await both), v.calls
+
+    try:
+        got, calls = asyncio.run(scenario())
+        [mine, theirs] = got
+        assert mine == check_envelopes([here, there], CHAIN, PARAMS.max_tx_bytes)
+        assert mine[0] is None and mine[1] is not None and mine[1][0] == "wrong_chain"
+        assert theirs == [None]
+        assert calls == 2  # one per chain id
+    finally:
+        v.close()
+
+
+def test_every_caller_sharing_a_call_gets_its_failure():
+    v = ProcessVerifier(1)
+    v.close()
+
+    async def closed() -> list[object]:
+        return await asyncio.gather(
+            *(v.check([_tx(k)], CHAIN, PARAMS.max_tx_bytes) for k in KEYS[:3]),
+            return_exceptions=True,
+        )
+
+    failures = asyncio.run(closed())
+    assert [type(f) for f in failures] == [RuntimeError] * 3
+    assert all("closed" in str(f) for f in failures)
 
 
 class _Env:
