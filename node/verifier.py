@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vm import check_envelopes
 
@@ -199,6 +199,21 @@ class _Waiting:
     verdicts: asyncio.Future[list[Verdict]]
 
 
+@dataclass(slots=True)
+class _Turn:
+    """The small checks made in one turn of one event loop (``ProcessVerifier.check``).
+
+    Its own object, not the verifier's fields: a loop stopped before its turn ended
+    leaves its flush unrun, and the checks of the next loop must neither wait for
+    that flush nor share a call with futures of a loop that is gone.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    waiting: list[_Waiting] = field(default_factory=list)
+    txs: int = 0
+    flushed: bool = False
+
+
 class ProcessVerifier:
     """A pool of ``workers`` processes running ``check_envelopes``.
 
@@ -222,11 +237,8 @@ class ProcessVerifier:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
-        # Small checks waiting for this turn of the event loop to end (``check``), with
-        # how many transactions they hold, and whether a flush is scheduled.
-        self._waiting: list[_Waiting] = []
-        self._waiting_txs = 0
-        self._flush_due = False
+        # The small checks waiting for the current turn of the event loop to end (``check``).
+        self._turn: _Turn | None = None
         self._serving: set[asyncio.Task[None]] = set()
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -270,26 +282,29 @@ class ProcessVerifier:
         if len(raws) >= COALESCE_BELOW or not raws:
             return await self._check_now(raws, chain_id, max_tx_bytes, hashes)
         loop = asyncio.get_running_loop()
+        turn = self._turn
+        if turn is None or turn.flushed or turn.loop is not loop:
+            turn = self._turn = _Turn(loop)
+            loop.call_soon(self._flush, turn)
         waiting = _Waiting(raws, hashes, chain_id, max_tx_bytes, loop.create_future())
-        self._waiting.append(waiting)
-        self._waiting_txs += len(raws)
-        if self._waiting_txs >= COALESCE_MAX:
-            self._flush()
-        elif not self._flush_due:
-            self._flush_due = True
-            loop.call_soon(self._flush)
+        turn.waiting.append(waiting)
+        turn.txs += len(raws)
+        if turn.txs >= COALESCE_MAX:
+            self._flush(turn)
         return await waiting.verdicts
 
-    def _flush(self) -> None:
-        """Send every small check waiting, one call per (chain id, size limit)."""
-        waiting, self._waiting, self._waiting_txs = self._waiting, [], 0
-        self._flush_due = False
+    def _flush(self, turn: _Turn) -> None:
+        """Send every small check of ``turn``, one call per (chain id, size limit)."""
+        if turn.flushed:
+            return  # COALESCE_MAX sent it before the turn ended
+        turn.flushed = True
+        if self._turn is turn:
+            self._turn = None
         groups: dict[tuple[str, int], list[_Waiting]] = {}
-        for w in waiting:
+        for w in turn.waiting:
             groups.setdefault((w.chain_id, w.max_tx_bytes), []).append(w)
-        loop = asyncio.get_running_loop()
         for (chain_id, max_tx_bytes), group in groups.items():
-            task = loop.create_task(self._serve(group, chain_id, max_tx_bytes))
+            task = turn.loop.create_task(self._serve(group, chain_id, max_tx_bytes))
             # Held until done: the loop keeps only a weak reference to a task.
             self._serving.add(task)
             task.add_done_callback(self._serving.discard)

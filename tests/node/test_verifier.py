@@ -155,6 +155,30 @@ def test_every_caller_sharing_a_call_gets_its_failure():
     assert all("closed" in str(f) for f in failures)
 
 
+def test_a_loop_stopped_before_its_turn_ended_leaves_no_check_stuck_on_the_next():
+    # A small check waits for the end of its loop's turn; that loop stops first (a
+    # run_until_complete whose coroutine returned), so its flush never runs. The
+    # next loop's checks must not wait for it.
+    v = ProcessVerifier(1, remember=0)
+    good = _tx(KEYS[3])
+
+    async def leave_one_waiting() -> None:
+        asyncio.ensure_future(v.check([good], CHAIN, PARAMS.max_tx_bytes))
+
+    async def next_loop() -> list[tuple[str, str] | None]:
+        # A bound on a hang, not on speed.
+        return await asyncio.wait_for(v.check([good], CHAIN, PARAMS.max_tx_bytes), 30)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(leave_one_waiting())
+        loop.close()
+        assert asyncio.run(next_loop()) == [None]
+        assert v.calls == 1
+    finally:
+        v.close()
+
+
 class _Env:
     def __init__(
         self,
