@@ -54,7 +54,8 @@ _PARENT_POLL_S = 1.0
 # worker), five times a lone transaction's signature, and one-tap buyers send one
 # transaction per request.
 COALESCE_BELOW = 64
-# Small checks shared by one call at most: past it, the call goes at once.
+# Transactions of small checks that wait for the end of a turn at most: past it,
+# they go at once.
 COALESCE_MAX = 1024
 
 
@@ -272,10 +273,11 @@ class ProcessVerifier:
         is not checked again.
 
         Event-loop thread only. A check of fewer than ``COALESCE_BELOW`` transactions
-        shares one worker call with the other small checks made in the same turn of
-        the loop (up to ``COALESCE_MAX`` transactions): requests of one transaction
-        each, many at once, then cost one call between them, at the price of one turn
-        of the loop. Each caller gets its own verdicts, or the call's exception.
+        shares worker calls with the other small checks made in the same turn of the
+        loop (up to ``COALESCE_MAX`` transactions; one call per worker at most, and
+        one while they are fewer than ``2 * _MIN_CHUNK``): requests of one
+        transaction each, many at once, then cost one call between them, at the price
+        of one turn of the loop. Each caller gets its own verdicts, or the call's exception.
         """
         if hashes is not None and len(hashes) != len(raws):
             raise ValueError(f"{len(raws)} transactions but {len(hashes)} hashes")
@@ -310,13 +312,27 @@ class ProcessVerifier:
             task.add_done_callback(self._serving.discard)
 
     async def _serve(self, group: list[_Waiting], chain_id: str, max_tx_bytes: int) -> None:
-        """One call for ``group``'s checks; each waiter gets its share of the verdicts."""
+        """``group``'s checks in one call per worker at most, and in one call while they
+        are fewer than two chunks of ``_MIN_CHUNK``; each waiter gets its share of the
+        verdicts."""
         raws = [raw for w in group for raw in w.raws]
         hashes: list[bytes | None] = []
         for w in group:
             hashes.extend(w.hashes if w.hashes is not None else [None] * len(w.raws))
+        # Spread over the workers as a batch's chunks are (``Mempool._verify``): a batch
+        # of fewer than ``workers`` times COALESCE_BELOW transactions comes in small
+        # chunks, and one call for them all would leave every worker but one idle.
+        n = len(raws)
+        step = -(-n // max(1, min(self.workers, n // _MIN_CHUNK)))
         try:
-            verdicts = await self._check_now(raws, chain_id, max_tx_bytes, hashes)
+            parts = await asyncio.gather(
+                *(
+                    self._check_now(
+                        raws[k : k + step], chain_id, max_tx_bytes, hashes[k : k + step]
+                    )
+                    for k in range(0, n, step)
+                )
+            )
         except asyncio.CancelledError:
             for w in group:
                 w.verdicts.cancel()
@@ -326,6 +342,7 @@ class ProcessVerifier:
                 if not w.verdicts.done():
                     w.verdicts.set_exception(exc)
             return
+        verdicts = [verdict for part in parts for verdict in part]
         start = 0
         for w in group:
             end = start + len(w.raws)

@@ -114,6 +114,26 @@ def test_small_checks_of_one_turn_of_the_loop_share_one_worker_call():
         v.close()
 
 
+def test_a_batch_in_small_chunks_still_keeps_every_worker_busy():
+    # The mempool cuts a batch of 100 into one chunk per worker, 50 each: both are
+    # small checks, and one call for both would leave a worker idle.
+    raws = (corpus() * 10)[:100]
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(2, remember=0)
+
+    async def one_chunk_each() -> list[list[tuple[str, str] | None]]:
+        return await asyncio.gather(
+            v.check(raws[:50], CHAIN, PARAMS.max_tx_bytes),
+            v.check(raws[50:], CHAIN, PARAMS.max_tx_bytes, _hashes(raws[50:])),
+        )
+
+    try:
+        assert asyncio.run(one_chunk_each()) == [expected[:50], expected[50:]]
+        assert v.calls == 2
+    finally:
+        v.close()
+
+
 def test_a_shared_call_serves_each_chain_id_apart_and_a_caller_gone_takes_nothing():
     k = KEYS[2]
     here, there = _tx(k), _tx(k, chain="other-chain")
