@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import gc
 import logging
 import multiprocessing
@@ -309,7 +310,16 @@ class ProcessVerifier:
             task = turn.loop.create_task(self._serve(group, chain_id, max_tx_bytes))
             # Held until done: the loop keeps only a weak reference to a task.
             self._serving.add(task)
-            task.add_done_callback(self._serving.discard)
+            task.add_done_callback(functools.partial(self._served, group))
+
+    def _served(self, group: list[_Waiting], task: asyncio.Task[None]) -> None:
+        """A shared call's task is over: a caller it did not answer is cancelled. The
+        task may have been cancelled before its first step (the loop's shutdown),
+        and then ``_serve``'s own handlers never ran."""
+        self._serving.discard(task)
+        for w in group:
+            if not w.verdicts.done():
+                w.verdicts.cancel()
 
     async def _serve(self, group: list[_Waiting], chain_id: str, max_tx_bytes: int) -> None:
         """``group``'s checks in one call per worker at most, and in one call while they
@@ -333,10 +343,6 @@ class ProcessVerifier:
                     for k in range(0, n, step)
                 )
             )
-        except asyncio.CancelledError:
-            for w in group:
-                w.verdicts.cancel()
-            raise
         except Exception as exc:
             for w in group:
                 if not w.verdicts.done():

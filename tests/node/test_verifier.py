@@ -199,6 +199,27 @@ def test_a_loop_stopped_before_its_turn_ended_leaves_no_check_stuck_on_the_next(
         v.close()
 
 
+def test_a_shared_call_cancelled_before_it_began_cancels_its_callers():
+    # The loop's shutdown (or anything that cancels every task) may cancel the task of
+    # a shared call before its first step: its callers must not wait for ever.
+    v = ProcessVerifier(1, remember=0)
+
+    async def scenario() -> bool:
+        caller = asyncio.ensure_future(v.check([_tx(KEYS[4])], CHAIN, PARAMS.max_tx_bytes))
+        await asyncio.sleep(0)  # the caller waits for the end of this turn
+        await asyncio.sleep(0)  # the turn's flush made the call's task, not yet begun
+        for task in asyncio.all_tasks() - {asyncio.current_task(), caller}:
+            task.cancel()
+        # A bound on a hang, not on speed.
+        await asyncio.wait({caller}, timeout=30)
+        return caller.cancelled()
+
+    try:
+        assert asyncio.run(scenario())
+    finally:
+        v.close()
+
+
 class _Env:
     def __init__(
         self,
