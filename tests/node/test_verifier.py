@@ -295,6 +295,33 @@ def test_a_dead_worker_costs_no_verdicts():
     assert not _worker_pids(others)
 
 
+def test_workers_killed_under_a_shared_call_cost_its_callers_no_verdicts():
+    # One-tap requests sharing a call when the workers die: each still gets its own
+    # verdicts (checked on a thread here), and the pool is replaced.
+    others = _worker_pids(set())
+    v = ProcessVerifier(2)
+    raws = corpus()
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+
+    async def one_tap_each() -> list[list[tuple[str, str] | None]]:
+        return await asyncio.gather(*(v.check([raw], CHAIN, PARAMS.max_tx_bytes) for raw in raws))
+
+    try:
+        assert asyncio.run(one_tap_each()) == [[verdict] for verdict in expected]
+        workers = _worker_pids(others)
+        assert workers
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        assert asyncio.run(one_tap_each()) == [[verdict] for verdict in expected]
+        assert asyncio.run(one_tap_each()) == [[verdict] for verdict in expected]
+        replaced = _worker_pids(others)
+        assert replaced and replaced.isdisjoint(workers)
+    finally:
+        v.close()
+    assert not _worker_pids(others)
+
+
 def _hashes(raws: list[bytes]) -> list[bytes | None]:
     return [tx_hash(raw) for raw in raws]
 
