@@ -684,18 +684,21 @@ class Mempool:
         (decoding body and payload) runs here on the transactions that passed,
         so every transaction gets the verdict ``verify_signed_tx`` would give.
         """
-        assert self._verifier is not None
+        verifier = self._verifier
+        assert verifier is not None
         chain_id = self._chain_id
         max_tx_bytes = self._params.max_tx_bytes
-        parts = await asyncio.gather(
-            *(
-                self._verifier.check(
-                    raws[k : k + step], chain_id, max_tx_bytes, hashes[k : k + step]
+        if step >= len(raws):
+            # One chunk (a one-tap request): awaited as it is, not wrapped in a task.
+            verdicts = await verifier.check(raws, chain_id, max_tx_bytes, hashes)
+        else:
+            parts = await asyncio.gather(
+                *(
+                    verifier.check(raws[k : k + step], chain_id, max_tx_bytes, hashes[k : k + step])
+                    for k in range(0, len(raws), step)
                 )
-                for k in range(0, len(raws), step)
             )
-        )
-        verdicts = [verdict for part in parts for verdict in part]
+            verdicts = [verdict for part in parts for verdict in part]
         registry = self._registry
         out: list[VerifiedTx | Invalid] = []
         for k in range(0, len(raws), ADMIT_CHUNK):
