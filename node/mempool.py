@@ -94,7 +94,7 @@ from core.errors import Invalid
 from core.types import tx_hash
 from node.config import MempoolConfig
 from node.stage_cpu import StageCpu
-from node.verifier import ProcessVerifier
+from node.verifier import ProcessVerifier, chunk_step
 from p2p.limits import TokenBucket
 from vm.accounts import ACCOUNT_PREFIX, ZERO_ACCOUNT, Account, get_account
 from vm.executor import (
@@ -113,9 +113,6 @@ log = logging.getLogger("node.mempool")
 
 ACCEPTED = "accepted"
 
-# Below this many transactions per chunk the pool hand-off costs more than
-# the parallel verification saves.
-_MIN_CHUNK = 16
 # Transactions decoded or admitted between two turns of the event loop. The loop also
 # carries p2p (proposals, votes) and the proposer's selection: a batch of 2,000 admitted
 # in one go held it 0.2-0.6 s on loaded validators (``benches.flashdeal``), every vote
@@ -652,9 +649,7 @@ class Mempool:
     ) -> list[VerifiedTx | Invalid]:
         if not raws:
             return []
-        n = len(raws)
-        chunks = max(1, min(self._config.verify_threads, n // _MIN_CHUNK))
-        step = -(-n // chunks)
+        step = chunk_step(len(raws), self._config.verify_threads)
         loop = asyncio.get_running_loop()
         if self._verifier is not None:
             return await self._verify_in_processes(raws, hashes, step)
@@ -668,7 +663,7 @@ class Mempool:
                 self._registry,
                 self._params.max_tx_bytes,
             )
-            for k in range(0, n, step)
+            for k in range(0, len(raws), step)
         ]
         out: list[VerifiedTx | Invalid] = []
         for part in await asyncio.gather(*futures):

@@ -40,7 +40,8 @@ log = logging.getLogger("node.verifier")
 
 Verdict = tuple[str, str] | None
 
-# Smaller chunks are not worth a hand-off of their own.
+# Below this many transactions per chunk the hand-off costs more than the parallel
+# verification saves (``chunk_step``).
 _MIN_CHUNK = 16
 # Envelopes that passed, remembered by transaction hash (``ProcessVerifier``): about
 # 145 bytes each where the memory holds a hash's last reference, so some 19 MB. A node of a four-validator flood checks some 7,500 a second,
@@ -58,6 +59,12 @@ COALESCE_BELOW = 64
 # Transactions of small checks that wait for the end of a turn at most: past it,
 # they go at once.
 COALESCE_MAX = 1024
+
+
+def chunk_step(n: int, workers: int) -> int:
+    """Transactions per chunk when ``n`` are spread over ``workers``: one chunk per
+    worker at most, and none smaller than ``_MIN_CHUNK`` (a lone chunk may be)."""
+    return -(-n // max(1, min(workers, n // _MIN_CHUNK)))
 
 
 def _watch_parent(parent: int) -> None:
@@ -280,10 +287,12 @@ class ProcessVerifier:
         transaction each, many at once, then cost one call between them, at the price
         of one turn of the loop. Each caller gets its own verdicts, or the call's exception.
         """
-        if hashes is not None and len(hashes) != len(raws):
-            raise ValueError(f"{len(raws)} transactions but {len(hashes)} hashes")
         if len(raws) >= COALESCE_BELOW or not raws:
             return await self._check_now(raws, chain_id, max_tx_bytes, hashes)
+        # Refused before it waits (``PassedEnvelopes.unknown`` refuses the rest): a
+        # caller's bad arguments must not fail the call it would share.
+        if hashes is not None and len(hashes) != len(raws):
+            raise ValueError(f"{len(raws)} transactions but {len(hashes)} hashes")
         loop = asyncio.get_running_loop()
         turn = self._turn
         if turn is None or turn.flushed or turn.loop is not loop:
@@ -333,7 +342,7 @@ class ProcessVerifier:
         # of fewer than ``workers`` times COALESCE_BELOW transactions comes in small
         # chunks, and one call for them all would leave every worker but one idle.
         n = len(raws)
-        step = -(-n // max(1, min(self.workers, n // _MIN_CHUNK)))
+        step = chunk_step(n, self.workers)
         try:
             parts = await asyncio.gather(
                 *(
