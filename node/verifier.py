@@ -353,9 +353,14 @@ class ProcessVerifier:
                 )
             )
         except Exception as exc:
-            for w in group:
-                if not w.verdicts.done():
-                    w.verdicts.set_exception(exc)
+            if len(group) > 1:
+                # One caller's bytes may be what failed the call (check_envelopes raises
+                # only on a bug, which a client or peer could hit): each caller is
+                # checked alone, so a failure stays with its cause, as without sharing.
+                await self._serve_alone(group, chain_id, max_tx_bytes)
+                return
+            if not group[0].verdicts.done():
+                group[0].verdicts.set_exception(exc)
             return
         verdicts = [verdict for part in parts for verdict in part]
         start = 0
@@ -365,6 +370,20 @@ class ProcessVerifier:
             if not w.verdicts.done():
                 w.verdicts.set_result(verdicts[start:end])
             start = end
+
+    async def _serve_alone(self, group: list[_Waiting], chain_id: str, max_tx_bytes: int) -> None:
+        """Each of ``group``'s checks in a call of its own: its verdicts or its failure."""
+        for w in group:
+            if w.verdicts.done():
+                continue  # its caller went away
+            try:
+                verdicts = await self._check_now(w.raws, chain_id, max_tx_bytes, w.hashes)
+            except Exception as exc:
+                if not w.verdicts.done():
+                    w.verdicts.set_exception(exc)
+            else:
+                if not w.verdicts.done():
+                    w.verdicts.set_result(verdicts)
 
     async def _check_now(
         self,

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import node.verifier as verifier_module
 from core import PrivateKey, SignedTx, TxBody, pack_raw, sign_tx, tx_hash
 from core.keys import SignDomain
 from node.mempool import Mempool, MempoolConfig
@@ -156,6 +157,40 @@ def test_a_shared_call_serves_each_chain_id_apart_and_a_caller_gone_takes_nothin
         assert mine[0] is None and mine[1] is not None and mine[1][0] == "wrong_chain"
         assert theirs == [None]
         assert calls == 2  # one per chain id
+    finally:
+        v.close()
+
+
+POISON = b"\xc1bytes that hit a bug in the envelope checks"
+
+
+def poisoned_check(raws: list[bytes], chain_id: str, max_tx_bytes: int) -> list[object]:
+    """``check_envelopes``, but a call holding ``POISON`` fails as a bug in it would
+    (run by the workers: a module-level name, pickled by reference)."""
+    if POISON in raws:
+        raise RuntimeError("a bug hit by one caller's bytes")
+    return check_envelopes(raws, chain_id, max_tx_bytes)  # type: ignore[return-value]  # verdicts
+
+
+def test_a_call_failed_by_one_callers_bytes_fails_that_caller_alone(monkeypatch):
+    # A hostile client's bytes that made the envelope checks raise would otherwise
+    # fail every honest request sharing its call, where alone they failed only its own.
+    monkeypatch.setattr(verifier_module, "check_envelopes", poisoned_check)
+    good = [_tx(k) for k in KEYS[:3]]
+    v = ProcessVerifier(1, remember=0)
+
+    async def shared() -> list[object]:
+        return await asyncio.gather(
+            v.check([good[0]], CHAIN, PARAMS.max_tx_bytes),
+            v.check([POISON], CHAIN, PARAMS.max_tx_bytes),
+            v.check(good[1:], CHAIN, PARAMS.max_tx_bytes),
+            return_exceptions=True,
+        )
+
+    try:
+        first, poisoned, rest = asyncio.run(shared())
+        assert (first, rest) == ([None], [None, None])
+        assert isinstance(poisoned, RuntimeError)
     finally:
         v.close()
 
