@@ -32,7 +32,7 @@ from benches.common import (
     fund_accounts,
     stage_table,
 )
-from benches.throughput import Follower, presign, wait_for
+from benches.throughput import Follower, presign, signing_terms, wait_for
 from core import PrivateKey
 from genesis import create_localnet
 
@@ -76,14 +76,8 @@ async def run(args: argparse.Namespace) -> None:
         try:
             net.wait_tree_loaded()
             urls = [n["url"] for n in net.nodes]
-            async with aiohttp.ClientSession() as s:
-                async with s.get(urls[0] + "/v1/genesis") as r:
-                    genesis = (await r.json())["genesis"]
-                async with s.get(urls[0] + "/v1/status") as r:
-                    start_height = (await r.json())["height"]
-            params = genesis["params"]
-            expiry = start_height + params["max_expiry_blocks"] // 2
-            txs = presign(keys, range(1), genesis["chain_id"], params["min_fee"], expiry)
+            chain_id, fee, expiry, start_height = await signing_terms(urls[0])
+            txs = presign(keys, range(1), chain_id, fee, expiry)
             follower = Follower(urls[0], start_height)
             follow_task = asyncio.create_task(follower.run())
             before = await asyncio.to_thread(net.cpu_seconds)

@@ -138,6 +138,19 @@ RETRY_MAX_S = 1.0
 RETRIED: Counter[str] = Counter()
 
 
+async def signing_terms(url: str) -> tuple[str, int, int, int]:
+    """What presigned transfers to the node at ``url`` need, read from it: (chain id,
+    minimum fee, an expiry height half the window ahead, the height now)."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url + "/v1/genesis") as r:
+            genesis = (await r.json())["genesis"]
+        async with s.get(url + "/v1/status") as r:
+            height: int = (await r.json())["height"]
+    params = genesis["params"]
+    expiry = height + params["max_expiry_blocks"] // 2
+    return genesis["chain_id"], params["min_fee"], expiry, height
+
+
 async def post_batch(
     session: aiohttp.ClientSession,
     url: str,
@@ -259,14 +272,7 @@ async def run(args: argparse.Namespace) -> None:
             waited = net.wait_tree_loaded()
             print(f"state tree upper levels loaded on every validator (waited {waited:.1f} s)")
             urls = [n["url"] for n in net.nodes]
-            async with aiohttp.ClientSession() as s:
-                async with s.get(urls[0] + "/v1/genesis") as r:
-                    genesis = (await r.json())["genesis"]
-                async with s.get(urls[0] + "/v1/status") as r:
-                    start_height = (await r.json())["height"]
-            params = genesis["params"]
-            expiry = start_height + params["max_expiry_blocks"] // 2
-            chain_id, fee = genesis["chain_id"], params["min_fee"]
+            chain_id, fee, expiry, start_height = await signing_terms(urls[0])
             load = presign(keys, range(args.per_account), chain_id, fee, expiry)
             print(f"{len(load):,} pre-signed transfers from {len(keys):,} accounts", flush=True)
 
