@@ -113,24 +113,36 @@ def _metrics_text(url: str, timeout: float) -> str | None:
 CpuPhase = tuple[str, int, list[dict[str, float]], list[dict[str, float]]]
 
 
-def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+def _spent(
+    before: dict[str, float], after: dict[str, float], parts: tuple[str, ...] = CPU_PARTS
+) -> dict[str, float]:
     """One node's CPU seconds by part between two ``cpu_seconds`` reads (parts read both
     times only). Clamped: two reads of one counter a few ms apart may differ by a tick."""
-    return {p: max(0.0, after[p] - before[p]) for p in CPU_PARTS if p in after and p in before}
+    return {p: max(0.0, after[p] - before[p]) for p in parts if p in after and p in before}
+
+
+def mean_us_per_tx(phase: CpuPhase) -> dict[str, float]:
+    """The nodes' mean CPU microseconds per transaction of ``phase``, by part (a part
+    a node did not report counts as nothing)."""
+    _, txs, before, after = phase
+    means = dict.fromkeys(CPU_PARTS, 0.0)
+    for b, a in zip(before, after, strict=True):
+        for p, v in _spent(b, a).items():
+            means[p] += v / len(after) / max(1, txs) * 1e6
+    return means
 
 
 def cpu_table(phases: list[CpuPhase]) -> str:
     """Per phase (name, transactions, ``cpu_seconds`` before, after): each node's CPU
     seconds by part, and the mean over the nodes in microseconds per transaction."""
     lines = [f"CPU per validator, seconds ({' / '.join(CPU_PARTS)}); mean us per tx:"]
-    for name, txs, before, after in phases:
+    for phase in phases:
+        name, _, before, after = phase
         cells = []
-        means = dict.fromkeys(CPU_PARTS, 0.0)
         for b, a in zip(before, after, strict=True):
             spent = _spent(b, a)
             cells.append("/".join(f"{spent[p]:.1f}" if p in spent else "-" for p in CPU_PARTS))
-            for p, v in spent.items():
-                means[p] += v / len(after) / max(1, txs) * 1e6
+        means = mean_us_per_tx(phase)
         mean = " / ".join(f"{means[p]:.0f}" for p in CPU_PARTS)
         lines.append(f"  {name:<16} {'  '.join(cells)}   ({mean} us/tx)")
     return "\n".join(lines)
@@ -153,11 +165,7 @@ def stage_table(phases: list[CpuPhase]) -> str:
         # Per row, each reporting node's microseconds per transaction.
         seen: dict[str, list[float]] = {}
         for b, a in zip(before, after, strict=True):
-            us = {
-                part: max(0.0, a[part] - b[part]) / max(1, txs) * 1e6
-                for part in (*STAGES, *GIL_PARTS)
-                if part in a and part in b
-            }
+            us = {p: v / max(1, txs) * 1e6 for p, v in _spent(b, a, (*STAGES, *GIL_PARTS)).items()}
             if len(us) == len(STAGES) + len(GIL_PARTS):
                 staged = sum(us[s] for s in STAGES)
                 us["rest"] = max(0.0, sum(us[p] for p in GIL_PARTS) - staged)

@@ -25,27 +25,16 @@ from pathlib import Path
 import aiohttp
 
 from benches.common import (
-    CPU_PARTS,
     CpuPhase,
     Devnet,
     cpu_table,
     fund_accounts,
+    mean_us_per_tx,
     stage_table,
 )
 from benches.throughput import Follower, presign, signing_terms, wait_for
 from core import PrivateKey
 from genesis import create_localnet
-
-
-def per_request_us(phase: CpuPhase) -> dict[str, float]:
-    """The validators' mean CPU microseconds per request of ``phase``, by part."""
-    _, requests, before, after = phase
-    out = dict.fromkeys(CPU_PARTS, 0.0)
-    for b, a in zip(before, after, strict=True):
-        for part in CPU_PARTS:
-            if part in a and part in b:
-                out[part] += max(0.0, a[part] - b[part]) / len(after) / max(1, requests) * 1e6
-    return out
 
 
 async def tap(urls: list[str], txs: list[bytes], concurrency: int) -> dict[int, int]:
@@ -100,7 +89,7 @@ async def run(args: argparse.Namespace) -> None:
     phase: CpuPhase = ("one tap", len(txs), before, after)
     print(cpu_table([phase]))
     print(stage_table([phase]))
-    us = per_request_us(phase)
+    us = mean_us_per_tx(phase)
     print(f"command: {' '.join([sys.executable, '-m', 'benches.onetap', *sys.argv[1:]])}")
     print(
         f"RESULT rps={rps:.0f} cpu_us={sum(us.values()):.0f} event_loop_us={us['event_loop']:.0f}"

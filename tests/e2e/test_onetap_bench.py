@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from benches.onetap import main, per_request_us
+from benches.common import mean_us_per_tx
+from benches.onetap import main
 
 
 def test_every_one_tap_request_is_accepted_and_final(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,7 +25,7 @@ def test_cpu_per_request_is_the_validators_mean_by_part() -> None:
     zero = {"event_loop": 0.0, "consensus": 0.0, "other": 0.0, "workers": 0.0}
     a = {"event_loop": 0.2, "consensus": 0.1, "other": 0.0, "workers": 0.3}
     b = {"event_loop": 0.4, "consensus": 0.1, "other": 0.1, "workers": 0.1}
-    us = per_request_us(("one tap", 1000, [zero, zero], [a, b]))
+    us = mean_us_per_tx(("one tap", 1000, [zero, zero], [a, b]))
     assert us == pytest.approx(
         {"event_loop": 300.0, "consensus": 100.0, "other": 50.0, "workers": 200.0}
     )
