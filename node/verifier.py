@@ -22,18 +22,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import functools
-import gc
 import logging
-import multiprocessing
-import os
-import signal
 import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
+import msgpack
+
+from node.verify_worker import DEFAULT_CHECK
+from node.worker_pipes import WorkerGone, WorkerProcess
 from vm import check_envelopes
 
 log = logging.getLogger("node.verifier")
@@ -48,8 +47,6 @@ _MIN_CHUNK = 16
 # and a gossip copy came up to 10-20 s after the proposal that held its transaction:
 # with 65,536 remembered, 0.6-4.5% of a node's checks were of passes already forgotten.
 REMEMBERED_PASSES = 1 << 17
-# How often a worker checks that the node that started it is still alive.
-_PARENT_POLL_S = 1.0
 # A check of fewer transactions than this waits one turn of the event loop for other
 # small checks to share its worker call (``ProcessVerifier.check``): a call costs the
 # node about 0.3 ms beyond its signatures (pickling, the pool's threads, waking a
@@ -59,33 +56,14 @@ COALESCE_BELOW = 64
 # Transactions of small checks that wait for the end of a turn at most: past it,
 # they go at once.
 COALESCE_MAX = 1024
+# How often ``check_sync``, waiting on the home loop, checks that it still runs.
+_HOME_POLL_S = 0.5
 
 
 def chunk_step(n: int, workers: int) -> int:
     """Transactions per chunk when ``n`` are spread over ``workers``: one chunk per
     worker at most, and none smaller than ``_MIN_CHUNK`` (a lone chunk may be)."""
     return -(-n // max(1, min(workers, n // _MIN_CHUNK)))
-
-
-def _watch_parent(parent: int) -> None:
-    while True:
-        time.sleep(_PARENT_POLL_S)
-        if os.getppid() != parent:
-            # The node died without shutting the pool down (SIGKILL): do not linger.
-            os._exit(0)
-
-
-def _init_worker(parent: int) -> None:
-    # Ctrl-C reaches the whole process group; the node decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A worker allocates only short-lived objects: collect young garbage less often.
-    gc.freeze()
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-
-
-def _ready() -> int:
-    return os.getpid()
 
 
 class PassedEnvelopes:
@@ -223,51 +201,112 @@ class _Turn:
     flushed: bool = False
 
 
-class ProcessVerifier:
-    """A pool of ``workers`` processes running ``check_envelopes``.
+class VerifierError(RuntimeError):
+    """A worker's check raised (a bug that some transaction's bytes hit); its message
+    names the worker's exception."""
 
-    Workers are spawned (never forked: the node has threads) by ``start_workers``
-    or with the first chunk. If a worker dies the pool is replaced and
-    the chunks it had are checked on a thread of this process instead, so no
-    batch is lost to a broken pool.
+
+def _request(raws: Sequence[bytes], chain_id: str, max_tx_bytes: int) -> bytes:
+    payload: bytes = msgpack.packb([list(raws), chain_id, max_tx_bytes], use_bin_type=True)
+    return payload
+
+
+def _answer(payload: bytes, n: int) -> list[Verdict]:
+    """The verdicts of a worker's answer to a request of ``n`` transactions. Raises
+    ``VerifierError`` if its check raised, ``ValueError`` if the answer has another
+    shape (a broken worker: no verdict of it is taken, above all no pass)."""
+    answer = msgpack.unpackb(payload)
+    if type(answer) is not list or len(answer) != 2:
+        raise ValueError("a worker's answer is not [ok, body]")
+    ok, body = answer
+    if ok is False and type(body) is str:
+        raise VerifierError(f"verification worker: {body}")
+    if ok is not True or type(body) is not list or len(body) != n:
+        raise ValueError(f"a worker answered other than {n} verdicts")
+    out: list[Verdict] = []
+    for verdict in body:
+        if verdict is None:
+            out.append(None)
+        elif (
+            type(verdict) is list
+            and len(verdict) == 2
+            and type(verdict[0]) is str
+            and type(verdict[1]) is str
+        ):
+            out.append((verdict[0], verdict[1]))
+        else:
+            raise ValueError("a worker's verdict is neither None nor [code, message]")
+    return out
+
+
+class ProcessVerifier:
+    """``workers`` processes running ``check_envelopes`` (``node.worker_pipes``).
+
+    Workers start with ``start_workers`` or the first check. A check from an event
+    loop writes to a worker's pipe from that loop; ``check_sync`` (the consensus
+    thread) goes through the loop of the latest check while it runs, so the
+    workers have one owner, and writes to idle workers itself otherwise. If a
+    worker dies, its calls in flight are checked on a thread of this process
+    instead, so no batch is lost, and the next check starts a new worker.
+
+    ``check``: the worker's check as ``module:function`` (tests name one that
+    fails on purpose).
 
     The same bytes are not checked twice: a caller that gives the transactions'
     hashes gets a pass without a worker's check for those in ``passed``, the last
     ``remember`` that passed (``PassedEnvelopes``).
     """
 
-    def __init__(self, workers: int, remember: int = REMEMBERED_PASSES) -> None:
+    def __init__(
+        self, workers: int, remember: int = REMEMBERED_PASSES, *, check: str = DEFAULT_CHECK
+    ) -> None:
         if workers < 1:
             raise ValueError(f"verifier needs at least 1 worker, got {workers}")
         self.workers = workers
         self.passed = PassedEnvelopes(remember)
         # Calls made to the workers (for benches and tests: how well small checks share).
         self.calls = 0
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._check = check
+        self._procs: list[WorkerProcess] = []
+        # The loop of the latest check: ``check_sync`` from another thread goes through it.
+        self._home: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._closed = False
         # The small checks waiting for the current turn of the event loop to end (``check``).
         self._turn: _Turn | None = None
         self._serving: set[asyncio.Task[None]] = set()
 
-    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+    def _live(self) -> list[WorkerProcess]:
+        """The workers, each gone one replaced by a new one."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("verifier is closed")
-            if self._pool is None:
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker,
-                    initargs=(os.getpid(),),
-                )
-            return self._pool
+            gone = [w for w in self._procs if w.gone]
+            live = [w for w in self._procs if not w.gone]
+            try:
+                while len(live) < self.workers:
+                    live.append(WorkerProcess(self._check))
+            except OSError as exc:
+                # No process to be had (a full process table, no memory): the checks
+                # run on threads here until one starts (``_call``), never fail for it.
+                log.error("cannot start a verification worker: %s", exc)
+            self._procs = live
+        for w in gone:
+            # Ended already, unless its loop closed with calls in flight: end it now.
+            w.stop(WorkerGone("replaced"))
+        return live
 
     def start_workers(self) -> None:
-        """Spawn the workers now (in the background), so the first batch does not wait."""
-        pool = self._executor()
-        for _ in range(self.workers):
-            pool.submit(_ready)
+        """Start the workers now, so the first batch does not wait for them."""
+        self._live()
+        with contextlib.suppress(RuntimeError):
+            self._home = asyncio.get_running_loop()
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the live workers (for tests and operators)."""
+        with self._lock:
+            return [w.pid for w in self._procs if not w.gone]
 
     async def check(
         self,
@@ -397,17 +436,40 @@ class ProcessVerifier:
         if not todo:
             return [None] * len(raws)
         loop = asyncio.get_running_loop()
-        pool = self._executor()
+        procs = self._live()
+        self._home = loop
         sent = raws if len(todo) == len(raws) else [raws[i] for i in todo]
         with self._lock:
             self.calls += 1
-        try:
-            got = await loop.run_in_executor(pool, check_envelopes, sent, chain_id, max_tx_bytes)
-        except BrokenProcessPool:
-            self._replace(pool)
-            log.warning("a verification worker died; checking %d transactions here", len(sent))
-            got = await loop.run_in_executor(None, check_envelopes, sent, chain_id, max_tx_bytes)
+        got = await self._call(loop, procs, sent, chain_id, max_tx_bytes)
         return self.passed.merge(len(raws), todo, got, hashes, chain_id)
+
+    async def _call(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        procs: list[WorkerProcess],
+        sent: Sequence[bytes],
+        chain_id: str,
+        max_tx_bytes: int,
+    ) -> list[Verdict]:
+        """``check_envelopes(sent, ...)`` in the least loaded worker this loop may use,
+        or on a thread here if none may or it dies first."""
+        payload = _request(sent, chain_id, max_tx_bytes)
+        for w in sorted(procs, key=lambda w: w.load):
+            future = w.call(loop, payload, len(sent))
+            if future is None:
+                continue
+            try:
+                return _answer(await future, len(sent))
+            except WorkerGone:
+                if self._closed:
+                    raise RuntimeError("verifier is closed") from None
+                log.warning("a verification worker died; checking %d transactions here", len(sent))
+            except ValueError:
+                log.error("verification worker %d answered out of protocol; replacing it", w.pid)
+                w.stop(WorkerGone("out of protocol"))
+            break
+        return await loop.run_in_executor(None, check_envelopes, sent, chain_id, max_tx_bytes)
 
     def check_sync(
         self,
@@ -422,33 +484,95 @@ class ProcessVerifier:
         if not todo:
             return [None] * len(raws)
         sent = raws if len(todo) == len(raws) else [raws[i] for i in todo]
-        pool = self._executor()
+        procs = self._live()
         step = max(_MIN_CHUNK, -(-len(sent) // self.workers))
+        chunks = [sent[k : k + step] for k in range(0, len(sent), step)]
         with self._lock:
-            self.calls += -(-len(sent) // step)
-        try:
-            futures = [
-                pool.submit(check_envelopes, sent[k : k + step], chain_id, max_tx_bytes)
-                for k in range(0, len(sent), step)
-            ]
-            got = [verdict for future in futures for verdict in future.result()]
-        except BrokenProcessPool:
-            self._replace(pool)
-            log.warning("a verification worker died; checking %d transactions here", len(sent))
-            got = check_envelopes(sent, chain_id, max_tx_bytes)
+            self.calls += len(chunks)
+        got = self._through_home(chunks, chain_id, max_tx_bytes)
+        if got is None:
+            got = self._blocking(procs, chunks, chain_id, max_tx_bytes)
         return self.passed.merge(len(raws), todo, got, hashes, chain_id)
 
-    def _replace(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._pool is broken:
-                self._pool = None
-        broken.shutdown(wait=False, cancel_futures=True)
+    def _through_home(
+        self, chunks: list[Sequence[bytes]], chain_id: str, max_tx_bytes: int
+    ) -> list[Verdict] | None:
+        """The chunks' verdicts from the home loop's workers, if that loop runs on
+        another thread (else None). None too if it stops before it answers."""
+        home = self._home
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if home is None or home is running or not home.is_running():
+            return None
+
+        async def calls() -> list[Verdict]:
+            loop = asyncio.get_running_loop()
+            procs = self._live()
+            parts = await asyncio.gather(
+                *(self._call(loop, procs, chunk, chain_id, max_tx_bytes) for chunk in chunks)
+            )
+            return [verdict for part in parts for verdict in part]
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(calls(), home)
+        except RuntimeError:
+            return None  # the loop closed meanwhile
+        while True:
+            try:
+                return future.result(timeout=_HOME_POLL_S)
+            except concurrent.futures.TimeoutError:
+                if home.is_closed() or not home.is_running():
+                    future.cancel()
+                    return None
+
+    def _blocking(
+        self,
+        procs: list[WorkerProcess],
+        chunks: list[Sequence[bytes]],
+        chain_id: str,
+        max_tx_bytes: int,
+    ) -> list[Verdict]:
+        """The chunks' verdicts from idle workers, waited for here, all chunks sent
+        before any answer is read; a chunk no idle worker takes is checked here."""
+        begun: list[WorkerProcess | None] = []
+        free = iter(procs)
+        for chunk in chunks:
+            payload = _request(chunk, chain_id, max_tx_bytes)
+            begun.append(next((w for w in free if w.begin_blocking(payload)), None))
+        got: list[Verdict] = []
+        error: VerifierError | None = None
+        # Every begun call is read to its end, whatever an earlier one gave.
+        for w, chunk in zip(begun, chunks, strict=True):
+            if w is not None:
+                try:
+                    got.extend(_answer(w.end_blocking(), len(chunk)))
+                    continue
+                except WorkerGone:
+                    if self._closed:
+                        raise RuntimeError("verifier is closed") from None
+                    log.warning(
+                        "a verification worker died; checking %d transactions here", len(chunk)
+                    )
+                except VerifierError as exc:
+                    error = error or exc
+                    continue
+                except ValueError:
+                    log.error("verification worker %d answered out of protocol", w.pid)
+                    w.stop(WorkerGone("out of protocol"))
+            got.extend(check_envelopes(chunk, chain_id, max_tx_bytes))
+        if error is not None:
+            raise error
+        return got
 
     def close(self) -> None:
+        """Stop the workers; checks in flight fail with ``RuntimeError`` and so does
+        every later one."""
         with self._lock:
             self._closed = True
-            pool, self._pool = self._pool, None
+            procs, self._procs = self._procs, []
         # Nothing is answered from memory either: a closed verifier refuses work.
         self.passed.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for w in procs:
+            w.stop(RuntimeError("verifier is closed"))

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import node.verifier as verifier_module
 from core import PrivateKey, SignedTx, TxBody, pack_raw, sign_tx, tx_hash
 from core.keys import SignDomain
 from node.mempool import Mempool, MempoolConfig
-from node.verifier import COALESCE_BELOW, PassedEnvelopes, ProcessVerifier
+from node.verifier import COALESCE_BELOW, PassedEnvelopes, ProcessVerifier, VerifierError
+from tests import worker_checks
 from vm import Account, ChainParams, Executor, Transfer, verify_signed_tx
 from vm.accounts import account_key
 from vm.executor import check_envelopes
@@ -161,28 +162,16 @@ def test_a_shared_call_serves_each_chain_id_apart_and_a_caller_gone_takes_nothin
         v.close()
 
 
-POISON = b"\xc1bytes that hit a bug in the envelope checks"
-
-
-def poisoned_check(raws: list[bytes], chain_id: str, max_tx_bytes: int) -> list[object]:
-    """``check_envelopes``, but a call holding ``POISON`` fails as a bug in it would
-    (run by the workers: a module-level name, pickled by reference)."""
-    if POISON in raws:
-        raise RuntimeError("a bug hit by one caller's bytes")
-    return check_envelopes(raws, chain_id, max_tx_bytes)  # type: ignore[return-value]  # verdicts
-
-
-def test_a_call_failed_by_one_callers_bytes_fails_that_caller_alone(monkeypatch):
+def test_a_call_failed_by_one_callers_bytes_fails_that_caller_alone():
     # A hostile client's bytes that made the envelope checks raise would otherwise
     # fail every honest request sharing its call, where alone they failed only its own.
-    monkeypatch.setattr(verifier_module, "check_envelopes", poisoned_check)
     good = [_tx(k) for k in KEYS[:3]]
-    v = ProcessVerifier(1, remember=0)
+    v = ProcessVerifier(1, remember=0, check=worker_checks.POISONED)
 
     async def shared() -> list[object]:
         return await asyncio.gather(
             v.check([good[0]], CHAIN, PARAMS.max_tx_bytes),
-            v.check([POISON], CHAIN, PARAMS.max_tx_bytes),
+            v.check([worker_checks.POISON], CHAIN, PARAMS.max_tx_bytes),
             v.check(good[1:], CHAIN, PARAMS.max_tx_bytes),
             return_exceptions=True,
         )
@@ -190,7 +179,8 @@ def test_a_call_failed_by_one_callers_bytes_fails_that_caller_alone(monkeypatch)
     try:
         first, poisoned, rest = asyncio.run(shared())
         assert (first, rest) == ([None], [None, None])
-        assert isinstance(poisoned, RuntimeError)
+        assert isinstance(poisoned, VerifierError)
+        assert "a bug hit by one caller's bytes" in str(poisoned)
     finally:
         v.close()
 
@@ -300,20 +290,23 @@ def test_with_workers_the_mempool_charges_decoding_to_a_stage_of_its_own(verifie
     assert totals["admission_decode"] > 0 and totals["admission_checks"] > 0
 
 
-def _worker_pids(others: set[int]) -> set[int]:
-    """Live child processes of this test process, leaving out ``others``."""
-    return {p.pid for p in multiprocessing.active_children()} - others
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (not gone, not a zombie left for its reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
 
 
 def test_a_dead_worker_costs_no_verdicts():
-    # Children of this process before the verifier (e.g. the module's fixture's workers).
-    others = _worker_pids(set())
     v = ProcessVerifier(2)
     try:
         raws = corpus()
         expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
-        workers = _worker_pids(others)
+        workers = set(v.pids)
         assert workers
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
@@ -323,17 +316,18 @@ def test_a_dead_worker_costs_no_verdicts():
         assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
         # Checks run in fresh workers again, not on a thread of this process for good.
-        replaced = _worker_pids(others)
+        replaced = set(v.pids)
         assert replaced and replaced.isdisjoint(workers)
     finally:
         v.close()
-    assert not _worker_pids(others)
+    assert not v.pids
+    for pid in workers | replaced:
+        assert not _alive(pid)
 
 
 def test_workers_killed_under_a_shared_call_cost_its_callers_no_verdicts():
     # One-tap requests sharing a call when the workers die: each still gets its own
     # verdicts (checked on a thread here), and the pool is replaced.
-    others = _worker_pids(set())
     v = ProcessVerifier(2)
     raws = corpus()
     expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
@@ -343,18 +337,123 @@ def test_workers_killed_under_a_shared_call_cost_its_callers_no_verdicts():
 
     try:
         assert asyncio.run(one_tap_each()) == [[verdict] for verdict in expected]
-        workers = _worker_pids(others)
+        workers = set(v.pids)
         assert workers
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         assert asyncio.run(one_tap_each()) == [[verdict] for verdict in expected]
         assert asyncio.run(one_tap_each()) == [[verdict] for verdict in expected]
-        replaced = _worker_pids(others)
+        replaced = set(v.pids)
         assert replaced and replaced.isdisjoint(workers)
     finally:
         v.close()
-    assert not _worker_pids(others)
+    assert not v.pids
+    for pid in workers | replaced:
+        assert not _alive(pid)
+
+
+def test_a_worker_writing_out_of_protocol_gives_no_verdict():
+    # Bytes on the answer pipe that are no frame of the protocol: nothing the worker
+    # says is taken (above all no pass), its calls are checked here, and it is replaced.
+    raws = corpus()
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(1, remember=0, check=worker_checks.NOISY)
+    try:
+        v.start_workers()
+        first = set(v.pids)
+        assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
+        assert not any(_alive(pid) for pid in first)
+        # Its replacement, used from a blocking thread, breaks the same way.
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+    finally:
+        v.close()
+
+
+def test_a_check_bigger_than_a_pipe_buffer_gets_every_verdict():
+    # Thousands of transactions are more than a pipe holds at once: the event loop
+    # writes the request in pieces as the worker reads, and reads its answer whole.
+    raws = corpus() * 400
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(2, remember=0)
+    try:
+        assert sum(map(len, raws)) > 256 * 1024
+        assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+    finally:
+        v.close()
+
+
+def test_check_sync_from_another_thread_shares_the_running_loops_workers():
+    # The consensus thread checks a proposal's transactions while the event loop has
+    # checks of its own in flight on every worker: both get their verdicts, from the
+    # same workers (no new one starts), and neither waits for ever.
+    raws = corpus() * 50
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(2, remember=0)
+    pool = ThreadPoolExecutor(1)
+
+    async def both() -> tuple[object, object]:
+        loop = asyncio.get_running_loop()
+        # A check first: the workers' loop is then this one, as a serving node's is.
+        assert await v.check(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        mine = asyncio.gather(*(v.check(raws, CHAIN, PARAMS.max_tx_bytes) for _ in range(4)))
+        theirs = loop.run_in_executor(pool, v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
+        # A bound on a hang, not on speed.
+        return await asyncio.wait_for(asyncio.gather(mine, theirs), 60)
+
+    try:
+        v.start_workers()
+        pids = set(v.pids)
+        mine, theirs = asyncio.run(both())
+        assert mine == [expected] * 4
+        assert theirs == expected
+        assert set(v.pids) == pids
+    finally:
+        pool.shutdown()
+        v.close()
+
+
+def test_closing_the_verifier_fails_its_checks_in_flight():
+    raws = corpus() * 400
+    v = ProcessVerifier(1, remember=0)
+
+    async def close_meanwhile() -> object:
+        check = asyncio.ensure_future(v.check(raws, CHAIN, PARAMS.max_tx_bytes))
+        await asyncio.sleep(0.01)
+        v.close()
+        return await asyncio.gather(check, return_exceptions=True)
+
+    (outcome,) = asyncio.run(close_meanwhile())  # type: ignore[misc]  # one result
+    assert isinstance(outcome, RuntimeError) and "closed" in str(outcome)
+    assert not v.pids
+
+
+def test_workers_exit_when_the_node_process_is_killed(tmp_path):
+    # A node killed outright (SIGKILL, the OOM killer) shuts nothing down: its
+    # workers see their stdin close and exit by themselves.
+    script = (
+        "import sys, time\n"
+        "from node.verifier import ProcessVerifier\n"
+        "v = ProcessVerifier(2)\n"
+        "v.start_workers()\n"
+        "print(' '.join(map(str, v.pids)), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    node = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert node.stdout is not None
+        pids = [int(p) for p in node.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    finally:
+        node.kill()
+        node.wait()
+    # A bound on a hang, not on speed.
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
 
 
 def _hashes(raws: list[bytes]) -> list[bytes | None]:

@@ -1,0 +1,301 @@
+"""A worker process spoken to over its stdin and stdout, from an event loop or a thread.
+
+``node.verifier`` runs its signature checks in these. A call through
+``concurrent.futures.ProcessPoolExecutor`` crossed two threads of the node (the
+executor's manager and its queue feeder) and pickled both ways: measured alone, one
+call of one transaction cost the node 165 µs of CPU and the worker 115, against 30
+and 85 here, where the event loop writes the request to the worker's pipe itself and
+reads the answer when the pipe is readable (/work/runs/s49/ipc.py's figures are in
+docs/node.md). A one-tap buyer's request makes such a call.
+
+A worker answers its requests in order (``node.verify_worker``), so each answer goes
+to the oldest call not yet answered. At any time a worker is used by one owner:
+the event loop that has calls in flight on it (its pipe is registered with that loop
+only while it does), or one blocking caller (``call_blocking``), never both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import select
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.verify_worker import HEADER, MAX_FRAME, frame
+
+# Where the ``node`` package is: the worker imports the very code the node runs,
+# whatever the working directory (``-P`` keeps the latter off its path).
+_ROOT = str(Path(__file__).resolve().parent.parent)
+# Bytes read from a worker's pipe at once.
+_READ = 1 << 20
+
+
+class WorkerGone(Exception):
+    """The worker died, or was stopped, before it answered a call."""
+
+
+@dataclass(slots=True)
+class _Call:
+    future: asyncio.Future[bytes]
+    # Transactions in the call: what the worker still has to do (``load``).
+    size: int
+
+
+def _settle(future: asyncio.Future[bytes], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _fail(future: asyncio.Future[bytes], exc: BaseException) -> None:
+    """Fail ``future`` from any thread (its loop's own, or another)."""
+    loop = future.get_loop()
+    if loop.is_closed():
+        return  # nobody waits on it any more
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        _settle(future, exc)
+    else:
+        loop.call_soon_threadsafe(_settle, future, exc)
+
+
+class WorkerProcess:
+    """One worker process running ``python -P -m node.verify_worker check``."""
+
+    def __init__(self, check: str) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", "node.verify_worker", check],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._wfd = self._proc.stdin.fileno()
+        self._rfd = self._proc.stdout.fileno()
+        os.set_blocking(self._wfd, False)
+        os.set_blocking(self._rfd, False)
+        self._lock = threading.Lock()
+        # The owner: the loop with calls in flight here, or a blocking caller.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._blocking = False
+        self._calls: collections.deque[_Call] = collections.deque()
+        self._out = bytearray()
+        self._in = bytearray()
+        self._gone = False
+        # Transactions sent and not yet answered (to spread calls over workers).
+        self.load = 0
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def gone(self) -> bool:
+        """Dead, stopped, or left owned by a loop that closed with calls in flight
+        (their answers would come to the next owner): never to be used again."""
+        loop = self._loop
+        return self._gone or (loop is not None and loop.is_closed())
+
+    # --- from an event loop ------------------------------------------------------------
+
+    def call(
+        self, loop: asyncio.AbstractEventLoop, payload: bytes, size: int
+    ) -> asyncio.Future[bytes] | None:
+        """Send one request of ``size`` transactions from ``loop`` (on its thread); the
+        future gets the answer's payload, or ``WorkerGone``. None if the worker is not
+        ``loop``'s to use now (gone, or owned by a blocking caller or another loop). A
+        caller that stops waiting cancels the future; the answer then goes nowhere."""
+        with self._lock:
+            if self.gone or self._blocking or self._loop not in (None, loop):
+                return None
+            if self._loop is None:
+                loop.add_reader(self._rfd, self._readable)
+                self._loop = loop
+        future: asyncio.Future[bytes] = loop.create_future()
+        self._calls.append(_Call(future, size))
+        self.load += size
+        data = frame(payload)
+        if self._out:
+            self._out += data  # the writer callback sends it after what waits
+            return future
+        try:
+            sent = os.write(self._wfd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._die()
+            return future
+        if sent < len(data):
+            self._out += data[sent:]
+            loop.add_writer(self._wfd, self._writable)
+        return future
+
+    def _writable(self) -> None:
+        try:
+            sent = os.write(self._wfd, self._out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._die()
+            return
+        del self._out[:sent]
+        if not self._out and self._loop is not None:
+            self._loop.remove_writer(self._wfd)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self._rfd, _READ)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._die()  # end of file: the worker exited
+            return
+        buf = self._in
+        buf += chunk
+        start = 0
+        while len(buf) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buf, start)
+            end = start + HEADER.size + size
+            if size > MAX_FRAME or not self._calls:
+                self._die()  # not an answer to anything sent: the pipe is broken
+                return
+            if len(buf) < end:
+                break
+            call = self._calls.popleft()
+            self.load -= call.size
+            if not call.future.done():
+                call.future.set_result(bytes(buf[start + HEADER.size : end]))
+            start = end
+        del buf[:start]
+        if not self._calls:
+            self._release()
+
+    def _release(self) -> None:
+        """No call in flight: the loop lets the worker go (a blocking caller may take it)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self._rfd)
+            if self._out:
+                loop.remove_writer(self._wfd)
+        self._out.clear()
+        self._in.clear()
+
+    def _die(self) -> None:
+        """The worker is dead or its pipe is broken: every call in flight fails with
+        ``WorkerGone`` (on the owning loop's thread)."""
+        self._gone = True
+        calls = list(self._calls)
+        self._close_pipes()
+        self._end_process()
+        for call in calls:
+            _settle(call.future, WorkerGone(f"verification worker {self.pid} died"))
+
+    # --- from a thread that may block --------------------------------------------------
+
+    def begin_blocking(self, payload: bytes) -> bool:
+        """Send one request from a thread that may block, if no loop has calls here
+        (else False: the caller goes another way). ``end_blocking`` must follow a True."""
+        with self._lock:
+            if self.gone or self._blocking or self._loop is not None:
+                return False
+            self._blocking = True
+        try:
+            self._write_all(frame(payload))
+        except OSError:
+            self._broken()
+            return False
+        return True
+
+    def end_blocking(self) -> bytes:
+        """The answer to ``begin_blocking``'s request. Raises ``WorkerGone``."""
+        try:
+            (size,) = HEADER.unpack(self._read_exactly(HEADER.size))
+            if size > MAX_FRAME:
+                raise WorkerGone(f"verification worker {self.pid} sent a frame of {size} bytes")
+            return self._read_exactly(size)
+        except (OSError, WorkerGone):
+            self._broken()
+            raise WorkerGone(f"verification worker {self.pid} died") from None
+        finally:
+            with self._lock:
+                self._blocking = False
+
+    def _broken(self) -> None:
+        self._gone = True
+        self._close_pipes()
+        self._end_process()
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            select.select([], [self._wfd], [])
+            try:
+                sent = os.write(self._wfd, view)
+            except BlockingIOError:
+                continue
+            view = view[sent:]
+
+    def _read_exactly(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            select.select([self._rfd], [], [])
+            try:
+                chunk = os.read(self._rfd, n - len(out))
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise WorkerGone(f"verification worker {self.pid} exited")
+            out += chunk
+        return bytes(out)
+
+    # --- ending ------------------------------------------------------------------------
+
+    def _end_process(self) -> None:
+        with contextlib.suppress(OSError):
+            self._proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=5)
+
+    def stop(self, reason: BaseException) -> None:
+        """Kill the worker; its calls in flight fail with ``reason`` (from any thread)."""
+        self._gone = True
+        self._end_process()
+        calls = list(self._calls)
+        loop = self._loop
+        for call in calls:
+            _fail(call.future, reason)
+        if loop is not None and not loop.is_closed():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                self._close_pipes()
+            else:
+                loop.call_soon_threadsafe(self._close_pipes)
+        else:
+            self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        """Unregister the pipes from the owning loop (on its thread) and close them."""
+        self._calls.clear()
+        self.load = 0
+        self._release()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
