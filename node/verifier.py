@@ -48,10 +48,10 @@ _MIN_CHUNK = 16
 # with 65,536 remembered, 0.6-4.5% of a node's checks were of passes already forgotten.
 REMEMBERED_PASSES = 1 << 17
 # A check of fewer transactions than this waits one turn of the event loop for other
-# small checks to share its worker call (``ProcessVerifier.check``): a call costs the
-# node about 0.3 ms beyond its signatures (pickling, the pool's threads, waking a
-# worker), five times a lone transaction's signature, and one-tap buyers send one
-# transaction per request.
+# small checks to share its worker call (``ProcessVerifier.check``): a call costs
+# about 55 µs of CPU beyond its signatures (the node's write and read, the worker's
+# wake-up and frames), about a lone transaction's signature, and one-tap buyers send
+# one transaction per request.
 COALESCE_BELOW = 64
 # Transactions of small checks that wait for the end of a turn at most: past it,
 # they go at once.
