@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import signal
 import struct
 import sys
@@ -73,15 +74,32 @@ def load_check(target: str) -> Callable[..., Any]:
     return check
 
 
+def _answer_pipe() -> BinaryIO:
+    """The pipe the node reads answers from, taken off fd 1, which then points at
+    stderr: a line printed there by the check or a library it imports (Python or C)
+    would be read as a frame header, and one announcing up to ``MAX_FRAME`` bytes left
+    the node waiting for them for ever."""
+    answers = os.fdopen(os.dup(1), "wb")
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no stderr: what is printed goes nowhere
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    sys.stdout = sys.stderr
+    return answers
+
+
 def main(argv: list[str]) -> None:
     # Ctrl-C reaches the whole process group; the node decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = _answer_pipe()
     check = load_check(argv[1] if len(argv) > 1 else DEFAULT_CHECK)
     # A worker allocates only short-lived objects: collect young garbage less often.
     gc.freeze()
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
     try:
-        serve(check, sys.stdin.buffer, sys.stdout.buffer)
+        serve(check, sys.stdin.buffer, answers)
     except BrokenPipeError:
         pass  # the node is gone
 

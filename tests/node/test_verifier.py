@@ -353,12 +353,12 @@ def test_workers_killed_under_a_shared_call_cost_its_callers_no_verdicts():
         assert not _alive(pid)
 
 
-def test_a_worker_writing_out_of_protocol_gives_no_verdict():
-    # Bytes on the answer pipe that are no frame of the protocol: nothing the worker
+def test_a_worker_answering_out_of_protocol_gives_no_verdict():
+    # An answer of the wrong shape (passes, one verdict short): nothing the worker
     # says is taken (above all no pass), its calls are checked here, and it is replaced.
     raws = corpus()
     expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
-    v = ProcessVerifier(1, remember=0, check=worker_checks.NOISY)
+    v = ProcessVerifier(1, remember=0, check=worker_checks.LYING)
     try:
         v.start_workers()
         first = set(v.pids)
@@ -367,6 +367,30 @@ def test_a_worker_writing_out_of_protocol_gives_no_verdict():
         # Its replacement, used from a blocking thread, breaks the same way.
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+    finally:
+        v.close()
+
+
+def test_a_library_printing_in_a_worker_breaks_no_answer():
+    # A line printed by a library the check uses must not reach the answer pipe: read
+    # as a frame header, it announced hundreds of megabytes and the call waited for
+    # them for ever.
+    raws = corpus()
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(1, remember=0, check=worker_checks.CHATTY)
+
+    async def check() -> list[object]:
+        # A bound on a hang, not on speed.
+        return await asyncio.wait_for(v.check(raws, CHAIN, PARAMS.max_tx_bytes), 60)
+
+    try:
+        v.start_workers()
+        first = set(v.pids)
+        assert asyncio.run(check()) == expected
+        # From a blocking thread (no loop runs now), the worker read here.
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        # The same worker answered both: the printed line broke nothing.
+        assert set(v.pids) == first
     finally:
         v.close()
 
