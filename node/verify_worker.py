@@ -91,8 +91,11 @@ def _answer_pipe() -> BinaryIO:
 
 
 def main(argv: list[str]) -> None:
-    # Ctrl-C reaches the whole process group; the node decides when workers stop.
+    # Ctrl-C reaches the whole process group, and a service manager's SIGTERM every
+    # process of the node: the node decides when workers stop (it may finish a block
+    # first), and a worker exits at its stdin's end even when the node is killed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     answers = _answer_pipe()
     check = load_check(argv[1] if len(argv) > 1 else DEFAULT_CHECK)
     # A worker allocates only short-lived objects: collect young garbage less often.

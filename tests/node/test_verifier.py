@@ -454,6 +454,28 @@ def test_closing_the_verifier_fails_its_checks_in_flight():
     assert not v.pids
 
 
+def test_workers_outlive_a_sigterm_to_the_process_group():
+    # systemd (and kill -- -PGID) sends SIGTERM to every process of the node at once:
+    # the node stops gracefully, finishing a block in flight, and its workers must
+    # stay until it closes them, as with Ctrl-C, not die under that block's checks.
+    raws = corpus()
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(2, remember=0)
+    try:
+        # Answered once: each worker runs its loop (a signal during start-up is not this).
+        assert v.check_sync(raws * 10, CHAIN, PARAMS.max_tx_bytes) == expected * 10
+        pids = set(v.pids)
+        assert len(pids) == 2
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        assert v.check_sync(raws * 10, CHAIN, PARAMS.max_tx_bytes) == expected * 10
+        assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
+        assert set(v.pids) == pids
+    finally:
+        v.close()
+    assert not any(_alive(pid) for pid in pids)
+
+
 def test_workers_exit_when_the_node_process_is_killed(tmp_path):
     # A node killed outright (SIGKILL, the OOM killer) shuts nothing down: its
     # workers see their stdin close and exit by themselves.
