@@ -498,7 +498,8 @@ class ProcessVerifier:
         self, chunks: list[Sequence[bytes]], chain_id: str, max_tx_bytes: int
     ) -> list[Verdict] | None:
         """The chunks' verdicts from the home loop's workers, if that loop runs on
-        another thread (else None). None too if it stops before it answers."""
+        another thread (else None). None too if it stops before it answers, or
+        cancels the call (its shutdown cancels every task it runs)."""
         home = self._home
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -522,6 +523,10 @@ class ProcessVerifier:
         while True:
             try:
                 return future.result(timeout=_HOME_POLL_S)
+            except concurrent.futures.CancelledError:
+                if self._closed:
+                    raise RuntimeError("verifier is closed") from None
+                return None
             except concurrent.futures.TimeoutError:
                 if home.is_closed() or not home.is_running():
                     future.cancel()

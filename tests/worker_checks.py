@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 from vm.executor import check_envelopes
 
 POISON = b"\xc1bytes that hit a bug in the envelope checks"
 POISONED = "tests.worker_checks:poisoned_check"
 LYING = "tests.worker_checks:lying_check"
 CHATTY = "tests.worker_checks:chatty_check"
+GATED = "tests.worker_checks:gated_check"
+# The file whose existence opens ``gated_check``.
+GATE_ENV = "LIVELEDGER_TEST_WORKER_GATE"
 
 
 def poisoned_check(raws: list[bytes], chain_id: str, max_tx_bytes: int) -> list[object]:
@@ -28,4 +35,14 @@ def chatty_check(raws: list[bytes], chain_id: str, max_tx_bytes: int) -> list[ob
     """``check_envelopes``, after printing a line as a library might: its first four
     bytes (b"0 wa") read as a frame header announce some 800 MB, within the bound."""
     print("0 warnings", flush=True)
+    return check_envelopes(raws, chain_id, max_tx_bytes)  # type: ignore[return-value]  # verdicts
+
+
+def gated_check(raws: list[bytes], chain_id: str, max_tx_bytes: int) -> list[object]:
+    """``check_envelopes`` once the file ``$GATE_ENV`` names exists: a worker wedged
+    until then (two minutes at most, so that it outlives no test for long)."""
+    gate = Path(os.environ[GATE_ENV])
+    deadline = time.monotonic() + 120
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     return check_envelopes(raws, chain_id, max_tx_bytes)  # type: ignore[return-value]  # verdicts

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -437,6 +438,51 @@ def test_check_sync_from_another_thread_shares_the_running_loops_workers():
     finally:
         pool.shutdown()
         v.close()
+
+
+def test_check_sync_through_a_loop_that_cancels_its_tasks_still_gets_verdicts(
+    tmp_path, monkeypatch
+):
+    # The consensus thread waits on the home loop's workers; that loop's shutdown
+    # cancels every task it runs, this check's too: the consensus thread gets its
+    # verdicts from elsewhere, as when that loop stops, not an exception in the middle
+    # of a block. (The worker answers only once the loop has cancelled the task.)
+    raws = corpus() * 3
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    gate = tmp_path / "gate"
+    monkeypatch.setenv(worker_checks.GATE_ENV, str(gate))
+    v = ProcessVerifier(1, remember=0, check=worker_checks.GATED)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    pool = ThreadPoolExecutor(1)
+
+    async def start() -> None:
+        v.start_workers()  # on the loop: it is the workers' home
+
+    async def cancel_others() -> int:
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in others:
+            task.cancel()
+        return len(others)
+
+    try:
+        thread.start()
+        asyncio.run_coroutine_threadsafe(start(), loop).result()
+        consensus = pool.submit(v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
+        # Until the check's task is on the loop (a bound on a hang, not on speed).
+        deadline = time.monotonic() + 60
+        while not asyncio.run_coroutine_threadsafe(cancel_others(), loop).result():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        gate.touch()
+        assert consensus.result(timeout=60) == expected
+    finally:
+        gate.touch()
+        pool.shutdown()
+        v.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
 
 
 def test_closing_the_verifier_fails_its_checks_in_flight():
