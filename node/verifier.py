@@ -26,6 +26,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -56,6 +57,8 @@ COALESCE_BELOW = 64
 # Transactions of small checks that wait for the end of a turn at most: past it,
 # they go at once.
 COALESCE_MAX = 1024
+# Seconds between two rounds of replacements for dead workers at least.
+RESPAWN_S = 1.0
 # How often ``check_sync``, waiting on the home loop, checks that it still runs.
 _HOME_POLL_S = 0.5
 
@@ -268,6 +271,10 @@ class ProcessVerifier:
         self.calls = 0
         self._check = check
         self._procs: list[WorkerProcess] = []
+        # Workers started so far (for tests and operators), and when the last
+        # replacements started (``_live``).
+        self.started = 0
+        self._respawned = 0.0
         # The loop of the latest check: ``check_sync`` from another thread goes through it.
         self._home: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -283,13 +290,23 @@ class ProcessVerifier:
                 raise RuntimeError("verifier is closed")
             gone = [w for w in self._procs if w.gone]
             live = [w for w in self._procs if not w.gone]
-            try:
-                while len(live) < self.workers:
-                    live.append(WorkerProcess(self._check))
-            except OSError as exc:
-                # No process to be had (a full process table, no memory): the checks
-                # run on threads here until one starts (``_call``), never fail for it.
-                log.error("cannot start a verification worker: %s", exc)
+            now = time.monotonic()
+            # Replacements wait RESPAWN_S after the last: workers that die as they start
+            # (a broken install) or on some input would otherwise cost a process start
+            # per check under a flood. Meanwhile the checks run on threads here.
+            if len(live) < self.workers and (
+                not self.started or now - self._respawned >= RESPAWN_S
+            ):
+                if self.started:
+                    self._respawned = now
+                try:
+                    while len(live) < self.workers:
+                        live.append(WorkerProcess(self._check))
+                        self.started += 1
+                except OSError as exc:
+                    # No process to be had (a full process table, no memory): the
+                    # checks run on threads here until one starts, never fail for it.
+                    log.error("cannot start a verification worker: %s", exc)
             self._procs = live
         for w in gone:
             # Ended already, unless its loop closed with calls in flight: end it now.

@@ -116,6 +116,9 @@ class WorkerProcess:
         future gets the answer's payload, or ``WorkerGone``. None if the worker is not
         ``loop``'s to use now (gone, or owned by a blocking caller or another loop). A
         caller that stops waiting cancels the future; the answer then goes nowhere."""
+        # Framed first: a payload no frame holds raises here, before a call is queued
+        # that no answer would come for (the next answer would go to it instead).
+        data = frame(payload)
         with self._lock:
             if self.gone or self._blocking or self._loop not in (None, loop):
                 return None
@@ -125,7 +128,6 @@ class WorkerProcess:
         future: asyncio.Future[bytes] = loop.create_future()
         self._calls.append(_Call(future, size))
         self.load += size
-        data = frame(payload)
         if self._out:
             self._out += data  # the writer callback sends it after what waits
             return future
@@ -184,15 +186,18 @@ class WorkerProcess:
             self._release()
 
     def _release(self) -> None:
-        """No call in flight: the loop lets the worker go (a blocking caller may take it)."""
-        with self._lock:
-            loop, self._loop = self._loop, None
+        """No call in flight: the loop lets the worker go (a blocking caller may take it).
+        Its pipes are unregistered and its buffers emptied first: the next owner finds
+        nothing of this one's."""
+        loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self._rfd)
             if self._out:
                 loop.remove_writer(self._wfd)
         self._out.clear()
         self._in.clear()
+        with self._lock:
+            self._loop = None
 
     def _die(self) -> None:
         """The worker is dead or its pipe is broken: every call in flight fails with

@@ -14,6 +14,7 @@ POISONED = "tests.worker_checks:poisoned_check"
 LYING = "tests.worker_checks:lying_check"
 CHATTY = "tests.worker_checks:chatty_check"
 GATED = "tests.worker_checks:gated_check"
+CRASHING = "tests.worker_checks:crashing_check"
 # The file whose existence opens ``gated_check``.
 GATE_ENV = "LIVELEDGER_TEST_WORKER_GATE"
 
@@ -46,3 +47,8 @@ def gated_check(raws: list[bytes], chain_id: str, max_tx_bytes: int) -> list[obj
     while not gate.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return check_envelopes(raws, chain_id, max_tx_bytes)  # type: ignore[return-value]  # verdicts
+
+
+def crashing_check(raws: list[bytes], chain_id: str, max_tx_bytes: int) -> list[object]:
+    """The worker dies on every call (as on input that crashes it, or a broken install)."""
+    os._exit(3)

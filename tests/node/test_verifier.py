@@ -17,7 +17,7 @@ import pytest
 from core import PrivateKey, SignedTx, TxBody, pack_raw, sign_tx, tx_hash
 from core.keys import SignDomain
 from node.mempool import Mempool, MempoolConfig
-from node.verifier import COALESCE_BELOW, PassedEnvelopes, ProcessVerifier, VerifierError
+from node.verifier import COALESCE_BELOW, RESPAWN_S, PassedEnvelopes, ProcessVerifier, VerifierError
 from tests import worker_checks
 from vm import Account, ChainParams, Executor, Transfer, verify_signed_tx
 from vm.accounts import account_key
@@ -352,6 +352,25 @@ def test_workers_killed_under_a_shared_call_cost_its_callers_no_verdicts():
     assert not v.pids
     for pid in workers | replaced:
         assert not _alive(pid)
+
+
+def test_workers_dying_on_every_call_are_replaced_at_a_bounded_rate():
+    # Workers that die at once (a broken install, input that crashes them) would
+    # otherwise cost a process start per check: replacements wait RESPAWN_S, and the
+    # checks meanwhile run here and get their verdicts.
+    raws = corpus()
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(2, remember=0, check=worker_checks.CRASHING)
+    try:
+        began = time.monotonic()
+        for _ in range(40):
+            assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
+            assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        rounds = (time.monotonic() - began) / RESPAWN_S + 1
+        # The first two, then at most one round of two replacements per RESPAWN_S.
+        assert v.started <= 2 + 2 * rounds
+    finally:
+        v.close()
 
 
 def test_a_worker_answering_out_of_protocol_gives_no_verdict():
