@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import uvloop
 
 from core import PrivateKey, SignedTx, TxBody, pack_raw, sign_tx, tx_hash
 from core.keys import SignDomain
@@ -415,15 +416,26 @@ def test_a_library_printing_in_a_worker_breaks_no_answer():
         v.close()
 
 
-def test_a_check_bigger_than_a_pipe_buffer_gets_every_verdict():
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_check_bigger_than_a_pipe_buffer_gets_every_verdict(run):
     # Thousands of transactions are more than a pipe holds at once: the event loop
-    # writes the request in pieces as the worker reads, and reads its answer whole.
+    # writes the request in pieces as the worker reads, and reads its answer whole;
+    # small checks share a call meanwhile. On both loops (the node runs uvloop).
     raws = corpus() * 400
     expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
     v = ProcessVerifier(2, remember=0)
+
+    async def big_and_small() -> list[object]:
+        return await asyncio.gather(
+            v.check(raws, CHAIN, PARAMS.max_tx_bytes),
+            *(v.check([raw], CHAIN, PARAMS.max_tx_bytes) for raw in raws[:20]),
+        )
+
     try:
         assert sum(map(len, raws)) > 256 * 1024
-        assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
+        big, *small = run(big_and_small())
+        assert big == expected
+        assert small == [[verdict] for verdict in expected[:20]]
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
     finally:
         v.close()
