@@ -57,6 +57,9 @@ COALESCE_BELOW = 64
 # Transactions of small checks that wait for the end of a turn at most: past it,
 # they go at once.
 COALESCE_MAX = 1024
+# A worker not answering its oldest call within this (plus ``worker_pipes.PER_TX_S``
+# a transaction) is killed and its calls checked elsewhere (``WorkerProcess``).
+CALL_DEADLINE_S = 30.0
 # Seconds between two rounds of replacements for dead workers at least.
 RESPAWN_S = 1.0
 # How often ``check_sync``, waiting on the home loop, checks that it still runs.
@@ -253,7 +256,8 @@ class ProcessVerifier:
     instead, so no batch is lost, and the next check starts a new worker.
 
     ``check``: the worker's check as ``module:function`` (tests name one that
-    fails on purpose).
+    fails on purpose). ``deadline_s``: how long a worker may take to answer a call
+    (plus ``worker_pipes.PER_TX_S`` a transaction) before it is taken for wedged.
 
     The same bytes are not checked twice: a caller that gives the transactions'
     hashes gets a pass without a worker's check for those in ``passed``, the last
@@ -261,10 +265,18 @@ class ProcessVerifier:
     """
 
     def __init__(
-        self, workers: int, remember: int = REMEMBERED_PASSES, *, check: str = DEFAULT_CHECK
+        self,
+        workers: int,
+        remember: int = REMEMBERED_PASSES,
+        *,
+        check: str = DEFAULT_CHECK,
+        deadline_s: float = CALL_DEADLINE_S,
     ) -> None:
         if workers < 1:
             raise ValueError(f"verifier needs at least 1 worker, got {workers}")
+        if not deadline_s > 0:
+            raise ValueError(f"a worker's deadline must be positive, got {deadline_s}")
+        self._deadline_s = deadline_s
         self.workers = workers
         self.passed = PassedEnvelopes(remember)
         # Calls made to the workers (for benches and tests: how well small checks share).
@@ -301,7 +313,7 @@ class ProcessVerifier:
                     self._respawned = now
                 try:
                     while len(live) < self.workers:
-                        live.append(WorkerProcess(self._check))
+                        live.append(WorkerProcess(self._check, self._deadline_s))
                         self.started += 1
                 except OSError as exc:
                     # No process to be had (a full process table, no memory): the
@@ -506,9 +518,30 @@ class ProcessVerifier:
         chunks = [sent[k : k + step] for k in range(0, len(sent), step)]
         with self._lock:
             self.calls += len(chunks)
-        got = self._through_home(chunks, chain_id, max_tx_bytes)
-        if got is None:
-            got = self._blocking(procs, chunks, chain_id, max_tx_bytes)
+        # Idle workers first, written to from here: no turn of the event loop to wait
+        # for, twice (a proposal's check is on the way to the node's prevote). The
+        # chunks left, if any, queue at the home loop's workers meanwhile.
+        begun = self._begin_idle(procs, chunks, chain_id, max_tx_bytes)
+        left = [chunk for w, chunk in zip(begun, chunks, strict=True) if w is None]
+        from_home: list[Verdict] | None = None
+        failure: BaseException | None = None
+        if left:
+            try:
+                from_home = self._through_home(left, chain_id, max_tx_bytes)
+            except BaseException as exc:  # the begun calls are read before it goes up
+                failure = exc
+        answers = self._end_begun(begun, chunks)
+        if failure is not None:
+            raise failure
+        got: list[Verdict] = []
+        at = 0
+        for answer, chunk in zip(answers, chunks, strict=True):
+            if answer is None and from_home is not None and at < len(from_home):
+                answer = from_home[at : at + len(chunk)]
+                at += len(chunk)
+            if answer is None:
+                answer = check_envelopes(chunk, chain_id, max_tx_bytes)
+            got.extend(answer)
         return self.passed.merge(len(raws), todo, got, hashes, chain_id)
 
     def _through_home(
@@ -549,44 +582,53 @@ class ProcessVerifier:
                     future.cancel()
                     return None
 
-    def _blocking(
+    def _begin_idle(
         self,
         procs: list[WorkerProcess],
         chunks: list[Sequence[bytes]],
         chain_id: str,
         max_tx_bytes: int,
-    ) -> list[Verdict]:
-        """The chunks' verdicts from idle workers, waited for here, all chunks sent
-        before any answer is read; a chunk no idle worker takes is checked here."""
-        begun: list[WorkerProcess | None] = []
+    ) -> list[WorkerProcess | None]:
+        """Each chunk sent to an idle worker, as long as there is one: the worker
+        that took it, or None."""
         free = iter(procs)
+        begun: list[WorkerProcess | None] = []
         for chunk in chunks:
             payload = _request(chunk, chain_id, max_tx_bytes)
-            begun.append(next((w for w in free if w.begin_blocking(payload)), None))
-        got: list[Verdict] = []
+            begun.append(next((w for w in free if w.begin_blocking(payload, len(chunk))), None))
+        return begun
+
+    def _end_begun(
+        self, begun: list[WorkerProcess | None], chunks: list[Sequence[bytes]]
+    ) -> list[list[Verdict] | None]:
+        """The answers of ``_begin_idle``'s calls, waited for here: each chunk's
+        verdicts, or None where no worker took it or its worker died (to check
+        elsewhere). Every begun call is read to its end, whatever an earlier one gave;
+        then a worker's ``VerifierError`` is raised."""
+        out: list[list[Verdict] | None] = []
         error: VerifierError | None = None
-        # Every begun call is read to its end, whatever an earlier one gave.
+        closed = False
         for w, chunk in zip(begun, chunks, strict=True):
+            answer: list[Verdict] | None = None
             if w is not None:
                 try:
-                    got.extend(_answer(w.end_blocking(), len(chunk)))
-                    continue
+                    answer = _answer(w.end_blocking(), len(chunk))
                 except WorkerGone:
-                    if self._closed:
-                        raise RuntimeError("verifier is closed") from None
+                    closed = closed or self._closed
                     log.warning(
                         "a verification worker died; checking %d transactions here", len(chunk)
                     )
                 except VerifierError as exc:
                     error = error or exc
-                    continue
                 except ValueError:
                     log.error("verification worker %d answered out of protocol", w.pid)
                     w.stop(WorkerGone("out of protocol"))
-            got.extend(check_envelopes(chunk, chain_id, max_tx_bytes))
+            out.append(answer)
+        if closed:
+            raise RuntimeError("verifier is closed")
         if error is not None:
             raise error
-        return got
+        return out
 
     def close(self) -> None:
         """Stop the workers; checks in flight fail with ``RuntimeError`` and so does

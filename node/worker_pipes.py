@@ -19,21 +19,32 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
 import select
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from node.verify_worker import HEADER, MAX_FRAME, frame
+
+log = logging.getLogger("node.verifier")
 
 # Where the ``node`` package is: the worker imports the very code the node runs,
 # whatever the working directory (``-P`` keeps the latter off its path).
 _ROOT = str(Path(__file__).resolve().parent.parent)
 # Bytes read from a worker's pipe at once.
 _READ = 1 << 20
+# A worker that does not answer its oldest call within ``deadline_s`` plus this per
+# transaction of it (about 80 times a signature check) is taken for wedged (stopped,
+# stuck in the kernel): it is killed and its calls go elsewhere, so that no check,
+# the consensus thread's above all, waits for ever.
+PER_TX_S = 0.005
+# How often the loop looks at the age of a worker's oldest call.
+_WATCH_S = 1.0
 
 
 class WorkerGone(Exception):
@@ -70,7 +81,8 @@ def _fail(future: asyncio.Future[bytes], exc: BaseException) -> None:
 class WorkerProcess:
     """One worker process running ``python -P -m node.verify_worker check``."""
 
-    def __init__(self, check: str) -> None:
+    def __init__(self, check: str, deadline_s: float) -> None:
+        self._deadline_s = deadline_s
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
@@ -95,6 +107,12 @@ class WorkerProcess:
         self._gone = False
         # Transactions sent and not yet answered (to spread calls over workers).
         self.load = 0
+        # Since when (the owning loop's clock) the oldest call is the worker's to answer,
+        # and the timer that watches it.
+        self._since = 0.0
+        self._watch: asyncio.TimerHandle | None = None
+        # A blocking call's deadline (``time.monotonic``).
+        self._until = 0.0
 
     @property
     def pid(self) -> int:
@@ -124,8 +142,11 @@ class WorkerProcess:
                 return None
             if self._loop is None:
                 loop.add_reader(self._rfd, self._readable)
+                self._watch = loop.call_later(_WATCH_S, self._watched)
                 self._loop = loop
         future: asyncio.Future[bytes] = loop.create_future()
+        if not self._calls:
+            self._since = loop.time()
         self._calls.append(_Call(future, size))
         self.load += size
         if self._out:
@@ -181,15 +202,37 @@ class WorkerProcess:
             if not call.future.done():
                 call.future.set_result(bytes(buf[start + HEADER.size : end]))
             start = end
+            if self._loop is not None:
+                self._since = self._loop.time()
         del buf[:start]
         if not self._calls:
             self._release()
+
+    def _watched(self) -> None:
+        """The loop's look at the oldest call: killed past its deadline, else again later."""
+        loop = self._loop
+        if loop is None or not self._calls:
+            return
+        size = self._calls[0].size
+        if loop.time() - self._since > self._deadline_s + PER_TX_S * size:
+            log.error(
+                "verification worker %d did not answer a call of %d transactions in time; "
+                "killing it",
+                self.pid,
+                size,
+            )
+            self._die()
+            return
+        self._watch = loop.call_later(_WATCH_S, self._watched)
 
     def _release(self) -> None:
         """No call in flight: the loop lets the worker go (a blocking caller may take it).
         Its pipes are unregistered and its buffers emptied first: the next owner finds
         nothing of this one's."""
         loop = self._loop
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self._rfd)
             if self._out:
@@ -205,23 +248,28 @@ class WorkerProcess:
         self._gone = True
         calls = list(self._calls)
         self._close_pipes()
-        self._end_process()
+        self._end_process(wait=0)
         for call in calls:
             _settle(call.future, WorkerGone(f"verification worker {self.pid} died"))
 
     # --- from a thread that may block --------------------------------------------------
 
-    def begin_blocking(self, payload: bytes) -> bool:
-        """Send one request from a thread that may block, if no loop has calls here
-        (else False: the caller goes another way). ``end_blocking`` must follow a True."""
+    def begin_blocking(self, payload: bytes, size: int) -> bool:
+        """Send one request of ``size`` transactions from a thread that may block, if no
+        loop has calls here (else False: the caller goes another way). ``end_blocking``
+        must follow a True."""
+        data = frame(payload)
         with self._lock:
             if self.gone or self._blocking or self._loop is not None:
                 return False
             self._blocking = True
+        self._until = time.monotonic() + self._deadline_s + PER_TX_S * size
         try:
-            self._write_all(frame(payload))
-        except OSError:
+            self._write_all(data)
+        except (OSError, WorkerGone):
             self._broken()
+            with self._lock:
+                self._blocking = False
             return False
         return True
 
@@ -244,10 +292,17 @@ class WorkerProcess:
         self._close_pipes()
         self._end_process()
 
+    def _wait(self, rfds: list[int], wfds: list[int]) -> None:
+        """Until a pipe is ready, or ``WorkerGone`` past the blocking call's deadline."""
+        left = self._until - time.monotonic()
+        if left <= 0 or not any(select.select(rfds, wfds, [], left)):
+            log.error("verification worker %d did not answer in time; killing it", self.pid)
+            raise WorkerGone(f"verification worker {self.pid} did not answer in time")
+
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            select.select([], [self._wfd], [])
+            self._wait([], [self._wfd])
             try:
                 sent = os.write(self._wfd, view)
             except BlockingIOError:
@@ -257,7 +312,7 @@ class WorkerProcess:
     def _read_exactly(self, n: int) -> bytes:
         out = bytearray()
         while len(out) < n:
-            select.select([self._rfd], [], [])
+            self._wait([self._rfd], [])
             try:
                 chunk = os.read(self._rfd, n - len(out))
             except BlockingIOError:
@@ -269,11 +324,13 @@ class WorkerProcess:
 
     # --- ending ------------------------------------------------------------------------
 
-    def _end_process(self) -> None:
+    def _end_process(self, wait: float = 5.0) -> None:
+        """Kill the process and reap it, waiting ``wait`` seconds at most (0 on the
+        event loop: a process stuck in the kernel is reaped later, by ``stop``)."""
         with contextlib.suppress(OSError):
             self._proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(timeout=5)
+            self._proc.wait(timeout=wait)
 
     def stop(self, reason: BaseException) -> None:
         """Kill the worker; its calls in flight fail with ``reason`` (from any thread)."""

@@ -474,11 +474,12 @@ def test_check_sync_from_another_thread_shares_the_running_loops_workers():
 def test_check_sync_through_a_loop_that_cancels_its_tasks_still_gets_verdicts(
     tmp_path, monkeypatch
 ):
-    # The consensus thread waits on the home loop's workers; that loop's shutdown
-    # cancels every task it runs, this check's too: the consensus thread gets its
-    # verdicts from elsewhere, as when that loop stops, not an exception in the middle
-    # of a block. (The worker answers only once the loop has cancelled the task.)
-    raws = corpus() * 3
+    # The consensus thread, finding no idle worker, waits on the home loop's; that
+    # loop's shutdown cancels every task it runs, this check's too: the consensus
+    # thread gets its verdicts from elsewhere, as when that loop stops, not an
+    # exception in the middle of a block. (The worker answers only once the loop has
+    # cancelled the tasks.)
+    raws = corpus() * 7
     expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
     gate = tmp_path / "gate"
     monkeypatch.setenv(worker_checks.GATE_ENV, str(gate))
@@ -489,12 +490,17 @@ def test_check_sync_through_a_loop_that_cancels_its_tasks_still_gets_verdicts(
 
     async def start() -> None:
         v.start_workers()  # on the loop: it is the workers' home
+        # A check of the loop's own holds the one worker (until the gate opens).
+        asyncio.ensure_future(v.check(raws, CHAIN, PARAMS.max_tx_bytes))
 
-    async def cancel_others() -> int:
+    async def cancel_all() -> bool:
+        """Cancel the loop's checks once the consensus thread's is among them."""
         others = asyncio.all_tasks() - {asyncio.current_task()}
+        if len(others) < 2:
+            return False
         for task in others:
             task.cancel()
-        return len(others)
+        return True
 
     try:
         thread.start()
@@ -502,7 +508,7 @@ def test_check_sync_through_a_loop_that_cancels_its_tasks_still_gets_verdicts(
         consensus = pool.submit(v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
         # Until the check's task is on the loop (a bound on a hang, not on speed).
         deadline = time.monotonic() + 60
-        while not asyncio.run_coroutine_threadsafe(cancel_others(), loop).result():
+        while not asyncio.run_coroutine_threadsafe(cancel_all(), loop).result():
             assert time.monotonic() < deadline
             time.sleep(0.01)
         gate.touch()
@@ -514,6 +520,52 @@ def test_check_sync_through_a_loop_that_cancels_its_tasks_still_gets_verdicts(
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+
+
+def test_check_sync_writes_to_an_idle_worker_itself():
+    # While the home loop runs but has nothing in flight, the consensus thread's check
+    # goes straight to the idle workers: no turn of the loop to wait for (the loop
+    # here is blocked meanwhile, so a check through it would hang).
+    raws = corpus() * 7
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(2, remember=0)
+    pool = ThreadPoolExecutor(1)
+
+    async def blocked_loop() -> object:
+        v.start_workers()  # on the loop: it is the workers' home
+        consensus = pool.submit(v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
+        return consensus.result(timeout=60)  # blocks the loop: a bound on a hang
+
+    try:
+        assert asyncio.run(blocked_loop()) == expected
+    finally:
+        pool.shutdown()
+        v.close()
+
+
+def test_a_wedged_worker_is_killed_past_its_deadline_and_its_checks_answered(tmp_path, monkeypatch):
+    # A worker alive but not answering (stopped, stuck in the kernel) would hold its
+    # callers for ever, the consensus thread among them: past its deadline it is killed
+    # and its calls are checked here, from the event loop and from a blocking thread.
+    raws = corpus()
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    monkeypatch.setenv(worker_checks.GATE_ENV, str(tmp_path / "never"))
+    v = ProcessVerifier(1, remember=0, check=worker_checks.GATED, deadline_s=0.2)
+    try:
+        v.start_workers()
+        wedged = set(v.pids)
+        assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
+        # Killed (the loop does not wait for it to go: a bound on a hang, not on speed).
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in wedged) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not any(_alive(pid) for pid in wedged)
+        time.sleep(RESPAWN_S)  # so that the next check has a worker of its own again
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        assert v.started == 2
+    finally:
+        v.close()
+    assert not v.pids
 
 
 def test_closing_the_verifier_fails_its_checks_in_flight():
