@@ -9,6 +9,7 @@ addresses (``set_member_address``) both use it, so a node dials what they say.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -90,6 +91,10 @@ def check_dialable(text: str) -> tuple[str, int]:
     return host, port
 
 
+# Every request with a body asks it of its client's address (``node.bodies``): parsing
+# costs 2.7 µs for an IPv4 address and 16 for an IPv6 one, a hit a tenth of a
+# microsecond. Bounded, so addresses a client makes up only churn it.
+@functools.lru_cache(maxsize=4096)
 def source_of(host: str) -> str:
     """Whose connection this is, for per-source caps and rates (p2p handshakes, HTTP
     connections and bodies, feeds): an IPv4 address, or an IPv6 address's /64 (what
