@@ -321,8 +321,9 @@ class ProcessVerifier:
                     log.error("cannot start a verification worker: %s", exc)
             self._procs = live
         for w in gone:
-            # Ended already, unless its loop closed with calls in flight: end it now.
-            w.stop(WorkerGone("replaced"))
+            # Ended already, unless its loop closed with calls in flight: end it now,
+            # without waiting here (maybe the event loop) for the process to go.
+            w.stop(WorkerGone("replaced"), wait=0)
         return live
 
     def start_workers(self) -> None:
@@ -483,11 +484,14 @@ class ProcessVerifier:
     ) -> list[Verdict]:
         """``check_envelopes(sent, ...)`` in the least loaded worker this loop may use,
         or on a thread here if none may or it dies first."""
-        payload = _request(sent, chain_id, max_tx_bytes)
+        payload: bytes | None = _request(sent, chain_id, max_tx_bytes)
         for w in sorted(procs, key=lambda w: w.load):
+            assert payload is not None
             future = w.call(loop, payload, len(sent))
             if future is None:
                 continue
+            # Not held while the worker works: it keeps what the pipe has not taken.
+            payload = None
             try:
                 return _answer(await future, len(sent))
             except WorkerGone:
@@ -496,7 +500,7 @@ class ProcessVerifier:
                 log.warning("a verification worker died; checking %d transactions here", len(sent))
             except ValueError:
                 log.error("verification worker %d answered out of protocol; replacing it", w.pid)
-                w.stop(WorkerGone("out of protocol"))
+                w.stop(WorkerGone("out of protocol"), wait=0)
             break
         return await loop.run_in_executor(None, check_envelopes, sent, chain_id, max_tx_bytes)
 

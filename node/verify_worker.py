@@ -32,11 +32,16 @@ MAX_FRAME = 1 << 30
 DEFAULT_CHECK = "vm:check_envelopes"
 
 
-def frame(payload: bytes) -> bytes:
-    """``payload`` with its length header."""
+def frame_header(payload: bytes) -> bytes:
+    """The length header that goes before ``payload``."""
     if len(payload) > MAX_FRAME:
         raise ValueError(f"a frame holds at most {MAX_FRAME} bytes, got {len(payload)}")
-    return HEADER.pack(len(payload)) + payload
+    return HEADER.pack(len(payload))
+
+
+def frame(payload: bytes) -> bytes:
+    """``payload`` with its length header."""
+    return frame_header(payload) + payload
 
 
 def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:

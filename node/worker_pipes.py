@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.verify_worker import HEADER, MAX_FRAME, frame
+from node.verify_worker import HEADER, MAX_FRAME, frame_header
 
 log = logging.getLogger("node.verifier")
 
@@ -102,7 +102,9 @@ class WorkerProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._blocking = False
         self._calls: collections.deque[_Call] = collections.deque()
-        self._out = bytearray()
+        # What the pipe has not taken yet, in order: views of the requests' own bytes,
+        # not copies (a flood has many requests waiting for their worker).
+        self._out: collections.deque[memoryview] = collections.deque()
         self._in = bytearray()
         self._gone = False
         # Transactions sent and not yet answered (to spread calls over workers).
@@ -136,7 +138,7 @@ class WorkerProcess:
         caller that stops waiting cancels the future; the answer then goes nowhere."""
         # Framed first: a payload no frame holds raises here, before a call is queued
         # that no answer would come for (the next answer would go to it instead).
-        data = frame(payload)
+        header = frame_header(payload)
         with self._lock:
             if self.gone or self._blocking or self._loop not in (None, loop):
                 return None
@@ -150,30 +152,38 @@ class WorkerProcess:
         self._calls.append(_Call(future, size))
         self.load += size
         if self._out:
-            self._out += data  # the writer callback sends it after what waits
+            # The writer callback sends it after what waits.
+            self._out.extend((memoryview(header), memoryview(payload)))
             return future
         try:
-            sent = os.write(self._wfd, data)
+            sent = os.writev(self._wfd, (header, payload))
         except BlockingIOError:
             sent = 0
         except OSError:
             self._die()
             return future
-        if sent < len(data):
-            self._out += data[sent:]
+        if sent < len(header):
+            self._out.extend((memoryview(header)[sent:], memoryview(payload)))
+        elif sent < len(header) + len(payload):
+            self._out.append(memoryview(payload)[sent - len(header) :])
+        if self._out:
             loop.add_writer(self._wfd, self._writable)
         return future
 
     def _writable(self) -> None:
+        out = self._out
         try:
-            sent = os.write(self._wfd, self._out)
+            sent = os.write(self._wfd, out[0])
         except BlockingIOError:
             return
         except OSError:
             self._die()
             return
-        del self._out[:sent]
-        if not self._out and self._loop is not None:
+        if sent < len(out[0]):
+            out[0] = out[0][sent:]
+        else:
+            out.popleft()
+        if not out and self._loop is not None:
             self._loop.remove_writer(self._wfd)
 
     def _readable(self) -> None:
@@ -258,14 +268,15 @@ class WorkerProcess:
         """Send one request of ``size`` transactions from a thread that may block, if no
         loop has calls here (else False: the caller goes another way). ``end_blocking``
         must follow a True."""
-        data = frame(payload)
+        header = frame_header(payload)
         with self._lock:
             if self.gone or self._blocking or self._loop is not None:
                 return False
             self._blocking = True
         self._until = time.monotonic() + self._deadline_s + PER_TX_S * size
         try:
-            self._write_all(data)
+            self._write_all(header)
+            self._write_all(payload)
         except (OSError, WorkerGone):
             self._broken()
             with self._lock:
@@ -332,10 +343,11 @@ class WorkerProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=wait)
 
-    def stop(self, reason: BaseException) -> None:
-        """Kill the worker; its calls in flight fail with ``reason`` (from any thread)."""
+    def stop(self, reason: BaseException, wait: float = 5.0) -> None:
+        """Kill the worker; its calls in flight fail with ``reason`` (from any thread).
+        ``wait``: for its process to end, at most (0 on the event loop)."""
         self._gone = True
-        self._end_process()
+        self._end_process(wait)
         calls = list(self._calls)
         loop = self._loop
         for call in calls:
