@@ -539,8 +539,10 @@ class ProcessVerifier:
             raise failure
         got: list[Verdict] = []
         at = 0
-        for answer, chunk in zip(answers, chunks, strict=True):
-            if answer is None and from_home is not None and at < len(from_home):
+        for w, answer, chunk in zip(begun, answers, chunks, strict=True):
+            # The home loop's verdicts are the chunks' no idle worker took, in order,
+            # never a begun chunk's whose worker died (checked here instead).
+            if w is None and from_home is not None:
                 answer = from_home[at : at + len(chunk)]
                 at += len(chunk)
             if answer is None:

@@ -16,6 +16,9 @@ LYING = "tests.worker_checks:lying_check"
 CHATTY = "tests.worker_checks:chatty_check"
 GATED = "tests.worker_checks:gated_check"
 CRASHING = "tests.worker_checks:crashing_check"
+GATED_OR_DYING = "tests.worker_checks:gated_or_dying_check"
+# A chunk holding this kills the worker of ``gated_or_dying_check``.
+DEADLY = b"\xc1bytes that crash a worker"
 # The file whose existence opens ``gated_check``.
 GATE_ENV = "LIVELEDGER_TEST_WORKER_GATE"
 
@@ -54,3 +57,10 @@ def crashing_check(raws: list[bytes], chain_id: str, max_tx_bytes: int) -> list[
     """The worker dies on every call (as on input that crashes it, or a broken install)."""
     os.kill(os.getpid(), signal.SIGKILL)
     raise AssertionError("killed")
+
+
+def gated_or_dying_check(raws: list[bytes], chain_id: str, max_tx_bytes: int) -> list[object]:
+    """``crashing_check`` for a chunk holding ``DEADLY``, else ``gated_check``."""
+    if DEADLY in raws:
+        crashing_check(raws, chain_id, max_tx_bytes)
+    return gated_check(raws, chain_id, max_tx_bytes)

@@ -522,6 +522,45 @@ def test_check_sync_through_a_loop_that_cancels_its_tasks_still_gets_verdicts(
         loop.close()
 
 
+def test_check_sync_never_gives_a_dead_workers_chunk_the_home_loops_verdicts(tmp_path, monkeypatch):
+    # The consensus thread's check in two chunks: the first to the one idle worker,
+    # which dies on it; the second through the home loop, whose worker is busy. The
+    # first chunk is checked here: it must not take the second's verdicts (all passes).
+    bad = corpus()[1:9]  # refusals of every kind
+    good = [_tx(k, nonce) for k in KEYS for nonce in range(3)][:20]
+    raws = [worker_checks.DEADLY, *bad, *bad[:3], *good]
+    assert len(raws) == 32  # two chunks of 16 over two workers
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    assert all(verdict is None for verdict in expected[16:])
+    gate = tmp_path / "gate"
+    monkeypatch.setenv(worker_checks.GATE_ENV, str(gate))
+    v = ProcessVerifier(2, remember=0, check=worker_checks.GATED_OR_DYING)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    pool = ThreadPoolExecutor(1)
+
+    async def hold_one_worker() -> None:
+        v.start_workers()  # on the loop: it is the workers' home
+        # A check of the loop's own holds one worker until the gate opens.
+        asyncio.ensure_future(v.check(good * 4, CHAIN, PARAMS.max_tx_bytes))
+        await asyncio.sleep(0.2)
+
+    try:
+        thread.start()
+        asyncio.run_coroutine_threadsafe(hold_one_worker(), loop).result()
+        consensus = pool.submit(v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
+        time.sleep(0.5)  # the second chunk waits at the home loop's busy worker
+        gate.touch()
+        assert consensus.result(timeout=60) == expected
+    finally:
+        gate.touch()
+        pool.shutdown()
+        v.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
 def test_check_sync_writes_to_an_idle_worker_itself():
     # While the home loop runs but has nothing in flight, the consensus thread's check
     # goes straight to the idle workers: no turn of the loop to wait for (the loop
