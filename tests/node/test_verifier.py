@@ -302,6 +302,15 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _wait_gone(pids: set[int]) -> None:
+    """Until the processes ``pids`` are gone: a worker the event loop killed is not
+    waited for there (a bound on a hang, not on speed)."""
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(_alive(pid) for pid in pids)
+
+
 def test_a_dead_worker_costs_no_verdicts():
     v = ProcessVerifier(2)
     try:
@@ -323,8 +332,7 @@ def test_a_dead_worker_costs_no_verdicts():
     finally:
         v.close()
     assert not v.pids
-    for pid in workers | replaced:
-        assert not _alive(pid)
+    _wait_gone(workers | replaced)
 
 
 def test_workers_killed_under_a_shared_call_cost_its_callers_no_verdicts():
@@ -351,8 +359,7 @@ def test_workers_killed_under_a_shared_call_cost_its_callers_no_verdicts():
     finally:
         v.close()
     assert not v.pids
-    for pid in workers | replaced:
-        assert not _alive(pid)
+    _wait_gone(workers | replaced)
 
 
 def test_workers_dying_on_every_call_are_replaced_at_a_bounded_rate():
@@ -384,7 +391,7 @@ def test_a_worker_answering_out_of_protocol_gives_no_verdict():
         v.start_workers()
         first = set(v.pids)
         assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
-        assert not any(_alive(pid) for pid in first)
+        _wait_gone(first)
         # Its replacement, used from a blocking thread, breaks the same way.
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
@@ -594,11 +601,7 @@ def test_a_wedged_worker_is_killed_past_its_deadline_and_its_checks_answered(tmp
         v.start_workers()
         wedged = set(v.pids)
         assert asyncio.run(v.check(raws, CHAIN, PARAMS.max_tx_bytes)) == expected
-        # Killed (the loop does not wait for it to go: a bound on a hang, not on speed).
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in wedged) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not any(_alive(pid) for pid in wedged)
+        _wait_gone(wedged)
         time.sleep(RESPAWN_S)  # so that the next check has a worker of its own again
         assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
         assert v.started == 2
