@@ -304,9 +304,12 @@ class WorkerProcess:
         self._end_process()
 
     def _wait(self, rfds: list[int], wfds: list[int]) -> None:
-        """Until a pipe is ready, or ``WorkerGone`` past the blocking call's deadline."""
-        left = self._until - time.monotonic()
-        if left <= 0 or not any(select.select(rfds, wfds, [], left)):
+        """Until a pipe is ready, or ``WorkerGone`` if none is by the blocking call's
+        deadline. Past it, the pipe is still looked at once: an answer waiting there
+        came in time, while its reader was away (reading another worker's answer, or
+        waiting on the home loop), and the worker is not wedged for that."""
+        left = max(0.0, self._until - time.monotonic())
+        if not any(select.select(rfds, wfds, [], left)):
             log.error("verification worker %d did not answer in time; killing it", self.pid)
             raise WorkerGone(f"verification worker {self.pid} did not answer in time")
 
@@ -331,6 +334,9 @@ class WorkerProcess:
             if not chunk:
                 raise WorkerGone(f"verification worker {self.pid} exited")
             out += chunk
+            # The worker answers: the rest of an answer bigger than the pipe comes as
+            # it is read, whatever time its reader took to come back for it.
+            self._until = max(self._until, time.monotonic() + self._deadline_s)
         return bytes(out)
 
     # --- ending ------------------------------------------------------------------------

@@ -589,6 +589,25 @@ def test_check_sync_writes_to_an_idle_worker_itself():
         v.close()
 
 
+def test_a_worker_that_answered_is_not_killed_for_a_wedged_one_read_before_it():
+    # check_sync reads its begun calls one after the other: the first worker is
+    # wedged (stopped) and killed at its deadline; the second answered long before,
+    # and its answer waits in the pipe, more than the pipe holds. Its deadline has
+    # passed by then too, but through no fault of its own: it is read, not killed.
+    raws = [b"\xc1garbage"] * 8000  # two requests a pipe holds, answers it does not
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    v = ProcessVerifier(2, remember=0, deadline_s=1.0)
+    try:
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected  # both warm
+        wedged, healthy = v.pids
+        os.kill(wedged, signal.SIGSTOP)
+        assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        assert v.pids == [healthy]
+        assert _alive(healthy)
+    finally:
+        v.close()
+
+
 def test_a_wedged_worker_is_killed_past_its_deadline_and_its_checks_answered(tmp_path, monkeypatch):
     # A worker alive but not answering (stopped, stuck in the kernel) would hold its
     # callers for ever, the consensus thread among them: past its deadline it is killed
