@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import os
 import select
 import subprocess
@@ -303,20 +304,25 @@ class WorkerProcess:
         self._close_pipes()
         self._end_process()
 
-    def _wait(self, rfds: list[int], wfds: list[int]) -> None:
-        """Until a pipe is ready, or ``WorkerGone`` if none is by the blocking call's
-        deadline. Past it, the pipe is still looked at once: an answer waiting there
-        came in time, while its reader was away (reading another worker's answer, or
-        waiting on the home loop), and the worker is not wedged for that."""
+    def _wait(self, fd: int, event: int) -> None:
+        """Until pipe ``fd`` is ready for ``event`` (``select.POLLIN``, ``POLLOUT``), or
+        ``WorkerGone`` if it is not by the blocking call's deadline. Past it, the pipe
+        is still looked at once: an answer waiting there came in time, while its reader
+        was away (reading another worker's answer, or waiting on the home loop), and the
+        worker is not wedged for that. ``poll``, not ``select``: a node with thousands of
+        connections starts workers whose pipes are past the 1,024 descriptors
+        ``select`` can watch."""
         left = max(0.0, self._until - time.monotonic())
-        if not any(select.select(rfds, wfds, [], left)):
+        poller = select.poll()
+        poller.register(fd, event)
+        if not poller.poll(math.ceil(left * 1000)):
             log.error("verification worker %d did not answer in time; killing it", self.pid)
             raise WorkerGone(f"verification worker {self.pid} did not answer in time")
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            self._wait([], [self._wfd])
+            self._wait(self._wfd, select.POLLOUT)
             try:
                 sent = os.write(self._wfd, view)
             except BlockingIOError:
@@ -326,7 +332,7 @@ class WorkerProcess:
     def _read_exactly(self, n: int) -> bytes:
         out = bytearray()
         while len(out) < n:
-            self._wait([self._rfd], [])
+            self._wait(self._rfd, select.POLLIN)
             try:
                 chunk = os.read(self._rfd, n - len(out))
             except BlockingIOError:

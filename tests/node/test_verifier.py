@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -606,6 +607,31 @@ def test_a_worker_that_answered_is_not_killed_for_a_wedged_one_read_before_it():
         assert _alive(healthy)
     finally:
         v.close()
+
+
+def test_check_sync_with_worker_pipes_past_the_first_1024_descriptors():
+    # A node serving thousands of connections (max_connections is 8192) starts or
+    # replaces a worker: its pipes get descriptors past 1024, which select() cannot
+    # watch. The consensus thread's check must still get its verdicts, not a ValueError.
+    raws = corpus()
+    expected = check_envelopes(raws, CHAIN, PARAMS.max_tx_bytes)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the open-file limit ({hard}) holds no descriptor past 1024 here")
+    if soft != resource.RLIM_INFINITY and soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        v = ProcessVerifier(1, remember=0)
+        try:
+            assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+            assert v.check_sync(raws, CHAIN, PARAMS.max_tx_bytes) == expected
+        finally:
+            v.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_wedged_worker_is_killed_past_its_deadline_and_its_checks_answered(tmp_path, monkeypatch):
