@@ -302,7 +302,9 @@ class WorkerProcess:
     def _broken(self) -> None:
         self._gone = True
         self._close_pipes()
-        self._end_process()
+        # Not waited for on the caller's thread (the consensus thread): a process stuck
+        # in the kernel is reaped later, by ``stop``.
+        self._end_process(wait=0)
 
     def _wait(self, fd: int, event: int) -> None:
         """Until pipe ``fd`` is ready for ``event`` (``select.POLLIN``, ``POLLOUT``), or

@@ -551,13 +551,21 @@ def test_check_sync_never_gives_a_dead_workers_chunk_the_home_loops_verdicts(tmp
         v.start_workers()  # on the loop: it is the workers' home
         # A check of the loop's own holds one worker until the gate opens.
         asyncio.ensure_future(v.check(good * 4, CHAIN, PARAMS.max_tx_bytes))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0)  # the check's first step: its call is sent
+
+    async def tasks() -> int:
+        return len(asyncio.all_tasks() - {asyncio.current_task()})
 
     try:
         thread.start()
         asyncio.run_coroutine_threadsafe(hold_one_worker(), loop).result()
         consensus = pool.submit(v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
-        time.sleep(0.5)  # the second chunk waits at the home loop's busy worker
+        # Until the second chunk waits at the home loop (its task beside the loop's own
+        # check): the first went to the idle worker before (a bound on a hang).
+        deadline = time.monotonic() + 60
+        while asyncio.run_coroutine_threadsafe(tasks(), loop).result() < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         gate.touch()
         assert consensus.result(timeout=60) == expected
     finally:
