@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import resource
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -479,6 +481,28 @@ def test_check_sync_from_another_thread_shares_the_running_loops_workers():
         v.close()
 
 
+@contextlib.contextmanager
+def _serving_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop on a thread of its own, as a serving node's; stopped and closed after."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def _until_on(loop: asyncio.AbstractEventLoop, done: Callable[[], Awaitable[bool]]) -> None:
+    """Until ``done()``, run on ``loop``, says so (a bound on a hang, not on speed)."""
+    deadline = time.monotonic() + 60
+    while not asyncio.run_coroutine_threadsafe(done(), loop).result():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_check_sync_through_a_loop_that_cancels_its_tasks_still_gets_verdicts(
     tmp_path, monkeypatch
 ):
@@ -492,9 +516,6 @@ def test_check_sync_through_a_loop_that_cancels_its_tasks_still_gets_verdicts(
     gate = tmp_path / "gate"
     monkeypatch.setenv(worker_checks.GATE_ENV, str(gate))
     v = ProcessVerifier(1, remember=0, check=worker_checks.GATED)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever)
-    pool = ThreadPoolExecutor(1)
 
     async def start() -> None:
         v.start_workers()  # on the loop: it is the workers' home
@@ -510,24 +531,16 @@ def test_check_sync_through_a_loop_that_cancels_its_tasks_still_gets_verdicts(
             task.cancel()
         return True
 
-    try:
-        thread.start()
-        asyncio.run_coroutine_threadsafe(start(), loop).result()
-        consensus = pool.submit(v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
-        # Until the check's task is on the loop (a bound on a hang, not on speed).
-        deadline = time.monotonic() + 60
-        while not asyncio.run_coroutine_threadsafe(cancel_all(), loop).result():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        gate.touch()
-        assert consensus.result(timeout=60) == expected
-    finally:
-        gate.touch()
-        pool.shutdown()
-        v.close()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+    with _serving_loop() as loop, ThreadPoolExecutor(1) as pool:
+        try:
+            asyncio.run_coroutine_threadsafe(start(), loop).result()
+            consensus = pool.submit(v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
+            _until_on(loop, cancel_all)  # the consensus thread's check is on the loop
+            gate.touch()
+            assert consensus.result(timeout=60) == expected
+        finally:
+            gate.touch()
+            v.close()
 
 
 def test_check_sync_never_gives_a_dead_workers_chunk_the_home_loops_verdicts(tmp_path, monkeypatch):
@@ -543,9 +556,6 @@ def test_check_sync_never_gives_a_dead_workers_chunk_the_home_loops_verdicts(tmp
     gate = tmp_path / "gate"
     monkeypatch.setenv(worker_checks.GATE_ENV, str(gate))
     v = ProcessVerifier(2, remember=0, check=worker_checks.GATED_OR_DYING)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever)
-    pool = ThreadPoolExecutor(1)
 
     async def hold_one_worker() -> None:
         v.start_workers()  # on the loop: it is the workers' home
@@ -553,28 +563,21 @@ def test_check_sync_never_gives_a_dead_workers_chunk_the_home_loops_verdicts(tmp
         asyncio.ensure_future(v.check(good * 4, CHAIN, PARAMS.max_tx_bytes))
         await asyncio.sleep(0)  # the check's first step: its call is sent
 
-    async def tasks() -> int:
-        return len(asyncio.all_tasks() - {asyncio.current_task()})
+    async def second_chunk_at_home() -> bool:
+        # Its task beside the loop's own check: the first chunk went to the idle
+        # worker before.
+        return len(asyncio.all_tasks() - {asyncio.current_task()}) >= 2
 
-    try:
-        thread.start()
-        asyncio.run_coroutine_threadsafe(hold_one_worker(), loop).result()
-        consensus = pool.submit(v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
-        # Until the second chunk waits at the home loop (its task beside the loop's own
-        # check): the first went to the idle worker before (a bound on a hang).
-        deadline = time.monotonic() + 60
-        while asyncio.run_coroutine_threadsafe(tasks(), loop).result() < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        gate.touch()
-        assert consensus.result(timeout=60) == expected
-    finally:
-        gate.touch()
-        pool.shutdown()
-        v.close()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+    with _serving_loop() as loop, ThreadPoolExecutor(1) as pool:
+        try:
+            asyncio.run_coroutine_threadsafe(hold_one_worker(), loop).result()
+            consensus = pool.submit(v.check_sync, raws, CHAIN, PARAMS.max_tx_bytes)
+            _until_on(loop, second_chunk_at_home)
+            gate.touch()
+            assert consensus.result(timeout=60) == expected
+        finally:
+            gate.touch()
+            v.close()
 
 
 def test_check_sync_writes_to_an_idle_worker_itself():
