@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import contextlib
 import functools
 import logging
 import threading
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from node.verify_worker import DEFAULT_CHECK
-from node.worker_pipes import WorkerGone, WorkerProcess
+from node.worker_pipes import WorkerGone, WorkerProcess, running_loop
 from vm import check_envelopes
 
 log = logging.getLogger("node.verifier")
@@ -250,8 +249,8 @@ class ProcessVerifier:
 
     Workers start with ``start_workers`` or the first check. A check from an event
     loop writes to a worker's pipe from that loop; ``check_sync`` (the consensus
-    thread) goes through the loop of the latest check while it runs, so the
-    workers have one owner, and writes to idle workers itself otherwise. If a
+    thread) writes to idle workers itself, and sends the chunks left through the
+    loop of the latest check while it runs (a worker has one owner at a time). If a
     worker dies, its calls in flight are checked on a thread of this process
     instead, so no batch is lost, and the next check starts a new worker.
 
@@ -329,8 +328,9 @@ class ProcessVerifier:
     def start_workers(self) -> None:
         """Start the workers now, so the first batch does not wait for them."""
         self._live()
-        with contextlib.suppress(RuntimeError):
-            self._home = asyncio.get_running_loop()
+        loop = running_loop()
+        if loop is not None:
+            self._home = loop
 
     @property
     def pids(self) -> list[int]:
@@ -484,14 +484,17 @@ class ProcessVerifier:
     ) -> list[Verdict]:
         """``check_envelopes(sent, ...)`` in the least loaded worker this loop may use,
         or on a thread here if none may or it dies first."""
-        payload: bytes | None = _request(sent, chain_id, max_tx_bytes)
+        payload = _request(sent, chain_id, max_tx_bytes)
+        taken: tuple[WorkerProcess, asyncio.Future[bytes]] | None = None
         for w in sorted(procs, key=lambda w: w.load):
-            assert payload is not None
             future = w.call(loop, payload, len(sent))
-            if future is None:
-                continue
-            # Not held while the worker works: it keeps what the pipe has not taken.
-            payload = None
+            if future is not None:
+                taken = (w, future)
+                break
+        # Not held while the worker works: it keeps what the pipe has not taken.
+        del payload
+        if taken is not None:
+            w, future = taken
             try:
                 return _answer(await future, len(sent))
             except WorkerGone:
@@ -501,7 +504,6 @@ class ProcessVerifier:
             except ValueError:
                 log.error("verification worker %d answered out of protocol; replacing it", w.pid)
                 w.stop(WorkerGone("out of protocol"), wait=0)
-            break
         return await loop.run_in_executor(None, check_envelopes, sent, chain_id, max_tx_bytes)
 
     def check_sync(
@@ -557,11 +559,7 @@ class ProcessVerifier:
         another thread (else None). None too if it stops before it answers, or
         cancels the call (its shutdown cancels every task it runs)."""
         home = self._home
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if home is None or home is running or not home.is_running():
+        if home is None or home is running_loop() or not home.is_running():
             return None
 
         async def calls() -> list[Verdict]:

@@ -27,8 +27,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from node.verify_worker import HEADER, MAX_FRAME, frame_header
 
@@ -64,19 +66,27 @@ def _settle(future: asyncio.Future[bytes], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """``fn(*args)`` on ``loop``'s thread: now if this is it, else soon (from any thread)."""
+    if running_loop() is loop:
+        fn(*args)
+    else:
+        loop.call_soon_threadsafe(fn, *args)
+
+
 def _fail(future: asyncio.Future[bytes], exc: BaseException) -> None:
     """Fail ``future`` from any thread (its loop's own, or another)."""
     loop = future.get_loop()
-    if loop.is_closed():
-        return  # nobody waits on it any more
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        _settle(future, exc)
-    else:
-        loop.call_soon_threadsafe(_settle, future, exc)
+    if not loop.is_closed():  # else nobody waits on it any more
+        _on_loop(loop, _settle, future, exc)
 
 
 class WorkerProcess:
@@ -367,14 +377,7 @@ class WorkerProcess:
         for call in calls:
             _fail(call.future, reason)
         if loop is not None and not loop.is_closed():
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                self._close_pipes()
-            else:
-                loop.call_soon_threadsafe(self._close_pipes)
+            _on_loop(loop, self._close_pipes)
         else:
             self._close_pipes()
 
