@@ -58,6 +58,14 @@ MAX_AUCTION_BUCKETS = 4096
 MAX_AUCTION_BUCKET_CAP = 4096
 # Rows of the bid increment table.
 MAX_INCREMENT_ROWS = 16
+# Upper bound of each begin-block hook's work budget (max_deadlines_per_block,
+# max_auction_ends_per_block). After a pause every deadline and auction end of the
+# pause is due at once, and each hook spends its whole budget in one block on every
+# node. Its events (two per unit, under 300 bytes) go into the block's one BlockEvents,
+# which readers decode within 2**20 events and 64 MiB: past those, the feed of every
+# session stops at that block for good. At this bound both budgets together, with the
+# staking release hook's (100,000), stay within them (~600k events, ~60 MB).
+MAX_HOOK_WORK_PER_BLOCK = 100_000
 # Disclosures of one order's address (each is a record keyed by a 4-byte seq).
 MAX_DISCLOSURES = 64
 # Listing versions and provenance events are keyed by a 4-byte seq.
@@ -195,11 +203,6 @@ class CommerceParams(Wire):
                 f"max_deal_ms must be in 1..{MAX_DEAL_BUCKETS} * deal_bucket_ms "
                 f"({MAX_DEAL_BUCKETS * self.deal_bucket_ms}), got {self.max_deal_ms}"
             )
-        # A block must be able to run at least one deadline, or the queue never drains.
-        if self.max_deadlines_per_block < 1:
-            raise DecodeError(
-                f"max_deadlines_per_block must be at least 1, got {self.max_deadlines_per_block}"
-            )
         self._check_auctions()
         caps = {
             "max_pinned": MAX_PINNED_CAP,
@@ -220,7 +223,10 @@ class CommerceParams(Wire):
             "max_auctions_per_bucket": MAX_AUCTION_BUCKET_CAP // 2,
             "max_open_auctions": MAX_AUCTIONS_CAP,
             "max_open_auctions_per_merchant": MAX_MERCHANT_AUCTIONS_CAP,
-            "max_auction_ends_per_block": 1_000_000,
+            # A block runs at least one, or the queue never drains; at most what its
+            # events can hold (MAX_HOOK_WORK_PER_BLOCK).
+            "max_deadlines_per_block": MAX_HOOK_WORK_PER_BLOCK,
+            "max_auction_ends_per_block": MAX_HOOK_WORK_PER_BLOCK,
         }
         for name, cap in caps.items():
             # Payload codecs cannot carry more than their cap; 0 would forbid the feature.

@@ -103,6 +103,19 @@ def _bad(mutate):
             "auction_max_lead_ms \\+ auction_max_ms",
         ),
         (lambda c: c["params"].update(auction_min_ms=10**6), "auction_min_ms .* at most"),
+        # A begin-block hook's budget: at least one, at most what a block's events hold.
+        (
+            lambda c: c["params"].update(max_deadlines_per_block=0),
+            "max_deadlines_per_block must be in 1..100000, got 0",
+        ),
+        (
+            lambda c: c["params"].update(max_deadlines_per_block=10**7),
+            "max_deadlines_per_block must be in 1..100000, got 10000000",
+        ),
+        (
+            lambda c: c["params"].update(max_auction_ends_per_block=10**6),
+            "max_auction_ends_per_block must be in 1..100000, got 1000000",
+        ),
         (lambda c: c.update(registrars=[]), "at least one registrar"),
         (lambda c: c.update(registrars=c["registrars"] * 2), "must be distinct"),
         (lambda c: c.update(treasury="ll1nope"), r"commerce.treasury: bad address"),
@@ -113,6 +126,12 @@ def test_validation_errors(mutate, message):
     with pytest.raises(InvalidGenesis, match=message) as info:
         Genesis.from_json(_bad(mutate))
     assert info.value.code == "invalid_genesis"
+
+
+def test_hook_budgets_up_to_their_cap_are_valid():
+    # 10x and 100x the defaults: a genesis may raise them far before they are refused.
+    section = commerce(max_deadlines_per_block=100_000, max_auction_ends_per_block=100_000)
+    assert Genesis.from_json(sample(section).to_json()).commerce == section
 
 
 def test_params_checked_on_decode_too():
