@@ -123,6 +123,8 @@ class Node:
         # What stopped the consensus engine, if anything did; ``faulted`` is set then.
         self.fault: BaseException | None = None
         self.faulted = asyncio.Event()
+        # The node's own transactions are signed and admitted one at a time (submit_own_tx).
+        self._own_tx_lock = asyncio.Lock()
         self._batcher: TxBatcher | None = None
         self._verify_pool: ThreadPoolExecutor | None = None
         self._verifier: ProcessVerifier | None = None
@@ -475,31 +477,37 @@ class Node:
         if self.config.observer:
             log.info("observer: not signing a %s transaction", tx_type)
             return
-        address = self.key.address
-        nonce = self.mempool.next_nonce(address)
-        if nonce is None:
-            nonce = get_account(self.chain.state, address).nonce
-        params = self.chain.params
-        body = TxBody(
-            nonce=nonce,
-            fee=params.min_fee,
-            expiry_height=self.chain.height + min(100, params.max_expiry_blocks),
-            type=tx_type,
-            payload=payload,
-        )
-        raw = sign_tx(self.key, self.genesis.chain_id, body).encode()
+        asyncio.get_running_loop().create_task(self._submit_own_tx(tx_type, payload))
 
-        async def go() -> None:
-            (result,) = await self.submit([raw], own=True)
-            log.info(
-                "own %s transaction: %s %s",
-                tx_type,
-                result.code,
-                result.message,
-                extra={"tx_hash": result.hash, "tx_type": tx_type, "code": result.code},
+    async def _submit_own_tx(self, tx_type: str, payload: bytes) -> None:
+        # One at a time: the next nonce is read from the mempool, which holds the
+        # previous own transaction only once admission (which verifies off the loop)
+        # is done. Signed at once, pieces of evidence released together
+        # (``EvidencePool.committed``) all took one nonce and only the first was kept:
+        # the other offenders went unpunished, since the pool submits a piece once.
+        async with self._own_tx_lock:
+            assert self.chain is not None and self.mempool is not None
+            address = self.key.address
+            nonce = self.mempool.next_nonce(address)
+            if nonce is None:
+                nonce = get_account(self.chain.state, address).nonce
+            params = self.chain.params
+            body = TxBody(
+                nonce=nonce,
+                fee=params.min_fee,
+                expiry_height=self.chain.height + min(100, params.max_expiry_blocks),
+                type=tx_type,
+                payload=payload,
             )
-
-        asyncio.get_running_loop().create_task(go())
+            raw = sign_tx(self.key, self.genesis.chain_id, body).encode()
+            (result,) = await self.submit([raw], own=True)
+        log.info(
+            "own %s transaction: %s %s",
+            tx_type,
+            result.code,
+            result.message,
+            extra={"tx_hash": result.hash, "tx_type": tx_type, "code": result.code},
+        )
 
     # --- after a block is final (main loop) ------------------------------------------
 

@@ -9,9 +9,15 @@ round 0 of height h was included in a later round of h itself, failed with
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
+from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.messages import DuplicateVoteEvidence
+from consensus.staking_state import EvidenceRecord, evidence_key, read
 from core import PrivateKey, Vote, VoteType
 from node.consensus import EvidencePool
+from vm import get_account
 
 CHAIN = "evidence-pool-test"
 
@@ -106,3 +112,44 @@ def test_a_producer_double_signing_everywhere_is_held_within_a_bound() -> None:
                 pool.add(ev, committed_height=height)
         assert len(sent) == most * len(offenders)
         sent.clear()
+
+
+async def _until(done: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if done():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not reached: {what}")
+
+
+async def test_evidence_released_together_is_submitted_with_consecutive_nonces(node_client):
+    # ``EvidencePool.committed`` hands every piece of a height over at once: two
+    # offenders caught in one height, or one at several steps. Each became a
+    # transaction signed with the nonce after the node's queued ones, read before the
+    # previous one was admitted (admission verifies it off the loop first): all took
+    # the same nonce, the mempool kept the first only, and the others' offenders
+    # were never punished (the pool submits a piece once).
+    _client, node, _faucet = node_client
+    assert node.chain is not None
+    chain_id = node.genesis.chain_id
+    await _until(lambda: node.chain is not None and node.chain.height >= 1, "height 1")
+    # The node's own key is the one producer of this chain: two offences at height 1.
+    pieces = [
+        SubmitEvidence(
+            *(
+                Vote.create(node.key, chain_id, VoteType.PREVOTE, 1, round_, bytes([b]) * 32)
+                for b in (1, 2)
+            )
+        )
+        for round_ in (0, 1)
+    ]
+    for piece in pieces:
+        node.submit_own_tx(SUBMIT_EVIDENCE, piece.encode())
+
+    def punished() -> int:
+        state = node.chain.state if node.chain is not None else {}
+        keys = [evidence_key(node.key.public_key, 1, r, VoteType.PREVOTE) for r in (0, 1)]
+        return sum(read(state, k, EvidenceRecord) is not None for k in keys)
+
+    await _until(lambda: punished() == 2, "both offences punished")
+    assert get_account(node.chain.state, node.key.address).nonce == 2
