@@ -72,6 +72,11 @@ CONSENSUS_MESSAGE_TYPE = 0x20
 ADDRESS_TX_TYPES = frozenset({SET_MEMBER_ADDRESS, VOTE_PROPOSAL})
 # Verdicts on a gossiped transaction that only a faulty or malicious peer causes.
 PEER_FAULT_CODES = frozenset({"malformed", "bad_signature", "wrong_chain"})
+# Refusals of the node's own transaction that blocks lift as they drain the pool (room,
+# the sender's queue or nonce window): it is signed again after a block interval.
+OWN_TX_RETRY_CODES = frozenset({"mempool_full", "account_queue_full", "nonce_gap"})
+# Blocks over which an own transaction is retried; also how far ahead it expires.
+OWN_TX_RETRY_BLOCKS = 100
 
 
 def build_registry() -> Registry:
@@ -485,22 +490,16 @@ class Node:
         # is done. Signed at once, pieces of evidence released together
         # (``EvidencePool.committed``) all took one nonce and only the first was kept:
         # the other offenders went unpunished, since the pool submits a piece once.
+        # For the same reason a refusal that passes (a pool full under load) is retried:
+        # given up at once, it let a double signer go free.
         async with self._own_tx_lock:
-            assert self.chain is not None and self.mempool is not None
-            address = self.key.address
-            nonce = self.mempool.next_nonce(address)
-            if nonce is None:
-                nonce = get_account(self.chain.state, address).nonce
-            params = self.chain.params
-            body = TxBody(
-                nonce=nonce,
-                fee=params.min_fee,
-                expiry_height=self.chain.height + min(100, params.max_expiry_blocks),
-                type=tx_type,
-                payload=payload,
-            )
-            raw = sign_tx(self.key, self.genesis.chain_id, body).encode()
-            (result,) = await self.submit([raw], own=True)
+            assert self.chain is not None
+            give_up = self.chain.height + OWN_TX_RETRY_BLOCKS
+            while True:
+                result = await self._sign_and_submit_own(tx_type, payload)
+                if result.code not in OWN_TX_RETRY_CODES or self.chain.height >= give_up:
+                    break
+                await asyncio.sleep(self.config.block_interval_ms / 1000)
         log.info(
             "own %s transaction: %s %s",
             tx_type,
@@ -508,6 +507,24 @@ class Node:
             result.message,
             extra={"tx_hash": result.hash, "tx_type": tx_type, "code": result.code},
         )
+
+    async def _sign_and_submit_own(self, tx_type: str, payload: bytes) -> SubmitResult:
+        assert self.chain is not None and self.mempool is not None
+        address = self.key.address
+        nonce = self.mempool.next_nonce(address)
+        if nonce is None:
+            nonce = get_account(self.chain.state, address).nonce
+        params = self.chain.params
+        body = TxBody(
+            nonce=nonce,
+            fee=params.min_fee,
+            expiry_height=self.chain.height + min(OWN_TX_RETRY_BLOCKS, params.max_expiry_blocks),
+            type=tx_type,
+            payload=payload,
+        )
+        raw = sign_tx(self.key, self.genesis.chain_id, body).encode()
+        (result,) = await self.submit([raw], own=True)
+        return result
 
     # --- after a block is final (main loop) ------------------------------------------
 

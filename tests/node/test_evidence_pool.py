@@ -12,11 +12,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+from aiohttp.test_utils import TestClient
+
 from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.messages import DuplicateVoteEvidence
 from consensus.staking_state import EvidenceRecord, evidence_key, read
 from core import PrivateKey, Vote, VoteType
 from node.consensus import EvidencePool
+from node.service import Node
+from tests.node.conftest import make_home
+from tests.served import node_server
 from vm import get_account
 
 CHAIN = "evidence-pool-test"
@@ -153,3 +159,40 @@ async def test_evidence_released_together_is_submitted_with_consecutive_nonces(n
 
     await _until(lambda: punished() == 2, "both offences punished")
     assert get_account(node.chain.state, node.key.address).nonce == 2
+
+
+@pytest.fixture
+async def small_queue_node(tmp_path):
+    """A one-validator node whose mempool queues one transaction per sender."""
+    _layout, home = make_home(tmp_path, block_interval_ms=200, mempool={"per_account_cap": 1})
+    node = Node.from_home(home, "")
+    client = TestClient(node_server(node))
+    await client.start_server()
+    try:
+        yield node
+    finally:
+        await client.close()
+
+
+async def test_evidence_refused_for_a_full_queue_is_submitted_again(small_queue_node):
+    # A pool full under load, or the node's own queue (pieces of many offenders
+    # released at once): the refusal passes as blocks drain the pool, but the
+    # transaction was given up, and with it the punishment of its offender.
+    node = small_queue_node
+    await _until(lambda: node.chain is not None and node.chain.height >= 1, "height 1")
+    assert node.chain is not None
+    chain_id = node.genesis.chain_id
+    rounds = (0, 1, 2)
+    for round_ in rounds:
+        votes = (
+            Vote.create(node.key, chain_id, VoteType.PREVOTE, 1, round_, bytes([b]) * 32)
+            for b in (1, 2)
+        )
+        node.submit_own_tx(SUBMIT_EVIDENCE, SubmitEvidence(*votes).encode())
+
+    def punished() -> int:
+        state = node.chain.state if node.chain is not None else {}
+        keys = [evidence_key(node.key.public_key, 1, r, VoteType.PREVOTE) for r in rounds]
+        return sum(read(state, k, EvidenceRecord) is not None for k in keys)
+
+    await _until(lambda: punished() == len(rounds), "every offence punished")
