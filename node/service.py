@@ -130,6 +130,9 @@ class Node:
         self.faulted = asyncio.Event()
         # The node's own transactions are signed and admitted one at a time (submit_own_tx).
         self._own_tx_lock = asyncio.Lock()
+        # Their tasks, held here: the loop keeps only weak references to tasks, and one
+        # waiting out a retry could be collected mid-way. Cancelled at ``stop``.
+        self._own_tx_tasks: set[asyncio.Task[None]] = set()
         self._batcher: TxBatcher | None = None
         self._verify_pool: ThreadPoolExecutor | None = None
         self._verifier: ProcessVerifier | None = None
@@ -342,6 +345,8 @@ class Node:
             observe(max(0.0, loop.time() - due))
 
     async def stop(self) -> None:
+        for task in list(self._own_tx_tasks):
+            task.cancel()
         if self._loop_watch is not None:
             self._loop_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -482,7 +487,9 @@ class Node:
         if self.config.observer:
             log.info("observer: not signing a %s transaction", tx_type)
             return
-        asyncio.get_running_loop().create_task(self._submit_own_tx(tx_type, payload))
+        task = asyncio.get_running_loop().create_task(self._submit_own_tx(tx_type, payload))
+        self._own_tx_tasks.add(task)
+        task.add_done_callback(self._own_tx_tasks.discard)
 
     async def _submit_own_tx(self, tx_type: str, payload: bytes) -> None:
         # One at a time: the next nonce is read from the mempool, which holds the
