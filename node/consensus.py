@@ -322,7 +322,8 @@ class EvidencePool:
     """
 
     # Evidence remembered (so it is submitted once) for this many heights below the
-    # last commit: more than any chain's max_evidence_age_blocks would accept.
+    # last commit. Governance may raise max_evidence_age_blocks past it; that changes
+    # nothing here, since the engine reports a piece only while its height is open.
     REMEMBER_HEIGHTS = 10_000
     # Pieces of one offender taken per height, and remembered in all.
     MAX_PER_OFFENDER = 8
