@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from core import PrivateKey
 from core.keystore import load_key
 from genesis import create_localnet
 from node.service import Node
@@ -41,16 +45,35 @@ def refusals(metrics: str, reason: str, bound: str) -> float:
     raise AssertionError(f"no liveledger_http_refused_total of {reason}, {bound}")
 
 
-@pytest.fixture
-async def node_client(tmp_path):
-    """(client, node, faucet key) for a single-validator node serving on a real socket."""
-    layout, home = make_home(tmp_path, max_request_bytes=256 * 1024)
+async def until(done: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait (polling) for ``done()`` to hold; fail after ``timeout`` seconds."""
+
+    async def poll() -> None:
+        while not done():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def served_node(
+    tmp_path: Path, **config_overrides: object
+) -> AsyncIterator[tuple[TestClient, Node, PrivateKey]]:
+    """(client, node, faucet key) for a single-validator node serving on a real socket,
+    its config overridden as ``make_home`` does."""
+    layout, home = make_home(tmp_path, **config_overrides)
     node = Node.from_home(home, "")
-    server = node_server(node)
-    client = TestClient(server)
+    client = TestClient(node_server(node))
     await client.start_server()
     faucet = load_key(layout.faucet_key_path, "")
     try:
         yield client, node, faucet
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def node_client(tmp_path):
+    """(client, node, faucet key) for a single-validator node serving on a real socket."""
+    async with served_node(tmp_path, max_request_bytes=256 * 1024) as served:
+        yield served

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from storage import ChainStore
 from storage.db import BLOCK, encode_height
 from tests.consensus.byzantine import conflicting_vote
 from tests.consensus.staking_helpers import CHAIN, KEYS, PARAMS, T0, make_genesis
+from tests.node.conftest import until
 from tests.storage.storage_chain_fixtures import raw_write
 
 GENESIS = make_genesis(validators=4, params=PARAMS.replace(max_producers=4))
@@ -102,16 +102,6 @@ def service(
         seams=seams,
         halted=node.halts.append,
     )
-
-
-async def until(done: Callable[[], object], timeout: float = 10.0) -> None:
-    """Wait (polling) for ``done()`` to hold; fail after ``timeout`` seconds."""
-
-    async def poll() -> None:
-        while not done():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 def finalized(tmp_path: Path, height: int, salt: int = 0) -> FinalizedBlock:

@@ -9,20 +9,13 @@ round 0 of height h was included in a later round of h itself, failed with
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
-import pytest
-from aiohttp.test_utils import TestClient
-
 from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.messages import DuplicateVoteEvidence
 from consensus.staking_state import EvidenceRecord, evidence_key, read
 from core import PrivateKey, Vote, VoteType
 from node.consensus import EvidencePool
 from node.service import Node
-from tests.node.conftest import make_home
-from tests.served import node_server
+from tests.node.conftest import served_node, until
 from vm import get_account
 
 CHAIN = "evidence-pool-test"
@@ -120,12 +113,26 @@ def test_a_producer_double_signing_everywhere_is_held_within_a_bound() -> None:
         sent.clear()
 
 
-async def _until(done: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if done():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not reached: {what}")
+def _offences(node: Node, rounds: tuple[int, ...]) -> list[bytes]:
+    """``submit_evidence`` payloads: the node's own key (the one producer of its chain)
+    prevoting two blocks at height 1, in each of ``rounds``."""
+    chain_id = node.genesis.chain_id
+    return [
+        SubmitEvidence(
+            *(
+                Vote.create(node.key, chain_id, VoteType.PREVOTE, 1, round_, bytes([b]) * 32)
+                for b in (1, 2)
+            )
+        ).encode()
+        for round_ in rounds
+    ]
+
+
+def _punished(node: Node, rounds: tuple[int, ...]) -> int:
+    """How many of ``_offences(node, rounds)`` the chain has recorded."""
+    state = node.chain.state if node.chain is not None else {}
+    keys = [evidence_key(node.key.public_key, 1, r, VoteType.PREVOTE) for r in rounds]
+    return sum(read(state, k, EvidenceRecord) is not None for k in keys)
 
 
 async def test_evidence_released_together_is_submitted_with_consecutive_nonces(node_client):
@@ -137,62 +144,26 @@ async def test_evidence_released_together_is_submitted_with_consecutive_nonces(n
     # were never punished (the pool submits a piece once).
     _client, node, _faucet = node_client
     assert node.chain is not None
-    chain_id = node.genesis.chain_id
-    await _until(lambda: node.chain is not None and node.chain.height >= 1, "height 1")
-    # The node's own key is the one producer of this chain: two offences at height 1.
-    pieces = [
-        SubmitEvidence(
-            *(
-                Vote.create(node.key, chain_id, VoteType.PREVOTE, 1, round_, bytes([b]) * 32)
-                for b in (1, 2)
-            )
-        )
-        for round_ in (0, 1)
-    ]
-    for piece in pieces:
-        node.submit_own_tx(SUBMIT_EVIDENCE, piece.encode())
-
-    def punished() -> int:
-        state = node.chain.state if node.chain is not None else {}
-        keys = [evidence_key(node.key.public_key, 1, r, VoteType.PREVOTE) for r in (0, 1)]
-        return sum(read(state, k, EvidenceRecord) is not None for k in keys)
-
-    await _until(lambda: punished() == 2, "both offences punished")
+    await until(lambda: node.chain is not None and node.chain.height >= 1, timeout=20.0)
+    rounds = (0, 1)
+    for piece in _offences(node, rounds):
+        node.submit_own_tx(SUBMIT_EVIDENCE, piece)
+    # Both offences punished.
+    await until(lambda: _punished(node, rounds) == 2, timeout=20.0)
     assert get_account(node.chain.state, node.key.address).nonce == 2
 
 
-@pytest.fixture
-async def small_queue_node(tmp_path):
-    """A one-validator node whose mempool queues one transaction per sender."""
-    _layout, home = make_home(tmp_path, block_interval_ms=200, mempool={"per_account_cap": 1})
-    node = Node.from_home(home, "")
-    client = TestClient(node_server(node))
-    await client.start_server()
-    try:
-        yield node
-    finally:
-        await client.close()
-
-
-async def test_evidence_refused_for_a_full_queue_is_submitted_again(small_queue_node):
+async def test_evidence_refused_for_a_full_queue_is_submitted_again(tmp_path):
     # A pool full under load, or the node's own queue (pieces of many offenders
     # released at once): the refusal passes as blocks drain the pool, but the
     # transaction was given up, and with it the punishment of its offender.
-    node = small_queue_node
-    await _until(lambda: node.chain is not None and node.chain.height >= 1, "height 1")
-    assert node.chain is not None
-    chain_id = node.genesis.chain_id
-    rounds = (0, 1, 2)
-    for round_ in rounds:
-        votes = (
-            Vote.create(node.key, chain_id, VoteType.PREVOTE, 1, round_, bytes([b]) * 32)
-            for b in (1, 2)
-        )
-        node.submit_own_tx(SUBMIT_EVIDENCE, SubmitEvidence(*votes).encode())
-
-    def punished() -> int:
-        state = node.chain.state if node.chain is not None else {}
-        keys = [evidence_key(node.key.public_key, 1, r, VoteType.PREVOTE) for r in rounds]
-        return sum(read(state, k, EvidenceRecord) is not None for k in keys)
-
-    await _until(lambda: punished() == len(rounds), "every offence punished")
+    # The node's mempool queues one transaction per sender.
+    config = {"block_interval_ms": 200, "mempool": {"per_account_cap": 1}}
+    async with served_node(tmp_path, **config) as (_client, node, _faucet):
+        await until(lambda: node.chain is not None and node.chain.height >= 1, timeout=20.0)
+        assert node.chain is not None
+        rounds = (0, 1, 2)
+        for piece in _offences(node, rounds):
+            node.submit_own_tx(SUBMIT_EVIDENCE, piece)
+        # Every offence punished.
+        await until(lambda: _punished(node, rounds) == len(rounds), timeout=20.0)
