@@ -60,6 +60,11 @@ Decisions (see also docs in the module's functions):
   of finality and blocks came at a fraction of the rate the machine sustains.
   Queued transactions do not count (see above); gossip from peers is refused
   only beyond twice this window (see ``submit``).
+- A transaction beyond the window that pays more than the cheapest pending one
+  takes its place (``OUTBID_PER_BATCH``): the cheapest, newest first, leaves the
+  pool (the rest of its sender's run waits as queued). Without it a flood at the
+  minimum fee, refilled after every block, had every other client refused
+  whatever fee it offered, and selection's fee priority never saw them.
 - Full shards refuse (``mempool_full``); only queued transactions are evicted,
   and only for other queued ones (see above). When
   a sender's balance drops below the fees it has queued, its queue is trimmed
@@ -91,7 +96,7 @@ from dataclasses import dataclass
 
 from core.codec import constructor
 from core.errors import Invalid
-from core.types import tx_hash
+from core.types import SignedTx, TxBody, tx_hash
 from node.config import MempoolConfig
 from node.stage_cpu import StageCpu
 from node.verifier import ProcessVerifier, chunk_step
@@ -125,6 +130,14 @@ ADMIT_CHUNK = 64
 STALE_CODES = frozenset({"nonce_too_low", "expired"})
 # Peers with a stale-gossip budget kept (an authenticated member set is far smaller).
 _MAX_STALE_BUDGETS = 1024
+# Transactions of one batch beyond the window whose fee is read (a body decode on the
+# loop, before any signature work) to see whether they outbid the cheapest pending
+# one; those that do are verified. A one-tap order is a batch of one; a storm's
+# batches of thousands would otherwise pay a decode each for a refusal.
+OUTBID_PER_BATCH = 8
+# Outbidding transactions in verification at once, over every batch: the bound on
+# signature work beyond the window.
+_MAX_OUTBIDDING = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +421,14 @@ class Mempool:
         self._rr = 0
         # Each gossiping peer's budget of spent transactions it made us check.
         self._stale: dict[bytes, TokenBucket] = {}
+        # Pending entries by (fee, -admission), cheapest and newest first: who a
+        # transaction beyond the window outbids. Lazy: an entry that left, or turned
+        # queued, is skipped when it reaches the top (pushed again if promoted);
+        # compacted to the live ones past twice their number (``_push_cheap``).
+        self._cheap: list[tuple[int, int, int, _Entry]] = []
+        self._cheap_tie = itertools.count()
+        # Outbidding transactions in verification now (``_MAX_OUTBIDDING``).
+        self._outbidding = 0
 
     # --- lifecycle ---
 
@@ -538,6 +559,8 @@ class Mempool:
         inflight = self._inflight
         room, room_bytes = self._room(1 if client else 2)
         claimed_bytes = 0
+        peeks = OUTBID_PER_BATCH
+        outbids: set[bytes] = set()
         # Known bytes are refused before any signature work, and so is what does not
         # fit. The hash of the raw bytes is the transaction hash: decoding accepts only
         # the one canonical encoding, so equal transactions have equal bytes.
@@ -550,11 +573,19 @@ class Mempool:
                 if h in by_hash or h in inflight:
                     results[i] = SubmitResult(h, "duplicate", "transaction already known")
                     continue
-                if room < 1 or room_bytes < len(raw):
+                if room >= 1 and room_bytes >= len(raw):
+                    room -= 1
+                    room_bytes -= len(raw)
+                elif peeks > 0 and self._outbidding < _MAX_OUTBIDDING:
+                    peeks -= 1
+                    if not self._outbids(raw):
+                        results[i] = self._full(h)
+                        continue
+                    outbids.add(h)
+                    self._outbidding += 1
+                else:
                     results[i] = self._full(h)
                     continue
-                room -= 1
-                room_bytes -= len(raw)
                 claimed_bytes += len(raw)
                 inflight.add(h)
             todo_idx.append(i)
@@ -573,6 +604,8 @@ class Mempool:
                 if h is not None:
                     inflight.discard(h)
                     self._inflight_bytes -= len(todo_raw[j])
+                    if h in outbids:
+                        self._outbidding -= 1
             released = upto
 
         windows = 1 if client else 2
@@ -593,7 +626,8 @@ class Mempool:
                             # No hash: bytes failing stateless checks identify no transaction.
                             results[i] = SubmitResult(None, verdict.code, verdict.message)
                         else:
-                            r = results[i] = self._admit(verdict, height, windows)
+                            outbid = verdict.hash in outbids
+                            r = results[i] = self._admit(verdict, height, windows, outbid)
                             accepted += r.code == ACCEPTED
         finally:
             release(len(todo_idx))
@@ -642,6 +676,66 @@ class Mempool:
             f"{len(self._inflight)}, {blocks} blocks' worth (at most "
             f"{blocks * self._params.max_block_txs} transactions and "
             f"{blocks * self._params.max_block_bytes} bytes): retry later",
+        )
+
+    def _outbids(self, raw: bytes) -> bool:
+        """Whether ``raw`` offers more than the cheapest pending transaction, by its
+        fee as written: unverified, so admission checks it again (``_admit``)."""
+        cheapest = self._cheapest()
+        if cheapest is None:
+            return False
+        try:
+            fee = TxBody.decode(SignedTx.decode(raw).body).fee
+        except Invalid:
+            return False
+        return fee > cheapest.fee
+
+    def _cheapest(self) -> _Entry | None:
+        """The pending entry with the lowest fee (the newest on ties), or None."""
+        heap = self._cheap
+        by_hash = self._by_hash
+        shards = self._shards
+        while heap:
+            e = heap[0][3]
+            if by_hash.get(e.hash) is e and e.nonce < shards[e.shard].accounts[e.sender].end:
+                return e
+            heapq.heappop(heap)
+        return None
+
+    def _push_cheap(self, e: _Entry) -> None:
+        """Index an entry that turned pending, for outbidding (see ``_cheap``)."""
+        heap = self._cheap
+        heapq.heappush(heap, (e.fee, -e.seq, next(self._cheap_tie), e))
+        if len(heap) > 2 * self._pending + 64:
+            self._compact_cheap()
+
+    def _compact_cheap(self) -> None:
+        """Keep only the index's live entries, once each. Done past twice the pending
+        ones, so at least half of what it walks goes: amortised O(1) per push."""
+        by_hash = self._by_hash
+        shards = self._shards
+        seen: set[int] = set()
+        live = []
+        for item in self._cheap:
+            e = item[3]
+            # An entry demoted and promoted again was pushed twice.
+            if (
+                id(e) not in seen
+                and by_hash.get(e.hash) is e
+                and e.nonce < shards[e.shard].accounts[e.sender].end
+            ):
+                seen.add(id(e))
+                live.append(item)
+        heapq.heapify(live)
+        self._cheap = live
+
+    def _over_window(self, windows: int, size: int) -> bool:
+        """Whether one more pending transaction of ``size`` bytes is beyond the window."""
+        blocks = windows * self._config.max_pending_blocks
+        params = self._params
+        return (
+            self._pending + len(self._inflight) >= blocks * params.max_block_txs
+            or self._pending_bytes + self._inflight_bytes + size > blocks * params.max_block_bytes
         )
 
     async def _verify(
@@ -704,10 +798,14 @@ class Mempool:
                 out.extend(complete_checked(raws[k:end], verdicts[k:end], registry, hashes[k:end]))
         return out
 
-    def _admit(self, vtx: VerifiedTx, height: int, windows: int) -> SubmitResult:
+    def _admit(
+        self, vtx: VerifiedTx, height: int, windows: int, outbid: bool = False
+    ) -> SubmitResult:
         """Stateful checks against the latest state, then queue. Event-loop thread only.
 
         ``windows``: 1 for a client's transaction, 2 for a peer's (see ``submit``).
+        ``outbid``: it came beyond the window; while the window is still full it goes
+        in only in the place of cheaper pending ones (see the module docstring).
         """
         h = vtx.hash
         if h in self._by_hash:
@@ -798,6 +896,19 @@ class Mempool:
             refused = self._queue_room(acct, end, size, windows, replacing=old is not None)
             if refused is not None:
                 return SubmitResult(h, refused[0], refused[1])
+        if outbid and old is None and nonce == end and self._over_window(windows, size):
+            cheapest = self._cheapest()
+            if cheapest is None or cheapest.fee >= fee or cheapest.sender == sender:
+                return self._full(h)
+            # Cheapest and newest first, until it fits; what follows an outbid one
+            # in its sender's run turns queued, within the queued budget.
+            while cheapest is not None and cheapest.fee < fee and cheapest.sender != sender:
+                self._remove(cheapest)
+                if not self._over_window(windows, size):
+                    break
+                cheapest = self._cheapest()
+            self._evict_excess()
+            acct = shard.accounts.get(sender)
         message = "accepted"
         seq = None
         if old is not None:
@@ -870,6 +981,7 @@ class Mempool:
             self._pending += 1
             self._pending_bytes += e.size
             acct.end += 1
+            self._push_cheap(e)
             self._extend(acct)
         else:
             acct.queued += 1
@@ -953,6 +1065,7 @@ class Mempool:
             self._pending_bytes += e.size
             self._age(e, -1)
             acct.end += 1
+            self._push_cheap(e)
 
     def _age(self, e: _Entry, delta: int) -> None:
         """Count a queued entry in or out of the young ones, if it is young."""
@@ -1145,6 +1258,10 @@ class Mempool:
                 self._refresh(shard, acct, a.nonce, a.balance)
         self._expire(self._height_fn() + 1)
         self._evict_excess()
+        if not self._pending:
+            # Nothing in the outbidding index is live: what left stays there until
+            # compacted (``_push_cheap``), and an idle pool would keep it.
+            self._cheap.clear()
         # Every gap still open is old now: it leaves the per-block gap budget.
         self._young_from = next(self._seq)
         self._young = self._young_bytes = 0

@@ -410,6 +410,75 @@ async def test_the_window_refuses_peers_only_beyond_twice_its_size(pool):
     assert len(env.mempool) == 2
 
 
+async def test_a_higher_fee_outbids_a_window_full_of_minimum_fee_transactions(pool, verified):
+    """Many funded accounts keep the window full at the minimum fee (refilling it
+    after every block). On main a shopper's order was refused ``mempool_full``
+    whatever fee it offered, while the flood's own transactions sat in the pool:
+    selection's fee priority never saw it."""
+    params = dataclasses.replace(PARAMS, max_block_txs=4)
+    env = Env(pool, params=params, max_pending_blocks=1)
+    flood = [make_tx(KEYS[i], 0) for i in range(4)]
+    assert await env.submit(*flood, client=True) == ["accepted"] * 4
+    shopper = KEYS[10]
+    # At the pool's lowest fee there is nothing to outbid: retry later, and no
+    # signature checked for it.
+    verified.clear()
+    assert await env.submit(make_tx(shopper, 0), client=True) == ["mempool_full"]
+    assert verified == []
+    # A higher fee takes the place of the flood's newest transaction at the lowest fee.
+    order = make_tx(shopper, 0, fee=2 * MIN_FEE)
+    [r] = await env.mempool.submit([order], client=True)
+    assert r.accepted
+    assert len(env.mempool) == 4 and env.mempool.stats().pending == 4
+    assert tx_hash(flood[3]) not in env.mempool
+    assert all(tx_hash(raw) in env.mempool for raw in flood[:3])
+    # The next block takes it.
+    assert r.hash in {v.hash for v in env.mempool.select(4, 10**6)}
+    # Gossip outbids the same way, within its own (twice as large) window.
+    assert await env.submit(*(make_tx(KEYS[i], 0) for i in range(20, 24))) == ["accepted"] * 4
+    assert await env.submit(make_tx(KEYS[30], 0, fee=3 * MIN_FEE)) == ["accepted"]
+    assert len(env.mempool) == 8
+
+
+async def test_outbidding_a_transaction_inside_a_run_leaves_the_rest_of_it_queued(pool):
+    params = dataclasses.replace(PARAMS, max_block_txs=3)
+    env = Env(pool, params=params, max_pending_blocks=1)
+    a, b = KEYS[0], KEYS[1]
+    run = [make_tx(a, 0), make_tx(a, 1, fee=5 * MIN_FEE)]
+    assert await env.submit(*run, make_tx(b, 0, fee=3 * MIN_FEE), client=True) == ["accepted"] * 3
+    # The cheapest pending transaction is the front of a's run: outbid, the rest of
+    # the run waits behind the nonce it left (no gap is ever selected).
+    assert await env.submit(make_tx(KEYS[2], 0, fee=2 * MIN_FEE), client=True) == ["accepted"]
+    stats = env.mempool.stats()
+    assert (stats.pending, stats.queued) == (2, 1)
+    picked = {(v.sender_address, v.body.nonce) for v in env.mempool.select(10, 10**6)}
+    assert picked == {(b.address, 0), (KEYS[2].address, 0)}
+    # The demoted rest of a's run holds no window either.
+    assert await env.submit(make_tx(KEYS[3], 0), client=True) == ["accepted"]
+    assert await env.submit(make_tx(KEYS[4], 0), client=True) == ["mempool_full"]
+    # a sends its nonce 0 again: its run is whole and pending once more.
+    env.commit(env.mempool.select(10, 10**6))
+    assert await env.submit(run[0], client=True) == ["accepted"]
+    assert env.mempool.next_nonce(a.address) == 2
+
+
+async def test_outbidding_a_full_window_verifies_few_of_a_batch(pool, verified):
+    """A batch beyond the window has only its first few transactions read for their
+    fee and verified: outbidding is for a one-tap order, not a way around the
+    window's bound on verification work."""
+    params = dataclasses.replace(PARAMS, max_block_txs=4)
+    env = Env(pool, params=params, max_pending_blocks=1)
+    assert (
+        await env.submit(*(make_tx(KEYS[i], 0) for i in range(4)), client=True) == ["accepted"] * 4
+    )
+    verified.clear()
+    batch = [make_tx(KEYS[10 + i], 0, fee=2 * MIN_FEE) for i in range(40)]
+    codes = await env.submit(*batch, client=True)
+    assert codes.count("accepted") == 4 and len(env.mempool) == 4
+    assert len(verified) == mempool_mod.OUTBID_PER_BATCH
+    assert set(codes) == {"accepted", "mempool_full"}
+
+
 async def test_nonce_gaps_do_not_count_against_the_window(pool):
     params = dataclasses.replace(PARAMS, max_block_txs=1)
     env = Env(pool, params=params, max_pending_blocks=1)
@@ -998,9 +1067,9 @@ async def test_cancelled_submit_releases_inflight(env):
     assert await env.submit(raw) == ["accepted"]
 
 
-def upkeep_env(pool: ThreadPoolExecutor, **config: int) -> Env:
+def upkeep_env(pool: ThreadPoolExecutor, params: ChainParams = PARAMS, **config: int) -> Env:
     """An Env whose registry has a transfer-like type in each higher priority class."""
-    env = Env(pool, **config)
+    env = Env(pool, params, **config)
     env.registry.register(TxType("test.upkeep", Transfer, apply_transfer, TxClass.CONSENSUS))
     env.registry.register(TxType("test.commerce", Transfer, apply_transfer, TxClass.COMMERCE))
     return env
@@ -1076,10 +1145,15 @@ class MempoolMachine(RuleBasedStateMachine):
     pays its fee) so balances move only by fees, which the mempool accounts.
     """
 
+    # The block size the window counts in: here it never binds (see the subclass).
+    max_block_txs = PARAMS.max_block_txs
+
     def __init__(self) -> None:
         super().__init__()
         self.env = upkeep_env(
             SIM_POOL,
+            dataclasses.replace(PARAMS, max_block_txs=self.max_block_txs),
+            max_pending_blocks=1,
             shards=2,
             per_account_cap=3,
             max_nonce_ahead=5,
@@ -1119,6 +1193,7 @@ class MempoolMachine(RuleBasedStateMachine):
         env = self.env
         raws = []
         slots = []
+        fees = [fee for _, _, fee, _, _ in batch]
         for ki, offset, fee, ttl, tx_type in batch:
             k = SIM_KEYS[ki]
             nonce = max(0, env.state.account(k.address).nonce + offset)
@@ -1129,6 +1204,7 @@ class MempoolMachine(RuleBasedStateMachine):
         if repeat:
             raws.append(raws[0])
             slots.append(slots[0])
+            fees.append(fees[0])
         results = asyncio.run(env.mempool.submit(raws))
         assert len(results) == len(raws)
         replaced = {bytes.fromhex(r.message.split()[1]) for r in results if "replaced" in r.message}
@@ -1152,7 +1228,12 @@ class MempoolMachine(RuleBasedStateMachine):
                     and slots[j] == (address, nonce)
                     for j, later in enumerate(results[i + 1 :], i + 1)
                 )
-                assert next_nonce is None or nonce >= next_nonce or refilled
+                # Or a later one of the batch outbid it beyond the window.
+                outbid = any(
+                    later.accepted and fees[j] > fees[i]
+                    for j, later in enumerate(results[i + 1 :], i + 1)
+                )
+                assert next_nonce is None or nonce >= next_nonce or refilled or outbid
             if r.code != "accepted" and r.code != "duplicate":
                 assert not env.mempool.contains(tx_hash(raw))
 
@@ -1308,6 +1389,17 @@ SIM_POOL = ThreadPoolExecutor(2, thread_name_prefix="mempool-sim")
 
 MempoolMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
 TestMempoolMachine = MempoolMachine.TestCase
+
+
+class SmallWindowMempoolMachine(MempoolMachine):
+    """The same traffic with a window of two blocks of three for gossip: it binds,
+    and transactions beyond it outbid cheaper pending ones."""
+
+    max_block_txs = 3
+
+
+SmallWindowMempoolMachine.TestCase.settings = MempoolMachine.TestCase.settings
+TestSmallWindowMempoolMachine = SmallWindowMempoolMachine.TestCase
 
 
 async def test_a_peer_replaying_spent_transactions_is_refused_unchecked_past_its_budget():
