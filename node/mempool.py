@@ -65,8 +65,11 @@ Decisions (see also docs in the module's functions):
   pool (the rest of its sender's run waits as queued). Without it a flood at the
   minimum fee, refilled after every block, had every other client refused
   whatever fee it offered, and selection's fee priority never saw them.
-- Full shards refuse (``mempool_full``); only queued transactions are evicted,
-  and only for other queued ones (see above). When
+- Full shards refuse (``mempool_full``), except a new pending transaction that pays
+  more than the shard's cheapest pending one: it takes its place, as beyond the
+  window (accounts are cheap to grind into one shard, and the cap is under the
+  client window). Otherwise only queued transactions are evicted, and only for
+  other queued ones (see above). When
   a sender's balance drops below the fees it has queued, its queue is trimmed
   from the highest nonce down, which never opens a gap.
 - The mempool's view of a sender (state nonce and balance) is refreshed from
@@ -421,11 +424,12 @@ class Mempool:
         self._rr = 0
         # Each gossiping peer's budget of spent transactions it made us check.
         self._stale: dict[bytes, TokenBucket] = {}
-        # Pending entries by (fee, -admission), cheapest and newest first: who a
-        # transaction beyond the window outbids. Lazy: an entry that left, or turned
-        # queued, is skipped when it reaches the top (pushed again if promoted);
-        # compacted to the live ones past twice their number (``_push_cheap``).
-        self._cheap: list[tuple[int, int, int, _Entry]] = []
+        # Each shard's pending entries by (fee, -admission), cheapest and newest
+        # first: who a transaction beyond the window, or a full shard, outbids. Lazy:
+        # an entry that left, or turned queued, is skipped when it reaches the top
+        # (pushed again if promoted); compacted past twice the shard's entries
+        # (``_push_cheap``).
+        self._cheap: list[list[tuple[int, int, int, _Entry]]] = [[] for _ in self._shards]
         self._cheap_tie = itertools.count()
         # Outbidding transactions in verification now (``_MAX_OUTBIDDING``).
         self._outbidding = 0
@@ -690,44 +694,46 @@ class Mempool:
             return False
         return fee > cheapest.fee
 
-    def _cheapest(self) -> _Entry | None:
-        """The pending entry with the lowest fee (the newest on ties), or None."""
-        heap = self._cheap
+    def _cheapest(self, shard_i: int | None = None) -> _Entry | None:
+        """The pending entry with the lowest fee (the newest on ties), in shard
+        ``shard_i`` or in any, or None."""
         by_hash = self._by_hash
-        shards = self._shards
-        while heap:
-            e = heap[0][3]
-            if by_hash.get(e.hash) is e and e.nonce < shards[e.shard].accounts[e.sender].end:
-                return e
-            heapq.heappop(heap)
-        return None
+        best: tuple[int, int, int, _Entry] | None = None
+        for k in range(len(self._shards)) if shard_i is None else (shard_i,):
+            heap = self._cheap[k]
+            accounts = self._shards[k].accounts
+            while heap:
+                e = heap[0][3]
+                if by_hash.get(e.hash) is e and e.nonce < accounts[e.sender].end:
+                    if best is None or heap[0] < best:
+                        best = heap[0]
+                    break
+                heapq.heappop(heap)
+        return None if best is None else best[3]
 
     def _push_cheap(self, e: _Entry) -> None:
         """Index an entry that turned pending, for outbidding (see ``_cheap``)."""
-        heap = self._cheap
+        heap = self._cheap[e.shard]
         heapq.heappush(heap, (e.fee, -e.seq, next(self._cheap_tie), e))
-        if len(heap) > 2 * self._pending + 64:
-            self._compact_cheap()
+        if len(heap) > 2 * self._shards[e.shard].count + 64:
+            self._compact_cheap(e.shard)
 
-    def _compact_cheap(self) -> None:
-        """Keep only the index's live entries, once each. Done past twice the pending
-        ones, so at least half of what it walks goes: amortised O(1) per push."""
+    def _compact_cheap(self, shard_i: int) -> None:
+        """Keep only the shard's live entries in its index, once each. Done past twice
+        the shard's entries, so at least half of what it walks goes: amortised O(1)
+        per push."""
         by_hash = self._by_hash
-        shards = self._shards
+        accounts = self._shards[shard_i].accounts
         seen: set[int] = set()
         live = []
-        for item in self._cheap:
+        for item in self._cheap[shard_i]:
             e = item[3]
             # An entry demoted and promoted again was pushed twice.
-            if (
-                id(e) not in seen
-                and by_hash.get(e.hash) is e
-                and e.nonce < shards[e.shard].accounts[e.sender].end
-            ):
+            if id(e) not in seen and by_hash.get(e.hash) is e and e.nonce < accounts[e.sender].end:
                 seen.add(id(e))
                 live.append(item)
         heapq.heapify(live)
-        self._cheap = live
+        self._cheap[shard_i] = live
 
     def _over_window(self, windows: int, size: int) -> bool:
         """Whether one more pending transaction of ``size`` bytes is beyond the window."""
@@ -879,11 +885,21 @@ class Mempool:
                 f"{queued_fees} in fees already queued",
             )
         size = vtx.size
+        end = base if acct is None else acct.end
+        # A new pending transaction in a full shard takes the place of the shard's
+        # cheapest pending one that pays less (as beyond the window, below): accounts
+        # are cheap to grind into one shard.
+        displaced = None
         if old is None and shard.count >= cfg.per_shard_cap:
-            return SubmitResult(
-                h, "mempool_full", f"shard {shard_i} holds {shard.count} transactions (the cap)"
-            )
-        grow = size - (old.size if old else 0)
+            if nonce == end:
+                displaced = self._cheapest(shard_i)
+            if displaced is None or displaced.fee >= fee or displaced.sender == sender:
+                return SubmitResult(
+                    h,
+                    "mempool_full",
+                    f"shard {shard_i} holds {shard.count} transactions (the cap)",
+                )
+        grow = size - (old.size if old else 0) - (displaced.size if displaced else 0)
         if shard.nbytes + grow > cfg.per_shard_bytes:
             return SubmitResult(
                 h,
@@ -891,12 +907,16 @@ class Mempool:
                 f"shard {shard_i} holds {shard.nbytes} bytes; {grow} more exceeds the cap "
                 f"{cfg.per_shard_bytes}",
             )
-        end = base if acct is None else acct.end
         if nonce > end:
             refused = self._queue_room(acct, end, size, windows, replacing=old is not None)
             if refused is not None:
                 return SubmitResult(h, refused[0], refused[1])
-        if outbid and old is None and nonce == end and self._over_window(windows, size):
+        if displaced is not None:
+            # One pending transaction out for one in: the window is no fuller either.
+            self._remove(displaced)
+            self._evict_excess()
+            acct = shard.accounts.get(sender)
+        elif outbid and old is None and nonce == end and self._over_window(windows, size):
             cheapest = self._cheapest()
             if cheapest is None or cheapest.fee >= fee or cheapest.sender == sender:
                 return self._full(h)
@@ -1261,7 +1281,8 @@ class Mempool:
         if not self._pending:
             # Nothing in the outbidding index is live: what left stays there until
             # compacted (``_push_cheap``), and an idle pool would keep it.
-            self._cheap.clear()
+            for heap in self._cheap:
+                heap.clear()
         # Every gap still open is old now: it leaves the per-block gap budget.
         self._young_from = next(self._seq)
         self._young = self._young_bytes = 0

@@ -317,6 +317,24 @@ async def test_mempool_full_by_bytes(pool):
     assert env.mempool.shard_bytes() == [2 * size]
 
 
+async def test_a_higher_fee_outbids_a_shard_filled_at_the_minimum_fee(pool):
+    """Accounts are cheap to grind into one shard: a flood filling the shard's cap
+    (50,000 by default, under the client window of 80,000) had every sender of that
+    shard refused ``mempool_full`` whatever fee it offered, with room in the window."""
+    env = Env(pool, shards=2, per_shard_cap=3)
+    flooders = keys_in_shard(0, 2, 5)
+    flood = [make_tx(k, 0) for k in flooders[:3]]
+    assert await env.submit(*flood, client=True) == ["accepted"] * 3
+    shopper = flooders[3]
+    assert await env.submit(make_tx(shopper, 0), client=True) == ["mempool_full"]
+    assert await env.submit(make_tx(shopper, 0, fee=2 * MIN_FEE), client=True) == ["accepted"]
+    assert env.mempool.shard_sizes()[0] == 3
+    assert tx_hash(flood[2]) not in env.mempool
+    # Nothing cheaper left in the shard: refused, nothing evicted.
+    assert await env.submit(make_tx(flooders[4], 0), client=True) == ["mempool_full"]
+    assert env.mempool.shard_sizes()[0] == 3
+
+
 @pytest.fixture
 def verified(monkeypatch) -> list[bytes]:
     """The transactions the mempool verifies, in the order it verifies them."""
