@@ -60,13 +60,15 @@ Decisions (see also docs in the module's functions):
   of finality and blocks came at a fraction of the rate the machine sustains.
   Queued transactions do not count (see above); gossip from peers is refused
   only beyond twice this window (see ``submit``).
-- A transaction beyond the window that pays more than the cheapest pending one
-  takes its place (``OUTBID_PER_BATCH``): the cheapest, newest first, leaves the
-  pool (the rest of its sender's run waits as queued). Without it a flood at the
-  minimum fee, refilled after every block, had every other client refused
-  whatever fee it offered, and selection's fee priority never saw them.
+- A transaction beyond the window that pays more than the cheapest one that may
+  go takes its place (``OUTBID_PER_BATCH``). Only a sender's last transaction may
+  go, and only while it is pending with nothing queued behind it, so that no
+  eviction opens a nonce gap (DESIGN.md); the cheapest such, newest first, leaves
+  the pool. Without it a flood at the minimum fee, refilled after every block, had
+  every other client refused whatever fee it offered, and selection's fee priority
+  never saw them.
 - Full shards refuse (``mempool_full``), except a new pending transaction that pays
-  more than the shard's cheapest pending one: it takes its place, as beyond the
+  more than the shard's cheapest one that may go: it takes its place, as beyond the
   window (accounts are cheap to grind into one shard, and the cap is under the
   client window). Otherwise only queued transactions are evicted, and only for
   other queued ones (see above). When
@@ -351,6 +353,11 @@ class _Picker:
             live = still
 
 
+def _is_last(e: _Entry, acct: _Account) -> bool:
+    """Whether ``e`` is its sender's last transaction in the pool, and pending."""
+    return acct.queued == 0 and e.nonce == acct.end - 1
+
+
 class Mempool:
     """Pending transactions, sharded by sender; see the module docstring.
 
@@ -424,11 +431,12 @@ class Mempool:
         self._rr = 0
         # Each gossiping peer's budget of spent transactions it made us check.
         self._stale: dict[bytes, TokenBucket] = {}
-        # Each shard's pending entries by (fee, -admission), cheapest and newest
-        # first: who a transaction beyond the window, or a full shard, outbids. Lazy:
-        # an entry that left, or turned queued, is skipped when it reaches the top
-        # (pushed again if promoted); compacted past twice the shard's entries
-        # (``_push_cheap``).
+        # Each shard's entries that may be outbid (a sender's last, pending, nothing
+        # queued: ``_is_last``) by (fee, -admission), cheapest and newest first: who
+        # a transaction beyond the window, or a full shard, outbids. Lazy: an entry
+        # pushed when it became the last (``_index_last``) and no longer is, or gone,
+        # is dropped when it reaches the top; compacted past twice the shard's
+        # entries (``_push_cheap``).
         self._cheap: list[list[tuple[int, int, int, _Entry]]] = [[] for _ in self._shards]
         self._cheap_tie = itertools.count()
         # Outbidding transactions in verification now (``_MAX_OUTBIDDING``).
@@ -695,8 +703,9 @@ class Mempool:
         return fee > cheapest.fee
 
     def _cheapest(self, shard_i: int | None = None) -> _Entry | None:
-        """The pending entry with the lowest fee (the newest on ties), in shard
-        ``shard_i`` or in any, or None."""
+        """The cheapest transaction that may be outbid (the newest on ties), in shard
+        ``shard_i`` or in any, or None: its sender's last one, pending, so that its
+        leaving opens no nonce gap (DESIGN.md, Mempool)."""
         by_hash = self._by_hash
         best: tuple[int, int, int, _Entry] | None = None
         for k in range(len(self._shards)) if shard_i is None else (shard_i,):
@@ -704,19 +713,26 @@ class Mempool:
             accounts = self._shards[k].accounts
             while heap:
                 e = heap[0][3]
-                if by_hash.get(e.hash) is e and e.nonce < accounts[e.sender].end:
+                if by_hash.get(e.hash) is e and _is_last(e, accounts[e.sender]):
                     if best is None or heap[0] < best:
                         best = heap[0]
                     break
                 heapq.heappop(heap)
         return None if best is None else best[3]
 
-    def _push_cheap(self, e: _Entry) -> None:
-        """Index an entry that turned pending, for outbidding (see ``_cheap``)."""
-        heap = self._cheap[e.shard]
+    def _index_last(self, acct: _Account, shard_i: int) -> None:
+        """Index the sender's last transaction for outbidding, if it is pending (see
+        ``_cheap``): called wherever it may have become the last."""
+        if acct.queued == 0 and acct.end > acct.nonce:
+            e = acct.txs.get(acct.end - 1)
+            if e is not None:
+                self._push_cheap(e, shard_i)
+
+    def _push_cheap(self, e: _Entry, shard_i: int) -> None:
+        heap = self._cheap[shard_i]
         heapq.heappush(heap, (e.fee, -e.seq, next(self._cheap_tie), e))
-        if len(heap) > 2 * self._shards[e.shard].count + 64:
-            self._compact_cheap(e.shard)
+        if len(heap) > 2 * self._shards[shard_i].count + 64:
+            self._compact_cheap(shard_i)
 
     def _compact_cheap(self, shard_i: int) -> None:
         """Keep only the shard's live entries in its index, once each. Done past twice
@@ -728,8 +744,8 @@ class Mempool:
         live = []
         for item in self._cheap[shard_i]:
             e = item[3]
-            # An entry demoted and promoted again was pushed twice.
-            if id(e) not in seen and by_hash.get(e.hash) is e and e.nonce < accounts[e.sender].end:
+            # An entry that was the last twice was pushed twice.
+            if id(e) not in seen and by_hash.get(e.hash) is e and _is_last(e, accounts[e.sender]):
                 seen.add(id(e))
                 live.append(item)
         heapq.heapify(live)
@@ -920,8 +936,8 @@ class Mempool:
             cheapest = self._cheapest()
             if cheapest is None or cheapest.fee >= fee or cheapest.sender == sender:
                 return self._full(h)
-            # Cheapest and newest first, until it fits; what follows an outbid one
-            # in its sender's run turns queued, within the queued budget.
+            # Cheapest and newest first, until it fits: each a sender's last, so no
+            # gap opens (its sender's previous one may go next).
             while cheapest is not None and cheapest.fee < fee and cheapest.sender != sender:
                 self._remove(cheapest)
                 if not self._over_window(windows, size):
@@ -1001,7 +1017,6 @@ class Mempool:
             self._pending += 1
             self._pending_bytes += e.size
             acct.end += 1
-            self._push_cheap(e)
             self._extend(acct)
         else:
             acct.queued += 1
@@ -1009,6 +1024,7 @@ class Mempool:
             self._age(e, 1)
         if acct.queued != before:
             self._reindex(acct, before)
+        self._index_last(acct, shard_i)
         self._by_hash[e.hash] = e
         expiry = self._expiry
         bucket = expiry.get(e.expiry)
@@ -1071,6 +1087,10 @@ class Mempool:
                 del self._expiry[e.expiry]
         if not acct.txs:
             del shard.accounts[e.sender]
+        elif not used:
+            # The chain's use takes the first of a run, never the last; any other
+            # removal may leave another transaction last.
+            self._index_last(acct, e.shard)
 
     def _extend(self, acct: _Account) -> None:
         """Promote queued transactions that continue the pending run at ``acct.end``."""
@@ -1085,7 +1105,6 @@ class Mempool:
             self._pending_bytes += e.size
             self._age(e, -1)
             acct.end += 1
-            self._push_cheap(e)
 
     def _age(self, e: _Entry, delta: int) -> None:
         """Count a queued entry in or out of the young ones, if it is young."""

@@ -458,26 +458,33 @@ async def test_a_higher_fee_outbids_a_window_full_of_minimum_fee_transactions(po
     assert len(env.mempool) == 8
 
 
-async def test_outbidding_a_transaction_inside_a_run_leaves_the_rest_of_it_queued(pool):
+async def test_outbidding_takes_a_senders_last_transaction_never_one_inside_its_run(pool):
+    """Only a sender's last transaction may be outbid: one inside its run would leave
+    the rest behind a nonce gap, which no eviction may open (DESIGN.md, Mempool)."""
     params = dataclasses.replace(PARAMS, max_block_txs=3)
     env = Env(pool, params=params, max_pending_blocks=1)
     a, b = KEYS[0], KEYS[1]
     run = [make_tx(a, 0), make_tx(a, 1, fee=5 * MIN_FEE)]
     assert await env.submit(*run, make_tx(b, 0, fee=3 * MIN_FEE), client=True) == ["accepted"] * 3
-    # The cheapest pending transaction is the front of a's run: outbid, the rest of
-    # the run waits behind the nonce it left (no gap is ever selected).
-    assert await env.submit(make_tx(KEYS[2], 0, fee=2 * MIN_FEE), client=True) == ["accepted"]
+    # The cheapest pending transaction is the front of a's run, but it is not a's last:
+    # nothing the newcomer outbids may go.
+    assert await env.submit(make_tx(KEYS[2], 0, fee=2 * MIN_FEE), client=True) == ["mempool_full"]
+    assert all(tx_hash(raw) in env.mempool for raw in run)
+    # b's only (so last) transaction is cheaper than this one: it goes, a's run stays.
+    assert await env.submit(make_tx(KEYS[3], 0, fee=4 * MIN_FEE), client=True) == ["accepted"]
     stats = env.mempool.stats()
-    assert (stats.pending, stats.queued) == (2, 1)
-    picked = {(v.sender_address, v.body.nonce) for v in env.mempool.select(10, 10**6)}
-    assert picked == {(b.address, 0), (KEYS[2].address, 0)}
-    # The demoted rest of a's run holds no window either.
-    assert await env.submit(make_tx(KEYS[3], 0), client=True) == ["accepted"]
-    assert await env.submit(make_tx(KEYS[4], 0), client=True) == ["mempool_full"]
-    # a sends its nonce 0 again: its run is whole and pending once more.
-    env.commit(env.mempool.select(10, 10**6))
-    assert await env.submit(run[0], client=True) == ["accepted"]
+    assert (stats.pending, stats.queued) == (3, 0)
     assert env.mempool.next_nonce(a.address) == 2
+    assert env.mempool.next_nonce(b.address) is None
+    # The cheapest last one goes first (KEYS[3]'s, then a's nonce 1); once a's last
+    # one is outbid, its first is the last, and may go next.
+    assert await env.submit(make_tx(KEYS[4], 0, fee=6 * MIN_FEE), client=True) == ["accepted"]
+    assert env.mempool.next_nonce(a.address) == 2
+    assert await env.submit(make_tx(KEYS[5], 0, fee=7 * MIN_FEE), client=True) == ["accepted"]
+    assert env.mempool.next_nonce(a.address) == 1
+    assert await env.submit(make_tx(KEYS[6], 0, fee=2 * MIN_FEE), client=True) == ["accepted"]
+    assert env.mempool.next_nonce(a.address) is None
+    assert env.mempool.stats().queued == 0
 
 
 async def test_outbidding_a_full_window_verifies_few_of_a_batch(pool, verified):
@@ -1252,6 +1259,11 @@ class MempoolMachine(RuleBasedStateMachine):
                     for j, later in enumerate(results[i + 1 :], i + 1)
                 )
                 assert next_nonce is None or nonce >= next_nonce or refilled or outbid
+                # No eviction opens a nonce gap: what the sender still holds above the
+                # evicted nonce came later in the batch (or took its very slot).
+                later = {results[j].hash for j in range(i + 1, len(results))}
+                above = {v.hash for v in env.mempool.pending_for(address) if v.body.nonce > nonce}
+                assert refilled or above <= later
             if r.code != "accepted" and r.code != "duplicate":
                 assert not env.mempool.contains(tx_hash(raw))
 
