@@ -224,7 +224,17 @@ class _Account:
     ``end`` (which is missing) are queued.
     """
 
-    __slots__ = ("sender", "nonce", "end", "queued", "txs", "fees", "read", "read_height")
+    __slots__ = (
+        "sender",
+        "nonce",
+        "end",
+        "queued",
+        "txs",
+        "fees",
+        "read",
+        "read_height",
+        "outbiddable",
+    )
 
     def __init__(self, sender: bytes, nonce: int) -> None:
         self.sender = sender
@@ -244,6 +254,8 @@ class _Account:
         self.txs: dict[int, _Entry] = {}
         # Sum of the fees of every queued transaction: all of them must be payable.
         self.fees = 0
+        # Its entry in its shard's ``_Outbiddable``, if any (``Mempool._index_last``).
+        self.outbiddable: _Entry | None = None
 
 
 class _Shard:
@@ -353,9 +365,53 @@ class _Picker:
             live = still
 
 
-def _is_last(e: _Entry, acct: _Account) -> bool:
-    """Whether ``e`` is its sender's last transaction in the pool, and pending."""
-    return acct.queued == 0 and e.nonce == acct.end - 1
+class _Outbiddable:
+    """One shard's transactions that may be outbid: each sender's last one while it
+    is pending with nothing queued behind it, so that its leaving opens no nonce gap
+    (DESIGN.md, Mempool). Exact, at most one entry per sender: the mempool adds an
+    entry when it becomes the last and discards it when it stops being so or leaves.
+
+    By fee level, each an insertion-ordered dict (newest indexed at the end), the
+    levels' fees in a heap of ints pushed when a level is made: a few dict
+    operations per admitted transaction, where a heap of entries cost a tuple and
+    a push each on the flood's hot path.
+    """
+
+    __slots__ = ("levels", "fees")
+
+    def __init__(self) -> None:
+        self.levels: dict[int, dict[int, _Entry]] = {}
+        # Fees of levels emptied and dropped stay until popped: past twice the live
+        # ones the heap is rebuilt from them (amortised O(1) per level made).
+        self.fees: list[int] = []
+
+    def add(self, e: _Entry) -> None:
+        level = self.levels.get(e.fee)
+        if level is None:
+            level = self.levels[e.fee] = {}
+            fees = self.fees
+            if len(fees) > 2 * len(self.levels) + 64:
+                fees[:] = self.levels
+                heapq.heapify(fees)
+            else:
+                heapq.heappush(fees, e.fee)
+        level[e.seq] = e
+
+    def discard(self, e: _Entry) -> None:
+        level = self.levels[e.fee]
+        del level[e.seq]
+        if not level:
+            del self.levels[e.fee]
+
+    def cheapest(self) -> _Entry | None:
+        """The cheapest entry, the newest indexed on ties, or None."""
+        fees, levels = self.fees, self.levels
+        while fees:
+            level = levels.get(fees[0])
+            if level is not None:
+                return level[next(reversed(level))]
+            heapq.heappop(fees)
+        return None
 
 
 class Mempool:
@@ -431,14 +487,9 @@ class Mempool:
         self._rr = 0
         # Each gossiping peer's budget of spent transactions it made us check.
         self._stale: dict[bytes, TokenBucket] = {}
-        # Each shard's entries that may be outbid (a sender's last, pending, nothing
-        # queued: ``_is_last``) by (fee, -admission), cheapest and newest first: who
-        # a transaction beyond the window, or a full shard, outbids. Lazy: an entry
-        # pushed when it became the last (``_index_last``) and no longer is, or gone,
-        # is dropped when it reaches the top; compacted past twice the shard's
-        # entries (``_push_cheap``).
-        self._cheap: list[list[tuple[int, int, int, _Entry]]] = [[] for _ in self._shards]
-        self._cheap_tie = itertools.count()
+        # Each shard's entries that may be outbid: who a transaction beyond the
+        # window, or in a full shard, outbids.
+        self._outbiddable = [_Outbiddable() for _ in self._shards]
         # Outbidding transactions in verification now (``_MAX_OUTBIDDING``).
         self._outbidding = 0
 
@@ -703,53 +754,31 @@ class Mempool:
         return fee > cheapest.fee
 
     def _cheapest(self, shard_i: int | None = None) -> _Entry | None:
-        """The cheapest transaction that may be outbid (the newest on ties), in shard
-        ``shard_i`` or in any, or None: its sender's last one, pending, so that its
-        leaving opens no nonce gap (DESIGN.md, Mempool)."""
-        by_hash = self._by_hash
-        best: tuple[int, int, int, _Entry] | None = None
+        """The cheapest transaction that may be outbid, in shard ``shard_i`` or in any,
+        or None (see ``_Outbiddable``). On ties the newest goes, so first come keeps
+        its place: within a shard the newest indexed, across shards the newest."""
+        best = None
         for k in range(len(self._shards)) if shard_i is None else (shard_i,):
-            heap = self._cheap[k]
-            accounts = self._shards[k].accounts
-            while heap:
-                e = heap[0][3]
-                if by_hash.get(e.hash) is e and _is_last(e, accounts[e.sender]):
-                    if best is None or heap[0] < best:
-                        best = heap[0]
-                    break
-                heapq.heappop(heap)
-        return None if best is None else best[3]
+            e = self._outbiddable[k].cheapest()
+            if e is not None and (
+                best is None or e.fee < best.fee or (e.fee == best.fee and e.seq > best.seq)
+            ):
+                best = e
+        return best
 
     def _index_last(self, acct: _Account, shard_i: int) -> None:
-        """Index the sender's last transaction for outbidding, if it is pending (see
-        ``_cheap``): called wherever it may have become the last."""
-        if acct.queued == 0 and acct.end > acct.nonce:
-            e = acct.txs.get(acct.end - 1)
-            if e is not None:
-                self._push_cheap(e, shard_i)
-
-    def _push_cheap(self, e: _Entry, shard_i: int) -> None:
-        heap = self._cheap[shard_i]
-        heapq.heappush(heap, (e.fee, -e.seq, next(self._cheap_tie), e))
-        if len(heap) > 2 * self._shards[shard_i].count + 64:
-            self._compact_cheap(shard_i)
-
-    def _compact_cheap(self, shard_i: int) -> None:
-        """Keep only the shard's live entries in its index, once each. Done past twice
-        the shard's entries, so at least half of what it walks goes: amortised O(1)
-        per push."""
-        by_hash = self._by_hash
-        accounts = self._shards[shard_i].accounts
-        seen: set[int] = set()
-        live = []
-        for item in self._cheap[shard_i]:
-            e = item[3]
-            # An entry that was the last twice was pushed twice.
-            if id(e) not in seen and by_hash.get(e.hash) is e and _is_last(e, accounts[e.sender]):
-                seen.add(id(e))
-                live.append(item)
-        heapq.heapify(live)
-        self._cheap[shard_i] = live
+        """Keep the sender's entry in ``_Outbiddable`` its last transaction, if that is
+        pending with nothing queued, else none: called wherever that may change."""
+        e = acct.txs.get(acct.end - 1) if acct.queued == 0 and acct.end > acct.nonce else None
+        old = acct.outbiddable
+        if old is e:
+            return
+        index = self._outbiddable[shard_i]
+        if old is not None:
+            index.discard(old)
+        if e is not None:
+            index.add(e)
+        acct.outbiddable = e
 
     def _over_window(self, windows: int, size: int) -> bool:
         """Whether one more pending transaction of ``size`` bytes is beyond the window."""
@@ -847,7 +876,7 @@ class Mempool:
         if acct is not None and not (
             state_acct.nonce == acct.nonce <= acct.end and acct.fees <= state_acct.balance
         ):
-            self._refresh(shard, acct, state_acct.nonce, state_acct.balance)
+            self._refresh(shard_i, acct, state_acct.nonce, state_acct.balance)
             # The refresh may have emptied, and so forgotten, the account.
             acct = shard.accounts.get(sender)
         # Expiry, minimum fee, nonce below the state nonce, fee above balance.
@@ -1049,12 +1078,16 @@ class Mempool:
         (rather than turning queued until the sender's refresh promotes it again)."""
         shard = self._shards[e.shard]
         acct = shard.accounts[e.sender]
+        if acct.outbiddable is e:
+            self._outbiddable[e.shard].discard(e)
+            acct.outbiddable = None
         del acct.txs[e.nonce]
         acct.fees -= e.fee
         shard.count -= 1
         shard.nbytes -= e.size
         before = acct.queued
-        if used and e.nonce == acct.nonce < acct.end:
+        front = used and e.nonce == acct.nonce < acct.end
+        if front:
             self._pending -= 1
             self._pending_bytes -= e.size
             acct.nonce += 1
@@ -1087,9 +1120,9 @@ class Mempool:
                 del self._expiry[e.expiry]
         if not acct.txs:
             del shard.accounts[e.sender]
-        elif not used:
-            # The chain's use takes the first of a run, never the last; any other
-            # removal may leave another transaction last.
+        elif not front:
+            # Taking the front of a pending run leaves its last as it was; any other
+            # removal may make another transaction the last, or none.
             self._index_last(acct, e.shard)
 
     def _extend(self, acct: _Account) -> None:
@@ -1139,7 +1172,7 @@ class Mempool:
             assert victim is not None
             self._remove(victim.txs[max(victim.txs)])
 
-    def _refresh(self, shard: _Shard, acct: _Account, nonce: int, balance: int) -> None:
+    def _refresh(self, shard_i: int, acct: _Account, nonce: int, balance: int) -> None:
         """Bring a sender's queue in line with its state: drop used nonces, trim unpayable fees."""
         if nonce > acct.nonce:
             # Lowest first: each leaves the front of the pending run, which stays
@@ -1155,6 +1188,7 @@ class Mempool:
             before = acct.queued
             self._extend(acct)
             self._reindex(acct, before)
+            self._index_last(acct, shard_i)
         if acct.fees > balance:
             # Trim from the top so what is left stays a prefix: no gap opens.
             for n in sorted(acct.txs, reverse=True):
@@ -1285,8 +1319,9 @@ class Mempool:
         records = result.records if result is not None and result_height == height else {}
         shards = self._shards
         for sender, shard_i in touched.items():
-            shard = shards[shard_i if shard_i >= 0 else self.shard_of(sender)]
-            acct = shard.accounts.get(sender)
+            if shard_i < 0:
+                shard_i = self.shard_of(sender)
+            acct = shards[shard_i].accounts.get(sender)
             if acct is not None:
                 a = records.get(ACCOUNT_PREFIX + sender)
                 if type(a) is not Account:
@@ -1294,14 +1329,9 @@ class Mempool:
                     a = get_account(self._state, sender)
                 # Admission at this height takes it from here (``_Account.read``).
                 acct.read, acct.read_height = a, height
-                self._refresh(shard, acct, a.nonce, a.balance)
+                self._refresh(shard_i, acct, a.nonce, a.balance)
         self._expire(self._height_fn() + 1)
         self._evict_excess()
-        if not self._pending:
-            # Nothing in the outbidding index is live: what left stays there until
-            # compacted (``_push_cheap``), and an idle pool would keep it.
-            for heap in self._cheap:
-                heap.clear()
         # Every gap still open is old now: it leaves the per-block gap budget.
         self._young_from = next(self._seq)
         self._young = self._young_bytes = 0

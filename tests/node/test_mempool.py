@@ -487,6 +487,26 @@ async def test_outbidding_takes_a_senders_last_transaction_never_one_inside_its_
     assert env.mempool.stats().queued == 0
 
 
+async def test_a_run_promoted_by_a_nonce_used_elsewhere_can_be_outbid(pool):
+    """Queued transactions turn pending when the chain uses the nonce before them
+    through a transaction this node never held: the run's last one may then be
+    outbid like any other."""
+    params = dataclasses.replace(PARAMS, max_block_txs=3)
+    env = Env(pool, params=params, max_pending_blocks=1)
+    a, b = KEYS[0], KEYS[1]
+    run = [make_tx(a, 1, fee=2 * MIN_FEE), make_tx(a, 2, fee=2 * MIN_FEE)]
+    assert await env.submit(*run, make_tx(b, 0, fee=3 * MIN_FEE), client=True) == ["accepted"] * 3
+    assert env.mempool.stats().queued == 2
+    # Another member's block used a's nonce 0.
+    env.state.put(a.address, RICH, nonce=1)
+    env.height += 1
+    env.mempool.on_block_committed([], senders=[a.address])
+    assert (env.mempool.stats().pending, env.mempool.stats().queued) == (3, 0)
+    assert await env.submit(make_tx(KEYS[2], 0, fee=4 * MIN_FEE), client=True) == ["accepted"]
+    assert tx_hash(run[1]) not in env.mempool
+    assert tx_hash(run[0]) in env.mempool and env.mempool.next_nonce(b.address) == 1
+
+
 async def test_outbidding_a_full_window_verifies_few_of_a_batch(pool, verified):
     """A batch beyond the window has only its first few transactions read for their
     fee and verified: outbidding is for a one-tap order, not a way around the
@@ -1157,6 +1177,11 @@ async def test_a_senders_run_keeps_nonce_order_across_classes(pool):
 # --- invariants under random submit / select / commit sequences ---
 
 SIM_KEYS = KEYS[:6]
+# Senders that only ever send a transaction outbidding every other (``outbid``).
+OUTBID_KEYS = KEYS[6:9]
+OUTBID_FEE = 60
+# Every sender the machine's traffic comes from.
+ALL_SIM_KEYS = SIM_KEYS + OUTBID_KEYS
 PRODUCER = b"\x77" * 20
 
 
@@ -1193,6 +1218,8 @@ class MempoolMachine(RuleBasedStateMachine):
         for i, k in enumerate(SIM_KEYS):
             # Some senders can pay only a few fees, so fee accounting matters.
             self.env.state.put(k.address, [25, 45, 1000, 10**6, 10**6, 10**6][i])
+        for k in OUTBID_KEYS:
+            self.env.state.put(k.address, 10**6)
         self.cfg = self.env.mempool.config
         # Blocks committed that the mempool has not heard of yet (what they included).
         # Blocks committed that the pool has not heard of yet: (height, result).
@@ -1267,6 +1294,37 @@ class MempoolMachine(RuleBasedStateMachine):
             if r.code != "accepted" and r.code != "duplicate":
                 assert not env.mempool.contains(tx_hash(raw))
 
+    @rule(ki=st.integers(0, len(OUTBID_KEYS) - 1))
+    def outbid(self, ki) -> None:
+        """A client's transaction paying more than any other, the window full: it goes
+        in exactly when some sender's last transaction may be outbid (pending, nothing
+        queued behind it), and the cheapest such leaves. A sender missing from the
+        pool's index of those, or one left there, fails this."""
+        env = self.env
+        pool = env.mempool
+        k = OUTBID_KEYS[ki]
+        shard = pool.shard_of(k.address)
+        if (
+            pool.pending_for(k.address)
+            or pool.stats().pending < self.max_block_txs
+            or pool.shard_sizes()[shard] >= self.cfg.per_shard_cap
+        ):
+            return
+        eligible = {}
+        for other in ALL_SIM_KEYS:
+            held = pool.pending_for(other.address)
+            next_nonce = pool.next_nonce(other.address)
+            last = held[-1] if held else None
+            if last and last.body.nonce == next_nonce - 1 and last.body.fee < OUTBID_FEE:
+                eligible[held[-1].hash] = held[-1].body.fee
+        nonce = env.state.account(k.address).nonce
+        raw = make_tx(k, nonce, fee=OUTBID_FEE, expiry=env.height + 5, amount=0)
+        [r] = asyncio.run(pool.submit([raw], client=True))
+        assert r.accepted == bool(eligible), (r, eligible)
+        if r.accepted:
+            gone = [h for h in eligible if not pool.contains(h)]
+            assert gone and min(eligible[h] for h in gone) == min(eligible.values())
+
     @rule(
         max_txs=st.integers(0, 8),
         max_bytes=st.sampled_from([0, 400, 10**6, 10**6]),
@@ -1286,7 +1344,7 @@ class MempoolMachine(RuleBasedStateMachine):
         if strict:
             # Reference: every sender's unexpired contiguous run from its state nonce.
             ready = set()
-            for k in SIM_KEYS:
+            for k in ALL_SIM_KEYS:
                 n = env.state.account(k.address).nonce
                 queued = {v.body.nonce: v for v in env.mempool.pending_for(k.address)}
                 while n in queued and queued[n].body.expiry_height >= env.height + 1:
@@ -1352,7 +1410,7 @@ class MempoolMachine(RuleBasedStateMachine):
         params = m.params
         sizes, nbytes = [0] * cfg.shards, [0] * cfg.shards
         total = pending = pending_bytes = queued = young = young_bytes = senders = 0
-        for k in SIM_KEYS:
+        for k in ALL_SIM_KEYS:
             address = k.address
             held = m.pending_for(address)
             if not held:
