@@ -965,11 +965,16 @@ class Mempool:
             cheapest = self._cheapest()
             if cheapest is None or cheapest.fee >= fee or cheapest.sender == sender:
                 return self._full(h)
-            # Cheapest and newest first, until it fits: each a sender's last, so no
-            # gap opens (its sender's previous one may go next).
+            # Cheapest and newest first, until it fits or what left holds its bytes:
+            # each a sender's last, so no gap opens (its sender's previous one may go
+            # next). Never more: gossip fills up to twice a client's window, and
+            # fitting a client's transaction into its own window would take a
+            # window's worth of other senders' transactions out for one fee.
+            freed_bytes = 0
             while cheapest is not None and cheapest.fee < fee and cheapest.sender != sender:
                 self._remove(cheapest)
-                if not self._over_window(windows, size):
+                freed_bytes += cheapest.size
+                if freed_bytes >= size or not self._over_window(windows, size):
                     break
                 cheapest = self._cheapest()
             self._evict_excess()

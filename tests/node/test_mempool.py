@@ -524,6 +524,21 @@ async def test_outbidding_a_full_window_verifies_few_of_a_batch(pool, verified):
     assert set(codes) == {"accepted", "mempool_full"}
 
 
+async def test_a_client_outbidding_a_pool_filled_by_gossip_takes_one_place_not_a_window(pool):
+    """Gossip fills up to twice the client window: a client's one transaction beyond
+    its window took every cheaper pending one until the pool was under the client
+    window, a window's worth of other senders' transactions out for one fee (and as
+    many removals of work on the loop)."""
+    params = dataclasses.replace(PARAMS, max_block_txs=4)
+    env = Env(pool, params=params, max_pending_blocks=1)
+    gossip = [make_tx(KEYS[i], 0) for i in range(8)]
+    assert await env.submit(*gossip) == ["accepted"] * 8
+    assert await env.submit(make_tx(KEYS[20], 0, fee=2 * MIN_FEE), client=True) == ["accepted"]
+    # One out for one in.
+    assert len(env.mempool) == 8 and env.mempool.stats().pending == 8
+    assert sum(tx_hash(raw) not in env.mempool for raw in gossip) == 1
+
+
 async def test_nonce_gaps_do_not_count_against_the_window(pool):
     params = dataclasses.replace(PARAMS, max_block_txs=1)
     env = Env(pool, params=params, max_pending_blocks=1)
