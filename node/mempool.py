@@ -61,10 +61,10 @@ Decisions (see also docs in the module's functions):
   Queued transactions do not count (see above); gossip from peers is refused
   only beyond twice this window (see ``submit``).
 - A transaction beyond the window that pays more than the cheapest one that may
-  go takes its place (``OUTBID_PER_BATCH``). Only a sender's last transaction may
-  go, and only while it is pending with nothing queued behind it, so that no
-  eviction opens a nonce gap (DESIGN.md); the cheapest such, newest first, leaves
-  the pool. Without it a flood at the minimum fee, refilled after every block, had
+  go takes its place (``OUTBID_PER_BATCH``), if its sender's run ahead of it pays
+  more too (a run goes in nonce order). Only a sender's last transaction may go,
+  and only while it is pending with nothing queued behind it, so that no eviction
+  opens a nonce gap (DESIGN.md); the cheapest such, newest first, leaves the pool. Without it a flood at the minimum fee, refilled after every block, had
   every other client refused whatever fee it offered, and selection's fee priority
   never saw them.
 - Full shards refuse (``mempool_full``), except a new pending transaction that pays
@@ -780,6 +780,18 @@ class Mempool:
             index.add(e)
         acct.outbiddable = e
 
+    def _bid(self, acct: _Account | None, fee: int) -> int:
+        """What a new last pending transaction of ``fee`` offers for another's place:
+        the least fee of its sender's run up to it. Selection takes a run in nonce
+        order, so it goes in no block before the cheapest ahead of it; paying more
+        than the victim only itself, it would evict and then wait behind a fee lower
+        than the victim's (and, expiring, leave unpaid). At most ``per_account_cap``
+        entries, read only for a transaction that would otherwise outbid."""
+        if acct is None:
+            return fee
+        txs = acct.txs
+        return min(fee, min((txs[n].fee for n in range(acct.nonce, acct.end)), default=fee))
+
     def _over_window(self, windows: int, size: int) -> bool:
         """Whether one more pending transaction of ``size`` bytes is beyond the window."""
         blocks = windows * self._config.max_pending_blocks
@@ -938,7 +950,11 @@ class Mempool:
         if old is None and shard.count >= cfg.per_shard_cap:
             if nonce == end:
                 displaced = self._cheapest(shard_i)
-            if displaced is None or displaced.fee >= fee or displaced.sender == sender:
+            if (
+                displaced is None
+                or displaced.sender == sender
+                or displaced.fee >= self._bid(acct, fee)
+            ):
                 return SubmitResult(
                     h,
                     "mempool_full",
@@ -963,7 +979,8 @@ class Mempool:
             acct = shard.accounts.get(sender)
         elif outbid and old is None and nonce == end and self._over_window(windows, size):
             cheapest = self._cheapest()
-            if cheapest is None or cheapest.fee >= fee or cheapest.sender == sender:
+            bid = self._bid(acct, fee)
+            if cheapest is None or cheapest.fee >= bid or cheapest.sender == sender:
                 return self._full(h)
             # Cheapest and newest first, until it fits or what left holds its bytes:
             # each a sender's last, so no gap opens (its sender's previous one may go
@@ -971,7 +988,7 @@ class Mempool:
             # fitting a client's transaction into its own window would take a
             # window's worth of other senders' transactions out for one fee.
             freed_bytes = 0
-            while cheapest is not None and cheapest.fee < fee and cheapest.sender != sender:
+            while cheapest is not None and cheapest.fee < bid and cheapest.sender != sender:
                 self._remove(cheapest)
                 freed_bytes += cheapest.size
                 if freed_bytes >= size or not self._over_window(windows, size):

@@ -539,6 +539,31 @@ async def test_a_client_outbidding_a_pool_filled_by_gossip_takes_one_place_not_a
     assert sum(tx_hash(raw) not in env.mempool for raw in gossip) == 1
 
 
+async def test_an_outbidding_transaction_pays_for_its_place_only_with_its_whole_run(pool):
+    """Selection takes a sender's run in nonce order: a high fee behind the sender's
+    own transaction at the minimum fee goes in no block before that one, which the
+    window's cheapest senders outbid. It evicted a cheaper sender's transaction, then
+    waited behind the minimum fee (and, expiring at the next height, left having paid
+    nothing): a free eviction per block."""
+    params = dataclasses.replace(PARAMS, max_block_txs=4)
+    env = Env(pool, params=params, max_pending_blocks=1)
+    a, b, c = KEYS[0], KEYS[1], KEYS[2]
+    held = [make_tx(a, 0), make_tx(a, 1, fee=5 * MIN_FEE)]
+    held += [make_tx(b, 0, fee=3 * MIN_FEE), make_tx(c, 0, fee=2 * MIN_FEE)]
+    assert await env.submit(*held, client=True) == ["accepted"] * 4
+    bid = make_tx(a, 2, fee=3 * MIN_FEE, expiry=env.height + 1)
+    assert await env.submit(bid, client=True) == ["mempool_full"]
+    assert all(tx_hash(raw) in env.mempool for raw in held)
+    # The same in a full shard.
+    env = Env(pool, shards=1, per_shard_cap=4)
+    assert await env.submit(*held, client=True) == ["accepted"] * 4
+    assert await env.submit(bid, client=True) == ["mempool_full"]
+    assert all(tx_hash(raw) in env.mempool for raw in held)
+    # Paying more than the victim all along its run, a sender outbids it.
+    assert await env.submit(make_tx(b, 1, fee=4 * MIN_FEE), client=True) == ["accepted"]
+    assert tx_hash(held[3]) not in env.mempool
+
+
 async def test_nonce_gaps_do_not_count_against_the_window(pool):
     params = dataclasses.replace(PARAMS, max_block_txs=1)
     env = Env(pool, params=params, max_pending_blocks=1)
