@@ -64,7 +64,8 @@ Decisions (see also docs in the module's functions):
   go takes its place (``OUTBID_PER_BATCH``), if its sender's run ahead of it pays
   more too (a run goes in nonce order). Only a sender's last transaction may go,
   and only while it is pending with nothing queued behind it, so that no eviction
-  opens a nonce gap (DESIGN.md); the cheapest such, newest first, leaves the pool. Without it a flood at the minimum fee, refilled after every block, had
+  opens a nonce gap (DESIGN.md), and never the node's own (its evidence is signed
+  at the minimum fee); the cheapest such, newest first, leaves the pool. Without it a flood at the minimum fee, refilled after every block, had
   every other client refused whatever fee it offered, and selection's fee priority
   never saw them.
 - Full shards refuse (``mempool_full``), except a new pending transaction that pays
@@ -492,6 +493,8 @@ class Mempool:
         self._outbiddable = [_Outbiddable() for _ in self._shards]
         # Outbidding transactions in verification now (``_MAX_OUTBIDDING``).
         self._outbidding = 0
+        # Senders never outbid: the node's own (``submit(own=True)``), one key.
+        self._pinned: set[bytes] = set()
 
     # --- lifecycle ---
 
@@ -590,7 +593,12 @@ class Mempool:
     # --- admission ---
 
     async def submit(
-        self, raw_txs: Sequence[bytes], *, client: bool = False, origin: bytes | None = None
+        self,
+        raw_txs: Sequence[bytes],
+        *,
+        client: bool = False,
+        origin: bytes | None = None,
+        own: bool = False,
     ) -> list[SubmitResult]:
         """Check and admit a batch; one result per input, in input order.
 
@@ -605,6 +613,11 @@ class Mempool:
         a node that refused them early would verify them inside a proposal instead,
         or hold a sender's later nonces without the earlier ones; but a peer must
         not grow the pool without bound. Every other rule applies to all.
+
+        ``own``: the node's own transactions (signed with its key, ``client`` false).
+        Their sender's are never outbid: the node signs its upkeep (evidence) at the
+        minimum fee and retries it only while it is refused, so an outbid piece of
+        evidence let its offender go free.
         """
         budget = None if origin is None else self._stale_budget(origin)
         if budget is not None and budget.take(0) > 0:
@@ -690,6 +703,8 @@ class Mempool:
                             results[i] = SubmitResult(None, verdict.code, verdict.message)
                         else:
                             outbid = verdict.hash in outbids
+                            if own:
+                                self._pinned.add(verdict.sender_address)
                             r = results[i] = self._admit(verdict, height, windows, outbid)
                             accepted += r.code == ACCEPTED
         finally:
@@ -768,8 +783,11 @@ class Mempool:
 
     def _index_last(self, acct: _Account, shard_i: int) -> None:
         """Keep the sender's entry in ``_Outbiddable`` its last transaction, if that is
-        pending with nothing queued, else none: called wherever that may change."""
+        pending with nothing queued and the sender not the node's own (``submit``),
+        else none: called wherever that may change."""
         e = acct.txs.get(acct.end - 1) if acct.queued == 0 and acct.end > acct.nonce else None
+        if e is not None and self._pinned and acct.sender in self._pinned:
+            e = None
         old = acct.outbiddable
         if old is e:
             return

@@ -473,7 +473,7 @@ class Node:
         """Admit transactions from a client (or this node: ``own``) and gossip the accepted
         ones to the producers."""
         assert self.mempool is not None
-        results = await self.mempool.submit(raw_txs, client=not own)
+        results = await self.mempool.submit(raw_txs, client=not own, own=own)
         batcher = self._batcher
         if batcher is not None and self.p2p is not None and self.p2p.peers():
             for raw, result in zip(raw_txs, results, strict=True):

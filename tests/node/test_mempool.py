@@ -1164,6 +1164,26 @@ def typed_tx(k: PrivateKey, nonce: int, tx_type: str, fee: int = MIN_FEE) -> byt
     return make_tx(k, nonce, fee=fee, tx_type=tx_type)
 
 
+async def test_the_nodes_own_transactions_are_never_outbid(pool):
+    """The node signs its upkeep (evidence of a double signature) at the minimum fee and
+    retries it only while it is refused: once admitted, outbidding took it as the
+    newest transaction at the window's lowest fee, and the offender went free."""
+    params = dataclasses.replace(PARAMS, max_block_txs=4)
+    env = upkeep_env(pool, params, max_pending_blocks=1)
+    assert (
+        await env.submit(*(make_tx(KEYS[i], 0) for i in range(3)), client=True) == ["accepted"] * 3
+    )
+    evidence = typed_tx(KEYS[5], 0, "test.upkeep")
+    [r] = await env.mempool.submit([evidence], own=True)
+    assert r.accepted
+    outbids = [make_tx(KEYS[10 + i], 0, fee=2 * MIN_FEE) for i in range(4)]
+    assert await env.submit(*outbids[:3], client=True) == ["accepted"] * 3
+    assert tx_hash(evidence) in env.mempool
+    # Nothing cheaper left that may go: the node's own transaction stays.
+    assert await env.submit(outbids[3], client=True) == ["mempool_full"]
+    assert tx_hash(evidence) in env.mempool and len(env.mempool) == 4
+
+
 async def test_priority_class_goes_before_fee(pool):
     env = upkeep_env(pool, shards=1)
     await env.submit(
