@@ -60,14 +60,15 @@ Decisions (see also docs in the module's functions):
   of finality and blocks came at a fraction of the rate the machine sustains.
   Queued transactions do not count (see above); gossip from peers is refused
   only beyond twice this window (see ``submit``).
-- A transaction beyond the window that pays more than the cheapest one that may
-  go takes its place (``OUTBID_PER_BATCH``), if its sender's run ahead of it pays
+- A transaction beyond the window that pays more than the cheapest one that may go
+  takes its place (``OUTBID_PER_BATCH``), if its sender's run ahead of it pays
   more too (a run goes in nonce order). Only a sender's last transaction may go,
   and only while it is pending with nothing queued behind it, so that no eviction
   opens a nonce gap (DESIGN.md), and never the node's own (its evidence is signed
-  at the minimum fee); the cheapest such, newest first, leaves the pool. Without it a flood at the minimum fee, refilled after every block, had
-  every other client refused whatever fee it offered, and selection's fee priority
-  never saw them.
+  at the minimum fee); the cheapest such, newest first, leaves the pool. Without
+  it a flood at the minimum fee, refilled after every block, had every other
+  client refused whatever fee it offered, and selection's fee priority never saw
+  them.
 - Full shards refuse (``mempool_full``), except a new pending transaction that pays
   more than the shard's cheapest one that may go: it takes its place, as beyond the
   window (accounts are cheap to grind into one shard, and the cap is under the
