@@ -61,8 +61,8 @@ Decisions (see also docs in the module's functions):
   Queued transactions do not count (see above); gossip from peers is refused
   only beyond twice this window (see ``submit``).
 - A transaction beyond the window that pays more than the cheapest one that may go
-  takes its place (``OUTBID_PER_BATCH``), if its sender's run ahead of it pays
-  more too (a run goes in nonce order). Only a sender's last transaction may go,
+  takes its place (``OUTBID_PER_BATCH``), if its sender has nothing pending ahead
+  of it (``_may_outbid``). Only a sender's last transaction may go,
   and only while it is pending with nothing queued behind it, so that no eviction
   opens a nonce gap (DESIGN.md), and never the node's own (its evidence is signed
   at the minimum fee); the cheapest such, newest first, leaves the pool. Without
@@ -799,17 +799,17 @@ class Mempool:
             index.add(e)
         acct.outbiddable = e
 
-    def _bid(self, acct: _Account | None, fee: int) -> int:
-        """What a new last pending transaction of ``fee`` offers for another's place:
-        the least fee of its sender's run up to it. Selection takes a run in nonce
-        order, so it goes in no block before the cheapest ahead of it; paying more
-        than the victim only itself, it would evict and then wait behind a fee lower
-        than the victim's (and, expiring, leave unpaid). At most ``per_account_cap``
-        entries, read only for a transaction that would otherwise outbid."""
-        if acct is None:
-            return fee
-        txs = acct.txs
-        return min(fee, min((txs[n].fee for n in range(acct.nonce, acct.end)), default=fee))
+    @staticmethod
+    def _may_outbid(acct: _Account | None) -> bool:
+        """Whether the sender of a new pending transaction may take another sender's
+        place: only with nothing pending ahead of it, so that it is the next of its
+        sender's to execute. Behind a run of its own it would evict, then wait behind
+        fees lower than its victim's (selection takes a run in nonce order), or find
+        itself unpayable when a transaction ahead spends the balance (admission counts
+        fees, not the amounts a transaction moves), and leave having paid nothing: a
+        free eviction per transaction of the run. A one-tap order is a sender's only
+        one."""
+        return acct is None or acct.end == acct.nonce
 
     def _over_window(self, windows: int, size: int) -> bool:
         """Whether one more pending transaction of ``size`` bytes is beyond the window."""
@@ -971,8 +971,9 @@ class Mempool:
                 displaced = self._cheapest(shard_i)
             if (
                 displaced is None
+                or displaced.fee >= fee
                 or displaced.sender == sender
-                or displaced.fee >= self._bid(acct, fee)
+                or not self._may_outbid(acct)
             ):
                 return SubmitResult(
                     h,
@@ -998,8 +999,12 @@ class Mempool:
             acct = shard.accounts.get(sender)
         elif outbid and old is None and nonce == end and self._over_window(windows, size):
             cheapest = self._cheapest()
-            bid = self._bid(acct, fee)
-            if cheapest is None or cheapest.fee >= bid or cheapest.sender == sender:
+            if (
+                cheapest is None
+                or cheapest.fee >= fee
+                or cheapest.sender == sender
+                or not self._may_outbid(acct)
+            ):
                 return self._full(h)
             # Cheapest and newest first, until it fits or what left holds its bytes:
             # each a sender's last, so no gap opens (its sender's previous one may go
@@ -1007,7 +1012,7 @@ class Mempool:
             # fitting a client's transaction into its own window would take a
             # window's worth of other senders' transactions out for one fee.
             freed_bytes = 0
-            while cheapest is not None and cheapest.fee < bid and cheapest.sender != sender:
+            while cheapest is not None and cheapest.fee < fee and cheapest.sender != sender:
                 self._remove(cheapest)
                 freed_bytes += cheapest.size
                 if freed_bytes >= size or not self._over_window(windows, size):

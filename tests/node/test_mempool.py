@@ -539,12 +539,14 @@ async def test_a_client_outbidding_a_pool_filled_by_gossip_takes_one_place_not_a
     assert sum(tx_hash(raw) not in env.mempool for raw in gossip) == 1
 
 
-async def test_an_outbidding_transaction_pays_for_its_place_only_with_its_whole_run(pool):
+async def test_only_a_senders_next_transaction_to_execute_may_outbid(pool):
     """Selection takes a sender's run in nonce order: a high fee behind the sender's
     own transaction at the minimum fee goes in no block before that one, which the
     window's cheapest senders outbid. It evicted a cheaper sender's transaction, then
     waited behind the minimum fee (and, expiring at the next height, left having paid
-    nothing): a free eviction per block."""
+    nothing): a free eviction per block. A run that pays more all along may still
+    leave unpaid: its first transaction can spend the balance the others' fees
+    were counted against."""
     params = dataclasses.replace(PARAMS, max_block_txs=4)
     env = Env(pool, params=params, max_pending_blocks=1)
     a, b, c = KEYS[0], KEYS[1], KEYS[2]
@@ -559,8 +561,10 @@ async def test_an_outbidding_transaction_pays_for_its_place_only_with_its_whole_
     assert await env.submit(*held, client=True) == ["accepted"] * 4
     assert await env.submit(bid, client=True) == ["mempool_full"]
     assert all(tx_hash(raw) in env.mempool for raw in held)
-    # Paying more than the victim all along its run, a sender outbids it.
-    assert await env.submit(make_tx(b, 1, fee=4 * MIN_FEE), client=True) == ["accepted"]
+    # Paying more than the victim all along its run, a sender still may not outbid.
+    assert await env.submit(make_tx(b, 1, fee=4 * MIN_FEE), client=True) == ["mempool_full"]
+    # A sender with nothing pending does: the cheapest one that may go leaves.
+    assert await env.submit(make_tx(KEYS[3], 0, fee=4 * MIN_FEE), client=True) == ["accepted"]
     assert tx_hash(held[3]) not in env.mempool
 
 
