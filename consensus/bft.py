@@ -838,6 +838,11 @@ class ConsensusEngine:
 
     def _on_finalized(self, fb: FinalizedBlock, peer: Peer | None) -> None:
         height = self.height
+        if fb.commit.height == height - 1 and fb.block.header.height == height - 1:
+            # The block we finalized last, in an answer that came second: its sender
+            # may still serve us the next one (``CatchUp.ask_next``).
+            self._catchup.ask_next(peer, fb.latest, height, runner_up=True)
+            return
         # Only the next block is useful; older ones we have, later ones cannot be checked yet.
         if fb.commit.height != height or fb.block.header.height != height:
             return
@@ -865,9 +870,7 @@ class ConsensusEngine:
         self._blocks.setdefault(block_hash, fb.block)
         self._finalize(fb.block, fb.commit)
         # The sender is further ahead: ask it for the next block right away.
-        if fb.latest > height and peer is not None:
-            self._catchup.may_serve(peer, "request", self.height, NIL)
-            self.transport.send(peer, SyncRequest(self.height, NIL))
+        self._catchup.ask_next(peer, fb.latest, self.height, runner_up=False)
 
     # --- helpers ---------------------------------------------------------------------
 

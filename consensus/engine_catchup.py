@@ -114,6 +114,10 @@ class CatchUp:
         self._producer_keys: frozenset[Peer] = frozenset()
         self._producers: dict[Peer, _Window] = {}
         self._windows: dict[Peer, _Window] = {}
+        # The height we entered on a peer's certificate and the peers asked for it on
+        # their word that they hold it (``ask_next``): at most two.
+        self._next_height = 0
+        self._next_asked: set[Peer] = set()
 
     def new_height(self, validators: ValidatorSet) -> None:
         """Forget budgets whose interval is over (the tables stay small); the producers
@@ -340,6 +344,40 @@ class CatchUp:
             self.transport.send(peer, EncodedFinalizedBlock(block, commit, our_height - 1))
 
     # --- our requests ------------------------------------------------------------------
+
+    def ask_next(self, peer: Peer | None, latest: int, height: int, *, runner_up: bool) -> None:
+        """Ask ``peer`` for ``height``, ours since a peer's certificate finalized the
+        block below it, when its ``FinalizedBlock`` says it holds blocks up to ``latest``
+        (``>= height``). Asked: the peer whose block we finalized, and the first other
+        whose answer for that block came second (``runner_up``).
+
+        ``latest`` is the sender's word. Asking only the first to answer let one member
+        stall a catch-up: it answers the requests every peer gets each sync interval
+        first, claims to hold far more, then never answers the request that follows;
+        the honest answers, second, were dropped, and nobody was asked for the next
+        block until the next interval, whose race it wins again (one block a second
+        against blocks every 500 ms: never caught up). With one member hostile, one of
+        two different peers asked is honest; so two copies of each block come at most,
+        not one per peer that answered. A runner-up's request counts against its
+        budget."""
+        if not runner_up and self._next_height != height:
+            self._next_height, self._next_asked = height, set()
+        if (
+            peer is None
+            or latest < height
+            # Not entered on a certificate (our own votes decided): nothing to ask for.
+            or self._next_height != height
+            or peer in self._next_asked
+            or len(self._next_asked) >= 2
+        ):
+            return
+        # Recorded for the peer whose block we took too, but never refused: that one
+        # is the catch-up itself (as before the runner-up was asked).
+        allowed = self.may_serve(peer, "request", height, NIL)
+        if runner_up and not allowed:
+            return
+        self._next_asked.add(peer)
+        self.transport.send(peer, SyncRequest(height, NIL))
 
     def request_block(
         self,

@@ -464,3 +464,35 @@ def test_a_damaged_stored_block_is_not_sent_and_the_engine_goes_on(tmp_path):
     h.deliver(SyncRequest(3, NIL), peer="asker")
     assert [fb.block.header.height for fb in served(h, "asker")] == [3]
     assert h.engine.halted is None
+
+
+def asked(h, peer):
+    return [m.height for p, m in h.transport.sent if p == peer and isinstance(m, SyncRequest)]
+
+
+def test_a_peer_claiming_more_and_then_silent_cannot_stall_a_catch_up(tmp_path):
+    # A member answered the requests of an interval first with the real block, claimed
+    # to hold far more, and never answered the request that followed; the honest
+    # answers came second and were dropped, so nobody else was asked for the next
+    # block until the next interval (one block a second, against one every 500 ms).
+    source = chain_of(4)
+    h = make_engine(tmp_path)
+
+    def finalized(height: int, latest: int) -> FinalizedBlock:
+        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
+
+    h.deliver(finalized(1, latest=2**64 - 1), peer="liar")
+    assert h.engine.height == 2 and asked(h, "liar") == [2]
+    # The liar's copy again takes no second place: it is asked once.
+    h.deliver(finalized(1, latest=2**64 - 1), peer="liar")
+    h.deliver(finalized(1, latest=4), peer="honest")
+    assert asked(h, "liar") == [2] and asked(h, "honest") == [2]
+    # One runner-up per block: a third answer asks nobody more.
+    h.deliver(finalized(1, latest=4), peer="third")
+    assert asked(h, "third") == []
+    # The honest peer's answer goes on as the catch-up, with no interval waited.
+    h.deliver(finalized(2, latest=4), peer="honest")
+    assert h.engine.height == 3 and asked(h, "honest") == [2, 3]
+    # A runner-up that holds no more is not asked.
+    h.deliver(finalized(2, latest=2), peer="third")
+    assert asked(h, "third") == []
