@@ -18,7 +18,7 @@ from core.errors import CannotListen, Invalid
 from core.keys import PrivateKey
 from p2p import ChunkRequest, ChunkResponse, Encoded, P2PNode, PeerAddress, TxBatch
 from p2p.frames import HEADER, encode_frame
-from p2p.messages import CERT_OFFER_TYPE, TX_BATCH_MAX_ITEMS, CertOffer
+from p2p.messages import CERT_OFFER_TYPE, MAX_CHUNK_NODES, TX_BATCH_MAX_ITEMS, CertOffer
 from p2p.tls import make_certificate
 from tests.p2p.helpers import (
     CHAT_TYPE,
@@ -877,4 +877,24 @@ async def test_what_a_frame_decodes_into_counts_against_the_peers_rate():
             await until(lambda: m0.node.peers() and m1.node.peers())
             for _ in range(3):
                 m1.node.send(k0.public_key, batch)
+            await until(lambda: m0.node.peer_stats()[k1.public_key].throttled > 0)
+
+
+async def test_what_a_state_sync_chunk_decodes_into_counts_against_the_peers_rate():
+    # A chunk of 16,384 one-byte "nodes" is 49 KB on the wire and 2 ms of the event
+    # loop to decode; a synced node drops one sent unasked unread, so it was charged
+    # its bytes alone: a member could keep the loop busy at its plain byte rate.
+    chunk = ChunkResponse(1, bytes(32), 0, bytes(32), (b"x",) * MAX_CHUNK_NODES)
+    wire = len(chunk.encode())
+    net = Net(2)
+    k0, k1 = net.keys
+    # Room for 8 such chunks by their bytes, not for 3 by what they hold.
+    cfg = dataclasses.replace(FAST, rate_bytes=1_000.0, burst_bytes=8.0 * (wire + 16))
+    m0 = net.make_node(k0, config=cfg)
+    async with m0.node:
+        m1 = net.make_node(k1, [PeerAddress(k0.public_key, "127.0.0.1", m0.node.port)])
+        async with m1.node:
+            await until(lambda: m0.node.peers() and m1.node.peers())
+            for _ in range(3):
+                m1.node.send(k0.public_key, chunk)
             await until(lambda: m0.node.peer_stats()[k1.public_key].throttled > 0)
