@@ -52,6 +52,11 @@ _BLOCK_ANSWERS = frozenset({"finalized", "proposal"})
 # round 0 and takes a proposal at most one round above its own.
 _PROPOSAL_ROUNDS = 2
 
+# Heights for which a peer asked for the next block (``CatchUp.ask_next``) and slower
+# than a sync interval to send it, or silent, is not asked again: it may be a member
+# that wins the interval's race with the real block and then never answers.
+SLOW_PEER_HEIGHTS = 64
+
 
 @dataclass
 class _Window:
@@ -118,6 +123,11 @@ class CatchUp:
         # their word that they hold it (``ask_next``): at most two.
         self._next_height = 0
         self._next_asked: set[Peer] = set()
+        # Peers asked by ``ask_next`` that have not sent that block yet: the height and
+        # when. And peers passed over until a height (``SLOW_PEER_HEIGHTS``). Both are
+        # bounded by ``max_sync_peers``, the oldest going first.
+        self._outstanding: dict[Peer, tuple[int, int]] = {}
+        self._passed_over: dict[Peer, int] = {}
 
     def new_height(self, validators: ValidatorSet) -> None:
         """Forget budgets whose interval is over (the tables stay small); the producers
@@ -359,7 +369,15 @@ class CatchUp:
         against blocks every 500 ms: never caught up). With one member hostile, one of
         two different peers asked is honest; so two copies of each block come at most,
         not one per peer that answered. A runner-up's request counts against its
-        budget."""
+        budget.
+
+        Several hostile members could take both places at every interval. So a peer
+        asked that sends the block later than a sync interval after, or never, is
+        passed over for ``SLOW_PEER_HEIGHTS`` heights (``_askable``): each such member
+        wastes one request before the places go to peers that answer."""
+        now = self.clock.now()
+        if peer is not None:
+            self._delivered(peer, height - 1, now)
         if not runner_up and self._next_height != height:
             self._next_height, self._next_asked = height, set()
         if (
@@ -369,6 +387,7 @@ class CatchUp:
             or self._next_height != height
             or peer in self._next_asked
             or len(self._next_asked) >= 2
+            or not self._askable(peer, height, now)
         ):
             return
         # Recorded for the peer whose block we took too, but never refused: that one
@@ -377,7 +396,44 @@ class CatchUp:
         if runner_up and not allowed:
             return
         self._next_asked.add(peer)
+        outstanding = self._outstanding
+        outstanding.pop(peer, None)
+        outstanding[peer] = (height, now)
+        if len(outstanding) > self.config.max_sync_peers:
+            del outstanding[next(iter(outstanding))]
         self.transport.send(peer, SyncRequest(height, NIL))
+
+    def _delivered(self, peer: Peer, height: int, now: int) -> None:
+        """``peer`` sent the certified block of ``height``: in time, or late, for the
+        request ``ask_next`` sent it (if that is what it answers)."""
+        asked = self._outstanding.get(peer)
+        if asked is None or asked[0] != height:
+            return
+        del self._outstanding[peer]
+        if now - asked[1] > self.config.sync_interval_ms:
+            self._pass_over(peer, height)
+
+    def _askable(self, peer: Peer, height: int, now: int) -> bool:
+        """Whether ``ask_next`` may ask ``peer``: not passed over, and not silent past a
+        sync interval on what it was asked last."""
+        asked = self._outstanding.get(peer)
+        if asked is not None and now - asked[1] > self.config.sync_interval_ms:
+            del self._outstanding[peer]
+            self._pass_over(peer, asked[0])
+        until = self._passed_over.get(peer)
+        if until is None:
+            return True
+        if height < until:
+            return False
+        del self._passed_over[peer]
+        return True
+
+    def _pass_over(self, peer: Peer, height: int) -> None:
+        passed = self._passed_over
+        passed.pop(peer, None)
+        passed[peer] = height + SLOW_PEER_HEIGHTS
+        if len(passed) > self.config.max_sync_peers:
+            del passed[next(iter(passed))]
 
     def request_block(
         self,

@@ -496,3 +496,32 @@ def test_a_peer_claiming_more_and_then_silent_cannot_stall_a_catch_up(tmp_path):
     # A runner-up that holds no more is not asked.
     h.deliver(finalized(2, latest=2), peer="third")
     assert asked(h, "third") == []
+
+
+def test_members_answering_first_and_then_silent_are_passed_over(tmp_path):
+    # Two colluding members win the interval's race with the real block and take both
+    # places asked for the next one, then answer late (at the next interval) or never:
+    # the honest peer, third, was never asked, and the catch-up went one block an
+    # interval. A peer asked and slower than an interval is passed over for a while.
+    source = chain_of(5)
+    h = make_engine(tmp_path)
+
+    def finalized(height: int, latest: int) -> FinalizedBlock:
+        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
+
+    for peer in ("liar1", "liar2", "honest"):
+        h.deliver(finalized(1, latest=5), peer=peer)
+    assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2] and asked(h, "honest") == []
+    # The next interval: the liars send block 2 first again, late for what they were
+    # asked, and the honest peer's copy comes third.
+    h.clock.advance(CONFIG.sync_interval_ms + 1)
+    for peer in ("liar1", "liar2", "honest"):
+        h.deliver(finalized(2, latest=5), peer=peer)
+    assert h.engine.height == 3
+    assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2] and asked(h, "honest") == [3]
+    # The honest peer answers at once and goes on as the catch-up.
+    h.deliver(finalized(3, latest=5), peer="honest")
+    assert h.engine.height == 4 and asked(h, "honest") == [3, 4]
+    # A liar that stays silent on what it was asked is passed over too.
+    h.deliver(finalized(3, latest=5), peer="liar1")
+    assert asked(h, "liar1") == [2]
