@@ -202,7 +202,10 @@ async def junk(target: Target, seconds: float, tally: Tally, pool: list[bytes]) 
     deadline = time.monotonic() + seconds
 
     async def worker(url: str, offset: int) -> None:
-        async with _session() as session:
+        # From an address of its own, as an attacker is: the node's budget of refused
+        # checks (``http.refused_txs_per_s``) is per address, and on the honest client's
+        # it would refuse that client with it.
+        async with _session(local_addr=(target.sources[0], 0)) as session:
             n = offset
             while time.monotonic() < deadline:
                 body, headers = bodies[n % len(bodies)]

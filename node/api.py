@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -59,8 +60,11 @@ from node.api_common import node_of, ready
 from node.bodies import (
     ANSWER_BUDGET,
     BODY_BUDGET,
+    CHECK_BUDGET,
     SMALL_ANSWER_BYTES,
+    UNPAID_CODES,
     BodyBudget,
+    CheckBudget,
     parse_json_txs,
     read_body,
     split_msgpack_batch,
@@ -371,7 +375,9 @@ _MSGPACK_BATCH = {
         Refusal(
             503,
             "The mempool is full (a single transaction): submit the same bytes again after "
-            "`Retry-After` seconds; the node reads as many bodies as it allows at once "
+            "`Retry-After` seconds; the node reads as many bodies as it allows at once, or "
+            "the client's address sent more transactions refused by their checks (bad "
+            "signatures, not transactions, spent ones) than `http.refused_txs_per_s` allows "
             "(`busy`); or the node is starting or stopping.",
             "mempool_full",
             "busy",
@@ -409,6 +415,9 @@ async def submit_txs(request: web.Request) -> web.Response:
     answer = request.query.get("results", "all")
     if answer not in ("all", "refused"):
         raise HttpError(400, "bad_param", f"results must be all or refused, got {answer[:40]!r}")
+    checks = request.app[CHECK_BUDGET]
+    client = client_of(request)
+    _check_budget(checks, client, 0)
     raws, batch = await _read_raw_txs(request)
     if not raws:
         raise HttpError(400, "malformed", "no transactions in the batch")
@@ -416,7 +425,15 @@ async def submit_txs(request: web.Request) -> web.Response:
         raise HttpError(
             400, "too_large", f"at most {MAX_BATCH} transactions per batch, got {len(raws)}"
         )
-    results = await node.submit(raws)
+    # Charged whole before any check, with no await since the budget was asked: batches
+    # sent at once cannot all pass while it still holds.
+    _check_budget(checks, client, len(raws))
+    paid = len(raws)
+    try:
+        results = await node.submit(raws)
+        paid = sum(1 for r in results if r.code not in UNPAID_CODES)
+    finally:
+        checks.give(client, paid)
     for r in results:
         if r.code != "accepted":
             node.metrics.txs_rejected.labels(code=r.code).inc()
@@ -437,6 +454,20 @@ async def submit_txs(request: web.Request) -> web.Response:
         content_type="application/json",
         headers={"Retry-After": str(RETRY_AFTER_S)} if full else None,
     )
+
+
+def _check_budget(checks: CheckBudget, client: str, count: int) -> None:
+    """Charge ``count`` transactions to ``client``'s ``CheckBudget``; 503 ``busy``,
+    with the seconds until it may send again, while it is in debt."""
+    wait = checks.take(client, count)
+    if wait:
+        raise HttpError(
+            503,
+            "busy",
+            "too many of this address's transactions were refused by their checks (bad "
+            "signatures, not transactions, spent ones); retry later",
+            {"Retry-After": str(math.ceil(wait))},
+        )
 
 
 def _batch_json(results: list[SubmitResult]) -> str:
@@ -601,6 +632,11 @@ def create_app(node: Node) -> web.Application:
     refusals = node.metrics.count_refusals
     app[BODY_BUDGET] = BodyBudget(node.config.http.max_bodies_bytes, refusals("bodies"))
     app[ANSWER_BUDGET] = BodyBudget(node.config.http.max_answers_bytes, refusals("answers"))
+    app[CHECK_BUDGET] = CheckBudget(
+        node.config.http.refused_txs_per_s,
+        node.config.http.refused_txs_burst,
+        refusals("unpaid_checks"),
+    )
     ROUTES.mount(app)
     install_simulate(app)
     app[SIMULATIONS].on_refused = refusals("simulations")

@@ -16,6 +16,8 @@ import asyncio
 import binascii
 import contextlib
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from aiohttp import web
@@ -98,6 +100,87 @@ BODY_BUDGET: web.AppKey[BodyBudget] = web.AppKey("body_budget", BodyBudget)
 ANSWER_BUDGET: web.AppKey[BodyBudget] = web.AppKey("answer_budget", BodyBudget)
 # Answers up to this size are not counted: the socket's buffers take them at once.
 SMALL_ANSWER_BYTES = 16 * 1024
+
+
+# The refusals of submitted transactions that cost the node their checks (a decode, a
+# signature check, an account read) and their sender nothing: bytes that are no
+# transaction, a bad signature, another chain's, and copies of spent ones (any block's
+# transactions, replayed: the peers' gossip has the same budget, ``node.mempool``).
+UNPAID_CODES = frozenset(
+    {"malformed", "too_large", "wrong_chain", "bad_signature", "unknown_type"}
+    | {"nonce_too_low", "expired"}
+)
+# Client addresses whose unpaid refusals are remembered; past it the least recently
+# charged one is forgotten (it starts again with a full budget, as any new address).
+MAX_CHECK_BUDGETS = 4096
+
+
+class CheckBudget:
+    """Per client address, a budget of submitted transactions refused once checked
+    (``UNPAID_CODES``): ``rate`` a second, ``burst`` saved up.
+
+    The mempool refuses a client's transactions beyond its window before any check, but
+    bytes that fail their checks leave the window as soon as they are checked: without
+    a bound, one client sending batches of 20,000 bad signatures, which cost it nothing
+    to make (a ~1 s check of the workers' each), kept the signature workers busy and
+    the window full of its own, and honest submissions waited behind them or were
+    refused ``mempool_full``. The peers' gossip had such a budget; clients had none.
+    A batch is charged whole before any of it is checked (so that concurrent batches
+    cannot all pass while the budget still holds) and credited back what did not fail
+    unpaid; an address in debt is refused (503 ``busy``), its body unread, until it has
+    saved up again.
+    """
+
+    __slots__ = ("rate", "burst", "on_refused", "_clock", "_tokens")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        on_refused: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.on_refused = on_refused
+        self._clock = clock
+        # client -> (tokens, when), least recently charged first.
+        self._tokens: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _left(self, client: str, now: float) -> float:
+        held = self._tokens.get(client)
+        if held is None:
+            return self.burst
+        tokens, then = held
+        return min(self.burst, tokens + (now - then) * self.rate)
+
+    def take(self, client: str, count: int) -> float:
+        """Charge ``count`` transactions to ``client`` (none: only ask) and return 0, or,
+        while it is in debt, charge nothing and return the seconds until it is out of it."""
+        now = self._clock()
+        left = self._left(client, now)
+        if left <= 0:
+            if self.on_refused is not None:
+                self.on_refused("per_address")
+            return max(-left / self.rate, 1 / self.rate)
+        if count > 0:
+            self._set(client, left - count, now)
+        return 0.0
+
+    def give(self, client: str, count: int) -> None:
+        """Credit back ``count`` transactions of a batch ``take`` charged."""
+        if count > 0:
+            now = self._clock()
+            self._set(client, min(self.burst, self._left(client, now) + count), now)
+
+    def _set(self, client: str, tokens: float, now: float) -> None:
+        self._tokens[client] = (tokens, now)
+        self._tokens.move_to_end(client)
+        if len(self._tokens) > MAX_CHECK_BUDGETS:
+            self._tokens.popitem(last=False)
+
+
+CHECK_BUDGET: web.AppKey[CheckBudget] = web.AppKey("check_budget", CheckBudget)
 
 
 def _too_large(message: str) -> HttpError:
@@ -264,9 +347,13 @@ def parse_json_txs(body: bytes, max_items: int) -> tuple[list[bytes], bool]:
 __all__ = [
     "ANSWER_BUDGET",
     "BODY_BUDGET",
+    "CHECK_BUDGET",
+    "MAX_CHECK_BUDGETS",
     "MAX_DECODE_RATIO",
     "SMALL_ANSWER_BYTES",
+    "UNPAID_CODES",
     "BodyBudget",
+    "CheckBudget",
     "BodyError",
     "parse_json_txs",
     "read_body",

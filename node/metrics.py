@@ -13,7 +13,8 @@ from node.stage_cpu import StageCpu
 
 # What refuses an HTTP client for now (503 ``busy``, or a feed socket closed with 1013),
 # the ``reason`` of ``liveledger_http_refused_total``: the connection gate's caps, the
-# bodies' and answers' budgets, each ``ReadSlots`` that refuses, the feeds' socket caps.
+# bodies' and answers' budgets, each ``ReadSlots`` that refuses, the feeds' socket caps,
+# the submissions' budget of transactions refused by their checks (``node.bodies.CheckBudget``).
 # A fixed set, never a value from a request: a label per client would grow without end.
 HTTP_REFUSERS = (
     "connections",
@@ -23,6 +24,7 @@ HTTP_REFUSERS = (
     "block_reads",
     "simulations",
     "feeds",
+    "unpaid_checks",
 )
 # Which of a refuser's bounds was full: the node's, or the client address's share.
 REFUSAL_BOUNDS = ("total", "per_address")

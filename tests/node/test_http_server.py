@@ -28,6 +28,7 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core import PrivateKey, SignedTx, TxBody, sign_tx
 from core.netaddr import client_key
 from node.bodies import MAX_DECODE_RATIO
 from node.http_server import (
@@ -42,6 +43,7 @@ from node.http_server import (
 from node.run import build_app, http_server
 from node.service import Node
 from tests.node.conftest import make_home, refusals
+from vm import Transfer
 
 WAIT = 10.0
 
@@ -595,3 +597,60 @@ def test_serving_until_signalled_stops_on_sigterm_and_gives_the_signals_back(new
     serve_until_signalled(new_loop(), HttpServer(app, "127.0.0.1", 0, HttpLimits()))
     assert done == ["cleaned up"]
     assert {signum: signal.getsignal(signum) for signum in signals} == before
+
+
+def bad_signatures(chain_id: str, count: int, first_nonce: int = 0) -> bytes:
+    """A JSON batch of ``count`` distinct transactions whose signatures do not verify:
+    free to make, a signature check each for the node."""
+    key = PrivateKey.generate()
+    raws = []
+    for nonce in range(first_nonce, first_nonce + count):
+        body = TxBody(nonce, 1000, 1000, "transfer", Transfer(key.address, 1).encode())
+        tx = sign_tx(key, chain_id, body)
+        raws.append(SignedTx(tx.chain_id, tx.sender, tx.body, bytes(64)).encode().hex())
+    return json.dumps({"txs": raws}).encode()
+
+
+async def submitted(port: int, body: bytes, source: str = "127.0.0.1") -> tuple[int, Any, Any]:
+    """(status, headers, JSON answer) of posting the batch ``body`` from ``source``."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(
+            f"http://127.0.0.1:{port}/v1/txs",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        ) as resp:
+            return resp.status, resp.headers, await resp.json()
+
+
+def codes(answer: dict[str, Any]) -> set[str]:
+    return {r["code"] for r in answer["results"]}
+
+
+async def test_an_address_sending_bad_signatures_is_refused_unchecked_past_its_budget(
+    tmp_path,
+):
+    """Transactions that fail their checks cost the node a signature check each and
+    their sender nothing: one client sending batches of 20,000 bad signatures kept the
+    signature workers busy (and the mempool's window full) for everyone. Past its budget
+    an address's batches are refused unchecked (503 ``busy`` with ``Retry-After``), while
+    another address's are checked as before."""
+    async with gated(tmp_path, refused_txs_per_s=1, refused_txs_burst=6) as (port, node):
+        chain_id = node.genesis.chain_id
+        status, _, answer = await submitted(port, bad_signatures(chain_id, 4))
+        assert status == 200 and codes(answer) == {"bad_signature"}
+        # 4 of 6 spent: a batch of 20 more is still checked (the budget goes into debt,
+        # for 18 s at 1 a second)...
+        status, _, answer = await submitted(port, bad_signatures(chain_id, 20, 4))
+        assert status == 200 and codes(answer) == {"bad_signature"}
+        # ...and the next is refused before any check, for the seconds the debt lasts.
+        status, headers, answer = await submitted(port, bad_signatures(chain_id, 4, 24))
+        assert (status, answer["code"]) == (503, "busy")
+        assert int(headers["Retry-After"]) >= 1
+        rejected = 'liveledger_txs_rejected_total{code="bad_signature"}'
+        assert await metric(port, rejected) == 24
+        assert await refused_by(port, "unpaid_checks") == (0, 1)
+        # Another address has a budget of its own.
+        status, _, answer = await submitted(port, bad_signatures(chain_id, 4), "127.0.0.2")
+        assert status == 200 and codes(answer) == {"bad_signature"}
+        assert await metric(port, rejected) == 28
