@@ -486,3 +486,66 @@ def test_the_light_client_trusts_the_genesis_hash_entered_over_its_pin(tmp_path)
     assert out["after_forget"] == hb
     assert out["garbage_entry"] == hb
     assert out["short"] == "a genesis hash is 64 hexadecimal digits"
+
+
+HEIGHT_SCRIPT = """
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const lib = (name) => import(pathToFileURL(`${process.argv[2]}/src/lib/${name}.js`).href);
+const { unhex } = await lib("codec");
+const light = await lib("light");
+const v = JSON.parse(readFileSync(0, "utf8"));
+const store = new Map();
+globalThis.localStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, x) => store.set(k, x) };
+// A node that answers every read at the one height it likes, with a valid proof there.
+const node = async (path) => path.startsWith("/v1/blocks/")
+  ? { header: { encoded: v.header }, commit: { encoded: v.commit } }
+  : { height: v.height, value: v.value, proof: v.proof };
+const client = new light.LightClient(node, { encoded: v.genesis });
+const read = async (height) => {
+  try {
+    const { value, header } = await client.provenState(unhex(v.key), height);
+    return `proven ${value === null ? "absent" : "present"} at ${header.height}`;
+  } catch (err) {
+    return light.isVerificationFailure(err) ? `not verified: ${err.message}` : `${err.constructor.name}`;
+  }
+};
+console.log(JSON.stringify({ head: await read(null), same: await read(v.height), other: await read(v.height - 1) }));
+"""
+
+
+def test_a_read_at_a_height_refuses_an_answer_at_another(tmp_path):
+    """``provenState(key, height)`` proves the key at that height or not at all: a node
+    answering at another final height (an older merchant key, another block's
+    decimals) is refused, though its proof verifies there, as cli/light.py refuses it."""
+    key = PrivateKey(bytes([7]) * 32)
+    genesis = Genesis(
+        "web-test-1",
+        1_700_000_000_000,
+        ChainParams(),
+        (GenesisAccount(key.public_key[:20], 10**9),),
+        (GenesisValidator("node0", key.public_key, 1),),
+    )
+    state_key = b"\x24" + bytes([5]) * 20
+    tree = StateTree(MemoryNodeStore())
+    update = tree.update(ZERO_REF, {state_key: b"old key"})
+    header = BlockHeader(
+        "web-test-1", 7, 0, 1, bytes(32), bytes(32), update.root, bytes(32),
+        key.public_key, bytes(32), None,
+    )  # fmt: skip
+    commit = make_commit([key], "web-test-1", 7, 0, header.hash)
+    vectors = {
+        "genesis": genesis.encode().hex(),
+        "header": header.encode().hex(),
+        "commit": commit.encode().hex(),
+        "height": 7,
+        "key": state_key.hex(),
+        "value": b"old key".hex(),
+        "proof": tree.prove(update.ref, state_key).encode().hex(),
+    }
+    out = json.loads(run_script(tmp_path / "height.mjs", HEIGHT_SCRIPT, vectors).stdout)
+    assert out == {
+        "head": "proven present at 7",
+        "same": "proven present at 7",
+        "other": "not verified: asked for height 6, the node answered at 7",
+    }

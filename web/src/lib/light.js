@@ -278,7 +278,14 @@ export class LightClient {
   // Any state key, read with its proof (GET /v1/state) at `height` (default the head).
   async provenState(key, height = null) {
     const at = height === null ? "" : `?height=${height}`;
-    return this.provenValue(key, await this.api(`/v1/state/${hex(key)}${at}`));
+    const doc = await this.api(`/v1/state/${hex(key)}${at}`);
+    // An answer at another height proves another state: a record at the height of one
+    // read before (the session's merchant's, a balance's currency) would be any block's
+    // the node picks, an older key too (as cli/light.py proven_value refuses).
+    if (height !== null && doc?.height !== height) {
+      throw new NotVerified(`asked for height ${height}, the node answered at ${String(doc?.height).slice(0, 20)}`);
+    }
+    return this.provenValue(key, doc);
   }
 }
 
