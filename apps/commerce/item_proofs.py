@@ -36,13 +36,30 @@ def _bad(message: str) -> Invalid:
     return Invalid(message[:300], "bad_proof")
 
 
+def _exactly(proven: Any, said: Any) -> bool:
+    """``said`` (the node's JSON) is ``proven`` (a view's JSON form) in type as in value:
+    Python's ``==`` takes true and 1.0 for 1, which a client would print as the node sent
+    them (``"seq": true``)."""
+    if type(proven) is not type(said):
+        return False
+    if isinstance(proven, dict):
+        return proven.keys() == said.keys() and all(_exactly(proven[k], said[k]) for k in proven)
+    if isinstance(proven, list):
+        return len(proven) == len(said) and all(map(_exactly, proven, said))
+    return bool(proven == said)
+
+
 def _same_view(item_doc: Any, item: Item, events: Sequence[ProvenanceEvent]) -> None:
     """The node's ``item`` is, field by field, the view the proven record and events make."""
     proven = views.jsonable(views.item_view_of(item, list(events)))
     # Comparing the number of events alone let a node rewrite any event's contents.
-    if proven != item_doc:
+    if not _exactly(proven, item_doc):
         fields = (
-            sorted(k for k in proven.keys() | item_doc.keys() if proven.get(k) != item_doc.get(k))
+            sorted(
+                k
+                for k in proven.keys() | item_doc.keys()
+                if k not in proven or k not in item_doc or not _exactly(proven[k], item_doc[k])
+            )
             if isinstance(item_doc, dict)
             else ["item"]
         )
