@@ -379,8 +379,12 @@ globalThis.localStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, x
 const node = async (path) => path.startsWith("/v1/blocks/")
   ? { header: { encoded: v.header }, commit: { encoded: v.commit } }
   : { height: 0, value: null, proof: v.proof };
+// Nodes that answer a block with null, or with a certificate and no header.
+const blockless = (block) => async (path) => path.startsWith("/v1/blocks/") ? block : { height: 5, value: null, proof: v.proof };
 const cases = {
   deep: () => unpack(unhex(v.deep)),
+  block_null: () => new light.LightClient(blockless(null), { encoded: v.genesis }).provenValue(unhex("01"), { height: 5, value: null, proof: v.proof }),
+  no_header: () => new light.LightClient(blockless({ commit: { encoded: v.commit } }), { encoded: v.genesis }).provenValue(unhex("01"), { height: 5, value: null, proof: v.proof }),
   height0: () => new light.LightClient(node, { encoded: v.genesis }).checkHeader(0, v.header, v.commit),
   value0: () => new light.LightClient(node, { encoded: v.genesis }).provenValue(unhex("01"), { height: 0, value: null, proof: v.proof }),
 };
@@ -399,8 +403,9 @@ console.log(JSON.stringify(out));
 
 def test_hostile_answers_read_as_not_verified_never_as_another_error(tmp_path):
     """What a node can put in an answer ends as "not verified" (which the pages show), never
-    as an error they do not expect: bytes nested deeper than the encoder goes, and a
-    header of height 0 (no epoch) under a staking genesis, certified by its validator."""
+    as an error they do not expect: bytes nested deeper than the encoder goes, a block
+    answered as null or without its header, and a header of height 0 (no epoch) under a
+    staking genesis, certified by its validator."""
     key = PrivateKey(bytes([7]) * 32)
     genesis = Genesis(
         "web-test-1",
@@ -421,7 +426,9 @@ def test_hostile_answers_read_as_not_verified_never_as_another_error(tmp_path):
         "proof": tree.prove(ZERO_REF, b"\x01").encode().hex(),
     }
     done = run_script(tmp_path / "hostile.mjs", HOSTILE_SCRIPT, vectors)
-    assert json.loads(done.stdout) == dict.fromkeys(("deep", "height0", "value0"), "not verified")
+    assert json.loads(done.stdout) == dict.fromkeys(
+        ("deep", "block_null", "no_header", "height0", "value0"), "not verified"
+    )
 
 
 TRUST_SCRIPT = """

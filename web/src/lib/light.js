@@ -246,8 +246,9 @@ export class LightClient {
   async certifiedHeader(height, producers) {
     if (this.headers.has(height)) return this.headers.get(height);
     const doc = await this.api(`/v1/blocks/${height}?txs=false`);
-    if (!doc.commit) throw new NotVerified(`no certificate for height ${height}`);
-    const header = await this.checkHeader(height, doc.header.encoded, doc.commit.encoded, producers);
+    // Any JSON may come back (null, no header): "not verified", never a TypeError.
+    if (!doc?.commit) throw new NotVerified(`no certificate for height ${height}`);
+    const header = await this.checkHeader(height, doc.header?.encoded, doc.commit.encoded, producers);
     if (this.headers.size >= 64) this.headers.clear();
     this.headers.set(height, header);
     return header;
