@@ -105,6 +105,10 @@ def verify_item_page_proof(
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise _bad(f"the bundle is not a proof bundle: {exc!r}") from None
     item = Item.decode(proven[0])
+    # The key holds gtin || serial hashed: a GTIN of other than 14 digits splits the same
+    # text elsewhere ("0950600013435", "2SN-1" is the item "09506000134352", "SN-1").
+    if (item.gtin, item.serial) != (gtin, serial):
+        raise _bad(f"the bundle proves item {item.gtin!r} {item.serial!r}")
     events = tuple(ProvenanceEvent.decode(v) for v in proven[1:])
     end = from_seq + len(events)
     # A page holds at least one event (or none, for a history that has none) ...

@@ -323,6 +323,11 @@ async def test_listings_merchants_sessions_orders_reviews_and_item_proof(driver)
     # A bundle for another item cannot pass as this one.
     with pytest.raises(Exception, match="expected"):
         verify_item_proof(GTIN, "SN-2", proof, header.state_root)
+    # Nor as an item whose GTIN and serial make the same text, split elsewhere (a GTIN
+    # not padded to 14 digits): the item's key is of the text alone.
+    with pytest.raises(Invalid, match="the bundle proves item") as failed:
+        verify_item_proof(GTIN[:-1], GTIN[-1] + "SN-1", proof, header.state_root)
+    assert failed.value.code == "bad_proof"
     assert verify_item_page(doc, GTIN, "SN-1", header).events == tuple(events)
 
 
