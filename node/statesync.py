@@ -74,11 +74,19 @@ INSTALL_TRIES = 5
 # Before the first request for offers, the time given to the peers whose handshakes are
 # still under way once one is up: a node starting asks all it can reach, not the first.
 OFFER_SETTLE_S = 1.5
+# A target whose chunks kept come slower than STALL_MIN_BYTES in STALL_WINDOW_S is left
+# as one nobody serves (``_Stale``): a member offering a real block above every honest
+# peer's snapshot, served by it alone a node per request timeout, held the sync on it
+# for ever (its request always out, nobody else serving it). An honest server sends a
+# chunk of ``snapshot_chunk_bytes`` (1 MiB by default) per request.
+STALL_WINDOW_S = 60.0
+STALL_MIN_BYTES = 256 * 1024
 
 
 class _Stale(Exception):
-    """No peer serves the snapshot being synced any more: move to a newer one (keeping
-    what is held whole, ``ChainStore.begin_sync``)."""
+    """No peer serves the snapshot being synced any more, or too slowly to count
+    (``STALL_MIN_BYTES``): move to another one (keeping what is held whole,
+    ``ChainStore.begin_sync``)."""
 
 
 def prune(
@@ -459,8 +467,10 @@ class StateSyncer(EpochPages):
                 await self._fetch(target)
                 height = await loop.run_in_executor(None, self.store.finish_sync, self.genesis.hash)
                 break
-            except _Stale:
-                log.warning("state sync: no peer serves height %d any more", target.height)
+            except _Stale as exc:
+                log.warning(
+                    "state sync: %s", exc or f"no peer serves height {target.height} any more"
+                )
                 self._unserved |= self._offerers
                 target = None
             except DamagedTree as exc:
@@ -600,8 +610,18 @@ class StateSyncer(EpochPages):
         # would keep the sync on a snapshot nobody serves.
         forgave = False
         failures = self._failures
+        # The bytes kept since the stall window began (``STALL_MIN_BYTES``).
+        window_from, window_base = time.monotonic(), self.chunk_bytes
         while wanted or any(a.live for a in pending.values()):
             now = time.monotonic()
+            if now - window_from >= STALL_WINDOW_S:
+                kept = self.chunk_bytes - window_base
+                if kept < STALL_MIN_BYTES:
+                    raise _Stale(
+                        f"height {target.height} served at {kept} bytes in "
+                        f"{now - window_from:.0f} s; trying another snapshot"
+                    )
+                window_from, window_base = now, self.chunk_bytes
             if self._failures != failures:
                 failures = self._failures
                 empty.clear()
@@ -639,6 +659,8 @@ class StateSyncer(EpochPages):
                         if not wanted and not any(a.live for a in pending.values()):
                             # The walk may have been cut at _RESUME_BATCH: look again.
                             wanted = await self._lacking(target)
+                            # Our own walk is not the servers' time.
+                            window_from = time.monotonic()
             if self._answers.empty():
                 self._expire_chunks(wanted, pending, time.monotonic())
 

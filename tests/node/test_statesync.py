@@ -1389,6 +1389,43 @@ async def test_a_peer_whose_offer_went_unserved_is_not_taken_first_again(tmp_pat
     assert dest.state_root(40) == source.store.state_root(40)
 
 
+async def test_a_snapshot_served_by_a_dripping_peer_alone_is_left_for_another(
+    tmp_path, monkeypatch
+):
+    # The hostile peer offers the newest final block (44: real, certified, no snapshot
+    # height), which only it serves, a node per answer just inside the request timeout:
+    # its request always out, nobody else serving the height, the sync stayed on it for
+    # ever at a node per timeout. A target kept slower than STALL_MIN_BYTES in
+    # STALL_WINDOW_S is now left like one nobody serves: the honest snapshot (40) is
+    # synced.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    monkeypatch.setattr(statesync, "STALL_WINDOW_S", 1.5)
+    monkeypatch.setattr(statesync, "STALL_MIN_BYTES", 4096)
+    source = make_chain(tmp_path / "a", 44)
+    honest = server(source.store)
+
+    async def pruned_44(msg: Wire) -> Wire | None:
+        if isinstance(msg, ChunkRequest) and msg.height == 44:
+            return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, ())
+        return await honest.answer(msg)
+
+    async def dripping(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return await honest.answer(SnapshotRequest(44))
+        real = await honest.answer(msg)
+        if isinstance(real, ChunkResponse):
+            await asyncio.sleep(0.4)
+            return dataclasses.replace(real, nodes=real.nodes[:1])
+        return real
+
+    net = Net({HONEST: pruned_44, HOSTILE: dripping})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, timeout=30, request_timeout_s=0.5) == 40
+    assert dest.state_root(40) == source.store.state_root(40)
+    # Slow is no proven fault: the dripping peer stays connected.
+    assert net.dropped == {}
+
+
 def _shifted(records: tuple[bytes, ...], serving_records: dict[int, bytes], first: int):
     """Each record replaced with the next epoch's: well formed, signed, and wrong."""
     return tuple(serving_records.get(e + 1, r) for e, r in enumerate(records, start=first))
