@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,10 @@ CACHE_KIND = "producer-checkpoint"
 SIGNED_FOR = "the chain id this transaction is signed for"
 # A checkpoint holds at most 64 keys and weights: a few kB of JSON.
 MAX_CACHE_BYTES = 64 * 1024
+# How old, by the local clock, a block a command proves state at may be when the command
+# signs that state again (``Anchor.require_recent``): blocks come every second or so,
+# and a machine's clock is within seconds of the chain's (NTP).
+MAX_STATE_AGE_S = 120
 
 
 class TrustError(Invalid):
@@ -186,6 +191,26 @@ class Anchor:
         value, header = proven_value(client, self.genesis, key, self.cache, at)
         seen.header, seen.header_url = header, client.url
         return value, header.height
+
+    def require_recent(self, what: str, now_s: float | None = None) -> None:
+        """Refuse (``stale_state``) when the header this command's proofs were made
+        against is older than ``MAX_STATE_AGE_S`` by the local clock: the node picks the
+        height it proves at, so it can answer at any height it keeps, with valid proofs.
+        For what a command signs again as it stands: a merchant's key as it was before a
+        rotation, re-signed by an update or sealed to by a shopper, would be a key the
+        merchant gave up (perhaps leaked)."""
+        header = self.verified.header
+        if header is None:
+            return
+        now_ms = int((time.time() if now_s is None else now_s) * 1000)
+        age_s = (now_ms - header.time_ms) / 1000
+        if age_s > MAX_STATE_AGE_S:
+            raise NodeError(
+                "stale_state",
+                f"{what} was proven at height {header.height}, a block of {age_s:.0f} s ago "
+                f"by this machine's clock (at most {MAX_STATE_AGE_S} s): the node may be "
+                "answering at an old height, or this clock is off; nothing was signed or sent",
+            )
 
     def prove_record(self, client: NodeClient, key: bytes, cls: type[W], missing: str) -> W:
         """The record under state ``key``, as ``cls``, proven as ``prove`` proves it; a

@@ -242,6 +242,8 @@ def _sealing_key(
     if anchor is None:
         return shown
     raw, height = anchor.prove(client, record)
+    # Sealed to: a key its owner rotated away from (leaked, perhaps) must not be used.
+    anchor.require_recent(f"{whose}'s key")
     # No record: no key (the caller refuses an empty one, as the node's word for it).
     proven = b"" if raw is None else key_of(raw)
     if proven != shown:

@@ -87,6 +87,8 @@ def _current_merchant(
         record = anchor.prove_record(
             client, merchant_key(address), Merchant, f"{what} has no record"
         )
+        # Re-signed as it stands: a key rotated away from must not come back.
+        anchor.require_recent(f"{what}'s record")
         return tx.UpdateMerchant(record.name, record.profile, record.enc_key)
     path = f"/v1/merchants/{format_address(address)}"
     current = object_field(client.get(path), "merchant", what)

@@ -13,7 +13,14 @@ from click.testing import Result
 
 from cli.keyring import Keyring
 from tests.apps.commerce.test_http import PRICE, Actor, Driver, running_driver
-from tests.cli.commerce.test_orders import FORGED, cli, node_rewrites, shop
+from tests.cli.commerce.test_orders import (
+    FORGED,
+    cli,
+    node_answers_at_an_old_height,
+    node_rewrites,
+    shop,
+    watch_sends,
+)
 
 MERCHANT = Actor("merchant")
 
@@ -68,3 +75,19 @@ async def test_without_a_genesis_the_unchanged_fields_are_the_nodes_word(tmp_pat
             assert done.exit_code == 0, (done.stdout, done.stderr)
             said = " ".join(done.stderr.split())
             assert "the fields left unchanged" in said and "node's word" in said, said
+
+
+async def test_merchant_update_refuses_a_record_proven_at_an_old_height(tmp_path, monkeypatch):
+    # The node picks the height it proves at: answering at an old one, with valid proofs,
+    # it had the merchant re-sign its record as it was then (a key it rotated away from,
+    # say). A record proven at a block older than MAX_STATE_AGE_S is refused.
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        old = await node_answers_at_an_old_height(d, monkeypatch)
+        posted: list[str] = []
+        watch_sends(monkeypatch, posted)
+        update = ("merchant", "update", "--profile", "acme.example/shop", "--wait")
+        done = await as_merchant(d, keyring, *update, "--genesis", str(genesis))
+        assert done.exit_code != 0
+        assert "stale_state" in done.stderr and f"height {old}" in done.stderr, done.stderr
+        assert posted == []

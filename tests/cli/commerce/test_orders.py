@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from click.testing import CliRunner, Result
 from apps.commerce import payloads as tx
 from apps.commerce.model import Role
 from apps.commerce.sealing import encryption_keypair
+from cli import trust
 from cli.client import NodeClient
 from cli.keyring import Keyring
 from cli.main import main
@@ -352,6 +354,47 @@ async def test_a_pinned_genesis_refuses_the_lying_node_without_genesis_on_the_co
             assert done.exit_code != 0, command
             assert "proof_mismatch" in done.output and FORGED.hex() in done.output
             assert posted == []
+
+
+async def node_answers_at_an_old_height(d: Driver, monkeypatch: Any) -> int:
+    """From now on the node proves state at the height it is at now (returned), with
+    valid proofs, whatever height is latest; ``cli.trust.MAX_STATE_AGE_S`` is 1 s and that
+    block is more than that behind this machine's clock."""
+    status, doc = await d.get("/v1/status")
+    assert status == 200
+    old = doc["height"]
+    status, block = await d.get(f"/v1/blocks/{old}")
+    assert status == 200
+    monkeypatch.setattr(trust, "MAX_STATE_AGE_S", 1)
+    while time.time() * 1000 - block["header"]["time_ms"] <= 1500:
+        await asyncio.sleep(0.1)
+    get = NodeClient.get
+
+    def at_old_height(self: NodeClient, path: str) -> Any:
+        if path.startswith("/v1/state/") and "?" not in path:
+            path += f"?height={old}"
+        return get(self, path)
+
+    monkeypatch.setattr(NodeClient, "get", at_old_height)
+    return old
+
+
+async def test_a_merchant_key_proven_at_an_old_height_gets_nothing_sealed_to_it(
+    tmp_path, monkeypatch
+):
+    # The node picks the height it proves at: at an old one, the merchant's key before a
+    # rotation (given up, perhaps leaked) was proven, and the address sealed to it went
+    # into a block in the refused order. A key proven at a block older than
+    # MAX_STATE_AGE_S is refused before anything is sealed.
+    async with running_driver(tmp_path / "node") as d:
+        keyring, genesis = await shop(d, tmp_path)
+        old = await node_answers_at_an_old_height(d, monkeypatch)
+        posted: list[str] = []
+        watch_sends(monkeypatch, posted)
+        done = await place(d, keyring, genesis)
+    assert done.exit_code != 0
+    assert "stale_state" in done.stderr and f"height {old}" in done.stderr, done.stderr
+    assert posted == []
 
 
 def watch_sends(monkeypatch: Any, posted: list[str]) -> None:
