@@ -517,7 +517,18 @@ const read = async (height) => {
     return light.isVerificationFailure(err) ? `not verified: ${err.message}` : `${err.constructor.name}`;
   }
 };
-console.log(JSON.stringify({ head: await read(null), same: await read(v.height), other: await read(v.height - 1) }));
+const recent = async () => {
+  try {
+    const { header } = await client.provenRecentState(unhex(v.key));
+    return `proven at ${header.height}`;
+  } catch (err) {
+    return light.isVerificationFailure(err) ? `not verified: ${err.message}` : `${err.constructor.name}`;
+  }
+};
+console.log(JSON.stringify({
+  head: await read(null), same: await read(v.height), other: await read(v.height - 1),
+  recent: await recent(),
+}));
 """
 
 
@@ -555,4 +566,9 @@ def test_a_read_at_a_height_refuses_an_answer_at_another(tmp_path):
         "head": "proven present at 7",
         "same": "proven present at 7",
         "other": "not verified: asked for height 6, the node answered at 7",
+        # The block is dated 1 ms after the epoch: the wallet seals to no key read there.
+        "recent": "not verified: the node answered at height 7, a block of "
+        f"{out['recent'].split(' of ')[-1]}",
     }
+    age_s = int(out["recent"].split(" of ")[-1].split(" s ago")[0])
+    assert age_s > 1_700_000_000

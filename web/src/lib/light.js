@@ -288,7 +288,23 @@ export class LightClient {
     }
     return this.provenValue(key, doc);
   }
+
+  // `provenState` at the head, refused when that block is more than MAX_STATE_AGE_MS
+  // behind this machine's clock: the node picks the head it answers at, and at an old
+  // one a merchant's key before a rotation (given up, perhaps leaked) would be proven
+  // and sealed to (as cli/trust.py require_recent refuses it).
+  async provenRecentState(key, now = Date.now()) {
+    const read = await this.provenState(key);
+    const age = now - Number(read.header.time_ms);
+    if (!(age <= MAX_STATE_AGE_MS)) {
+      throw new NotVerified(`the node answered at height ${read.header.height}, a block of ${Math.round(age / 1000)} s ago`);
+    }
+    return read;
+  }
 }
+
+// How old a block the wallet seals to a key proven at may be (cli.trust.MAX_STATE_AGE_S).
+export const MAX_STATE_AGE_MS = 120_000;
 
 // The set kept for this genesis, or null: one that does not parse is walked again.
 function keptProducers(genesisHash) {

@@ -197,7 +197,7 @@ async function provenTerms() {
 export async function sealingKey(sessionId) {
   try {
     const light = await lightClient();
-    const session = await light.provenState(concat(Uint8Array.of(SESSION_PREFIX), u64be(sessionId)));
+    const session = await light.provenRecentState(concat(Uint8Array.of(SESSION_PREFIX), u64be(sessionId)));
     if (session.value === null) throw new NotVerified(`session ${sessionId} is not on chain`);
     const { merchant } = fields(unpack(session.value), SESSION, "Session");
     const record = await light.provenState(concat(Uint8Array.of(MERCHANT_PREFIX), merchant), session.header.height);
