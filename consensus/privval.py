@@ -36,6 +36,7 @@ from core import (
     unpack_raw,
     vote_signing_body,
 )
+from core.files import fsync_dir, make_durable_dir
 
 STATE_FILE = "privval_state.bin"
 
@@ -96,7 +97,12 @@ class PrivValidator:
         self.chain_id = chain_id
         self._dir = Path(state_dir)
         self._path = self._dir / STATE_FILE
-        self._dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # The directory's own name durable too: lost in a power loss with the state
+            # inside, the guard would read "never signed" and sign again.
+            make_durable_dir(self._dir)
+        except OSError as exc:
+            raise StorageError(f"cannot create privval state directory {self._dir}: {exc}") from exc
         self._state = self._load()
 
     @property
@@ -224,10 +230,6 @@ class PrivValidator:
             # rename is atomic: a crash leaves either the old or the new state, never half.
             os.replace(tmp, self._path)
             # The rename itself is durable only once the directory entry is synced.
-            dir_fd = os.open(self._dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(self._dir)
         except OSError as exc:
             raise StorageError(f"cannot persist privval state to {self._path}: {exc}") from exc

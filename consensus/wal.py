@@ -26,6 +26,7 @@ from typing import Annotated
 
 from consensus.messages import ConsensusMessage, Message
 from core import DecodeError, MaxLen, StorageError, Wire
+from core.files import fsync_dir, make_durable_dir
 
 log = logging.getLogger("consensus.wal")
 
@@ -49,7 +50,11 @@ class WAL:
     def __init__(self, state_dir: Path, chain_id: str) -> None:
         self.chain_id = chain_id
         self._dir = Path(state_dir)
-        self._dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # Its name durable too, as the log's own (it holds the privval state as well).
+            make_durable_dir(self._dir)
+        except OSError as exc:
+            raise StorageError(f"cannot create consensus WAL directory {self._dir}: {exc}") from exc
         self._path = self._dir / WAL_FILE
         self._fd: int | None = None
         self._dirty = False
@@ -161,11 +166,7 @@ class WAL:
                 raise
             # Atomic switch: a crash leaves the old height's log or the new one.
             os.replace(tmp, self._path)
-            dir_fd = os.open(self._dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(self._dir)
             os.lseek(fd, 0, os.SEEK_END)
         except OSError as exc:
             raise StorageError(f"cannot create consensus WAL {self._path}: {exc}") from exc

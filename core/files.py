@@ -77,6 +77,34 @@ def open_regular_file(path: Path | str, what: str, error: ErrorOf) -> io.Buffere
     return fh
 
 
+def fsync_dir(directory: Path | str) -> None:
+    """Make the entries of ``directory`` (names created, renamed or removed in it) durable.
+    Raises ``OSError``."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_durable_dir(path: Path | str) -> None:
+    """Create the directory ``path`` and its missing parents so that each survives a power
+    loss: a directory's name is durable only once its parent is fsynced, and what is
+    written inside it (fsynced files, even a synced directory) does not do that. The
+    parent of ``path`` is fsynced also when ``path`` already exists: an earlier process
+    that was killed after its ``mkdir`` left the name in the page cache only. Raises
+    ``OSError``."""
+    path = Path(path)
+    parents = {path.parent}
+    missing = path
+    while not missing.exists() and missing.parent != missing:
+        parents.add(missing.parent)
+        missing = missing.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(parent)
+
+
 def _check_regular(mode: int, path: Path, what: str, error: ErrorOf) -> None:
     if stat.S_ISDIR(mode):
         # In the words reading one would have given ("Is a directory").
@@ -110,6 +138,8 @@ def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 __all__ = [
     "DuplicateJsonKey",
     "ErrorOf",
+    "fsync_dir",
+    "make_durable_dir",
     "open_regular_file",
     "read_regular_file",
     "read_regular_file_and_mode",

@@ -37,7 +37,7 @@ import nacl.secret
 import nacl.utils
 
 from core.errors import InvalidAddress, LiveLedgerError
-from core.files import read_regular_file_and_mode
+from core.files import fsync_dir, read_regular_file_and_mode
 from core.keys import (
     PUBLIC_KEY_SIZE,
     SEED_SIZE,
@@ -285,15 +285,7 @@ def staged_write(
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 def save_key(

@@ -12,6 +12,8 @@ from tests.consensus.helpers import (
     CHAIN,
     ME,
     ToyApp,
+    dir_id,
+    fsynced_dirs,
     make_block,
     make_engine,
     proposer,
@@ -47,6 +49,21 @@ def test_state_is_fsynced_before_the_signature_is_returned(tmp_path, monkeypatch
     pv.sign_vote(PC, 1, 0, A)
     # File data, then the atomic rename, then the directory entry.
     assert calls == ["fsync", "rename", "fsync"]
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_the_state_directory_itself_is_durable(tmp_path, monkeypatch, existed):
+    # A power loss that drops the directory's name drops the state inside with it: the
+    # guard would reopen as "never signed". Also when the directory was there already:
+    # a process killed right after creating it left the name in the page cache only.
+    home = tmp_path / "home"
+    home.mkdir()
+    state_dir = home / "consensus"
+    if existed:
+        state_dir.mkdir()
+    synced = fsynced_dirs(monkeypatch)
+    PrivValidator(ME, CHAIN, state_dir).sign_vote(PV, 1, 0, A)
+    assert dir_id(home) in synced and dir_id(state_dir) in synced
 
 
 def test_conflicting_vote_at_same_step_is_refused(tmp_path):

@@ -8,7 +8,16 @@ import zlib
 from consensus.messages import SyncRequest
 from consensus.wal import WAL, WAL_FILE
 from core import VoteType
-from tests.consensus.helpers import CHAIN, KEYS, ToyApp, make_block, sign_proposal, vote
+from tests.consensus.helpers import (
+    CHAIN,
+    KEYS,
+    ToyApp,
+    dir_id,
+    fsynced_dirs,
+    make_block,
+    sign_proposal,
+    vote,
+)
 
 
 def msgs():
@@ -28,6 +37,14 @@ def test_new_log_is_empty_and_replays_what_was_appended(tmp_path):
     wal.sync()
     wal.close()
     assert WAL(tmp_path, CHAIN).start_height(3) == msgs()
+
+
+def test_a_new_log_directory_is_durable_in_its_parent(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    synced = fsynced_dirs(monkeypatch)
+    WAL(home / "consensus", CHAIN).start_height(3)
+    assert dir_id(home) in synced and dir_id(home / "consensus") in synced
 
 
 def test_appends_after_a_replay_are_kept(tmp_path):
