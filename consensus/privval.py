@@ -15,7 +15,10 @@ is what lets a restarted node keep it (cometbft restores it from its WAL).
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -39,6 +42,22 @@ from core import (
 from core.files import fsync_dir, make_durable_dir
 
 STATE_FILE = "privval_state.bin"
+
+
+class _DirLock:
+    """The flock on a state directory: a flock belongs to one open file, so every guard
+    of this process on that directory (a reopen) shares one, released (its descriptor
+    closed) when the last of them goes."""
+
+    __slots__ = ("__weakref__",)
+
+    def __init__(self, fd: int) -> None:
+        weakref.finalize(self, os.close, fd)
+
+
+# The directories this process holds, by (device, inode).
+_held_dirs: weakref.WeakValueDictionary[tuple[int, int], _DirLock] = weakref.WeakValueDictionary()
+_held_dirs_lock = threading.Lock()
 
 
 class SignStep(IntEnum):
@@ -85,6 +104,35 @@ class Lock:
     block_hash: bytes
 
 
+def _hold(directory: Path) -> _DirLock:
+    """Lock ``directory`` for this process, or raise ``StorageError`` if another holds it.
+
+    Two processes of one node (started twice on one home, the second with another data
+    directory so that the database's own lock does not stop it) each read the state
+    once and then sign from memory: each would sign what the other already had.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as exc:
+        raise StorageError(f"cannot open privval state directory {directory}: {exc}") from exc
+    st = os.fstat(fd)
+    with _held_dirs_lock:
+        held = _held_dirs.get((st.st_dev, st.st_ino))
+        if held is not None:
+            os.close(fd)
+            return held
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(
+                f"privval state {directory} is in use by another process: a second node "
+                "with this key would sign what the first one signed"
+            ) from exc
+        held = _held_dirs[(st.st_dev, st.st_ino)] = _DirLock(fd)
+        return held
+
+
 class PrivValidator:
     """Signs proposals and votes for one validator key, guarded by a state file.
 
@@ -103,6 +151,8 @@ class PrivValidator:
             make_durable_dir(self._dir)
         except OSError as exc:
             raise StorageError(f"cannot create privval state directory {self._dir}: {exc}") from exc
+        # Held as long as this guard is.
+        self._dir_lock = _hold(self._dir)
         self._state = self._load()
 
     @property

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +70,54 @@ def test_the_state_directory_itself_is_durable(tmp_path, monkeypatch, existed):
     synced = fsynced_dirs(monkeypatch)
     PrivValidator(ME, CHAIN, state_dir).sign_vote(PV, 1, 0, A)
     assert dir_id(home) in synced and dir_id(state_dir) in synced
+
+
+HOLD_GUARD = """
+import sys
+from pathlib import Path
+from consensus.privval import PrivValidator
+from tests.consensus.helpers import CHAIN, ME
+guard = PrivValidator(ME, CHAIN, Path(sys.argv[1]))
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def held_by_another_process(state_dir) -> Iterator[None]:
+    root = Path(__file__).resolve().parents[2]
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_GUARD, str(state_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == b"held\n"
+        yield
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_second_process_on_the_same_state_is_refused(tmp_path):
+    # Each process reads the state once and signs from memory: two of them on one
+    # directory would each sign what the other already had.
+    with held_by_another_process(tmp_path):
+        with pytest.raises(StorageError, match="in use by another process"):
+            open_pv(tmp_path)
+    # Its end, even killed, lets the next process in.
+    pv = open_pv(tmp_path)
+    pv.sign_vote(PV, 1, 0, A)
+    # A reopen in the same process shares the lock (and the state on disk).
+    again = open_pv(tmp_path)
+    assert again.last_signed == (1, 0, SignStep.PREVOTE)
+    # Once the last guard of this process on it is gone, another process may hold it.
+    del pv, again
+    gc.collect()
+    with held_by_another_process(tmp_path):
+        pass
 
 
 def test_conflicting_vote_at_same_step_is_refused(tmp_path):
