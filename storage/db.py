@@ -52,6 +52,7 @@ from typing import Final, Literal
 import plyvel
 
 from core.errors import StorageError
+from core.files import make_durable_dir
 from storage.table_reads import read_tables_without_mmap
 
 META: Final = b"m"
@@ -143,7 +144,14 @@ class Database:
         self._sync = sync
         if create_if_missing:
             try:
-                os.makedirs(self.path, exist_ok=True)
+                if sync:
+                    # The directory's name durable too, and the tree's database's inside
+                    # the chain's: LevelDB syncs its own directory, never the parent, so
+                    # a power loss could keep the chain's head and lose the tree's whole
+                    # database (the store then refuses to open) or the whole chain.
+                    make_durable_dir(self.path)
+                else:
+                    os.makedirs(self.path, exist_ok=True)
             except OSError as exc:
                 # A file where the directory goes, a read-only parent: the operator's to fix.
                 raise StorageError(f"cannot create database at {self.path}: {exc}") from exc

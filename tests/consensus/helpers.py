@@ -6,8 +6,6 @@ by signing their proposals and votes directly.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,23 +297,3 @@ def make_engine(
     if start:
         engine.start()
     return Harness(engine, app, clock, transport, evidence, bad, missing)
-
-
-def fsynced_dirs(monkeypatch) -> list[tuple[int, int]]:
-    """(device, inode) of every directory fsynced from now on."""
-    seen: list[tuple[int, int]] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            seen.append((st.st_dev, st.st_ino))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    return seen
-
-
-def dir_id(path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino

@@ -18,13 +18,12 @@ from tests.consensus.helpers import (
     CHAIN,
     ME,
     ToyApp,
-    dir_id,
-    fsynced_dirs,
     make_block,
     make_engine,
     proposer,
     sign_proposal,
 )
+from tests.fsyncs import dir_id, fsynced_dirs
 
 PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
 A = b"\xaa" * 32

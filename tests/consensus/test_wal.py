@@ -12,12 +12,11 @@ from tests.consensus.helpers import (
     CHAIN,
     KEYS,
     ToyApp,
-    dir_id,
-    fsynced_dirs,
     make_block,
     sign_proposal,
     vote,
 )
+from tests.fsyncs import dir_id, fsynced_dirs
 
 
 def msgs():

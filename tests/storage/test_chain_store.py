@@ -28,6 +28,7 @@ from storage.db import (
     encode_height,
 )
 from storage.state_tree import TreeUpdate
+from tests.fsyncs import dir_id, fsynced_dirs
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH,
     apply_changes,
@@ -48,6 +49,18 @@ def commit_next(store: ChainStore, changes, n_txs: int = 5):
     block, commit, receipts = make_block(store.height + 1, prev, update.root, n_txs)
     store.commit_block(block, commit, receipts, changes, update)
     return block, commit, receipts
+
+
+def test_the_store_directories_are_durable_in_their_parents(tmp_path, monkeypatch):
+    # LevelDB syncs the directory it writes in, never the parent: a power loss could
+    # otherwise keep the chain's head and lose the tree's database (a store that
+    # refuses to open), or lose the whole data directory of a node that ran.
+    home = tmp_path / "home"
+    home.mkdir()
+    synced = fsynced_dirs(monkeypatch)
+    with ChainStore(home / "data") as store:
+        store.initialize(GENESIS_HASH, genesis_state())
+    assert dir_id(home) in synced and dir_id(home / "data") in synced
 
 
 def test_commit_reopen_and_read_everything_back(tmp_path):
@@ -448,6 +461,7 @@ _FULL_DISK = """
 import glob, os, resource, signal, sys
 from core.errors import StorageError
 from storage import TREE_DIR, ChainStore
+from tests.fsyncs import dir_id, fsynced_dirs
 from tests.storage.storage_chain_fixtures import (
     GENESIS_HASH, changes_for, genesis_state, make_block,
 )
