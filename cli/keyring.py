@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from core.errors import InvalidAddress
+from core.files import make_durable_dir
 from core.keys import PrivateKey, parse_address
 from core.keystore import (
     KeyExists,
@@ -68,8 +69,10 @@ class Keyring:
         if path.exists():
             raise KeyExists(f"key {name!r} already exists in keyring {self.path}")
         try:
-            # 0700: the file names alone tell who holds keys on this machine.
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # 0700: the file names alone tell who holds keys on this machine. Durable in
+            # its parent: the key file is fsynced in it, but a new keyring's own name
+            # could be lost in a power loss, and the new key with it.
+            make_durable_dir(self.path, mode=0o700)
         except OSError as exc:
             raise KeystoreError(
                 f"cannot create keyring {self.path}: {exc.strerror or exc}"

@@ -87,12 +87,13 @@ def fsync_dir(directory: Path | str) -> None:
         os.close(fd)
 
 
-def make_durable_dir(path: Path | str) -> None:
+def make_durable_dir(path: Path | str, mode: int = 0o777) -> None:
     """Create the directory ``path`` and its missing parents so that each survives a power
     loss: a directory's name is durable only once its parent is fsynced, and what is
     written inside it (fsynced files, even a synced directory) does not do that. The
     parent of ``path`` is fsynced also when ``path`` already exists: an earlier process
-    that was killed after its ``mkdir`` left the name in the page cache only. Raises
+    that was killed after its ``mkdir`` left the name in the page cache only. ``mode``
+    is ``path``'s if it is created (as ``Path.mkdir``: not its parents'). Raises
     ``OSError``."""
     path = Path(path)
     parents = {path.parent}
@@ -100,7 +101,7 @@ def make_durable_dir(path: Path | str) -> None:
     while not missing.exists() and missing.parent != missing:
         parents.add(missing.parent)
         missing = missing.parent
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
     for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
         fsync_dir(parent)
 

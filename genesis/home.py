@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import LiveLedgerError
-from core.files import read_regular_file
+from core.files import make_durable_dir, read_regular_file
 from core.keys import PrivateKey, format_address
 from core.keystore import atomic_write, read_key_info, save_key, staged_write
 from core.netaddr import format_net_address
@@ -117,7 +117,8 @@ def init_home(
         key = PrivateKey.generate()
     try:
         # 0700: the key file is encrypted, but the home is nobody else's business.
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Durable in its parent, as the node key saved in it.
+        make_durable_dir(root, mode=0o700)
         # Also when it existed (empty) with other modes: whoever may write in it could
         # swap the config or the key file before the node starts.
         root.chmod(0o700)

@@ -14,6 +14,7 @@ from cli.keyring import (
 from cli.keys import keys
 from core import parse_address
 from core.keystore import KeyExists, KeystoreError, WrongPassphrase
+from tests.fsyncs import dir_id, fsynced_dirs
 
 PASS = "devnet passphrase"
 
@@ -186,6 +187,15 @@ def test_keyring_api(tmp_path):
     with pytest.raises(WrongPassphrase):
         ring.load("alice", "nope")
     assert repr(ring) == f"Keyring({str(tmp_path / 'ring')!r})"
+
+
+def test_a_new_keyring_is_durable_in_its_parent(tmp_path, monkeypatch):
+    # The key file is fsynced in the keyring, but a power loss could drop the new
+    # keyring's own name, and the key with it.
+    synced = fsynced_dirs(monkeypatch)
+    Keyring(tmp_path / "ring").create("alice", PASS)
+    assert dir_id(tmp_path) in synced and dir_id(tmp_path / "ring") in synced
+    assert stat.S_IMODE((tmp_path / "ring").stat().st_mode) == 0o700
 
 
 def test_names_ignore_foreign_and_temporary_files(tmp_path):

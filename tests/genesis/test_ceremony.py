@@ -39,6 +39,7 @@ from genesis.document import (
 from genesis.home import MAX_CONFIG_FILE_BYTES, read_config
 from node.config import ConfigError, load_config
 from node.service import Node
+from tests.fsyncs import dir_id, fsynced_dirs
 from vm import ChainParams
 from vm.accounts import Account, account_key
 
@@ -102,6 +103,14 @@ def test_init_in_an_existing_directory_closes_it_to_others(tmp_path):
     init_home(home, "m", PASS)
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_IMODE((home / "node_key.json").stat().st_mode) == 0o600
+
+
+def test_a_new_home_is_durable_in_its_parent(tmp_path, monkeypatch):
+    # The node key is fsynced in the home, but a power loss could drop the new home's
+    # own name, and the key with it.
+    synced = fsynced_dirs(monkeypatch)
+    init_home(tmp_path / "home", "m", PASS)
+    assert dir_id(tmp_path) in synced and dir_id(tmp_path / "home") in synced
 
 
 def test_a_home_s_config_is_read_as_a_bounded_regular_file(tmp_path):
