@@ -59,9 +59,45 @@ def rank_candidates(state: StateView, params: ChainParams) -> list[tuple[bytes, 
     return ranked
 
 
-def elect(state: StateView, params: ChainParams) -> list[tuple[bytes, int]]:
-    """The top ``max_producers`` eligible candidates (possibly none)."""
-    return rank_candidates(state, params)[: min(params.max_producers, MAX_VALIDATORS)]
+def newcomers_allowed(size: int) -> int:
+    """Producers not in the outgoing set that a set of ``size`` may take in: the
+    faults it tolerates, ``(size - 1) // 3``, and at least one (so a set under four
+    can grow)."""
+    return max(1, (size - 1) // 3)
+
+
+def elect(
+    state: StateView, params: ChainParams, outgoing: Collection[bytes] = ()
+) -> list[tuple[bytes, int]]:
+    """The top ``max_producers`` eligible candidates (possibly none), best first, with
+    at most ``newcomers_allowed`` of them not in ``outgoing``: each newcomer over it,
+    lowest ranked first, gives its place to the best outgoing producer left out, if
+    any.
+
+    Nothing asks whether a newcomer's node runs. Stake can elect members that
+    registered, bonded and went dormant, and with a third of the set theirs, the set
+    never reaches a quorum: no block comes, so the missed-slot jailing that would
+    remove them (it needs blocks) never runs, and the chain stops for good. With
+    fewer newcomers than the faults a set tolerates, the outgoing producers, who
+    just made blocks, keep a quorum, and dormant newcomers are jailed within the
+    epoch. When no outgoing producer is eligible there is no quorum to keep, and the
+    top ``max_producers`` win.
+    """
+    ranked = rank_candidates(state, params)
+    size = min(params.max_producers, MAX_VALIDATORS)
+    chosen, rest = ranked[:size], ranked[size:]
+    if not any(key in outgoing for key, _ in ranked):
+        return chosen
+    while True:
+        new = [kw for kw in chosen if kw[0] not in outgoing]
+        if len(new) <= newcomers_allowed(len(chosen)):
+            return chosen
+        chosen.remove(new[-1])
+        back = next((kw for kw in rest if kw[0] in outgoing), None)
+        if back is not None:
+            rest.remove(back)
+            chosen.append(back)
+            chosen.sort(key=lambda kw: (-kw[1], kw[0]))
 
 
 def elect_producers(state: Overlay, ctx: BlockContext) -> None:
@@ -78,15 +114,15 @@ def elect_producers(state: Overlay, ctx: BlockContext) -> None:
     if not is_election_height(ctx.height, epoch_length):
         return
     epoch = epoch_of(ctx.height, epoch_length) + 1
-    winners = sorted(elect(state, ctx.params))
+    previous = producer_set(state, epoch - 1)
+    if previous is None:
+        raise NodeFault(f"no producer set for epoch {epoch - 1} at height {ctx.height}")
+    winners = sorted(elect(state, ctx.params, frozenset(previous.keys)))
     if winners:
         record = ProducerSet(
             epoch, ctx.height, tuple(k for k, _ in winners), tuple(w for _, w in winners)
         )
     else:
-        previous = producer_set(state, epoch - 1)
-        if previous is None:
-            raise NodeFault(f"no producer set for epoch {epoch - 1} at height {ctx.height}")
         record = ProducerSet(epoch, ctx.height, previous.keys, previous.weights)
         state.emit(Event.of("election_failed", epoch=epoch))
     store_producer_set(state, record)

@@ -45,7 +45,11 @@ from p2p.limits import ITEM_OBJECT_BYTES
 # and other parameters after such blocks; and unbonding releases run after the election
 # in a block's begin hooks (``consensus.staking.register``), so an entry due at an
 # election height of a staker elected there is held (tree layout 8 still).
-PROTOCOL_VERSION = 9
+# 10: an election takes in at most ``newcomers_allowed`` producers not in the outgoing
+# set (``consensus.election.elect``): stake could elect dormant members, a third of the
+# set, and stop the chain for good; other sets after such elections (tree layout 8
+# still).
+PROTOCOL_VERSION = 10
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.
