@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from apps.commerce import events as ev
-from apps.commerce.feed import WHOLE_BLOCK, FeedHub, Subscriber
+from apps.commerce.feed import WHOLE_BLOCK, FeedHub, FeedItem, Subscriber
 from core import BlockHeader
 from vm import Event, Receipt
 
@@ -140,3 +140,22 @@ async def test_the_block_message_counts_transactions_from_the_block_itself() -> 
         await until(lambda: hub.delivered() == 1)
         assert [json.loads(item.text)["num_txs"] for item in blocks.take()] == [1]
         assert ("receipts", 1) in reader.reads
+
+
+async def test_a_blocks_messages_are_queued_at_once_from_a_subscribers_position() -> None:
+    # A block's messages go to each subscriber as one shared list (publishing costs the
+    # hub a few operations a subscriber, not one per message); a subscriber that
+    # replayed into the block gets the rest of it only, in order, and one whose queue
+    # would pass its bound is dropped whole, as item by item.
+    items = [FeedItem((5, i), "commerce.order_placed", "x" * 10) for i in range(4)]
+    caught_up = Subscriber((4, WHOLE_BLOCK), 1 << 20)
+    replayed = Subscriber((5, 1), 1 << 20)
+    tight = Subscriber((4, WHOLE_BLOCK), 35)
+    for sub in (caught_up, replayed, tight):
+        sub.push_all(items, 40)
+    assert caught_up.take() == items and caught_up.take() == []
+    assert replayed.take() == items[2:]
+    assert tight.overflow and tight.take() == []
+    seen = Subscriber((5, 3), 1 << 20)
+    seen.push_all(items, 40)
+    assert seen.take() == [] and not seen.wake.is_set()
