@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consensus import producer_set, producers_for_height, record_missed
-from consensus.election import rank_candidates
+from consensus.election import elect, newcomers_allowed, rank_candidates
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,
     PROPOSE_REMOVE_MEMBER,
@@ -365,3 +365,50 @@ def test_no_coalition_under_a_third_gets_an_honest_producer_jailed(data):
         chain.block(signers=tuple(signed), proposer=proposer, commit_round=commit_round)
         for key in honest:
             assert not chain.candidate(key).jailed, key.hex()
+
+
+# Ten genesis producers: each a member and a candidate that bonded SELF_BOND.
+TEN = Chain(make_genesis(validators=10, params=PARAMS.replace(max_producers=10)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    weights=st.lists(st.integers(0, 3), min_size=10, max_size=10),
+    jailed=st.lists(st.booleans(), min_size=10, max_size=10),
+    outgoing=st.sets(st.integers(0, 9), min_size=1, max_size=10),
+    size=st.integers(1, 10),
+)
+def test_an_election_keeps_the_newcomer_bound_and_is_the_best_such_set(
+    weights, jailed, outgoing, size
+):
+    # For any ranking (ties included), eligibility and outgoing set: the set is the
+    # largest that takes in no more than ``newcomers_allowed`` newcomers, made of the
+    # best ranked newcomers of the top ``max_producers`` and the best ranked
+    # incumbents, best first; with no eligible incumbent, the top ``max_producers``.
+    state = dict(TEN.state)
+    for i in range(10):
+        set_candidate(state, PUB[i], weight=weights[i], jailed=jailed[i])
+    params = PARAMS.replace(max_producers=size)
+    out = frozenset(PUB[i] for i in outgoing)
+    ranked = rank_candidates(state, params)
+    got = elect(state, params, out)
+    assert got == sorted(got, key=lambda kw: (-kw[1], kw[0]))
+    assert len(got) <= size and (len(got) > 0) == (len(ranked) > 0)
+    keep = [kw for kw in ranked if kw[0] in out]
+    if not keep:
+        assert got == ranked[:size]
+        return
+    new = [kw for kw in ranked if kw[0] not in out]
+    top_new = len([kw for kw in ranked[:size] if kw[0] not in out])
+    # Brute force: of the sets of the best k newcomers and best j incumbents that fit
+    # and keep the bound, the largest, then the one with the most newcomers.
+    n, k = max(
+        (j + k, k)
+        for k in range(top_new + 1)
+        for j in range(len(keep) + 1)
+        if j + k <= size and k <= newcomers_allowed(j + k)
+    )
+    assert sorted(got) == sorted(new[:k] + keep[: n - k])
+    # From four producers up, the incumbents kept make a quorum on their own.
+    if n >= 4:
+        assert n - k >= ValidatorSet.of([key for key, _ in got]).quorum
