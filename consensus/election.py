@@ -79,9 +79,16 @@ def elect(
     never reaches a quorum: no block comes, so the missed-slot jailing that would
     remove them (it needs blocks) never runs, and the chain stops for good. With
     fewer newcomers than the faults a set tolerates, the outgoing producers, who
-    just made blocks, keep a quorum, and dormant newcomers are jailed within the
-    epoch. When no outgoing producer is eligible there is no quorum to keep, and the
-    top ``max_producers`` win.
+    just made blocks, keep a quorum: a newcomer dormant from its first block is
+    jailed within the epoch (when ``max_missed_slots`` is under its share of the
+    epoch's slots). It does not stop stake for good: a member that runs a while,
+    then stops, stays in the set, and a whale can bring such members in one an
+    election; that gives the members the epochs to remove them by governance (their
+    producers still hold a quorum) where one election used to end the chain. A set
+    under four tolerates no fault, and still takes one newcomer (so that it can
+    grow or change by votes): one dormant newcomer stops it, as any producer's
+    crash does. When no outgoing producer is eligible there is no quorum to keep,
+    and the top ``max_producers`` win.
     """
     ranked = rank_candidates(state, params)
     size = min(params.max_producers, MAX_VALIDATORS)

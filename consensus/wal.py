@@ -78,9 +78,13 @@ class WAL:
         # Keep what was logged; drop a torn tail so later appends stay readable.
         try:
             fd = os.open(self._path, os.O_WRONLY)
-            os.ftruncate(fd, good_size)
-            os.lseek(fd, good_size, os.SEEK_SET)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, good_size)
+                os.lseek(fd, good_size, os.SEEK_SET)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
         except OSError as exc:
             raise StorageError(f"cannot reopen consensus WAL {self._path}: {exc}") from exc
         self._fd = fd
@@ -159,15 +163,17 @@ class WAL:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, record)
+                view = memoryview(record)
+                while view:
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
+                # Atomic switch: a crash leaves the old height's log or the new one.
+                os.replace(tmp, self._path)
+                fsync_dir(self._dir)
+                os.lseek(fd, 0, os.SEEK_END)
             except BaseException:
                 os.close(fd)
                 raise
-            # Atomic switch: a crash leaves the old height's log or the new one.
-            os.replace(tmp, self._path)
-            fsync_dir(self._dir)
-            os.lseek(fd, 0, os.SEEK_END)
         except OSError as exc:
             raise StorageError(f"cannot create consensus WAL {self._path}: {exc}") from exc
         self._fd = fd

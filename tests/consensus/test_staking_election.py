@@ -30,6 +30,7 @@ from tests.consensus.staking_helpers import (
     SELF_BOND,
     Chain,
     add_candidate,
+    check_invariants,
     make_genesis,
     pass_proposal,
     set_candidate,
@@ -84,6 +85,7 @@ def test_top_n_with_ties_broken_by_lower_key():
     expected = top if len(new_in_top) <= 1 else [*new_in_top[:1], *incumbents[:2]]
     epoch = next_election(chain)
     assert elected(chain, epoch) == tuple(sorted(expected))
+    check_invariants(chain.state, chain.genesis.total_supply)
 
 
 def test_an_election_takes_in_no_more_newcomers_than_the_set_tolerates_faults():
