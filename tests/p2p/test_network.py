@@ -860,15 +860,26 @@ async def test_a_member_churning_its_address_is_redialed_no_sooner_than_if_it_ke
             server.close()
 
 
-async def test_what_a_frame_decodes_into_counts_against_the_peers_rate():
-    # 4 KB of two-byte "transactions" decode into 1024 objects: the peer's byte rate is
-    # charged for them too (decoding is this loop's work), so such frames cannot come at
-    # the rate of plain bytes. The debt slows its next frames.
-    batch = TxBatch(tuple(i.to_bytes(2, "big") for i in range(TX_BATCH_MAX_ITEMS)))
-    wire = len(batch.encode())
+@pytest.mark.parametrize(
+    "message",
+    [
+        # 4 KB of two-byte "transactions" decode into 1024 objects.
+        TxBatch(tuple(i.to_bytes(2, "big") for i in range(TX_BATCH_MAX_ITEMS))),
+        # A chunk of 16,384 one-byte "nodes" is 49 KB on the wire and 2 ms of the event
+        # loop to decode; a synced node drops one sent unasked unread, so it was charged
+        # its bytes alone: a member could keep the loop busy at its plain byte rate.
+        ChunkResponse(1, bytes(32), 0, bytes(32), (b"x",) * MAX_CHUNK_NODES),
+    ],
+    ids=["tx batch", "state sync chunk"],
+)
+async def test_what_a_frame_decodes_into_counts_against_the_peers_rate(message):
+    # The peer's byte rate is charged for what a frame decodes into too (decoding is
+    # this loop's work), so such frames cannot come at the rate of plain bytes. The
+    # debt slows its next frames.
+    wire = len(message.encode())
     net = Net(2)
     k0, k1 = net.keys
-    # Room for 8 such batches by their bytes, not for 3 by what they hold.
+    # Room for 8 such frames by their bytes, not for 3 by what they hold.
     cfg = dataclasses.replace(FAST, rate_bytes=1_000.0, burst_bytes=8.0 * (wire + 16))
     m0 = net.make_node(k0, config=cfg)
     async with m0.node:
@@ -876,25 +887,5 @@ async def test_what_a_frame_decodes_into_counts_against_the_peers_rate():
         async with m1.node:
             await until(lambda: m0.node.peers() and m1.node.peers())
             for _ in range(3):
-                m1.node.send(k0.public_key, batch)
-            await until(lambda: m0.node.peer_stats()[k1.public_key].throttled > 0)
-
-
-async def test_what_a_state_sync_chunk_decodes_into_counts_against_the_peers_rate():
-    # A chunk of 16,384 one-byte "nodes" is 49 KB on the wire and 2 ms of the event
-    # loop to decode; a synced node drops one sent unasked unread, so it was charged
-    # its bytes alone: a member could keep the loop busy at its plain byte rate.
-    chunk = ChunkResponse(1, bytes(32), 0, bytes(32), (b"x",) * MAX_CHUNK_NODES)
-    wire = len(chunk.encode())
-    net = Net(2)
-    k0, k1 = net.keys
-    # Room for 8 such chunks by their bytes, not for 3 by what they hold.
-    cfg = dataclasses.replace(FAST, rate_bytes=1_000.0, burst_bytes=8.0 * (wire + 16))
-    m0 = net.make_node(k0, config=cfg)
-    async with m0.node:
-        m1 = net.make_node(k1, [PeerAddress(k0.public_key, "127.0.0.1", m0.node.port)])
-        async with m1.node:
-            await until(lambda: m0.node.peers() and m1.node.peers())
-            for _ in range(3):
-                m1.node.send(k0.public_key, chunk)
+                m1.node.send(k0.public_key, message)
             await until(lambda: m0.node.peer_stats()[k1.public_key].throttled > 0)
