@@ -102,9 +102,10 @@ def elect(
         chosen.remove(new[-1])
         back = next((kw for kw in rest if kw[0] in outgoing), None)
         if back is not None:
+            # Ranked below all of ``chosen`` (it was left out of the top), so the list
+            # stays best first.
             rest.remove(back)
             chosen.append(back)
-            chosen.sort(key=lambda kw: (-kw[1], kw[0]))
 
 
 def elect_producers(state: Overlay, ctx: BlockContext) -> None:
