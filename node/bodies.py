@@ -24,6 +24,7 @@ from aiohttp import web
 
 from apps.routes import client_of
 from core import HttpError, Invalid
+from node.mempool import STALE_CODES
 
 # msgpack array headers: fixarray 0x90-0x9f (count in the low nibble), array 16 and 32.
 _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
@@ -106,9 +107,9 @@ SMALL_ANSWER_BYTES = 16 * 1024
 # signature check, an account read) and their sender nothing: bytes that are no
 # transaction, a bad signature, another chain's, and copies of spent ones (any block's
 # transactions, replayed: the peers' gossip has the same budget, ``node.mempool``).
-UNPAID_CODES = frozenset(
-    {"malformed", "too_large", "wrong_chain", "bad_signature", "unknown_type"}
-    | {"nonce_too_low", "expired"}
+UNPAID_CODES = (
+    frozenset({"malformed", "too_large", "wrong_chain", "bad_signature", "unknown_type"})
+    | STALE_CODES
 )
 # Client addresses whose unpaid refusals are remembered; past it the least recently
 # charged one is forgotten (it starts again with a full budget, as any new address).
