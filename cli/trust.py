@@ -192,7 +192,7 @@ class Anchor:
         seen.header, seen.header_url = header, client.url
         return value, header.height
 
-    def require_recent(self, what: str, now_s: float | None = None) -> None:
+    def require_recent(self, what: str) -> None:
         """Refuse (``stale_state``) when the header this command's proofs were made
         against is older than ``MAX_STATE_AGE_S`` by the local clock: the node picks the
         height it proves at, so it can answer at any height it keeps, with valid proofs.
@@ -202,7 +202,7 @@ class Anchor:
         header = self.verified.header
         if header is None:
             return
-        now_ms = int((time.time() if now_s is None else now_s) * 1000)
+        now_ms = int(time.time() * 1000)
         age_s = (now_ms - header.time_ms) / 1000
         if age_s > MAX_STATE_AGE_S:
             raise NodeError(
