@@ -163,6 +163,36 @@ def test_an_honest_clock_skewed_within_precision_still_prevotes(tmp_path):
     assert [v.block_hash for v in h.transport.votes(PV)] == [genuine.block.hash]
 
 
+def test_producers_of_consecutive_heights_dating_back_hold_the_clock_at_most_d_plus_p_behind(
+    tmp_path,
+):
+    # Producers of consecutive heights (neighbours in the sorted keys: the schedule is
+    # round-robin over them) each date their block parent + 1 ms and hold it back for a
+    # block interval and a proposal timeout. Each block alone is timely, so the lag adds
+    # up from height to height, up to D + P behind our clock and no further
+    # (docs/consensus.md, Bounds).
+    h = make_engine(tmp_path)
+    bound = SYNCHRONY.message_delay(0) + SYNCHRONY.precision_ms
+    held_ms = 3_500  # a node's default block interval (500 ms) and timeout_propose (3 s)
+    seen = []
+    for height in (1, 2, 3):
+        h.clock.wall_offset_ms += held_ms
+        key = proposer(height, 0)
+        block = make_block(h.app, height, 0, key)  # dated parent + 1 ms
+        h.deliver(sign_proposal(key, height, 0, block))
+        (prevote,) = [v for v in h.transport.votes(PV, 0) if v.height == height]
+        seen.append((h.clock.time_ms() - block.header.time_ms, prevote.block_hash == block.hash))
+        if prevote.block_hash != block.hash:
+            break
+        h.votes_from(OTHERS, PV, 0, block.hash, height=height)
+        h.votes_from(OTHERS, PC, 0, block.hash, height=height)
+        assert h.app.height() == height
+        h.clock.advance(CONFIG.timeout_commit_ms)
+    assert [prevoted for _, prevoted in seen] == [True, True, False]
+    (lag1, _), (lag2, _), (lag3, _) = seen
+    assert lag1 < held_ms < 2 * held_ms < lag2 <= bound < lag3
+
+
 def test_a_proof_of_lock_reproposal_is_not_judged_by_its_old_time(tmp_path):
     h = make_engine(tmp_path)
     genuine, _ = genuine_and_tampered(h)
