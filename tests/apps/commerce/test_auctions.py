@@ -22,6 +22,7 @@ from apps.commerce.views import (
 )
 from core.codec import UINT64_MAX
 from tests.apps.commerce.helpers import (
+    CHAIN_PARAMS,
     FEE,
     PRICE,
     REGISTRY,
@@ -422,6 +423,43 @@ def test_anti_snipe_stops_at_its_cap():
     assert auction(chain).end_ms == max_end
     chain.wait(max_end - chain.time_ms)
     assert auction(chain).status == AuctionStatus.SOLD
+
+
+# How far back a producer can date its block (docs/consensus.md, Bounds): about a block
+# interval and timeout_propose alone (3.5 s at a node's defaults); producers of
+# consecutive heights, up to D + P between them (10.5 s).
+_ONE_PRODUCER_MS = 3_500
+_BLOCK_INTERVAL_MS = 500
+_NEIGHBOURS_MS = CHAIN_PARAMS.time_message_delay_ms + CHAIN_PARAMS.time_precision_ms
+
+
+@pytest.mark.parametrize(
+    ("dated_back_ms", "code", "winner"),
+    [(_ONE_PRODUCER_MS, "ok", "bob"), (_NEIGHBOURS_MS, "auction_closed", "carol")],
+    ids=["one-producer", "neighbour-producers"],
+)
+def test_a_snipe_dated_back_leaves_rivals_the_counter_less_what_it_was_dated_back(
+    dated_back_ms, code, winner
+):
+    # The documented limit of anti-snipe (docs/commerce.md, What members are trusted
+    # with): its clock counts from the sniping block's time, which its producer chose.
+    # A rival who answers once that block is final has the counter less how far back
+    # the block was dated; at the defaults (10 s against D + P = 10.5 s), nothing.
+    assert TEST_PARAMS.auction_counter_ms == CommerceParams().auction_counter_ms
+    chain = new_chain()
+    shop = open_shop(chain)
+    start(chain, 10, duration=30 * S)
+    end_ms = auction(chain).end_ms
+    place(chain, shop, "alice", 1, 10)
+    # The producer's block: 1 ms before the end, carol's bid in, its rivals' left out.
+    chain.ok("carol", tx.BID, bid(shop, 1, 20), advance_ms=end_ms - 1 - chain.time_ms)
+    assert auction(chain).end_ms == end_ms - 1 + TEST_PARAMS.auction_counter_ms
+    # The next block, an honest one, is dated by its producer's clock: what the snipe
+    # was dated back, and a block interval. Bob's answer is in it.
+    r = chain.run("bob", tx.BID, bid(shop, 1, 50), advance_ms=dated_back_ms + _BLOCK_INTERVAL_MS)
+    assert r.code == code, r.message
+    chain.wait(TEST_PARAMS.auction_max_extension_ms)
+    assert get_order(chain.state, 1).buyer == chain.addr(winner)
 
 
 def test_state_per_auction_does_not_grow_with_bidders():
