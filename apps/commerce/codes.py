@@ -45,7 +45,8 @@ SHARED: dict[str, str] = {
     "unknown_item": "no such item",
     "invalid_time": "an event time after the block time",
     "not_custodian": "the signer (or merchant) is not the item's custodian",
-    "not_owner": "the signer (or merchant) is not the owner of an item sold on chain",
+    "not_owner": "the signer (or merchant) is not the owner of an item sold on chain (or, "
+    "decommissioning an item never sold, its maker)",
     "item_decommissioned": "the item was decommissioned",
     "item_locked": "the item ships in an order or has a pending hand-off",
     "too_many_events": "the item's history holds 2**32-1 events",

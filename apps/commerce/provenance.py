@@ -118,6 +118,20 @@ def _require_owner(item: Item, signer: bytes, label: str) -> None:
         )
 
 
+def _require_owner_to_end(item: Item, signer: bytes, label: str) -> None:
+    # Decommissioning ends an item for good, so it is for whom the item belongs to: its
+    # owner, or its maker until it is first sold on chain. A carrier or an inspector
+    # holding someone else's item records what it sees (inspecting, damaged), never its end.
+    belongs_to = item.maker if item.owner is None else item.owner
+    if signer != belongs_to:
+        whose = "was never sold on chain, its maker" if item.owner is None else "is owned by"
+        raise TxFailed(
+            f"item {label} {whose} {addr(belongs_to)}: only they may decommission it, "
+            f"signer is {addr(signer)}",
+            "not_owner",
+        )
+
+
 def require_resellable(state: Overlay, item_id: ItemId, signer: bytes) -> bytes:
     """The ref of an item ``signer`` may list for resale: active, owned and held by the
     signer, not travelling in an order nor in a hand-off."""
@@ -310,6 +324,7 @@ def process_register_item(state: Overlay, tx: TxInfo, p: RegisterItem, ctx: Bloc
             "not_custodian",
             "item_decommissioned",
             "item_locked",
+            "not_owner",
             "too_many_events",
         ),
         "invalid_step": "a business step that attestations may not record",
@@ -349,6 +364,8 @@ def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> 
     # An item travelling in an order cannot leave existence before the order ends.
     if decommission and item.order_id:
         raise TxFailed(f"item {label} ships in order {item.order_id}", "item_locked")
+    if decommission:
+        _require_owner_to_end(item, signer, label)
     event = _event(
         item,
         ctx,

@@ -247,3 +247,26 @@ def test_a_settlement_counts_its_items_against_the_deadline_budget():
         OrderState.COMPLETED
     }
     assert view(chain, item("S3X2")).owner == chain.addr("carol")
+
+
+def test_only_the_maker_of_an_unsold_item_decommissions_it_not_who_carries_it():
+    """A carrier holding the maker's item in transit attested its decommissioning: the
+    item was dead for good (never shipped, never sold) on a custodian's word alone."""
+    chain = chain_with_roles()
+    now = chain.time_ms
+    destroy = tx.Attest(A1, "decommissioning", "destroyed", "", "", now, b"")
+    chain.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(A1, chain.addr("carrier")))
+    chain.ok("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    r = chain.fails("carrier", tx.ATTEST, destroy, "not_owner")
+    assert "maker" in r.message
+    # The carrier still records what it sees, and hands the parcel on.
+    chain.ok("carrier", tx.ATTEST, tx.Attest(A1, "inspecting", "damaged", "", "", now, b""))
+    chain.ok("carrier", tx.PROPOSE_CUSTODY, tx.ProposeCustody(A1, chain.addr("inspector")))
+    chain.ok("inspector", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.fails("inspector", tx.ATTEST, destroy, "not_owner")
+    assert view(chain).status == "active"
+    # Back in its maker's hands, the maker ends it.
+    chain.ok("inspector", tx.PROPOSE_CUSTODY, tx.ProposeCustody(A1, chain.addr("maker")))
+    chain.ok("maker", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.ok("maker", tx.ATTEST, destroy)
+    assert view(chain).status == "decommissioned"

@@ -113,6 +113,29 @@ def test_only_the_owner_holding_the_item_resells_it():
     chain.ok("carol", tx.PLACE_ORDER, order(3, alice_key, 3 * PRICE))
 
 
+def test_a_custodian_cannot_decommission_the_owners_item():
+    """Alice owns the teapot and leaves it with an inspector: the inspector attested its
+    decommissioning, and alice's item was dead for good (never to be resold)."""
+    chain = sold_to_alice()
+    now = chain.time_ms
+    destroy = tx.Attest(TEAPOT, "decommissioning", "destroyed", "", "", now, b"")
+    chain.ok("alice", tx.PROPOSE_CUSTODY, tx.ProposeCustody(TEAPOT, chain.addr("inspector")))
+    chain.ok("inspector", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
+    r = chain.fails("inspector", tx.ATTEST, destroy, "not_owner")
+    assert "owned by" in r.message
+    # The maker made it, but it is alice's now.
+    chain.ok("inspector", tx.PROPOSE_CUSTODY, tx.ProposeCustody(TEAPOT, chain.addr("maker")))
+    chain.ok("maker", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
+    chain.fails("maker", tx.ATTEST, destroy, "not_owner")
+    assert item_view(chain.state, TEAPOT.gtin, TEAPOT.serial).status == "active"
+    # Its owner, holding it (and an attestor), may end it.
+    chain.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(TEAPOT, chain.addr("alice")))
+    chain.ok("alice", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("alice"), int(Role.INSPECTOR), b""))
+    chain.ok("alice", tx.ATTEST, destroy)
+    assert item_view(chain.state, TEAPOT.gtin, TEAPOT.serial).status == "decommissioned"
+
+
 def test_a_resale_listing_sells_its_one_item_once():
     """Restocking a resale listing would sell one item several times over: an order of
     three units shipped with the one item, other buyers' escrow held until it expired."""

@@ -56,6 +56,7 @@ from apps.commerce.model import (
     AuctionStatus,
     DealBucket,
     DealStatus,
+    ItemStatus,
     OrderState,
     Role,
 )
@@ -68,6 +69,7 @@ from apps.commerce.views import (
     get_listing,
     get_merchant,
     get_order,
+    item_history,
 )
 from tests.apps.commerce.helpers import MIN, TEST_PARAMS, Chain, enc_keys, item
 from vm import TRANSFER, Transfer
@@ -551,7 +553,9 @@ class CommerceMachine(RuleBasedStateMachine):
             self.add(who, tx.ACCEPT_CUSTODY if kind == 2 else tx.REFUSE_CUSTODY, tx.ItemRef(it))
         elif kind == 4:
             who = data.draw(st.sampled_from(("carrier", "maker")))
-            payload = tx.Attest(it, "inspecting", "ok", "urn:y", "", now, b"")
+            # Now and then its end: for its owner, or its maker before its first sale.
+            step = data.draw(st.sampled_from(("inspecting", "inspecting", "decommissioning")))
+            payload = tx.Attest(it, step, "ok", "urn:y", "", now, b"")
             self.add(who, tx.ATTEST, payload)
         else:
             # Resale: mostly by its owner, else by whoever holds or once sold it.
@@ -633,6 +637,10 @@ class CommerceMachine(RuleBasedStateMachine):
                 # Its owner is the buyer of a settled order that carried it; none before.
                 buyers = {o.buyer for o in orders if it.ref in o.items and o.state in settled}
                 assert (it.owner in buyers) if buyers else it.owner is None, (serial, it.owner)
+            if it is not None and it.status == ItemStatus.DECOMMISSIONED:
+                # Ended by whom it belonged to: its owner, or its maker if never sold.
+                (end,) = [e for e in item_history(c.state, it.gtin, serial) if e.action == "DELETE"]
+                assert end.attestor == (it.maker if it.owner is None else it.owner), serial
             if it is not None and it.order_id:
                 # An item is locked only to an order that is still on its way.
                 order = get_order(c.state, it.order_id)
