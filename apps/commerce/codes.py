@@ -48,7 +48,8 @@ SHARED: dict[str, str] = {
     "not_owner": "the signer (or merchant) is not the owner of an item sold on chain (or, "
     "decommissioning an item never sold, its maker)",
     "item_decommissioned": "the item was decommissioned",
-    "item_locked": "the item ships in an order or has a pending hand-off",
+    "item_locked": "the item ships in an order or has a pending hand-off (or, shipping in an "
+    "order, is handed to other than a carrier, its buyer or merchant)",
     "too_many_events": "the item's history holds 2**32-1 events",
     "no_pending_handoff": "no hand-off of the item is pending to the signer",
     # What vm/currency.py's checks give, meaning what they mean there.

@@ -39,7 +39,15 @@ from apps.commerce.payloads import (
     ProposeCustody,
     RegisterItem,
 )
-from apps.commerce.store import addr, config, load, require_item, require_role, require_text
+from apps.commerce.store import (
+    addr,
+    config,
+    load,
+    require_item,
+    require_role,
+    require_text,
+    roles_of,
+)
 from core.codec import replace
 from core.errors import NodeFault
 from vm.context import BlockContext
@@ -388,17 +396,19 @@ def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> 
 @TX_TYPES.declare(
     PROPOSE_CUSTODY,
     ProposeCustody,
-    "custodian: propose a hand-off (shipping event)",
+    "custodian: propose a hand-off (shipping event); while the item ships in an order, to "
+    "a carrier, its buyer or its merchant",
     codes=shared(
         "commerce_disabled",
         "self_dealing",
         "unknown_item",
         "not_custodian",
         "item_decommissioned",
+        "item_locked",
         "too_many_events",
     ),
     events={ev.CUSTODY_PROPOSED, ev.ITEM_EVENT},
-    reads={P.CONFIG},
+    reads={P.CONFIG, P.ORDER, P.ROLE},
     writes={P.ITEM, P.ITEM_EVENT},
     view="ItemView",
 )
@@ -415,6 +425,10 @@ def process_propose_custody(
     # Handing an item to its own custodian changes nothing.
     if p.to == signer:
         raise TxFailed(f"item {label} is already in the custody of {addr(signer)}", "self_dealing")
+    # An item shipping in an order is the buyer's on its way: it goes on to a carrier or
+    # the buyer, or back to the merchant (a return), never to a third party.
+    if item.order_id:
+        _require_on_the_way(state, item, p.to, label)
     event = _event(
         item,
         ctx,
@@ -427,6 +441,19 @@ def process_propose_custody(
     )
     _append(state, item, event, pending_to=p.to)
     state.emit(ev.make(ev.CUSTODY_PROPOSED, item=ref, to=p.to))
+
+
+def _require_on_the_way(state: Overlay, item: Item, to: bytes, label: str) -> None:
+    order = load(state, keys.order_key(item.order_id), Order)
+    if order is None:
+        raise NodeFault(f"item {label} is locked to order {item.order_id}, which is missing")
+    if to in (order.buyer, order.merchant) or roles_of(state, to).roles & Role.CARRIER:
+        return
+    raise TxFailed(
+        f"item {label} ships in order {order.id}: it goes to a carrier, the buyer or the "
+        f"merchant, not {addr(to)}",
+        "item_locked",
+    )
 
 
 def _pending_for(state: Overlay, p: ItemRef, signer: bytes) -> tuple[Item, str]:

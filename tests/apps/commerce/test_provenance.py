@@ -193,9 +193,9 @@ def test_an_item_in_an_order_keeps_the_last_place_of_its_history_for_its_settlem
     chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
     chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
     chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, (x,)))
-    chain.ok("merchant", tx.PROPOSE_CUSTODY, tx.ProposeCustody(x, chain.addr("bob")))
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, tx.ProposeCustody(x, chain.addr("alice")))
     assert Item.decode(chain.state[key]).event_count == MAX_SEQ - 1
-    chain.fails("bob", tx.REFUSE_CUSTODY, tx.ItemRef(x), "too_many_events")
+    chain.fails("alice", tx.REFUSE_CUSTODY, tx.ItemRef(x), "too_many_events")
     chain.wait(31 * MIN)  # the confirm deadline settles the order: the item is alice's
     settled = Item.decode(chain.state[key])
     assert (settled.event_count, settled.owner, settled.order_id) == (
@@ -270,3 +270,33 @@ def test_only_the_maker_of_an_unsold_item_decommissions_it_not_who_carries_it():
     chain.ok("maker", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
     chain.ok("maker", tx.ATTEST, destroy)
     assert view(chain).status == "decommissioned"
+
+
+def test_an_item_shipping_in_an_order_goes_only_to_a_carrier_its_buyer_or_back():
+    """The parcel bought by alice could be handed by its merchant (or a carrier) to
+    anyone: the chain then showed a stranger holding alice's item, and on a refund the
+    item stayed with that stranger."""
+    chain = chain_with_roles()
+    shop = open_shop(chain)
+    chain.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(A1, chain.addr("merchant")))
+    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,)))
+    to = lambda name: tx.ProposeCustody(A1, chain.addr(name))  # noqa: E731
+    r = chain.fails("merchant", tx.PROPOSE_CUSTODY, to("stranger"), "item_locked")
+    assert "order 1" in r.message
+    # A carrier takes it on; it goes on to a carrier or to its buyer, not elsewhere.
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, to("carrier"))
+    chain.ok("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.fails("carrier", tx.PROPOSE_CUSTODY, to("bob"), "item_locked")
+    chain.ok("carrier", tx.PROPOSE_CUSTODY, to("alice"))
+    chain.ok("alice", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    # A return goes back the same way: to a carrier or to the merchant.
+    chain.fails("alice", tx.PROPOSE_CUSTODY, to("stranger"), "item_locked")
+    chain.ok("alice", tx.PROPOSE_CUSTODY, to("merchant"))
+    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.ok("merchant", tx.REFUND, tx.Refund(1, 1_000))
+    # The order over, the item is free to go anywhere again.
+    assert (view(chain).custodian, view(chain).order_id) == (chain.addr("merchant"), 0)
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, to("stranger"))

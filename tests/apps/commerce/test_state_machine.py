@@ -545,11 +545,11 @@ class CommerceMachine(RuleBasedStateMachine):
             who = data.draw(st.sampled_from(("maker", "maker", "carrier")))
             self.add(who, tx.REGISTER_ITEM, tx.RegisterItem(it, "", "urn:x", now))
         elif kind == 1:
-            frm = data.draw(st.sampled_from(("maker", "carrier", "m1")))
-            to = self.chain.addr(data.draw(st.sampled_from(("carrier", "m1", "m2"))))
+            frm = data.draw(st.sampled_from(("maker", "carrier", "m1", "m2", "b1")))
+            to = self.chain.addr(data.draw(st.sampled_from(("carrier", "m1", "m2", "b1", "b2"))))
             self.add(frm, tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, to))
         elif kind in (2, 3):
-            who = data.draw(st.sampled_from(("carrier", "m1", "m2")))
+            who = data.draw(st.sampled_from(("carrier", "m1", "m2", "b1", "b2")))
             self.add(who, tx.ACCEPT_CUSTODY if kind == 2 else tx.REFUSE_CUSTODY, tx.ItemRef(it))
         elif kind == 4:
             who = data.draw(st.sampled_from(("carrier", "maker")))
@@ -646,6 +646,9 @@ class CommerceMachine(RuleBasedStateMachine):
                 order = get_order(c.state, it.order_id)
                 shipped = (OrderState.SHIPPED, OrderState.DISPUTED, OrderState.ESCALATED)
                 assert order.state in shipped
+                # On its way it is held by, or handed to, a carrier, its buyer or merchant.
+                way = {order.buyer, order.merchant, c.addr("carrier")}
+                assert it.custodian in way and it.pending_to in (way | {None}), serial
 
 
 CommerceMachine.TestCase.settings = settings(
