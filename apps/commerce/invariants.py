@@ -27,6 +27,7 @@ from apps.commerce.model import (
     DealClock,
     DealStatus,
     Dispute,
+    Item,
     Listing,
     Merchant,
     Order,
@@ -39,6 +40,7 @@ from apps.commerce.model import (
 )
 from apps.commerce.orders import units_bought
 from apps.commerce.params import CommerceGenesis
+from apps.commerce.provenance import offers_item
 from apps.commerce.store import escrow, load, peek_next_id
 from core.codec import Wire
 from vm.accounts import NATIVE, get_account
@@ -236,6 +238,18 @@ def check_invariants(
             bad(f"listing {lst.id} belongs to unregistered merchant {lst.merchant.hex()}")
         elif [merchant.rating_sum, merchant.rating_count] != rating[lst.merchant]:
             bad(f"merchant {lst.merchant.hex()} rating aggregate differs from its reviews")
+
+    # An item is offered (or held for a buyer) by one resale listing at most, the one it
+    # names: so one buyer at most pays into escrow for it.
+    offered_by: dict[bytes, list[int]] = defaultdict(list)
+    for lst in listings.values():
+        if lst.item_ref and offers_item(lst):
+            offered_by[lst.item_ref].append(lst.id)
+    for ref, offering in offered_by.items():
+        item = load(state, keys.item_key(ref), Item)
+        names = None if item is None else item.listing_id
+        if offering != [names]:
+            bad(f"item {ref.hex()} is offered by listings {offering}, it names listing {names}")
 
     # A merchant's counts of open deals and auctions (its per-merchant limits) are exact.
     open_of: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])

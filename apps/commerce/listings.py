@@ -22,7 +22,7 @@ from apps.commerce.payloads import (
     StockChange,
     UpdateListing,
 )
-from apps.commerce.provenance import require_resellable
+from apps.commerce.provenance import offer_item, require_resellable
 from apps.commerce.store import (
     addr,
     config,
@@ -97,11 +97,12 @@ def _require_active(listing: Listing) -> None:
         "not_custodian",
         "not_owner",
         "item_locked",
+        "item_listed",
     )
     | _INVALID_RESALE,
     events={ev.LISTING_CREATED},
-    reads={P.CONFIG, P.MERCHANT, KeyPrefix.CURRENCY, P.ITEM},
-    writes={P.COUNTER, P.LISTING, P.LISTING_VERSION},
+    reads={P.CONFIG, P.MERCHANT, KeyPrefix.CURRENCY},
+    writes={P.COUNTER, P.LISTING, P.LISTING_VERSION, P.ITEM},
     view="ListingView",
 )
 def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: BlockContext) -> None:
@@ -145,6 +146,8 @@ def process_create_listing(state: Overlay, tx: TxInfo, p: CreateListing, ctx: Bl
     )
     state.set_obj(keys.listing_key(listing_id), listing)
     state.set_obj(keys.listing_version_key(listing_id, 1), terms)
+    if item_ref:
+        offer_item(state, item_ref, listing_id)
     state.emit(
         ev.make(
             ev.LISTING_CREATED,

@@ -559,6 +559,9 @@ class Item(Wire):
     # (a resale order's buyer in turn). Custody is apart: an owner may hand the item
     # to a carrier or an inspector and still own it; only an owner sells it.
     owner: Address | None = None
+    # The resale listing that offers it (0: none), set when its owner lists it; it offers
+    # the item while active with its one unit unsold, and no other listing may meanwhile.
+    listing_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -700,6 +700,7 @@ def process_accept_order(state: Overlay, tx: TxInfo, p: OrderRef, ctx: BlockCont
             "not_custodian",
             "item_decommissioned",
             "item_locked",
+            "item_listed",
             "too_many_events",
             "not_owner",
         ),

@@ -23,6 +23,8 @@ from apps.commerce.model import (
     Item,
     ItemId,
     ItemStatus,
+    Listing,
+    ListingStatus,
     Order,
     ProvenanceEvent,
     Role,
@@ -52,7 +54,7 @@ from core.codec import replace
 from core.errors import NodeFault
 from vm.context import BlockContext
 from vm.registry import TxClass, TxFailed, TxInfo, TxTable
-from vm.state import Overlay
+from vm.state import Overlay, StateView
 
 # EPCIS / CBV business steps an attestor may record; commissioning is recorded by
 # registration, shipping/receiving by hand-offs and retail_selling by settlement.
@@ -140,20 +142,63 @@ def _require_owner_to_end(item: Item, signer: bytes, label: str) -> None:
         )
 
 
+def _offering(state: StateView, item: Item) -> int:
+    """The resale listing that offers ``item`` (0: none): the one it names, until that
+    listing has sold its one unit (a sold unit never comes back), or is delisted with the
+    unit held by no order, deal or auction."""
+    if not item.listing_id:
+        return 0
+    listing = load(state, keys.listing_key(item.listing_id), Listing)
+    if listing is None:
+        raise NodeFault(f"item {item.ref.hex()} names listing {item.listing_id}, which is missing")
+    return listing.id if offers_item(listing) else 0
+
+
+def offers_item(listing: Listing) -> bool:
+    """Whether a resale listing still offers (or holds for a buyer) its item."""
+    return not listing.sold and (listing.status == ListingStatus.ACTIVE or listing.reserved > 0)
+
+
+def _require_not_offered(state: StateView, item: Item, label: str, listing_id: int) -> None:
+    # One listing offers an item at a time, so one buyer's escrow at most waits for it.
+    offering = _offering(state, item)
+    if offering and offering != listing_id:
+        expected = f"listing {listing_id}'s" if listing_id else "no listing's"
+        raise TxFailed(
+            f"item {label} is offered by listing {offering}, expected {expected} (delist it first)",
+            "item_listed",
+        )
+
+
 def require_resellable(state: Overlay, item_id: ItemId, signer: bytes) -> bytes:
     """The ref of an item ``signer`` may list for resale: active, owned and held by the
-    signer, not travelling in an order nor in a hand-off."""
+    signer, not travelling in an order nor in a hand-off, offered by no other listing."""
     ref = keys.item_ref(item_id.gtin, item_id.serial)
     label = item_label(item_id)
     item = require_item(state, ref, label)
     _require_active(item, label)
+    # Only an owner resells. An item never sold on chain has none yet, and its holder may
+    # be a carrier: its supply chain sells it through an ordinary listing.
+    if item.owner is None:
+        raise TxFailed(
+            f"item {label} has never been sold on chain: only an owner resells", "not_owner"
+        )
     _require_owner(item, signer, label)
     # A resale is shipped by the seller, who must hold the item.
     _require_custodian(item, signer, label)
     # An item travelling (in an order or a hand-off) cannot be offered.
     if item.order_id or item.pending_to is not None:
         raise TxFailed(f"item {label} ships in an order or a hand-off", "item_locked")
+    _require_not_offered(state, item, label, 0)
     return ref
+
+
+def offer_item(state: Overlay, ref: bytes, listing_id: int) -> None:
+    """``listing_id`` now offers the item (checked by ``require_resellable``)."""
+    item = load(state, keys.item_key(ref), Item)
+    if item is None:
+        raise NodeFault(f"listing {listing_id} offers a missing item {ref.hex()}")
+    state.set_obj(keys.item_key(ref), replace(item, listing_id=listing_id))
 
 
 def _require_active(item: Item, label: str) -> None:
@@ -566,6 +611,8 @@ def lock_for_order(state: Overlay, order: Order, items: Sequence[ItemId]) -> tup
             raise TxFailed(
                 f"item {label} has a hand-off pending to {addr(item.pending_to)}", "item_locked"
             )
+        # An item a resale listing offers ships in that listing's order only.
+        _require_not_offered(state, item, label, order.listing_id)
         state.set_obj(keys.item_key(ref), replace(item, order_id=order.id))
         refs.append(ref)
     return tuple(refs)
@@ -607,4 +654,5 @@ def hand_to_buyer(state: Overlay, order: Order, ctx: BlockContext, tx_hash: byte
             owner=order.buyer,
             pending_to=None,
             order_id=0,
+            listing_id=0,
         )

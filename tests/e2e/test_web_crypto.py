@@ -325,6 +325,7 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
             1_700_000_000_000,
             "Copper kettle",
             who[1],
+            7,
         ),
         ProvenanceEvent(
             1,

@@ -6,7 +6,7 @@ import dataclasses
 
 from apps.commerce import check_invariants, keys
 from apps.commerce import payloads as tx
-from apps.commerce.model import Order
+from apps.commerce.model import Item, Order
 from tests.apps.commerce.helpers import new_chain, open_shop
 from tests.apps.commerce.test_auctions import start
 
@@ -63,3 +63,17 @@ def test_an_open_deal_or_auction_the_clock_would_not_reach():
     (problem,) = problems(chain)
     assert problem.startswith("open auction 1 is not in bucket ")
     assert problem.endswith(" within the auction clock None")
+
+
+def test_an_item_offered_by_a_listing_it_does_not_name():
+    # Another listing could then offer it too, and take a second buyer's escrow for it.
+    from tests.apps.commerce.test_resale import TEAPOT, become_merchant, resale, sold_to_alice
+
+    chain = sold_to_alice()
+    become_merchant(chain, "alice")
+    chain.ok("alice", tx.CREATE_LISTING, resale())
+    assert problems(chain) == []
+    ref = keys.item_ref(TEAPOT.gtin, TEAPOT.serial)
+    item = Item.decode(chain.state[keys.item_key(ref)])
+    chain.state[keys.item_key(ref)] = dataclasses.replace(item, listing_id=0).encode()
+    assert problems(chain) == [f"item {ref.hex()} is offered by listings [2], it names listing 0"]

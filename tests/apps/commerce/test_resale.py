@@ -152,3 +152,66 @@ def test_a_resale_listing_sells_its_one_item_once():
     chain.ok("bob", tx.PLACE_ORDER, order(2, alice_key, 3 * PRICE))
     # Sold, it stays sold: the item is no longer the seller's to offer again.
     chain.fails("alice", tx.RESTOCK, tx.StockChange(2, 1), "invalid_resale")
+
+
+def test_an_item_is_offered_by_one_listing_at_a_time():
+    """Alice listed her one teapot twice (or listed it and sold it through an ordinary
+    listing too): bob and carol each paid into escrow for it, and one of them could only
+    wait for the ship deadline to have the money back."""
+    chain = sold_to_alice()
+    alice_key = become_merchant(chain, "alice")
+    chain.ok("alice", tx.CREATE_LISTING, resale())  # listing 2
+    r = chain.fails("alice", tx.CREATE_LISTING, resale(price=PRICE), "item_listed")
+    assert "listing 2" in r.message
+    # Nor does it ship in another listing's order while listing 2 offers it.
+    chain.ok("alice", tx.CREATE_LISTING, tx.CreateListing("Teapots", "", PRICE, 5, b""))
+    chain.ok("carol", tx.PLACE_ORDER, order(3, alice_key, PRICE))
+    chain.ok("alice", tx.ACCEPT_ORDER, tx.OrderRef(2))
+    ship = tx.ShipOrder(2, b"\x04" * 32, (TEAPOT,))
+    chain.fails("alice", tx.SHIP_ORDER, ship, "item_listed")
+    # Delisted while bob's order holds its unit, listing 2 still holds the item.
+    chain.ok("bob", tx.PLACE_ORDER, order(2, alice_key, 3 * PRICE))
+    chain.ok("alice", tx.DELIST, tx.ListingRef(2))
+    chain.fails("alice", tx.CREATE_LISTING, resale(), "item_listed")
+    # Its order ended too, the item is alice's to offer again.
+    chain.ok("alice", tx.DECLINE_ORDER, tx.OrderRef(3))
+    chain.ok("alice", tx.CREATE_LISTING, resale())  # listing 4
+    assert get_item(chain.state, TEAPOT.gtin, TEAPOT.serial).listing_id == 4
+    # Listing 4 sells it to bob; refunded after shipping, the item is back with alice and
+    # listing 4 has sold its one unit: alice lists it anew.
+    chain.ok("bob", tx.PLACE_ORDER, order(4, alice_key, 3 * PRICE))
+    chain.ok("alice", tx.ACCEPT_ORDER, tx.OrderRef(4))
+    chain.ok("alice", tx.SHIP_ORDER, tx.ShipOrder(4, b"\x05" * 32, (TEAPOT,)))
+    chain.fails("alice", tx.CREATE_LISTING, resale(), "item_locked")
+    chain.ok("alice", tx.REFUND, tx.Refund(4, 3 * PRICE))
+    chain.ok("alice", tx.CREATE_LISTING, resale())  # listing 5
+    chain.ok("bob", tx.PLACE_ORDER, order(5, alice_key, 3 * PRICE))
+    chain.ok("alice", tx.ACCEPT_ORDER, tx.OrderRef(5))
+    chain.ok("alice", tx.SHIP_ORDER, tx.ShipOrder(5, b"\x06" * 32, (TEAPOT,)))
+    chain.ok("bob", tx.CONFIRM_DELIVERY, tx.OrderRef(5))
+    # Bob owns it now, offered by no listing: he lists it himself.
+    assert get_item(chain.state, TEAPOT.gtin, TEAPOT.serial).listing_id == 0
+    become_merchant(chain, "bob")
+    chain.ok("bob", tx.CREATE_LISTING, resale())
+
+
+def test_only_an_item_sold_on_chain_is_resold():
+    """An item never sold on chain has no owner, and whoever held it could list it for
+    resale: a carrier taking a maker's parcel to a merchant, if an approved merchant too,
+    could offer it, and its listing held the item against the merchant it was bound for."""
+    chain = new_chain()
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("maker"), int(Role.MAKER), b""))
+    chain.ok("maker", tx.REGISTER_ITEM, tx.RegisterItem(TEAPOT, "teapot", URN, chain.time_ms))
+    chain.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(TEAPOT, chain.addr("carrier")))
+    chain.ok("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
+    become_merchant(chain, "carrier")
+    r = chain.fails("carrier", tx.CREATE_LISTING, resale(), "not_owner")
+    assert "never been sold" in r.message
+    # The merchant it was bound for sells it through an ordinary listing, as before.
+    shop = open_shop(chain)
+    chain.ok("carrier", tx.PROPOSE_CUSTODY, tx.ProposeCustody(TEAPOT, chain.addr("merchant")))
+    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
+    chain.fails("merchant", tx.CREATE_LISTING, resale(), "not_owner")
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, (TEAPOT,)))

@@ -29,9 +29,10 @@ the u64 limit, holders transfer and redeem, and conservation, the escrows and ev
 other invariant are checked per currency.
 
 Items are owned: a settled order makes its buyer the owner, and the owner (b1 is a
-buyer that is also an approved merchant), a holder or anyone else tries to resell
-items (resale listings name the item, and shipping one must carry exactly it); the
-checks include each owner being the buyer of a settled order that carried the item.
+buyer that is also an approved merchant, and owns S1 from the start), a holder or anyone
+else tries to resell items (resale listings name the item, and shipping one must carry
+exactly it); the checks include each owner being the buyer of a settled order that
+carried the item, and each item offered by one resale listing at most (the invariants).
 A settled resale is rare in these runs: tests/apps/commerce/test_resale.py drives it.
 
 One key holds several roles: a merchant orders from and bids on its own listings, the
@@ -157,6 +158,12 @@ class CommerceMachine(RuleBasedStateMachine):
             c.ok("maker", tx.REGISTER_ITEM, tx.RegisterItem(it, "", "urn:x", c.time_ms))
             c.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, c.addr(m)))
             c.ok(m, tx.ACCEPT_CUSTODY, tx.ItemRef(it))
+        # b1 buys S1 from m1 and owns it: it resells it from the start (one listing at a
+        # time offers it, so at most one buyer's escrow waits for it).
+        c.ok("b1", tx.PLACE_ORDER, self.order_payload(1, 1, 0, 0))
+        c.ok("m1", tx.ACCEPT_ORDER, tx.OrderRef(1))
+        c.ok("m1", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, (item("S1"),)))
+        c.ok("b1", tx.CONFIRM_DELIVERY, tx.OrderRef(1))
 
     # --- helpers ---
 
@@ -566,6 +573,25 @@ class CommerceMachine(RuleBasedStateMachine):
             price = data.draw(st.sampled_from([700, 1]))
             listing = tx.CreateListing("again", "", price, stock, b"", data.draw(currencies), it)
             self.add(who, tx.CREATE_LISTING, listing)
+
+    @rule(data=st.data(), kind=st.integers(0, 3))
+    def resell(self, data, kind):
+        """The owner of S1 (b1 at first) offers it again and again, delists, and buyers
+        order its newest listings: one listing offers it at a time, so at most one
+        buyer's escrow waits for it (the invariants)."""
+        it = item("S1")
+        found = get_item(self.state, it.gtin, it.serial)
+        owner = self.name_of(found.owner) if found.owner else "b1"
+        newest = peek_next_id(self.state, keys.LISTING_IDS) - 1
+        recent = data.draw(st.integers(max(1, newest - 2), newest))
+        if kind == 0:
+            listing = tx.CreateListing("again", "", 700, 1, b"", "", it)
+            self.add(owner, tx.CREATE_LISTING, listing)
+        elif kind == 1:
+            self.add(owner, tx.DELIST, tx.ListingRef(recent))
+        else:
+            buyer = data.draw(st.sampled_from(("b2", "b3", "m2")))
+            self.add(buyer, tx.PLACE_ORDER, self.order_payload(recent, 1, 0, 0))
 
     @rule(advance=advances)
     def end_block(self, advance):

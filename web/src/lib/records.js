@@ -159,6 +159,7 @@ export const ITEM = [
   ["registered_ms", "int"],
   ["description", "str"],
   ["owner", "bytes20?"],
+  ["listing_id", "int"],
 ];
 export const PROVENANCE_EVENT = [
   ["seq", "int"],
