@@ -59,6 +59,15 @@ SLOW_PEER_HEIGHTS = 64
 
 
 @dataclass
+class _Holder:
+    """A peer that sent us a certified block: the latest height it claimed to hold, and
+    when ``ask_next`` last asked it (the number of its ask; 0: never)."""
+
+    latest: int
+    asked: int = 0
+
+
+@dataclass
 class _Window:
     """What one peer was sent (or asked) since ``start``: one sync interval's budget."""
 
@@ -128,6 +137,11 @@ class CatchUp:
         # bounded by ``max_sync_peers``, the oldest going first.
         self._outstanding: dict[Peer, tuple[int, int]] = {}
         self._passed_over: dict[Peer, int] = {}
+        # Peers that sent us a certified block (first or a copy), the one heard from
+        # longest ago first, bounded by ``max_sync_peers``: whom ``ask_next`` may ask
+        # in the second place. And how many asks it made.
+        self._holders: dict[Peer, _Holder] = {}
+        self._asks = 0
 
     def new_height(self, validators: ValidatorSet) -> None:
         """Forget budgets whose interval is over (the tables stay small); the producers
@@ -193,6 +207,9 @@ class CatchUp:
         # Still here a while after others moved on: ask the sender for our height.
         waited = self.clock.now() - height_started >= cfg.sync_interval_ms
         if waited and item.peer is not None and self.may_serve(item.peer, "request", height, NIL):
+            # Peers asked for this height (``ask_next``) that have not sent it made us
+            # ask everyone: late, however soon this comes after they were asked.
+            self._overdue(height)
             self.transport.send(item.peer, SyncRequest(height, NIL))
 
     def take_buffered(self, height: int) -> list[_Received]:
@@ -358,8 +375,10 @@ class CatchUp:
     def ask_next(self, peer: Peer | None, latest: int, height: int, *, runner_up: bool) -> None:
         """Ask ``peer`` for ``height``, ours since a peer's certificate finalized the
         block below it, when its ``FinalizedBlock`` says it holds blocks up to ``latest``
-        (``>= height``). Asked: the peer whose block we finalized, and the first other
-        whose answer for that block came second (``runner_up``).
+        (``>= height``). Asked: the peer whose block we finalized (``runner_up`` False),
+        and in the second place the peer known to hold ``height`` that was asked least
+        recently, or else the first other whose answer for that block came second
+        (``runner_up``).
 
         ``latest`` is the sender's word. Asking only the first to answer let one member
         stall a catch-up: it answers the requests every peer gets each sync interval
@@ -368,40 +387,86 @@ class CatchUp:
         block until the next interval, whose race it wins again (one block a second
         against blocks every 500 ms: never caught up). With one member hostile, one of
         two different peers asked is honest; so two copies of each block come at most,
-        not one per peer that answered. A runner-up's request counts against its
-        budget.
+        not one per peer that answered. A second place's request counts against the
+        peer's budget.
 
         Several hostile members could take both places at every interval. So a peer
-        asked that sends the block later than a sync interval after, or never, is
-        passed over for ``SLOW_PEER_HEIGHTS`` heights (``_askable``): each such member
-        wastes one request before the places go to peers that answer."""
+        asked that sends the block later than a sync interval after, or never, or not
+        before the node asks everyone for it (``buffer``), is passed over for
+        ``SLOW_PEER_HEIGHTS`` heights (``_askable``): each such member wastes one
+        request before the places go to peers that answer. That alone still let two of
+        them keep both places by answering each request just within the interval:
+        only their copies came, and the catch-up went one block an interval. The
+        second place is therefore not theirs to win: it goes in turn to every peer
+        that sent us a certified block (``_holders``), so an honest one is asked
+        within a few heights whatever the others do, and goes on as the catch-up."""
         now = self.clock.now()
         if peer is not None:
             self._delivered(peer, height - 1, now)
+            self._holds(peer, latest)
         if not runner_up and self._next_height != height:
             self._next_height, self._next_asked = height, set()
         if (
             peer is None
-            or latest < height
             # Not entered on a certificate (our own votes decided): nothing to ask for.
             or self._next_height != height
-            or peer in self._next_asked
-            or len(self._next_asked) >= 2
-            or not self._askable(peer, height, now)
         ):
             return
-        # Recorded for the peer whose block we took too, but never refused: that one
-        # is the catch-up itself (as before the runner-up was asked).
-        allowed = self.may_serve(peer, "request", height, NIL)
-        if runner_up and not allowed:
-            return
+        if (
+            latest >= height
+            and peer not in self._next_asked
+            and len(self._next_asked) < 2
+            and self._askable(peer, height, now)
+        ):
+            # Recorded for the peer whose block we took too, but never refused: that
+            # one is the catch-up itself (as before the runner-up was asked).
+            allowed = self.may_serve(peer, "request", height, NIL)
+            if allowed or not runner_up:
+                self._ask(peer, height, now)
+        if not runner_up:
+            self._ask_in_turn(height, now)
+
+    def _ask_in_turn(self, height: int, now: int) -> None:
+        """Give the second place for ``height`` to the peer that holds it (by its word)
+        and was asked least recently, within its budget; none: a runner-up may take it.
+        A peer that still owes a block it was asked for is not asked for another (its
+        wait would start over: a silent one would never be late)."""
+        candidates = sorted(
+            (holder.asked, order, peer)
+            for order, (peer, holder) in enumerate(self._holders.items())
+            if holder.latest >= height and peer not in self._next_asked
+        )
+        for _, _, peer in candidates:
+            if len(self._next_asked) >= 2:
+                return
+            if (
+                self._askable(peer, height, now)
+                and peer not in self._outstanding
+                and self.may_serve(peer, "request", height, NIL)
+            ):
+                self._ask(peer, height, now)
+
+    def _ask(self, peer: Peer, height: int, now: int) -> None:
         self._next_asked.add(peer)
+        self._asks += 1
+        holder = self._holders.get(peer)
+        if holder is not None:
+            holder.asked = self._asks
         outstanding = self._outstanding
         outstanding.pop(peer, None)
         outstanding[peer] = (height, now)
         if len(outstanding) > self.config.max_sync_peers:
             del outstanding[next(iter(outstanding))]
         self.transport.send(peer, SyncRequest(height, NIL))
+
+    def _holds(self, peer: Peer, latest: int) -> None:
+        """``peer`` sent a certified block and says it holds up to ``latest``: heard from
+        last, it goes to the end of ``_holders`` (the first one goes when full)."""
+        holder = self._holders.pop(peer, None) or _Holder(latest)
+        holder.latest = latest
+        self._holders[peer] = holder
+        if len(self._holders) > self.config.max_sync_peers:
+            del self._holders[next(iter(self._holders))]
 
     def _delivered(self, peer: Peer, height: int, now: int) -> None:
         """``peer`` sent the certified block of ``height``: in time, or late, for the
@@ -427,6 +492,13 @@ class CatchUp:
             return False
         del self._passed_over[peer]
         return True
+
+    def _overdue(self, height: int) -> None:
+        """The node asks every peer for ``height``: those ``ask_next`` asked for it and
+        still waited for are passed over."""
+        for peer in [p for p, (h, _) in self._outstanding.items() if h == height]:
+            del self._outstanding[peer]
+            self._pass_over(peer, height)
 
     def _pass_over(self, peer: Peer, height: int) -> None:
         passed = self._passed_over

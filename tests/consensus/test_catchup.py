@@ -490,12 +490,14 @@ def test_a_peer_claiming_more_and_then_silent_cannot_stall_a_catch_up(tmp_path):
     # One runner-up per block: a third answer asks nobody more.
     h.deliver(finalized(1, latest=4), peer="third")
     assert asked(h, "third") == []
-    # The honest peer's answer goes on as the catch-up, with no interval waited.
+    # The honest peer's answer goes on as the catch-up, with no interval waited; the
+    # second place goes in turn to a peer that said it holds the block (third).
     h.deliver(finalized(2, latest=4), peer="honest")
-    assert h.engine.height == 3 and asked(h, "honest") == [2, 3]
-    # A runner-up that holds no more is not asked.
+    assert h.engine.height == 3 and asked(h, "honest") == [2, 3] and asked(h, "third") == [3]
+    # A peer that holds no more is not asked.
     h.deliver(finalized(2, latest=2), peer="third")
-    assert asked(h, "third") == []
+    h.deliver(finalized(3, latest=4), peer="honest")
+    assert h.engine.height == 4 and asked(h, "third") == [3]
 
 
 def test_members_answering_first_and_then_silent_are_passed_over(tmp_path):
@@ -525,3 +527,65 @@ def test_members_answering_first_and_then_silent_are_passed_over(tmp_path):
     # A liar that stays silent on what it was asked is passed over too.
     h.deliver(finalized(3, latest=5), peer="liar1")
     assert asked(h, "liar1") == [2]
+
+
+def test_members_answering_just_within_the_interval_cannot_keep_an_honest_peer_out(tmp_path):
+    # Two colluding members took both places asked for the next block (the peer whose
+    # block we took and the runner-up), then answered each request just within a sync
+    # interval, in time: only their copies came, the honest peer (which answered the
+    # first requests too) was never asked again, and the catch-up went one block an
+    # interval against blocks every 500 ms. The second place goes to the peer known to
+    # hold the blocks that was asked least recently: the honest peer gets its turn.
+    source = chain_of(6)
+    h = make_engine(tmp_path)
+
+    def finalized(height: int, latest: int) -> FinalizedBlock:
+        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
+
+    for peer in ("liar1", "liar2", "honest"):
+        h.deliver(finalized(1, latest=6), peer=peer)
+    assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2] and asked(h, "honest") == []
+    h.clock.advance(CONFIG.sync_interval_ms - 1)
+    for peer in ("liar1", "liar2"):
+        h.deliver(finalized(2, latest=6), peer=peer)
+    assert h.engine.height == 3
+    assert asked(h, "honest") == [3]
+    # It answers at once and goes on as the catch-up; the liars take their turns.
+    h.deliver(finalized(3, latest=6), peer="honest")
+    assert h.engine.height == 4 and asked(h, "honest") == [3, 4]
+    assert asked(h, "liar1") == [2, 3] and asked(h, "liar2") == [2, 4]
+    # Silent on those, they are not asked again (one that still owes a block is not
+    # asked for another: its wait would start over, and it would never be late).
+    half = CONFIG.sync_interval_ms // 2 + 1
+    for height in (4, 5):
+        h.clock.advance(half)
+        h.deliver(finalized(height, latest=6), peer="honest")
+    assert h.engine.height == 6 and asked(h, "honest") == [3, 4, 5, 6]
+    assert asked(h, "liar1") == [2, 3] and asked(h, "liar2") == [2, 4]
+
+
+def test_members_answering_at_the_interval_s_requests_are_passed_over(tmp_path):
+    # Asked for the next block, two colluding members waited for the requests the
+    # node sends everyone once it has been a sync interval at its height, and answered
+    # them first: exactly an interval after they were asked (or, for a runner-up asked
+    # later, less), which counted as in time. Who was asked for a height and has not
+    # sent it when the node has to ask everyone is late, however soon that was.
+    source = chain_of(6)
+    h = make_engine(tmp_path)
+
+    def finalized(height: int, latest: int) -> FinalizedBlock:
+        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
+
+    for peer in ("liar1", "liar2", "honest"):
+        h.deliver(finalized(1, latest=6), peer=peer)
+    assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2]
+    # An interval at height 2: a producer's message for a later height (relayed by
+    # the honest peer) makes the node ask its sender for height 2.
+    h.clock.advance(CONFIG.sync_interval_ms)
+    h.deliver(vote(OTHERS[0], PC, 5, 0, NIL), peer="honest")
+    assert asked(h, "honest") == [2]
+    for peer in ("liar1", "liar2", "honest"):
+        h.deliver(finalized(2, latest=6), peer=peer)
+    assert h.engine.height == 3
+    assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2]
+    assert asked(h, "honest") == [2, 3]
