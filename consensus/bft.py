@@ -52,6 +52,7 @@ from consensus.wal import WAL
 from core import (
     Block,
     Commit,
+    CommitSig,
     Invalid,
     InvalidBlock,
     InvalidSignature,
@@ -839,9 +840,11 @@ class ConsensusEngine:
     def _on_finalized(self, fb: FinalizedBlock, peer: Peer | None) -> None:
         height = self.height
         if fb.commit.height == height - 1 and fb.block.header.height == height - 1:
-            # The block we finalized last, in an answer that came second: its sender
-            # may still serve us the next one (``CatchUp.ask_next``).
-            self._catchup.ask_next(peer, fb.latest, height, runner_up=True)
+            # The block we finalized last, in an answer that came second: its
+            # certificate may name producers ours lacks (``_late_copy``), and its
+            # sender may still serve us the next one (``CatchUp.ask_next``).
+            if self._late_copy(fb.commit, peer):
+                self._catchup.ask_next(peer, fb.latest, height, runner_up=True)
             return
         # Only the next block is useful; older ones we have, later ones cannot be checked yet.
         if fb.commit.height != height or fb.block.header.height != height:
@@ -868,9 +871,48 @@ class ConsensusEngine:
             raise NodeFault(f"height {height}: certified block {block_hash.hex()} is invalid here")
         log.info("%d: catching up from a peer's certificate", height, extra={"height": height})
         self._blocks.setdefault(block_hash, fb.block)
-        self._finalize(fb.block, fb.commit)
+        self._finalize(fb.block, self._with_held_precommits(fb.commit))
         # The sender is further ahead: ask it for the next block right away.
         self._catchup.ask_next(peer, fb.latest, self.height, runner_up=False)
+
+    def _with_held_precommits(self, commit: Commit) -> Commit:
+        """A peer's certificate for our height, with the precommits for its block and
+        round that we hold and it lacks.
+
+        Any relay can strip a certificate to a bare quorum. Kept as received, it went
+        into our next proposal's ``last_commit`` without producers whose precommits we
+        held: missed slots charged to us, the certificate's builder (docs/staking.md,
+        Missed slots), so a member that produces nothing could push honest producers
+        towards jailing. Our votes were checked when they came in; the signers stay
+        sorted, as a certificate's encoding requires."""
+        held = self.votes.get(commit.round, VoteType.PRECOMMIT)
+        if held is None:
+            return commit
+        sigs = {s.validator: s for s in commit.signatures}
+        for vote in held.votes_for(commit.block_hash):
+            sigs.setdefault(vote.validator, CommitSig(vote.validator, vote.signature))
+        if len(sigs) == len(commit.signatures):
+            return commit
+        ordered = tuple(sigs[key] for key in sorted(sigs))
+        return Commit(commit.height, commit.round, commit.block_hash, ordered)
+
+    def _late_copy(self, commit: Commit, peer: Peer | None) -> bool:
+        """Another copy of the certificate of the block we finalized last: its
+        precommits that ours lacks count as late precommits (``_late_precommit``), so
+        a fuller certificate that came after a stripped one still fills our next
+        proposal's. Only those are checked, each once (the first to verify is kept);
+        returns False if one does not verify (its sender is reported)."""
+        if self._last is None:
+            return True
+        ours = self._last[0]
+        if (commit.round, commit.block_hash) != (ours.round, ours.block_hash):
+            return True
+        for vote in commit.votes():
+            if vote.validator not in self._last_signers and not self._late_precommit(
+                vote, peer, verified=False
+            ):
+                return False
+        return True
 
     # --- helpers ---------------------------------------------------------------------
 

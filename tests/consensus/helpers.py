@@ -28,6 +28,7 @@ from core import (
     Block,
     BlockHeader,
     Commit,
+    CommitSig,
     Domain,
     InvalidBlock,
     PrivateKey,
@@ -199,6 +200,19 @@ class ToyApp:
     def note_late_precommit(self, vote: Vote) -> None:
         self.late.append(vote)
 
+    def certificate(self) -> Commit | None:
+        """The head's certificate as the next proposal carries it: the stored one with
+        the precommits that came late (as ``node.consensus.ChainApplication``)."""
+        if not self.commits:
+            return None
+        stored = self.commits[-1]
+        sigs = {s.validator: s for s in stored.signatures}
+        for v in self.late:
+            if v.height == stored.height:
+                sigs.setdefault(v.validator, CommitSig(v.validator, v.signature))
+        ordered = tuple(sigs[k] for k in sorted(sigs))
+        return Commit(stored.height, stored.round, stored.block_hash, ordered)
+
 
 def make_block(
     app: ToyApp,
@@ -222,7 +236,7 @@ def make_block(
         receipt_root=ZERO_HASH,
         producer=producer.public_key,
         producer_set_hash=VALIDATORS.hash,
-        last_commit=app.commits[-1] if app.commits else None,
+        last_commit=app.certificate(),
     )
     return Block(header, txs)
 

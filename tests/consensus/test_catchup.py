@@ -12,6 +12,8 @@ from core import Block, Commit, PrivateKey, StorageError, Vote, VoteType
 from tests.consensus.helpers import (
     CHAIN,
     CONFIG,
+    KEYS,
+    ME,
     OTHERS,
     ToyApp,
     make_block,
@@ -589,3 +591,62 @@ def test_members_answering_at_the_interval_s_requests_are_passed_over(tmp_path):
     assert h.engine.height == 3
     assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2]
     assert asked(h, "honest") == [2, 3]
+
+
+def proposed_signers(h, height: int) -> list[bytes]:
+    """Who the certificate in our proposal for ``height`` names."""
+    [p] = [p for p in h.transport.proposals() if p.height == height]
+    assert p.block.header.last_commit is not None
+    return [s.validator for s in p.block.header.last_commit.signatures]
+
+
+EVERY_PRODUCER = sorted(k.public_key for k in KEYS)
+
+
+def precommitted_height_three(h) -> Block:
+    """At height 3, the proposal of round 0 and its polka: we precommit it."""
+    assert h.engine.height == 3
+    b3 = make_block(h.app, 3, 0, proposer(3, 0))
+    h.deliver(sign_proposal(proposer(3, 0), 3, 0, b3))
+    h.votes_from(OTHERS, PV, 0, b3.hash, height=3)
+    assert [v.block_hash for v in h.transport.votes(PC, 0) if v.height == 3] == [b3.hash]
+    return b3
+
+
+def test_a_stripped_certificate_does_not_leave_out_precommits_the_node_holds(tmp_path):
+    # A relay stripped the certificate it sent us to a bare quorum. Stored as received,
+    # it went into our next proposal (we propose height 4) without a producer whose
+    # precommit we held: a missed slot charged to us, an honest proposer, as the
+    # certificate's builder (docs/staking.md, Missed slots). A member that produces
+    # nothing could so push honest producers towards jailing.
+    h = make_engine(tmp_path, app=chain_of(2))
+    b3 = precommitted_height_three(h)
+    h.deliver(vote(OTHERS[0], PC, 3, 0, b3.hash), peer="honest")
+    stripped = make_commit([ME, *OTHERS[1:]], CHAIN, 3, 0, b3.hash)
+    h.deliver(FinalizedBlock(b3, stripped, latest=3), peer="relay")
+    assert h.engine.height == 4
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    assert proposed_signers(h, 4) == EVERY_PRODUCER
+    # The certificate stored (and served to peers) names them all too.
+    assert [s.validator for s in h.app.commits[-1].signatures] == EVERY_PRODUCER
+
+
+def test_a_fuller_copy_of_a_stripped_certificate_completes_it(tmp_path):
+    # The stripped certificate came first; an honest peer's copy of the block, second,
+    # carries the full one. Its precommits that ours lacks go into our next proposal.
+    # A copy with a precommit that does not verify is its sender's fault.
+    h = make_engine(tmp_path, app=chain_of(2))
+    b3 = precommitted_height_three(h)
+    stripped = make_commit([ME, *OTHERS[1:]], CHAIN, 3, 0, b3.hash)
+    h.deliver(FinalizedBlock(b3, stripped, latest=3), peer="relay")
+    assert h.engine.height == 4
+    full = make_commit(KEYS, CHAIN, 3, 0, b3.hash)
+    forged = Commit(
+        3, 0, b3.hash, tuple(dataclasses.replace(s, signature=bytes(64)) for s in full.signatures)
+    )
+    h.deliver(FinalizedBlock(b3, forged, latest=3), peer="forger")
+    assert [peer for peer, _ in h.bad_peers] == ["forger"]
+    h.deliver(FinalizedBlock(b3, full, latest=3), peer="honest")
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    assert proposed_signers(h, 4) == EVERY_PRODUCER
+    assert [peer for peer, _ in h.bad_peers] == ["forger"] and h.engine.halted is None
