@@ -29,6 +29,7 @@ from consensus.staking_state import (
     MAX_OPEN_PROPOSALS,
     MAX_PENDING_PARAMS,
     MEMBER_LIST_KEY,
+    MIN_FAULT_TOLERANT_PRODUCERS,
     PENDING_PARAMS_KEY,
     PROPOSAL_COUNTER_KEY,
     Counter,
@@ -309,7 +310,7 @@ def _check_param(state: StateView, name: str, value: int) -> ChainParams:
     future = _apply_all(state)
     try:
         changed = future.replace(**{name: value})
-        check_staking_params(changed)
+        check_param_change(future, changed)
     except DecodeError as exc:
         # The parameter set must stay valid once every scheduled change applies.
         raise TxFailed(f"{name} = {value}: {exc.message}", "invalid_param") from None
@@ -618,6 +619,24 @@ def _execute(state: Overlay, proposal: Proposal, ctx: BlockContext) -> None:
 # --- parameters in force ---
 
 
+def check_param_change(before: ChainParams, after: ChainParams) -> None:
+    """Raise ``DecodeError`` unless governance may change ``before`` into ``after``.
+
+    ``after`` must be valid (``check_staking_params``, as genesis must be), and the
+    change must not take away what only a change could (docs/staking.md, "Parameter
+    bounds"): genesis may choose any valid set, a devnet's single producer included.
+    """
+    check_staking_params(after)
+    # A set of three or fewer tolerates no fault: one producer offline halts it for
+    # good (no block, so no missed-slot jailing and no vote to undo the change).
+    least = min(MIN_FAULT_TOLERANT_PRODUCERS, before.max_producers)
+    if after.max_producers < least:
+        raise DecodeError(
+            f"max_producers may not be lowered below {least} (a smaller set tolerates "
+            f"no fault), got {after.max_producers}"
+        )
+
+
 def apply_pending(
     params: ChainParams, changes: Sequence[PendingParam], height: int
 ) -> tuple[ChainParams, list[PendingParam], list[PendingParam], tuple[PendingParam, ...]]:
@@ -639,7 +658,7 @@ def apply_pending(
             continue
         try:
             candidate = params.replace(**{change.name: change.value})
-            check_staking_params(candidate)
+            check_param_change(params, candidate)
         except DecodeError:
             skipped.append(change)
             continue

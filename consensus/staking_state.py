@@ -58,6 +58,9 @@ MAX_PERIOD_BLOCKS = 2**32
 # A passed change applies within this many blocks (a day of 1 s blocks); changing the
 # delay itself waits for the old delay, so a huge one would freeze every later change.
 MAX_PARAM_CHANGE_DELAY_BLOCKS = 100_000
+# The smallest producer set that tolerates a fault (a quorum of 3 of 4): governance
+# never lowers max_producers below it (``governance.check_param_change``).
+MIN_FAULT_TOLERANT_PRODUCERS = 4
 
 # The parameters a governance proposal may change (epoch_length may not:
 # every epoch number and stored producer set depends on it).

@@ -39,6 +39,7 @@ from consensus.staking import (
 from consensus.staking_state import (
     GOVERNABLE_PARAMS,
     MAX_OPEN_PROPOSALS,
+    MIN_FAULT_TOLERANT_PRODUCERS,
     active_params,
     candidates,
     get_candidate,
@@ -330,14 +331,15 @@ def test_param_change_applies_from_its_effective_height():
 
 
 def test_param_change_of_a_staking_parameter_takes_effect():
-    chain = Chain()
-    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_producers", 2))
+    # From five to four (governance never lowers it under four: check_param_change).
+    chain = Chain(make_genesis(validators=5, params=PARAMS.replace(max_producers=5)))
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_producers", 4))
     chain.advance_to(chain.height + PARAMS.param_change_delay_blocks)
     height = (chain.height // PARAMS.epoch_length + 1) * PARAMS.epoch_length
     chain.advance_to(height)
     from consensus import producer_set
 
-    assert len(producer_set(chain.state, height // PARAMS.epoch_length).keys) == 2
+    assert len(producer_set(chain.state, height // PARAMS.epoch_length).keys) == 4
 
 
 def test_a_change_is_checked_against_the_scheduled_parameters():
@@ -432,10 +434,14 @@ def test_no_parameter_change_governance_accepts_halts_the_chain(name, value):
     assert chain.run(KEYS[2], UNBOND, Unbond(1)).ok
     chain.block(signers=(PUB[0], PUB[1]))
     # The change can be undone: proposal, votes and the scheduled change all go through.
-    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange(name, getattr(PARAMS, name)))
+    # (max_producers goes back only as far as four: governance never lowers it under.)
+    back = getattr(PARAMS, name)
+    if name == "max_producers":
+        back = max(back, min(MIN_FAULT_TOLERANT_PRODUCERS, value))
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange(name, back))
     (scheduled,) = [e for e in chain.last.receipts[0].events if e.kind == "param_change_scheduled"]
     effective = int(scheduled.get("effective_height"))
-    assert getattr(params_for_height(chain.state, effective), name) == getattr(PARAMS, name)
+    assert getattr(params_for_height(chain.state, effective), name) == back
     chain.advance_to((chain.height // PARAMS.epoch_length + 2) * PARAMS.epoch_length)
 
 

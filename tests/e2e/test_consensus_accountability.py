@@ -1,12 +1,13 @@
 """Accountability and election with real processes.
 
-Four validators, short epochs. The story, each step checked on chain:
+Five validators, short epochs. The story, each step checked on chain:
 
-1. Governance: three of the four producers pass ``max_producers = 3``; from the
-   next election the three lowest keys produce (equal weights, ties by key) and
-   the highest key, D, is a candidate left out.
+1. Governance: four of the five producers pass ``max_producers = 4`` (never fewer:
+   a set under four tolerates no fault); from the next election the four lowest
+   keys produce (equal weights, ties by key) and the highest key, D, is a
+   candidate left out.
 2. Stake votes: a funded account bonds and approves D; at the next epoch
-   boundary D is in and the third-lowest key is out.
+   boundary D is in and the fourth-lowest key is out.
 3. D runs through the test-only entry point (``tests/e2e/byzantine.py``,
    ``double-sign``). As a producer it signs conflicting votes; the other nodes
    turn them into ``submit_evidence`` transactions on their own; D is slashed and jailed, and the next election
@@ -71,10 +72,10 @@ def test_double_signer_jailed_and_slashed_stake_votes_move_producers(tmp_path):
         jail_blocks=JAIL_BLOCKS,
         slash_bps=SLASH_BPS,
     )
-    layout = create_localnet(tmp_path / "net", 4, "", params=params, block_interval_ms=250)
+    layout = create_localnet(tmp_path / "net", 5, "", params=params, block_interval_ms=250)
     by_key = sorted(layout.nodes, key=lambda n: n.public_key)
-    low = by_key[:3]  # producers once max_producers is 3 (equal weights, ties by key)
-    d = by_key[3]  # the candidate left out, later voted in, later double-signing
+    low = by_key[:4]  # producers once max_producers is 4 (equal weights, ties by key)
+    d = by_key[4]  # the candidate left out, later voted in, later double-signing
     keys = [n.public_key.hex() for n in by_key]
     d_key = d.public_key.hex()
     chain_id = layout.chain_id
@@ -86,9 +87,9 @@ def test_double_signer_jailed_and_slashed_stake_votes_move_producers(tmp_path):
         # D joins later (a missed proposer slot costs one short round meanwhile).
         net.start([n.index for n in low])
         net.wait_height(1, honest, timeout=60)
-        assert producers(url)[1] == sorted(keys), "all four produce in epoch 0"
+        assert producers(url)[1] == sorted(keys), "all five produce in epoch 0"
 
-        # --- 1. governance: max_producers 4 -> 3 -------------------------------------
+        # --- 1. governance: max_producers 5 -> 4 -------------------------------------
         signers = {n.index: Signer(load_key(n.key_path, ""), chain_id) for n in low}
         for s in signers.values():
             s.sync_nonce(url)
@@ -97,7 +98,7 @@ def test_double_signer_jailed_and_slashed_stake_votes_move_producers(tmp_path):
             url,
             submit(
                 url,
-                first.sign("propose_param_change", ProposeParamChange("max_producers", 3).encode()),
+                first.sign("propose_param_change", ProposeParamChange("max_producers", 4).encode()),
             ),
         )
         assert doc["receipt"]["code"] == "ok", doc
@@ -112,15 +113,15 @@ def test_double_signer_jailed_and_slashed_stake_votes_move_producers(tmp_path):
         vote_docs = [wait_tx(url, h) for h in votes]
         assert all(v["receipt"]["code"] == "ok" for v in vote_docs), vote_docs
         passed = [v for v in vote_docs if events(v, "param_change_scheduled")]
-        assert len(passed) == 1, "exactly the third approval passes it (3 * 3 > 2 * 4)"
+        assert len(passed) == 1, "exactly the fourth approval passes it (3 * 4 > 2 * 5)"
         effective = int(events(passed[0], "param_change_scheduled")[0]["effective_height"])
-        h1 = -(-effective // EPOCH) * EPOCH  # first election with max_producers = 3
+        h1 = -(-effective // EPOCH) * EPOCH  # first election with max_producers = 4
         net.wait_height(h1 + 1, honest, timeout=60)
         height, now = producers(url)
-        assert now == sorted(keys[:3]), (height, now)
+        assert now == sorted(keys[:4]), (height, now)
         doc = http_json(url + "/v1/staking/producers")
-        assert doc["max_producers"] == 3 and sorted(doc["current"]["producers"]) == keys[:3]
-        # Headers commit to the set: four producers up to the election, three after.
+        assert doc["max_producers"] == 4 and sorted(doc["current"]["producers"]) == keys[:4]
+        # Headers commit to the set: five producers up to the election, four after.
         old_hash = ValidatorSet.of(n.public_key for n in low).hash.hex()
         assert (
             header(url, h1)["producer_set_hash"]
@@ -157,10 +158,10 @@ def test_double_signer_jailed_and_slashed_stake_votes_move_producers(tmp_path):
         # Until the boundary the old set stays (sets are fixed for their epoch).
         height, before = producers(url)
         assert height < h2, "the test was too slow to see the set before the boundary"
-        assert before == sorted(keys[:3])
+        assert before == sorted(keys[:4])
         net.wait_height(h2, honest, timeout=60)
         height, after = producers(url)
-        moved_in = sorted([d_key, keys[0], keys[1]])
+        moved_in = sorted([d_key, *keys[:3]])
         assert after == moved_in, (height, after)
         new_hash = ValidatorSet.of(bytes.fromhex(k) for k in moved_in).hash.hex()
         net.wait_height(h2 + 1, honest, timeout=30)
@@ -200,7 +201,7 @@ def test_double_signer_jailed_and_slashed_stake_votes_move_producers(tmp_path):
         h3 = next_election(h_e)
         net.wait_height(h3 + 2, honest, timeout=60)
         height, final = producers(url)
-        assert final == sorted(keys[:3]), (height, final)
+        assert final == sorted(keys[:4]), (height, final)
         assert d_key not in final
 
         # Once no more evidence can be pending, the books balance exactly: the slashes
@@ -234,7 +235,7 @@ def test_double_signer_jailed_and_slashed_stake_votes_move_producers(tmp_path):
         assert dc["jailed_until"] >= h_e + JAIL_BLOCKS
         # Voters are not slashed: D's tally lost exactly what its own bond lost.
         assert dc["weight"] == dc["self_bond"] + VOTER_BOND
-        for k in keys[:3]:
+        for k in keys[:4]:
             assert cands[k]["jailed"] is False and cands[k]["self_bond"] == VALIDATOR_SELF_BOND
 
         # Through all of it, one chain on every node, D's included.

@@ -1,0 +1,60 @@
+"""Parameter bounds that keep governance from weakening the chain (docs/staking.md,
+"Parameter bounds"): what a change may not do that genesis may."""
+
+from consensus import producer_set
+from consensus.governance import PROPOSE_PARAM_CHANGE, ProposeParamChange
+from consensus.staking_state import active_params
+from tests.consensus.staking_helpers import KEYS, PARAMS, Chain, make_genesis, pass_proposal
+
+
+def propose_param(chain: Chain, name: str, value: int) -> tuple[str, str]:
+    receipt = chain.run(KEYS[0], PROPOSE_PARAM_CHANGE, ProposeParamChange(name, value))
+    return receipt.code, receipt.message
+
+
+def elect_next(chain: Chain) -> tuple[bytes, ...]:
+    """Run to the next election once every scheduled change applied; the set it elects."""
+    chain.advance_to(chain.height + chain.params().param_change_delay_blocks)
+    height = (chain.height // PARAMS.epoch_length + 1) * PARAMS.epoch_length
+    chain.advance_to(height)
+    record = producer_set(chain.state, height // PARAMS.epoch_length)
+    assert record is not None
+    return record.keys
+
+
+# --- max_producers: never lowered under four ---
+
+
+def test_governance_cannot_shrink_the_producer_set_below_four():
+    # Four producers tolerate one fault; three need every one of them, so one offline
+    # producer would halt the chain for good: no block, no missed-slot jailing, and
+    # no vote to raise the limit again.
+    chain = Chain(make_genesis(validators=4, params=PARAMS.replace(max_producers=4)))
+    assert propose_param(chain, "max_producers", 3) == (
+        "invalid_param",
+        "max_producers = 3: max_producers may not be lowered below 4 (a smaller set "
+        "tolerates no fault), got 3",
+    )
+    assert propose_param(chain, "max_producers", 1)[0] == "invalid_param"
+    assert len(elect_next(chain)) == 4
+
+
+def test_a_larger_set_may_still_shrink_to_four():
+    chain = Chain(make_genesis(validators=5, params=PARAMS.replace(max_producers=5)))
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_producers", 4))
+    assert len(elect_next(chain)) == 4
+
+
+def test_genesis_may_run_a_small_set_which_governance_may_grow_but_not_shrink():
+    # A devnet's or a test's single producer is a valid genesis.
+    chain = Chain(make_genesis(validators=1, params=PARAMS.replace(max_producers=1)))
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_producers", 2))
+    chain.advance_to(chain.height + PARAMS.param_change_delay_blocks)
+    assert active_params(chain.state).max_producers == 2
+    assert propose_param(chain, "max_producers", 1) == (
+        "invalid_param",
+        "max_producers = 1: max_producers may not be lowered below 2 (a smaller set "
+        "tolerates no fault), got 1",
+    )
+    # Other parameters still change on a set under four.
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("min_fee", 20))
