@@ -614,9 +614,15 @@ def check_staking_params(params: ChainParams) -> None:
         raise DecodeError(
             f"unbonding_blocks must be in 1..{MAX_PERIOD_BLOCKS}, got {p.unbonding_blocks}"
         )
+    # A jail must outlast the next election, or the offender unjails before it and never
+    # leaves the producer set: jailed in a block just after an election, it may unjail at
+    # +jail_blocks, after the election at +epoch_length only if jail_blocks >= epoch_length.
     # height + jail_blocks is stored as u64: an overflow would fail the block that jails.
-    if p.jail_blocks > MAX_PERIOD_BLOCKS:
-        raise DecodeError(f"jail_blocks must be at most {MAX_PERIOD_BLOCKS}, got {p.jail_blocks}")
+    if not p.epoch_length <= p.jail_blocks <= MAX_PERIOD_BLOCKS:
+        raise DecodeError(
+            f"jail_blocks must be in epoch_length ({p.epoch_length})..{MAX_PERIOD_BLOCKS}, "
+            f"got {p.jail_blocks}"
+        )
     # A candidate with no self-bond would have nothing to lose by misbehaving.
     if p.min_self_bond < 1:
         raise DecodeError(f"min_self_bond must be at least 1, got {p.min_self_bond}")

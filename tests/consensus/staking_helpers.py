@@ -62,7 +62,8 @@ PARAMS = ChainParams(
     min_self_bond=100,
     slash_bps=1_000,
     max_missed_slots=2,
-    jail_blocks=3,
+    # The least check_staking_params allows (epoch_length): a jail outlasts an election.
+    jail_blocks=4,
     max_evidence_age_blocks=4,
     proposal_voting_blocks=6,
     param_change_delay_blocks=2,
@@ -71,12 +72,13 @@ PARAMS = ChainParams(
 
 def set_params(producers: int, epoch_length: int, max_missed_slots: int) -> ChainParams:
     """PARAMS for ``producers`` producers and epochs of ``epoch_length`` blocks: a vote
-    lasts an epoch, and unbonding outlasts an epoch plus the evidence age (the bound
-    ``check_staking_params`` holds)."""
+    and a jail last an epoch, and unbonding outlasts an epoch plus the evidence age (the
+    bounds ``check_staking_params`` holds)."""
     return PARAMS.replace(
         max_producers=producers,
         epoch_length=epoch_length,
         proposal_voting_blocks=epoch_length,
+        jail_blocks=epoch_length,
         max_missed_slots=max_missed_slots,
         unbonding_blocks=epoch_length + PARAMS.max_evidence_age_blocks + 1,
     )

@@ -1,10 +1,24 @@
 """Parameter bounds that keep governance from weakening the chain (docs/staking.md,
 "Parameter bounds"): what a change may not do that genesis may."""
 
+import pytest
+
 from consensus import producer_set
+from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.governance import PROPOSE_PARAM_CHANGE, ProposeParamChange
+from consensus.staking import UNJAIL, Unjail
 from consensus.staking_state import active_params
-from tests.consensus.staking_helpers import KEYS, PARAMS, Chain, make_genesis, pass_proposal
+from core import Vote, VoteType
+from genesis import InvalidGenesis
+from tests.consensus.staking_helpers import (
+    CHAIN,
+    KEYS,
+    PARAMS,
+    PUB,
+    Chain,
+    make_genesis,
+    pass_proposal,
+)
 
 
 def propose_param(chain: Chain, name: str, value: int) -> tuple[str, str]:
@@ -58,3 +72,43 @@ def test_genesis_may_run_a_small_set_which_governance_may_grow_but_not_shrink():
     )
     # Other parameters still change on a set under four.
     pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("min_fee", 20))
+
+
+# --- jail_blocks: a jail outlasts the next election ---
+
+
+def test_jail_blocks_under_an_epoch_is_refused_at_genesis_and_by_governance():
+    # Jailed just after an election, an offender could unjail before the next one and
+    # so never leave the producer set: jailing would take nobody out.
+    with pytest.raises(InvalidGenesis, match=r"jail_blocks must be in epoch_length \(4\)"):
+        make_genesis(params=PARAMS.replace(jail_blocks=PARAMS.epoch_length - 1))
+    assert propose_param(Chain(), "jail_blocks", PARAMS.epoch_length - 1) == (
+        "invalid_param",
+        "jail_blocks = 3: jail_blocks must be in epoch_length (4)..4294967296, got 3",
+    )
+
+
+@pytest.mark.parametrize("offset", range(PARAMS.epoch_length))
+def test_a_jailed_producer_that_unjails_at_once_still_misses_the_next_election(offset):
+    # Jailed (double signing) at any block of an epoch, from its election block on, and
+    # unjailed at the first height it may: the next election still leaves it out, and
+    # the one after takes it back.
+    e = PARAMS.epoch_length
+    chain = Chain()
+    offender, key = PUB[1], KEYS[1]
+    chain.advance_to(e - 1 + offset)
+    height = chain.height + 1
+    votes = [
+        Vote.create(key, CHAIN, VoteType.PREVOTE, height - 1, 0, bytes([b]) * 32) for b in (1, 2)
+    ]
+    assert chain.run(KEYS[7], SUBMIT_EVIDENCE, SubmitEvidence(*votes)).ok
+    until = chain.candidate(offender).jailed_until
+    assert until == height + PARAMS.jail_blocks
+    chain.advance_to(until - 1)
+    assert chain.run(key, UNJAIL, Unjail()).ok
+    assert chain.height == until
+    election = (height // e + 1) * e
+    chain.advance_to(election)
+    assert offender not in producer_set(chain.state, election // e).keys
+    chain.advance_to(election + e)
+    assert offender in producer_set(chain.state, election // e + 1).keys
