@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 
 from consensus.staking_state import (
+    MIN_FAULT_TOLERANT_PRODUCERS,
     Candidate,
     ProducerSet,
     active_params,
@@ -80,8 +81,9 @@ def elect(
     remove them (it needs blocks) never runs, and the chain stops for good. With
     fewer newcomers than the faults a set tolerates, the outgoing producers, who
     just made blocks, keep a quorum: a newcomer dormant from its first block is
-    jailed within the epoch (when ``max_missed_slots`` is under its share of the
-    epoch's slots). It does not stop stake for good: a member that runs a while,
+    jailed within the epoch (when ``max_missed_slots`` is below
+    ``least_epoch_charge``, which governance keeps it; with several dormant at once,
+    in sets of seven or more, not: docs/staking.md, Missed slots). It does not stop stake for good: a member that runs a while,
     then stops, stays in the set, and a whale can bring such members in one an
     election; that gives the members the epochs to remove them by governance (their
     producers still hold a quorum) where one election used to end the chain. A set
@@ -164,6 +166,51 @@ def charged_misses(missed_by: Sequence[int], withheld_by: Sequence[int], quorum:
     faulty = len(missed_by) - quorum
     to_name = sorted((b + w for b, w in zip(missed_by, withheld_by, strict=True)), reverse=True)
     return max(0, sum(missed_by) - sum(to_name[:faulty]))
+
+
+def least_offline_charge(size: int, certificates: int) -> int:
+    """The fewest misses ``charged_misses`` charges, over ``certificates`` consecutive
+    certificates of one epoch, to a producer that signs none of them while the other
+    ``size - 1`` producers of its set (four or more) sign every one, whatever its
+    place in the schedule.
+
+    Its own rounds fail and the next producer proposes those heights too, so of each
+    full turn of ``size`` certificates the next producer has three to its name and
+    every other producer two (docs/staking.md, Missed slots): with the ``size -
+    quorum`` largest counts not charged, a turn charges ``2 * quorum - size - 1``. The
+    ``rest`` past the last full turn add ``rest`` misses, of which those counts take
+    at most ``min(2 * rest, 2 * (size - quorum) + 1)`` (each certificate is to two
+    producers' names; the next producer's turn adds one). It is a lower bound, at
+    most one under the exact count, which
+    ``test_an_offline_producer_is_charged_at_least_the_least_offline_charge`` checks
+    on the chain.
+    """
+    quorum = 2 * size // 3 + 1
+    faulty = size - quorum
+    turns, rest = divmod(certificates, size)
+    return max(0, turns * (2 * quorum - size - 1) + rest - min(2 * rest, 2 * faulty + 1))
+
+
+def least_epoch_charge(params: ChainParams) -> int | None:
+    """The fewest misses charged within an epoch to a producer offline all of it, over
+    the sets of four or more that ``max_producers`` allows; None when it allows none
+    (a set under four needs every producer: an offline one halts it, nothing is jailed).
+
+    A producer is jailed once its charged misses exceed ``max_missed_slots``, and its
+    counts restart with each epoch, so below this figure an offline producer is jailed
+    within its first epoch in the set (a newcomer's has ``epoch_length - 1``
+    certificates that can lack it: the first block of an epoch certifies the last of
+    the previous set), and the next election leaves it out; at it or above, some
+    offline producer is never jailed.
+    """
+    largest = min(params.max_producers, MAX_VALIDATORS)
+    if largest < MIN_FAULT_TOLERANT_PRODUCERS:
+        return None
+    certificates = params.epoch_length - 1
+    return min(
+        least_offline_charge(size, certificates)
+        for size in range(MIN_FAULT_TOLERANT_PRODUCERS, largest + 1)
+    )
 
 
 def record_missed(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from consensus.codes import shared
+from consensus.election import least_epoch_charge
 from consensus.prefixes import ConsensusPrefix as P
 from consensus.staking_state import (
     ACTIVE_PARAMS_KEY,
@@ -634,6 +635,21 @@ def check_param_change(before: ChainParams, after: ChainParams) -> None:
         raise DecodeError(
             f"max_producers may not be lowered below {least} (a smaller set tolerates "
             f"no fault), got {after.max_producers}"
+        )
+    # A producer offline for a whole epoch must be jailed in it (its misses restart with
+    # each epoch), or dead producers stay in the set and their crashes add up to a halt.
+    # A change may raise neither limit past that; one that only lowers them, or leaves
+    # them be, passes on a chain whose genesis chose otherwise (a devnet's short epochs).
+    charge = least_epoch_charge(after)
+    raises = (
+        after.max_missed_slots > before.max_missed_slots
+        or after.max_producers > before.max_producers
+    )
+    if charge is not None and after.max_missed_slots >= charge and raises:
+        raise DecodeError(
+            f"max_missed_slots must be below {charge}, the fewest misses charged in an "
+            f"epoch of {after.epoch_length} blocks to a producer offline in a set of "
+            f"{MIN_FAULT_TOLERANT_PRODUCERS}..{after.max_producers}, got {after.max_missed_slots}"
         )
 
 

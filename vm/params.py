@@ -62,8 +62,9 @@ class ChainParams(Wire):
     slash_bps: int = 500
     # Charged missed commit signatures per epoch a producer may have without being
     # jailed (misses the producers with the most of them to their name could have
-    # caused are not charged). Below a quarter of epoch_length, or offline producers
-    # of four-producer sets are never jailed (docs/staking.md, Missed slots).
+    # caused are not charged). Below consensus.election.least_epoch_charge (24 with
+    # these defaults), or some offline producer is never jailed; governance keeps it
+    # there (docs/staking.md, Missed slots).
     max_missed_slots: int = 20
     # Blocks a jailed candidate must wait before it may unjail.
     jail_blocks: int = 200
