@@ -36,6 +36,7 @@ from consensus.staking_state import (
     Counter,
     KeyList,
     Member,
+    MemberRemoved,
     PendingParam,
     PendingParams,
     active_params,
@@ -43,7 +44,9 @@ from consensus.staking_state import (
     get_member,
     member_address_key,
     member_key,
+    member_removed_key,
     members,
+    membership_changed_at,
     producers_for_height,
     proposal_key,
     prune_candidates,
@@ -189,16 +192,40 @@ def get_proposal(state: StateView, proposal_id: int) -> Proposal | None:
     return read(state, proposal_key(proposal_id), Proposal)
 
 
-def vote_counts(state: StateView, voter: bytes, voted_at: int, active: ValidatorSet) -> bool:
+# Proposals about a member's membership or role: the key in ``public_key``.
+_ABOUT_A_MEMBER = frozenset({ADMIT_MEMBER, REMOVE_MEMBER, GRANT_ISSUER})
+
+
+def approvals_since(state: StateView, proposal: Proposal) -> int:
+    """The first height whose approvals of ``proposal`` can count, as far as what it is
+    about goes: for a proposal about a member (admit, remove, grant issuer), the height
+    that key's membership last began or ended (``membership_changed_at``); else 0.
+
+    A decision about a membership belongs to it: approvals given before a member's
+    removal and readmission, or before a removed member's removal, were about a state
+    the consortium has since changed by more than 2/3, and there is no way to withdraw
+    an approval. Counted on, a stale proposal to remove a readmitted member (or to
+    readmit a removed one) passed with one more approval.
+    """
+    if proposal.kind in _ABOUT_A_MEMBER:
+        return membership_changed_at(state, proposal.public_key)
+    return 0
+
+
+def vote_counts(
+    state: StateView, voter: bytes, voted_at: int, active: ValidatorSet, since: int = 0
+) -> bool:
     """Whether an approval cast at ``voted_at`` counts now: its voter is an active
     producer and has not been admitted since (a member admitted again starts with no
-    votes, as with no proposals). A removed producer that still produces keeps its
-    votes until its last elected epoch ends (docs/staking.md, Governance).
+    votes, as with no proposals), and it was cast at ``since`` or later
+    (``approvals_since``: the membership the proposal is about has not changed since).
+    A removed producer that still produces keeps its votes until its last elected
+    epoch ends (docs/staking.md, Governance).
 
     Heights are the clock: an approval cast in the block that removed and re-admitted
-    its voter, before both, counts as the new membership's.
+    its voter (or the proposal's subject), before both, counts as the new membership's.
     """
-    if voter not in active:
+    if voter not in active or voted_at < since:
         return False
     member = get_member(state, voter)
     return member is None or voted_at >= member.admitted_height
@@ -493,6 +520,7 @@ def apply_propose_revoke_issuer(
     writes={
         P.MEMBER,
         P.MEMBER_ADDRESS,
+        P.MEMBER_REMOVED,
         P.PROPOSAL,
         P.STAKING_INDEX,
         P.CHAIN_PARAMS,
@@ -534,12 +562,14 @@ def apply_vote_proposal(
         raise TxFailed(f"{tx.sender.hex()} is not an active producer", "not_producer")
     votes = dict(zip(proposal.voters, proposal.voted_at, strict=True))
     previous = votes.get(tx.sender)
-    # One vote per producer and membership (one from an earlier membership is replaced).
-    if previous is not None and vote_counts(state, tx.sender, previous, active):
+    since = approvals_since(state, proposal)
+    # One vote per producer and membership, the voter's and the subject's (one from an
+    # earlier membership is replaced).
+    if previous is not None and vote_counts(state, tx.sender, previous, active, since):
         raise TxFailed(f"{tx.sender.hex()} already voted on {proposal.id}", "already_voted")
     votes[tx.sender] = ctx.height
     voters = tuple(sorted(votes))
-    approvals = sum(1 for v in voters if vote_counts(state, v, votes[v], active))
+    approvals = sum(1 for v in voters if vote_counts(state, v, votes[v], active, since))
     passed = approvals * 3 > len(active) * 2
     if passed:
         _execute(state, proposal, ctx)
@@ -582,6 +612,8 @@ def _execute(state: Overlay, proposal: Proposal, ctx: BlockContext) -> None:
     elif proposal.kind == REMOVE_MEMBER:
         _check_remove(state, key)
         state.delete(member_key(key))
+        # Approvals about this key from before now no longer count (approvals_since).
+        state.set_obj(member_removed_key(key), MemberRemoved(ctx.height))
         # Its nodes are no longer dialed: a removed member's address goes with it.
         state.delete(member_address_key(key))
         state.set_obj(MEMBER_LIST_KEY, KeyList(tuple(k for k in members(state) if k != key)))

@@ -27,3 +27,7 @@ class ConsensusPrefix(IntEnum):
     # can still be slashed, its own unbonding entries are not paid out (docs/staking.md,
     # Accountability).
     PRODUCER_TERM = 0x1A
+    # The height a node key's last membership ended (its removal): approvals of a
+    # proposal about that key count only from then on, until it is admitted again
+    # (docs/staking.md, Governance).
+    MEMBER_REMOVED = 0x1B

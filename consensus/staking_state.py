@@ -134,6 +134,19 @@ class Member(Wire):
 
 
 @dataclass(frozen=True, slots=True)
+class MemberRemoved(Wire):
+    """When a node key's last membership ended: the height of the block that removed it.
+
+    Kept after the key is admitted again (its ``Member.admitted_height`` is later), so
+    that a proposal about the key can tell approvals of before its removal.
+    """
+
+    height: int
+
+    MAX_ENCODED = 16
+
+
+@dataclass(frozen=True, slots=True)
 class MemberAddress(Wire):
     """Where a member's node listens for peers, ``host:port`` (``core.netaddr``), as the
     member signed it. Other nodes dial it; TLS pins the member's node key, so an address
@@ -316,6 +329,7 @@ _PRODUCERS = bytes([ConsensusPrefix.PRODUCER_SET])
 _EVIDENCE = bytes([ConsensusPrefix.EVIDENCE])
 _PROPOSAL = bytes([ConsensusPrefix.PROPOSAL])
 _TERM = bytes([ConsensusPrefix.PRODUCER_TERM])
+_MEMBER_REMOVED = bytes([ConsensusPrefix.MEMBER_REMOVED])
 MEMBER_LIST_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x01])
 CANDIDATE_LIST_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x02])
 PROPOSAL_COUNTER_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x03])
@@ -334,6 +348,10 @@ def member_key(public_key: bytes) -> bytes:
 
 def member_address_key(public_key: bytes) -> bytes:
     return _MEMBER_ADDRESS + public_key
+
+
+def member_removed_key(public_key: bytes) -> bytes:
+    return _MEMBER_REMOVED + public_key
 
 
 def candidate_key(public_key: bytes) -> bytes:
@@ -407,6 +425,16 @@ def member_address(state: StateView, public_key: bytes) -> str | None:
 
 def is_member(state: StateView, public_key: bytes) -> bool:
     return get_member(state, public_key) is not None
+
+
+def membership_changed_at(state: StateView, public_key: bytes) -> int:
+    """The height the key's membership last began (it is a member) or ended (it was
+    removed since), 0 for a key never admitted by governance nor removed."""
+    member = get_member(state, public_key)
+    if member is not None:
+        return member.admitted_height
+    removed = read(state, member_removed_key(public_key), MemberRemoved)
+    return 0 if removed is None else removed.height
 
 
 def get_candidate(state: StateView, public_key: bytes) -> Candidate | None:

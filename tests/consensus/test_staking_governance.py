@@ -759,3 +759,35 @@ def test_with_the_delay_unchanged_no_passed_change_is_skipped(steps):
             for _ in range(arg):
                 chain.block()
         assert not any(e.kind == "param_change_skipped" for e in chain.last.begin_events)
+
+
+def test_a_stale_removal_does_not_pass_on_approvals_from_a_past_membership():
+    # Two of three approve removing m5 (not enough); the consortium removes it by
+    # another proposal, then admits it again. The first proposal's approvals were
+    # given about the membership that ended: one more approval passed it, so a single
+    # producer could undo a re-admission more than 2/3 had just voted for.
+    chain = _long_epochs()
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[5], "m5"))
+    stale = propose(chain, ProposeRemoveMember(PUB[5]), PROPOSE_REMOVE_MEMBER)
+    assert vote(chain, KEYS[0], stale).ok and vote(chain, KEYS[1], stale).ok
+    pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[5]))
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[5], "m5-again"))
+    receipt = vote(chain, KEYS[2], stale)
+    assert receipt.ok and receipt.events[-1].get("approvals") == "1", receipt
+    assert is_member(chain.state, PUB[5])
+    # Approvals given in the membership of now count, the earlier voters' again included.
+    assert vote(chain, KEYS[0], stale).ok
+    receipt = vote(chain, KEYS[1], stale)
+    assert receipt.events[-1].get("passed") == "1"
+    assert not is_member(chain.state, PUB[5])
+
+
+def test_a_stale_admission_does_not_pass_on_approvals_from_before_a_removal():
+    chain = _long_epochs()
+    stale = propose(chain, ProposeAdmitMember(PUB[5], "m5"))
+    assert vote(chain, KEYS[0], stale).ok and vote(chain, KEYS[1], stale).ok
+    pass_proposal(chain, PROPOSE_ADMIT_MEMBER, ProposeAdmitMember(PUB[5], "m5-other"))
+    pass_proposal(chain, PROPOSE_REMOVE_MEMBER, ProposeRemoveMember(PUB[5]))
+    receipt = vote(chain, KEYS[2], stale)
+    assert receipt.ok and receipt.events[-1].get("approvals") == "1", receipt
+    assert not is_member(chain.state, PUB[5])
