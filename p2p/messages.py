@@ -45,11 +45,20 @@ from p2p.limits import ITEM_OBJECT_BYTES
 # and other parameters after such blocks; and unbonding releases run after the election
 # in a block's begin hooks (``consensus.staking.register``), so an entry due at an
 # election height of a staker elected there is held (tree layout 8 still).
-# 10: an election takes in at most ``newcomers_allowed`` producers not in the outgoing
+# 10: an election takes in at most ``(n - 1) // 3`` producers not in the outgoing
 # set (``consensus.election.elect``): stake could elect dormant members, a third of the
 # set, and stop the chain for good; other sets after such elections (tree layout 8
 # still).
-PROTOCOL_VERSION = 10
+# 11: an election takes in one newcomer (``NEWCOMERS_PER_ELECTION``); governance may
+# not shrink the set below four, raise ``max_missed_slots`` or ``max_producers`` past
+# ``least_epoch_charge``, and ``jail_blocks`` is at least ``epoch_length``
+# (``governance.check_param_change``); approvals of a proposal about a member count
+# from that member's last admission or removal (``MemberRemoved``, prefix 0x1B); an
+# item names the resale listing that offers it (``apps.commerce.model.Item.listing_id``,
+# one field more), only its owner (or its maker before a sale) decommissions it, and a
+# locked item is handed only along its order's way: other receipts, sets and state
+# (tree layout 8 still).
+PROTOCOL_VERSION = 11
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.
