@@ -171,6 +171,17 @@ class ChainApplication:
     keep the mempool on the main loop), and the proposer's build budget.
     """
 
+    # Executed blocks kept at one height, the newest. Each holds its state changes,
+    # receipts and new tree nodes (~14 MB for 10k transfers over a small state, more
+    # over a big one), and a height whose rounds keep failing while a quorum is up
+    # (proposals that reach the others late or that they all refuse: a clock outage, a
+    # link too slow for the blocks, an execution bug being fixed) brings a new block
+    # nearly every round: kept all, one hour of it (66-120 rounds) held gigabytes.
+    # One round needs one (its proposal); a few leave
+    # room for a rival block and the locked one. A block let go that is committed after
+    # all is executed again (``commit``), as a block never validated here is.
+    MAX_EXECUTED = 4
+
     def __init__(
         self,
         chain: Chain,
@@ -187,7 +198,7 @@ class ChainApplication:
         # 0: no budget, every selected transaction is tried.
         self.build_budget_ms = build_budget_ms
         # Blocks executed at this height (own proposals and validated ones), by hash,
-        # so that commit does not execute again.
+        # oldest first, so that commit does not execute again; at most MAX_EXECUTED.
         self._executed: dict[bytes, ExecutedBlock] = {}
         self._executed_height = 0
         # Precommits for the last committed block that arrived after the engine had
@@ -202,7 +213,11 @@ class ChainApplication:
         if height != self._executed_height:
             self._executed.clear()
             self._executed_height = height
-        self._executed[executed.block.hash] = executed
+        executed_blocks = self._executed
+        executed_blocks.pop(executed.block.hash, None)
+        executed_blocks[executed.block.hash] = executed
+        while len(executed_blocks) > self.MAX_EXECUTED:
+            del executed_blocks[next(iter(executed_blocks))]
 
     def height(self) -> int:
         return self.chain.height

@@ -454,3 +454,42 @@ def test_a_stored_block_is_served_in_the_bytes_its_decoded_form_encodes_to(tmp_p
         ConsensusMessage.wrap(FinalizedBlock(*found, 7)).encode()
     )
     assert app.committed_encoded(0) is None and app.committed_encoded(2) is None
+
+
+class _CountingChain(Chain):
+    """A chain that counts the blocks it executes to validate them."""
+
+    verified = 0
+
+    def verify(self, block, known=None, *, body_matched=False):
+        self.verified += 1
+        return super().verify(block, known, body_matched=body_matched)
+
+
+def test_a_height_of_many_rounds_keeps_a_bounded_number_of_executed_blocks(tmp_path):
+    # A height whose rounds keep failing brings a new proposal nearly every round; each
+    # executed block (state changes, receipts, tree nodes) was kept until the height ended.
+    g, producer = _setup(tmp_path)
+    chain = _CountingChain(ChainStore(tmp_path / "a"), g, build_registry())
+    other = _chain(tmp_path, "b", g)
+    vtxs = _transfers(chain, g)
+    app = ChainApplication(chain, producer, _Pool([]), lambda *_: None)
+    rounds = 3 * ChainApplication.MAX_EXECUTED
+    blocks = [
+        other.build(vtxs[:2], producer, g.genesis_time_ms + 1_000 + r, r).block
+        for r in range(rounds)
+    ]
+    for block in blocks:
+        assert app.validate(block)
+    assert chain.verified == rounds
+    # The latest rounds' blocks are still held; the first round's was let go.
+    for block in blocks[-ChainApplication.MAX_EXECUTED :]:
+        assert app.validate(block)
+    assert chain.verified == rounds
+    assert app.validate(blocks[0])
+    assert chain.verified == rounds + 1
+    # A block let go can still be committed: it is executed again.
+    first = blocks[1]
+    app.commit(first, make_commit([producer], g.chain_id, 1, first.header.round, first.hash))
+    assert chain.verified == rounds + 2
+    assert chain.height == 1 and chain.head == first.header
