@@ -298,6 +298,10 @@ class ConsensusEngine:
         self.commit_round = -1
         self._precommit_wait_round = -1
         self._own: dict[tuple[int, int], Message] = {}
+        # Proposals dropped from memory since the WAL was last rewritten, and the size
+        # it must reach before it is rewritten again (``_compact_wal``).
+        self._wal_stale = False
+        self._wal_rewrite_at = 0
         self._gossip.new_height()
         self._height_started = self.clock.now()
         # When round 0 of this height began (None: not yet, or only later rounds).
@@ -318,6 +322,7 @@ class ConsensusEngine:
             self._round0_started = self.clock.now()
         self.round = round_
         self.step = Step.NEW_ROUND
+        self._forget_old_proposals()
         self.enter_propose(height, round_)
 
     def enter_propose(self, height: int, round_: int) -> None:
@@ -672,6 +677,57 @@ class ConsensusEngine:
             if block is not None and self._is_valid(block):
                 self.valid_round, self.valid_block = r, block
                 return
+
+    def _forget_old_proposals(self) -> None:
+        """Drop the proposals (and blocks) of rounds more than ``kept_proposal_rounds``
+        below ours whose block no round's votes made a majority for and that is neither
+        our lock nor our valid block: no rule of the algorithm can use them any more,
+        except a commit by late precommits, which fetches the block (``enter_commit``)."""
+        floor = self.round - self.config.kept_proposal_rounds
+        old = [r for r in self.proposals if r < floor]
+        if not old:
+            return
+        needed = {self.locked_hash}
+        if self.valid_block is not None:
+            needed.add(self.valid_block.hash)
+        for r in self.votes.rounds():
+            for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+                needed.add(self.votes.majority(r, vote_type))
+        for r in old:
+            if self.proposals[r].block.hash not in needed:
+                del self.proposals[r]
+                self._arrival.pop(r, None)
+                self._timely.pop(r, None)
+                self._own.pop((0, r), None)
+                self._wal_stale = True
+        held = {p.block.hash for p in self.proposals.values()}
+        for block_hash in [h for h in self._blocks if h not in held and h not in needed]:
+            del self._blocks[block_hash]
+        self._compact_wal()
+
+    def _compact_wal(self) -> None:
+        """Rewrite the WAL with what the engine still holds (proposals, then votes,
+        round by round) once proposals were dropped and it has doubled since it was last
+        written whole: it stays within twice what is held, however many rounds go by,
+        at the cost of one rewrite per doubling. Not while replayed messages wait in
+        the queue: they are in the old log only, and handling them logs nothing."""
+        wal = self.wal
+        if wal is None or not self._wal_stale or wal.size < self._wal_rewrite_at:
+            return
+        if any(isinstance(item, _Received) and item.replayed for item in self._queue):
+            return
+        msgs: list[Message] = []
+        for r in sorted(set(self.proposals) | set(self.votes.rounds())):
+            proposal = self.proposals.get(r)
+            if proposal is not None:
+                msgs.append(proposal)
+            for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+                vs = self.votes.get(r, vote_type)
+                if vs is not None:
+                    msgs.extend(vs.all_votes())
+        wal.rewrite(msgs)
+        self._wal_stale = False
+        self._wal_rewrite_at = 2 * wal.size
 
     def _proposal_complete(self, round_: int) -> bool:
         proposal = self.proposals.get(round_)

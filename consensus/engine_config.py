@@ -61,6 +61,14 @@ class BFTConfig:
     max_buffered_proposals_per_peer: int = 2
     # Votes a validator may have in rounds above ours (cometbft's peer catch-up rounds).
     max_future_rounds_per_validator: int = 2
+    # Rounds below ours whose proposals (and blocks) are kept whatever the votes say;
+    # older ones only if a round's votes made a majority for their block or it is our
+    # lock or valid block. A height whose rounds keep failing while a quorum is up
+    # brings a new block nearly every round (megabytes each, 66-120 rounds in its first
+    # hour): kept all, they filled the memory of every node while the cause was being
+    # fixed. A block let go that late votes decide after all is fetched from a peer (a
+    # majority's voters hold it).
+    kept_proposal_rounds: int = 4
 
     def timeout_ms(self, step: Step, round_: int) -> int:
         """How long ``step`` may take in ``round_``: base + delta * round."""

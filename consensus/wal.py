@@ -16,10 +16,12 @@ one height: entering a new height replaces it atomically.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -67,6 +69,11 @@ class WAL:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def size(self) -> int:
+        """Bytes of the log, appended ones included (synced or not)."""
+        return self._size
 
     def start_height(self, height: int) -> list[Message]:
         """Switch to ``height``; return the messages logged for it before a restart."""
@@ -118,6 +125,18 @@ class WAL:
         self._dirty = False
         self.synced_size = self._size
 
+    def rewrite(self, msgs: Iterable[Message]) -> None:
+        """Replace the log of the current height with ``msgs`` (what is still worth
+        replaying, in the order to replay it), synced, in one atomic switch: a crash
+        leaves the old log or the new one. The engine drops the proposals of old rounds
+        (``BFTConfig.kept_proposal_rounds``), and a height of many rounds otherwise
+        logged every one of them: gigabytes to read back at a restart after a day."""
+        if self._fd is None:
+            raise StorageError("consensus WAL is not open")
+        height = self.height
+        self.close()
+        self._create(height, msgs)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -157,15 +176,19 @@ class WAL:
             good = end
         return msgs, good
 
-    def _create(self, height: int) -> None:
+    def _create(self, height: int, msgs: Iterable[Message] = ()) -> None:
         tmp = self._path.with_suffix(".tmp")
-        record = _record(WalHeader(self.chain_id, height).encode())
+        header = _record(WalHeader(self.chain_id, height).encode())
+        size = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                view = memoryview(record)
-                while view:
-                    view = view[os.write(fd, view) :]
+                records = (_record(ConsensusMessage.wrap(m).encode()) for m in msgs)
+                for record in itertools.chain([header], records):
+                    view = memoryview(record)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    size += len(record)
                 os.fsync(fd)
                 # Atomic switch: a crash leaves the old height's log or the new one.
                 os.replace(tmp, self._path)
@@ -178,7 +201,7 @@ class WAL:
             raise StorageError(f"cannot create consensus WAL {self._path}: {exc}") from exc
         self._fd = fd
         self.height = height
-        self._size = self.synced_size = len(record)
+        self._size = self.synced_size = size
         self._dirty = False
 
 

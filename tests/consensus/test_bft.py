@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -760,3 +761,79 @@ def test_a_proposal_that_arrived_in_time_is_prevoted_however_long_it_takes_to_va
     h.votes_from(OTHERS, PV, 0, block.hash)
     h.votes_from(OTHERS, PC, 0, block.hash)
     assert h.app.height() == 1 and h.app.commits[0].round == 0
+
+
+# --- memory of a height that takes many rounds ---------------------------------------
+
+
+def _stalled_rounds(h, rounds, txs=()):
+    """Rounds without a decision, each with a new block (of ``txs``) from its proposer
+    (our own rounds' blocks come from the engine itself)."""
+    for r in range(h.engine.round, h.engine.round + rounds):
+        key = proposer(1, r)
+        if key != ME:
+            block = make_block(h.app, 1, r, key, time_ms=h.clock.time_ms(), txs=txs)
+            h.deliver(sign_proposal(key, 1, r, block))
+        to_next_round(h, r)
+
+
+def test_a_height_of_failing_rounds_keeps_a_bounded_number_of_proposals(tmp_path):
+    # Rounds that keep failing while a quorum is up: a new block nearly every round,
+    # megabytes each, and all of them were kept until the height ended.
+    h = make_engine(tmp_path)
+    kept = CONFIG.kept_proposal_rounds
+    for _ in range(4):
+        _stalled_rounds(h, kept)
+        # The rounds kept, the current one and the next.
+        assert len(h.engine.proposals) <= kept + 2
+    assert h.engine.round == 4 * kept
+
+
+def test_a_locked_block_is_kept_however_many_rounds_go_by(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = lock_on_round0(h)
+    _stalled_rounds(h, 3 * CONFIG.kept_proposal_rounds)
+    assert h.engine.proposals[0].block.hash == b0.hash
+    assert h.engine.locked_hash == b0.hash and h.engine.valid_block == b0
+
+
+def test_a_block_let_go_that_late_precommits_decide_is_fetched_and_committed(tmp_path):
+    h = make_engine(tmp_path)
+    b0 = propose(h, 0)
+    # More than 1/3 are rounds ahead: we follow them there, and round 0's block, with
+    # no majority, is let go.
+    h.votes_from(OTHERS[:2], PV, CONFIG.kept_proposal_rounds + 2, NIL)
+    assert 0 not in h.engine.proposals
+    h.votes_from(OTHERS, PC, 0, b0.hash)
+    assert h.app.height() == 0 and h.missing == [(1, b0.hash)]
+    h.deliver(sign_proposal(proposer(1, 0), 1, 0, b0))
+    assert h.app.height() == 1 and h.app.commits[0].round == 0
+
+
+def test_the_wal_of_a_height_of_many_rounds_stays_bounded_and_replays_the_lock(tmp_path):
+    # Every proposal of every round was logged: a day of such a height is gigabytes,
+    # all read back at a restart.
+    h = make_engine(tmp_path, with_wal=True)
+    b0 = lock_on_round0(h)
+    tx = bytes(16 * 1024)
+    block_bytes = 4 * len(tx)
+    kept = CONFIG.kept_proposal_rounds
+    for _ in range(15):
+        _stalled_rounds(h, kept, txs=(tx,) * 4)
+        # Twice what is held (the rounds kept, the current and the next), and a block.
+        assert os.path.getsize(h.engine.wal.path) < (2 * (kept + 2) + 4) * block_bytes
+    h.engine.wal.close()
+    # A restart finds the locked block and the polka behind the lock in the log.
+    engine = ConsensusEngine(
+        chain_id=CHAIN,
+        app=h.app,
+        transport=RecordingTransport(),
+        clock=ManualClock(),
+        privval=PrivValidator(ME, CHAIN, tmp_path / "privval"),
+        wal=WAL(tmp_path / "wal", CHAIN),
+        config=CONFIG,
+    )
+    engine.start()
+    assert engine.proposals[0].block.hash == b0.hash
+    assert engine.votes.get(0, PV).count(b0.hash) == 3
+    assert (engine.locked_hash, engine.valid_block) == (b0.hash, b0)

@@ -58,6 +58,20 @@ def test_appends_after_a_replay_are_kept(tmp_path):
     assert WAL(tmp_path, CHAIN).start_height(3) == msgs()[:2]
 
 
+def test_a_rewritten_log_replays_what_it_was_given_then_later_appends(tmp_path):
+    wal = WAL(tmp_path, CHAIN)
+    wal.start_height(3)
+    for m in msgs():
+        wal.append(m)
+    before = wal.size
+    wal.rewrite(msgs()[1:])
+    assert wal.size < before and wal.synced_size == wal.size
+    wal.append(msgs()[0])
+    wal.sync()
+    wal.close()
+    assert WAL(tmp_path, CHAIN).start_height(3) == [*msgs()[1:], msgs()[0]]
+
+
 def test_torn_tail_is_cut_off(tmp_path):
     wal = WAL(tmp_path, CHAIN)
     wal.start_height(3)
