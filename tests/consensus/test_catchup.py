@@ -650,3 +650,32 @@ def test_a_fuller_copy_of_a_stripped_certificate_completes_it(tmp_path):
     h.clock.advance(CONFIG.timeout_commit_ms)
     assert proposed_signers(h, 4) == EVERY_PRODUCER
     assert [peer for peer, _ in h.bad_peers] == ["forger"] and h.engine.halted is None
+
+
+def test_a_peer_whose_answer_a_faster_peer_overtook_is_not_passed_over(tmp_path):
+    # Asked for a block in the second place, a peer answered at once, but a nearer
+    # peer's answers took the node two heights on before it came: a copy of a block
+    # below the one finalized last was dropped unseen, the peer still owed its block,
+    # so it was not asked again, and an interval after its ask it was passed over for
+    # SLOW_PEER_HEIGHTS heights, however soon it had answered. Honest peers farther
+    # away than the fastest one dropped out of the second place that way, one by one.
+    source = chain_of(8)
+    h = make_engine(tmp_path)
+
+    def finalized(height: int, latest: int) -> FinalizedBlock:
+        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
+
+    h.deliver(finalized(1, latest=8), peer="near")
+    h.deliver(finalized(1, latest=8), peer="far")
+    assert asked(h, "near") == [2] and asked(h, "far") == [2]
+    # The near peer's answers come first, twice; the far peer's answer for 2 after them.
+    h.deliver(finalized(2, latest=8), peer="near")
+    h.deliver(finalized(3, latest=8), peer="near")
+    assert h.engine.height == 4 and asked(h, "far") == [2]
+    h.deliver(finalized(2, latest=8), peer="far")
+    # It answered what it was asked, in time: it takes its turn again.
+    h.deliver(finalized(4, latest=8), peer="near")
+    assert h.engine.height == 5 and asked(h, "far") == [2, 5]
+    # Its answer comes first now: it goes on as the catch-up.
+    h.deliver(finalized(5, latest=8), peer="far")
+    assert h.engine.height == 6 and asked(h, "far") == [2, 5, 6]
