@@ -31,8 +31,10 @@ other invariant are checked per currency.
 Items are owned: a settled order makes its buyer the owner, and the owner (b1 is a
 buyer that is also an approved merchant, and owns S1 from the start), a holder or anyone
 else tries to resell items (resale listings name the item, and shipping one must carry
-exactly it); the checks include each owner being the buyer of a settled order that
-carried the item, and each item offered by one resale listing at most (the invariants).
+exactly it; an auction or a deal of b1's session may hold the listing's one unit);
+the checks include each owner being the buyer of a settled order that carried the
+item, each item offered by one resale listing at most (the invariants), and each
+item ended by whom it belonged to.
 A settled resale is rare in these runs: tests/apps/commerce/test_resale.py drives it.
 
 One key holds several roles: a merchant orders from and bids on its own listings, the
@@ -164,6 +166,10 @@ class CommerceMachine(RuleBasedStateMachine):
         c.ok("m1", tx.ACCEPT_ORDER, tx.OrderRef(1))
         c.ok("m1", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, (item("S1"),)))
         c.ok("b1", tx.CONFIRM_DELIVERY, tx.OrderRef(1))
+        # b1 resells through a session of its own too (auctions and deals hold the one
+        # unit of a resale listing), and may end S1 while it owns and holds it.
+        c.ok("b1", tx.OPEN_SESSION, tx.OpenSession(c.addr("host"), 0, "resale"))
+        c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("b1"), int(Role.INSPECTOR), b""))
 
     # --- helpers ---
 
@@ -574,24 +580,51 @@ class CommerceMachine(RuleBasedStateMachine):
             listing = tx.CreateListing("again", "", price, stock, b"", data.draw(currencies), it)
             self.add(who, tx.CREATE_LISTING, listing)
 
-    @rule(data=st.data(), kind=st.integers(0, 3))
+    @rule(data=st.data(), kind=st.integers(0, 7))
     def resell(self, data, kind):
-        """The owner of S1 (b1 at first) offers it again and again, delists, and buyers
-        order its newest listings: one listing offers it at a time, so at most one
-        buyer's escrow waits for it (the invariants)."""
+        """The owner of S1 (b1 at first) offers it again and again, delists, puts the
+        listing's one unit in an auction or a deal of its session (the host may start
+        the auction), now and then ends the item, and buyers order its newest listings:
+        one listing offers it at a time, so at most one buyer's escrow waits for it
+        (the invariants)."""
         it = item("S1")
         found = get_item(self.state, it.gtin, it.serial)
         owner = self.name_of(found.owner) if found.owner else "b1"
         newest = peek_next_id(self.state, keys.LISTING_IDS) - 1
         recent = data.draw(st.integers(max(1, newest - 2), newest))
+        if data.draw(st.integers(0, 3)):
+            # Mostly S1's newest resale listing (other rules list things meanwhile).
+            ref = item_ref(it.gtin, it.serial)
+            resales = [
+                i for i in range(newest, 0, -1) if get_listing(self.state, i).item_ref == ref
+            ]
+            recent = resales[0] if resales else recent
+        # Each seller's own session (b1's opened last in ``setup``).
+        session = {"m1": 1, "m2": 2, "b1": 3}.get(owner, 3)
+        now = self.chain.time_ms
         if kind == 0:
             listing = tx.CreateListing("again", "", 700, 1, b"", "", it)
             self.add(owner, tx.CREATE_LISTING, listing)
         elif kind == 1:
             self.add(owner, tx.DELIST, tx.ListingRef(recent))
+        elif kind in (3, 7):
+            self.add(owner, tx.PIN, tx.PinListing(session, recent))
+            who = data.draw(st.sampled_from((owner, "host")))
+            start = tx.StartAuction(
+                session, recent, 700, 0, 0, 10_000, data.draw(st.sampled_from([1, 2]))
+            )
+            self.add(who, tx.START_AUCTION, start)
+        elif kind == 4:
+            self.add(owner, tx.PIN, tx.PinListing(session, recent))
+            deal = tx.OpenDeal(session, recent, 600, 1, 1, now, now + 10 * MIN)
+            self.add(owner, tx.OPEN_DEAL, deal)
+        elif kind == 5 and data.draw(st.integers(0, 4)) == 0:
+            end = tx.Attest(it, "decommissioning", "destroyed", "", "", now, b"")
+            self.add(owner, tx.ATTEST, end)
         else:
             buyer = data.draw(st.sampled_from(("b2", "b3", "m2")))
-            self.add(buyer, tx.PLACE_ORDER, self.order_payload(recent, 1, 0, 0))
+            deal = peek_next_id(self.state, keys.DEAL_IDS) - 1 if kind == 6 else 0
+            self.add(buyer, tx.PLACE_ORDER, self.order_payload(recent, 1, deal, 0))
 
     @rule(advance=advances)
     def end_block(self, advance):
@@ -633,7 +666,7 @@ class CommerceMachine(RuleBasedStateMachine):
         for lid in range(1, peek_next_id(c.state, keys.LISTING_IDS)):
             # Decoding refuses negative integers; stock fields are all uint64.
             get_listing(c.state, lid)
-        open_by = {c.addr(m): 0 for m in MERCHANTS}
+        open_by = {c.addr(m): 0 for m in SELLERS}
         for did in range(1, peek_next_id(c.state, keys.DEAL_IDS)):
             deal = get_deal(c.state, did)
             if deal.status == DealStatus.OPEN:
