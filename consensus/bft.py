@@ -903,10 +903,9 @@ class ConsensusEngine:
                 self._catchup.ask_next(peer, fb.latest, height, runner_up=True)
             return
         if fb.commit.height == fb.block.header.height < height - 1:
-            # An answer a faster peer's overtook: of no use, but not silence either
-            # (``CatchUp.delivered``), or a peer farther away than the fastest one was
-            # passed over whenever it was asked.
-            self._catchup.delivered(peer, fb.commit.height)
+            # An answer a faster peer's overtook: of no use, but not silence either, and
+            # from a peer that holds blocks (``CatchUp.overtaken``).
+            self._catchup.overtaken(peer, fb.commit.height, fb.latest)
             return
         # Only the next block is useful; older ones we have, later ones cannot be checked yet.
         if fb.commit.height != height or fb.block.header.height != height:

@@ -468,14 +468,16 @@ class CatchUp:
         if len(self._holders) > self.config.max_sync_peers:
             del self._holders[next(iter(self._holders))]
 
-    def delivered(self, peer: Peer | None, height: int) -> None:
-        """``peer`` sent a block of ``height`` below the one we finalized last: a faster
-        peer's answers took us on before it came. It answers what ``ask_next`` asked it,
-        if that is what it was asked, so it is not silent (``_delivered``). The block is
-        not checked: a peer asked could send the real one (the node took it from
-        another), and this is only whether it was slow."""
+    def overtaken(self, peer: Peer | None, height: int, latest: int) -> None:
+        """``peer`` sent a block of ``height`` below the one we finalized last, saying it
+        holds blocks up to ``latest``: a faster peer's answers took us on before it came.
+        It answers what ``ask_next`` asked it, if that is what it was asked, so it is not
+        silent (``_delivered``), and it holds blocks: it takes its turns in the second
+        place (``_holds``). The block is not checked, as a runner-up's copy is not: any
+        peer could send the real one (the node took it from another)."""
         if peer is not None:
             self._delivered(peer, height, self.clock.now())
+            self._holds(peer, latest)
 
     def _delivered(self, peer: Peer, height: int, now: int) -> None:
         """``peer`` sent the certified block of ``height``: in time, or late, for the

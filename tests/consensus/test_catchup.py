@@ -679,3 +679,27 @@ def test_a_peer_whose_answer_a_faster_peer_overtook_is_not_passed_over(tmp_path)
     # Its answer comes first now: it goes on as the catch-up.
     h.deliver(finalized(5, latest=8), peer="far")
     assert h.engine.height == 6 and asked(h, "far") == [2, 5, 6]
+
+
+def test_a_peer_whose_copy_faster_peers_overtook_takes_its_turns(tmp_path):
+    # Two colluding members near the node answered the requests of an interval first
+    # and each request after fast and just within the interval by turns: the honest
+    # peers' copies, farther away, came once the node was two heights on and were
+    # dropped, so the node never learnt that they hold blocks; the second place went
+    # in turn to the two members only, the node never waited an interval at a height
+    # (so never asked everyone), and it went a block half an interval, no faster than
+    # the chain. A peer whose copy came too late to use still holds blocks.
+    source = chain_of(8)
+    h = make_engine(tmp_path)
+
+    def finalized(height: int, latest: int) -> FinalizedBlock:
+        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
+
+    for peer in ("near1", "near2"):
+        h.deliver(finalized(1, latest=8), peer=peer)
+    h.deliver(finalized(2, latest=8), peer="near1")
+    h.deliver(finalized(2, latest=8), peer="near2")
+    assert h.engine.height == 3
+    h.deliver(finalized(1, latest=8), peer="honest")
+    h.deliver(finalized(3, latest=8), peer="near1")
+    assert h.engine.height == 4 and asked(h, "honest") == [4]
