@@ -171,8 +171,27 @@ class _DeadlineResponse(http.client.HTTPResponse):
         self.fp = io.BufferedReader(_DeadlineIO(raw, sock, deadline, per_read))
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: a node's API never redirects, and urllib would read
+    the redirect's body whole, past ``max_answer_bytes`` (a hostile node's endless one
+    until the deadline: gigabytes), and follow it to ``ftp://``, whose reads no deadline
+    bounds. A 3xx is raised as the ``HTTPError`` it is, its body unread."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        raise urllib.error.HTTPError(req.full_url, code, msg, headers, fp)
+
+
 def _deadline_opener(deadline: float, per_read: float) -> urllib.request.OpenerDirector:
-    """An opener whose answers (http and https) must arrive whole before ``deadline``."""
+    """An opener whose answers (http and https) must arrive whole before ``deadline``,
+    and that follows no redirect (``_NoRedirect``)."""
     response = functools.partial(_DeadlineResponse, deadline=deadline, per_read=per_read)
 
     class _HTTP(http.client.HTTPConnection):
@@ -189,7 +208,7 @@ def _deadline_opener(deadline: float, per_read: float) -> urllib.request.OpenerD
         def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
             return self.do_open(_HTTPS, req)
 
-    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler, _NoRedirect)
 
 
 class NodeClient:
@@ -241,6 +260,18 @@ class NodeClient:
             with opener.open(req, timeout=self.timeout) as resp:
                 raw = self._read(resp, path)
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                # Not followed (``_NoRedirect``), its body unread; where it points is said,
+                # so a user whose node is really there can give that URL.
+                location = exc.headers.get("Location", "") if exc.headers else ""
+                exc.close()
+                raise NodeError(
+                    "redirected",
+                    f"{self.url} answered {path} with a redirect (HTTP {exc.code}) to "
+                    f"{location[:200]!r}, which is not followed: a node's API does not "
+                    "redirect (if the node is there, give that URL as the node's)",
+                    exc.code,
+                ) from None
             try:
                 raw = self._read(exc, path)
             except (OSError, http.client.HTTPException) as read_error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,37 @@ async def test_an_endless_answer_is_cut_at_the_size_bound(status):
             await asyncio.to_thread(client.status)
         assert info.value.code == "too_large", info.value
     finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("to", ["ftp", "self"])
+async def test_a_redirect_is_refused_unfollowed_and_its_body_unread(to):
+    # urllib follows a redirect to ftp:// (whose reads no answer deadline bounds, and to
+    # any host the node names), and reads a redirect's body whole, past the size bound.
+    elsewhere = socket.create_server(("127.0.0.1", 0))
+    elsewhere.setblocking(False)
+    target = f"ftp://127.0.0.1:{elsewhere.getsockname()[1]}/x" if to == "ftp" else "/v1/status"
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=302, headers={"Location": target})
+        await resp.prepare(request)
+        # A body past the client's bound below (a test cannot wait for an endless one).
+        for _ in range(16):
+            await resp.write(b"x" * 65536)
+        return resp
+
+    server = await serve(redirect)
+    try:
+        client = NodeClient(str(server.make_url("")), timeout=1.0, max_answer_bytes=1024)
+        with pytest.raises(NodeError) as info:
+            await asyncio.to_thread(client.status)
+        assert info.value.code == "redirected", info.value
+        assert repr(target) in info.value.message
+        # Nothing dialled the address the node named.
+        with pytest.raises(BlockingIOError):
+            elsewhere.accept()
+    finally:
+        elsewhere.close()
         await server.close()
 
 
