@@ -388,6 +388,9 @@ const cases = {
   no_header: () => new light.LightClient(blockless({ commit: { encoded: v.commit } }), { encoded: v.genesis }).provenValue(unhex("01"), { height: 5, value: null, proof: v.proof }),
   height0: () => new light.LightClient(node, { encoded: v.genesis }).checkHeader(0, v.header, v.commit),
   value0: () => new light.LightClient(node, { encoded: v.genesis }).provenValue(unhex("01"), { height: 0, value: null, proof: v.proof }),
+  // The highest height a page takes: epoch 9e14, whose set was looked for below it one
+  // epoch at a time (weeks of a frozen page) before the walk asked for epoch 1.
+  far: () => new light.LightClient(node, { encoded: v.genesis }).provenValue(unhex("01"), { height: Number.MAX_SAFE_INTEGER, value: null, proof: v.proof }),
 };
 const out = {};
 for (const [name, run] of Object.entries(cases)) {
@@ -406,7 +409,8 @@ def test_hostile_answers_read_as_not_verified_never_as_another_error(tmp_path):
     """What a node can put in an answer ends as "not verified" (which the pages show), never
     as an error they do not expect: bytes nested deeper than the encoder goes, a block
     answered as null or without its header, and a header of height 0 (no epoch) under a
-    staking genesis, certified by its validator."""
+    staking genesis, certified by its validator, and a state answer at the highest height
+    a page takes (2**53 - 1), refused in the epoch walk's first step."""
     key = PrivateKey(bytes([7]) * 32)
     genesis = Genesis(
         "web-test-1",
@@ -428,7 +432,7 @@ def test_hostile_answers_read_as_not_verified_never_as_another_error(tmp_path):
     }
     done = run_script(tmp_path / "hostile.mjs", HOSTILE_SCRIPT, vectors)
     assert json.loads(done.stdout) == dict.fromkeys(
-        ("deep", "block_null", "no_header", "height0", "value0"), "not verified"
+        ("deep", "block_null", "no_header", "height0", "value0", "far"), "not verified"
     )
 
 

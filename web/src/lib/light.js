@@ -183,9 +183,9 @@ export class LightClient {
     const keys = g.validators.map((v) => fields(v, GENESIS_VALIDATOR, "GenesisValidator").public_key);
     // Sets by epoch, sparse: genesis's, the one kept from an earlier load, and those
     // walked since.
-    this.sets = [validatorSet(keys)];
+    this.sets = new Map([[0, validatorSet(keys)]]);
     this.kept = keptProducers(this.genesisHash);
-    if (this.kept) this.sets[this.kept.epoch] = this.kept.set;
+    if (this.kept) this.sets.set(this.kept.epoch, this.kept.set);
     // Certified headers by height (a final block never changes): a page proving several
     // values at one height checks its certificate once.
     this.headers = new Map();
@@ -200,21 +200,23 @@ export class LightClient {
   async producersAt(height) {
     // No block is at a height below 1 (genesis is no block), so no epoch has producers there.
     if (!Number.isSafeInteger(height) || height < 1) throw new NotVerified(`no block is at height ${height}`);
-    if (!this.staking) return this.sets[0];
+    if (!this.staking) return this.sets.get(0);
     const epoch = this.epochOf(height);
-    // From the highest set known at or below it (a height below the kept set: genesis's).
-    let known = epoch;
-    while (!this.sets[known]) known--;
-    for (let e = known + 1; e <= epoch; e++) this.sets[e] = await this.epochSet(e, height, this.sets[e - 1]);
+    // From the highest set known at or below it (a height below the kept set: genesis's),
+    // found among the sets held, not by counting down from `epoch`: the node names the
+    // height, and from 2**53 - 1 that count froze the page for weeks.
+    let known = 0;
+    for (const e of this.sets.keys()) if (e <= epoch && e > known) known = e;
+    for (let e = known + 1; e <= epoch; e++) this.sets.set(e, await this.epochSet(e, height, this.sets.get(e - 1)));
     if (epoch > (this.kept?.epoch ?? 0)) {
-      this.kept = { epoch, set: this.sets[epoch] };
+      this.kept = { epoch, set: this.sets.get(epoch) };
       try {
         localStorage.setItem(PRODUCERS + this.genesisHash, JSON.stringify({ epoch, keys: this.kept.set.map(hex) }));
       } catch {
         // Storage full or refused: the next load walks again, nothing else changes.
       }
     }
-    return this.sets[epoch];
+    return this.sets.get(epoch);
   }
 
   // Epoch `e`'s producers from the node's record of it (GET /v1/epochs/{e}, one read,
