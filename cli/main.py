@@ -27,7 +27,7 @@ from cli.keyring import Keyring
 from cli.keys import keys
 from cli.light import CheckpointStore, fetch_certified_header, producers_at
 from cli.send import fail, hint_for, output_failed, output_refused, submit_tx
-from cli.trust import SIGNED_FOR, command_anchor, proof_anchor
+from cli.trust import SIGNED_FOR, anchor_of, command_anchor, proof_anchor, warn_unanchored
 from core import LiveLedgerError, format_address, parse_address
 from genesis import Genesis
 from storage import StateProof, verify_proof
@@ -469,12 +469,34 @@ def audit() -> None:
 @click.option(
     "--home", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path)
 )
+@trusted_genesis_option(
+    "Trusted genesis.json to replay from (default: the genesis pinned in the keyring, "
+    "`liveledger genesis pin`; with neither, the one installed in --home, the node "
+    "operator's, its hash printed to compare)."
+)
+@click.option(
+    "--keyring",
+    envvar="LIVELEDGER_KEYRING",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the pinned genesis is (or set LIVELEDGER_KEYRING).",
+)
 @clear_errors
-def audit_verify(home: Path) -> None:
+def audit_verify(home: Path, genesis_file: Path | None, keyring: Path | None) -> None:
     """Re-verify every block of a node's home from genesis: signatures, roots, re-execution."""
     from node.audit import audit_home
+    from node.config import GENESIS_FILE
 
-    report = audit_home(home)
+    # The node's home holds a genesis too, but its operator wrote it: one of its own
+    # making would make a chain it signed alone replay clean.
+    anchor = anchor_of(keyring, genesis_file)
+    if anchor is None:
+        installed = home / GENESIS_FILE
+        warn_unanchored(
+            keyring,
+            f"the genesis this audit replays from ({installed}, the node operator's: "
+            "compare the hash below with the consortium's)",
+        )
+    report = audit_home(home, genesis=None if anchor is None else anchor.genesis)
     note = " (audited a copy: the node is running)" if report.copied else ""
     click.echo(
         f"verified height {report.height}: {report.txs} transactions, "

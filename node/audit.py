@@ -1,4 +1,4 @@
-"""Offline audit: re-verify a node's whole chain from its genesis document alone.
+"""Offline audit: re-verify a node's whole chain from a genesis document alone.
 
 The audit trusts nothing the node computed. It replays every stored block into a
 fresh chain built from ``genesis.json`` through the same validation a node
@@ -90,9 +90,18 @@ def _open_source(data_dir: Path, scratch: Path, caches: StorageConfig) -> tuple[
     raise StorageError(f"could not snapshot the running node's store at {data_dir}: {last_error}")
 
 
-def audit_home(home: Path, progress: Callable[[int], None] | None = None) -> AuditReport:
+def audit_home(
+    home: Path,
+    progress: Callable[[int], None] | None = None,
+    genesis: Genesis | None = None,
+) -> AuditReport:
+    """Replay ``home``'s chain from ``genesis``: the auditor's own copy of the document.
+    None takes the one installed in ``home``, which is the node operator's word: a
+    hostile one installs a genesis of its own making (same chain id, its own keys as the
+    validators) and a chain it signed alone replays clean from it."""
     config = load_config(home)
-    genesis = load_genesis(home / GENESIS_FILE)
+    if genesis is None:
+        genesis = load_genesis(home / GENESIS_FILE)
     data_dir = home / config.data_dir
     if not data_dir.exists():
         raise StorageError(f"no chain data at {data_dir}")
@@ -117,7 +126,7 @@ def _replay(
     if source.genesis_hash != genesis.hash:
         raise InvalidBlock(
             f"store was made from genesis {source.genesis_hash.hex() if source.genesis_hash else None}, "
-            f"genesis.json hashes to {genesis.hash.hex()}"
+            f"the genesis audited against hashes to {genesis.hash.hex()}"
         )
     # A replay from genesis needs the genesis state and every block: a pruning or
     # state-synced node's store lacks them by design, which is no damage (and must not

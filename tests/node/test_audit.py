@@ -3,16 +3,22 @@ acceptance runs are the e2e and netns suites, through ``liveledger audit verify`
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
 
-from consensus import make_commit
-from core import StorageError
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from cli.trust import pin_genesis
+from consensus import ValidatorSet, make_commit
+from core import Block, InvalidBlock, PrivateKey, StorageError
 from core.keystore import load_key
 from genesis import create_localnet, load_genesis
 from node.audit import audit_home
 from node.chain import Chain
 from node.config import load_config
 from node.service import build_registry
+from vm import Account, account_key
 
 
 def _home_with_blocks(tmp_path, blocks: int):
@@ -52,3 +58,122 @@ def test_a_pruned_home_is_refused_up_front_as_pruned_not_as_damage(tmp_path, pru
     message = str(info.value)
     assert "pruned" in message and "archive" in message, message
     assert "missing" not in message, message
+
+
+def _hostile_home(tmp_path, chain_id: str = "audit-test"):
+    """A four-producer localnet's first home, one block in, and every producer's key:
+    the operator below writes blocks into its store directly, as a hostile one can
+    (``ChainStore.commit_block`` checks no signature and executes nothing)."""
+    layout = create_localnet(tmp_path / "net", 4, "", chain_id)
+    genesis = load_genesis(layout.genesis_path)
+    keys = {k.public_key: k for k in (load_key(n.key_path, "") for n in layout.nodes)}
+    config = load_config(layout.nodes[0].home)
+    store = config.storage.open_store(layout.nodes[0].home / config.data_dir)
+    chain = Chain(store, genesis, build_registry())
+    executed = chain.build([], keys[chain.validators.proposer(1, 0)], genesis.genesis_time_ms + 1)
+    certificate = make_commit(keys.values(), genesis.chain_id, 1, 0, executed.block.hash)
+    chain.commit(executed, certificate)
+    return layout, genesis, keys, store, chain
+
+
+def _lie(genesis, keys, store, chain, lie: str) -> None:
+    """Store block 2 with ``lie`` in it, its certificate signed by every producer unless
+    the lie is in the certificate."""
+    proposer = keys[chain.validators.proposer(2, 0)]
+    executed = chain.build([], proposer, chain.head.time_ms + 1_000)
+    header, changes, update = executed.block.header, executed.result.changes, executed.tree_update
+    if lie == "state root":
+        # Coins minted out of nothing: a state the block's execution never made.
+        changes = {**changes, account_key(bytes(20)): Account(10**9, 0).encode()}
+        update = store.prepare_state(changes)
+        header = dataclasses.replace(header, state_root=update.root)
+    elif lie == "receipt root":
+        # (The roots of an empty list are zeros: a root of ones commits to something.)
+        header = dataclasses.replace(header, receipt_root=b"\x01" * 32)
+    elif lie == "tx root":
+        header = dataclasses.replace(header, tx_root=b"\x01" * 32)
+    elif lie == "time":
+        header = dataclasses.replace(header, time_ms=chain.head.time_ms)
+    elif lie == "producer":
+        other = next(k for k in keys if k != proposer.public_key)
+        header = dataclasses.replace(header, producer=other)
+    elif lie == "producer set":
+        # Three of the four: a set no election made.
+        header = dataclasses.replace(header, producer_set_hash=ValidatorSet.of(list(keys)[:3]).hash)
+    block = Block(header, executed.block.txs)
+    signers = list(keys.values())
+    certificate = make_commit(signers, genesis.chain_id, 2, 0, block.hash)
+    sigs = certificate.signatures
+    if lie == "too few":
+        sigs = sigs[:2]
+    elif lie == "repeated":
+        sigs = (sigs[0], sigs[0], sigs[1])
+    elif lie == "non-producer":
+        stranger = make_commit([PrivateKey.generate()], genesis.chain_id, 2, 0, block.hash)
+        sigs = tuple(sorted(sigs[:2] + stranger.signatures, key=lambda s: s.validator))
+    certificate = dataclasses.replace(certificate, signatures=sigs)
+    store.commit_block(
+        block, certificate, executed.receipts, changes, update, block_events=executed.block_events
+    )
+
+
+@pytest.mark.parametrize(
+    "lie, says",
+    [
+        ("state root", "state root"),
+        ("receipt root", "receipt root"),
+        ("tx root", "tx root"),
+        ("time", "expected after"),
+        ("producer", "expected"),
+        ("producer set", "producer set"),
+        ("too few", "2 precommits, expected at least 3"),
+        ("repeated", "unique and sorted"),
+        ("non-producer", "non-producer"),
+    ],
+)
+def test_a_block_or_certificate_the_operator_forged_is_refused(tmp_path, lie, says):
+    # Even signed by every producer: the audit re-executes, so no coalition of any size
+    # gets a state, receipt or tx root past it; and a certificate must hold a quorum of
+    # the set the replayed state elects, each signer once.
+    _layout, genesis, keys, store, chain = _hostile_home(tmp_path)
+    _lie(genesis, keys, store, chain, lie)
+    home = _layout.nodes[0].home
+    store.close()
+    with pytest.raises(InvalidBlock, match=says):
+        audit_home(home)
+
+
+def test_a_chain_replays_from_the_auditor_s_genesis_not_the_one_in_the_home(tmp_path):
+    # The home's genesis.json is the operator's word: one of its own making (the same
+    # chain id, its own keys as the validators) makes a chain it signed alone replay
+    # clean from it. The auditor's copy (--genesis, or the keyring's pin) refuses it.
+    forged, _genesis, _keys, store, _chain = _hostile_home(tmp_path / "forged")
+    store.close()
+    home = forged.nodes[0].home
+    trusted = create_localnet(tmp_path / "consortium", 4, "", "audit-test")
+    runner = CliRunner()
+    done = runner.invoke(main, ["audit", "verify", "--home", str(home)], env={})
+    assert done.exit_code == 0, done.output
+    assert f"genesis {forged.genesis.hash.hex()}" in done.stdout
+    # Without a genesis of its own, the auditor is told whose it replayed from.
+    assert "the node operator's" in " ".join(done.stderr.split())
+    argv = ["audit", "verify", "--home", str(home), "--genesis", str(trusted.genesis_path)]
+    done = runner.invoke(main, argv)
+    assert done.exit_code != 0
+    assert f"the genesis audited against hashes to {trusted.genesis.hash.hex()}" in done.output
+    keyring = tmp_path / "auditor"
+    pin_genesis(keyring, trusted.genesis)
+    done = runner.invoke(main, ["audit", "verify", "--home", str(home), "--keyring", str(keyring)])
+    assert done.exit_code != 0
+    assert f"store was made from genesis {forged.genesis.hash.hex()}" in done.output
+    with pytest.raises(InvalidBlock):
+        audit_home(home, genesis=trusted.genesis)
+    assert audit_home(home, genesis=forged.genesis).height == 1
+
+
+def test_the_operator_s_block_without_a_lie_audits_clean(tmp_path):
+    # The refusals above are the lies', not the way the blocks were written.
+    layout, genesis, keys, store, chain = _hostile_home(tmp_path)
+    _lie(genesis, keys, store, chain, "none")
+    store.close()
+    assert audit_home(layout.nodes[0].home).height == 2
