@@ -489,19 +489,20 @@ def audit_verify(home: Path, genesis_file: Path | None, keyring: Path | None) ->
     # The node's home holds a genesis too, but its operator wrote it: one of its own
     # making would make a chain it signed alone replay clean.
     anchor = anchor_of(keyring, genesis_file)
-    if anchor is None:
-        installed = home / GENESIS_FILE
-        warn_unanchored(
-            keyring,
-            f"the genesis this audit replays from ({installed}, the node operator's: "
-            "compare the hash below with the consortium's)",
-        )
     report = audit_home(home, genesis=None if anchor is None else anchor.genesis)
     note = " (audited a copy: the node is running)" if report.copied else ""
     click.echo(
         f"verified height {report.height}: {report.txs} transactions, "
         f"state root {report.state_root.hex()}, genesis {report.genesis_hash.hex()}{note}"
     )
+    if anchor is None:
+        # Once the audit ran: a home that is none fails with its error alone.
+        installed = home / GENESIS_FILE
+        warn_unanchored(
+            keyring,
+            f"the genesis this audit replayed from ({installed}, the node operator's: "
+            "compare the hash above with the consortium's)",
+        )
 
 
 # Importing these adds their commands and groups to main.
