@@ -683,16 +683,11 @@ class ConsensusEngine:
         below ours whose block no round's votes made a majority for and that is neither
         our lock nor our valid block: no rule of the algorithm can use them any more,
         except a commit by late precommits, which fetches the block (``enter_commit``)."""
-        floor = self.round - self.config.kept_proposal_rounds
+        floor = self._kept_rounds_floor()
         old = [r for r in self.proposals if r < floor]
         if not old:
             return
-        needed = {self.locked_hash}
-        if self.valid_block is not None:
-            needed.add(self.valid_block.hash)
-        for r in self.votes.rounds():
-            for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
-                needed.add(self.votes.majority(r, vote_type))
+        needed = self._needed_blocks()
         for r in old:
             if self.proposals[r].block.hash not in needed:
                 del self.proposals[r]
@@ -704,6 +699,21 @@ class ConsensusEngine:
         for block_hash in [h for h in self._blocks if h not in held and h not in needed]:
             del self._blocks[block_hash]
         self._compact_wal()
+
+    def _kept_rounds_floor(self) -> int:
+        """The lowest round whose proposal is kept whatever the votes say."""
+        return self.round - self.config.kept_proposal_rounds
+
+    def _needed_blocks(self) -> set[bytes | None]:
+        """Blocks a proposal below the kept rounds is held for: those a round's votes
+        made a majority for, our lock and our valid block."""
+        needed: set[bytes | None] = {self.locked_hash}
+        if self.valid_block is not None:
+            needed.add(self.valid_block.hash)
+        for r in self.votes.rounds():
+            for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+                needed.add(self.votes.majority(r, vote_type))
+        return needed
 
     def _compact_wal(self) -> None:
         """Rewrite the WAL with what the engine still holds (proposals, then votes,
@@ -801,6 +811,16 @@ class ConsensusEngine:
     ) -> None:
         # Proposals far ahead would only cost memory; the proposer re-sends them.
         if p.round > self.round + 1:
+            return
+        # Nor is one of a round below those kept (``_forget_old_proposals``) taken
+        # again, unless its block is still needed (a late commit fetches it so): any
+        # member holds the proposals it was sent, and relaying old ones again had each
+        # checked, logged and held anew, as many as the height had rounds.
+        if (
+            not replayed
+            and p.round < self._kept_rounds_floor()
+            and p.block.hash not in self._needed_blocks()
+        ):
             return
         expected = self.validators.proposer(self.height, p.round)
         # Only the scheduled proposer of the round may propose.

@@ -837,3 +837,29 @@ def test_the_wal_of_a_height_of_many_rounds_stays_bounded_and_replays_the_lock(t
     assert engine.proposals[0].block.hash == b0.hash
     assert engine.votes.get(0, PV).count(b0.hash) == 3
     assert (engine.locked_hash, engine.valid_block) == (b0.hash, b0)
+
+
+def test_old_rounds_proposals_relayed_again_are_not_kept_again(tmp_path):
+    # Any member holds every proposal it was sent and may relay the old rounds' ones
+    # again: each was taken back as new (a signature check, a tx root over its block,
+    # a WAL append) and held until the next round, so the bound above held nothing back.
+    h = make_engine(tmp_path, with_wal=True)
+    kept = CONFIG.kept_proposal_rounds
+    tx = bytes(16 * 1024)
+    block_bytes = 4 * len(tx)
+    relayed = []
+    for r in range(3 * kept):
+        key = proposer(1, r)
+        if key != ME:
+            block = make_block(h.app, 1, r, key, time_ms=h.clock.time_ms(), txs=(tx,) * 4)
+            relayed.append(sign_proposal(key, 1, r, block))
+            h.deliver(relayed[-1])
+        to_next_round(h, r)
+    relayed += h.transport.proposals()
+    wal_size = os.path.getsize(h.engine.wal.path)
+    for _ in range(3):
+        for p in relayed:
+            h.deliver(p, "relay")
+    assert len(h.engine.proposals) <= kept + 2
+    assert os.path.getsize(h.engine.wal.path) < wal_size + block_bytes
+    assert h.bad_peers == []
