@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from core.codec import Wire
 from core.errors import Invalid
 from p2p.frames import HEADER_SIZE, ProtocolViolation, check_size, encode_frame, read_header
-from p2p.limits import OutboundQueue, QueueOverflow, TokenBucket
+from p2p.limits import OutboundQueue, QueueOverflow
 from p2p.messages import PING_TYPE, PONG_TYPE, Ping, Pong, held_bytes
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ class Connection:
         # handler (see ``tasks()``), but it no longer counts as the peer's connection.
         self.closed = asyncio.Event()
         self._loop = loop
-        self._msg_bucket = TokenBucket(cfg.rate_messages, cfg.burst_messages)
-        self._byte_bucket = TokenBucket(cfg.rate_bytes, cfg.burst_bytes)
+        # The peer's, not this connection's: a reconnect starts with what it left.
+        self._msg_bucket, self._byte_bucket = node.inbound_rate(public_key)
         self._last_rx = loop.time()
         self._closing = False
         self._reason = ""

@@ -28,6 +28,7 @@ from core.netaddr import source_of
 from p2p.admission import HandshakeGate, RefusalLog
 from p2p.connection import CONNECTION_ERRORS, Connection, Handler, PeerStats, short
 from p2p.frames import encode_frame, read_frame
+from p2p.limits import TokenBucket
 from p2p.lookup import PeerLookups
 from p2p.messages import (
     CERT_OFFER_TYPE,
@@ -181,6 +182,10 @@ class P2PNode:
         # one, and closed ones still finishing a handler).
         self._live: dict[bytes, set[Connection]] = {}
         self._banned: dict[bytes, float] = {}
+        # Per peer key, its inbound rate (messages, bytes), kept across its connections:
+        # one that reconnects (a TLS handshake, ~2 ms) must not get a full burst again and
+        # its debt forgotten. Members' keys only (pruned by ``check_members``).
+        self._rates: dict[bytes, tuple[TokenBucket, TokenBucket]] = {}
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
@@ -348,6 +353,8 @@ class P2PNode:
             if not self.is_member(pk):
                 log.warning("dropping peer %s: no longer a member", short(pk), extra={"peer": pk})
                 conn.close("no longer a member")
+        for pk in [pk for pk in self._rates if pk not in self._live and not self.is_member(pk)]:
+            del self._rates[pk]
 
     def drop_peer(self, peer: bytes, reason: str, *, ban: bool = True) -> None:
         """Disconnect a peer the node found misbehaving (e.g. it served an invalid block)."""
@@ -364,6 +371,17 @@ class P2PNode:
         return {pk: conn.stats for pk, conn in self._conns.items()}
 
     # --- called by connections ---
+
+    def inbound_rate(self, peer: bytes) -> tuple[TokenBucket, TokenBucket]:
+        """``peer``'s inbound rate limits (messages, bytes), shared by its connections."""
+        rate = self._rates.get(peer)
+        if rate is None:
+            cfg = self.config
+            rate = self._rates[peer] = (
+                TokenBucket(cfg.rate_messages, cfg.burst_messages),
+                TokenBucket(cfg.rate_bytes, cfg.burst_bytes),
+            )
+        return rate
 
     def misbehaved(self, conn: Connection, reason: str) -> None:
         self._ban(conn.public_key, reason, conn.stats.address)

@@ -889,3 +889,35 @@ async def test_what_a_frame_decodes_into_counts_against_the_peers_rate(message):
             for _ in range(3):
                 m1.node.send(k0.public_key, message)
             await until(lambda: m0.node.peer_stats()[k1.public_key].throttled > 0)
+
+
+@pytest.mark.parametrize("limit", ["messages", "bytes"])
+async def test_a_peer_that_reconnects_keeps_the_rate_it_used_up(limit):
+    # The rate limits were each connection's: a member that reconnected (a new TLS
+    # session, ~2 ms) started with a full burst again, its debt forgotten (what its
+    # frames decoded into too). At 10 TLS handshakes a second from one address that
+    # is 640 MiB/s and 100,000 messages/s at the defaults, not 32 MiB/s and 5,000.
+    frame = encode_frame(CHAT_TYPE, Chat(0, bytes(1000)).encode())
+    if limit == "messages":
+        cfg = dataclasses.replace(FAST, rate_messages=2.0, burst_messages=4.0)
+    else:
+        cfg = dataclasses.replace(FAST, rate_bytes=2.0 * len(frame), burst_bytes=4.0 * len(frame))
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0, config=cfg)
+    opened = []
+    async with m0.node:
+        try:
+            for sent in (5, 4):
+                # Five frames take the burst of four and wait for one; four would fit
+                # a fresh burst, not what the first five left (about two seconds' worth).
+                reader, writer, ident = await raw_connect(m0.node.port, k1)
+                opened.append((writer, ident))
+                writer.write(frame * sent)
+                for _ in range(sent):
+                    await recv(m0)
+                assert m0.node.peer_stats()[k1.public_key].throttled > 0
+                writer.transport.abort()
+                await until(lambda: not m0.node.peers())
+        finally:
+            close_raw(opened)
