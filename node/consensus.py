@@ -505,6 +505,11 @@ class ConsensusService:
         # consensus thread, and the peer's reader waiting for them to drain.
         self._backlog: dict[bytes, int] = {}
         self._drained: dict[bytes, list[asyncio.Future[None]]] = {}
+        # Messages handed to the consensus thread so far, all peers (main loop), and per
+        # peer found at fault how many had been when it was (consensus thread): what a
+        # peer sent before it is dropped is dropped with it, not checked one by one.
+        self._handed = 0
+        self._faulted_at: dict[bytes, int] = {}
         self._stopping = False
         self.engine: ConsensusEngine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -627,12 +632,18 @@ class ConsensusService:
                 return
             backlog = self._backlog.get(peer, 0)
         self._backlog[peer] = backlog + size
-        loop.call_soon_threadsafe(self._deliver, msg, peer, received_ms, size)
+        self._handed += 1
+        loop.call_soon_threadsafe(self._deliver, msg, peer, received_ms, size, self._handed)
 
-    def _deliver(self, msg: Message, peer: bytes, received_ms: int, size: int) -> None:
+    def _deliver(self, msg: Message, peer: bytes, received_ms: int, size: int, seq: int) -> None:
         try:
             engine = self.engine
             if engine is None or engine.halted is not None:
+                return
+            if seq <= self._faulted_at.get(peer, 0):
+                # Handed over before its sender's fault was found (it is being dropped):
+                # a backlog of forged votes cost a signature check and two warnings each,
+                # seconds of this thread for one peer.
                 return
             if isinstance(msg, Vote):
                 kind = "precommit" if msg.type == VoteType.PRECOMMIT else "prevote"
@@ -680,6 +691,9 @@ class ConsensusService:
             "bad consensus message from %s: %s", getattr(peer, "hex", lambda: peer)(), reason
         )
         if isinstance(peer, bytes):
+            # Its messages handed over until now (the main loop's count as it stands)
+            # are skipped: they came behind the one at fault, with the same connection.
+            self._faulted_at[peer] = self._handed
             peers = self._peers
             self._node_loop.call_soon(lambda: peers.drop_peer(peer, reason))
 

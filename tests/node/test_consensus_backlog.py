@@ -5,17 +5,19 @@ peer is not read from; other peers' messages still go through."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from consensus.bft import NIL
 from consensus.messages import Message, Proposal
-from core import ZERO_HASH, Block, BlockHeader
+from core import ZERO_HASH, Block, BlockHeader, Vote, VoteType
 from core.types import MAX_BLOCK_TXS
 from node.consensus import ConsensusSeams, ConsensusService, Inbound
 from node.service import Node
-from tests.node.conftest import make_home
+from tests.node.conftest import make_home, until
 
 FLOOD = b"\x09" * 32
 OTHER = b"\x0a" * 32
@@ -28,21 +30,27 @@ class Held(ConsensusSeams):
     def __init__(self) -> None:
         self.held = threading.Event()
         self.release = threading.Event()
+        # The peer of each message handed to the engine, in order.
+        self.seen: list[bytes] = []
 
     def inbound(self, deliver: Inbound) -> Inbound:
         def hold(msg: Message, peer: bytes, received_ms: int) -> None:
             if peer == FLOOD and not self.release.is_set():
                 self.held.set()
                 self.release.wait(60)
+            self.seen.append(peer)
             deliver(msg, peer, received_ms)
 
         return hold
 
 
 @asynccontextmanager
-async def held_node(tmp_path) -> AsyncIterator[tuple[Node, ConsensusService, Held]]:
-    """A started node whose consensus thread ``Held`` can hold; stopped (and let go) after."""
-    _, home = make_home(tmp_path)
+async def held_node(
+    tmp_path, **config: object
+) -> AsyncIterator[tuple[Node, ConsensusService, Held]]:
+    """A started node (its config overridden by ``config``) whose consensus thread
+    ``Held`` can hold; stopped (and let go) after."""
+    _, home = make_home(tmp_path, **config)
     seams = Held()
     node = Node.from_home(home, "", seams=seams)
     node.open()
@@ -144,3 +152,34 @@ async def test_a_backlog_of_tiny_transactions_is_bounded_by_the_memory_they_hold
         assert waiting is not None
         seams.release.set()
         await asyncio.wait_for(waiting, 30)
+
+
+async def test_what_a_peer_sent_before_its_fault_was_found_is_not_checked(tmp_path, caplog):
+    # A peer's messages handed to the busy consensus thread (up to PEER_BACKLOG_BYTES,
+    # some 32,000 votes) were each checked after the first was found forged: a
+    # signature check (~0.1 ms) and two warnings apiece, seconds of the thread that
+    # decides heights and 60,000 log lines, once per ban. What the peer sent before
+    # it was dropped goes with its connection.
+    sent = 200
+    # A long block interval: the height does not change while the votes wait.
+    async with held_node(tmp_path, block_interval_ms=60_000) as (node, consensus, seams):
+        await consensus.deliver(far_proposal(node, 0, 0), FLOOD)
+        while not seams.held.is_set():
+            await asyncio.sleep(0.01)
+        engine = consensus.engine
+        assert engine is not None
+        producer = node.key.public_key
+        # A signature, but of another vote: checked in full, and it fails.
+        other = Vote.create(node.key, node.genesis.chain_id, VoteType.PREVOTE, 1, 0, NIL)
+        forged = Vote(
+            VoteType.PREVOTE, engine.height, engine.round, b"\x07" * 32, producer, other.signature
+        )
+        for _ in range(sent):
+            await asyncio.wait_for(consensus.deliver(forged, FLOOD), 5)
+        # The next peer message goes behind them: when it is taken, they all were.
+        with caplog.at_level(logging.WARNING, logger="node.consensus"):
+            seams.release.set()
+            await consensus.deliver(far_proposal(node, 1, 0), OTHER)
+            await until(lambda: OTHER in seams.seen)
+        reported = [r for r in caplog.records if "bad consensus message" in r.getMessage()]
+        assert len(reported) == 1
