@@ -83,12 +83,16 @@ Decisions (see also docs in the module's functions):
   A block may touch senders whose transactions never reached this node: the
   caller passes them in ``on_block_committed(..., senders=...)``.
 - A peer's gossip (``submit(..., origin=peer)``) has a budget of transactions that
-  cost a signature check only to be found spent (``STALE_CODES``: a nonce the chain
-  used, an expiry passed): ``stale_gossip_per_s``, ``stale_gossip_burst`` saved up.
-  Past it the peer's batches are refused unchecked (``peer_throttled``) until the
-  budget refills. Replayed committed transactions are not a fault an honest relay
-  never makes (a block may include one while it travels), so the peer is not banned;
-  but it cannot keep the verification workers busy for free.
+  cost a signature check only to be refused: spent (``STALE_CODES``: a nonce the
+  chain used, an expiry passed) or not admissible as they are (an unfunded sender, a
+  fee below the minimum, a nonce far ahead, an unknown type, a queued slot taken at
+  the same fee...), all but a full pool (``CAPACITY_CODES``):
+  ``stale_gossip_per_s``, ``stale_gossip_burst`` saved up. Past it the peer's batches
+  are refused unchecked (``peer_throttled``) until the budget refills. An honest
+  relay sends such transactions only in a race with a block (a nonce just used, an
+  account just funded), so the peer is not banned; but it cannot keep the
+  verification workers busy for free: none of these ever pays, and signed once they
+  could be sent again and again (the verifier remembers only the last passes).
 """
 
 from __future__ import annotations
@@ -135,6 +139,10 @@ ADMIT_CHUNK = 64
 # Refusals after the signature check that say the transaction is spent: what replaying
 # committed transactions gets (see the module docstring, a peer's gossip budget).
 STALE_CODES = frozenset({"nonce_too_low", "expired"})
+# Refusals after the signature check that say the pool is full for now, not that the
+# transaction cannot go in as it is: the one kind a peer's gossip budget does not count
+# (an honest relay under load meets our pool full; see the module docstring).
+CAPACITY_CODES = frozenset({"mempool_full", "account_queue_full"})
 # Peers with a stale-gossip budget kept (an authenticated member set is far smaller).
 _MAX_STALE_BUDGETS = 1024
 # Transactions of one batch beyond the window whose fee is read (a body decode on the
@@ -603,8 +611,8 @@ class Mempool:
     ) -> list[SubmitResult]:
         """Check and admit a batch; one result per input, in input order.
 
-        ``origin``: the peer that gossiped the batch, held to its budget of spent
-        transactions (see the module docstring): past it, every one is refused
+        ``origin``: the peer that gossiped the batch, held to its budget of checked
+        transactions refused (see the module docstring): past it, every one is refused
         ``peer_throttled`` unchecked.
 
         ``client``: a client's submission, refused before verification beyond the
@@ -623,8 +631,8 @@ class Mempool:
         budget = None if origin is None else self._stale_budget(origin)
         if budget is not None and budget.take(0) > 0:
             message = (
-                "this peer's gossip was refused as spent (nonce used, expired) past its "
-                "budget; batches wait unchecked until it refills"
+                "this peer's gossip was refused once checked (spent, unfunded, not "
+                "admissible) past its budget; batches wait unchecked until it refills"
             )
             return [SubmitResult(None, "peer_throttled", message) for _ in raw_txs]
         results: list[SubmitResult | None] = [None] * len(raw_txs)
@@ -711,9 +719,11 @@ class Mempool:
         finally:
             release(len(todo_idx))
         if budget is not None:
-            spent = sum(1 for r in results if r is not None and r.code in STALE_CODES)
-            if spent:
-                budget.take(spent)
+            # Checked and refused, never to pay: the peer's budget (module docstring).
+            codes = [answer.code for answer in (results[i] for i in todo_idx) if answer]
+            unpaid = sum(code != ACCEPTED and code not in CAPACITY_CODES for code in codes)
+            if unpaid:
+                budget.take(unpaid)
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
         answers = [r for r in results if r is not None]
         # Every slot was filled above: refused unverified, or verified and refused or admitted.

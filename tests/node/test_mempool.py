@@ -1585,3 +1585,51 @@ async def test_a_peer_replaying_spent_transactions_is_refused_unchecked_past_its
         assert pool.checked == 65
     finally:
         pool.shutdown()
+
+
+def _never_admitted(kind: str) -> list[bytes]:
+    """64 signed transactions a member can make once and gossip again and again: each
+    costs the receiver a signature check, and none is ever admitted (so none pays)."""
+    if kind == "unfunded":
+        return [make_tx(key(1000 + i), 0) for i in range(64)]
+    if kind == "fee below the minimum":
+        return [make_tx(KEYS[0], i, fee=MIN_FEE - 1) for i in range(64)]
+    if kind == "nonce far ahead":
+        return [make_tx(KEYS[0], 10**6 + i) for i in range(64)]
+    if kind == "unknown type":
+        return [make_tx(KEYS[0], i, tx_type="no_such_type", payload=b"") for i in range(64)]
+    assert kind == "a queued slot taken"
+    # A nonce above a gap is queued and never pays; other bytes for it, at its fee,
+    # are refused (a replacement must pay more).
+    return [make_tx(KEYS[0], 5, amount=1 + i) for i in range(64)]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["unfunded", "fee below the minimum", "nonce far ahead", "unknown type", "a queued slot taken"],
+)
+async def test_a_peer_gossiping_transactions_that_never_pay_is_refused_unchecked_past_its_budget(
+    kind,
+):
+    # Only spent transactions (a used nonce, an expiry passed) counted against a peer's
+    # budget: these, signed once, cost a check each time they came again, for free.
+    pool = CountingPool()
+    try:
+        env = Env(pool, stale_gossip_per_s=1, stale_gossip_burst=40)
+        txs = _never_admitted(kind)
+        peer = b"\x0a" * 32
+        if kind == "a queued slot taken":
+            assert [r.code for r in await env.mempool.submit(txs[:1], origin=peer)] == ["accepted"]
+            txs = txs[1:]
+        checked = pool.checked
+        results = await env.mempool.submit(txs[:30], origin=peer)
+        assert "accepted" not in {r.code for r in results}
+        results = await env.mempool.submit(txs[30:60], origin=peer)
+        assert "accepted" not in {r.code for r in results}
+        assert pool.checked == checked + 60
+        # Past the budget (40) the peer's batches wait unchecked.
+        results = await env.mempool.submit(txs[:30], origin=peer)
+        assert {r.code for r in results} == {"peer_throttled"}
+        assert pool.checked == checked + 60
+    finally:
+        pool.shutdown()
