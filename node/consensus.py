@@ -21,8 +21,10 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -444,6 +446,18 @@ def _message_bytes(msg: Message) -> int:
     return 1024
 
 
+@dataclass(frozen=True, slots=True)
+class _Handed:
+    """A peer's message handed to the consensus thread: when it arrived, what it holds
+    (``_message_bytes``) and its place among all handed over (``ConsensusService``)."""
+
+    msg: Message
+    peer: bytes
+    received_ms: int
+    size: int
+    seq: int
+
+
 class ConsensusService:
     """Owns the consensus thread, its loop and the engine."""
 
@@ -510,6 +524,11 @@ class ConsensusService:
         # peer sent before it is dropped is dropped with it, not checked one by one.
         self._handed = 0
         self._faulted_at: dict[bytes, int] = {}
+        # Consensus thread: each peer's messages not yet given to the engine, and the
+        # peers with some, in turn: one message each, so a peer's backlog (up to
+        # PEER_BACKLOG_BYTES, some 30,000 votes) never stands before another's votes.
+        self._queues: dict[bytes, deque[_Handed]] = {}
+        self._turns: deque[bytes] = deque()
         self._stopping = False
         self.engine: ConsensusEngine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -633,14 +652,44 @@ class ConsensusService:
             backlog = self._backlog.get(peer, 0)
         self._backlog[peer] = backlog + size
         self._handed += 1
-        loop.call_soon_threadsafe(self._deliver, msg, peer, received_ms, size, self._handed)
+        loop.call_soon_threadsafe(
+            self._enqueue, _Handed(msg, peer, received_ms, size, self._handed)
+        )
 
-    def _deliver(self, msg: Message, peer: bytes, received_ms: int, size: int, seq: int) -> None:
+    def _enqueue(self, item: _Handed) -> None:
+        """Consensus thread: queue a peer's message for its turn (``_next``)."""
+        queue = self._queues.get(item.peer)
+        if queue is None:
+            queue = self._queues[item.peer] = deque()
+            self._turns.append(item.peer)
+            if len(self._turns) == 1:
+                assert self._loop is not None
+                self._loop.call_soon(self._next)
+        queue.append(item)
+
+    def _next(self) -> None:
+        """Consensus thread: give the engine one message of the peer whose turn it is.
+        One a callback, so timers still come between messages; a ``_next`` is due
+        while some peer has a message waiting."""
+        peer = self._turns.popleft()
+        queue = self._queues[peer]
+        item = queue.popleft()
+        if queue:
+            self._turns.append(peer)
+        else:
+            del self._queues[peer]
+        if self._turns:
+            assert self._loop is not None
+            self._loop.call_soon(self._next)
+        self._deliver(item)
+
+    def _deliver(self, item: _Handed) -> None:
+        msg, peer, size = item.msg, item.peer, item.size
         try:
             engine = self.engine
             if engine is None or engine.halted is not None:
                 return
-            if seq <= self._faulted_at.get(peer, 0):
+            if item.seq <= self._faulted_at.get(peer, 0):
                 # Handed over before its sender's fault was found (it is being dropped):
                 # a backlog of forged votes cost a signature check and two warnings each,
                 # seconds of this thread for one peer.
@@ -648,7 +697,7 @@ class ConsensusService:
             if isinstance(msg, Vote):
                 kind = "precommit" if msg.type == VoteType.PRECOMMIT else "prevote"
                 self._metrics.votes.labels(type=kind).inc()
-            self._inbound(msg, peer, received_ms)
+            self._inbound(msg, peer, item.received_ms)
         finally:
             self._node_loop.call_soon(lambda: self._taken(peer, size))
 

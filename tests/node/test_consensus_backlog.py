@@ -183,3 +183,21 @@ async def test_what_a_peer_sent_before_its_fault_was_found_is_not_checked(tmp_pa
             await until(lambda: OTHER in seams.seen)
         reported = [r for r in caplog.records if "bad consensus message" in r.getMessage()]
         assert len(reported) == 1
+
+
+async def test_peers_take_turns_on_the_consensus_thread(tmp_path):
+    # Messages went to the thread in the order they were handed over, whoever sent
+    # them: a peer that queued its whole backlog while a block executed (some 30,000
+    # votes of a non-producer, ~15 us each) had every other peer's votes wait behind
+    # them, half a second, after every long block.
+    async with held_node(tmp_path) as (node, consensus, seams):
+        await consensus.deliver(far_proposal(node, 0, 0), FLOOD)
+        while not seams.held.is_set():
+            await asyncio.sleep(0.01)
+        for r in range(1, 100):
+            await asyncio.wait_for(consensus.deliver(far_proposal(node, r, 0), FLOOD), 5)
+        await consensus.deliver(far_proposal(node, 0, 0), OTHER)
+        seams.release.set()
+        await until(lambda: len(seams.seen) == 101)
+        # The held one, at most one more of the flood's, then the other peer's.
+        assert seams.seen.index(OTHER) <= 2
