@@ -80,12 +80,12 @@ class MempoolConfig:
     # Queued transactions (and bytes) admitted since the last commit, in blocks'
     # worth: bounds the gaps admitted per block, apart from the pending window.
     max_gap_blocks: int = 1
-    # A peer's gossiped transactions that cost a signature check only to be refused
-    # (spent, unfunded, a fee too low, a nonce far ahead...; not for a full pool): per
-    # second, and saved up, before its batches are dropped unchecked until the budget
-    # refills. An honest relay sends few (a race with a block); replaying committed
-    # transactions, or ones signed once that never pay, a member could otherwise keep
-    # the verification workers busy for free.
+    # A peer's gossiped transactions that cost a signature check only to be refused for
+    # what they are (malformed, spent, unfunded, a fee too low; not for what this pool
+    # holds or its settings): per second, and saved up, before its batches are dropped
+    # unchecked until the budget refills. An honest relay sends few (a race with a
+    # block); replaying committed transactions, or ones signed once that never pay, a
+    # member could otherwise keep the verification workers busy for free.
     stale_gossip_per_s: int = 1_000
     stale_gossip_burst: int = 20_000
 

@@ -83,16 +83,26 @@ Decisions (see also docs in the module's functions):
   A block may touch senders whose transactions never reached this node: the
   caller passes them in ``on_block_committed(..., senders=...)``.
 - A peer's gossip (``submit(..., origin=peer)``) has a budget of transactions that
-  cost a signature check only to be refused: spent (``STALE_CODES``: a nonce the
-  chain used, an expiry passed) or not admissible as they are (an unfunded sender, a
-  fee below the minimum, a nonce far ahead, an unknown type, a queued slot taken at
-  the same fee...), all but a full pool (``CAPACITY_CODES``):
+  cost a signature check only to be refused for what they are: by their stateless
+  checks (an unknown type, a payload that does not decode...) or against the chain's
+  state (``check_admission``: spent, i.e. ``STALE_CODES``, a nonce the chain used or
+  an expiry passed; an unfunded sender, a fee below the minimum):
   ``stale_gossip_per_s``, ``stale_gossip_burst`` saved up. Past it the peer's batches
-  are refused unchecked (``peer_throttled``) until the budget refills. An honest
-  relay sends such transactions only in a race with a block (a nonce just used, an
-  account just funded), so the peer is not banned; but it cannot keep the
-  verification workers busy for free: none of these ever pays, and signed once they
-  could be sent again and again (the verifier remembers only the last passes).
+  are refused unchecked (``peer_throttled``) until the budget refills. Signed once,
+  such transactions could be sent again and again, none ever paying (the verifier
+  remembers only the last passes). An honest relay, which gossips only what it
+  admitted at its own state, sends them only in a race with a block (a nonce just
+  used, an account just emptied), so the peer is not banned. Refusals that depend on
+  what this pool holds or on its settings are not counted: a full pool, a sender's
+  queue or nonce window (``nonce_gap``, ``account_queue_full``), a slot taken by
+  other bytes (``duplicate``), fees already queued (``insufficient_fee`` beyond the
+  balance's first fee). Honest relays meet all of them: a flood's reordering gave a
+  relay 400 ``nonce_gap`` refusals in a run of ``benches.throughput --validators 4``,
+  and a client that sends other bytes for one (sender, nonce) to each node, which
+  costs it nothing while the nonce is queued, had every relay refused ``duplicate`` at
+  every other node, so that the honest relays' gossip was dropped. The price: a member
+  may replay transactions refused for those reasons (other bytes for a slot it
+  filled), each a signature check, bound only by its p2p rate.
 """
 
 from __future__ import annotations
@@ -139,10 +149,6 @@ ADMIT_CHUNK = 64
 # Refusals after the signature check that say the transaction is spent: what replaying
 # committed transactions gets (see the module docstring, a peer's gossip budget).
 STALE_CODES = frozenset({"nonce_too_low", "expired"})
-# Refusals after the signature check that say the pool is full for now, not that the
-# transaction cannot go in as it is: the one kind a peer's gossip budget does not count
-# (an honest relay under load meets our pool full; see the module docstring).
-CAPACITY_CODES = frozenset({"mempool_full", "account_queue_full"})
 # Peers with a stale-gossip budget kept (an authenticated member set is far smaller).
 _MAX_STALE_BUDGETS = 1024
 # Transactions of one batch beyond the window whose fee is read (a body decode on the
@@ -695,6 +701,9 @@ class Mempool:
 
         windows = 1 if client else 2
         accepted = 0
+        # Checked, then refused by the checks of the transaction alone or against the
+        # chain's state: what a peer's gossip budget counts (module docstring).
+        unpaid = 0
         try:
             verdicts = await self._verify(todo_raw, todo_hash)
             for start in range(0, len(todo_idx), ADMIT_CHUNK):
@@ -710,20 +719,21 @@ class Mempool:
                         if isinstance(verdict, Invalid):
                             # No hash: bytes failing stateless checks identify no transaction.
                             results[i] = SubmitResult(None, verdict.code, verdict.message)
+                            unpaid += 1
                         else:
                             outbid = verdict.hash in outbids
                             if own:
                                 self._pinned.add(verdict.sender_address)
-                            r = results[i] = self._admit(verdict, height, windows, outbid)
+                            by_state, r = self._admit(verdict, height, windows, outbid)
+                            results[i] = r
                             accepted += r.code == ACCEPTED
+                            unpaid += by_state
         finally:
             release(len(todo_idx))
-        if budget is not None:
-            # Checked and refused, never to pay: the peer's budget (module docstring).
-            codes = [answer.code for answer in (results[i] for i in todo_idx) if answer]
-            unpaid = sum(code != ACCEPTED and code not in CAPACITY_CODES for code in codes)
-            if unpaid:
-                budget.take(unpaid)
+        if budget is not None and unpaid:
+            # Checked and refused for what they are, never to pay: the peer's budget
+            # (module docstring).
+            budget.take(unpaid)
         log.debug("batch of %d: %d accepted, %d pending", len(raw_txs), accepted, len(self))
         answers = [r for r in results if r is not None]
         # Every slot was filled above: refused unverified, or verified and refused or admitted.
@@ -892,16 +902,21 @@ class Mempool:
 
     def _admit(
         self, vtx: VerifiedTx, height: int, windows: int, outbid: bool = False
-    ) -> SubmitResult:
+    ) -> tuple[bool, SubmitResult]:
         """Stateful checks against the latest state, then queue. Event-loop thread only.
 
         ``windows``: 1 for a client's transaction, 2 for a peer's (see ``submit``).
         ``outbid``: it came beyond the window; while the window is still full it goes
         in only in the place of cheaper pending ones (see the module docstring).
+
+        Returns whether the transaction is refused for what it is against the chain's
+        state alone (a gossiping peer's budget counts it: see the module docstring),
+        and the verdict. The other refusals depend on what this pool holds and on its
+        settings, which differ between honest nodes.
         """
         h = vtx.hash
         if h in self._by_hash:
-            return SubmitResult(h, "duplicate", "transaction already known")
+            return False, SubmitResult(h, "duplicate", "transaction already known")
         sender = vtx.sender_address
         shard_i = self.shard_of(sender)
         shard = self._shards[shard_i]
@@ -926,7 +941,9 @@ class Mempool:
                 self._state, vtx, height, self._params, account=state_acct
             )
         except Invalid as exc:
-            return SubmitResult(h, exc.code, exc.message)
+            # The transaction and the state decide these: an honest relay admitted it
+            # at its own state, which differs from ours only across a block.
+            return True, SubmitResult(h, exc.code, exc.message)
         cfg = self._config
         nonce = vtx.body.nonce
         fee = vtx.body.fee
@@ -934,10 +951,10 @@ class Mempool:
         # check_admission refused this already; kept so the window below never
         # sees a nonce under the base, whatever the executor's rules become.
         if nonce < base:
-            return SubmitResult(h, "nonce_too_low", f"expected nonce >= {base}, got {nonce}")
+            return True, SubmitResult(h, "nonce_too_low", f"expected nonce >= {base}, got {nonce}")
         window = self._nonce_window
         if nonce >= base + window:
-            return SubmitResult(
+            return False, SubmitResult(
                 h,
                 "nonce_gap",
                 f"expected nonce < {base + window} (state nonce {base} + {window}), got {nonce}",
@@ -946,17 +963,17 @@ class Mempool:
         if old is not None:
             bump = cfg.replace_fee_bump_pct
             if bump is None:
-                return SubmitResult(h, "duplicate", f"nonce {nonce} is already queued")
+                return False, SubmitResult(h, "duplicate", f"nonce {nonce} is already queued")
             need = max(old.fee + 1, -(-old.fee * (100 + bump) // 100))
             if fee < need:
-                return SubmitResult(
+                return False, SubmitResult(
                     h,
                     "duplicate",
                     f"nonce {nonce} is already queued with fee {old.fee}; "
                     f"a replacement needs fee >= {need}, got {fee}",
                 )
         elif acct is not None and len(acct.txs) >= cfg.per_account_cap:
-            return SubmitResult(
+            return False, SubmitResult(
                 h,
                 "account_queue_full",
                 f"sender has {len(acct.txs)} pending transactions, the cap is "
@@ -964,7 +981,7 @@ class Mempool:
             )
         queued_fees = (acct.fees if acct is not None else 0) - (old.fee if old else 0)
         if queued_fees + fee > state_acct.balance:
-            return SubmitResult(
+            return False, SubmitResult(
                 h,
                 "insufficient_fee",
                 f"balance {state_acct.balance} cannot pay fee {fee} on top of "
@@ -985,14 +1002,14 @@ class Mempool:
                 or displaced.sender == sender
                 or not self._may_outbid(acct)
             ):
-                return SubmitResult(
+                return False, SubmitResult(
                     h,
                     "mempool_full",
                     f"shard {shard_i} holds {shard.count} transactions (the cap)",
                 )
         grow = size - (old.size if old else 0) - (displaced.size if displaced else 0)
         if shard.nbytes + grow > cfg.per_shard_bytes:
-            return SubmitResult(
+            return False, SubmitResult(
                 h,
                 "mempool_full",
                 f"shard {shard_i} holds {shard.nbytes} bytes; {grow} more exceeds the cap "
@@ -1001,7 +1018,7 @@ class Mempool:
         if nonce > end:
             refused = self._queue_room(acct, end, size, windows, replacing=old is not None)
             if refused is not None:
-                return SubmitResult(h, refused[0], refused[1])
+                return False, SubmitResult(h, refused[0], refused[1])
         if displaced is not None:
             # One pending transaction out for one in: the window is no fuller either.
             self._remove(displaced)
@@ -1015,7 +1032,7 @@ class Mempool:
                 or cheapest.sender == sender
                 or not self._may_outbid(acct)
             ):
-                return self._full(h)
+                return False, self._full(h)
             # Cheapest and newest first, until it fits or what left holds its bytes:
             # each a sender's last, so no gap opens (its sender's previous one may go
             # next). Never more: gossip fills up to twice a client's window, and
@@ -1045,7 +1062,7 @@ class Mempool:
             acct = shard.accounts[sender] = _Account(sender, state_acct.nonce)
         acct.read, acct.read_height = state_acct, height
         self._insert(shard, acct, vtx, shard_i, seq)
-        return _new_result(h, ACCEPTED, message)
+        return False, _new_result(h, ACCEPTED, message)
 
     def _queue_room(
         self, acct: _Account | None, end: int, size: int, windows: int, *, replacing: bool
