@@ -30,8 +30,9 @@ class Held(ConsensusSeams):
     def __init__(self) -> None:
         self.held = threading.Event()
         self.release = threading.Event()
-        # The peer of each message handed to the engine, in order.
+        # The peer of each message handed to the engine, in order, and the messages.
         self.seen: list[bytes] = []
+        self.messages: list[tuple[bytes, Message]] = []
 
     def inbound(self, deliver: Inbound) -> Inbound:
         def hold(msg: Message, peer: bytes, received_ms: int) -> None:
@@ -39,6 +40,7 @@ class Held(ConsensusSeams):
                 self.held.set()
                 self.release.wait(60)
             self.seen.append(peer)
+            self.messages.append((peer, msg))
             deliver(msg, peer, received_ms)
 
         return hold
@@ -176,11 +178,13 @@ async def test_what_a_peer_sent_before_its_fault_was_found_is_not_checked(tmp_pa
         )
         for _ in range(sent):
             await asyncio.wait_for(consensus.deliver(forged, FLOOD), 5)
-        # The next peer message goes behind them: when it is taken, they all were.
+        # Peers take turns, one message each: once another peer's as many messages are
+        # taken, all but one of the flood's were.
         with caplog.at_level(logging.WARNING, logger="node.consensus"):
+            for r in range(sent):
+                await asyncio.wait_for(consensus.deliver(far_proposal(node, r, 0), OTHER), 5)
             seams.release.set()
-            await consensus.deliver(far_proposal(node, 1, 0), OTHER)
-            await until(lambda: OTHER in seams.seen)
+            await until(lambda: seams.seen.count(OTHER) == sent)
         reported = [r for r in caplog.records if "bad consensus message" in r.getMessage()]
         assert len(reported) == 1
 
@@ -201,3 +205,23 @@ async def test_peers_take_turns_on_the_consensus_thread(tmp_path):
         await until(lambda: len(seams.seen) == 101)
         # The held one, at most one more of the flood's, then the other peer's.
         assert seams.seen.index(OTHER) <= 2
+
+
+async def test_turns_keep_each_peers_messages_in_the_order_it_sent_them(tmp_path):
+    # Turns interleave peers, never one peer's messages: a vote before the proposal it
+    # needs, or a block's parts, must reach the engine (and its WAL) as sent.
+    third = b"\x0b" * 32
+    async with held_node(tmp_path) as (node, consensus, seams):
+        await consensus.deliver(far_proposal(node, 0, 0), FLOOD)
+        while not seams.held.is_set():
+            await asyncio.sleep(0.01)
+        sent: dict[bytes, list[int]] = {FLOOD: [0], OTHER: [], third: []}
+        for r in range(1, 60):
+            peer = (FLOOD, OTHER, FLOOD, third)[r % 4]
+            await asyncio.wait_for(consensus.deliver(far_proposal(node, r, 0), peer), 5)
+            sent[peer].append(r)
+        seams.release.set()
+        await until(lambda: len(seams.messages) == 60)
+        for peer, rounds in sent.items():
+            got = [msg.round for p, msg in seams.messages if p == peer]
+            assert got == rounds
