@@ -472,6 +472,11 @@ def asked(h, peer):
     return [m.height for p, m in h.transport.sent if p == peer and isinstance(m, SyncRequest)]
 
 
+def finalized(source: ToyApp, height: int, latest: int) -> FinalizedBlock:
+    """Block ``height`` of ``source`` with its certificate, its sender holding up to ``latest``."""
+    return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
+
+
 def test_a_peer_claiming_more_and_then_silent_cannot_stall_a_catch_up(tmp_path):
     # A member answered the requests of an interval first with the real block, claimed
     # to hold far more, and never answered the request that followed; the honest
@@ -480,25 +485,22 @@ def test_a_peer_claiming_more_and_then_silent_cannot_stall_a_catch_up(tmp_path):
     source = chain_of(4)
     h = make_engine(tmp_path)
 
-    def finalized(height: int, latest: int) -> FinalizedBlock:
-        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
-
-    h.deliver(finalized(1, latest=2**64 - 1), peer="liar")
+    h.deliver(finalized(source, 1, latest=2**64 - 1), peer="liar")
     assert h.engine.height == 2 and asked(h, "liar") == [2]
     # The liar's copy again takes no second place: it is asked once.
-    h.deliver(finalized(1, latest=2**64 - 1), peer="liar")
-    h.deliver(finalized(1, latest=4), peer="honest")
+    h.deliver(finalized(source, 1, latest=2**64 - 1), peer="liar")
+    h.deliver(finalized(source, 1, latest=4), peer="honest")
     assert asked(h, "liar") == [2] and asked(h, "honest") == [2]
     # One runner-up per block: a third answer asks nobody more.
-    h.deliver(finalized(1, latest=4), peer="third")
+    h.deliver(finalized(source, 1, latest=4), peer="third")
     assert asked(h, "third") == []
     # The honest peer's answer goes on as the catch-up, with no interval waited; the
     # second place goes in turn to a peer that said it holds the block (third).
-    h.deliver(finalized(2, latest=4), peer="honest")
+    h.deliver(finalized(source, 2, latest=4), peer="honest")
     assert h.engine.height == 3 and asked(h, "honest") == [2, 3] and asked(h, "third") == [3]
     # A peer that holds no more is not asked.
-    h.deliver(finalized(2, latest=2), peer="third")
-    h.deliver(finalized(3, latest=4), peer="honest")
+    h.deliver(finalized(source, 2, latest=2), peer="third")
+    h.deliver(finalized(source, 3, latest=4), peer="honest")
     assert h.engine.height == 4 and asked(h, "third") == [3]
 
 
@@ -510,24 +512,21 @@ def test_members_answering_first_and_then_silent_are_passed_over(tmp_path):
     source = chain_of(5)
     h = make_engine(tmp_path)
 
-    def finalized(height: int, latest: int) -> FinalizedBlock:
-        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
-
     for peer in ("liar1", "liar2", "honest"):
-        h.deliver(finalized(1, latest=5), peer=peer)
+        h.deliver(finalized(source, 1, latest=5), peer=peer)
     assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2] and asked(h, "honest") == []
     # The next interval: the liars send block 2 first again, late for what they were
     # asked, and the honest peer's copy comes third.
     h.clock.advance(CONFIG.sync_interval_ms + 1)
     for peer in ("liar1", "liar2", "honest"):
-        h.deliver(finalized(2, latest=5), peer=peer)
+        h.deliver(finalized(source, 2, latest=5), peer=peer)
     assert h.engine.height == 3
     assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2] and asked(h, "honest") == [3]
     # The honest peer answers at once and goes on as the catch-up.
-    h.deliver(finalized(3, latest=5), peer="honest")
+    h.deliver(finalized(source, 3, latest=5), peer="honest")
     assert h.engine.height == 4 and asked(h, "honest") == [3, 4]
     # A liar that stays silent on what it was asked is passed over too.
-    h.deliver(finalized(3, latest=5), peer="liar1")
+    h.deliver(finalized(source, 3, latest=5), peer="liar1")
     assert asked(h, "liar1") == [2]
 
 
@@ -541,19 +540,16 @@ def test_members_answering_just_within_the_interval_cannot_keep_an_honest_peer_o
     source = chain_of(6)
     h = make_engine(tmp_path)
 
-    def finalized(height: int, latest: int) -> FinalizedBlock:
-        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
-
     for peer in ("liar1", "liar2", "honest"):
-        h.deliver(finalized(1, latest=6), peer=peer)
+        h.deliver(finalized(source, 1, latest=6), peer=peer)
     assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2] and asked(h, "honest") == []
     h.clock.advance(CONFIG.sync_interval_ms - 1)
     for peer in ("liar1", "liar2"):
-        h.deliver(finalized(2, latest=6), peer=peer)
+        h.deliver(finalized(source, 2, latest=6), peer=peer)
     assert h.engine.height == 3
     assert asked(h, "honest") == [3]
     # It answers at once and goes on as the catch-up; the liars take their turns.
-    h.deliver(finalized(3, latest=6), peer="honest")
+    h.deliver(finalized(source, 3, latest=6), peer="honest")
     assert h.engine.height == 4 and asked(h, "honest") == [3, 4]
     assert asked(h, "liar1") == [2, 3] and asked(h, "liar2") == [2, 4]
     # Silent on those, they are not asked again (one that still owes a block is not
@@ -561,7 +557,7 @@ def test_members_answering_just_within_the_interval_cannot_keep_an_honest_peer_o
     half = CONFIG.sync_interval_ms // 2 + 1
     for height in (4, 5):
         h.clock.advance(half)
-        h.deliver(finalized(height, latest=6), peer="honest")
+        h.deliver(finalized(source, height, latest=6), peer="honest")
     assert h.engine.height == 6 and asked(h, "honest") == [3, 4, 5, 6]
     assert asked(h, "liar1") == [2, 3] and asked(h, "liar2") == [2, 4]
 
@@ -575,11 +571,8 @@ def test_members_answering_at_the_interval_s_requests_are_passed_over(tmp_path):
     source = chain_of(6)
     h = make_engine(tmp_path)
 
-    def finalized(height: int, latest: int) -> FinalizedBlock:
-        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
-
     for peer in ("liar1", "liar2", "honest"):
-        h.deliver(finalized(1, latest=6), peer=peer)
+        h.deliver(finalized(source, 1, latest=6), peer=peer)
     assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2]
     # An interval at height 2: a producer's message for a later height (relayed by
     # the honest peer) makes the node ask its sender for height 2.
@@ -587,7 +580,7 @@ def test_members_answering_at_the_interval_s_requests_are_passed_over(tmp_path):
     h.deliver(vote(OTHERS[0], PC, 5, 0, NIL), peer="honest")
     assert asked(h, "honest") == [2]
     for peer in ("liar1", "liar2", "honest"):
-        h.deliver(finalized(2, latest=6), peer=peer)
+        h.deliver(finalized(source, 2, latest=6), peer=peer)
     assert h.engine.height == 3
     assert asked(h, "liar1") == [2] and asked(h, "liar2") == [2]
     assert asked(h, "honest") == [2, 3]
@@ -662,22 +655,19 @@ def test_a_peer_whose_answer_a_faster_peer_overtook_is_not_passed_over(tmp_path)
     source = chain_of(8)
     h = make_engine(tmp_path)
 
-    def finalized(height: int, latest: int) -> FinalizedBlock:
-        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
-
-    h.deliver(finalized(1, latest=8), peer="near")
-    h.deliver(finalized(1, latest=8), peer="far")
+    h.deliver(finalized(source, 1, latest=8), peer="near")
+    h.deliver(finalized(source, 1, latest=8), peer="far")
     assert asked(h, "near") == [2] and asked(h, "far") == [2]
     # The near peer's answers come first, twice; the far peer's answer for 2 after them.
-    h.deliver(finalized(2, latest=8), peer="near")
-    h.deliver(finalized(3, latest=8), peer="near")
+    h.deliver(finalized(source, 2, latest=8), peer="near")
+    h.deliver(finalized(source, 3, latest=8), peer="near")
     assert h.engine.height == 4 and asked(h, "far") == [2]
-    h.deliver(finalized(2, latest=8), peer="far")
+    h.deliver(finalized(source, 2, latest=8), peer="far")
     # It answered what it was asked, in time: it takes its turn again.
-    h.deliver(finalized(4, latest=8), peer="near")
+    h.deliver(finalized(source, 4, latest=8), peer="near")
     assert h.engine.height == 5 and asked(h, "far") == [2, 5]
     # Its answer comes first now: it goes on as the catch-up.
-    h.deliver(finalized(5, latest=8), peer="far")
+    h.deliver(finalized(source, 5, latest=8), peer="far")
     assert h.engine.height == 6 and asked(h, "far") == [2, 5, 6]
 
 
@@ -692,14 +682,11 @@ def test_a_peer_whose_copy_faster_peers_overtook_takes_its_turns(tmp_path):
     source = chain_of(8)
     h = make_engine(tmp_path)
 
-    def finalized(height: int, latest: int) -> FinalizedBlock:
-        return FinalizedBlock(source.blocks[height - 1], source.commits[height - 1], latest)
-
     for peer in ("near1", "near2"):
-        h.deliver(finalized(1, latest=8), peer=peer)
-    h.deliver(finalized(2, latest=8), peer="near1")
-    h.deliver(finalized(2, latest=8), peer="near2")
+        h.deliver(finalized(source, 1, latest=8), peer=peer)
+    h.deliver(finalized(source, 2, latest=8), peer="near1")
+    h.deliver(finalized(source, 2, latest=8), peer="near2")
     assert h.engine.height == 3
-    h.deliver(finalized(1, latest=8), peer="honest")
-    h.deliver(finalized(3, latest=8), peer="near1")
+    h.deliver(finalized(source, 1, latest=8), peer="honest")
+    h.deliver(finalized(source, 3, latest=8), peer="near1")
     assert h.engine.height == 4 and asked(h, "honest") == [4]
