@@ -79,6 +79,17 @@ def trusted_genesis_option(help: str) -> Callable[[_F], _F]:
     )
 
 
+def trust_keyring_option(help: str) -> Callable[[_F], _F]:
+    """``--keyring DIR`` (``keyring``), optional: where a command finds the pinned genesis
+    and the producers verified before; ``help`` says what it is read for."""
+    return click.option(
+        "--keyring",
+        envvar="LIVELEDGER_KEYRING",
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"{help} (or set LIVELEDGER_KEYRING).",
+    )
+
+
 # The genesis a light client trusts when it checks a proof.
 genesis_option = trusted_genesis_option(
     "Trusted genesis.json (default: the genesis pinned in the keyring, `liveledger "
@@ -378,12 +389,9 @@ def _proven(state_root: bytes, key: bytes, entry: Any) -> bytes | None:
 @click.argument("address")
 @click.option("--prove", is_flag=True, help="Verify a state proof against a finalized header.")
 @genesis_option
-@click.option(
-    "--keyring",
-    envvar="LIVELEDGER_KEYRING",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where ADDRESS may name a key instead, and --prove finds the pinned genesis and "
-    "the producers verified before (or set LIVELEDGER_KEYRING).",
+@trust_keyring_option(
+    "Where ADDRESS may name a key instead, and --prove finds the pinned genesis and "
+    "the producers verified before"
 )
 @node_option
 @clear_errors
@@ -474,12 +482,7 @@ def audit() -> None:
     "`liveledger genesis pin`; with neither, the one installed in --home, the node "
     "operator's, its hash printed to compare)."
 )
-@click.option(
-    "--keyring",
-    envvar="LIVELEDGER_KEYRING",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the pinned genesis is (or set LIVELEDGER_KEYRING).",
-)
+@trust_keyring_option("Where the pinned genesis is")
 @clear_errors
 def audit_verify(home: Path, genesis_file: Path | None, keyring: Path | None) -> None:
     """Re-verify every block of a node's home from genesis: signatures, roots, re-execution."""

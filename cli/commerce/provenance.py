@@ -22,7 +22,7 @@ from cli.client import (
 from cli.commerce.commands import U64, TxOpts, _echo_json, _hash_option, _hex32, _when, tx_command
 from cli.human import GTIN, WHEN, When
 from cli.light import certified_header, producers_at
-from cli.main import clear_errors, genesis_option, main, node_option
+from cli.main import clear_errors, genesis_option, main, node_option, trust_keyring_option
 from cli.trust import Anchor, proof_anchor
 from core import format_address
 
@@ -164,13 +164,7 @@ MAX_HISTORY_EVENTS = 10_000
     "second page is fetched (the node serves up to 256 events a page).",
 )
 @genesis_option
-@click.option(
-    "--keyring",
-    envvar="LIVELEDGER_KEYRING",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where --prove finds the pinned genesis and the producers verified before (or "
-    "set LIVELEDGER_KEYRING).",
-)
+@trust_keyring_option("Where --prove finds the pinned genesis and the producers verified before")
 @node_option
 @clear_errors
 def item_history(
