@@ -672,12 +672,14 @@ def check_param_change(before: ChainParams, after: ChainParams) -> None:
     # each epoch), or dead producers stay in the set and their crashes add up to a halt.
     # A change may raise neither limit past that; one that only lowers them, or leaves
     # them be, passes on a chain whose genesis chose otherwise (a devnet's short epochs).
-    charge = least_epoch_charge(after)
     raises = (
         after.max_missed_slots > before.max_missed_slots
         or after.max_producers > before.max_producers
     )
-    if charge is not None and after.max_missed_slots >= charge and raises:
+    if not raises:
+        return
+    charge = least_epoch_charge(after)
+    if charge is not None and after.max_missed_slots >= charge:
         raise DecodeError(
             f"max_missed_slots must be below {charge}, the fewest misses charged in an "
             f"epoch of {after.epoch_length} blocks to a producer offline in a set of "
