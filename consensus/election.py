@@ -88,8 +88,9 @@ def elect(
     jailed within the epoch (when ``max_missed_slots`` is below
     ``least_epoch_charge``, which governance keeps it). It does not stop stake for
     good: a member that runs a while, then stops, stays in the set, and a whale can
-    bring such members in one an election; that gives the members the epochs to remove them by governance (their
-    producers still hold a quorum) where one election used to end the chain. A set
+    bring such members in one an election; that gives the members the epochs to
+    remove them by governance (their producers still hold a quorum) where one
+    election used to end the chain. A set
     under four tolerates no fault, and still takes one newcomer (so that it can
     grow or change by votes): one dormant newcomer stops it, as any producer's
     crash does. When no outgoing producer is eligible there is no quorum to keep,

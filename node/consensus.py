@@ -179,9 +179,9 @@ class ChainApplication:
     # (proposals that reach the others late or that they all refuse: a clock outage, a
     # link too slow for the blocks, an execution bug being fixed) brings a new block
     # nearly every round: kept all, one hour of it (66-120 rounds) held gigabytes.
-    # One round needs one (its proposal); a few leave
-    # room for a rival block and the locked one. A block let go that is committed after
-    # all is executed again (``commit``), as a block never validated here is.
+    # One round needs one (its proposal); a few leave room for a rival block and the
+    # locked one. A block let go that is committed after all is executed again
+    # (``commit``), as a block never validated here is.
     MAX_EXECUTED = 4
 
     def __init__(
