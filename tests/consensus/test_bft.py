@@ -824,16 +824,7 @@ def test_the_wal_of_a_height_of_many_rounds_stays_bounded_and_replays_the_lock(t
         assert os.path.getsize(h.engine.wal.path) < (2 * (kept + 2) + 4) * block_bytes
     h.engine.wal.close()
     # A restart finds the locked block and the polka behind the lock in the log.
-    engine = ConsensusEngine(
-        chain_id=CHAIN,
-        app=h.app,
-        transport=RecordingTransport(),
-        clock=ManualClock(),
-        privval=PrivValidator(ME, CHAIN, tmp_path / "privval"),
-        wal=WAL(tmp_path / "wal", CHAIN),
-        config=CONFIG,
-    )
-    engine.start()
+    engine = make_engine(tmp_path, app=h.app, with_wal=True).engine
     assert engine.proposals[0].block.hash == b0.hash
     assert engine.votes.get(0, PV).count(b0.hash) == 3
     assert (engine.locked_hash, engine.valid_block) == (b0.hash, b0)
