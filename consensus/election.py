@@ -3,9 +3,10 @@
 The begin-block hook of the last block of epoch ``e`` (height ``(e+1) * E``)
 ranks the eligible candidates and stores the top ``max_producers`` as the
 producers of epoch ``e + 1``. The set is therefore in the state root of a
-block finalized by the outgoing producers, one block before it takes over,
-and every set ever elected stays in state (``producer_set(state, epoch)``), so
-an offline audit that re-executes the chain re-derives each one.
+block finalized by the outgoing producers, one block before it takes over. A
+set stays in state while evidence may still name its epoch's heights
+(``drop_old_producer_sets``); an offline audit that re-executes the chain
+re-derives each one, and each epoch's boundary state proves it for good.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from consensus.staking_state import (
     active_params,
     candidate_key,
     candidates,
+    drop_old_producer_sets,
     epoch_of,
     get_candidate,
     is_election_height,
@@ -140,6 +142,7 @@ def elect_producers(state: Overlay, ctx: BlockContext) -> None:
         record = ProducerSet(epoch, ctx.height, previous.keys, previous.weights)
         state.emit(Event.of("election_failed", epoch=epoch))
     store_producer_set(state, record)
+    drop_old_producer_sets(state, ctx.height, ctx.params)
     # Removed members' candidacies leave the list once no set they are in is running.
     prune_candidates(state, ctx.height)
     state.emit(

@@ -25,9 +25,10 @@ from consensus.staking_state import (
     add_totals,
     adjust_weights,
     candidate_key,
+    epoch_of,
     evidence_key,
     get_staker,
-    producers_for_height,
+    producer_set,
     put_staker,
     read,
     require_staking,
@@ -126,8 +127,16 @@ def apply_submit_evidence(
             "was already punished",
             "duplicate_evidence",
         )
+    record = producer_set(state, epoch_of(a.height, ctx.params.epoch_length))
+    # Sets older than the evidence age are dropped (``drop_old_producer_sets``); one
+    # dropped before governance raised the age stays dropped.
+    if record is None:
+        raise TxFailed(
+            f"the producers of height {a.height} are no longer kept, so its evidence is too old",
+            "evidence_too_old",
+        )
     # Only a producer of that height could sign a vote that counts.
-    if a.validator not in producers_for_height(state, a.height):
+    if a.validator not in record.keys:
         raise TxFailed(
             f"{a.validator.hex()} was not a producer at height {a.height}", "not_a_producer"
         )

@@ -334,6 +334,9 @@ MEMBER_LIST_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x01])
 CANDIDATE_LIST_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x02])
 PROPOSAL_COUNTER_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x03])
 TOTALS_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x04])
+# The first epoch whose producer set is still in state (``drop_old_producer_sets``), a
+# ``Counter``; absent, 0.
+FIRST_KEPT_SET_KEY = bytes([ConsensusPrefix.STAKING_INDEX, 0x05])
 ACTIVE_PARAMS_KEY = bytes([ConsensusPrefix.CHAIN_PARAMS, 0x01])
 PENDING_PARAMS_KEY = bytes([ConsensusPrefix.CHAIN_PARAMS, 0x02])
 
@@ -532,9 +535,9 @@ def producer_set(state: StateView, epoch: int) -> ProducerSet | None:
 def producers_for_height(state: StateView, height: int) -> ValidatorSet:
     """The producers that must propose and sign block ``height``.
 
-    Answerable from the state after block ``height - 1`` (and any later state):
-    the set of an epoch is elected in the begin-block of the previous epoch's
-    last block, and every set is kept.
+    Answerable from the state after block ``height - 1``, and from later states while
+    evidence may still name ``height`` (``drop_old_producer_sets``): the set of an
+    epoch is elected in the begin-block of the previous epoch's last block.
     """
     epoch = epoch_of(height, active_params(state).epoch_length)
     record = producer_set(state, epoch)
@@ -542,6 +545,37 @@ def producers_for_height(state: StateView, height: int) -> ValidatorSet:
     if record is None:
         raise StakingError(f"no producer set for height {height} (epoch {epoch}) in this state")
     return record.validator_set()
+
+
+# Sets a single election deletes at most: after governance lowers
+# ``max_evidence_age_blocks`` a long way, the backlog goes over several elections
+# rather than in one block.
+MAX_SETS_DROPPED_PER_ELECTION = 64
+
+
+def drop_old_producer_sets(state: Overlay, height: int, params: ChainParams) -> None:
+    """Delete the producer sets of the epochs no block from ``height`` on asks for.
+
+    A set is read for its own epoch's blocks (and the next block's missed slots), and
+    then only by evidence, for a vote at most ``max_evidence_age_blocks`` older than
+    the including block. Kept for good, one set per epoch (~1 KiB for 21 producers,
+    every 50 s by default) grew the state by gigabytes a year. Light clients and
+    joining nodes prove a set at its epoch's boundary, in that height's state (epoch
+    records, kept for good by every node), never in the current one.
+
+    A set deleted here stays deleted if governance later raises the evidence age:
+    evidence naming its epoch is then refused as too old (``submit_evidence``).
+    """
+    oldest = max(1, height - params.max_evidence_age_blocks)
+    needed = epoch_of(oldest, params.epoch_length)
+    mark = read(state, FIRST_KEPT_SET_KEY, Counter)
+    first = 0 if mark is None else mark.value
+    last = min(needed, first + MAX_SETS_DROPPED_PER_ELECTION)
+    if last <= first:
+        return
+    for epoch in range(first, last):
+        state.delete(producer_set_key(epoch))
+    state.set_obj(FIRST_KEPT_SET_KEY, Counter(last))
 
 
 def store_producer_set(state: Overlay, record: ProducerSet) -> None:

@@ -445,13 +445,15 @@ def test_unjail_refusals():
     )
 
 
-def test_producer_sets_are_kept_for_every_epoch():
+def test_producer_sets_are_kept_with_their_epoch_while_evidence_can_name_them():
     chain = Chain()
     chain.advance_to(3 * PARAMS.epoch_length)
-    for epoch in range(4):
+    for epoch in range(1, 4):
         record = producer_set(chain.state, epoch)
         assert record is not None and record.epoch == epoch
         assert record.elected_height == epoch * PARAMS.epoch_length
+    # Evidence from height 13 on names height 9 (epoch 2) at the oldest.
+    assert producer_set(chain.state, 0) is None
 
 
 def test_a_producers_own_unbonding_is_held_while_it_produces_and_nobody_elses():

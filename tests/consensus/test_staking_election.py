@@ -5,10 +5,13 @@ from hypothesis import strategies as st
 
 from consensus import producer_set, producers_for_height, record_missed
 from consensus.election import NEWCOMERS_PER_ELECTION, elect, rank_candidates
+from consensus.evidence import SUBMIT_EVIDENCE, SubmitEvidence
 from consensus.governance import (
     PROPOSE_ADMIT_MEMBER,
+    PROPOSE_PARAM_CHANGE,
     PROPOSE_REMOVE_MEMBER,
     ProposeAdmitMember,
+    ProposeParamChange,
     ProposeRemoveMember,
 )
 from consensus.staking import (
@@ -21,9 +24,11 @@ from consensus.staking import (
     Unbond,
     VoteProducers,
 )
-from consensus.staking_state import Candidate, candidate_key
+from consensus.staking_state import MAX_SETS_DROPPED_PER_ELECTION, Candidate, candidate_key
 from consensus.validators import ValidatorSet
+from core import Vote, VoteType
 from tests.consensus.staking_helpers import (
+    CHAIN,
     KEYS,
     PARAMS,
     PUB,
@@ -429,3 +434,93 @@ def test_an_election_keeps_the_newcomer_bound_and_is_the_best_such_set(
     # From four producers up, the incumbents kept make a quorum on their own.
     if n >= 4:
         assert n - k >= ValidatorSet.of([key for key, _ in got]).quorum
+
+
+def kept_sets(chain: Chain) -> list[int]:
+    """The epochs whose producer set the state holds, up to the next one."""
+    last = chain.height // E + 1
+    return [e for e in range(last + 1) if producer_set(chain.state, e) is not None]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    epoch_length=st.integers(1, 6),
+    evidence_age=st.integers(1, 20),
+    height=st.integers(1, 90),
+)
+def test_producer_sets_are_kept_while_evidence_can_name_their_heights(
+    epoch_length, evidence_age, height
+):
+    params = PARAMS.replace(
+        epoch_length=epoch_length,
+        proposal_voting_blocks=max(epoch_length, PARAMS.proposal_voting_blocks),
+        jail_blocks=epoch_length,
+        max_evidence_age_blocks=evidence_age,
+        unbonding_blocks=epoch_length + evidence_age + 1,
+    )
+    chain = Chain(make_genesis(params=params))
+    chain.advance_to(height)
+    # The next block's evidence may name any height from ``height + 1 - age``; the
+    # state must answer for each of them, and for the next block itself.
+    for named in range(max(1, height + 1 - evidence_age), height + 2):
+        assert producers_for_height(chain.state, named) == ValidatorSet.of(PUB[:3])
+    # And holds no more: the sets of the heights evidence can name, and the next epoch's.
+    kept = [e for e in range(height // epoch_length + 2) if producer_set(chain.state, e)]
+    assert len(kept) <= evidence_age // epoch_length + 3, kept
+
+
+def test_an_election_block_still_takes_evidence_as_old_as_the_age_allows():
+    # Height 12 elects epoch 3; evidence in it may name height 12 - 4 = 8, the last of
+    # epoch 1, whose set the election must therefore not drop.
+    chain = Chain()
+    chain.advance_to(3 * E - 1)
+    vote = Vote.create
+    evidence = SubmitEvidence(
+        vote(KEYS[1], CHAIN, VoteType.PREVOTE, 2 * E, 0, bytes([1]) * 32),
+        vote(KEYS[1], CHAIN, VoteType.PREVOTE, 2 * E, 0, bytes([2]) * 32),
+    )
+    assert PARAMS.max_evidence_age_blocks == E
+    assert chain.run(KEYS[7], SUBMIT_EVIDENCE, evidence).ok
+    assert chain.height == 3 * E
+    assert producer_set(chain.state, 0) is None and producer_set(chain.state, 1) is not None
+
+
+def test_a_set_dropped_stays_dropped_when_the_evidence_age_is_raised():
+    params = PARAMS.replace(unbonding_blocks=40)
+    chain = Chain(make_genesis(params=params))
+    chain.advance_to(6 * E)
+    assert producer_set(chain.state, 3) is None
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_evidence_age_blocks", 30))
+    chain.advance_to(chain.height + params.param_change_delay_blocks)
+    assert chain.params().max_evidence_age_blocks == 30
+    # Height 14 is within the new age, but its set (epoch 3) is gone: a receipt, no fault.
+    evidence = SubmitEvidence(
+        Vote.create(KEYS[1], CHAIN, VoteType.PREVOTE, 14, 0, bytes([1]) * 32),
+        Vote.create(KEYS[1], CHAIN, VoteType.PREVOTE, 14, 0, bytes([2]) * 32),
+    )
+    receipt = chain.run(KEYS[7], SUBMIT_EVIDENCE, evidence)
+    assert (receipt.code, receipt.message) == (
+        "evidence_too_old",
+        "the producers of height 14 are no longer kept, so its evidence is too old",
+    )
+    # The sets from the raise on are kept for the new age.
+    chain.advance_to(chain.height + 8 * E)
+    assert len(kept_sets(chain)) >= 30 // E
+
+
+def test_a_backlog_of_sets_is_dropped_over_several_elections():
+    age = 80 * E
+    params = PARAMS.replace(max_evidence_age_blocks=age, unbonding_blocks=age + E + 1)
+    chain = Chain(make_genesis(params=params))
+    chain.advance_to(age + E)
+    before = kept_sets(chain)
+    assert before[0] == 0 and len(before) > MAX_SETS_DROPPED_PER_ELECTION + 4
+    pass_proposal(chain, PROPOSE_PARAM_CHANGE, ProposeParamChange("max_evidence_age_blocks", E))
+    chain.advance_to(chain.height + params.param_change_delay_blocks)
+    assert chain.params().max_evidence_age_blocks == E
+    first = kept_sets(chain)[0]
+    next_election(chain)
+    # One election drops at most its share, the oldest first.
+    assert kept_sets(chain)[0] == first + MAX_SETS_DROPPED_PER_ELECTION
+    next_election(chain)
+    assert len(kept_sets(chain)) <= 3
