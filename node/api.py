@@ -62,7 +62,6 @@ from node.bodies import (
     BODY_BUDGET,
     CHECK_BUDGET,
     SMALL_ANSWER_BYTES,
-    UNPAID_CODES,
     BodyBudget,
     CheckBudget,
     parse_json_txs,
@@ -377,8 +376,9 @@ _MSGPACK_BATCH = {
             "The mempool is full (a single transaction): submit the same bytes again after "
             "`Retry-After` seconds; the node reads as many bodies as it allows at once, or "
             "the client's address sent more transactions refused by their checks (bad "
-            "signatures, not transactions, spent ones) than `http.refused_txs_per_s` allows "
-            "(`busy`); or the node is starting or stopping.",
+            "signatures, not transactions, spent, unfunded, a fee below the minimum, a "
+            "nonce too far ahead) than `http.refused_txs_per_s` allows (`busy`); or the "
+            "node is starting or stopping.",
             "mempool_full",
             "busy",
             "unavailable",
@@ -431,7 +431,7 @@ async def submit_txs(request: web.Request) -> web.Response:
     paid = len(raws)
     try:
         results = await node.submit(raws)
-        paid = sum(1 for r in results if r.code not in UNPAID_CODES)
+        paid = sum(1 for r in results if not r.unpaid)
     finally:
         checks.give(client, paid)
     for r in results:
@@ -465,7 +465,8 @@ def _check_budget(checks: CheckBudget, client: str, count: int) -> None:
             503,
             "busy",
             "too many of this address's transactions were refused by their checks (bad "
-            "signatures, not transactions, spent ones); retry later",
+            "signatures, not transactions, spent, unfunded, a fee below the minimum, a "
+            "nonce too far ahead); retry later",
             {"Retry-After": str(math.ceil(wait))},
         )
 

@@ -24,7 +24,6 @@ from aiohttp import web
 
 from apps.routes import client_of
 from core import HttpError, Invalid
-from node.mempool import STALE_CODES
 
 # msgpack array headers: fixarray 0x90-0x9f (count in the low nibble), array 16 and 32.
 _FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
@@ -103,22 +102,19 @@ ANSWER_BUDGET: web.AppKey[BodyBudget] = web.AppKey("answer_budget", BodyBudget)
 SMALL_ANSWER_BYTES = 16 * 1024
 
 
-# The refusals of submitted transactions that cost the node their checks (a decode, a
-# signature check, an account read) and their sender nothing: bytes that are no
-# transaction, a bad signature, another chain's, and copies of spent ones (any block's
-# transactions, replayed: the peers' gossip has the same budget, ``node.mempool``).
-UNPAID_CODES = (
-    frozenset({"malformed", "too_large", "wrong_chain", "bad_signature", "unknown_type"})
-    | STALE_CODES
-)
 # Client addresses whose unpaid refusals are remembered; past it the least recently
 # charged one is forgotten (it starts again with a full budget, as any new address).
 MAX_CHECK_BUDGETS = 4096
 
 
 class CheckBudget:
-    """Per client address, a budget of submitted transactions refused once checked
-    (``UNPAID_CODES``): ``rate`` a second, ``burst`` saved up.
+    """Per client address, a budget of submitted transactions refused once checked, for
+    what they are (``node.mempool.SubmitResult.unpaid``: bytes that are no transaction, a
+    bad signature, another chain's, a copy of a spent one, an unfunded sender, a fee
+    below the minimum, a nonce past the window): ``rate`` a second, ``burst`` saved up.
+    Each cost the node a check (a decode, a signature check, an account read) and its
+    sender nothing; refusals for what the mempool holds (full, a queued nonce) are free,
+    since honest wallets meet them.
 
     The mempool refuses a client's transactions beyond its window before any check, but
     bytes that fail their checks leave the window as soon as they are checked: without
@@ -352,7 +348,6 @@ __all__ = [
     "MAX_CHECK_BUDGETS",
     "MAX_DECODE_RATIO",
     "SMALL_ANSWER_BYTES",
-    "UNPAID_CODES",
     "BodyBudget",
     "CheckBudget",
     "BodyError",

@@ -106,8 +106,9 @@ class HttpLimits:
     answer_min_bytes_per_s: int = 128 * 1024
     # Transactions a client address may submit that are refused once checked, though
     # making them cost nothing (bytes that are no transaction, a bad signature, a copy
-    # of a spent one: node.bodies.UNPAID_CODES), a second and saved up; past it, the
-    # address's submissions are 503 ``busy`` unchecked until it has saved up again.
+    # of a spent one, an unfunded sender...: node.mempool.SubmitResult.unpaid), a second
+    # and saved up; past it, the address's submissions are 503 ``busy`` unchecked until
+    # it has saved up again.
     refused_txs_per_s: int = 1_000
     refused_txs_burst: int = 20_000
     # Reverse proxies (IP addresses or networks) whose X-Forwarded-For names the client

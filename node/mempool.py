@@ -85,8 +85,8 @@ Decisions (see also docs in the module's functions):
 - A peer's gossip (``submit(..., origin=peer)``) has a budget of transactions that
   cost a signature check only to be refused for what they are: by their stateless
   checks (an unknown type, a payload that does not decode...) or against the chain's
-  state (``check_admission``: spent, i.e. ``STALE_CODES``, a nonce the chain used or
-  an expiry passed; an unfunded sender, a fee below the minimum):
+  state (``check_admission``: spent, a nonce the chain used or an expiry passed; an
+  unfunded sender, a fee below the minimum):
   ``stale_gossip_per_s``, ``stale_gossip_burst`` saved up. Past it the peer's batches
   are refused unchecked (``peer_throttled``) until the budget refills. Signed once,
   such transactions could be sent again and again, none ever paying (the verifier
@@ -103,6 +103,12 @@ Decisions (see also docs in the module's functions):
   every other node, so that the honest relays' gossip was dropped. The price: a member
   may replay transactions refused for those reasons (other bytes for a slot it
   filled), each a signature check, bound only by its p2p rate.
+- A client's submissions are classed the same way (``SubmitResult.unpaid``), and its
+  address's budget is the HTTP layer's (``node.bodies.CheckBudget``), with one more
+  refusal counted: a nonce past the window from the chain's nonce (``nonce_gap``), which
+  an honest wallet meets only with that many transactions unfinalized. Everything else
+  that depends on this pool (a full pool, a sender's queued nonces, a held slot, fees
+  already queued) is free to a client too: an honest wallet's burst meets it.
 """
 
 from __future__ import annotations
@@ -146,9 +152,6 @@ ACCEPTED = "accepted"
 # four loaded validators sharing two); 64 left fewer stalls over 100 ms than 128.
 ADMIT_CHUNK = 64
 
-# Refusals after the signature check that say the transaction is spent: what replaying
-# committed transactions gets (see the module docstring, a peer's gossip budget).
-STALE_CODES = frozenset({"nonce_too_low", "expired"})
 # Peers with a stale-gossip budget kept (an authenticated member set is far smaller).
 _MAX_STALE_BUDGETS = 1024
 # Transactions of one batch beyond the window whose fee is read (a body decode on the
@@ -168,6 +171,12 @@ class SubmitResult:
     hash: bytes | None
     code: str
     message: str
+    # Refused once checked, for what it is: by its stateless checks, or against the
+    # chain's state (spent, unfunded, a fee below the minimum; for a client, a nonce
+    # past the window). Never to pay, so the submitter's budget counts it (a peer's
+    # here, a client address's ``node.bodies.CheckBudget``); refusals for what the pool
+    # holds (full, a queued slot or nonce) are not: honest senders meet them.
+    unpaid: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -718,16 +727,16 @@ class Mempool:
                     for i, verdict in zip(todo_idx[start:end], verdicts[start:end], strict=True):
                         if isinstance(verdict, Invalid):
                             # No hash: bytes failing stateless checks identify no transaction.
-                            results[i] = SubmitResult(None, verdict.code, verdict.message)
+                            results[i] = SubmitResult(None, verdict.code, verdict.message, True)
                             unpaid += 1
                         else:
                             outbid = verdict.hash in outbids
                             if own:
                                 self._pinned.add(verdict.sender_address)
-                            by_state, r = self._admit(verdict, height, windows, outbid)
+                            r = self._admit(verdict, height, windows, outbid)
                             results[i] = r
                             accepted += r.code == ACCEPTED
-                            unpaid += by_state
+                            unpaid += r.unpaid
         finally:
             release(len(todo_idx))
         if budget is not None and unpaid:
@@ -902,21 +911,23 @@ class Mempool:
 
     def _admit(
         self, vtx: VerifiedTx, height: int, windows: int, outbid: bool = False
-    ) -> tuple[bool, SubmitResult]:
+    ) -> SubmitResult:
         """Stateful checks against the latest state, then queue. Event-loop thread only.
 
         ``windows``: 1 for a client's transaction, 2 for a peer's (see ``submit``).
         ``outbid``: it came beyond the window; while the window is still full it goes
         in only in the place of cheaper pending ones (see the module docstring).
 
-        Returns whether the transaction is refused for what it is against the chain's
-        state alone (a gossiping peer's budget counts it: see the module docstring),
-        and the verdict. The other refusals depend on what this pool holds and on its
-        settings, which differ between honest nodes.
+        The verdict is ``unpaid`` when the transaction is refused for what it is
+        against the chain's state alone (the submitter's budget counts it: see the
+        module docstring), and for a client also past the nonce window. The other
+        refusals depend on what this pool holds and on its settings, which differ
+        between honest nodes.
         """
+        client = windows == 1  # (own transactions count as a peer's: ``submit``)
         h = vtx.hash
         if h in self._by_hash:
-            return False, SubmitResult(h, "duplicate", "transaction already known")
+            return SubmitResult(h, "duplicate", "transaction already known")
         sender = vtx.sender_address
         shard_i = self.shard_of(sender)
         shard = self._shards[shard_i]
@@ -943,7 +954,7 @@ class Mempool:
         except Invalid as exc:
             # The transaction and the state decide these: an honest relay admitted it
             # at its own state, which differs from ours only across a block.
-            return True, SubmitResult(h, exc.code, exc.message)
+            return SubmitResult(h, exc.code, exc.message, True)
         cfg = self._config
         nonce = vtx.body.nonce
         fee = vtx.body.fee
@@ -951,29 +962,33 @@ class Mempool:
         # check_admission refused this already; kept so the window below never
         # sees a nonce under the base, whatever the executor's rules become.
         if nonce < base:
-            return True, SubmitResult(h, "nonce_too_low", f"expected nonce >= {base}, got {nonce}")
+            return SubmitResult(h, "nonce_too_low", f"expected nonce >= {base}, got {nonce}", True)
         window = self._nonce_window
         if nonce >= base + window:
-            return False, SubmitResult(
+            # Past the chain's nonce by more than this node's window: a client's to pay
+            # (an honest wallet gets here only with a window's worth unfinalized), not a
+            # relay's (another node's window may be wider, its state a block ahead).
+            return SubmitResult(
                 h,
                 "nonce_gap",
                 f"expected nonce < {base + window} (state nonce {base} + {window}), got {nonce}",
+                client,
             )
         old = acct.txs.get(nonce) if acct is not None else None
         if old is not None:
             bump = cfg.replace_fee_bump_pct
             if bump is None:
-                return False, SubmitResult(h, "duplicate", f"nonce {nonce} is already queued")
+                return SubmitResult(h, "duplicate", f"nonce {nonce} is already queued")
             need = max(old.fee + 1, -(-old.fee * (100 + bump) // 100))
             if fee < need:
-                return False, SubmitResult(
+                return SubmitResult(
                     h,
                     "duplicate",
                     f"nonce {nonce} is already queued with fee {old.fee}; "
                     f"a replacement needs fee >= {need}, got {fee}",
                 )
         elif acct is not None and len(acct.txs) >= cfg.per_account_cap:
-            return False, SubmitResult(
+            return SubmitResult(
                 h,
                 "account_queue_full",
                 f"sender has {len(acct.txs)} pending transactions, the cap is "
@@ -981,7 +996,7 @@ class Mempool:
             )
         queued_fees = (acct.fees if acct is not None else 0) - (old.fee if old else 0)
         if queued_fees + fee > state_acct.balance:
-            return False, SubmitResult(
+            return SubmitResult(
                 h,
                 "insufficient_fee",
                 f"balance {state_acct.balance} cannot pay fee {fee} on top of "
@@ -1002,14 +1017,14 @@ class Mempool:
                 or displaced.sender == sender
                 or not self._may_outbid(acct)
             ):
-                return False, SubmitResult(
+                return SubmitResult(
                     h,
                     "mempool_full",
                     f"shard {shard_i} holds {shard.count} transactions (the cap)",
                 )
         grow = size - (old.size if old else 0) - (displaced.size if displaced else 0)
         if shard.nbytes + grow > cfg.per_shard_bytes:
-            return False, SubmitResult(
+            return SubmitResult(
                 h,
                 "mempool_full",
                 f"shard {shard_i} holds {shard.nbytes} bytes; {grow} more exceeds the cap "
@@ -1018,7 +1033,7 @@ class Mempool:
         if nonce > end:
             refused = self._queue_room(acct, end, size, windows, replacing=old is not None)
             if refused is not None:
-                return False, SubmitResult(h, refused[0], refused[1])
+                return SubmitResult(h, refused[0], refused[1])
         if displaced is not None:
             # One pending transaction out for one in: the window is no fuller either.
             self._remove(displaced)
@@ -1032,7 +1047,7 @@ class Mempool:
                 or cheapest.sender == sender
                 or not self._may_outbid(acct)
             ):
-                return False, self._full(h)
+                return self._full(h)
             # Cheapest and newest first, until it fits or what left holds its bytes:
             # each a sender's last, so no gap opens (its sender's previous one may go
             # next). Never more: gossip fills up to twice a client's window, and
@@ -1062,7 +1077,7 @@ class Mempool:
             acct = shard.accounts[sender] = _Account(sender, state_acct.nonce)
         acct.read, acct.read_height = state_acct, height
         self._insert(shard, acct, vtx, shard_i, seq)
-        return False, _new_result(h, ACCEPTED, message)
+        return _new_result(h, ACCEPTED, message, False)
 
     def _queue_room(
         self, acct: _Account | None, end: int, size: int, windows: int, *, replacing: bool

@@ -29,7 +29,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import PrivateKey, SignedTx, TxBody, sign_tx
+from core.keystore import load_key
 from core.netaddr import client_key
+from genesis.localnet import FAUCET_NAME
 from node.bodies import MAX_DECODE_RATIO
 from node.http_server import (
     FD_RESERVE,
@@ -654,3 +656,81 @@ async def test_an_address_sending_bad_signatures_is_refused_unchecked_past_its_b
         status, _, answer = await submitted(port, bad_signatures(chain_id, 4), "127.0.0.2")
         assert status == 200 and codes(answer) == {"bad_signature"}
         assert await metric(port, rejected) == 28
+
+
+def faucet_of(tmp_path) -> PrivateKey:
+    """The funded key of the localnet ``gated`` made under ``tmp_path``."""
+    return load_key(tmp_path / "net" / "keyring" / f"{FAUCET_NAME}.json", "")
+
+
+def transfers(key: PrivateKey, chain_id: str, nonces: range, *, fee: int = 1000, amount=1):
+    """A JSON batch of well-signed transfers from ``key``, one per nonce."""
+    raws = [
+        sign_tx(
+            key, chain_id, TxBody(n, fee, 1000, "transfer", Transfer(key.address, amount).encode())
+        )
+        .encode()
+        .hex()
+        for n in nonces
+    ]
+    return json.dumps({"txs": raws}).encode()
+
+
+async def test_an_address_sending_transactions_that_never_pay_is_refused_unchecked_past_its_budget(
+    tmp_path,
+):
+    """Well signed and refused against the chain's state (an unfunded sender, a fee below
+    the minimum, a nonce far past the account's): each cost the node a signature check
+    and an account read, and, signed once and sent again and again, its sender nothing.
+    They were not charged to the address's budget (only bytes that are no transaction,
+    bad signatures and spent ones were), so batches of them kept the signature workers
+    busy for free. They are now, as the peers' gossip budget counts them."""
+    async with gated(tmp_path, refused_txs_per_s=1, refused_txs_burst=6) as (port, node):
+        chain_id = node.genesis.chain_id
+        faucet = faucet_of(tmp_path)
+        # Each kind from addresses of its own: their debts last a while.
+        for sender, batch, code in (
+            (
+                "127.0.0.10",
+                transfers(PrivateKey.generate(), chain_id, range(20)),
+                "insufficient_fee",
+            ),
+            ("127.0.0.11", transfers(faucet, chain_id, range(20), fee=999), "fee_too_low"),
+            ("127.0.0.12", transfers(faucet, chain_id, range(10_000, 10_020)), "nonce_gap"),
+        ):
+            status, _, answer = await submitted(port, batch, sender)
+            assert status == 200 and codes(answer) == {code}
+            # 20 charged against 6 saved up: the next batch is refused unchecked, and
+            # the address told to wait out its debt.
+            status, headers, answer = await submitted(port, batch, sender)
+            assert (status, answer["code"]) == (503, "busy")
+            assert int(headers["Retry-After"]) >= 10
+        assert await refused_by(port, "unpaid_checks") == (0, 3)
+        # Another address is still checked.
+        batch = transfers(faucet, chain_id, range(20), fee=999)
+        status, _, answer = await submitted(port, batch, "127.0.0.13")
+        assert status == 200 and codes(answer) == {"fee_too_low"}
+
+
+async def test_an_honest_wallets_burst_refused_for_what_the_pool_holds_is_not_charged(tmp_path):
+    """A wallet whose nonces arrive out of order (a burst behind a load balancer) meets
+    refusals that depend on the mempool, not on what its transactions are: its queued
+    nonces past the sender's cap (``nonce_gap``), a queued slot taken by other bytes
+    (``duplicate``). Those are never charged: its address stays served however many."""
+    async with gated(tmp_path, refused_txs_per_s=1, refused_txs_burst=6) as (port, node):
+        chain_id = node.genesis.chain_id
+        faucet = faucet_of(tmp_path)
+        # Nonce 0 has not arrived: 1-16 wait for it, the rest past the sender's cap.
+        status, _, answer = await submitted(port, transfers(faucet, chain_id, range(1, 41)))
+        assert status == 200
+        assert [r["code"] for r in answer["results"]] == ["accepted"] * 16 + ["nonce_gap"] * 24
+        status, _, answer = await submitted(port, transfers(faucet, chain_id, range(17, 41)))
+        assert status == 200 and codes(answer) == {"nonce_gap"}
+        # Another version of the queued ones (the wallet signed again after a restart).
+        batch = transfers(faucet, chain_id, range(1, 17), amount=2)
+        status, _, answer = await submitted(port, batch)
+        assert status == 200 and codes(answer) == {"duplicate"}
+        # Then nonce 0 comes: the whole run is in.
+        status, _, answer = await submitted(port, transfers(faucet, chain_id, range(1)))
+        assert status == 200 and codes(answer) == {"accepted"}
+        assert await refused_by(port, "unpaid_checks") == (0, 0)

@@ -1688,3 +1688,46 @@ async def test_an_honest_relay_keeps_its_gossip_whatever_clients_sent_each_node(
     assert await relay.submit(*fresh, client=True) == ["accepted"] * 8
     results = await node.mempool.submit(fresh, origin=peer)
     assert [r.code for r in results] == ["accepted"] * 8
+
+
+async def test_refusals_for_what_a_transaction_is_are_unpaid_for_clients_too(pool):
+    # The HTTP layer charged a client only the codes of one list of its own (bytes that
+    # are no transaction, bad signatures, spent ones): well-signed transactions that
+    # never pay (unfunded, a fee below the minimum, a nonce far ahead) cost a check each
+    # for free. Clients now get the gossip budget's classification, with the nonce
+    # window too (a relay is not charged it: another node's window may be wider).
+    env = Env(pool)
+    env.state.put(key(3001).address, 2 * MIN_FEE)
+    tampered = SignedTx.decode(make_tx(KEYS[2], 0))
+    forged = SignedTx(tampered.chain_id, tampered.sender, tampered.body, bytes(64)).encode()
+    what_it_is = {
+        "insufficient_fee": make_tx(key(3000), 0),
+        "fee_too_low": make_tx(KEYS[0], 0, fee=MIN_FEE - 1),
+        "expired": make_tx(KEYS[0], 0, expiry=0),
+        "nonce_gap": make_tx(KEYS[0], env.mempool.config.nonce_window),
+        "bad_signature": forged,
+    }
+    results = await env.mempool.submit(list(what_it_is.values()), client=True)
+    assert [(r.code, r.unpaid) for r in results] == [(code, True) for code in what_it_is]
+    results = await env.mempool.submit([what_it_is["nonce_gap"]], origin=b"\x0a" * 32)
+    assert [(r.code, r.unpaid) for r in results] == [("nonce_gap", False)]
+    # What the pool holds: a burst out of order, another version of a queued nonce,
+    # fees already queued. An honest wallet meets them; they are not charged.
+    assert (
+        await env.submit(*(make_tx(KEYS[1], n) for n in range(1, 17)), client=True)
+        == ["accepted"] * 16
+    )
+    assert await env.submit(make_tx(key(3001), 0), make_tx(key(3001), 1)) == ["accepted"] * 2
+    what_the_pool_holds = {
+        "nonce_gap": make_tx(KEYS[1], 17),
+        "duplicate": make_tx(KEYS[1], 1, amount=2),
+        "insufficient_fee": make_tx(key(3001), 2),
+    }
+    results = await env.mempool.submit(list(what_the_pool_holds.values()), client=True)
+    assert [(r.code, r.unpaid) for r in results] == [(c, False) for c in what_the_pool_holds]
+    # A full pool: refused before any check, or by a full shard after it.
+    full = Env(pool, per_shard_cap=1)
+    first, second = keys_in_shard(0, full.mempool.config.shards, 2)
+    assert await full.submit(make_tx(first, 0), client=True) == ["accepted"]
+    results = await full.mempool.submit([make_tx(second, 0)], client=True)
+    assert [(r.code, r.unpaid) for r in results] == [("mempool_full", False)]
