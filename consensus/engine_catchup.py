@@ -13,7 +13,8 @@ sends and however often: every answer and request counts against the peer's budg
 bytes of the blocks it is sent against ``max_sync_block_bytes_per_peer``; the table of
 budgets is bounded, an old-height message is served only when a producer signed it,
 and each peer and each producer has its own share of the buffer of early messages,
-which holds only producers' signed messages. Time comes from the injected clock only.
+which holds only producers' signed messages, bounded by count and, for proposals, by
+bytes. Time comes from the injected clock only.
 
 Nor can peers crowd out what catch-up is for. The engine's own requests have a
 budget of their own, outside the table, and the producers of our height keep theirs
@@ -90,10 +91,12 @@ class _Signed:
 
 @dataclass
 class _Share:
-    """How many early messages (and proposals among them) one peer has in the buffer."""
+    """How many early messages (and proposals among them, and their bytes) one peer has
+    in the buffer."""
 
     messages: int = 0
     proposals: int = 0
+    proposal_bytes: int = 0
 
 
 class CatchUp:
@@ -120,6 +123,8 @@ class CatchUp:
         self._future_signed: dict[int, _Signed] = {}
         self._buffered = 0
         self._buffered_proposals = 0
+        # The buffered proposals' transactions' bytes (``_block_bytes``).
+        self._buffered_proposal_bytes = 0
         self._shares: dict[Peer, _Share] = {}
         # Budgets: the engine's own requests (never refused for want of room), those
         # of the producers of our height (bounded by the set) and everyone else's
@@ -171,6 +176,7 @@ class CatchUp:
         cfg = self.config
         is_proposal = isinstance(msg, Proposal)
         share = self._shares.get(item.peer, _Share())
+        size = 0
         fits = (
             item.peer is not None
             and (
@@ -189,6 +195,14 @@ class CatchUp:
                 )
             )
         )
+        if fits and isinstance(msg, Proposal):
+            # By bytes too (before its signature check: one too big costs none). Votes
+            # are small and fixed in size: their counts bound their bytes.
+            size = _block_bytes(msg.block)
+            fits = (
+                self._buffered_proposal_bytes + size <= cfg.max_buffered_proposal_bytes
+                and share.proposal_bytes + size <= cfg.max_buffered_proposal_bytes_per_peer
+            )
         # Only a producer's signed message may take a slot (producers rarely change
         # between two heights; an incoming producer's early messages are re-sent).
         if fits and self._signed_by_producer(item, validators) and self._body_matches(item):
@@ -201,8 +215,10 @@ class CatchUp:
                 signed.proposals.add(msg.round)
             self._buffered += 1
             self._buffered_proposals += is_proposal
+            self._buffered_proposal_bytes += size
             share.messages += 1
             share.proposals += is_proposal
+            share.proposal_bytes += size
             self._shares[item.peer] = share
         # Still here a while after others moved on: ask the sender for our height.
         waited = self.clock.now() - height_started >= cfg.sync_interval_ms
@@ -219,12 +235,16 @@ class CatchUp:
         for h in [h for h in self._future if h <= height]:
             self._future_signed.pop(h, None)
             for item in self._future.pop(h):
-                is_proposal = isinstance(item.msg, Proposal)
+                msg = item.msg
+                is_proposal = isinstance(msg, Proposal)
+                size = _block_bytes(msg.block) if isinstance(msg, Proposal) else 0
                 self._buffered -= 1
                 self._buffered_proposals -= is_proposal
+                self._buffered_proposal_bytes -= size
                 share = self._shares[item.peer]
                 share.messages -= 1
                 share.proposals -= is_proposal
+                share.proposal_bytes -= size
                 if share.messages == 0:
                     del self._shares[item.peer]
                 if h == height:

@@ -59,6 +59,17 @@ class BFTConfig:
     max_buffered_proposals: int = 8
     max_buffered_messages_per_peer: int = 512
     max_buffered_proposals_per_peer: int = 2
+    # ... and the proposals' bytes (their transactions'), in all and per peer: a
+    # proposal may fill a p2p frame (16 MiB), so the counts alone let a Byzantine
+    # producer's proposals, relayed by members, hold 32 MiB per peer, 64 MiB in all
+    # (the 4 slots of 2 heights), up to 128 MiB (8 proposals) with more heights.
+    # A vote is at most Vote.MAX_ENCODED (256 bytes), so the counts bound the votes'
+    # bytes (1 MiB) and proposals never take their room. Per peer: two full blocks at the
+    # default max_block_bytes, or one at the frame cap. In all: the two slots a
+    # Byzantine producer may hold (round 1 of the next height and round 0 of the one
+    # after are one proposer's) at the frame cap, and the other two at 8 MiB.
+    max_buffered_proposal_bytes: int = 48 * 1024 * 1024
+    max_buffered_proposal_bytes_per_peer: int = 16 * 1024 * 1024
     # Votes a validator may have in rounds above ours (cometbft's peer catch-up rounds).
     max_future_rounds_per_validator: int = 2
     # Rounds below ours whose proposals (and blocks) are kept whatever the votes say;

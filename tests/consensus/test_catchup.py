@@ -434,6 +434,77 @@ def test_copies_of_an_early_proposal_take_one_slot_and_a_swapped_body_none(tmp_p
     assert prevotes_at_height_two(h, b1) == [b2.hash]
 
 
+def big_proposals(b1: Block, size: int) -> tuple[Proposal, Proposal]:
+    """A Byzantine producer's proposals for round 1 of height 2 and round 0 of height 3
+    (the same proposer's: the schedule goes by height + round), each carrying ``size``
+    bytes of transactions: valid bodies for their signed headers, whatever they hold."""
+    byzantine = proposer(2, 1)
+    assert proposer(3, 0) == byzantine
+    txs = tuple(bytes([i]) * (size // 8) for i in range(8))
+    ahead = ToyApp()
+    ahead.blocks.append(b1)
+    b21 = make_block(ahead, 2, 1, byzantine, txs=txs)
+    ahead.blocks.append(make_block(ahead, 2, 0, proposer(2, 0)))
+    b30 = make_block(ahead, 3, 0, byzantine, txs=txs)
+    return sign_proposal(byzantine, 2, 1, b21), sign_proposal(byzantine, 3, 0, b30)
+
+
+def test_a_peer_s_early_proposals_are_bounded_by_their_bytes(tmp_path, monkeypatch):
+    # By count alone, one peer could put two proposals of a p2p frame each (16 MiB) in
+    # the buffer, and members relaying a Byzantine producer's 128 MiB in all.
+    h = make_engine(tmp_path)
+    b1, b2 = height_two(h)
+    # Each proposal 12 MiB: two are more than a peer's share (16 MiB).
+    p21, p30 = big_proposals(b1, 12 * 2**20)
+    checks = counting_proposal_checks(monkeypatch)
+    h.deliver(p21, peer="relay-1")
+    h.deliver(p30, peer="relay-1")
+    # The second is refused before its signature check: it is not kept.
+    assert checks == [1]
+    # Another peer's share holds it.
+    h.deliver(p30, peer="relay-2")
+    assert checks == [1, 0]
+    # And the honest proposal of height 2 still fits, with its proposer's votes.
+    h.deliver(sign_proposal(proposer(2, 0), 2, 0, b2), peer="honest")
+    for key in OTHERS:
+        h.deliver(vote(key, PV, 2, 0, b2.hash), peer="honest")
+    assert checks == [1, 0, 0]
+    assert prevotes_at_height_two(h, b1) == [b2.hash]
+    assert h.engine.votes.get(0, PV).count(b2.hash) == len(OTHERS) + 1
+
+
+def test_the_early_proposals_bytes_are_bounded_in_all_and_votes_keep_their_room(
+    tmp_path, monkeypatch
+):
+    cfg = dataclasses.replace(
+        CONFIG, max_buffered_proposal_bytes=2500, max_buffered_proposal_bytes_per_peer=1500
+    )
+    h = make_engine(tmp_path, config=cfg)
+    b1, _ = height_two(h)
+    p21, p30 = big_proposals(b1, 1200)
+    checks = counting_proposal_checks(monkeypatch)
+    h.deliver(p21, peer="relay-1")
+    h.deliver(p30, peer="relay-2")
+    assert checks == [1, 0]
+    # Every proposal byte in use: an honest proposal with as many is refused now...
+    ahead = ToyApp()
+    ahead.blocks.append(b1)
+    ahead.commits.append(make_commit(OTHERS, CHAIN, 1, 0, b1.hash))
+    b2 = make_block(ahead, 2, 0, proposer(2, 0), txs=(b"\x01" * 300,))
+    honest = sign_proposal(proposer(2, 0), 2, 0, b2)
+    h.deliver(honest, peer="honest")
+    assert checks == [1, 0]
+    # ...but the producers' early votes are kept (their bytes are their count's).
+    for key in OTHERS:
+        h.deliver(vote(key, PV, 2, 0, b2.hash), peer="honest")
+    finish_height_one(h, b1)
+    assert h.engine.votes.get(0, PV).count(b2.hash) == len(OTHERS)
+    # The proposer sends its proposal again at our height (rebroadcast): we prevote it.
+    h.deliver(honest, peer="honest")
+    h.clock.advance(CONFIG.timeout_commit_ms)
+    assert [v.block_hash for v in h.transport.votes(PV, 0) if v.height == 2] == [b2.hash]
+
+
 class DamagedAt(ToyApp):
     """A chain whose stored copy of one block is damaged: reading it raises."""
 
