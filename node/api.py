@@ -71,6 +71,7 @@ from node.bodies import (
 from node.chain_api import BLOCK_READS, RENDERED_BLOCKS, RenderedBlocks, block_reads
 from node.chain_api import ROUTES as CHAIN_ROUTES
 from node.config import NodeConfig
+from node.logs import ThrottledLog
 from node.mempool import SubmitResult
 from node.openapi import ROUTES as OPENAPI_ROUTES
 from node.openapi import TX_REFUSAL_CODES, add_openapi_route
@@ -87,6 +88,9 @@ from vm import (
 )
 
 log = logging.getLogger("node.api")
+# The line of each answer's connection reset past its deadline (``answers_middleware``):
+# clients cause one as often as they like, so they are throttled.
+ANSWER_RESETS: web.AppKey[ThrottledLog] = web.AppKey("answer_resets", ThrottledLog)
 
 MAX_BATCH = 20_000
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/octet-stream")
@@ -183,7 +187,7 @@ async def answers_middleware(request: web.Request, handler: Handler) -> web.Stre
     except TimeoutError:
         transport = request.transport
         if transport is not None:
-            log.info(
+            request.app[ANSWER_RESETS].info(
                 "reset an HTTP connection from %s: a %d-byte answer not taken in %d ms",
                 client,
                 size,
@@ -633,6 +637,7 @@ def create_app(node: Node) -> web.Application:
     refusals = node.metrics.count_refusals
     app[BODY_BUDGET] = BodyBudget(node.config.http.max_bodies_bytes, refusals("bodies"))
     app[ANSWER_BUDGET] = BodyBudget(node.config.http.max_answers_bytes, refusals("answers"))
+    app[ANSWER_RESETS] = ThrottledLog(log)
     app[CHECK_BUDGET] = CheckBudget(
         node.config.http.refused_txs_per_s,
         node.config.http.refused_txs_burst,

@@ -27,6 +27,9 @@ first passes ``ConnectionGate``:
 - **idle and slow headers.** aiohttp closes a connection that has no request in
   progress after ``keepalive_timeout_ms``, counted from the connection or the
   last answer; headers trickled byte by byte do not restart it.
+
+Log lines that clients cause as often as they like (a reset, aiohttp's error for a
+malformed request) are throttled (``node.logs.ThrottledLog``); the metrics count every reset.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from aiohttp import web
 from core.errors import CannotListen
 from core.netaddr import client_key, parse_trusted_proxies
 from core.sockets import bound_unacked, reset
+from node.logs import ThrottledLog
 
 log = logging.getLogger("node.http")
 
@@ -219,6 +223,8 @@ class ConnectionGate:
         # must not cost a scan of thousands).
         self._by_count: dict[int, set[str]] = {}
         self._most = 0
+        # A line per reset, at the rate clients stop reading, filled the operator's disk.
+        self._stall_log = ThrottledLog(log)
 
     def __call__(self) -> asyncio.Protocol:
         return _Gated(self)
@@ -306,7 +312,7 @@ class ConnectionGate:
             elif conn.stalled_since is None:
                 conn.stalled_since = now
             elif now - conn.stalled_since >= stall_s:
-                log.info(
+                self._stall_log.info(
                     "reset an HTTP connection from %s: %d bytes unread for %.0f s",
                     conn.address,
                     unsent,
@@ -375,6 +381,9 @@ class HttpServer:
             # itself whether anyone still listens. Tests serve through this class
             # (tests/served.py) to run with the same setting.
             handler_cancellation=False,
+            # aiohttp logs an error with its traceback for each malformed request, as
+            # often as clients send them: throttled, under its own name.
+            logger=ThrottledLog(logging.getLogger("aiohttp.server")),
         )
         self._runner = runner
         await runner.setup()

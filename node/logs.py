@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 LOG_FORMATS = ("text", "json")
@@ -48,6 +50,56 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+# The interval of a ``ThrottledLog``: at most a line every this many seconds.
+THROTTLE_S = 10.0
+
+
+class ThrottledLog(logging.LoggerAdapter[logging.Logger]):
+    """``logger`` at most once per ``interval_s`` at INFO and above (DEBUG lines pass as
+    they are), the next line saying how many were left out since the last.
+
+    For the lines a client's input logs as often as the client likes: aiohttp logs an
+    error and its traceback for every malformed request (~2 KB each), and the node a
+    line for every connection reset because its client stopped reading. An attacker
+    opening connections as fast as it could filled the operator's disk. The log samples
+    them (the resets are all counted: ``liveledger_http_connections_stalled_total``). One per kind of event: a throttle shared by two kinds would hide the rarer.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval_s: float = THROTTLE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(logger, {})
+        self.interval_s = interval_s
+        self._clock = clock
+        # When the next line may be logged, and the lines left out since the last.
+        self._next = -float("inf")
+        self._left_out = 0
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level < logging.INFO or not self.isEnabledFor(level):
+            super().log(level, msg, *args, **kwargs)
+            return
+        now = self._clock()
+        if now < self._next:
+            self._left_out += 1
+            return
+        self._next = now + self.interval_s
+        if self._left_out:
+            # A message without arguments is not %-formatted: its own % signs stay.
+            text = str(msg) if args else str(msg).replace("%", "%%")
+            msg = text + " (and %d more like it since the last such line, not logged)"
+            args = (*args, self._left_out)
+            self._left_out = 0
+        super().log(level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        # No extra fields of the adapter's own: the caller's pass as they are.
+        return msg, kwargs
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import logging
 import os
 import signal
 import socket
@@ -199,6 +200,47 @@ async def test_a_client_that_stops_reading_is_aborted(tmp_path):
                 received += chunk
         sock.close()
         assert received.count(b"HTTP/1.1 200") < requests
+
+
+async def test_clients_that_stop_reading_log_a_line_an_interval_not_one_each(tmp_path, caplog):
+    """Each connection reset because its client stopped reading logged a line: an
+    attacker opening such connections as fast as it could filled the operator's disk.
+    The lines are throttled (one every 10 s); the metric counts every reset."""
+    clients = 6
+    async with gated(tmp_path, write_stall_ms=1000) as (port, _node):
+        socks = []
+        with caplog.at_level(logging.INFO, logger="node.http"):
+            for _ in range(clients):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 400)
+                socks.append(sock)
+            deadline = time.monotonic() + 3 * WAIT
+            stalled = "liveledger_http_connections_stalled_total"
+            while await metric(port, stalled) < clients:
+                assert time.monotonic() < deadline, "the stalled connections were not reset"
+                await asyncio.sleep(0.2)
+        for sock in socks:
+            sock.close()
+    lines = [r for r in caplog.records if "reset an HTTP connection" in r.getMessage()]
+    assert 1 <= len(lines) < clients
+
+
+async def test_malformed_requests_log_a_line_an_interval_not_one_each(tmp_path, caplog):
+    """aiohttp logs an error with its traceback (~2 KB) for each malformed request, as
+    often as clients send them: throttled as the node's own lines."""
+    requests = 20
+    async with gated(tmp_path) as (port, _node):
+        with caplog.at_level(logging.INFO, logger="aiohttp.server"):
+            for i in range(requests):
+                reader, writer = await raw(port)
+                writer.write(b"GET /v1/status HTTP/1.1\r\nNo colon %d\r\n\r\n" % i)
+                head = await read_to_end(reader)
+                assert head.startswith(b"HTTP/1.0 400")
+                writer.close()
+    errors = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert 1 <= len(errors) < requests
 
 
 async def read_to_end(reader: asyncio.StreamReader) -> bytes:

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from node.logs import JsonFormatter, configure_logging
+from node.logs import JsonFormatter, ThrottledLog, configure_logging
 
 
 def test_a_record_becomes_one_json_line_with_its_extra_fields():
@@ -53,3 +53,26 @@ def test_an_exception_is_one_field():
 def test_an_unknown_format_is_refused():
     with pytest.raises(ValueError, match="log format"):
         configure_logging("INFO", "xml")
+
+
+def test_a_throttled_log_keeps_one_line_an_interval_and_says_how_many_it_left_out(caplog):
+    now = [0.0]
+    throttled = ThrottledLog(logging.getLogger("node.http"), 10.0, lambda: now[0])
+    with caplog.at_level(logging.DEBUG, logger="node.http"):
+        for i in range(5):
+            throttled.info("reset a connection from %s", f"10.0.0.{i}")
+        # Debug lines are no operator's disk: they pass as they are.
+        throttled.debug("refused a connection")
+        now[0] = 10.0
+        throttled.warning("reset a connection from %s", "10.0.0.9", extra={"peer": b"\x01"})
+        now[0] = 25.0
+        throttled.info("100% of a body unread")
+    assert [r.getMessage() for r in caplog.records] == [
+        "reset a connection from 10.0.0.0",
+        "refused a connection",
+        "reset a connection from 10.0.0.9 (and 4 more like it since the last such line, "
+        "not logged)",
+        "100% of a body unread",
+    ]
+    # The caller's extra fields are the record's.
+    assert caplog.records[2].peer == b"\x01"
