@@ -15,7 +15,17 @@ from core.errors import (
     NodeFault,
     StorageError,
 )
-from core.hashing import HASH_SIZE, ZERO_HASH, Domain, hash_bytes, merkle_root
+from core.hashing import (
+    HASH_SIZE,
+    MAX_MERKLE_PATH,
+    ZERO_HASH,
+    Domain,
+    MerkleTree,
+    hash_bytes,
+    merkle_path_length,
+    merkle_root,
+    verify_merkle_path,
+)
 from core.keys import (
     ADDRESS_SIZE,
     PrivateKey,
@@ -52,6 +62,7 @@ from core.types import (
 __all__ = [
     "ADDRESS_SIZE",
     "HASH_SIZE",
+    "MAX_MERKLE_PATH",
     "MAX_TIME_MS",
     "ZERO_HASH",
     "Address",
@@ -74,6 +85,7 @@ __all__ = [
     "LiveLedgerError",
     "MaxItems",
     "MaxLen",
+    "MerkleTree",
     "NodeFault",
     "PrivateKey",
     "PublicKey",
@@ -92,6 +104,7 @@ __all__ = [
     "format_address",
     "hash_bytes",
     "is_valid_signature",
+    "merkle_path_length",
     "merkle_root",
     "pack_array",
     "pack_raw",
@@ -101,6 +114,7 @@ __all__ = [
     "tx_hash",
     "unpack_raw",
     "verify",
+    "verify_merkle_path",
     "verify_tx",
     "vote_signing_body",
 ]

@@ -54,7 +54,7 @@ from core import (
 from node.api_common import node_of, ready
 from node.epoch_records import EpochRecord, epoch_record
 from node.reader import header_of_block
-from node.render import BLOCK, RECEIPT, block_json, header_only_json, receipt_json
+from node.render import BLOCK, RECEIPT, block_json, header_only_json
 from storage import MAX_KEY_SIZE
 from vm import (
     Account,
@@ -65,6 +65,7 @@ from vm import (
     account_key,
     balance_key,
     currency_key,
+    receipt_json,
 )
 from vm.currency import CURRENCY_LIST_KEY
 

@@ -21,7 +21,6 @@ from apps.routes import (
     ref,
 )
 from core import Block, BlockHeader, Commit, SignedTx, TxBody, address_of, format_address, tx_hash
-from vm import Receipt
 
 COMMIT = Component(
     "Commit",
@@ -176,15 +175,3 @@ RECEIPT = Component(
         }
     ),
 )
-
-
-def receipt_json(receipt: Receipt) -> dict[str, Any]:
-    return {
-        "tx_hash": receipt.tx_hash.hex(),
-        "code": receipt.code,
-        "message": receipt.message,
-        "fee": receipt.fee,
-        "events": [
-            {"kind": e.kind, "attrs": {a.key: a.value for a in e.attrs}} for e in receipt.events
-        ],
-    }

@@ -44,10 +44,10 @@ from core import HttpError, Invalid, SignedTx, address_of
 from node.api_common import node_of, ready
 from node.bodies import parse_json_txs, read_body
 from node.openapi import TX_REFUSAL_CODES
-from node.render import RECEIPT, receipt_json
+from node.render import RECEIPT
 from node.service import Node
 from storage import StateTree
-from vm import Receipt, StateView, VerifiedTx, verify_signed_tx
+from vm import Receipt, StateView, VerifiedTx, receipt_json, verify_signed_tx
 
 # Simulations executing at once (worker threads), and how many more may wait.
 SIMULATION_SLOTS = 2

@@ -38,6 +38,7 @@ from vm.executor import (
     read_account,
     verify_signed_tx,
 )
+from vm.inclusion import MAX_TX_PATH, TxInclusion, verify_tx_inclusion
 from vm.params import ChainParams
 from vm.prefixes import PREFIX_RANGES, KeyPrefix, PrefixRange, prefix_owner
 from vm.receipts import (
@@ -48,6 +49,7 @@ from vm.receipts import (
     Receipt,
     encode_block_events,
     encode_receipt,
+    receipt_json,
 )
 from vm.registry import (
     EXECUTION_CODES,
@@ -94,6 +96,7 @@ __all__ = [
     "Event",
     "EventAttr",
     "Executor",
+    "MAX_TX_PATH",
     "Handler",
     "KeyPrefix",
     "Overlay",
@@ -104,6 +107,7 @@ __all__ = [
     "Transfer",
     "TxClass",
     "TxFailed",
+    "TxInclusion",
     "TxInfo",
     "TxTable",
     "TxType",
@@ -124,6 +128,7 @@ __all__ = [
     "debit",
     "encode_block_events",
     "encode_receipt",
+    "receipt_json",
     "error_codes",
     "feed_kinds",
     "default_registry",
@@ -134,4 +139,5 @@ __all__ = [
     "read_account",
     "shared_codes",
     "verify_signed_tx",
+    "verify_tx_inclusion",
 ]

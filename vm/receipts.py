@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from core.codec import Len, MaxItems, MaxLen, Wire, array_header, pack_array, pack_raw
 
@@ -85,6 +85,20 @@ class Receipt(Wire):
     @property
     def ok(self) -> bool:
         return self.code == OK
+
+
+def receipt_json(receipt: Receipt) -> dict[str, Any]:
+    """A receipt's JSON form, as the node's API answers it (``node.render.RECEIPT``)
+    and a client prints one it proved (``liveledger query tx --prove``)."""
+    return {
+        "tx_hash": receipt.tx_hash.hex(),
+        "code": receipt.code,
+        "message": receipt.message,
+        "fee": receipt.fee,
+        "events": [
+            {"kind": e.kind, "attrs": {a.key: a.value for a in e.attrs}} for e in receipt.events
+        ],
+    }
 
 
 def encode_receipt(
