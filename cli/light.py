@@ -8,6 +8,10 @@ set e-1, prove set e against that header's state root, and go on. The node gives
 both in one answer, its record of epoch e (``GET /v1/epochs/{e}``), which every
 node keeps for good however much it prunes.
 
+A transaction's inclusion and receipt are proven the same way (``proven_tx``): the
+node's Merkle paths are checked against the tx root and receipt root of a header
+certified by the producers so derived (``vm.verify_tx_inclusion``).
+
 A walk may start from a ``Checkpoint`` instead of genesis: a set this client verified
 before, kept by a ``CheckpointStore`` (the CLI's is ``cli.trust.ProducerCache``). A
 final block is never reverted, so a set once derived from genesis stays the set of
@@ -19,12 +23,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from cli.client import NodeClient, NodeError, reading_answer
+from cli.client import (
+    NodeClient,
+    NodeError,
+    answer_field,
+    int_field,
+    list_field,
+    reading_answer,
+)
 from consensus import ValidatorSet, epoch_of, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
-from core import BlockHeader, Commit, InvalidBlock
+from core import BlockHeader, Commit, InvalidBlock, InvalidProof, SignedTx
+from core.types import MAX_BLOCK_TXS
 from genesis import Genesis
 from storage import StateProof, verify_proof
+from vm import MAX_TX_PATH, Receipt, TxInclusion, verify_tx_inclusion
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +184,60 @@ def proven_value(
         header = at
     verify_proof(header.state_root, key, value, proof)
     return value, header
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenTx:
+    """A transaction and its receipt, proven in the block of ``header`` (certified)."""
+
+    header: BlockHeader
+    proof: TxInclusion
+    tx: SignedTx
+    receipt: Receipt
+
+
+def _path(doc: object, name: str, what: str) -> tuple[bytes, ...]:
+    """A Merkle path as the node writes it (hex hashes), refused past a block's longest
+    before any of it is read; each hash's size is the verifier's to check."""
+    hashes = list_field(doc, name, what)
+    if len(hashes) > MAX_TX_PATH:
+        raise InvalidProof(
+            f"the node's {name} has {len(hashes)} hashes, a block's path at most {MAX_TX_PATH}"
+        )
+    with reading_answer(what):
+        return tuple(bytes.fromhex(h) for h in hashes)
+
+
+def proven_tx(
+    client: NodeClient, genesis: Genesis, tx_hash: bytes, store: CheckpointStore | None = None
+) -> ProvenTx:
+    """The transaction ``tx_hash`` and its receipt, from the node's proof
+    (``GET /v1/txs/{hash}/proof``): its paths checked against the tx root and receipt
+    root of the header of the block it names, whose certificate is checked against
+    the producers derived from ``genesis`` (from ``store``'s checkpoint on)."""
+    doc = client.get(f"/v1/txs/{tx_hash.hex()}/proof")
+    what = f"proof of transaction {tx_hash.hex()}"
+    height = int_field(doc, "height", what, low=1)
+    count = int_field(doc, "count", what, low=1, high=MAX_BLOCK_TXS)
+    index = int_field(doc, "index", what, high=count - 1)
+    with reading_answer(what):
+        tx, receipt = bytes.fromhex(doc["tx"]), bytes.fromhex(doc["receipt"])
+    proof = TxInclusion(
+        height,
+        index,
+        count,
+        tx,
+        receipt,
+        _path(doc, "tx_path", what),
+        _path(doc, "receipt_path", what),
+    )
+    # The header is final: more than 2/3 of that height's producers signed it ...
+    validators = producers_at(client, genesis, height, store)
+    header_hex, commit_hex = answer_field(doc, "header", what), answer_field(doc, "commit", what)
+    header = certified_header(genesis, height, header_hex, commit_hex, validators)
+    # ... and the transaction asked about and its receipt are in its block.
+    signed, proven = verify_tx_inclusion(header, tx_hash, proof)
+    return ProvenTx(header, proof, signed, proven)
 
 
 def producers_at(

@@ -25,13 +25,21 @@ from cli.client import (
 from cli.devnet import devnet_env, run_devnet
 from cli.keyring import Keyring
 from cli.keys import keys
-from cli.light import CheckpointStore, fetch_certified_header, producers_at
+from cli.light import CheckpointStore, fetch_certified_header, producers_at, proven_tx
 from cli.send import fail, hint_for, output_failed, output_refused, submit_tx
 from cli.trust import SIGNED_FOR, anchor_of, command_anchor, proof_anchor, warn_unanchored
 from core import LiveLedgerError, format_address, parse_address
 from genesis import Genesis
 from storage import StateProof, verify_proof
-from vm import Account, Balance, CurrencyList, Transfer, account_key, balance_key
+from vm import (
+    Account,
+    Balance,
+    CurrencyList,
+    Transfer,
+    account_key,
+    balance_key,
+    receipt_json,
+)
 from vm.currency import CURRENCY_LIST_KEY
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -443,14 +451,47 @@ def query_block(height: str, node_url: str) -> None:
 
 @query.command("tx")
 @click.argument("tx_hash", metavar="HASH")
+@click.option(
+    "--prove",
+    is_flag=True,
+    help="Verify that a finalized block holds the transaction, and its receipt there.",
+)
+@genesis_option
+@trust_keyring_option("Where --prove finds the pinned genesis and the producers verified before")
 @node_option
 @clear_errors
-def query_tx(tx_hash: str, node_url: str) -> None:
-    """Show a transaction: pending, or committed with its receipt."""
+def query_tx(
+    tx_hash: str, prove: bool, genesis_file: Path | None, keyring: Path | None, node_url: str
+) -> None:
+    """Show a transaction: pending, or committed with its receipt. With --prove, the
+    block, index and receipt shown are proven (a pending one is refused: nothing to
+    prove yet)."""
     text = tx_hash.strip().lower()
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
         raise NodeError("bad_hash", f"a transaction hash is 64 hex characters, got {tx_hash!r}")
-    doc = NodeClient(node_url).tx(text)
+    client = NodeClient(node_url)
+    if prove:
+        anchor = proof_anchor(client, keyring, genesis_file)
+        proven = proven_tx(client, anchor.genesis, bytes.fromhex(text), anchor.cache)
+        header = proven.header
+        out = {
+            "hash": text,
+            "status": "committed",
+            "height": header.height,
+            "index": proven.proof.index,
+            "receipt": human.receipt(receipt_json(proven.receipt)),
+            "proof": {
+                "verified": True,
+                "height": header.height,
+                "block_hash": header.hash.hex(),
+                "tx_root": header.tx_root.hex(),
+                "receipt_root": header.receipt_root.hex(),
+                "genesis_hash": anchor.genesis.hash.hex(),
+            },
+        }
+        click.echo(json.dumps(out, indent=2))
+        return
+    doc = client.tx(text)
     if doc.get("receipt"):
         with reading_answer(f"receipt of {text}"):
             doc["receipt"] = human.receipt(doc["receipt"])

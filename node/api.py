@@ -68,7 +68,14 @@ from node.bodies import (
     read_body,
     split_msgpack_batch,
 )
-from node.chain_api import BLOCK_READS, RENDERED_BLOCKS, RenderedBlocks, block_reads
+from node.chain_api import (
+    BLOCK_READS,
+    PROOF_TREES,
+    RENDERED_BLOCKS,
+    ProofTrees,
+    RenderedBlocks,
+    block_reads,
+)
 from node.chain_api import ROUTES as CHAIN_ROUTES
 from node.config import NodeConfig
 from node.logs import ThrottledLog
@@ -654,6 +661,7 @@ def create_app(node: Node) -> web.Application:
 
     app.on_cleanup.append(close_reads)
     app[RENDERED_BLOCKS] = RenderedBlocks()
+    app[PROOF_TREES] = ProofTrees()
     app[RENDERED_GENESIS] = RenderedGenesis(node.genesis)
     add_commerce_routes(app, NodeChainReader(node), node.config.feeds)
     app[VIEW_READS].on_refused = refusals("commerce_reads")

@@ -1,5 +1,6 @@
-"""The node's reads of its chain: a transaction's status, blocks, accounts, currencies,
-any state key with its proof, and the epoch records light clients walk.
+"""The node's reads of its chain: a transaction's status and the proof of its inclusion
+and receipt, blocks, accounts, currencies, any state key with its proof, and the epoch
+records light clients walk.
 
 Declared in ``ROUTES`` (``apps.routes``) as the node's other routes are; ``node.api``
 takes them into its table after the transaction submission (``RouteTable.include``),
@@ -7,7 +8,8 @@ where they are mounted and documented. A block, an account with its proofs, a st
 proof or an epoch record is read off the event loop, ``BLOCK_READ_SLOTS`` at once
 (``BLOCK_READS``, installed with ``RENDERED_BLOCKS`` by ``node.api.create_app``), in
 threads of their own, ``BLOCK_READ_QUEUE`` more waiting, a quarter of both per client
-address.
+address; so is a transaction's proof, whose blocks' Merkle trees are kept
+(``PROOF_TREES``) for the next transaction of the same block.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ from core import (
     BlockHeader,
     DecodeError,
     HttpError,
+    InvalidProof,
+    MerkleTree,
+    StorageError,
     format_address,
     parse_address,
     tx_hash,
@@ -55,17 +60,20 @@ from node.api_common import node_of, ready
 from node.epoch_records import EpochRecord, epoch_record
 from node.reader import header_of_block
 from node.render import BLOCK, RECEIPT, block_json, header_only_json
-from storage import MAX_KEY_SIZE
+from storage import MAX_KEY_SIZE, Pruned
 from vm import (
+    MAX_TX_PATH,
     Account,
     Balance,
     Currency,
     CurrencyList,
     Receipt,
+    TxInclusion,
     account_key,
     balance_key,
     currency_key,
     receipt_json,
+    verify_tx_inclusion,
 )
 from vm.currency import CURRENCY_LIST_KEY
 
@@ -211,6 +219,180 @@ async def get_tx(request: web.Request) -> web.Response:
     raise HttpError(
         404, "not_found", f"transaction {tx_hash.hex()} is neither pending nor committed"
     )
+
+
+# Merkle trees of recent blocks kept for transaction proofs, in bytes of hashes: a block
+# of 40k transactions is ~100 ms to hash into its two trees and 5.1 MB to keep, and its
+# buyers all ask for a proof of their order in it.
+PROOF_TREE_BYTES = 32 * 1024 * 1024
+
+
+class ProofTrees:
+    """The (transactions, receipts) Merkle trees of final blocks by height, least
+    recently used out first; used from the event loop. Final blocks never change, so a
+    kept tree is never stale (a height pruned since is found gone when its block is read).
+    """
+
+    def __init__(self, max_bytes: int = PROOF_TREE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._trees: OrderedDict[int, tuple[MerkleTree, MerkleTree]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, height: int) -> tuple[MerkleTree, MerkleTree] | None:
+        trees = self._trees.get(height)
+        if trees is not None:
+            self._trees.move_to_end(height)
+        return trees
+
+    def put(self, height: int, trees: tuple[MerkleTree, MerkleTree]) -> None:
+        size = trees[0].size + trees[1].size
+        if size > self.max_bytes or height in self._trees:
+            return
+        self._trees[height] = trees
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, (txs, receipts) = self._trees.popitem(last=False)
+            self._bytes -= txs.size + receipts.size
+
+
+PROOF_TREES: web.AppKey[ProofTrees] = web.AppKey("proof_trees", ProofTrees)
+
+TX_PROOF = Component(
+    "TxProof",
+    obj(
+        {
+            "hash": HASH,
+            "height": described(UINT, "the block that holds the transaction"),
+            "index": described(UINT, "its position in the block, from 0"),
+            "count": described(
+                UINT,
+                "how many transactions the block holds (the header does not commit to it: "
+                "`index` is proven for this count, docs/node.md)",
+            ),
+            "tx": described(ref("Hex"), "the encoded SignedTx, as the block carries it"),
+            "receipt": described(ref("Hex"), "the encoded Receipt the receipt root commits to"),
+            "tx_path": described(
+                {**array(HASH), "maxItems": MAX_TX_PATH},
+                f"Merkle path of `tx` to the header's tx root: the siblings from the leaves "
+                f"up, where the node has one (at most {MAX_TX_PATH})",
+            ),
+            "receipt_path": described(
+                {**array(HASH), "maxItems": MAX_TX_PATH},
+                "Merkle path of `receipt` to the header's receipt root, likewise",
+            ),
+            "header": described(ref("Hex"), "the encoded BlockHeader of `height`"),
+            "commit": described(ref("Hex"), "the encoded Commit certifying that header"),
+        }
+    ),
+)
+
+
+@ROUTES.get(
+    "/v1/txs/{hash}/proof",
+    "getTxProof",
+    "Proof of a transaction's inclusion and receipt",
+    "For a committed transaction: its block's height, its index among the block's `count` "
+    "transactions, its encoding and its receipt's, their Merkle paths to the header's tx "
+    "root and receipt root, and the header with its commit certificate. A client checks "
+    "the certificate against the producers it derives from genesis and the paths against "
+    "the header (`vm.verify_tx_inclusion`): the receipt's code is then the chain's, not "
+    "this node's word.",
+    params=(Param("hash", "path", hex_bytes(32), "transaction hash, hex"),),
+    ok=Answer("The transaction, its receipt and their proof.", TX_PROOF),
+    errors=(
+        Refusal(400, "Not a hash.", "bad_hash"),
+        Refusal(
+            404,
+            "In no block this node keeps (`not_found`: unknown, or in a block it pruned, "
+            "whose transactions it no longer indexes), or still in its mempool (`pending`).",
+            "not_found",
+            "pending",
+        ),
+        Refusal(410, "Its block was pruned while the proof was read.", "pruned"),
+        BUSY,
+    ),
+)
+async def get_tx_proof(request: web.Request) -> web.Response:
+    node = node_of(request)
+    chain, mempool = ready(node)
+    hash_ = _parse_hash(request.match_info["hash"])
+    location = chain.store.tx_location(hash_)
+    if location is None:
+        if mempool.contains(hash_):
+            raise HttpError(
+                404, "pending", f"transaction {hash_.hex()} is pending: no block holds it yet"
+            )
+        # Pruning deletes a block's index entries with it: an old transaction is unknown.
+        base = chain.store.block_base
+        kept = f"; this node keeps blocks from height {base} on" if base > 1 else ""
+        raise HttpError(
+            404, "not_found", f"transaction {hash_.hex()} is in no block this node holds{kept}"
+        )
+    height, index = location
+    trees = request.app[PROOF_TREES]
+    # Reading the block and hashing its trees is CPU in proportion to its size: never
+    # on the event loop, and a few at once, as block reads.
+    out, made = await request.app[BLOCK_READS].run(
+        client_of(request), _tx_proof, chain, hash_, height, index, trees.get(height)
+    )
+    trees.put(height, made)
+    return web.json_response(out)
+
+
+def _tx_proof(
+    chain: Any, hash_: bytes, height: int, index: int, kept: tuple[MerkleTree, MerkleTree] | None
+) -> tuple[dict[str, Any], tuple[MerkleTree, MerkleTree]]:
+    """The proof of transaction ``index`` of block ``height`` (``hash_``) and the block's
+    trees (``kept`` if given: then the transaction's receipt alone is read, not the
+    block's), in a worker thread."""
+    store = chain.store
+    data = store.get_block_bytes(height)
+    commit = store.get_commit(height)
+    if kept is None:
+        receipts = store.get_receipts(height)
+        receipt = receipts[index] if index < len(receipts) else None
+    else:
+        receipts, receipt = [], store.get_receipt(hash_)
+    header_raw, txs = unpack_raw(data) if data is not None else (None, [])
+    count = len(txs) if kept is None else kept[0].count
+    # Pruning deletes a block, its certificate and receipts in one batch, but these reads
+    # are several: any of them may come after it.
+    shortfall = index >= len(txs) or (kept is None and len(receipts) != count)
+    if data is None or commit is None or receipt is None or shortfall:
+        if height < store.block_base:
+            raise Pruned(
+                f"block {height} was pruned: this node keeps blocks from {store.block_base}"
+            )
+        raise StorageError(f"block {height} does not hold transaction {index} and its receipt")
+    header = BlockHeader.from_raw(header_raw)
+    tx_tree, receipt_tree = kept or (MerkleTree.of(txs), MerkleTree.of(receipts))
+    proof = TxInclusion(
+        height,
+        index,
+        count,
+        txs[index],
+        receipt,
+        tx_tree.path(index),
+        receipt_tree.path(index),
+    )
+    # What a client checks, checked here first: a damaged store is this node's fault
+    # (500), never a proof handed out that no client can verify.
+    try:
+        verify_tx_inclusion(header, hash_, proof)
+    except (InvalidProof, DecodeError) as exc:
+        raise StorageError(f"stored block {height} proves no transaction {index}: {exc}") from exc
+    return {
+        "hash": hash_.hex(),
+        "height": height,
+        "index": index,
+        "count": count,
+        "tx": proof.tx.hex(),
+        "receipt": proof.receipt.hex(),
+        "tx_path": [h.hex() for h in proof.tx_path],
+        "receipt_path": [h.hex() for h in proof.receipt_path],
+        "header": header.encode().hex(),
+        "commit": commit.encode().hex(),
+    }, (tx_tree, receipt_tree)
 
 
 @ROUTES.get(
@@ -698,6 +880,9 @@ __all__ = [
     "BLOCK_READS",
     "BLOCK_READ_QUEUE",
     "BLOCK_READ_SLOTS",
+    "PROOF_TREES",
+    "PROOF_TREE_BYTES",
+    "ProofTrees",
     "block_reads",
     "RENDERED_BLOCKS",
     "RENDERED_BLOCK_BYTES",

@@ -100,6 +100,8 @@ HTTP_CODES: dict[str, str] = {
     "0x2A-0x2D), refused by the generic state route whether it exists or not",
     "not_found": "404: no such route, object or transaction at the height read, or a height "
     "above the latest final one",
+    "pending": "404: a proof of a transaction that is still in the node's mempool: no "
+    "block holds it yet",
     "commerce_disabled": "404: the chain's genesis has no commerce section",
     "staking_disabled": "404: the chain's genesis has no staking section",
     "method_not_allowed": "405: the route exists for another method",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+from click.testing import CliRunner
 
 from cli.client import NodeClient, NodeError
 from cli.light import (
@@ -14,17 +16,30 @@ from cli.light import (
     fetch_epoch,
     producers_at,
     proven_state,
+    proven_tx,
 )
+from cli.main import main
 from consensus import ValidatorSet, epoch_of, make_commit
 from consensus.staking_state import producer_set_key
-from core import BlockHeader, InvalidBlock, InvalidProof, PrivateKey, address_of
+from core import (
+    BlockHeader,
+    InvalidBlock,
+    InvalidProof,
+    MerkleTree,
+    PrivateKey,
+    TxBody,
+    address_of,
+    merkle_root,
+    sign_tx,
+    tx_hash,
+)
 from core.keystore import load_key
 from genesis import Genesis, create_localnet
 from node.service import Node
 from storage import StateProof
 from tests.node.conftest import make_home
 from tests.served import node_server
-from vm import Account, ChainParams, account_key
+from vm import Account, ChainParams, Receipt, Transfer, account_key
 
 # Epochs of three blocks: a walk crosses several in a second of blocks.
 EPOCHS_OF_3 = ChainParams.default().replace(epoch_length=3)
@@ -348,3 +363,162 @@ def test_an_answer_at_a_reused_header_s_height_is_checked_against_its_root(tmp_p
 
     with pytest.raises(InvalidProof):
         proven_value(Node(), genesis, b"\x14key", at=header)
+
+
+# --- transactions: inclusion and receipt ------------------------------------------------
+
+
+async def test_query_tx_prove_shows_the_proven_receipt_of_each_transaction(tmp_path):
+    """Against a real node whose epochs the walk crosses: a transaction that succeeded and
+    one that failed, each proven in its block (the receipt's code is the chain's)."""
+    layout, home = make_home(tmp_path, EPOCHS_OF_3, block_interval_ms=30)
+    node = Node.from_home(home, "")
+    server = node_server(node)
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        client = NodeClient(url)
+        faucet = load_key(layout.faucet_key_path, "")
+        async with asyncio.timeout(60):
+            while node.chain.height < 7:
+                await asyncio.sleep(0.03)
+        sent = {}
+        for nonce, (amount, code) in enumerate(((5, "ok"), (2**63, "insufficient_funds"))):
+            body = TxBody(
+                nonce, 1_000, 1_000, "transfer", Transfer(faucet.address, amount).encode()
+            )
+            raw = sign_tx(faucet, layout.genesis.chain_id, body).encode()
+            sent[await asyncio.to_thread(client.submit, raw)] = code
+        for hash_hex, code in sent.items():
+            await asyncio.to_thread(client.wait_committed, hash_hex)
+            argv = ["query", "tx", hash_hex, "--prove", "--genesis", str(layout.genesis_path)]
+            done = await asyncio.to_thread(CliRunner().invoke, main, [*argv, "--node", url])
+            assert done.exit_code == 0, (done.stdout, done.stderr)
+            doc = json.loads(done.stdout)
+            status = await asyncio.to_thread(client.tx, hash_hex)
+            assert doc["receipt"]["code"] == code and doc["proof"]["verified"] is True
+            assert (doc["height"], doc["index"]) == (status["height"], status["index"])
+            assert doc["proof"]["genesis_hash"] == layout.genesis.hash.hex()
+            # Proven at a height whose producers were reached by the epochs' walk.
+            assert doc["height"] > 2 * EPOCHS_OF_3.epoch_length
+    finally:
+        await server.close()
+
+
+class ProvingNode:
+    """A node that answers one transaction's proof request with ``answer`` (a block of
+    three transfers, the asked one the last, certified by ``signer``) as ``lie`` alters it."""
+
+    def __init__(self, genesis: Genesis, signer: PrivateKey, lie: dict | None = None) -> None:
+        key = PrivateKey.generate()
+        txs = []
+        for nonce in range(3):
+            body = TxBody(nonce, 10, 100, "transfer", Transfer(key.address, 1).encode())
+            txs.append(sign_tx(key, genesis.chain_id, body).encode())
+        receipts = [Receipt(tx_hash(t), "ok", "", 10, ()).encode() for t in txs]
+        roots = (merkle_root(txs), bytes(32), merkle_root(receipts))
+        header = BlockHeader(
+            genesis.chain_id, 3, 0, 1, bytes(32), *roots, signer.public_key, bytes(32), None
+        )
+        commit = make_commit([signer], genesis.chain_id, 3, 0, header.hash)
+        self.hash = tx_hash(txs[2])
+        self.answer = {
+            "hash": self.hash.hex(),
+            "height": 3,
+            "index": 2,
+            "count": 3,
+            "tx": txs[2].hex(),
+            "receipt": receipts[2].hex(),
+            "tx_path": [h.hex() for h in MerkleTree.of(txs).path(2)],
+            "receipt_path": [h.hex() for h in MerkleTree.of(receipts).path(2)],
+            "header": header.encode().hex(),
+            "commit": commit.encode().hex(),
+            **(lie or {}),
+        }
+        self.others = (txs, receipts)
+
+    def get(self, path: str) -> object:
+        assert path == f"/v1/txs/{self.hash.hex()}/proof", path
+        return self.answer
+
+
+def _validator(tmp_path) -> tuple[Genesis, PrivateKey]:
+    layout = create_localnet(tmp_path / "net", 1, "")
+    return layout.genesis, load_key(layout.nodes[0].key_path, "")
+
+
+def test_a_proof_in_a_block_its_producers_certified_is_taken(tmp_path):
+    genesis, validator = _validator(tmp_path)
+    node = ProvingNode(genesis, validator)
+    proven = proven_tx(node, genesis, node.hash)
+    assert proven.header.height == 3 and proven.proof.index == 2
+    assert proven.receipt.code == "ok" and proven.tx.encode().hex() == node.answer["tx"]
+
+
+def test_a_header_its_producers_did_not_certify_is_refused(tmp_path):
+    genesis, _ = _validator(tmp_path)
+    # Every path true to the header, the header signed by a key genesis does not name.
+    node = ProvingNode(genesis, PrivateKey.generate())
+    with pytest.raises(InvalidBlock):
+        proven_tx(node, genesis, node.hash)
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        {"index": 1},
+        "another-tx",
+        "another-receipt",
+        {"tx_path": ["00" * 31]},
+        {"receipt_path": ["00" * 32] * 18},
+        {"receipt_path": ["zz"] * 1_000_000},
+    ],
+    ids=["wrong-index", "another-tx", "another-receipt", "odd-path", "long-path", "huge-path"],
+)
+def test_a_hostile_proof_is_refused(tmp_path, lie):
+    genesis, validator = _validator(tmp_path)
+    node = ProvingNode(genesis, validator)
+    txs, receipts = node.others
+    if lie == "another-tx":
+        lie = {
+            "tx": txs[1].hex(),
+            "index": 1,
+            "tx_path": [h.hex() for h in MerkleTree.of(txs).path(1)],
+        }
+    elif lie == "another-receipt":
+        path = MerkleTree.of(receipts).path(1)
+        lie = {"receipt": receipts[1].hex(), "receipt_path": [h.hex() for h in path]}
+    node.answer.update(lie)
+    with pytest.raises(InvalidProof):
+        proven_tx(node, genesis, node.hash)
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        {"height": 3.0},
+        {"index": 3},
+        {"count": 0},
+        {"tx": "zz"},
+        {"receipt": None},
+        {"tx_path": "00" * 32},
+        {"receipt_path": [5]},
+        {"header": 5},
+    ],
+    ids=[
+        "float-height",
+        "index-past-count",
+        "no-count",
+        "not-hex",
+        "no-receipt",
+        "path-string",
+        "path-int",
+        "int-header",
+    ],
+)
+def test_a_malformed_proof_is_the_node_s_fault(tmp_path, lie):
+    genesis, validator = _validator(tmp_path)
+    node = ProvingNode(genesis, validator, lie)
+    with pytest.raises(NodeError) as info:
+        proven_tx(node, genesis, node.hash)
+    assert info.value.code == "bad_answer", info.value

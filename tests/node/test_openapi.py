@@ -259,6 +259,9 @@ async def test_answers_match_the_documented_schemas(node_client):
     await fetch(client, c, "/v1/status")
     body = await fetch(client, c, "/v1/txs/{hash}", f"/v1/txs/{reviewed['hash']}")
     assert body["receipt"]["events"]
+    proof = "/v1/txs/{hash}/proof"
+    body = await fetch(client, c, proof, f"/v1/txs/{reviewed['hash']}/proof")
+    assert body["height"] == height and body["count"] == 1 and body["tx_path"] == []
     blocks = "/v1/blocks/{height}"
     body = await fetch(client, c, blocks, f"/v1/blocks/{height}")
     assert body["txs"]
@@ -283,6 +286,8 @@ async def test_answers_match_the_documented_schemas(node_client):
     # Core refusals: each code is one the route lists.
     await fetch(client, c, "/v1/txs/{hash}", "/v1/txs/zz", status=400)
     await fetch(client, c, "/v1/txs/{hash}", "/v1/txs/" + "00" * 32, status=404)
+    await fetch(client, c, proof, "/v1/txs/zz/proof", status=400)
+    await fetch(client, c, proof, "/v1/txs/" + "00" * 32 + "/proof", status=404)
     await fetch(client, c, blocks, "/v1/blocks/tip", status=400)
     await fetch(client, c, blocks, "/v1/blocks/99999", status=404)
     await fetch(client, c, accounts, "/v1/accounts/nobody", status=400)

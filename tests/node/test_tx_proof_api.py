@@ -1,0 +1,116 @@
+"""``GET /v1/txs/{hash}/proof`` on a real node: a committed transaction's proof checks out
+against its block's certified header (succeeded or failed, whatever its place), and a
+transaction with nothing to prove is refused with a stable code."""
+
+from __future__ import annotations
+
+import asyncio
+
+from consensus import ValidatorSet, verify_commit
+from core import BlockHeader, Commit, MerkleTree, TxBody, sign_tx, tx_hash
+from node.chain_api import ProofTrees
+from tests.node.conftest import served_node, until
+from vm import Transfer, TxInclusion, verify_tx_inclusion
+
+
+def _transfer(key, chain_id, amount, nonce):
+    body = TxBody(nonce, 1_000, 1_000, "transfer", Transfer(key.address, amount).encode())
+    return sign_tx(key, chain_id, body)
+
+
+def _inclusion(doc) -> TxInclusion:
+    return TxInclusion(
+        doc["height"],
+        doc["index"],
+        doc["count"],
+        bytes.fromhex(doc["tx"]),
+        bytes.fromhex(doc["receipt"]),
+        tuple(bytes.fromhex(h) for h in doc["tx_path"]),
+        tuple(bytes.fromhex(h) for h in doc["receipt_path"]),
+    )
+
+
+async def test_a_committed_transaction_is_proven_against_its_certified_header(tmp_path):
+    # Blocks every second: the batch lands in one block or two, several at each.
+    async with served_node(tmp_path, block_interval_ms=1000) as (client, node, faucet):
+        chain_id = node.genesis.chain_id
+        # Seven transfers, the fourth of an amount no account holds (a failed receipt).
+        txs = [_transfer(faucet, chain_id, 2**63 if i == 3 else 5, i) for i in range(7)]
+        resp = await client.post("/v1/txs", json={"txs": [t.encode().hex() for t in txs]})
+        assert resp.status == 200, await resp.text()
+        hashes = [tx_hash(t.encode()) for t in txs]
+        await until(lambda: node.chain.store.tx_location(hashes[-1]) is not None, 30)
+        producers = ValidatorSet.of(v.public_key for v in node.genesis.validators)
+        counts = set()
+        for _ in range(2):  # the second time, from the block's kept trees
+            for i, hash_ in enumerate(hashes):
+                resp = await client.get(f"/v1/txs/{hash_.hex()}/proof")
+                assert resp.status == 200, await resp.text()
+                doc = await resp.json()
+                status = await (await client.get(f"/v1/txs/{hash_.hex()}")).json()
+                assert (doc["hash"], doc["height"]) == (hash_.hex(), status["height"])
+                assert doc["index"] == status["index"] < doc["count"]
+                header = BlockHeader.decode(bytes.fromhex(doc["header"]))
+                commit = Commit.decode(bytes.fromhex(doc["commit"]))
+                verify_commit(commit, chain_id, doc["height"], header.hash, producers)
+                tx, receipt = verify_tx_inclusion(header, hash_, _inclusion(doc))
+                assert tx == txs[i]
+                assert receipt.code == ("insufficient_funds" if i == 3 else "ok")
+                assert receipt.code == status["receipt"]["code"]
+                counts.add(doc["count"])
+        # Paths of several levels: a block held three transactions or more.
+        assert max(counts) >= 3, counts
+
+
+async def test_a_transaction_with_nothing_to_prove_is_refused_with_its_code(tmp_path):
+    async with served_node(tmp_path) as (client, node, faucet):
+        chain_id = node.genesis.chain_id
+        resp = await client.get("/v1/txs/nothex/proof")
+        assert resp.status == 400 and (await resp.json())["code"] == "bad_hash"
+        resp = await client.get(f"/v1/txs/{'ab' * 32}/proof")
+        assert resp.status == 404 and (await resp.json())["code"] == "not_found"
+        # Above a missing nonce: held in the mempool, in no block.
+        queued = _transfer(faucet, chain_id, 5, 1)
+        resp = await client.post("/v1/txs", json={"tx": queued.encode().hex()})
+        assert resp.status == 200, await resp.text()
+        resp = await client.get(f"/v1/txs/{queued.hash.hex()}/proof")
+        assert resp.status == 404 and (await resp.json())["code"] == "pending"
+
+
+async def test_a_transaction_of_a_pruned_block_is_refused_as_not_kept(tmp_path):
+    pruning = {"keep_states": 2, "keep_blocks": 2, "interval": 1}
+    async with served_node(tmp_path, block_interval_ms=30, pruning=pruning) as (
+        client,
+        node,
+        faucet,
+    ):
+        sent = _transfer(faucet, node.genesis.chain_id, 5, 0)
+        resp = await client.post("/v1/txs", json={"tx": sent.encode().hex()})
+        assert resp.status == 200, await resp.text()
+        await until(lambda: node.chain.store.tx_location(sent.hash) is not None, 30)
+        (height, _) = node.chain.store.tx_location(sent.hash)
+        assert (await client.get(f"/v1/txs/{sent.hash.hex()}/proof")).status == 200
+        async with asyncio.timeout(60):
+            while node.chain.store.block_base <= height:
+                await asyncio.sleep(0.03)
+        resp = await client.get(f"/v1/txs/{sent.hash.hex()}/proof")
+        doc = await resp.json()
+        assert resp.status == 404 and doc["code"] == "not_found"
+        assert "this node keeps blocks from height" in doc["message"]
+
+
+def test_kept_proof_trees_are_bounded_in_bytes():
+    def trees(leaves: int) -> tuple[MerkleTree, MerkleTree]:
+        tree = MerkleTree.of([bytes([i]) for i in range(leaves)])
+        return tree, tree
+
+    one = trees(1)  # 32 bytes each: 64 a pair
+    kept = ProofTrees(max_bytes=200)
+    kept.put(1, one)
+    kept.put(2, one)
+    kept.put(3, one)
+    assert kept.get(1) == one  # now the most recently used
+    kept.put(4, one)
+    assert kept.get(2) is None and kept.get(1) is not None and kept.get(4) is not None
+    kept.put(5, trees(3))  # 6 hashes a tree: larger than the whole bound, not kept
+    assert kept.get(5) is None
