@@ -40,6 +40,7 @@ from genesis import create_localnet
 from genesis.document import Genesis
 from node.web import WEB_DIST
 from tests.e2e.helpers import REPO, NodeProcess, http_json
+from vm import Receipt
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -1386,7 +1387,54 @@ def test_the_explorer_shows_the_block_that_holds_the_order(world, browser):
     page.click(f"#block-txs li[data-tx='{tx_hash}'] a")
     expect(page.locator("#tx-outcome")).to_have_text("ok")
     expect(page.locator("main")).to_contain_text("commerce.order_placed")
+    proof = page.locator("#tx-proof")
+    expect(proof).to_have_attribute("data-verified", "yes")
+    expect(proof).to_contain_text(f"✓ verified here: block {height:,}")
+    expect(proof).to_contain_text("its receipt says ok")
     shot(page, "explorer-tx")
+
+
+def test_the_transaction_page_shows_the_receipt_its_block_proves(world, browser):
+    """A node that says the shopper's order failed (its status answer) while its proof is
+    sound: the page shows the proven outcome. A node whose proof carries another receipt
+    than the block's: the page says "not verified" and that the outcome is the node's word."""
+    page = browser
+    expect = sync_api.expect
+    height = int(world.ids["web_order_height"])
+    block = http_json(f"{world.node.url}/v1/blocks/{height}")
+    tx_hash = next(t["hash"] for t in block["txs"] if t["type"] == "commerce.place_order")
+
+    def failed(path: str, body: bytes) -> bytes:
+        if path != f"/v1/txs/{tx_hash}":
+            return body
+        doc = json.loads(body)
+        doc["receipt"].update(code="insufficient_funds", events=[])
+        return json.dumps(doc).encode()
+
+    def forged(path: str, body: bytes) -> bytes:
+        if path != f"/v1/txs/{tx_hash}/proof":
+            return failed(path, body)
+        doc = json.loads(body)
+        receipt = Receipt.decode(bytes.fromhex(doc["receipt"]))
+        lie = Receipt(receipt.tx_hash, "insufficient_funds", "", receipt.fee, ())
+        doc["receipt"] = lie.encode().hex()
+        return json.dumps(doc).encode()
+
+    world.proxy.rewrite = failed
+    try:
+        page.goto(f"{world.proxy.url}/explorer/txs/{tx_hash}")
+        proof = page.locator("#tx-proof")
+        expect(proof).to_have_attribute("data-verified", "yes")
+        expect(page.locator("#tx-outcome")).to_have_text("ok")
+        expect(page.locator("main")).to_contain_text("commerce.order_placed")
+        world.proxy.rewrite = forged
+        page.reload()
+        expect(proof).to_have_attribute("data-verified", "no")
+        expect(proof).to_contain_text("✗ not verified")
+        expect(proof).to_contain_text("the outcome above is the node's word")
+        shot(page, "explorer-tx-forged")
+    finally:
+        world.proxy.rewrite = None
 
 
 def test_the_block_page_shows_the_header_its_certificate_signs(world, browser):

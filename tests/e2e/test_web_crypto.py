@@ -2,9 +2,9 @@
 
 One ``node`` process runs the browser's modules on vectors made here: the canonical codec
 (integers at every msgpack width, strings and bytes at their header boundaries, nested
-nil), signed transactions, state proofs of presence and absence, commit certificates
-and the sealed shipping address. Each must equal or pass what Python makes and checks,
-and each one-byte change must be refused. Needs ``node`` and web/node_modules
+nil), signed transactions, state proofs of presence and absence, commit certificates,
+transactions' inclusion proofs and the sealed shipping address. Each must equal or pass
+what Python makes and checks, and each one-byte change must be refused. Needs ``node`` and web/node_modules
 (``make web``); skips saying which is missing.
 """
 
@@ -28,15 +28,27 @@ from apps.commerce.sealing import ShippingAddress, open_address
 from consensus import ValidatorSet, make_commit
 from consensus.staking_genesis import GenesisStaking
 from consensus.staking_state import ProducerSet
-from core import BlockHeader, PrivateKey, TxBody, pack_raw, sign_tx
+from core import (
+    BlockHeader,
+    MerkleTree,
+    PrivateKey,
+    TxBody,
+    merkle_root,
+    pack_raw,
+    sign_tx,
+    tx_hash,
+)
 from core.codec import Len, Wire
+from core.types import MAX_BLOCK_TXS
 from genesis.document import Genesis, GenesisAccount, GenesisValidator
 from storage import ZERO_REF, MemoryNodeStore, StateTree
 from storage.state_tree import key_path
 from tests.e2e.helpers import REPO
 from vm.accounts import Account, Balance
 from vm.currency import Currency, CurrencyList
+from vm.inclusion import MAX_TX_PATH, TxInclusion, verify_tx_inclusion
 from vm.params import ChainParams
+from vm.receipts import Event, EventAttr, Receipt
 
 WEB = REPO / "web"
 pytestmark = pytest.mark.skipif(
@@ -294,6 +306,9 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
             bytes([9]) * 32,
             commit,
         ),
+        EventAttr("amount", "2500"),
+        Event("commerce.order_placed", (EventAttr("order", "1"), EventAttr("amount", "2500"))),
+        Receipt(tx.hash, "sold_out", "deal 3 has 0 of 10 left", 1000, (Event("tip", ()),)),
         proof.leaf,
         proof,
         ChainParams(),
@@ -577,3 +592,120 @@ def test_a_read_at_a_height_refuses_an_answer_at_another(tmp_path):
     }
     age_s = int(out["recent"].split(" of ")[-1].split(" s ago")[0])
     assert age_s > 1_700_000_000
+
+
+TX_PROOF_SCRIPT = """
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const lib = (name) => import(pathToFileURL(`${process.argv[2]}/src/lib/${name}.js`).href);
+const { unhex } = await lib("codec");
+const light = await lib("light");
+const v = JSON.parse(readFileSync(0, "utf8"));
+const header = light.decodeHeader(unhex(v.header));
+const out = {};
+const bounds = [light.MAX_TX_PATH, light.MAX_BLOCK_TXS];
+for (const [name, doc] of Object.entries(v.answers)) {
+  try {
+    const receipt = light.verifyTxInclusion(header, unhex(v.hash), doc);
+    out[name] = `proven ${receipt.code} ${receipt.events.map((e) => e.kind).join(",")}`;
+  } catch (err) {
+    out[name] = light.isVerificationFailure(err) ? "not verified" : `${err.constructor.name}: ${err.message}`;
+  }
+}
+console.log(JSON.stringify({ bounds, out }));
+"""
+
+
+def test_the_browser_proves_a_transaction_and_its_receipt_as_the_chain_does(tmp_path):
+    """``verifyTxInclusion`` (web/src/lib/light.js) takes the proof ``vm.verify_tx_inclusion``
+    takes, at every place of blocks of several sizes, and refuses every answer it refuses:
+    another place, another transaction or its receipt, paths of another shape or size, a
+    proof of another block, a receipt that names another transaction."""
+    key = PrivateKey(bytes([7]) * 32)
+    answers: dict[str, dict] = {}
+
+    def block(count: int, receipt_of=lambda i: i):
+        txs = [
+            sign_tx(key, "web-test-1", TxBody(i, 10, 99, "transfer", b"\x90")).encode()
+            for i in range(count)
+        ]
+        receipts = [
+            Receipt(tx_hash(txs[receipt_of(i)]), "ok" if i % 3 else "sold_out", "", 10,
+                    (Event(f"e{i}", ()),)).encode()
+            for i in range(count)
+        ]  # fmt: skip
+        roots = (merkle_root(txs), bytes(32), merkle_root(receipts))
+        header = BlockHeader(
+            "web-test-1", 5, 0, 1, bytes(32), *roots, key.public_key, bytes(32), None
+        )
+        return header, txs, receipts
+
+    def answer(txs, receipts, index, **lie):
+        doc = {
+            "height": 5,
+            "index": index,
+            "count": len(txs),
+            "tx": txs[index].hex(),
+            "receipt": receipts[index].hex(),
+            "tx_path": [h.hex() for h in MerkleTree.of(txs).path(index)],
+            "receipt_path": [h.hex() for h in MerkleTree.of(receipts).path(index)],
+        }
+        return {**doc, **lie}
+
+    header, txs, receipts = block(11)
+    asked = tx_hash(txs[6])
+    other = answer(txs, receipts, 5)
+    honest = answer(txs, receipts, 6)
+    answers = {
+        "honest": honest,
+        "wrong_index": {**honest, "index": 5},
+        "another_tx": other,
+        "another_tx_path": {**honest, "tx_path": other["tx_path"]},
+        "another_receipt": {**honest, "receipt": other["receipt"]},
+        "another_receipt_with_path": {
+            **honest,
+            "receipt": other["receipt"],
+            "receipt_path": other["receipt_path"],
+        },
+        "path_too_long": {**honest, "tx_path": [*honest["tx_path"], "00" * 32]},
+        "path_too_short": {**honest, "receipt_path": honest["receipt_path"][:-1]},
+        "hash_odd_length": {**honest, "tx_path": ["00" * 31, *honest["tx_path"][1:]]},
+        "oversized_path": {**honest, "receipt_path": ["zz"] * 100_000},
+        "count_over_block": {**honest, "count": MAX_BLOCK_TXS + 1},
+        "another_height": {**honest, "height": 6},
+        "not_an_object": None,
+    }
+    vectors = {"header": header.encode().hex(), "hash": asked.hex(), "answers": answers}
+    done = json.loads(run_script(tmp_path / "txproof.mjs", TX_PROOF_SCRIPT, vectors).stdout)
+    # The bounds the chain's: a block's most transactions, and the path of a full block.
+    assert done["bounds"] == [MAX_TX_PATH, MAX_BLOCK_TXS]
+    out = done["out"]
+    assert out.pop("honest") == "proven sold_out e6"
+    assert out == dict.fromkeys(out, "not verified") and len(out) == len(answers) - 1
+    # Every place of blocks of 1 to 9 transactions, as Python proves them.
+    for count in range(1, 10):
+        header, txs, receipts = block(count)
+        for index in range(count):
+            verify_tx_inclusion(
+                header,
+                tx_hash(txs[index]),
+                TxInclusion(5, index, count, txs[index], receipts[index],
+                            tuple(MerkleTree.of(txs).path(index)),
+                            tuple(MerkleTree.of(receipts).path(index))),
+            )  # fmt: skip
+            vectors = {
+                "header": header.encode().hex(),
+                "hash": tx_hash(txs[index]).hex(),
+                "answers": {"honest": answer(txs, receipts, index)},
+            }
+            done = run_script(tmp_path / "txproof.mjs", TX_PROOF_SCRIPT, vectors)
+            assert json.loads(done.stdout)["out"]["honest"].startswith("proven"), (count, index)
+    # A block whose receipt at a place names another transaction.
+    header, txs, receipts = block(4, receipt_of=lambda i: 3 - i)
+    vectors = {
+        "header": header.encode().hex(),
+        "hash": tx_hash(txs[1]).hex(),
+        "answers": {"named_other": answer(txs, receipts, 1)},
+    }
+    done = run_script(tmp_path / "txproof.mjs", TX_PROOF_SCRIPT, vectors)
+    assert json.loads(done.stdout)["out"] == {"named_other": "not verified"}

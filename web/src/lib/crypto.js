@@ -15,6 +15,8 @@ export const Domain = {
   VOTE: 0x03,
   GENESIS: 0x04,
   ADDRESS: 0x05,
+  LIST_LEAF: 0x10,
+  LIST_NODE: 0x11,
   STATE_KEY: 0x20,
   STATE_VALUE: 0x21,
   STATE_LEAF: 0x22,

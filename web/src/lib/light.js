@@ -1,6 +1,8 @@
 // The light-client rule of cli/light.py, in the browser: trust the genesis document
 // only; a header is final when more than 2/3 of its epoch's producers signed it, and
-// each epoch's producers are proven, epoch by epoch, from genesis's.
+// each epoch's producers are proven, epoch by epoch, from genesis's. State values are
+// proven against a certified header's state root, a transaction and its receipt against
+// its tx root and receipt root.
 import {
   compareBytes,
   concat,
@@ -18,11 +20,14 @@ import {
   CHAIN_PARAMS,
   COMMIT,
   COMMIT_SIG,
+  EVENT,
+  EVENT_ATTR,
   GENESIS,
   GENESIS_VALIDATOR,
   HEADER,
   PRODUCER_SET,
   PROOF_LEAF,
+  RECEIPT,
   STATE_PROOF,
 } from "./records.js";
 
@@ -141,6 +146,72 @@ export function verifyProof(root, key, value, proof) {
     node = hashBytes(Domain.STATE_NODE, pair);
   }
   if (!equalBytes(node, root)) throw new NotVerified("proof does not lead to the state root");
+}
+
+// --- transactions and receipts (core/hashing.py verify_merkle_path, vm/inclusion.py) ---
+
+// core.types.MAX_BLOCK_TXS, and the longest path of a tree over that many leaves.
+export const MAX_BLOCK_TXS = 100_000;
+export const MAX_TX_PATH = 17;
+
+// How many siblings the path of leaf `index` of `count` holds: one per level at which
+// its node is not the odd last one (promoted unchanged, with none).
+function pathLength(index, count) {
+  let length = 0;
+  for (; count > 1; index = Math.floor(index / 2), count = Math.ceil(count / 2)) {
+    if (index % 2 || index + 1 < count) length++;
+  }
+  return length;
+}
+
+// Check that `leaf` is leaf `index` of `count` under `root` by `path` (siblings from the
+// leaves up): exactly the siblings (index, count) call for, each 32 bytes.
+export function verifyMerklePath(root, leaf, index, count, path) {
+  if (!Number.isSafeInteger(index) || !Number.isSafeInteger(count) || index < 0 || index >= count) {
+    throw new NotVerified(`leaf ${index} of ${count} is no leaf of a list`);
+  }
+  if (!Array.isArray(path) || path.length !== pathLength(index, count)) {
+    throw new NotVerified(`leaf ${index} of ${count} has a path of ${pathLength(index, count)} hashes`);
+  }
+  if (!path.every((s) => s instanceof Uint8Array && s.length === 32)) {
+    throw new NotVerified("a path's hashes are 32 bytes");
+  }
+  let node = hashBytes(Domain.LIST_LEAF, leaf);
+  let at = 0;
+  for (; count > 1; index = Math.floor(index / 2), count = Math.ceil(count / 2)) {
+    if (index % 2) node = hashBytes(Domain.LIST_NODE, concat(path[at++], node));
+    else if (index + 1 < count) node = hashBytes(Domain.LIST_NODE, concat(node, path[at++]));
+  }
+  if (!equalBytes(node, root)) throw new NotVerified("the path does not lead to the root");
+}
+
+// vm.verify_tx_inclusion on a node's answer (GET /v1/txs/{hash}/proof): the transaction
+// whose hash is `hash` (the one asked about, never the node's) and its receipt, proven in
+// the block of `header` (certified by the caller). Returns the decoded receipt. The header
+// does not commit to its block's count: `index` is proven for the `count` stated, and the
+// receipt is the transaction's own whatever the node states (docs/node.md).
+export function verifyTxInclusion(header, hash, doc) {
+  if (doc === null || typeof doc !== "object") throw new NotVerified("no proof in the answer");
+  const { index, count } = doc;
+  if (doc.height !== header.height) throw new NotVerified(`the proof is of block ${doc.height}, the header of ${header.height}`);
+  if (!Number.isSafeInteger(count) || count > MAX_BLOCK_TXS) throw new NotVerified(`a block of ${count} transactions`);
+  // Bounded before anything is read or hashed: a path is at most as long as a full block's.
+  for (const name of ["tx_path", "receipt_path"]) {
+    if (!Array.isArray(doc[name]) || doc[name].length > MAX_TX_PATH) throw new NotVerified(`the node's ${name} is no path of a block`);
+  }
+  const tx = unhex(doc.tx);
+  const receiptBytes = unhex(doc.receipt);
+  if (!equalBytes(hashBytes(Domain.TX, tx), hash)) throw new NotVerified("the proof is of another transaction");
+  verifyMerklePath(header.tx_root, tx, index, count, doc.tx_path.map(unhex));
+  verifyMerklePath(header.receipt_root, receiptBytes, index, count, doc.receipt_path.map(unhex));
+  const receipt = fields(unpack(receiptBytes), RECEIPT, "Receipt");
+  receipt.events = receipt.events.map((e) => {
+    const event = fields(e, EVENT, "Event");
+    event.attrs = event.attrs.map((a) => fields(a, EVENT_ATTR, "EventAttr"));
+    return event;
+  });
+  if (!equalBytes(receipt.tx_hash, hash)) throw new NotVerified("the receipt is of another transaction");
+  return receipt;
 }
 
 // --- the trusted chain: genesis, then producers epoch by epoch ---
@@ -289,6 +360,17 @@ export class LightClient {
       throw new NotVerified(`asked for height ${height}, the node answered at ${String(doc?.height).slice(0, 20)}`);
     }
     return this.provenValue(key, doc);
+  }
+
+  // Transaction `hash` (hex, the one asked about) and its receipt, proven in its block
+  // (GET /v1/txs/{hash}/proof): the header's certificate under the producers derived
+  // from genesis, the paths against its tx root and receipt root.
+  async provenTx(hash) {
+    const doc = await this.api(`/v1/txs/${hash}/proof`);
+    if (doc === null || typeof doc !== "object") throw new NotVerified("no proof in the answer");
+    const header = await this.checkHeader(doc.height, doc.header, doc.commit);
+    const receipt = verifyTxInclusion(header, unhex(hash), doc);
+    return { header, receipt, index: doc.index };
   }
 
   // `provenState` at the head, refused when that block is more than MAX_STATE_AGE_MS

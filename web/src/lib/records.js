@@ -44,6 +44,23 @@ export const HEADER = [
   ["last_commit", "list?"],
 ];
 
+// --- vm/receipts.py ---
+export const EVENT_ATTR = [
+  ["key", "str"],
+  ["value", "str"],
+];
+export const EVENT = [
+  ["kind", "str"],
+  ["attrs", "list"],
+];
+export const RECEIPT = [
+  ["tx_hash", "bytes32"],
+  ["code", "str"],
+  ["message", "str"],
+  ["fee", "int"],
+  ["events", "list"],
+];
+
 // --- storage/state_tree.py ---
 export const PROOF_LEAF = [
   ["key_path", "bytes32"],
@@ -216,6 +233,9 @@ export const RECORDS = {
   CommitSig: COMMIT_SIG,
   Commit: COMMIT,
   BlockHeader: HEADER,
+  EventAttr: EVENT_ATTR,
+  Event: EVENT,
+  Receipt: RECEIPT,
   ProofLeaf: PROOF_LEAF,
   StateProof: STATE_PROOF,
   ChainParams: CHAIN_PARAMS,

@@ -197,7 +197,24 @@ export async function txPage(main, hash) {
     }
     throw err;
   }
-  const r = doc.receipt;
+  const outcomeEl = h("dd", { id: "tx-outcome" });
+  const feeEl = h("dd", {});
+  const eventsEl = h("div", {});
+  // The receipt shown: the node's until its proof holds, then the proven one.
+  const show = async (r) => {
+    outcomeEl.className = r?.code === "ok" ? "ok" : "error";
+    replace(outcomeEl, r ? (r.code === "ok" ? "ok" : `${r.code}: ${await plain(r.code, r.message)}`) : "no receipt");
+    replace(feeEl, r ? fmt(r.fee) : "");
+    replace(
+      eventsEl,
+      r && r.events.length
+        ? [h("h2", {}, "Events"), h("ol", { class: "rows small" }, r.events.map((e) => h("li", {}, h("b", {}, e.kind), " ", e.attrs.map(([k, v]) => `${k}=${v.length > 24 ? short(v, 12) : v}`).join(" "))))]
+        : null,
+    );
+  };
+  const asShown = (r) => r && { ...r, events: r.events.map((e) => ({ kind: e.kind, attrs: Object.entries(e.attrs) })) };
+  await show(asShown(doc.receipt));
+  const proofEl = h("p", { id: "tx-proof", class: "muted" }, "Checking the proof…");
   replace(
     main,
     h("p", {}, link("/explorer", "← Explorer")),
@@ -205,17 +222,33 @@ export async function txPage(main, hash) {
     h("p", { class: "mono small" }, hash),
     doc.status === "pending"
       ? h("p", { class: "muted" }, "Pending: not in a block yet.")
-      : h(
-          "dl",
-          { class: "card facts" },
-          h("dt", {}, "Block"), h("dd", {}, link(`/explorer/blocks/${doc.height}`, `#${fmt(doc.height)}`), ` (position ${doc.index})`),
-          h("dt", {}, "Outcome"), h("dd", { class: r?.code === "ok" ? "ok" : "error", id: "tx-outcome" }, r ? (r.code === "ok" ? "ok" : `${r.code}: ${await plain(r.code, r.message)}`) : "no receipt"),
-          h("dt", {}, "Fee"), h("dd", {}, r ? fmt(r.fee) : ""),
-        ),
-    r && r.events.length
-      ? [h("h2", {}, "Events"), h("ol", { class: "rows small" }, r.events.map((e) => h("li", {}, h("b", {}, e.kind), " ", Object.entries(e.attrs).map(([k, v]) => `${k}=${v.length > 24 ? short(v, 12) : v}`).join(" "))))]
-      : null,
+      : [
+          h(
+            "dl",
+            { class: "card facts" },
+            h("dt", {}, "Block"), h("dd", {}, link(`/explorer/blocks/${doc.height}`, `#${fmt(doc.height)}`), ` (position ${doc.index})`),
+            h("dt", {}, "Outcome"), outcomeEl,
+            h("dt", {}, "Fee"), feeEl,
+          ),
+          proofEl,
+        ],
+    eventsEl,
   );
+  if (doc.status === "pending") return;
+  try {
+    const proven = await (await lightClient()).provenTx(hash);
+    // The block and receipt shown are the proven ones, whatever the node said above.
+    if (proven.header.height !== doc.height) throw new NotVerified(`the node named block ${doc.height}, its proof is of block ${proven.header.height}`);
+    await show({ ...proven.receipt, events: proven.receipt.events.map((e) => ({ kind: e.kind, attrs: e.attrs.map((a) => [a.key, a.value]) })) });
+    replace(proofEl, `✓ verified here: block ${fmt(proven.header.height)}, certified by more than 2/3 of its producers (derived from genesis), holds this transaction, and its receipt says ${proven.receipt.code}`);
+    proofEl.className = "ok";
+    proofEl.dataset.verified = "yes";
+  } catch (err) {
+    if (!isVerificationFailure(err) && !(err instanceof ApiError)) throw err;
+    replace(proofEl, `✗ not verified: ${err.message} (the outcome above is the node's word)`);
+    proofEl.className = "error";
+    proofEl.dataset.verified = "no";
+  }
 }
 
 export async function accountPage(main, address) {
