@@ -377,13 +377,14 @@ def process_register_item(state: Overlay, tx: TxInfo, p: RegisterItem, ctx: Bloc
             "not_custodian",
             "item_decommissioned",
             "item_locked",
+            "item_listed",
             "not_owner",
             "too_many_events",
         ),
         "invalid_step": "a business step that attestations may not record",
     },
     events={ev.ITEM_EVENT},
-    reads={P.CONFIG, P.ROLE},
+    reads={P.CONFIG, P.ROLE, P.LISTING},
     writes={P.ITEM, P.ITEM_EVENT},
     view="ItemView",
 )
@@ -419,6 +420,9 @@ def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> 
         raise TxFailed(f"item {label} ships in order {item.order_id}", "item_locked")
     if decommission:
         _require_owner_to_end(item, signer, label)
+        # A listing that offers it would take a buyer's escrow for an item that is no
+        # more, held until the ship deadline: the owner delists first.
+        _require_not_offered(state, item, label, 0)
     event = _event(
         item,
         ctx,

@@ -215,3 +215,23 @@ def test_only_an_item_sold_on_chain_is_resold():
     chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
     chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
     chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, (TEAPOT,)))
+
+
+def test_an_item_a_listing_offers_is_not_decommissioned():
+    """Alice listed her teapot and then attested its decommissioning: the listing went on
+    selling an item that was no more, and bob's escrow waited for the ship deadline."""
+    chain = sold_to_alice()
+    alice_key = become_merchant(chain, "alice")
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("alice"), int(Role.INSPECTOR), b""))
+    destroy = tx.Attest(TEAPOT, "decommissioning", "destroyed", "", "", chain.time_ms, b"")
+    chain.ok("alice", tx.CREATE_LISTING, resale())  # listing 2
+    r = chain.fails("alice", tx.ATTEST, destroy, "item_listed")
+    assert "listing 2" in r.message
+    # Delisted while bob's order holds its unit, the listing still offers it to bob.
+    chain.ok("bob", tx.PLACE_ORDER, order(2, alice_key, 3 * PRICE))
+    chain.ok("alice", tx.DELIST, tx.ListingRef(2))
+    chain.fails("alice", tx.ATTEST, destroy, "item_listed")
+    # Bob's order over, the item is offered by none: alice may end it.
+    chain.ok("alice", tx.DECLINE_ORDER, tx.OrderRef(2))
+    chain.ok("alice", tx.ATTEST, destroy)
+    assert item_view(chain.state, TEAPOT.gtin, TEAPOT.serial).status == "decommissioned"
