@@ -251,6 +251,13 @@ def check_invariants(
         if offering != [names]:
             bad(f"item {ref.hex()} is offered by listings {offering}, it names listing {names}")
 
+    # An item is locked to an order only on its way: shipping in it while the order is
+    # open, or going back to its merchant once the order returned the buyer all it paid,
+    # until the merchant holds it with no hand-off pending.
+    for o in orders.values():
+        for ref in o.items:
+            _check_lock(o, ref, load(state, keys.item_key(ref), Item), bad)
+
     # A merchant's counts of open deals and auctions (its per-merchant limits) are exact.
     open_of: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
     for d in deals.values():
@@ -324,6 +331,26 @@ def _check_ways_out(
                 f"open auction {a.id} is not in bucket {a.bucket} within the auction clock "
                 f"{auction_clock}"
             )
+
+
+def _check_lock(o: Order, ref: bytes, item: Item | None, bad: Callable[[str], None]) -> None:
+    if item is None:
+        bad(f"order {o.id} shipped item {ref.hex()}, which does not exist")
+        return
+    locked = item.order_id == o.id
+    if o.state in OPEN_STATES:
+        if not locked or item.return_to is not None:
+            bad(f"item {ref.hex()} of open order {o.id} is locked to {item.order_id}")
+    elif locked:
+        # Only an order that gave everything back keeps its items, returning.
+        home = item.custodian == o.merchant and item.pending_to is None
+        if o.refunded != o.amount or item.return_to != o.merchant or home:
+            bad(
+                f"item {ref.hex()} is still locked to ended order {o.id} (refunded "
+                f"{o.refunded} of {o.amount}), returning to {item.return_to!r}"
+            )
+    if item.return_to is not None and item.order_id == 0:
+        bad(f"item {ref.hex()} returns to {item.return_to.hex()} locked to no order")
 
 
 def _check_auction(

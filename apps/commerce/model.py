@@ -111,8 +111,9 @@ OPEN_STATES = frozenset(
     }
 )
 TERMINAL_STATES = frozenset(OrderState) - OPEN_STATES
-# Settled: paid out to the merchant side after shipping; the buyer may review and
-# receives custody of the shipped items.
+# Settled: paid out after shipping; the buyer may review, and receives the shipped items
+# unless the payout gave it back all it paid (a ruling of the whole escrow to the buyer:
+# the items then go back to the merchant, as after a refund).
 SETTLED_STATES = frozenset({OrderState.COMPLETED, OrderState.RESOLVED})
 # Stock of an order in these states is still reserved (not yet shipped).
 UNSHIPPED_STATES = frozenset({OrderState.PLACED, OrderState.ACCEPTED})
@@ -562,6 +563,11 @@ class Item(Wire):
     # The resale listing that offers it (0: none), set when its owner lists it; it offers
     # the item while active with its one unit unsold, and no other listing may meanwhile.
     listing_id: int = 0
+    # Whom it goes back to (None: nobody): the merchant of the order it shipped in
+    # (``order_id``, still set), which ended giving its buyer back all it paid. It stays
+    # locked to that order, handed on only to a carrier or the merchant, until the
+    # merchant holds it again with no hand-off pending.
+    return_to: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,7 @@ from apps.commerce.payloads import (
     Rule,
     ShipOrder,
 )
-from apps.commerce.provenance import hand_to_buyer, lock_for_order, unlock_items
+from apps.commerce.provenance import hand_to_buyer, lock_for_order, return_items
 from apps.commerce.sessions import require_open_session
 from apps.commerce.store import (
     addr,
@@ -178,7 +178,8 @@ def _refund_all(state: Overlay, order: Order, new: OrderState, now_ms: int) -> O
     credit(state, order.buyer, held, currency=order.currency)
     if order.state in UNSHIPPED_STATES:
         _release_stock(state, order)
-    unlock_items(state, order)
+    # The buyer has all its money back: what was shipped is still the merchant's.
+    return_items(state, order)
     if held:
         refund = ev.make(
             ev.ORDER_REFUND, order=order.id, amount=held, full=1, **ev.in_currency(order.currency)
@@ -199,7 +200,7 @@ def _release(
 ) -> Order:
     """Pay out an order: ``buyer_bps`` of the escrow back to the buyer, the rest to the
     merchant side (chain fee to the treasury, host commission, the remainder to the
-    merchant). The shipped items pass to the buyer."""
+    merchant). The shipped items pass to the buyer, unless it got all it paid back."""
     cfg = load(state, keys.CONFIG_KEY, CommerceGenesis)
     if cfg is None:
         raise NodeFault("an order exists without a commerce configuration")
@@ -217,7 +218,12 @@ def _release(
     if order.host is not None:
         credit(state, order.host, commission, currency=currency)
     credit(state, order.merchant, to_merchant, currency=currency)
-    hand_to_buyer(state, order, ctx, tx_hash)
+    if seller:
+        hand_to_buyer(state, order, ctx, tx_hash)
+    else:
+        # A ruling of the whole escrow to the buyer is a refund: the buyer, who paid
+        # nothing in the end, gets the money back, not the goods as well.
+        return_items(state, order)
     state.emit(
         ev.make(
             ev.PAYOUT,

@@ -6,7 +6,8 @@ append-only list of ``ProvenanceEvent``s (``COMMERCE_ITEM_EVENT || ref || seq``)
 only the current custodian, holding an attestor role, may attest events; a
 custody hand-off is proposed by the custodian and takes effect only when the
 receiver accepts it (or is dropped when the receiver refuses). Shipping an
-order locks its items to the order; settling the order hands them to the buyer.
+order locks its items to the order; settling the order hands them to the buyer, and
+an order that ends giving the buyer back all it paid sends them back to the merchant.
 """
 
 from __future__ import annotations
@@ -229,9 +230,11 @@ def _append(
     ``settlement``: the event of the item passing to its buyer (``hand_to_buyer``),
     which a begin-block hook may append: while an item ships in an order every other
     event leaves it the last place, so that it never finds the history full (a
-    failure in a hook halts the chain)."""
+    failure in a hook halts the chain). An item returning from an order has no
+    settlement to wait for."""
     # Event keys carry a 4-byte seq; shipping checks there is room for the settlement.
-    limit = MAX_SEQ if settlement or not item.order_id else MAX_SEQ - 1
+    travelling = item.order_id and item.return_to is None
+    limit = MAX_SEQ if settlement or not travelling else MAX_SEQ - 1
     if item.event_count >= limit:
         raise TxFailed(
             f"item {item.ref.hex()} has {item.event_count} events, the maximum is {MAX_SEQ}",
@@ -415,7 +418,7 @@ def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> 
     if len(p.data_hash) not in (0, 32):
         raise TxFailed(f"data hash must be 0 or 32 bytes, got {len(p.data_hash)}", "invalid_hash")
     decommission = p.biz_step == "decommissioning"
-    # An item travelling in an order cannot leave existence before the order ends.
+    # An item travelling in an order (or back from one) cannot leave existence meanwhile.
     if decommission and item.order_id:
         raise TxFailed(f"item {label} ships in order {item.order_id}", "item_locked")
     if decommission:
@@ -446,7 +449,7 @@ def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> 
     PROPOSE_CUSTODY,
     ProposeCustody,
     "custodian: propose a hand-off (shipping event); while the item ships in an order, to "
-    "a carrier, its buyer or its merchant",
+    "a carrier, its buyer or its merchant (returning from one: a carrier or its merchant)",
     codes=shared(
         "commerce_disabled",
         "self_dealing",
@@ -493,6 +496,17 @@ def process_propose_custody(
 
 
 def _require_on_the_way(state: Overlay, item: Item, to: bytes, label: str) -> None:
+    if item.return_to is not None:
+        # Back from an order that returned the buyer all it paid: to the merchant, by
+        # carriers if need be, never to the buyer nor a third party.
+        if to == item.return_to or roles_of(state, to).roles & Role.CARRIER:
+            return
+        raise TxFailed(
+            f"item {label} goes back to its merchant {addr(item.return_to)} (order "
+            f"{item.order_id} returned all it held): it goes to a carrier or the merchant, "
+            f"not {addr(to)}",
+            "item_locked",
+        )
     order = load(state, keys.order_key(item.order_id), Order)
     if order is None:
         raise NodeFault(f"item {label} is locked to order {item.order_id}, which is missing")
@@ -543,7 +557,16 @@ def process_accept_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockCon
         source=item.custodian,
         destination=signer,
     )
-    _append(state, item, event, custodian=signer, pending_to=None)
+    order_id, return_to = _lock_after(item, signer)
+    _append(
+        state,
+        item,
+        event,
+        custodian=signer,
+        pending_to=None,
+        order_id=order_id,
+        return_to=return_to,
+    )
     state.emit(
         ev.make(ev.CUSTODY_ACCEPTED, item=item.ref, previous=item.custodian, custodian=signer)
     )
@@ -573,8 +596,17 @@ def process_refuse_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockCon
         source=item.custodian,
         destination=signer,
     )
-    _append(state, item, event, pending_to=None)
+    order_id, return_to = _lock_after(item, item.custodian)
+    _append(state, item, event, pending_to=None, order_id=order_id, return_to=return_to)
     state.emit(ev.make(ev.CUSTODY_REFUSED, item=item.ref, custodian=item.custodian, by=signer))
+
+
+def _lock_after(item: Item, custodian: bytes) -> tuple[int, bytes | None]:
+    """The item's lock (``order_id``, ``return_to``) once ``custodian`` holds it with no
+    hand-off pending: an item going back is unlocked when its merchant has it again."""
+    if item.return_to is not None and custodian == item.return_to:
+        return 0, None
+    return item.order_id, item.return_to
 
 
 # --- orders and items (called by apps.commerce.orders) ---
@@ -622,14 +654,20 @@ def lock_for_order(state: Overlay, order: Order, items: Sequence[ItemId]) -> tup
     return tuple(refs)
 
 
-def unlock_items(state: Overlay, order: Order) -> None:
-    """The order ended without settling: its items stay with their custodian, unlocked."""
+def return_items(state: Overlay, order: Order) -> None:
+    """The order ended giving its buyer back all it paid (a refund, or a ruling of the
+    whole escrow to the buyer): its items stay the merchant's and go back to it. One the
+    merchant holds with no hand-off pending is unlocked; any other stays locked to the
+    order, returning to the merchant (``Item.return_to``), until the merchant holds it
+    again (``accept_custody``, or ``refuse_custody`` of the merchant's own proposal)."""
     for ref in order.items:
         item = load(state, keys.item_key(ref), Item)
-        if item is None:
-            raise NodeFault(f"order {order.id} refers to a missing item")
-        if item.order_id == order.id:
+        if item is None or item.order_id != order.id:
+            raise NodeFault(f"order {order.id} refers to an item not locked to it")
+        if item.custodian == order.merchant and item.pending_to is None:
             state.set_obj(keys.item_key(ref), replace(item, order_id=0))
+        else:
+            state.set_obj(keys.item_key(ref), replace(item, return_to=order.merchant))
 
 
 def hand_to_buyer(state: Overlay, order: Order, ctx: BlockContext, tx_hash: bytes) -> None:

@@ -578,6 +578,9 @@ class ItemView:
     pending_to: Address | None
     status: Annotated[str, ItemStatus]
     order_id: int
+    # The merchant it goes back to, from order ``order_id``, which gave its buyer back
+    # all it paid (None: it goes to nobody in particular).
+    return_to: Address | None
     registered_ms: int
     history: tuple[ProvenanceEvent, ...]
 
@@ -629,6 +632,7 @@ def item_view_of(item: Item, history: list[ProvenanceEvent]) -> ItemView:
         item.pending_to,
         ItemStatus(item.status).name.lower(),
         item.order_id,
+        item.return_to,
         item.registered_ms,
         tuple(history),
     )

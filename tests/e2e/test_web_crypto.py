@@ -341,6 +341,7 @@ def test_the_browser_reads_and_signs_every_record_as_the_chain_declares_it(tmp_p
             "Copper kettle",
             who[1],
             7,
+            who[0],
         ),
         ProvenanceEvent(
             1,

@@ -77,3 +77,24 @@ def test_an_item_offered_by_a_listing_it_does_not_name():
     item = Item.decode(chain.state[keys.item_key(ref)])
     chain.state[keys.item_key(ref)] = dataclasses.replace(item, listing_id=0).encode()
     assert problems(chain) == [f"item {ref.hex()} is offered by listings [2], it names listing 0"]
+
+
+def test_an_item_locked_to_an_order_off_its_way():
+    # Unlocked while its order is open, it could be shipped again or resold; still locked
+    # to an order that settled with the seller paid, or ended without returning it, it
+    # would be stuck where it is.
+    from tests.apps.commerce.test_provenance import A1, chain_with_roles, shipped_to_alice
+
+    chain = chain_with_roles()
+    shipped_to_alice(chain)
+    ref = keys.item_ref(A1.gtin, A1.serial)
+    item = Item.decode(chain.state[keys.item_key(ref)])
+    chain.state[keys.item_key(ref)] = dataclasses.replace(item, order_id=0).encode()
+    assert problems(chain) == [f"item {ref.hex()} of open order 1 is locked to 0"]
+    chain.state[keys.item_key(ref)] = item.encode()
+    chain.ok("merchant", tx.REFUND, tx.Refund(1, 1_000))
+    assert problems(chain) == []
+    returning = Item.decode(chain.state[keys.item_key(ref)])
+    chain.state[keys.item_key(ref)] = dataclasses.replace(returning, return_to=None).encode()
+    (problem,) = problems(chain)
+    assert problem.startswith(f"item {ref.hex()} is still locked to ended order 1")

@@ -300,3 +300,98 @@ def test_an_item_shipping_in_an_order_goes_only_to_a_carrier_its_buyer_or_back()
     # The order over, the item is free to go anywhere again.
     assert (view(chain).custodian, view(chain).order_id) == (chain.addr("merchant"), 0)
     chain.ok("merchant", tx.PROPOSE_CUSTODY, to("stranger"))
+
+
+def shipped_to_alice(chain):
+    """A1 handed to the merchant, ordered by alice, shipped, carried to alice: she holds
+    it, the order is open."""
+    shop = open_shop(chain)
+    to = lambda name: tx.ProposeCustody(A1, chain.addr(name))  # noqa: E731
+    chain.ok("maker", tx.PROPOSE_CUSTODY, to("merchant"))
+    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,)))
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, to("carrier"))
+    chain.ok("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.ok("carrier", tx.PROPOSE_CUSTODY, to("alice"))
+    chain.ok("alice", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    return to
+
+
+def test_a_refunded_parcel_goes_back_to_its_merchant():
+    """Refunded after shipping, alice had all her money back and kept the merchant's
+    item, unlocked: she could hand it to anyone, and the merchant could get it back only
+    by her goodwill, with nothing on chain saying it was owed."""
+    chain = chain_with_roles()
+    to = shipped_to_alice(chain)
+    chain.ok("merchant", tx.REFUND, tx.Refund(1, 1_000))
+    r = chain.fails("alice", tx.PROPOSE_CUSTODY, to("stranger"), "item_locked")
+    assert "goes back to its merchant" in r.message
+    # Still the merchant's (never sold), in alice's hands, locked to the refunded order
+    # and going back to the merchant.
+    v = view(chain)
+    assert (v.owner, v.custodian) == (None, chain.addr("alice"))
+    assert (v.order_id, v.return_to) == (1, chain.addr("merchant"))
+    # A carrier takes it back: to the merchant, not on to the buyer.
+    chain.ok("alice", tx.PROPOSE_CUSTODY, to("carrier"))
+    chain.ok("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.fails("carrier", tx.PROPOSE_CUSTODY, to("alice"), "item_locked")
+    chain.ok("carrier", tx.PROPOSE_CUSTODY, to("merchant"))
+    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    # Back home: unlocked, the merchant's to sell again.
+    v = view(chain)
+    assert (v.custodian, v.order_id, v.return_to) == (chain.addr("merchant"), 0, None)
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, to("stranger"))
+
+
+@pytest.mark.parametrize("buyer_bps", [10_000, 9_000])
+def test_a_ruling_that_gives_the_buyer_all_back_returns_the_item(buyer_bps):
+    """An arbiter ruled the whole escrow back to alice: she was refunded in full and
+    became the item's owner as well, goods for nothing. A split that leaves the seller
+    side something still passes the item to her."""
+    chain = chain_with_roles()
+    to = shipped_to_alice(chain)
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(chain.addr("arbiter"), int(Role.ARBITER), b""))
+    chain.ok("alice", tx.OPEN_DISPUTE, tx.OpenDispute(1, "broken"))
+    before = chain.balance("alice")
+    chain.ok("arbiter", tx.RULE, tx.Rule(1, buyer_bps))
+    assert chain.balance("alice") == before + 1_000 * buyer_bps // 10_000
+    v = view(chain)
+    if buyer_bps == 10_000:
+        assert (v.owner, v.custodian) == (None, chain.addr("alice"))
+        assert v.return_to == chain.addr("merchant")
+        chain.fails("alice", tx.PROPOSE_CUSTODY, to("stranger"), "item_locked")
+        chain.ok("alice", tx.PROPOSE_CUSTODY, to("merchant"))
+        chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+        assert (view(chain).order_id, view(chain).return_to) == (0, None)
+    else:
+        assert (v.owner, v.custodian, v.order_id) == (chain.addr("alice"),) * 2 + (0,)
+        assert v.return_to is None
+
+
+def test_a_refund_while_the_merchant_still_hands_the_parcel_on_waits_for_it_to_stay():
+    """Refunded before the carrier took the parcel: the hand-off is the merchant's, still
+    pending. Accepted, the carrier must bring it back; refused, the merchant has it and
+    the lock goes."""
+    chain = chain_with_roles()
+    shop = open_shop(chain)
+    to = lambda name: tx.ProposeCustody(A1, chain.addr(name))  # noqa: E731
+    chain.ok("maker", tx.PROPOSE_CUSTODY, to("merchant"))
+    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    for n, buyer in enumerate(("alice", "bob"), start=1):
+        chain.ok(buyer, tx.PLACE_ORDER, shop.order(buyer))
+        chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(n))
+        chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(n, b"\x00" * 32, (A1,)))
+        chain.ok("merchant", tx.PROPOSE_CUSTODY, to("carrier"))
+        chain.ok("merchant", tx.REFUND, tx.Refund(n, 1_000))
+        if buyer == "alice":
+            chain.ok("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+            chain.fails("carrier", tx.PROPOSE_CUSTODY, to("bob"), "item_locked")
+            chain.ok("carrier", tx.PROPOSE_CUSTODY, to("merchant"))
+            chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+        else:
+            chain.ok("carrier", tx.REFUSE_CUSTODY, tx.ItemRef(A1))
+        v = view(chain)
+        assert v.history[-1].biz_step == "receiving"
+        assert (v.custodian, v.order_id, v.return_to) == (chain.addr("merchant"), 0, None)

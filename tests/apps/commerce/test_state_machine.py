@@ -33,8 +33,10 @@ buyer that is also an approved merchant, and owns S1 from the start), a holder o
 else tries to resell items (resale listings name the item, and shipping one must carry
 exactly it; an auction or a deal of b1's session may hold the listing's one unit);
 the checks include each owner being the buyer of a settled order that carried the
-item, each item offered by one resale listing at most (the invariants), and each
-item ended by whom it belonged to.
+item and paid the seller something, each item offered by one resale listing at most
+(the invariants), and each item ended by whom it belonged to. Shipped items travel
+(``carry``): along their order's way, and back to the merchant once the order gave its
+buyer all it paid (a full refund, or a ruling of the whole escrow to the buyer).
 A settled resale is rare in these runs: tests/apps/commerce/test_resale.py drives it.
 
 One key holds several roles: a merchant orders from and bids on its own listings, the
@@ -89,7 +91,7 @@ CURRENCY_OF = {"m1": USD, "m2": ""}
 SELLERS = (*MERCHANTS, "b1")
 ENC = {m: enc_keys(m)[1] for m in SELLERS}
 SEALED = {m: seal_address(ENC[m], "1 Main St", salt=bytes(32))[:2] for m in SELLERS}
-SERIALS = ("S1", "S2", "S3")
+SERIALS = ("S1", "S2", "S3", "S4")
 
 anyone = st.sampled_from(ACTORS)
 ids = st.integers(0, 9).map(lambda i: (1, 1, 1, 1, 1, 2, 2, 3, 0, 7)[i])
@@ -154,8 +156,8 @@ class CommerceMachine(RuleBasedStateMachine):
         c.ok("host", tx.PIN, tx.PinListing(1, 1))
         c.ok("m2", tx.OPEN_SESSION, tx.OpenSession(c.addr("host"), 0, "live"))
         c.ok("host", tx.PIN, tx.PinListing(2, 2))
-        # Two items start in the merchants' hands, ready to ship (and to be resold).
-        for serial, m in (("S1", "m1"), ("S2", "m2")):
+        # Items start in the merchants' hands, ready to ship (and to be resold).
+        for serial, m in (("S1", "m1"), ("S2", "m2"), ("S4", "m1")):
             it = item(serial)
             c.ok("maker", tx.REGISTER_ITEM, tx.RegisterItem(it, "", "urn:x", c.time_ms))
             c.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, c.addr(m)))
@@ -558,11 +560,11 @@ class CommerceMachine(RuleBasedStateMachine):
             who = data.draw(st.sampled_from(("maker", "maker", "carrier")))
             self.add(who, tx.REGISTER_ITEM, tx.RegisterItem(it, "", "urn:x", now))
         elif kind == 1:
-            frm = data.draw(st.sampled_from(("maker", "carrier", "m1", "m2", "b1")))
+            frm = data.draw(st.sampled_from(("maker", "carrier", "m1", "m2", "b1", "b2")))
             to = self.chain.addr(data.draw(st.sampled_from(("carrier", "m1", "m2", "b1", "b2"))))
             self.add(frm, tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, to))
         elif kind in (2, 3):
-            who = data.draw(st.sampled_from(("carrier", "m1", "m2", "b1", "b2")))
+            who = data.draw(st.sampled_from(("carrier", "m1", "m2", "b1", "b2", "b3")))
             self.add(who, tx.ACCEPT_CUSTODY if kind == 2 else tx.REFUSE_CUSTODY, tx.ItemRef(it))
         elif kind == 4:
             who = data.draw(st.sampled_from(("carrier", "maker")))
@@ -579,6 +581,70 @@ class CommerceMachine(RuleBasedStateMachine):
             price = data.draw(st.sampled_from([700, 1]))
             listing = tx.CreateListing("again", "", price, stock, b"", data.draw(currencies), it)
             self.add(who, tx.CREATE_LISTING, listing)
+
+    @rule(data=st.data())
+    def dispatch(self, data):
+        """The newest order whose merchant holds an item ships with it (accepted first,
+        if need be): ``progress`` mostly ships none, so that items travel, settle, and
+        come back."""
+        for oid in range(peek_next_id(self.state, keys.ORDER_IDS) - 1, 0, -1):
+            order = get_order(self.state, oid)
+            if order.state not in (OrderState.PLACED, OrderState.ACCEPTED):
+                continue
+            held = [
+                s
+                for s in SERIALS
+                if (found := get_item(self.state, item(s).gtin, s)) is not None
+                and found.custodian == order.merchant
+                and not found.order_id
+            ]
+            if not held:
+                continue
+            merchant = self.name_of(order.merchant)
+            if order.state == OrderState.PLACED:
+                self.add(merchant, tx.ACCEPT_ORDER, tx.OrderRef(oid))
+            items = (item(data.draw(st.sampled_from(held))),)
+            self.add(merchant, tx.SHIP_ORDER, tx.ShipOrder(oid, b"\x03" * 32, items))
+            return
+        # None to ship: a buyer orders from a merchant holding an item, for a next call.
+        listing = data.draw(st.sampled_from((1, 2)))
+        buyer = data.draw(st.sampled_from(("b2", "b3")))
+        self.add(buyer, tx.PLACE_ORDER, self.order_payload(listing, 1, 0, 0))
+
+    @rule(data=st.data(), kind=st.integers(0, 3))
+    def carry(self, data, kind):
+        """A shipped item travels: its holder hands it to its order's buyer, merchant or
+        a carrier (or tries a stranger), its receiver accepts or refuses, and its order
+        ends on the way (a full refund, a ruling all for the buyer or a split); after a
+        refund or a ruling all for the buyer it goes back to the merchant the same way."""
+        locked = [
+            (item(s), found)
+            for s in SERIALS
+            if (found := get_item(self.state, item(s).gtin, s)) is not None and found.order_id
+        ]
+        if not locked:
+            return
+        it, found = data.draw(st.sampled_from(locked))
+        order = get_order(self.state, found.order_id)
+        if kind == 3 and order.state in (OrderState.DISPUTED, OrderState.ESCALATED):
+            judge = "arb" if order.state == OrderState.DISPUTED else "reg"
+            bps = data.draw(st.sampled_from([10_000, 10_000, 5_000]))
+            self.add(judge, tx.RULE, tx.Rule(order.id, bps))
+            return
+        if kind == 3 and order.state == OrderState.SHIPPED:
+            refund = tx.Refund(order.id, order.escrow)
+            self.add(self.name_of(order.merchant), tx.REFUND, refund)
+            return
+        if found.pending_to is not None and kind == 2:
+            answer = data.draw(st.sampled_from([tx.ACCEPT_CUSTODY, tx.REFUSE_CUSTODY]))
+            self.add(self.name_of(found.pending_to), answer, tx.ItemRef(it))
+            return
+        way = (order.buyer, order.merchant, self.chain.addr("carrier"), self.chain.addr("b3"))
+        to = data.draw(st.sampled_from(way))
+        self.add(self.name_of(found.custodian), tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, to))
+        if kind < 2:
+            # Mostly the receiver takes it in the same block.
+            self.add(self.name_of(to), tx.ACCEPT_CUSTODY, tx.ItemRef(it))
 
     @rule(data=st.data(), kind=st.integers(0, 7))
     def resell(self, data, kind):
@@ -682,6 +748,8 @@ class CommerceMachine(RuleBasedStateMachine):
             assert n <= PARAMS.max_open_deals_per_merchant
         orders = [get_order(c.state, i) for i in range(1, peek_next_id(c.state, keys.ORDER_IDS))]
         settled = (OrderState.COMPLETED, OrderState.RESOLVED)
+        # What the buyer paid for in the end: settled with something left to the seller.
+        paid = [o for o in orders if o.state in settled and o.refunded < o.amount]
         for aid in range(1, peek_next_id(c.state, keys.AUCTION_IDS)):
             a = get_auction(c.state, aid)
             # Ended (by one event) exactly when no longer open; the outcome is the status.
@@ -693,18 +761,24 @@ class CommerceMachine(RuleBasedStateMachine):
         for serial in SERIALS:
             it = get_item(c.state, item(serial).gtin, serial)
             if it is not None:
-                # Its owner is the buyer of a settled order that carried it; none before.
-                buyers = {o.buyer for o in orders if it.ref in o.items and o.state in settled}
+                # Its owner is the buyer of a settled order that carried it and paid for it
+                # (one that gave the buyer everything back sent it back); none before.
+                buyers = {o.buyer for o in paid if it.ref in o.items}
                 assert (it.owner in buyers) if buyers else it.owner is None, (serial, it.owner)
             if it is not None and it.status == ItemStatus.DECOMMISSIONED:
                 # Ended by whom it belonged to: its owner, or its maker if never sold.
                 (end,) = [e for e in item_history(c.state, it.gtin, serial) if e.action == "DELETE"]
                 assert end.attestor == (it.maker if it.owner is None else it.owner), serial
             if it is not None and it.order_id:
-                # An item is locked only to an order that is still on its way.
+                # An item is locked only to an order that is still on its way, or that
+                # gave its buyer all back: the item then goes back to the merchant.
                 order = get_order(c.state, it.order_id)
                 shipped = (OrderState.SHIPPED, OrderState.DISPUTED, OrderState.ESCALATED)
-                assert order.state in shipped
+                if it.return_to is None:
+                    assert order.state in shipped
+                else:
+                    assert order.state in TERMINAL_STATES and order.refunded == order.amount
+                    assert it.return_to == order.merchant
                 # On its way it is held by, or handed to, a carrier, its buyer or merchant.
                 way = {order.buyer, order.merchant, c.addr("carrier")}
                 assert it.custodian in way and it.pending_to in (way | {None}), serial

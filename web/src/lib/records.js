@@ -177,6 +177,7 @@ export const ITEM = [
   ["description", "str"],
   ["owner", "bytes20?"],
   ["listing_id", "int"],
+  ["return_to", "bytes20?"],
 ];
 export const PROVENANCE_EVENT = [
   ["seq", "int"],

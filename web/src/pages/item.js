@@ -44,7 +44,7 @@ export async function itemPage(main, gtinText, serial) {
   // Verified: everything shown is what the proofs proved. Otherwise the node's view,
   // marked as such.
   const item = proven
-    ? { ...proven.item, maker: formatAddress(proven.item.maker), custodian: formatAddress(proven.item.custodian), pending_to: proven.item.pending_to && formatAddress(proven.item.pending_to), status: proven.item.status === 1 ? "active" : "decommissioned" }
+    ? { ...proven.item, maker: formatAddress(proven.item.maker), custodian: formatAddress(proven.item.custodian), pending_to: proven.item.pending_to && formatAddress(proven.item.pending_to), return_to: proven.item.return_to && formatAddress(proven.item.return_to), status: proven.item.status === 1 ? "active" : "decommissioned" }
     : view;
   const events = proven ? proven.events.map(eventFromProof) : view.history;
   // Names only when proven (the node's unproven view is shown by address).
@@ -101,6 +101,7 @@ export async function itemPage(main, gtinText, serial) {
       h("dt", {}, "Made by"), h("dd", {}, who(item.maker)),
       h("dt", {}, "Held by"), h("dd", {}, who(item.custodian)),
       item.pending_to ? [h("dt", {}, "Handing to"), h("dd", {}, who(item.pending_to))] : null,
+      item.return_to ? [h("dt", {}, "Going back to"), h("dd", {}, who(item.return_to))] : null,
       h("dt", {}, "Status"), h("dd", {}, item.status),
       h("dt", {}, "Registered"), h("dd", {}, time(item.registered_ms)),
     ),
