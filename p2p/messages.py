@@ -58,7 +58,13 @@ from p2p.limits import ITEM_OBJECT_BYTES
 # one field more), only its owner (or its maker before a sale) decommissions it, and a
 # locked item is handed only along its order's way: other receipts, sets and state
 # (tree layout 8 still).
-PROTOCOL_VERSION = 11
+# 12: an election drops the producer sets evidence can no longer name
+# (``consensus.staking_state.drop_old_producer_sets``, a first-kept mark at 0x17 05),
+# and evidence naming a dropped one fails ``evidence_too_old``; an order that gives its
+# buyer back all it paid sends its items back to the merchant (``Item.return_to``, one
+# field more), and a listed item is not decommissioned (``item_listed``): other state
+# and receipts (tree layout 8 still).
+PROTOCOL_VERSION = 12
 
 # --- type bytes owned by p2p ---
 # Sent in clear before TLS (see p2p/tls.py); never valid after the handshake.
