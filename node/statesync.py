@@ -131,32 +131,53 @@ class SyncPeers(Protocol):
 
 
 class ReadBudget:
-    """Reads each peer may have: ``rate`` a second, ``burst`` at once (a token bucket).
+    """Reads each peer may have: ``rate`` a second, ``burst`` at once (a token bucket),
+    each worth up to ``read_bytes`` of answer.
 
     ``wait_s(peer)`` takes a read and says how long to wait before serving it: 0 within
     the budget, else until the peer's bucket holds it again. A serving node waits that
     long before it answers, and p2p hands it one message of a peer at a time, so a peer
-    asking faster is slowed to the rate, whatever it asks; other peers are not. Buckets
-    of peers idle long enough to have refilled are forgotten as others come.
+    asking faster is slowed to the rate, whatever it asks; other peers are not.
+    ``charge(peer, nbytes)`` then takes the reads an answer's bytes make beyond the
+    first: a peer is sent at most ``rate * read_bytes`` a second, whatever it asks for.
+    Buckets of peers idle long enough to have refilled are forgotten as others come.
     """
 
     # Peers kept before idle ones are forgotten.
     KEEP = 64
 
     def __init__(
-        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        read_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f"a read budget needs rate > 0 and burst >= 1, got {rate}, {burst}")
-        self.rate, self.burst = rate, burst
+        if rate <= 0 or burst < 1 or read_bytes < 1:
+            raise ValueError(
+                f"a read budget needs rate > 0, burst >= 1 and read_bytes >= 1, "
+                f"got {rate}, {burst}, {read_bytes}"
+            )
+        self.rate, self.burst, self.read_bytes = rate, burst, read_bytes
         self._clock = clock
         # Peer -> (tokens, when they were counted); tokens below 0 are reads owed.
         self._buckets: dict[object, tuple[float, float]] = {}
 
     def wait_s(self, peer: object) -> float:
+        return self._take(peer, 1)
+
+    def charge(self, peer: object, nbytes: int) -> None:
+        """Take the reads that an answer of ``nbytes`` sent to ``peer`` makes beyond the
+        one ``wait_s`` took: its next read waits for them."""
+        extra = -(-nbytes // self.read_bytes) - 1
+        if extra > 0:
+            self._take(peer, extra)
+
+    def _take(self, peer: object, reads: int) -> float:
         now = self._clock()
         tokens, then = self._buckets.get(peer, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.rate) - 1
+        tokens = min(self.burst, tokens + (now - then) * self.rate) - reads
         if len(self._buckets) >= self.KEEP and peer not in self._buckets:
             # Only a bucket that has refilled (debt paid) is as good as a new one.
             self._buckets = {
@@ -174,7 +195,12 @@ class SnapshotServer:
     at most ``READERS`` reads run at once, whichever peers ask). A peer gets at most
     ``PEER_READS_PER_S`` reads a second (``PEER_READS_BURST`` at once): a chunk's read
     walks ~1 MiB of tree nodes in Python (~60 ms at 200k keys), and a request of ~100
-    bytes asked again and again would otherwise keep a reader busy at no cost."""
+    bytes asked again and again would otherwise keep a reader busy at no cost. A read is
+    worth a chunk's bytes (1 MiB at least): an answer bigger than that costs the reads
+    its bytes make (``ReadBudget.charge``). An offer is a whole block, up to
+    ``max_block_bytes`` (8 MiB), at any height the store holds: counted as one read, a
+    member asking for offers in a loop was sent 32 MiB a second (64 MiB at once), where
+    a joiner takes one offer a peer per attempt."""
 
     # Reads at once: they share the loop's default executor with the HTTP routes and
     # the feeds, which many peers asking together must not crowd out. A peer waiting
@@ -201,7 +227,11 @@ class SnapshotServer:
         # Tests only (a hostile server): see ConsensusSeams.snapshot_chunk.
         self._chunk_filter = chunk_filter
         self._readers = asyncio.Semaphore(self.READERS)
-        self.budget = budget or ReadBudget(self.PEER_READS_PER_S, self.PEER_READS_BURST)
+        self.budget = budget or ReadBudget(
+            self.PEER_READS_PER_S,
+            self.PEER_READS_BURST,
+            read_bytes=max(chunk_bytes, DEFAULT_CHUNK_BYTES),
+        )
 
     def snapshot_heights(self, head: int) -> tuple[int, ...]:
         """The snapshot heights a node at ``head`` serves (and pruning keeps): the two
@@ -240,10 +270,12 @@ class SnapshotServer:
             return none
         try:
             async with self._readers:
-                return await asyncio.get_running_loop().run_in_executor(None, read, store)
+                answer = await asyncio.get_running_loop().run_in_executor(None, read, store)
         except LiveLedgerError as exc:
             log.warning("state sync: not serving %s: %s", type(msg).__name__, exc)
             return none
+        self.budget.charge(peer, answer_bytes(answer))
+        return answer
 
     def _offer(self, store: ChainStore, height: int) -> SnapshotOffer:
         heights = self.snapshot_heights(store.height) if height == 0 else (height,)
@@ -287,6 +319,17 @@ class SnapshotServer:
         if self._chunk_filter is not None:
             nodes = self._chunk_filter(nodes)
         return _answer(req, tuple(nodes))
+
+
+def answer_bytes(answer: Wire) -> int:
+    """The bytes a state sync answer carries (what ``ReadBudget.charge`` counts)."""
+    if isinstance(answer, SnapshotOffer):
+        return len(answer.block) + len(answer.commit)
+    if isinstance(answer, EpochsResponse):
+        return sum(len(r) for r in answer.records)
+    if isinstance(answer, ChunkResponse):
+        return sum(len(n) for n in answer.nodes)
+    return 0
 
 
 def _place(msg: ChunkRequest) -> Subtree:

@@ -489,6 +489,56 @@ async def test_a_peer_asking_past_its_budget_waits_and_others_do_not(tmp_path, m
     assert waits == [1.0]
 
 
+async def test_a_peer_asking_for_offers_in_a_loop_is_sent_its_budget_in_bytes(
+    tmp_path, monkeypatch
+):
+    # A read was one token whatever it sent: an offer is a whole block (up to
+    # max_block_bytes, 8 MiB, at any height the store holds), so a member asking for
+    # offers in a loop was sent 4 blocks a second (32 MiB/s), where a joiner takes one
+    # offer a peer per attempt. Now a read is worth ``read_bytes``, and a bigger answer
+    # costs the reads its bytes make: a peer is sent ``rate * read_bytes`` a second
+    # whatever it asks for. (Here the blocks are small, and so is a read.)
+    chain = make_chain(tmp_path / "a", 3 * INTERVAL)
+    now = [0.0]
+
+    async def waited(delay: float) -> None:
+        now[0] += delay
+
+    monkeypatch.setattr("node.statesync.asyncio.sleep", waited)
+    read_bytes = 64
+    serving = SnapshotServer(
+        lambda: chain.store,
+        GENESIS,
+        INTERVAL,
+        budget=ReadBudget(1.0, 2.0, clock=lambda: now[0], read_bytes=read_bytes),
+    )
+    requests: list[Wire] = [SnapshotRequest(h) for h in (0, INTERVAL, 3, 5) * 5]
+    requests += [EpochsRequest(1, 64)] * 5
+    sent = 0
+    for request in requests:
+        answer = await serving.answer(request, b"greedy")
+        assert answer is not None
+        sent += statesync.answer_bytes(answer)
+    assert sent > 10 * read_bytes * len(requests)  # each answer is many reads' worth
+    # Before the next read: the bytes sent fit the burst and the time waited.
+    await serving.answer(SnapshotRequest(0), b"greedy")
+    assert sent <= read_bytes * (2.0 + 1.0 * now[0])
+    # Another peer's budget is its own; a chunk within a read costs one read.
+    before = now[0]
+    assert statesync.answer_bytes(await serving.answer(SnapshotRequest(0), b"other")) > 0
+    chunk = ChunkRequest(INTERVAL, chain.store.state_root(INTERVAL), 0, bytes(32))
+    small = SnapshotServer(
+        lambda: chain.store,
+        GENESIS,
+        INTERVAL,
+        chunk_bytes=4 * read_bytes,
+        budget=ReadBudget(1.0, 2.0, clock=lambda: now[0], read_bytes=16 * read_bytes),
+    )
+    for _ in range(2):
+        assert isinstance(await small.answer(chunk, b"joiner"), ChunkResponse)
+    assert now[0] == before
+
+
 # --- slow and hostile peers ------------------------------------------------------------
 
 TRICKLER = b"\x03" * 32
