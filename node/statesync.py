@@ -81,6 +81,12 @@ OFFER_SETTLE_S = 1.5
 # chunk of ``snapshot_chunk_bytes`` (1 MiB by default) per request.
 STALL_WINDOW_S = 60.0
 STALL_MIN_BYTES = 256 * 1024
+# Answers of one peer held unread at once. Each must be owed (one per request), but a
+# request given up stays owed (a late answer is still drained): a peer silent on offers
+# while the sync waited for a usable one was owed one more each round, and could send
+# them all at once (up to a 16 MiB frame each) while the sync walked or installed its
+# tree, reading none. An honest peer has one chunk, one page and one offer out at most.
+MAX_QUEUED_ANSWERS = 4
 
 
 class _Stale(Exception):
@@ -383,8 +389,10 @@ class StateSyncer(EpochPages):
         # by when the sync, busy with its own work meanwhile, got to it.
         self._answers: asyncio.Queue[tuple[bytes, Wire, float]] = asyncio.Queue()
         # Answers owed, per (peer, answer type): one per request sent. Only those are
-        # queued, so what a peer can make us hold is bounded by what we asked it.
+        # queued, so what a peer can make us hold is bounded by what we asked it, and by
+        # ``MAX_QUEUED_ANSWERS`` at once (``_queued``, per peer).
         self._owed: dict[tuple[bytes, type[Wire]], int] = {}
+        self._queued: dict[bytes, int] = {}
         # Peers refused: caught sending something wrong (never asked again during this
         # sync), or given up for silence.
         self.refused: set[bytes] = set()
@@ -415,7 +423,8 @@ class StateSyncer(EpochPages):
         self.chunk_bytes = 0
 
     def deliver(self, peer: bytes, msg: Wire) -> bool:
-        """Queue an answer of ``peer`` for the sync; False (dropped) if none was owed."""
+        """Queue an answer of ``peer`` for the sync; False (dropped) if none was owed, or
+        if ``MAX_QUEUED_ANSWERS`` of its answers are queued unread already."""
         key = (peer, type(msg))
         owed = self._owed.get(key, 0)
         if owed == 0:
@@ -424,6 +433,10 @@ class StateSyncer(EpochPages):
             del self._owed[key]
         else:
             self._owed[key] = owed - 1
+        queued = self._queued.get(peer, 0)
+        if queued >= MAX_QUEUED_ANSWERS:
+            return False
+        self._queued[peer] = queued + 1
         self._answers.put_nowait((peer, msg, time.monotonic()))
         return True
 
@@ -470,9 +483,15 @@ class StateSyncer(EpochPages):
         # as the read completes, and a node stopped while syncing would sync on.
         try:
             async with asyncio.timeout(wait_s):
-                return await self._answers.get()
+                answer = await self._answers.get()
         except TimeoutError:
             return None
+        peer = answer[0]
+        if self._queued[peer] == 1:
+            del self._queued[peer]
+        else:
+            self._queued[peer] -= 1
+        return answer
 
     async def run(self) -> int:
         """Sync, install, return the height synced to."""

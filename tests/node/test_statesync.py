@@ -290,6 +290,43 @@ async def test_answers_nobody_asked_for_are_not_kept(tmp_path):
     assert all(syncer.deliver(HOSTILE, unasked) is False for _ in range(100))
 
 
+async def test_a_peer_owed_many_answers_cannot_have_them_all_held_at_once(tmp_path, monkeypatch):
+    # Answers are queued only if owed, one per request; but a request given up stays
+    # owed: a peer silent on offers while the joiner waits for a usable one (no snapshot
+    # yet) was owed one more each round (every request timeout and a second), and could
+    # then send them all at once, up to a 16 MiB frame each, into a queue the sync does
+    # not read while it walks or installs its tree (a minute or more at a big state).
+    # Now a peer has at most ``MAX_QUEUED_ANSWERS`` answers held unread.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    real_sleep = asyncio.sleep
+
+    async def brief(delay: float) -> None:
+        await real_sleep(min(delay, 0.01))
+
+    monkeypatch.setattr("node.statesync.asyncio.sleep", brief)
+    young = make_chain(tmp_path / "a", INTERVAL - 1)  # no snapshot to offer yet
+
+    async def silent(msg: Wire) -> Wire | None:
+        return None
+
+    net = Net({HONEST: server(young.store).answer, HOSTILE: silent})
+    rounds = 3 * statesync.MAX_QUEUED_ANSWERS
+    syncing = asyncio.get_running_loop().create_task(
+        net.sync(ChainStore(tmp_path / "b"), timeout=30, request_timeout_s=0.02)
+    )
+    try:
+        while net.asked[HOSTILE, SnapshotRequest] < rounds:
+            await real_sleep(0.01)
+        assert net.syncer is not None
+        offer = SnapshotOffer(INTERVAL, b"\x00" * 1024, b"")
+        held = sum(net.syncer.deliver(HOSTILE, offer) for _ in range(rounds))
+        assert held == statesync.MAX_QUEUED_ANSWERS
+    finally:
+        syncing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await syncing
+
+
 class PrunedBelow(ChainStore):
     """A store pruned while it is read: nodes below the root of any version, and proofs
     at or above ``height``, are gone by the time they are looked up."""
