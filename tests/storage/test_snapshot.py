@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
@@ -157,6 +157,89 @@ def test_every_kind_of_bad_chunk_is_refused_at_its_node(tmp_path):
         elsewhere = Subtree(1, (1 << 255).to_bytes(32, "big"), where.hash)
         assert where.depth > 1 and source.snapshot_chunk(3, elsewhere, 2048) == []
         assert serve_chunk(source.get_node_bytes, b"\x01" * 40) == []
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    """An honest server's store of 6 blocks (a few hundred keys) and its states."""
+    with ChainStore(tmp_path_factory.mktemp("served") / "src") as source:
+        yield source, build_chain(source, 6)
+
+
+# What a hostile server may do to the honest chunk it was asked for (before its own
+# choice of where to cut it): what a chunk ends up holding is checked by hashes alone.
+_TAMPERING = ["none", "flip", "drop", "duplicate", "swap", "foreign", "append", "other height"]
+
+
+def _tampered(source: ChainStore, nodes: list[bytes], how: str, data: st.DataObject) -> list[bytes]:
+    if how == "other height":
+        return source.snapshot_chunk(3, root_subtree(source.state_root(3)), 4096)
+    # Nodes of another height's tree: real nodes, with real hashes, of other states.
+    foreign = source.snapshot_chunk(2, root_subtree(source.state_root(2)), 4096)
+    out = list(nodes)
+    at = data.draw(st.integers(0, max(0, len(out) - 1)))
+    if how == "flip" and out:
+        node = bytearray(out[at])
+        node[data.draw(st.integers(0, len(node) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        out[at] = bytes(node)
+    elif how == "drop" and out:
+        del out[at]
+    elif how == "duplicate" and out:
+        out.insert(at, out[data.draw(st.integers(0, len(out) - 1))])
+    elif how == "swap" and len(out) > 1:
+        other = data.draw(st.integers(0, len(out) - 1))
+        out[at], out[other] = out[other], out[at]
+    elif how == "foreign":
+        out.insert(at, data.draw(st.sampled_from(foreign)))
+    elif how == "append":
+        out.extend(data.draw(st.lists(st.sampled_from(foreign), min_size=1, max_size=3)))
+    return out[: data.draw(st.integers(0, len(out)))] if data.draw(st.booleans()) else out
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_no_chunk_a_hostile_server_makes_up_installs_any_state_but_the_snapshots(served, data):
+    # Each chunk is the hostile server's: the honest one tampered anyhow (a byte, a node
+    # dropped, duplicated, swapped, another state's node or tree, cut anywhere), a move
+    # to another target part way or not. Whatever verifies is kept, whatever does not is
+    # asked again of an honest server; installed, the store holds the snapshot's state:
+    # no key added, removed or changed, in the flat state (what execution and the read
+    # models read) as in the tree (what proofs read).
+    source, states = served
+    with tempfile.TemporaryDirectory(prefix="hostile-") as tmp, ChainStore(Path(tmp)) as dest:
+        moved_from = data.draw(st.sampled_from([None, 3, 6]), label="moved from")
+        for height in ([] if moved_from is None else [moved_from]) + [5]:
+            target = target_of(source, height)
+            dest.begin_sync(target)
+            held = dest.held_lookup()
+            wanted = dest.missing_nodes(sync_root(target), 1 << 20)
+            budget = data.draw(st.integers(1, 30)) if height == moved_from else None
+            while wanted and (budget is None or budget > 0):
+                subtree = wanted.pop()
+                honest = source.snapshot_chunk(
+                    height, subtree, data.draw(st.sampled_from([4096, 300, 1]))
+                )
+                how = data.draw(st.sampled_from(_TAMPERING))
+                try:
+                    chunk = verify_chunk(
+                        subtree, _tampered(source, honest, how, data), height, held
+                    )
+                except BadChunk:
+                    chunk = verify_chunk(subtree, honest, height, held)
+                dest.store_chunk(chunk.nodes, chunk.leaves)
+                wanted.extend(reversed(chunk.missing))
+                if budget is not None:
+                    budget -= 1
+            if not wanted:
+                wanted = dest.missing_nodes(sync_root(target), 1 << 20)
+            assert height == moved_from or not wanted
+        assert dest.finish_sync(GENESIS_HASH) == 5
+        assert dict(dest.iter_state()) == states[5]
+        assert dest.head_root == source.state_root(5)
+        for key in list(states[5])[:: max(1, len(states[5]) // 20)] + [b"k/absent"]:
+            value, proof, _ = dest.prove(key)
+            assert value == states[5].get(key)
+            verify_proof(dest.head_root, key, value, proof)
 
 
 def test_a_request_for_a_place_the_tree_does_not_reach_is_answered_empty(tmp_path):
