@@ -1034,8 +1034,9 @@ def _fire_deadline(
     state: Overlay, ctx: BlockContext, kind: DeadlineKind, due_ms: int, order_id: int
 ) -> int:
     """Enforce one deadline; its work for the block's budget (``pop_due``): 1, plus the
-    order's items, which a refund unlocks and a release hands over (up to
-    ``max_items_per_order`` each, with an event apiece)."""
+    order's items, which a release hands over (up to ``max_items_per_order``, with an
+    event apiece). A deadline refunds only unshipped orders, which have no items: no
+    hook sends items back (``return_items``)."""
     order = load(state, keys.order_key(order_id), Order)
     if order is None:
         raise NodeFault(f"deadline for missing order {order_id}")

@@ -657,15 +657,21 @@ def lock_for_order(state: Overlay, order: Order, items: Sequence[ItemId]) -> tup
 def return_items(state: Overlay, order: Order) -> None:
     """The order ended giving its buyer back all it paid (a refund, or a ruling of the
     whole escrow to the buyer): its items stay the merchant's and go back to it. One the
-    merchant holds with no hand-off pending is unlocked; any other stays locked to the
-    order, returning to the merchant (``Item.return_to``), until the merchant holds it
-    again (``accept_custody``, or ``refuse_custody`` of the merchant's own proposal)."""
+    merchant holds is unlocked, with no hand-off pending or one to the buyer (dropped);
+    any other stays locked to the order, returning to the merchant (``Item.return_to``),
+    until the merchant holds it again (``accept_custody``, or ``refuse_custody`` of the
+    merchant's own proposal to a carrier)."""
     for ref in order.items:
         item = load(state, keys.item_key(ref), Item)
         if item is None or item.order_id != order.id:
             raise NodeFault(f"order {order.id} refers to an item not locked to it")
-        if item.custodian == order.merchant and item.pending_to is None:
-            state.set_obj(keys.item_key(ref), replace(item, order_id=0))
+        # The merchant's own hand-off to the buyer lapses: the buyer, refunded, is not
+        # whom the item goes to, and kept pending it left the item locked in the
+        # merchant's hands until the buyer (who owes nothing) answered it, the merchant
+        # unable to withdraw it (proposing to itself is refused) or to re-propose to any
+        # but a carrier.
+        if item.custodian == order.merchant and item.pending_to in (None, order.buyer):
+            state.set_obj(keys.item_key(ref), replace(item, order_id=0, pending_to=None))
         else:
             state.set_obj(keys.item_key(ref), replace(item, return_to=order.merchant))
 

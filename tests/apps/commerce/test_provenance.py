@@ -395,3 +395,26 @@ def test_a_refund_while_the_merchant_still_hands_the_parcel_on_waits_for_it_to_s
         v = view(chain)
         assert v.history[-1].biz_step == "receiving"
         assert (v.custodian, v.order_id, v.return_to) == (chain.addr("merchant"), 0, None)
+
+
+def test_a_refund_drops_the_merchants_own_hand_off_to_the_buyer():
+    """Refunded while its own hand-off to alice was pending, the merchant held its item
+    locked until alice, who had all her money back, answered: it could not withdraw the
+    hand-off (proposing to itself is self-dealing) nor hand the item to any but a
+    carrier. The hand-off lapses: the item is not going to her any more."""
+    chain = chain_with_roles()
+    shop = open_shop(chain)
+    to = lambda name: tx.ProposeCustody(A1, chain.addr(name))  # noqa: E731
+    chain.ok("maker", tx.PROPOSE_CUSTODY, to("merchant"))
+    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,)))
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, to("alice"))
+    chain.ok("merchant", tx.REFUND, tx.Refund(1, 1_000))
+    v = view(chain)
+    assert (v.custodian, v.pending_to) == (chain.addr("merchant"), None)
+    assert (v.order_id, v.return_to) == (0, None)
+    # Alice cannot take it now; the merchant's item is free again.
+    chain.fails("alice", tx.ACCEPT_CUSTODY, tx.ItemRef(A1), "no_pending_handoff")
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, to("stranger"))
