@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from core.errors import CannotListen
 from core.netaddr import client_key, parse_trusted_proxies
@@ -53,6 +54,12 @@ from core.sockets import bound_unacked, reset
 from node.logs import ThrottledLog
 
 log = logging.getLogger("node.http")
+
+
+def _malformed(exc: BaseException | None) -> bool:
+    """Whether aiohttp's line is for a request its parser refused (a client's input)."""
+    return isinstance(exc, HttpProcessingError)
+
 
 # Descriptors kept out of the HTTP clients' reach: LevelDB's table files (a store's
 # two databases keep up to plyvel's max_open_files of 1,000 each, and LevelDB itself
@@ -382,8 +389,10 @@ class HttpServer:
             # (tests/served.py) to run with the same setting.
             handler_cancellation=False,
             # aiohttp logs an error with its traceback for each malformed request, as
-            # often as clients send them: throttled, under its own name.
-            logger=ThrottledLog(logging.getLogger("aiohttp.server")),
+            # often as clients send them: throttled, under its own name. Only those: it
+            # logs an exception a handler let out (a bug, a 500) in the same words, and
+            # a throttle shared with a client's malformed requests hid it.
+            logger=ThrottledLog(logging.getLogger("aiohttp.server"), only=_malformed),
         )
         self._runner = runner
         await runner.setup()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -64,7 +65,12 @@ class ThrottledLog(logging.LoggerAdapter[logging.Logger]):
     error and its traceback for every malformed request (~2 KB each), and the node a
     line for every connection reset because its client stopped reading. An attacker
     opening connections as fast as it could filled the operator's disk. The log samples
-    them (the resets are all counted: ``liveledger_http_connections_stalled_total``). One per kind of event: a throttle shared by two kinds would hide the rarer.
+    them (the resets are all counted: ``liveledger_http_connections_stalled_total``).
+
+    One per kind of event: a throttle shared by two kinds would hide the rarer. A logger
+    that logs other kinds too (aiohttp's logs a handler's unexpected exception with the
+    same words as a malformed request) is given ``only``: the lines it says are of the
+    kind, by the exception they carry (None for none), are throttled; the others pass.
     """
 
     def __init__(
@@ -72,16 +78,22 @@ class ThrottledLog(logging.LoggerAdapter[logging.Logger]):
         logger: logging.Logger,
         interval_s: float = THROTTLE_S,
         clock: Callable[[], float] = time.monotonic,
+        only: Callable[[BaseException | None], bool] | None = None,
     ) -> None:
         super().__init__(logger, {})
         self.interval_s = interval_s
         self._clock = clock
+        self._only = only
         # When the next line may be logged, and the lines left out since the last.
         self._next = -float("inf")
         self._left_out = 0
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if level < logging.INFO or not self.isEnabledFor(level):
+        if (
+            level < logging.INFO
+            or not self.isEnabledFor(level)
+            or (self._only is not None and not self._only(_exception(kwargs.get("exc_info"))))
+        ):
             super().log(level, msg, *args, **kwargs)
             return
         now = self._clock()
@@ -100,6 +112,16 @@ class ThrottledLog(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         # No extra fields of the adapter's own: the caller's pass as they are.
         return msg, kwargs
+
+
+def _exception(exc_info: object) -> BaseException | None:
+    """The exception a log call's ``exc_info`` names: given, as ``sys.exc_info()``'s
+    tuple, or ``True`` for the one being handled."""
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc_info = exc_info[1]
+    return exc_info if isinstance(exc_info, BaseException) else None
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:

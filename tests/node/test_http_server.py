@@ -243,6 +243,37 @@ async def test_malformed_requests_log_a_line_an_interval_not_one_each(tmp_path, 
     assert 1 <= len(errors) < requests
 
 
+async def test_a_fault_past_the_middlewares_is_logged_whatever_malformed_requests_came_first(
+    tmp_path, caplog, monkeypatch
+):
+    """aiohttp logs an exception that got past the node's middlewares (a bug: a 500)
+    under the same logger and words as a malformed request. Throttled as one kind, a
+    client's malformed request every few seconds hid every such fault's line and
+    traceback: only the malformed requests are throttled."""
+
+    def fault(_limits: HttpLimits, _size: int) -> int:
+        raise RuntimeError("a fault past the middlewares")
+
+    async with gated(tmp_path) as (port, _node):
+        with caplog.at_level(logging.INFO, logger="aiohttp.server"):
+            for i in range(3):
+                reader, writer = await raw(port)
+                writer.write(b"GET /v1/status HTTP/1.1\r\nNo colon %d\r\n\r\n" % i)
+                assert (await read_to_end(reader)).startswith(b"HTTP/1.0 400")
+                writer.close()
+            # The answers' middleware, outside the one that turns errors into answers,
+            # fails on an answer of more than 16 KiB.
+            monkeypatch.setattr(HttpLimits, "answer_deadline_ms", fault)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}/v1/openapi.json") as resp:
+                    assert resp.status == 500
+    logged = [r.exc_info[1] for r in caplog.records if r.name == "aiohttp.server" and r.exc_info]
+    faults = [e for e in logged if isinstance(e, RuntimeError)]
+    assert [str(e) for e in faults] == ["a fault past the middlewares"]
+    # The malformed requests are still throttled: one line for the three.
+    assert len(logged) - len(faults) == 1
+
+
 async def read_to_end(reader: asyncio.StreamReader) -> bytes:
     """What the server sent before it ended the connection. A client still writing when
     the server closed gets its late bytes answered with a reset, which ends the

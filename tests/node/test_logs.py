@@ -76,3 +76,22 @@ def test_a_throttled_log_keeps_one_line_an_interval_and_says_how_many_it_left_ou
     ]
     # The caller's extra fields are the record's.
     assert caplog.records[2].peer == b"\x01"
+
+
+def test_a_throttled_log_given_a_kind_lets_other_lines_pass(caplog):
+    # aiohttp's logger says "Error handling request" for a malformed request and for a
+    # handler's unexpected exception alike: only the first kind is the client's.
+    throttled = ThrottledLog(
+        logging.getLogger("aiohttp.server"), 10.0, lambda: 0.0, only=lambda e: e is None
+    )
+    with caplog.at_level(logging.INFO, logger="aiohttp.server"):
+        for _ in range(3):
+            throttled.error("a malformed request")
+        throttled.error("a fault", exc_info=KeyError("given"))
+        try:
+            raise ValueError("handled")
+        except ValueError as exc:
+            throttled.exception("a fault")
+            throttled.error("a fault", exc_info=(type(exc), exc, exc.__traceback__))
+    assert [r.getMessage() for r in caplog.records] == ["a malformed request"] + ["a fault"] * 3
+    assert [type(r.exc_info[1]) for r in caplog.records[1:]] == [KeyError, ValueError, ValueError]
