@@ -42,6 +42,7 @@ from consensus.validation import validate_tx_root
 from consensus.validators import ValidatorSet
 from consensus.vote_sets import NIL, HeightVoteSet, pol_votes
 from core import Block, InvalidBlock, InvalidSignature, StorageError, Vote
+from vm.params import MAX_BLOCK_BYTES
 
 # The engine's logger: these records are the engine's, and keep its name.
 log = logging.getLogger("consensus.bft")
@@ -197,10 +198,15 @@ class CatchUp:
         )
         if fits and isinstance(msg, Proposal):
             # By bytes too (before its signature check: one too big costs none). Votes
-            # are small and fixed in size: their counts bound their bytes.
+            # are small and fixed in size: their counts bound their bytes. No block's
+            # transactions pass MAX_BLOCK_BYTES, whatever governance makes
+            # max_block_bytes: a bigger one is no block, and kept it let a Byzantine
+            # producer's slots take a frame each, leaving too little for honest full
+            # blocks (the slots of two heights at MAX_BLOCK_BYTES fit the bound).
             size = _block_bytes(msg.block)
             fits = (
-                self._buffered_proposal_bytes + size <= cfg.max_buffered_proposal_bytes
+                size <= MAX_BLOCK_BYTES
+                and self._buffered_proposal_bytes + size <= cfg.max_buffered_proposal_bytes
                 and share.proposal_bytes + size <= cfg.max_buffered_proposal_bytes_per_peer
             )
         # Only a producer's signed message may take a slot (producers rarely change

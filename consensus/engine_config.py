@@ -64,10 +64,12 @@ class BFTConfig:
     # producer's proposals, relayed by members, hold 32 MiB per peer, 64 MiB in all
     # (the 4 slots of 2 heights), up to 128 MiB (8 proposals) with more heights.
     # A vote is at most Vote.MAX_ENCODED (256 bytes), so the counts bound the votes'
-    # bytes (1 MiB) and proposals never take their room. Per peer: two full blocks at the
-    # default max_block_bytes, or one at the frame cap. In all: the two slots a
-    # Byzantine producer may hold (round 1 of the next height and round 0 of the one
-    # after are one proposer's) at the frame cap, and the other two at 8 MiB.
+    # bytes (1 MiB) and proposals never take their room. A proposal whose transactions
+    # pass vm.params.MAX_BLOCK_BYTES (12 MiB, the most governance may make
+    # max_block_bytes) is no block and is refused: in all, the four slots of two
+    # heights at that size, so the two a Byzantine producer may hold (round 1 of the
+    # next height and round 0 of the one after are one proposer's) leave the honest
+    # ones room for full blocks. Per peer: two full blocks at the default max_block_bytes.
     max_buffered_proposal_bytes: int = 48 * 1024 * 1024
     max_buffered_proposal_bytes_per_peer: int = 16 * 1024 * 1024
     # Votes a validator may have in rounds above ours (cometbft's peer catch-up rounds).

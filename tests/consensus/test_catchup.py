@@ -22,6 +22,7 @@ from tests.consensus.helpers import (
     sign_proposal,
     vote,
 )
+from vm.params import MAX_BLOCK_BYTES
 
 PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
 CHAIN_LENGTH = 40
@@ -471,6 +472,37 @@ def test_a_peer_s_early_proposals_are_bounded_by_their_bytes(tmp_path, monkeypat
     assert checks == [1, 0, 0]
     assert prevotes_at_height_two(h, b1) == [b2.hash]
     assert h.engine.votes.get(0, PV).count(b2.hash) == len(OTHERS) + 1
+
+
+def test_a_byzantine_producer_s_frame_sized_proposals_leave_room_for_honest_full_blocks(
+    tmp_path, monkeypatch
+):
+    # The Byzantine producer's two slots (round 1 of height 2, round 0 of height 3) took
+    # a p2p frame each (16 MiB): no block's transactions may pass MAX_BLOCK_BYTES, but
+    # the buffer held them, and honest blocks as large as governance allows
+    # (max_block_bytes up to MAX_BLOCK_BYTES) found no room in the rest (48 MiB), so a
+    # node a height behind missed the honest proposal and prevoted nil at that height.
+    assert 2 * CONFIG.max_future_heights * MAX_BLOCK_BYTES <= CONFIG.max_buffered_proposal_bytes
+    # This node is another producer than the proposers of heights 2 and 3's slots.
+    h = make_engine(tmp_path, app=ToyApp(key=KEYS[1]))
+    b1, _ = height_two(h)
+    p21, p30 = big_proposals(b1, 16 * 2**20 - 1024)
+    honest_txs = tuple(bytes([i]) * (MAX_BLOCK_BYTES // 8) for i in range(8))
+    ahead = ToyApp()
+    ahead.blocks.append(b1)
+    b20 = make_block(ahead, 2, 0, proposer(2, 0), txs=honest_txs)
+    ahead.blocks.append(b20)
+    b31 = make_block(ahead, 3, 1, proposer(3, 1), txs=honest_txs)
+    assert {proposer(2, 0), proposer(3, 1)}.isdisjoint({proposer(2, 1), KEYS[1]})
+    checks = counting_proposal_checks(monkeypatch)
+    h.deliver(p21, peer="relay-1")
+    h.deliver(p30, peer="relay-2")
+    h.deliver(sign_proposal(proposer(2, 0), 2, 0, b20), peer="honest-1")
+    h.deliver(sign_proposal(proposer(3, 1), 3, 1, b31), peer="honest-2")
+    # The Byzantine ones, larger than any block, are refused before their signature
+    # check; both honest full blocks are checked and kept (it was [1, 0, 0]: the
+    # round-1 proposal of height 3 found 44 of the 48 MiB taken).
+    assert checks == [0, 1]
 
 
 def test_the_early_proposals_bytes_are_bounded_in_all_and_votes_keep_their_room(
