@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -229,30 +230,34 @@ PROOF_TREE_BYTES = 32 * 1024 * 1024
 
 class ProofTrees:
     """The (transactions, receipts) Merkle trees of final blocks by height, least
-    recently used out first; used from the event loop. Final blocks never change, so a
-    kept tree is never stale (a height pruned since is found gone when its block is read).
+    recently used out first; used from the block reads' threads. Final blocks never
+    change, so a kept tree is never stale (a height pruned since is found gone when its
+    block is read).
     """
 
     def __init__(self, max_bytes: int = PROOF_TREE_BYTES) -> None:
         self.max_bytes = max_bytes
         self._trees: OrderedDict[int, tuple[MerkleTree, MerkleTree]] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def get(self, height: int) -> tuple[MerkleTree, MerkleTree] | None:
-        trees = self._trees.get(height)
-        if trees is not None:
-            self._trees.move_to_end(height)
-        return trees
+        with self._lock:
+            trees = self._trees.get(height)
+            if trees is not None:
+                self._trees.move_to_end(height)
+            return trees
 
     def put(self, height: int, trees: tuple[MerkleTree, MerkleTree]) -> None:
         size = trees[0].size + trees[1].size
-        if size > self.max_bytes or height in self._trees:
-            return
-        self._trees[height] = trees
-        self._bytes += size
-        while self._bytes > self.max_bytes:
-            _, (txs, receipts) = self._trees.popitem(last=False)
-            self._bytes -= txs.size + receipts.size
+        with self._lock:
+            if size > self.max_bytes or height in self._trees:
+                return
+            self._trees[height] = trees
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (txs, receipts) = self._trees.popitem(last=False)
+                self._bytes -= txs.size + receipts.size
 
 
 PROOF_TREES: web.AppKey[ProofTrees] = web.AppKey("proof_trees", ProofTrees)
@@ -329,22 +334,24 @@ async def get_tx_proof(request: web.Request) -> web.Response:
             404, "not_found", f"transaction {hash_.hex()} is in no block this node holds{kept}"
         )
     height, index = location
-    trees = request.app[PROOF_TREES]
     # Reading the block and hashing its trees is CPU in proportion to its size: never
     # on the event loop, and a few at once, as block reads.
-    out, made = await request.app[BLOCK_READS].run(
-        client_of(request), _tx_proof, chain, hash_, height, index, trees.get(height)
+    out = await request.app[BLOCK_READS].run(
+        client_of(request), _tx_proof, chain, hash_, height, index, request.app[PROOF_TREES]
     )
-    trees.put(height, made)
     return web.json_response(out)
 
 
 def _tx_proof(
-    chain: Any, hash_: bytes, height: int, index: int, kept: tuple[MerkleTree, MerkleTree] | None
-) -> tuple[dict[str, Any], tuple[MerkleTree, MerkleTree]]:
-    """The proof of transaction ``index`` of block ``height`` (``hash_``) and the block's
-    trees (``kept`` if given: then the transaction's receipt alone is read, not the
-    block's), in a worker thread."""
+    chain: Any, hash_: bytes, height: int, index: int, trees: ProofTrees
+) -> dict[str, Any]:
+    """The proof of transaction ``index`` of block ``height`` (``hash_``), in a worker
+    thread; the block's trees are taken from ``trees`` (then the transaction's receipt
+    alone is read, not the block's) or kept there."""
+    # Looked up when the read's turn comes, not as the request came: a flash deal's
+    # buyers ask at once, and every request queued behind the block's first read built
+    # its trees again (~100 ms at 40k transactions, each).
+    kept = trees.get(height)
     store = chain.store
     data = store.get_block_bytes(height)
     commit = store.get_commit(height)
@@ -381,6 +388,8 @@ def _tx_proof(
         verify_tx_inclusion(header, hash_, proof)
     except (InvalidProof, DecodeError) as exc:
         raise StorageError(f"stored block {height} proves no transaction {index}: {exc}") from exc
+    if kept is None:
+        trees.put(height, (tx_tree, receipt_tree))
     return {
         "hash": hash_.hex(),
         "height": height,
@@ -392,7 +401,7 @@ def _tx_proof(
         "receipt_path": [h.hex() for h in proof.receipt_path],
         "header": header.encode().hex(),
         "commit": commit.encode().hex(),
-    }, (tx_tree, receipt_tree)
+    }
 
 
 @ROUTES.get(
