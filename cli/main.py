@@ -464,8 +464,9 @@ def query_tx(
     tx_hash: str, prove: bool, genesis_file: Path | None, keyring: Path | None, node_url: str
 ) -> None:
     """Show a transaction: pending, or committed with its receipt. With --prove, the
-    block, index and receipt shown are proven (a pending one is refused: nothing to
-    prove yet)."""
+    block and receipt shown are proven, the index only as far as the node's count of
+    the block's transactions is true (no header commits to it); a pending one is
+    refused: nothing to prove yet."""
     text = tx_hash.strip().lower()
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
         raise NodeError("bad_hash", f"a transaction hash is 64 hex characters, got {tx_hash!r}")
