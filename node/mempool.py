@@ -105,8 +105,10 @@ Decisions (see also docs in the module's functions):
   filled), each a signature check, bound only by its p2p rate.
 - A client's submissions are classed the same way (``SubmitResult.unpaid``), and its
   address's budget is the HTTP layer's (``node.bodies.CheckBudget``), with one more
-  refusal counted: a nonce past the window from the chain's nonce (``nonce_gap``), which
-  an honest wallet meets only with that many transactions unfinalized. Everything else
+  refusal counted: a nonce past the window from the chain's nonce (``nonce_gap``) while
+  the window is not full of the sender's pending nonces (a pipeline running ahead of the
+  blocks fills it first; to send such nonces free, a sender keeps a window of fees
+  pending). Everything else
   that depends on this pool (a full pool, a sender's queued nonces, a held slot, fees
   already queued) is free to a client too: an honest wallet's burst meets it.
 """
@@ -965,14 +967,17 @@ class Mempool:
             return SubmitResult(h, "nonce_too_low", f"expected nonce >= {base}, got {nonce}", True)
         window = self._nonce_window
         if nonce >= base + window:
-            # Past the chain's nonce by more than this node's window: a client's to pay
-            # (an honest wallet gets here only with a window's worth unfinalized), not a
-            # relay's (another node's window may be wider, its state a block ahead).
+            # Past the chain's nonce by more than this node's window: a client's to pay,
+            # unless its window is full of pending nonces (a merchant's pipeline runs
+            # ahead of the blocks, and resends; to send such nonces free, a sender keeps
+            # a window of fees pending). Never a relay's: another node's window may be
+            # wider, its state a block ahead.
+            full = acct is not None and acct.end >= base + window
             return SubmitResult(
                 h,
                 "nonce_gap",
                 f"expected nonce < {base + window} (state nonce {base} + {window}), got {nonce}",
-                client,
+                client and not full,
             )
         old = acct.txs.get(nonce) if acct is not None else None
         if old is not None:

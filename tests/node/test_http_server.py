@@ -807,3 +807,23 @@ async def test_an_honest_wallets_burst_refused_for_what_the_pool_holds_is_not_ch
         status, _, answer = await submitted(port, transfers(faucet, chain_id, range(1)))
         assert status == 200 and codes(answer) == {"accepted"}
         assert await refused_by(port, "unpaid_checks") == (0, 0)
+
+
+async def test_a_pipeline_ahead_of_its_full_window_is_not_charged(tmp_path):
+    """A merchant's client sends its nonces in order, faster than blocks take them: past
+    its full window they are refused ``nonce_gap``, and resent later. Those refusals are
+    free while the window is full of its pending nonces (each to pay its fee), so the
+    address stays served; far-ahead nonces with the window not full are charged (the
+    test above)."""
+    async with gated(tmp_path, refused_txs_per_s=1, refused_txs_burst=6) as (port, node):
+        chain_id = node.genesis.chain_id
+        faucet = faucet_of(tmp_path)
+        window = node.config.mempool.nonce_window
+        batch = transfers(faucet, chain_id, range(window + 40))
+        status, _, answer = await submitted(port, batch)
+        assert status == 200
+        assert [r["code"] for r in answer["results"]] == ["accepted"] * window + ["nonce_gap"] * 40
+        # 40 refusals against 6 saved up would put the address in debt: it is served.
+        status, _, answer = await submitted(port, transfers(PrivateKey.generate(), chain_id, [0]))
+        assert status == 200 and codes(answer) == {"insufficient_fee"}
+        assert await refused_by(port, "unpaid_checks") == (0, 0)
