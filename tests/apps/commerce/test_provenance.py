@@ -277,13 +277,7 @@ def test_an_item_shipping_in_an_order_goes_only_to_a_carrier_its_buyer_or_back()
     anyone: the chain then showed a stranger holding alice's item, and on a refund the
     item stayed with that stranger."""
     chain = chain_with_roles()
-    shop = open_shop(chain)
-    chain.ok("maker", tx.PROPOSE_CUSTODY, tx.ProposeCustody(A1, chain.addr("merchant")))
-    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
-    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
-    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
-    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,)))
-    to = lambda name: tx.ProposeCustody(A1, chain.addr(name))  # noqa: E731
+    to = shipped_by_merchant(chain)
     r = chain.fails("merchant", tx.PROPOSE_CUSTODY, to("stranger"), "item_locked")
     assert "order 1" in r.message
     # A carrier takes it on; it goes on to a carrier or to its buyer, not elsewhere.
@@ -302,9 +296,9 @@ def test_an_item_shipping_in_an_order_goes_only_to_a_carrier_its_buyer_or_back()
     chain.ok("merchant", tx.PROPOSE_CUSTODY, to("stranger"))
 
 
-def shipped_to_alice(chain):
-    """A1 handed to the merchant, ordered by alice, shipped, carried to alice: she holds
-    it, the order is open."""
+def shipped_by_merchant(chain):
+    """A1 handed to the merchant, ordered by alice (order 1), shipped in it: the merchant
+    holds it, locked to the open order. Returns the hand-off to a named party."""
     shop = open_shop(chain)
     to = lambda name: tx.ProposeCustody(A1, chain.addr(name))  # noqa: E731
     chain.ok("maker", tx.PROPOSE_CUSTODY, to("merchant"))
@@ -312,6 +306,13 @@ def shipped_to_alice(chain):
     chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
     chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
     chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,)))
+    return to
+
+
+def shipped_to_alice(chain):
+    """A1 handed to the merchant, ordered by alice, shipped, carried to alice: she holds
+    it, the order is open."""
+    to = shipped_by_merchant(chain)
     chain.ok("merchant", tx.PROPOSE_CUSTODY, to("carrier"))
     chain.ok("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
     chain.ok("carrier", tx.PROPOSE_CUSTODY, to("alice"))
@@ -403,13 +404,7 @@ def test_a_refund_drops_the_merchants_own_hand_off_to_the_buyer():
     hand-off (proposing to itself is self-dealing) nor hand the item to any but a
     carrier. The hand-off lapses: the item is not going to her any more."""
     chain = chain_with_roles()
-    shop = open_shop(chain)
-    to = lambda name: tx.ProposeCustody(A1, chain.addr(name))  # noqa: E731
-    chain.ok("maker", tx.PROPOSE_CUSTODY, to("merchant"))
-    chain.ok("merchant", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
-    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))
-    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
-    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x00" * 32, (A1,)))
+    to = shipped_by_merchant(chain)
     chain.ok("merchant", tx.PROPOSE_CUSTODY, to("alice"))
     chain.ok("merchant", tx.REFUND, tx.Refund(1, 1_000))
     v = view(chain)
