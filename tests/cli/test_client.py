@@ -29,19 +29,24 @@ async def serve(handler, path: str = "/v1/status") -> Served:
     return server
 
 
+async def status_error(handler, **client_options) -> NodeError:
+    """The error ``NodeClient.status`` raises against a node that ``handler`` answers."""
+    server = await serve(handler)
+    try:
+        client = NodeClient(str(server.make_url("")), **client_options)
+        with pytest.raises(NodeError) as info:
+            await asyncio.to_thread(client.status)
+        return info.value
+    finally:
+        await server.close()
+
+
 @pytest.mark.parametrize("status, code", [(200, "bad_answer"), (400, "http_error")])
 async def test_a_nesting_bomb_from_a_node_is_a_node_error(status, code):
     async def answer(_request: web.Request) -> web.Response:
         return web.Response(status=status, text=BOMB, content_type="application/json")
 
-    server = await serve(answer)
-    try:
-        client = NodeClient(str(server.make_url("")))
-        with pytest.raises(NodeError) as info:
-            await asyncio.to_thread(client.status)
-        assert info.value.code == code
-    finally:
-        await server.close()
+    assert (await status_error(answer)).code == code
 
 
 def test_a_nesting_bomb_in_an_evidence_file_is_refused(tmp_path):
@@ -73,14 +78,8 @@ async def test_an_answer_dripped_a_byte_at_a_time_ends_at_the_answer_timeout():
         await resp.write(b'"}')
         return resp
 
-    server = await serve(drip)
-    try:
-        client = NodeClient(str(server.make_url("")), timeout=1.0, answer_timeout=0.5)
-        with pytest.raises(NodeError) as info:
-            await asyncio.to_thread(client.status)
-        assert info.value.code == "timeout" and "0.5 s" in info.value.message
-    finally:
-        await server.close()
+    error = await status_error(drip, timeout=1.0, answer_timeout=0.5)
+    assert error.code == "timeout" and "0.5 s" in error.message
 
 
 @pytest.mark.parametrize("status", [200, 500])
@@ -97,14 +96,8 @@ async def test_an_endless_answer_is_cut_at_the_size_bound(status):
         await resp.write(b'"}')
         return resp
 
-    server = await serve(endless)
-    try:
-        client = NodeClient(str(server.make_url("")))
-        with pytest.raises(NodeError) as info:
-            await asyncio.to_thread(client.status)
-        assert info.value.code == "too_large", info.value
-    finally:
-        await server.close()
+    error = await status_error(endless)
+    assert error.code == "too_large", error
 
 
 @pytest.mark.parametrize("to", ["ftp", "self"])
@@ -123,19 +116,15 @@ async def test_a_redirect_is_refused_unfollowed_and_its_body_unread(to):
             await resp.write(b"x" * 65536)
         return resp
 
-    server = await serve(redirect)
     try:
-        client = NodeClient(str(server.make_url("")), timeout=1.0, max_answer_bytes=1024)
-        with pytest.raises(NodeError) as info:
-            await asyncio.to_thread(client.status)
-        assert info.value.code == "redirected", info.value
-        assert repr(target) in info.value.message
+        error = await status_error(redirect, timeout=1.0, max_answer_bytes=1024)
+        assert error.code == "redirected", error
+        assert repr(target) in error.message
         # Nothing dialled the address the node named.
         with pytest.raises(BlockingIOError):
             elsewhere.accept()
     finally:
         elsewhere.close()
-        await server.close()
 
 
 @pytest.mark.parametrize(
