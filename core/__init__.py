@@ -17,7 +17,6 @@ from core.errors import (
 )
 from core.hashing import (
     HASH_SIZE,
-    MAX_MERKLE_PATH,
     ZERO_HASH,
     Domain,
     MerkleTree,
@@ -62,7 +61,6 @@ from core.types import (
 __all__ = [
     "ADDRESS_SIZE",
     "HASH_SIZE",
-    "MAX_MERKLE_PATH",
     "MAX_TIME_MS",
     "ZERO_HASH",
     "Address",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -51,15 +52,9 @@ def hash_bytes(domain: Domain, data: bytes) -> bytes:
     return h.digest()
 
 
-def merkle_root(leaves: Sequence[bytes]) -> bytes:
-    """Binary Merkle root over already-encoded items.
-
-    Leaves are hashed with ``LIST_LEAF``, inner nodes with ``LIST_NODE``; an odd
-    node at the end of a level is promoted unchanged (no duplication, so no
-    CVE-2012-2459-style second preimage). The root of an empty list is zero.
-    """
-    if not leaves:
-        return ZERO_HASH
+def _merkle_levels(leaves: Sequence[bytes]) -> Iterator[list[bytes]]:
+    """Each level of the tree over ``leaves`` (at least one), from the leaves' hashes up
+    to the root alone: ``merkle_root`` takes the last, ``MerkleTree`` keeps them all."""
     # A block hashes two trees of tens of thousands of leaves: ``prefixed`` hashers.
     level: list[bytes] = []
     append = level.append
@@ -68,6 +63,7 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
         h = leaf()
         h.update(x)
         append(h.digest())
+    yield level
     node = _PREFIXED[Domain.LIST_NODE].copy
     while len(level) > 1:
         nxt: list[bytes] = []
@@ -81,12 +77,20 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
         if len(level) % 2:
             append(level[-1])
         level = nxt
-    return level[0]
+        yield level
 
 
-# A list of fewer than 2**64 leaves (every count is a u64) makes a tree of at most 64
-# levels above its leaves: no path is longer.
-MAX_MERKLE_PATH = 64
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """Binary Merkle root over already-encoded items.
+
+    Leaves are hashed with ``LIST_LEAF``, inner nodes with ``LIST_NODE``; an odd
+    node at the end of a level is promoted unchanged (no duplication, so no
+    CVE-2012-2459-style second preimage). The root of an empty list is zero.
+    """
+    if not leaves:
+        return ZERO_HASH
+    (top,) = deque(_merkle_levels(leaves), maxlen=1)
+    return top[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,27 +109,7 @@ class MerkleTree:
         """The tree of ``merkle_root(leaves)`` (no level at all for an empty list)."""
         if not leaves:
             return cls(())
-        leaf = _PREFIXED[Domain.LIST_LEAF].copy
-        level = []
-        for x in leaves:
-            h = leaf()
-            h.update(x)
-            level.append(h.digest())
-        levels = [b"".join(level)]
-        node = _PREFIXED[Domain.LIST_NODE].copy
-        while len(level) > 1:
-            nxt = []
-            pairs = iter(level)
-            for left, right in zip(pairs, pairs, strict=False):  # an odd last one waits
-                h = node()
-                h.update(left)
-                h.update(right)
-                nxt.append(h.digest())
-            if len(level) % 2:
-                nxt.append(level[-1])
-            level = nxt
-            levels.append(b"".join(level))
-        return cls(tuple(levels))
+        return cls(tuple(b"".join(level) for level in _merkle_levels(leaves)))
 
     @property
     def count(self) -> int:
