@@ -30,6 +30,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -600,10 +601,16 @@ class StateSyncer(EpochPages):
                 if isinstance(offer, SnapshotOffer) and offer.height > 0:
                     offers.append((peer, offer))
                     self._offered[peer] = max(self._offered.get(peer, 0), offer.height)
-            # The highest first, but after every other those of peers whose offer went
-            # unserved in this sync.
+            # The block most peers offer first, the highest of those, and after every
+            # other those of peers whose offer went unserved in this sync. Honest peers
+            # offer their latest snapshot height, the same block: a member offering a
+            # higher block no other offers (real, certified, which honest peers prune
+            # within their keep_states) was taken first, and once it was the only
+            # server, could drip its state just above STALL_MIN_BYTES for hours.
+            offered = Counter(o.block for _, o in offers)
             for peer, offer in sorted(
-                offers, key=lambda po: (po[0] in self._unserved, -po[1].height)
+                offers,
+                key=lambda po: (po[0] in self._unserved, -offered[po[1].block], -po[1].height),
             ):
                 if peer in self.refused:
                     continue  # caught checking a higher offer

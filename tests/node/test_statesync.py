@@ -1513,6 +1513,44 @@ async def test_a_snapshot_served_by_a_dripping_peer_alone_is_left_for_another(
     assert net.dropped == {}
 
 
+async def test_a_block_offered_by_one_peer_alone_comes_after_the_one_others_offer(
+    tmp_path, monkeypatch
+):
+    # The hostile peer offers the newest final block (44: real, certified, no snapshot
+    # height), which honest peers prune soon, and drips its state just above the stall
+    # floor. Taken first as the highest, it held the sync for hours once it was the only
+    # server. The two honest peers offer their snapshot (40): the block most peers offer
+    # comes first, and the hostile peer is never asked for a chunk of 44.
+    monkeypatch.setattr(statesync, "OFFER_SETTLE_S", 0.0)
+    monkeypatch.setattr(statesync, "STALL_WINDOW_S", 1.5)
+    monkeypatch.setattr(statesync, "STALL_MIN_BYTES", 4096)
+    source = make_chain(tmp_path / "a", 44)
+    honest = server(source.store)
+    asked_44: list[ChunkRequest] = []
+
+    async def pruned_44(msg: Wire) -> Wire | None:
+        if isinstance(msg, ChunkRequest) and msg.height == 44:
+            return ChunkResponse(msg.height, msg.subtree, msg.depth, msg.path, ())
+        return await honest.answer(msg)
+
+    async def dripping(msg: Wire) -> Wire | None:
+        if isinstance(msg, SnapshotRequest):
+            return await honest.answer(SnapshotRequest(44))
+        if isinstance(msg, ChunkRequest) and msg.height == 44:
+            asked_44.append(msg)
+            await asyncio.sleep(0.4)
+            real = await honest.answer(msg)
+            assert isinstance(real, ChunkResponse)
+            return dataclasses.replace(real, nodes=real.nodes[:1])
+        return await honest.answer(msg)
+
+    net = Net({HONEST: pruned_44, b"\x03" * 32: pruned_44, HOSTILE: dripping})
+    dest = ChainStore(tmp_path / "b")
+    assert await net.sync(dest, timeout=30, request_timeout_s=0.5) == 40
+    assert dest.state_root(40) == source.store.state_root(40)
+    assert asked_44 == []
+
+
 def _shifted(records: tuple[bytes, ...], serving_records: dict[int, bytes], first: int):
     """Each record replaced with the next epoch's: well formed, signed, and wrong."""
     return tuple(serving_records.get(e + 1, r) for e, r in enumerate(records, start=first))
