@@ -62,8 +62,9 @@ from p2p.limits import ITEM_OBJECT_BYTES
 # (``consensus.staking_state.drop_old_producer_sets``, a first-kept mark at 0x17 05),
 # and evidence naming a dropped one fails ``evidence_too_old``; an order that gives its
 # buyer back all it paid sends its items back to the merchant (``Item.return_to``, one
-# field more), and a listed item is not decommissioned (``item_listed``): other state
-# and receipts (tree layout 8 still).
+# field more), a listed item is not decommissioned (``item_listed``), and a custodian
+# withdraws its own pending hand-off with ``refuse_custody``: other state and receipts
+# (tree layout 8 still).
 PROTOCOL_VERSION = 12
 
 # --- type bytes owned by p2p ---

@@ -519,6 +519,14 @@ def _require_on_the_way(state: Overlay, item: Item, to: bytes, label: str) -> No
     )
 
 
+def _withdrawable(state: Overlay, p: ItemRef, signer: bytes) -> Item | None:
+    """The item, if ``signer`` holds it with a hand-off of its own pending."""
+    item = load(state, keys.item_key(keys.item_ref(p.item.gtin, p.item.serial)), Item)
+    if item is None or item.custodian != signer or item.pending_to is None:
+        return None
+    return item
+
+
 def _pending_for(state: Overlay, p: ItemRef, signer: bytes) -> tuple[Item, str]:
     ref = keys.item_ref(p.item.gtin, p.item.serial)
     label = item_label(p.item)
@@ -575,7 +583,8 @@ def process_accept_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockCon
 @TX_TYPES.declare(
     REFUSE_CUSTODY,
     ItemRef,
-    "the pending receiver: refuse a hand-off; the proposal is dropped",
+    "the pending receiver: refuse a hand-off, or the custodian: withdraw its own; the "
+    "proposal is dropped",
     codes=shared("commerce_disabled", "unknown_item", "too_many_events", "no_pending_handoff"),
     events={ev.CUSTODY_REFUSED, ev.ITEM_EVENT},
     reads={P.CONFIG},
@@ -585,16 +594,24 @@ def process_accept_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockCon
 def process_refuse_custody(state: Overlay, tx: TxInfo, p: ItemRef, ctx: BlockContext) -> None:
     config(state)
     signer = tx.sender_address
-    item, _ = _pending_for(state, p, signer)
+    item = _withdrawable(state, p, signer)
+    if item is not None:
+        # The custodian takes its own proposal back: a receiver that never answered left
+        # it pending for good, and with it an item returning from an order locked in its
+        # merchant's hands (proposing to itself is self-dealing).
+        step, disposition, to = "shipping", "cancelled", item.pending_to
+    else:
+        item, _ = _pending_for(state, p, signer)
+        step, disposition, to = "receiving", "refused", signer
     event = _event(
         item,
         ctx,
         signer,
         tx.hash,
-        biz_step="receiving",
-        disposition="refused",
+        biz_step=step,
+        disposition=disposition,
         source=item.custodian,
-        destination=signer,
+        destination=to,
     )
     order_id, return_to = _lock_after(item, item.custodian)
     _append(state, item, event, pending_to=None, order_id=order_id, return_to=return_to)

@@ -137,7 +137,8 @@ def item_accept(t: TxOpts, gtin: str, serial: str) -> None:
 @tx_command(item, "refuse")
 @_with_item
 def item_refuse(t: TxOpts, gtin: str, serial: str) -> None:
-    """Refuse custody of an item handed to the signer."""
+    """Refuse custody of an item handed to the signer, or withdraw the signer's own
+    pending hand-off of an item it holds."""
     t.send(tx.REFUSE_CUSTODY, tx.ItemRef(ItemId(gtin, serial)))
 
 

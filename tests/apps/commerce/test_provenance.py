@@ -413,3 +413,31 @@ def test_a_refund_drops_the_merchants_own_hand_off_to_the_buyer():
     # Alice cannot take it now; the merchant's item is free again.
     chain.fails("alice", tx.ACCEPT_CUSTODY, tx.ItemRef(A1), "no_pending_handoff")
     chain.ok("merchant", tx.PROPOSE_CUSTODY, to("stranger"))
+
+
+def test_a_custodian_withdraws_its_own_hand_off_that_nobody_answers():
+    """Refunded while its hand-off to a carrier was pending, the merchant held its item
+    locked to the order until that carrier answered: a carrier that never did kept it
+    locked for good (the merchant may not propose to itself, and a new proposal to
+    another carrier only moves the wait). The custodian withdraws its own proposal; the
+    item, back with its merchant and nothing pending, is unlocked."""
+    chain = chain_with_roles()
+    to = shipped_by_merchant(chain)
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, to("carrier"))
+    chain.ok("merchant", tx.REFUND, tx.Refund(1, 1_000))
+    v = view(chain)
+    assert (v.pending_to, v.return_to) == (chain.addr("carrier"), chain.addr("merchant"))
+    # Nobody but the custodian or the receiver may drop the proposal.
+    chain.fails("stranger", tx.REFUSE_CUSTODY, tx.ItemRef(A1), "no_pending_handoff")
+    chain.ok("merchant", tx.REFUSE_CUSTODY, tx.ItemRef(A1))
+    v = view(chain)
+    last = v.history[-1]
+    assert (last.biz_step, last.disposition) == ("shipping", "cancelled")
+    assert (last.source, last.destination) == (chain.addr("merchant"), chain.addr("carrier"))
+    assert (v.custodian, v.pending_to) == (chain.addr("merchant"), None)
+    assert (v.order_id, v.return_to) == (0, None)
+    chain.fails("carrier", tx.ACCEPT_CUSTODY, tx.ItemRef(A1), "no_pending_handoff")
+    chain.ok("merchant", tx.PROPOSE_CUSTODY, to("stranger"))
+    # With nothing pending there is nothing to withdraw.
+    chain.ok("stranger", tx.ACCEPT_CUSTODY, tx.ItemRef(A1))
+    chain.fails("stranger", tx.REFUSE_CUSTODY, tx.ItemRef(A1), "no_pending_handoff")

@@ -139,6 +139,7 @@ function timelineEntry(e, who) {
   let what;
   if (e.action === "ADD") what = ["Made and registered", e.read_point ? ` at ${e.read_point}` : ""];
   else if (e.action === "DELETE") what = ["Taken out of circulation"];
+  else if (e.biz_step === "shipping" && e.disposition === "cancelled") what = ["Hand-off to ", who(e.destination), " withdrawn; stays with ", who(e.source)];
   else if (e.biz_step === "shipping") what = ["Sent by ", who(e.source), " to ", who(e.destination)];
   else if (e.biz_step === "receiving" && e.disposition === "refused") what = ["Refused by ", who(e.destination), "; stays with ", who(e.source)];
   else if (e.biz_step === "receiving") what = ["Received by ", who(e.destination), " from ", who(e.source)];
