@@ -207,7 +207,13 @@ class SnapshotServer:
     its bytes make (``ReadBudget.charge``). An offer is a whole block, up to
     ``max_block_bytes`` (8 MiB), at any height the store holds: counted as one read, a
     member asking for offers in a loop was sent 32 MiB a second (64 MiB at once), where
-    a joiner takes one offer a peer per attempt."""
+    a joiner takes one offer a peer per attempt.
+
+    All peers together get at most ``NODE_READS_PER_S`` reads a second
+    (``NODE_READS_BURST`` at once), taken once a peer's own budget lets its read go:
+    each peer's budget bounds what it costs, but not what several cost together, and
+    reads hold the GIL the consensus thread needs (several members asking at their
+    rate kept both readers busy: two threads of Python beside the chain's)."""
 
     # Reads at once: they share the loop's default executor with the HTTP routes and
     # the feeds, which many peers asking together must not crowd out. A peer waiting
@@ -217,6 +223,10 @@ class SnapshotServer:
     # it asks every peer that offered the snapshot.
     PEER_READS_PER_S = 4.0
     PEER_READS_BURST = 8.0
+    # Every peer's reads together: twice one peer's, so that one member asking at its
+    # rate leaves as much again to the others (a joiner asks every peer that offered).
+    NODE_READS_PER_S = 8.0
+    NODE_READS_BURST = 16.0
 
     def __init__(
         self,
@@ -226,6 +236,7 @@ class SnapshotServer:
         chunk_filter: Callable[[list[bytes]], list[bytes]] | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         budget: ReadBudget | None = None,
+        node_budget: ReadBudget | None = None,
     ) -> None:
         self._store = store
         self._chunk_bytes = chunk_bytes
@@ -237,6 +248,12 @@ class SnapshotServer:
         self.budget = budget or ReadBudget(
             self.PEER_READS_PER_S,
             self.PEER_READS_BURST,
+            read_bytes=max(chunk_bytes, DEFAULT_CHUNK_BYTES),
+        )
+        # One bucket (key None) for every peer's reads.
+        self.node_budget = node_budget or ReadBudget(
+            self.NODE_READS_PER_S,
+            self.NODE_READS_BURST,
             read_bytes=max(chunk_bytes, DEFAULT_CHUNK_BYTES),
         )
 
@@ -272,6 +289,11 @@ class SnapshotServer:
         wait_s = self.budget.wait_s(peer)
         if wait_s:
             await asyncio.sleep(wait_s)
+        # Taken only now that the peer's own budget lets the read go: a peer asking
+        # past its budget does not hold the node's reads while it waits for its own.
+        wait_s = self.node_budget.wait_s(None)
+        if wait_s:
+            await asyncio.sleep(wait_s)
         store = self._store()
         if store is None or not store.initialized:
             return none
@@ -281,7 +303,9 @@ class SnapshotServer:
         except LiveLedgerError as exc:
             log.warning("state sync: not serving %s: %s", type(msg).__name__, exc)
             return none
-        self.budget.charge(peer, answer_bytes(answer))
+        nbytes = answer_bytes(answer)
+        self.budget.charge(peer, nbytes)
+        self.node_budget.charge(None, nbytes)
         return answer
 
     def _offer(self, store: ChainStore, height: int) -> SnapshotOffer:

@@ -67,7 +67,12 @@ def server(store: ChainStore, chunk_bytes: int = 512) -> SnapshotServer:
     # Small chunks: the state takes many of them, more than a peer's read budget allows
     # a second (its own tests are below).
     return SnapshotServer(
-        lambda: store, GENESIS, INTERVAL, chunk_bytes=chunk_bytes, budget=ReadBudget(1e6, 1e6)
+        lambda: store,
+        GENESIS,
+        INTERVAL,
+        chunk_bytes=chunk_bytes,
+        budget=ReadBudget(1e6, 1e6),
+        node_budget=ReadBudget(1e6, 1e6),
     )
 
 
@@ -526,6 +531,42 @@ async def test_a_peer_asking_past_its_budget_waits_and_others_do_not(tmp_path, m
     assert waits == [1.0]
 
 
+async def test_many_peers_each_within_its_budget_share_the_nodes_reads(tmp_path, monkeypatch):
+    # Each peer's budget bounds what it costs, not what several cost together: members
+    # asking at their rate kept both readers busy, two threads of Python holding the GIL
+    # the consensus thread needs. All peers' reads now share the node's budget, taken
+    # once a peer's own lets its read go.
+    chain = make_chain(tmp_path / "a", 3 * INTERVAL)
+    now = [0.0]
+    waits: list[float] = []
+
+    async def waited(delay: float) -> None:
+        waits.append(delay)
+        now[0] += delay
+
+    monkeypatch.setattr("node.statesync.asyncio.sleep", waited)
+    serving = SnapshotServer(
+        lambda: chain.store,
+        GENESIS,
+        INTERVAL,
+        budget=ReadBudget(1.0, 1.0, clock=lambda: now[0]),
+        node_budget=ReadBudget(2.0, 2.0, clock=lambda: now[0]),
+    )
+    for peer in range(6):
+        assert (await serving.answer(SnapshotRequest(0), peer)) is not None
+    # Two within the node's burst, then each waits for the node's rate, whoever asks.
+    assert waits == [0.5] * 4
+    assert now[0] == 2.0
+    # A peer past its own budget waits for it first and holds no node read meanwhile:
+    # 2 s later the node's burst is back for another peer.
+    now[0] += 2.0
+    assert (await serving.answer(SnapshotRequest(0), "greedy")) is not None
+    assert (await serving.answer(SnapshotRequest(0), "greedy")) is not None
+    assert waits[4:] == [1.0]
+    assert (await serving.answer(SnapshotRequest(0), "other")) is not None
+    assert waits[5:] == []
+
+
 async def test_a_peer_asking_for_offers_in_a_loop_is_sent_its_budget_in_bytes(
     tmp_path, monkeypatch
 ):
@@ -548,6 +589,7 @@ async def test_a_peer_asking_for_offers_in_a_loop_is_sent_its_budget_in_bytes(
         GENESIS,
         INTERVAL,
         budget=ReadBudget(1.0, 2.0, clock=lambda: now[0], read_bytes=read_bytes),
+        node_budget=ReadBudget(1e6, 1e6),
     )
     requests: list[Wire] = [SnapshotRequest(h) for h in (0, INTERVAL, 3, 5) * 5]
     requests += [EpochsRequest(1, 64)] * 5
@@ -570,6 +612,7 @@ async def test_a_peer_asking_for_offers_in_a_loop_is_sent_its_budget_in_bytes(
         INTERVAL,
         chunk_bytes=4 * read_bytes,
         budget=ReadBudget(1.0, 2.0, clock=lambda: now[0], read_bytes=16 * read_bytes),
+        node_budget=ReadBudget(1e6, 1e6),
     )
     for _ in range(2):
         assert isinstance(await small.answer(chunk, b"joiner"), ChunkResponse)
@@ -1609,7 +1652,13 @@ async def test_a_chain_without_staking_syncs_under_its_genesis_producers(tmp_pat
         executed = chain.build([], proposer, genesis.genesis_time_ms + h * 1000)
         keys = [BY_PUB[k] for k in chain.validators_for(h).keys]
         chain.commit(executed, make_commit(keys, genesis.chain_id, h, 0, executed.block.hash))
-    serving = SnapshotServer(lambda: chain.store, genesis, INTERVAL, budget=ReadBudget(1e6, 1e6))
+    serving = SnapshotServer(
+        lambda: chain.store,
+        genesis,
+        INTERVAL,
+        budget=ReadBudget(1e6, 1e6),
+        node_budget=ReadBudget(1e6, 1e6),
+    )
     net = Net({HONEST: serving.answer})
     dest = ChainStore(tmp_path / "b")
     net.syncer = StateSyncer(dest, genesis, net, request_timeout_s=1.0)
