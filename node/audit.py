@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from core import InvalidBlock, StorageError
 from genesis import Genesis, load_genesis
 from node.chain import Chain
 from node.config import GENESIS_FILE, StorageConfig, load_config
+from node.epoch_records import make_epoch_record
 from node.service import build_registry
 from storage import TREE_DIR, ChainStore
 
@@ -88,6 +89,64 @@ def _open_source(data_dir: Path, scratch: Path, caches: StorageConfig) -> tuple[
             last_error = exc
             log.info("snapshot attempt %d of a live store failed: %s", attempt + 1, exc)
     raise StorageError(f"could not snapshot the running node's store at {data_dir}: {last_error}")
+
+
+def _show(entry: tuple[object, ...] | None) -> str:
+    """An index entry for a message: bytes as hex (long values cut), ints as they are."""
+    if entry is None:
+        return "nothing"
+    parts = []
+    for part in entry:
+        if isinstance(part, bytes):
+            text = part.hex()
+            parts.append(text if len(text) <= 80 else f"{text[:80]}... ({len(part)} bytes)")
+        else:
+            parts.append(str(part))
+    return "(" + ", ".join(parts) + ")"
+
+
+def _same_entries(
+    what: str,
+    stored: Iterator[tuple[bytes, *tuple[object, ...]]],
+    replayed: Iterator[tuple[bytes, *tuple[object, ...]]],
+) -> None:
+    """Walk two key-ordered scans of one index (key first in each entry) side by side;
+    raise ``InvalidBlock`` at the first entry where the node's differs from the
+    replay's: one the replay has not, one the node lacks, or another value."""
+    held, made = next(stored, None), next(replayed, None)
+    while held is not None or made is not None:
+        if held is not None and (made is None or held[0] < made[0]):
+            raise InvalidBlock(
+                f"the node's {what} holds {_show(held)}, which no verified block made"
+            )
+        if made is not None and (held is None or made[0] < held[0]):
+            raise InvalidBlock(
+                f"the node's {what} lacks {_show(made)}, which the verified blocks made"
+            )
+        if held != made:
+            raise InvalidBlock(
+                f"the node's {what} holds {_show(held)}, the verified blocks made {_show(made)}"
+            )
+        held, made = next(stored, None), next(replayed, None)
+
+
+def _check_epoch_records(
+    source: ChainStore, replayed: ChainStore, genesis: Genesis, head: int
+) -> None:
+    """Each epoch record the node keeps (``GET /v1/epochs/{e}``, a joining node's walk)
+    must be the one the replayed chain makes: the verified boundary header and its
+    certificate, the producer set in its state and that set's proof."""
+    length = genesis.params.epoch_length
+    for epoch in range(1, head // length + 1):
+        stored = source.get_epoch_record(epoch)
+        if stored is None:
+            continue  # not kept yet: the node makes it from the block and state when asked
+        record = make_epoch_record(replayed, epoch, length)
+        if record is None or stored != record.encode():
+            raise InvalidBlock(
+                f"the node's record of epoch {epoch} is not the one block {epoch * length} "
+                "and its state make"
+            )
 
 
 def audit_home(
@@ -163,6 +222,14 @@ def _replay(
             txs += len(block.txs)
             if progress is not None:
                 progress(height)
+        # What the node answers from beside the blocks, unproven (GET /v1/txs/{hash},
+        # accounts and currencies without proofs, its own execution), against what the
+        # replay of the verified blocks wrote: the same code writes both, so an honest
+        # archive store holds exactly the replay's entries, and any other is a lie.
+        _same_entries("tx index", source.iter_tx_index(), replay_store.iter_tx_index())
+        _same_entries("block index", source.iter_block_index(), replay_store.iter_block_index())
+        _same_entries("flat state", source.iter_state(), replay_store.iter_state())
+        _check_epoch_records(source, replay_store, genesis, head)
         root = replay_store.state_root(head)
         return AuditReport(head, genesis.hash, root, txs, copied)
     finally:

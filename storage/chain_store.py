@@ -640,6 +640,25 @@ class ChainStore:
             raise StorageError(f"tx index entry for {tx_hash.hex()} is corrupt")
         return data
 
+    def iter_tx_index(self) -> Iterator[tuple[bytes, int, int]]:
+        """Every tx index entry as (tx hash, height, position), in hash order: what
+        ``tx_location`` and ``get_receipt`` answer from (an audit compares them with
+        the blocks it verified)."""
+        for hash_, data in self._db.iterate(spaces.TX_INDEX):
+            if len(data) != _LOCATION_SIZE:
+                raise StorageError(f"tx index entry for {hash_.hex()} is corrupt")
+            yield (
+                hash_,
+                decode_height(data[: spaces.HEIGHT_SIZE]),
+                int.from_bytes(data[spaces.HEIGHT_SIZE :], "big"),
+            )
+
+    def iter_block_index(self) -> Iterator[tuple[bytes, int]]:
+        """Every (block hash, height) entry ``height_of`` answers from, in hash order
+        (the genesis hash at height 0 among them)."""
+        for hash_, data in self._db.iterate(spaces.BLOCK_HEIGHT):
+            yield hash_, decode_height(data)
+
     def get_receipts(self, height: int) -> list[bytes]:
         """Receipts of block ``height`` in transaction order (empty if none or no block)."""
         return [value for _, value in self._db.iterate(spaces.RECEIPT + encode_height(height))]

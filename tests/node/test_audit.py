@@ -11,14 +11,24 @@ from click.testing import CliRunner
 from cli.main import main
 from cli.trust import pin_genesis
 from consensus import ValidatorSet, make_commit
-from core import Block, InvalidBlock, PrivateKey, StorageError
+from core import Block, InvalidBlock, PrivateKey, StorageError, TxBody, sign_tx, tx_hash
 from core.keystore import load_key
 from genesis import create_localnet, load_genesis
 from node.audit import audit_home
 from node.chain import Chain
 from node.config import load_config
+from node.epoch_records import keep_epoch_record
 from node.service import build_registry
-from vm import Account, account_key
+from storage import ChainStore
+from storage.db import BLOCK, BLOCK_HEIGHT, EPOCH, STATE, TX_INDEX, encode_height, encode_position
+from tests.consensus.staking_helpers import KEYS as STAKING_KEYS
+from tests.consensus.staking_helpers import PARAMS as STAKING_PARAMS
+from tests.consensus.staking_helpers import make_genesis
+from tests.storage.storage_chain_fixtures import raw_write
+from vm import Account, Transfer, account_key, verify_signed_tx
+
+# Three producers elected every epoch of 4 blocks.
+STAKING_GENESIS = make_genesis(validators=3, params=STAKING_PARAMS)
 
 
 def _home_with_blocks(tmp_path, blocks: int):
@@ -177,3 +187,114 @@ def test_the_operator_s_block_without_a_lie_audits_clean(tmp_path):
     _lie(genesis, keys, store, chain, "none")
     store.close()
     assert audit_home(layout.nodes[0].home).height == 2
+
+
+def _home_with_a_transfer(tmp_path):
+    """A one-producer localnet's home, two blocks in: block 1 holds a transfer of the
+    faucet's, so the tx index holds one entry."""
+    layout = create_localnet(tmp_path / "net", 1, "")
+    genesis = load_genesis(layout.genesis_path)
+    producer = load_key(layout.nodes[0].key_path, "")
+    faucet = load_key(layout.faucet_key_path, "")
+    config = load_config(layout.nodes[0].home)
+    data_dir = layout.nodes[0].home / config.data_dir
+    store = config.storage.open_store(data_dir)
+    chain = Chain(store, genesis, build_registry())
+    body = TxBody(0, genesis.params.min_fee, 50, "transfer", Transfer(bytes(20), 7).encode())
+    raw = sign_tx(faucet, genesis.chain_id, body).encode()
+    paid = verify_signed_tx(raw, genesis.chain_id, chain.registry, genesis.params.max_tx_bytes)
+    for h, txs in ((1, [paid]), (2, [])):
+        executed = chain.build(txs, producer, genesis.genesis_time_ms + h * 1_000)
+        chain.commit(executed, make_commit([producer], genesis.chain_id, h, 0, executed.block.hash))
+    block = store.get_block(2)
+    assert block is not None
+    store.close()
+    return layout.nodes[0].home, data_dir, tx_hash(raw), block.hash, faucet.address
+
+
+@pytest.mark.parametrize(
+    "lie, says",
+    [
+        # A payment no block holds, answered as committed (GET /v1/txs/{hash}).
+        ("phantom tx", "tx index holds"),
+        # A payment a block holds, answered as unknown.
+        ("dropped tx", "tx index lacks"),
+        # Another height and place: another receipt answered as its own.
+        ("moved tx", "tx index holds"),
+        ("phantom block", "block index holds"),
+        ("moved block", "block index holds"),
+        # Coins minted out of nothing in what unproven account reads answer from (and
+        # what the node's own execution reads).
+        ("balance", "flat state holds"),
+        ("deleted account", "flat state lacks"),
+    ],
+)
+def test_an_index_the_operator_forged_beside_valid_blocks_is_refused(tmp_path, lie, says):
+    # Every block, certificate, receipt and root is genuine: the lie is only in what the
+    # node keeps beside them and answers unproven reads from.
+    home, data_dir, paid, block_2, faucet = _home_with_a_transfer(tmp_path)
+    assert audit_home(home).height == 2
+    location = encode_height(1) + encode_position(0)
+    faucet_key = account_key(faucet)
+    puts, deletes = {}, []
+    if lie == "phantom tx":
+        puts[TX_INDEX + b"\x07" * 32] = location
+    elif lie == "dropped tx":
+        deletes.append(TX_INDEX + paid)
+    elif lie == "moved tx":
+        puts[TX_INDEX + paid] = encode_height(2) + encode_position(0)
+    elif lie == "phantom block":
+        puts[BLOCK_HEIGHT + b"\x07" * 32] = encode_height(1)
+    elif lie == "moved block":
+        puts[BLOCK_HEIGHT + block_2] = encode_height(1)
+    elif lie == "balance":
+        puts[STATE + faucet_key] = Account(10**15, 1).encode()
+    elif lie == "deleted account":
+        deletes.append(STATE + faucet_key)
+    raw_write(data_dir, puts, deletes)
+    with pytest.raises(InvalidBlock, match=says):
+        audit_home(home)
+
+
+def test_an_epoch_record_the_operator_swapped_is_refused(tmp_path):
+    # A staking chain of epochs of 4 blocks, each epoch's record kept at its last block
+    # as the node keeps it: the honest records audit clean, and a record of another
+    # epoch stored in one's place (what GET /v1/epochs/{e} and joining nodes read) is
+    # refused.
+    layout = create_localnet(tmp_path / "net", 1, "")
+    home = layout.nodes[0].home
+    config = load_config(home)
+    data_dir = home / config.data_dir
+    store = config.storage.open_store(data_dir)
+    chain = Chain(store, STAKING_GENESIS, build_registry())
+    by_key = {k.public_key: k for k in STAKING_KEYS}
+    length = STAKING_GENESIS.params.epoch_length
+    for h in range(1, 3 * length + 1):
+        producers = chain.validators_for(h)
+        proposer = by_key[producers.proposer(h, 0)]
+        executed = chain.build([], proposer, STAKING_GENESIS.genesis_time_ms + h * 1_000)
+        signers = [by_key[k] for k in producers.keys]
+        chain.commit(
+            executed, make_commit(signers, STAKING_GENESIS.chain_id, h, 0, executed.block.hash)
+        )
+        if h % length == 0:
+            keep_epoch_record(store, h // length, length)
+    first = store.get_epoch_record(1)
+    assert first is not None and store.get_epoch_record(3) is not None
+    store.close()
+    assert audit_home(home, genesis=STAKING_GENESIS).height == 3 * length
+    raw_write(data_dir, {EPOCH + encode_height(2): first})
+    with pytest.raises(InvalidBlock, match="record of epoch 2"):
+        audit_home(home, genesis=STAKING_GENESIS)
+
+
+def test_blocks_served_out_of_order_are_refused(tmp_path):
+    # Two genuine blocks stored each under the other's height: the replay asks for each
+    # height in turn and takes only the block that follows its head.
+    home, data_dir, _paid, _block_2, _faucet = _home_with_a_transfer(tmp_path)
+    with ChainStore(data_dir) as store:
+        first, second = store.get_block_bytes(1), store.get_block_bytes(2)
+    assert first is not None and second is not None
+    raw_write(data_dir, {BLOCK + encode_height(1): second, BLOCK + encode_height(2): first})
+    with pytest.raises(InvalidBlock, match="block height 2, expected 1"):
+        audit_home(home)
