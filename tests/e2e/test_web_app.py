@@ -1470,6 +1470,37 @@ def test_the_block_page_shows_the_header_its_certificate_signs(world, browser):
         world.proxy.rewrite = None
 
 
+def test_the_explorer_says_which_of_its_reads_are_the_node_s_word(world, browser):
+    """A node whose block answer lists a transaction the block does not hold, beside the
+    genuine header and certificate: the certificate still verifies (it covers the header,
+    not the list), so the page says the list is the node's word and the transaction's page
+    refuses it. The account page, read without proofs, says so too."""
+    page = browser
+    expect = sync_api.expect
+    height = int(world.ids["web_order_height"])
+    phantom = "07" * 32
+
+    def lie(path: str, body: bytes) -> bytes:
+        if path != f"/v1/blocks/{height}":
+            return body
+        doc = json.loads(body)
+        doc["txs"].append({"hash": phantom, "size": 100, "type": "transfer"})
+        doc["num_txs"] += 1
+        return json.dumps(doc).encode()
+
+    world.proxy.rewrite = lie
+    try:
+        page.goto(f"{world.proxy.url}/explorer/blocks/{height}")
+        expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+        expect(page.locator(f"#block-txs li[data-tx='{phantom}']")).to_be_visible()
+        expect(page.locator("#block-txs-trust")).to_contain_text("The node's list and count")
+        expect(page.locator("#block-txs-trust")).to_contain_text("not verified here")
+    finally:
+        world.proxy.rewrite = None
+    page.goto(f"{world.proxy.url}/explorer/accounts/{world.ids['web_address']}")
+    expect(page.locator("#account-trust")).to_contain_text("the node's word: not verified")
+
+
 def test_files_are_served_with_cache_headers_and_no_way_out(world):
     """The node serves the build: pages revalidated, hashed assets cached for good,
     unknown or escaping names are a 404."""

@@ -168,6 +168,10 @@ export async function blockPage(main, heightText) {
       commit ? h("ul", { class: "mono small" }, commit.signatures.map((s) => h("li", {}, short(hex(s.validator), 16)))) : null,
     ),
     h("h2", {}, "Transactions"),
+    // The certificate covers the header, which commits to the transactions through its tx
+    // root, a tree over their encodings: a list of hashes cannot be checked against it, so
+    // the list and its count are the node's word. Each transaction's page proves itself.
+    h("p", { class: "muted small", id: "block-txs-trust" }, "The node's list and count, not verified here: open a transaction to verify that this block holds it."),
     h(
       "ol",
       { class: "rows", id: "block-txs" },
@@ -271,6 +275,7 @@ export async function accountPage(main, address) {
       h("dt", {}, "Roles"), h("dd", {}, roles?.roles.length ? roles.roles.join(", ") : "none"),
       merchant ? [h("dt", {}, "Merchant"), h("dd", {}, `${merchant.merchant.status}, rated ${(merchant.merchant.rating_avg_x100 / 100).toFixed(2)} (${merchant.merchant.rating_count})`)] : null,
     ),
-    h("p", { class: "muted small" }, `as of block ${acct.height}`),
+    // Read without proofs (the wallet proves balances): the node's word, said as such.
+    h("p", { class: "muted small", id: "account-trust" }, `as of block ${acct.height}, the node's word: not verified here (the wallet verifies balances)`),
   );
 }
