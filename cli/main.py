@@ -497,6 +497,14 @@ def query_tx(
         with reading_answer(f"receipt of {text}"):
             doc["receipt"] = human.receipt(doc["receipt"])
     click.echo(json.dumps(doc, indent=2))
+    if doc.get("status") == "committed":
+        # Read from the node's tx index: a node may name a transaction no block holds,
+        # or another's receipt. Said, as every unproven answer an auditor may act on.
+        click.echo(
+            "note: the node's word (its tx index); --prove verifies that a final block "
+            "holds the transaction and this receipt",
+            err=True,
+        )
 
 
 @query.command("status")

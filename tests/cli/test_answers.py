@@ -382,6 +382,15 @@ async def test_malformed_account_balances_are_the_node_s_bad_answer(node, balanc
     refused_as_bad_answer(done, "balances")
 
 
+async def test_a_committed_transaction_shown_unproven_is_said_to_be_the_node_s_word(node):
+    # Its status, block and receipt come from the node's tx index, which no header commits
+    # to: a node may name a payment no block holds.
+    done = await run(node, "query", "tx", TX)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["status"] == "committed"
+    assert "the node's word" in done.stderr and "--prove" in done.stderr
+
+
 @pytest.mark.parametrize(
     "receipt",
     [{"events": 5}, {"code": "ok"}, {"events": [{"kind": "x", "attrs": {"n": 1}}]}, "ok"],
