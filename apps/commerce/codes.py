@@ -50,8 +50,8 @@ SHARED: dict[str, str] = {
     "item_decommissioned": "the item was decommissioned",
     "item_locked": "the item ships in an order or has a pending hand-off (or, shipping in an "
     "order, is handed to other than a carrier, its buyer or merchant)",
-    "item_listed": "the item is offered by another resale listing (active, its unit unsold): "
-    "delist it first",
+    "item_listed": "the item is offered by another resale listing (active, its unit unsold), "
+    "or by any when handing it off or decommissioning it: delist it first",
     "too_many_events": "the item's history holds 2**32-1 events",
     "no_pending_handoff": "no hand-off of the item is pending to the signer",
     # What vm/currency.py's checks give, meaning what they mean there.

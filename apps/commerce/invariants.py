@@ -28,6 +28,7 @@ from apps.commerce.model import (
     DealStatus,
     Dispute,
     Item,
+    ItemStatus,
     Listing,
     Merchant,
     Order,
@@ -250,6 +251,22 @@ def check_invariants(
         names = None if item is None else item.listing_id
         if offering != [names]:
             bad(f"item {ref.hex()} is offered by listings {offering}, it names listing {names}")
+        # ...which its seller can ship: active, owned and held by the listing's merchant,
+        # with no hand-off pending and in no order, until the listing's order ships it.
+        seller = listings[offering[0]].merchant
+        if item is not None and (
+            item.status != ItemStatus.ACTIVE
+            or item.owner != seller
+            or item.custodian != seller
+            or item.pending_to is not None
+            or item.order_id
+        ):
+            bad(
+                f"item {ref.hex()} offered by listing {offering[0]} of {seller.hex()} is not "
+                f"its seller's to ship: owner {_hex(item.owner)}, custodian "
+                f"{item.custodian.hex()}, pending to {_hex(item.pending_to)}, order "
+                f"{item.order_id}, status {item.status}"
+            )
 
     # An item is locked to an order only on its way: shipping in it while the order is
     # open, or going back to its merchant once the order returned the buyer all it paid,
@@ -388,6 +405,10 @@ def _check_auction(
             bad(f"sold auction {a.id} has no order {a.order_id} of its winner at {a.price}")
     elif a.order_id:
         bad(f"auction {a.id} ({status.name.lower()}) has order {a.order_id}")
+
+
+def _hex(address: bytes | None) -> str:
+    return "none" if address is None else address.hex()
 
 
 def _all(state: StateView, kind: int, key: Callable[[int], bytes], cls: type[W]) -> dict[int, W]:

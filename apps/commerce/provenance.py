@@ -449,7 +449,8 @@ def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> 
     PROPOSE_CUSTODY,
     ProposeCustody,
     "custodian: propose a hand-off (shipping event); while the item ships in an order, to "
-    "a carrier, its buyer or its merchant (returning from one: a carrier or its merchant)",
+    "a carrier, its buyer or its merchant (returning from one: a carrier or its merchant); "
+    "never while a resale listing offers it",
     codes=shared(
         "commerce_disabled",
         "self_dealing",
@@ -457,10 +458,11 @@ def process_attest(state: Overlay, tx: TxInfo, p: Attest, ctx: BlockContext) -> 
         "not_custodian",
         "item_decommissioned",
         "item_locked",
+        "item_listed",
         "too_many_events",
     ),
     events={ev.CUSTODY_PROPOSED, ev.ITEM_EVENT},
-    reads={P.CONFIG, P.ORDER, P.ROLE},
+    reads={P.CONFIG, P.ORDER, P.ROLE, P.LISTING},
     writes={P.ITEM, P.ITEM_EVENT},
     view="ItemView",
 )
@@ -481,6 +483,12 @@ def process_propose_custody(
     # the buyer, or back to the merchant (a return), never to a third party.
     if item.order_id:
         _require_on_the_way(state, item, p.to, label)
+    # A listing that offers it would take a buyer's escrow for an item its seller no
+    # longer holds, unshippable, the money back only at the ship deadline: the seller
+    # keeps it until the listing's order ships it (the unit sold, the listing offers it
+    # no more), or delists first. A hand-off pending before the listing cannot be
+    # accepted after it: listing an item with one pending is refused (item_locked).
+    _require_not_offered(state, item, label, 0)
     event = _event(
         item,
         ctx,

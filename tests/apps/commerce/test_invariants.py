@@ -79,6 +79,25 @@ def test_an_item_offered_by_a_listing_it_does_not_name():
     assert problems(chain) == [f"item {ref.hex()} is offered by listings [2], it names listing 0"]
 
 
+def test_an_item_offered_by_a_listing_its_seller_does_not_hold():
+    # A buyer's escrow would wait for an item its seller cannot ship.
+    from tests.apps.commerce.test_resale import TEAPOT, become_merchant, resale, sold_to_alice
+
+    chain = sold_to_alice()
+    become_merchant(chain, "alice")
+    chain.ok("alice", tx.CREATE_LISTING, resale())
+    ref = keys.item_ref(TEAPOT.gtin, TEAPOT.serial)
+    item = Item.decode(chain.state[keys.item_key(ref)])
+    inspector = chain.addr("inspector")
+    for away in ({"custodian": inspector}, {"pending_to": inspector}):
+        chain.state[keys.item_key(ref)] = dataclasses.replace(item, **away).encode()
+        (problem,) = problems(chain)
+        assert problem.startswith(f"item {ref.hex()} offered by listing 2 of ")
+        assert "is not its seller's to ship" in problem
+    chain.state[keys.item_key(ref)] = item.encode()
+    assert problems(chain) == []
+
+
 def test_an_item_locked_to_an_order_off_its_way():
     # Unlocked while its order is open, it could be shipped again or resold; still locked
     # to an order that settled with the seller paid, or ended without returning it, it

@@ -235,3 +235,41 @@ def test_an_item_a_listing_offers_is_not_decommissioned():
     chain.ok("alice", tx.DECLINE_ORDER, tx.OrderRef(2))
     chain.ok("alice", tx.ATTEST, destroy)
     assert item_view(chain.state, TEAPOT.gtin, TEAPOT.serial).status == "decommissioned"
+
+
+def test_an_item_a_listing_offers_stays_with_its_seller():
+    """Alice listed her teapot and then handed it to someone else (a friend, an inspector):
+    bob paid into escrow for an item alice no longer held, could not be shipped, and his
+    money waited for the ship deadline. A hand-off pending when she lists does not get
+    around it: the listing is refused until the hand-off is answered or withdrawn."""
+    chain = sold_to_alice()
+    alice_key = become_merchant(chain, "alice")
+    to_inspector = tx.ProposeCustody(TEAPOT, chain.addr("inspector"))
+    # A hand-off pending, then the listing, then the receiver's accept: the listing waits.
+    chain.ok("alice", tx.PROPOSE_CUSTODY, to_inspector)
+    chain.fails("alice", tx.CREATE_LISTING, resale(), "item_locked")
+    chain.ok("alice", tx.REFUSE_CUSTODY, tx.ItemRef(TEAPOT))  # alice withdraws it
+    chain.ok("alice", tx.CREATE_LISTING, resale())  # listing 2
+    chain.fails("inspector", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT), "no_pending_handoff")
+    # Listing 2 offers it: alice may not hand it to anyone.
+    r = chain.fails("alice", tx.PROPOSE_CUSTODY, to_inspector, "item_listed")
+    assert "listing 2" in r.message
+    carrier = tx.ProposeCustody(TEAPOT, chain.addr("carrier"))
+    chain.fails("alice", tx.PROPOSE_CUSTODY, carrier, "item_listed")
+    # Delisted while bob's order holds its unit, it still waits for bob.
+    chain.ok("bob", tx.PLACE_ORDER, order(2, alice_key, 3 * PRICE))
+    chain.ok("alice", tx.DELIST, tx.ListingRef(2))
+    chain.fails("alice", tx.PROPOSE_CUSTODY, to_inspector, "item_listed")
+    teapot = get_item(chain.state, TEAPOT.gtin, TEAPOT.serial)
+    assert teapot.custodian == chain.addr("alice") and teapot.pending_to is None
+    # Shipping bob's order is what it waited for: shipped, it travels to bob.
+    chain.ok("alice", tx.ACCEPT_ORDER, tx.OrderRef(2))
+    chain.ok("alice", tx.SHIP_ORDER, tx.ShipOrder(2, b"\x07" * 32, (TEAPOT,)))
+    chain.ok("alice", tx.PROPOSE_CUSTODY, tx.ProposeCustody(TEAPOT, chain.addr("bob")))
+    chain.ok("bob", tx.ACCEPT_CUSTODY, tx.ItemRef(TEAPOT))
+    chain.ok("bob", tx.CONFIRM_DELIVERY, tx.OrderRef(2))
+    # A listing that ended with no order holding its unit frees the item as well.
+    become_merchant(chain, "bob")
+    chain.ok("bob", tx.CREATE_LISTING, resale())  # listing 3
+    chain.ok("bob", tx.DELIST, tx.ListingRef(3))
+    chain.ok("bob", tx.PROPOSE_CUSTODY, to_inspector)
