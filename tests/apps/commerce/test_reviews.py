@@ -2,7 +2,7 @@
 
 from apps.commerce import payloads as tx
 from apps.commerce.views import get_review, listing_view, merchant_view, order_view, reviews_for
-from tests.apps.commerce.helpers import new_chain, open_shop
+from tests.apps.commerce.helpers import TEST_PARAMS, new_chain, open_shop
 
 
 def settled(chain, shop, buyer):
@@ -77,3 +77,41 @@ def test_settlement_does_not_wait_for_a_review():
     merchant0 = chain.balance("merchant")
     settled(chain, shop, "alice")
     assert chain.balance("merchant") > merchant0
+
+
+def test_a_review_counts_once_for_the_order_it_reviews_and_nothing_else():
+    """The adversary's tries (review h_listed): a merchant buying from itself, reviewing
+    a refunded or expired order, reviewing one order twice, or making a review count for
+    another listing or merchant. A review names only its order: its merchant and listing
+    are the order's."""
+    chain = new_chain()
+    shop = open_shop(chain)
+    chain.fails("merchant", tx.PLACE_ORDER, shop.order("merchant"), "self_dealing")
+    # A second merchant whose aggregates no review of the first may move.
+    chain.ok("carol", tx.REGISTER_MERCHANT, tx.RegisterMerchant("Carol", "", shop.enc_public))
+    chain.ok("registrar", tx.APPROVE_MERCHANT, tx.ApproveMerchant(chain.addr("carol"), True))
+    chain.ok("carol", tx.CREATE_LISTING, tx.CreateListing("Cup", "", 10, 5, b""))  # listing 2
+    # Refunded in full (after shipping too), or expired: not settled, never reviewed.
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice"))  # order 1
+    chain.ok("merchant", tx.ACCEPT_ORDER, tx.OrderRef(1))
+    chain.ok("merchant", tx.SHIP_ORDER, tx.ShipOrder(1, b"\x01" * 32, ()))
+    chain.ok("merchant", tx.REFUND, tx.Refund(1, 1_000))
+    chain.fails("alice", tx.REVIEW, tx.WriteReview(1, 5, ""), "not_settled")
+    chain.ok("bob", tx.PLACE_ORDER, shop.order("bob"))  # order 2
+    chain.block(advance_ms=TEST_PARAMS.accept_window_ms + 1)
+    assert order_view(chain.state, 2, chain.addr("bob")).state == "expired"
+    chain.fails("bob", tx.REVIEW, tx.WriteReview(2, 1, ""), "not_settled")
+    # Settled: one review, edited as often as the buyer likes, counts once, for the
+    # order's merchant and listing only.
+    oid = settled(chain, shop, "alice")
+    for rating in (5, 1, 5):
+        chain.ok("alice", tx.REVIEW, tx.WriteReview(oid, rating, ""))
+    m = merchant_view(chain.state, chain.addr("merchant"))
+    assert (m.rating_count, m.rating_sum) == (1, 5)
+    assert (listing_view(chain.state, 1).rating_count, listing_view(chain.state, 1).rating_sum) == (
+        1,
+        5,
+    )
+    assert merchant_view(chain.state, chain.addr("carol")).rating_count == 0
+    assert listing_view(chain.state, 2).rating_count == 0
+    assert reviews_for(chain.state, merchant=chain.addr("carol")) == []
