@@ -35,7 +35,8 @@ SHARED: dict[str, str] = {
     "registrar_party": "a registrar as buyer, bidder or merchant: it rules escalated "
     "disputes, and may not rule an order it is a party to",
     "invalid_sealed_address": "a sealed box too short to hold anything",
-    "stale_key": "the address is sealed to a key that is not the merchant's current one",
+    "stale_key": "the address is sealed to a key that is not the merchant's current one (a "
+    "disclosure: the auditor's)",
     "insufficient_funds": "balance (after the fee) below the amount",
     "invalid_amount": "an amount of 0, over what is held, or overflowing uint64",
     "u64_overflow": "a running total (tips, ratings, order counts, ids) would pass 2**64-1",

@@ -947,6 +947,7 @@ def process_rule(state: Overlay, tx: TxInfo, p: Rule, ctx: BlockContext) -> None
             "not_authorized",
             "text_too_long",
             "invalid_sealed_address",
+            "stale_key",
             "unknown_order",
         ),
         "too_many_disclosures": "the order's address was disclosed 64 times already",
@@ -973,6 +974,14 @@ def process_disclose(state: Overlay, tx: TxInfo, p: Disclose, ctx: BlockContext)
         raise TxFailed(
             f"{addr(p.auditor)} does not hold role auditor (role auditor missing)",
             "missing_role",
+        )
+    # The copy must be sealed to the auditor's current key: the record names that key,
+    # and the auditor opens its copy with the key its record names. Rotated meanwhile
+    # (set_roles), the copy was recorded under a key that cannot open it.
+    if p.sealed_to != record.enc_key:
+        raise TxFailed(
+            f"disclosure sealed to key {p.sealed_to.hex()}, auditor key is {record.enc_key.hex()}",
+            "stale_key",
         )
     require_sealed(p.ciphertext, params.sealed_address_max_bytes, "disclosure")
     seq = order.disclosures

@@ -284,6 +284,8 @@ class Rule(Wire):
 class Disclose(Wire):
     order_id: int
     auditor: Address
+    # The auditor's key the copy is sealed to: its current one, or refused (stale_key).
+    sealed_to: EncKey
     # The address re-sealed to the auditor's registered key.
     ciphertext: Annotated[bytes, MaxLen(SEALED_CAP)]
 

@@ -281,7 +281,7 @@ def order_disclose(t: TxOpts, order_id: int, auditor: str) -> None:
         plaintext = kept
     t.send(
         tx.DISCLOSE,
-        tx.Disclose(order_id, auditor_address, reseal(auditor_key, plaintext)),
+        tx.Disclose(order_id, auditor_address, auditor_key, reseal(auditor_key, plaintext)),
         client,
         key,
     )

@@ -180,7 +180,10 @@ def test_disclosure_to_an_auditor():
     plain = open_plaintext(shop.enc_private, view.sealed_address)
     copy = reseal(auditor_public, plain)
     chain.fails(
-        "merchant", tx.DISCLOSE, tx.Disclose(1, chain.addr("auditor"), copy), "missing_role"
+        "merchant",
+        tx.DISCLOSE,
+        tx.Disclose(1, chain.addr("auditor"), auditor_public, copy),
+        "missing_role",
     )
     chain.ok(
         "registrar",
@@ -188,15 +191,20 @@ def test_disclosure_to_an_auditor():
         tx.SetRoles(chain.addr("auditor"), int(Role.AUDITOR), auditor_public),
     )
     chain.fails(
-        "stranger", tx.DISCLOSE, tx.Disclose(1, chain.addr("auditor"), copy), "not_authorized"
+        "stranger",
+        tx.DISCLOSE,
+        tx.Disclose(1, chain.addr("auditor"), auditor_public, copy),
+        "not_authorized",
     )
     chain.fails(
         "merchant",
         tx.DISCLOSE,
-        tx.Disclose(1, chain.addr("auditor"), b"\x00" * 48),
+        tx.Disclose(1, chain.addr("auditor"), auditor_public, b"\x00" * 48),
         "invalid_sealed_address",
     )
-    r = chain.ok("merchant", tx.DISCLOSE, tx.Disclose(1, chain.addr("auditor"), copy))
+    r = chain.ok(
+        "merchant", tx.DISCLOSE, tx.Disclose(1, chain.addr("auditor"), auditor_public, copy)
+    )
     assert r.events[0].kind == "commerce.disclosed"
     # The auditor sees the order with its own copy, opens it and checks the commitment.
     seen = order_view(chain.state, 1, chain.addr("auditor"))
@@ -207,6 +215,35 @@ def test_disclosure_to_an_auditor():
         open_address(auditor_private, disclosure.ciphertext, seen.address_commitment)
         == "7 Harbour Rd"
     )
+
+
+def test_a_disclosure_sealed_to_a_key_the_auditor_no_longer_has_is_refused():
+    """The registrar rotated the auditor's key between the merchant's read of it and its
+    disclosure: the chain recorded the copy under the new key, which cannot open it (the
+    CLI opens a copy with the key its record names), as it would refuse an order sealed
+    to a merchant's old key."""
+    chain = new_chain()
+    shop = open_shop(chain)
+    old_private, old_public = enc_keys("auditor")
+    new_private, new_public = enc_keys("auditor, rotated")
+    auditor = chain.addr("auditor")
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(auditor, int(Role.AUDITOR), old_public))
+    chain.ok("alice", tx.PLACE_ORDER, shop.order("alice", address="7 Harbour Rd"))
+    plain = open_plaintext(
+        shop.enc_private, order_view(chain.state, 1, chain.addr("merchant")).sealed_address
+    )
+    copy = reseal(old_public, plain)
+    chain.ok("registrar", tx.SET_ROLES, tx.SetRoles(auditor, int(Role.AUDITOR), new_public))
+    r = chain.fails("merchant", tx.DISCLOSE, tx.Disclose(1, auditor, old_public, copy), "stale_key")
+    assert new_public.hex() in r.message
+    # Sealed again to the key the auditor holds now, it is recorded under that key.
+    copy = reseal(new_public, plain)
+    chain.ok("merchant", tx.DISCLOSE, tx.Disclose(1, auditor, new_public, copy))
+    (disclosure,) = order_view(chain.state, 1, auditor).disclosures
+    assert disclosure.auditor_key == new_public
+    commitment = order_view(chain.state, 1, auditor).address_commitment
+    assert open_address(new_private, disclosure.ciphertext, commitment) == "7 Harbour Rd"
+    assert old_private != new_private
 
 
 def test_order_visibility():

@@ -492,7 +492,9 @@ class CommerceMachine(RuleBasedStateMachine):
         elif kind == 9:
             self.add(who, tx.REPLY_REVIEW, tx.ReplyReview(oid, "hm"))
         else:
-            self.add(who, tx.DISCLOSE, tx.Disclose(oid, self.chain.addr("arb"), b"\x00" * 64))
+            self.add(
+                who, tx.DISCLOSE, tx.Disclose(oid, self.chain.addr("arb"), bytes(32), b"\x00" * 64)
+            )
 
     @rule(data=st.data(), kind=st.integers(0, 5), n=st.integers(1, 4))
     def auction(self, data, kind, n):
