@@ -63,8 +63,10 @@ from p2p.limits import ITEM_OBJECT_BYTES
 # and evidence naming a dropped one fails ``evidence_too_old``; an order that gives its
 # buyer back all it paid sends its items back to the merchant (``Item.return_to``, one
 # field more), a listed item is not decommissioned (``item_listed``), and a custodian
-# withdraws its own pending hand-off with ``refuse_custody``: other state and receipts
-# (tree layout 8 still).
+# withdraws its own pending hand-off with ``refuse_custody``; a listed item is not
+# handed off (``item_listed``) and a disclosure names the key it is sealed to
+# (``Disclose.sealed_to``, one field more, ``stale_key``): other state, payloads and
+# receipts (tree layout 8 still).
 PROTOCOL_VERSION = 12
 
 # --- type bytes owned by p2p ---
