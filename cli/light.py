@@ -1,12 +1,17 @@
 """Light-client checks: trust only the genesis document, verify everything else.
 
-A header is final when more than 2/3 of *its* epoch's producers signed it. Epoch
-0's producers are in genesis; every later set is in the state, elected in the
-begin-block of the previous epoch's last block. So the producers of any height
-are reached by walking the epochs: verify the last header of epoch e-1 with
-set e-1, prove set e against that header's state root, and go on. The node gives
-both in one answer, its record of epoch e (``GET /v1/epochs/{e}``), which every
-node keeps for good however much it prunes.
+A header is final when it names a producer set the client derived and more than 2/3
+of that set signed it (Rule S, docs/state-sync.md, Trust model: whatever epoch the set
+was derived for). Epoch 0's producers are in genesis; every later set is in the state,
+elected in the begin-block of the previous epoch's last block, and proven by the
+node's record of that epoch (``GET /v1/epochs/{e}``: the boundary header, its
+certificate, the set and its proof), which every node keeps for good however much it
+prunes. The producers of a height are reached one change of producers at a time:
+``GET /v1/epochs/{k}/next-change`` gives the record of the next epoch whose set differs
+from epoch ``k``'s, checked with ``k``'s set; no change up to the height's epoch leaves
+``k``'s set, which the header of that height must name (``certified_header``), so a
+node that hid a change is refused there. A node without that route is walked epoch
+by epoch.
 
 A transaction's inclusion and receipt are proven the same way (``proven_tx``): the
 node's Merkle paths are checked against the tx root and receipt root of a header
@@ -21,7 +26,7 @@ its epoch; the store only saves the walk.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from cli.client import (
     NodeClient,
@@ -94,7 +99,15 @@ def certified_header(
         )
     with reading_answer(f"certificate of height {height}"):
         commit = Commit.decode(bytes.fromhex(commit_hex))
-    # More than 2/3 of that height's producers signed this very header.
+    # It names the set it is checked against: a set derived for an earlier epoch
+    # certifies a later header only then (Rule S, docs/state-sync.md, Trust model); a
+    # node that hid a change of producers is refused here.
+    if header.producer_set_hash != validators.hash:
+        raise InvalidBlock(
+            f"the node's header of height {height} names producer set "
+            f"{header.producer_set_hash.hex()}, the proven one is {validators.hash.hex()}"
+        )
+    # More than 2/3 of that set signed this very header.
     verify_commit(commit, genesis.chain_id, height, header.hash, validators)
     return header
 
@@ -133,15 +146,46 @@ def fetch_epoch(
             "against another node",
             exc.status,
         ) from None
+    return checked_record(genesis, epoch, doc, validators)
+
+
+def checked_record(genesis: Genesis, epoch: int, doc: Any, validators: ValidatorSet) -> Checkpoint:
+    """Epoch ``epoch``'s producers from a node's record of it (``doc``, as
+    ``GET /v1/epochs/{epoch}`` answers): its boundary header names ``validators`` and more
+    than 2/3 of them certified it, and the set is proven in that header's state."""
     with reading_answer(f"record of epoch {epoch}"):
         header_hex, commit_hex = doc["header"], doc["commit"]
         value = bytes.fromhex(doc["producers"])
         proof = StateProof.decode(bytes.fromhex(doc["proof"]))
+    boundary = epoch * genesis.params.epoch_length
     header = certified_header(genesis, boundary, header_hex, commit_hex, validators)
     # The next set is what that header's state holds under its key.
     verify_proof(header.state_root, producer_set_key(epoch), value, proof)
     producers = ProducerSet.decode(value)
     return Checkpoint(epoch, boundary, header.hash, header.state_root, producers)
+
+
+def fetch_next_change(
+    client: NodeClient, genesis: Genesis, epoch: int, validators: ValidatorSet
+) -> Checkpoint | None:
+    """The first epoch after ``epoch`` whose producers differ from ``validators``
+    (epoch ``epoch``'s), from the node's record of it
+    (``GET /v1/epochs/{epoch}/next-change``), checked with ``validators`` (Rule S: its
+    boundary header names them); None when the node says none did up to its head.
+
+    Neither answer is taken on the node's word: a change hidden (None, or a later one)
+    leaves ``validators`` for a height whose header names another set, and that header
+    is refused (``certified_header``); a record past a change it skipped names another
+    set too. Raises ``NodeError`` ``not_found`` from a node without the route."""
+    try:
+        doc = client.get(f"/v1/epochs/{epoch}/next-change")
+    except NodeError as exc:
+        if exc.code == "no_set_change":
+            return None
+        raise
+    # Strictly later: a walk always moves on.
+    change = int_field(doc, "epoch", f"next change after epoch {epoch}", low=epoch + 1)
+    return checked_record(genesis, change, doc, validators)
 
 
 def proven_state(
@@ -243,10 +287,17 @@ def proven_tx(
 def producers_at(
     client: NodeClient, genesis: Genesis, height: int, store: CheckpointStore | None = None
 ) -> ValidatorSet:
-    """The producers of block ``height``, derived from genesis through proofs only.
+    """The producers of block ``height``, derived from genesis through proofs only: the
+    set of the last change of producers at or before its epoch, one record read per
+    change (``fetch_next_change``), not one per epoch.
 
-    With ``store``, the walk starts after its checkpoint when that is not beyond
+    What it returns is proven for ``height`` only with the header it certifies: a node
+    that hid a change makes it the set of an earlier epoch, which ``certified_header``
+    refuses for a header naming another set. Callers check headers with it there.
+
+    With ``store``, the walk starts at its checkpoint when that is not beyond
     ``height``'s epoch, and the highest set verified is kept there for the next walk.
+    A node without the next-change route (an older one) is walked epoch by epoch.
     """
     # Callers pass the height a node's answer is at.
     with reading_answer("height"):
@@ -258,13 +309,28 @@ def producers_at(
     length = genesis.params.epoch_length
     target = epoch_of(height, length)
     kept = store.load(genesis) if store is not None else None
-    start = 1
+    at = 0
     if kept is not None and kept.epoch <= target:
-        validators, start = kept.producers.validator_set(), kept.epoch + 1
+        validators, at = kept.producers.validator_set(), kept.epoch
     reached: Checkpoint | None = None
-    for epoch in range(start, target + 1):
-        reached = fetch_epoch(client, genesis, epoch, validators, height)
-        validators = reached.producers.validator_set()
+    while at < target:
+        try:
+            change = fetch_next_change(client, genesis, at, validators)
+        except NodeError as exc:
+            if exc.code != "not_found":
+                raise
+            # No route (an older node), or no record of the change: one epoch at a time.
+            for epoch in range(at + 1, target + 1):
+                reached = fetch_epoch(client, genesis, epoch, validators, height)
+                validators = reached.producers.validator_set()
+            break
+        if change is None:
+            break
+        # Verified (with the set before it): kept even past the target, as the highest.
+        reached = change
+        if change.epoch > target:
+            break
+        validators, at = change.producers.validator_set(), change.epoch
     # Only ever forward: a walk below the kept epoch (an old height) keeps the higher one.
     if store is not None and reached is not None and (kept is None or reached.epoch > kept.epoch):
         store.save(genesis, reached)

@@ -864,6 +864,15 @@ async def get_epoch(request: web.Request) -> web.Response:
             f"no record of epoch {epoch}: records are of epochs 1 to {head // length} "
             f"(epoch_length {length}, head {head}); epoch 0's producers are genesis's",
         )
+    return await _record_answer(request, epoch)
+
+
+async def _record_answer(request: web.Request, epoch: int) -> web.Response:
+    """Epoch ``epoch``'s record as ``GET /v1/epochs/{epoch}`` answers it (its boundary
+    at or below the head); 404 ``not_found`` if this node holds none."""
+    node = node_of(request)
+    chain, _ = ready(node)
+    length = node.genesis.params.epoch_length
     # Kept, or made from the block and state at the boundary (a node stopped between a
     # boundary's commit and keeping its record): a proof's tree walk, so off the loop
     # and bounded, as the state route's.
@@ -883,6 +892,71 @@ async def get_epoch(request: web.Request) -> web.Response:
             "proof": record.proof.hex(),
         }
     )
+
+
+@ROUTES.get(
+    "/v1/epochs/{epoch}/next-change",
+    "getNextSetChange",
+    "The next epoch whose producers change",
+    "The record (as `GET /v1/epochs/{epoch}` gives it) of the first epoch after `epoch` "
+    "(from 0, genesis's) whose producer set differs from epoch `epoch`'s: a light client "
+    "holding epoch `epoch`'s set verifies that record's boundary header with it (the "
+    "header names that set, and more than 2/3 of it signed) and so reads one record per "
+    "change of producers, not one per epoch (docs/state-sync.md, Trust model: Rule S). "
+    "Where this node cannot tell (a record it holds unindexed, or none), it answers the "
+    "first epoch it cannot vouch for, whose record verifies the same way. Two index "
+    "seeks in the node's store, never a scan.",
+    params=(
+        Param(
+            "epoch",
+            "path",
+            {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            "an epoch number, from 0",
+        ),
+    ),
+    ok=Answer("The record of the next epoch whose producers change.", EPOCH_RECORD),
+    errors=(
+        Refusal(400, "Not an epoch number.", "bad_epoch"),
+        Refusal(
+            404,
+            "`no_set_change`: the producers of every epoch from `epoch` to the head's are "
+            "epoch `epoch`'s (a chain without staking has one set for good). `not_found`: "
+            "`epoch` is past the head's epoch, or this node holds no record of the change "
+            "(a client then walks the epochs one by one, as from a node without this route).",
+            "no_set_change",
+            "not_found",
+        ),
+        Refusal(
+            500, "This node's stored record does not decode (a damaged store).", "corrupt_record"
+        ),
+        BUSY,
+    ),
+)
+async def get_next_set_change(request: web.Request) -> web.Response:
+    """The record of the first epoch after ``epoch`` whose producers differ (the store's
+    index, ``ChainStore.next_set_change``)."""
+    node = node_of(request)
+    chain, _ = ready(node)
+    epoch = _decimal(request.match_info["epoch"], "epoch", "bad_epoch")
+    length = node.genesis.params.epoch_length
+    # The highest epoch with a record: its boundary is at or below the head.
+    last = chain.height // length
+    if epoch > last:
+        raise HttpError(
+            404,
+            "not_found",
+            f"epoch {epoch} is past this node's records (epochs 0 to {last}, "
+            f"epoch_length {length}, head {chain.height})",
+        )
+    change = None if node.genesis.staking is None else chain.store.next_set_change(epoch)
+    if change is None or change > last:
+        raise HttpError(
+            404,
+            "no_set_change",
+            f"the producers of epochs {epoch} to {last} (the head's, height {chain.height}) "
+            f"are epoch {epoch}'s",
+        )
+    return await _record_answer(request, change)
 
 
 __all__ = [

@@ -9,6 +9,11 @@ pruning drops it) and serves them (``epoch_record``, through
 snapshot's height from genesis's set, record by record (``verify_epoch_record``), as
 the light client does (cli/light.py).
 
+Each record is stored with the hash of the set it proves, indexed so that a light
+client's "next change of producers after epoch e" (``GET /v1/epochs/{e}/next-change``)
+is two seeks (``ChainStore.next_set_change``); ``index_epoch_sets`` indexes, once, a
+store written before the index.
+
 ``EpochPages`` is that walk inside ``node.statesync.StateSyncer`` (one of its bases):
 pages of records asked of every usable peer, the fastest first, verified in a worker
 thread, and kept a page per synced write.
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from consensus import ValidatorSet, epoch_of, verify_commit
 from consensus.staking_state import ProducerSet, producer_set_key
-from core import BlockHeader, Commit, Invalid, MaxLen, Wire
+from core import BlockHeader, Commit, DecodeError, Invalid, MaxLen, Wire
 from genesis import Genesis
 from node.sync_rates import PeerRates
 from p2p import EpochsRequest, EpochsResponse
@@ -92,12 +97,66 @@ def epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> bytes | No
     return record.encode()
 
 
+def record_set_hash(raw: bytes) -> bytes:
+    """The hash of the producer set an encoded record proves (``ValidatorSet.hash``, as
+    headers name it): what the store indexes, so that ``next_set_change`` is a seek.
+    Raises ``DecodeError`` for a record that does not decode."""
+    record = EpochRecord.decode(raw)
+    return ProducerSet.decode(record.producers).validator_set().hash
+
+
 def keep_epoch_record(store: ChainStore, epoch: int, epoch_length: int) -> None:
     """Store the record of ``epoch`` for good, unless it is stored or cannot be made."""
     if store.get_epoch_record(epoch) is None:
         record = make_epoch_record(store, epoch, epoch_length)
         if record is not None:
-            store.put_epoch_record(epoch, record.encode())
+            producers = ProducerSet.decode(record.producers).validator_set()
+            store.put_epoch_record(epoch, record.encode(), producers.hash)
+
+
+# Records indexed per synced write when a store written before the index is opened.
+_INDEX_PAGE = 4096
+
+
+def index_epoch_sets(store: ChainStore, genesis: Genesis) -> int:
+    """Index the producer set of every stored record, once, for a store written before
+    the index existed (then mark it done); and epoch 0's, genesis's, in any store. One
+    pass over the records (a few KiB each: a year of 50 s epochs, ~2 GB read once);
+    returns how many were indexed. A record that does not decode is left out: its epoch
+    stays a gap, which ``next_set_change`` answers with that epoch (the route then says
+    the record is damaged)."""
+    if genesis.staking is None:
+        return 0  # no epoch records: one set for good
+    if store.epoch_set(0) is None:
+        store.put_epoch_sets(0, [ValidatorSet.of(v.public_key for v in genesis.validators).hash])
+    if store.epoch_sets_indexed:
+        return 0
+    count = 0
+    page: dict[int, bytes] = {}
+
+    def flush() -> None:
+        # One write per run of consecutive epochs in the page.
+        epochs = sorted(page)
+        start = 0
+        for i in range(1, len(epochs) + 1):
+            if i == len(epochs) or epochs[i] != epochs[i - 1] + 1:
+                run = epochs[start:i]
+                store.put_epoch_sets(run[0], [page[e] for e in run])
+                start = i
+        page.clear()
+
+    for epoch, raw in store.iter_epoch_records():
+        try:
+            page[epoch] = record_set_hash(raw)
+        except (DecodeError, ValueError) as exc:
+            log.warning("stored record of epoch %d does not decode, not indexed: %s", epoch, exc)
+            continue
+        count += 1
+        if len(page) >= _INDEX_PAGE:
+            flush()
+    flush()
+    store.mark_epoch_sets_indexed()
+    return count
 
 
 def verify_epoch_record(
@@ -112,6 +171,12 @@ def verify_epoch_record(
     # The last block of the previous epoch, of this chain.
     if header.height != boundary or header.chain_id != genesis.chain_id:
         raise Invalid(f"epoch {epoch} record holds header {header.height}, expected {boundary}")
+    # It names the set that signed it (docs/state-sync.md, Trust model: Rule S).
+    if header.producer_set_hash != validators.hash:
+        raise Invalid(
+            f"epoch {epoch} record's header names producer set "
+            f"{header.producer_set_hash.hex()}, expected {validators.hash.hex()}"
+        )
     # Final: more than 2/3 of the producers of that height signed this header.
     verify_commit(commit, genesis.chain_id, boundary, header.hash, validators)
     # The next set is what that header's state holds under its key.
@@ -508,7 +573,10 @@ class EpochPages(ABC):
         if sets:
             # Kept only once verified, a page in one write: after a crash the store
             # holds verified pages from epoch 1 on, and the next attempt resumes there.
-            await loop.run_in_executor(None, self.store.put_epoch_records, epoch, raws[: len(sets)])
+            digests = [v.hash for v in sets]
+            await loop.run_in_executor(
+                None, self.store.put_epoch_records, epoch, raws[: len(sets)], digests
+            )
             self._keep_sets(epoch, sets)
         for e in run[: len(sets)]:
             del got[e]

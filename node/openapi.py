@@ -102,6 +102,8 @@ HTTP_CODES: dict[str, str] = {
     "above the latest final one",
     "pending": "404: a proof of a transaction that is still in the node's mempool: no "
     "block holds it yet",
+    "no_set_change": "404: no epoch after the one asked, up to the head's, has other "
+    "producers than it (`GET /v1/epochs/{epoch}/next-change`)",
     "commerce_disabled": "404: the chain's genesis has no commerce section",
     "staking_disabled": "404: the chain's genesis has no staking section",
     "method_not_allowed": "405: the route exists for another method",

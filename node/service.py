@@ -39,7 +39,7 @@ from genesis import Genesis, load_genesis
 from node.chain import Chain, ExecutedBlock
 from node.config import GENESIS_FILE, NODE_KEY_FILE, ConfigError, NodeConfig, load_config
 from node.consensus import ConsensusSeams, ConsensusService, LoopLink, MainLoopTxSource
-from node.epoch_records import keep_epoch_record
+from node.epoch_records import index_epoch_sets, keep_epoch_record
 from node.mempool import Mempool, SubmitResult
 from node.metrics import NodeMetrics
 from node.stage_cpu import StageCpu
@@ -201,6 +201,9 @@ class Node:
                 lambda: (verifier.passed.checked, verifier.passed.reused)
             )
         self.store = self.config.storage.open_store(self.home / self.config.data_dir)
+        # Once for a store written before the producer-set index (docs/node.md, Storage).
+        if indexed := index_epoch_sets(self.store, self.genesis):
+            log.info("indexed the producer sets of %d stored epoch records", indexed)
         self._verify_pool = ThreadPoolExecutor(
             max_workers=settings.verify_threads, thread_name_prefix="verify"
         )

@@ -98,6 +98,8 @@ _SWEEP = spaces.META + b"sweep"
 _FLAT_STALE = spaces.META + b"flat_stale"
 _LAYOUT = spaces.META + b"tree_layout"
 _STALE_FROM = spaces.META + b"stale_from"
+# Present once every stored epoch record's set is indexed (``index_epoch_sets``).
+_EPOCH_SETS = spaces.META + b"epoch_sets"
 _LAYOUT_VALUE = bytes([TREE_LAYOUT])
 # Deletes per write batch while pruning: bounded memory, and a commit is never held
 # up for long behind one batch.
@@ -241,6 +243,9 @@ class ChainStore:
             # does not read them again while it stays kept.
             self._stale_from = max(1, self._meta_height(_STALE_FROM))
             self._held: dict[int, int] = {}
+            # The epoch set index is read, then written, around each epoch written: the
+            # commit thread and a pruning pass both keep records.
+            self._epoch_lock = threading.Lock()
             if head is not None:
                 height = decode_height(head)
                 ref = self.state_ref(height)
@@ -698,18 +703,98 @@ class ChainStore:
                 f"block {height} is pruned: this node keeps blocks from height {self._block_base}"
             )
 
-    def put_epoch_record(self, epoch: int, record: bytes) -> None:
-        """Keep one epoch's record (opaque to the store: the node defines it) for good."""
-        self.put_epoch_records(epoch, [record])
+    def put_epoch_record(self, epoch: int, record: bytes, producers: bytes) -> None:
+        """Keep one epoch's record (opaque to the store: the node defines it) for good,
+        with the digest of the producer set it proves (``put_epoch_records``)."""
+        self.put_epoch_records(epoch, [record], [producers])
 
-    def put_epoch_records(self, first: int, records: Sequence[bytes]) -> None:
+    def put_epoch_records(
+        self, first: int, records: Sequence[bytes], producers: Sequence[bytes]
+    ) -> None:
         """Keep the records of the epochs from ``first`` on, in one synced write: a
         crash keeps all of them or none (a state sync keeps verified pages whole, and
-        resumes after the last)."""
+        resumes after the last). ``producers[i]`` is the digest of the set
+        ``records[i]`` proves, indexed in the same write (``next_set_change``)."""
+        if len(records) != len(producers):
+            raise ValueError(f"{len(records)} epoch records, {len(producers)} set digests")
+        with self._epoch_lock:
+            batch = self._db.new_batch()
+            for epoch, record in enumerate(records, start=first):
+                batch.put(spaces.EPOCH + encode_height(epoch), record)
+            self._index_epoch_sets(batch, first, producers)
+            self._db.write(batch)
+
+    def put_epoch_sets(self, first: int, producers: Sequence[bytes]) -> None:
+        """Index the set digests of the epochs from ``first`` on without a record: epoch
+        0's (genesis's set), and the records of a store written before the index."""
+        with self._epoch_lock:
+            batch = self._db.new_batch()
+            self._index_epoch_sets(batch, first, producers)
+            self._db.write(batch)
+
+    def _index_epoch_sets(
+        self, batch: spaces.WriteBatch, first: int, producers: Sequence[bytes]
+    ) -> None:
+        """Write the digests, and keep ``EPOCH_CHANGE`` and ``EPOCH_GAP`` true around
+        each epoch written: epochs come in any order (pruning keeps one a crash missed,
+        after later ones; a state sync writes pages)."""
+        new = dict(enumerate(producers, start=first))
+
+        def digest(epoch: int) -> bytes | None:
+            if epoch in new:
+                return new[epoch]
+            return None if epoch < 0 else self._db.get(spaces.EPOCH_SET + encode_height(epoch))
+
+        for epoch, this in new.items():
+            batch.put(spaces.EPOCH_SET + encode_height(epoch), this)
+            batch.delete(spaces.EPOCH_GAP + encode_height(epoch))
+            for older, newer in ((epoch - 1, epoch), (epoch, epoch + 1)):
+                a, b = digest(older), digest(newer)
+                if a is None:
+                    continue  # no gap marker before an epoch: gaps start after one held
+                if b is None:
+                    batch.put(spaces.EPOCH_GAP + encode_height(newer), b"")
+                elif a != b:
+                    batch.put(spaces.EPOCH_CHANGE + encode_height(newer), b"")
+                else:
+                    batch.delete(spaces.EPOCH_CHANGE + encode_height(newer))
+
+    def epoch_set(self, epoch: int) -> bytes | None:
+        """The indexed digest of ``epoch``'s producer set, or None."""
+        return self._db.get(spaces.EPOCH_SET + encode_height(epoch))
+
+    def next_set_change(self, epoch: int) -> int:
+        """The first epoch after ``epoch`` whose indexed set differs from ``epoch``'s, or
+        that is not indexed (so no one can say it does not differ): two seeks, never a
+        scan. ``epoch + 1`` if ``epoch``'s own set is not indexed. Epochs past the
+        highest indexed are not indexed: the answer is never beyond it plus one."""
+        if self.epoch_set(epoch) is None:
+            return epoch + 1
+        after = encode_height(epoch)
+        found = [
+            decode_height(key)
+            for space in (spaces.EPOCH_CHANGE, spaces.EPOCH_GAP)
+            if (key := self._db.next_key(space, after)) is not None
+        ]
+        # An indexed epoch always has a gap marker after its run: the default is a guard.
+        return min(found, default=epoch + 1)
+
+    @property
+    def epoch_sets_indexed(self) -> bool:
+        """Whether every stored record's set is indexed (``mark_epoch_sets_indexed``)."""
+        return self._db.get(_EPOCH_SETS) is not None
+
+    def mark_epoch_sets_indexed(self) -> None:
+        """Say that the records stored before the index are indexed (once, at open):
+        every record written since is indexed as it is written."""
         batch = self._db.new_batch()
-        for epoch, record in enumerate(records, start=first):
-            batch.put(spaces.EPOCH + encode_height(epoch), record)
+        batch.put(_EPOCH_SETS, b"\x01")
         self._db.write(batch)
+
+    def iter_epoch_records(self) -> Iterator[tuple[int, bytes]]:
+        """(epoch, record) for every stored record, in epoch order."""
+        for key, record in self._db.iterate(spaces.EPOCH):
+            yield decode_height(key), record
 
     def get_epoch_record(self, epoch: int) -> bytes | None:
         return self._db.get(spaces.EPOCH + encode_height(epoch))

@@ -22,6 +22,11 @@ prefix  name            key after the prefix                    value
 ``R``   STATE_ROOT      height                                  the root's version || hash
 ``e``   BLOCK_EVENTS    height                                  begin-block events (opaque)
 ``E``   EPOCH           epoch                                   epoch record (opaque, node's)
+``P``   EPOCH_SET       epoch                                   digest of its producer set
+``C``   EPOCH_CHANGE    epoch whose digest differs from the     empty
+                        one before (both indexed)
+``G``   EPOCH_GAP       epoch without a digest whose            empty
+                        predecessor has one
 ======  ==============  ======================================  ===========================
 
 ``META`` names: ``genesis`` (genesis hash), ``head`` (head height), ``block_base``
@@ -31,8 +36,10 @@ there the store has no head and nothing in it is state), ``tree_layout`` (one
 byte, ``storage.state_tree.TREE_LAYOUT``: where the tree's keys and nodes sit and
 how the records it holds are encoded; a store of another layout is refused),
 ``stale_from`` (the lowest version whose list of replaced nodes may still be stored:
-pruning starts there; absent means 1); while a state sync that moved to a new target
-is in progress (docs/state-sync.md, A new target): ``held/`` + hash (the reference of
+pruning starts there; absent means 1), ``epoch_sets`` (present once every stored
+epoch record's producer set is in the ``EPOCH_SET`` index: a store written before
+the index is indexed once, when a node opens it); while a state sync that moved to
+a new target is in progress (docs/state-sync.md, A new target): ``held/`` + hash (the reference of
 a subtree held whole from a target it left), ``held_versions`` (8 bytes each: the
 versions it holds nodes at), ``sweep`` (references: a tree that stays, then the roots
 of what is still to be deleted) and ``flat_stale`` (the flat state is to be written
@@ -66,6 +73,9 @@ TREE_NODE: Final = b"n"
 STATE_ROOT: Final = b"R"
 BLOCK_EVENTS: Final = b"e"
 EPOCH: Final = b"E"
+EPOCH_SET: Final = b"P"
+EPOCH_CHANGE: Final = b"C"
+EPOCH_GAP: Final = b"G"
 
 HEIGHT_SIZE = 8
 POSITION_SIZE = 4
@@ -241,6 +251,21 @@ class Database:
         finally:
             if snap is not None:
                 snap.close()
+
+    def next_key(self, prefix: bytes, after: bytes) -> bytes | None:
+        """The first key under ``prefix`` that sorts after ``prefix + after`` (without
+        the prefix), or None: one seek, whatever the space holds."""
+        # The keys under ``prefix`` end before ``prefix`` with its last byte raised (the
+        # prefixes are single bytes below 0xFF).
+        stop = prefix[:-1] + bytes([prefix[-1] + 1])
+        try:
+            for key in self._handle.iterator(
+                start=prefix + after, stop=stop, include_start=False, include_value=False
+            ):
+                return bytes(key[len(prefix) :])
+        except plyvel.Error as exc:
+            raise StorageError(f"seek in {self.path} failed: {_reason(exc)}") from exc
+        return None
 
     def new_batch(self, *, sync: bool | None = None) -> WriteBatch:
         # Nothing reaches the database before ``write``: a batch abandoned half-filled

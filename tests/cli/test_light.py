@@ -19,7 +19,7 @@ from cli.light import (
     proven_tx,
 )
 from cli.main import main
-from consensus import ValidatorSet, epoch_of, make_commit
+from consensus import ValidatorSet, make_commit
 from consensus.staking_state import producer_set_key
 from core import (
     BlockHeader,
@@ -63,17 +63,49 @@ async def test_producers_walk_epochs_and_refuse_a_wrong_set(tmp_path):
         with pytest.raises(InvalidBlock):
             await asyncio.to_thread(fetch_certified_header, client, genesis, 10, stranger)
 
-        # A store keeps the highest set reached; a walk to a lower height leaves it be.
+        # The set never changes here: no record is verified, none kept (one read, the
+        # node's "no change"); the walks with changes are test_light_skip.py's.
         store = MemoryStore()
         walked = await asyncio.to_thread(producers_at, client, genesis, 10, store)
-        assert walked == producers and [c.epoch for c in store.saved] == [3]
-        assert store.saved[0].height == 9
-        await asyncio.to_thread(producers_at, client, genesis, 4, store)
-        assert [c.epoch for c in store.saved] == [3]
-        while node.chain.height < 13:
-            await asyncio.sleep(0.05)
-        await asyncio.to_thread(producers_at, client, genesis, 13, store)
-        assert [c.epoch for c in store.saved] == [3, 4]
+        assert walked == producers and store.saved == []
+    finally:
+        await server.close()
+
+
+class CountingClient(NodeClient):
+    """A NodeClient that notes the path of every read it makes."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.paths: list[str] = []
+
+    def get(self, path: str) -> object:
+        self.paths.append(path)
+        return super().get(path)
+
+
+async def test_a_walk_over_epochs_without_a_change_is_one_read(tmp_path):
+    """The producers never change on this chain: proving a height of epoch 4 or later
+    read one record per epoch (`GET /v1/epochs/{e}`, each with its certificate checked);
+    now it is one answer, the node's "no change since genesis"."""
+    layout, home = make_home(tmp_path, EPOCHS_OF_3, block_interval_ms=30)
+    node = Node.from_home(home, "")
+    server = node_server(node)
+    await server.start_server()
+    try:
+        client = CountingClient(str(server.make_url("")))
+        async with asyncio.timeout(120):
+            while node.chain.height < 14:
+                await asyncio.sleep(0.05)
+        genesis = layout.genesis
+        producers = await asyncio.to_thread(producers_at, client, genesis, 14)
+        assert producers.keys == (layout.nodes[0].public_key,)
+        assert [p for p in client.paths if p.startswith("/v1/epochs/")] == [
+            "/v1/epochs/0/next-change"
+        ]
+        # ... and the header of that height checks out with it.
+        header = await asyncio.to_thread(fetch_certified_header, client, genesis, 14, producers)
+        assert header.producer_set_hash == producers.hash
     finally:
         await server.close()
 
@@ -95,7 +127,8 @@ def _signed_boundary(genesis: Genesis, key: PrivateKey, height: int) -> tuple[st
     """A header of ``height`` of ``genesis``'s chain (state root zeros) and its certificate
     by ``key`` alone, hex."""
     roots = [bytes(32)] * 4
-    header = BlockHeader(genesis.chain_id, height, 0, 1, *roots, key.public_key, bytes(32), None)
+    named = ValidatorSet.of([key.public_key]).hash
+    header = BlockHeader(genesis.chain_id, height, 0, 1, *roots, key.public_key, named, None)
     commit = make_commit([key], genesis.chain_id, height, 0, header.hash)
     return header.encode().hex(), commit.encode().hex()
 
@@ -149,8 +182,8 @@ async def test_a_pruned_node_still_proves_every_epochs_producers(tmp_path):
             proven_state, client, genesis, account_key(address_of(faucet)), store
         )
         assert value is not None and Account.decode(value).balance > 0
-        # Walked from genesis (through the pruned boundaries) to the head's epoch.
-        assert [c.epoch for c in store.saved] == [epoch_of(height, 3)]
+        # Genesis's set still: no change to walk through, so no record to keep.
+        assert height > 12 and store.saved == []
         # A state below the window that is no epoch's producer set is still gone.
         with pytest.raises(NodeError) as gone:
             await asyncio.to_thread(client.get, f"/v1/state/{producer_set_key(2).hex()}?height=5")
@@ -179,7 +212,7 @@ def test_a_signed_header_of_another_height_or_chain_is_refused(tmp_path, lie, sa
         "state_root": bytes(32),
         "receipt_root": bytes(32),
         "producer": key.public_key,
-        "producer_set_hash": bytes(32),
+        "producer_set_hash": ValidatorSet.of([key.public_key]).hash,
         "last_commit": None,
     }
     header = BlockHeader(**{**fields, **lie})
@@ -418,7 +451,15 @@ class ProvingNode:
         receipts = [Receipt(tx_hash(t), "ok", "", 10, ()).encode() for t in txs]
         roots = (merkle_root(txs), bytes(32), merkle_root(receipts))
         header = BlockHeader(
-            genesis.chain_id, 3, 0, 1, bytes(32), *roots, signer.public_key, bytes(32), None
+            genesis.chain_id,
+            3,
+            0,
+            1,
+            bytes(32),
+            *roots,
+            signer.public_key,
+            ValidatorSet.of([signer.public_key]).hash,
+            None,
         )
         commit = make_commit([signer], genesis.chain_id, 3, 0, header.hash)
         self.hash = tx_hash(txs[2])

@@ -16,6 +16,7 @@ from tests.served import node_server
 from vm import ChainParams
 
 EPOCH = "/v1/epochs/{epoch}"
+NEXT = "/v1/epochs/{epoch}/next-change"
 
 
 async def test_epoch_records_walk_from_genesis_on_a_node_that_pruned_the_boundaries(tmp_path):
@@ -57,9 +58,49 @@ async def test_epoch_records_walk_from_genesis_on_a_node_that_pruned_the_boundar
             doc = await fetch(client, checker, EPOCH, f"/v1/epochs/{bad}", status=400)
             assert doc["code"] == "bad_epoch"
 
+        # The next change of producers: none on this chain (one validator for good).
+        doc = await fetch(client, checker, NEXT, "/v1/epochs/0/next-change", status=404)
+        assert doc["code"] == "no_set_change" and "are epoch 0's" in doc["message"]
+        doc = await fetch(client, checker, NEXT, f"/v1/epochs/{10**6}/next-change", status=404)
+        assert doc["code"] == "not_found"
+        doc = await fetch(client, checker, NEXT, "/v1/epochs/x/next-change", status=400)
+        assert doc["code"] == "bad_epoch"
+        # Where the index says the set changed (here: told so), the answer is that
+        # epoch's record, the same document as its own route's.
+        node.chain.store.put_epoch_sets(3, [bytes(32)])
+        doc = await fetch(client, checker, NEXT, "/v1/epochs/1/next-change")
+        assert doc == {**await fetch(client, checker, EPOCH, "/v1/epochs/3"), "epoch": 3}
+        doc = await fetch(client, checker, NEXT, "/v1/epochs/3/next-change")
+        assert doc["epoch"] == 4 and doc["height"] == 12
+
         # A stored record that does not decode is this node's damaged store, said so.
-        node.chain.store.put_epoch_record(2, b"\x93junk")
+        node.chain.store.put_epoch_record(2, b"\x93junk", bytes(32))
         doc = await fetch(client, checker, EPOCH, "/v1/epochs/2", status=500)
         assert doc["code"] == "corrupt_record" and "epoch 2" in doc["message"]
     finally:
         await client.close()
+
+
+def test_a_record_whose_header_names_another_set_than_its_signers_is_refused(tmp_path):
+    """The state sync's walk checks a record as the light client does: its boundary
+    header names the set that certified it (Rule S, docs/state-sync.md), whoever
+    signed it."""
+    import pytest
+
+    from core import Invalid
+    from core.keystore import load_key
+    from genesis import create_localnet
+    from tests.cli.light_chain import EPOCHS_OF_3, FakeChain
+
+    layout = create_localnet(tmp_path / "net", 1, "", params=EPOCHS_OF_3)
+    genesis = layout.genesis
+    chain = FakeChain(genesis, load_key(layout.nodes[0].key_path, ""))
+
+    def raw(doc: dict) -> bytes:
+        parts = (bytes.fromhex(doc[k]) for k in ("header", "commit", "producers", "proof"))
+        return EpochRecord(*parts).encode()
+
+    assert verify_epoch_record(genesis, 4, raw(chain.record(4)), chain.set_of(3)) == chain.set_of(4)
+    forged = raw(chain.record(4, names=chain.set_of(4)))
+    with pytest.raises(Invalid, match="names producer set"):
+        verify_epoch_record(genesis, 4, forged, chain.set_of(3))

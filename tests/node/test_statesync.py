@@ -1702,7 +1702,7 @@ async def test_a_damaged_stored_epoch_record_is_fetched_again_and_written_over(
     monkeypatch.setattr(Database, "write", real_write)
     good = dest.get_epoch_record(3)
     assert good is not None and dest.sync_target() is None
-    dest.put_epoch_record(3, good[:-1] + bytes([good[-1] ^ 1]))
+    dest.put_epoch_record(3, good[:-1] + bytes([good[-1] ^ 1]), dest.epoch_set(3) or b"")
     dest.close()
 
     dest = ChainStore(tmp_path / "b")

@@ -1,0 +1,103 @@
+"""The store's index of producer-set changes (``ChainStore.next_set_change``): records
+written in any order, some never, answer as a scan over every epoch would."""
+
+from __future__ import annotations
+
+import tempfile
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consensus import ValidatorSet
+from consensus.staking_state import ProducerSet
+from core import PrivateKey
+from genesis import create_localnet
+from node.epoch_records import EpochRecord, index_epoch_sets
+from storage import ChainStore
+from storage.chain_store import open_store_db
+from storage.db import EPOCH, encode_height
+from vm import ChainParams
+
+SETS = [bytes([i]) * 32 for i in range(3)]
+
+
+def reference(digests: dict[int, bytes], epoch: int) -> int:
+    """The first epoch after ``epoch`` whose set differs or is unknown, by a scan."""
+    if epoch not in digests:
+        return epoch + 1
+    later = epoch + 1
+    while digests.get(later) == digests[epoch]:
+        later += 1
+    return later
+
+
+# Epoch -> set (a few sets: changes are rare), the epochs written (a subset, some never),
+# in which order, as pages of consecutive epochs or alone.
+chains = st.lists(st.sampled_from(SETS), min_size=1, max_size=40).flatmap(
+    lambda sets: st.tuples(
+        st.just(sets),
+        st.permutations(range(len(sets))),
+        st.sets(st.integers(0, len(sets) - 1)),
+        st.lists(st.integers(1, 4), min_size=len(sets), max_size=len(sets)),
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(chain=chains)
+def test_next_set_change_answers_as_a_scan_whatever_the_order_written(chain):
+    sets, order, never, pages = chain
+    with tempfile.TemporaryDirectory() as where:
+        store = ChainStore(where)
+        written: dict[int, bytes] = {}
+        for first, size in zip(order, pages, strict=True):
+            # A page of consecutive epochs from ``first`` up to one never written (some
+            # written before: a state sync writes over them).
+            page = []
+            for epoch in range(first, min(first + size, len(sets))):
+                if epoch in never:
+                    break
+                page.append(epoch)
+            if not page:
+                continue
+            digests = [sets[e] for e in page]
+            if page[0] == 0:
+                store.put_epoch_sets(0, digests)  # epoch 0's is genesis's: no record
+            else:
+                store.put_epoch_records(page[0], [b"record %d" % e for e in page], digests)
+            written.update(zip(page, digests, strict=True))
+            for epoch in range(len(sets) + 2):
+                assert store.next_set_change(epoch) == reference(written, epoch), (epoch, written)
+        store.close()
+        # Kept across a reopen.
+        store = ChainStore(where)
+        for epoch in range(len(sets) + 2):
+            assert store.next_set_change(epoch) == reference(written, epoch)
+        store.close()
+
+
+def test_a_store_written_before_the_index_is_indexed_once_at_open(tmp_path):
+    """Records as a node wrote them before the index (the record alone, keyed by epoch):
+    a node's open indexes them (``node.epoch_records.index_epoch_sets``)."""
+    params = ChainParams.default().replace(epoch_length=3)
+    genesis = create_localnet(tmp_path / "net", 1, "", params=params).genesis
+    first = [v.public_key for v in genesis.validators]
+    second = [PrivateKey.generate().public_key]
+    keys = {1: first, 2: first, 3: second, 4: second, 5: first}
+    db = open_store_db(tmp_path / "old")
+    batch = db.new_batch()
+    for epoch, producers in keys.items():
+        value = ProducerSet(epoch, epoch * 3, tuple(sorted(producers)), (1,)).encode()
+        batch.put(EPOCH + encode_height(epoch), EpochRecord(b"", b"", value, b"").encode())
+    db.write(batch)
+    db.close()
+
+    store = ChainStore(tmp_path / "old")
+    assert not store.epoch_sets_indexed and store.next_set_change(0) == 1
+    assert index_epoch_sets(store, genesis) == 5
+    assert store.epoch_sets_indexed
+    assert store.epoch_set(3) == ValidatorSet.of(second).hash
+    assert [store.next_set_change(e) for e in range(7)] == [3, 3, 3, 5, 5, 6, 7]
+    # Once: the records are not read again.
+    assert index_epoch_sets(store, genesis) == 0
+    store.close()
