@@ -1531,13 +1531,15 @@ def test_files_are_served_with_cache_headers_and_no_way_out(world):
         assert b"[project]" not in body
 
 
-def test_a_page_load_walks_only_the_epochs_since_the_ones_verified_before(world, browser):
-    """Every page load proves its producers from genesis's, epoch by epoch: one read for
-    each epoch the chain ever had (its record, `GET /v1/epochs/{e}`), on every load, unless
-    the browser keeps the highest set it verified (as the CLI keeps it in its keyring): a
-    chain a few weeks old would take minutes to show a balance. The walk reads no
-    boundary block: a node whose `keep_blocks` passed them (410 `pruned`) still lets a
-    fresh browser verify."""
+def test_a_page_load_reads_one_answer_per_change_of_producers(world, browser):
+    """A page load proved its producers from genesis's epoch by epoch: one record per
+    epoch the chain ever had (`GET /v1/epochs/{e}`, a certificate checked in JavaScript
+    for each), 52,000 a month after launch. It now reads one per change of producers
+    (`GET /v1/epochs/{e}/next-change`): this chain's one validator never changes, so one
+    answer. From a node without that route (an older one, 404) it walks the epochs as
+    before, keeping the highest set it verified, so the next load walks none. Neither
+    reads a boundary block: a node whose `keep_blocks` passed them (410 `pruned`) still
+    lets a fresh browser verify."""
     page = browser
     expect = sync_api.expect
     length = http_json(f"{world.node.url}/v1/params")["params"]["epoch_length"]
@@ -1548,29 +1550,42 @@ def test_a_page_load_walks_only_the_epochs_since_the_ones_verified_before(world,
     height = http_json(f"{world.node.url}/v1/status")["height"]
     assert height > 2 * length
     asked: list[str] = []
+    older = False
 
     def pruned_boundaries(path: str) -> tuple[int, dict] | None:
         if path.startswith("/v1/epochs/"):
             asked.append(path)
+            if older and path.endswith("/next-change"):
+                return 404, {"code": "not_found", "message": "404: Not Found"}
         block = path.removeprefix("/v1/blocks/")
         if block != path and block.isdigit() and int(block) % length == 0:
             if int(block) != height:  # the page's own block is the head's, kept
                 return 410, {"code": "pruned", "message": f"block {block} is pruned"}
         return None
 
-    world.proxy.answer = pruned_boundaries
-    try:
-        page.goto(f"{world.proxy.url}/explorer/blocks/{height}")
-        # A fresh browser: no set kept from the tests before.
+    def forget_sets() -> None:
         page.evaluate(
             "() => Object.keys(localStorage).filter((k) => k.startsWith('liveledger.producers.'))"
             ".forEach((k) => localStorage.removeItem(k))"
         )
+
+    world.proxy.answer = pruned_boundaries
+    try:
+        page.goto(f"{world.proxy.url}/explorer/blocks/{height}")
+        # A fresh browser: no set kept from the tests before.
+        forget_sets()
+        asked.clear()
+        page.reload()
+        expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
+        assert set(asked) == {"/v1/epochs/0/next-change"}
+
+        older = True
+        forget_sets()
         asked.clear()
         page.reload()
         expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
         walked = {f"/v1/epochs/{e}" for e in range(1, (height - 1) // length + 1)}
-        assert walked and set(asked) == walked
+        assert walked and set(asked) == walked | {"/v1/epochs/0/next-change"}
         asked.clear()
         page.reload()
         expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
@@ -1578,7 +1593,7 @@ def test_a_page_load_walks_only_the_epochs_since_the_ones_verified_before(world,
         # A height below the set kept is walked from genesis, and verifies as before.
         page.goto(f"{world.proxy.url}/explorer/blocks/{length + 1}")
         expect(page.locator("#certificate-check")).to_contain_text("✓ verified")
-        assert asked == ["/v1/epochs/1"]
+        assert asked == ["/v1/epochs/0/next-change", "/v1/epochs/1"]
     finally:
         world.proxy.answer = None
 

@@ -570,7 +570,7 @@ def test_a_read_at_a_height_refuses_an_answer_at_another(tmp_path):
     update = tree.update(ZERO_REF, {state_key: b"old key"})
     header = BlockHeader(
         "web-test-1", 7, 0, 1, bytes(32), bytes(32), update.root, bytes(32),
-        key.public_key, bytes(32), None,
+        key.public_key, ValidatorSet.of([key.public_key]).hash, None,
     )  # fmt: skip
     commit = make_commit([key], "web-test-1", 7, 0, header.hash)
     vectors = {
@@ -710,3 +710,82 @@ def test_the_browser_proves_a_transaction_and_its_receipt_as_the_chain_does(tmp_
     }
     done = run_script(tmp_path / "txproof.mjs", TX_PROOF_SCRIPT, vectors)
     assert json.loads(done.stdout)["out"] == {"named_other": "not verified"}
+
+
+SKIP_SCRIPT = """
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const lib = (name) => import(pathToFileURL(`${process.argv[2]}/src/lib/${name}.js`).href);
+const { hex } = await lib("codec");
+const light = await lib("light");
+const v = JSON.parse(readFileSync(0, "utf8"));
+const store = new Map();
+globalThis.localStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, x) => store.set(k, x) };
+const out = {};
+for (const [name, answers] of Object.entries(v.cases)) {
+  store.clear();
+  const asked = [];
+  // A node answering from the chain's answers; a refusal as api.js throws it.
+  const api = async (path) => {
+    asked.push(path);
+    const answer = answers[path] ?? { error: { status: 404, code: "not_found" } };
+    if (answer.error) throw Object.assign(new Error(answer.error.code), answer.error);
+    return answer;
+  };
+  try {
+    const client = new light.LightClient(api, { encoded: v.genesis });
+    const set = await client.producersAt(v.height);
+    await client.certifiedHeader(v.height, set);
+    out[name] = { verdict: "accepted", set: set.map(hex), epochs: asked.filter((p) => p.startsWith("/v1/epochs/")) };
+  } catch (err) {
+    out[name] = { verdict: light.isVerificationFailure(err) ? "refused" : `${err.constructor.name}: ${err.message}` };
+  }
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_the_browser_skips_to_each_change_of_producers_and_refuses_what_python_refuses(
+    tmp_path,
+):
+    """The walk by changes of producers (GET /v1/epochs/{e}/next-change) in the browser's
+    code and in cli/light.py, over the same answers of a chain whose producers change
+    twice in twelve epochs: an honest node (three answers, two records), an older node
+    without the route (every epoch's record), and nodes that hide a change, skip one or
+    serve a record whose header names another set than its signers': both accept the
+    same, read the same, and refuse the same."""
+    from cli.light import fetch_certified_header, producers_at
+    from core import Invalid
+    from core.keystore import load_key
+    from genesis import create_localnet
+    from tests.cli.light_chain import EPOCHS_OF_3, LAST, FakeChain, answers, height_of
+
+    layout = create_localnet(tmp_path / "net", 1, "", params=EPOCHS_OF_3)
+    genesis, first = layout.genesis, load_key(layout.nodes[0].key_path, "")
+    height = height_of(LAST)
+    cases, python = {}, {}
+    for lie in (None, "no-route", "hide", "skip", "other-set"):
+        chain = FakeChain(genesis, first, lie)
+        name = lie or "honest"
+        cases[name] = answers(chain, height)
+        try:
+            producers = producers_at(chain, genesis, height)
+            fetch_certified_header(chain, genesis, height, producers)
+            python[name] = {
+                "verdict": "accepted",
+                "set": [k.hex() for k in producers.keys],
+                "epochs": chain.paths,
+            }
+        except Invalid:
+            python[name] = {"verdict": "refused"}
+    vectors = {"genesis": genesis.encode().hex(), "height": height, "cases": cases}
+    done = run_script(tmp_path / "skip.mjs", SKIP_SCRIPT, vectors)
+    browser = json.loads(done.stdout)
+    assert browser == python
+    assert python["honest"]["epochs"] == [
+        "/v1/epochs/0/next-change",
+        "/v1/epochs/4/next-change",
+        "/v1/epochs/8/next-change",
+    ]
+    assert len(python["no-route"]["epochs"]) == 1 + LAST
+    assert [python[n]["verdict"] for n in ("hide", "skip", "other-set")] == ["refused"] * 3

@@ -21,6 +21,7 @@ export const Domain = {
   STATE_VALUE: 0x21,
   STATE_LEAF: 0x22,
   STATE_NODE: 0x23,
+  PRODUCER_SET: 0x40,
 };
 // core/keys.py SignDomain.
 export const SignDomain = { TX: 0x01, VOTE: 0x02 };

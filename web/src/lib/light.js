@@ -1,8 +1,12 @@
 // The light-client rule of cli/light.py, in the browser: trust the genesis document
-// only; a header is final when more than 2/3 of its epoch's producers signed it, and
-// each epoch's producers are proven, epoch by epoch, from genesis's. State values are
-// proven against a certified header's state root, a transaction and its receipt against
-// its tx root and receipt root.
+// only; a header is final when it names a producer set derived from genesis's and more
+// than 2/3 of that set signed it (Rule S, docs/state-sync.md, Trust model). Sets are
+// derived one change of producers at a time (GET /v1/epochs/{e}/next-change: the record
+// of the next epoch whose set differs, its boundary header checked with the set before),
+// not one epoch at a time: a node that hides a change leaves an earlier set, which the
+// header of the height asked refuses, since it names the set it was signed by. State
+// values are proven against a certified header's state root, a transaction and its
+// receipt against its tx root and receipt root.
 import {
   compareBytes,
   concat,
@@ -43,6 +47,12 @@ export function decodeCommit(bytes) {
   const commit = fields(unpack(bytes), COMMIT, "Commit");
   commit.signatures = commit.signatures.map((s) => fields(s, COMMIT_SIG, "CommitSig"));
   return commit;
+}
+
+// What a header names as its producers (consensus.validators.ValidatorSet.hash): the
+// hash of the set's sorted keys, packed as one array.
+export function setHash(producers) {
+  return hashBytes(Domain.PRODUCER_SET, pack(producers));
 }
 
 // A producer set: unique keys in byte order (consensus.validators.ValidatorSet).
@@ -217,6 +227,8 @@ export function verifyTxInclusion(header, hash, doc) {
 // --- the trusted chain: genesis, then producers epoch by epoch ---
 
 const PRODUCER_SET_PREFIX = 0x14; // consensus.prefixes.ConsensusPrefix.PRODUCER_SET
+// What nextChange answers for a node without the next-change route: walk epoch by epoch.
+const WALK = Symbol("walk");
 
 const GENESIS_PINS = "liveledger.genesis.v1";
 // The highest producer set verified, per genesis hash (as cli/light.py keeps it in the
@@ -257,6 +269,8 @@ export class LightClient {
     this.sets = new Map([[0, validatorSet(keys)]]);
     this.kept = keptProducers(this.genesisHash);
     if (this.kept) this.sets.set(this.kept.epoch, this.kept.set);
+    // Epoch -> the highest epoch the node said has its set (no change since): asked once.
+    this.unchanged = new Map();
     // Certified headers by height (a final block never changes): a page proving several
     // values at one height checks its certificate once.
     this.headers = new Map();
@@ -267,33 +281,79 @@ export class LightClient {
     return Math.floor((height - 1) / this.epochLength);
   }
 
-  // The producers of block `height`, derived from genesis through proofs only.
+  // The producers of block `height`, derived from genesis through proofs only: the set
+  // of the last change of producers at or before its epoch, one record read per change.
+  // Proven for `height` with the header it certifies (checkHeader refuses a header
+  // naming another set): a node that hid a change is caught there.
   async producersAt(height) {
     // No block is at a height below 1 (genesis is no block), so no epoch has producers there.
     if (!Number.isSafeInteger(height) || height < 1) throw new NotVerified(`no block is at height ${height}`);
     if (!this.staking) return this.sets.get(0);
     const epoch = this.epochOf(height);
-    // From the highest set known at or below it (a height below the kept set: genesis's),
-    // found among the sets held, not by counting down from `epoch`: the node names the
-    // height, and from 2**53 - 1 that count froze the page for weeks.
+    // From the highest set verified at or below it (a height below the kept set:
+    // genesis's), found among the sets held, not by counting down from `epoch`: the node
+    // names the height, and from 2**53 - 1 that count froze the page for weeks.
     let known = 0;
     for (const e of this.sets.keys()) if (e <= epoch && e > known) known = e;
-    for (let e = known + 1; e <= epoch; e++) this.sets.set(e, await this.epochSet(e, height, this.sets.get(e - 1)));
-    if (epoch > (this.kept?.epoch ?? 0)) {
-      this.kept = { epoch, set: this.sets.get(epoch) };
+    let set = this.sets.get(known);
+    // The node said no change after `known` up to this epoch before: asked once a load.
+    while (known < epoch && !((this.unchanged.get(known) ?? -1) >= epoch)) {
+      const change = await this.nextChange(known, set, height);
+      if (change === WALK) {
+        // A node without the route (an older one): epoch by epoch, as before.
+        for (let e = known + 1; e <= epoch; e++) this.sets.set(e, (set = await this.epochSet(e, height, set)));
+        known = epoch;
+        break;
+      }
+      if (change === null) {
+        this.unchanged.set(known, epoch);
+        break;
+      }
+      // Verified with the set before it: kept even past `epoch`, as the highest.
+      this.sets.set(change.epoch, change.set);
+      if (change.epoch > epoch) {
+        this.unchanged.set(known, change.epoch - 1);
+        break;
+      }
+      known = change.epoch;
+      set = change.set;
+    }
+    let highest = 0;
+    for (const e of this.sets.keys()) if (e > highest) highest = e;
+    if (highest > (this.kept?.epoch ?? 0)) {
+      this.kept = { epoch: highest, set: this.sets.get(highest) };
       try {
-        localStorage.setItem(PRODUCERS + this.genesisHash, JSON.stringify({ epoch, keys: this.kept.set.map(hex) }));
+        localStorage.setItem(PRODUCERS + this.genesisHash, JSON.stringify({ epoch: highest, keys: this.kept.set.map(hex) }));
       } catch {
         // Storage full or refused: the next load walks again, nothing else changes.
       }
     }
-    return this.sets.get(epoch);
+    return set;
+  }
+
+  // The next epoch after `e` whose producers differ from `producers` (epoch e's), from
+  // the node's record of it (GET /v1/epochs/{e}/next-change), checked with `producers`:
+  // { epoch, set }; null when the node says none did up to its head; WALK from a node
+  // without the route.
+  async nextChange(e, producers, height) {
+    let doc;
+    try {
+      doc = await this.api(`/v1/epochs/${e}/next-change`);
+    } catch (err) {
+      if (err?.status === 404 && err?.code === "no_set_change") return null;
+      if (err?.status === 404) return WALK;
+      throw err;
+    }
+    // Strictly later: a walk always moves on.
+    if (!Number.isSafeInteger(doc?.epoch) || doc.epoch <= e) {
+      throw new NotVerified(`the node's next change of producers after epoch ${e} is no later epoch`);
+    }
+    return { epoch: doc.epoch, set: await this.recordSet(doc.epoch, doc, producers) };
   }
 
   // Epoch `e`'s producers from the node's record of it (GET /v1/epochs/{e}, one read,
-  // which every node keeps however much it prunes): the header of its boundary (the last
-  // block of epoch e - 1) certified by `producers` (that epoch's), and the set proven in
-  // that header's state. `height` is the one the walk is for, named if it cannot go on.
+  // which every node keeps however much it prunes). `height` is the one the walk is
+  // for, named if it cannot go on.
   async epochSet(e, height, producers) {
     const boundary = e * this.epochLength;
     let doc;
@@ -304,10 +364,17 @@ export class LightClient {
       if (err?.status !== 404) throw err;
       throw new NotVerified(`cannot prove the producers of height ${height}: the node has no record of epoch ${e} (block ${boundary}, which elected them); ask another node`);
     }
+    return this.recordSet(e, doc, producers);
+  }
+
+  // The set a record of epoch `e` proves: the header of its boundary (the last block of
+  // epoch e - 1) names `producers` and more than 2/3 of them signed it, and the set is
+  // proven in that header's state.
+  async recordSet(e, doc, producers) {
     if (doc === null || typeof doc !== "object") {
       throw new NotVerified(`the node's record of epoch ${e} is malformed`);
     }
-    const header = await this.checkHeader(boundary, doc.header, doc.commit, producers);
+    const header = await this.checkHeader(e * this.epochLength, doc.header, doc.commit, producers);
     const key = concat(Uint8Array.of(PRODUCER_SET_PREFIX), u64be(e));
     const value = unhex(doc.producers);
     verifyProof(header.state_root, key, value, decodeProof(unhex(doc.proof)));
@@ -335,6 +402,11 @@ export class LightClient {
     if (header.chain_id !== this.chainId) throw new NotVerified("header is for another chain");
     const commit = decodeCommit(unhex(commitHex));
     const set = producers ?? (await this.producersAt(height));
+    // It names the set it is checked against: a set derived for an earlier epoch
+    // certifies a later header only then (Rule S); a hidden change is refused here.
+    if (!equalBytes(header.producer_set_hash, setHash(set))) {
+      throw new NotVerified(`the header of height ${height} names another producer set than the one proven`);
+    }
     verifyCommit(commit, this.chainId, height, header.hash, set);
     return header;
   }
