@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from core.codec import Wire
 from core.errors import Invalid
 from p2p.frames import HEADER_SIZE, ProtocolViolation, check_size, encode_frame, read_header
-from p2p.limits import OutboundQueue, QueueOverflow
+from p2p.limits import RECORD_CHARGE, OutboundQueue, QueueOverflow, TlsRecordCounter
 from p2p.messages import PING_TYPE, PONG_TYPE, Ping, Pong, held_bytes
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ class PeerStats:
     dropped: int = 0
     # Inbound droppable messages discarded because their lane was full.
     dropped_in: int = 0
+    # TLS records received (each charged RECORD_CHARGE bytes of the peer's byte rate).
+    records_in: int = 0
     # Seconds the reader waited because the peer exceeded its rate.
     throttled: float = 0.0
     queued_bytes: int = 0
@@ -83,6 +85,7 @@ class Connection:
         writer: asyncio.StreamWriter,
         dialer: bytes,
         address: str,
+        records: TlsRecordCounter | None = None,
     ) -> None:
         cfg = node.config
         self.node = node
@@ -100,6 +103,11 @@ class Connection:
         self._loop = loop
         # The peer's, not this connection's: a reconnect starts with what it left.
         self._msg_bucket, self._byte_bucket = node.inbound_rate(public_key)
+        # The TLS records received since the handshake (counted beneath TLS; the Hello
+        # came in some) and how many were charged; None for a plain stream
+        # (benches/fuzz_p2p.py feeds one).
+        self._records = records
+        self._records_charged = 0
         self._last_rx = loop.time()
         self._closing = False
         self._reason = ""
@@ -239,9 +247,18 @@ class Connection:
                 if kind is None:
                     raise ProtocolViolation(f"unknown message type {type_id:#x}")
                 check_size(type_id, size, min(kind.max_size, max_frame))
+            # Every TLS record that came since the last frame costs its own pass of the
+            # TLS read loop, whatever its size: charged beside the bytes (RECORD_CHARGE),
+            # or a peer sending 1-byte records would cost ~500 times what its rate says.
+            records = 0 if self._records is None else self._records.records - self._records_charged
+            self._records_charged += records
+            stats.records_in += records
             # Throttle before reading the payload: a flooding peer is slowed by
             # TCP backpressure and its frames never pile up in our memory.
-            delay = max(self._msg_bucket.take(1), self._byte_bucket.take(size + HEADER_SIZE))
+            delay = max(
+                self._msg_bucket.take(1),
+                self._byte_bucket.take(size + HEADER_SIZE + records * RECORD_CHARGE),
+            )
             if delay > 0:
                 stats.throttled += delay
                 await asyncio.sleep(delay)

@@ -28,7 +28,7 @@ from core.netaddr import source_of
 from p2p.admission import HandshakeGate, RefusalLog
 from p2p.connection import CONNECTION_ERRORS, Connection, Handler, PeerStats, short
 from p2p.frames import encode_frame, read_frame
-from p2p.limits import TokenBucket
+from p2p.limits import TlsRecordCounter, TokenBucket, count_records
 from p2p.lookup import PeerLookups
 from p2p.messages import (
     CERT_OFFER_TYPE,
@@ -491,8 +491,10 @@ class P2PNode:
                     raise PeerRejected(f"too many TLS handshakes from {source}")
                 writer.write(self._offer())
                 await writer.drain()
+                tcp = writer.transport
                 await writer.start_tls(self._identity_now().server_context(offer.cert))
-                await self._finish(reader, writer, public_key, offer.cert, address, False)
+                records = count_records(tcp)
+                await self._finish(reader, writer, public_key, offer.cert, address, False, records)
         except asyncio.CancelledError:
             # stop() cancels handshakes in progress. This task is the stream server's
             # callback, which nobody awaits; ending it quietly spares the "exception in
@@ -532,8 +534,12 @@ class P2PNode:
                         f"dialed {short(addr.public_key)} at {address}, got {short(public_key)}"
                     )
                 self._check_peer(public_key)
+                tcp = writer.transport
                 await writer.start_tls(self._identity_now().client_context(offer.cert))
-                return await self._finish(reader, writer, public_key, offer.cert, address, True)
+                records = count_records(tcp)
+                return await self._finish(
+                    reader, writer, public_key, offer.cert, address, True, records
+                )
         except BaseException:
             # Also on cancellation: never leave a half-open socket behind.
             writer.transport.abort()
@@ -561,6 +567,7 @@ class P2PNode:
         offered: bytes,
         address: str,
         outbound: bool,
+        records: TlsRecordCounter,
     ) -> Connection:
         # OpenSSL already required exactly the offered certificate; check again
         # so that pinning does not rest on one configuration detail alone.
@@ -582,7 +589,7 @@ class P2PNode:
         # Membership or a ban may have changed while we were shaking hands.
         self._check_peer(public_key)
         dialer = self.public_key if outbound else public_key
-        conn = Connection(self, public_key, reader, writer, dialer, address)
+        conn = Connection(self, public_key, reader, writer, dialer, address, records)
         self._register(conn)
         return conn
 

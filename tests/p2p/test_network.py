@@ -921,3 +921,31 @@ async def test_a_peer_that_reconnects_keeps_the_rate_it_used_up(limit):
                 await until(lambda: not m0.node.peers())
         finally:
             close_raw(opened)
+
+
+@pytest.mark.parametrize("records", ["full", "one byte each"])
+async def test_a_peer_sending_tiny_tls_records_pays_for_each_record(records):
+    # Each TLS record costs a pass of the TLS layer's read loop (~1 us) whatever its
+    # size, and the byte rate counted plaintext only: a member sending its frames a
+    # byte per record cost the node some 500 times what its rate allowed
+    # (benches/tls_records.py). The same bytes in ordinary records stay within it.
+    stream = encode_frame(CHAT_TYPE, Chat(0, bytes(100)).encode()) * 10
+    cfg = dataclasses.replace(FAST, rate_bytes=1_000.0, burst_bytes=4.0 * len(stream))
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0, config=cfg)
+    async with m0.node:
+        reader, writer, ident = await raw_connect(m0.node.port, k1)
+        try:
+            if records == "full":
+                writer.write(stream)
+                for _ in range(10):
+                    await recv(m0)
+                assert m0.node.peer_stats()[k1.public_key].throttled == 0
+            else:
+                # One write, one record: 1,100 records.
+                for i in range(len(stream)):
+                    writer.write(stream[i : i + 1])
+                await until(lambda: m0.node.peer_stats()[k1.public_key].throttled > 0)
+        finally:
+            close_raw([(writer, ident)])
