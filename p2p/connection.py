@@ -40,6 +40,11 @@ log = logging.getLogger("p2p")
 
 Handler = Callable[[bytes, Wire], Awaitable[None]]
 
+# A payload larger than this is read in pieces, its TLS records charged as they come
+# (``Connection._read_payload``): a frame's records are charged at least every 64 KiB
+# of it (~70 ms of the loop at one byte a record), then the peer's debt pauses reading.
+PAYLOAD_CHUNK = 64 * 1024
+
 # Errors that mean the connection is gone, not that the peer misbehaved.
 CONNECTION_ERRORS = (
     asyncio.IncompleteReadError,
@@ -247,22 +252,16 @@ class Connection:
                 if kind is None:
                     raise ProtocolViolation(f"unknown message type {type_id:#x}")
                 check_size(type_id, size, min(kind.max_size, max_frame))
-            # Every TLS record that came since the last frame costs its own pass of the
-            # TLS read loop, whatever its size: charged beside the bytes (RECORD_CHARGE),
-            # or a peer sending 1-byte records would cost ~500 times what its rate says.
-            records = 0 if self._records is None else self._records.records - self._records_charged
-            self._records_charged += records
-            stats.records_in += records
             # Throttle before reading the payload: a flooding peer is slowed by
             # TCP backpressure and its frames never pile up in our memory.
             delay = max(
                 self._msg_bucket.take(1),
-                self._byte_bucket.take(size + HEADER_SIZE + records * RECORD_CHARGE),
+                self._byte_bucket.take(size + HEADER_SIZE + self._record_charge()),
             )
             if delay > 0:
                 stats.throttled += delay
                 await asyncio.sleep(delay)
-            payload = await reader.readexactly(size)
+            payload = await self._read_payload(size)
             self._last_rx = self._loop.time()
             stats.msgs_in += 1
             stats.bytes_in += size + HEADER_SIZE
@@ -291,6 +290,38 @@ class Connection:
             finally:
                 self._in_handler = False
                 self._last_rx = self._loop.time()
+
+    def _record_charge(self) -> int:
+        """What the TLS records received since the last charge cost the byte rate: each
+        is a pass of the TLS read loop whatever its size, so a peer sending 1-byte
+        records would else cost ~500 times what its rate says (``RECORD_CHARGE``)."""
+        if self._records is None:
+            return 0
+        records = self._records.records - self._records_charged
+        self._records_charged += records
+        self.stats.records_in += records
+        return records * RECORD_CHARGE
+
+    async def _read_payload(self, size: int) -> bytes:
+        """A frame's payload. One larger than ``PAYLOAD_CHUNK`` is read as it comes and
+        its records charged meanwhile: a 16 MiB frame sent a byte per record is 16
+        million of them (some 16 s of this loop), too many to charge once it is read."""
+        if size <= PAYLOAD_CHUNK or self._records is None:
+            return await self.reader.readexactly(size)
+        parts: list[bytes] = []
+        left = size
+        while left:
+            chunk = await self.reader.read(min(left, PAYLOAD_CHUNK))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), size)
+            parts.append(chunk)
+            left -= len(chunk)
+            self._last_rx = self._loop.time()
+            delay = self._byte_bucket.take(self._record_charge())
+            if delay > 0:
+                self.stats.throttled += delay
+                await asyncio.sleep(delay)
+        return b"".join(parts)
 
     async def _handle(self, msg: Wire) -> None:
         """Hand ``msg`` to the node. ``Invalid`` (the peer's fault) propagates; any other

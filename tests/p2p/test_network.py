@@ -949,3 +949,38 @@ async def test_a_peer_sending_tiny_tls_records_pays_for_each_record(records):
                 await until(lambda: m0.node.peer_stats()[k1.public_key].throttled > 0)
         finally:
             close_raw([(writer, ident)])
+
+
+async def test_the_records_of_a_large_frame_are_charged_while_it_is_read():
+    # Records were charged with the next frame's header: one 200 KB frame sent a byte
+    # per record (200,000 passes of the TLS read loop, ~0.2 s of the node's CPU; a
+    # 16 MiB one, 16 s) was read whole, and handled, before anything was charged.
+    payload = bytes(200_000)
+    stream = encode_frame(CHAT_TYPE, Chat(0, payload).encode())
+    # Room for the frame's bytes, not for its records.
+    cfg = dataclasses.replace(FAST, rate_bytes=1_000.0, burst_bytes=2.0 * len(stream))
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0, config=cfg)
+    async with m0.node:
+        reader, writer, ident = await raw_connect(m0.node.port, k1)
+        try:
+            # The header in a record of its own; the node is then reading the payload
+            # (if it is slower than that, the records are charged with the header and
+            # the test still holds).
+            writer.write(stream[:5])
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            for i in range(5, len(stream)):
+                writer.write(stream[i : i + 1])
+
+            def throttled() -> bool:
+                stats = m0.node.peer_stats().get(k1.public_key)
+                return stats is not None and stats.throttled > 0
+
+            await until(lambda: throttled() or not m0.inbox.empty(), 10.0)
+            # Throttled before the frame was read through: nothing was handled.
+            assert m0.inbox.empty()
+            assert throttled()
+        finally:
+            close_raw([(writer, ident)])
