@@ -31,11 +31,15 @@ class TokenBucket:
         self._clock = clock
         self._stamp = clock()
 
-    def take(self, n: float) -> float:
+    def level(self) -> float:
+        """Tokens saved up now (negative while in debt)."""
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        self._tokens -= n
+        return self._tokens
+
+    def take(self, n: float) -> float:
+        self._tokens = self.level() - n
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 

@@ -108,6 +108,15 @@ class P2PConfig:
     # that would leave more than this many is refused (before TLS) until one ends. At
     # least 1, or a peer could never replace a stale connection (it restarted).
     max_closing_per_peer: int = 2
+    # Per peer key: TLS sessions it may establish (either direction), a token bucket
+    # charged when TLS has proven the key. A member holding many addresses (an IPv6 /48
+    # is 65,536 /64s) is bounded by no per-address limit: each session costs ~2 ms of
+    # our CPU, a connection's tasks and a log line, and replaces the last one, so its
+    # key could churn sessions as fast as our CPU allowed. A key out of sessions is
+    # refused before TLS until it has one again; a stranger replaying the key's
+    # certificate cannot spend them (it never completes TLS).
+    session_rate_per_key: float = 0.5
+    session_burst_per_key: float = 10.0
 
     def __post_init__(self) -> None:
         if self.outbound_queue_bytes <= self.max_frame_size:
@@ -124,6 +133,11 @@ class P2PConfig:
             raise ValueError(
                 f"offer_timeout must be in (0, handshake_timeout ({self.handshake_timeout})], "
                 f"got {self.offer_timeout}"
+            )
+        if not (self.session_rate_per_key > 0 and self.session_burst_per_key >= 1):
+            raise ValueError(
+                f"session_rate_per_key must be > 0 and session_burst_per_key >= 1, got "
+                f"{self.session_rate_per_key} and {self.session_burst_per_key}"
             )
         if self.max_closing_per_peer < 1:
             raise ValueError(f"max_closing_per_peer must be >= 1, got {self.max_closing_per_peer}")
@@ -186,6 +200,9 @@ class P2PNode:
         # one that reconnects (a TLS handshake, ~2 ms) must not get a full burst again and
         # its debt forgotten. Members' keys only (pruned by ``check_members``).
         self._rates: dict[bytes, tuple[TokenBucket, TokenBucket]] = {}
+        # Per peer key, the TLS sessions it may still establish (``session_rate_per_key``).
+        # Members' keys only: charged once TLS proved the key, pruned by ``check_members``.
+        self._sessions: dict[bytes, TokenBucket] = {}
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
@@ -355,6 +372,8 @@ class P2PNode:
                 conn.close("no longer a member")
         for pk in [pk for pk in self._rates if pk not in self._live and not self.is_member(pk)]:
             del self._rates[pk]
+        for pk in [pk for pk in self._sessions if pk not in self._live and not self.is_member(pk)]:
+            del self._sessions[pk]
 
     def drop_peer(self, peer: bytes, reason: str, *, ban: bool = True) -> None:
         """Disconnect a peer the node found misbehaving (e.g. it served an invalid block)."""
@@ -446,6 +465,26 @@ class P2PNode:
                 f"peer {short(public_key)} has {running} connections still finishing handlers"
             )
 
+    def _check_admission(self, public_key: bytes) -> None:
+        """``_check_peer``, and the key has a TLS session left (checked before TLS)."""
+        self._check_peer(public_key)
+        sessions = self._sessions.get(public_key)
+        if sessions is not None and sessions.level() < 1.0:
+            raise PeerRejected(
+                f"peer {short(public_key)} is out of sessions "
+                f"({self.config.session_rate_per_key:g} a second)"
+            )
+
+    def _session_proven(self, public_key: bytes) -> None:
+        """TLS proved ``public_key``: the session is charged to it, whatever follows."""
+        sessions = self._sessions.get(public_key)
+        if sessions is None:
+            cfg = self.config
+            sessions = self._sessions[public_key] = TokenBucket(
+                cfg.session_rate_per_key, cfg.session_burst_per_key
+            )
+        sessions.take(1.0)
+
     def _identity_now(self) -> NodeIdentity:
         if self._identity is None:
             raise PeerRejected("node is stopped")
@@ -485,7 +524,7 @@ class P2PNode:
                     payload = await read_frame(reader, CERT_OFFER_TYPE, CertOffer.MAX_ENCODED)
                 offer = CertOffer.decode(payload)
                 # Membership (a set lookup) before the certificate's signature check.
-                public_key = certificate_public_key(offer.cert, self._check_peer)
+                public_key = certificate_public_key(offer.cert, self._check_admission)
                 self._gate.identify(pending)
                 if not self._gate.allow_tls(source):
                     raise PeerRejected(f"too many TLS handshakes from {source}")
@@ -533,7 +572,7 @@ class P2PNode:
                     raise PeerRejected(
                         f"dialed {short(addr.public_key)} at {address}, got {short(public_key)}"
                     )
-                self._check_peer(public_key)
+                self._check_admission(public_key)
                 tcp = writer.transport
                 await writer.start_tls(self._identity_now().client_context(offer.cert))
                 records = count_records(tcp)
@@ -573,6 +612,8 @@ class P2PNode:
         # so that pinning does not rest on one configuration detail alone.
         if peer_certificate(writer.get_extra_info("ssl_object")) != offered:
             raise PeerRejected("TLS certificate differs from the offered one")
+        # Proven: from here on the session is the key's doing (a Hello it fails too).
+        self._session_proven(public_key)
         hello = Hello(PROTOCOL_VERSION, self.chain_id, self.genesis_hash)
         writer.write(encode_frame(HELLO_TYPE, hello.encode()))
         theirs = Hello.decode(await read_frame(reader, HELLO_TYPE, Hello.MAX_ENCODED))
@@ -687,7 +728,7 @@ class P2PNode:
                     continue
             try:
                 # Not a member (yet) or banned: wait quietly, membership may change.
-                self._check_peer(pk)
+                self._check_admission(pk)
             except PeerRejected:
                 await asyncio.sleep(cfg.backoff_max)
                 continue

@@ -510,6 +510,8 @@ async def test_stop_is_clean():
 def test_node_rejects_bad_settings():
     with pytest.raises(ValueError, match="max_closing_per_peer"):
         dataclasses.replace(FAST, max_closing_per_peer=0)
+    with pytest.raises(ValueError, match="session_burst_per_key"):
+        dataclasses.replace(FAST, session_burst_per_key=0.5)
     with pytest.raises(ValueError):
         P2PNode(
             PrivateKey.generate(),
@@ -984,3 +986,48 @@ async def test_the_records_of_a_large_frame_are_charged_while_it_is_read():
             assert throttled()
         finally:
             close_raw([(writer, ident)])
+
+
+HANDSHAKE_FAILED = (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, OSError)
+
+
+async def test_a_member_churning_sessions_is_bounded_per_key_not_per_address():
+    # Handshakes were bounded per source address only: a member holding many addresses
+    # (an IPv6 /48 is 65,536 /64s) could open TLS sessions with its key as fast as our
+    # CPU went, each replacing the last (~2 ms of TLS, a connection's tasks, a log line).
+    # Here every per-address limit is out of the way, as for such a member.
+    cfg = dataclasses.replace(
+        FAST,
+        tls_rate_per_address=1000.0,
+        tls_burst_per_address=1000.0,
+        session_rate_per_key=0.01,
+        session_burst_per_key=3.0,
+    )
+    net = Net(3)
+    k0, k1, k2 = net.keys
+    m0 = net.make_node(k0, config=cfg)
+    opened = []
+    async with m0.node:
+        try:
+            # A stranger replaying k1's (public) certificate never proves the key: it
+            # spends none of k1's sessions.
+            for _ in range(4):
+                with pytest.raises(HANDSHAKE_FAILED):
+                    await raw_connect(
+                        m0.node.port, PrivateKey.generate(), offer_cert=make_certificate(k1)
+                    )
+            refused = 0
+            for _ in range(6):
+                try:
+                    reader, writer, ident = await raw_connect(m0.node.port, k1)
+                except HANDSHAKE_FAILED:
+                    refused += 1
+                else:
+                    opened.append((writer, ident))
+            assert (len(opened), refused) == (3, 3)
+            # Another member's sessions are its own.
+            reader, writer, ident = await raw_connect(m0.node.port, k2)
+            opened.append((writer, ident))
+            await until(lambda: k2.public_key in m0.node.peers())
+        finally:
+            close_raw(opened)
