@@ -48,6 +48,67 @@ _NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 _NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
 
 
+# The most a TLS handshake reads from the peer. An honest one reads under 2 KB (a
+# ClientHello of ~250 bytes; a certificate of ~300, its proof and Finished). OpenSSL
+# takes a ClientHello of up to 128 KiB and a certificate chain of up to 100 KiB, in
+# records of any size, and handles all it was given within one ``do_handshake``: a
+# 60 KB ClientHello in 1-byte records is 10 ms of the event loop (160 ns a record),
+# against 0.3 ms in one record, and anyone who replays a member's public certificate
+# gets that far, 10 times a second per source address (``tls_rate_per_address``).
+MAX_HANDSHAKE_BYTES = 16 * 1024
+
+
+class HandshakeTooLarge(ssl.SSLError):
+    """The peer sent more than ``MAX_HANDSHAKE_BYTES`` before the handshake ended."""
+
+
+class _BoundedHandshake(ssl.SSLObject):
+    """An ``SSLObject`` whose handshake reads at most ``MAX_HANDSHAKE_BYTES``.
+
+    The TLS layer (asyncio's or uvloop's, both through ``SSLContext.wrap_bio``) writes
+    what it receives into ``incoming`` and calls ``do_handshake``; the bytes waiting
+    there are counted before the call, so a handshake that would read more fails
+    before OpenSSL parses them.
+    """
+
+    _incoming: ssl.MemoryBIO
+    _handshake_read: int
+
+    @classmethod
+    def _create(  # ssl's private constructor, with its arguments
+        cls,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+        context: ssl.SSLContext | None = None,
+    ) -> _BoundedHandshake:
+        self = super()._create(  # type: ignore[misc]  # not in typeshed
+            incoming,
+            outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            session=session,
+            context=context,
+        )
+        self._incoming = incoming
+        self._handshake_read = 0
+        return self  # type: ignore[no-any-return]  # the class of cls, as ssl makes it
+
+    def do_handshake(self) -> None:
+        waiting = self._incoming.pending
+        if self._handshake_read + waiting > MAX_HANDSHAKE_BYTES:
+            raise HandshakeTooLarge(
+                f"TLS handshake over {MAX_HANDSHAKE_BYTES} bytes "
+                f"({self._handshake_read} read, {waiting} more sent)"
+            )
+        try:
+            super().do_handshake()
+        finally:
+            self._handshake_read += waiting - self._incoming.pending
+
+
 class PeerRejected(Invalid):
     """A peer's identity is unacceptable: not Ed25519, not a member, or not who we dialed."""
 
@@ -190,6 +251,8 @@ class NodeIdentity:
         ctx.verify_mode = ssl.CERT_REQUIRED
         # Resumed sessions skip certificate authentication; always do the full handshake.
         ctx.options |= ssl.OP_NO_TICKET
+        # What the peer may send before the handshake ends is bounded (MAX_HANDSHAKE_BYTES).
+        ctx.sslobject_class = _BoundedHandshake
         ctx.load_cert_chain(self._path, password=self._password)
         # The peer's own certificate is the one and only trust anchor.
         ctx.load_verify_locations(cadata=peer_cert_der)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -247,3 +248,36 @@ def unparsable_certificates(key: PrivateKey) -> dict[str, bytes]:
         "unknown key algorithm": der[:spki] + bytes.fromhex("06032b6579") + der[spki + 5 :],
         "unknown version": der.replace(VERSION_3, bytes.fromhex("a003020105"), 1),
     }
+
+
+def client_hello(ident: NodeIdentity, server_cert: bytes, pad: int = 0) -> bytes:
+    """The TLS ClientHello handshake message ``ident`` would send to the holder of
+    ``server_cert``, with a padding extension of ``pad`` zero bytes (RFC 7685) put
+    first among its extensions when ``pad`` is not 0: anyone may send one that large."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ident.client_context(server_cert).wrap_bio(incoming, outgoing)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    record = outgoing.read()
+    message = record[5 : 5 + struct.unpack(">H", record[3:5])[0]]
+    if not pad:
+        return message
+    body = message[4:]
+    # version (2), random (32), session id, cipher suites, compression, then extensions
+    at = 34
+    at += 1 + body[at]
+    at += 2 + struct.unpack(">H", body[at : at + 2])[0]
+    at += 1 + body[at]
+    extensions = struct.pack(">HH", 21, pad) + bytes(pad) + body[at + 2 :]
+    body = body[:at] + struct.pack(">H", len(extensions)) + extensions
+    return b"\x01" + len(body).to_bytes(3, "big") + body
+
+
+def handshake_records(message: bytes, size: int) -> bytes:
+    """``message`` as plaintext TLS handshake records of ``size`` bytes each."""
+    return b"".join(
+        b"\x16\x03\x01" + struct.pack(">H", len(message[i : i + size])) + message[i : i + size]
+        for i in range(0, len(message), size)
+    )

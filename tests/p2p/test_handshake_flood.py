@@ -6,18 +6,29 @@ addresses and hold their connections open without finishing the handshake.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 
 import pytest
 
+from core.keys import PrivateKey
 from p2p import PeerAddress
-from p2p.frames import encode_frame
+from p2p.frames import encode_frame, read_frame
 from p2p.messages import CERT_OFFER_TYPE, CertOffer
-from p2p.tls import make_certificate
+from p2p.tls import NodeIdentity, make_certificate
 from tests.p2p.flood import HandshakeFlood
-from tests.p2p.helpers import FAST, Chat, Net, recv, until
+from tests.p2p.helpers import (
+    FAST,
+    Chat,
+    Net,
+    client_hello,
+    handshake_records,
+    recv,
+    until,
+)
 
 # Slots held for the production handshake budget (5 s), longer than the test waits.
 HELD = dataclasses.replace(FAST, handshake_timeout=5.0)
@@ -79,3 +90,34 @@ async def test_member_connects_while_strangers_hold_handshakes(attack, caplog):
     # Refusals are summarised in the log, not written one line each.
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) <= 60, f"{len(warnings)} warnings for {stats.connects} connections"
+
+
+@pytest.mark.parametrize("pad", [0, 20_000], ids=["plain", "padded to 20 KB"])
+async def test_a_handshake_over_its_byte_budget_fails_before_openssl_parses_it(pad):
+    # OpenSSL takes a ClientHello of up to 128 KiB, in records of one byte each if the
+    # sender likes, all parsed within one do_handshake: 160 ns a record (60 KB, 10 ms of
+    # the event loop, against 0.3 ms whole), for anyone replaying a member's public
+    # certificate. A handshake now reads at most MAX_HANDSHAKE_BYTES; an honest
+    # ClientHello, even cut into 1-byte records, is well within it.
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0)
+    async with m0.node:
+        reader, writer = await asyncio.open_connection("127.0.0.1", m0.node.port)
+        ident = NodeIdentity(PrivateKey.generate())
+        try:
+            writer.write(encode_frame(CERT_OFFER_TYPE, CertOffer(make_certificate(k1)).encode()))
+            theirs = CertOffer.decode(await read_frame(reader, CERT_OFFER_TYPE, 4096))
+            writer.write(handshake_records(client_hello(ident, theirs.cert, pad), 1))
+            # What the node answers (a ServerHello, or nothing) until it closes the
+            # connection (it cannot finish: the client sends nothing more).
+            answer = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := await reader.read(65536):
+                    answer += chunk
+        finally:
+            writer.transport.abort()
+            ident.close()
+    assert bool(answer) == (pad == 0)
+    if answer:
+        assert answer[0] == 0x16  # a handshake record: the ServerHello
