@@ -214,10 +214,12 @@ class Connection:
         except asyncio.CancelledError:
             if not self._closing:
                 raise
+        except Invalid as exc:
+            # Before CONNECTION_ERRORS: a TLS error the peer is to blame for is both
+            # (p2p.tls.ControlRecordFlood).
+            node.misbehaved(self, f"{exc.code}: {exc.message}")
         except CONNECTION_ERRORS as exc:
             self._reason = self._reason or f"connection lost ({type(exc).__name__})"
-        except Invalid as exc:
-            node.misbehaved(self, f"{exc.code}: {exc.message}")
         except Exception:
             # Our bug, not the peer's: log it and drop only this connection.
             log.exception("reader for peer %s failed", short(self.public_key))

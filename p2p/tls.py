@@ -22,6 +22,7 @@ again (same bytes, Ed25519, member).
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import os
 import secrets
@@ -57,22 +58,52 @@ _NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
 # gets that far, 10 times a second per source address (``tls_rate_per_address``).
 MAX_HANDSHAKE_BYTES = 16 * 1024
 
+# After the handshake an honest node sends application data only: no KeyUpdate
+# (Python's ssl cannot send one), no tickets, a close_notify at the end. OpenSSL
+# handles any other record inside the read that meets it, with all the TLS layer gave
+# it (up to 256 KiB a read), and none of it reaches a frame to be charged: a KeyUpdate
+# asking for one back is 20 us and 27 bytes written back, so 256 KiB of them block the
+# event loop 200 ms. A connection may carry this many bytes of such records.
+MAX_CONTROL_BYTES = 4096
+# What TLS 1.3 adds to a record's plaintext: header (5), content type (1), AEAD tag (16).
+RECORD_OVERHEAD = 22
+# What OpenSSL may hold of a record it has not finished reading (read, not delivered).
+_RECORD_HELD = 5 + 16384 + 256
+
 
 class HandshakeTooLarge(ssl.SSLError):
     """The peer sent more than ``MAX_HANDSHAKE_BYTES`` before the handshake ended."""
 
 
-class _BoundedHandshake(ssl.SSLObject):
-    """An ``SSLObject`` whose handshake reads at most ``MAX_HANDSHAKE_BYTES``.
+class ControlRecordFlood(ssl.SSLError, Invalid):
+    """The peer sent more than ``MAX_CONTROL_BYTES`` of records that carry no data.
+
+    An ``ssl.SSLError`` for the TLS layer, which closes the connection with it (and
+    logs an ``OSError`` at debug level, anything else as an error of ours), and
+    ``Invalid`` for the reader it reaches: misbehaviour, the peer is banned.
+    """
+
+    code = "tls_control_flood"
+
+
+class _BoundedTLS(ssl.SSLObject):
+    """An ``SSLObject`` that bounds what the peer makes OpenSSL handle beyond its data:
+    its handshake reads at most ``MAX_HANDSHAKE_BYTES``, and after it at most
+    ``MAX_CONTROL_BYTES`` may come in records that carry no application data.
 
     The TLS layer (asyncio's or uvloop's, both through ``SSLContext.wrap_bio``) writes
-    what it receives into ``incoming`` and calls ``do_handshake``; the bytes waiting
-    there are counted before the call, so a handshake that would read more fails
-    before OpenSSL parses them.
+    what it receives into ``incoming`` and calls ``do_handshake``, then ``read``; what
+    waits in ``incoming`` is counted before a handshake step (so a handshake that
+    would read more fails before OpenSSL parses it), and what a read took from it
+    against the plaintext it gave (each record of data takes its plaintext and
+    ``RECORD_OVERHEAD``). Failing raises an ``ssl.SSLError``: the TLS layer closes the
+    connection, as for any TLS error.
     """
 
     _incoming: ssl.MemoryBIO
     _handshake_read: int
+    _taken: int
+    _delivered: int
 
     @classmethod
     def _create(  # ssl's private constructor, with its arguments
@@ -83,7 +114,7 @@ class _BoundedHandshake(ssl.SSLObject):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
         context: ssl.SSLContext | None = None,
-    ) -> _BoundedHandshake:
+    ) -> _BoundedTLS:
         self = super()._create(  # type: ignore[misc]  # not in typeshed
             incoming,
             outgoing,
@@ -94,6 +125,8 @@ class _BoundedHandshake(ssl.SSLObject):
         )
         self._incoming = incoming
         self._handshake_read = 0
+        self._taken = 0
+        self._delivered = 0
         return self  # type: ignore[no-any-return]  # the class of cls, as ssl makes it
 
     def do_handshake(self) -> None:
@@ -107,6 +140,28 @@ class _BoundedHandshake(ssl.SSLObject):
             super().do_handshake()
         finally:
             self._handshake_read += waiting - self._incoming.pending
+
+    def read(  # type: ignore[override]  # typeshed's Buffer is not in typing until 3.12
+        self, len: int = 1024, buffer: bytearray | memoryview | None = None
+    ) -> bytes:
+        waiting = self._incoming.pending
+        got = 0
+        try:
+            data = super().read(len, buffer)
+            # With a buffer, ssl returns the count (typeshed says bytes either way).
+            got = data if isinstance(data, int) else builtins.len(data)
+            return data
+        finally:
+            self._taken += waiting - self._incoming.pending
+            if got:
+                self._delivered += got + RECORD_OVERHEAD
+            # Less a record OpenSSL may hold half-read, which it took and has not given.
+            control = self._taken - self._delivered - _RECORD_HELD
+            if control > MAX_CONTROL_BYTES:
+                raise ControlRecordFlood(
+                    f"{control} bytes of TLS records without data, "
+                    f"at most {MAX_CONTROL_BYTES} allowed"
+                )
 
 
 class PeerRejected(Invalid):
@@ -251,8 +306,8 @@ class NodeIdentity:
         ctx.verify_mode = ssl.CERT_REQUIRED
         # Resumed sessions skip certificate authentication; always do the full handshake.
         ctx.options |= ssl.OP_NO_TICKET
-        # What the peer may send before the handshake ends is bounded (MAX_HANDSHAKE_BYTES).
-        ctx.sslobject_class = _BoundedHandshake
+        # What the peer makes OpenSSL handle beyond its data is bounded (_BoundedTLS).
+        ctx.sslobject_class = _BoundedTLS
         ctx.load_cert_chain(self._path, password=self._password)
         # The peer's own certificate is the one and only trust anchor.
         ctx.load_verify_locations(cadata=peer_cert_der)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import ssl
 import struct
@@ -281,3 +282,22 @@ def handshake_records(message: bytes, size: int) -> bytes:
         b"\x16\x03\x01" + struct.pack(">H", len(message[i : i + size])) + message[i : i + size]
         for i in range(0, len(message), size)
     )
+
+
+def send_key_updates(writer: asyncio.StreamWriter, count: int) -> None:
+    """Queue ``count`` TLS 1.3 KeyUpdate messages, each asking for one back, on the TLS
+    connection of ``writer`` (they go out with its next write). Python's ssl cannot send
+    one; a hostile peer's TLS stack can, so this calls OpenSSL through ctypes, on the
+    ``SSL *`` of CPython's ``_ssl._SSLSocket`` (after its object header and the socket
+    weakref; CPython 3.11 and 3.12)."""
+    libssl = ctypes.CDLL("libssl.so.3")
+    libssl.SSL_key_update.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    libssl.SSL_do_handshake.argtypes = [ctypes.c_void_p]
+    tls = writer.get_extra_info("ssl_object")
+    ssl_ptr = ctypes.c_void_p.from_address(id(tls._sslobj) + 3 * ctypes.sizeof(ctypes.c_void_p))
+    for _ in range(count):
+        # SSL_KEY_UPDATE_REQUESTED: the receiver must answer with a KeyUpdate of its own.
+        if libssl.SSL_key_update(ssl_ptr.value, 1) != 1:
+            raise RuntimeError("SSL_key_update failed")
+        if libssl.SSL_do_handshake(ssl_ptr.value) != 1:
+            raise RuntimeError("SSL_do_handshake failed")

@@ -32,6 +32,7 @@ from tests.p2p.helpers import (
     closed_by_peer,
     raw_connect,
     recv,
+    send_key_updates,
     tls_key_memfds,
     unparsable_certificates,
     until,
@@ -1031,3 +1032,27 @@ async def test_a_member_churning_sessions_is_bounded_per_key_not_per_address():
             await until(lambda: k2.public_key in m0.node.peers())
         finally:
             close_raw(opened)
+
+
+async def test_a_peer_sending_records_without_data_is_dropped(caplog):
+    caplog.set_level(logging.INFO, logger="p2p")
+    # After the handshake an honest node sends application data only. OpenSSL handles
+    # every other record (a KeyUpdate asking for one back: 20 us and 27 bytes written
+    # back) inside the read that meets it, all the TLS layer was given at once, and
+    # nothing of it reached a frame to be charged: a member could keep the event loop
+    # busy with KeyUpdates for as long as it liked.
+    cfg = dataclasses.replace(FAST, idle_timeout=60.0)
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0, config=cfg)
+    async with m0.node:
+        reader, writer, ident = await raw_connect(m0.node.port, k1)
+        try:
+            await until(lambda: k1.public_key in m0.node.peers())
+            send_key_updates(writer, 2000)
+            writer.write(encode_frame(CHAT_TYPE, Chat(1, b"after").encode()))
+            await until(lambda: k1.public_key not in m0.node.peers())
+            assert m0.inbox.empty()
+        finally:
+            close_raw([(writer, ident)])
+        assert any("tls_control_flood" in r.getMessage() for r in caplog.records)
