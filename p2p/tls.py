@@ -100,34 +100,11 @@ class _BoundedTLS(ssl.SSLObject):
     connection, as for any TLS error.
     """
 
+    # Set by ``_BoundedContext.wrap_bio``, the one way this class is made.
     _incoming: ssl.MemoryBIO
-    _handshake_read: int
-    _taken: int
-    _delivered: int
-
-    @classmethod
-    def _create(  # ssl's private constructor, with its arguments
-        cls,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-        context: ssl.SSLContext | None = None,
-    ) -> _BoundedTLS:
-        self = super()._create(  # type: ignore[misc]  # not in typeshed
-            incoming,
-            outgoing,
-            server_side=server_side,
-            server_hostname=server_hostname,
-            session=session,
-            context=context,
-        )
-        self._incoming = incoming
-        self._handshake_read = 0
-        self._taken = 0
-        self._delivered = 0
-        return self  # type: ignore[no-any-return]  # the class of cls, as ssl makes it
+    _handshake_read = 0
+    _taken = 0
+    _delivered = 0
 
     def do_handshake(self) -> None:
         waiting = self._incoming.pending
@@ -162,6 +139,26 @@ class _BoundedTLS(ssl.SSLObject):
                     f"{control} bytes of TLS records without data, "
                     f"at most {MAX_CONTROL_BYTES} allowed"
                 )
+
+
+class _BoundedContext(ssl.SSLContext):
+    """An ``SSLContext`` whose TLS objects are ``_BoundedTLS``, given the incoming BIO
+    they count (``SSLObject`` does not say which BIO it reads)."""
+
+    sslobject_class = _BoundedTLS
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        tls = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        assert isinstance(tls, _BoundedTLS), "sslobject_class is _BoundedTLS"
+        tls._incoming = incoming
+        return tls
 
 
 class PeerRejected(Invalid):
@@ -298,7 +295,8 @@ class NodeIdentity:
     def _context(self, server_side: bool, peer_cert_der: bytes) -> ssl.SSLContext:
         if not self._path:
             raise RuntimeError("identity is closed")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+        # What the peer makes OpenSSL handle beyond its data is bounded (_BoundedTLS).
+        ctx = _BoundedContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.maximum_version = ssl.TLSVersion.TLSv1_3
         # No host names: the peer is identified by its pinned key, not by DNS.
@@ -306,8 +304,6 @@ class NodeIdentity:
         ctx.verify_mode = ssl.CERT_REQUIRED
         # Resumed sessions skip certificate authentication; always do the full handshake.
         ctx.options |= ssl.OP_NO_TICKET
-        # What the peer makes OpenSSL handle beyond its data is bounded (_BoundedTLS).
-        ctx.sslobject_class = _BoundedTLS
         ctx.load_cert_chain(self._path, password=self._password)
         # The peer's own certificate is the one and only trust anchor.
         ctx.load_verify_locations(cadata=peer_cert_der)
