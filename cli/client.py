@@ -374,8 +374,9 @@ class NodeClient:
                 if str_field(doc, "status", f"transaction {tx_hash}") == "committed":
                     return doc
             except NodeError as exc:
-                # Not yet known can be a race with the mempool's bookkeeping.
-                if exc.code != "not_found":
+                # Not yet known can be a race with the mempool's bookkeeping (on a node
+                # that pruned old blocks, said as maybe_pruned).
+                if exc.code not in ("not_found", "maybe_pruned"):
                     raise
             if time.monotonic() > deadline:
                 raise NodeError("timeout", f"transaction {tx_hash} not committed after {timeout} s")

@@ -133,6 +133,8 @@ def hint_for(exc: NodeError, nonce: int | None = None, explicit_nonce: bool = Fa
             "point --node (or LIVELEDGER_NODE) at a node of the trusted chain; if the "
             "consortium gave you another genesis, pin it: `liveledger genesis pin FILE --replace`"
         )
+    if exc.code == "maybe_pruned":
+        return "an archive node (`pruning: {archive: true}`) holds every block: ask one with --node"
     if exc.code in ("insufficient_fee", "insufficient_funds"):
         return "fund the key first (e.g. `liveledger tx transfer --from faucet ...`)"
     return ""

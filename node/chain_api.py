@@ -61,7 +61,7 @@ from node.api_common import node_of, ready
 from node.epoch_records import EpochRecord, epoch_record
 from node.reader import header_of_block
 from node.render import BLOCK, RECEIPT, block_json, header_only_json
-from storage import MAX_KEY_SIZE, Pruned
+from storage import MAX_KEY_SIZE, ChainStore, Pruned
 from vm import (
     MAX_TX_PATH,
     Account,
@@ -194,7 +194,14 @@ TX_STATUS = Component(
     ok=Answer("Committed or pending.", TX_STATUS),
     errors=(
         Refusal(400, "Not a hash.", "bad_hash"),
-        Refusal(404, "Neither pending nor committed.", "not_found"),
+        Refusal(
+            404,
+            "Neither pending nor in a block (`not_found`: this node holds every block), or "
+            "in no block this node holds while it holds none below `retained.blocks_from` "
+            "(`maybe_pruned`: it cannot tell whether a pruned block held it).",
+            "not_found",
+            "maybe_pruned",
+        ),
     ),
 )
 async def get_tx(request: web.Request) -> web.Response:
@@ -217,8 +224,24 @@ async def get_tx(request: web.Request) -> web.Response:
         )
     if mempool.contains(tx_hash):
         return web.json_response({"hash": tx_hash.hex(), "status": "pending"})
-    raise HttpError(
-        404, "not_found", f"transaction {tx_hash.hex()} is neither pending nor committed"
+    raise _unknown_tx(chain.store, tx_hash, "is neither pending nor in a block")
+
+
+def _unknown_tx(store: ChainStore, hash_: bytes, what: str) -> HttpError:
+    """The refusal for a transaction in no block this node holds. Pruning deletes a
+    block's tx index entries with it (and a state-synced store never had the blocks
+    below its sync height): with blocks gone, "never included" cannot be told from
+    "included in a block no longer held", so that answer has a code of its own
+    (``maybe_pruned``), and ``not_found`` means the whole chain was looked at."""
+    base, head = store.block_base, store.height
+    if base <= 1:
+        return HttpError(404, "not_found", f"transaction {hash_.hex()} {what} up to height {head}")
+    return HttpError(
+        404,
+        "maybe_pruned",
+        f"transaction {hash_.hex()} {what} from height {base} to {head}; this node holds no "
+        f"block below {base} (pruned, or before its state sync) and cannot tell whether "
+        "one of those held it",
     )
 
 
@@ -308,9 +331,11 @@ TX_PROOF = Component(
         Refusal(400, "Not a hash.", "bad_hash"),
         Refusal(
             404,
-            "In no block this node keeps (`not_found`: unknown, or in a block it pruned, "
-            "whose transactions it no longer indexes), or still in its mempool (`pending`).",
+            "In no block (`not_found`: this node holds every block), in no block this "
+            "node holds while it holds none below `retained.blocks_from` (`maybe_pruned`: "
+            "a pruned block may have held it), or still in its mempool (`pending`).",
             "not_found",
+            "maybe_pruned",
             "pending",
         ),
         Refusal(410, "Its block was pruned while the proof was read.", "pruned"),
@@ -327,12 +352,7 @@ async def get_tx_proof(request: web.Request) -> web.Response:
             raise HttpError(
                 404, "pending", f"transaction {hash_.hex()} is pending: no block holds it yet"
             )
-        # Pruning deletes a block's index entries with it: an old transaction is unknown.
-        base = chain.store.block_base
-        kept = f"; this node keeps blocks from height {base} on" if base > 1 else ""
-        raise HttpError(
-            404, "not_found", f"transaction {hash_.hex()} is in no block this node holds{kept}"
-        )
+        raise _unknown_tx(chain.store, hash_, "is in no block")
     height, index = location
     # Reading the block and hashing its trees is CPU in proportion to its size: never
     # on the event loop, and a few at once, as block reads.

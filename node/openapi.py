@@ -100,6 +100,9 @@ HTTP_CODES: dict[str, str] = {
     "0x2A-0x2D), refused by the generic state route whether it exists or not",
     "not_found": "404: no such route, object or transaction at the height read, or a height "
     "above the latest final one",
+    "maybe_pruned": "404: a transaction in no block this node holds, on a node that holds "
+    "no block below `retained.blocks_from` (pruned, or before its state sync): it may have "
+    "been in one of those; an archive node tells",
     "pending": "404: a proof of a transaction that is still in the node's mempool: no "
     "block holds it yet",
     "no_set_change": "404: no epoch after the one asked, up to the head's, has other "

@@ -29,6 +29,7 @@ from core import (
     PrivateKey,
     TxBody,
     address_of,
+    format_address,
     merkle_root,
     sign_tx,
     tx_hash,
@@ -434,6 +435,43 @@ async def test_query_tx_prove_shows_the_proven_receipt_of_each_transaction(tmp_p
             assert doc["proof"]["genesis_hash"] == layout.genesis.hash.hex()
             # Proven at a height whose producers were reached by the epochs' walk.
             assert doc["height"] > 2 * EPOCHS_OF_3.epoch_length
+    finally:
+        await server.close()
+
+
+async def test_query_tx_says_a_pruning_node_cannot_tell_never_included_from_pruned(tmp_path):
+    """A transaction of a block the node pruned, and a hash never sent, read the same on
+    a pruning node: `maybe_pruned` (with or without --prove), with a hint to ask an
+    archive node; on a node holding every block, a hash never sent is `not_found`."""
+    pruning = {"keep_states": 2, "keep_blocks": 2, "interval": 1}
+    layout, home = make_home(tmp_path, block_interval_ms=30, pruning=pruning)
+    node = Node.from_home(home, "")
+    server = node_server(node)
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        client = NodeClient(url)
+        faucet = load_key(layout.faucet_key_path, "")
+        body = TxBody(0, 1_000, 1_000, "transfer", Transfer(faucet.address, 5).encode())
+        sent = await asyncio.to_thread(
+            client.submit, sign_tx(faucet, layout.genesis.chain_id, body).encode()
+        )
+        # Its block may be pruned before any lookup by hash: the account's nonce says it
+        # is in a block at or below the height of that answer.
+        address = format_address(faucet.address)
+        async with asyncio.timeout(60):
+            while (account := await asyncio.to_thread(client.account, address))["nonce"] < 1:
+                await asyncio.sleep(0.03)
+            while node.chain.store.block_base <= account["height"]:
+                await asyncio.sleep(0.03)
+        for hash_hex in (sent, "ab" * 32):
+            for prove in ([], ["--prove", "--genesis", str(layout.genesis_path)]):
+                argv = ["query", "tx", hash_hex, *prove, "--node", url]
+                done = await asyncio.to_thread(CliRunner().invoke, main, argv)
+                assert done.exit_code == 2, (done.stdout, done.stderr)
+                assert f"error: maybe_pruned: transaction {hash_hex} is" in done.stderr
+                assert "cannot tell whether" in done.stderr
+                assert "hint: an archive node" in done.stderr
     finally:
         await server.close()
 

@@ -69,8 +69,10 @@ async def test_a_transaction_with_nothing_to_prove_is_refused_with_its_code(tmp_
         chain_id = node.genesis.chain_id
         resp = await client.get("/v1/txs/nothex/proof")
         assert resp.status == 400 and (await resp.json())["code"] == "bad_hash"
-        resp = await client.get(f"/v1/txs/{'ab' * 32}/proof")
-        assert resp.status == 404 and (await resp.json())["code"] == "not_found"
+        # A node that holds every block looked at them all: never included.
+        for path in (f"/v1/txs/{'ab' * 32}/proof", f"/v1/txs/{'ab' * 32}"):
+            resp = await client.get(path)
+            assert resp.status == 404 and (await resp.json())["code"] == "not_found"
         # Above a missing nonce: held in the mempool, in no block.
         queued = _transfer(faucet, chain_id, 5, 1)
         resp = await client.post("/v1/txs", json={"tx": queued.encode().hex()})
@@ -79,7 +81,10 @@ async def test_a_transaction_with_nothing_to_prove_is_refused_with_its_code(tmp_
         assert resp.status == 404 and (await resp.json())["code"] == "pending"
 
 
-async def test_a_transaction_of_a_pruned_block_is_refused_as_not_kept(tmp_path):
+async def test_a_transaction_of_a_pruned_block_is_refused_as_maybe_pruned(tmp_path):
+    """Once blocks are pruned, a transaction in none of the blocks held may have been in
+    one that went: `maybe_pruned` (status and proof alike), never the `not_found` of a
+    node that looked at the whole chain; a hash never sent reads the same there."""
     pruning = {"keep_states": 2, "keep_blocks": 2, "interval": 1}
     async with served_node(tmp_path, block_interval_ms=30, pruning=pruning) as (
         client,
@@ -95,10 +100,12 @@ async def test_a_transaction_of_a_pruned_block_is_refused_as_not_kept(tmp_path):
         async with asyncio.timeout(60):
             while node.chain.store.block_base <= height:
                 await asyncio.sleep(0.03)
-        resp = await client.get(f"/v1/txs/{sent.hash.hex()}/proof")
-        doc = await resp.json()
-        assert resp.status == 404 and doc["code"] == "not_found"
-        assert "this node keeps blocks from height" in doc["message"]
+        for hash_hex in (sent.hash.hex(), "ab" * 32):
+            for path in (f"/v1/txs/{hash_hex}/proof", f"/v1/txs/{hash_hex}"):
+                resp = await client.get(path)
+                doc = await resp.json()
+                assert resp.status == 404 and doc["code"] == "maybe_pruned", (path, doc)
+                assert "holds no block below" in doc["message"], doc
 
 
 async def test_proofs_queued_behind_a_block_s_first_read_take_the_trees_it_kept(
