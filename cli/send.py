@@ -16,12 +16,19 @@
    block would fail it, the command stops with that block's error code and message
    (exit 3) and nothing is sent, so no fee is lost to a foreseeable failure
    (``--no-simulate`` sends it anyway);
-3. it is sent and its hash printed; with ``--wait``, its height and events (ids of what
-   it created, addresses as ``ll1…``, times with their ISO form), or its error (exit 3).
+3. it is sent and its hash printed (computed here, never the node's word); with
+   ``--wait``, its height and events (ids of what it created, addresses as ``ll1…``,
+   times with their ISO form), or its error (exit 3). A node may say "committed, ok" of
+   a transaction it dropped: with a trusted genesis, the outcome printed is the one the
+   transaction's inclusion proof shows (``cli.light.proven_tx``: its block certified by
+   the producers derived from the genesis), and a node that cannot prove what it says
+   ends the command with ``unproven`` (exit 4: the outcome is unknown, so sending again
+   may pay twice); without one, the node's word, said as ``(unproven: …)``.
 
 Every failure is one line ``error: <code>: <message>`` on stderr, epoch-millisecond
 times in it with their ISO form, and where the fix is not obvious a ``hint:`` line;
-exit 2 when the node refused before any block, 3 for an execution error.
+exit 2 when the node refused before any block, 3 for an execution error, 4 when the
+node says the transaction is committed and cannot prove it.
 
 A stdout that refuses output ends any command with exit 1 (``output_failed``):
 quietly once its reader went (``liveledger ... | head``), else with why (a full disk).
@@ -50,15 +57,19 @@ from cli.client import (
 )
 from cli.human import event_line, times_in
 from cli.keyring import Keyring, passphrase_from_env_or_prompt
+from cli.light import proven_tx
 from cli.trust import Anchor, signing_chain_id
 from consensus.staking_state import ACTIVE_PARAMS_KEY, PENDING_PARAMS_KEY, PendingParams
-from core import PrivateKey, TxBody, format_address, sign_tx
-from vm import ChainParams
+from core import PrivateKey, TxBody, format_address, sign_tx, tx_hash
+from core.errors import Invalid
+from vm import ChainParams, receipt_json
 
-# Exit statuses: refused before a block (bad input, the node's admission), and an
-# execution error (simulated or committed).
+# Exit statuses: refused before a block (bad input, the node's admission), an execution
+# error (simulated or committed), and a "committed" the node cannot prove (the outcome
+# is unknown: the transaction may be in a block, or dropped).
 EXIT_REFUSED = 2
 EXIT_FAILED = 3
+EXIT_UNPROVEN = 4
 
 
 def fail(code: str | None, message: str, status: int = EXIT_REFUSED, hint: str = "") -> NoReturn:
@@ -203,24 +214,78 @@ def sign_and_send(
     raw = sign_tx(key, chain_id, body).encode()
     if simulate:
         _simulate(client, raw, nonce, explicit)
+    # Followed by the hash computed here: a node stating another one would have --wait
+    # report (and prove) another transaction's outcome.
+    own = tx_hash(raw).hex()
     try:
-        tx_hash = client.submit(raw)
+        stated = client.submit(raw)
     except NodeError as exc:
         fail(exc.code, exc.message, hint=hint_for(exc, nonce, explicit))
-    click.echo(tx_hash)
+    if stated != own:
+        click.echo(
+            f"warning: {client.url} stated hash {stated[:64]!r} for this transaction; "
+            f"its hash is {own}",
+            err=True,
+        )
+    click.echo(own)
     if not wait:
         return None
-    doc = client.wait_committed(tx_hash)
-    what = f"transaction {tx_hash}"
+    doc, how = _committed(client, own, anchor)
+    what = f"transaction {own}"
     height = int_field(doc, "height", what)
     code, message, events = _receipt(doc, what)
     if code != "ok":
-        fail(code, f"{message} (height {height})", EXIT_FAILED)
-    click.echo(f"committed at height {height}")
+        fail(code, f"{message} (height {height}, {how})", EXIT_FAILED)
+    click.echo(f"committed at height {height} ({how})")
     with reading_answer(f"{what}'s events"):
         for event in events:
             click.echo(event_line(event))
     return doc
+
+
+def _committed(
+    client: NodeClient, hash_hex: str, anchor: Anchor | None
+) -> tuple[dict[str, Any], str]:
+    """The transaction ``hash_hex`` once the node says it is committed, and how its
+    outcome is known. With ``anchor``: the block, index and receipt its inclusion proof
+    shows against a header certified from the anchor's genesis, whatever the node's
+    status answer says; a node that cannot prove it ends the command (``unproven``,
+    exit 4). Without one: the node's word."""
+    doc = client.wait_committed(hash_hex)
+    if anchor is None:
+        return doc, "unproven: the node's word, no genesis is trusted"
+    try:
+        proven = proven_tx(client, anchor.genesis, bytes.fromhex(hash_hex), anchor.cache)
+    except (NodeError, Invalid) as exc:
+        # Whatever failed (no proof, a malformed or false one, no epoch record): said.
+        _unproven(client, hash_hex, doc, anchor, f"{exc.code}: {exc.message}")
+    out = {
+        "hash": hash_hex,
+        "status": "committed",
+        "height": proven.header.height,
+        "index": proven.proof.index,
+        "receipt": receipt_json(proven.receipt),
+    }
+    return out, f"proven against {anchor.source}"
+
+
+def _unproven(
+    client: NodeClient, hash_hex: str, doc: dict[str, Any], anchor: Anchor, why: str
+) -> NoReturn:
+    """End the command: the node says ``doc`` (committed) and its proof failed (``why``)."""
+    receipt = doc.get("receipt")
+    said = receipt.get("code") if isinstance(receipt, dict) else None
+    fail(
+        "unproven",
+        f"{client.url} says transaction {hash_hex} is committed at height "
+        f"{str(doc.get('height'))[:20]} ({str(said)[:40]}), and cannot prove it against "
+        f"{anchor.source} ({why[:300]}): its outcome is unknown",
+        EXIT_UNPROVEN,
+        hint=(
+            "the node may have dropped it; do not send it again before another node "
+            f"proves or denies it: `liveledger query tx {hash_hex} --prove --node URL`"
+        ),
+    )
 
 
 # How far ahead of the node's head a transaction expires, at most (the chain's
@@ -319,6 +384,7 @@ def _simulate(client: NodeClient, raw: bytes, nonce: int, explicit: bool) -> Non
 __all__ = [
     "EXIT_FAILED",
     "EXIT_REFUSED",
+    "EXIT_UNPROVEN",
     "fail",
     "hint_for",
     "output_failed",
