@@ -512,6 +512,9 @@ def test_a_shopper_makes_a_key_is_funded_and_orders_with_one_tap(world, browser)
     buy.click()
     outcome = page.locator("#outcome p.ok")
     expect(outcome).to_contain_text("is final")
+    # Said final once its block proves it, as the explorer checks it.
+    expect(outcome).to_have_attribute("data-verified", "yes")
+    expect(outcome).to_contain_text("✓ verified here")
     order_id, height = re.search(
         r"Order #(\d+) is final \(block (\d+)\)", outcome.inner_text()
     ).groups()
@@ -1620,3 +1623,47 @@ def test_a_feed_refused_by_a_full_node_comes_back_later_and_later(world, browser
         world.proxy.full = False
     expect(badge).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     expect(badge).to_have_attribute("data-retry-ms", "0")
+
+
+def test_an_outcome_the_node_cannot_prove_reads_not_verified_never_final(world, browser):
+    """A node that drops the shopper's tip and says it is committed, ok, in a block: the
+    page checks the outcome's proof as the explorer does, the node has none, and the
+    page says "not verified" (and that it may not be on chain), never "sent"."""
+    page = browser
+    expect = sync_api.expect
+    session, me = world.ids["session"], world.ids["web_address"]
+    # Enough for a tip of 100 and its fee, whatever the tests above left.
+    world.cli("tx", "transfer", "--from", "faucet", "--to", me, "--amount", "2000", "--wait")
+    page.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
+    page.fill("#passphrase", "correct horse battery")
+    page.click("#unlock")
+    page.click("#save-ship")
+    expect(page.locator("#feed-state")).to_have_text("live")
+    head = http_json(f"{world.node.url}/v1/status")["height"]
+
+    def dropping(path: str) -> tuple[int, dict] | None:
+        if path == "/v1/txs":
+            # Taken, and never passed on.
+            return 200, {"hash": "00" * 32}
+        if re.fullmatch(r"/v1/txs/[0-9a-f]{64}", path):
+            tip = {"kind": "commerce.tip", "attrs": {"session": session, "amount": "100"}}
+            receipt = {"code": "ok", "message": "", "fee": 1_000, "events": [tip]}
+            said = {"hash": path[8:], "status": "committed", "height": head, "index": 0}
+            return 200, {**said, "receipt": receipt}
+        return None
+
+    before = len(world.proxy.posted)
+    world.proxy.answer = dropping
+    try:
+        page.click("footer.tipbar button:has-text('Tip 100')")
+        verdict = page.locator("#outcome p.error")
+        expect(verdict).to_have_attribute("data-verified", "no")
+        expect(verdict).to_contain_text("✗ Not verified: the node says it went through")
+        expect(verdict).to_contain_text("could not prove it")
+        expect(verdict).to_contain_text("It may not be on chain")
+        shot(page, "live-tip-unproven")
+    finally:
+        world.proxy.answer = None
+    # The node saw the simulation alone: the tip was dropped.
+    assert [path for path, _ in world.proxy.posted[before:]] == ["/v1/txs/simulate"]
+    expect(page.locator("#outcome p.ok")).to_have_count(0)

@@ -209,9 +209,31 @@ export async function sealingKey(sessionId) {
   }
 }
 
+// The receipt `provenTx` decoded, in the shape of the node's JSON (attributes as an
+// object), so pages read a proven receipt as they read the node's.
+function asJson(receipt) {
+  return { ...receipt, events: receipt.events.map((e) => ({ kind: e.kind, attrs: Object.fromEntries(e.attrs.map((a) => [a.key, a.value])) })) };
+}
+
+// Transaction `hash` (the hash computed here) once the node says it is committed: the
+// block and receipt its inclusion proof shows against a header certified from the
+// trusted genesis (as the explorer's transaction page checks it), `verified: true`;
+// a node that cannot prove what it says (a transaction it dropped, a forged receipt)
+// leaves its word, `verified: false` with the reason, never shown as final.
+async function provenOutcome(hash, doc) {
+  try {
+    const proven = await (await lightClient()).provenTx(hash);
+    return { sent: true, hash, height: proven.header.height, receipt: asJson(proven.receipt), verified: true };
+  } catch (err) {
+    if (!isVerificationFailure(err) && !(err instanceof ApiError)) throw err;
+    return { sent: true, hash, height: doc.height, receipt: doc.receipt, verified: false, reason: err.message };
+  }
+}
+
 // Sign `type` with `payload` (its canonical encoding), ask the node whether the next
-// block would fail it (nothing is sent if so), send it, and wait for its receipt.
-// `progress(stage)` is told "signing", "sent", and the result is the receipt.
+// block would fail it (nothing is sent if so), send it, wait for its receipt and prove
+// it (`provenOutcome`). `progress(stage)` is told "signing", "sent", and the result is
+// the receipt, with `verified` once sent.
 export async function send(type, payload, progress = () => {}) {
   if (!unlocked) throw new Error("unlock your key first");
   progress("signing");
@@ -235,7 +257,10 @@ export async function send(type, payload, progress = () => {}) {
   if (simulated.receipt.code !== "ok") {
     return { sent: false, receipt: simulated.receipt };
   }
-  const { hash } = await postJson("/v1/txs", { tx: hex(tx.encoded) });
+  await postJson("/v1/txs", { tx: hex(tx.encoded) });
+  // Followed by its own hash, not the one the node states (which could be another
+  // transaction's, committed and provable).
+  const hash = hex(tx.hash);
   progress("sent", hash);
   for (let i = 0; i < 240; i++) {
     await new Promise((r) => setTimeout(r, 250));
@@ -243,10 +268,10 @@ export async function send(type, payload, progress = () => {}) {
     try {
       doc = await api(`/v1/txs/${hash}`);
     } catch (err) {
-      if (err instanceof ApiError && err.code === "not_found") continue;
+      if (err instanceof ApiError && (err.code === "not_found" || err.code === "maybe_pruned")) continue;
       throw err;
     }
-    if (doc.status === "committed") return { sent: true, hash, height: doc.height, receipt: doc.receipt };
+    if (doc.status === "committed") return provenOutcome(hash, doc);
   }
   throw new ApiError(0, "timeout", "the transaction was not in a block after a minute");
 }

@@ -355,6 +355,8 @@ export async function livePage(main, idText) {
     try {
       const payload = pack(record(BID, { auction_id: a.id, max_amount: maximum, ...(await sealedAddress(w)) }, "Bid"));
       const result = await send("commerce.bid", payload, (stage) => show(stage === "signing" ? "Signing your bid…" : "Bid sent, waiting for the block…", "muted"));
+      // Read only from a proven receipt (or a simulation's: nothing was sent).
+      if (result.sent && !result.verified) return outcome(result);
       if (result.receipt.code === "bid_too_low" && a.leader && a.leader === myTag(a.id)) {
         // The chain names no figure of a leader's maximum (its receipts are public).
         return show("You lead already: a new maximum must be above your current one.", "error");
@@ -375,10 +377,19 @@ export async function livePage(main, idText) {
     }
   }
 
+  // A sent transaction's outcome, said only as its proof shows it: the node's word for
+  // one it could not prove (it may have dropped it) is "not verified", never final.
   async function outcome(result, okText) {
     const r = result.receipt;
-    if (r.code === "ok") show(okText(r), "ok");
-    else show(`${result.sent ? "" : "Not sent. "}${await plain(r.code, r.message)}`, "error");
+    if (result.sent && !result.verified) {
+      const said = r?.code === "ok" ? "it went through" : `it failed (${r?.code})`;
+      const text = `✗ Not verified: the node says ${said} in block ${result.height}, but could not prove it (${result.reason}). It may not be on chain: check before you try again.`;
+      return replace(outcomeEl, h("p", { class: "error", "data-verified": "no" }, text));
+    }
+    const text = r.code === "ok" ? okText(r) : `${result.sent ? "" : "Not sent. "}${await plain(r.code, r.message)}`;
+    // A sent one's outcome is its proven receipt's: said so.
+    const proof = result.sent ? h("span", { class: "small proof" }, " ✓ verified here") : null;
+    replace(outcomeEl, h("p", { class: r.code === "ok" ? "ok" : "error", "data-verified": result.sent ? "yes" : null }, text, proof));
   }
 
   function tipBar() {
