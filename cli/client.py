@@ -27,6 +27,11 @@ ANSWER_TIMEOUT_S = 120.0
 _CHUNK = 64 * 1024
 # The largest value of the chain's integers (nonces, fees, heights, amounts, times): u64.
 MAX_U64 = 2**64 - 1
+# A node's 503 refusals that say "ask again" (with ``Retry-After``): its reads or answers
+# at their bound, or the node starting or stopping. No answer about what was asked.
+TRY_AGAIN = frozenset({"busy", "unavailable"})
+# How long to wait before asking again after one of them (the node's Retry-After is 1 s).
+TRY_AGAIN_S = 1.0
 
 
 class NodeError(LiveLedgerError):
@@ -375,9 +380,14 @@ class NodeClient:
                     return doc
             except NodeError as exc:
                 # Not yet known can be a race with the mempool's bookkeeping (on a node
-                # that pruned old blocks, said as maybe_pruned).
-                if exc.code not in ("not_found", "maybe_pruned"):
+                # that pruned old blocks, said as maybe_pruned); a busy node said nothing
+                # about it (raised, the transaction sent read as one refused before any
+                # block, exit 2, and sending it again pays twice).
+                if exc.code not in ("not_found", "maybe_pruned", *TRY_AGAIN):
                     raise
+                pause = TRY_AGAIN_S if exc.code in TRY_AGAIN else 0.2
+            else:
+                pause = 0.2
             if time.monotonic() > deadline:
                 raise NodeError("timeout", f"transaction {tx_hash} not committed after {timeout} s")
-            time.sleep(0.2)
+            time.sleep(pause)

@@ -40,6 +40,7 @@ import contextlib
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,6 +48,8 @@ import click
 
 from cli.client import (
     MAX_U64,
+    TRY_AGAIN,
+    TRY_AGAIN_S,
     NodeClient,
     NodeError,
     int_field,
@@ -243,6 +246,11 @@ def sign_and_send(
     return doc
 
 
+# How long --wait asks again for a proof the node is too busy to give (or has no block
+# for yet), once it said the transaction is committed: as long as it waits for that.
+PROOF_WAIT_S = 30.0
+
+
 def _committed(
     client: NodeClient, hash_hex: str, anchor: Anchor | None
 ) -> tuple[dict[str, Any], str]:
@@ -254,11 +262,22 @@ def _committed(
     doc = client.wait_committed(hash_hex)
     if anchor is None:
         return doc, "unproven: the node's word, no genesis is trusted"
-    try:
-        proven = proven_tx(client, anchor.genesis, bytes.fromhex(hash_hex), anchor.cache)
-    except (NodeError, Invalid) as exc:
-        # Whatever failed (no proof, a malformed or false one, no epoch record): said.
-        _unproven(client, hash_hex, doc, anchor, f"{exc.code}: {exc.message}")
+    # A busy node (a flash deal's buyers all asking for proofs: a few block reads run at
+    # once) or one a balancer put behind the one that answered (its block not yet there)
+    # says nothing against the transaction: asked again, for as long as a wait lasts.
+    deadline = time.monotonic() + PROOF_WAIT_S
+    while True:
+        try:
+            proven = proven_tx(client, anchor.genesis, bytes.fromhex(hash_hex), anchor.cache)
+            break
+        except NodeError as exc:
+            if exc.code in (*TRY_AGAIN, "pending") and time.monotonic() < deadline:
+                time.sleep(TRY_AGAIN_S)
+                continue
+            _unproven(client, hash_hex, doc, anchor, f"{exc.code}: {exc.message}")
+        except Invalid as exc:
+            # Whatever failed (no proof, a malformed or false one, no epoch record): said.
+            _unproven(client, hash_hex, doc, anchor, f"{exc.code}: {exc.message}")
     out = {
         "hash": hash_hex,
         "status": "committed",

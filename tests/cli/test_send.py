@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from tests.cli.test_trust import Net, running_net, until_height
 from tests.served import app_server
 from vm import Receipt
 
+# A transaction's status and its proof.
+STATUS = r"/v1/txs/[0-9a-f]{64}"
+PROOF = r"/v1/txs/[0-9a-f]{64}/proof"
 # GET answers the proxy rewrites: (path, JSON document) -> JSON document.
 Rewrite = Callable[[str, dict[str, Any]], dict[str, Any]]
 
@@ -38,6 +42,9 @@ class Hostile:
     rewrite: Rewrite | None = None
     # Hashes of the transactions dropped.
     dropped: list[str] = field(default_factory=list)
+    # GET paths matching a pattern answered 503 busy (a node at its read bound), as many
+    # times as its count.
+    busy: dict[str, int] = field(default_factory=dict)
 
 
 @asynccontextmanager
@@ -58,6 +65,11 @@ async def hostile(upstream: str) -> AsyncIterator[Hostile]:
             receipt = {"code": "ok", "message": "", "fee": 1_000, "events": []}
             doc = {"hash": request.path[8:], "status": "committed", "height": head}
             return web.json_response({**doc, "index": 0, "receipt": receipt})
+        for pattern, times in proxy.busy.items():
+            if times and request.method == "GET" and re.fullmatch(pattern, request.path):
+                proxy.busy[pattern] -= 1
+                doc = {"code": "busy", "message": "2 block reads or proofs run and 16 wait"}
+                return web.json_response(doc, status=503, headers={"Retry-After": "1"})
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
         async with session.request(
             request.method, upstream + request.path_qs, data=body or None, headers=headers
@@ -159,3 +171,24 @@ async def test_the_proven_receipt_is_printed_not_the_node_s(tmp_path):
         assert done.exit_code == 4, (done.stdout, done.stderr)
         assert "error: unproven:" in done.stderr and "is committed at height" in done.stderr
         assert "(ok)" in done.stderr and "invalid_proof" in done.stderr
+
+
+async def test_a_busy_node_is_asked_again_not_said_unproven(tmp_path):
+    """An honest node at its bound of block reads (a flash deal's buyers all proving
+    their orders) answers 503 busy: no word about the transaction, so --wait asks again.
+    Read as a failed proof, every --wait user of a busy node got exit 4 "the node may
+    have dropped it"; a busy status answer ended a sent transaction with exit 2, as if
+    refused before any block (and sending it again pays twice)."""
+    async with running_net(tmp_path) as net, hostile(net.url) as proxy:
+        await until_height(net, 1)
+        proxy.busy = {PROOF: 2}
+        done = await transfer(net, proxy.url, 1, *trusting(net))
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        assert f"(proven against --genesis {net.layout.genesis_path})" in done.stdout
+        assert proxy.busy == {PROOF: 0}
+        # Busy as it is polled for the transaction's status, then for its proof.
+        proxy.busy = {STATUS: 2, PROOF: 1}
+        done = await transfer(net, proxy.url, 2, *trusting(net))
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+        assert f"(proven against --genesis {net.layout.genesis_path})" in done.stdout
+        assert proxy.busy == {STATUS: 0, PROOF: 0}
