@@ -1667,3 +1667,39 @@ def test_an_outcome_the_node_cannot_prove_reads_not_verified_never_final(world, 
     # The node saw the simulation alone: the tip was dropped.
     assert [path for path, _ in world.proxy.posted[before:]] == ["/v1/txs/simulate"]
     expect(page.locator("#outcome p.ok")).to_have_count(0)
+
+
+def test_a_busy_node_is_asked_again_and_the_outcome_proven(world, browser):
+    """An honest node at its bound of block reads (a flash deal's shoppers all proving
+    their orders) answers 503 busy: no word about the tip, so the page asks again. Read
+    as a proof that failed, every shopper of a busy node read "✗ Not verified ... It may
+    not be on chain"; a busy status answer read as the tip not sent."""
+    page = browser
+    expect = sync_api.expect
+    session, me = world.ids["session"], world.ids["web_address"]
+    world.cli("tx", "transfer", "--from", "faucet", "--to", me, "--amount", "2000", "--wait")
+    page.goto(f"{world.proxy.url}/wallet?next=/live/{session}")
+    page.fill("#passphrase", "correct horse battery")
+    page.click("#unlock")
+    page.click("#save-ship")
+    expect(page.locator("#feed-state")).to_have_text("live")
+    busy = (503, {"code": "busy", "message": "2 block reads or proofs run and 16 wait"})
+    left = {"status": 2, "proof": 2}
+
+    def busy_twice(path: str) -> tuple[int, dict] | None:
+        which = "proof" if path.endswith("/proof") else "status"
+        if re.fullmatch(r"/v1/txs/[0-9a-f]{64}(/proof)?", path) and left[which]:
+            left[which] -= 1
+            return busy
+        return None
+
+    world.proxy.answer = busy_twice
+    try:
+        page.click("footer.tipbar button:has-text('Tip 100')")
+        verdict = page.locator("#outcome p.ok")
+        expect(verdict).to_have_attribute("data-verified", "yes")
+        expect(verdict).to_contain_text("✓ verified here")
+    finally:
+        world.proxy.answer = None
+    assert left == {"status": 0, "proof": 0}
+    expect(page.locator("#outcome p.error")).to_have_count(0)

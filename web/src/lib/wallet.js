@@ -220,14 +220,31 @@ function asJson(receipt) {
 // trusted genesis (as the explorer's transaction page checks it), `verified: true`;
 // a node that cannot prove what it says (a transaction it dropped, a forged receipt)
 // leaves its word, `verified: false` with the reason, never shown as final.
+// A node that is busy (its few block reads and proofs taken, as in a flash deal), or one
+// whose proof is still pending (a balancer's node behind), says nothing against the
+// transaction: asked again, a second apart, for up to PROOF_TRIES seconds.
 async function provenOutcome(hash, doc) {
-  try {
-    const proven = await (await lightClient()).provenTx(hash);
-    return { sent: true, hash, height: proven.header.height, receipt: asJson(proven.receipt), verified: true };
-  } catch (err) {
-    if (!isVerificationFailure(err) && !(err instanceof ApiError)) throw err;
-    return { sent: true, hash, height: doc.height, receipt: doc.receipt, verified: false, reason: err.message };
+  for (let tries = 1; ; tries++) {
+    try {
+      const proven = await (await lightClient()).provenTx(hash);
+      return { sent: true, hash, height: proven.header.height, receipt: asJson(proven.receipt), verified: true };
+    } catch (err) {
+      if (!isVerificationFailure(err) && !(err instanceof ApiError)) throw err;
+      if (tryAgain(err, "pending") && tries < PROOF_TRIES) {
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      return { sent: true, hash, height: doc.height, receipt: doc.receipt, verified: false, reason: err.message };
+    }
   }
+}
+
+const PROOF_TRIES = 30;
+
+// A node's refusal that says "ask again" (503 busy or unavailable, with Retry-After),
+// or one of the codes `also` names.
+function tryAgain(err, ...also) {
+  return err instanceof ApiError && (err.status === 503 || also.includes(err.code));
 }
 
 // Sign `type` with `payload` (its canonical encoding), ask the node whether the next
@@ -268,7 +285,8 @@ export async function send(type, payload, progress = () => {}) {
     try {
       doc = await api(`/v1/txs/${hash}`);
     } catch (err) {
-      if (err instanceof ApiError && (err.code === "not_found" || err.code === "maybe_pruned")) continue;
+      // Not yet known (or busy: no word about it; thrown, a sent tip read as not sent).
+      if (tryAgain(err, "not_found", "maybe_pruned")) continue;
       throw err;
     }
     if (doc.status === "committed") return provenOutcome(hash, doc);
