@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from consensus import verify_commit
-from core import InvalidBlock, StorageError
+from consensus import ValidatorSet, verify_commit
+from consensus.staking_state import ProducerSet
+from core import DecodeError, Invalid, InvalidBlock, StorageError
 from genesis import Genesis, load_genesis
 from node.chain import Chain
 from node.config import GENESIS_FILE, StorageConfig, load_config
-from node.epoch_records import make_epoch_record
+from node.epoch_records import EpochRecord, make_epoch_record, verify_epoch_record
 from node.service import build_registry
 from storage import TREE_DIR, ChainStore
 
@@ -134,19 +135,52 @@ def _check_epoch_records(
     source: ChainStore, replayed: ChainStore, genesis: Genesis, head: int
 ) -> None:
     """Each epoch record the node keeps (``GET /v1/epochs/{e}``, a joining node's walk)
-    must be the one the replayed chain makes: the verified boundary header and its
-    certificate, the producer set in its state and that set's proof."""
+    must be the one the replayed chain makes: the verified boundary header, the producer
+    set in its state and that set's proof, and a certificate of that header by the
+    producers who made it (the replay's, or another: ``_certified_otherwise``)."""
     length = genesis.params.epoch_length
     for epoch in range(1, head // length + 1):
         stored = source.get_epoch_record(epoch)
         if stored is None:
             continue  # not kept yet: the node makes it from the block and state when asked
         record = make_epoch_record(replayed, epoch, length)
-        if record is None or stored != record.encode():
+        if record is None or (
+            stored != record.encode()
+            and not _certified_otherwise(stored, record, genesis, epoch, replayed)
+        ):
             raise InvalidBlock(
                 f"the node's record of epoch {epoch} is not the one block {epoch * length} "
                 "and its state make"
             )
+
+
+def _certified_otherwise(
+    stored: bytes, record: EpochRecord, genesis: Genesis, epoch: int, replayed: ChainStore
+) -> bool:
+    """Whether ``stored`` is the replay's ``record`` but for its certificate, another of
+    the same block that verifies. Certificates of one block differ from node to node
+    (each holds the precommits it saw): a record a state sync fetched from a peer, kept
+    before the sync began, carries the peer's, and a node that then replayed from genesis
+    instead keeps it, beside the certificate it was sent the block with."""
+    try:
+        held = EpochRecord.decode(stored)
+    except DecodeError:
+        return False
+    if (held.header, held.producers, held.proof) != (record.header, record.producers, record.proof):
+        return False
+    # Signed by the producers of the epoch its block closes: the record before's set.
+    if epoch == 1:
+        validators = ValidatorSet.of(v.public_key for v in genesis.validators)
+    else:
+        before = make_epoch_record(replayed, epoch - 1, genesis.params.epoch_length)
+        if before is None:
+            return False
+        validators = ProducerSet.decode(before.producers).validator_set()
+    try:
+        verify_epoch_record(genesis, epoch, stored, validators)
+    except (Invalid, DecodeError):
+        return False
+    return True
 
 
 def audit_home(

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from cli.main import main
 from cli.trust import pin_genesis
 from consensus import ValidatorSet, make_commit
-from core import Block, InvalidBlock, PrivateKey, StorageError, TxBody, sign_tx, tx_hash
+from core import Block, Commit, InvalidBlock, PrivateKey, StorageError, TxBody, sign_tx, tx_hash
 from core.keystore import load_key
 from genesis import create_localnet, load_genesis
 from node.audit import audit_home
 from node.chain import Chain
 from node.config import load_config
-from node.epoch_records import keep_epoch_record
+from node.epoch_records import EpochRecord, keep_epoch_record
 from node.service import build_registry
 from storage import ChainStore
 from storage.db import BLOCK, BLOCK_HEIGHT, EPOCH, STATE, TX_INDEX, encode_height, encode_position
@@ -256,11 +256,10 @@ def test_an_index_the_operator_forged_beside_valid_blocks_is_refused(tmp_path, l
         audit_home(home)
 
 
-def test_an_epoch_record_the_operator_swapped_is_refused(tmp_path):
-    # A staking chain of epochs of 4 blocks, each epoch's record kept at its last block
-    # as the node keeps it: the honest records audit clean, and a record of another
-    # epoch stored in one's place (what GET /v1/epochs/{e} and joining nodes read) is
-    # refused.
+def _staking_home(tmp_path, epochs: int):
+    """A staking chain of epochs of 4 blocks, ``epochs`` of them, each epoch's record
+    kept at its last block as the node keeps it; the home, its data dir, and every
+    producer's key by public key."""
     layout = create_localnet(tmp_path / "net", 1, "")
     home = layout.nodes[0].home
     config = load_config(home)
@@ -269,7 +268,7 @@ def test_an_epoch_record_the_operator_swapped_is_refused(tmp_path):
     chain = Chain(store, STAKING_GENESIS, build_registry())
     by_key = {k.public_key: k for k in STAKING_KEYS}
     length = STAKING_GENESIS.params.epoch_length
-    for h in range(1, 3 * length + 1):
+    for h in range(1, epochs * length + 1):
         producers = chain.validators_for(h)
         proposer = by_key[producers.proposer(h, 0)]
         executed = chain.build([], proposer, STAKING_GENESIS.genesis_time_ms + h * 1_000)
@@ -279,13 +278,51 @@ def test_an_epoch_record_the_operator_swapped_is_refused(tmp_path):
         )
         if h % length == 0:
             keep_epoch_record(store, h // length, length)
-    first = store.get_epoch_record(1)
-    assert first is not None and store.get_epoch_record(3) is not None
     store.close()
-    assert audit_home(home, genesis=STAKING_GENESIS).height == 3 * length
+    return home, data_dir, by_key
+
+
+def test_an_epoch_record_the_operator_swapped_is_refused(tmp_path):
+    # The honest records audit clean, and a record of another epoch stored in one's
+    # place (what GET /v1/epochs/{e} and joining nodes read) is refused.
+    home, data_dir, _keys = _staking_home(tmp_path, 3)
+    with ChainStore(data_dir) as store:
+        first = store.get_epoch_record(1)
+        assert first is not None and store.get_epoch_record(3) is not None
+    assert audit_home(home, genesis=STAKING_GENESIS).height == 12
     raw_write(data_dir, {EPOCH + encode_height(2): first})
     with pytest.raises(InvalidBlock, match="record of epoch 2"):
         audit_home(home, genesis=STAKING_GENESIS)
+
+
+@pytest.mark.parametrize("signers", ["producers", "one"])
+def test_an_epoch_record_with_another_certificate_of_its_block_audits_by_its_signatures(
+    tmp_path, signers
+):
+    # Certificates of one block differ from node to node (each holds the precommits it
+    # saw, in the round it saw them): a record a state sync kept from a peer before the
+    # sync began (the node then replayed from genesis instead) carries the peer's. It is
+    # as final as the node's own and audits clean; a certificate without more than 2/3
+    # of the block's producers is refused. Compared byte for byte, an honest archive
+    # failed its audit.
+    home, data_dir, by_key = _staking_home(tmp_path, 3)
+    length = STAKING_GENESIS.params.epoch_length
+    with ChainStore(data_dir) as store:
+        block = store.get_block(2 * length)
+        stored = store.get_epoch_record(2)
+        assert block is not None and stored is not None
+    record = EpochRecord.decode(stored)
+    keys = [by_key[sig.validator] for sig in Commit.decode(record.commit).signatures]
+    keys = keys if signers == "producers" else keys[:1]
+    other = make_commit(keys, STAKING_GENESIS.chain_id, 2 * length, 1, block.hash)
+    assert other.encode() != record.commit
+    swapped = dataclasses.replace(record, commit=other.encode()).encode()
+    raw_write(data_dir, {EPOCH + encode_height(2): swapped})
+    if signers == "producers":
+        assert audit_home(home, genesis=STAKING_GENESIS).height == 3 * length
+    else:
+        with pytest.raises(InvalidBlock, match="record of epoch 2"):
+            audit_home(home, genesis=STAKING_GENESIS)
 
 
 def test_blocks_served_out_of_order_are_refused(tmp_path):
