@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from core.codec import Wire
 from core.errors import Invalid
 from p2p.frames import HEADER_SIZE, ProtocolViolation, check_size, encode_frame, read_header
-from p2p.limits import RECORD_CHARGE, OutboundQueue, QueueOverflow, TlsRecordCounter
+from p2p.limits import RECORD_CHARGE, OutboundQueue, QueueOverflow, RecordCount
 from p2p.messages import PING_TYPE, PONG_TYPE, Ping, Pong, held_bytes
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Connection:
         writer: asyncio.StreamWriter,
         dialer: bytes,
         address: str,
-        records: TlsRecordCounter | None = None,
+        records: RecordCount | None = None,
     ) -> None:
         cfg = node.config
         self.node = node
@@ -108,9 +108,9 @@ class Connection:
         self._loop = loop
         # The peer's, not this connection's: a reconnect starts with what it left.
         self._msg_bucket, self._byte_bucket = node.inbound_rate(public_key)
-        # The TLS records received since the handshake (counted beneath TLS; the Hello
-        # came in some) and how many were charged; None for a plain stream
-        # (benches/fuzz_p2p.py feeds one).
+        # The TLS records of data received (counted by the TLS object as OpenSSL reads
+        # them; the Hello came in some) and how many were charged; None for a plain
+        # stream (benches/fuzz_p2p.py feeds one).
         self._records = records
         self._records_charged = 0
         self._last_rx = loop.time()

@@ -28,7 +28,7 @@ from core.netaddr import source_of
 from p2p.admission import HandshakeGate, RefusalLog
 from p2p.connection import CONNECTION_ERRORS, Connection, Handler, PeerStats, short
 from p2p.frames import encode_frame, read_frame
-from p2p.limits import TlsRecordCounter, TokenBucket, count_records
+from p2p.limits import TokenBucket
 from p2p.lookup import PeerLookups
 from p2p.messages import (
     CERT_OFFER_TYPE,
@@ -39,7 +39,13 @@ from p2p.messages import (
     Hello,
     MessageRegistry,
 )
-from p2p.tls import NodeIdentity, PeerRejected, certificate_public_key, peer_certificate
+from p2p.tls import (
+    NodeIdentity,
+    PeerRejected,
+    certificate_public_key,
+    peer_certificate,
+    record_count,
+)
 
 log = logging.getLogger("p2p")
 
@@ -530,10 +536,8 @@ class P2PNode:
                     raise PeerRejected(f"too many TLS handshakes from {source}")
                 writer.write(self._offer())
                 await writer.drain()
-                tcp = writer.transport
                 await writer.start_tls(self._identity_now().server_context(offer.cert))
-                records = count_records(tcp)
-                await self._finish(reader, writer, public_key, offer.cert, address, False, records)
+                await self._finish(reader, writer, public_key, offer.cert, address, False)
         except asyncio.CancelledError:
             # stop() cancels handshakes in progress. This task is the stream server's
             # callback, which nobody awaits; ending it quietly spares the "exception in
@@ -573,12 +577,8 @@ class P2PNode:
                         f"dialed {short(addr.public_key)} at {address}, got {short(public_key)}"
                     )
                 self._check_admission(public_key)
-                tcp = writer.transport
                 await writer.start_tls(self._identity_now().client_context(offer.cert))
-                records = count_records(tcp)
-                return await self._finish(
-                    reader, writer, public_key, offer.cert, address, True, records
-                )
+                return await self._finish(reader, writer, public_key, offer.cert, address, True)
         except BaseException:
             # Also on cancellation: never leave a half-open socket behind.
             writer.transport.abort()
@@ -606,11 +606,11 @@ class P2PNode:
         offered: bytes,
         address: str,
         outbound: bool,
-        records: TlsRecordCounter,
     ) -> Connection:
+        tls = writer.get_extra_info("ssl_object")
         # OpenSSL already required exactly the offered certificate; check again
         # so that pinning does not rest on one configuration detail alone.
-        if peer_certificate(writer.get_extra_info("ssl_object")) != offered:
+        if peer_certificate(tls) != offered:
             raise PeerRejected("TLS certificate differs from the offered one")
         # Proven: from here on the session is the key's doing (a Hello it fails too).
         self._session_proven(public_key)
@@ -630,7 +630,7 @@ class P2PNode:
         # Membership or a ban may have changed while we were shaking hands.
         self._check_peer(public_key)
         dialer = self.public_key if outbound else public_key
-        conn = Connection(self, public_key, reader, writer, dialer, address, records)
+        conn = Connection(self, public_key, reader, writer, dialer, address, record_count(tls))
         self._register(conn)
         return conn
 

@@ -41,6 +41,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core.errors import Invalid
 from core.keys import PrivateKey
+from p2p.limits import RecordCount
 
 # Pinning, not expiry, decides trust (a removed member is refused because it is
 # no longer a member), so the certificate is valid from 2000 to the end of
@@ -105,6 +106,13 @@ class _BoundedTLS(ssl.SSLObject):
     _handshake_read = 0
     _taken = 0
     _delivered = 0
+    # Records of data read (``p2p.limits.RecordCount``): OpenSSL gives at most one
+    # record's plaintext per read and the TLS layer asks for 256 KiB, so each read
+    # that gives data is one record. Counted where OpenSSL has framed them, never by
+    # parsing the TCP stream: a counter there starts where the stream is when TLS
+    # ends, which the peer decides, and once off a record boundary it counts what
+    # the peer wrote there (``17 03`` of the next header skips 5,896 bytes).
+    records = 0
 
     def do_handshake(self) -> None:
         waiting = self._incoming.pending
@@ -132,6 +140,7 @@ class _BoundedTLS(ssl.SSLObject):
             self._taken += waiting - self._incoming.pending
             if got:
                 self._delivered += got + RECORD_OVERHEAD
+                self.records += 1
             # Less a record OpenSSL may hold half-read, which it took and has not given.
             control = self._taken - self._delivered - _RECORD_HELD
             if control > MAX_CONTROL_BYTES:
@@ -159,6 +168,14 @@ class _BoundedContext(ssl.SSLContext):
         assert isinstance(tls, _BoundedTLS), "sslobject_class is _BoundedTLS"
         tls._incoming = incoming
         return tls
+
+
+def record_count(ssl_object: object) -> RecordCount:
+    """What counts the TLS records of data the peer sent on a connection (the
+    ``ssl_object`` of a transport made with these contexts)."""
+    if not isinstance(ssl_object, _BoundedTLS):
+        raise TypeError(f"expected a TLS object of p2p.tls, got {type(ssl_object).__name__}")
+    return ssl_object
 
 
 class PeerRejected(Invalid):

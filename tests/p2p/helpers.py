@@ -212,6 +212,55 @@ async def raw_connect(
     return reader, writer, ident
 
 
+@dataclass
+class ManualTLS:
+    """A member's connection whose TLS runs in memory: what ``tls.write`` encrypts
+    waits in ``outgoing`` until the caller puts it on ``writer``, cut as it likes."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    tls: ssl.SSLObject
+    incoming: ssl.MemoryBIO
+    outgoing: ssl.MemoryBIO
+    ident: NodeIdentity
+
+    async def read_frame(self, type_id: int, max_size: int) -> bytes:
+        """The next frame's payload from the peer (which must be of ``type_id``)."""
+        data = b""
+        while len(data) < 5 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+            try:
+                data += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self.incoming.write(await self.reader.read(65536))
+        stream = asyncio.StreamReader()
+        stream.feed_data(data)
+        return await read_frame(stream, type_id, max_size)
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+        self.ident.close()
+
+
+async def manual_tls_connect(port: int, key: PrivateKey) -> ManualTLS:
+    """Offer ``key``'s certificate and shake hands up to the client's last flight
+    (Certificate, CertificateVerify, Finished), which is left in ``outgoing``, unsent:
+    the peer's handshake ends when that arrives."""
+    ident = NodeIdentity(key)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_frame(CERT_OFFER_TYPE, CertOffer(ident.cert_der).encode()))
+    theirs = CertOffer.decode(await read_frame(reader, CERT_OFFER_TYPE, 4096))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ident.client_context(theirs.cert).wrap_bio(incoming, outgoing)
+    while True:
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            writer.write(outgoing.read())
+            incoming.write(await reader.read(65536))
+        else:
+            return ManualTLS(reader, writer, tls, incoming, outgoing, ident)
+
+
 def close_raw(opened: Iterable[tuple[asyncio.StreamWriter, NodeIdentity]]) -> None:
     """Abort the connections ``raw_connect`` opened and drop their identities."""
     for writer, ident in opened:

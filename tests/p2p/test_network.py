@@ -18,11 +18,21 @@ from core.errors import CannotListen, Invalid
 from core.keys import PrivateKey
 from p2p import ChunkRequest, ChunkResponse, Encoded, P2PNode, PeerAddress, TxBatch
 from p2p.frames import HEADER, encode_frame
-from p2p.messages import CERT_OFFER_TYPE, MAX_CHUNK_NODES, TX_BATCH_MAX_ITEMS, CertOffer
+from p2p.messages import (
+    CERT_OFFER_TYPE,
+    HELLO_TYPE,
+    MAX_CHUNK_NODES,
+    PROTOCOL_VERSION,
+    TX_BATCH_MAX_ITEMS,
+    CertOffer,
+    Hello,
+)
 from p2p.tls import make_certificate
 from tests.p2p.helpers import (
+    CHAIN,
     CHAT_TYPE,
     FAST,
+    GENESIS,
     SMALL_TYPE,
     Chat,
     Hang,
@@ -30,6 +40,7 @@ from tests.p2p.helpers import (
     Small,
     close_raw,
     closed_by_peer,
+    manual_tls_connect,
     raw_connect,
     recv,
     send_key_updates,
@@ -987,6 +998,47 @@ async def test_the_records_of_a_large_frame_are_charged_while_it_is_read():
             assert throttled()
         finally:
             close_raw([(writer, ident)])
+
+
+async def test_a_peer_cutting_the_stream_where_tls_ends_cannot_hide_its_records():
+    # The records were counted by walking their headers on the TCP stream from where it
+    # was when TLS ended, which the peer decides: it ended its last handshake flight
+    # with all but 3 bytes of its Hello's record, the counter took those 3 and the next
+    # record's "17 03" for a header of 5,891 bytes, and the peer kept a record starting
+    # every 5,896 bytes, 256 records counted as one: 1-byte records at 2 bytes each.
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0)
+    async with m0.node:
+        peer = await manual_tls_connect(m0.node.port, k1)
+        try:
+            hello = Hello(PROTOCOL_VERSION, CHAIN, GENESIS)
+            peer.tls.write(encode_frame(HELLO_TYPE, hello.encode()))
+            flight = peer.outgoing.read()
+            peer.writer.write(flight[:-3])
+            await peer.writer.drain()
+            # The node's Hello: its handshake has ended, our Hello is cut in two.
+            Hello.decode(await peer.read_frame(HELLO_TYPE, Hello.MAX_ENCODED))
+            stream = b"".join(
+                encode_frame(CHAT_TYPE, Chat(i, bytes(100)).encode()) for i in range(20)
+            )
+            records, at = 1, 0  # the Hello's
+            while at < len(stream):
+                # 255 records of 1 byte (23 on the wire) and one of 9 (31): 5,896 bytes.
+                for size in [1] * 255 + [9]:
+                    if at < len(stream):
+                        peer.tls.write(stream[at : at + size])
+                        records, at = records + 1, at + size
+            peer.writer.write(flight[-3:] + peer.outgoing.read())
+            for _ in range(20):
+                await recv(m0)
+            # The records are charged with the next frame's header.
+            peer.tls.write(encode_frame(CHAT_TYPE, Chat(20, b"").encode()))
+            peer.writer.write(peer.outgoing.read())
+            await recv(m0)
+            assert m0.node.peer_stats()[k1.public_key].records_in >= records
+        finally:
+            peer.close()
 
 
 HANDSHAKE_FAILED = (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, OSError)

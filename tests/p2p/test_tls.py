@@ -12,9 +12,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.keys import PrivateKey
-from p2p.tls import NodeIdentity, PeerRejected, certificate_public_key, make_certificate
+from p2p.tls import (
+    NodeIdentity,
+    PeerRejected,
+    certificate_public_key,
+    make_certificate,
+    record_count,
+)
 from tests.p2p.helpers import tls_key_memfds, unparsable_certificates
 
 
@@ -113,3 +121,56 @@ def test_temporary_file_fallback_without_memfd(tmp_path, monkeypatch):
     ident.server_context(make_certificate(PrivateKey.generate()))
     ident.close()
     assert not os.path.exists(path)
+
+
+def _handshake_in_memory() -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.SSLObject, ssl.MemoryBIO]:
+    """A client and a server TLS object of two nodes, their handshake done in memory:
+    (client, its incoming BIO, server, its outgoing BIO)."""
+    client_id, server_id = NodeIdentity(PrivateKey.generate()), NodeIdentity(PrivateKey.generate())
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_id.client_context(server_id.cert_der).wrap_bio(c_in, c_out)
+    server = server_id.server_context(client_id.cert_der).wrap_bio(s_in, s_out, server_side=True)
+    # ClientHello; ServerHello .. Finished; the client's Certificate .. Finished, after
+    # which the server's tickets wait in its outgoing BIO.
+    for tls, out, to in [(client, c_out, s_in), (server, s_out, c_in), (client, c_out, s_in)]:
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        to.write(out.read())
+    server.do_handshake()
+    client_id.close()
+    server_id.close()
+    return client, c_in, server, s_out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=16384), min_size=1, max_size=12),
+    cuts=st.lists(st.integers(min_value=1, max_value=40_000), min_size=1, max_size=20),
+)
+def test_each_record_of_data_is_counted_once_however_the_stream_is_cut(sizes, cuts):
+    # The TLS object counts the records OpenSSL decrypts (one per read that gives data),
+    # whatever TCP cuts the stream into: a header or a body split across reads, several
+    # records in one. The server's tickets (records without data) come first, and an
+    # honest stream never counts as records without data (no ControlRecordFlood).
+    client, c_in, server, s_out = _handshake_in_memory()
+    sent = b""
+    for n, size in enumerate(sizes):
+        data = bytes([n % 251]) * size
+        server.write(data)  # one record each (at most 16 KiB)
+        sent += data
+    stream = s_out.read()
+    got = b""
+    at, turn = 0, 0
+    while at < len(stream):
+        step = cuts[turn % len(cuts)]
+        c_in.write(stream[at : at + step])
+        at, turn = at + step, turn + 1
+        while True:
+            try:
+                got += client.read(256 * 1024)
+            except ssl.SSLWantReadError:
+                break
+    assert got == sent
+    assert record_count(client).records == len(sizes)
