@@ -321,6 +321,11 @@ class NodeIdentity:
         ctx.verify_mode = ssl.CERT_REQUIRED
         # Resumed sessions skip certificate authentication; always do the full handshake.
         ctx.options |= ssl.OP_NO_TICKET
+        if server_side:
+            # In TLS 1.3 OP_NO_TICKET only makes the tickets stateful: OpenSSL still sent
+            # two after each handshake (158 bytes the client handles as records without
+            # data, beside two sessions cached for nothing: every context is new).
+            ctx.num_tickets = 0
         ctx.load_cert_chain(self._path, password=self._password)
         # The peer's own certificate is the one and only trust anchor.
         ctx.load_verify_locations(cadata=peer_cert_der)

@@ -174,3 +174,11 @@ def test_each_record_of_data_is_counted_once_however_the_stream_is_cut(sizes, cu
                 break
     assert got == sent
     assert record_count(client).records == len(sizes)
+
+
+def test_the_server_sends_no_session_tickets():
+    # OP_NO_TICKET alone only makes TLS 1.3 tickets stateful: the server still sent two
+    # after each handshake, records without data for the client (p2p.tls,
+    # MAX_CONTROL_BYTES), for sessions that no new context could resume.
+    client, c_in, server, s_out = _handshake_in_memory()
+    assert s_out.read() == b""
