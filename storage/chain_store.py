@@ -768,14 +768,19 @@ class ChainStore:
         that is not indexed (so no one can say it does not differ): two seeks, never a
         scan. ``epoch + 1`` if ``epoch``'s own set is not indexed. Epochs past the
         highest indexed are not indexed: the answer is never beyond it plus one."""
-        if self.epoch_set(epoch) is None:
-            return epoch + 1
         after = encode_height(epoch)
-        found = [
-            decode_height(key)
-            for space in (spaces.EPOCH_CHANGE, spaces.EPOCH_GAP)
-            if (key := self._db.next_key(space, after)) is not None
-        ]
+        # One view for the three reads: the commit thread or a pruning pass may write
+        # between them, and a pass keeping a missed record (a change) after the first
+        # seek and before the second made the answer skip that change (its hole gone,
+        # its change marker not seen), a record honest clients refuse.
+        with self._db.snapshot() as view:
+            if self._db.get(spaces.EPOCH_SET + after, view=view) is None:
+                return epoch + 1
+            found = [
+                decode_height(key)
+                for space in (spaces.EPOCH_CHANGE, spaces.EPOCH_GAP)
+                if (key := self._db.next_key(space, after, view=view)) is not None
+            ]
         # An indexed epoch always has a gap marker after its run: the default is a guard.
         return min(found, default=epoch + 1)
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Final, Literal
 
@@ -131,6 +132,17 @@ class WriteBatch:
 
     def __len__(self) -> int:
         return self._size
+
+
+class ReadView:
+    """The database as it was when ``Database.snapshot`` made this view: reads through
+    it (``Database.get``, ``Database.next_key`` with ``view``) agree with each other
+    whatever is written meanwhile."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: plyvel.Snapshot) -> None:
+        self.source = source
 
 
 class Database:
@@ -213,14 +225,21 @@ class Database:
         return self._db
 
     def get(
-        self, key: bytes, *, verify_checksums: bool = False, fill_cache: bool = True
+        self,
+        key: bytes,
+        *,
+        verify_checksums: bool = False,
+        fill_cache: bool = True,
+        view: ReadView | None = None,
     ) -> bytes | None:
         """``key``'s value, or None. With ``verify_checksums``, what is read from a table
         file is checked against LevelDB's checksums (a damaged one is a ``StorageError``).
         Without ``fill_cache``, the table blocks read are not kept in LevelDB's block
-        cache (a read of something big and rarely read again)."""
+        cache (a read of something big and rarely read again). With ``view``, as the
+        database was when it was made (``snapshot``)."""
+        source = self._handle if view is None else view.source
         try:
-            value: bytes | None = self._handle.get(
+            value: bytes | None = source.get(
                 key, verify_checksums=verify_checksums, fill_cache=fill_cache
             )
         except plyvel.Error as exc:
@@ -252,14 +271,32 @@ class Database:
             if snap is not None:
                 snap.close()
 
-    def next_key(self, prefix: bytes, after: bytes) -> bytes | None:
+    @contextmanager
+    def snapshot(self) -> Iterator[ReadView]:
+        """A view for reads that must agree with each other (``get`` and ``next_key``
+        with ``view``) while other threads write: each read alone sees the database at
+        its own moment."""
+        try:
+            snap = self._handle.snapshot()
+        except plyvel.Error as exc:
+            raise StorageError(f"snapshot of {self.path} failed: {_reason(exc)}") from exc
+        try:
+            yield ReadView(snap)
+        finally:
+            snap.close()
+
+    def next_key(
+        self, prefix: bytes, after: bytes, *, view: ReadView | None = None
+    ) -> bytes | None:
         """The first key under ``prefix`` that sorts after ``prefix + after`` (without
-        the prefix), or None: one seek, whatever the space holds."""
+        the prefix), or None: one seek, whatever the space holds. With ``view``, as the
+        database was when it was made (``snapshot``)."""
         # The keys under ``prefix`` end before ``prefix`` with its last byte raised (the
         # prefixes are single bytes below 0xFF).
         stop = prefix[:-1] + bytes([prefix[-1] + 1])
+        source = self._handle if view is None else view.source
         try:
-            for key in self._handle.iterator(
+            for key in source.iterator(
                 start=prefix + after, stop=stop, include_start=False, include_value=False
             ):
                 return bytes(key[len(prefix) :])

@@ -4,6 +4,7 @@ written in any order, some never, answer as a scan over every epoch would."""
 from __future__ import annotations
 
 import tempfile
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from genesis import create_localnet
 from node.epoch_records import EpochRecord, index_epoch_sets
 from storage import ChainStore
 from storage.chain_store import open_store_db
-from storage.db import EPOCH, encode_height
+from storage.db import EPOCH, Database, encode_height
 from vm import ChainParams
 
 SETS = [bytes([i]) * 32 for i in range(3)]
@@ -100,4 +101,36 @@ def test_a_store_written_before_the_index_is_indexed_once_at_open(tmp_path):
     assert [store.next_set_change(e) for e in range(7)] == [3, 3, 3, 5, 5, 6, 7]
     # Once: the records are not read again.
     assert index_epoch_sets(store, genesis) == 0
+    store.close()
+
+
+def test_an_answer_is_the_index_before_or_after_a_write_never_half_of_each(tmp_path, monkeypatch):
+    """The route reads the index on the event loop while the commit thread or a pruning
+    pass writes it: a pass keeping the record a crash missed (epoch 3, where the set
+    changed), after later ones, between the answer's two seeks made it skip that change
+    (the first seek before the write found no change, the second after it found the
+    hole gone) and answer epoch 7, whose record honest clients refuse (its header names
+    epoch 6's set, not epoch 0's)."""
+    a, b = SETS[0], SETS[1]
+    store = ChainStore(tmp_path / "store")
+    store.put_epoch_sets(0, [a])
+    store.put_epoch_records(1, [b"1", b"2"], [a, a])
+    store.put_epoch_records(4, [b"4", b"5", b"6"], [b, b, b])
+    # Before the write: the hole at 3 (no one can say it did not change); after: the change.
+    assert store.next_set_change(0) == 3
+
+    seek = Database.next_key
+    writes: list[int] = []
+
+    def seek_then_write(self: Database, *args: Any, **kwargs: Any) -> bytes | None:
+        found = seek(self, *args, **kwargs)
+        if not writes:
+            # Between this seek and the next: the pruning pass keeps epoch 3's record.
+            writes.append(3)
+            store.put_epoch_record(3, b"3", b)
+        return found
+
+    monkeypatch.setattr(Database, "next_key", seek_then_write)
+    assert store.next_set_change(0) == 3
+    assert writes == [3]
     store.close()
