@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,3 +135,69 @@ def test_an_answer_is_the_index_before_or_after_a_write_never_half_of_each(tmp_p
     assert store.next_set_change(0) == 3
     assert writes == [3]
     store.close()
+
+
+class Crash(Exception):
+    """The process stopping between two of the rebuild's writes."""
+
+
+# A store written before the index: per epoch from 1, the set (an index into KEYS) or
+# None for a record that does not decode; and after how many index writes a crash
+# stops the first open's rebuild (None: none does).
+KEYS = [(bytes([1]) * 32,), (bytes([2]) * 32,), (bytes([1]) * 32, bytes([3]) * 32)]
+old_stores = st.tuples(
+    st.lists(st.one_of(st.none(), st.integers(0, len(KEYS) - 1)), min_size=1, max_size=30),
+    st.one_of(st.none(), st.integers(0, 6)),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(old=old_stores)
+def test_the_rebuild_at_open_answers_as_a_scan_after_a_crash_anywhere(old):
+    """``index_epoch_sets`` on a store written before the index (records that do not
+    decode among them), stopped by a crash after any of its writes, then run again at
+    the next open: the index answers as a scan of the records would."""
+    sets, crash_after = old
+    with tempfile.TemporaryDirectory() as where:
+        genesis = create_localnet(
+            f"{where}/net", 1, "", params=ChainParams.default().replace(epoch_length=3)
+        ).genesis
+        db = open_store_db(f"{where}/old")
+        batch = db.new_batch()
+        digests = {0: ValidatorSet.of(v.public_key for v in genesis.validators).hash}
+        for epoch, which in enumerate(sets, start=1):
+            if which is None:
+                raw = b"\x93junk"
+            else:
+                value = ProducerSet(epoch, epoch * 3, KEYS[which], (1,) * len(KEYS[which]))
+                raw = EpochRecord(b"", b"", value.encode(), b"").encode()
+                digests[epoch] = ValidatorSet(KEYS[which]).hash
+            batch.put(EPOCH + encode_height(epoch), raw)
+        db.write(batch)
+        db.close()
+
+        if crash_after is not None:
+            store = ChainStore(f"{where}/old")
+            write = ChainStore.put_epoch_sets
+            done: list[int] = []
+
+            def crashing(self: ChainStore, first: int, producers: Any) -> None:
+                if len(done) == crash_after:
+                    raise Crash
+                done.append(first)
+                write(self, first, producers)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(ChainStore, "put_epoch_sets", crashing)
+                try:
+                    index_epoch_sets(store, genesis)
+                except Crash:
+                    assert not store.epoch_sets_indexed
+            store.close()
+
+        store = ChainStore(f"{where}/old")
+        index_epoch_sets(store, genesis)
+        assert store.epoch_sets_indexed
+        for epoch in range(len(sets) + 2):
+            assert store.next_set_change(epoch) == reference(digests, epoch), (epoch, digests)
+        store.close()
