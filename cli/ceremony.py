@@ -414,7 +414,9 @@ def pin(
 @clear_errors
 def pinned(keyring: Path) -> None:
     """Show the genesis pinned in the keyring and the highest epoch whose producers the
-    CLI verified from it (kept so that commands do not walk every epoch again)."""
+    CLI verified from it by their record (a change of producers: kept so that commands
+    do not walk the changes again; null while none was walked through, as on a chain
+    whose producers never changed, where genesis's set is all there is to know)."""
     doc = pinned_genesis(keyring)
     if doc is None:
         raise TrustError(
