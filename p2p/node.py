@@ -40,6 +40,7 @@ from p2p.messages import (
     MessageRegistry,
 )
 from p2p.tls import (
+    ControlRecordFlood,
     NodeIdentity,
     PeerRejected,
     certificate_public_key,
@@ -616,7 +617,16 @@ class P2PNode:
         self._session_proven(public_key)
         hello = Hello(PROTOCOL_VERSION, self.chain_id, self.genesis_hash)
         writer.write(encode_frame(HELLO_TYPE, hello.encode()))
-        theirs = Hello.decode(await read_frame(reader, HELLO_TYPE, Hello.MAX_ENCODED))
+        try:
+            theirs = Hello.decode(await read_frame(reader, HELLO_TYPE, Hello.MAX_ENCODED))
+        except ControlRecordFlood as exc:
+            # Banned as after set-up: refused and no more, a member could flood again at
+            # each of its sessions (10, then one every 2 s), each read up to 256 KiB of
+            # KeyUpdates (~200 ms of the loop), where one flood after set-up costs it
+            # ban_seconds. Other faults here cost a frame's decoding, and a Hello that
+            # does not decode may be an honest node of another version: refused only.
+            self._ban(public_key, f"{exc.code}: {exc.message}", address)
+            raise
         if theirs.protocol != PROTOCOL_VERSION:
             raise PeerRejected(
                 f"protocol version: expected {PROTOCOL_VERSION}, got {theirs.protocol}"

@@ -17,7 +17,7 @@ import pytest
 from core.errors import CannotListen, Invalid
 from core.keys import PrivateKey
 from p2p import ChunkRequest, ChunkResponse, Encoded, P2PNode, PeerAddress, TxBatch
-from p2p.frames import HEADER, encode_frame
+from p2p.frames import HEADER, encode_frame, read_frame
 from p2p.messages import (
     CERT_OFFER_TYPE,
     HELLO_TYPE,
@@ -27,7 +27,7 @@ from p2p.messages import (
     CertOffer,
     Hello,
 )
-from p2p.tls import make_certificate
+from p2p.tls import NodeIdentity, make_certificate
 from tests.p2p.helpers import (
     CHAIN,
     CHAT_TYPE,
@@ -1108,3 +1108,70 @@ async def test_a_peer_sending_records_without_data_is_dropped(caplog):
         finally:
             close_raw([(writer, ident)])
         assert any("tls_control_flood" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_peer_flooding_records_without_data_before_its_hello_is_banned(caplog):
+    # The flood was bounded but banned only once the connection was set up: before its
+    # Hello the key had proven itself (TLS) and its ControlRecordFlood was a refusal like
+    # any other, with no ban, so the member could flood again at each of its sessions (a
+    # burst of 10, then one every 2 s), each read up to 256 KiB of KeyUpdates (~200 ms
+    # of the event loop), where one flood after set-up costs it ban_seconds.
+    caplog.set_level(logging.INFO, logger="p2p")
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0, config=dataclasses.replace(FAST, ban_seconds=60.0))
+    async with m0.node:
+        ident = NodeIdentity(k1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", m0.node.port)
+        try:
+            writer.write(encode_frame(CERT_OFFER_TYPE, CertOffer(ident.cert_der).encode()))
+            theirs = CertOffer.decode(await read_frame(reader, CERT_OFFER_TYPE, 4096))
+            await writer.start_tls(ident.client_context(theirs.cert))
+            # The node's Hello: its handshake has ended (sent with our last flight, the
+            # KeyUpdates would count against the handshake's bytes).
+            Hello.decode(await read_frame(reader, HELLO_TYPE, Hello.MAX_ENCODED))
+            send_key_updates(writer, 2000)
+            writer.write(encode_frame(HELLO_TYPE, Hello(PROTOCOL_VERSION, CHAIN, GENESIS).encode()))
+            assert await closed_by_peer(reader)
+        finally:
+            close_raw([(writer, ident)])
+        # Banned: its next connection is refused before TLS (it has sessions left).
+        with pytest.raises(HANDSHAKE_FAILED):
+            await raw_connect(m0.node.port, k1)
+        assert k1.public_key not in m0.node.peers()
+        assert any(
+            "misbehaviour" in r.getMessage() and "tls_control_flood" in r.getMessage()
+            for r in caplog.records
+        )
+
+
+async def test_each_record_of_data_is_counted_once_whatever_its_size():
+    # Records are counted as reads that give data (OpenSSL gives one record's plaintext
+    # at most per read, and both loops' TLS layers ask for 256 KiB): 1-byte records sent
+    # in one write are each counted, never two in one read, and a full 16 KiB record
+    # is counted once, never once per piece (regression: held on main).
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0)
+    async with m0.node:
+        peer = await manual_tls_connect(m0.node.port, k1)
+        try:
+            peer.tls.write(
+                encode_frame(HELLO_TYPE, Hello(PROTOCOL_VERSION, CHAIN, GENESIS).encode())
+            )
+            peer.writer.write(peer.outgoing.read())
+            Hello.decode(await peer.read_frame(HELLO_TYPE, Hello.MAX_ENCODED))
+            tiny = encode_frame(CHAT_TYPE, Chat(0, bytes(300)).encode())
+            for i in range(len(tiny)):
+                peer.tls.write(tiny[i : i + 1])
+            large = encode_frame(CHAT_TYPE, Chat(1, bytes(200_000)).encode())
+            peer.tls.write(large)
+            # The records are charged, and counted, with the next frame's header.
+            peer.tls.write(encode_frame(CHAT_TYPE, Chat(2, b"").encode()))
+            peer.writer.write(peer.outgoing.read())
+            for _ in range(3):
+                await recv(m0)
+            expected = 1 + len(tiny) + -(-len(large) // 16384) + 1
+            assert m0.node.peer_stats()[k1.public_key].records_in == expected
+        finally:
+            peer.close()
