@@ -170,6 +170,11 @@ class Connection:
             return
         self._closing = True
         self._reason = reason
+        # The records decrypted since the last charge are charged now, to the key's rate
+        # that its next connection takes over: a peer that sent a payload a byte per
+        # record and closed left them all uncharged (up to what the stream buffers,
+        # ~128K records, ~130 ms of the loop, each session).
+        self._byte_bucket.take(self._record_charge())
         self.closed.set()
         # Unregistered at once, not when a running handler ends: a handler that takes
         # long (or hangs) must not keep the peer from connecting again meanwhile.

@@ -1145,6 +1145,53 @@ async def test_a_peer_flooding_records_without_data_before_its_hello_is_banned(c
         )
 
 
+async def test_the_records_a_connection_received_are_charged_when_it_closes():
+    # Records were charged with the next frame header (or every 64 KiB of a payload): a
+    # member that sent a payload a byte per record and closed left them all uncharged,
+    # up to what the stream buffers (~128K records, ~130 ms of the event loop) each
+    # session, and its key's rate, which its next connection takes over, owed nothing.
+    cfg = dataclasses.replace(FAST, rate_bytes=1_000.0, burst_bytes=8_000.0)
+    net = Net(2)
+    k0, k1 = net.keys
+    m0 = net.make_node(k0, config=cfg)
+    async with m0.node:
+        peer = await manual_tls_connect(m0.node.port, k1)
+        try:
+            peer.tls.write(
+                encode_frame(HELLO_TYPE, Hello(PROTOCOL_VERSION, CHAIN, GENESIS).encode())
+            )
+            peer.writer.write(peer.outgoing.read())
+            Hello.decode(await peer.read_frame(HELLO_TYPE, Hello.MAX_ENCODED))
+            last = encode_frame(CHAT_TYPE, Chat(1, bytes(200)).encode())
+            # One record: a frame and the next one's header. Once the first is handled,
+            # the reader has charged the records so far and waits for the payload.
+            peer.tls.write(encode_frame(CHAT_TYPE, Chat(0, b"").encode()) + last[:5])
+            peer.writer.write(peer.outgoing.read())
+            await recv(m0)
+            # The payload a byte per record: 205 records, 105,000 bytes of the rate.
+            for i in range(5, len(last)):
+                peer.tls.write(last[i : i + 1])
+            peer.writer.write(peer.outgoing.read())
+            await recv(m0)
+            assert m0.node.peer_stats()[k1.public_key].throttled == 0
+        finally:
+            peer.close()
+        await until(lambda: k1.public_key not in m0.node.peers())
+        # The key's next connection owes them: what it sends waits.
+        reader, writer, ident = await raw_connect(m0.node.port, k1)
+        try:
+            writer.write(encode_frame(CHAT_TYPE, Chat(2, b"").encode()))
+
+            def throttled() -> bool:
+                stats = m0.node.peer_stats().get(k1.public_key)
+                return stats is not None and stats.throttled > 0
+
+            await until(throttled)
+            assert m0.inbox.empty()
+        finally:
+            close_raw([(writer, ident)])
+
+
 async def test_each_record_of_data_is_counted_once_whatever_its_size():
     # Records are counted as reads that give data (OpenSSL gives one record's plaintext
     # at most per read, and both loops' TLS layers ask for 256 KiB): 1-byte records sent
