@@ -72,11 +72,19 @@ RECORD_OVERHEAD = 22
 _RECORD_HELD = 5 + 16384 + 256
 
 
-class HandshakeTooLarge(ssl.SSLError):
+class _BoundExceeded(ssl.SSLError):
+    """A bound of ``_BoundedTLS`` exceeded: said as its message, where an ``SSLError``
+    made from one argument prints as a tuple (in refusal and misbehaviour lines)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class HandshakeTooLarge(_BoundExceeded):
     """The peer sent more than ``MAX_HANDSHAKE_BYTES`` before the handshake ended."""
 
 
-class ControlRecordFlood(ssl.SSLError, Invalid):
+class ControlRecordFlood(_BoundExceeded, Invalid):
     """The peer sent more than ``MAX_CONTROL_BYTES`` of records that carry no data.
 
     An ``ssl.SSLError`` for the TLS layer, which closes the connection with it (and

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from core.keys import PrivateKey
 from p2p.tls import (
+    ControlRecordFlood,
+    HandshakeTooLarge,
     NodeIdentity,
     PeerRejected,
     certificate_public_key,
@@ -182,3 +184,14 @@ def test_the_server_sends_no_session_tickets():
     # MAX_CONTROL_BYTES), for sessions that no new context could resume.
     client, c_in, server, s_out = _handshake_in_memory()
     assert s_out.read() == b""
+
+
+def test_a_tls_bound_exceeded_says_its_message_not_a_tuple():
+    # Refusal and misbehaviour lines print the exception: an ssl.SSLError made from one
+    # argument printed "('37355 bytes ...',)".
+    flood = ControlRecordFlood("5000 bytes of TLS records without data")
+    assert str(flood) == "5000 bytes of TLS records without data"
+    assert flood.message == str(flood) and flood.code == "tls_control_flood"
+    assert str(HandshakeTooLarge("TLS handshake over 16384 bytes")) == (
+        "TLS handshake over 16384 bytes"
+    )
