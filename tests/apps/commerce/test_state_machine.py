@@ -37,7 +37,11 @@ item and paid the seller something, each item offered by one resale listing at m
 (the invariants), and each item ended by whom it belonged to. Shipped items travel
 (``carry``): along their order's way, and back to the merchant once the order gave its
 buyer all it paid (a full refund, or a ruling of the whole escrow to the buyer).
-A settled resale is rare in these runs: tests/apps/commerce/test_resale.py drives it.
+A settled resale is rare in these runs: tests/apps/commerce/test_resale.py drives it;
+``offered`` walks S1 through its resale step by step (listed, a hand-off refused while
+the listing is active, delisted and lent out, ordered, shipped, refunded in full or
+ruled back, settled). The auditor discloses to a key the registrar rotates, and every
+recorded copy must open with the key its record names.
 
 One key holds several roles: a merchant orders from and bids on its own listings, the
 host buys through its own session, the arbiter role moves between an outsider, a buyer,
@@ -61,11 +65,13 @@ from apps.commerce.model import (
     AuctionStatus,
     DealBucket,
     DealStatus,
+    Disclosure,
     ItemStatus,
+    ListingStatus,
     OrderState,
     Role,
 )
-from apps.commerce.sealing import seal_address
+from apps.commerce.sealing import open_address, open_plaintext, reseal, seal_address
 from apps.commerce.store import peek_next_id
 from apps.commerce.views import (
     get_auction,
@@ -75,6 +81,7 @@ from apps.commerce.views import (
     get_merchant,
     get_order,
     item_history,
+    roles_view,
 )
 from tests.apps.commerce.helpers import MIN, TEST_PARAMS, Chain, enc_keys, item
 from vm import TRANSFER, Transfer
@@ -82,7 +89,7 @@ from vm.currency import BURN, CURRENCY_TRANSFER, MINT, Burn, CurrencyTransfer, M
 
 MERCHANTS = ("m1", "m2")
 BUYERS = ("b1", "b2", "b3")
-ACTORS = (*MERCHANTS, *BUYERS, "host", "arb", "maker", "carrier", "reg", "iss")
+ACTORS = (*MERCHANTS, *BUYERS, "host", "arb", "maker", "carrier", "reg", "iss", "aud")
 USD = "USD"
 # What a listing, order or tip may name: the two currencies, and none (exactly).
 currencies = st.sampled_from(["", "", USD, USD, "EUR", "usd"])
@@ -92,6 +99,9 @@ SELLERS = (*MERCHANTS, "b1")
 ENC = {m: enc_keys(m)[1] for m in SELLERS}
 SEALED = {m: seal_address(ENC[m], "1 Main St", salt=bytes(32))[:2] for m in SELLERS}
 SERIALS = ("S1", "S2", "S3", "S4")
+# The auditor's keys: the registrar rotates them (``disclose``); private by public.
+AUDITOR_KEYS = tuple(enc_keys(name) for name in ("aud", "aud, rotated"))
+OPENS = {public: private for private, public in AUDITOR_KEYS}
 
 anyone = st.sampled_from(ACTORS)
 ids = st.integers(0, 9).map(lambda i: (1, 1, 1, 1, 1, 2, 2, 3, 0, 7)[i])
@@ -138,6 +148,8 @@ class CommerceMachine(RuleBasedStateMachine):
         self.pending = []
         self.terminal = {}
         self.auction_ends = {}
+        # Codes some transactions must end with (by hash; ``offered``), checked at end_block.
+        self.expected = {}
         c = self.chain
         c.add_currency(USD, "iss")
         for b in BUYERS:
@@ -152,6 +164,8 @@ class CommerceMachine(RuleBasedStateMachine):
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("arb"), int(Role.ARBITER), b""))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("maker"), int(Role.MAKER), b""))
         c.ok("reg", tx.SET_ROLES, tx.SetRoles(c.addr("carrier"), int(Role.CARRIER), b""))
+        aud = tx.SetRoles(c.addr("aud"), int(Role.AUDITOR), AUDITOR_KEYS[0][1])
+        c.ok("reg", tx.SET_ROLES, aud)
         c.ok("m1", tx.OPEN_SESSION, tx.OpenSession(c.addr("host"), 1_500, "live"))
         c.ok("host", tx.PIN, tx.PinListing(1, 1))
         c.ok("m2", tx.OPEN_SESSION, tx.OpenSession(c.addr("host"), 0, "live"))
@@ -179,8 +193,11 @@ class CommerceMachine(RuleBasedStateMachine):
     def state(self):
         return self.chain.state
 
-    def add(self, who, tx_type, payload):
-        self.pending.append(self.chain.sign(who, tx_type, payload))
+    def add(self, who, tx_type, payload, expect=None):
+        signed = self.chain.sign(who, tx_type, payload)
+        self.pending.append(signed)
+        if expect is not None:
+            self.expected[signed.hash] = expect
         # Keep blocks small: close one when it is full.
         if len(self.pending) >= 12:
             self.end_block(1_000)
@@ -694,6 +711,124 @@ class CommerceMachine(RuleBasedStateMachine):
             deal = peek_next_id(self.state, keys.DEAL_IDS) - 1 if kind == 6 else 0
             self.add(buyer, tx.PLACE_ORDER, self.order_payload(recent, 1, deal, 0))
 
+    @rule(data=st.data(), kind=st.integers(0, 9))
+    def offered(self, data, kind):
+        """S1's resale, step by step (``resell`` tries anything, and rarely gets this far):
+        a listing offers it, and its owner's hand-off is refused (``item_listed``) while
+        the listing is active; delisted, the owner lends it out (to the carrier or b3)
+        and gets it back; a buyer (mostly m2, a merchant who lists it again) orders, the
+        order ships it, and is refunded in full (the item comes back, the listing has sold
+        its unit and offers it no more), confirmed, disputed or ruled. The block before is
+        closed first, so what this rule sees is what its transactions meet."""
+        if self.pending:
+            self.end_block(1_000)
+        it = item("S1")
+        found = get_item(self.state, it.gtin, it.serial)
+        if found.status != ItemStatus.ACTIVE:
+            return
+        owner, holder = self.name_of(found.owner), self.name_of(found.custodian)
+        lend = data.draw(st.sampled_from([n for n in ("carrier", "b3", "m2") if n != holder]))
+        if found.pending_to is not None:
+            # A hand-off waits: its receiver takes it (mostly) or refuses it, or its holder
+            # takes it back.
+            to = self.name_of(found.pending_to)
+            answer = tx.ACCEPT_CUSTODY if kind < 6 else tx.REFUSE_CUSTODY
+            self.add(holder if kind == 9 else to, answer, tx.ItemRef(it))
+            return
+        if found.order_id:
+            self.offered_order(data, kind, it, found, holder)
+            return
+        if holder != owner:
+            # Lent out: it comes back to its owner.
+            self.add(holder, tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, found.owner))
+            self.add(owner, tx.ACCEPT_CUSTODY, tx.ItemRef(it))
+            return
+        listing = get_listing(self.state, found.listing_id) if found.listing_id else None
+        offering = listing is not None and not listing.sold
+        offering = offering and (listing.status == ListingStatus.ACTIVE or listing.reserved > 0)
+        if not offering:
+            if kind < (6 if listing is not None else 3):
+                # Nothing offers it (any more: delisted, or its unit sold and the order
+                # refunded): its owner may lend it out.
+                self.add(owner, tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, self.chain.addr(lend)))
+                self.add(lend, tx.ACCEPT_CUSTODY, tx.ItemRef(it))
+            else:
+                # Listed (refused unless its owner is an approved merchant: b1 or m2).
+                self.add(owner, tx.CREATE_LISTING, tx.CreateListing("S1", "", 700, 1, b"", "", it))
+            return
+        waiting = [
+            o
+            for oid in range(peek_next_id(self.state, keys.ORDER_IDS) - 1, 0, -1)
+            if (o := get_order(self.state, oid)).listing_id == listing.id
+            and o.state in (OrderState.PLACED, OrderState.ACCEPTED)
+        ]
+        if waiting and kind > 2:
+            # A buyer waits for it: its seller accepts and ships exactly it.
+            order = waiting[0]
+            if order.state == OrderState.PLACED:
+                self.add(owner, tx.ACCEPT_ORDER, tx.OrderRef(order.id))
+            self.add(owner, tx.SHIP_ORDER, tx.ShipOrder(order.id, b"\x04" * 32, (it,)))
+        elif kind < 3:
+            # Offered, it stays with its seller: no hand-off (checked only while the
+            # listing is active: a deadline at the block's start cannot end its offer).
+            expect = "item_listed" if listing.status == ListingStatus.ACTIVE else None
+            to = tx.ProposeCustody(it, self.chain.addr(lend))
+            self.add(owner, tx.PROPOSE_CUSTODY, to, expect=expect)
+        elif kind == 3:
+            self.add(owner, tx.DELIST, tx.ListingRef(listing.id))
+        elif listing.status == ListingStatus.ACTIVE:
+            buyer = data.draw(st.sampled_from(("m2", "m2", "b2", "b1")))
+            self.add(buyer, tx.PLACE_ORDER, self.order_payload(listing.id, 1, 0, 0))
+
+    def offered_order(self, data, kind, it, found, holder):
+        """S1 ships in an order (``offered``), or goes back from one."""
+        order = get_order(self.state, found.order_id)
+        merchant = self.name_of(order.merchant)
+        if found.return_to is not None:
+            # Back to its merchant, which takes it.
+            self.add(holder, tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, order.merchant))
+            self.add(merchant, tx.ACCEPT_CUSTODY, tx.ItemRef(it))
+        elif order.state == OrderState.SHIPPED and kind < 4:
+            # Refunded in full: the buyer has all back, the item goes back to the seller.
+            self.add(merchant, tx.REFUND, tx.Refund(order.id, order.escrow))
+        elif order.state == OrderState.SHIPPED and kind < 6:
+            self.add(self.name_of(order.buyer), tx.CONFIRM_DELIVERY, tx.OrderRef(order.id))
+        elif order.state == OrderState.SHIPPED and kind == 6:
+            self.add(self.name_of(order.buyer), tx.OPEN_DISPUTE, tx.OpenDispute(order.id, "?"))
+        elif order.state in (OrderState.DISPUTED, OrderState.ESCALATED):
+            judge = "arb" if order.state == OrderState.DISPUTED else "reg"
+            self.add(judge, tx.RULE, tx.Rule(order.id, data.draw(st.sampled_from([10_000, 0]))))
+        elif holder != self.name_of(order.buyer):
+            # On its way to the buyer.
+            self.add(holder, tx.PROPOSE_CUSTODY, tx.ProposeCustody(it, order.buyer))
+            self.add(self.name_of(order.buyer), tx.ACCEPT_CUSTODY, tx.ItemRef(it))
+
+    @rule(data=st.data(), kind=st.integers(0, 3))
+    def disclose(self, data, kind):
+        """Buyers and merchants (and a stranger) disclose orders' addresses to the auditor,
+        whose key the registrar rotates or whose role it takes away, at times in the same
+        block as a disclosure sealed to the key it held: a copy is recorded only sealed to
+        the auditor's key of the moment (``stale_key``), so every copy opens with the key
+        its record names (the checks)."""
+        aud = self.chain.addr("aud")
+        current = roles_view(self.state, aud).enc_key
+        if kind == 0:
+            roles = data.draw(st.sampled_from([int(Role.AUDITOR)] * 3 + [0]))
+            _, public = AUDITOR_KEYS[data.draw(st.integers(0, 1))]
+            self.add("reg", tx.SET_ROLES, tx.SetRoles(aud, roles, public if roles else b""))
+        top = peek_next_id(self.state, keys.ORDER_IDS) - 1
+        order = get_order(self.state, data.draw(st.integers(max(1, top - 5), top)))
+        merchant = self.name_of(order.merchant)
+        if merchant not in ENC:
+            return
+        plaintext = open_plaintext(enc_keys(merchant)[0], order.sealed_address)
+        public = data.draw(st.sampled_from([current, current, *OPENS]))
+        if len(public) != 32:
+            public = AUDITOR_KEYS[0][1]
+        who = data.draw(st.sampled_from((merchant, self.name_of(order.buyer), "b3")))
+        payload = tx.Disclose(order.id, aud, public, reseal(public, plaintext))
+        self.add(who, tx.DISCLOSE, payload)
+
     @rule(advance=advances)
     def end_block(self, advance):
         # Built as a producer builds it: a proxy bid may draw a leader's whole balance,
@@ -707,6 +842,8 @@ class CommerceMachine(RuleBasedStateMachine):
             # executor checks the events and key prefixes too: check_declarations).
             declared = self.chain.registry.declaration(vtx.body.type).codes
             assert receipt.ok or receipt.code in declared, (vtx.body.type, receipt.code)
+            expected = self.expected.pop(vtx.hash, None)
+            assert expected in (None, receipt.code), (vtx.body.type, expected, receipt.message)
         events = [*result.begin_events, *(e for r in result.receipts for e in r.events)]
         for e in events:
             if e.kind == "commerce.auction_ended":
@@ -749,6 +886,11 @@ class CommerceMachine(RuleBasedStateMachine):
             assert get_merchant(c.state, address).open_deals == n
             assert n <= PARAMS.max_open_deals_per_merchant
         orders = [get_order(c.state, i) for i in range(1, peek_next_id(c.state, keys.ORDER_IDS))]
+        for o in orders:
+            for seq in range(o.disclosures):
+                d = Disclosure.decode(c.state[keys.disclosure_key(o.id, seq)])
+                # Every copy opens, with the key its record names, to the order's address.
+                assert open_address(OPENS[d.auditor_key], d.ciphertext, o.address_commitment)
         settled = (OrderState.COMPLETED, OrderState.RESOLVED)
         # What the buyer paid for in the end: settled with something left to the seller.
         paid = [o for o in orders if o.state in settled and o.refunded < o.amount]
