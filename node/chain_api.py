@@ -208,6 +208,9 @@ async def get_tx(request: web.Request) -> web.Response:
     node = node_of(request)
     chain, mempool = ready(node)
     tx_hash = _parse_hash(request.match_info["hash"])
+    # The head before the lookup: a block committed in between would have the refusal
+    # say "up to height H" of a transaction in block H.
+    head = chain.store.height
     location = chain.store.tx_location(tx_hash)
     if location is not None:
         height, index = location
@@ -224,16 +227,19 @@ async def get_tx(request: web.Request) -> web.Response:
         )
     if mempool.contains(tx_hash):
         return web.json_response({"hash": tx_hash.hex(), "status": "pending"})
-    raise _unknown_tx(chain.store, tx_hash, "is neither pending nor in a block")
+    raise _unknown_tx(chain.store, tx_hash, "is neither pending nor in a block", head)
 
 
-def _unknown_tx(store: ChainStore, hash_: bytes, what: str) -> HttpError:
-    """The refusal for a transaction in no block this node holds. Pruning deletes a
-    block's tx index entries with it (and a state-synced store never had the blocks
-    below its sync height): with blocks gone, "never included" cannot be told from
-    "included in a block no longer held", so that answer has a code of its own
-    (``maybe_pruned``), and ``not_found`` means the whole chain was looked at."""
-    base, head = store.block_base, store.height
+def _unknown_tx(store: ChainStore, hash_: bytes, what: str, head: int) -> HttpError:
+    """The refusal for a transaction in no block this node holds, looked up with the
+    head at ``head`` (read before the lookup). Pruning deletes a block's tx index
+    entries with it (and a state-synced store never had the blocks below its sync
+    height): with blocks gone, "never included" cannot be told from "included in a
+    block no longer held", so that answer has a code of its own (``maybe_pruned``), and
+    ``not_found`` means the whole chain was looked at."""
+    # The base after the lookup: pruning raises it before it deletes (prune_blocks), so
+    # a lookup that missed a deleted entry sees the raised base here.
+    base = store.block_base
     if base <= 1:
         return HttpError(404, "not_found", f"transaction {hash_.hex()} {what} up to height {head}")
     return HttpError(
@@ -346,13 +352,14 @@ async def get_tx_proof(request: web.Request) -> web.Response:
     node = node_of(request)
     chain, mempool = ready(node)
     hash_ = _parse_hash(request.match_info["hash"])
+    head = chain.store.height  # before the lookup, as get_tx reads it
     location = chain.store.tx_location(hash_)
     if location is None:
         if mempool.contains(hash_):
             raise HttpError(
                 404, "pending", f"transaction {hash_.hex()} is pending: no block holds it yet"
             )
-        raise _unknown_tx(chain.store, hash_, "is in no block")
+        raise _unknown_tx(chain.store, hash_, "is in no block", head)
     height, index = location
     # Reading the block and hashing its trees is CPU in proportion to its size: never
     # on the event loop, and a few at once, as block reads.

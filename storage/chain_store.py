@@ -810,6 +810,11 @@ class ChainStore:
 
         Each batch moves ``block_base`` with its deletes, so a crash leaves a store
         whose base says exactly what is gone; a later call carries on from there.
+        The base in memory moves first (as ``prune_states``'s): a reader that misses a
+        deleted block or tx index entry then sees the base above it, so says
+        ``maybe_pruned``/``Pruned``, never "not found" or a corrupt store. A failed
+        write puts it back: its blocks are all still there, and the next pass starts
+        from the base.
         """
         below = min(below, self.height)
         height = max(self._block_base, 1)
@@ -822,8 +827,12 @@ class ChainStore:
                 self._delete_block(batch, end)
                 end += 1
             batch.put(_BLOCK_BASE, encode_height(end))
-            self._db.write(batch)
-            self._block_base = end
+            before, self._block_base = self._block_base, end
+            try:
+                self._db.write(batch)
+            except BaseException:
+                self._block_base = before
+                raise
             height = end
         return self._block_base
 

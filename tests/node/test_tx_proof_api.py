@@ -5,10 +5,14 @@ transaction with nothing to prove is refused with a stable code."""
 from __future__ import annotations
 
 import asyncio
+import threading
+
+import pytest
 
 from consensus import ValidatorSet, verify_commit
 from core import BlockHeader, Commit, MerkleTree, TxBody, sign_tx, tx_hash
 from node.chain_api import BLOCK_READ_SLOTS, BLOCK_READS, ProofTrees
+from storage import Database
 from tests.apps.commerce.test_http_reads import Holds, get_from
 from tests.apps.commerce.test_http_reads import until as until_loop
 from tests.node.conftest import served_node, until
@@ -170,3 +174,130 @@ def test_kept_proof_trees_are_bounded_in_bytes():
     assert kept.get(2) is None and kept.get(1) is not None and kept.get(4) is not None
     kept.put(5, trees(3))  # 6 hashes a tree: larger than the whole bound, not kept
     assert kept.get(5) is None
+
+
+async def test_a_transaction_committed_during_its_lookup_is_never_said_absent_up_to_its_block(
+    tmp_path, monkeypatch
+):
+    """`GET /v1/txs/{hash}` read the head after the index lookup: a block committed in
+    between (here the lookup misses it, then the block is written) had the refusal say
+    "not found up to height H" of a transaction in block H. The head is read first."""
+    async with served_node(tmp_path) as (client, node, faucet):
+        store, mempool = node.chain.store, node.mempool
+        sent = _transfer(faucet, node.genesis.chain_id, 5, 0)
+        holding, looked, written = threading.Event(), threading.Event(), threading.Event()
+        commit_block, tx_location = store.commit_block, store.tx_location
+
+        def held_commit(block, *args, **kwargs):
+            if sent.encode() in block.txs:
+                holding.set()
+                assert looked.wait(30)
+                commit_block(block, *args, **kwargs)
+                written.set()
+                return
+            commit_block(block, *args, **kwargs)
+
+        def lookup(hash_):
+            found = tx_location(hash_)
+            if hash_ == sent.hash:
+                looked.set()
+            return found
+
+        # As for a transaction sent through another node: this one's mempool never held
+        # it; asked (between the lookup and the refusal) once the block is written.
+        def contains(hash_):
+            if hash_ == sent.hash:
+                assert written.wait(30)
+                return False
+            return True
+
+        monkeypatch.setattr(store, "commit_block", held_commit)
+        monkeypatch.setattr(store, "tx_location", lookup)
+        resp = await client.post("/v1/txs", json={"tx": sent.encode().hex()})
+        assert resp.status == 200, await resp.text()
+        await until(holding.is_set, 30)
+        monkeypatch.setattr(mempool, "contains", contains)
+        resp = await client.get(f"/v1/txs/{sent.hash.hex()}")
+        doc = await resp.json()
+        (height, _) = tx_location(sent.hash)
+        assert resp.status == 404 and doc["code"] == "not_found", doc
+        said = int(doc["message"].rsplit(" ", 1)[1])
+        assert said < height, (doc, height)
+
+
+async def test_a_lookup_during_a_pruning_write_reads_maybe_pruned_never_not_found(
+    tmp_path, monkeypatch
+):
+    """`prune_blocks` raised its block base only after its write: a status lookup in
+    between read `not_found` (the node holding every block, it said) and a proof whose
+    block went under its reads a 500. The base moves first; a failed write puts it back."""
+    async with served_node(tmp_path) as (client, node, faucet):
+        store = node.chain.store
+        sent = _transfer(faucet, node.genesis.chain_id, 5, 0)
+        resp = await client.post("/v1/txs", json={"tx": sent.encode().hex()})
+        assert resp.status == 200, await resp.text()
+        await until(lambda: store.tx_location(sent.hash) is not None, 30)
+        (height, _) = store.tx_location(sent.hash)
+        await until(lambda: store.height > height + 2, 30)
+        loop = asyncio.get_running_loop()
+        # A proof whose reads begin before the prune and go on after its write.
+        reading, resume = threading.Event(), threading.Event()
+        get_block_bytes = store.get_block_bytes
+
+        def held_block(at: int) -> bytes | None:
+            if at == height and not reading.is_set():  # the proof's read, not the prune's
+                reading.set()
+                assert resume.wait(30)
+            return get_block_bytes(at)
+
+        monkeypatch.setattr(store, "get_block_bytes", held_block)
+        proof = asyncio.ensure_future(client.get(f"/v1/txs/{sent.hash.hex()}/proof"))
+        await until(reading.is_set, 30)
+        pruner: list[int] = []
+        seen: list[tuple[int, dict]] = []
+        write = Database.write
+
+        async def ask(path: str) -> tuple[int, dict]:
+            resp = await client.get(path)
+            return resp.status, await resp.json()
+
+        def between(db: Database, batch) -> None:
+            write(db, batch)
+            if threading.get_ident() in pruner and not seen:
+                # Just after the write, before prune_blocks returns.
+                resume.set()
+                seen.append(proof_status())
+                path = f"/v1/txs/{sent.hash.hex()}"
+                seen.append(asyncio.run_coroutine_threadsafe(ask(path), loop).result(30))
+
+        def proof_status() -> tuple[int, dict]:
+            answer = asyncio.run_coroutine_threadsafe(asyncio.wait_for(proof, 30), loop)
+            resp = answer.result(30)
+            body = asyncio.run_coroutine_threadsafe(resp.json(), loop).result(30)
+            return resp.status, body
+
+        def prune() -> int:
+            pruner.append(threading.get_ident())
+            return store.prune_blocks(height + 1)
+
+        monkeypatch.setattr(Database, "write", between)
+        assert await asyncio.to_thread(prune) == height + 1
+        (proof_code, proof_doc), (status_code, status_doc) = seen
+        assert (proof_code, proof_doc["code"]) == (410, "pruned"), proof_doc
+        assert (status_code, status_doc["code"]) == (404, "maybe_pruned"), status_doc
+
+        # A write that fails leaves the base where it was: the next pass prunes from it.
+        here = threading.get_ident()
+
+        def failing(db: Database, batch) -> None:
+            if threading.get_ident() == here:  # this pass's, not a commit's
+                raise OSError("disk full")
+            write(db, batch)
+
+        monkeypatch.setattr(Database, "write", failing)
+        with pytest.raises(OSError):
+            store.prune_blocks(height + 2)
+        assert store.block_base == height + 1
+        monkeypatch.setattr(Database, "write", write)
+        assert store.prune_blocks(height + 2) == height + 2
+        assert store.get_block_bytes(height + 1) is None
