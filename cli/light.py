@@ -296,8 +296,10 @@ def producers_at(
     refuses for a header naming another set. Callers check headers with it there.
 
     With ``store``, the walk starts at its checkpoint when that is not beyond
-    ``height``'s epoch, and the highest set verified is kept there for the next walk.
-    A node without the next-change route (an older one) is walked epoch by epoch.
+    ``height``'s epoch, and each change of producers verified above the kept one is
+    kept there as it is verified: a walk that a busy or slow node interrupts resumes
+    from it, not from genesis. A node without the next-change route (an older one) is
+    walked epoch by epoch.
     """
     # Callers pass the height a node's answer is at.
     with reading_answer("height"):
@@ -309,29 +311,37 @@ def producers_at(
     length = genesis.params.epoch_length
     target = epoch_of(height, length)
     kept = store.load(genesis) if store is not None else None
+    highest = 0 if kept is None else kept.epoch
+
+    def keep(reached: Checkpoint) -> None:
+        # Only ever forward: a walk below the kept epoch (an old height) keeps the higher.
+        nonlocal highest
+        if store is not None and reached.epoch > highest:
+            store.save(genesis, reached)
+            highest = reached.epoch
+
     at = 0
     if kept is not None and kept.epoch <= target:
         validators, at = kept.producers.validator_set(), kept.epoch
-    reached: Checkpoint | None = None
     while at < target:
         try:
             change = fetch_next_change(client, genesis, at, validators)
         except NodeError as exc:
             if exc.code != "not_found":
                 raise
-            # No route (an older node), or no record of the change: one epoch at a time.
+            # No route (an older node), or no record of the change: one epoch at a time,
+            # kept at each change (a write per epoch would cost more than its read).
             for epoch in range(at + 1, target + 1):
                 reached = fetch_epoch(client, genesis, epoch, validators, height)
+                if reached.producers.validator_set() != validators or epoch == target:
+                    keep(reached)
                 validators = reached.producers.validator_set()
             break
         if change is None:
             break
         # Verified (with the set before it): kept even past the target, as the highest.
-        reached = change
+        keep(change)
         if change.epoch > target:
             break
         validators, at = change.producers.validator_set(), change.epoch
-    # Only ever forward: a walk below the kept epoch (an old height) keeps the higher one.
-    if store is not None and reached is not None and (kept is None or reached.epoch > kept.epoch):
-        store.save(genesis, reached)
     return validators

@@ -56,7 +56,7 @@ def test_the_walk_reads_one_record_per_change_not_per_epoch(chain_parts):
     # there (one answer: "no change since").
     store = MemoryStore()
     producers_at(chain, genesis, _height_of(LAST), store)
-    assert [c.epoch for c in store.saved] == [8]
+    assert [c.epoch for c in store.saved] == [4, 8]
     chain.records.clear()
     chain.paths.clear()
     assert producers_at(chain, genesis, _height_of(LAST), store) == chain.set_of(LAST)
@@ -181,6 +181,45 @@ def test_a_checkpoint_past_the_height_asked_is_not_used_for_it(chain_parts):
     chain = FakeChain(genesis, first)
     store = MemoryStore()
     producers_at(chain, genesis, _height_of(LAST), store)
-    assert [c.epoch for c in store.saved] == [8]
+    assert [c.epoch for c in store.saved] == [4, 8]
     assert producers_at(chain, genesis, _height_of(5), store) == chain.set_of(5)
-    assert [c.epoch for c in store.saved] == [8]
+    assert [c.epoch for c in store.saved] == [4, 8]
+
+
+class BusyAt(FakeChain):
+    """A chain whose node is busy (503) once at each path of ``busy``, as a flash
+    deal's node or one that timed out is."""
+
+    def __init__(self, genesis: Genesis, first: PrivateKey, lie: str | None, busy: set[str]):
+        super().__init__(genesis, first, lie)
+        self.busy = busy
+
+    def get(self, path: str) -> dict:
+        if path in self.busy:
+            self.busy.discard(path)
+            self.paths.append(path)
+            raise NodeError("busy", "the node is busy", 503)
+        return super().get(path)
+
+
+@pytest.mark.parametrize(
+    ("lie", "busy_at", "resumed_from"),
+    [(None, "/v1/epochs/4/next-change", 4), ("no-route", "/v1/epochs/6", 4)],
+)
+def test_an_interrupted_walk_resumes_from_the_last_change_it_verified(
+    chain_parts, lie, busy_at, resumed_from
+):
+    """The walk kept what it reached only when it ended: one a busy node or a timeout
+    interrupted started from genesis again, and again. Each change verified is kept as
+    it is, so the next walk reads only what comes after it."""
+    genesis, first = chain_parts
+    chain = BusyAt(genesis, first, lie, {busy_at})
+    store = MemoryStore()
+    with pytest.raises(NodeError, match="busy"):
+        producers_at(chain, genesis, _height_of(LAST), store)
+    assert [c.epoch for c in store.saved] == [resumed_from]
+    chain.records.clear()
+    assert producers_at(chain, genesis, _height_of(LAST), store) == chain.set_of(LAST)
+    # From the kept change on: nothing before it is read again.
+    assert chain.records and min(chain.records) > resumed_from
+    assert store.saved[-1].epoch in (8, LAST)

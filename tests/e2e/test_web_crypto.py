@@ -789,3 +789,86 @@ def test_the_browser_skips_to_each_change_of_producers_and_refuses_what_python_r
     ]
     assert len(python["no-route"]["epochs"]) == 1 + LAST
     assert [python[n]["verdict"] for n in ("hide", "skip", "other-set")] == ["refused"] * 3
+
+
+RESUME_SCRIPT = """
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const lib = (name) => import(pathToFileURL(`${process.argv[2]}/src/lib/${name}.js`).href);
+const light = await lib("light");
+const v = JSON.parse(readFileSync(0, "utf8"));
+const store = new Map();
+globalThis.localStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, x) => store.set(k, x) };
+const out = {};
+for (const [name, { answers, busy }] of Object.entries(v.cases)) {
+  store.clear();
+  let asked = [];
+  let busyOnce = busy;
+  // A node answering from the chain's answers, busy (503) once at `busy`.
+  const api = async (path) => {
+    asked.push(path);
+    if (path === busyOnce) {
+      busyOnce = null;
+      throw Object.assign(new Error("busy"), { status: 503, code: "busy" });
+    }
+    const answer = answers[path] ?? { error: { status: 404, code: "not_found" } };
+    if (answer.error) throw Object.assign(new Error(answer.error.code), answer.error);
+    return answer;
+  };
+  const kept = () => [...store.entries()].filter(([k]) => k.startsWith("liveledger.producers.v1.")).map(([, x]) => JSON.parse(x).epoch);
+  let first;
+  try {
+    await new light.LightClient(api, { encoded: v.genesis }).producersAt(v.height);
+    first = "accepted";
+  } catch (err) {
+    first = err.code ?? err.message;
+  }
+  const afterInterrupt = kept();
+  asked = [];
+  // The next load (a new client, as a reload makes) resumes from what was kept.
+  await new light.LightClient(api, { encoded: v.genesis }).producersAt(v.height);
+  out[name] = { first, kept: afterInterrupt, resumed: asked, final: kept() };
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_an_interrupted_browser_walk_resumes_from_the_last_change_it_verified(tmp_path):
+    """The browser's walk (producersAt) kept what it reached only when it ended: one a
+    busy node or a timeout interrupted started over from genesis at the next load. Each
+    change verified is kept as it is, the same epochs cli/light.py keeps."""
+    from cli.client import NodeError
+    from cli.light import producers_at
+    from core.keystore import load_key
+    from genesis import create_localnet
+    from tests.cli.light_chain import EPOCHS_OF_3, LAST, answers, height_of
+    from tests.cli.test_light_skip import BusyAt, MemoryStore
+
+    layout = create_localnet(tmp_path / "net", 1, "", params=EPOCHS_OF_3)
+    genesis, first = layout.genesis, load_key(layout.nodes[0].key_path, "")
+    height = height_of(LAST)
+    cases, python = {}, {}
+    for lie, busy in ((None, "/v1/epochs/4/next-change"), ("no-route", "/v1/epochs/6")):
+        chain = BusyAt(genesis, first, lie, set())
+        cases[lie or "honest"] = {"answers": answers(chain, height), "busy": busy}
+        chain.busy.add(busy)
+        store = MemoryStore()
+        with pytest.raises(NodeError, match="busy"):
+            producers_at(chain, genesis, height, store)
+        python[lie or "honest"] = [c.epoch for c in store.saved]
+    vectors = {"genesis": genesis.encode().hex(), "height": height, "cases": cases}
+    out = json.loads(run_script(tmp_path / "resume.mjs", RESUME_SCRIPT, vectors).stdout)
+    assert python == {"honest": [4], "no-route": [4]}
+    assert out["honest"] == {
+        "first": "busy",
+        "kept": [4],
+        "resumed": ["/v1/epochs/4/next-change", "/v1/epochs/8/next-change"],
+        "final": [8],
+    }
+    # From epoch 4 on: its next-change (no route), then epochs 5 to the last.
+    assert out["no-route"] == {
+        "first": "busy",
+        "kept": [4],
+        "resumed": ["/v1/epochs/4/next-change"] + [f"/v1/epochs/{e}" for e in range(5, LAST + 1)],
+        "final": [LAST],
+    }

@@ -64,6 +64,9 @@ export function validatorSet(keys) {
   return sorted;
 }
 
+// Whether two producer sets (as validatorSet makes them, sorted) hold the same keys.
+const sameSet = (a, b) => a.length === b.length && a.every((k, i) => equalBytes(k, b[i]));
+
 // consensus.validators.verify_commit: this block, signers sorted and unique, all
 // producers, more than 2/3 of them, every precommit signature valid.
 export function verifyCommit(commit, chainId, height, blockHash, producers) {
@@ -300,8 +303,14 @@ export class LightClient {
     while (known < epoch && !((this.unchanged.get(known) ?? -1) >= epoch)) {
       const change = await this.nextChange(known, set, height);
       if (change === WALK) {
-        // A node without the route (an older one): epoch by epoch, as before.
-        for (let e = known + 1; e <= epoch; e++) this.sets.set(e, (set = await this.epochSet(e, height, set)));
+        // A node without the route (an older one): epoch by epoch, as before, kept at
+        // each change (and at `epoch`) as it is verified.
+        for (let e = known + 1; e <= epoch; e++) {
+          const next = await this.epochSet(e, height, set);
+          this.sets.set(e, next);
+          if (e === epoch || !sameSet(next, set)) this.keep(e);
+          set = next;
+        }
         known = epoch;
         break;
       }
@@ -309,8 +318,10 @@ export class LightClient {
         this.unchanged.set(known, epoch);
         break;
       }
-      // Verified with the set before it: kept even past `epoch`, as the highest.
+      // Verified with the set before it: kept even past `epoch`, as the highest, now: a
+      // walk a busy or slow node interrupts resumes from here on the next load.
       this.sets.set(change.epoch, change.set);
+      this.keep(change.epoch);
       if (change.epoch > epoch) {
         this.unchanged.set(known, change.epoch - 1);
         break;
@@ -318,17 +329,19 @@ export class LightClient {
       known = change.epoch;
       set = change.set;
     }
-    let highest = 0;
-    for (const e of this.sets.keys()) if (e > highest) highest = e;
-    if (highest > (this.kept?.epoch ?? 0)) {
-      this.kept = { epoch: highest, set: this.sets.get(highest) };
-      try {
-        localStorage.setItem(PRODUCERS + this.genesisHash, JSON.stringify({ epoch: highest, keys: this.kept.set.map(hex) }));
-      } catch {
-        // Storage full or refused: the next load walks again, nothing else changes.
-      }
-    }
     return set;
+  }
+
+  // Keep epoch `e`'s set (verified, in `sets`) for the next load if it is above the
+  // kept one: only ever forward.
+  keep(e) {
+    if (e <= (this.kept?.epoch ?? 0)) return;
+    this.kept = { epoch: e, set: this.sets.get(e) };
+    try {
+      localStorage.setItem(PRODUCERS + this.genesisHash, JSON.stringify({ epoch: e, keys: this.kept.set.map(hex) }));
+    } catch {
+      // Storage full or refused: the next load walks again, nothing else changes.
+    }
   }
 
   // The next epoch after `e` whose producers differ from `producers` (epoch e's), from
