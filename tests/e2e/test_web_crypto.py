@@ -872,3 +872,82 @@ def test_an_interrupted_browser_walk_resumes_from_the_last_change_it_verified(tm
         "resumed": ["/v1/epochs/4/next-change"] + [f"/v1/epochs/{e}" for e in range(5, LAST + 1)],
         "final": [LAST],
     }
+
+
+WAIT_SCRIPT = """
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const lib = (name) => import(pathToFileURL(`${process.argv[2]}/src/lib/${name}.js`).href);
+const v = JSON.parse(readFileSync(0, "utf8"));
+const store = new Map();
+globalThis.localStorage = {
+  getItem: (k) => store.get(k) ?? null, setItem: (k, x) => store.set(k, x), removeItem: (k) => store.delete(k),
+};
+// The page's clock, moved on by the node's slow answers; the page's own pauses (a
+// second at most) pass at once, the answer deadline (api.js) as it does.
+let now = 0;
+Object.defineProperty(globalThis, "performance", { value: { now: () => now }, configurable: true });
+const realTimeout = globalThis.setTimeout;
+globalThis.setTimeout = (fn, ms, ...args) => (ms <= 1000 ? setImmediate(fn, ...args) : realTimeout(fn, ms, ...args));
+const wallet = await lib("wallet");
+let mode = null;
+const asked = { status: 0, proof: 0 };
+const json = (doc, status = 200) => new Response(JSON.stringify(doc), { status, headers: { "Content-Type": "application/json" } });
+globalThis.fetch = async (path) => {
+  if (path === "/v1/genesis") return json({ encoded: v.genesis });
+  if (path === "/v1/status") return json({ height: 5 });
+  if (path.startsWith("/v1/accounts/")) return json({ next_nonce: 0 });
+  if (path === "/v1/txs/simulate") return json({ receipt: { code: "ok" } });
+  if (path === "/v1/txs") return json({ hash: "ab".repeat(32) });
+  // Each answer about the transaction comes just under the answer deadline (29 s).
+  now += 29_000;
+  if (path.endsWith("/proof")) {
+    asked.proof++;
+    return json({ code: "busy", message: "busy" }, 503);
+  }
+  asked.status++;
+  if (mode === "pending") return json({ hash: path.slice(8), status: "pending" });
+  return json({ hash: path.slice(8), status: "committed", height: 5, receipt: { code: "ok", events: [] } });
+};
+await wallet.createWallet("a passphrase");
+const out = {};
+for (const m of ["pending", "committed"]) {
+  mode = m;
+  now = 0;
+  asked.status = asked.proof = 0;
+  try {
+    const done = await wallet.send("transfer", Uint8Array.of(0x90));
+    out[m] = { result: `verified ${done.verified}`, ...asked, seconds: now / 1000 };
+  } catch (err) {
+    out[m] = { result: err.code ?? err.message, ...asked, seconds: now / 1000 };
+  }
+}
+out.waits = [wallet.COMMIT_WAIT_MS, wallet.PROOF_WAIT_MS];
+console.log(JSON.stringify(out));
+"""
+
+
+def test_the_wallet_waits_for_a_transaction_on_the_clock_not_by_counting_answers(tmp_path):
+    """The wallet waited for a committed transaction 240 answers, and for its proof 30: a
+    node answering each just under the answer deadline (30 s) held the page ~2 hours
+    (and 15 minutes). It waits a minute, then 30 s, on the clock, as the CLI does."""
+    key = PrivateKey(bytes([7]) * 32)
+    genesis = Genesis(
+        "web-test-1",
+        1_700_000_000_000,
+        ChainParams(),
+        (GenesisAccount(key.public_key[:20], 10**9),),
+        (GenesisValidator("node0", key.public_key, 1),),
+    )
+    vectors = {"genesis": genesis.encode().hex()}
+    out = json.loads(run_script(tmp_path / "wait.mjs", WAIT_SCRIPT, vectors).stdout)
+    assert out.pop("waits") == [60_000, 30_000]
+    # Answers at 29, 58 and 87 s: none after the minute (the last began before it).
+    assert out["pending"] == {"result": "timeout", "status": 3, "proof": 0, "seconds": 87}
+    # Committed, then two proofs refused as busy (29 and 58 s): its word, unverified.
+    assert out["committed"] == {
+        "result": "verified false",
+        "status": 1,
+        "proof": 2,
+        "seconds": 87,
+    }

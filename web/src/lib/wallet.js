@@ -222,15 +222,16 @@ function asJson(receipt) {
 // leaves its word, `verified: false` with the reason, never shown as final.
 // A node that is busy (its few block reads and proofs taken, as in a flash deal), or one
 // whose proof is still pending (a balancer's node behind), says nothing against the
-// transaction: asked again, a second apart, for up to PROOF_TRIES seconds.
+// transaction: asked again, a second apart, for up to PROOF_WAIT_MS.
 async function provenOutcome(hash, doc) {
-  for (let tries = 1; ; tries++) {
+  const deadline = performance.now() + PROOF_WAIT_MS;
+  for (;;) {
     try {
       const proven = await (await lightClient()).provenTx(hash);
       return { sent: true, hash, height: proven.header.height, receipt: asJson(proven.receipt), verified: true };
     } catch (err) {
       if (!isVerificationFailure(err) && !(err instanceof ApiError)) throw err;
-      if (tryAgain(err, "pending") && tries < PROOF_TRIES) {
+      if (tryAgain(err, "pending") && performance.now() < deadline) {
         await new Promise((r) => setTimeout(r, 1000));
         continue;
       }
@@ -239,7 +240,13 @@ async function provenOutcome(hash, doc) {
   }
 }
 
-const PROOF_TRIES = 30;
+// How long `send` waits for the node to say the transaction is committed, then for its
+// proof: on the clock (performance.now, which is never set back), as the CLI waits
+// (NodeClient.wait_committed, send.PROOF_WAIT_S). Counted in answers instead (240 polls,
+// 30 tries), a node answering each "pending" or "busy" just under the answer deadline
+// (api.js, 30 s) held the page some two hours. Past either, at most one answer more.
+export const COMMIT_WAIT_MS = 60_000;
+export const PROOF_WAIT_MS = 30_000;
 
 // A node's refusal that says "ask again" (503 busy or unavailable, with Retry-After),
 // or one of the codes `also` names.
@@ -279,7 +286,8 @@ export async function send(type, payload, progress = () => {}) {
   // transaction's, committed and provable).
   const hash = hex(tx.hash);
   progress("sent", hash);
-  for (let i = 0; i < 240; i++) {
+  const deadline = performance.now() + COMMIT_WAIT_MS;
+  while (performance.now() < deadline) {
     await new Promise((r) => setTimeout(r, 250));
     let doc;
     try {
