@@ -951,3 +951,24 @@ def test_the_wallet_waits_for_a_transaction_on_the_clock_not_by_counting_answers
         "proof": 2,
         "seconds": 87,
     }
+
+
+UNKNOWN_TX_SCRIPT = """
+import { pathToFileURL } from "node:url";
+const page = await import(pathToFileURL(`${process.argv[2]}/src/pages/explorer.js`).href);
+const codes = ["not_found", "maybe_pruned", "http_error"];
+console.log(JSON.stringify(Object.fromEntries(codes.map((c) => [c, page.unknownTxText(c)]))));
+"""
+
+
+def test_the_transaction_page_tells_a_pruning_node_s_unknown_from_never_included(tmp_path):
+    """The explorer's transaction page said the same for `not_found` (a node that holds
+    every block: never included) and `maybe_pruned` (a node that pruned: a block gone
+    from it may hold it). For the latter it says so and that an archive node can tell.
+    (The page's sentence under Node.js: the e2e world has no pruning node.)"""
+    out = json.loads(run_script(tmp_path / "unknown.mjs", UNKNOWN_TX_SCRIPT, {}).stdout)
+    assert "keeps every block" in out["not_found"]
+    assert "prunes" not in out["not_found"]
+    assert "prunes them" in out["maybe_pruned"] and "An archive node" in out["maybe_pruned"]
+    assert "state sync" in out["maybe_pruned"]
+    assert len(set(out.values())) == 3

@@ -191,13 +191,25 @@ export async function blockPage(main, heightText) {
   }
 }
 
+// What the transaction page says of a node's 404 for a transaction (GET /v1/txs/{hash}):
+// `not_found` from a node that holds every block, so it was never included (up to its
+// head); `maybe_pruned` from one that pruned old blocks (or started from a state sync),
+// whose tx index went with them, so a block it no longer holds may have held it.
+export function unknownTxText(code) {
+  if (code === "maybe_pruned") {
+    return "This node knows no such transaction in the blocks it keeps, and it does not keep the oldest blocks (it prunes them, or joined the chain by a state sync): one of those may hold it. An archive node (one that keeps every block) can tell.";
+  }
+  if (code === "not_found") return "This node knows no such transaction: it is neither pending nor in any block (this node keeps every block).";
+  return "This node knows no such transaction (neither pending nor in a block it keeps).";
+}
+
 export async function txPage(main, hash) {
   let doc;
   try {
     doc = await api(`/v1/txs/${hash}`);
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
-      return replace(main, h("h1", {}, "Transaction"), errorBox("This node knows no such transaction (neither pending nor in a block it keeps)."));
+      return replace(main, h("h1", {}, "Transaction"), errorBox(unknownTxText(err.code)));
     }
     throw err;
   }
