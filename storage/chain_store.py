@@ -100,6 +100,8 @@ _LAYOUT = spaces.META + b"tree_layout"
 _STALE_FROM = spaces.META + b"stale_from"
 # Present once every stored epoch record's set is indexed (``index_epoch_sets``).
 _EPOCH_SETS = spaces.META + b"epoch_sets"
+# The highest epoch whose set is indexed: ``EPOCH_GAP`` marks holes below it only.
+_EPOCH_TOP = spaces.META + b"epoch_top"
 _LAYOUT_VALUE = bytes([TREE_LAYOUT])
 # Deletes per write batch while pruning: bounded memory, and a commit is never held
 # up for long behind one batch.
@@ -179,6 +181,19 @@ class _DbNodes:
 
     def get_node(self, ref: bytes) -> bytes | None:
         return self._get(spaces.TREE_NODE + ref)
+
+
+def _epoch_markers(
+    older: bytes | None, this: bytes | None, epoch: int, top: int | None
+) -> tuple[bool, bool]:
+    """Whether ``epoch`` has an ``EPOCH_CHANGE`` and an ``EPOCH_GAP`` marker, given the
+    digests of the epoch before it and its own (None: not indexed) and the highest epoch
+    indexed: a change between two indexed sets; a hole after an indexed epoch, below the
+    top (past the top nothing is indexed, which ``next_set_change`` knows from the top:
+    a marker there would move with every epoch written, a delete each time)."""
+    change = older is not None and this is not None and older != this
+    gap = older is not None and this is None and top is not None and epoch < top
+    return change, gap
 
 
 class ChainStore:
@@ -735,29 +750,54 @@ class ChainStore:
     def _index_epoch_sets(
         self, batch: spaces.WriteBatch, first: int, producers: Sequence[bytes]
     ) -> None:
-        """Write the digests, and keep ``EPOCH_CHANGE`` and ``EPOCH_GAP`` true around
-        each epoch written: epochs come in any order (pruning keeps one a crash missed,
-        after later ones; a state sync writes pages)."""
+        """Write the digests, the highest epoch indexed (META ``epoch_top``), and keep
+        ``EPOCH_CHANGE`` and ``EPOCH_GAP`` true around each epoch written: epochs come
+        in any order (pruning keeps one a crash missed, after later ones; a state sync
+        writes pages). A marker is put only where it was not and deleted only where it
+        was: each delete leaves LevelDB a tombstone that every seek of
+        ``next_set_change`` steps over until a compaction, and an epoch written after
+        the top (the commit thread's every epoch) then deletes nothing."""
+        if not producers:
+            return
+        raw_top = self._db.get(_EPOCH_TOP)
+        top = None if raw_top is None else decode_height(raw_top)
+        last = first + len(producers) - 1
+        new_top = last if top is None else max(top, last)
         new = dict(enumerate(producers, start=first))
+        stored: dict[int, bytes | None] = {}
 
-        def digest(epoch: int) -> bytes | None:
-            if epoch in new:
-                return new[epoch]
-            return None if epoch < 0 else self._db.get(spaces.EPOCH_SET + encode_height(epoch))
+        def before(epoch: int) -> bytes | None:
+            # Nothing is indexed past the top: no read for the epochs after it.
+            if epoch < 0 or top is None or epoch > top:
+                return None
+            if epoch not in stored:
+                stored[epoch] = self._db.get(spaces.EPOCH_SET + encode_height(epoch))
+            return stored[epoch]
 
-        for epoch, this in new.items():
-            batch.put(spaces.EPOCH_SET + encode_height(epoch), this)
-            batch.delete(spaces.EPOCH_GAP + encode_height(epoch))
-            for older, newer in ((epoch - 1, epoch), (epoch, epoch + 1)):
-                a, b = digest(older), digest(newer)
-                if a is None:
-                    continue  # no gap marker before an epoch: gaps start after one held
-                if b is None:
-                    batch.put(spaces.EPOCH_GAP + encode_height(newer), b"")
-                elif a != b:
-                    batch.put(spaces.EPOCH_CHANGE + encode_height(newer), b"")
-                else:
-                    batch.delete(spaces.EPOCH_CHANGE + encode_height(newer))
+        def after(epoch: int) -> bytes | None:
+            return new[epoch] if epoch in new else before(epoch)
+
+        # The markers that can change: around each epoch written, and the epoch after
+        # the old top, a hole once the top is beyond it.
+        around = {e + d for e in new for d in (0, 1)}
+        if top is not None:
+            around.add(top + 1)
+        for epoch in sorted(around):
+            key = encode_height(epoch)
+            was = _epoch_markers(before(epoch - 1), before(epoch), epoch, top)
+            now = _epoch_markers(after(epoch - 1), after(epoch), epoch, new_top)
+            for space, had, has in zip(
+                (spaces.EPOCH_CHANGE, spaces.EPOCH_GAP), was, now, strict=True
+            ):
+                if has and not had:
+                    batch.put(space + key, b"")
+                elif had and not has:
+                    batch.delete(space + key)
+        for epoch, digest in new.items():
+            if before(epoch) != digest:
+                batch.put(spaces.EPOCH_SET + encode_height(epoch), digest)
+        if new_top != top:
+            batch.put(_EPOCH_TOP, encode_height(new_top))
 
     def epoch_set(self, epoch: int) -> bytes | None:
         """The indexed digest of ``epoch``'s producer set, or None."""
@@ -769,20 +809,24 @@ class ChainStore:
         scan. ``epoch + 1`` if ``epoch``'s own set is not indexed. Epochs past the
         highest indexed are not indexed: the answer is never beyond it plus one."""
         after = encode_height(epoch)
-        # One view for the three reads: the commit thread or a pruning pass may write
+        # One view for the reads: the commit thread or a pruning pass may write
         # between them, and a pass keeping a missed record (a change) after the first
         # seek and before the second made the answer skip that change (its hole gone,
         # its change marker not seen), a record honest clients refuse.
         with self._db.snapshot() as view:
             if self._db.get(spaces.EPOCH_SET + after, view=view) is None:
                 return epoch + 1
-            found = [
-                decode_height(key)
-                for space in (spaces.EPOCH_CHANGE, spaces.EPOCH_GAP)
-                if (key := self._db.next_key(space, after, view=view)) is not None
-            ]
-        # An indexed epoch always has a gap marker after its run: the default is a guard.
-        return min(found, default=epoch + 1)
+            raw_top = self._db.get(_EPOCH_TOP, view=view)
+            # No top beside an indexed set: not a store this code wrote. The next epoch
+            # is the answer no record can make wrong (its record is signed by this set).
+            if raw_top is None or decode_height(raw_top) <= epoch:
+                return epoch + 1
+            # Past the top nothing is indexed: its next epoch bounds the answer.
+            found = [decode_height(raw_top) + 1]
+            for space in (spaces.EPOCH_CHANGE, spaces.EPOCH_GAP):
+                if (key := self._db.next_key(space, after, view=view)) is not None:
+                    found.append(decode_height(key))
+        return min(found)
 
     @property
     def epoch_sets_indexed(self) -> bool:

@@ -26,7 +26,8 @@ prefix  name            key after the prefix                    value
 ``C``   EPOCH_CHANGE    epoch whose digest differs from the     empty
                         one before (both indexed)
 ``G``   EPOCH_GAP       epoch without a digest whose            empty
-                        predecessor has one
+                        predecessor has one, below the
+                        highest indexed (``epoch_top``)
 ======  ==============  ======================================  ===========================
 
 ``META`` names: ``genesis`` (genesis hash), ``head`` (head height), ``block_base``
@@ -38,8 +39,9 @@ how the records it holds are encoded; a store of another layout is refused),
 ``stale_from`` (the lowest version whose list of replaced nodes may still be stored:
 pruning starts there; absent means 1), ``epoch_sets`` (present once every stored
 epoch record's producer set is in the ``EPOCH_SET`` index: a store written before
-the index is indexed once, when a node opens it); while a state sync that moved to
-a new target is in progress (docs/state-sync.md, A new target): ``held/`` + hash (the reference of
+the index is indexed once, when a node opens it), ``epoch_top`` (the highest epoch
+in the ``EPOCH_SET`` index: past it nothing is indexed, and no marker says so); while
+a state sync that moved to a new target is in progress (docs/state-sync.md, A new target): ``held/`` + hash (the reference of
 a subtree held whole from a target it left), ``held_versions`` (8 bytes each: the
 versions it holds nodes at), ``sweep`` (references: a tree that stays, then the roots
 of what is still to be deleted) and ``flat_stale`` (the flat state is to be written

@@ -4,6 +4,8 @@ written in any order, some never, answer as a scan over every epoch would."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -17,7 +19,15 @@ from genesis import create_localnet
 from node.epoch_records import EpochRecord, index_epoch_sets
 from storage import ChainStore
 from storage.chain_store import open_store_db
-from storage.db import EPOCH, Database, encode_height
+from storage.db import (
+    EPOCH,
+    EPOCH_CHANGE,
+    EPOCH_GAP,
+    EPOCH_SET,
+    Database,
+    WriteBatch,
+    encode_height,
+)
 from vm import ChainParams
 
 SETS = [bytes([i]) * 32 for i in range(3)]
@@ -31,6 +41,51 @@ def reference(digests: dict[int, bytes], epoch: int) -> int:
     while digests.get(later) == digests[epoch]:
         later += 1
     return later
+
+
+INDEX = (EPOCH_SET, EPOCH_CHANGE, EPOCH_GAP)
+
+
+@contextmanager
+def index_deletes(patch: pytest.MonkeyPatch) -> Iterator[tuple[list[bytes], list[bytes]]]:
+    """Every key of the index a write deletes, and those of them the database did not
+    hold when it was written (nor the batch put before): a delete leaves LevelDB a
+    tombstone that each seek of ``next_set_change`` steps over until a compaction."""
+    deleted: list[bytes] = []
+    absent: list[bytes] = []
+    ops: dict[int, list[tuple[bool, bytes]]] = {}
+    new_batch, write = Database.new_batch, Database.write
+    put, delete = WriteBatch.put, WriteBatch.delete
+
+    def fresh_batch(self: Database, **kwargs: Any) -> WriteBatch:
+        batch = new_batch(self, **kwargs)
+        ops[id(batch)] = []  # an id a batch dropped unwritten had is reused
+        return batch
+
+    def recording_put(self: WriteBatch, key: bytes, value: bytes) -> None:
+        ops.setdefault(id(self), []).append((True, key))
+        put(self, key, value)
+
+    def recording_delete(self: WriteBatch, key: bytes) -> None:
+        ops.setdefault(id(self), []).append((False, key))
+        delete(self, key)
+
+    def checked_write(self: Database, batch: WriteBatch) -> None:
+        earlier: set[bytes] = set()
+        for is_put, key in ops.pop(id(batch), []):
+            if is_put:
+                earlier.add(key)
+            elif key[:1] in INDEX:
+                deleted.append(key)
+                if key not in earlier and self.get(key) is None:
+                    absent.append(key)
+        write(self, batch)
+
+    patch.setattr(Database, "new_batch", fresh_batch)
+    patch.setattr(WriteBatch, "put", recording_put)
+    patch.setattr(WriteBatch, "delete", recording_delete)
+    patch.setattr(Database, "write", checked_write)
+    yield deleted, absent
 
 
 # Epoch -> set (a few sets: changes are rare), the epochs written (a subset, some never),
@@ -49,7 +104,11 @@ chains = st.lists(st.sampled_from(SETS), min_size=1, max_size=40).flatmap(
 @given(chain=chains)
 def test_next_set_change_answers_as_a_scan_whatever_the_order_written(chain):
     sets, order, never, pages = chain
-    with tempfile.TemporaryDirectory() as where:
+    with (
+        tempfile.TemporaryDirectory() as where,
+        pytest.MonkeyPatch.context() as patch,
+        index_deletes(patch) as (_, absent),
+    ):
         store = ChainStore(where)
         written: dict[int, bytes] = {}
         for first, size in zip(order, pages, strict=True):
@@ -70,12 +129,57 @@ def test_next_set_change_answers_as_a_scan_whatever_the_order_written(chain):
             written.update(zip(page, digests, strict=True))
             for epoch in range(len(sets) + 2):
                 assert store.next_set_change(epoch) == reference(written, epoch), (epoch, written)
+            # A marker is deleted only where it is: no tombstone for the seeks to cross.
+            assert absent == [], (page, written)
         store.close()
         # Kept across a reopen.
         store = ChainStore(where)
         for epoch in range(len(sets) + 2):
             assert store.next_set_change(epoch) == reference(written, epoch)
         store.close()
+
+
+def test_epochs_written_in_order_delete_nothing_from_the_index(tmp_path):
+    """The commit thread writes each epoch after the last: 300,000 in six months of 50 s
+    epochs. Each deleted the gap marker after the last epoch (to put one after the new
+    one) and a change marker that was never there, and ``next_set_change(0)``, what a
+    client on a chain whose set never changed asks, stepped over all their tombstones
+    until LevelDB compacted them (a review measured 9.3 ms at 300,000 epochs), on the
+    event loop."""
+    a, b = SETS[0], SETS[1]
+    store = ChainStore(tmp_path / "store")
+    with pytest.MonkeyPatch.context() as patch, index_deletes(patch) as (deleted, _):
+        store.put_epoch_sets(0, [a])
+        for epoch in range(1, 40):
+            store.put_epoch_record(epoch, b"%d" % epoch, a if epoch < 30 else b)
+        store.put_epoch_records(40, [b"40", b"41"], [b, a])  # a page, as a state sync's
+    assert deleted == []
+    answers = [30, 30, 41, 41, 41, 42, 43]
+    assert [store.next_set_change(e) for e in (0, 29, 30, 39, 40, 41, 42)] == answers
+    # A hole below the last epoch (a record a crash missed) is one, and its filling
+    # deletes its marker alone.
+    store.put_epoch_record(44, b"44", a)
+    assert [store.next_set_change(e) for e in (41, 42, 44, 45)] == [42, 43, 45, 46]
+    with pytest.MonkeyPatch.context() as patch, index_deletes(patch) as (deleted, _):
+        store.put_epoch_records(42, [b"42", b"43"], [a, a])
+    assert deleted == [EPOCH_GAP + encode_height(42)]
+    assert [store.next_set_change(e) for e in (40, 41, 44)] == [41, 45, 45]
+    store.close()
+
+
+def test_a_store_without_the_highest_epoch_answers_the_next_epoch(tmp_path):
+    """Sets indexed without the highest epoch indexed beside them (not a store this
+    code writes): the answer is the next epoch, whose record is signed by the epoch's
+    own set, so that no client is sent past a change."""
+    db = open_store_db(tmp_path / "store")
+    batch = db.new_batch()
+    for epoch in range(5):
+        batch.put(EPOCH_SET + encode_height(epoch), SETS[0])
+    db.write(batch)
+    db.close()
+    store = ChainStore(tmp_path / "store")
+    assert [store.next_set_change(e) for e in range(7)] == [1, 2, 3, 4, 5, 6, 7]
+    store.close()
 
 
 def test_a_store_written_before_the_index_is_indexed_once_at_open(tmp_path):
