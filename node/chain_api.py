@@ -851,8 +851,9 @@ EPOCH_RECORD = Component(
     "boundary block (height `epoch * epoch_length`, the last of epoch `epoch - 1`), that "
     "header's commit certificate, and the producer set of epoch `epoch` with its state "
     "proof against the header's state root. Pruned or not, a node answers it for every "
-    "epoch whose boundary it has final: a light client walks the epochs from genesis "
-    "with one read each, checking each certificate with the set before it.",
+    "epoch whose boundary it has final: a light client walks the epochs from genesis, "
+    "checking each certificate with the set before it, with one read per change of "
+    "producers (`/v1/epochs/{epoch}/next-change`), or per epoch from a node without it.",
     params=(
         Param(
             "epoch",
