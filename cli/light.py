@@ -176,7 +176,8 @@ def fetch_next_change(
     Neither answer is taken on the node's word: a change hidden (None, or a later one)
     leaves ``validators`` for a height whose header names another set, and that header
     is refused (``certified_header``); a record past a change it skipped names another
-    set too. Raises ``NodeError`` ``not_found`` from a node without the route."""
+    set too. Raises a 404 ``NodeError`` from a node without the route (its
+    ``not_found``, or a proxy's page)."""
     try:
         doc = client.get(f"/v1/epochs/{epoch}/next-change")
     except NodeError as exc:
@@ -327,7 +328,9 @@ def producers_at(
         try:
             change = fetch_next_change(client, genesis, at, validators)
         except NodeError as exc:
-            if exc.code != "not_found":
+            # Any 404 but "no change" (answered inside): the node's not_found, or the
+            # page of a proxy in front of an older node (as the browser's walk takes it).
+            if exc.status != 404:
                 raise
             # No route (an older node), or no record of the change: one epoch at a time,
             # kept at each change (a write per epoch would cost more than its read).

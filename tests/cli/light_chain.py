@@ -86,6 +86,9 @@ class FakeChain:
         assert parts[4] == "next-change", path
         if self.lie == "no-route":
             raise NodeError("not_found", "404: Not Found", 404)
+        if self.lie == "proxy-404":
+            # A proxy in front of an older node: its own page, not the node's JSON.
+            raise NodeError("http_error", "HTTP 404: b'<html>Not Found</html>'", 404)
         later = [c for c in self.changes() if c > epoch]
         if self.lie == "hide":
             later = []

@@ -63,9 +63,12 @@ def test_the_walk_reads_one_record_per_change_not_per_epoch(chain_parts):
     assert chain.records == [] and chain.paths == ["/v1/epochs/8/next-change"]
 
 
-def test_a_node_without_the_route_is_walked_epoch_by_epoch(chain_parts):
+@pytest.mark.parametrize("lie", ["no-route", "proxy-404"])
+def test_a_node_without_the_route_is_walked_epoch_by_epoch(chain_parts, lie):
+    # Its 404 the node's JSON (not_found) or a proxy's page (http_error, 404): the
+    # browser's walk took either for no route, the CLI failed on the proxy's.
     genesis, first = chain_parts
-    chain = FakeChain(genesis, first, lie="no-route")
+    chain = FakeChain(genesis, first, lie=lie)
     assert producers_at(chain, genesis, _height_of(LAST)) == chain.set_of(LAST)
     assert chain.records == list(range(1, LAST + 1))
 
