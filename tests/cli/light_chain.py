@@ -5,6 +5,7 @@ client's tests in Python (tests/cli/test_light_skip.py) and in the browser's cod
 from __future__ import annotations
 
 from cli.client import NodeError
+from cli.light import Checkpoint
 from consensus import ValidatorSet, epoch_of, make_commit
 from consensus.staking_state import ProducerSet, producer_set_key
 from core import BlockHeader, PrivateKey
@@ -128,3 +129,16 @@ def answers(chain: FakeChain, height: int) -> dict[str, object]:
     chain.records.clear()
     chain.paths.clear()
     return out
+
+
+class MemoryStore:
+    """A CheckpointStore in memory that records what it is asked to keep."""
+
+    def __init__(self) -> None:
+        self.saved: list[Checkpoint] = []
+
+    def load(self, genesis: Genesis) -> Checkpoint | None:
+        return self.saved[-1] if self.saved else None
+
+    def save(self, genesis: Genesis, checkpoint: Checkpoint) -> None:
+        self.saved.append(checkpoint)

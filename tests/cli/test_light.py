@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from cli.client import NodeClient, NodeError
 from cli.light import (
-    Checkpoint,
     certified_header,
     fetch_certified_header,
     fetch_epoch,
@@ -38,6 +37,7 @@ from core.keystore import load_key
 from genesis import Genesis, create_localnet
 from node.service import Node
 from storage import StateProof
+from tests.cli.light_chain import MemoryStore
 from tests.node.conftest import make_home
 from tests.served import node_server
 from vm import Account, ChainParams, Receipt, Transfer, account_key
@@ -109,19 +109,6 @@ async def test_a_walk_over_epochs_without_a_change_is_one_read(tmp_path):
         assert header.producer_set_hash == producers.hash
     finally:
         await server.close()
-
-
-class MemoryStore:
-    """A CheckpointStore in memory that records what it is asked to keep."""
-
-    def __init__(self) -> None:
-        self.saved: list[Checkpoint] = []
-
-    def load(self, genesis: Genesis) -> Checkpoint | None:
-        return self.saved[-1] if self.saved else None
-
-    def save(self, genesis: Genesis, checkpoint: Checkpoint) -> None:
-        self.saved.append(checkpoint)
 
 
 def _signed_boundary(genesis: Genesis, key: PrivateKey, height: int) -> tuple[str, str]:

@@ -7,24 +7,13 @@ from __future__ import annotations
 import pytest
 
 from cli.client import NodeError
-from cli.light import Checkpoint, certified_header, fetch_certified_header, producers_at
+from cli.light import certified_header, fetch_certified_header, producers_at
 from consensus import make_commit
 from core import BlockHeader, InvalidBlock, PrivateKey
 from core.keystore import load_key
 from genesis import Genesis, create_localnet
-from tests.cli.light_chain import EPOCHS_OF_3, LAST, FakeChain
+from tests.cli.light_chain import EPOCHS_OF_3, LAST, FakeChain, MemoryStore
 from tests.cli.light_chain import height_of as _height_of
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.saved: list[Checkpoint] = []
-
-    def load(self, genesis: Genesis) -> Checkpoint | None:
-        return self.saved[-1] if self.saved else None
-
-    def save(self, genesis: Genesis, checkpoint: Checkpoint) -> None:
-        self.saved.append(checkpoint)
 
 
 @pytest.fixture
