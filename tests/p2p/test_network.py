@@ -36,6 +36,7 @@ from tests.p2p.helpers import (
     SMALL_TYPE,
     Chat,
     Hang,
+    ManualTLS,
     Net,
     Small,
     close_raw,
@@ -1000,6 +1001,13 @@ async def test_the_records_of_a_large_frame_are_charged_while_it_is_read():
             close_raw([(writer, ident)])
 
 
+async def say_hello(peer: ManualTLS) -> None:
+    """End ``peer``'s handshake with its last flight and its Hello, and read the node's."""
+    peer.tls.write(encode_frame(HELLO_TYPE, Hello(PROTOCOL_VERSION, CHAIN, GENESIS).encode()))
+    peer.writer.write(peer.outgoing.read())
+    Hello.decode(await peer.read_frame(HELLO_TYPE, Hello.MAX_ENCODED))
+
+
 async def test_a_peer_cutting_the_stream_where_tls_ends_cannot_hide_its_records():
     # The records were counted by walking their headers on the TCP stream from where it
     # was when TLS ended, which the peer decides: it ended its last handshake flight
@@ -1157,11 +1165,7 @@ async def test_the_records_a_connection_received_are_charged_when_it_closes():
     async with m0.node:
         peer = await manual_tls_connect(m0.node.port, k1)
         try:
-            peer.tls.write(
-                encode_frame(HELLO_TYPE, Hello(PROTOCOL_VERSION, CHAIN, GENESIS).encode())
-            )
-            peer.writer.write(peer.outgoing.read())
-            Hello.decode(await peer.read_frame(HELLO_TYPE, Hello.MAX_ENCODED))
+            await say_hello(peer)
             last = encode_frame(CHAT_TYPE, Chat(1, bytes(200)).encode())
             # One record: a frame and the next one's header. Once the first is handled,
             # the reader has charged the records so far and waits for the payload.
@@ -1203,11 +1207,7 @@ async def test_each_record_of_data_is_counted_once_whatever_its_size():
     async with m0.node:
         peer = await manual_tls_connect(m0.node.port, k1)
         try:
-            peer.tls.write(
-                encode_frame(HELLO_TYPE, Hello(PROTOCOL_VERSION, CHAIN, GENESIS).encode())
-            )
-            peer.writer.write(peer.outgoing.read())
-            Hello.decode(await peer.read_frame(HELLO_TYPE, Hello.MAX_ENCODED))
+            await say_hello(peer)
             tiny = encode_frame(CHAT_TYPE, Chat(0, bytes(300)).encode())
             for i in range(len(tiny)):
                 peer.tls.write(tiny[i : i + 1])
